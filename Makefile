@@ -1,0 +1,151 @@
+# p11proxy — plain Makefile. `make`, `make check`, `make check-asan`, `make valgrind`,
+# `make bench`, `make demo`, `make install PREFIX=... DESTDIR=...`.
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+MODULEDIR ?= $(LIBDIR)/pkcs11
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+P11KIT_MODULEDIR ?= $(PREFIX)/share/p11-kit/modules
+
+# Build directory: `make O=build-asan EXTRA_CFLAGS=...` builds a variant beside the default.
+O ?= build
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PKGS := p11-kit-1 yaml-0.1 libcrypto
+
+WARN := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wwrite-strings -Wno-unused-parameter -Wvla -Wpointer-arith -Wcast-qual
+HARDEN := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fno-strict-overflow
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread $(WARN) $(HARDEN) \
+	-Ilib -Iinclude $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null) $(CFLAGS) $(EXTRA_CFLAGS)
+LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -ldl -pthread
+LDHARDEN := -Wl,-z,relro,-z,now
+ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS) $(EXTRA_LDFLAGS)
+CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+
+LIB_SRCS := $(sort $(wildcard lib/*/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
+TOOL_SRCS := $(sort $(wildcard tools/*.c))
+TOOL_OBJS := $(TOOL_SRCS:%.c=$(O)/obj/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
+PROG_SRCS := $(sort $(wildcard tests/progs/*.c))
+PROG_BINS := $(PROG_SRCS:tests/progs/%.c=$(O)/tests/%)
+SHIM_SRCS := $(sort $(wildcard tests/shim/*.c))
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/bench/%)
+DEPS := $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d)
+
+MODULE := $(O)/libproxy.so
+STATIC := $(O)/libp11p.a
+CLI := $(O)/p11proxy
+
+.PHONY: all deps tests check check-asan valgrind bench demo install uninstall clean format \
+	format-check man-lint fuzz
+
+all: $(MODULE) $(CLI)
+
+$(O)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# The module exports C_GetFunctionList only (version script + hidden visibility);
+# -z nodelete keeps it mapped after dlclose, as threads may still be returning from it.
+$(MODULE): $(LIB_OBJS) lib/module.map
+	$(CC) -shared -o $@ $(LIB_OBJS) -Wl,--version-script=lib/module.map -Wl,-z,nodelete \
+		-Wl,--no-undefined $(ALL_LDFLAGS) $(LIBS)
+
+$(CLI): $(TOOL_OBJS) $(STATIC)
+	$(CC) -o $@ $(TOOL_OBJS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+$(O)/tests/%: tests/unit/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DP11P_TEST_SRCDIR='"$(CURDIR)/tests"' -o $@ $< $(STATIC) \
+		$(ALL_LDFLAGS) $(CHECK_LIBS) $(LIBS)
+
+$(O)/tests/%: tests/progs/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+$(O)/bench/%: bench/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS) -lm
+
+# Test-only shim module that wraps another PKCS#11 module (fault injection).
+$(O)/tests/libshim.so: $(SHIM_SRCS) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SHIM_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+tests: all $(UNIT_BINS) $(PROG_BINS) $(if $(SHIM_SRCS),$(O)/tests/libshim.so)
+
+deps:
+	@tests/install-deps.sh
+
+# The README's test command: installs what it needs, builds, runs every suite.
+check: deps
+	$(MAKE) tests
+	tests/run.sh $(O) normal
+
+check-asan: deps
+	$(MAKE) O=build-asan CFLAGS="-O1 -g" \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" tests
+	tests/run.sh build-asan asan
+
+valgrind: deps
+	$(MAKE) tests
+	tests/run.sh $(O) valgrind
+
+bench: deps
+	$(MAKE) all $(BENCH_BINS)
+	bench/run.sh $(O)
+
+demo:
+	@tests/install-deps.sh
+	$(MAKE) all
+	tools/demo.sh $(O)
+
+install: all
+	install -d $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(P11KIT_MODULEDIR) $(DESTDIR)$(SYSCONFDIR)/p11proxy
+	install -m 0644 $(MODULE) $(DESTDIR)$(MODULEDIR)/libproxy.so
+	install -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/p11proxy
+	install -m 0644 include/p11proxy.h $(DESTDIR)$(INCLUDEDIR)/p11proxy.h
+	install -m 0644 man/proxy.yaml.5 $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5
+	install -m 0644 man/p11proxy.7 $(DESTDIR)$(MANDIR)/man7/p11proxy.7
+	install -m 0644 man/p11proxy.8 $(DESTDIR)$(MANDIR)/man8/p11proxy.8
+	sed 's|@MODULEDIR@|$(MODULEDIR)|' proxy-conf/p11proxy.module.in > \
+		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
+	chmod 0644 $(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
+	test -e $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml || \
+		install -m 0644 proxy-conf/proxy.yaml $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
+
+uninstall:
+	rm -f $(DESTDIR)$(MODULEDIR)/libproxy.so $(DESTDIR)$(BINDIR)/p11proxy \
+		$(DESTDIR)$(INCLUDEDIR)/p11proxy.h $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5 \
+		$(DESTDIR)$(MANDIR)/man7/p11proxy.7 $(DESTDIR)$(MANDIR)/man8/p11proxy.8 \
+		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
+
+man-lint:
+	mandoc -Tlint -W warning man/*.[578]
+
+format:
+	clang-format -i $(LIB_SRCS) $(wildcard lib/*/*.h) $(TOOL_SRCS) $(wildcard tools/*.h)
+
+format-check:
+	clang-format --dry-run --Werror $(LIB_SRCS) $(wildcard lib/*/*.h)
+
+clean:
+	rm -rf build build-asan
+
+-include $(DEPS)

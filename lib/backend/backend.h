@@ -1,0 +1,69 @@
+/*
+ * Backends (vendor PKCS#11 libraries) and members (one backend + one of its
+ * tokens). A backend is untrusted: its function list is copied into a zeroed
+ * full-size table so a short or NULL entry is a clean CKR_FUNCTION_NOT_SUPPORTED,
+ * and every count, length and handle it returns is checked by the caller.
+ */
+#ifndef P11P_BACKEND_H
+#define P11P_BACKEND_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/pkcs11.h"
+#include "config/config.h"
+
+struct p11p_backend {
+	const struct p11p_backend_cfg *cfg;
+	CK_FUNCTION_LIST *module; /* as p11-kit loaded it */
+	CK_FUNCTION_LIST fl;	  /* full-size copy: never call through `module` */
+	bool initialized;	  /* we called its C_Initialize and it succeeded */
+};
+
+/*
+ * Loads the library (p11-kit, unmanaged) and calls its C_Initialize with
+ * CKF_OS_LOCKING_OK. A backend that answers CKR_CRYPTOKI_ALREADY_INITIALIZED
+ * (shared with the application) is used but never finalized by us.
+ * On failure *be is left closed and err says why.
+ */
+CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *cfg, char *err,
+			size_t errlen);
+/* Finalizes (when `finalize` and we initialized it) and releases the library. */
+void p11p_backend_close(struct p11p_backend *be, bool finalize);
+
+/* Health, for the HA state machine (issue #3 grows it). */
+enum p11p_health {
+	P11P_UP = 0,
+	P11P_DOWN = 1,
+};
+
+struct p11p_member {
+	const struct p11p_member_cfg *cfg;
+	struct p11p_backend *be;
+	bool resolved;	   /* be_slot is valid */
+	CK_SLOT_ID be_slot; /* the backend's slot id holding our token */
+	atomic_int health;  /* enum p11p_health */
+};
+
+/*
+ * Finds the backend slot whose token matches the member's selector (slot id,
+ * token label, token serial or pkcs11: URI). CKR_TOKEN_NOT_PRESENT when no
+ * token matches; CKR_FUNCTION_FAILED when several do (err names them).
+ */
+CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen);
+
+/* True for the results that say the member itself failed (server side). */
+bool p11p_rv_is_server_error(CK_RV rv);
+
+/* Records the outcome of a backend call on a member (health accounting). */
+void p11p_member_note(struct p11p_member *m, CK_RV rv);
+
+/*
+ * Pads/copies a NUL-terminated string into a blank-padded PKCS#11 field, and
+ * the reverse (trailing blanks removed; out has room for len + 1 bytes).
+ */
+void p11p_pad(CK_UTF8CHAR *field, size_t len, const char *s);
+void p11p_unpad(char *out, const CK_UTF8CHAR *field, size_t len);
+
+#endif

@@ -1,0 +1,29 @@
+/*
+ * Memory: thin wrappers over malloc so that a test build can make the Nth
+ * allocation fail (SQLite's countdown idea) and every CKR_HOST_MEMORY path
+ * runs at least once.
+ */
+#ifndef P11P_MEM_H
+#define P11P_MEM_H
+
+#include <stddef.h>
+
+void *p11p_malloc(size_t n);
+void *p11p_calloc(size_t count, size_t size);
+void *p11p_realloc(void *p, size_t n);
+/* reallocarray-style: fails (NULL, p untouched) when count * size overflows. */
+void *p11p_reallocarray(void *p, size_t count, size_t size);
+char *p11p_strdup(const char *s);
+char *p11p_strndup(const char *s, size_t n);
+void p11p_free(void *p);
+
+/*
+ * Test hook: after `n` more successful allocations, every allocation fails
+ * until p11p_mem_fail_reset(). n < 0 disables the countdown (the default).
+ */
+void p11p_mem_fail_after(long n);
+void p11p_mem_fail_reset(void);
+/* Allocations refused by the countdown since the last reset. */
+unsigned long p11p_mem_failures(void);
+
+#endif

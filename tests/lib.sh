@@ -1,0 +1,92 @@
+# Shared helpers for the suites in tests/suites/. Sourced by tests/run.sh.
+# Environment: BUILD (absolute build dir), MODE (normal|asan|valgrind), SRCDIR, RESULTS.
+
+SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+TEST_USER_PIN=1234
+TEST_SO_PIN=5678
+
+pass() {
+	echo "PASS: $1"
+	echo "pass $1" >>"$RESULTS"
+}
+
+fail() {
+	echo "FAIL: $1${2:+ ($2)}"
+	echo "fail $1" >>"$RESULTS"
+}
+
+skip() {
+	echo "SKIP: $1 ($2)"
+	echo "skip $1" >>"$RESULTS"
+}
+
+# check NAME COMMAND...: pass when the command exits 0, fail otherwise.
+check() {
+	local name=$1
+	shift
+	if "$@"; then pass "$name"; else fail "$name" "exit $?"; fi
+}
+
+# A fresh temp dir, removed when the suite's subshell exits.
+mk_tmp() {
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/p11proxy-test.XXXXXX")
+	trap 'rm -rf "$TMP"' EXIT
+}
+
+# softhsm_setup DIR LABEL...: a hermetic SoftHSM2 in DIR with one token per
+# label (user PIN $TEST_USER_PIN, SO PIN $TEST_SO_PIN); exports SOFTHSM2_CONF.
+softhsm_setup() {
+	local dir=$1
+	shift
+	mkdir -p "$dir/tokens"
+	cat >"$dir/softhsm2.conf" <<CONF
+directories.tokendir = $dir/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+CONF
+	export SOFTHSM2_CONF=$dir/softhsm2.conf
+	for label in "$@"; do
+		softhsm2-util --init-token --free --label "$label" --pin "$TEST_USER_PIN" \
+			--so-pin "$TEST_SO_PIN" >/dev/null || return 1
+	done
+}
+
+# proxy_conf FILE LABEL...: a proxy.yaml with one virtual slot per SoftHSM2
+# token label; virtual slot "v-LABEL", no member PIN (application PIN passes).
+proxy_conf() {
+	local file=$1
+	shift
+	{
+		echo "backends:"
+		echo "  - name: softhsm"
+		echo "    module: $SOFTHSM_MODULE"
+		echo "slots:"
+		for label in "$@"; do
+			echo "  - label: v-$label"
+			echo "    members:"
+			echo "      - backend: softhsm"
+			echo "        token_label: $label"
+		done
+	} >"$file"
+	export P11PROXY_CONF=$file
+}
+
+# run_prog PROGRAM ARGS...: runs a test program of ours, under valgrind in
+# valgrind mode (errors and definite leaks fail the run).
+run_prog() {
+	if [ "$MODE" = valgrind ]; then
+		valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+			--suppressions="$SRCDIR/tests/valgrind.supp" "$@"
+	else
+		"$@"
+	fi
+}
+
+# Sanitizer builds: leaks inside SoftHSM2 / p11-kit are theirs, not ours.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SRCDIR/tests/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+PROXY_MODULE=$BUILD/libproxy.so
+CLI=$BUILD/p11proxy

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every suite in tests/suites/ (in name order) against one build.
+#   tests/run.sh BUILD_DIR MODE      MODE: normal | asan | valgrind
+# Each suite is a bash file sourced in a subshell with tests/lib.sh loaded; it
+# reports through `pass NAME` / `fail NAME [why]` / `skip NAME why`.
+set -u
+export BUILD=${1:-build}
+export MODE=${2:-normal}
+export SRCDIR
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
+RESULTS=$(mktemp)
+export RESULTS
+trap 'rm -f "$RESULTS"' EXIT
+
+for suite in "$SRCDIR"/tests/suites/*.sh; do
+	[ -n "${ONLY:-}" ] && case $(basename "$suite") in *$ONLY*) ;; *) continue ;; esac
+	echo "=== $(basename "$suite" .sh) ($MODE)"
+	(
+		# shellcheck source=tests/lib.sh
+		. "$SRCDIR/tests/lib.sh"
+		# shellcheck disable=SC1090
+		. "$suite"
+	)
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		echo "FAIL: suite $(basename "$suite") exited $rc"
+		echo "fail $(basename "$suite")" >>"$RESULTS"
+	fi
+done
+
+passed=$(grep -c '^pass ' "$RESULTS")
+failed=$(grep -c '^fail ' "$RESULTS")
+skipped=$(grep -c '^skip ' "$RESULTS")
+if [ "$failed" -ne 0 ]; then
+	echo "--- failures:"
+	grep '^fail ' "$RESULTS" | sed 's/^fail /  /'
+fi
+echo "$MODE: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -26,6 +26,8 @@ LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -ldl -pthread
 LDHARDEN := -Wl,-z,relro,-z,now
 ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS) $(EXTRA_LDFLAGS)
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+# Test and bench programs hand string literals to the (non-const) PKCS#11 API all the time.
+TEST_CFLAGS := $(ALL_CFLAGS) -Wno-cast-qual -Wno-write-strings
 
 LIB_SRCS := $(sort $(wildcard lib/*/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/obj/%.o)
@@ -69,21 +71,21 @@ $(CLI): $(TOOL_OBJS) $(STATIC)
 
 $(O)/tests/%: tests/unit/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DP11P_TEST_SRCDIR='"$(CURDIR)/tests"' -o $@ $< $(STATIC) \
+	$(CC) $(TEST_CFLAGS) -DP11P_TEST_SRCDIR='"$(CURDIR)/tests"' -o $@ $< $(STATIC) \
 		$(ALL_LDFLAGS) $(CHECK_LIBS) $(LIBS)
 
 $(O)/tests/%: tests/progs/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+	$(CC) $(TEST_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
 
 $(O)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS) -lm
+	$(CC) $(TEST_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS) -lm
 
 # Test-only shim module that wraps another PKCS#11 module (fault injection).
 $(O)/tests/libshim.so: $(SHIM_SRCS) $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -shared -o $@ $(SHIM_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+	$(CC) $(TEST_CFLAGS) -shared -o $@ $(SHIM_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
 
 tests: all $(UNIT_BINS) $(PROG_BINS) $(if $(SHIM_SRCS),$(O)/tests/libshim.so)
 

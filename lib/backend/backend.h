@@ -17,8 +17,8 @@
 struct p11p_backend {
 	const struct p11p_backend_cfg *cfg;
 	CK_FUNCTION_LIST *module; /* as p11-kit loaded it */
-	CK_FUNCTION_LIST fl;	  /* full-size copy: never call through `module` */
-	bool initialized;	  /* we called its C_Initialize and it succeeded */
+	CK_FUNCTION_LIST fl;      /* full-size copy: never call through `module` */
+	bool initialized;         /* we called its C_Initialize and it succeeded */
 };
 
 /*
@@ -28,7 +28,7 @@ struct p11p_backend {
  * On failure *be is left closed and err says why.
  */
 CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *cfg, char *err,
-			size_t errlen);
+                        size_t errlen);
 /* Finalizes (when `finalize` and we initialized it) and releases the library. */
 void p11p_backend_close(struct p11p_backend *be, bool finalize);
 
@@ -41,7 +41,7 @@ enum p11p_health {
 struct p11p_member {
 	const struct p11p_member_cfg *cfg;
 	struct p11p_backend *be;
-	bool resolved;	   /* be_slot is valid */
+	bool resolved;      /* be_slot is valid */
 	CK_SLOT_ID be_slot; /* the backend's slot id holding our token */
 	atomic_int health;  /* enum p11p_health */
 };

@@ -7,7 +7,8 @@
 #include "base/pkcs11.h"
 
 /* The attribute of that type in the template, or NULL. Template may be NULL when count is 0. */
-const CK_ATTRIBUTE *p11p_attr_find(const CK_ATTRIBUTE *tmpl, CK_ULONG count, CK_ATTRIBUTE_TYPE type);
+const CK_ATTRIBUTE *p11p_attr_find(const CK_ATTRIBUTE *tmpl, CK_ULONG count,
+                                   CK_ATTRIBUTE_TYPE type);
 /* A CK_BBOOL attribute's value, or `dflt` when it is absent or malformed. */
 bool p11p_attr_bool(const CK_ATTRIBUTE *tmpl, CK_ULONG count, CK_ATTRIBUTE_TYPE type, bool dflt);
 

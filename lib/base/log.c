@@ -14,9 +14,9 @@ static const struct {
 	const char *name;
 	int bit;
 } categories[] = {
-	{"config", P11P_DBG_CONFIG},   {"backend", P11P_DBG_BACKEND}, {"session", P11P_DBG_SESSION},
-	{"object", P11P_DBG_OBJECT},   {"call", P11P_DBG_CALL},       {"lib", P11P_DBG_LIB},
-	{"all", P11P_DBG_ALL},
+    {"config", P11P_DBG_CONFIG}, {"backend", P11P_DBG_BACKEND}, {"session", P11P_DBG_SESSION},
+    {"object", P11P_DBG_OBJECT}, {"call", P11P_DBG_CALL},       {"lib", P11P_DBG_LIB},
+    {"all", P11P_DBG_ALL},
 };
 
 void p11p_log_init(void)

@@ -25,7 +25,7 @@ void p11p_log_init(void);
 int p11p_debug_on(enum p11p_debug_cat cat);
 
 void p11p_debug(enum p11p_debug_cat cat, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Always printed (to stderr), prefixed "p11proxy: ". */
 void p11p_message(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

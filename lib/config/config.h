@@ -22,7 +22,6 @@
 #define P11P_CONF_MAX_DEPTH 16	   /* nesting of YAML collections */
 #define P11P_CONF_MAX_NODES 50000  /* YAML nodes in the whole file */
 #define P11P_CONF_MAX_STRING 4096  /* bytes in any scalar */
-#define P11P_MAX_PIN_LEN 256	   /* bytes in a PIN (after the newline is stripped) */
 #define P11P_LABEL_MAX 32	   /* token label, as in CK_TOKEN_INFO */
 #define P11P_SERIAL_MAX 16	   /* token serial number, as in CK_TOKEN_INFO */
 #define P11P_NAME_MAX 64	   /* backend name */

@@ -1,0 +1,256 @@
+/*
+ * The module's entry points: the exported CK_FUNCTION_LIST. Plain forwarders
+ * are generated from the one table (base/p11fns.h); functions with logic of
+ * their own live in lib/virt and are wired here. C_GetFunctionList is the
+ * only exported symbol (lib/module.map).
+ */
+#include "base/log.h"
+#include "base/p11fns.h"
+#include "virt/virt.h"
+
+#include <p11proxy.h>
+#include <string.h>
+
+#define P11P_EXPORT __attribute__((visibility("default")))
+
+/*
+ * SESSION: map the session, call the member, record the result.
+ * KEY / OBJECT: the same, after mapping the `key` / `object` parameter.
+ */
+#define FWD_CUSTOM(name, params, args)
+#define FWD_SESSION(name, params, args)                                                            \
+	static CK_RV proxy_##name params                                                           \
+	{                                                                                          \
+		struct p11p_call c;                                                                \
+		CK_RV rv = p11p_call_begin(session, &c);                                           \
+		if (rv != CKR_OK)                                                                  \
+			return rv;                                                                 \
+		return p11p_call_end(&c, c.fl->name args);                                         \
+	}
+#define FWD_KEY(name, params, args)                                                                \
+	static CK_RV proxy_##name params                                                           \
+	{                                                                                          \
+		struct p11p_call c;                                                                \
+		CK_OBJECT_HANDLE bkey;                                                             \
+		CK_RV rv = p11p_call_begin(session, &c);                                           \
+		if (rv != CKR_OK)                                                                  \
+			return rv;                                                                 \
+		rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);               \
+		if (rv == CKR_OK)                                                                  \
+			rv = c.fl->name args;                                                      \
+		return p11p_call_end(&c, rv);                                                      \
+	}
+#define FWD_OBJECT(name, params, args)                                                             \
+	static CK_RV proxy_##name params                                                           \
+	{                                                                                          \
+		struct p11p_call c;                                                                \
+		CK_OBJECT_HANDLE bobj;                                                             \
+		CK_RV rv = p11p_call_begin(session, &c);                                           \
+		if (rv != CKR_OK)                                                                  \
+			return rv;                                                                 \
+		rv = p11p_object_to_backend(&c, object, CKR_OBJECT_HANDLE_INVALID, &bobj);         \
+		if (rv == CKR_OK)                                                                  \
+			rv = c.fl->name args;                                                      \
+		return p11p_call_end(&c, rv);                                                      \
+	}
+#define FWD(kind, name, params, args) FWD_##kind(name, params, args)
+P11P_FUNCTIONS(FWD)
+#undef FWD
+
+/* --- hand-written entry points --- */
+
+static CK_FUNCTION_LIST function_list;
+
+static CK_RV proxy_C_Initialize(CK_VOID_PTR init_args)
+{
+	return p11p_initialize(init_args);
+}
+
+static CK_RV proxy_C_Finalize(CK_VOID_PTR reserved)
+{
+	return p11p_finalize(reserved);
+}
+
+static CK_RV proxy_C_GetInfo(CK_INFO_PTR info)
+{
+	if (!p11p_initialized())
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	if (info == NULL)
+		return CKR_ARGUMENTS_BAD;
+	memset(info, 0, sizeof(*info));
+	info->cryptokiVersion.major = CRYPTOKI_VERSION_MAJOR;
+	info->cryptokiVersion.minor = CRYPTOKI_VERSION_MINOR;
+	p11p_pad(info->manufacturerID, sizeof(info->manufacturerID), "p11proxy");
+	p11p_pad(info->libraryDescription, sizeof(info->libraryDescription),
+	         "p11proxy PKCS#11 proxy");
+	info->libraryVersion.major = P11PROXY_VERSION_MAJOR;
+	info->libraryVersion.minor = P11PROXY_VERSION_MINOR;
+	return CKR_OK;
+}
+
+static CK_RV proxy_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+	if (list == NULL)
+		return CKR_ARGUMENTS_BAD;
+	*list = &function_list;
+	return CKR_OK;
+}
+
+static CK_RV proxy_C_GetSlotList(CK_BBOOL token_present, CK_SLOT_ID_PTR slot_list,
+                                 CK_ULONG_PTR count)
+{
+	return p11p_get_slot_list(token_present, slot_list, count);
+}
+
+static CK_RV proxy_C_GetSlotInfo(CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info)
+{
+	return p11p_get_slot_info(slot_id, info);
+}
+
+static CK_RV proxy_C_GetTokenInfo(CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info)
+{
+	return p11p_get_token_info(slot_id, info);
+}
+
+static CK_RV proxy_C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved)
+{
+	return p11p_wait_for_slot_event(flags, slot, reserved);
+}
+
+static CK_RV proxy_C_GetMechanismList(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE_PTR list,
+                                      CK_ULONG_PTR count)
+{
+	return p11p_get_mechanism_list(slot_id, list, count);
+}
+
+static CK_RV proxy_C_GetMechanismInfo(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type,
+                                      CK_MECHANISM_INFO_PTR info)
+{
+	return p11p_get_mechanism_info(slot_id, type, info);
+}
+
+static CK_RV proxy_C_InitToken(CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len,
+                               CK_UTF8CHAR_PTR label)
+{
+	return p11p_init_token(slot_id, pin, pin_len, label);
+}
+
+static CK_RV proxy_C_SetPIN(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
+                            CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len)
+{
+	return p11p_set_pin(session, old_pin, old_len, new_pin, new_len);
+}
+
+static CK_RV proxy_C_OpenSession(CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR application,
+                                 CK_NOTIFY notify, CK_SESSION_HANDLE_PTR session)
+{
+	return p11p_open_session(slot_id, flags, session);
+}
+
+static CK_RV proxy_C_CloseSession(CK_SESSION_HANDLE session)
+{
+	return p11p_close_session(session);
+}
+
+static CK_RV proxy_C_CloseAllSessions(CK_SLOT_ID slot_id)
+{
+	return p11p_close_all_sessions(slot_id);
+}
+
+static CK_RV proxy_C_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info)
+{
+	return p11p_get_session_info(session, info);
+}
+
+static CK_RV proxy_C_SetOperationState(CK_SESSION_HANDLE session, CK_BYTE_PTR state,
+                                       CK_ULONG state_len, CK_OBJECT_HANDLE encryption_key,
+                                       CK_OBJECT_HANDLE authentication_key)
+{
+	return p11p_set_operation_state(session, state, state_len, encryption_key,
+	                                authentication_key);
+}
+
+static CK_RV proxy_C_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user_type, CK_UTF8CHAR_PTR pin,
+                           CK_ULONG pin_len)
+{
+	return p11p_login(session, user_type, pin, pin_len);
+}
+
+static CK_RV proxy_C_Logout(CK_SESSION_HANDLE session)
+{
+	return p11p_logout(session);
+}
+
+static CK_RV proxy_C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                                  CK_OBJECT_HANDLE_PTR object)
+{
+	return p11p_create_object(session, templ, count, object);
+}
+
+static CK_RV proxy_C_CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                                CK_OBJECT_HANDLE_PTR new_object)
+{
+	return p11p_copy_object(session, object, templ, count, new_object);
+}
+
+static CK_RV proxy_C_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object)
+{
+	return p11p_destroy_object(session, object);
+}
+
+static CK_RV proxy_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects,
+                                 CK_ULONG max_count, CK_ULONG_PTR count)
+{
+	return p11p_find_objects(session, objects, max_count, count);
+}
+
+static CK_RV proxy_C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                 CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key)
+{
+	return p11p_generate_key(session, mechanism, templ, count, key);
+}
+
+static CK_RV proxy_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                     CK_ATTRIBUTE_PTR pub_templ, CK_ULONG pub_count,
+                                     CK_ATTRIBUTE_PTR priv_templ, CK_ULONG priv_count,
+                                     CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key)
+{
+	return p11p_generate_key_pair(session, mechanism, pub_templ, pub_count, priv_templ,
+	                              priv_count, pub_key, priv_key);
+}
+
+static CK_RV proxy_C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                             CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key,
+                             CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len)
+{
+	return p11p_wrap_key(session, mechanism, wrapping_key, key, wrapped, wrapped_len);
+}
+
+static CK_RV proxy_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                               CK_OBJECT_HANDLE unwrapping_key, CK_BYTE_PTR wrapped,
+                               CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                               CK_OBJECT_HANDLE_PTR key)
+{
+	return p11p_unwrap_key(session, mechanism, unwrapping_key, wrapped, wrapped_len, templ,
+	                       count, key);
+}
+
+static CK_RV proxy_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                               CK_OBJECT_HANDLE base_key, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                               CK_OBJECT_HANDLE_PTR key)
+{
+	return p11p_derive_key(session, mechanism, base_key, templ, count, key);
+}
+
+static CK_FUNCTION_LIST function_list = {
+    .version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
+#define ENTRY(kind, name, params, args) .name = proxy_##name,
+    P11P_FUNCTIONS(ENTRY)
+#undef ENTRY
+};
+
+P11P_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+	return proxy_C_GetFunctionList(list);
+}

@@ -1,0 +1,395 @@
+/*
+ * Proxy object handles. Each maps to the backend handle of the same object on
+ * each member (one member until HA re-resolves it elsewhere); a backend
+ * object gets one proxy handle, the same each time it is found. Session
+ * objects are forgotten with the session that created them.
+ */
+#include "virt/virt.h"
+#include "base/attrs.h"
+#include "base/log.h"
+#include "base/mem.h"
+
+#include <string.h>
+
+/* Backend find results are fetched in chunks of this many. */
+#define FIND_CHUNK 256
+
+static uint64_t rev_key(const struct p11p_vslot *vs, size_t member)
+{
+	return ((uint64_t)vs->id << 8) | member;
+}
+
+CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                             CK_OBJECT_HANDLE *out)
+{
+	struct p11p_object *obj;
+	CK_RV rv = invalid;
+
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, h);
+	if (obj != NULL && obj->slot == c->s->slot && obj->be[c->s->member] != 0) {
+		*out = obj->be[c->s->member];
+		rv = CKR_OK;
+	}
+	p11p_unlock();
+	return rv;
+}
+
+static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
+{
+	p11p_map_remove(&st->objects, 0, obj->handle);
+	for (size_t i = 0; i < obj->slot->n_members; i++) {
+		if (obj->be[i] != 0 &&
+		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
+			p11p_map_remove(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]);
+	}
+	p11p_free(obj);
+}
+
+static int own_locked(struct p11p_session *s, CK_OBJECT_HANDLE h)
+{
+	if (s->n_owned == s->cap_owned) {
+		size_t cap = s->cap_owned ? s->cap_owned * 2 : 8;
+		CK_OBJECT_HANDLE *owned = p11p_reallocarray(s->owned, cap, sizeof(*owned));
+
+		if (owned == NULL)
+			return -1;
+		s->owned = owned;
+		s->cap_owned = cap;
+	}
+	s->owned[s->n_owned++] = h;
+	return 0;
+}
+
+CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
+                               CK_OBJECT_HANDLE *out)
+{
+	struct p11p_state *st = c->st;
+	struct p11p_vslot *vs = c->s->slot;
+	size_t member = c->s->member;
+	struct p11p_object *obj;
+	CK_RV rv = CKR_OK;
+
+	if (bh == CK_INVALID_HANDLE)
+		return CKR_GENERAL_ERROR; /* a backend must not hand that out */
+	p11p_lock();
+	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
+	if (obj == NULL) {
+		obj = p11p_calloc(1, sizeof(*obj));
+		if (obj == NULL) {
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+		obj->handle =
+		    p11p_next_handle_locked(&st->next_object, P11P_OBJECT_BASE, &st->objects);
+		obj->slot = vs;
+		obj->be[member] = bh;
+		if (p11p_map_put(&st->objects, 0, obj->handle, obj) < 0) {
+			p11p_free(obj);
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+		if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0) {
+			p11p_map_remove(&st->objects, 0, obj->handle);
+			p11p_free(obj);
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+	}
+	/* A handle the backend reused for our new session object: ours now. */
+	if (session_object && obj->owner != c->s->handle) {
+		obj->owner = c->s->handle;
+		if (own_locked(c->s, obj->handle) < 0) {
+			object_drop_locked(st, obj);
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+	}
+	*out = obj->handle;
+out:
+	p11p_unlock();
+	return rv;
+}
+
+void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
+{
+	for (size_t i = 0; i < s->n_owned; i++) {
+		struct p11p_object *obj = p11p_map_get(&st->objects, 0, s->owned[i]);
+
+		if (obj != NULL && obj->owner == s->handle)
+			object_drop_locked(st, obj);
+	}
+	s->n_owned = 0;
+}
+
+static void object_forget(struct p11p_call *c, CK_OBJECT_HANDLE h)
+{
+	struct p11p_object *obj;
+
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, h);
+	if (obj != NULL)
+		object_drop_locked(c->st, obj);
+	p11p_unlock();
+}
+
+/*
+ * Maps a new backend object and hands its proxy handle out; if that fails
+ * (no memory) the backend object is destroyed, so nothing is left behind
+ * that the application cannot name.
+ */
+static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
+                       CK_OBJECT_HANDLE *out)
+{
+	CK_RV rv = p11p_object_from_backend(c, bh, session_object, out);
+
+	if (rv != CKR_OK)
+		c->fl->C_DestroyObject(c->bs, bh);
+	return rv;
+}
+
+static bool is_session_object(const CK_ATTRIBUTE *templ, CK_ULONG count)
+{
+	return !p11p_attr_bool(templ, count, CKA_TOKEN, false);
+}
+
+CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
+                        CK_ULONG_PTR count)
+{
+	CK_OBJECT_HANDLE buf[FIND_CHUNK];
+	CK_ULONG total = 0;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (out == NULL || count == NULL)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	/* Fill up to max through a bounded buffer: the backend never writes to `out`. */
+	do {
+		CK_ULONG want = max - total < FIND_CHUNK ? max - total : FIND_CHUNK;
+		CK_ULONG got = 0;
+
+		rv = c.fl->C_FindObjects(c.bs, buf, want, &got);
+		if (rv == CKR_OK && got > want)
+			rv = CKR_GENERAL_ERROR;
+		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++)
+			rv = p11p_object_from_backend(&c, buf[i], false, &out[total++]);
+		if (rv != CKR_OK || got < want)
+			break;
+	} while (total < max);
+	*count = rv == CKR_OK ? total : 0;
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                         CK_OBJECT_HANDLE_PTR out)
+{
+	CK_OBJECT_HANDLE bh = CK_INVALID_HANDLE;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (out == NULL || (templ == NULL && count > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv = c.fl->C_CreateObject(c.bs, templ, count, &bh);
+	if (rv == CKR_OK)
+		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
+                       CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	CK_OBJECT_HANDLE bobj, bh = CK_INVALID_HANDLE;
+	CK_BBOOL token = CK_FALSE;
+	CK_ATTRIBUTE query = {CKA_TOKEN, &token, sizeof(token)};
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (out == NULL || (templ == NULL && count > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+	if (rv == CKR_OK)
+		rv = c.fl->C_CopyObject(c.bs, bobj, templ, count, &bh);
+	if (rv == CKR_OK) {
+		/* The copy is a token object if the template or the original says so. */
+		if (c.fl->C_GetAttributeValue(c.bs, bh, &query, 1) != CKR_OK)
+			token = CK_TRUE; /* unknown: keep the handle for the whole run */
+		rv = adopt_new(&c, bh, token == CK_FALSE, out);
+	}
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
+{
+	CK_OBJECT_HANDLE bobj;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+	if (rv == CKR_OK)
+		rv = c.fl->C_DestroyObject(c.bs, bobj);
+	if (rv == CKR_OK)
+		object_forget(&c, obj);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	CK_OBJECT_HANDLE bh = CK_INVALID_HANDLE;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (mech == NULL || out == NULL || (templ == NULL && count > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
+	if (rv == CKR_OK)
+		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
+                             CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
+                             CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out)
+{
+	CK_OBJECT_HANDLE bpub = CK_INVALID_HANDLE, bpriv = CK_INVALID_HANDLE;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (mech == NULL || pub_out == NULL || priv_out == NULL || (pub == NULL && pub_count > 0) ||
+	    (priv == NULL && priv_count > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv = c.fl->C_GenerateKeyPair(c.bs, mech, pub, pub_count, priv, priv_count, &bpub, &bpriv);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
+	rv = adopt_new(&c, bpub, is_session_object(pub, pub_count), pub_out);
+	if (rv != CKR_OK) {
+		c.fl->C_DestroyObject(c.bs, bpriv);
+		return p11p_call_end(&c, rv);
+	}
+	rv = adopt_new(&c, bpriv, is_session_object(priv, priv_count), priv_out);
+	if (rv != CKR_OK) {
+		c.fl->C_DestroyObject(c.bs, bpub);
+		object_forget(&c, *pub_out);
+	}
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE wrapping,
+                    CK_OBJECT_HANDLE key, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
+{
+	CK_OBJECT_HANDLE bwrapping, bkey;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (mech == NULL || out_len == NULL)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv = p11p_object_to_backend(&c, wrapping, CKR_WRAPPING_KEY_HANDLE_INVALID, &bwrapping);
+	if (rv == CKR_OK)
+		rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);
+	if (rv == CKR_OK)
+		rv = c.fl->C_WrapKey(c.bs, mech, bwrapping, bkey, out, out_len);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
+                      CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
+                      CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	CK_OBJECT_HANDLE bunwrapping, bh = CK_INVALID_HANDLE;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (mech == NULL || out == NULL || (wrapped == NULL && wrapped_len > 0) ||
+	    (templ == NULL && count > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv =
+	    p11p_object_to_backend(&c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID, &bunwrapping);
+	if (rv == CKR_OK)
+		rv = c.fl->C_UnwrapKey(c.bs, mech, bunwrapping, wrapped, wrapped_len, templ, count,
+		                       &bh);
+	if (rv == CKR_OK)
+		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+	return p11p_call_end(&c, rv);
+}
+
+/*
+ * TLS key-material mechanisms return backend object handles inside their
+ * parameters; p11proxy does not virtualize those, so it refuses them rather
+ * than let a backend handle reach the application.
+ */
+static bool returns_key_material(CK_MECHANISM_TYPE type)
+{
+	return type == CKM_SSL3_KEY_AND_MAC_DERIVE || type == CKM_TLS_KEY_AND_MAC_DERIVE ||
+	       type == CKM_TLS12_KEY_AND_MAC_DERIVE || type == CKM_WTLS_CLIENT_KEY_AND_MAC_DERIVE ||
+	       type == CKM_WTLS_SERVER_KEY_AND_MAC_DERIVE;
+}
+
+CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
+                      CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	CK_OBJECT_HANDLE bbase, bother, bh = CK_INVALID_HANDLE;
+	CK_MECHANISM m;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (mech == NULL || out == NULL || (templ == NULL && count > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (returns_key_material(mech->mechanism))
+		return p11p_call_end(&c, CKR_MECHANISM_INVALID);
+	rv = p11p_object_to_backend(&c, base, CKR_KEY_HANDLE_INVALID, &bbase);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
+	m = *mech;
+	if (mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY) {
+		/* The parameter is the other key's handle: the member's, not ours. */
+		if (mech->pParameter == NULL || mech->ulParameterLen != sizeof(CK_OBJECT_HANDLE))
+			return p11p_call_end(&c, CKR_MECHANISM_PARAM_INVALID);
+		rv = p11p_object_to_backend(&c, *(CK_OBJECT_HANDLE *)mech->pParameter,
+		                            CKR_KEY_HANDLE_INVALID, &bother);
+		if (rv != CKR_OK)
+			return p11p_call_end(&c, rv);
+		m.pParameter = &bother;
+	}
+	rv = c.fl->C_DeriveKey(c.bs, &m, bbase, templ, count, &bh);
+	if (rv == CKR_OK)
+		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG len,
+                               CK_OBJECT_HANDLE enc_key, CK_OBJECT_HANDLE auth_key)
+{
+	CK_OBJECT_HANDLE benc = CK_INVALID_HANDLE, bauth = CK_INVALID_HANDLE;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (state == NULL)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (enc_key != CK_INVALID_HANDLE)
+		rv = p11p_object_to_backend(&c, enc_key, CKR_KEY_HANDLE_INVALID, &benc);
+	if (rv == CKR_OK && auth_key != CK_INVALID_HANDLE)
+		rv = p11p_object_to_backend(&c, auth_key, CKR_KEY_HANDLE_INVALID, &bauth);
+	if (rv == CKR_OK)
+		rv = c.fl->C_SetOperationState(c.bs, state, len, benc, bauth);
+	return p11p_call_end(&c, rv);
+}

@@ -1,0 +1,410 @@
+/*
+ * Proxy sessions: each maps to one backend session per member it has used
+ * (one member until HA failover moves it), and a virtual slot's login state,
+ * kept so a login can be replayed on another member.
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+#include "base/mem.h"
+
+#include <string.h>
+
+void p11p_session_free(struct p11p_session *s)
+{
+	/*
+	 * The mutex is not destroyed: in a forked child it may be held by a
+	 * thread that no longer exists, and glibc mutexes own no resources.
+	 */
+	p11p_free(s->owned);
+	p11p_free(s);
+}
+
+static void session_unref(struct p11p_session *s)
+{
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+		p11p_session_free(s);
+}
+
+CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
+{
+	struct p11p_state *st;
+	struct p11p_session *s;
+
+	p11p_lock();
+	st = p11p_enter_locked();
+	if (st == NULL) {
+		p11p_unlock();
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	}
+	s = p11p_map_get(&st->sessions, 0, h);
+	if (s == NULL) {
+		p11p_unlock();
+		p11p_leave(st);
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+	p11p_unlock();
+
+	pthread_mutex_lock(&s->lock);
+	if (s->closed) {
+		/* Closed by another thread while we waited for it. */
+		pthread_mutex_unlock(&s->lock);
+		session_unref(s);
+		p11p_leave(st);
+		return CKR_SESSION_CLOSED;
+	}
+	c->st = st;
+	c->s = s;
+	c->m = &s->slot->members[s->member];
+	c->fl = &c->m->be->fl;
+	c->bs = s->be[s->member];
+	return CKR_OK;
+}
+
+CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
+{
+	struct p11p_state *st = c->st;
+
+	p11p_member_note(c->m, rv);
+	pthread_mutex_unlock(&c->s->lock);
+	session_unref(c->s);
+	p11p_leave(st);
+	return rv;
+}
+
+static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_member *m,
+                                        CK_FLAGS flags, CK_SESSION_HANDLE bs)
+{
+	struct p11p_session *s = p11p_calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	if (pthread_mutex_init(&s->lock, NULL) != 0) {
+		p11p_free(s);
+		return NULL;
+	}
+	s->slot = vs;
+	s->flags = flags;
+	s->member = (size_t)(m - vs->members);
+	s->be[s->member] = bs;
+	atomic_init(&s->refs, 1); /* the table's reference */
+	return s;
+}
+
+CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	struct p11p_session *s;
+	CK_SESSION_HANDLE bs = 0;
+	CK_SLOT_ID be_slot;
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
+	if (rv != CKR_OK)
+		return rv;
+	if (out == NULL) {
+		rv = CKR_ARGUMENTS_BAD;
+		goto out;
+	}
+	if (!(flags & CKF_SERIAL_SESSION)) {
+		rv = CKR_SESSION_PARALLEL_NOT_SUPPORTED;
+		goto out;
+	}
+	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
+	rv = m->be->fl.C_OpenSession(be_slot, flags, NULL, NULL, &bs);
+	p11p_member_note(m, rv);
+	if (rv != CKR_OK)
+		goto out;
+	s = session_new(vs, m, flags, bs);
+	if (s == NULL) {
+		rv = CKR_HOST_MEMORY;
+		goto close_backend;
+	}
+	p11p_lock();
+	s->handle = p11p_next_handle_locked(&st->next_session, P11P_SESSION_BASE, &st->sessions);
+	if (p11p_map_put(&st->sessions, 0, s->handle, s) < 0) {
+		p11p_unlock();
+		p11p_session_free(s);
+		rv = CKR_HOST_MEMORY;
+		goto close_backend;
+	}
+	vs->n_sessions++;
+	if (flags & CKF_RW_SESSION)
+		vs->n_rw_sessions++;
+	p11p_unlock();
+	*out = s->handle;
+	p11p_debug(P11P_DBG_SESSION, "slot %lu: session 0x%lx opened", (unsigned long)id,
+	           (unsigned long)s->handle);
+	goto out;
+close_backend:
+	m->be->fl.C_CloseSession(bs);
+out:
+	p11p_leave(st);
+	return rv;
+}
+
+/* Takes a session out of the tables and the slot's counts. Global lock held. */
+static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
+{
+	struct p11p_vslot *vs = s->slot;
+
+	p11p_map_remove(&st->sessions, 0, s->handle);
+	p11p_objects_drop_owned_locked(st, s);
+	vs->n_sessions--;
+	if (s->flags & CKF_RW_SESSION)
+		vs->n_rw_sessions--;
+	if (vs->n_sessions == 0) {
+		/* PKCS#11: closing a token's last session logs the application out. */
+		vs->login = P11P_NO_USER;
+		p11p_secret_free(vs->login_pin);
+		vs->login_pin = NULL;
+	}
+}
+
+/* Closes a detached session's backend sessions, then drops the table's reference. */
+static CK_RV session_close_detached(struct p11p_session *s)
+{
+	CK_RV rv = CKR_OK;
+
+	pthread_mutex_lock(&s->lock);
+	s->closed = true;
+	for (size_t i = 0; i < s->slot->n_members; i++) {
+		struct p11p_member *m = &s->slot->members[i];
+		CK_RV r;
+
+		if (s->be[i] == 0)
+			continue;
+		r = m->be->fl.C_CloseSession(s->be[i]);
+		p11p_member_note(m, r);
+		if (i == s->member)
+			rv = r;
+		s->be[i] = 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	session_unref(s);
+	return rv;
+}
+
+CK_RV p11p_close_session(CK_SESSION_HANDLE h)
+{
+	struct p11p_state *st;
+	struct p11p_session *s;
+	CK_RV rv;
+
+	p11p_lock();
+	st = p11p_enter_locked();
+	if (st == NULL) {
+		p11p_unlock();
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	}
+	s = p11p_map_get(&st->sessions, 0, h);
+	if (s == NULL) {
+		p11p_unlock();
+		p11p_leave(st);
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	session_detach_locked(st, s);
+	p11p_unlock();
+	rv = session_close_detached(s);
+	p11p_debug(P11P_DBG_SESSION, "session 0x%lx closed", (unsigned long)h);
+	p11p_leave(st);
+	return rv;
+}
+
+struct collect {
+	struct p11p_vslot *slot;
+	struct p11p_session **list;
+	size_t n;
+};
+
+static void collect_cb(void *value, void *arg)
+{
+	struct p11p_session *s = value;
+	struct collect *c = arg;
+
+	if (s->slot == c->slot)
+		c->list[c->n++] = s;
+}
+
+CK_RV p11p_close_all_sessions(CK_SLOT_ID id)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct collect col = {0};
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, NULL, NULL);
+	if (rv != CKR_OK)
+		return rv;
+	p11p_lock();
+	col.slot = vs;
+	col.list = p11p_calloc(vs->n_sessions + 1, sizeof(*col.list));
+	if (col.list == NULL) {
+		p11p_unlock();
+		p11p_leave(st);
+		return CKR_HOST_MEMORY;
+	}
+	p11p_map_each(&st->sessions, collect_cb, &col);
+	for (size_t i = 0; i < col.n; i++)
+		session_detach_locked(st, col.list[i]);
+	p11p_unlock();
+	/*
+	 * One by one, not the backend's C_CloseAllSessions: another virtual
+	 * slot may be served by the same token.
+	 */
+	for (size_t i = 0; i < col.n; i++)
+		session_close_detached(col.list[i]);
+	p11p_free(col.list);
+	p11p_leave(st);
+	return CKR_OK;
+}
+
+CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
+{
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (info == NULL)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	rv = c.fl->C_GetSessionInfo(c.bs, info);
+	if (rv == CKR_OK)
+		info->slotID = c.s->slot->id;
+	return p11p_call_end(&c, rv);
+}
+
+/*
+ * Does the application's PIN open a member whose PIN is configured? Either it
+ * matches the slot's user_pin_hash, or (no hash) the member's PIN itself.
+ */
+static bool virtual_pin_ok(const struct p11p_vslot *vs, const struct p11p_member *m,
+                           const CK_UTF8CHAR *pin, CK_ULONG len)
+{
+	if (pin == NULL)
+		return false;
+	if (vs->cfg->user_pin_hash != NULL)
+		return p11p_pin_hash_verify(vs->cfg->user_pin_hash, pin, len);
+	return p11p_secret_equals(m->cfg->pin, pin, len);
+}
+
+/* PKCS#11 takes PINs as non-const: hand it a wiped copy, not the secret itself. */
+static CK_RV login_with_secret(struct p11p_call *c, CK_USER_TYPE user,
+                               const struct p11p_secret *pin)
+{
+	CK_UTF8CHAR buf[P11P_MAX_PIN_LEN];
+	size_t len = p11p_secret_len(pin);
+	CK_RV rv;
+
+	if (len > sizeof(buf))
+		return CKR_PIN_LEN_RANGE;
+	memcpy(buf, p11p_secret_data(pin), len);
+	rv = c->fl->C_Login(c->bs, user, buf, len);
+	p11p_wipe(buf, sizeof(buf));
+	return rv;
+}
+
+CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG len)
+{
+	struct p11p_call c;
+	struct p11p_vslot *vs;
+	const struct p11p_secret *member_pin;
+	bool translate;
+	CK_USER_TYPE current;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (pin == NULL && len > 0)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	vs = c.s->slot;
+	member_pin = c.m->cfg->pin;
+	translate = member_pin != NULL && (user == CKU_USER || user == CKU_CONTEXT_SPECIFIC);
+	if (translate) {
+		p11p_lock();
+		current = vs->login;
+		p11p_unlock();
+		/* Same precedence as a token: login state before the PIN. */
+		if (user == CKU_USER && current == CKU_USER)
+			return p11p_call_end(&c, CKR_USER_ALREADY_LOGGED_IN);
+		if (user == CKU_USER && current == CKU_SO)
+			return p11p_call_end(&c, CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+		if (!virtual_pin_ok(vs, c.m, pin, len)) {
+			p11p_debug(P11P_DBG_SESSION, "virtual PIN rejected");
+			return p11p_call_end(&c, CKR_PIN_INCORRECT);
+		}
+		rv = login_with_secret(&c, user, member_pin);
+	} else {
+		rv = c.fl->C_Login(c.bs, user, pin, len);
+	}
+	if (rv == CKR_OK && user != CKU_CONTEXT_SPECIFIC) {
+		/* Kept, wiped on logout, for logging in again on another member. */
+		struct p11p_secret *keep = translate ? NULL : p11p_secret_new(pin, len);
+
+		if (!translate && keep == NULL)
+			p11p_debug(P11P_DBG_SESSION, "no memory to keep the PIN for replay");
+		p11p_lock();
+		vs->login = user;
+		p11p_secret_free(vs->login_pin);
+		vs->login_pin = keep;
+		p11p_unlock();
+	}
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_logout(CK_SESSION_HANDLE h)
+{
+	struct p11p_call c;
+	struct p11p_vslot *vs;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	vs = c.s->slot;
+	rv = c.fl->C_Logout(c.bs);
+	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN) {
+		p11p_lock();
+		vs->login = P11P_NO_USER;
+		p11p_secret_free(vs->login_pin);
+		vs->login_pin = NULL;
+		p11p_unlock();
+	}
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
+                   CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len)
+{
+	struct p11p_call c;
+	struct p11p_vslot *vs;
+	CK_USER_TYPE current;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if ((old_pin == NULL && old_len > 0) || (new_pin == NULL && new_len > 0))
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	vs = c.s->slot;
+	p11p_lock();
+	current = vs->login;
+	p11p_unlock();
+	/*
+	 * With a member PIN in proxy.yaml the application never knows the
+	 * member's PIN, and the virtual PIN lives in the config: change both
+	 * there (p11proxy hash-pin), not through PKCS#11.
+	 */
+	if (c.m->cfg->pin != NULL && current != CKU_SO)
+		return p11p_call_end(&c, CKR_FUNCTION_NOT_SUPPORTED);
+	rv = c.fl->C_SetPIN(c.bs, old_pin, old_len, new_pin, new_len);
+	if (rv == CKR_OK && current == CKU_USER) {
+		struct p11p_secret *keep = p11p_secret_new(new_pin, new_len);
+
+		p11p_lock();
+		p11p_secret_free(vs->login_pin);
+		vs->login_pin = keep;
+		p11p_unlock();
+	}
+	return p11p_call_end(&c, rv);
+}

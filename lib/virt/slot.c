@@ -1,0 +1,365 @@
+/*
+ * Virtual slots: ids are positions in the config; each is served by its
+ * members, resolved lazily so a token that appears later is picked up.
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+#include "base/mem.h"
+
+#include <p11proxy.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Bound on what a backend may report. */
+#define MAX_MECHANISMS 4096
+/* How often a blocking C_WaitForSlotEvent looks at the members. */
+#define EVENT_POLL_MS 500
+
+struct p11p_vslot *p11p_slot_locked(struct p11p_state *st, CK_SLOT_ID id)
+{
+	return id < st->n_slots ? &st->slots[id] : NULL;
+}
+
+/*
+ * Checks a member's token is (still) there, resolving it when it was not:
+ * CKR_OK, CKR_TOKEN_NOT_PRESENT, or CKR_HOST_MEMORY (nothing could be said).
+ * Backend calls: never with the global lock held.
+ */
+static CK_RV member_refresh(struct p11p_member *m)
+{
+	struct p11p_member tmp;
+	CK_SLOT_INFO si;
+	char err[256];
+	bool resolved;
+	CK_SLOT_ID be_slot;
+	CK_RV rv;
+
+	p11p_lock();
+	resolved = m->resolved;
+	be_slot = m->be_slot;
+	p11p_unlock();
+	if (resolved && m->be->fl.C_GetSlotInfo(be_slot, &si) == CKR_OK &&
+	    (si.flags & CKF_TOKEN_PRESENT))
+		return CKR_OK;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.cfg = m->cfg;
+	tmp.be = m->be;
+	rv = p11p_member_resolve(&tmp, err, sizeof(err));
+	if (rv == CKR_HOST_MEMORY)
+		return rv;
+	if (rv != CKR_OK)
+		p11p_debug(P11P_DBG_BACKEND, "member not available: %s", err);
+	p11p_lock();
+	m->resolved = tmp.resolved;
+	m->be_slot = tmp.be_slot;
+	p11p_unlock();
+	return tmp.resolved ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
+}
+
+CK_RV p11p_slot_present(struct p11p_vslot *vs)
+{
+	CK_RV rv = CKR_TOKEN_NOT_PRESENT;
+
+	for (size_t i = 0; i < vs->n_members; i++) {
+		CK_RV r = member_refresh(&vs->members[i]);
+
+		if (r == CKR_HOST_MEMORY)
+			return r;
+		if (r == CKR_OK)
+			rv = CKR_OK;
+	}
+	return rv;
+}
+
+/* The member serving the slot now: the first resolved one that is up. Global lock held. */
+static struct p11p_member *pick_locked(struct p11p_vslot *vs)
+{
+	for (size_t i = 0; i < vs->n_members; i++) {
+		struct p11p_member *m = &vs->members[i];
+
+		if (m->resolved && atomic_load(&m->health) == P11P_UP)
+			return m;
+	}
+	return NULL;
+}
+
+CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot **vsp,
+                      struct p11p_member **mp, CK_SLOT_ID *be_slot)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+
+	p11p_lock();
+	st = p11p_enter_locked();
+	if (st == NULL) {
+		p11p_unlock();
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	}
+	vs = p11p_slot_locked(st, id);
+	if (vs == NULL) {
+		p11p_unlock();
+		p11p_leave(st);
+		return CKR_SLOT_ID_INVALID;
+	}
+	m = pick_locked(vs);
+	p11p_unlock();
+	if (m == NULL && mp != NULL) {
+		if (p11p_slot_present(vs) == CKR_HOST_MEMORY) {
+			p11p_leave(st);
+			return CKR_HOST_MEMORY;
+		}
+		p11p_lock();
+		m = pick_locked(vs);
+		p11p_unlock();
+		if (m == NULL) {
+			p11p_leave(st);
+			return CKR_TOKEN_NOT_PRESENT;
+		}
+	}
+	if (mp != NULL) {
+		p11p_lock();
+		*be_slot = m->be_slot;
+		p11p_unlock();
+		*mp = m;
+	}
+	*stp = st;
+	*vsp = vs;
+	return CKR_OK;
+}
+
+CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
+{
+	struct p11p_state *st;
+	CK_ULONG n = 0;
+	CK_RV rv = CKR_OK;
+
+	if (count == NULL)
+		return p11p_initialized() ? CKR_ARGUMENTS_BAD : CKR_CRYPTOKI_NOT_INITIALIZED;
+	st = p11p_enter();
+	if (st == NULL)
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	/* Slot ids are dense positions: an id is listed when its slot qualifies. */
+	for (size_t i = 0; i < st->n_slots && rv == CKR_OK; i++) {
+		CK_RV r = present ? p11p_slot_present(&st->slots[i]) : CKR_OK;
+
+		if (r == CKR_HOST_MEMORY)
+			rv = r;
+		if (r != CKR_OK)
+			continue;
+		if (list != NULL && n < *count)
+			list[n] = st->slots[i].id;
+		n++;
+	}
+	if (rv != CKR_OK) {
+		p11p_leave(st);
+		return rv;
+	}
+	if (list != NULL && n > *count)
+		rv = CKR_BUFFER_TOO_SMALL;
+	*count = n;
+	p11p_leave(st);
+	return rv;
+}
+
+CK_RV p11p_get_slot_info(CK_SLOT_ID id, CK_SLOT_INFO_PTR info)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	char desc[65];
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, NULL, NULL);
+	if (rv != CKR_OK)
+		return rv;
+	if (info == NULL) {
+		p11p_leave(st);
+		return CKR_ARGUMENTS_BAD;
+	}
+	memset(info, 0, sizeof(*info));
+	p11p_lock();
+	snprintf(desc, sizeof(desc), "p11proxy virtual slot %s", vs->label);
+	p11p_unlock();
+	p11p_pad(info->slotDescription, sizeof(info->slotDescription), desc);
+	p11p_pad(info->manufacturerID, sizeof(info->manufacturerID), "p11proxy");
+	rv = p11p_slot_present(vs);
+	if (rv == CKR_HOST_MEMORY) {
+		p11p_leave(st);
+		return rv;
+	}
+	info->flags = rv == CKR_OK ? CKF_TOKEN_PRESENT : 0;
+	info->hardwareVersion.major = P11PROXY_VERSION_MAJOR;
+	info->hardwareVersion.minor = P11PROXY_VERSION_MINOR;
+	info->firmwareVersion = info->hardwareVersion;
+	p11p_leave(st);
+	return CKR_OK;
+}
+
+CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	CK_SLOT_ID be_slot;
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
+	if (rv != CKR_OK)
+		return rv;
+	if (info == NULL) {
+		p11p_leave(st);
+		return CKR_ARGUMENTS_BAD;
+	}
+	rv = m->be->fl.C_GetTokenInfo(be_slot, info);
+	p11p_member_note(m, rv);
+	if (rv == CKR_OK) {
+		/* What the application sees is the virtual token, whichever member serves it. */
+		p11p_lock();
+		p11p_pad(info->label, sizeof(info->label), vs->label);
+		p11p_pad(info->serialNumber, sizeof(info->serialNumber), vs->serial);
+		p11p_unlock();
+	}
+	p11p_leave(st);
+	return rv;
+}
+
+CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	CK_MECHANISM_TYPE *tmp = NULL;
+	CK_SLOT_ID be_slot;
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
+	if (rv != CKR_OK)
+		return rv;
+	if (count == NULL) {
+		rv = CKR_ARGUMENTS_BAD;
+		goto out;
+	}
+	/* Ask the backend into our own bounded buffer, then copy what fits. */
+	rv = m->be->fl.C_GetMechanismList(be_slot, NULL, &n);
+	if (rv != CKR_OK)
+		goto out;
+	if (n > MAX_MECHANISMS) {
+		rv = CKR_GENERAL_ERROR;
+		goto out;
+	}
+	if (list != NULL && n > 0) {
+		CK_ULONG cap = n;
+
+		tmp = p11p_calloc(cap, sizeof(*tmp));
+		if (tmp == NULL) {
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+		rv = m->be->fl.C_GetMechanismList(be_slot, tmp, &n);
+		if (rv != CKR_OK)
+			goto out;
+		if (n > cap) {
+			rv = CKR_GENERAL_ERROR;
+			goto out;
+		}
+		if (n > *count) {
+			*count = n;
+			rv = CKR_BUFFER_TOO_SMALL;
+			goto out;
+		}
+		memcpy(list, tmp, n * sizeof(*tmp));
+	}
+	*count = n;
+out:
+	p11p_member_note(m, rv);
+	p11p_free(tmp);
+	p11p_leave(st);
+	return rv;
+}
+
+CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	CK_SLOT_ID be_slot;
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
+	if (rv != CKR_OK)
+		return rv;
+	if (info == NULL)
+		rv = CKR_ARGUMENTS_BAD;
+	else
+		rv = m->be->fl.C_GetMechanismInfo(be_slot, type, info);
+	p11p_member_note(m, rv);
+	p11p_leave(st);
+	return rv;
+}
+
+CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8CHAR_PTR label)
+{
+	struct p11p_state *st;
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	CK_SLOT_ID be_slot;
+	CK_RV rv;
+
+	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
+	if (rv != CKR_OK)
+		return rv;
+	if (label == NULL || (pin == NULL && len > 0))
+		rv = CKR_ARGUMENTS_BAD;
+	else
+		rv = m->be->fl.C_InitToken(be_slot, pin, len, label);
+	p11p_member_note(m, rv);
+	p11p_leave(st);
+	return rv;
+}
+
+CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved)
+{
+	struct p11p_state *st;
+	CK_RV rv = CKR_NO_EVENT;
+
+	if (!p11p_initialized())
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	if (slot == NULL || reserved != NULL)
+		return CKR_ARGUMENTS_BAD;
+	st = p11p_enter();
+	if (st == NULL)
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	for (;;) {
+		for (size_t i = 0; i < st->n_slots && rv == CKR_NO_EVENT; i++) {
+			struct p11p_vslot *vs = &st->slots[i];
+			CK_RV r = p11p_slot_present(vs);
+			bool present = r == CKR_OK;
+
+			if (r == CKR_HOST_MEMORY) {
+				rv = r;
+				break;
+			}
+			p11p_lock();
+			if (present != vs->reported_present) {
+				vs->reported_present = present;
+				*slot = vs->id;
+				rv = CKR_OK;
+			}
+			p11p_unlock();
+		}
+		if (rv != CKR_NO_EVENT || (flags & CKF_DONT_BLOCK))
+			break;
+		p11p_lock();
+		if (!st->finalizing)
+			p11p_wait_locked(EVENT_POLL_MS);
+		if (st->finalizing)
+			rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+		p11p_unlock();
+		if (rv != CKR_NO_EVENT)
+			break;
+	}
+	p11p_leave(st);
+	return rv;
+}

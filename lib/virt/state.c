@@ -1,0 +1,348 @@
+/*
+ * The library's lifetime: C_Initialize / C_Finalize, the global table lock,
+ * and fork detection (a generation counter bumped in the child, as p11-kit's
+ * count_forks: the child sees CKR_CRYPTOKI_NOT_INITIALIZED until it calls
+ * C_Initialize, which drops the parent's state and builds a new one).
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "crypto/ossl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Serializes C_Initialize and C_Finalize; taken before g_lock. */
+static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_event = PTHREAD_COND_INITIALIZER;
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+
+static struct p11p_state *g_state; /* guarded by g_lock */
+static unsigned long g_fork_gen;   /* bumped in every child */
+static unsigned long g_state_gen;  /* g_fork_gen when g_state was built */
+static atomic_bool g_live;         /* g_state usable in this process (lock-free hint) */
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&g_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&g_lock);
+}
+
+static void atfork_child(void)
+{
+	g_fork_gen++;
+	atomic_store(&g_live, false);
+	pthread_mutex_unlock(&g_lock);
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+void p11p_lock(void)
+{
+	pthread_mutex_lock(&g_lock);
+}
+
+void p11p_unlock(void)
+{
+	pthread_mutex_unlock(&g_lock);
+}
+
+CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct p11p_map *used)
+{
+	CK_ULONG h;
+
+	/* Never 0, never reused while in use; wraps after P11P_HANDLE_SPAN handles. */
+	do {
+		h = base + *counter;
+		*counter = *counter % P11P_HANDLE_SPAN + 1;
+	} while (p11p_map_get(used, 0, h) != NULL);
+	return h;
+}
+
+void p11p_broadcast_locked(void)
+{
+	pthread_cond_broadcast(&g_event);
+}
+
+void p11p_wait_locked(unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&g_event, &g_lock, &ts);
+}
+
+bool p11p_initialized(void)
+{
+	return atomic_load_explicit(&g_live, memory_order_acquire);
+}
+
+struct p11p_state *p11p_enter_locked(void)
+{
+	struct p11p_state *st = g_state;
+
+	if (st == NULL || g_state_gen != g_fork_gen || st->finalizing)
+		return NULL;
+	atomic_fetch_add_explicit(&st->busy, 1, memory_order_relaxed);
+	return st;
+}
+
+struct p11p_state *p11p_enter(void)
+{
+	struct p11p_state *st;
+
+	p11p_lock();
+	st = p11p_enter_locked();
+	p11p_unlock();
+	return st;
+}
+
+void p11p_leave(struct p11p_state *st)
+{
+	atomic_fetch_sub_explicit(&st->busy, 1, memory_order_release);
+}
+
+static void free_session_cb(void *value, void *arg)
+{
+	p11p_session_free(value);
+}
+
+static void free_object_cb(void *value, void *arg)
+{
+	p11p_free(value);
+}
+
+/*
+ * Frees a state no thread uses any more. `finalize`: call the backends'
+ * C_Finalize (false in a forked child, whose backends hold the parent's state).
+ */
+static void state_free(struct p11p_state *st, bool finalize)
+{
+	if (st == NULL)
+		return;
+	p11p_map_each(&st->sessions, free_session_cb, NULL);
+	p11p_map_clear(&st->sessions);
+	p11p_map_each(&st->objects, free_object_cb, NULL);
+	p11p_map_clear(&st->objects);
+	p11p_map_clear(&st->objects_rev);
+	for (size_t i = 0; i < st->n_slots; i++)
+		p11p_secret_free(st->slots[i].login_pin);
+	p11p_free(st->slots);
+	for (size_t i = 0; i < st->n_backends; i++)
+		p11p_backend_close(&st->backends[i], finalize);
+	p11p_free(st->backends);
+	p11p_config_free(st->cfg);
+	p11p_free(st);
+}
+
+/* FNV-1a, for the virtual token serial: stable for a slot's configuration. */
+static unsigned long long fnv1a(const char *s)
+{
+	unsigned long long h = 0xcbf29ce484222325ULL;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static const char *selector_text(const struct p11p_member_cfg *m, char *buf, size_t len)
+{
+	switch (m->sel) {
+	case P11P_SEL_SLOT_ID:
+		snprintf(buf, len, "slot:%lu", (unsigned long)m->slot_id);
+		return buf;
+	case P11P_SEL_TOKEN_LABEL:
+		return m->token_label;
+	case P11P_SEL_TOKEN_SERIAL:
+		return m->token_serial;
+	case P11P_SEL_URI:
+		return m->uri;
+	}
+	return "";
+}
+
+static void slot_setup(struct p11p_state *st, size_t i)
+{
+	struct p11p_vslot *vs = &st->slots[i];
+	const struct p11p_slot_cfg *cfg = &st->cfg->slots[i];
+	char err[256], buf[64];
+
+	vs->id = i;
+	vs->cfg = cfg;
+	vs->login = P11P_NO_USER;
+	vs->n_members = cfg->n_members;
+	for (size_t j = 0; j < cfg->n_members; j++) {
+		struct p11p_member *m = &vs->members[j];
+
+		m->cfg = &cfg->members[j];
+		m->be = &st->backends[m->cfg->backend];
+		atomic_init(&m->health, P11P_UP);
+		if (p11p_member_resolve(m, err, sizeof(err)) != CKR_OK)
+			p11p_debug(P11P_DBG_BACKEND, "slot '%s' member %zu: %s", cfg->label, j,
+			           err);
+	}
+	snprintf(vs->label, sizeof(vs->label), "%s", cfg->label);
+	/* Quick start by slot id or serial: the slot takes its member's label. */
+	if (vs->label[0] == '\0' && vs->members[0].resolved) {
+		CK_TOKEN_INFO ti;
+
+		if (vs->members[0].be->fl.C_GetTokenInfo(vs->members[0].be_slot, &ti) == CKR_OK)
+			p11p_unpad(vs->label, ti.label, sizeof(ti.label));
+	}
+	snprintf(
+	    vs->serial, sizeof(vs->serial), "%016llx",
+	    fnv1a(cfg->label[0] ? cfg->label : selector_text(&cfg->members[0], buf, sizeof(buf))));
+}
+
+static CK_RV state_new(struct p11p_state **out)
+{
+	struct p11p_state *st;
+	char err[512];
+	size_t loaded = 0;
+
+	*out = NULL;
+	st = p11p_calloc(1, sizeof(*st));
+	if (st == NULL)
+		return CKR_HOST_MEMORY;
+	st->next_session = 1;
+	st->next_object = 1;
+	err[0] = '\0';
+	st->cfg = p11p_config_load(NULL, err, sizeof(err));
+	if (st->cfg == NULL) {
+		p11p_message("%s", err[0] ? err : "cannot load the configuration");
+		p11p_free(st);
+		return CKR_GENERAL_ERROR;
+	}
+	st->backends = p11p_calloc(st->cfg->n_backends, sizeof(*st->backends));
+	st->slots = p11p_calloc(st->cfg->n_slots, sizeof(*st->slots));
+	if (st->backends == NULL || st->slots == NULL) {
+		state_free(st, false);
+		return CKR_HOST_MEMORY;
+	}
+	st->n_backends = st->cfg->n_backends;
+	st->n_slots = st->cfg->n_slots;
+	for (size_t i = 0; i < st->n_backends; i++) {
+		if (p11p_backend_open(&st->backends[i], &st->cfg->backends[i], err, sizeof(err)) ==
+		    CKR_OK)
+			loaded++;
+		else
+			p11p_message("%s", err);
+	}
+	if (loaded == 0) {
+		state_free(st, true);
+		return CKR_GENERAL_ERROR;
+	}
+	for (size_t i = 0; i < st->n_slots; i++)
+		slot_setup(st, i);
+	for (size_t i = 0; i < st->n_slots; i++)
+		st->slots[i].reported_present = p11p_slot_present(&st->slots[i]) == CKR_OK;
+	*out = st;
+	return CKR_OK;
+}
+
+static CK_RV check_init_args(const CK_C_INITIALIZE_ARGS *args)
+{
+	int fns;
+
+	if (args == NULL)
+		return CKR_OK;
+	if (args->pReserved != NULL)
+		return CKR_ARGUMENTS_BAD;
+	fns = (args->CreateMutex != NULL) + (args->DestroyMutex != NULL) +
+	      (args->LockMutex != NULL) + (args->UnlockMutex != NULL);
+	if (fns != 0 && fns != 4)
+		return CKR_ARGUMENTS_BAD;
+	/* We lock with the OS's primitives; we cannot use only the application's. */
+	if (fns == 4 && !(args->flags & CKF_OS_LOCKING_OK))
+		return CKR_CANT_LOCK;
+	return CKR_OK;
+}
+
+CK_RV p11p_initialize(CK_VOID_PTR init_args)
+{
+	struct p11p_state *stale = NULL, *st = NULL;
+	CK_RV rv;
+
+	pthread_once(&g_atfork_once, register_atfork);
+	rv = check_init_args(init_args);
+	if (rv != CKR_OK)
+		return rv;
+	p11p_log_init();
+
+	pthread_mutex_lock(&g_init_lock);
+	p11p_lock();
+	if (g_state != NULL && g_state_gen == g_fork_gen) {
+		p11p_unlock();
+		pthread_mutex_unlock(&g_init_lock);
+		return CKR_CRYPTOKI_ALREADY_INITIALIZED;
+	}
+	/* A parent's state in a forked child: no thread of ours uses it here. */
+	stale = g_state;
+	g_state = NULL;
+	p11p_unlock();
+	state_free(stale, false);
+
+	rv = state_new(&st);
+	if (rv == CKR_OK) {
+		p11p_lock();
+		g_state = st;
+		g_state_gen = g_fork_gen;
+		atomic_store_explicit(&g_live, true, memory_order_release);
+		p11p_unlock();
+		p11p_debug(P11P_DBG_LIB, "initialized: %zu backends, %zu slots", st->n_backends,
+		           st->n_slots);
+	}
+	pthread_mutex_unlock(&g_init_lock);
+	return rv;
+}
+
+CK_RV p11p_finalize(CK_VOID_PTR reserved)
+{
+	struct p11p_state *st;
+	struct timespec pause = {0, 1000000}; /* 1 ms */
+
+	if (reserved != NULL)
+		return CKR_ARGUMENTS_BAD;
+	pthread_mutex_lock(&g_init_lock);
+	p11p_lock();
+	st = g_state;
+	if (st == NULL || g_state_gen != g_fork_gen) {
+		p11p_unlock();
+		pthread_mutex_unlock(&g_init_lock);
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	}
+	/* New calls now fail; C_WaitForSlotEvent callers wake up and leave. */
+	st->finalizing = true;
+	atomic_store(&g_live, false);
+	p11p_broadcast_locked();
+	p11p_unlock();
+	while (atomic_load(&st->busy) > 0)
+		nanosleep(&pause, NULL);
+
+	p11p_lock();
+	g_state = NULL;
+	p11p_unlock();
+	state_free(st, true);
+	p11p_ossl_ctx_free();
+	pthread_mutex_unlock(&g_init_lock);
+	p11p_debug(P11P_DBG_LIB, "finalized");
+	return CKR_OK;
+}

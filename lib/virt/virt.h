@@ -1,0 +1,195 @@
+/*
+ * Virtualization: virtual slots, proxy sessions and proxy object handles.
+ *
+ * Locking (the lock-order note):
+ *   1. a session's `lock` (held across backend calls on that session:
+ *      PKCS#11 forbids concurrent use of one session anyway);
+ *   2. the global table lock, p11p_lock() (never held across a backend call).
+ * A thread may take the global lock while holding a session lock, never the
+ * reverse. Functions named *_locked expect the global lock held.
+ *
+ * Handle spaces: virtual slot ids are the slot's position in the config;
+ * session handles start at P11P_SESSION_BASE and object handles at
+ * P11P_OBJECT_BASE; no backend handle value ever reaches the application.
+ */
+#ifndef P11P_VIRT_H
+#define P11P_VIRT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "backend/backend.h"
+#include "base/map.h"
+#include "base/pkcs11.h"
+#include "base/secret.h"
+#include "config/config.h"
+
+#define P11P_SESSION_BASE 0x53000000UL /* 'S' */
+#define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */
+#define P11P_HANDLE_SPAN  0x00ffffffUL
+#define P11P_NO_USER      ((CK_USER_TYPE)-1)
+
+struct p11p_vslot {
+	CK_SLOT_ID id;
+	const struct p11p_slot_cfg *cfg;
+	size_t n_members;
+	struct p11p_member members[P11P_MAX_MEMBERS];
+	/* The rest is guarded by the global lock. */
+	char label[33];                /* the token label applications see */
+	char serial[17];               /* virtual serial, stable for the slot */
+	CK_USER_TYPE login;            /* P11P_NO_USER when logged out */
+	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
+	unsigned long n_sessions, n_rw_sessions;
+	bool reported_present; /* for C_WaitForSlotEvent */
+};
+
+struct p11p_session {
+	CK_SESSION_HANDLE handle;
+	struct p11p_vslot *slot;
+	CK_FLAGS flags;
+	atomic_uint refs;     /* the table holds one; each call in flight holds one */
+	pthread_mutex_t lock; /* see the lock-order note */
+	/* Guarded by `lock`: */
+	bool closed;
+	size_t member;                          /* the member serving this session */
+	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
+	/* Objects this session created as session objects; guarded by the global lock. */
+	CK_OBJECT_HANDLE *owned;
+	size_t n_owned, cap_owned;
+};
+
+struct p11p_object {
+	CK_OBJECT_HANDLE handle;
+	struct p11p_vslot *slot;
+	CK_SESSION_HANDLE owner;               /* creating session for session objects, else 0 */
+	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
+};
+
+struct p11p_state {
+	struct p11p_config *cfg;
+	size_t n_backends;
+	struct p11p_backend *backends;
+	size_t n_slots;
+	struct p11p_vslot *slots;
+	/* Guarded by the global lock: */
+	struct p11p_map sessions;    /* (0, handle) -> session */
+	struct p11p_map objects;     /* (0, handle) -> object */
+	struct p11p_map objects_rev; /* (slot << 8 | member, backend handle) -> object */
+	CK_ULONG next_session, next_object;
+	bool finalizing;   /* C_Finalize is waiting for calls in flight */
+	atomic_ulong busy; /* calls in flight: C_Finalize waits for them */
+};
+
+/* An entry point's view of one session for the length of a call. */
+struct p11p_call {
+	struct p11p_state *st;
+	struct p11p_session *s;
+	struct p11p_member *m;
+	CK_FUNCTION_LIST *fl; /* the member backend's table */
+	CK_SESSION_HANDLE bs; /* the member's session handle */
+};
+
+/* --- state.c: lifetime, the global lock, fork --- */
+void p11p_lock(void);
+void p11p_unlock(void);
+/*
+ * Enters the library for one call: the live state with its busy count taken,
+ * or NULL when not initialized (never, after fork, in the child, or being
+ * finalized). Global lock held. Every non-NULL result is paired with
+ * p11p_leave(), which needs no lock.
+ */
+struct p11p_state *p11p_enter_locked(void);
+void p11p_leave(struct p11p_state *st);
+/* p11p_enter_locked() taking and releasing the global lock itself. */
+struct p11p_state *p11p_enter(void);
+/* Is the library initialized (in this process)? Cheap and lock-free. */
+bool p11p_initialized(void);
+CK_RV p11p_initialize(CK_VOID_PTR init_args);
+CK_RV p11p_finalize(CK_VOID_PTR reserved);
+/* The next unused handle of a handle space (base + 1 .. base + span). Global lock held. */
+CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct p11p_map *used);
+/* Wakes C_WaitForSlotEvent callers (finalize, and slot changes). Global lock held. */
+void p11p_broadcast_locked(void);
+/* Waits on the slot-event condition for up to `ms` milliseconds. Global lock held. */
+void p11p_wait_locked(unsigned ms);
+
+/* --- slot.c --- */
+/* The slot with that id (global lock held), or NULL. */
+struct p11p_vslot *p11p_slot_locked(struct p11p_state *st, CK_SLOT_ID id);
+/*
+ * Enters the library for a call on a slot: the state (busy count taken; the
+ * caller p11p_leave()s it on CKR_OK), the slot and, when mp != NULL, the
+ * member serving it now and that member's backend slot id (members are
+ * resolved lazily). Never call with the global lock held.
+ */
+CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot **vsp,
+                      struct p11p_member **mp, CK_SLOT_ID *be_slot);
+/*
+ * Is any member's token there? Resolves members lazily. CKR_OK,
+ * CKR_TOKEN_NOT_PRESENT or CKR_HOST_MEMORY. No lock held.
+ */
+CK_RV p11p_slot_present(struct p11p_vslot *vs);
+CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count);
+CK_RV p11p_get_slot_info(CK_SLOT_ID id, CK_SLOT_INFO_PTR info);
+CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info);
+CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count);
+CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info);
+CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8CHAR_PTR label);
+CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved);
+
+/* --- session.c --- */
+/* Looks the session up, takes a reference and its lock. On CKR_OK call p11p_call_end. */
+CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c);
+/* Records rv for health, unlocks and drops the reference. Returns rv. */
+CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv);
+CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out);
+CK_RV p11p_close_session(CK_SESSION_HANDLE h);
+CK_RV p11p_close_all_sessions(CK_SLOT_ID id);
+CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info);
+CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG len);
+CK_RV p11p_logout(CK_SESSION_HANDLE h);
+CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
+                   CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len);
+/* Frees a session no longer in the table (state teardown). */
+void p11p_session_free(struct p11p_session *s);
+
+/* --- object.c --- */
+/*
+ * The member's handle for a proxy object handle, within a call. `invalid` is
+ * the code for an unknown handle (CKR_OBJECT_HANDLE_INVALID or
+ * CKR_KEY_HANDLE_INVALID, as the function's spec says).
+ */
+CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                             CK_OBJECT_HANDLE *out);
+/*
+ * The proxy handle for a member's object, made on first sight. `owner` is
+ * the creating session for a new session object, else 0.
+ */
+CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
+                               CK_OBJECT_HANDLE *out);
+/* Forgets the session objects a closed session owned. Global lock held. */
+void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
+CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
+                        CK_ULONG_PTR count);
+CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                         CK_OBJECT_HANDLE_PTR out);
+CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
+                       CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj);
+CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
+                             CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
+                             CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out);
+CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE wrapping,
+                    CK_OBJECT_HANDLE key, CK_BYTE_PTR out, CK_ULONG_PTR out_len);
+CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
+                      CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
+                      CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
+                      CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG len,
+                               CK_OBJECT_HANDLE enc_key, CK_OBJECT_HANDLE auth_key);
+
+#endif

@@ -129,14 +129,14 @@ install: all
 	sed 's|@MODULEDIR@|$(MODULEDIR)|' proxy-conf/p11proxy.module.in > \
 		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
 	chmod 0644 $(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
-	test -e $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml || \
-		install -m 0644 proxy-conf/proxy.yaml $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
+	install -m 0644 proxy-conf/proxy.yaml $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
 
 uninstall:
 	rm -f $(DESTDIR)$(MODULEDIR)/libproxy.so $(DESTDIR)$(BINDIR)/p11proxy \
 		$(DESTDIR)$(INCLUDEDIR)/p11proxy.h $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5 \
 		$(DESTDIR)$(MANDIR)/man7/p11proxy.7 $(DESTDIR)$(MANDIR)/man8/p11proxy.8 \
-		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
+		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module \
+		$(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
 
 man-lint:
 	mandoc -Tlint -W warning man/*.[578]

@@ -14,17 +14,17 @@
 
 #define P11P_DEFAULT_CONF "/etc/p11proxy/proxy.yaml"
 /* Hard limits: config is untrusted input. */
-#define P11P_MAX_BACKENDS 32
-#define P11P_MAX_SLOTS 64
-#define P11P_MAX_MEMBERS 16
-#define P11P_CONF_MAX_BYTES (1024 * 1024)
-#define P11P_MAX_PIN_LEN 256 /* bytes, for member PINs from env: or file: */
-#define P11P_CONF_MAX_DEPTH 16	   /* nesting of YAML collections */
-#define P11P_CONF_MAX_NODES 50000  /* YAML nodes in the whole file */
+#define P11P_MAX_BACKENDS    32
+#define P11P_MAX_SLOTS       64
+#define P11P_MAX_MEMBERS     16
+#define P11P_CONF_MAX_BYTES  (1024 * 1024)
+#define P11P_MAX_PIN_LEN     256   /* bytes, for member PINs from env: or file: */
+#define P11P_CONF_MAX_DEPTH  16    /* nesting of YAML collections */
+#define P11P_CONF_MAX_NODES  50000 /* YAML nodes in the whole file */
 #define P11P_CONF_MAX_STRING 4096  /* bytes in any scalar */
-#define P11P_LABEL_MAX 32	   /* token label, as in CK_TOKEN_INFO */
-#define P11P_SERIAL_MAX 16	   /* token serial number, as in CK_TOKEN_INFO */
-#define P11P_NAME_MAX 64	   /* backend name */
+#define P11P_LABEL_MAX       32    /* token label, as in CK_TOKEN_INFO */
+#define P11P_SERIAL_MAX      16    /* token serial number, as in CK_TOKEN_INFO */
+#define P11P_NAME_MAX        64    /* backend name */
 
 /* Where a value was found in the file (for later messages). */
 struct p11p_pos {
@@ -45,19 +45,19 @@ enum p11p_selector {
 };
 
 struct p11p_member_cfg {
-	size_t backend;		/* index into config->backends */
-	enum p11p_selector sel; /* exactly one selector is set */
-	CK_SLOT_ID slot_id;	/* P11P_SEL_SLOT_ID */
-	char *token_label;	/* P11P_SEL_TOKEN_LABEL; at most 32 bytes */
-	char *token_serial;	/* P11P_SEL_TOKEN_SERIAL; at most 16 bytes */
-	char *uri;		/* P11P_SEL_URI: a pkcs11: URI that p11-kit parsed */
-	char *pin_source;	/* "env:NAME" / "file:/path" as written, or NULL (for messages) */
+	size_t backend;          /* index into config->backends */
+	enum p11p_selector sel;  /* exactly one selector is set */
+	CK_SLOT_ID slot_id;      /* P11P_SEL_SLOT_ID */
+	char *token_label;       /* P11P_SEL_TOKEN_LABEL; at most 32 bytes */
+	char *token_serial;      /* P11P_SEL_TOKEN_SERIAL; at most 16 bytes */
+	char *uri;               /* P11P_SEL_URI: a pkcs11: URI that p11-kit parsed */
+	char *pin_source;        /* "env:NAME" / "file:/path" as written, or NULL (for messages) */
 	struct p11p_secret *pin; /* the member's PIN, read at load, or NULL */
 	struct p11p_pos pos;
 };
 
 struct p11p_slot_cfg {
-	char *label;	     /* token label applications see; 1..32 bytes */
+	char *label;         /* token label applications see; 1..32 bytes */
 	char *user_pin_hash; /* p11p_pin_hash_make() output, or NULL */
 	size_t n_members;    /* 1..P11P_MAX_MEMBERS */
 	struct p11p_member_cfg *members;
@@ -89,7 +89,7 @@ struct p11p_config *p11p_config_load(const char *path, char *err, size_t errlen)
  * PIN sources are checked and read exactly as by p11p_config_load().
  */
 struct p11p_config *p11p_config_parse(const char *name, const void *data, size_t len, char *err,
-				      size_t errlen);
+                                      size_t errlen);
 
 /* Quick start: PKCS11_LIB_PATH + one of HSM_SLOT/HSM_TOKEN_LABEL/HSM_TOKEN_SERIAL
  * + optional HSM_PIN. One backend "default", one slot whose label is the
@@ -104,8 +104,8 @@ void p11p_config_free(struct p11p_config *cfg);
  * PIN hashes for `user_pin_hash` (OpenSSL PBKDF2-HMAC-SHA256, random salt):
  * "pbkdf2-sha256$ITERATIONS$SALT_B64$HASH_B64".
  */
-#define P11P_PIN_HASH_ITER 200000	/* what p11p_pin_hash_make() uses */
-#define P11P_PIN_HASH_ITER_MIN 1000	/* accepted range when parsing */
+#define P11P_PIN_HASH_ITER     200000 /* what p11p_pin_hash_make() uses */
+#define P11P_PIN_HASH_ITER_MIN 1000   /* accepted range when parsing */
 #define P11P_PIN_HASH_ITER_MAX 10000000
 /* New hash string (p11p_free it) or NULL on error. */
 char *p11p_pin_hash_make(const void *pin, size_t pin_len);

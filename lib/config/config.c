@@ -1,0 +1,1055 @@
+/*
+ * proxy.yaml parser and the quick-start environment.
+ *
+ * The file is untrusted input. It is read whole (at most P11P_CONF_MAX_BYTES),
+ * checked once with libyaml's event parser for nesting depth, node count and
+ * a single document, then loaded with yaml_parser_load so that every node
+ * keeps its position for messages. The schema walk below has a fixed depth
+ * (top level -> slots -> slot -> members -> member), so anchors and aliases,
+ * even cyclic ones, cannot make it recurse or loop.
+ *
+ * Every failure writes exactly one line, "FILE:LINE:COLUMN: message", and the
+ * partially built config is freed with p11p_config_free().
+ */
+#include "config/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <p11-kit/uri.h>
+#include <yaml.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/secret.h"
+
+/* How much of a value a message quotes. */
+#define SHOW_MAX 120
+
+struct pctx {
+	const char *path; /* for messages */
+	char *err;
+	size_t errlen;
+	yaml_document_t *doc;
+	struct p11p_config *cfg;
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+static bool report(struct pctx *c, const yaml_mark_t *m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes "PATH:LINE:COL: message" (or "PATH: message" without a mark); returns false. */
+static bool report(struct pctx *c, const yaml_mark_t *m, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (c->err == NULL || c->errlen == 0)
+		return false;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (m != NULL)
+		snprintf(c->err, c->errlen, "%s:%lu:%lu: %s", c->path, (unsigned long)m->line + 1,
+		         (unsigned long)m->column + 1, msg);
+	else
+		snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
+	p11p_debug(P11P_DBG_CONFIG, "config error: %s", c->err);
+	return false;
+}
+
+static bool oom(struct pctx *c)
+{
+	return report(c, NULL, "out of memory");
+}
+
+/*
+ * A printable, bounded copy of a value for a message: keeps the message on
+ * one line whatever the file contains. buf must hold SHOW_MAX + 4 bytes.
+ */
+static const char *show(const char *s, size_t len, char *buf)
+{
+	size_t i, n = len > SHOW_MAX ? SHOW_MAX : len;
+
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		buf[i] = (ch >= 0x20 && ch != 0x7f) ? (char)ch : '?';
+	}
+	if (n < len)
+		memcpy(buf + i, "...", 4);
+	else
+		buf[i] = '\0';
+	return buf;
+}
+
+/* ---- node helpers ------------------------------------------------------ */
+
+static yaml_node_t *node(struct pctx *c, int id)
+{
+	return yaml_document_get_node(c->doc, id);
+}
+
+static bool scalar_is(const yaml_node_t *n, const char *s)
+{
+	size_t len = strlen(s);
+
+	return n->type == YAML_SCALAR_NODE && n->data.scalar.length == len &&
+	       memcmp(n->data.scalar.value, s, len) == 0;
+}
+
+/*
+ * The value of key `what` as a C string: a scalar, bounded, without NUL bytes.
+ * Points into the document (valid until it is deleted).
+ */
+static bool get_string(struct pctx *c, const yaml_node_t *n, const char *what, const char **out)
+{
+	if (n->type != YAML_SCALAR_NODE)
+		return report(c, &n->start_mark, "'%s' must be a string", what);
+	if (n->data.scalar.length > P11P_CONF_MAX_STRING)
+		return report(c, &n->start_mark, "'%s' is longer than %d bytes", what,
+		              P11P_CONF_MAX_STRING);
+	if (memchr(n->data.scalar.value, '\0', n->data.scalar.length) != NULL)
+		return report(c, &n->start_mark, "'%s' contains a NUL byte", what);
+	*out = (const char *)n->data.scalar.value;
+	return true;
+}
+
+/*
+ * Walks a mapping whose allowed keys are keys[0..n): rejects non-scalar keys,
+ * unknown keys and duplicates; vals[i] / knodes[i] get the value and key node
+ * of keys[i] (NULL when absent). O(pairs): the first bad key stops the walk.
+ */
+static bool walk_map(struct pctx *c, const yaml_node_t *map, const char *where,
+                     const char *const *keys, size_t n, yaml_node_t **vals, yaml_node_t **knodes)
+{
+	yaml_node_pair_t *pair;
+	char buf[SHOW_MAX + 4];
+
+	for (size_t i = 0; i < n; i++)
+		vals[i] = knodes[i] = NULL;
+	for (pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = node(c, pair->key), *v = node(c, pair->value);
+		size_t i;
+
+		if (k == NULL || v == NULL)
+			return report(c, &map->start_mark, "malformed mapping");
+		if (k->type != YAML_SCALAR_NODE)
+			return report(c, &k->start_mark, "mapping key %s must be a string", where);
+		for (i = 0; i < n; i++)
+			if (scalar_is(k, keys[i]))
+				break;
+		if (i == n)
+			return report(
+			    c, &k->start_mark, "unknown key '%s' %s",
+			    show((const char *)k->data.scalar.value, k->data.scalar.length, buf),
+			    where);
+		if (vals[i] != NULL)
+			return report(c, &k->start_mark, "duplicate key '%s' %s", keys[i], where);
+		vals[i] = v;
+		knodes[i] = k;
+	}
+	return true;
+}
+
+/* Checks a sequence value: a list, not empty, at most max items. */
+static bool check_list(struct pctx *c, const yaml_node_t *n, const char *what, size_t max,
+                       const char *item_name)
+{
+	size_t count;
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return report(c, &n->start_mark, "'%s' must be a list", what);
+	count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count == 0)
+		return report(c, &n->start_mark, "'%s' must not be empty", what);
+	if (count > max) {
+		const yaml_node_t *extra = node(c, n->data.sequence.items.start[max]);
+
+		return report(c, extra ? &extra->start_mark : &n->start_mark,
+		              "too many %s (at most %zu)", item_name, max);
+	}
+	return true;
+}
+
+static char *dup_or_oom(struct pctx *c, const char *s)
+{
+	char *d = p11p_strdup(s);
+
+	if (d == NULL)
+		oom(c);
+	return d;
+}
+
+/* ---- value checks shared by the file and the environment ----------------- */
+
+/* A vendor library: absolute path to an existing regular file. */
+static bool check_module(struct pctx *c, const yaml_mark_t *m, const char *what, const char *path)
+{
+	struct stat st;
+	char buf[SHOW_MAX + 4];
+
+	show(path, strlen(path), buf);
+	if (path[0] != '/')
+		return report(c, m, "%s '%s' is not an absolute path", what, buf);
+	if (stat(path, &st) != 0)
+		return report(c, m, "%s '%s': %s", what, buf, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return report(c, m, "%s '%s' is not a regular file", what, buf);
+	return true;
+}
+
+/* A token label or serial: 1..max bytes. */
+static bool check_text(struct pctx *c, const yaml_mark_t *m, const char *what, const char *s,
+                       size_t max)
+{
+	if (s[0] == '\0')
+		return report(c, m, "%s is empty", what);
+	if (strlen(s) > max)
+		return report(c, m, "%s is longer than %zu bytes", what, max);
+	return true;
+}
+
+/* Decimal, or hexadecimal with a 0x prefix; no sign, no spaces. */
+static bool parse_slot_id(struct pctx *c, const yaml_mark_t *m, const char *what, const char *s,
+                          CK_SLOT_ID *out)
+{
+	char buf[SHOW_MAX + 4];
+	unsigned base = 10;
+	const char *p = s;
+	CK_SLOT_ID v = 0;
+
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+		base = 16;
+		p += 2;
+	}
+	if (*p == '\0')
+		goto bad;
+	for (; *p; p++) {
+		unsigned d;
+
+		if (*p >= '0' && *p <= '9')
+			d = (unsigned)(*p - '0');
+		else if (base == 16 && *p >= 'a' && *p <= 'f')
+			d = (unsigned)(*p - 'a' + 10);
+		else if (base == 16 && *p >= 'A' && *p <= 'F')
+			d = (unsigned)(*p - 'A' + 10);
+		else
+			goto bad;
+		if (v > ((CK_SLOT_ID)-1 - d) / base)
+			return report(c, m, "%s '%s' is out of range", what,
+			              show(s, strlen(s), buf));
+		v = v * base + d;
+	}
+	*out = v;
+	return true;
+bad:
+	return report(c, m, "%s '%s' is not an unsigned integer", what, show(s, strlen(s), buf));
+}
+
+static bool check_uri(struct pctx *c, const yaml_mark_t *m, const char *s)
+{
+	P11KitUri *uri = p11_kit_uri_new();
+	int rv;
+
+	if (uri == NULL)
+		return oom(c);
+	rv = p11_kit_uri_parse(s, P11_KIT_URI_FOR_TOKEN, uri);
+	p11_kit_uri_free(uri);
+	if (rv == P11_KIT_URI_NO_MEMORY)
+		return oom(c);
+	if (rv != P11_KIT_URI_OK)
+		return report(c, m, "invalid PKCS#11 URI: %s", p11_kit_uri_message(rv));
+	return true;
+}
+
+static bool env_name_ok(const char *s)
+{
+	size_t i;
+
+	if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+		return false;
+	for (i = 1; s[i]; i++)
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= '0' && s[i] <= '9') || s[i] == '_') ||
+		    i >= 255)
+			return false;
+	return true;
+}
+
+/* A PIN as a secret; "\n" or "\r\n" at the end is not part of it. */
+static bool make_pin(struct pctx *c, const yaml_mark_t *m, const char *what, const char *data,
+                     size_t len, struct p11p_secret **out)
+{
+	if (len > 0 && data[len - 1] == '\n') {
+		len--;
+		if (len > 0 && data[len - 1] == '\r')
+			len--;
+	}
+	if (len == 0)
+		return report(c, m, "%s is empty", what);
+	if (len > P11P_MAX_PIN_LEN)
+		return report(c, m, "%s is longer than %d bytes", what, P11P_MAX_PIN_LEN);
+	*out = p11p_secret_new(data, len);
+	if (*out == NULL)
+		return oom(c);
+	return true;
+}
+
+/*
+ * A PIN file: a regular file that only its owner may access (mode & 077 == 0,
+ * as OpenSSH requires of private keys). Checked on the open descriptor, so a
+ * rename between the check and the read cannot swap the file.
+ */
+static bool read_pin_file(struct pctx *c, const yaml_mark_t *m, const char *path,
+                          struct p11p_secret **out)
+{
+	char buf[P11P_MAX_PIN_LEN + 3]; /* PIN + "\r\n" + 1 byte to see it is too long */
+	char shown[SHOW_MAX + 4], what[SHOW_MAX + 32];
+	struct stat st;
+	size_t len = 0;
+	bool ok = false;
+	int fd;
+
+	show(path, strlen(path), shown);
+	snprintf(what, sizeof(what), "PIN file '%s'", shown);
+	/* O_NONBLOCK: a FIFO in place of the file must not hang the load. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return report(c, m, "%s: cannot read: %s", what, strerror(errno));
+	if (fstat(fd, &st) != 0) {
+		report(c, m, "%s: cannot read: %s", what, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		report(c, m, "%s is not a regular file", what);
+		goto out;
+	}
+	if ((st.st_mode & 077) != 0) {
+		report(c, m, "%s is accessible by group or others (mode %04o; use chmod 600)", what,
+		       (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	while (len < sizeof(buf)) {
+		ssize_t r = read(fd, buf + len, sizeof(buf) - len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			report(c, m, "%s: cannot read: %s", what, strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	ok = make_pin(c, m, what, buf, len, out);
+out:
+	p11p_wipe(buf, sizeof(buf));
+	close(fd);
+	return ok;
+}
+
+/* "env:NAME" or "file:/absolute/path". */
+static bool read_pin_source(struct pctx *c, const yaml_mark_t *m, const char *src,
+                            struct p11p_secret **out)
+{
+	char what[SHOW_MAX + 40], buf[SHOW_MAX + 4];
+
+	if (strncmp(src, "env:", 4) == 0 && env_name_ok(src + 4)) {
+		const char *v = getenv(src + 4);
+
+		snprintf(what, sizeof(what), "environment variable '%s'", src + 4);
+		if (v == NULL)
+			return report(c, m, "%s is not set", what);
+		/* make_pin strips a trailing newline: harmless for a variable too. */
+		return make_pin(c, m, what, v, strnlen(v, P11P_MAX_PIN_LEN + 3), out);
+	}
+	if (strncmp(src, "file:", 5) == 0 && src[5] == '/')
+		return read_pin_file(c, m, src + 5, out);
+	return report(c, m, "PIN source '%s' must be 'env:NAME' or 'file:/absolute/path'",
+	              show(src, strlen(src), buf));
+}
+
+/* ---- schema ---------------------------------------------------------------- */
+
+static void set_pos(struct p11p_pos *pos, const yaml_node_t *n)
+{
+	pos->line = (unsigned long)n->start_mark.line + 1;
+	pos->column = (unsigned long)n->start_mark.column + 1;
+}
+
+enum { BK_NAME, BK_MODULE, BK_N };
+static const char *const backend_keys[BK_N] = {"name", "module"};
+
+static bool backend_name_ok(const char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
+			return false;
+	return true;
+}
+
+static bool parse_backend(struct pctx *c, const yaml_node_t *n, size_t idx)
+{
+	struct p11p_backend_cfg *be = &c->cfg->backends[idx];
+	yaml_node_t *v[BK_N], *k[BK_N];
+	const char *name, *module;
+	char buf[SHOW_MAX + 4];
+
+	if (n->type != YAML_MAPPING_NODE)
+		return report(c, &n->start_mark, "each backend must be a mapping");
+	if (!walk_map(c, n, "in backend", backend_keys, BK_N, v, k))
+		return false;
+	for (size_t i = 0; i < BK_N; i++)
+		if (v[i] == NULL)
+			return report(c, &n->start_mark, "missing key '%s' in backend",
+			              backend_keys[i]);
+	if (!get_string(c, v[BK_NAME], "name", &name) ||
+	    !get_string(c, v[BK_MODULE], "module", &module))
+		return false;
+	if (!check_text(c, &v[BK_NAME]->start_mark, "backend name", name, P11P_NAME_MAX))
+		return false;
+	if (!backend_name_ok(name))
+		return report(c, &v[BK_NAME]->start_mark,
+		              "backend name '%s' may only contain letters, digits, '.', '_', '-'",
+		              show(name, strlen(name), buf));
+	for (size_t i = 0; i < idx; i++)
+		if (strcmp(c->cfg->backends[i].name, name) == 0)
+			return report(c, &v[BK_NAME]->start_mark,
+			              "duplicate backend name '%s' (first at line %lu)", name,
+			              c->cfg->backends[i].pos.line);
+	if (!check_module(c, &v[BK_MODULE]->start_mark, "module", module))
+		return false;
+	set_pos(&be->pos, n);
+	be->name = dup_or_oom(c, name);
+	if (be->name == NULL)
+		return false;
+	be->module = dup_or_oom(c, module);
+	if (be->module == NULL)
+		return false;
+	c->cfg->n_backends = idx + 1;
+	return true;
+}
+
+enum { MB_BACKEND, MB_SLOT_ID, MB_TOKEN_LABEL, MB_TOKEN_SERIAL, MB_URI, MB_PIN, MB_N };
+static const char *const member_keys[MB_N] = {"backend",      "slot_id", "token_label",
+                                              "token_serial", "uri",     "pin"};
+
+static bool mark_before(const yaml_mark_t *a, const yaml_mark_t *b)
+{
+	return a->index < b->index;
+}
+
+static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_member_cfg *mb)
+{
+	yaml_node_t *v[MB_N], *k[MB_N];
+	const char *backend, *sel_val, *pin_src;
+	char buf[SHOW_MAX + 4];
+	int first = -1, second = -1;
+	size_t i;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return report(c, &n->start_mark, "each member must be a mapping");
+	if (!walk_map(c, n, "in member", member_keys, MB_N, v, k))
+		return false;
+	set_pos(&mb->pos, n);
+	if (v[MB_BACKEND] == NULL)
+		return report(c, &n->start_mark, "missing key 'backend' in member");
+	if (!get_string(c, v[MB_BACKEND], "backend", &backend))
+		return false;
+	for (i = 0; i < c->cfg->n_backends; i++)
+		if (strcmp(c->cfg->backends[i].name, backend) == 0)
+			break;
+	if (i == c->cfg->n_backends)
+		return report(c, &v[MB_BACKEND]->start_mark, "unknown backend '%s'",
+		              show(backend, strlen(backend), buf));
+	mb->backend = i;
+
+	/* Exactly one selector; on two, name them in file order, point at the later. */
+	for (int s = MB_SLOT_ID; s <= MB_URI; s++) {
+		if (v[s] == NULL)
+			continue;
+		if (first < 0) {
+			first = s;
+		} else if (second < 0) {
+			if (mark_before(&k[s]->start_mark, &k[first]->start_mark)) {
+				second = first;
+				first = s;
+			} else {
+				second = s;
+			}
+		} else if (mark_before(&k[s]->start_mark, &k[second]->start_mark)) {
+			/* keep the two earliest */
+			if (mark_before(&k[s]->start_mark, &k[first]->start_mark)) {
+				second = first;
+				first = s;
+			} else {
+				second = s;
+			}
+		}
+	}
+	if (first < 0)
+		return report(c, &n->start_mark,
+		              "no token selector in member (set one of slot_id, token_label, "
+		              "token_serial, uri)");
+	if (second >= 0)
+		return report(c, &k[second]->start_mark,
+		              "more than one token selector in member ('%s' and '%s')",
+		              member_keys[first], member_keys[second]);
+	if (!get_string(c, v[first], member_keys[first], &sel_val))
+		return false;
+	const yaml_mark_t *vm = &v[first]->start_mark;
+
+	switch (first) {
+	case MB_SLOT_ID:
+		mb->sel = P11P_SEL_SLOT_ID;
+		if (!parse_slot_id(c, vm, "slot_id", sel_val, &mb->slot_id))
+			return false;
+		break;
+	case MB_TOKEN_LABEL:
+		mb->sel = P11P_SEL_TOKEN_LABEL;
+		if (!check_text(c, vm, "token_label", sel_val, P11P_LABEL_MAX))
+			return false;
+		mb->token_label = dup_or_oom(c, sel_val);
+		if (mb->token_label == NULL)
+			return false;
+		break;
+	case MB_TOKEN_SERIAL:
+		mb->sel = P11P_SEL_TOKEN_SERIAL;
+		if (!check_text(c, vm, "token_serial", sel_val, P11P_SERIAL_MAX))
+			return false;
+		mb->token_serial = dup_or_oom(c, sel_val);
+		if (mb->token_serial == NULL)
+			return false;
+		break;
+	default:
+		mb->sel = P11P_SEL_URI;
+		if (!check_uri(c, vm, sel_val))
+			return false;
+		mb->uri = dup_or_oom(c, sel_val);
+		if (mb->uri == NULL)
+			return false;
+		break;
+	}
+
+	if (v[MB_PIN] != NULL) {
+		if (!get_string(c, v[MB_PIN], "pin", &pin_src))
+			return false;
+		if (!read_pin_source(c, &v[MB_PIN]->start_mark, pin_src, &mb->pin))
+			return false;
+		mb->pin_source = dup_or_oom(c, pin_src);
+		if (mb->pin_source == NULL)
+			return false;
+	}
+	return true;
+}
+
+enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_N };
+static const char *const slot_keys[SL_N] = {"label", "user_pin_hash", "members"};
+
+static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
+{
+	struct p11p_slot_cfg *sl = &c->cfg->slots[idx];
+	yaml_node_t *v[SL_N], *k[SL_N];
+	const char *label, *hash;
+	char buf[SHOW_MAX + 4];
+	size_t count;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return report(c, &n->start_mark, "each slot must be a mapping");
+	if (!walk_map(c, n, "in slot", slot_keys, SL_N, v, k))
+		return false;
+	if (v[SL_LABEL] == NULL)
+		return report(c, &n->start_mark, "missing key 'label' in slot");
+	if (v[SL_MEMBERS] == NULL)
+		return report(c, &n->start_mark, "missing key 'members' in slot");
+	if (!get_string(c, v[SL_LABEL], "label", &label))
+		return false;
+	if (!check_text(c, &v[SL_LABEL]->start_mark, "label", label, P11P_LABEL_MAX))
+		return false;
+	for (size_t i = 0; i < idx; i++)
+		if (strcmp(c->cfg->slots[i].label, label) == 0)
+			return report(c, &v[SL_LABEL]->start_mark,
+			              "duplicate slot label '%s' (first at line %lu)",
+			              show(label, strlen(label), buf), c->cfg->slots[i].pos.line);
+	set_pos(&sl->pos, n);
+	sl->label = dup_or_oom(c, label);
+	if (sl->label == NULL)
+		return false;
+	/* Counted from here on, so p11p_config_free() sees this slot's members. */
+	c->cfg->n_slots = idx + 1;
+	if (v[SL_USER_PIN_HASH] != NULL) {
+		if (!get_string(c, v[SL_USER_PIN_HASH], "user_pin_hash", &hash))
+			return false;
+		if (!p11p_pin_hash_valid(hash))
+			return report(c, &v[SL_USER_PIN_HASH]->start_mark,
+			              "malformed user_pin_hash (expected the output of "
+			              "'p11proxy hash-pin')");
+		sl->user_pin_hash = dup_or_oom(c, hash);
+		if (sl->user_pin_hash == NULL)
+			return false;
+	}
+	if (!check_list(c, v[SL_MEMBERS], "members", P11P_MAX_MEMBERS, "members"))
+		return false;
+	count = (size_t)(v[SL_MEMBERS]->data.sequence.items.top -
+	                 v[SL_MEMBERS]->data.sequence.items.start);
+	sl->members = p11p_calloc(count, sizeof(*sl->members));
+	if (sl->members == NULL)
+		return oom(c);
+	for (size_t i = 0; i < count; i++) {
+		yaml_node_t *m = node(c, v[SL_MEMBERS]->data.sequence.items.start[i]);
+
+		sl->n_members = i + 1;
+		if (m == NULL)
+			return report(c, &v[SL_MEMBERS]->start_mark, "malformed list");
+		if (!parse_member(c, m, &sl->members[i]))
+			return false;
+	}
+	return true;
+}
+
+enum { TOP_BACKENDS, TOP_SLOTS, TOP_N };
+static const char *const top_keys[TOP_N] = {"backends", "slots"};
+
+static bool parse_root(struct pctx *c)
+{
+	yaml_node_t *root = yaml_document_get_root_node(c->doc);
+	yaml_node_t *v[TOP_N], *k[TOP_N];
+	size_t count;
+	static const yaml_mark_t start = {0, 0, 0};
+
+	if (root == NULL)
+		return report(c, &start, "empty configuration");
+	if (root->type != YAML_MAPPING_NODE)
+		return report(c, &root->start_mark, "top level must be a mapping");
+	if (!walk_map(c, root, "at top level", top_keys, TOP_N, v, k))
+		return false;
+	if (v[TOP_BACKENDS] == NULL)
+		return report(c, &root->start_mark, "missing key 'backends' at top level");
+	if (v[TOP_SLOTS] == NULL)
+		return report(c, &root->start_mark, "missing key 'slots' at top level");
+
+	if (!check_list(c, v[TOP_BACKENDS], "backends", P11P_MAX_BACKENDS, "backends"))
+		return false;
+	count = (size_t)(v[TOP_BACKENDS]->data.sequence.items.top -
+	                 v[TOP_BACKENDS]->data.sequence.items.start);
+	c->cfg->backends = p11p_calloc(count, sizeof(*c->cfg->backends));
+	if (c->cfg->backends == NULL)
+		return oom(c);
+	for (size_t i = 0; i < count; i++) {
+		yaml_node_t *b = node(c, v[TOP_BACKENDS]->data.sequence.items.start[i]);
+
+		if (b == NULL)
+			return report(c, &v[TOP_BACKENDS]->start_mark, "malformed list");
+		/* n_backends counts fully parsed ones; free the partial one here. */
+		if (!parse_backend(c, b, i)) {
+			p11p_free(c->cfg->backends[i].name);
+			p11p_free(c->cfg->backends[i].module);
+			c->cfg->backends[i].name = c->cfg->backends[i].module = NULL;
+			return false;
+		}
+	}
+
+	if (!check_list(c, v[TOP_SLOTS], "slots", P11P_MAX_SLOTS, "slots"))
+		return false;
+	count = (size_t)(v[TOP_SLOTS]->data.sequence.items.top -
+	                 v[TOP_SLOTS]->data.sequence.items.start);
+	c->cfg->slots = p11p_calloc(count, sizeof(*c->cfg->slots));
+	if (c->cfg->slots == NULL)
+		return oom(c);
+	for (size_t i = 0; i < count; i++) {
+		yaml_node_t *s = node(c, v[TOP_SLOTS]->data.sequence.items.start[i]);
+
+		if (s == NULL)
+			return report(c, &v[TOP_SLOTS]->start_mark, "malformed list");
+		if (!parse_slot(c, s, i))
+			return false;
+	}
+	return true;
+}
+
+/* ---- YAML front end ------------------------------------------------------- */
+
+static bool yaml_error(struct pctx *c, const yaml_parser_t *p, const unsigned char *data,
+                       size_t len)
+{
+	yaml_mark_t m = p->problem_mark;
+	const char *problem = p->problem ? p->problem : "unknown error";
+
+	switch (p->error) {
+	case YAML_MEMORY_ERROR:
+		return oom(c);
+	case YAML_READER_ERROR:
+		/* The reader gives a byte offset, not a mark: count lines up to it. */
+		m.line = m.column = 0;
+		for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+			if (data[i] == '\n') {
+				m.line++;
+				m.column = 0;
+			} else {
+				m.column++;
+			}
+		}
+		return report(c, &m, "invalid input: %s", problem);
+	default:
+		if (p->context != NULL)
+			return report(c, &m, "syntax error: %s %s", problem, p->context);
+		return report(c, &m, "syntax error: %s", problem);
+	}
+}
+
+/*
+ * First pass with the event parser: syntax, one document, bounded depth and
+ * node count, so that yaml_parser_load never builds a huge tree.
+ */
+static bool prescan(struct pctx *c, const unsigned char *data, size_t len)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	unsigned depth = 0, docs = 0;
+	unsigned long nodes = 0;
+	bool ok = false, done = false;
+
+	if (!yaml_parser_initialize(&p))
+		return oom(c);
+	yaml_parser_set_input_string(&p, data, len);
+	while (!done) {
+		if (!yaml_parser_parse(&p, &ev)) {
+			yaml_error(c, &p, data, len);
+			goto out;
+		}
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1) {
+				report(c, &ev.start_mark, "more than one YAML document");
+				goto fail_event;
+			}
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > P11P_CONF_MAX_DEPTH) {
+				report(c, &ev.start_mark, "nesting deeper than %d levels",
+				       P11P_CONF_MAX_DEPTH);
+				goto fail_event;
+			}
+			/* fall through */
+		case YAML_SCALAR_EVENT:
+		case YAML_ALIAS_EVENT:
+			if (++nodes > P11P_CONF_MAX_NODES) {
+				report(c, &ev.start_mark, "more than %d YAML nodes",
+				       P11P_CONF_MAX_NODES);
+				goto fail_event;
+			}
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	ok = true;
+	goto out;
+fail_event:
+	yaml_event_delete(&ev);
+out:
+	yaml_parser_delete(&p);
+	return ok;
+}
+
+static struct p11p_config *parse_buffer(const char *name, const unsigned char *data, size_t len,
+                                        char *err, size_t errlen)
+{
+	struct pctx c = {.path = name, .err = err, .errlen = errlen};
+	yaml_parser_t p;
+	yaml_document_t doc;
+	bool have_parser = false, have_doc = false, ok = false;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (len > P11P_CONF_MAX_BYTES) {
+		report(&c, NULL, "larger than %d bytes", P11P_CONF_MAX_BYTES);
+		return NULL;
+	}
+	if (!prescan(&c, data, len))
+		return NULL;
+	if (!yaml_parser_initialize(&p)) {
+		oom(&c);
+		goto out;
+	}
+	have_parser = true;
+	yaml_parser_set_input_string(&p, data, len);
+	if (!yaml_parser_load(&p, &doc)) {
+		yaml_error(&c, &p, data, len);
+		goto out;
+	}
+	have_doc = true;
+	c.doc = &doc;
+	c.cfg = p11p_calloc(1, sizeof(*c.cfg));
+	if (c.cfg == NULL) {
+		oom(&c);
+		goto out;
+	}
+	c.cfg->path = p11p_strdup(name);
+	if (c.cfg->path == NULL) {
+		oom(&c);
+		goto out;
+	}
+	ok = parse_root(&c);
+out:
+	if (have_doc)
+		yaml_document_delete(&doc);
+	if (have_parser)
+		yaml_parser_delete(&p);
+	if (!ok) {
+		p11p_config_free(c.cfg);
+		return NULL;
+	}
+	p11p_debug(P11P_DBG_CONFIG, "%s: %zu backend(s), %zu slot(s)", name, c.cfg->n_backends,
+	           c.cfg->n_slots);
+	return c.cfg;
+}
+
+struct p11p_config *p11p_config_parse(const char *name, const void *data, size_t len, char *err,
+                                      size_t errlen)
+{
+	if (name == NULL)
+		name = "<config>";
+	if (data == NULL)
+		len = 0;
+	return parse_buffer(name, data ? data : "", len, err, errlen);
+}
+
+static struct p11p_config *load_file(const char *path, char *err, size_t errlen)
+{
+	struct pctx c = {.path = path, .err = err, .errlen = errlen};
+	struct p11p_config *cfg = NULL;
+	unsigned char *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		report(&c, NULL, "cannot read: %s", strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0) {
+		report(&c, NULL, "cannot read: %s", strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		report(&c, NULL, "cannot read: not a regular file");
+		goto out;
+	}
+	/* Read one byte past the cap to tell "exactly at the cap" from "over". */
+	buf = p11p_malloc(P11P_CONF_MAX_BYTES + 1);
+	if (buf == NULL) {
+		oom(&c);
+		goto out;
+	}
+	while (len < P11P_CONF_MAX_BYTES + 1) {
+		ssize_t r = read(fd, buf + len, P11P_CONF_MAX_BYTES + 1 - len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			report(&c, NULL, "cannot read: %s", strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	cfg = parse_buffer(path, buf, len, err, errlen);
+out:
+	p11p_free(buf);
+	close(fd);
+	return cfg;
+}
+
+/* ---- quick start ------------------------------------------------------------ */
+
+struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
+{
+	struct pctx c = {.path = "environment", .err = err, .errlen = errlen};
+	static const char *const sel_vars[] = {"HSM_SLOT", "HSM_TOKEN_LABEL", "HSM_TOKEN_SERIAL"};
+	const char *lib = getenv("PKCS11_LIB_PATH"), *sel = NULL, *pin;
+	struct p11p_config *cfg = NULL;
+	struct p11p_member_cfg *mb;
+	int which = -1, set = 0;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (lib == NULL) {
+		report(&c, NULL, "PKCS11_LIB_PATH is not set");
+		return NULL;
+	}
+	for (int i = 0; i < 3; i++) {
+		const char *v = getenv(sel_vars[i]);
+
+		if (v != NULL) {
+			set++;
+			which = i;
+			sel = v;
+		}
+	}
+	if (set != 1) {
+		report(&c, NULL, "set exactly one of HSM_SLOT, HSM_TOKEN_LABEL, HSM_TOKEN_SERIAL");
+		return NULL;
+	}
+	if (strnlen(lib, P11P_CONF_MAX_STRING + 1) > P11P_CONF_MAX_STRING ||
+	    strnlen(sel, P11P_CONF_MAX_STRING + 1) > P11P_CONF_MAX_STRING) {
+		report(&c, NULL, "%s is longer than %d bytes",
+		       strlen(lib) > P11P_CONF_MAX_STRING ? "PKCS11_LIB_PATH" : sel_vars[which],
+		       P11P_CONF_MAX_STRING);
+		return NULL;
+	}
+	if (!check_module(&c, NULL, "PKCS11_LIB_PATH", lib))
+		return NULL;
+
+	cfg = p11p_calloc(1, sizeof(*cfg));
+	if (cfg == NULL)
+		goto oom;
+	cfg->path = p11p_strdup("environment");
+	cfg->backends = p11p_calloc(1, sizeof(*cfg->backends));
+	cfg->slots = p11p_calloc(1, sizeof(*cfg->slots));
+	if (cfg->path == NULL || cfg->backends == NULL || cfg->slots == NULL)
+		goto oom;
+	cfg->n_backends = 1;
+	cfg->backends[0].name = p11p_strdup("default");
+	cfg->backends[0].module = p11p_strdup(lib);
+	if (cfg->backends[0].name == NULL || cfg->backends[0].module == NULL)
+		goto oom;
+	cfg->n_slots = 1;
+	cfg->slots[0].members = p11p_calloc(1, sizeof(*cfg->slots[0].members));
+	if (cfg->slots[0].members == NULL)
+		goto oom;
+	cfg->slots[0].n_members = 1;
+	mb = &cfg->slots[0].members[0];
+	mb->backend = 0;
+	switch (which) {
+	case 0:
+		mb->sel = P11P_SEL_SLOT_ID;
+		if (!parse_slot_id(&c, NULL, "HSM_SLOT", sel, &mb->slot_id))
+			goto fail;
+		cfg->slots[0].label = p11p_strdup("");
+		break;
+	case 1:
+		mb->sel = P11P_SEL_TOKEN_LABEL;
+		if (!check_text(&c, NULL, "HSM_TOKEN_LABEL", sel, P11P_LABEL_MAX))
+			goto fail;
+		mb->token_label = p11p_strdup(sel);
+		if (mb->token_label == NULL)
+			goto oom;
+		cfg->slots[0].label = p11p_strdup(sel);
+		break;
+	default:
+		mb->sel = P11P_SEL_TOKEN_SERIAL;
+		if (!check_text(&c, NULL, "HSM_TOKEN_SERIAL", sel, P11P_SERIAL_MAX))
+			goto fail;
+		mb->token_serial = p11p_strdup(sel);
+		if (mb->token_serial == NULL)
+			goto oom;
+		cfg->slots[0].label = p11p_strdup("");
+		break;
+	}
+	if (cfg->slots[0].label == NULL)
+		goto oom;
+	pin = getenv("HSM_PIN");
+	if (pin != NULL) {
+		size_t len = strnlen(pin, P11P_MAX_PIN_LEN + 1);
+
+		if (len == 0) {
+			report(&c, NULL, "HSM_PIN is empty");
+			goto fail;
+		}
+		if (len > P11P_MAX_PIN_LEN) {
+			report(&c, NULL, "HSM_PIN is longer than %d bytes", P11P_MAX_PIN_LEN);
+			goto fail;
+		}
+		mb->pin = p11p_secret_new(pin, len);
+		mb->pin_source = p11p_strdup("env:HSM_PIN");
+		if (mb->pin == NULL || mb->pin_source == NULL)
+			goto oom;
+	}
+	/* HSM_USE_RAND is read by the RNG layer, not here. */
+	p11p_debug(P11P_DBG_CONFIG, "quick start from the environment (%s)", sel_vars[which]);
+	return cfg;
+oom:
+	oom(&c);
+fail:
+	p11p_config_free(cfg);
+	return NULL;
+}
+
+/* ---- load / free ------------------------------------------------------------ */
+
+struct p11p_config *p11p_config_load(const char *path, char *err, size_t errlen)
+{
+	const char *env;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (path == NULL) {
+		env = getenv("P11PROXY_CONF");
+		if (env != NULL && env[0] != '\0')
+			path = env;
+		else if (getenv("PKCS11_LIB_PATH") != NULL)
+			return p11p_config_from_env(err, errlen);
+		else
+			path = P11P_DEFAULT_CONF;
+	}
+	p11p_debug(P11P_DBG_CONFIG, "loading %s", path);
+	return load_file(path, err, errlen);
+}
+
+void p11p_config_free(struct p11p_config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	if (cfg->backends != NULL) {
+		for (size_t i = 0; i < cfg->n_backends; i++) {
+			p11p_free(cfg->backends[i].name);
+			p11p_free(cfg->backends[i].module);
+		}
+		p11p_free(cfg->backends);
+	}
+	if (cfg->slots != NULL) {
+		for (size_t i = 0; i < cfg->n_slots; i++) {
+			struct p11p_slot_cfg *sl = &cfg->slots[i];
+
+			if (sl->members != NULL) {
+				for (size_t j = 0; j < sl->n_members; j++) {
+					struct p11p_member_cfg *mb = &sl->members[j];
+
+					p11p_free(mb->token_label);
+					p11p_free(mb->token_serial);
+					p11p_free(mb->uri);
+					p11p_free(mb->pin_source);
+					p11p_secret_free(mb->pin);
+				}
+				p11p_free(sl->members);
+			}
+			p11p_free(sl->label);
+			p11p_free(sl->user_pin_hash);
+		}
+		p11p_free(cfg->slots);
+	}
+	p11p_free(cfg->path);
+	p11p_free(cfg);
+}

@@ -31,7 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* testmod.h casts the const PIN for C_Login; keep -Wcast-qual for our own code. */
 #include "../tests/progs/testmod.h"
 
 #define MAX_THREADS  64

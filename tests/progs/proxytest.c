@@ -12,7 +12,9 @@
 #include "base/mem.h"
 #include "virt/virt.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -146,8 +148,24 @@ static int cmd_login(const char *module, const char *label, const char *good, co
 	return failures ? 1 : 0;
 }
 
+struct waiter {
+	CK_FUNCTION_LIST *f;
+	CK_RV rv;
+};
+
+static void *wait_blocking(void *arg)
+{
+	struct waiter *w = arg;
+	CK_SLOT_ID slot;
+
+	w->rv = w->f->C_WaitForSlotEvent(0, &slot, NULL);
+	return NULL;
+}
+
 static int cmd_events(const char *module)
 {
+	struct waiter w = {.rv = CKR_OK};
+	pthread_t t;
 	struct testmod m;
 	CK_SLOT_ID slot;
 	CK_INFO info;
@@ -161,8 +179,16 @@ static int cmd_events(const char *module)
 	expect(m.f->C_GetInfo(&info) == CKR_OK && memcmp(info.manufacturerID, "p11proxy", 8) == 0 &&
 	           info.cryptokiVersion.major == 2 && info.cryptokiVersion.minor == 40,
 	       "C_GetInfo describes p11proxy, PKCS#11 2.40");
-	testmod_unload(&m);
-	expect(m.f == NULL, "finalized");
+	/* A thread blocked in C_WaitForSlotEvent is released by C_Finalize. */
+	w.f = m.f;
+	pthread_create(&t, NULL, wait_blocking, &w);
+	usleep(200 * 1000);
+	expect(m.f->C_Finalize(NULL) == CKR_OK, "C_Finalize with a thread waiting for events");
+	pthread_join(t, NULL);
+	expect(w.rv == CKR_CRYPTOKI_NOT_INITIALIZED,
+	       "the waiting thread got CKR_CRYPTOKI_NOT_INITIALIZED (0x%lx)", w.rv);
+	expect(m.f->C_GetSlotList(CK_FALSE, NULL, &w.rv) == CKR_CRYPTOKI_NOT_INITIALIZED,
+	       "calls after C_Finalize: not initialized");
 	return failures ? 1 : 0;
 }
 

@@ -5,6 +5,7 @@
  * only exported symbol (lib/module.map).
  */
 #include "base/log.h"
+#include "base/names.h"
 #include "base/p11fns.h"
 #include "virt/virt.h"
 
@@ -12,6 +13,14 @@
 #include <string.h>
 
 #define P11P_EXPORT __attribute__((visibility("default")))
+
+/* P11PROXY_DEBUG=call: one line per call, its name and result (never its arguments). */
+static CK_RV trace(const char *name, CK_RV rv)
+{
+	if (p11p_debug_on(P11P_DBG_CALL))
+		p11p_debug(P11P_DBG_CALL, "%s: %s", name, p11p_rv_str(rv));
+	return rv;
+}
 
 /*
  * SESSION: map the session, call the member, record the result.
@@ -25,7 +34,7 @@
 		CK_RV rv = p11p_call_begin(session, &c);                                           \
 		if (rv != CKR_OK)                                                                  \
 			return rv;                                                                 \
-		return p11p_call_end(&c, c.fl->name args);                                         \
+		return trace(#name, p11p_call_end(&c, c.fl->name args));                           \
 	}
 #define FWD_KEY(name, params, args)                                                                \
 	static CK_RV proxy_##name params                                                           \
@@ -38,7 +47,7 @@
 		rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);               \
 		if (rv == CKR_OK)                                                                  \
 			rv = c.fl->name args;                                                      \
-		return p11p_call_end(&c, rv);                                                      \
+		return trace(#name, p11p_call_end(&c, rv));                                        \
 	}
 #define FWD_OBJECT(name, params, args)                                                             \
 	static CK_RV proxy_##name params                                                           \
@@ -51,7 +60,7 @@
 		rv = p11p_object_to_backend(&c, object, CKR_OBJECT_HANDLE_INVALID, &bobj);         \
 		if (rv == CKR_OK)                                                                  \
 			rv = c.fl->name args;                                                      \
-		return p11p_call_end(&c, rv);                                                      \
+		return trace(#name, p11p_call_end(&c, rv));                                        \
 	}
 #define FWD(kind, name, params, args) FWD_##kind(name, params, args)
 P11P_FUNCTIONS(FWD)
@@ -63,12 +72,12 @@ static CK_FUNCTION_LIST function_list;
 
 static CK_RV proxy_C_Initialize(CK_VOID_PTR init_args)
 {
-	return p11p_initialize(init_args);
+	return trace("C_Initialize", p11p_initialize(init_args));
 }
 
 static CK_RV proxy_C_Finalize(CK_VOID_PTR reserved)
 {
-	return p11p_finalize(reserved);
+	return trace("C_Finalize", p11p_finalize(reserved));
 }
 
 static CK_RV proxy_C_GetInfo(CK_INFO_PTR info)
@@ -99,116 +108,117 @@ static CK_RV proxy_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 static CK_RV proxy_C_GetSlotList(CK_BBOOL token_present, CK_SLOT_ID_PTR slot_list,
                                  CK_ULONG_PTR count)
 {
-	return p11p_get_slot_list(token_present, slot_list, count);
+	return trace("C_GetSlotList", p11p_get_slot_list(token_present, slot_list, count));
 }
 
 static CK_RV proxy_C_GetSlotInfo(CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info)
 {
-	return p11p_get_slot_info(slot_id, info);
+	return trace("C_GetSlotInfo", p11p_get_slot_info(slot_id, info));
 }
 
 static CK_RV proxy_C_GetTokenInfo(CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info)
 {
-	return p11p_get_token_info(slot_id, info);
+	return trace("C_GetTokenInfo", p11p_get_token_info(slot_id, info));
 }
 
 static CK_RV proxy_C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved)
 {
-	return p11p_wait_for_slot_event(flags, slot, reserved);
+	return trace("C_WaitForSlotEvent", p11p_wait_for_slot_event(flags, slot, reserved));
 }
 
 static CK_RV proxy_C_GetMechanismList(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE_PTR list,
                                       CK_ULONG_PTR count)
 {
-	return p11p_get_mechanism_list(slot_id, list, count);
+	return trace("C_GetMechanismList", p11p_get_mechanism_list(slot_id, list, count));
 }
 
 static CK_RV proxy_C_GetMechanismInfo(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type,
                                       CK_MECHANISM_INFO_PTR info)
 {
-	return p11p_get_mechanism_info(slot_id, type, info);
+	return trace("C_GetMechanismInfo", p11p_get_mechanism_info(slot_id, type, info));
 }
 
 static CK_RV proxy_C_InitToken(CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len,
                                CK_UTF8CHAR_PTR label)
 {
-	return p11p_init_token(slot_id, pin, pin_len, label);
+	return trace("C_InitToken", p11p_init_token(slot_id, pin, pin_len, label));
 }
 
 static CK_RV proxy_C_SetPIN(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
                             CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len)
 {
-	return p11p_set_pin(session, old_pin, old_len, new_pin, new_len);
+	return trace("C_SetPIN", p11p_set_pin(session, old_pin, old_len, new_pin, new_len));
 }
 
 static CK_RV proxy_C_OpenSession(CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR application,
                                  CK_NOTIFY notify, CK_SESSION_HANDLE_PTR session)
 {
-	return p11p_open_session(slot_id, flags, session);
+	return trace("C_OpenSession", p11p_open_session(slot_id, flags, session));
 }
 
 static CK_RV proxy_C_CloseSession(CK_SESSION_HANDLE session)
 {
-	return p11p_close_session(session);
+	return trace("C_CloseSession", p11p_close_session(session));
 }
 
 static CK_RV proxy_C_CloseAllSessions(CK_SLOT_ID slot_id)
 {
-	return p11p_close_all_sessions(slot_id);
+	return trace("C_CloseAllSessions", p11p_close_all_sessions(slot_id));
 }
 
 static CK_RV proxy_C_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info)
 {
-	return p11p_get_session_info(session, info);
+	return trace("C_GetSessionInfo", p11p_get_session_info(session, info));
 }
 
 static CK_RV proxy_C_SetOperationState(CK_SESSION_HANDLE session, CK_BYTE_PTR state,
                                        CK_ULONG state_len, CK_OBJECT_HANDLE encryption_key,
                                        CK_OBJECT_HANDLE authentication_key)
 {
-	return p11p_set_operation_state(session, state, state_len, encryption_key,
-	                                authentication_key);
+	return trace("C_SetOperationState",
+	             p11p_set_operation_state(session, state, state_len, encryption_key,
+	                                      authentication_key));
 }
 
 static CK_RV proxy_C_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user_type, CK_UTF8CHAR_PTR pin,
                            CK_ULONG pin_len)
 {
-	return p11p_login(session, user_type, pin, pin_len);
+	return trace("C_Login", p11p_login(session, user_type, pin, pin_len));
 }
 
 static CK_RV proxy_C_Logout(CK_SESSION_HANDLE session)
 {
-	return p11p_logout(session);
+	return trace("C_Logout", p11p_logout(session));
 }
 
 static CK_RV proxy_C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                                   CK_OBJECT_HANDLE_PTR object)
 {
-	return p11p_create_object(session, templ, count, object);
+	return trace("C_CreateObject", p11p_create_object(session, templ, count, object));
 }
 
 static CK_RV proxy_C_CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
                                 CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                                 CK_OBJECT_HANDLE_PTR new_object)
 {
-	return p11p_copy_object(session, object, templ, count, new_object);
+	return trace("C_CopyObject", p11p_copy_object(session, object, templ, count, new_object));
 }
 
 static CK_RV proxy_C_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object)
 {
-	return p11p_destroy_object(session, object);
+	return trace("C_DestroyObject", p11p_destroy_object(session, object));
 }
 
 static CK_RV proxy_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects,
                                  CK_ULONG max_count, CK_ULONG_PTR count)
 {
-	return p11p_find_objects(session, objects, max_count, count);
+	return trace("C_FindObjects", p11p_find_objects(session, objects, max_count, count));
 }
 
 static CK_RV proxy_C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
                                  CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key)
 {
-	return p11p_generate_key(session, mechanism, templ, count, key);
+	return trace("C_GenerateKey", p11p_generate_key(session, mechanism, templ, count, key));
 }
 
 static CK_RV proxy_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
@@ -216,15 +226,17 @@ static CK_RV proxy_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR
                                      CK_ATTRIBUTE_PTR priv_templ, CK_ULONG priv_count,
                                      CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key)
 {
-	return p11p_generate_key_pair(session, mechanism, pub_templ, pub_count, priv_templ,
-	                              priv_count, pub_key, priv_key);
+	return trace("C_GenerateKeyPair",
+	             p11p_generate_key_pair(session, mechanism, pub_templ, pub_count, priv_templ,
+	                                    priv_count, pub_key, priv_key));
 }
 
 static CK_RV proxy_C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
                              CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key,
                              CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len)
 {
-	return p11p_wrap_key(session, mechanism, wrapping_key, key, wrapped, wrapped_len);
+	return trace("C_WrapKey",
+	             p11p_wrap_key(session, mechanism, wrapping_key, key, wrapped, wrapped_len));
 }
 
 static CK_RV proxy_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
@@ -232,15 +244,16 @@ static CK_RV proxy_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mecha
                                CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                                CK_OBJECT_HANDLE_PTR key)
 {
-	return p11p_unwrap_key(session, mechanism, unwrapping_key, wrapped, wrapped_len, templ,
-	                       count, key);
+	return trace("C_UnwrapKey", p11p_unwrap_key(session, mechanism, unwrapping_key, wrapped,
+	                                            wrapped_len, templ, count, key));
 }
 
 static CK_RV proxy_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
                                CK_OBJECT_HANDLE base_key, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                                CK_OBJECT_HANDLE_PTR key)
 {
-	return p11p_derive_key(session, mechanism, base_key, templ, count, key);
+	return trace("C_DeriveKey",
+	             p11p_derive_key(session, mechanism, base_key, templ, count, key));
 }
 
 static CK_FUNCTION_LIST function_list = {

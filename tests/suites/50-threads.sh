@@ -1,0 +1,59 @@
+# Concurrency and fork: tests/progs/threads.c (N threads, each its own
+# session, RSA sign/verify + AES-GCM round trips, all checked) and
+# tests/progs/forktest.c (a forked child must re-initialize; the parent goes
+# on). Through the proxy, and directly against SoftHSM2 as a baseline. The
+# proxy must also give CKR_CRYPTOKI_NOT_INITIALIZED in a forked child before
+# its C_Initialize (--expect-fork-reinit); SoftHSM2 does not, so the direct
+# run does not ask for it. Valgrind mode: proxy only, 2 threads x 5.
+
+thr_prog=$BUILD/tests/threads
+thr_fork=$BUILD/tests/forktest
+
+# thr_run NAME COMMAND...: output shown on failure.
+thr_run() {
+	local name=$1 rc=0 out
+	shift
+	out=$TMP/out.$RANDOM
+	run_prog "$@" >"$out" 2>&1 || rc=$?
+	if [ $rc -eq 0 ]; then
+		pass "$name"
+	else
+		fail "$name" "exit $rc"
+		grep -v '^child: ok\|^parent: ok' "$out" | tail -n 30 | sed 's/^/    /'
+	fi
+}
+
+thr_main() {
+	local n=8 iter=50 p
+	mk_tmp
+	for p in "$thr_prog" "$thr_fork"; do
+		if [ ! -x "$p" ]; then
+			fail "threads: programs built" "$p missing (make tests)"
+			return 0
+		fi
+	done
+	if ! softhsm_setup "$TMP" m1; then
+		fail "threads: softhsm setup" "softhsm2-util --init-token failed"
+		return 0
+	fi
+	if [ "$MODE" = valgrind ]; then
+		n=2
+		iter=5
+	else
+		thr_run "threads: softhsm2 directly ${n}x$iter" \
+			"$thr_prog" "$SOFTHSM_MODULE" m1 "$TEST_USER_PIN" $n $iter
+		thr_run "forktest: softhsm2 directly" \
+			"$thr_fork" "$SOFTHSM_MODULE" m1 "$TEST_USER_PIN"
+	fi
+	if [ ! -e "$PROXY_MODULE" ]; then
+		fail "threads: through proxy" "$PROXY_MODULE does not exist (proxy not built)"
+		return 0
+	fi
+	proxy_conf "$TMP/proxy.yaml" m1
+	thr_run "threads: through proxy ${n}x$iter" \
+		"$thr_prog" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $iter
+	thr_run "forktest: through proxy (child must re-initialize)" \
+		"$thr_fork" --expect-fork-reinit "$PROXY_MODULE" v-m1 "$TEST_USER_PIN"
+}
+
+thr_main

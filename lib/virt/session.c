@@ -25,23 +25,37 @@ static void session_unref(struct p11p_session *s)
 		p11p_session_free(s);
 }
 
+/*
+ * Enters the library and finds a session. On CKR_OK the global lock is still
+ * held and the caller p11p_leave()s the state when done.
+ */
+static CK_RV session_find_lock(CK_SESSION_HANDLE h, struct p11p_state **stp,
+			       struct p11p_session **sp)
+{
+	p11p_lock();
+	*stp = p11p_enter_locked();
+	if (*stp == NULL) {
+		p11p_unlock();
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	}
+	*sp = p11p_map_get(&(*stp)->sessions, 0, h);
+	if (*sp == NULL) {
+		p11p_unlock();
+		p11p_leave(*stp);
+		return CKR_SESSION_HANDLE_INVALID;
+	}
+	return CKR_OK;
+}
+
 CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 {
 	struct p11p_state *st;
 	struct p11p_session *s;
+	CK_RV rv;
 
-	p11p_lock();
-	st = p11p_enter_locked();
-	if (st == NULL) {
-		p11p_unlock();
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
-	s = p11p_map_get(&st->sessions, 0, h);
-	if (s == NULL) {
-		p11p_unlock();
-		p11p_leave(st);
-		return CKR_SESSION_HANDLE_INVALID;
-	}
+	rv = session_find_lock(h, &st, &s);
+	if (rv != CKR_OK)
+		return rv;
 	atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
 	p11p_unlock();
 
@@ -193,18 +207,9 @@ CK_RV p11p_close_session(CK_SESSION_HANDLE h)
 	struct p11p_session *s;
 	CK_RV rv;
 
-	p11p_lock();
-	st = p11p_enter_locked();
-	if (st == NULL) {
-		p11p_unlock();
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
-	s = p11p_map_get(&st->sessions, 0, h);
-	if (s == NULL) {
-		p11p_unlock();
-		p11p_leave(st);
-		return CKR_SESSION_HANDLE_INVALID;
-	}
+	rv = session_find_lock(h, &st, &s);
+	if (rv != CKR_OK)
+		return rv;
 	session_detach_locked(st, s);
 	p11p_unlock();
 	rv = session_close_detached(s);

@@ -14,6 +14,7 @@
 #include "config/config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/names.h"
 #include "base/secret.h"
 
 /* How much of a value a message quotes. */
@@ -386,8 +388,158 @@ static void set_pos(struct p11p_pos *pos, const yaml_node_t *n)
 	pos->column = (unsigned long)n->start_mark.column + 1;
 }
 
-enum { BK_NAME, BK_MODULE, BK_N };
-static const char *const backend_keys[BK_N] = {"name", "module"};
+/* ---- HA settings -------------------------------------------------------------- */
+
+/* A whole number in [min, max]; `scale` multiplies it (after the check). */
+static bool parse_number(struct pctx *c, const yaml_node_t *n, const char *what,
+			 unsigned long min, unsigned long max, unsigned long *out)
+{
+	const char *s, *p;
+	unsigned long v = 0;
+	char buf[SHOW_MAX + 4];
+
+	if (!get_string(c, n, what, &s))
+		return false;
+	for (p = s; *p >= '0' && *p <= '9'; p++) {
+		if (v > (ULONG_MAX - (unsigned long)(*p - '0')) / 10)
+			return report(c, &n->start_mark, "'%s' is out of range", what);
+		v = v * 10 + (unsigned long)(*p - '0');
+	}
+	if (p == s || *p != '\0')
+		return report(c, &n->start_mark, "'%s' must be a whole number, not '%s'", what,
+			      show(s, strlen(s), buf));
+	if (v < min || v > max)
+		return report(c, &n->start_mark, "'%s' must be between %lu and %lu", what, min,
+			      max);
+	*out = v;
+	return true;
+}
+
+/* A duration: "250ms", "5s" or a bare number of seconds; in milliseconds. */
+static bool parse_duration(struct pctx *c, const yaml_node_t *n, const char *what,
+			   unsigned long min_ms, unsigned long max_ms, unsigned long *out)
+{
+	const char *s, *p;
+	unsigned long v = 0, scale = 1000;
+	char buf[SHOW_MAX + 4];
+
+	if (!get_string(c, n, what, &s))
+		return false;
+	for (p = s; *p >= '0' && *p <= '9'; p++) {
+		if (v > 100000000UL)
+			return report(c, &n->start_mark, "'%s' is out of range", what);
+		v = v * 10 + (unsigned long)(*p - '0');
+	}
+	if (strcmp(p, "ms") == 0)
+		scale = 1;
+	else if (strcmp(p, "s") != 0 && *p != '\0')
+		p = s; /* bad suffix */
+	if (p == s)
+		return report(c, &n->start_mark,
+			      "'%s' must be a duration such as 500ms or 5s, not '%s'", what,
+			      show(s, strlen(s), buf));
+	v *= scale;
+	if (v < min_ms || v > max_ms)
+		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
+			      min_ms, max_ms);
+	*out = v;
+	return true;
+}
+
+enum { HA_MODE, HA_PROBE, HA_TIMEOUT, HA_RETRIES, HA_REPLAY, HA_N };
+static const char *const ha_keys[HA_N] = {"mode", "probe_interval", "call_timeout", "retries",
+					  "replay_buffer"};
+
+static void ha_defaults(struct p11p_ha_cfg *ha)
+{
+	ha->mode = P11P_HA_FAILOVER;
+	ha->probe_interval_ms = P11P_HA_DEFAULT_PROBE_MS;
+	ha->call_timeout_ms = 0;
+	ha->retries = P11P_HA_DEFAULT_RETRIES;
+	ha->replay_buffer = P11P_HA_DEFAULT_REPLAY;
+}
+
+static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *ha)
+{
+	yaml_node_t *v[HA_N], *k[HA_N];
+	unsigned long num;
+	const char *mode;
+	char buf[SHOW_MAX + 4];
+
+	if (n->type != YAML_MAPPING_NODE)
+		return report(c, &n->start_mark, "'ha' must be a mapping");
+	if (!walk_map(c, n, "in ha", ha_keys, HA_N, v, k))
+		return false;
+	if (v[HA_MODE] != NULL) {
+		if (!get_string(c, v[HA_MODE], "mode", &mode))
+			return false;
+		if (strcmp(mode, "failover") == 0)
+			ha->mode = P11P_HA_FAILOVER;
+		else if (strcmp(mode, "balance") == 0)
+			ha->mode = P11P_HA_BALANCE;
+		else
+			return report(c, &v[HA_MODE]->start_mark,
+				      "'mode' must be failover or balance, not '%s'",
+				      show(mode, strlen(mode), buf));
+	}
+	if (v[HA_PROBE] != NULL &&
+	    !parse_duration(c, v[HA_PROBE], "probe_interval", 10, 3600000, &ha->probe_interval_ms))
+		return false;
+	if (v[HA_TIMEOUT] != NULL &&
+	    !parse_duration(c, v[HA_TIMEOUT], "call_timeout", 0, 3600000, &ha->call_timeout_ms))
+		return false;
+	if (v[HA_RETRIES] != NULL) {
+		if (!parse_number(c, v[HA_RETRIES], "retries", 0, P11P_MAX_MEMBERS, &num))
+			return false;
+		ha->retries = (unsigned)num;
+	}
+	if (v[HA_REPLAY] != NULL) {
+		if (!parse_number(c, v[HA_REPLAY], "replay_buffer", 0, P11P_HA_MAX_REPLAY, &num))
+			return false;
+		ha->replay_buffer = num;
+	}
+	return true;
+}
+
+/* A list of CKR names (CKR_DEVICE_ERROR) or numbers (0x80000001 for vendor codes). */
+static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what, CK_RV *out,
+			  size_t *count)
+{
+	char buf[SHOW_MAX + 4];
+
+	if (n->type != YAML_SEQUENCE_NODE)
+		return report(c, &n->start_mark, "'%s' must be a list", what);
+	*count = 0;
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		yaml_node_t *item = node(c, *it);
+		const char *s;
+		CK_SLOT_ID num;
+
+		if (item == NULL)
+			return report(c, &n->start_mark, "malformed list");
+		if (*count == P11P_MAX_ERROR_OVERRIDES)
+			return report(c, &item->start_mark, "too many entries in '%s' (at most %d)",
+				      what, P11P_MAX_ERROR_OVERRIDES);
+		if (!get_string(c, item, what, &s))
+			return false;
+		if (strncmp(s, "CKR_", 4) == 0) {
+			if (p11p_ckr_value(s, &out[*count]) != CKR_OK)
+				return report(c, &item->start_mark, "unknown result code '%s'",
+					      show(s, strlen(s), buf));
+		} else {
+			if (!parse_slot_id(c, &item->start_mark, "result code", s, &num))
+				return false;
+			out[*count] = num;
+		}
+		(*count)++;
+	}
+	return true;
+}
+
+enum { BK_NAME, BK_MODULE, BK_SERVER_ERRORS, BK_CLIENT_ERRORS, BK_N };
+static const char *const backend_keys[BK_N] = {"name", "module", "server_errors",
+					       "client_errors"};
 
 static bool backend_name_ok(const char *s)
 {
@@ -409,10 +561,18 @@ static bool parse_backend(struct pctx *c, const yaml_node_t *n, size_t idx)
 		return report(c, &n->start_mark, "each backend must be a mapping");
 	if (!walk_map(c, n, "in backend", backend_keys, BK_N, v, k))
 		return false;
-	for (size_t i = 0; i < BK_N; i++)
+	for (size_t i = BK_NAME; i <= BK_MODULE; i++)
 		if (v[i] == NULL)
 			return report(c, &n->start_mark, "missing key '%s' in backend",
 			              backend_keys[i]);
+	if (v[BK_SERVER_ERRORS] != NULL &&
+	    !parse_rv_list(c, v[BK_SERVER_ERRORS], "server_errors", be->server_errors,
+			   &be->n_server_errors))
+		return false;
+	if (v[BK_CLIENT_ERRORS] != NULL &&
+	    !parse_rv_list(c, v[BK_CLIENT_ERRORS], "client_errors", be->client_errors,
+			   &be->n_client_errors))
+		return false;
 	if (!get_string(c, v[BK_NAME], "name", &name) ||
 	    !get_string(c, v[BK_MODULE], "module", &module))
 		return false;
@@ -553,8 +713,8 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 	return true;
 }
 
-enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_N };
-static const char *const slot_keys[SL_N] = {"label", "user_pin_hash", "members"};
+enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_HA, SL_N };
+static const char *const slot_keys[SL_N] = {"label", "user_pin_hash", "members", "ha"};
 
 static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 {
@@ -587,6 +747,9 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 		return false;
 	/* Counted from here on, so p11p_config_free() sees this slot's members. */
 	c->cfg->n_slots = idx + 1;
+	ha_defaults(&sl->ha);
+	if (v[SL_HA] != NULL && !parse_ha(c, v[SL_HA], &sl->ha))
+		return false;
 	if (v[SL_USER_PIN_HASH] != NULL) {
 		if (!get_string(c, v[SL_USER_PIN_HASH], "user_pin_hash", &hash))
 			return false;
@@ -936,6 +1099,7 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 	if (cfg->backends[0].name == NULL || cfg->backends[0].module == NULL)
 		goto oom;
 	cfg->n_slots = 1;
+	ha_defaults(&cfg->slots[0].ha);
 	cfg->slots[0].members = p11p_calloc(1, sizeof(*cfg->slots[0].members));
 	if (cfg->slots[0].members == NULL)
 		goto oom;

@@ -31,7 +31,19 @@ struct p11p_pos {
 	unsigned long line, column; /* 1-based; 0 when it came from the environment */
 };
 
+/* Most entries one error-class override list may hold. */
+#define P11P_MAX_ERROR_OVERRIDES 64
+
 struct p11p_backend_cfg {
+	/*
+	 * Error classes (HA): the defaults are in p11p_rv_is_server_error();
+	 * server_errors adds results that mark a member failed (vendor-defined
+	 * codes included), client_errors removes defaults.
+	 */
+	CK_RV server_errors[P11P_MAX_ERROR_OVERRIDES];
+	size_t n_server_errors;
+	CK_RV client_errors[P11P_MAX_ERROR_OVERRIDES];
+	size_t n_client_errors;
 	char *name;
 	char *module; /* absolute path of the vendor library; must exist */
 	struct p11p_pos pos;
@@ -56,7 +68,27 @@ struct p11p_member_cfg {
 	struct p11p_pos pos;
 };
 
+enum p11p_ha_mode {
+	P11P_HA_FAILOVER, /* new sessions go to the first healthy member */
+	P11P_HA_BALANCE,  /* new sessions are spread over the healthy members */
+};
+
+/* A slot's `ha:` settings, defaults filled in by the parser. */
+struct p11p_ha_cfg {
+	enum p11p_ha_mode mode;
+	unsigned long probe_interval_ms; /* first probe of a failed member; backoff doubles it */
+	unsigned long call_timeout_ms;   /* 0: backend calls are not timed */
+	unsigned retries;                /* failovers one call may make */
+	size_t replay_buffer;            /* multi-part input kept per operation for replay */
+};
+
+#define P11P_HA_DEFAULT_PROBE_MS 5000UL
+#define P11P_HA_DEFAULT_RETRIES  3U
+#define P11P_HA_DEFAULT_REPLAY   (64UL * 1024)
+#define P11P_HA_MAX_REPLAY       (16UL * 1024 * 1024)
+
 struct p11p_slot_cfg {
+	struct p11p_ha_cfg ha;
 	char *label;         /* token label applications see; 1..32 bytes */
 	char *user_pin_hash; /* p11p_pin_hash_make() output, or NULL */
 	size_t n_members;    /* 1..P11P_MAX_MEMBERS */

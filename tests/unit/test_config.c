@@ -191,6 +191,40 @@ START_TEST(test_good_single)
 }
 END_TEST
 
+START_TEST(test_good_ha)
+{
+	char err[512];
+	struct p11p_config *cfg = load_staged("good-ha.yaml", err, sizeof(err));
+	const struct p11p_ha_cfg *ha;
+	const struct p11p_backend_cfg *be;
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ha = &cfg->slots[0].ha;
+	ck_assert_int_eq(ha->mode, P11P_HA_BALANCE);
+	ck_assert_uint_eq(ha->probe_interval_ms, 250);
+	ck_assert_uint_eq(ha->call_timeout_ms, 2000);
+	ck_assert_uint_eq(ha->retries, 2);
+	ck_assert_uint_eq(ha->replay_buffer, 1024);
+	be = &cfg->backends[0];
+	ck_assert_uint_eq(be->n_server_errors, 2);
+	ck_assert_uint_eq(be->server_errors[0], CKR_FUNCTION_FAILED);
+	ck_assert_uint_eq(be->server_errors[1], 0x80000001UL);
+	ck_assert_uint_eq(be->n_client_errors, 1);
+	ck_assert_uint_eq(be->client_errors[0], CKR_GENERAL_ERROR);
+	p11p_config_free(cfg);
+	/* Defaults when `ha:` is absent. */
+	cfg = load_staged("good-single.yaml", err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ha = &cfg->slots[0].ha;
+	ck_assert_int_eq(ha->mode, P11P_HA_FAILOVER);
+	ck_assert_uint_eq(ha->probe_interval_ms, P11P_HA_DEFAULT_PROBE_MS);
+	ck_assert_uint_eq(ha->call_timeout_ms, 0);
+	ck_assert_uint_eq(ha->retries, P11P_HA_DEFAULT_RETRIES);
+	ck_assert_uint_eq(ha->replay_buffer, P11P_HA_DEFAULT_REPLAY);
+	p11p_config_free(cfg);
+}
+END_TEST
+
 START_TEST(test_good_multi)
 {
 	char err[512];
@@ -327,6 +361,15 @@ static const struct bad_case {
     {"bad-toplevel-scalar.yaml", "1:1: top level must be a mapping"},
     {"bad-key-not-scalar.yaml", "1:3: mapping key at top level must be a string"},
     {"bad-alias-cycle.yaml", "2:11: each backend must be a mapping"},
+    /* HA settings and error classes */
+    {"bad-ha-mode.yaml", "6:17: 'mode' must be failover or balance, not 'roundrobin'"},
+    {"bad-ha-duration.yaml", "6:27: 'probe_interval' must be a duration such as 500ms or 5s, "
+                             "not '5m'"},
+    {"bad-ha-range.yaml", "6:20: 'retries' must be between 0 and 16"},
+    {"bad-ha-key.yaml", "6:11: unknown key 'retry' in ha"},
+    {"bad-ha-not-map.yaml", "6:9: 'ha' must be a mapping"},
+    {"bad-server-errors-name.yaml", "4:21: unknown result code 'CKR_DEVICE_EXPLODED'"},
+    {"bad-server-errors-not-list.yaml", "4:20: 'client_errors' must be a list"},
     /* keys */
     {"bad-unknown-top.yaml", "4:1: unknown key 'slot' at top level"},
     {"bad-unknown-backend-key.yaml", "3:5: unknown key 'modul' in backend"},
@@ -429,7 +472,7 @@ END_TEST
 START_TEST(test_catalogue_complete)
 {
 	static const char *const good[] = {"good-single.yaml", "good-multi.yaml",
-	                                   "good-anchors.yaml"};
+	                                   "good-anchors.yaml", "good-ha.yaml"};
 	DIR *dir = opendir(DATA);
 	struct dirent *de;
 	size_t seen = 0;
@@ -448,7 +491,7 @@ START_TEST(test_catalogue_complete)
 		seen++;
 	}
 	closedir(dir);
-	ck_assert_uint_eq(seen, sizeof(bad_cases) / sizeof(bad_cases[0]) + 3);
+	ck_assert_uint_eq(seen, sizeof(bad_cases) / sizeof(bad_cases[0]) + 4);
 }
 END_TEST
 
@@ -870,6 +913,7 @@ static Suite *config_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_good_single);
 	tcase_add_test(tc, test_good_multi);
+	tcase_add_test(tc, test_good_ha);
 	tcase_add_test(tc, test_good_anchors);
 	tcase_add_test(tc, test_example_file);
 	tcase_add_loop_test(tc, test_bad_catalogue, 0, sizeof(bad_cases) / sizeof(bad_cases[0]));

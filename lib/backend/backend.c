@@ -17,7 +17,7 @@
  * Stand-ins for entries a backend leaves NULL: calling through the copied
  * table is then always safe and answers CKR_FUNCTION_NOT_SUPPORTED.
  */
-#define STUB(kind, name, params, args)                                                             \
+#define STUB(kind, name, params, args, op)                                                         \
 	static CK_RV stub_##name params                                                            \
 	{                                                                                          \
 		return CKR_FUNCTION_NOT_SUPPORTED;                                                 \
@@ -29,7 +29,7 @@ static void fill_table(CK_FUNCTION_LIST *fl, const CK_FUNCTION_LIST *module)
 {
 	memset(fl, 0, sizeof(*fl));
 	fl->version = module->version;
-#define COPY(kind, name, params, args) fl->name = module->name ? module->name : stub_##name;
+#define COPY(kind, name, params, args, op) fl->name = module->name ? module->name : stub_##name;
 	P11P_FUNCTIONS(COPY)
 #undef COPY
 }
@@ -246,8 +246,16 @@ out:
 	return rv;
 }
 
-bool p11p_rv_is_server_error(CK_RV rv)
+bool p11p_rv_is_server_error(const struct p11p_backend *be, CK_RV rv)
 {
+	const struct p11p_backend_cfg *cfg = be ? be->cfg : NULL;
+
+	for (size_t i = 0; cfg != NULL && i < cfg->n_client_errors; i++)
+		if (cfg->client_errors[i] == rv)
+			return false;
+	for (size_t i = 0; cfg != NULL && i < cfg->n_server_errors; i++)
+		if (cfg->server_errors[i] == rv)
+			return true;
 	switch (rv) {
 	case CKR_DEVICE_ERROR:
 	case CKR_DEVICE_REMOVED:
@@ -258,15 +266,4 @@ bool p11p_rv_is_server_error(CK_RV rv)
 	default:
 		return false;
 	}
-}
-
-void p11p_member_note(struct p11p_member *m, CK_RV rv)
-{
-	/*
-	 * Single-member slots have nowhere to fail over to, so this only
-	 * records; the HA state machine builds on it.
-	 */
-	if (p11p_rv_is_server_error(rv) && p11p_debug_on(P11P_DBG_BACKEND))
-		p11p_debug(P11P_DBG_BACKEND, "member of backend '%s' answered %s",
-		           m->be && m->be->cfg ? m->be->cfg->name : "?", p11p_rv_str(rv));
 }

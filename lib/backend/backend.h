@@ -32,18 +32,35 @@ CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *
 /* Finalizes (when `finalize` and we initialized it) and releases the library. */
 void p11p_backend_close(struct p11p_backend *be, bool finalize);
 
-/* Health, for the HA state machine (issue #3 grows it). */
+/*
+ * Member health (lib/virt/health.c):
+ *   UP ----server-side error, confirmed----> DOWN
+ *   DOWN --probe answers--> RECOVERING --second good probe--> UP
+ *   RECOVERING --probe fails--> DOWN (backoff doubles)
+ * New sessions go to UP members (RECOVERING ones only when no member is UP),
+ * so a member that flaps is not handed work until it has answered twice.
+ */
 enum p11p_health {
 	P11P_UP = 0,
-	P11P_DOWN = 1,
+	P11P_RECOVERING = 1,
+	P11P_DOWN = 2,
 };
 
 struct p11p_member {
 	const struct p11p_member_cfg *cfg;
 	struct p11p_backend *be;
+	size_t index; /* position in the slot's list */
+	/* Guarded by the global lock: */
 	bool resolved;      /* be_slot is valid */
 	CK_SLOT_ID be_slot; /* the backend's slot id holding our token */
-	atomic_int health;  /* enum p11p_health */
+	atomic_int health;  /* enum p11p_health; read lock-free on hot paths */
+	bool probing;       /* a probe is in flight */
+	unsigned good_probes;
+	unsigned long long next_probe_ms; /* monotonic */
+	unsigned long backoff_ms;
+	unsigned long n_sessions; /* proxy sessions served now (balance mode) */
+	unsigned long failures;   /* times it was marked down */
+	CK_RV last_error;         /* what marked it down */
 };
 
 /*
@@ -53,11 +70,12 @@ struct p11p_member {
  */
 CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen);
 
-/* True for the results that say the member itself failed (server side). */
-bool p11p_rv_is_server_error(CK_RV rv);
-
-/* Records the outcome of a backend call on a member (health accounting). */
-void p11p_member_note(struct p11p_member *m, CK_RV rv);
+/*
+ * True for the results that say the backend itself failed (server side), as
+ * opposed to a problem with the request (client side): the defaults below,
+ * adjusted by the backend's server_errors / client_errors.
+ */
+bool p11p_rv_is_server_error(const struct p11p_backend *be, CK_RV rv);
 
 /*
  * Pads/copies a NUL-terminated string into a blank-padded PKCS#11 field, and

@@ -23,46 +23,103 @@ static CK_RV trace(const char *name, CK_RV rv)
 }
 
 /*
- * SESSION: map the session, call the member, record the result.
- * KEY / OBJECT: the same, after mapping the `key` / `object` parameter.
+ * Operation roles (the OP column of base/p11fns.h), expanded around each
+ * forwarded call:
+ *   OP_LOST_x   before the call: an operation lost in a failover answers
+ *               CKR_DEVICE_ERROR once;
+ *   OP_AGAIN_x  may the call be repeated on another member after a failover?
+ *   OP_AFTER_x  after the call: record what the operation needs for replay.
  */
-#define FWD_CUSTOM(name, params, args)
-#define FWD_SESSION(name, params, args)                                                            \
+#define OP_LOST_NONE
+#define OP_LOST_UNSAFE
+#define OP_LOST_DUAL
+#define OP_LOST_INIT(k, m, key)
+#define OP_LOST_FINDINIT(t, n)
+#define OP_LOST_UPDATE(k, in, len, out) OP_LOST_KIND(k)
+#define OP_LOST_DIGESTKEY(key)          OP_LOST_KIND(P11P_OP_DIGEST)
+#define OP_LOST_FINAL(k, out)           OP_LOST_KIND(k)
+#define OP_LOST_END(k)                  OP_LOST_KIND(k)
+#define OP_LOST_KIND(k)                                                                            \
+	if (p11p_op_lost(&c, k))                                                                   \
+		return trace(fn, p11p_call_end(&c, CKR_DEVICE_ERROR));
+
+#define OP_AGAIN_NONE                    true
+#define OP_AGAIN_UNSAFE                  false
+#define OP_AGAIN_DUAL                    false
+#define OP_AGAIN_INIT(k, m, key)         true
+#define OP_AGAIN_FINDINIT(t, n)          true
+#define OP_AGAIN_UPDATE(k, in, len, out) true
+#define OP_AGAIN_DIGESTKEY(key)          true
+#define OP_AGAIN_FINAL(k, out)           true
+#define OP_AGAIN_END(k)                  true
+
+#define OP_AFTER_NONE
+#define OP_AFTER_UNSAFE
+#define OP_AFTER_DUAL p11p_op_unreplayable(&c);
+#define OP_AFTER_INIT(k, m, key)                                                                   \
+	if (rv == CKR_OK)                                                                          \
+		p11p_op_begin(&c, k, m, key);
+#define OP_AFTER_FINDINIT(t, n)                                                                    \
+	if (rv == CKR_OK)                                                                          \
+		p11p_op_begin_find(&c, t, n);
+/* An update with an output buffer of NULL is a size query: nothing was fed. */
+#define OP_AFTER_UPDATE(k, in, len, out)                                                           \
+	if (rv == CKR_OK && (out) != NULL)                                                         \
+		p11p_op_update(&c, k, in, len);                                                    \
+	else if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)                                       \
+		p11p_op_end(&c, k);
+#define OP_AFTER_DIGESTKEY(key)                                                                    \
+	if (rv == CKR_OK)                                                                          \
+		p11p_op_digest_key(&c, key);                                                       \
+	else                                                                                       \
+		p11p_op_end(&c, P11P_OP_DIGEST);
+/* PKCS#11 5.2: a size query or a short buffer leaves the operation active. */
+#define OP_AFTER_FINAL(k, out)                                                                     \
+	if (!(rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && (out) == NULL)))                      \
+		p11p_op_end(&c, k);
+#define OP_AFTER_END(k) p11p_op_end(&c, k);
+
+/*
+ * SESSION: map the session, call the member, fail over and repeat when the
+ * member fails. KEY / OBJECT: the same, mapping the `key` / `object`
+ * parameter to the member's handle each time (it may be a new member).
+ */
+#define FWD_CUSTOM(name, params, args, op)
+#define FWD_BODY(name, args, op, map)                                                              \
+	struct p11p_call c;                                                                        \
+	const char *fn = #name;                                                                    \
+	CK_RV rv = p11p_call_begin(session, &c);                                                   \
+	if (rv != CKR_OK)                                                                          \
+		return trace(fn, rv);                                                              \
+	OP_LOST_##op do                                                                            \
+	{                                                                                          \
+		rv = map;                                                                          \
+		if (rv == CKR_OK)                                                                  \
+			rv = c.fl->name args;                                                      \
+	}                                                                                          \
+	while (p11p_call_retry(&c, &rv, OP_AGAIN_##op))                                            \
+		;                                                                                  \
+	OP_AFTER_##op return trace(fn, p11p_call_end(&c, rv));
+#define FWD_SESSION(name, params, args, op)                                                        \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
-		struct p11p_call c;                                                                \
-		CK_RV rv = p11p_call_begin(session, &c);                                           \
-		if (rv != CKR_OK)                                                                  \
-			return rv;                                                                 \
-		return trace(#name, p11p_call_end(&c, c.fl->name args));                           \
+		FWD_BODY(name, args, op, CKR_OK)                                                   \
 	}
-#define FWD_KEY(name, params, args)                                                                \
+#define FWD_KEY(name, params, args, op)                                                            \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
-		struct p11p_call c;                                                                \
 		CK_OBJECT_HANDLE bkey;                                                             \
-		CK_RV rv = p11p_call_begin(session, &c);                                           \
-		if (rv != CKR_OK)                                                                  \
-			return rv;                                                                 \
-		rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);               \
-		if (rv == CKR_OK)                                                                  \
-			rv = c.fl->name args;                                                      \
-		return trace(#name, p11p_call_end(&c, rv));                                        \
+		FWD_BODY(name, args, op,                                                           \
+		         p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey))           \
 	}
-#define FWD_OBJECT(name, params, args)                                                             \
+#define FWD_OBJECT(name, params, args, op)                                                         \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
-		struct p11p_call c;                                                                \
 		CK_OBJECT_HANDLE bobj;                                                             \
-		CK_RV rv = p11p_call_begin(session, &c);                                           \
-		if (rv != CKR_OK)                                                                  \
-			return rv;                                                                 \
-		rv = p11p_object_to_backend(&c, object, CKR_OBJECT_HANDLE_INVALID, &bobj);         \
-		if (rv == CKR_OK)                                                                  \
-			rv = c.fl->name args;                                                      \
-		return trace(#name, p11p_call_end(&c, rv));                                        \
+		FWD_BODY(name, args, op,                                                           \
+		         p11p_object_to_backend(&c, object, CKR_OBJECT_HANDLE_INVALID, &bobj))     \
 	}
-#define FWD(kind, name, params, args) FWD_##kind(name, params, args)
+#define FWD(kind, name, params, args, op) FWD_##kind(name, params, args, op)
 P11P_FUNCTIONS(FWD)
 #undef FWD
 
@@ -258,7 +315,7 @@ static CK_RV proxy_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mecha
 
 static CK_FUNCTION_LIST function_list = {
     .version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
-#define ENTRY(kind, name, params, args) .name = proxy_##name,
+#define ENTRY(kind, name, params, args, op) .name = proxy_##name,
     P11P_FUNCTIONS(ENTRY)
 #undef ENTRY
 };

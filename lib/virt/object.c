@@ -19,25 +19,149 @@ static uint64_t rev_key(const struct p11p_vslot *vs, size_t member)
 	return ((uint64_t)vs->id << 8) | member;
 }
 
+static uint64_t ident_hash(const struct p11p_object *o)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ o->cls;
+	const CK_BYTE *parts[2] = {o->id, o->label};
+	CK_ULONG lens[2] = {o->id_len, o->label_len};
+
+	for (int p = 0; p < 2; p++) {
+		h = (h ^ lens[p]) * 0x100000001b3ULL;
+		for (CK_ULONG i = 0; i < lens[p]; i++)
+			h = (h ^ parts[p][i]) * 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static bool same_identity(const struct p11p_object *a, const struct p11p_object *b)
+{
+	return a->cls == b->cls && a->id_len == b->id_len && a->label_len == b->label_len &&
+	       memcmp(a->id, b->id, a->id_len) == 0 &&
+	       memcmp(a->label, b->label, a->label_len) == 0;
+}
+
+/*
+ * Reads what identifies a backend object across members. Only objects whose
+ * CKA_CLASS, CKA_ID and CKA_LABEL all fit get an identity; others stay on
+ * the member they were found on.
+ */
+static void read_identity(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct p11p_object *o)
+{
+	CK_BBOOL token = CK_FALSE;
+	CK_ATTRIBUTE a[] = {
+	    {CKA_CLASS, &o->cls, sizeof(o->cls)},
+	    {CKA_TOKEN, &token, sizeof(token)},
+	    {CKA_ID, o->id, sizeof(o->id)},
+	    {CKA_LABEL, o->label, sizeof(o->label)},
+	};
+
+	o->has_identity = c->fl->C_GetAttributeValue(c->bs, bh, a, 4) == CKR_OK &&
+	                  a[2].ulValueLen <= sizeof(o->id) && a[3].ulValueLen <= sizeof(o->label);
+	o->token = token != CK_FALSE;
+	o->id_len = o->has_identity ? a[2].ulValueLen : 0;
+	o->label_len = o->has_identity ? a[3].ulValueLen : 0;
+}
+
+/* Finds the object on the session's current member by its identity: exactly one match. */
+static CK_RV refind(struct p11p_call *c, struct p11p_object *ident, CK_OBJECT_HANDLE *out)
+{
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &ident->cls, sizeof(ident->cls)},
+	    {CKA_ID, ident->id, ident->id_len},
+	    {CKA_LABEL, ident->label, ident->label_len},
+	};
+	CK_OBJECT_HANDLE found[2];
+	CK_ULONG n = 0;
+	CK_RV rv = c->fl->C_FindObjectsInit(c->bs, t, 3);
+
+	if (rv != CKR_OK)
+		return rv;
+	rv = c->fl->C_FindObjects(c->bs, found, 2, &n);
+	c->fl->C_FindObjectsFinal(c->bs);
+	if (rv == CKR_OK && n != 1)
+		rv = CKR_OBJECT_HANDLE_INVALID;
+	if (rv == CKR_OK)
+		*out = found[0];
+	return rv;
+}
+
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out)
 {
-	struct p11p_object *obj;
+	struct p11p_object *obj, ident;
+	size_t member = c->s->member;
+	bool refindable = false;
+	CK_OBJECT_HANDLE bh;
 	CK_RV rv = invalid;
 
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
-	if (obj != NULL && obj->slot == c->s->slot && obj->be[c->s->member] != 0) {
-		*out = obj->be[c->s->member];
-		rv = CKR_OK;
+	if (obj != NULL && obj->slot == c->s->slot) {
+		if (obj->be[member] != 0) {
+			*out = obj->be[member];
+			rv = CKR_OK;
+		} else if (obj->has_identity && obj->token) {
+			ident = *obj;
+			refindable = true;
+		}
 	}
 	p11p_unlock();
+	if (!refindable)
+		return rv;
+
+	/* A token object first used on this member (after a failover): find it here. */
+	rv = refind(c, &ident, &bh);
+	if (rv != CKR_OK)
+		return p11p_rv_needs_failover(c->m, rv) ? rv : invalid;
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, h);
+	if (obj != NULL && obj->be[member] == 0 &&
+	    p11p_map_put(&c->st->objects_rev, rev_key(obj->slot, member), bh, obj) == 0)
+		obj->be[member] = bh;
+	rv = obj != NULL && obj->be[member] != 0 ? CKR_OK : invalid;
+	if (rv == CKR_OK)
+		*out = obj->be[member];
+	p11p_unlock();
 	return rv;
+}
+
+static void forget_member_cb(void *value, void *arg)
+{
+	struct p11p_object *obj = value;
+	const struct p11p_object *key = arg; /* slot and member, in a template object */
+	size_t member = (size_t)key->owner;
+
+	if (obj->slot == key->slot)
+		obj->be[member] = 0;
+}
+
+void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member)
+{
+	struct p11p_object key = {.slot = vs, .owner = member};
+	struct p11p_map kept = {0};
+
+	p11p_map_each(&st->objects, forget_member_cb, &key);
+	/* The reverse entries of that member go; the others are kept as they are. */
+	for (size_t i = 0; i < st->objects_rev.cap; i++) {
+		struct p11p_map_slot *e = &st->objects_rev.slots[i];
+
+		if (e->value != NULL && e->a != rev_key(vs, member) &&
+		    p11p_map_put(&kept, e->a, e->b, e->value) < 0) {
+			/* No memory to rebuild: keep the old table; stale entries are harmless. */
+			p11p_map_clear(&kept);
+			return;
+		}
+	}
+	p11p_map_clear(&st->objects_rev);
+	st->objects_rev = kept;
 }
 
 static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 {
 	p11p_map_remove(&st->objects, 0, obj->handle);
+	if (obj->has_identity &&
+	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj)) == obj)
+		p11p_map_remove(&st->objects_ident, obj->slot->id, ident_hash(obj));
 	for (size_t i = 0; i < obj->slot->n_members; i++) {
 		if (obj->be[i] != 0 &&
 		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
@@ -61,37 +185,65 @@ static int own_locked(struct p11p_session *s, CK_OBJECT_HANDLE h)
 	return 0;
 }
 
+/* An existing proxy object for the same token object, not yet known on `member`. */
+static struct p11p_object *match_identity_locked(struct p11p_state *st, const struct p11p_object *o,
+                                                 size_t member)
+{
+	struct p11p_object *e = p11p_map_get(&st->objects_ident, o->slot->id, ident_hash(o));
+
+	return e != NULL && e->be[member] == 0 && e->token && same_identity(e, o) ? e : NULL;
+}
+
 CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
                                CK_OBJECT_HANDLE *out)
 {
 	struct p11p_state *st = c->st;
 	struct p11p_vslot *vs = c->s->slot;
 	size_t member = c->s->member;
-	struct p11p_object *obj;
+	struct p11p_object *obj, ident = {.slot = vs};
 	CK_RV rv = CKR_OK;
 
 	if (bh == CK_INVALID_HANDLE)
 		return CKR_GENERAL_ERROR; /* a backend must not hand that out */
 	p11p_lock();
 	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
+	p11p_unlock();
+	/* First sight, on a slot with several members: learn how to find it elsewhere. */
+	if (obj == NULL && vs->n_members > 1)
+		read_identity(c, bh, &ident);
+
+	p11p_lock();
+	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
+	if (obj == NULL && ident.has_identity)
+		obj = match_identity_locked(st, &ident, member);
+	if (obj != NULL && obj->be[member] == 0) {
+		/* The same token object, met again on this member after a failover. */
+		if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0) {
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+		obj->be[member] = bh;
+	}
 	if (obj == NULL) {
 		obj = p11p_calloc(1, sizeof(*obj));
 		if (obj == NULL) {
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
+		*obj = ident;
 		obj->handle =
 		    p11p_next_handle_locked(&st->next_object, P11P_OBJECT_BASE, &st->objects);
-		obj->slot = vs;
 		obj->be[member] = bh;
 		if (p11p_map_put(&st->objects, 0, obj->handle, obj) < 0) {
 			p11p_free(obj);
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
-		if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0) {
-			p11p_map_remove(&st->objects, 0, obj->handle);
-			p11p_free(obj);
+		if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0 ||
+		    (obj->has_identity && obj->token &&
+		     p11p_map_get(&st->objects_ident, vs->id, ident_hash(obj)) == NULL &&
+		     p11p_map_put(&st->objects_ident, vs->id, ident_hash(obj), obj) < 0)) {
+			object_drop_locked(st, obj);
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
@@ -165,19 +317,31 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 		return rv;
 	if (out == NULL || count == NULL)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_op_lost(&c, P11P_OP_FIND))
+		return p11p_call_end(&c, CKR_DEVICE_ERROR);
 	/* Fill up to max through a bounded buffer: the backend never writes to `out`. */
-	do {
+	while (total < max) {
 		CK_ULONG want = max - total < FIND_CHUNK ? max - total : FIND_CHUNK;
 		CK_ULONG got = 0;
 
 		rv = c.fl->C_FindObjects(c.bs, buf, want, &got);
+		if (p11p_call_retry(&c, &rv, true))
+			continue; /* the find was started again on another member */
 		if (rv == CKR_OK && got > want)
 			rv = CKR_GENERAL_ERROR;
-		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++)
-			rv = p11p_object_from_backend(&c, buf[i], false, &out[total++]);
+		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++) {
+			CK_OBJECT_HANDLE ph;
+
+			rv = p11p_object_from_backend(&c, buf[i], false, &ph);
+			/* After a failover the find runs again: skip what was handed out. */
+			if (rv == CKR_OK && !p11p_op_was_found(&c, ph)) {
+				out[total++] = ph;
+				p11p_op_found(&c, ph);
+			}
+		}
 		if (rv != CKR_OK || got < want)
 			break;
-	} while (total < max);
+	}
 	*count = rv == CKR_OK ? total : 0;
 	return p11p_call_end(&c, rv);
 }
@@ -194,6 +358,7 @@ CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 	if (out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	rv = c.fl->C_CreateObject(c.bs, templ, count, &bh);
+	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
@@ -215,6 +380,7 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
 		rv = c.fl->C_CopyObject(c.bs, bobj, templ, count, &bh);
+	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK) {
 		/* The copy is a token object if the template or the original says so. */
 		if (c.fl->C_GetAttributeValue(c.bs, bh, &query, 1) != CKR_OK)
@@ -235,6 +401,7 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
 		rv = c.fl->C_DestroyObject(c.bs, bobj);
+	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		object_forget(&c, obj);
 	return p11p_call_end(&c, rv);
@@ -252,6 +419,7 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 	if (mech == NULL || out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
+	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
@@ -271,6 +439,7 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 	    (priv == NULL && priv_count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	rv = c.fl->C_GenerateKeyPair(c.bs, mech, pub, pub_count, priv, priv_count, &bpub, &bpriv);
+	p11p_call_retry(&c, &rv, false);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	rv = adopt_new(&c, bpub, is_session_object(pub, pub_count), pub_out);
@@ -297,11 +466,14 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 		return rv;
 	if (mech == NULL || out_len == NULL)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	rv = p11p_object_to_backend(&c, wrapping, CKR_WRAPPING_KEY_HANDLE_INVALID, &bwrapping);
-	if (rv == CKR_OK)
-		rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);
-	if (rv == CKR_OK)
-		rv = c.fl->C_WrapKey(c.bs, mech, bwrapping, bkey, out, out_len);
+	do {
+		rv = p11p_object_to_backend(&c, wrapping, CKR_WRAPPING_KEY_HANDLE_INVALID,
+		                            &bwrapping);
+		if (rv == CKR_OK)
+			rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);
+		if (rv == CKR_OK)
+			rv = c.fl->C_WrapKey(c.bs, mech, bwrapping, bkey, out, out_len);
+	} while (p11p_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }
 
@@ -369,6 +541,7 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		m.pParameter = &bother;
 	}
 	rv = c.fl->C_DeriveKey(c.bs, &m, bbase, templ, count, &bh);
+	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
@@ -391,5 +564,7 @@ CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG 
 		rv = p11p_object_to_backend(&c, auth_key, CKR_KEY_HANDLE_INVALID, &bauth);
 	if (rv == CKR_OK)
 		rv = c.fl->C_SetOperationState(c.bs, state, len, benc, bauth);
+	/* A saved state belongs to the member that saved it: not repeated elsewhere. */
+	p11p_call_retry(&c, &rv, false);
 	return p11p_call_end(&c, rv);
 }

@@ -15,6 +15,7 @@ void p11p_session_free(struct p11p_session *s)
 	 * The mutex is not destroyed: in a forked child it may be held by a
 	 * thread that no longer exists, and glibc mutexes own no resources.
 	 */
+	p11p_op_free_all(s);
 	p11p_free(s->owned);
 	p11p_free(s);
 }
@@ -30,7 +31,7 @@ static void session_unref(struct p11p_session *s)
  * held and the caller p11p_leave()s the state when done.
  */
 static CK_RV session_find_lock(CK_SESSION_HANDLE h, struct p11p_state **stp,
-			       struct p11p_session **sp)
+                               struct p11p_session **sp)
 {
 	p11p_lock();
 	*stp = p11p_enter_locked();
@@ -69,17 +70,22 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	}
 	c->st = st;
 	c->s = s;
-	c->m = &s->slot->members[s->member];
-	c->fl = &c->m->be->fl;
-	c->bs = s->be[s->member];
+	c->failovers = 0;
+	p11p_call_sync(c);
 	return CKR_OK;
+}
+
+void p11p_call_sync(struct p11p_call *c)
+{
+	c->m = &c->s->slot->members[c->s->member];
+	c->fl = &c->m->be->fl;
+	c->bs = c->s->be[c->s->member];
 }
 
 CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 {
 	struct p11p_state *st = c->st;
 
-	p11p_member_note(c->m, rv);
 	pthread_mutex_unlock(&c->s->lock);
 	session_unref(c->s);
 	p11p_leave(st);
@@ -127,10 +133,28 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 		goto out;
 	}
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
-	rv = m->be->fl.C_OpenSession(be_slot, flags, NULL, NULL, &bs);
-	p11p_member_note(m, rv);
+	for (unsigned tries = 0;; tries++) {
+		rv = m->be->fl.C_OpenSession(be_slot, flags, NULL, NULL, &bs);
+		if (rv == CKR_OK || !p11p_rv_is_server_error(m->be, rv) || tries >= vs->n_members ||
+		    p11p_member_confirm(st, vs, m, rv))
+			break;
+		/* That member is down now: the next one, if any. */
+		p11p_lock();
+		m = p11p_member_pick_locked(vs, NULL);
+		if (m != NULL)
+			be_slot = m->be_slot;
+		p11p_unlock();
+		if (m == NULL) {
+			rv = CKR_DEVICE_ERROR;
+			goto out;
+		}
+	}
 	if (rv != CKR_OK)
 		goto out;
+	/* Logged in on the slot, but not yet on this member: log it in as on the others. */
+	rv = p11p_replay_login(vs, m, bs);
+	if (rv != CKR_OK)
+		goto close_backend;
 	s = session_new(vs, m, flags, bs);
 	if (s == NULL) {
 		rv = CKR_HOST_MEMORY;
@@ -147,10 +171,11 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	vs->n_sessions++;
 	if (flags & CKF_RW_SESSION)
 		vs->n_rw_sessions++;
+	m->n_sessions++;
 	p11p_unlock();
 	*out = s->handle;
-	p11p_debug(P11P_DBG_SESSION, "slot %lu: session 0x%lx opened", (unsigned long)id,
-	           (unsigned long)s->handle);
+	p11p_debug(P11P_DBG_SESSION, "slot %lu: session 0x%lx opened on member %zu",
+	           (unsigned long)id, (unsigned long)s->handle, m->index);
 	goto out;
 close_backend:
 	m->be->fl.C_CloseSession(bs);
@@ -169,9 +194,12 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 	vs->n_sessions--;
 	if (s->flags & CKF_RW_SESSION)
 		vs->n_rw_sessions--;
+	vs->members[s->member].n_sessions--;
 	if (vs->n_sessions == 0) {
 		/* PKCS#11: closing a token's last session logs the application out. */
 		vs->login = P11P_NO_USER;
+		vs->logged_in = 0;
+
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = NULL;
 	}
@@ -191,8 +219,8 @@ static CK_RV session_close_detached(struct p11p_session *s)
 		if (s->be[i] == 0)
 			continue;
 		r = m->be->fl.C_CloseSession(s->be[i]);
-		p11p_member_note(m, r);
-		if (i == s->member)
+		/* The application's session is closed whatever a failing member says. */
+		if (i == s->member && !p11p_rv_needs_failover(m, r))
 			rv = r;
 		s->be[i] = 0;
 	}
@@ -275,7 +303,9 @@ CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 		return rv;
 	if (info == NULL)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	rv = c.fl->C_GetSessionInfo(c.bs, info);
+	do
+		rv = c.fl->C_GetSessionInfo(c.bs, info);
+	while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
 		info->slotID = c.s->slot->id;
 	return p11p_call_end(&c, rv);
@@ -325,6 +355,7 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 	if (pin == NULL && len > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	vs = c.s->slot;
+again:
 	member_pin = c.m->cfg->pin;
 	translate = member_pin != NULL && (user == CKU_USER || user == CKU_CONTEXT_SPECIFIC);
 	if (translate) {
@@ -344,6 +375,9 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 	} else {
 		rv = c.fl->C_Login(c.bs, user, pin, len);
 	}
+	/* A PIN is never tried twice: only a failed member (not a refusal) moves the session. */
+	if (rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && p11p_call_retry(&c, &rv, true))
+		goto again;
 	if (rv == CKR_OK && user != CKU_CONTEXT_SPECIFIC) {
 		/* Kept, wiped on logout, for logging in again on another member. */
 		struct p11p_secret *keep = translate ? NULL : p11p_secret_new(pin, len);
@@ -352,11 +386,37 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 			p11p_debug(P11P_DBG_SESSION, "no memory to keep the PIN for replay");
 		p11p_lock();
 		vs->login = user;
+		vs->logged_in = 1U << c.m->index; /* replayed on other members as needed */
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = keep;
 		p11p_unlock();
 	}
 	return p11p_call_end(&c, rv);
+}
+
+/*
+ * The login was replayed on other members (failovers, new sessions): log
+ * those out too, or a later session there would be logged in without the
+ * application having logged in. No lock held.
+ */
+static void logout_others(struct p11p_vslot *vs, const struct p11p_member *current)
+{
+	for (size_t i = 0; i < vs->n_members; i++) {
+		struct p11p_member *m = &vs->members[i];
+		CK_SESSION_HANDLE tmp;
+		CK_SLOT_ID be_slot;
+		bool logged;
+
+		p11p_lock();
+		logged = (vs->logged_in & (1U << i)) && m != current;
+		be_slot = m->be_slot;
+		p11p_unlock();
+		if (!logged || m->be->fl.C_OpenSession(be_slot, CKF_SERIAL_SESSION, NULL, NULL,
+		                                       &tmp) != CKR_OK)
+			continue;
+		m->be->fl.C_Logout(tmp);
+		m->be->fl.C_CloseSession(tmp);
+	}
 }
 
 CK_RV p11p_logout(CK_SESSION_HANDLE h)
@@ -368,10 +428,14 @@ CK_RV p11p_logout(CK_SESSION_HANDLE h)
 	if (rv != CKR_OK)
 		return rv;
 	vs = c.s->slot;
-	rv = c.fl->C_Logout(c.bs);
+	do
+		rv = c.fl->C_Logout(c.bs);
+	while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN) {
+		logout_others(vs, c.m);
 		p11p_lock();
 		vs->login = P11P_NO_USER;
+		vs->logged_in = 0;
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = NULL;
 		p11p_unlock();
@@ -403,6 +467,7 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 	if (c.m->cfg->pin != NULL && current != CKU_SO)
 		return p11p_call_end(&c, CKR_FUNCTION_NOT_SUPPORTED);
 	rv = c.fl->C_SetPIN(c.bs, old_pin, old_len, new_pin, new_len);
+	p11p_call_retry(&c, &rv, false); /* changed or not on the failed member: unknown */
 	if (rv == CKR_OK && current == CKU_USER) {
 		struct p11p_secret *keep = p11p_secret_new(new_pin, new_len);
 

@@ -20,68 +20,17 @@ struct p11p_vslot *p11p_slot_locked(struct p11p_state *st, CK_SLOT_ID id)
 	return id < st->n_slots ? &st->slots[id] : NULL;
 }
 
-/*
- * Checks a member's token is (still) there, resolving it when it was not:
- * CKR_OK, CKR_TOKEN_NOT_PRESENT, or CKR_HOST_MEMORY (nothing could be said).
- * Backend calls: never with the global lock held.
- */
-static CK_RV member_refresh(struct p11p_member *m)
-{
-	struct p11p_member tmp;
-	CK_SLOT_INFO si;
-	char err[256];
-	bool resolved;
-	CK_SLOT_ID be_slot;
-	CK_RV rv;
-
-	p11p_lock();
-	resolved = m->resolved;
-	be_slot = m->be_slot;
-	p11p_unlock();
-	if (resolved && m->be->fl.C_GetSlotInfo(be_slot, &si) == CKR_OK &&
-	    (si.flags & CKF_TOKEN_PRESENT))
-		return CKR_OK;
-
-	memset(&tmp, 0, sizeof(tmp));
-	tmp.cfg = m->cfg;
-	tmp.be = m->be;
-	rv = p11p_member_resolve(&tmp, err, sizeof(err));
-	if (rv == CKR_HOST_MEMORY)
-		return rv;
-	if (rv != CKR_OK)
-		p11p_debug(P11P_DBG_BACKEND, "member not available: %s", err);
-	p11p_lock();
-	m->resolved = tmp.resolved;
-	m->be_slot = tmp.be_slot;
-	p11p_unlock();
-	return tmp.resolved ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
-}
-
 CK_RV p11p_slot_present(struct p11p_vslot *vs)
 {
-	CK_RV rv = CKR_TOKEN_NOT_PRESENT;
+	bool present = false;
 
-	for (size_t i = 0; i < vs->n_members; i++) {
-		CK_RV r = member_refresh(&vs->members[i]);
-
-		if (r == CKR_HOST_MEMORY)
-			return r;
-		if (r == CKR_OK)
-			rv = CKR_OK;
-	}
-	return rv;
-}
-
-/* The member serving the slot now: the first resolved one that is up. Global lock held. */
-static struct p11p_member *pick_locked(struct p11p_vslot *vs)
-{
-	for (size_t i = 0; i < vs->n_members; i++) {
-		struct p11p_member *m = &vs->members[i];
-
-		if (m->resolved && atomic_load(&m->health) == P11P_UP)
-			return m;
-	}
-	return NULL;
+	/* From the members' health: no backend call, so a hung member cannot hang this. */
+	p11p_lock();
+	for (size_t i = 0; i < vs->n_members; i++)
+		present |=
+		    vs->members[i].resolved && atomic_load(&vs->members[i].health) != P11P_DOWN;
+	p11p_unlock();
+	return present ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
 }
 
 CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot **vsp,
@@ -89,7 +38,7 @@ CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot 
 {
 	struct p11p_state *st;
 	struct p11p_vslot *vs;
-	struct p11p_member *m;
+	struct p11p_member *m = NULL;
 
 	p11p_lock();
 	st = p11p_enter_locked();
@@ -103,30 +52,59 @@ CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot 
 		p11p_leave(st);
 		return CKR_SLOT_ID_INVALID;
 	}
-	m = pick_locked(vs);
 	p11p_unlock();
-	if (m == NULL && mp != NULL) {
-		if (p11p_slot_present(vs) == CKR_HOST_MEMORY) {
-			p11p_leave(st);
-			return CKR_HOST_MEMORY;
-		}
+	if (!st->probe_thread_running)
+		p11p_health_poll(st);
+	if (mp != NULL) {
 		p11p_lock();
-		m = pick_locked(vs);
+		m = p11p_member_pick_locked(vs, NULL);
+		if (m != NULL)
+			*be_slot = m->be_slot;
 		p11p_unlock();
 		if (m == NULL) {
 			p11p_leave(st);
-			return CKR_TOKEN_NOT_PRESENT;
+			/* Members configured but all failed: the device, not the token, is the
+			 * problem. */
+			return p11p_slot_never_seen(vs) ? CKR_TOKEN_NOT_PRESENT : CKR_DEVICE_ERROR;
 		}
-	}
-	if (mp != NULL) {
-		p11p_lock();
-		*be_slot = m->be_slot;
-		p11p_unlock();
 		*mp = m;
 	}
 	*stp = st;
 	*vsp = vs;
 	return CKR_OK;
+}
+
+bool p11p_slot_never_seen(struct p11p_vslot *vs)
+{
+	bool never = true;
+
+	p11p_lock();
+	for (size_t i = 0; i < vs->n_members; i++)
+		never &= vs->members[i].failures == 0 && !vs->members[i].resolved;
+	p11p_unlock();
+	return never;
+}
+
+/*
+ * A slot call answered rv on m: when m failed (confirmed), picks the next
+ * member into *m / *be_slot and returns true to call again there.
+ */
+static bool slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member **m,
+                       CK_SLOT_ID *be_slot, CK_RV *rv, unsigned *tries)
+{
+	if (!p11p_rv_is_server_error((*m)->be, *rv) || (*tries)++ >= vs->n_members ||
+	    p11p_member_confirm(st, vs, *m, *rv))
+		return false;
+	p11p_lock();
+	*m = p11p_member_pick_locked(vs, NULL);
+	if (*m != NULL)
+		*be_slot = (*m)->be_slot;
+	p11p_unlock();
+	if (*m == NULL) {
+		*rv = CKR_DEVICE_ERROR;
+		return false;
+	}
+	return true;
 }
 
 CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
@@ -141,20 +119,14 @@ CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR cou
 	if (st == NULL)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	/* Slot ids are dense positions: an id is listed when its slot qualifies. */
-	for (size_t i = 0; i < st->n_slots && rv == CKR_OK; i++) {
-		CK_RV r = present ? p11p_slot_present(&st->slots[i]) : CKR_OK;
-
-		if (r == CKR_HOST_MEMORY)
-			rv = r;
-		if (r != CKR_OK)
+	if (!st->probe_thread_running)
+		p11p_health_poll(st);
+	for (size_t i = 0; i < st->n_slots; i++) {
+		if (present && p11p_slot_present(&st->slots[i]) != CKR_OK)
 			continue;
 		if (list != NULL && n < *count)
 			list[n] = st->slots[i].id;
 		n++;
-	}
-	if (rv != CKR_OK) {
-		p11p_leave(st);
-		return rv;
 	}
 	if (list != NULL && n > *count)
 		rv = CKR_BUFFER_TOO_SMALL;
@@ -183,12 +155,7 @@ CK_RV p11p_get_slot_info(CK_SLOT_ID id, CK_SLOT_INFO_PTR info)
 	p11p_unlock();
 	p11p_pad(info->slotDescription, sizeof(info->slotDescription), desc);
 	p11p_pad(info->manufacturerID, sizeof(info->manufacturerID), "p11proxy");
-	rv = p11p_slot_present(vs);
-	if (rv == CKR_HOST_MEMORY) {
-		p11p_leave(st);
-		return rv;
-	}
-	info->flags = rv == CKR_OK ? CKF_TOKEN_PRESENT : 0;
+	info->flags = p11p_slot_present(vs) == CKR_OK ? CKF_TOKEN_PRESENT : 0;
 	info->hardwareVersion.major = P11PROXY_VERSION_MAJOR;
 	info->hardwareVersion.minor = P11PROXY_VERSION_MINOR;
 	info->firmwareVersion = info->hardwareVersion;
@@ -202,6 +169,7 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 	struct p11p_vslot *vs;
 	struct p11p_member *m;
 	CK_SLOT_ID be_slot;
+	unsigned tries = 0;
 	CK_RV rv;
 
 	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
@@ -211,8 +179,9 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 		p11p_leave(st);
 		return CKR_ARGUMENTS_BAD;
 	}
-	rv = m->be->fl.C_GetTokenInfo(be_slot, info);
-	p11p_member_note(m, rv);
+	do
+		rv = m->be->fl.C_GetTokenInfo(be_slot, info);
+	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv == CKR_OK) {
 		/* What the application sees is the virtual token, whichever member serves it. */
 		p11p_lock();
@@ -232,6 +201,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	CK_MECHANISM_TYPE *tmp = NULL;
 	CK_SLOT_ID be_slot;
 	CK_ULONG n = 0;
+	unsigned tries = 0;
 	CK_RV rv;
 
 	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
@@ -242,7 +212,9 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 		goto out;
 	}
 	/* Ask the backend into our own bounded buffer, then copy what fits. */
-	rv = m->be->fl.C_GetMechanismList(be_slot, NULL, &n);
+	do
+		rv = m->be->fl.C_GetMechanismList(be_slot, NULL, &n);
+	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
 	if (n > MAX_MECHANISMS) {
@@ -273,7 +245,6 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	}
 	*count = n;
 out:
-	p11p_member_note(m, rv);
 	p11p_free(tmp);
 	p11p_leave(st);
 	return rv;
@@ -285,6 +256,7 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 	struct p11p_vslot *vs;
 	struct p11p_member *m;
 	CK_SLOT_ID be_slot;
+	unsigned tries = 0;
 	CK_RV rv;
 
 	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
@@ -293,8 +265,9 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 	if (info == NULL)
 		rv = CKR_ARGUMENTS_BAD;
 	else
-		rv = m->be->fl.C_GetMechanismInfo(be_slot, type, info);
-	p11p_member_note(m, rv);
+		do
+			rv = m->be->fl.C_GetMechanismInfo(be_slot, type, info);
+		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	p11p_leave(st);
 	return rv;
 }
@@ -314,7 +287,6 @@ CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8C
 		rv = CKR_ARGUMENTS_BAD;
 	else
 		rv = m->be->fl.C_InitToken(be_slot, pin, len, label);
-	p11p_member_note(m, rv);
 	p11p_leave(st);
 	return rv;
 }
@@ -332,15 +304,12 @@ CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR 
 	if (st == NULL)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	for (;;) {
+		if (!st->probe_thread_running)
+			p11p_health_poll(st);
 		for (size_t i = 0; i < st->n_slots && rv == CKR_NO_EVENT; i++) {
 			struct p11p_vslot *vs = &st->slots[i];
-			CK_RV r = p11p_slot_present(vs);
-			bool present = r == CKR_OK;
+			bool present = p11p_slot_present(vs) == CKR_OK;
 
-			if (r == CKR_HOST_MEMORY) {
-				rv = r;
-				break;
-			}
 			p11p_lock();
 			if (present != vs->reported_present) {
 				vs->reported_present = present;

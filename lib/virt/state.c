@@ -76,16 +76,21 @@ void p11p_broadcast_locked(void)
 
 void p11p_wait_locked(unsigned ms)
 {
+	p11p_cond_wait_locked(&g_event, ms);
+}
+
+void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms)
+{
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
+	ts.tv_sec += (time_t)(ms / 1000);
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000L;
 	}
-	pthread_cond_timedwait(&g_event, &g_lock, &ts);
+	pthread_cond_timedwait(cond, &g_lock, &ts);
 }
 
 bool p11p_initialized(void)
@@ -136,11 +141,17 @@ static void state_free(struct p11p_state *st, bool finalize)
 {
 	if (st == NULL)
 		return;
+	/* In a forked child the parent's probe thread does not exist: nothing to stop. */
+	if (finalize) {
+		p11p_health_stop(st);
+		pthread_cond_destroy(&st->probe_cond);
+	}
 	p11p_map_each(&st->sessions, free_session_cb, NULL);
 	p11p_map_clear(&st->sessions);
 	p11p_map_each(&st->objects, free_object_cb, NULL);
 	p11p_map_clear(&st->objects);
 	p11p_map_clear(&st->objects_rev);
+	p11p_map_clear(&st->objects_ident);
 	for (size_t i = 0; i < st->n_slots; i++)
 		p11p_secret_free(st->slots[i].login_pin);
 	p11p_free(st->slots);
@@ -179,11 +190,12 @@ static const char *selector_text(const struct p11p_member_cfg *m, char *buf, siz
 	return "";
 }
 
-static void slot_setup(struct p11p_state *st, size_t i)
+static CK_RV slot_setup(struct p11p_state *st, size_t i)
 {
 	struct p11p_vslot *vs = &st->slots[i];
 	const struct p11p_slot_cfg *cfg = &st->cfg->slots[i];
 	char err[256], buf[64];
+	CK_RV rv;
 
 	vs->id = i;
 	vs->cfg = cfg;
@@ -194,11 +206,21 @@ static void slot_setup(struct p11p_state *st, size_t i)
 
 		m->cfg = &cfg->members[j];
 		m->be = &st->backends[m->cfg->backend];
+		m->index = j;
+		m->backoff_ms = cfg->ha.probe_interval_ms;
 		atomic_init(&m->health, P11P_UP);
-		if (p11p_member_resolve(m, err, sizeof(err)) != CKR_OK)
+		rv = p11p_member_resolve(m, err, sizeof(err));
+		if (rv == CKR_HOST_MEMORY)
+			return rv;
+		if (rv != CKR_OK) {
+			/* Not there yet: probed until it appears. */
 			p11p_debug(P11P_DBG_BACKEND, "slot '%s' member %zu: %s", cfg->label, j,
 			           err);
+			atomic_store(&m->health, P11P_DOWN);
+			m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
+		}
 	}
+
 	snprintf(vs->label, sizeof(vs->label), "%s", cfg->label);
 	/* Quick start by slot id or serial: the slot takes its member's label. */
 	if (vs->label[0] == '\0' && vs->members[0].resolved) {
@@ -210,9 +232,10 @@ static void slot_setup(struct p11p_state *st, size_t i)
 	snprintf(
 	    vs->serial, sizeof(vs->serial), "%016llx",
 	    fnv1a(cfg->label[0] ? cfg->label : selector_text(&cfg->members[0], buf, sizeof(buf))));
+	return CKR_OK;
 }
 
-static CK_RV state_new(struct p11p_state **out)
+static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 {
 	struct p11p_state *st;
 	char err[512];
@@ -224,6 +247,7 @@ static CK_RV state_new(struct p11p_state **out)
 		return CKR_HOST_MEMORY;
 	st->next_session = 1;
 	st->next_object = 1;
+	pthread_cond_init(&st->probe_cond, NULL);
 	err[0] = '\0';
 	st->cfg = p11p_config_load(NULL, err, sizeof(err));
 	if (st->cfg == NULL) {
@@ -250,10 +274,17 @@ static CK_RV state_new(struct p11p_state **out)
 		state_free(st, true);
 		return CKR_GENERAL_ERROR;
 	}
-	for (size_t i = 0; i < st->n_slots; i++)
-		slot_setup(st, i);
+	for (size_t i = 0; i < st->n_slots; i++) {
+		CK_RV rv = slot_setup(st, i);
+
+		if (rv != CKR_OK) {
+			state_free(st, true);
+			return rv;
+		}
+	}
 	for (size_t i = 0; i < st->n_slots; i++)
 		st->slots[i].reported_present = p11p_slot_present(&st->slots[i]) == CKR_OK;
+	p11p_health_start(st, threads_allowed);
 	*out = st;
 	return CKR_OK;
 }
@@ -300,7 +331,8 @@ CK_RV p11p_initialize(CK_VOID_PTR init_args)
 	p11p_unlock();
 	state_free(stale, false);
 
-	rv = state_new(&st);
+	rv = state_new(&st, init_args == NULL || !(((CK_C_INITIALIZE_ARGS *)init_args)->flags &
+	                                           CKF_LIBRARY_CANT_CREATE_OS_THREADS));
 	if (rv == CKR_OK) {
 		p11p_lock();
 		g_state = st;

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "backend/backend.h"
 #include "base/map.h"
@@ -36,12 +37,45 @@ struct p11p_vslot {
 	size_t n_members;
 	struct p11p_member members[P11P_MAX_MEMBERS];
 	/* The rest is guarded by the global lock. */
-	char label[33];                /* the token label applications see */
-	char serial[17];               /* virtual serial, stable for the slot */
-	CK_USER_TYPE login;            /* P11P_NO_USER when logged out */
+	char label[33];     /* the token label applications see */
+	char serial[17];    /* virtual serial, stable for the slot */
+	CK_USER_TYPE login; /* P11P_NO_USER when logged out */
+	unsigned logged_in; /* members the login is established on (bit per member index) */
+
 	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
 	unsigned long n_sessions, n_rw_sessions;
 	bool reported_present; /* for C_WaitForSlotEvent */
+};
+
+/* Operations a session can have active, recorded for replay (op.c). */
+enum p11p_op_kind {
+	P11P_OP_FIND,
+	P11P_OP_ENCRYPT,
+	P11P_OP_DECRYPT,
+	P11P_OP_DIGEST,
+	P11P_OP_SIGN,
+	P11P_OP_VERIFY,
+	P11P_OP_SIGN_RECOVER,
+	P11P_OP_VERIFY_RECOVER,
+	P11P_OP_KINDS
+};
+
+/* Marks an UPDATE that has no output buffer (any non-NULL value would do). */
+#define P11P_NO_OUTPUT ((CK_BYTE_PTR)(uintptr_t)1)
+
+struct p11p_op {
+	bool active;
+	bool lost;         /* could not be replayed after a failover */
+	bool replayable;   /* false: a failover ends it with an error */
+	CK_MECHANISM mech; /* pParameter: our deep copy */
+	void *param_mem;
+	CK_OBJECT_HANDLE key; /* proxy handle, or CK_INVALID_HANDLE */
+	CK_ATTRIBUTE *templ;  /* find: our deep copy */
+	CK_ULONG templ_count;
+	unsigned char *log; /* input fed so far: records of (type, value, bytes) */
+	size_t log_len, log_cap;
+	CK_OBJECT_HANDLE *returned; /* find: handles already handed out */
+	size_t n_returned, cap_returned;
 };
 
 struct p11p_session {
@@ -54,16 +88,28 @@ struct p11p_session {
 	bool closed;
 	size_t member;                          /* the member serving this session */
 	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
+	struct p11p_op ops[P11P_OP_KINDS];
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
 	size_t n_owned, cap_owned;
 };
+
+#define P11P_ID_MAX 256 /* CKA_ID / CKA_LABEL bytes kept to re-find an object */
 
 struct p11p_object {
 	CK_OBJECT_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_SESSION_HANDLE owner;               /* creating session for session objects, else 0 */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
+	/*
+	 * Identity, for re-finding a token object on another member (slots with
+	 * more than one member): CKA_CLASS + CKA_ID + CKA_LABEL.
+	 */
+	bool has_identity;
+	bool token;
+	CK_OBJECT_CLASS cls;
+	CK_ULONG id_len, label_len;
+	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
 };
 
 struct p11p_state {
@@ -73,12 +119,18 @@ struct p11p_state {
 	size_t n_slots;
 	struct p11p_vslot *slots;
 	/* Guarded by the global lock: */
-	struct p11p_map sessions;    /* (0, handle) -> session */
-	struct p11p_map objects;     /* (0, handle) -> object */
-	struct p11p_map objects_rev; /* (slot << 8 | member, backend handle) -> object */
+	struct p11p_map sessions;      /* (0, handle) -> session */
+	struct p11p_map objects;       /* (0, handle) -> object */
+	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
+	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
 	bool finalizing;   /* C_Finalize is waiting for calls in flight */
 	atomic_ulong busy; /* calls in flight: C_Finalize waits for them */
+	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
+	bool probe_thread_running;
+	bool probe_stop;
+	pthread_t probe_thread;
+	pthread_cond_t probe_cond;
 };
 
 /* An entry point's view of one session for the length of a call. */
@@ -88,6 +140,7 @@ struct p11p_call {
 	struct p11p_member *m;
 	CK_FUNCTION_LIST *fl; /* the member backend's table */
 	CK_SESSION_HANDLE bs; /* the member's session handle */
+	unsigned failovers;   /* made during this call (bounded by ha.retries) */
 };
 
 /* --- state.c: lifetime, the global lock, fork --- */
@@ -113,6 +166,8 @@ CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct 
 void p11p_broadcast_locked(void);
 /* Waits on the slot-event condition for up to `ms` milliseconds. Global lock held. */
 void p11p_wait_locked(unsigned ms);
+/* Waits on a condition paired with the global lock, up to `ms` milliseconds. */
+void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms);
 
 /* --- slot.c --- */
 /* The slot with that id (global lock held), or NULL. */
@@ -126,10 +181,12 @@ struct p11p_vslot *p11p_slot_locked(struct p11p_state *st, CK_SLOT_ID id);
 CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot **vsp,
                       struct p11p_member **mp, CK_SLOT_ID *be_slot);
 /*
- * Is any member's token there? Resolves members lazily. CKR_OK,
- * CKR_TOKEN_NOT_PRESENT or CKR_HOST_MEMORY. No lock held.
+ * Is any member's token there (found, and not down)? From the members'
+ * health, without backend calls: CKR_OK or CKR_TOKEN_NOT_PRESENT. No lock held.
  */
 CK_RV p11p_slot_present(struct p11p_vslot *vs);
+/* No member of the slot was ever found (vs. found and then failed). */
+bool p11p_slot_never_seen(struct p11p_vslot *vs);
 CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count);
 CK_RV p11p_get_slot_info(CK_SLOT_ID id, CK_SLOT_INFO_PTR info);
 CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info);
@@ -141,8 +198,10 @@ CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR 
 /* --- session.c --- */
 /* Looks the session up, takes a reference and its lock. On CKR_OK call p11p_call_end. */
 CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c);
-/* Records rv for health, unlocks and drops the reference. Returns rv. */
+/* Unlocks and drops the reference. Returns rv. */
 CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv);
+/* Points c at the session's current member (after a failover moved it). */
+void p11p_call_sync(struct p11p_call *c);
 CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out);
 CK_RV p11p_close_session(CK_SESSION_HANDLE h);
 CK_RV p11p_close_all_sessions(CK_SLOT_ID id);
@@ -153,6 +212,69 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
                    CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len);
 /* Frees a session no longer in the table (state teardown). */
 void p11p_session_free(struct p11p_session *s);
+
+/* --- health.c --- */
+/* Milliseconds on the monotonic clock. */
+unsigned long long p11p_now_ms(void);
+/*
+ * A backend call on m answered rv, a server-side error: is the member still
+ * alive (a cheap call answers)? If not, it is marked down. No lock held.
+ */
+bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                         CK_RV rv);
+/* Marks m down (global lock held). */
+void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                             CK_RV why);
+/* The member new work should go to, skipping `avoid` (may be NULL); NULL if none. Global lock held.
+ */
+struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid);
+/* Starts / stops the probe thread (stop: not in a forked child). */
+void p11p_health_start(struct p11p_state *st, bool threads_allowed);
+void p11p_health_stop(struct p11p_state *st);
+/* Without a probe thread: probes members that are due, inline. No lock held. */
+void p11p_health_poll(struct p11p_state *st);
+/* Probes one member now (no lock held); CKR_OK when it answered. */
+CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+
+/* --- failover.c --- */
+/*
+ * After a backend call in c answered *rv: when that was a failure of the
+ * member (confirmed) or a lost session, moves the session to another member
+ * (or a new session on the same one), logs in again, replays the active
+ * operations and returns true so the caller repeats the call there.
+ * `repeatable` false (the call changes the token): the session still moves,
+ * but the call is not repeated and *rv is returned as it was.
+ */
+bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable);
+/*
+ * Logs a backend session of member m in as the application is logged in on
+ * the slot, unless the login is established on m already. No lock held.
+ */
+CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs);
+
+/* Server-side error or lost session: the results p11p_call_retry() acts on. */
+bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv);
+
+/* --- op.c: recording operations for replay --- */
+void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM *mech,
+                   CK_OBJECT_HANDLE key);
+void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count);
+void p11p_op_update(struct p11p_call *c, enum p11p_op_kind k, const void *data, CK_ULONG len);
+void p11p_op_digest_key(struct p11p_call *c, CK_OBJECT_HANDLE key);
+void p11p_op_end(struct p11p_call *c, enum p11p_op_kind k);
+/* A find handed out this handle (so a replayed find does not repeat it). */
+void p11p_op_found(struct p11p_call *c, CK_OBJECT_HANDLE h);
+bool p11p_op_was_found(const struct p11p_call *c, CK_OBJECT_HANDLE h);
+void p11p_op_unreplayable(struct p11p_call *c);
+/*
+ * Replays the session's active operations on its (new) current member. An
+ * operation that cannot be replayed is marked lost; a server-side error is
+ * returned (the new member failed too).
+ */
+CK_RV p11p_op_replay(struct p11p_call *c);
+/* Was operation k lost in a failover? (Then it is cleared: report CKR_DEVICE_ERROR once.) */
+bool p11p_op_lost(struct p11p_call *c, enum p11p_op_kind k);
+void p11p_op_free_all(struct p11p_session *s);
 
 /* --- object.c --- */
 /*
@@ -168,6 +290,8 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
  */
 CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
                                CK_OBJECT_HANDLE *out);
+/* Forgets every backend handle of a member that went down (global lock held). */
+void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
 /* Forgets the session objects a closed session owned. Global lock held. */
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
 CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,

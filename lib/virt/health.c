@@ -1,0 +1,226 @@
+/*
+ * Member health: marking members down on confirmed server-side failures,
+ * choosing the member for new work, and probing failed members until they
+ * answer again (a thread, or inline when the application forbids threads).
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+#include "base/names.h"
+
+#include <string.h>
+#include <time.h>
+
+#define MAX_BACKOFF_MS         60000UL
+#define GOOD_PROBES_TO_RECOVER 2
+
+unsigned long long p11p_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000ULL +
+	       (unsigned long long)ts.tv_nsec / 1000000ULL;
+}
+
+void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                             CK_RV why)
+{
+	if (atomic_load(&m->health) != P11P_DOWN) {
+		m->failures++;
+		p11p_message("slot '%s': member %zu (backend '%s') is down: %s", vs->label,
+		             m->index, m->be->cfg->name, p11p_rv_str(why));
+	}
+	atomic_store(&m->health, P11P_DOWN);
+	m->last_error = why;
+	vs->logged_in &= ~(1U << m->index); /* it may come back restarted */
+
+	m->good_probes = 0;
+	m->backoff_ms = vs->cfg->ha.probe_interval_ms;
+	m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
+	/* Its handles are not to be trusted when it comes back: re-find objects then. */
+	p11p_objects_forget_member_locked(st, vs, m->index);
+	pthread_cond_signal(&st->probe_cond);
+	p11p_broadcast_locked(); /* slot events */
+}
+
+bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                         CK_RV rv)
+{
+	CK_TOKEN_INFO ti;
+	CK_SLOT_ID be_slot;
+	CK_RV probe;
+
+	p11p_lock();
+	be_slot = m->be_slot;
+	p11p_unlock();
+	/*
+	 * Backends also use "server-side" codes for bad requests (SoftHSM2
+	 * answers CKR_GENERAL_ERROR to a forged GCM tag). A member whose token
+	 * still answers is alive: the error was about this request.
+	 */
+	probe = m->be->fl.C_GetTokenInfo(be_slot, &ti);
+	if (probe == CKR_OK)
+		return true;
+	p11p_lock();
+	p11p_member_down_locked(st, vs, m, rv);
+	p11p_unlock();
+	return false;
+}
+
+/* Least busy in balance mode, else first in priority order; among `want`. */
+static struct p11p_member *pick_state(struct p11p_vslot *vs, const struct p11p_member *avoid,
+                                      int want)
+{
+	struct p11p_member *best = NULL;
+
+	for (size_t i = 0; i < vs->n_members; i++) {
+		struct p11p_member *m = &vs->members[i];
+
+		if (m == avoid || !m->resolved || atomic_load(&m->health) != want)
+			continue;
+		if (vs->cfg->ha.mode != P11P_HA_BALANCE)
+			return m;
+		if (best == NULL || m->n_sessions < best->n_sessions)
+			best = m;
+	}
+	return best;
+}
+
+struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid)
+{
+	struct p11p_member *m = pick_state(vs, avoid, P11P_UP);
+
+	return m != NULL ? m : pick_state(vs, avoid, P11P_RECOVERING);
+}
+
+CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
+{
+	struct p11p_member tmp;
+	CK_SESSION_HANDLE s = 0;
+	CK_SESSION_INFO si;
+	char err[256];
+	CK_RV rv;
+
+	/* Find the token again: it may be back in another backend slot. */
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.cfg = m->cfg;
+	tmp.be = m->be;
+	rv = p11p_member_resolve(&tmp, err, sizeof(err));
+	if (rv == CKR_OK)
+		rv = m->be->fl.C_OpenSession(tmp.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+	if (rv == CKR_OK) {
+		rv = m->be->fl.C_GetSessionInfo(s, &si);
+		m->be->fl.C_CloseSession(s);
+	}
+	p11p_lock();
+	m->probing = false;
+	if (rv == CKR_OK) {
+		m->resolved = true;
+		m->be_slot = tmp.be_slot;
+		if (atomic_load(&m->health) != P11P_UP &&
+		    ++m->good_probes >= GOOD_PROBES_TO_RECOVER) {
+			atomic_store(&m->health, P11P_UP);
+			p11p_message("slot '%s': member %zu (backend '%s') is up again", vs->label,
+			             m->index, m->be->cfg->name);
+			p11p_broadcast_locked();
+		} else if (atomic_load(&m->health) != P11P_UP) {
+			atomic_store(&m->health, P11P_RECOVERING);
+			m->next_probe_ms = p11p_now_ms() + vs->cfg->ha.probe_interval_ms;
+			p11p_broadcast_locked();
+		}
+	} else if (atomic_load(&m->health) != P11P_UP) {
+		atomic_store(&m->health, P11P_DOWN);
+		m->good_probes = 0;
+		m->backoff_ms =
+		    m->backoff_ms * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : m->backoff_ms * 2;
+		m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
+		p11p_debug(P11P_DBG_BACKEND, "slot '%s' member %zu: probe failed (%s)", vs->label,
+		           m->index, rv == CKR_TOKEN_NOT_PRESENT ? err : p11p_rv_str(rv));
+	}
+	p11p_unlock();
+	return rv;
+}
+
+/* The next member due for a probe, marked as being probed; NULL if none. Global lock held. */
+static struct p11p_member *due_locked(struct p11p_state *st, struct p11p_vslot **vsp,
+                                      unsigned long long now, unsigned long long *next)
+{
+	for (size_t i = 0; i < st->n_slots; i++) {
+		struct p11p_vslot *vs = &st->slots[i];
+
+		for (size_t j = 0; j < vs->n_members; j++) {
+			struct p11p_member *m = &vs->members[j];
+
+			if (atomic_load(&m->health) == P11P_UP || m->probing ||
+			    m->be->module == NULL)
+				continue;
+			if (m->next_probe_ms <= now) {
+				m->probing = true;
+				*vsp = vs;
+				return m;
+			}
+			if (m->next_probe_ms < *next)
+				*next = m->next_probe_ms;
+		}
+	}
+	return NULL;
+}
+
+void p11p_health_poll(struct p11p_state *st)
+{
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	unsigned long long next = ~0ULL;
+
+	for (;;) {
+		p11p_lock();
+		m = due_locked(st, &vs, p11p_now_ms(), &next);
+		p11p_unlock();
+		if (m == NULL)
+			return;
+		p11p_member_probe(st, vs, m);
+	}
+}
+
+static void *probe_main(void *arg)
+{
+	struct p11p_state *st = arg;
+
+	p11p_lock();
+	while (!st->probe_stop) {
+		unsigned long long now = p11p_now_ms(), next = now + 1000;
+		struct p11p_vslot *vs;
+		struct p11p_member *m = due_locked(st, &vs, now, &next);
+
+		if (m != NULL) {
+			p11p_unlock();
+			p11p_member_probe(st, vs, m);
+			p11p_lock();
+			continue;
+		}
+		p11p_cond_wait_locked(&st->probe_cond, next > now ? next - now : 1);
+	}
+	p11p_unlock();
+	return NULL;
+}
+
+void p11p_health_start(struct p11p_state *st, bool threads_allowed)
+{
+	if (!threads_allowed)
+		return;
+	st->probe_thread_running = pthread_create(&st->probe_thread, NULL, probe_main, st) == 0;
+	if (!st->probe_thread_running)
+		p11p_message("cannot start the health probe thread; probing inline");
+}
+
+void p11p_health_stop(struct p11p_state *st)
+{
+	if (!st->probe_thread_running)
+		return;
+	p11p_lock();
+	st->probe_stop = true;
+	pthread_cond_signal(&st->probe_cond);
+	p11p_unlock();
+	pthread_join(st->probe_thread, NULL);
+	st->probe_thread_running = false;
+}

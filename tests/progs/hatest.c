@@ -1,0 +1,592 @@
+/*
+ * HA behaviour through libproxy.so over the fault-injecting shim.
+ *   hatest MODULE CONTROL LOG CASE
+ * The config (tests/suites/65-ha.sh) has slots "ha" (failover: m1, m2),
+ * "bal" (balance: m1, m2), "v-m1" and "v-m2" (one member each, used to put
+ * the same keys on both tokens, as replication will). CONTROL is the shim's
+ * control file, LOG its call log. Prints "ok ..." / "FAIL ..."; exit 1 on failure.
+ */
+#include "../tests/progs/testmod.h"
+
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PIN "1234"
+
+static struct testmod mod;
+static CK_FUNCTION_LIST *f;
+static const char *control_path, *log_path;
+static int failures;
+
+static void expect(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void expect(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	printf("%s ", cond ? "ok" : "FAIL");
+	vprintf(fmt, ap);
+	printf("\n");
+	fflush(stdout);
+	va_end(ap);
+	if (!cond)
+		failures++;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void msleep(unsigned ms)
+{
+	usleep(ms * 1000);
+}
+
+/* Rewrites the shim's control file in one go (temp file + rename). */
+static void control(const char *rules)
+{
+	char tmp[4096];
+	FILE *fp;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", control_path);
+	fp = fopen(tmp, "w");
+	if (fp == NULL || fputs(rules, fp) < 0 || fclose(fp) != 0 || rename(tmp, control_path) != 0) {
+		perror("control");
+		exit(2);
+	}
+}
+
+/* Lines of the call log containing all of a, b (b may be NULL), from line `from` on. */
+static long log_count(long from, const char *a, const char *b)
+{
+	FILE *fp = fopen(log_path, "r");
+	char line[512];
+	long n = 0, i = 0;
+
+	if (fp == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if (i++ >= from && strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL))
+			n++;
+	fclose(fp);
+	return n;
+}
+
+static long log_lines(void)
+{
+	return log_count(0, "", NULL);
+}
+
+static CK_SESSION_HANDLE open_on(const char *label, int login)
+{
+	CK_SESSION_HANDLE s = 0;
+
+	if (!testmod_session(&mod, label, login ? PIN : NULL, &s)) {
+		expect(0, "open a session on %s", label);
+		exit(1);
+	}
+	return s;
+}
+
+/* --- keys: the same material on both tokens --- */
+
+static EVP_PKEY *ec_key;
+static unsigned char hmac_key[32], aes_key[32];
+static const unsigned char ec_params[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+
+static CK_OBJECT_HANDLE find_one(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, t, 2) != CKR_OK)
+		return 0;
+	f->C_FindObjects(s, &h, 1, &n);
+	f->C_FindObjectsFinal(s);
+	return n == 1 ? h : 0;
+}
+
+static void import_secret(CK_SESSION_HANDLE s, CK_KEY_TYPE kt, const char *label, CK_BYTE id,
+			  const unsigned char *value, CK_ULONG len)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE t[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},	      {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	      {CKA_LABEL, (void *)label, strlen(label)},
+		{CKA_ID, &id, 1},		      {CKA_VALUE, (void *)value, len},
+		{CKA_SIGN, &yes, sizeof(yes)},	      {CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_ENCRYPT, &yes, sizeof(yes)},     {CKA_DECRYPT, &yes, sizeof(yes)},
+	};
+	CK_OBJECT_HANDLE h;
+	CK_ULONG n = kt == CKK_AES ? 10 : 8;
+
+	if (f->C_CreateObject(s, t, n, &h) != CKR_OK) {
+		expect(0, "import %s", label);
+		exit(1);
+	}
+}
+
+static void import_ec(CK_SESSION_HANDLE s)
+{
+	CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY, pub = CKO_PUBLIC_KEY;
+	CK_KEY_TYPE kt = CKK_EC;
+	CK_BBOOL yes = CK_TRUE;
+	CK_BYTE id = 0xa1, d[32], point[67];
+	BIGNUM *bn = NULL;
+	size_t plen = 0;
+	CK_ATTRIBUTE tpriv[] = {
+		{CKA_CLASS, &priv, sizeof(priv)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_LABEL, "ha-ec", 5},	  {CKA_ID, &id, 1},
+		{CKA_SIGN, &yes, sizeof(yes)},	  {CKA_EC_PARAMS, (void *)ec_params, sizeof(ec_params)},
+		{CKA_VALUE, d, sizeof(d)},
+	};
+	CK_ATTRIBUTE tpub[] = {
+		{CKA_CLASS, &pub, sizeof(pub)},	  {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_LABEL, "ha-ec", 5},
+		{CKA_ID, &id, 1},		  {CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_EC_PARAMS, (void *)ec_params, sizeof(ec_params)},
+		{CKA_EC_POINT, point, sizeof(point)},
+	};
+	CK_OBJECT_HANDLE h;
+
+	if (!EVP_PKEY_get_bn_param(ec_key, "priv", &bn) || BN_bn2binpad(bn, d, 32) != 32 ||
+	    !EVP_PKEY_get_octet_string_param(ec_key, "pub", point + 2, 65, &plen) || plen != 65) {
+		expect(0, "EC key material");
+		exit(1);
+	}
+	BN_clear_free(bn);
+	point[0] = 0x04; /* DER OCTET STRING around the uncompressed point */
+	point[1] = 65;
+	if (f->C_CreateObject(s, tpriv, 9, &h) != CKR_OK || f->C_CreateObject(s, tpub, 8, &h) != CKR_OK) {
+		expect(0, "import the EC key");
+		exit(1);
+	}
+}
+
+static void setup_keys(void)
+{
+	const char *tokens[] = {"v-m1", "v-m2"};
+
+	ec_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	RAND_bytes(hmac_key, sizeof(hmac_key));
+	RAND_bytes(aes_key, sizeof(aes_key));
+	for (int i = 0; i < 2; i++) {
+		CK_SESSION_HANDLE s = open_on(tokens[i], 1);
+
+		import_ec(s);
+		import_secret(s, CKK_GENERIC_SECRET, "ha-hmac", 0xb1, hmac_key, sizeof(hmac_key));
+		import_secret(s, CKK_AES, "ha-aes", 0xc1, aes_key, sizeof(aes_key));
+		for (int k = 0; k < 5; k++) {
+			char label[8];
+
+			snprintf(label, sizeof(label), "find-%d", k);
+			import_secret(s, CKK_AES, label, 0xf1, aes_key, sizeof(aes_key));
+		}
+		f->C_CloseSession(s);
+	}
+}
+
+/* --- signing --- */
+
+/* Raw ECDSA over a 32-byte hash, verified with OpenSSL against the imported key. */
+static CK_RV sign_ec(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, int *verified)
+{
+	CK_MECHANISM m = {CKM_ECDSA, NULL, 0};
+	unsigned char hash[32], sig[64], der[80], *p = der;
+	CK_ULONG sig_len = sizeof(sig);
+	ECDSA_SIG *es;
+	EVP_PKEY_CTX *ctx;
+	int der_len;
+	CK_RV rv;
+
+	*verified = 0;
+	RAND_bytes(hash, sizeof(hash));
+	rv = f->C_SignInit(s, &m, key);
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, hash, sizeof(hash), sig, &sig_len);
+	if (rv != CKR_OK || sig_len != 64)
+		return rv != CKR_OK ? rv : CKR_GENERAL_ERROR;
+	es = ECDSA_SIG_new();
+	ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL));
+	der_len = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	ctx = EVP_PKEY_CTX_new(ec_key, NULL);
+	*verified = ctx != NULL && EVP_PKEY_verify_init(ctx) == 1 &&
+		    EVP_PKEY_verify(ctx, der, (size_t)der_len, hash, sizeof(hash)) == 1;
+	EVP_PKEY_CTX_free(ctx);
+	return rv;
+}
+
+struct worker {
+	pthread_t t;
+	int n;
+	long errors, bad;
+	CK_RV first_error;
+};
+
+static int storm_done;
+
+static void *storm_worker(void *arg)
+{
+	struct worker *w = arg;
+	CK_SESSION_HANDLE s = open_on("ha", 0);
+	CK_OBJECT_HANDLE key = find_one(s, CKO_PRIVATE_KEY, "ha-ec");
+
+	for (int i = 0; i < w->n; i++) {
+		int ok;
+		CK_RV rv = sign_ec(s, key, &ok);
+
+		if (rv != CKR_OK) {
+			if (w->errors++ == 0)
+				w->first_error = rv;
+		} else if (!ok) {
+			w->bad++;
+		}
+	}
+		f->C_CloseSession(s);
+	__atomic_add_fetch(&storm_done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+/* 4 threads, `total` signs, while the members fail by turns at random moments. */
+static void case_storm(int threads, int total)
+{
+	struct worker w[16];
+	CK_SESSION_HANDLE login = open_on("ha", 1);
+	long errors = 0, bad = 0, failed_calls, signs_m1, signs_m2;
+	unsigned flips = 0;
+	long start = log_lines();
+
+	for (int i = 0; i < threads; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].n = total / threads;
+		pthread_create(&w[i].t, NULL, storm_worker, &w[i]);
+	}
+		/* Fail one member at a time, and only once the other has recovered. */
+	while (__atomic_load_n(&storm_done, __ATOMIC_SEQ_CST) < threads) {
+		control(flips++ % 2 ? "m2 fail CKR_DEVICE_ERROR\n" : "m1 fail CKR_DEVICE_ERROR\n");
+		msleep(5 + (unsigned)(rand() % 40));
+		control("");
+		msleep(150);
+	}
+	for (int i = 0; i < threads; i++)
+		pthread_join(w[i].t, NULL);
+
+	for (int i = 0; i < threads; i++) {
+		errors += w[i].errors;
+		bad += w[i].bad;
+	}
+	failed_calls = log_count(start, "CKR_DEVICE_ERROR", NULL);
+	signs_m1 = log_count(start, "C_Sign m1 CKR_OK", NULL);
+	signs_m2 = log_count(start, "C_Sign m2 CKR_OK", NULL);
+	expect(errors == 0, "%d signs by %d threads: %ld errors reached the application (first 0x%lx)",
+	       total, threads, errors, errors ? w[0].first_error : 0);
+	expect(bad == 0, "every signature verifies (%ld bad)", bad);
+	expect(flips >= 2 && failed_calls > 0 && signs_m1 > 0 && signs_m2 > 0,
+	       "members failed %u times (%ld injected errors); signs on m1: %ld, on m2: %ld", flips,
+	       failed_calls, signs_m1, signs_m2);
+	f->C_CloseSession(login);
+}
+
+static void case_failover(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1), s2;
+	CK_OBJECT_HANDLE key = find_one(s, CKO_PRIVATE_KEY, "ha-ec");
+	CK_SLOT_ID slots[8], ha;
+	CK_ULONG n = 8;
+	CK_TOKEN_INFO ti;
+	long mark = log_lines();
+	int ok;
+
+	expect(sign_ec(s, key, &ok) == CKR_OK && ok, "sign on the primary");
+	expect(log_count(mark, "C_Sign m1 CKR_OK", NULL) == 1, "served by m1");
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	mark = log_lines();
+	expect(sign_ec(s, key, &ok) == CKR_OK && ok, "sign while m1 fails: no error");
+	expect(log_count(mark, "C_Sign m2 CKR_OK", NULL) == 1, "served by m2 (session moved)");
+	expect(testmod_find_token(&mod, "ha", &ha) && f->C_GetSlotList(CK_TRUE, slots, &n) == CKR_OK,
+	       "C_GetSlotList with a member down");
+	expect(f->C_GetTokenInfo(ha, &ti) == CKR_OK && memcmp(ti.label, "ha ", 3) == 0,
+	       "C_GetTokenInfo with a member down");
+	control("");
+	msleep(600); /* two probes */
+	s2 = open_on("ha", 0);
+	mark = log_lines();
+	expect(sign_ec(s2, find_one(s2, CKO_PRIVATE_KEY, "ha-ec"), &ok) == CKR_OK && ok,
+	       "new session after m1 recovered");
+	expect(log_count(mark, "C_Sign m1 CKR_OK", NULL) == 1, "failback: new sessions go to m1");
+	mark = log_lines();
+	expect(sign_ec(s, key, &ok) == CKR_OK && log_count(mark, "C_Sign m2 CKR_OK", NULL) == 1,
+	       "the moved session stays on m2 (no ping-pong)");
+	f->C_CloseSession(s2);
+	f->C_CloseSession(s);
+}
+
+static void case_alldown(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1), s2 = 0;
+	CK_OBJECT_HANDLE key = find_one(s, CKO_PRIVATE_KEY, "ha-ec");
+	CK_SLOT_ID ha, slots[8];
+	CK_ULONG n = 8;
+	double t;
+	int ok;
+	CK_RV rv = CKR_GENERAL_ERROR;
+
+	testmod_find_token(&mod, "ha", &ha);
+	control("m1 fail CKR_DEVICE_ERROR\nm2 fail CKR_DEVICE_ERROR\n");
+	t = now_s();
+	expect(sign_ec(s, key, &ok) == CKR_DEVICE_ERROR, "every member down: CKR_DEVICE_ERROR");
+	expect(f->C_OpenSession(ha, CKF_SERIAL_SESSION, NULL, NULL, &s2) == CKR_DEVICE_ERROR,
+	       "new sessions: CKR_DEVICE_ERROR");
+	expect(now_s() - t < 1.0, "answered at once (%.3f s)", now_s() - t);
+	expect(f->C_GetSlotList(CK_FALSE, slots, &n) == CKR_OK, "C_GetSlotList still answers");
+	control("m2 ok\n");
+	t = now_s();
+	while (now_s() - t < 5 &&
+	       (rv = f->C_OpenSession(ha, CKF_SERIAL_SESSION, NULL, NULL, &s2)) != CKR_OK)
+		msleep(50);
+	expect(rv == CKR_OK, "one member back: the slot recovers by itself (%.2f s)", now_s() - t);
+	expect(sign_ec(s, key, &ok) == CKR_OK && ok, "the old session works again");
+	f->C_CloseSession(s2);
+	f->C_CloseSession(s);
+	control("");
+	msleep(600);
+}
+
+static void case_client_errors(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1), s2;
+	CK_OBJECT_HANDLE key = find_one(s, CKO_PRIVATE_KEY, "ha-ec");
+	CK_MECHANISM bogus = {0x7ffffff0UL, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_BYTE sig[512];
+	CK_ULONG len = sizeof(sig);
+	long mark = log_lines();
+	CK_RV rv;
+	int ok;
+
+	expect(f->C_SignInit(s, &bogus, key) == CKR_MECHANISM_INVALID,
+	       "client error returned unchanged");
+	/* SoftHSM2 answers CKR_GENERAL_ERROR here, a "server-side" code for a bad request. */
+	rv = f->C_SignInit(s, &rsa, key);
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR) "x", 1, sig, &len);
+	expect(rv != CKR_OK, "RSA mechanism on an EC key fails (0x%lx)", rv);
+	expect(log_count(mark, "m2", NULL) == 0, "neither error moved the session to m2");
+	expect(sign_ec(s, key, &ok) == CKR_OK && log_count(mark, "C_Sign m1 CKR_OK", NULL) == 1,
+	       "m1 still serves");
+	f->C_Logout(s);
+	mark = log_lines();
+	expect(f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "0000", 4) == CKR_PIN_INCORRECT,
+	       "wrong PIN: CKR_PIN_INCORRECT");
+	expect(log_count(mark, "C_Login", NULL) == 1, "the PIN was tried once");
+	s2 = open_on("ha", 0);
+	expect(log_count(mark, "C_OpenSession m1", NULL) == 1, "m1 still first after a PIN error");
+	f->C_CloseSession(s2);
+	f->C_CloseSession(s);
+}
+
+static void case_balance(void)
+{
+	CK_SESSION_HANDLE s[4];
+	long mark = log_lines();
+
+	for (int i = 0; i < 4; i++)
+		s[i] = open_on("bal", 0);
+	expect(log_count(mark, "C_OpenSession m1 CKR_OK", NULL) == 2 &&
+		       log_count(mark, "C_OpenSession m2 CKR_OK", NULL) == 2,
+	       "balance: 4 sessions spread 2 + 2 over the members");
+	for (int i = 0; i < 4; i++)
+		f->C_CloseSession(s[i]);
+}
+
+static void case_multipart(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE hk = find_one(s, CKO_SECRET_KEY, "ha-hmac");
+	CK_OBJECT_HANDLE ak = find_one(s, CKO_SECRET_KEY, "ha-aes");
+	CK_MECHANISM hmac = {CKM_SHA256_HMAC, NULL, 0}, sha = {CKM_SHA256, NULL, 0};
+	unsigned char iv[16] = {1, 2, 3}, mac[32], want[32], dig[32], out[256], ref[256];
+	CK_MECHANISM cbc = {CKM_AES_CBC_PAD, iv, sizeof(iv)};
+	const char *p1 = "first part, before the failure; ", *p2 = "second part, after it";
+	CK_ULONG len = sizeof(mac), o1, o2, o3, total;
+	unsigned int wlen = 0;
+	EVP_CIPHER_CTX *cx;
+	int l1, l2;
+
+	/* HMAC: Init + Update on m1, m1 fails, Update + Final replayed on m2. */
+	expect(f->C_SignInit(s, &hmac, hk) == CKR_OK &&
+		       f->C_SignUpdate(s, (CK_BYTE_PTR)p1, strlen(p1)) == CKR_OK,
+	       "HMAC started on m1");
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(f->C_SignUpdate(s, (CK_BYTE_PTR)p2, strlen(p2)) == CKR_OK &&
+		       f->C_SignFinal(s, mac, &len) == CKR_OK,
+	       "HMAC finished after failover");
+		snprintf((char *)ref, sizeof(ref), "%s%s", p1, p2);
+	HMAC(EVP_sha256(), hmac_key, sizeof(hmac_key), ref, strlen((char *)ref), want, &wlen);
+
+	expect(len == 32 && memcmp(mac, want, 32) == 0, "replayed HMAC equals OpenSSL's");
+	control("");
+	msleep(600);
+
+	/* Digest and AES-CBC encrypt, the failure between the updates. */
+	s = open_on("ha", 0);
+	expect(f->C_DigestInit(s, &sha) == CKR_OK && f->C_DigestUpdate(s, (CK_BYTE_PTR)p1, strlen(p1)) == CKR_OK,
+	       "digest started");
+	o1 = sizeof(out);
+	expect(f->C_EncryptInit(s, &cbc, ak) != CKR_OPERATION_ACTIVE, "encrypt alongside the digest");
+	f->C_EncryptFinal(s, NULL, &o1); /* SoftHSM2 may refuse two operations: tidy up */
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	len = sizeof(dig);
+	expect(f->C_DigestUpdate(s, (CK_BYTE_PTR)p2, strlen(p2)) == CKR_OK &&
+		       f->C_DigestFinal(s, dig, &len) == CKR_OK,
+	       "digest finished after failover");
+		{
+
+		EVP_MD_CTX *md = EVP_MD_CTX_new();
+
+		EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+		EVP_DigestUpdate(md, p1, strlen(p1));
+		EVP_DigestUpdate(md, p2, strlen(p2));
+		EVP_DigestFinal_ex(md, want, NULL);
+		EVP_MD_CTX_free(md);
+	}
+	expect(len == 32 && memcmp(dig, want, 32) == 0, "replayed digest equals OpenSSL's");
+	control("");
+	msleep(600);
+
+	s = open_on("ha", 0);
+	o1 = sizeof(out);
+	expect(f->C_EncryptInit(s, &cbc, ak) == CKR_OK &&
+		       f->C_EncryptUpdate(s, (CK_BYTE_PTR)p1, strlen(p1), out, &o1) == CKR_OK,
+	       "AES-CBC started on m1 (%lu bytes out)", o1);
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	o2 = sizeof(out) - o1;
+	o3 = 0;
+	expect(f->C_EncryptUpdate(s, (CK_BYTE_PTR)p2, strlen(p2), out + o1, &o2) == CKR_OK &&
+		       (o3 = sizeof(out) - o1 - o2, f->C_EncryptFinal(s, out + o1 + o2, &o3)) == CKR_OK,
+	       "AES-CBC finished after failover");
+	total = o1 + o2 + o3;
+	cx = EVP_CIPHER_CTX_new();
+	EVP_EncryptInit_ex(cx, EVP_aes_256_cbc(), NULL, aes_key, iv);
+	EVP_EncryptUpdate(cx, ref, &l1, (const unsigned char *)p1, (int)strlen(p1));
+	EVP_EncryptUpdate(cx, ref + l1, &l2, (const unsigned char *)p2, (int)strlen(p2));
+	l1 += l2;
+	EVP_EncryptFinal_ex(cx, ref + l1, &l2);
+	l1 += l2;
+	EVP_CIPHER_CTX_free(cx);
+	expect(total == (CK_ULONG)l1 && memcmp(out, ref, total) == 0,
+	       "replayed ciphertext equals OpenSSL's (%lu bytes)", total);
+	control("");
+	msleep(600);
+}
+
+static void case_find(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BYTE id = 0xf1;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, &id, 1}};
+	CK_OBJECT_HANDLE got[16];
+	CK_ULONG n1 = 0, n2 = 0;
+	int dup = 0;
+
+	expect(f->C_FindObjectsInit(s, t, 2) == CKR_OK && f->C_FindObjects(s, got, 2, &n1) == CKR_OK &&
+		       n1 == 2,
+	       "find: 2 of 5 keys from m1");
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(f->C_FindObjects(s, got + n1, 14, &n2) == CKR_OK, "find goes on after failover");
+	f->C_FindObjectsFinal(s);
+	for (CK_ULONG i = 0; i < n1 + n2; i++)
+		for (CK_ULONG j = i + 1; j < n1 + n2; j++)
+			dup |= got[i] == got[j];
+	expect(n1 + n2 == 5 && !dup, "all 5 keys, none twice (%lu + %lu)", n1, n2);
+	control("");
+	msleep(600);
+	f->C_CloseSession(s);
+}
+
+static void case_objects(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &no, sizeof(no)},
+			    {CKA_LABEL, "sess", 4}, {CKA_VALUE, "v", 1}};
+	CK_OBJECT_HANDLE obj = 0, key = find_one(s, CKO_SECRET_KEY, "ha-aes"), gen = 0;
+	CK_BYTE buf[64];
+	CK_ATTRIBUTE get = {CKA_LABEL, buf, sizeof(buf)};
+	CK_MECHANISM kg = {CKM_AES_KEY_GEN, NULL, 0};
+	CK_ULONG vlen = 32;
+	CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &vlen, sizeof(vlen)}};
+
+	expect(f->C_CreateObject(s, t, 4, &obj) == CKR_OK, "session object on m1");
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(f->C_GenerateKey(s, &kg, gt, 1, &gen) == CKR_DEVICE_ERROR,
+	       "key generation whose outcome is unknown: CKR_DEVICE_ERROR, not repeated");
+	expect(f->C_GetAttributeValue(s, obj, &get, 1) == CKR_OBJECT_HANDLE_INVALID,
+	       "session object of the failed member: CKR_OBJECT_HANDLE_INVALID");
+	get.ulValueLen = sizeof(buf);
+	expect(f->C_GetAttributeValue(s, key, &get, 1) == CKR_OK && get.ulValueLen == 6,
+	       "token key re-found on m2 by class, id and label");
+	expect(f->C_GenerateKey(s, &kg, gt, 1, &gen) == CKR_OK, "key generation works on m2");
+	f->C_DestroyObject(s, gen);
+	control("");
+	msleep(600);
+	f->C_CloseSession(s);
+}
+
+int main(int argc, char **argv)
+{
+	const char *c;
+
+	if (argc < 5) {
+		fprintf(stderr, "usage: hatest MODULE CONTROL LOG CASE\n");
+		return 2;
+	}
+	control_path = argv[2];
+	log_path = argv[3];
+	c = argv[4];
+	srand((unsigned)getpid());
+	control("");
+	if (!testmod_load(&mod, argv[1]))
+		return 1;
+	f = mod.f;
+	setup_keys();
+	if (strcmp(c, "storm") == 0)
+		case_storm(4, argc > 5 ? atoi(argv[5]) : 10000);
+	else if (strcmp(c, "failover") == 0)
+		case_failover();
+	else if (strcmp(c, "alldown") == 0)
+		case_alldown();
+	else if (strcmp(c, "client") == 0)
+		case_client_errors();
+	else if (strcmp(c, "balance") == 0)
+		case_balance();
+	else if (strcmp(c, "multipart") == 0)
+		case_multipart();
+	else if (strcmp(c, "find") == 0)
+		case_find();
+	else if (strcmp(c, "objects") == 0)
+		case_objects();
+	else {
+		fprintf(stderr, "unknown case %s\n", c);
+		return 2;
+	}
+	testmod_unload(&mod);
+	EVP_PKEY_free(ec_key);
+	return failures ? 1 : 0;
+}

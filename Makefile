@@ -38,6 +38,12 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(O)/tests/%)
 PROG_SRCS := $(sort $(wildcard tests/progs/*.c))
 PROG_BINS := $(PROG_SRCS:tests/progs/%.c=$(O)/tests/%)
 SHIM_SRCS := $(sort $(wildcard tests/shim/*.c))
+# Fuzz targets (tests/fuzz/fuzz_NAME.c): see the `fuzz` rule.
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(O)/tests/%)
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(O)/bench/%)
 DEPS := $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d)
@@ -82,12 +88,41 @@ $(O)/bench/%: bench/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS) -lm
 
+# Fuzz targets: tests/fuzz/fuzz_NAME.c defines LLVMFuzzerTestOneInput. Every build links it with
+# tests/fuzz/standalone.c (the seeds, then fixed-seed random mutations; no coverage feedback),
+# which the suites run in `make check`, `check-asan` and `valgrind`. `make fuzz` links it with
+# clang's libFuzzer instead (coverage-guided, ASan+UBSan, in build-fuzz/) and runs each target
+# for FUZZ_SECONDS from tests/fuzz/corpus/NAME and tests/data/NAME, with tests/fuzz/NAME.dict;
+# new inputs go to build-fuzz/corpus/NAME, crashes to build-fuzz/.
+$(O)/tests/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/standalone.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -o $@ $< tests/fuzz/standalone.c $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+$(O)/libfuzzer/fuzz_%: tests/fuzz/fuzz_%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -fsanitize=fuzzer -o $@ $< $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+
+fuzz: deps
+	$(MAKE) O=build-fuzz CC=clang CFLAGS="-O1 -g" EXTRA_CFLAGS="$(FUZZ_CFLAGS)" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" \
+		$(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/libfuzzer/%)
+	@set -e; for n in $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%); do \
+		mkdir -p build-fuzz/corpus/$$n; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+		build-fuzz/libfuzzer/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=build-fuzz/ \
+			$$([ -f tests/fuzz/$$n.dict ] && echo -dict=tests/fuzz/$$n.dict) \
+			build-fuzz/corpus/$$n tests/fuzz/corpus/$$n \
+			$$([ -d tests/data/$$n ] && echo tests/data/$$n); \
+	done
+
 # Test-only shim module that wraps another PKCS#11 module (fault injection).
 $(O)/tests/libshim.so: $(SHIM_SRCS) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -shared -o $@ $(SHIM_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
 
-tests: all $(UNIT_BINS) $(PROG_BINS) $(if $(SHIM_SRCS),$(O)/tests/libshim.so)
+tests: all $(UNIT_BINS) $(PROG_BINS) $(FUZZ_BINS) $(if $(SHIM_SRCS),$(O)/tests/libshim.so)
 
 deps:
 	@tests/install-deps.sh
@@ -148,6 +183,7 @@ format-check:
 	clang-format --dry-run --Werror $(LIB_SRCS) $(wildcard lib/*/*.h)
 
 clean:
-	rm -rf build build-asan
+		rm -rf build build-asan build-fuzz
+
 
 -include $(DEPS)

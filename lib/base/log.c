@@ -47,7 +47,11 @@ int p11p_debug_on(enum p11p_debug_cat cat)
 }
 
 static void vlog(const char *prefix, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void vlog(const char *prefix, const char *fmt, va_list ap)
 {
+
 	FILE *out = stderr;
 	const char *path = getenv("P11PROXY_DEBUG_FILE");
 	FILE *f = NULL;

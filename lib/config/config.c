@@ -321,9 +321,15 @@ static bool read_pin_file(struct pctx *c, const yaml_mark_t *m, const char *path
 	int fd;
 
 	show(path, strlen(path), shown);
-	snprintf(what, sizeof(what), "PIN file '%s'", shown);
-	/* O_NONBLOCK: a FIFO in place of the file must not hang the load. */
+		snprintf(what, sizeof(what), "PIN file '%s'", shown);
+	/* Never open a device node (opening some has side effects): regular files only. */
+	if (stat(path, &st) != 0)
+		return report(c, m, "%s: cannot read: %s", what, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return report(c, m, "%s is not a regular file", what);
+	/* O_NONBLOCK: a FIFO swapped in after the check must not hang the load. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
 	if (fd < 0)
 		return report(c, m, "%s: cannot read: %s", what, strerror(errno));
 	if (fstat(fd, &st) != 0) {
@@ -438,8 +444,13 @@ static bool parse_duration(struct pctx *c, const yaml_node_t *n, const char *wha
 		return report(c, &n->start_mark,
 			      "'%s' must be a duration such as 500ms or 5s, not '%s'", what,
 			      show(s, strlen(s), buf));
+		/* Checked before scaling: a 32-bit unsigned long must not wrap. */
+	if (v > max_ms / scale || v * scale < min_ms)
+		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
+			      min_ms, max_ms);
 	v *= scale;
 	if (v < min_ms || v > max_ms)
+
 		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
 			      min_ms, max_ms);
 	*out = v;

@@ -1,0 +1,41 @@
+# The proxy.yaml parser under the standalone fuzz driver: every seed in
+# tests/fuzz/corpus/config and tests/data/config, then random mutations of
+# them with a fixed seed, for a bounded time. The target checks its own oracle
+# (tests/fuzz/fuzz_config.c); this suite passes when the run exits 0, and ASan
+# or valgrind turn memory errors and leaks into a non-zero exit.
+# Sourced by tests/run.sh with tests/lib.sh loaded. `make fuzz` is the
+# coverage-guided libFuzzer run; this is its smoke test in every build.
+#
+# FUZZ_SECONDS overrides the time bound; FUZZ_SEED the mutation seed.
+
+FUZZ_PROG=$BUILD/tests/fuzz_config
+case $MODE in
+# valgrind runs ~40x slower: fewer mutants, and a per-input limit that allows for it.
+valgrind) secs=${FUZZ_SECONDS:-20} per_input=120 ;;
+*) secs=${FUZZ_SECONDS:-10} per_input=10 ;;
+esac
+seed=${FUZZ_SEED:-1}
+
+if [ ! -x "$FUZZ_PROG" ]; then
+	fail "fuzz: config parser" "no $FUZZ_PROG (run make tests)"
+	exit 0
+fi
+
+mk_tmp
+log=$TMP/log
+if run_prog "$FUZZ_PROG" -t "$secs" -s "$seed" -T "$per_input" -n 100000000 \
+	-x "$SRCDIR/tests/fuzz/config.dict" -w "$TMP/input" \
+	"$SRCDIR/tests/fuzz/corpus/config" "$SRCDIR/tests/data/config" >"$log" 2>&1; then
+	sed 's/^/    /' "$log"
+	pass "fuzz: config parser"
+else
+	rc=$?
+	tail -n 60 "$log" | sed 's/^/    /'
+	# The driver writes each input before running it: after a crash, an oracle
+	# abort or a hang it is the culprit (a leak report at exit may be older).
+	keep=$BUILD/tests/fuzz_config-failure.yaml
+	if cp "$TMP/input" "$keep" 2>/dev/null; then
+		echo "    last input: $keep (rerun alone: $FUZZ_PROG -n 0 $keep)"
+	fi
+	fail "fuzz: config parser" "exit $rc"
+fi

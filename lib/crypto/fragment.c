@@ -1,0 +1,1081 @@
+/*
+ * customer_fragments.json: parser and writer. See fragment.h for the format.
+ *
+ * Parsing follows config/config.c: a prescan with the event parser bounds
+ * depth, node count and document count, then yaml_parser_load builds the
+ * tree and a fixed-depth schema walk reads it (so aliases cannot make it
+ * loop). Every scalar of the document, the parser's buffers and our copy of
+ * the file are wiped before they are freed: they hold fragment values.
+ */
+#include "crypto/fragment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <yaml.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "crypto/ossl.h"
+
+#define SHOW_MAX 120
+
+struct fctx {
+	const char *path;
+	char *err;
+	size_t errlen;
+	yaml_document_t *doc;
+	struct p11p_fragments *set;
+};
+
+/* ---- messages ------------------------------------------------------------ */
+
+static bool report(struct fctx *c, const yaml_mark_t *m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool report(struct fctx *c, const yaml_mark_t *m, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (c->err == NULL || c->errlen == 0)
+		return false;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (m != NULL)
+		snprintf(c->err, c->errlen, "%s:%lu:%lu: %s", c->path, (unsigned long)m->line + 1,
+		         (unsigned long)m->column + 1, msg);
+	else
+		snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
+	p11p_debug(P11P_DBG_CONFIG, "fragments: %s", c->err);
+	return false;
+}
+
+static bool oom(struct fctx *c)
+{
+	return report(c, NULL, "out of memory");
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* A printable, bounded copy for messages; buf holds SHOW_MAX + 4 bytes. */
+static const char *show(const char *s, size_t len, char *buf)
+{
+	size_t i, n = len > SHOW_MAX ? SHOW_MAX : len;
+
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		buf[i] = (ch >= 0x20 && ch != 0x7f) ? (char)ch : '?';
+	}
+	if (n < len)
+		memcpy(buf + i, "...", 4);
+	else
+		buf[i] = '\0';
+	return buf;
+}
+
+/* ---- small codecs -------------------------------------------------------- */
+
+static int hexval(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Exactly 2 * outlen hex digits. */
+static bool hex_decode(const char *s, size_t len, unsigned char *out, size_t outlen)
+{
+	if (len != 2 * outlen)
+		return false;
+	for (size_t i = 0; i < outlen; i++) {
+		int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return true;
+}
+
+static int b64val(unsigned char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+')
+		return 62;
+	if (ch == '/')
+		return 63;
+	return -1;
+}
+
+/* Strict standard base64 with padding, decoding to exactly outlen bytes. */
+static bool b64_decode(const char *s, size_t len, unsigned char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	if (len == 0 || len % 4 != 0 || len != (outlen + 2) / 3 * 4)
+		return false;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4];
+		size_t pad = 0;
+
+		for (int k = 0; k < 4; k++) {
+			unsigned char ch = (unsigned char)s[i + (size_t)k];
+
+			if (ch == '=' && i + 4 == len && k >= 2) {
+				v[k] = 0;
+				pad++;
+			} else if (pad > 0 || (v[k] = b64val(ch)) < 0) {
+				return false;
+			}
+		}
+		unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 |
+		                  (unsigned)v[2] << 6 | (unsigned)v[3];
+
+		for (size_t k = 0; k < 3 - pad; k++) {
+			if (o >= outlen)
+				return false;
+			out[o++] = (unsigned char)(triple >> (16 - 8 * k));
+		}
+		/* Non-canonical encodings (stray bits in the last digit) are refused. */
+		if (pad == 1 && (triple & 0xff) != 0)
+			return false;
+		if (pad == 2 && (triple & 0xffff) != 0)
+			return false;
+	}
+	return o == outlen;
+}
+
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* out holds (len + 2) / 3 * 4 + 1 bytes. */
+static void b64_encode(const unsigned char *in, size_t len, char *out)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i += 3) {
+		unsigned triple = (unsigned)in[i] << 16;
+		size_t rem = len - i;
+
+		if (rem > 1)
+			triple |= (unsigned)in[i + 1] << 8;
+		if (rem > 2)
+			triple |= in[i + 2];
+		out[o++] = b64chars[triple >> 18 & 63];
+		out[o++] = b64chars[triple >> 12 & 63];
+		out[o++] = rem > 1 ? b64chars[triple >> 6 & 63] : '=';
+		out[o++] = rem > 2 ? b64chars[triple & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+/* Well-formed UTF-8 (no overlongs, no surrogates), no NUL. */
+static bool utf8_ok(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n;
+		unsigned cp;
+
+		if (c == 0)
+			return false;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (len - i <= n)
+			return false;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+static bool name_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > P11P_FRAGMENT_NAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
+			return false;
+	return true;
+}
+
+/* ---- public helpers ------------------------------------------------------ */
+
+const char *p11p_fragment_type_name(enum p11p_fragment_type type)
+{
+	switch (type) {
+	case P11P_FRAGMENT_HSM_WRAPPED:
+		return "hsm_wrapped";
+	case P11P_FRAGMENT_HSM_SECURED:
+		return "hsm_secured";
+	}
+	return "unknown";
+}
+
+enum p11p_fragment_type p11p_fragment_type_parse(const char *s)
+{
+	if (s == NULL)
+		return 0;
+	if (strcmp(s, "hsm_wrapped") == 0)
+		return P11P_FRAGMENT_HSM_WRAPPED;
+	if (strcmp(s, "hsm_secured") == 0)
+		return P11P_FRAGMENT_HSM_SECURED;
+	return 0;
+}
+
+CK_RV p11p_fragment_check_value(const unsigned char *value, size_t len,
+                                unsigned char out[P11P_FRAGMENT_CHECK_LEN])
+{
+	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	EVP_MD *sha = NULL;
+	CK_RV rv = CKR_GENERAL_ERROR;
+
+	p11p_return_val_if_fail(value != NULL && out != NULL, CKR_ARGUMENTS_BAD);
+	if (lib == NULL)
+		return CKR_HOST_MEMORY;
+	sha = EVP_MD_fetch(lib, "SHA256", NULL);
+	if (sha != NULL && EVP_Digest(value, len, md, &mdlen, sha, NULL) && mdlen == sizeof(md)) {
+		memcpy(out, md, P11P_FRAGMENT_CHECK_LEN);
+		rv = CKR_OK;
+	}
+	EVP_MD_free(sha);
+	p11p_wipe(md, sizeof(md));
+	return rv;
+}
+
+struct p11p_fragments *p11p_fragments_new(void)
+{
+	return p11p_calloc(1, sizeof(struct p11p_fragments));
+}
+
+static void fragment_clear(struct p11p_fragment *f)
+{
+	p11p_free(f->name);
+	p11p_free(f->hsm_key_label);
+	p11p_secret_free(f->value);
+	p11p_free(f->id);
+	p11p_free(f->description);
+	memset(f, 0, sizeof(*f));
+}
+
+void p11p_fragments_free(struct p11p_fragments *set)
+{
+	if (set == NULL)
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		fragment_clear(&set->items[i]);
+	p11p_free(set->items);
+	p11p_free(set->path);
+	p11p_free(set);
+}
+
+const struct p11p_fragment *p11p_fragments_find(const struct p11p_fragments *set, const char *name)
+{
+	if (set == NULL || name == NULL)
+		return NULL;
+	for (size_t i = 0; i < set->n; i++)
+		if (strcmp(set->items[i].name, name) == 0)
+			return &set->items[i];
+	return NULL;
+}
+
+/* ---- parsing ------------------------------------------------------------- */
+
+static yaml_node_t *node(struct fctx *c, int id)
+{
+	return yaml_document_get_node(c->doc, id);
+}
+
+static bool scalar_is(const yaml_node_t *n, const char *s)
+{
+	size_t len = strlen(s);
+
+	return n->type == YAML_SCALAR_NODE && n->data.scalar.length == len &&
+	       memcmp(n->data.scalar.value, s, len) == 0;
+}
+
+/* A scalar of at most max bytes without NUL; points into the document. */
+static bool get_string(struct fctx *c, const yaml_node_t *n, const char *what, size_t max,
+                       const char **out, size_t *len)
+{
+	if (n->type != YAML_SCALAR_NODE)
+		return report(c, &n->start_mark, "'%s' must be a string", what);
+	if (n->data.scalar.length > max)
+		return report(c, &n->start_mark, "'%s' is longer than %zu bytes", what, max);
+	if (memchr(n->data.scalar.value, '\0', n->data.scalar.length) != NULL)
+		return report(c, &n->start_mark, "'%s' contains a NUL byte", what);
+	*out = (const char *)n->data.scalar.value;
+	*len = n->data.scalar.length;
+	return true;
+}
+
+static bool walk_map(struct fctx *c, const yaml_node_t *map, const char *where,
+                     const char *const *keys, size_t n, yaml_node_t **vals)
+{
+	char buf[SHOW_MAX + 4];
+
+	for (size_t i = 0; i < n; i++)
+		vals[i] = NULL;
+	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
+	     pair < map->data.mapping.pairs.top; pair++) {
+		yaml_node_t *k = node(c, pair->key), *v = node(c, pair->value);
+		size_t i;
+
+		if (k == NULL || v == NULL)
+			return report(c, &map->start_mark, "malformed mapping");
+		if (k->type != YAML_SCALAR_NODE)
+			return report(c, &k->start_mark, "mapping key %s must be a string", where);
+		for (i = 0; i < n; i++)
+			if (scalar_is(k, keys[i]))
+				break;
+		if (i == n)
+			return report(
+			    c, &k->start_mark, "unknown key '%s' %s",
+			    show((const char *)k->data.scalar.value, k->data.scalar.length, buf),
+			    where);
+		if (vals[i] != NULL)
+			return report(c, &k->start_mark, "duplicate key '%s' %s", keys[i], where);
+		vals[i] = v;
+	}
+	return true;
+}
+
+enum { FK_NAME, FK_TYPE, FK_LABEL, FK_VALUE, FK_CHECK, FK_ID, FK_DESC, FK_N };
+static const char *const fragment_keys[FK_N] = {"name",        "type", "hsm_key_label", "value",
+                                                "check_value", "id",   "description"};
+
+static char *dup_or_oom(struct fctx *c, const char *s, size_t len)
+{
+	char *d = p11p_strndup(s, len);
+
+	if (d == NULL)
+		oom(c);
+	return d;
+}
+
+static bool parse_value(struct fctx *c, const yaml_node_t *v, const yaml_node_t *check,
+                        struct p11p_fragment *f)
+{
+	unsigned char raw[P11P_FRAGMENT_LEN], cv[P11P_FRAGMENT_CHECK_LEN], want[sizeof(cv)];
+	const char *s, *cs;
+	size_t len, clen;
+	bool ok = false;
+
+	if (!get_string(c, v, "value", 4 * P11P_FRAGMENT_LEN, &s, &len))
+		return false;
+	if (!hex_decode(s, len, raw, sizeof(raw)) && !b64_decode(s, len, raw, sizeof(raw))) {
+		report(c, &v->start_mark,
+		       "'value' must be %d bytes in hex (%d digits) or base64 (%d characters)",
+		       P11P_FRAGMENT_LEN, 2 * P11P_FRAGMENT_LEN, (P11P_FRAGMENT_LEN + 2) / 3 * 4);
+		goto out;
+	}
+	if (check != NULL) {
+		if (!get_string(c, check, "check_value", 2 * sizeof(cv), &cs, &clen))
+			goto out;
+		if (!hex_decode(cs, clen, cv, sizeof(cv))) {
+			report(c, &check->start_mark, "'check_value' must be %zu hex digits",
+			       2 * sizeof(cv));
+			goto out;
+		}
+		if (p11p_fragment_check_value(raw, sizeof(raw), want) != CKR_OK) {
+			report(c, &check->start_mark, "cannot compute the check value");
+			goto out;
+		}
+		if (memcmp(cv, want, sizeof(cv)) != 0) {
+			report(c, &check->start_mark, "'check_value' does not match 'value'");
+			goto out;
+		}
+	}
+	f->value = p11p_secret_new(raw, sizeof(raw));
+	if (f->value == NULL) {
+		oom(c);
+		goto out;
+	}
+	ok = true;
+out:
+	p11p_wipe(raw, sizeof(raw));
+	return ok;
+}
+
+static bool parse_fragment(struct fctx *c, const yaml_node_t *n, struct p11p_fragment *f)
+{
+	yaml_node_t *v[FK_N];
+	char buf[SHOW_MAX + 4], tname[16];
+	const char *s;
+	size_t len;
+
+	if (n->type != YAML_MAPPING_NODE)
+		return report(c, &n->start_mark, "each fragment must be a mapping");
+	if (!walk_map(c, n, "in fragment", fragment_keys, FK_N, v))
+		return false;
+	f->line = (unsigned long)n->start_mark.line + 1;
+	f->column = (unsigned long)n->start_mark.column + 1;
+	for (int i = FK_NAME; i <= FK_VALUE; i++)
+		if (v[i] == NULL)
+			return report(c, &n->start_mark, "missing key '%s' in fragment",
+			              fragment_keys[i]);
+
+	if (!get_string(c, v[FK_NAME], "name", P11P_FRAGMENT_NAME_MAX, &s, &len))
+		return false;
+	if (len == 0)
+		return report(c, &v[FK_NAME]->start_mark, "fragment name is empty");
+	f->name = dup_or_oom(c, s, len);
+	if (f->name == NULL)
+		return false;
+	if (!name_ok(f->name))
+		return report(c, &v[FK_NAME]->start_mark,
+		              "fragment name '%s' may only contain letters, digits, '.', '_', '-'",
+		              show(s, len, buf));
+	for (size_t i = 0; i < c->set->n && &c->set->items[i] != f; i++)
+		if (strcmp(c->set->items[i].name, f->name) == 0)
+			return report(c, &v[FK_NAME]->start_mark,
+			              "duplicate fragment name '%s' (first at line %lu)", f->name,
+			              c->set->items[i].line);
+
+	if (v[FK_TYPE]->type != YAML_SCALAR_NODE)
+		return report(c, &v[FK_TYPE]->start_mark, "'type' must be a string");
+	s = (const char *)v[FK_TYPE]->data.scalar.value;
+	len = v[FK_TYPE]->data.scalar.length;
+	f->type = 0;
+	if (len < sizeof(tname) && memchr(s, '\0', len) == NULL) {
+		memcpy(tname, s, len);
+		tname[len] = '\0';
+		f->type = p11p_fragment_type_parse(tname);
+	}
+	if (f->type == 0)
+		return report(c, &v[FK_TYPE]->start_mark,
+		              "fragment type '%s' must be 'hsm_wrapped' or 'hsm_secured'",
+		              show(s, len, buf));
+
+	if (!get_string(c, v[FK_LABEL], "hsm_key_label", P11P_FRAGMENT_LABEL_MAX, &s, &len))
+		return false;
+	if (len == 0)
+		return report(c, &v[FK_LABEL]->start_mark, "hsm_key_label is empty");
+	f->hsm_key_label = dup_or_oom(c, s, len);
+	if (f->hsm_key_label == NULL)
+		return false;
+
+	if (v[FK_ID] != NULL) {
+		if (!get_string(c, v[FK_ID], "id", P11P_FRAGMENT_TEXT_MAX, &s, &len))
+			return false;
+		f->id = dup_or_oom(c, s, len);
+		if (f->id == NULL)
+			return false;
+	}
+	if (v[FK_DESC] != NULL) {
+		if (!get_string(c, v[FK_DESC], "description", P11P_FRAGMENT_TEXT_MAX, &s, &len))
+			return false;
+		f->description = dup_or_oom(c, s, len);
+		if (f->description == NULL)
+			return false;
+	}
+	return parse_value(c, v[FK_VALUE], v[FK_CHECK], f);
+}
+
+static const char *const root_keys[1] = {"customer_fragments"};
+
+static bool parse_root(struct fctx *c)
+{
+	yaml_node_t *root = yaml_document_get_root_node(c->doc), *list;
+	size_t count;
+
+	if (root == NULL)
+		return report(c, NULL, "empty file");
+	if (root->type != YAML_MAPPING_NODE)
+		return report(c, &root->start_mark, "the top level must be a mapping");
+	if (!walk_map(c, root, "at the top level", root_keys, 1, &list))
+		return false;
+	if (list == NULL)
+		return report(c, &root->start_mark, "missing key 'customer_fragments'");
+	if (list->type != YAML_SEQUENCE_NODE)
+		return report(c, &list->start_mark, "'customer_fragments' must be a list");
+	count = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
+	if (count == 0)
+		return report(c, &list->start_mark, "'customer_fragments' must not be empty");
+	if (count > P11P_FRAGMENTS_MAX) {
+		const yaml_node_t *extra =
+		    node(c, list->data.sequence.items.start[P11P_FRAGMENTS_MAX]);
+
+		return report(c, extra ? &extra->start_mark : &list->start_mark,
+		              "too many fragments (at most %d)", P11P_FRAGMENTS_MAX);
+	}
+	c->set->items = p11p_calloc(count, sizeof(*c->set->items));
+	if (c->set->items == NULL)
+		return oom(c);
+	for (size_t i = 0; i < count; i++) {
+		yaml_node_t *item = node(c, list->data.sequence.items.start[i]);
+
+		if (item == NULL)
+			return report(c, &list->start_mark, "malformed list");
+		/* Counted first so that a half-built entry is freed with the set. */
+		c->set->n = i + 1;
+		if (!parse_fragment(c, item, &c->set->items[i]))
+			return false;
+	}
+	return true;
+}
+
+static bool yaml_error(struct fctx *c, const yaml_parser_t *p, const unsigned char *data,
+                       size_t len)
+{
+	yaml_mark_t m = p->problem_mark;
+	const char *problem = p->problem ? p->problem : "unknown error";
+
+	switch (p->error) {
+	case YAML_MEMORY_ERROR:
+		return oom(c);
+	case YAML_READER_ERROR:
+		m.line = m.column = 0;
+		for (size_t i = 0; i < p->problem_offset && i < len; i++) {
+			if (data[i] == '\n') {
+				m.line++;
+				m.column = 0;
+			} else {
+				m.column++;
+			}
+		}
+		return report(c, &m, "invalid input: %s", problem);
+	default:
+		if (p->context != NULL)
+			return report(c, &m, "syntax error: %s %s", problem, p->context);
+		return report(c, &m, "syntax error: %s", problem);
+	}
+}
+
+/* The parser's decoded copies of the input. */
+static void wipe_parser(yaml_parser_t *p)
+{
+	if (p->buffer.start != NULL)
+		p11p_wipe(p->buffer.start, (size_t)(p->buffer.end - p->buffer.start));
+	if (p->raw_buffer.start != NULL)
+		p11p_wipe(p->raw_buffer.start, (size_t)(p->raw_buffer.end - p->raw_buffer.start));
+}
+
+static void wipe_event(yaml_event_t *ev)
+{
+	if (ev->type == YAML_SCALAR_EVENT && ev->data.scalar.value != NULL)
+		p11p_wipe(ev->data.scalar.value, ev->data.scalar.length);
+}
+
+static void wipe_document(yaml_document_t *doc)
+{
+	for (yaml_node_t *n = doc->nodes.start; n < doc->nodes.top; n++)
+		if (n->type == YAML_SCALAR_NODE && n->data.scalar.value != NULL)
+			p11p_wipe(n->data.scalar.value, n->data.scalar.length);
+}
+
+static bool prescan(struct fctx *c, const unsigned char *data, size_t len)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	unsigned depth = 0, docs = 0;
+	unsigned long nodes = 0;
+	bool ok = false, done = false;
+
+	if (!yaml_parser_initialize(&p))
+		return oom(c);
+	yaml_parser_set_input_string(&p, data, len);
+	while (!done) {
+		if (!yaml_parser_parse(&p, &ev)) {
+			yaml_error(c, &p, data, len);
+			goto out;
+		}
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1) {
+				report(c, &ev.start_mark, "more than one YAML document");
+				goto fail_event;
+			}
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > P11P_FRAGMENT_MAX_DEPTH) {
+				report(c, &ev.start_mark, "nesting deeper than %d levels",
+				       P11P_FRAGMENT_MAX_DEPTH);
+				goto fail_event;
+			}
+			/* fall through */
+		case YAML_SCALAR_EVENT:
+		case YAML_ALIAS_EVENT:
+			if (++nodes > P11P_FRAGMENT_MAX_NODES) {
+				report(c, &ev.start_mark, "more than %d YAML nodes",
+				       P11P_FRAGMENT_MAX_NODES);
+				goto fail_event;
+			}
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		default:
+			break;
+		}
+		wipe_event(&ev);
+		yaml_event_delete(&ev);
+	}
+	ok = true;
+	goto out;
+fail_event:
+	wipe_event(&ev);
+	yaml_event_delete(&ev);
+out:
+	wipe_parser(&p);
+	yaml_parser_delete(&p);
+	return ok;
+}
+
+struct p11p_fragments *p11p_fragments_parse(const char *name, const void *data, size_t len,
+                                            char *err, size_t errlen)
+{
+	struct fctx c = {.err = err, .errlen = errlen};
+	yaml_parser_t p;
+	yaml_document_t doc;
+	bool have_parser = false, have_doc = false, ok = false;
+
+	c.path = name != NULL ? name : "<fragments>";
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (data == NULL)
+		len = 0;
+	if (len > P11P_FRAGMENT_FILE_MAX) {
+		report(&c, NULL, "larger than %d bytes", P11P_FRAGMENT_FILE_MAX);
+		return NULL;
+	}
+	if (!prescan(&c, data ? data : "", len))
+		return NULL;
+	if (!yaml_parser_initialize(&p)) {
+		oom(&c);
+		goto out;
+	}
+	have_parser = true;
+	yaml_parser_set_input_string(&p, data ? data : (const void *)"", len);
+	if (!yaml_parser_load(&p, &doc)) {
+		yaml_error(&c, &p, data, len);
+		goto out;
+	}
+	have_doc = true;
+	c.doc = &doc;
+	c.set = p11p_fragments_new();
+	if (c.set == NULL) {
+		oom(&c);
+		goto out;
+	}
+	c.set->path = p11p_strdup(c.path);
+	if (c.set->path == NULL) {
+		oom(&c);
+		goto out;
+	}
+	ok = parse_root(&c);
+out:
+	if (have_doc) {
+		wipe_document(&doc);
+		yaml_document_delete(&doc);
+	}
+	if (have_parser) {
+		wipe_parser(&p);
+		yaml_parser_delete(&p);
+	}
+	if (!ok) {
+		p11p_fragments_free(c.set);
+		return NULL;
+	}
+	p11p_debug(P11P_DBG_CONFIG, "%s: %zu fragment(s)", c.path, c.set->n);
+	return c.set;
+}
+
+struct p11p_fragments *p11p_fragments_load(const char *path, char *err, size_t errlen)
+{
+	struct fctx c = {.path = path, .err = err, .errlen = errlen};
+	struct p11p_fragments *set = NULL;
+	unsigned char *buf = NULL;
+	struct stat st;
+	size_t len = 0;
+	int fd;
+
+	p11p_return_val_if_fail(path != NULL, NULL);
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	/* O_NONBLOCK: a FIFO in place of the file must not hang the load. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		report(&c, NULL, "cannot read: %s", strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0) {
+		report(&c, NULL, "cannot read: %s", strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		report(&c, NULL, "cannot read: not a regular file");
+		goto out;
+	}
+	if ((st.st_mode & 077) != 0) {
+		report(&c, NULL, "is accessible by group or others (mode %04o; use chmod 600)",
+		       (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	buf = p11p_malloc(P11P_FRAGMENT_FILE_MAX + 1);
+	if (buf == NULL) {
+		oom(&c);
+		goto out;
+	}
+	while (len < P11P_FRAGMENT_FILE_MAX + 1) {
+		ssize_t r = read(fd, buf + len, P11P_FRAGMENT_FILE_MAX + 1 - len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			report(&c, NULL, "cannot read: %s", strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	set = p11p_fragments_parse(path, buf, len, err, errlen);
+out:
+	if (buf != NULL) {
+		p11p_wipe(buf, len);
+		p11p_free(buf);
+	}
+	close(fd);
+	return set;
+}
+
+/* ---- adding and writing --------------------------------------------------- */
+
+CK_RV p11p_fragments_add(struct p11p_fragments *set, const char *name, enum p11p_fragment_type type,
+                         const char *hsm_key_label, const unsigned char *value, size_t value_len,
+                         const char *description, char *err, size_t errlen)
+{
+	struct p11p_fragment f = {0}, *items;
+	char buf[SHOW_MAX + 4];
+
+	p11p_return_val_if_fail(set != NULL, CKR_ARGUMENTS_BAD);
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (name == NULL || !name_ok(name)) {
+		set_err(err, errlen,
+		        "fragment name '%s' must be 1 to %d letters, digits, '.', '_', '-'",
+		        name ? show(name, strlen(name), buf) : "", P11P_FRAGMENT_NAME_MAX);
+		return CKR_ARGUMENTS_BAD;
+	}
+	if (p11p_fragments_find(set, name) != NULL) {
+		set_err(err, errlen, "a fragment named '%s' exists already", name);
+		return CKR_ARGUMENTS_BAD;
+	}
+	if (type != P11P_FRAGMENT_HSM_WRAPPED && type != P11P_FRAGMENT_HSM_SECURED) {
+		set_err(err, errlen, "fragment type must be hsm_wrapped or hsm_secured");
+		return CKR_ARGUMENTS_BAD;
+	}
+	if (hsm_key_label == NULL || hsm_key_label[0] == '\0' ||
+	    strlen(hsm_key_label) > P11P_FRAGMENT_LABEL_MAX ||
+	    !utf8_ok(hsm_key_label, strlen(hsm_key_label))) {
+		set_err(err, errlen, "HSM key label must be 1 to %d bytes of UTF-8",
+		        P11P_FRAGMENT_LABEL_MAX);
+		return CKR_ARGUMENTS_BAD;
+	}
+	if (description != NULL && (strlen(description) > P11P_FRAGMENT_TEXT_MAX ||
+	                            !utf8_ok(description, strlen(description)))) {
+		set_err(err, errlen, "description must be at most %d bytes of UTF-8",
+		        P11P_FRAGMENT_TEXT_MAX);
+		return CKR_ARGUMENTS_BAD;
+	}
+	if (value == NULL || value_len != P11P_FRAGMENT_LEN) {
+		set_err(err, errlen, "a fragment value is %d bytes", P11P_FRAGMENT_LEN);
+		return CKR_ARGUMENTS_BAD;
+	}
+	if (set->n >= P11P_FRAGMENTS_MAX) {
+		set_err(err, errlen, "too many fragments (at most %d)", P11P_FRAGMENTS_MAX);
+		return CKR_ARGUMENTS_BAD;
+	}
+	f.type = type;
+	f.name = p11p_strdup(name);
+	f.hsm_key_label = p11p_strdup(hsm_key_label);
+	f.value = p11p_secret_new(value, value_len);
+	if (description != NULL)
+		f.description = p11p_strdup(description);
+	if (f.name == NULL || f.hsm_key_label == NULL || f.value == NULL ||
+	    (description != NULL && f.description == NULL))
+		goto oom;
+	items = p11p_reallocarray(set->items, set->n + 1, sizeof(*items));
+	if (items == NULL)
+		goto oom;
+	set->items = items;
+	set->items[set->n++] = f;
+	return CKR_OK;
+oom:
+	fragment_clear(&f);
+	set_err(err, errlen, "out of memory");
+	return CKR_HOST_MEMORY;
+}
+
+/* A JSON text builder that only counts while buf is NULL. */
+struct jout {
+	char *buf;
+	size_t len;
+};
+
+static void jraw(struct jout *o, const char *s, size_t n)
+{
+	if (o->buf != NULL)
+		memcpy(o->buf + o->len, s, n);
+	o->len += n;
+}
+
+static void jlit(struct jout *o, const char *s)
+{
+	jraw(o, s, strlen(s));
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped; UTF-8 passed through. */
+static void jstr(struct jout *o, const char *s)
+{
+	static const char hexd[] = "0123456789abcdef";
+
+	jraw(o, "\"", 1);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\') {
+			char e[2] = {'\\', (char)ch};
+
+			jraw(o, e, 2);
+		} else if (ch < 0x20 || ch == 0x7f) {
+			char e[6] = {'\\', 'u', '0', '0', hexd[ch >> 4], hexd[ch & 15]};
+
+			jraw(o, e, 6);
+		} else {
+			jraw(o, (const char *)&ch, 1);
+		}
+	}
+	jraw(o, "\"", 1);
+}
+
+static void jfield(struct jout *o, const char *key, const char *val, bool last)
+{
+	jlit(o, "      ");
+	jstr(o, key);
+	jlit(o, ": ");
+	jstr(o, val);
+	jlit(o, last ? "\n" : ",\n");
+}
+
+static CK_RV emit(const struct p11p_fragments *set, struct jout *o)
+{
+	char b64[(P11P_FRAGMENT_LEN + 2) / 3 * 4 + 1], cvhex[2 * P11P_FRAGMENT_CHECK_LEN + 1];
+	unsigned char cv[P11P_FRAGMENT_CHECK_LEN];
+	CK_RV rv = CKR_OK;
+
+	jlit(o, "{\n  \"customer_fragments\": [\n");
+	for (size_t i = 0; i < set->n; i++) {
+		const struct p11p_fragment *f = &set->items[i];
+
+		if (p11p_secret_len(f->value) != P11P_FRAGMENT_LEN) {
+			rv = CKR_ARGUMENTS_BAD;
+			goto out;
+		}
+		rv = p11p_fragment_check_value(p11p_secret_data(f->value), P11P_FRAGMENT_LEN, cv);
+		if (rv != CKR_OK)
+			goto out;
+		for (size_t k = 0; k < sizeof(cv); k++)
+			snprintf(cvhex + 2 * k, 3, "%02x", cv[k]);
+		b64_encode(p11p_secret_data(f->value), P11P_FRAGMENT_LEN, b64);
+		jlit(o, "    {\n");
+		jfield(o, "name", f->name, false);
+		jfield(o, "type", p11p_fragment_type_name(f->type), false);
+		jfield(o, "hsm_key_label", f->hsm_key_label, false);
+		jfield(o, "value", b64, false);
+		jfield(o, "check_value", cvhex, f->id == NULL && f->description == NULL);
+		if (f->id != NULL)
+			jfield(o, "id", f->id, f->description == NULL);
+		if (f->description != NULL)
+			jfield(o, "description", f->description, true);
+		jlit(o, i + 1 < set->n ? "    },\n" : "    }\n");
+	}
+	jlit(o, "  ]\n}\n");
+out:
+	p11p_wipe(b64, sizeof(b64));
+	return rv;
+}
+
+CK_RV p11p_fragments_to_json(const struct p11p_fragments *set, struct p11p_secret **json)
+{
+	struct jout o = {NULL, 0};
+	size_t need;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(set != NULL && json != NULL, CKR_ARGUMENTS_BAD);
+	*json = NULL;
+	rv = emit(set, &o);
+	if (rv != CKR_OK)
+		return rv;
+	need = o.len;
+	o.buf = p11p_malloc(need);
+	o.len = 0;
+	if (o.buf == NULL)
+		return CKR_HOST_MEMORY;
+	rv = emit(set, &o);
+	if (rv == CKR_OK && o.len == need) {
+		*json = p11p_secret_new(o.buf, o.len);
+		if (*json == NULL)
+			rv = CKR_HOST_MEMORY;
+	} else if (rv == CKR_OK) {
+		rv = CKR_GENERAL_ERROR;
+	}
+	p11p_wipe(o.buf, need);
+	p11p_free(o.buf);
+	return rv;
+}
+
+static bool write_all(int fd, const unsigned char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		len -= (size_t)w;
+	}
+	return true;
+}
+
+CK_RV p11p_fragments_write(const struct p11p_fragments *set, const char *path, char *err,
+                           size_t errlen)
+{
+	struct p11p_secret *json = NULL;
+	char *tmp = NULL, *dir = NULL, *slash;
+	int fd = -1, dfd;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(set != NULL && path != NULL, CKR_ARGUMENTS_BAD);
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	rv = p11p_fragments_to_json(set, &json);
+	if (rv != CKR_OK) {
+		set_err(err, errlen, "%s: cannot format the fragments", path);
+		return rv;
+	}
+	rv = CKR_HOST_MEMORY;
+	tmp = p11p_malloc(strlen(path) + sizeof(".tmp.XXXXXX"));
+	dir = p11p_strdup(path);
+	if (tmp == NULL || dir == NULL) {
+		set_err(err, errlen, "out of memory");
+		goto out;
+	}
+	strcpy(tmp, path);
+	strcat(tmp, ".tmp.XXXXXX");
+	slash = strrchr(dir, '/');
+	if (slash == NULL)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	rv = CKR_FUNCTION_FAILED;
+	/* mkstemp creates the file with mode 0600 (before the umask can only remove bits). */
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		set_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (fchmod(fd, 0600) != 0 ||
+	    !write_all(fd, p11p_secret_data(json), p11p_secret_len(json)) || fsync(fd) != 0) {
+		set_err(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+		goto out_unlink;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		set_err(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+		goto out_unlink;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		set_err(err, errlen, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+		goto out_unlink;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		/* Best effort: some file systems refuse fsync on a directory. */
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	rv = CKR_OK;
+	goto out;
+out_unlink:
+	unlink(tmp);
+out:
+	if (fd >= 0)
+		close(fd);
+	p11p_free(tmp);
+	p11p_free(dir);
+	p11p_secret_free(json);
+	return rv;
+}

@@ -321,7 +321,7 @@ static bool read_pin_file(struct pctx *c, const yaml_mark_t *m, const char *path
 	int fd;
 
 	show(path, strlen(path), shown);
-		snprintf(what, sizeof(what), "PIN file '%s'", shown);
+	snprintf(what, sizeof(what), "PIN file '%s'", shown);
 	/* Never open a device node (opening some has side effects): regular files only. */
 	if (stat(path, &st) != 0)
 		return report(c, m, "%s: cannot read: %s", what, strerror(errno));
@@ -397,8 +397,8 @@ static void set_pos(struct p11p_pos *pos, const yaml_node_t *n)
 /* ---- HA settings -------------------------------------------------------------- */
 
 /* A whole number in [min, max]; `scale` multiplies it (after the check). */
-static bool parse_number(struct pctx *c, const yaml_node_t *n, const char *what,
-			 unsigned long min, unsigned long max, unsigned long *out)
+static bool parse_number(struct pctx *c, const yaml_node_t *n, const char *what, unsigned long min,
+                         unsigned long max, unsigned long *out)
 {
 	const char *s, *p;
 	unsigned long v = 0;
@@ -413,17 +413,17 @@ static bool parse_number(struct pctx *c, const yaml_node_t *n, const char *what,
 	}
 	if (p == s || *p != '\0')
 		return report(c, &n->start_mark, "'%s' must be a whole number, not '%s'", what,
-			      show(s, strlen(s), buf));
+		              show(s, strlen(s), buf));
 	if (v < min || v > max)
 		return report(c, &n->start_mark, "'%s' must be between %lu and %lu", what, min,
-			      max);
+		              max);
 	*out = v;
 	return true;
 }
 
 /* A duration: "250ms", "5s" or a bare number of seconds; in milliseconds. */
 static bool parse_duration(struct pctx *c, const yaml_node_t *n, const char *what,
-			   unsigned long min_ms, unsigned long max_ms, unsigned long *out)
+                           unsigned long min_ms, unsigned long max_ms, unsigned long *out)
 {
 	const char *s, *p;
 	unsigned long v = 0, scale = 1000;
@@ -442,24 +442,50 @@ static bool parse_duration(struct pctx *c, const yaml_node_t *n, const char *wha
 		p = s; /* bad suffix */
 	if (p == s)
 		return report(c, &n->start_mark,
-			      "'%s' must be a duration such as 500ms or 5s, not '%s'", what,
-			      show(s, strlen(s), buf));
-		/* Checked before scaling: a 32-bit unsigned long must not wrap. */
+		              "'%s' must be a duration such as 500ms or 5s, not '%s'", what,
+		              show(s, strlen(s), buf));
+	/* Checked before scaling: a 32-bit unsigned long must not wrap. */
 	if (v > max_ms / scale || v * scale < min_ms)
 		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
-			      min_ms, max_ms);
+		              min_ms, max_ms);
 	v *= scale;
 	if (v < min_ms || v > max_ms)
 
 		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
-			      min_ms, max_ms);
+		              min_ms, max_ms);
 	*out = v;
 	return true;
 }
 
-enum { HA_MODE, HA_PROBE, HA_TIMEOUT, HA_RETRIES, HA_REPLAY, HA_N };
-static const char *const ha_keys[HA_N] = {"mode", "probe_interval", "call_timeout", "retries",
-					  "replay_buffer"};
+enum {
+	HA_MODE,
+	HA_PROBE,
+	HA_TIMEOUT,
+	HA_RETRIES,
+	HA_REPLAY,
+	HA_QUORUM,
+	HA_REPL_KEY,
+	HA_SINGLE,
+	HA_N
+};
+static const char *const ha_keys[HA_N] = {
+    "mode",          "probe_interval", "call_timeout",    "retries",
+    "replay_buffer", "key_quorum",     "replication_key", "single_member_keys"};
+
+static bool parse_bool(struct pctx *c, const yaml_node_t *n, const char *what, bool *out)
+{
+	const char *s;
+
+	if (!get_string(c, n, what, &s))
+		return false;
+	if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0)
+		*out = true;
+	else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0)
+		*out = false;
+	else
+		return report(c, &n->start_mark, "'%s' must be true or false", what);
+	return true;
+}
 
 static void ha_defaults(struct p11p_ha_cfg *ha)
 {
@@ -490,8 +516,8 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 			ha->mode = P11P_HA_BALANCE;
 		else
 			return report(c, &v[HA_MODE]->start_mark,
-				      "'mode' must be failover or balance, not '%s'",
-				      show(mode, strlen(mode), buf));
+			              "'mode' must be failover or balance, not '%s'",
+			              show(mode, strlen(mode), buf));
 	}
 	if (v[HA_PROBE] != NULL &&
 	    !parse_duration(c, v[HA_PROBE], "probe_interval", 10, 3600000, &ha->probe_interval_ms))
@@ -509,12 +535,31 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 			return false;
 		ha->replay_buffer = num;
 	}
+	if (v[HA_QUORUM] != NULL) {
+		if (!parse_number(c, v[HA_QUORUM], "key_quorum", 0, P11P_MAX_MEMBERS, &num))
+			return false;
+		ha->key_quorum = (unsigned)num;
+	}
+	if (v[HA_REPL_KEY] != NULL) {
+		const char *label;
+
+		if (!get_string(c, v[HA_REPL_KEY], "replication_key", &label) ||
+		    !check_text(c, &v[HA_REPL_KEY]->start_mark, "replication_key", label,
+		                P11P_LABEL_MAX))
+			return false;
+		ha->replication_key = dup_or_oom(c, label);
+		if (ha->replication_key == NULL)
+			return false;
+	}
+	if (v[HA_SINGLE] != NULL &&
+	    !parse_bool(c, v[HA_SINGLE], "single_member_keys", &ha->single_member_keys))
+		return false;
 	return true;
 }
 
 /* A list of CKR names (CKR_DEVICE_ERROR) or numbers (0x80000001 for vendor codes). */
 static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what, CK_RV *out,
-			  size_t *count)
+                          size_t *count)
 {
 	char buf[SHOW_MAX + 4];
 
@@ -531,13 +576,13 @@ static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what
 			return report(c, &n->start_mark, "malformed list");
 		if (*count == P11P_MAX_ERROR_OVERRIDES)
 			return report(c, &item->start_mark, "too many entries in '%s' (at most %d)",
-				      what, P11P_MAX_ERROR_OVERRIDES);
+			              what, P11P_MAX_ERROR_OVERRIDES);
 		if (!get_string(c, item, what, &s))
 			return false;
 		if (strncmp(s, "CKR_", 4) == 0) {
 			if (p11p_ckr_value(s, &out[*count]) != CKR_OK)
 				return report(c, &item->start_mark, "unknown result code '%s'",
-					      show(s, strlen(s), buf));
+				              show(s, strlen(s), buf));
 		} else {
 			if (!parse_slot_id(c, &item->start_mark, "result code", s, &num))
 				return false;
@@ -549,8 +594,7 @@ static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what
 }
 
 enum { BK_NAME, BK_MODULE, BK_SERVER_ERRORS, BK_CLIENT_ERRORS, BK_N };
-static const char *const backend_keys[BK_N] = {"name", "module", "server_errors",
-					       "client_errors"};
+static const char *const backend_keys[BK_N] = {"name", "module", "server_errors", "client_errors"};
 
 static bool backend_name_ok(const char *s)
 {
@@ -576,13 +620,11 @@ static bool parse_backend(struct pctx *c, const yaml_node_t *n, size_t idx)
 		if (v[i] == NULL)
 			return report(c, &n->start_mark, "missing key '%s' in backend",
 			              backend_keys[i]);
-	if (v[BK_SERVER_ERRORS] != NULL &&
-	    !parse_rv_list(c, v[BK_SERVER_ERRORS], "server_errors", be->server_errors,
-			   &be->n_server_errors))
+	if (v[BK_SERVER_ERRORS] != NULL && !parse_rv_list(c, v[BK_SERVER_ERRORS], "server_errors",
+	                                                  be->server_errors, &be->n_server_errors))
 		return false;
-	if (v[BK_CLIENT_ERRORS] != NULL &&
-	    !parse_rv_list(c, v[BK_CLIENT_ERRORS], "client_errors", be->client_errors,
-			   &be->n_client_errors))
+	if (v[BK_CLIENT_ERRORS] != NULL && !parse_rv_list(c, v[BK_CLIENT_ERRORS], "client_errors",
+	                                                  be->client_errors, &be->n_client_errors))
 		return false;
 	if (!get_string(c, v[BK_NAME], "name", &name) ||
 	    !get_string(c, v[BK_MODULE], "module", &module))
@@ -611,16 +653,48 @@ static bool parse_backend(struct pctx *c, const yaml_node_t *n, size_t idx)
 	return true;
 }
 
-enum { MB_BACKEND, MB_SLOT_ID, MB_TOKEN_LABEL, MB_TOKEN_SERIAL, MB_URI, MB_PIN, MB_N };
-static const char *const member_keys[MB_N] = {"backend",      "slot_id", "token_label",
-                                              "token_serial", "uri",     "pin"};
+enum { MB_BACKEND, MB_SLOT_ID, MB_TOKEN_LABEL, MB_TOKEN_SERIAL, MB_URI, MB_PIN, MB_NAME, MB_N };
+static const char *const member_keys[MB_N] = {"backend", "slot_id", "token_label", "token_serial",
+                                              "uri",     "pin",     "name"};
+
+/* A member's default name: what selects its token (a URI gets "member-N"). */
+static bool member_name(struct pctx *c, const yaml_node_t *v, struct p11p_member_cfg *mb,
+                        size_t index)
+{
+	char buf[32];
+	const char *name;
+
+	if (v != NULL) {
+		if (!get_string(c, v, "name", &name))
+			return false;
+		if (!check_text(c, &v->start_mark, "member name", name, P11P_NAME_MAX) ||
+		    !backend_name_ok(name))
+			return report(
+			    c, &v->start_mark,
+			    "member name '%s' must be 1 to %d letters, digits, '.', '_', '-'",
+			    show(name, strlen(name), (char[SHOW_MAX + 4]){0}), P11P_NAME_MAX);
+	} else if (mb->sel == P11P_SEL_TOKEN_LABEL) {
+		name = mb->token_label;
+	} else if (mb->sel == P11P_SEL_TOKEN_SERIAL) {
+		name = mb->token_serial;
+	} else {
+		if (mb->sel == P11P_SEL_SLOT_ID)
+			snprintf(buf, sizeof(buf), "slot-%lu", (unsigned long)mb->slot_id);
+		else
+			snprintf(buf, sizeof(buf), "member-%zu", index + 1);
+		name = buf;
+	}
+	mb->name = dup_or_oom(c, name);
+	return mb->name != NULL;
+}
 
 static bool mark_before(const yaml_mark_t *a, const yaml_mark_t *b)
 {
 	return a->index < b->index;
 }
 
-static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_member_cfg *mb)
+static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_member_cfg *mb,
+                         size_t index)
 {
 	yaml_node_t *v[MB_N], *k[MB_N];
 	const char *backend, *sel_val, *pin_src;
@@ -721,7 +795,7 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 		if (mb->pin_source == NULL)
 			return false;
 	}
-	return true;
+	return member_name(c, v[MB_NAME], mb, index);
 }
 
 enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_HA, SL_N };
@@ -785,20 +859,27 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 		sl->n_members = i + 1;
 		if (m == NULL)
 			return report(c, &v[SL_MEMBERS]->start_mark, "malformed list");
-		if (!parse_member(c, m, &sl->members[i]))
+		if (!parse_member(c, m, &sl->members[i], i))
 			return false;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(sl->members[j].name, sl->members[i].name) == 0)
+				return report(
+				    c, &m->start_mark,
+				    "duplicate member name '%s' in slot (give one a 'name')",
+				    show(sl->members[i].name, strlen(sl->members[i].name), buf));
 	}
 	return true;
 }
 
-enum { TOP_BACKENDS, TOP_SLOTS, TOP_N };
-static const char *const top_keys[TOP_N] = {"backends", "slots"};
+enum { TOP_BACKENDS, TOP_SLOTS, TOP_STATE_DIR, TOP_N };
+static const char *const top_keys[TOP_N] = {"backends", "slots", "state_dir"};
 
 static bool parse_root(struct pctx *c)
 {
 	yaml_node_t *root = yaml_document_get_root_node(c->doc);
 	yaml_node_t *v[TOP_N], *k[TOP_N];
 	size_t count;
+	char buf[SHOW_MAX + 4];
 	static const yaml_mark_t start = {0, 0, 0};
 
 	if (root == NULL)
@@ -811,6 +892,21 @@ static bool parse_root(struct pctx *c)
 		return report(c, &root->start_mark, "missing key 'backends' at top level");
 	if (v[TOP_SLOTS] == NULL)
 		return report(c, &root->start_mark, "missing key 'slots' at top level");
+	if (v[TOP_STATE_DIR] != NULL) {
+		const char *dir;
+
+		if (!get_string(c, v[TOP_STATE_DIR], "state_dir", &dir))
+			return false;
+		if (dir[0] != '/')
+			return report(c, &v[TOP_STATE_DIR]->start_mark,
+			              "state_dir '%s' is not an absolute path",
+			              show(dir, strlen(dir), buf));
+		c->cfg->state_dir = dup_or_oom(c, dir);
+	} else {
+		c->cfg->state_dir = dup_or_oom(c, P11P_DEFAULT_STATE_DIR);
+	}
+	if (c->cfg->state_dir == NULL)
+		return false;
 
 	if (!check_list(c, v[TOP_BACKENDS], "backends", P11P_MAX_BACKENDS, "backends"))
 		return false;
@@ -1145,7 +1241,12 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 	}
 	if (cfg->slots[0].label == NULL)
 		goto oom;
+	c.cfg = cfg;
+	cfg->state_dir = p11p_strdup(P11P_DEFAULT_STATE_DIR);
+	if (cfg->state_dir == NULL || !member_name(&c, NULL, mb, 0))
+		goto oom;
 	pin = getenv("HSM_PIN");
+
 	if (pin != NULL) {
 		size_t len = strnlen(pin, P11P_MAX_PIN_LEN + 1);
 
@@ -1212,6 +1313,7 @@ void p11p_config_free(struct p11p_config *cfg)
 				for (size_t j = 0; j < sl->n_members; j++) {
 					struct p11p_member_cfg *mb = &sl->members[j];
 
+					p11p_free(mb->name);
 					p11p_free(mb->token_label);
 					p11p_free(mb->token_serial);
 					p11p_free(mb->uri);
@@ -1222,9 +1324,11 @@ void p11p_config_free(struct p11p_config *cfg)
 			}
 			p11p_free(sl->label);
 			p11p_free(sl->user_pin_hash);
+			p11p_free(sl->ha.replication_key);
 		}
 		p11p_free(cfg->slots);
 	}
 	p11p_free(cfg->path);
+	p11p_free(cfg->state_dir);
 	p11p_free(cfg);
 }

@@ -57,7 +57,8 @@ enum p11p_selector {
 };
 
 struct p11p_member_cfg {
-	size_t backend;          /* index into config->backends */
+	char *name;     /* unique in its slot; default: its token label / serial / slot id */
+	size_t backend; /* index into config->backends */
 	enum p11p_selector sel;  /* exactly one selector is set */
 	CK_SLOT_ID slot_id;      /* P11P_SEL_SLOT_ID */
 	char *token_label;       /* P11P_SEL_TOKEN_LABEL; at most 32 bytes */
@@ -80,6 +81,10 @@ struct p11p_ha_cfg {
 	unsigned long call_timeout_ms;   /* 0: backend calls are not timed */
 	unsigned retries;                /* failovers one call may make */
 	size_t replay_buffer;            /* multi-part input kept per operation for replay */
+	/* Key replication: a new token key is copied to the other members. */
+	unsigned key_quorum;     /* members that must hold it; 0: every healthy member */
+	char *replication_key;   /* label of the wrapping key present on every member */
+	bool single_member_keys; /* keys that cannot be copied are allowed (else refused) */
 };
 
 #define P11P_HA_DEFAULT_PROBE_MS 5000UL
@@ -96,8 +101,12 @@ struct p11p_slot_cfg {
 	struct p11p_pos pos;
 };
 
+#define P11P_DEFAULT_STATE_DIR "/var/lib/p11proxy"
+
 struct p11p_config {
-	char *path; /* the file read, or "environment" for the quick start */
+	char *path;      /* the file read, or "environment" for the quick start */
+	char *state_dir; /* runtime state shared by processes (member order, index) */
+
 	size_t n_backends;
 	struct p11p_backend_cfg *backends;
 	size_t n_slots;

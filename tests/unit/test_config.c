@@ -211,6 +211,13 @@ START_TEST(test_good_ha)
 	ck_assert_uint_eq(be->server_errors[1], 0x80000001UL);
 	ck_assert_uint_eq(be->n_client_errors, 1);
 	ck_assert_uint_eq(be->client_errors[0], CKR_GENERAL_ERROR);
+	ck_assert_uint_eq(ha->key_quorum, 2);
+	ck_assert_str_eq(ha->replication_key, "repl");
+	ck_assert(ha->single_member_keys);
+	ck_assert_str_eq(cfg->state_dir, "/run/p11proxy-test");
+	ck_assert_str_eq(cfg->slots[0].members[0].name, "t1");
+	ck_assert_str_eq(cfg->slots[0].members[1].name, "second");
+	ck_assert_str_eq(cfg->slots[0].members[2].name, "slot-7");
 	p11p_config_free(cfg);
 	/* Defaults when `ha:` is absent. */
 	cfg = load_staged("good-single.yaml", err, sizeof(err));
@@ -221,6 +228,11 @@ START_TEST(test_good_ha)
 	ck_assert_uint_eq(ha->call_timeout_ms, 0);
 	ck_assert_uint_eq(ha->retries, P11P_HA_DEFAULT_RETRIES);
 	ck_assert_uint_eq(ha->replay_buffer, P11P_HA_DEFAULT_REPLAY);
+	ck_assert_uint_eq(ha->key_quorum, 0);
+	ck_assert_ptr_null(ha->replication_key);
+	ck_assert(!ha->single_member_keys);
+	ck_assert_str_eq(cfg->state_dir, P11P_DEFAULT_STATE_DIR);
+
 	p11p_config_free(cfg);
 }
 END_TEST
@@ -370,6 +382,10 @@ static const struct bad_case {
     {"bad-ha-not-map.yaml", "6:9: 'ha' must be a mapping"},
     {"bad-server-errors-name.yaml", "4:21: unknown result code 'CKR_DEVICE_EXPLODED'"},
     {"bad-server-errors-not-list.yaml", "4:20: 'client_errors' must be a list"},
+    {"bad-member-name-dup.yaml",
+     "9:9: duplicate member name 't1' in slot (give one a 'name')"},
+    {"bad-state-dir.yaml", "1:12: state_dir 'var/lib/p11proxy' is not an absolute path"},
+    {"bad-ha-bool.yaml", "6:31: 'single_member_keys' must be true or false"},
     /* keys */
     {"bad-unknown-top.yaml", "4:1: unknown key 'slot' at top level"},
     {"bad-unknown-backend-key.yaml", "3:5: unknown key 'modul' in backend"},

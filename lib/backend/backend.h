@@ -60,6 +60,8 @@ struct p11p_member {
 	unsigned long backoff_ms;
 	unsigned long n_sessions; /* proxy sessions served now (balance mode) */
 	unsigned long failures;   /* times it was marked down */
+	unsigned hung_calls;      /* calls the watchdog found hung, still in flight */
+
 	CK_RV last_error;         /* what marked it down */
 };
 

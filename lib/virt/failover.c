@@ -92,23 +92,16 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 	return rv;
 }
 
-bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
+/*
+ * Moves c's session off `old` to the best member (`old` itself when it is
+ * alive and up): CKR_OK, or why no member could take it.
+ */
+static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool alive)
 {
 	struct p11p_vslot *vs = c->s->slot;
-	struct p11p_member *old = c->m, *next;
-	bool lost_session, alive;
-	CK_RV r;
+	struct p11p_member *next;
+	CK_RV r = CKR_DEVICE_ERROR;
 
-	if (!p11p_rv_needs_failover(c->m, *rv))
-		return false;
-	lost_session = *rv == CKR_SESSION_HANDLE_INVALID || *rv == CKR_SESSION_CLOSED;
-	alive = p11p_member_confirm(c->st, vs, c->m, *rv);
-	if (alive && !lost_session)
-		return false; /* the member answers: the error was about this request */
-
-	/* The old backend session is gone, or on a member we no longer use. */
-	if (alive)
-		c->fl->C_CloseSession(c->bs);
 	c->s->be[old->index] = 0;
 	while (c->failovers < vs->cfg->ha.retries) {
 		c->failovers++;
@@ -124,13 +117,10 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 		if (r == CKR_OK) {
 			p11p_debug(P11P_DBG_SESSION, "session 0x%lx moved to member %zu",
 			           (unsigned long)c->s->handle, next->index);
-			return repeatable;
+			return CKR_OK;
 		}
-		if (!p11p_rv_needs_failover(next, r)) {
-			/* It answers, but cannot take the session over (say, a PIN it refuses). */
-			*rv = r;
-			return false;
-		}
+		if (!p11p_rv_needs_failover(next, r))
+			return r; /* it answers, but cannot take the session (a PIN it refuses) */
 		if (c->s->be[next->index] != 0) {
 			next->be->fl.C_CloseSession(c->s->be[next->index]);
 			c->s->be[next->index] = 0;
@@ -140,8 +130,45 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 		p11p_lock();
 		p11p_member_down_locked(c->st, vs, next, r);
 		p11p_unlock();
+		r = CKR_DEVICE_ERROR;
 	}
 	/* No member can take the session: the slot is down until a probe brings one back. */
-	*rv = CKR_DEVICE_ERROR;
+	return CKR_DEVICE_ERROR;
+}
+
+bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
+{
+	struct p11p_member *old = c->m;
+	bool lost_session, alive;
+	CK_RV r;
+
+	if (!p11p_rv_needs_failover(c->m, *rv))
+		return false;
+	lost_session = *rv == CKR_SESSION_HANDLE_INVALID || *rv == CKR_SESSION_CLOSED;
+	/* Marked down meanwhile (the watchdog saw this call hang): no second opinion. */
+	alive = atomic_load(&c->m->health) != P11P_DOWN &&
+	        p11p_member_confirm(c->st, c->s->slot, c->m, *rv);
+
+	if (alive && !lost_session)
+		return false; /* the member answers: the error was about this request */
+
+	/* The old backend session is gone, or on a member we no longer use. */
+	if (alive)
+		c->fl->C_CloseSession(c->bs);
+	r = move_session(c, old, alive);
+	if (r == CKR_OK)
+		return repeatable;
+	*rv = r;
 	return false;
+}
+
+void p11p_call_leave_down_member(struct p11p_call *c)
+{
+	/*
+	 * Marked down meanwhile (by another thread's failure, or the watchdog
+	 * for a hung call): do not send it more work. Its session there is
+	 * abandoned, not closed: the member may not answer.
+	 */
+	if (c->s->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN)
+		move_session(c, c->m, false);
 }

@@ -114,7 +114,11 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	}
 	p11p_lock();
 	m->probing = false;
+	/* It answers probes, but a call on it still hangs: not healthy. */
+	if (rv == CKR_OK && m->hung_calls > 0)
+		rv = CKR_DEVICE_ERROR;
 	if (rv == CKR_OK) {
+
 		m->resolved = true;
 		m->be_slot = tmp.be_slot;
 		if (atomic_load(&m->health) != P11P_UP &&
@@ -188,7 +192,9 @@ static void *probe_main(void *arg)
 
 	p11p_lock();
 	while (!st->probe_stop) {
-		unsigned long long now = p11p_now_ms(), next = now + 1000;
+		unsigned long long now = p11p_now_ms(),
+				   next = now + (st->watch_ms ? p11p_watchdog_scan_locked(st) : 1000);
+
 		struct p11p_vslot *vs;
 		struct p11p_member *m = due_locked(st, &vs, now, &next);
 

@@ -72,6 +72,8 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->s = s;
 	c->failovers = 0;
 	p11p_call_sync(c);
+	p11p_call_leave_down_member(c);
+	s->call_started_ms = st->watch_ms ? p11p_now_ms() : 0;
 	return CKR_OK;
 }
 
@@ -86,7 +88,18 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 {
 	struct p11p_state *st = c->st;
 
+	c->s->call_started_ms = 0;
+	if (st->watch_ms) {
+		p11p_lock();
+		if (c->s->call_hung) {
+			c->s->slot->members[c->s->call_hung_member].hung_calls--;
+			c->s->call_hung = false;
+		}
+		p11p_unlock();
+	}
 	pthread_mutex_unlock(&c->s->lock);
+
+
 	session_unref(c->s);
 	p11p_leave(st);
 	return rv;

@@ -284,7 +284,15 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 	}
 	for (size_t i = 0; i < st->n_slots; i++)
 		st->slots[i].reported_present = p11p_slot_present(&st->slots[i]) == CKR_OK;
+	for (size_t i = 0; i < st->n_slots; i++) {
+		unsigned long t = st->slots[i].cfg->ha.call_timeout_ms / 2;
+
+		if (t > 0 && (st->watch_ms == 0 || t < st->watch_ms))
+			st->watch_ms = t < 10 ? 10 : t;
+	}
+
 	p11p_health_start(st, threads_allowed);
+
 	*out = st;
 	return CKR_OK;
 }

@@ -89,6 +89,12 @@ struct p11p_session {
 	size_t member;                          /* the member serving this session */
 	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
 	struct p11p_op ops[P11P_OP_KINDS];
+	/* When the call in flight started (watchdog; 0: none). Written under `lock`. */
+	_Atomic unsigned long long call_started_ms;
+	/* The watchdog counted this call as hung against that member (global lock). */
+	bool call_hung;
+	size_t call_hung_member;
+
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
 	size_t n_owned, cap_owned;
@@ -127,7 +133,10 @@ struct p11p_state {
 	bool finalizing;   /* C_Finalize is waiting for calls in flight */
 	atomic_ulong busy; /* calls in flight: C_Finalize waits for them */
 	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
+	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
+
 	bool probe_thread_running;
+
 	bool probe_stop;
 	pthread_t probe_thread;
 	pthread_cond_t probe_cond;
@@ -233,7 +242,14 @@ void p11p_health_start(struct p11p_state *st, bool threads_allowed);
 void p11p_health_stop(struct p11p_state *st);
 /* Without a probe thread: probes members that are due, inline. No lock held. */
 void p11p_health_poll(struct p11p_state *st);
+/*
+ * Watchdog (watchdog.c): marks down the members of calls running past their
+ * slot's call_timeout; returns the milliseconds until the next scan is due.
+ * Global lock held.
+ */
+unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 /* Probes one member now (no lock held); CKR_OK when it answered. */
+
 CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
 
 /* --- failover.c --- */
@@ -252,7 +268,13 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable);
  */
 CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs);
 
+/*
+ * Before a call: when the session's member is down, moves the session to a
+ * healthy member (replaying login and operations) rather than wait on it.
+ */
+void p11p_call_leave_down_member(struct p11p_call *c);
 /* Server-side error or lost session: the results p11p_call_retry() acts on. */
+
 bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv);
 
 /* --- op.c: recording operations for replay --- */

@@ -519,6 +519,61 @@ static void case_find(void)
 	f->C_CloseSession(s);
 }
 
+struct hung {
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE key;
+	CK_RV rv;
+	int ok;
+	double took;
+};
+
+static void *hung_sign(void *arg)
+{
+	struct hung *h = arg;
+	double t = now_s();
+
+	h->rv = sign_ec(h->s, h->key, &h->ok);
+	h->took = now_s() - t;
+	return NULL;
+}
+
+/* Slot "hang" has call_timeout 300ms: a member whose calls hang is left by the others. */
+static void case_hang(void)
+{
+	struct hung a = {0};
+	CK_SESSION_HANDLE b = open_on("hang", 1), c2;
+	CK_OBJECT_HANDLE key = find_one(b, CKO_PRIVATE_KEY, "ha-ec");
+	pthread_t t;
+	long mark;
+	double start;
+	int ok;
+
+	a.s = open_on("hang", 0);
+	a.key = key;
+	expect(sign_ec(a.s, key, &ok) == CKR_OK && sign_ec(b, key, &ok) == CKR_OK,
+	       "two sessions sign on m1");
+	control("m1 hang 5 fn C_Sign\n");
+	pthread_create(&t, NULL, hung_sign, &a);
+	msleep(700); /* past call_timeout, and a watchdog scan */
+	mark = log_lines();
+	start = now_s();
+	expect(sign_ec(b, key, &ok) == CKR_OK && ok, "another session signs while m1 hangs");
+	expect(now_s() - start < 1.0 && log_count(mark, "C_Sign m2 CKR_OK", NULL) == 1,
+	       "on m2, without waiting for the hung member (%.3f s)", now_s() - start);
+	mark = log_lines();
+	c2 = open_on("hang", 0);
+	expect(log_count(mark, "C_OpenSession m2", NULL) == 1, "new sessions go to m2");
+
+	control("");
+	pthread_join(t, NULL);
+	expect(a.rv == CKR_OK && a.ok && a.took < 4.0,
+	       "the hung call itself fails over when it returns (%.2f s)", a.took);
+	f->C_CloseSession(c2);
+	f->C_CloseSession(a.s);
+	f->C_CloseSession(b);
+	msleep(600);
+}
+
 static void case_objects(void)
 {
 	CK_SESSION_HANDLE s = open_on("ha", 1);
@@ -582,6 +637,9 @@ int main(int argc, char **argv)
 		case_find();
 	else if (strcmp(c, "objects") == 0)
 		case_objects();
+	else if (strcmp(c, "hang") == 0)
+		case_hang();
+
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

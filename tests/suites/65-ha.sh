@@ -15,6 +15,10 @@ member() {
 	printf '  - label: bal\n    ha: { mode: balance, probe_interval: 100ms }\n    members:\n'
 	member m1
 	member m2
+	printf '  - label: hang\n    ha: { probe_interval: 100ms, call_timeout: 300ms }\n'
+	printf '    members:\n'
+	member m1
+	member m2
 	printf '  - label: v-m1\n    members:\n'
 	member m1
 	printf '  - label: v-m2\n    members:\n'
@@ -29,7 +33,8 @@ reset_tokens() {
 }
 storm=10000
 [ "$MODE" = valgrind ] && storm=400
-for case in failover alldown client balance multipart find objects "storm $storm"; do
+for case in ${HA_CASES:-failover alldown client balance multipart find objects hang "storm $storm"}; do
+
 	reset_tokens || { fail "ha: token reset"; continue; }
 	# shellcheck disable=SC2086
 	check "ha: $case" run_prog "$BUILD/tests/hatest" "$PROXY_MODULE" "$P11SHIM_CONTROL" \

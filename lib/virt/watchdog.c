@@ -1,0 +1,53 @@
+/*
+ * The call watchdog (slots with ha.call_timeout): the probe thread looks at
+ * the calls in flight and marks down the member of any call that has run
+ * longer than its slot's call_timeout. Other threads then leave that member
+ * before their next call, and new sessions avoid it, so one hung HSM does
+ * not hold up the slot. The thread inside the hung call itself waits for the
+ * backend to return (a C function cannot be abandoned half-way) and then
+ * fails over like any failed call.
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+
+struct scan {
+	struct p11p_state *st;
+	unsigned long long now, next;
+};
+
+static void scan_cb(void *value, void *arg)
+{
+	struct p11p_session *s = value;
+	struct scan *sc = arg;
+	unsigned long long started = atomic_load(&s->call_started_ms);
+	unsigned long timeout = s->slot->cfg->ha.call_timeout_ms;
+	struct p11p_member *m;
+
+	if (timeout == 0 || started == 0 || s->call_hung)
+		return;
+	if (sc->now - started < timeout) {
+		if (started + timeout < sc->next)
+			sc->next = started + timeout;
+		return;
+	}
+	/* s->member is read without the session's lock: at worst a stale index, checked here. */
+	m = &s->slot->members[s->member < s->slot->n_members ? s->member : 0];
+	/* Counted once; the member is not promoted back while the call is in flight. */
+	s->call_hung = true;
+	s->call_hung_member = m->index;
+	m->hung_calls++;
+	if (atomic_load(&m->health) == P11P_DOWN)
+		return;
+	p11p_message("slot '%s': a call on member %zu has run for %llu ms (call_timeout %lu ms)",
+	             s->slot->label, m->index, sc->now - started, timeout);
+	p11p_member_down_locked(sc->st, s->slot, m, CKR_DEVICE_ERROR);
+}
+
+unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st)
+{
+	struct scan sc = {.st = st, .now = p11p_now_ms()};
+
+	sc.next = sc.now + st->watch_ms;
+	p11p_map_each(&st->sessions, scan_cb, &sc);
+	return sc.next > sc.now ? sc.next - sc.now : 1;
+}

@@ -278,11 +278,22 @@ static void case_storm(int threads, int total)
 	}
 		/* Fail one member at a time, and only once the other has recovered. */
 	while (__atomic_load_n(&storm_done, __ATOMIC_SEQ_CST) < threads) {
-		control(flips++ % 2 ? "m2 fail CKR_DEVICE_ERROR\n" : "m1 fail CKR_DEVICE_ERROR\n");
+		const char *m = flips++ % 2 ? "m2" : "m1";
+		char rule[64];
+		long mark;
+		double t;
+
+		snprintf(rule, sizeof(rule), "%s fail CKR_DEVICE_ERROR\n", m);
+		control(rule);
 		msleep(5 + (unsigned)(rand() % 40));
+		mark = log_lines();
 		control("");
-		msleep(150);
+		/* Two good probes bring it back: wait for them (slow under valgrind), and a margin. */
+		for (t = now_s(); now_s() - t < 20 && log_count(mark, "C_GetSessionInfo", m) < 2;)
+			msleep(20);
+		msleep(100);
 	}
+
 	for (int i = 0; i < threads; i++)
 		pthread_join(w[i].t, NULL);
 

@@ -1,27 +1,43 @@
 #!/usr/bin/env bash
-# Benchmarks SoftHSM2 directly against SoftHSM2 through libproxy.so, in one run.
-#   bench/run.sh BUILD_DIR          (what `make bench` runs)
+# Benchmarks, in one run (what `make bench` runs; see bench/README.md):
+#   proxy  SoftHSM2 directly against SoftHSM2 through libproxy.so (bench)
+#   ha     an HA slot of two members: steady state against SoftHSM2 directly
+#          (bench), failover gaps and throughput while members fail (bench_ha,
+#          over the fault-injecting shim tests/shim)
+#   index  the virtual-key index (bench_index)
+#   bench/run.sh BUILD_DIR
 # Figures are information only: the exit status is 0 unless a run crashed or
 # reported an error. Environment knobs:
+#   BENCH_PARTS    parts to run, comma-separated               [proxy,ha,index]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
 #   BENCH_ROUNDS   direct/proxy alternations; best of each kept [3]
-#   BENCH_ONLY     operations to run, comma-separated          [all]
+#   BENCH_ONLY     operations to run, comma-separated          [all] (part proxy)
 #   BENCH_PROXY_MODULE  module for the "proxy" side [BUILD/libproxy.so]; set it
-#                  to the SoftHSM2 library to calibrate (both sides direct)
+#                  to the SoftHSM2 library to calibrate (both sides direct;
+#                  the ha part is then skipped)
+#   BENCH_HA_THREADS    bench_ha thread counts                 [1,4]
+#   BENCH_HA_FAILOVERS  failovers measured per thread count    [20]
+#   BENCH_HA_WINDOW     seconds per steady / failing window    [1]
+#   BENCH_HA_ROUNDS     steady + failing window pairs          [6]
 #   BENCH_KEEP     directory to copy the raw RESULT lines into
 set -u
-BUILD=${1:-build}
+BUILD_ARG=${1:-build}
+BUILD=$BUILD_ARG
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
 export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
+PARTS=${BENCH_PARTS:-proxy,ha,index}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
 BENCH=$BUILD/bench/bench
+BENCH_HA=$BUILD/bench/bench_ha
+BENCH_INDEX=$BUILD/bench/bench_index
+SHIM=$BUILD/tests/libshim.so
 PROXY=${BENCH_PROXY_MODULE:-$PROXY_MODULE}
 TOKEN=bench
 
@@ -29,14 +45,17 @@ die() {
 	echo "bench: $*" >&2
 	exit 1
 }
+# part NAME: true when NAME is in BENCH_PARTS.
+part() {
+	case ",$PARTS," in *",$1,"*) return 0 ;; esac
+	return 1
+}
 [ -x "$BENCH" ] || die "$BENCH not built (make bench builds it)"
 [ -e "$PROXY" ] || die "$PROXY not found"
 [ -e "$SOFTHSM_MODULE" ] || die "$SOFTHSM_MODULE not found (apt-get install softhsm2)"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/p11proxy-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-softhsm_setup "$TMP/softhsm" "$TOKEN" || die "SoftHSM2 token setup failed"
-proxy_conf "$TMP/proxy.yaml" "$TOKEN"
 if [ "$(readlink -f "$PROXY")" = "$(readlink -f "$SOFTHSM_MODULE")" ]; then
 	PROXY_LABEL=$TOKEN
 	STANDIN=" (stand-in: SoftHSM2 on both sides)"
@@ -45,19 +64,19 @@ else
 	STANDIN=""
 fi
 
-echo "p11proxy bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "  direct: $SOFTHSM_MODULE (token '$TOKEN')"
-echo "  proxy:  $PROXY (token '$PROXY_LABEL')$STANDIN"
+echo "p11proxy bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), parts $PARTS"
+echo "  direct: $SOFTHSM_MODULE"
+echo "  proxy:  $PROXY$STANDIN"
 echo "  ${SECS}s per operation and thread count; threads $THREADS; best of $ROUNDS alternating runs"
 
 errors=0
-# run SIDE ROUND MODULE LABEL: one bench process, RESULT lines into $TMP/SIDE.ROUND.
+# run SIDE ROUND OF COMMAND...: one benchmark process, its RESULT lines into $TMP/SIDE.ROUND.
 run() {
-	local side=$1 round=$2 module=$3 label=$4 rc start
+	local side=$1 round=$2 of=$3 rc start
+	shift 3
 	start=$(date +%s)
-	printf '  %-6s run %d/%d ... ' "$side" "$round" "$ROUNDS"
-	"$BENCH" "$module" "$label" "$TEST_USER_PIN" --threads "$THREADS" --seconds "$SECS" \
-		${BENCH_ONLY:+--only "$BENCH_ONLY"} >"$TMP/$side.$round" 2>"$TMP/$side.$round.err"
+	printf '  %-9s run %d/%d ... ' "$side" "$round" "$of"
+	"$@" >"$TMP/$side.$round" 2>"$TMP/$side.$round.err"
 	rc=$?
 	if [ $rc -ge 128 ]; then
 		echo "CRASHED (signal $((rc - 128)))"
@@ -71,24 +90,18 @@ run() {
 	sed 's/^/    /' "$TMP/$side.$round.err" >&2
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-	run direct "$round" "$SOFTHSM_MODULE" "$TOKEN"
-	run proxy "$round" "$PROXY" "$PROXY_LABEL"
-done
-if [ -n "${BENCH_KEEP:-}" ]; then
-	mkdir -p "$BENCH_KEEP" && cp "$TMP"/direct.* "$TMP"/proxy.* "$BENCH_KEEP"/
-fi
-
-# The table: per (op, threads) the best run (highest ops/s) of each side.
-# "added" = proxy mean latency - direct mean latency, per call.
-# Targets: ratio >= 0.97 on sign and encrypt; added < 1 us on C_GetAttributeValue.
-echo
-for side in direct proxy; do
-	for f in "$TMP/$side".[0-9]*; do
-		case $f in *.err) continue ;; esac
-		sed -n "s/^RESULT /$side /p" "$f"
-	done
-done | awk '
+# table BASE SIDE [RESULT_PREFIX]: per (op, threads) the best run (highest ops/s) of
+# each side, BASE being the "direct" columns. "added" = SIDE mean latency - BASE mean
+# latency, per call. Targets: ratio >= 0.97 on sign and encrypt; added < 1 us on
+# C_GetAttributeValue. With RESULT_PREFIX, one RESULT line per row follows the table.
+table() {
+	local base=$1 side=$2 prefix=${3:-} s f
+	for s in "$base" "$side"; do
+		for f in "$TMP/$s".[0-9]*; do
+			case $f in *.err) continue ;; esac
+			sed -n "s/^RESULT /$s /p" "$f"
+		done
+	done | awk -v base="$base" -v side="$side" -v prefix="$prefix" '
 function field(name,   i, kv) {
 	for (i = 2; i <= NF; i++) {
 		split($i, kv, "=")
@@ -111,18 +124,18 @@ function field(name,   i, kv) {
 }
 END {
 	printf "%-22s %3s %11s %11s %6s %19s %19s %17s %8s  %s\n", "op", "thr", "direct/s",
-	    "proxy/s", "ratio", "direct p50/p99 us", "proxy p50/p99 us", "mean d/p us",
+	    side "/s", "ratio", "direct p50/p99 us", side " p50/p99 us", "mean d/p us",
 	    "added us", "target"
 	missed = 0
 	for (i = 0; i < n; i++) {
 		key = order[i]; split(key, k, SUBSEP); op = k[1]
-		if (!(("direct", key) in best) || !(("proxy", key) in best)) {
+		if (!((base, key) in best) || !((side, key) in best)) {
 			printf "%-22s %3s  (missing: a run failed)\n", op, k[2]
 			continue
 		}
-		d = best["direct", key]; p = best["proxy", key]
+		d = best[base, key]; p = best[side, key]
 		ratio = d > 0 ? p / d : 0
-		added = mean["proxy", key] - mean["direct", key]
+		added = mean[side, key] - mean[base, key]
 		target = ""
 		if (op ~ /_sign$/ || op ~ /_enc_/)
 			target = sprintf("ratio>=0.97 %s", ratio >= 0.97 ? "ok" : "MISSED")
@@ -131,13 +144,190 @@ END {
 		if (target ~ /MISSED/)
 			missed++
 		printf "%-22s %3s %11.1f %11.1f %6.3f %19s %19s %17s %+8.2f  %s\n", op, k[2], d, p,
-		    ratio, p50["direct", key] "/" p99["direct", key],
-		    p50["proxy", key] "/" p99["proxy", key],
-		    sprintf("%.2f/%.2f", mean["direct", key], mean["proxy", key]), added, target
+		    ratio, p50[base, key] "/" p99[base, key],
+		    p50[side, key] "/" p99[side, key],
+		    sprintf("%.2f/%.2f", mean[base, key], mean[side, key]), added, target
+		if (prefix != "")
+			res[nres++] = sprintf("RESULT op=%s%s threads=%s direct_ops_s=%.1f %s_ops_s=%.1f ratio=%.3f added_us=%.2f", prefix, op, k[2], d, side, p, ratio, added)
 	}
 	printf "\ntargets missed: %d (information only)\n", missed
+	for (i = 0; i < nres; i++)
+		print res[i]
 }'
+}
 
+# ---- part proxy: every operation, SoftHSM2 directly and through the proxy ----
+if part proxy; then
+	echo
+	echo "== proxy: token '$TOKEN' directly and as '$PROXY_LABEL' through the proxy"
+	softhsm_setup "$TMP/softhsm" "$TOKEN" || die "SoftHSM2 token setup failed"
+	proxy_conf "$TMP/proxy.yaml" "$TOKEN"
+	for round in $(seq 1 "$ROUNDS"); do
+		for side in direct proxy; do
+			if [ $side = direct ]; then
+				set -- "$SOFTHSM_MODULE" "$TOKEN"
+			else
+				set -- "$PROXY" "$PROXY_LABEL"
+			fi
+			run $side "$round" "$ROUNDS" "$BENCH" "$@" "$TEST_USER_PIN" \
+				--threads "$THREADS" --seconds "$SECS" ${BENCH_ONLY:+--only "$BENCH_ONLY"}
+		done
+	done
+	echo
+	table direct proxy
+fi
+
+# ---- part ha: an HA slot over two tokens m1, m2 ----
+# ha_conf FILE MODULE: slot "ha" (failover, probe_interval 100ms, members m1 then m2) and
+# one-member slots v-m1, v-m2, all through MODULE.
+ha_conf() {
+	local m
+	{
+		printf 'backends:\n  - name: be\n    module: %s\nslots:\n' "$2"
+		printf '  - label: ha\n    ha: { mode: failover, probe_interval: 100ms }\n'
+		printf '    members:\n'
+		for m in m1 m2; do
+			printf '      - backend: be\n        token_label: %s\n' "$m"
+		done
+		for m in m1 m2; do
+			printf '  - label: v-%s\n    members:\n' "$m"
+			printf '      - backend: be\n        token_label: %s\n' "$m"
+		done
+	} >"$1"
+}
+
+if part ha && [ -n "$STANDIN" ]; then
+	echo
+	echo "== ha: skipped (the proxy side is SoftHSM2: calibration run)"
+elif part ha && [ ! -x "$BENCH_HA" ]; then
+	echo "bench: $BENCH_HA not built (make bench builds it): no HA figures" >&2
+	errors=$((errors + 1))
+elif part ha; then
+	echo
+	echo "== ha: slot 'ha' = members m1, m2 (failover, probe_interval 100ms), no failures,"
+	echo "   against token m1 directly: ECDSA P-256 sign, the same key (bench_ha sign)"
+	softhsm_setup "$TMP/ha-softhsm" m1 m2 || die "SoftHSM2 token setup (m1, m2) failed"
+	ha_conf "$TMP/ha-direct.yaml" "$SOFTHSM_MODULE"
+	KEY=bench-ha-$$
+	export P11PROXY_CONF=$TMP/ha-direct.yaml
+	"$BENCH_HA" keys "$PROXY" "$TEST_USER_PIN" "$KEY" || die "bench_ha keys failed"
+	for round in $(seq 1 "$ROUNDS"); do
+		for side in direct-m1 ha; do
+			if [ $side = ha ]; then
+				set -- "$PROXY" ha
+			else
+				set -- "$SOFTHSM_MODULE" m1
+			fi
+			run $side "$round" "$ROUNDS" "$BENCH_HA" sign "$@" "$TEST_USER_PIN" "$KEY" \
+				--threads "$THREADS" --seconds "$SECS"
+		done
+	done
+	echo
+	table direct-m1 ha ha_steady_
+
+	# The failover figures need the shim; `make bench` may not have built it.
+	if [ ! -e "$SHIM" ]; then
+		echo "  building $SHIM"
+		env -u MAKEFLAGS -u MFLAGS make -s -C "$SRCDIR" O="$BUILD_ARG" "$BUILD_ARG/tests/libshim.so" >&2 ||
+			echo "bench: building $SHIM failed" >&2
+	fi
+	if [ ! -e "$SHIM" ]; then
+		echo "bench: $SHIM missing: no failover figures" >&2
+		errors=$((errors + 1))
+	else
+		HA_THREADS=${BENCH_HA_THREADS:-1,4}
+		echo
+		echo "== ha: the same slot and key through the fault-injecting shim; threads $HA_THREADS"
+		echo "   sign while the member serving them fails (CKR_DEVICE_ERROR on every call)"
+		ha_conf "$TMP/ha-shim.yaml" "$SHIM"
+		P11PROXY_CONF=$TMP/ha-shim.yaml P11SHIM_MODULE=$SOFTHSM_MODULE \
+			P11SHIM_CONTROL=$TMP/shim.control P11SHIM_LOG=$TMP/shim.log \
+			P11PROXY_DEBUG_FILE=$TMP/ha-proxy.log \
+			run failover 1 1 "$BENCH_HA" failover "$PROXY" "$TMP/shim.control" \
+			"$TMP/shim.log" "$TEST_USER_PIN" "$KEY" --threads "$HA_THREADS" \
+			--failovers "${BENCH_HA_FAILOVERS:-20}" --window "${BENCH_HA_WINDOW:-1}" \
+			--rounds "${BENCH_HA_ROUNDS:-6}"
+		echo
+		awk '
+function field(name,   i, kv) {
+	for (i = 2; i <= NF; i++) {
+		split($i, kv, "=")
+		if (kv[1] == name)
+			return kv[2]
+	}
+	return ""
+}
+/^RESULT op=ha_failover_gap / {
+	gap[ng++] = sprintf("%3s %9s %8s %11.2f %11.2f %11.2f %12.1f %20s %10s", field("threads"),
+	    field("failovers"), field("samples"), field("gap_p50_us") / 1000,
+	    field("gap_p90_us") / 1000, field("gap_max_us") / 1000, field("sign_p50_us"),
+	    field("recovery_p50_ms") "/" field("recovery_max_ms"), field("app_errors"))
+}
+/^RESULT op=ha_throughput / {
+	tp[nt++] = sprintf("%3s %14s %14s %6s %10s %14s %10s", field("threads"),
+	    field("steady_ops_s"), field("failing_ops_s"), field("ratio"), field("failovers"),
+	    field("steady_s") "/" field("failing_s"), field("app_errors"))
+}
+END {
+	print "failover gap: first call that met the failure -> next good result, per thread"
+	printf "%3s %9s %8s %11s %11s %11s %12s %20s %10s\n", "thr", "failovers", "samples",
+	    "gap p50 ms", "gap p90 ms", "gap max ms", "sign p50 us", "recovery p50/max ms",
+	    "app errors"
+	for (i = 0; i < ng; i++)
+		print gap[i]
+	print ""
+	print "throughput: good signatures/s, steady windows vs windows with random failures"
+	printf "%3s %14s %14s %6s %10s %14s %10s\n", "thr", "steady ops/s", "failing ops/s",
+	    "ratio", "failovers", "seconds s/f", "app errors"
+	for (i = 0; i < nt; i++)
+		print tp[i]
+}' "$TMP/failover.1"
+		grep '^RESULT ' "$TMP/failover.1"
+	fi
+	"$BENCH_HA" clean "$PROXY" "$TEST_USER_PIN" "$KEY" >/dev/null 2>&1
+fi
+
+# ---- part index: the virtual-key index (bench_index prints its own RESULT lines) ----
+if part index; then
+	echo
+	echo "== index: bench_index"
+	if [ ! -x "$BENCH_INDEX" ]; then
+		echo "bench: $BENCH_INDEX not built: no index figures" >&2
+		errors=$((errors + 1))
+	elif ! "$BENCH_INDEX" >"$TMP/index.1" 2>"$TMP/index.1.err"; then
+		echo "  bench_index ERROR"
+		sed 's/^/    /' "$TMP/index.1.err" >&2
+		errors=$((errors + 1))
+	else
+		sed 's/^/    /' "$TMP/index.1.err" >&2
+		cat "$TMP/index.1"
+		awk '
+function field(name,   i, kv) {
+	for (i = 2; i <= NF; i++) {
+		split($i, kv, "=")
+		if (kv[1] == name)
+			return kv[2]
+	}
+	return ""
+}
+function mark(ok) { return ok ? "ok" : "MISSED" }
+/^RESULT op=load_first_find_best / { load = field("ms") }
+/^RESULT op=find_label / { fl50 = field("p50_us"); fl99 = field("p99_us") }
+/^RESULT op=find_ck_id / { fi50 = field("p50_us"); fi99 = field("p99_us") }
+/^RESULT op=put_change / { put50 = field("p50_ms"); put99 = field("p99_ms") }
+END {
+	printf "\nindex: load + first find %s ms (<300 %s); find by label p50/p99 %s/%s us, by CKA_ID %s/%s us (<20 %s); put p50/p99 %s/%s ms (<10 %s) (information only)\n",
+	    load, mark(load != "" && load < 300), fl50, fl99, fi50, fi99,
+	    mark(fl99 != "" && fl99 < 20 && fi99 < 20), put50, put99, mark(put99 != "" && put99 < 10)
+}' "$TMP/index.1"
+	fi
+fi
+
+if [ -n "${BENCH_KEEP:-}" ]; then
+	mkdir -p "$BENCH_KEEP" &&
+		find "$TMP" -maxdepth 1 -type f -name '*.[0-9]*' ! -name '*.err' \
+			-exec cp {} "$BENCH_KEEP"/ \;
+fi
 if [ $errors -ne 0 ]; then
 	echo "bench: $errors run(s) failed" >&2
 	exit 1

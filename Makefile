@@ -26,6 +26,9 @@ LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -ldl -pthread
 LDHARDEN := -Wl,-z,relro,-z,now
 ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS) $(EXTRA_LDFLAGS)
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+# The CLI alone serves HTTP (`p11proxy health --listen`): libmicrohttpd is never in libproxy.so.
+CLI_CFLAGS := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
+CLI_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null)
 # Test and bench programs hand string literals to the (non-const) PKCS#11 API all the time.
 TEST_CFLAGS := $(ALL_CFLAGS) -Wno-cast-qual -Wno-write-strings
 
@@ -72,8 +75,12 @@ $(MODULE): $(LIB_OBJS) lib/module.map
 	$(CC) -shared -o $@ $(LIB_OBJS) -Wl,--version-script=lib/module.map -Wl,-z,nodelete \
 		-Wl,--no-undefined $(ALL_LDFLAGS) $(LIBS)
 
+$(O)/obj/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CLI_CFLAGS) -MMD -MP -c $< -o $@
+
 $(CLI): $(TOOL_OBJS) $(STATIC)
-	$(CC) -o $@ $(TOOL_OBJS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
+	$(CC) -o $@ $(TOOL_OBJS) $(STATIC) $(ALL_LDFLAGS) $(LIBS) $(CLI_LIBS)
 
 $(O)/tests/%: tests/unit/%.c $(STATIC)
 	@mkdir -p $(dir $@)
@@ -143,7 +150,8 @@ valgrind: deps
 	tests/run.sh $(O) valgrind
 
 bench: deps
-	$(MAKE) all $(BENCH_BINS)
+	$(MAKE) all $(BENCH_BINS) $(O)/tests/libshim.so
+
 	bench/run.sh $(O)
 
 demo:

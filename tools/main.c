@@ -23,6 +23,16 @@ static const struct cli_cmd commands[] = {
     {"test-connection", "[SLOT] [--json]",
      "open a session (and log in) on every member of SLOT (label or id), or of all slots",
      cmd_test_connection},
+    {"members",
+     "SLOT [top|up|down|bottom|delete MEMBER | add --name N --backend B "
+     "(--slot-id X | --token-label L | --token-serial S | --uri U) "
+     "[--pin-source env:VAR|file:PATH] | reset]",
+     "list a slot's members in priority order (with health), or change the order", cmd_members},
+    {"health", "[SLOT] [--listen ADDRESS:PORT]",
+     "probe every member; exit 0 only when all are healthy (--listen: serve GET /health)",
+     cmd_health},
+    {"sync", "--check [SLOT] [--json]",
+     "compare the members' token keys, per slot (without --check: not implemented yet)", cmd_sync},
     {"check-config", "[FILE]", "load and validate the configuration", cmd_check_config},
     {"hash-pin", "[--pin-source env:NAME|file:PATH]",
      "read a PIN (terminal, stdin or source) and print its user_pin_hash", cmd_hash_pin},

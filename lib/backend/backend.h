@@ -63,6 +63,11 @@ struct p11p_member {
 	unsigned hung_calls;      /* calls the watchdog found hung, still in flight */
 
 	CK_RV last_error;         /* what marked it down */
+	/*
+	 * Deleted from the slot's member order (lib/virt/order.c): no new work,
+	 * not probed; sessions it serves keep working until they fail or close.
+	 */
+	bool removed;
 };
 
 /*

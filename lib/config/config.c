@@ -386,6 +386,15 @@ static bool read_pin_source(struct pctx *c, const yaml_mark_t *m, const char *sr
 	              show(src, strlen(src), buf));
 }
 
+struct p11p_secret *p11p_pin_from_source(const char *src, const char *where, char *err,
+                                         size_t errlen)
+{
+	struct pctx c = {.path = where, .err = err, .errlen = errlen};
+	struct p11p_secret *pin = NULL;
+
+	return read_pin_source(&c, NULL, src, &pin) ? pin : NULL;
+}
+
 /* ---- schema ---------------------------------------------------------------- */
 
 static void set_pos(struct p11p_pos *pos, const yaml_node_t *n)

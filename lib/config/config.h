@@ -142,6 +142,15 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen);
 void p11p_config_free(struct p11p_config *cfg);
 
 /*
+ * Reads a PIN from a source written as in the config, "env:NAME" or
+ * "file:/absolute/path", with the same checks (a file only its owner may
+ * access; at most P11P_MAX_PIN_LEN bytes; a trailing newline dropped).
+ * NULL on failure, with "WHERE: message" in err (never the PIN).
+ */
+struct p11p_secret *p11p_pin_from_source(const char *src, const char *where, char *err,
+                                         size_t errlen);
+
+/*
  * PIN hashes for `user_pin_hash` (OpenSSL PBKDF2-HMAC-SHA256, random salt):
  * "pbkdf2-sha256$ITERATIONS$SALT_B64$HASH_B64".
  */

@@ -107,7 +107,8 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		c->failovers++;
 		p11p_lock();
 		/* A lost session on a live member: a new one there is the first choice. */
-		next = alive && atomic_load(&old->health) == P11P_UP
+		next = alive && !old->removed && atomic_load(&old->health) == P11P_UP
+
 		           ? old
 		           : p11p_member_pick_locked(vs, NULL);
 		p11p_unlock();

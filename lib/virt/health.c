@@ -67,16 +67,20 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 	return false;
 }
 
-/* Least busy in balance mode, else first in priority order; among `want`. */
+/*
+ * Least busy in balance mode, else first in priority order; among `want`.
+ * The priority order is the slot's order[] (order.c): deleted members are
+ * not in it, and never get new work.
+ */
 static struct p11p_member *pick_state(struct p11p_vslot *vs, const struct p11p_member *avoid,
                                       int want)
 {
 	struct p11p_member *best = NULL;
 
-	for (size_t i = 0; i < vs->n_members; i++) {
-		struct p11p_member *m = &vs->members[i];
+	for (size_t i = 0; i < vs->n_order; i++) {
+		struct p11p_member *m = &vs->members[vs->order[i]];
 
-		if (m == avoid || !m->resolved || atomic_load(&m->health) != want)
+		if (m == avoid || m->removed || !m->resolved || atomic_load(&m->health) != want)
 			continue;
 		if (vs->cfg->ha.mode != P11P_HA_BALANCE)
 			return m;
@@ -99,6 +103,7 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	CK_SESSION_HANDLE s = 0;
 	CK_SESSION_INFO si;
 	char err[256];
+	bool back_up = false;
 	CK_RV rv;
 
 	/* Find the token again: it may be back in another backend slot. */
@@ -127,6 +132,7 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 			p11p_message("slot '%s': member %zu (backend '%s') is up again", vs->label,
 			             m->index, m->be->cfg->name);
 			p11p_broadcast_locked();
+			back_up = true;
 		} else if (atomic_load(&m->health) != P11P_UP) {
 			atomic_store(&m->health, P11P_RECOVERING);
 			m->next_probe_ms = p11p_now_ms() + vs->cfg->ha.probe_interval_ms;
@@ -142,6 +148,9 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		           m->index, rv == CKR_TOKEN_NOT_PRESENT ? err : p11p_rv_str(rv));
 	}
 	p11p_unlock();
+	/* Keys made while it was away: copied to it now, outside the global lock (replicate.c). */
+	if (back_up)
+		p11p_repl_catch_up(st, vs, m);
 	return rv;
 }
 
@@ -155,7 +164,8 @@ static struct p11p_member *due_locked(struct p11p_state *st, struct p11p_vslot *
 		for (size_t j = 0; j < vs->n_members; j++) {
 			struct p11p_member *m = &vs->members[j];
 
-			if (atomic_load(&m->health) == P11P_UP || m->probing ||
+			/* Deleted members are not probed: they get no new work anyway. */
+			if (atomic_load(&m->health) == P11P_UP || m->probing || m->removed ||
 			    m->be->module == NULL)
 				continue;
 			if (m->next_probe_ms <= now) {
@@ -176,6 +186,7 @@ void p11p_health_poll(struct p11p_state *st)
 	struct p11p_member *m;
 	unsigned long long next = ~0ULL;
 
+	p11p_order_poll(st); /* the member order overlays, at most once a second */
 	for (;;) {
 		p11p_lock();
 		m = due_locked(st, &vs, p11p_now_ms(), &next);
@@ -189,9 +200,17 @@ void p11p_health_poll(struct p11p_state *st)
 static void *probe_main(void *arg)
 {
 	struct p11p_state *st = arg;
+	unsigned long long order_due;
 
 	p11p_lock();
 	while (!st->probe_stop) {
+		/* The member order overlays: checked when due (once a second), lock released. */
+		p11p_unlock();
+		order_due = p11p_order_poll(st);
+		p11p_lock();
+		if (st->probe_stop)
+			break;
+
 		unsigned long long now = p11p_now_ms(),
 				   next = now + (st->watch_ms ? p11p_watchdog_scan_locked(st) : 1000);
 
@@ -204,6 +223,8 @@ static void *probe_main(void *arg)
 			p11p_lock();
 			continue;
 		}
+		if (order_due < next)
+			next = order_due;
 		p11p_cond_wait_locked(&st->probe_cond, next > now ? next - now : 1);
 	}
 	p11p_unlock();

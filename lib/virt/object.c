@@ -360,6 +360,8 @@ CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 	rv = c.fl->C_CreateObject(c.bs, templ, count, &bh);
 	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
+		rv = p11p_repl_new_keys(&c, &bh, 1); /* a token key: onto the other members */
+	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
 }
@@ -385,7 +387,9 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		/* The copy is a token object if the template or the original says so. */
 		if (c.fl->C_GetAttributeValue(c.bs, bh, &query, 1) != CKR_OK)
 			token = CK_TRUE; /* unknown: keep the handle for the whole run */
-		rv = adopt_new(&c, bh, token == CK_FALSE, out);
+		rv = p11p_repl_new_keys(&c, &bh, 1);
+		if (rv == CKR_OK)
+			rv = adopt_new(&c, bh, token == CK_FALSE, out);
 	}
 	return p11p_call_end(&c, rv);
 }
@@ -421,6 +425,8 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 	rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
 	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
+		rv = p11p_repl_new_keys(&c, &bh, 1);
+	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
 }
@@ -440,6 +446,11 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	rv = c.fl->C_GenerateKeyPair(c.bs, mech, pub, pub_count, priv, priv_count, &bpub, &bpriv);
 	p11p_call_retry(&c, &rv, false);
+	if (rv == CKR_OK) {
+		CK_OBJECT_HANDLE pair[2] = {bpub, bpriv};
+
+		rv = p11p_repl_new_keys(&c, pair, 2); /* refused: both are destroyed */
+	}
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	rv = adopt_new(&c, bpub, is_session_object(pub, pub_count), pub_out);
@@ -496,6 +507,8 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		rv = c.fl->C_UnwrapKey(c.bs, mech, bunwrapping, wrapped, wrapped_len, templ, count,
 		                       &bh);
 	if (rv == CKR_OK)
+		rv = p11p_repl_new_keys(&c, &bh, 1);
+	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
 }
@@ -542,6 +555,8 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	}
 	rv = c.fl->C_DeriveKey(c.bs, &m, bbase, templ, count, &bh);
 	p11p_call_retry(&c, &rv, false);
+	if (rv == CKR_OK)
+		rv = p11p_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);

@@ -27,8 +27,9 @@ CK_RV p11p_slot_present(struct p11p_vslot *vs)
 	/* From the members' health: no backend call, so a hung member cannot hang this. */
 	p11p_lock();
 	for (size_t i = 0; i < vs->n_members; i++)
-		present |=
-		    vs->members[i].resolved && atomic_load(&vs->members[i].health) != P11P_DOWN;
+		present |= vs->members[i].resolved && !vs->members[i].removed &&
+			   atomic_load(&vs->members[i].health) != P11P_DOWN;
+
 	p11p_unlock();
 	return present ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
 }

@@ -154,6 +154,8 @@ static void state_free(struct p11p_state *st, bool finalize)
 	p11p_map_clear(&st->objects_ident);
 	for (size_t i = 0; i < st->n_slots; i++)
 		p11p_secret_free(st->slots[i].login_pin);
+	for (size_t i = 0; i < st->n_slots; i++)
+		p11p_order_free(&st->slots[i]);
 	p11p_free(st->slots);
 	for (size_t i = 0; i < st->n_backends; i++)
 		p11p_backend_close(&st->backends[i], finalize);
@@ -232,6 +234,8 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 	snprintf(
 	    vs->serial, sizeof(vs->serial), "%016llx",
 	    fnv1a(cfg->label[0] ? cfg->label : selector_text(&cfg->members[0], buf, sizeof(buf))));
+	/* The operator's member order (`p11proxy members`), when there is one. */
+	p11p_order_init(st, vs);
 	return CKR_OK;
 }
 

@@ -45,6 +45,28 @@ struct p11p_vslot {
 	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
 	unsigned long n_sessions, n_rw_sessions;
 	bool reported_present; /* for C_WaitForSlotEvent */
+	/*
+	 * Member order (order.c). n_members only grows: an added member takes
+	 * the next free entry of members[] (published with a release store once
+	 * set up), and no entry ever moves or is freed before the state is.
+	 * order[] lists the members new work may go to, first = highest
+	 * priority; members not in it have `removed` set. Guarded by the global lock.
+	 */
+	size_t order[P11P_MAX_MEMBERS];
+	size_t n_order;
+	struct p11p_member_cfg *added[P11P_MAX_MEMBERS]; /* owned specs, by member index */
+	/* Used only by the thread checking the overlay (p11p_state.order_busy): */
+	char *order_path; /* the overlay file, or NULL */
+	struct p11p_order_stamp {
+		int err; /* 0: stat worked; else its errno (ENOENT: no overlay) */
+		unsigned long long dev, ino, size;
+		long long mtime_s, mtime_ns, ctime_s, ctime_ns;
+	} order_stamp;
+	/* Key replication (replicate.c), guarded by the global lock: */
+	CK_OBJECT_HANDLE repl_key[P11P_MAX_MEMBERS]; /* ha.replication_key per member; 0: unknown */
+	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
+	unsigned repl_pending; /* members waiting for a catch-up (bit per member index) */
+	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
 };
 
 /* Operations a session can have active, recorded for replay (op.c). */
@@ -140,6 +162,9 @@ struct p11p_state {
 	bool probe_stop;
 	pthread_t probe_thread;
 	pthread_cond_t probe_cond;
+	/* Member order overlays (order.c), guarded by the global lock: */
+	bool order_busy;                  /* a thread is checking them */
+	unsigned long long order_next_ms; /* when they are next checked (monotonic) */
 };
 
 /* An entry point's view of one session for the length of a call. */
@@ -252,6 +277,80 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 
 CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
 
+/* --- order.c: member order overlays (see the comment at the top of order.c) --- */
+#define P11P_ORDER_CHECK_MS  1000UL       /* the module stats an overlay at most this often */
+#define P11P_ORDER_MAX_BYTES (64 * 1024)  /* an overlay file */
+#define P11P_ORDER_LINE_MAX  8192         /* one line of it */
+#define P11P_ORDER_NONE      ((size_t)-1) /* p11p_order_entry.config_index of an added member */
+
+/* One line of an overlay: a config member by name, or an added member's spec. */
+struct p11p_order_entry {
+	char name[P11P_NAME_MAX + 1];
+	size_t config_index;          /* in the slot's config, or P11P_ORDER_NONE */
+	struct p11p_member_cfg *spec; /* an added member (owned; pin not read), else NULL */
+	unsigned long line;           /* where it was read (0: not from a file) */
+};
+
+/* A slot's member list in priority order. */
+struct p11p_order {
+	size_t n;
+	struct p11p_order_entry e[P11P_MAX_MEMBERS];
+	bool from_file; /* an overlay was read (else: the config's order) */
+};
+
+/*
+ * The slot's overlay file, "<state_dir>/slots/<LABEL>.members" into buf.
+ * -1 when it does not fit or the config has no state_dir.
+ */
+int p11p_order_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len);
+/* The config's own order for the slot. */
+void p11p_order_from_config(const struct p11p_config *cfg, size_t slot, struct p11p_order *out);
+/*
+ * Parses overlay text (name: for messages). false with "NAME:LINE: message"
+ * in err on any problem; out is then empty. PINs are not read.
+ */
+bool p11p_order_parse(const struct p11p_config *cfg, size_t slot, const char *name,
+                      const char *data, size_t len, struct p11p_order *out, char *err,
+                      size_t errlen);
+/*
+ * Reads the slot's overlay: 1 read into out; 0 there is none (out holds the
+ * config's order); -1 unreadable or damaged (err: "PATH[:LINE]: message").
+ * stamp (may be NULL) receives what identifies the version read.
+ */
+int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
+                    struct p11p_order_stamp *stamp, char *err, size_t errlen);
+/* The overlay text for an order (p11p_free it), or NULL (ENOMEM, or a line too long). */
+char *p11p_order_format(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o);
+/*
+ * Writers (the CLI): p11p_order_lock() creates the state directories (0700)
+ * and takes an exclusive flock on "<state_dir>/slots/.lock": an fd, or -1
+ * (err set). Read, change, p11p_order_write() (temp file 0600 in the same
+ * directory, fsync, rename, fsync of the directory; o->n == 0 removes the
+ * overlay, back to the config's order), then p11p_order_unlock().
+ */
+int p11p_order_lock(const struct p11p_config *cfg, char *err, size_t errlen);
+int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
+                     char *err, size_t errlen);
+void p11p_order_unlock(int fd);
+/* Frees the specs and empties o. */
+void p11p_order_clear(struct p11p_order *o);
+/* Do two member specs name the same member (name, backend, selector, PIN source)? */
+bool p11p_member_cfg_same(const struct p11p_member_cfg *a, const struct p11p_member_cfg *b);
+/* Frees a spec p11p_order_parse() made (its PIN wiped); NULL is fine. */
+void p11p_member_cfg_free(struct p11p_member_cfg *m);
+
+/*
+ * In the module. p11p_order_init(): at C_Initialize, after the slot's
+ * config members are set up and before the state is shared: the config's
+ * order, then the overlay if there is one. p11p_order_poll(): checks every
+ * slot's overlay when due (at most once per P11P_ORDER_CHECK_MS) and applies
+ * a changed one; returns when the next check is due (monotonic ms). No lock
+ * held. p11p_order_free(): the slot's added specs (state teardown).
+ */
+void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs);
+unsigned long long p11p_order_poll(struct p11p_state *st);
+void p11p_order_free(struct p11p_vslot *vs);
+
 /* --- failover.c --- */
 /*
  * After a backend call in c answered *rv: when that was a failure of the
@@ -337,5 +436,30 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
                       CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
 CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG len,
                                CK_OBJECT_HANDLE enc_key, CK_OBJECT_HANDLE auth_key);
+
+/* --- replicate.c: key replication over a slot's members --- */
+/*
+ * A key creation in c made the backend objects bh[0..n) on the session's
+ * member (a key, or a pair's public and private key). When the slot has more
+ * than one member and some of them are token keys, copies those to the other
+ * healthy members (secret and private keys wrapped under ha.replication_key and
+ * unwrapped there with the same attributes; public keys created from their
+ * public attributes) until ha.key_quorum members hold them (0: every healthy
+ * member). CKR_OK: replicated, or kept on fewer members because the slot
+ * allows single_member_keys (a warning is logged). Otherwise the new objects
+ * and every copy are destroyed and CKR_FUNCTION_FAILED is returned, with a
+ * message saying why (the table in p11proxy(7)). Members that turn out to be
+ * down do not count: they catch up when they return.
+ * Called with c's session lock held, never with the global lock.
+ */
+CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
+/*
+ * Member m of vs is up again (after being down): copies to it the token keys
+ * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
+ * CKA_LABEL). Needs the application's user login on the slot; without it the
+ * catch-up waits for the slot's next key creation. No lock held (the probe
+ * thread, or an inline probe).
+ */
+void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
 
 #endif

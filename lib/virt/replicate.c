@@ -1,0 +1,1041 @@
+/*
+ * Key replication: a token key created through a virtual slot with several
+ * members is copied to the other healthy members before the creating call
+ * returns, and a member that comes back from being down is brought up to
+ * date (catch-up).
+ *
+ * How a key travels: secret and private keys are wrapped on the member that
+ * holds them under the slot's replication key (ha.replication_key: the label
+ * of an AES key with the same value on every member, CKA_WRAP and CKA_UNWRAP
+ * set), with CKM_AES_KEY_WRAP_PAD or else CKM_AES_KEY_WRAP, and unwrapped on
+ * the other member with the attributes read from the original (class, key
+ * type, CKA_ID, CKA_LABEL, usage flags, CKA_SENSITIVE, CKA_EXTRACTABLE,
+ * CKA_PRIVATE ...), so the copy has the identity (CKA_CLASS + CKA_ID +
+ * CKA_LABEL) that object.c re-finds objects by after a failover. Public keys
+ * are created from their public attributes. Key material never passes
+ * through the proxy in the clear.
+ *
+ * Every backend call here runs on sessions of our own (so an operation the
+ * application has active on its session is not disturbed), without the
+ * global lock. One replication or catch-up at a time per slot (repl_busy),
+ * so a catch-up never copies a key that a replication is copying already.
+ *
+ * Logins: our session on a member is logged in as the application is on the
+ * slot (p11p_replay_login). When that login was ours and no application
+ * session is on the member, closing our session logs the token out, so the
+ * member's login bit is cleared again (or a later session there would skip
+ * its login).
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/names.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define REPL_MAX_WRAPPED (64UL * 1024) /* a wrapped key, as a backend sizes it */
+#define REPL_MAX_VALUE   8192UL        /* one public value (RSA modulus, DSA prime, EC point) */
+#define REPL_MAX_KEYS    100000UL      /* token keys of one class a catch-up looks at */
+#define REPL_FIND_CHUNK  256
+#define REPL_MAX_ATTRS   40
+#define REPL_MAX_BYTES   8 /* byte-string attributes of one template besides id and label */
+#define WHY_LEN          256
+
+/* A backend session of our own on one member. */
+struct msess {
+	struct p11p_vslot *vs;
+	struct p11p_member *m;
+	CK_FUNCTION_LIST *fl;
+	CK_SESSION_HANDLE h;
+	bool took_login; /* the member's login bit was clear before we logged in */
+};
+
+/* Boolean attributes copied as they are (those the source reports). */
+static const CK_ATTRIBUTE_TYPE bool_attrs[] = {
+    CKA_PRIVATE, CKA_SENSITIVE,    CKA_EXTRACTABLE, CKA_ENCRYPT,           CKA_DECRYPT,
+    CKA_SIGN,    CKA_SIGN_RECOVER, CKA_VERIFY,      CKA_VERIFY_RECOVER,    CKA_WRAP,
+    CKA_UNWRAP,  CKA_DERIVE,       CKA_MODIFIABLE,  CKA_WRAP_WITH_TRUSTED, CKA_ALWAYS_AUTHENTICATE,
+};
+#define N_BOOL_ATTRS (sizeof(bool_attrs) / sizeof(bool_attrs[0]))
+
+/* Byte-string attributes copied when present and not empty. */
+static const CK_ATTRIBUTE_TYPE opt_byte_attrs[] = {CKA_SUBJECT, CKA_START_DATE, CKA_END_DATE};
+
+/* What is needed to make a copy of one key on another member. */
+struct keyinfo {
+	CK_OBJECT_HANDLE h; /* on the source member */
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE kt;
+	CK_BBOOL token;
+	bool extractable, wrap_trusted;
+	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
+	CK_ULONG id_len, label_len;
+	CK_BBOOL bools[N_BOOL_ATTRS];
+	CK_ULONG value_len;
+	bool has_value_len;
+	void *bytes[REPL_MAX_BYTES]; /* values of byte-string attributes (ours) */
+	size_t n_bytes;
+	CK_ATTRIBUTE t[REPL_MAX_ATTRS]; /* the template for the copy */
+	CK_ULONG n;
+	CK_ULONG n_without_len; /* the template without CKA_VALUE_LEN (it comes last) */
+	bool ambiguous;         /* its identity is not unique on the source already */
+	unsigned char *wrapped; /* secret and private keys */
+	CK_ULONG wrapped_len;
+	CK_MECHANISM_TYPE mech;
+};
+
+static bool is_key_class(CK_OBJECT_CLASS cls)
+{
+	return cls == CKO_SECRET_KEY || cls == CKO_PRIVATE_KEY || cls == CKO_PUBLIC_KEY;
+}
+
+static void keyinfo_clear(struct keyinfo *ki)
+{
+	for (size_t i = 0; i < ki->n_bytes; i++)
+		p11p_free(ki->bytes[i]);
+	if (ki->wrapped != NULL) {
+		p11p_wipe(ki->wrapped, ki->wrapped_len);
+		p11p_free(ki->wrapped);
+	}
+	memset(ki, 0, sizeof(*ki));
+}
+
+/* "AES secret key 'label' (id 0a0b)" for messages: printable ASCII only, bounded. */
+static const char *describe(const struct keyinfo *ki, char *buf, size_t len)
+{
+	char label[65], id[2 * 16 + 4];
+	const char *cls = ki->cls == CKO_SECRET_KEY    ? "secret key"
+	                  : ki->cls == CKO_PRIVATE_KEY ? "private key"
+	                  : ki->cls == CKO_PUBLIC_KEY  ? "public key"
+	                                               : "object";
+	/* CKK_EC and CKK_ECDSA are one value: the name of today. */
+	const char *kt = ki->kt == CKK_EC ? "CKK_EC" : p11p_ckk_name(ki->kt);
+	size_t j = 0;
+
+	for (CK_ULONG i = 0; i < ki->label_len && j + 1 < sizeof(label); i++)
+		label[j++] = ki->label[i] >= 0x20 && ki->label[i] < 0x7f ? (char)ki->label[i] : '?';
+	label[j] = '\0';
+	id[0] = '\0';
+	j = 0;
+	for (CK_ULONG i = 0; i < ki->id_len && i < 16; i++, j += 2)
+		snprintf(id + j, sizeof(id) - j, "%02x", ki->id[i]);
+	if (ki->id_len > 16)
+		snprintf(id + j, sizeof(id) - j, "..");
+	if (kt != NULL && strncmp(kt, "CKK_", 4) == 0)
+		kt += 4;
+	snprintf(buf, len, "%s%s%s '%s' (id %s)", kt != NULL ? kt : "", kt != NULL ? " " : "", cls,
+	         label, ki->id_len > 0 ? id : "none");
+	return buf;
+}
+
+/* --- sessions -------------------------------------------------------------------------- */
+
+static CK_RV msess_open(struct p11p_vslot *vs, struct p11p_member *m, struct msess *ms)
+{
+	CK_SLOT_ID be_slot;
+	bool was_logged;
+	CK_RV rv;
+
+	memset(ms, 0, sizeof(*ms));
+	ms->vs = vs;
+	ms->m = m;
+	ms->fl = &m->be->fl;
+	p11p_lock();
+	be_slot = m->be_slot;
+	was_logged = vs->logged_in & (1U << m->index);
+	p11p_unlock();
+	rv =
+	    ms->fl->C_OpenSession(be_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &ms->h);
+	if (rv != CKR_OK) {
+		ms->h = 0;
+		return rv;
+	}
+	rv = p11p_replay_login(vs, m, ms->h);
+	ms->took_login = !was_logged;
+	if (rv != CKR_OK) {
+		ms->fl->C_CloseSession(ms->h);
+		ms->h = 0;
+	}
+	return rv;
+}
+
+static void msess_close(struct msess *ms)
+{
+	if (ms->h == 0)
+		return;
+	if (ms->took_login) {
+		/* Our session held the only login there: closing it logs the token out. */
+		p11p_lock();
+		if (ms->m->n_sessions == 0)
+			ms->vs->logged_in &= ~(1U << ms->m->index);
+		p11p_unlock();
+	}
+	ms->fl->C_CloseSession(ms->h);
+	ms->h = 0;
+}
+
+/* Objects matching a template: up to `max` handles into out, their number into *n. */
+static CK_RV find(struct msess *ms, CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_HANDLE *out,
+                  CK_ULONG max, CK_ULONG *n)
+{
+	CK_RV rv = ms->fl->C_FindObjectsInit(ms->h, t, count);
+
+	*n = 0;
+	if (rv != CKR_OK)
+		return rv;
+	rv = ms->fl->C_FindObjects(ms->h, out, max, n);
+	ms->fl->C_FindObjectsFinal(ms->h);
+	if (rv == CKR_OK && *n > max)
+		rv = CKR_GENERAL_ERROR; /* a backend writing past what we gave it */
+	return rv;
+}
+
+/* How many objects (0, 1 or 2 = several) on the member have this identity. */
+static CK_RV count_identity(struct msess *ms, const struct keyinfo *ki, CK_ULONG *n)
+{
+	CK_OBJECT_CLASS cls = ki->cls;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)(uintptr_t)ki->id, ki->id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)ki->label, ki->label_len},
+	};
+	CK_OBJECT_HANDLE found[2];
+
+	return find(ms, t, 3, found, 2, n);
+}
+
+/*
+ * The replication key's handle on ms's member: cached per member while the
+ * member has not failed since. `refresh` drops the cached one first.
+ */
+static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, char *why, size_t wl)
+{
+	struct p11p_vslot *vs = ms->vs;
+	size_t i = ms->m->index;
+	const char *label = vs->cfg->ha.replication_key;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_LABEL, (void *)(uintptr_t)label, label != NULL ? strlen(label) : 0},
+	};
+	CK_OBJECT_HANDLE found[2];
+	unsigned long gen;
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	if (label == NULL) {
+		snprintf(why, wl, "no replication key configured (ha.replication_key)");
+		return CKR_FUNCTION_FAILED;
+	}
+	p11p_lock();
+	gen = ms->m->failures + 1;
+	if (refresh || vs->repl_key_gen[i] != gen)
+		vs->repl_key[i] = 0;
+	*out = vs->repl_key[i];
+	p11p_unlock();
+	if (*out != 0)
+		return CKR_OK;
+	rv = find(ms, t, 2, found, 2, &n);
+	if (rv != CKR_OK) {
+		snprintf(why, wl, "member %zu: cannot look for the replication key '%s': %s", i,
+		         label, p11p_rv_str(rv));
+		return rv;
+	}
+	if (n != 1) {
+		snprintf(why, wl, "member %zu: %s secret key labelled '%s' (ha.replication_key)", i,
+		         n == 0 ? "no" : "more than one", label);
+		return CKR_FUNCTION_FAILED;
+	}
+	p11p_lock();
+	vs->repl_key[i] = found[0];
+	vs->repl_key_gen[i] = gen;
+	p11p_unlock();
+	*out = found[0];
+	return CKR_OK;
+}
+
+static bool handle_invalid(CK_RV rv)
+{
+	return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
+	       rv == CKR_WRAPPING_KEY_HANDLE_INVALID || rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+}
+
+/* --- reading a key --------------------------------------------------------------------- */
+
+static void add_attr(struct keyinfo *ki, CK_ATTRIBUTE_TYPE type, void *value, CK_ULONG len)
+{
+	if (ki->n < REPL_MAX_ATTRS) {
+		ki->t[ki->n].type = type;
+		ki->t[ki->n].pValue = value;
+		ki->t[ki->n].ulValueLen = len;
+		ki->n++;
+	}
+}
+
+/*
+ * A byte-string attribute of the source into the template: `required` ones
+ * must be there; optional ones are left out when absent or empty.
+ */
+static CK_RV add_bytes(struct msess *src, struct keyinfo *ki, CK_ATTRIBUTE_TYPE type, bool required,
+                       char *why, size_t wl)
+{
+	CK_ATTRIBUTE a = {type, NULL, 0};
+	void *buf;
+	CK_RV rv = src->fl->C_GetAttributeValue(src->h, ki->h, &a, 1);
+
+	if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen == 0) {
+		if (!required)
+			return CKR_OK;
+		snprintf(why, wl, "cannot read %s: %s", p11p_cka_name(type),
+		         p11p_rv_str(rv != CKR_OK ? rv : CKR_ATTRIBUTE_TYPE_INVALID));
+		return rv != CKR_OK ? rv : CKR_FUNCTION_FAILED;
+	}
+	if (a.ulValueLen > REPL_MAX_VALUE || ki->n_bytes >= REPL_MAX_BYTES) {
+		snprintf(why, wl, "%s is too long (%lu bytes)", p11p_cka_name(type),
+		         (unsigned long)a.ulValueLen);
+		return CKR_FUNCTION_FAILED;
+	}
+	buf = p11p_malloc(a.ulValueLen);
+	if (buf == NULL)
+		return CKR_HOST_MEMORY;
+	ki->bytes[ki->n_bytes++] = buf;
+	a.pValue = buf;
+	rv = src->fl->C_GetAttributeValue(src->h, ki->h, &a, 1);
+	if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
+	    a.ulValueLen > REPL_MAX_VALUE) {
+		snprintf(why, wl, "cannot read %s: %s", p11p_cka_name(type),
+		         p11p_rv_str(rv != CKR_OK ? rv : CKR_GENERAL_ERROR));
+		return rv != CKR_OK ? rv : CKR_FUNCTION_FAILED;
+	}
+	add_attr(ki, type, buf, a.ulValueLen);
+	return CKR_OK;
+}
+
+/* The public values a public key of this type is made from; false: not supported. */
+static bool public_values(CK_KEY_TYPE kt, const CK_ATTRIBUTE_TYPE **types, size_t *n)
+{
+	static const CK_ATTRIBUTE_TYPE rsa[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT};
+	static const CK_ATTRIBUTE_TYPE ec[] = {CKA_EC_PARAMS, CKA_EC_POINT};
+	static const CK_ATTRIBUTE_TYPE dsa[] = {CKA_PRIME, CKA_SUBPRIME, CKA_BASE, CKA_VALUE};
+	static const CK_ATTRIBUTE_TYPE dh[] = {CKA_PRIME, CKA_BASE, CKA_VALUE};
+
+	switch (kt) {
+	case CKK_RSA:
+		*types = rsa;
+		*n = 2;
+		return true;
+	case CKK_EC:
+#ifdef CKK_EC_EDWARDS
+	case CKK_EC_EDWARDS:
+#endif
+#ifdef CKK_EC_MONTGOMERY
+	case CKK_EC_MONTGOMERY:
+#endif
+		*types = ec;
+		*n = 2;
+		return true;
+	case CKK_DSA:
+		*types = dsa;
+		*n = 4;
+		return true;
+	case CKK_DH:
+		*types = dh;
+		*n = 3;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Identity (class, token, id, label) of a source object; key type when it has one. */
+static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *ki, char *why,
+                        size_t wl)
+{
+	CK_ATTRIBUTE a[] = {
+	    {CKA_CLASS, &ki->cls, sizeof(ki->cls)},
+	    {CKA_TOKEN, &ki->token, sizeof(ki->token)},
+	    {CKA_ID, ki->id, sizeof(ki->id)},
+	    {CKA_LABEL, ki->label, sizeof(ki->label)},
+	};
+	CK_ATTRIBUTE kt = {CKA_KEY_TYPE, &ki->kt, sizeof(ki->kt)};
+	CK_RV rv;
+
+	ki->h = h;
+	rv = src->fl->C_GetAttributeValue(src->h, h, a, 4);
+	if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && (a[2].ulValueLen > sizeof(ki->id) ||
+	                                                    a[3].ulValueLen > sizeof(ki->label)))) {
+		snprintf(why, wl, "CKA_ID or CKA_LABEL longer than %d bytes", P11P_ID_MAX);
+		return CKR_FUNCTION_FAILED;
+	}
+	if (rv != CKR_OK || a[0].ulValueLen != sizeof(ki->cls) ||
+	    a[1].ulValueLen != sizeof(ki->token)) {
+		snprintf(why, wl, "cannot read its class and identity: %s",
+		         p11p_rv_str(rv != CKR_OK ? rv : CKR_GENERAL_ERROR));
+		return rv != CKR_OK ? rv : CKR_FUNCTION_FAILED;
+	}
+	ki->id_len = a[2].ulValueLen;
+	ki->label_len = a[3].ulValueLen;
+	ki->kt = CKK_VENDOR_DEFINED;
+	if (is_key_class(ki->cls) && (src->fl->C_GetAttributeValue(src->h, h, &kt, 1) != CKR_OK ||
+	                              kt.ulValueLen != sizeof(ki->kt)))
+		ki->kt = CKK_VENDOR_DEFINED;
+	return CKR_OK;
+}
+
+/* Everything the copy's template needs, after read_ident(). */
+static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
+{
+	static const CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE b[N_BOOL_ATTRS];
+	const CK_ATTRIBUTE_TYPE *pub;
+	size_t n_pub = 0;
+	CK_RV rv;
+
+	ki->n = 0;
+	add_attr(ki, CKA_CLASS, &ki->cls, sizeof(ki->cls));
+	add_attr(ki, CKA_KEY_TYPE, &ki->kt, sizeof(ki->kt));
+	add_attr(ki, CKA_TOKEN, (void *)(uintptr_t)&yes, sizeof(yes));
+	add_attr(ki, CKA_ID, ki->id, ki->id_len);
+	add_attr(ki, CKA_LABEL, ki->label, ki->label_len);
+	for (size_t i = 0; i < N_BOOL_ATTRS; i++) {
+		b[i].type = bool_attrs[i];
+		b[i].pValue = &ki->bools[i];
+		b[i].ulValueLen = sizeof(CK_BBOOL);
+	}
+	/* Attributes a class does not have come back unavailable: they are left out. */
+	rv = src->fl->C_GetAttributeValue(src->h, ki->h, b, N_BOOL_ATTRS);
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
+		snprintf(why, wl, "cannot read its attributes: %s", p11p_rv_str(rv));
+		return rv;
+	}
+	ki->extractable = ki->cls == CKO_PUBLIC_KEY;
+	for (size_t i = 0; i < N_BOOL_ATTRS; i++) {
+		if (b[i].ulValueLen != sizeof(CK_BBOOL))
+			continue;
+		add_attr(ki, b[i].type, &ki->bools[i], sizeof(CK_BBOOL));
+		if (b[i].type == CKA_EXTRACTABLE)
+			ki->extractable = ki->bools[i] != CK_FALSE;
+		if (b[i].type == CKA_WRAP_WITH_TRUSTED)
+			ki->wrap_trusted = ki->bools[i] != CK_FALSE;
+	}
+	for (size_t i = 0; i < sizeof(opt_byte_attrs) / sizeof(opt_byte_attrs[0]); i++) {
+		rv = add_bytes(src, ki, opt_byte_attrs[i], false, why, wl);
+		if (rv != CKR_OK)
+			return rv;
+	}
+	if (ki->cls == CKO_PUBLIC_KEY) {
+		if (!public_values(ki->kt, &pub, &n_pub)) {
+			snprintf(why, wl, "public keys of type %s are not copied",
+			         p11p_ckk_name(ki->kt) != NULL ? p11p_ckk_name(ki->kt)
+			                                       : "(vendor-defined)");
+			return CKR_FUNCTION_FAILED;
+		}
+		for (size_t i = 0; i < n_pub; i++) {
+			rv = add_bytes(src, ki, pub[i], true, why, wl);
+			if (rv != CKR_OK)
+				return rv;
+		}
+	}
+	ki->n_without_len = ki->n;
+	if (ki->cls == CKO_SECRET_KEY) {
+		CK_ATTRIBUTE vl = {CKA_VALUE_LEN, &ki->value_len, sizeof(ki->value_len)};
+
+		/* Last: sent only to a member that asks for it (copy_to). */
+		if (src->fl->C_GetAttributeValue(src->h, ki->h, &vl, 1) == CKR_OK &&
+		    vl.ulValueLen == sizeof(ki->value_len)) {
+			ki->has_value_len = true;
+			add_attr(ki, CKA_VALUE_LEN, &ki->value_len, sizeof(ki->value_len));
+		}
+	}
+	if (ki->n >= REPL_MAX_ATTRS) {
+		snprintf(why, wl, "too many attributes");
+		return CKR_FUNCTION_FAILED;
+	}
+	return CKR_OK;
+}
+
+/* Wraps a secret or private key under the replication key on the source member. */
+static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
+{
+	static const CK_MECHANISM_TYPE mechs[] = {CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP};
+	CK_OBJECT_HANDLE rk;
+	CK_RV rv = CKR_OK;
+	bool refreshed = false;
+
+	if (!ki->extractable) {
+		snprintf(why, wl, "the key is not extractable (CKA_EXTRACTABLE=false)");
+		return CKR_KEY_UNEXTRACTABLE;
+	}
+	rv = repl_key(src, false, &rk, why, wl);
+	if (rv != CKR_OK)
+		return rv;
+	for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
+		CK_MECHANISM m = {mechs[i], NULL, 0};
+		CK_ULONG len = 0, got;
+
+		rv = src->fl->C_WrapKey(src->h, &m, rk, ki->h, NULL, &len);
+		if (handle_invalid(rv) && !refreshed) {
+			/* The member was replaced or the key re-made: look it up again. */
+			refreshed = true;
+			rv = repl_key(src, true, &rk, why, wl);
+			if (rv != CKR_OK)
+				return rv;
+			i--;
+			continue;
+		}
+		if (rv == CKR_OK && (len == 0 || len > REPL_MAX_WRAPPED))
+			rv = CKR_GENERAL_ERROR;
+		if (rv == CKR_OK) {
+			ki->wrapped = p11p_malloc(len);
+			if (ki->wrapped == NULL)
+				return CKR_HOST_MEMORY;
+			got = len;
+			rv = src->fl->C_WrapKey(src->h, &m, rk, ki->h, ki->wrapped, &got);
+			if (rv == CKR_OK && (got == 0 || got > len))
+				rv = CKR_GENERAL_ERROR;
+			if (rv == CKR_OK) {
+				ki->wrapped_len = got;
+				ki->mech = mechs[i];
+				return CKR_OK;
+			}
+			p11p_wipe(ki->wrapped, len);
+			p11p_free(ki->wrapped);
+			ki->wrapped = NULL;
+		}
+		if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE ||
+		    p11p_rv_is_server_error(src->m->be, rv) || rv == CKR_SESSION_HANDLE_INVALID)
+			break;
+		/* Mechanism or length refused: the next mechanism. */
+	}
+	if (ki->wrap_trusted &&
+	    (rv == CKR_KEY_NOT_WRAPPABLE || rv == CKR_WRAPPING_KEY_TYPE_INCONSISTENT ||
+	     rv == CKR_KEY_FUNCTION_NOT_PERMITTED))
+		snprintf(why, wl,
+		         "the key has CKA_WRAP_WITH_TRUSTED and the replication key is not trusted "
+		         "(CKA_TRUSTED): C_WrapKey answered %s",
+		         p11p_rv_str(rv));
+	else if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE)
+		snprintf(why, wl, "the member will not wrap the key: %s", p11p_rv_str(rv));
+	else
+		snprintf(why, wl,
+		         "C_WrapKey with CKM_AES_KEY_WRAP_PAD and CKM_AES_KEY_WRAP failed: %s",
+		         p11p_rv_str(rv));
+	return rv;
+}
+
+/* A secret or private key: read and wrap; a public key: read. */
+static CK_RV prepare(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
+{
+	CK_RV rv = read_template(src, ki, why, wl);
+
+	if (rv == CKR_OK && ki->cls != CKO_PUBLIC_KEY)
+		rv = wrap(src, ki, why, wl);
+	return rv;
+}
+
+/* Makes the copy on the target member. */
+static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out, char *why,
+                     size_t wl)
+{
+	CK_MECHANISM m = {ki->mech, NULL, 0};
+	CK_OBJECT_HANDLE rk;
+	bool refreshed = false;
+	CK_ULONG n = ki->n_without_len;
+	CK_RV rv;
+
+	*out = CK_INVALID_HANDLE;
+	if (ki->cls == CKO_PUBLIC_KEY) {
+		rv = t->fl->C_CreateObject(t->h, ki->t, ki->n, out);
+		if (rv != CKR_OK)
+			snprintf(why, wl, "member %zu refused the copy: C_CreateObject: %s",
+			         t->m->index, p11p_rv_str(rv));
+		return rv;
+	}
+	rv = repl_key(t, false, &rk, why, wl);
+	if (rv != CKR_OK)
+		return rv;
+	for (;;) {
+		rv = t->fl->C_UnwrapKey(t->h, &m, rk, ki->wrapped, ki->wrapped_len, ki->t, n, out);
+		if (handle_invalid(rv) && !refreshed) {
+			refreshed = true;
+			rv = repl_key(t, true, &rk, why, wl);
+			if (rv != CKR_OK)
+				return rv;
+			continue;
+		}
+		/*
+		 * The AES key wraps give back the exact value, so the length is not
+		 * sent: a token that wants it anyway says so. (SoftHSM2 refuses
+		 * CKA_VALUE_LEN in an unwrap template, and leaves a half-made
+		 * object behind when it does.)
+		 */
+		if (rv == CKR_TEMPLATE_INCOMPLETE && ki->has_value_len && n != ki->n) {
+			n = ki->n;
+			continue;
+		}
+		break;
+	}
+	if (rv == CKR_OK && *out == CK_INVALID_HANDLE)
+		rv = CKR_GENERAL_ERROR;
+	if (rv != CKR_OK)
+		snprintf(why, wl, "member %zu refused the copy: C_UnwrapKey: %s", t->m->index,
+		         p11p_rv_str(rv));
+	return rv;
+}
+
+/* --- serializing per slot -------------------------------------------------------------- */
+
+static void slot_busy_begin(struct p11p_vslot *vs)
+{
+	p11p_lock();
+	while (vs->repl_busy)
+		p11p_wait_locked(20);
+	vs->repl_busy = true;
+	p11p_unlock();
+}
+
+static void slot_busy_end(struct p11p_vslot *vs)
+{
+	p11p_lock();
+	vs->repl_busy = false;
+	p11p_broadcast_locked();
+	p11p_unlock();
+}
+
+/* --- catch-up -------------------------------------------------------------------------- */
+
+static bool stopping(struct p11p_state *st)
+{
+	bool stop;
+
+	p11p_lock();
+	stop = st->probe_stop || st->finalizing;
+	p11p_unlock();
+	return stop;
+}
+
+/* Handles of the token keys of one class on a member, into a new array (p11p_free it). */
+static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE **out, CK_ULONG *n)
+{
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &yes, sizeof(yes)}};
+	CK_OBJECT_HANDLE *list = NULL, *grown;
+	CK_ULONG count = 0, cap = 0, got;
+	CK_RV rv = ms->fl->C_FindObjectsInit(ms->h, t, 2);
+
+	*out = NULL;
+	*n = 0;
+	if (rv != CKR_OK)
+		return rv;
+	for (;;) {
+		if (count + REPL_FIND_CHUNK > cap) {
+			cap = cap ? cap * 2 : REPL_FIND_CHUNK;
+			grown = p11p_reallocarray(list, cap, sizeof(*list));
+			if (grown == NULL) {
+				rv = CKR_HOST_MEMORY;
+				break;
+			}
+			list = grown;
+		}
+		got = 0;
+		rv = ms->fl->C_FindObjects(ms->h, list + count, REPL_FIND_CHUNK, &got);
+		if (rv == CKR_OK && got > REPL_FIND_CHUNK)
+			rv = CKR_GENERAL_ERROR;
+		if (rv != CKR_OK)
+			break;
+		count += got;
+		if (got < REPL_FIND_CHUNK)
+			break;
+		if (count >= REPL_MAX_KEYS) {
+			p11p_message("slot '%s': member %zu holds more than %lu keys of one class; "
+			             "the catch-up looks at the first %lu",
+			             ms->vs->label, ms->m->index, REPL_MAX_KEYS, REPL_MAX_KEYS);
+			break;
+		}
+	}
+	ms->fl->C_FindObjectsFinal(ms->h);
+	if (rv != CKR_OK) {
+		p11p_free(list);
+		return rv;
+	}
+	*out = list;
+	*n = count;
+	return CKR_OK;
+}
+
+struct catchup_count {
+	unsigned long copied, failed;
+};
+
+/* Copies the keys src holds and dst lacks. A server-side error of either ends it. */
+static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct msess *dst,
+                           struct catchup_count *cnt)
+{
+	static const CK_OBJECT_CLASS classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+	struct keyinfo *ki = p11p_calloc(1, sizeof(*ki));
+	CK_RV rv = CKR_OK;
+
+	if (ki == NULL)
+		return CKR_HOST_MEMORY;
+	for (size_t c = 0; c < 3 && rv == CKR_OK; c++) {
+		CK_OBJECT_HANDLE *list = NULL;
+		CK_ULONG n = 0;
+
+		rv = list_keys(src, classes[c], &list, &n);
+		for (CK_ULONG i = 0; rv == CKR_OK && i < n && !stopping(st); i++) {
+			char why[WHY_LEN] = "", desc[160];
+			CK_OBJECT_HANDLE copy;
+			CK_ULONG present = 0;
+			CK_RV r;
+
+			keyinfo_clear(ki);
+			r = read_ident(src, list[i], ki, why, sizeof(why));
+			if (r == CKR_OK)
+				r = count_identity(dst, ki, &present);
+			if (r == CKR_OK && present > 0)
+				continue;
+			if (r == CKR_OK)
+				r = prepare(src, ki, why, sizeof(why));
+			if (r == CKR_OK)
+				r = copy_to(dst, ki, &copy, why, sizeof(why));
+			if (r == CKR_OK) {
+				cnt->copied++;
+				p11p_debug(P11P_DBG_OBJECT, "slot '%s': copied %s to member %zu",
+				           src->vs->label, describe(ki, desc, sizeof(desc)),
+				           dst->m->index);
+				continue;
+			}
+			if (p11p_rv_is_server_error(src->m->be, r) ||
+			    p11p_rv_is_server_error(dst->m->be, r) || r == CKR_HOST_MEMORY) {
+				rv = r;
+				break;
+			}
+			cnt->failed++;
+			p11p_message("slot '%s': catch-up of member %zu: %s not copied: %s",
+			             src->vs->label, dst->m->index,
+			             describe(ki, desc, sizeof(desc)),
+			             why[0] != '\0' ? why : p11p_rv_str(r));
+		}
+		p11p_free(list);
+	}
+	keyinfo_clear(ki);
+	p11p_free(ki);
+	return rv;
+}
+
+/* The catch-up itself; the slot is ours (repl_busy). */
+static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
+{
+	struct p11p_member *sources[P11P_MAX_MEMBERS];
+	struct catchup_count cnt = {0, 0};
+	struct msess dst;
+	bool complete = true;
+	size_t n_src = 0, n_members;
+	CK_USER_TYPE login;
+	bool up;
+	CK_RV rv;
+
+	p11p_lock();
+	login = vs->login;
+	up = atomic_load(&m->health) == P11P_UP && !m->removed;
+	n_members = vs->n_members;
+	for (size_t i = 0; i < n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *o = &vs->members[i];
+
+		if (o != m && !o->removed && o->resolved && atomic_load(&o->health) == P11P_UP)
+			sources[n_src++] = o;
+	}
+	/* Private and secret keys are seen only when logged in: wait for the application. */
+	if (login != CKU_USER && up && n_src > 0)
+		vs->repl_pending |= 1U << m->index;
+	else
+		vs->repl_pending &= ~(1U << m->index);
+	p11p_unlock();
+	if (!up || n_src == 0)
+		return;
+	if (login != CKU_USER) {
+		p11p_debug(P11P_DBG_OBJECT,
+		           "slot '%s': member %zu catches up once the application logs in",
+		           vs->label, m->index);
+		return;
+	}
+	if (vs->cfg->ha.replication_key == NULL) {
+		/* A slot without a replication key does not replicate: nothing to say. */
+		p11p_debug(P11P_DBG_OBJECT,
+		           "slot '%s': member %zu: no catch-up (no replication key)", vs->label,
+		           m->index);
+		return;
+	}
+	rv = msess_open(vs, m, &dst);
+	if (rv != CKR_OK) {
+		p11p_message("slot '%s': catch-up of member %zu: cannot open a session: %s",
+		             vs->label, m->index, p11p_rv_str(rv));
+		if (p11p_rv_is_server_error(m->be, rv))
+			p11p_member_confirm(st, vs, m, rv);
+		return;
+	}
+	for (size_t i = 0; i < n_src; i++) {
+		struct msess src;
+
+		if (stopping(st)) {
+			complete = false;
+			break;
+		}
+		rv = msess_open(vs, sources[i], &src);
+		if (rv != CKR_OK) {
+			complete = false;
+			if (p11p_rv_is_server_error(sources[i]->be, rv))
+				p11p_member_confirm(st, vs, sources[i], rv);
+			continue;
+		}
+		rv = catch_up_from(st, &src, &dst, &cnt);
+		msess_close(&src);
+		if (rv != CKR_OK) {
+			complete = false;
+			p11p_message(
+			    "slot '%s': catch-up of member %zu from member %zu stopped: %s",
+			    vs->label, m->index, sources[i]->index, p11p_rv_str(rv));
+			if (p11p_rv_is_server_error(m->be, rv) &&
+			    !p11p_member_confirm(st, vs, m, rv))
+				break;
+			if (p11p_rv_is_server_error(sources[i]->be, rv))
+				p11p_member_confirm(st, vs, sources[i], rv);
+		}
+	}
+	msess_close(&dst);
+	if (!complete) {
+		/* Interrupted (a source failed): the rest at the slot's next key creation. */
+		p11p_lock();
+		if (atomic_load(&m->health) == P11P_UP)
+			vs->repl_pending |= 1U << m->index;
+		p11p_unlock();
+	}
+	if (cnt.copied > 0 || cnt.failed > 0 || !complete)
+		p11p_message(
+		    "slot '%s': member %zu caught up%s: %lu key%s copied, %lu could not be",
+		    vs->label, m->index, complete ? "" : " in part", cnt.copied,
+		    cnt.copied == 1 ? "" : "s", cnt.failed);
+}
+
+void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
+{
+	if (vs->n_members < 2)
+		return;
+	slot_busy_begin(vs);
+	catch_up_busy(st, vs, m);
+	slot_busy_end(vs);
+}
+
+/* Catch-ups that waited for a login (the slot is ours). */
+static void catch_up_pending(struct p11p_state *st, struct p11p_vslot *vs)
+{
+	unsigned pending;
+
+	p11p_lock();
+	pending = vs->login == CKU_USER ? vs->repl_pending : 0;
+	p11p_unlock();
+	for (size_t i = 0; pending != 0 && i < P11P_MAX_MEMBERS; i++) {
+		if (pending & (1U << i))
+			catch_up_busy(st, vs, &vs->members[i]);
+	}
+}
+
+/* --- new keys -------------------------------------------------------------------------- */
+
+struct target {
+	struct p11p_member *m;
+	struct msess s;
+	CK_OBJECT_HANDLE copies[2];
+	bool ok, down;
+	char why[WHY_LEN];
+};
+
+/* Destroys what a target holds of the new keys. */
+static void target_undo(struct target *t, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (t->copies[k] != CK_INVALID_HANDLE && t->s.h != 0)
+			t->s.fl->C_DestroyObject(t->s.h, t->copies[k]);
+		t->copies[k] = CK_INVALID_HANDLE;
+	}
+	t->ok = false;
+}
+
+/* Copies the prepared keys (those with a source handle) to one target member. */
+static void copy_to_target(struct p11p_state *st, struct p11p_vslot *vs, struct target *t,
+                           struct keyinfo *ki, size_t n)
+{
+	CK_RV rv = msess_open(vs, t->m, &t->s);
+
+	if (rv != CKR_OK) {
+		snprintf(t->why, sizeof(t->why), "member %zu: cannot open a session or log in: %s",
+		         t->m->index, p11p_rv_str(rv));
+		goto out;
+	}
+	for (size_t k = 0; k < n && rv == CKR_OK; k++) {
+		CK_ULONG present = 0;
+
+		if (ki[k].h == CK_INVALID_HANDLE)
+			continue;
+		/*
+		 * A key with this identity there already (made by hand, or one
+		 * destroyed on another member only): after a failover it would be
+		 * found instead of the new one. Unless the identity is not unique on
+		 * the source either: then the members stay alike.
+		 */
+		if (!ki[k].ambiguous)
+			rv = count_identity(&t->s, &ki[k], &present);
+		if (rv == CKR_OK && present > 0) {
+			snprintf(t->why, sizeof(t->why),
+			         "member %zu already holds a key with the same class, CKA_ID and "
+			         "CKA_LABEL",
+			         t->m->index);
+			rv = CKR_FUNCTION_FAILED;
+			break;
+		}
+		if (rv == CKR_OK)
+			rv = copy_to(&t->s, &ki[k], &t->copies[k], t->why, sizeof(t->why));
+	}
+out:
+	t->ok = rv == CKR_OK;
+	if (!t->ok) {
+		target_undo(t, n);
+		if (t->why[0] == '\0')
+			snprintf(t->why, sizeof(t->why), "member %zu: %s", t->m->index,
+			         p11p_rv_str(rv));
+		/* A member that failed is not one that refused: it catches up when back. */
+		if ((p11p_rv_is_server_error(t->m->be, rv) || rv == CKR_SESSION_HANDLE_INVALID ||
+		     rv == CKR_SESSION_CLOSED) &&
+		    !p11p_member_confirm(st, vs, t->m, rv))
+			t->down = true;
+	}
+}
+
+/* Is one of the new objects a token key? (On the application's session: one cheap call each.) */
+static bool any_token_key(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		CK_OBJECT_CLASS cls = CKO_DATA;
+		CK_BBOOL tok = CK_FALSE;
+		CK_ATTRIBUTE a[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &tok, sizeof(tok)}};
+
+		if (c->fl->C_GetAttributeValue(c->bs, bh[k], a, 2) == CKR_OK && tok != CK_FALSE &&
+		    is_key_class(cls))
+			return true;
+	}
+	return false;
+}
+
+CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	const struct p11p_ha_cfg *ha = &vs->cfg->ha;
+	struct p11p_member *pm = c->m;
+	struct keyinfo *ki = NULL, *lead = NULL;
+	struct target *tg = NULL;
+	struct msess src = {0};
+	char why[WHY_LEN] = "", desc[160] = "key";
+	size_t n_tg = 0, healthy = 1, holders = 1, needed = 0, n_members;
+	bool busy = false;
+	CK_RV rv = CKR_OK;
+
+	if (vs->n_members < 2 || n == 0 || n > 2 || !any_token_key(c, bh, n))
+		return CKR_OK;
+	ki = p11p_calloc(n, sizeof(*ki));
+	tg = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*tg));
+	if (ki == NULL || tg == NULL) {
+		rv = CKR_HOST_MEMORY;
+		snprintf(why, sizeof(why), "out of memory");
+		goto refuse;
+	}
+	slot_busy_begin(vs);
+	busy = true;
+	catch_up_pending(c->st, vs);
+	rv = msess_open(vs, pm, &src);
+	if (rv != CKR_OK) {
+		snprintf(why, sizeof(why), "cannot open a session on member %zu: %s", pm->index,
+		         p11p_rv_str(rv));
+		goto refuse;
+	}
+	/* Read (and wrap) each new token key on the member that made it. */
+	for (size_t k = 0; k < n; k++) {
+		rv = read_ident(&src, bh[k], &ki[k], why, sizeof(why));
+		if (rv != CKR_OK)
+			goto refuse;
+		if (ki[k].token == CK_FALSE || !is_key_class(ki[k].cls)) {
+			ki[k].h = CK_INVALID_HANDLE; /* a session object stays where it is */
+			continue;
+		}
+		/* Messages name the private key of a pair, else the key. */
+		if (lead == NULL || ki[k].cls != CKO_PUBLIC_KEY)
+			lead = &ki[k];
+		describe(lead, desc, sizeof(desc));
+		rv = prepare(&src, &ki[k], why, sizeof(why));
+		if (rv == CKR_OK) {
+			CK_ULONG same = 0;
+
+			rv = count_identity(&src, &ki[k], &same);
+			ki[k].ambiguous = same > 1;
+		}
+		if (rv != CKR_OK)
+			goto refuse;
+	}
+	p11p_lock();
+	n_members = vs->n_members;
+	for (size_t i = 0; i < n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &vs->members[i];
+
+		if (m != pm && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
+			tg[n_tg++].m = m;
+	}
+	p11p_unlock();
+	for (size_t i = 0; i < n_tg; i++) {
+		copy_to_target(c->st, vs, &tg[i], ki, n);
+		healthy += !tg[i].down;
+		holders += tg[i].ok;
+	}
+	needed = ha->key_quorum != 0 ? ha->key_quorum : healthy;
+	if (holders >= needed) {
+		for (size_t i = 0; i < n_tg; i++) {
+			if (!tg[i].ok && !tg[i].down)
+				p11p_message("slot '%s': %s is not on member %zu (quorum of %zu "
+				             "reached): %s",
+				             vs->label, desc, tg[i].m->index, needed, tg[i].why);
+		}
+		rv = CKR_OK;
+		goto out;
+	}
+	for (size_t i = 0; i < n_tg && why[0] == '\0'; i++) {
+		if (!tg[i].ok && !tg[i].down)
+			snprintf(why, sizeof(why), "%s", tg[i].why);
+	}
+	if (why[0] == '\0')
+		snprintf(why, sizeof(why), "ha.key_quorum is %zu but %zu member%s healthy", needed,
+		         healthy, healthy == 1 ? " is" : "s are");
+	rv = CKR_FUNCTION_FAILED;
+refuse:
+	if (ha->single_member_keys && rv != CKR_HOST_MEMORY) {
+		p11p_message("slot '%s': %s is on %zu member%s only (single_member_keys): %s",
+		             vs->label, desc, holders, holders == 1 ? "" : "s", why);
+		rv = CKR_OK;
+		goto out;
+	}
+	p11p_message("slot '%s': new %s refused and destroyed: %s", vs->label, desc, why);
+	for (size_t i = 0; i < n_tg; i++)
+		target_undo(&tg[i], n);
+	for (size_t k = 0; k < n; k++)
+		c->fl->C_DestroyObject(c->bs, bh[k]);
+	rv = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
+out:
+	for (size_t i = 0; i < n_tg; i++)
+		msess_close(&tg[i].s);
+	msess_close(&src);
+	for (size_t k = 0; ki != NULL && k < n; k++)
+		keyinfo_clear(&ki[k]);
+	if (busy)
+		slot_busy_end(vs);
+	p11p_free(ki);
+	p11p_free(tg);
+	return rv;
+}

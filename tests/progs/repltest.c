@@ -1,0 +1,576 @@
+/*
+ * Key replication through libproxy.so over the fault-injecting shim.
+ *   repltest MODULE CONTROL LOG CASE [quick]
+ * The config (tests/suites/66-replication.sh) has slots "ha" (m1, m2,
+ * replication_key "repl"), "single" (the same, single_member_keys: true) and
+ * "v-m1", "v-m2" (one member each: the replication key goes onto both tokens
+ * through them, and they show what each token holds). CONTROL is the shim's
+ * control file, LOG its call log. "quick" (valgrind) leaves RSA out.
+ * Prints "ok ..." / "FAIL ..."; exit 1 on failure.
+ */
+#include "../tests/progs/testmod.h"
+
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PIN "1234"
+
+static struct testmod mod;
+static CK_FUNCTION_LIST *f;
+static const char *control_path, *log_path;
+static int failures, quick;
+
+static void expect(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void expect(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	printf("%s ", cond ? "ok" : "FAIL");
+	vprintf(fmt, ap);
+	printf("\n");
+	fflush(stdout);
+	va_end(ap);
+	if (!cond)
+		failures++;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void msleep(unsigned ms)
+{
+	usleep(ms * 1000);
+}
+
+/* Rewrites the shim's control file in one go (temp file + rename). */
+static void control(const char *rules)
+{
+	char tmp[4096];
+	FILE *fp;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", control_path);
+	fp = fopen(tmp, "w");
+	if (fp == NULL || fputs(rules, fp) < 0 || fclose(fp) != 0 || rename(tmp, control_path) != 0) {
+		perror("control");
+		exit(2);
+	}
+}
+
+static long log_count(long from, const char *a, const char *b)
+{
+	FILE *fp = fopen(log_path, "r");
+	char line[512];
+	long n = 0, i = 0;
+
+	if (fp == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if (i++ >= from && strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL))
+			n++;
+	fclose(fp);
+	return n;
+}
+
+static long log_lines(void)
+{
+	return log_count(0, "", NULL);
+}
+
+static CK_SESSION_HANDLE open_on(const char *label, int login)
+{
+	CK_SESSION_HANDLE s = 0;
+
+	if (!testmod_session(&mod, label, login ? PIN : NULL, &s)) {
+		expect(0, "open a session on %s", label);
+		exit(1);
+	}
+	return s;
+}
+
+/* Objects of that class, id and label on the slot (0, 1, 2 = several). */
+static CK_ULONG count_on(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, CK_BYTE id, const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+			    {CKA_ID, &id, 1},
+			    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[2];
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, t, 3) != CKR_OK)
+		return 99;
+	f->C_FindObjects(s, h, 2, &n);
+	f->C_FindObjectsFinal(s);
+	return n;
+}
+
+static CK_OBJECT_HANDLE find_one(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, CK_BYTE id,
+				 const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+			    {CKA_ID, &id, 1},
+			    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, t, 3) != CKR_OK)
+		return 0;
+	f->C_FindObjects(s, &h, 1, &n);
+	f->C_FindObjectsFinal(s);
+	return n == 1 ? h : 0;
+}
+
+/* How many of that key each token holds, seen through the single-member slots. */
+static void on_members(CK_OBJECT_CLASS cls, CK_BYTE id, const char *label, CK_ULONG *m1,
+		       CK_ULONG *m2)
+{
+	CK_SESSION_HANDLE s1 = open_on("v-m1", 1), s2 = open_on("v-m2", 1);
+
+	*m1 = count_on(s1, cls, id, label);
+	*m2 = count_on(s2, cls, id, label);
+	f->C_CloseSession(s1);
+	f->C_CloseSession(s2);
+}
+
+/* --- setup: the replication key, the same value on both tokens --- */
+
+static void setup_repl_key(void)
+{
+	const char *tokens[] = {"v-m1", "v-m2"};
+	unsigned char value[32];
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE t[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},	  {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_LABEL, "repl", 4},		  {CKA_VALUE, value, sizeof(value)},
+		{CKA_WRAP, &yes, sizeof(yes)},	  {CKA_UNWRAP, &yes, sizeof(yes)},
+		{CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &no, sizeof(no)},
+	};
+
+	RAND_bytes(value, sizeof(value));
+	for (int i = 0; i < 2; i++) {
+		CK_SESSION_HANDLE s = open_on(tokens[i], 1);
+		CK_OBJECT_HANDLE h;
+
+		if (f->C_CreateObject(s, t, 10, &h) != CKR_OK) {
+			expect(0, "import the replication key on %s", tokens[i]);
+			exit(1);
+		}
+		f->C_CloseSession(s);
+	}
+	OPENSSL_cleanse(value, sizeof(value));
+}
+
+/* --- key generation through a slot --- */
+
+static CK_RV gen_aes(CK_SESSION_HANDLE s, CK_BYTE id, const char *label, CK_BBOOL extractable,
+		     CK_OBJECT_HANDLE *h)
+{
+	CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+	CK_ULONG len = 32;
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE t[] = {
+		{CKA_TOKEN, &yes, sizeof(yes)},	    {CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_ID, &id, 1},		    {CKA_LABEL, (void *)label, strlen(label)},
+		{CKA_VALUE_LEN, &len, sizeof(len)}, {CKA_ENCRYPT, &yes, sizeof(yes)},
+		{CKA_DECRYPT, &yes, sizeof(yes)},   {CKA_SENSITIVE, &yes, sizeof(yes)},
+		{CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+	};
+
+	return f->C_GenerateKey(s, &m, t, 9, h);
+}
+
+static const unsigned char p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+
+static CK_RV gen_ec(CK_SESSION_HANDLE s, CK_BYTE id, const char *label, CK_BBOOL extractable,
+		    CK_OBJECT_HANDLE *pub, CK_OBJECT_HANDLE *priv)
+{
+	CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE tpub[] = {
+		{CKA_TOKEN, &yes, sizeof(yes)},	 {CKA_ID, &id, 1},
+		{CKA_LABEL, (void *)label, strlen(label)}, {CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_EC_PARAMS, (void *)p256, sizeof(p256)},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+		{CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_ID, &id, 1},		  {CKA_LABEL, (void *)label, strlen(label)},
+		{CKA_SIGN, &yes, sizeof(yes)},	  {CKA_SENSITIVE, &yes, sizeof(yes)},
+		{CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+	};
+
+	return f->C_GenerateKeyPair(s, &m, tpub, 5, tpriv, 7, pub, priv);
+}
+
+static CK_RV gen_rsa(CK_SESSION_HANDLE s, CK_BYTE id, const char *label, CK_OBJECT_HANDLE *pub,
+		     CK_OBJECT_HANDLE *priv)
+{
+	CK_MECHANISM m = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+	CK_BBOOL yes = CK_TRUE;
+	CK_ULONG bits = 2048;
+	CK_BYTE e[] = {1, 0, 1};
+	CK_ATTRIBUTE tpub[] = {
+		{CKA_TOKEN, &yes, sizeof(yes)},	   {CKA_ID, &id, 1},
+		{CKA_LABEL, (void *)label, strlen(label)}, {CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_ENCRYPT, &yes, sizeof(yes)},  {CKA_MODULUS_BITS, &bits, sizeof(bits)},
+		{CKA_PUBLIC_EXPONENT, e, sizeof(e)},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+		{CKA_TOKEN, &yes, sizeof(yes)},	 {CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_ID, &id, 1},		 {CKA_LABEL, (void *)label, strlen(label)},
+		{CKA_SIGN, &yes, sizeof(yes)},	 {CKA_DECRYPT, &yes, sizeof(yes)},
+		{CKA_SENSITIVE, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+	};
+
+	return f->C_GenerateKeyPair(s, &m, tpub, 7, tpriv, 8, pub, priv);
+}
+
+/* Raw ECDSA on the slot, verified by OpenSSL with the public key's CKA_EC_POINT (read there). */
+static int ec_sign_verifies(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub)
+{
+	CK_MECHANISM m = {CKM_ECDSA, NULL, 0};
+	unsigned char hash[32], sig[64], der[80], *p = der, point[80];
+	CK_ATTRIBUTE a = {CKA_EC_POINT, point, sizeof(point)};
+	CK_ULONG sig_len = sizeof(sig);
+	EVP_PKEY *key = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	OSSL_PARAM params[3];
+	ECDSA_SIG *es;
+	int der_len, ok = 0;
+
+	RAND_bytes(hash, sizeof(hash));
+	if (f->C_SignInit(s, &m, priv) != CKR_OK || f->C_Sign(s, hash, 32, sig, &sig_len) != CKR_OK ||
+	    sig_len != 64 || f->C_GetAttributeValue(s, pub, &a, 1) != CKR_OK || a.ulValueLen != 67 ||
+	    point[0] != 0x04 || point[1] != 65)
+		return 0;
+	params[0] = OSSL_PARAM_construct_utf8_string("group", "P-256", 0);
+	params[1] = OSSL_PARAM_construct_octet_string("pub", point + 2, 65);
+	params[2] = OSSL_PARAM_construct_end();
+	ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+		goto out;
+	EVP_PKEY_CTX_free(ctx);
+	es = ECDSA_SIG_new();
+	ECDSA_SIG_set0(es, BN_bin2bn(sig, 32, NULL), BN_bin2bn(sig + 32, 32, NULL));
+	der_len = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	ctx = EVP_PKEY_CTX_new(key, NULL);
+	ok = ctx != NULL && EVP_PKEY_verify_init(ctx) == 1 &&
+	     EVP_PKEY_verify(ctx, der, (size_t)der_len, hash, sizeof(hash)) == 1;
+out:
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(key);
+	return ok;
+}
+
+static CK_RV aes_cbc(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, int enc, const unsigned char *in,
+		     CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
+{
+	unsigned char iv[16] = {9, 8, 7};
+	CK_MECHANISM m = {CKM_AES_CBC_PAD, iv, sizeof(iv)};
+	CK_RV rv = enc ? f->C_EncryptInit(s, &m, key) : f->C_DecryptInit(s, &m, key);
+
+	if (rv != CKR_OK)
+		return rv;
+	return enc ? f->C_Encrypt(s, (CK_BYTE_PTR)in, in_len, out, out_len)
+		   : f->C_Decrypt(s, (CK_BYTE_PTR)in, in_len, out, out_len);
+}
+
+static void case_copy(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE aes = 0, ecpub = 0, ecpriv = 0, rsapub = 0, rsapriv = 0, imp = 0, unw = 0;
+	CK_OBJECT_HANDLE repl = 0;
+	CK_ULONG n1 = 0, n2 = 0, n3 = 0, n4 = 0, clen = 64, plen;
+	const char *msg = "replicated keys work on the other member";
+	unsigned char ct[64], pt[64], wrapped[128], value[32];
+	CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+	CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_BBOOL yes = CK_TRUE;
+	CK_ULONG wlen = sizeof(wrapped);
+	CK_ATTRIBUTE imp_t[] = {
+		{CKA_CLASS, &sec, sizeof(sec)},	 {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	 {CKA_ID, "\x05", 1},
+		{CKA_LABEL, "r-imp", 5},	 {CKA_VALUE, value, sizeof(value)},
+		{CKA_ENCRYPT, &yes, sizeof(yes)}, {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+	};
+	CK_ATTRIBUTE unw_t[] = {
+		{CKA_CLASS, &sec, sizeof(sec)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &yes, sizeof(yes)}, {CKA_ID, "\x06", 1},
+		{CKA_LABEL, "r-unw", 5},	{CKA_DECRYPT, &yes, sizeof(yes)},
+		{CKA_EXTRACTABLE, &yes, sizeof(yes)},
+	};
+	CK_BBOOL sens = CK_FALSE, extr = CK_FALSE;
+	CK_ATTRIBUTE flags[] = {{CKA_SENSITIVE, &sens, 1}, {CKA_EXTRACTABLE, &extr, 1}};
+	unsigned char rsasig[256], data[32] = {1, 2, 3};
+	CK_ULONG rsasig_len = sizeof(rsasig);
+	CK_MECHANISM rsam = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	long mark;
+
+	expect(gen_aes(s, 0x01, "r-aes", CK_TRUE, &aes) == CKR_OK, "AES-256 token key through ha");
+	on_members(CKO_SECRET_KEY, 0x01, "r-aes", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "AES key on m1 and on m2 (same class, id, label): %lu, %lu", n1,
+	       n2);
+	{
+		CK_SESSION_HANDLE s2 = open_on("v-m2", 1);
+		CK_OBJECT_HANDLE copy = find_one(s2, CKO_SECRET_KEY, 0x01, "r-aes");
+
+		expect(copy != 0 && f->C_GetAttributeValue(s2, copy, flags, 2) == CKR_OK &&
+			       sens == CK_TRUE && extr == CK_TRUE,
+		       "the copy keeps CKA_SENSITIVE and CKA_EXTRACTABLE");
+		f->C_CloseSession(s2);
+	}
+	expect(gen_ec(s, 0x02, "r-ec", CK_TRUE, &ecpub, &ecpriv) == CKR_OK,
+	       "EC P-256 pair through ha");
+	on_members(CKO_PRIVATE_KEY, 0x02, "r-ec", &n1, &n2);
+	on_members(CKO_PUBLIC_KEY, 0x02, "r-ec", &n3, &n4);
+	expect(n1 == 1 && n2 == 1 && n3 == 1 && n4 == 1,
+	       "EC private and public key on both members (%lu %lu, %lu %lu)", n1, n2, n3, n4);
+	if (!quick) {
+		expect(gen_rsa(s, 0x03, "r-rsa", &rsapub, &rsapriv) == CKR_OK,
+		       "RSA-2048 pair through ha");
+		on_members(CKO_PRIVATE_KEY, 0x03, "r-rsa", &n1, &n2);
+		on_members(CKO_PUBLIC_KEY, 0x03, "r-rsa", &n3, &n4);
+		expect(n1 == 1 && n2 == 1 && n3 == 1 && n4 == 1,
+		       "RSA private and public key on both members (%lu %lu, %lu %lu)", n1, n2, n3,
+		       n4);
+	}
+	/* C_CreateObject and C_UnwrapKey of token keys are replicated too. */
+	RAND_bytes(value, sizeof(value));
+	expect(f->C_CreateObject(s, imp_t, 8, &imp) == CKR_OK, "AES key imported through ha");
+	on_members(CKO_SECRET_KEY, 0x05, "r-imp", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "imported key on both members (%lu, %lu)", n1, n2);
+	{
+		CK_ATTRIBUTE t[] = {{CKA_CLASS, &sec, sizeof(sec)}, {CKA_LABEL, "repl", 4}};
+		CK_ULONG n = 0;
+
+		f->C_FindObjectsInit(s, t, 2);
+		f->C_FindObjects(s, &repl, 1, &n);
+		f->C_FindObjectsFinal(s);
+	}
+	expect(f->C_WrapKey(s, &kwp, repl, imp, wrapped, &wlen) == CKR_OK &&
+		       f->C_UnwrapKey(s, &kwp, repl, wrapped, wlen, unw_t, 7, &unw) == CKR_OK,
+	       "a key unwrapped through ha");
+	on_members(CKO_SECRET_KEY, 0x06, "r-unw", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "unwrapped key on both members (%lu, %lu)", n1, n2);
+
+	expect(aes_cbc(s, aes, 1, (const unsigned char *)msg, strlen(msg), ct, &clen) == CKR_OK,
+	       "encrypt on m1");
+	if (!quick)
+		expect(f->C_SignInit(s, &rsam, rsapriv) == CKR_OK &&
+			       f->C_Sign(s, data, sizeof(data), rsasig, &rsasig_len) == CKR_OK,
+		       "RSA sign on m1");
+
+	/* m1 fails: the session moves to m2, where the copies are found by class, id, label. */
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	mark = log_lines();
+	plen = sizeof(pt);
+	expect(aes_cbc(s, aes, 0, ct, clen, pt, &plen) == CKR_OK && plen == strlen(msg) &&
+		       memcmp(pt, msg, plen) == 0,
+	       "decrypt on m2 with the copy: the same key value");
+	expect(log_count(mark, "C_Decrypt m2 CKR_OK", NULL) == 1, "served by m2");
+	expect(ec_sign_verifies(s, ecpriv, ecpub), "EC sign on m2 verifies with the public key");
+	if (!quick) {
+		expect(f->C_VerifyInit(s, &rsam, rsapub) == CKR_OK &&
+			       f->C_Verify(s, data, sizeof(data), rsasig, rsasig_len) == CKR_OK,
+		       "m1's RSA signature verifies with the public key copy on m2");
+		rsasig_len = sizeof(rsasig);
+		expect(f->C_SignInit(s, &rsam, rsapriv) == CKR_OK &&
+			       f->C_Sign(s, data, sizeof(data), rsasig, &rsasig_len) == CKR_OK &&
+			       f->C_VerifyInit(s, &rsam, rsapub) == CKR_OK &&
+			       f->C_Verify(s, data, sizeof(data), rsasig, rsasig_len) == CKR_OK,
+		       "RSA sign and verify on m2");
+	}
+	control("");
+	msleep(600);
+	f->C_CloseSession(s);
+	OPENSSL_cleanse(value, sizeof(value));
+}
+
+static void case_refuse(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0, pub = 0, priv = 0;
+	CK_ULONG n1 = 9, n2 = 9, n3 = 9, n4 = 9;
+	CK_RV rv;
+
+	rv = gen_aes(s, 0x11, "r-nx", CK_FALSE, &h);
+	expect(rv == CKR_FUNCTION_FAILED, "non-extractable AES key: CKR_FUNCTION_FAILED (%s)",
+	       testmod_ckr(rv));
+	on_members(CKO_SECRET_KEY, 0x11, "r-nx", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "nothing left on either member (%lu, %lu)", n1, n2);
+	rv = gen_ec(s, 0x12, "r-nxec", CK_FALSE, &pub, &priv);
+	expect(rv == CKR_FUNCTION_FAILED, "EC pair with a non-extractable private key: %s",
+	       testmod_ckr(rv));
+	on_members(CKO_PRIVATE_KEY, 0x12, "r-nxec", &n1, &n2);
+	on_members(CKO_PUBLIC_KEY, 0x12, "r-nxec", &n3, &n4);
+	expect(n1 + n2 + n3 + n4 == 0, "neither half of the pair left (%lu %lu %lu %lu)", n1, n2, n3,
+	       n4);
+	/* A different key with the same identity on m2 only: the new one would be confused with it. */
+	{
+		CK_SESSION_HANDLE s2 = open_on("v-m2", 1);
+		CK_OBJECT_HANDLE other = 0;
+
+		expect(gen_aes(s2, 0x13, "r-dup", CK_TRUE, &other) == CKR_OK, "a key on m2 only");
+		f->C_CloseSession(s2);
+		rv = gen_aes(s, 0x13, "r-dup", CK_TRUE, &h);
+		expect(rv == CKR_FUNCTION_FAILED, "the same identity through ha: refused (%s)",
+		       testmod_ckr(rv));
+		on_members(CKO_SECRET_KEY, 0x13, "r-dup", &n1, &n2);
+		expect(n1 == 0 && n2 == 1, "m1 has none, m2 keeps its own (%lu, %lu)", n1, n2);
+		s2 = open_on("v-m2", 1);
+		other = find_one(s2, CKO_SECRET_KEY, 0x13, "r-dup");
+		f->C_DestroyObject(s2, other);
+		f->C_CloseSession(s2);
+	}
+	/* Keys without CKA_ID and CKA_LABEL: every member gets each one. */
+	{
+		CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+		CK_ULONG len = 16;
+		CK_BBOOL yes = CK_TRUE;
+		/* SoftHSM2 makes keys non-extractable unless asked. */
+		CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+				    {CKA_TOKEN, &yes, sizeof(yes)},
+				    {CKA_EXTRACTABLE, &yes, sizeof(yes)}};
+		CK_SESSION_HANDLE s1, s2;
+		CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
+		CK_ATTRIBUTE q[] = {{CKA_CLASS, &sec, sizeof(sec)}, {CKA_LABEL, "", 0}, {CKA_ID, "", 0}};
+		CK_OBJECT_HANDLE hs[4];
+
+		expect(f->C_GenerateKey(s, &m, t, 3, &h) == CKR_OK &&
+			       f->C_GenerateKey(s, &m, t, 3, &h) == CKR_OK,
+		       "two unlabelled token keys through ha");
+		s1 = open_on("v-m1", 1);
+		s2 = open_on("v-m2", 1);
+		n1 = n2 = 0;
+		f->C_FindObjectsInit(s1, q, 3);
+		f->C_FindObjects(s1, hs, 4, &n1);
+		f->C_FindObjectsFinal(s1);
+		f->C_FindObjectsInit(s2, q, 3);
+		f->C_FindObjects(s2, hs, 4, &n2);
+		f->C_FindObjectsFinal(s2);
+		expect(n1 == 2 && n2 == 2, "both on both members (%lu, %lu)", n1, n2);
+		f->C_CloseSession(s1);
+		f->C_CloseSession(s2);
+	}
+	/* Session keys stay on one member, as before. */
+	{
+		CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+		CK_ULONG len = 16;
+		CK_BBOOL no = CK_FALSE;
+		CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+				    {CKA_EXTRACTABLE, &no, sizeof(no)}};
+
+		expect(f->C_GenerateKey(s, &m, t, 2, &h) == CKR_OK,
+		       "non-extractable session key: allowed");
+	}
+	f->C_CloseSession(s);
+}
+
+static void case_single(void)
+{
+	CK_SESSION_HANDLE s = open_on("single", 1);
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	rv = gen_aes(s, 0x21, "r-single", CK_FALSE, &h);
+	expect(rv == CKR_OK, "single_member_keys: non-extractable key allowed (%s)", testmod_ckr(rv));
+	f->C_CloseSession(s);
+	on_members(CKO_SECRET_KEY, 0x21, "r-single", &n1, &n2);
+	expect(n1 == 1 && n2 == 0, "it is on m1 only (%lu, %lu)", n1, n2);
+}
+
+static void case_catchup(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0, pub = 0, priv = 0;
+	CK_ULONG n1 = 0, n2 = 0, n3 = 0;
+	double t;
+
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	expect(gen_aes(s, 0x31, "r-late", CK_TRUE, &h) == CKR_OK,
+	       "with m2 failing, a key is made on m1 only: no error");
+	expect(gen_ec(s, 0x32, "r-late-ec", CK_TRUE, &pub, &priv) == CKR_OK,
+	       "and an EC pair");
+	control("");
+	t = now_s();
+	while (now_s() - t < 8) {
+		/* The catch-up copies secret, then private, then public keys: wait for the last. */
+		on_members(CKO_PUBLIC_KEY, 0x32, "r-late-ec", &n1, &n3);
+		if (n3 == 1)
+			break;
+		msleep(100);
+	}
+	on_members(CKO_SECRET_KEY, 0x31, "r-late", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "m2 is back and caught up (%.2f s)", now_s() - t);
+	on_members(CKO_PRIVATE_KEY, 0x32, "r-late-ec", &n1, &n2);
+	expect(n2 == 1 && n3 == 1, "the EC pair too");
+	/* Then m1 fails: the late keys work on m2. */
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(ec_sign_verifies(s, priv, pub), "EC sign on m2 with the caught-up key");
+	control("");
+	msleep(600);
+	f->C_CloseSession(s);
+}
+
+/* Destroys the key case_single left on m1: the members agree again. */
+static void case_cleanup(void)
+{
+	CK_SESSION_HANDLE s = open_on("v-m1", 1);
+	CK_OBJECT_HANDLE h = find_one(s, CKO_SECRET_KEY, 0x21, "r-single");
+
+	expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "single-member key destroyed");
+	f->C_CloseSession(s);
+}
+
+int main(int argc, char **argv)
+{
+	const char *c;
+
+	if (argc < 5) {
+		fprintf(stderr, "usage: repltest MODULE CONTROL LOG CASE [quick]\n");
+		return 2;
+	}
+	control_path = argv[2];
+	log_path = argv[3];
+	c = argv[4];
+	quick = argc > 5 && strcmp(argv[5], "quick") == 0;
+	control("");
+	if (!testmod_load(&mod, argv[1]))
+		return 1;
+	f = mod.f;
+	if (strcmp(c, "setup") == 0)
+		setup_repl_key();
+	else if (strcmp(c, "copy") == 0)
+		case_copy();
+	else if (strcmp(c, "refuse") == 0)
+		case_refuse();
+	else if (strcmp(c, "single") == 0)
+		case_single();
+	else if (strcmp(c, "catchup") == 0)
+		case_catchup();
+	else if (strcmp(c, "cleanup") == 0)
+		case_cleanup();
+	else {
+		fprintf(stderr, "unknown case %s\n", c);
+		return 2;
+	}
+	testmod_unload(&mod);
+	return failures ? 1 : 0;
+}

@@ -1,0 +1,90 @@
+# Key replication through the fault-injecting shim (tests/progs/repltest.c): new token keys
+# copied to the other member under the replication key, refused when they cannot be copied,
+# allowed on one member with single_member_keys, caught up when a member returns; and
+# `p11proxy sync --check` comparing the members.
+mk_tmp
+softhsm_setup "$TMP" m1 m2 || { fail "repl: softhsm setup"; return; }
+export P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$TMP/control P11SHIM_LOG=$TMP/calls.log
+: >"$P11SHIM_CONTROL"
+member() {
+	printf '      - backend: shim\n        token_label: %s\n' "$1"
+}
+{
+	printf 'backends:\n  - name: shim\n    module: %s\nslots:\n' "$BUILD/tests/libshim.so"
+	printf '  - label: ha\n    ha: { replication_key: repl, probe_interval: 100ms }\n'
+	printf '    members:\n'
+	member m1
+	member m2
+	printf '  - label: single\n'
+	printf '    ha: { replication_key: repl, single_member_keys: true, probe_interval: 100ms }\n'
+	printf '    members:\n'
+	member m1
+	member m2
+	printf '  - label: v-m1\n    members:\n'
+	member m1
+	printf '  - label: v-m2\n    members:\n'
+	member m2
+} >"$TMP/proxy.yaml"
+export P11PROXY_CONF=$TMP/proxy.yaml
+
+quick=
+[ "$MODE" = valgrind ] && quick=quick
+repl() {
+	# shellcheck disable=SC2086
+	run_prog "$BUILD/tests/repltest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" "$1" \
+		$quick >"$TMP/$1.out" 2>&1
+	local rc=$?
+	[ $rc -eq 0 ] || sed 's/^/    /' "$TMP/$1.out"
+	return $rc
+}
+# sync_check WANT_RC [ARGS...]: `p11proxy sync --check` with the PIN on stdin.
+sync_check() {
+	local want=$1 rc=0
+	shift
+	printf '%s\n' "$TEST_USER_PIN" | run_prog "$CLI" sync --check "$@" >"$TMP/sync.out" \
+		2>"$TMP/sync.err" || rc=$?
+	if [ "$rc" -ne "$want" ]; then
+		echo "    exit $rc, wanted $want"
+		sed 's/^/    /' "$TMP/sync.out" "$TMP/sync.err"
+		return 1
+	fi
+}
+json_ok() {
+	python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if ('"$2"') else 1)' "$1"
+}
+
+check "repl: replication key on both tokens" repl setup
+check "repl: AES, EC and RSA keys copied; used on m2 after m1 fails" repl copy
+check "repl: sync --check: members agree (exit 0)" sync_check 0 ha
+if sync_check 0 ha --json && json_ok "$TMP/sync.out" 'd["ok"] is True and
+		d["slots"][0]["label"] == "ha" and len(d["slots"][0]["members"]) == 2 and
+		all(k["missing"] == [] for k in d["slots"][0]["keys"]) and
+		any(k["label"] == "r-aes" and k["class"] == "secret" for k in d["slots"][0]["keys"])'; then
+	pass "repl: sync --check --json"
+else
+	fail "repl: sync --check --json" "$(cat "$TMP/sync.out")"
+fi
+check "repl: non-extractable keys refused, nothing left behind" repl refuse
+check "repl: single_member_keys allows them" repl single
+if sync_check 1 ha && grep -q 'r-single' "$TMP/sync.out"; then
+	pass "repl: sync --check reports the missing key (exit 1)"
+else
+	fail "repl: sync --check reports the missing key (exit 1)"
+fi
+if sync_check 1 --json && json_ok "$TMP/sync.out" 'd["ok"] is False and
+		[k["missing"] for s in d["slots"] if s["label"] == "ha" for k in s["keys"]
+		 if k["label"] == "r-single"] == [[1]]'; then
+	pass "repl: sync --check --json names the member missing it"
+else
+	fail "repl: sync --check --json names the member missing it" "$(cat "$TMP/sync.out")"
+fi
+check "repl: remove the single-member key" repl cleanup
+check "repl: sync --check: agreement again (exit 0)" sync_check 0
+check "repl: catch-up of a member that comes back" repl catchup
+check "repl: sync --check after the catch-up (exit 0)" sync_check 0 ha
+if "$CLI" sync >"$TMP/nosync.out" 2>&1; then rc=0; else rc=$?; fi
+if [ $rc -eq 2 ] && grep -q 'not implemented' "$TMP/nosync.out"; then
+	pass "repl: sync without --check says it is not implemented (exit 2)"
+else
+	fail "repl: sync without --check says it is not implemented (exit 2)" "exit $rc"
+fi

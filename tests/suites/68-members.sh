@@ -1,0 +1,265 @@
+# Member order from the CLI (`p11proxy members`), followed by a running process
+# without a restart, and health for operators (`p11proxy health`, --listen).
+# HA pair over SoftHSM2 tokens m1, m2 behind the fault-injecting shim, as in 65-ha.sh.
+mk_tmp
+softhsm_setup "$TMP" m1 m2 || { fail "members: softhsm setup"; return; }
+export P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$TMP/control P11SHIM_LOG=$TMP/calls.log
+: >"$P11SHIM_CONTROL"
+member() {
+	printf '      - backend: shim\n        token_label: %s\n' "$1"
+}
+{
+	printf 'state_dir: %s\n' "$TMP/state"
+	printf 'backends:\n  - name: shim\n    module: %s\n' "$BUILD/tests/libshim.so"
+	printf 'slots:\n  - label: ha\n    ha: { mode: failover, probe_interval: 100ms }\n'
+	printf '    members:\n'
+	member m1
+	member m2
+} >"$TMP/proxy.yaml"
+export P11PROXY_CONF=$TMP/proxy.yaml
+OVERLAY=$TMP/state/slots/ha.members
+# The PIN source of the member added below, read by the process that loads the module.
+export P11P_TEST_ADDED_PIN=$TEST_USER_PIN
+
+cli() {
+	run_prog "$CLI" "$@"
+}
+
+# json FILE JQ-FILTER: FILE is JSON and the filter is true (jq -e).
+json() {
+	jq -e "$2" "$1" >/dev/null 2>&1
+}
+
+# expect_cli NAME WANT_RC GREP-PATTERN CLI-ARGS...: the exit status, and the
+# pattern in stdout + stderr.
+expect_cli() {
+	local name=$1 want=$2 pat=$3 rc
+	shift 3
+	cli "$@" >"$TMP/out" 2>&1
+	rc=$?
+	if [ "$rc" -eq "$want" ] && grep -q -- "$pat" "$TMP/out"; then
+		pass "$name"
+	else
+		fail "$name" "exit $rc, want $want; $(head -c 300 "$TMP/out" | tr '\n' '|')"
+	fi
+}
+
+if ! command -v jq >/dev/null 2>&1; then
+	skip "members: all" "jq missing (tests/install-deps.sh installs it)"
+	return
+fi
+
+# --- listing ---------------------------------------------------------------------------------
+
+expect_cli "members: list (config order, both healthy)" 0 '^   2  m2 .*healthy' members ha
+if cli members ha --json >"$TMP/list.json" 2>"$TMP/err" &&
+	json "$TMP/list.json" '.order == "config" and ([.members[].name] == ["m1","m2"]) and
+		([.members[].healthy] == [true,true]) and .members[0].selector.type == "token_label" and
+		.members[0].priority == 1'; then
+	pass "members: --json parses, priority, name, backend, selector, health"
+else
+	fail "members: --json parses, priority, name, backend, selector, health"
+fi
+expect_cli "members: unknown slot is a usage error" 2 "no virtual slot 'nope'" members nope
+expect_cli "members: unknown action is a usage error" 2 "unknown action" members ha sideways m1
+expect_cli "members: unknown member" 1 "no member 'm9'" members ha top m9
+expect_cli "members: add needs a selector" 2 "add needs" members ha add --name x --backend shim
+expect_cli "members: a PIN on argv is refused" 2 "never accepted on the command line" \
+	members ha add --name x --backend shim --token-label m1 --pin 1234
+
+# --- a running process follows the order -----------------------------------------------------
+
+ORD_OUT=$TMP/ordertest.err
+coproc ORD { run_prog "$BUILD/tests/ordertest" "$PROXY_MODULE" "$P11SHIM_LOG" 2>"$ORD_OUT"; }
+ord_pid=$ORD_PID # bash unsets ORD_PID once the coprocess has exited
+# ord COMMAND: sends it to ordertest and sets REPLY to the answer (30 s at most).
+ord() {
+	REPLY=
+	echo "$1" >&"${ORD[1]}" 2>/dev/null || return 1
+	read -t 60 -r REPLY <&"${ORD[0]}"
+}
+settle=1.5
+[ "$MODE" = valgrind ] && settle=4
+read -t 60 -r REPLY <&"${ORD[0]}"
+if [ "$REPLY" != ready ]; then
+	fail "members: ordertest starts" "$(cat "$ORD_OUT")"
+	return
+fi
+
+ord open
+[ "$REPLY" = "open 1 m1" ] && pass "order: first session on m1" ||
+	fail "order: first session on m1" "$REPLY"
+
+expect_cli "order: members ha top m2" 0 "slot ha: m2, m1" members ha top m2
+sleep "$settle"
+ord open
+[ "$REPLY" = "open 2 m2" ] && pass "order: after 'top m2' a new session goes to m2 (no restart)" ||
+	fail "order: after 'top m2' a new session goes to m2 (no restart)" "$REPLY"
+if [ "$(stat -c %a "$OVERLAY")" = 600 ] && [ "$(stat -c %a "$TMP/state/slots")" = 700 ]; then
+	pass "order: overlay 0600 in a 0700 directory"
+else
+	fail "order: overlay 0600 in a 0700 directory" "$(ls -la "$TMP/state/slots")"
+fi
+
+expect_cli "order: members ha down m2" 0 "slot ha: m1, m2" members ha down m2
+expect_cli "order: members ha up 2 (by position)" 0 "slot ha: m2, m1" members ha up 2
+expect_cli "order: members ha bottom m2" 0 "slot ha: m1, m2" members ha bottom m2
+cli members ha top m2 >/dev/null 2>&1
+
+expect_cli "order: members ha delete m1" 0 "slot ha: m2$" members ha delete m1
+cli members ha --json >"$TMP/list.json" 2>/dev/null
+if json "$TMP/list.json" '.order == "overlay" and ([.members[].name] == ["m2"]) and .deleted == ["m1"]'; then
+	pass "order: listing after delete (m1 deleted)"
+else
+	fail "order: listing after delete (m1 deleted)" "$(cat "$TMP/list.json")"
+fi
+sleep "$settle"
+on_m1=0
+for _ in 1 2 3 4; do
+	ord open
+	case $REPLY in *" m1") on_m1=$((on_m1 + 1)) ;; *" m2") ;; *) on_m1=99 ;; esac
+done
+[ $on_m1 -eq 0 ] && pass "order: after 'delete m1' no new session goes to m1" ||
+	fail "order: after 'delete m1' no new session goes to m1" "$on_m1 on m1 (last: $REPLY)"
+ord "use 1"
+[ "$REPLY" = "use 1 m1" ] && pass "order: a session of the deleted member keeps working" ||
+	fail "order: a session of the deleted member keeps working" "$REPLY"
+
+expect_cli "order: the last member cannot be deleted (exit 1)" 1 "last member" \
+	members ha delete m2
+grep -q '^m2$' "$OVERLAY" && pass "order: refused delete left the overlay alone" ||
+	fail "order: refused delete left the overlay alone"
+
+expect_cli "order: add a member (PIN source, not the PIN)" 0 "slot ha: m2, m1b" \
+	members ha add --name m1b --backend shim --token-label m1 --pin-source env:P11P_TEST_ADDED_PIN
+grep -q '^m1b backend=shim token_label=m1 pin=env:P11P_TEST_ADDED_PIN$' "$OVERLAY" &&
+	pass "order: the added member's spec is in the overlay" ||
+	fail "order: the added member's spec is in the overlay" "$(cat "$OVERLAY")"
+expect_cli "order: a taken name is refused" 1 "already has a member 'm1b'" \
+	members ha add --name m1b --backend shim --token-label m2
+expect_cli "order: a config name with another spec is refused" 1 "belongs to a configured member" \
+	members ha add --name m1 --backend shim --token-label m2
+expect_cli "order: members ha top m1b" 0 "slot ha: m1b, m2" members ha top m1b
+ord "wait-member m1 10"
+[ "$REPLY" = "wait-member m1 ok" ] && pass "order: the added member serves after its probes" ||
+	fail "order: the added member serves after its probes" "$REPLY"
+cli members ha --json >"$TMP/list.json" 2>/dev/null
+if json "$TMP/list.json" '.members[0].name == "m1b" and .members[0].added == true and
+	.members[0].pin == "env:P11P_TEST_ADDED_PIN" and .members[0].healthy == true'; then
+	pass "order: listing shows the added member"
+else
+	fail "order: listing shows the added member" "$(cat "$TMP/list.json")"
+fi
+
+# Deleting a configured member and adding it back by the same spec is that member again.
+expect_cli "order: delete m1b" 0 "slot ha: m2$" members ha delete m1b
+expect_cli "order: add m1 back by its config spec" 0 "slot ha: m2, m1$" \
+	members ha add --name m1 --backend shim --token-label m1
+grep -q '^m1$' "$OVERLAY" && pass "order: the config member is written by name" ||
+	fail "order: the config member is written by name" "$(cat "$OVERLAY")"
+sleep "$settle"
+ord open
+case $REPLY in *" m2") pass "order: m2 first again" ;; *) fail "order: m2 first again" "$REPLY" ;; esac
+
+# A damaged overlay: the CLI refuses it with FILE:LINE, the module uses the config order.
+printf 'm2\nm1 backend=nope token_label=m1\n' >"$OVERLAY"
+chmod 600 "$OVERLAY"
+expect_cli "order: the CLI refuses a damaged overlay with file:line" 1 "ha.members:2: unknown backend" \
+	members ha
+expect_cli "order: ... and changes to it" 1 "ha.members:2:" members ha top m2
+sleep "$settle"
+ord "wait-member m1 10"
+[ "$REPLY" = "wait-member m1 ok" ] && pass "order: the module ignores a damaged overlay (config order)" ||
+	fail "order: the module ignores a damaged overlay (config order)" "$REPLY"
+grep -q "ignoring the member order file" "$ORD_OUT" &&
+	pass "order: the module said why it ignores the overlay" ||
+	fail "order: the module said why it ignores the overlay" "$(cat "$ORD_OUT")"
+expect_cli "order: members ha reset" 0 "slot ha: m1, m2" members ha reset
+[ ! -e "$OVERLAY" ] && pass "order: reset removes the overlay" || fail "order: reset removes the overlay"
+
+ord quit
+[ "$REPLY" = bye ] && pass "order: ordertest finishes cleanly" ||
+	fail "order: ordertest finishes cleanly" "$REPLY $(cat "$ORD_OUT")"
+wait "$ord_pid"
+rc=$?
+[ $rc -eq 0 ] && pass "order: ordertest exit 0" || fail "order: ordertest exit 0" "exit $rc"
+
+# --- health -------------------------------------------------------------------------------------
+
+expect_cli "health: both members up: exit 0" 0 "^healthy (2 members)" health
+echo 'm1 fail CKR_DEVICE_ERROR' >"$P11SHIM_CONTROL"
+expect_cli "health: m1 failing: exit 1, m1 named" 1 "^ha m1: unhealthy" health
+cli health ha --json >"$TMP/health.json" 2>/dev/null
+rc=$?
+if [ $rc -eq 1 ] && json "$TMP/health.json" '.healthy == false and
+	(.slots[0].members | map(select(.healthy == false)) | map(.name)) == ["m1"] and
+	(.slots[0].members[0].reason | type) == "string"'; then
+	pass "health: --json names the unhealthy member"
+else
+	fail "health: --json names the unhealthy member" "exit $rc: $(cat "$TMP/health.json")"
+fi
+: >"$P11SHIM_CONTROL"
+
+# --- health --listen --------------------------------------------------------------------------
+
+if [ "$MODE" = valgrind ]; then
+	skip "health: --listen" "HTTP part not run under valgrind (slow, threads of libmicrohttpd)"
+	return
+fi
+if ! command -v curl >/dev/null 2>&1; then
+	skip "health: --listen" "curl missing (tests/install-deps.sh installs it)"
+	return
+fi
+# Port 0: the kernel picks a free port, the server prints it.
+P11SHIM_LOG=$TMP/server.log "$CLI" health --listen 127.0.0.1:0 >"$TMP/server.out" \
+	2>"$TMP/server.err" &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null; rm -rf "$TMP"' EXIT
+port=
+for _ in $(seq 100); do
+	port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$TMP/server.out")
+	[ -n "$port" ] && break
+	sleep 0.1
+done
+if [ -z "$port" ]; then
+	fail "health: --listen starts" "$(cat "$TMP/server.err")"
+	kill "$SERVER" 2>/dev/null
+	return
+fi
+URL=http://127.0.0.1:$port
+code() {
+	curl -s -o "$TMP/body" -w '%{http_code}' --max-time 20 "$@"
+}
+[ "$(code "$URL/health")" = 204 ] && pass "health: GET /health 204 when healthy" ||
+	fail "health: GET /health 204 when healthy" "$(cat "$TMP/body")"
+echo 'm1 fail CKR_DEVICE_ERROR' >"$P11SHIM_CONTROL"
+sleep 1.1 # past the one-second cache
+c=$(code "$URL/health")
+if [ "$c" = 500 ] && json "$TMP/body" '.healthy == false and
+	([.unhealthy[] | .member] == ["m1"]) and .unhealthy[0].slot == "ha"'; then
+	pass "health: 500 with a JSON body naming m1"
+else
+	fail "health: 500 with a JSON body naming m1" "$c $(cat "$TMP/body")"
+fi
+[ "$(code "$URL/other")" = 404 ] && pass "health: other path 404" || fail "health: other path 404"
+[ "$(code -X POST -d x=1 "$URL/health")" = 405 ] && pass "health: POST 405" || fail "health: POST 405"
+# The cache: 20 requests within a second probe the members once (two sessions), not 20 times.
+sleep 1.1
+before=$(grep -c '^C_OpenSession m2 ' "$TMP/server.log")
+for _ in $(seq 20); do code "$URL/health" >/dev/null; done
+after=$(grep -c '^C_OpenSession m2 ' "$TMP/server.log")
+[ $((after - before)) -le 2 ] && pass "health: probes at most once a second ($((after - before)) rounds)" ||
+	fail "health: probes at most once a second" "$((after - before)) rounds for 20 requests"
+if ss -ltn 2>/dev/null | grep -q "127.0.0.1:$port "; then
+	pass "health: listens on the given address only"
+elif ! command -v ss >/dev/null 2>&1; then
+	skip "health: listens on the given address only" "no ss"
+else
+	fail "health: listens on the given address only" "$(ss -ltn | grep ":$port ")"
+fi
+: >"$P11SHIM_CONTROL"
+kill -TERM "$SERVER"
+wait "$SERVER"
+rc=$?
+[ $rc -eq 0 ] && pass "health: --listen stops on SIGTERM (exit 0)" ||
+	fail "health: --listen stops on SIGTERM (exit 0)" "exit $rc $(cat "$TMP/server.err")"

@@ -1,0 +1,554 @@
+/*
+ * sync --check: do the members of a virtual slot hold the same token keys?
+ * Lists the secret, private and public token keys of every member by
+ * identity (CKA_CLASS + CKA_ID + CKA_LABEL, what the proxy re-finds keys by
+ * after a failover) and reports the keys some member lacks. It talks to the
+ * backends directly (lib/backend), logged in with each member's configured
+ * PIN, or with one PIN read from the terminal (no echo) or stdin for the
+ * members that have none.
+ *
+ * `sync` without --check (adding keys to the virtual key index) is not
+ * implemented yet: it says so and exits 2.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "base/mem.h"
+#include "base/names.h"
+#include "base/secret.h"
+#include "cli.h"
+#include "config/config.h"
+#include "util.h"
+
+#define ERR_LEN         512
+#define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */
+#define SYNC_MAX_KEYS   100000UL /* keys of one class read from one member */
+#define SYNC_FIND_CHUNK 256
+
+struct be_state {
+	struct p11p_backend be;
+	bool tried;
+	CK_RV rv;
+	char err[ERR_LEN];
+};
+
+struct key {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE kt;
+	CK_ULONG id_len, label_len;
+	CK_BYTE id[SYNC_ID_MAX], label[SYNC_ID_MAX];
+	size_t member;
+};
+
+/* One member's listing. */
+struct mstate {
+	struct p11p_member m;
+	bool listed;
+	unsigned long n_keys;
+	char err[ERR_LEN];
+};
+
+struct sync_ctx {
+	const struct cli *cli;
+	struct p11p_config *cfg;
+	struct be_state *bes;
+	struct p11p_secret *pin; /* read once, for members without a configured PIN */
+	bool pin_tried;
+	struct key *keys;
+	size_t n_keys, cap_keys;
+};
+
+static struct be_state *backend(struct sync_ctx *c, size_t idx)
+{
+	struct be_state *b = &c->bes[idx];
+
+	if (!b->tried) {
+		b->tried = true;
+		b->rv = p11p_backend_open(&b->be, &c->cfg->backends[idx], b->err, sizeof(b->err));
+		if (b->rv != CKR_OK && b->err[0] == '\0')
+			snprintf(b->err, sizeof(b->err), "cannot load %s: %s",
+			         c->cfg->backends[idx].module, p11p_rv_str(b->rv));
+	}
+	return b;
+}
+
+/* The PIN for members without one in the config: asked once. NULL when none could be read. */
+static const struct p11p_secret *shared_pin(struct sync_ctx *c)
+{
+	char buf[CLI_PIN_MAX + 1];
+	long len;
+
+	if (c->pin_tried)
+		return c->pin;
+	c->pin_tried = true;
+	if (isatty(STDIN_FILENO))
+		len = cli_read_pin_tty("User PIN (members without a configured PIN): ", buf,
+		                       sizeof(buf));
+	else
+		len = cli_read_pin_fd(STDIN_FILENO, "stdin", buf, sizeof(buf));
+	if (len > 0) {
+		c->pin = p11p_secret_new(buf, (size_t)len);
+		if (c->pin == NULL)
+			cli_error("out of memory");
+	} else if (len == 0) {
+		cli_error("empty PIN");
+	}
+	p11p_wipe(buf, sizeof(buf));
+	return c->pin;
+}
+
+static int add_key(struct sync_ctx *c, const struct key *k)
+{
+	if (c->n_keys == c->cap_keys) {
+		size_t cap = c->cap_keys ? c->cap_keys * 2 : 64;
+		struct key *grown = p11p_reallocarray(c->keys, cap, sizeof(*grown));
+
+		if (grown == NULL)
+			return -1;
+		c->keys = grown;
+		c->cap_keys = cap;
+	}
+	c->keys[c->n_keys++] = *k;
+	return 0;
+}
+
+/* Reads the token keys of one class into c->keys. */
+static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE h,
+                        CK_OBJECT_CLASS cls, size_t member, unsigned long *count, char *err,
+                        size_t errlen)
+{
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &yes, sizeof(yes)}};
+	CK_OBJECT_HANDLE *hs = NULL, *grown;
+	CK_ULONG n = 0, cap = 0, got;
+	CK_RV rv = fl->C_FindObjectsInit(h, t, 2);
+
+	if (rv != CKR_OK) {
+		snprintf(err, errlen, "C_FindObjectsInit: %s", p11p_rv_str(rv));
+		return rv;
+	}
+	for (;;) {
+		if (n + SYNC_FIND_CHUNK > cap) {
+			cap = cap ? cap * 2 : SYNC_FIND_CHUNK;
+			grown = p11p_reallocarray(hs, cap, sizeof(*hs));
+			if (grown == NULL) {
+				rv = CKR_HOST_MEMORY;
+				break;
+			}
+			hs = grown;
+		}
+		got = 0;
+		rv = fl->C_FindObjects(h, hs + n, SYNC_FIND_CHUNK, &got);
+		if (rv == CKR_OK && got > SYNC_FIND_CHUNK)
+			rv = CKR_GENERAL_ERROR;
+		if (rv != CKR_OK)
+			break;
+		n += got;
+		if (got < SYNC_FIND_CHUNK)
+			break;
+		if (n >= SYNC_MAX_KEYS) {
+			rv = CKR_BUFFER_TOO_SMALL;
+			break;
+		}
+	}
+	fl->C_FindObjectsFinal(h);
+	if (rv != CKR_OK) {
+		snprintf(err, errlen, "%s",
+		         rv == CKR_BUFFER_TOO_SMALL ? "too many keys to compare" : p11p_rv_str(rv));
+		goto out;
+	}
+	for (CK_ULONG i = 0; i < n; i++) {
+		struct key k;
+		CK_ATTRIBUTE a[] = {
+		    {CKA_ID, k.id, sizeof(k.id)},
+		    {CKA_LABEL, k.label, sizeof(k.label)},
+		};
+		CK_ATTRIBUTE kt = {CKA_KEY_TYPE, &k.kt, sizeof(k.kt)};
+
+		memset(&k, 0, sizeof(k));
+		k.cls = cls;
+		k.member = member;
+		rv = fl->C_GetAttributeValue(h, hs[i], a, 2);
+		if (rv != CKR_OK || a[0].ulValueLen > sizeof(k.id) ||
+		    a[1].ulValueLen > sizeof(k.label)) {
+			snprintf(err, errlen, "cannot read a key's CKA_ID and CKA_LABEL: %s",
+			         rv == CKR_OK ? "too long" : p11p_rv_str(rv));
+			rv = rv == CKR_OK ? CKR_GENERAL_ERROR : rv;
+			goto out;
+		}
+		k.id_len = a[0].ulValueLen;
+		k.label_len = a[1].ulValueLen;
+		if (fl->C_GetAttributeValue(h, hs[i], &kt, 1) != CKR_OK ||
+		    kt.ulValueLen != sizeof(k.kt))
+			k.kt = CKK_VENDOR_DEFINED;
+		if (add_key(c, &k) < 0) {
+			rv = CKR_HOST_MEMORY;
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		(*count)++;
+	}
+out:
+	p11p_free(hs);
+	return rv;
+}
+
+/* Finds the member's token, logs in, lists its token keys. */
+static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, size_t idx,
+                        struct mstate *ms)
+{
+	static const CK_OBJECT_CLASS classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+	CK_UTF8CHAR pinbuf[P11P_MAX_PIN_LEN];
+	const struct p11p_secret *pin;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	CK_FUNCTION_LIST *fl;
+	struct be_state *b;
+	bool logged_in = false;
+	size_t len;
+	CK_RV rv;
+
+	memset(ms, 0, sizeof(*ms));
+	ms->m.cfg = mc;
+	atomic_init(&ms->m.health, P11P_UP);
+	b = backend(c, mc->backend);
+	if (b->rv != CKR_OK) {
+		snprintf(ms->err, sizeof(ms->err), "%s", b->err);
+		return;
+	}
+	ms->m.be = &b->be;
+	fl = &b->be.fl;
+	rv = p11p_member_resolve(&ms->m, ms->err, sizeof(ms->err));
+	if (rv != CKR_OK) {
+		if (ms->err[0] == '\0')
+			snprintf(ms->err, sizeof(ms->err), "%s", p11p_rv_str(rv));
+		return;
+	}
+	rv = fl->C_OpenSession(ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	if (rv != CKR_OK) {
+		snprintf(ms->err, sizeof(ms->err), "C_OpenSession: %s", p11p_rv_str(rv));
+		return;
+	}
+	pin = mc->pin != NULL ? mc->pin : shared_pin(c);
+	if (pin == NULL) {
+		snprintf(ms->err, sizeof(ms->err), "no PIN to log in with");
+		goto out;
+	}
+	len = p11p_secret_len(pin);
+	if (len > sizeof(pinbuf)) {
+		snprintf(ms->err, sizeof(ms->err), "PIN too long");
+		goto out;
+	}
+	memcpy(pinbuf, p11p_secret_data(pin), len);
+	rv = fl->C_Login(h, CKU_USER, pinbuf, (CK_ULONG)len);
+	p11p_wipe(pinbuf, sizeof(pinbuf));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		snprintf(ms->err, sizeof(ms->err), "C_Login: %s", p11p_rv_str(rv));
+		goto out;
+	}
+	logged_in = rv == CKR_OK;
+	for (size_t i = 0; i < 3; i++) {
+		rv = list_class(c, fl, h, classes[i], idx, &ms->n_keys, ms->err, sizeof(ms->err));
+		if (rv != CKR_OK)
+			goto out;
+	}
+	ms->listed = true;
+out:
+	if (logged_in)
+		fl->C_Logout(h);
+	fl->C_CloseSession(h);
+}
+
+static int cmp_ident(const struct key *a, const struct key *b)
+{
+	if (a->cls != b->cls)
+		return a->cls < b->cls ? -1 : 1;
+	if (a->label_len != b->label_len || memcmp(a->label, b->label, a->label_len) != 0) {
+		CK_ULONG n = a->label_len < b->label_len ? a->label_len : b->label_len;
+		int r = memcmp(a->label, b->label, n);
+
+		return r != 0 ? r : a->label_len < b->label_len ? -1 : 1;
+	}
+	if (a->id_len != b->id_len || memcmp(a->id, b->id, a->id_len) != 0) {
+		CK_ULONG n = a->id_len < b->id_len ? a->id_len : b->id_len;
+		int r = memcmp(a->id, b->id, n);
+
+		return r != 0 ? r : a->id_len < b->id_len ? -1 : 1;
+	}
+	return 0;
+}
+
+static int cmp_key(const void *pa, const void *pb)
+{
+	const struct key *a = pa, *b = pb;
+	int r = cmp_ident(a, b);
+
+	if (r != 0)
+		return r;
+	return a->member < b->member ? -1 : a->member > b->member ? 1 : 0;
+}
+
+static const char *class_name(CK_OBJECT_CLASS cls)
+{
+	return cls == CKO_SECRET_KEY ? "secret" : cls == CKO_PRIVATE_KEY ? "private" : "public";
+}
+
+/* The label as text: NUL bytes shown as '?' (JSON escapes the rest). */
+static const char *label_text(const struct key *k, char *buf, size_t len)
+{
+	size_t n = k->label_len < len - 1 ? k->label_len : len - 1;
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = k->label[i] != 0 ? (char)k->label[i] : '?';
+	buf[n] = '\0';
+	return buf;
+}
+
+/* The label for a terminal: printable ASCII, others as '?'. */
+static const char *label_print(const struct key *k, char *buf, size_t len)
+{
+	label_text(k, buf, len);
+	for (char *p = buf; *p != '\0'; p++) {
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f || *p == '"')
+			*p = '?';
+	}
+	return buf;
+}
+
+static const char *id_hex(const struct key *k, char *buf, size_t len)
+{
+	size_t j = 0;
+
+	buf[0] = '\0';
+	for (CK_ULONG i = 0; i < k->id_len && j + 3 <= len; i++, j += 2)
+		snprintf(buf + j, len - j, "%02x", k->id[i]);
+	return buf;
+}
+
+static const char *type_name(CK_KEY_TYPE kt)
+{
+	const char *n = kt == CKK_EC ? "CKK_EC" : p11p_ckk_name(kt);
+
+	return n != NULL ? n : "vendor-defined";
+}
+
+/* "AES" for CKK_AES, for text output. */
+static const char *type_short(CK_KEY_TYPE kt)
+{
+	const char *n = type_name(kt);
+
+	return strncmp(n, "CKK_", 4) == 0 ? n + 4 : n;
+}
+
+/* Compares one slot's members; prints it. Returns true when they agree. */
+static bool check_slot(struct sync_ctx *c, size_t s, bool first)
+{
+	const struct p11p_slot_cfg *sc = &c->cfg->slots[s];
+	size_t n = sc->n_members < P11P_MAX_MEMBERS ? sc->n_members : P11P_MAX_MEMBERS;
+	struct mstate *ms = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*ms));
+	unsigned listed = 0;
+	unsigned long n_ident = 0, n_missing = 0;
+	bool agree = true, first_key = true;
+	char lb[SYNC_ID_MAX + 1], ib[2 * SYNC_ID_MAX + 1];
+	const char *label = sc->label != NULL && sc->label[0] != '\0' ? sc->label : "";
+
+	if (ms == NULL) {
+		cli_error("out of memory");
+		return false;
+	}
+	c->n_keys = 0;
+	for (size_t i = 0; i < n; i++) {
+		list_member(c, &sc->members[i], i, &ms[i]);
+		if (ms[i].listed)
+			listed |= 1U << i;
+		else
+			agree = false;
+	}
+	qsort(c->keys, c->n_keys, sizeof(*c->keys), cmp_key);
+
+	if (c->cli->json) {
+		printf("%s{\"id\":%zu,\"label\":", first ? "" : ",", s);
+		cli_json_str(stdout, label);
+		fputs(",\"members\":[", stdout);
+		for (size_t i = 0; i < n; i++) {
+			const struct p11p_member_cfg *mc = &sc->members[i];
+
+			printf("%s{\"index\":%zu,\"name\":", i > 0 ? "," : "", i);
+			cli_json_str(stdout, mc->name);
+			fputs(",\"backend\":", stdout);
+			cli_json_str(stdout, c->cfg->backends[mc->backend].name);
+			printf(",\"listed\":%s,\"keys\":%lu,\"error\":",
+			       ms[i].listed ? "true" : "false", ms[i].n_keys);
+			cli_json_str(stdout, ms[i].listed ? NULL : ms[i].err);
+			fputc('}', stdout);
+		}
+		fputs("],\"keys\":[", stdout);
+	} else {
+		printf("slot %zu \"%s\": %zu member%s\n", s, label, n, n == 1 ? "" : "s");
+		for (size_t i = 0; i < n; i++) {
+			const struct p11p_member_cfg *mc = &sc->members[i];
+
+			if (ms[i].listed)
+				printf("  member %zu (%s): %lu token key%s\n", i,
+				       mc->name != NULL ? mc->name : "?", ms[i].n_keys,
+				       ms[i].n_keys == 1 ? "" : "s");
+			else
+				printf("  member %zu (%s): cannot list its keys: %s\n", i,
+				       mc->name != NULL ? mc->name : "?", ms[i].err);
+		}
+	}
+	for (size_t i = 0; i < c->n_keys;) {
+		size_t j = i;
+		unsigned held = 0, missing;
+
+		while (j < c->n_keys && cmp_ident(&c->keys[i], &c->keys[j]) == 0)
+			held |= 1U << c->keys[j++].member;
+		missing = listed & ~held;
+		n_ident++;
+		if (missing != 0) {
+			agree = false;
+			n_missing++;
+		}
+		if (c->cli->json) {
+			printf("%s{\"class\":\"%s\",\"key_type\":", first_key ? "" : ",",
+			       class_name(c->keys[i].cls));
+			first_key = false;
+			cli_json_str(stdout, type_name(c->keys[i].kt));
+			fputs(",\"id\":", stdout);
+			cli_json_str(stdout, id_hex(&c->keys[i], ib, sizeof(ib)));
+			fputs(",\"label\":", stdout);
+			cli_json_str(stdout, label_text(&c->keys[i], lb, sizeof(lb)));
+			fputs(",\"members\":[", stdout);
+			for (size_t m = 0, k = 0; m < n; m++)
+				if (held & (1U << m))
+					printf("%s%zu", k++ ? "," : "", m);
+			fputs("],\"missing\":[", stdout);
+			for (size_t m = 0, k = 0; m < n; m++)
+				if (missing & (1U << m))
+					printf("%s%zu", k++ ? "," : "", m);
+			fputs("]}", stdout);
+		} else if (missing != 0) {
+			printf("  missing: %s %s key \"%s\" id %s: not on member",
+			       type_short(c->keys[i].kt), class_name(c->keys[i].cls),
+			       label_print(&c->keys[i], lb, sizeof(lb)),
+			       c->keys[i].id_len > 0 ? id_hex(&c->keys[i], ib, sizeof(ib))
+			                             : "(none)");
+			for (size_t m = 0, k = 0; m < n; m++)
+				if (missing & (1U << m))
+					printf("%s %zu", k++ ? "," : "", m);
+			printf("\n");
+		}
+		i = j;
+	}
+	if (c->cli->json) {
+		printf("],\"agree\":%s}", agree ? "true" : "false");
+	} else if (agree && n < 2) {
+		printf("  one member: nothing to compare\n");
+	} else if (agree) {
+		printf("  all %zu members hold the same %lu token key%s\n", n, n_ident,
+		       n_ident == 1 ? "" : "s");
+	} else if (listed != (n >= 32 ? ~0U : (1U << n) - 1)) {
+		printf("  not every member could be listed; %lu key%s missing on some member\n",
+		       n_missing, n_missing == 1 ? "" : "s");
+	} else {
+		printf("  members disagree: %lu key%s missing on some member\n", n_missing,
+		       n_missing == 1 ? "" : "s");
+	}
+	p11p_free(ms);
+	return agree;
+}
+
+/* SLOT as a label (exact) or a 0-based id. SIZE_MAX when neither matches. */
+static size_t find_slot(const struct p11p_config *cfg, const char *arg)
+{
+	char *end;
+	unsigned long id;
+
+	for (size_t s = 0; s < cfg->n_slots; s++) {
+		if (cfg->slots[s].label != NULL && strcmp(cfg->slots[s].label, arg) == 0)
+			return s;
+	}
+	if (arg[0] >= '0' && arg[0] <= '9') {
+		id = strtoul(arg, &end, 10);
+		if (*end == '\0' && id < cfg->n_slots)
+			return (size_t)id;
+	}
+	return (size_t)-1;
+}
+
+int cmd_sync(const struct cli *cli, int argc, char **argv)
+{
+	struct sync_ctx c;
+	const char *want = NULL;
+	size_t only = (size_t)-1;
+	bool check = false, all_agree = true, first = true;
+	char err[1024];
+	int rc;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--check") == 0)
+			check = true;
+		else if (argv[i][0] == '-')
+			return cli_usage("sync", "unknown option '%s'", argv[i]);
+		else if (want != NULL)
+			return cli_usage("sync", "give at most one SLOT");
+		else
+			want = argv[i];
+	}
+	if (!check) {
+		cli_error("sync without --check (adding the members' keys to the virtual key "
+		          "index) is not implemented yet; 'p11proxy sync --check' compares the "
+		          "members' keys");
+		return CLI_USAGE;
+	}
+	memset(&c, 0, sizeof(c));
+	c.cli = cli;
+	err[0] = '\0';
+	c.cfg = p11p_config_load(cli->config_path, err, sizeof(err));
+	if (c.cfg == NULL) {
+		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+		return CLI_FAIL;
+	}
+	if (want != NULL) {
+		only = find_slot(c.cfg, want);
+		if (only == (size_t)-1) {
+			rc = cli_usage("sync", "no virtual slot '%s' in %s", want, c.cfg->path);
+			goto out;
+		}
+	}
+	c.bes = p11p_calloc(c.cfg->n_backends > 0 ? c.cfg->n_backends : 1, sizeof(*c.bes));
+	if (c.bes == NULL) {
+		cli_error("out of memory");
+		rc = CLI_FAIL;
+		goto out;
+	}
+	if (cli->json) {
+		fputs("{\"config\":", stdout);
+		cli_json_str(stdout, c.cfg->path);
+		fputs(",\"slots\":[", stdout);
+	}
+	for (size_t s = 0; s < c.cfg->n_slots; s++) {
+		if (only != (size_t)-1 && s != only)
+			continue;
+		if (!check_slot(&c, s, first))
+			all_agree = false;
+		first = false;
+	}
+	if (cli->json)
+		printf("],\"ok\":%s}\n", all_agree ? "true" : "false");
+	rc = all_agree ? CLI_OK : CLI_FAIL;
+out:
+	if (c.bes != NULL) {
+		for (size_t i = 0; i < c.cfg->n_backends; i++) {
+			if (c.bes[i].tried && c.bes[i].rv == CKR_OK)
+				p11p_backend_close(&c.bes[i].be, true);
+		}
+	}
+	p11p_free(c.bes);
+	p11p_free(c.keys);
+	p11p_secret_free(c.pin);
+	p11p_config_free(c.cfg);
+	return rc;
+}

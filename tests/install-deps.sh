@@ -2,7 +2,7 @@
 # Installs the Debian packages the build and the tests need, when missing.
 set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit libyaml-dev libssl-dev check
-libsubunit-dev softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl mandoc valgrind
+libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl mandoc valgrind
 libmicrohttpd-dev curl jq"
 missing=""
 for p in $pkgs; do

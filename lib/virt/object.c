@@ -402,12 +402,25 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 
 	if (rv != CKR_OK)
 		return rv;
+	struct p11p_object ident = {0};
+	struct p11p_object *o;
+
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
-	if (rv == CKR_OK)
+	if (rv == CKR_OK) {
+		p11p_lock();
+		o = p11p_map_get(&c.st->objects, 0, obj);
+		if (o != NULL)
+			ident = *o;
+		p11p_unlock();
 		rv = c.fl->C_DestroyObject(c.bs, bobj);
+	}
 	p11p_call_retry(&c, &rv, false);
-	if (rv == CKR_OK)
+	if (rv == CKR_OK) {
 		object_forget(&c, obj);
+		/* Its copies go too, or a failover would bring the key back. */
+		if (ident.has_identity && ident.token && c.s->slot->n_members > 1)
+			p11p_repl_destroyed(&c, &ident);
+	}
 	return p11p_call_end(&c, rv);
 }
 

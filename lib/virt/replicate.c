@@ -1039,3 +1039,34 @@ out:
 	p11p_free(tg);
 	return rv;
 }
+
+void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_object *ident)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	CK_OBJECT_CLASS cls = ident->cls;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)(uintptr_t)ident->id, ident->id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)ident->label, ident->label_len},
+	};
+
+	for (size_t i = 0; i < vs->n_members; i++) {
+		struct p11p_member *m = &vs->members[i];
+		CK_OBJECT_HANDLE found[2];
+		CK_ULONG n = 0;
+		struct msess ms;
+		bool up;
+
+		p11p_lock();
+		up = m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP;
+		p11p_unlock();
+		if (!up || msess_open(vs, m, &ms) != CKR_OK)
+			continue;
+		/* Exactly one match, as failover would re-find it; anything else is left alone. */
+		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1 &&
+		    ms.fl->C_DestroyObject(ms.h, found[0]) != CKR_OK)
+			p11p_message("slot '%s': the copy on member %zu of a destroyed key stays",
+			             vs->label, i);
+		msess_close(&ms);
+	}
+}

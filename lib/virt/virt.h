@@ -454,6 +454,13 @@ CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG 
  */
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
 /*
+ * A token object with that identity was destroyed through c: destroys its
+ * copies on the other members that are up (members down keep theirs: sync
+ * --check shows them). No lock held.
+ */
+void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_object *ident);
+
+/*
  * Member m of vs is up again (after being down): copies to it the token keys
  * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
  * CKA_LABEL). Needs the application's user login on the slot; without it the

@@ -530,6 +530,22 @@ static void case_catchup(void)
 }
 
 /* Destroys the key case_single left on m1: the members agree again. */
+/* Destroying a replicated key destroys its copies: a failover must not bring it back. */
+static void case_destroy(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n1 = 0, n2 = 0;
+
+	expect(gen_aes(s, 0x31, "r-destroy", CK_TRUE, &h) == CKR_OK, "AES key generated");
+	on_members(CKO_SECRET_KEY, 0x31, "r-destroy", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "on both members (%lu, %lu)", n1, n2);
+	expect(f->C_DestroyObject(s, h) == CKR_OK, "destroyed through the slot");
+	on_members(CKO_SECRET_KEY, 0x31, "r-destroy", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "gone from both members (%lu, %lu)", n1, n2);
+	f->C_CloseSession(s);
+}
+
 static void case_cleanup(void)
 {
 	CK_SESSION_HANDLE s = open_on("v-m1", 1);
@@ -567,6 +583,9 @@ int main(int argc, char **argv)
 		case_catchup();
 	else if (strcmp(c, "cleanup") == 0)
 		case_cleanup();
+	else if (strcmp(c, "destroy") == 0)
+		case_destroy();
+
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

@@ -55,6 +55,8 @@ json_ok() {
 
 check "repl: replication key on both tokens" repl setup
 check "repl: AES, EC and RSA keys copied; used on m2 after m1 fails" repl copy
+check "repl: destroying a key destroys its copies" repl destroy
+
 check "repl: sync --check: members agree (exit 0)" sync_check 0 ha
 if sync_check 0 ha --json && json_ok "$TMP/sync.out" 'd["ok"] is True and
 		d["slots"][0]["label"] == "ha" and len(d["slots"][0]["members"]) == 2 and

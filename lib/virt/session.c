@@ -148,6 +148,12 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	for (unsigned tries = 0;; tries++) {
 		rv = m->be->fl.C_OpenSession(be_slot, flags, NULL, NULL, &bs);
+		/* Logged in on the slot, but not yet on this member: log it in as on the others. */
+		if (rv == CKR_OK) {
+			rv = p11p_replay_login(vs, m, bs);
+			if (rv != CKR_OK)
+				m->be->fl.C_CloseSession(bs);
+		}
 		if (rv == CKR_OK || !p11p_rv_is_server_error(m->be, rv) || tries >= vs->n_members ||
 		    p11p_member_confirm(st, vs, m, rv))
 			break;
@@ -164,10 +170,6 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	}
 	if (rv != CKR_OK)
 		goto out;
-	/* Logged in on the slot, but not yet on this member: log it in as on the others. */
-	rv = p11p_replay_login(vs, m, bs);
-	if (rv != CKR_OK)
-		goto close_backend;
 	s = session_new(vs, m, flags, bs);
 	if (s == NULL) {
 		rv = CKR_HOST_MEMORY;

@@ -243,9 +243,17 @@ static int storm_done;
 static void *storm_worker(void *arg)
 {
 	struct worker *w = arg;
-	CK_SESSION_HANDLE s = open_on("ha", 0);
-	CK_OBJECT_HANDLE key = find_one(s, CKO_PRIVATE_KEY, "ha-ec");
+	CK_SESSION_HANDLE s = 0;
+	CK_OBJECT_HANDLE key = 0;
 
+	/* Not open_on(): a worker must not exit() the process under the other threads. */
+	if (!testmod_session(&mod, "ha", NULL, &s)) {
+		w->errors = w->n;
+		w->first_error = CKR_GENERAL_ERROR;
+		__atomic_add_fetch(&storm_done, 1, __ATOMIC_SEQ_CST);
+		return NULL;
+	}
+	key = find_one(s, CKO_PRIVATE_KEY, "ha-ec");
 	for (int i = 0; i < w->n; i++) {
 		int ok;
 		CK_RV rv = sign_ec(s, key, &ok);

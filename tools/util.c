@@ -11,6 +11,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/names.h"
 
 void cli_error(const char *fmt, ...)
@@ -293,7 +294,7 @@ struct p11p_secret *cli_pin_from_source(const char *source, char *err, size_t er
 		snprintf(err, errlen, "%s: not a regular file", source + 5);
 		goto out;
 	}
-	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+	if (!p11p_file_is_private(&st)) {
 		snprintf(err, errlen, "%s: mode %04o is too open (use chmod 600)", source + 5,
 		         (unsigned)(st.st_mode & 07777));
 		goto out;

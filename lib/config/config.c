@@ -4,9 +4,10 @@
  * The file is untrusted input. It is read whole (at most P11P_CONF_MAX_BYTES),
  * checked once with libyaml's event parser for nesting depth, node count and
  * a single document, then loaded with yaml_parser_load so that every node
- * keeps its position for messages. The schema walk below has a fixed depth
- * (top level -> slots -> slot -> members -> member), so anchors and aliases,
- * even cyclic ones, cannot make it recurse or loop.
+ * keeps its position for messages (config/ydoc.c, shared with the
+ * fragments). The schema walk below has a fixed depth (top level -> slots ->
+ * slot -> members -> member), so anchors and aliases, even cyclic ones,
+ * cannot make it recurse or loop.
  *
  * Every failure writes exactly one line, "FILE:LINE:COLUMN: message", and the
  * partially built config is freed with p11p_config_free().
@@ -16,7 +17,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,139 +26,27 @@
 #include <p11-kit/uri.h>
 #include <yaml.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
 #include "base/secret.h"
-
-/* How much of a value a message quotes. */
-#define SHOW_MAX 120
+#include "config/ydoc.h"
 
 struct pctx {
-	const char *path; /* for messages */
-	char *err;
-	size_t errlen;
-	yaml_document_t *doc;
+	struct p11p_ydoc y; /* name, err, the document */
 	struct p11p_config *cfg;
 };
 
-/* ---- messages ---------------------------------------------------------- */
-
-static bool report(struct pctx *c, const yaml_mark_t *m, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Writes "PATH:LINE:COL: message" (or "PATH: message" without a mark); returns false. */
-static bool report(struct pctx *c, const yaml_mark_t *m, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	if (c->err == NULL || c->errlen == 0)
-		return false;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (m != NULL)
-		snprintf(c->err, c->errlen, "%s:%lu:%lu: %s", c->path, (unsigned long)m->line + 1,
-		         (unsigned long)m->column + 1, msg);
-	else
-		snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
-	p11p_debug(P11P_DBG_CONFIG, "config error: %s", c->err);
-	return false;
-}
-
-static bool oom(struct pctx *c)
-{
-	return report(c, NULL, "out of memory");
-}
-
-/*
- * A printable, bounded copy of a value for a message: keeps the message on
- * one line whatever the file contains. buf must hold SHOW_MAX + 4 bytes.
- */
-static const char *show(const char *s, size_t len, char *buf)
-{
-	size_t i, n = len > SHOW_MAX ? SHOW_MAX : len;
-
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		buf[i] = (ch >= 0x20 && ch != 0x7f) ? (char)ch : '?';
+#define YDOC_INIT(name_, err_, errlen_)                                                            \
+	{                                                                                          \
+		.name = (name_), .debug_tag = "config error: ", .err = (err_), .errlen = (errlen_) \
 	}
-	if (n < len)
-		memcpy(buf + i, "...", 4);
-	else
-		buf[i] = '\0';
-	return buf;
-}
 
-/* ---- node helpers ------------------------------------------------------ */
-
-static yaml_node_t *node(struct pctx *c, int id)
-{
-	return yaml_document_get_node(c->doc, id);
-}
-
-static bool scalar_is(const yaml_node_t *n, const char *s)
-{
-	size_t len = strlen(s);
-
-	return n->type == YAML_SCALAR_NODE && n->data.scalar.length == len &&
-	       memcmp(n->data.scalar.value, s, len) == 0;
-}
-
-/*
- * The value of key `what` as a C string: a scalar, bounded, without NUL bytes.
- * Points into the document (valid until it is deleted).
- */
+/* Every string in the file has the same bound. */
 static bool get_string(struct pctx *c, const yaml_node_t *n, const char *what, const char **out)
 {
-	if (n->type != YAML_SCALAR_NODE)
-		return report(c, &n->start_mark, "'%s' must be a string", what);
-	if (n->data.scalar.length > P11P_CONF_MAX_STRING)
-		return report(c, &n->start_mark, "'%s' is longer than %d bytes", what,
-		              P11P_CONF_MAX_STRING);
-	if (memchr(n->data.scalar.value, '\0', n->data.scalar.length) != NULL)
-		return report(c, &n->start_mark, "'%s' contains a NUL byte", what);
-	*out = (const char *)n->data.scalar.value;
-	return true;
-}
-
-/*
- * Walks a mapping whose allowed keys are keys[0..n): rejects non-scalar keys,
- * unknown keys and duplicates; vals[i] / knodes[i] get the value and key node
- * of keys[i] (NULL when absent). O(pairs): the first bad key stops the walk.
- */
-static bool walk_map(struct pctx *c, const yaml_node_t *map, const char *where,
-                     const char *const *keys, size_t n, yaml_node_t **vals, yaml_node_t **knodes)
-{
-	yaml_node_pair_t *pair;
-	char buf[SHOW_MAX + 4];
-
-	for (size_t i = 0; i < n; i++)
-		vals[i] = knodes[i] = NULL;
-	for (pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
-		yaml_node_t *k = node(c, pair->key), *v = node(c, pair->value);
-		size_t i;
-
-		if (k == NULL || v == NULL)
-			return report(c, &map->start_mark, "malformed mapping");
-		if (k->type != YAML_SCALAR_NODE)
-			return report(c, &k->start_mark, "mapping key %s must be a string", where);
-		for (i = 0; i < n; i++)
-			if (scalar_is(k, keys[i]))
-				break;
-		if (i == n)
-			return report(
-			    c, &k->start_mark, "unknown key '%s' %s",
-			    show((const char *)k->data.scalar.value, k->data.scalar.length, buf),
-			    where);
-		if (vals[i] != NULL)
-			return report(c, &k->start_mark, "duplicate key '%s' %s", keys[i], where);
-		vals[i] = v;
-		knodes[i] = k;
-	}
-	return true;
+	return p11p_ydoc_string(&c->y, n, what, P11P_CONF_MAX_STRING, out, NULL);
 }
 
 /* Checks a sequence value: a list, not empty, at most max items. */
@@ -168,15 +56,15 @@ static bool check_list(struct pctx *c, const yaml_node_t *n, const char *what, s
 	size_t count;
 
 	if (n->type != YAML_SEQUENCE_NODE)
-		return report(c, &n->start_mark, "'%s' must be a list", what);
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' must be a list", what);
 	count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
 	if (count == 0)
-		return report(c, &n->start_mark, "'%s' must not be empty", what);
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' must not be empty", what);
 	if (count > max) {
-		const yaml_node_t *extra = node(c, n->data.sequence.items.start[max]);
+		const yaml_node_t *extra = p11p_ydoc_node(&c->y, n->data.sequence.items.start[max]);
 
-		return report(c, extra ? &extra->start_mark : &n->start_mark,
-		              "too many %s (at most %zu)", item_name, max);
+		return p11p_ydoc_report(&c->y, extra ? &extra->start_mark : &n->start_mark,
+		                        "too many %s (at most %zu)", item_name, max);
 	}
 	return true;
 }
@@ -186,7 +74,7 @@ static char *dup_or_oom(struct pctx *c, const char *s)
 	char *d = p11p_strdup(s);
 
 	if (d == NULL)
-		oom(c);
+		p11p_ydoc_oom(&c->y);
 	return d;
 }
 
@@ -196,15 +84,15 @@ static char *dup_or_oom(struct pctx *c, const char *s)
 static bool check_module(struct pctx *c, const yaml_mark_t *m, const char *what, const char *path)
 {
 	struct stat st;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
-	show(path, strlen(path), buf);
+	p11p_ydoc_show(path, strlen(path), buf);
 	if (path[0] != '/')
-		return report(c, m, "%s '%s' is not an absolute path", what, buf);
+		return p11p_ydoc_report(&c->y, m, "%s '%s' is not an absolute path", what, buf);
 	if (stat(path, &st) != 0)
-		return report(c, m, "%s '%s': %s", what, buf, strerror(errno));
+		return p11p_ydoc_report(&c->y, m, "%s '%s': %s", what, buf, strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return report(c, m, "%s '%s' is not a regular file", what, buf);
+		return p11p_ydoc_report(&c->y, m, "%s '%s' is not a regular file", what, buf);
 	return true;
 }
 
@@ -213,9 +101,9 @@ static bool check_text(struct pctx *c, const yaml_mark_t *m, const char *what, c
                        size_t max)
 {
 	if (s[0] == '\0')
-		return report(c, m, "%s is empty", what);
+		return p11p_ydoc_report(&c->y, m, "%s is empty", what);
 	if (strlen(s) > max)
-		return report(c, m, "%s is longer than %zu bytes", what, max);
+		return p11p_ydoc_report(&c->y, m, "%s is longer than %zu bytes", what, max);
 	return true;
 }
 
@@ -223,7 +111,7 @@ static bool check_text(struct pctx *c, const yaml_mark_t *m, const char *what, c
 static bool parse_slot_id(struct pctx *c, const yaml_mark_t *m, const char *what, const char *s,
                           CK_SLOT_ID *out)
 {
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 	unsigned base = 10;
 	const char *p = s;
 	CK_SLOT_ID v = 0;
@@ -246,14 +134,15 @@ static bool parse_slot_id(struct pctx *c, const yaml_mark_t *m, const char *what
 		else
 			goto bad;
 		if (v > ((CK_SLOT_ID)-1 - d) / base)
-			return report(c, m, "%s '%s' is out of range", what,
-			              show(s, strlen(s), buf));
+			return p11p_ydoc_report(&c->y, m, "%s '%s' is out of range", what,
+			                        p11p_ydoc_show(s, strlen(s), buf));
 		v = v * base + d;
 	}
 	*out = v;
 	return true;
 bad:
-	return report(c, m, "%s '%s' is not an unsigned integer", what, show(s, strlen(s), buf));
+	return p11p_ydoc_report(&c->y, m, "%s '%s' is not an unsigned integer", what,
+	                        p11p_ydoc_show(s, strlen(s), buf));
 }
 
 static bool check_uri(struct pctx *c, const yaml_mark_t *m, const char *s)
@@ -262,13 +151,14 @@ static bool check_uri(struct pctx *c, const yaml_mark_t *m, const char *s)
 	int rv;
 
 	if (uri == NULL)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	rv = p11_kit_uri_parse(s, P11_KIT_URI_FOR_TOKEN, uri);
 	p11_kit_uri_free(uri);
 	if (rv == P11_KIT_URI_NO_MEMORY)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	if (rv != P11_KIT_URI_OK)
-		return report(c, m, "invalid PKCS#11 URI: %s", p11_kit_uri_message(rv));
+		return p11p_ydoc_report(&c->y, m, "invalid PKCS#11 URI: %s",
+		                        p11_kit_uri_message(rv));
 	return true;
 }
 
@@ -296,12 +186,13 @@ static bool make_pin(struct pctx *c, const yaml_mark_t *m, const char *what, con
 			len--;
 	}
 	if (len == 0)
-		return report(c, m, "%s is empty", what);
+		return p11p_ydoc_report(&c->y, m, "%s is empty", what);
 	if (len > P11P_MAX_PIN_LEN)
-		return report(c, m, "%s is longer than %d bytes", what, P11P_MAX_PIN_LEN);
+		return p11p_ydoc_report(&c->y, m, "%s is longer than %d bytes", what,
+		                        P11P_MAX_PIN_LEN);
 	*out = p11p_secret_new(data, len);
 	if (*out == NULL)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	return true;
 }
 
@@ -314,35 +205,36 @@ static bool read_pin_file(struct pctx *c, const yaml_mark_t *m, const char *path
                           struct p11p_secret **out)
 {
 	char buf[P11P_MAX_PIN_LEN + 3]; /* PIN + "\r\n" + 1 byte to see it is too long */
-	char shown[SHOW_MAX + 4], what[SHOW_MAX + 32];
+	char shown[P11P_YDOC_SHOW_BUF], what[P11P_YDOC_SHOW_MAX + 32];
 	struct stat st;
 	size_t len = 0;
 	bool ok = false;
 	int fd;
 
-	show(path, strlen(path), shown);
+	p11p_ydoc_show(path, strlen(path), shown);
 	snprintf(what, sizeof(what), "PIN file '%s'", shown);
 	/* Never open a device node (opening some has side effects): regular files only. */
 	if (stat(path, &st) != 0)
-		return report(c, m, "%s: cannot read: %s", what, strerror(errno));
+		return p11p_ydoc_report(&c->y, m, "%s: cannot read: %s", what, strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return report(c, m, "%s is not a regular file", what);
+		return p11p_ydoc_report(&c->y, m, "%s is not a regular file", what);
 	/* O_NONBLOCK: a FIFO swapped in after the check must not hang the load. */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	if (fd < 0)
-		return report(c, m, "%s: cannot read: %s", what, strerror(errno));
+		return p11p_ydoc_report(&c->y, m, "%s: cannot read: %s", what, strerror(errno));
 	if (fstat(fd, &st) != 0) {
-		report(c, m, "%s: cannot read: %s", what, strerror(errno));
+		p11p_ydoc_report(&c->y, m, "%s: cannot read: %s", what, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		report(c, m, "%s is not a regular file", what);
+		p11p_ydoc_report(&c->y, m, "%s is not a regular file", what);
 		goto out;
 	}
-	if ((st.st_mode & 077) != 0) {
-		report(c, m, "%s is accessible by group or others (mode %04o; use chmod 600)", what,
-		       (unsigned)(st.st_mode & 07777));
+	if (!p11p_file_is_private(&st)) {
+		p11p_ydoc_report(&c->y, m,
+		                 "%s is accessible by group or others (mode %04o; use chmod 600)",
+		                 what, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	while (len < sizeof(buf)) {
@@ -351,7 +243,7 @@ static bool read_pin_file(struct pctx *c, const yaml_mark_t *m, const char *path
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			report(c, m, "%s: cannot read: %s", what, strerror(errno));
+			p11p_ydoc_report(&c->y, m, "%s: cannot read: %s", what, strerror(errno));
 			goto out;
 		}
 		if (r == 0)
@@ -369,27 +261,28 @@ out:
 static bool read_pin_source(struct pctx *c, const yaml_mark_t *m, const char *src,
                             struct p11p_secret **out)
 {
-	char what[SHOW_MAX + 40], buf[SHOW_MAX + 4];
+	char what[P11P_YDOC_SHOW_MAX + 40], buf[P11P_YDOC_SHOW_BUF];
 
 	if (strncmp(src, "env:", 4) == 0 && env_name_ok(src + 4)) {
 		const char *v = getenv(src + 4);
 
 		snprintf(what, sizeof(what), "environment variable '%s'", src + 4);
 		if (v == NULL)
-			return report(c, m, "%s is not set", what);
+			return p11p_ydoc_report(&c->y, m, "%s is not set", what);
 		/* make_pin strips a trailing newline: harmless for a variable too. */
 		return make_pin(c, m, what, v, strnlen(v, P11P_MAX_PIN_LEN + 3), out);
 	}
 	if (strncmp(src, "file:", 5) == 0 && src[5] == '/')
 		return read_pin_file(c, m, src + 5, out);
-	return report(c, m, "PIN source '%s' must be 'env:NAME' or 'file:/absolute/path'",
-	              show(src, strlen(src), buf));
+	return p11p_ydoc_report(&c->y, m,
+	                        "PIN source '%s' must be 'env:NAME' or 'file:/absolute/path'",
+	                        p11p_ydoc_show(src, strlen(src), buf));
 }
 
 struct p11p_secret *p11p_pin_from_source(const char *src, const char *where, char *err,
                                          size_t errlen)
 {
-	struct pctx c = {.path = where, .err = err, .errlen = errlen};
+	struct pctx c = {.y = YDOC_INIT(where, err, errlen)};
 	struct p11p_secret *pin = NULL;
 
 	return read_pin_source(&c, NULL, src, &pin) ? pin : NULL;
@@ -411,21 +304,23 @@ static bool parse_number(struct pctx *c, const yaml_node_t *n, const char *what,
 {
 	const char *s, *p;
 	unsigned long v = 0;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	if (!get_string(c, n, what, &s))
 		return false;
 	for (p = s; *p >= '0' && *p <= '9'; p++) {
 		if (v > (ULONG_MAX - (unsigned long)(*p - '0')) / 10)
-			return report(c, &n->start_mark, "'%s' is out of range", what);
+			return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' is out of range",
+			                        what);
 		v = v * 10 + (unsigned long)(*p - '0');
 	}
 	if (p == s || *p != '\0')
-		return report(c, &n->start_mark, "'%s' must be a whole number, not '%s'", what,
-		              show(s, strlen(s), buf));
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "'%s' must be a whole number, not '%s'", what,
+		                        p11p_ydoc_show(s, strlen(s), buf));
 	if (v < min || v > max)
-		return report(c, &n->start_mark, "'%s' must be between %lu and %lu", what, min,
-		              max);
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' must be between %lu and %lu",
+		                        what, min, max);
 	*out = v;
 	return true;
 }
@@ -436,13 +331,14 @@ static bool parse_duration(struct pctx *c, const yaml_node_t *n, const char *wha
 {
 	const char *s, *p;
 	unsigned long v = 0, scale = 1000;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	if (!get_string(c, n, what, &s))
 		return false;
 	for (p = s; *p >= '0' && *p <= '9'; p++) {
 		if (v > 100000000UL)
-			return report(c, &n->start_mark, "'%s' is out of range", what);
+			return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' is out of range",
+			                        what);
 		v = v * 10 + (unsigned long)(*p - '0');
 	}
 	if (strcmp(p, "ms") == 0)
@@ -450,18 +346,20 @@ static bool parse_duration(struct pctx *c, const yaml_node_t *n, const char *wha
 	else if (strcmp(p, "s") != 0 && *p != '\0')
 		p = s; /* bad suffix */
 	if (p == s)
-		return report(c, &n->start_mark,
-		              "'%s' must be a duration such as 500ms or 5s, not '%s'", what,
-		              show(s, strlen(s), buf));
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "'%s' must be a duration such as 500ms or 5s, not '%s'",
+		                        what, p11p_ydoc_show(s, strlen(s), buf));
 	/* Checked before scaling: a 32-bit unsigned long must not wrap. */
 	if (v > max_ms / scale || v * scale < min_ms)
-		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
-		              min_ms, max_ms);
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "'%s' must be between %lums and %lums", what, min_ms,
+		                        max_ms);
 	v *= scale;
 	if (v < min_ms || v > max_ms)
 
-		return report(c, &n->start_mark, "'%s' must be between %lums and %lums", what,
-		              min_ms, max_ms);
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "'%s' must be between %lums and %lums", what, min_ms,
+		                        max_ms);
 	*out = v;
 	return true;
 }
@@ -492,7 +390,7 @@ static bool parse_bool(struct pctx *c, const yaml_node_t *n, const char *what, b
 	else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0)
 		*out = false;
 	else
-		return report(c, &n->start_mark, "'%s' must be true or false", what);
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' must be true or false", what);
 	return true;
 }
 
@@ -510,11 +408,11 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 	yaml_node_t *v[HA_N], *k[HA_N];
 	unsigned long num;
 	const char *mode;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	if (n->type != YAML_MAPPING_NODE)
-		return report(c, &n->start_mark, "'ha' must be a mapping");
-	if (!walk_map(c, n, "in ha", ha_keys, HA_N, v, k))
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'ha' must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in ha", ha_keys, HA_N, v, k))
 		return false;
 	if (v[HA_MODE] != NULL) {
 		if (!get_string(c, v[HA_MODE], "mode", &mode))
@@ -524,9 +422,9 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 		else if (strcmp(mode, "balance") == 0)
 			ha->mode = P11P_HA_BALANCE;
 		else
-			return report(c, &v[HA_MODE]->start_mark,
-			              "'mode' must be failover or balance, not '%s'",
-			              show(mode, strlen(mode), buf));
+			return p11p_ydoc_report(&c->y, &v[HA_MODE]->start_mark,
+			                        "'mode' must be failover or balance, not '%s'",
+			                        p11p_ydoc_show(mode, strlen(mode), buf));
 	}
 	if (v[HA_PROBE] != NULL &&
 	    !parse_duration(c, v[HA_PROBE], "probe_interval", 10, 3600000, &ha->probe_interval_ms))
@@ -570,28 +468,30 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what, CK_RV *out,
                           size_t *count)
 {
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	if (n->type != YAML_SEQUENCE_NODE)
-		return report(c, &n->start_mark, "'%s' must be a list", what);
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'%s' must be a list", what);
 	*count = 0;
 	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	     it++) {
-		yaml_node_t *item = node(c, *it);
+		yaml_node_t *item = p11p_ydoc_node(&c->y, *it);
 		const char *s;
 		CK_SLOT_ID num;
 
 		if (item == NULL)
-			return report(c, &n->start_mark, "malformed list");
+			return p11p_ydoc_report(&c->y, &n->start_mark, "malformed list");
 		if (*count == P11P_MAX_ERROR_OVERRIDES)
-			return report(c, &item->start_mark, "too many entries in '%s' (at most %d)",
-			              what, P11P_MAX_ERROR_OVERRIDES);
+			return p11p_ydoc_report(&c->y, &item->start_mark,
+			                        "too many entries in '%s' (at most %d)", what,
+			                        P11P_MAX_ERROR_OVERRIDES);
 		if (!get_string(c, item, what, &s))
 			return false;
 		if (strncmp(s, "CKR_", 4) == 0) {
 			if (p11p_ckr_value(s, &out[*count]) != CKR_OK)
-				return report(c, &item->start_mark, "unknown result code '%s'",
-				              show(s, strlen(s), buf));
+				return p11p_ydoc_report(&c->y, &item->start_mark,
+				                        "unknown result code '%s'",
+				                        p11p_ydoc_show(s, strlen(s), buf));
 		} else {
 			if (!parse_slot_id(c, &item->start_mark, "result code", s, &num))
 				return false;
@@ -619,16 +519,16 @@ static bool parse_backend(struct pctx *c, const yaml_node_t *n, size_t idx)
 	struct p11p_backend_cfg *be = &c->cfg->backends[idx];
 	yaml_node_t *v[BK_N], *k[BK_N];
 	const char *name, *module;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	if (n->type != YAML_MAPPING_NODE)
-		return report(c, &n->start_mark, "each backend must be a mapping");
-	if (!walk_map(c, n, "in backend", backend_keys, BK_N, v, k))
+		return p11p_ydoc_report(&c->y, &n->start_mark, "each backend must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in backend", backend_keys, BK_N, v, k))
 		return false;
 	for (size_t i = BK_NAME; i <= BK_MODULE; i++)
 		if (v[i] == NULL)
-			return report(c, &n->start_mark, "missing key '%s' in backend",
-			              backend_keys[i]);
+			return p11p_ydoc_report(&c->y, &n->start_mark,
+			                        "missing key '%s' in backend", backend_keys[i]);
 	if (v[BK_SERVER_ERRORS] != NULL && !parse_rv_list(c, v[BK_SERVER_ERRORS], "server_errors",
 	                                                  be->server_errors, &be->n_server_errors))
 		return false;
@@ -641,14 +541,15 @@ static bool parse_backend(struct pctx *c, const yaml_node_t *n, size_t idx)
 	if (!check_text(c, &v[BK_NAME]->start_mark, "backend name", name, P11P_NAME_MAX))
 		return false;
 	if (!backend_name_ok(name))
-		return report(c, &v[BK_NAME]->start_mark,
-		              "backend name '%s' may only contain letters, digits, '.', '_', '-'",
-		              show(name, strlen(name), buf));
+		return p11p_ydoc_report(
+		    &c->y, &v[BK_NAME]->start_mark,
+		    "backend name '%s' may only contain letters, digits, '.', '_', '-'",
+		    p11p_ydoc_show(name, strlen(name), buf));
 	for (size_t i = 0; i < idx; i++)
 		if (strcmp(c->cfg->backends[i].name, name) == 0)
-			return report(c, &v[BK_NAME]->start_mark,
-			              "duplicate backend name '%s' (first at line %lu)", name,
-			              c->cfg->backends[i].pos.line);
+			return p11p_ydoc_report(&c->y, &v[BK_NAME]->start_mark,
+			                        "duplicate backend name '%s' (first at line %lu)",
+			                        name, c->cfg->backends[i].pos.line);
 	if (!check_module(c, &v[BK_MODULE]->start_mark, "module", module))
 		return false;
 	set_pos(&be->pos, n);
@@ -678,10 +579,11 @@ static bool member_name(struct pctx *c, const yaml_node_t *v, struct p11p_member
 			return false;
 		if (!check_text(c, &v->start_mark, "member name", name, P11P_NAME_MAX) ||
 		    !backend_name_ok(name))
-			return report(
-			    c, &v->start_mark,
+			return p11p_ydoc_report(
+			    &c->y, &v->start_mark,
 			    "member name '%s' must be 1 to %d letters, digits, '.', '_', '-'",
-			    show(name, strlen(name), (char[SHOW_MAX + 4]){0}), P11P_NAME_MAX);
+			    p11p_ydoc_show(name, strlen(name), (char[P11P_YDOC_SHOW_BUF]){0}),
+			    P11P_NAME_MAX);
 	} else if (mb->sel == P11P_SEL_TOKEN_LABEL) {
 		name = mb->token_label;
 	} else if (mb->sel == P11P_SEL_TOKEN_SERIAL) {
@@ -707,25 +609,25 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 {
 	yaml_node_t *v[MB_N], *k[MB_N];
 	const char *backend, *sel_val, *pin_src;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 	int first = -1, second = -1;
 	size_t i;
 
 	if (n->type != YAML_MAPPING_NODE)
-		return report(c, &n->start_mark, "each member must be a mapping");
-	if (!walk_map(c, n, "in member", member_keys, MB_N, v, k))
+		return p11p_ydoc_report(&c->y, &n->start_mark, "each member must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in member", member_keys, MB_N, v, k))
 		return false;
 	set_pos(&mb->pos, n);
 	if (v[MB_BACKEND] == NULL)
-		return report(c, &n->start_mark, "missing key 'backend' in member");
+		return p11p_ydoc_report(&c->y, &n->start_mark, "missing key 'backend' in member");
 	if (!get_string(c, v[MB_BACKEND], "backend", &backend))
 		return false;
 	for (i = 0; i < c->cfg->n_backends; i++)
 		if (strcmp(c->cfg->backends[i].name, backend) == 0)
 			break;
 	if (i == c->cfg->n_backends)
-		return report(c, &v[MB_BACKEND]->start_mark, "unknown backend '%s'",
-		              show(backend, strlen(backend), buf));
+		return p11p_ydoc_report(&c->y, &v[MB_BACKEND]->start_mark, "unknown backend '%s'",
+		                        p11p_ydoc_show(backend, strlen(backend), buf));
 	mb->backend = i;
 
 	/* Exactly one selector; on two, name them in file order, point at the later. */
@@ -752,13 +654,14 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 		}
 	}
 	if (first < 0)
-		return report(c, &n->start_mark,
-		              "no token selector in member (set one of slot_id, token_label, "
-		              "token_serial, uri)");
+		return p11p_ydoc_report(
+		    &c->y, &n->start_mark,
+		    "no token selector in member (set one of slot_id, token_label, "
+		    "token_serial, uri)");
 	if (second >= 0)
-		return report(c, &k[second]->start_mark,
-		              "more than one token selector in member ('%s' and '%s')",
-		              member_keys[first], member_keys[second]);
+		return p11p_ydoc_report(&c->y, &k[second]->start_mark,
+		                        "more than one token selector in member ('%s' and '%s')",
+		                        member_keys[first], member_keys[second]);
 	if (!get_string(c, v[first], member_keys[first], &sel_val))
 		return false;
 	const yaml_mark_t *vm = &v[first]->start_mark;
@@ -815,26 +718,27 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	struct p11p_slot_cfg *sl = &c->cfg->slots[idx];
 	yaml_node_t *v[SL_N], *k[SL_N];
 	const char *label, *hash;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 	size_t count;
 
 	if (n->type != YAML_MAPPING_NODE)
-		return report(c, &n->start_mark, "each slot must be a mapping");
-	if (!walk_map(c, n, "in slot", slot_keys, SL_N, v, k))
+		return p11p_ydoc_report(&c->y, &n->start_mark, "each slot must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in slot", slot_keys, SL_N, v, k))
 		return false;
 	if (v[SL_LABEL] == NULL)
-		return report(c, &n->start_mark, "missing key 'label' in slot");
+		return p11p_ydoc_report(&c->y, &n->start_mark, "missing key 'label' in slot");
 	if (v[SL_MEMBERS] == NULL)
-		return report(c, &n->start_mark, "missing key 'members' in slot");
+		return p11p_ydoc_report(&c->y, &n->start_mark, "missing key 'members' in slot");
 	if (!get_string(c, v[SL_LABEL], "label", &label))
 		return false;
 	if (!check_text(c, &v[SL_LABEL]->start_mark, "label", label, P11P_LABEL_MAX))
 		return false;
 	for (size_t i = 0; i < idx; i++)
 		if (strcmp(c->cfg->slots[i].label, label) == 0)
-			return report(c, &v[SL_LABEL]->start_mark,
-			              "duplicate slot label '%s' (first at line %lu)",
-			              show(label, strlen(label), buf), c->cfg->slots[i].pos.line);
+			return p11p_ydoc_report(&c->y, &v[SL_LABEL]->start_mark,
+			                        "duplicate slot label '%s' (first at line %lu)",
+			                        p11p_ydoc_show(label, strlen(label), buf),
+			                        c->cfg->slots[i].pos.line);
 	set_pos(&sl->pos, n);
 	sl->label = dup_or_oom(c, label);
 	if (sl->label == NULL)
@@ -848,9 +752,9 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 		if (!get_string(c, v[SL_USER_PIN_HASH], "user_pin_hash", &hash))
 			return false;
 		if (!p11p_pin_hash_valid(hash))
-			return report(c, &v[SL_USER_PIN_HASH]->start_mark,
-			              "malformed user_pin_hash (expected the output of "
-			              "'p11proxy hash-pin')");
+			return p11p_ydoc_report(&c->y, &v[SL_USER_PIN_HASH]->start_mark,
+			                        "malformed user_pin_hash (expected the output of "
+			                        "'p11proxy hash-pin')");
 		sl->user_pin_hash = dup_or_oom(c, hash);
 		if (sl->user_pin_hash == NULL)
 			return false;
@@ -861,21 +765,23 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	                 v[SL_MEMBERS]->data.sequence.items.start);
 	sl->members = p11p_calloc(count, sizeof(*sl->members));
 	if (sl->members == NULL)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	for (size_t i = 0; i < count; i++) {
-		yaml_node_t *m = node(c, v[SL_MEMBERS]->data.sequence.items.start[i]);
+		yaml_node_t *m = p11p_ydoc_node(&c->y, v[SL_MEMBERS]->data.sequence.items.start[i]);
 
 		sl->n_members = i + 1;
 		if (m == NULL)
-			return report(c, &v[SL_MEMBERS]->start_mark, "malformed list");
+			return p11p_ydoc_report(&c->y, &v[SL_MEMBERS]->start_mark,
+			                        "malformed list");
 		if (!parse_member(c, m, &sl->members[i], i))
 			return false;
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(sl->members[j].name, sl->members[i].name) == 0)
-				return report(
-				    c, &m->start_mark,
+				return p11p_ydoc_report(
+				    &c->y, &m->start_mark,
 				    "duplicate member name '%s' in slot (give one a 'name')",
-				    show(sl->members[i].name, strlen(sl->members[i].name), buf));
+				    p11p_ydoc_show(sl->members[i].name, strlen(sl->members[i].name),
+				                   buf));
 	}
 	return true;
 }
@@ -885,31 +791,33 @@ static const char *const top_keys[TOP_N] = {"backends", "slots", "state_dir"};
 
 static bool parse_root(struct pctx *c)
 {
-	yaml_node_t *root = yaml_document_get_root_node(c->doc);
+	yaml_node_t *root = yaml_document_get_root_node(&c->y.doc);
 	yaml_node_t *v[TOP_N], *k[TOP_N];
 	size_t count;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 	static const yaml_mark_t start = {0, 0, 0};
 
 	if (root == NULL)
-		return report(c, &start, "empty configuration");
+		return p11p_ydoc_report(&c->y, &start, "empty configuration");
 	if (root->type != YAML_MAPPING_NODE)
-		return report(c, &root->start_mark, "top level must be a mapping");
-	if (!walk_map(c, root, "at top level", top_keys, TOP_N, v, k))
+		return p11p_ydoc_report(&c->y, &root->start_mark, "top level must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, root, "at top level", top_keys, TOP_N, v, k))
 		return false;
 	if (v[TOP_BACKENDS] == NULL)
-		return report(c, &root->start_mark, "missing key 'backends' at top level");
+		return p11p_ydoc_report(&c->y, &root->start_mark,
+		                        "missing key 'backends' at top level");
 	if (v[TOP_SLOTS] == NULL)
-		return report(c, &root->start_mark, "missing key 'slots' at top level");
+		return p11p_ydoc_report(&c->y, &root->start_mark,
+		                        "missing key 'slots' at top level");
 	if (v[TOP_STATE_DIR] != NULL) {
 		const char *dir;
 
 		if (!get_string(c, v[TOP_STATE_DIR], "state_dir", &dir))
 			return false;
 		if (dir[0] != '/')
-			return report(c, &v[TOP_STATE_DIR]->start_mark,
-			              "state_dir '%s' is not an absolute path",
-			              show(dir, strlen(dir), buf));
+			return p11p_ydoc_report(&c->y, &v[TOP_STATE_DIR]->start_mark,
+			                        "state_dir '%s' is not an absolute path",
+			                        p11p_ydoc_show(dir, strlen(dir), buf));
 		c->cfg->state_dir = dup_or_oom(c, dir);
 	} else {
 		c->cfg->state_dir = dup_or_oom(c, P11P_DEFAULT_STATE_DIR);
@@ -923,12 +831,14 @@ static bool parse_root(struct pctx *c)
 	                 v[TOP_BACKENDS]->data.sequence.items.start);
 	c->cfg->backends = p11p_calloc(count, sizeof(*c->cfg->backends));
 	if (c->cfg->backends == NULL)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	for (size_t i = 0; i < count; i++) {
-		yaml_node_t *b = node(c, v[TOP_BACKENDS]->data.sequence.items.start[i]);
+		yaml_node_t *b =
+		    p11p_ydoc_node(&c->y, v[TOP_BACKENDS]->data.sequence.items.start[i]);
 
 		if (b == NULL)
-			return report(c, &v[TOP_BACKENDS]->start_mark, "malformed list");
+			return p11p_ydoc_report(&c->y, &v[TOP_BACKENDS]->start_mark,
+			                        "malformed list");
 		/* n_backends counts fully parsed ones; free the partial one here. */
 		if (!parse_backend(c, b, i)) {
 			p11p_free(c->cfg->backends[i].name);
@@ -944,12 +854,12 @@ static bool parse_root(struct pctx *c)
 	                 v[TOP_SLOTS]->data.sequence.items.start);
 	c->cfg->slots = p11p_calloc(count, sizeof(*c->cfg->slots));
 	if (c->cfg->slots == NULL)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	for (size_t i = 0; i < count; i++) {
-		yaml_node_t *s = node(c, v[TOP_SLOTS]->data.sequence.items.start[i]);
+		yaml_node_t *s = p11p_ydoc_node(&c->y, v[TOP_SLOTS]->data.sequence.items.start[i]);
 
 		if (s == NULL)
-			return report(c, &v[TOP_SLOTS]->start_mark, "malformed list");
+			return p11p_ydoc_report(&c->y, &v[TOP_SLOTS]->start_mark, "malformed list");
 		if (!parse_slot(c, s, i))
 			return false;
 	}
@@ -958,142 +868,35 @@ static bool parse_root(struct pctx *c)
 
 /* ---- YAML front end ------------------------------------------------------- */
 
-static bool yaml_error(struct pctx *c, const yaml_parser_t *p, const unsigned char *data,
-                       size_t len)
-{
-	yaml_mark_t m = p->problem_mark;
-	const char *problem = p->problem ? p->problem : "unknown error";
-
-	switch (p->error) {
-	case YAML_MEMORY_ERROR:
-		return oom(c);
-	case YAML_READER_ERROR:
-		/* The reader gives a byte offset, not a mark: count lines up to it. */
-		m.line = m.column = 0;
-		for (size_t i = 0; i < p->problem_offset && i < len; i++) {
-			if (data[i] == '\n') {
-				m.line++;
-				m.column = 0;
-			} else {
-				m.column++;
-			}
-		}
-		return report(c, &m, "invalid input: %s", problem);
-	default:
-		if (p->context != NULL)
-			return report(c, &m, "syntax error: %s %s", problem, p->context);
-		return report(c, &m, "syntax error: %s", problem);
-	}
-}
-
-/*
- * First pass with the event parser: syntax, one document, bounded depth and
- * node count, so that yaml_parser_load never builds a huge tree.
- */
-static bool prescan(struct pctx *c, const unsigned char *data, size_t len)
-{
-	yaml_parser_t p;
-	yaml_event_t ev;
-	unsigned depth = 0, docs = 0;
-	unsigned long nodes = 0;
-	bool ok = false, done = false;
-
-	if (!yaml_parser_initialize(&p))
-		return oom(c);
-	yaml_parser_set_input_string(&p, data, len);
-	while (!done) {
-		if (!yaml_parser_parse(&p, &ev)) {
-			yaml_error(c, &p, data, len);
-			goto out;
-		}
-		switch (ev.type) {
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_DOCUMENT_START_EVENT:
-			if (++docs > 1) {
-				report(c, &ev.start_mark, "more than one YAML document");
-				goto fail_event;
-			}
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT:
-			if (++depth > P11P_CONF_MAX_DEPTH) {
-				report(c, &ev.start_mark, "nesting deeper than %d levels",
-				       P11P_CONF_MAX_DEPTH);
-				goto fail_event;
-			}
-			/* fall through */
-		case YAML_SCALAR_EVENT:
-		case YAML_ALIAS_EVENT:
-			if (++nodes > P11P_CONF_MAX_NODES) {
-				report(c, &ev.start_mark, "more than %d YAML nodes",
-				       P11P_CONF_MAX_NODES);
-				goto fail_event;
-			}
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			depth--;
-			break;
-		default:
-			break;
-		}
-		yaml_event_delete(&ev);
-	}
-	ok = true;
-	goto out;
-fail_event:
-	yaml_event_delete(&ev);
-out:
-	yaml_parser_delete(&p);
-	return ok;
-}
+static const struct p11p_ydoc_limits conf_limits = {
+    .max_bytes = P11P_CONF_MAX_BYTES,
+    .max_depth = P11P_CONF_MAX_DEPTH,
+    .max_nodes = P11P_CONF_MAX_NODES,
+};
 
 static struct p11p_config *parse_buffer(const char *name, const unsigned char *data, size_t len,
                                         char *err, size_t errlen)
 {
-	struct pctx c = {.path = name, .err = err, .errlen = errlen};
-	yaml_parser_t p;
-	yaml_document_t doc;
-	bool have_parser = false, have_doc = false, ok = false;
+	struct pctx c = {.y = YDOC_INIT(name, err, errlen)};
+	bool ok = false;
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	if (len > P11P_CONF_MAX_BYTES) {
-		report(&c, NULL, "larger than %d bytes", P11P_CONF_MAX_BYTES);
-		return NULL;
-	}
-	if (!prescan(&c, data, len))
-		return NULL;
-	if (!yaml_parser_initialize(&p)) {
-		oom(&c);
+	if (!p11p_ydoc_load(&c.y, data, len, &conf_limits))
 		goto out;
-	}
-	have_parser = true;
-	yaml_parser_set_input_string(&p, data, len);
-	if (!yaml_parser_load(&p, &doc)) {
-		yaml_error(&c, &p, data, len);
-		goto out;
-	}
-	have_doc = true;
-	c.doc = &doc;
 	c.cfg = p11p_calloc(1, sizeof(*c.cfg));
 	if (c.cfg == NULL) {
-		oom(&c);
+		p11p_ydoc_oom(&c.y);
 		goto out;
 	}
 	c.cfg->path = p11p_strdup(name);
 	if (c.cfg->path == NULL) {
-		oom(&c);
+		p11p_ydoc_oom(&c.y);
 		goto out;
 	}
 	ok = parse_root(&c);
 out:
-	if (have_doc)
-		yaml_document_delete(&doc);
-	if (have_parser)
-		yaml_parser_delete(&p);
+	p11p_ydoc_free(&c.y);
 	if (!ok) {
 		p11p_config_free(c.cfg);
 		return NULL;
@@ -1115,49 +918,15 @@ struct p11p_config *p11p_config_parse(const char *name, const void *data, size_t
 
 static struct p11p_config *load_file(const char *path, char *err, size_t errlen)
 {
-	struct pctx c = {.path = path, .err = err, .errlen = errlen};
+	struct p11p_ydoc y = YDOC_INIT(path, err, errlen);
 	struct p11p_config *cfg = NULL;
-	unsigned char *buf = NULL;
-	struct stat st;
-	size_t len = 0;
-	int fd;
+	unsigned char *buf;
+	size_t len;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		report(&c, NULL, "cannot read: %s", strerror(errno));
-		return NULL;
+	if (p11p_ydoc_read_file(&y, P11P_CONF_MAX_BYTES, false, &buf, &len)) {
+		cfg = parse_buffer(path, buf, len, err, errlen);
+		p11p_free(buf);
 	}
-	if (fstat(fd, &st) != 0) {
-		report(&c, NULL, "cannot read: %s", strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		report(&c, NULL, "cannot read: not a regular file");
-		goto out;
-	}
-	/* Read one byte past the cap to tell "exactly at the cap" from "over". */
-	buf = p11p_malloc(P11P_CONF_MAX_BYTES + 1);
-	if (buf == NULL) {
-		oom(&c);
-		goto out;
-	}
-	while (len < P11P_CONF_MAX_BYTES + 1) {
-		ssize_t r = read(fd, buf + len, P11P_CONF_MAX_BYTES + 1 - len);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			report(&c, NULL, "cannot read: %s", strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	cfg = parse_buffer(path, buf, len, err, errlen);
-out:
-	p11p_free(buf);
-	close(fd);
 	return cfg;
 }
 
@@ -1165,7 +934,7 @@ out:
 
 struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 {
-	struct pctx c = {.path = "environment", .err = err, .errlen = errlen};
+	struct pctx c = {.y = YDOC_INIT("environment", err, errlen)};
 	static const char *const sel_vars[] = {"HSM_SLOT", "HSM_TOKEN_LABEL", "HSM_TOKEN_SERIAL"};
 	const char *lib = getenv("PKCS11_LIB_PATH"), *sel = NULL, *pin;
 	struct p11p_config *cfg = NULL;
@@ -1175,7 +944,7 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 	if (lib == NULL) {
-		report(&c, NULL, "PKCS11_LIB_PATH is not set");
+		p11p_ydoc_report(&c.y, NULL, "PKCS11_LIB_PATH is not set");
 		return NULL;
 	}
 	for (int i = 0; i < 3; i++) {
@@ -1188,14 +957,16 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 		}
 	}
 	if (set != 1) {
-		report(&c, NULL, "set exactly one of HSM_SLOT, HSM_TOKEN_LABEL, HSM_TOKEN_SERIAL");
+		p11p_ydoc_report(&c.y, NULL,
+		                 "set exactly one of HSM_SLOT, HSM_TOKEN_LABEL, HSM_TOKEN_SERIAL");
 		return NULL;
 	}
 	if (strnlen(lib, P11P_CONF_MAX_STRING + 1) > P11P_CONF_MAX_STRING ||
 	    strnlen(sel, P11P_CONF_MAX_STRING + 1) > P11P_CONF_MAX_STRING) {
-		report(&c, NULL, "%s is longer than %d bytes",
-		       strlen(lib) > P11P_CONF_MAX_STRING ? "PKCS11_LIB_PATH" : sel_vars[which],
-		       P11P_CONF_MAX_STRING);
+		p11p_ydoc_report(&c.y, NULL, "%s is longer than %d bytes",
+		                 strlen(lib) > P11P_CONF_MAX_STRING ? "PKCS11_LIB_PATH"
+		                                                    : sel_vars[which],
+		                 P11P_CONF_MAX_STRING);
 		return NULL;
 	}
 	if (!check_module(&c, NULL, "PKCS11_LIB_PATH", lib))
@@ -1260,11 +1031,12 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 		size_t len = strnlen(pin, P11P_MAX_PIN_LEN + 1);
 
 		if (len == 0) {
-			report(&c, NULL, "HSM_PIN is empty");
+			p11p_ydoc_report(&c.y, NULL, "HSM_PIN is empty");
 			goto fail;
 		}
 		if (len > P11P_MAX_PIN_LEN) {
-			report(&c, NULL, "HSM_PIN is longer than %d bytes", P11P_MAX_PIN_LEN);
+			p11p_ydoc_report(&c.y, NULL, "HSM_PIN is longer than %d bytes",
+			                 P11P_MAX_PIN_LEN);
 			goto fail;
 		}
 		mb->pin = p11p_secret_new(pin, len);
@@ -1276,7 +1048,7 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 	p11p_debug(P11P_DBG_CONFIG, "quick start from the environment (%s)", sel_vars[which]);
 	return cfg;
 oom:
-	oom(&c);
+	p11p_ydoc_oom(&c.y);
 fail:
 	p11p_config_free(cfg);
 	return NULL;

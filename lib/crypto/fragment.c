@@ -1,70 +1,42 @@
 /*
  * customer_fragments.json: parser and writer. See fragment.h for the format.
  *
- * Parsing follows config/config.c: a prescan with the event parser bounds
- * depth, node count and document count, then yaml_parser_load builds the
- * tree and a fixed-depth schema walk reads it (so aliases cannot make it
- * loop). Every scalar of the document, the parser's buffers and our copy of
- * the file are wiped before they are freed: they hold fragment values.
+ * Parsing uses config/ydoc.c, as config/config.c does: a prescan with the
+ * event parser bounds depth, node count and document count, then
+ * yaml_parser_load builds the tree and a fixed-depth schema walk reads it (so
+ * aliases cannot make it loop). Every scalar of the document, the parser's
+ * buffers and our copy of the file are wiped before they are freed: they hold
+ * fragment values.
  */
 #include "crypto/fragment.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <yaml.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "config/ydoc.h"
 #include "crypto/ossl.h"
 
-#define SHOW_MAX 120
-
 struct fctx {
-	const char *path;
-	char *err;
-	size_t errlen;
-	yaml_document_t *doc;
+	struct p11p_ydoc y; /* name, err, the document */
 	struct p11p_fragments *set;
 };
 
+/* The text holds fragment values: libyaml's copies of it are wiped. */
+#define YDOC_INIT(name_, err_, errlen_)                                                            \
+	{                                                                                          \
+		.name = (name_), .debug_tag = "fragments: ", .err = (err_), .errlen = (errlen_),   \
+		.secret = true                                                                     \
+	}
+
 /* ---- messages ------------------------------------------------------------ */
-
-static bool report(struct fctx *c, const yaml_mark_t *m, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool report(struct fctx *c, const yaml_mark_t *m, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	if (c->err == NULL || c->errlen == 0)
-		return false;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (m != NULL)
-		snprintf(c->err, c->errlen, "%s:%lu:%lu: %s", c->path, (unsigned long)m->line + 1,
-		         (unsigned long)m->column + 1, msg);
-	else
-		snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
-	p11p_debug(P11P_DBG_CONFIG, "fragments: %s", c->err);
-	return false;
-}
-
-static bool oom(struct fctx *c)
-{
-	return report(c, NULL, "out of memory");
-}
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -78,23 +50,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-}
-
-/* A printable, bounded copy for messages; buf holds SHOW_MAX + 4 bytes. */
-static const char *show(const char *s, size_t len, char *buf)
-{
-	size_t i, n = len > SHOW_MAX ? SHOW_MAX : len;
-
-	for (i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		buf[i] = (ch >= 0x20 && ch != 0x7f) ? (char)ch : '?';
-	}
-	if (n < len)
-		memcpy(buf + i, "...", 4);
-	else
-		buf[i] = '\0';
-	return buf;
 }
 
 /* ---- small codecs -------------------------------------------------------- */
@@ -342,65 +297,6 @@ const struct p11p_fragment *p11p_fragments_find(const struct p11p_fragments *set
 
 /* ---- parsing ------------------------------------------------------------- */
 
-static yaml_node_t *node(struct fctx *c, int id)
-{
-	return yaml_document_get_node(c->doc, id);
-}
-
-static bool scalar_is(const yaml_node_t *n, const char *s)
-{
-	size_t len = strlen(s);
-
-	return n->type == YAML_SCALAR_NODE && n->data.scalar.length == len &&
-	       memcmp(n->data.scalar.value, s, len) == 0;
-}
-
-/* A scalar of at most max bytes without NUL; points into the document. */
-static bool get_string(struct fctx *c, const yaml_node_t *n, const char *what, size_t max,
-                       const char **out, size_t *len)
-{
-	if (n->type != YAML_SCALAR_NODE)
-		return report(c, &n->start_mark, "'%s' must be a string", what);
-	if (n->data.scalar.length > max)
-		return report(c, &n->start_mark, "'%s' is longer than %zu bytes", what, max);
-	if (memchr(n->data.scalar.value, '\0', n->data.scalar.length) != NULL)
-		return report(c, &n->start_mark, "'%s' contains a NUL byte", what);
-	*out = (const char *)n->data.scalar.value;
-	*len = n->data.scalar.length;
-	return true;
-}
-
-static bool walk_map(struct fctx *c, const yaml_node_t *map, const char *where,
-                     const char *const *keys, size_t n, yaml_node_t **vals)
-{
-	char buf[SHOW_MAX + 4];
-
-	for (size_t i = 0; i < n; i++)
-		vals[i] = NULL;
-	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-	     pair < map->data.mapping.pairs.top; pair++) {
-		yaml_node_t *k = node(c, pair->key), *v = node(c, pair->value);
-		size_t i;
-
-		if (k == NULL || v == NULL)
-			return report(c, &map->start_mark, "malformed mapping");
-		if (k->type != YAML_SCALAR_NODE)
-			return report(c, &k->start_mark, "mapping key %s must be a string", where);
-		for (i = 0; i < n; i++)
-			if (scalar_is(k, keys[i]))
-				break;
-		if (i == n)
-			return report(
-			    c, &k->start_mark, "unknown key '%s' %s",
-			    show((const char *)k->data.scalar.value, k->data.scalar.length, buf),
-			    where);
-		if (vals[i] != NULL)
-			return report(c, &k->start_mark, "duplicate key '%s' %s", keys[i], where);
-		vals[i] = v;
-	}
-	return true;
-}
-
 enum { FK_NAME, FK_TYPE, FK_LABEL, FK_VALUE, FK_CHECK, FK_ID, FK_DESC, FK_N };
 static const char *const fragment_keys[FK_N] = {"name",        "type", "hsm_key_label", "value",
                                                 "check_value", "id",   "description"};
@@ -410,7 +306,7 @@ static char *dup_or_oom(struct fctx *c, const char *s, size_t len)
 	char *d = p11p_strndup(s, len);
 
 	if (d == NULL)
-		oom(c);
+		p11p_ydoc_oom(&c->y);
 	return d;
 }
 
@@ -422,34 +318,37 @@ static bool parse_value(struct fctx *c, const yaml_node_t *v, const yaml_node_t 
 	size_t len, clen;
 	bool ok = false;
 
-	if (!get_string(c, v, "value", 4 * P11P_FRAGMENT_LEN, &s, &len))
+	if (!p11p_ydoc_string(&c->y, v, "value", 4 * P11P_FRAGMENT_LEN, &s, &len))
 		return false;
 	if (!hex_decode(s, len, raw, sizeof(raw)) && !b64_decode(s, len, raw, sizeof(raw))) {
-		report(c, &v->start_mark,
-		       "'value' must be %d bytes in hex (%d digits) or base64 (%d characters)",
-		       P11P_FRAGMENT_LEN, 2 * P11P_FRAGMENT_LEN, (P11P_FRAGMENT_LEN + 2) / 3 * 4);
+		p11p_ydoc_report(
+		    &c->y, &v->start_mark,
+		    "'value' must be %d bytes in hex (%d digits) or base64 (%d characters)",
+		    P11P_FRAGMENT_LEN, 2 * P11P_FRAGMENT_LEN, (P11P_FRAGMENT_LEN + 2) / 3 * 4);
 		goto out;
 	}
 	if (check != NULL) {
-		if (!get_string(c, check, "check_value", 2 * sizeof(cv), &cs, &clen))
+		if (!p11p_ydoc_string(&c->y, check, "check_value", 2 * sizeof(cv), &cs, &clen))
 			goto out;
 		if (!hex_decode(cs, clen, cv, sizeof(cv))) {
-			report(c, &check->start_mark, "'check_value' must be %zu hex digits",
-			       2 * sizeof(cv));
+			p11p_ydoc_report(&c->y, &check->start_mark,
+			                 "'check_value' must be %zu hex digits", 2 * sizeof(cv));
 			goto out;
 		}
 		if (p11p_fragment_check_value(raw, sizeof(raw), want) != CKR_OK) {
-			report(c, &check->start_mark, "cannot compute the check value");
+			p11p_ydoc_report(&c->y, &check->start_mark,
+			                 "cannot compute the check value");
 			goto out;
 		}
 		if (memcmp(cv, want, sizeof(cv)) != 0) {
-			report(c, &check->start_mark, "'check_value' does not match 'value'");
+			p11p_ydoc_report(&c->y, &check->start_mark,
+			                 "'check_value' does not match 'value'");
 			goto out;
 		}
 	}
 	f->value = p11p_secret_new(raw, sizeof(raw));
 	if (f->value == NULL) {
-		oom(c);
+		p11p_ydoc_oom(&c->y);
 		goto out;
 	}
 	ok = true;
@@ -461,40 +360,41 @@ out:
 static bool parse_fragment(struct fctx *c, const yaml_node_t *n, struct p11p_fragment *f)
 {
 	yaml_node_t *v[FK_N];
-	char buf[SHOW_MAX + 4], tname[16];
+	char buf[P11P_YDOC_SHOW_BUF], tname[16];
 	const char *s;
 	size_t len;
 
 	if (n->type != YAML_MAPPING_NODE)
-		return report(c, &n->start_mark, "each fragment must be a mapping");
-	if (!walk_map(c, n, "in fragment", fragment_keys, FK_N, v))
+		return p11p_ydoc_report(&c->y, &n->start_mark, "each fragment must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in fragment", fragment_keys, FK_N, v, NULL))
 		return false;
 	f->line = (unsigned long)n->start_mark.line + 1;
 	f->column = (unsigned long)n->start_mark.column + 1;
 	for (int i = FK_NAME; i <= FK_VALUE; i++)
 		if (v[i] == NULL)
-			return report(c, &n->start_mark, "missing key '%s' in fragment",
-			              fragment_keys[i]);
+			return p11p_ydoc_report(&c->y, &n->start_mark,
+			                        "missing key '%s' in fragment", fragment_keys[i]);
 
-	if (!get_string(c, v[FK_NAME], "name", P11P_FRAGMENT_NAME_MAX, &s, &len))
+	if (!p11p_ydoc_string(&c->y, v[FK_NAME], "name", P11P_FRAGMENT_NAME_MAX, &s, &len))
 		return false;
 	if (len == 0)
-		return report(c, &v[FK_NAME]->start_mark, "fragment name is empty");
+		return p11p_ydoc_report(&c->y, &v[FK_NAME]->start_mark, "fragment name is empty");
 	f->name = dup_or_oom(c, s, len);
 	if (f->name == NULL)
 		return false;
 	if (!name_ok(f->name))
-		return report(c, &v[FK_NAME]->start_mark,
-		              "fragment name '%s' may only contain letters, digits, '.', '_', '-'",
-		              show(s, len, buf));
+		return p11p_ydoc_report(
+		    &c->y, &v[FK_NAME]->start_mark,
+		    "fragment name '%s' may only contain letters, digits, '.', '_', '-'",
+		    p11p_ydoc_show(s, len, buf));
 	for (size_t i = 0; i < c->set->n && &c->set->items[i] != f; i++)
 		if (strcmp(c->set->items[i].name, f->name) == 0)
-			return report(c, &v[FK_NAME]->start_mark,
-			              "duplicate fragment name '%s' (first at line %lu)", f->name,
-			              c->set->items[i].line);
+			return p11p_ydoc_report(&c->y, &v[FK_NAME]->start_mark,
+			                        "duplicate fragment name '%s' (first at line %lu)",
+			                        f->name, c->set->items[i].line);
 
 	if (v[FK_TYPE]->type != YAML_SCALAR_NODE)
-		return report(c, &v[FK_TYPE]->start_mark, "'type' must be a string");
+		return p11p_ydoc_report(&c->y, &v[FK_TYPE]->start_mark, "'type' must be a string");
 	s = (const char *)v[FK_TYPE]->data.scalar.value;
 	len = v[FK_TYPE]->data.scalar.length;
 	f->type = 0;
@@ -504,27 +404,29 @@ static bool parse_fragment(struct fctx *c, const yaml_node_t *n, struct p11p_fra
 		f->type = p11p_fragment_type_parse(tname);
 	}
 	if (f->type == 0)
-		return report(c, &v[FK_TYPE]->start_mark,
-		              "fragment type '%s' must be 'hsm_wrapped' or 'hsm_secured'",
-		              show(s, len, buf));
+		return p11p_ydoc_report(&c->y, &v[FK_TYPE]->start_mark,
+		                        "fragment type '%s' must be 'hsm_wrapped' or 'hsm_secured'",
+		                        p11p_ydoc_show(s, len, buf));
 
-	if (!get_string(c, v[FK_LABEL], "hsm_key_label", P11P_FRAGMENT_LABEL_MAX, &s, &len))
+	if (!p11p_ydoc_string(&c->y, v[FK_LABEL], "hsm_key_label", P11P_FRAGMENT_LABEL_MAX, &s,
+	                      &len))
 		return false;
 	if (len == 0)
-		return report(c, &v[FK_LABEL]->start_mark, "hsm_key_label is empty");
+		return p11p_ydoc_report(&c->y, &v[FK_LABEL]->start_mark, "hsm_key_label is empty");
 	f->hsm_key_label = dup_or_oom(c, s, len);
 	if (f->hsm_key_label == NULL)
 		return false;
 
 	if (v[FK_ID] != NULL) {
-		if (!get_string(c, v[FK_ID], "id", P11P_FRAGMENT_TEXT_MAX, &s, &len))
+		if (!p11p_ydoc_string(&c->y, v[FK_ID], "id", P11P_FRAGMENT_TEXT_MAX, &s, &len))
 			return false;
 		f->id = dup_or_oom(c, s, len);
 		if (f->id == NULL)
 			return false;
 	}
 	if (v[FK_DESC] != NULL) {
-		if (!get_string(c, v[FK_DESC], "description", P11P_FRAGMENT_TEXT_MAX, &s, &len))
+		if (!p11p_ydoc_string(&c->y, v[FK_DESC], "description", P11P_FRAGMENT_TEXT_MAX, &s,
+		                      &len))
 			return false;
 		f->description = dup_or_oom(c, s, len);
 		if (f->description == NULL)
@@ -537,37 +439,41 @@ static const char *const root_keys[1] = {"customer_fragments"};
 
 static bool parse_root(struct fctx *c)
 {
-	yaml_node_t *root = yaml_document_get_root_node(c->doc), *list;
+	yaml_node_t *root = yaml_document_get_root_node(&c->y.doc), *list;
 	size_t count;
 
 	if (root == NULL)
-		return report(c, NULL, "empty file");
+		return p11p_ydoc_report(&c->y, NULL, "empty file");
 	if (root->type != YAML_MAPPING_NODE)
-		return report(c, &root->start_mark, "the top level must be a mapping");
-	if (!walk_map(c, root, "at the top level", root_keys, 1, &list))
+		return p11p_ydoc_report(&c->y, &root->start_mark,
+		                        "the top level must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, root, "at the top level", root_keys, 1, &list, NULL))
 		return false;
 	if (list == NULL)
-		return report(c, &root->start_mark, "missing key 'customer_fragments'");
+		return p11p_ydoc_report(&c->y, &root->start_mark,
+		                        "missing key 'customer_fragments'");
 	if (list->type != YAML_SEQUENCE_NODE)
-		return report(c, &list->start_mark, "'customer_fragments' must be a list");
+		return p11p_ydoc_report(&c->y, &list->start_mark,
+		                        "'customer_fragments' must be a list");
 	count = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
 	if (count == 0)
-		return report(c, &list->start_mark, "'customer_fragments' must not be empty");
+		return p11p_ydoc_report(&c->y, &list->start_mark,
+		                        "'customer_fragments' must not be empty");
 	if (count > P11P_FRAGMENTS_MAX) {
 		const yaml_node_t *extra =
-		    node(c, list->data.sequence.items.start[P11P_FRAGMENTS_MAX]);
+		    p11p_ydoc_node(&c->y, list->data.sequence.items.start[P11P_FRAGMENTS_MAX]);
 
-		return report(c, extra ? &extra->start_mark : &list->start_mark,
-		              "too many fragments (at most %d)", P11P_FRAGMENTS_MAX);
+		return p11p_ydoc_report(&c->y, extra ? &extra->start_mark : &list->start_mark,
+		                        "too many fragments (at most %d)", P11P_FRAGMENTS_MAX);
 	}
 	c->set->items = p11p_calloc(count, sizeof(*c->set->items));
 	if (c->set->items == NULL)
-		return oom(c);
+		return p11p_ydoc_oom(&c->y);
 	for (size_t i = 0; i < count; i++) {
-		yaml_node_t *item = node(c, list->data.sequence.items.start[i]);
+		yaml_node_t *item = p11p_ydoc_node(&c->y, list->data.sequence.items.start[i]);
 
 		if (item == NULL)
-			return report(c, &list->start_mark, "malformed list");
+			return p11p_ydoc_report(&c->y, &list->start_mark, "malformed list");
 		/* Counted first so that a half-built entry is freed with the set. */
 		c->set->n = i + 1;
 		if (!parse_fragment(c, item, &c->set->items[i]))
@@ -576,233 +482,60 @@ static bool parse_root(struct fctx *c)
 	return true;
 }
 
-static bool yaml_error(struct fctx *c, const yaml_parser_t *p, const unsigned char *data,
-                       size_t len)
-{
-	yaml_mark_t m = p->problem_mark;
-	const char *problem = p->problem ? p->problem : "unknown error";
-
-	switch (p->error) {
-	case YAML_MEMORY_ERROR:
-		return oom(c);
-	case YAML_READER_ERROR:
-		m.line = m.column = 0;
-		for (size_t i = 0; i < p->problem_offset && i < len; i++) {
-			if (data[i] == '\n') {
-				m.line++;
-				m.column = 0;
-			} else {
-				m.column++;
-			}
-		}
-		return report(c, &m, "invalid input: %s", problem);
-	default:
-		if (p->context != NULL)
-			return report(c, &m, "syntax error: %s %s", problem, p->context);
-		return report(c, &m, "syntax error: %s", problem);
-	}
-}
-
-/* The parser's decoded copies of the input. */
-static void wipe_parser(yaml_parser_t *p)
-{
-	if (p->buffer.start != NULL)
-		p11p_wipe(p->buffer.start, (size_t)(p->buffer.end - p->buffer.start));
-	if (p->raw_buffer.start != NULL)
-		p11p_wipe(p->raw_buffer.start, (size_t)(p->raw_buffer.end - p->raw_buffer.start));
-}
-
-static void wipe_event(yaml_event_t *ev)
-{
-	if (ev->type == YAML_SCALAR_EVENT && ev->data.scalar.value != NULL)
-		p11p_wipe(ev->data.scalar.value, ev->data.scalar.length);
-}
-
-static void wipe_document(yaml_document_t *doc)
-{
-	for (yaml_node_t *n = doc->nodes.start; n < doc->nodes.top; n++)
-		if (n->type == YAML_SCALAR_NODE && n->data.scalar.value != NULL)
-			p11p_wipe(n->data.scalar.value, n->data.scalar.length);
-}
-
-static bool prescan(struct fctx *c, const unsigned char *data, size_t len)
-{
-	yaml_parser_t p;
-	yaml_event_t ev;
-	unsigned depth = 0, docs = 0;
-	unsigned long nodes = 0;
-	bool ok = false, done = false;
-
-	if (!yaml_parser_initialize(&p))
-		return oom(c);
-	yaml_parser_set_input_string(&p, data, len);
-	while (!done) {
-		if (!yaml_parser_parse(&p, &ev)) {
-			yaml_error(c, &p, data, len);
-			goto out;
-		}
-		switch (ev.type) {
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_DOCUMENT_START_EVENT:
-			if (++docs > 1) {
-				report(c, &ev.start_mark, "more than one YAML document");
-				goto fail_event;
-			}
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT:
-			if (++depth > P11P_FRAGMENT_MAX_DEPTH) {
-				report(c, &ev.start_mark, "nesting deeper than %d levels",
-				       P11P_FRAGMENT_MAX_DEPTH);
-				goto fail_event;
-			}
-			/* fall through */
-		case YAML_SCALAR_EVENT:
-		case YAML_ALIAS_EVENT:
-			if (++nodes > P11P_FRAGMENT_MAX_NODES) {
-				report(c, &ev.start_mark, "more than %d YAML nodes",
-				       P11P_FRAGMENT_MAX_NODES);
-				goto fail_event;
-			}
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			depth--;
-			break;
-		default:
-			break;
-		}
-		wipe_event(&ev);
-		yaml_event_delete(&ev);
-	}
-	ok = true;
-	goto out;
-fail_event:
-	wipe_event(&ev);
-	yaml_event_delete(&ev);
-out:
-	wipe_parser(&p);
-	yaml_parser_delete(&p);
-	return ok;
-}
+static const struct p11p_ydoc_limits fragment_limits = {
+    .max_bytes = P11P_FRAGMENT_FILE_MAX,
+    .max_depth = P11P_FRAGMENT_MAX_DEPTH,
+    .max_nodes = P11P_FRAGMENT_MAX_NODES,
+};
 
 struct p11p_fragments *p11p_fragments_parse(const char *name, const void *data, size_t len,
                                             char *err, size_t errlen)
 {
-	struct fctx c = {.err = err, .errlen = errlen};
-	yaml_parser_t p;
-	yaml_document_t doc;
-	bool have_parser = false, have_doc = false, ok = false;
+	struct fctx c = {.y = YDOC_INIT(name != NULL ? name : "<fragments>", err, errlen)};
+	bool ok = false;
 
-	c.path = name != NULL ? name : "<fragments>";
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 	if (data == NULL)
 		len = 0;
-	if (len > P11P_FRAGMENT_FILE_MAX) {
-		report(&c, NULL, "larger than %d bytes", P11P_FRAGMENT_FILE_MAX);
-		return NULL;
-	}
-	if (!prescan(&c, data ? data : "", len))
-		return NULL;
-	if (!yaml_parser_initialize(&p)) {
-		oom(&c);
+	if (!p11p_ydoc_load(&c.y, data ? data : (const void *)"", len, &fragment_limits))
 		goto out;
-	}
-	have_parser = true;
-	yaml_parser_set_input_string(&p, data ? data : (const void *)"", len);
-	if (!yaml_parser_load(&p, &doc)) {
-		yaml_error(&c, &p, data, len);
-		goto out;
-	}
-	have_doc = true;
-	c.doc = &doc;
 	c.set = p11p_fragments_new();
 	if (c.set == NULL) {
-		oom(&c);
+		p11p_ydoc_oom(&c.y);
 		goto out;
 	}
-	c.set->path = p11p_strdup(c.path);
+	c.set->path = p11p_strdup(c.y.name);
 	if (c.set->path == NULL) {
-		oom(&c);
+		p11p_ydoc_oom(&c.y);
 		goto out;
 	}
 	ok = parse_root(&c);
 out:
-	if (have_doc) {
-		wipe_document(&doc);
-		yaml_document_delete(&doc);
-	}
-	if (have_parser) {
-		wipe_parser(&p);
-		yaml_parser_delete(&p);
-	}
+	p11p_ydoc_free(&c.y);
 	if (!ok) {
 		p11p_fragments_free(c.set);
 		return NULL;
 	}
-	p11p_debug(P11P_DBG_CONFIG, "%s: %zu fragment(s)", c.path, c.set->n);
+	p11p_debug(P11P_DBG_CONFIG, "%s: %zu fragment(s)", c.y.name, c.set->n);
 	return c.set;
 }
 
 struct p11p_fragments *p11p_fragments_load(const char *path, char *err, size_t errlen)
 {
-	struct fctx c = {.path = path, .err = err, .errlen = errlen};
+	struct p11p_ydoc y = YDOC_INIT(path, err, errlen);
 	struct p11p_fragments *set = NULL;
-	unsigned char *buf = NULL;
-	struct stat st;
-	size_t len = 0;
-	int fd;
+	unsigned char *buf;
+	size_t len;
 
 	p11p_return_val_if_fail(path != NULL, NULL);
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
-	/* O_NONBLOCK: a FIFO in place of the file must not hang the load. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		report(&c, NULL, "cannot read: %s", strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) != 0) {
-		report(&c, NULL, "cannot read: %s", strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		report(&c, NULL, "cannot read: not a regular file");
-		goto out;
-	}
-	if ((st.st_mode & 077) != 0) {
-		report(&c, NULL, "is accessible by group or others (mode %04o; use chmod 600)",
-		       (unsigned)(st.st_mode & 07777));
-		goto out;
-	}
-	buf = p11p_malloc(P11P_FRAGMENT_FILE_MAX + 1);
-	if (buf == NULL) {
-		oom(&c);
-		goto out;
-	}
-	while (len < P11P_FRAGMENT_FILE_MAX + 1) {
-		ssize_t r = read(fd, buf + len, P11P_FRAGMENT_FILE_MAX + 1 - len);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			report(&c, NULL, "cannot read: %s", strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	set = p11p_fragments_parse(path, buf, len, err, errlen);
-out:
-	if (buf != NULL) {
+	if (p11p_ydoc_read_file(&y, P11P_FRAGMENT_FILE_MAX, true, &buf, &len)) {
+		set = p11p_fragments_parse(path, buf, len, err, errlen);
 		p11p_wipe(buf, len);
 		p11p_free(buf);
 	}
-	close(fd);
 	return set;
 }
 
@@ -813,7 +546,7 @@ CK_RV p11p_fragments_add(struct p11p_fragments *set, const char *name, enum p11p
                          const char *description, char *err, size_t errlen)
 {
 	struct p11p_fragment f = {0}, *items;
-	char buf[SHOW_MAX + 4];
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	p11p_return_val_if_fail(set != NULL, CKR_ARGUMENTS_BAD);
 	if (err != NULL && errlen > 0)
@@ -821,7 +554,8 @@ CK_RV p11p_fragments_add(struct p11p_fragments *set, const char *name, enum p11p
 	if (name == NULL || !name_ok(name)) {
 		set_err(err, errlen,
 		        "fragment name '%s' must be 1 to %d letters, digits, '.', '_', '-'",
-		        name ? show(name, strlen(name), buf) : "", P11P_FRAGMENT_NAME_MAX);
+		        name ? p11p_ydoc_show(name, strlen(name), buf) : "",
+		        P11P_FRAGMENT_NAME_MAX);
 		return CKR_ARGUMENTS_BAD;
 	}
 	if (p11p_fragments_find(set, name) != NULL) {
@@ -992,27 +726,10 @@ CK_RV p11p_fragments_to_json(const struct p11p_fragments *set, struct p11p_secre
 	return rv;
 }
 
-static bool write_all(int fd, const unsigned char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t w = write(fd, p, len);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		len -= (size_t)w;
-	}
-	return true;
-}
-
 CK_RV p11p_fragments_write(const struct p11p_fragments *set, const char *path, char *err,
                            size_t errlen)
 {
 	struct p11p_secret *json = NULL;
-	char *tmp = NULL, *dir = NULL, *slash;
-	int fd = -1, dfd;
 	CK_RV rv;
 
 	p11p_return_val_if_fail(set != NULL && path != NULL, CKR_ARGUMENTS_BAD);
@@ -1023,59 +740,8 @@ CK_RV p11p_fragments_write(const struct p11p_fragments *set, const char *path, c
 		set_err(err, errlen, "%s: cannot format the fragments", path);
 		return rv;
 	}
-	rv = CKR_HOST_MEMORY;
-	tmp = p11p_malloc(strlen(path) + sizeof(".tmp.XXXXXX"));
-	dir = p11p_strdup(path);
-	if (tmp == NULL || dir == NULL) {
-		set_err(err, errlen, "out of memory");
-		goto out;
-	}
-	strcpy(tmp, path);
-	strcat(tmp, ".tmp.XXXXXX");
-	slash = strrchr(dir, '/');
-	if (slash == NULL)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = '\0';
-	else
-		*slash = '\0';
-	rv = CKR_FUNCTION_FAILED;
-	/* mkstemp creates the file with mode 0600 (before the umask can only remove bits). */
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		set_err(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-		goto out;
-	}
-	if (fchmod(fd, 0600) != 0 ||
-	    !write_all(fd, p11p_secret_data(json), p11p_secret_len(json)) || fsync(fd) != 0) {
-		set_err(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		set_err(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0) {
-		set_err(err, errlen, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
-		goto out_unlink;
-	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		/* Best effort: some file systems refuse fsync on a directory. */
-		(void)fsync(dfd);
-		close(dfd);
-	}
-	rv = CKR_OK;
-	goto out;
-out_unlink:
-	unlink(tmp);
-out:
-	if (fd >= 0)
-		close(fd);
-	p11p_free(tmp);
-	p11p_free(dir);
+	rv = p11p_file_replace(path, p11p_secret_data(json), p11p_secret_len(json), 0600, err,
+	                       errlen);
 	p11p_secret_free(json);
 	return rv;
 }

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/map.h"
 #include "base/mem.h"
@@ -1162,6 +1163,7 @@ static int lock_fd(int fd, int how)
 	return rc;
 }
 
+/* Not p11p_file_write_all(): journal appends write at an offset (pwrite). */
 static int write_all(int fd, const char *buf, size_t len, off_t off)
 {
 	while (len > 0) {
@@ -1181,18 +1183,6 @@ static int write_all(int fd, const char *buf, size_t len, off_t off)
 	return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 /* The directory must be the user's or root's, and writable by no one else. */
 static CK_RV check_dir(const char *path, const char *dir, char *err, size_t errlen)
 {
@@ -1202,8 +1192,7 @@ static CK_RV check_dir(const char *path, const char *dir, char *err, size_t errl
 		set_err(err, errlen, "%s: directory %s: %s", path, dir, strerror(errno));
 		return CKR_FUNCTION_FAILED;
 	}
-	if (!S_ISDIR(sb.st_mode) || (sb.st_uid != geteuid() && sb.st_uid != 0) ||
-	    (sb.st_mode & 022) != 0) {
+	if (!S_ISDIR(sb.st_mode) || !p11p_file_safe_owner(&sb, true)) {
 		set_err(err, errlen,
 		        "%s: unsafe directory %s (must be owned by you or root and not writable "
 		        "by group or others)",
@@ -1225,7 +1214,7 @@ static CK_RV check_file(int fd, const char *path, char *err, size_t errlen)
 		set_err(err, errlen, "%s: not a regular file", path);
 		return CKR_FUNCTION_FAILED;
 	}
-	if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
+	if (!p11p_file_safe_owner(&sb, false)) {
 		set_err(err, errlen,
 		        "%s: unsafe index file (must be owned by you and not writable by group or "
 		        "others)",
@@ -1238,7 +1227,8 @@ static CK_RV check_file(int fd, const char *path, char *err, size_t errlen)
 /*
  * Creates the index with just its header, atomically: a temp file in the same
  * directory, fsync, link(2) to the name (which fails if someone else created
- * it first: theirs wins), fsync of the directory.
+ * it first: theirs wins), fsync of the directory. Not p11p_file_replace(),
+ * which renames over whatever is there.
  */
 static CK_RV create_file(const char *path, const char *dir, char *err, size_t errlen)
 {
@@ -1266,7 +1256,7 @@ static CK_RV create_file(const char *path, const char *dir, char *err, size_t er
 		set_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
 		goto out_unlink;
 	}
-	(void)fsync_dir(dir);
+	(void)p11p_file_sync_dir(dir);
 	rv = CKR_OK;
 out_unlink:
 	unlink(tmp);
@@ -1419,7 +1409,9 @@ static void snap_rec_cb(void *value, void *arg)
  * to the new file. The caller holds the mutex and LOCK_EX on the current file
  * with the state up to date; on return the lock is held on idx->st.fd, old
  * or new. Failure leaves the old file in place and is not an error of the
- * write that triggered it (it returns the reason only).
+ * write that triggered it (it returns the reason only). Not
+ * p11p_file_replace(): the new file is written locked and stays open as the
+ * handle's file.
  */
 static CK_RV compact_locked(struct p11p_index *idx)
 {
@@ -1463,7 +1455,7 @@ static CK_RV compact_locked(struct p11p_index *idx)
 		        strerror(errno));
 		goto out_unlink;
 	}
-	(void)fsync_dir(idx->dir);
+	(void)p11p_file_sync_dir(idx->dir);
 	close(s->fd); /* drops the old file's lock: waiters see the new inode */
 	s->fd = w.fd;
 	w.fd = -1;

@@ -49,6 +49,7 @@
  * A hung probe delays the check until the probe returns.
  */
 #include "virt/virt.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -565,10 +566,12 @@ static void stamp_from(struct p11p_order_stamp *s, const struct stat *sb)
 int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
                     struct p11p_order_stamp *stamp, char *err, size_t errlen)
 {
-	char path[PATH_MAX], *buf = NULL;
+	char path[PATH_MAX];
+	unsigned char *buf = NULL;
 	struct stat sb;
 	size_t len = 0;
 	int fd, rc = -1;
+	CK_RV rv;
 
 	memset(out, 0, sizeof(*out));
 	if (stamp != NULL) {
@@ -606,7 +609,7 @@ int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_orde
 		goto out;
 	}
 	/* It decides where PINs go: only its owner (root or us) may write it. */
-	if ((sb.st_mode & 022) != 0 || (sb.st_uid != 0 && sb.st_uid != geteuid())) {
+	if (!p11p_file_safe_owner(&sb, true)) {
 		snprintf(
 		    err, errlen,
 		    "%s: writable by others than its owner, or owned by another user (uid %lu, "
@@ -618,26 +621,17 @@ int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_orde
 		snprintf(err, errlen, "%s: larger than %d bytes", path, P11P_ORDER_MAX_BYTES);
 		goto out;
 	}
-	buf = p11p_malloc(P11P_ORDER_MAX_BYTES + 1);
-	if (buf == NULL) {
+	/* Reads one byte past the limit to see a file that grew after fstat. */
+	rv = p11p_file_read_fd(fd, P11P_ORDER_MAX_BYTES, false, &buf, &len);
+	if (rv == CKR_HOST_MEMORY) {
 		snprintf(err, errlen, "%s: out of memory", path);
 		goto out;
 	}
-	/* Read one byte past the limit to see a file that grew after fstat. */
-	while (len <= P11P_ORDER_MAX_BYTES) {
-		ssize_t r = read(fd, buf + len, P11P_ORDER_MAX_BYTES + 1 - len);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
+	if (rv != CKR_OK) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		goto out;
 	}
-	if (p11p_order_parse(cfg, slot, path, buf, len, out, err, errlen))
+	if (p11p_order_parse(cfg, slot, path, (const char *)buf, len, out, err, errlen))
 		rc = 1;
 out:
 	p11p_free(buf);
@@ -787,24 +781,24 @@ void p11p_order_unlock(int fd)
 
 static int fsync_dir(const char *dir, char *err, size_t errlen)
 {
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (dfd < 0 || fsync(dfd) != 0) {
+	if (p11p_file_sync_dir(dir) != 0) {
 		snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
-		if (dfd >= 0)
-			close(dfd);
 		return -1;
 	}
-	close(dfd);
 	return 0;
 }
 
+/*
+ * Not p11p_file_replace(): under the overlay lock the temp name is fixed
+ * ("PATH.tmp.PID", a crashed writer's is reused), a failed directory fsync is
+ * an error here, and the messages are worded "cannot VERB FILE: why".
+ */
 int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
                      char *err, size_t errlen)
 {
 	char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 32];
 	char *text = NULL;
-	size_t len, done = 0;
+	size_t len;
 	int fd = -1, rc = -1;
 
 	if (slot >= cfg->n_slots || p11p_order_path(cfg, slot, path, sizeof(path)) != 0 ||
@@ -833,17 +827,9 @@ int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p1
 		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		goto out;
 	}
-	while (done < len) {
-		ssize_t w = write(fd, text + done, len - done);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			snprintf(err, errlen, "cannot write %s: %s", tmp,
-			         w < 0 ? strerror(errno) : "short write");
-			goto out_unlink;
-		}
-		done += (size_t)w;
+	if (p11p_file_write_all(fd, text, len) != 0) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		goto out_unlink;
 	}
 	if (fsync(fd) != 0) {
 		snprintf(err, errlen, "cannot sync %s: %s", tmp, strerror(errno));

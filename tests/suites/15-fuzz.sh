@@ -39,3 +39,19 @@ else
 	fi
 	fail "fuzz: config parser" "exit $rc"
 fi
+
+# The member-order overlay parser (a file every process reads): its own
+# oracle (tests/fuzz/fuzz_order.c), half the config parser's time.
+ORDER_PROG=$BUILD/tests/fuzz_order
+if [ ! -x "$ORDER_PROG" ]; then
+	fail "fuzz: member-order overlay parser" "no $ORDER_PROG (run make tests)"
+elif run_prog "$ORDER_PROG" -t $((secs / 2)) -s "$seed" -T "$per_input" -n 100000000 \
+	-w "$TMP/order-input" "$SRCDIR/tests/fuzz/corpus/order" >"$TMP/order.log" 2>&1; then
+	sed 's/^/    /' "$TMP/order.log"
+	pass "fuzz: member-order overlay parser"
+else
+	rc=$?
+	tail -n 40 "$TMP/order.log" | sed 's/^/    /'
+	echo "    last input: $TMP/order-input"
+	fail "fuzz: member-order overlay parser" "exit $rc"
+fi

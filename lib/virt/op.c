@@ -38,8 +38,10 @@ static void op_clear(struct p11p_op *op)
 
 void p11p_op_free_all(struct p11p_session *s)
 {
+	/* An operation that is not active holds nothing (ending one clears it). */
 	for (int k = 0; k < P11P_OP_KINDS; k++)
-		op_clear(&s->ops[k]);
+		if (s->ops[k].active)
+			op_clear(&s->ops[k]);
 }
 
 /* Mechanisms whose parameter is a flat block of bytes (IVs, counters, PSS, MAC lengths). */

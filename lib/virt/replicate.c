@@ -1040,7 +1040,7 @@ out:
 	return rv;
 }
 
-void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_object *ident)
+void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
 {
 	struct p11p_vslot *vs = c->s->slot;
 	CK_OBJECT_CLASS cls = ident->cls;

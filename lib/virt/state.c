@@ -130,7 +130,10 @@ static void free_session_cb(void *value, void *arg)
 
 static void free_object_cb(void *value, void *arg)
 {
-	p11p_free(value);
+	struct p11p_object *obj = value;
+
+	p11p_free(obj->ident);
+	p11p_free(obj);
 }
 
 /*

@@ -124,20 +124,24 @@ struct p11p_session {
 
 #define P11P_ID_MAX 256 /* CKA_ID / CKA_LABEL bytes kept to re-find an object */
 
+/*
+ * What identifies a token object across members (slots with more than one
+ * member): CKA_CLASS + CKA_ID + CKA_LABEL. Allocated apart from the object,
+ * only where it is needed, so single-member slots keep objects small.
+ */
+struct p11p_identity {
+	CK_OBJECT_CLASS cls;
+	CK_ULONG id_len, label_len;
+	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
+};
+
 struct p11p_object {
 	CK_OBJECT_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_SESSION_HANDLE owner;               /* creating session for session objects, else 0 */
+	bool token;                            /* a token object (known when ident is) */
+	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
-	/*
-	 * Identity, for re-finding a token object on another member (slots with
-	 * more than one member): CKA_CLASS + CKA_ID + CKA_LABEL.
-	 */
-	bool has_identity;
-	bool token;
-	CK_OBJECT_CLASS cls;
-	CK_ULONG id_len, label_len;
-	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
 };
 
 struct p11p_state {
@@ -458,7 +462,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
  * copies on the other members that are up (members down keep theirs: sync
  * --check shows them). No lock held.
  */
-void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_object *ident);
+void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
 
 /*
  * Member m of vs is up again (after being down): copies to it the token keys

@@ -26,37 +26,6 @@
 
 #define ERR_LEN 1024
 
-static const char *sel_kind(const struct p11p_member_cfg *mc)
-{
-	switch (mc->sel) {
-	case P11P_SEL_SLOT_ID:
-		return "slot_id";
-	case P11P_SEL_TOKEN_LABEL:
-		return "token_label";
-	case P11P_SEL_TOKEN_SERIAL:
-		return "token_serial";
-	case P11P_SEL_URI:
-		return "uri";
-	}
-	return "unknown";
-}
-
-static const char *sel_value(const struct p11p_member_cfg *mc, char *buf, size_t len)
-{
-	switch (mc->sel) {
-	case P11P_SEL_SLOT_ID:
-		snprintf(buf, len, "%lu", (unsigned long)mc->slot_id);
-		return buf;
-	case P11P_SEL_TOKEN_LABEL:
-		return mc->token_label != NULL ? mc->token_label : "";
-	case P11P_SEL_TOKEN_SERIAL:
-		return mc->token_serial != NULL ? mc->token_serial : "";
-	case P11P_SEL_URI:
-		return mc->uri != NULL ? mc->uri : "";
-	}
-	return "";
-}
-
 static const struct p11p_member_cfg *entry_cfg(const struct p11p_config *cfg, size_t slot,
                                                const struct p11p_order_entry *e)
 {
@@ -114,12 +83,12 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 			fputs(",\"backend\":", stdout);
 			cli_json_str(stdout, bname);
 			fputs(",\"selector\":{\"type\":", stdout);
-			cli_json_str(stdout, sel_kind(mc));
+			cli_json_str(stdout, p11p_selector_name(mc->sel));
 			fputs(",\"value\":", stdout);
 			if (mc->sel == P11P_SEL_SLOT_ID)
 				printf("%lu", (unsigned long)mc->slot_id);
 			else
-				cli_json_str(stdout, sel_value(mc, vb, sizeof(vb)));
+				cli_json_str(stdout, p11p_selector_value(mc, vb, sizeof(vb)));
 			fputs("},\"pin\":", stdout);
 			cli_json_str(stdout, mc->pin_source);
 			printf(",\"added\":%s,\"healthy\":%s,\"reason\":",
@@ -128,7 +97,7 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 			fputc('}', stdout);
 		} else {
 			printf("  %2zu  %-16s backend %-12s %s=%s%s  %s%s\n", i + 1, o.e[i].name,
-			       bname, sel_kind(mc), sel_value(mc, vb, sizeof(vb)),
+			       bname, p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)),
 			       o.e[i].spec != NULL ? " (added)" : "",
 			       ok ? "healthy" : "unhealthy: ", ok ? "" : why);
 		}

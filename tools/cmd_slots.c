@@ -119,49 +119,17 @@ static void member_find(struct ctx *c, const struct p11p_member_cfg *mc, struct 
 	}
 }
 
-static const char *selector_kind(const struct p11p_member_cfg *mc)
-{
-	switch (mc->sel) {
-	case P11P_SEL_SLOT_ID:
-		return "slot_id";
-	case P11P_SEL_TOKEN_LABEL:
-		return "token_label";
-	case P11P_SEL_TOKEN_SERIAL:
-		return "token_serial";
-	case P11P_SEL_URI:
-		return "uri";
-	}
-	return "unknown";
-}
-
-/* The selector's value as text; buf holds a slot id. */
-static const char *selector_value(const struct p11p_member_cfg *mc, char *buf, size_t buflen)
-{
-	switch (mc->sel) {
-	case P11P_SEL_SLOT_ID:
-		snprintf(buf, buflen, "%lu", (unsigned long)mc->slot_id);
-		return buf;
-	case P11P_SEL_TOKEN_LABEL:
-		return mc->token_label != NULL ? mc->token_label : "";
-	case P11P_SEL_TOKEN_SERIAL:
-		return mc->token_serial != NULL ? mc->token_serial : "";
-	case P11P_SEL_URI:
-		return mc->uri != NULL ? mc->uri : "";
-	}
-	return "";
-}
-
 static void json_selector(FILE *f, const struct p11p_member_cfg *mc)
 {
 	char buf[32];
 
 	fputs("\"selector\":{\"type\":", f);
-	cli_json_str(f, selector_kind(mc));
+	cli_json_str(f, p11p_selector_name(mc->sel));
 	fputs(",\"value\":", f);
 	if (mc->sel == P11P_SEL_SLOT_ID)
 		fprintf(f, "%lu", (unsigned long)mc->slot_id);
 	else
-		cli_json_str(f, selector_value(mc, buf, sizeof(buf)));
+		cli_json_str(f, p11p_selector_value(mc, buf, sizeof(buf)));
 	fputc('}', f);
 }
 
@@ -212,7 +180,7 @@ static void slots_member_text(const struct ctx *c, size_t idx, const struct memb
 	CK_RV rv;
 
 	printf("  member %zu: backend %s (%s), %s \"%s\"\n", idx, bc->name, bc->module,
-	       selector_kind(mc), selector_value(mc, vb, sizeof(vb)));
+	       p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)));
 	if (ms->rv != CKR_OK) {
 		printf("    backend slot: not found: %s\n", ms->err);
 		return;
@@ -480,10 +448,10 @@ int cmd_test_connection(const struct cli *cli, int argc, char **argv)
 				fputc('}', stdout);
 			} else if (ms->rv == CKR_OK) {
 				printf("%s member %zu (%s, %s=%s): Connected\n", label, i, bname,
-				       selector_kind(mc), selector_value(mc, vb, sizeof(vb)));
+				       p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)));
 			} else {
 				printf("%s member %zu (%s, %s=%s): Not connected: %s\n", label, i,
-				       bname, selector_kind(mc), selector_value(mc, vb, sizeof(vb)),
+				       bname, p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)),
 				       ms->err);
 			}
 		}

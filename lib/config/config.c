@@ -1075,6 +1075,37 @@ struct p11p_config *p11p_config_load(const char *path, char *err, size_t errlen)
 	return load_file(path, err, errlen);
 }
 
+const char *p11p_selector_name(enum p11p_selector sel)
+{
+	switch (sel) {
+	case P11P_SEL_SLOT_ID:
+		return "slot_id";
+	case P11P_SEL_TOKEN_LABEL:
+		return "token_label";
+	case P11P_SEL_TOKEN_SERIAL:
+		return "token_serial";
+	case P11P_SEL_URI:
+		return "uri";
+	}
+	return "unknown";
+}
+
+const char *p11p_selector_value(const struct p11p_member_cfg *mc, char *buf, size_t len)
+{
+	switch (mc->sel) {
+	case P11P_SEL_SLOT_ID:
+		snprintf(buf, len, "%lu", (unsigned long)mc->slot_id);
+		return buf;
+	case P11P_SEL_TOKEN_LABEL:
+		return mc->token_label != NULL ? mc->token_label : "";
+	case P11P_SEL_TOKEN_SERIAL:
+		return mc->token_serial != NULL ? mc->token_serial : "";
+	case P11P_SEL_URI:
+		return mc->uri != NULL ? mc->uri : "";
+	}
+	return "";
+}
+
 void p11p_config_free(struct p11p_config *cfg)
 {
 	if (cfg == NULL)

@@ -138,6 +138,11 @@ struct p11p_config *p11p_config_parse(const char *name, const void *data, size_t
  * resolved later: label "" means "use the member's own token label". */
 struct p11p_config *p11p_config_from_env(char *err, size_t errlen);
 
+/* A selector's key name ("token_label"...), and a member's selector value as text (buf: slot ids).
+ */
+const char *p11p_selector_name(enum p11p_selector sel);
+const char *p11p_selector_value(const struct p11p_member_cfg *mc, char *buf, size_t len);
+
 /* Wipes PINs and frees; NULL is fine. */
 void p11p_config_free(struct p11p_config *cfg);
 

@@ -179,22 +179,6 @@ static unsigned long long fnv1a(const char *s)
 	return h;
 }
 
-static const char *selector_text(const struct p11p_member_cfg *m, char *buf, size_t len)
-{
-	switch (m->sel) {
-	case P11P_SEL_SLOT_ID:
-		snprintf(buf, len, "slot:%lu", (unsigned long)m->slot_id);
-		return buf;
-	case P11P_SEL_TOKEN_LABEL:
-		return m->token_label;
-	case P11P_SEL_TOKEN_SERIAL:
-		return m->token_serial;
-	case P11P_SEL_URI:
-		return m->uri;
-	}
-	return "";
-}
-
 static CK_RV slot_setup(struct p11p_state *st, size_t i)
 {
 	struct p11p_vslot *vs = &st->slots[i];
@@ -236,7 +220,7 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 	}
 	snprintf(
 	    vs->serial, sizeof(vs->serial), "%016llx",
-	    fnv1a(cfg->label[0] ? cfg->label : selector_text(&cfg->members[0], buf, sizeof(buf))));
+	    fnv1a(cfg->label[0] ? cfg->label : p11p_selector_value(&cfg->members[0], buf, sizeof(buf))));
 	/* The operator's member order (`p11proxy members`), when there is one. */
 	p11p_order_init(st, vs);
 	return CKR_OK;

@@ -56,6 +56,9 @@ struct cli_backends;
 struct cli_backends *cli_backends_new(const struct p11p_config *cfg);
 /* Finalizes and unloads what was loaded; NULL is fine. */
 void cli_backends_free(struct cli_backends *bs);
+struct p11p_backend;
+/* Backend idx, loaded on first use; NULL when it cannot be loaded (why in `why`). */
+struct p11p_backend *cli_backend(struct cli_backends *bs, size_t idx, char *why, size_t whylen);
 /*
  * Probes a member from this process: finds its token, opens a session,
  * C_GetTokenInfo, C_GenerateRandom of 1 byte when the token has CKF_RNG,

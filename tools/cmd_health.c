@@ -38,7 +38,7 @@
 #define WHY_LEN  512
 #define CACHE_MS 1000
 
-/* ---- the probe, shared with `members` ------------------------------------------------------ */
+/* ---- the backends and the probe, shared with `members`, `slots` and `sync` ------------------- */
 
 struct cli_backend {
 	struct p11p_backend be;
@@ -95,6 +95,22 @@ static struct cli_backend *backend_get(struct cli_backends *bs, size_t idx)
 		}
 	}
 	return b;
+}
+
+struct p11p_backend *cli_backend(struct cli_backends *bs, size_t idx, char *why, size_t whylen)
+{
+	struct cli_backend *b;
+
+	if (idx >= bs->cfg->n_backends) {
+		snprintf(why, whylen, "backend index %zu out of range", idx);
+		return NULL;
+	}
+	b = backend_get(bs, idx);
+	if (b->rv != CKR_OK) {
+		snprintf(why, whylen, "%s", b->err);
+		return NULL;
+	}
+	return &b->be;
 }
 
 static bool probe_failed(char *why, size_t whylen, const char *call, CK_RV rv)

@@ -17,18 +17,10 @@
 
 #define ERR_LEN 512
 
-/* One backend, opened on first use so that a broken, unused one costs nothing. */
-struct be_state {
-	struct p11p_backend be;
-	bool tried;
-	CK_RV rv;
-	char err[ERR_LEN];
-};
-
 struct ctx {
 	const struct cli *cli;
 	struct p11p_config *cfg;
-	struct be_state *bes; /* cfg->n_backends */
+	struct cli_backends *bes; /* each opened on first use: a broken, unused one costs nothing */
 };
 
 /* What a member check found. */
@@ -50,7 +42,7 @@ static int ctx_open(struct ctx *c, const struct cli *cli)
 		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
 		return CLI_FAIL;
 	}
-	c->bes = p11p_calloc(c->cfg->n_backends > 0 ? c->cfg->n_backends : 1, sizeof(*c->bes));
+	c->bes = cli_backends_new(c->cfg);
 	if (c->bes == NULL) {
 		cli_error("out of memory");
 		p11p_config_free(c->cfg);
@@ -62,55 +54,22 @@ static int ctx_open(struct ctx *c, const struct cli *cli)
 
 static void ctx_close(struct ctx *c)
 {
-	if (c->bes != NULL && c->cfg != NULL) {
-		for (size_t i = 0; i < c->cfg->n_backends; i++) {
-			if (c->bes[i].tried && c->bes[i].rv == CKR_OK)
-				p11p_backend_close(&c->bes[i].be, true);
-		}
-	}
-	p11p_free(c->bes);
+	cli_backends_free(c->bes);
 	p11p_config_free(c->cfg);
 	memset(c, 0, sizeof(*c));
-}
-
-static struct be_state *ctx_backend(struct ctx *c, size_t idx)
-{
-	struct be_state *b = &c->bes[idx];
-
-	if (!b->tried) {
-		b->tried = true;
-		b->err[0] = '\0';
-		b->rv = p11p_backend_open(&b->be, &c->cfg->backends[idx], b->err, sizeof(b->err));
-		if (b->rv != CKR_OK && b->err[0] == '\0') {
-			char nb[32];
-
-			snprintf(b->err, sizeof(b->err), "cannot load %s: %s",
-			         c->cfg->backends[idx].module, cli_rv_name(b->rv, nb, sizeof(nb)));
-		}
-	}
-	return b;
 }
 
 /* Loads the member's backend and finds its token. */
 static void member_find(struct ctx *c, const struct p11p_member_cfg *mc, struct member_state *ms)
 {
-	struct be_state *b;
-
 	memset(ms, 0, sizeof(*ms));
 	ms->m.cfg = mc;
 	atomic_init(&ms->m.health, P11P_UP);
-	if (mc->backend >= c->cfg->n_backends) {
+	ms->m.be = cli_backend(c->bes, mc->backend, ms->err, sizeof(ms->err));
+	if (ms->m.be == NULL) {
 		ms->rv = CKR_GENERAL_ERROR;
-		snprintf(ms->err, sizeof(ms->err), "backend index %zu out of range", mc->backend);
 		return;
 	}
-	b = ctx_backend(c, mc->backend);
-	if (b->rv != CKR_OK) {
-		ms->rv = b->rv;
-		snprintf(ms->err, sizeof(ms->err), "%s", b->err);
-		return;
-	}
-	ms->m.be = &b->be;
 	ms->rv = p11p_member_resolve(&ms->m, ms->err, sizeof(ms->err));
 	if (ms->rv != CKR_OK && ms->err[0] == '\0') {
 		char nb[32];
@@ -354,24 +313,6 @@ out:
 	return rv;
 }
 
-/* SLOT as a label (exact) or a 0-based id. SIZE_MAX when neither matches. */
-static size_t find_slot(const struct p11p_config *cfg, const char *arg)
-{
-	char *end;
-	unsigned long id;
-
-	for (size_t s = 0; s < cfg->n_slots; s++) {
-		if (cfg->slots[s].label != NULL && strcmp(cfg->slots[s].label, arg) == 0)
-			return s;
-	}
-	if (arg[0] >= '0' && arg[0] <= '9') {
-		id = strtoul(arg, &end, 10);
-		if (*end == '\0' && id < cfg->n_slots)
-			return (size_t)id;
-	}
-	return (size_t)-1;
-}
-
 int cmd_test_connection(const struct cli *cli, int argc, char **argv)
 {
 	struct member_state *ms = NULL;
@@ -393,7 +334,7 @@ int cmd_test_connection(const struct cli *cli, int argc, char **argv)
 	if (rc != CLI_OK)
 		return rc;
 	if (want != NULL) {
-		only = find_slot(c.cfg, want);
+		only = cli_find_slot(c.cfg, want);
 		if (only == (size_t)-1) {
 			rc = cli_usage("test-connection", "no virtual slot '%s' in %s", want,
 			               c.cfg->path);
@@ -448,11 +389,12 @@ int cmd_test_connection(const struct cli *cli, int argc, char **argv)
 				fputc('}', stdout);
 			} else if (ms->rv == CKR_OK) {
 				printf("%s member %zu (%s, %s=%s): Connected\n", label, i, bname,
-				       p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)));
+				       p11p_selector_name(mc->sel),
+				       p11p_selector_value(mc, vb, sizeof(vb)));
 			} else {
 				printf("%s member %zu (%s, %s=%s): Not connected: %s\n", label, i,
-				       bname, p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)),
-				       ms->err);
+				       bname, p11p_selector_name(mc->sel),
+				       p11p_selector_value(mc, vb, sizeof(vb)), ms->err);
 			}
 		}
 	}

@@ -28,13 +28,6 @@
 #define SYNC_MAX_KEYS   100000UL /* keys of one class read from one member */
 #define SYNC_FIND_CHUNK 256
 
-struct be_state {
-	struct p11p_backend be;
-	bool tried;
-	CK_RV rv;
-	char err[ERR_LEN];
-};
-
 struct key {
 	CK_OBJECT_CLASS cls;
 	CK_KEY_TYPE kt;
@@ -54,26 +47,12 @@ struct mstate {
 struct sync_ctx {
 	const struct cli *cli;
 	struct p11p_config *cfg;
-	struct be_state *bes;
+	struct cli_backends *bes;
 	struct p11p_secret *pin; /* read once, for members without a configured PIN */
 	bool pin_tried;
 	struct key *keys;
 	size_t n_keys, cap_keys;
 };
-
-static struct be_state *backend(struct sync_ctx *c, size_t idx)
-{
-	struct be_state *b = &c->bes[idx];
-
-	if (!b->tried) {
-		b->tried = true;
-		b->rv = p11p_backend_open(&b->be, &c->cfg->backends[idx], b->err, sizeof(b->err));
-		if (b->rv != CKR_OK && b->err[0] == '\0')
-			snprintf(b->err, sizeof(b->err), "cannot load %s: %s",
-			         c->cfg->backends[idx].module, p11p_rv_str(b->rv));
-	}
-	return b;
-}
 
 /* The PIN for members without one in the config: asked once. NULL when none could be read. */
 static const struct p11p_secret *shared_pin(struct sync_ctx *c)
@@ -205,7 +184,6 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	const struct p11p_secret *pin;
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	CK_FUNCTION_LIST *fl;
-	struct be_state *b;
 	bool logged_in = false;
 	size_t len;
 	CK_RV rv;
@@ -213,13 +191,10 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	memset(ms, 0, sizeof(*ms));
 	ms->m.cfg = mc;
 	atomic_init(&ms->m.health, P11P_UP);
-	b = backend(c, mc->backend);
-	if (b->rv != CKR_OK) {
-		snprintf(ms->err, sizeof(ms->err), "%s", b->err);
+	ms->m.be = cli_backend(c->bes, mc->backend, ms->err, sizeof(ms->err));
+	if (ms->m.be == NULL)
 		return;
-	}
-	ms->m.be = &b->be;
-	fl = &b->be.fl;
+	fl = &ms->m.be->fl;
 	rv = p11p_member_resolve(&ms->m, ms->err, sizeof(ms->err));
 	if (rv != CKR_OK) {
 		if (ms->err[0] == '\0')
@@ -460,24 +435,6 @@ static bool check_slot(struct sync_ctx *c, size_t s, bool first)
 	return agree;
 }
 
-/* SLOT as a label (exact) or a 0-based id. SIZE_MAX when neither matches. */
-static size_t find_slot(const struct p11p_config *cfg, const char *arg)
-{
-	char *end;
-	unsigned long id;
-
-	for (size_t s = 0; s < cfg->n_slots; s++) {
-		if (cfg->slots[s].label != NULL && strcmp(cfg->slots[s].label, arg) == 0)
-			return s;
-	}
-	if (arg[0] >= '0' && arg[0] <= '9') {
-		id = strtoul(arg, &end, 10);
-		if (*end == '\0' && id < cfg->n_slots)
-			return (size_t)id;
-	}
-	return (size_t)-1;
-}
-
 int cmd_sync(const struct cli *cli, int argc, char **argv)
 {
 	struct sync_ctx c;
@@ -512,13 +469,13 @@ int cmd_sync(const struct cli *cli, int argc, char **argv)
 		return CLI_FAIL;
 	}
 	if (want != NULL) {
-		only = find_slot(c.cfg, want);
+		only = cli_find_slot(c.cfg, want);
 		if (only == (size_t)-1) {
 			rc = cli_usage("sync", "no virtual slot '%s' in %s", want, c.cfg->path);
 			goto out;
 		}
 	}
-	c.bes = p11p_calloc(c.cfg->n_backends > 0 ? c.cfg->n_backends : 1, sizeof(*c.bes));
+	c.bes = cli_backends_new(c.cfg);
 	if (c.bes == NULL) {
 		cli_error("out of memory");
 		rc = CLI_FAIL;
@@ -540,13 +497,7 @@ int cmd_sync(const struct cli *cli, int argc, char **argv)
 		printf("],\"ok\":%s}\n", all_agree ? "true" : "false");
 	rc = all_agree ? CLI_OK : CLI_FAIL;
 out:
-	if (c.bes != NULL) {
-		for (size_t i = 0; i < c.cfg->n_backends; i++) {
-			if (c.bes[i].tried && c.bes[i].rv == CKR_OK)
-				p11p_backend_close(&c.bes[i].be, true);
-		}
-	}
-	p11p_free(c.bes);
+	cli_backends_free(c.bes);
 	p11p_free(c.keys);
 	p11p_secret_free(c.pin);
 	p11p_config_free(c.cfg);

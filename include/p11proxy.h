@@ -14,4 +14,11 @@
  */
 #define P11PROXY_VENDOR_BASE 0x50310000UL /* "P1" */
 
+/*
+ * Return values (CKR_VENDOR_DEFINED range).
+ * P11PROXY_CKR_KEY_DEACTIVATED: the virtual key is deactivated (`p11proxy
+ * keys deactivate`); no operation may use it until it is activated again.
+ */
+#define P11PROXY_CKR_KEY_DEACTIVATED (CKR_VENDOR_DEFINED + P11PROXY_VENDOR_BASE + 0x01UL)
+
 #endif

@@ -7,6 +7,8 @@
  * KIND says how the entry point is made:
  *   CUSTOM  hand-written (lib/entry/entry.c and lib/virt);
  *   SESSION forwarded: the proxy session handle becomes the member's (c.bs);
+ *   CRYPTO  as SESSION, unless the session runs a local operation of that
+ *           kind (on a key the proxy holds: lib/virt/local.c);
  *   KEY     as SESSION, and the parameter `key` becomes the member's (bkey);
  *   OBJECT  as SESSION, and the parameter `object` becomes the member's (bobj).
  * BACKEND_ARGS is the argument list of the forwarded call (unused for CUSTOM).
@@ -84,15 +86,15 @@
 	X(OBJECT, C_GetObjectSize,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ULONG_PTR size),                 \
 	  (c.bs, bobj, size), NONE)                                                                \
-	X(OBJECT, C_GetAttributeValue,                                                             \
+	X(CUSTOM, C_GetAttributeValue,                                                             \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count),                                                                        \
 	  (c.bs, bobj, templ, count), NONE)                                                        \
-	X(OBJECT, C_SetAttributeValue,                                                             \
+	X(CUSTOM, C_SetAttributeValue,                                                             \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count),                                                                        \
 	  (c.bs, bobj, templ, count), UNSAFE)                                                      \
-	X(SESSION, C_FindObjectsInit,                                                              \
+	X(CUSTOM, C_FindObjectsInit,                                                               \
 	  (CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count),                     \
 	  (c.bs, templ, count), FINDINIT(templ, count))                                            \
 	X(CUSTOM, C_FindObjects,                                                                   \
@@ -103,29 +105,29 @@
 	X(KEY, C_EncryptInit,                                                                      \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
 	  (c.bs, mechanism, bkey), INIT(P11P_OP_ENCRYPT, mechanism, key))                          \
-	X(SESSION, C_Encrypt,                                                                      \
+	X(CRYPTO, C_Encrypt,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
 	  (c.bs, data, data_len, out, out_len), FINAL(P11P_OP_ENCRYPT, out))                       \
-	X(SESSION, C_EncryptUpdate,                                                                \
+	X(CRYPTO, C_EncryptUpdate,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
 	  (c.bs, part, part_len, out, out_len), UPDATE(P11P_OP_ENCRYPT, part, part_len, out))      \
-	X(SESSION, C_EncryptFinal,                                                                 \
+	X(CRYPTO, C_EncryptFinal,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG_PTR out_len),                      \
 	  (c.bs, out, out_len), FINAL(P11P_OP_ENCRYPT, out))                                       \
 	X(KEY, C_DecryptInit,                                                                      \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
 	  (c.bs, mechanism, bkey), INIT(P11P_OP_DECRYPT, mechanism, key))                          \
-	X(SESSION, C_Decrypt,                                                                      \
+	X(CRYPTO, C_Decrypt,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
 	  (c.bs, data, data_len, out, out_len), FINAL(P11P_OP_DECRYPT, out))                       \
-	X(SESSION, C_DecryptUpdate,                                                                \
+	X(CRYPTO, C_DecryptUpdate,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
 	  (c.bs, part, part_len, out, out_len), UPDATE(P11P_OP_DECRYPT, part, part_len, out))      \
-	X(SESSION, C_DecryptFinal,                                                                 \
+	X(CRYPTO, C_DecryptFinal,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG_PTR out_len),                      \
 	  (c.bs, out, out_len), FINAL(P11P_OP_DECRYPT, out))                                       \
 	X(SESSION, C_DigestInit, (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism),          \
@@ -145,14 +147,13 @@
 	X(KEY, C_SignInit,                                                                         \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
 	  (c.bs, mechanism, bkey), INIT(P11P_OP_SIGN, mechanism, key))                             \
-	X(SESSION, C_Sign,                                                                         \
+	X(CRYPTO, C_Sign,                                                                          \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR sig,        \
 	   CK_ULONG_PTR sig_len),                                                                  \
 	  (c.bs, data, data_len, sig, sig_len), FINAL(P11P_OP_SIGN, sig))                          \
-	X(SESSION, C_SignUpdate, (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len), \
+	X(CRYPTO, C_SignUpdate, (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len),  \
 	  (c.bs, part, part_len), UPDATE(P11P_OP_SIGN, part, part_len, P11P_NO_OUTPUT))            \
-	X(SESSION, C_SignFinal,                                                                    \
-	  (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len),                      \
+	X(CRYPTO, C_SignFinal, (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len), \
 	  (c.bs, sig, sig_len), FINAL(P11P_OP_SIGN, sig))                                          \
 	X(KEY, C_SignRecoverInit,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
@@ -164,14 +165,14 @@
 	X(KEY, C_VerifyInit,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
 	  (c.bs, mechanism, bkey), INIT(P11P_OP_VERIFY, mechanism, key))                           \
-	X(SESSION, C_Verify,                                                                       \
+	X(CRYPTO, C_Verify,                                                                        \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR sig,        \
 	   CK_ULONG sig_len),                                                                      \
 	  (c.bs, data, data_len, sig, sig_len), END(P11P_OP_VERIFY))                               \
-	X(SESSION, C_VerifyUpdate,                                                                 \
+	X(CRYPTO, C_VerifyUpdate,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len),                        \
 	  (c.bs, part, part_len), UPDATE(P11P_OP_VERIFY, part, part_len, P11P_NO_OUTPUT))          \
-	X(SESSION, C_VerifyFinal, (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG sig_len),  \
+	X(CRYPTO, C_VerifyFinal, (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG sig_len),   \
 	  (c.bs, sig, sig_len), END(P11P_OP_VERIFY))                                               \
 	X(KEY, C_VerifyRecoverInit,                                                                \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
@@ -218,9 +219,9 @@
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE base_key,       \
 	   CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key),                      \
 	  (), NONE)                                                                                \
-	X(SESSION, C_SeedRandom, (CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len), \
+	X(CUSTOM, C_SeedRandom, (CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len),  \
 	  (c.bs, seed, seed_len), NONE)                                                            \
-	X(SESSION, C_GenerateRandom,                                                               \
+	X(CUSTOM, C_GenerateRandom,                                                                \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len), (c.bs, out, out_len),    \
 	  NONE)                                                                                    \
 	X(SESSION, C_GetFunctionStatus, (CK_SESSION_HANDLE session), (c.bs), NONE)                 \

@@ -464,6 +464,113 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 	return true;
 }
 
+enum { PO_WRITE_BACK, PO_SCAN, PO_N };
+static const char *const policy_keys[PO_N] = {"write_back", "scan"};
+
+static bool parse_policy(struct pctx *c, const yaml_node_t *n, struct p11p_policy_cfg *po)
+{
+	yaml_node_t *v[PO_N], *k[PO_N];
+	const char *scan;
+	char buf[P11P_YDOC_SHOW_BUF];
+
+	if (n->type != YAML_MAPPING_NODE)
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'policy' must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in policy", policy_keys, PO_N, v, k))
+		return false;
+	if (v[PO_WRITE_BACK] != NULL &&
+	    !parse_bool(c, v[PO_WRITE_BACK], "write_back", &po->write_back))
+		return false;
+	if (v[PO_SCAN] != NULL) {
+		if (!get_string(c, v[PO_SCAN], "scan", &scan))
+			return false;
+		if (strcmp(scan, "all") == 0)
+			po->scan = P11P_SCAN_ALL;
+		else if (strcmp(scan, "owned") == 0)
+			po->scan = P11P_SCAN_OWNED;
+		else
+			return p11p_ydoc_report(&c->y, &v[PO_SCAN]->start_mark,
+			                        "'scan' must be all or owned, not '%s'",
+			                        p11p_ydoc_show(scan, strlen(scan), buf));
+	}
+	return true;
+}
+
+enum { EN_SOURCE, EN_RESEED_BYTES, EN_RESEED_SECONDS, EN_ON_FAILURE, EN_N };
+static const char *const entropy_keys[EN_N] = {"source", "reseed_bytes", "reseed_seconds",
+                                               "on_hsm_failure"};
+
+static bool parse_entropy(struct pctx *c, const yaml_node_t *n, struct p11p_entropy_cfg *en)
+{
+	yaml_node_t *v[EN_N], *k[EN_N];
+	const char *s;
+	unsigned long num;
+	char buf[P11P_YDOC_SHOW_BUF];
+
+	if (n->type != YAML_MAPPING_NODE)
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'entropy' must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in entropy", entropy_keys, EN_N, v, k))
+		return false;
+	en->source = P11P_ENTROPY_MIX;
+	if (v[EN_SOURCE] != NULL) {
+		if (!get_string(c, v[EN_SOURCE], "source", &s))
+			return false;
+		if (strcmp(s, "os") == 0)
+			en->source = P11P_ENTROPY_OS;
+		else if (strcmp(s, "hsm") == 0)
+			en->source = P11P_ENTROPY_HSM;
+		else if (strcmp(s, "mix") == 0)
+			en->source = P11P_ENTROPY_MIX;
+		else
+			return p11p_ydoc_report(&c->y, &v[EN_SOURCE]->start_mark,
+			                        "'source' must be os, hsm or mix, not '%s'",
+			                        p11p_ydoc_show(s, strlen(s), buf));
+	}
+	if (v[EN_RESEED_BYTES] != NULL) {
+		if (!parse_number(c, v[EN_RESEED_BYTES], "reseed_bytes", 1,
+		                  (unsigned long)(P11P_ENTROPY_MAX_RESEED_BYTES > ULONG_MAX
+		                                      ? ULONG_MAX
+		                                      : P11P_ENTROPY_MAX_RESEED_BYTES),
+		                  &num))
+			return false;
+		en->reseed_bytes = num;
+	}
+	if (v[EN_RESEED_SECONDS] != NULL) {
+		if (!parse_number(c, v[EN_RESEED_SECONDS], "reseed_seconds", 1,
+		                  P11P_ENTROPY_MAX_RESEED_SECONDS, &num))
+			return false;
+		en->reseed_seconds = num;
+	}
+	if (v[EN_ON_FAILURE] != NULL) {
+		if (!get_string(c, v[EN_ON_FAILURE], "on_hsm_failure", &s))
+			return false;
+		if (strcmp(s, "fail") == 0)
+			en->on_hsm_failure = P11P_ENTROPY_FAIL;
+		else if (strcmp(s, "os_only") == 0)
+			en->on_hsm_failure = P11P_ENTROPY_OS_ONLY;
+		else
+			return p11p_ydoc_report(
+			    &c->y, &v[EN_ON_FAILURE]->start_mark,
+			    "'on_hsm_failure' must be fail or os_only, not '%s'",
+			    p11p_ydoc_show(s, strlen(s), buf));
+	}
+	return true;
+}
+
+/* An absolute path (what: the key, for messages) into *out. */
+static bool parse_path(struct pctx *c, const yaml_node_t *n, const char *what, char **out)
+{
+	const char *s;
+	char buf[P11P_YDOC_SHOW_BUF];
+
+	if (!get_string(c, n, what, &s))
+		return false;
+	if (s[0] != '/')
+		return p11p_ydoc_report(&c->y, &n->start_mark, "%s '%s' is not an absolute path",
+		                        what, p11p_ydoc_show(s, strlen(s), buf));
+	*out = dup_or_oom(c, s);
+	return *out != NULL;
+}
+
 /* A list of CKR names (CKR_DEVICE_ERROR) or numbers (0x80000001 for vendor codes). */
 static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what, CK_RV *out,
                           size_t *count)
@@ -710,8 +817,9 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 	return member_name(c, v[MB_NAME], mb, index);
 }
 
-enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_HA, SL_N };
-static const char *const slot_keys[SL_N] = {"label", "user_pin_hash", "members", "ha"};
+enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_HA, SL_POLICY, SL_ENTROPY, SL_FRAGMENTS, SL_N };
+static const char *const slot_keys[SL_N] = {"label",  "user_pin_hash", "members",  "ha",
+                                            "policy", "entropy",       "fragments"};
 
 static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 {
@@ -747,6 +855,12 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	c->cfg->n_slots = idx + 1;
 	ha_defaults(&sl->ha);
 	if (v[SL_HA] != NULL && !parse_ha(c, v[SL_HA], &sl->ha))
+		return false;
+	if (v[SL_POLICY] != NULL && !parse_policy(c, v[SL_POLICY], &sl->policy))
+		return false;
+	if (v[SL_ENTROPY] != NULL && !parse_entropy(c, v[SL_ENTROPY], &sl->entropy))
+		return false;
+	if (v[SL_FRAGMENTS] != NULL && !parse_path(c, v[SL_FRAGMENTS], "fragments", &sl->fragments))
 		return false;
 	if (v[SL_USER_PIN_HASH] != NULL) {
 		if (!get_string(c, v[SL_USER_PIN_HASH], "user_pin_hash", &hash))
@@ -786,8 +900,20 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	return true;
 }
 
-enum { TOP_BACKENDS, TOP_SLOTS, TOP_STATE_DIR, TOP_N };
-static const char *const top_keys[TOP_N] = {"backends", "slots", "state_dir"};
+enum { TOP_BACKENDS, TOP_SLOTS, TOP_STATE_DIR, TOP_INDEX, TOP_N };
+static const char *const top_keys[TOP_N] = {"backends", "slots", "state_dir", "index"};
+
+/* "<state_dir>/keys.index". */
+static bool default_index(struct p11p_config *cfg)
+{
+	size_t len = strlen(cfg->state_dir) + 1 + strlen(P11P_DEFAULT_INDEX_NAME) + 1;
+
+	cfg->index_path = p11p_malloc(len);
+	if (cfg->index_path == NULL)
+		return false;
+	snprintf(cfg->index_path, len, "%s/%s", cfg->state_dir, P11P_DEFAULT_INDEX_NAME);
+	return true;
+}
 
 static bool parse_root(struct pctx *c)
 {
@@ -824,6 +950,13 @@ static bool parse_root(struct pctx *c)
 	}
 	if (c->cfg->state_dir == NULL)
 		return false;
+	if (v[TOP_INDEX] != NULL) {
+		if (!parse_path(c, v[TOP_INDEX], "index", &c->cfg->index_path))
+			return false;
+		c->cfg->index_explicit = true;
+	} else if (!default_index(c->cfg)) {
+		return p11p_ydoc_oom(&c->y);
+	}
 
 	if (!check_list(c, v[TOP_BACKENDS], "backends", P11P_MAX_BACKENDS, "backends"))
 		return false;
@@ -936,7 +1069,7 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 {
 	struct pctx c = {.y = YDOC_INIT("environment", err, errlen)};
 	static const char *const sel_vars[] = {"HSM_SLOT", "HSM_TOKEN_LABEL", "HSM_TOKEN_SERIAL"};
-	const char *lib = getenv("PKCS11_LIB_PATH"), *sel = NULL, *pin;
+	const char *lib = getenv("PKCS11_LIB_PATH"), *sel = NULL, *pin, *use_rand;
 	struct p11p_config *cfg = NULL;
 	struct p11p_member_cfg *mb;
 	int which = -1, set = 0;
@@ -1023,7 +1156,7 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 		goto oom;
 	c.cfg = cfg;
 	cfg->state_dir = p11p_strdup(P11P_DEFAULT_STATE_DIR);
-	if (cfg->state_dir == NULL || !member_name(&c, NULL, mb, 0))
+	if (cfg->state_dir == NULL || !default_index(cfg) || !member_name(&c, NULL, mb, 0))
 		goto oom;
 	pin = getenv("HSM_PIN");
 
@@ -1044,7 +1177,18 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 		if (mb->pin == NULL || mb->pin_source == NULL)
 			goto oom;
 	}
-	/* HSM_USE_RAND is read by the RNG layer, not here. */
+	/* HSM_USE_RAND=true: HSM randomness mixed with the OS's (entropy: {source: mix}). */
+	use_rand = getenv("HSM_USE_RAND");
+	if (use_rand != NULL && use_rand[0] != '\0') {
+		if (strcmp(use_rand, "true") == 0 || strcmp(use_rand, "1") == 0 ||
+		    strcmp(use_rand, "yes") == 0) {
+			cfg->slots[0].entropy.source = P11P_ENTROPY_MIX;
+		} else if (strcmp(use_rand, "false") != 0 && strcmp(use_rand, "0") != 0 &&
+		           strcmp(use_rand, "no") != 0) {
+			p11p_ydoc_report(&c.y, NULL, "HSM_USE_RAND must be true or false");
+			goto fail;
+		}
+	}
 	p11p_debug(P11P_DBG_CONFIG, "quick start from the environment (%s)", sel_vars[which]);
 	return cfg;
 oom:
@@ -1137,10 +1281,12 @@ void p11p_config_free(struct p11p_config *cfg)
 			p11p_free(sl->label);
 			p11p_free(sl->user_pin_hash);
 			p11p_free(sl->ha.replication_key);
+			p11p_free(sl->fragments);
 		}
 		p11p_free(cfg->slots);
 	}
 	p11p_free(cfg->path);
 	p11p_free(cfg->state_dir);
+	p11p_free(cfg->index_path);
 	p11p_free(cfg);
 }

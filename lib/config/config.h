@@ -92,8 +92,45 @@ struct p11p_ha_cfg {
 #define P11P_HA_DEFAULT_REPLAY   (64UL * 1024)
 #define P11P_HA_MAX_REPLAY       (16UL * 1024 * 1024)
 
+/* A slot's `policy:` (virtual keys, issue 4): the key-management policy. */
+enum p11p_scan_scope {
+	P11P_SCAN_ALL,   /* every key of the slot's tokens becomes a virtual key */
+	P11P_SCAN_OWNED, /* only keys created through the slot (and earlier imports) */
+};
+
+struct p11p_policy_cfg {
+	bool write_back;           /* updates and deletes of a virtual key reach the HSM key */
+	enum p11p_scan_scope scan; /* what a scan imports */
+};
+
+/* A slot's `entropy:` (entropy mixing, issue 5). Absent: C_GenerateRandom passes through. */
+enum p11p_entropy_source {
+	P11P_ENTROPY_PASSTHROUGH = 0, /* no `entropy:`: the member's own generator */
+	P11P_ENTROPY_OS,
+	P11P_ENTROPY_HSM,
+	P11P_ENTROPY_MIX,
+};
+
+enum p11p_entropy_on_failure {
+	P11P_ENTROPY_FAIL = 0,
+	P11P_ENTROPY_OS_ONLY,
+};
+
+struct p11p_entropy_cfg {
+	enum p11p_entropy_source source;
+	enum p11p_entropy_on_failure on_hsm_failure;
+	unsigned long long reseed_bytes; /* 0: the generator's default */
+	unsigned long reseed_seconds;    /* 0: the generator's default */
+};
+
+#define P11P_ENTROPY_MAX_RESEED_BYTES   (1ULL << 40)
+#define P11P_ENTROPY_MAX_RESEED_SECONDS (366UL * 24 * 3600)
+
 struct p11p_slot_cfg {
 	struct p11p_ha_cfg ha;
+	struct p11p_policy_cfg policy;
+	struct p11p_entropy_cfg entropy;
+	char *fragments;     /* customer_fragments.json of the slot (absolute path), or NULL */
 	char *label;         /* token label applications see; 1..32 bytes */
 	char *user_pin_hash; /* p11p_pin_hash_make() output, or NULL */
 	size_t n_members;    /* 1..P11P_MAX_MEMBERS */
@@ -101,11 +138,19 @@ struct p11p_slot_cfg {
 	struct p11p_pos pos;
 };
 
-#define P11P_DEFAULT_STATE_DIR "/var/lib/p11proxy"
+#define P11P_DEFAULT_STATE_DIR  "/var/lib/p11proxy"
+#define P11P_DEFAULT_INDEX_NAME "keys.index"
 
 struct p11p_config {
 	char *path;      /* the file read, or "environment" for the quick start */
 	char *state_dir; /* runtime state shared by processes (member order, index) */
+	/*
+	 * The virtual-key index file. `index:` in the file (index_explicit: the
+	 * module refuses to start without it), else "<state_dir>/keys.index"
+	 * (used when state_dir exists).
+	 */
+	char *index_path;
+	bool index_explicit;
 
 	size_t n_backends;
 	struct p11p_backend_cfg *backends;

@@ -80,18 +80,44 @@ static CK_RV trace(const char *name, CK_RV rv)
 #define OP_AFTER_END(k) p11p_op_end(&c, k);
 
 /*
+ * OP_GATE_x: before a call that starts an operation on a key: a key the
+ * proxy holds itself runs locally, a virtual key may refuse (object.c).
+ * OP_KIND_x: the operation kind of a CRYPTO call.
+ */
+#define OP_GATE_NONE
+#define OP_GATE_UNSAFE
+#define OP_GATE_DUAL
+#define OP_GATE_INIT(k, m, key)                                                                    \
+	if (p11p_key_gate(&c, k, m, key, &rv))                                                     \
+		return trace(fn, p11p_call_end(&c, rv));
+#define OP_GATE_FINDINIT(t, n)
+#define OP_GATE_UPDATE(k, in, len, out)
+#define OP_GATE_DIGESTKEY(key)                                                                     \
+	if (p11p_local_handle(key))                                                                \
+		return trace(fn, p11p_call_end(&c, CKR_KEY_INDIGESTIBLE));
+#define OP_GATE_FINAL(k, out)
+#define OP_GATE_END(k)
+
+#define OP_KIND_UPDATE(k, in, len, out) k
+#define OP_KIND_FINAL(k, out)           k
+#define OP_KIND_END(k)                  k
+
+#define DROP_FIRST(first, ...) __VA_ARGS__
+
+/*
  * SESSION: map the session, call the member, fail over and repeat when the
  * member fails. KEY / OBJECT: the same, mapping the `key` / `object`
  * parameter to the member's handle each time (it may be a new member).
+ * CRYPTO: as SESSION, unless a local operation of its kind is active.
  */
 #define FWD_CUSTOM(name, params, args, op)
-#define FWD_BODY(name, args, op, map)                                                              \
+#define FWD_BODY(name, args, op, map, local)                                                       \
 	struct p11p_call c;                                                                        \
 	const char *fn = #name;                                                                    \
 	CK_RV rv = p11p_call_begin(session, &c);                                                   \
 	if (rv != CKR_OK)                                                                          \
 		return trace(fn, rv);                                                              \
-	OP_LOST_##op do                                                                            \
+	local OP_GATE_##op OP_LOST_##op do                                                         \
 	{                                                                                          \
 		rv = map;                                                                          \
 		if (rv == CKR_OK)                                                                  \
@@ -103,21 +129,31 @@ static CK_RV trace(const char *name, CK_RV rv)
 #define FWD_SESSION(name, params, args, op)                                                        \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
-		FWD_BODY(name, args, op, CKR_OK)                                                   \
+		FWD_BODY(name, args, op, CKR_OK, )                                                 \
+	}
+#define FWD_CRYPTO(name, params, args, op)                                                         \
+	static CK_RV proxy_##name params                                                           \
+	{                                                                                          \
+		FWD_BODY(name, args, op, CKR_OK,                                                   \
+		         if (c.s->local_ops & (1u << (OP_KIND_##op))) return trace(                \
+		             fn, p11p_call_end(&c, p11p_local_##name(&c, DROP_FIRST args)));)      \
 	}
 #define FWD_KEY(name, params, args, op)                                                            \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
 		CK_OBJECT_HANDLE bkey;                                                             \
 		FWD_BODY(name, args, op,                                                           \
-		         p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey))           \
+		         p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey), )         \
 	}
+/* The only OBJECT function left is C_GetObjectSize; a local object answers itself. */
 #define FWD_OBJECT(name, params, args, op)                                                         \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
 		CK_OBJECT_HANDLE bobj;                                                             \
 		FWD_BODY(name, args, op,                                                           \
-		         p11p_object_to_backend(&c, object, CKR_OBJECT_HANDLE_INVALID, &bobj))     \
+		         p11p_object_to_backend(&c, object, CKR_OBJECT_HANDLE_INVALID, &bobj),     \
+		         if (p11p_local_handle(object)) return trace(                              \
+		             fn, p11p_call_end(&c, p11p_local_object_size(&c, object, size)));)    \
 	}
 #define FWD(kind, name, params, args, op) FWD_##kind(name, params, args, op)
 P11P_FUNCTIONS(FWD)
@@ -266,6 +302,26 @@ static CK_RV proxy_C_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE o
 	return trace("C_DestroyObject", p11p_destroy_object(session, object));
 }
 
+static CK_RV proxy_C_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                       CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	return trace("C_GetAttributeValue",
+	             p11p_get_attribute_value(session, object, templ, count));
+}
+
+static CK_RV proxy_C_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                       CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	return trace("C_SetAttributeValue",
+	             p11p_set_attribute_value(session, object, templ, count));
+}
+
+static CK_RV proxy_C_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ,
+                                     CK_ULONG count)
+{
+	return trace("C_FindObjectsInit", p11p_find_objects_init(session, templ, count));
+}
+
 static CK_RV proxy_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects,
                                  CK_ULONG max_count, CK_ULONG_PTR count)
 {
@@ -311,6 +367,16 @@ static CK_RV proxy_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mecha
 {
 	return trace("C_DeriveKey",
 	             p11p_derive_key(session, mechanism, base_key, templ, count, key));
+}
+
+static CK_RV proxy_C_SeedRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len)
+{
+	return trace("C_SeedRandom", p11p_seed_random(session, seed, seed_len));
+}
+
+static CK_RV proxy_C_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len)
+{
+	return trace("C_GenerateRandom", p11p_generate_random(session, out, out_len));
 }
 
 static CK_FUNCTION_LIST function_list = {

@@ -383,7 +383,7 @@ static void set_err(char *err, size_t len, const char *fmt, ...)
 
 static const char hexdig[] = "0123456789abcdef";
 static const char perm_letters[] = "edsvwuk";
-static const char *const state_names[] = {"active", "deactivated", "missing"};
+static const char *const state_names[] = {"active", "deactivated", "missing", "deleted"};
 static const char *const origin_names[] = {"created", "scanned"};
 
 static int hexval(int c)
@@ -773,7 +773,7 @@ static struct rec *parse_rec(const char *p, size_t n, const char **why)
 			return NULL;
 	}
 	*why = "state";
-	if ((state = parse_word(&f[9], state_names, 3)) < 0)
+	if ((state = parse_word(&f[9], state_names, 4)) < 0)
 		return NULL;
 	*why = "origin";
 	if ((origin = parse_word(&f[10], origin_names, 2)) < 0)
@@ -1757,7 +1757,7 @@ static bool vkey_valid(const struct p11p_vkey *v)
 
 	return slot_len > 0 && slot_len <= P11P_INDEX_SLOT_MAX &&
 	       v->ck_id_len <= P11P_INDEX_ID_MAX && v->label_len <= P11P_INDEX_LABEL_MAX &&
-	       (v->perms & ~(uint32_t)P11P_VK_ALL) == 0 && (unsigned)v->state <= P11P_VK_MISSING &&
+	       (v->perms & ~(uint32_t)P11P_VK_ALL) == 0 && (unsigned)v->state <= P11P_VK_DELETED &&
 	       (unsigned)v->origin <= P11P_VK_SCANNED && v->presence <= 0xffff;
 }
 

@@ -19,7 +19,8 @@
  *   class, keytype    hex (CK_ULONG), ckaid: hex of the bytes (empty: none)
  *   perms             7 letters "edsvwuk" (encrypt decrypt sign verify wrap
  *                     unwrap derive), '-' for a permission not granted
- *   state             active | deactivated | missing;  origin: created | scanned
+ *   state             active | deactivated | missing | deleted;
+ *                     origin: created | scanned
  *   presence          hex bitmask: bit i = member i of the slot holds the key
  *
  * The file is an append-only journal: each transaction is its K/D lines and
@@ -93,6 +94,11 @@ enum p11p_vk_state {
 	P11P_VK_ACTIVE = 0,
 	P11P_VK_DEACTIVATED = 1,
 	P11P_VK_MISSING = 2, /* a sync found it on no member */
+	/*
+	 * Deleted virtually (write_back false): the HSM key stays, the virtual
+	 * key is gone for applications, and no scan imports it again.
+	 */
+	P11P_VK_DELETED = 3,
 };
 
 enum p11p_vk_origin {

@@ -212,7 +212,8 @@ static void *probe_main(void *arg)
 			break;
 
 		unsigned long long now = p11p_now_ms(),
-				   next = now + (st->watch_ms ? p11p_watchdog_scan_locked(st) : 1000);
+		                   next =
+		                       now + (st->watch_ms ? p11p_watchdog_scan_locked(st) : 1000);
 
 		struct p11p_vslot *vs;
 		struct p11p_member *m = due_locked(st, &vs, now, &next);

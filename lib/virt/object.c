@@ -339,6 +339,125 @@ static bool is_session_object(const CK_ATTRIBUTE *templ, CK_ULONG count)
 	return !p11p_attr_bool(templ, count, CKA_TOKEN, false);
 }
 
+/*
+ * New backend objects, replicated already: recorded as virtual keys. If that
+ * fails they are destroyed (with their copies), so nothing is half-made.
+ */
+static CK_RV record_new(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
+{
+	CK_RV rv = p11p_vkey_created(c, bh, n);
+
+	if (rv != CKR_OK)
+		for (size_t i = 0; i < n; i++)
+			c->fl->C_DestroyObject(c->bs, bh[i]);
+	return rv;
+}
+
+static unsigned op_perm(enum p11p_op_kind k)
+{
+	switch (k) {
+	case P11P_OP_ENCRYPT:
+		return P11P_VK_ENCRYPT;
+	case P11P_OP_DECRYPT:
+		return P11P_VK_DECRYPT;
+	case P11P_OP_SIGN:
+	case P11P_OP_SIGN_RECOVER:
+		return P11P_VK_SIGN;
+	case P11P_OP_VERIFY:
+	case P11P_OP_VERIFY_RECOVER:
+		return P11P_VK_VERIFY;
+	default:
+		return 0;
+	}
+}
+
+bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
+                   CK_OBJECT_HANDLE key, CK_RV *rv)
+{
+	unsigned perm = op_perm(k);
+
+	if (key == CK_INVALID_HANDLE)
+		return false;
+	if (c->s->local_ops & (1u << k)) {
+		*rv = CKR_OPERATION_ACTIVE;
+		return true;
+	}
+	if (p11p_local_handle(key)) {
+		*rv = p11p_local_init(c, k, m, key);
+		return true;
+	}
+	*rv = perm != 0 ? p11p_vkey_use(c, key, perm) : CKR_OK;
+	return *rv != CKR_OK;
+}
+
+CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
+                               CK_ULONG count)
+{
+	CK_OBJECT_HANDLE bobj;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (templ == NULL && count > 0)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_local_handle(obj))
+		return p11p_call_end(&c, p11p_local_get_attrs(&c, obj, templ, count));
+	do {
+		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+		if (rv == CKR_OK)
+			rv = c.fl->C_GetAttributeValue(c.bs, bobj, templ, count);
+	} while (p11p_call_retry(&c, &rv, true));
+	p11p_vkey_attrs_out(&c, obj, templ, count, &rv);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
+                               CK_ULONG count)
+{
+	CK_OBJECT_HANDLE bobj;
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (templ == NULL && count > 0)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_local_handle(obj))
+		return p11p_call_end(&c, p11p_local_set_attrs(&c, obj, templ, count));
+	if (p11p_vkey_set(&c, obj, templ, count, &rv))
+		return p11p_call_end(&c, rv);
+	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+	if (rv == CKR_OK)
+		rv = c.fl->C_SetAttributeValue(c.bs, bobj, templ, count);
+	/* Changes the token: not repeated elsewhere after a failover. */
+	p11p_call_retry(&c, &rv, false);
+	return p11p_call_end(&c, rv);
+}
+
+CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	struct p11p_call c;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (templ == NULL && count > 0)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	do {
+		rv = c.fl->C_FindObjectsInit(c.bs, templ, count);
+	} while (p11p_call_retry(&c, &rv, true));
+	if (rv == CKR_OK)
+		rv = p11p_local_find_init(&c, templ, count);
+	if (rv == CKR_OK)
+		rv = p11p_vkey_find_init(&c, templ, count);
+	if (rv == CKR_OK)
+		p11p_op_begin_find(&c, templ, count);
+	else if (rv != CKR_OPERATION_ACTIVE)
+		c.fl->C_FindObjectsFinal(c.bs);
+	return p11p_call_end(&c, rv);
+}
+
 CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
                         CK_ULONG_PTR count)
 {
@@ -353,6 +472,8 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_op_lost(&c, P11P_OP_FIND))
 		return p11p_call_end(&c, CKR_DEVICE_ERROR);
+	/* Objects the proxy holds itself come first. */
+	total = p11p_local_find_next(&c, out, max);
 	/* Fill up to max through a bounded buffer: the backend never writes to `out`. */
 	while (total < max) {
 		CK_ULONG want = max - total < FIND_CHUNK ? max - total : FIND_CHUNK;
@@ -368,7 +489,8 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 
 			rv = p11p_object_from_backend(&c, buf[i], false, &ph);
 			/* After a failover the find runs again: skip what was handed out. */
-			if (rv == CKR_OK && !p11p_op_was_found(&c, ph)) {
+			if (rv == CKR_OK && !p11p_op_was_found(&c, ph) &&
+			    !p11p_vkey_hidden(&c, ph)) {
 				out[total++] = ph;
 				p11p_op_found(&c, ph);
 			}
@@ -383,7 +505,6 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                          CK_OBJECT_HANDLE_PTR out)
 {
-	CK_OBJECT_HANDLE bh = CK_INVALID_HANDLE;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
 
@@ -391,13 +512,23 @@ CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 		return rv;
 	if (out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	rv = c.fl->C_CreateObject(c.bs, templ, count, &bh);
-	p11p_call_retry(&c, &rv, false);
+	return p11p_call_end(&c, p11p_object_create_in(&c, templ, count, out));
+}
+
+CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                            CK_OBJECT_HANDLE_PTR out)
+{
+	CK_OBJECT_HANDLE bh = CK_INVALID_HANDLE;
+	CK_RV rv = c->fl->C_CreateObject(c->bs, templ, count, &bh);
+
+	p11p_call_retry(c, &rv, false);
 	if (rv == CKR_OK)
-		rv = p11p_repl_new_keys(&c, &bh, 1); /* a token key: onto the other members */
+		rv = p11p_repl_new_keys(c, &bh, 1); /* a token key: onto the other members */
 	if (rv == CKR_OK)
-		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
-	return p11p_call_end(&c, rv);
+		rv = record_new(c, &bh, 1);
+	if (rv == CKR_OK)
+		rv = adopt_new(c, bh, is_session_object(templ, count), out);
+	return rv;
 }
 
 CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
@@ -413,6 +544,8 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		return rv;
 	if (out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_local_handle(obj)) /* a key the proxy holds stays one key */
+		return p11p_call_end(&c, CKR_ACTION_PROHIBITED);
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
 		rv = c.fl->C_CopyObject(c.bs, bobj, templ, count, &bh);
@@ -422,6 +555,8 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		if (c.fl->C_GetAttributeValue(c.bs, bh, &query, 1) != CKR_OK)
 			token = CK_TRUE; /* unknown: keep the handle for the whole run */
 		rv = p11p_repl_new_keys(&c, &bh, 1);
+		if (rv == CKR_OK)
+			rv = record_new(&c, &bh, 1);
 		if (rv == CKR_OK)
 			rv = adopt_new(&c, bh, token == CK_FALSE, out);
 	}
@@ -440,6 +575,10 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	struct p11p_object *o;
 	bool replicated = false;
 
+	if (p11p_local_handle(obj))
+		return p11p_call_end(&c, p11p_local_destroy(&c, obj));
+	if (p11p_vkey_destroy(&c, obj, &rv))
+		return p11p_call_end(&c, rv);
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK) {
 		p11p_lock();
@@ -472,10 +611,14 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 		return rv;
 	if (mech == NULL || out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_local_mechanism(mech->mechanism))
+		return p11p_call_end(&c, p11p_local_generate_key(&c, mech, templ, count, out));
 	rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
 	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
+	if (rv == CKR_OK)
+		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
@@ -500,6 +643,8 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 		CK_OBJECT_HANDLE pair[2] = {bpub, bpriv};
 
 		rv = p11p_repl_new_keys(&c, pair, 2); /* refused: both are destroyed */
+		if (rv == CKR_OK)
+			rv = record_new(&c, pair, 2);
 	}
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
@@ -527,6 +672,14 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 		return rv;
 	if (mech == NULL || out_len == NULL)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	/* Keys the proxy holds never leave it wrapped, nor wrap HSM keys. */
+	if (p11p_local_handle(wrapping))
+		return p11p_call_end(&c, CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
+	if (p11p_local_handle(key))
+		return p11p_call_end(&c, CKR_KEY_NOT_WRAPPABLE);
+	rv = p11p_vkey_use(&c, wrapping, P11P_VK_WRAP);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
 	do {
 		rv = p11p_object_to_backend(&c, wrapping, CKR_WRAPPING_KEY_HANDLE_INVALID,
 		                            &bwrapping);
@@ -551,13 +704,20 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	if (mech == NULL || out == NULL || (wrapped == NULL && wrapped_len > 0) ||
 	    (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	rv =
-	    p11p_object_to_backend(&c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID, &bunwrapping);
+	if (p11p_local_handle(unwrapping))
+		return p11p_call_end(&c, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT);
+	rv = p11p_vkey_use(&c, unwrapping, P11P_VK_UNWRAP);
+	if (rv == CKR_OK)
+		rv = p11p_object_to_backend(&c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+		                            &bunwrapping);
 	if (rv == CKR_OK)
 		rv = c.fl->C_UnwrapKey(c.bs, mech, bunwrapping, wrapped, wrapped_len, templ, count,
 		                       &bh);
+	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
+	if (rv == CKR_OK)
+		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);
@@ -589,6 +749,11 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (returns_key_material(mech->mechanism))
 		return p11p_call_end(&c, CKR_MECHANISM_INVALID);
+	rv = p11p_vkey_use(&c, base, P11P_VK_DERIVE);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
+	if (p11p_local_mechanism(mech->mechanism) || p11p_local_handle(base))
+		return p11p_call_end(&c, p11p_local_derive(&c, mech, base, templ, count, out));
 	rv = p11p_object_to_backend(&c, base, CKR_KEY_HANDLE_INVALID, &bbase);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
@@ -607,6 +772,8 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
+	if (rv == CKR_OK)
+		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
 	return p11p_call_end(&c, rv);

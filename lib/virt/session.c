@@ -16,6 +16,7 @@ void p11p_session_free(struct p11p_session *s)
 	 * thread that no longer exists, and glibc mutexes own no resources.
 	 */
 	p11p_op_free_all(s);
+	p11p_local_session_free(s);
 	p11p_free(s->owned);
 	p11p_free(s);
 }
@@ -98,7 +99,6 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 		p11p_unlock();
 	}
 	pthread_mutex_unlock(&c->s->lock);
-
 
 	session_unref(c->s);
 	p11p_leave(st);

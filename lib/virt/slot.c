@@ -28,7 +28,7 @@ CK_RV p11p_slot_present(struct p11p_vslot *vs)
 	p11p_lock();
 	for (size_t i = 0; i < vs->n_members; i++)
 		present |= vs->members[i].resolved && !vs->members[i].removed &&
-			   atomic_load(&vs->members[i].health) != P11P_DOWN;
+		           atomic_load(&vs->members[i].health) != P11P_DOWN;
 
 	p11p_unlock();
 	return present ? CKR_OK : CKR_TOKEN_NOT_PRESENT;

@@ -150,6 +150,8 @@ static void state_free(struct p11p_state *st, bool finalize)
 		pthread_cond_destroy(&st->probe_cond);
 	}
 	p11p_map_each(&st->sessions, free_session_cb, NULL);
+	p11p_local_state_free(st);
+	p11p_vkey_state_free(st);
 	p11p_map_clear(&st->sessions);
 	p11p_map_each(&st->objects, free_object_cb, NULL);
 	p11p_map_clear(&st->objects);
@@ -218,9 +220,9 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 		if (vs->members[0].be->fl.C_GetTokenInfo(vs->members[0].be_slot, &ti) == CKR_OK)
 			p11p_unpad(vs->label, ti.label, sizeof(ti.label));
 	}
-	snprintf(
-	    vs->serial, sizeof(vs->serial), "%016llx",
-	    fnv1a(cfg->label[0] ? cfg->label : p11p_selector_value(&cfg->members[0], buf, sizeof(buf))));
+	snprintf(vs->serial, sizeof(vs->serial), "%016llx",
+	         fnv1a(cfg->label[0] ? cfg->label
+	                             : p11p_selector_value(&cfg->members[0], buf, sizeof(buf))));
 	/* The operator's member order (`p11proxy members`), when there is one. */
 	p11p_order_init(st, vs);
 	return CKR_OK;
@@ -231,6 +233,7 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 	struct p11p_state *st;
 	char err[512];
 	size_t loaded = 0;
+	CK_RV rv;
 
 	*out = NULL;
 	st = p11p_calloc(1, sizeof(*st));
@@ -266,8 +269,7 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 		return CKR_GENERAL_ERROR;
 	}
 	for (size_t i = 0; i < st->n_slots; i++) {
-		CK_RV rv = slot_setup(st, i);
-
+		rv = slot_setup(st, i);
 		if (rv != CKR_OK) {
 			state_free(st, true);
 			return rv;
@@ -282,6 +284,13 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 			st->watch_ms = t < 10 ? 10 : t;
 	}
 
+	rv = p11p_vkey_state_init(st);
+	if (rv == CKR_OK)
+		rv = p11p_local_state_init(st);
+	if (rv != CKR_OK) {
+		state_free(st, true);
+		return rv;
+	}
 	p11p_health_start(st, threads_allowed);
 
 	*out = st;

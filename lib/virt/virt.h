@@ -25,9 +25,11 @@
 #include "base/pkcs11.h"
 #include "base/secret.h"
 #include "config/config.h"
+#include "index/index.h"
 
 #define P11P_SESSION_BASE 0x53000000UL /* 'S' */
 #define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */
+#define P11P_LOCAL_BASE   0x4c000000UL /* 'L': objects the proxy holds itself (local.c) */
 #define P11P_HANDLE_SPAN  0x00ffffffUL
 #define P11P_NO_USER      ((CK_USER_TYPE)-1)
 
@@ -67,6 +69,7 @@ struct p11p_vslot {
 	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
 	unsigned repl_pending; /* members waiting for a catch-up (bit per member index) */
 	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
+	struct p11p_local_slot *local; /* local.c: fragments, entropy (NULL: none) */
 };
 
 /* Operations a session can have active, recorded for replay (op.c). */
@@ -117,6 +120,10 @@ struct p11p_session {
 	bool call_hung;
 	size_t call_hung_member;
 
+	/* local.c: operations on proxy-held keys; guarded by `lock`. */
+	unsigned local_ops; /* bit (1u << kind): a local operation of that kind is active */
+	struct p11p_local_session *local;
+
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
 	size_t n_owned, cap_owned;
@@ -166,6 +173,8 @@ struct p11p_state {
 	bool probe_stop;
 	pthread_t probe_thread;
 	pthread_cond_t probe_cond;
+	struct p11p_vkeys *vkeys;       /* vkey.c: the virtual-key index (NULL: none) */
+	struct p11p_local_state *local; /* local.c */
 	/* Member order overlays (order.c), guarded by the global lock: */
 	bool order_busy;                  /* a thread is checking them */
 	unsigned long long order_next_ms; /* when they are next checked (monotonic) */
@@ -440,6 +449,122 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
                       CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
 CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG len,
                                CK_OBJECT_HANDLE enc_key, CK_OBJECT_HANDLE auth_key);
+
+/* Entry points on objects with logic of their own (object.c). */
+CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
+                               CK_ULONG count);
+CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
+                               CK_ULONG count);
+CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count);
+/*
+ * Before a *Init (operation k with mechanism m on key): true when the call is
+ * settled here, with its result in *rv: a key the proxy holds itself
+ * (local.c runs the operation), a local operation of that kind already
+ * active, or a virtual key that may not be used so (vkey.c). false: go on
+ * to the member. key CK_INVALID_HANDLE (C_DigestInit): false.
+ */
+bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
+                   CK_OBJECT_HANDLE key, CK_RV *rv);
+/*
+ * Creates a token or session object from a template on the session's member
+ * within a call: the backend C_CreateObject, replication of a token key, the
+ * virtual-key record, and the proxy handle. Nothing is left behind on error.
+ * (C_CreateObject, and local.c's key generation from mixed entropy.)
+ */
+CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                            CK_OBJECT_HANDLE_PTR out);
+
+/* --- vkey.c: virtual keys over the index (issue 4) --- */
+/* Opens the index the config names (C_Initialize). Messages go to p11p_message. */
+CK_RV p11p_vkey_state_init(struct p11p_state *st);
+void p11p_vkey_state_free(struct p11p_state *st);
+/*
+ * May the proxy object `key` be used for `perm` (P11P_VK_* of index.h)?
+ * CKR_OK (also for objects that are not virtual keys);
+ * CKR_KEY_FUNCTION_NOT_PERMITTED; P11PROXY_CKR_KEY_DEACTIVATED.
+ */
+CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm);
+/*
+ * After the member answered C_GetAttributeValue (*rv): reports the virtual
+ * key's own permissions in the template in place of the HSM key's.
+ */
+void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
+                         CK_ULONG count, CK_RV *rv);
+/*
+ * C_SetAttributeValue on a virtual key: true when settled here (*rv), under
+ * the slot's policy; false for objects that are not virtual keys.
+ */
+bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                   CK_RV *rv);
+/* C_DestroyObject on a virtual key: true when settled here (*rv), under the policy. */
+bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv);
+/*
+ * New backend objects bh[0..n) made through c (create, generate, unwrap,
+ * derive, copy): records the token keys among them as virtual keys with
+ * origin `created`. On an error the caller destroys them.
+ */
+CK_RV p11p_vkey_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
+/* A find starts (templ: the application's); a find hands out ph: is it hidden? */
+CK_RV p11p_vkey_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count);
+bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph);
+
+/* --- local.c: keys the proxy holds itself and the vendor mechanisms (issue 5) --- */
+static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
+{
+	return h > P11P_LOCAL_BASE && h <= P11P_LOCAL_BASE + P11P_HANDLE_SPAN;
+}
+/* C_Initialize (after the slots are set up): fragments, entropy. */
+CK_RV p11p_local_state_init(struct p11p_state *st);
+void p11p_local_state_free(struct p11p_state *st);
+/* A session goes: its local operations and session objects. Session lock held or unshared. */
+void p11p_local_session_free(struct p11p_session *s);
+/* Is type one of p11proxy's vendor-defined mechanisms (p11proxy.h)? */
+bool p11p_local_mechanism(CK_MECHANISM_TYPE type);
+CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
+                      CK_OBJECT_HANDLE key);
+/* The operations' other calls while a local operation of their kind is active. */
+#define P11P_LOCAL_CRYPTO(X)                                                                       \
+	X(C_Encrypt, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))     \
+	X(C_EncryptUpdate,                                                                         \
+	  (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))                \
+	X(C_EncryptFinal, (CK_BYTE_PTR out, CK_ULONG_PTR out_len))                                 \
+	X(C_Decrypt, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))     \
+	X(C_DecryptUpdate,                                                                         \
+	  (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))                \
+	X(C_DecryptFinal, (CK_BYTE_PTR out, CK_ULONG_PTR out_len))                                 \
+	X(C_Sign, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len))        \
+	X(C_SignUpdate, (CK_BYTE_PTR in, CK_ULONG in_len))                                         \
+	X(C_SignFinal, (CK_BYTE_PTR sig, CK_ULONG_PTR sig_len))                                    \
+	X(C_Verify, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR sig, CK_ULONG sig_len))          \
+	X(C_VerifyUpdate, (CK_BYTE_PTR in, CK_ULONG in_len))                                       \
+	X(C_VerifyFinal, (CK_BYTE_PTR sig, CK_ULONG sig_len))
+#define P11P_LOCAL_DECL(name, params)                                                              \
+	CK_RV p11p_local_##name(struct p11p_call *c, P11P_UNPAREN params);
+#define P11P_UNPAREN(...) __VA_ARGS__
+P11P_LOCAL_CRYPTO(P11P_LOCAL_DECL)
+#undef P11P_LOCAL_DECL
+/* Object calls on a local handle. */
+CK_RV p11p_local_get_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
+                           CK_ULONG count);
+CK_RV p11p_local_set_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
+                           CK_ULONG count);
+CK_RV p11p_local_object_size(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ULONG_PTR size);
+CK_RV p11p_local_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h);
+/* A find starts: remembers the local objects matching templ; next hands them out first. */
+CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count);
+CK_ULONG p11p_local_find_next(struct p11p_call *c, CK_OBJECT_HANDLE *out, CK_ULONG max);
+/*
+ * C_DeriveKey with a vendor mechanism, or on a local base key; C_GenerateKey
+ * with a vendor mechanism; C_WrapKey / C_UnwrapKey / C_CopyObject naming a
+ * local key (refused with the code PKCS#11 has for it).
+ */
+CK_RV p11p_local_derive(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
+                        CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+CK_RV p11p_local_generate_key(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                              CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+/* C_GenerateRandom / C_SeedRandom (random.c): the slot's entropy policy, or the member's. */
+CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len);
+CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len);
 
 /* --- replicate.c: key replication over a slot's members --- */
 /*

@@ -474,6 +474,24 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                             CK_OBJECT_HANDLE_PTR out);
 
+/*
+ * --- policy.c: a slot's key-management policy ---
+ * The config's `policy:`, unless `p11proxy policy set` wrote an overlay,
+ * "<state_dir>/slots/<LABEL>.policy", which wins. Running processes follow
+ * an overlay within P11P_POLICY_CHECK_MS.
+ */
+#define P11P_POLICY_CHECK_MS 1000UL
+/* The overlay's path into buf; -1 when it does not fit. */
+int p11p_policy_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len);
+/* 1: the overlay, read into out; 0: none (out: the config's); -1: damaged (err says why). */
+int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
+                     char *err, size_t errlen);
+/* Writes the overlay atomically (the CLI); p == NULL removes it (back to the config's). */
+int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
+                      char *err, size_t errlen);
+/* In the module: the slot's policy now. No lock held. */
+void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
+
 /* --- vkey.c: virtual keys over the index (issue 4) --- */
 /* Opens the index the config names (C_Initialize). Messages go to p11p_message. */
 CK_RV p11p_vkey_state_init(struct p11p_state *st);

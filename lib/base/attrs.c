@@ -18,3 +18,13 @@ bool p11p_attr_bool(const CK_ATTRIBUTE *tmpl, CK_ULONG count, CK_ATTRIBUTE_TYPE 
 		return dflt;
 	return *(const CK_BBOOL *)a->pValue != CK_FALSE;
 }
+
+CK_ULONG p11p_attr_ulong(const CK_ATTRIBUTE *tmpl, CK_ULONG count, CK_ATTRIBUTE_TYPE type,
+                         CK_ULONG dflt)
+{
+	const CK_ATTRIBUTE *a = p11p_attr_find(tmpl, count, type);
+
+	if (a == NULL || a->pValue == NULL || a->ulValueLen != sizeof(CK_ULONG))
+		return dflt;
+	return *(const CK_ULONG *)a->pValue;
+}

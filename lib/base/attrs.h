@@ -11,5 +11,8 @@ const CK_ATTRIBUTE *p11p_attr_find(const CK_ATTRIBUTE *tmpl, CK_ULONG count,
                                    CK_ATTRIBUTE_TYPE type);
 /* A CK_BBOOL attribute's value, or `dflt` when it is absent or malformed. */
 bool p11p_attr_bool(const CK_ATTRIBUTE *tmpl, CK_ULONG count, CK_ATTRIBUTE_TYPE type, bool dflt);
+/* A CK_ULONG attribute's value, or `dflt` when it is absent or malformed. */
+CK_ULONG p11p_attr_ulong(const CK_ATTRIBUTE *tmpl, CK_ULONG count, CK_ATTRIBUTE_TYPE type,
+                         CK_ULONG dflt);
 
 #endif

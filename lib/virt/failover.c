@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
+#include "base/attrs.h"
 
 #include <string.h>
 
@@ -172,4 +173,96 @@ void p11p_call_leave_down_member(struct p11p_call *c)
 	 */
 	if (c->s->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN)
 		move_session(c, c->m, false);
+}
+
+/* Objects matching t[0..n) on c's member: 0, 1 or 2 (= more than one); -1 when the find failed. */
+static long count_matches(struct p11p_call *c, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *one)
+{
+	CK_OBJECT_HANDLE found[2];
+	CK_ULONG got = 0;
+	CK_RV rv = c->fl->C_FindObjectsInit(c->bs, t, n);
+
+	if (rv != CKR_OK)
+		return -1;
+	rv = c->fl->C_FindObjects(c->bs, found, 2, &got);
+	c->fl->C_FindObjectsFinal(c->bs);
+	if (rv != CKR_OK || got > 2)
+		return -1;
+	if (got == 1)
+		*one = found[0];
+	return (long)got;
+}
+
+void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
+                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
+                         const CK_ULONG *count)
+{
+	memset(cr, 0, sizeof(*cr));
+	cr->n = n > 2 ? 2 : n;
+	for (size_t i = 0; i < cr->n; i++) {
+		const CK_ATTRIBUTE *a = templ[i];
+		CK_ULONG k = count[i];
+		const CK_ATTRIBUTE *id = p11p_attr_find(a, k, CKA_ID);
+		const CK_ATTRIBUTE *label = p11p_attr_find(a, k, CKA_LABEL);
+		long m;
+		CK_OBJECT_HANDLE unused;
+
+		cr->token[i] = p11p_attr_bool(a, k, CKA_TOKEN, false);
+		cr->cls[i] = p11p_attr_ulong(a, k, CKA_CLASS, default_cls[i]);
+		if (!cr->token[i] || id == NULL || id->pValue == NULL || c->s->slot->n_members < 2)
+			continue;
+		cr->t[i][0] = (CK_ATTRIBUTE){CKA_CLASS, &cr->cls[i], sizeof(cr->cls[i])};
+		cr->t[i][1] = *id;
+		cr->tn[i] = 2;
+		if (label != NULL && label->pValue != NULL)
+			cr->t[i][cr->tn[i]++] = *label;
+		cr->named[i] = true;
+		m = count_matches(c, cr->t[i], cr->tn[i], &unused);
+		cr->counted[i] = m >= 0; /* else an object found later cannot be adopted */
+		cr->before[i] = m > 0 ? (CK_ULONG)m : 0;
+	}
+}
+
+bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *rv,
+                         CK_OBJECT_HANDLE *bh)
+{
+	struct p11p_member *old = c->m;
+	CK_SESSION_HANDLE old_bs = c->bs;
+	bool any_token = false, all_found = true, none_found = true;
+	CK_OBJECT_HANDLE found[2] = {0, 0};
+
+	for (size_t i = 0; i < cr->n; i++)
+		any_token |= cr->token[i];
+	/* Session objects die with their session: making them again is safe. */
+	if (p11p_call_retry(c, rv, !any_token))
+		return true;
+	if (*rv == CKR_OK || (c->m == old && c->bs == old_bs))
+		return false; /* no failover: the result stands */
+
+	for (size_t i = 0; i < cr->n; i++) {
+		long m = cr->named[i] ? count_matches(c, cr->t[i], cr->tn[i], &found[i]) : -1;
+
+		all_found &= m == 1 && cr->counted[i] && cr->before[i] == 0;
+		none_found &= m == 0;
+	}
+	if (all_found) {
+		for (size_t i = 0; i < cr->n; i++)
+			bh[i] = found[i];
+		p11p_message("member %zu failed during a key creation; the new object is on "
+		             "member %zu (found by CKA_ID): adopted",
+		             old->index, c->m->index);
+		*rv = CKR_OK;
+	} else if (none_found) {
+		p11p_message("member %zu failed during a key creation: not created on the "
+		             "survivors: safe to repeat (CKR_DEVICE_ERROR)",
+		             old->index);
+		*rv = CKR_DEVICE_ERROR;
+	} else {
+		p11p_message(
+		    "member %zu failed during a key creation: outcome unknown "
+		    "(no CKA_ID to look for, or ambiguous on member %zu): CKR_DEVICE_ERROR",
+		    old->index, c->m->index);
+		*rv = CKR_DEVICE_ERROR;
+	}
+	return false;
 }

@@ -427,11 +427,16 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 		return p11p_call_end(&c, p11p_local_set_attrs(&c, obj, templ, count));
 	if (p11p_vkey_set(&c, obj, templ, count, &rv))
 		return p11p_call_end(&c, rv);
-	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
-	if (rv == CKR_OK)
-		rv = c.fl->C_SetAttributeValue(c.bs, bobj, templ, count);
-	/* Changes the token: not repeated elsewhere after a failover. */
-	p11p_call_retry(&c, &rv, false);
+	/*
+	 * Setting the same values again is harmless: after a failover the change
+	 * is made on the member the session moved to (the failed member's copy
+	 * may or may not have it: p11proxy(7)).
+	 */
+	do {
+		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+		if (rv == CKR_OK)
+			rv = c.fl->C_SetAttributeValue(c.bs, bobj, templ, count);
+	} while (p11p_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }
 
@@ -518,10 +523,15 @@ CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                             CK_OBJECT_HANDLE_PTR out)
 {
+	static const CK_OBJECT_CLASS data = CKO_DATA;
 	CK_OBJECT_HANDLE bh = CK_INVALID_HANDLE;
-	CK_RV rv = c->fl->C_CreateObject(c->bs, templ, count, &bh);
+	struct p11p_creation cr;
+	CK_RV rv;
 
-	p11p_call_retry(c, &rv, false);
+	p11p_creation_begin(c, &cr, 1, &data, &templ, &count);
+	do
+		rv = c->fl->C_CreateObject(c->bs, templ, count, &bh);
+	while (p11p_creation_retry(c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(c, &bh, 1); /* a token key: onto the other members */
 	if (rv == CKR_OK)
@@ -579,18 +589,29 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 		return p11p_call_end(&c, p11p_local_destroy(&c, obj));
 	if (p11p_vkey_destroy(&c, obj, &rv))
 		return p11p_call_end(&c, rv);
-	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
-	if (rv == CKR_OK) {
-		p11p_lock();
-		o = p11p_map_get(&c.st->objects, 0, obj);
-		if (o != NULL && o->ident != NULL && o->token) {
-			ident = *o->ident;
-			replicated = c.s->slot->n_members > 1;
-		}
-		p11p_unlock();
-		rv = c.fl->C_DestroyObject(c.bs, bobj);
+	p11p_lock();
+	o = p11p_map_get(&c.st->objects, 0, obj);
+	if (o != NULL && o->slot == c.s->slot && o->ident != NULL && o->token) {
+		ident = *o->ident;
+		replicated = c.s->slot->n_members > 1;
 	}
-	p11p_call_retry(&c, &rv, false);
+	p11p_unlock();
+	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+	if (rv == CKR_OK)
+		rv = c.fl->C_DestroyObject(c.bs, bobj);
+	/*
+	 * The member failed: whether it destroyed the object is unknown, but the
+	 * application wants it gone everywhere, so it goes on the member the
+	 * session moved to too; not there (a session object of the failed
+	 * member, or never copied): nothing is left to destroy.
+	 */
+	while (p11p_call_retry(&c, &rv, true)) {
+		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+		if (rv == CKR_OK)
+			rv = c.fl->C_DestroyObject(c.bs, bobj);
+		else if (rv == CKR_OBJECT_HANDLE_INVALID)
+			rv = CKR_OK;
+	}
 	if (rv == CKR_OK) {
 		object_forget(&c, obj);
 		/* Its copies go too, or a failover would bring the key back. */
@@ -603,6 +624,8 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
                         CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
 {
+	static const CK_OBJECT_CLASS secret = CKO_SECRET_KEY;
+	struct p11p_creation cr;
 	CK_OBJECT_HANDLE bh = CK_INVALID_HANDLE;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
@@ -613,8 +636,10 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_local_mechanism(mech->mechanism))
 		return p11p_call_end(&c, p11p_local_generate_key(&c, mech, templ, count, out));
-	rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
-	p11p_call_retry(&c, &rv, false);
+	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
+	do
+		rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
+	while (p11p_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)
@@ -628,7 +653,12 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
                              CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
                              CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out)
 {
+	static const CK_OBJECT_CLASS classes[2] = {CKO_PUBLIC_KEY, CKO_PRIVATE_KEY};
+	CK_ATTRIBUTE_PTR templs[2] = {pub, priv};
+	CK_ULONG counts[2] = {pub_count, priv_count};
 	CK_OBJECT_HANDLE bpub = CK_INVALID_HANDLE, bpriv = CK_INVALID_HANDLE;
+	CK_OBJECT_HANDLE pair[2] = {CK_INVALID_HANDLE, CK_INVALID_HANDLE};
+	struct p11p_creation cr;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
 
@@ -637,11 +667,14 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 	if (mech == NULL || pub_out == NULL || priv_out == NULL || (pub == NULL && pub_count > 0) ||
 	    (priv == NULL && priv_count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	rv = c.fl->C_GenerateKeyPair(c.bs, mech, pub, pub_count, priv, priv_count, &bpub, &bpriv);
-	p11p_call_retry(&c, &rv, false);
+	p11p_creation_begin(&c, &cr, 2, classes, templs, counts);
+	do
+		rv = c.fl->C_GenerateKeyPair(c.bs, mech, pub, pub_count, priv, priv_count, &pair[0],
+		                             &pair[1]);
+	while (p11p_creation_retry(&c, &cr, &rv, pair));
+	bpub = pair[0];
+	bpriv = pair[1];
 	if (rv == CKR_OK) {
-		CK_OBJECT_HANDLE pair[2] = {bpub, bpriv};
-
 		rv = p11p_repl_new_keys(&c, pair, 2); /* refused: both are destroyed */
 		if (rv == CKR_OK)
 			rv = record_new(&c, pair, 2);
@@ -695,7 +728,9 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
                       CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
                       CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
 {
+	static const CK_OBJECT_CLASS secret = CKO_SECRET_KEY;
 	CK_OBJECT_HANDLE bunwrapping, bh = CK_INVALID_HANDLE;
+	struct p11p_creation cr;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
 
@@ -707,13 +742,17 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	if (p11p_local_handle(unwrapping))
 		return p11p_call_end(&c, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT);
 	rv = p11p_vkey_use(&c, unwrapping, P11P_VK_UNWRAP);
-	if (rv == CKR_OK)
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
+	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
+	do {
+		/* Mapped on each try: after a failover the unwrapping key is the new member's. */
 		rv = p11p_object_to_backend(&c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID,
 		                            &bunwrapping);
-	if (rv == CKR_OK)
-		rv = c.fl->C_UnwrapKey(c.bs, mech, bunwrapping, wrapped, wrapped_len, templ, count,
-		                       &bh);
-	p11p_call_retry(&c, &rv, false);
+		if (rv == CKR_OK)
+			rv = c.fl->C_UnwrapKey(c.bs, mech, bunwrapping, wrapped, wrapped_len, templ,
+			                       count, &bh);
+	} while (p11p_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)
@@ -738,7 +777,9 @@ static bool returns_key_material(CK_MECHANISM_TYPE type)
 CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
                       CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
 {
+	static const CK_OBJECT_CLASS secret = CKO_SECRET_KEY;
 	CK_OBJECT_HANDLE bbase, bother, bh = CK_INVALID_HANDLE;
+	struct p11p_creation cr;
 	CK_MECHANISM m;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
@@ -754,22 +795,23 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		return p11p_call_end(&c, rv);
 	if (p11p_local_mechanism(mech->mechanism) || p11p_local_handle(base))
 		return p11p_call_end(&c, p11p_local_derive(&c, mech, base, templ, count, out));
-	rv = p11p_object_to_backend(&c, base, CKR_KEY_HANDLE_INVALID, &bbase);
-	if (rv != CKR_OK)
-		return p11p_call_end(&c, rv);
 	m = *mech;
-	if (mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY) {
-		/* The parameter is the other key's handle: the member's, not ours. */
-		if (mech->pParameter == NULL || mech->ulParameterLen != sizeof(CK_OBJECT_HANDLE))
-			return p11p_call_end(&c, CKR_MECHANISM_PARAM_INVALID);
-		rv = p11p_object_to_backend(&c, *(CK_OBJECT_HANDLE *)mech->pParameter,
-		                            CKR_KEY_HANDLE_INVALID, &bother);
-		if (rv != CKR_OK)
-			return p11p_call_end(&c, rv);
-		m.pParameter = &bother;
-	}
-	rv = c.fl->C_DeriveKey(c.bs, &m, bbase, templ, count, &bh);
-	p11p_call_retry(&c, &rv, false);
+	/* CKM_CONCATENATE_BASE_AND_KEY: the parameter is the other key's handle: the member's. */
+	if (mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY &&
+	    (mech->pParameter == NULL || mech->ulParameterLen != sizeof(CK_OBJECT_HANDLE)))
+		return p11p_call_end(&c, CKR_MECHANISM_PARAM_INVALID);
+	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
+	do {
+		/* Mapped on each try: after a failover the keys are the new member's. */
+		rv = p11p_object_to_backend(&c, base, CKR_KEY_HANDLE_INVALID, &bbase);
+		if (rv == CKR_OK && mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY) {
+			rv = p11p_object_to_backend(&c, *(CK_OBJECT_HANDLE *)mech->pParameter,
+			                            CKR_KEY_HANDLE_INVALID, &bother);
+			m.pParameter = &bother;
+		}
+		if (rv == CKR_OK)
+			rv = c.fl->C_DeriveKey(c.bs, &m, bbase, templ, count, &bh);
+	} while (p11p_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)

@@ -385,6 +385,35 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
  * healthy member (replaying login and operations) rather than wait on it.
  */
 void p11p_call_leave_down_member(struct p11p_call *c);
+/*
+ * Creations whose outcome a failover makes unknown (C_CreateObject,
+ * C_GenerateKey(Pair), C_UnwrapKey, C_DeriveKey, C_CopyObject). Before the
+ * call, p11p_creation_begin() notes how many objects with each new object's
+ * CKA_CLASS + CKA_ID (+ CKA_LABEL) the member holds (token objects named by
+ * CKA_ID, on slots with several members). p11p_creation_retry() then takes
+ * the place of p11p_call_retry(): a session object is made again on the
+ * new member (it died with the old session); a token object is looked for
+ * on the member the session moved to: there once and not before (the
+ * member answered that find before the call), it is adopted (*rv CKR_OK, bh[] set: the HSMs had
+ * copied it); there in none of the n templates, CKR_DEVICE_ERROR with "not created on the
+ * survivors: safe to repeat" logged; otherwise (no CKA_ID, partial, ambiguous) CKR_DEVICE_ERROR
+ * with "outcome unknown". Returns true to repeat the call.
+ */
+struct p11p_creation {
+	size_t n; /* templates: 1, or 2 for a key pair */
+	bool token[2], named[2];
+	CK_OBJECT_CLASS cls[2];
+	CK_ATTRIBUTE t[2][3]; /* CKA_CLASS, CKA_ID, CKA_LABEL (when given) */
+	CK_ULONG tn[2];
+	bool counted[2];    /* before[] is known (the member answered the find) */
+	CK_ULONG before[2]; /* matches on the member before the call */
+};
+void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
+                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
+                         const CK_ULONG *count);
+bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *rv,
+                         CK_OBJECT_HANDLE *bh);
+
 /* Server-side error or lost session: the results p11p_call_retry() acts on. */
 
 bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv);

@@ -529,8 +529,9 @@ static void case_objects(void)
 
 	expect(f->C_CreateObject(s, t, 4, &obj) == CKR_OK, "session object on m1");
 	control("m1 fail CKR_DEVICE_ERROR\n");
-	expect(f->C_GenerateKey(s, &kg, gt, 1, &gen) == CKR_DEVICE_ERROR,
-	       "key generation whose outcome is unknown: CKR_DEVICE_ERROR, not repeated");
+	expect(f->C_GenerateKey(s, &kg, gt, 1, &gen) == CKR_OK,
+	       "session key generation while m1 fails: made again on m2");
+	f->C_DestroyObject(s, gen);
 	expect(f->C_GetAttributeValue(s, obj, &get, 1) == CKR_OBJECT_HANDLE_INVALID,
 	       "session object of the failed member: CKR_OBJECT_HANDLE_INVALID");
 	get.ulValueLen = sizeof(buf);
@@ -541,6 +542,134 @@ static void case_objects(void)
 	control("");
 	msleep(600);
 	f->C_CloseSession(s);
+}
+
+/* A token generic-secret key with that label and id, through a session. */
+static CK_RV make_key(CK_SESSION_HANDLE s, const char *label, const char *id,
+		      CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},	  {CKA_KEY_TYPE, &kt, sizeof(kt)},
+			    {CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_SENSITIVE, &no, sizeof(no)},
+			    {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_SIGN, &yes, sizeof(yes)},
+			    {CKA_LABEL, (void *)label, strlen(label)},
+			    {CKA_ID, (void *)id, strlen(id)},	  {CKA_VALUE, "v1", 2}};
+
+	return f->C_CreateObject(s, t, 9, out);
+}
+
+static CK_ULONG count_label(CK_SESSION_HANDLE s, const char *label)
+{
+	CK_ATTRIBUTE t = {CKA_LABEL, (void *)label, strlen(label)};
+	CK_OBJECT_HANDLE h[4];
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, &t, 1) != CKR_OK)
+		return 99;
+	f->C_FindObjects(s, h, 4, &n);
+	f->C_FindObjectsFinal(s);
+	return n;
+}
+
+/* The primary back, and a fresh session on it. */
+static CK_SESSION_HANDLE primary_again(void)
+{
+	control("");
+	msleep(600); /* two probes */
+	return open_on("ha", 1);
+}
+
+/* Calls whose outcome a member failure makes unknown (p11proxy(7), the failover table). */
+static void case_unknown(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1), m2 = open_on("v-m2", 1);
+	CK_OBJECT_HANDLE h = 0, on_m2 = 0;
+	CK_BYTE buf[16];
+	CK_BBOOL no = CK_FALSE, got = CK_TRUE;
+	CK_ATTRIBUTE get = {CKA_VALUE, buf, sizeof(buf)}, set = {CKA_SIGN, &no, sizeof(no)};
+	CK_ATTRIBUTE get_sign = {CKA_SIGN, &got, sizeof(got)};
+	long mark;
+	CK_RV rv;
+
+	/* A token object named by CKA_ID, not on the survivor: safe to repeat. */
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(make_key(s, "unk-a", "ida", &h) == CKR_DEVICE_ERROR,
+	       "token object creation while m1 fails: CKR_DEVICE_ERROR");
+	expect(count_label(m2, "unk-a") == 0, "not made on m2 behind the application's back");
+	rv = make_key(s, "unk-a", "ida", &h);
+	expect(rv == CKR_OK && count_label(m2, "unk-a") == 1,
+	       "repeated by the application: made once, on m2 (0x%lx)", rv);
+	f->C_CloseSession(s);
+
+	/* The HSMs had copied it (made on m2 directly): found by CKA_ID and adopted. */
+	s = primary_again();
+	rv = make_key(m2, "unk-b", "idb", &on_m2);
+	expect(rv == CKR_OK, "object copied to m2 beforehand (0x%lx)", rv);
+	/* m1 answers the proxy's look-up before the call (3 calls), then fails. */
+	control("m1 fail CKR_DEVICE_ERROR after 3\n");
+	expect(make_key(s, "unk-b", "idb", &h) == CKR_OK, "creation while m1 fails: adopted");
+	get.ulValueLen = sizeof(buf);
+	expect(f->C_GetAttributeValue(s, h, &get, 1) == CKR_OK && get.ulValueLen == 2 &&
+		   count_label(m2, "unk-b") == 1,
+	       "the handle names m2's object; no second copy");
+	f->C_CloseSession(s);
+
+	/* Destroy: the object goes on the member the session moved to as well. */
+	s = primary_again();
+	h = 0;
+	expect(make_key(m2, "unk-c", "idc", &on_m2) == CKR_OK, "object on m2");
+	{
+		CK_SESSION_HANDLE m1 = open_on("v-m1", 1);
+
+		expect(make_key(m1, "unk-c", "idc", &on_m2) == CKR_OK, "and on m1");
+		f->C_CloseSession(m1);
+	}
+	h = 0;
+	{
+		CK_ATTRIBUTE t = {CKA_LABEL, "unk-c", 5};
+		CK_ULONG n = 0;
+
+		f->C_FindObjectsInit(s, &t, 1);
+		f->C_FindObjects(s, &h, 1, &n);
+		f->C_FindObjectsFinal(s);
+	}
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	mark = log_lines();
+	expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "destroy while m1 fails: CKR_OK");
+	expect(log_count(mark, "C_DestroyObject m2 CKR_OK", NULL) == 1 &&
+		   count_label(m2, "unk-c") == 0,
+	       "destroyed on m2");
+	f->C_CloseSession(s);
+
+	/* Set-attribute: made on the member the session moved to. */
+	s = primary_again();
+	expect(make_key(m2, "unk-d", "idd", &on_m2) == CKR_OK, "object on m2");
+	{
+		CK_SESSION_HANDLE m1 = open_on("v-m1", 1);
+
+		expect(make_key(m1, "unk-d", "idd", &h) == CKR_OK, "and on m1");
+		f->C_CloseSession(m1);
+	}
+	{
+		CK_ATTRIBUTE t = {CKA_LABEL, "unk-d", 5};
+		CK_ULONG n = 0;
+
+		h = 0;
+		f->C_FindObjectsInit(s, &t, 1);
+		f->C_FindObjects(s, &h, 1, &n);
+		f->C_FindObjectsFinal(s);
+	}
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(h != 0 && f->C_SetAttributeValue(s, h, &set, 1) == CKR_OK,
+	       "set-attribute while m1 fails: CKR_OK");
+	rv = f->C_GetAttributeValue(m2, on_m2, &get_sign, 1);
+	expect(rv == CKR_OK && got == CK_FALSE, "the new value is on m2 (0x%lx)", rv);
+	f->C_CloseSession(s);
+	f->C_CloseSession(m2);
+	control("");
+	msleep(600);
 }
 
 int main(int argc, char **argv)
@@ -578,6 +707,8 @@ int main(int argc, char **argv)
 		case_objects();
 	else if (strcmp(c, "hang") == 0)
 		case_hang();
+	else if (strcmp(c, "unknown") == 0)
+		case_unknown();
 
 	else {
 		fprintf(stderr, "unknown case %s\n", c);

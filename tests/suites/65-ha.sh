@@ -9,7 +9,8 @@ member() {
 }
 {
 	printf 'backends:\n  - name: shim\n    module: %s\nslots:\n' "$BUILD/tests/libshim.so"
-	printf '  - label: ha\n    ha: { mode: failover, probe_interval: 100ms }\n    members:\n'
+	printf '  - label: ha\n    ha: { mode: failover, probe_interval: 100ms, single_member_keys: true }\n'
+	printf '    policy: { write_back: true }\n    members:\n'
 	member m1
 	member m2
 	printf '  - label: bal\n    ha: { mode: balance, probe_interval: 100ms }\n    members:\n'
@@ -33,7 +34,7 @@ reset_tokens() {
 }
 storm=10000
 [ "$MODE" = valgrind ] && storm=400
-for case in ${HA_CASES:-failover alldown client balance multipart find objects hang "storm $storm"}; do
+for case in ${HA_CASES:-failover alldown client balance multipart find objects unknown hang "storm $storm"}; do
 
 	reset_tokens || { fail "ha: token reset"; continue; }
 	# shellcheck disable=SC2086

@@ -189,6 +189,12 @@ ha_conf() {
 		for m in m1 m2; do
 			printf '      - backend: be\n        token_label: %s\n' "$m"
 		done
+		# The same members with call_timeout: calls run on workers and can be abandoned.
+		printf '  - label: ha-timed\n    ha: { mode: failover, probe_interval: 100ms, call_timeout: 5s }\n'
+		printf '    members:\n'
+		for m in m1 m2; do
+			printf '      - backend: be\n        token_label: %s\n' "$m"
+		done
 		for m in m1 m2; do
 			printf '  - label: v-%s\n    members:\n' "$m"
 			printf '      - backend: be\n        token_label: %s\n' "$m"
@@ -212,18 +218,21 @@ elif part ha; then
 	export P11PROXY_CONF=$TMP/ha-direct.yaml
 	"$BENCH_HA" keys "$PROXY" "$TEST_USER_PIN" "$KEY" || die "bench_ha keys failed"
 	for round in $(seq 1 "$ROUNDS"); do
-		for side in direct-m1 ha; do
-			if [ $side = ha ]; then
-				set -- "$PROXY" ha
-			else
-				set -- "$SOFTHSM_MODULE" m1
-			fi
+		for side in direct-m1 ha ha-timed; do
+			case $side in
+			ha | ha-timed) set -- "$PROXY" $side ;;
+			*) set -- "$SOFTHSM_MODULE" m1 ;;
+			esac
 			run $side "$round" "$ROUNDS" "$BENCH_HA" sign "$@" "$TEST_USER_PIN" "$KEY" \
 				--threads "$THREADS" --seconds "$SECS"
 		done
 	done
 	echo
 	table direct-m1 ha ha_steady_
+	echo
+	echo "== ha-timed: the same members with call_timeout 5s (calls run on worker threads"
+	echo "   so that a hung one can be abandoned), against token m1 directly"
+	table direct-m1 ha-timed ha_timed_
 
 	# The failover figures need the shim; `make bench` may not have built it.
 	if [ ! -e "$SHIM" ]; then

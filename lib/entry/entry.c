@@ -121,7 +121,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 	{                                                                                          \
 		rv = map;                                                                          \
 		if (rv == CKR_OK)                                                                  \
-			rv = c.fl->name args;                                                      \
+			rv = P11P_BACKEND_CALL(c, name, args);                                     \
 	}                                                                                          \
 	while (p11p_call_retry(&c, &rv, OP_AGAIN_##op))                                            \
 		;                                                                                  \

@@ -122,29 +122,44 @@ static void *copy_oaep(const CK_RSA_PKCS_OAEP_PARAMS *p, CK_ULONG *len)
 	return o;
 }
 
-/* Copies the mechanism; false when it cannot be replayed. */
-static bool copy_mechanism(struct p11p_op *op, const CK_MECHANISM *m)
+bool p11p_mech_copy(const CK_MECHANISM *m, CK_MECHANISM *out, void **mem)
 {
 	CK_ULONG len = m->ulParameterLen;
 
-	op->mech = *m;
-	op->mech.pParameter = NULL;
+	*out = *m;
+	out->pParameter = NULL;
+	*mem = NULL;
 	if (m->pParameter == NULL || len == 0) {
-		op->mech.ulParameterLen = 0;
+		out->ulParameterLen = 0;
 		return m->pParameter == NULL || len == 0;
 	}
 	if (m->mechanism == CKM_AES_GCM && len == sizeof(CK_GCM_PARAMS))
-		op->param_mem = copy_gcm(m->pParameter, &len);
+		*mem = copy_gcm(m->pParameter, &len);
 	else if (m->mechanism == CKM_RSA_PKCS_OAEP && len == sizeof(CK_RSA_PKCS_OAEP_PARAMS))
-		op->param_mem = copy_oaep(m->pParameter, &len);
-	else if (param_is_flat(m->mechanism) && len <= 4096 &&
-	         (op->param_mem = p11p_malloc(len)) != NULL)
-		memcpy(op->param_mem, m->pParameter, len);
-	if (op->param_mem == NULL)
+		*mem = copy_oaep(m->pParameter, &len);
+	else if (param_is_flat(m->mechanism) && len <= 4096 && (*mem = p11p_malloc(len)) != NULL)
+		memcpy(*mem, m->pParameter, len);
+	if (*mem == NULL)
 		return false;
-	op->mech.pParameter = op->param_mem;
-	op->mech.ulParameterLen = len;
+	out->pParameter = *mem;
+	out->ulParameterLen = len;
 	return true;
+}
+
+void p11p_mech_free(CK_MECHANISM *m, void *mem)
+{
+	if (mem != NULL) {
+		p11p_wipe(mem, m->ulParameterLen);
+		p11p_free(mem);
+	}
+	m->pParameter = NULL;
+	m->ulParameterLen = 0;
+}
+
+/* Copies the mechanism; false when it cannot be replayed. */
+static bool copy_mechanism(struct p11p_op *op, const CK_MECHANISM *m)
+{
+	return p11p_mech_copy(m, &op->mech, &op->param_mem);
 }
 
 void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM *mech,

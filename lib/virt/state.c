@@ -162,8 +162,19 @@ static void state_free(struct p11p_state *st, bool finalize)
 	for (size_t i = 0; i < st->n_slots; i++)
 		p11p_order_free(&st->slots[i]);
 	p11p_free(st->slots);
-	for (size_t i = 0; i < st->n_backends; i++)
-		p11p_backend_close(&st->backends[i], finalize);
+	p11p_lock();
+	p11p_offload_new_epoch_locked();
+	p11p_unlock();
+	/*
+	 * A worker may still be inside a hung vendor call (offload.c): its
+	 * library is neither finalized nor unloaded under it, then.
+	 */
+	if (finalize && !p11p_offload_quiesce(2000))
+		p11p_message("calls abandoned past call_timeout are still running in a vendor "
+		             "library: it is left loaded");
+	else
+		for (size_t i = 0; i < st->n_backends; i++)
+			p11p_backend_close(&st->backends[i], finalize);
 	p11p_free(st->backends);
 	p11p_config_free(st->cfg);
 	p11p_free(st);
@@ -284,6 +295,7 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 			st->watch_ms = t < 10 ? 10 : t;
 	}
 
+	st->threads_allowed = threads_allowed;
 	rv = p11p_vkey_state_init(st);
 	if (rv == CKR_OK)
 		rv = p11p_local_state_init(st);

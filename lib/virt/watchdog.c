@@ -3,9 +3,10 @@
  * the calls in flight and marks down the member of any call that has run
  * longer than its slot's call_timeout. Other threads then leave that member
  * before their next call, and new sessions avoid it, so one hung HSM does
- * not hold up the slot. The thread inside the hung call itself waits for the
- * backend to return (a C function cannot be abandoned half-way) and then
- * fails over like any failed call.
+ * not hold up the slot. Forwarded calls are abandoned past call_timeout by
+ * offload.c; the watchdog covers the calls that run in the application's
+ * thread (custom entry points, uncopiable parameters): such a thread waits
+ * for the backend to return and then fails over like any failed call.
  */
 #include "virt/virt.h"
 #include "base/log.h"

@@ -611,6 +611,25 @@ static uint64_t fresh_vid(struct p11p_index *idx)
 	}
 }
 
+/*
+ * A random CKA_ID of id_len bytes that no key of the slot has (short ids have
+ * few values: a few tries; the caller's key would otherwise share its id).
+ */
+static bool fresh_id(struct p11p_index *idx, const char *slot, unsigned char *id, size_t id_len)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		struct p11p_vkey_match m = {
+		    .slot = slot, .has_ck_id = true, .ck_id = id, .ck_id_len = id_len};
+		size_t count = 1;
+
+		if (getrandom(id, id_len, 0) != (ssize_t)id_len)
+			return false;
+		if (p11p_index_find(idx, &m, NULL, 0, &count) == CKR_OK && count == 0)
+			return true;
+	}
+	return false;
+}
+
 struct rot_attrs {
 	CK_KEY_TYPE kt;
 	CK_ULONG value_len;
@@ -864,8 +883,8 @@ static int do_rotate(struct kctx *k, const char *key)
 	                     old_pub, MAX_COPIES, &np) != CKR_OK)
 		np = 0;
 	id_len = v.ck_id_len ? v.ck_id_len : 16;
-	if (getrandom(id, id_len, 0) != (ssize_t)id_len) {
-		cli_error("no random bytes for the new CKA_ID");
+	if (!fresh_id(k->idx, v.slot, id, id_len)) {
+		cli_error("no fresh CKA_ID of %zu bytes for the new key", id_len);
 		rc = CLI_FAIL;
 		goto out;
 	}

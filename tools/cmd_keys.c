@@ -105,7 +105,8 @@ static int do_list(struct kctx *k)
 				n++;
 		}
 		p11p_free(ids);
-		qsort(recs, n, sizeof(*recs), cmp_rec);
+		if (n > 1)
+			qsort(recs, n, sizeof(*recs), cmp_rec);
 	}
 	if (k->json) {
 		fputs("{\"index\":", stdout);

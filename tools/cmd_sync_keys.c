@@ -241,6 +241,8 @@ static void group(struct listing *l)
 {
 	size_t o = 0;
 
+	if (l->n == 0)
+		return;
 	qsort(l->k, l->n, sizeof(*l->k), cmp_hkey);
 	for (size_t i = 0; i < l->n; i++) {
 		if (o > 0 && cmp_ident(&l->k[o - 1], &l->k[i]) == 0)
@@ -396,14 +398,16 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 		}
 	}
 	/* Records no listed key matched. */
-	qsort(p->seen, p->n_seen, sizeof(*p->seen), cmp_u64);
+	if (p->n_seen > 0)
+		qsort(p->seen, p->n_seen, sizeof(*p->seen), cmp_u64);
 	rv = p11p_index_list(idx, slot, &ids, &n_ids);
 	if (rv != CKR_OK)
 		goto fail;
 	for (size_t i = 0; i < n_ids; i++) {
 		bool ok = false;
 
-		if (bsearch(&ids[i], p->seen, p->n_seen, sizeof(*p->seen), cmp_u64) != NULL)
+		if (p->n_seen > 0 &&
+		    bsearch(&ids[i], p->seen, p->n_seen, sizeof(*p->seen), cmp_u64) != NULL)
 			continue;
 		rv = p11p_index_get(idx, ids[i], &v, &ok);
 		if (rv != CKR_OK)

@@ -36,8 +36,13 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 int cmd_slots(const struct cli *cli, int argc, char **argv);
 int cmd_test_connection(const struct cli *cli, int argc, char **argv);
 
-/* tools/cmd_sync.c */
+/* tools/cmd_sync.c (--check), tools/cmd_sync_keys.c (the virtual-key index) */
 int cmd_sync(const struct cli *cli, int argc, char **argv);
+int cli_sync_keys(const struct cli *cli, int argc, char **argv);
+
+/* tools/cmd_keys.c: virtual keys; tools/cmd_policy.c: key-management policy */
+int cmd_keys(const struct cli *cli, int argc, char **argv);
+int cmd_policy(const struct cli *cli, int argc, char **argv);
 
 /* tools/cmd_config.c */
 int cmd_check_config(const struct cli *cli, int argc, char **argv);

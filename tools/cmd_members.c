@@ -97,7 +97,8 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 			fputc('}', stdout);
 		} else {
 			printf("  %2zu  %-16s backend %-12s %s=%s%s  %s%s\n", i + 1, o.e[i].name,
-			       bname, p11p_selector_name(mc->sel), p11p_selector_value(mc, vb, sizeof(vb)),
+			       bname, p11p_selector_name(mc->sel),
+			       p11p_selector_value(mc, vb, sizeof(vb)),
 			       o.e[i].spec != NULL ? " (added)" : "",
 			       ok ? "healthy" : "unhealthy: ", ok ? "" : why);
 		}

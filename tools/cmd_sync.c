@@ -7,8 +7,8 @@
  * PIN, or with one PIN read from the terminal (no echo) or stdin for the
  * members that have none.
  *
- * `sync` without --check (adding keys to the virtual key index) is not
- * implemented yet: it says so and exits 2.
+ * `sync` without --check adds the members' keys to the virtual-key index
+ * (tools/cmd_sync_keys.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,21 +444,19 @@ int cmd_sync(const struct cli *cli, int argc, char **argv)
 	char err[1024];
 	int rc;
 
+	for (int i = 0; i < argc; i++)
+		check |= strcmp(argv[i], "--check") == 0;
+	if (!check)
+		return cli_sync_keys(cli, argc, argv);
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--check") == 0)
-			check = true;
+			continue;
 		else if (argv[i][0] == '-')
 			return cli_usage("sync", "unknown option '%s'", argv[i]);
 		else if (want != NULL)
 			return cli_usage("sync", "give at most one SLOT");
 		else
 			want = argv[i];
-	}
-	if (!check) {
-		cli_error("sync without --check (adding the members' keys to the virtual key "
-		          "index) is not implemented yet; 'p11proxy sync --check' compares the "
-		          "members' keys");
-		return CLI_USAGE;
 	}
 	memset(&c, 0, sizeof(c));
 	c.cli = cli;

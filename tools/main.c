@@ -31,8 +31,19 @@ static const struct cli_cmd commands[] = {
     {"health", "[SLOT] [--listen ADDRESS:PORT]",
      "probe every member; exit 0 only when all are healthy (--listen: serve GET /health)",
      cmd_health},
-    {"sync", "--check [SLOT] [--json]",
-     "compare the members' token keys, per slot (without --check: not implemented yet)", cmd_sync},
+    {"sync", "[SLOT] [--dry-run] [--json] | --check [SLOT] [--json]",
+     "record the members' token keys as virtual keys: added / updated / missing / unchanged "
+     "(--check: compare the members' keys)",
+     cmd_sync},
+    {"keys",
+     "list [--slot S] [--all] [--json] | show KEY [--json] | deactivate|activate|delete|rotate "
+     "KEY | allow|deny KEY OPERATION... [--slot S]",
+     "virtual keys: list, show, deactivate, activate, delete, rotate, change permissions",
+     cmd_keys},
+    {"policy",
+     "show [SLOT] [--json] | set SLOT [write_back=true|false] [scan=all|owned] | "
+     "reset SLOT",
+     "a slot's key-management policy (write_back, scan) and where it comes from", cmd_policy},
     {"check-config", "[FILE]", "load and validate the configuration", cmd_check_config},
     {"hash-pin", "[--pin-source env:NAME|file:PATH]",
      "read a PIN (terminal, stdin or source) and print its user_pin_hash", cmd_hash_pin},

@@ -1,39 +1,424 @@
 /*
- * A slot's key-management policy. Skeleton: the config's policy only (no
- * overlay yet); the real thing replaces these bodies.
+ * A slot's key-management policy (`policy: {write_back, scan}` in proxy.yaml),
+ * with the operator's overlay `p11proxy policy set` writes over it.
+ *
+ * The file: "<state_dir>/slots/<LABEL>.policy", LABEL encoded as for the
+ * member-order overlay (order.c). Text, at most P11P_POLICY_MAX_BYTES:
+ *
+ *   # comment
+ *   write_back = false
+ *   scan = owned
+ *
+ * Blank lines and '#' comments are ignored; blanks around '=' are optional;
+ * each key at most once; a key the file does not give keeps the config's
+ * value. Writers (the CLI) hold the same exclusive lock as the member-order
+ * writers ("<state_dir>/slots/.lock", p11p_order_lock()) and replace the file
+ * atomically (temp file 0600, fsync, rename, fsync of the directory).
+ * Readers do not lock: rename is atomic.
+ *
+ * In the module, p11p_policy_get() returns the slot's cached policy and, at
+ * most once per P11P_POLICY_CHECK_MS, stats the overlay (no lock held) and
+ * reads it again when its device, inode, size, mtime or ctime changed. A
+ * damaged or unsafe overlay is reported once (p11p_message) and the config's
+ * policy applies until it is fixed: the policy never silently becomes
+ * write_back because of a broken file.
  */
 #include "virt/virt.h"
+#include "base/file.h"
+#include "base/log.h"
+#include "base/mem.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int p11p_policy_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
 {
-	int n = snprintf(buf, len, "%s/slots/%s.policy", cfg->state_dir, cfg->slots[slot].label);
+	static const char ext[] = ".members";
+	size_t n;
 
-	return n < 0 || (size_t)n >= len ? -1 : 0;
+	/* The member-order overlay's name with another extension: one encoding of labels. */
+	if (p11p_order_path(cfg, slot, buf, len) != 0)
+		return -1;
+	n = strlen(buf);
+	if (n < sizeof(ext) - 1 || strcmp(buf + n - (sizeof(ext) - 1), ext) != 0)
+		return -1;
+	n -= sizeof(ext) - 1;
+	if (n + sizeof(".policy") > len)
+		return -1;
+	memcpy(buf + n, ".policy", sizeof(".policy"));
+	return 0;
+}
+
+/* ---- parsing ------------------------------------------------------------------------------ */
+
+static bool bad(const char *name, unsigned long line, char *err, size_t errlen, const char *fmt,
+                ...) __attribute__((format(printf, 5, 6)));
+
+static bool bad(const char *name, unsigned long line, char *err, size_t errlen, const char *fmt,
+                ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err != NULL && errlen > 0) {
+		if (line > 0)
+			snprintf(err, errlen, "%s:%lu: %s", name, line, msg);
+		else
+			snprintf(err, errlen, "%s: %s", name, msg);
+	}
+	return false;
+}
+
+static bool blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
+static bool word_is(const char *s, size_t len, const char *w)
+{
+	return len == strlen(w) && memcmp(s, w, len) == 0;
+}
+
+/* Shows at most 32 bytes of a value in a message, non-printable bytes as '?'. */
+static const char *show(const char *s, size_t len, char *buf, size_t buflen)
+{
+	size_t n = len < buflen - 1 ? len : buflen - 1;
+
+	if (n > 32)
+		n = 32;
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	buf[n] = '\0';
+	return buf;
+}
+
+bool p11p_policy_parse(const char *name, const char *data, size_t len,
+                       const struct p11p_policy_cfg *base, struct p11p_policy_cfg *out, char *err,
+                       size_t errlen)
+{
+	unsigned long line = 0, seen_wb = 0, seen_scan = 0;
+	struct p11p_policy_cfg p = *base;
+	size_t pos = 0;
+	char sb[40];
+
+	if (len > P11P_POLICY_MAX_BYTES)
+		return bad(name, 0, err, errlen, "larger than %d bytes", P11P_POLICY_MAX_BYTES);
+	if (memchr(data, '\0', len) != NULL)
+		return bad(name, 0, err, errlen, "contains a NUL byte");
+	while (pos < len) {
+		const char *s = data + pos, *nl = memchr(s, '\n', len - pos), *eq;
+		size_t n = nl != NULL ? (size_t)(nl - s) : len - pos, klen, vlen;
+		const char *v;
+
+		pos += n + (nl != NULL);
+		line++;
+		while (n > 0 && blank(s[n - 1]))
+			n--;
+		while (n > 0 && blank(s[0])) {
+			s++;
+			n--;
+		}
+		if (n == 0 || s[0] == '#')
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)s[i] < 0x20 && s[i] != '\t')
+				return bad(name, line, err, errlen,
+				           "control character in the line");
+		eq = memchr(s, '=', n);
+		if (eq == NULL)
+			return bad(name, line, err, errlen, "expected 'KEY = VALUE', got '%s'",
+			           show(s, n, sb, sizeof(sb)));
+		klen = (size_t)(eq - s);
+		while (klen > 0 && blank(s[klen - 1]))
+			klen--;
+		v = eq + 1;
+		vlen = n - (size_t)(v - s);
+		while (vlen > 0 && blank(v[0])) {
+			v++;
+			vlen--;
+		}
+		if (word_is(s, klen, "write_back")) {
+			if (seen_wb != 0)
+				return bad(name, line, err, errlen,
+				           "'write_back' given twice (first on line %lu)", seen_wb);
+			seen_wb = line;
+			if (word_is(v, vlen, "true"))
+				p.write_back = true;
+			else if (word_is(v, vlen, "false"))
+				p.write_back = false;
+			else
+				return bad(name, line, err, errlen,
+				           "'write_back' must be true or false, not '%s'",
+				           show(v, vlen, sb, sizeof(sb)));
+		} else if (word_is(s, klen, "scan")) {
+			if (seen_scan != 0)
+				return bad(name, line, err, errlen,
+				           "'scan' given twice (first on line %lu)", seen_scan);
+			seen_scan = line;
+			if (word_is(v, vlen, "all"))
+				p.scan = P11P_SCAN_ALL;
+			else if (word_is(v, vlen, "owned"))
+				p.scan = P11P_SCAN_OWNED;
+			else
+				return bad(name, line, err, errlen,
+				           "'scan' must be all or owned, not '%s'",
+				           show(v, vlen, sb, sizeof(sb)));
+		} else {
+			return bad(name, line, err, errlen, "unknown key '%s' (write_back, scan)",
+			           show(s, klen, sb, sizeof(sb)));
+		}
+	}
+	*out = p;
+	return true;
+}
+
+void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len)
+{
+	snprintf(buf, len,
+	         "# Key-management policy of this slot, over the configuration's. Written by\n"
+	         "# 'p11proxy policy set'; see proxy.yaml(5).\n"
+	         "write_back = %s\n"
+	         "scan = %s\n",
+	         p->write_back ? "true" : "false", p->scan == P11P_SCAN_OWNED ? "owned" : "all");
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static void stamp_from(struct p11p_order_stamp *s, const struct stat *sb)
+{
+	memset(s, 0, sizeof(*s));
+	s->dev = (unsigned long long)sb->st_dev;
+	s->ino = (unsigned long long)sb->st_ino;
+	s->size = (unsigned long long)sb->st_size;
+	s->mtime_s = (long long)sb->st_mtim.tv_sec;
+	s->mtime_ns = (long long)sb->st_mtim.tv_nsec;
+	s->ctime_s = (long long)sb->st_ctim.tv_sec;
+	s->ctime_ns = (long long)sb->st_ctim.tv_nsec;
+}
+
+static int read_stamped(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
+                        struct p11p_order_stamp *stamp, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	unsigned char *buf = NULL;
+	struct stat sb;
+	size_t len = 0;
+	int fd, rc = -1;
+	CK_RV rv;
+
+	if (stamp != NULL) {
+		memset(stamp, 0, sizeof(*stamp));
+		stamp->err = ENOENT;
+	}
+	if (slot >= cfg->n_slots) {
+		snprintf(err, errlen, "no slot %zu", slot);
+		return -1;
+	}
+	*out = cfg->slots[slot].policy;
+	if (p11p_policy_path(cfg, slot, path, sizeof(path)) != 0)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 && errno == ENOENT)
+		return 0;
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		/* What the next check will see, so that the same failure is reported once. */
+		if (stamp != NULL && lstat(path, &sb) == 0)
+			stamp_from(stamp, &sb);
+		else if (stamp != NULL)
+			stamp->err = errno;
+		return -1;
+	}
+	if (fstat(fd, &sb) != 0) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		goto out;
+	}
+	if (stamp != NULL)
+		stamp_from(stamp, &sb);
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		goto out;
+	}
+	/* It decides whether changes reach the HSM keys: only its owner may write it. */
+	if (!p11p_file_safe_owner(&sb, true)) {
+		snprintf(
+		    err, errlen,
+		    "%s: writable by others than its owner, or owned by another user (uid %lu, "
+		    "mode %04o)",
+		    path, (unsigned long)sb.st_uid, (unsigned)(sb.st_mode & 07777));
+		goto out;
+	}
+	rv = p11p_file_read_fd(fd, P11P_POLICY_MAX_BYTES, false, &buf, &len);
+	if (rv == CKR_HOST_MEMORY) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		goto out;
+	}
+	if (rv != CKR_OK) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		goto out;
+	}
+	if (p11p_policy_parse(path, (const char *)buf, len, &cfg->slots[slot].policy, out, err,
+	                      errlen))
+		rc = 1;
+	else
+		*out = cfg->slots[slot].policy;
+out:
+	p11p_free(buf);
+	close(fd);
+	return rc;
 }
 
 int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
                      char *err, size_t errlen)
 {
-	(void)err;
-	(void)errlen;
-	*out = cfg->slots[slot].policy;
-	return 0;
+	return read_stamped(cfg, slot, out, NULL, err, errlen);
 }
+
+/* ---- writing ------------------------------------------------------------------------------ */
 
 int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
                       char *err, size_t errlen)
 {
-	(void)cfg;
-	(void)slot;
-	(void)p;
-	snprintf(err, errlen, "policy overlays are not implemented yet");
-	return -1;
+	char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 32], text[512];
+	char *slash;
+	size_t len;
+	int fd = -1, rc = -1;
+
+	if (slot >= cfg->n_slots || p11p_policy_path(cfg, slot, path, sizeof(path)) != 0) {
+		snprintf(err, errlen, "no usable state_dir in the configuration");
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL) {
+		snprintf(err, errlen, "%s: not an absolute path", path);
+		return -1;
+	}
+	*slash = '\0';
+	if (p == NULL) {
+		if (unlink(path) != 0 && errno != ENOENT) {
+			snprintf(err, errlen, "cannot remove %s: %s", path, strerror(errno));
+			return -1;
+		}
+		goto sync_dir;
+	}
+	p11p_policy_format(p, text, sizeof(text));
+	len = strlen(text);
+	/* The name is fixed under the lock: a crashed writer's temp file is reused. */
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (p11p_file_write_all(fd, text, len) != 0 || fsync(fd) != 0) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		goto out_unlink;
+	}
+	rc = close(fd);
+	fd = -1;
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		rc = -1;
+		goto out_unlink;
+	}
+	if (rename(tmp, path) != 0) {
+		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		rc = -1;
+		goto out_unlink;
+	}
+sync_dir:
+	if (p11p_file_sync_dir(dir) != 0) {
+		snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+out_unlink:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return rc;
+}
+
+/* ---- in the module ------------------------------------------------------------------------ */
+
+static bool stamp_same(const struct p11p_order_stamp *a, const struct p11p_order_stamp *b)
+{
+	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s &&
+	       a->ctime_ns == b->ctime_ns;
+}
+
+static void stamp_now(const struct p11p_config *cfg, size_t slot, struct p11p_order_stamp *s)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+
+	memset(s, 0, sizeof(*s));
+	s->err = ENOENT;
+	if (p11p_policy_path(cfg, slot, path, sizeof(path)) != 0)
+		return;
+	if (lstat(path, &sb) == 0)
+		stamp_from(s, &sb);
+	else
+		s->err = errno;
 }
 
 void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out)
 {
-	(void)st;
-	*out = vs->cfg->policy;
+	struct p11p_order_stamp stamp, seen;
+	struct p11p_policy_cfg p;
+	unsigned long long now = p11p_now_ms();
+	bool loaded;
+	char err[768];
+	int rc;
+
+	p11p_lock();
+	if (vs->policy_busy || (vs->policy_loaded && now < vs->policy_next_ms)) {
+		/* Fresh enough, or another thread is reading it now: the last policy read. */
+		*out = vs->policy_loaded ? vs->policy : vs->cfg->policy;
+		p11p_unlock();
+		return;
+	}
+	vs->policy_busy = true;
+	vs->policy_next_ms = now + P11P_POLICY_CHECK_MS;
+	loaded = vs->policy_loaded;
+	seen = vs->policy_stamp;
+	p = vs->policy;
+	p11p_unlock();
+
+	/* Only this thread touches the file now; no lock held across the I/O. */
+	stamp_now(st->cfg, vs->id, &stamp);
+	if (!loaded || !stamp_same(&stamp, &seen)) {
+		err[0] = '\0';
+		rc = read_stamped(st->cfg, vs->id, &p, &stamp, err, sizeof(err));
+		if (rc < 0)
+			p11p_message("slot '%s': ignoring the policy overlay: %s; using the "
+			             "configured policy",
+			             vs->label, err);
+		else if (loaded)
+			p11p_message(
+			    "slot '%s': key-management policy now write_back %s, scan %s%s",
+			    vs->label, p.write_back ? "true" : "false",
+			    p.scan == P11P_SCAN_OWNED ? "owned" : "all",
+			    rc == 0 ? " (the configured policy)" : "");
+	}
+	p11p_lock();
+	vs->policy = p;
+	vs->policy_stamp = stamp;
+	vs->policy_loaded = true;
+	vs->policy_busy = false;
+	*out = p;
+	p11p_unlock();
 }

@@ -70,6 +70,12 @@ struct p11p_vslot {
 	unsigned repl_pending; /* members waiting for a catch-up (bit per member index) */
 	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
 	struct p11p_local_slot *local; /* local.c: fragments, entropy (NULL: none) */
+	/* Key-management policy (policy.c), guarded by the global lock: */
+	struct p11p_policy_cfg policy;        /* as last read: the overlay's, else the config's */
+	bool policy_loaded;                   /* policy has been read once */
+	bool policy_busy;                     /* a thread is checking the overlay */
+	unsigned long long policy_next_ms;    /* when the overlay is next checked (monotonic) */
+	struct p11p_order_stamp policy_stamp; /* what identifies the overlay version read */
 };
 
 /* Operations a session can have active, recorded for replay (op.c). */
@@ -572,13 +578,39 @@ CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULON
  * "<state_dir>/slots/<LABEL>.policy", which wins. Running processes follow
  * an overlay within P11P_POLICY_CHECK_MS.
  */
-#define P11P_POLICY_CHECK_MS 1000UL
-/* The overlay's path into buf; -1 when it does not fit. */
+#define P11P_POLICY_CHECK_MS  1000UL
+#define P11P_POLICY_MAX_BYTES 4096 /* an overlay file */
+/*
+ * The overlay's path into buf ("<state_dir>/slots/<LABEL>.policy", LABEL
+ * encoded as for the member-order overlay); -1 when it does not fit or the
+ * config has no usable state_dir.
+ */
 int p11p_policy_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len);
-/* 1: the overlay, read into out; 0: none (out: the config's); -1: damaged (err says why). */
+/*
+ * Parses overlay text (name: for messages): lines "write_back = true|false"
+ * and "scan = all|owned", blank lines and '#' comments. A key not given keeps
+ * its value in `base` (the config's policy). false with "NAME:LINE: message"
+ * in err on any problem.
+ */
+bool p11p_policy_parse(const char *name, const char *data, size_t len,
+                       const struct p11p_policy_cfg *base, struct p11p_policy_cfg *out, char *err,
+                       size_t errlen);
+/* The overlay text for a policy (NUL-terminated, in buf of at least 256 bytes). */
+void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len);
+/*
+ * 1: the overlay, read into out; 0: none (out: the config's); -1: unreadable
+ * or damaged (err: "PATH[:LINE]: message"; out: the config's). The module
+ * reads only a regular file that belongs to root or to its user and is not
+ * writable by group or others.
+ */
 int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
                      char *err, size_t errlen);
-/* Writes the overlay atomically (the CLI); p == NULL removes it (back to the config's). */
+/*
+ * Writes the overlay atomically (the CLI): under the exclusive lock
+ * p11p_order_lock() takes, temp file 0600 in the same directory, fsync,
+ * rename, fsync of the directory (directories made 0700); p == NULL removes
+ * it (back to the config's). 0, or -1 with err set.
+ */
 int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
                       char *err, size_t errlen);
 /* In the module: the slot's policy now. No lock held. */

@@ -55,3 +55,19 @@ else
 	echo "    last input: $TMP/order-input"
 	fail "fuzz: member-order overlay parser" "exit $rc"
 fi
+
+# The key-management policy overlay parser (a file every process reads).
+POLICY_PROG=$BUILD/tests/fuzz_policy
+if [ ! -x "$POLICY_PROG" ]; then
+	fail "fuzz: policy overlay parser" "no $POLICY_PROG (run make tests)"
+elif run_prog "$POLICY_PROG" -t $((secs / 4 > 0 ? secs / 4 : 1)) -s "$seed" -T "$per_input" \
+	-n 100000000 -w "$TMP/policy-input" "$SRCDIR/tests/fuzz/corpus/policy" \
+	>"$TMP/policy.log" 2>&1; then
+	sed 's/^/    /' "$TMP/policy.log"
+	pass "fuzz: policy overlay parser"
+else
+	rc=$?
+	tail -n 40 "$TMP/policy.log" | sed 's/^/    /'
+	echo "    last input: $TMP/policy-input"
+	fail "fuzz: policy overlay parser" "exit $rc"
+fi

@@ -1,0 +1,1083 @@
+/*
+ * keys list|show|deactivate|activate|delete|rotate|allow|deny: the virtual
+ * keys of the index (lib/index), under each slot's key-management policy
+ * (lib/virt/policy.c).
+ *
+ * Every change is a read-modify-write of the record with its `rev`: the put
+ * fails with P11P_INDEX_CONFLICT when another process changed the record in
+ * between, and the command reads it again and re-applies its change (at most
+ * KEYS_RETRIES times). Each change is one index transaction.
+ *
+ * Policy: deactivate/activate are virtual only. delete and allow/deny change
+ * only the record unless the slot's policy has write_back, in which case the
+ * HSM key is changed on every member of the slot first (through the member
+ * backends, logged in with each member's configured PIN): a member that
+ * cannot be reached or logged in stops the command before anything changes;
+ * a failure half-way is undone where PKCS#11 allows it (attributes are set
+ * back; a destroyed key cannot come back, so the record then keeps the
+ * members that still hold it). rotate always creates a new HSM key.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "base/mem.h"
+#include "base/names.h"
+#include "cli.h"
+#include "keys.h"
+#include "util.h"
+#include "virt/virt.h"
+
+struct kctx {
+	const struct cli *cli;
+	struct p11p_config *cfg;
+	struct p11p_index *idx;
+	struct cli_backends *bes;
+	const char *slot; /* --slot, or NULL */
+	bool json, all;
+};
+
+/* The usage flags of the seven permissions, in P11P_VK_* bit order. */
+static const CK_ATTRIBUTE_TYPE perm_attr[7] = {CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN,  CKA_VERIFY,
+                                               CKA_WRAP,    CKA_UNWRAP,  CKA_DERIVE};
+
+/* The permissions that mean something for a class (what its usage flags are). */
+static uint32_t class_perms(CK_OBJECT_CLASS cls)
+{
+	switch (cls) {
+	case CKO_PRIVATE_KEY:
+		return P11P_VK_DECRYPT | P11P_VK_SIGN | P11P_VK_UNWRAP | P11P_VK_DERIVE;
+	case CKO_PUBLIC_KEY:
+		return P11P_VK_ENCRYPT | P11P_VK_VERIFY | P11P_VK_WRAP | P11P_VK_DERIVE;
+	default:
+		return P11P_VK_ALL;
+	}
+}
+
+static int fail_rv(const char *what, CK_RV rv)
+{
+	cli_error("%s: %s", what, p11p_rv_str(rv));
+	return CLI_FAIL;
+}
+
+/* ---- list, show --------------------------------------------------------------------------- */
+
+static int cmp_rec(const void *pa, const void *pb)
+{
+	const struct p11p_vkey *a = pa, *b = pb;
+	int r = strcmp(a->slot, b->slot);
+	size_t n;
+
+	if (r != 0)
+		return r;
+	n = a->label_len < b->label_len ? a->label_len : b->label_len;
+	r = memcmp(a->label, b->label, n);
+	if (r == 0 && a->label_len != b->label_len)
+		r = a->label_len < b->label_len ? -1 : 1;
+	if (r != 0)
+		return r;
+	return a->vid < b->vid ? -1 : a->vid > b->vid ? 1 : 0;
+}
+
+static int do_list(struct kctx *k)
+{
+	uint64_t *ids = NULL;
+	struct p11p_vkey *recs = NULL;
+	size_t n_ids = 0, n = 0;
+	CK_RV rv;
+
+	if (k->idx != NULL) {
+		rv = p11p_index_list(k->idx, k->slot, &ids, &n_ids);
+		if (rv != CKR_OK)
+			return fail_rv("reading the index", rv);
+		recs = p11p_calloc(n_ids ? n_ids : 1, sizeof(*recs));
+		if (recs == NULL) {
+			p11p_free(ids);
+			return fail_rv("reading the index", CKR_HOST_MEMORY);
+		}
+		for (size_t i = 0; i < n_ids; i++) {
+			bool found = false;
+
+			if (p11p_index_get(k->idx, ids[i], &recs[n], &found) == CKR_OK && found &&
+			    (k->all || recs[n].state != P11P_VK_DELETED))
+				n++;
+		}
+		p11p_free(ids);
+		if (n > 1)
+			qsort(recs, n, sizeof(*recs), cmp_rec);
+	}
+	if (k->json) {
+		fputs("{\"index\":", stdout);
+		cli_json_str(stdout, k->cfg->index_path);
+		fputs(",\"keys\":[", stdout);
+		for (size_t i = 0; i < n; i++) {
+			if (i > 0)
+				fputc(',', stdout);
+			keys_json_record(stdout, &recs[i]);
+		}
+		printf("],\"count\":%zu}\n", n);
+	} else if (n == 0) {
+		printf("no virtual keys%s%s (p11proxy sync records the slots' keys)\n",
+		       k->slot ? " in slot " : "", k->slot ? k->slot : "");
+	} else {
+		printf("%-16s  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %s\n", "VID", "SLOT",
+		       "CLASS", "TYPE", "LABEL", "ID", "PERMS", "STATE", "ORIGIN", "PRESENCE");
+		for (size_t i = 0; i < n; i++) {
+			const struct p11p_vkey *v = &recs[i];
+			char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[8], mb[48];
+
+			printf("%016llx  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %s\n",
+			       (unsigned long long)v->vid, v->slot, keys_class_name(v->cls),
+			       keys_type_name(v->key_type, tb, sizeof(tb)),
+			       keys_label_print(v, lb, sizeof(lb)),
+			       v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib))
+			                    : "-",
+			       keys_perms_str(v->perms, pb), keys_state_name(v->state),
+			       keys_origin_name(v->origin),
+			       keys_presence_str(v->presence, mb, sizeof(mb)));
+		}
+	}
+	p11p_free(recs);
+	return CLI_OK;
+}
+
+/* Resolves KEY; prints why not. 0 found, else an exit status. */
+static int resolve(struct kctx *k, const char *key, bool with_deleted, struct p11p_vkey *out)
+{
+	int rc;
+
+	if (k->idx == NULL) {
+		cli_error("no key '%s': nothing is recorded yet (%s does not exist; p11proxy sync)",
+		          key, k->cfg->index_path);
+		return CLI_FAIL;
+	}
+	rc = keys_resolve(k->idx, k->cfg, key, k->slot, with_deleted, out);
+	if (rc == 0)
+		cli_error("no virtual key '%s'%s%s (by virtual id, URI, label or CKA_ID)", key,
+		          k->slot ? " in slot " : "", k->slot ? k->slot : "");
+	return rc == 1 ? 0 : CLI_FAIL;
+}
+
+static int do_show(struct kctx *k, const char *key)
+{
+	struct p11p_vkey v;
+	char lb[P11P_INDEX_LABEL_MAX + 1], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[8], mb[48];
+	int rc = resolve(k, key, true, &v);
+
+	if (rc != 0)
+		return rc;
+	if (k->json) {
+		keys_json_record(stdout, &v);
+		fputc('\n', stdout);
+		return CLI_OK;
+	}
+	printf("virtual id   %016llx (rev %llu)\n", (unsigned long long)v.vid,
+	       (unsigned long long)v.rev);
+	printf("slot         %s\n", v.slot);
+	printf("class        %s\n", keys_class_name(v.cls));
+	printf("key type     %s\n", keys_type_name(v.key_type, tb, sizeof(tb)));
+	printf("label        \"%s\"\n", keys_label_print(&v, lb, sizeof(lb)));
+	printf("id           %s\n",
+	       v.ck_id_len ? keys_hex(v.ck_id, v.ck_id_len, ib, sizeof(ib)) : "(none)");
+	printf("permissions  %s\n", keys_perms_str(v.perms, pb));
+	printf("state        %s\n", keys_state_name(v.state));
+	printf("origin       %s\n", keys_origin_name(v.origin));
+	printf("members      %s\n", keys_presence_str(v.presence, mb, sizeof(mb)));
+	printf("created      %lld\nupdated      %lld\n", (long long)v.created,
+	       (long long)v.updated);
+	if (v.prev)
+		printf("rotated from %016llx\n", (unsigned long long)v.prev);
+	if (v.next)
+		printf("rotated to   %016llx\n", (unsigned long long)v.next);
+	return CLI_OK;
+}
+
+/* ---- read-modify-write -------------------------------------------------------------------- */
+
+/* Changes v in place: 0 changed, 1 nothing to change (msg says why), -1 refused (msg). */
+typedef int (*change_fn)(struct p11p_vkey *v, const void *arg, char *msg, size_t len);
+
+/*
+ * Re-reads the record, applies fn and puts it with the rev it read, until no
+ * other writer came in between. *v: the record as stored afterwards.
+ */
+static int rmw(struct kctx *k, struct p11p_vkey *v, change_fn fn, const void *arg, bool *changed)
+{
+	char msg[KEYS_ERR_LEN], err[KEYS_ERR_LEN];
+	uint64_t vid = v->vid;
+	CK_RV rv = CKR_OK;
+
+	*changed = false;
+	for (int attempt = 0; attempt < KEYS_RETRIES; attempt++) {
+		bool found = false;
+		int r;
+
+		rv = p11p_index_refresh(k->idx);
+		if (rv == CKR_OK)
+			rv = p11p_index_get(k->idx, vid, v, &found);
+		if (rv != CKR_OK)
+			break;
+		if (!found) {
+			cli_error("virtual key %016llx was removed meanwhile",
+			          (unsigned long long)vid);
+			return CLI_FAIL;
+		}
+		msg[0] = '\0';
+		r = fn(v, arg, msg, sizeof(msg));
+		if (r < 0) {
+			cli_error("%016llx: %s", (unsigned long long)vid, msg);
+			return CLI_FAIL;
+		}
+		if (r > 0) {
+			printf("%016llx: %s\n", (unsigned long long)vid, msg);
+			return CLI_OK;
+		}
+		rv = p11p_index_put(k->idx, v);
+		if (rv == CKR_OK) {
+			*changed = true;
+			return CLI_OK;
+		}
+		if (rv != P11P_INDEX_CONFLICT)
+			break;
+	}
+	err[0] = '\0';
+	p11p_index_last_error(k->idx, err, sizeof(err));
+	cli_error("%016llx: not changed: %s", (unsigned long long)vid,
+	          err[0] ? err : p11p_rv_str(rv));
+	return CLI_FAIL;
+}
+
+static int ch_deactivate(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
+{
+	(void)arg;
+	if (v->state == P11P_VK_DELETED) {
+		snprintf(msg, len, "deleted: cannot be deactivated");
+		return -1;
+	}
+	if (v->state == P11P_VK_DEACTIVATED) {
+		snprintf(msg, len, "already deactivated");
+		return 1;
+	}
+	v->state = P11P_VK_DEACTIVATED;
+	return 0;
+}
+
+static int ch_activate(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
+{
+	(void)arg;
+	if (v->state == P11P_VK_DELETED) {
+		snprintf(msg, len, "deleted: cannot be activated");
+		return -1;
+	}
+	if (v->state != P11P_VK_DEACTIVATED) {
+		snprintf(msg, len, "not deactivated (state %s)", keys_state_name(v->state));
+		return 1;
+	}
+	/* A key no member holds any more is missing, not usable. */
+	v->state = v->presence != 0 ? P11P_VK_ACTIVE : P11P_VK_MISSING;
+	return 0;
+}
+
+static int ch_delete(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
+{
+	(void)arg;
+	if (v->state == P11P_VK_DELETED) {
+		snprintf(msg, len, "already deleted");
+		return 1;
+	}
+	v->state = P11P_VK_DELETED;
+	return 0;
+}
+
+struct perm_change {
+	uint32_t bits;
+	bool allow;
+};
+
+static int ch_perms(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
+{
+	const struct perm_change *pc = arg;
+	uint32_t perms = pc->allow ? v->perms | pc->bits : v->perms & ~pc->bits;
+	char pb[8];
+
+	if (v->state == P11P_VK_DELETED) {
+		snprintf(msg, len, "deleted: its permissions cannot change");
+		return -1;
+	}
+	if (perms == v->perms) {
+		snprintf(msg, len, "permissions already %s", keys_perms_str(v->perms, pb));
+		return 1;
+	}
+	v->perms = perms;
+	return 0;
+}
+
+/* ---- the HSM side (write_back, rotate) ---------------------------------------------------- */
+
+/* Sessions on every member of a slot, all logged in, or none (message printed). */
+struct slot_sessions {
+	size_t n;
+	struct keys_member km[P11P_MAX_MEMBERS];
+};
+
+static bool open_all(struct kctx *k, size_t s, struct slot_sessions *ss)
+{
+	const struct p11p_slot_cfg *sc = &k->cfg->slots[s];
+
+	memset(ss, 0, sizeof(*ss));
+	if (k->bes == NULL)
+		k->bes = cli_backends_new(k->cfg);
+	if (k->bes == NULL) {
+		cli_error("out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < sc->n_members && i < P11P_MAX_MEMBERS; i++) {
+		if (!keys_member_open(k->bes, &sc->members[i], i, true, true, &ss->km[i])) {
+			cli_error("slot %s member %zu (%s): %s; nothing changed", sc->label, i,
+			          sc->members[i].name ? sc->members[i].name : "?", ss->km[i].err);
+			for (size_t j = 0; j < i; j++)
+				keys_member_close(&ss->km[j]);
+			return false;
+		}
+		ss->n = i + 1;
+	}
+	return true;
+}
+
+static void close_all(struct slot_sessions *ss)
+{
+	for (size_t i = 0; i < ss->n; i++)
+		keys_member_close(&ss->km[i]);
+}
+
+#define MAX_COPIES 4 /* objects of one identity on one member that we act on */
+
+/* Sets the HSM key's usage flags for `bits` to `perms` on every member; undone on failure. */
+static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, uint32_t bits,
+                          uint32_t perms)
+{
+	struct slot_sessions ss;
+	struct undo {
+		size_t m;
+		CK_OBJECT_HANDLE h;
+		CK_BBOOL old[7];
+	} undo[P11P_MAX_MEMBERS * MAX_COPIES];
+	size_t n_undo = 0, n_attr = 0;
+	CK_ATTRIBUTE set[7];
+	CK_BBOOL val[7];
+	unsigned which[7];
+	bool ok = true;
+
+	bits &= class_perms(v->cls);
+	for (unsigned b = 0; b < 7; b++) {
+		if (!(bits & (1u << b)))
+			continue;
+		val[n_attr] = (perms & (1u << b)) ? CK_TRUE : CK_FALSE;
+		set[n_attr] = (CK_ATTRIBUTE){perm_attr[b], &val[n_attr], 1};
+		which[n_attr++] = b;
+	}
+	if (n_attr == 0)
+		return true;
+	if (!open_all(k, s, &ss))
+		return false;
+	for (size_t m = 0; ok && m < ss.n; m++) {
+		CK_OBJECT_HANDLE hs[MAX_COPIES];
+		CK_ULONG nh = 0;
+		CK_RV rv = keys_member_find(&ss.km[m], v->cls, v->ck_id, v->ck_id_len, v->label,
+		                            v->label_len, hs, MAX_COPIES, &nh);
+
+		if (rv != CKR_OK) {
+			cli_error("member %zu: finding the key: %s", m, p11p_rv_str(rv));
+			ok = false;
+			break;
+		}
+		for (CK_ULONG i = 0; i < nh && i < MAX_COPIES; i++) {
+			struct undo *u = &undo[n_undo];
+			CK_ATTRIBUTE get[7];
+
+			u->m = m;
+			u->h = hs[i];
+			for (size_t a = 0; a < n_attr; a++)
+				get[a] = (CK_ATTRIBUTE){perm_attr[which[a]], &u->old[a], 1};
+			rv = ss.km[m].fl->C_GetAttributeValue(ss.km[m].h, hs[i], get,
+			                                      (CK_ULONG)n_attr);
+			if (rv == CKR_OK)
+				rv = ss.km[m].fl->C_SetAttributeValue(ss.km[m].h, hs[i], set,
+				                                      (CK_ULONG)n_attr);
+			if (rv != CKR_OK) {
+				cli_error("member %zu: setting the HSM key's usage flags: %s", m,
+				          p11p_rv_str(rv));
+				ok = false;
+				break;
+			}
+			n_undo++;
+		}
+	}
+	if (!ok) {
+		for (size_t i = 0; i < n_undo; i++) {
+			CK_ATTRIBUTE back[7];
+
+			for (size_t a = 0; a < n_attr; a++)
+				back[a] = (CK_ATTRIBUTE){perm_attr[which[a]], &undo[i].old[a], 1};
+			ss.km[undo[i].m].fl->C_SetAttributeValue(ss.km[undo[i].m].h, undo[i].h,
+			                                         back, (CK_ULONG)n_attr);
+		}
+		cli_error("nothing changed");
+	}
+	close_all(&ss);
+	return ok;
+}
+
+/*
+ * Destroys the HSM key on every member. *left: the members that still hold
+ * it afterwards (all of them when the sessions could not be opened).
+ */
+static bool hsm_destroy(struct kctx *k, size_t s, const struct p11p_vkey *v, uint32_t *left)
+{
+	struct slot_sessions ss;
+	bool ok = true;
+
+	*left = v->presence;
+	if (!open_all(k, s, &ss))
+		return false;
+	for (size_t m = 0; m < ss.n; m++) {
+		CK_OBJECT_HANDLE hs[MAX_COPIES];
+		CK_ULONG nh = 0;
+		CK_RV rv = keys_member_find(&ss.km[m], v->cls, v->ck_id, v->ck_id_len, v->label,
+		                            v->label_len, hs, MAX_COPIES, &nh);
+
+		for (CK_ULONG i = 0; rv == CKR_OK && i < nh && i < MAX_COPIES; i++)
+			rv = ss.km[m].fl->C_DestroyObject(ss.km[m].h, hs[i]);
+		if (rv == CKR_OK && nh > MAX_COPIES)
+			rv = CKR_GENERAL_ERROR;
+		if (rv != CKR_OK) {
+			cli_error("member %zu: destroying the HSM key: %s", m, p11p_rv_str(rv));
+			ok = false;
+			continue;
+		}
+		*left &= ~(1u << m);
+	}
+	close_all(&ss);
+	return ok;
+}
+
+static int cmp_slot_policy(struct kctx *k, const struct p11p_vkey *v, size_t *s,
+                           struct p11p_policy_cfg *pol)
+{
+	char err[KEYS_ERR_LEN];
+
+	*s = keys_slot_by_label(k->cfg, v->slot);
+	if (*s == (size_t)-1) {
+		cli_error("%016llx: slot %s is not in %s", (unsigned long long)v->vid, v->slot,
+		          k->cfg->path);
+		return -1;
+	}
+	err[0] = '\0';
+	if (p11p_policy_read(k->cfg, *s, pol, err, sizeof(err)) < 0) {
+		cli_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int do_state(struct kctx *k, const char *key, change_fn fn, const char *done)
+{
+	struct p11p_vkey v;
+	bool changed;
+	int rc = resolve(k, key, false, &v);
+
+	if (rc != 0)
+		return rc;
+	rc = rmw(k, &v, fn, NULL, &changed);
+	if (rc == CLI_OK && changed)
+		printf("%016llx: %s\n", (unsigned long long)v.vid, done);
+	return rc;
+}
+
+static int do_delete(struct kctx *k, const char *key)
+{
+	struct p11p_policy_cfg pol;
+	struct p11p_vkey v;
+	uint32_t left;
+	bool changed, deleted = false;
+	size_t s;
+	int rc = resolve(k, key, false, &v);
+	CK_RV rv;
+
+	if (rc != 0)
+		return rc;
+	if (cmp_slot_policy(k, &v, &s, &pol) != 0)
+		return CLI_FAIL;
+	if (!pol.write_back) {
+		rc = rmw(k, &v, ch_delete, NULL, &changed);
+		if (rc == CLI_OK && changed)
+			printf(
+			    "%016llx: deleted (virtually: the HSM key stays; write_back is off)\n",
+			    (unsigned long long)v.vid);
+		return rc;
+	}
+	if (!hsm_destroy(k, s, &v, &left)) {
+		if (left != v.presence) {
+			/* Some copies are gone for good: the record says which members still hold
+			 * one. */
+			for (int attempt = 0; attempt < KEYS_RETRIES; attempt++) {
+				bool found = false;
+
+				if (p11p_index_refresh(k->idx) != CKR_OK ||
+				    p11p_index_get(k->idx, v.vid, &v, &found) != CKR_OK || !found)
+					break;
+				v.presence &= left;
+				if (p11p_index_put(k->idx, &v) != P11P_INDEX_CONFLICT)
+					break;
+			}
+		}
+		return CLI_FAIL;
+	}
+	rv = p11p_index_delete(k->idx, v.vid, &deleted);
+	if (rv != CKR_OK)
+		return fail_rv("the HSM key is destroyed but the record stays", rv);
+	printf("%016llx: deleted, with the HSM key on every member (write_back)\n",
+	       (unsigned long long)v.vid);
+	return CLI_OK;
+}
+
+static int do_perms(struct kctx *k, const char *key, bool allow, int argc, char **argv)
+{
+	struct perm_change pc = {0, allow};
+	struct p11p_policy_cfg pol;
+	struct p11p_vkey v;
+	uint32_t applicable;
+	bool changed;
+	char pb[8];
+	size_t s;
+	int rc;
+
+	if (argc == 0)
+		return cli_usage("keys",
+		                 "%s needs at least one OPERATION (encrypt decrypt sign "
+		                 "verify wrap unwrap derive, or all)",
+		                 allow ? "allow" : "deny");
+	for (int i = 0; i < argc; i++) {
+		uint32_t b = keys_perm_bit(argv[i]);
+
+		if (b == 0)
+			return cli_usage("keys",
+			                 "unknown operation '%s' (encrypt decrypt sign verify wrap "
+			                 "unwrap derive, or all)",
+			                 argv[i]);
+		pc.bits |= b;
+	}
+	rc = resolve(k, key, false, &v);
+	if (rc != 0)
+		return rc;
+	applicable = class_perms(v.cls);
+	for (int i = 0; i < argc; i++) {
+		uint32_t b = keys_perm_bit(argv[i]);
+
+		if (b != P11P_VK_ALL && !(b & applicable)) {
+			cli_error("%016llx: '%s' does not apply to a %s key",
+			          (unsigned long long)v.vid, argv[i], keys_class_name(v.cls));
+			return CLI_FAIL;
+		}
+	}
+	pc.bits &= applicable;
+	if (cmp_slot_policy(k, &v, &s, &pol) != 0)
+		return CLI_FAIL;
+	if (pol.write_back && !hsm_set_perms(k, s, &v, pc.bits, allow ? P11P_VK_ALL : 0))
+		return CLI_FAIL;
+	rc = rmw(k, &v, ch_perms, &pc, &changed);
+	if (rc == CLI_OK && changed)
+		printf("%016llx: permissions now %s%s\n", (unsigned long long)v.vid,
+		       keys_perms_str(v.perms, pb),
+		       pol.write_back ? " (and on the HSM key, write_back)" : "");
+	return rc;
+}
+
+/* ---- rotate ------------------------------------------------------------------------------- */
+
+/* A fresh virtual id no record has (checked on this handle's view; 2^-64 otherwise). */
+static uint64_t fresh_vid(struct p11p_index *idx)
+{
+	for (;;) {
+		uint64_t vid = 0;
+		bool found = true;
+		struct p11p_vkey tmp;
+
+		if (getrandom(&vid, sizeof(vid), 0) != (ssize_t)sizeof(vid))
+			return 0;
+		if (vid != 0 && p11p_index_get(idx, vid, &tmp, &found) == CKR_OK && !found)
+			return vid;
+	}
+}
+
+/*
+ * A random CKA_ID of id_len bytes that no key of the slot has (short ids have
+ * few values: a few tries; the caller's key would otherwise share its id).
+ */
+static bool fresh_id(struct p11p_index *idx, const char *slot, unsigned char *id, size_t id_len)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		struct p11p_vkey_match m = {
+		    .slot = slot, .has_ck_id = true, .ck_id = id, .ck_id_len = id_len};
+		size_t count = 1;
+
+		if (getrandom(id, id_len, 0) != (ssize_t)id_len)
+			return false;
+		if (p11p_index_find(idx, &m, NULL, 0, &count) == CKR_OK && count == 0)
+			return true;
+	}
+	return false;
+}
+
+struct rot_attrs {
+	CK_KEY_TYPE kt;
+	CK_ULONG value_len;
+	CK_BBOOL flags[7], sensitive, extractable, priv;
+	CK_BYTE modulus[1024], exponent[16], ec_params[256];
+	CK_ULONG modulus_len, exponent_len, ec_params_len;
+	bool have_flag[7];
+};
+
+/* Reads what the new key copies from the old one (attributes it lacks are left out). */
+static CK_RV read_old(struct keys_member *km, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
+                      struct rot_attrs *ra)
+{
+	CK_ATTRIBUTE a[] = {
+	    {CKA_KEY_TYPE, &ra->kt, sizeof(ra->kt)},
+	    {CKA_SENSITIVE, &ra->sensitive, 1},
+	    {CKA_EXTRACTABLE, &ra->extractable, 1},
+	    {CKA_PRIVATE, &ra->priv, 1},
+	    {CKA_VALUE_LEN, &ra->value_len, sizeof(ra->value_len)},
+	    {CKA_MODULUS, ra->modulus, sizeof(ra->modulus)},
+	    {CKA_PUBLIC_EXPONENT, ra->exponent, sizeof(ra->exponent)},
+	    {CKA_EC_PARAMS, ra->ec_params, sizeof(ra->ec_params)},
+	    {CKA_ENCRYPT, &ra->flags[0], 1},
+	    {CKA_DECRYPT, &ra->flags[1], 1},
+	    {CKA_SIGN, &ra->flags[2], 1},
+	    {CKA_VERIFY, &ra->flags[3], 1},
+	    {CKA_WRAP, &ra->flags[4], 1},
+	    {CKA_UNWRAP, &ra->flags[5], 1},
+	    {CKA_DERIVE, &ra->flags[6], 1},
+	};
+	CK_RV rv;
+
+	memset(ra, 0, sizeof(*ra));
+	rv = km->fl->C_GetAttributeValue(km->h, h, a, sizeof(a) / sizeof(a[0]));
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE &&
+	    rv != CKR_BUFFER_TOO_SMALL)
+		return rv;
+	if (a[0].ulValueLen != sizeof(ra->kt))
+		return CKR_KEY_TYPE_INCONSISTENT;
+	if (a[1].ulValueLen != 1)
+		ra->sensitive = cls != CKO_PUBLIC_KEY;
+	if (a[2].ulValueLen != 1)
+		ra->extractable = CK_FALSE;
+	if (a[3].ulValueLen != 1)
+		ra->priv = CK_TRUE;
+	if (a[4].ulValueLen != sizeof(ra->value_len))
+		ra->value_len = 0;
+	ra->modulus_len = a[5].ulValueLen <= sizeof(ra->modulus) ? a[5].ulValueLen : 0;
+	ra->exponent_len = a[6].ulValueLen <= sizeof(ra->exponent) ? a[6].ulValueLen : 0;
+	ra->ec_params_len = a[7].ulValueLen <= sizeof(ra->ec_params) ? a[7].ulValueLen : 0;
+	for (int i = 0; i < 7; i++)
+		ra->have_flag[i] = a[8 + i].ulValueLen == 1;
+	return CKR_OK;
+}
+
+/* Appends the usage flags the old key had (the ones of its class). */
+static CK_ULONG add_flags(CK_ATTRIBUTE *t, CK_ULONG n, struct rot_attrs *ra, uint32_t applicable)
+{
+	for (int b = 0; b < 7; b++)
+		if (ra->have_flag[b] && (applicable & (1u << b)))
+			t[n++] = (CK_ATTRIBUTE){perm_attr[b], &ra->flags[b], 1};
+	return n;
+}
+
+/* The new HSM key(s) on member km: new_h[0] the key (secret or private), new_h[1] a public key. */
+static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJECT_HANDLE old_h,
+                     CK_OBJECT_HANDLE old_pub, const unsigned char *id, size_t id_len,
+                     CK_OBJECT_HANDLE new_h[2])
+{
+	static CK_BBOOL yes = CK_TRUE;
+	struct rot_attrs ra, pa;
+	CK_ATTRIBUTE t[24], pt[16];
+	CK_ULONG n = 0, pn = 0, bits;
+	CK_MECHANISM mech = {0, NULL, 0};
+	CK_OBJECT_CLASS sec = CKO_SECRET_KEY, prv = CKO_PRIVATE_KEY, pub = CKO_PUBLIC_KEY;
+	CK_BBOOL t_verify, t_encrypt;
+	char tb[32];
+	CK_RV rv = read_old(km, old_h, v->cls, &ra);
+
+	new_h[0] = new_h[1] = CK_INVALID_HANDLE;
+	if (rv != CKR_OK) {
+		cli_error("reading the old HSM key: %s", p11p_rv_str(rv));
+		return false;
+	}
+	t[n++] = (CK_ATTRIBUTE){CKA_CLASS, v->cls == CKO_SECRET_KEY ? &sec : &prv, sizeof(sec)};
+	t[n++] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &ra.kt, sizeof(ra.kt)};
+	t[n++] = (CK_ATTRIBUTE){CKA_TOKEN, &yes, 1};
+	t[n++] = (CK_ATTRIBUTE){CKA_PRIVATE, &ra.priv, 1};
+	t[n++] = (CK_ATTRIBUTE){CKA_SENSITIVE, &ra.sensitive, 1};
+	t[n++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &ra.extractable, 1};
+	t[n++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)(uintptr_t)v->label, v->label_len};
+	t[n++] = (CK_ATTRIBUTE){CKA_ID, (void *)(uintptr_t)id, id_len};
+	n = add_flags(t, n, &ra, class_perms(v->cls));
+	if (v->cls == CKO_SECRET_KEY) {
+		switch (ra.kt) {
+		case CKK_AES:
+			mech.mechanism = CKM_AES_KEY_GEN;
+			break;
+		case CKK_GENERIC_SECRET:
+			mech.mechanism = CKM_GENERIC_SECRET_KEY_GEN;
+			break;
+		case CKK_DES3:
+			mech.mechanism = CKM_DES3_KEY_GEN;
+			break;
+		default:
+			cli_error("rotate: cannot generate a %s secret key",
+			          keys_type_name(ra.kt, tb, sizeof(tb)));
+			return false;
+		}
+		if (ra.kt != CKK_DES3 && ra.value_len > 0)
+			t[n++] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &ra.value_len, sizeof(ra.value_len)};
+		rv = km->fl->C_GenerateKey(km->h, &mech, t, n, &new_h[0]);
+		if (rv != CKR_OK) {
+			cli_error("rotate: C_GenerateKey: %s", p11p_rv_str(rv));
+			return false;
+		}
+		return true;
+	}
+	/* A key pair: the public half copies the old public key's flags when there is one. */
+	pt[pn++] = (CK_ATTRIBUTE){CKA_CLASS, &pub, sizeof(pub)};
+	pt[pn++] = (CK_ATTRIBUTE){CKA_KEY_TYPE, &ra.kt, sizeof(ra.kt)};
+	pt[pn++] = (CK_ATTRIBUTE){CKA_TOKEN, &yes, 1};
+	pt[pn++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)(uintptr_t)v->label, v->label_len};
+	pt[pn++] = (CK_ATTRIBUTE){CKA_ID, (void *)(uintptr_t)id, id_len};
+	if (old_pub != CK_INVALID_HANDLE && read_old(km, old_pub, CKO_PUBLIC_KEY, &pa) == CKR_OK) {
+		pn = add_flags(pt, pn, &pa, class_perms(CKO_PUBLIC_KEY));
+	} else {
+		/* No old public key: the public halves of the private key's uses. */
+		t_verify = ra.flags[2];
+		t_encrypt = ra.flags[1];
+		pt[pn++] = (CK_ATTRIBUTE){CKA_VERIFY, &t_verify, 1};
+		pt[pn++] = (CK_ATTRIBUTE){CKA_ENCRYPT, &t_encrypt, 1};
+	}
+	if (ra.kt == CKK_RSA) {
+		if (ra.modulus_len == 0) {
+			cli_error("rotate: cannot read the old key's modulus");
+			return false;
+		}
+		bits = ra.modulus_len * 8;
+		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		pt[pn++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
+		if (ra.exponent_len > 0)
+			pt[pn++] =
+			    (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, ra.exponent, ra.exponent_len};
+	} else if (ra.kt == CKK_EC) {
+		if (ra.ec_params_len == 0) {
+			cli_error("rotate: cannot read the old key's curve (CKA_EC_PARAMS)");
+			return false;
+		}
+		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+		pt[pn++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, ra.ec_params, ra.ec_params_len};
+	} else {
+		cli_error("rotate: cannot generate a %s key pair",
+		          keys_type_name(ra.kt, tb, sizeof(tb)));
+		return false;
+	}
+	rv = km->fl->C_GenerateKeyPair(km->h, &mech, pt, pn, t, n, &new_h[1], &new_h[0]);
+	if (rv != CKR_OK) {
+		cli_error("rotate: C_GenerateKeyPair: %s", p11p_rv_str(rv));
+		return false;
+	}
+	return true;
+}
+
+static int popcount16(uint32_t x)
+{
+	int n = 0;
+
+	for (; x; x &= x - 1)
+		n++;
+	return n;
+}
+
+static int do_rotate(struct kctx *k, const char *key)
+{
+	const uint32_t kept = P11P_VK_DECRYPT | P11P_VK_VERIFY;
+	struct p11p_policy_cfg pol;
+	struct p11p_vkey v, pubrec, recs[4];
+	struct keys_member km;
+	CK_OBJECT_HANDLE old_h[MAX_COPIES], old_pub[MAX_COPIES], new_h[2] = {0, 0};
+	CK_ULONG nh = 0, np = 0;
+	unsigned char id[P11P_INDEX_ID_MAX];
+	size_t id_len, s, gen = 0, n_recs;
+	bool have_pub = false, stored = false;
+	char ib[2 * P11P_INDEX_ID_MAX + 1], pb[8];
+	CK_RV rv = CKR_OK;
+	int rc = resolve(k, key, false, &v);
+
+	if (rc != 0)
+		return rc;
+	if (cmp_slot_policy(k, &v, &s, &pol) != 0)
+		return CLI_FAIL;
+	if (v.cls == CKO_PUBLIC_KEY) {
+		cli_error("%016llx: a public key: rotate its private key",
+		          (unsigned long long)v.vid);
+		return CLI_FAIL;
+	}
+	if (v.state != P11P_VK_ACTIVE && v.state != P11P_VK_DEACTIVATED) {
+		cli_error("%016llx: %s: only an active or deactivated key can be rotated",
+		          (unsigned long long)v.vid, keys_state_name(v.state));
+		return CLI_FAIL;
+	}
+	if (v.next != 0) {
+		cli_error("%016llx: already rotated (to %016llx)", (unsigned long long)v.vid,
+		          (unsigned long long)v.next);
+		return CLI_FAIL;
+	}
+	/*
+	 * The CLI creates the new key on one member: it does not copy keys between
+	 * members (the module's replication does, through libproxy.so). A slot whose
+	 * key lives on several members would lose the new key on a failover.
+	 */
+	if (popcount16(v.presence) > 1 && !k->cfg->slots[s].ha.single_member_keys) {
+		char mb[48];
+
+		cli_error(
+		    "%016llx: the key is on members %s of slot %s, but rotate creates the new "
+		    "key on one member only; set 'ha: {single_member_keys: true}' for the "
+		    "slot to accept that, or create the new key through the proxy (which "
+		    "replicates it)",
+		    (unsigned long long)v.vid, keys_presence_str(v.presence, mb, sizeof(mb)),
+		    v.slot);
+		return CLI_FAIL;
+	}
+	while (gen < P11P_INDEX_MAX_MEMBERS && !(v.presence & (1u << gen)))
+		gen++;
+	if (gen >= k->cfg->slots[s].n_members) {
+		cli_error("%016llx: no member holds the key (sync first)",
+		          (unsigned long long)v.vid);
+		return CLI_FAIL;
+	}
+	if (k->bes == NULL && (k->bes = cli_backends_new(k->cfg)) == NULL) {
+		cli_error("out of memory");
+		return CLI_FAIL;
+	}
+	if (!keys_member_open(k->bes, &k->cfg->slots[s].members[gen], gen, true, true, &km)) {
+		cli_error("slot %s member %zu: %s; nothing changed", v.slot, gen, km.err);
+		return CLI_FAIL;
+	}
+	rv = keys_member_find(&km, v.cls, v.ck_id, v.ck_id_len, v.label, v.label_len, old_h,
+	                      MAX_COPIES, &nh);
+	if (rv != CKR_OK || nh != 1) {
+		cli_error("%016llx: member %zu holds %lu such keys%s%s", (unsigned long long)v.vid,
+		          gen, (unsigned long)nh, rv != CKR_OK ? ": " : " (want one)",
+		          rv != CKR_OK ? p11p_rv_str(rv) : "");
+		rc = CLI_FAIL;
+		goto out;
+	}
+	if (v.cls == CKO_PRIVATE_KEY &&
+	    keys_member_find(&km, CKO_PUBLIC_KEY, v.ck_id, v.ck_id_len, v.label, v.label_len,
+	                     old_pub, MAX_COPIES, &np) != CKR_OK)
+		np = 0;
+	id_len = v.ck_id_len ? v.ck_id_len : 16;
+	if (!fresh_id(k->idx, v.slot, id, id_len)) {
+		cli_error("no fresh CKA_ID of %zu bytes for the new key", id_len);
+		rc = CLI_FAIL;
+		goto out;
+	}
+	if (!generate(&km, &v, old_h[0], np == 1 ? old_pub[0] : CK_INVALID_HANDLE, id, id_len,
+	              new_h)) {
+		rc = CLI_FAIL;
+		goto out;
+	}
+	/* The records: new key (and public key) linked to the old one, in one transaction. */
+	for (int attempt = 0; attempt < KEYS_RETRIES && !stored; attempt++) {
+		struct p11p_vkey_match m = {.slot = v.slot,
+		                            .has_class = true,
+		                            .cls = CKO_PUBLIC_KEY,
+		                            .has_ck_id = true,
+		                            .ck_id = v.ck_id,
+		                            .ck_id_len = v.ck_id_len,
+		                            .has_label = true,
+		                            .label = v.label,
+		                            .label_len = v.label_len};
+		bool found = false;
+		size_t count = 0;
+
+		rv = p11p_index_refresh(k->idx);
+		if (rv == CKR_OK)
+			rv = p11p_index_get(k->idx, v.vid, &v, &found);
+		if (rv != CKR_OK || !found)
+			break;
+		have_pub = false;
+		if (v.cls == CKO_PRIVATE_KEY &&
+		    p11p_index_find(k->idx, &m, &pubrec, 1, &count) == CKR_OK && count == 1 &&
+		    pubrec.state != P11P_VK_DELETED)
+			have_pub = true;
+		recs[0] = v;
+		recs[0].vid = fresh_vid(k->idx);
+		recs[0].rev = 0;
+		memcpy(recs[0].ck_id, id, id_len);
+		recs[0].ck_id_len = id_len;
+		recs[0].state = P11P_VK_ACTIVE;
+		recs[0].origin = P11P_VK_CREATED;
+		recs[0].presence = 1u << gen;
+		recs[0].created = 0;
+		recs[0].prev = v.vid;
+		recs[0].next = 0;
+		recs[1] = v;
+		recs[1].next = recs[0].vid;
+		recs[1].perms &= kept;
+		n_recs = 2;
+		if (new_h[1] != CK_INVALID_HANDLE) {
+			recs[2] = recs[0];
+			recs[2].vid = fresh_vid(k->idx);
+			recs[2].cls = CKO_PUBLIC_KEY;
+			recs[2].perms = have_pub
+			                    ? pubrec.perms
+			                    : (v.perms & class_perms(CKO_PUBLIC_KEY)) |
+			                          ((v.perms & P11P_VK_SIGN) ? P11P_VK_VERIFY : 0);
+			recs[2].prev = have_pub ? pubrec.vid : 0;
+			n_recs = 3;
+			if (have_pub) {
+				recs[3] = pubrec;
+				recs[3].next = recs[2].vid;
+				recs[3].perms &= kept;
+				n_recs = 4;
+			}
+		}
+		if (recs[0].vid == 0 || (n_recs > 2 && recs[2].vid == 0)) {
+			rv = CKR_FUNCTION_FAILED;
+			break;
+		}
+		rv = p11p_index_put_batch(k->idx, recs, n_recs);
+		if (rv == CKR_OK)
+			stored = true;
+		else if (rv != P11P_INDEX_CONFLICT)
+			break;
+	}
+	if (!stored) {
+		char err[KEYS_ERR_LEN] = "";
+
+		p11p_index_last_error(k->idx, err, sizeof(err));
+		cli_error("rotate: recording the new key failed (%s); the new HSM key is destroyed",
+		          err[0] ? err : p11p_rv_str(rv));
+		for (int i = 0; i < 2; i++)
+			if (new_h[i] != CK_INVALID_HANDLE)
+				km.fl->C_DestroyObject(km.h, new_h[i]);
+		rc = CLI_FAIL;
+		goto out;
+	}
+	if (k->json) {
+		fputs("{\"old\":", stdout);
+		keys_json_record(stdout, &recs[1]);
+		fputs(",\"new\":", stdout);
+		keys_json_record(stdout, &recs[0]);
+		if (n_recs > 2) {
+			fputs(",\"new_public\":", stdout);
+			keys_json_record(stdout, &recs[2]);
+		}
+		fputs("}\n", stdout);
+	} else {
+		printf("%016llx: rotated to %016llx (id %s, on member %zu); the old key keeps %s\n",
+		       (unsigned long long)v.vid, (unsigned long long)recs[0].vid,
+		       keys_hex(id, id_len, ib, sizeof(ib)), gen,
+		       keys_perms_str(recs[1].perms, pb));
+		if (n_recs > 2)
+			printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
+	}
+	rc = CLI_OK;
+out:
+	keys_member_close(&km);
+	return rc;
+}
+
+/* ---- the command -------------------------------------------------------------------------- */
+
+int cmd_keys(const struct cli *cli, int argc, char **argv)
+{
+	struct kctx k = {.cli = cli, .json = cli->json};
+	const char *action, *key = NULL;
+	char *rest[64];
+	int n_rest = 0, rc = CLI_FAIL;
+	char err[1024];
+
+	if (argc < 1)
+		return cli_usage("keys", "no action given");
+	action = argv[0];
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			k.json = true;
+		} else if (strcmp(argv[i], "--all") == 0) {
+			k.all = true;
+		} else if (strcmp(argv[i], "--slot") == 0) {
+			if (i + 1 >= argc)
+				return cli_usage("keys", "--slot needs a SLOT");
+			k.slot = argv[++i];
+		} else if (strncmp(argv[i], "--slot=", 7) == 0) {
+			k.slot = argv[i] + 7;
+		} else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+			return cli_usage("keys", "unknown option '%s'", argv[i]);
+		} else if (n_rest < 64) {
+			rest[n_rest++] = argv[i];
+		} else {
+			return cli_usage("keys", "too many arguments");
+		}
+	}
+	if (strcmp(action, "list") == 0) {
+		if (n_rest > 0)
+			return cli_usage("keys", "list takes no KEY (use --slot S)");
+	} else if (strcmp(action, "show") != 0 && strcmp(action, "deactivate") != 0 &&
+	           strcmp(action, "activate") != 0 && strcmp(action, "delete") != 0 &&
+	           strcmp(action, "rotate") != 0 && strcmp(action, "allow") != 0 &&
+	           strcmp(action, "deny") != 0) {
+		return cli_usage("keys",
+		                 "unknown action '%s' (list, show, deactivate, activate, delete, "
+		                 "rotate, allow, deny)",
+		                 action);
+	}
+	if (strcmp(action, "list") != 0) {
+		if (n_rest < 1)
+			return cli_usage("keys", "%s needs a KEY", action);
+		key = rest[0];
+		if (n_rest > 1 && strcmp(action, "allow") != 0 && strcmp(action, "deny") != 0)
+			return cli_usage("keys", "%s takes one KEY", action);
+	}
+	err[0] = '\0';
+	k.cfg = p11p_config_load(cli->config_path, err, sizeof(err));
+	if (k.cfg == NULL) {
+		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+		return CLI_FAIL;
+	}
+	if (k.slot != NULL && keys_slot_by_label(k.cfg, k.slot) == (size_t)-1) {
+		rc = cli_usage("keys", "no virtual slot '%s' in %s", k.slot, k.cfg->path);
+		goto out;
+	}
+	if (keys_index_open(k.cfg, false, &k.idx) != 0)
+		goto out;
+	if (strcmp(action, "list") == 0)
+		rc = do_list(&k);
+	else if (strcmp(action, "show") == 0)
+		rc = do_show(&k, key);
+	else if (strcmp(action, "deactivate") == 0)
+		rc = do_state(&k, key, ch_deactivate,
+		              "deactivated (virtually; the HSM key is "
+		              "unchanged)");
+	else if (strcmp(action, "activate") == 0)
+		rc = do_state(&k, key, ch_activate, "activated");
+	else if (strcmp(action, "delete") == 0)
+		rc = do_delete(&k, key);
+	else if (strcmp(action, "rotate") == 0)
+		rc = do_rotate(&k, key);
+	else
+		rc = do_perms(&k, key, strcmp(action, "allow") == 0, n_rest - 1, rest + 1);
+out:
+	cli_backends_free(k.bes);
+	p11p_index_close(k.idx);
+	p11p_config_free(k.cfg);
+	return rc;
+}

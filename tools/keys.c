@@ -1,0 +1,572 @@
+#include "keys.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <p11-kit/uri.h>
+
+#include "base/mem.h"
+#include "base/names.h"
+#include "base/secret.h"
+#include "cli.h"
+#include "util.h"
+
+/* ---- the index ---------------------------------------------------------------------------- */
+
+int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_index **out)
+{
+	char err[KEYS_ERR_LEN], dir[PATH_MAX];
+	struct stat sb;
+	char *slash;
+	CK_RV rv;
+
+	*out = NULL;
+	if (cfg->index_path == NULL || cfg->index_path[0] != '/') {
+		cli_error("no virtual-key index in the configuration (index: or state_dir:)");
+		return -1;
+	}
+	if (stat(cfg->index_path, &sb) != 0 && errno == ENOENT) {
+		if (!create)
+			return 0;
+		/* The directory holding it (state_dir by default), private like the index. */
+		snprintf(dir, sizeof(dir), "%s", cfg->index_path);
+		slash = strrchr(dir, '/');
+		if (slash != NULL && slash != dir) {
+			*slash = '\0';
+			if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+				cli_error("cannot create %s: %s", dir, strerror(errno));
+				return -1;
+			}
+		}
+	}
+	err[0] = '\0';
+	rv = p11p_index_open(cfg->index_path, out, err, sizeof(err));
+	if (rv != CKR_OK) {
+		cli_error("%s", err[0] != '\0' ? err : p11p_rv_str(rv));
+		*out = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- names -------------------------------------------------------------------------------- */
+
+static const char perm_letters[] = "edsvwuk";
+static const char *const perm_names[] = {"encrypt", "decrypt", "sign",  "verify",
+                                         "wrap",    "unwrap",  "derive"};
+
+const char *keys_perms_str(uint32_t perms, char *buf)
+{
+	for (int i = 0; i < 7; i++)
+		buf[i] = (perms & (1u << i)) ? perm_letters[i] : '-';
+	buf[7] = '\0';
+	return buf;
+}
+
+uint32_t keys_perm_bit(const char *name)
+{
+	if (strcmp(name, "all") == 0)
+		return P11P_VK_ALL;
+	for (int i = 0; i < 7; i++)
+		if (strcmp(name, perm_names[i]) == 0)
+			return 1u << i;
+	return 0;
+}
+
+const char *keys_class_name(CK_OBJECT_CLASS cls)
+{
+	switch (cls) {
+	case CKO_SECRET_KEY:
+		return "secret";
+	case CKO_PRIVATE_KEY:
+		return "private";
+	case CKO_PUBLIC_KEY:
+		return "public";
+	default:
+		return "other";
+	}
+}
+
+const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len)
+{
+	const char *n = kt == CKK_EC ? "CKK_EC" : p11p_ckk_name(kt);
+
+	if (n != NULL && strncmp(n, "CKK_", 4) == 0)
+		return n + 4;
+	snprintf(buf, len, "0x%lx", (unsigned long)kt);
+	return buf;
+}
+
+const char *keys_state_name(enum p11p_vk_state s)
+{
+	switch (s) {
+	case P11P_VK_ACTIVE:
+		return "active";
+	case P11P_VK_DEACTIVATED:
+		return "deactivated";
+	case P11P_VK_MISSING:
+		return "missing";
+	case P11P_VK_DELETED:
+		return "deleted";
+	}
+	return "?";
+}
+
+const char *keys_origin_name(enum p11p_vk_origin o)
+{
+	return o == P11P_VK_CREATED ? "created" : "scanned";
+}
+
+const char *keys_hex(const unsigned char *p, size_t len, char *buf, size_t buflen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 2 < buflen; i++) {
+		buf[o++] = hex[p[i] >> 4];
+		buf[o++] = hex[p[i] & 15];
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+const char *keys_label_print(const struct p11p_vkey *v, char *buf, size_t len)
+{
+	size_t n = v->label_len < len - 1 ? v->label_len : len - 1;
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = v->label[i] >= 0x20 && v->label[i] < 0x7f ? (char)v->label[i] : '?';
+	buf[n] = '\0';
+	return buf;
+}
+
+const char *keys_presence_str(uint32_t presence, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < P11P_INDEX_MAX_MEMBERS; i++) {
+		if (!(presence & (1u << i)))
+			continue;
+		int w = snprintf(buf + o, len - o, "%s%u", o > 0 ? "," : "", i);
+
+		if (w < 0 || (size_t)w >= len - o)
+			break;
+		o += (size_t)w;
+	}
+	if (o == 0)
+		snprintf(buf, len, "-");
+	return buf;
+}
+
+/* The label as a C string for JSON (NUL bytes as '?'; cli_json_str escapes the rest). */
+static const char *label_text(const struct p11p_vkey *v, char *buf, size_t len)
+{
+	size_t n = v->label_len < len - 1 ? v->label_len : len - 1;
+
+	for (size_t i = 0; i < n; i++)
+		buf[i] = v->label[i] != 0 ? (char)v->label[i] : '?';
+	buf[n] = '\0';
+	return buf;
+}
+
+void keys_json_record(FILE *f, const struct p11p_vkey *v)
+{
+	char b[2 * P11P_INDEX_ID_MAX + 1], perms[8], tb[32];
+	bool first = true;
+
+	fprintf(f, "{\"vid\":\"%016llx\",\"rev\":%llu,\"slot\":", (unsigned long long)v->vid,
+	        (unsigned long long)v->rev);
+	cli_json_str(f, v->slot);
+	fprintf(f, ",\"class\":\"%s\",\"key_type\":", keys_class_name(v->cls));
+	cli_json_str(f, keys_type_name(v->key_type, tb, sizeof(tb)));
+	fputs(",\"label\":", f);
+	cli_json_str(f, label_text(v, b, sizeof(b)));
+	fputs(",\"id\":", f);
+	cli_json_str(f, keys_hex(v->ck_id, v->ck_id_len, b, sizeof(b)));
+	fprintf(f, ",\"perms\":\"%s\",\"permissions\":[", keys_perms_str(v->perms, perms));
+	for (int i = 0; i < 7; i++) {
+		if (v->perms & (1u << i)) {
+			fprintf(f, "%s\"%s\"", first ? "" : ",", perm_names[i]);
+			first = false;
+		}
+	}
+	fprintf(f, "],\"state\":\"%s\",\"origin\":\"%s\",\"presence\":[", keys_state_name(v->state),
+	        keys_origin_name(v->origin));
+	first = true;
+	for (unsigned i = 0; i < P11P_INDEX_MAX_MEMBERS; i++) {
+		if (v->presence & (1u << i)) {
+			fprintf(f, "%s%u", first ? "" : ",", i);
+			first = false;
+		}
+	}
+	fprintf(f, "],\"created\":%lld,\"updated\":%lld,\"prev\":", (long long)v->created,
+	        (long long)v->updated);
+	if (v->prev != 0)
+		fprintf(f, "\"%016llx\"", (unsigned long long)v->prev);
+	else
+		fputs("null", f);
+	fputs(",\"next\":", f);
+	if (v->next != 0)
+		fprintf(f, "\"%016llx\"", (unsigned long long)v->next);
+	else
+		fputs("null", f);
+	fputc('}', f);
+}
+
+/* ---- KEY resolution ----------------------------------------------------------------------- */
+
+size_t keys_slot_by_label(const struct p11p_config *cfg, const char *label)
+{
+	for (size_t i = 0; i < cfg->n_slots; i++)
+		if (cfg->slots[i].label != NULL && strcmp(cfg->slots[i].label, label) == 0)
+			return i;
+	return (size_t)-1;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Hex text (an even number of digits, optional "0x") into bytes; -1 when it is not that. */
+static long parse_hex(const char *s, unsigned char *out, size_t max)
+{
+	size_t n, i;
+
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		s += 2;
+	n = strlen(s);
+	if (n == 0 || n % 2 != 0 || n / 2 > max)
+		return -1;
+	for (i = 0; i < n / 2; i++) {
+		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return (long)i;
+}
+
+/* Matches collected over the slots searched. */
+struct matches {
+	struct p11p_vkey *v;
+	size_t n, cap;
+};
+
+static int add_matches(struct matches *ms, struct p11p_index *idx, struct p11p_vkey_match *m,
+                       bool with_deleted)
+{
+	size_t count = 0;
+	struct p11p_vkey *buf;
+	CK_RV rv = p11p_index_find(idx, m, NULL, 0, &count);
+
+	if (rv != CKR_OK || count == 0)
+		return rv == CKR_OK ? 0 : -1;
+	buf = p11p_calloc(count, sizeof(*buf));
+	if (buf == NULL)
+		return -1;
+	rv = p11p_index_find(idx, m, buf, count, &count);
+	for (size_t i = 0; rv == CKR_OK && i < count; i++) {
+		if (!with_deleted && buf[i].state == P11P_VK_DELETED)
+			continue;
+		if (ms->n == ms->cap) {
+			size_t cap = ms->cap ? ms->cap * 2 : 8;
+			struct p11p_vkey *g = p11p_reallocarray(ms->v, cap, sizeof(*g));
+
+			if (g == NULL) {
+				rv = CKR_HOST_MEMORY;
+				break;
+			}
+			ms->v = g;
+			ms->cap = cap;
+		}
+		ms->v[ms->n++] = buf[i];
+	}
+	p11p_free(buf);
+	return rv == CKR_OK ? 0 : -1;
+}
+
+/* Searches every slot (or `slot`) with the template m (m.slot set per slot). */
+static int search(struct matches *ms, struct p11p_index *idx, const struct p11p_config *cfg,
+                  const char *slot, struct p11p_vkey_match *m, bool with_deleted)
+{
+	if (slot != NULL) {
+		m->slot = slot;
+		return add_matches(ms, idx, m, with_deleted);
+	}
+	for (size_t i = 0; i < cfg->n_slots; i++) {
+		if (cfg->slots[i].label == NULL || cfg->slots[i].label[0] == '\0')
+			continue;
+		m->slot = cfg->slots[i].label;
+		if (add_matches(ms, idx, m, with_deleted) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A pkcs11: URI into a match template: object=, id=, type=, token= (the slot). */
+static int uri_match(const char *key, struct p11p_vkey_match *m, const char **slot,
+                     unsigned char *id, unsigned char *label, char *token)
+{
+	P11KitUri *uri = p11_kit_uri_new();
+	CK_ATTRIBUTE *a;
+	CK_TOKEN_INFO *ti;
+	int rc = -1, prv;
+
+	if (uri == NULL) {
+		cli_error("out of memory");
+		return -1;
+	}
+	prv = p11_kit_uri_parse(key, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, uri);
+	if (prv != P11_KIT_URI_OK) {
+		cli_error("'%s': not a valid PKCS#11 URI (%s)", key, p11_kit_uri_message(prv));
+		goto out;
+	}
+	a = p11_kit_uri_get_attribute(uri, CKA_LABEL);
+	if (a != NULL) {
+		if (a->ulValueLen > P11P_INDEX_LABEL_MAX) {
+			cli_error("'%s': object= is too long", key);
+			goto out;
+		}
+		memcpy(label, a->pValue, a->ulValueLen);
+		m->has_label = true;
+		m->label = label;
+		m->label_len = a->ulValueLen;
+	}
+	a = p11_kit_uri_get_attribute(uri, CKA_ID);
+	if (a != NULL) {
+		if (a->ulValueLen > P11P_INDEX_ID_MAX) {
+			cli_error("'%s': id= is too long", key);
+			goto out;
+		}
+		memcpy(id, a->pValue, a->ulValueLen);
+		m->has_ck_id = true;
+		m->ck_id = id;
+		m->ck_id_len = a->ulValueLen;
+	}
+	a = p11_kit_uri_get_attribute(uri, CKA_CLASS);
+	if (a != NULL && a->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
+		memcpy(&m->cls, a->pValue, sizeof(m->cls));
+		m->has_class = true;
+	}
+	if (!m->has_label && !m->has_ck_id) {
+		cli_error("'%s': the URI names no object (object= or id=)", key);
+		goto out;
+	}
+	ti = p11_kit_uri_get_token_info(uri);
+	if (ti != NULL && ti->label[0] != 0 && ti->label[0] != ' ') {
+		char tl[33];
+
+		p11p_unpad(tl, ti->label, sizeof(ti->label));
+		if (*slot != NULL && strcmp(*slot, tl) != 0) {
+			cli_error("'%s': token=%s is not slot %s", key, tl, *slot);
+			goto out;
+		}
+		memcpy(token, tl, sizeof(tl));
+		*slot = token;
+	}
+	rc = 0;
+out:
+	p11_kit_uri_free(uri);
+	return rc;
+}
+
+static int pick(struct matches *ms, const char *key, const char *how, struct p11p_vkey *out)
+{
+	char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1];
+
+	if (ms->n == 1) {
+		*out = ms->v[0];
+		return 1;
+	}
+	cli_error("'%s' matches %zu keys (by %s); name one by its virtual id:", key, ms->n, how);
+	for (size_t i = 0; i < ms->n; i++) {
+		const struct p11p_vkey *v = &ms->v[i];
+
+		fprintf(stderr, "  %016llx  slot %s  %s key \"%s\" id %s  %s\n",
+		        (unsigned long long)v->vid, v->slot, keys_class_name(v->cls),
+		        keys_label_print(v, lb, sizeof(lb)),
+		        v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib)) : "(none)",
+		        keys_state_name(v->state));
+	}
+	return -1;
+}
+
+int keys_resolve(struct p11p_index *idx, const struct p11p_config *cfg, const char *key,
+                 const char *slot, bool with_deleted, struct p11p_vkey *out)
+{
+	unsigned char id[P11P_INDEX_ID_MAX + 1], label[P11P_INDEX_LABEL_MAX + 1];
+	char token[33];
+	struct matches ms = {0};
+	struct p11p_vkey_match m;
+	size_t klen = strlen(key);
+	long n;
+	int rc = 0;
+
+	/* 1. A virtual id. */
+	if (klen == 16 && strspn(key, "0123456789abcdefABCDEF") == 16) {
+		uint64_t vid = strtoull(key, NULL, 16);
+		bool found = false;
+
+		if (p11p_index_get(idx, vid, out, &found) != CKR_OK)
+			goto oom;
+		if (found && (slot == NULL || strcmp(out->slot, slot) == 0))
+			return 1;
+	}
+	/* 2. A pkcs11: URI. */
+	if (strncmp(key, "pkcs11:", 7) == 0) {
+		memset(&m, 0, sizeof(m));
+		if (uri_match(key, &m, &slot, id, label, token) != 0)
+			return -1;
+		if (search(&ms, idx, cfg, slot, &m, with_deleted) != 0)
+			goto oom;
+		rc = ms.n == 0 ? 0 : pick(&ms, key, "URI", out);
+		goto out;
+	}
+	/* 3. A label. */
+	if (klen <= P11P_INDEX_LABEL_MAX) {
+		memset(&m, 0, sizeof(m));
+		m.has_label = true;
+		m.label = (const unsigned char *)key;
+		m.label_len = klen;
+		if (search(&ms, idx, cfg, slot, &m, with_deleted) != 0)
+			goto oom;
+		if (ms.n > 0) {
+			rc = pick(&ms, key, "label", out);
+			goto out;
+		}
+	}
+	/* 4. A CKA_ID in hex. */
+	n = parse_hex(key, id, P11P_INDEX_ID_MAX);
+	if (n > 0) {
+		memset(&m, 0, sizeof(m));
+		m.has_ck_id = true;
+		m.ck_id = id;
+		m.ck_id_len = (size_t)n;
+		if (search(&ms, idx, cfg, slot, &m, with_deleted) != 0)
+			goto oom;
+		if (ms.n > 0)
+			rc = pick(&ms, key, "CKA_ID", out);
+	}
+out:
+	p11p_free(ms.v);
+	return rc;
+oom:
+	p11p_free(ms.v);
+	cli_error("cannot search the index: out of memory");
+	return -1;
+}
+
+/* ---- member sessions ---------------------------------------------------------------------- */
+
+bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc, size_t idx,
+                      bool rw, bool need_login, struct keys_member *km)
+{
+	CK_UTF8CHAR pinbuf[P11P_MAX_PIN_LEN];
+	size_t len;
+	CK_RV rv;
+
+	memset(km, 0, sizeof(*km));
+	km->m.cfg = mc;
+	km->m.index = idx;
+	atomic_init(&km->m.health, P11P_UP);
+	km->m.be = cli_backend(bes, mc->backend, km->err, sizeof(km->err));
+	if (km->m.be == NULL)
+		return false;
+	km->fl = &km->m.be->fl;
+	rv = p11p_member_resolve(&km->m, km->err, sizeof(km->err));
+	if (rv != CKR_OK) {
+		if (km->err[0] == '\0')
+			snprintf(km->err, sizeof(km->err), "%s", p11p_rv_str(rv));
+		return false;
+	}
+	rv = km->fl->C_OpenSession(km->m.be_slot, CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0),
+	                           NULL, NULL, &km->h);
+	if (rv != CKR_OK) {
+		snprintf(km->err, sizeof(km->err), "C_OpenSession: %s", p11p_rv_str(rv));
+		return false;
+	}
+	km->open = true;
+	if (mc->pin == NULL) {
+		if (!need_login)
+			return true;
+		snprintf(km->err, sizeof(km->err),
+		         "no PIN configured for the member (pin: in proxy.yaml): cannot change "
+		         "its keys");
+		keys_member_close(km);
+		return false;
+	}
+	len = p11p_secret_len(mc->pin);
+	if (len > sizeof(pinbuf)) {
+		snprintf(km->err, sizeof(km->err), "PIN too long");
+		keys_member_close(km);
+		return false;
+	}
+	memcpy(pinbuf, p11p_secret_data(mc->pin), len);
+	rv = km->fl->C_Login(km->h, CKU_USER, pinbuf, (CK_ULONG)len);
+	p11p_wipe(pinbuf, sizeof(pinbuf));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		snprintf(km->err, sizeof(km->err), "C_Login: %s", p11p_rv_str(rv));
+		keys_member_close(km);
+		return false;
+	}
+	km->logged_in = true;
+	return true;
+}
+
+void keys_member_close(struct keys_member *km)
+{
+	if (!km->open)
+		return;
+	if (km->logged_in)
+		km->fl->C_Logout(km->h);
+	km->fl->C_CloseSession(km->h);
+	km->open = false;
+	km->logged_in = false;
+}
+
+CK_RV keys_member_find(struct keys_member *km, CK_OBJECT_CLASS cls, const unsigned char *id,
+                       size_t id_len, const unsigned char *label, size_t label_len,
+                       CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *n)
+{
+	CK_BBOOL yes = CK_TRUE;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_TOKEN, &yes, sizeof(yes)},
+	    {CKA_ID, (void *)(uintptr_t)id, id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)label, label_len},
+	};
+	CK_OBJECT_HANDLE extra[16];
+	CK_ULONG got = 0, more;
+	CK_RV rv;
+
+	*n = 0;
+	rv = km->fl->C_FindObjectsInit(km->h, t, 4);
+	if (rv != CKR_OK)
+		return rv;
+	rv = km->fl->C_FindObjects(km->h, out, max, &got);
+	if (rv == CKR_OK && got > max)
+		rv = CKR_GENERAL_ERROR;
+	/* Count what did not fit, so that callers can tell "one" from "several". */
+	while (rv == CKR_OK && got == max) {
+		more = 0;
+		rv = km->fl->C_FindObjects(km->h, extra, 16, &more);
+		if (rv != CKR_OK || more == 0 || more > 16)
+			break;
+		*n += more;
+	}
+	km->fl->C_FindObjectsFinal(km->h);
+	*n += got;
+	return rv;
+}

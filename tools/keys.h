@@ -1,0 +1,88 @@
+/*
+ * What the virtual-key commands (sync, keys, policy) share: the index, the
+ * record's text and JSON forms, KEY resolution, and sessions on a slot's
+ * members logged in with the member's configured PIN. Tool code only.
+ */
+#ifndef P11P_TOOLS_KEYS_H
+#define P11P_TOOLS_KEYS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "backend/backend.h"
+#include "base/pkcs11.h"
+#include "config/config.h"
+#include "index/index.h"
+
+#define KEYS_ERR_LEN 768
+#define KEYS_RETRIES 20 /* read-modify-write attempts on P11P_INDEX_CONFLICT */
+
+struct cli_backends;
+
+/*
+ * Opens the config's index. `create`: a missing index (and the directory
+ * holding it, 0700) is created; else a missing index gives *out == NULL and
+ * 0 (nothing recorded yet). -1 with a message printed on error.
+ */
+int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_index **out);
+
+/* "edsvwuk" with '-' for permissions not granted (buf: 8 bytes at least). */
+const char *keys_perms_str(uint32_t perms, char *buf);
+/* Bits of one operation name (encrypt ... derive, or all); 0 when unknown. */
+uint32_t keys_perm_bit(const char *name);
+const char *keys_class_name(CK_OBJECT_CLASS cls);
+/* "AES", "RSA", "EC" ... (CKK_ name without its prefix), or "0x..." (buf). */
+const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len);
+const char *keys_state_name(enum p11p_vk_state s);
+const char *keys_origin_name(enum p11p_vk_origin o);
+/* Lowercase hex of bytes (buf: 2 * len + 1). */
+const char *keys_hex(const unsigned char *p, size_t len, char *buf, size_t buflen);
+/* A label for a terminal: printable ASCII, other bytes as '?'. */
+const char *keys_label_print(const struct p11p_vkey *v, char *buf, size_t len);
+/* A record as one JSON object. */
+void keys_json_record(FILE *f, const struct p11p_vkey *v);
+/* Member indexes of a presence mask, "0,1" ("-" when none). */
+const char *keys_presence_str(uint32_t presence, char *buf, size_t len);
+
+/*
+ * KEY, in this order: a virtual id (16 hex digits), a pkcs11: URI (object=,
+ * id=, type=, token= naming the virtual slot), a label, a CKA_ID in hex.
+ * `slot` (may be NULL) restricts the search to one virtual slot label;
+ * `with_deleted`: deleted records match too (a virtual id always does).
+ * 1 with *out set; 0 no match; -1 error (ambiguous: every match is listed
+ * in the message; other errors). Messages go to stderr.
+ */
+int keys_resolve(struct p11p_index *idx, const struct p11p_config *cfg, const char *key,
+                 const char *slot, bool with_deleted, struct p11p_vkey *out);
+
+/* The config slot whose label is `label`; (size_t)-1 when none. */
+size_t keys_slot_by_label(const struct p11p_config *cfg, const char *label);
+
+/* A session on one member of a slot. */
+struct keys_member {
+	struct p11p_member m;
+	CK_FUNCTION_LIST *fl;
+	CK_SESSION_HANDLE h;
+	bool open, logged_in;
+	char err[KEYS_ERR_LEN];
+};
+
+/*
+ * Finds the member's token and opens a session (read-write when `rw`), logged
+ * in as the user with the member's configured PIN when it has one. `need_login`:
+ * a member without a PIN is an error. false with km->err set on failure.
+ */
+bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc, size_t idx,
+                      bool rw, bool need_login, struct keys_member *km);
+void keys_member_close(struct keys_member *km);
+
+/*
+ * The token objects of class cls with that CKA_ID and CKA_LABEL on the
+ * member: up to max handles into out, *n how many there are (may exceed max).
+ */
+CK_RV keys_member_find(struct keys_member *km, CK_OBJECT_CLASS cls, const unsigned char *id,
+                       size_t id_len, const unsigned char *label, size_t label_len,
+                       CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *n);
+
+#endif

@@ -233,7 +233,8 @@ void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 		for (size_t i = 0; i < st->local->objects.cap && n < 64; i++) {
 			struct lobj *o = st->local->objects.slots[i].value;
 
-			if (o != NULL && o->owner == s->handle && o->slot == s->slot)
+			if (o != NULL && o->owner != 0 && o->owner == s->handle &&
+			    o->slot == s->slot)
 				gone[n++] = o;
 		}
 		for (size_t i = 0; i < n; i++) {
@@ -316,10 +317,11 @@ static CK_RV check_record(struct p11p_vslot *vs, struct lcheck *ck, size_t m,
 	}
 	p11p_unlock();
 	if (report)
-		p11p_message("slot '%s': %s: the HSM keys of members '%s' and '%s' differ (check "
-		             "values disagree); refused until they are made equal and the module is "
-		             "initialized again",
-		             vs->label, what, vs->members[other].cfg->name, vs->members[m].cfg->name);
+		p11p_message(
+		    "slot '%s': %s: the HSM keys of members '%s' and '%s' differ (check "
+		    "values disagree); refused until they are made equal and the module is "
+		    "initialized again",
+		    vs->label, what, vs->members[other].cfg->name, vs->members[m].cfg->name);
 	return rv;
 }
 
@@ -419,8 +421,8 @@ static CK_RV frag_info(const struct p11p_fragment *f, unsigned char *info, size_
 }
 
 /* Derives a fragment's key through a backend session of member m. */
-static CK_RV frag_derive_on(struct p11p_vslot *vs, struct lfrag *lf, size_t m,
-                            CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE bs, struct p11p_swkey **out)
+static CK_RV frag_derive_on(struct p11p_vslot *vs, struct lfrag *lf, size_t m, CK_FUNCTION_LIST *fl,
+                            CK_SESSION_HANDLE bs, struct p11p_swkey **out)
 {
 	const struct p11p_fragment *f = lf->f;
 	struct hsm_extract x = {.fl = fl, .bs = bs};
@@ -459,8 +461,7 @@ static void frag_key_missing(struct p11p_vslot *vs, struct lfrag *lf, size_t m, 
  * A fragment's key for an operation in c: the kept one (hsm_wrapped, derived
  * now if it was not yet) or a fresh one the operation owns (hsm_secured).
  */
-static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
-                      struct lkey **out)
+static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h, struct lkey **out)
 {
 	struct p11p_vslot *vs = c->s->slot;
 	struct p11p_swkey *sw = NULL;
@@ -618,6 +619,7 @@ CK_RV p11p_local_state_init(struct p11p_state *st)
 	st->local = p11p_calloc(1, sizeof(*st->local));
 	if (st->local == NULL)
 		return CKR_HOST_MEMORY;
+	st->local->next = 1; /* handles are P11P_LOCAL_BASE + 1 .. + P11P_HANDLE_SPAN */
 	for (size_t i = 0; i < st->n_slots; i++) {
 		rv = slot_local_init(st, &st->slots[i]);
 		if (rv != CKR_OK)
@@ -769,6 +771,8 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 		rv = invalid;
 	} else if (flag != 0 && !(o->flags & flag)) {
 		rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
+	} else if (o->frag != NULL && o->frag->check.bad) {
+		rv = CKR_FUNCTION_FAILED; /* the members' HSM keys differ */
 	} else {
 		*type = o->type;
 		*flags = o->flags;
@@ -801,7 +805,8 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 	if (flag == 0) {
 		/* Sign/verify recover: not with these keys. Still an invalid handle first. */
 		p11p_lock();
-		rv = obj_get_locked(c, key) == NULL ? CKR_KEY_HANDLE_INVALID : CKR_MECHANISM_INVALID;
+		rv =
+		    obj_get_locked(c, key) == NULL ? CKR_KEY_HANDLE_INVALID : CKR_MECHANISM_INVALID;
 		p11p_unlock();
 		return rv;
 	}
@@ -893,10 +898,9 @@ static CK_RV single(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_B
 	}
 	if (op->multipart)
 		return CKR_OPERATION_ACTIVE; /* started multi-part: finish it with *Final */
-	return op_done(c, k,
-	               fn(op->key->sw, &op->mech, in != NULL ? in : empty_input, in_len, out,
-	                  out_len),
-	               out);
+	return op_done(
+	    c, k, fn(op->key->sw, &op->mech, in != NULL ? in : empty_input, in_len, out, out_len),
+	    out);
 }
 
 static CK_RV update(struct p11p_call *c, enum p11p_op_kind k, CK_BYTE_PTR in, CK_ULONG in_len,
@@ -933,10 +937,10 @@ static CK_RV final(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_BY
 		op_end(c, k);
 		return CKR_ARGUMENTS_BAD;
 	}
-	return op_done(c, k,
-	               fn(op->key->sw, &op->mech, op->len ? op->buf : empty_input, op->len, out,
-	                  out_len),
-	               out);
+	return op_done(
+	    c, k,
+	    fn(op->key->sw, &op->mech, op->len ? op->buf : empty_input, op->len, out, out_len),
+	    out);
 }
 
 CK_RV p11p_local_C_Encrypt(struct p11p_call *c, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
@@ -1000,8 +1004,8 @@ CK_RV p11p_local_C_Verify(struct p11p_call *c, CK_BYTE_PTR in, CK_ULONG in_len, 
 	else if (op->multipart)
 		return CKR_OPERATION_ACTIVE;
 	else
-		rv = p11p_swkey_verify(op->key->sw, &op->mech, in != NULL ? in : empty_input, in_len,
-		                       sig, sig_len);
+		rv = p11p_swkey_verify(op->key->sw, &op->mech, in != NULL ? in : empty_input,
+		                       in_len, sig, sig_len);
 	op_end(c, P11P_OP_VERIFY);
 	return rv;
 }
@@ -1117,9 +1121,9 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 		*len = sizeof(CK_ULONG);
 		return CKR_OK;
 	case CKA_P11PROXY_FRAGMENT_MODE:
-		u = o->frag == NULL                                   ? P11PROXY_FRAGMENT_DERIVED
+		u = o->frag == NULL                                 ? P11PROXY_FRAGMENT_DERIVED
 		    : o->frag->f->type == P11P_FRAGMENT_HSM_WRAPPED ? P11PROXY_FRAGMENT_WRAPPED
-		                                                      : P11PROXY_FRAGMENT_SECURED;
+		                                                    : P11PROXY_FRAGMENT_SECURED;
 		memcpy(tmp, &u, sizeof(u));
 		*val = tmp;
 		*len = sizeof(u);
@@ -1280,7 +1284,8 @@ static bool obj_matches(const struct lobj *o, const CK_ATTRIBUTE *templ, CK_ULON
 		if (templ[i].type == CKA_VALUE ||
 		    obj_attr(o, templ[i].type, tmp, sizeof(tmp), &val, &len) != CKR_OK ||
 		    len != templ[i].ulValueLen ||
-		    (len > 0 && (templ[i].pValue == NULL || memcmp(val, templ[i].pValue, len) != 0)))
+		    (len > 0 &&
+		     (templ[i].pValue == NULL || memcmp(val, templ[i].pValue, len) != 0)))
 			return false;
 	}
 	return true;
@@ -1368,8 +1373,8 @@ static CK_RV parse_newkey(const CK_ATTRIBUTE *templ, CK_ULONG count, struct newk
 
 	memset(nk, 0, sizeof(*nk));
 	nk->type = CKK_GENERIC_SECRET;
-	nk->flags = F_SENSITIVE | F_ENCRYPT | F_DECRYPT | F_SIGN | F_VERIFY | F_MODIFIABLE |
-	            F_DESTROYABLE;
+	nk->flags =
+	    F_SENSITIVE | F_ENCRYPT | F_DECRYPT | F_SIGN | F_VERIFY | F_MODIFIABLE | F_DESTROYABLE;
 	for (CK_ULONG i = 0; i < count; i++) {
 		const CK_ATTRIBUTE *a = &templ[i];
 		const struct bool_attr *b = bool_attr(a->type);
@@ -1472,8 +1477,8 @@ static struct lcheck *base_check(struct p11p_call *c, CK_OBJECT_HANDLE base)
 
 /* HKDF with an HSM base key, through c's member (failing over like other calls). */
 static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
-                        const P11PROXY_FRAGMENT_DERIVE_PARAMS *p, CK_ULONG len, unsigned *base_flags,
-                        struct p11p_secret **okm)
+                        const P11PROXY_FRAGMENT_DERIVE_PARAMS *p, CK_ULONG len,
+                        unsigned *base_flags, struct p11p_secret **okm)
 {
 	struct lcheck *ck = NULL;
 	CK_SESSION_HANDLE bs;

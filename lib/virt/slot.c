@@ -302,7 +302,8 @@ static CK_RV vendor_info(CK_FUNCTION_LIST *fl, CK_SLOT_ID be_slot, CK_MECHANISM_
 		return CKR_OK;
 	}
 	{
-		static const CK_MECHANISM_TYPE gens[] = {CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN};
+		static const CK_MECHANISM_TYPE gens[] = {CKM_AES_KEY_GEN,
+		                                         CKM_GENERIC_SECRET_KEY_GEN};
 
 		for (size_t i = 0; i < 2; i++) {
 			rv = fl->C_GetMechanismInfo(be_slot, gens[i], &mi);

@@ -306,6 +306,7 @@ void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *
 			object_drop_locked(st, obj);
 	}
 	s->n_owned = 0;
+	p11p_local_drop_owned_locked(st, s); /* keys the session derived (local.c) */
 }
 
 static void object_forget(struct p11p_call *c, CK_OBJECT_HANDLE h)

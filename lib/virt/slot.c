@@ -194,14 +194,39 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 	return rv;
 }
 
+/*
+ * The vendor mechanisms of p11proxy.h a member supports, from its own
+ * mechanism list: fragment derivation needs CKM_SHA256_HMAC signing (the
+ * extract step runs there), key generation from mixed entropy needs
+ * C_CreateObject of a secret key type it can generate itself.
+ */
+static bool has_mech(const CK_MECHANISM_TYPE *list, CK_ULONG n, CK_MECHANISM_TYPE t)
+{
+	for (CK_ULONG i = 0; i < n; i++)
+		if (list[i] == t)
+			return true;
+	return false;
+}
+
+static CK_ULONG vendor_mechs(const CK_MECHANISM_TYPE *list, CK_ULONG n, CK_MECHANISM_TYPE out[2])
+{
+	CK_ULONG k = 0;
+
+	if (has_mech(list, n, CKM_SHA256_HMAC))
+		out[k++] = CKM_P11PROXY_FRAGMENT_DERIVE;
+	if (has_mech(list, n, CKM_AES_KEY_GEN) || has_mech(list, n, CKM_GENERIC_SECRET_KEY_GEN))
+		out[k++] = CKM_P11PROXY_MIXED_KEY_GEN;
+	return k;
+}
+
 CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count)
 {
 	struct p11p_state *st;
 	struct p11p_vslot *vs;
 	struct p11p_member *m;
-	CK_MECHANISM_TYPE *tmp = NULL;
+	CK_MECHANISM_TYPE *tmp = NULL, extra[2];
 	CK_SLOT_ID be_slot;
-	CK_ULONG n = 0;
+	CK_ULONG n = 0, cap, k;
 	unsigned tries = 0;
 	CK_RV rv;
 
@@ -222,14 +247,13 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 		rv = CKR_GENERAL_ERROR;
 		goto out;
 	}
-	if (list != NULL && n > 0) {
-		CK_ULONG cap = n;
-
-		tmp = p11p_calloc(cap, sizeof(*tmp));
-		if (tmp == NULL) {
-			rv = CKR_HOST_MEMORY;
-			goto out;
-		}
+	cap = n;
+	tmp = p11p_calloc(cap ? cap : 1, sizeof(*tmp));
+	if (tmp == NULL) {
+		rv = CKR_HOST_MEMORY;
+		goto out;
+	}
+	if (n > 0) {
 		rv = m->be->fl.C_GetMechanismList(be_slot, tmp, &n);
 		if (rv != CKR_OK)
 			goto out;
@@ -237,18 +261,67 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 			rv = CKR_GENERAL_ERROR;
 			goto out;
 		}
-		if (n > *count) {
-			*count = n;
+	}
+	k = vendor_mechs(tmp, n, extra);
+	if (list != NULL) {
+		if (n + k > *count) {
+			*count = n + k;
 			rv = CKR_BUFFER_TOO_SMALL;
 			goto out;
 		}
-		memcpy(list, tmp, n * sizeof(*tmp));
+		if (n > 0)
+			memcpy(list, tmp, n * sizeof(*tmp));
+		memcpy(list + n, extra, k * sizeof(*extra));
 	}
-	*count = n;
+	*count = n + k;
 out:
 	p11p_free(tmp);
 	p11p_leave(st);
 	return rv;
+}
+
+/* A vendor mechanism's info, from what the member says of the mechanisms it needs. */
+static CK_RV vendor_info(CK_FUNCTION_LIST *fl, CK_SLOT_ID be_slot, CK_MECHANISM_TYPE type,
+                         CK_MECHANISM_INFO_PTR info)
+{
+	CK_MECHANISM_INFO mi;
+	bool any = false;
+	CK_RV rv;
+
+	memset(info, 0, sizeof(*info));
+	if (type == CKM_P11PROXY_FRAGMENT_DERIVE) {
+		rv = fl->C_GetMechanismInfo(be_slot, CKM_SHA256_HMAC, &mi);
+		if (rv == CKR_MECHANISM_INVALID || (rv == CKR_OK && !(mi.flags & CKF_SIGN)))
+			return CKR_MECHANISM_INVALID;
+		if (rv != CKR_OK)
+			return rv;
+		/* Key sizes: those of the base key, the member's HMAC key. */
+		info->ulMinKeySize = mi.ulMinKeySize;
+		info->ulMaxKeySize = mi.ulMaxKeySize;
+		info->flags = CKF_DERIVE;
+		return CKR_OK;
+	}
+	{
+		static const CK_MECHANISM_TYPE gens[] = {CKM_AES_KEY_GEN,
+		                                         CKM_GENERIC_SECRET_KEY_GEN};
+
+		for (size_t i = 0; i < 2; i++) {
+			rv = fl->C_GetMechanismInfo(be_slot, gens[i], &mi);
+			if (rv == CKR_MECHANISM_INVALID)
+				continue;
+			if (rv != CKR_OK)
+				return rv;
+			if (!any || mi.ulMinKeySize < info->ulMinKeySize)
+				info->ulMinKeySize = mi.ulMinKeySize;
+			if (!any || mi.ulMaxKeySize > info->ulMaxKeySize)
+				info->ulMaxKeySize = mi.ulMaxKeySize;
+			any = true;
+		}
+	}
+	if (!any)
+		return CKR_MECHANISM_INVALID;
+	info->flags = CKF_GENERATE;
+	return CKR_OK;
 }
 
 CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info)
@@ -265,6 +338,10 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 		return rv;
 	if (info == NULL)
 		rv = CKR_ARGUMENTS_BAD;
+	else if (p11p_local_mechanism(type))
+		do
+			rv = vendor_info(&m->be->fl, be_slot, type, info);
+		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	else
 		do
 			rv = m->be->fl.C_GetMechanismInfo(be_slot, type, info);

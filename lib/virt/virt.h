@@ -658,8 +658,10 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 /* C_Initialize (after the slots are set up): fragments, entropy. */
 CK_RV p11p_local_state_init(struct p11p_state *st);
 void p11p_local_state_free(struct p11p_state *st);
-/* A session goes: its local operations and session objects. Session lock held or unshared. */
+/* A session goes: its local operations. Session lock held or unshared. */
 void p11p_local_session_free(struct p11p_session *s);
+/* A session closes: the local objects it owns are destroyed (wiped). Global lock held. */
+void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
 /* Is type one of p11proxy's vendor-defined mechanisms (p11proxy.h)? */
 bool p11p_local_mechanism(CK_MECHANISM_TYPE type);
 CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,

@@ -35,7 +35,7 @@ static void expect(int cond, const char *fmt, ...)
 		failures++;
 }
 
-static double now_s(void)
+__attribute__((unused)) static double now_s(void)
 {
 	struct timespec ts;
 
@@ -43,7 +43,7 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void msleep(unsigned ms)
+__attribute__((unused)) static void msleep(unsigned ms)
 {
 	usleep(ms * 1000);
 }

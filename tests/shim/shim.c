@@ -54,6 +54,15 @@
  *                                     module (C_CloseAllSessions of its slot), so
  *                                     the application's handles then get the real
  *                                     CKR_SESSION_HANDLE_INVALID. New sessions work.
+ *   LABEL rand const BYTE             C_GenerateRandom of the token answers CKR_OK
+ *                                     with every byte BYTE (0..255): a stuck RNG.
+ *   LABEL rand cycle N                ... with bytes 0, 1, ..., N-1 repeated
+ *                                     (N 1..256): a repeating RNG.
+ *   LABEL rand replay SEED            ... with the same pseudo-random stream
+ *                                     (xorshift from SEED) at every call: looks
+ *                                     random, passes the health tests, but is
+ *                                     constant between calls and processes.
+ *                                     (fail rules for C_GenerateRandom still win.)
  *   LABEL ok                          nothing (documentation). An empty or
  *                                     missing file means all tokens are healthy.
  *
@@ -153,14 +162,16 @@ static const char *const fn_names[FN_COUNT] = {
 
 /* ---- State (all under `lock`) ---- */
 
-enum action { A_FAIL, A_HANG, A_SLOW, A_ABSENT, A_DROP };
+enum action { A_FAIL, A_HANG, A_SLOW, A_ABSENT, A_DROP, A_RAND };
+enum rand_mode { R_CONST, R_CYCLE, R_REPLAY };
 
 struct rule {
 	char label[SHIM_LABEL_MAX + 1]; /* "*": every call */
 	enum action action;
 	int fn;              /* FN_*, or -1 for every function */
 	CK_RV rv;            /* A_FAIL */
-	unsigned long arg;   /* A_HANG seconds, A_SLOW milliseconds */
+	unsigned long arg;   /* A_HANG seconds, A_SLOW milliseconds, A_RAND byte/period/seed */
+	enum rand_mode rand; /* A_RAND */
 	unsigned long after; /* matching calls let through first */
 	unsigned long count; /* calls acted on after those, when `counted` */
 	int counted;
@@ -483,6 +494,20 @@ static int parse_line(char *line, unsigned ln, struct rule *r)
 		if (tok[1][0] == 'o')
 			return 0;
 		r->action = tok[1][0] == 'd' ? A_DROP : A_ABSENT;
+		return 1;
+	} else if (strcmp(tok[1], "rand") == 0) {
+		r->action = A_RAND;
+		r->fn = FN_C_GenerateRandom;
+		if (n != 4 ||
+		    !((strcmp(tok[2], "const") == 0 && parse_ulong(tok[3], 255, &r->arg)) ||
+		      (strcmp(tok[2], "cycle") == 0 && parse_ulong(tok[3], 256, &r->arg) &&
+		       r->arg > 0) ||
+		      (strcmp(tok[2], "replay") == 0 && parse_ulong(tok[3], ULONG_MAX, &r->arg)))) {
+			shim_msg("%s:%u: rand needs const BYTE, cycle N or replay SEED: line ignored",
+			         ctl_path, ln);
+			return 0;
+		}
+		r->rand = tok[2][0] == 'c' ? (tok[2][1] == 'o' ? R_CONST : R_CYCLE) : R_REPLAY;
 		return 1;
 	} else if (strcmp(tok[1], "fail") == 0) {
 		r->action = A_FAIL;
@@ -909,7 +934,8 @@ static CK_RV call_begin(struct call *c, int fn, enum call_kind kind, CK_ULONG id
 	for (size_t i = 0; i < nrules; i++) {
 		struct rule *r = &rules[i];
 
-		if (r->action == A_ABSENT || r->action == A_DROP || !label_match(r, c->label) ||
+		if (r->action == A_ABSENT || r->action == A_DROP || r->action == A_RAND ||
+		    !label_match(r, c->label) ||
 		    (r->fn >= 0 && r->fn != fn))
 			continue;
 		if (r->hits != ULONG_MAX)
@@ -1126,6 +1152,54 @@ static CK_RV shim_C_CloseAllSessions(CK_SLOT_ID slot_id)
 	return call_end(&c, rv);
 }
 
+/* A `rand` rule for the call's token: fills out and returns 1. */
+static int rand_rule(const struct call *c, CK_BYTE_PTR out, CK_ULONG len)
+{
+	struct rule r;
+	int found = 0;
+
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nrules && !found; i++) {
+		if (rules[i].action == A_RAND && label_match(&rules[i], c->label)) {
+			r = rules[i];
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	if (!found)
+		return 0;
+	if (r.rand == R_CONST) {
+		memset(out, (int)r.arg, len);
+	} else if (r.rand == R_CYCLE) {
+		for (CK_ULONG i = 0; i < len; i++)
+			out[i] = (CK_BYTE)(i % r.arg);
+	} else {
+		uint64_t x = r.arg * 0x9e3779b97f4a7c15ULL + 1;
+
+		for (CK_ULONG i = 0; i < len; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			out[i] = (CK_BYTE)(x >> 32);
+		}
+	}
+	return 1;
+}
+
+static CK_RV shim_C_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_GenerateRandom, K_SESSION, session);
+
+	if (rv == CKR_OK) {
+		if (out == NULL && out_len > 0)
+			rv = CKR_ARGUMENTS_BAD;
+		else if (!rand_rule(&c, out, out_len))
+			rv = real->C_GenerateRandom(session, out, out_len);
+	}
+	return call_end(&c, rv);
+}
+
 /* ---- Generated forwarders ---- */
 
 /*
@@ -1204,7 +1278,7 @@ static CK_RV shim_C_CloseAllSessions(CK_SLOT_ID slot_id)
 	SESS, (session, mechanism, unwrapping_key, wrapped, wrapped_len, templ, count, key)
 #define SHIM_C_DeriveKey         SESS, (session, mechanism, base_key, templ, count, key)
 #define SHIM_C_SeedRandom        SESS, (session, seed, seed_len)
-#define SHIM_C_GenerateRandom    SESS, (session, out, out_len)
+#define SHIM_C_GenerateRandom    OWN, ()
 #define SHIM_C_GetFunctionStatus SESS, (session)
 #define SHIM_C_CancelFunction    SESS, (session)
 

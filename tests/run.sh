@@ -13,6 +13,10 @@ RESULTS=$(mktemp)
 export RESULTS
 trap 'rm -f "$RESULTS"' EXIT
 
+# Hermetic: nothing may appear in the default state directory (every suite uses its own).
+STATE_BEFORE=absent
+[ -e /var/lib/p11proxy ] && STATE_BEFORE=present
+
 for suite in "$SRCDIR"/tests/suites/*.sh; do
 	[ -n "${ONLY:-}" ] && case $(basename "$suite") in *$ONLY*) ;; *) continue ;; esac
 	echo "=== $(basename "$suite" .sh) ($MODE)"
@@ -28,6 +32,11 @@ for suite in "$SRCDIR"/tests/suites/*.sh; do
 		echo "fail $(basename "$suite")" >>"$RESULTS"
 	fi
 done
+
+if [ "$STATE_BEFORE" = absent ] && [ -e /var/lib/p11proxy ]; then
+	echo "FAIL: a test wrote to /var/lib/p11proxy (tests must use their own state_dir)"
+	echo "fail hermetic: /var/lib/p11proxy left alone" >>"$RESULTS"
+fi
 
 passed=$(grep -c '^pass ' "$RESULTS")
 failed=$(grep -c '^fail ' "$RESULTS")

@@ -1,6 +1,7 @@
 # HA slot lists through the fault-injecting shim: failover, failback, all down,
 # client errors, balance, replay of multi-part operations and finds, objects.
 mk_tmp
+mkdir -p "$TMP/state"
 softhsm_setup "$TMP" m1 m2 || { fail "ha: softhsm setup"; return; }
 export P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$TMP/control P11SHIM_LOG=$TMP/calls.log
 : >"$P11SHIM_CONTROL"
@@ -8,6 +9,7 @@ member() {
 	printf '      - backend: shim\n        token_label: %s\n' "$1"
 }
 {
+	printf 'state_dir: %s\n' "$TMP/state"
 	printf 'backends:\n  - name: shim\n    module: %s\nslots:\n' "$BUILD/tests/libshim.so"
 	printf '  - label: ha\n    ha: { mode: failover, probe_interval: 100ms, single_member_keys: true }\n'
 	printf '    policy: { write_back: true }\n    members:\n'

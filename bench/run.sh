@@ -5,6 +5,8 @@
 #          (bench), failover gaps and throughput while members fail (bench_ha,
 #          over the fault-injecting shim tests/shim)
 #   index  the virtual-key index (bench_index)
+#   sync   `p11proxy sync` of BENCH_SYNC_KEYS SoftHSM2 keys against SoftHSM2's own
+#          listing of them (bench_sync), both timed as whole processes
 #   bench/run.sh BUILD_DIR
 # Figures are information only: the exit status is 0 unless a run crashed or
 # reported an error. Environment knobs:
@@ -20,6 +22,7 @@
 #   BENCH_HA_FAILOVERS  failovers measured per thread count    [20]
 #   BENCH_HA_WINDOW     seconds per steady / failing window    [1]
 #   BENCH_HA_ROUNDS     steady + failing window pairs          [6]
+#   BENCH_SYNC_KEYS     keys on the token of the sync part     [10000]
 #   BENCH_KEEP     directory to copy the raw RESULT lines into
 set -u
 BUILD_ARG=${1:-build}
@@ -30,13 +33,14 @@ export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
-PARTS=${BENCH_PARTS:-proxy,ha,index}
+PARTS=${BENCH_PARTS:-proxy,ha,index,sync}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
 BENCH=$BUILD/bench/bench
 BENCH_HA=$BUILD/bench/bench_ha
 BENCH_INDEX=$BUILD/bench/bench_index
+BENCH_SYNC=$BUILD/bench/bench_sync
 SHIM=$BUILD/tests/libshim.so
 PROXY=${BENCH_PROXY_MODULE:-$PROXY_MODULE}
 TOKEN=bench
@@ -329,6 +333,75 @@ END {
 	    load, mark(load != "" && load < 300), fl50, fl99, fi50, fi99,
 	    mark(fl99 != "" && fl99 < 20 && fi99 < 20), put50, put99, mark(put99 != "" && put99 < 10)
 }' "$TMP/index.1"
+	fi
+fi
+
+# ---- part sync: p11proxy sync against SoftHSM2's own listing (whole processes, same clock) ----
+if part sync; then
+	echo
+	nkeys=${BENCH_SYNC_KEYS:-10000}
+	echo "== sync: $nkeys SoftHSM2 keys, p11proxy sync against SoftHSM2's own listing"
+	# ms COMMAND...: runs it, output to $TMP/ms.out, prints its wall time in ms.
+	ms() {
+		local t0 t1
+		t0=$(date +%s%N)
+		"$@" >"$TMP/ms.out" 2>"$TMP/ms.err" || return 1
+		t1=$(date +%s%N)
+		echo $(((t1 - t0) / 1000000))
+	}
+	SDIR=$TMP/sync
+	mkdir -p "$SDIR"
+	if [ ! -x "$BENCH_SYNC" ]; then
+		echo "bench: $BENCH_SYNC not built: no sync figures" >&2
+		errors=$((errors + 1))
+	elif ! (softhsm_setup "$SDIR" synctok >/dev/null &&
+		"$BENCH_SYNC" create "$SOFTHSM_MODULE" synctok "$TEST_USER_PIN" "$nkeys"); then
+		echo "  sync: creating $nkeys keys ERROR" >&2
+		errors=$((errors + 1))
+	else
+		export SOFTHSM2_CONF=$SDIR/softhsm2.conf P11P_BENCH_PIN=$TEST_USER_PIN
+		printf 'state_dir: %s
+backends:
+  - name: softhsm
+    module: %s
+slots:
+  - label: vsync
+    members:
+      - backend: softhsm
+        token_label: synctok
+        pin: env:P11P_BENCH_PIN
+' \
+			"$SDIR/state" "$SOFTHSM_MODULE" >"$SDIR/proxy.yaml"
+		best_list=0 best_first=0 best_again=0 best_dry=0
+		ok=1
+		for round in 1 2 3; do
+			rm -rf "$SDIR/state"
+			l=$(ms "$BENCH_SYNC" list "$SOFTHSM_MODULE" synctok "$TEST_USER_PIN") || ok=0
+			[ $round = 1 ] && cp "$TMP/ms.out" "$TMP/sync.list"
+			d=$(ms "$CLI" --config "$SDIR/proxy.yaml" sync vsync --dry-run) || ok=0
+			f=$(ms "$CLI" --config "$SDIR/proxy.yaml" sync vsync) || ok=0
+			[ $round = 1 ] && cp "$TMP/ms.out" "$TMP/sync.first"
+			a=$(ms "$CLI" --config "$SDIR/proxy.yaml" sync vsync) || ok=0
+			[ $round = 1 ] && cp "$TMP/ms.out" "$TMP/sync.again"
+			[ $ok = 1 ] || break
+			if [ $best_list = 0 ] || [ "$l" -lt $best_list ]; then best_list=$l; fi
+			if [ $best_dry = 0 ] || [ "$d" -lt $best_dry ]; then best_dry=$d; fi
+			if [ $best_first = 0 ] || [ "$f" -lt $best_first ]; then best_first=$f; fi
+			if [ $best_again = 0 ] || [ "$a" -lt $best_again ]; then best_again=$a; fi
+		done
+		if [ $ok != 1 ]; then
+			echo "  sync ERROR"
+			sed 's/^/    /' "$TMP/ms.out" "$TMP/ms.err" >&2
+			errors=$((errors + 1))
+		else
+			sed 's/^/  /' "$TMP/sync.list" "$TMP/sync.first" "$TMP/sync.again"
+			echo "RESULT op=sync keys=$nkeys softhsm_list_ms=$best_list sync_dry_run_ms=$best_dry sync_first_ms=$best_first sync_again_ms=$best_again" |
+				tee "$TMP/sync.1"
+			awk -v l=$best_list -v d=$best_dry -v f=$best_first -v a=$best_again -v n="$nkeys" 'BEGIN {
+				printf "\nsync of %d keys (best of 3, whole processes): SoftHSM2 listing %d ms; p11proxy sync --dry-run %d ms (%.2fx), first sync (adds all) %d ms (%.2fx), sync again (all unchanged) %d ms (%.2fx) (information only)\n",
+				    n, l, d, d / l, f, f / l, a, a / l
+			}'
+		fi
 	fi
 fi
 

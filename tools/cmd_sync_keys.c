@@ -22,7 +22,8 @@
  *     record's rev): all of it or nothing. A conflict (another process changed
  *     a record meanwhile) re-reads the index and recomputes, the listing kept.
  *
- * --dry-run prints what would change and writes nothing. A progress bar goes
+ * --dry-run prints what would change and writes nothing (it creates no index
+ * either: without one, every key is new). A progress bar goes
  * to stderr for large tokens when stderr is a terminal.
  */
 #include <stdint.h>
@@ -348,7 +349,8 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 		};
 		size_t count = 0;
 
-		rv = p11p_index_find(idx, &m, found, 8, &count);
+		/* No index yet (a dry run creates none): nothing is recorded. */
+		rv = idx != NULL ? p11p_index_find(idx, &m, found, 8, &count) : CKR_OK;
 		if (rv != CKR_OK)
 			goto fail;
 		if (count == 0) {
@@ -400,7 +402,7 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 	/* Records no listed key matched. */
 	if (p->n_seen > 0)
 		qsort(p->seen, p->n_seen, sizeof(*p->seen), cmp_u64);
-	rv = p11p_index_list(idx, slot, &ids, &n_ids);
+	rv = idx != NULL ? p11p_index_list(idx, slot, &ids, &n_ids) : CKR_OK;
 	if (rv != CKR_OK)
 		goto fail;
 	for (size_t i = 0; i < n_ids; i++) {
@@ -508,7 +510,7 @@ static bool sync_slot(struct p11p_config *cfg, struct cli_backends *bes, struct 
 	}
 	group(&l);
 	for (attempt = 0; attempt < KEYS_RETRIES; attempt++) {
-		rv = p11p_index_refresh(idx);
+		rv = idx != NULL ? p11p_index_refresh(idx) : CKR_OK;
 		if (rv != CKR_OK || make_plan(idx, sc->label, &l, full, pol.scan, &p) != 0) {
 			ok = false;
 			goto report;
@@ -634,7 +636,8 @@ int cli_sync_keys(const struct cli *cli, int argc, char **argv)
 			goto out;
 		}
 	}
-	if (keys_index_open(cfg, true, &idx) != 0)
+	/* A dry run writes nothing, not even a new index. */
+	if (keys_index_open(cfg, !o.dry_run, &idx) != 0)
 		goto out;
 	bes = cli_backends_new(cfg);
 	if (bes == NULL) {

@@ -9,6 +9,9 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 P11KIT_MODULEDIR ?= $(PREFIX)/share/p11-kit/modules
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+VERSION := $(shell sed -n 's/^\#define P11PROXY_VERSION_MAJOR //p' include/p11proxy.h).$(shell \
+	sed -n 's/^\#define P11PROXY_VERSION_MINOR //p' include/p11proxy.h)
 
 # Build directory: `make O=build-asan EXTRA_CFLAGS=...` builds a variant beside the default.
 O ?= build
@@ -162,10 +165,15 @@ demo:
 install: all
 	install -d $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
-		$(DESTDIR)$(P11KIT_MODULEDIR) $(DESTDIR)$(SYSCONFDIR)/p11proxy
+		$(DESTDIR)$(P11KIT_MODULEDIR) $(DESTDIR)$(SYSCONFDIR)/p11proxy \
+		$(DESTDIR)$(PKGCONFIGDIR)
 	install -m 0644 $(MODULE) $(DESTDIR)$(MODULEDIR)/libproxy.so
 	install -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/p11proxy
 	install -m 0644 include/p11proxy.h $(DESTDIR)$(INCLUDEDIR)/p11proxy.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+		-e 's|@MODULEDIR@|$(MODULEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+		proxy-conf/p11proxy.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
 	install -m 0644 man/proxy.yaml.5 $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5
 	install -m 0644 man/p11proxy.7 $(DESTDIR)$(MANDIR)/man7/p11proxy.7
 	install -m 0644 man/p11proxy.8 $(DESTDIR)$(MANDIR)/man8/p11proxy.8
@@ -179,7 +187,8 @@ uninstall:
 		$(DESTDIR)$(INCLUDEDIR)/p11proxy.h $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5 \
 		$(DESTDIR)$(MANDIR)/man7/p11proxy.7 $(DESTDIR)$(MANDIR)/man8/p11proxy.8 \
 		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module \
-		$(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
+		$(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example \
+		$(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
 
 man-lint:
 	mandoc -Tlint -W warning man/*.[578]

@@ -7,10 +7,13 @@
 #   index  the virtual-key index (bench_index)
 #   sync   `p11proxy sync` of BENCH_SYNC_KEYS SoftHSM2 keys against SoftHSM2's own
 #          listing of them (bench_sync), both timed as whole processes
+#   vendor the vendor mechanisms (bench_vendor): C_GenerateRandom per entropy
+#          source against SoftHSM2's own, fragment derivation per mode, AES-256-GCM
+#          with a fragment-derived key against `openssl speed` in the same run
 #   bench/run.sh BUILD_DIR
 # Figures are information only: the exit status is 0 unless a run crashed or
 # reported an error. Environment knobs:
-#   BENCH_PARTS    parts to run, comma-separated               [proxy,ha,index]
+#   BENCH_PARTS    parts to run, comma-separated        [proxy,ha,index,sync,vendor]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
 #   BENCH_ROUNDS   direct/proxy alternations; best of each kept [3]
@@ -33,7 +36,7 @@ export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
-PARTS=${BENCH_PARTS:-proxy,ha,index,sync}
+PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -41,6 +44,7 @@ BENCH=$BUILD/bench/bench
 BENCH_HA=$BUILD/bench/bench_ha
 BENCH_INDEX=$BUILD/bench/bench_index
 BENCH_SYNC=$BUILD/bench/bench_sync
+BENCH_VENDOR=$BUILD/bench/bench_vendor
 SHIM=$BUILD/tests/libshim.so
 PROXY=${BENCH_PROXY_MODULE:-$PROXY_MODULE}
 TOKEN=bench
@@ -403,6 +407,79 @@ slots:
 			}'
 		fi
 	fi
+fi
+
+# ---- part vendor: entropy sources, fragment derivation, AES-GCM with a derived key ----
+if part vendor && [ -n "$STANDIN" ]; then
+	echo
+	echo "== vendor: skipped (the proxy side is SoftHSM2: calibration run)"
+elif part vendor && [ ! -x "$BENCH_VENDOR" ]; then
+	echo "bench: $BENCH_VENDOR not built (make bench builds it): no vendor figures" >&2
+	errors=$((errors + 1))
+elif part vendor; then
+	echo
+	echo "== vendor: token 'vb' directly and through slots with entropy os / hsm / mix, fragments"
+	softhsm_setup "$TMP/vendor-softhsm" vb || die "SoftHSM2 token setup (vb) failed"
+	"$BENCH_VENDOR" setup "$SOFTHSM_MODULE" vb "$TEST_USER_PIN" || die "bench_vendor setup failed"
+	frag=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	printf '{"customer_fragments": [
+  {"name": "wr", "type": "hsm_wrapped", "hsm_key_label": "cf-key", "value": "%s"},
+  {"name": "sec", "type": "hsm_secured", "hsm_key_label": "cf-key", "value": "%s"}]}\n' \
+		"$frag" "$frag" >"$TMP/fragments.json"
+	chmod 600 "$TMP/fragments.json"
+	{
+		printf 'backends:\n  - name: be\n    module: %s\nslots:\n' "$SOFTHSM_MODULE"
+		for src in os hsm mix; do
+			printf '  - label: ent-%s\n    entropy: { source: %s }\n' "$src" "$src"
+			printf '    fragments: %s\n' "$TMP/fragments.json"
+			printf '    members:\n      - backend: be\n        token_label: vb\n'
+		done
+	} >"$TMP/vendor.yaml"
+	export P11PROXY_CONF=$TMP/vendor.yaml
+	vrun() {
+		local name=$1
+		shift
+		if ! "$BENCH_VENDOR" run "$@" "$SECS" >>"$TMP/vendor.res" 2>"$TMP/vendor.err"; then
+			echo "  bench_vendor $name ERROR"
+			sed 's/^/    /' "$TMP/vendor.err" >&2
+			errors=$((errors + 1))
+		fi
+		sed -n "s/^RESULT op=\([^ ]*\)/RESULT op=${name}_\1/p" "$TMP/vendor.res" | tail -1
+	}
+	: >"$TMP/vendor.res"
+	for op in random32 random4k; do
+		vrun softhsm "$SOFTHSM_MODULE" vb "$TEST_USER_PIN" $op
+		for src in os hsm mix; do
+			vrun "$src" "$PROXY" "ent-$src" "$TEST_USER_PIN" $op
+		done
+	done
+	for op in derive frag_wrapped frag_secured gcm1k gcm16k; do
+		vrun proxy "$PROXY" ent-mix "$TEST_USER_PIN" $op
+	done | tee "$TMP/vendor.proxy"
+	for len in 1024 16384; do
+		openssl speed -evp aes-256-gcm -bytes $len -seconds "$SECS" 2>/dev/null |
+			awk -v len=$len 'tolower($1) == "aes-256-gcm" { v = $NF; sub(/k$/, "", v);
+				printf "RESULT op=openssl_gcm%s mb_s=%.1f\n", len == 1024 ? "1k" : "16k", v * 1000 / 1e6 }'
+	done | tee "$TMP/vendor.ossl"
+	awk '
+function field(name,   i, kv) {
+	for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
+	return ""
+}
+$2 == "op=proxy_gcm1k" { p1 = field("mb_s") }
+$2 == "op=proxy_gcm16k" { p16 = field("mb_s") }
+$2 == "op=openssl_gcm1k" { o1 = field("mb_s") }
+$2 == "op=openssl_gcm16k" { o16 = field("mb_s") }
+END {
+	if (o1 > 0 && o16 > 0) {
+		r1 = p1 / o1
+		r16 = p16 / o16
+		verdict = "MISSED"
+		if (r16 >= 0.8)
+			verdict = "ok"
+		printf "AES-256-GCM through the proxy vs openssl speed: 1 KiB %.1f/%.1f MB/s (ratio %.2f), 16 KiB %.1f/%.1f MB/s (ratio %.2f, target >= 0.8 %s)\n", p1, o1, r1, p16, o16, r16, verdict
+	}
+}' "$TMP/vendor.proxy" "$TMP/vendor.ossl"
 fi
 
 if [ -n "${BENCH_KEEP:-}" ]; then

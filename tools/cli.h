@@ -48,6 +48,9 @@ int cmd_policy(const struct cli *cli, int argc, char **argv);
 int cmd_check_config(const struct cli *cli, int argc, char **argv);
 int cmd_hash_pin(const struct cli *cli, int argc, char **argv);
 
+/* tools/cmd_fragment.c */
+int cmd_gen_fragment(const struct cli *cli, int argc, char **argv);
+
 /* tools/cmd_members.c */
 int cmd_members(const struct cli *cli, int argc, char **argv);
 

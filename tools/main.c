@@ -47,6 +47,10 @@ static const struct cli_cmd commands[] = {
     {"check-config", "[FILE]", "load and validate the configuration", cmd_check_config},
     {"hash-pin", "[--pin-source env:NAME|file:PATH]",
      "read a PIN (terminal, stdin or source) and print its user_pin_hash", cmd_hash_pin},
+    {"gen-fragment",
+     "--name NAME --type hsm_wrapped|hsm_secured --hsm-key-label LABEL [--slot SLOT] "
+     "[--out FILE] [--description TEXT]",
+     "generate a customer fragment (mixed entropy) and print or save its JSON", cmd_gen_fragment},
     {"help", "[COMMAND]", "show this list, or one command's usage", cmd_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

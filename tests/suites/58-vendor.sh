@@ -108,3 +108,48 @@ else
 	check "vendor: 1 MiB statistical smoke test (constant HSM bytes, os_only)" \
 		vt stat2 stat ent-os "f1 rand const 7"
 fi
+
+# gen-fragment: checks the HSM key on the slot's members, prints or appends the JSON.
+genfrag() {
+	run_prog "$CLI" gen-fragment "$@" >"$TMP/gen.out" 2>"$TMP/gen.err"
+}
+gen_print() {
+	genfrag --slot frag --name NEWCF --type hsm_secured --hsm-key-label cf-key &&
+		jq -e '.customer_fragments | length == 1 and .[0].name == "NEWCF" and
+			.[0].type == "hsm_secured" and .[0].hsm_key_label == "cf-key" and
+			(.[0].value | type == "string")' "$TMP/gen.out" >/dev/null
+}
+check "vendor: gen-fragment prints the JSON (jq)" gen_print
+gen_out() {
+	cp "$TMP/frag.json" "$TMP/out.json" &&
+		genfrag --slot frag --name added --type hsm_wrapped --hsm-key-label cf-key \
+			--out "$TMP/out.json" &&
+		[ "$(stat -c %a "$TMP/out.json")" = 600 ] &&
+		jq -e '[.customer_fragments[].name] == ["wr", "sec", "added"]' "$TMP/out.json" \
+			>/dev/null &&
+		! genfrag --slot frag --name added --type hsm_wrapped --hsm-key-label cf-key \
+			--out "$TMP/out.json" && grep -q "exists already" "$TMP/gen.err"
+}
+check "vendor: gen-fragment --out appends (0600), refuses a duplicate name" gen_out
+gen_two() {
+	genfrag --slot frag --name a --type hsm_wrapped --hsm-key-label cf-key &&
+		v1=$(jq -r '.customer_fragments[0].value' "$TMP/gen.out") &&
+		genfrag --slot frag --name a --type hsm_wrapped --hsm-key-label cf-key &&
+		v2=$(jq -r '.customer_fragments[0].value' "$TMP/gen.out") && [ "$v1" != "$v2" ]
+}
+check "vendor: two generated fragments differ" gen_two
+gen_missing() {
+	! genfrag --slot frag --name x --type hsm_wrapped --hsm-key-label no-such-key &&
+		grep -q "no secret key labelled 'no-such-key'" "$TMP/gen.err" && [ ! -s "$TMP/gen.out" ]
+}
+check "vendor: gen-fragment refuses a missing HSM key" gen_missing
+gen_differ() {
+	! genfrag --slot pair --name x --type hsm_wrapped --hsm-key-label pair-key &&
+		grep -q "differ between members" "$TMP/gen.err"
+}
+check "vendor: gen-fragment refuses HSM keys that differ between members" gen_differ
+gen_usage() {
+	genfrag --slot frag --name x --type other --hsm-key-label cf-key
+	[ $? -eq 2 ] && grep -q "hsm_wrapped or hsm_secured" "$TMP/gen.err"
+}
+check "vendor: gen-fragment usage errors (exit 2)" gen_usage

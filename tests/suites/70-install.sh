@@ -14,10 +14,33 @@ fi
 missing=""
 for f in lib/pkcs11/libproxy.so bin/p11proxy include/p11proxy.h share/man/man5/proxy.yaml.5 \
 	share/man/man7/p11proxy.7 share/man/man8/p11proxy.8 share/p11-kit/modules/p11proxy.module \
-	etc/p11proxy/proxy.yaml.example; do
+	etc/p11proxy/proxy.yaml.example lib/pkgconfig/p11proxy.pc; do
 	[ -f "$prefix/$f" ] || missing="$missing $f"
 done
 if [ -z "$missing" ]; then pass "install: every file in place"; else fail "install: files" "missing:$missing"; fi
+
+# An application builds against the installed header through pkg-config.
+cat >"$TMP/app.c" <<'APP'
+#include <p11proxy.h>
+#include <stdio.h>
+int main(void)
+{
+	P11PROXY_FRAGMENT_DERIVE_PARAMS p = {NULL, 0, NULL, 0};
+	CK_MECHANISM m = {CKM_P11PROXY_FRAGMENT_DERIVE, &p, sizeof(p)};
+	printf("%lx %lx %lx\n", (unsigned long)m.mechanism, (unsigned long)CKM_P11PROXY_MIXED_KEY_GEN,
+	       (unsigned long)CKA_P11PROXY_FRAGMENT_MODE);
+	return 0;
+}
+APP
+pc_build() {
+	local flags
+	flags=$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags p11proxy) &&
+		[ "$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --modversion p11proxy)" = 0.1 ] &&
+		# shellcheck disable=SC2086
+		cc -std=c11 -Wall -Werror $flags -o "$TMP/app" "$TMP/app.c" &&
+		[ "$("$TMP/app")" = "d0310001 d0310002 d0310001" ]
+}
+check "install: an application builds against p11proxy.h via pkg-config" pc_build
 
 syms=$(nm -D --defined-only "$prefix/lib/pkcs11/libproxy.so" | awk '{print $3}' | tr '\n' ' ')
 if [ "$syms" = "C_GetFunctionList " ]; then

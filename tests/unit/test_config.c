@@ -576,6 +576,100 @@ START_TEST(test_parse_buffer)
 }
 END_TEST
 
+/* ---- entropy: and fragments: (issue 5) ---------------------------------------------- */
+
+static struct p11p_config *parse_slot_extra(const char *extra, char *err, size_t errlen)
+{
+	char yaml[1024];
+	int n = snprintf(yaml, sizeof(yaml),
+	                 "backends: [{name: a, module: /bin/sh}]\n"
+	                 "slots:\n  - label: s\n    members: [{backend: a, slot_id: 1}]\n%s",
+	                 extra);
+
+	ck_assert(n > 0 && (size_t)n < sizeof(yaml));
+	return p11p_config_parse("mem", yaml, (size_t)n, err, errlen);
+}
+
+START_TEST(test_entropy_fragments)
+{
+	char err[512];
+	struct p11p_config *cfg = parse_slot_extra("", err, sizeof(err));
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->slots[0].entropy.source, P11P_ENTROPY_PASSTHROUGH);
+	ck_assert_ptr_null(cfg->slots[0].fragments);
+	p11p_config_free(cfg);
+
+	cfg = parse_slot_extra("    entropy: {source: hsm, reseed_bytes: 4096, reseed_seconds: 60,"
+	                       " on_hsm_failure: os_only}\n    fragments: /etc/p11proxy/cf.json\n",
+	                       err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->slots[0].entropy.source, P11P_ENTROPY_HSM);
+	ck_assert_int_eq(cfg->slots[0].entropy.on_hsm_failure, P11P_ENTROPY_OS_ONLY);
+	ck_assert_uint_eq(cfg->slots[0].entropy.reseed_bytes, 4096);
+	ck_assert_uint_eq(cfg->slots[0].entropy.reseed_seconds, 60);
+	ck_assert_str_eq(cfg->slots[0].fragments, "/etc/p11proxy/cf.json");
+	p11p_config_free(cfg);
+
+	/* An empty mapping: mix, fail closed, the generator's reseed defaults. */
+	cfg = parse_slot_extra("    entropy: {}\n", err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->slots[0].entropy.source, P11P_ENTROPY_MIX);
+	ck_assert_int_eq(cfg->slots[0].entropy.on_hsm_failure, P11P_ENTROPY_FAIL);
+	ck_assert_uint_eq(cfg->slots[0].entropy.reseed_bytes, 0);
+	p11p_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_entropy_fragments_bad)
+{
+	static const struct {
+		const char *extra, *msg;
+	} bad[] = {
+	    {"    entropy: {source: tpm}\n", "'source' must be os, hsm or mix, not 'tpm'"},
+	    {"    entropy: {on_hsm_failure: retry}\n",
+	     "'on_hsm_failure' must be fail or os_only, not 'retry'"},
+	    {"    entropy: mix\n", "'entropy' must be a mapping"},
+	    {"    entropy: {reseed_bytes: 0}\n", "reseed_bytes"},
+	    {"    entropy: {reseed_seconds: 99999999999}\n", "reseed_seconds"},
+	    {"    entropy: {sorce: os}\n", "sorce"},
+	    {"    fragments: relative/cf.json\n", "fragments"},
+	};
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct p11p_config *cfg = parse_slot_extra(bad[i].extra, err, sizeof(err));
+
+		ck_assert_msg(cfg == NULL, "accepted: %s", bad[i].extra);
+		ck_assert_msg(strncmp(err, "mem:5:", 6) == 0, "%s: %s", bad[i].extra, err);
+		ck_assert_msg(strstr(err, bad[i].msg) != NULL, "%s: %s", bad[i].extra, err);
+	}
+	/* The exact message for the first one. */
+	ck_assert_ptr_null(parse_slot_extra(bad[0].extra, err, sizeof(err)));
+	ck_assert_str_eq(err, "mem:5:23: 'source' must be os, hsm or mix, not 'tpm'");
+}
+END_TEST
+
+START_TEST(test_env_use_rand)
+{
+	char err[512];
+	struct p11p_config *cfg;
+
+	setenv("PKCS11_LIB_PATH", "/bin/sh", 1);
+	setenv("HSM_TOKEN_LABEL", "payments", 1);
+	unsetenv("HSM_USE_RAND");
+	cfg = p11p_config_from_env(err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->slots[0].entropy.source, P11P_ENTROPY_PASSTHROUGH);
+	p11p_config_free(cfg);
+	setenv("HSM_USE_RAND", "true", 1);
+	cfg = p11p_config_from_env(err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_int_eq(cfg->slots[0].entropy.source, P11P_ENTROPY_MIX);
+	p11p_config_free(cfg);
+}
+END_TEST
+
 /* ---- quick start ---------------------------------------------------------------- */
 
 START_TEST(test_env_quick_start)
@@ -936,6 +1030,9 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_catalogue_complete);
 	tcase_add_test(tc, test_file_errors);
 	tcase_add_test(tc, test_parse_buffer);
+	tcase_add_test(tc, test_entropy_fragments);
+	tcase_add_test(tc, test_entropy_fragments_bad);
+	tcase_add_test(tc, test_env_use_rand);
 	tcase_add_test(tc, test_env_quick_start);
 	tcase_add_test(tc, test_env_errors);
 	tcase_add_test(tc, test_load_precedence);

@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* < 0: no countdown. Atomic so that threaded tests may use it too. */
 static atomic_long fail_countdown = -1;
@@ -87,4 +89,46 @@ char *p11p_strdup(const char *s)
 void p11p_free(void *p)
 {
 	free(p);
+}
+
+static atomic_ulong lock_failures;
+
+void *p11p_locked_alloc(size_t n, size_t *map_len, int *locked)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t ps = page > 0 ? (size_t)page : 4096, len;
+	void *p;
+
+	*map_len = 0;
+	*locked = 0;
+	if (should_fail() || n > SIZE_MAX - ps)
+		return NULL;
+	len = (n + ps - 1) / ps * ps;
+	if (len == 0)
+		len = ps;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	*map_len = len;
+	*locked = mlock(p, len) == 0;
+	if (!*locked)
+		atomic_fetch_add(&lock_failures, 1);
+#ifdef MADV_DONTDUMP
+	madvise(p, len, MADV_DONTDUMP);
+#endif
+	return p;
+}
+
+void p11p_locked_free(void *p, size_t map_len, int locked)
+{
+	if (p == NULL)
+		return;
+	if (locked)
+		munlock(p, map_len);
+	munmap(p, map_len);
+}
+
+unsigned long p11p_locked_failures(void)
+{
+	return atomic_load(&lock_failures);
 }

@@ -16,6 +16,17 @@ void *p11p_reallocarray(void *p, size_t count, size_t size);
 char *p11p_strdup(const char *s);
 char *p11p_strndup(const char *s, size_t n);
 void p11p_free(void *p);
+/*
+ * Memory for secrets: whole pages of their own, locked in RAM with mlock(2)
+ * where the RLIMIT_MEMLOCK allows it (best effort: *locked says whether it
+ * worked) and left out of core dumps (MADV_DONTFORK is not used: a forked
+ * child frees its copy like any other). Freed with p11p_locked_free(), which
+ * does not wipe: the caller does. NULL on failure (the test countdown too).
+ */
+void *p11p_locked_alloc(size_t n, size_t *map_len, int *locked);
+void p11p_locked_free(void *p, size_t map_len, int locked);
+/* Secret allocations whose mlock failed so far (process-wide). */
+unsigned long p11p_locked_failures(void);
 
 /*
  * Test hook: after `n` more successful allocations, every allocation fails

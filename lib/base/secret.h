@@ -1,5 +1,7 @@
 /*
- * Secrets (PINs, fragments, derived keys): one type, always wiped on free.
+ * Secrets (PINs, fragments, derived keys, software keys): one type, kept in
+ * pages of their own that are locked in RAM where RLIMIT_MEMLOCK allows and
+ * left out of core dumps, always wiped on free.
  */
 #ifndef P11P_SECRET_H
 #define P11P_SECRET_H
@@ -17,6 +19,8 @@ const unsigned char *p11p_secret_data(const struct p11p_secret *s);
 size_t p11p_secret_len(const struct p11p_secret *s);
 /* Constant-time comparison with a buffer of the given length. */
 bool p11p_secret_equals(const struct p11p_secret *s, const void *data, size_t len);
+/* Was s's memory locked in RAM (mlock)? */
+bool p11p_secret_locked(const struct p11p_secret *s);
 /* Wipes and frees; NULL is fine. */
 void p11p_secret_free(struct p11p_secret *s);
 

@@ -15,6 +15,9 @@
 #include "base/names.h"
 #include "base/secret.h"
 
+#include <stdio.h>
+#include <sys/resource.h>
+
 static void setup(void)
 {
 	p11p_mem_fail_reset();
@@ -469,6 +472,45 @@ END_TEST
 
 /* ---- secret --------------------------------------------------------------------------------- */
 
+/* VmLck of this process, in kB (-1 when /proc says nothing). */
+static long vm_locked_kb(void)
+{
+	FILE *fp = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	if (fp == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+			break;
+	fclose(fp);
+	return kb;
+}
+
+START_TEST(test_secret_locked)
+{
+	struct rlimit rl;
+	long before = vm_locked_kb(), during;
+	struct p11p_secret *s = p11p_secret_new("key material", 12);
+
+	ck_assert_ptr_nonnull(s);
+	during = vm_locked_kb();
+	/* Locked whenever the memlock limit leaves room for a page. */
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur >= 65536) {
+		ck_assert(p11p_secret_locked(s));
+		ck_assert_int_ge(during - before, 4);
+	}
+	p11p_secret_free(s);
+	if (before >= 0)
+		ck_assert_int_eq(vm_locked_kb(), before); /* unlocked again */
+	/* The countdown reaches secrets too. */
+	p11p_mem_fail_after(0);
+	ck_assert_ptr_null(p11p_secret_new("x", 1));
+	p11p_mem_fail_reset();
+}
+END_TEST
+
 START_TEST(test_secret_basics)
 {
 	char pin[] = "12345678";
@@ -735,6 +777,7 @@ static Suite *base_suite(void)
 	tcase_add_test(tc, test_mem_reallocarray_overflow);
 	tc = new_case(s, "secret");
 	tcase_add_test(tc, test_secret_basics);
+	tcase_add_test(tc, test_secret_locked);
 	tcase_add_test(tc, test_secret_empty_and_null);
 	tcase_add_test(tc, test_secret_alloc_failure);
 	tcase_add_test(tc, test_wipe);

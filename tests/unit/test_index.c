@@ -410,7 +410,7 @@ START_TEST(test_bad_arguments)
 	v.perms = 0x80;
 	ck_assert_uint_eq(p11p_index_put(idx, &v), CKR_ARGUMENTS_BAD);
 	key_init(&v, "s", "k", 1);
-	v.state = (enum p11p_vk_state)3;
+	v.state = (enum p11p_vk_state)4; /* past P11P_VK_DELETED */
 	ck_assert_uint_eq(p11p_index_put(idx, &v), CKR_ARGUMENTS_BAD);
 	key_init(&v, "s", "k", 1);
 	v.origin = (enum p11p_vk_origin)2;

@@ -54,6 +54,9 @@ CONF
 
 # proxy_conf FILE LABEL...: a proxy.yaml with one virtual slot per SoftHSM2
 # token label; virtual slot "v-LABEL", no member PIN (application PIN passes).
+# Its state_dir is FILE's directory, so virtual keys are on (index
+# DIR/keys.index, default policy: write_back false, scan all). PROXY_POLICY
+# (e.g. "{write_back: true, scan: owned}") sets every slot's `policy:`.
 proxy_conf() {
 	local file=$1
 	shift
@@ -64,10 +67,13 @@ proxy_conf() {
 		echo "slots:"
 		for label in "$@"; do
 			echo "  - label: v-$label"
+			[ -n "${PROXY_POLICY:-}" ] && echo "    policy: $PROXY_POLICY"
 			echo "    members:"
 			echo "      - backend: softhsm"
 			echo "        token_label: $label"
 		done
+		# Last, so that suites' line:column expectations hold.
+		echo "state_dir: $(cd "$(dirname "$file")" && pwd)"
 	} >"$file"
 	export P11PROXY_CONF=$file
 }

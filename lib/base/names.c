@@ -1,6 +1,8 @@
 /* Generated once from p11-kit's pkcs11.h (2.40); aliases resolve to the first name. */
 #include "base/names.h"
 
+#include "p11proxy.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -103,6 +105,7 @@ static const struct name_entry ckr_names[] = {
     {CKR_PIN_TOO_WEAK, "CKR_PIN_TOO_WEAK"},
     {CKR_PUBLIC_KEY_INVALID, "CKR_PUBLIC_KEY_INVALID"},
     {CKR_FUNCTION_REJECTED, "CKR_FUNCTION_REJECTED"},
+    {P11PROXY_CKR_KEY_DEACTIVATED, "P11PROXY_CKR_KEY_DEACTIVATED"},
 };
 
 static const struct name_entry ckm_names[] = {

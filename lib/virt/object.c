@@ -170,6 +170,7 @@ static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
 		p11p_map_remove(&st->objects_ident, obj->slot->id, ident_hash(obj->ident));
 	p11p_free(obj->ident);
+	p11p_vkey_object_free(obj);
 	for (size_t i = 0; i < obj->slot->n_members; i++) {
 		if (obj->be[i] != 0 &&
 		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
@@ -443,6 +444,8 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 
 CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count)
 {
+	CK_ATTRIBUTE *btempl = templ;
+	CK_ULONG bcount = count;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
 
@@ -450,24 +453,31 @@ CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULO
 		return rv;
 	if (templ == NULL && count > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	/*
+	 * Virtual permissions in the template are matched here, not by the
+	 * member (whose keys carry the HSM's): the member's find goes without them.
+	 */
+	rv = p11p_vkey_find_init(&c, templ, count, &btempl, &bcount);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
 	do {
-		rv = c.fl->C_FindObjectsInit(c.bs, templ, count);
+		rv = c.fl->C_FindObjectsInit(c.bs, btempl, bcount);
 	} while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
 		rv = p11p_local_find_init(&c, templ, count);
 	if (rv == CKR_OK)
-		rv = p11p_vkey_find_init(&c, templ, count);
-	if (rv == CKR_OK)
-		p11p_op_begin_find(&c, templ, count);
+		p11p_op_begin_find(&c, btempl, bcount); /* a replay repeats the member's find */
 	else if (rv != CKR_OPERATION_ACTIVE)
 		c.fl->C_FindObjectsFinal(c.bs);
+	if (btempl != templ)
+		p11p_free(btempl);
 	return p11p_call_end(&c, rv);
 }
 
 CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
                         CK_ULONG_PTR count)
 {
-	CK_OBJECT_HANDLE buf[FIND_CHUNK];
+	CK_OBJECT_HANDLE buf[FIND_CHUNK], phs[FIND_CHUNK];
 	CK_ULONG total = 0;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
@@ -490,13 +500,16 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 			continue; /* the find was started again on another member */
 		if (rv == CKR_OK && got > want)
 			rv = CKR_GENERAL_ERROR;
+		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++)
+			rv = p11p_object_from_backend(&c, buf[i], false, &phs[i]);
+		/* Keys met for the first time are bound to (or imported into) the index. */
+		if (rv == CKR_OK)
+			p11p_vkey_find_chunk(&c, phs, got);
 		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++) {
-			CK_OBJECT_HANDLE ph;
+			CK_OBJECT_HANDLE ph = phs[i];
 
-			rv = p11p_object_from_backend(&c, buf[i], false, &ph);
 			/* After a failover the find runs again: skip what was handed out. */
-			if (rv == CKR_OK && !p11p_op_was_found(&c, ph) &&
-			    !p11p_vkey_hidden(&c, ph)) {
+			if (!p11p_op_was_found(&c, ph) && !p11p_vkey_hidden(&c, ph)) {
 				out[total++] = ph;
 				p11p_op_found(&c, ph);
 			}
@@ -557,7 +570,12 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_local_handle(obj)) /* a key the proxy holds stays one key */
 		return p11p_call_end(&c, CKR_ACTION_PROHIBITED);
-	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
+	/* A copy would be a new key: not of a deleted or deactivated virtual key. */
+	rv = p11p_vkey_use(&c, obj, 0);
+	if (rv == CKR_KEY_HANDLE_INVALID)
+		rv = CKR_OBJECT_HANDLE_INVALID;
+	if (rv == CKR_OK)
+		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
 		rv = c.fl->C_CopyObject(c.bs, bobj, templ, count, &bh);
 	p11p_call_retry(&c, &rv, false);
@@ -566,8 +584,11 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		if (c.fl->C_GetAttributeValue(c.bs, bh, &query, 1) != CKR_OK)
 			token = CK_TRUE; /* unknown: keep the handle for the whole run */
 		rv = p11p_repl_new_keys(&c, &bh, 1);
-		if (rv == CKR_OK)
-			rv = record_new(&c, &bh, 1);
+		if (rv == CKR_OK) {
+			rv = p11p_vkey_copied(&c, obj, bh);
+			if (rv != CKR_OK)
+				c.fl->C_DestroyObject(c.bs, bh);
+		}
 		if (rv == CKR_OK)
 			rv = adopt_new(&c, bh, token == CK_FALSE, out);
 	}
@@ -585,10 +606,11 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	struct p11p_identity ident;
 	struct p11p_object *o;
 	bool replicated = false;
+	uint64_t vid = 0;
 
 	if (p11p_local_handle(obj))
 		return p11p_call_end(&c, p11p_local_destroy(&c, obj));
-	if (p11p_vkey_destroy(&c, obj, &rv))
+	if (p11p_vkey_destroy(&c, obj, &rv, &vid))
 		return p11p_call_end(&c, rv);
 	p11p_lock();
 	o = p11p_map_get(&c.st->objects, 0, obj);
@@ -618,6 +640,8 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 		/* Its copies go too, or a failover would bring the key back. */
 		if (replicated)
 			p11p_repl_destroyed(&c, &ident);
+		/* write_back: the HSM key is gone, and its virtual key with it. */
+		p11p_vkey_destroyed(&c, vid);
 	}
 	return p11p_call_end(&c, rv);
 }
@@ -712,6 +736,10 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 	if (p11p_local_handle(key))
 		return p11p_call_end(&c, CKR_KEY_NOT_WRAPPABLE);
 	rv = p11p_vkey_use(&c, wrapping, P11P_VK_WRAP);
+	if (rv == CKR_KEY_HANDLE_INVALID)
+		rv = CKR_WRAPPING_KEY_HANDLE_INVALID;
+	if (rv == CKR_OK)
+		rv = p11p_vkey_use(&c, key, 0); /* the wrapped key leaves: not a deleted one */
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	do {
@@ -743,6 +771,8 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	if (p11p_local_handle(unwrapping))
 		return p11p_call_end(&c, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT);
 	rv = p11p_vkey_use(&c, unwrapping, P11P_VK_UNWRAP);
+	if (rv == CKR_KEY_HANDLE_INVALID)
+		rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
@@ -798,9 +828,14 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		return p11p_call_end(&c, p11p_local_derive(&c, mech, base, templ, count, out));
 	m = *mech;
 	/* CKM_CONCATENATE_BASE_AND_KEY: the parameter is the other key's handle: the member's. */
-	if (mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY &&
-	    (mech->pParameter == NULL || mech->ulParameterLen != sizeof(CK_OBJECT_HANDLE)))
-		return p11p_call_end(&c, CKR_MECHANISM_PARAM_INVALID);
+	if (mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY) {
+		if (mech->pParameter == NULL || mech->ulParameterLen != sizeof(CK_OBJECT_HANDLE))
+			return p11p_call_end(&c, CKR_MECHANISM_PARAM_INVALID);
+		/* Its material goes into the new key as much as the base key's. */
+		rv = p11p_vkey_use(&c, *(CK_OBJECT_HANDLE *)mech->pParameter, P11P_VK_DERIVE);
+		if (rv != CKR_OK)
+			return p11p_call_end(&c, rv);
+	}
 	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do {
 		/* Mapped on each try: after a failover the keys are the new member's. */

@@ -940,6 +940,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	bool busy = false;
 	CK_RV rv = CKR_OK;
 
+	c->new_key_holders = 1u << pm->index;
 	if (vs->n_members < 2 || n == 0 || n > 2 || !any_token_key(c, bh, n))
 		return CKR_OK;
 	ki = p11p_calloc(n, sizeof(*ki));
@@ -994,6 +995,8 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		copy_to_target(c->st, vs, &tg[i], ki, n);
 		healthy += !tg[i].down;
 		holders += tg[i].ok;
+		if (tg[i].ok && tg[i].m->index < 32)
+			c->new_key_holders |= 1u << tg[i].m->index;
 	}
 	needed = ha->key_quorum != 0 ? ha->key_quorum : healthy;
 	if (holders >= needed) {

@@ -133,6 +133,7 @@ static void free_object_cb(void *value, void *arg)
 	struct p11p_object *obj = value;
 
 	p11p_free(obj->ident);
+	p11p_vkey_object_free(obj);
 	p11p_free(obj);
 }
 

@@ -130,6 +130,15 @@ struct p11p_session {
 	unsigned local_ops; /* bit (1u << kind): a local operation of that kind is active */
 	struct p11p_local_session *local;
 
+	/*
+	 * vkey.c: the running find's filter on virtual permissions (the
+	 * template's CKA_ENCRYPT... taken out of the member's find); guarded by
+	 * `lock`. vk_find_mask: P11P_VK_* bits named; vk_find_want: their values;
+	 * vk_find_none: the template contradicts itself (nothing matches).
+	 */
+	uint32_t vk_find_mask, vk_find_want;
+	bool vk_find_none;
+
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
 	size_t n_owned, cap_owned;
@@ -155,6 +164,25 @@ struct p11p_object {
 	bool token;                            /* a token object (known when ident is) */
 	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
+	/*
+	 * Virtual key binding (vkey.c), guarded by the global lock. vk_known
+	 * false: not looked at yet; then vk NULL: not a virtual key (not a token
+	 * key, or no index); else the token key's identity and record.
+	 */
+	bool vk_known;
+	struct p11p_vkbind *vk;
+};
+
+/*
+ * A token key's binding to its virtual-key record (vkey.c): what the index
+ * matches it by, cached so that hot paths never read attributes again.
+ */
+struct p11p_vkbind {
+	uint64_t vid;      /* the record; 0: none (not imported: hidden) */
+	bool unrecordable; /* CKA_ID or CKA_LABEL too long for the index: always hidden */
+	CK_OBJECT_CLASS cls;
+	size_t id_len, label_len;
+	unsigned char id[P11P_INDEX_ID_MAX], label[P11P_INDEX_LABEL_MAX];
 };
 
 struct p11p_state {
@@ -196,6 +224,11 @@ struct p11p_call {
 	CK_SESSION_HANDLE bs; /* the member's session handle */
 	unsigned failovers;   /* made during this call (bounded by ha.retries) */
 	bool offload; /* backend calls run on a worker and are abandoned past call_timeout */
+	/*
+	 * Set by p11p_repl_new_keys(): the members holding the keys it was
+	 * given (bit per member index), for the virtual-key record's presence.
+	 */
+	uint32_t new_key_holders;
 };
 
 /* --- state.c: lifetime, the global lock, fork --- */
@@ -617,18 +650,34 @@ int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p
 void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
 
 /* --- vkey.c: virtual keys over the index (issue 4) --- */
-/* Opens the index the config names (C_Initialize). Messages go to p11p_message. */
+/*
+ * Running processes pick up other processes' index changes (the CLI's
+ * `keys deny`, `keys deactivate`...) within this many milliseconds: the index
+ * is refreshed (one stat(2) when nothing changed) at most this often.
+ */
+#define P11P_VKEY_REFRESH_MS 100ULL
+/*
+ * Opens the index the config names (C_Initialize): `index:` must open; the
+ * default "<state_dir>/keys.index" is used when state_dir is a directory
+ * (and must open then); otherwise virtual keys are off (st->vkeys NULL).
+ * Messages go to p11p_message; failure: CKR_GENERAL_ERROR.
+ */
 CK_RV p11p_vkey_state_init(struct p11p_state *st);
 void p11p_vkey_state_free(struct p11p_state *st);
+/* Frees an object's binding (with the object). */
+void p11p_vkey_object_free(struct p11p_object *obj);
 /*
- * May the proxy object `key` be used for `perm` (P11P_VK_* of index.h)?
- * CKR_OK (also for objects that are not virtual keys);
- * CKR_KEY_FUNCTION_NOT_PERMITTED; P11PROXY_CKR_KEY_DEACTIVATED.
+ * May the proxy object `key` be used for `perm` (P11P_VK_* of index.h; 0:
+ * any use of the key's material, e.g. the key C_WrapKey wraps)? CKR_OK (also
+ * for objects that are not virtual keys); P11PROXY_CKR_KEY_DEACTIVATED;
+ * CKR_KEY_FUNCTION_NOT_PERMITTED; CKR_KEY_HANDLE_INVALID (deleted virtually,
+ * or hidden: not imported under `scan: owned`). No lock held.
  */
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm);
 /*
  * After the member answered C_GetAttributeValue (*rv): reports the virtual
- * key's own permissions in the template in place of the HSM key's.
+ * key's own permissions in the template in place of the HSM key's
+ * (CKR_OBJECT_HANDLE_INVALID for a deleted or hidden key).
  */
 void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
                          CK_ULONG count, CK_RV *rv);
@@ -638,16 +687,34 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
  */
 bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                    CK_RV *rv);
-/* C_DestroyObject on a virtual key: true when settled here (*rv), under the policy. */
-bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv);
+/*
+ * C_DestroyObject on a virtual key: true when settled here (*rv): write_back
+ * false (the record becomes a tombstone), or a deleted/hidden key. false:
+ * go on and destroy the HSM key; *vid (0: not a virtual key) is then the
+ * record to remove with p11p_vkey_destroyed() once that worked.
+ */
+bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint64_t *vid);
+void p11p_vkey_destroyed(struct p11p_call *c, uint64_t vid);
 /*
  * New backend objects bh[0..n) made through c (create, generate, unwrap,
- * derive, copy): records the token keys among them as virtual keys with
- * origin `created`. On an error the caller destroys them.
+ * derive): records the token keys among them as virtual keys with origin
+ * `created` and binds their proxy handles. On an error the caller destroys
+ * them. p11p_vkey_copied(): the same for a C_CopyObject of proxy object src,
+ * whose copy gets no permission the original's virtual key lacks.
  */
 CK_RV p11p_vkey_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
-/* A find starts (templ: the application's); a find hands out ph: is it hidden? */
-CK_RV p11p_vkey_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count);
+CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HANDLE bh);
+/*
+ * A find starts (templ: the application's). Sets the session's virtual
+ * permission filter and gives in *btempl the template for the member's find:
+ * templ itself, or (when it names permission attributes) a p11p_malloc'ed
+ * copy without them, which the caller frees.
+ */
+CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                          CK_ATTRIBUTE **btempl, CK_ULONG *bcount);
+/* A find's chunk of proxy handles: binds the new ones (one index write for the imports). */
+void p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n);
+/* Is ph kept from this find (deleted, hidden, or not matching the virtual permissions)? */
 bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph);
 
 /* --- local.c: keys the proxy holds itself and the vendor mechanisms (issue 5) --- */

@@ -1,76 +1,1161 @@
 /*
- * Virtual keys (issue 4): the module's side of the index. Skeleton: every
- * object passes (no index yet); the real thing replaces these bodies.
+ * Virtual keys (issue 4): the module's side of the index (index/index.h).
+ *
+ * Binding. A proxy object that is a token key (CKA_TOKEN true; a secret,
+ * private or public key) on a slot with virtual keys is bound to the index
+ * record with the same (virtual slot label, class, CKA_ID, CKA_LABEL); the
+ * binding (record id and identity) is cached in the proxy object, so the
+ * per-call checks read no attribute. Other objects pass through. When several
+ * records share an identity the best is taken: not deleted, then origin
+ * created, then the lowest id (every process picks the same one). Two HSM
+ * keys sharing an identity are one virtual key, except that a key created
+ * through this process stays bound to its own record.
+ *
+ * Lazy import. A token key with no record is imported when first met (a
+ * find, or any use of a handle) under `scan: all`: origin scanned, state
+ * active, the HSM key's own permissions (attributes its class lacks count as
+ * not granted), presence = the member it was met on; one index transaction
+ * per find chunk. Under `scan: owned` it stays hidden: finds skip it and its
+ * handle answers CKR_KEY_HANDLE_INVALID / CKR_OBJECT_HANDLE_INVALID. A key
+ * whose CKA_ID or CKA_LABEL is too long for the index, or whose import
+ * failed, is hidden too (fail closed; the failure is logged). When two
+ * processes import one key at once, the later transaction yields: it deletes
+ * its own record and binds to the earlier one.
+ *
+ * Enforcement (p11p_vkey_use): deleted -> CKR_KEY_HANDLE_INVALID;
+ * deactivated -> P11PROXY_CKR_KEY_DEACTIVATED; a permission the virtual key
+ * lacks -> CKR_KEY_FUNCTION_NOT_PERMITTED, whatever the HSM key allows.
+ *
+ * Other processes' changes: the index is refreshed (one stat(2) when nothing
+ * changed) at most every P11P_VKEY_REFRESH_MS, by whichever call comes first.
+ *
+ * Locks: the global lock guards the objects' bindings; it is never held
+ * across an index call (writes fdatasync) nor a backend call.
  */
 #include "virt/virt.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/names.h"
+#include "p11proxy.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* A put with a stale revision is retried this often (each retry re-reads). */
+#define PUT_RETRIES 16
+
+struct p11p_vkeys {
+	struct p11p_index *idx;
+	_Atomic unsigned long long next_refresh_ms;
+	atomic_bool refresh_failed; /* reported once until a refresh works again */
+};
+
+static const struct {
+	CK_ATTRIBUTE_TYPE type;
+	uint32_t bit;
+} perm_attrs[] = {
+    {CKA_ENCRYPT, P11P_VK_ENCRYPT}, {CKA_DECRYPT, P11P_VK_DECRYPT}, {CKA_SIGN, P11P_VK_SIGN},
+    {CKA_VERIFY, P11P_VK_VERIFY},   {CKA_WRAP, P11P_VK_WRAP},       {CKA_UNWRAP, P11P_VK_UNWRAP},
+    {CKA_DERIVE, P11P_VK_DERIVE},
+};
+#define N_PERMS (sizeof(perm_attrs) / sizeof(perm_attrs[0]))
+
+static uint32_t perm_bit(CK_ATTRIBUTE_TYPE type)
+{
+	for (size_t i = 0; i < N_PERMS; i++)
+		if (perm_attrs[i].type == type)
+			return perm_attrs[i].bit;
+	return 0;
+}
+
+/* The permission attributes a key class has (PKCS#11 3.0, 4.8 to 4.10); 0: not a key. */
+static uint32_t class_perms(CK_OBJECT_CLASS cls)
+{
+	switch (cls) {
+	case CKO_SECRET_KEY:
+		return P11P_VK_ALL;
+	case CKO_PRIVATE_KEY:
+		return P11P_VK_DECRYPT | P11P_VK_SIGN | P11P_VK_UNWRAP | P11P_VK_DERIVE;
+	case CKO_PUBLIC_KEY:
+		return P11P_VK_ENCRYPT | P11P_VK_VERIFY | P11P_VK_WRAP | P11P_VK_DERIVE;
+	default:
+		return 0;
+	}
+}
+
+/* ---- state ---- */
 
 CK_RV p11p_vkey_state_init(struct p11p_state *st)
 {
-	(void)st;
+	const struct p11p_config *cfg = st->cfg;
+	struct p11p_vkeys *vk;
+	struct stat sb;
+	char err[512];
+	CK_RV rv;
+
+	st->vkeys = NULL;
+	if (cfg->index_path == NULL || cfg->index_path[0] == '\0') {
+		p11p_debug(P11P_DBG_OBJECT, "virtual keys off: no index path");
+		return CKR_OK;
+	}
+	if (!cfg->index_explicit &&
+	    (cfg->state_dir == NULL || stat(cfg->state_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+		p11p_debug(P11P_DBG_OBJECT, "virtual keys off: state directory %s is not there",
+		           cfg->state_dir ? cfg->state_dir : "(none)");
+		return CKR_OK;
+	}
+	vk = p11p_calloc(1, sizeof(*vk));
+	if (vk == NULL)
+		return CKR_HOST_MEMORY;
+	err[0] = '\0';
+	rv = p11p_index_open(cfg->index_path, &vk->idx, err, sizeof(err));
+	if (rv != CKR_OK) {
+		p11p_message("%s", err[0] ? err : "cannot open the virtual-key index");
+		p11p_free(vk);
+		return rv == CKR_HOST_MEMORY ? rv : CKR_GENERAL_ERROR;
+	}
+	atomic_init(&vk->next_refresh_ms, p11p_now_ms() + P11P_VKEY_REFRESH_MS);
+	atomic_init(&vk->refresh_failed, false);
+	st->vkeys = vk;
+	p11p_debug(P11P_DBG_OBJECT, "virtual keys: index %s", cfg->index_path);
 	return CKR_OK;
 }
 
 void p11p_vkey_state_free(struct p11p_state *st)
 {
-	(void)st;
+	if (st->vkeys == NULL)
+		return;
+	p11p_index_close(st->vkeys->idx);
+	p11p_free(st->vkeys);
+	st->vkeys = NULL;
 }
+
+void p11p_vkey_object_free(struct p11p_object *obj)
+{
+	p11p_free(obj->vk);
+	obj->vk = NULL;
+	obj->vk_known = false;
+}
+
+/* The index for the call's slot, or NULL: virtual keys off (or a slot without a label). */
+static struct p11p_vkeys *slot_vkeys(const struct p11p_call *c)
+{
+	return c->st->vkeys != NULL && c->s->slot->label[0] != '\0' ? c->st->vkeys : NULL;
+}
+
+static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
+{
+	p11p_index_last_error(vk->idx, buf, len);
+	if (buf[0] == '\0')
+		snprintf(buf, len, "virtual-key index error");
+}
+
+/* Picks up other processes' changes, at most once per P11P_VKEY_REFRESH_MS. */
+static void vk_refresh(struct p11p_vkeys *vk)
+{
+	unsigned long long now = p11p_now_ms();
+	unsigned long long due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
+	char err[512];
+
+	if (now < due)
+		return;
+	/* One thread per period does it; the others go on with what is loaded. */
+	if (!atomic_compare_exchange_strong(&vk->next_refresh_ms, &due, now + P11P_VKEY_REFRESH_MS))
+		return;
+	if (p11p_index_refresh(vk->idx) == CKR_OK) {
+		atomic_store(&vk->refresh_failed, false);
+		return;
+	}
+	/* The handle keeps what it loaded last; said once until it works again. */
+	if (!atomic_exchange(&vk->refresh_failed, true)) {
+		index_error(vk, err, sizeof(err));
+		p11p_message("virtual keys: cannot re-read the index (using what was read "
+		             "before): %s",
+		             err);
+	}
+}
+
+/* Index write errors as the application sees them. */
+static CK_RV write_error(struct p11p_vkeys *vk, const char *what, CK_RV rv)
+{
+	char err[512];
+
+	if (rv == CKR_HOST_MEMORY)
+		return rv;
+	index_error(vk, err, sizeof(err));
+	p11p_message("virtual keys: %s: %s", what, err);
+	return CKR_FUNCTION_FAILED;
+}
+
+/* ---- reading a backend key ---- */
+
+struct keyinfo {
+	bool token_key;
+	struct p11p_vkbind b;
+	CK_KEY_TYPE key_type;
+	uint32_t perms; /* the HSM key's */
+};
+
+/* What the binding needs of backend object bh (on the call's member). */
+static CK_RV read_key(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct keyinfo *k)
+{
+	CK_OBJECT_CLASS cls = 0;
+	CK_BBOOL tok = CK_FALSE, v[N_PERMS];
+	CK_KEY_TYPE kt = 0;
+	CK_ATTRIBUTE a[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &tok, sizeof(tok)}};
+	CK_ATTRIBUTE b[3] = {
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_ID, k->b.id, sizeof(k->b.id)},
+	    {CKA_LABEL, k->b.label, sizeof(k->b.label)},
+	};
+	CK_ATTRIBUTE p[N_PERMS];
+	CK_RV rv;
+
+	k->token_key = false;
+	k->b.unrecordable = false;
+	k->perms = 0;
+	rv = c->fl->C_GetAttributeValue(c->bs, bh, a, 2);
+	if (rv != CKR_OK)
+		return rv;
+	if (a[0].ulValueLen != sizeof(cls) || a[1].ulValueLen != sizeof(tok))
+		return CKR_GENERAL_ERROR; /* the backend broke the contract */
+	if (tok == CK_FALSE || class_perms(cls) == 0)
+		return CKR_OK;
+	k->token_key = true;
+	k->b.vid = 0;
+	k->b.cls = cls;
+	rv = c->fl->C_GetAttributeValue(c->bs, bh, b, 3);
+	if (rv == CKR_BUFFER_TOO_SMALL) {
+		k->b.unrecordable = true;
+		k->b.id_len = k->b.label_len = 0;
+		return CKR_OK;
+	}
+	if (rv != CKR_OK)
+		return rv;
+	if (b[0].ulValueLen != sizeof(kt) || b[1].ulValueLen > sizeof(k->b.id) ||
+	    b[2].ulValueLen > sizeof(k->b.label))
+		return CKR_GENERAL_ERROR;
+	k->key_type = kt;
+	k->b.id_len = b[1].ulValueLen;
+	k->b.label_len = b[2].ulValueLen;
+	for (size_t i = 0; i < N_PERMS; i++) {
+		v[i] = CK_FALSE;
+		p[i] = (CK_ATTRIBUTE){perm_attrs[i].type, &v[i], sizeof(v[i])};
+	}
+	/* Attributes the class lacks come back unavailable: not granted. */
+	rv = c->fl->C_GetAttributeValue(c->bs, bh, p, N_PERMS);
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+		return rv;
+	for (size_t i = 0; i < N_PERMS; i++)
+		if (p[i].ulValueLen == sizeof(CK_BBOOL) && v[i] != CK_FALSE)
+			k->perms |= perm_attrs[i].bit;
+	k->perms &= class_perms(cls);
+	return CKR_OK;
+}
+
+/* One boolean attribute of backend object bh: 1 true, 0 false, -1 unknown. */
+static int read_bool(struct p11p_call *c, CK_OBJECT_HANDLE bh, CK_ATTRIBUTE_TYPE type)
+{
+	CK_BBOOL v = CK_FALSE;
+	CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+
+	if (c->fl->C_GetAttributeValue(c->bs, bh, &a, 1) != CKR_OK || a.ulValueLen != sizeof(v))
+		return -1;
+	return v != CK_FALSE;
+}
+
+/* ---- records ---- */
+
+/* Is record a a better binding than b? Not deleted, then created, then the lower id. */
+static bool rec_better(const struct p11p_vkey *a, const struct p11p_vkey *b)
+{
+	bool ad = a->state == P11P_VK_DELETED, bd = b->state == P11P_VK_DELETED;
+
+	if (ad != bd)
+		return !ad;
+	if (a->origin != b->origin)
+		return a->origin == P11P_VK_CREATED;
+	return a->vid < b->vid;
+}
+
+/*
+ * The best record of identity b on slot, other than `except` (0: none):
+ * *found says whether there is one.
+ */
+static CK_RV lookup(struct p11p_vkeys *vk, const char *slot, const struct p11p_vkbind *b,
+                    uint64_t except, struct p11p_vkey *best, bool *found)
+{
+	struct p11p_vkey_match m = {
+	    .slot = slot,
+	    .has_class = true,
+	    .cls = b->cls,
+	    .has_ck_id = true,
+	    .ck_id = b->id,
+	    .ck_id_len = b->id_len,
+	    .has_label = true,
+	    .label = b->label,
+	    .label_len = b->label_len,
+	};
+	struct p11p_vkey small[4], *all = small;
+	size_t count = 0, max = 4;
+	CK_RV rv;
+
+	*found = false;
+	rv = p11p_index_find(vk->idx, &m, small, max, &count);
+	if (rv != CKR_OK)
+		return rv;
+	if (count > max) {
+		max = count;
+		all = p11p_calloc(max, sizeof(*all));
+		if (all == NULL)
+			return CKR_HOST_MEMORY;
+		rv = p11p_index_find(vk->idx, &m, all, max, &count);
+		if (rv != CKR_OK)
+			goto out;
+	}
+	if (count > max)
+		count = max; /* grew in between (a refresh in another thread): the rest next time */
+	for (size_t i = 0; i < count; i++) {
+		if (all[i].vid == except)
+			continue;
+		if (!*found || rec_better(&all[i], best))
+			*best = all[i];
+		*found = true;
+	}
+out:
+	if (all != small)
+		p11p_free(all);
+	return rv;
+}
+
+/*
+ * Read, change, put with the revision read; a conflict (another writer got
+ * there first: the put applied its commit) goes round again.
+ */
+typedef void (*rec_edit_fn)(struct p11p_vkey *r, const void *arg);
+
+static CK_RV update_record(struct p11p_vkeys *vk, uint64_t vid, rec_edit_fn edit, const void *arg)
+{
+	for (int i = 0; i < PUT_RETRIES; i++) {
+		struct p11p_vkey r;
+		bool found = false;
+		CK_RV rv = p11p_index_get(vk->idx, vid, &r, &found);
+
+		if (rv != CKR_OK)
+			return rv;
+		if (!found)
+			return CKR_OBJECT_HANDLE_INVALID; /* removed by another process meanwhile */
+		edit(&r, arg);
+		rv = p11p_index_put(vk->idx, &r);
+		if (rv == CKR_OK)
+			return CKR_OK;
+		if (rv != P11P_INDEX_CONFLICT)
+			return write_error(vk, "cannot update a virtual key", rv);
+	}
+	p11p_message("virtual keys: a record kept changing under an update; gave up");
+	return CKR_FUNCTION_FAILED;
+}
+
+static void fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const struct keyinfo *k,
+                        enum p11p_vk_origin origin, uint32_t perms, uint32_t presence)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->slot, sizeof(r->slot), "%s", vs->label);
+	r->cls = k->b.cls;
+	r->key_type = k->key_type;
+	memcpy(r->ck_id, k->b.id, k->b.id_len);
+	r->ck_id_len = k->b.id_len;
+	memcpy(r->label, k->b.label, k->b.label_len);
+	r->label_len = k->b.label_len;
+	r->perms = perms & P11P_VK_ALL;
+	r->state = P11P_VK_ACTIVE;
+	r->origin = origin;
+	r->presence = presence & ((1u << P11P_INDEX_MAX_MEMBERS) - 1);
+}
+
+/* ---- bindings ---- */
+
+/* Sets obj's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
+static bool set_bind_locked(struct p11p_object *obj, const struct p11p_vkbind *b)
+{
+	if (b == NULL) {
+		p11p_free(obj->vk);
+		obj->vk = NULL;
+		obj->vk_known = true;
+		return true;
+	}
+	if (obj->vk == NULL && (obj->vk = p11p_malloc(sizeof(*obj->vk))) == NULL)
+		return false;
+	*obj->vk = *b;
+	obj->vk_known = true;
+	return true;
+}
+
+/*
+ * After importing r: when an earlier transaction (another process or
+ * thread) recorded the same key, r yields to it (deleted); the id to bind to.
+ */
+static uint64_t settle_import(struct p11p_vkeys *vk, const struct p11p_vkey *r)
+{
+	struct p11p_vkbind b = {.cls = r->cls, .id_len = r->ck_id_len, .label_len = r->label_len};
+	struct p11p_vkey other;
+	bool found = false;
+
+	memcpy(b.id, r->ck_id, r->ck_id_len);
+	memcpy(b.label, r->label, r->label_len);
+	if (lookup(vk, r->slot, &b, r->vid, &other, &found) != CKR_OK || !found)
+		return r->vid;
+	if (p11p_index_delete(vk->idx, r->vid, NULL) != CKR_OK)
+		return r->vid; /* both stay; every process binds to the better one */
+	return other.vid;
+}
+
+enum pend_what { P_SKIP, P_NOTKEY, P_BOUND, P_NEW };
+
+struct pend {
+	CK_OBJECT_HANDLE ph;
+	enum pend_what what;
+	size_t rec; /* P_NEW: its record in recs[] */
+	struct keyinfo k;
+};
+
+/*
+ * Binds the proxy objects ph[0..n) of the call's slot not bound yet: reads
+ * them, finds their records, imports the new ones under `scan: all` in one
+ * transaction. *err: the first error met (the objects it concerns stay
+ * unbound; other objects are bound).
+ */
+static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n, CK_RV *err)
+{
+	struct p11p_vkeys *vk = slot_vkeys(c);
+	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_policy_cfg pol;
+	struct p11p_vkey *recs = NULL;
+	struct pend *p;
+	size_t np = 0, nrec = 0;
+	CK_RV rv;
+
+	*err = CKR_OK;
+	if (vk == NULL || n == 0)
+		return;
+	p = p11p_calloc(n, sizeof(*p));
+	if (p == NULL) {
+		*err = CKR_HOST_MEMORY;
+		return;
+	}
+	p11p_lock();
+	for (size_t i = 0; i < n; i++) {
+		struct p11p_object *obj = p11p_map_get(&c->st->objects, 0, ph[i]);
+
+		if (obj != NULL && obj->slot == vs && !obj->vk_known)
+			p[np++].ph = ph[i];
+	}
+	p11p_unlock();
+	if (np == 0)
+		goto out;
+	p11p_policy_get(c->st, vs, &pol);
+	for (size_t i = 0; i < np; i++) {
+		CK_OBJECT_HANDLE bh;
+		struct p11p_vkey best;
+		bool found = false;
+
+		rv = p11p_object_to_backend(c, p[i].ph, CKR_OBJECT_HANDLE_INVALID, &bh);
+		if (rv == CKR_OK)
+			rv = read_key(c, bh, &p[i].k);
+		if (rv == CKR_OK && p[i].k.token_key && !p[i].k.b.unrecordable)
+			rv = lookup(vk, vs->label, &p[i].k.b, 0, &best, &found);
+		if (rv != CKR_OK) {
+			p[i].what = P_SKIP;
+			if (*err == CKR_OK)
+				*err = rv;
+			continue;
+		}
+		if (!p[i].k.token_key) {
+			p[i].what = P_NOTKEY;
+		} else if (found) {
+			p[i].k.b.vid = best.vid;
+			p[i].what = P_BOUND;
+		} else if (pol.scan == P11P_SCAN_ALL && !p[i].k.b.unrecordable) {
+			p[i].what = P_NEW;
+			p[i].rec = nrec++;
+		} else {
+			p[i].what = P_BOUND; /* vid 0: hidden */
+			if (p[i].k.b.unrecordable)
+				p11p_debug(P11P_DBG_OBJECT,
+				           "slot '%s': a key's CKA_ID or CKA_LABEL is too long for "
+				           "the index: hidden",
+				           vs->label);
+		}
+	}
+	if (nrec > 0) {
+		uint32_t presence = c->s->member < P11P_INDEX_MAX_MEMBERS ? 1u << c->s->member : 0;
+
+		recs = p11p_calloc(nrec, sizeof(*recs));
+		rv = recs == NULL ? CKR_HOST_MEMORY : CKR_OK;
+		for (size_t i = 0; rv == CKR_OK && i < np; i++)
+			if (p[i].what == P_NEW)
+				fill_record(&recs[p[i].rec], vs, &p[i].k, P11P_VK_SCANNED,
+				            p[i].k.perms, presence);
+		if (rv == CKR_OK)
+			rv = p11p_index_put_batch(vk->idx, recs, nrec);
+		if (rv != CKR_OK) {
+			/* Fail closed: the keys stay hidden; the next use tries again. */
+			write_error(vk, "cannot import keys met in the slot (they stay hidden)",
+			            rv);
+			if (*err == CKR_OK)
+				*err = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
+		}
+		for (size_t i = 0; i < np; i++) {
+			if (p[i].what != P_NEW)
+				continue;
+			p[i].what = P_BOUND;
+			p[i].k.b.vid = rv == CKR_OK ? settle_import(vk, &recs[p[i].rec]) : 0;
+		}
+		if (rv == CKR_OK)
+			p11p_debug(P11P_DBG_OBJECT, "slot '%s': imported %zu key(s) (scan: all)",
+			           vs->label, nrec);
+	}
+	p11p_lock();
+	for (size_t i = 0; i < np; i++) {
+		struct p11p_object *obj;
+
+		if (p[i].what == P_SKIP)
+			continue;
+		obj = p11p_map_get(&c->st->objects, 0, p[i].ph);
+		if (obj == NULL || obj->vk_known)
+			continue;
+		if (!set_bind_locked(obj, p[i].what == P_NOTKEY ? NULL : &p[i].k.b) &&
+		    *err == CKR_OK)
+			*err = CKR_HOST_MEMORY;
+	}
+	p11p_unlock();
+out:
+	p11p_free(recs);
+	p11p_free(p);
+}
+
+enum vk_kind {
+	VK_NONE,   /* not a virtual key (or not a handle of this slot): pass through */
+	VK_HIDDEN, /* a token key without a record: not imported */
+	VK_BOUND,  /* *rec: its record */
+	VK_ERROR,  /* *err */
+};
+
+/* The virtual key behind proxy handle h, bound on first sight. No lock held. */
+static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_vkey *rec,
+                            CK_RV *err)
+{
+	struct p11p_vkeys *vk = slot_vkeys(c);
+	struct p11p_vslot *vs = c->s->slot;
+
+	*err = CKR_OK;
+	if (vk == NULL)
+		return VK_NONE;
+	vk_refresh(vk);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		struct p11p_object *obj;
+		struct p11p_vkbind b;
+		struct p11p_policy_cfg pol;
+		struct p11p_vkey best;
+		bool known, have, found = false;
+		uint64_t vid = 0;
+		CK_RV rv;
+
+		p11p_lock();
+		obj = p11p_map_get(&c->st->objects, 0, h);
+		if (obj == NULL || obj->slot != vs) {
+			p11p_unlock();
+			return VK_NONE; /* the caller reports the bad handle */
+		}
+		known = obj->vk_known;
+		have = obj->vk != NULL;
+		if (have)
+			vid = obj->vk->vid;
+		p11p_unlock();
+		if (!known) {
+			bind_objects(c, &h, 1, err);
+			continue;
+		}
+		if (!have)
+			return VK_NONE;
+		if (vid != 0) {
+			rv = p11p_index_get(vk->idx, vid, rec, &found);
+			if (rv != CKR_OK) {
+				*err = rv;
+				return VK_ERROR;
+			}
+			if (found)
+				return VK_BOUND;
+		}
+		/* No record (not imported, or removed by another process): look again. */
+		p11p_lock();
+		obj = p11p_map_get(&c->st->objects, 0, h);
+		if (obj == NULL || obj->vk == NULL) {
+			p11p_unlock();
+			continue;
+		}
+		b = *obj->vk;
+		p11p_unlock();
+		rv = b.unrecordable ? CKR_OK : lookup(vk, vs->label, &b, 0, &best, &found);
+		if (rv != CKR_OK) {
+			*err = rv;
+			return VK_ERROR;
+		}
+		p11p_policy_get(c->st, vs, &pol);
+		p11p_lock();
+		obj = p11p_map_get(&c->st->objects, 0, h);
+		if (obj != NULL && obj->vk != NULL && obj->vk->vid == vid) {
+			if (found)
+				obj->vk->vid = best.vid;
+			else if (pol.scan == P11P_SCAN_ALL && !b.unrecordable)
+				p11p_vkey_object_free(obj); /* read again and import */
+			else
+				obj->vk->vid = 0;
+		}
+		p11p_unlock();
+		if (!found && (pol.scan != P11P_SCAN_ALL || b.unrecordable))
+			return VK_HIDDEN;
+	}
+	/* Still unbound: a read failed, or the import did (fail closed). */
+	if (*err != CKR_OK)
+		return VK_ERROR;
+	return VK_HIDDEN;
+}
+
+static CK_RV rec_allows(const struct p11p_vkey *r, unsigned perm)
+{
+	if (r->state == P11P_VK_DELETED)
+		return CKR_KEY_HANDLE_INVALID;
+	if (r->state == P11P_VK_DEACTIVATED)
+		return P11PROXY_CKR_KEY_DEACTIVATED;
+	if (perm != 0 && (r->perms & perm) != perm)
+		return CKR_KEY_FUNCTION_NOT_PERMITTED;
+	return CKR_OK;
+}
+
+/* ---- the hooks ---- */
 
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 {
-	(void)c;
-	(void)key;
-	(void)perm;
-	return CKR_OK;
+	struct p11p_vkey rec;
+	CK_RV err;
+
+	if (c->st->vkeys == NULL || key == CK_INVALID_HANDLE || p11p_local_handle(key))
+		return CKR_OK;
+	switch (resolve(c, key, &rec, &err)) {
+	case VK_NONE:
+		return CKR_OK;
+	case VK_HIDDEN:
+		return CKR_KEY_HANDLE_INVALID;
+	case VK_ERROR:
+		return err;
+	case VK_BOUND:
+		break;
+	}
+	return rec_allows(&rec, perm);
 }
 
 void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
                          CK_ULONG count, CK_RV *rv)
 {
-	(void)c;
-	(void)h;
-	(void)templ;
-	(void)count;
-	(void)rv;
+	struct p11p_vkey rec;
+	uint32_t has;
+	CK_RV err;
+
+	if (c->st->vkeys == NULL || templ == NULL)
+		return;
+	/* Only answers that filled the template. */
+	if (*rv != CKR_OK && *rv != CKR_ATTRIBUTE_SENSITIVE && *rv != CKR_ATTRIBUTE_TYPE_INVALID &&
+	    *rv != CKR_BUFFER_TOO_SMALL)
+		return;
+	switch (resolve(c, h, &rec, &err)) {
+	case VK_NONE:
+		return;
+	case VK_HIDDEN:
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return;
+	case VK_ERROR:
+		*rv = err;
+		return;
+	case VK_BOUND:
+		break;
+	}
+	if (rec.state == P11P_VK_DELETED) {
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return;
+	}
+	has = class_perms(rec.cls);
+	for (CK_ULONG i = 0; i < count; i++) {
+		uint32_t bit = perm_bit(templ[i].type);
+
+		/* Where the member gave the HSM key's value, the virtual key's goes instead. */
+		if ((bit & has) != 0 && templ[i].pValue != NULL &&
+		    templ[i].ulValueLen == sizeof(CK_BBOOL))
+			*(CK_BBOOL *)templ[i].pValue = (rec.perms & bit) ? CK_TRUE : CK_FALSE;
+	}
+}
+
+CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                          CK_ATTRIBUTE **btempl, CK_ULONG *bcount)
+{
+	struct p11p_session *s = c->s;
+	uint32_t mask = 0, want = 0;
+	CK_ULONG strip = 0, j = 0;
+	bool none = false;
+	CK_ATTRIBUTE *out;
+
+	*btempl = templ;
+	*bcount = count;
+	s->vk_find_mask = s->vk_find_want = 0;
+	s->vk_find_none = false;
+	if (slot_vkeys(c) == NULL)
+		return CKR_OK;
+	for (CK_ULONG i = 0; i < count; i++) {
+		uint32_t bit = perm_bit(templ[i].type);
+		bool val;
+
+		/* A malformed one stays in the member's find, which answers for it. */
+		if (bit == 0 || templ[i].pValue == NULL || templ[i].ulValueLen != sizeof(CK_BBOOL))
+			continue;
+		val = *(const CK_BBOOL *)templ[i].pValue != CK_FALSE;
+		if ((mask & bit) != 0 && ((want & bit) != 0) != val)
+			none = true; /* CKA_SIGN true and false: nothing matches */
+		mask |= bit;
+		if (val)
+			want |= bit;
+		strip++;
+	}
+	if (strip == 0)
+		return CKR_OK;
+	out = p11p_calloc(count, sizeof(*out));
+	if (out == NULL)
+		return CKR_HOST_MEMORY;
+	for (CK_ULONG i = 0; i < count; i++) {
+		uint32_t bit = perm_bit(templ[i].type);
+
+		if (bit == 0 || templ[i].pValue == NULL || templ[i].ulValueLen != sizeof(CK_BBOOL))
+			out[j++] = templ[i];
+	}
+	*btempl = out;
+	*bcount = j;
+	s->vk_find_mask = mask;
+	s->vk_find_want = want;
+	s->vk_find_none = none;
+	return CKR_OK;
+}
+
+void p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n)
+{
+	CK_RV err;
+
+	/* Errors leave objects unbound: p11p_vkey_hidden() keeps them from the find. */
+	bind_objects(c, ph, n, &err);
+}
+
+/* Does a key that is not a virtual key match the find's permission filter (the HSM's values)? */
+static bool hsm_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, uint32_t mask, uint32_t want)
+{
+	CK_ATTRIBUTE a[N_PERMS];
+	CK_BBOOL v[N_PERMS];
+	CK_OBJECT_HANDLE bh;
+	CK_ULONG n = 0;
+
+	if (p11p_object_to_backend(c, ph, CKR_OBJECT_HANDLE_INVALID, &bh) != CKR_OK)
+		return false;
+	for (size_t i = 0; i < N_PERMS; i++) {
+		if ((mask & perm_attrs[i].bit) == 0)
+			continue;
+		v[n] = CK_FALSE;
+		a[n] = (CK_ATTRIBUTE){perm_attrs[i].type, &v[n], sizeof(v[n])};
+		n++;
+	}
+	if (c->fl->C_GetAttributeValue(c->bs, bh, a, n) != CKR_OK)
+		return false; /* an object without one of them does not match */
+	for (CK_ULONG i = 0; i < n; i++) {
+		uint32_t bit = perm_bit(a[i].type);
+
+		if (a[i].ulValueLen != sizeof(CK_BBOOL) ||
+		    (v[i] != CK_FALSE) != ((want & bit) != 0))
+			return false;
+	}
+	return true;
+}
+
+bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
+{
+	struct p11p_session *s = c->s;
+	struct p11p_vkey rec;
+	CK_RV err;
+
+	if (slot_vkeys(c) == NULL)
+		return false;
+	if (s->vk_find_none)
+		return true;
+	switch (resolve(c, ph, &rec, &err)) {
+	case VK_HIDDEN:
+	case VK_ERROR:
+		return true;
+	case VK_BOUND:
+		if (rec.state == P11P_VK_DELETED)
+			return true;
+		/* An attribute the key's class lacks matches no value (as on the HSM). */
+		if ((s->vk_find_mask & ~class_perms(rec.cls)) != 0)
+			return true;
+		return (rec.perms & s->vk_find_mask) != s->vk_find_want;
+	case VK_NONE:
+		break;
+	}
+	return s->vk_find_mask != 0 && !hsm_matches(c, ph, s->vk_find_mask, s->vk_find_want);
+}
+
+/* What a C_SetAttributeValue changes in a record. */
+struct set_edit {
+	uint32_t mask, vals;
+	bool has_id, has_label;
+	const CK_ATTRIBUTE *id, *label;
+};
+
+static void apply_set(struct p11p_vkey *r, const void *arg)
+{
+	const struct set_edit *e = arg;
+
+	r->perms = (r->perms & ~e->mask) | (e->vals & e->mask);
+	if (e->has_id) {
+		memcpy(r->ck_id, e->id->pValue, e->id->ulValueLen);
+		r->ck_id_len = e->id->ulValueLen;
+		r->ck_id[r->ck_id_len] = '\0';
+	}
+	if (e->has_label) {
+		memcpy(r->label, e->label->pValue, e->label->ulValueLen);
+		r->label_len = e->label->ulValueLen;
+		r->label[r->label_len] = '\0';
+	}
+}
+
+/* A byte-string attribute that can go into the index (max bytes). */
+static bool fits(const CK_ATTRIBUTE *a, size_t max)
+{
+	return a->ulValueLen <= max && (a->pValue != NULL || a->ulValueLen == 0);
 }
 
 bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                    CK_RV *rv)
 {
-	(void)c;
-	(void)h;
-	(void)templ;
-	(void)count;
-	(void)rv;
-	return false;
+	struct p11p_vkeys *vk = slot_vkeys(c);
+	struct p11p_policy_cfg pol;
+	struct set_edit e = {0};
+	struct p11p_vkey rec;
+	CK_ATTRIBUTE old[N_PERMS + 2];
+	CK_BBOOL oldv[N_PERMS];
+	unsigned char old_id[P11P_INDEX_ID_MAX], old_label[P11P_INDEX_LABEL_MAX];
+	CK_ULONG n_old = 0;
+	bool other = false, can_revert = false;
+	CK_OBJECT_HANDLE bh;
+	CK_RV err;
+
+	if (vk == NULL || p11p_local_handle(h))
+		return false;
+	switch (resolve(c, h, &rec, &err)) {
+	case VK_NONE:
+		return false;
+	case VK_HIDDEN:
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return true;
+	case VK_ERROR:
+		*rv = err;
+		return true;
+	case VK_BOUND:
+		break;
+	}
+	if (rec.state == P11P_VK_DELETED) {
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return true;
+	}
+	/* Checked whole first: all or nothing. */
+	for (CK_ULONG i = 0; i < count; i++) {
+		uint32_t bit = perm_bit(templ[i].type);
+
+		if (bit != 0) {
+			if ((class_perms(rec.cls) & bit) == 0) {
+				*rv = CKR_ATTRIBUTE_TYPE_INVALID;
+				return true;
+			}
+			if (templ[i].pValue == NULL || templ[i].ulValueLen != sizeof(CK_BBOOL)) {
+				*rv = CKR_ATTRIBUTE_VALUE_INVALID;
+				return true;
+			}
+			e.mask |= bit;
+			if (*(CK_BBOOL *)templ[i].pValue != CK_FALSE)
+				e.vals |= bit;
+			else
+				e.vals &= ~bit;
+			continue;
+		}
+		other = true;
+		if (templ[i].type == CKA_ID || templ[i].type == CKA_LABEL) {
+			/* The index must be able to follow the HSM key. */
+			if (!fits(&templ[i], templ[i].type == CKA_ID ? P11P_INDEX_ID_MAX
+			                                             : P11P_INDEX_LABEL_MAX)) {
+				*rv = CKR_ATTRIBUTE_VALUE_INVALID;
+				return true;
+			}
+			if (templ[i].type == CKA_ID) {
+				e.has_id = true;
+				e.id = &templ[i];
+			} else {
+				e.has_label = true;
+				e.label = &templ[i];
+			}
+		}
+	}
+	if (!(c->s->flags & CKF_RW_SESSION)) {
+		*rv = CKR_SESSION_READ_ONLY;
+		return true;
+	}
+	p11p_policy_get(c->st, c->s->slot, &pol);
+	/* Without write_back only permissions change: label and id stay the HSM key's. */
+	if (other && !pol.write_back) {
+		*rv = CKR_ATTRIBUTE_READ_ONLY;
+		return true;
+	}
+	*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
+	if (*rv != CKR_OK)
+		return true;
+	if (!pol.write_back) {
+		/* A key the HSM will not let change does not change virtually either. */
+		if (read_bool(c, bh, CKA_MODIFIABLE) == 0) {
+			*rv = CKR_ATTRIBUTE_READ_ONLY;
+			return true;
+		}
+		*rv = update_record(vk, rec.vid, apply_set, &e);
+		return true;
+	}
+	/* write_back: the HSM key first (its refusal stands, the index untouched). */
+	for (size_t i = 0; i < N_PERMS; i++) {
+		if ((e.mask & perm_attrs[i].bit) == 0)
+			continue;
+		oldv[n_old] = CK_FALSE;
+		old[n_old] = (CK_ATTRIBUTE){perm_attrs[i].type, &oldv[n_old], sizeof(CK_BBOOL)};
+		n_old++;
+	}
+	if (e.has_id)
+		old[n_old++] = (CK_ATTRIBUTE){CKA_ID, old_id, sizeof(old_id)};
+	if (e.has_label)
+		old[n_old++] = (CK_ATTRIBUTE){CKA_LABEL, old_label, sizeof(old_label)};
+	can_revert = n_old > 0 && c->fl->C_GetAttributeValue(c->bs, bh, old, n_old) == CKR_OK;
+	*rv = c->fl->C_SetAttributeValue(c->bs, bh, templ, count);
+	/* The member failed: the change is made where the session moved (object.c). */
+	while (p11p_call_retry(c, rv, true)) {
+		*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
+		if (*rv == CKR_OK)
+			*rv = c->fl->C_SetAttributeValue(c->bs, bh, templ, count);
+	}
+	if (*rv != CKR_OK)
+		return true;
+	*rv = update_record(vk, rec.vid, apply_set, &e);
+	if (*rv != CKR_OK) {
+		/* Undo on the HSM what the index could not follow (the bound attributes). */
+		if (!can_revert || c->fl->C_SetAttributeValue(c->bs, bh, old, n_old) != CKR_OK)
+			p11p_message(
+			    "slot '%s': a virtual key's HSM key was changed but its record "
+			    "could not be: %s",
+			    c->s->slot->label, p11p_rv_str(*rv));
+		return true;
+	}
+	if (e.has_id || e.has_label) {
+		struct p11p_object *obj;
+
+		p11p_lock();
+		obj = p11p_map_get(&c->st->objects, 0, h);
+		if (obj != NULL && obj->vk != NULL) {
+			if (e.has_id) {
+				memcpy(obj->vk->id, e.id->pValue, e.id->ulValueLen);
+				obj->vk->id_len = e.id->ulValueLen;
+			}
+			if (e.has_label) {
+				memcpy(obj->vk->label, e.label->pValue, e.label->ulValueLen);
+				obj->vk->label_len = e.label->ulValueLen;
+			}
+		}
+		p11p_unlock();
+	}
+	return true;
 }
 
-bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv)
+static void apply_delete(struct p11p_vkey *r, const void *arg)
 {
-	(void)c;
-	(void)h;
-	(void)rv;
-	return false;
+	(void)arg;
+	r->state = P11P_VK_DELETED;
+}
+
+bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint64_t *vid)
+{
+	struct p11p_vkeys *vk = slot_vkeys(c);
+	struct p11p_policy_cfg pol;
+	struct p11p_vkey rec;
+	CK_OBJECT_HANDLE bh;
+	CK_RV err;
+
+	*vid = 0;
+	if (vk == NULL || p11p_local_handle(h))
+		return false;
+	switch (resolve(c, h, &rec, &err)) {
+	case VK_NONE:
+		return false;
+	case VK_HIDDEN:
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return true;
+	case VK_ERROR:
+		*rv = err;
+		return true;
+	case VK_BOUND:
+		break;
+	}
+	if (rec.state == P11P_VK_DELETED) {
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return true;
+	}
+	p11p_policy_get(c->st, c->s->slot, &pol);
+	if (pol.write_back) {
+		*vid = rec.vid; /* the HSM key goes, then the record (p11p_vkey_destroyed) */
+		return false;
+	}
+	/* Virtually: the checks a destroy of the HSM key would make, then the tombstone. */
+	if (!(c->s->flags & CKF_RW_SESSION)) {
+		*rv = CKR_SESSION_READ_ONLY;
+		return true;
+	}
+	*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
+	if (*rv != CKR_OK)
+		return true;
+	if (read_bool(c, bh, CKA_DESTROYABLE) == 0) {
+		*rv = CKR_ACTION_PROHIBITED;
+		return true;
+	}
+	*rv = update_record(vk, rec.vid, apply_delete, NULL);
+	return true;
+}
+
+void p11p_vkey_destroyed(struct p11p_call *c, uint64_t vid)
+{
+	struct p11p_vkeys *vk = slot_vkeys(c);
+	CK_RV rv;
+
+	if (vk == NULL || vid == 0)
+		return;
+	rv = p11p_index_delete(vk->idx, vid, NULL);
+	if (rv != CKR_OK)
+		write_error(
+		    vk, "the HSM key is destroyed but its record stays (a sync finds it missing)",
+		    rv);
+}
+
+/* Records the token keys among bh[0..n) (origin created), perms limited to `limit`. */
+static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n,
+                            uint32_t limit)
+{
+	struct p11p_vkeys *vk = slot_vkeys(c);
+	struct p11p_vslot *vs = c->s->slot;
+	struct keyinfo *k = NULL;
+	struct p11p_vkey *recs = NULL;
+	size_t *which = NULL, nrec = 0;
+	uint32_t holders, self;
+	CK_RV rv = CKR_OK;
+
+	if (vk == NULL || n == 0)
+		return CKR_OK;
+	self = c->s->member < P11P_INDEX_MAX_MEMBERS ? 1u << c->s->member : 0;
+	holders = (c->new_key_holders & self) != 0 ? c->new_key_holders : self;
+	k = p11p_calloc(n, sizeof(*k));
+	recs = p11p_calloc(n, sizeof(*recs));
+	which = p11p_calloc(n, sizeof(*which));
+	if (k == NULL || recs == NULL || which == NULL) {
+		rv = CKR_HOST_MEMORY;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		rv = read_key(c, bh[i], &k[i]);
+		if (rv != CKR_OK)
+			goto out;
+		if (!k[i].token_key)
+			continue;
+		if (k[i].b.unrecordable) {
+			p11p_message(
+			    "slot '%s': a new key's CKA_ID or CKA_LABEL is longer than the "
+			    "index takes (%d bytes): not created",
+			    vs->label, P11P_INDEX_LABEL_MAX);
+			rv = CKR_ATTRIBUTE_VALUE_INVALID;
+			goto out;
+		}
+		fill_record(&recs[nrec], vs, &k[i], P11P_VK_CREATED, k[i].perms & limit, holders);
+		which[nrec++] = i;
+	}
+	if (nrec == 0)
+		goto out;
+	rv = p11p_index_put_batch(vk->idx, recs, nrec);
+	if (rv != CKR_OK) {
+		rv = write_error(vk, "cannot record a new key (it is destroyed)", rv);
+		goto out;
+	}
+	/* Bound to their own records now: another HSM key may share the identity. */
+	for (size_t j = 0; j < nrec; j++) {
+		CK_OBJECT_HANDLE ph;
+		struct p11p_object *obj;
+		struct p11p_vkbind *b = &k[which[j]].b;
+
+		b->vid = recs[j].vid;
+		rv = p11p_object_from_backend(c, bh[which[j]], false, &ph);
+		if (rv != CKR_OK)
+			break;
+		p11p_lock();
+		obj = p11p_map_get(&c->st->objects, 0, ph);
+		if (obj == NULL || !set_bind_locked(obj, b))
+			rv = CKR_HOST_MEMORY;
+		p11p_unlock();
+		if (rv != CKR_OK)
+			break;
+	}
+	if (rv != CKR_OK) {
+		/* The caller destroys the keys: their records and bindings go. */
+		for (size_t j = 0; j < nrec; j++) {
+			CK_OBJECT_HANDLE ph;
+
+			p11p_index_delete(vk->idx, recs[j].vid, NULL);
+			if (p11p_object_from_backend(c, bh[which[j]], false, &ph) == CKR_OK) {
+				struct p11p_object *obj;
+
+				p11p_lock();
+				obj = p11p_map_get(&c->st->objects, 0, ph);
+				if (obj != NULL)
+					p11p_vkey_object_free(obj);
+				p11p_unlock();
+			}
+		}
+	}
+out:
+	p11p_free(which);
+	p11p_free(recs);
+	p11p_free(k);
+	return rv;
 }
 
 CK_RV p11p_vkey_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
 {
-	(void)c;
-	(void)bh;
-	(void)n;
-	return CKR_OK;
+	return record_created(c, bh, n, P11P_VK_ALL);
 }
 
-CK_RV p11p_vkey_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count)
+CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HANDLE bh)
 {
-	(void)c;
-	(void)templ;
-	(void)count;
-	return CKR_OK;
-}
+	struct p11p_vkey rec;
+	uint32_t limit = P11P_VK_ALL;
+	CK_RV err;
 
-bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
-{
-	(void)c;
-	(void)ph;
-	return false;
+	if (slot_vkeys(c) == NULL)
+		return CKR_OK;
+	/* The copy is a new virtual key, with no permission the original's lacks. */
+	if (resolve(c, src, &rec, &err) == VK_BOUND)
+		limit = rec.perms;
+	return record_created(c, &bh, 1, limit);
 }

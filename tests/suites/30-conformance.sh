@@ -36,7 +36,10 @@ conf_main() {
 		fail "conformance: proxy == softhsm" "$PROXY_MODULE does not exist (proxy not built)"
 		return 0
 	fi
-	proxy_conf "$TMP/proxy.yaml" m1
+	# Virtual keys on (proxy_conf's state_dir), with write_back so that
+	# C_SetAttributeValue and C_DestroyObject reach the token as they do
+	# directly; the default policy (virtual updates) is 56-vkeys' matter.
+	PROXY_POLICY="{write_back: true}" proxy_conf "$TMP/proxy.yaml" m1
 	if [ "$MODE" = valgrind ]; then
 		conf_run "conformance: battery through proxy (valgrind)" "$PROXY_MODULE" v-m1 \
 			"$TMP/proxied.txt"

@@ -14,17 +14,19 @@ member() {
 	printf 'state_dir: %s\n' "$TMP/state"
 	printf 'backends:\n  - name: shim\n    module: %s\nslots:\n' "$BUILD/tests/libshim.so"
 	printf '  - label: ha\n    ha: { replication_key: repl, probe_interval: 100ms }\n'
+	# Destroys reach the HSM keys (with virtual keys on, the default would keep them).
+	printf '    policy: { write_back: true }\n'
 	printf '    members:\n'
 	member m1
 	member m2
 	printf '  - label: single\n'
 	printf '    ha: { replication_key: repl, single_member_keys: true, probe_interval: 100ms }\n'
-	printf '    members:\n'
+	printf '    policy: { write_back: true }\n    members:\n'
 	member m1
 	member m2
-	printf '  - label: v-m1\n    members:\n'
+	printf '  - label: v-m1\n    policy: { write_back: true }\n    members:\n'
 	member m1
-	printf '  - label: v-m2\n    members:\n'
+	printf '  - label: v-m2\n    policy: { write_back: true }\n    members:\n'
 	member m2
 } >"$TMP/proxy.yaml"
 export P11PROXY_CONF=$TMP/proxy.yaml

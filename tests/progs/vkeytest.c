@@ -13,6 +13,12 @@
  *   vkeytest hsm MODULE TOKEN PIN LABEL CLASS ATTR
  *       prints "count N" and, when N is 1, "ATTR true|false|-": the HSM side
  *       (ATTR: sign, encrypt, ...; CLASS: secret|private|public)
+ *   vkeytest mkaes MODULE LABEL PIN KEYLABEL IDHEX   an AES-128 token key
+ *       (encrypt, decrypt) through the slot
+ *   vkeytest use MODULE LABEL PIN KEYLABEL IDHEX encrypt|decrypt
+ *       starts that operation with the secret key (label, id) and prints
+ *       "rv 0x..." (what the proxy's key check answered); "rv none" when no
+ *       key matches
  * LABEL is the virtual slot's label, INDEX its index file (opened here with
  * the index API, as the CLI would). Prints "ok ..." / "FAIL ..." lines; exits
  * 1 on any failure.
@@ -697,6 +703,61 @@ static int cmd_mkkeys(const char *prefix)
 	return failures ? 1 : 0;
 }
 
+/* "0a1b" into bytes; the length, or 0 on a bad string. */
+static size_t unhex(const char *s, CK_BYTE *out, size_t max)
+{
+	size_t n = 0;
+	unsigned v;
+
+	while (s[0] != '\0' && s[1] != '\0' && n < max && sscanf(s, "%2x", &v) == 1) {
+		out[n++] = (CK_BYTE)v;
+		s += 2;
+	}
+	return *s == '\0' ? n : 0;
+}
+
+static int cmd_mkaes(const char *label, const char *idhex)
+{
+	CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
+	CK_ULONG len = 16;
+	CK_BYTE id[64];
+	size_t id_len = unhex(idhex, id, sizeof(id));
+	CK_ATTRIBUTE t[] = {
+	    {CKA_TOKEN, &yes, 1},   {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_ID, id, id_len},   {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_ENCRYPT, &yes, 1}, {CKA_DECRYPT, &yes, 1},
+	    {CKA_PRIVATE, &yes, 1}, {CKA_SENSITIVE, &yes, 1},
+	};
+	CK_OBJECT_HANDLE h = 0;
+	CK_RV rv = F->C_GenerateKey(S, &mech, t, sizeof(t) / sizeof(t[0]), &h);
+
+	expect(id_len > 0 && rv == CKR_OK, "AES key %s id %s through the slot (0x%lx)", label, idhex,
+	       rv);
+	return failures ? 1 : 0;
+}
+
+static int cmd_use(const char *label, const char *idhex, const char *op)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BYTE id[64], iv[16] = {0};
+	size_t id_len = unhex(idhex, id, sizeof(id));
+	CK_ATTRIBUTE t[] = {{CKA_LABEL, (void *)label, strlen(label)},
+	                    {CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_ID, id, id_len}};
+	CK_MECHANISM mech = {CKM_AES_CBC_PAD, iv, sizeof(iv)};
+	CK_OBJECT_HANDLE h = 0;
+	CK_RV rv;
+
+	if (id_len == 0 || find_n(t, 3, &h) != 1) {
+		printf("rv none\n");
+		return 0;
+	}
+	rv = strcmp(op, "encrypt") == 0 ? F->C_EncryptInit(S, &mech, h)
+	                                : F->C_DecryptInit(S, &mech, h);
+	printf("rv 0x%lx\n", rv);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct testmod m;
@@ -725,6 +786,10 @@ int main(int argc, char **argv)
 		rc = cmd_hsm(argv[5], argv[6], argv[7]);
 	else if (strcmp(argv[1], "mkkeys") == 0 && argc == 6)
 		rc = cmd_mkkeys(argv[5]);
+	else if (strcmp(argv[1], "mkaes") == 0 && argc == 7)
+		rc = cmd_mkaes(argv[5], argv[6]);
+	else if (strcmp(argv[1], "use") == 0 && argc == 8)
+		rc = cmd_use(argv[5], argv[6], argv[7]);
 	else {
 		fprintf(stderr, "vkeytest: bad arguments\n");
 		rc = 2;

@@ -795,6 +795,65 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 	return true;
 }
 
+/*
+ * Copies the new key (and its public key) from member gen to the slot's other
+ * members holding the old key, under the replication key. false (with a
+ * message) when a member cannot be reached or refuses: the caller undoes.
+ */
+static bool copy_new(struct kctx *k, size_t s, const struct p11p_vkey *v, struct keys_member *km,
+                     size_t gen, const CK_OBJECT_HANDLE new_h[2], struct keys_member **others,
+                     CK_OBJECT_HANDLE made[][2], uint32_t *presence)
+{
+	const struct p11p_slot_cfg *sc = &k->cfg->slots[s];
+	char why[256];
+
+	*others = p11p_calloc(P11P_MAX_MEMBERS, sizeof(**others));
+	if (*others == NULL) {
+		cli_error("out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < sc->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct keys_member *o = &(*others)[i];
+
+		if (i == gen || !(v->presence & (1u << i)))
+			continue;
+		if (!keys_member_open(k->bes, &sc->members[i], i, true, true, o)) {
+			cli_error("slot %s member %zu: %s; nothing changed", v->slot, i, o->err);
+			return false;
+		}
+		for (int h = 0; h < 2; h++) {
+			CK_RV rv;
+
+			if (new_h[h] == CK_INVALID_HANDLE)
+				continue;
+			rv = p11p_repl_copy_key(km->m.be, km->h, gen, new_h[h], o->m.be, o->h, i,
+			                        sc->ha.replication_key, &made[i][h], why,
+			                        sizeof(why));
+			if (rv != CKR_OK) {
+				cli_error("rotate: copying the new key to member %zu: %s; nothing "
+				          "changed",
+				          i, why[0] ? why : p11p_rv_str(rv));
+				return false;
+			}
+		}
+		*presence |= 1u << i;
+	}
+	return true;
+}
+
+/* Destroys the new key on member gen and every copy made so far. */
+static void undo_new(struct keys_member *km, const CK_OBJECT_HANDLE new_h[2],
+                     struct keys_member *others, CK_OBJECT_HANDLE made[][2])
+{
+	for (int h = 0; h < 2; h++)
+		if (new_h[h] != CK_INVALID_HANDLE)
+			km->fl->C_DestroyObject(km->h, new_h[h]);
+	for (size_t i = 0; others != NULL && i < P11P_MAX_MEMBERS; i++)
+		for (int h = 0; h < 2; h++)
+			if (others[i].open && made[i][h] != CK_INVALID_HANDLE)
+				others[i].fl->C_DestroyObject(others[i].h, made[i][h]);
+}
+
 static int popcount16(uint32_t x)
 {
 	int n = 0;
@@ -817,12 +876,18 @@ static int do_rotate(struct kctx *k, const char *key)
 	bool have_pub = false, stored = false;
 	char ib[2 * P11P_INDEX_ID_MAX + 1], pb[8];
 	CK_RV rv = CKR_OK;
+	struct keys_member *others = NULL; /* the other members' sessions, by index */
+	CK_OBJECT_HANDLE made[P11P_MAX_MEMBERS][2];
+	uint32_t presence;
+	const char *repl;
+	bool copies;
 	int rc = resolve(k, key, false, &v);
 
 	if (rc != 0)
 		return rc;
 	if (cmp_slot_policy(k, &v, &s, &pol) != 0)
 		return CLI_FAIL;
+	repl = k->cfg->slots[s].ha.replication_key;
 	if (v.cls == CKO_PUBLIC_KEY) {
 		cli_error("%016llx: a public key: rotate its private key",
 		          (unsigned long long)v.vid);
@@ -839,20 +904,21 @@ static int do_rotate(struct kctx *k, const char *key)
 		return CLI_FAIL;
 	}
 	/*
-	 * The CLI creates the new key on one member: it does not copy keys between
-	 * members (the module's replication does, through libproxy.so). A slot whose
-	 * key lives on several members would lose the new key on a failover.
+	 * A key on several members: the new key is made on the first and copied to
+	 * the others under ha.replication_key, as the module replicates new keys.
+	 * Without a replication key it can live on one member only, which the slot
+	 * must allow (single_member_keys): a failover would lose it otherwise.
 	 */
-	if (popcount16(v.presence) > 1 && !k->cfg->slots[s].ha.single_member_keys) {
+	copies = popcount16(v.presence) > 1 && repl != NULL;
+	if (popcount16(v.presence) > 1 && repl == NULL && !k->cfg->slots[s].ha.single_member_keys) {
 		char mb[48];
 
-		cli_error(
-		    "%016llx: the key is on members %s of slot %s, but rotate creates the new "
-		    "key on one member only; set 'ha: {single_member_keys: true}' for the "
-		    "slot to accept that, or create the new key through the proxy (which "
-		    "replicates it)",
-		    (unsigned long long)v.vid, keys_presence_str(v.presence, mb, sizeof(mb)),
-		    v.slot);
+		cli_error("%016llx: the key is on members %s of slot %s, and the slot has no "
+		          "replication key to copy the new key with (ha.replication_key); set "
+		          "one, or 'ha: {single_member_keys: true}' to keep the new key on one "
+		          "member",
+		          (unsigned long long)v.vid, keys_presence_str(v.presence, mb, sizeof(mb)),
+		          v.slot);
 		return CLI_FAIL;
 	}
 	while (gen < P11P_INDEX_MAX_MEMBERS && !(v.presence & (1u << gen)))
@@ -894,6 +960,13 @@ static int do_rotate(struct kctx *k, const char *key)
 		rc = CLI_FAIL;
 		goto out;
 	}
+	presence = 1u << gen;
+	memset(made, 0, sizeof(made));
+	if (copies && !copy_new(k, s, &v, &km, gen, new_h, &others, made, &presence)) {
+		undo_new(&km, new_h, others, made);
+		rc = CLI_FAIL;
+		goto out;
+	}
 	/* The records: new key (and public key) linked to the old one, in one transaction. */
 	for (int attempt = 0; attempt < KEYS_RETRIES && !stored; attempt++) {
 		struct p11p_vkey_match m = {.slot = v.slot,
@@ -925,7 +998,7 @@ static int do_rotate(struct kctx *k, const char *key)
 		recs[0].ck_id_len = id_len;
 		recs[0].state = P11P_VK_ACTIVE;
 		recs[0].origin = P11P_VK_CREATED;
-		recs[0].presence = 1u << gen;
+		recs[0].presence = presence;
 		recs[0].created = 0;
 		recs[0].prev = v.vid;
 		recs[0].next = 0;
@@ -966,9 +1039,7 @@ static int do_rotate(struct kctx *k, const char *key)
 		p11p_index_last_error(k->idx, err, sizeof(err));
 		cli_error("rotate: recording the new key failed (%s); the new HSM key is destroyed",
 		          err[0] ? err : p11p_rv_str(rv));
-		for (int i = 0; i < 2; i++)
-			if (new_h[i] != CK_INVALID_HANDLE)
-				km.fl->C_DestroyObject(km.h, new_h[i]);
+		undo_new(&km, new_h, others, made);
 		rc = CLI_FAIL;
 		goto out;
 	}
@@ -983,15 +1054,23 @@ static int do_rotate(struct kctx *k, const char *key)
 		}
 		fputs("}\n", stdout);
 	} else {
-		printf("%016llx: rotated to %016llx (id %s, on member %zu); the old key keeps %s\n",
+		char mb[48];
+
+		printf("%016llx: rotated to %016llx (id %s, on members %s); the old key keeps %s\n",
 		       (unsigned long long)v.vid, (unsigned long long)recs[0].vid,
-		       keys_hex(id, id_len, ib, sizeof(ib)), gen,
+		       keys_hex(id, id_len, ib, sizeof(ib)),
+		       keys_presence_str(presence, mb, sizeof(mb)),
 		       keys_perms_str(recs[1].perms, pb));
 		if (n_recs > 2)
 			printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
 	}
 	rc = CLI_OK;
 out:
+	if (others != NULL) {
+		for (size_t i = 0; i < P11P_MAX_MEMBERS; i++)
+			keys_member_close(&others[i]);
+		p11p_free(others);
+	}
 	keys_member_close(&km);
 	return rc;
 }

@@ -42,10 +42,16 @@
 #define REPL_MAX_BYTES   8 /* byte-string attributes of one template besides id and label */
 #define WHY_LEN          256
 
-/* A backend session of our own on one member. */
+/*
+ * A backend session of our own on one member. vs and m are NULL for a
+ * session a tool opened itself (p11p_repl_copy_key): then nothing is cached.
+ */
 struct msess {
 	struct p11p_vslot *vs;
 	struct p11p_member *m;
+	struct p11p_backend *be;
+	size_t index;           /* the member's index, for messages */
+	const char *repl_label; /* ha.replication_key */
 	CK_FUNCTION_LIST *fl;
 	CK_SESSION_HANDLE h;
 	bool took_login; /* the member's login bit was clear before we logged in */
@@ -140,6 +146,9 @@ static CK_RV msess_open(struct p11p_vslot *vs, struct p11p_member *m, struct mse
 	memset(ms, 0, sizeof(*ms));
 	ms->vs = vs;
 	ms->m = m;
+	ms->be = m->be;
+	ms->index = m->index;
+	ms->repl_label = vs->cfg->ha.replication_key;
 	ms->fl = &m->be->fl;
 	p11p_lock();
 	be_slot = m->be_slot;
@@ -211,31 +220,34 @@ static CK_RV count_identity(struct msess *ms, const struct keyinfo *ki, CK_ULONG
  */
 static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, char *why, size_t wl)
 {
-	struct p11p_vslot *vs = ms->vs;
-	size_t i = ms->m->index;
-	const char *label = vs->cfg->ha.replication_key;
+	struct p11p_vslot *vs = ms->vs; /* NULL: a tool's session, nothing cached */
+	size_t i = ms->index;
+	const char *label = ms->repl_label;
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_ATTRIBUTE t[] = {
 	    {CKA_CLASS, &cls, sizeof(cls)},
 	    {CKA_LABEL, (void *)(uintptr_t)label, label != NULL ? strlen(label) : 0},
 	};
 	CK_OBJECT_HANDLE found[2];
-	unsigned long gen;
+	unsigned long gen = 0;
 	CK_ULONG n = 0;
 	CK_RV rv;
 
+	*out = 0;
 	if (label == NULL) {
 		snprintf(why, wl, "no replication key configured (ha.replication_key)");
 		return CKR_FUNCTION_FAILED;
 	}
-	p11p_lock();
-	gen = ms->m->failures + 1;
-	if (refresh || vs->repl_key_gen[i] != gen)
-		vs->repl_key[i] = 0;
-	*out = vs->repl_key[i];
-	p11p_unlock();
-	if (*out != 0)
-		return CKR_OK;
+	if (vs != NULL) {
+		p11p_lock();
+		gen = ms->m->failures + 1;
+		if (refresh || vs->repl_key_gen[i] != gen)
+			vs->repl_key[i] = 0;
+		*out = vs->repl_key[i];
+		p11p_unlock();
+		if (*out != 0)
+			return CKR_OK;
+	}
 	rv = find(ms, t, 2, found, 2, &n);
 	if (rv != CKR_OK) {
 		snprintf(why, wl, "member %zu: cannot look for the replication key '%s': %s", i,
@@ -247,10 +259,12 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 		         n == 0 ? "no" : "more than one", label);
 		return CKR_FUNCTION_FAILED;
 	}
-	p11p_lock();
-	vs->repl_key[i] = found[0];
-	vs->repl_key_gen[i] = gen;
-	p11p_unlock();
+	if (vs != NULL) {
+		p11p_lock();
+		vs->repl_key[i] = found[0];
+		vs->repl_key_gen[i] = gen;
+		p11p_unlock();
+	}
 	*out = found[0];
 	return CKR_OK;
 }
@@ -504,7 +518,7 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 			ki->wrapped = NULL;
 		}
 		if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE ||
-		    p11p_rv_is_server_error(src->m->be, rv) || rv == CKR_SESSION_HANDLE_INVALID)
+		    p11p_rv_is_server_error(src->be, rv) || rv == CKR_SESSION_HANDLE_INVALID)
 			break;
 		/* Mechanism or length refused: the next mechanism. */
 	}
@@ -549,7 +563,7 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 		rv = t->fl->C_CreateObject(t->h, ki->t, ki->n, out);
 		if (rv != CKR_OK)
 			snprintf(why, wl, "member %zu refused the copy: C_CreateObject: %s",
-			         t->m->index, p11p_rv_str(rv));
+			         t->index, p11p_rv_str(rv));
 		return rv;
 	}
 	rv = repl_key(t, false, &rk, why, wl);
@@ -579,7 +593,7 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 	if (rv == CKR_OK && *out == CK_INVALID_HANDLE)
 		rv = CKR_GENERAL_ERROR;
 	if (rv != CKR_OK)
-		snprintf(why, wl, "member %zu refused the copy: C_UnwrapKey: %s", t->m->index,
+		snprintf(why, wl, "member %zu refused the copy: C_UnwrapKey: %s", t->index,
 		         p11p_rv_str(rv));
 	return rv;
 }
@@ -1072,4 +1086,38 @@ void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
 			             vs->label, i);
 		msess_close(&ms);
 	}
+}
+
+CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, size_t src_index,
+                         CK_OBJECT_HANDLE bh, struct p11p_backend *dst_be, CK_SESSION_HANDLE dst_h,
+                         size_t dst_index, const char *repl_label, CK_OBJECT_HANDLE *out, char *why,
+                         size_t wl)
+{
+	struct msess src = {.be = src_be,
+	                    .index = src_index,
+	                    .repl_label = repl_label,
+	                    .fl = &src_be->fl,
+	                    .h = src_h};
+	struct msess dst = {.be = dst_be,
+	                    .index = dst_index,
+	                    .repl_label = repl_label,
+	                    .fl = &dst_be->fl,
+	                    .h = dst_h};
+	struct keyinfo ki;
+	CK_RV rv;
+
+	memset(&ki, 0, sizeof(ki));
+	*out = CK_INVALID_HANDLE;
+	why[0] = '\0';
+	rv = read_ident(&src, bh, &ki, why, wl);
+	if (rv == CKR_OK && !is_key_class(ki.cls)) {
+		snprintf(why, wl, "not a key");
+		rv = CKR_FUNCTION_FAILED;
+	}
+	if (rv == CKR_OK)
+		rv = prepare(&src, &ki, why, wl);
+	if (rv == CKR_OK)
+		rv = copy_to(&dst, &ki, out, why, wl);
+	keyinfo_clear(&ki);
+	return rv;
 }

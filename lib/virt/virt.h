@@ -801,6 +801,19 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
 
 /*
+ * For tools (`p11proxy keys rotate` on an HA slot): copies key bh from a
+ * session on one member (src) to a session on another (dst), both logged in,
+ * as replication does: a secret or private key wrapped under the key labelled
+ * repl_label (on both members) and unwrapped with the same attributes, a
+ * public key created from its public attributes. CKR_OK with the copy's
+ * handle, or an error with why it failed in `why`.
+ */
+CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, size_t src_index,
+                         CK_OBJECT_HANDLE bh, struct p11p_backend *dst_be, CK_SESSION_HANDLE dst_h,
+                         size_t dst_index, const char *repl_label, CK_OBJECT_HANDLE *out, char *why,
+                         size_t wl);
+
+/*
  * Member m of vs is up again (after being down): copies to it the token keys
  * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
  * CKA_LABEL). Needs the application's user login on the slot; without it the

@@ -95,3 +95,22 @@ if [ $rc -eq 0 ] && grep -q 'slot ha (dry run, nothing written): added' "$TMP/no
 else
 	fail "repl: sync --dry-run without --check reports the keys to record" "exit $rc"
 fi
+
+# keys rotate on an HA slot: the new key is made on one member and copied to the other
+# under the replication key (the CLI needs the members' PINs in its configuration).
+export P11P_REPL_PIN=$TEST_USER_PIN
+sed 's/^\(        token_label: m[12]\)$/\1\n        pin: env:P11P_REPL_PIN/' "$TMP/proxy.yaml" >"$TMP/cli.yaml"
+old=$("$CLI" --config "$TMP/cli.yaml" keys show r-aes --slot ha --json 2>/dev/null | jq -r .vid)
+if run_prog "$CLI" --config "$TMP/cli.yaml" keys rotate "$old" >"$TMP/rot.out" 2>&1; then
+	new=$("$CLI" --config "$TMP/cli.yaml" keys show "$old" --json | jq -r .next)
+	if "$CLI" --config "$TMP/cli.yaml" keys show "$new" --json |
+		jq -e '.presence == [0, 1] and .origin == "created" and .label == "r-aes"' >/dev/null; then
+		pass "repl: keys rotate on an HA slot: the new key on both members"
+	else
+		fail "repl: keys rotate on an HA slot: the new key on both members" \
+			"$(cat "$TMP/rot.out"; "$CLI" --config "$TMP/cli.yaml" keys show "$new" --json)"
+	fi
+else
+	fail "repl: keys rotate on an HA slot" "$(cat "$TMP/rot.out")"
+fi
+check "repl: sync --check after the rotation: members agree (exit 0)" sync_check 0 ha

@@ -414,9 +414,68 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	return p11p_call_end(&c, rv);
 }
 
+bool p11p_object_identity(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_identity *out)
+{
+	struct p11p_object *o;
+	bool ok = false;
+
+	p11p_lock();
+	o = p11p_map_get(&c->st->objects, 0, h);
+	if (o != NULL && o->slot == c->s->slot && o->ident != NULL && o->token &&
+	    c->s->slot->n_members > 1) {
+		*out = *o->ident;
+		ok = true;
+	}
+	p11p_unlock();
+	return ok;
+}
+
+void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p11p_identity *old,
+                         CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	const CK_ATTRIBUTE *id = p11p_attr_find(templ, count, CKA_ID);
+	const CK_ATTRIBUTE *label = p11p_attr_find(templ, count, CKA_LABEL);
+	struct p11p_object *o;
+
+	p11p_repl_changed(c, old, templ, count);
+	if (id == NULL && label == NULL)
+		return;
+	p11p_lock();
+	o = p11p_map_get(&c->st->objects, 0, h);
+	if (o != NULL && o->ident != NULL) {
+		struct p11p_identity *ident = o->ident;
+
+		if (p11p_map_get(&c->st->objects_ident, o->slot->id, ident_hash(ident)) == o)
+			p11p_map_remove(&c->st->objects_ident, o->slot->id, ident_hash(ident));
+		if ((id != NULL && (id->pValue == NULL || id->ulValueLen > sizeof(ident->id))) ||
+		    (label != NULL &&
+		     (label->pValue == NULL || label->ulValueLen > sizeof(ident->label)))) {
+			/* Too long to find it by: it stays on the member it is known on. */
+			p11p_free(ident);
+			o->ident = NULL;
+		} else {
+			if (id != NULL) {
+				memcpy(ident->id, id->pValue, id->ulValueLen);
+				ident->id_len = id->ulValueLen;
+			}
+			if (label != NULL) {
+				memcpy(ident->label, label->pValue, label->ulValueLen);
+				ident->label_len = label->ulValueLen;
+			}
+			if (p11p_map_get(&c->st->objects_ident, o->slot->id, ident_hash(ident)) ==
+			    NULL)
+				(void)p11p_map_put(&c->st->objects_ident, o->slot->id,
+				                   ident_hash(ident), o);
+		}
+	}
+	p11p_unlock();
+}
+
 CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
                                CK_ULONG count)
 {
+	struct p11p_identity old;
+	bool copied;
 	CK_OBJECT_HANDLE bobj;
 	struct p11p_call c;
 	CK_RV rv = p11p_call_begin(h, &c);
@@ -434,11 +493,14 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	 * is made on the member the session moved to (the failed member's copy
 	 * may or may not have it: p11proxy(7)).
 	 */
+	copied = p11p_object_identity(&c, obj, &old);
 	do {
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
 			rv = c.fl->C_SetAttributeValue(c.bs, bobj, templ, count);
 	} while (p11p_call_retry(&c, &rv, true));
+	if (rv == CKR_OK && copied)
+		p11p_object_changed(&c, obj, &old, templ, count);
 	return p11p_call_end(&c, rv);
 }
 

@@ -1057,7 +1057,13 @@ out:
 	return rv;
 }
 
-void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
+/*
+ * On each other up member, the copy of the token object with that identity
+ * (exactly one match, as failover would re-find it): destroyed (templ NULL),
+ * or given the attributes of templ.
+ */
+static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
+                       CK_ATTRIBUTE_PTR templ, CK_ULONG count)
 {
 	struct p11p_vslot *vs = c->s->slot;
 	CK_OBJECT_CLASS cls = ident->cls;
@@ -1072,6 +1078,7 @@ void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
 		CK_OBJECT_HANDLE found[2];
 		CK_ULONG n = 0;
 		struct msess ms;
+		CK_RV rv;
 		bool up;
 
 		p11p_lock();
@@ -1079,13 +1086,29 @@ void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
 		p11p_unlock();
 		if (!up || msess_open(vs, m, &ms) != CKR_OK)
 			continue;
-		/* Exactly one match, as failover would re-find it; anything else is left alone. */
-		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1 &&
-		    ms.fl->C_DestroyObject(ms.h, found[0]) != CKR_OK)
-			p11p_message("slot '%s': the copy on member %zu of a destroyed key stays",
-			             vs->label, i);
+		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1) {
+			rv = templ == NULL
+			         ? ms.fl->C_DestroyObject(ms.h, found[0])
+			         : ms.fl->C_SetAttributeValue(ms.h, found[0], templ, count);
+			if (rv != CKR_OK)
+				p11p_message("slot '%s': the copy on member %zu of a %s key %s: %s",
+				             vs->label, i, templ == NULL ? "destroyed" : "changed",
+				             templ == NULL ? "stays" : "keeps its old attributes",
+				             p11p_rv_str(rv));
+		}
 		msess_close(&ms);
 	}
+}
+
+void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
+{
+	for_copies(c, ident, NULL, 0);
+}
+
+void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
+                       CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	for_copies(c, ident, templ, count);
 }
 
 CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, size_t src_index,

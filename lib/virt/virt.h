@@ -602,6 +602,15 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
  * virtual-key record, and the proxy handle. Nothing is left behind on error.
  * (C_CreateObject, and local.c's key generation from mixed entropy.)
  */
+/*
+ * C_SetAttributeValue changed object h on the session's member: the change
+ * goes to its copies on the other members, and a new CKA_ID or CKA_LABEL
+ * becomes its identity (a token object on a slot with several members). old:
+ * its identity before the change, from p11p_object_identity().
+ */
+bool p11p_object_identity(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_identity *out);
+void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p11p_identity *old,
+                         CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                             CK_OBJECT_HANDLE_PTR out);
 
@@ -799,6 +808,13 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
  * --check shows them). No lock held.
  */
 void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
+/*
+ * A token object with that identity was changed through c (templ, CKR_OK on
+ * the session's member): the same change on its copies on the other members
+ * that are up, so that they stay one object. No lock held.
+ */
+void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
+                       CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 
 /*
  * For tools (`p11proxy keys rotate` on an HA slot): copies key bh from a

@@ -843,6 +843,8 @@ static bool fits(const CK_ATTRIBUTE *a, size_t max)
 bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                    CK_RV *rv)
 {
+	struct p11p_identity ident;
+	bool have_ident = false;
 	struct p11p_vkeys *vk = slot_vkeys(c);
 	struct p11p_policy_cfg pol;
 	struct set_edit e = {0};
@@ -945,6 +947,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	if (e.has_label)
 		old[n_old++] = (CK_ATTRIBUTE){CKA_LABEL, old_label, sizeof(old_label)};
 	can_revert = n_old > 0 && c->fl->C_GetAttributeValue(c->bs, bh, old, n_old) == CKR_OK;
+	have_ident = p11p_object_identity(c, h, &ident);
 	*rv = c->fl->C_SetAttributeValue(c->bs, bh, templ, count);
 	/* The member failed: the change is made where the session moved (object.c). */
 	while (p11p_call_retry(c, rv, true)) {
@@ -964,6 +967,9 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			    c->s->slot->label, p11p_rv_str(*rv));
 		return true;
 	}
+	/* The copies on the other members change too; a new id or label is the identity. */
+	if (have_ident)
+		p11p_object_changed(c, h, &ident, templ, count);
 	if (e.has_id || e.has_label) {
 		struct p11p_object *obj;
 

@@ -702,6 +702,39 @@ static void case_unknown(void)
 	msleep(600);
 }
 
+/* A change through the slot reaches every member's copy; a new label is the identity. */
+static void case_rename(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1), m1 = open_on("v-m1", 1), m2 = open_on("v-m2", 1);
+	CK_OBJECT_HANDLE h = 0, unused;
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE set[] = {{CKA_LABEL, "ren-new", 7}, {CKA_SIGN, &no, sizeof(no)}};
+	CK_BYTE buf[32];
+	CK_ATTRIBUTE get = {CKA_LABEL, buf, sizeof(buf)};
+	CK_ATTRIBUTE t = {CKA_LABEL, "ren-old", 7};
+	CK_ULONG n = 0;
+
+	expect(make_key(m1, "ren-old", "idr", &unused) == CKR_OK &&
+	           make_key(m2, "ren-old", "idr", &unused) == CKR_OK,
+	       "the same key on both members");
+	f->C_FindObjectsInit(s, &t, 1);
+	f->C_FindObjects(s, &h, 1, &n);
+	f->C_FindObjectsFinal(s);
+	expect(n == 1 && f->C_SetAttributeValue(s, h, set, 2) == CKR_OK,
+	       "label and CKA_SIGN changed through the slot (on m1)");
+	expect(count_label(m2, "ren-new") == 1 && count_label(m2, "ren-old") == 0,
+	       "m2's copy changed too");
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	expect(f->C_GetAttributeValue(s, h, &get, 1) == CKR_OK && get.ulValueLen == 7 &&
+	           memcmp(buf, "ren-new", 7) == 0,
+	       "after m1 fails, the handle is found on m2 by its new label");
+	control("");
+	msleep(600);
+	f->C_CloseSession(m2);
+	f->C_CloseSession(m1);
+	f->C_CloseSession(s);
+}
+
 int main(int argc, char **argv)
 {
 	const char *c;
@@ -739,6 +772,8 @@ int main(int argc, char **argv)
 		case_hang();
 	else if (strcmp(c, "unknown") == 0)
 		case_unknown();
+	else if (strcmp(c, "rename") == 0)
+		case_rename();
 
 	else {
 		fprintf(stderr, "unknown case %s\n", c);

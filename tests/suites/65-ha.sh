@@ -36,7 +36,7 @@ reset_tokens() {
 }
 storm=10000
 [ "$MODE" = valgrind ] && storm=400
-for case in ${HA_CASES:-failover alldown client balance multipart find objects unknown hang "storm $storm"}; do
+for case in ${HA_CASES:-failover alldown client balance multipart find objects unknown rename hang "storm $storm"}; do
 
 	reset_tokens || { fail "ha: token reset"; continue; }
 	# shellcheck disable=SC2086

@@ -499,7 +499,11 @@ START_TEST(test_secret_locked)
 	/* Locked whenever the memlock limit leaves room for a page. */
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur >= 65536) {
 		ck_assert(p11p_secret_locked(s));
+#ifndef __SANITIZE_ADDRESS__ /* ASan's mlock() does nothing (and says it worked) */
 		ck_assert_int_ge(during - before, 4);
+#else
+		(void)during;
+#endif
 	}
 	p11p_secret_free(s);
 	if (before >= 0)

@@ -65,6 +65,28 @@ out:
 	return rv;
 }
 
+/*
+ * A member whose last session of ours closed (or was dropped) logged the
+ * token out: when a new session there is public while the slot is logged in,
+ * the login is made again rather than assumed. No lock held.
+ */
+static void forget_stale_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs)
+{
+	CK_SESSION_INFO si;
+	bool logged;
+
+	p11p_lock();
+	logged = vs->login != P11P_NO_USER && (vs->logged_in & (1U << m->index));
+	p11p_unlock();
+	if (!logged || m->be->fl.C_GetSessionInfo(bs, &si) != CKR_OK)
+		return;
+	if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION) {
+		p11p_lock();
+		vs->logged_in &= ~(1U << m->index);
+		p11p_unlock();
+	}
+}
+
 /* Opens and prepares a session on member m for c's session. */
 static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 {
@@ -86,6 +108,7 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 	s->member = m->index;
 	s->be[m->index] = bs;
 	p11p_call_sync(c);
+	forget_stale_login(c->s->slot, m, bs);
 	rv = p11p_replay_login(c->s->slot, m, bs);
 
 	if (rv == CKR_OK)
@@ -97,7 +120,7 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
  * Moves c's session off `old` to the best member (`old` itself when it is
  * alive and up): CKR_OK, or why no member could take it.
  */
-static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool alive)
+static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool alive, bool refresh)
 {
 	struct p11p_vslot *vs = c->s->slot;
 	struct p11p_member *next;
@@ -123,6 +146,9 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		}
 		if (!p11p_rv_needs_failover(next, r))
 			return r; /* it answers, but cannot take the session (a PIN it refuses) */
+		/* A refresh on the member that just answered: its error is the request's. */
+		if (refresh && next == old)
+			return r;
 		if (c->s->be[next->index] != 0) {
 			next->be->fl.C_CloseSession(c->s->be[next->index]);
 			c->s->be[next->index] = 0;
@@ -141,6 +167,9 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 {
 	struct p11p_member *old = c->m;
+	CK_FUNCTION_LIST *old_fl;
+	CK_SESSION_HANDLE old_bs;
+	bool refresh = false;
 	bool lost_session, alive;
 	CK_RV r;
 
@@ -151,13 +180,30 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	alive = atomic_load(&c->m->health) != P11P_DOWN &&
 	        p11p_member_confirm(c->st, c->s->slot, c->m, *rv);
 
-	if (alive && !lost_session)
-		return false; /* the member answers: the error was about this request */
+	if (alive && !lost_session) {
+		/*
+		 * The member answers at once: the error was about this request, or
+		 * a failure that has passed already. Once per call, a repeatable
+		 * call that met a device error (not CKR_GENERAL_ERROR) is made again
+		 * on a new session there (login and operations replayed); the same
+		 * error again is the request's.
+		 */
+		if (!repeatable || c->refreshed || *rv == CKR_GENERAL_ERROR)
+			return false; /* SoftHSM2 and others answer bad requests so */
+		c->refreshed = true;
+		refresh = true;
+	}
 
-	/* The old backend session is gone, or on a member we no longer use. */
+	/*
+	 * The old backend session is gone, or on a member we no longer use. A
+	 * live one is closed only once the new one is open: closing a token's
+	 * last session logs it out and may end its object handles (SoftHSM2).
+	 */
+	old_fl = c->fl;
+	old_bs = c->bs;
+	r = move_session(c, old, alive, refresh);
 	if (alive)
-		c->fl->C_CloseSession(c->bs);
-	r = move_session(c, old, alive);
+		old_fl->C_CloseSession(old_bs);
 	if (r == CKR_OK)
 		return repeatable;
 	*rv = r;
@@ -172,7 +218,7 @@ void p11p_call_leave_down_member(struct p11p_call *c)
 	 * abandoned, not closed: the member may not answer.
 	 */
 	if (c->s->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN)
-		move_session(c, c->m, false);
+		move_session(c, c->m, false, false);
 }
 
 /* Objects matching t[0..n) on c's member: 0, 1 or 2 (= more than one); -1 when the find failed. */

@@ -373,6 +373,20 @@ static unsigned op_perm(enum p11p_op_kind k)
 	}
 }
 
+/*
+ * The virtual key's verdict on using key for perm. Reading a key's identity
+ * the first time asks the member: when that fails over, it is asked again on
+ * the member the session moved to (never skipped: the check must happen).
+ */
+static CK_RV vkey_check(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
+{
+	CK_RV rv = p11p_vkey_use(c, key, perm);
+
+	while (p11p_call_retry(c, &rv, true))
+		rv = p11p_vkey_use(c, key, perm);
+	return rv;
+}
+
 bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
                    CK_OBJECT_HANDLE key, CK_RV *rv)
 {
@@ -388,7 +402,7 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 		*rv = p11p_local_init(c, k, m, key);
 		return true;
 	}
-	*rv = perm != 0 ? p11p_vkey_use(c, key, perm) : CKR_OK;
+	*rv = perm != 0 ? vkey_check(c, key, perm) : CKR_OK;
 	return *rv != CKR_OK;
 }
 
@@ -633,7 +647,7 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 	if (p11p_local_handle(obj)) /* a key the proxy holds stays one key */
 		return p11p_call_end(&c, CKR_ACTION_PROHIBITED);
 	/* A copy would be a new key: not of a deleted or deactivated virtual key. */
-	rv = p11p_vkey_use(&c, obj, 0);
+	rv = vkey_check(&c, obj, 0);
 	if (rv == CKR_KEY_HANDLE_INVALID)
 		rv = CKR_OBJECT_HANDLE_INVALID;
 	if (rv == CKR_OK)
@@ -797,11 +811,11 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 		return p11p_call_end(&c, CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
 	if (p11p_local_handle(key))
 		return p11p_call_end(&c, CKR_KEY_NOT_WRAPPABLE);
-	rv = p11p_vkey_use(&c, wrapping, P11P_VK_WRAP);
+	rv = vkey_check(&c, wrapping, P11P_VK_WRAP);
 	if (rv == CKR_KEY_HANDLE_INVALID)
 		rv = CKR_WRAPPING_KEY_HANDLE_INVALID;
 	if (rv == CKR_OK)
-		rv = p11p_vkey_use(&c, key, 0); /* the wrapped key leaves: not a deleted one */
+		rv = vkey_check(&c, key, 0); /* the wrapped key leaves: not a deleted one */
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	do {
@@ -832,7 +846,7 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_local_handle(unwrapping))
 		return p11p_call_end(&c, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT);
-	rv = p11p_vkey_use(&c, unwrapping, P11P_VK_UNWRAP);
+	rv = vkey_check(&c, unwrapping, P11P_VK_UNWRAP);
 	if (rv == CKR_KEY_HANDLE_INVALID)
 		rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
 	if (rv != CKR_OK)
@@ -883,7 +897,7 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (returns_key_material(mech->mechanism))
 		return p11p_call_end(&c, CKR_MECHANISM_INVALID);
-	rv = p11p_vkey_use(&c, base, P11P_VK_DERIVE);
+	rv = vkey_check(&c, base, P11P_VK_DERIVE);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	if (p11p_local_mechanism(mech->mechanism) || p11p_local_handle(base))
@@ -894,7 +908,7 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		if (mech->pParameter == NULL || mech->ulParameterLen != sizeof(CK_OBJECT_HANDLE))
 			return p11p_call_end(&c, CKR_MECHANISM_PARAM_INVALID);
 		/* Its material goes into the new key as much as the base key's. */
-		rv = p11p_vkey_use(&c, *(CK_OBJECT_HANDLE *)mech->pParameter, P11P_VK_DERIVE);
+		rv = vkey_check(&c, *(CK_OBJECT_HANDLE *)mech->pParameter, P11P_VK_DERIVE);
 		if (rv != CKR_OK)
 			return p11p_call_end(&c, rv);
 	}

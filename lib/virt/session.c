@@ -72,6 +72,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->st = st;
 	c->s = s;
 	c->failovers = 0;
+	c->refreshed = false;
 	/* Slots that time calls run them where they can be abandoned (offload.c). */
 	c->offload =
 	    st->threads_allowed && s->slot->cfg->ha.call_timeout_ms > 0 && s->slot->n_members > 1;

@@ -223,7 +223,8 @@ struct p11p_call {
 	CK_FUNCTION_LIST *fl; /* the member backend's table */
 	CK_SESSION_HANDLE bs; /* the member's session handle */
 	unsigned failovers;   /* made during this call (bounded by ha.retries) */
-	bool offload; /* backend calls run on a worker and are abandoned past call_timeout */
+	bool offload;   /* backend calls run on a worker and are abandoned past call_timeout */
+	bool refreshed; /* made again on a new session after a passing server-side error */
 	/*
 	 * Set by p11p_repl_new_keys(): the members holding the keys it was
 	 * given (bit per member index), for the virtual-key record's presence.

@@ -551,27 +551,13 @@ fail:
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static void stamp_from(struct p11p_order_stamp *s, const struct stat *sb)
-{
-	memset(s, 0, sizeof(*s));
-	s->dev = (unsigned long long)sb->st_dev;
-	s->ino = (unsigned long long)sb->st_ino;
-	s->size = (unsigned long long)sb->st_size;
-	s->mtime_s = (long long)sb->st_mtim.tv_sec;
-	s->mtime_ns = (long long)sb->st_mtim.tv_nsec;
-	s->ctime_s = (long long)sb->st_ctim.tv_sec;
-	s->ctime_ns = (long long)sb->st_ctim.tv_nsec;
-}
-
 int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
-                    struct p11p_order_stamp *stamp, char *err, size_t errlen)
+                    struct p11p_overlay_stamp *stamp, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	unsigned char *buf = NULL;
-	struct stat sb;
 	size_t len = 0;
-	int fd, rc = -1;
-	CK_RV rv;
+	int rc;
 
 	memset(out, 0, sizeof(*out));
 	if (stamp != NULL) {
@@ -584,58 +570,13 @@ int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_orde
 		p11p_order_from_config(cfg, slot, out);
 		return 0;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0 && errno == ENOENT) {
+	rc = p11p_overlay_read(path, P11P_ORDER_MAX_BYTES, stamp, &buf, &len, err, errlen);
+	if (rc == 0)
 		p11p_order_from_config(cfg, slot, out);
-		return 0;
-	}
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		/* What the next check will see, so that the same failure is reported once. */
-		if (stamp != NULL && stat(path, &sb) == 0)
-			stamp_from(stamp, &sb);
-		else if (stamp != NULL)
-			stamp->err = errno;
-		return -1;
-	}
-	if (fstat(fd, &sb) != 0) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		goto out;
-	}
-	if (stamp != NULL)
-		stamp_from(stamp, &sb);
-	if (!S_ISREG(sb.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		goto out;
-	}
-	/* It decides where PINs go: only its owner (root or us) may write it. */
-	if (!p11p_file_safe_owner(&sb, true)) {
-		snprintf(
-		    err, errlen,
-		    "%s: writable by others than its owner, or owned by another user (uid %lu, "
-		    "mode %04o)",
-		    path, (unsigned long)sb.st_uid, (unsigned)(sb.st_mode & 07777));
-		goto out;
-	}
-	if (sb.st_size > P11P_ORDER_MAX_BYTES) {
-		snprintf(err, errlen, "%s: larger than %d bytes", path, P11P_ORDER_MAX_BYTES);
-		goto out;
-	}
-	/* Reads one byte past the limit to see a file that grew after fstat. */
-	rv = p11p_file_read_fd(fd, P11P_ORDER_MAX_BYTES, false, &buf, &len);
-	if (rv == CKR_HOST_MEMORY) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		goto out;
-	}
-	if (rv != CKR_OK) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		goto out;
-	}
-	if (p11p_order_parse(cfg, slot, path, (const char *)buf, len, out, err, errlen))
-		rc = 1;
-out:
+	else if (rc == 1 &&
+	         !p11p_order_parse(cfg, slot, path, (const char *)buf, len, out, err, errlen))
+		rc = -1;
 	p11p_free(buf);
-	close(fd);
 	return rc;
 }
 
@@ -779,91 +720,27 @@ void p11p_order_unlock(int fd)
 	}
 }
 
-static int fsync_dir(const char *dir, char *err, size_t errlen)
-{
-	if (p11p_file_sync_dir(dir) != 0) {
-		snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/*
- * Not p11p_file_replace(): under the overlay lock the temp name is fixed
- * ("PATH.tmp.PID", a crashed writer's is reused), a failed directory fsync is
- * an error here, and the messages are worded "cannot VERB FILE: why".
- */
 int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
                      char *err, size_t errlen)
 {
-	char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 32];
+	char path[PATH_MAX];
 	char *text = NULL;
-	size_t len;
-	int fd = -1, rc = -1;
+	int rc;
 
-	if (slot >= cfg->n_slots || p11p_order_path(cfg, slot, path, sizeof(path)) != 0 ||
-	    slots_dir(cfg, dir, sizeof(dir)) != 0) {
+	if (slot >= cfg->n_slots || p11p_order_path(cfg, slot, path, sizeof(path)) != 0) {
 		snprintf(err, errlen, "no usable state_dir in the configuration");
 		return -1;
 	}
-	if (o->n == 0) {
-		if (unlink(path) != 0 && errno != ENOENT) {
-			snprintf(err, errlen, "cannot remove %s: %s", path, strerror(errno));
-			return -1;
-		}
-		return fsync_dir(dir, err, errlen);
-	}
-	text = p11p_order_format(cfg, slot, o);
-	if (text == NULL) {
+	if (o->n > 0 && (text = p11p_order_format(cfg, slot, o)) == NULL) {
 		snprintf(err, errlen, "cannot format the member list (a value is too long)");
 		return -1;
 	}
-	len = strlen(text);
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0) /* a stale one of a crashed writer */
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-		goto out;
-	}
-	if (p11p_file_write_all(fd, text, len) != 0) {
-		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	if (fsync(fd) != 0) {
-		snprintf(err, errlen, "cannot sync %s: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0) {
-		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-		goto out_unlink;
-	}
-	rc = fsync_dir(dir, err, errlen);
-	goto out;
-out_unlink:
-	unlink(tmp);
-out:
-	if (fd >= 0)
-		close(fd);
+	rc = p11p_overlay_write(path, text, err, errlen); /* o->n == 0: removed */
 	p11p_free(text);
 	return rc;
 }
 
 /* ---- in the module ------------------------------------------------------------------------ */
-
-static bool stamp_same(const struct p11p_order_stamp *a, const struct p11p_order_stamp *b)
-{
-	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	       a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s &&
-	       a->ctime_ns == b->ctime_ns;
-}
 
 /*
  * A member back in service. Deleted members are not probed: one that was not
@@ -1050,17 +927,12 @@ void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs)
 /* Has the overlay changed since it was read? Updates nothing. No lock held. */
 static bool order_changed(const struct p11p_vslot *vs)
 {
-	struct p11p_order_stamp now;
-	struct stat sb;
+	struct p11p_overlay_stamp now;
 
 	if (vs->order_path == NULL)
 		return false;
-	memset(&now, 0, sizeof(now));
-	if (stat(vs->order_path, &sb) == 0)
-		stamp_from(&now, &sb);
-	else
-		now.err = errno;
-	return !stamp_same(&now, &vs->order_stamp);
+	p11p_overlay_stamp_of(vs->order_path, &now);
+	return !p11p_overlay_stamp_same(&now, &vs->order_stamp);
 }
 
 unsigned long long p11p_order_poll(struct p11p_state *st)

@@ -193,27 +193,13 @@ void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len)
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static void stamp_from(struct p11p_order_stamp *s, const struct stat *sb)
-{
-	memset(s, 0, sizeof(*s));
-	s->dev = (unsigned long long)sb->st_dev;
-	s->ino = (unsigned long long)sb->st_ino;
-	s->size = (unsigned long long)sb->st_size;
-	s->mtime_s = (long long)sb->st_mtim.tv_sec;
-	s->mtime_ns = (long long)sb->st_mtim.tv_nsec;
-	s->ctime_s = (long long)sb->st_ctim.tv_sec;
-	s->ctime_ns = (long long)sb->st_ctim.tv_nsec;
-}
-
 static int read_stamped(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
-                        struct p11p_order_stamp *stamp, char *err, size_t errlen)
+                        struct p11p_overlay_stamp *stamp, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	unsigned char *buf = NULL;
-	struct stat sb;
 	size_t len = 0;
-	int fd, rc = -1;
-	CK_RV rv;
+	int rc;
 
 	if (stamp != NULL) {
 		memset(stamp, 0, sizeof(*stamp));
@@ -226,54 +212,13 @@ static int read_stamped(const struct p11p_config *cfg, size_t slot, struct p11p_
 	*out = cfg->slots[slot].policy;
 	if (p11p_policy_path(cfg, slot, path, sizeof(path)) != 0)
 		return 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0 && errno == ENOENT)
-		return 0;
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		/* What the next check will see, so that the same failure is reported once. */
-		if (stamp != NULL && lstat(path, &sb) == 0)
-			stamp_from(stamp, &sb);
-		else if (stamp != NULL)
-			stamp->err = errno;
-		return -1;
-	}
-	if (fstat(fd, &sb) != 0) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		goto out;
-	}
-	if (stamp != NULL)
-		stamp_from(stamp, &sb);
-	if (!S_ISREG(sb.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
-		goto out;
-	}
-	/* It decides whether changes reach the HSM keys: only its owner may write it. */
-	if (!p11p_file_safe_owner(&sb, true)) {
-		snprintf(
-		    err, errlen,
-		    "%s: writable by others than its owner, or owned by another user (uid %lu, "
-		    "mode %04o)",
-		    path, (unsigned long)sb.st_uid, (unsigned)(sb.st_mode & 07777));
-		goto out;
-	}
-	rv = p11p_file_read_fd(fd, P11P_POLICY_MAX_BYTES, false, &buf, &len);
-	if (rv == CKR_HOST_MEMORY) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		goto out;
-	}
-	if (rv != CKR_OK) {
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		goto out;
-	}
-	if (p11p_policy_parse(path, (const char *)buf, len, &cfg->slots[slot].policy, out, err,
-	                      errlen))
-		rc = 1;
-	else
+	rc = p11p_overlay_read(path, P11P_POLICY_MAX_BYTES, stamp, &buf, &len, err, errlen);
+	if (rc == 1 && !p11p_policy_parse(path, (const char *)buf, len, &cfg->slots[slot].policy,
+	                                  out, err, errlen)) {
 		*out = cfg->slots[slot].policy;
-out:
+		rc = -1;
+	}
 	p11p_free(buf);
-	close(fd);
 	return rc;
 }
 
@@ -288,96 +233,30 @@ int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_pol
 int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
                       char *err, size_t errlen)
 {
-	char path[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 32], text[512];
-	char *slash;
-	size_t len;
-	int fd = -1, rc = -1;
+	char path[PATH_MAX], text[512];
 
 	if (slot >= cfg->n_slots || p11p_policy_path(cfg, slot, path, sizeof(path)) != 0) {
 		snprintf(err, errlen, "no usable state_dir in the configuration");
 		return -1;
 	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL) {
-		snprintf(err, errlen, "%s: not an absolute path", path);
-		return -1;
-	}
-	*slash = '\0';
-	if (p == NULL) {
-		if (unlink(path) != 0 && errno != ENOENT) {
-			snprintf(err, errlen, "cannot remove %s: %s", path, strerror(errno));
-			return -1;
-		}
-		goto sync_dir;
-	}
-	p11p_policy_format(p, text, sizeof(text));
-	len = strlen(text);
-	/* The name is fixed under the lock: a crashed writer's temp file is reused. */
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	if (p11p_file_write_all(fd, text, len) != 0 || fsync(fd) != 0) {
-		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	rc = close(fd);
-	fd = -1;
-	if (rc != 0) {
-		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-		rc = -1;
-		goto out_unlink;
-	}
-	if (rename(tmp, path) != 0) {
-		snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-		rc = -1;
-		goto out_unlink;
-	}
-sync_dir:
-	if (p11p_file_sync_dir(dir) != 0) {
-		snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	return 0;
-out_unlink:
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	return rc;
+	if (p != NULL)
+		p11p_policy_format(p, text, sizeof(text));
+	return p11p_overlay_write(path, p != NULL ? text : NULL, err, errlen);
 }
 
 /* ---- in the module ------------------------------------------------------------------------ */
 
-static bool stamp_same(const struct p11p_order_stamp *a, const struct p11p_order_stamp *b)
-{
-	return a->err == b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-	       a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s &&
-	       a->ctime_ns == b->ctime_ns;
-}
-
-static void stamp_now(const struct p11p_config *cfg, size_t slot, struct p11p_order_stamp *s)
+static void stamp_now(const struct p11p_config *cfg, size_t slot, struct p11p_overlay_stamp *s)
 {
 	char path[PATH_MAX];
-	struct stat sb;
 
-	memset(s, 0, sizeof(*s));
-	s->err = ENOENT;
-	if (p11p_policy_path(cfg, slot, path, sizeof(path)) != 0)
-		return;
-	if (lstat(path, &sb) == 0)
-		stamp_from(s, &sb);
-	else
-		s->err = errno;
+	p11p_overlay_stamp_of(p11p_policy_path(cfg, slot, path, sizeof(path)) == 0 ? path : NULL,
+	                      s);
 }
 
 void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out)
 {
-	struct p11p_order_stamp stamp, seen;
+	struct p11p_overlay_stamp stamp, seen;
 	struct p11p_policy_cfg p;
 	unsigned long long now = p11p_now_ms();
 	bool loaded;
@@ -400,7 +279,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 
 	/* Only this thread touches the file now; no lock held across the I/O. */
 	stamp_now(st->cfg, vs->id, &stamp);
-	if (!loaded || !stamp_same(&stamp, &seen)) {
+	if (!loaded || !p11p_overlay_stamp_same(&stamp, &seen)) {
 		err[0] = '\0';
 		rc = read_stamped(st->cfg, vs->id, &p, &stamp, err, sizeof(err));
 		if (rc < 0)

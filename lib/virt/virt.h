@@ -59,7 +59,7 @@ struct p11p_vslot {
 	struct p11p_member_cfg *added[P11P_MAX_MEMBERS]; /* owned specs, by member index */
 	/* Used only by the thread checking the overlay (p11p_state.order_busy): */
 	char *order_path; /* the overlay file, or NULL */
-	struct p11p_order_stamp {
+	struct p11p_overlay_stamp {
 		int err; /* 0: stat worked; else its errno (ENOENT: no overlay) */
 		unsigned long long dev, ino, size;
 		long long mtime_s, mtime_ns, ctime_s, ctime_ns;
@@ -71,11 +71,11 @@ struct p11p_vslot {
 	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
 	struct p11p_local_slot *local; /* local.c: fragments, entropy (NULL: none) */
 	/* Key-management policy (policy.c), guarded by the global lock: */
-	struct p11p_policy_cfg policy;        /* as last read: the overlay's, else the config's */
-	bool policy_loaded;                   /* policy has been read once */
-	bool policy_busy;                     /* a thread is checking the overlay */
-	unsigned long long policy_next_ms;    /* when the overlay is next checked (monotonic) */
-	struct p11p_order_stamp policy_stamp; /* what identifies the overlay version read */
+	struct p11p_policy_cfg policy;          /* as last read: the overlay's, else the config's */
+	bool policy_loaded;                     /* policy has been read once */
+	bool policy_busy;                       /* a thread is checking the overlay */
+	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
+	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
 };
 
 /* Operations a session can have active, recorded for replay (op.c). */
@@ -332,6 +332,22 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 
 CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
 
+/*
+ * --- overlay.c: files under <state_dir>/slots/ the CLI writes and processes follow ---
+ * p11p_overlay_stamp_of(): what identifies the file's version now (lstat; ENOENT: none).
+ * p11p_overlay_read(): 1 read (*buf, *len: p11p_free it), 0 there is none, -1 unreadable,
+ * unsafe (not a regular file, writable by others) or larger than max (err: "PATH: why").
+ * stamp (may be NULL) receives the version read. p11p_overlay_write(): text to path
+ * atomically (temp file 0600 "PATH.tmp.PID", fsync, rename, fsync of the directory), or
+ * removes it when text is NULL; called under the writer's lock. 0, or -1 with err.
+ */
+void p11p_overlay_stamp_of(const char *path, struct p11p_overlay_stamp *s);
+bool p11p_overlay_stamp_same(const struct p11p_overlay_stamp *a,
+                             const struct p11p_overlay_stamp *b);
+int p11p_overlay_read(const char *path, size_t max, struct p11p_overlay_stamp *stamp,
+                      unsigned char **buf, size_t *len, char *err, size_t errlen);
+int p11p_overlay_write(const char *path, const char *text, char *err, size_t errlen);
+
 /* --- order.c: member order overlays (see the comment at the top of order.c) --- */
 #define P11P_ORDER_CHECK_MS  1000UL       /* the module stats an overlay at most this often */
 #define P11P_ORDER_MAX_BYTES (64 * 1024)  /* an overlay file */
@@ -373,7 +389,7 @@ bool p11p_order_parse(const struct p11p_config *cfg, size_t slot, const char *na
  * stamp (may be NULL) receives what identifies the version read.
  */
 int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
-                    struct p11p_order_stamp *stamp, char *err, size_t errlen);
+                    struct p11p_overlay_stamp *stamp, char *err, size_t errlen);
 /* The overlay text for an order (p11p_free it), or NULL (ENOMEM, or a line too long). */
 char *p11p_order_format(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o);
 /*

@@ -657,12 +657,39 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 	return rec_allows(&rec, perm);
 }
 
+/*
+ * The live virtual key of object h, for the object functions: 1 (*rec set);
+ * 0 h is not a virtual key; -1 settled, with *rv (hidden or deleted:
+ * CKR_OBJECT_HANDLE_INVALID, or the index's error).
+ */
+static int live_record(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_vkey *rec, CK_RV *rv)
+{
+	CK_RV err;
+
+	switch (resolve(c, h, rec, &err)) {
+	case VK_NONE:
+		return 0;
+	case VK_ERROR:
+		*rv = err;
+		return -1;
+	case VK_HIDDEN:
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return -1;
+	case VK_BOUND:
+		break;
+	}
+	if (rec->state == P11P_VK_DELETED) {
+		*rv = CKR_OBJECT_HANDLE_INVALID;
+		return -1;
+	}
+	return 1;
+}
+
 void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
                          CK_ULONG count, CK_RV *rv)
 {
 	struct p11p_vkey rec;
 	uint32_t has;
-	CK_RV err;
 
 	if (c->st->vkeys == NULL || templ == NULL)
 		return;
@@ -670,20 +697,9 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
 	if (*rv != CKR_OK && *rv != CKR_ATTRIBUTE_SENSITIVE && *rv != CKR_ATTRIBUTE_TYPE_INVALID &&
 	    *rv != CKR_BUFFER_TOO_SMALL)
 		return;
-	switch (resolve(c, h, &rec, &err)) {
-	case VK_NONE:
-		return;
-	case VK_HIDDEN:
-		*rv = CKR_OBJECT_HANDLE_INVALID;
-		return;
-	case VK_ERROR:
-		*rv = err;
-		return;
-	case VK_BOUND:
-		break;
-	}
-	if (rec.state == P11P_VK_DELETED) {
-		*rv = CKR_OBJECT_HANDLE_INVALID;
+	switch (live_record(c, h, &rec, rv)) {
+	case 0:
+	case -1:
 		return;
 	}
 	has = class_perms(rec.cls);
@@ -855,24 +871,13 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	CK_ULONG n_old = 0;
 	bool other = false, can_revert = false;
 	CK_OBJECT_HANDLE bh;
-	CK_RV err;
 
 	if (vk == NULL || p11p_local_handle(h))
 		return false;
-	switch (resolve(c, h, &rec, &err)) {
-	case VK_NONE:
+	switch (live_record(c, h, &rec, rv)) {
+	case 0:
 		return false;
-	case VK_HIDDEN:
-		*rv = CKR_OBJECT_HANDLE_INVALID;
-		return true;
-	case VK_ERROR:
-		*rv = err;
-		return true;
-	case VK_BOUND:
-		break;
-	}
-	if (rec.state == P11P_VK_DELETED) {
-		*rv = CKR_OBJECT_HANDLE_INVALID;
+	case -1:
 		return true;
 	}
 	/* Checked whole first: all or nothing. */
@@ -1002,25 +1007,14 @@ bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint6
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey rec;
 	CK_OBJECT_HANDLE bh;
-	CK_RV err;
 
 	*vid = 0;
 	if (vk == NULL || p11p_local_handle(h))
 		return false;
-	switch (resolve(c, h, &rec, &err)) {
-	case VK_NONE:
+	switch (live_record(c, h, &rec, rv)) {
+	case 0:
 		return false;
-	case VK_HIDDEN:
-		*rv = CKR_OBJECT_HANDLE_INVALID;
-		return true;
-	case VK_ERROR:
-		*rv = err;
-		return true;
-	case VK_BOUND:
-		break;
-	}
-	if (rec.state == P11P_VK_DELETED) {
-		*rv = CKR_OBJECT_HANDLE_INVALID;
+	case -1:
 		return true;
 	}
 	p11p_policy_get(c->st, c->s->slot, &pol);

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend/backend.h"
+#include "backend/call.h"
 #include "base/names.h"
 #include "base/secret.h"
 #include "cli.h"
@@ -33,7 +33,7 @@
 static const char check_text[] = "p11proxy check value v1";
 
 struct member_ctx {
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	CK_SESSION_HANDLE h;
 };
 
@@ -41,11 +41,11 @@ static CK_RV hsm_random(void *ctx, unsigned char *buf, size_t len)
 {
 	const struct member_ctx *m = ctx;
 
-	return m->fl->C_GenerateRandom(m->h, buf, len);
+	return p11p_be_C_GenerateRandom(m->bc, m->h, buf, len);
 }
 
 /* Logs in with the member's PIN when the config has one. */
-static CK_RV member_login(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE h,
+static CK_RV member_login(const struct p11p_bctx *bc, CK_SESSION_HANDLE h,
                           const struct p11p_member_cfg *mc)
 {
 	CK_UTF8CHAR pinbuf[P11P_MAX_PIN_LEN];
@@ -58,7 +58,7 @@ static CK_RV member_login(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE h,
 	if (len > sizeof(pinbuf))
 		return CKR_PIN_LEN_RANGE;
 	memcpy(pinbuf, p11p_secret_data(mc->pin), len);
-	rv = fl->C_Login(h, CKU_USER, pinbuf, (CK_ULONG)len);
+	rv = p11p_be_C_Login(bc, h, CKU_USER, pinbuf, (CK_ULONG)len);
 	p11p_wipe(pinbuf, sizeof(pinbuf));
 	return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
 }
@@ -81,7 +81,7 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 	unsigned char mac[32];
 	CK_ULONG n = 0, mlen = sizeof(mac);
 	CK_SESSION_HANDLE h;
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	int ret = -1;
 	CK_RV rv;
 
@@ -91,27 +91,27 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 	m.be = cli_backend(bes, mc->backend, err, errlen);
 	if (m.be == NULL)
 		return 0;
-	fl = &m.be->fl;
+	bc = p11p_backend_ctx(m.be);
 	rv = p11p_member_resolve(&m, err, errlen);
 	if (rv != CKR_OK) {
 		if (err[0] == '\0')
 			snprintf(err, errlen, "%s", p11p_rv_str(rv));
 		return 0;
 	}
-	rv = fl->C_OpenSession(m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	rv = p11p_be_C_OpenSession(bc, m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK) {
 		snprintf(err, errlen, "C_OpenSession: %s", p11p_rv_str(rv));
 		return 0;
 	}
-	rv = member_login(fl, h, mc);
+	rv = member_login(bc, h, mc);
 	if (rv != CKR_OK) {
 		snprintf(err, errlen, "C_Login: %s", p11p_rv_str(rv));
 		goto out;
 	}
-	rv = fl->C_FindObjectsInit(h, t, 2);
+	rv = p11p_be_C_FindObjectsInit(bc, h, t, 2);
 	if (rv == CKR_OK) {
-		rv = fl->C_FindObjects(h, keys, 2, &n);
-		fl->C_FindObjectsFinal(h);
+		rv = p11p_be_C_FindObjects(bc, h, keys, 2, &n);
+		p11p_be_C_FindObjectsFinal(bc, h);
 	}
 	if (rv != CKR_OK || n != 1) {
 		snprintf(err, errlen, "%s secret key labelled '%s'%s",
@@ -121,10 +121,10 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 		         label, mc->pin == NULL && n == 0 ? " (no member PIN configured)" : "");
 		goto out;
 	}
-	rv = fl->C_SignInit(h, &mech, keys[0]);
+	rv = p11p_be_C_SignInit(bc, h, &mech, keys[0]);
 	if (rv == CKR_OK)
-		rv = fl->C_Sign(h, (CK_BYTE_PTR)(uintptr_t)check_text, sizeof(check_text) - 1, mac,
-		                &mlen);
+		rv = p11p_be_C_Sign(bc, h, (CK_BYTE_PTR)(uintptr_t)check_text,
+		                    sizeof(check_text) - 1, mac, &mlen);
 	if (rv != CKR_OK || mlen != sizeof(mac)) {
 		snprintf(err, errlen, "key '%s' does not sign with CKM_SHA256_HMAC: %s", label,
 		         p11p_rv_str(rv));
@@ -134,10 +134,10 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 	ret = 1;
 out:
 	if (ret == 1 && keep) {
-		mctx->fl = fl;
+		mctx->bc = bc;
 		mctx->h = h;
 	} else {
-		fl->C_CloseSession(h);
+		p11p_be_C_CloseSession(bc, h);
 	}
 	return ret;
 }
@@ -296,8 +296,8 @@ done:
 	p11p_wipe(value, sizeof(value));
 	p11p_secret_free(json);
 	p11p_entropy_free(rng);
-	if (mctx.fl != NULL)
-		mctx.fl->C_CloseSession(mctx.h);
+	if (mctx.bc != NULL)
+		p11p_be_C_CloseSession(mctx.bc, mctx.h);
 	p11p_fragments_free(set);
 	cli_backends_free(bes);
 	p11p_config_free(cfg);

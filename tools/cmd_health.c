@@ -28,7 +28,7 @@
 
 #include <microhttpd.h>
 
-#include "backend/backend.h"
+#include "backend/call.h"
 #include "base/mem.h"
 #include "cli.h"
 #include "config/config.h"
@@ -129,7 +129,7 @@ bool cli_member_probe(struct cli_backends *bs, const struct p11p_member_cfg *mc,
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	CK_TOKEN_INFO ti;
 	CK_BYTE byte;
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	char err[WHY_LEN];
 	CK_RV rv;
 	bool ok = false;
@@ -156,17 +156,17 @@ bool cli_member_probe(struct cli_backends *bs, const struct p11p_member_cfg *mc,
 		snprintf(why, whylen, "%s", err);
 		return false;
 	}
-	fl = &b->be.fl;
-	rv = fl->C_OpenSession(m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	bc = p11p_backend_ctx(&b->be);
+	rv = p11p_be_C_OpenSession(bc, m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK)
 		return probe_failed(why, whylen, "C_OpenSession", rv);
-	rv = fl->C_GetTokenInfo(m.be_slot, &ti);
+	rv = p11p_be_C_GetTokenInfo(bc, m.be_slot, &ti);
 	if (rv != CKR_OK) {
 		probe_failed(why, whylen, "C_GetTokenInfo", rv);
 		goto out;
 	}
 	if (ti.flags & CKF_RNG) {
-		rv = fl->C_GenerateRandom(h, &byte, 1);
+		rv = p11p_be_C_GenerateRandom(bc, h, &byte, 1);
 		if (rv != CKR_OK) {
 			probe_failed(why, whylen, "C_GenerateRandom", rv);
 			goto out;
@@ -174,7 +174,7 @@ bool cli_member_probe(struct cli_backends *bs, const struct p11p_member_cfg *mc,
 	}
 	ok = true;
 out:
-	rv = fl->C_CloseSession(h);
+	rv = p11p_be_C_CloseSession(bc, h);
 	if (ok && rv != CKR_OK)
 		ok = probe_failed(why, whylen, "C_CloseSession", rv);
 	return ok;

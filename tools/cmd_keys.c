@@ -401,11 +401,11 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 			u->h = hs[i];
 			for (size_t a = 0; a < n_attr; a++)
 				get[a] = (CK_ATTRIBUTE){perm_attr[which[a]], &u->old[a], 1};
-			rv = ss.km[m].fl->C_GetAttributeValue(ss.km[m].h, hs[i], get,
-			                                      (CK_ULONG)n_attr);
+			rv = p11p_be_C_GetAttributeValue(ss.km[m].bc, ss.km[m].h, hs[i], get,
+			                                 (CK_ULONG)n_attr);
 			if (rv == CKR_OK)
-				rv = ss.km[m].fl->C_SetAttributeValue(ss.km[m].h, hs[i], set,
-				                                      (CK_ULONG)n_attr);
+				rv = p11p_be_C_SetAttributeValue(ss.km[m].bc, ss.km[m].h, hs[i],
+				                                 set, (CK_ULONG)n_attr);
 			if (rv != CKR_OK) {
 				cli_error("member %zu: setting the HSM key's usage flags: %s", m,
 				          p11p_rv_str(rv));
@@ -421,8 +421,8 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 
 			for (size_t a = 0; a < n_attr; a++)
 				back[a] = (CK_ATTRIBUTE){perm_attr[which[a]], &undo[i].old[a], 1};
-			ss.km[undo[i].m].fl->C_SetAttributeValue(ss.km[undo[i].m].h, undo[i].h,
-			                                         back, (CK_ULONG)n_attr);
+			p11p_be_C_SetAttributeValue(ss.km[undo[i].m].bc, ss.km[undo[i].m].h,
+			                            undo[i].h, back, (CK_ULONG)n_attr);
 		}
 		cli_error("nothing changed");
 	}
@@ -449,7 +449,7 @@ static bool hsm_destroy(struct kctx *k, size_t s, const struct p11p_vkey *v, uin
 		                            v->label_len, hs, MAX_COPIES, &nh);
 
 		for (CK_ULONG i = 0; rv == CKR_OK && i < nh && i < MAX_COPIES; i++)
-			rv = ss.km[m].fl->C_DestroyObject(ss.km[m].h, hs[i]);
+			rv = p11p_be_C_DestroyObject(ss.km[m].bc, ss.km[m].h, hs[i]);
 		if (rv == CKR_OK && nh > MAX_COPIES)
 			rv = CKR_GENERAL_ERROR;
 		if (rv != CKR_OK) {
@@ -664,7 +664,7 @@ static CK_RV read_old(struct keys_member *km, CK_OBJECT_HANDLE h, CK_OBJECT_CLAS
 	CK_RV rv;
 
 	memset(ra, 0, sizeof(*ra));
-	rv = km->fl->C_GetAttributeValue(km->h, h, a, sizeof(a) / sizeof(a[0]));
+	rv = p11p_be_C_GetAttributeValue(km->bc, km->h, h, a, sizeof(a) / sizeof(a[0]));
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE &&
 	    rv != CKR_BUFFER_TOO_SMALL)
 		return rv;
@@ -742,7 +742,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 		}
 		if (ra.kt != CKK_DES3 && ra.value_len > 0)
 			t[n++] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &ra.value_len, sizeof(ra.value_len)};
-		rv = km->fl->C_GenerateKey(km->h, &mech, t, n, &new_h[0]);
+		rv = p11p_be_C_GenerateKey(km->bc, km->h, &mech, t, n, &new_h[0]);
 		if (rv != CKR_OK) {
 			cli_error("rotate: C_GenerateKey: %s", p11p_rv_str(rv));
 			return false;
@@ -787,7 +787,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 		          keys_type_name(ra.kt, tb, sizeof(tb)));
 		return false;
 	}
-	rv = km->fl->C_GenerateKeyPair(km->h, &mech, pt, pn, t, n, &new_h[1], &new_h[0]);
+	rv = p11p_be_C_GenerateKeyPair(km->bc, km->h, &mech, pt, pn, t, n, &new_h[1], &new_h[0]);
 	if (rv != CKR_OK) {
 		cli_error("rotate: C_GenerateKeyPair: %s", p11p_rv_str(rv));
 		return false;
@@ -847,11 +847,11 @@ static void undo_new(struct keys_member *km, const CK_OBJECT_HANDLE new_h[2],
 {
 	for (int h = 0; h < 2; h++)
 		if (new_h[h] != CK_INVALID_HANDLE)
-			km->fl->C_DestroyObject(km->h, new_h[h]);
+			p11p_be_C_DestroyObject(km->bc, km->h, new_h[h]);
 	for (size_t i = 0; others != NULL && i < P11P_MAX_MEMBERS; i++)
 		for (int h = 0; h < 2; h++)
 			if (others[i].open && made[i][h] != CK_INVALID_HANDLE)
-				others[i].fl->C_DestroyObject(others[i].h, made[i][h]);
+				p11p_be_C_DestroyObject(others[i].bc, others[i].h, made[i][h]);
 }
 
 static int popcount16(uint32_t x)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/backend.h"
+#include "backend/call.h"
 #include "base/mem.h"
 #include "base/secret.h"
 #include "cli.h"
@@ -119,8 +119,9 @@ static void slot_label(const struct p11p_slot_cfg *sc, const struct member_state
 		return;
 	}
 	buf[0] = '\0';
-	if (first != NULL && first->rv == CKR_OK && first->m.be->fl.C_GetTokenInfo != NULL &&
-	    first->m.be->fl.C_GetTokenInfo(first->m.be_slot, &ti) == CKR_OK) {
+	if (first != NULL && first->rv == CKR_OK &&
+	    p11p_be_C_GetTokenInfo(p11p_backend_ctx(first->m.be), first->m.be_slot, &ti) ==
+	        CKR_OK) {
 		struct token_text t;
 
 		token_text(&ti, &t);
@@ -145,7 +146,7 @@ static void slots_member_text(const struct ctx *c, size_t idx, const struct memb
 		return;
 	}
 	printf("    backend slot: %lu\n", (unsigned long)ms->m.be_slot);
-	rv = ms->m.be->fl.C_GetTokenInfo(ms->m.be_slot, &ti);
+	rv = p11p_be_C_GetTokenInfo(p11p_backend_ctx(ms->m.be), ms->m.be_slot, &ti);
 	if (rv != CKR_OK) {
 		printf("    token: C_GetTokenInfo: %s\n", cli_rv_name(rv, nb, sizeof(nb)));
 		return;
@@ -179,7 +180,7 @@ static void slots_member_json(const struct ctx *c, size_t idx, const struct memb
 		return;
 	}
 	printf(",\"found\":true,\"backend_slot\":%lu", (unsigned long)ms->m.be_slot);
-	rv = ms->m.be->fl.C_GetTokenInfo(ms->m.be_slot, &ti);
+	rv = p11p_be_C_GetTokenInfo(p11p_backend_ctx(ms->m.be), ms->m.be_slot, &ti);
 	if (rv != CKR_OK) {
 		fputs(",\"token\":null,\"error\":", stdout);
 		cli_json_str(stdout, cli_rv_name(rv, nb, sizeof(nb)));
@@ -268,14 +269,14 @@ out:
 /* Session + optional login on a found member. CKR_OK or the failing call in err. */
 static CK_RV member_connect(struct member_state *ms)
 {
-	CK_FUNCTION_LIST *fl = &ms->m.be->fl;
+	const struct p11p_bctx *bc = p11p_backend_ctx(ms->m.be);
 	const struct p11p_secret *pin = ms->m.cfg->pin;
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	bool logged_in = false;
 	char nb[32];
 	CK_RV rv;
 
-	rv = fl->C_OpenSession(ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	rv = p11p_be_C_OpenSession(bc, ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK) {
 		snprintf(ms->err, sizeof(ms->err), "C_OpenSession: %s",
 		         cli_rv_name(rv, nb, sizeof(nb)));
@@ -292,7 +293,7 @@ static CK_RV member_connect(struct member_state *ms)
 			goto out;
 		}
 		memcpy(copy, p11p_secret_data(pin), len);
-		rv = fl->C_Login(h, CKU_USER, copy, (CK_ULONG)len);
+		rv = p11p_be_C_Login(bc, h, CKU_USER, copy, (CK_ULONG)len);
 		p11p_wipe(copy, len);
 		p11p_free(copy);
 		if (rv == CKR_OK) {
@@ -308,8 +309,8 @@ static CK_RV member_connect(struct member_state *ms)
 	}
 out:
 	if (logged_in)
-		fl->C_Logout(h);
-	fl->C_CloseSession(h);
+		p11p_be_C_Logout(bc, h);
+	p11p_be_C_CloseSession(bc, h);
 	return rv;
 }
 

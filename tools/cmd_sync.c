@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend/backend.h"
+#include "backend/call.h"
 #include "base/mem.h"
 #include "base/names.h"
 #include "base/secret.h"
@@ -95,7 +95,7 @@ static int add_key(struct sync_ctx *c, const struct key *k)
 }
 
 /* Reads the token keys of one class into c->keys. */
-static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE h,
+static CK_RV list_class(struct sync_ctx *c, const struct p11p_bctx *bc, CK_SESSION_HANDLE h,
                         CK_OBJECT_CLASS cls, size_t member, unsigned long *count, char *err,
                         size_t errlen)
 {
@@ -103,7 +103,7 @@ static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HAN
 	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &yes, sizeof(yes)}};
 	CK_OBJECT_HANDLE *hs = NULL, *grown;
 	CK_ULONG n = 0, cap = 0, got;
-	CK_RV rv = fl->C_FindObjectsInit(h, t, 2);
+	CK_RV rv = p11p_be_C_FindObjectsInit(bc, h, t, 2);
 
 	if (rv != CKR_OK) {
 		snprintf(err, errlen, "C_FindObjectsInit: %s", p11p_rv_str(rv));
@@ -120,7 +120,7 @@ static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HAN
 			hs = grown;
 		}
 		got = 0;
-		rv = fl->C_FindObjects(h, hs + n, SYNC_FIND_CHUNK, &got);
+		rv = p11p_be_C_FindObjects(bc, h, hs + n, SYNC_FIND_CHUNK, &got);
 		if (rv == CKR_OK && got > SYNC_FIND_CHUNK)
 			rv = CKR_GENERAL_ERROR;
 		if (rv != CKR_OK)
@@ -133,7 +133,7 @@ static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HAN
 			break;
 		}
 	}
-	fl->C_FindObjectsFinal(h);
+	p11p_be_C_FindObjectsFinal(bc, h);
 	if (rv != CKR_OK) {
 		snprintf(err, errlen, "%s",
 		         rv == CKR_BUFFER_TOO_SMALL ? "too many keys to compare" : p11p_rv_str(rv));
@@ -150,7 +150,7 @@ static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HAN
 		memset(&k, 0, sizeof(k));
 		k.cls = cls;
 		k.member = member;
-		rv = fl->C_GetAttributeValue(h, hs[i], a, 2);
+		rv = p11p_be_C_GetAttributeValue(bc, h, hs[i], a, 2);
 		if (rv != CKR_OK || a[0].ulValueLen > sizeof(k.id) ||
 		    a[1].ulValueLen > sizeof(k.label)) {
 			snprintf(err, errlen, "cannot read a key's CKA_ID and CKA_LABEL: %s",
@@ -160,7 +160,7 @@ static CK_RV list_class(struct sync_ctx *c, CK_FUNCTION_LIST *fl, CK_SESSION_HAN
 		}
 		k.id_len = a[0].ulValueLen;
 		k.label_len = a[1].ulValueLen;
-		if (fl->C_GetAttributeValue(h, hs[i], &kt, 1) != CKR_OK ||
+		if (p11p_be_C_GetAttributeValue(bc, h, hs[i], &kt, 1) != CKR_OK ||
 		    kt.ulValueLen != sizeof(k.kt))
 			k.kt = CKK_VENDOR_DEFINED;
 		if (add_key(c, &k) < 0) {
@@ -183,7 +183,7 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	CK_UTF8CHAR pinbuf[P11P_MAX_PIN_LEN];
 	const struct p11p_secret *pin;
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	bool logged_in = false;
 	size_t len;
 	CK_RV rv;
@@ -194,14 +194,14 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	ms->m.be = cli_backend(c->bes, mc->backend, ms->err, sizeof(ms->err));
 	if (ms->m.be == NULL)
 		return;
-	fl = &ms->m.be->fl;
+	bc = p11p_backend_ctx(ms->m.be);
 	rv = p11p_member_resolve(&ms->m, ms->err, sizeof(ms->err));
 	if (rv != CKR_OK) {
 		if (ms->err[0] == '\0')
 			snprintf(ms->err, sizeof(ms->err), "%s", p11p_rv_str(rv));
 		return;
 	}
-	rv = fl->C_OpenSession(ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	rv = p11p_be_C_OpenSession(bc, ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK) {
 		snprintf(ms->err, sizeof(ms->err), "C_OpenSession: %s", p11p_rv_str(rv));
 		return;
@@ -217,7 +217,7 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 		goto out;
 	}
 	memcpy(pinbuf, p11p_secret_data(pin), len);
-	rv = fl->C_Login(h, CKU_USER, pinbuf, (CK_ULONG)len);
+	rv = p11p_be_C_Login(bc, h, CKU_USER, pinbuf, (CK_ULONG)len);
 	p11p_wipe(pinbuf, sizeof(pinbuf));
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 		snprintf(ms->err, sizeof(ms->err), "C_Login: %s", p11p_rv_str(rv));
@@ -225,15 +225,15 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	}
 	logged_in = rv == CKR_OK;
 	for (size_t i = 0; i < 3; i++) {
-		rv = list_class(c, fl, h, classes[i], idx, &ms->n_keys, ms->err, sizeof(ms->err));
+		rv = list_class(c, bc, h, classes[i], idx, &ms->n_keys, ms->err, sizeof(ms->err));
 		if (rv != CKR_OK)
 			goto out;
 	}
 	ms->listed = true;
 out:
 	if (logged_in)
-		fl->C_Logout(h);
-	fl->C_CloseSession(h);
+		p11p_be_C_Logout(bc, h);
+	p11p_be_C_CloseSession(bc, h);
 }
 
 static int cmp_ident(const struct key *a, const struct key *b)

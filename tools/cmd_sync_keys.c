@@ -114,7 +114,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 	bool bar;
 	CK_RV rv;
 
-	rv = km->fl->C_FindObjectsInit(km->h, &t, 1);
+	rv = p11p_be_C_FindObjectsInit(km->bc, km->h, &t, 1);
 	if (rv != CKR_OK) {
 		snprintf(mr->err, sizeof(mr->err), "C_FindObjectsInit: %s", p11p_rv_str(rv));
 		return rv;
@@ -130,7 +130,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 			hs = g;
 		}
 		got = 0;
-		rv = km->fl->C_FindObjects(km->h, hs + n, SYNC_FIND_CHUNK, &got);
+		rv = p11p_be_C_FindObjects(km->bc, km->h, hs + n, SYNC_FIND_CHUNK, &got);
 		if (rv == CKR_OK && got > SYNC_FIND_CHUNK)
 			rv = CKR_GENERAL_ERROR;
 		if (rv != CKR_OK || got == 0)
@@ -141,7 +141,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 			break;
 		}
 	}
-	km->fl->C_FindObjectsFinal(km->h);
+	p11p_be_C_FindObjectsFinal(km->bc, km->h);
 	if (rv != CKR_OK) {
 		snprintf(mr->err, sizeof(mr->err), "listing the token objects: %s",
 		         rv == CKR_BUFFER_TOO_SMALL ? "too many objects" : p11p_rv_str(rv));
@@ -169,7 +169,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 			progress(slot, idx, i, n);
 		memset(&k, 0, sizeof(k));
 		/* One call per object; attributes the object lacks come back unavailable. */
-		rv = km->fl->C_GetAttributeValue(km->h, hs[i], a, 11);
+		rv = p11p_be_C_GetAttributeValue(km->bc, km->h, hs[i], a, 11);
 		if (rv == CKR_OBJECT_HANDLE_INVALID)
 			continue; /* destroyed meanwhile */
 		if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID &&

@@ -484,15 +484,16 @@ bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc
 	km->m.be = cli_backend(bes, mc->backend, km->err, sizeof(km->err));
 	if (km->m.be == NULL)
 		return false;
-	km->fl = &km->m.be->fl;
+	km->bc = p11p_backend_ctx(km->m.be);
 	rv = p11p_member_resolve(&km->m, km->err, sizeof(km->err));
 	if (rv != CKR_OK) {
 		if (km->err[0] == '\0')
 			snprintf(km->err, sizeof(km->err), "%s", p11p_rv_str(rv));
 		return false;
 	}
-	rv = km->fl->C_OpenSession(km->m.be_slot, CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0),
-	                           NULL, NULL, &km->h);
+	rv = p11p_be_C_OpenSession(km->bc, km->m.be_slot,
+	                           CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0), NULL, NULL,
+	                           &km->h);
 	if (rv != CKR_OK) {
 		snprintf(km->err, sizeof(km->err), "C_OpenSession: %s", p11p_rv_str(rv));
 		return false;
@@ -514,7 +515,7 @@ bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc
 		return false;
 	}
 	memcpy(pinbuf, p11p_secret_data(mc->pin), len);
-	rv = km->fl->C_Login(km->h, CKU_USER, pinbuf, (CK_ULONG)len);
+	rv = p11p_be_C_Login(km->bc, km->h, CKU_USER, pinbuf, (CK_ULONG)len);
 	p11p_wipe(pinbuf, sizeof(pinbuf));
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
 		snprintf(km->err, sizeof(km->err), "C_Login: %s", p11p_rv_str(rv));
@@ -530,8 +531,8 @@ void keys_member_close(struct keys_member *km)
 	if (!km->open)
 		return;
 	if (km->logged_in)
-		km->fl->C_Logout(km->h);
-	km->fl->C_CloseSession(km->h);
+		p11p_be_C_Logout(km->bc, km->h);
+	p11p_be_C_CloseSession(km->bc, km->h);
 	km->open = false;
 	km->logged_in = false;
 }
@@ -552,21 +553,21 @@ CK_RV keys_member_find(struct keys_member *km, CK_OBJECT_CLASS cls, const unsign
 	CK_RV rv;
 
 	*n = 0;
-	rv = km->fl->C_FindObjectsInit(km->h, t, 4);
+	rv = p11p_be_C_FindObjectsInit(km->bc, km->h, t, 4);
 	if (rv != CKR_OK)
 		return rv;
-	rv = km->fl->C_FindObjects(km->h, out, max, &got);
+	rv = p11p_be_C_FindObjects(km->bc, km->h, out, max, &got);
 	if (rv == CKR_OK && got > max)
 		rv = CKR_GENERAL_ERROR;
 	/* Count what did not fit, so that callers can tell "one" from "several". */
 	while (rv == CKR_OK && got == max) {
 		more = 0;
-		rv = km->fl->C_FindObjects(km->h, extra, 16, &more);
+		rv = p11p_be_C_FindObjects(km->bc, km->h, extra, 16, &more);
 		if (rv != CKR_OK || more == 0 || more > 16)
 			break;
 		*n += more;
 	}
-	km->fl->C_FindObjectsFinal(km->h);
+	p11p_be_C_FindObjectsFinal(km->bc, km->h);
 	*n += got;
 	return rv;
 }

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "backend/backend.h"
+#include "backend/call.h"
 #include "base/pkcs11.h"
 #include "config/config.h"
 #include "index/index.h"
@@ -62,7 +62,7 @@ size_t keys_slot_by_label(const struct p11p_config *cfg, const char *label);
 /* A session on one member of a slot. */
 struct keys_member {
 	struct p11p_member m;
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	CK_SESSION_HANDLE h;
 	bool open, logged_in;
 	char err[KEYS_ERR_LEN];

@@ -1,9 +1,11 @@
 #include "backend/backend.h"
+#include "backend/call.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
 #include "base/p11fns.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,7 +19,7 @@
  * Stand-ins for entries a backend leaves NULL: calling through the copied
  * table is then always safe and answers CKR_FUNCTION_NOT_SUPPORTED.
  */
-#define STUB(kind, name, params, args, op)                                                         \
+#define STUB(kind, name, params, ...)                                                              \
 	static CK_RV stub_##name params                                                            \
 	{                                                                                          \
 		return CKR_FUNCTION_NOT_SUPPORTED;                                                 \
@@ -25,11 +27,46 @@
 P11P_FUNCTIONS(STUB)
 #undef STUB
 
+/*
+ * p11-kit's loader trusts C_GetFunctionList: a module that answers CKR_OK
+ * with no list (or a list of another major version) crashes it. The
+ * library is opened on its own and asked first; *hp (when not NULL) keeps
+ * it loaded until p11-kit has opened it too.
+ */
+static bool function_list_sane(const struct p11p_backend_cfg *cfg, void **hp, char *err,
+                               size_t errlen)
+{
+	CK_RV (*get)(CK_FUNCTION_LIST_PTR_PTR);
+	CK_FUNCTION_LIST_PTR list = NULL;
+	void *h = dlopen(cfg->module, RTLD_NOW | RTLD_LOCAL);
+	bool ok;
+	CK_RV rv;
+
+	*hp = h;
+	if (h == NULL)
+		return true; /* p11-kit says why it cannot load it */
+	*(void **)&get = dlsym(h, "C_GetFunctionList");
+	if (get == NULL) {
+		snprintf(err, errlen, "backend '%s': %s has no C_GetFunctionList", cfg->name,
+		         cfg->module);
+		return false;
+	}
+	rv = get(&list);
+	ok = rv == CKR_OK && list != NULL && list->version.major == 2;
+	if (!ok)
+		snprintf(err, errlen,
+		         "backend '%s': C_GetFunctionList of %s answered %s with %s: not a "
+		         "PKCS#11 2.x module",
+		         cfg->name, cfg->module, p11p_rv_str(rv),
+		         list == NULL ? "no function list" : "a list of another version");
+	return ok;
+}
+
 static void fill_table(CK_FUNCTION_LIST *fl, const CK_FUNCTION_LIST *module)
 {
 	memset(fl, 0, sizeof(*fl));
 	fl->version = module->version;
-#define COPY(kind, name, params, args, op) fl->name = module->name ? module->name : stub_##name;
+#define COPY(kind, name, ...) fl->name = module->name ? module->name : stub_##name;
 	P11P_FUNCTIONS(COPY)
 #undef COPY
 }
@@ -38,11 +75,20 @@ CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *
                         size_t errlen)
 {
 	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+	void *h;
+	bool sane;
 	CK_RV rv;
 
 	memset(be, 0, sizeof(*be));
 	be->cfg = cfg;
-	be->module = p11_kit_module_load(cfg->module, P11_KIT_MODULE_UNMANAGED);
+	be->ctx.be = be;
+	sane = function_list_sane(cfg, &h, err, errlen);
+	if (sane)
+		be->module = p11_kit_module_load(cfg->module, P11_KIT_MODULE_UNMANAGED);
+	if (h != NULL)
+		dlclose(h);
+	if (!sane)
+		return CKR_GENERAL_ERROR;
 	if (be->module == NULL) {
 		const char *why = p11_kit_message();
 
@@ -59,7 +105,7 @@ CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *
 		return CKR_GENERAL_ERROR;
 	}
 	fill_table(&be->fl, be->module);
-	rv = be->fl.C_Initialize(&args);
+	rv = p11p_be_C_Initialize(&be->ctx, &args);
 	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		/* The application uses this library directly too: share it, never finalize it. */
 		p11p_debug(P11P_DBG_BACKEND, "backend '%s' was already initialized", cfg->name);
@@ -84,7 +130,7 @@ void p11p_backend_close(struct p11p_backend *be, bool finalize)
 	if (be->module == NULL)
 		return;
 	if (finalize && be->initialized)
-		be->fl.C_Finalize(NULL);
+		p11p_be_C_Finalize(&be->ctx, NULL);
 	p11_kit_module_release(be->module);
 	be->module = NULL;
 	be->initialized = false;
@@ -117,7 +163,7 @@ static CK_RV slot_list(struct p11p_backend *be, CK_BBOOL present, CK_SLOT_ID **o
 	*out = NULL;
 	*n = 0;
 	for (int tries = 0; tries < 4; tries++) {
-		rv = be->fl.C_GetSlotList(present, NULL, &count);
+		rv = p11p_be_C_GetSlotList(&be->ctx, present, NULL, &count);
 		if (rv != CKR_OK)
 			return rv;
 		if (count == 0)
@@ -128,7 +174,7 @@ static CK_RV slot_list(struct p11p_backend *be, CK_BBOOL present, CK_SLOT_ID **o
 		ids = p11p_calloc(cap, sizeof(*ids));
 		if (ids == NULL)
 			return CKR_HOST_MEMORY;
-		rv = be->fl.C_GetSlotList(present, ids, &count);
+		rv = p11p_be_C_GetSlotList(&be->ctx, present, ids, &count);
 		if (rv == CKR_OK && count <= cap) {
 			*out = ids;
 			*n = count;
@@ -200,7 +246,7 @@ CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen)
 		if (cfg->sel == P11P_SEL_SLOT_ID) {
 			if (ids[i] != cfg->slot_id)
 				continue;
-			if (be->fl.C_GetSlotInfo(ids[i], &si) != CKR_OK ||
+			if (p11p_be_C_GetSlotInfo(&be->ctx, ids[i], &si) != CKR_OK ||
 			    !(si.flags & CKF_TOKEN_PRESENT)) {
 				snprintf(err, errlen, "no token in slot %lu",
 				         (unsigned long)ids[i]);
@@ -211,8 +257,8 @@ CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen)
 			matches = 1;
 			break;
 		}
-		if (be->fl.C_GetTokenInfo(ids[i], &ti) != CKR_OK ||
-		    be->fl.C_GetSlotInfo(ids[i], &si) != CKR_OK)
+		if (p11p_be_C_GetTokenInfo(&be->ctx, ids[i], &ti) != CKR_OK ||
+		    p11p_be_C_GetSlotInfo(&be->ctx, ids[i], &si) != CKR_OK)
 			continue; /* removed meanwhile, or broken: not ours */
 		if (token_matches(cfg, &ti, &si, uri)) {
 			if (matches++ == 0)

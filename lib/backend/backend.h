@@ -14,11 +14,36 @@
 #include "base/pkcs11.h"
 #include "config/config.h"
 
+/* Bounds on what a backend returns (backend/call.c refuses more). */
+#define P11P_MAX_LIST     65536 /* slots, mechanisms */
+#define P11P_MAX_TEMPLATE 4096  /* attributes in one template */
+
+/*
+ * How to call a backend (backend/call.h): the backend, a deadline (0: none)
+ * and what to tell when a call is abandoned past it.
+ */
+struct p11p_bctx {
+	struct p11p_backend *be;
+	unsigned long timeout_ms;
+	/*
+	 * A call was abandoned past the deadline: hung(arg, ...) runs in the
+	 * caller's thread (under the layer's pool lock: it may take the global
+	 * lock, nothing that waits on a backend) and may set *rel and *token;
+	 * released(*rel, *token) runs in the worker when the vendor call returns.
+	 */
+	void (*hung)(void *arg, void **rel, unsigned long *token);
+	void (*released)(void *rel, unsigned long token);
+	void *arg;
+};
+
 struct p11p_backend {
 	const struct p11p_backend_cfg *cfg;
 	CK_FUNCTION_LIST *module; /* as p11-kit loaded it */
-	CK_FUNCTION_LIST fl;      /* full-size copy: never call through `module` */
+	CK_FUNCTION_LIST fl;      /* full-size copy: only backend/call.c calls through it */
 	bool initialized;         /* we called its C_Initialize and it succeeded */
+	struct p11p_bctx ctx;     /* calls without a deadline (p11p_backend_ctx) */
+	/* Counted by backend/call.c (relaxed atomics; for metrics and `health`). */
+	atomic_ulong n_calls, n_server_errors, n_client_errors, n_refused;
 };
 
 /*
@@ -62,7 +87,7 @@ struct p11p_member {
 	unsigned long failures;   /* times it was marked down */
 	unsigned hung_calls;      /* calls the watchdog found hung, still in flight */
 
-	CK_RV last_error;         /* what marked it down */
+	CK_RV last_error; /* what marked it down */
 	/*
 	 * Deleted from the slot's member order (lib/virt/order.c): no new work,
 	 * not probed; sessions it serves keep working until they fail or close.

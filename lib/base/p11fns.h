@@ -1,20 +1,23 @@
 /*
  * The one table of the PKCS#11 2.40 functions (all 68). It drives the
- * module's entry points (lib/entry) and the backend stubs (lib/backend).
+ * module's entry points (lib/entry), the one backend-call layer
+ * (lib/backend/call.h: p11p_be_C_xxx for every function) and the stubs for
+ * entries a vendor leaves NULL.
  *
- *   X(KIND, NAME, PARAMS, BACKEND_ARGS, OP)
+ *   X(KIND, NAME, PARAMS, NAMES, BACKEND_ARGS, OP, BUF)
  *
  * KIND says how the entry point is made:
- *   CUSTOM  hand-written (lib/entry/entry.c and lib/virt);
+ *   CUSTOM  hand-written (lib/entry/entry.c and the rooms above backend);
  *   SESSION forwarded: the proxy session handle becomes the member's (c.bs);
  *   CRYPTO  as SESSION, unless the session runs a local operation of that
- *           kind (on a key the proxy holds: lib/virt/local.c);
+ *           kind (on a key the proxy holds: lib/soft);
  *   KEY     as SESSION, and the parameter `key` becomes the member's (bkey);
  *   OBJECT  as SESSION, and the parameter `object` becomes the member's (bobj).
+ * NAMES is PARAMS without the types (the backend layer forwards them).
  * BACKEND_ARGS is the argument list of the forwarded call (unused for CUSTOM).
  *
  * OP is the call's part in a cryptographic operation, which the proxy records
- * so that it can replay the operation on another member (lib/virt/op.c):
+ * so that it can replay the operation on another member (lib/ha/op.c):
  *   NONE            no part; safe to repeat on another member;
  *   UNSAFE          changes the token: not repeated after a failover, whose
  *                   outcome on the failed member is unknown;
@@ -26,205 +29,252 @@
  *                   buffer was too small;
  *   END(k)          ends k whatever the result;
  *   DUAL            a dual-function update: operations are no longer replayable.
+ *
+ * BUF is what the vendor writes back, which the backend layer checks before
+ * anything reaches the caller (a backend is untrusted input):
+ *   NONE                    nothing with a length;
+ *   OUT(buf, len)           PKCS#11 5.2 output: *len in, bytes written out;
+ *   LIST(list, count)       the same for a list of count entries;
+ *   FOUND(objs, max, count) at most max handles;
+ *   ATTRS(templ, count)     each value no longer than the buffer given;
+ *   RAND                    a fixed-size output with no length (never offloaded).
  */
 #ifndef P11P_FNS_H
 #define P11P_FNS_H
 
 #define P11P_FUNCTIONS(X)                                                                          \
-	X(CUSTOM, C_Initialize, (CK_VOID_PTR init_args), (), NONE)                                 \
-	X(CUSTOM, C_Finalize, (CK_VOID_PTR reserved), (), NONE)                                    \
-	X(CUSTOM, C_GetInfo, (CK_INFO_PTR info), (), NONE)                                         \
-	X(CUSTOM, C_GetFunctionList, (CK_FUNCTION_LIST_PTR_PTR list), (), NONE)                    \
+	X(CUSTOM, C_Initialize, (CK_VOID_PTR init_args), (init_args), (), NONE, NONE)              \
+	X(CUSTOM, C_Finalize, (CK_VOID_PTR reserved), (reserved), (), NONE, NONE)                  \
+	X(CUSTOM, C_GetInfo, (CK_INFO_PTR info), (info), (), NONE, NONE)                           \
+	X(CUSTOM, C_GetFunctionList, (CK_FUNCTION_LIST_PTR_PTR list), (list), (), NONE, NONE)      \
 	X(CUSTOM, C_GetSlotList,                                                                   \
-	  (CK_BBOOL token_present, CK_SLOT_ID_PTR slot_list, CK_ULONG_PTR count), (), NONE)        \
-	X(CUSTOM, C_GetSlotInfo, (CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info), (), NONE)            \
-	X(CUSTOM, C_GetTokenInfo, (CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info), (), NONE)          \
+	  (CK_BBOOL token_present, CK_SLOT_ID_PTR slot_list, CK_ULONG_PTR count),                  \
+	  (token_present, slot_list, count), (), NONE, LIST(slot_list, count))                     \
+	X(CUSTOM, C_GetSlotInfo, (CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info), (slot_id, info), (), \
+	  NONE, NONE)                                                                              \
+	X(CUSTOM, C_GetTokenInfo, (CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info), (slot_id, info),   \
+	  (), NONE, NONE)                                                                          \
 	X(CUSTOM, C_WaitForSlotEvent, (CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved), \
-	  (), NONE)                                                                                \
+	  (flags, slot, reserved), (), NONE, NONE)                                                 \
 	X(CUSTOM, C_GetMechanismList,                                                              \
-	  (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count), (), NONE)          \
+	  (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count),                    \
+	  (slot_id, list, count), (), NONE, LIST(list, count))                                     \
 	X(CUSTOM, C_GetMechanismInfo,                                                              \
-	  (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info), (), NONE)      \
+	  (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info),                \
+	  (slot_id, type, info), (), NONE, NONE)                                                   \
 	X(CUSTOM, C_InitToken,                                                                     \
-	  (CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len, CK_UTF8CHAR_PTR label), (),  \
-	  NONE)                                                                                    \
+	  (CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len, CK_UTF8CHAR_PTR label),      \
+	  (slot_id, pin, pin_len, label), (), NONE, NONE)                                          \
 	X(SESSION, C_InitPIN, (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len),  \
-	  (c.bs, pin, pin_len), UNSAFE)                                                            \
+	  (session, pin, pin_len), (c.bs, pin, pin_len), UNSAFE, NONE)                             \
 	X(CUSTOM, C_SetPIN,                                                                        \
 	  (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,                   \
 	   CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len),                                             \
-	  (), NONE)                                                                                \
+	  (session, old_pin, old_len, new_pin, new_len), (), NONE, NONE)                           \
 	X(CUSTOM, C_OpenSession,                                                                   \
 	  (CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,          \
 	   CK_SESSION_HANDLE_PTR session),                                                         \
-	  (), NONE)                                                                                \
-	X(CUSTOM, C_CloseSession, (CK_SESSION_HANDLE session), (), NONE)                           \
-	X(CUSTOM, C_CloseAllSessions, (CK_SLOT_ID slot_id), (), NONE)                              \
-	X(CUSTOM, C_GetSessionInfo, (CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info), (),     \
-	  NONE)                                                                                    \
+	  (slot_id, flags, application, notify, session), (), NONE, NONE)                          \
+	X(CUSTOM, C_CloseSession, (CK_SESSION_HANDLE session), (session), (), NONE, NONE)          \
+	X(CUSTOM, C_CloseAllSessions, (CK_SLOT_ID slot_id), (slot_id), (), NONE, NONE)             \
+	X(CUSTOM, C_GetSessionInfo, (CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info),         \
+	  (session, info), (), NONE, NONE)                                                         \
 	X(SESSION, C_GetOperationState,                                                            \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR state, CK_ULONG_PTR state_len),                  \
-	  (c.bs, state, state_len), NONE)                                                          \
+	  (session, state, state_len), (c.bs, state, state_len), NONE, OUT(state, state_len))      \
 	X(CUSTOM, C_SetOperationState,                                                             \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR state, CK_ULONG state_len,                       \
 	   CK_OBJECT_HANDLE encryption_key, CK_OBJECT_HANDLE authentication_key),                  \
-	  (), NONE)                                                                                \
+	  (session, state, state_len, encryption_key, authentication_key), (), NONE, NONE)         \
 	X(CUSTOM, C_Login,                                                                         \
 	  (CK_SESSION_HANDLE session, CK_USER_TYPE user_type, CK_UTF8CHAR_PTR pin,                 \
 	   CK_ULONG pin_len),                                                                      \
-	  (), NONE)                                                                                \
-	X(CUSTOM, C_Logout, (CK_SESSION_HANDLE session), (), NONE)                                 \
+	  (session, user_type, pin, pin_len), (), NONE, NONE)                                      \
+	X(CUSTOM, C_Logout, (CK_SESSION_HANDLE session), (session), (), NONE, NONE)                \
 	X(CUSTOM, C_CreateObject,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,                      \
 	   CK_OBJECT_HANDLE_PTR object),                                                           \
-	  (), NONE)                                                                                \
+	  (session, templ, count, object), (), NONE, NONE)                                         \
 	X(CUSTOM, C_CopyObject,                                                                    \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count, CK_OBJECT_HANDLE_PTR new_object),                                       \
-	  (), NONE)                                                                                \
-	X(CUSTOM, C_DestroyObject, (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object), (), NONE) \
+	  (session, object, templ, count, new_object), (), NONE, NONE)                             \
+	X(CUSTOM, C_DestroyObject, (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object),           \
+	  (session, object), (), NONE, NONE)                                                       \
 	X(OBJECT, C_GetObjectSize,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ULONG_PTR size),                 \
-	  (c.bs, bobj, size), NONE)                                                                \
+	  (session, object, size), (c.bs, bobj, size), NONE, NONE)                                 \
 	X(CUSTOM, C_GetAttributeValue,                                                             \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count),                                                                        \
-	  (c.bs, bobj, templ, count), NONE)                                                        \
+	  (session, object, templ, count), (c.bs, bobj, templ, count), NONE, ATTRS(templ, count))  \
 	X(CUSTOM, C_SetAttributeValue,                                                             \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count),                                                                        \
-	  (c.bs, bobj, templ, count), UNSAFE)                                                      \
+	  (session, object, templ, count), (c.bs, bobj, templ, count), UNSAFE, NONE)               \
 	X(CUSTOM, C_FindObjectsInit,                                                               \
 	  (CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count),                     \
-	  (c.bs, templ, count), FINDINIT(templ, count))                                            \
+	  (session, templ, count), (c.bs, templ, count), FINDINIT(templ, count), NONE)             \
 	X(CUSTOM, C_FindObjects,                                                                   \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max_count,            \
 	   CK_ULONG_PTR count),                                                                    \
-	  (), NONE)                                                                                \
-	X(SESSION, C_FindObjectsFinal, (CK_SESSION_HANDLE session), (c.bs), END(P11P_OP_FIND))     \
+	  (session, objects, max_count, count), (), NONE, FOUND(objects, max_count, count))        \
+	X(SESSION, C_FindObjectsFinal, (CK_SESSION_HANDLE session), (session), (c.bs),             \
+	  END(P11P_OP_FIND), NONE)                                                                 \
 	X(KEY, C_EncryptInit,                                                                      \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
-	  (c.bs, mechanism, bkey), INIT(P11P_OP_ENCRYPT, mechanism, key))                          \
+	  (session, mechanism, key), (c.bs, mechanism, bkey),                                      \
+	  INIT(P11P_OP_ENCRYPT, mechanism, key), NONE)                                             \
 	X(CRYPTO, C_Encrypt,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, data, data_len, out, out_len), FINAL(P11P_OP_ENCRYPT, out))                       \
+	  (session, data, data_len, out, out_len), (c.bs, data, data_len, out, out_len),           \
+	  FINAL(P11P_OP_ENCRYPT, out), OUT(out, out_len))                                          \
 	X(CRYPTO, C_EncryptUpdate,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, part, part_len, out, out_len), UPDATE(P11P_OP_ENCRYPT, part, part_len, out))      \
+	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len),           \
+	  UPDATE(P11P_OP_ENCRYPT, part, part_len, out), OUT(out, out_len))                         \
 	X(CRYPTO, C_EncryptFinal,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG_PTR out_len),                      \
-	  (c.bs, out, out_len), FINAL(P11P_OP_ENCRYPT, out))                                       \
+	  (session, out, out_len), (c.bs, out, out_len), FINAL(P11P_OP_ENCRYPT, out),              \
+	  OUT(out, out_len))                                                                       \
 	X(KEY, C_DecryptInit,                                                                      \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
-	  (c.bs, mechanism, bkey), INIT(P11P_OP_DECRYPT, mechanism, key))                          \
+	  (session, mechanism, key), (c.bs, mechanism, bkey),                                      \
+	  INIT(P11P_OP_DECRYPT, mechanism, key), NONE)                                             \
 	X(CRYPTO, C_Decrypt,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, data, data_len, out, out_len), FINAL(P11P_OP_DECRYPT, out))                       \
+	  (session, data, data_len, out, out_len), (c.bs, data, data_len, out, out_len),           \
+	  FINAL(P11P_OP_DECRYPT, out), OUT(out, out_len))                                          \
 	X(CRYPTO, C_DecryptUpdate,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, part, part_len, out, out_len), UPDATE(P11P_OP_DECRYPT, part, part_len, out))      \
+	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len),           \
+	  UPDATE(P11P_OP_DECRYPT, part, part_len, out), OUT(out, out_len))                         \
 	X(CRYPTO, C_DecryptFinal,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG_PTR out_len),                      \
-	  (c.bs, out, out_len), FINAL(P11P_OP_DECRYPT, out))                                       \
+	  (session, out, out_len), (c.bs, out, out_len), FINAL(P11P_OP_DECRYPT, out),              \
+	  OUT(out, out_len))                                                                       \
 	X(SESSION, C_DigestInit, (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism),          \
-	  (c.bs, mechanism), INIT(P11P_OP_DIGEST, mechanism, CK_INVALID_HANDLE))                   \
+	  (session, mechanism), (c.bs, mechanism),                                                 \
+	  INIT(P11P_OP_DIGEST, mechanism, CK_INVALID_HANDLE), NONE)                                \
 	X(SESSION, C_Digest,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, data, data_len, out, out_len), FINAL(P11P_OP_DIGEST, out))                        \
+	  (session, data, data_len, out, out_len), (c.bs, data, data_len, out, out_len),           \
+	  FINAL(P11P_OP_DIGEST, out), OUT(out, out_len))                                           \
 	X(SESSION, C_DigestUpdate,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len),                        \
-	  (c.bs, part, part_len), UPDATE(P11P_OP_DIGEST, part, part_len, P11P_NO_OUTPUT))          \
-	X(KEY, C_DigestKey, (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key), (c.bs, bkey),       \
-	  DIGESTKEY(key))                                                                          \
+	  (session, part, part_len), (c.bs, part, part_len),                                       \
+	  UPDATE(P11P_OP_DIGEST, part, part_len, P11P_NO_OUTPUT), NONE)                            \
+	X(KEY, C_DigestKey, (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key), (session, key),     \
+	  (c.bs, bkey), DIGESTKEY(key), NONE)                                                      \
 	X(SESSION, C_DigestFinal,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG_PTR out_len),                      \
-	  (c.bs, out, out_len), FINAL(P11P_OP_DIGEST, out))                                        \
+	  (session, out, out_len), (c.bs, out, out_len), FINAL(P11P_OP_DIGEST, out),               \
+	  OUT(out, out_len))                                                                       \
 	X(KEY, C_SignInit,                                                                         \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
-	  (c.bs, mechanism, bkey), INIT(P11P_OP_SIGN, mechanism, key))                             \
+	  (session, mechanism, key), (c.bs, mechanism, bkey), INIT(P11P_OP_SIGN, mechanism, key),  \
+	  NONE)                                                                                    \
 	X(CRYPTO, C_Sign,                                                                          \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR sig,        \
 	   CK_ULONG_PTR sig_len),                                                                  \
-	  (c.bs, data, data_len, sig, sig_len), FINAL(P11P_OP_SIGN, sig))                          \
+	  (session, data, data_len, sig, sig_len), (c.bs, data, data_len, sig, sig_len),           \
+	  FINAL(P11P_OP_SIGN, sig), OUT(sig, sig_len))                                             \
 	X(CRYPTO, C_SignUpdate, (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len),  \
-	  (c.bs, part, part_len), UPDATE(P11P_OP_SIGN, part, part_len, P11P_NO_OUTPUT))            \
+	  (session, part, part_len), (c.bs, part, part_len),                                       \
+	  UPDATE(P11P_OP_SIGN, part, part_len, P11P_NO_OUTPUT), NONE)                              \
 	X(CRYPTO, C_SignFinal, (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len), \
-	  (c.bs, sig, sig_len), FINAL(P11P_OP_SIGN, sig))                                          \
+	  (session, sig, sig_len), (c.bs, sig, sig_len), FINAL(P11P_OP_SIGN, sig),                 \
+	  OUT(sig, sig_len))                                                                       \
 	X(KEY, C_SignRecoverInit,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
-	  (c.bs, mechanism, bkey), INIT(P11P_OP_SIGN_RECOVER, mechanism, key))                     \
+	  (session, mechanism, key), (c.bs, mechanism, bkey),                                      \
+	  INIT(P11P_OP_SIGN_RECOVER, mechanism, key), NONE)                                        \
 	X(SESSION, C_SignRecover,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR sig,        \
 	   CK_ULONG_PTR sig_len),                                                                  \
-	  (c.bs, data, data_len, sig, sig_len), FINAL(P11P_OP_SIGN_RECOVER, sig))                  \
+	  (session, data, data_len, sig, sig_len), (c.bs, data, data_len, sig, sig_len),           \
+	  FINAL(P11P_OP_SIGN_RECOVER, sig), OUT(sig, sig_len))                                     \
 	X(KEY, C_VerifyInit,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
-	  (c.bs, mechanism, bkey), INIT(P11P_OP_VERIFY, mechanism, key))                           \
+	  (session, mechanism, key), (c.bs, mechanism, bkey),                                      \
+	  INIT(P11P_OP_VERIFY, mechanism, key), NONE)                                              \
 	X(CRYPTO, C_Verify,                                                                        \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len, CK_BYTE_PTR sig,        \
 	   CK_ULONG sig_len),                                                                      \
-	  (c.bs, data, data_len, sig, sig_len), END(P11P_OP_VERIFY))                               \
+	  (session, data, data_len, sig, sig_len), (c.bs, data, data_len, sig, sig_len),           \
+	  END(P11P_OP_VERIFY), NONE)                                                               \
 	X(CRYPTO, C_VerifyUpdate,                                                                  \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len),                        \
-	  (c.bs, part, part_len), UPDATE(P11P_OP_VERIFY, part, part_len, P11P_NO_OUTPUT))          \
+	  (session, part, part_len), (c.bs, part, part_len),                                       \
+	  UPDATE(P11P_OP_VERIFY, part, part_len, P11P_NO_OUTPUT), NONE)                            \
 	X(CRYPTO, C_VerifyFinal, (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG sig_len),   \
-	  (c.bs, sig, sig_len), END(P11P_OP_VERIFY))                                               \
+	  (session, sig, sig_len), (c.bs, sig, sig_len), END(P11P_OP_VERIFY), NONE)                \
 	X(KEY, C_VerifyRecoverInit,                                                                \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key),           \
-	  (c.bs, mechanism, bkey), INIT(P11P_OP_VERIFY_RECOVER, mechanism, key))                   \
+	  (session, mechanism, key), (c.bs, mechanism, bkey),                                      \
+	  INIT(P11P_OP_VERIFY_RECOVER, mechanism, key), NONE)                                      \
 	X(SESSION, C_VerifyRecover,                                                                \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG sig_len, CK_BYTE_PTR data,         \
 	   CK_ULONG_PTR data_len),                                                                 \
-	  (c.bs, sig, sig_len, data, data_len), FINAL(P11P_OP_VERIFY_RECOVER, data))               \
+	  (session, sig, sig_len, data, data_len), (c.bs, sig, sig_len, data, data_len),           \
+	  FINAL(P11P_OP_VERIFY_RECOVER, data), OUT(data, data_len))                                \
 	X(SESSION, C_DigestEncryptUpdate,                                                          \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, part, part_len, out, out_len), DUAL)                                              \
+	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len), DUAL,     \
+	  OUT(out, out_len))                                                                       \
 	X(SESSION, C_DecryptDigestUpdate,                                                          \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, part, part_len, out, out_len), DUAL)                                              \
+	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len), DUAL,     \
+	  OUT(out, out_len))                                                                       \
 	X(SESSION, C_SignEncryptUpdate,                                                            \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, part, part_len, out, out_len), DUAL)                                              \
+	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len), DUAL,     \
+	  OUT(out, out_len))                                                                       \
 	X(SESSION, C_DecryptVerifyUpdate,                                                          \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG part_len, CK_BYTE_PTR out,        \
 	   CK_ULONG_PTR out_len),                                                                  \
-	  (c.bs, part, part_len, out, out_len), DUAL)                                              \
+	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len), DUAL,     \
+	  OUT(out, out_len))                                                                       \
 	X(CUSTOM, C_GenerateKey,                                                                   \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR templ,          \
 	   CK_ULONG count, CK_OBJECT_HANDLE_PTR key),                                              \
-	  (), NONE)                                                                                \
+	  (session, mechanism, templ, count, key), (), NONE, NONE)                                 \
 	X(CUSTOM, C_GenerateKeyPair,                                                               \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR pub_templ,      \
 	   CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv_templ, CK_ULONG priv_count,                   \
 	   CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key),                           \
-	  (), NONE)                                                                                \
+	  (session, mechanism, pub_templ, pub_count, priv_templ, priv_count, pub_key, priv_key),   \
+	  (), NONE, NONE)                                                                          \
 	X(CUSTOM, C_WrapKey,                                                                       \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE wrapping_key,   \
 	   CK_OBJECT_HANDLE key, CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len),                   \
-	  (), NONE)                                                                                \
+	  (session, mechanism, wrapping_key, key, wrapped, wrapped_len), (), NONE,                 \
+	  OUT(wrapped, wrapped_len))                                                               \
 	X(CUSTOM, C_UnwrapKey,                                                                     \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE unwrapping_key, \
 	   CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,      \
 	   CK_OBJECT_HANDLE_PTR key),                                                              \
-	  (), NONE)                                                                                \
+	  (session, mechanism, unwrapping_key, wrapped, wrapped_len, templ, count, key), (), NONE, \
+	  NONE)                                                                                    \
 	X(CUSTOM, C_DeriveKey,                                                                     \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE base_key,       \
 	   CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key),                      \
-	  (), NONE)                                                                                \
+	  (session, mechanism, base_key, templ, count, key), (), NONE, NONE)                       \
 	X(CUSTOM, C_SeedRandom, (CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len),  \
-	  (c.bs, seed, seed_len), NONE)                                                            \
+	  (session, seed, seed_len), (c.bs, seed, seed_len), NONE, NONE)                           \
 	X(CUSTOM, C_GenerateRandom,                                                                \
-	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len), (c.bs, out, out_len),    \
+	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len), (session, out, out_len), \
+	  (c.bs, out, out_len), NONE, RAND)                                                        \
+	X(SESSION, C_GetFunctionStatus, (CK_SESSION_HANDLE session), (session), (c.bs), NONE,      \
 	  NONE)                                                                                    \
-	X(SESSION, C_GetFunctionStatus, (CK_SESSION_HANDLE session), (c.bs), NONE)                 \
-	X(SESSION, C_CancelFunction, (CK_SESSION_HANDLE session), (c.bs), NONE)
+	X(SESSION, C_CancelFunction, (CK_SESSION_HANDLE session), (session), (c.bs), NONE, NONE)
 
 #endif

@@ -121,7 +121,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 	{                                                                                          \
 		rv = map;                                                                          \
 		if (rv == CKR_OK)                                                                  \
-			rv = P11P_BACKEND_CALL(c, name, args);                                     \
+			rv = p11p_be_##name(&c.bc, P11P_UNPAREN args);                             \
 	}                                                                                          \
 	while (p11p_call_retry(&c, &rv, OP_AGAIN_##op))                                            \
 		;                                                                                  \
@@ -155,7 +155,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 		         if (p11p_local_handle(object)) return trace(                              \
 		             fn, p11p_call_end(&c, p11p_local_object_size(&c, object, size)));)    \
 	}
-#define FWD(kind, name, params, args, op) FWD_##kind(name, params, args, op)
+#define FWD(kind, name, params, names, args, op, buf) FWD_##kind(name, params, args, op)
 P11P_FUNCTIONS(FWD)
 #undef FWD
 
@@ -381,7 +381,7 @@ static CK_RV proxy_C_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, 
 
 static CK_FUNCTION_LIST function_list = {
     .version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
-#define ENTRY(kind, name, params, args, op) .name = proxy_##name,
+#define ENTRY(kind, name, ...) .name = proxy_##name,
     P11P_FUNCTIONS(ENTRY)
 #undef ENTRY
 };

@@ -49,7 +49,7 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 		goto out;
 	}
 	memcpy(buf, p11p_secret_data(use), len);
-	rv = m->be->fl.C_Login(bs, user, buf, len);
+	rv = p11p_be_C_Login(p11p_backend_ctx(m->be), bs, user, buf, len);
 	p11p_wipe(buf, sizeof(buf));
 	/* Another session of ours may have logged this token in already. */
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
@@ -78,7 +78,7 @@ static void forget_stale_login(struct p11p_vslot *vs, struct p11p_member *m, CK_
 	p11p_lock();
 	logged = vs->login != P11P_NO_USER && (vs->logged_in & (1U << m->index));
 	p11p_unlock();
-	if (!logged || m->be->fl.C_GetSessionInfo(bs, &si) != CKR_OK)
+	if (!logged || p11p_be_C_GetSessionInfo(p11p_backend_ctx(m->be), bs, &si) != CKR_OK)
 		return;
 	if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION) {
 		p11p_lock();
@@ -98,7 +98,7 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 	p11p_lock();
 	be_slot = m->be_slot;
 	p11p_unlock();
-	rv = m->be->fl.C_OpenSession(be_slot, s->flags, NULL, NULL, &bs);
+	rv = p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, s->flags, NULL, NULL, &bs);
 	if (rv != CKR_OK)
 		return rv;
 	p11p_lock();
@@ -150,7 +150,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		if (refresh && next == old)
 			return r;
 		if (c->s->be[next->index] != 0) {
-			next->be->fl.C_CloseSession(c->s->be[next->index]);
+			p11p_be_C_CloseSession(p11p_backend_ctx(next->be), c->s->be[next->index]);
 			c->s->be[next->index] = 0;
 		}
 		if (next == old)
@@ -167,7 +167,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 {
 	struct p11p_member *old = c->m;
-	CK_FUNCTION_LIST *old_fl;
+	struct p11p_bctx old_bc;
 	CK_SESSION_HANDLE old_bs;
 	bool refresh = false;
 	bool lost_session, alive;
@@ -199,11 +199,11 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	 * live one is closed only once the new one is open: closing a token's
 	 * last session logs it out and may end its object handles (SoftHSM2).
 	 */
-	old_fl = c->fl;
+	old_bc = c->bc;
 	old_bs = c->bs;
 	r = move_session(c, old, alive, refresh);
 	if (alive)
-		old_fl->C_CloseSession(old_bs);
+		p11p_be_C_CloseSession(&old_bc, old_bs);
 	if (r == CKR_OK)
 		return repeatable;
 	*rv = r;
@@ -226,12 +226,12 @@ static long count_matches(struct p11p_call *c, CK_ATTRIBUTE *t, CK_ULONG n, CK_O
 {
 	CK_OBJECT_HANDLE found[2];
 	CK_ULONG got = 0;
-	CK_RV rv = c->fl->C_FindObjectsInit(c->bs, t, n);
+	CK_RV rv = p11p_be_C_FindObjectsInit(&c->bc, c->bs, t, n);
 
 	if (rv != CKR_OK)
 		return -1;
-	rv = c->fl->C_FindObjects(c->bs, found, 2, &got);
-	c->fl->C_FindObjectsFinal(c->bs);
+	rv = p11p_be_C_FindObjects(&c->bc, c->bs, found, 2, &got);
+	p11p_be_C_FindObjectsFinal(&c->bc, c->bs);
 	if (rv != CKR_OK || got > 2)
 		return -1;
 	if (got == 1)

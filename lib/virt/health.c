@@ -58,7 +58,7 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 	 * answers CKR_GENERAL_ERROR to a forged GCM tag). A member whose token
 	 * still answers is alive: the error was about this request.
 	 */
-	probe = m->be->fl.C_GetTokenInfo(be_slot, &ti);
+	probe = p11p_be_C_GetTokenInfo(p11p_backend_ctx(m->be), be_slot, &ti);
 	if (probe == CKR_OK)
 		return true;
 	p11p_lock();
@@ -112,10 +112,11 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	tmp.be = m->be;
 	rv = p11p_member_resolve(&tmp, err, sizeof(err));
 	if (rv == CKR_OK)
-		rv = m->be->fl.C_OpenSession(tmp.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+		rv = p11p_be_C_OpenSession(p11p_backend_ctx(m->be), tmp.be_slot, CKF_SERIAL_SESSION,
+		                           NULL, NULL, &s);
 	if (rv == CKR_OK) {
-		rv = m->be->fl.C_GetSessionInfo(s, &si);
-		m->be->fl.C_CloseSession(s);
+		rv = p11p_be_C_GetSessionInfo(p11p_backend_ctx(m->be), s, &si);
+		p11p_be_C_CloseSession(p11p_backend_ctx(m->be), s);
 	}
 	p11p_lock();
 	m->probing = false;
@@ -251,4 +252,44 @@ void p11p_health_stop(struct p11p_state *st)
 	p11p_unlock();
 	pthread_join(st->probe_thread, NULL);
 	st->probe_thread_running = false;
+}
+
+/* Abandoned calls count against the state they were made in (global lock). */
+static unsigned long g_epoch = 1;
+
+void p11p_health_new_epoch_locked(void)
+{
+	g_epoch++;
+}
+
+void p11p_call_hung(void *arg, void **rel, unsigned long *token)
+{
+	struct p11p_call *c = arg;
+	struct p11p_vslot *vs = c->s->slot;
+
+	/* Not taken back while the call lasts, as for the watchdog's. */
+	p11p_lock();
+	*rel = c->m;
+	*token = g_epoch;
+	c->m->hung_calls++;
+	if (atomic_load(&c->m->health) != P11P_DOWN) {
+		p11p_message("slot '%s': a call on member %zu ran past call_timeout (%lu ms): "
+		             "abandoned, answered by another member",
+		             vs->label, c->m->index, c->timeout_ms);
+		p11p_member_down_locked(c->st, vs, c->m, CKR_DEVICE_ERROR);
+	}
+	p11p_unlock();
+	/* The call starts again on another member: so does the watchdog's clock. */
+	if (atomic_load(&c->s->call_started_ms) != 0)
+		atomic_store(&c->s->call_started_ms, p11p_now_ms());
+}
+
+void p11p_member_released(void *rel, unsigned long token)
+{
+	struct p11p_member *m = rel;
+
+	p11p_lock();
+	if (token == g_epoch && m->hung_calls > 0)
+		m->hung_calls--;
+	p11p_unlock();
 }

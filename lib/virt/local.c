@@ -247,15 +247,15 @@ void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 /* ---- HSM helpers ---- */
 
 /* HMAC-SHA256 of in with an HSM key, on a backend session. */
-static CK_RV hsm_hmac(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE key,
+static CK_RV hsm_hmac(const struct p11p_bctx *bc, CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE key,
                       const unsigned char *in, size_t in_len, unsigned char out[32])
 {
 	CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
 	CK_ULONG olen = 32;
-	CK_RV rv = fl->C_SignInit(bs, &m, key);
+	CK_RV rv = p11p_be_C_SignInit(bc, bs, &m, key);
 
 	if (rv == CKR_OK)
-		rv = fl->C_Sign(bs, (CK_BYTE_PTR)(uintptr_t)in, in_len, out, &olen);
+		rv = p11p_be_C_Sign(bc, bs, (CK_BYTE_PTR)(uintptr_t)in, in_len, out, &olen);
 	if (rv == CKR_OK && olen != 32) {
 		p11p_wipe(out, 32);
 		rv = CKR_GENERAL_ERROR; /* a backend answering a wrong length */
@@ -264,7 +264,7 @@ static CK_RV hsm_hmac(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE bs, CK_OBJECT_HAND
 }
 
 /* The secret key labelled `label` on a backend session: exactly one. */
-static CK_RV hsm_find_key(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE bs, const char *label,
+static CK_RV hsm_find_key(const struct p11p_bctx *bc, CK_SESSION_HANDLE bs, const char *label,
                           CK_OBJECT_HANDLE *out)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -274,12 +274,12 @@ static CK_RV hsm_find_key(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE bs, const char
 	};
 	CK_OBJECT_HANDLE found[2];
 	CK_ULONG n = 0;
-	CK_RV rv = fl->C_FindObjectsInit(bs, t, 2);
+	CK_RV rv = p11p_be_C_FindObjectsInit(bc, bs, t, 2);
 
 	if (rv != CKR_OK)
 		return rv;
-	rv = fl->C_FindObjects(bs, found, 2, &n);
-	fl->C_FindObjectsFinal(bs);
+	rv = p11p_be_C_FindObjects(bc, bs, found, 2, &n);
+	p11p_be_C_FindObjectsFinal(bc, bs);
 	if (rv == CKR_OK && (n == 0 || n > 2))
 		rv = CKR_KEY_HANDLE_INVALID;
 	else if (rv == CKR_OK && n == 2)
@@ -336,8 +336,9 @@ static bool check_bad(struct lcheck *ck)
 }
 
 /* Computes and records member m's check value unless known. */
-static CK_RV check_member(struct p11p_vslot *vs, struct lcheck *ck, size_t m, CK_FUNCTION_LIST *fl,
-                          CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE key, const char *what)
+static CK_RV check_member(struct p11p_vslot *vs, struct lcheck *ck, size_t m,
+                          const struct p11p_bctx *bc, CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE key,
+                          const char *what)
 {
 	unsigned char mac[32];
 	bool known;
@@ -348,7 +349,7 @@ static CK_RV check_member(struct p11p_vslot *vs, struct lcheck *ck, size_t m, CK
 	p11p_unlock();
 	if (known)
 		return check_bad(ck) ? CKR_FUNCTION_FAILED : CKR_OK;
-	rv = hsm_hmac(fl, bs, key, (const unsigned char *)check_text, sizeof(check_text) - 1, mac);
+	rv = hsm_hmac(bc, bs, key, (const unsigned char *)check_text, sizeof(check_text) - 1, mac);
 	if (rv == CKR_OK)
 		rv = check_record(vs, ck, m, mac, what);
 	p11p_wipe(mac, sizeof(mac));
@@ -356,7 +357,7 @@ static CK_RV check_member(struct p11p_vslot *vs, struct lcheck *ck, size_t m, CK
 }
 
 struct hsm_extract {
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	CK_SESSION_HANDLE bs;
 	CK_OBJECT_HANDLE key;
 };
@@ -366,7 +367,7 @@ static CK_RV hsm_extract_cb(void *ctx, const unsigned char *ikm, size_t ikm_len,
 {
 	const struct hsm_extract *x = ctx;
 
-	return hsm_hmac(x->fl, x->bs, x->key, ikm, ikm_len, prk);
+	return hsm_hmac(x->bc, x->bs, x->key, ikm, ikm_len, prk);
 }
 
 /* Extract with a key the proxy holds: HMAC-SHA256 in software. */
@@ -397,13 +398,13 @@ static CK_RV borrow_session(struct p11p_call *c, CK_SESSION_HANDLE *bs, bool *te
 	p11p_lock();
 	be_slot = c->m->be_slot;
 	p11p_unlock();
-	return c->fl->C_OpenSession(be_slot, CKF_SERIAL_SESSION, NULL, NULL, bs);
+	return p11p_be_C_OpenSession(&c->bc, be_slot, CKF_SERIAL_SESSION, NULL, NULL, bs);
 }
 
 static void end_session(struct p11p_call *c, CK_SESSION_HANDLE bs, bool temp)
 {
 	if (temp)
-		c->fl->C_CloseSession(bs);
+		p11p_be_C_CloseSession(&c->bc, bs);
 }
 
 /* ---- configured fragments ---- */
@@ -421,11 +422,12 @@ static CK_RV frag_info(const struct p11p_fragment *f, unsigned char *info, size_
 }
 
 /* Derives a fragment's key through a backend session of member m. */
-static CK_RV frag_derive_on(struct p11p_vslot *vs, struct lfrag *lf, size_t m, CK_FUNCTION_LIST *fl,
-                            CK_SESSION_HANDLE bs, struct p11p_swkey **out)
+static CK_RV frag_derive_on(struct p11p_vslot *vs, struct lfrag *lf, size_t m,
+                            const struct p11p_bctx *bc, CK_SESSION_HANDLE bs,
+                            struct p11p_swkey **out)
 {
 	const struct p11p_fragment *f = lf->f;
-	struct hsm_extract x = {.fl = fl, .bs = bs};
+	struct hsm_extract x = {.bc = bc, .bs = bs};
 	struct p11p_secret *okm = NULL;
 	unsigned char info[sizeof(frag_info_prefix) + P11P_FRAGMENT_NAME_MAX];
 	size_t info_len;
@@ -433,11 +435,11 @@ static CK_RV frag_derive_on(struct p11p_vslot *vs, struct lfrag *lf, size_t m, C
 	CK_RV rv;
 
 	snprintf(what, sizeof(what), "fragment '%s'", f->name);
-	rv = hsm_find_key(fl, bs, f->hsm_key_label, &x.key);
+	rv = hsm_find_key(bc, bs, f->hsm_key_label, &x.key);
 	if (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_KEY_NOT_NEEDED)
 		return rv;
 	if (rv == CKR_OK)
-		rv = check_member(vs, &lf->check, m, fl, bs, x.key, what);
+		rv = check_member(vs, &lf->check, m, bc, bs, x.key, what);
 	if (rv == CKR_OK)
 		rv = frag_info(f, info, sizeof(info), &info_len);
 	if (rv == CKR_OK)
@@ -474,7 +476,7 @@ static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
 	for (;;) {
 		rv = borrow_session(c, &bs, &temp);
 		if (rv == CKR_OK) {
-			rv = frag_derive_on(vs, lf, c->s->member, c->fl, bs, &sw);
+			rv = frag_derive_on(vs, lf, c->s->member, &c->bc, bs, &sw);
 			end_session(c, bs, temp);
 		}
 		if (!p11p_call_retry(c, &rv, true))
@@ -580,7 +582,7 @@ static void slot_preload(struct p11p_state *st, struct p11p_vslot *vs)
 		for (size_t mi = 0; mi < vs->n_members; mi++) {
 			struct p11p_member *m = &vs->members[mi];
 			const struct p11p_secret *pin = m->cfg->pin;
-			CK_FUNCTION_LIST *fl;
+			const struct p11p_bctx *bc;
 			struct p11p_swkey *sw = NULL;
 			CK_SESSION_HANDLE bs;
 			struct lobj *o;
@@ -588,19 +590,19 @@ static void slot_preload(struct p11p_state *st, struct p11p_vslot *vs)
 
 			if (!m->resolved || pin == NULL || atomic_load(&m->health) != P11P_UP)
 				continue;
-			fl = &m->be->fl;
-			if (fl->C_OpenSession(m->be_slot, CKF_SERIAL_SESSION, NULL, NULL, &bs) !=
-			    CKR_OK)
+			bc = p11p_backend_ctx(m->be);
+			if (p11p_be_C_OpenSession(bc, m->be_slot, CKF_SERIAL_SESSION, NULL, NULL,
+			                          &bs) != CKR_OK)
 				continue;
-			rv = fl->C_Login(bs, CKU_USER,
-			                 (CK_UTF8CHAR_PTR)(uintptr_t)p11p_secret_data(pin),
-			                 p11p_secret_len(pin));
+			rv = p11p_be_C_Login(bc, bs, CKU_USER,
+			                     (CK_UTF8CHAR_PTR)(uintptr_t)p11p_secret_data(pin),
+			                     p11p_secret_len(pin));
 			if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
-				rv = frag_derive_on(vs, lf, mi, fl, bs, &sw);
+				rv = frag_derive_on(vs, lf, mi, bc, bs, &sw);
 				if (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_KEY_NOT_NEEDED)
 					frag_key_missing(vs, lf, mi, rv);
 			}
-			fl->C_CloseSession(bs);
+			p11p_be_C_CloseSession(bc, bs);
 			if (rv != CKR_OK)
 				continue;
 			o = p11p_map_get(&st->local->objects, 0, lf->handle);
@@ -1499,17 +1501,18 @@ static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
 		if (rv == CKR_OK)
 			rv = borrow_session(c, &bs, &temp);
 		if (rv == CKR_OK) {
-			x.fl = c->fl;
+			x.bc = &c->bc;
 			x.bs = bs;
 			if (ck != NULL)
-				rv = check_member(c->s->slot, ck, c->s->member, c->fl, bs, x.key,
+				rv = check_member(c->s->slot, ck, c->s->member, &c->bc, bs, x.key,
 				                  "the base key of a fragment derivation");
 			if (rv == CKR_OK)
 				rv = p11p_hkdf(hsm_extract_cb, &x, p->pFragment, p->ulFragmentLen,
 				               p->pInfo, p->ulInfoLen, len, okm);
 			if (rv == CKR_OK) {
 				*base_flags = 0;
-				if (c->fl->C_GetAttributeValue(bs, x.key, q, 2) == CKR_OK) {
+				if (p11p_be_C_GetAttributeValue(&c->bc, bs, x.key, q, 2) ==
+				    CKR_OK) {
 					*base_flags |= as != CK_FALSE ? F_ALWAYS_SENSITIVE : 0;
 					*base_flags |= ne != CK_FALSE ? F_NEVER_EXTRACTABLE : 0;
 				}

@@ -59,7 +59,7 @@ static bool read_identity(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct p11p_
 	    {CKA_ID, id->id, sizeof(id->id)},
 	    {CKA_LABEL, id->label, sizeof(id->label)},
 	};
-	bool ok = c->fl->C_GetAttributeValue(c->bs, bh, a, 4) == CKR_OK &&
+	bool ok = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, a, 4) == CKR_OK &&
 	          a[2].ulValueLen <= sizeof(id->id) && a[3].ulValueLen <= sizeof(id->label);
 
 	*token = tok != CK_FALSE;
@@ -78,12 +78,12 @@ static CK_RV refind(struct p11p_call *c, struct p11p_identity *ident, CK_OBJECT_
 	};
 	CK_OBJECT_HANDLE found[2];
 	CK_ULONG n = 0;
-	CK_RV rv = c->fl->C_FindObjectsInit(c->bs, t, 3);
+	CK_RV rv = p11p_be_C_FindObjectsInit(&c->bc, c->bs, t, 3);
 
 	if (rv != CKR_OK)
 		return rv;
-	rv = c->fl->C_FindObjects(c->bs, found, 2, &n);
-	c->fl->C_FindObjectsFinal(c->bs);
+	rv = p11p_be_C_FindObjects(&c->bc, c->bs, found, 2, &n);
+	p11p_be_C_FindObjectsFinal(&c->bc, c->bs);
 	if (rv == CKR_OK && n != 1)
 		rv = CKR_OBJECT_HANDLE_INVALID;
 	if (rv == CKR_OK)
@@ -332,7 +332,7 @@ static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_ob
 	CK_RV rv = p11p_object_from_backend(c, bh, session_object, out);
 
 	if (rv != CKR_OK)
-		c->fl->C_DestroyObject(c->bs, bh);
+		p11p_be_C_DestroyObject(&c->bc, c->bs, bh);
 	return rv;
 }
 
@@ -351,7 +351,7 @@ static CK_RV record_new(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t 
 
 	if (rv != CKR_OK)
 		for (size_t i = 0; i < n; i++)
-			c->fl->C_DestroyObject(c->bs, bh[i]);
+			p11p_be_C_DestroyObject(&c->bc, c->bs, bh[i]);
 	return rv;
 }
 
@@ -422,7 +422,7 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	do {
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
-			rv = c.fl->C_GetAttributeValue(c.bs, bobj, templ, count);
+			rv = p11p_be_C_GetAttributeValue(&c.bc, c.bs, bobj, templ, count);
 	} while (p11p_call_retry(&c, &rv, true));
 	p11p_vkey_attrs_out(&c, obj, templ, count, &rv);
 	return p11p_call_end(&c, rv);
@@ -511,7 +511,7 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	do {
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
-			rv = c.fl->C_SetAttributeValue(c.bs, bobj, templ, count);
+			rv = p11p_be_C_SetAttributeValue(&c.bc, c.bs, bobj, templ, count);
 	} while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK && copied)
 		p11p_object_changed(&c, obj, &old, templ, count);
@@ -537,14 +537,14 @@ CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULO
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	do {
-		rv = c.fl->C_FindObjectsInit(c.bs, btempl, bcount);
+		rv = p11p_be_C_FindObjectsInit(&c.bc, c.bs, btempl, bcount);
 	} while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
 		rv = p11p_local_find_init(&c, templ, count);
 	if (rv == CKR_OK)
 		p11p_op_begin_find(&c, btempl, bcount); /* a replay repeats the member's find */
 	else if (rv != CKR_OPERATION_ACTIVE)
-		c.fl->C_FindObjectsFinal(c.bs);
+		p11p_be_C_FindObjectsFinal(&c.bc, c.bs);
 	if (btempl != templ)
 		p11p_free(btempl);
 	return p11p_call_end(&c, rv);
@@ -571,7 +571,7 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 		CK_ULONG want = max - total < FIND_CHUNK ? max - total : FIND_CHUNK;
 		CK_ULONG got = 0;
 
-		rv = c.fl->C_FindObjects(c.bs, buf, want, &got);
+		rv = p11p_be_C_FindObjects(&c.bc, c.bs, buf, want, &got);
 		if (p11p_call_retry(&c, &rv, true))
 			continue; /* the find was started again on another member */
 		if (rv == CKR_OK && got > want)
@@ -620,7 +620,7 @@ CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULON
 
 	p11p_creation_begin(c, &cr, 1, &data, &templ, &count);
 	do
-		rv = c->fl->C_CreateObject(c->bs, templ, count, &bh);
+		rv = p11p_be_C_CreateObject(&c->bc, c->bs, templ, count, &bh);
 	while (p11p_creation_retry(c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(c, &bh, 1); /* a token key: onto the other members */
@@ -653,17 +653,17 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 	if (rv == CKR_OK)
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
-		rv = c.fl->C_CopyObject(c.bs, bobj, templ, count, &bh);
+		rv = p11p_be_C_CopyObject(&c.bc, c.bs, bobj, templ, count, &bh);
 	p11p_call_retry(&c, &rv, false);
 	if (rv == CKR_OK) {
 		/* The copy is a token object if the template or the original says so. */
-		if (c.fl->C_GetAttributeValue(c.bs, bh, &query, 1) != CKR_OK)
+		if (p11p_be_C_GetAttributeValue(&c.bc, c.bs, bh, &query, 1) != CKR_OK)
 			token = CK_TRUE; /* unknown: keep the handle for the whole run */
 		rv = p11p_repl_new_keys(&c, &bh, 1);
 		if (rv == CKR_OK) {
 			rv = p11p_vkey_copied(&c, obj, bh);
 			if (rv != CKR_OK)
-				c.fl->C_DestroyObject(c.bs, bh);
+				p11p_be_C_DestroyObject(&c.bc, c.bs, bh);
 		}
 		if (rv == CKR_OK)
 			rv = adopt_new(&c, bh, token == CK_FALSE, out);
@@ -697,7 +697,7 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	p11p_unlock();
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
-		rv = c.fl->C_DestroyObject(c.bs, bobj);
+		rv = p11p_be_C_DestroyObject(&c.bc, c.bs, bobj);
 	/*
 	 * The member failed: whether it destroyed the object is unknown, but the
 	 * application wants it gone everywhere, so it goes on the member the
@@ -707,7 +707,7 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	while (p11p_call_retry(&c, &rv, true)) {
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
-			rv = c.fl->C_DestroyObject(c.bs, bobj);
+			rv = p11p_be_C_DestroyObject(&c.bc, c.bs, bobj);
 		else if (rv == CKR_OBJECT_HANDLE_INVALID)
 			rv = CKR_OK;
 	}
@@ -739,7 +739,7 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 		return p11p_call_end(&c, p11p_local_generate_key(&c, mech, templ, count, out));
 	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do
-		rv = c.fl->C_GenerateKey(c.bs, mech, templ, count, &bh);
+		rv = p11p_be_C_GenerateKey(&c.bc, c.bs, mech, templ, count, &bh);
 	while (p11p_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
@@ -770,8 +770,8 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	p11p_creation_begin(&c, &cr, 2, classes, templs, counts);
 	do
-		rv = c.fl->C_GenerateKeyPair(c.bs, mech, pub, pub_count, priv, priv_count, &pair[0],
-		                             &pair[1]);
+		rv = p11p_be_C_GenerateKeyPair(&c.bc, c.bs, mech, pub, pub_count, priv, priv_count,
+		                               &pair[0], &pair[1]);
 	while (p11p_creation_retry(&c, &cr, &rv, pair));
 	bpub = pair[0];
 	bpriv = pair[1];
@@ -784,12 +784,12 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 		return p11p_call_end(&c, rv);
 	rv = adopt_new(&c, bpub, is_session_object(pub, pub_count), pub_out);
 	if (rv != CKR_OK) {
-		c.fl->C_DestroyObject(c.bs, bpriv);
+		p11p_be_C_DestroyObject(&c.bc, c.bs, bpriv);
 		return p11p_call_end(&c, rv);
 	}
 	rv = adopt_new(&c, bpriv, is_session_object(priv, priv_count), priv_out);
 	if (rv != CKR_OK) {
-		c.fl->C_DestroyObject(c.bs, bpub);
+		p11p_be_C_DestroyObject(&c.bc, c.bs, bpub);
 		object_forget(&c, *pub_out);
 	}
 	return p11p_call_end(&c, rv);
@@ -824,7 +824,7 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 		if (rv == CKR_OK)
 			rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);
 		if (rv == CKR_OK)
-			rv = c.fl->C_WrapKey(c.bs, mech, bwrapping, bkey, out, out_len);
+			rv = p11p_be_C_WrapKey(&c.bc, c.bs, mech, bwrapping, bkey, out, out_len);
 	} while (p11p_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }
@@ -857,8 +857,8 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		rv = p11p_object_to_backend(&c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID,
 		                            &bunwrapping);
 		if (rv == CKR_OK)
-			rv = c.fl->C_UnwrapKey(c.bs, mech, bunwrapping, wrapped, wrapped_len, templ,
-			                       count, &bh);
+			rv = p11p_be_C_UnwrapKey(&c.bc, c.bs, mech, bunwrapping, wrapped,
+			                         wrapped_len, templ, count, &bh);
 	} while (p11p_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
@@ -922,7 +922,7 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 			m.pParameter = &bother;
 		}
 		if (rv == CKR_OK)
-			rv = c.fl->C_DeriveKey(c.bs, &m, bbase, templ, count, &bh);
+			rv = p11p_be_C_DeriveKey(&c.bc, c.bs, &m, bbase, templ, count, &bh);
 	} while (p11p_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
 		rv = p11p_repl_new_keys(&c, &bh, 1);
@@ -949,7 +949,7 @@ CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG 
 	if (rv == CKR_OK && auth_key != CK_INVALID_HANDLE)
 		rv = p11p_object_to_backend(&c, auth_key, CKR_KEY_HANDLE_INVALID, &bauth);
 	if (rv == CKR_OK)
-		rv = c.fl->C_SetOperationState(c.bs, state, len, benc, bauth);
+		rv = p11p_be_C_SetOperationState(&c.bc, c.bs, state, len, benc, bauth);
 	/* A saved state belongs to the member that saved it: not repeated elsewhere. */
 	p11p_call_retry(&c, &rv, false);
 	return p11p_call_end(&c, rv);

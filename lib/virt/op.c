@@ -44,118 +44,6 @@ void p11p_op_free_all(struct p11p_session *s)
 			op_clear(&s->ops[k]);
 }
 
-/* Mechanisms whose parameter is a flat block of bytes (IVs, counters, PSS, MAC lengths). */
-static bool param_is_flat(CK_MECHANISM_TYPE t)
-{
-	switch (t) {
-	case CKM_AES_CBC:
-	case CKM_AES_CBC_PAD:
-	case CKM_AES_CTR:
-	case CKM_AES_OFB:
-	case CKM_AES_CFB8:
-	case CKM_AES_CFB64:
-	case CKM_AES_CFB128:
-	case CKM_AES_CTS:
-	case CKM_AES_MAC_GENERAL:
-	case CKM_AES_CMAC_GENERAL:
-	case CKM_DES3_CBC:
-	case CKM_DES3_CBC_PAD:
-	case CKM_DES_CBC:
-	case CKM_DES_CBC_PAD:
-	case CKM_RSA_PKCS_PSS:
-	case CKM_SHA1_RSA_PKCS_PSS:
-	case CKM_SHA224_RSA_PKCS_PSS:
-	case CKM_SHA256_RSA_PKCS_PSS:
-	case CKM_SHA384_RSA_PKCS_PSS:
-	case CKM_SHA512_RSA_PKCS_PSS:
-	case CKM_SHA_1_HMAC_GENERAL:
-	case CKM_SHA224_HMAC_GENERAL:
-	case CKM_SHA256_HMAC_GENERAL:
-	case CKM_SHA384_HMAC_GENERAL:
-	case CKM_SHA512_HMAC_GENERAL:
-		return true;
-	default:
-		return false;
-	}
-}
-
-/* One allocation holding the struct and the buffers it points to. */
-static void *copy_gcm(const CK_GCM_PARAMS *p, CK_ULONG *len)
-{
-	CK_GCM_PARAMS *g;
-	unsigned char *tail;
-
-	if ((p->ulIvLen > 0 && p->pIv == NULL) || (p->ulAADLen > 0 && p->pAAD == NULL) ||
-	    p->ulIvLen > 4096 || p->ulAADLen > 1024 * 1024)
-		return NULL;
-	*len = sizeof(*g) + p->ulIvLen + p->ulAADLen;
-	g = p11p_malloc(*len);
-	if (g == NULL)
-		return NULL;
-	*g = *p;
-	tail = (unsigned char *)(g + 1);
-	if (p->ulIvLen > 0)
-		memcpy(tail, p->pIv, p->ulIvLen);
-	g->pIv = p->ulIvLen > 0 ? tail : NULL;
-	if (p->ulAADLen > 0)
-		memcpy(tail + p->ulIvLen, p->pAAD, p->ulAADLen);
-	g->pAAD = p->ulAADLen > 0 ? tail + p->ulIvLen : NULL;
-	*len = sizeof(*g); /* what the backend is told; the rest rides along */
-	return g;
-}
-
-static void *copy_oaep(const CK_RSA_PKCS_OAEP_PARAMS *p, CK_ULONG *len)
-{
-	CK_RSA_PKCS_OAEP_PARAMS *o;
-
-	if ((p->ulSourceDataLen > 0 && p->pSourceData == NULL) || p->ulSourceDataLen > 65536)
-		return NULL;
-	o = p11p_malloc(sizeof(*o) + p->ulSourceDataLen);
-	if (o == NULL)
-		return NULL;
-	*o = *p;
-	if (p->ulSourceDataLen > 0) {
-		memcpy(o + 1, p->pSourceData, p->ulSourceDataLen);
-		o->pSourceData = o + 1;
-	}
-	*len = sizeof(*o);
-	return o;
-}
-
-bool p11p_mech_copy(const CK_MECHANISM *m, CK_MECHANISM *out, void **mem)
-{
-	CK_ULONG len = m->ulParameterLen;
-
-	*out = *m;
-	out->pParameter = NULL;
-	*mem = NULL;
-	if (m->pParameter == NULL || len == 0) {
-		out->ulParameterLen = 0;
-		return m->pParameter == NULL || len == 0;
-	}
-	if (m->mechanism == CKM_AES_GCM && len == sizeof(CK_GCM_PARAMS))
-		*mem = copy_gcm(m->pParameter, &len);
-	else if (m->mechanism == CKM_RSA_PKCS_OAEP && len == sizeof(CK_RSA_PKCS_OAEP_PARAMS))
-		*mem = copy_oaep(m->pParameter, &len);
-	else if (param_is_flat(m->mechanism) && len <= 4096 && (*mem = p11p_malloc(len)) != NULL)
-		memcpy(*mem, m->pParameter, len);
-	if (*mem == NULL)
-		return false;
-	out->pParameter = *mem;
-	out->ulParameterLen = len;
-	return true;
-}
-
-void p11p_mech_free(CK_MECHANISM *m, void *mem)
-{
-	if (mem != NULL) {
-		p11p_wipe(mem, m->ulParameterLen);
-		p11p_free(mem);
-	}
-	m->pParameter = NULL;
-	m->ulParameterLen = 0;
-}
-
 /* Copies the mechanism; false when it cannot be replayed. */
 static bool copy_mechanism(struct p11p_op *op, const CK_MECHANISM *m)
 {
@@ -292,19 +180,19 @@ static CK_RV init_call(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM *m
 {
 	switch (k) {
 	case P11P_OP_ENCRYPT:
-		return c->fl->C_EncryptInit(c->bs, m, bkey);
+		return p11p_be_C_EncryptInit(&c->bc, c->bs, m, bkey);
 	case P11P_OP_DECRYPT:
-		return c->fl->C_DecryptInit(c->bs, m, bkey);
+		return p11p_be_C_DecryptInit(&c->bc, c->bs, m, bkey);
 	case P11P_OP_DIGEST:
-		return c->fl->C_DigestInit(c->bs, m);
+		return p11p_be_C_DigestInit(&c->bc, c->bs, m);
 	case P11P_OP_SIGN:
-		return c->fl->C_SignInit(c->bs, m, bkey);
+		return p11p_be_C_SignInit(&c->bc, c->bs, m, bkey);
 	case P11P_OP_VERIFY:
-		return c->fl->C_VerifyInit(c->bs, m, bkey);
+		return p11p_be_C_VerifyInit(&c->bc, c->bs, m, bkey);
 	case P11P_OP_SIGN_RECOVER:
-		return c->fl->C_SignRecoverInit(c->bs, m, bkey);
+		return p11p_be_C_SignRecoverInit(&c->bc, c->bs, m, bkey);
 	case P11P_OP_VERIFY_RECOVER:
-		return c->fl->C_VerifyRecoverInit(c->bs, m, bkey);
+		return p11p_be_C_VerifyRecoverInit(&c->bc, c->bs, m, bkey);
 	default:
 		return CKR_GENERAL_ERROR;
 	}
@@ -319,11 +207,11 @@ static CK_RV update_call(struct p11p_call *c, enum p11p_op_kind k, CK_BYTE_PTR d
 
 	switch (k) {
 	case P11P_OP_DIGEST:
-		return c->fl->C_DigestUpdate(c->bs, data, len);
+		return p11p_be_C_DigestUpdate(&c->bc, c->bs, data, len);
 	case P11P_OP_SIGN:
-		return c->fl->C_SignUpdate(c->bs, data, len);
+		return p11p_be_C_SignUpdate(&c->bc, c->bs, data, len);
 	case P11P_OP_VERIFY:
-		return c->fl->C_VerifyUpdate(c->bs, data, len);
+		return p11p_be_C_VerifyUpdate(&c->bc, c->bs, data, len);
 	case P11P_OP_ENCRYPT:
 	case P11P_OP_DECRYPT:
 		break;
@@ -335,9 +223,9 @@ static CK_RV update_call(struct p11p_call *c, enum p11p_op_kind k, CK_BYTE_PTR d
 	if (out == NULL)
 		return CKR_HOST_MEMORY;
 	if (k == P11P_OP_ENCRYPT)
-		rv = c->fl->C_EncryptUpdate(c->bs, data, len, out, &out_len);
+		rv = p11p_be_C_EncryptUpdate(&c->bc, c->bs, data, len, out, &out_len);
 	else
-		rv = c->fl->C_DecryptUpdate(c->bs, data, len, out, &out_len);
+		rv = p11p_be_C_DecryptUpdate(&c->bc, c->bs, data, len, out, &out_len);
 	p11p_wipe(out, len + 256);
 	p11p_free(out);
 	return rv;
@@ -350,7 +238,7 @@ static CK_RV replay_one(struct p11p_call *c, enum p11p_op_kind k, struct p11p_op
 	CK_RV rv;
 
 	if (k == P11P_OP_FIND)
-		return c->fl->C_FindObjectsInit(c->bs, op->templ, op->templ_count);
+		return p11p_be_C_FindObjectsInit(&c->bc, c->bs, op->templ, op->templ_count);
 	if (op->key != CK_INVALID_HANDLE) {
 		rv = p11p_object_to_backend(c, op->key, CKR_KEY_HANDLE_INVALID, &bkey);
 		if (rv != CKR_OK)
@@ -365,7 +253,7 @@ static CK_RV replay_one(struct p11p_call *c, enum p11p_op_kind k, struct p11p_op
 		if (st.type == STEP_KEY) {
 			rv = p11p_object_to_backend(c, st.value, CKR_KEY_HANDLE_INVALID, &bkey);
 			if (rv == CKR_OK)
-				rv = c->fl->C_DigestKey(c->bs, bkey);
+				rv = p11p_be_C_DigestKey(&c->bc, c->bs, bkey);
 		} else {
 			rv = update_call(c, k, op->log + off, st.value);
 			off += st.value;

@@ -34,7 +34,7 @@ static CK_RV hsm_bytes(void *ctx, unsigned char *buf, size_t len)
 	if (c == NULL)
 		return CKR_FUNCTION_FAILED;
 	do {
-		rv = c->fl->C_GenerateRandom(c->bs, buf, len);
+		rv = p11p_be_C_GenerateRandom(&c->bc, c->bs, buf, len);
 	} while (p11p_call_retry(c, &rv, true));
 	return rv;
 }
@@ -102,7 +102,7 @@ CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len)
 	if (entropy_on(&c))
 		return p11p_call_end(&c, p11p_local_random(&c, out, len));
 	do {
-		rv = c.fl->C_GenerateRandom(c.bs, out, len);
+		rv = p11p_be_C_GenerateRandom(&c.bc, c.bs, out, len);
 	} while (p11p_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }
@@ -119,7 +119,7 @@ CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len)
 	if (entropy_on(&c))
 		return p11p_call_end(&c, p11p_entropy_add_input(c.s->slot->local->rng, seed, len));
 	do {
-		rv = c.fl->C_SeedRandom(c.bs, seed, len);
+		rv = p11p_be_C_SeedRandom(&c.bc, c.bs, seed, len);
 	} while (p11p_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }

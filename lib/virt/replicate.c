@@ -52,7 +52,7 @@ struct msess {
 	struct p11p_backend *be;
 	size_t index;           /* the member's index, for messages */
 	const char *repl_label; /* ha.replication_key */
-	CK_FUNCTION_LIST *fl;
+	const struct p11p_bctx *bc;
 	CK_SESSION_HANDLE h;
 	bool took_login; /* the member's login bit was clear before we logged in */
 };
@@ -149,13 +149,13 @@ static CK_RV msess_open(struct p11p_vslot *vs, struct p11p_member *m, struct mse
 	ms->be = m->be;
 	ms->index = m->index;
 	ms->repl_label = vs->cfg->ha.replication_key;
-	ms->fl = &m->be->fl;
+	ms->bc = p11p_backend_ctx(m->be);
 	p11p_lock();
 	be_slot = m->be_slot;
 	was_logged = vs->logged_in & (1U << m->index);
 	p11p_unlock();
-	rv =
-	    ms->fl->C_OpenSession(be_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &ms->h);
+	rv = p11p_be_C_OpenSession(ms->bc, be_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+	                           &ms->h);
 	if (rv != CKR_OK) {
 		ms->h = 0;
 		return rv;
@@ -163,7 +163,7 @@ static CK_RV msess_open(struct p11p_vslot *vs, struct p11p_member *m, struct mse
 	rv = p11p_replay_login(vs, m, ms->h);
 	ms->took_login = !was_logged;
 	if (rv != CKR_OK) {
-		ms->fl->C_CloseSession(ms->h);
+		p11p_be_C_CloseSession(ms->bc, ms->h);
 		ms->h = 0;
 	}
 	return rv;
@@ -180,7 +180,7 @@ static void msess_close(struct msess *ms)
 			ms->vs->logged_in &= ~(1U << ms->m->index);
 		p11p_unlock();
 	}
-	ms->fl->C_CloseSession(ms->h);
+	p11p_be_C_CloseSession(ms->bc, ms->h);
 	ms->h = 0;
 }
 
@@ -188,13 +188,13 @@ static void msess_close(struct msess *ms)
 static CK_RV find(struct msess *ms, CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_HANDLE *out,
                   CK_ULONG max, CK_ULONG *n)
 {
-	CK_RV rv = ms->fl->C_FindObjectsInit(ms->h, t, count);
+	CK_RV rv = p11p_be_C_FindObjectsInit(ms->bc, ms->h, t, count);
 
 	*n = 0;
 	if (rv != CKR_OK)
 		return rv;
-	rv = ms->fl->C_FindObjects(ms->h, out, max, n);
-	ms->fl->C_FindObjectsFinal(ms->h);
+	rv = p11p_be_C_FindObjects(ms->bc, ms->h, out, max, n);
+	p11p_be_C_FindObjectsFinal(ms->bc, ms->h);
 	if (rv == CKR_OK && *n > max)
 		rv = CKR_GENERAL_ERROR; /* a backend writing past what we gave it */
 	return rv;
@@ -296,7 +296,7 @@ static CK_RV add_bytes(struct msess *src, struct keyinfo *ki, CK_ATTRIBUTE_TYPE 
 {
 	CK_ATTRIBUTE a = {type, NULL, 0};
 	void *buf;
-	CK_RV rv = src->fl->C_GetAttributeValue(src->h, ki->h, &a, 1);
+	CK_RV rv = p11p_be_C_GetAttributeValue(src->bc, src->h, ki->h, &a, 1);
 
 	if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen == 0) {
 		if (!required)
@@ -315,7 +315,7 @@ static CK_RV add_bytes(struct msess *src, struct keyinfo *ki, CK_ATTRIBUTE_TYPE 
 		return CKR_HOST_MEMORY;
 	ki->bytes[ki->n_bytes++] = buf;
 	a.pValue = buf;
-	rv = src->fl->C_GetAttributeValue(src->h, ki->h, &a, 1);
+	rv = p11p_be_C_GetAttributeValue(src->bc, src->h, ki->h, &a, 1);
 	if (rv != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION ||
 	    a.ulValueLen > REPL_MAX_VALUE) {
 		snprintf(why, wl, "cannot read %s: %s", p11p_cka_name(type),
@@ -376,7 +376,7 @@ static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *k
 	CK_RV rv;
 
 	ki->h = h;
-	rv = src->fl->C_GetAttributeValue(src->h, h, a, 4);
+	rv = p11p_be_C_GetAttributeValue(src->bc, src->h, h, a, 4);
 	if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && (a[2].ulValueLen > sizeof(ki->id) ||
 	                                                    a[3].ulValueLen > sizeof(ki->label)))) {
 		snprintf(why, wl, "CKA_ID or CKA_LABEL longer than %d bytes", P11P_ID_MAX);
@@ -391,8 +391,9 @@ static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *k
 	ki->id_len = a[2].ulValueLen;
 	ki->label_len = a[3].ulValueLen;
 	ki->kt = CKK_VENDOR_DEFINED;
-	if (is_key_class(ki->cls) && (src->fl->C_GetAttributeValue(src->h, h, &kt, 1) != CKR_OK ||
-	                              kt.ulValueLen != sizeof(ki->kt)))
+	if (is_key_class(ki->cls) &&
+	    (p11p_be_C_GetAttributeValue(src->bc, src->h, h, &kt, 1) != CKR_OK ||
+	     kt.ulValueLen != sizeof(ki->kt)))
 		ki->kt = CKK_VENDOR_DEFINED;
 	return CKR_OK;
 }
@@ -418,7 +419,7 @@ static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, siz
 		b[i].ulValueLen = sizeof(CK_BBOOL);
 	}
 	/* Attributes a class does not have come back unavailable: they are left out. */
-	rv = src->fl->C_GetAttributeValue(src->h, ki->h, b, N_BOOL_ATTRS);
+	rv = p11p_be_C_GetAttributeValue(src->bc, src->h, ki->h, b, N_BOOL_ATTRS);
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE) {
 		snprintf(why, wl, "cannot read its attributes: %s", p11p_rv_str(rv));
 		return rv;
@@ -456,7 +457,7 @@ static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, siz
 		CK_ATTRIBUTE vl = {CKA_VALUE_LEN, &ki->value_len, sizeof(ki->value_len)};
 
 		/* Last: sent only to a member that asks for it (copy_to). */
-		if (src->fl->C_GetAttributeValue(src->h, ki->h, &vl, 1) == CKR_OK &&
+		if (p11p_be_C_GetAttributeValue(src->bc, src->h, ki->h, &vl, 1) == CKR_OK &&
 		    vl.ulValueLen == sizeof(ki->value_len)) {
 			ki->has_value_len = true;
 			add_attr(ki, CKA_VALUE_LEN, &ki->value_len, sizeof(ki->value_len));
@@ -488,7 +489,7 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 		CK_MECHANISM m = {mechs[i], NULL, 0};
 		CK_ULONG len = 0, got;
 
-		rv = src->fl->C_WrapKey(src->h, &m, rk, ki->h, NULL, &len);
+		rv = p11p_be_C_WrapKey(src->bc, src->h, &m, rk, ki->h, NULL, &len);
 		if (handle_invalid(rv) && !refreshed) {
 			/* The member was replaced or the key re-made: look it up again. */
 			refreshed = true;
@@ -505,7 +506,7 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 			if (ki->wrapped == NULL)
 				return CKR_HOST_MEMORY;
 			got = len;
-			rv = src->fl->C_WrapKey(src->h, &m, rk, ki->h, ki->wrapped, &got);
+			rv = p11p_be_C_WrapKey(src->bc, src->h, &m, rk, ki->h, ki->wrapped, &got);
 			if (rv == CKR_OK && (got == 0 || got > len))
 				rv = CKR_GENERAL_ERROR;
 			if (rv == CKR_OK) {
@@ -560,7 +561,7 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 
 	*out = CK_INVALID_HANDLE;
 	if (ki->cls == CKO_PUBLIC_KEY) {
-		rv = t->fl->C_CreateObject(t->h, ki->t, ki->n, out);
+		rv = p11p_be_C_CreateObject(t->bc, t->h, ki->t, ki->n, out);
 		if (rv != CKR_OK)
 			snprintf(why, wl, "member %zu refused the copy: C_CreateObject: %s",
 			         t->index, p11p_rv_str(rv));
@@ -570,7 +571,8 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 	if (rv != CKR_OK)
 		return rv;
 	for (;;) {
-		rv = t->fl->C_UnwrapKey(t->h, &m, rk, ki->wrapped, ki->wrapped_len, ki->t, n, out);
+		rv = p11p_be_C_UnwrapKey(t->bc, t->h, &m, rk, ki->wrapped, ki->wrapped_len, ki->t,
+		                         n, out);
 		if (handle_invalid(rv) && !refreshed) {
 			refreshed = true;
 			rv = repl_key(t, true, &rk, why, wl);
@@ -636,7 +638,7 @@ static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *
 	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &yes, sizeof(yes)}};
 	CK_OBJECT_HANDLE *list = NULL, *grown;
 	CK_ULONG count = 0, cap = 0, got;
-	CK_RV rv = ms->fl->C_FindObjectsInit(ms->h, t, 2);
+	CK_RV rv = p11p_be_C_FindObjectsInit(ms->bc, ms->h, t, 2);
 
 	*out = NULL;
 	*n = 0;
@@ -653,7 +655,7 @@ static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *
 			list = grown;
 		}
 		got = 0;
-		rv = ms->fl->C_FindObjects(ms->h, list + count, REPL_FIND_CHUNK, &got);
+		rv = p11p_be_C_FindObjects(ms->bc, ms->h, list + count, REPL_FIND_CHUNK, &got);
 		if (rv == CKR_OK && got > REPL_FIND_CHUNK)
 			rv = CKR_GENERAL_ERROR;
 		if (rv != CKR_OK)
@@ -668,7 +670,7 @@ static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *
 			break;
 		}
 	}
-	ms->fl->C_FindObjectsFinal(ms->h);
+	p11p_be_C_FindObjectsFinal(ms->bc, ms->h);
 	if (rv != CKR_OK) {
 		p11p_free(list);
 		return rv;
@@ -870,7 +872,7 @@ static void target_undo(struct target *t, size_t n)
 {
 	for (size_t k = 0; k < n; k++) {
 		if (t->copies[k] != CK_INVALID_HANDLE && t->s.h != 0)
-			t->s.fl->C_DestroyObject(t->s.h, t->copies[k]);
+			p11p_be_C_DestroyObject(t->s.bc, t->s.h, t->copies[k]);
 		t->copies[k] = CK_INVALID_HANDLE;
 	}
 	t->ok = false;
@@ -934,8 +936,8 @@ static bool any_token_key(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_
 		CK_BBOOL tok = CK_FALSE;
 		CK_ATTRIBUTE a[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &tok, sizeof(tok)}};
 
-		if (c->fl->C_GetAttributeValue(c->bs, bh[k], a, 2) == CKR_OK && tok != CK_FALSE &&
-		    is_key_class(cls))
+		if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh[k], a, 2) == CKR_OK &&
+		    tok != CK_FALSE && is_key_class(cls))
 			return true;
 	}
 	return false;
@@ -1042,7 +1044,7 @@ refuse:
 	for (size_t i = 0; i < n_tg; i++)
 		target_undo(&tg[i], n);
 	for (size_t k = 0; k < n; k++)
-		c->fl->C_DestroyObject(c->bs, bh[k]);
+		p11p_be_C_DestroyObject(&c->bc, c->bs, bh[k]);
 	rv = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
 out:
 	for (size_t i = 0; i < n_tg; i++)
@@ -1088,8 +1090,8 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 			continue;
 		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1) {
 			rv = templ == NULL
-			         ? ms.fl->C_DestroyObject(ms.h, found[0])
-			         : ms.fl->C_SetAttributeValue(ms.h, found[0], templ, count);
+			         ? p11p_be_C_DestroyObject(ms.bc, ms.h, found[0])
+			         : p11p_be_C_SetAttributeValue(ms.bc, ms.h, found[0], templ, count);
 			if (rv != CKR_OK)
 				p11p_message("slot '%s': the copy on member %zu of a %s key %s: %s",
 				             vs->label, i, templ == NULL ? "destroyed" : "changed",
@@ -1119,12 +1121,12 @@ CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, s
 	struct msess src = {.be = src_be,
 	                    .index = src_index,
 	                    .repl_label = repl_label,
-	                    .fl = &src_be->fl,
+	                    .bc = p11p_backend_ctx(src_be),
 	                    .h = src_h};
 	struct msess dst = {.be = dst_be,
 	                    .index = dst_index,
 	                    .repl_label = repl_label,
-	                    .fl = &dst_be->fl,
+	                    .bc = p11p_backend_ctx(dst_be),
 	                    .h = dst_h};
 	struct keyinfo ki;
 	CK_RV rv;

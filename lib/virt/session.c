@@ -73,9 +73,9 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->s = s;
 	c->failovers = 0;
 	c->refreshed = false;
-	/* Slots that time calls run them where they can be abandoned (offload.c). */
-	c->offload =
-	    st->threads_allowed && s->slot->cfg->ha.call_timeout_ms > 0 && s->slot->n_members > 1;
+	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
+	c->timeout_ms =
+	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;
 	p11p_call_sync(c);
 	p11p_call_leave_down_member(c);
 	s->call_started_ms = st->watch_ms ? p11p_now_ms() : 0;
@@ -85,7 +85,11 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 void p11p_call_sync(struct p11p_call *c)
 {
 	c->m = &c->s->slot->members[c->s->member];
-	c->fl = &c->m->be->fl;
+	c->bc = (struct p11p_bctx){.be = c->m->be,
+	                           .timeout_ms = c->timeout_ms,
+	                           .hung = p11p_call_hung,
+	                           .released = p11p_member_released,
+	                           .arg = c};
 	c->bs = c->s->be[c->s->member];
 }
 
@@ -151,12 +155,13 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	}
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	for (unsigned tries = 0;; tries++) {
-		rv = m->be->fl.C_OpenSession(be_slot, flags, NULL, NULL, &bs);
+		rv =
+		    p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, flags, NULL, NULL, &bs);
 		/* Logged in on the slot, but not yet on this member: log it in as on the others. */
 		if (rv == CKR_OK) {
 			rv = p11p_replay_login(vs, m, bs);
 			if (rv != CKR_OK)
-				m->be->fl.C_CloseSession(bs);
+				p11p_be_C_CloseSession(p11p_backend_ctx(m->be), bs);
 		}
 		if (rv == CKR_OK || !p11p_rv_is_server_error(m->be, rv) || tries >= vs->n_members ||
 		    p11p_member_confirm(st, vs, m, rv))
@@ -197,7 +202,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	           (unsigned long)id, (unsigned long)s->handle, m->index);
 	goto out;
 close_backend:
-	m->be->fl.C_CloseSession(bs);
+	p11p_be_C_CloseSession(p11p_backend_ctx(m->be), bs);
 out:
 	p11p_leave(st);
 	return rv;
@@ -237,7 +242,7 @@ static CK_RV session_close_detached(struct p11p_session *s)
 
 		if (s->be[i] == 0)
 			continue;
-		r = m->be->fl.C_CloseSession(s->be[i]);
+		r = p11p_be_C_CloseSession(p11p_backend_ctx(m->be), s->be[i]);
 		/* The application's session is closed whatever a failing member says. */
 		if (i == s->member && !p11p_rv_needs_failover(m, r))
 			rv = r;
@@ -323,7 +328,7 @@ CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 	if (info == NULL)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	do
-		rv = c.fl->C_GetSessionInfo(c.bs, info);
+		rv = p11p_be_C_GetSessionInfo(&c.bc, c.bs, info);
 	while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
 		info->slotID = c.s->slot->id;
@@ -355,7 +360,7 @@ static CK_RV login_with_secret(struct p11p_call *c, CK_USER_TYPE user,
 	if (len > sizeof(buf))
 		return CKR_PIN_LEN_RANGE;
 	memcpy(buf, p11p_secret_data(pin), len);
-	rv = c->fl->C_Login(c->bs, user, buf, len);
+	rv = p11p_be_C_Login(&c->bc, c->bs, user, buf, len);
 	p11p_wipe(buf, sizeof(buf));
 	return rv;
 }
@@ -392,7 +397,7 @@ again:
 		}
 		rv = login_with_secret(&c, user, member_pin);
 	} else {
-		rv = c.fl->C_Login(c.bs, user, pin, len);
+		rv = p11p_be_C_Login(&c.bc, c.bs, user, pin, len);
 	}
 	/* A PIN is never tried twice: only a failed member (not a refusal) moves the session. */
 	if (rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && p11p_call_retry(&c, &rv, true))
@@ -430,11 +435,12 @@ static void logout_others(struct p11p_vslot *vs, const struct p11p_member *curre
 		logged = (vs->logged_in & (1U << i)) && m != current;
 		be_slot = m->be_slot;
 		p11p_unlock();
-		if (!logged || m->be->fl.C_OpenSession(be_slot, CKF_SERIAL_SESSION, NULL, NULL,
-		                                       &tmp) != CKR_OK)
+		if (!logged ||
+		    p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, CKF_SERIAL_SESSION,
+		                          NULL, NULL, &tmp) != CKR_OK)
 			continue;
-		m->be->fl.C_Logout(tmp);
-		m->be->fl.C_CloseSession(tmp);
+		p11p_be_C_Logout(p11p_backend_ctx(m->be), tmp);
+		p11p_be_C_CloseSession(p11p_backend_ctx(m->be), tmp);
 	}
 }
 
@@ -448,7 +454,7 @@ CK_RV p11p_logout(CK_SESSION_HANDLE h)
 		return rv;
 	vs = c.s->slot;
 	do
-		rv = c.fl->C_Logout(c.bs);
+		rv = p11p_be_C_Logout(&c.bc, c.bs);
 	while (p11p_call_retry(&c, &rv, true));
 	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN) {
 		logout_others(vs, c.m);
@@ -485,7 +491,7 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 	 */
 	if (c.m->cfg->pin != NULL && current != CKU_SO)
 		return p11p_call_end(&c, CKR_FUNCTION_NOT_SUPPORTED);
-	rv = c.fl->C_SetPIN(c.bs, old_pin, old_len, new_pin, new_len);
+	rv = p11p_be_C_SetPIN(&c.bc, c.bs, old_pin, old_len, new_pin, new_len);
 	p11p_call_retry(&c, &rv, false); /* changed or not on the failed member: unknown */
 	if (rv == CKR_OK && current == CKU_USER) {
 		struct p11p_secret *keep = p11p_secret_new(new_pin, new_len);

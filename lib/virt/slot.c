@@ -181,7 +181,7 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 		return CKR_ARGUMENTS_BAD;
 	}
 	do
-		rv = m->be->fl.C_GetTokenInfo(be_slot, info);
+		rv = p11p_be_C_GetTokenInfo(p11p_backend_ctx(m->be), be_slot, info);
 	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv == CKR_OK) {
 		/* What the application sees is the virtual token, whichever member serves it. */
@@ -239,7 +239,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	}
 	/* Ask the backend into our own bounded buffer, then copy what fits. */
 	do
-		rv = m->be->fl.C_GetMechanismList(be_slot, NULL, &n);
+		rv = p11p_be_C_GetMechanismList(p11p_backend_ctx(m->be), be_slot, NULL, &n);
 	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
@@ -254,7 +254,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 		goto out;
 	}
 	if (n > 0) {
-		rv = m->be->fl.C_GetMechanismList(be_slot, tmp, &n);
+		rv = p11p_be_C_GetMechanismList(p11p_backend_ctx(m->be), be_slot, tmp, &n);
 		if (rv != CKR_OK)
 			goto out;
 		if (n > cap) {
@@ -281,7 +281,7 @@ out:
 }
 
 /* A vendor mechanism's info, from what the member says of the mechanisms it needs. */
-static CK_RV vendor_info(CK_FUNCTION_LIST *fl, CK_SLOT_ID be_slot, CK_MECHANISM_TYPE type,
+static CK_RV vendor_info(const struct p11p_bctx *bc, CK_SLOT_ID be_slot, CK_MECHANISM_TYPE type,
                          CK_MECHANISM_INFO_PTR info)
 {
 	CK_MECHANISM_INFO mi;
@@ -290,7 +290,7 @@ static CK_RV vendor_info(CK_FUNCTION_LIST *fl, CK_SLOT_ID be_slot, CK_MECHANISM_
 
 	memset(info, 0, sizeof(*info));
 	if (type == CKM_P11PROXY_FRAGMENT_DERIVE) {
-		rv = fl->C_GetMechanismInfo(be_slot, CKM_SHA256_HMAC, &mi);
+		rv = p11p_be_C_GetMechanismInfo(bc, be_slot, CKM_SHA256_HMAC, &mi);
 		if (rv == CKR_MECHANISM_INVALID || (rv == CKR_OK && !(mi.flags & CKF_SIGN)))
 			return CKR_MECHANISM_INVALID;
 		if (rv != CKR_OK)
@@ -306,7 +306,7 @@ static CK_RV vendor_info(CK_FUNCTION_LIST *fl, CK_SLOT_ID be_slot, CK_MECHANISM_
 		                                         CKM_GENERIC_SECRET_KEY_GEN};
 
 		for (size_t i = 0; i < 2; i++) {
-			rv = fl->C_GetMechanismInfo(be_slot, gens[i], &mi);
+			rv = p11p_be_C_GetMechanismInfo(bc, be_slot, gens[i], &mi);
 			if (rv == CKR_MECHANISM_INVALID)
 				continue;
 			if (rv != CKR_OK)
@@ -340,11 +340,12 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 		rv = CKR_ARGUMENTS_BAD;
 	else if (p11p_local_mechanism(type))
 		do
-			rv = vendor_info(&m->be->fl, be_slot, type, info);
+			rv = vendor_info(p11p_backend_ctx(m->be), be_slot, type, info);
 		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	else
 		do
-			rv = m->be->fl.C_GetMechanismInfo(be_slot, type, info);
+			rv = p11p_be_C_GetMechanismInfo(p11p_backend_ctx(m->be), be_slot, type,
+			                                info);
 		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	p11p_leave(st);
 	return rv;
@@ -364,7 +365,7 @@ CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8C
 	if (label == NULL || (pin == NULL && len > 0))
 		rv = CKR_ARGUMENTS_BAD;
 	else
-		rv = m->be->fl.C_InitToken(be_slot, pin, len, label);
+		rv = p11p_be_C_InitToken(p11p_backend_ctx(m->be), be_slot, pin, len, label);
 	p11p_leave(st);
 	return rv;
 }

@@ -164,13 +164,13 @@ static void state_free(struct p11p_state *st, bool finalize)
 		p11p_order_free(&st->slots[i]);
 	p11p_free(st->slots);
 	p11p_lock();
-	p11p_offload_new_epoch_locked();
+	p11p_health_new_epoch_locked();
 	p11p_unlock();
 	/*
-	 * A worker may still be inside a hung vendor call (offload.c): its
+	 * A worker may still be inside a hung vendor call (backend/offload.c): its
 	 * library is neither finalized nor unloaded under it, then.
 	 */
-	if (finalize && !p11p_offload_quiesce(2000))
+	if (finalize && !p11p_be_quiesce(2000))
 		p11p_message("calls abandoned past call_timeout are still running in a vendor "
 		             "library: it is left loaded");
 	else
@@ -229,7 +229,8 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 	if (vs->label[0] == '\0' && vs->members[0].resolved) {
 		CK_TOKEN_INFO ti;
 
-		if (vs->members[0].be->fl.C_GetTokenInfo(vs->members[0].be_slot, &ti) == CKR_OK)
+		if (p11p_be_C_GetTokenInfo(p11p_backend_ctx(vs->members[0].be),
+		                           vs->members[0].be_slot, &ti) == CKR_OK)
 			p11p_unpad(vs->label, ti.label, sizeof(ti.label));
 	}
 	snprintf(vs->serial, sizeof(vs->serial), "%016llx",

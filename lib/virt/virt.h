@@ -21,7 +21,9 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "backend/call.h"
 #include "base/map.h"
+#include "base/mech.h"
 #include "base/pkcs11.h"
 #include "base/secret.h"
 #include "config/config.h"
@@ -201,7 +203,8 @@ struct p11p_state {
 	atomic_ulong busy; /* calls in flight: C_Finalize waits for them */
 	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
-	bool threads_allowed;   /* the application lets us create threads (offload.c, probes) */
+	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
+	                       */
 
 	bool probe_thread_running;
 
@@ -220,10 +223,11 @@ struct p11p_call {
 	struct p11p_state *st;
 	struct p11p_session *s;
 	struct p11p_member *m;
-	CK_FUNCTION_LIST *fl; /* the member backend's table */
+	struct p11p_bctx bc;  /* calls to the member (deadline: timeout_ms) */
 	CK_SESSION_HANDLE bs; /* the member's session handle */
 	unsigned failovers;   /* made during this call (bounded by ha.retries) */
-	bool offload;   /* backend calls run on a worker and are abandoned past call_timeout */
+	/* call_timeout when backend calls run on a worker and are abandoned past it, else 0 */
+	unsigned long timeout_ms;
 	bool refreshed; /* made again on a new session after a passing server-side error */
 	/*
 	 * Set by p11p_repl_new_keys(): the members holding the keys it was
@@ -477,67 +481,18 @@ bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *r
 bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv);
 
 /*
- * --- offload.c: backend calls that can be abandoned past call_timeout ---
- * P11P_BACKEND_CALL(c, name, args) is `c.fl->name args`, run on a worker
- * over copies of its buffers when c.offload is set (see offload.c). The
- * copy routine follows from the vendor function's type.
+ * --- health.c: the backend layer's hooks for calls abandoned past call_timeout ---
+ * p11p_call_hung(): a call in c (arg) was abandoned: the member is marked down
+ * and not taken back while the call lasts (its hung_calls); the watchdog's
+ * clock starts again. p11p_member_released(): that vendor call returned at
+ * last. p11p_health_new_epoch_locked(): the state goes; abandoned calls
+ * ending later leave its members alone (global lock held).
  */
-#define P11P_UNPAREN(...) __VA_ARGS__
-#define P11P_OFFLOAD_FN(f)                                                                         \
-	_Generic(                                                                                  \
-	    (f), CK_RV(*)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR)     \
-	    : p11p_offload_io, CK_RV(*)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR)              \
-	    : p11p_offload_out, CK_RV(*)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG)                 \
-	    : p11p_offload_in,                                                                     \
-	      CK_RV(*)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG)            \
-	    : p11p_offload_in2, CK_RV(*)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE)    \
-	    : p11p_offload_init, CK_RV(*)(CK_SESSION_HANDLE, CK_MECHANISM_PTR)                     \
-	    : p11p_offload_mech, CK_RV(*)(CK_SESSION_HANDLE)                                       \
-	    : p11p_offload_session, CK_RV(*)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE)                  \
-	    : p11p_offload_key, CK_RV(*)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ULONG_PTR)        \
-	    : p11p_offload_size)
-#define P11P_BACKEND_CALL(c, name, args)                                                           \
-	((c).offload ? P11P_OFFLOAD_FN((c).fl->name)(&(c), (c).fl->name, P11P_UNPAREN args)        \
-	             : (c).fl->name args)
-CK_RV p11p_offload_io(struct p11p_call *c,
-                      CK_RV (*fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR,
-                                  CK_ULONG_PTR),
-                      CK_SESSION_HANDLE bs, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
-                      CK_ULONG_PTR out_len);
-CK_RV p11p_offload_out(struct p11p_call *c,
-                       CK_RV (*fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR),
-                       CK_SESSION_HANDLE bs, CK_BYTE_PTR out, CK_ULONG_PTR out_len);
-CK_RV p11p_offload_in(struct p11p_call *c, CK_RV (*fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG),
-                      CK_SESSION_HANDLE bs, CK_BYTE_PTR in, CK_ULONG in_len);
-CK_RV p11p_offload_in2(struct p11p_call *c,
-                       CK_RV (*fn)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG),
-                       CK_SESSION_HANDLE bs, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR in2,
-                       CK_ULONG in2_len);
-CK_RV p11p_offload_init(struct p11p_call *c,
-                        CK_RV (*fn)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE),
-                        CK_SESSION_HANDLE bs, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key);
-CK_RV p11p_offload_mech(struct p11p_call *c, CK_RV (*fn)(CK_SESSION_HANDLE, CK_MECHANISM_PTR),
-                        CK_SESSION_HANDLE bs, CK_MECHANISM_PTR mech);
-CK_RV p11p_offload_session(struct p11p_call *c, CK_RV (*fn)(CK_SESSION_HANDLE),
-                           CK_SESSION_HANDLE bs);
-CK_RV p11p_offload_key(struct p11p_call *c, CK_RV (*fn)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE),
-                       CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE key);
-CK_RV p11p_offload_size(struct p11p_call *c,
-                        CK_RV (*fn)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ULONG_PTR),
-                        CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE obj, CK_ULONG_PTR size);
-/* Waits up to ms for every offloaded call to end: false when some are still hung. */
-bool p11p_offload_quiesce(unsigned long ms);
-/* The state goes (global lock held): abandoned calls ending later leave its members alone. */
-void p11p_offload_new_epoch_locked(void);
+void p11p_call_hung(void *arg, void **rel, unsigned long *token);
+void p11p_member_released(void *rel, unsigned long token);
+void p11p_health_new_epoch_locked(void);
 
 /* --- op.c: recording operations for replay --- */
-/*
- * A copy of a mechanism the proxy can make safely (no parameter, a flat
- * block, CKM_AES_GCM, CKM_RSA_PKCS_OAEP): true, with the parameter memory in
- * *mem (freed by p11p_mech_free). false: it cannot be copied.
- */
-bool p11p_mech_copy(const CK_MECHANISM *m, CK_MECHANISM *out, void **mem);
-void p11p_mech_free(CK_MECHANISM *m, void *mem);
 void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM *mech,
                    CK_OBJECT_HANDLE key);
 void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count);

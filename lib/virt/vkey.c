@@ -216,7 +216,7 @@ static CK_RV read_key(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct keyinfo *
 	k->token_key = false;
 	k->b.unrecordable = false;
 	k->perms = 0;
-	rv = c->fl->C_GetAttributeValue(c->bs, bh, a, 2);
+	rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, a, 2);
 	if (rv != CKR_OK)
 		return rv;
 	if (a[0].ulValueLen != sizeof(cls) || a[1].ulValueLen != sizeof(tok))
@@ -226,7 +226,7 @@ static CK_RV read_key(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct keyinfo *
 	k->token_key = true;
 	k->b.vid = 0;
 	k->b.cls = cls;
-	rv = c->fl->C_GetAttributeValue(c->bs, bh, b, 3);
+	rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, b, 3);
 	if (rv == CKR_BUFFER_TOO_SMALL) {
 		k->b.unrecordable = true;
 		k->b.id_len = k->b.label_len = 0;
@@ -245,7 +245,7 @@ static CK_RV read_key(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct keyinfo *
 		p[i] = (CK_ATTRIBUTE){perm_attrs[i].type, &v[i], sizeof(v[i])};
 	}
 	/* Attributes the class lacks come back unavailable: not granted. */
-	rv = c->fl->C_GetAttributeValue(c->bs, bh, p, N_PERMS);
+	rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, p, N_PERMS);
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
 		return rv;
 	for (size_t i = 0; i < N_PERMS; i++)
@@ -261,7 +261,8 @@ static int read_bool(struct p11p_call *c, CK_OBJECT_HANDLE bh, CK_ATTRIBUTE_TYPE
 	CK_BBOOL v = CK_FALSE;
 	CK_ATTRIBUTE a = {type, &v, sizeof(v)};
 
-	if (c->fl->C_GetAttributeValue(c->bs, bh, &a, 1) != CKR_OK || a.ulValueLen != sizeof(v))
+	if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, &a, 1) != CKR_OK ||
+	    a.ulValueLen != sizeof(v))
 		return -1;
 	return v != CK_FALSE;
 }
@@ -787,7 +788,7 @@ static bool hsm_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, uint32_t mask,
 		a[n] = (CK_ATTRIBUTE){perm_attrs[i].type, &v[n], sizeof(v[n])};
 		n++;
 	}
-	if (c->fl->C_GetAttributeValue(c->bs, bh, a, n) != CKR_OK)
+	if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, a, n) != CKR_OK)
 		return false; /* an object without one of them does not match */
 	for (CK_ULONG i = 0; i < n; i++) {
 		uint32_t bit = perm_bit(a[i].type);
@@ -951,21 +952,23 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 		old[n_old++] = (CK_ATTRIBUTE){CKA_ID, old_id, sizeof(old_id)};
 	if (e.has_label)
 		old[n_old++] = (CK_ATTRIBUTE){CKA_LABEL, old_label, sizeof(old_label)};
-	can_revert = n_old > 0 && c->fl->C_GetAttributeValue(c->bs, bh, old, n_old) == CKR_OK;
+	can_revert =
+	    n_old > 0 && p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, old, n_old) == CKR_OK;
 	have_ident = p11p_object_identity(c, h, &ident);
-	*rv = c->fl->C_SetAttributeValue(c->bs, bh, templ, count);
+	*rv = p11p_be_C_SetAttributeValue(&c->bc, c->bs, bh, templ, count);
 	/* The member failed: the change is made where the session moved (object.c). */
 	while (p11p_call_retry(c, rv, true)) {
 		*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
 		if (*rv == CKR_OK)
-			*rv = c->fl->C_SetAttributeValue(c->bs, bh, templ, count);
+			*rv = p11p_be_C_SetAttributeValue(&c->bc, c->bs, bh, templ, count);
 	}
 	if (*rv != CKR_OK)
 		return true;
 	*rv = update_record(vk, rec.vid, apply_set, &e);
 	if (*rv != CKR_OK) {
 		/* Undo on the HSM what the index could not follow (the bound attributes). */
-		if (!can_revert || c->fl->C_SetAttributeValue(c->bs, bh, old, n_old) != CKR_OK)
+		if (!can_revert ||
+		    p11p_be_C_SetAttributeValue(&c->bc, c->bs, bh, old, n_old) != CKR_OK)
 			p11p_message(
 			    "slot '%s': a virtual key's HSM key was changed but its record "
 			    "could not be: %s",

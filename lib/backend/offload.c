@@ -1,31 +1,29 @@
 /*
- * Calls that can be abandoned (slots with ha.call_timeout and more than one
- * member). A forwarded backend call runs on a worker thread over the proxy's
- * own copies of its buffers while the application's thread waits for it, up
- * to call_timeout. Past that the member is marked down and the call answers
- * CKR_DEVICE_ERROR to the forwarder, which fails over and repeats the call on
- * another member (p11p_call_retry), so the application gets its answer from
- * there. The worker stays inside the hung vendor call; when the call
- * returns at last, the worker frees the job: nothing it writes reaches the
- * application, whose buffers may be gone by then.
- *
- * Which copy a call needs follows from the vendor function's type
- * (P11P_OFFLOAD in virt.h picks the function below with _Generic): every
- * generated forwarder has one of these shapes. A mechanism whose parameter
- * the proxy cannot copy (op.c decides) runs inline, as do calls when no
- * worker can be had: they are timed by the watchdog only.
+ * Calls that can be abandoned past a deadline (offload.h says what for).
  *
  * Workers are detached threads shared by the process, started on demand (at
  * most P11P_OFFLOAD_MAX_WORKERS) and ended after a while idle. They use
  * nothing of the module's state: a job holds the vendor function pointer,
- * copies of the arguments, and (when abandoned) which member to release
- * through an epoch check under the global lock.
+ * copies of the arguments and, once abandoned, what the caller's hung()
+ * hook asked to be handed to released() when the vendor call returns.
+ *
+ * Buffers (PKCS#11 5.2): an input is copied; an output buffer is allocated
+ * with the caller's length (at least one byte, so that a zero-length buffer
+ * stays a buffer and the vendor answers CKR_BUFFER_TOO_SMALL, not a size
+ * query) and its bytes go back only when they fit. Every copy is wiped and
+ * freed by the size the layer allocated (`cap`), never by the length the
+ * vendor wrote back.
  */
-#include "virt/virt.h"
+#include "backend/offload.h"
+#include "backend/call.h"
 #include "base/log.h"
+#include "base/mech.h"
 #include "base/mem.h"
+#include "base/secret.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <string.h>
 #include <time.h>
 
@@ -33,25 +31,49 @@
 #define P11P_OFFLOAD_IDLE_MS     5000
 #define P11P_OFFLOAD_MAX_BUF     (64UL * 1024 * 1024) /* larger buffers run inline */
 
-enum shape { S_IO, S_OUT, S_IN, S_IN2, S_INIT, S_MECH, S_SESSION, S_KEY, S_SIZE };
+enum shape {
+	S_IO,
+	S_OUT,
+	S_IN,
+	S_IN2,
+	S_INIT,
+	S_MECH,
+	S_SESSION,
+	S_KEY,
+	S_SIZE,
+	S_TOKENINFO,
+	S_SESSINFO,
+	S_OPEN,
+	S_LOGIN,
+};
 
 struct job {
 	struct job *next;
 	enum shape shape;
-	void (*fn)(void); /* the vendor function, of the type its shape says */
-	CK_SESSION_HANDLE bs;
+	void (*fn)(void);                  /* the vendor function, of the type its shape says */
+	CK_RV (*close)(CK_SESSION_HANDLE); /* S_OPEN: closes a session opened too late */
+	CK_ULONG bs;                       /* session handle, or slot id */
+	CK_ULONG arg;                      /* flags, user type */
 	CK_BYTE *in, *in2, *out;
-	CK_ULONG in_len, in2_len, out_len;
-	bool out_null; /* a size query: the backend gets NULL */
+	CK_ULONG in_len, in2_len;
+	CK_ULONG out_len; /* in: the caller's length; out: the vendor's answer */
+	size_t out_cap;   /* bytes allocated at out */
+	bool out_null;    /* a size query: the vendor gets NULL */
 	CK_MECHANISM mech;
 	void *param_mem;
 	CK_OBJECT_HANDLE obj;
+	union {
+		CK_TOKEN_INFO token;
+		CK_SESSION_INFO session;
+	} info;
+	CK_SESSION_HANDLE opened;
 	CK_RV rv;
 	pthread_cond_t done_cond;
 	bool done, abandoned;
-	/* When abandoned: the member whose hung_calls it holds, valid while `epoch` is. */
-	struct p11p_member *member;
-	unsigned long epoch;
+	/* When abandoned: what hung() asked to be handed to released(). */
+	void (*released)(void *arg, unsigned long token);
+	void *rel_arg;
+	unsigned long rel_token;
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -60,17 +82,6 @@ static pthread_cond_t pool_quiet = PTHREAD_COND_INITIALIZER;
 static struct job *queue_head, *queue_tail;
 static unsigned n_threads, n_idle, n_queued, in_flight;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-static unsigned long g_epoch = 1; /* guarded by the global lock */
-
-typedef CK_RV (*fn_io)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
-typedef CK_RV (*fn_out)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
-typedef CK_RV (*fn_in)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
-typedef CK_RV (*fn_in2)(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG);
-typedef CK_RV (*fn_init)(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
-typedef CK_RV (*fn_mech)(CK_SESSION_HANDLE, CK_MECHANISM_PTR);
-typedef CK_RV (*fn_session)(CK_SESSION_HANDLE);
-typedef CK_RV (*fn_key)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
-typedef CK_RV (*fn_size)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ULONG_PTR);
 
 static void pool_atfork_prepare(void)
 {
@@ -112,13 +123,13 @@ static void job_free(struct job *j)
 {
 	if (j == NULL)
 		return;
-	/* Inputs may be PINs (C_InitPIN) or plaintext: wiped. */
+	/* Inputs may be PINs (C_Login, C_InitPIN) or plaintext, outputs plaintext: wiped. */
 	if (j->in != NULL)
 		p11p_wipe(j->in, j->in_len);
 	if (j->in2 != NULL)
 		p11p_wipe(j->in2, j->in2_len);
 	if (j->out != NULL)
-		p11p_wipe(j->out, j->out_len);
+		p11p_wipe(j->out, j->out_cap);
 	p11p_free(j->in);
 	p11p_free(j->in2);
 	p11p_free(j->out);
@@ -133,42 +144,55 @@ static void job_run(struct job *j)
 
 	switch (j->shape) {
 	case S_IO:
-		j->rv = ((fn_io)j->fn)(j->bs, j->in, j->in_len, out, &j->out_len);
+		j->rv = ((p11p_fn_io)j->fn)(j->bs, j->in, j->in_len, out, &j->out_len);
 		break;
 	case S_OUT:
-		j->rv = ((fn_out)j->fn)(j->bs, out, &j->out_len);
+		j->rv = ((p11p_fn_out)j->fn)(j->bs, out, &j->out_len);
 		break;
 	case S_IN:
-		j->rv = ((fn_in)j->fn)(j->bs, j->in, j->in_len);
+		j->rv = ((p11p_fn_in)j->fn)(j->bs, j->in, j->in_len);
 		break;
 	case S_IN2:
-		j->rv = ((fn_in2)j->fn)(j->bs, j->in, j->in_len, j->in2, j->in2_len);
+		j->rv = ((p11p_fn_in2)j->fn)(j->bs, j->in, j->in_len, j->in2, j->in2_len);
 		break;
 	case S_INIT:
-		j->rv = ((fn_init)j->fn)(j->bs, &j->mech, j->obj);
+		j->rv = ((p11p_fn_init)j->fn)(j->bs, &j->mech, j->obj);
 		break;
 	case S_MECH:
-		j->rv = ((fn_mech)j->fn)(j->bs, &j->mech);
+		j->rv = ((p11p_fn_mech)j->fn)(j->bs, &j->mech);
 		break;
 	case S_SESSION:
-		j->rv = ((fn_session)j->fn)(j->bs);
+		j->rv = ((p11p_fn_session)j->fn)(j->bs);
 		break;
 	case S_KEY:
-		j->rv = ((fn_key)j->fn)(j->bs, j->obj);
+		j->rv = ((p11p_fn_key)j->fn)(j->bs, j->obj);
 		break;
 	case S_SIZE:
-		j->rv = ((fn_size)j->fn)(j->bs, j->obj, &j->out_len);
+		j->rv = ((p11p_fn_size)j->fn)(j->bs, j->obj, &j->out_len);
+		break;
+	case S_TOKENINFO:
+		j->rv = ((p11p_fn_tokeninfo)j->fn)(j->bs, &j->info.token);
+		break;
+	case S_SESSINFO:
+		j->rv = ((p11p_fn_sessinfo)j->fn)(j->bs, &j->info.session);
+		break;
+	case S_OPEN:
+		j->rv = ((p11p_fn_open)j->fn)(j->bs, j->arg, NULL, NULL, &j->opened);
+		break;
+	case S_LOGIN:
+		j->rv = ((p11p_fn_login)j->fn)(j->bs, j->arg, j->in, j->in_len);
 		break;
 	}
 }
 
-/* An abandoned job is over: the member it held may be taken back when probes say so. */
-static void job_release_member(struct job *j)
+/* An abandoned job's vendor call returned at last (in its worker). */
+static void job_abandoned_end(struct job *j)
 {
-	p11p_lock();
-	if (j->epoch == g_epoch && j->member->hung_calls > 0)
-		j->member->hung_calls--;
-	p11p_unlock();
+	/* Nobody will use a session opened after its caller gave up on it. */
+	if (j->shape == S_OPEN && j->rv == CKR_OK && j->close != NULL)
+		j->close(j->opened);
+	if (j->released != NULL)
+		j->released(j->rel_arg, j->rel_token);
 }
 
 static void *worker_main(void *arg)
@@ -202,7 +226,7 @@ static void *worker_main(void *arg)
 		j->done = true;
 		if (j->abandoned) {
 			pthread_mutex_unlock(&pool_lock);
-			job_release_member(j);
+			job_abandoned_end(j);
 			job_free(j);
 			pthread_mutex_lock(&pool_lock);
 		} else {
@@ -253,18 +277,16 @@ static bool submit(struct job *j)
 }
 
 /*
- * Waits for j up to the slot's call_timeout: its result (j is then the
- * caller's to read and free), or P11P_ABANDONED with the member marked down
- * (j belongs to its worker from then on).
+ * Waits for j up to x's deadline: its result (j is then the caller's to read
+ * and free), or P11P_ABANDONED (j belongs to its worker from then on, and
+ * x->hung has been told).
  */
 #define P11P_ABANDONED ((CK_RV)-1)
-static CK_RV wait_job(struct p11p_call *c, struct job *j)
+static CK_RV wait_job(const struct p11p_bctx *x, struct job *j)
 {
-	struct p11p_vslot *vs = c->s->slot;
-	unsigned long timeout = vs->cfg->ha.call_timeout_ms;
 	struct timespec ts;
 
-	deadline_in(&ts, timeout);
+	deadline_in(&ts, x->timeout_ms);
 	pthread_mutex_lock(&pool_lock);
 	while (!j->done)
 		if (pthread_cond_timedwait(&j->done_cond, &pool_lock, &ts) == ETIMEDOUT && !j->done)
@@ -273,32 +295,17 @@ static CK_RV wait_job(struct p11p_call *c, struct job *j)
 		pthread_mutex_unlock(&pool_lock);
 		return j->rv;
 	}
+	/* What hung() sets is read by the worker only after it took pool_lock again. */
+	if (x->hung != NULL)
+		x->hung(x->arg, &j->rel_arg, &j->rel_token);
+	j->released = x->released;
 	j->abandoned = true;
 	pthread_mutex_unlock(&pool_lock);
-
-	/* Not taken back while the call lasts (health.c), as for the watchdog's. */
-	p11p_lock();
-	j->member = c->m;
-	j->epoch = g_epoch;
-	c->m->hung_calls++;
-	if (atomic_load(&c->m->health) != P11P_DOWN) {
-		p11p_message("slot '%s': a call on member %zu ran past call_timeout (%lu ms): "
-		             "abandoned, answered by another member",
-		             vs->label, c->m->index, timeout);
-		p11p_member_down_locked(c->st, vs, c->m, CKR_DEVICE_ERROR);
-	}
-	p11p_unlock();
-	/* The call starts again on another member: so does the watchdog's clock. */
-	if (atomic_load(&c->s->call_started_ms) != 0)
-		atomic_store(&c->s->call_started_ms, p11p_now_ms());
-	/*
-	 * The member may finish the call later: the session there is not used
-	 * again (the forwarder moves to another member).
-	 */
 	return P11P_ABANDONED;
 }
 
-static struct job *job_new(enum shape shape, void (*fn)(void), CK_SESSION_HANDLE bs)
+static struct job *job_new(const struct p11p_bctx *x, enum shape shape, void (*fn)(void),
+                           CK_ULONG bs)
 {
 	struct job *j = p11p_calloc(1, sizeof(*j));
 	pthread_condattr_t ca;
@@ -319,6 +326,7 @@ static struct job *job_new(enum shape shape, void (*fn)(void), CK_SESSION_HANDLE
 	j->shape = shape;
 	j->fn = fn;
 	j->bs = bs;
+	j->close = x->be->fl.C_CloseSession;
 	return j;
 }
 
@@ -339,11 +347,12 @@ static bool prepare_out(struct job *j, const CK_BYTE *out, const CK_ULONG *len)
 		return false; /* the backend's CKR_ARGUMENTS_BAD, answered inline */
 	j->out_len = *len;
 	j->out_null = out == NULL;
-	if (out == NULL || *len == 0)
+	if (out == NULL)
 		return true;
 	if (*len > P11P_OFFLOAD_MAX_BUF)
 		return false;
-	j->out = p11p_malloc(*len);
+	j->out_cap = *len > 0 ? *len : 1;
+	j->out = p11p_malloc(j->out_cap);
 	return j->out != NULL;
 }
 
@@ -353,26 +362,30 @@ static bool prepare_out(struct job *j, const CK_BYTE *out, const CK_ULONG *len)
  * P11P_ABANDONED (j is its worker's now); otherwise the caller reads j's
  * outputs and frees it (finish()).
  */
-static bool offload(struct p11p_call *c, struct job *j, CK_RV *rv)
+static bool offload(const struct p11p_bctx *x, struct job *j, CK_RV *rv)
 {
 	if (!submit(j)) {
 		job_free(j);
 		return false;
 	}
-	*rv = wait_job(c, j);
+	*rv = wait_job(x, j);
 	return true;
 }
 
-/* The output of a finished job back into the application's buffers (PKCS#11 5.2). */
+/*
+ * The output of a finished job back into the caller's buffer (PKCS#11 5.2):
+ * the bytes only when they fit both the caller's buffer and the copy; the
+ * length as the vendor answered it (the layer refuses one too large).
+ */
 static void give_out(struct job *j, CK_BYTE_PTR out, CK_ULONG_PTR len)
 {
-	if (j->rv == CKR_OK && out != NULL && j->out != NULL && j->out_len <= *len)
+	if (j->rv == CKR_OK && out != NULL && j->out_len <= *len && j->out_len <= j->out_cap)
 		memcpy(out, j->out, j->out_len);
 	if (j->rv == CKR_OK || j->rv == CKR_BUFFER_TOO_SMALL)
 		*len = j->out_len;
 }
 
-/* The result of an offloaded call: abandoned calls answer CKR_DEVICE_ERROR (fail over). */
+/* The result of an offloaded call: an abandoned call answers CKR_DEVICE_ERROR. */
 static CK_RV finish(struct job *j, CK_RV rv)
 {
 	if (rv == P11P_ABANDONED)
@@ -381,10 +394,12 @@ static CK_RV finish(struct job *j, CK_RV rv)
 	return rv;
 }
 
-CK_RV p11p_offload_io(struct p11p_call *c, fn_io fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR in,
-                      CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
+#define JOB(shape, fn, bs) job_new(x, shape, (void (*)(void))(fn), bs)
+
+CK_RV p11p_off_io(const struct p11p_bctx *x, p11p_fn_io fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR in,
+                  CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
-	struct job *j = job_new(S_IO, (void (*)(void))fn, bs);
+	struct job *j = JOB(S_IO, fn, bs);
 	CK_RV rv;
 
 	if (j == NULL || !copy_in(&j->in, in, in_len) || !prepare_out(j, out, out_len)) {
@@ -392,34 +407,34 @@ CK_RV p11p_offload_io(struct p11p_call *c, fn_io fn, CK_SESSION_HANDLE bs, CK_BY
 		return fn(bs, in, in_len, out, out_len);
 	}
 	j->in_len = in_len;
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, in, in_len, out, out_len);
 	if (rv != P11P_ABANDONED)
 		give_out(j, out, out_len);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_out(struct p11p_call *c, fn_out fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR out,
-                       CK_ULONG_PTR out_len)
+CK_RV p11p_off_out(const struct p11p_bctx *x, p11p_fn_out fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR out,
+                   CK_ULONG_PTR out_len)
 {
-	struct job *j = job_new(S_OUT, (void (*)(void))fn, bs);
+	struct job *j = JOB(S_OUT, fn, bs);
 	CK_RV rv;
 
 	if (j == NULL || !prepare_out(j, out, out_len)) {
 		job_free(j);
 		return fn(bs, out, out_len);
 	}
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, out, out_len);
 	if (rv != P11P_ABANDONED)
 		give_out(j, out, out_len);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_in(struct p11p_call *c, fn_in fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR in,
-                      CK_ULONG in_len)
+CK_RV p11p_off_in(const struct p11p_bctx *x, p11p_fn_in fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR in,
+                  CK_ULONG in_len)
 {
-	struct job *j = job_new(S_IN, (void (*)(void))fn, bs);
+	struct job *j = JOB(S_IN, fn, bs);
 	CK_RV rv;
 
 	if (j == NULL || !copy_in(&j->in, in, in_len)) {
@@ -427,15 +442,15 @@ CK_RV p11p_offload_in(struct p11p_call *c, fn_in fn, CK_SESSION_HANDLE bs, CK_BY
 		return fn(bs, in, in_len);
 	}
 	j->in_len = in_len;
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, in, in_len);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_in2(struct p11p_call *c, fn_in2 fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR in,
-                       CK_ULONG in_len, CK_BYTE_PTR in2, CK_ULONG in2_len)
+CK_RV p11p_off_in2(const struct p11p_bctx *x, p11p_fn_in2 fn, CK_SESSION_HANDLE bs, CK_BYTE_PTR in,
+                   CK_ULONG in_len, CK_BYTE_PTR in2, CK_ULONG in2_len)
 {
-	struct job *j = job_new(S_IN2, (void (*)(void))fn, bs);
+	struct job *j = JOB(S_IN2, fn, bs);
 	CK_RV rv;
 
 	if (j == NULL || !copy_in(&j->in, in, in_len) || !copy_in(&j->in2, in2, in2_len)) {
@@ -444,15 +459,15 @@ CK_RV p11p_offload_in2(struct p11p_call *c, fn_in2 fn, CK_SESSION_HANDLE bs, CK_
 	}
 	j->in_len = in_len;
 	j->in2_len = in2_len;
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, in, in_len, in2, in2_len);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_init(struct p11p_call *c, fn_init fn, CK_SESSION_HANDLE bs,
-                        CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+CK_RV p11p_off_init(const struct p11p_bctx *x, p11p_fn_init fn, CK_SESSION_HANDLE bs,
+                    CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
 {
-	struct job *j = mech != NULL ? job_new(S_INIT, (void (*)(void))fn, bs) : NULL;
+	struct job *j = mech != NULL ? JOB(S_INIT, fn, bs) : NULL;
 	CK_RV rv;
 
 	if (j == NULL || !p11p_mech_copy(mech, &j->mech, &j->param_mem)) {
@@ -460,66 +475,133 @@ CK_RV p11p_offload_init(struct p11p_call *c, fn_init fn, CK_SESSION_HANDLE bs,
 		return fn(bs, mech, key);
 	}
 	j->obj = key;
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, mech, key);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_mech(struct p11p_call *c, fn_mech fn, CK_SESSION_HANDLE bs,
-                        CK_MECHANISM_PTR mech)
+CK_RV p11p_off_mech(const struct p11p_bctx *x, p11p_fn_mech fn, CK_SESSION_HANDLE bs,
+                    CK_MECHANISM_PTR mech)
 {
-	struct job *j = mech != NULL ? job_new(S_MECH, (void (*)(void))fn, bs) : NULL;
+	struct job *j = mech != NULL ? JOB(S_MECH, fn, bs) : NULL;
 	CK_RV rv;
 
 	if (j == NULL || !p11p_mech_copy(mech, &j->mech, &j->param_mem)) {
 		job_free(j);
 		return fn(bs, mech);
 	}
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, mech);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_session(struct p11p_call *c, fn_session fn, CK_SESSION_HANDLE bs)
+CK_RV p11p_off_session(const struct p11p_bctx *x, p11p_fn_session fn, CK_SESSION_HANDLE bs)
 {
-	struct job *j = job_new(S_SESSION, (void (*)(void))fn, bs);
+	struct job *j = JOB(S_SESSION, fn, bs);
 	CK_RV rv;
 
-	if (j == NULL || !offload(c, j, &rv))
+	if (j == NULL || !offload(x, j, &rv))
 		return fn(bs);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_key(struct p11p_call *c, fn_key fn, CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE key)
+CK_RV p11p_off_key(const struct p11p_bctx *x, p11p_fn_key fn, CK_SESSION_HANDLE bs,
+                   CK_OBJECT_HANDLE key)
 {
-	struct job *j = job_new(S_KEY, (void (*)(void))fn, bs);
+	struct job *j = JOB(S_KEY, fn, bs);
 	CK_RV rv;
 
 	if (j == NULL)
 		return fn(bs, key);
 	j->obj = key;
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, key);
 	return finish(j, rv);
 }
 
-CK_RV p11p_offload_size(struct p11p_call *c, fn_size fn, CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE obj,
-                        CK_ULONG_PTR size)
+CK_RV p11p_off_size(const struct p11p_bctx *x, p11p_fn_size fn, CK_SESSION_HANDLE bs,
+                    CK_OBJECT_HANDLE obj, CK_ULONG_PTR size)
 {
-	struct job *j = size != NULL ? job_new(S_SIZE, (void (*)(void))fn, bs) : NULL;
+	struct job *j = size != NULL ? JOB(S_SIZE, fn, bs) : NULL;
 	CK_RV rv;
 
 	if (j == NULL)
 		return fn(bs, obj, size);
 	j->obj = obj;
-	if (!offload(c, j, &rv))
+	if (!offload(x, j, &rv))
 		return fn(bs, obj, size);
 	if (rv == CKR_OK)
 		*size = j->out_len;
 	return finish(j, rv);
 }
 
-bool p11p_offload_quiesce(unsigned long ms)
+CK_RV p11p_off_tokeninfo(const struct p11p_bctx *x, p11p_fn_tokeninfo fn, CK_SLOT_ID slot,
+                         CK_TOKEN_INFO_PTR info)
+{
+	struct job *j = info != NULL ? JOB(S_TOKENINFO, fn, slot) : NULL;
+	CK_RV rv;
+
+	if (j == NULL || !offload(x, j, &rv))
+		return fn(slot, info);
+	if (rv == CKR_OK)
+		*info = j->info.token;
+	return finish(j, rv);
+}
+
+CK_RV p11p_off_sessinfo(const struct p11p_bctx *x, p11p_fn_sessinfo fn, CK_SESSION_HANDLE bs,
+                        CK_SESSION_INFO_PTR info)
+{
+	struct job *j = info != NULL ? JOB(S_SESSINFO, fn, bs) : NULL;
+	CK_RV rv;
+
+	if (j == NULL || !offload(x, j, &rv))
+		return fn(bs, info);
+	if (rv == CKR_OK)
+		*info = j->info.session;
+	return finish(j, rv);
+}
+
+/* The application's callback (notify) cannot run on a worker: such calls run inline. */
+CK_RV p11p_off_open(const struct p11p_bctx *x, p11p_fn_open fn, CK_SLOT_ID slot, CK_FLAGS flags,
+                    CK_VOID_PTR app, CK_NOTIFY notify, CK_SESSION_HANDLE_PTR out)
+{
+	struct job *j = out != NULL && notify == NULL ? JOB(S_OPEN, fn, slot) : NULL;
+	CK_RV rv;
+
+	if (j == NULL)
+		return fn(slot, flags, app, notify, out);
+	j->arg = flags;
+	if (!offload(x, j, &rv))
+		return fn(slot, flags, app, notify, out);
+	if (rv == CKR_OK)
+		*out = j->opened;
+	return finish(j, rv);
+}
+
+CK_RV p11p_off_login(const struct p11p_bctx *x, p11p_fn_login fn, CK_SESSION_HANDLE bs,
+                     CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
+{
+	struct job *j = JOB(S_LOGIN, fn, bs);
+	CK_RV rv;
+
+	if (j == NULL || !copy_in(&j->in, pin, pin_len)) {
+		job_free(j);
+		return fn(bs, user, pin, pin_len);
+	}
+	j->in_len = pin_len;
+	j->arg = user;
+	if (!offload(x, j, &rv))
+		return fn(bs, user, pin, pin_len);
+	return finish(j, rv);
+}
+
+CK_RV p11p_off_never(const struct p11p_bctx *x, ...)
+{
+	(void)x;
+	return CKR_GENERAL_ERROR;
+}
+
+bool p11p_be_quiesce(unsigned long ms)
 {
 	struct timespec ts;
 	bool quiet;
@@ -538,9 +620,4 @@ bool p11p_offload_quiesce(unsigned long ms)
 	quiet = in_flight == 0;
 	pthread_mutex_unlock(&pool_lock);
 	return quiet;
-}
-
-void p11p_offload_new_epoch_locked(void)
-{
-	g_epoch++;
 }

@@ -1,0 +1,129 @@
+/*
+ * The one backend-call layer (call.h), generated from base/p11fns.h: one
+ * wrapper per PKCS#11 function. The BUF column of the table says what the
+ * vendor writes back; the macros below check it before the caller sees it.
+ */
+#include "backend/call.h"
+#include "backend/offload.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/names.h"
+
+#include <stdatomic.h>
+
+/* A vendor answered with more than it was given room for: refused, never passed on. */
+static CK_RV refuse(const struct p11p_bctx *x, const char *fn, const char *what)
+{
+	atomic_fetch_add_explicit(&x->be->n_refused, 1, memory_order_relaxed);
+	p11p_message("backend '%s': %s answered a %s larger than it was given: refused "
+	             "(CKR_DEVICE_ERROR)",
+	             x->be->cfg != NULL ? x->be->cfg->name : "?", fn, what);
+	return CKR_DEVICE_ERROR;
+}
+
+/* Counts and traces a result (never the arguments). */
+static CK_RV done(const struct p11p_bctx *x, const char *fn, CK_RV rv)
+{
+	struct p11p_backend *be = x->be;
+
+	atomic_fetch_add_explicit(&be->n_calls, 1, memory_order_relaxed);
+	if (rv != CKR_OK)
+		atomic_fetch_add_explicit(p11p_rv_is_server_error(be, rv) ? &be->n_server_errors
+		                                                          : &be->n_client_errors,
+		                          1, memory_order_relaxed);
+	if (p11p_debug_on(P11P_DBG_BACKEND))
+		p11p_debug(P11P_DBG_BACKEND, "%s: %s %s", be->cfg != NULL ? be->cfg->name : "?", fn,
+		           p11p_rv_str(rv));
+	return rv;
+}
+
+/*
+ * C_GetAttributeValue: each value the vendor reports must fit the buffer the
+ * caller gave it. The lengths given are kept here (on the stack for short
+ * templates) because the vendor overwrites them.
+ */
+#define ATTRS_ON_STACK 16
+struct attr_lens {
+	CK_ULONG stack[ATTRS_ON_STACK];
+	CK_ULONG *given;
+};
+
+static CK_RV attrs_save(struct attr_lens *a, const CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	a->given = a->stack;
+	if (t == NULL || n == 0)
+		return CKR_OK;
+	if (n > ATTRS_ON_STACK) {
+		if (n > P11P_MAX_TEMPLATE)
+			return CKR_ARGUMENTS_BAD;
+		a->given = p11p_malloc(n * sizeof(CK_ULONG));
+		if (a->given == NULL)
+			return CKR_HOST_MEMORY;
+	}
+	for (CK_ULONG i = 0; i < n; i++)
+		a->given[i] = t[i].ulValueLen;
+	return CKR_OK;
+}
+
+static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const CK_ATTRIBUTE *t,
+                         CK_ULONG n, CK_RV rv)
+{
+	if (t != NULL && (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE ||
+	                  rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_BUFFER_TOO_SMALL))
+		for (CK_ULONG i = 0; i < n; i++)
+			if (t[i].pValue != NULL && t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
+			    t[i].ulValueLen > a->given[i]) {
+				rv = refuse(x, "C_GetAttributeValue", "value length");
+				break;
+			}
+	if (a->given != a->stack)
+		p11p_free(a->given);
+	return rv;
+}
+
+/* BUF rules: what runs before (PRE) and after (POST) the vendor call. */
+#define PRE_NONE
+#define POST_NONE
+#define OFF_NONE 1
+#define PRE_RAND
+#define POST_RAND
+#define OFF_RAND          0
+#define PRE_OUT(buf, len) CK_ULONG given_ = (len) != NULL ? *(len) : 0;
+#define POST_OUT(buf, len)                                                                         \
+	if (rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_)                     \
+		rv = refuse(x, fn_, "length");
+#define OFF_OUT(buf, len)  1
+#define PRE_LIST(buf, len) PRE_OUT(buf, len)
+#define POST_LIST(buf, len)                                                                        \
+	if ((rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_) ||                 \
+	    (rv == CKR_OK && (len) != NULL && *(len) > P11P_MAX_LIST))                             \
+		rv = refuse(x, fn_, "count");
+#define OFF_LIST(buf, len) 0
+#define PRE_FOUND(objs, max, count)
+#define POST_FOUND(objs, max, count)                                                               \
+	if (rv == CKR_OK && (count) != NULL && *(count) > (max))                                   \
+		rv = refuse(x, fn_, "count");
+#define OFF_FOUND(objs, max, count) 0
+#define PRE_ATTRS(t, n)                                                                            \
+	struct attr_lens lens_;                                                                    \
+	rv = attrs_save(&lens_, t, n);                                                             \
+	if (rv != CKR_OK)                                                                          \
+		return done(x, fn_, rv);
+#define POST_ATTRS(t, n) rv = attrs_check(x, &lens_, t, n, rv);
+#define OFF_ATTRS(t, n)  0
+
+#define WRAP(kind, name, params, names, args, op, buf)                                             \
+	CK_RV p11p_be_##name(const struct p11p_bctx *x, P11P_UNPAREN params)                       \
+	{                                                                                          \
+		static const char fn_[] = #name;                                                   \
+		CK_RV rv;                                                                          \
+		PRE_##buf;                                                                         \
+		if (x->timeout_ms != 0 && OFF_##buf && P11P_OFF_CAN(x->be->fl.name))               \
+			rv = P11P_OFF_FN(x->be->fl.name)(x, x->be->fl.name, P11P_UNPAREN names);   \
+		else                                                                               \
+			rv = x->be->fl.name names;                                                 \
+		POST_##buf;                                                                        \
+		return done(x, fn_, rv);                                                           \
+	}
+P11P_FUNCTIONS(WRAP)
+#undef WRAP

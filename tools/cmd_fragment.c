@@ -92,7 +92,7 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 	if (m.be == NULL)
 		return 0;
 	bc = p11p_backend_ctx(m.be);
-	rv = p11p_member_resolve(&m, err, errlen);
+	rv = p11p_member_resolve(&m, p11p_backend_ctx(m.be), err, errlen);
 	if (rv != CKR_OK) {
 		if (err[0] == '\0')
 			snprintf(err, errlen, "%s", p11p_rv_str(rv));

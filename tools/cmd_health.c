@@ -37,6 +37,8 @@
 
 #define WHY_LEN  512
 #define CACHE_MS 1000
+/* A member call that takes longer is abandoned and the member reported unhealthy. */
+#define CLI_PROBE_TIMEOUT_MS 5000
 
 /* ---- the backends and the probe, shared with `members`, `slots` and `sync` ------------------- */
 
@@ -129,6 +131,7 @@ bool cli_member_probe(struct cli_backends *bs, const struct p11p_member_cfg *mc,
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	CK_TOKEN_INFO ti;
 	CK_BYTE byte;
+	struct p11p_bctx probe;
 	const struct p11p_bctx *bc;
 	char err[WHY_LEN];
 	CK_RV rv;
@@ -149,14 +152,15 @@ bool cli_member_probe(struct cli_backends *bs, const struct p11p_member_cfg *mc,
 	m.be = &b->be;
 	atomic_init(&m.health, P11P_UP);
 	err[0] = '\0';
-	rv = p11p_member_resolve(&m, err, sizeof(err));
+	probe = (struct p11p_bctx){.be = &b->be, .timeout_ms = CLI_PROBE_TIMEOUT_MS};
+	rv = p11p_member_resolve(&m, &probe, err, sizeof(err));
 	if (rv != CKR_OK) {
 		if (err[0] == '\0')
 			return probe_failed(why, whylen, "token", rv);
 		snprintf(why, whylen, "%s", err);
 		return false;
 	}
-	bc = p11p_backend_ctx(&b->be);
+	bc = &probe;
 	rv = p11p_be_C_OpenSession(bc, m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK)
 		return probe_failed(why, whylen, "C_OpenSession", rv);

@@ -70,7 +70,7 @@ static void member_find(struct ctx *c, const struct p11p_member_cfg *mc, struct 
 		ms->rv = CKR_GENERAL_ERROR;
 		return;
 	}
-	ms->rv = p11p_member_resolve(&ms->m, ms->err, sizeof(ms->err));
+	ms->rv = p11p_member_resolve(&ms->m, p11p_backend_ctx(ms->m.be), ms->err, sizeof(ms->err));
 	if (ms->rv != CKR_OK && ms->err[0] == '\0') {
 		char nb[32];
 

@@ -195,7 +195,7 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	if (ms->m.be == NULL)
 		return;
 	bc = p11p_backend_ctx(ms->m.be);
-	rv = p11p_member_resolve(&ms->m, ms->err, sizeof(ms->err));
+	rv = p11p_member_resolve(&ms->m, p11p_backend_ctx(ms->m.be), ms->err, sizeof(ms->err));
 	if (rv != CKR_OK) {
 		if (ms->err[0] == '\0')
 			snprintf(ms->err, sizeof(ms->err), "%s", p11p_rv_str(rv));

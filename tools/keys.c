@@ -485,7 +485,7 @@ bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc
 	if (km->m.be == NULL)
 		return false;
 	km->bc = p11p_backend_ctx(km->m.be);
-	rv = p11p_member_resolve(&km->m, km->err, sizeof(km->err));
+	rv = p11p_member_resolve(&km->m, p11p_backend_ctx(km->m.be), km->err, sizeof(km->err));
 	if (rv != CKR_OK) {
 		if (km->err[0] == '\0')
 			snprintf(km->err, sizeof(km->err), "%s", p11p_rv_str(rv));

@@ -210,7 +210,8 @@ static bool token_matches(const struct p11p_member_cfg *cfg, const CK_TOKEN_INFO
 	return false;
 }
 
-CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen)
+CK_RV p11p_member_resolve(struct p11p_member *m, const struct p11p_bctx *x, char *err,
+                          size_t errlen)
 {
 	const struct p11p_member_cfg *cfg = m->cfg;
 	struct p11p_backend *be = m->be;
@@ -246,7 +247,7 @@ CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen)
 		if (cfg->sel == P11P_SEL_SLOT_ID) {
 			if (ids[i] != cfg->slot_id)
 				continue;
-			if (p11p_be_C_GetSlotInfo(&be->ctx, ids[i], &si) != CKR_OK ||
+			if (p11p_be_C_GetSlotInfo(x, ids[i], &si) != CKR_OK ||
 			    !(si.flags & CKF_TOKEN_PRESENT)) {
 				snprintf(err, errlen, "no token in slot %lu",
 				         (unsigned long)ids[i]);
@@ -257,8 +258,8 @@ CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen)
 			matches = 1;
 			break;
 		}
-		if (p11p_be_C_GetTokenInfo(&be->ctx, ids[i], &ti) != CKR_OK ||
-		    p11p_be_C_GetSlotInfo(&be->ctx, ids[i], &si) != CKR_OK)
+		if (p11p_be_C_GetTokenInfo(x, ids[i], &ti) != CKR_OK ||
+		    p11p_be_C_GetSlotInfo(x, ids[i], &si) != CKR_OK)
 			continue; /* removed meanwhile, or broken: not ours */
 		if (token_matches(cfg, &ti, &si, uri)) {
 			if (matches++ == 0)

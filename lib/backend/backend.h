@@ -97,10 +97,12 @@ struct p11p_member {
 
 /*
  * Finds the backend slot whose token matches the member's selector (slot id,
- * token label, token serial or pkcs11: URI). CKR_TOKEN_NOT_PRESENT when no
+ * token label, token serial or pkcs11: URI), calling the backend through x
+ * (its deadline bounds the calls about tokens). CKR_TOKEN_NOT_PRESENT when no
  * token matches; CKR_FUNCTION_FAILED when several do (err names them).
  */
-CK_RV p11p_member_resolve(struct p11p_member *m, char *err, size_t errlen);
+CK_RV p11p_member_resolve(struct p11p_member *m, const struct p11p_bctx *x, char *err,
+                          size_t errlen);
 
 /*
  * True for the results that say the backend itself failed (server side), as

@@ -42,6 +42,7 @@ enum shape {
 	S_KEY,
 	S_SIZE,
 	S_TOKENINFO,
+	S_SLOTINFO,
 	S_SESSINFO,
 	S_OPEN,
 	S_LOGIN,
@@ -64,6 +65,7 @@ struct job {
 	CK_OBJECT_HANDLE obj;
 	union {
 		CK_TOKEN_INFO token;
+		CK_SLOT_INFO slot;
 		CK_SESSION_INFO session;
 	} info;
 	CK_SESSION_HANDLE opened;
@@ -172,6 +174,9 @@ static void job_run(struct job *j)
 		break;
 	case S_TOKENINFO:
 		j->rv = ((p11p_fn_tokeninfo)j->fn)(j->bs, &j->info.token);
+		break;
+	case S_SLOTINFO:
+		j->rv = ((p11p_fn_slotinfo)j->fn)(j->bs, &j->info.slot);
 		break;
 	case S_SESSINFO:
 		j->rv = ((p11p_fn_sessinfo)j->fn)(j->bs, &j->info.session);
@@ -545,6 +550,19 @@ CK_RV p11p_off_tokeninfo(const struct p11p_bctx *x, p11p_fn_tokeninfo fn, CK_SLO
 		return fn(slot, info);
 	if (rv == CKR_OK)
 		*info = j->info.token;
+	return finish(j, rv);
+}
+
+CK_RV p11p_off_slotinfo(const struct p11p_bctx *x, p11p_fn_slotinfo fn, CK_SLOT_ID slot,
+                        CK_SLOT_INFO_PTR info)
+{
+	struct job *j = info != NULL ? JOB(S_SLOTINFO, fn, slot) : NULL;
+	CK_RV rv;
+
+	if (j == NULL || !offload(x, j, &rv))
+		return fn(slot, info);
+	if (rv == CKR_OK)
+		*info = j->info.slot;
 	return finish(j, rv);
 }
 

@@ -27,6 +27,7 @@ typedef CK_RV (*p11p_fn_session)(CK_SESSION_HANDLE);
 typedef CK_RV (*p11p_fn_key)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
 typedef CK_RV (*p11p_fn_size)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ULONG_PTR);
 typedef CK_RV (*p11p_fn_tokeninfo)(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
+typedef CK_RV (*p11p_fn_slotinfo)(CK_SLOT_ID, CK_SLOT_INFO_PTR);
 typedef CK_RV (*p11p_fn_sessinfo)(CK_SESSION_HANDLE, CK_SESSION_INFO_PTR);
 typedef CK_RV (*p11p_fn_open)(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);
 typedef CK_RV (*p11p_fn_login)(CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG);
@@ -50,6 +51,8 @@ CK_RV p11p_off_size(const struct p11p_bctx *x, p11p_fn_size fn, CK_SESSION_HANDL
                     CK_OBJECT_HANDLE obj, CK_ULONG_PTR size);
 CK_RV p11p_off_tokeninfo(const struct p11p_bctx *x, p11p_fn_tokeninfo fn, CK_SLOT_ID slot,
                          CK_TOKEN_INFO_PTR info);
+CK_RV p11p_off_slotinfo(const struct p11p_bctx *x, p11p_fn_slotinfo fn, CK_SLOT_ID slot,
+                        CK_SLOT_INFO_PTR info);
 CK_RV p11p_off_sessinfo(const struct p11p_bctx *x, p11p_fn_sessinfo fn, CK_SESSION_HANDLE bs,
                         CK_SESSION_INFO_PTR info);
 CK_RV p11p_off_open(const struct p11p_bctx *x, p11p_fn_open fn, CK_SLOT_ID slot, CK_FLAGS flags,
@@ -70,6 +73,7 @@ CK_RV p11p_off_never(const struct p11p_bctx *x, ...);
 	X(p11p_fn_key, p11p_off_key)                                                               \
 	X(p11p_fn_size, p11p_off_size)                                                             \
 	X(p11p_fn_tokeninfo, p11p_off_tokeninfo)                                                   \
+	X(p11p_fn_slotinfo, p11p_off_slotinfo)                                                     \
 	X(p11p_fn_sessinfo, p11p_off_sessinfo)                                                     \
 	X(p11p_fn_open, p11p_off_open)                                                             \
 	X(p11p_fn_login, p11p_off_login)

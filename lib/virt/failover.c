@@ -136,6 +136,9 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		           ? old
 		           : p11p_member_pick_locked(vs, NULL);
 		p11p_unlock();
+		/* Every member is down: one may have come back since it was marked. */
+		if (next == NULL)
+			next = p11p_member_revive(c->st, vs);
 		if (next == NULL)
 			break;
 		r = session_on(c, next);
@@ -173,9 +176,25 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	bool lost_session, alive;
 	CK_RV r;
 
+	/*
+	 * A handle the proxy mapped, which the member no longer knows (it lost
+	 * its sessions, or dropped the object's handle): found again by
+	 * identity, once per call, before the application sees anything.
+	 */
+	if ((*rv == CKR_OBJECT_HANDLE_INVALID || *rv == CKR_KEY_HANDLE_INVALID) && c->mapped != 0 &&
+	    !c->reresolved) {
+		c->reresolved = true;
+		return p11p_object_forget_handle(c, c->mapped, c->mapped_bh);
+	}
 	if (!p11p_rv_needs_failover(c->m, *rv))
 		return false;
 	lost_session = *rv == CKR_SESSION_HANDLE_INVALID || *rv == CKR_SESSION_CLOSED;
+	/* A member that lost its sessions (an HSM restart) lost its object handles with them. */
+	if (lost_session) {
+		p11p_lock();
+		p11p_objects_forget_member_locked(c->st, c->s->slot, old->index);
+		p11p_unlock();
+	}
 	/* Marked down meanwhile (the watchdog saw this call hang): no second opinion. */
 	alive = atomic_load(&c->m->health) != P11P_DOWN &&
 	        p11p_member_confirm(c->st, c->s->slot, c->m, *rv);

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+/* Abandoned calls count against the state they were made in (global lock). */
+static unsigned long g_epoch = 1;
+
 #define MAX_BACKOFF_MS         60000UL
 #define GOOD_PROBES_TO_RECOVER 2
 
@@ -48,6 +51,7 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 {
 	CK_TOKEN_INFO ti;
 	CK_SLOT_ID be_slot;
+	struct p11p_bctx x;
 	CK_RV probe;
 
 	p11p_lock();
@@ -58,7 +62,8 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 	 * answers CKR_GENERAL_ERROR to a forged GCM tag). A member whose token
 	 * still answers is alive: the error was about this request.
 	 */
-	probe = p11p_be_C_GetTokenInfo(p11p_backend_ctx(m->be), be_slot, &ti);
+	p11p_member_probe_ctx(st, vs, m, &x);
+	probe = p11p_be_C_GetTokenInfo(&x, be_slot, &ti);
 	if (probe == CKR_OK)
 		return true;
 	p11p_lock();
@@ -97,9 +102,36 @@ struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct 
 	return m != NULL ? m : pick_state(vs, avoid, P11P_RECOVERING);
 }
 
-CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
+/* A probe of the member (arg) was abandoned past its deadline. */
+static void probe_hung(void *arg, void **rel, unsigned long *token)
+{
+	struct p11p_member *m = arg;
+
+	p11p_lock();
+	*rel = m;
+	*token = g_epoch;
+	m->hung_calls++;
+	p11p_unlock();
+}
+
+void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                           struct p11p_bctx *out)
+{
+	unsigned long t = vs->cfg->ha.call_timeout_ms;
+
+	*out = (struct p11p_bctx){.be = m->be,
+	                          .timeout_ms = !st->threads_allowed ? 0
+	                                        : t != 0             ? t
+	                                                             : P11P_PROBE_TIMEOUT_MS,
+	                          .hung = probe_hung,
+	                          .released = p11p_member_released,
+	                          .arg = m};
+}
+
+static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m, bool revive)
 {
 	struct p11p_member tmp;
+	struct p11p_bctx x;
 	CK_SESSION_HANDLE s = 0;
 	CK_SESSION_INFO si;
 	char err[256];
@@ -110,13 +142,13 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.cfg = m->cfg;
 	tmp.be = m->be;
-	rv = p11p_member_resolve(&tmp, err, sizeof(err));
+	p11p_member_probe_ctx(st, vs, m, &x);
+	rv = p11p_member_resolve(&tmp, &x, err, sizeof(err));
 	if (rv == CKR_OK)
-		rv = p11p_be_C_OpenSession(p11p_backend_ctx(m->be), tmp.be_slot, CKF_SERIAL_SESSION,
-		                           NULL, NULL, &s);
+		rv = p11p_be_C_OpenSession(&x, tmp.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
 	if (rv == CKR_OK) {
-		rv = p11p_be_C_GetSessionInfo(p11p_backend_ctx(m->be), s, &si);
-		p11p_be_C_CloseSession(p11p_backend_ctx(m->be), s);
+		rv = p11p_be_C_GetSessionInfo(&x, s, &si);
+		p11p_be_C_CloseSession(&x, s);
 	}
 	p11p_lock();
 	m->probing = false;
@@ -128,7 +160,7 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		m->resolved = true;
 		m->be_slot = tmp.be_slot;
 		if (atomic_load(&m->health) != P11P_UP &&
-		    ++m->good_probes >= GOOD_PROBES_TO_RECOVER) {
+		    (revive || ++m->good_probes >= GOOD_PROBES_TO_RECOVER)) {
 			atomic_store(&m->health, P11P_UP);
 			p11p_message("slot '%s': member %zu (backend '%s') is up again", vs->label,
 			             m->index, m->be->cfg->name);
@@ -155,6 +187,53 @@ CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	return rv;
 }
 
+CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
+{
+	return probe(st, vs, m, false);
+}
+
+struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot *vs)
+{
+	for (size_t i = 0;; i++) {
+		struct p11p_member *m = NULL;
+		bool up = false, skip = false;
+
+		p11p_lock();
+		if (i < vs->n_order) {
+			m = &vs->members[vs->order[i]];
+			/* Up meanwhile (another thread revived it); hung, or being probed: skipped.
+			 */
+			up = atomic_load(&m->health) == P11P_UP && !m->removed && m->resolved;
+			skip = m->removed || m->hung_calls > 0 || m->probing;
+			if (!up && !skip)
+				m->probing = true;
+		}
+		p11p_unlock();
+		if (m == NULL || up)
+			return m;
+		if (!skip && probe(st, vs, m, true) == CKR_OK && atomic_load(&m->health) == P11P_UP)
+			return m;
+	}
+}
+
+struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
+                                     CK_SLOT_ID *be_slot)
+{
+	struct p11p_member *m;
+
+	p11p_lock();
+	m = p11p_member_pick_locked(vs, NULL);
+	p11p_unlock();
+	if (m == NULL)
+		m = p11p_member_revive(st, vs);
+	if (m != NULL) {
+		p11p_lock();
+		*be_slot = m->be_slot;
+		p11p_unlock();
+	}
+	return m;
+}
+
 /* The next member due for a probe, marked as being probed; NULL if none. Global lock held. */
 static struct p11p_member *due_locked(struct p11p_state *st, struct p11p_vslot **vsp,
                                       unsigned long long now, unsigned long long *next)
@@ -166,8 +245,9 @@ static struct p11p_member *due_locked(struct p11p_state *st, struct p11p_vslot *
 			struct p11p_member *m = &vs->members[j];
 
 			/* Deleted members are not probed: they get no new work anyway. */
+			/* Nor members with a hung call: a probe would hang too. */
 			if (atomic_load(&m->health) == P11P_UP || m->probing || m->removed ||
-			    m->be->module == NULL)
+			    m->hung_calls > 0 || m->be->module == NULL)
 				continue;
 			if (m->next_probe_ms <= now) {
 				m->probing = true;
@@ -253,9 +333,6 @@ void p11p_health_stop(struct p11p_state *st)
 	pthread_join(st->probe_thread, NULL);
 	st->probe_thread_running = false;
 }
-
-/* Abandoned calls count against the state they were made in (global lock). */
-static unsigned long g_epoch = 1;
 
 void p11p_health_new_epoch_locked(void)
 {

@@ -106,6 +106,8 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 	if (obj != NULL && obj->slot == c->s->slot) {
 		if (obj->be[member] != 0) {
 			*out = obj->be[member];
+			c->mapped = h;
+			c->mapped_bh = *out;
 			rv = CKR_OK;
 		} else if (obj->ident != NULL && obj->token) {
 			ident = *obj->ident;
@@ -126,10 +128,36 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 	    p11p_map_put(&c->st->objects_rev, rev_key(obj->slot, member), bh, obj) == 0)
 		obj->be[member] = bh;
 	rv = obj != NULL && obj->be[member] != 0 ? CKR_OK : invalid;
-	if (rv == CKR_OK)
+	if (rv == CKR_OK) {
 		*out = obj->be[member];
+		c->mapped = h;
+		c->mapped_bh = *out;
+	}
 	p11p_unlock();
 	return rv;
+}
+
+bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE bh)
+{
+	size_t member = c->s->member;
+	struct p11p_object *obj;
+	bool forgot = false;
+
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, h);
+	if (obj != NULL && obj->slot == c->s->slot && obj->ident != NULL && obj->token &&
+	    obj->be[member] == bh) {
+		if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member), bh) == obj)
+			p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member), bh);
+		obj->be[member] = 0;
+		forgot = true;
+	}
+	p11p_unlock();
+	if (forgot)
+		p11p_debug(P11P_DBG_OBJECT,
+		           "object 0x%lx: member %zu dropped its handle: found again",
+		           (unsigned long)h, member);
+	return forgot;
 }
 
 static void forget_member_cb(void *value, void *arg)

@@ -73,6 +73,8 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->s = s;
 	c->failovers = 0;
 	c->refreshed = false;
+	c->mapped = 0;
+	c->reresolved = false;
 	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
 	c->timeout_ms =
 	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;
@@ -167,11 +169,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 		    p11p_member_confirm(st, vs, m, rv))
 			break;
 		/* That member is down now: the next one, if any. */
-		p11p_lock();
-		m = p11p_member_pick_locked(vs, NULL);
-		if (m != NULL)
-			be_slot = m->be_slot;
-		p11p_unlock();
+		m = p11p_member_pick(st, vs, &be_slot);
 		if (m == NULL) {
 			rv = CKR_DEVICE_ERROR;
 			goto out;

@@ -57,11 +57,7 @@ CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot 
 	if (!st->probe_thread_running)
 		p11p_health_poll(st);
 	if (mp != NULL) {
-		p11p_lock();
-		m = p11p_member_pick_locked(vs, NULL);
-		if (m != NULL)
-			*be_slot = m->be_slot;
-		p11p_unlock();
+		m = p11p_member_pick(st, vs, be_slot);
 		if (m == NULL) {
 			p11p_leave(st);
 			/* Members configured but all failed: the device, not the token, is the
@@ -96,11 +92,7 @@ static bool slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p
 	if (!p11p_rv_is_server_error((*m)->be, *rv) || (*tries)++ >= vs->n_members ||
 	    p11p_member_confirm(st, vs, *m, *rv))
 		return false;
-	p11p_lock();
-	*m = p11p_member_pick_locked(vs, NULL);
-	if (*m != NULL)
-		*be_slot = (*m)->be_slot;
-	p11p_unlock();
+	*m = p11p_member_pick(st, vs, be_slot);
 	if (*m == NULL) {
 		*rv = CKR_DEVICE_ERROR;
 		return false;

@@ -197,6 +197,7 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 {
 	struct p11p_vslot *vs = &st->slots[i];
 	const struct p11p_slot_cfg *cfg = &st->cfg->slots[i];
+	struct p11p_bctx x;
 	char err[256], buf[64];
 	CK_RV rv;
 
@@ -212,7 +213,8 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 		m->index = j;
 		m->backoff_ms = cfg->ha.probe_interval_ms;
 		atomic_init(&m->health, P11P_UP);
-		rv = p11p_member_resolve(m, err, sizeof(err));
+		p11p_member_probe_ctx(st, vs, m, &x);
+		rv = p11p_member_resolve(m, &x, err, sizeof(err));
 		if (rv == CKR_HOST_MEMORY)
 			return rv;
 		if (rv != CKR_OK) {

@@ -229,6 +229,9 @@ struct p11p_call {
 	/* call_timeout when backend calls run on a worker and are abandoned past it, else 0 */
 	unsigned long timeout_ms;
 	bool refreshed; /* made again on a new session after a passing server-side error */
+	/* The last object mapped to the member in this call (object.c), and its handle there. */
+	CK_OBJECT_HANDLE mapped, mapped_bh;
+	bool reresolved; /* a handle the member dropped was found again once */
 	/*
 	 * Set by p11p_repl_new_keys(): the members holding the keys it was
 	 * given (bit per member index), for the virtual-key record's presence.
@@ -332,6 +335,28 @@ void p11p_health_poll(struct p11p_state *st);
  * Global lock held.
  */
 unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
+/*
+ * Calls that probe member m (probes, confirmations, resolution) have a
+ * deadline: the slot's call_timeout, else P11P_PROBE_TIMEOUT_MS (when the
+ * application lets the proxy make threads). A probe abandoned past it counts
+ * as a hung call on m: m is not probed again, nor taken back, until it returns.
+ */
+#define P11P_PROBE_TIMEOUT_MS 2000UL
+void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                           struct p11p_bctx *out);
+/*
+ * Every member of vs is down: tries them once in priority order with an
+ * inline probe (skipping members with a hung call) and brings the first that
+ * answers straight back up. The member, or NULL. No lock held.
+ */
+struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot *vs);
+/*
+ * The member new work should go to (p11p_member_pick_locked), else the first
+ * that p11p_member_revive() brings back; with its backend slot id in
+ * *be_slot. NULL when none answers. No lock held.
+ */
+struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
+                                     CK_SLOT_ID *be_slot);
 /* Probes one member now (no lock held); CKR_OK when it answered. */
 
 CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
@@ -517,7 +542,10 @@ void p11p_op_free_all(struct p11p_session *s);
 /*
  * The member's handle for a proxy object handle, within a call. `invalid` is
  * the code for an unknown handle (CKR_OBJECT_HANDLE_INVALID or
- * CKR_KEY_HANDLE_INVALID, as the function's spec says).
+ * CKR_KEY_HANDLE_INVALID, as the function's spec says). The mapping is noted
+ * in c (mapped, mapped_bh): when the member answers that its handle is
+ * invalid, p11p_call_retry() forgets it and the call maps the object again,
+ * by identity (a token object on a slot with several members), once.
  */
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out);
@@ -527,7 +555,15 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
  */
 CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
                                CK_OBJECT_HANDLE *out);
-/* Forgets every backend handle of a member that went down (global lock held). */
+/*
+ * The member answered that handle bh of object h is invalid: forgets it when
+ * the object can be found again by identity (true). No lock held.
+ */
+bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE bh);
+/*
+ * Forgets every backend handle of a member that went down or lost its
+ * sessions (global lock held).
+ */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
 /* Forgets the session objects a closed session owned. Global lock held. */
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);

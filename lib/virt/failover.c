@@ -92,13 +92,16 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 {
 	struct p11p_session *s = c->s;
 	CK_SESSION_HANDLE bs = 0;
+	struct p11p_bctx x;
 	CK_SLOT_ID be_slot;
 	CK_RV rv;
 
 	p11p_lock();
 	be_slot = m->be_slot;
 	p11p_unlock();
-	rv = p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, s->flags, NULL, NULL, &bs);
+	/* The member may be the one that hangs: bounded like a probe. */
+	p11p_member_probe_ctx(c->st, s->slot, m, &x);
+	rv = p11p_be_C_OpenSession(&x, be_slot, s->flags, NULL, NULL, &bs);
 	if (rv != CKR_OK)
 		return rv;
 	p11p_lock();

@@ -52,7 +52,8 @@ struct msess {
 	struct p11p_backend *be;
 	size_t index;           /* the member's index, for messages */
 	const char *repl_label; /* ha.replication_key */
-	const struct p11p_bctx *bc;
+	struct p11p_bctx ctx;
+	const struct p11p_bctx *bc; /* &ctx, or the caller's */
 	CK_SESSION_HANDLE h;
 	bool took_login; /* the member's login bit was clear before we logged in */
 };
@@ -137,7 +138,8 @@ static const char *describe(const struct keyinfo *ki, char *buf, size_t len)
 
 /* --- sessions -------------------------------------------------------------------------- */
 
-static CK_RV msess_open(struct p11p_vslot *vs, struct p11p_member *m, struct msess *ms)
+static CK_RV msess_open(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                        struct msess *ms)
 {
 	CK_SLOT_ID be_slot;
 	bool was_logged;
@@ -149,7 +151,9 @@ static CK_RV msess_open(struct p11p_vslot *vs, struct p11p_member *m, struct mse
 	ms->be = m->be;
 	ms->index = m->index;
 	ms->repl_label = vs->cfg->ha.replication_key;
-	ms->bc = p11p_backend_ctx(m->be);
+	/* Replication and catch-up run in probes and key creations: bounded like probes. */
+	p11p_member_probe_ctx(st, vs, m, &ms->ctx);
+	ms->bc = &ms->ctx;
 	p11p_lock();
 	be_slot = m->be_slot;
 	was_logged = vs->logged_in & (1U << m->index);
@@ -783,7 +787,7 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		           m->index);
 		return;
 	}
-	rv = msess_open(vs, m, &dst);
+	rv = msess_open(st, vs, m, &dst);
 	if (rv != CKR_OK) {
 		p11p_message("slot '%s': catch-up of member %zu: cannot open a session: %s",
 		             vs->label, m->index, p11p_rv_str(rv));
@@ -798,7 +802,7 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 			complete = false;
 			break;
 		}
-		rv = msess_open(vs, sources[i], &src);
+		rv = msess_open(st, vs, sources[i], &src);
 		if (rv != CKR_OK) {
 			complete = false;
 			if (p11p_rv_is_server_error(sources[i]->be, rv))
@@ -882,7 +886,7 @@ static void target_undo(struct target *t, size_t n)
 static void copy_to_target(struct p11p_state *st, struct p11p_vslot *vs, struct target *t,
                            struct keyinfo *ki, size_t n)
 {
-	CK_RV rv = msess_open(vs, t->m, &t->s);
+	CK_RV rv = msess_open(st, vs, t->m, &t->s);
 
 	if (rv != CKR_OK) {
 		snprintf(t->why, sizeof(t->why), "member %zu: cannot open a session or log in: %s",
@@ -969,7 +973,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	slot_busy_begin(vs);
 	busy = true;
 	catch_up_pending(c->st, vs);
-	rv = msess_open(vs, pm, &src);
+	rv = msess_open(c->st, vs, pm, &src);
 	if (rv != CKR_OK) {
 		snprintf(why, sizeof(why), "cannot open a session on member %zu: %s", pm->index,
 		         p11p_rv_str(rv));
@@ -1086,7 +1090,7 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 		p11p_lock();
 		up = m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP;
 		p11p_unlock();
-		if (!up || msess_open(vs, m, &ms) != CKR_OK)
+		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK)
 			continue;
 		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1) {
 			rv = templ == NULL

@@ -256,6 +256,7 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 		return CKR_HOST_MEMORY;
 	st->next_session = 1;
 	st->next_object = 1;
+	st->threads_allowed = threads_allowed; /* backend calls may have deadlines (probes) */
 	pthread_cond_init(&st->probe_cond, NULL);
 	err[0] = '\0';
 	st->cfg = p11p_config_load(NULL, err, sizeof(err));

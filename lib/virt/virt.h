@@ -1,12 +1,22 @@
 /*
  * Virtualization: virtual slots, proxy sessions and proxy object handles.
  *
- * Locking (the lock-order note):
- *   1. a session's `lock` (held across backend calls on that session:
- *      PKCS#11 forbids concurrent use of one session anyway);
- *   2. the global table lock, p11p_lock() (never held across a backend call).
- * A thread may take the global lock while holding a session lock, never the
- * reverse. Functions named *_locked expect the global lock held.
+ * Locking: the lock-order note. Every lock of the library, outermost first;
+ * a thread holding one may take only locks below it:
+ *   1. g_init_lock (state.c): serializes C_Initialize and C_Finalize;
+ *   2. a session's `lock`: held across backend calls on that session (the
+ *      only lock held across a vendor call: PKCS#11 forbids concurrent use
+ *      of one session anyway);
+ *   3. pool_lock (backend/offload.c): the worker pool; the hung() hook of an
+ *      abandoned call runs under it and takes the global lock;
+ *   4. the global table lock, p11p_lock() (state.c g_lock): never held
+ *      across a backend call or a wait on one;
+ *   5. leaves, which take no other lock: an index handle's `mu`
+ *      (index/index.c, with the index file's flock(2) taken under it), a
+ *      slot generator's `lock` (crypto/rng.c: never held across the HSM
+ *      callback), ossl_lock (crypto/ossl.c), log_lock (base/log.c).
+ * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
+ * before any of these. Functions named *_locked expect the global lock held.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at

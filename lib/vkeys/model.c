@@ -218,8 +218,7 @@ int p11p_vk_attr_value(const struct p11p_vkey *r, CK_ATTRIBUTE_TYPE type)
 	return (p11p_vk_perms_of(r) & bit) != 0;
 }
 
-CK_RV p11p_vk_set_usage(CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *a, uint32_t *mask,
-                        uint32_t *vals)
+CK_RV p11p_vk_set_usage(CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *a, uint32_t *mask, uint32_t *vals)
 {
 	uint32_t bit = p11p_vk_attr_perm(a->type);
 	bool on;

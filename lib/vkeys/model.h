@@ -171,8 +171,7 @@ int p11p_vk_attr_value(const struct p11p_vkey *r, CK_ATTRIBUTE_TYPE type);
  * CKR_ATTRIBUTE_VALUE_INVALID when it is not a CK_BBOOL, or grants a
  * permission that does not apply to the class.
  */
-CK_RV p11p_vk_set_usage(CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *a, uint32_t *mask,
-                        uint32_t *vals);
+CK_RV p11p_vk_set_usage(CK_OBJECT_CLASS cls, const CK_ATTRIBUTE *a, uint32_t *mask, uint32_t *vals);
 
 /* ---- changing a record -------------------------------------------------------------------- */
 
@@ -188,8 +187,7 @@ enum p11p_vk_edit {
  * deleted record cannot be (de)activated. why (may be NULL) gets a static
  * message for SAME and REFUSED.
  */
-enum p11p_vk_edit p11p_vk_set_state(struct p11p_vkey *r, enum p11p_vk_state to,
-                                    const char **why);
+enum p11p_vk_edit p11p_vk_set_state(struct p11p_vkey *r, enum p11p_vk_state to, const char **why);
 /*
  * A permission change: the bits of `mask` that apply to the key's class take
  * their values from `vals` (`keys allow` sets them, `keys deny` clears them,

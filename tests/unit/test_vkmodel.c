@@ -116,7 +116,8 @@ START_TEST(test_words)
 	ck_assert_ptr_null(bad);
 	ck_assert_uint_eq(p11p_vk_perm_list_parse(3, wrong, &bad), 0);
 	ck_assert_str_eq(bad, "fly");
-	ck_assert_str_eq(p11p_vk_perm_list_str(E | S | K, ",", l, sizeof(l)), "encrypt,sign,derive");
+	ck_assert_str_eq(p11p_vk_perm_list_str(E | S | K, ",", l, sizeof(l)),
+	                 "encrypt,sign,derive");
 	ck_assert_str_eq(p11p_vk_perm_list_str(0, ",", l, sizeof(l)), "");
 	ck_assert_str_eq(p11p_vk_perm_list_str(E | D, ", ", l, 10), "encrypt");
 	for (int s = 0; s < 4; s++) {

@@ -519,8 +519,8 @@ static void derive_public(void)
 	    {CKA_WRAP, &no, 1},    {CKA_DERIVE, &yes, 1},
 	};
 	CK_ATTRIBUTE st[] = {
-	    {CKA_TOKEN, &yes, 1},  {CKA_LABEL, "pd-ec", 5},  {CKA_ID, "\x07", 1},
-	    {CKA_SIGN, &yes, 1},   {CKA_DERIVE, &yes, 1}, {CKA_PRIVATE, &yes, 1},
+	    {CKA_TOKEN, &yes, 1},  {CKA_LABEL, "pd-ec", 5}, {CKA_ID, "\x07", 1},
+	    {CKA_SIGN, &yes, 1},   {CKA_DERIVE, &yes, 1},   {CKA_PRIVATE, &yes, 1},
 	    {CKA_DECRYPT, &no, 1}, {CKA_UNWRAP, &no, 1},
 	};
 	CK_ATTRIBUTE on = {CKA_DERIVE, &yes, 1}, off = {CKA_DERIVE, &no, 1};

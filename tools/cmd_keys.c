@@ -31,7 +31,8 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/virt.h"
+#include "virt/policy.h"
+#include "virt/replicate.h"
 
 struct kctx {
 	const struct cli *cli;

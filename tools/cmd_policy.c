@@ -12,7 +12,8 @@
 #include "config/config.h"
 #include "util.h"
 #include "vkeys/model.h"
-#include "virt/virt.h"
+#include "virt/order.h"
+#include "virt/policy.h"
 
 #define ERR_LEN 1024
 

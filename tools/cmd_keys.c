@@ -1,15 +1,18 @@
 /*
  * keys list|show|deactivate|activate|delete|rotate|allow|deny: the virtual
  * keys of the index (lib/index), under each slot's key-management policy
- * (lib/virt/policy.c).
+ * (the overlay: lib/virt/policy.h). What applies to which class, how a
+ * record changes and where a change goes are the key model's
+ * (lib/vkeys/model.h), the module's rules too.
  *
  * Every change is a read-modify-write of the record with its `rev`: the put
  * fails with P11P_INDEX_CONFLICT when another process changed the record in
  * between, and the command reads it again and re-applies its change (at most
  * KEYS_RETRIES times). Each change is one index transaction.
  *
- * Policy: deactivate/activate are virtual only. delete and allow/deny change
- * only the record unless the slot's policy has write_back, in which case the
+ * Policy (p11p_vk_route()): deactivate/activate are virtual only. delete and
+ * allow/deny change only the record unless the slot's policy has write_back,
+ * in which case the
  * HSM key is changed on every member of the slot first (through the member
  * backends, logged in with each member's configured PIN): a member that
  * cannot be reached or logged in stops the command before anything changes;
@@ -28,7 +31,8 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/virt.h"
+#include "virt/policy.h"
+#include "virt/replicate.h"
 
 struct kctx {
 	const struct cli *cli;
@@ -38,23 +42,6 @@ struct kctx {
 	const char *slot; /* --slot, or NULL */
 	bool json, all;
 };
-
-/* The usage flags of the seven permissions, in P11P_VK_* bit order. */
-static const CK_ATTRIBUTE_TYPE perm_attr[7] = {CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN,  CKA_VERIFY,
-                                               CKA_WRAP,    CKA_UNWRAP,  CKA_DERIVE};
-
-/* The permissions that mean something for a class (what its usage flags are). */
-static uint32_t class_perms(CK_OBJECT_CLASS cls)
-{
-	switch (cls) {
-	case CKO_PRIVATE_KEY:
-		return P11P_VK_DECRYPT | P11P_VK_SIGN | P11P_VK_UNWRAP | P11P_VK_DERIVE;
-	case CKO_PUBLIC_KEY:
-		return P11P_VK_ENCRYPT | P11P_VK_VERIFY | P11P_VK_WRAP | P11P_VK_DERIVE;
-	default:
-		return P11P_VK_ALL;
-	}
-}
 
 static int fail_rv(const char *what, CK_RV rv)
 {
@@ -126,16 +113,17 @@ static int do_list(struct kctx *k)
 		       "CLASS", "TYPE", "LABEL", "ID", "PERMS", "STATE", "ORIGIN", "PRESENCE");
 		for (size_t i = 0; i < n; i++) {
 			const struct p11p_vkey *v = &recs[i];
-			char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[8], mb[48];
+			char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[P11P_VK_PERMS_STR],
+			    mb[48];
 
 			printf("%016llx  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %s\n",
-			       (unsigned long long)v->vid, v->slot, keys_class_name(v->cls),
+			       (unsigned long long)v->vid, v->slot, p11p_vk_class_name(v->cls),
 			       keys_type_name(v->key_type, tb, sizeof(tb)),
 			       keys_label_print(v, lb, sizeof(lb)),
 			       v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib))
 			                    : "-",
-			       keys_perms_str(v->perms, pb), keys_state_name(v->state),
-			       keys_origin_name(v->origin),
+			       keys_perms_shown(v, pb), p11p_vk_state_name(v->state),
+			       p11p_vk_origin_name(v->origin),
 			       keys_presence_str(v->presence, mb, sizeof(mb)));
 		}
 	}
@@ -163,7 +151,8 @@ static int resolve(struct kctx *k, const char *key, bool with_deleted, struct p1
 static int do_show(struct kctx *k, const char *key)
 {
 	struct p11p_vkey v;
-	char lb[P11P_INDEX_LABEL_MAX + 1], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[8], mb[48];
+	char lb[P11P_INDEX_LABEL_MAX + 1], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32],
+	    pb[P11P_VK_PERMS_STR], mb[48];
 	int rc = resolve(k, key, true, &v);
 
 	if (rc != 0)
@@ -176,14 +165,14 @@ static int do_show(struct kctx *k, const char *key)
 	printf("virtual id   %016llx (rev %llu)\n", (unsigned long long)v.vid,
 	       (unsigned long long)v.rev);
 	printf("slot         %s\n", v.slot);
-	printf("class        %s\n", keys_class_name(v.cls));
+	printf("class        %s\n", p11p_vk_class_name(v.cls));
 	printf("key type     %s\n", keys_type_name(v.key_type, tb, sizeof(tb)));
 	printf("label        \"%s\"\n", keys_label_print(&v, lb, sizeof(lb)));
 	printf("id           %s\n",
 	       v.ck_id_len ? keys_hex(v.ck_id, v.ck_id_len, ib, sizeof(ib)) : "(none)");
-	printf("permissions  %s\n", keys_perms_str(v.perms, pb));
-	printf("state        %s\n", keys_state_name(v.state));
-	printf("origin       %s\n", keys_origin_name(v.origin));
+	printf("permissions  %s\n", keys_perms_shown(&v, pb));
+	printf("state        %s\n", p11p_vk_state_name(v.state));
+	printf("origin       %s\n", p11p_vk_origin_name(v.origin));
 	printf("members      %s\n", keys_presence_str(v.presence, mb, sizeof(mb)));
 	printf("created      %lld\nupdated      %lld\n", (long long)v.created,
 	       (long long)v.updated);
@@ -249,46 +238,24 @@ static int rmw(struct kctx *k, struct p11p_vkey *v, change_fn fn, const void *ar
 	return CLI_FAIL;
 }
 
-static int ch_deactivate(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
+/* The key model's verdict as rmw() wants it: 0 changed, 1 nothing to change, -1 refused. */
+static int edit_rc(enum p11p_vk_edit e)
 {
-	(void)arg;
-	if (v->state == P11P_VK_DELETED) {
-		snprintf(msg, len, "deleted: cannot be deactivated");
-		return -1;
-	}
-	if (v->state == P11P_VK_DEACTIVATED) {
-		snprintf(msg, len, "already deactivated");
-		return 1;
-	}
-	v->state = P11P_VK_DEACTIVATED;
-	return 0;
+	return e == P11P_VK_EDIT_CHANGED ? 0 : e == P11P_VK_EDIT_SAME ? 1 : -1;
 }
 
-static int ch_activate(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
+/* arg: the enum p11p_vk_state to go to (deactivate, activate, a virtual delete). */
+static int ch_state(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
 {
-	(void)arg;
-	if (v->state == P11P_VK_DELETED) {
-		snprintf(msg, len, "deleted: cannot be activated");
-		return -1;
-	}
-	if (v->state != P11P_VK_DEACTIVATED) {
-		snprintf(msg, len, "not deactivated (state %s)", keys_state_name(v->state));
-		return 1;
-	}
-	/* A key no member holds any more is missing, not usable. */
-	v->state = v->presence != 0 ? P11P_VK_ACTIVE : P11P_VK_MISSING;
-	return 0;
-}
+	enum p11p_vk_state to = *(const enum p11p_vk_state *)arg;
+	const char *why = NULL;
+	enum p11p_vk_edit e = p11p_vk_set_state(v, to, &why);
 
-static int ch_delete(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
-{
-	(void)arg;
-	if (v->state == P11P_VK_DELETED) {
-		snprintf(msg, len, "already deleted");
-		return 1;
-	}
-	v->state = P11P_VK_DELETED;
-	return 0;
+	if (e == P11P_VK_EDIT_SAME && to == P11P_VK_ACTIVE)
+		snprintf(msg, len, "%s (state %s)", why, p11p_vk_state_name(v->state));
+	else if (e != P11P_VK_EDIT_CHANGED)
+		snprintf(msg, len, "%s", why);
+	return edit_rc(e);
 }
 
 struct perm_change {
@@ -299,19 +266,15 @@ struct perm_change {
 static int ch_perms(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
 {
 	const struct perm_change *pc = arg;
-	uint32_t perms = pc->allow ? v->perms | pc->bits : v->perms & ~pc->bits;
-	char pb[8];
+	const char *why = NULL;
+	char pb[P11P_VK_PERMS_STR];
+	enum p11p_vk_edit e = p11p_vk_set_perms(v, pc->bits, pc->allow ? pc->bits : 0, &why);
 
-	if (v->state == P11P_VK_DELETED) {
-		snprintf(msg, len, "deleted: its permissions cannot change");
-		return -1;
-	}
-	if (perms == v->perms) {
-		snprintf(msg, len, "permissions already %s", keys_perms_str(v->perms, pb));
-		return 1;
-	}
-	v->perms = perms;
-	return 0;
+	if (e == P11P_VK_EDIT_SAME)
+		snprintf(msg, len, "%s %s", why, keys_perms_shown(v, pb));
+	else if (e != P11P_VK_EDIT_CHANGED)
+		snprintf(msg, len, "%s", why);
+	return edit_rc(e);
 }
 
 /* ---- the HSM side (write_back, rotate) ---------------------------------------------------- */
@@ -362,22 +325,14 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 	struct undo {
 		size_t m;
 		CK_OBJECT_HANDLE h;
-		CK_BBOOL old[7];
+		CK_BBOOL old[P11P_VK_NPERMS];
 	} undo[P11P_MAX_MEMBERS * MAX_COPIES];
-	size_t n_undo = 0, n_attr = 0;
-	CK_ATTRIBUTE set[7];
-	CK_BBOOL val[7];
-	unsigned which[7];
+	size_t n_undo = 0, n_attr;
+	CK_ATTRIBUTE set[P11P_VK_NPERMS];
+	CK_BBOOL val[P11P_VK_NPERMS];
 	bool ok = true;
 
-	bits &= class_perms(v->cls);
-	for (unsigned b = 0; b < 7; b++) {
-		if (!(bits & (1u << b)))
-			continue;
-		val[n_attr] = (perms & (1u << b)) ? CK_TRUE : CK_FALSE;
-		set[n_attr] = (CK_ATTRIBUTE){perm_attr[b], &val[n_attr], 1};
-		which[n_attr++] = b;
-	}
+	n_attr = p11p_vk_usage_template(bits & p11p_vk_class_perms(v->cls), perms, set, val);
 	if (n_attr == 0)
 		return true;
 	if (!open_all(k, s, &ss))
@@ -395,12 +350,12 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 		}
 		for (CK_ULONG i = 0; i < nh && i < MAX_COPIES; i++) {
 			struct undo *u = &undo[n_undo];
-			CK_ATTRIBUTE get[7];
+			CK_ATTRIBUTE get[P11P_VK_NPERMS];
 
 			u->m = m;
 			u->h = hs[i];
 			for (size_t a = 0; a < n_attr; a++)
-				get[a] = (CK_ATTRIBUTE){perm_attr[which[a]], &u->old[a], 1};
+				get[a] = (CK_ATTRIBUTE){set[a].type, &u->old[a], 1};
 			rv = p11p_be_C_GetAttributeValue(ss.km[m].bc, ss.km[m].h, hs[i], get,
 			                                 (CK_ULONG)n_attr);
 			if (rv == CKR_OK)
@@ -417,10 +372,10 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 	}
 	if (!ok) {
 		for (size_t i = 0; i < n_undo; i++) {
-			CK_ATTRIBUTE back[7];
+			CK_ATTRIBUTE back[P11P_VK_NPERMS];
 
 			for (size_t a = 0; a < n_attr; a++)
-				back[a] = (CK_ATTRIBUTE){perm_attr[which[a]], &undo[i].old[a], 1};
+				back[a] = (CK_ATTRIBUTE){set[a].type, &undo[i].old[a], 1};
 			p11p_be_C_SetAttributeValue(ss.km[undo[i].m].bc, ss.km[undo[i].m].h,
 			                            undo[i].h, back, (CK_ULONG)n_attr);
 		}
@@ -482,7 +437,8 @@ static int cmp_slot_policy(struct kctx *k, const struct p11p_vkey *v, size_t *s,
 	return 0;
 }
 
-static int do_state(struct kctx *k, const char *key, change_fn fn, const char *done)
+/* deactivate, activate: the record only, whatever the policy (P11P_VK_CHANGE_STATE). */
+static int do_state(struct kctx *k, const char *key, enum p11p_vk_state to, const char *done)
 {
 	struct p11p_vkey v;
 	bool changed;
@@ -490,7 +446,7 @@ static int do_state(struct kctx *k, const char *key, change_fn fn, const char *d
 
 	if (rc != 0)
 		return rc;
-	rc = rmw(k, &v, fn, NULL, &changed);
+	rc = rmw(k, &v, ch_state, &to, &changed);
 	if (rc == CLI_OK && changed)
 		printf("%016llx: %s\n", (unsigned long long)v.vid, done);
 	return rc;
@@ -498,6 +454,7 @@ static int do_state(struct kctx *k, const char *key, change_fn fn, const char *d
 
 static int do_delete(struct kctx *k, const char *key)
 {
+	static const enum p11p_vk_state deleted_state = P11P_VK_DELETED;
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey v;
 	uint32_t left;
@@ -510,8 +467,8 @@ static int do_delete(struct kctx *k, const char *key)
 		return rc;
 	if (cmp_slot_policy(k, &v, &s, &pol) != 0)
 		return CLI_FAIL;
-	if (!pol.write_back) {
-		rc = rmw(k, &v, ch_delete, NULL, &changed);
+	if (p11p_vk_route(&pol, P11P_VK_CHANGE_DELETE) == P11P_VK_RECORD_ONLY) {
+		rc = rmw(k, &v, ch_state, &deleted_state, &changed);
 		if (rc == CLI_OK && changed)
 			printf(
 			    "%016llx: deleted (virtually: the HSM key stays; write_back is off)\n",
@@ -549,8 +506,9 @@ static int do_perms(struct kctx *k, const char *key, bool allow, int argc, char 
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey v;
 	uint32_t applicable;
-	bool changed;
-	char pb[8];
+	bool changed, hsm;
+	char pb[P11P_VK_PERMS_STR];
+	const char *bad = NULL;
 	size_t s;
 	int rc;
 
@@ -559,39 +517,36 @@ static int do_perms(struct kctx *k, const char *key, bool allow, int argc, char 
 		                 "%s needs at least one OPERATION (encrypt decrypt sign "
 		                 "verify wrap unwrap derive, or all)",
 		                 allow ? "allow" : "deny");
-	for (int i = 0; i < argc; i++) {
-		uint32_t b = keys_perm_bit(argv[i]);
-
-		if (b == 0)
-			return cli_usage("keys",
-			                 "unknown operation '%s' (encrypt decrypt sign verify wrap "
-			                 "unwrap derive, or all)",
-			                 argv[i]);
-		pc.bits |= b;
-	}
+	pc.bits = p11p_vk_perm_list_parse(argc, argv, &bad);
+	if (pc.bits == 0)
+		return cli_usage("keys",
+		                 "unknown operation '%s' (encrypt decrypt sign verify wrap "
+		                 "unwrap derive, or all)",
+		                 bad != NULL ? bad : "");
 	rc = resolve(k, key, false, &v);
 	if (rc != 0)
 		return rc;
-	applicable = class_perms(v.cls);
+	/* Named one by one, each must apply to the key's class; `all` is what applies. */
+	applicable = p11p_vk_class_perms(v.cls);
 	for (int i = 0; i < argc; i++) {
-		uint32_t b = keys_perm_bit(argv[i]);
+		uint32_t b = p11p_vk_perm_parse(argv[i]);
 
 		if (b != P11P_VK_ALL && !(b & applicable)) {
 			cli_error("%016llx: '%s' does not apply to a %s key",
-			          (unsigned long long)v.vid, argv[i], keys_class_name(v.cls));
+			          (unsigned long long)v.vid, argv[i], p11p_vk_class_name(v.cls));
 			return CLI_FAIL;
 		}
 	}
 	pc.bits &= applicable;
 	if (cmp_slot_policy(k, &v, &s, &pol) != 0)
 		return CLI_FAIL;
-	if (pol.write_back && !hsm_set_perms(k, s, &v, pc.bits, allow ? P11P_VK_ALL : 0))
+	hsm = p11p_vk_route(&pol, P11P_VK_CHANGE_PERMS) == P11P_VK_HSM_FIRST;
+	if (hsm && !hsm_set_perms(k, s, &v, pc.bits, allow ? P11P_VK_ALL : 0))
 		return CLI_FAIL;
 	rc = rmw(k, &v, ch_perms, &pc, &changed);
 	if (rc == CLI_OK && changed)
 		printf("%016llx: permissions now %s%s\n", (unsigned long long)v.vid,
-		       keys_perms_str(v.perms, pb),
-		       pol.write_back ? " (and on the HSM key, write_back)" : "");
+		       keys_perms_shown(&v, pb), hsm ? " (and on the HSM key, write_back)" : "");
 	return rc;
 }
 
@@ -634,17 +589,18 @@ static bool fresh_id(struct p11p_index *idx, const char *slot, unsigned char *id
 struct rot_attrs {
 	CK_KEY_TYPE kt;
 	CK_ULONG value_len;
-	CK_BBOOL flags[7], sensitive, extractable, priv;
+	CK_BBOOL flags[P11P_VK_NPERMS], sensitive, extractable, priv;
 	CK_BYTE modulus[1024], exponent[16], ec_params[256];
 	CK_ULONG modulus_len, exponent_len, ec_params_len;
-	bool have_flag[7];
+	bool have_flag[P11P_VK_NPERMS];
+	uint32_t usage; /* the usage flags that are true */
 };
 
 /* Reads what the new key copies from the old one (attributes it lacks are left out). */
 static CK_RV read_old(struct keys_member *km, CK_OBJECT_HANDLE h, CK_OBJECT_CLASS cls,
                       struct rot_attrs *ra)
 {
-	CK_ATTRIBUTE a[] = {
+	CK_ATTRIBUTE a[8 + P11P_VK_NPERMS] = {
 	    {CKA_KEY_TYPE, &ra->kt, sizeof(ra->kt)},
 	    {CKA_SENSITIVE, &ra->sensitive, 1},
 	    {CKA_EXTRACTABLE, &ra->extractable, 1},
@@ -653,17 +609,12 @@ static CK_RV read_old(struct keys_member *km, CK_OBJECT_HANDLE h, CK_OBJECT_CLAS
 	    {CKA_MODULUS, ra->modulus, sizeof(ra->modulus)},
 	    {CKA_PUBLIC_EXPONENT, ra->exponent, sizeof(ra->exponent)},
 	    {CKA_EC_PARAMS, ra->ec_params, sizeof(ra->ec_params)},
-	    {CKA_ENCRYPT, &ra->flags[0], 1},
-	    {CKA_DECRYPT, &ra->flags[1], 1},
-	    {CKA_SIGN, &ra->flags[2], 1},
-	    {CKA_VERIFY, &ra->flags[3], 1},
-	    {CKA_WRAP, &ra->flags[4], 1},
-	    {CKA_UNWRAP, &ra->flags[5], 1},
-	    {CKA_DERIVE, &ra->flags[6], 1},
+	    /* then the usage flags */
 	};
 	CK_RV rv;
 
 	memset(ra, 0, sizeof(*ra));
+	p11p_vk_usage_template(P11P_VK_ALL, 0, a + 8, ra->flags);
 	rv = p11p_be_C_GetAttributeValue(km->bc, km->h, h, a, sizeof(a) / sizeof(a[0]));
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE &&
 	    rv != CKR_BUFFER_TOO_SMALL)
@@ -681,17 +632,18 @@ static CK_RV read_old(struct keys_member *km, CK_OBJECT_HANDLE h, CK_OBJECT_CLAS
 	ra->modulus_len = a[5].ulValueLen <= sizeof(ra->modulus) ? a[5].ulValueLen : 0;
 	ra->exponent_len = a[6].ulValueLen <= sizeof(ra->exponent) ? a[6].ulValueLen : 0;
 	ra->ec_params_len = a[7].ulValueLen <= sizeof(ra->ec_params) ? a[7].ulValueLen : 0;
-	for (int i = 0; i < 7; i++)
+	for (unsigned i = 0; i < P11P_VK_NPERMS; i++)
 		ra->have_flag[i] = a[8 + i].ulValueLen == 1;
+	ra->usage = p11p_vk_usage_read(a + 8, P11P_VK_NPERMS);
 	return CKR_OK;
 }
 
-/* Appends the usage flags the old key had (the ones of its class). */
-static CK_ULONG add_flags(CK_ATTRIBUTE *t, CK_ULONG n, struct rot_attrs *ra, uint32_t applicable)
+/* Appends the usage flags the old key had (those its class carries: p11p_vk_class_attrs()). */
+static CK_ULONG add_flags(CK_ATTRIBUTE *t, CK_ULONG n, struct rot_attrs *ra, uint32_t carried)
 {
-	for (int b = 0; b < 7; b++)
-		if (ra->have_flag[b] && (applicable & (1u << b)))
-			t[n++] = (CK_ATTRIBUTE){perm_attr[b], &ra->flags[b], 1};
+	for (unsigned b = 0; b < P11P_VK_NPERMS; b++)
+		if (ra->have_flag[b] && (carried & (1u << b)))
+			t[n++] = (CK_ATTRIBUTE){p11p_vk_perm_attr(b), &ra->flags[b], 1};
 	return n;
 }
 
@@ -706,7 +658,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 	CK_ULONG n = 0, pn = 0, bits;
 	CK_MECHANISM mech = {0, NULL, 0};
 	CK_OBJECT_CLASS sec = CKO_SECRET_KEY, prv = CKO_PRIVATE_KEY, pub = CKO_PUBLIC_KEY;
-	CK_BBOOL t_verify, t_encrypt;
+	CK_BBOOL half[P11P_VK_NPERMS];
 	char tb[32];
 	CK_RV rv = read_old(km, old_h, v->cls, &ra);
 
@@ -723,7 +675,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 	t[n++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &ra.extractable, 1};
 	t[n++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)(uintptr_t)v->label, v->label_len};
 	t[n++] = (CK_ATTRIBUTE){CKA_ID, (void *)(uintptr_t)id, id_len};
-	n = add_flags(t, n, &ra, class_perms(v->cls));
+	n = add_flags(t, n, &ra, p11p_vk_class_attrs(v->cls));
 	if (v->cls == CKO_SECRET_KEY) {
 		switch (ra.kt) {
 		case CKK_AES:
@@ -756,13 +708,11 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 	pt[pn++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)(uintptr_t)v->label, v->label_len};
 	pt[pn++] = (CK_ATTRIBUTE){CKA_ID, (void *)(uintptr_t)id, id_len};
 	if (old_pub != CK_INVALID_HANDLE && read_old(km, old_pub, CKO_PUBLIC_KEY, &pa) == CKR_OK) {
-		pn = add_flags(pt, pn, &pa, class_perms(CKO_PUBLIC_KEY));
+		pn = add_flags(pt, pn, &pa, p11p_vk_class_attrs(CKO_PUBLIC_KEY));
 	} else {
-		/* No old public key: the public halves of the private key's uses. */
-		t_verify = ra.flags[2];
-		t_encrypt = ra.flags[1];
-		pt[pn++] = (CK_ATTRIBUTE){CKA_VERIFY, &t_verify, 1};
-		pt[pn++] = (CK_ATTRIBUTE){CKA_ENCRYPT, &t_encrypt, 1};
+		/* No old public key: the public halves of the private key's uses (as recorded). */
+		pn += p11p_vk_usage_template(p11p_vk_class_perms(CKO_PUBLIC_KEY),
+		                             p11p_vk_public_half(ra.usage), pt + pn, half);
 	}
 	if (ra.kt == CKK_RSA) {
 		if (ra.modulus_len == 0) {
@@ -865,7 +815,6 @@ static int popcount16(uint32_t x)
 
 static int do_rotate(struct kctx *k, const char *key)
 {
-	const uint32_t kept = P11P_VK_DECRYPT | P11P_VK_VERIFY;
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey v, pubrec, recs[4];
 	struct keys_member km;
@@ -874,7 +823,7 @@ static int do_rotate(struct kctx *k, const char *key)
 	unsigned char id[P11P_INDEX_ID_MAX];
 	size_t id_len, s, gen = 0, n_recs;
 	bool have_pub = false, stored = false;
-	char ib[2 * P11P_INDEX_ID_MAX + 1], pb[8];
+	char ib[2 * P11P_INDEX_ID_MAX + 1], pb[P11P_VK_PERMS_STR];
 	CK_RV rv = CKR_OK;
 	struct keys_member *others = NULL; /* the other members' sessions, by index */
 	CK_OBJECT_HANDLE made[P11P_MAX_MEMBERS][2];
@@ -895,7 +844,7 @@ static int do_rotate(struct kctx *k, const char *key)
 	}
 	if (v.state != P11P_VK_ACTIVE && v.state != P11P_VK_DEACTIVATED) {
 		cli_error("%016llx: %s: only an active or deactivated key can be rotated",
-		          (unsigned long long)v.vid, keys_state_name(v.state));
+		          (unsigned long long)v.vid, p11p_vk_state_name(v.state));
 		return CLI_FAIL;
 	}
 	if (v.next != 0) {
@@ -1004,22 +953,22 @@ static int do_rotate(struct kctx *k, const char *key)
 		recs[0].next = 0;
 		recs[1] = v;
 		recs[1].next = recs[0].vid;
-		recs[1].perms &= kept;
+		recs[1].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&v));
 		n_recs = 2;
 		if (new_h[1] != CK_INVALID_HANDLE) {
 			recs[2] = recs[0];
 			recs[2].vid = fresh_vid(k->idx);
 			recs[2].cls = CKO_PUBLIC_KEY;
-			recs[2].perms = have_pub
-			                    ? pubrec.perms
-			                    : (v.perms & class_perms(CKO_PUBLIC_KEY)) |
-			                          ((v.perms & P11P_VK_SIGN) ? P11P_VK_VERIFY : 0);
+			/* The old public key's, or (as on the HSM) the private key's public half.
+			 */
+			recs[2].perms = have_pub ? p11p_vk_perms_of(&pubrec)
+			                         : p11p_vk_public_half(p11p_vk_perms_of(&v));
 			recs[2].prev = have_pub ? pubrec.vid : 0;
 			n_recs = 3;
 			if (have_pub) {
 				recs[3] = pubrec;
 				recs[3].next = recs[2].vid;
-				recs[3].perms &= kept;
+				recs[3].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&pubrec));
 				n_recs = 4;
 			}
 		}
@@ -1059,8 +1008,7 @@ static int do_rotate(struct kctx *k, const char *key)
 		printf("%016llx: rotated to %016llx (id %s, on members %s); the old key keeps %s\n",
 		       (unsigned long long)v.vid, (unsigned long long)recs[0].vid,
 		       keys_hex(id, id_len, ib, sizeof(ib)),
-		       keys_presence_str(presence, mb, sizeof(mb)),
-		       keys_perms_str(recs[1].perms, pb));
+		       keys_presence_str(presence, mb, sizeof(mb)), keys_perms_shown(&recs[1], pb));
 		if (n_recs > 2)
 			printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
 	}
@@ -1143,11 +1091,11 @@ int cmd_keys(const struct cli *cli, int argc, char **argv)
 	else if (strcmp(action, "show") == 0)
 		rc = do_show(&k, key);
 	else if (strcmp(action, "deactivate") == 0)
-		rc = do_state(&k, key, ch_deactivate,
+		rc = do_state(&k, key, P11P_VK_DEACTIVATED,
 		              "deactivated (virtually; the HSM key is "
 		              "unchanged)");
 	else if (strcmp(action, "activate") == 0)
-		rc = do_state(&k, key, ch_activate, "activated");
+		rc = do_state(&k, key, P11P_VK_ACTIVE, "activated");
 	else if (strcmp(action, "delete") == 0)
 		rc = do_delete(&k, key);
 	else if (strcmp(action, "rotate") == 0)

@@ -22,7 +22,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "virt/virt.h"
+#include "virt/order.h"
 
 #define ERR_LEN 1024
 

@@ -11,14 +11,11 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "virt/virt.h"
+#include "vkeys/model.h"
+#include "virt/order.h"
+#include "virt/policy.h"
 
 #define ERR_LEN 1024
-
-static const char *scan_name(enum p11p_scan_scope s)
-{
-	return s == P11P_SCAN_OWNED ? "owned" : "all";
-}
 
 /* Prints one slot's effective policy. false when its overlay is damaged. */
 static bool show_slot(const struct p11p_config *cfg, size_t s, bool json, bool first)
@@ -38,7 +35,7 @@ static bool show_slot(const struct p11p_config *cfg, size_t s, bool json, bool f
 		printf("%s{\"slot\":", first ? "" : ",");
 		cli_json_str(stdout, label);
 		printf(",\"write_back\":%s,\"scan\":\"%s\",\"source\":\"%s\",\"overlay\":",
-		       p.write_back ? "true" : "false", scan_name(p.scan),
+		       p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
 		       rc == 1 ? "overlay" : "config");
 		cli_json_str(stdout, path[0] != '\0' ? path : NULL);
 		fputs(",\"error\":", stdout);
@@ -46,7 +43,7 @@ static bool show_slot(const struct p11p_config *cfg, size_t s, bool json, bool f
 		fputc('}', stdout);
 	} else {
 		printf("slot %s: write_back %s, scan %s (from %s%s)\n", label,
-		       p.write_back ? "true" : "false", scan_name(p.scan),
+		       p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
 		       rc == 1 ? "overlay " : "the configuration",
 		       rc == 1 ? path : (rc < 0 ? "; the overlay is damaged" : ""));
 	}

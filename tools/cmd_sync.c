@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
+#include "vkeys/model.h"
 
 #define ERR_LEN         512
 #define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */
@@ -265,11 +266,6 @@ static int cmp_key(const void *pa, const void *pb)
 	return a->member < b->member ? -1 : a->member > b->member ? 1 : 0;
 }
 
-static const char *class_name(CK_OBJECT_CLASS cls)
-{
-	return cls == CKO_SECRET_KEY ? "secret" : cls == CKO_PRIVATE_KEY ? "private" : "public";
-}
-
 /* The label as text: NUL bytes shown as '?' (JSON escapes the rest). */
 static const char *label_text(const struct key *k, char *buf, size_t len)
 {
@@ -388,7 +384,7 @@ static bool check_slot(struct sync_ctx *c, size_t s, bool first)
 		}
 		if (c->cli->json) {
 			printf("%s{\"class\":\"%s\",\"key_type\":", first_key ? "" : ",",
-			       class_name(c->keys[i].cls));
+			       p11p_vk_class_name(c->keys[i].cls));
 			first_key = false;
 			cli_json_str(stdout, type_name(c->keys[i].kt));
 			fputs(",\"id\":", stdout);
@@ -406,7 +402,7 @@ static bool check_slot(struct sync_ctx *c, size_t s, bool first)
 			fputs("]}", stdout);
 		} else if (missing != 0) {
 			printf("  missing: %s %s key \"%s\" id %s: not on member",
-			       type_short(c->keys[i].kt), class_name(c->keys[i].cls),
+			       type_short(c->keys[i].kt), p11p_vk_class_name(c->keys[i].cls),
 			       label_print(&c->keys[i], lb, sizeof(lb)),
 			       c->keys[i].id_len > 0 ? id_hex(&c->keys[i], ib, sizeof(ib))
 			                             : "(none)");

@@ -9,15 +9,18 @@
  *     with a configured PIN is listed logged in; one without shows only its
  *     public objects, so it can add presence but never takes any away;
  *  2. keys are grouped by identity (CKA_CLASS + CKA_ID + CKA_LABEL) and
- *     looked up in the index with its label / CKA_ID index (no scan per key):
- *       - no record: `scan: all` imports it (origin scanned, the HSM key's
- *         usage flags as permissions, active); `scan: owned` does not;
- *       - a record: presence and key type are updated, a `missing` record
- *         becomes active again; permissions, state, origin and links are
- *         never touched; a `deleted` record (a virtual delete) is left alone;
+ *     looked up in the index with its label / CKA_ID index (no scan per key).
+ *     What happens is the key model's (lib/vkeys/model.h), as in the module:
+ *       - no record: `scan: all` imports it (p11p_vk_record_new(): origin
+ *         scanned, the HSM key's usage flags that apply to its class as
+ *         permissions, active); `scan: owned` does not (p11p_vk_on_unrecorded);
+ *       - a record (p11p_vk_sync_seen): presence and key type are updated, a
+ *         `missing` record becomes active again; permissions, state, origin
+ *         and links are never touched; a `deleted` record (a virtual delete)
+ *         is left alone;
  *  3. records of the slot found on no fully listed member lose those presence
- *     bits; one left on no member is reported missing (an active one becomes
- *     `missing`; a deactivated one stays deactivated);
+ *     bits (p11p_vk_sync_unseen); one left on no member is reported missing
+ *     (an active one becomes `missing`; a deactivated one stays deactivated);
  *  4. every change is written in ONE index transaction (put_batch with each
  *     record's rev): all of it or nothing. A conflict (another process changed
  *     a record meanwhile) re-reads the index and recomputes, the listing kept.
@@ -37,7 +40,7 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/virt.h"
+#include "virt/policy.h"
 
 #define SYNC_FIND_CHUNK   1024
 #define SYNC_MAX_OBJECTS  (4UL * 1000 * 1000) /* token objects listed on one member */
@@ -47,7 +50,7 @@
 struct hkey {
 	CK_OBJECT_CLASS cls;
 	CK_KEY_TYPE kt;
-	uint32_t perms;   /* from the HSM key's usage flags */
+	uint32_t usage;   /* the HSM key's usage flags that are true */
 	uint32_t members; /* bit per member index holding it */
 	uint16_t id_len, label_len;
 	unsigned char id[P11P_INDEX_ID_MAX], label[P11P_INDEX_LABEL_MAX];
@@ -150,24 +153,19 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 	bar = progress_on(n);
 	for (CK_ULONG i = 0; i < n; i++) {
 		struct hkey k;
-		CK_BBOOL fl[7];
-		CK_ATTRIBUTE a[11] = {
+		CK_BBOOL fl[P11P_VK_NPERMS];
+		CK_ATTRIBUTE a[4 + P11P_VK_NPERMS] = {
 		    {CKA_CLASS, &k.cls, sizeof(k.cls)},
 		    {CKA_KEY_TYPE, &k.kt, sizeof(k.kt)},
 		    {CKA_ID, k.id, sizeof(k.id)},
 		    {CKA_LABEL, k.label, sizeof(k.label)},
-		    {CKA_ENCRYPT, &fl[0], 1},
-		    {CKA_DECRYPT, &fl[1], 1},
-		    {CKA_SIGN, &fl[2], 1},
-		    {CKA_VERIFY, &fl[3], 1},
-		    {CKA_WRAP, &fl[4], 1},
-		    {CKA_UNWRAP, &fl[5], 1},
-		    {CKA_DERIVE, &fl[6], 1},
+		    /* then the usage flags */
 		};
 
 		if (bar && (i % 256 == 0))
 			progress(slot, idx, i, n);
 		memset(&k, 0, sizeof(k));
+		p11p_vk_usage_template(P11P_VK_ALL, 0, a + 4, fl);
 		/* One call per object; attributes the object lacks come back unavailable. */
 		rv = p11p_be_C_GetAttributeValue(km->bc, km->h, hs[i], a, 11);
 		if (rv == CKR_OBJECT_HANDLE_INVALID)
@@ -179,11 +177,9 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 			goto out;
 		}
 		rv = CKR_OK;
-		if (a[0].ulValueLen != sizeof(k.cls) ||
-		    (k.cls != CKO_SECRET_KEY && k.cls != CKO_PRIVATE_KEY &&
-		     k.cls != CKO_PUBLIC_KEY))
+		if (a[0].ulValueLen != sizeof(k.cls) || !p11p_vk_is_key_class(k.cls))
 			continue;
-		if (a[2].ulValueLen > sizeof(k.id) || a[3].ulValueLen > sizeof(k.label)) {
+		if (!p11p_vk_identity_fits(a[2].ulValueLen, a[3].ulValueLen)) {
 			/* Unreadable or longer than the index keeps: cannot be a virtual key. */
 			l->skipped++;
 			continue;
@@ -192,9 +188,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 			k.kt = CKK_VENDOR_DEFINED;
 		k.id_len = (uint16_t)a[2].ulValueLen;
 		k.label_len = (uint16_t)a[3].ulValueLen;
-		for (int b = 0; b < 7; b++)
-			if (a[4 + b].ulValueLen == 1 && fl[b] == CK_TRUE)
-				k.perms |= 1u << b;
+		k.usage = p11p_vk_usage_read(a + 4, P11P_VK_NPERMS);
 		k.members = 1u << idx;
 		if (push_key(l, &k) != 0) {
 			rv = CKR_HOST_MEMORY;
@@ -326,7 +320,7 @@ static void plan_free(struct plan *p)
  * completely (logged in), whose absence of a key counts. 0, or -1 (message).
  */
 static int make_plan(struct p11p_index *idx, const char *slot, const struct listing *l,
-                     uint32_t full, enum p11p_scan_scope scan, struct plan *p)
+                     uint32_t full, const struct p11p_policy_cfg *pol, struct plan *p)
 {
 	struct p11p_vkey found[8], v;
 	uint64_t *ids = NULL;
@@ -354,47 +348,51 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 		if (rv != CKR_OK)
 			goto fail;
 		if (count == 0) {
-			if (scan == P11P_SCAN_OWNED) {
+			const struct p11p_vk_key key = {
+			    .cls = k->cls,
+			    .key_type = k->kt,
+			    .id = k->id,
+			    .id_len = k->id_len,
+			    .label = k->label,
+			    .label_len = k->label_len,
+			    .usage = k->usage,
+			};
+
+			if (p11p_vk_on_unrecorded(pol, true) == P11P_VK_HIDE) {
 				p->c.not_imported++;
 				continue;
 			}
-			memset(&v, 0, sizeof(v));
-			snprintf(v.slot, sizeof(v.slot), "%s", slot);
-			v.cls = k->cls;
-			v.key_type = k->kt;
-			memcpy(v.ck_id, k->id, k->id_len);
-			v.ck_id_len = k->id_len;
-			memcpy(v.label, k->label, k->label_len);
-			v.label_len = k->label_len;
-			v.perms = k->perms;
-			v.state = P11P_VK_ACTIVE;
-			v.origin = P11P_VK_SCANNED;
-			v.presence = k->members;
+			if (!p11p_vk_record_new(&v, slot, &key, P11P_VK_ALL, P11P_VK_SCANNED,
+			                        k->members)) {
+				rv = CKR_GENERAL_ERROR; /* listed keys fit (list_member) */
+				goto fail;
+			}
 			if (plan_add(p, &v, "add") != 0)
 				goto oom;
 			p->c.added++;
 			continue;
 		}
 		for (size_t j = 0; j < count && j < 8; j++) {
-			const struct p11p_vkey *r = &found[j];
+			const char *what = "update";
 
-			if (plan_seen(p, r->vid) != 0)
+			if (plan_seen(p, found[j].vid) != 0)
 				goto oom;
-			if (r->state == P11P_VK_DELETED) {
+			v = found[j];
+			switch (p11p_vk_sync_seen(&v, k->members, full, k->kt)) {
+			case P11P_VK_SYNC_DELETED:
 				p->c.deleted++;
 				continue;
-			}
-			v = *r;
-			v.presence = (r->presence & ~full) | k->members;
-			v.key_type = k->kt;
-			if (v.state == P11P_VK_MISSING)
-				v.state = P11P_VK_ACTIVE;
-			if (v.presence == r->presence && v.key_type == r->key_type &&
-			    v.state == r->state) {
+			case P11P_VK_SYNC_UNCHANGED:
 				p->c.unchanged++;
 				continue;
+			case P11P_VK_SYNC_FOUND:
+				what = "found";
+				break;
+			case P11P_VK_SYNC_UPDATED:
+			case P11P_VK_SYNC_MISSING:
+				break;
 			}
-			if (plan_add(p, &v, r->state == P11P_VK_MISSING ? "found" : "update") != 0)
+			if (plan_add(p, &v, what) != 0)
 				goto oom;
 			p->c.updated++;
 		}
@@ -414,23 +412,25 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 		rv = p11p_index_get(idx, ids[i], &v, &ok);
 		if (rv != CKR_OK)
 			goto fail;
-		if (!ok || v.state == P11P_VK_DELETED)
+		if (!ok)
 			continue;
-		uint32_t old = v.presence;
-
-		v.presence = old & ~full;
-		if (v.presence == 0 && old != 0) {
-			if (v.state == P11P_VK_ACTIVE)
-				v.state = P11P_VK_MISSING;
+		switch (p11p_vk_sync_unseen(&v, full)) {
+		case P11P_VK_SYNC_DELETED:
+			break;
+		case P11P_VK_SYNC_MISSING:
 			if (plan_add(p, &v, "missing") != 0)
 				goto oom;
 			p->c.missing++;
-		} else if (v.presence != old) {
+			break;
+		case P11P_VK_SYNC_UPDATED:
+		case P11P_VK_SYNC_FOUND:
 			if (plan_add(p, &v, "update") != 0)
 				goto oom;
 			p->c.updated++;
-		} else {
+			break;
+		case P11P_VK_SYNC_UNCHANGED:
 			p->c.unchanged++;
+			break;
 		}
 	}
 	p11p_free(ids);
@@ -448,7 +448,7 @@ static void print_change(const struct p11p_vkey *v, const char *what)
 	char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[40];
 
 	printf("  %-7s %s %s key \"%s\" id %s presence %s\n", what,
-	       keys_type_name(v->key_type, tb, sizeof(tb)), keys_class_name(v->cls),
+	       keys_type_name(v->key_type, tb, sizeof(tb)), p11p_vk_class_name(v->cls),
 	       keys_label_print(v, lb, sizeof(lb)),
 	       v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib)) : "(none)",
 	       keys_presence_str(v->presence, pb, sizeof(pb)));
@@ -511,7 +511,7 @@ static bool sync_slot(struct p11p_config *cfg, struct cli_backends *bes, struct 
 	group(&l);
 	for (attempt = 0; attempt < KEYS_RETRIES; attempt++) {
 		rv = idx != NULL ? p11p_index_refresh(idx) : CKR_OK;
-		if (rv != CKR_OK || make_plan(idx, sc->label, &l, full, pol.scan, &p) != 0) {
+		if (rv != CKR_OK || make_plan(idx, sc->label, &l, full, &pol, &p) != 0) {
 			ok = false;
 			goto report;
 		}
@@ -541,10 +541,10 @@ report:
 		       "\"written\":%s,\"added\":%lu,\"updated\":%lu,\"missing\":%lu,"
 		       "\"unchanged\":%lu,\"not_imported\":%lu,\"deleted\":%lu,\"skipped\":%lu,"
 		       "\"members\":[",
-		       pol.write_back ? "true" : "false",
-		       pol.scan == P11P_SCAN_OWNED ? "owned" : "all", o->dry_run ? "true" : "false",
-		       stored && p.n > 0 ? "true" : "false", p.c.added, p.c.updated, p.c.missing,
-		       p.c.unchanged, p.c.not_imported, p.c.deleted, l.skipped);
+		       pol.write_back ? "true" : "false", p11p_vk_scan_name(pol.scan),
+		       o->dry_run ? "true" : "false", stored && p.n > 0 ? "true" : "false",
+		       p.c.added, p.c.updated, p.c.missing, p.c.unchanged, p.c.not_imported,
+		       p.c.deleted, l.skipped);
 		for (size_t i = 0; i < nm; i++) {
 			printf("%s{\"index\":%zu,\"name\":", i ? "," : "", i);
 			cli_json_str(stdout, sc->members[i].name);

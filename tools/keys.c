@@ -52,42 +52,11 @@ int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_inde
 	return 0;
 }
 
-/* ---- names -------------------------------------------------------------------------------- */
+/* ---- names (the words are the key model's) ---------------------------------------------- */
 
-static const char perm_letters[] = "edsvwuk";
-static const char *const perm_names[] = {"encrypt", "decrypt", "sign",  "verify",
-                                         "wrap",    "unwrap",  "derive"};
-
-const char *keys_perms_str(uint32_t perms, char *buf)
+const char *keys_perms_shown(const struct p11p_vkey *v, char buf[P11P_VK_PERMS_STR])
 {
-	for (int i = 0; i < 7; i++)
-		buf[i] = (perms & (1u << i)) ? perm_letters[i] : '-';
-	buf[7] = '\0';
-	return buf;
-}
-
-uint32_t keys_perm_bit(const char *name)
-{
-	if (strcmp(name, "all") == 0)
-		return P11P_VK_ALL;
-	for (int i = 0; i < 7; i++)
-		if (strcmp(name, perm_names[i]) == 0)
-			return 1u << i;
-	return 0;
-}
-
-const char *keys_class_name(CK_OBJECT_CLASS cls)
-{
-	switch (cls) {
-	case CKO_SECRET_KEY:
-		return "secret";
-	case CKO_PRIVATE_KEY:
-		return "private";
-	case CKO_PUBLIC_KEY:
-		return "public";
-	default:
-		return "other";
-	}
+	return p11p_vk_perms_str(p11p_vk_perms_of(v), buf);
 }
 
 const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len)
@@ -98,26 +67,6 @@ const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len)
 		return n + 4;
 	snprintf(buf, len, "0x%lx", (unsigned long)kt);
 	return buf;
-}
-
-const char *keys_state_name(enum p11p_vk_state s)
-{
-	switch (s) {
-	case P11P_VK_ACTIVE:
-		return "active";
-	case P11P_VK_DEACTIVATED:
-		return "deactivated";
-	case P11P_VK_MISSING:
-		return "missing";
-	case P11P_VK_DELETED:
-		return "deleted";
-	}
-	return "?";
-}
-
-const char *keys_origin_name(enum p11p_vk_origin o)
-{
-	return o == P11P_VK_CREATED ? "created" : "scanned";
 }
 
 const char *keys_hex(const unsigned char *p, size_t len, char *buf, size_t buflen)
@@ -175,27 +124,28 @@ static const char *label_text(const struct p11p_vkey *v, char *buf, size_t len)
 
 void keys_json_record(FILE *f, const struct p11p_vkey *v)
 {
-	char b[2 * P11P_INDEX_ID_MAX + 1], perms[8], tb[32];
+	char b[2 * P11P_INDEX_ID_MAX + 1], perms[P11P_VK_PERMS_STR], tb[32];
+	uint32_t granted = p11p_vk_perms_of(v);
 	bool first = true;
 
 	fprintf(f, "{\"vid\":\"%016llx\",\"rev\":%llu,\"slot\":", (unsigned long long)v->vid,
 	        (unsigned long long)v->rev);
 	cli_json_str(f, v->slot);
-	fprintf(f, ",\"class\":\"%s\",\"key_type\":", keys_class_name(v->cls));
+	fprintf(f, ",\"class\":\"%s\",\"key_type\":", p11p_vk_class_name(v->cls));
 	cli_json_str(f, keys_type_name(v->key_type, tb, sizeof(tb)));
 	fputs(",\"label\":", f);
 	cli_json_str(f, label_text(v, b, sizeof(b)));
 	fputs(",\"id\":", f);
 	cli_json_str(f, keys_hex(v->ck_id, v->ck_id_len, b, sizeof(b)));
-	fprintf(f, ",\"perms\":\"%s\",\"permissions\":[", keys_perms_str(v->perms, perms));
-	for (int i = 0; i < 7; i++) {
-		if (v->perms & (1u << i)) {
-			fprintf(f, "%s\"%s\"", first ? "" : ",", perm_names[i]);
+	fprintf(f, ",\"perms\":\"%s\",\"permissions\":[", p11p_vk_perms_str(granted, perms));
+	for (unsigned i = 0; i < P11P_VK_NPERMS; i++) {
+		if (granted & (1u << i)) {
+			fprintf(f, "%s\"%s\"", first ? "" : ",", p11p_vk_perm_name(i));
 			first = false;
 		}
 	}
-	fprintf(f, "],\"state\":\"%s\",\"origin\":\"%s\",\"presence\":[", keys_state_name(v->state),
-	        keys_origin_name(v->origin));
+	fprintf(f, "],\"state\":\"%s\",\"origin\":\"%s\",\"presence\":[",
+	        p11p_vk_state_name(v->state), p11p_vk_origin_name(v->origin));
 	first = true;
 	for (unsigned i = 0; i < P11P_INDEX_MAX_MEMBERS; i++) {
 		if (v->presence & (1u << i)) {
@@ -395,10 +345,10 @@ static int pick(struct matches *ms, const char *key, const char *how, struct p11
 		const struct p11p_vkey *v = &ms->v[i];
 
 		fprintf(stderr, "  %016llx  slot %s  %s key \"%s\" id %s  %s\n",
-		        (unsigned long long)v->vid, v->slot, keys_class_name(v->cls),
+		        (unsigned long long)v->vid, v->slot, p11p_vk_class_name(v->cls),
 		        keys_label_print(v, lb, sizeof(lb)),
 		        v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib)) : "(none)",
-		        keys_state_name(v->state));
+		        p11p_vk_state_name(v->state));
 	}
 	return -1;
 }

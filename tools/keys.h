@@ -1,7 +1,10 @@
 /*
  * What the virtual-key commands (sync, keys, policy) share: the index, the
  * record's text and JSON forms, KEY resolution, and sessions on a slot's
- * members logged in with the member's configured PIN. Tool code only.
+ * members logged in with the member's configured PIN. Tool code only. The
+ * rules and the words (permissions by class, records from attributes,
+ * states, what the policy decides) are the key model's, vkeys/model.h,
+ * which the module uses too.
  */
 #ifndef P11P_TOOLS_KEYS_H
 #define P11P_TOOLS_KEYS_H
@@ -14,6 +17,7 @@
 #include "base/pkcs11.h"
 #include "config/config.h"
 #include "index/index.h"
+#include "vkeys/model.h"
 
 #define KEYS_ERR_LEN 768
 #define KEYS_RETRIES 20 /* read-modify-write attempts on P11P_INDEX_CONFLICT */
@@ -27,15 +31,10 @@ struct cli_backends;
  */
 int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_index **out);
 
-/* "edsvwuk" with '-' for permissions not granted (buf: 8 bytes at least). */
-const char *keys_perms_str(uint32_t perms, char *buf);
-/* Bits of one operation name (encrypt ... derive, or all); 0 when unknown. */
-uint32_t keys_perm_bit(const char *name);
-const char *keys_class_name(CK_OBJECT_CLASS cls);
 /* "AES", "RSA", "EC" ... (CKK_ name without its prefix), or "0x..." (buf). */
 const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len);
-const char *keys_state_name(enum p11p_vk_state s);
-const char *keys_origin_name(enum p11p_vk_origin o);
+/* The permissions a record grants as shown: "edsvwuk" with '-' (p11p_vk_perms_of). */
+const char *keys_perms_shown(const struct p11p_vkey *v, char buf[P11P_VK_PERMS_STR]);
 /* Lowercase hex of bytes (buf: 2 * len + 1). */
 const char *keys_hex(const unsigned char *p, size_t len, char *buf, size_t buflen);
 /* A label for a terminal: printable ASCII, other bytes as '?'. */

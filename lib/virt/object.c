@@ -8,6 +8,7 @@
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "vkeys/model.h"
 
 #include <string.h>
 
@@ -383,22 +384,19 @@ static CK_RV record_new(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t 
 	return rv;
 }
 
+/* The permission operation k needs (the key model's: sign-recover needs sign...); 0: none. */
 static unsigned op_perm(enum p11p_op_kind k)
 {
-	switch (k) {
-	case P11P_OP_ENCRYPT:
-		return P11P_VK_ENCRYPT;
-	case P11P_OP_DECRYPT:
-		return P11P_VK_DECRYPT;
-	case P11P_OP_SIGN:
-	case P11P_OP_SIGN_RECOVER:
-		return P11P_VK_SIGN;
-	case P11P_OP_VERIFY:
-	case P11P_OP_VERIFY_RECOVER:
-		return P11P_VK_VERIFY;
-	default:
-		return 0;
-	}
+	static const CK_FLAGS op_flag[P11P_OP_KINDS] = {
+	    [P11P_OP_ENCRYPT] = CKF_ENCRYPT,
+	    [P11P_OP_DECRYPT] = CKF_DECRYPT,
+	    [P11P_OP_SIGN] = CKF_SIGN,
+	    [P11P_OP_VERIFY] = CKF_VERIFY,
+	    [P11P_OP_SIGN_RECOVER] = CKF_SIGN_RECOVER,
+	    [P11P_OP_VERIFY_RECOVER] = CKF_VERIFY_RECOVER,
+	};
+
+	return (unsigned)k < P11P_OP_KINDS ? p11p_vk_op_perm(op_flag[k]) : 0;
 }
 
 /*

@@ -27,6 +27,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "vkeys/model.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -188,7 +189,7 @@ void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len)
 	         "# 'p11proxy policy set'; see proxy.yaml(5).\n"
 	         "write_back = %s\n"
 	         "scan = %s\n",
-	         p->write_back ? "true" : "false", p->scan == P11P_SCAN_OWNED ? "owned" : "all");
+	         p->write_back ? "true" : "false", p11p_vk_scan_name(p->scan));
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
@@ -289,8 +290,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 		else if (loaded)
 			p11p_message(
 			    "slot '%s': key-management policy now write_back %s, scan %s%s",
-			    vs->label, p.write_back ? "true" : "false",
-			    p.scan == P11P_SCAN_OWNED ? "owned" : "all",
+			    vs->label, p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
 			    rc == 0 ? " (the configured policy)" : "");
 	}
 	p11p_lock();

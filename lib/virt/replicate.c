@@ -30,6 +30,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
+#include "vkeys/model.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -92,9 +93,10 @@ struct keyinfo {
 	CK_MECHANISM_TYPE mech;
 };
 
+/* What replication copies: keys, as the key model says (vkeys/model.h). */
 static bool is_key_class(CK_OBJECT_CLASS cls)
 {
-	return cls == CKO_SECRET_KEY || cls == CKO_PRIVATE_KEY || cls == CKO_PUBLIC_KEY;
+	return p11p_vk_is_key_class(cls);
 }
 
 static void keyinfo_clear(struct keyinfo *ki)

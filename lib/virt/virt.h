@@ -38,6 +38,10 @@
 #include "base/secret.h"
 #include "config/config.h"
 #include "index/index.h"
+#include "virt/order.h"
+#include "virt/overlay.h"
+#include "virt/policy.h"
+#include "virt/replicate.h"
 
 #define P11P_SESSION_BASE 0x53000000UL /* 'S' */
 #define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */
@@ -71,11 +75,7 @@ struct p11p_vslot {
 	struct p11p_member_cfg *added[P11P_MAX_MEMBERS]; /* owned specs, by member index */
 	/* Used only by the thread checking the overlay (p11p_state.order_busy): */
 	char *order_path; /* the overlay file, or NULL */
-	struct p11p_overlay_stamp {
-		int err; /* 0: stat worked; else its errno (ENOENT: no overlay) */
-		unsigned long long dev, ino, size;
-		long long mtime_s, mtime_ns, ctime_s, ctime_ns;
-	} order_stamp;
+	struct p11p_overlay_stamp order_stamp;
 	/* Key replication (replicate.c), guarded by the global lock: */
 	CK_OBJECT_HANDLE repl_key[P11P_MAX_MEMBERS]; /* ha.replication_key per member; 0: unknown */
 	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
@@ -372,85 +372,8 @@ struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *v
 CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
 
 /*
- * --- overlay.c: files under <state_dir>/slots/ the CLI writes and processes follow ---
- * p11p_overlay_stamp_of(): what identifies the file's version now (lstat; ENOENT: none).
- * p11p_overlay_read(): 1 read (*buf, *len: p11p_free it), 0 there is none, -1 unreadable,
- * unsafe (not a regular file, writable by others) or larger than max (err: "PATH: why").
- * stamp (may be NULL) receives the version read. p11p_overlay_write(): text to path
- * atomically (temp file 0600 "PATH.tmp.PID", fsync, rename, fsync of the directory), or
- * removes it when text is NULL; called under the writer's lock. 0, or -1 with err.
- */
-void p11p_overlay_stamp_of(const char *path, struct p11p_overlay_stamp *s);
-bool p11p_overlay_stamp_same(const struct p11p_overlay_stamp *a,
-                             const struct p11p_overlay_stamp *b);
-int p11p_overlay_read(const char *path, size_t max, struct p11p_overlay_stamp *stamp,
-                      unsigned char **buf, size_t *len, char *err, size_t errlen);
-int p11p_overlay_write(const char *path, const char *text, char *err, size_t errlen);
-
-/* --- order.c: member order overlays (see the comment at the top of order.c) --- */
-#define P11P_ORDER_CHECK_MS  1000UL       /* the module stats an overlay at most this often */
-#define P11P_ORDER_MAX_BYTES (64 * 1024)  /* an overlay file */
-#define P11P_ORDER_LINE_MAX  8192         /* one line of it */
-#define P11P_ORDER_NONE      ((size_t)-1) /* p11p_order_entry.config_index of an added member */
-
-/* One line of an overlay: a config member by name, or an added member's spec. */
-struct p11p_order_entry {
-	char name[P11P_NAME_MAX + 1];
-	size_t config_index;          /* in the slot's config, or P11P_ORDER_NONE */
-	struct p11p_member_cfg *spec; /* an added member (owned; pin not read), else NULL */
-	unsigned long line;           /* where it was read (0: not from a file) */
-};
-
-/* A slot's member list in priority order. */
-struct p11p_order {
-	size_t n;
-	struct p11p_order_entry e[P11P_MAX_MEMBERS];
-	bool from_file; /* an overlay was read (else: the config's order) */
-};
-
-/*
- * The slot's overlay file, "<state_dir>/slots/<LABEL>.members" into buf.
- * -1 when it does not fit or the config has no state_dir.
- */
-int p11p_order_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len);
-/* The config's own order for the slot. */
-void p11p_order_from_config(const struct p11p_config *cfg, size_t slot, struct p11p_order *out);
-/*
- * Parses overlay text (name: for messages). false with "NAME:LINE: message"
- * in err on any problem; out is then empty. PINs are not read.
- */
-bool p11p_order_parse(const struct p11p_config *cfg, size_t slot, const char *name,
-                      const char *data, size_t len, struct p11p_order *out, char *err,
-                      size_t errlen);
-/*
- * Reads the slot's overlay: 1 read into out; 0 there is none (out holds the
- * config's order); -1 unreadable or damaged (err: "PATH[:LINE]: message").
- * stamp (may be NULL) receives what identifies the version read.
- */
-int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
-                    struct p11p_overlay_stamp *stamp, char *err, size_t errlen);
-/* The overlay text for an order (p11p_free it), or NULL (ENOMEM, or a line too long). */
-char *p11p_order_format(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o);
-/*
- * Writers (the CLI): p11p_order_lock() creates the state directories (0700)
- * and takes an exclusive flock on "<state_dir>/slots/.lock": an fd, or -1
- * (err set). Read, change, p11p_order_write() (temp file 0600 in the same
- * directory, fsync, rename, fsync of the directory; o->n == 0 removes the
- * overlay, back to the config's order), then p11p_order_unlock().
- */
-int p11p_order_lock(const struct p11p_config *cfg, char *err, size_t errlen);
-int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
-                     char *err, size_t errlen);
-void p11p_order_unlock(int fd);
-/* Frees the specs and empties o. */
-void p11p_order_clear(struct p11p_order *o);
-/* Do two member specs name the same member (name, backend, selector, PIN source)? */
-bool p11p_member_cfg_same(const struct p11p_member_cfg *a, const struct p11p_member_cfg *b);
-/* Frees a spec p11p_order_parse() made (its PIN wiped); NULL is fine. */
-void p11p_member_cfg_free(struct p11p_member_cfg *m);
-
-/*
- * In the module. p11p_order_init(): at C_Initialize, after the slot's
+ * --- order.c in the module (the overlay files: virt/order.h) ---
+ * p11p_order_init(): at C_Initialize, after the slot's
  * config members are set up and before the state is shared: the config's
  * order, then the overlay if there is one. p11p_order_poll(): checks every
  * slot's overlay when due (at most once per P11P_ORDER_CHECK_MS) and applies
@@ -633,46 +556,13 @@ CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULON
                             CK_OBJECT_HANDLE_PTR out);
 
 /*
- * --- policy.c: a slot's key-management policy ---
+ * --- policy.c in the module: a slot's key-management policy ---
  * The config's `policy:`, unless `p11proxy policy set` wrote an overlay,
- * "<state_dir>/slots/<LABEL>.policy", which wins. Running processes follow
- * an overlay within P11P_POLICY_CHECK_MS.
+ * "<state_dir>/slots/<LABEL>.policy", which wins (the file: virt/policy.h;
+ * what the policy decides: vkeys/model.h). Running processes follow an
+ * overlay within P11P_POLICY_CHECK_MS.
  */
-#define P11P_POLICY_CHECK_MS  1000UL
-#define P11P_POLICY_MAX_BYTES 4096 /* an overlay file */
-/*
- * The overlay's path into buf ("<state_dir>/slots/<LABEL>.policy", LABEL
- * encoded as for the member-order overlay); -1 when it does not fit or the
- * config has no usable state_dir.
- */
-int p11p_policy_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len);
-/*
- * Parses overlay text (name: for messages): lines "write_back = true|false"
- * and "scan = all|owned", blank lines and '#' comments. A key not given keeps
- * its value in `base` (the config's policy). false with "NAME:LINE: message"
- * in err on any problem.
- */
-bool p11p_policy_parse(const char *name, const char *data, size_t len,
-                       const struct p11p_policy_cfg *base, struct p11p_policy_cfg *out, char *err,
-                       size_t errlen);
-/* The overlay text for a policy (NUL-terminated, in buf of at least 256 bytes). */
-void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len);
-/*
- * 1: the overlay, read into out; 0: none (out: the config's); -1: unreadable
- * or damaged (err: "PATH[:LINE]: message"; out: the config's). The module
- * reads only a regular file that belongs to root or to its user and is not
- * writable by group or others.
- */
-int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
-                     char *err, size_t errlen);
-/*
- * Writes the overlay atomically (the CLI): under the exclusive lock
- * p11p_order_lock() takes, temp file 0600 in the same directory, fsync,
- * rename, fsync of the directory (directories made 0700); p == NULL removes
- * it (back to the config's). 0, or -1 with err set.
- */
-int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
-                      char *err, size_t errlen);
+#define P11P_POLICY_CHECK_MS 1000UL
 /* In the module: the slot's policy now. No lock held. */
 void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
 
@@ -833,19 +723,6 @@ void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
  */
 void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
                        CK_ATTRIBUTE_PTR templ, CK_ULONG count);
-
-/*
- * For tools (`p11proxy keys rotate` on an HA slot): copies key bh from a
- * session on one member (src) to a session on another (dst), both logged in,
- * as replication does: a secret or private key wrapped under the key labelled
- * repl_label (on both members) and unwrapped with the same attributes, a
- * public key created from its public attributes. CKR_OK with the copy's
- * handle, or an error with why it failed in `why`.
- */
-CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, size_t src_index,
-                         CK_OBJECT_HANDLE bh, struct p11p_backend *dst_be, CK_SESSION_HANDLE dst_h,
-                         size_t dst_index, const char *repl_label, CK_OBJECT_HANDLE *out, char *why,
-                         size_t wl);
 
 /*
  * Member m of vs is up again (after being down): copies to it the token keys

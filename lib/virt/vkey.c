@@ -29,6 +29,10 @@
  * Other processes' changes: the index is refreshed (one stat(2) when nothing
  * changed) at most every P11P_VKEY_REFRESH_MS, by whichever call comes first.
  *
+ * The rules (the permissions each key class has, the record made from a
+ * key's attributes, what write_back and scan decide) are the key model's,
+ * vkeys/model.h, which the CLI uses too; this file applies them.
+ *
  * Locks: the global lock guards the objects' bindings; it is never held
  * across an index call (writes fdatasync) nor a backend call.
  */
@@ -36,7 +40,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
-#include "p11proxy.h"
+#include "vkeys/model.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -52,38 +56,8 @@ struct p11p_vkeys {
 	atomic_bool refresh_failed; /* reported once until a refresh works again */
 };
 
-static const struct {
-	CK_ATTRIBUTE_TYPE type;
-	uint32_t bit;
-} perm_attrs[] = {
-    {CKA_ENCRYPT, P11P_VK_ENCRYPT}, {CKA_DECRYPT, P11P_VK_DECRYPT}, {CKA_SIGN, P11P_VK_SIGN},
-    {CKA_VERIFY, P11P_VK_VERIFY},   {CKA_WRAP, P11P_VK_WRAP},       {CKA_UNWRAP, P11P_VK_UNWRAP},
-    {CKA_DERIVE, P11P_VK_DERIVE},
-};
-#define N_PERMS (sizeof(perm_attrs) / sizeof(perm_attrs[0]))
-
-static uint32_t perm_bit(CK_ATTRIBUTE_TYPE type)
-{
-	for (size_t i = 0; i < N_PERMS; i++)
-		if (perm_attrs[i].type == type)
-			return perm_attrs[i].bit;
-	return 0;
-}
-
-/* The permission attributes a key class has (PKCS#11 3.0, 4.8 to 4.10); 0: not a key. */
-static uint32_t class_perms(CK_OBJECT_CLASS cls)
-{
-	switch (cls) {
-	case CKO_SECRET_KEY:
-		return P11P_VK_ALL;
-	case CKO_PRIVATE_KEY:
-		return P11P_VK_DECRYPT | P11P_VK_SIGN | P11P_VK_UNWRAP | P11P_VK_DERIVE;
-	case CKO_PUBLIC_KEY:
-		return P11P_VK_ENCRYPT | P11P_VK_VERIFY | P11P_VK_WRAP | P11P_VK_DERIVE;
-	default:
-		return 0;
-	}
-}
+/* The usage attributes (the key model: vkeys/model.h has the table by class). */
+#define N_PERMS P11P_VK_NPERMS
 
 /* ---- state ---- */
 
@@ -195,7 +169,7 @@ struct keyinfo {
 	bool token_key;
 	struct p11p_vkbind b;
 	CK_KEY_TYPE key_type;
-	uint32_t perms; /* the HSM key's */
+	uint32_t perms; /* the HSM key's usage flags that are true (p11p_vk_usage_read) */
 };
 
 /* What the binding needs of backend object bh (on the call's member). */
@@ -221,7 +195,7 @@ static CK_RV read_key(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct keyinfo *
 		return rv;
 	if (a[0].ulValueLen != sizeof(cls) || a[1].ulValueLen != sizeof(tok))
 		return CKR_GENERAL_ERROR; /* the backend broke the contract */
-	if (tok == CK_FALSE || class_perms(cls) == 0)
+	if (tok == CK_FALSE || !p11p_vk_is_key_class(cls))
 		return CKR_OK;
 	k->token_key = true;
 	k->b.vid = 0;
@@ -240,18 +214,12 @@ static CK_RV read_key(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct keyinfo *
 	k->key_type = kt;
 	k->b.id_len = b[1].ulValueLen;
 	k->b.label_len = b[2].ulValueLen;
-	for (size_t i = 0; i < N_PERMS; i++) {
-		v[i] = CK_FALSE;
-		p[i] = (CK_ATTRIBUTE){perm_attrs[i].type, &v[i], sizeof(v[i])};
-	}
+	p11p_vk_usage_template(P11P_VK_ALL, 0, p, v);
 	/* Attributes the class lacks come back unavailable: not granted. */
 	rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, p, N_PERMS);
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
 		return rv;
-	for (size_t i = 0; i < N_PERMS; i++)
-		if (p[i].ulValueLen == sizeof(CK_BBOOL) && v[i] != CK_FALSE)
-			k->perms |= perm_attrs[i].bit;
-	k->perms &= class_perms(cls);
+	k->perms = p11p_vk_usage_read(p, N_PERMS);
 	return CKR_OK;
 }
 
@@ -268,18 +236,6 @@ static int read_bool(struct p11p_call *c, CK_OBJECT_HANDLE bh, CK_ATTRIBUTE_TYPE
 }
 
 /* ---- records ---- */
-
-/* Is record a a better binding than b? Not deleted, then created, then the lower id. */
-static bool rec_better(const struct p11p_vkey *a, const struct p11p_vkey *b)
-{
-	bool ad = a->state == P11P_VK_DELETED, bd = b->state == P11P_VK_DELETED;
-
-	if (ad != bd)
-		return !ad;
-	if (a->origin != b->origin)
-		return a->origin == P11P_VK_CREATED;
-	return a->vid < b->vid;
-}
 
 /*
  * The best record of identity b on slot, other than `except` (0: none):
@@ -321,7 +277,7 @@ static CK_RV lookup(struct p11p_vkeys *vk, const char *slot, const struct p11p_v
 	for (size_t i = 0; i < count; i++) {
 		if (all[i].vid == except)
 			continue;
-		if (!*found || rec_better(&all[i], best))
+		if (!*found || p11p_vk_record_better(&all[i], best))
 			*best = all[i];
 		*found = true;
 	}
@@ -359,21 +315,22 @@ static CK_RV update_record(struct p11p_vkeys *vk, uint64_t vid, rec_edit_fn edit
 	return CKR_FUNCTION_FAILED;
 }
 
-static void fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const struct keyinfo *k,
-                        enum p11p_vk_origin origin, uint32_t perms, uint32_t presence)
+/* The record of a key read with read_key() (the key model's record_new). */
+static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const struct keyinfo *k,
+                         enum p11p_vk_origin origin, uint32_t limit, uint32_t presence)
 {
-	memset(r, 0, sizeof(*r));
-	snprintf(r->slot, sizeof(r->slot), "%s", vs->label);
-	r->cls = k->b.cls;
-	r->key_type = k->key_type;
-	memcpy(r->ck_id, k->b.id, k->b.id_len);
-	r->ck_id_len = k->b.id_len;
-	memcpy(r->label, k->b.label, k->b.label_len);
-	r->label_len = k->b.label_len;
-	r->perms = perms & P11P_VK_ALL;
-	r->state = P11P_VK_ACTIVE;
-	r->origin = origin;
-	r->presence = presence & ((1u << P11P_INDEX_MAX_MEMBERS) - 1);
+	const struct p11p_vk_key key = {
+	    .cls = k->b.cls,
+	    .key_type = k->key_type,
+	    .id = k->b.id,
+	    .id_len = k->b.id_len,
+	    .label = k->b.label,
+	    .label_len = k->b.label_len,
+	    .usage = k->perms,
+	};
+
+	return p11p_vk_record_new(r, vs->label, &key, limit, origin, presence) ? CKR_OK
+	                                                                       : CKR_GENERAL_ERROR;
 }
 
 /* ---- bindings ---- */
@@ -478,7 +435,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		} else if (found) {
 			p[i].k.b.vid = best.vid;
 			p[i].what = P_BOUND;
-		} else if (pol.scan == P11P_SCAN_ALL && !p[i].k.b.unrecordable) {
+		} else if (p11p_vk_on_unrecorded(&pol, !p[i].k.b.unrecordable) == P11P_VK_IMPORT) {
 			p[i].what = P_NEW;
 			p[i].rec = nrec++;
 		} else {
@@ -497,8 +454,8 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		rv = recs == NULL ? CKR_HOST_MEMORY : CKR_OK;
 		for (size_t i = 0; rv == CKR_OK && i < np; i++)
 			if (p[i].what == P_NEW)
-				fill_record(&recs[p[i].rec], vs, &p[i].k, P11P_VK_SCANNED,
-				            p[i].k.perms, presence);
+				rv = fill_record(&recs[p[i].rec], vs, &p[i].k, P11P_VK_SCANNED,
+				                 P11P_VK_ALL, presence);
 		if (rv == CKR_OK)
 			rv = p11p_index_put_batch(vk->idx, recs, nrec);
 		if (rv != CKR_OK) {
@@ -560,7 +517,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		struct p11p_vkbind b;
 		struct p11p_policy_cfg pol;
 		struct p11p_vkey best;
-		bool known, have, found = false;
+		bool known, have, found = false, import;
 		uint64_t vid = 0;
 		CK_RV rv;
 
@@ -605,35 +562,25 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 			return VK_ERROR;
 		}
 		p11p_policy_get(c->st, vs, &pol);
+		import = p11p_vk_on_unrecorded(&pol, !b.unrecordable) == P11P_VK_IMPORT;
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
 		if (obj != NULL && obj->vk != NULL && obj->vk->vid == vid) {
 			if (found)
 				obj->vk->vid = best.vid;
-			else if (pol.scan == P11P_SCAN_ALL && !b.unrecordable)
+			else if (import)
 				p11p_vkey_object_free(obj); /* read again and import */
 			else
 				obj->vk->vid = 0;
 		}
 		p11p_unlock();
-		if (!found && (pol.scan != P11P_SCAN_ALL || b.unrecordable))
+		if (!found && !import)
 			return VK_HIDDEN;
 	}
 	/* Still unbound: a read failed, or the import did (fail closed). */
 	if (*err != CKR_OK)
 		return VK_ERROR;
 	return VK_HIDDEN;
-}
-
-static CK_RV rec_allows(const struct p11p_vkey *r, unsigned perm)
-{
-	if (r->state == P11P_VK_DELETED)
-		return CKR_KEY_HANDLE_INVALID;
-	if (r->state == P11P_VK_DEACTIVATED)
-		return P11PROXY_CKR_KEY_DEACTIVATED;
-	if (perm != 0 && (r->perms & perm) != perm)
-		return CKR_KEY_FUNCTION_NOT_PERMITTED;
-	return CKR_OK;
 }
 
 /* ---- the hooks ---- */
@@ -655,7 +602,7 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 	case VK_BOUND:
 		break;
 	}
-	return rec_allows(&rec, perm);
+	return p11p_vk_use_check(&rec, perm);
 }
 
 /*
@@ -690,7 +637,6 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
                          CK_ULONG count, CK_RV *rv)
 {
 	struct p11p_vkey rec;
-	uint32_t has;
 
 	if (c->st->vkeys == NULL || templ == NULL)
 		return;
@@ -703,14 +649,12 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
 	case -1:
 		return;
 	}
-	has = class_perms(rec.cls);
 	for (CK_ULONG i = 0; i < count; i++) {
-		uint32_t bit = perm_bit(templ[i].type);
+		int v = p11p_vk_attr_value(&rec, templ[i].type);
 
 		/* Where the member gave the HSM key's value, the virtual key's goes instead. */
-		if ((bit & has) != 0 && templ[i].pValue != NULL &&
-		    templ[i].ulValueLen == sizeof(CK_BBOOL))
-			*(CK_BBOOL *)templ[i].pValue = (rec.perms & bit) ? CK_TRUE : CK_FALSE;
+		if (v >= 0 && templ[i].pValue != NULL && templ[i].ulValueLen == sizeof(CK_BBOOL))
+			*(CK_BBOOL *)templ[i].pValue = v ? CK_TRUE : CK_FALSE;
 	}
 }
 
@@ -730,11 +674,11 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 	if (slot_vkeys(c) == NULL)
 		return CKR_OK;
 	for (CK_ULONG i = 0; i < count; i++) {
-		uint32_t bit = perm_bit(templ[i].type);
+		uint32_t bit = p11p_vk_find_attr(&templ[i]);
 		bool val;
 
 		/* A malformed one stays in the member's find, which answers for it. */
-		if (bit == 0 || templ[i].pValue == NULL || templ[i].ulValueLen != sizeof(CK_BBOOL))
+		if (bit == 0)
 			continue;
 		val = *(const CK_BBOOL *)templ[i].pValue != CK_FALSE;
 		if ((mask & bit) != 0 && ((want & bit) != 0) != val)
@@ -749,12 +693,9 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 	out = p11p_calloc(count, sizeof(*out));
 	if (out == NULL)
 		return CKR_HOST_MEMORY;
-	for (CK_ULONG i = 0; i < count; i++) {
-		uint32_t bit = perm_bit(templ[i].type);
-
-		if (bit == 0 || templ[i].pValue == NULL || templ[i].ulValueLen != sizeof(CK_BBOOL))
+	for (CK_ULONG i = 0; i < count; i++)
+		if (p11p_vk_find_attr(&templ[i]) == 0)
 			out[j++] = templ[i];
-	}
 	*btempl = out;
 	*bcount = j;
 	s->vk_find_mask = mask;
@@ -777,27 +718,17 @@ static bool hsm_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, uint32_t mask,
 	CK_ATTRIBUTE a[N_PERMS];
 	CK_BBOOL v[N_PERMS];
 	CK_OBJECT_HANDLE bh;
-	CK_ULONG n = 0;
+	CK_ULONG n;
 
 	if (p11p_object_to_backend(c, ph, CKR_OBJECT_HANDLE_INVALID, &bh) != CKR_OK)
 		return false;
-	for (size_t i = 0; i < N_PERMS; i++) {
-		if ((mask & perm_attrs[i].bit) == 0)
-			continue;
-		v[n] = CK_FALSE;
-		a[n] = (CK_ATTRIBUTE){perm_attrs[i].type, &v[n], sizeof(v[n])};
-		n++;
-	}
+	n = p11p_vk_usage_template(mask, 0, a, v);
 	if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, a, n) != CKR_OK)
 		return false; /* an object without one of them does not match */
-	for (CK_ULONG i = 0; i < n; i++) {
-		uint32_t bit = perm_bit(a[i].type);
-
-		if (a[i].ulValueLen != sizeof(CK_BBOOL) ||
-		    (v[i] != CK_FALSE) != ((want & bit) != 0))
+	for (CK_ULONG i = 0; i < n; i++)
+		if (a[i].ulValueLen != sizeof(CK_BBOOL))
 			return false;
-	}
-	return true;
+	return p11p_vk_usage_read(a, n) == (want & mask);
 }
 
 bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
@@ -815,12 +746,8 @@ bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
 	case VK_ERROR:
 		return true;
 	case VK_BOUND:
-		if (rec.state == P11P_VK_DELETED)
-			return true;
-		/* An attribute the key's class lacks matches no value (as on the HSM). */
-		if ((s->vk_find_mask & ~class_perms(rec.cls)) != 0)
-			return true;
-		return (rec.perms & s->vk_find_mask) != s->vk_find_want;
+		/* Deleted, or not matching: an attribute the class lacks matches no value. */
+		return !p11p_vk_find_match(&rec, s->vk_find_mask, s->vk_find_want);
 	case VK_NONE:
 		break;
 	}
@@ -838,7 +765,7 @@ static void apply_set(struct p11p_vkey *r, const void *arg)
 {
 	const struct set_edit *e = arg;
 
-	r->perms = (r->perms & ~e->mask) | (e->vals & e->mask);
+	p11p_vk_set_perms(r, e->mask, e->vals, NULL);
 	if (e->has_id) {
 		memcpy(r->ck_id, e->id->pValue, e->id->ulValueLen);
 		r->ck_id_len = e->id->ulValueLen;
@@ -883,22 +810,10 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	}
 	/* Checked whole first: all or nothing. */
 	for (CK_ULONG i = 0; i < count; i++) {
-		uint32_t bit = perm_bit(templ[i].type);
-
-		if (bit != 0) {
-			if ((class_perms(rec.cls) & bit) == 0) {
-				*rv = CKR_ATTRIBUTE_TYPE_INVALID;
+		if (p11p_vk_attr_perm(templ[i].type) != 0) {
+			*rv = p11p_vk_set_usage(rec.cls, &templ[i], &e.mask, &e.vals);
+			if (*rv != CKR_OK)
 				return true;
-			}
-			if (templ[i].pValue == NULL || templ[i].ulValueLen != sizeof(CK_BBOOL)) {
-				*rv = CKR_ATTRIBUTE_VALUE_INVALID;
-				return true;
-			}
-			e.mask |= bit;
-			if (*(CK_BBOOL *)templ[i].pValue != CK_FALSE)
-				e.vals |= bit;
-			else
-				e.vals &= ~bit;
 			continue;
 		}
 		other = true;
@@ -924,14 +839,14 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	}
 	p11p_policy_get(c->st, c->s->slot, &pol);
 	/* Without write_back only permissions change: label and id stay the HSM key's. */
-	if (other && !pol.write_back) {
+	if (other && p11p_vk_route(&pol, P11P_VK_CHANGE_ATTRS) == P11P_VK_REFUSE) {
 		*rv = CKR_ATTRIBUTE_READ_ONLY;
 		return true;
 	}
 	*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
 	if (*rv != CKR_OK)
 		return true;
-	if (!pol.write_back) {
+	if (p11p_vk_route(&pol, P11P_VK_CHANGE_PERMS) == P11P_VK_RECORD_ONLY) {
 		/* A key the HSM will not let change does not change virtually either. */
 		if (read_bool(c, bh, CKA_MODIFIABLE) == 0) {
 			*rv = CKR_ATTRIBUTE_READ_ONLY;
@@ -941,13 +856,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 		return true;
 	}
 	/* write_back: the HSM key first (its refusal stands, the index untouched). */
-	for (size_t i = 0; i < N_PERMS; i++) {
-		if ((e.mask & perm_attrs[i].bit) == 0)
-			continue;
-		oldv[n_old] = CK_FALSE;
-		old[n_old] = (CK_ATTRIBUTE){perm_attrs[i].type, &oldv[n_old], sizeof(CK_BBOOL)};
-		n_old++;
-	}
+	n_old = p11p_vk_usage_template(e.mask, 0, old, oldv);
 	if (e.has_id)
 		old[n_old++] = (CK_ATTRIBUTE){CKA_ID, old_id, sizeof(old_id)};
 	if (e.has_label)
@@ -1001,7 +910,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 static void apply_delete(struct p11p_vkey *r, const void *arg)
 {
 	(void)arg;
-	r->state = P11P_VK_DELETED;
+	p11p_vk_set_state(r, P11P_VK_DELETED, NULL);
 }
 
 bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint64_t *vid)
@@ -1021,7 +930,7 @@ bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint6
 		return true;
 	}
 	p11p_policy_get(c->st, c->s->slot, &pol);
-	if (pol.write_back) {
+	if (p11p_vk_route(&pol, P11P_VK_CHANGE_DELETE) == P11P_VK_HSM_FIRST) {
 		*vid = rec.vid; /* the HSM key goes, then the record (p11p_vkey_destroyed) */
 		return false;
 	}
@@ -1092,7 +1001,9 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 			rv = CKR_ATTRIBUTE_VALUE_INVALID;
 			goto out;
 		}
-		fill_record(&recs[nrec], vs, &k[i], P11P_VK_CREATED, k[i].perms & limit, holders);
+		rv = fill_record(&recs[nrec], vs, &k[i], P11P_VK_CREATED, limit, holders);
+		if (rv != CKR_OK)
+			goto out;
 		which[nrec++] = i;
 	}
 	if (nrec == 0)
@@ -1159,6 +1070,6 @@ CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HAND
 		return CKR_OK;
 	/* The copy is a new virtual key, with no permission the original's lacks. */
 	if (resolve(c, src, &rec, &err) == VK_BOUND)
-		limit = rec.perms;
+		limit = p11p_vk_perms_of(&rec);
 	return record_created(c, &bh, 1, limit);
 }

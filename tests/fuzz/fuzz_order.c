@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "base/mem.h"
-#include "virt/virt.h"
+#include "virt/order.h"
 
 #define NAME "fuzz.members"
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "virt/virt.h"
+#include "virt/policy.h"
 
 #define NAME "fuzz.policy"
 

@@ -503,6 +503,55 @@ static int cmd_enforce(void)
 
 /* ---- set and destroy under the policy ---- */
 
+/*
+ * A public key carries CKA_DERIVE (common to every key) but is never granted
+ * derive (vkeys/model.h): made with CKA_DERIVE true on the HSM, its record has
+ * no derive, the attribute reads false through the slot and matches false in
+ * finds, and it cannot be set true. Its private key derives.
+ */
+static void derive_public(void)
+{
+	CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	CK_ATTRIBUTE pt[] = {
+	    {CKA_TOKEN, &yes, 1},  {CKA_LABEL, "pd-ec", 5},
+	    {CKA_ID, "\x07", 1},   {CKA_EC_PARAMS, (void *)p256, sizeof(p256)},
+	    {CKA_VERIFY, &yes, 1}, {CKA_ENCRYPT, &no, 1},
+	    {CKA_WRAP, &no, 1},    {CKA_DERIVE, &yes, 1},
+	};
+	CK_ATTRIBUTE st[] = {
+	    {CKA_TOKEN, &yes, 1},  {CKA_LABEL, "pd-ec", 5}, {CKA_ID, "\x07", 1},
+	    {CKA_SIGN, &yes, 1},   {CKA_DERIVE, &yes, 1},   {CKA_PRIVATE, &yes, 1},
+	    {CKA_DECRYPT, &no, 1}, {CKA_UNWRAP, &no, 1},
+	};
+	CK_ATTRIBUTE on = {CKA_DERIVE, &yes, 1}, off = {CKA_DERIVE, &no, 1};
+	CK_OBJECT_HANDLE pub = 0, priv = 0;
+	struct p11p_vkey r;
+	size_t n;
+	CK_RV rv = F->C_GenerateKeyPair(S, &mech, pt, sizeof(pt) / sizeof(pt[0]), st,
+	                                sizeof(st) / sizeof(st[0]), &pub, &priv);
+
+	memset(&r, 0, sizeof(r));
+	n = rec_find("pd-ec", CKO_PUBLIC_KEY, &r);
+	expect(rv == CKR_OK && n == 1 && r.perms == P11P_VK_VERIFY,
+	       "a public key made with CKA_DERIVE true is recorded without derive (rv 0x%lx, "
+	       "perms 0x%x)",
+	       rv, (unsigned)r.perms);
+	n = rec_find("pd-ec", CKO_PRIVATE_KEY, &r);
+	expect(n == 1 && r.perms == (P11P_VK_SIGN | P11P_VK_DERIVE),
+	       "its private key keeps derive (perms 0x%x)", (unsigned)r.perms);
+	expect(get_bool(pub, CKA_DERIVE, NULL) == 0, "the public key's CKA_DERIVE reads false");
+	expect(find_perm("pd-ec", CKO_PUBLIC_KEY, CKA_DERIVE, &no) == 1 &&
+	           find_perm("pd-ec", CKO_PUBLIC_KEY, CKA_DERIVE, &yes) == 0,
+	       "and matches false in a find");
+	rv = F->C_SetAttributeValue(S, pub, &on, 1);
+	expect(rv == CKR_ATTRIBUTE_VALUE_INVALID,
+	       "CKA_DERIVE true on a public key: value invalid (0x%lx)", rv);
+	rv = F->C_SetAttributeValue(S, pub, &off, 1);
+	n = rec_find("pd-ec", CKO_PUBLIC_KEY, &r);
+	expect(rv == CKR_OK && n == 1 && r.perms == P11P_VK_VERIFY,
+	       "CKA_DERIVE false on a public key: accepted, nothing to change (0x%lx)", rv);
+}
+
 static int cmd_virtual(void)
 {
 	CK_OBJECT_HANDLE aes, ecpub, ecpriv, h;
@@ -530,6 +579,7 @@ static int cmd_virtual(void)
 	rv = F->C_SetAttributeValue(S, ecpub, &sign_off, 1);
 	expect(rv == CKR_ATTRIBUTE_TYPE_INVALID, "CKA_SIGN on a public key: type invalid (0x%lx)",
 	       rv);
+	derive_public();
 
 	rv = F->C_DestroyObject(S, aes);
 	expect(rv == CKR_OK && rec_find("wb-aes", CKO_SECRET_KEY, &r) == 1 &&

@@ -67,6 +67,8 @@ vk_main() {
 		hsm_is t2 wb-ec private sign "sign true"
 	check "vkeys: write_back false: the destroyed key is still on the HSM" \
 		hsm_is t2 wb-aes secret encrypt "count 1"
+	check "vkeys: a public key's CKA_DERIVE stays true on the HSM (never a permission)" \
+		hsm_is t2 pd-ec public derive "derive true"
 	vk_run "vkeys: write_back false: a new process keeps the tombstone" \
 		after "$PROXY_MODULE" v-t2 "$TEST_USER_PIN" "$d/keys.index"
 

@@ -264,6 +264,43 @@ expect_cli "sync: a key gone from one member is updated" 0 "updated 1" sync vha
 [ "$(cli keys show both --slot vha --json | jq -c '[.presence, .state]')" = '[[0],"active"]' ] &&
 	pass "sync: presence drops the member" || fail "sync: presence drops the member"
 
+# --- the permission table (lib/vkeys/model.h): what applies to which class --------------------
+# A public key carries CKA_DERIVE but no mechanism derives from one: never a permission.
+hsm ka --keypair --key-type EC:prime256v1 --label ecd --id 05 --usage-derive >/dev/null
+# A private key without its public key on the HSM: rotate makes the public half itself.
+hsm ka --keypair --key-type EC:prime256v1 --label ecr --id 06 --usage-derive >/dev/null
+hsm ka --delete-object --type pubkey --label ecr >/dev/null
+expect_cli "sync: EC pairs with derive set on both halves" 0 "added 3" sync va
+if cli keys list --slot va --json >"$TMP/d.json" 2>&1 &&
+	json "$TMP/d.json" '[.keys[] | select(.label == "ecd")] |
+		(map(select(.class == "private"))[0] | .perms == "-ds--uk" and
+			.permissions == ["decrypt","sign","unwrap","derive"]) and
+		(map(select(.class == "public"))[0] | .perms == "e--vw--" and
+			.permissions == ["encrypt","verify","wrap"])'; then
+	pass "sync: a public key's CKA_DERIVE is not recorded as a permission"
+else
+	fail "sync: a public key's CKA_DERIVE is not recorded as a permission" \
+		"$(jq -c '[.keys[] | select(.label == "ecd") | [.class, .perms]]' "$TMP/d.json")"
+fi
+expect_cli "keys allow: derive does not apply to a public key" 1 \
+	"'derive' does not apply to a public key" keys allow "pkcs11:object=ecd;type=public;token=va" derive
+expect_cli "keys allow all: a public key gets what applies to it" 0 "permissions already e--vw--" \
+	keys allow "pkcs11:object=ecd;type=public;token=va" all
+expect_cli "keys deny derive: applies to a private key" 0 "permissions now -ds--u-" \
+	keys deny "pkcs11:object=ecd;type=private;token=va" derive
+expect_cli "keys rotate: a private key with no public key" 0 "its new public key" \
+	keys rotate "pkcs11:object=ecr;type=private;token=va"
+# The new public key's record and HSM key get the same permissions: the private key's public half.
+if cli keys list --slot va --json >"$TMP/r.json" 2>&1 &&
+	json "$TMP/r.json" '[.keys[] | select(.label == "ecr" and .class == "public")] |
+		length == 1 and .[0].perms == "e--vw--" and .[0].origin == "created"' &&
+	[ "$(hsm_usage ka pubkey ecr)" = "encrypt, verify, wrap" ]; then
+	pass "keys rotate: the new public key's record matches its HSM key (e--vw--)"
+else
+	fail "keys rotate: the new public key's record matches its HSM key (e--vw--)" \
+		"$(jq -c '[.keys[] | select(.label == "ecr") | [.class, .perms]]' "$TMP/r.json"); HSM: $(hsm_usage ka pubkey ecr)"
+fi
+
 # --- usage errors (exit 2) -------------------------------------------------------------------
 expect_cli "usage: keys without action" 2 "no action" keys
 expect_cli "usage: keys unknown action" 2 "unknown action 'frob'" keys frob

@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 #include "base/mem.h"
-#include "virt/virt.h"
+#include "virt/order.h"
+#include "virt/policy.h"
 
 static const struct p11p_policy_cfg base_all = {false, P11P_SCAN_ALL};
 

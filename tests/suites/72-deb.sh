@@ -16,6 +16,13 @@ VERSION=$(dpkg-parsechangelog -l "$SRCDIR/debian/changelog" -S Version)
 PKGS="p11proxy-module p11proxy libp11proxy-dev"
 MODULE_PATH=/usr/lib/$MA/pkcs11/libproxy.so
 LOG=$TMP/log
+hdr_version=$(sed -n 's/^#define P11PROXY_VERSION_MAJOR //p' "$SRCDIR/include/p11proxy.h").$(
+	sed -n 's/^#define P11PROXY_VERSION_MINOR //p' "$SRCDIR/include/p11proxy.h")
+if [ "$VERSION" = "$hdr_version" ]; then
+	pass "deb: debian/changelog version $VERSION is p11proxy.h's"
+else
+	fail "deb: debian/changelog version $VERSION is p11proxy.h's" "p11proxy.h says $hdr_version"
+fi
 
 # --- build ------------------------------------------------------------------------------------
 # A copy of the tree as it is (uncommitted changes included), without build products.

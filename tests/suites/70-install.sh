@@ -75,8 +75,8 @@ fi
 stage=$TMP/stage
 mkdir -p "$stage" && chown nobody "$stage" && chmod 0711 "$TMP"
 as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/nonexistent "$@"; }
-if ! as_nobody test -r "$BUILD/p11proxy" -a -r "$SRCDIR/Makefile" 2>/dev/null; then
-	skip "install: DESTDIR as an unprivileged user" "nobody cannot read $SRCDIR or $BUILD"
+if ! as_nobody test -r "$BUILD/p11proxy" -a -r "$SRCDIR/Makefile" -a -w "$stage" 2>/dev/null; then
+	skip "install: DESTDIR as an unprivileged user" "nobody cannot read $SRCDIR or $BUILD, or write $stage"
 elif as_nobody make -s -C "$SRCDIR" O="$BUILD" install PREFIX=/usr DESTDIR="$stage" \
 	>"$TMP/log-stage" 2>&1; then
 	got=$(files_in "$stage")

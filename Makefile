@@ -1,15 +1,31 @@
 # p11proxy — plain Makefile. `make`, `make check`, `make check-asan`, `make valgrind`,
 # `make bench`, `make demo`, `make install PREFIX=... DESTDIR=...`.
 
+# Installation directories, the GNU way: every path is under PREFIX, and DESTDIR goes in front
+# of every path written. SYSCONFDIR is $(PREFIX)/etc (PREFIX=/usr/local writes
+# /usr/local/etc/p11proxy/...), except that PREFIX=/usr uses /etc, as usual. SYSTEMDUNITDIR=
+# (empty) leaves out the systemd unit, its environment file and the sysusers.d entry.
 PREFIX ?= /usr/local
-BINDIR ?= $(PREFIX)/bin
-LIBDIR ?= $(PREFIX)/lib
+EXEC_PREFIX ?= $(PREFIX)
+BINDIR ?= $(EXEC_PREFIX)/bin
+LIBDIR ?= $(EXEC_PREFIX)/lib
 MODULEDIR ?= $(LIBDIR)/pkcs11
 INCLUDEDIR ?= $(PREFIX)/include
-MANDIR ?= $(PREFIX)/share/man
+DATAROOTDIR ?= $(PREFIX)/share
+MANDIR ?= $(DATAROOTDIR)/man
+ifeq ($(patsubst %/,%,$(PREFIX)),/usr)
 SYSCONFDIR ?= /etc
-P11KIT_MODULEDIR ?= $(PREFIX)/share/p11-kit/modules
+else
+SYSCONFDIR ?= $(PREFIX)/etc
+endif
+P11KIT_MODULEDIR ?= $(DATAROOTDIR)/p11-kit/modules
+# What the p11-kit module file names: an absolute path, or a bare file name that p11-kit looks
+# up in its own module directory (the Debian package does that: MODULEDIR is that directory).
+P11KIT_MODULE ?= $(MODULEDIR)/libproxy.so
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+INSTALL ?= install
 VERSION := $(shell sed -n 's/^\#define P11PROXY_VERSION_MAJOR //p' include/p11proxy.h).$(shell \
 	sed -n 's/^\#define P11PROXY_VERSION_MINOR //p' include/p11proxy.h)
 
@@ -163,33 +179,66 @@ demo:
 	$(MAKE) all
 	tools/demo.sh $(O)
 
+# Every file `install` writes, under $(DESTDIR); `uninstall` removes exactly these. The
+# environment file is installed only when absent (it is the operator's), and removed only when
+# unchanged. The configuration itself (proxy.yaml) is never written: only proxy.yaml.example.
+INSTALLED := $(MODULEDIR)/libproxy.so $(BINDIR)/p11proxy $(INCLUDEDIR)/p11proxy.h \
+	$(PKGCONFIGDIR)/p11proxy.pc $(MANDIR)/man5/proxy.yaml.5 $(MANDIR)/man7/p11proxy.7 \
+	$(MANDIR)/man8/p11proxy.8 $(P11KIT_MODULEDIR)/p11proxy.module \
+	$(SYSCONFDIR)/p11proxy/proxy.yaml.example \
+	$(if $(SYSTEMDUNITDIR),$(SYSTEMDUNITDIR)/p11proxy-health.service $(SYSUSERSDIR)/p11proxy.conf)
+ENVFILE := $(SYSCONFDIR)/default/p11proxy
+SUBST := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@MODULEDIR@|$(MODULEDIR)|g' \
+	-e 's|@P11KIT_MODULE@|$(P11KIT_MODULE)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@VERSION@|$(VERSION)|g'
+
 install: all
-	install -d $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
+	$(INSTALL) -d $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(P11KIT_MODULEDIR) $(DESTDIR)$(SYSCONFDIR)/p11proxy \
 		$(DESTDIR)$(PKGCONFIGDIR)
-	install -m 0644 $(MODULE) $(DESTDIR)$(MODULEDIR)/libproxy.so
-	install -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/p11proxy
-	install -m 0644 include/p11proxy.h $(DESTDIR)$(INCLUDEDIR)/p11proxy.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-		-e 's|@MODULEDIR@|$(MODULEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-		proxy-conf/p11proxy.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
+	$(INSTALL) -m 0644 $(MODULE) $(DESTDIR)$(MODULEDIR)/libproxy.so
+	$(INSTALL) -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/p11proxy
+	$(INSTALL) -m 0644 include/p11proxy.h $(DESTDIR)$(INCLUDEDIR)/p11proxy.h
+	$(SUBST) proxy-conf/p11proxy.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
 	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
-	install -m 0644 man/proxy.yaml.5 $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5
-	install -m 0644 man/p11proxy.7 $(DESTDIR)$(MANDIR)/man7/p11proxy.7
-	install -m 0644 man/p11proxy.8 $(DESTDIR)$(MANDIR)/man8/p11proxy.8
-	sed 's|@MODULEDIR@|$(MODULEDIR)|' proxy-conf/p11proxy.module.in > \
-		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
+	$(INSTALL) -m 0644 man/proxy.yaml.5 $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5
+	$(INSTALL) -m 0644 man/p11proxy.7 $(DESTDIR)$(MANDIR)/man7/p11proxy.7
+	$(INSTALL) -m 0644 man/p11proxy.8 $(DESTDIR)$(MANDIR)/man8/p11proxy.8
+	$(SUBST) proxy-conf/p11proxy.module.in > $(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
 	chmod 0644 $(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
-	install -m 0644 proxy-conf/proxy.yaml $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
+	$(INSTALL) -m 0644 proxy-conf/proxy.yaml $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example
+ifneq ($(SYSTEMDUNITDIR),)
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/default
+	$(SUBST) systemd/p11proxy-health.service.in > \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/p11proxy-health.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/p11proxy-health.service
+	$(INSTALL) -m 0644 systemd/p11proxy.sysusers $(DESTDIR)$(SYSUSERSDIR)/p11proxy.conf
+	@if [ -e $(DESTDIR)$(ENVFILE) ]; then \
+		echo "install: keeping $(DESTDIR)$(ENVFILE) (the operator's)"; \
+	else \
+		echo "install: systemd/p11proxy.default.in -> $(DESTDIR)$(ENVFILE)"; \
+		$(SUBST) systemd/p11proxy.default.in > $(DESTDIR)$(ENVFILE) && \
+			chmod 0644 $(DESTDIR)$(ENVFILE); \
+	fi
+endif
 
+# Removes what `install` wrote (with the same variables), then the directories that are
+# p11proxy's own when empty. Shared directories (bin, lib, man, ...) stay.
 uninstall:
-	rm -f $(DESTDIR)$(MODULEDIR)/libproxy.so $(DESTDIR)$(BINDIR)/p11proxy \
-		$(DESTDIR)$(INCLUDEDIR)/p11proxy.h $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5 \
-		$(DESTDIR)$(MANDIR)/man7/p11proxy.7 $(DESTDIR)$(MANDIR)/man8/p11proxy.8 \
-		$(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module \
-		$(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example \
-		$(DESTDIR)$(PKGCONFIGDIR)/p11proxy.pc
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+ifneq ($(SYSTEMDUNITDIR),)
+	@$(SUBST) systemd/p11proxy.default.in | \
+	if cmp -s - $(DESTDIR)$(ENVFILE); then \
+		echo "rm -f $(DESTDIR)$(ENVFILE)"; rm -f $(DESTDIR)$(ENVFILE); \
+	elif [ -e $(DESTDIR)$(ENVFILE) ]; then \
+		echo "uninstall: keeping $(DESTDIR)$(ENVFILE) (changed since install)"; \
+	fi
+endif
+	@if [ -d $(DESTDIR)$(SYSCONFDIR)/p11proxy ]; then \
+		rmdir --ignore-fail-on-non-empty $(DESTDIR)$(SYSCONFDIR)/p11proxy; fi
 
 man-lint:
 	mandoc -Tlint -W warning man/*.[578]

@@ -7,8 +7,9 @@
 # be shown that token alone, through p11-kit-proxy.so. Only bench_calls'
 # measured loop is counted (setup, login, key creation and cleanup are not).
 # Instruction counts do not move with the machine's load: the same build gives
-# the same "own" figures run after run (to 0.1 instruction per iteration;
-# SoftHSM2's ECDSA, with its random nonces, moves by less than 1). They are
+# the same "own" figures run after run (to 0.1 instruction per iteration, 0.5
+# with virtual keys on; SoftHSM2's ECDSA, with its random nonces, moves by less
+# than 1). They are
 # information only, never a verdict on the build: the exit status is 0 unless
 # a run crashed or a call failed.
 # Environment knobs:

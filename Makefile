@@ -74,7 +74,8 @@ MODULE := $(O)/libproxy.so
 STATIC := $(O)/libp11p.a
 CLI := $(O)/p11proxy
 
-.PHONY: all deps tests check check-asan valgrind bench demo install uninstall clean format \
+.PHONY: all deps tests check check-asan valgrind bench bench-callgrind demo install uninstall \
+	clean format \
 	format-check man-lint fuzz
 
 all: $(MODULE) $(CLI)
@@ -169,10 +170,15 @@ valgrind: deps
 	$(MAKE) tests
 	tests/run.sh $(O) valgrind
 
+# Wall-clock figures (bench/run.sh), then instructions per call under callgrind
+# (bench/callgrind.sh, alone with `make bench-callgrind`). Figures, never a verdict.
 bench: deps
 	$(MAKE) all $(BENCH_BINS) $(O)/tests/libshim.so
+	rc=0; bench/run.sh $(O) || rc=$$?; bench/callgrind.sh $(O) || rc=1; exit $$rc
 
-	bench/run.sh $(O)
+bench-callgrind: deps
+	$(MAKE) all $(O)/bench/bench_calls
+	BENCH_PARTS=callgrind bench/callgrind.sh $(O)
 
 demo:
 	@tests/install-deps.sh

@@ -89,6 +89,15 @@ run_prog() {
 	fi
 }
 
+# run_prog_timeout SECONDS PROGRAM ARGS...: run_prog under timeout(1), for programs that
+# may hang (exit 124 when they ran out of time; the whole process group is ended).
+run_prog_timeout() {
+	local limit=$1
+	shift
+	# shellcheck disable=SC2016
+	timeout -k 5 "$limit" bash -c '. "$SRCDIR/tests/lib.sh"; run_prog "$@"' run_prog "$@"
+}
+
 # Sanitizer builds: leaks inside SoftHSM2 / p11-kit are theirs, not ours.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SRCDIR/tests/lsan.supp:print_suppressions=0}

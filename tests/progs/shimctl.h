@@ -1,6 +1,6 @@
 /*
  * Shared by the test programs that drive the fault-injecting shim
- * (hatest.c, repltest.c): result lines, time, the shim's control file and
+ * (hatest.c, repltest.c, hafaults.c): result lines, time, the shim's control file and
  * call log, sessions through the proxy. Header-only, included once per program.
  */
 #ifndef P11P_SHIMCTL_H
@@ -85,7 +85,7 @@ static long log_lines(void)
 	return log_count(0, "", NULL);
 }
 
-static CK_SESSION_HANDLE open_on(const char *label, int login)
+__attribute__((unused)) static CK_SESSION_HANDLE open_on(const char *label, int login)
 {
 	CK_SESSION_HANDLE s = 0;
 

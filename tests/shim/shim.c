@@ -54,6 +54,28 @@
  *                                     module (C_CloseAllSessions of its slot), so
  *                                     the application's handles then get the real
  *                                     CKR_SESSION_HANDLE_INVALID. New sessions work.
+ *                                     It waits for the calls in flight in the real
+ *                                     module to return, and holds new ones back
+ *                                     meanwhile (SoftHSM2 crashes when a session is
+ *                                     closed under a call that uses it): as an HSM
+ *                                     that restarts between two calls.
+ *   LABEL rehandle                    once, when the file is (re)loaded: every
+ *                                     object handle the shim has handed out for the
+ *                                     token becomes invalid, as when an HSM restarts
+ *                                     and its objects get new handles. The objects
+ *                                     themselves stay; finds, creations and key
+ *                                     generations hand out new values for them. An
+ *                                     old value then gets, without reaching the real
+ *                                     module, CKR_KEY_HANDLE_INVALID as the key of
+ *                                     C_*Init, C_DigestKey, C_DeriveKey and the key
+ *                                     wrapped by C_WrapKey,
+ *                                     CKR_WRAPPING_KEY_HANDLE_INVALID /
+ *                                     CKR_UNWRAPPING_KEY_HANDLE_INVALID as the
+ *                                     (un)wrapping key, CKR_OBJECT_HANDLE_INVALID
+ *                                     elsewhere (C_GetAttributeValue, C_CopyObject,
+ *                                     ..., C_SetOperationState's keys).
+ *                                     `* rehandle` does it for every token.
+ *                                     See "Object handles" below.
  *   LABEL rand const BYTE             C_GenerateRandom of the token answers CKR_OK
  *                                     with every byte BYTE (0..255): a stuck RNG.
  *   LABEL rand cycle N                ... with bytes 0, 1, ..., N-1 repeated
@@ -85,6 +107,17 @@
  * again. Write the file in one go (or to a temp file and rename it): a
  * half-written file is loaded as it is.
  *
+ * Object handles: the shim translates them once a `rehandle` rule has been
+ * loaded for a token, and never before (handles are then the real module's,
+ * unchanged). Each token has a generation G, 0 at C_Initialize, incremented by
+ * every load of a `rehandle` rule naming it (or `*`). With G > 0 the
+ * application sees a real handle H as H | G << 32 (the high half of a 64-bit
+ * CK_ULONG; 16 bits on 32-bit longs), and a value whose high half is not the
+ * token's current G is stale. The real module must use handles that fit in the
+ * low half (SoftHSM2 does: a counter). Handles inside mechanism parameters or
+ * attribute values are not translated. Calls on sessions the shim does not
+ * know (opened before C_Initialize, say) are never translated.
+ *
  * Call log: one line per call, `C_Func LABEL CKR_NAME` (LABEL "-" when the
  * call concerns no token; the result in hex 0x... when it has no name),
  * appended with O_APPEND and one write() per line, so several processes and
@@ -112,6 +145,9 @@
  * and the control-file state; it is never held across a call into the real
  * module or a sleep. It is taken around fork() (pthread_atfork), so a child
  * gets it unlocked; a child simply calls C_Initialize again, which is forwarded.
+ * A forwarded call holds a read-write lock shared while it is in the real
+ * module (not while a rule delays it); `drop` takes it exclusive (writers
+ * first). A child re-initializes it.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -142,6 +178,10 @@
 #define SHIM_MAX_SLOTS      256 /* slots looked at by `drop` and the absent filter */
 #define SHIM_HANG_STEP_MS   50
 #define SHIM_RACY_SECONDS   2
+#define SHIM_MAX_GENS       64 /* tokens with a handle generation (`rehandle`) */
+/* Object handles seen by the application: the real one | generation << SHIM_GEN_SHIFT. */
+#define SHIM_GEN_SHIFT (sizeof(CK_ULONG) * CHAR_BIT / 2)
+#define SHIM_LOW_MASK  ((CK_ULONG)-1 >> SHIM_GEN_SHIFT)
 
 /* ---- The function table ---- */
 
@@ -162,7 +202,7 @@ static const char *const fn_names[FN_COUNT] = {
 
 /* ---- State (all under `lock`) ---- */
 
-enum action { A_FAIL, A_HANG, A_SLOW, A_ABSENT, A_DROP, A_RAND };
+enum action { A_FAIL, A_HANG, A_SLOW, A_ABSENT, A_DROP, A_RAND, A_REHANDLE };
 enum rand_mode { R_CONST, R_CYCLE, R_REPLAY };
 
 struct rule {
@@ -192,6 +232,11 @@ struct slot_ent {
 	char label[SHIM_LABEL_MAX + 1];
 };
 
+struct gen_ent {
+	char label[SHIM_LABEL_MAX + 1];
+	CK_ULONG gen;
+};
+
 struct sess_ent {
 	CK_SESSION_HANDLE handle;
 	CK_SLOT_ID slot;
@@ -201,6 +246,8 @@ struct sess_ent {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static CK_FUNCTION_LIST *real; /* set once, before our list is handed out */
 static int atfork_done;
+static pthread_rwlock_t calls_rw; /* shared: a call in the real module; exclusive: `drop` */
+static int calls_rw_ready;
 
 static char ctl_path[PATH_MAX];
 static int ctl_loaded;
@@ -220,6 +267,9 @@ static int log_fd = -1;
 static struct slot_ent slot_cache[SHIM_SLOT_CACHE];
 static size_t slot_next;
 static struct sess_ent *sessions[SHIM_SESS_BUCKETS];
+static struct gen_ent gens[SHIM_MAX_GENS]; /* per-token handle generations */
+static size_t ngens;
+static CK_ULONG star_gen; /* `* rehandle`: added to every token's */
 
 /* ---- Small helpers ---- */
 
@@ -399,6 +449,9 @@ static void tables_reset(void)
 	pthread_mutex_lock(&lock);
 	memset(slot_cache, 0, sizeof(slot_cache));
 	slot_next = 0;
+	memset(gens, 0, sizeof(gens));
+	ngens = 0;
+	star_gen = 0;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -485,7 +538,7 @@ static int parse_line(char *line, unsigned ln, struct rule *r)
 
 	i = 2;
 	if (strcmp(tok[1], "ok") == 0 || strcmp(tok[1], "drop") == 0 ||
-	    strcmp(tok[1], "absent") == 0) {
+	    strcmp(tok[1], "absent") == 0 || strcmp(tok[1], "rehandle") == 0) {
 		if (n != 2) {
 			shim_msg("%s:%u: '%s' takes no arguments: line ignored", ctl_path, ln,
 			         tok[1]);
@@ -493,7 +546,7 @@ static int parse_line(char *line, unsigned ln, struct rule *r)
 		}
 		if (tok[1][0] == 'o')
 			return 0;
-		r->action = tok[1][0] == 'd' ? A_DROP : A_ABSENT;
+		r->action = tok[1][0] == 'd' ? A_DROP : tok[1][0] == 'r' ? A_REHANDLE : A_ABSENT;
 		return 1;
 	} else if (strcmp(tok[1], "rand") == 0) {
 		r->action = A_RAND;
@@ -566,6 +619,42 @@ static int parse_line(char *line, unsigned ln, struct rule *r)
 	return 1;
 }
 
+/* A `rehandle` rule loaded: the token's object handles so far are stale. */
+static void gen_bump_unlocked(const char *label)
+{
+	size_t i;
+
+	if (strcmp(label, "*") == 0) {
+		star_gen++;
+		return;
+	}
+	for (i = 0; i < ngens && strcmp(gens[i].label, label) != 0; i++)
+		;
+	if (i == ngens) {
+		if (ngens == SHIM_MAX_GENS) {
+			shim_msg("more than %d tokens with rehandle rules: %s ignored",
+			         SHIM_MAX_GENS, label);
+			return;
+		}
+		strcpy(gens[ngens++].label, label);
+	}
+	gens[i].gen++;
+}
+
+/* The token's handle generation (0: handles are the real module's); NULL: no token. */
+static CK_ULONG gen_of_unlocked(const char *label)
+{
+	CK_ULONG g = star_gen;
+
+	if (label == NULL)
+		return 0;
+	for (size_t i = 0; i < ngens; i++) {
+		if (strcmp(gens[i].label, label) == 0)
+			g += gens[i].gen;
+	}
+	return g & SHIM_LOW_MASK;
+}
+
 /* Replaces the rules by those of buf; the labels of `drop` rules go to drops. */
 static void rules_load_unlocked(char *buf, size_t len, char drops[][SHIM_LABEL_MAX + 1],
                                 size_t *ndrops)
@@ -605,6 +694,8 @@ static void rules_load_unlocked(char *buf, size_t len, char drops[][SHIM_LABEL_M
 					nabsent++;
 				if (r.action == A_DROP)
 					strcpy(drops[(*ndrops)++], r.label);
+				if (r.action == A_REHANDLE)
+					gen_bump_unlocked(r.label);
 			}
 		}
 		line = next;
@@ -752,12 +843,16 @@ static void drop_token(const char *label)
 	CK_ULONG n = SHIM_MAX_SLOTS;
 	char l[SHIM_LABEL_MAX + 1];
 
-	if (real == NULL || real->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+	if (real == NULL)
 		return;
+	pthread_rwlock_wrlock(&calls_rw); /* no call in flight in the real module */
+	if (real->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+		n = 0;
 	for (CK_ULONG i = 0; i < n && i < SHIM_MAX_SLOTS; i++) {
 		if (strcmp(label, "*") == 0 || (slot_label(slots[i], l) && strcmp(l, label) == 0))
 			real->C_CloseAllSessions(slots[i]);
 	}
+	pthread_rwlock_unlock(&calls_rw);
 }
 
 /* ---- Call log ---- */
@@ -790,6 +885,25 @@ static void atfork_prepare(void)
 
 static void atfork_release(void)
 {
+	pthread_mutex_unlock(&lock);
+}
+
+/* Writers first: a `drop` must not wait for a pause in a busy load. */
+static void calls_rw_init(void)
+{
+	pthread_rwlockattr_t a;
+
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&calls_rw, &a);
+	pthread_rwlockattr_destroy(&a);
+}
+
+/* The child's calls in flight are gone with their threads. */
+static void atfork_child(void)
+{
+	if (calls_rw_ready)
+		calls_rw_init();
 	pthread_mutex_unlock(&lock);
 }
 
@@ -830,8 +944,12 @@ static CK_RV shim_load(void)
 	CK_RV rv = CKR_OK;
 
 	pthread_mutex_lock(&lock);
-	if (!atfork_done && pthread_atfork(atfork_prepare, atfork_release, atfork_release) == 0)
+	if (!atfork_done && pthread_atfork(atfork_prepare, atfork_release, atfork_child) == 0)
 		atfork_done = 1;
+	if (!calls_rw_ready) {
+		calls_rw_init();
+		calls_rw_ready = 1;
+	}
 	if (real != NULL)
 		goto out;
 	env_read_unlocked();
@@ -866,6 +984,8 @@ struct call {
 	int absent;
 	const char *label; /* NULL: concerns no (known) token; else points to buf */
 	char buf[SHIM_LABEL_MAX + 1];
+	CK_ULONG gen;  /* the token's handle generation when the call began */
+	int forwarded; /* holds calls_rw shared, until call_end */
 };
 
 static int rule_hangs_unlocked(const struct call *c)
@@ -917,6 +1037,8 @@ static CK_RV call_begin(struct call *c, int fn, enum call_kind kind, CK_ULONG id
 	c->kind = kind;
 	c->absent = 0;
 	c->label = NULL;
+	c->gen = 0;
+	c->forwarded = 0;
 	if (real == NULL)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	control_refresh();
@@ -926,6 +1048,7 @@ static CK_RV call_begin(struct call *c, int fn, enum call_kind kind, CK_ULONG id
 		c->label = c->buf;
 
 	pthread_mutex_lock(&lock);
+	c->gen = gen_of_unlocked(c->label);
 	c->absent = c->kind != K_NONE && absent_unlocked(c->label);
 	if (c->absent && fn != FN_C_GetSlotInfo) {
 		rv = c->kind == K_SLOT ? CKR_TOKEN_NOT_PRESENT : CKR_DEVICE_REMOVED;
@@ -935,7 +1058,7 @@ static CK_RV call_begin(struct call *c, int fn, enum call_kind kind, CK_ULONG id
 		struct rule *r = &rules[i];
 
 		if (r->action == A_ABSENT || r->action == A_DROP || r->action == A_RAND ||
-		    !label_match(r, c->label) ||
+		    r->action == A_REHANDLE || !label_match(r, c->label) ||
 		    (r->fn >= 0 && r->fn != fn))
 			continue;
 		if (r->hits != ULONG_MAX)
@@ -959,11 +1082,17 @@ out:
 		sleep_ms(delay);
 	if (hangs)
 		rv = hang(c, hang_secs);
+	if (rv == CKR_OK) {
+		pthread_rwlock_rdlock(&calls_rw);
+		c->forwarded = 1;
+	}
 	return rv;
 }
 
 static CK_RV call_end(const struct call *c, CK_RV rv)
 {
+	if (c->forwarded)
+		pthread_rwlock_unlock(&calls_rw);
 	log_call(c->fn, c->label, rv);
 	return rv;
 }
@@ -1200,6 +1329,259 @@ static CK_RV shim_C_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, C
 	return call_end(&c, rv);
 }
 
+/* ---- Object handles (`rehandle`) ---- */
+
+/* The real handle behind an application's value: 0 when the value is stale. */
+static int h_in(const struct call *c, CK_OBJECT_HANDLE *h)
+{
+	if (c->gen == 0)
+		return 1;
+	if (*h >> SHIM_GEN_SHIFT != c->gen)
+		return 0;
+	*h &= SHIM_LOW_MASK;
+	return 1;
+}
+
+/* The application's value for a real handle (one the module handed out by the call). */
+static void h_out(const struct call *c, CK_OBJECT_HANDLE_PTR h)
+{
+	if (c->gen != 0 && h != NULL && *h <= SHIM_LOW_MASK)
+		*h |= c->gen << SHIM_GEN_SHIFT;
+}
+
+#define SHIM_REAL(name, args) (real->name != NULL ? real->name args : CKR_FUNCTION_NOT_SUPPORTED)
+
+/* C_*Init taking a key: a stale key handle is CKR_KEY_HANDLE_INVALID. */
+#define SHIM_KEY_INIT(name)                                                                        \
+	static CK_RV shim_##name(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,            \
+	                         CK_OBJECT_HANDLE key)                                             \
+	{                                                                                          \
+		struct call c;                                                                     \
+		CK_RV rv = call_begin(&c, FN_##name, K_SESSION, session);                          \
+                                                                                                   \
+		if (rv == CKR_OK)                                                                  \
+			rv = h_in(&c, &key) ? SHIM_REAL(name, (session, mechanism, key))           \
+			                    : CKR_KEY_HANDLE_INVALID;                              \
+		return call_end(&c, rv);                                                           \
+	}
+
+SHIM_KEY_INIT(C_EncryptInit)
+SHIM_KEY_INIT(C_DecryptInit)
+SHIM_KEY_INIT(C_SignInit)
+SHIM_KEY_INIT(C_SignRecoverInit)
+SHIM_KEY_INIT(C_VerifyInit)
+SHIM_KEY_INIT(C_VerifyRecoverInit)
+
+static CK_RV shim_C_DigestKey(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_DigestKey, K_SESSION, session);
+
+	if (rv == CKR_OK)
+		rv = h_in(&c, &key) ? SHIM_REAL(C_DigestKey, (session, key))
+		                    : CKR_KEY_HANDLE_INVALID;
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_SetOperationState(CK_SESSION_HANDLE session, CK_BYTE_PTR state,
+                                      CK_ULONG state_len, CK_OBJECT_HANDLE encryption_key,
+                                      CK_OBJECT_HANDLE authentication_key)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_SetOperationState, K_SESSION, session);
+
+	/* 0 names no key here: left as it is. */
+	if (rv == CKR_OK && ((encryption_key != 0 && !h_in(&c, &encryption_key)) ||
+	                     (authentication_key != 0 && !h_in(&c, &authentication_key))))
+		rv = CKR_KEY_HANDLE_INVALID;
+	else if (rv == CKR_OK)
+		rv = SHIM_REAL(C_SetOperationState,
+		               (session, state, state_len, encryption_key, authentication_key));
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                                 CK_OBJECT_HANDLE_PTR object)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_CreateObject, K_SESSION, session);
+
+	if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_CreateObject, (session, templ, count, object));
+		if (rv == CKR_OK)
+			h_out(&c, object);
+	}
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                               CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                               CK_OBJECT_HANDLE_PTR new_object)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_CopyObject, K_SESSION, session);
+
+	if (rv == CKR_OK && !h_in(&c, &object)) {
+		rv = CKR_OBJECT_HANDLE_INVALID;
+	} else if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_CopyObject, (session, object, templ, count, new_object));
+		if (rv == CKR_OK)
+			h_out(&c, new_object);
+	}
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_DestroyObject, K_SESSION, session);
+
+	if (rv == CKR_OK)
+		rv = h_in(&c, &object) ? SHIM_REAL(C_DestroyObject, (session, object))
+		                       : CKR_OBJECT_HANDLE_INVALID;
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_GetObjectSize(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                  CK_ULONG_PTR size)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_GetObjectSize, K_SESSION, session);
+
+	if (rv == CKR_OK)
+		rv = h_in(&c, &object) ? SHIM_REAL(C_GetObjectSize, (session, object, size))
+		                       : CKR_OBJECT_HANDLE_INVALID;
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                      CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_GetAttributeValue, K_SESSION, session);
+
+	if (rv == CKR_OK)
+		rv = h_in(&c, &object)
+		         ? SHIM_REAL(C_GetAttributeValue, (session, object, templ, count))
+		         : CKR_OBJECT_HANDLE_INVALID;
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                      CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_SetAttributeValue, K_SESSION, session);
+
+	if (rv == CKR_OK)
+		rv = h_in(&c, &object)
+		         ? SHIM_REAL(C_SetAttributeValue, (session, object, templ, count))
+		         : CKR_OBJECT_HANDLE_INVALID;
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects,
+                                CK_ULONG max_count, CK_ULONG_PTR count)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_FindObjects, K_SESSION, session);
+
+	if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_FindObjects, (session, objects, max_count, count));
+		if (rv == CKR_OK && objects != NULL && count != NULL) {
+			for (CK_ULONG i = 0; i < *count && i < max_count; i++)
+				h_out(&c, &objects[i]);
+		}
+	}
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_GenerateKey, K_SESSION, session);
+
+	if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_GenerateKey, (session, mechanism, templ, count, key));
+		if (rv == CKR_OK)
+			h_out(&c, key);
+	}
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                                    CK_ATTRIBUTE_PTR pub_templ, CK_ULONG pub_count,
+                                    CK_ATTRIBUTE_PTR priv_templ, CK_ULONG priv_count,
+                                    CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_GenerateKeyPair, K_SESSION, session);
+
+	if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_GenerateKeyPair, (session, mechanism, pub_templ, pub_count,
+		                                   priv_templ, priv_count, pub_key, priv_key));
+		if (rv == CKR_OK) {
+			h_out(&c, pub_key);
+			h_out(&c, priv_key);
+		}
+	}
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                            CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key,
+                            CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_WrapKey, K_SESSION, session);
+
+	if (rv == CKR_OK && !h_in(&c, &wrapping_key))
+		rv = CKR_WRAPPING_KEY_HANDLE_INVALID;
+	else if (rv == CKR_OK && !h_in(&c, &key))
+		rv = CKR_KEY_HANDLE_INVALID;
+	else if (rv == CKR_OK)
+		rv = SHIM_REAL(C_WrapKey,
+		               (session, mechanism, wrapping_key, key, wrapped, wrapped_len));
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                              CK_OBJECT_HANDLE unwrapping_key, CK_BYTE_PTR wrapped,
+                              CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                              CK_OBJECT_HANDLE_PTR key)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_UnwrapKey, K_SESSION, session);
+
+	if (rv == CKR_OK && !h_in(&c, &unwrapping_key)) {
+		rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+	} else if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_UnwrapKey, (session, mechanism, unwrapping_key, wrapped,
+		                             wrapped_len, templ, count, key));
+		if (rv == CKR_OK)
+			h_out(&c, key);
+	}
+	return call_end(&c, rv);
+}
+
+static CK_RV shim_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
+                              CK_OBJECT_HANDLE base_key, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                              CK_OBJECT_HANDLE_PTR key)
+{
+	struct call c;
+	CK_RV rv = call_begin(&c, FN_C_DeriveKey, K_SESSION, session);
+
+	if (rv == CKR_OK && !h_in(&c, &base_key)) {
+		rv = CKR_KEY_HANDLE_INVALID;
+	} else if (rv == CKR_OK) {
+		rv = SHIM_REAL(C_DeriveKey, (session, mechanism, base_key, templ, count, key));
+		if (rv == CKR_OK)
+			h_out(&c, key);
+	}
+	return call_end(&c, rv);
+}
+
 /* ---- Generated forwarders ---- */
 
 /*
@@ -1207,80 +1589,79 @@ static CK_RV shim_C_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, C
  *   OWN   hand-written above;
  *   SLOT  the first parameter, slot_id, names the token;
  *   SESS  the first parameter, session, names the token.
+ * Functions with object handles among their parameters are OWN (above): they
+ * translate the handles (`rehandle`).
  * The parameter lists come from lib/base/p11fns.h (its first three columns;
  * the macros take the rest as `...`, so new columns there do not break this).
  */
-#define SHIM_C_Initialize        OWN, ()
-#define SHIM_C_Finalize          OWN, ()
-#define SHIM_C_GetInfo           OWN, ()
-#define SHIM_C_GetFunctionList   OWN, ()
-#define SHIM_C_GetSlotList       OWN, ()
-#define SHIM_C_GetSlotInfo       OWN, ()
-#define SHIM_C_GetTokenInfo      SLOT, (slot_id, info)
-#define SHIM_C_WaitForSlotEvent  OWN, ()
-#define SHIM_C_GetMechanismList  SLOT, (slot_id, list, count)
-#define SHIM_C_GetMechanismInfo  SLOT, (slot_id, type, info)
-#define SHIM_C_InitToken         OWN, ()
-#define SHIM_C_InitPIN           SESS, (session, pin, pin_len)
-#define SHIM_C_SetPIN            SESS, (session, old_pin, old_len, new_pin, new_len)
-#define SHIM_C_OpenSession       OWN, ()
-#define SHIM_C_CloseSession      OWN, ()
-#define SHIM_C_CloseAllSessions  OWN, ()
-#define SHIM_C_GetSessionInfo    SESS, (session, info)
-#define SHIM_C_GetOperationState SESS, (session, state, state_len)
-#define SHIM_C_SetOperationState                                                                   \
-	SESS, (session, state, state_len, encryption_key, authentication_key)
+#define SHIM_C_Initialize          OWN, ()
+#define SHIM_C_Finalize            OWN, ()
+#define SHIM_C_GetInfo             OWN, ()
+#define SHIM_C_GetFunctionList     OWN, ()
+#define SHIM_C_GetSlotList         OWN, ()
+#define SHIM_C_GetSlotInfo         OWN, ()
+#define SHIM_C_GetTokenInfo        SLOT, (slot_id, info)
+#define SHIM_C_WaitForSlotEvent    OWN, ()
+#define SHIM_C_GetMechanismList    SLOT, (slot_id, list, count)
+#define SHIM_C_GetMechanismInfo    SLOT, (slot_id, type, info)
+#define SHIM_C_InitToken           OWN, ()
+#define SHIM_C_InitPIN             SESS, (session, pin, pin_len)
+#define SHIM_C_SetPIN              SESS, (session, old_pin, old_len, new_pin, new_len)
+#define SHIM_C_OpenSession         OWN, ()
+#define SHIM_C_CloseSession        OWN, ()
+#define SHIM_C_CloseAllSessions    OWN, ()
+#define SHIM_C_GetSessionInfo      SESS, (session, info)
+#define SHIM_C_GetOperationState   SESS, (session, state, state_len)
+#define SHIM_C_SetOperationState   OWN, ()
 #define SHIM_C_Login               SESS, (session, user_type, pin, pin_len)
 #define SHIM_C_Logout              SESS, (session)
-#define SHIM_C_CreateObject        SESS, (session, templ, count, object)
-#define SHIM_C_CopyObject          SESS, (session, object, templ, count, new_object)
-#define SHIM_C_DestroyObject       SESS, (session, object)
-#define SHIM_C_GetObjectSize       SESS, (session, object, size)
-#define SHIM_C_GetAttributeValue   SESS, (session, object, templ, count)
-#define SHIM_C_SetAttributeValue   SESS, (session, object, templ, count)
+#define SHIM_C_CreateObject        OWN, ()
+#define SHIM_C_CopyObject          OWN, ()
+#define SHIM_C_DestroyObject       OWN, ()
+#define SHIM_C_GetObjectSize       OWN, ()
+#define SHIM_C_GetAttributeValue   OWN, ()
+#define SHIM_C_SetAttributeValue   OWN, ()
 #define SHIM_C_FindObjectsInit     SESS, (session, templ, count)
-#define SHIM_C_FindObjects         SESS, (session, objects, max_count, count)
+#define SHIM_C_FindObjects         OWN, ()
 #define SHIM_C_FindObjectsFinal    SESS, (session)
-#define SHIM_C_EncryptInit         SESS, (session, mechanism, key)
+#define SHIM_C_EncryptInit         OWN, ()
 #define SHIM_C_Encrypt             SESS, (session, data, data_len, out, out_len)
 #define SHIM_C_EncryptUpdate       SESS, (session, part, part_len, out, out_len)
 #define SHIM_C_EncryptFinal        SESS, (session, out, out_len)
-#define SHIM_C_DecryptInit         SESS, (session, mechanism, key)
+#define SHIM_C_DecryptInit         OWN, ()
 #define SHIM_C_Decrypt             SESS, (session, data, data_len, out, out_len)
 #define SHIM_C_DecryptUpdate       SESS, (session, part, part_len, out, out_len)
 #define SHIM_C_DecryptFinal        SESS, (session, out, out_len)
 #define SHIM_C_DigestInit          SESS, (session, mechanism)
 #define SHIM_C_Digest              SESS, (session, data, data_len, out, out_len)
 #define SHIM_C_DigestUpdate        SESS, (session, part, part_len)
-#define SHIM_C_DigestKey           SESS, (session, key)
+#define SHIM_C_DigestKey           OWN, ()
 #define SHIM_C_DigestFinal         SESS, (session, out, out_len)
-#define SHIM_C_SignInit            SESS, (session, mechanism, key)
+#define SHIM_C_SignInit            OWN, ()
 #define SHIM_C_Sign                SESS, (session, data, data_len, sig, sig_len)
 #define SHIM_C_SignUpdate          SESS, (session, part, part_len)
 #define SHIM_C_SignFinal           SESS, (session, sig, sig_len)
-#define SHIM_C_SignRecoverInit     SESS, (session, mechanism, key)
+#define SHIM_C_SignRecoverInit     OWN, ()
 #define SHIM_C_SignRecover         SESS, (session, data, data_len, sig, sig_len)
-#define SHIM_C_VerifyInit          SESS, (session, mechanism, key)
+#define SHIM_C_VerifyInit          OWN, ()
 #define SHIM_C_Verify              SESS, (session, data, data_len, sig, sig_len)
 #define SHIM_C_VerifyUpdate        SESS, (session, part, part_len)
 #define SHIM_C_VerifyFinal         SESS, (session, sig, sig_len)
-#define SHIM_C_VerifyRecoverInit   SESS, (session, mechanism, key)
+#define SHIM_C_VerifyRecoverInit   OWN, ()
 #define SHIM_C_VerifyRecover       SESS, (session, sig, sig_len, data, data_len)
 #define SHIM_C_DigestEncryptUpdate SESS, (session, part, part_len, out, out_len)
 #define SHIM_C_DecryptDigestUpdate SESS, (session, part, part_len, out, out_len)
 #define SHIM_C_SignEncryptUpdate   SESS, (session, part, part_len, out, out_len)
 #define SHIM_C_DecryptVerifyUpdate SESS, (session, part, part_len, out, out_len)
-#define SHIM_C_GenerateKey         SESS, (session, mechanism, templ, count, key)
-#define SHIM_C_GenerateKeyPair                                                                     \
-	SESS, (session, mechanism, pub_templ, pub_count, priv_templ, priv_count, pub_key, priv_key)
-#define SHIM_C_WrapKey SESS, (session, mechanism, wrapping_key, key, wrapped, wrapped_len)
-#define SHIM_C_UnwrapKey                                                                           \
-	SESS, (session, mechanism, unwrapping_key, wrapped, wrapped_len, templ, count, key)
-#define SHIM_C_DeriveKey         SESS, (session, mechanism, base_key, templ, count, key)
-#define SHIM_C_SeedRandom        SESS, (session, seed, seed_len)
-#define SHIM_C_GenerateRandom    OWN, ()
-#define SHIM_C_GetFunctionStatus SESS, (session)
-#define SHIM_C_CancelFunction    SESS, (session)
+#define SHIM_C_GenerateKey         OWN, ()
+#define SHIM_C_GenerateKeyPair     OWN, ()
+#define SHIM_C_WrapKey             OWN, ()
+#define SHIM_C_UnwrapKey           OWN, ()
+#define SHIM_C_DeriveKey           OWN, ()
+#define SHIM_C_SeedRandom          SESS, (session, seed, seed_len)
+#define SHIM_C_GenerateRandom      OWN, ()
+#define SHIM_C_GetFunctionStatus   SESS, (session)
+#define SHIM_C_CancelFunction      SESS, (session)
 
 #define SHIM_GEN_OWN(name, params, args)
 #define SHIM_GEN_FWD(name, params, args, kind, id)                                                 \

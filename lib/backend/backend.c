@@ -220,6 +220,21 @@ CK_RV p11p_member_resolve(struct p11p_member *m, const struct p11p_bctx *x, char
 	P11KitUri *uri = NULL;
 	CK_RV rv;
 
+	/*
+	 * Where the token was last seen is asked first: a probe of one member
+	 * then never waits on another member's token (which may hang).
+	 */
+	if (m->resolved && cfg->sel != P11P_SEL_URI && be != NULL && be->module != NULL) {
+		CK_TOKEN_INFO ti;
+		CK_SLOT_INFO si;
+
+		if (p11p_be_C_GetSlotInfo(x, m->be_slot, &si) == CKR_OK &&
+		    (si.flags & CKF_TOKEN_PRESENT) &&
+		    (cfg->sel == P11P_SEL_SLOT_ID ||
+		     (p11p_be_C_GetTokenInfo(x, m->be_slot, &ti) == CKR_OK &&
+		      token_matches(cfg, &ti, &si, NULL))))
+			return CKR_OK;
+	}
 	m->resolved = false;
 	if (be == NULL || be->module == NULL) {
 		snprintf(err, errlen, "backend not loaded");

@@ -81,15 +81,18 @@ static CK_RV trace(const char *name, CK_RV rv)
 
 /*
  * OP_GATE_x: before a call that starts an operation on a key: a key the
- * proxy holds itself runs locally, a virtual key may refuse (object.c).
+ * proxy holds itself runs locally, a virtual key may refuse (object.c). A
+ * gate that met a failing member (reading the key there) fails over and
+ * asks again on the next member.
  * OP_KIND_x: the operation kind of a CRYPTO call.
  */
 #define OP_GATE_NONE
 #define OP_GATE_UNSAFE
 #define OP_GATE_DUAL
 #define OP_GATE_INIT(k, m, key)                                                                    \
-	if (p11p_key_gate(&c, k, m, key, &rv))                                                     \
-		return trace(fn, p11p_call_end(&c, rv));
+	while (p11p_key_gate(&c, k, m, key, &rv))                                                  \
+		if (!p11p_call_retry(&c, &rv, true))                                               \
+			return trace(fn, p11p_call_end(&c, rv));
 #define OP_GATE_FINDINIT(t, n)
 #define OP_GATE_UPDATE(k, in, len, out)
 #define OP_GATE_DIGESTKEY(key)                                                                     \

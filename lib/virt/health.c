@@ -142,6 +142,10 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.cfg = m->cfg;
 	tmp.be = m->be;
+	p11p_lock();
+	tmp.resolved = m->resolved; /* where to look first */
+	tmp.be_slot = m->be_slot;
+	p11p_unlock();
 	p11p_member_probe_ctx(st, vs, m, &x);
 	rv = p11p_member_resolve(&tmp, &x, err, sizeof(err));
 	if (rv == CKR_OK)
@@ -151,7 +155,8 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 		p11p_be_C_CloseSession(&x, s);
 	}
 	p11p_lock();
-	m->probing = false;
+	if (!revive)
+		m->probing = false; /* a revival does not take the probe thread's turn */
 	/* It answers probes, but a call on it still hangs: not healthy. */
 	if (rv == CKR_OK && m->hung_calls > 0)
 		rv = CKR_DEVICE_ERROR;
@@ -201,12 +206,9 @@ struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot 
 		p11p_lock();
 		if (i < vs->n_order) {
 			m = &vs->members[vs->order[i]];
-			/* Up meanwhile (another thread revived it); hung, or being probed: skipped.
-			 */
+			/* Up meanwhile (another thread revived it); hung: skipped. */
 			up = atomic_load(&m->health) == P11P_UP && !m->removed && m->resolved;
-			skip = m->removed || m->hung_calls > 0 || m->probing;
-			if (!up && !skip)
-				m->probing = true;
+			skip = m->removed || m->hung_calls > 0;
 		}
 		p11p_unlock();
 		if (m == NULL || up)

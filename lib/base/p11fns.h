@@ -37,7 +37,8 @@
  *   LIST(list, count)       the same for a list of count entries;
  *   FOUND(objs, max, count) at most max handles;
  *   ATTRS(templ, count)     each value no longer than the buffer given;
- *   RAND                    a fixed-size output with no length (never offloaded).
+ *   RAND                    a fixed-size output with no length (never offloaded);
+ *   OPEN / CLOSE / CLOSEALL sessions, which the layer counts (call.h).
  */
 #ifndef P11P_FNS_H
 #define P11P_FNS_H
@@ -74,9 +75,9 @@
 	X(CUSTOM, C_OpenSession,                                                                   \
 	  (CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,          \
 	   CK_SESSION_HANDLE_PTR session),                                                         \
-	  (slot_id, flags, application, notify, session), (), NONE, NONE)                          \
-	X(CUSTOM, C_CloseSession, (CK_SESSION_HANDLE session), (session), (), NONE, NONE)          \
-	X(CUSTOM, C_CloseAllSessions, (CK_SLOT_ID slot_id), (slot_id), (), NONE, NONE)             \
+	  (slot_id, flags, application, notify, session), (), NONE, OPEN(session))                          \
+	X(CUSTOM, C_CloseSession, (CK_SESSION_HANDLE session), (session), (), NONE, CLOSE)          \
+	X(CUSTOM, C_CloseAllSessions, (CK_SLOT_ID slot_id), (slot_id), (), NONE, CLOSEALL)             \
 	X(CUSTOM, C_GetSessionInfo, (CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info),         \
 	  (session, info), (), NONE, NONE)                                                         \
 	X(SESSION, C_GetOperationState,                                                            \

@@ -49,7 +49,7 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 		goto out;
 	}
 	memcpy(buf, p11p_secret_data(use), len);
-	rv = p11p_be_C_Login(p11p_backend_ctx(m->be), bs, user, buf, len);
+	rv = p11p_be_C_Login(&m->ctx, bs, user, buf, len);
 	p11p_wipe(buf, sizeof(buf));
 	/* Another session of ours may have logged this token in already. */
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
@@ -78,7 +78,7 @@ static void forget_stale_login(struct p11p_vslot *vs, struct p11p_member *m, CK_
 	p11p_lock();
 	logged = vs->login != P11P_NO_USER && (vs->logged_in & (1U << m->index));
 	p11p_unlock();
-	if (!logged || p11p_be_C_GetSessionInfo(p11p_backend_ctx(m->be), bs, &si) != CKR_OK)
+	if (!logged || p11p_be_C_GetSessionInfo(&m->ctx, bs, &si) != CKR_OK)
 		return;
 	if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION) {
 		p11p_lock();
@@ -156,7 +156,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		if (refresh && next == old)
 			return r;
 		if (c->s->be[next->index] != 0) {
-			p11p_be_C_CloseSession(p11p_backend_ctx(next->be), c->s->be[next->index]);
+			p11p_be_C_CloseSession(&next->ctx, c->s->be[next->index]);
 			c->s->be[next->index] = 0;
 		}
 		if (next == old)

@@ -35,6 +35,7 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 	}
 	atomic_store(&m->health, P11P_DOWN);
 	m->last_error = why;
+	atomic_fetch_add(&m->handle_gen, 1);
 	vs->logged_in &= ~(1U << m->index); /* it may come back restarted */
 
 	m->good_probes = 0;
@@ -114,6 +115,21 @@ static void probe_hung(void *arg, void **rel, unsigned long *token)
 	p11p_unlock();
 }
 
+void p11p_member_sessions_gone(void *arg)
+{
+	struct p11p_member *m = arg;
+
+	atomic_fetch_add(&m->handle_gen, 1);
+}
+
+void p11p_member_ctx_init(struct p11p_member *m)
+{
+	m->ctx = (struct p11p_bctx){.be = m->be,
+	                            .count = &m->n_be_sessions,
+	                            .gone = p11p_member_sessions_gone,
+	                            .gone_arg = m};
+}
+
 void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
                            struct p11p_bctx *out)
 {
@@ -125,7 +141,10 @@ void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct 
 	                                                             : P11P_PROBE_TIMEOUT_MS,
 	                          .hung = probe_hung,
 	                          .released = p11p_member_released,
-	                          .arg = m};
+	                          .arg = m,
+	                          .count = &m->n_be_sessions,
+	                          .gone = p11p_member_sessions_gone,
+	                          .gone_arg = m};
 }
 
 static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m, bool revive)

@@ -590,7 +590,7 @@ static void slot_preload(struct p11p_state *st, struct p11p_vslot *vs)
 
 			if (!m->resolved || pin == NULL || atomic_load(&m->health) != P11P_UP)
 				continue;
-			bc = p11p_backend_ctx(m->be);
+			bc = &m->ctx;
 			if (p11p_be_C_OpenSession(bc, m->be_slot, CKF_SERIAL_SESSION, NULL, NULL,
 			                          &bs) != CKR_OK)
 				continue;

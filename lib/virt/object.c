@@ -92,6 +92,24 @@ static CK_RV refind(struct p11p_call *c, struct p11p_identity *ident, CK_OBJECT_
 	return rv;
 }
 
+/*
+ * Is obj's handle on member i still good: learnt since the member last lost
+ * its handles (handle_gen)? Global lock held.
+ */
+static bool known_locked(const struct p11p_object *obj, size_t i)
+{
+	return obj->be[i] != 0 &&
+	       obj->gen[i] == atomic_load_explicit(&obj->slot->members[i].handle_gen,
+	                                           memory_order_relaxed);
+}
+
+/* Records bh as obj's handle on member i (its reverse entry is the caller's). */
+static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
+{
+	obj->be[i] = bh;
+	obj->gen[i] = atomic_load(&obj->slot->members[i].handle_gen);
+}
+
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out)
 {
@@ -105,6 +123,15 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL && obj->slot == c->s->slot) {
+		/* A handle from before the member lost its handles is found again when it can be. */
+		if (obj->be[member] != 0 && !known_locked(obj, member) && obj->ident != NULL &&
+		    obj->token) {
+			if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member),
+			                 obj->be[member]) == obj)
+				p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member),
+				                obj->be[member]);
+			obj->be[member] = 0;
+		}
 		if (obj->be[member] != 0) {
 			*out = obj->be[member];
 			c->mapped = h;
@@ -127,7 +154,7 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL && obj->be[member] == 0 &&
 	    p11p_map_put(&c->st->objects_rev, rev_key(obj->slot, member), bh, obj) == 0)
-		obj->be[member] = bh;
+		learn_locked(obj, member, bh);
 	rv = obj != NULL && obj->be[member] != 0 ? CKR_OK : invalid;
 	if (rv == CKR_OK) {
 		*out = obj->be[member];
@@ -229,8 +256,9 @@ static struct p11p_object *match_identity_locked(struct p11p_state *st, struct p
 {
 	struct p11p_object *e = p11p_map_get(&st->objects_ident, vs->id, ident_hash(id));
 
-	return e != NULL && e->be[member] == 0 && e->token && same_identity(e->ident, id) ? e
-	                                                                                  : NULL;
+	return e != NULL && !known_locked(e, member) && e->token && same_identity(e->ident, id)
+	           ? e
+	           : NULL;
 }
 
 /* A new proxy object for a member's object. Global lock held. */
@@ -244,7 +272,7 @@ static struct p11p_object *object_new_locked(struct p11p_state *st, struct p11p_
 		return NULL;
 	obj->slot = vs;
 	obj->token = token;
-	obj->be[member] = bh;
+	learn_locked(obj, member, bh);
 	obj->handle = p11p_next_handle_locked(&st->next_object, P11P_OBJECT_BASE, &st->objects);
 	if (id != NULL && (obj->ident = p11p_malloc(sizeof(*id))) == NULL) {
 		p11p_free(obj);
@@ -275,35 +303,55 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 	size_t member = c->s->member;
 	struct p11p_identity id;
 	struct p11p_object *obj;
-	bool has_id = false, token = false;
+	bool has_id = false, token = false, known;
 	CK_RV rv = CKR_OK;
 
 	if (bh == CK_INVALID_HANDLE)
 		return CKR_GENERAL_ERROR; /* a backend must not hand that out */
 	p11p_lock();
 	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
-	if (obj != NULL && !session_object) {
+	if (obj != NULL && !session_object && known_locked(obj, member)) {
 		/* Known already (every find after the first): one lookup, one lock. */
 		*out = obj->handle;
 		p11p_unlock();
 		return CKR_OK;
 	}
+	known = obj != NULL && known_locked(obj, member);
 	p11p_unlock();
 	/* First sight, on a slot with several members: learn how to find it elsewhere. */
-	if (obj == NULL && vs->n_members > 1)
+	if (!known && vs->n_members > 1)
 		has_id = read_identity(c, bh, &id, &token);
 
 	p11p_lock();
 	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
+	/*
+	 * An entry from before the member lost its handles may name another
+	 * object now: kept only when the object is the same one (its identity,
+	 * when it has one to compare; objects of one-member slots have none).
+	 */
+	if (obj != NULL && !known_locked(obj, member)) {
+		if (obj->be[member] == bh && (obj->ident == NULL || (has_id && obj->token &&
+		                                                     same_identity(obj->ident, &id)))) {
+			learn_locked(obj, member, bh);
+		} else {
+			p11p_map_remove(&st->objects_rev, rev_key(vs, member), bh);
+			if (obj->be[member] == bh)
+				obj->be[member] = 0;
+			obj = NULL;
+		}
+	}
 	if (obj == NULL && has_id)
 		obj = match_identity_locked(st, vs, &id, member);
-	if (obj != NULL && obj->be[member] == 0) {
+	if (obj != NULL && !known_locked(obj, member)) {
 		/* The same token object, met again on this member after a failover. */
+		if (obj->be[member] != 0 && p11p_map_get(&st->objects_rev, rev_key(vs, member),
+		                                         obj->be[member]) == obj)
+			p11p_map_remove(&st->objects_rev, rev_key(vs, member), obj->be[member]);
 		if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0) {
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
-		obj->be[member] = bh;
+		learn_locked(obj, member, bh);
 	}
 	if (obj == NULL) {
 		obj = object_new_locked(st, vs, member, bh, has_id ? &id : NULL, token);

@@ -832,6 +832,7 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		m->cfg = fresh[i];
 		m->be = &st->backends[fresh[i]->backend];
 		m->index = k;
+		p11p_member_ctx_init(m);
 		/* DOWN until the probes have seen it answer; the first one now. */
 		atomic_init(&m->health, P11P_DOWN);
 		m->backoff_ms = vs->cfg->ha.probe_interval_ms;

@@ -91,7 +91,10 @@ void p11p_call_sync(struct p11p_call *c)
 	                           .timeout_ms = c->timeout_ms,
 	                           .hung = p11p_call_hung,
 	                           .released = p11p_member_released,
-	                           .arg = c};
+	                           .arg = c,
+	                           .count = &c->m->n_be_sessions,
+	                           .gone = p11p_member_sessions_gone,
+	                           .gone_arg = c->m};
 	c->bs = c->s->be[c->s->member];
 }
 
@@ -158,12 +161,12 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	for (unsigned tries = 0;; tries++) {
 		rv =
-		    p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, flags, NULL, NULL, &bs);
+		    p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
 		/* Logged in on the slot, but not yet on this member: log it in as on the others. */
 		if (rv == CKR_OK) {
 			rv = p11p_replay_login(vs, m, bs);
 			if (rv != CKR_OK)
-				p11p_be_C_CloseSession(p11p_backend_ctx(m->be), bs);
+				p11p_be_C_CloseSession(&m->ctx, bs);
 		}
 		if (rv == CKR_OK || !p11p_rv_is_server_error(m->be, rv) || tries >= vs->n_members ||
 		    p11p_member_confirm(st, vs, m, rv))
@@ -200,7 +203,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	           (unsigned long)id, (unsigned long)s->handle, m->index);
 	goto out;
 close_backend:
-	p11p_be_C_CloseSession(p11p_backend_ctx(m->be), bs);
+	p11p_be_C_CloseSession(&m->ctx, bs);
 out:
 	p11p_leave(st);
 	return rv;
@@ -240,7 +243,7 @@ static CK_RV session_close_detached(struct p11p_session *s)
 
 		if (s->be[i] == 0)
 			continue;
-		r = p11p_be_C_CloseSession(p11p_backend_ctx(m->be), s->be[i]);
+		r = p11p_be_C_CloseSession(&m->ctx, s->be[i]);
 		/* The application's session is closed whatever a failing member says. */
 		if (i == s->member && !p11p_rv_needs_failover(m, r))
 			rv = r;
@@ -434,11 +437,11 @@ static void logout_others(struct p11p_vslot *vs, const struct p11p_member *curre
 		be_slot = m->be_slot;
 		p11p_unlock();
 		if (!logged ||
-		    p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, CKF_SERIAL_SESSION,
+		    p11p_be_C_OpenSession(&m->ctx, be_slot, CKF_SERIAL_SESSION,
 		                          NULL, NULL, &tmp) != CKR_OK)
 			continue;
-		p11p_be_C_Logout(p11p_backend_ctx(m->be), tmp);
-		p11p_be_C_CloseSession(p11p_backend_ctx(m->be), tmp);
+		p11p_be_C_Logout(&m->ctx, tmp);
+		p11p_be_C_CloseSession(&m->ctx, tmp);
 	}
 }
 

@@ -173,7 +173,7 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 		return CKR_ARGUMENTS_BAD;
 	}
 	do
-		rv = p11p_be_C_GetTokenInfo(p11p_backend_ctx(m->be), be_slot, info);
+		rv = p11p_be_C_GetTokenInfo(&m->ctx, be_slot, info);
 	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv == CKR_OK) {
 		/* What the application sees is the virtual token, whichever member serves it. */
@@ -231,7 +231,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	}
 	/* Ask the backend into our own bounded buffer, then copy what fits. */
 	do
-		rv = p11p_be_C_GetMechanismList(p11p_backend_ctx(m->be), be_slot, NULL, &n);
+		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, NULL, &n);
 	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
@@ -246,7 +246,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 		goto out;
 	}
 	if (n > 0) {
-		rv = p11p_be_C_GetMechanismList(p11p_backend_ctx(m->be), be_slot, tmp, &n);
+		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, tmp, &n);
 		if (rv != CKR_OK)
 			goto out;
 		if (n > cap) {
@@ -332,11 +332,11 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 		rv = CKR_ARGUMENTS_BAD;
 	else if (p11p_local_mechanism(type))
 		do
-			rv = vendor_info(p11p_backend_ctx(m->be), be_slot, type, info);
+			rv = vendor_info(&m->ctx, be_slot, type, info);
 		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	else
 		do
-			rv = p11p_be_C_GetMechanismInfo(p11p_backend_ctx(m->be), be_slot, type,
+			rv = p11p_be_C_GetMechanismInfo(&m->ctx, be_slot, type,
 			                                info);
 		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	p11p_leave(st);
@@ -357,7 +357,7 @@ CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8C
 	if (label == NULL || (pin == NULL && len > 0))
 		rv = CKR_ARGUMENTS_BAD;
 	else
-		rv = p11p_be_C_InitToken(p11p_backend_ctx(m->be), be_slot, pin, len, label);
+		rv = p11p_be_C_InitToken(&m->ctx, be_slot, pin, len, label);
 	p11p_leave(st);
 	return rv;
 }

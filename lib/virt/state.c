@@ -211,6 +211,7 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 		m->cfg = &cfg->members[j];
 		m->be = &st->backends[m->cfg->backend];
 		m->index = j;
+		p11p_member_ctx_init(m);
 		m->backoff_ms = cfg->ha.probe_interval_ms;
 		atomic_init(&m->health, P11P_UP);
 		p11p_member_probe_ctx(st, vs, m, &x);
@@ -231,7 +232,7 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 	if (vs->label[0] == '\0' && vs->members[0].resolved) {
 		CK_TOKEN_INFO ti;
 
-		if (p11p_be_C_GetTokenInfo(p11p_backend_ctx(vs->members[0].be),
+		if (p11p_be_C_GetTokenInfo(&vs->members[0].ctx,
 		                           vs->members[0].be_slot, &ti) == CKR_OK)
 			p11p_unpad(vs->label, ti.label, sizeof(ti.label));
 	}

@@ -176,6 +176,7 @@ struct p11p_object {
 	bool token;                            /* a token object (known when ident is) */
 	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
+	unsigned long gen[P11P_MAX_MEMBERS];   /* the member's handle_gen when be[] was learnt */
 	/*
 	 * Virtual key binding (vkey.c), guarded by the global lock. vk_known
 	 * false: not looked at yet; then vk NULL: not a virtual key (not a token
@@ -345,6 +346,9 @@ void p11p_health_poll(struct p11p_state *st);
  * Global lock held.
  */
 unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
+/* Sets up m->ctx (after m->be); member m's contexts count its sessions. */
+void p11p_member_ctx_init(struct p11p_member *m);
+void p11p_member_sessions_gone(void *m);
 /*
  * Calls that probe member m (probes, confirmations, resolution) have a
  * deadline: the slot's call_timeout, else P11P_PROBE_TIMEOUT_MS (when the

@@ -2,7 +2,9 @@
 # (tests/progs/hafaults.c): an HSM restarting under load, members failing by turns, a hung
 # member's probe, C_Finalize with a hung call, short output buffers with call_timeout, stale
 # object handles. Checks marked "(control)" run where the property holds (SoftHSM2 or the shim
-# without the proxy, or no fault) and show the harness is sound.
+# without the proxy, or no fault) and show the harness is sound. HAFAULTS_CASES picks groups
+# (control restart alternate hungprobe bufsize rehandle), e.g.
+#   HAFAULTS_CASES=bufsize ONLY=64-hafaults tests/run.sh build valgrind
 mk_tmp
 mkdir -p "$TMP/state"
 softhsm_setup "$TMP" m1 m2 || { fail "hafaults: softhsm setup"; return; }

@@ -56,9 +56,9 @@ hf() {
 		[ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "    killed after $limit s"
 		fail "$name" "exit $rc after $(($(date +%s) - t0)) s"
 		sed 's/^/    /' "$TMP/out"
-		if [ $rc -eq 99 ]; then # valgrind's --error-exitcode
-			echo "    valgrind errors; the first:"
-			grep '^==[0-9]*== ' "$TMP/err" | head -n 12 | sed 's/^/    /'
+		if grep -q '^==[0-9]*== [A-Z]' "$TMP/err"; then
+			# valgrind: its first error (heap damage may make it abort later)
+			grep -m 1 -A 11 '^==[0-9]*== [A-Z]' "$TMP/err" | sed 's/^/    /'
 		else
 			grep -v '^p11proxy: slot' "$TMP/err" | tail -n 15 | sed 's/^/    /'
 		fi

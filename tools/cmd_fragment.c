@@ -28,7 +28,7 @@
 #include "config/config.h"
 #include "crypto/fragment.h"
 #include "util.h"
-#include "virt/entropy.h"
+#include "soft/entropy.h"
 
 static const char check_text[] = "p11proxy check value v1";
 

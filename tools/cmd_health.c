@@ -33,7 +33,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "virt/order.h"
+#include "ha/order.h"
 
 #define WHY_LEN  512
 #define CACHE_MS 1000

@@ -31,8 +31,8 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/policy.h"
-#include "virt/replicate.h"
+#include "vkeys/policy.h"
+#include "ha/replicate.h"
 
 struct kctx {
 	const struct cli *cli;

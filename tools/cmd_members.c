@@ -22,7 +22,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "virt/order.h"
+#include "ha/order.h"
 
 #define ERR_LEN 1024
 

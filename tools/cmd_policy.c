@@ -12,8 +12,8 @@
 #include "config/config.h"
 #include "util.h"
 #include "vkeys/model.h"
-#include "virt/order.h"
-#include "virt/policy.h"
+#include "ha/order.h"
+#include "vkeys/policy.h"
 
 #define ERR_LEN 1024
 

@@ -40,7 +40,7 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/policy.h"
+#include "vkeys/policy.h"
 
 #define SYNC_FIND_CHUNK   1024
 #define SYNC_MAX_OBJECTS  (4UL * 1000 * 1000) /* token objects listed on one member */

@@ -38,10 +38,10 @@
 #include "base/secret.h"
 #include "config/config.h"
 #include "index/index.h"
-#include "virt/order.h"
-#include "virt/overlay.h"
-#include "virt/policy.h"
-#include "virt/replicate.h"
+#include "ha/order.h"
+#include "base/overlay.h"
+#include "vkeys/policy.h"
+#include "ha/replicate.h"
 
 #define P11P_SESSION_BASE 0x53000000UL /* 'S' */
 #define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */

@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "base/mem.h"
-#include "virt/order.h"
-#include "virt/policy.h"
+#include "ha/order.h"
+#include "vkeys/policy.h"
 
 static const struct p11p_policy_cfg base_all = {false, P11P_SCAN_ALL};
 

@@ -20,7 +20,7 @@
  * os_only) for what the proxy generates itself (key values of
  * CKM_P11PROXY_MIXED_KEY_GEN); C_GenerateRandom does not use it.
  */
-#include "virt/local.h"
+#include "soft/local.h"
 #include "base/log.h"
 
 static _Thread_local struct p11p_call *tl_call;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
-#include "virt/overlay.h"
+#include "base/overlay.h"
 
 #define P11P_ORDER_CHECK_MS  1000UL       /* the module stats an overlay at most this often */
 #define P11P_ORDER_MAX_BYTES (64 * 1024)  /* an overlay file */

@@ -8,7 +8,7 @@
 #include <stdatomic.h>
 
 #include "crypto/fragment.h"
-#include "virt/entropy.h"
+#include "soft/entropy.h"
 #include "virt/virt.h"
 
 struct lfrag;

@@ -36,7 +36,7 @@
  * lock, never held across a backend call; a session's operations by its
  * session lock.
  */
-#include "virt/local.h"
+#include "soft/local.h"
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"

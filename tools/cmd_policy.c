@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 #include "ha/order.h"
 #include "vkeys/policy.h"
 

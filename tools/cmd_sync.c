@@ -22,7 +22,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #define ERR_LEN         512
 #define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */

@@ -17,7 +17,7 @@
 #include "base/pkcs11.h"
 #include "config/config.h"
 #include "index/index.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #define KEYS_ERR_LEN 768
 #define KEYS_RETRIES 20 /* read-modify-write attempts on P11P_INDEX_CONFLICT */

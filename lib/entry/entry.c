@@ -7,7 +7,10 @@
 #include "base/log.h"
 #include "base/names.h"
 #include "base/p11fns.h"
+#include "ha/ha.h"
+#include "soft/soft.h"
 #include "virt/virt.h"
+#include "vkeys/vkeys.h"
 
 #include <p11proxy.h>
 #include <string.h>
@@ -168,6 +171,10 @@ static CK_FUNCTION_LIST function_list;
 
 static CK_RV proxy_C_Initialize(CK_VOID_PTR init_args)
 {
+	/* The rooms above the core plug into it (virt/virt.h: hooks). */
+	p11p_ha_register();
+	p11p_vkeys_register();
+	p11p_soft_register();
 	return trace("C_Initialize", p11p_initialize(init_args));
 }
 

@@ -4,19 +4,13 @@
  * Everything here runs under the session's lock (the caller's call), never
  * under the global lock across a backend call.
  */
-#include "virt/virt.h"
+#include "ha/ha.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
 #include "base/attrs.h"
 
 #include <string.h>
-
-bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv)
-{
-	return rv != CKR_OK && (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-	                        p11p_rv_is_server_error(m->be, rv));
-}
 
 CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs)
 {

@@ -479,7 +479,7 @@ static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
 			rv = frag_derive_on(vs, lf, c->s->member, &c->bc, bs, &sw);
 			end_session(c, bs, temp);
 		}
-		if (!p11p_call_retry(c, &rv, true))
+		if (!p11p_hook_call_retry(c, &rv, true))
 			break;
 	}
 	if (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_KEY_NOT_NEEDED) {
@@ -1519,7 +1519,7 @@ static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
 			}
 			end_session(c, bs, temp);
 		}
-		if (!p11p_call_retry(c, &rv, true))
+		if (!p11p_hook_call_retry(c, &rv, true))
 			break;
 		p11p_secret_free(*okm);
 		*okm = NULL;
@@ -1667,4 +1667,9 @@ CK_RV p11p_local_generate_key(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATT
 	p11p_free(value);
 	p11p_free(t);
 	return rv;
+}
+
+void p11p_soft_register(void)
+{
+	P11P_SOFT_HOOKS(P11P_HOOK_SET)
 }

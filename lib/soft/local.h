@@ -9,7 +9,7 @@
 
 #include "crypto/fragment.h"
 #include "soft/entropy.h"
-#include "virt/virt.h"
+#include "soft/soft.h"
 
 struct lfrag;
 

@@ -137,7 +137,9 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 	return s;
 }
 
-CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out)
+/* Notify callbacks are not forwarded: the backend would call them with its handle. */
+CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,
+                        CK_SESSION_HANDLE_PTR out)
 {
 	struct p11p_state *st;
 	struct p11p_vslot *vs;

@@ -306,7 +306,8 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c);
 CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv);
 /* Points c at the session's current member (after a failover moved it). */
 void p11p_call_sync(struct p11p_call *c);
-CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out);
+CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,
+                        CK_SESSION_HANDLE_PTR out);
 CK_RV p11p_close_session(CK_SESSION_HANDLE h);
 CK_RV p11p_close_all_sessions(CK_SLOT_ID id);
 CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info);

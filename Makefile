@@ -159,9 +159,10 @@ check: deps
 	$(MAKE) tests
 	tests/run.sh $(O) normal
 
+# The sanitizer build is the strict test build: a violated precondition aborts (base/log.h).
 check-asan: deps
 	$(MAKE) O=build-asan CFLAGS="-O1 -g" \
-		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DP11P_STRICT" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" tests
 	tests/run.sh build-asan asan
 

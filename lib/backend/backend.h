@@ -67,7 +67,7 @@ CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *
 void p11p_backend_close(struct p11p_backend *be, bool finalize);
 
 /*
- * Member health (lib/virt/health.c):
+ * Member health (virt/member.c, ha/health.c):
  *   UP ----server-side error, confirmed----> DOWN
  *   DOWN --probe answers--> RECOVERING --second good probe--> UP
  *   RECOVERING --probe fails--> DOWN (backoff doubles)
@@ -108,7 +108,7 @@ struct p11p_member {
 	atomic_ulong handle_gen;
 	struct p11p_bctx ctx; /* calls to the member without a deadline */
 	/*
-	 * Deleted from the slot's member order (lib/virt/order.c): no new work,
+	 * Deleted from the slot's member order (lib/ha/order.c): no new work,
 	 * not probed; sessions it serves keep working until they fail or close.
 	 */
 	bool removed;

@@ -1,7 +1,7 @@
 /*
- * Overlay files under <state_dir>/slots/ (lib/virt/overlay.c): small text
+ * Overlay files under <state_dir>/slots/ (lib/base/overlay.c): small text
  * files the CLI writes and running processes follow (the member order,
- * virt/order.h; the key-management policy, virt/policy.h). A public room
+ * ha/order.h; the key-management policy, vkeys/policy.h). A public room
  * header: the CLI includes it, never virt/virt.h.
  */
 #ifndef P11P_VIRT_OVERLAY_H

@@ -33,7 +33,7 @@ void p11p_health_poll(struct p11p_state *st);
  */
 unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 /*
- * --- order.c in the module (the overlay files: virt/order.h) ---
+ * --- order.c in the module (the overlay files: ha/order.h) ---
  * p11p_order_init(): at C_Initialize, after the slot's
  * config members are set up and before the state is shared: the config's
  * order, then the overlay if there is one. p11p_order_poll(): checks every

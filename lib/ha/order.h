@@ -1,5 +1,5 @@
 /*
- * Member order overlays, the files (lib/virt/order.c; the format and the
+ * Member order overlays, the files (lib/ha/order.c; the format and the
  * design at the top of order.c): "<state_dir>/slots/<LABEL>.members", which
  * `p11proxy members` writes and the module follows. A public room header:
  * the CLI includes it, never virt/virt.h. The module's side (applying an

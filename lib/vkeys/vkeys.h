@@ -16,7 +16,7 @@ void p11p_vkeys_register(void);
 /*
  * --- policy.c in the module: a slot's key-management policy ---
  * The config's `policy:`, unless `p11proxy policy set` wrote an overlay,
- * "<state_dir>/slots/<LABEL>.policy", which wins (the file: virt/policy.h;
+ * "<state_dir>/slots/<LABEL>.policy", which wins (the file: vkeys/policy.h;
  * what the policy decides: vkeys/model.h). Running processes follow an
  * overlay within P11P_POLICY_CHECK_MS.
  */

@@ -1,5 +1,5 @@
 /*
- * Unit tests for the key-management policy overlay (lib/virt/policy.c): the
+ * Unit tests for the key-management policy overlay (lib/vkeys/policy.c): the
  * parser, its messages, the text the writer produces, and the file round trip.
  */
 #include <check.h>

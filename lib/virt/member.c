@@ -19,15 +19,6 @@
 /* Abandoned calls count against the state they were made in (global lock). */
 static unsigned long g_epoch = 1;
 
-unsigned long long p11p_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000ULL +
-	       (unsigned long long)ts.tv_nsec / 1000000ULL;
-}
-
 void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
                              CK_RV why)
 {

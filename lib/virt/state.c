@@ -84,13 +84,7 @@ void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	p11p_deadline(&ts, CLOCK_REALTIME, ms);
 	pthread_cond_timedwait(cond, &g_lock, &ts);
 }
 

@@ -32,6 +32,7 @@
 
 #include "backend/backend.h"
 #include "backend/call.h"
+#include "base/clock.h"
 #include "base/map.h"
 #include "base/mech.h"
 #include "base/pkcs11.h"
@@ -319,8 +320,6 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 void p11p_session_free(struct p11p_session *s);
 
 /* --- health.c --- */
-/* Milliseconds on the monotonic clock. */
-unsigned long long p11p_now_ms(void);
 /*
  * A backend call on m answered rv, a server-side error: is the member still
  * alive (a cheap call answers)? If not, it is marked down. No lock held.

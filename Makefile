@@ -45,9 +45,11 @@ LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -ldl -pthread
 LDHARDEN := -Wl,-z,relro,-z,now
 ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS) $(EXTRA_LDFLAGS)
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
-# The CLI alone serves HTTP (`p11proxy health --listen`): libmicrohttpd is never in libproxy.so.
-CLI_CFLAGS := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
-CLI_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null)
+# The CLI alone serves HTTP (`p11proxy health --listen`) and writes JSON (jansson): neither
+# libmicrohttpd nor jansson is ever in libproxy.so.
+CLI_PKGS := libmicrohttpd jansson
+CLI_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CLI_PKGS) 2>/dev/null)
+CLI_LIBS := $(shell $(PKG_CONFIG) --libs $(CLI_PKGS) 2>/dev/null)
 # Test and bench programs hand string literals to the (non-const) PKCS#11 API all the time.
 TEST_CFLAGS := $(ALL_CFLAGS) -Wno-cast-qual -Wno-write-strings
 

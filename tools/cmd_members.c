@@ -349,14 +349,16 @@ static int check_add(const struct p11p_config *cfg, size_t slot, const struct p1
 	if (mc == NULL) /* a configured member by its own spec: the config check covered it */
 		mc = &cfg->slots[slot].members[add->config_index];
 	for (size_t i = 0; i < o->n; i++) {
-		const struct p11p_member_cfg *oc = cli_order_member(cfg, slot, &o->e[i]);
-
 		if (strcmp(o->e[i].name, add->name) == 0) {
 			cli_error("slot %s already has a member '%s' (member %zu): choose another "
 			          "--name",
 			          sname, add->name, i + 1);
 			return CLI_FAIL;
 		}
+	}
+	for (size_t i = 0; i < o->n; i++) {
+		const struct p11p_member_cfg *oc = cli_order_member(cfg, slot, &o->e[i]);
+
 		if (same_selector(oc, mc)) {
 			cli_error("slot %s: member %zu '%s' is already %s=%s on backend %s: delete it "
 			          "first, or name another token",

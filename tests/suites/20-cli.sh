@@ -137,7 +137,7 @@ fi
 cli slots >"$TMP/out" 2>"$TMP/err"
 rc=$?
 if [ $rc -eq 0 ] && grep -q '^slot 0: v-m1$' "$TMP/out" && grep -q '^slot 1: v-m2$' "$TMP/out" &&
-	grep -q 'member 0: backend softhsm .*token_label "m1"' "$TMP/out" &&
+	grep -q 'member 1 m1: backend softhsm .*token_label "m1"' "$TMP/out" &&
 	grep -q 'token: label "m1", manufacturer "SoftHSM project"' "$TMP/out" &&
 	grep -q 'token: label "m2"' "$TMP/out" && grep -q 'flags: .*token-initialized' "$TMP/out" &&
 	grep -Eq 'backend slot: [0-9]+$' "$TMP/out"; then
@@ -184,7 +184,7 @@ EOF
 cli --config "$TMP/missing.yaml" slots >"$TMP/out" 2>"$TMP/err"
 rc=$?
 if [ $rc -eq 0 ] && grep -q '^slot 1: v-gone$' "$TMP/out" &&
-	grep -q 'member 1: backend softhsm .*token_label "m2"' "$TMP/out" &&
+	grep -q 'member 2 m2: backend softhsm .*token_label "m2"' "$TMP/out" &&
 	grep -q 'backend slot: not found: ' "$TMP/out"; then
 	pass "cli: slots shows members in order and a missing token"
 else
@@ -203,21 +203,21 @@ fi
 
 cli test-connection >"$TMP/out" 2>"$TMP/err"
 rc=$?
-if [ $rc -eq 0 ] && grep -q '^v-m1 member 0 (softhsm, token_label=m1): Connected$' "$TMP/out" &&
-	grep -q '^v-m2 member 0 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
+if [ $rc -eq 0 ] && grep -q '^v-m1 member 1 m1 (softhsm, token_label=m1): Connected$' "$TMP/out" &&
+	grep -q '^v-m2 member 1 m2 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
 	pass "cli: test-connection (no member PIN)"
 else
 	fail "cli: test-connection (no member PIN)" "exit $rc: $(cat "$TMP/out" "$TMP/err")"
 fi
 
 out=$(cli test-connection v-m2 2>&1)
-if [ "$out" = "v-m2 member 0 (softhsm, token_label=m2): Connected" ]; then
+if [ "$out" = "v-m2 member 1 m2 (softhsm, token_label=m2): Connected" ]; then
 	pass "cli: test-connection SLOT by label"
 else
 	fail "cli: test-connection SLOT by label" "$out"
 fi
 out=$(cli test-connection 0 2>&1)
-if [ "$out" = "v-m1 member 0 (softhsm, token_label=m1): Connected" ]; then
+if [ "$out" = "v-m1 member 1 m1 (softhsm, token_label=m1): Connected" ]; then
 	pass "cli: test-connection SLOT by id"
 else
 	fail "cli: test-connection SLOT by id" "$out"
@@ -280,8 +280,8 @@ member_pin_conf "$TMP/wrong.yaml" "file:$TMP/wrong-pin.txt" "env:P11P_TEST_PIN"
 P11P_TEST_PIN=$TEST_USER_PIN cli --config "$TMP/wrong.yaml" test-connection >"$TMP/out" 2>"$TMP/err"
 rc=$?
 if [ $rc -eq 1 ] &&
-	grep -q '^v-m1 member 0 (softhsm, token_label=m1): Not connected: .*CKR_PIN_INCORRECT' "$TMP/out" &&
-	grep -q '^v-m2 member 0 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
+	grep -q '^v-m1 member 1 m1 (softhsm, token_label=m1): Not connected: .*CKR_PIN_INCORRECT' "$TMP/out" &&
+	grep -q '^v-m2 member 1 m2 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
 	pass "cli: test-connection wrong PIN -> Not connected, exit 1"
 else
 	fail "cli: test-connection wrong PIN -> Not connected, exit 1" \
@@ -295,7 +295,7 @@ fi
 
 cli --config "$TMP/missing.yaml" test-connection >"$TMP/out" 2>"$TMP/err"
 rc=$?
-if [ $rc -eq 1 ] && grep -q '^v-gone member 0 (softhsm, token_label=no-such-token): Not connected: ' "$TMP/out" &&
+if [ $rc -eq 1 ] && grep -q '^v-gone member 1 no-such-token (softhsm, token_label=no-such-token): Not connected: ' "$TMP/out" &&
 	[ "$(grep -c ': Connected$' "$TMP/out")" -eq 2 ]; then
 	pass "cli: test-connection missing token -> Not connected, exit 1"
 else

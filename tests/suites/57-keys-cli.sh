@@ -98,11 +98,11 @@ fi
 if [ "$(stat -c %a "$INDEX")" = 600 ]; then pass "sync: index is 0600"; else fail "sync: index is 0600"; fi
 
 # --- list / show -----------------------------------------------------------------------------
-expect_cli "keys list: table" 0 "secret  AES     k1 .* 01 .*edsvwu- active      scanned 0" keys list
+expect_cli "keys list: table" 0 "secret  AES     k1 .* 01 .*edsvwu- active      scanned 20[0-9-]*T[0-9:]*Z 1$" keys list
 if cli keys list --slot va --json >"$TMP/l.json" 2>&1 &&
 	json "$TMP/l.json" '.count == 5 and ([.keys[] | select(.label == "ec1") | .class] | sort == ["private","public"])
 		and ([.keys[] | select(.label == "k1")][0] | .perms == "edsvwu-" and .origin == "scanned"
-		and .presence == [0] and .state == "active" and .id == "01" and .key_type == "AES")'; then
+		and .presence == [1] and .members == ["ka"] and .state == "active" and .id == "01" and .key_type == "AES")'; then
 	pass "keys list --json: records with class, type, perms, presence"
 else
 	fail "keys list --json: records with class, type, perms, presence" "$(head -c 600 "$TMP/l.json")"
@@ -234,7 +234,7 @@ NEW=$(cli keys show "$K1" --json | jq -r .next)
 if [ "$(hsm_count ka secrkey k1)" = 2 ] &&
 	cli keys show "$NEW" --json >"$TMP/n.json" 2>&1 &&
 	json "$TMP/n.json" ".prev == \"$K1\" and .origin == \"created\" and .state == \"active\" and
-		(.id | length) == 2 and .id != \"01\" and .label == \"k1\" and .perms == \"-dsv-u-\"" &&
+		(.id | length) == 32 and .id != \"01\" and .label == \"k1\" and .perms == \"-dsv-u-\"" &&
 	[ "$(cli keys show "$K1" --json | jq -r .perms)" = "-d-v---" ]; then
 	pass "keys rotate: new HSM key, links both ways, old key decrypt+verify only"
 else
@@ -256,12 +256,12 @@ expect_cli "keys rotate: a public key is refused" 1 "rotate its private key" \
 
 # --- HA slot: presence over two members, rotate refused without single_member_keys ------------
 expect_cli "sync: HA slot" 0 "slot vha: added" sync vha
-[ "$(cli keys show both --slot vha --json | jq -c .presence)" = "[0,1]" ] &&
+[ "$(cli keys show both --slot vha --json | jq -c .presence)" = "[1,2]" ] &&
 	pass "sync: presence bit per member" || fail "sync: presence bit per member"
 expect_cli "keys rotate: a key on two members is refused" 1 "single_member_keys" keys rotate both --slot vha
 hsm kb --delete-object --type secrkey --label both >/dev/null
 expect_cli "sync: a key gone from one member is updated" 0 "updated 1" sync vha
-[ "$(cli keys show both --slot vha --json | jq -c '[.presence, .state]')" = '[[0],"active"]' ] &&
+[ "$(cli keys show both --slot vha --json | jq -c '[.presence, .state]')" = '[[1],"active"]' ] &&
 	pass "sync: presence drops the member" || fail "sync: presence drops the member"
 
 # --- the permission table (lib/vkeys/model.h): what applies to which class --------------------

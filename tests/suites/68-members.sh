@@ -188,7 +188,7 @@ rc=$?
 
 expect_cli "health: both members up: exit 0" 0 "^healthy (2 members)" health
 echo 'm1 fail CKR_DEVICE_ERROR' >"$P11SHIM_CONTROL"
-expect_cli "health: m1 failing: exit 1, m1 named" 1 "^ha m1: unhealthy" health
+expect_cli "health: m1 failing: exit 1, m1 named" 1 "^ha member 1 m1: unhealthy" health
 cli health ha --json >"$TMP/health.json" 2>/dev/null
 rc=$?
 if [ $rc -eq 1 ] && json "$TMP/health.json" '.healthy == false and
@@ -236,7 +236,7 @@ echo 'm1 fail CKR_DEVICE_ERROR' >"$P11SHIM_CONTROL"
 sleep 1.1 # past the one-second cache
 c=$(code "$URL/health")
 if [ "$c" = 500 ] && json "$TMP/body" '.healthy == false and
-	([.unhealthy[] | .member] == ["m1"]) and .unhealthy[0].slot == "ha"'; then
+	([.unhealthy[] | .name] == ["m1"]) and .unhealthy[0].member == 1 and .unhealthy[0].slot == "ha"'; then
 	pass "health: 500 with a JSON body naming m1"
 else
 	fail "health: 500 with a JSON body naming m1" "$c $(cat "$TMP/body")"

@@ -40,7 +40,9 @@ struct kctx {
 	struct p11p_index *idx;
 	struct cli_backends *bes;
 	const char *slot;   /* --slot's label, or NULL */
-	const char *new_id; /* rotate --id HEX, or NULL */
+	const char *new_id; /* rotate --id HEX, or NULL; its bytes: */
+	unsigned char id[P11P_INDEX_ID_MAX];
+	size_t id_len;
 	const char *action;
 	bool json, all;
 };
@@ -931,15 +933,10 @@ static int do_rotate(struct kctx *k, const char *key)
 	if (k->new_id != NULL) {
 		/* --id HEX: the operator's CKA_ID, which no key of the slot may have already. */
 		struct p11p_vkey_match m = {.slot = v.slot, .has_ck_id = true, .ck_id = id};
-		long n = cli_unhex(k->new_id, id, sizeof(id));
 		size_t count = 1;
 
-		if (n <= 0) {
-			rc = cli_usage("keys", "--id wants hex digits (1 to %d bytes), not '%s'",
-			               P11P_INDEX_ID_MAX, k->new_id);
-			goto out;
-		}
-		id_len = (size_t)n;
+		id_len = k->id_len;
+		memcpy(id, k->id, id_len);
 		m.ck_id_len = id_len;
 		if (p11p_index_find(k->idx, &m, NULL, 0, &count) != CKR_OK || count != 0) {
 			cli_error("--id %s: a key of slot %s has that CKA_ID already", k->new_id,
@@ -1122,6 +1119,14 @@ int cmd_keys(struct cli *cli, int argc, char **argv)
 	k.action = action;
 	if (k.new_id != NULL && strcmp(action, "rotate") != 0)
 		return cli_usage("keys", "--id goes with rotate");
+	if (k.new_id != NULL) {
+		long n = cli_unhex(k.new_id, k.id, sizeof(k.id));
+
+		if (n <= 0)
+			return cli_usage("keys", "--id wants hex digits (1 to %d bytes), not '%s'",
+			                 P11P_INDEX_ID_MAX, k.new_id);
+		k.id_len = (size_t)n;
+	}
 	if (k.all && strcmp(action, "list") != 0)
 		return cli_usage("keys", "--all goes with list");
 	if (strcmp(action, "list") == 0) {

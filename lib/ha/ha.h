@@ -56,8 +56,9 @@ void p11p_order_free(struct p11p_vslot *vs);
  */
 bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable);
 /*
- * Logs a backend session of member m in as the application is logged in on
- * the slot, unless the login is established on m already. No lock held.
+ * Logs a new backend session of member m in as the application is logged in
+ * on the slot, unless the session shows the token logged in already (one
+ * C_GetSessionInfo when the proxy believes it is). No lock held.
  */
 CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs);
 

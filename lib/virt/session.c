@@ -163,7 +163,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	for (unsigned tries = 0;; tries++) {
 		rv = p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
-		/* Logged in on the slot, but not yet on this member: log it in as on the others. */
+		/* Logged in on the slot: the new session is too (ha/failover.c). */
 		if (rv == CKR_OK) {
 			rv = p11p_hook_replay_login(vs, m, bs);
 			if (rv != CKR_OK)
@@ -413,7 +413,6 @@ again:
 		p11p_lock();
 		vs->login = user;
 		vs->logged_in = 1U << c.m->index; /* replayed on other members as needed */
-		vs->login_gen[c.m->index] = atomic_load(&c.m->handle_gen);
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = keep;
 		p11p_unlock();

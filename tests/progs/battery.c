@@ -1171,7 +1171,7 @@ static void section_sign(CK_SESSION_HANDLE s, struct keys *k)
 {
 	CK_MECHANISM m_rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
 	unsigned char sig[512], sig2[512], bad[512], n[512], e[16];
-	CK_ULONG siglen, sig2len, nlen, elen;
+	CK_ULONG siglen, sig2len = 0, nlen, elen;
 	unsigned char part1[] = "The quick brown fox ", part2[] = "jumps over the lazy dog!!";
 	CK_RV rv, rv2;
 

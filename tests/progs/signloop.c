@@ -44,8 +44,9 @@ int main(int argc, char **argv)
 		return 1;
 	t[0] = (CK_ATTRIBUTE){CKA_CLASS, &cls, sizeof(cls)};
 	t[1] = (CK_ATTRIBUTE){CKA_LABEL, argv[3], strlen(argv[3])};
-	if (m.f->C_FindObjectsInit(s, t, 2) != CKR_OK || m.f->C_FindObjects(s, &key, 1, &n) != CKR_OK ||
-	    m.f->C_FindObjectsFinal(s) != CKR_OK || n != 1) {
+	if (m.f->C_FindObjectsInit(s, t, 2) != CKR_OK ||
+	    m.f->C_FindObjects(s, &key, 1, &n) != CKR_OK || m.f->C_FindObjectsFinal(s) != CKR_OK ||
+	    n != 1) {
 		fprintf(stderr, "signloop: no private key labelled '%s'\n", argv[3]);
 		return 1;
 	}
@@ -65,8 +66,8 @@ int main(int argc, char **argv)
 			last = rv;
 		}
 		if (now_s() >= next_report) {
-			printf("  [signer] %4.1fs: %lu signatures, %lu failed%s", now_s() - start, ok,
-			       failed, last != CKR_OK ? " (last: " : "\n");
+			printf("  [signer] %4.1fs: %lu signatures, %lu failed%s", now_s() - start,
+			       ok, failed, last != CKR_OK ? " (last: " : "\n");
 			if (last != CKR_OK)
 				printf("%s)\n", testmod_ckr(last));
 			fflush(stdout);

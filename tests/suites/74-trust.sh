@@ -186,6 +186,19 @@ fi
 outcome "trust: p11proxy keys allow again" ok as_svc "$TMP/bin/p11proxy" keys allow "$KEY" sign
 outcome "trust: signing works again" ok as_app "${P11[@]}" --login --pin env:APP_PIN --sign \
 	--id 74 -m ECDSA --input-file msg.sha256 --output-file msg4.sig
+# A deactivated key: the proxy's vendor-defined result code crosses the socket unchanged.
+outcome "trust: p11proxy keys deactivate as the service user" ok as_svc "$TMP/bin/p11proxy" keys \
+	deactivate "$KEY"
+as_app "${P11[@]}" --login --pin env:APP_PIN --sign --id 74 -m ECDSA --input-file msg.sha256 \
+	--output-file msg5.sig >"$TMP/out" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && grep -qi "0xd0310001" "$TMP/out"; then
+	pass "trust: a deactivated key is refused to the client (P11PROXY_CKR_KEY_DEACTIVATED)"
+else
+	fail "trust: a deactivated key is refused to the client (P11PROXY_CKR_KEY_DEACTIVATED)" \
+		"exit $rc: $(head -c 300 "$TMP/out" | tr '\n' ' ')"
+fi
+as_svc "$TMP/bin/p11proxy" keys activate "$KEY" >/dev/null 2>&1
 
 # --- the mechanisms p11-kit's RPC passes (docs/SECURITY.md publishes the table) ---
 # In-process (the service user loading libproxy.so) against through the socket (the

@@ -19,6 +19,8 @@ else
 SYSCONFDIR ?= $(PREFIX)/etc
 endif
 P11KIT_MODULEDIR ?= $(DATAROOTDIR)/p11-kit/modules
+# bash-completion's directory for completions loaded on demand.
+BASHCOMPDIR ?= $(DATAROOTDIR)/bash-completion/completions
 # What the p11-kit module file names: an absolute path, or a bare file name that p11-kit looks
 # up in its own module directory (the Debian package does that: MODULEDIR is that directory).
 P11KIT_MODULE ?= $(MODULEDIR)/libproxy.so
@@ -45,9 +47,11 @@ LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -ldl -pthread
 LDHARDEN := -Wl,-z,relro,-z,now
 ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS) $(EXTRA_LDFLAGS)
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
-# The CLI alone serves HTTP (`p11proxy health --listen`): libmicrohttpd is never in libproxy.so.
-CLI_CFLAGS := $(shell $(PKG_CONFIG) --cflags libmicrohttpd 2>/dev/null)
-CLI_LIBS := $(shell $(PKG_CONFIG) --libs libmicrohttpd 2>/dev/null)
+# The CLI alone serves HTTP (`p11proxy health --listen`) and writes JSON (jansson): neither
+# libmicrohttpd nor jansson is ever in libproxy.so.
+CLI_PKGS := libmicrohttpd jansson
+CLI_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CLI_PKGS) 2>/dev/null)
+CLI_LIBS := $(shell $(PKG_CONFIG) --libs $(CLI_PKGS) 2>/dev/null)
 # Test and bench programs hand string literals to the (non-const) PKCS#11 API all the time.
 TEST_CFLAGS := $(ALL_CFLAGS) -Wno-cast-qual -Wno-write-strings
 
@@ -159,9 +163,10 @@ check: deps
 	$(MAKE) tests
 	tests/run.sh $(O) normal
 
+# The sanitizer build is the strict test build: a violated precondition aborts (base/log.h).
 check-asan: deps
 	$(MAKE) O=build-asan CFLAGS="-O1 -g" \
-		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DP11P_STRICT" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" tests
 	tests/run.sh build-asan asan
 
@@ -190,7 +195,7 @@ demo:
 # unchanged. The configuration itself (proxy.yaml) is never written: only proxy.yaml.example.
 INSTALLED := $(MODULEDIR)/libproxy.so $(BINDIR)/p11proxy $(INCLUDEDIR)/p11proxy.h \
 	$(PKGCONFIGDIR)/p11proxy.pc $(MANDIR)/man5/proxy.yaml.5 $(MANDIR)/man7/p11proxy.7 \
-	$(MANDIR)/man8/p11proxy.8 $(P11KIT_MODULEDIR)/p11proxy.module \
+	$(MANDIR)/man8/p11proxy.8 $(P11KIT_MODULEDIR)/p11proxy.module $(BASHCOMPDIR)/p11proxy \
 	$(SYSCONFDIR)/p11proxy/proxy.yaml.example \
 	$(if $(SYSTEMDUNITDIR),$(SYSTEMDUNITDIR)/p11proxy-health.service $(SYSUSERSDIR)/p11proxy.conf)
 ENVFILE := $(SYSCONFDIR)/default/p11proxy
@@ -203,7 +208,7 @@ install: all
 	$(INSTALL) -d $(DESTDIR)$(MODULEDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(P11KIT_MODULEDIR) $(DESTDIR)$(SYSCONFDIR)/p11proxy \
-		$(DESTDIR)$(PKGCONFIGDIR)
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BASHCOMPDIR)
 	$(INSTALL) -m 0644 $(MODULE) $(DESTDIR)$(MODULEDIR)/libproxy.so
 	$(INSTALL) -m 0755 $(CLI) $(DESTDIR)$(BINDIR)/p11proxy
 	$(INSTALL) -m 0644 include/p11proxy.h $(DESTDIR)$(INCLUDEDIR)/p11proxy.h
@@ -212,6 +217,7 @@ install: all
 	$(INSTALL) -m 0644 man/proxy.yaml.5 $(DESTDIR)$(MANDIR)/man5/proxy.yaml.5
 	$(INSTALL) -m 0644 man/p11proxy.7 $(DESTDIR)$(MANDIR)/man7/p11proxy.7
 	$(INSTALL) -m 0644 man/p11proxy.8 $(DESTDIR)$(MANDIR)/man8/p11proxy.8
+	$(INSTALL) -m 0644 tools/completion/p11proxy.bash $(DESTDIR)$(BASHCOMPDIR)/p11proxy
 	$(SUBST) proxy-conf/p11proxy.module.in > $(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
 	chmod 0644 $(DESTDIR)$(P11KIT_MODULEDIR)/p11proxy.module
 	$(INSTALL) -m 0644 proxy-conf/proxy.yaml $(DESTDIR)$(SYSCONFDIR)/p11proxy/proxy.yaml.example

@@ -9,21 +9,26 @@
 #include "config/config.h"
 #include "util.h"
 
-int cmd_check_config(const struct cli *cli, int argc, char **argv)
+int cmd_check_config(struct cli *cli, int argc, char **argv)
 {
-	const char *path = cli->config_path;
 	struct p11p_config *cfg;
+	const char *path;
 	char err[1024];
+	json_t *doc;
+	int o;
 
-	for (int i = 0; i < argc; i++) {
-		if (argv[i][0] == '-')
-			return cli_usage("check-config", "unknown option '%s'", argv[i]);
-		if (i > 0)
-			return cli_usage("check-config", "too many arguments");
-		if (cli->config_path != NULL && strcmp(cli->config_path, argv[i]) != 0)
-			return cli_usage("check-config",
-			                 "give the file once: --config FILE or FILE");
-		path = argv[i];
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", NULL)) != -1)
+		return CLI_USAGE;
+	if (argc - optind > 1)
+		return cli_usage("check-config", "too many arguments");
+	path = cli->config_path;
+	if (argc - optind == 1) {
+		if (strcmp(argv[optind], "help") == 0)
+			return cli_cmd_help("check-config");
+		if (cli->config_path != NULL && strcmp(cli->config_path, argv[optind]) != 0)
+			return cli_usage("check-config", "give the file once: -c FILE or FILE");
+		path = argv[optind];
 	}
 
 	err[0] = '\0';
@@ -32,23 +37,26 @@ int cmd_check_config(const struct cli *cli, int argc, char **argv)
 		if (err[0] == '\0')
 			snprintf(err, sizeof(err), "%s: cannot load the configuration",
 			         path != NULL ? path : "(default)");
-		fprintf(stderr, "%s\n", err);
+		cli_error_plain(err);
 		if (cli->json) {
-			fputs("{\"file\":", stdout);
-			cli_json_str(stdout, path);
-			fputs(",\"ok\":false,\"error\":", stdout);
-			cli_json_str(stdout, err);
-			fputs("}\n", stdout);
+			doc = json_object();
+			cli_jset(doc, "file", cli_jstr(path));
+			cli_jset(doc, "ok", json_false());
+			cli_jset(doc, "exit", json_integer(CLI_FAIL));
+			cli_jset(doc, "error", cli_jstr(err));
+			cli_json_print(doc);
 		}
 		return CLI_FAIL;
 	}
 	if (cli->json) {
-		fputs("{\"file\":", stdout);
-		cli_json_str(stdout, cfg->path);
-		printf(",\"ok\":true,\"backends\":%zu,\"slots\":%zu}\n", cfg->n_backends,
-		       cfg->n_slots);
+		doc = json_object();
+		cli_jset(doc, "file", cli_jstr(cfg->path));
+		cli_jset(doc, "ok", json_true());
+		cli_jset(doc, "backends", json_integer((json_int_t)cfg->n_backends));
+		cli_jset(doc, "slots", json_integer((json_int_t)cfg->n_slots));
+		cli_json_print(doc);
 	} else {
-		printf("%s: OK (%zu backend%s, %zu slot%s)\n", cfg->path, cfg->n_backends,
+		printf("%s: OK (%zu backend%s, %zu slot%s)\n", cli_esc(cfg->path), cfg->n_backends,
 		       cfg->n_backends == 1 ? "" : "s", cfg->n_slots, cfg->n_slots == 1 ? "" : "s");
 	}
 	p11p_config_free(cfg);
@@ -102,28 +110,30 @@ out:
 	return pin;
 }
 
-int cmd_hash_pin(const struct cli *cli, int argc, char **argv)
+int cmd_hash_pin(struct cli *cli, int argc, char **argv)
 {
+	static const struct option opts[] = {
+	    {"pin-source", required_argument, NULL, 's'},
+	    {NULL, 0, NULL, 0},
+	};
 	const char *source = NULL;
 	struct p11p_secret *pin;
 	char *hash;
+	int o;
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--pin-source") == 0) {
-			if (i + 1 >= argc)
-				return cli_usage("hash-pin",
-				                 "--pin-source needs env:NAME or file:PATH");
-			source = argv[++i];
-		} else if (strncmp(argv[i], "--pin-source=", 13) == 0) {
-			source = argv[i] + 13;
-		} else if (argv[i][0] == '-') {
-			return cli_usage("hash-pin", "unknown option '%s'", argv[i]);
-		} else {
-			/* Do not echo it back: it may well be a PIN typed on argv. */
-			return cli_usage("hash-pin", "unexpected argument (PINs are never accepted "
-			                             "on the command line)");
-		}
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+		if (o == 's')
+			source = optarg;
+		else
+			return CLI_USAGE;
 	}
+	if (argc - optind == 1 && strcmp(argv[optind], "help") == 0)
+		return cli_cmd_help("hash-pin");
+	/* Do not echo it back: it may well be a PIN typed on argv. */
+	if (argc - optind > 0)
+		return cli_usage("hash-pin", "unexpected argument (PINs are never accepted "
+		                             "on the command line)");
 	if (source != NULL && strncmp(source, "env:", 4) != 0 && strncmp(source, "file:", 5) != 0)
 		return cli_usage("hash-pin", "a PIN source is env:NAME or file:PATH");
 
@@ -137,9 +147,10 @@ int cmd_hash_pin(const struct cli *cli, int argc, char **argv)
 		return CLI_FAIL;
 	}
 	if (cli->json) {
-		fputs("{\"user_pin_hash\":", stdout);
-		cli_json_str(stdout, hash);
-		fputs("}\n", stdout);
+		json_t *doc = json_object();
+
+		cli_jset(doc, "user_pin_hash", cli_jstr(hash));
+		cli_json_print(doc);
 	} else {
 		printf("%s\n", hash);
 	}

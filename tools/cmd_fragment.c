@@ -28,7 +28,7 @@
 #include "config/config.h"
 #include "crypto/fragment.h"
 #include "util.h"
-#include "virt/entropy.h"
+#include "soft/entropy.h"
 
 static const char check_text[] = "p11proxy check value v1";
 
@@ -95,17 +95,17 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 	rv = p11p_member_resolve(&m, p11p_backend_ctx(m.be), err, errlen);
 	if (rv != CKR_OK) {
 		if (err[0] == '\0')
-			snprintf(err, errlen, "%s", p11p_rv_str(rv));
+			snprintf(err, errlen, "%s", cli_rv(rv));
 		return 0;
 	}
 	rv = p11p_be_C_OpenSession(bc, m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK) {
-		snprintf(err, errlen, "C_OpenSession: %s", p11p_rv_str(rv));
+		snprintf(err, errlen, "C_OpenSession: %s", cli_rv(rv));
 		return 0;
 	}
 	rv = member_login(bc, h, mc);
 	if (rv != CKR_OK) {
-		snprintf(err, errlen, "C_Login: %s", p11p_rv_str(rv));
+		snprintf(err, errlen, "C_Login: %s", cli_rv(rv));
 		goto out;
 	}
 	rv = p11p_be_C_FindObjectsInit(bc, h, t, 2);
@@ -127,7 +127,7 @@ static int member_check(struct cli_backends *bes, const struct p11p_member_cfg *
 		                    sizeof(check_text) - 1, mac, &mlen);
 	if (rv != CKR_OK || mlen != sizeof(mac)) {
 		snprintf(err, errlen, "key '%s' does not sign with CKM_SHA256_HMAC: %s", label,
-		         p11p_rv_str(rv));
+		         cli_rv(rv));
 		goto out;
 	}
 	memcpy(cv, mac, 4);
@@ -142,8 +142,19 @@ out:
 	return ret;
 }
 
-int cmd_gen_fragment(const struct cli *cli, int argc, char **argv)
+int cmd_gen_fragment(struct cli *cli, int argc, char **argv)
 {
+	enum { O_NAME = CLI_OPT_FIRST, O_TYPE, O_LABEL, O_SLOT, O_OUT, O_DESC };
+	static const struct option opts[] = {
+	    {"name", required_argument, NULL, O_NAME},
+	    {"type", required_argument, NULL, O_TYPE},
+	    {"hsm-key-label", required_argument, NULL, O_LABEL},
+	    {"slot", required_argument, NULL, O_SLOT},
+	    {"out", required_argument, NULL, O_OUT},
+	    {"description", required_argument, NULL, O_DESC},
+	    {NULL, 0, NULL, 0},
+	};
+	int o;
 	const char *name = NULL, *type_s = NULL, *label = NULL, *slot_arg = NULL, *out = NULL,
 	           *desc = NULL;
 	enum p11p_fragment_type type;
@@ -161,46 +172,44 @@ int cmd_gen_fragment(const struct cli *cli, int argc, char **argv)
 	int rc = CLI_FAIL;
 	CK_RV rv;
 
-	for (int i = 0; i < argc; i++) {
-		const char **dst = strcmp(argv[i], "--name") == 0            ? &name
-		                   : strcmp(argv[i], "--type") == 0          ? &type_s
-		                   : strcmp(argv[i], "--hsm-key-label") == 0 ? &label
-		                   : strcmp(argv[i], "--slot") == 0          ? &slot_arg
-		                   : strcmp(argv[i], "--out") == 0           ? &out
-		                   : strcmp(argv[i], "--description") == 0   ? &desc
-		                                                             : NULL;
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+		const char **dst = o == O_NAME    ? &name
+		                   : o == O_TYPE  ? &type_s
+		                   : o == O_LABEL ? &label
+		                   : o == O_SLOT  ? &slot_arg
+		                   : o == O_OUT   ? &out
+		                   : o == O_DESC  ? &desc
+		                                  : NULL;
 
 		if (dst == NULL)
-			return cli_usage("gen-fragment", "unknown argument '%s'", argv[i]);
-		if (i + 1 >= argc)
-			return cli_usage("gen-fragment", "%s needs a value", argv[i]);
-		*dst = argv[++i];
+			return CLI_USAGE;
+		*dst = optarg;
 	}
+	if (argc - optind == 1 && strcmp(argv[optind], "help") == 0)
+		return cli_cmd_help("gen-fragment");
+	if (argc > optind)
+		return cli_usage("gen-fragment", "unexpected argument '%s'", argv[optind]);
 	if (name == NULL || type_s == NULL || label == NULL)
 		return cli_usage("gen-fragment", "--name, --type and --hsm-key-label are required");
 	type = p11p_fragment_type_parse(type_s);
 	if (type == 0)
 		return cli_usage("gen-fragment", "--type must be hsm_wrapped or hsm_secured");
-	(void)cli->json; /* the output is JSON either way */
-
-	err[0] = '\0';
-	cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (cfg == NULL) {
-		cli_error("%s", err[0] ? err : "cannot load the configuration");
+	cfg = cli_config(cli);
+	if (cfg == NULL)
 		return CLI_FAIL;
-	}
 	if (slot_arg != NULL) {
-		slot = cli_find_slot(cfg, slot_arg);
+		slot = cli_slot_arg(cfg, "gen-fragment", slot_arg);
 		if (slot == (size_t)-1) {
-			cli_error("no slot '%s'", slot_arg);
+			rc = CLI_USAGE;
 			goto done;
 		}
 	} else if (cfg->n_slots == 1) {
 		slot = 0;
 	} else {
-		p11p_config_free(cfg);
-		return cli_usage("gen-fragment", "the config has %zu slots: name one with --slot",
-		                 cfg->n_slots);
+		rc = cli_usage("gen-fragment", "the config has %zu slots: name one with --slot",
+		               cfg->n_slots);
+		goto done;
 	}
 	sl = &cfg->slots[slot];
 	/* The set to add to: the --out file if it exists, else a new one. */
@@ -265,7 +274,7 @@ int cmd_gen_fragment(const struct cli *cli, int argc, char **argv)
 	if (rv == CKR_OK)
 		rv = p11p_entropy_generate(rng, value, sizeof(value));
 	if (rv != CKR_OK) {
-		cli_error("cannot generate the fragment value: %s", p11p_rv_str(rv));
+		cli_error("cannot generate the fragment value: %s", cli_rv(rv));
 		goto done;
 	}
 	rv = p11p_fragments_add(set, name, type, label, value, sizeof(value), desc, err,
@@ -280,11 +289,19 @@ int cmd_gen_fragment(const struct cli *cli, int argc, char **argv)
 			cli_error("%s", err);
 			goto done;
 		}
-		fprintf(stderr, "p11proxy: fragment '%s' added to %s\n", name, out);
+		if (cli->json) {
+			json_t *doc = json_object();
+
+			cli_jset(doc, "ok", json_true());
+			cli_jset(doc, "name", cli_jstr(name));
+			cli_jset(doc, "file", cli_jstr(out));
+			cli_json_print(doc);
+		}
+		fprintf(stderr, "p11proxy: fragment '%s' added to %s\n", cli_esc(name), cli_esc(out));
 	} else {
 		rv = p11p_fragments_to_json(set, &json);
 		if (rv != CKR_OK) {
-			cli_error("cannot format the fragment: %s", p11p_rv_str(rv));
+			cli_error("cannot format the fragment: %s", cli_rv(rv));
 			goto done;
 		}
 		fwrite(p11p_secret_data(json), 1, p11p_secret_len(json), stdout);

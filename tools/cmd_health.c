@@ -33,183 +33,10 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "virt/order.h"
+#include "ha/order.h"
 
 #define WHY_LEN  512
 #define CACHE_MS 1000
-/* A member call that takes longer is abandoned and the member reported unhealthy. */
-#define CLI_PROBE_TIMEOUT_MS 5000
-
-/* ---- the backends and the probe, shared with `members`, `slots` and `sync` ------------------- */
-
-struct cli_backend {
-	struct p11p_backend be;
-	bool tried;
-	CK_RV rv;
-	char err[WHY_LEN];
-};
-
-struct cli_backends {
-	const struct p11p_config *cfg;
-	struct cli_backend *b; /* cfg->n_backends */
-};
-
-struct cli_backends *cli_backends_new(const struct p11p_config *cfg)
-{
-	struct cli_backends *bs = p11p_calloc(1, sizeof(*bs));
-
-	if (bs == NULL)
-		return NULL;
-	bs->cfg = cfg;
-	bs->b = p11p_calloc(cfg->n_backends > 0 ? cfg->n_backends : 1, sizeof(*bs->b));
-	if (bs->b == NULL) {
-		p11p_free(bs);
-		return NULL;
-	}
-	return bs;
-}
-
-void cli_backends_free(struct cli_backends *bs)
-{
-	if (bs == NULL)
-		return;
-	for (size_t i = 0; i < bs->cfg->n_backends; i++) {
-		if (bs->b[i].tried && bs->b[i].rv == CKR_OK)
-			p11p_backend_close(&bs->b[i].be, true);
-	}
-	p11p_free(bs->b);
-	p11p_free(bs);
-}
-
-static struct cli_backend *backend_get(struct cli_backends *bs, size_t idx)
-{
-	struct cli_backend *b = &bs->b[idx];
-
-	if (!b->tried) {
-		b->tried = true;
-		b->err[0] = '\0';
-		b->rv = p11p_backend_open(&b->be, &bs->cfg->backends[idx], b->err, sizeof(b->err));
-		if (b->rv != CKR_OK && b->err[0] == '\0') {
-			char nb[32];
-
-			snprintf(b->err, sizeof(b->err), "cannot load %s: %s",
-			         bs->cfg->backends[idx].module, cli_rv_name(b->rv, nb, sizeof(nb)));
-		}
-	}
-	return b;
-}
-
-struct p11p_backend *cli_backend(struct cli_backends *bs, size_t idx, char *why, size_t whylen)
-{
-	struct cli_backend *b;
-
-	if (idx >= bs->cfg->n_backends) {
-		snprintf(why, whylen, "backend index %zu out of range", idx);
-		return NULL;
-	}
-	b = backend_get(bs, idx);
-	if (b->rv != CKR_OK) {
-		snprintf(why, whylen, "%s", b->err);
-		return NULL;
-	}
-	return &b->be;
-}
-
-static bool probe_failed(char *why, size_t whylen, const char *call, CK_RV rv)
-{
-	char nb[32];
-
-	snprintf(why, whylen, "%s: %s", call, cli_rv_name(rv, nb, sizeof(nb)));
-	return false;
-}
-
-bool cli_member_probe(struct cli_backends *bs, const struct p11p_member_cfg *mc, char *why,
-                      size_t whylen)
-{
-	struct p11p_member m;
-	struct cli_backend *b;
-	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
-	CK_TOKEN_INFO ti;
-	CK_BYTE byte;
-	struct p11p_bctx probe;
-	const struct p11p_bctx *bc;
-	char err[WHY_LEN];
-	CK_RV rv;
-	bool ok = false;
-
-	why[0] = '\0';
-	if (mc->backend >= bs->cfg->n_backends) {
-		snprintf(why, whylen, "backend index %zu out of range", mc->backend);
-		return false;
-	}
-	b = backend_get(bs, mc->backend);
-	if (b->rv != CKR_OK) {
-		snprintf(why, whylen, "%s", b->err);
-		return false;
-	}
-	memset(&m, 0, sizeof(m));
-	m.cfg = mc;
-	m.be = &b->be;
-	atomic_init(&m.health, P11P_UP);
-	err[0] = '\0';
-	probe = (struct p11p_bctx){.be = &b->be, .timeout_ms = CLI_PROBE_TIMEOUT_MS};
-	rv = p11p_member_resolve(&m, &probe, err, sizeof(err));
-	if (rv != CKR_OK) {
-		if (err[0] == '\0')
-			return probe_failed(why, whylen, "token", rv);
-		snprintf(why, whylen, "%s", err);
-		return false;
-	}
-	bc = &probe;
-	rv = p11p_be_C_OpenSession(bc, m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
-	if (rv != CKR_OK)
-		return probe_failed(why, whylen, "C_OpenSession", rv);
-	rv = p11p_be_C_GetTokenInfo(bc, m.be_slot, &ti);
-	if (rv != CKR_OK) {
-		probe_failed(why, whylen, "C_GetTokenInfo", rv);
-		goto out;
-	}
-	if (ti.flags & CKF_RNG) {
-		rv = p11p_be_C_GenerateRandom(bc, h, &byte, 1);
-		if (rv != CKR_OK) {
-			probe_failed(why, whylen, "C_GenerateRandom", rv);
-			goto out;
-		}
-	}
-	ok = true;
-out:
-	rv = p11p_be_C_CloseSession(bc, h);
-	if (ok && rv != CKR_OK)
-		ok = probe_failed(why, whylen, "C_CloseSession", rv);
-	return ok;
-}
-
-size_t cli_find_slot(const struct p11p_config *cfg, const char *arg)
-{
-	char *end;
-	unsigned long id;
-
-	for (size_t s = 0; s < cfg->n_slots; s++) {
-		if (cfg->slots[s].label != NULL && strcmp(cfg->slots[s].label, arg) == 0)
-			return s;
-	}
-	if (arg[0] >= '0' && arg[0] <= '9') {
-		id = strtoul(arg, &end, 10);
-		if (*end == '\0' && id < cfg->n_slots)
-			return (size_t)id;
-	}
-	return (size_t)-1;
-}
-
-const char *cli_slot_name(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
-{
-	const char *label = cfg->slots[slot].label;
-
-	if (label != NULL && label[0] != '\0')
-		return label;
-	snprintf(buf, len, "#%zu", slot);
-	return buf;
-}
 
 /* ---- one round of probes ------------------------------------------------------------------- */
 
@@ -251,19 +78,13 @@ static void probe_all(const struct p11p_config *cfg, struct cli_backends *bs, si
 		hs->id = s;
 		snprintf(hs->name, sizeof(hs->name), "%s",
 		         cli_slot_name(cfg, s, (char[24]){0}, 24));
-		rc = p11p_order_read(cfg, s, &o, NULL, hs->order_err, sizeof(hs->order_err));
-		if (rc < 0) {
-			/* As the module does: the configured order, and say why. */
+		/* As the module does: a damaged overlay gives the configured order; say why. */
+		rc = cli_slot_order(cfg, s, &o, hs->order_err, sizeof(hs->order_err));
+		if (rc < 0)
 			r->healthy = false;
-			p11p_order_from_config(cfg, s, &o);
-		} else {
-			hs->order_err[0] = '\0';
-		}
 		hs->from_file = o.from_file;
 		for (size_t i = 0; i < o.n; i++) {
-			const struct p11p_member_cfg *mc =
-			    o.e[i].spec != NULL ? o.e[i].spec
-			                        : &cfg->slots[s].members[o.e[i].config_index];
+			const struct p11p_member_cfg *mc = cli_order_member(cfg, s, &o.e[i]);
 			struct hmember *hm = &hs->m[hs->n++];
 
 			snprintf(hm->name, sizeof(hm->name), "%s", o.e[i].name);
@@ -275,32 +96,37 @@ static void probe_all(const struct p11p_config *cfg, struct cli_backends *bs, si
 	}
 }
 
-static void report_json(FILE *f, const struct hreport *r)
+static json_t *report_json(const struct hreport *r)
 {
-	fprintf(f, "{\"healthy\":%s,\"slots\":[", r->healthy ? "true" : "false");
+	json_t *doc = json_object(), *slots = json_array();
+
+	cli_jset(doc, "healthy", json_boolean(r->healthy));
 	for (size_t s = 0; s < r->n; s++) {
 		const struct hslot *hs = &r->s[s];
+		json_t *js = json_object(), *ms = json_array();
 		bool healthy = hs->order_err[0] == '\0';
 
-		for (size_t i = 0; i < hs->n; i++)
-			healthy &= hs->m[i].healthy;
-		fprintf(f, "%s{\"id\":%zu,\"label\":", s > 0 ? "," : "", hs->id);
-		cli_json_str(f, hs->name);
-		fprintf(f, ",\"healthy\":%s,\"order\":\"%s\",\"order_error\":",
-		        healthy ? "true" : "false", hs->from_file ? "overlay" : "config");
-		cli_json_str(f, hs->order_err[0] != '\0' ? hs->order_err : NULL);
-		fputs(",\"members\":[", f);
 		for (size_t i = 0; i < hs->n; i++) {
-			fprintf(f, "%s{\"priority\":%zu,\"name\":", i > 0 ? "," : "", i + 1);
-			cli_json_str(f, hs->m[i].name);
-			fprintf(f,
-			        ",\"healthy\":%s,\"reason\":", hs->m[i].healthy ? "true" : "false");
-			cli_json_str(f, hs->m[i].healthy ? NULL : hs->m[i].why);
-			fputc('}', f);
+			json_t *jm = json_object();
+
+			healthy &= hs->m[i].healthy;
+			cli_jset(jm, "member", json_integer((json_int_t)i + 1));
+			cli_jset(jm, "priority", json_integer((json_int_t)i + 1));
+			cli_jset(jm, "name", cli_jstr(hs->m[i].name));
+			cli_jset(jm, "healthy", json_boolean(hs->m[i].healthy));
+			cli_jset(jm, "reason", cli_jstr(hs->m[i].healthy ? NULL : hs->m[i].why));
+			json_array_append_new(ms, jm);
 		}
-		fputs("]}", f);
+		cli_jset(js, "id", json_integer((json_int_t)hs->id));
+		cli_jset(js, "label", cli_jstr(hs->name));
+		cli_jset(js, "healthy", json_boolean(healthy));
+		cli_jset(js, "order", json_string(hs->from_file ? "overlay" : "config"));
+		cli_jset(js, "order_error", cli_jstr(hs->order_err[0] != '\0' ? hs->order_err : NULL));
+		cli_jset(js, "members", ms);
+		json_array_append_new(slots, js);
 	}
-	fputs("]}\n", f);
+	cli_jset(doc, "slots", slots);
+	return doc;
 }
 
 static void report_text(FILE *f, const struct hreport *r)
@@ -311,15 +137,17 @@ static void report_text(FILE *f, const struct hreport *r)
 		const struct hslot *hs = &r->s[s];
 
 		if (hs->order_err[0] != '\0')
-			fprintf(f, "%s: member order file ignored: %s\n", hs->name, hs->order_err);
+			fprintf(f, "%s: member order file ignored: %s\n", cli_esc(hs->name),
+			        cli_esc(hs->order_err));
 		for (size_t i = 0; i < hs->n; i++) {
 			total++;
 			if (hs->m[i].healthy) {
-				fprintf(f, "%s %s: healthy\n", hs->name, hs->m[i].name);
+				fprintf(f, "%s member %zu %s: healthy\n", cli_esc(hs->name), i + 1,
+				        cli_esc(hs->m[i].name));
 			} else {
 				bad++;
-				fprintf(f, "%s %s: unhealthy: %s\n", hs->name, hs->m[i].name,
-				        hs->m[i].why);
+				fprintf(f, "%s member %zu %s: unhealthy: %s\n", cli_esc(hs->name),
+				        i + 1, cli_esc(hs->m[i].name), cli_esc(hs->m[i].why));
 			}
 		}
 	}
@@ -352,46 +180,45 @@ static unsigned long long mono_ms(void)
 	       (unsigned long long)ts.tv_nsec / 1000000ULL;
 }
 
-/* The 500 body: {"healthy":false,"unhealthy":[{"slot":..,"member":..,"reason":..}]} */
+/* The 500 body: {"healthy":false,"unhealthy":[{"slot":..,"member":..,"name":..,"reason":..}]} */
 static char *unhealthy_body(const struct hreport *r, size_t *len)
 {
-	char *buf = NULL;
-	FILE *f = open_memstream(&buf, len);
-	bool first = true;
+	json_t *doc = json_object(), *bad = json_array();
+	char *text;
 
-	if (f == NULL)
-		return NULL;
-	fputs("{\"healthy\":false,\"unhealthy\":[", f);
+	cli_jset(doc, "healthy", json_false());
 	for (size_t s = 0; s < r->n; s++) {
 		const struct hslot *hs = &r->s[s];
 
 		if (hs->order_err[0] != '\0') {
-			fputs(first ? "{\"slot\":" : ",{\"slot\":", f);
-			first = false;
-			cli_json_str(f, hs->name);
-			fputs(",\"member\":null,\"reason\":", f);
-			cli_json_str(f, hs->order_err);
-			fputc('}', f);
+			json_t *e = json_object();
+
+			cli_jset(e, "slot", cli_jstr(hs->name));
+			cli_jset(e, "member", json_null());
+			cli_jset(e, "name", json_null());
+			cli_jset(e, "reason", cli_jstr(hs->order_err));
+			json_array_append_new(bad, e);
 		}
 		for (size_t i = 0; i < hs->n; i++) {
+			json_t *e;
+
 			if (hs->m[i].healthy)
 				continue;
-			fputs(first ? "{\"slot\":" : ",{\"slot\":", f);
-			first = false;
-			cli_json_str(f, hs->name);
-			fputs(",\"member\":", f);
-			cli_json_str(f, hs->m[i].name);
-			fputs(",\"reason\":", f);
-			cli_json_str(f, hs->m[i].why);
-			fputc('}', f);
+			e = json_object();
+			cli_jset(e, "slot", cli_jstr(hs->name));
+			cli_jset(e, "member", json_integer((json_int_t)i + 1));
+			cli_jset(e, "name", cli_jstr(hs->m[i].name));
+			cli_jset(e, "reason", cli_jstr(hs->m[i].why));
+			json_array_append_new(bad, e);
 		}
 	}
-	fputs("]}\n", f);
-	if (fclose(f) != 0) {
-		free(buf); /* open_memstream's buffer comes from malloc */
+	cli_jset(doc, "unhealthy", bad);
+	text = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	if (text == NULL)
 		return NULL;
-	}
-	return buf;
+	*len = strlen(text);
+	return text;
 }
 
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned int status, char *body,
@@ -495,7 +322,7 @@ static struct addrinfo *parse_listen(const char *arg)
 	return ai;
 }
 
-static int serve(const struct cli *cli, const struct p11p_config *cfg, struct cli_backends *bs,
+static int serve(struct cli *cli, const struct p11p_config *cfg, struct cli_backends *bs,
                  size_t only, const char *listen_arg)
 {
 	struct server sv;
@@ -540,12 +367,16 @@ static int serve(const struct cli *cli, const struct p11p_config *cfg, struct cl
 		goto out;
 	}
 	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	if (cli->json)
-		printf("{\"listening\":\"%s\",\"port\":%u}\n", listen_arg,
+	if (cli->json) {
+		json_t *doc = json_object();
+
+		cli_jset(doc, "listening", cli_jstr(listen_arg));
+		cli_jset(doc, "port", json_integer(info != NULL ? info->port : 0));
+		cli_json_print(doc);
+	} else {
+		printf("listening on %s (port %u): GET /health\n", cli_esc(listen_arg),
 		       info != NULL ? (unsigned)info->port : 0U);
-	else
-		printf("listening on %s (port %u): GET /health\n", listen_arg,
-		       info != NULL ? (unsigned)info->port : 0U);
+	}
 	fflush(stdout);
 	while (sigwait(&set, &sig) != 0 || (sig != SIGINT && sig != SIGTERM))
 		;
@@ -559,41 +390,39 @@ out:
 
 /* ---- the command --------------------------------------------------------------------------- */
 
-int cmd_health(const struct cli *cli, int argc, char **argv)
+int cmd_health(struct cli *cli, int argc, char **argv)
 {
+	static const struct option opts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {NULL, 0, NULL, 0},
+	};
 	struct p11p_config *cfg;
 	struct cli_backends *bs = NULL;
 	struct hreport r = {0};
 	const char *want = NULL, *listen_arg = NULL;
 	size_t only = (size_t)-1;
-	char err[1024];
-	int rc;
+	int rc, o;
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--listen") == 0) {
-			if (i + 1 >= argc)
-				return cli_usage("health", "--listen needs ADDRESS:PORT");
-			listen_arg = argv[++i];
-		} else if (strncmp(argv[i], "--listen=", 9) == 0) {
-			listen_arg = argv[i] + 9;
-		} else if (argv[i][0] == '-') {
-			return cli_usage("health", "unknown option '%s'", argv[i]);
-		} else if (want != NULL) {
-			return cli_usage("health", "give at most one SLOT");
-		} else {
-			want = argv[i];
-		}
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+		if (o == 'l')
+			listen_arg = optarg;
+		else
+			return CLI_USAGE;
 	}
-	err[0] = '\0';
-	cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+	if (argc - optind > 1)
+		return cli_usage("health", "give at most one SLOT");
+	if (argc - optind == 1)
+		want = argv[optind];
+	if (want != NULL && strcmp(want, "help") == 0)
+		return cli_cmd_help("health");
+	cfg = cli_config(cli);
+	if (cfg == NULL)
 		return CLI_FAIL;
-	}
 	if (want != NULL) {
-		only = cli_find_slot(cfg, want);
+		only = cli_slot_arg(cfg, "health", want);
 		if (only == (size_t)-1) {
-			rc = cli_usage("health", "no virtual slot '%s' in %s", want, cfg->path);
+			rc = CLI_USAGE;
 			goto out;
 		}
 	}
@@ -610,7 +439,7 @@ int cmd_health(const struct cli *cli, int argc, char **argv)
 	}
 	probe_all(cfg, bs, only, &r);
 	if (cli->json)
-		report_json(stdout, &r);
+		cli_json_print(report_json(&r));
 	else
 		report_text(stdout, &r);
 	rc = r.healthy ? CLI_OK : CLI_FAIL;

@@ -31,22 +31,51 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/policy.h"
-#include "virt/replicate.h"
+#include "vkeys/policy.h"
+#include "ha/replicate.h"
 
 struct kctx {
 	const struct cli *cli;
 	struct p11p_config *cfg;
 	struct p11p_index *idx;
 	struct cli_backends *bes;
-	const char *slot; /* --slot, or NULL */
+	const char *slot;   /* --slot's label, or NULL */
+	const char *new_id; /* rotate --id HEX, or NULL; its bytes: */
+	unsigned char id[P11P_INDEX_ID_MAX];
+	size_t id_len;
+	const char *action;
 	bool json, all;
 };
 
 static int fail_rv(const char *what, CK_RV rv)
 {
-	cli_error("%s: %s", what, p11p_rv_str(rv));
+	cli_error("%s: %s", what, cli_rv(rv));
 	return CLI_FAIL;
+}
+
+/*
+ * What a change did, as the command's answer: a line of text, or under --json
+ * {"action","vid","changed","message","key"} (key: the record as stored now,
+ * null when it is gone).
+ */
+static void answer(struct kctx *k, const struct p11p_vkey *v, bool changed, bool gone,
+                   const char *msg)
+{
+	json_t *doc;
+	char vid[24];
+
+	if (!k->json) {
+		printf("%016llx: %s\n", (unsigned long long)v->vid, cli_esc(msg));
+		return;
+	}
+	snprintf(vid, sizeof(vid), "%016llx", (unsigned long long)v->vid);
+	doc = json_object();
+	cli_jset(doc, "action", cli_jstr(k->action));
+	cli_jset(doc, "vid", json_string(vid));
+	cli_jset(doc, "changed", json_boolean(changed));
+	cli_jset(doc, "message", cli_jstr(msg));
+	cli_jset(doc, "key", gone ? json_null() : keys_json_record(k->cfg, v));
+	cli_json_print(doc);
 }
 
 /* ---- list, show --------------------------------------------------------------------------- */
@@ -96,35 +125,33 @@ static int do_list(struct kctx *k)
 			qsort(recs, n, sizeof(*recs), cmp_rec);
 	}
 	if (k->json) {
-		fputs("{\"index\":", stdout);
-		cli_json_str(stdout, k->cfg->index_path);
-		fputs(",\"keys\":[", stdout);
-		for (size_t i = 0; i < n; i++) {
-			if (i > 0)
-				fputc(',', stdout);
-			keys_json_record(stdout, &recs[i]);
-		}
-		printf("],\"count\":%zu}\n", n);
+		json_t *doc = json_object(), *a = json_array();
+
+		cli_jset(doc, "index", cli_jstr(k->cfg->index_path));
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(a, keys_json_record(k->cfg, &recs[i]));
+		cli_jset(doc, "keys", a);
+		cli_jset(doc, "count", json_integer((json_int_t)n));
+		cli_json_print(doc);
 	} else if (n == 0) {
 		printf("no virtual keys%s%s (p11proxy sync records the slots' keys)\n",
-		       k->slot ? " in slot " : "", k->slot ? k->slot : "");
+		       k->slot ? " in slot " : "", k->slot ? cli_esc(k->slot) : "");
 	} else {
-		printf("%-16s  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %s\n", "VID", "SLOT",
-		       "CLASS", "TYPE", "LABEL", "ID", "PERMS", "STATE", "ORIGIN", "PRESENCE");
+		printf("%-16s  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %-20s %s\n", "VID",
+		       "SLOT", "CLASS", "TYPE", "LABEL", "ID", "PERMS", "STATE", "ORIGIN", "UPDATED",
+		       "MEMBERS");
 		for (size_t i = 0; i < n; i++) {
 			const struct p11p_vkey *v = &recs[i];
-			char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[P11P_VK_PERMS_STR],
-			    mb[48];
+			char ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[P11P_VK_PERMS_STR], mb[256],
+			    when[40];
 
-			printf("%016llx  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %s\n",
-			       (unsigned long long)v->vid, v->slot, p11p_vk_class_name(v->cls),
-			       keys_type_name(v->key_type, tb, sizeof(tb)),
-			       keys_label_print(v, lb, sizeof(lb)),
-			       v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib))
-			                    : "-",
-			       keys_perms_shown(v, pb), p11p_vk_state_name(v->state),
-			       p11p_vk_origin_name(v->origin),
-			       keys_presence_str(v->presence, mb, sizeof(mb)));
+			printf("%016llx  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %-20s %s\n",
+			       (unsigned long long)v->vid, cli_esc(v->slot), p11p_vk_class_name(v->cls),
+			       keys_type_name(v->key_type, tb, sizeof(tb)), keys_label(v),
+			       keys_id(v, ib, sizeof(ib), "-"), keys_perms_shown(v, pb),
+			       p11p_vk_state_name(v->state), p11p_vk_origin_name(v->origin),
+			       cli_time(v->updated, when, sizeof(when)),
+			       keys_presence_str(k->cfg, v, false, mb, sizeof(mb)));
 		}
 	}
 	p11p_free(recs);
@@ -151,31 +178,28 @@ static int resolve(struct kctx *k, const char *key, bool with_deleted, struct p1
 static int do_show(struct kctx *k, const char *key)
 {
 	struct p11p_vkey v;
-	char lb[P11P_INDEX_LABEL_MAX + 1], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32],
-	    pb[P11P_VK_PERMS_STR], mb[48];
+	char ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[P11P_VK_PERMS_STR], mb[256], t1[40], t2[40];
 	int rc = resolve(k, key, true, &v);
 
 	if (rc != 0)
 		return rc;
 	if (k->json) {
-		keys_json_record(stdout, &v);
-		fputc('\n', stdout);
+		cli_json_print(keys_json_record(k->cfg, &v));
 		return CLI_OK;
 	}
 	printf("virtual id   %016llx (rev %llu)\n", (unsigned long long)v.vid,
 	       (unsigned long long)v.rev);
-	printf("slot         %s\n", v.slot);
+	printf("slot         %s\n", cli_esc(v.slot));
 	printf("class        %s\n", p11p_vk_class_name(v.cls));
 	printf("key type     %s\n", keys_type_name(v.key_type, tb, sizeof(tb)));
-	printf("label        \"%s\"\n", keys_label_print(&v, lb, sizeof(lb)));
-	printf("id           %s\n",
-	       v.ck_id_len ? keys_hex(v.ck_id, v.ck_id_len, ib, sizeof(ib)) : "(none)");
+	printf("label        \"%s\"\n", keys_label(&v));
+	printf("id           %s\n", keys_id(&v, ib, sizeof(ib), "(none)"));
 	printf("permissions  %s\n", keys_perms_shown(&v, pb));
 	printf("state        %s\n", p11p_vk_state_name(v.state));
 	printf("origin       %s\n", p11p_vk_origin_name(v.origin));
-	printf("members      %s\n", keys_presence_str(v.presence, mb, sizeof(mb)));
-	printf("created      %lld\nupdated      %lld\n", (long long)v.created,
-	       (long long)v.updated);
+	printf("members      %s\n", keys_presence_str(k->cfg, &v, true, mb, sizeof(mb)));
+	printf("created      %s\nupdated      %s\n", cli_time(v.created, t1, sizeof(t1)),
+	       cli_time(v.updated, t2, sizeof(t2)));
 	if (v.prev)
 		printf("rotated from %016llx\n", (unsigned long long)v.prev);
 	if (v.next)
@@ -220,7 +244,7 @@ static int rmw(struct kctx *k, struct p11p_vkey *v, change_fn fn, const void *ar
 			return CLI_FAIL;
 		}
 		if (r > 0) {
-			printf("%016llx: %s\n", (unsigned long long)vid, msg);
+			answer(k, v, false, false, msg);
 			return CLI_OK;
 		}
 		rv = p11p_index_put(k->idx, v);
@@ -234,7 +258,7 @@ static int rmw(struct kctx *k, struct p11p_vkey *v, change_fn fn, const void *ar
 	err[0] = '\0';
 	p11p_index_last_error(k->idx, err, sizeof(err));
 	cli_error("%016llx: not changed: %s", (unsigned long long)vid,
-	          err[0] ? err : p11p_rv_str(rv));
+	          err[0] ? err : cli_rv(rv));
 	return CLI_FAIL;
 }
 
@@ -298,8 +322,8 @@ static bool open_all(struct kctx *k, size_t s, struct slot_sessions *ss)
 	}
 	for (size_t i = 0; i < sc->n_members && i < P11P_MAX_MEMBERS; i++) {
 		if (!keys_member_open(k->bes, &sc->members[i], i, true, true, &ss->km[i])) {
-			cli_error("slot %s member %zu (%s): %s; nothing changed", sc->label, i,
-			          sc->members[i].name ? sc->members[i].name : "?", ss->km[i].err);
+			cli_error("slot %s %s: %s; nothing changed", sc->label,
+			          keys_member_name(k->cfg, s, i), ss->km[i].err);
 			for (size_t j = 0; j < i; j++)
 				keys_member_close(&ss->km[j]);
 			return false;
@@ -344,7 +368,8 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 		                            v->label_len, hs, MAX_COPIES, &nh);
 
 		if (rv != CKR_OK) {
-			cli_error("member %zu: finding the key: %s", m, p11p_rv_str(rv));
+			cli_error("%s: finding the key: %s", keys_member_name(k->cfg, s, m),
+			          cli_rv(rv));
 			ok = false;
 			break;
 		}
@@ -362,8 +387,8 @@ static bool hsm_set_perms(struct kctx *k, size_t s, const struct p11p_vkey *v, u
 				rv = p11p_be_C_SetAttributeValue(ss.km[m].bc, ss.km[m].h, hs[i],
 				                                 set, (CK_ULONG)n_attr);
 			if (rv != CKR_OK) {
-				cli_error("member %zu: setting the HSM key's usage flags: %s", m,
-				          p11p_rv_str(rv));
+				cli_error("%s: setting the HSM key's usage flags: %s",
+				          keys_member_name(k->cfg, s, m), cli_rv(rv));
 				ok = false;
 				break;
 			}
@@ -408,7 +433,8 @@ static bool hsm_destroy(struct kctx *k, size_t s, const struct p11p_vkey *v, uin
 		if (rv == CKR_OK && nh > MAX_COPIES)
 			rv = CKR_GENERAL_ERROR;
 		if (rv != CKR_OK) {
-			cli_error("member %zu: destroying the HSM key: %s", m, p11p_rv_str(rv));
+			cli_error("%s: destroying the HSM key: %s", keys_member_name(k->cfg, s, m),
+			          cli_rv(rv));
 			ok = false;
 			continue;
 		}
@@ -448,7 +474,7 @@ static int do_state(struct kctx *k, const char *key, enum p11p_vk_state to, cons
 		return rc;
 	rc = rmw(k, &v, ch_state, &to, &changed);
 	if (rc == CLI_OK && changed)
-		printf("%016llx: %s\n", (unsigned long long)v.vid, done);
+		answer(k, &v, true, false, done);
 	return rc;
 }
 
@@ -470,9 +496,8 @@ static int do_delete(struct kctx *k, const char *key)
 	if (p11p_vk_route(&pol, P11P_VK_CHANGE_DELETE) == P11P_VK_RECORD_ONLY) {
 		rc = rmw(k, &v, ch_state, &deleted_state, &changed);
 		if (rc == CLI_OK && changed)
-			printf(
-			    "%016llx: deleted (virtually: the HSM key stays; write_back is off)\n",
-			    (unsigned long long)v.vid);
+			answer(k, &v, true, false,
+			       "deleted (virtually: the HSM key stays; write_back is off)");
 		return rc;
 	}
 	if (!hsm_destroy(k, s, &v, &left)) {
@@ -495,8 +520,7 @@ static int do_delete(struct kctx *k, const char *key)
 	rv = p11p_index_delete(k->idx, v.vid, &deleted);
 	if (rv != CKR_OK)
 		return fail_rv("the HSM key is destroyed but the record stays", rv);
-	printf("%016llx: deleted, with the HSM key on every member (write_back)\n",
-	       (unsigned long long)v.vid);
+	answer(k, &v, true, true, "deleted, with the HSM key on every member (write_back)");
 	return CLI_OK;
 }
 
@@ -544,13 +568,20 @@ static int do_perms(struct kctx *k, const char *key, bool allow, int argc, char 
 	if (hsm && !hsm_set_perms(k, s, &v, pc.bits, allow ? P11P_VK_ALL : 0))
 		return CLI_FAIL;
 	rc = rmw(k, &v, ch_perms, &pc, &changed);
-	if (rc == CLI_OK && changed)
-		printf("%016llx: permissions now %s%s\n", (unsigned long long)v.vid,
-		       keys_perms_shown(&v, pb), hsm ? " (and on the HSM key, write_back)" : "");
+	if (rc == CLI_OK && changed) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "permissions now %s%s", keys_perms_shown(&v, pb),
+		         hsm ? " (and on the HSM key, write_back)" : "");
+		answer(k, &v, true, false, msg);
+	}
 	return rc;
 }
 
 /* ---- rotate ------------------------------------------------------------------------------- */
+
+/* The least CKA_ID length of a rotated key (random bytes), unless --id says otherwise. */
+#define ROTATE_ID_MIN 16
 
 /* A fresh virtual id no record has (checked on this handle's view; 2^-64 otherwise). */
 static uint64_t fresh_vid(struct p11p_index *idx)
@@ -664,7 +695,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 
 	new_h[0] = new_h[1] = CK_INVALID_HANDLE;
 	if (rv != CKR_OK) {
-		cli_error("reading the old HSM key: %s", p11p_rv_str(rv));
+		cli_error("reading the old HSM key: %s", cli_rv(rv));
 		return false;
 	}
 	t[n++] = (CK_ATTRIBUTE){CKA_CLASS, v->cls == CKO_SECRET_KEY ? &sec : &prv, sizeof(sec)};
@@ -696,7 +727,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 			t[n++] = (CK_ATTRIBUTE){CKA_VALUE_LEN, &ra.value_len, sizeof(ra.value_len)};
 		rv = p11p_be_C_GenerateKey(km->bc, km->h, &mech, t, n, &new_h[0]);
 		if (rv != CKR_OK) {
-			cli_error("rotate: C_GenerateKey: %s", p11p_rv_str(rv));
+			cli_error("rotate: C_GenerateKey: %s", cli_rv(rv));
 			return false;
 		}
 		return true;
@@ -739,7 +770,7 @@ static bool generate(struct keys_member *km, const struct p11p_vkey *v, CK_OBJEC
 	}
 	rv = p11p_be_C_GenerateKeyPair(km->bc, km->h, &mech, pt, pn, t, n, &new_h[1], &new_h[0]);
 	if (rv != CKR_OK) {
-		cli_error("rotate: C_GenerateKeyPair: %s", p11p_rv_str(rv));
+		cli_error("rotate: C_GenerateKeyPair: %s", cli_rv(rv));
 		return false;
 	}
 	return true;
@@ -768,7 +799,8 @@ static bool copy_new(struct kctx *k, size_t s, const struct p11p_vkey *v, struct
 		if (i == gen || !(v->presence & (1u << i)))
 			continue;
 		if (!keys_member_open(k->bes, &sc->members[i], i, true, true, o)) {
-			cli_error("slot %s member %zu: %s; nothing changed", v->slot, i, o->err);
+			cli_error("slot %s %s: %s; nothing changed", v->slot,
+			          keys_member_name(k->cfg, s, i), o->err);
 			return false;
 		}
 		for (int h = 0; h < 2; h++) {
@@ -780,9 +812,8 @@ static bool copy_new(struct kctx *k, size_t s, const struct p11p_vkey *v, struct
 			                        sc->ha.replication_key, &made[i][h], why,
 			                        sizeof(why));
 			if (rv != CKR_OK) {
-				cli_error("rotate: copying the new key to member %zu: %s; nothing "
-				          "changed",
-				          i, why[0] ? why : p11p_rv_str(rv));
+				cli_error("rotate: copying the new key to %s: %s; nothing changed",
+				          keys_member_name(k->cfg, s, i), why[0] ? why : cli_rv(rv));
 				return false;
 			}
 		}
@@ -860,13 +891,13 @@ static int do_rotate(struct kctx *k, const char *key)
 	 */
 	copies = popcount16(v.presence) > 1 && repl != NULL;
 	if (popcount16(v.presence) > 1 && repl == NULL && !k->cfg->slots[s].ha.single_member_keys) {
-		char mb[48];
+		char mb[256];
 
 		cli_error("%016llx: the key is on members %s of slot %s, and the slot has no "
 		          "replication key to copy the new key with (ha.replication_key); set "
 		          "one, or 'ha: {single_member_keys: true}' to keep the new key on one "
 		          "member",
-		          (unsigned long long)v.vid, keys_presence_str(v.presence, mb, sizeof(mb)),
+		          (unsigned long long)v.vid, keys_presence_str(k->cfg, &v, true, mb, sizeof(mb)),
 		          v.slot);
 		return CLI_FAIL;
 	}
@@ -882,15 +913,16 @@ static int do_rotate(struct kctx *k, const char *key)
 		return CLI_FAIL;
 	}
 	if (!keys_member_open(k->bes, &k->cfg->slots[s].members[gen], gen, true, true, &km)) {
-		cli_error("slot %s member %zu: %s; nothing changed", v.slot, gen, km.err);
+		cli_error("slot %s %s: %s; nothing changed", v.slot,
+		          keys_member_name(k->cfg, s, gen), km.err);
 		return CLI_FAIL;
 	}
 	rv = keys_member_find(&km, v.cls, v.ck_id, v.ck_id_len, v.label, v.label_len, old_h,
 	                      MAX_COPIES, &nh);
 	if (rv != CKR_OK || nh != 1) {
-		cli_error("%016llx: member %zu holds %lu such keys%s%s", (unsigned long long)v.vid,
-		          gen, (unsigned long)nh, rv != CKR_OK ? ": " : " (want one)",
-		          rv != CKR_OK ? p11p_rv_str(rv) : "");
+		cli_error("%016llx: %s holds %lu such keys%s%s", (unsigned long long)v.vid,
+		          keys_member_name(k->cfg, s, gen), (unsigned long)nh, rv != CKR_OK ? ": " : " (want one)",
+		          rv != CKR_OK ? cli_rv(rv) : "");
 		rc = CLI_FAIL;
 		goto out;
 	}
@@ -898,11 +930,28 @@ static int do_rotate(struct kctx *k, const char *key)
 	    keys_member_find(&km, CKO_PUBLIC_KEY, v.ck_id, v.ck_id_len, v.label, v.label_len,
 	                     old_pub, MAX_COPIES, &np) != CKR_OK)
 		np = 0;
-	id_len = v.ck_id_len ? v.ck_id_len : 16;
-	if (!fresh_id(k->idx, v.slot, id, id_len)) {
-		cli_error("no fresh CKA_ID of %zu bytes for the new key", id_len);
-		rc = CLI_FAIL;
-		goto out;
+	if (k->new_id != NULL) {
+		/* --id HEX: the operator's CKA_ID, which no key of the slot may have already. */
+		struct p11p_vkey_match m = {.slot = v.slot, .has_ck_id = true, .ck_id = id};
+		size_t count = 1;
+
+		id_len = k->id_len;
+		memcpy(id, k->id, id_len);
+		m.ck_id_len = id_len;
+		if (p11p_index_find(k->idx, &m, NULL, 0, &count) != CKR_OK || count != 0) {
+			cli_error("--id %s: a key of slot %s has that CKA_ID already", k->new_id,
+			          v.slot);
+			rc = CLI_FAIL;
+			goto out;
+		}
+	} else {
+		/* At least ROTATE_ID_MIN random bytes, more when the old id was longer. */
+		id_len = v.ck_id_len > ROTATE_ID_MIN ? v.ck_id_len : ROTATE_ID_MIN;
+		if (!fresh_id(k->idx, v.slot, id, id_len)) {
+			cli_error("no fresh CKA_ID of %zu bytes for the new key", id_len);
+			rc = CLI_FAIL;
+			goto out;
+		}
 	}
 	if (!generate(&km, &v, old_h[0], np == 1 ? old_pub[0] : CK_INVALID_HANDLE, id, id_len,
 	              new_h)) {
@@ -987,28 +1036,27 @@ static int do_rotate(struct kctx *k, const char *key)
 
 		p11p_index_last_error(k->idx, err, sizeof(err));
 		cli_error("rotate: recording the new key failed (%s); the new HSM key is destroyed",
-		          err[0] ? err : p11p_rv_str(rv));
+		          err[0] ? err : cli_rv(rv));
 		undo_new(&km, new_h, others, made);
 		rc = CLI_FAIL;
 		goto out;
 	}
 	if (k->json) {
-		fputs("{\"old\":", stdout);
-		keys_json_record(stdout, &recs[1]);
-		fputs(",\"new\":", stdout);
-		keys_json_record(stdout, &recs[0]);
-		if (n_recs > 2) {
-			fputs(",\"new_public\":", stdout);
-			keys_json_record(stdout, &recs[2]);
-		}
-		fputs("}\n", stdout);
+		json_t *doc = json_object();
+
+		cli_jset(doc, "action", json_string("rotate"));
+		cli_jset(doc, "old", keys_json_record(k->cfg, &recs[1]));
+		cli_jset(doc, "new", keys_json_record(k->cfg, &recs[0]));
+		if (n_recs > 2)
+			cli_jset(doc, "new_public", keys_json_record(k->cfg, &recs[2]));
+		cli_json_print(doc);
 	} else {
-		char mb[48];
+		char mb[256];
 
 		printf("%016llx: rotated to %016llx (id %s, on members %s); the old key keeps %s\n",
 		       (unsigned long long)v.vid, (unsigned long long)recs[0].vid,
-		       keys_hex(id, id_len, ib, sizeof(ib)),
-		       keys_presence_str(presence, mb, sizeof(mb)), keys_perms_shown(&recs[1], pb));
+		       cli_hex(id, id_len, ib, sizeof(ib)),
+		       keys_presence_str(k->cfg, &recs[0], true, mb, sizeof(mb)), keys_perms_shown(&recs[1], pb));
 		if (n_recs > 2)
 			printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
 	}
@@ -1025,64 +1073,87 @@ out:
 
 /* ---- the command -------------------------------------------------------------------------- */
 
-int cmd_keys(const struct cli *cli, int argc, char **argv)
+int cmd_keys(struct cli *cli, int argc, char **argv)
 {
-	struct kctx k = {.cli = cli, .json = cli->json};
-	const char *action, *key = NULL;
-	char *rest[64];
-	int n_rest = 0, rc = CLI_FAIL;
-	char err[1024];
+	enum { O_ALL = CLI_OPT_FIRST, O_SLOT, O_ID };
+	static const struct option opts[] = {
+	    {"all", no_argument, NULL, O_ALL},
+	    {"slot", required_argument, NULL, O_SLOT},
+	    {"id", required_argument, NULL, O_ID},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const actions[] = {"list",   "show",   "deactivate", "activate",
+	                                      "delete", "rotate", "allow",      "deny"};
+	struct kctx k = {.cli = cli};
+	const char *action, *key = NULL, *slot_arg = NULL;
+	char **rest;
+	int n_rest, rc = CLI_FAIL, o;
+	bool known = false;
 
-	if (argc < 1)
-		return cli_usage("keys", "no action given");
-	action = argv[0];
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			k.json = true;
-		} else if (strcmp(argv[i], "--all") == 0) {
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+		if (o == O_ALL)
 			k.all = true;
-		} else if (strcmp(argv[i], "--slot") == 0) {
-			if (i + 1 >= argc)
-				return cli_usage("keys", "--slot needs a SLOT");
-			k.slot = argv[++i];
-		} else if (strncmp(argv[i], "--slot=", 7) == 0) {
-			k.slot = argv[i] + 7;
-		} else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-			return cli_usage("keys", "unknown option '%s'", argv[i]);
-		} else if (n_rest < 64) {
-			rest[n_rest++] = argv[i];
-		} else {
-			return cli_usage("keys", "too many arguments");
-		}
+		else if (o == O_SLOT)
+			slot_arg = optarg;
+		else if (o == O_ID)
+			k.new_id = optarg;
+		else
+			return CLI_USAGE;
 	}
+	k.json = cli->json;
+	if (optind >= argc)
+		return cli_usage("keys", "no action given");
+	action = argv[optind];
+	rest = argv + optind + 1;
+	n_rest = argc - optind - 1;
+	if (strcmp(action, "help") == 0)
+		return cli_cmd_help("keys");
+	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+		known |= strcmp(action, actions[i]) == 0;
+	if (!known)
+		return cli_usage("keys",
+		                 "unknown action '%s' (list, show, deactivate, activate, delete, "
+		                 "rotate, allow, deny, help)",
+		                 action);
+	k.action = action;
+	if (k.new_id != NULL && strcmp(action, "rotate") != 0)
+		return cli_usage("keys", "--id goes with rotate");
+	if (k.new_id != NULL) {
+		long n = cli_unhex(k.new_id, k.id, sizeof(k.id));
+
+		if (n <= 0)
+			return cli_usage("keys", "--id wants hex digits (1 to %d bytes), not '%s'",
+			                 P11P_INDEX_ID_MAX, k.new_id);
+		k.id_len = (size_t)n;
+	}
+	if (k.all && strcmp(action, "list") != 0)
+		return cli_usage("keys", "--all goes with list");
 	if (strcmp(action, "list") == 0) {
 		if (n_rest > 0)
 			return cli_usage("keys", "list takes no KEY (use --slot S)");
-	} else if (strcmp(action, "show") != 0 && strcmp(action, "deactivate") != 0 &&
-	           strcmp(action, "activate") != 0 && strcmp(action, "delete") != 0 &&
-	           strcmp(action, "rotate") != 0 && strcmp(action, "allow") != 0 &&
-	           strcmp(action, "deny") != 0) {
-		return cli_usage("keys",
-		                 "unknown action '%s' (list, show, deactivate, activate, delete, "
-		                 "rotate, allow, deny)",
-		                 action);
-	}
-	if (strcmp(action, "list") != 0) {
+	} else {
 		if (n_rest < 1)
 			return cli_usage("keys", "%s needs a KEY", action);
 		key = rest[0];
 		if (n_rest > 1 && strcmp(action, "allow") != 0 && strcmp(action, "deny") != 0)
 			return cli_usage("keys", "%s takes one KEY", action);
 	}
-	err[0] = '\0';
-	k.cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (k.cfg == NULL) {
-		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+	k.cfg = cli_config(cli);
+	if (k.cfg == NULL)
 		return CLI_FAIL;
-	}
-	if (k.slot != NULL && keys_slot_by_label(k.cfg, k.slot) == (size_t)-1) {
-		rc = cli_usage("keys", "no virtual slot '%s' in %s", k.slot, k.cfg->path);
-		goto out;
+	if (slot_arg != NULL) {
+		size_t s = cli_slot_arg(k.cfg, "keys", slot_arg);
+
+		if (s == (size_t)-1) {
+			rc = CLI_USAGE;
+			goto out;
+		}
+		k.slot = k.cfg->slots[s].label;
+		if (k.slot == NULL || k.slot[0] == '\0') {
+			cli_error("slot %s has no label: it has no virtual keys", slot_arg);
+			goto out;
+		}
 	}
 	if (keys_index_open(k.cfg, false, &k.idx) != 0)
 		goto out;
@@ -1092,8 +1163,7 @@ int cmd_keys(const struct cli *cli, int argc, char **argv)
 		rc = do_show(&k, key);
 	else if (strcmp(action, "deactivate") == 0)
 		rc = do_state(&k, key, P11P_VK_DEACTIVATED,
-		              "deactivated (virtually; the HSM key is "
-		              "unchanged)");
+		              "deactivated (virtually; the HSM key is unchanged)");
 	else if (strcmp(action, "activate") == 0)
 		rc = do_state(&k, key, P11P_VK_ACTIVE, "activated");
 	else if (strcmp(action, "delete") == 0)
@@ -1103,6 +1173,7 @@ int cmd_keys(const struct cli *cli, int argc, char **argv)
 	else
 		rc = do_perms(&k, key, strcmp(action, "allow") == 0, n_rest - 1, rest + 1);
 out:
+	keys_orders_free();
 	cli_backends_free(k.bes);
 	p11p_index_close(k.idx);
 	p11p_config_free(k.cfg);

@@ -7,7 +7,10 @@
  *                    --token-serial S | --uri U) [--pin-source env:VAR|file:/path]
  *   members SLOT reset                        back to the configured order
  *
- * MEMBER is a member's name or its 1-based position (a name wins). Changes
+ * MEMBER is a member's name or its 1-based position (a name wins). `add`
+ * checks what check-config checks before it writes: the token is found and
+ * answers (calls under a deadline), the PIN source is readable and private
+ * and logs in, and no member of the slot has that name or that token. Changes
  * go to the slot's overlay file in the config's state_dir (lib/virt/order.c:
  * format, locking, atomic replacement); processes that have the module
  * loaded follow within about a second. A damaged overlay is refused with its
@@ -18,21 +21,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/call.h"
 #include "base/mem.h"
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "virt/order.h"
+#include "ha/order.h"
 
 #define ERR_LEN 1024
 
-static const struct p11p_member_cfg *entry_cfg(const struct p11p_config *cfg, size_t slot,
-                                               const struct p11p_order_entry *e)
+/* ---- listing -------------------------------------------------------------------------------- */
+
+static json_t *json_selector(const struct p11p_member_cfg *mc)
 {
-	return e->spec != NULL ? e->spec : &cfg->slots[slot].members[e->config_index];
+	json_t *o = json_object();
+	char vb[32];
+
+	cli_jset(o, "type", cli_jstr(p11p_selector_name(mc->sel)));
+	if (mc->sel == P11P_SEL_SLOT_ID)
+		cli_jset(o, "value", json_integer((json_int_t)mc->slot_id));
+	else
+		cli_jset(o, "value", cli_jstr(p11p_selector_value(mc, vb, sizeof(vb))));
+	return o;
 }
 
-/* ---- listing -------------------------------------------------------------------------------- */
+/* A damaged overlay: its FILE:LINE message, and the way out. */
+static void damaged(const struct p11p_config *cfg, size_t slot, const char *err)
+{
+	char name[24];
+
+	cli_error_plain(err);
+	cli_error("fix the file, or go back to the configured order with 'p11proxy members %s "
+	          "reset'",
+	          cli_slot_name(cfg, slot, name, sizeof(name)));
+}
 
 static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slot)
 {
@@ -41,14 +63,12 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 	char err[ERR_LEN], path[4096], name[24];
 	const struct p11p_slot_cfg *sc = &cfg->slots[slot];
 	bool listed[P11P_MAX_MEMBERS] = {false};
+	json_t *doc = NULL, *jms = NULL, *jdel = NULL;
 	bool first;
 
 	err[0] = '\0';
 	if (p11p_order_read(cfg, slot, &o, NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		cli_error("fix the file, or go back to the configured order with 'p11proxy members "
-		          "%s reset'",
-		          cli_slot_name(cfg, slot, name, sizeof(name)));
+		damaged(cfg, slot, err);
 		return CLI_FAIL;
 	}
 	bs = cli_backends_new(cfg);
@@ -60,17 +80,19 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 	if (p11p_order_path(cfg, slot, path, sizeof(path)) != 0)
 		path[0] = '\0';
 	if (cli->json) {
-		printf("{\"slot\":%zu,\"label\":", slot);
-		cli_json_str(stdout, cli_slot_name(cfg, slot, name, sizeof(name)));
-		printf(",\"order\":\"%s\",\"file\":", o.from_file ? "overlay" : "config");
-		cli_json_str(stdout, path[0] != '\0' ? path : NULL);
-		fputs(",\"members\":[", stdout);
+		doc = json_object();
+		jms = json_array();
+		jdel = json_array();
+		cli_jset(doc, "slot", json_integer((json_int_t)slot));
+		cli_jset(doc, "label", cli_jstr(cli_slot_name(cfg, slot, name, sizeof(name))));
+		cli_jset(doc, "order", json_string(o.from_file ? "overlay" : "config"));
+		cli_jset(doc, "file", cli_jstr(path[0] != '\0' ? path : NULL));
 	} else {
-		printf("slot %s: order from %s\n", cli_slot_name(cfg, slot, name, sizeof(name)),
-		       o.from_file ? path : "the configuration");
+		printf("slot %s: order from %s\n", cli_esc(cli_slot_name(cfg, slot, name, sizeof(name))),
+		       o.from_file ? cli_esc(path) : "the configuration");
 	}
 	for (size_t i = 0; i < o.n; i++) {
-		const struct p11p_member_cfg *mc = entry_cfg(cfg, slot, &o.e[i]);
+		const struct p11p_member_cfg *mc = cli_order_member(cfg, slot, &o.e[i]);
 		const char *bname = cfg->backends[mc->backend].name;
 		char why[512], vb[32];
 		bool ok = cli_member_probe(bs, mc, why, sizeof(why));
@@ -78,51 +100,44 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 		if (o.e[i].spec == NULL)
 			listed[o.e[i].config_index] = true;
 		if (cli->json) {
-			printf("%s{\"priority\":%zu,\"name\":", i > 0 ? "," : "", i + 1);
-			cli_json_str(stdout, o.e[i].name);
-			fputs(",\"backend\":", stdout);
-			cli_json_str(stdout, bname);
-			fputs(",\"selector\":{\"type\":", stdout);
-			cli_json_str(stdout, p11p_selector_name(mc->sel));
-			fputs(",\"value\":", stdout);
-			if (mc->sel == P11P_SEL_SLOT_ID)
-				printf("%lu", (unsigned long)mc->slot_id);
-			else
-				cli_json_str(stdout, p11p_selector_value(mc, vb, sizeof(vb)));
-			fputs("},\"pin\":", stdout);
-			cli_json_str(stdout, mc->pin_source);
-			printf(",\"added\":%s,\"healthy\":%s,\"reason\":",
-			       o.e[i].spec != NULL ? "true" : "false", ok ? "true" : "false");
-			cli_json_str(stdout, ok ? NULL : why);
-			fputc('}', stdout);
+			json_t *jm = json_object();
+
+			cli_jset(jm, "member", json_integer((json_int_t)i + 1));
+			cli_jset(jm, "priority", json_integer((json_int_t)i + 1));
+			cli_jset(jm, "name", cli_jstr(o.e[i].name));
+			cli_jset(jm, "backend", cli_jstr(bname));
+			cli_jset(jm, "selector", json_selector(mc));
+			cli_jset(jm, "pin", cli_jstr(mc->pin_source));
+			cli_jset(jm, "added", json_boolean(o.e[i].spec != NULL));
+			cli_jset(jm, "healthy", json_boolean(ok));
+			cli_jset(jm, "reason", cli_jstr(ok ? NULL : why));
+			json_array_append_new(jms, jm);
 		} else {
-			printf("  %2zu  %-16s backend %-12s %s=%s%s  %s%s\n", i + 1, o.e[i].name,
-			       bname, p11p_selector_name(mc->sel),
-			       p11p_selector_value(mc, vb, sizeof(vb)),
+			printf("  %2zu  %-16s backend %-12s %s=%s%s  %s%s\n", i + 1,
+			       cli_esc(o.e[i].name), cli_esc(bname), p11p_selector_name(mc->sel),
+			       cli_esc(p11p_selector_value(mc, vb, sizeof(vb))),
 			       o.e[i].spec != NULL ? " (added)" : "",
-			       ok ? "healthy" : "unhealthy: ", ok ? "" : why);
+			       ok ? "healthy" : "unhealthy: ", ok ? "" : cli_esc(why));
 		}
 	}
 	/* Configured members the overlay leaves out are deleted. */
 	first = true;
-	if (cli->json)
-		fputs("],\"deleted\":[", stdout);
 	for (size_t i = 0; i < sc->n_members; i++) {
 		if (listed[i] || !o.from_file)
 			continue;
-		if (cli->json) {
-			if (!first)
-				fputc(',', stdout);
-			cli_json_str(stdout, sc->members[i].name);
-		} else {
-			printf("%s%s", first ? "  deleted: " : ", ", sc->members[i].name);
-		}
+		if (cli->json)
+			json_array_append_new(jdel, cli_jstr(sc->members[i].name));
+		else
+			printf("%s%s", first ? "  deleted: " : ", ", cli_esc(sc->members[i].name));
 		first = false;
 	}
-	if (cli->json)
-		fputs("]}\n", stdout);
-	else if (!first)
+	if (cli->json) {
+		cli_jset(doc, "members", jms);
+		cli_jset(doc, "deleted", jdel);
+		cli_json_print(doc);
+	} else if (!first) {
 		fputc('\n', stdout);
+	}
 	p11p_order_clear(&o);
 	cli_backends_free(bs);
 	return CLI_OK;
@@ -161,60 +176,8 @@ static void move_entry(struct p11p_order *o, size_t from, size_t to)
 struct add_opts {
 	const char *name, *backend, *pin_source;
 	const char *sel_opt, *sel_val; /* the one selector option given */
+	bool any;                      /* an add option was given */
 };
-
-static int parse_add(int argc, char **argv, struct add_opts *a)
-{
-	static const char *const opts[] = {"--name",        "--backend",      "--slot-id",
-	                                   "--token-label", "--token-serial", "--uri",
-	                                   "--pin-source"};
-
-	memset(a, 0, sizeof(*a));
-	for (int i = 0; i < argc; i++) {
-		const char *arg = argv[i], *val = NULL;
-		size_t k, n;
-
-		for (k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
-			n = strlen(opts[k]);
-			if (strncmp(arg, opts[k], n) == 0 && (arg[n] == '\0' || arg[n] == '='))
-				break;
-		}
-		if (k == sizeof(opts) / sizeof(opts[0]))
-			return cli_usage("members", "unknown argument '%s' for add", arg);
-		n = strlen(opts[k]);
-		if (arg[n] == '=') {
-			val = arg + n + 1;
-		} else {
-			if (i + 1 >= argc)
-				return cli_usage("members", "%s needs a value", opts[k]);
-			val = argv[++i];
-		}
-		switch (k) {
-		case 0:
-			a->name = val;
-			break;
-		case 1:
-			a->backend = val;
-			break;
-		case 6:
-			a->pin_source = val;
-			break;
-		default:
-			if (a->sel_opt != NULL)
-				return cli_usage("members",
-				                 "give one of --slot-id, --token-label, "
-				                 "--token-serial, --uri (not %s and %s)",
-				                 a->sel_opt, opts[k]);
-			a->sel_opt = opts[k];
-			a->sel_val = val;
-			break;
-		}
-	}
-	if (a->name == NULL || a->backend == NULL || a->sel_opt == NULL)
-		return cli_usage("members", "add needs --name, --backend and one of --slot-id, "
-		                            "--token-label, --token-serial, --uri");
-	return CLI_OK;
-}
 
 /*
  * The new member as an overlay entry, checked exactly as the module will
@@ -299,21 +262,185 @@ out:
 	return rc;
 }
 
-static void print_order(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o)
+/* ---- add: what check-config checks, before anything is written ----------------------------- */
+
+/* Finds mc's token on its backend under the probe deadline: 0, or -1 with why. */
+static int resolve(struct cli_backends *bs, const struct p11p_member_cfg *mc, struct p11p_member *m,
+                   struct p11p_bctx *x, char *why, size_t whylen)
+{
+	CK_RV rv;
+
+	memset(m, 0, sizeof(*m));
+	m->cfg = mc;
+	atomic_init(&m->health, P11P_UP);
+	why[0] = '\0';
+	m->be = cli_backend(bs, mc->backend, why, whylen);
+	if (m->be == NULL)
+		return -1;
+	*x = (struct p11p_bctx){.be = m->be, .timeout_ms = CLI_PROBE_TIMEOUT_MS};
+	rv = p11p_member_resolve(m, x, why, whylen);
+	if (rv != CKR_OK) {
+		if (why[0] == '\0')
+			snprintf(why, whylen, "%s", cli_rv(rv));
+		return -1;
+	}
+	return 0;
+}
+
+/* Same backend and the same selector, written the same way? */
+static bool same_selector(const struct p11p_member_cfg *a, const struct p11p_member_cfg *b)
+{
+	char va[32], vb[32];
+
+	return a->backend == b->backend && a->sel == b->sel &&
+	       strcmp(p11p_selector_value(a, va, sizeof(va)), p11p_selector_value(b, vb, sizeof(vb))) ==
+	           0;
+}
+
+/* Logs in with the PIN on the member's token (a session opened and closed): 0, or -1 with why. */
+static int try_login(const struct p11p_member *m, const struct p11p_bctx *x,
+                     const struct p11p_secret *pin, char *why, size_t whylen)
+{
+	CK_UTF8CHAR buf[P11P_MAX_PIN_LEN];
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	size_t len = p11p_secret_len(pin);
+	CK_RV rv;
+
+	rv = p11p_be_C_OpenSession(x, m->be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	if (rv != CKR_OK) {
+		snprintf(why, whylen, "C_OpenSession: %s", cli_rv(rv));
+		return -1;
+	}
+	if (len > sizeof(buf)) {
+		p11p_be_C_CloseSession(x, h);
+		snprintf(why, whylen, "PIN too long");
+		return -1;
+	}
+	memcpy(buf, p11p_secret_data(pin), len);
+	rv = p11p_be_C_Login(x, h, CKU_USER, buf, (CK_ULONG)len);
+	p11p_wipe(buf, sizeof(buf));
+	if (rv == CKR_OK)
+		p11p_be_C_Logout(x, h);
+	p11p_be_C_CloseSession(x, h);
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		snprintf(why, whylen, "C_Login: %s", cli_rv(rv));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The checks of `members add` against the slot's current order o: no member
+ * with that name, backend and selector, or token; the token is found and
+ * answers; the PIN source is readable, private, ours, and logs in.
+ */
+static int check_add(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
+                     const struct p11p_order_entry *add)
+{
+	const struct p11p_member_cfg *mc = add->spec;
+	struct cli_backends *bs;
+	struct p11p_member m, om;
+	struct p11p_bctx x, ox;
+	struct p11p_secret *pin = NULL;
+	char why[ERR_LEN], name[24], vb[32];
+	const char *sname = cli_slot_name(cfg, slot, name, sizeof(name));
+	int rc = CLI_FAIL;
+
+	if (mc == NULL) /* a configured member by its own spec: the config check covered it */
+		mc = &cfg->slots[slot].members[add->config_index];
+	for (size_t i = 0; i < o->n; i++) {
+		if (strcmp(o->e[i].name, add->name) == 0) {
+			cli_error("slot %s already has a member '%s' (member %zu): choose another "
+			          "--name",
+			          sname, add->name, i + 1);
+			return CLI_FAIL;
+		}
+	}
+	for (size_t i = 0; i < o->n; i++) {
+		const struct p11p_member_cfg *oc = cli_order_member(cfg, slot, &o->e[i]);
+
+		if (same_selector(oc, mc)) {
+			cli_error("slot %s: member %zu '%s' is already %s=%s on backend %s: delete it "
+			          "first, or name another token",
+			          sname, i + 1, o->e[i].name, p11p_selector_name(mc->sel),
+			          p11p_selector_value(mc, vb, sizeof(vb)), cfg->backends[mc->backend].name);
+			return CLI_FAIL;
+		}
+	}
+	if (mc->pin_source != NULL) {
+		pin = cli_pin_from_source(mc->pin_source, why, sizeof(why));
+		if (pin == NULL) {
+			cli_error("--pin-source %s: %s; the module could not log in with it either",
+			          mc->pin_source, why);
+			return CLI_FAIL;
+		}
+	}
+	bs = cli_backends_new(cfg);
+	if (bs == NULL) {
+		cli_error("out of memory");
+		goto out;
+	}
+	if (resolve(bs, mc, &m, &x, why, sizeof(why)) != 0) {
+		cli_error("member '%s': no such token on backend %s: %s (check the selector with "
+		          "'p11proxy slots', or the token with the vendor's tool)",
+		          add->name, cfg->backends[mc->backend].name, why);
+		goto out;
+	}
+	/* The same token under another selector (a label here, a serial there). */
+	for (size_t i = 0; i < o->n; i++) {
+		const struct p11p_member_cfg *oc = cli_order_member(cfg, slot, &o->e[i]);
+
+		if (oc->backend != mc->backend || resolve(bs, oc, &om, &ox, why, sizeof(why)) != 0)
+			continue;
+		if (om.be_slot == m.be_slot) {
+			cli_error("slot %s: member %zu '%s' already uses that token (backend %s slot "
+			          "%lu): delete it first, or name another token",
+			          sname, i + 1, o->e[i].name, cfg->backends[mc->backend].name,
+			          (unsigned long)m.be_slot);
+			goto out;
+		}
+	}
+	if (!cli_member_probe(bs, mc, why, sizeof(why))) {
+		cli_error("member '%s': the token does not answer: %s", add->name, why);
+		goto out;
+	}
+	if (pin != NULL && try_login(&m, &x, pin, why, sizeof(why)) != 0) {
+		cli_error("member '%s': the PIN of --pin-source %s does not log in: %s", add->name,
+		          mc->pin_source, why);
+		goto out;
+	}
+	rc = CLI_OK;
+out:
+	p11p_secret_free(pin);
+	cli_backends_free(bs);
+	return rc;
+}
+
+static void print_order(const struct cli *cli, const struct p11p_config *cfg, size_t slot,
+                        const struct p11p_order *o)
 {
 	char name[24];
 
-	printf("slot %s:", cli_slot_name(cfg, slot, name, sizeof(name)));
+	if (cli->json) {
+		json_t *doc = json_object(), *a = json_array();
+
+		cli_jset(doc, "slot", cli_jstr(cli_slot_name(cfg, slot, name, sizeof(name))));
+		for (size_t i = 0; i < o->n; i++)
+			json_array_append_new(a, cli_jstr(o->e[i].name));
+		cli_jset(doc, "order", a);
+		cli_json_print(doc);
+		return;
+	}
+	printf("slot %s:", cli_esc(cli_slot_name(cfg, slot, name, sizeof(name))));
 	for (size_t i = 0; i < o->n; i++)
-		printf("%s %s", i > 0 ? "," : "", o->e[i].name);
+		printf("%s %s", i > 0 ? "," : "", cli_esc(o->e[i].name));
 	printf("\n");
 }
 
 static int change(const struct cli *cli, const struct p11p_config *cfg, size_t slot,
-                  const char *action, int argc, char **argv)
+                  const char *action, const char *member, const struct add_opts *a)
 {
 	struct p11p_order o, added;
-	struct add_opts a;
 	char err[ERR_LEN], name[24];
 	size_t at = (size_t)-1;
 	int lock = -1, rc = CLI_FAIL;
@@ -322,19 +449,10 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
 	memset(&o, 0, sizeof(o));
 	memset(&added, 0, sizeof(added));
 	if (add) {
-		rc = parse_add(argc, argv, &a);
-		if (rc != CLI_OK)
-			return rc;
-		rc = build_entry(cfg, slot, &a, &added);
+		rc = build_entry(cfg, slot, a, &added);
 		if (rc != CLI_OK)
 			return rc;
 		rc = CLI_FAIL;
-	} else if (reset) {
-		if (argc > 0)
-			return cli_usage("members", "reset takes no argument");
-	} else if (argc != 1) {
-		return cli_usage("members", "%s needs one MEMBER (a name or a 1-based position)",
-		                 action);
 	}
 
 	err[0] = '\0';
@@ -353,32 +471,25 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
 		goto done;
 	}
 	if (p11p_order_read(cfg, slot, &o, NULL, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		cli_error("fix the file, or go back to the configured order with 'p11proxy members "
-		          "%s reset'",
-		          cli_slot_name(cfg, slot, name, sizeof(name)));
+		damaged(cfg, slot, err);
 		goto out;
 	}
 	if (add) {
-		at = find_member(&o, added.e[0].name);
-		if (at != (size_t)-1 && strcmp(o.e[at].name, added.e[0].name) == 0) {
-			cli_error("slot %s already has a member '%s'",
-			          cli_slot_name(cfg, slot, name, sizeof(name)), added.e[0].name);
-			goto out;
-		}
 		if (o.n >= P11P_MAX_MEMBERS) {
 			cli_error("slot %s has %d members already, the most it may have",
 			          cli_slot_name(cfg, slot, name, sizeof(name)), P11P_MAX_MEMBERS);
 			goto out;
 		}
+		if (check_add(cfg, slot, &o, &added.e[0]) != CLI_OK)
+			goto out;
 		/* At the bottom: the operator moves it up once it is known to work. */
 		o.e[o.n++] = added.e[0];
 		added.n = 0; /* the spec now belongs to o */
 	} else {
-		at = find_member(&o, argv[0]);
+		at = find_member(&o, member);
 		if (at == (size_t)-1) {
-			cli_error("slot %s has no member '%s'",
-			          cli_slot_name(cfg, slot, name, sizeof(name)), argv[0]);
+			cli_error("slot %s has no member '%s' (a name, or a number from 1 to %zu)",
+			          cli_slot_name(cfg, slot, name, sizeof(name)), member, o.n);
 			goto out;
 		}
 		if (strcmp(action, "top") == 0) {
@@ -410,19 +521,7 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
 	}
 	rc = CLI_OK;
 done:
-	if (cli->json) {
-		printf("{\"slot\":");
-		cli_json_str(stdout, cli_slot_name(cfg, slot, name, sizeof(name)));
-		printf(",\"order\":[");
-		for (size_t i = 0; i < o.n; i++) {
-			if (i > 0)
-				fputc(',', stdout);
-			cli_json_str(stdout, o.e[i].name);
-		}
-		printf("]}\n");
-	} else {
-		print_order(cfg, slot, &o);
-	}
+	print_order(cli, cfg, slot, &o);
 out:
 	p11p_order_unlock(lock);
 	p11p_order_clear(&o);
@@ -430,39 +529,117 @@ out:
 	return rc;
 }
 
-int cmd_members(const struct cli *cli, int argc, char **argv)
+int cmd_members(struct cli *cli, int argc, char **argv)
 {
-	static const char *const actions[] = {"top",    "up",  "down", "bottom",
-	                                      "delete", "add", "reset"};
+	enum { O_NAME = CLI_OPT_FIRST, O_BACKEND, O_SLOT_ID, O_LABEL, O_SERIAL, O_URI, O_PIN };
+	static const struct option opts[] = {
+	    {"name", required_argument, NULL, O_NAME},
+	    {"backend", required_argument, NULL, O_BACKEND},
+	    {"slot-id", required_argument, NULL, O_SLOT_ID},
+	    {"token-label", required_argument, NULL, O_LABEL},
+	    {"token-serial", required_argument, NULL, O_SERIAL},
+	    {"uri", required_argument, NULL, O_URI},
+	    {"pin-source", required_argument, NULL, O_PIN},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const actions[] = {"top",    "up",  "down",  "bottom",
+	                                      "delete", "add", "reset", "help"};
 	struct p11p_config *cfg;
-	char err[ERR_LEN];
+	struct add_opts a;
+	const char *slot_arg, *action, *member = NULL;
 	size_t slot;
-	int rc;
+	int rc, o, n;
 	bool known = false;
 
-	if (argc < 1)
+	memset(&a, 0, sizeof(a));
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+		const char *sel = NULL;
+
+		switch (o) {
+		case O_NAME:
+			a.name = optarg;
+			break;
+		case O_BACKEND:
+			a.backend = optarg;
+			break;
+		case O_PIN:
+			a.pin_source = optarg;
+			break;
+		case O_SLOT_ID:
+			sel = "--slot-id";
+			break;
+		case O_LABEL:
+			sel = "--token-label";
+			break;
+		case O_SERIAL:
+			sel = "--token-serial";
+			break;
+		case O_URI:
+			sel = "--uri";
+			break;
+		default:
+			return CLI_USAGE;
+		}
+		a.any = true;
+		if (sel != NULL) {
+			if (a.sel_opt != NULL)
+				return cli_usage("members",
+				                 "give one of --slot-id, --token-label, "
+				                 "--token-serial, --uri (not %s and %s)",
+				                 a.sel_opt, sel);
+			a.sel_opt = sel;
+			a.sel_val = optarg;
+		}
+	}
+	n = argc - optind;
+	if (n < 1)
 		return cli_usage("members", "which SLOT?");
-	if (argv[0][0] == '-')
-		return cli_usage("members", "unknown option '%s'", argv[0]);
-	if (argc > 1) {
+	slot_arg = argv[optind];
+	if (strcmp(slot_arg, "help") == 0)
+		return cli_cmd_help("members");
+	action = n > 1 ? argv[optind + 1] : NULL;
+	if (action != NULL) {
 		for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
-			known |= strcmp(argv[1], actions[i]) == 0;
+			known |= strcmp(action, actions[i]) == 0;
 		if (!known)
-			return cli_usage("members", "unknown action '%s'", argv[1]);
+			return cli_usage("members",
+			                 "unknown action '%s' (top, up, down, bottom, delete, add, "
+			                 "reset, help)",
+			                 action);
+		if (strcmp(action, "help") == 0)
+			return cli_cmd_help("members");
 	}
-	err[0] = '\0';
-	cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+	if (a.any && (action == NULL || strcmp(action, "add") != 0))
+		return cli_usage("members", "--name, --backend, a selector and --pin-source go with "
+		                            "'add'");
+	if (action != NULL && strcmp(action, "add") == 0) {
+		if (n > 2)
+			return cli_usage("members", "unexpected argument '%s' for add",
+			                 argv[optind + 2]);
+		if (a.name == NULL || a.backend == NULL || a.sel_opt == NULL)
+			return cli_usage("members",
+			                 "add needs --name, --backend and one of --slot-id, "
+			                 "--token-label, --token-serial, --uri");
+	} else if (action != NULL && strcmp(action, "reset") == 0) {
+		if (n > 2)
+			return cli_usage("members", "reset takes no argument");
+	} else if (action != NULL) {
+		if (n != 3)
+			return cli_usage("members",
+			                 "%s needs one MEMBER (a name or a 1-based position)", action);
+		member = argv[optind + 2];
+	}
+	cfg = cli_config(cli);
+	if (cfg == NULL)
 		return CLI_FAIL;
-	}
-	slot = cli_find_slot(cfg, argv[0]);
+	slot = cli_slot_arg(cfg, "members", slot_arg);
 	if (slot == (size_t)-1)
-		rc = cli_usage("members", "no virtual slot '%s' in %s", argv[0], cfg->path);
-	else if (argc == 1)
+		rc = CLI_USAGE;
+	else if (action == NULL)
 		rc = list(cli, cfg, slot);
 	else
-		rc = change(cli, cfg, slot, argv[1], argc - 2, argv + 2);
+		rc = change(cli, cfg, slot, action, member, &a);
 	p11p_config_free(cfg);
 	return rc;
 }

@@ -11,14 +11,14 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "vkeys/model.h"
-#include "virt/order.h"
-#include "virt/policy.h"
+#include "keymodel/model.h"
+#include "ha/order.h"
+#include "vkeys/policy.h"
 
 #define ERR_LEN 1024
 
-/* Prints one slot's effective policy. false when its overlay is damaged. */
-static bool show_slot(const struct p11p_config *cfg, size_t s, bool json, bool first)
+/* One slot's effective policy: printed, or added to jslots. false when its overlay is damaged. */
+static bool show_slot(const struct p11p_config *cfg, size_t s, json_t *jslots)
 {
 	struct p11p_policy_cfg p;
 	char path[PATH_MAX], err[ERR_LEN], nb[32];
@@ -30,72 +30,59 @@ static bool show_slot(const struct p11p_config *cfg, size_t s, bool json, bool f
 		path[0] = '\0';
 	rc = p11p_policy_read(cfg, s, &p, err, sizeof(err));
 	if (rc < 0)
-		cli_error("%s", err);
-	if (json) {
-		printf("%s{\"slot\":", first ? "" : ",");
-		cli_json_str(stdout, label);
-		printf(",\"write_back\":%s,\"scan\":\"%s\",\"source\":\"%s\",\"overlay\":",
-		       p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
-		       rc == 1 ? "overlay" : "config");
-		cli_json_str(stdout, path[0] != '\0' ? path : NULL);
-		fputs(",\"error\":", stdout);
-		cli_json_str(stdout, rc < 0 ? err : NULL);
-		fputc('}', stdout);
+		cli_error_plain(err);
+	if (jslots != NULL) {
+		json_t *js = json_object();
+
+		cli_jset(js, "slot", cli_jstr(label));
+		cli_jset(js, "write_back", json_boolean(p.write_back));
+		cli_jset(js, "scan", json_string(p11p_vk_scan_name(p.scan)));
+		cli_jset(js, "source", json_string(rc == 1 ? "overlay" : "config"));
+		cli_jset(js, "overlay", cli_jstr(path[0] != '\0' ? path : NULL));
+		cli_jset(js, "error", cli_jstr(rc < 0 ? err : NULL));
+		json_array_append_new(jslots, js);
 	} else {
-		printf("slot %s: write_back %s, scan %s (from %s%s)\n", label,
+		printf("slot %s: write_back %s, scan %s (from %s%s)\n", cli_esc(label),
 		       p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
 		       rc == 1 ? "overlay " : "the configuration",
-		       rc == 1 ? path : (rc < 0 ? "; the overlay is damaged" : ""));
+		       rc == 1 ? cli_esc(path) : (rc < 0 ? "; the overlay is damaged" : ""));
 	}
 	return rc >= 0;
 }
 
-static int do_show(const struct p11p_config *cfg, const struct cli *cli, int argc, char **argv)
+/* The answer of show, set and reset: text lines, or {"slots":[...],"ok":...}. */
+static int show(const struct cli *cli, const struct p11p_config *cfg, size_t only)
 {
-	bool json = cli->json, ok = true, first = true;
-	size_t only = (size_t)-1;
+	json_t *jslots = cli->json ? json_array() : NULL;
+	bool ok = true;
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0)
-			json = true;
-		else if (argv[i][0] == '-')
-			return cli_usage("policy", "unknown option '%s'", argv[i]);
-		else if (only != (size_t)-1)
-			return cli_usage("policy", "give at most one SLOT");
-		else if ((only = cli_find_slot(cfg, argv[i])) == (size_t)-1)
-			return cli_usage("policy", "no virtual slot '%s' in %s", argv[i],
-			                 cfg->path);
-	}
-	if (json)
-		fputs("{\"slots\":[", stdout);
 	for (size_t s = 0; s < cfg->n_slots; s++) {
 		if (only != (size_t)-1 && s != only)
 			continue;
-		ok &= show_slot(cfg, s, json, first);
-		first = false;
+		ok &= show_slot(cfg, s, jslots);
 	}
-	if (json)
-		printf("],\"ok\":%s}\n", ok ? "true" : "false");
+	if (cli->json) {
+		json_t *doc = json_object();
+
+		cli_jset(doc, "slots", jslots);
+		cli_jset(doc, "ok", json_boolean(ok));
+		cli_json_print(doc);
+	}
 	return ok ? CLI_OK : CLI_FAIL;
 }
 
-static int do_set(const struct p11p_config *cfg, bool reset, int argc, char **argv)
+static int do_set(const struct cli *cli, const struct p11p_config *cfg, size_t s, bool reset,
+                  int argc, char **argv)
 {
 	struct p11p_policy_cfg p;
 	bool have_wb = false, have_scan = false, wb = false;
 	enum p11p_scan_scope scan = P11P_SCAN_ALL;
 	char err[ERR_LEN];
-	size_t s;
 	int fd, rc;
 
-	if (argc < 1)
-		return cli_usage("policy", "%s needs a SLOT", reset ? "reset" : "set");
-	s = cli_find_slot(cfg, argv[0]);
-	if (s == (size_t)-1)
-		return cli_usage("policy", "no virtual slot '%s' in %s", argv[0], cfg->path);
-	if (reset && argc > 1)
+	if (reset && argc > 0)
 		return cli_usage("policy", "reset takes only a SLOT");
-	for (int i = 1; i < argc; i++) {
+	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
 
 		if (strcmp(a, "write_back=true") == 0 || strcmp(a, "write_back=false") == 0) {
@@ -126,7 +113,7 @@ static int do_set(const struct p11p_config *cfg, bool reset, int argc, char **ar
 	} else {
 		/* The current policy, damaged overlay or not: set names what changes. */
 		if (p11p_policy_read(cfg, s, &p, err, sizeof(err)) < 0)
-			fprintf(stderr, "p11proxy: replacing a damaged overlay: %s\n", err);
+			cli_error("replacing a damaged overlay: %s", err);
 		if (have_wb)
 			p.write_back = wb;
 		if (have_scan)
@@ -138,37 +125,45 @@ static int do_set(const struct p11p_config *cfg, bool reset, int argc, char **ar
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
-	return show_slot(cfg, s, false, true) ? CLI_OK : CLI_FAIL;
+	return show(cli, cfg, s);
 }
 
-int cmd_policy(const struct cli *cli, int argc, char **argv)
+int cmd_policy(struct cli *cli, int argc, char **argv)
 {
 	struct p11p_config *cfg;
-	const char *action = argc > 0 ? argv[0] : "show";
-	char err[ERR_LEN];
-	int rc;
+	const char *action = "show";
+	char **rest;
+	size_t s = (size_t)-1;
+	int n, rc, o;
 
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "", NULL)) != -1)
+		return CLI_USAGE;
+	rest = argv + optind;
+	n = argc - optind;
+	if (n > 0) {
+		action = rest[0];
+		rest++;
+		n--;
+	}
+	if (strcmp(action, "help") == 0)
+		return cli_cmd_help("policy");
 	if (strcmp(action, "show") != 0 && strcmp(action, "set") != 0 &&
-	    strcmp(action, "reset") != 0) {
-		if (action[0] == '-' && argc > 0)
-			action = "show"; /* `policy --json` */
-		else
-			return cli_usage("policy", "unknown action '%s' (show, set, reset)",
-			                 action);
-	} else if (argc > 0) {
-		argc--;
-		argv++;
-	}
-	err[0] = '\0';
-	cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+	    strcmp(action, "reset") != 0)
+		return cli_usage("policy", "unknown action '%s' (show, set, reset, help)", action);
+	if (strcmp(action, "show") == 0 && n > 1)
+		return cli_usage("policy", "give at most one SLOT");
+	if (strcmp(action, "show") != 0 && n < 1)
+		return cli_usage("policy", "%s needs a SLOT", action);
+	cfg = cli_config(cli);
+	if (cfg == NULL)
 		return CLI_FAIL;
-	}
-	if (strcmp(action, "show") == 0)
-		rc = do_show(cfg, cli, argc, argv);
+	if (n > 0 && (s = cli_slot_arg(cfg, "policy", rest[0])) == (size_t)-1)
+		rc = CLI_USAGE;
+	else if (strcmp(action, "show") == 0)
+		rc = show(cli, cfg, s);
 	else
-		rc = do_set(cfg, strcmp(action, "reset") == 0, argc, argv);
+		rc = do_set(cli, cfg, s, strcmp(action, "reset") == 0, n - 1, rest + 1);
 	p11p_config_free(cfg);
 	return rc;
 }

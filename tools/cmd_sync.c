@@ -22,7 +22,8 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
+#include "ha/order.h"
 
 #define ERR_LEN         512
 #define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */
@@ -40,6 +41,7 @@ struct key {
 /* One member's listing. */
 struct mstate {
 	struct p11p_member m;
+	struct p11p_bctx bc; /* calls under CLI_PROBE_TIMEOUT_MS */
 	bool listed;
 	unsigned long n_keys;
 	char err[ERR_LEN];
@@ -107,7 +109,7 @@ static CK_RV list_class(struct sync_ctx *c, const struct p11p_bctx *bc, CK_SESSI
 	CK_RV rv = p11p_be_C_FindObjectsInit(bc, h, t, 2);
 
 	if (rv != CKR_OK) {
-		snprintf(err, errlen, "C_FindObjectsInit: %s", p11p_rv_str(rv));
+		snprintf(err, errlen, "C_FindObjectsInit: %s", cli_rv(rv));
 		return rv;
 	}
 	for (;;) {
@@ -137,7 +139,7 @@ static CK_RV list_class(struct sync_ctx *c, const struct p11p_bctx *bc, CK_SESSI
 	p11p_be_C_FindObjectsFinal(bc, h);
 	if (rv != CKR_OK) {
 		snprintf(err, errlen, "%s",
-		         rv == CKR_BUFFER_TOO_SMALL ? "too many keys to compare" : p11p_rv_str(rv));
+		         rv == CKR_BUFFER_TOO_SMALL ? "too many keys to compare" : cli_rv(rv));
 		goto out;
 	}
 	for (CK_ULONG i = 0; i < n; i++) {
@@ -155,7 +157,7 @@ static CK_RV list_class(struct sync_ctx *c, const struct p11p_bctx *bc, CK_SESSI
 		if (rv != CKR_OK || a[0].ulValueLen > sizeof(k.id) ||
 		    a[1].ulValueLen > sizeof(k.label)) {
 			snprintf(err, errlen, "cannot read a key's CKA_ID and CKA_LABEL: %s",
-			         rv == CKR_OK ? "too long" : p11p_rv_str(rv));
+			         rv == CKR_OK ? "too long" : cli_rv(rv));
 			rv = rv == CKR_OK ? CKR_GENERAL_ERROR : rv;
 			goto out;
 		}
@@ -183,6 +185,7 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	static const CK_OBJECT_CLASS classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
 	CK_UTF8CHAR pinbuf[P11P_MAX_PIN_LEN];
 	const struct p11p_secret *pin;
+	struct p11p_secret *own = NULL;
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	const struct p11p_bctx *bc;
 	bool logged_in = false;
@@ -195,19 +198,30 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	ms->m.be = cli_backend(c->bes, mc->backend, ms->err, sizeof(ms->err));
 	if (ms->m.be == NULL)
 		return;
-	bc = p11p_backend_ctx(ms->m.be);
-	rv = p11p_member_resolve(&ms->m, p11p_backend_ctx(ms->m.be), ms->err, sizeof(ms->err));
+	ms->bc = (struct p11p_bctx){.be = ms->m.be, .timeout_ms = CLI_PROBE_TIMEOUT_MS};
+	bc = &ms->bc;
+	rv = p11p_member_resolve(&ms->m, bc, ms->err, sizeof(ms->err));
 	if (rv != CKR_OK) {
 		if (ms->err[0] == '\0')
-			snprintf(ms->err, sizeof(ms->err), "%s", p11p_rv_str(rv));
+			snprintf(ms->err, sizeof(ms->err), "%s", cli_rv(rv));
 		return;
 	}
 	rv = p11p_be_C_OpenSession(bc, ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
 	if (rv != CKR_OK) {
-		snprintf(ms->err, sizeof(ms->err), "C_OpenSession: %s", p11p_rv_str(rv));
+		snprintf(ms->err, sizeof(ms->err), "C_OpenSession: %s", cli_rv(rv));
 		return;
 	}
-	pin = mc->pin != NULL ? mc->pin : shared_pin(c);
+	if (mc->pin == NULL && mc->pin_source != NULL) {
+		/* An added member: its PIN source, read as the module reads it. */
+		char err[ERR_LEN / 2];
+
+		own = cli_pin_from_source(mc->pin_source, err, sizeof(err));
+		if (own == NULL) {
+			snprintf(ms->err, sizeof(ms->err), "PIN: %s", err);
+			goto out;
+		}
+	}
+	pin = own != NULL ? own : mc->pin != NULL ? mc->pin : shared_pin(c);
 	if (pin == NULL) {
 		snprintf(ms->err, sizeof(ms->err), "no PIN to log in with");
 		goto out;
@@ -221,7 +235,7 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 	rv = p11p_be_C_Login(bc, h, CKU_USER, pinbuf, (CK_ULONG)len);
 	p11p_wipe(pinbuf, sizeof(pinbuf));
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		snprintf(ms->err, sizeof(ms->err), "C_Login: %s", p11p_rv_str(rv));
+		snprintf(ms->err, sizeof(ms->err), "C_Login: %s", cli_rv(rv));
 		goto out;
 	}
 	logged_in = rv == CKR_OK;
@@ -235,6 +249,7 @@ out:
 	if (logged_in)
 		p11p_be_C_Logout(bc, h);
 	p11p_be_C_CloseSession(bc, h);
+	p11p_secret_free(own);
 }
 
 static int cmp_ident(const struct key *a, const struct key *b)
@@ -266,38 +281,6 @@ static int cmp_key(const void *pa, const void *pb)
 	return a->member < b->member ? -1 : a->member > b->member ? 1 : 0;
 }
 
-/* The label as text: NUL bytes shown as '?' (JSON escapes the rest). */
-static const char *label_text(const struct key *k, char *buf, size_t len)
-{
-	size_t n = k->label_len < len - 1 ? k->label_len : len - 1;
-
-	for (size_t i = 0; i < n; i++)
-		buf[i] = k->label[i] != 0 ? (char)k->label[i] : '?';
-	buf[n] = '\0';
-	return buf;
-}
-
-/* The label for a terminal: printable ASCII, others as '?'. */
-static const char *label_print(const struct key *k, char *buf, size_t len)
-{
-	label_text(k, buf, len);
-	for (char *p = buf; *p != '\0'; p++) {
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f || *p == '"')
-			*p = '?';
-	}
-	return buf;
-}
-
-static const char *id_hex(const struct key *k, char *buf, size_t len)
-{
-	size_t j = 0;
-
-	buf[0] = '\0';
-	for (CK_ULONG i = 0; i < k->id_len && j + 3 <= len; i++, j += 2)
-		snprintf(buf + j, len - j, "%02x", k->id[i]);
-	return buf;
-}
-
 static const char *type_name(CK_KEY_TYPE kt)
 {
 	const char *n = kt == CKK_EC ? "CKK_EC" : p11p_ckk_name(kt);
@@ -313,25 +296,44 @@ static const char *type_short(CK_KEY_TYPE kt)
 	return strncmp(n, "CKK_", 4) == 0 ? n + 4 : n;
 }
 
-/* Compares one slot's members; prints it. Returns true when they agree. */
-static bool check_slot(struct sync_ctx *c, size_t s, bool first)
+/* Member numbers (1-based) of the bits of mask, as a JSON array. */
+static json_t *json_members(unsigned mask, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t m = 0; m < n; m++)
+		if (mask & (1U << m))
+			json_array_append_new(a, json_integer((json_int_t)m + 1));
+	return a;
+}
+
+/* Compares one slot's members (in the effective order); prints it. true when they agree. */
+static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 {
 	const struct p11p_slot_cfg *sc = &c->cfg->slots[s];
-	size_t n = sc->n_members < P11P_MAX_MEMBERS ? sc->n_members : P11P_MAX_MEMBERS;
 	struct mstate *ms = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*ms));
+	struct p11p_order ord;
 	unsigned listed = 0;
 	unsigned long n_ident = 0, n_missing = 0;
-	bool agree = true, first_key = true;
-	char lb[SYNC_ID_MAX + 1], ib[2 * SYNC_ID_MAX + 1];
+	bool agree = true;
+	char ib[2 * SYNC_ID_MAX + 1], err[1024];
 	const char *label = sc->label != NULL && sc->label[0] != '\0' ? sc->label : "";
+	json_t *js = NULL, *jms = NULL, *jkeys = NULL;
+	size_t n;
 
 	if (ms == NULL) {
 		cli_error("out of memory");
 		return false;
 	}
+	if (cli_slot_order(c->cfg, s, &ord, err, sizeof(err)) < 0) {
+		cli_error("slot %s: member order file ignored (the configured order is used): %s",
+		          label, err);
+		agree = false;
+	}
+	n = ord.n;
 	c->n_keys = 0;
 	for (size_t i = 0; i < n; i++) {
-		list_member(c, &sc->members[i], i, &ms[i]);
+		list_member(c, cli_order_member(c->cfg, s, &ord.e[i]), i, &ms[i]);
 		if (ms[i].listed)
 			listed |= 1U << i;
 		else
@@ -340,37 +342,38 @@ static bool check_slot(struct sync_ctx *c, size_t s, bool first)
 	qsort(c->keys, c->n_keys, sizeof(*c->keys), cmp_key);
 
 	if (c->cli->json) {
-		printf("%s{\"id\":%zu,\"label\":", first ? "" : ",", s);
-		cli_json_str(stdout, label);
-		fputs(",\"members\":[", stdout);
+		js = json_object();
+		jms = json_array();
+		jkeys = json_array();
+		cli_jset(js, "id", json_integer((json_int_t)s));
+		cli_jset(js, "label", cli_jstr(label));
 		for (size_t i = 0; i < n; i++) {
-			const struct p11p_member_cfg *mc = &sc->members[i];
+			const struct p11p_member_cfg *mc = cli_order_member(c->cfg, s, &ord.e[i]);
+			json_t *jm = json_object();
 
-			printf("%s{\"index\":%zu,\"name\":", i > 0 ? "," : "", i);
-			cli_json_str(stdout, mc->name);
-			fputs(",\"backend\":", stdout);
-			cli_json_str(stdout, c->cfg->backends[mc->backend].name);
-			printf(",\"listed\":%s,\"keys\":%lu,\"error\":",
-			       ms[i].listed ? "true" : "false", ms[i].n_keys);
-			cli_json_str(stdout, ms[i].listed ? NULL : ms[i].err);
-			fputc('}', stdout);
+			cli_jset(jm, "member", json_integer((json_int_t)i + 1));
+			cli_jset(jm, "name", cli_jstr(ord.e[i].name));
+			cli_jset(jm, "backend", cli_jstr(c->cfg->backends[mc->backend].name));
+			cli_jset(jm, "listed", json_boolean(ms[i].listed));
+			cli_jset(jm, "keys", json_integer((json_int_t)ms[i].n_keys));
+			cli_jset(jm, "error", cli_jstr(ms[i].listed ? NULL : ms[i].err));
+			json_array_append_new(jms, jm);
 		}
-		fputs("],\"keys\":[", stdout);
+		cli_jset(js, "members", jms);
 	} else {
-		printf("slot %zu \"%s\": %zu member%s\n", s, label, n, n == 1 ? "" : "s");
+		printf("slot %zu \"%s\": %zu member%s\n", s, cli_esc(label), n, n == 1 ? "" : "s");
 		for (size_t i = 0; i < n; i++) {
-			const struct p11p_member_cfg *mc = &sc->members[i];
-
 			if (ms[i].listed)
-				printf("  member %zu (%s): %lu token key%s\n", i,
-				       mc->name != NULL ? mc->name : "?", ms[i].n_keys,
+				printf("  member %zu %s: %lu token key%s\n", i + 1,
+				       cli_esc(ord.e[i].name), ms[i].n_keys,
 				       ms[i].n_keys == 1 ? "" : "s");
 			else
-				printf("  member %zu (%s): cannot list its keys: %s\n", i,
-				       mc->name != NULL ? mc->name : "?", ms[i].err);
+				printf("  member %zu %s: cannot list its keys: %s\n", i + 1,
+				       cli_esc(ord.e[i].name), cli_esc(ms[i].err));
 		}
 	}
 	for (size_t i = 0; i < c->n_keys;) {
+		const struct key *k = &c->keys[i];
 		size_t j = i;
 		unsigned held = 0, missing;
 
@@ -383,38 +386,31 @@ static bool check_slot(struct sync_ctx *c, size_t s, bool first)
 			n_missing++;
 		}
 		if (c->cli->json) {
-			printf("%s{\"class\":\"%s\",\"key_type\":", first_key ? "" : ",",
-			       p11p_vk_class_name(c->keys[i].cls));
-			first_key = false;
-			cli_json_str(stdout, type_name(c->keys[i].kt));
-			fputs(",\"id\":", stdout);
-			cli_json_str(stdout, id_hex(&c->keys[i], ib, sizeof(ib)));
-			fputs(",\"label\":", stdout);
-			cli_json_str(stdout, label_text(&c->keys[i], lb, sizeof(lb)));
-			fputs(",\"members\":[", stdout);
-			for (size_t m = 0, k = 0; m < n; m++)
-				if (held & (1U << m))
-					printf("%s%zu", k++ ? "," : "", m);
-			fputs("],\"missing\":[", stdout);
-			for (size_t m = 0, k = 0; m < n; m++)
-				if (missing & (1U << m))
-					printf("%s%zu", k++ ? "," : "", m);
-			fputs("]}", stdout);
+			json_t *jk = json_object();
+
+			cli_jset(jk, "class", json_string(p11p_vk_class_name(k->cls)));
+			cli_jset(jk, "key_type", cli_jstr(type_name(k->kt)));
+			cli_jset(jk, "id", cli_jstr(cli_hex(k->id, k->id_len, ib, sizeof(ib))));
+			cli_jset(jk, "label", cli_jstrn(k->label, k->label_len));
+			cli_jset(jk, "members", json_members(held, n));
+			cli_jset(jk, "missing", json_members(missing, n));
+			json_array_append_new(jkeys, jk);
 		} else if (missing != 0) {
-			printf("  missing: %s %s key \"%s\" id %s: not on member",
-			       type_short(c->keys[i].kt), p11p_vk_class_name(c->keys[i].cls),
-			       label_print(&c->keys[i], lb, sizeof(lb)),
-			       c->keys[i].id_len > 0 ? id_hex(&c->keys[i], ib, sizeof(ib))
-			                             : "(none)");
-			for (size_t m = 0, k = 0; m < n; m++)
+			printf("  missing: %s %s key \"%s\" id %s: not on member", type_short(k->kt),
+			       p11p_vk_class_name(k->cls), cli_escn(k->label, k->label_len),
+			       k->id_len > 0 ? cli_hex(k->id, k->id_len, ib, sizeof(ib)) : "(none)");
+			for (size_t m = 0, cnt = 0; m < n; m++)
 				if (missing & (1U << m))
-					printf("%s %zu", k++ ? "," : "", m);
+					printf("%s %zu %s", cnt++ ? "," : "", m + 1,
+					       cli_esc(ord.e[m].name));
 			printf("\n");
 		}
 		i = j;
 	}
 	if (c->cli->json) {
-		printf("],\"agree\":%s}", agree ? "true" : "false");
+		cli_jset(js, "keys", jkeys);
+		cli_jset(js, "agree", json_boolean(agree));
+		json_array_append_new(jslots, js);
 	} else if (agree && n < 2) {
 		printf("  one member: nothing to compare\n");
 	} else if (agree) {
@@ -427,45 +423,54 @@ static bool check_slot(struct sync_ctx *c, size_t s, bool first)
 		printf("  members disagree: %lu key%s missing on some member\n", n_missing,
 		       n_missing == 1 ? "" : "s");
 	}
+	p11p_order_clear(&ord);
 	p11p_free(ms);
 	return agree;
 }
 
-int cmd_sync(const struct cli *cli, int argc, char **argv)
+int cmd_sync(struct cli *cli, int argc, char **argv)
 {
+	enum { O_CHECK = CLI_OPT_FIRST };
+	static const struct option opts[] = {
+	    {"check", no_argument, NULL, O_CHECK},
+	    {"dry-run", no_argument, NULL, 'n'},
+	    {NULL, 0, NULL, 0},
+	};
 	struct sync_ctx c;
 	const char *want = NULL;
 	size_t only = (size_t)-1;
-	bool check = false, all_agree = true, first = true;
-	char err[1024];
-	int rc;
+	bool check = false, dry_run = false, all_agree = true;
+	json_t *doc = NULL, *jslots = NULL;
+	int rc, o;
 
-	for (int i = 0; i < argc; i++)
-		check |= strcmp(argv[i], "--check") == 0;
-	if (!check)
-		return cli_sync_keys(cli, argc, argv);
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--check") == 0)
-			continue;
-		else if (argv[i][0] == '-')
-			return cli_usage("sync", "unknown option '%s'", argv[i]);
-		else if (want != NULL)
-			return cli_usage("sync", "give at most one SLOT");
+	cli_getopt_reset();
+	while ((o = cli_getopt(cli, argc, argv, "n", opts)) != -1) {
+		if (o == O_CHECK)
+			check = true;
+		else if (o == 'n')
+			dry_run = true;
 		else
-			want = argv[i];
+			return CLI_USAGE;
 	}
+	if (argc - optind > 1)
+		return cli_usage("sync", "give at most one SLOT");
+	if (argc - optind == 1)
+		want = argv[optind];
+	if (want != NULL && strcmp(want, "help") == 0)
+		return cli_cmd_help("sync");
+	if (check && dry_run)
+		return cli_usage("sync", "--check writes nothing: --dry-run goes without it");
+	if (!check)
+		return cli_sync_keys(cli, want, dry_run);
 	memset(&c, 0, sizeof(c));
 	c.cli = cli;
-	err[0] = '\0';
-	c.cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (c.cfg == NULL) {
-		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+	c.cfg = cli_config(cli);
+	if (c.cfg == NULL)
 		return CLI_FAIL;
-	}
 	if (want != NULL) {
-		only = cli_find_slot(c.cfg, want);
+		only = cli_slot_arg(c.cfg, "sync", want);
 		if (only == (size_t)-1) {
-			rc = cli_usage("sync", "no virtual slot '%s' in %s", want, c.cfg->path);
+			rc = CLI_USAGE;
 			goto out;
 		}
 	}
@@ -476,19 +481,21 @@ int cmd_sync(const struct cli *cli, int argc, char **argv)
 		goto out;
 	}
 	if (cli->json) {
-		fputs("{\"config\":", stdout);
-		cli_json_str(stdout, c.cfg->path);
-		fputs(",\"slots\":[", stdout);
+		doc = json_object();
+		jslots = json_array();
+		cli_jset(doc, "config", cli_jstr(c.cfg->path));
 	}
 	for (size_t s = 0; s < c.cfg->n_slots; s++) {
 		if (only != (size_t)-1 && s != only)
 			continue;
-		if (!check_slot(&c, s, first))
+		if (!check_slot(&c, s, jslots))
 			all_agree = false;
-		first = false;
 	}
-	if (cli->json)
-		printf("],\"ok\":%s}\n", all_agree ? "true" : "false");
+	if (cli->json) {
+		cli_jset(doc, "slots", jslots);
+		cli_jset(doc, "ok", json_boolean(all_agree));
+		cli_json_print(doc);
+	}
 	rc = all_agree ? CLI_OK : CLI_FAIL;
 out:
 	cli_backends_free(c.bes);

@@ -40,7 +40,8 @@
 #include "cli.h"
 #include "keys.h"
 #include "util.h"
-#include "virt/policy.h"
+#include "ha/order.h"
+#include "vkeys/policy.h"
 
 #define SYNC_FIND_CHUNK   1024
 #define SYNC_MAX_OBJECTS  (4UL * 1000 * 1000) /* token objects listed on one member */
@@ -85,7 +86,8 @@ static void progress(const char *slot, size_t member, unsigned long done, unsign
 	memset(bar, '#', fill);
 	memset(bar + fill, '.', 30 - fill);
 	bar[30] = '\0';
-	fprintf(stderr, "\r%s member %zu: [%s] %lu/%lu keys", slot, member, bar, done, total);
+	fprintf(stderr, "\r%s member %zu: [%s] %lu/%lu keys", cli_esc(slot), member + 1, bar, done,
+	        total);
 	if (done == total)
 		fputs("\n", stderr);
 	fflush(stderr);
@@ -119,7 +121,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 
 	rv = p11p_be_C_FindObjectsInit(km->bc, km->h, &t, 1);
 	if (rv != CKR_OK) {
-		snprintf(mr->err, sizeof(mr->err), "C_FindObjectsInit: %s", p11p_rv_str(rv));
+		snprintf(mr->err, sizeof(mr->err), "C_FindObjectsInit: %s", cli_rv(rv));
 		return rv;
 	}
 	for (;;) {
@@ -147,7 +149,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 	p11p_be_C_FindObjectsFinal(km->bc, km->h);
 	if (rv != CKR_OK) {
 		snprintf(mr->err, sizeof(mr->err), "listing the token objects: %s",
-		         rv == CKR_BUFFER_TOO_SMALL ? "too many objects" : p11p_rv_str(rv));
+		         rv == CKR_BUFFER_TOO_SMALL ? "too many objects" : cli_rv(rv));
 		goto out;
 	}
 	bar = progress_on(n);
@@ -173,7 +175,7 @@ static CK_RV list_member(struct keys_member *km, const char *slot, size_t idx, s
 		if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID &&
 		    rv != CKR_ATTRIBUTE_SENSITIVE && rv != CKR_BUFFER_TOO_SMALL) {
 			snprintf(mr->err, sizeof(mr->err), "reading a key's attributes: %s",
-			         p11p_rv_str(rv));
+			         cli_rv(rv));
 			goto out;
 		}
 		rv = CKR_OK;
@@ -439,26 +441,39 @@ oom:
 	rv = CKR_HOST_MEMORY;
 fail:
 	p11p_free(ids);
-	cli_error("slot %s: reading the index: %s", slot, p11p_rv_str(rv));
+	cli_error("slot %s: reading the index: %s", slot, cli_rv(rv));
 	return -1;
 }
 
-static void print_change(const struct p11p_vkey *v, const char *what)
+static void print_change(const struct p11p_config *cfg, const struct p11p_vkey *v,
+                         const char *what)
 {
-	char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[40];
+	char ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[256];
 
-	printf("  %-7s %s %s key \"%s\" id %s presence %s\n", what,
+	printf("  %-7s %s %s key \"%s\" id %s members %s\n", what,
 	       keys_type_name(v->key_type, tb, sizeof(tb)), p11p_vk_class_name(v->cls),
-	       keys_label_print(v, lb, sizeof(lb)),
-	       v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib)) : "(none)",
-	       keys_presence_str(v->presence, pb, sizeof(pb)));
+	       keys_label(v), keys_id(v, ib, sizeof(ib), "(none)"),
+	       keys_presence_str(cfg, v, false, pb, sizeof(pb)));
 }
 
 struct sync_opts {
 	bool dry_run;
 	bool json;
-	bool first;
+	json_t *slots; /* --json: one object per slot */
 };
+
+/* Configured member i's number in the slot's effective order (0: left out of it). */
+static size_t member_num(const struct p11p_config *cfg, size_t s, size_t i)
+{
+	struct p11p_order o;
+	char err[1024];
+	size_t n;
+
+	cli_slot_order(cfg, s, &o, err, sizeof(err));
+	n = cli_member_number(&o, i);
+	p11p_order_clear(&o);
+	return n;
+}
 
 /* Syncs one slot. true when every member was listed and the changes are stored. */
 static bool sync_slot(struct p11p_config *cfg, struct cli_backends *bes, struct p11p_index *idx,
@@ -530,57 +545,63 @@ static bool sync_slot(struct p11p_config *cfg, struct cli_backends *bes, struct 
 	if (!stored && !o->dry_run) {
 		p11p_index_last_error(idx, err, sizeof(err));
 		cli_error("slot %s: nothing written: %s", sc->label,
-		          err[0] != '\0' ? err : p11p_rv_str(rv));
+		          err[0] != '\0' ? err : cli_rv(rv));
 		ok = false;
 	}
 report:
 	if (o->json) {
-		printf("%s{\"slot\":", o->first ? "" : ",");
-		cli_json_str(stdout, sc->label);
-		printf(",\"policy\":{\"write_back\":%s,\"scan\":\"%s\"},\"dry_run\":%s,"
-		       "\"written\":%s,\"added\":%lu,\"updated\":%lu,\"missing\":%lu,"
-		       "\"unchanged\":%lu,\"not_imported\":%lu,\"deleted\":%lu,\"skipped\":%lu,"
-		       "\"members\":[",
-		       pol.write_back ? "true" : "false", p11p_vk_scan_name(pol.scan),
-		       o->dry_run ? "true" : "false", stored && p.n > 0 ? "true" : "false",
-		       p.c.added, p.c.updated, p.c.missing, p.c.unchanged, p.c.not_imported,
-		       p.c.deleted, l.skipped);
+		json_t *js = json_object(), *pj = json_object(), *jm = json_array(),
+		       *jc = json_array();
+
+		cli_jset(js, "slot", cli_jstr(sc->label));
+		cli_jset(pj, "write_back", json_boolean(pol.write_back));
+		cli_jset(pj, "scan", json_string(p11p_vk_scan_name(pol.scan)));
+		cli_jset(js, "policy", pj);
+		cli_jset(js, "dry_run", json_boolean(o->dry_run));
+		cli_jset(js, "written", json_boolean(stored && p.n > 0));
+		cli_jset(js, "added", json_integer((json_int_t)p.c.added));
+		cli_jset(js, "updated", json_integer((json_int_t)p.c.updated));
+		cli_jset(js, "missing", json_integer((json_int_t)p.c.missing));
+		cli_jset(js, "unchanged", json_integer((json_int_t)p.c.unchanged));
+		cli_jset(js, "not_imported", json_integer((json_int_t)p.c.not_imported));
+		cli_jset(js, "deleted", json_integer((json_int_t)p.c.deleted));
+		cli_jset(js, "skipped", json_integer((json_int_t)l.skipped));
 		for (size_t i = 0; i < nm; i++) {
-			printf("%s{\"index\":%zu,\"name\":", i ? "," : "", i);
-			cli_json_str(stdout, sc->members[i].name);
-			printf(",\"listed\":%s,\"logged_in\":%s,\"keys\":%lu,\"error\":",
-			       mr[i].listed ? "true" : "false", mr[i].logged_in ? "true" : "false",
-			       mr[i].keys);
-			cli_json_str(stdout, mr[i].listed ? NULL : mr[i].err);
-			fputc('}', stdout);
+			json_t *m = json_object();
+			const char *name;
+
+			name = sc->members[i].name;
+			cli_jset(m, "member", json_integer((json_int_t)member_num(cfg, s, i)));
+			cli_jset(m, "name", cli_jstr(name));
+			cli_jset(m, "listed", json_boolean(mr[i].listed));
+			cli_jset(m, "logged_in", json_boolean(mr[i].logged_in));
+			cli_jset(m, "keys", json_integer((json_int_t)mr[i].keys));
+			cli_jset(m, "error", cli_jstr(mr[i].listed ? NULL : mr[i].err));
+			json_array_append_new(jm, m);
 		}
-		fputs("],\"changes\":[", stdout);
+		cli_jset(js, "members", jm);
 		for (size_t i = 0; o->dry_run && i < p.n; i++) {
-			printf("%s{\"action\":\"%s\",\"key\":", i ? "," : "", p.what[i]);
-			keys_json_record(stdout, &p.recs[i]);
-			fputc('}', stdout);
+			json_t *c = json_object();
+
+			cli_jset(c, "action", cli_jstr(p.what[i]));
+			cli_jset(c, "key", keys_json_record(cfg, &p.recs[i]));
+			json_array_append_new(jc, c);
 		}
-		fputs("]}", stdout);
+		cli_jset(js, "changes", jc);
+		json_array_append_new(o->slots, js);
 	} else {
 		for (size_t i = 0; i < nm; i++) {
-			const char *name = sc->members[i].name ? sc->members[i].name : "?";
-
 			if (!mr[i].listed)
-				fprintf(stderr,
-				        "p11proxy: slot %s member %zu (%s): not listed: %s; its "
-				        "presence bits are kept\n",
-				        sc->label, i, name, mr[i].err);
+				cli_error("slot %s %s: not listed: %s; its presence bits are kept",
+				          sc->label, keys_member_name(cfg, s, i), mr[i].err);
 			else if (!mr[i].logged_in)
-				fprintf(
-				    stderr,
-				    "p11proxy: slot %s member %zu (%s): no PIN configured: only "
-				    "its public objects were listed (keys it does not show keep "
-				    "their presence)\n",
-				    sc->label, i, name);
+				cli_error("slot %s %s: no PIN configured: only its public objects "
+				          "were listed (keys it does not show keep their presence)",
+				          sc->label, keys_member_name(cfg, s, i));
 		}
-		printf("slot %s%s: added %lu, updated %lu, missing %lu, unchanged %lu", sc->label,
-		       o->dry_run ? " (dry run, nothing written)" : "", p.c.added, p.c.updated,
-		       p.c.missing, p.c.unchanged);
+		printf("slot %s%s: added %lu, updated %lu, missing %lu, unchanged %lu",
+		       cli_esc(sc->label), o->dry_run ? " (dry run, nothing written)" : "",
+		       p.c.added, p.c.updated, p.c.missing, p.c.unchanged);
 		if (p.c.not_imported)
 			printf("; %lu not imported (scan: owned)", p.c.not_imported);
 		if (p.c.deleted)
@@ -590,49 +611,31 @@ report:
 			       l.skipped, P11P_INDEX_LABEL_MAX);
 		printf("\n");
 		for (size_t i = 0; o->dry_run && i < p.n; i++)
-			print_change(&p.recs[i], p.what[i]);
+			print_change(cfg, &p.recs[i], p.what[i]);
 	}
-	o->first = false;
 	plan_free(&p);
 	p11p_free(l.k);
 	p11p_free(mr);
 	return ok;
 }
 
-int cli_sync_keys(const struct cli *cli, int argc, char **argv)
+int cli_sync_keys(struct cli *cli, const char *want, bool dry_run)
 {
 	struct p11p_config *cfg;
 	struct cli_backends *bes = NULL;
 	struct p11p_index *idx = NULL;
-	struct sync_opts o = {.json = cli->json, .first = true};
-	const char *want = NULL;
+	struct sync_opts o = {.json = cli->json, .dry_run = dry_run};
 	size_t only = (size_t)-1;
-	char err[1024];
 	bool all_ok = true;
 	int rc = CLI_FAIL;
 
-	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--dry-run") == 0 || strcmp(argv[i], "-n") == 0)
-			o.dry_run = true;
-		else if (strcmp(argv[i], "--json") == 0)
-			o.json = true;
-		else if (argv[i][0] == '-')
-			return cli_usage("sync", "unknown option '%s'", argv[i]);
-		else if (want != NULL)
-			return cli_usage("sync", "give at most one SLOT");
-		else
-			want = argv[i];
-	}
-	err[0] = '\0';
-	cfg = p11p_config_load(cli->config_path, err, sizeof(err));
-	if (cfg == NULL) {
-		fprintf(stderr, "%s\n", err[0] != '\0' ? err : "cannot load the configuration");
+	cfg = cli_config(cli);
+	if (cfg == NULL)
 		return CLI_FAIL;
-	}
 	if (want != NULL) {
-		only = cli_find_slot(cfg, want);
+		only = cli_slot_arg(cfg, "sync", want);
 		if (only == (size_t)-1) {
-			rc = cli_usage("sync", "no virtual slot '%s' in %s", want, cfg->path);
+			rc = CLI_USAGE;
 			goto out;
 		}
 	}
@@ -644,21 +647,25 @@ int cli_sync_keys(const struct cli *cli, int argc, char **argv)
 		cli_error("out of memory");
 		goto out;
 	}
-	if (o.json) {
-		fputs("{\"index\":", stdout);
-		cli_json_str(stdout, cfg->index_path);
-		fputs(",\"slots\":[", stdout);
-	}
+	if (o.json)
+		o.slots = json_array();
 	for (size_t s = 0; s < cfg->n_slots; s++) {
 		if (only != (size_t)-1 && s != only)
 			continue;
 		if (!sync_slot(cfg, bes, idx, s, &o))
 			all_ok = false;
 	}
-	if (o.json)
-		printf("],\"ok\":%s}\n", all_ok ? "true" : "false");
+	if (o.json) {
+		json_t *doc = json_object();
+
+		cli_jset(doc, "index", cli_jstr(cfg->index_path));
+		cli_jset(doc, "slots", o.slots);
+		cli_jset(doc, "ok", json_boolean(all_ok));
+		cli_json_print(doc);
+	}
 	rc = all_ok ? CLI_OK : CLI_FAIL;
 out:
+	keys_orders_free();
 	cli_backends_free(bes);
 	p11p_index_close(idx);
 	p11p_config_free(cfg);

@@ -13,6 +13,7 @@
 #include "base/secret.h"
 #include "cli.h"
 #include "util.h"
+#include "ha/order.h"
 
 /* ---- the index ---------------------------------------------------------------------------- */
 
@@ -45,7 +46,7 @@ int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_inde
 	err[0] = '\0';
 	rv = p11p_index_open(cfg->index_path, out, err, sizeof(err));
 	if (rv != CKR_OK) {
-		cli_error("%s", err[0] != '\0' ? err : p11p_rv_str(rv));
+		cli_error("%s", err[0] != '\0' ? err : cli_rv(rv));
 		*out = NULL;
 		return -1;
 	}
@@ -69,39 +70,87 @@ const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len)
 	return buf;
 }
 
-const char *keys_hex(const unsigned char *p, size_t len, char *buf, size_t buflen)
+const char *keys_label(const struct p11p_vkey *v)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
+	return cli_escn(v->label, v->label_len);
+}
 
-	for (size_t i = 0; i < len && o + 2 < buflen; i++) {
-		buf[o++] = hex[p[i] >> 4];
-		buf[o++] = hex[p[i] & 15];
+const char *keys_id(const struct p11p_vkey *v, char *buf, size_t len, const char *none)
+{
+	return v->ck_id_len > 0 ? cli_hex(v->ck_id, v->ck_id_len, buf, len) : none;
+}
+
+/* The effective member order of each slot, read once (tools are short-lived). */
+static struct {
+	const struct p11p_config *cfg;
+	struct p11p_order *o[P11P_MAX_SLOTS];
+} orders;
+
+void keys_orders_free(void)
+{
+	for (size_t i = 0; i < P11P_MAX_SLOTS; i++) {
+		if (orders.o[i] != NULL)
+			p11p_order_clear(orders.o[i]);
+		p11p_free(orders.o[i]);
+		orders.o[i] = NULL;
 	}
-	buf[o] = '\0';
-	return buf;
+	orders.cfg = NULL;
 }
 
-const char *keys_label_print(const struct p11p_vkey *v, char *buf, size_t len)
+static const struct p11p_order *slot_order(const struct p11p_config *cfg, size_t s)
 {
-	size_t n = v->label_len < len - 1 ? v->label_len : len - 1;
+	char err[1024];
 
-	for (size_t i = 0; i < n; i++)
-		buf[i] = v->label[i] >= 0x20 && v->label[i] < 0x7f ? (char)v->label[i] : '?';
-	buf[n] = '\0';
-	return buf;
+	if (orders.cfg != cfg)
+		keys_orders_free();
+	orders.cfg = cfg;
+	if (s >= P11P_MAX_SLOTS)
+		return NULL;
+	if (orders.o[s] == NULL) {
+		orders.o[s] = p11p_calloc(1, sizeof(*orders.o[s]));
+		if (orders.o[s] == NULL)
+			return NULL;
+		cli_slot_order(cfg, s, orders.o[s], err, sizeof(err));
+	}
+	return orders.o[s];
 }
 
-const char *keys_presence_str(uint32_t presence, char *buf, size_t len)
+/* Presence bit i of slot s: its number in the effective order (0: left out), and its name. */
+static size_t member_of(const struct p11p_config *cfg, size_t s, unsigned i, const char **name)
 {
-	size_t o = 0;
+	const struct p11p_order *o;
+
+	*name = "?";
+	if (s == (size_t)-1 || i >= cfg->slots[s].n_members)
+		return 0;
+	if (cfg->slots[s].members[i].name != NULL)
+		*name = cfg->slots[s].members[i].name;
+	o = slot_order(cfg, s);
+	return o != NULL ? cli_member_number(o, i) : 0;
+}
+
+const char *keys_presence_str(const struct p11p_config *cfg, const struct p11p_vkey *v,
+                              bool names, char *buf, size_t len)
+{
+	size_t s = keys_slot_by_label(cfg, v->slot), o = 0;
 
 	buf[0] = '\0';
 	for (unsigned i = 0; i < P11P_INDEX_MAX_MEMBERS; i++) {
-		if (!(presence & (1u << i)))
-			continue;
-		int w = snprintf(buf + o, len - o, "%s%u", o > 0 ? "," : "", i);
+		const char *name;
+		size_t num;
+		int w;
 
+		if (!(v->presence & (1u << i)))
+			continue;
+		num = member_of(cfg, s, i, &name);
+		if (num == 0)
+			w = snprintf(buf + o, len - o, "%s%s (deleted)", o > 0 ? ", " : "",
+			             cli_esc(name));
+		else if (names)
+			w = snprintf(buf + o, len - o, "%s%zu %s", o > 0 ? ", " : "", num,
+			             cli_esc(name));
+		else
+			w = snprintf(buf + o, len - o, "%s%zu", o > 0 ? "," : "", num);
 		if (w < 0 || (size_t)w >= len - o)
 			break;
 		o += (size_t)w;
@@ -111,60 +160,55 @@ const char *keys_presence_str(uint32_t presence, char *buf, size_t len)
 	return buf;
 }
 
-/* The label as a C string for JSON (NUL bytes as '?'; cli_json_str escapes the rest). */
-static const char *label_text(const struct p11p_vkey *v, char *buf, size_t len)
+static json_t *vid_json(uint64_t vid)
 {
-	size_t n = v->label_len < len - 1 ? v->label_len : len - 1;
+	char b[24];
 
-	for (size_t i = 0; i < n; i++)
-		buf[i] = v->label[i] != 0 ? (char)v->label[i] : '?';
-	buf[n] = '\0';
-	return buf;
+	if (vid == 0)
+		return json_null();
+	snprintf(b, sizeof(b), "%016llx", (unsigned long long)vid);
+	return json_string(b);
 }
 
-void keys_json_record(FILE *f, const struct p11p_vkey *v)
+json_t *keys_json_record(const struct p11p_config *cfg, const struct p11p_vkey *v)
 {
 	char b[2 * P11P_INDEX_ID_MAX + 1], perms[P11P_VK_PERMS_STR], tb[32];
 	uint32_t granted = p11p_vk_perms_of(v);
-	bool first = true;
+	size_t s = keys_slot_by_label(cfg, v->slot);
+	json_t *o = json_object(), *jp = json_array(), *jpres = json_array(), *jnames = json_array();
 
-	fprintf(f, "{\"vid\":\"%016llx\",\"rev\":%llu,\"slot\":", (unsigned long long)v->vid,
-	        (unsigned long long)v->rev);
-	cli_json_str(f, v->slot);
-	fprintf(f, ",\"class\":\"%s\",\"key_type\":", p11p_vk_class_name(v->cls));
-	cli_json_str(f, keys_type_name(v->key_type, tb, sizeof(tb)));
-	fputs(",\"label\":", f);
-	cli_json_str(f, label_text(v, b, sizeof(b)));
-	fputs(",\"id\":", f);
-	cli_json_str(f, keys_hex(v->ck_id, v->ck_id_len, b, sizeof(b)));
-	fprintf(f, ",\"perms\":\"%s\",\"permissions\":[", p11p_vk_perms_str(granted, perms));
-	for (unsigned i = 0; i < P11P_VK_NPERMS; i++) {
-		if (granted & (1u << i)) {
-			fprintf(f, "%s\"%s\"", first ? "" : ",", p11p_vk_perm_name(i));
-			first = false;
-		}
-	}
-	fprintf(f, "],\"state\":\"%s\",\"origin\":\"%s\",\"presence\":[",
-	        p11p_vk_state_name(v->state), p11p_vk_origin_name(v->origin));
-	first = true;
+	cli_jset(o, "vid", vid_json(v->vid));
+	cli_jset(o, "rev", json_integer((json_int_t)v->rev));
+	cli_jset(o, "slot", cli_jstr(v->slot));
+	cli_jset(o, "class", json_string(p11p_vk_class_name(v->cls)));
+	cli_jset(o, "key_type", cli_jstr(keys_type_name(v->key_type, tb, sizeof(tb))));
+	cli_jset(o, "label", cli_jstrn(v->label, v->label_len));
+	cli_jset(o, "id", cli_jstr(cli_hex(v->ck_id, v->ck_id_len, b, sizeof(b))));
+	cli_jset(o, "perms", json_string(p11p_vk_perms_str(granted, perms)));
+	for (unsigned i = 0; i < P11P_VK_NPERMS; i++)
+		if (granted & (1u << i))
+			json_array_append_new(jp, json_string(p11p_vk_perm_name(i)));
+	cli_jset(o, "permissions", jp);
+	cli_jset(o, "state", json_string(p11p_vk_state_name(v->state)));
+	cli_jset(o, "origin", json_string(p11p_vk_origin_name(v->origin)));
 	for (unsigned i = 0; i < P11P_INDEX_MAX_MEMBERS; i++) {
-		if (v->presence & (1u << i)) {
-			fprintf(f, "%s%u", first ? "" : ",", i);
-			first = false;
-		}
+		const char *name;
+		size_t num;
+
+		if (!(v->presence & (1u << i)))
+			continue;
+		num = member_of(cfg, s, i, &name);
+		if (num > 0)
+			json_array_append_new(jpres, json_integer((json_int_t)num));
+		json_array_append_new(jnames, cli_jstr(name));
 	}
-	fprintf(f, "],\"created\":%lld,\"updated\":%lld,\"prev\":", (long long)v->created,
-	        (long long)v->updated);
-	if (v->prev != 0)
-		fprintf(f, "\"%016llx\"", (unsigned long long)v->prev);
-	else
-		fputs("null", f);
-	fputs(",\"next\":", f);
-	if (v->next != 0)
-		fprintf(f, "\"%016llx\"", (unsigned long long)v->next);
-	else
-		fputs("null", f);
-	fputc('}', f);
+	cli_jset(o, "presence", jpres);
+	cli_jset(o, "members", jnames);
+	cli_jset(o, "created", cli_jtime(v->created));
+	cli_jset(o, "updated", cli_jtime(v->updated));
+	cli_jset(o, "prev", vid_json(v->prev));
+	cli_jset(o, "next", vid_json(v->next));
+	return o;
 }
 
 /* ---- KEY resolution ----------------------------------------------------------------------- */
@@ -175,37 +219,6 @@ size_t keys_slot_by_label(const struct p11p_config *cfg, const char *label)
 		if (cfg->slots[i].label != NULL && strcmp(cfg->slots[i].label, label) == 0)
 			return i;
 	return (size_t)-1;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Hex text (an even number of digits, optional "0x") into bytes; -1 when it is not that. */
-static long parse_hex(const char *s, unsigned char *out, size_t max)
-{
-	size_t n, i;
-
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
-		s += 2;
-	n = strlen(s);
-	if (n == 0 || n % 2 != 0 || n / 2 > max)
-		return -1;
-	for (i = 0; i < n / 2; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return (long)i;
 }
 
 /* Matches collected over the slots searched. */
@@ -334,7 +347,7 @@ out:
 
 static int pick(struct matches *ms, const char *key, const char *how, struct p11p_vkey *out)
 {
-	char lb[80], ib[2 * P11P_INDEX_ID_MAX + 1];
+	char ib[2 * P11P_INDEX_ID_MAX + 1];
 
 	if (ms->n == 1) {
 		*out = ms->v[0];
@@ -345,9 +358,8 @@ static int pick(struct matches *ms, const char *key, const char *how, struct p11
 		const struct p11p_vkey *v = &ms->v[i];
 
 		fprintf(stderr, "  %016llx  slot %s  %s key \"%s\" id %s  %s\n",
-		        (unsigned long long)v->vid, v->slot, p11p_vk_class_name(v->cls),
-		        keys_label_print(v, lb, sizeof(lb)),
-		        v->ck_id_len ? keys_hex(v->ck_id, v->ck_id_len, ib, sizeof(ib)) : "(none)",
+		        (unsigned long long)v->vid, cli_esc(v->slot), p11p_vk_class_name(v->cls),
+		        keys_label(v), keys_id(v, ib, sizeof(ib), "(none)"),
 		        p11p_vk_state_name(v->state));
 	}
 	return -1;
@@ -398,7 +410,7 @@ int keys_resolve(struct p11p_index *idx, const struct p11p_config *cfg, const ch
 		}
 	}
 	/* 4. A CKA_ID in hex. */
-	n = parse_hex(key, id, P11P_INDEX_ID_MAX);
+	n = cli_unhex(key, id, P11P_INDEX_ID_MAX);
 	if (n > 0) {
 		memset(&m, 0, sizeof(m));
 		m.has_ck_id = true;
@@ -438,14 +450,14 @@ bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc
 	rv = p11p_member_resolve(&km->m, p11p_backend_ctx(km->m.be), km->err, sizeof(km->err));
 	if (rv != CKR_OK) {
 		if (km->err[0] == '\0')
-			snprintf(km->err, sizeof(km->err), "%s", p11p_rv_str(rv));
+			snprintf(km->err, sizeof(km->err), "%s", cli_rv(rv));
 		return false;
 	}
 	rv = p11p_be_C_OpenSession(km->bc, km->m.be_slot,
 	                           CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0), NULL, NULL,
 	                           &km->h);
 	if (rv != CKR_OK) {
-		snprintf(km->err, sizeof(km->err), "C_OpenSession: %s", p11p_rv_str(rv));
+		snprintf(km->err, sizeof(km->err), "C_OpenSession: %s", cli_rv(rv));
 		return false;
 	}
 	km->open = true;
@@ -468,7 +480,7 @@ bool keys_member_open(struct cli_backends *bes, const struct p11p_member_cfg *mc
 	rv = p11p_be_C_Login(km->bc, km->h, CKU_USER, pinbuf, (CK_ULONG)len);
 	p11p_wipe(pinbuf, sizeof(pinbuf));
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		snprintf(km->err, sizeof(km->err), "C_Login: %s", p11p_rv_str(rv));
+		snprintf(km->err, sizeof(km->err), "C_Login: %s", cli_rv(rv));
 		keys_member_close(km);
 		return false;
 	}
@@ -520,4 +532,22 @@ CK_RV keys_member_find(struct keys_member *km, CK_OBJECT_CLASS cls, const unsign
 	p11p_be_C_FindObjectsFinal(km->bc, km->h);
 	*n += got;
 	return rv;
+}
+
+const char *keys_member_name(const struct p11p_config *cfg, size_t s, size_t i)
+{
+	const char *name;
+	size_t num = member_of(cfg, s, (unsigned)i, &name);
+	char *buf = p11p_malloc(160);
+
+	if (buf == NULL)
+		return "member ?";
+	if (num > 0)
+		snprintf(buf, 160, "member %zu %s", num, name);
+	else
+		snprintf(buf, 160, "member %s (not in the member order)", name);
+	/* Kept with the escaped strings: valid until cli_esc's ring turns. */
+	name = cli_esc(buf);
+	p11p_free(buf);
+	return name;
 }

@@ -15,9 +15,10 @@
 
 #include "backend/call.h"
 #include "base/pkcs11.h"
+#include "util.h"
 #include "config/config.h"
 #include "index/index.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #define KEYS_ERR_LEN 768
 #define KEYS_RETRIES 20 /* read-modify-write attempts on P11P_INDEX_CONFLICT */
@@ -35,14 +36,27 @@ int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_inde
 const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len);
 /* The permissions a record grants as shown: "edsvwuk" with '-' (p11p_vk_perms_of). */
 const char *keys_perms_shown(const struct p11p_vkey *v, char buf[P11P_VK_PERMS_STR]);
-/* Lowercase hex of bytes (buf: 2 * len + 1). */
-const char *keys_hex(const unsigned char *p, size_t len, char *buf, size_t buflen);
-/* A label for a terminal: printable ASCII, other bytes as '?'. */
-const char *keys_label_print(const struct p11p_vkey *v, char *buf, size_t len);
-/* A record as one JSON object. */
-void keys_json_record(FILE *f, const struct p11p_vkey *v);
-/* Member indexes of a presence mask, "0,1" ("-" when none). */
-const char *keys_presence_str(uint32_t presence, char *buf, size_t len);
+/* A record's label for a terminal (control bytes escaped; valid until cli_esc's ring turns). */
+const char *keys_label(const struct p11p_vkey *v);
+/* A record's CKA_ID in hex, or `none` when it has none. */
+const char *keys_id(const struct p11p_vkey *v, char *buf, size_t len, const char *none);
+/* A record as one JSON object (times ISO 8601; members numbered as `members` numbers them). */
+json_t *keys_json_record(const struct p11p_config *cfg, const struct p11p_vkey *v);
+/*
+ * The members holding the key (presence bits, by configured member) as the
+ * CLI numbers members: their 1-based position in the slot's effective order,
+ * "1,2" ("-" when none); with names: "1 ka, 2 kb". A member the order leaves
+ * out is shown by name, "(deleted)".
+ */
+const char *keys_presence_str(const struct p11p_config *cfg, const struct p11p_vkey *v,
+                              bool names, char *buf, size_t len);
+/*
+ * "member 2 kb": configured member i of slot s as the CLI numbers members (its
+ * position in the effective order), for messages (valid as cli_esc's result).
+ */
+const char *keys_member_name(const struct p11p_config *cfg, size_t s, size_t i);
+/* Frees the member orders the functions above read (once per slot). */
+void keys_orders_free(void);
 
 /*
  * KEY, in this order: a virtual id (16 hex digits), a pkcs11: URI (object=,

@@ -14,104 +14,6 @@
 #include "base/file.h"
 #include "base/names.h"
 
-void cli_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("p11proxy: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is not valid. */
-static size_t utf8_seq_len(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	size_t n;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		/* A NUL here ends the check: the string is NUL-terminated. */
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-void cli_json_str(FILE *f, const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	if (s == NULL) {
-		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	while (*p != '\0') {
-		size_t n;
-
-		switch (*p) {
-		case '"':
-			fputs("\\\"", f);
-			p++;
-			continue;
-		case '\\':
-			fputs("\\\\", f);
-			p++;
-			continue;
-		case '\n':
-			fputs("\\n", f);
-			p++;
-			continue;
-		case '\r':
-			fputs("\\r", f);
-			p++;
-			continue;
-		case '\t':
-			fputs("\\t", f);
-			p++;
-			continue;
-		default:
-			break;
-		}
-		if (*p < 0x20 || *p == 0x7f) {
-			fprintf(f, "\\u%04x", *p);
-			p++;
-			continue;
-		}
-		n = utf8_seq_len(p);
-		if (n == 0) {
-			fputs("\\ufffd", f);
-			p++;
-			continue;
-		}
-		fwrite(p, 1, n, f);
-		p += n;
-	}
-	fputc('"', f);
-}
-
 /* --- PIN input --------------------------------------------------------------------------- */
 
 static volatile sig_atomic_t pin_signal;
@@ -295,8 +197,13 @@ struct p11p_secret *cli_pin_from_source(const char *source, char *err, size_t er
 		goto out;
 	}
 	if (!p11p_file_is_private(&st)) {
-		snprintf(err, errlen, "%s: mode %04o is too open (use chmod 600)", source + 5,
-		         (unsigned)(st.st_mode & 07777));
+		snprintf(err, errlen, "%s: mode %04o is too open (use chmod 600)",
+		         source + 5, (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen, "%s: owned by uid %lu, not by this user (uid %lu): chown it",
+		         source + 5, (unsigned long)st.st_uid, (unsigned long)geteuid());
 		goto out;
 	}
 	pin_signal = 0;
@@ -366,28 +273,14 @@ const char *cli_token_flags(CK_FLAGS flags, char *buf, size_t buflen)
 	return buf;
 }
 
-void cli_json_token_flags(FILE *f, CK_FLAGS flags)
-{
-	bool first = true;
 
-	fputc('[', f);
-	for (size_t i = 0; i < N_TOKEN_FLAGS; i++) {
-		if ((flags & token_flags[i].bit) == 0)
-			continue;
-		if (!first)
-			fputc(',', f);
-		cli_json_str(f, token_flags[i].name);
-		first = false;
+json_t *cli_json_token_flags(CK_FLAGS flags)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a != NULL && i < N_TOKEN_FLAGS; i++) {
+		if ((flags & token_flags[i].bit) != 0)
+			json_array_append_new(a, json_string(token_flags[i].name));
 	}
-	fputc(']', f);
-}
-
-const char *cli_rv_name(CK_RV rv, char *buf, size_t buflen)
-{
-	const char *name = p11p_ckr_name(rv);
-
-	if (name != NULL)
-		return name;
-	snprintf(buf, buflen, "CKR_0x%08lx", (unsigned long)rv);
-	return buf;
+	return a;
 }

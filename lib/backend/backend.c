@@ -228,12 +228,18 @@ CK_RV p11p_member_resolve(struct p11p_member *m, const struct p11p_bctx *x, char
 		CK_TOKEN_INFO ti;
 		CK_SLOT_INFO si;
 
-		if (p11p_be_C_GetSlotInfo(x, m->be_slot, &si) == CKR_OK &&
-		    (si.flags & CKF_TOKEN_PRESENT) &&
-		    (cfg->sel == P11P_SEL_SLOT_ID ||
-		     (p11p_be_C_GetTokenInfo(x, m->be_slot, &ti) == CKR_OK &&
-		      token_matches(cfg, &ti, &si, NULL))))
+		rv = p11p_be_C_GetSlotInfo(x, m->be_slot, &si);
+		if (rv == CKR_OK && (si.flags & CKF_TOKEN_PRESENT) && cfg->sel != P11P_SEL_SLOT_ID)
+			rv = p11p_be_C_GetTokenInfo(x, m->be_slot, &ti);
+		if (rv == CKR_OK && (si.flags & CKF_TOKEN_PRESENT) &&
+		    (cfg->sel == P11P_SEL_SLOT_ID || token_matches(cfg, &ti, &si, NULL)))
 			return CKR_OK;
+		/* The token's slot fails: so does the member (the others are not asked). */
+		if (p11p_rv_is_server_error(be, rv) && rv != CKR_TOKEN_NOT_PRESENT) {
+			snprintf(err, errlen, "slot %lu: %s", (unsigned long)m->be_slot,
+			         p11p_rv_str(rv));
+			return rv;
+		}
 	}
 	m->resolved = false;
 	if (be == NULL || be->module == NULL) {

@@ -34,6 +34,15 @@ struct p11p_bctx {
 	void (*hung)(void *arg, void **rel, unsigned long *token);
 	void (*released)(void *rel, unsigned long token);
 	void *arg;
+	/*
+	 * Sessions opened through this context on one token: counted by the
+	 * layer (C_OpenSession, C_CloseSession, C_CloseAllSessions); when the
+	 * count falls to zero, gone(gone_arg) runs (some tokens drop their
+	 * object handles with their last session). count NULL: not counted.
+	 */
+	atomic_long *count;
+	void (*gone)(void *gone_arg);
+	void *gone_arg;
 };
 
 struct p11p_backend {
@@ -58,7 +67,7 @@ CK_RV p11p_backend_open(struct p11p_backend *be, const struct p11p_backend_cfg *
 void p11p_backend_close(struct p11p_backend *be, bool finalize);
 
 /*
- * Member health (lib/virt/health.c):
+ * Member health (virt/member.c, ha/health.c):
  *   UP ----server-side error, confirmed----> DOWN
  *   DOWN --probe answers--> RECOVERING --second good probe--> UP
  *   RECOVERING --probe fails--> DOWN (backoff doubles)
@@ -89,7 +98,17 @@ struct p11p_member {
 
 	CK_RV last_error; /* what marked it down */
 	/*
-	 * Deleted from the slot's member order (lib/virt/order.c): no new work,
+	 * Sessions the proxy has open on the member's token (counted by the
+	 * backend layer through ctx and the call contexts). When none is left,
+	 * or the member loses its sessions or goes down, handle_gen moves on:
+	 * object handles learnt before are not used again without being found
+	 * again (some tokens drop them with their last session).
+	 */
+	atomic_long n_be_sessions;
+	atomic_ulong handle_gen;
+	struct p11p_bctx ctx; /* calls to the member without a deadline */
+	/*
+	 * Deleted from the slot's member order (lib/ha/order.c): no new work,
 	 * not probed; sessions it serves keep working until they fail or close.
 	 */
 	bool removed;

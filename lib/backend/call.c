@@ -117,6 +117,40 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 #define POST_ATTRS(t, n) rv = attrs_check(x, &lens_, t, n, rv);
 #define OFF_ATTRS(t, n)  0
 
+/*
+ * Session counting (struct p11p_bctx's count and gone): one session less, or
+ * (all) none left. A close the count did not know of (a session opened
+ * through another context) leaves it at zero and still tells gone(): the
+ * token may have no session left.
+ */
+static void sessions_less(const struct p11p_bctx *x, bool all)
+{
+	long before;
+
+	if (x->count == NULL)
+		return;
+	before = all ? atomic_exchange(x->count, 0) : atomic_fetch_sub(x->count, 1);
+	if (!all && before <= 0)
+		atomic_fetch_add(x->count, 1);
+	if ((all || before <= 1) && x->gone != NULL)
+		x->gone(x->gone_arg);
+}
+#define PRE_OPEN(out)
+#define POST_OPEN(out)                                                                             \
+	if (rv == CKR_OK && x->count != NULL)                                                      \
+		atomic_fetch_add(x->count, 1);
+#define OFF_OPEN(out) 1
+#define PRE_CLOSE
+#define POST_CLOSE                                                                                 \
+	if (rv == CKR_OK || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED)          \
+		sessions_less(x, false);
+#define OFF_CLOSE 1
+#define PRE_CLOSEALL
+#define POST_CLOSEALL                                                                              \
+	if (rv == CKR_OK)                                                                          \
+		sessions_less(x, true);
+#define OFF_CLOSEALL 1
+
 #define WRAP(kind, name, params, names, args, op, buf)                                             \
 	CK_RV p11p_be_##name(const struct p11p_bctx *x, P11P_UNPAREN params)                       \
 	{                                                                                          \

@@ -16,6 +16,7 @@
  */
 #include "backend/offload.h"
 #include "backend/call.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mech.h"
 #include "base/mem.h"
@@ -110,17 +111,6 @@ static void pool_setup(void)
 	pthread_atfork(pool_atfork_prepare, pool_atfork_parent, pool_atfork_child);
 }
 
-static void deadline_in(struct timespec *ts, unsigned long ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += (time_t)(ms / 1000);
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static void job_free(struct job *j)
 {
 	if (j == NULL)
@@ -210,7 +200,7 @@ static void *worker_main(void *arg)
 	for (;;) {
 		if (queue_head == NULL) {
 			n_idle++;
-			deadline_in(&ts, P11P_OFFLOAD_IDLE_MS);
+			p11p_deadline(&ts, CLOCK_MONOTONIC, P11P_OFFLOAD_IDLE_MS);
 			while (queue_head == NULL &&
 			       pthread_cond_timedwait(&pool_work, &pool_lock, &ts) != ETIMEDOUT)
 				;
@@ -291,7 +281,7 @@ static CK_RV wait_job(const struct p11p_bctx *x, struct job *j)
 {
 	struct timespec ts;
 
-	deadline_in(&ts, x->timeout_ms);
+	p11p_deadline(&ts, CLOCK_MONOTONIC, x->timeout_ms);
 	pthread_mutex_lock(&pool_lock);
 	while (!j->done)
 		if (pthread_cond_timedwait(&j->done_cond, &pool_lock, &ts) == ETIMEDOUT && !j->done)
@@ -625,13 +615,7 @@ bool p11p_be_quiesce(unsigned long ms)
 	bool quiet;
 
 	pthread_once(&pool_once, pool_setup);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	p11p_deadline(&ts, CLOCK_REALTIME, ms);
 	pthread_mutex_lock(&pool_lock);
 	while (in_flight > 0 && pthread_cond_timedwait(&pool_quiet, &pool_lock, &ts) != ETIMEDOUT)
 		;

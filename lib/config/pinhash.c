@@ -19,7 +19,7 @@
 
 #include "base/mem.h"
 #include "base/secret.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 #define HASH_PREFIX  "pbkdf2-sha256"
 #define SALT_LEN     16 /* what we generate */

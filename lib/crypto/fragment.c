@@ -22,7 +22,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "config/ydoc.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 struct fctx {
 	struct p11p_ydoc y; /* name, err, the document */

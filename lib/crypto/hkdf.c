@@ -10,7 +10,7 @@
 
 #include "base/log.h"
 #include "base/mem.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 /* OSSL_PARAM_construct_utf8_string() takes a non-const pointer. */
 static char sha256_name[] = "SHA256";

@@ -21,7 +21,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/secret.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 /* OSSL_PARAM_construct_utf8_string() takes a non-const pointer. */
 static char sha512_name[] = "SHA512";

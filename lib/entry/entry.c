@@ -7,7 +7,10 @@
 #include "base/log.h"
 #include "base/names.h"
 #include "base/p11fns.h"
+#include "ha/ha.h"
+#include "soft/soft.h"
 #include "virt/virt.h"
+#include "vkeys/vkeys.h"
 
 #include <p11proxy.h>
 #include <string.h>
@@ -158,7 +161,27 @@ static CK_RV trace(const char *name, CK_RV rv)
 		         if (p11p_local_handle(object)) return trace(                              \
 		             fn, p11p_call_end(&c, p11p_local_object_size(&c, object, size)));)    \
 	}
-#define FWD(kind, name, params, names, args, op, buf) FWD_##kind(name, params, args, op)
+/* IMPL(f): the call goes to f with the same arguments, traced. */
+#define FWD_K_IMPL(f, name, params, names, args, op)                                               \
+	static CK_RV proxy_##name params                                                           \
+	{                                                                                          \
+		return trace(#name, f names);                                                      \
+	}
+#define FWD_K_SESSION(f, name, params, names, args, op) FWD_SESSION(name, params, args, op)
+#define FWD_K_CRYPTO(f, name, params, names, args, op)  FWD_CRYPTO(name, params, args, op)
+#define FWD_K_KEY(f, name, params, names, args, op)     FWD_KEY(name, params, args, op)
+#define FWD_K_OBJECT(f, name, params, names, args, op)  FWD_OBJECT(name, params, args, op)
+#define FWD_K_CUSTOM(f, name, params, names, args, op)
+/* The KIND column as a name and a function: IMPL(f) becomes "IMPL, f". */
+#define KIND_IMPL(f)   IMPL, f
+#define KIND_SESSION   SESSION, -
+#define KIND_CRYPTO    CRYPTO, -
+#define KIND_KEY       KEY, -
+#define KIND_OBJECT    OBJECT, -
+#define KIND_CUSTOM    CUSTOM, -
+#define FWD_DISPATCH(...)                                      FWD_DISPATCH_(__VA_ARGS__)
+#define FWD_DISPATCH_(k, f, name, params, names, args, op)     FWD_K_##k(f, name, params, names, args, op)
+#define FWD(kind, name, params, names, args, op, buf) FWD_DISPATCH(KIND_##kind, name, params, names, args, op)
 P11P_FUNCTIONS(FWD)
 #undef FWD
 
@@ -168,12 +191,11 @@ static CK_FUNCTION_LIST function_list;
 
 static CK_RV proxy_C_Initialize(CK_VOID_PTR init_args)
 {
+	/* The rooms above the core plug into it (virt/virt.h: hooks). */
+	p11p_ha_register();
+	p11p_vkeys_register();
+	p11p_soft_register();
 	return trace("C_Initialize", p11p_initialize(init_args));
-}
-
-static CK_RV proxy_C_Finalize(CK_VOID_PTR reserved)
-{
-	return trace("C_Finalize", p11p_finalize(reserved));
 }
 
 static CK_RV proxy_C_GetInfo(CK_INFO_PTR info)
@@ -199,187 +221,6 @@ static CK_RV proxy_C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 		return CKR_ARGUMENTS_BAD;
 	*list = &function_list;
 	return CKR_OK;
-}
-
-static CK_RV proxy_C_GetSlotList(CK_BBOOL token_present, CK_SLOT_ID_PTR slot_list,
-                                 CK_ULONG_PTR count)
-{
-	return trace("C_GetSlotList", p11p_get_slot_list(token_present, slot_list, count));
-}
-
-static CK_RV proxy_C_GetSlotInfo(CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info)
-{
-	return trace("C_GetSlotInfo", p11p_get_slot_info(slot_id, info));
-}
-
-static CK_RV proxy_C_GetTokenInfo(CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info)
-{
-	return trace("C_GetTokenInfo", p11p_get_token_info(slot_id, info));
-}
-
-static CK_RV proxy_C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved)
-{
-	return trace("C_WaitForSlotEvent", p11p_wait_for_slot_event(flags, slot, reserved));
-}
-
-static CK_RV proxy_C_GetMechanismList(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE_PTR list,
-                                      CK_ULONG_PTR count)
-{
-	return trace("C_GetMechanismList", p11p_get_mechanism_list(slot_id, list, count));
-}
-
-static CK_RV proxy_C_GetMechanismInfo(CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type,
-                                      CK_MECHANISM_INFO_PTR info)
-{
-	return trace("C_GetMechanismInfo", p11p_get_mechanism_info(slot_id, type, info));
-}
-
-static CK_RV proxy_C_InitToken(CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len,
-                               CK_UTF8CHAR_PTR label)
-{
-	return trace("C_InitToken", p11p_init_token(slot_id, pin, pin_len, label));
-}
-
-static CK_RV proxy_C_SetPIN(CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
-                            CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len)
-{
-	return trace("C_SetPIN", p11p_set_pin(session, old_pin, old_len, new_pin, new_len));
-}
-
-static CK_RV proxy_C_OpenSession(CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR application,
-                                 CK_NOTIFY notify, CK_SESSION_HANDLE_PTR session)
-{
-	return trace("C_OpenSession", p11p_open_session(slot_id, flags, session));
-}
-
-static CK_RV proxy_C_CloseSession(CK_SESSION_HANDLE session)
-{
-	return trace("C_CloseSession", p11p_close_session(session));
-}
-
-static CK_RV proxy_C_CloseAllSessions(CK_SLOT_ID slot_id)
-{
-	return trace("C_CloseAllSessions", p11p_close_all_sessions(slot_id));
-}
-
-static CK_RV proxy_C_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info)
-{
-	return trace("C_GetSessionInfo", p11p_get_session_info(session, info));
-}
-
-static CK_RV proxy_C_SetOperationState(CK_SESSION_HANDLE session, CK_BYTE_PTR state,
-                                       CK_ULONG state_len, CK_OBJECT_HANDLE encryption_key,
-                                       CK_OBJECT_HANDLE authentication_key)
-{
-	return trace("C_SetOperationState",
-	             p11p_set_operation_state(session, state, state_len, encryption_key,
-	                                      authentication_key));
-}
-
-static CK_RV proxy_C_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user_type, CK_UTF8CHAR_PTR pin,
-                           CK_ULONG pin_len)
-{
-	return trace("C_Login", p11p_login(session, user_type, pin, pin_len));
-}
-
-static CK_RV proxy_C_Logout(CK_SESSION_HANDLE session)
-{
-	return trace("C_Logout", p11p_logout(session));
-}
-
-static CK_RV proxy_C_CreateObject(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
-                                  CK_OBJECT_HANDLE_PTR object)
-{
-	return trace("C_CreateObject", p11p_create_object(session, templ, count, object));
-}
-
-static CK_RV proxy_C_CopyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
-                                CK_ATTRIBUTE_PTR templ, CK_ULONG count,
-                                CK_OBJECT_HANDLE_PTR new_object)
-{
-	return trace("C_CopyObject", p11p_copy_object(session, object, templ, count, new_object));
-}
-
-static CK_RV proxy_C_DestroyObject(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object)
-{
-	return trace("C_DestroyObject", p11p_destroy_object(session, object));
-}
-
-static CK_RV proxy_C_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
-                                       CK_ATTRIBUTE_PTR templ, CK_ULONG count)
-{
-	return trace("C_GetAttributeValue",
-	             p11p_get_attribute_value(session, object, templ, count));
-}
-
-static CK_RV proxy_C_SetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
-                                       CK_ATTRIBUTE_PTR templ, CK_ULONG count)
-{
-	return trace("C_SetAttributeValue",
-	             p11p_set_attribute_value(session, object, templ, count));
-}
-
-static CK_RV proxy_C_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ,
-                                     CK_ULONG count)
-{
-	return trace("C_FindObjectsInit", p11p_find_objects_init(session, templ, count));
-}
-
-static CK_RV proxy_C_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects,
-                                 CK_ULONG max_count, CK_ULONG_PTR count)
-{
-	return trace("C_FindObjects", p11p_find_objects(session, objects, max_count, count));
-}
-
-static CK_RV proxy_C_GenerateKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
-                                 CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key)
-{
-	return trace("C_GenerateKey", p11p_generate_key(session, mechanism, templ, count, key));
-}
-
-static CK_RV proxy_C_GenerateKeyPair(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
-                                     CK_ATTRIBUTE_PTR pub_templ, CK_ULONG pub_count,
-                                     CK_ATTRIBUTE_PTR priv_templ, CK_ULONG priv_count,
-                                     CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key)
-{
-	return trace("C_GenerateKeyPair",
-	             p11p_generate_key_pair(session, mechanism, pub_templ, pub_count, priv_templ,
-	                                    priv_count, pub_key, priv_key));
-}
-
-static CK_RV proxy_C_WrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
-                             CK_OBJECT_HANDLE wrapping_key, CK_OBJECT_HANDLE key,
-                             CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len)
-{
-	return trace("C_WrapKey",
-	             p11p_wrap_key(session, mechanism, wrapping_key, key, wrapped, wrapped_len));
-}
-
-static CK_RV proxy_C_UnwrapKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
-                               CK_OBJECT_HANDLE unwrapping_key, CK_BYTE_PTR wrapped,
-                               CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
-                               CK_OBJECT_HANDLE_PTR key)
-{
-	return trace("C_UnwrapKey", p11p_unwrap_key(session, mechanism, unwrapping_key, wrapped,
-	                                            wrapped_len, templ, count, key));
-}
-
-static CK_RV proxy_C_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism,
-                               CK_OBJECT_HANDLE base_key, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
-                               CK_OBJECT_HANDLE_PTR key)
-{
-	return trace("C_DeriveKey",
-	             p11p_derive_key(session, mechanism, base_key, templ, count, key));
-}
-
-static CK_RV proxy_C_SeedRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len)
-{
-	return trace("C_SeedRandom", p11p_seed_random(session, seed, seed_len));
-}
-
-static CK_RV proxy_C_GenerateRandom(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len)
-{
-	return trace("C_GenerateRandom", p11p_generate_random(session, out, out_len));
 }
 
 static CK_FUNCTION_LIST function_list = {

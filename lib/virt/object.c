@@ -8,7 +8,7 @@
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #include <string.h>
 
@@ -92,6 +92,24 @@ static CK_RV refind(struct p11p_call *c, struct p11p_identity *ident, CK_OBJECT_
 	return rv;
 }
 
+/*
+ * Is obj's handle on member i still good: learnt since the member last lost
+ * its handles (handle_gen)? Global lock held.
+ */
+static bool known_locked(const struct p11p_object *obj, size_t i)
+{
+	return obj->be[i] != 0 &&
+	       obj->gen[i] ==
+	           atomic_load_explicit(&obj->slot->members[i].handle_gen, memory_order_relaxed);
+}
+
+/* Records bh as obj's handle on member i (its reverse entry is the caller's). */
+static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
+{
+	obj->be[i] = bh;
+	obj->gen[i] = atomic_load(&obj->slot->members[i].handle_gen);
+}
+
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out)
 {
@@ -105,6 +123,16 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL && obj->slot == c->s->slot) {
+		/* A handle from before the member lost its handles is found again when it can be.
+		 */
+		if (obj->be[member] != 0 && !known_locked(obj, member) && obj->ident != NULL &&
+		    obj->token) {
+			if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member),
+			                 obj->be[member]) == obj)
+				p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member),
+				                obj->be[member]);
+			obj->be[member] = 0;
+		}
 		if (obj->be[member] != 0) {
 			*out = obj->be[member];
 			c->mapped = h;
@@ -127,7 +155,7 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL && obj->be[member] == 0 &&
 	    p11p_map_put(&c->st->objects_rev, rev_key(obj->slot, member), bh, obj) == 0)
-		obj->be[member] = bh;
+		learn_locked(obj, member, bh);
 	rv = obj != NULL && obj->be[member] != 0 ? CKR_OK : invalid;
 	if (rv == CKR_OK) {
 		*out = obj->be[member];
@@ -199,7 +227,7 @@ static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
 		p11p_map_remove(&st->objects_ident, obj->slot->id, ident_hash(obj->ident));
 	p11p_free(obj->ident);
-	p11p_vkey_object_free(obj);
+	p11p_hook_vkey_object_free(obj);
 	for (size_t i = 0; i < obj->slot->n_members; i++) {
 		if (obj->be[i] != 0 &&
 		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
@@ -229,8 +257,9 @@ static struct p11p_object *match_identity_locked(struct p11p_state *st, struct p
 {
 	struct p11p_object *e = p11p_map_get(&st->objects_ident, vs->id, ident_hash(id));
 
-	return e != NULL && e->be[member] == 0 && e->token && same_identity(e->ident, id) ? e
-	                                                                                  : NULL;
+	return e != NULL && !known_locked(e, member) && e->token && same_identity(e->ident, id)
+	           ? e
+	           : NULL;
 }
 
 /* A new proxy object for a member's object. Global lock held. */
@@ -244,7 +273,7 @@ static struct p11p_object *object_new_locked(struct p11p_state *st, struct p11p_
 		return NULL;
 	obj->slot = vs;
 	obj->token = token;
-	obj->be[member] = bh;
+	learn_locked(obj, member, bh);
 	obj->handle = p11p_next_handle_locked(&st->next_object, P11P_OBJECT_BASE, &st->objects);
 	if (id != NULL && (obj->ident = p11p_malloc(sizeof(*id))) == NULL) {
 		p11p_free(obj);
@@ -275,35 +304,56 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 	size_t member = c->s->member;
 	struct p11p_identity id;
 	struct p11p_object *obj;
-	bool has_id = false, token = false;
+	bool has_id = false, token = false, known;
 	CK_RV rv = CKR_OK;
 
 	if (bh == CK_INVALID_HANDLE)
 		return CKR_GENERAL_ERROR; /* a backend must not hand that out */
 	p11p_lock();
 	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
-	if (obj != NULL && !session_object) {
+	if (obj != NULL && !session_object && known_locked(obj, member)) {
 		/* Known already (every find after the first): one lookup, one lock. */
 		*out = obj->handle;
 		p11p_unlock();
 		return CKR_OK;
 	}
+	known = obj != NULL && known_locked(obj, member);
 	p11p_unlock();
 	/* First sight, on a slot with several members: learn how to find it elsewhere. */
-	if (obj == NULL && vs->n_members > 1)
+	if (!known && vs->n_members > 1)
 		has_id = read_identity(c, bh, &id, &token);
 
 	p11p_lock();
 	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
+	/*
+	 * An entry from before the member lost its handles may name another
+	 * object now: kept only when the object is the same one (its identity,
+	 * when it has one to compare; objects of one-member slots have none).
+	 */
+	if (obj != NULL && !known_locked(obj, member)) {
+		if (obj->be[member] == bh &&
+		    (obj->ident == NULL ||
+		     (has_id && obj->token && same_identity(obj->ident, &id)))) {
+			learn_locked(obj, member, bh);
+		} else {
+			p11p_map_remove(&st->objects_rev, rev_key(vs, member), bh);
+			if (obj->be[member] == bh)
+				obj->be[member] = 0;
+			obj = NULL;
+		}
+	}
 	if (obj == NULL && has_id)
 		obj = match_identity_locked(st, vs, &id, member);
-	if (obj != NULL && obj->be[member] == 0) {
+	if (obj != NULL && !known_locked(obj, member)) {
 		/* The same token object, met again on this member after a failover. */
+		if (obj->be[member] != 0 &&
+		    p11p_map_get(&st->objects_rev, rev_key(vs, member), obj->be[member]) == obj)
+			p11p_map_remove(&st->objects_rev, rev_key(vs, member), obj->be[member]);
 		if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0) {
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
-		obj->be[member] = bh;
+		learn_locked(obj, member, bh);
 	}
 	if (obj == NULL) {
 		obj = object_new_locked(st, vs, member, bh, has_id ? &id : NULL, token);
@@ -336,7 +386,7 @@ void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *
 			object_drop_locked(st, obj);
 	}
 	s->n_owned = 0;
-	p11p_local_drop_owned_locked(st, s); /* keys the session derived (local.c) */
+	p11p_hook_local_drop_owned_locked(st, s); /* keys the session derived (local.c) */
 }
 
 static void object_forget(struct p11p_call *c, CK_OBJECT_HANDLE h)
@@ -376,7 +426,7 @@ static bool is_session_object(const CK_ATTRIBUTE *templ, CK_ULONG count)
  */
 static CK_RV record_new(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
 {
-	CK_RV rv = p11p_vkey_created(c, bh, n);
+	CK_RV rv = p11p_hook_vkey_created(c, bh, n);
 
 	if (rv != CKR_OK)
 		for (size_t i = 0; i < n; i++)
@@ -406,10 +456,10 @@ static unsigned op_perm(enum p11p_op_kind k)
  */
 static CK_RV vkey_check(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 {
-	CK_RV rv = p11p_vkey_use(c, key, perm);
+	CK_RV rv = p11p_hook_vkey_use(c, key, perm);
 
-	while (p11p_call_retry(c, &rv, true))
-		rv = p11p_vkey_use(c, key, perm);
+	while (p11p_hook_call_retry(c, &rv, true))
+		rv = p11p_hook_vkey_use(c, key, perm);
 	return rv;
 }
 
@@ -425,7 +475,7 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 		return true;
 	}
 	if (p11p_local_handle(key)) {
-		*rv = p11p_local_init(c, k, m, key);
+		*rv = p11p_hook_local_init(c, k, m, key);
 		return true;
 	}
 	*rv = perm != 0 ? vkey_check(c, key, perm) : CKR_OK;
@@ -444,13 +494,13 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	if (templ == NULL && count > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_local_handle(obj))
-		return p11p_call_end(&c, p11p_local_get_attrs(&c, obj, templ, count));
+		return p11p_call_end(&c, p11p_hook_local_get_attrs(&c, obj, templ, count));
 	do {
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
 			rv = p11p_be_C_GetAttributeValue(&c.bc, c.bs, bobj, templ, count);
-	} while (p11p_call_retry(&c, &rv, true));
-	p11p_vkey_attrs_out(&c, obj, templ, count, &rv);
+	} while (p11p_hook_call_retry(&c, &rv, true));
+	p11p_hook_vkey_attrs_out(&c, obj, templ, count, &rv);
 	return p11p_call_end(&c, rv);
 }
 
@@ -477,7 +527,7 @@ void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p
 	const CK_ATTRIBUTE *label = p11p_attr_find(templ, count, CKA_LABEL);
 	struct p11p_object *o;
 
-	p11p_repl_changed(c, old, templ, count);
+	p11p_hook_repl_changed(c, old, templ, count);
 	if (id == NULL && label == NULL)
 		return;
 	p11p_lock();
@@ -525,8 +575,8 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	if (templ == NULL && count > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_local_handle(obj))
-		return p11p_call_end(&c, p11p_local_set_attrs(&c, obj, templ, count));
-	if (p11p_vkey_set(&c, obj, templ, count, &rv))
+		return p11p_call_end(&c, p11p_hook_local_set_attrs(&c, obj, templ, count));
+	if (p11p_hook_vkey_set(&c, obj, templ, count, &rv))
 		return p11p_call_end(&c, rv);
 	/*
 	 * Setting the same values again is harmless: after a failover the change
@@ -538,7 +588,7 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
 			rv = p11p_be_C_SetAttributeValue(&c.bc, c.bs, bobj, templ, count);
-	} while (p11p_call_retry(&c, &rv, true));
+	} while (p11p_hook_call_retry(&c, &rv, true));
 	if (rv == CKR_OK && copied)
 		p11p_object_changed(&c, obj, &old, templ, count);
 	return p11p_call_end(&c, rv);
@@ -559,14 +609,14 @@ CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULO
 	 * Virtual permissions in the template are matched here, not by the
 	 * member (whose keys carry the HSM's): the member's find goes without them.
 	 */
-	rv = p11p_vkey_find_init(&c, templ, count, &btempl, &bcount);
+	rv = p11p_hook_vkey_find_init(&c, templ, count, &btempl, &bcount);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	do {
 		rv = p11p_be_C_FindObjectsInit(&c.bc, c.bs, btempl, bcount);
-	} while (p11p_call_retry(&c, &rv, true));
+	} while (p11p_hook_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
-		rv = p11p_local_find_init(&c, templ, count);
+		rv = p11p_hook_local_find_init(&c, templ, count);
 	if (rv == CKR_OK)
 		p11p_op_begin_find(&c, btempl, bcount); /* a replay repeats the member's find */
 	else if (rv != CKR_OPERATION_ACTIVE)
@@ -591,14 +641,14 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 	if (p11p_op_lost(&c, P11P_OP_FIND))
 		return p11p_call_end(&c, CKR_DEVICE_ERROR);
 	/* Objects the proxy holds itself come first. */
-	total = p11p_local_find_next(&c, out, max);
+	total = p11p_hook_local_find_next(&c, out, max);
 	/* Fill up to max through a bounded buffer: the backend never writes to `out`. */
 	while (total < max) {
 		CK_ULONG want = max - total < FIND_CHUNK ? max - total : FIND_CHUNK;
 		CK_ULONG got = 0;
 
 		rv = p11p_be_C_FindObjects(&c.bc, c.bs, buf, want, &got);
-		if (p11p_call_retry(&c, &rv, true))
+		if (p11p_hook_call_retry(&c, &rv, true))
 			continue; /* the find was started again on another member */
 		if (rv == CKR_OK && got > want)
 			rv = CKR_GENERAL_ERROR;
@@ -606,12 +656,12 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 			rv = p11p_object_from_backend(&c, buf[i], false, &phs[i]);
 		/* Keys met for the first time are bound to (or imported into) the index. */
 		if (rv == CKR_OK)
-			p11p_vkey_find_chunk(&c, phs, got);
+			p11p_hook_vkey_find_chunk(&c, phs, got);
 		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++) {
 			CK_OBJECT_HANDLE ph = phs[i];
 
 			/* After a failover the find runs again: skip what was handed out. */
-			if (!p11p_op_was_found(&c, ph) && !p11p_vkey_hidden(&c, ph)) {
+			if (!p11p_op_was_found(&c, ph) && !p11p_hook_vkey_hidden(&c, ph)) {
 				out[total++] = ph;
 				p11p_op_found(&c, ph);
 			}
@@ -644,12 +694,12 @@ CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULON
 	struct p11p_creation cr;
 	CK_RV rv;
 
-	p11p_creation_begin(c, &cr, 1, &data, &templ, &count);
+	p11p_hook_creation_begin(c, &cr, 1, &data, &templ, &count);
 	do
 		rv = p11p_be_C_CreateObject(&c->bc, c->bs, templ, count, &bh);
-	while (p11p_creation_retry(c, &cr, &rv, &bh));
+	while (p11p_hook_creation_retry(c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
-		rv = p11p_repl_new_keys(c, &bh, 1); /* a token key: onto the other members */
+		rv = p11p_hook_repl_new_keys(c, &bh, 1); /* a token key: onto the other members */
 	if (rv == CKR_OK)
 		rv = record_new(c, &bh, 1);
 	if (rv == CKR_OK)
@@ -680,14 +730,14 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 	if (rv == CKR_OK)
 		rv = p11p_be_C_CopyObject(&c.bc, c.bs, bobj, templ, count, &bh);
-	p11p_call_retry(&c, &rv, false);
+	p11p_hook_call_retry(&c, &rv, false);
 	if (rv == CKR_OK) {
 		/* The copy is a token object if the template or the original says so. */
 		if (p11p_be_C_GetAttributeValue(&c.bc, c.bs, bh, &query, 1) != CKR_OK)
 			token = CK_TRUE; /* unknown: keep the handle for the whole run */
-		rv = p11p_repl_new_keys(&c, &bh, 1);
+		rv = p11p_hook_repl_new_keys(&c, &bh, 1);
 		if (rv == CKR_OK) {
-			rv = p11p_vkey_copied(&c, obj, bh);
+			rv = p11p_hook_vkey_copied(&c, obj, bh);
 			if (rv != CKR_OK)
 				p11p_be_C_DestroyObject(&c.bc, c.bs, bh);
 		}
@@ -711,8 +761,8 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	uint64_t vid = 0;
 
 	if (p11p_local_handle(obj))
-		return p11p_call_end(&c, p11p_local_destroy(&c, obj));
-	if (p11p_vkey_destroy(&c, obj, &rv, &vid))
+		return p11p_call_end(&c, p11p_hook_local_destroy(&c, obj));
+	if (p11p_hook_vkey_destroy(&c, obj, &rv, &vid))
 		return p11p_call_end(&c, rv);
 	p11p_lock();
 	o = p11p_map_get(&c.st->objects, 0, obj);
@@ -730,7 +780,7 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	 * session moved to too; not there (a session object of the failed
 	 * member, or never copied): nothing is left to destroy.
 	 */
-	while (p11p_call_retry(&c, &rv, true)) {
+	while (p11p_hook_call_retry(&c, &rv, true)) {
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
 			rv = p11p_be_C_DestroyObject(&c.bc, c.bs, bobj);
@@ -741,9 +791,9 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 		object_forget(&c, obj);
 		/* Its copies go too, or a failover would bring the key back. */
 		if (replicated)
-			p11p_repl_destroyed(&c, &ident);
+			p11p_hook_repl_destroyed(&c, &ident);
 		/* write_back: the HSM key is gone, and its virtual key with it. */
-		p11p_vkey_destroyed(&c, vid);
+		p11p_hook_vkey_destroyed(&c, vid);
 	}
 	return p11p_call_end(&c, rv);
 }
@@ -761,14 +811,14 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 		return rv;
 	if (mech == NULL || out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	if (p11p_local_mechanism(mech->mechanism))
-		return p11p_call_end(&c, p11p_local_generate_key(&c, mech, templ, count, out));
-	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
+	if (p11p_hook_local_mechanism(mech->mechanism))
+		return p11p_call_end(&c, p11p_hook_local_generate_key(&c, mech, templ, count, out));
+	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do
 		rv = p11p_be_C_GenerateKey(&c.bc, c.bs, mech, templ, count, &bh);
-	while (p11p_creation_retry(&c, &cr, &rv, &bh));
+	while (p11p_hook_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
-		rv = p11p_repl_new_keys(&c, &bh, 1);
+		rv = p11p_hook_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
@@ -794,15 +844,15 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 	if (mech == NULL || pub_out == NULL || priv_out == NULL || (pub == NULL && pub_count > 0) ||
 	    (priv == NULL && priv_count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	p11p_creation_begin(&c, &cr, 2, classes, templs, counts);
+	p11p_hook_creation_begin(&c, &cr, 2, classes, templs, counts);
 	do
 		rv = p11p_be_C_GenerateKeyPair(&c.bc, c.bs, mech, pub, pub_count, priv, priv_count,
 		                               &pair[0], &pair[1]);
-	while (p11p_creation_retry(&c, &cr, &rv, pair));
+	while (p11p_hook_creation_retry(&c, &cr, &rv, pair));
 	bpub = pair[0];
 	bpriv = pair[1];
 	if (rv == CKR_OK) {
-		rv = p11p_repl_new_keys(&c, pair, 2); /* refused: both are destroyed */
+		rv = p11p_hook_repl_new_keys(&c, pair, 2); /* refused: both are destroyed */
 		if (rv == CKR_OK)
 			rv = record_new(&c, pair, 2);
 	}
@@ -851,7 +901,7 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 			rv = p11p_object_to_backend(&c, key, CKR_KEY_HANDLE_INVALID, &bkey);
 		if (rv == CKR_OK)
 			rv = p11p_be_C_WrapKey(&c.bc, c.bs, mech, bwrapping, bkey, out, out_len);
-	} while (p11p_call_retry(&c, &rv, true));
+	} while (p11p_hook_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }
 
@@ -877,7 +927,7 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
-	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
+	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do {
 		/* Mapped on each try: after a failover the unwrapping key is the new member's. */
 		rv = p11p_object_to_backend(&c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID,
@@ -885,9 +935,9 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		if (rv == CKR_OK)
 			rv = p11p_be_C_UnwrapKey(&c.bc, c.bs, mech, bunwrapping, wrapped,
 			                         wrapped_len, templ, count, &bh);
-	} while (p11p_creation_retry(&c, &cr, &rv, &bh));
+	} while (p11p_hook_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
-		rv = p11p_repl_new_keys(&c, &bh, 1);
+		rv = p11p_hook_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
@@ -926,8 +976,8 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	rv = vkey_check(&c, base, P11P_VK_DERIVE);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
-	if (p11p_local_mechanism(mech->mechanism) || p11p_local_handle(base))
-		return p11p_call_end(&c, p11p_local_derive(&c, mech, base, templ, count, out));
+	if (p11p_hook_local_mechanism(mech->mechanism) || p11p_local_handle(base))
+		return p11p_call_end(&c, p11p_hook_local_derive(&c, mech, base, templ, count, out));
 	m = *mech;
 	/* CKM_CONCATENATE_BASE_AND_KEY: the parameter is the other key's handle: the member's. */
 	if (mech->mechanism == CKM_CONCATENATE_BASE_AND_KEY) {
@@ -938,7 +988,7 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		if (rv != CKR_OK)
 			return p11p_call_end(&c, rv);
 	}
-	p11p_creation_begin(&c, &cr, 1, &secret, &templ, &count);
+	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do {
 		/* Mapped on each try: after a failover the keys are the new member's. */
 		rv = p11p_object_to_backend(&c, base, CKR_KEY_HANDLE_INVALID, &bbase);
@@ -949,9 +999,9 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		}
 		if (rv == CKR_OK)
 			rv = p11p_be_C_DeriveKey(&c.bc, c.bs, &m, bbase, templ, count, &bh);
-	} while (p11p_creation_retry(&c, &cr, &rv, &bh));
+	} while (p11p_hook_creation_retry(&c, &cr, &rv, &bh));
 	if (rv == CKR_OK)
-		rv = p11p_repl_new_keys(&c, &bh, 1);
+		rv = p11p_hook_repl_new_keys(&c, &bh, 1);
 	if (rv == CKR_OK)
 		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
@@ -977,6 +1027,6 @@ CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG 
 	if (rv == CKR_OK)
 		rv = p11p_be_C_SetOperationState(&c.bc, c.bs, state, len, benc, bauth);
 	/* A saved state belongs to the member that saved it: not repeated elsewhere. */
-	p11p_call_retry(&c, &rv, false);
+	p11p_hook_call_retry(&c, &rv, false);
 	return p11p_call_end(&c, rv);
 }

@@ -245,6 +245,11 @@ static CK_RV replay_one(struct p11p_call *c, enum p11p_op_kind k, struct p11p_op
 			return rv;
 	}
 	rv = init_call(c, k, &op->mech, bkey);
+	/* A handle the member dropped (its sessions went): found again by identity, once. */
+	if ((rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID) &&
+	    op->key != CK_INVALID_HANDLE && p11p_object_forget_handle(c, op->key, bkey) &&
+	    p11p_object_to_backend(c, op->key, CKR_KEY_HANDLE_INVALID, &bkey) == CKR_OK)
+		rv = init_call(c, k, &op->mech, bkey);
 	while (rv == CKR_OK && off < op->log_len) {
 		struct step st;
 

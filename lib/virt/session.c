@@ -16,7 +16,7 @@ void p11p_session_free(struct p11p_session *s)
 	 * thread that no longer exists, and glibc mutexes own no resources.
 	 */
 	p11p_op_free_all(s);
-	p11p_local_session_free(s);
+	p11p_hook_local_session_free(s);
 	p11p_free(s->owned);
 	p11p_free(s);
 }
@@ -79,7 +79,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->timeout_ms =
 	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;
 	p11p_call_sync(c);
-	p11p_call_leave_down_member(c);
+	p11p_hook_call_leave_down_member(c);
 	s->call_started_ms = st->watch_ms ? p11p_now_ms() : 0;
 	return CKR_OK;
 }
@@ -91,7 +91,10 @@ void p11p_call_sync(struct p11p_call *c)
 	                           .timeout_ms = c->timeout_ms,
 	                           .hung = p11p_call_hung,
 	                           .released = p11p_member_released,
-	                           .arg = c};
+	                           .arg = c,
+	                           .count = &c->m->n_be_sessions,
+	                           .gone = p11p_member_sessions_gone,
+	                           .gone_arg = c->m};
 	c->bs = c->s->be[c->s->member];
 }
 
@@ -134,7 +137,9 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 	return s;
 }
 
-CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out)
+/* Notify callbacks are not forwarded: the backend would call them with its handle. */
+CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,
+                        CK_SESSION_HANDLE_PTR out)
 {
 	struct p11p_state *st;
 	struct p11p_vslot *vs;
@@ -157,13 +162,12 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	}
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	for (unsigned tries = 0;; tries++) {
-		rv =
-		    p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, flags, NULL, NULL, &bs);
+		rv = p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
 		/* Logged in on the slot, but not yet on this member: log it in as on the others. */
 		if (rv == CKR_OK) {
-			rv = p11p_replay_login(vs, m, bs);
+			rv = p11p_hook_replay_login(vs, m, bs);
 			if (rv != CKR_OK)
-				p11p_be_C_CloseSession(p11p_backend_ctx(m->be), bs);
+				p11p_be_C_CloseSession(&m->ctx, bs);
 		}
 		if (rv == CKR_OK || !p11p_rv_is_server_error(m->be, rv) || tries >= vs->n_members ||
 		    p11p_member_confirm(st, vs, m, rv))
@@ -200,7 +204,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out
 	           (unsigned long)id, (unsigned long)s->handle, m->index);
 	goto out;
 close_backend:
-	p11p_be_C_CloseSession(p11p_backend_ctx(m->be), bs);
+	p11p_be_C_CloseSession(&m->ctx, bs);
 out:
 	p11p_leave(st);
 	return rv;
@@ -240,7 +244,7 @@ static CK_RV session_close_detached(struct p11p_session *s)
 
 		if (s->be[i] == 0)
 			continue;
-		r = p11p_be_C_CloseSession(p11p_backend_ctx(m->be), s->be[i]);
+		r = p11p_be_C_CloseSession(&m->ctx, s->be[i]);
 		/* The application's session is closed whatever a failing member says. */
 		if (i == s->member && !p11p_rv_needs_failover(m, r))
 			rv = r;
@@ -327,7 +331,7 @@ CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	do
 		rv = p11p_be_C_GetSessionInfo(&c.bc, c.bs, info);
-	while (p11p_call_retry(&c, &rv, true));
+	while (p11p_hook_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
 		info->slotID = c.s->slot->id;
 	return p11p_call_end(&c, rv);
@@ -398,7 +402,7 @@ again:
 		rv = p11p_be_C_Login(&c.bc, c.bs, user, pin, len);
 	}
 	/* A PIN is never tried twice: only a failed member (not a refusal) moves the session. */
-	if (rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && p11p_call_retry(&c, &rv, true))
+	if (rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LOCKED && p11p_hook_call_retry(&c, &rv, true))
 		goto again;
 	if (rv == CKR_OK && user != CKU_CONTEXT_SPECIFIC) {
 		/* Kept, wiped on logout, for logging in again on another member. */
@@ -409,6 +413,7 @@ again:
 		p11p_lock();
 		vs->login = user;
 		vs->logged_in = 1U << c.m->index; /* replayed on other members as needed */
+		vs->login_gen[c.m->index] = atomic_load(&c.m->handle_gen);
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = keep;
 		p11p_unlock();
@@ -433,12 +438,11 @@ static void logout_others(struct p11p_vslot *vs, const struct p11p_member *curre
 		logged = (vs->logged_in & (1U << i)) && m != current;
 		be_slot = m->be_slot;
 		p11p_unlock();
-		if (!logged ||
-		    p11p_be_C_OpenSession(p11p_backend_ctx(m->be), be_slot, CKF_SERIAL_SESSION,
-		                          NULL, NULL, &tmp) != CKR_OK)
+		if (!logged || p11p_be_C_OpenSession(&m->ctx, be_slot, CKF_SERIAL_SESSION, NULL,
+		                                     NULL, &tmp) != CKR_OK)
 			continue;
-		p11p_be_C_Logout(p11p_backend_ctx(m->be), tmp);
-		p11p_be_C_CloseSession(p11p_backend_ctx(m->be), tmp);
+		p11p_be_C_Logout(&m->ctx, tmp);
+		p11p_be_C_CloseSession(&m->ctx, tmp);
 	}
 }
 
@@ -453,7 +457,7 @@ CK_RV p11p_logout(CK_SESSION_HANDLE h)
 	vs = c.s->slot;
 	do
 		rv = p11p_be_C_Logout(&c.bc, c.bs);
-	while (p11p_call_retry(&c, &rv, true));
+	while (p11p_hook_call_retry(&c, &rv, true));
 	if (rv == CKR_OK || rv == CKR_USER_NOT_LOGGED_IN) {
 		logout_others(vs, c.m);
 		p11p_lock();
@@ -490,7 +494,7 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 	if (c.m->cfg->pin != NULL && current != CKU_SO)
 		return p11p_call_end(&c, CKR_FUNCTION_NOT_SUPPORTED);
 	rv = p11p_be_C_SetPIN(&c.bc, c.bs, old_pin, old_len, new_pin, new_len);
-	p11p_call_retry(&c, &rv, false); /* changed or not on the failed member: unknown */
+	p11p_hook_call_retry(&c, &rv, false); /* changed or not on the failed member: unknown */
 	if (rv == CKR_OK && current == CKU_USER) {
 		struct p11p_secret *keep = p11p_secret_new(new_pin, new_len);
 

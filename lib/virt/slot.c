@@ -55,7 +55,7 @@ CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot 
 	}
 	p11p_unlock();
 	if (!st->probe_thread_running)
-		p11p_health_poll(st);
+		p11p_hook_health_poll(st);
 	if (mp != NULL) {
 		m = p11p_member_pick(st, vs, be_slot);
 		if (m == NULL) {
@@ -113,7 +113,7 @@ CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR cou
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	/* Slot ids are dense positions: an id is listed when its slot qualifies. */
 	if (!st->probe_thread_running)
-		p11p_health_poll(st);
+		p11p_hook_health_poll(st);
 	for (size_t i = 0; i < st->n_slots; i++) {
 		if (present && p11p_slot_present(&st->slots[i]) != CKR_OK)
 			continue;
@@ -173,7 +173,7 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 		return CKR_ARGUMENTS_BAD;
 	}
 	do
-		rv = p11p_be_C_GetTokenInfo(p11p_backend_ctx(m->be), be_slot, info);
+		rv = p11p_be_C_GetTokenInfo(&m->ctx, be_slot, info);
 	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv == CKR_OK) {
 		/* What the application sees is the virtual token, whichever member serves it. */
@@ -231,7 +231,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	}
 	/* Ask the backend into our own bounded buffer, then copy what fits. */
 	do
-		rv = p11p_be_C_GetMechanismList(p11p_backend_ctx(m->be), be_slot, NULL, &n);
+		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, NULL, &n);
 	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
@@ -246,7 +246,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 		goto out;
 	}
 	if (n > 0) {
-		rv = p11p_be_C_GetMechanismList(p11p_backend_ctx(m->be), be_slot, tmp, &n);
+		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, tmp, &n);
 		if (rv != CKR_OK)
 			goto out;
 		if (n > cap) {
@@ -330,14 +330,13 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 		return rv;
 	if (info == NULL)
 		rv = CKR_ARGUMENTS_BAD;
-	else if (p11p_local_mechanism(type))
+	else if (p11p_hook_local_mechanism(type))
 		do
-			rv = vendor_info(p11p_backend_ctx(m->be), be_slot, type, info);
+			rv = vendor_info(&m->ctx, be_slot, type, info);
 		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	else
 		do
-			rv = p11p_be_C_GetMechanismInfo(p11p_backend_ctx(m->be), be_slot, type,
-			                                info);
+			rv = p11p_be_C_GetMechanismInfo(&m->ctx, be_slot, type, info);
 		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	p11p_leave(st);
 	return rv;
@@ -357,7 +356,7 @@ CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8C
 	if (label == NULL || (pin == NULL && len > 0))
 		rv = CKR_ARGUMENTS_BAD;
 	else
-		rv = p11p_be_C_InitToken(p11p_backend_ctx(m->be), be_slot, pin, len, label);
+		rv = p11p_be_C_InitToken(&m->ctx, be_slot, pin, len, label);
 	p11p_leave(st);
 	return rv;
 }
@@ -376,7 +375,7 @@ CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR 
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	for (;;) {
 		if (!st->probe_thread_running)
-			p11p_health_poll(st);
+			p11p_hook_health_poll(st);
 		for (size_t i = 0; i < st->n_slots && rv == CKR_NO_EVENT; i++) {
 			struct p11p_vslot *vs = &st->slots[i];
 			bool present = p11p_slot_present(vs) == CKR_OK;

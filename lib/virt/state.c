@@ -7,7 +7,7 @@
 #include "virt/virt.h"
 #include "base/log.h"
 #include "base/mem.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +20,7 @@ static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_event = PTHREAD_COND_INITIALIZER;
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
+struct p11p_hooks p11p_hooks;
 static struct p11p_state *g_state; /* guarded by g_lock */
 static unsigned long g_fork_gen;   /* bumped in every child */
 static unsigned long g_state_gen;  /* g_fork_gen when g_state was built */
@@ -83,13 +84,7 @@ void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	p11p_deadline(&ts, CLOCK_REALTIME, ms);
 	pthread_cond_timedwait(cond, &g_lock, &ts);
 }
 
@@ -133,7 +128,7 @@ static void free_object_cb(void *value, void *arg)
 	struct p11p_object *obj = value;
 
 	p11p_free(obj->ident);
-	p11p_vkey_object_free(obj);
+	p11p_hook_vkey_object_free(obj);
 	p11p_free(obj);
 }
 
@@ -147,12 +142,12 @@ static void state_free(struct p11p_state *st, bool finalize)
 		return;
 	/* In a forked child the parent's probe thread does not exist: nothing to stop. */
 	if (finalize) {
-		p11p_health_stop(st);
+		p11p_hook_health_stop(st);
 		pthread_cond_destroy(&st->probe_cond);
 	}
 	p11p_map_each(&st->sessions, free_session_cb, NULL);
-	p11p_local_state_free(st);
-	p11p_vkey_state_free(st);
+	p11p_hook_local_state_free(st);
+	p11p_hook_vkey_state_free(st);
 	p11p_map_clear(&st->sessions);
 	p11p_map_each(&st->objects, free_object_cb, NULL);
 	p11p_map_clear(&st->objects);
@@ -161,7 +156,7 @@ static void state_free(struct p11p_state *st, bool finalize)
 	for (size_t i = 0; i < st->n_slots; i++)
 		p11p_secret_free(st->slots[i].login_pin);
 	for (size_t i = 0; i < st->n_slots; i++)
-		p11p_order_free(&st->slots[i]);
+		p11p_hook_order_free(&st->slots[i]);
 	p11p_free(st->slots);
 	p11p_lock();
 	p11p_health_new_epoch_locked();
@@ -211,6 +206,7 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 		m->cfg = &cfg->members[j];
 		m->be = &st->backends[m->cfg->backend];
 		m->index = j;
+		p11p_member_ctx_init(m);
 		m->backoff_ms = cfg->ha.probe_interval_ms;
 		atomic_init(&m->health, P11P_UP);
 		p11p_member_probe_ctx(st, vs, m, &x);
@@ -231,15 +227,15 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 	if (vs->label[0] == '\0' && vs->members[0].resolved) {
 		CK_TOKEN_INFO ti;
 
-		if (p11p_be_C_GetTokenInfo(p11p_backend_ctx(vs->members[0].be),
-		                           vs->members[0].be_slot, &ti) == CKR_OK)
+		if (p11p_be_C_GetTokenInfo(&vs->members[0].ctx, vs->members[0].be_slot, &ti) ==
+		    CKR_OK)
 			p11p_unpad(vs->label, ti.label, sizeof(ti.label));
 	}
 	snprintf(vs->serial, sizeof(vs->serial), "%016llx",
 	         fnv1a(cfg->label[0] ? cfg->label
 	                             : p11p_selector_value(&cfg->members[0], buf, sizeof(buf))));
 	/* The operator's member order (`p11proxy members`), when there is one. */
-	p11p_order_init(st, vs);
+	p11p_hook_order_init(st, vs);
 	return CKR_OK;
 }
 
@@ -301,14 +297,14 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 	}
 
 	st->threads_allowed = threads_allowed;
-	rv = p11p_vkey_state_init(st);
+	rv = p11p_hook_vkey_state_init(st);
 	if (rv == CKR_OK)
-		rv = p11p_local_state_init(st);
+		rv = p11p_hook_local_state_init(st);
 	if (rv != CKR_OK) {
 		state_free(st, true);
 		return rv;
 	}
-	p11p_health_start(st, threads_allowed);
+	p11p_hook_health_start(st, threads_allowed);
 
 	*out = st;
 	return CKR_OK;

@@ -32,16 +32,14 @@
 
 #include "backend/backend.h"
 #include "backend/call.h"
+#include "base/clock.h"
 #include "base/map.h"
 #include "base/mech.h"
 #include "base/pkcs11.h"
 #include "base/secret.h"
 #include "config/config.h"
 #include "index/index.h"
-#include "virt/order.h"
-#include "virt/overlay.h"
-#include "virt/policy.h"
-#include "virt/replicate.h"
+#include "base/overlay.h"
 
 #define P11P_SESSION_BASE 0x53000000UL /* 'S' */
 #define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */
@@ -59,6 +57,8 @@ struct p11p_vslot {
 	char serial[17];    /* virtual serial, stable for the slot */
 	CK_USER_TYPE login; /* P11P_NO_USER when logged out */
 	unsigned logged_in; /* members the login is established on (bit per member index) */
+	/* Each member's handle_gen when its login was established: a newer one may mean logged out. */
+	unsigned long login_gen[P11P_MAX_MEMBERS];
 
 	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
 	unsigned long n_sessions, n_rw_sessions;
@@ -176,6 +176,7 @@ struct p11p_object {
 	bool token;                            /* a token object (known when ident is) */
 	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
+	unsigned long gen[P11P_MAX_MEMBERS];   /* the member's handle_gen when be[] was learnt */
 	/*
 	 * Virtual key binding (vkey.c), guarded by the global lock. vk_known
 	 * false: not looked at yet; then vk NULL: not a virtual key (not a token
@@ -308,7 +309,8 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c);
 CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv);
 /* Points c at the session's current member (after a failover moved it). */
 void p11p_call_sync(struct p11p_call *c);
-CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_SESSION_HANDLE_PTR out);
+CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,
+                        CK_SESSION_HANDLE_PTR out);
 CK_RV p11p_close_session(CK_SESSION_HANDLE h);
 CK_RV p11p_close_all_sessions(CK_SLOT_ID id);
 CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info);
@@ -320,8 +322,6 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 void p11p_session_free(struct p11p_session *s);
 
 /* --- health.c --- */
-/* Milliseconds on the monotonic clock. */
-unsigned long long p11p_now_ms(void);
 /*
  * A backend call on m answered rv, a server-side error: is the member still
  * alive (a cheap call answers)? If not, it is marked down. No lock held.
@@ -334,17 +334,9 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 /* The member new work should go to, skipping `avoid` (may be NULL); NULL if none. Global lock held.
  */
 struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid);
-/* Starts / stops the probe thread (stop: not in a forked child). */
-void p11p_health_start(struct p11p_state *st, bool threads_allowed);
-void p11p_health_stop(struct p11p_state *st);
-/* Without a probe thread: probes members that are due, inline. No lock held. */
-void p11p_health_poll(struct p11p_state *st);
-/*
- * Watchdog (watchdog.c): marks down the members of calls running past their
- * slot's call_timeout; returns the milliseconds until the next scan is due.
- * Global lock held.
- */
-unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
+/* Sets up m->ctx (after m->be); member m's contexts count its sessions. */
+void p11p_member_ctx_init(struct p11p_member *m);
+void p11p_member_sessions_gone(void *m);
 /*
  * Calls that probe member m (probes, confirmations, resolution) have a
  * deadline: the slot's call_timeout, else P11P_PROBE_TIMEOUT_MS (when the
@@ -355,84 +347,12 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
                            struct p11p_bctx *out);
 /*
- * Every member of vs is down: tries them once in priority order with an
- * inline probe (skipping members with a hung call) and brings the first that
- * answers straight back up. The member, or NULL. No lock held.
- */
-struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot *vs);
-/*
  * The member new work should go to (p11p_member_pick_locked), else the first
  * that p11p_member_revive() brings back; with its backend slot id in
  * *be_slot. NULL when none answers. No lock held.
  */
 struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
                                      CK_SLOT_ID *be_slot);
-/* Probes one member now (no lock held); CKR_OK when it answered. */
-
-CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
-
-/*
- * --- order.c in the module (the overlay files: virt/order.h) ---
- * p11p_order_init(): at C_Initialize, after the slot's
- * config members are set up and before the state is shared: the config's
- * order, then the overlay if there is one. p11p_order_poll(): checks every
- * slot's overlay when due (at most once per P11P_ORDER_CHECK_MS) and applies
- * a changed one; returns when the next check is due (monotonic ms). No lock
- * held. p11p_order_free(): the slot's added specs (state teardown).
- */
-void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs);
-unsigned long long p11p_order_poll(struct p11p_state *st);
-void p11p_order_free(struct p11p_vslot *vs);
-
-/* --- failover.c --- */
-/*
- * After a backend call in c answered *rv: when that was a failure of the
- * member (confirmed) or a lost session, moves the session to another member
- * (or a new session on the same one), logs in again, replays the active
- * operations and returns true so the caller repeats the call there.
- * `repeatable` false (the call changes the token): the session still moves,
- * but the call is not repeated and *rv is returned as it was.
- */
-bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable);
-/*
- * Logs a backend session of member m in as the application is logged in on
- * the slot, unless the login is established on m already. No lock held.
- */
-CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs);
-
-/*
- * Before a call: when the session's member is down, moves the session to a
- * healthy member (replaying login and operations) rather than wait on it.
- */
-void p11p_call_leave_down_member(struct p11p_call *c);
-/*
- * Creations whose outcome a failover makes unknown (C_CreateObject,
- * C_GenerateKey(Pair), C_UnwrapKey, C_DeriveKey, C_CopyObject). Before the
- * call, p11p_creation_begin() notes how many objects with each new object's
- * CKA_CLASS + CKA_ID (+ CKA_LABEL) the member holds (token objects named by
- * CKA_ID, on slots with several members). p11p_creation_retry() then takes
- * the place of p11p_call_retry(): a session object is made again on the
- * new member (it died with the old session); a token object is looked for
- * on the member the session moved to: there once and not before (the
- * member answered that find before the call), it is adopted (*rv CKR_OK, bh[] set: the HSMs had
- * copied it); there in none of the n templates, CKR_DEVICE_ERROR with "not created on the
- * survivors: safe to repeat" logged; otherwise (no CKA_ID, partial, ambiguous) CKR_DEVICE_ERROR
- * with "outcome unknown". Returns true to repeat the call.
- */
-struct p11p_creation {
-	size_t n; /* templates: 1, or 2 for a key pair */
-	bool token[2], named[2];
-	CK_OBJECT_CLASS cls[2];
-	CK_ATTRIBUTE t[2][3]; /* CKA_CLASS, CKA_ID, CKA_LABEL (when given) */
-	CK_ULONG tn[2];
-	bool counted[2];    /* before[] is known (the member answered the find) */
-	CK_ULONG before[2]; /* matches on the member before the call */
-};
-void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
-                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
-                         const CK_ULONG *count);
-bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *rv,
-                         CK_OBJECT_HANDLE *bh);
 
 /* Server-side error or lost session: the results p11p_call_retry() acts on. */
 
@@ -555,182 +475,150 @@ void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p
 CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                             CK_OBJECT_HANDLE_PTR out);
 
-/*
- * --- policy.c in the module: a slot's key-management policy ---
- * The config's `policy:`, unless `p11proxy policy set` wrote an overlay,
- * "<state_dir>/slots/<LABEL>.policy", which wins (the file: virt/policy.h;
- * what the policy decides: vkeys/model.h). Running processes follow an
- * overlay within P11P_POLICY_CHECK_MS.
- */
-#define P11P_POLICY_CHECK_MS 1000UL
-/* In the module: the slot's policy now. No lock held. */
-void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
+/* The creation of objects whose outcome a failover can make unknown (ha/failover.c). */
+struct p11p_creation {
+	size_t n; /* templates: 1, or 2 for a key pair */
+	bool token[2], named[2];
+	CK_OBJECT_CLASS cls[2];
+	CK_ATTRIBUTE t[2][3]; /* CKA_CLASS, CKA_ID, CKA_LABEL (when given) */
+	CK_ULONG tn[2];
+	bool counted[2];    /* before[] is known (the member answered the find) */
+	CK_ULONG before[2]; /* matches on the member before the call */
+};
 
-/* --- vkey.c: virtual keys over the index (issue 4) --- */
-/*
- * Running processes pick up other processes' index changes (the CLI's
- * `keys deny`, `keys deactivate`...) within this many milliseconds: the index
- * is refreshed (one stat(2) when nothing changed) at most this often.
- */
-#define P11P_VKEY_REFRESH_MS 100ULL
-/*
- * Opens the index the config names (C_Initialize): `index:` must open; the
- * default "<state_dir>/keys.index" is used when state_dir is a directory
- * (and must open then); otherwise virtual keys are off (st->vkeys NULL).
- * Messages go to p11p_message; failure: CKR_GENERAL_ERROR.
- */
-CK_RV p11p_vkey_state_init(struct p11p_state *st);
-void p11p_vkey_state_free(struct p11p_state *st);
-/* Frees an object's binding (with the object). */
-void p11p_vkey_object_free(struct p11p_object *obj);
-/*
- * May the proxy object `key` be used for `perm` (P11P_VK_* of index.h; 0:
- * any use of the key's material, e.g. the key C_WrapKey wraps)? CKR_OK (also
- * for objects that are not virtual keys); P11PROXY_CKR_KEY_DEACTIVATED;
- * CKR_KEY_FUNCTION_NOT_PERMITTED; CKR_KEY_HANDLE_INVALID (deleted virtually,
- * or hidden: not imported under `scan: owned`). No lock held.
- */
-CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm);
-/*
- * After the member answered C_GetAttributeValue (*rv): reports the virtual
- * key's own permissions in the template in place of the HSM key's
- * (CKR_OBJECT_HANDLE_INVALID for a deleted or hidden key).
- */
-void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
-                         CK_ULONG count, CK_RV *rv);
-/*
- * C_SetAttributeValue on a virtual key: true when settled here (*rv), under
- * the slot's policy; false for objects that are not virtual keys.
- */
-bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
-                   CK_RV *rv);
-/*
- * C_DestroyObject on a virtual key: true when settled here (*rv): write_back
- * false (the record becomes a tombstone), or a deleted/hidden key. false:
- * go on and destroy the HSM key; *vid (0: not a virtual key) is then the
- * record to remove with p11p_vkey_destroyed() once that worked.
- */
-bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint64_t *vid);
-void p11p_vkey_destroyed(struct p11p_call *c, uint64_t vid);
-/*
- * New backend objects bh[0..n) made through c (create, generate, unwrap,
- * derive): records the token keys among them as virtual keys with origin
- * `created` and binds their proxy handles. On an error the caller destroys
- * them. p11p_vkey_copied(): the same for a C_CopyObject of proxy object src,
- * whose copy gets no permission the original's virtual key lacks.
- */
-CK_RV p11p_vkey_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
-CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HANDLE bh);
-/*
- * A find starts (templ: the application's). Sets the session's virtual
- * permission filter and gives in *btempl the template for the member's find:
- * templ itself, or (when it names permission attributes) a p11p_malloc'ed
- * copy without them, which the caller frees.
- */
-CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
-                          CK_ATTRIBUTE **btempl, CK_ULONG *bcount);
-/* A find's chunk of proxy handles: binds the new ones (one index write for the imports). */
-void p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n);
-/* Is ph kept from this find (deleted, hidden, or not matching the virtual permissions)? */
-bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph);
-
-/* --- local.c: keys the proxy holds itself and the vendor mechanisms (issue 5) --- */
+/* Objects the proxy holds itself (soft/) have handles of their own. */
 static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 {
 	return h > P11P_LOCAL_BASE && h <= P11P_LOCAL_BASE + P11P_HANDLE_SPAN;
 }
-/* C_Initialize (after the slots are set up): fragments, entropy. */
-CK_RV p11p_local_state_init(struct p11p_state *st);
-void p11p_local_state_free(struct p11p_state *st);
-/* A session goes: its local operations. Session lock held or unshared. */
-void p11p_local_session_free(struct p11p_session *s);
-/* A session closes: the local objects it owns are destroyed (wiped). Global lock held. */
-void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
-/* Is type one of p11proxy's vendor-defined mechanisms (p11proxy.h)? */
-bool p11p_local_mechanism(CK_MECHANISM_TYPE type);
-CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
-                      CK_OBJECT_HANDLE key);
-/* The operations' other calls while a local operation of their kind is active. */
-#define P11P_LOCAL_CRYPTO(X)                                                                       \
-	X(C_Encrypt, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))     \
-	X(C_EncryptUpdate,                                                                         \
-	  (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))                \
-	X(C_EncryptFinal, (CK_BYTE_PTR out, CK_ULONG_PTR out_len))                                 \
-	X(C_Decrypt, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))     \
-	X(C_DecryptUpdate,                                                                         \
-	  (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len))                \
-	X(C_DecryptFinal, (CK_BYTE_PTR out, CK_ULONG_PTR out_len))                                 \
-	X(C_Sign, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len))        \
-	X(C_SignUpdate, (CK_BYTE_PTR in, CK_ULONG in_len))                                         \
-	X(C_SignFinal, (CK_BYTE_PTR sig, CK_ULONG_PTR sig_len))                                    \
-	X(C_Verify, (CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR sig, CK_ULONG sig_len))          \
-	X(C_VerifyUpdate, (CK_BYTE_PTR in, CK_ULONG in_len))                                       \
-	X(C_VerifyFinal, (CK_BYTE_PTR sig, CK_ULONG sig_len))
-#define P11P_LOCAL_DECL(name, params)                                                              \
-	CK_RV p11p_local_##name(struct p11p_call *c, P11P_UNPAREN params);
-#define P11P_UNPAREN(...) __VA_ARGS__
-P11P_LOCAL_CRYPTO(P11P_LOCAL_DECL)
-#undef P11P_LOCAL_DECL
-/* Object calls on a local handle. */
-CK_RV p11p_local_get_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
-                           CK_ULONG count);
-CK_RV p11p_local_set_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
-                           CK_ULONG count);
-CK_RV p11p_local_object_size(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ULONG_PTR size);
-CK_RV p11p_local_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h);
-/* A find starts: remembers the local objects matching templ; next hands them out first. */
-CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count);
-CK_ULONG p11p_local_find_next(struct p11p_call *c, CK_OBJECT_HANDLE *out, CK_ULONG max);
-/*
- * C_DeriveKey with a vendor mechanism, or on a local base key; C_GenerateKey
- * with a vendor mechanism; C_WrapKey / C_UnwrapKey / C_CopyObject naming a
- * local key (refused with the code PKCS#11 has for it).
- */
-CK_RV p11p_local_derive(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
-                        CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
-CK_RV p11p_local_generate_key(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
-                              CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
-/* C_GenerateRandom / C_SeedRandom (random.c): the slot's entropy policy, or the member's. */
-CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len);
-CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len);
-
-/* --- replicate.c: key replication over a slot's members --- */
-/*
- * A key creation in c made the backend objects bh[0..n) on the session's
- * member (a key, or a pair's public and private key). When the slot has more
- * than one member and some of them are token keys, copies those to the other
- * healthy members (secret and private keys wrapped under ha.replication_key and
- * unwrapped there with the same attributes; public keys created from their
- * public attributes) until ha.key_quorum members hold them (0: every healthy
- * member). CKR_OK: replicated, or kept on fewer members because the slot
- * allows single_member_keys (a warning is logged). Otherwise the new objects
- * and every copy are destroyed and CKR_FUNCTION_FAILED is returned, with a
- * message saying why (the table in p11proxy(7)). Members that turn out to be
- * down do not count: they catch up when they return.
- * Called with c's session lock held, never with the global lock.
- */
-CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
-/*
- * A token object with that identity was destroyed through c: destroys its
- * copies on the other members that are up (members down keep theirs: sync
- * --check shows them). No lock held.
- */
-void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
-/*
- * A token object with that identity was changed through c (templ, CKR_OK on
- * the session's member): the same change on its copies on the other members
- * that are up, so that they stay one object. No lock held.
- */
-void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
-                       CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 
 /*
- * Member m of vs is up again (after being down): copies to it the token keys
- * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
- * CKA_LABEL). Needs the application's user login on the slot; without it the
- * catch-up waits for the slot's next key creation. No lock held (the probe
- * thread, or an inline probe).
+ * --- hooks: what the rooms above the core plug into it ---
+ * The core calls the HA room (ha/ha.h), the virtual keys (vkeys/vkeys.h) and
+ * the keys the proxy holds (soft/soft.h) only through p11p_hook_NAME(), which
+ * calls the function p11p_NAME the room registered (p11p_ha_register(), ...,
+ * at C_Initialize, by the entry room); the contracts are documented there. A
+ * hook nobody registered does nothing and answers CKR_OK / false / NULL.
+ *   X(KIND, RET, NAME, PARAMS, ARGS)   KIND: R returns RET, V returns nothing
  */
-void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+#define P11P_HA_HOOKS(X)                                                                           \
+	X(R, bool, call_retry, (struct p11p_call * c, CK_RV * rv, bool repeatable),                \
+	  (c, rv, repeatable))                                                                     \
+	X(V, void, call_leave_down_member, (struct p11p_call * c), (c))                            \
+	X(R, CK_RV, replay_login,                                                                  \
+	  (struct p11p_vslot * vs, struct p11p_member * m, CK_SESSION_HANDLE bs), (vs, m, bs))     \
+	X(V, void, creation_begin,                                                                 \
+	  (struct p11p_call * c, struct p11p_creation * cr, size_t n,                              \
+	   const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,                      \
+	   const CK_ULONG *count),                                                                 \
+	  (c, cr, n, default_cls, templ, count))                                                   \
+	X(R, bool, creation_retry,                                                                 \
+	  (struct p11p_call * c, struct p11p_creation * cr, CK_RV * rv, CK_OBJECT_HANDLE * bh),    \
+	  (c, cr, rv, bh))                                                                         \
+	X(R, CK_RV, repl_new_keys, (struct p11p_call * c, const CK_OBJECT_HANDLE *bh, size_t n),   \
+	  (c, bh, n))                                                                              \
+	X(V, void, repl_destroyed, (struct p11p_call * c, const struct p11p_identity *ident),      \
+	  (c, ident))                                                                              \
+	X(V, void, repl_changed,                                                                   \
+	  (struct p11p_call * c, const struct p11p_identity *ident, CK_ATTRIBUTE_PTR templ,        \
+	   CK_ULONG count),                                                                        \
+	  (c, ident, templ, count))                                                                \
+	X(R, struct p11p_member *, member_revive,                                                  \
+	  (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))                              \
+	X(V, void, health_start, (struct p11p_state * st, bool threads_allowed),                   \
+	  (st, threads_allowed))                                                                   \
+	X(V, void, health_stop, (struct p11p_state * st), (st))                                    \
+	X(V, void, health_poll, (struct p11p_state * st), (st))                                    \
+	X(V, void, order_init, (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))         \
+	X(V, void, order_free, (struct p11p_vslot * vs), (vs))
+#define P11P_VKEY_HOOKS(X)                                                                         \
+	X(R, CK_RV, vkey_state_init, (struct p11p_state * st), (st))                               \
+	X(V, void, vkey_state_free, (struct p11p_state * st), (st))                                \
+	X(V, void, vkey_object_free, (struct p11p_object * obj), (obj))                            \
+	X(R, CK_RV, vkey_use, (struct p11p_call * c, CK_OBJECT_HANDLE key, unsigned perm),         \
+	  (c, key, perm))                                                                          \
+	X(V, void, vkey_attrs_out,                                                                 \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,       \
+	   CK_RV * rv),                                                                            \
+	  (c, h, templ, count, rv))                                                                \
+	X(R, bool, vkey_set,                                                                       \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,       \
+	   CK_RV * rv),                                                                            \
+	  (c, h, templ, count, rv))                                                                \
+	X(R, bool, vkey_destroy,                                                                   \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE h, CK_RV * rv, uint64_t * vid), (c, h, rv, vid)) \
+	X(V, void, vkey_destroyed, (struct p11p_call * c, uint64_t vid), (c, vid))                 \
+	X(R, CK_RV, vkey_created, (struct p11p_call * c, const CK_OBJECT_HANDLE *bh, size_t n),    \
+	  (c, bh, n))                                                                              \
+	X(R, CK_RV, vkey_copied,                                                                   \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE src, CK_OBJECT_HANDLE bh), (c, src, bh))         \
+	X(R, CK_RV, vkey_find_init,                                                                \
+	  (struct p11p_call * c, CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_ATTRIBUTE * *btempl,   \
+	   CK_ULONG * bcount),                                                                     \
+	  (c, templ, count, btempl, bcount))                                                       \
+	X(V, void, vkey_find_chunk, (struct p11p_call * c, const CK_OBJECT_HANDLE *ph, size_t n),  \
+	  (c, ph, n))                                                                              \
+	X(R, bool, vkey_hidden, (struct p11p_call * c, CK_OBJECT_HANDLE ph), (c, ph))
+#define P11P_SOFT_HOOKS(X)                                                                         \
+	X(R, CK_RV, local_state_init, (struct p11p_state * st), (st))                              \
+	X(V, void, local_state_free, (struct p11p_state * st), (st))                               \
+	X(V, void, local_session_free, (struct p11p_session * s), (s))                             \
+	X(V, void, local_drop_owned_locked, (struct p11p_state * st, struct p11p_session * s),     \
+	  (st, s))                                                                                 \
+	X(R, bool, local_mechanism, (CK_MECHANISM_TYPE type), (type))                              \
+	X(R, CK_RV, local_init,                                                                    \
+	  (struct p11p_call * c, enum p11p_op_kind k, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key),   \
+	  (c, k, m, key))                                                                          \
+	X(R, CK_RV, local_get_attrs,                                                               \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count),      \
+	  (c, h, templ, count))                                                                    \
+	X(R, CK_RV, local_set_attrs,                                                               \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count),      \
+	  (c, h, templ, count))                                                                    \
+	X(R, CK_RV, local_destroy, (struct p11p_call * c, CK_OBJECT_HANDLE h), (c, h))             \
+	X(R, CK_RV, local_find_init,                                                               \
+	  (struct p11p_call * c, const CK_ATTRIBUTE *templ, CK_ULONG count), (c, templ, count))    \
+	X(R, CK_ULONG, local_find_next,                                                            \
+	  (struct p11p_call * c, CK_OBJECT_HANDLE * out, CK_ULONG max), (c, out, max))             \
+	X(R, CK_RV, local_derive,                                                                  \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,                     \
+	   CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out),                      \
+	  (c, mech, base, templ, count, out))                                                      \
+	X(R, CK_RV, local_generate_key,                                                            \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ, CK_ULONG count,    \
+	   CK_OBJECT_HANDLE_PTR out),                                                              \
+	  (c, mech, templ, count, out))
+
+#define P11P_HOOK_FIELD(kind, ret, name, params, args) ret(*name) params;
+struct p11p_hooks {
+	P11P_HA_HOOKS(P11P_HOOK_FIELD)
+	P11P_VKEY_HOOKS(P11P_HOOK_FIELD)
+	P11P_SOFT_HOOKS(P11P_HOOK_FIELD)
+};
+#undef P11P_HOOK_FIELD
+/* Set once at C_Initialize, before any call can use them (state.c). */
+extern struct p11p_hooks p11p_hooks;
+
+#define P11P_HOOK_R(ret, name, params, args)                                                       \
+	static inline ret p11p_hook_##name params                                                  \
+	{                                                                                          \
+		return p11p_hooks.name != NULL ? p11p_hooks.name args : (ret)0;                    \
+	}
+#define P11P_HOOK_V(ret, name, params, args)                                                       \
+	static inline void p11p_hook_##name params                                                 \
+	{                                                                                          \
+		if (p11p_hooks.name != NULL)                                                       \
+			p11p_hooks.name args;                                                      \
+	}
+#define P11P_HOOK_CALL(kind, ret, name, params, args) P11P_HOOK_##kind(ret, name, params, args)
+P11P_HA_HOOKS(P11P_HOOK_CALL)
+P11P_VKEY_HOOKS(P11P_HOOK_CALL)
+P11P_SOFT_HOOKS(P11P_HOOK_CALL)
+#undef P11P_HOOK_CALL
+#undef P11P_HOOK_R
+#undef P11P_HOOK_V
+
+/* A room's registration: sets its hooks (p11p_NAME for each). */
+#define P11P_HOOK_SET(kind, ret, name, params, args) p11p_hooks.name = p11p_##name;
 
 #endif

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "base/mem.h"
-#include "virt/order.h"
+#include "ha/order.h"
 
 #define NAME "fuzz.members"
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "virt/policy.h"
+#include "vkeys/policy.h"
 
 #define NAME "fuzz.policy"
 

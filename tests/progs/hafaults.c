@@ -431,6 +431,17 @@ static void load_end(struct worker *w, struct worker *sum)
 	}
 }
 
+/* "; the first after T s" when there were errors. */
+static const char *first_str(const struct worker *sum)
+{
+	static char buf[64];
+
+	buf[0] = '\0';
+	if (sum->errors > 0)
+		snprintf(buf, sizeof(buf), "; the first %.2f s into the run", sum->first_error_at);
+	return buf;
+}
+
 /* Waits up to `secs` until the log has `want` lines with a and b from line `from` on. */
 static int wait_log(long from, const char *a, const char *b, long want, double secs)
 {
@@ -487,9 +498,8 @@ static void case_restart(long min_signs, int faults)
 	signs_m2 = log_count(start, "C_Sign m2 CKR_OK", NULL);
 	expect(sum.errors == 0,
 	       "restart: %ld sign attempts by %d threads, %d drop+down cycles of m1: %ld errors "
-	       "reached "
-	       "the application (%s; first after %.2f s)",
-	       sum.signs, THREADS, cycles, sum.errors, codes_str(&sum.codes), sum.first_error_at);
+	       "reached the application (%s%s)",
+	       sum.signs, THREADS, cycles, sum.errors, codes_str(&sum.codes), first_str(&sum));
 	expect(sum.bad == 0, "restart: every signature verifies (%ld bad)", sum.bad);
 	if (faults)
 		expect(cycles == 3 && drops_hit == 3 && injected > 0 && signs_m1 > 0 &&
@@ -528,9 +538,9 @@ static void case_alternate(double secs, int faults)
 	signs_m2 = log_count(start, "C_Sign m2 CKR_OK", NULL);
 	expect(sum.errors == 0,
 	       "alternate: %ld sign attempts by %d threads in %.1f s, members failing by turns (%u "
-	       "turns of 300 ms): %ld errors reached the application (%s; first after %.2f s)",
+	       "turns of 300 ms): %ld errors reached the application (%s%s)",
 	       sum.signs, THREADS, secs, faults ? flips : 0, sum.errors, codes_str(&sum.codes),
-	       sum.first_error_at);
+	       first_str(&sum));
 	expect(sum.bad == 0, "alternate: every signature verifies (%ld bad)", sum.bad);
 	if (faults)
 		expect(flips >= 8 && inj1 > 0 && inj2 > 0 && signs_m1 > 0 && signs_m2 > 0,

@@ -137,7 +137,7 @@ fi
 cli slots >"$TMP/out" 2>"$TMP/err"
 rc=$?
 if [ $rc -eq 0 ] && grep -q '^slot 0: v-m1$' "$TMP/out" && grep -q '^slot 1: v-m2$' "$TMP/out" &&
-	grep -q 'member 0: backend softhsm .*token_label "m1"' "$TMP/out" &&
+	grep -q 'member 1 m1: backend softhsm .*token_label "m1"' "$TMP/out" &&
 	grep -q 'token: label "m1", manufacturer "SoftHSM project"' "$TMP/out" &&
 	grep -q 'token: label "m2"' "$TMP/out" && grep -q 'flags: .*token-initialized' "$TMP/out" &&
 	grep -Eq 'backend slot: [0-9]+$' "$TMP/out"; then
@@ -184,7 +184,7 @@ EOF
 cli --config "$TMP/missing.yaml" slots >"$TMP/out" 2>"$TMP/err"
 rc=$?
 if [ $rc -eq 0 ] && grep -q '^slot 1: v-gone$' "$TMP/out" &&
-	grep -q 'member 1: backend softhsm .*token_label "m2"' "$TMP/out" &&
+	grep -q 'member 2 m2: backend softhsm .*token_label "m2"' "$TMP/out" &&
 	grep -q 'backend slot: not found: ' "$TMP/out"; then
 	pass "cli: slots shows members in order and a missing token"
 else
@@ -203,21 +203,21 @@ fi
 
 cli test-connection >"$TMP/out" 2>"$TMP/err"
 rc=$?
-if [ $rc -eq 0 ] && grep -q '^v-m1 member 0 (softhsm, token_label=m1): Connected$' "$TMP/out" &&
-	grep -q '^v-m2 member 0 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
+if [ $rc -eq 0 ] && grep -q '^v-m1 member 1 m1 (softhsm, token_label=m1): Connected$' "$TMP/out" &&
+	grep -q '^v-m2 member 1 m2 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
 	pass "cli: test-connection (no member PIN)"
 else
 	fail "cli: test-connection (no member PIN)" "exit $rc: $(cat "$TMP/out" "$TMP/err")"
 fi
 
 out=$(cli test-connection v-m2 2>&1)
-if [ "$out" = "v-m2 member 0 (softhsm, token_label=m2): Connected" ]; then
+if [ "$out" = "v-m2 member 1 m2 (softhsm, token_label=m2): Connected" ]; then
 	pass "cli: test-connection SLOT by label"
 else
 	fail "cli: test-connection SLOT by label" "$out"
 fi
 out=$(cli test-connection 0 2>&1)
-if [ "$out" = "v-m1 member 0 (softhsm, token_label=m1): Connected" ]; then
+if [ "$out" = "v-m1 member 1 m1 (softhsm, token_label=m1): Connected" ]; then
 	pass "cli: test-connection SLOT by id"
 else
 	fail "cli: test-connection SLOT by id" "$out"
@@ -280,8 +280,8 @@ member_pin_conf "$TMP/wrong.yaml" "file:$TMP/wrong-pin.txt" "env:P11P_TEST_PIN"
 P11P_TEST_PIN=$TEST_USER_PIN cli --config "$TMP/wrong.yaml" test-connection >"$TMP/out" 2>"$TMP/err"
 rc=$?
 if [ $rc -eq 1 ] &&
-	grep -q '^v-m1 member 0 (softhsm, token_label=m1): Not connected: .*CKR_PIN_INCORRECT' "$TMP/out" &&
-	grep -q '^v-m2 member 0 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
+	grep -q '^v-m1 member 1 m1 (softhsm, token_label=m1): Not connected: .*CKR_PIN_INCORRECT' "$TMP/out" &&
+	grep -q '^v-m2 member 1 m2 (softhsm, token_label=m2): Connected$' "$TMP/out"; then
 	pass "cli: test-connection wrong PIN -> Not connected, exit 1"
 else
 	fail "cli: test-connection wrong PIN -> Not connected, exit 1" \
@@ -295,7 +295,7 @@ fi
 
 cli --config "$TMP/missing.yaml" test-connection >"$TMP/out" 2>"$TMP/err"
 rc=$?
-if [ $rc -eq 1 ] && grep -q '^v-gone member 0 (softhsm, token_label=no-such-token): Not connected: ' "$TMP/out" &&
+if [ $rc -eq 1 ] && grep -q '^v-gone member 1 no-such-token (softhsm, token_label=no-such-token): Not connected: ' "$TMP/out" &&
 	[ "$(grep -c ': Connected$' "$TMP/out")" -eq 2 ]; then
 	pass "cli: test-connection missing token -> Not connected, exit 1"
 else
@@ -468,3 +468,138 @@ if cli --json --config "$TMP/weird.yaml" slots >"$TMP/out" 2>"$TMP/err" &&
 else
 	fail "cli: slots --json escapes token strings" "$(cat "$TMP/out" "$TMP/err")"
 fi
+
+# --- one parser: getopt_long, global options anywhere -------------------------------------------
+
+want="$GOOD: OK (1 backend, 2 slots)"
+for form in "-c $GOOD check-config" "-c$GOOD check-config" "--config=$GOOD check-config" \
+	"--config $GOOD check-config" "check-config -c$GOOD" "check-config --config=$GOOD"; do
+	# shellcheck disable=SC2086
+	out=$(P11PROXY_CONF=/nonexistent cli $form 2>&1)
+	if [ "$out" = "$want" ]; then
+		pass "cli: config option: $(echo "$form" | sed "s|$GOOD|FILE|")"
+	else
+		fail "cli: config option: $(echo "$form" | sed "s|$GOOD|FILE|")" "$out"
+	fi
+done
+out=$(cli -c 2>&1)
+rc=$?
+[ $rc -eq 2 ] && printf '%s' "$out" | grep -q "option '-c' needs a value" &&
+	pass "cli: -c without FILE is a usage error" || fail "cli: -c without FILE is a usage error" "$rc $out"
+out=$(cli slots --json=yes 2>&1)
+[ $? -eq 2 ] && pass "cli: --json takes no value" || fail "cli: --json takes no value" "$out"
+
+# --- JSON errors: an object on stdout, the exit status of the error ---------------------------
+cli --json slots --bogus >"$TMP/out" 2>"$TMP/err"
+rc=$?
+if [ $rc -eq 2 ] && json_ok "$TMP/out" 'd["ok"] is False and d["exit"] == 2 and
+		"--bogus" in d["error"] and d["command"] == "slots"' && grep -q -- --bogus "$TMP/err"; then
+	pass "cli: --json usage error: JSON object on stdout, message on stderr, exit 2"
+else
+	fail "cli: --json usage error: JSON object on stdout, message on stderr, exit 2" \
+		"exit $rc: $(cat "$TMP/out")"
+fi
+cli test-connection no-such-slot --json >"$TMP/out" 2>/dev/null
+rc=$?
+if [ $rc -eq 2 ] && json_ok "$TMP/out" 'd["ok"] is False and "no-such-slot" in d["error"]'; then
+	pass "cli: --json after the command: unknown slot as JSON"
+else
+	fail "cli: --json after the command: unknown slot as JSON" "exit $rc: $(cat "$TMP/out")"
+fi
+cli --json -c "$TMP/nonexistent.yaml" slots >"$TMP/out" 2>/dev/null
+rc=$?
+if [ $rc -eq 1 ] && json_ok "$TMP/out" 'd["exit"] == 1 and "nonexistent.yaml" in d["error"]'; then
+	pass "cli: --json: a configuration that cannot be loaded, as JSON (exit 1)"
+else
+	fail "cli: --json: a configuration that cannot be loaded, as JSON (exit 1)" "exit $rc: $(cat "$TMP/out")"
+fi
+cli --json frobnicate >"$TMP/out" 2>/dev/null
+rc=$?
+if [ $rc -eq 2 ] && json_ok "$TMP/out" '"frobnicate" in d["error"] and d["command"] is None'; then
+	pass "cli: --json: unknown command as JSON"
+else
+	fail "cli: --json: unknown command as JSON" "exit $rc: $(cat "$TMP/out")"
+fi
+# Every command answers a bad option with a JSON error under --json.
+for c in slots test-connection members health sync keys policy check-config hash-pin gen-fragment; do
+	cli --json "$c" --no-such-option </dev/null >"$TMP/out" 2>/dev/null
+	rc=$?
+	if [ $rc -eq 2 ] && json_ok "$TMP/out" 'd["ok"] is False and d["exit"] == 2'; then
+		pass "cli: --json $c: JSON usage error"
+	else
+		fail "cli: --json $c: JSON usage error" "exit $rc: $(cat "$TMP/out")"
+	fi
+done
+
+# --- a slot by label, id or pkcs11: URI --------------------------------------------------------
+cli slots --json >"$TMP/slots.json" 2>/dev/null
+serial2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["slots"][1]["serial"])' "$TMP/slots.json")
+for spec in "pkcs11:token=v-m2" "pkcs11:serial=$serial2" \
+	"pkcs11:token=v-m2;manufacturer=SoftHSM%20project;model=SoftHSM%20v2" 1 v-m2; do
+	out=$(cli test-connection "$spec" 2>&1)
+	if [ "$out" = "v-m2 member 1 m2 (softhsm, token_label=m2): Connected" ]; then
+		pass "cli: test-connection SLOT as $spec"
+	else
+		fail "cli: test-connection SLOT as $spec" "$out"
+	fi
+done
+cli test-connection "pkcs11:manufacturer=SoftHSM%20project" >/dev/null 2>"$TMP/err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q "matches 2 virtual slots" "$TMP/err"; then
+	pass "cli: a URI matching two slots is refused (exit 2)"
+else
+	fail "cli: a URI matching two slots is refused (exit 2)" "exit $rc: $(cat "$TMP/err")"
+fi
+cli health "pkcs11:token=nope" >/dev/null 2>"$TMP/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "no virtual slot 'pkcs11:token=nope'" "$TMP/err" &&
+	pass "cli: a URI matching no slot (exit 2)" || fail "cli: a URI matching no slot (exit 2)" "$rc"
+if cli --json policy show "pkcs11:token=v-m1" >"$TMP/out" 2>/dev/null &&
+	json_ok "$TMP/out" '[s["slot"] for s in d["slots"]] == ["v-m1"]'; then
+	pass "cli: policy show takes a URI"
+else
+	fail "cli: policy show takes a URI" "$(cat "$TMP/out")"
+fi
+
+# --- help for every command and sub-command --------------------------------------------------
+for c in slots test-connection members health sync keys policy check-config hash-pin gen-fragment; do
+	a=$(cli "$c" --help 2>&1)
+	b=$(cli help "$c" 2>&1)
+	if [ "$a" = "$b" ] && printf '%s' "$a" | grep -q "^usage: p11proxy \[-c FILE\] \[--json\] $c "; then
+		pass "cli: $c --help = help $c"
+	else
+		fail "cli: $c --help = help $c" "$a"
+	fi
+done
+for args in "keys help" "members v-m1 help" "members help" "policy help" "sync help" "keys rotate --help" \
+	"-h keys"; do
+	# shellcheck disable=SC2086
+	out=$(cli $args 2>&1)
+	rc=$?
+	c=$(echo "$args" | sed 's/^-h //; s/ .*//')
+	if [ $rc -eq 0 ] && printf '%s' "$out" | grep -q "^usage: p11proxy .* $c "; then
+		pass "cli: help: $args"
+	else
+		fail "cli: help: $args" "exit $rc: $out"
+	fi
+done
+cli members v-m1 help | grep -q 'add --name N --backend B SELECTOR' &&
+	pass "cli: members help names the add options" || fail "cli: members help names the add options"
+
+# --- bash completion ---------------------------------------------------------------------------
+# complete WORDS...: COMPREPLY of the completion function for the command line WORDS (last: cur).
+complete_words() {
+	PATH=$BUILD:$PATH bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1));
+		_p11proxy; printf "%s\n" "${COMPREPLY[@]}"' complete "$SRCDIR/tools/completion/p11proxy.bash" "$@"
+}
+[ "$(complete_words p11proxy te)" = test-connection ] &&
+	pass "completion: command names" || fail "completion: command names" "$(complete_words p11proxy te)"
+[ "$(complete_words p11proxy keys ro)" = rotate ] && pass "completion: keys actions" ||
+	fail "completion: keys actions"
+got=$(complete_words p11proxy -c "$GOOD" members "" | tr '\n' ' ')
+[ "$got" = "v-m1 v-m2 help " ] && pass "completion: slot labels from the configuration" ||
+	fail "completion: slot labels from the configuration" "$got"
+complete_words p11proxy members v-m1 add --tok | grep -qx -- --token-label &&
+	pass "completion: members add options" || fail "completion: members add options"
+complete_words p11proxy keys rotate k1 --i | grep -qx -- --id &&
+	pass "completion: keys rotate --id" || fail "completion: keys rotate --id"

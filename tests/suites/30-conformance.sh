@@ -1,7 +1,13 @@
 # Conformance: the battery (tests/progs/battery.c) prints a normalized
 # transcript of ~550 PKCS#11 steps; through the proxy it must be identical to
-# SoftHSM2's own. In valgrind mode only the proxied battery runs, under
-# valgrind, and passes when it exits 0.
+# SoftHSM2's own. In valgrind mode only the proxied batteries run (the one-token
+# proxy and the HA pair with call_timeout), under valgrind, and pass when they
+# exit 0.
+#
+# The same battery also runs through an HA pair (two SoftHSM2 tokens behind the
+# fault-injecting shim, tests/shim/shim.c): healthy, with call_timeout (calls
+# run on worker threads over copies of their buffers), and with a failing
+# member (m1 absent, m1 failing every call with CKR_DEVICE_ERROR, m2 failing so).
 
 conf_battery=$BUILD/tests/battery
 
@@ -14,7 +20,14 @@ conf_run() {
 	else
 		fail "$name" "exit $rc"
 		grep -E ': NO$' "$out" | sed 's/^/    /'
-		tail -n 20 "$out.err" | sed 's/^/    /'
+		if grep -q '^==[0-9]*== [A-Z]' "$out.err"; then
+			# valgrind: its first error (heap damage may make it abort later)
+			grep -m 1 -A 11 '^==[0-9]*== [A-Z]' "$out.err" | sed 's/^/    /'
+			echo "    ..."
+			tail -n 3 "$out.err" | sed 's/^/    /'
+		else
+			tail -n 20 "$out.err" | sed 's/^/    /'
+		fi
 	fi
 	return $rc
 }
@@ -43,17 +56,72 @@ conf_main() {
 	if [ "$MODE" = valgrind ]; then
 		conf_run "conformance: battery through proxy (valgrind)" "$PROXY_MODULE" v-m1 \
 			"$TMP/proxied.txt"
+		conf_ha
 		return 0
 	fi
 	conf_run "conformance: battery through proxy" "$PROXY_MODULE" v-m1 "$TMP/proxied.txt"
-	if diff -u --label softhsm2 --label proxy "$TMP/direct.txt" "$TMP/proxied.txt" \
-		>"$TMP/diff.txt"; then
-		pass "conformance: proxy == softhsm"
+	conf_diff "conformance: proxy == softhsm" "$TMP/proxied.txt" proxy
+	conf_ha
+}
+
+# conf_diff NAME OUT LABEL: OUT against the baseline (SoftHSM2 directly).
+conf_diff() {
+	local name=$1 out=$2 label=$3
+	if diff -u --label softhsm2 --label "$label" "$TMP/direct.txt" "$out" >"$out.diff"; then
+		pass "$name"
 	else
-		fail "conformance: proxy == softhsm" \
-			"$(grep -c '^[-+][^-+]' "$TMP/diff.txt") differing lines"
-		head -n 60 "$TMP/diff.txt" | sed 's/^/    /'
+		fail "$name" "$(grep -c '^[-+][^-+]' "$out.diff") differing lines"
+		head -n 60 "$out.diff" | sed 's/^/    /'
 	fi
+}
+
+# conf_ha_run NAME TAG HA_OPTIONS SHIM_RULES: the battery through slot "ha" over fresh
+# tokens m1, m2 behind the shim, with the shim's control file holding SHIM_RULES; compared
+# with the baseline (not in valgrind mode).
+conf_ha_run() {
+	local name=$1 tag=$2 opts=$3 rules=$4 dir=$TMP/$2
+	mkdir -p "$dir/state"
+	softhsm_setup "$dir" m1 m2 || {
+		fail "$name" "softhsm setup"
+		return 0
+	}
+	printf '%s' "$rules" >"$dir/control"
+	{
+		printf 'state_dir: %s\n' "$dir/state"
+		printf 'backends:\n  - name: shim\n    module: %s\n' "$BUILD/tests/libshim.so"
+		printf 'slots:\n  - label: ha\n    ha: { %s }\n' "$opts"
+		printf '    policy: { write_back: true }\n    members:\n'
+		printf '      - backend: shim\n        token_label: m1\n'
+		printf '      - backend: shim\n        token_label: m2\n'
+	} >"$dir/proxy.yaml"
+	if [ "$MODE" = valgrind ]; then
+		P11PROXY_CONF=$dir/proxy.yaml P11SHIM_MODULE=$SOFTHSM_MODULE \
+			P11SHIM_CONTROL=$dir/control conf_run "$name (valgrind)" "$PROXY_MODULE" ha \
+			"$dir/battery.txt"
+		return 0
+	fi
+	P11PROXY_CONF=$dir/proxy.yaml P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$dir/control \
+		conf_run "$name" "$PROXY_MODULE" ha "$dir/battery.txt" &&
+		conf_diff "$name == softhsm" "$dir/battery.txt" "$tag"
+}
+
+# In valgrind mode only the pair with call_timeout runs (its calls go through the proxy's
+# copies of the buffers); a battery under valgrind takes some 40 s.
+conf_ha() {
+	local ha="probe_interval: 100ms, single_member_keys: true" timeout=2s
+	# Under valgrind an RSA key generation alone can take longer than that.
+	[ "$MODE" = valgrind ] && timeout=60s
+	[ "$MODE" = valgrind ] || conf_ha_run "conformance: battery through an HA pair" ha-pair \
+		"$ha" ""
+	conf_ha_run "conformance: battery through an HA pair with call_timeout" ha-timeout \
+		"$ha, call_timeout: $timeout" ""
+	[ "$MODE" = valgrind ] && return 0
+	conf_ha_run "conformance: battery through an HA pair, m1 absent" ha-m1-absent "$ha" \
+		"m1 absent"$'\n'
+	conf_ha_run "conformance: battery through an HA pair, m1 failing (CKR_DEVICE_ERROR)" \
+		ha-m1-fails "$ha" "m1 fail CKR_DEVICE_ERROR"$'\n'
+	conf_ha_run "conformance: battery through an HA pair, m2 failing (CKR_DEVICE_ERROR)" \
+		ha-m2-fails "$ha" "m2 fail CKR_DEVICE_ERROR"$'\n'
 }
 
 conf_main

@@ -98,11 +98,11 @@ fi
 if [ "$(stat -c %a "$INDEX")" = 600 ]; then pass "sync: index is 0600"; else fail "sync: index is 0600"; fi
 
 # --- list / show -----------------------------------------------------------------------------
-expect_cli "keys list: table" 0 "secret  AES     k1 .* 01 .*edsvwu- active      scanned 0" keys list
+expect_cli "keys list: table" 0 "secret  AES     k1 .* 01 .*edsvwu- active      scanned 20[0-9-]*T[0-9:]*Z 1$" keys list
 if cli keys list --slot va --json >"$TMP/l.json" 2>&1 &&
 	json "$TMP/l.json" '.count == 5 and ([.keys[] | select(.label == "ec1") | .class] | sort == ["private","public"])
 		and ([.keys[] | select(.label == "k1")][0] | .perms == "edsvwu-" and .origin == "scanned"
-		and .presence == [0] and .state == "active" and .id == "01" and .key_type == "AES")'; then
+		and .presence == [1] and .members == ["ka"] and .state == "active" and .id == "01" and .key_type == "AES")'; then
 	pass "keys list --json: records with class, type, perms, presence"
 else
 	fail "keys list --json: records with class, type, perms, presence" "$(head -c 600 "$TMP/l.json")"
@@ -234,7 +234,7 @@ NEW=$(cli keys show "$K1" --json | jq -r .next)
 if [ "$(hsm_count ka secrkey k1)" = 2 ] &&
 	cli keys show "$NEW" --json >"$TMP/n.json" 2>&1 &&
 	json "$TMP/n.json" ".prev == \"$K1\" and .origin == \"created\" and .state == \"active\" and
-		(.id | length) == 2 and .id != \"01\" and .label == \"k1\" and .perms == \"-dsv-u-\"" &&
+		(.id | length) == 32 and .id != \"01\" and .label == \"k1\" and .perms == \"-dsv-u-\"" &&
 	[ "$(cli keys show "$K1" --json | jq -r .perms)" = "-d-v---" ]; then
 	pass "keys rotate: new HSM key, links both ways, old key decrypt+verify only"
 else
@@ -256,12 +256,12 @@ expect_cli "keys rotate: a public key is refused" 1 "rotate its private key" \
 
 # --- HA slot: presence over two members, rotate refused without single_member_keys ------------
 expect_cli "sync: HA slot" 0 "slot vha: added" sync vha
-[ "$(cli keys show both --slot vha --json | jq -c .presence)" = "[0,1]" ] &&
+[ "$(cli keys show both --slot vha --json | jq -c .presence)" = "[1,2]" ] &&
 	pass "sync: presence bit per member" || fail "sync: presence bit per member"
 expect_cli "keys rotate: a key on two members is refused" 1 "single_member_keys" keys rotate both --slot vha
 hsm kb --delete-object --type secrkey --label both >/dev/null
 expect_cli "sync: a key gone from one member is updated" 0 "updated 1" sync vha
-[ "$(cli keys show both --slot vha --json | jq -c '[.presence, .state]')" = '[[0],"active"]' ] &&
+[ "$(cli keys show both --slot vha --json | jq -c '[.presence, .state]')" = '[[1],"active"]' ] &&
 	pass "sync: presence drops the member" || fail "sync: presence drops the member"
 
 # --- the permission table (lib/vkeys/model.h): what applies to which class --------------------
@@ -313,3 +313,67 @@ expect_cli "usage: sync unknown slot" 2 "no virtual slot 'nope'" sync nope
 expect_cli "usage: policy set bad setting" 2 "expected write_back=true|false" policy set va color=blue
 expect_cli "usage: policy set nothing" 2 "set needs" policy set va
 expect_cli "usage: policy unknown action" 2 "unknown action" policy frob
+
+# --- --json on every change, ISO 8601 times, rotate's CKA_ID ---------------------------------
+hsm ka --keygen --key-type AES:16 --label kj --id 07 >/dev/null
+cli sync va >/dev/null 2>&1
+KJ=$(vid kj --slot va)
+if cli keys show "$KJ" --json >"$TMP/j.json" 2>&1 &&
+	json "$TMP/j.json" '(.created | test("^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")) and
+		(.updated | test("Z$"))' &&
+	cli keys show "$KJ" | grep -Eq '^created      20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$'; then
+	pass "keys show: times in ISO 8601 UTC (text and JSON)"
+else
+	fail "keys show: times in ISO 8601 UTC (text and JSON)" "$(cat "$TMP/j.json")"
+fi
+for args in "deny $KJ encrypt" "allow $KJ encrypt" "deactivate $KJ" "activate $KJ"; do
+	act=${args%% *}
+	# shellcheck disable=SC2086
+	if cli keys $args --json >"$TMP/c.json" 2>"$TMP/c.err" &&
+		json "$TMP/c.json" ".action == \"$act\" and .vid == \"$KJ\" and .changed == true and
+			.key.vid == \"$KJ\" and (.message | type) == \"string\""; then
+		pass "keys $act --json: one JSON answer with the record"
+	else
+		fail "keys $act --json: one JSON answer with the record" "$(cat "$TMP/c.json" "$TMP/c.err")"
+	fi
+done
+if cli keys activate "$KJ" --json >"$TMP/c.json" 2>&1 && json "$TMP/c.json" '.changed == false'; then
+	pass "keys activate --json: nothing to change is changed=false"
+else
+	fail "keys activate --json: nothing to change is changed=false" "$(cat "$TMP/c.json")"
+fi
+cli keys show nope --json >"$TMP/c.json" 2>/dev/null
+rc=$?
+if [ $rc -eq 1 ] && json "$TMP/c.json" '.ok == false and .exit == 1 and (.error | test("no virtual key"))'; then
+	pass "keys show --json: an unknown key is a JSON error (exit 1)"
+else
+	fail "keys show --json: an unknown key is a JSON error (exit 1)" "exit $rc $(cat "$TMP/c.json")"
+fi
+if cli policy set va scan=owned --json >"$TMP/p.json" 2>&1 &&
+	json "$TMP/p.json" '.ok and .slots[0].scan == "owned" and .slots[0].source == "overlay"' &&
+	cli --json policy reset va >"$TMP/p.json" 2>&1 &&
+	json "$TMP/p.json" '.ok and .slots[0].source == "config"'; then
+	pass "policy set / reset --json"
+else
+	fail "policy set / reset --json" "$(cat "$TMP/p.json")"
+fi
+cli policy set va color=blue --json >"$TMP/p.json" 2>/dev/null
+[ $? -eq 2 ] && json "$TMP/p.json" '.ok == false and .exit == 2' &&
+	pass "policy set --json: usage error as JSON" || fail "policy set --json: usage error as JSON"
+
+# A key with a 1-byte CKA_ID rotates to a new key with 16 random bytes; --id sets it.
+if cli keys rotate "$KJ" --json >"$TMP/r.json" 2>&1 &&
+	json "$TMP/r.json" '.action == "rotate" and (.new.id | length) == 32 and .old.next == .new.vid'; then
+	pass "keys rotate: a 1-byte CKA_ID becomes 16 random bytes (--json)"
+else
+	fail "keys rotate: a 1-byte CKA_ID becomes 16 random bytes (--json)" "$(cat "$TMP/r.json")"
+fi
+NEWJ=$(jq -r .new.vid "$TMP/r.json")
+newid=$(jq -r .new.id "$TMP/r.json")
+hsm_objects ka secrkey | grep -q "^label=kj id=$newid " &&
+	pass "keys rotate: the HSM key has the 16-byte id" || fail "keys rotate: the HSM key has the 16-byte id"
+expect_cli "keys rotate --id HEX" 0 "(id 0102abcd," keys rotate "$NEWJ" --id 0102ABCD
+expect_cli "keys rotate --id: a taken id is refused" 1 "has that CKA_ID already" \
+	keys rotate "$(cli keys show "$NEWJ" --json | jq -r .next)" --id 07
+expect_cli "keys rotate --id: not hex (exit 2)" 2 "wants hex digits" keys rotate k1 --slot va --id xyz
+expect_cli "keys --id goes with rotate (exit 2)" 2 "goes with rotate" keys show k1 --id 01

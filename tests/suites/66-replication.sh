@@ -79,7 +79,7 @@ else
 fi
 if sync_check 1 --json && json_ok "$TMP/sync.out" 'd["ok"] is False and
 		[k["missing"] for s in d["slots"] if s["label"] == "ha" for k in s["keys"]
-		 if k["label"] == "r-single"] == [[1]]'; then
+		 if k["label"] == "r-single"] == [[2]]'; then
 	pass "repl: sync --check --json names the member missing it"
 else
 	fail "repl: sync --check --json names the member missing it" "$(cat "$TMP/sync.out")"
@@ -104,7 +104,7 @@ old=$("$CLI" --config "$TMP/cli.yaml" keys show r-aes --slot ha --json 2>/dev/nu
 if run_prog "$CLI" --config "$TMP/cli.yaml" keys rotate "$old" >"$TMP/rot.out" 2>&1; then
 	new=$("$CLI" --config "$TMP/cli.yaml" keys show "$old" --json | jq -r .next)
 	if "$CLI" --config "$TMP/cli.yaml" keys show "$new" --json |
-		jq -e '.presence == [0, 1] and .origin == "created" and .label == "r-aes"' >/dev/null; then
+		jq -e '.presence == [1, 2] and .origin == "created" and .label == "r-aes"' >/dev/null; then
 		pass "repl: keys rotate on an HA slot: the new key on both members"
 	else
 		fail "repl: keys rotate on an HA slot: the new key on both members" \

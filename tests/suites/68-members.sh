@@ -184,11 +184,116 @@ wait "$ord_pid"
 rc=$?
 [ $rc -eq 0 ] && pass "order: ordertest exit 0" || fail "order: ordertest exit 0" "exit $rc"
 
+# --- members add checks before it writes ----------------------------------------------------------
+# no_overlay NAME: the refused add left no overlay behind.
+no_overlay() {
+	[ ! -e "$OVERLAY" ] && pass "$1: nothing written" || fail "$1: nothing written" "$(cat "$OVERLAY")"
+}
+umask 077
+printf '%s\n' "$TEST_USER_PIN" >"$TMP/pin.ok"
+printf '%s\n' "$TEST_USER_PIN" >"$TMP/pin.open"
+chmod 0644 "$TMP/pin.open"
+printf '0000\n' >"$TMP/pin.wrong"
+expect_cli "add: a token that does not exist is refused" 1 "no such token on backend shim" \
+	members ha add --name x --backend shim --token-label no-such-token
+no_overlay "add: missing token"
+expect_cli "add: the same token as a member (same selector) is refused" 1 \
+	"member 2 'm2' is already token_label=m2 on backend shim" \
+	members ha add --name m2b --backend shim --token-label m2
+serial_m2=$(cli slots --json | jq -r '.slots[0].members[1].token.serial')
+expect_cli "add: the same token by another selector (serial) is refused" 1 \
+	"member 2 'm2' already uses that token" \
+	members ha add --name m2s --backend shim --token-serial "$serial_m2"
+expect_cli "add: a name in use is refused" 1 "already has a member 'm2'" \
+	members ha add --name m2 --backend shim --token-label m2
+cli members ha delete m1 >/dev/null 2>&1
+expect_cli "add: a PIN file readable by others is refused (names the fix)" 1 "too open (use chmod 600)" \
+	members ha add --name m1b --backend shim --token-label m1 --pin-source "file:$TMP/pin.open"
+expect_cli "add: a missing PIN file is refused" 1 "No such file" \
+	members ha add --name m1b --backend shim --token-label m1 --pin-source "file:$TMP/pin.none"
+expect_cli "add: an unset PIN variable is refused" 1 "is not set" \
+	members ha add --name m1b --backend shim --token-label m1 --pin-source env:P11P_NO_SUCH_VAR
+expect_cli "add: a PIN that does not log in is refused" 1 "does not log in: C_Login: CKR_PIN_INCORRECT" \
+	members ha add --name m1b --backend shim --token-label m1 --pin-source "file:$TMP/pin.wrong"
+grep -qx 'm2' "$OVERLAY" && ! grep -q m1b "$OVERLAY" && pass "add: refusals left the order alone" ||
+	fail "add: refusals left the order alone" "$(cat "$OVERLAY")"
+softhsm2-util --init-token --free --label m3 --pin "$TEST_USER_PIN" --so-pin "$TEST_SO_PIN" >/dev/null
+echo 'm3 hang 60' >"$P11SHIM_CONTROL"
+start=$(date +%s)
+expect_cli "add: a token that hangs is refused within the deadline" 1 "" \
+	members ha add --name m3 --backend shim --token-label m3
+took=$(($(date +%s) - start))
+[ $took -lt 30 ] && pass "add: ... in ${took}s (deadline)" || fail "add: ... deadline" "${took}s"
+: >"$P11SHIM_CONTROL"
+expect_cli "add: a private PIN file that logs in" 0 "slot ha: m2, m1b$" \
+	members ha add --name m1b --backend shim --token-label m1 --pin-source "file:$TMP/pin.ok"
+
+# test-connection and health follow the effective order (the added member included).
+expect_cli "test-connection: the added member, numbered as members numbers it" 0 \
+	"^ha member 2 m1b (shim, token_label=m1): Connected$" test-connection ha
+cli test-connection ha --json >"$TMP/tc.json" 2>&1
+json "$TMP/tc.json" '[.members[] | [.member, .name, .added, .connected]] == [[1,"m2",false,true],[2,"m1b",true,true]]' &&
+	pass "test-connection --json: effective order, numbers from 1" ||
+	fail "test-connection --json: effective order, numbers from 1" "$(cat "$TMP/tc.json")"
+expect_cli "health: the added member" 0 "^ha member 2 m1b: healthy" health ha
+cli slots --json >"$TMP/sl.json" 2>&1
+json "$TMP/sl.json" '.slots[0].order == "overlay" and ([.slots[0].members[] | [.member, .name]] == [[1,"m2"],[2,"m1b"]])' &&
+	pass "slots: effective order, numbers from 1" || fail "slots: effective order, numbers from 1" "$(cat "$TMP/sl.json")"
+printf '%s\n' "$TEST_USER_PIN" | cli sync --check ha >"$TMP/out" 2>&1
+grep -q '^  member 1 m2: ' "$TMP/out" && grep -q '^  member 2 m1b: ' "$TMP/out" &&
+	pass "sync --check: members numbered from 1 in the effective order" ||
+	fail "sync --check: members numbered from 1 in the effective order" "$(cat "$TMP/out")"
+cli members ha reset >/dev/null 2>&1
+
+# --- vendor return codes by name -----------------------------------------------------------------
+echo 'm2 fail-fn C_GenerateRandom 0xd0310001' >"$P11SHIM_CONTROL"
+expect_cli "health: a p11proxy code by its name" 1 "C_GenerateRandom: P11PROXY_CKR_KEY_DEACTIVATED" health ha
+echo 'm2 fail-fn C_GenerateRandom 0x80000099' >"$P11SHIM_CONTROL"
+expect_cli "health: another vendor code as CKR_VENDOR_DEFINED+0x..." 1 \
+	"C_GenerateRandom: CKR_VENDOR_DEFINED+0x99" health ha
+: >"$P11SHIM_CONTROL"
+
+# --- nothing from a damaged overlay reaches the terminal raw -------------------------------------
+# raw_controls FILE: does FILE hold control bytes other than newline?
+raw_controls() {
+	python3 -c 'import sys; d = open(sys.argv[1], "rb").read()
+sys.exit(0 if any(b < 0x20 and b != 0x0a or b == 0x7f for b in d) else 1)' "$1"
+}
+mkdir -p "$TMP/state/slots"
+printf 'm2\nm\177bad\n' >"$OVERLAY"
+chmod 600 "$OVERLAY"
+for c in "members ha" "health ha" "slots" "test-connection ha"; do
+	# shellcheck disable=SC2086
+	cli $c >"$TMP/out" 2>&1
+	if grep -qF 'm\x7fbad' "$TMP/out" && ! raw_controls "$TMP/out"; then
+		pass "escape: $c shows a DEL byte of the overlay as \\x7f"
+	else
+		fail "escape: $c shows a DEL byte of the overlay as \\x7f" "$(od -c "$TMP/out" | head -5)"
+	fi
+done
+cli members ha --json >"$TMP/out" 2>/dev/null
+# JSON needs no escape for DEL: the document parses and the message holds the byte as it was.
+json "$TMP/out" '.ok == false and (.error | contains("m\u007fbad"))' &&
+	pass "escape: --json carries the byte in valid JSON" ||
+	fail "escape: --json carries the byte in valid JSON" "$(cat "$TMP/out")"
+# A valid overlay whose added member's token label holds ESC [ 3 1 m (%-encoded in the file).
+printf 'm2\nm9 backend=shim token_label=x%%1b[31my\n' >"$OVERLAY"
+for c in "members ha" "health ha" "test-connection ha" "sync --check ha"; do
+	# shellcheck disable=SC2086
+	printf '%s\n' "$TEST_USER_PIN" | cli $c >"$TMP/out" 2>&1
+	if grep -qF 'x\x1b[31my' "$TMP/out" && ! raw_controls "$TMP/out"; then
+		pass "escape: $c shows an ESC of a member's token label as \\x1b"
+	else
+		fail "escape: $c shows an ESC of a member's token label as \\x1b" "$(od -c "$TMP/out" | head -8)"
+	fi
+done
+cli members ha reset >/dev/null 2>&1
+
 # --- health -------------------------------------------------------------------------------------
 
 expect_cli "health: both members up: exit 0" 0 "^healthy (2 members)" health
 echo 'm1 fail CKR_DEVICE_ERROR' >"$P11SHIM_CONTROL"
-expect_cli "health: m1 failing: exit 1, m1 named" 1 "^ha m1: unhealthy" health
+expect_cli "health: m1 failing: exit 1, m1 named" 1 "^ha member 1 m1: unhealthy" health
 cli health ha --json >"$TMP/health.json" 2>/dev/null
 rc=$?
 if [ $rc -eq 1 ] && json "$TMP/health.json" '.healthy == false and
@@ -236,7 +341,7 @@ echo 'm1 fail CKR_DEVICE_ERROR' >"$P11SHIM_CONTROL"
 sleep 1.1 # past the one-second cache
 c=$(code "$URL/health")
 if [ "$c" = 500 ] && json "$TMP/body" '.healthy == false and
-	([.unhealthy[] | .member] == ["m1"]) and .unhealthy[0].slot == "ha"'; then
+	([.unhealthy[] | .name] == ["m1"]) and .unhealthy[0].member == 1 and .unhealthy[0].slot == "ha"'; then
 	pass "health: 500 with a JSON body naming m1"
 else
 	fail "health: 500 with a JSON body naming m1" "$c $(cat "$TMP/body")"

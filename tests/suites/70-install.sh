@@ -28,6 +28,7 @@ lib/pkcs11/libproxy.so
 lib/pkgconfig/p11proxy.pc
 lib/systemd/system/p11proxy-health.service
 lib/sysusers.d/p11proxy.conf
+share/bash-completion/completions/p11proxy
 share/man/man5/proxy.yaml.5
 share/man/man7/p11proxy.7
 share/man/man8/p11proxy.8

@@ -18,7 +18,7 @@
 #include "base/mem.h"
 #include "base/secret.h"
 #include "config/config.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 #ifndef P11P_TEST_SRCDIR
 #define P11P_TEST_SRCDIR "tests"

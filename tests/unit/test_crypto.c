@@ -18,7 +18,7 @@
 #include "base/secret.h"
 #include "crypto/fragment.h"
 #include "crypto/hkdf.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 #include "crypto/swkey.h"
 
 #ifndef P11P_TEST_SRCDIR

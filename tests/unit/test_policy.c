@@ -1,5 +1,5 @@
 /*
- * Unit tests for the key-management policy overlay (lib/virt/policy.c): the
+ * Unit tests for the key-management policy overlay (lib/vkeys/policy.c): the
  * parser, its messages, the text the writer produces, and the file round trip.
  */
 #include <check.h>
@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "base/mem.h"
-#include "virt/order.h"
-#include "virt/policy.h"
+#include "ha/order.h"
+#include "vkeys/policy.h"
 
 static const struct p11p_policy_cfg base_all = {false, P11P_SCAN_ALL};
 

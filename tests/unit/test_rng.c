@@ -16,7 +16,7 @@
 
 #include "base/mem.h"
 #include "crypto/health.h"
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 #include "crypto/rng.h"
 
 /* ---- fake HSM sources ---------------------------------------------------------- */

@@ -13,7 +13,7 @@
 #include "base/mem.h"
 #include "index/index.h"
 #include "p11proxy.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #define E P11P_VK_ENCRYPT
 #define D P11P_VK_DECRYPT

@@ -8,7 +8,7 @@
  * thread (custom entry points, uncopiable parameters): such a thread waits
  * for the backend to return and then fails over like any failed call.
  */
-#include "virt/virt.h"
+#include "ha/ha.h"
 #include "base/log.h"
 
 struct scan {

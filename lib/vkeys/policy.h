@@ -1,5 +1,5 @@
 /*
- * A slot's key-management policy overlay, the file (lib/virt/policy.c):
+ * A slot's key-management policy overlay, the file (lib/vkeys/policy.c):
  * "<state_dir>/slots/<LABEL>.policy", which `p11proxy policy set` writes over
  * the config's `policy:` and the module follows. A public room header: the
  * CLI includes it, never virt/virt.h. What the policy decides is the key
@@ -42,7 +42,7 @@ int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_pol
                      char *err, size_t errlen);
 /*
  * Writes the overlay atomically (the CLI): under the exclusive lock
- * p11p_order_lock() (virt/order.h) takes, temp file 0600 in the same directory, fsync,
+ * p11p_order_lock() (ha/order.h) takes, temp file 0600 in the same directory, fsync,
  * rename, fsync of the directory (directories made 0700); p == NULL removes
  * it (back to the config's). 0, or -1 with err set.
  */

@@ -48,7 +48,7 @@
  * held, and reloads it when its device, inode, size, mtime or ctime changed.
  * A hung probe delays the check until the probe returns.
  */
-#include "virt/virt.h"
+#include "ha/ha.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -71,12 +71,6 @@ static const char *const sel_keys[SEL_KEYS] = {"slot_id", "token_label", "token_
 
 /* ---- file names --------------------------------------------------------------------------- */
 
-static bool plain_byte(unsigned char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-	       ch == '_' || ch == '-';
-}
-
 /* "<state_dir>/slots" into buf; -1 when it does not fit. */
 static int slots_dir(const struct p11p_config *cfg, char *buf, size_t len)
 {
@@ -90,35 +84,10 @@ static int slots_dir(const struct p11p_config *cfg, char *buf, size_t len)
 
 int p11p_order_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	const char *label;
-	size_t o;
-	int n;
-
-	if (slot >= cfg->n_slots || slots_dir(cfg, buf, len) != 0)
+	if (slot >= cfg->n_slots)
 		return -1;
-	label = cfg->slots[slot].label;
-	o = strlen(buf);
-	if (label == NULL || label[0] == '\0') {
-		n = snprintf(buf + o, len - o, "/@%zu.members", slot);
-		return n < 0 || (size_t)n >= len - o ? -1 : 0;
-	}
-	if (o + 1 >= len)
-		return -1;
-	buf[o++] = '/';
-	for (const unsigned char *p = (const unsigned char *)label; *p != '\0'; p++) {
-		if (o + 4 >= len)
-			return -1;
-		if (plain_byte(*p)) {
-			buf[o++] = (char)*p;
-		} else {
-			buf[o++] = '%';
-			buf[o++] = hex[*p >> 4];
-			buf[o++] = hex[*p & 15];
-		}
-	}
-	n = snprintf(buf + o, len - o, ".members");
-	return n < 0 || (size_t)n >= len - o ? -1 : 0;
+	return p11p_overlay_path(cfg->state_dir, cfg->slots[slot].label, slot, ".members", buf,
+	                         len);
 }
 
 /* ---- specs -------------------------------------------------------------------------------- */
@@ -256,7 +225,7 @@ static bool name_ok(const char *s, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
 
-		if (!plain_byte(ch) && ch != '.')
+		if (!p11p_overlay_name_byte(ch) && ch != '.')
 			return false;
 	}
 	return true;
@@ -832,6 +801,7 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		m->cfg = fresh[i];
 		m->be = &st->backends[fresh[i]->backend];
 		m->index = k;
+		p11p_member_ctx_init(m);
 		/* DOWN until the probes have seen it answer; the first one now. */
 		atomic_init(&m->health, P11P_DOWN);
 		m->backoff_ms = vs->cfg->ha.probe_interval_ms;

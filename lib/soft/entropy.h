@@ -1,5 +1,5 @@
 /*
- * The module's view of crypto/rng.h (lib/virt/entropy.c). A separate unit
+ * The module's view of crypto/rng.h (lib/soft/entropy.c). A separate unit
  * because crypto/health.h and backend/backend.h both name a `p11p_health`
  * (a struct and an enum): no file can include both.
  */

@@ -1,7 +1,7 @@
 /*
  * The key model: see model.h for the tables and the rules.
  */
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 #include "p11proxy.h"
 
 #include <string.h>

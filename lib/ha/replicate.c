@@ -26,11 +26,11 @@
  * member's login bit is cleared again (or a later session there would skip
  * its login).
  */
-#include "virt/virt.h"
+#include "ha/ha.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * Private to lib/virt/local.c and random.c: the per-slot state behind the
+ * Private to lib/soft/local.c and random.c: the per-slot state behind the
  * vendor mechanisms (issue 5).
  */
 #ifndef P11P_VIRT_LOCAL_H
@@ -8,8 +8,8 @@
 #include <stdatomic.h>
 
 #include "crypto/fragment.h"
-#include "virt/entropy.h"
-#include "virt/virt.h"
+#include "soft/entropy.h"
+#include "soft/soft.h"
 
 struct lfrag;
 

@@ -36,11 +36,11 @@
  * Locks: the global lock guards the objects' bindings; it is never held
  * across an index call (writes fdatasync) nor a backend call.
  */
-#include "virt/virt.h"
+#include "vkeys/vkeys.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -866,7 +866,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	have_ident = p11p_object_identity(c, h, &ident);
 	*rv = p11p_be_C_SetAttributeValue(&c->bc, c->bs, bh, templ, count);
 	/* The member failed: the change is made where the session moved (object.c). */
-	while (p11p_call_retry(c, rv, true)) {
+	while (p11p_hook_call_retry(c, rv, true)) {
 		*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
 		if (*rv == CKR_OK)
 			*rv = p11p_be_C_SetAttributeValue(&c->bc, c->bs, bh, templ, count);
@@ -1072,4 +1072,9 @@ CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HAND
 	if (resolve(c, src, &rec, &err) == VK_BOUND)
 		limit = p11p_vk_perms_of(&rec);
 	return record_created(c, &bh, 1, limit);
+}
+
+void p11p_vkeys_register(void)
+{
+	P11P_VKEY_HOOKS(P11P_HOOK_SET)
 }

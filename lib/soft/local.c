@@ -36,7 +36,7 @@
  * lock, never held across a backend call; a session's operations by its
  * session lock.
  */
-#include "virt/local.h"
+#include "soft/local.h"
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -479,7 +479,7 @@ static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
 			rv = frag_derive_on(vs, lf, c->s->member, &c->bc, bs, &sw);
 			end_session(c, bs, temp);
 		}
-		if (!p11p_call_retry(c, &rv, true))
+		if (!p11p_hook_call_retry(c, &rv, true))
 			break;
 	}
 	if (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_KEY_NOT_NEEDED) {
@@ -590,7 +590,7 @@ static void slot_preload(struct p11p_state *st, struct p11p_vslot *vs)
 
 			if (!m->resolved || pin == NULL || atomic_load(&m->health) != P11P_UP)
 				continue;
-			bc = p11p_backend_ctx(m->be);
+			bc = &m->ctx;
 			if (p11p_be_C_OpenSession(bc, m->be_slot, CKF_SERIAL_SESSION, NULL, NULL,
 			                          &bs) != CKR_OK)
 				continue;
@@ -1519,7 +1519,7 @@ static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
 			}
 			end_session(c, bs, temp);
 		}
-		if (!p11p_call_retry(c, &rv, true))
+		if (!p11p_hook_call_retry(c, &rv, true))
 			break;
 		p11p_secret_free(*okm);
 		*okm = NULL;
@@ -1667,4 +1667,9 @@ CK_RV p11p_local_generate_key(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATT
 	p11p_free(value);
 	p11p_free(t);
 	return rv;
+}
+
+void p11p_soft_register(void)
+{
+	P11P_SOFT_HOOKS(P11P_HOOK_SET)
 }

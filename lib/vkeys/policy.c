@@ -23,11 +23,11 @@
  * policy applies until it is fixed: the policy never silently becomes
  * write_back because of a broken file.
  */
-#include "virt/virt.h"
+#include "vkeys/vkeys.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
-#include "vkeys/model.h"
+#include "keymodel/model.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,20 +40,9 @@
 
 int p11p_policy_path(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
 {
-	static const char ext[] = ".members";
-	size_t n;
-
-	/* The member-order overlay's name with another extension: one encoding of labels. */
-	if (p11p_order_path(cfg, slot, buf, len) != 0)
+	if (slot >= cfg->n_slots)
 		return -1;
-	n = strlen(buf);
-	if (n < sizeof(ext) - 1 || strcmp(buf + n - (sizeof(ext) - 1), ext) != 0)
-		return -1;
-	n -= sizeof(ext) - 1;
-	if (n + sizeof(".policy") > len)
-		return -1;
-	memcpy(buf + n, ".policy", sizeof(".policy"));
-	return 0;
+	return p11p_overlay_path(cfg->state_dir, cfg->slots[slot].label, slot, ".policy", buf, len);
 }
 
 /* ---- parsing ------------------------------------------------------------------------------ */

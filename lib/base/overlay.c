@@ -4,7 +4,7 @@
  * follow. Here what both kinds share: what identifies a version of a file
  * (a stamp), and reading and writing one safely.
  */
-#include "virt/virt.h"
+#include "base/overlay.h"
 #include "base/file.h"
 #include "base/mem.h"
 
@@ -169,4 +169,42 @@ out_unlink:
 		close(fd);
 	unlink(tmp);
 	return rc;
+}
+
+bool p11p_overlay_name_byte(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '_' || ch == '-';
+}
+
+int p11p_overlay_path(const char *state_dir, const char *label, size_t slot, const char *ext,
+                      char *buf, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o;
+	int n;
+
+	if (state_dir == NULL || state_dir[0] != '/')
+		return -1;
+	n = label == NULL || label[0] == '\0'
+	        ? snprintf(buf, len, "%s/slots/@%zu%s", state_dir, slot, ext)
+	        : snprintf(buf, len, "%s/slots/", state_dir);
+	if (n < 0 || (size_t)n >= len)
+		return -1;
+	if (label == NULL || label[0] == '\0')
+		return 0;
+	o = (size_t)n;
+	for (const unsigned char *p = (const unsigned char *)label; *p != '\0'; p++) {
+		if (o + 4 >= len)
+			return -1;
+		if (p11p_overlay_name_byte(*p)) {
+			buf[o++] = (char)*p;
+		} else {
+			buf[o++] = '%';
+			buf[o++] = hex[*p >> 4];
+			buf[o++] = hex[*p & 15];
+		}
+	}
+	n = snprintf(buf + o, len - o, "%s", ext);
+	return n < 0 || (size_t)n >= len - o ? -1 : 0;
 }

@@ -1,5 +1,5 @@
 /*
- * Member order overlays, the files (lib/virt/order.c; the format and the
+ * Member order overlays, the files (lib/ha/order.c; the format and the
  * design at the top of order.c): "<state_dir>/slots/<LABEL>.members", which
  * `p11proxy members` writes and the module follows. A public room header:
  * the CLI includes it, never virt/virt.h. The module's side (applying an
@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
-#include "virt/overlay.h"
+#include "base/overlay.h"
 
 #define P11P_ORDER_CHECK_MS  1000UL       /* the module stats an overlay at most this often */
 #define P11P_ORDER_MAX_BYTES (64 * 1024)  /* an overlay file */

@@ -20,7 +20,7 @@
  * os_only) for what the proxy generates itself (key values of
  * CKM_P11PROXY_MIXED_KEY_GEN); C_GenerateRandom does not use it.
  */
-#include "virt/local.h"
+#include "soft/local.h"
 #include "base/log.h"
 
 static _Thread_local struct p11p_call *tl_call;
@@ -35,7 +35,7 @@ static CK_RV hsm_bytes(void *ctx, unsigned char *buf, size_t len)
 		return CKR_FUNCTION_FAILED;
 	do {
 		rv = p11p_be_C_GenerateRandom(&c->bc, c->bs, buf, len);
-	} while (p11p_call_retry(c, &rv, true));
+	} while (p11p_hook_call_retry(c, &rv, true));
 	return rv;
 }
 
@@ -103,7 +103,7 @@ CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len)
 		return p11p_call_end(&c, p11p_local_random(&c, out, len));
 	do {
 		rv = p11p_be_C_GenerateRandom(&c.bc, c.bs, out, len);
-	} while (p11p_call_retry(&c, &rv, true));
+	} while (p11p_hook_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }
 
@@ -120,6 +120,6 @@ CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len)
 		return p11p_call_end(&c, p11p_entropy_add_input(c.s->slot->local->rng, seed, len));
 	do {
 		rv = p11p_be_C_SeedRandom(&c.bc, c.bs, seed, len);
-	} while (p11p_call_retry(&c, &rv, true));
+	} while (p11p_hook_call_retry(&c, &rv, true));
 	return p11p_call_end(&c, rv);
 }

@@ -4,7 +4,7 @@
  * Everything here runs under the session's lock (the caller's call), never
  * under the global lock across a backend call.
  */
-#include "virt/virt.h"
+#include "ha/ha.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
@@ -12,30 +12,31 @@
 
 #include <string.h>
 
-bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv)
-{
-	return rv != CKR_OK && (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-	                        p11p_rv_is_server_error(m->be, rv));
-}
-
 CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs)
 {
 	struct p11p_secret *pin = NULL;
 	const struct p11p_secret *use;
 	CK_UTF8CHAR buf[P11P_MAX_PIN_LEN];
 	CK_USER_TYPE user;
+	CK_SESSION_INFO si;
+	unsigned long gen = atomic_load(&m->handle_gen);
 	CK_RV rv = CKR_OK;
-	bool done;
+	bool done, stale;
 	size_t len;
 
 	p11p_lock();
 	user = vs->login;
 	done = vs->logged_in & (1U << m->index);
-	if (vs->login_pin != NULL && !done)
+	/* The member lost its sessions since: the token may have logged out with the last. */
+	stale = done && vs->login_gen[m->index] != gen;
+	if (vs->login_pin != NULL && (!done || stale))
 		pin = p11p_secret_dup(vs->login_pin);
 	p11p_unlock();
-	if (user == P11P_NO_USER || done)
-		return CKR_OK;
+	if (user == P11P_NO_USER || (done && !stale))
+		goto out;
+	if (stale && p11p_be_C_GetSessionInfo(&m->ctx, bs, &si) == CKR_OK &&
+	    si.state != CKS_RO_PUBLIC_SESSION && si.state != CKS_RW_PUBLIC_SESSION)
+		goto logged_in;
 	/* A member with its own PIN logs in with it (the application gave the virtual one). */
 	use = user == CKU_USER && m->cfg->pin != NULL ? m->cfg->pin : pin;
 	if (use == NULL) {
@@ -49,42 +50,23 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 		goto out;
 	}
 	memcpy(buf, p11p_secret_data(use), len);
-	rv = p11p_be_C_Login(p11p_backend_ctx(m->be), bs, user, buf, len);
+	rv = p11p_be_C_Login(&m->ctx, bs, user, buf, len);
 	p11p_wipe(buf, sizeof(buf));
 	/* Another session of ours may have logged this token in already. */
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
-	if (rv == CKR_OK) {
-		p11p_lock();
-		if (vs->login == user)
-			vs->logged_in |= 1U << m->index;
-		p11p_unlock();
+	if (rv != CKR_OK)
+		goto out;
+logged_in:
+	p11p_lock();
+	if (vs->login == user) {
+		vs->logged_in |= 1U << m->index;
+		vs->login_gen[m->index] = gen;
 	}
+	p11p_unlock();
 out:
 	p11p_secret_free(pin);
 	return rv;
-}
-
-/*
- * A member whose last session of ours closed (or was dropped) logged the
- * token out: when a new session there is public while the slot is logged in,
- * the login is made again rather than assumed. No lock held.
- */
-static void forget_stale_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs)
-{
-	CK_SESSION_INFO si;
-	bool logged;
-
-	p11p_lock();
-	logged = vs->login != P11P_NO_USER && (vs->logged_in & (1U << m->index));
-	p11p_unlock();
-	if (!logged || p11p_be_C_GetSessionInfo(p11p_backend_ctx(m->be), bs, &si) != CKR_OK)
-		return;
-	if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION) {
-		p11p_lock();
-		vs->logged_in &= ~(1U << m->index);
-		p11p_unlock();
-	}
 }
 
 /* Opens and prepares a session on member m for c's session. */
@@ -111,7 +93,6 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 	s->member = m->index;
 	s->be[m->index] = bs;
 	p11p_call_sync(c);
-	forget_stale_login(c->s->slot, m, bs);
 	rv = p11p_replay_login(c->s->slot, m, bs);
 
 	if (rv == CKR_OK)
@@ -156,7 +137,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		if (refresh && next == old)
 			return r;
 		if (c->s->be[next->index] != 0) {
-			p11p_be_C_CloseSession(p11p_backend_ctx(next->be), c->s->be[next->index]);
+			p11p_be_C_CloseSession(&next->ctx, c->s->be[next->index]);
 			c->s->be[next->index] = 0;
 		}
 		if (next == old)
@@ -193,11 +174,8 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 		return false;
 	lost_session = *rv == CKR_SESSION_HANDLE_INVALID || *rv == CKR_SESSION_CLOSED;
 	/* A member that lost its sessions (an HSM restart) lost its object handles with them. */
-	if (lost_session) {
-		p11p_lock();
-		p11p_objects_forget_member_locked(c->st, c->s->slot, old->index);
-		p11p_unlock();
-	}
+	if (lost_session)
+		p11p_member_sessions_gone(old); /* and its login: checked again before use */
 	/* Marked down meanwhile (the watchdog saw this call hang): no second opinion. */
 	alive = atomic_load(&c->m->health) != P11P_DOWN &&
 	        p11p_member_confirm(c->st, c->s->slot, c->m, *rv);

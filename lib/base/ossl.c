@@ -1,4 +1,4 @@
-#include "crypto/ossl.h"
+#include "base/ossl.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -1,7 +1,7 @@
 /*
- * Overlay files under <state_dir>/slots/ (lib/virt/overlay.c): small text
+ * Overlay files under <state_dir>/slots/ (lib/base/overlay.c): small text
  * files the CLI writes and running processes follow (the member order,
- * virt/order.h; the key-management policy, virt/policy.h). A public room
+ * ha/order.h; the key-management policy, vkeys/policy.h). A public room
  * header: the CLI includes it, never virt/virt.h.
  */
 #ifndef P11P_VIRT_OVERLAY_H
@@ -31,5 +31,14 @@ bool p11p_overlay_stamp_same(const struct p11p_overlay_stamp *a,
 int p11p_overlay_read(const char *path, size_t max, struct p11p_overlay_stamp *stamp,
                       unsigned char **buf, size_t *len, char *err, size_t errlen);
 int p11p_overlay_write(const char *path, const char *text, char *err, size_t errlen);
+/*
+ * A slot's overlay file: "<state_dir>/slots/<LABEL><ext>" into buf, LABEL
+ * with every byte but [A-Za-z0-9_-] written %XX ("@<slot>" for an empty
+ * label). -1 when state_dir is not absolute or the path does not fit.
+ */
+int p11p_overlay_path(const char *state_dir, const char *label, size_t slot, const char *ext,
+                      char *buf, size_t len);
+/* A byte written as it is in overlay file names. */
+bool p11p_overlay_name_byte(unsigned char ch);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * What the CLI uses of key replication (lib/virt/replicate.c). A public room
+ * What the CLI uses of key replication (lib/ha/replicate.c). A public room
  * header: the CLI includes it, never virt/virt.h; the module's replication
  * hooks are in virt/virt.h.
  */

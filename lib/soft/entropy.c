@@ -1,5 +1,5 @@
 /* The module's view of crypto/rng.h: see entropy.h. */
-#include "virt/entropy.h"
+#include "soft/entropy.h"
 #include "crypto/rng.h"
 
 CK_RV p11p_entropy_rng_new(const struct p11p_entropy_cfg *en, p11p_entropy_hsm_fn hsm, void *ctx,

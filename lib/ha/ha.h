@@ -1,0 +1,128 @@
+/*
+ * The HA room: member probes, failover and replay, the watchdog, member order
+ * and replication. It plugs into the core through hooks (virt/virt.h).
+ */
+#ifndef P11P_HA_H
+#define P11P_HA_H
+
+#include "virt/virt.h"
+#include "ha/order.h"
+#include "ha/replicate.h"
+
+/* Sets the HA hooks of the core (at C_Initialize). */
+void p11p_ha_register(void);
+
+/*
+ * Every member of vs is down: tries them once in priority order with an
+ * inline probe (skipping members with a hung call) and brings the first that
+ * answers straight back up. The member, or NULL. No lock held.
+ */
+struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot *vs);
+/* Probes one member now (no lock held); CKR_OK when it answered. */
+
+CK_RV p11p_member_probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+/* Starts / stops the probe thread (stop: not in a forked child). */
+void p11p_health_start(struct p11p_state *st, bool threads_allowed);
+void p11p_health_stop(struct p11p_state *st);
+/* Without a probe thread: probes members that are due, inline. No lock held. */
+void p11p_health_poll(struct p11p_state *st);
+/*
+ * Watchdog (watchdog.c): marks down the members of calls running past their
+ * slot's call_timeout; returns the milliseconds until the next scan is due.
+ * Global lock held.
+ */
+unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
+/*
+ * --- order.c in the module (the overlay files: ha/order.h) ---
+ * p11p_order_init(): at C_Initialize, after the slot's
+ * config members are set up and before the state is shared: the config's
+ * order, then the overlay if there is one. p11p_order_poll(): checks every
+ * slot's overlay when due (at most once per P11P_ORDER_CHECK_MS) and applies
+ * a changed one; returns when the next check is due (monotonic ms). No lock
+ * held. p11p_order_free(): the slot's added specs (state teardown).
+ */
+void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs);
+unsigned long long p11p_order_poll(struct p11p_state *st);
+void p11p_order_free(struct p11p_vslot *vs);
+
+/* --- failover.c --- */
+/*
+ * After a backend call in c answered *rv: when that was a failure of the
+ * member (confirmed) or a lost session, moves the session to another member
+ * (or a new session on the same one), logs in again, replays the active
+ * operations and returns true so the caller repeats the call there.
+ * `repeatable` false (the call changes the token): the session still moves,
+ * but the call is not repeated and *rv is returned as it was.
+ */
+bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable);
+/*
+ * Logs a backend session of member m in as the application is logged in on
+ * the slot, unless the login is established on m already. No lock held.
+ */
+CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION_HANDLE bs);
+
+/*
+ * Before a call: when the session's member is down, moves the session to a
+ * healthy member (replaying login and operations) rather than wait on it.
+ */
+void p11p_call_leave_down_member(struct p11p_call *c);
+/*
+ * Creations whose outcome a failover makes unknown (C_CreateObject,
+ * C_GenerateKey(Pair), C_UnwrapKey, C_DeriveKey, C_CopyObject). Before the
+ * call, p11p_creation_begin() notes how many objects with each new object's
+ * CKA_CLASS + CKA_ID (+ CKA_LABEL) the member holds (token objects named by
+ * CKA_ID, on slots with several members). p11p_creation_retry() then takes
+ * the place of p11p_call_retry(): a session object is made again on the
+ * new member (it died with the old session); a token object is looked for
+ * on the member the session moved to: there once and not before (the
+ * member answered that find before the call), it is adopted (*rv CKR_OK, bh[] set: the HSMs had
+ * copied it); there in none of the n templates, CKR_DEVICE_ERROR with "not created on the
+ * survivors: safe to repeat" logged; otherwise (no CKA_ID, partial, ambiguous) CKR_DEVICE_ERROR
+ * with "outcome unknown". Returns true to repeat the call.
+ */
+void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
+                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
+                         const CK_ULONG *count);
+bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *rv,
+                         CK_OBJECT_HANDLE *bh);
+
+/* --- replicate.c: key replication over a slot's members --- */
+/*
+ * A key creation in c made the backend objects bh[0..n) on the session's
+ * member (a key, or a pair's public and private key). When the slot has more
+ * than one member and some of them are token keys, copies those to the other
+ * healthy members (secret and private keys wrapped under ha.replication_key and
+ * unwrapped there with the same attributes; public keys created from their
+ * public attributes) until ha.key_quorum members hold them (0: every healthy
+ * member). CKR_OK: replicated, or kept on fewer members because the slot
+ * allows single_member_keys (a warning is logged). Otherwise the new objects
+ * and every copy are destroyed and CKR_FUNCTION_FAILED is returned, with a
+ * message saying why (the table in p11proxy(7)). Members that turn out to be
+ * down do not count: they catch up when they return.
+ * Called with c's session lock held, never with the global lock.
+ */
+CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
+/*
+ * A token object with that identity was destroyed through c: destroys its
+ * copies on the other members that are up (members down keep theirs: sync
+ * --check shows them). No lock held.
+ */
+void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
+/*
+ * A token object with that identity was changed through c (templ, CKR_OK on
+ * the session's member): the same change on its copies on the other members
+ * that are up, so that they stay one object. No lock held.
+ */
+void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
+                       CK_ATTRIBUTE_PTR templ, CK_ULONG count);
+
+/*
+ * Member m of vs is up again (after being down): copies to it the token keys
+ * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
+ * CKA_LABEL). Needs the application's user login on the slot; without it the
+ * catch-up waits for the slot's next key creation. No lock held (the probe
+ * thread, or an inline probe).
+ */
+void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+
+#endif

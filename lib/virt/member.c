@@ -1,0 +1,203 @@
+/*
+ * Members (the core): their health states, the member chosen for new work,
+ * the contexts calls to a member go through (backend/call.h: deadlines,
+ * session counts, the hooks for abandoned calls).
+ *
+ *   UP ----server-side error, confirmed----> DOWN
+ *   DOWN --probe answers--> RECOVERING --second good probe--> UP
+ *   RECOVERING --probe fails--> DOWN (backoff doubles)
+ *   DOWN, every member of the slot --a call's inline probe answers--> UP
+ * The probes are the HA room's (ha/health.c).
+ */
+#include "virt/virt.h"
+#include "base/log.h"
+#include "base/names.h"
+
+#include <string.h>
+#include <time.h>
+
+/* Abandoned calls count against the state they were made in (global lock). */
+static unsigned long g_epoch = 1;
+
+void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                             CK_RV why)
+{
+	if (atomic_load(&m->health) != P11P_DOWN) {
+		m->failures++;
+		p11p_message("slot '%s': member %zu (backend '%s') is down: %s", vs->label,
+		             m->index, m->be->cfg->name, p11p_rv_str(why));
+	}
+	atomic_store(&m->health, P11P_DOWN);
+	m->last_error = why;
+	atomic_fetch_add(&m->handle_gen, 1);
+	vs->logged_in &= ~(1U << m->index); /* it may come back restarted */
+
+	m->good_probes = 0;
+	m->backoff_ms = vs->cfg->ha.probe_interval_ms;
+	m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
+	/* Its handles are not to be trusted when it comes back: re-find objects then. */
+	p11p_objects_forget_member_locked(st, vs, m->index);
+	pthread_cond_signal(&st->probe_cond);
+	p11p_broadcast_locked(); /* slot events */
+}
+
+bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv)
+{
+	return rv != CKR_OK && (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+	                        p11p_rv_is_server_error(m->be, rv));
+}
+
+bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                         CK_RV rv)
+{
+	CK_TOKEN_INFO ti;
+	CK_SLOT_ID be_slot;
+	struct p11p_bctx x;
+	CK_RV probe;
+
+	p11p_lock();
+	be_slot = m->be_slot;
+	p11p_unlock();
+	/*
+	 * Backends also use "server-side" codes for bad requests (SoftHSM2
+	 * answers CKR_GENERAL_ERROR to a forged GCM tag). A member whose token
+	 * still answers is alive: the error was about this request.
+	 */
+	p11p_member_probe_ctx(st, vs, m, &x);
+	probe = p11p_be_C_GetTokenInfo(&x, be_slot, &ti);
+	if (probe == CKR_OK)
+		return true;
+	p11p_lock();
+	p11p_member_down_locked(st, vs, m, rv);
+	p11p_unlock();
+	return false;
+}
+
+/*
+ * Least busy in balance mode, else first in priority order; among `want`.
+ * The priority order is the slot's order[] (order.c): deleted members are
+ * not in it, and never get new work.
+ */
+static struct p11p_member *pick_state(struct p11p_vslot *vs, const struct p11p_member *avoid,
+                                      int want)
+{
+	struct p11p_member *best = NULL;
+
+	for (size_t i = 0; i < vs->n_order; i++) {
+		struct p11p_member *m = &vs->members[vs->order[i]];
+
+		if (m == avoid || m->removed || !m->resolved || atomic_load(&m->health) != want)
+			continue;
+		if (vs->cfg->ha.mode != P11P_HA_BALANCE)
+			return m;
+		if (best == NULL || m->n_sessions < best->n_sessions)
+			best = m;
+	}
+	return best;
+}
+
+struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid)
+{
+	struct p11p_member *m = pick_state(vs, avoid, P11P_UP);
+
+	return m != NULL ? m : pick_state(vs, avoid, P11P_RECOVERING);
+}
+
+/* A probe of the member (arg) was abandoned past its deadline. */
+static void probe_hung(void *arg, void **rel, unsigned long *token)
+{
+	struct p11p_member *m = arg;
+
+	p11p_lock();
+	*rel = m;
+	*token = g_epoch;
+	m->hung_calls++;
+	p11p_unlock();
+}
+
+void p11p_member_sessions_gone(void *arg)
+{
+	struct p11p_member *m = arg;
+
+	atomic_fetch_add(&m->handle_gen, 1);
+}
+
+void p11p_member_ctx_init(struct p11p_member *m)
+{
+	m->ctx = (struct p11p_bctx){.be = m->be,
+	                            .count = &m->n_be_sessions,
+	                            .gone = p11p_member_sessions_gone,
+	                            .gone_arg = m};
+}
+
+void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
+                           struct p11p_bctx *out)
+{
+	unsigned long t = vs->cfg->ha.call_timeout_ms;
+
+	*out = (struct p11p_bctx){.be = m->be,
+	                          .timeout_ms = !st->threads_allowed ? 0
+	                                        : t != 0             ? t
+	                                                             : P11P_PROBE_TIMEOUT_MS,
+	                          .hung = probe_hung,
+	                          .released = p11p_member_released,
+	                          .arg = m,
+	                          .count = &m->n_be_sessions,
+	                          .gone = p11p_member_sessions_gone,
+	                          .gone_arg = m};
+}
+
+struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
+                                     CK_SLOT_ID *be_slot)
+{
+	struct p11p_member *m;
+
+	p11p_lock();
+	m = p11p_member_pick_locked(vs, NULL);
+	p11p_unlock();
+	if (m == NULL)
+		m = p11p_hook_member_revive(st, vs);
+	if (m != NULL) {
+		p11p_lock();
+		*be_slot = m->be_slot;
+		p11p_unlock();
+	}
+	return m;
+}
+
+void p11p_health_new_epoch_locked(void)
+{
+	g_epoch++;
+}
+
+void p11p_call_hung(void *arg, void **rel, unsigned long *token)
+{
+	struct p11p_call *c = arg;
+	struct p11p_vslot *vs = c->s->slot;
+
+	/* Not taken back while the call lasts, as for the watchdog's. */
+	p11p_lock();
+	*rel = c->m;
+	*token = g_epoch;
+	c->m->hung_calls++;
+	if (atomic_load(&c->m->health) != P11P_DOWN) {
+		p11p_message("slot '%s': a call on member %zu ran past call_timeout (%lu ms): "
+		             "abandoned, answered by another member",
+		             vs->label, c->m->index, c->timeout_ms);
+		p11p_member_down_locked(c->st, vs, c->m, CKR_DEVICE_ERROR);
+	}
+	p11p_unlock();
+	/* The call starts again on another member: so does the watchdog's clock. */
+	if (atomic_load(&c->s->call_started_ms) != 0)
+		atomic_store(&c->s->call_started_ms, p11p_now_ms());
+}
+
+void p11p_member_released(void *rel, unsigned long token)
+{
+	struct p11p_member *m = rel;
+
+	p11p_lock();
+	if (token == g_epoch && m->hung_calls > 0)
+		m->hung_calls--;
+	p11p_unlock();
+}

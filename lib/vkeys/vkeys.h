@@ -1,0 +1,95 @@
+/*
+ * The virtual-key room in the module: virtual keys over the index, enforced,
+ * and the key-management policy; the rules are the key model's
+ * (keymodel/model.h). It plugs into the core through hooks (virt/virt.h).
+ */
+#ifndef P11P_VKEYS_H
+#define P11P_VKEYS_H
+
+#include "virt/virt.h"
+#include "keymodel/model.h"
+#include "vkeys/policy.h"
+
+/* Sets the virtual-key hooks of the core (at C_Initialize). */
+void p11p_vkeys_register(void);
+
+/*
+ * --- policy.c in the module: a slot's key-management policy ---
+ * The config's `policy:`, unless `p11proxy policy set` wrote an overlay,
+ * "<state_dir>/slots/<LABEL>.policy", which wins (the file: vkeys/policy.h;
+ * what the policy decides: vkeys/model.h). Running processes follow an
+ * overlay within P11P_POLICY_CHECK_MS.
+ */
+#define P11P_POLICY_CHECK_MS 1000UL
+/* In the module: the slot's policy now. No lock held. */
+void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
+
+/* --- vkey.c: virtual keys over the index (issue 4) --- */
+/*
+ * Running processes pick up other processes' index changes (the CLI's
+ * `keys deny`, `keys deactivate`...) within this many milliseconds: the index
+ * is refreshed (one stat(2) when nothing changed) at most this often.
+ */
+#define P11P_VKEY_REFRESH_MS 100ULL
+/*
+ * Opens the index the config names (C_Initialize): `index:` must open; the
+ * default "<state_dir>/keys.index" is used when state_dir is a directory
+ * (and must open then); otherwise virtual keys are off (st->vkeys NULL).
+ * Messages go to p11p_message; failure: CKR_GENERAL_ERROR.
+ */
+CK_RV p11p_vkey_state_init(struct p11p_state *st);
+void p11p_vkey_state_free(struct p11p_state *st);
+/* Frees an object's binding (with the object). */
+void p11p_vkey_object_free(struct p11p_object *obj);
+/*
+ * May the proxy object `key` be used for `perm` (P11P_VK_* of index.h; 0:
+ * any use of the key's material, e.g. the key C_WrapKey wraps)? CKR_OK (also
+ * for objects that are not virtual keys); P11PROXY_CKR_KEY_DEACTIVATED;
+ * CKR_KEY_FUNCTION_NOT_PERMITTED; CKR_KEY_HANDLE_INVALID (deleted virtually,
+ * or hidden: not imported under `scan: owned`). No lock held.
+ */
+CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm);
+/*
+ * After the member answered C_GetAttributeValue (*rv): reports the virtual
+ * key's own permissions in the template in place of the HSM key's
+ * (CKR_OBJECT_HANDLE_INVALID for a deleted or hidden key).
+ */
+void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
+                         CK_ULONG count, CK_RV *rv);
+/*
+ * C_SetAttributeValue on a virtual key: true when settled here (*rv), under
+ * the slot's policy; false for objects that are not virtual keys.
+ */
+bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                   CK_RV *rv);
+/*
+ * C_DestroyObject on a virtual key: true when settled here (*rv): write_back
+ * false (the record becomes a tombstone), or a deleted/hidden key. false:
+ * go on and destroy the HSM key; *vid (0: not a virtual key) is then the
+ * record to remove with p11p_vkey_destroyed() once that worked.
+ */
+bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint64_t *vid);
+void p11p_vkey_destroyed(struct p11p_call *c, uint64_t vid);
+/*
+ * New backend objects bh[0..n) made through c (create, generate, unwrap,
+ * derive): records the token keys among them as virtual keys with origin
+ * `created` and binds their proxy handles. On an error the caller destroys
+ * them. p11p_vkey_copied(): the same for a C_CopyObject of proxy object src,
+ * whose copy gets no permission the original's virtual key lacks.
+ */
+CK_RV p11p_vkey_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
+CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HANDLE bh);
+/*
+ * A find starts (templ: the application's). Sets the session's virtual
+ * permission filter and gives in *btempl the template for the member's find:
+ * templ itself, or (when it names permission attributes) a p11p_malloc'ed
+ * copy without them, which the caller frees.
+ */
+CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                          CK_ATTRIBUTE **btempl, CK_ULONG *bcount);
+/* A find's chunk of proxy handles: binds the new ones (one index write for the imports). */
+void p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n);
+/* Is ph kept from this find (deleted, hidden, or not matching the virtual permissions)? */
+bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph);
+
+#endif

@@ -184,9 +184,10 @@ bench-callgrind: deps
 	$(MAKE) all $(O)/bench/bench_calls
 	BENCH_PARTS=callgrind bench/callgrind.sh $(O)
 
+# The demo's HA slot reaches SoftHSM2 through the test shim, and its application is a test program.
 demo:
 	@tests/install-deps.sh
-	$(MAKE) all
+	$(MAKE) all $(O)/tests/libshim.so $(O)/tests/signloop
 	tools/demo.sh $(O)
 
 # Every file `install` writes, under $(DESTDIR); `uninstall` removes exactly these. The

@@ -2,7 +2,7 @@
 # Installs the Debian packages the build and the tests need, when missing.
 # debhelper, dpkg-dev, fakeroot: tests/suites/72-deb.sh builds the Debian packages.
 set -e
-pkgs="build-essential pkg-config libp11-kit-dev p11-kit libyaml-dev libssl-dev check
+pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
 libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl mandoc valgrind
 libmicrohttpd-dev libjansson-dev curl jq
 debhelper dpkg-dev fakeroot"

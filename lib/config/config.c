@@ -900,8 +900,47 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	return true;
 }
 
-enum { TOP_BACKENDS, TOP_SLOTS, TOP_STATE_DIR, TOP_INDEX, TOP_N };
-static const char *const top_keys[TOP_N] = {"backends", "slots", "state_dir", "index"};
+enum { TOP_BACKENDS, TOP_SLOTS, TOP_STATE_DIR, TOP_INDEX, TOP_LOG, TOP_LOG_FACILITY, TOP_N };
+static const char *const top_keys[TOP_N] = {"backends", "slots", "state_dir",
+                                            "index",    "log",   "log_facility"};
+
+/* `log: stderr | syslog` and `log_facility: user | daemon | local0 .. local7`. */
+static bool parse_log(struct pctx *c, const yaml_node_t *log, const yaml_node_t *facility)
+{
+	char buf[P11P_YDOC_SHOW_BUF];
+	const char *s;
+
+	c->cfg->log = P11P_LOG_STDERR;
+	c->cfg->log_facility = P11P_LOG_FACILITY_USER;
+	if (log != NULL) {
+		if (!get_string(c, log, "log", &s))
+			return false;
+		if (strcmp(s, "stderr") == 0)
+			c->cfg->log = P11P_LOG_STDERR;
+		else if (strcmp(s, "syslog") == 0)
+			c->cfg->log = P11P_LOG_SYSLOG;
+		else
+			return p11p_ydoc_report(&c->y, &log->start_mark,
+			                        "'log' must be stderr or syslog, not '%s'",
+			                        p11p_ydoc_show(s, strlen(s), buf));
+	}
+	if (facility != NULL) {
+		if (!get_string(c, facility, "log_facility", &s))
+			return false;
+		if (strcmp(s, "user") == 0)
+			c->cfg->log_facility = P11P_LOG_FACILITY_USER;
+		else if (strcmp(s, "daemon") == 0)
+			c->cfg->log_facility = P11P_LOG_FACILITY_DAEMON;
+		else if (strncmp(s, "local", 5) == 0 && s[5] >= '0' && s[5] <= '7' && s[6] == '\0')
+			c->cfg->log_facility = P11P_LOG_FACILITY_LOCAL0 + ((s[5] - '0') << 3);
+		else
+			return p11p_ydoc_report(
+			    &c->y, &facility->start_mark,
+			    "'log_facility' must be user, daemon or local0 to local7, not '%s'",
+			    p11p_ydoc_show(s, strlen(s), buf));
+	}
+	return true;
+}
 
 /* "<state_dir>/keys.index". */
 static bool default_index(struct p11p_config *cfg)
@@ -957,6 +996,8 @@ static bool parse_root(struct pctx *c)
 	} else if (!default_index(c->cfg)) {
 		return p11p_ydoc_oom(&c->y);
 	}
+	if (!parse_log(c, v[TOP_LOG], v[TOP_LOG_FACILITY]))
+		return false;
 
 	if (!check_list(c, v[TOP_BACKENDS], "backends", P11P_MAX_BACKENDS, "backends"))
 		return false;
@@ -1155,6 +1196,8 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 	if (cfg->slots[0].label == NULL)
 		goto oom;
 	c.cfg = cfg;
+	cfg->log = P11P_LOG_STDERR;
+	cfg->log_facility = P11P_LOG_FACILITY_USER;
 	cfg->state_dir = p11p_strdup(P11P_DEFAULT_STATE_DIR);
 	if (cfg->state_dir == NULL || !default_index(cfg) || !member_name(&c, NULL, mb, 0))
 		goto oom;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base/log.h"
 #include "base/pkcs11.h"
 #include "base/secret.h"
 
@@ -151,6 +152,13 @@ struct p11p_config {
 	 */
 	char *index_path;
 	bool index_explicit;
+	/*
+	 * `log:` and `log_facility:`: where the module's messages go (the
+	 * module applies them with p11p_log_set_target once it has read the
+	 * file). Default: P11P_LOG_STDERR, P11P_LOG_FACILITY_USER.
+	 */
+	enum p11p_log_target log;
+	int log_facility;
 
 	size_t n_backends;
 	struct p11p_backend_cfg *backends;

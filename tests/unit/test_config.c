@@ -576,6 +576,58 @@ START_TEST(test_parse_buffer)
 }
 END_TEST
 
+/* ---- log: and log_facility: ---------------------------------------------------------- */
+
+START_TEST(test_log_setting)
+{
+	static const char base[] = "backends: [{name: a, module: /bin/sh}]\n"
+	                           "slots: [{label: s, members: [{backend: a, slot_id: 1}]}]\n";
+	static const struct {
+		const char *extra, *err; /* err NULL: valid */
+		enum p11p_log_target log;
+		int facility;
+	} cases[] = {
+	    {"", NULL, P11P_LOG_STDERR, P11P_LOG_FACILITY_USER},
+	    {"log: stderr\n", NULL, P11P_LOG_STDERR, P11P_LOG_FACILITY_USER},
+	    {"log: syslog\n", NULL, P11P_LOG_SYSLOG, P11P_LOG_FACILITY_USER},
+	    {"log: syslog\nlog_facility: daemon\n", NULL, P11P_LOG_SYSLOG,
+	     P11P_LOG_FACILITY_DAEMON},
+	    {"log: syslog\nlog_facility: local0\n", NULL, P11P_LOG_SYSLOG,
+	     P11P_LOG_FACILITY_LOCAL0},
+	    {"log: syslog\nlog_facility: local7\n", NULL, P11P_LOG_SYSLOG, 23 << 3},
+	    {"log: journal\n", "mem:3:6: 'log' must be stderr or syslog, not 'journal'", 0, 0},
+	    {"log: [syslog]\n", "mem:3:6: 'log' must be a string", 0, 0},
+	    {"log_facility: local8\n",
+	     "mem:3:15: 'log_facility' must be user, daemon or local0 to local7, not 'local8'", 0,
+	     0},
+	    {"log_facility: LOCAL0\n",
+	     "mem:3:15: 'log_facility' must be user, daemon or local0 to local7, not 'LOCAL0'", 0,
+	     0},
+	    {"log: syslog\nlog: stderr\n", "mem:4:1: duplicate key 'log' at top level", 0, 0},
+	    {"logging: syslog\n", "mem:3:1: unknown key 'logging' at top level", 0, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char yaml[512], err[256];
+		int n = snprintf(yaml, sizeof(yaml), "%s%s", base, cases[i].extra);
+		struct p11p_config *cfg;
+
+		ck_assert(n > 0 && (size_t)n < sizeof(yaml));
+		err[0] = '\0';
+		cfg = p11p_config_parse("mem", yaml, (size_t)n, err, sizeof(err));
+		if (cases[i].err == NULL) {
+			ck_assert_msg(cfg != NULL, "%s: %s", cases[i].extra, err);
+			ck_assert_int_eq(cfg->log, cases[i].log);
+			ck_assert_int_eq(cfg->log_facility, cases[i].facility);
+		} else {
+			ck_assert_msg(cfg == NULL, "%s: accepted", cases[i].extra);
+			ck_assert_str_eq(err, cases[i].err);
+		}
+		p11p_config_free(cfg);
+	}
+}
+END_TEST
+
 /* ---- entropy: and fragments: (issue 5) ---------------------------------------------- */
 
 static struct p11p_config *parse_slot_extra(const char *extra, char *err, size_t errlen)
@@ -1030,6 +1082,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_catalogue_complete);
 	tcase_add_test(tc, test_file_errors);
 	tcase_add_test(tc, test_parse_buffer);
+	tcase_add_test(tc, test_log_setting);
 	tcase_add_test(tc, test_entropy_fragments);
 	tcase_add_test(tc, test_entropy_fragments_bad);
 	tcase_add_test(tc, test_env_use_rand);

@@ -152,6 +152,22 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 	return CKR_DEVICE_ERROR;
 }
 
+/*
+ * One line per session moved to another member, rate-limited: a member going
+ * down moves every session it served.
+ */
+static void report_failover(const struct p11p_call *c, const struct p11p_member *old,
+                            const char *why)
+{
+	static struct p11p_ratelimit rl;
+
+	p11p_message_limited(&rl,
+	                     "slot '%s': a session moved from member %zu (backend '%s') to member "
+	                     "%zu (backend '%s'): %s",
+	                     c->s->slot->label, old->index, old->be->cfg->name, c->m->index,
+	                     c->m->be->cfg->name, why);
+}
+
 bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 {
 	struct p11p_member *old = c->m;
@@ -205,6 +221,8 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	r = move_session(c, old, alive, refresh);
 	if (alive)
 		p11p_be_C_CloseSession(&old_bc, old_bs);
+	if (r == CKR_OK && c->m != old)
+		report_failover(c, old, p11p_rv_str(*rv));
 	if (r == CKR_OK)
 		return repeatable;
 	*rv = r;
@@ -218,8 +236,12 @@ void p11p_call_leave_down_member(struct p11p_call *c)
 	 * for a hung call): do not send it more work. Its session there is
 	 * abandoned, not closed: the member may not answer.
 	 */
-	if (c->s->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN)
-		move_session(c, c->m, false, false);
+	if (c->s->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN) {
+		struct p11p_member *old = c->m;
+
+		if (move_session(c, old, false, false) == CKR_OK && c->m != old)
+			report_failover(c, old, "its member is down");
+	}
 }
 
 /* Objects matching t[0..n) on c's member: 0, 1 or 2 (= more than one); -1 when the find failed. */

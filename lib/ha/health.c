@@ -54,8 +54,8 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 		if (atomic_load(&m->health) != P11P_UP &&
 		    (revive || ++m->good_probes >= GOOD_PROBES_TO_RECOVER)) {
 			atomic_store(&m->health, P11P_UP);
-			p11p_message("slot '%s': member %zu (backend '%s') is up again", vs->label,
-			             m->index, m->be->cfg->name);
+			p11p_notice("slot '%s': member %zu (backend '%s') is up again", vs->label,
+			            m->index, m->be->cfg->name);
 			p11p_broadcast_locked();
 			back_up = true;
 		} else if (atomic_load(&m->health) != P11P_UP) {

@@ -1022,6 +1022,10 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	}
 	needed = ha->key_quorum != 0 ? ha->key_quorum : healthy;
 	if (holders >= needed) {
+		/* holders counts the member the key was made on. */
+		if (holders > 1)
+			p11p_notice("slot '%s': new %s copied to %zu other member%s", vs->label,
+			            desc, holders - 1, holders == 2 ? "" : "s");
 		for (size_t i = 0; i < n_tg; i++) {
 			if (!tg[i].ok && !tg[i].down)
 				p11p_message("slot '%s': %s is not on member %zu (quorum of %zu "

@@ -147,6 +147,25 @@ void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct 
 	                          .gone_arg = m};
 }
 
+bool p11p_slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member **m,
+                     CK_SLOT_ID *be_slot, CK_RV *rv, unsigned *tries)
+{
+	if (*rv == CKR_OK || !p11p_rv_is_server_error((*m)->be, *rv) || (*tries)++ > vs->n_members)
+		return false;
+	/*
+	 * The member still answers: a failure that passed, asked once more
+	 * there (not CKR_GENERAL_ERROR, which tokens also answer bad requests with).
+	 */
+	if (p11p_member_confirm(st, vs, *m, *rv))
+		return *tries == 1 && *rv != CKR_GENERAL_ERROR;
+	*m = p11p_member_pick(st, vs, be_slot);
+	if (*m == NULL) {
+		*rv = CKR_DEVICE_ERROR;
+		return false;
+	}
+	return true;
+}
+
 struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
                                      CK_SLOT_ID *be_slot)
 {

@@ -147,6 +147,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	struct p11p_session *s;
 	CK_SESSION_HANDLE bs = 0;
 	CK_SLOT_ID be_slot;
+	unsigned tries = 0;
 	CK_RV rv;
 
 	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
@@ -161,7 +162,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 		goto out;
 	}
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
-	for (unsigned tries = 0;; tries++) {
+	do {
 		rv = p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
 		/* Logged in on the slot: the new session is too (ha/failover.c). */
 		if (rv == CKR_OK) {
@@ -169,16 +170,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 			if (rv != CKR_OK)
 				p11p_be_C_CloseSession(&m->ctx, bs);
 		}
-		if (rv == CKR_OK || !p11p_rv_is_server_error(m->be, rv) || tries >= vs->n_members ||
-		    p11p_member_confirm(st, vs, m, rv))
-			break;
-		/* That member is down now: the next one, if any. */
-		m = p11p_member_pick(st, vs, &be_slot);
-		if (m == NULL) {
-			rv = CKR_DEVICE_ERROR;
-			goto out;
-		}
-	}
+	} while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
 	s = session_new(vs, m, flags, bs);

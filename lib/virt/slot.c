@@ -82,24 +82,6 @@ bool p11p_slot_never_seen(struct p11p_vslot *vs)
 	return never;
 }
 
-/*
- * A slot call answered rv on m: when m failed (confirmed), picks the next
- * member into *m / *be_slot and returns true to call again there.
- */
-static bool slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member **m,
-                       CK_SLOT_ID *be_slot, CK_RV *rv, unsigned *tries)
-{
-	if (!p11p_rv_is_server_error((*m)->be, *rv) || (*tries)++ >= vs->n_members ||
-	    p11p_member_confirm(st, vs, *m, *rv))
-		return false;
-	*m = p11p_member_pick(st, vs, be_slot);
-	if (*m == NULL) {
-		*rv = CKR_DEVICE_ERROR;
-		return false;
-	}
-	return true;
-}
-
 CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
 	struct p11p_state *st;
@@ -174,7 +156,7 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 	}
 	do
 		rv = p11p_be_C_GetTokenInfo(&m->ctx, be_slot, info);
-	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
+	while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv == CKR_OK) {
 		/* What the application sees is the virtual token, whichever member serves it. */
 		p11p_lock();
@@ -232,7 +214,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	/* Ask the backend into our own bounded buffer, then copy what fits. */
 	do
 		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, NULL, &n);
-	while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
+	while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
 	if (n > MAX_MECHANISMS) {
@@ -333,11 +315,11 @@ CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANIS
 	else if (p11p_hook_local_mechanism(type))
 		do
 			rv = vendor_info(&m->ctx, be_slot, type, info);
-		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
+		while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	else
 		do
 			rv = p11p_be_C_GetMechanismInfo(&m->ctx, be_slot, type, info);
-		while (slot_retry(st, vs, &m, &be_slot, &rv, &tries));
+		while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	p11p_leave(st);
 	return rv;
 }

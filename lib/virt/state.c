@@ -214,9 +214,10 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 		if (rv == CKR_HOST_MEMORY)
 			return rv;
 		if (rv != CKR_OK) {
-			/* Not there yet: probed until it appears. */
-			p11p_debug(P11P_DBG_BACKEND, "slot '%s' member %zu: %s", cfg->label, j,
-			           err);
+			/* Not there yet: said once, and probed until it appears ("up again"). */
+			p11p_message("slot '%s': member %zu ('%s', backend '%s') not found at "
+			             "C_Initialize: %s; probed until it appears",
+			             cfg->label, j, m->cfg->name, m->be->cfg->name, err);
 			atomic_store(&m->health, P11P_DOWN);
 			m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
 		}
@@ -261,6 +262,8 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 		p11p_free(st);
 		return CKR_GENERAL_ERROR;
 	}
+	/* `log:`: every later message goes where the configuration says. */
+	p11p_log_set_target(st->cfg->log, st->cfg->log_facility);
 	st->backends = p11p_calloc(st->cfg->n_backends, sizeof(*st->backends));
 	st->slots = p11p_calloc(st->cfg->n_slots, sizeof(*st->slots));
 	if (st->backends == NULL || st->slots == NULL) {

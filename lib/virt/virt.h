@@ -14,7 +14,8 @@
  *   5. leaves, which take no other lock: an index handle's `mu`
  *      (index/index.c, with the index file's flock(2) taken under it), a
  *      slot generator's `lock` (crypto/rng.c: never held across the HSM
- *      callback), ossl_lock (crypto/ossl.c), log_lock (base/log.c).
+ *      callback), ossl_lock (base/ossl.c). Messages (base/log.c) take no
+ *      lock: they may be written under any of these.
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
  *
@@ -344,6 +345,14 @@ void p11p_member_sessions_gone(void *m);
 #define P11P_PROBE_TIMEOUT_MS 2000UL
 void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
                            struct p11p_bctx *out);
+/*
+ * A call about a slot (not a session) answered *rv on *m: true to call again,
+ * on the member p11p_member_pick() chose when *m failed (confirmed), or on *m
+ * once when it still answers (a failure that passed). *tries counts the
+ * calls made (start at 0). No lock held.
+ */
+bool p11p_slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member **m,
+                     CK_SLOT_ID *be_slot, CK_RV *rv, unsigned *tries);
 /*
  * The member new work should go to (p11p_member_pick_locked), else the first
  * that p11p_member_revive() brings back; with its backend slot id in

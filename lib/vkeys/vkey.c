@@ -587,8 +587,10 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 {
+	static struct p11p_ratelimit refused; /* an application may retry in a loop */
 	struct p11p_vkey rec;
-	CK_RV err;
+	char ops[96];
+	CK_RV err, rv;
 
 	if (c->st->vkeys == NULL || key == CK_INVALID_HANDLE || p11p_local_handle(key))
 		return CKR_OK;
@@ -602,7 +604,18 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 	case VK_BOUND:
 		break;
 	}
-	return p11p_vk_use_check(&rec, perm);
+	rv = p11p_vk_use_check(&rec, perm);
+	if (rv != CKR_OK) {
+		bool state = rec.state == P11P_VK_DEACTIVATED || rec.state == P11P_VK_DELETED;
+
+		p11p_message_limited(&refused, "slot '%s': key %016llx '%.*s' refused: %s%s",
+		                     rec.slot, (unsigned long long)rec.vid, (int)rec.label_len,
+		                     (const char *)rec.label,
+		                     state ? p11p_vk_state_name(rec.state)
+		                           : p11p_vk_perm_list_str(perm, " ", ops, sizeof(ops)),
+		                     state ? "" : " not permitted");
+	}
+	return rv;
 }
 
 /*

@@ -128,8 +128,8 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 			break;
 		r = session_on(c, next);
 		if (r == CKR_OK) {
-			p11p_debug(P11P_DBG_SESSION, "session 0x%lx moved to member %zu",
-			           (unsigned long)c->s->handle, next->index);
+			p11p_debug(P11P_DBG_SESSION, "session 0x%lx moved to member '%s'",
+			           (unsigned long)c->s->handle, next->cfg->name);
 			return CKR_OK;
 		}
 		if (!p11p_rv_needs_failover(next, r))
@@ -162,9 +162,9 @@ static void report_failover(const struct p11p_call *c, const struct p11p_member 
 	static struct p11p_ratelimit rl;
 
 	p11p_message_limited(&rl,
-	                     "slot '%s': a session moved from member %zu (backend '%s') to member "
-	                     "%zu (backend '%s'): %s",
-	                     c->s->slot->label, old->index, old->be->cfg->name, c->m->index,
+	                     "slot '%s': a session moved from member '%s' (backend '%s') to member "
+	                     "'%s' (backend '%s'): %s",
+	                     c->s->slot->label, old->cfg->name, old->be->cfg->name, c->m->cfg->name,
 	                     c->m->be->cfg->name, why);
 }
 
@@ -317,20 +317,20 @@ bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *r
 	if (all_found) {
 		for (size_t i = 0; i < cr->n; i++)
 			bh[i] = found[i];
-		p11p_message("member %zu failed during a key creation; the new object is on "
-		             "member %zu (found by CKA_ID): adopted",
-		             old->index, c->m->index);
+		p11p_message("member '%s' failed during a key creation; the new object is on "
+		             "member '%s' (found by CKA_ID): adopted",
+		             old->cfg->name, c->m->cfg->name);
 		*rv = CKR_OK;
 	} else if (none_found) {
-		p11p_message("member %zu failed during a key creation: not created on the "
+		p11p_message("member '%s' failed during a key creation: not created on the "
 		             "survivors: safe to repeat (CKR_DEVICE_ERROR)",
-		             old->index);
+		             old->cfg->name);
 		*rv = CKR_DEVICE_ERROR;
 	} else {
 		p11p_message(
-		    "member %zu failed during a key creation: outcome unknown "
-		    "(no CKA_ID to look for, or ambiguous on member %zu): CKR_DEVICE_ERROR",
-		    old->index, c->m->index);
+		    "member '%s' failed during a key creation: outcome unknown "
+		    "(no CKA_ID to look for, or ambiguous on member '%s'): CKR_DEVICE_ERROR",
+		    old->cfg->name, c->m->cfg->name);
 		*rv = CKR_DEVICE_ERROR;
 	}
 	return false;

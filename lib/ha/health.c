@@ -54,8 +54,8 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 		if (atomic_load(&m->health) != P11P_UP &&
 		    (revive || ++m->good_probes >= GOOD_PROBES_TO_RECOVER)) {
 			atomic_store(&m->health, P11P_UP);
-			p11p_notice("slot '%s': member %zu (backend '%s') is up again", vs->label,
-			            m->index, m->be->cfg->name);
+			p11p_notice("slot '%s': member '%s' (backend '%s') is up again", vs->label,
+			            m->cfg->name, m->be->cfg->name);
 			p11p_broadcast_locked();
 			back_up = true;
 		} else if (atomic_load(&m->health) != P11P_UP) {
@@ -69,8 +69,8 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 		m->backoff_ms =
 		    m->backoff_ms * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : m->backoff_ms * 2;
 		m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
-		p11p_debug(P11P_DBG_BACKEND, "slot '%s' member %zu: probe failed (%s)", vs->label,
-		           m->index, rv == CKR_TOKEN_NOT_PRESENT ? err : p11p_rv_str(rv));
+		p11p_debug(P11P_DBG_BACKEND, "slot '%s' member '%s': probe failed (%s)", vs->label,
+		           m->cfg->name, rv == CKR_TOKEN_NOT_PRESENT ? err : p11p_rv_str(rv));
 	}
 	p11p_unlock();
 	/* Keys made while it was away: copied to it now, outside the global lock (replicate.c). */

@@ -51,8 +51,9 @@ struct msess {
 	struct p11p_vslot *vs;
 	struct p11p_member *m;
 	struct p11p_backend *be;
-	size_t index;           /* the member's index, for messages */
-	const char *repl_label; /* ha.replication_key */
+	size_t index;                 /* the member's index */
+	char name[P11P_NAME_MAX + 8]; /* the member, for messages: its name, or "#N" */
+	const char *repl_label;       /* ha.replication_key */
 	struct p11p_bctx ctx;
 	const struct p11p_bctx *bc; /* &ctx, or the caller's */
 	CK_SESSION_HANDLE h;
@@ -152,6 +153,7 @@ static CK_RV msess_open(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	ms->m = m;
 	ms->be = m->be;
 	ms->index = m->index;
+	snprintf(ms->name, sizeof(ms->name), "%s", m->cfg->name);
 	ms->repl_label = vs->cfg->ha.replication_key;
 	/* Replication and catch-up run in probes and key creations: bounded like probes. */
 	p11p_member_probe_ctx(st, vs, m, &ms->ctx);
@@ -256,13 +258,13 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 	}
 	rv = find(ms, t, 2, found, 2, &n);
 	if (rv != CKR_OK) {
-		snprintf(why, wl, "member %zu: cannot look for the replication key '%s': %s", i,
-		         label, p11p_rv_str(rv));
+		snprintf(why, wl, "member '%s': cannot look for the replication key '%s': %s",
+		         ms->name, label, p11p_rv_str(rv));
 		return rv;
 	}
 	if (n != 1) {
-		snprintf(why, wl, "member %zu: %s secret key labelled '%s' (ha.replication_key)", i,
-		         n == 0 ? "no" : "more than one", label);
+		snprintf(why, wl, "member '%s': %s secret key labelled '%s' (ha.replication_key)",
+		         ms->name, n == 0 ? "no" : "more than one", label);
 		return CKR_FUNCTION_FAILED;
 	}
 	if (vs != NULL) {
@@ -569,8 +571,8 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 	if (ki->cls == CKO_PUBLIC_KEY) {
 		rv = p11p_be_C_CreateObject(t->bc, t->h, ki->t, ki->n, out);
 		if (rv != CKR_OK)
-			snprintf(why, wl, "member %zu refused the copy: C_CreateObject: %s",
-			         t->index, p11p_rv_str(rv));
+			snprintf(why, wl, "member '%s' refused the copy: C_CreateObject: %s",
+			         t->name, p11p_rv_str(rv));
 		return rv;
 	}
 	rv = repl_key(t, false, &rk, why, wl);
@@ -601,7 +603,7 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 	if (rv == CKR_OK && *out == CK_INVALID_HANDLE)
 		rv = CKR_GENERAL_ERROR;
 	if (rv != CKR_OK)
-		snprintf(why, wl, "member %zu refused the copy: C_UnwrapKey: %s", t->index,
+		snprintf(why, wl, "member '%s' refused the copy: C_UnwrapKey: %s", t->name,
 		         p11p_rv_str(rv));
 	return rv;
 }
@@ -670,9 +672,10 @@ static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *
 		if (got < REPL_FIND_CHUNK)
 			break;
 		if (count >= REPL_MAX_KEYS) {
-			p11p_message("slot '%s': member %zu holds more than %lu keys of one class; "
-			             "the catch-up looks at the first %lu",
-			             ms->vs->label, ms->m->index, REPL_MAX_KEYS, REPL_MAX_KEYS);
+			p11p_message(
+			    "slot '%s': member '%s' holds more than %lu keys of one class; "
+			    "the catch-up looks at the first %lu",
+			    ms->vs->label, ms->m->cfg->name, REPL_MAX_KEYS, REPL_MAX_KEYS);
 			break;
 		}
 	}
@@ -723,9 +726,9 @@ static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct mses
 				r = copy_to(dst, ki, &copy, why, sizeof(why));
 			if (r == CKR_OK) {
 				cnt->copied++;
-				p11p_debug(P11P_DBG_OBJECT, "slot '%s': copied %s to member %zu",
+				p11p_debug(P11P_DBG_OBJECT, "slot '%s': copied %s to member '%s'",
 				           src->vs->label, describe(ki, desc, sizeof(desc)),
-				           dst->m->index);
+				           dst->m->cfg->name);
 				continue;
 			}
 			if (p11p_rv_is_server_error(src->m->be, r) ||
@@ -734,8 +737,8 @@ static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct mses
 				break;
 			}
 			cnt->failed++;
-			p11p_message("slot '%s': catch-up of member %zu: %s not copied: %s",
-			             src->vs->label, dst->m->index,
+			p11p_message("slot '%s': catch-up of member '%s': %s not copied: %s",
+			             src->vs->label, dst->m->cfg->name,
 			             describe(ki, desc, sizeof(desc)),
 			             why[0] != '\0' ? why : p11p_rv_str(r));
 		}
@@ -778,21 +781,21 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		return;
 	if (login != CKU_USER) {
 		p11p_debug(P11P_DBG_OBJECT,
-		           "slot '%s': member %zu catches up once the application logs in",
-		           vs->label, m->index);
+		           "slot '%s': member '%s' catches up once the application logs in",
+		           vs->label, m->cfg->name);
 		return;
 	}
 	if (vs->cfg->ha.replication_key == NULL) {
 		/* A slot without a replication key does not replicate: nothing to say. */
 		p11p_debug(P11P_DBG_OBJECT,
-		           "slot '%s': member %zu: no catch-up (no replication key)", vs->label,
-		           m->index);
+		           "slot '%s': member '%s': no catch-up (no replication key)", vs->label,
+		           m->cfg->name);
 		return;
 	}
 	rv = msess_open(st, vs, m, &dst);
 	if (rv != CKR_OK) {
-		p11p_message("slot '%s': catch-up of member %zu: cannot open a session: %s",
-		             vs->label, m->index, p11p_rv_str(rv));
+		p11p_message("slot '%s': catch-up of member '%s': cannot open a session: %s",
+		             vs->label, m->cfg->name, p11p_rv_str(rv));
 		if (p11p_rv_is_server_error(m->be, rv))
 			p11p_member_confirm(st, vs, m, rv);
 		return;
@@ -816,8 +819,8 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		if (rv != CKR_OK) {
 			complete = false;
 			p11p_message(
-			    "slot '%s': catch-up of member %zu from member %zu stopped: %s",
-			    vs->label, m->index, sources[i]->index, p11p_rv_str(rv));
+			    "slot '%s': catch-up of member '%s' from member '%s' stopped: %s",
+			    vs->label, m->cfg->name, sources[i]->cfg->name, p11p_rv_str(rv));
 			if (p11p_rv_is_server_error(m->be, rv) &&
 			    !p11p_member_confirm(st, vs, m, rv))
 				break;
@@ -835,8 +838,8 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 	}
 	if (cnt.copied > 0 || cnt.failed > 0 || !complete)
 		p11p_message(
-		    "slot '%s': member %zu caught up%s: %lu key%s copied, %lu could not be",
-		    vs->label, m->index, complete ? "" : " in part", cnt.copied,
+		    "slot '%s': member '%s' caught up%s: %lu key%s copied, %lu could not be",
+		    vs->label, m->cfg->name, complete ? "" : " in part", cnt.copied,
 		    cnt.copied == 1 ? "" : "s", cnt.failed);
 }
 
@@ -891,8 +894,8 @@ static void copy_to_target(struct p11p_state *st, struct p11p_vslot *vs, struct 
 	CK_RV rv = msess_open(st, vs, t->m, &t->s);
 
 	if (rv != CKR_OK) {
-		snprintf(t->why, sizeof(t->why), "member %zu: cannot open a session or log in: %s",
-		         t->m->index, p11p_rv_str(rv));
+		snprintf(t->why, sizeof(t->why), "member '%s': cannot open a session or log in: %s",
+		         t->m->cfg->name, p11p_rv_str(rv));
 		goto out;
 	}
 	for (size_t k = 0; k < n && rv == CKR_OK; k++) {
@@ -910,9 +913,9 @@ static void copy_to_target(struct p11p_state *st, struct p11p_vslot *vs, struct 
 			rv = count_identity(&t->s, &ki[k], &present);
 		if (rv == CKR_OK && present > 0) {
 			snprintf(t->why, sizeof(t->why),
-			         "member %zu already holds a key with the same class, CKA_ID and "
+			         "member '%s' already holds a key with the same class, CKA_ID and "
 			         "CKA_LABEL",
-			         t->m->index);
+			         t->m->cfg->name);
 			rv = CKR_FUNCTION_FAILED;
 			break;
 		}
@@ -924,7 +927,7 @@ out:
 	if (!t->ok) {
 		target_undo(t, n);
 		if (t->why[0] == '\0')
-			snprintf(t->why, sizeof(t->why), "member %zu: %s", t->m->index,
+			snprintf(t->why, sizeof(t->why), "member '%s': %s", t->m->cfg->name,
 			         p11p_rv_str(rv));
 		/* A member that failed is not one that refused: it catches up when back. */
 		if ((p11p_rv_is_server_error(t->m->be, rv) || rv == CKR_SESSION_HANDLE_INVALID ||
@@ -977,8 +980,8 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	catch_up_pending(c->st, vs);
 	rv = msess_open(c->st, vs, pm, &src);
 	if (rv != CKR_OK) {
-		snprintf(why, sizeof(why), "cannot open a session on member %zu: %s", pm->index,
-		         p11p_rv_str(rv));
+		snprintf(why, sizeof(why), "cannot open a session on member '%s': %s",
+		         pm->cfg->name, p11p_rv_str(rv));
 		goto refuse;
 	}
 	/* Read (and wrap) each new token key on the member that made it. */
@@ -1028,9 +1031,10 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 			            desc, holders - 1, holders == 2 ? "" : "s");
 		for (size_t i = 0; i < n_tg; i++) {
 			if (!tg[i].ok && !tg[i].down)
-				p11p_message("slot '%s': %s is not on member %zu (quorum of %zu "
+				p11p_message("slot '%s': %s is not on member '%s' (quorum of %zu "
 				             "reached): %s",
-				             vs->label, desc, tg[i].m->index, needed, tg[i].why);
+				             vs->label, desc, tg[i].m->cfg->name, needed,
+				             tg[i].why);
 		}
 		rv = CKR_OK;
 		goto out;
@@ -1103,10 +1107,11 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 			         ? p11p_be_C_DestroyObject(ms.bc, ms.h, found[0])
 			         : p11p_be_C_SetAttributeValue(ms.bc, ms.h, found[0], templ, count);
 			if (rv != CKR_OK)
-				p11p_message("slot '%s': the copy on member %zu of a %s key %s: %s",
-				             vs->label, i, templ == NULL ? "destroyed" : "changed",
-				             templ == NULL ? "stays" : "keeps its old attributes",
-				             p11p_rv_str(rv));
+				p11p_message(
+				    "slot '%s': the copy on member '%s' of a %s key %s: %s",
+				    vs->label, ms.name, templ == NULL ? "destroyed" : "changed",
+				    templ == NULL ? "stays" : "keeps its old attributes",
+				    p11p_rv_str(rv));
 		}
 		msess_close(&ms);
 	}
@@ -1141,6 +1146,9 @@ CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, s
 	struct keyinfo ki;
 	CK_RV rv;
 
+	/* The CLI numbers members from 1. */
+	snprintf(src.name, sizeof(src.name), "#%zu", src_index + 1);
+	snprintf(dst.name, sizeof(dst.name), "#%zu", dst_index + 1);
 	memset(&ki, 0, sizeof(ki));
 	*out = CK_INVALID_HANDLE;
 	why[0] = '\0';

@@ -39,8 +39,8 @@ static void scan_cb(void *value, void *arg)
 	m->hung_calls++;
 	if (atomic_load(&m->health) == P11P_DOWN)
 		return;
-	p11p_message("slot '%s': a call on member %zu has run for %llu ms (call_timeout %lu ms)",
-	             s->slot->label, m->index, sc->now - started, timeout);
+	p11p_message("slot '%s': a call on member '%s' has run for %llu ms (call_timeout %lu ms)",
+	             s->slot->label, m->cfg->name, sc->now - started, timeout);
 	p11p_member_down_locked(sc->st, s->slot, m, CKR_DEVICE_ERROR);
 }
 

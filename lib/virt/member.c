@@ -24,8 +24,8 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 {
 	if (atomic_load(&m->health) != P11P_DOWN) {
 		m->failures++;
-		p11p_message("slot '%s': member %zu (backend '%s') is down: %s", vs->label,
-		             m->index, m->be->cfg->name, p11p_rv_str(why));
+		p11p_message("slot '%s': member '%s' (backend '%s') is down: %s", vs->label,
+		             m->cfg->name, m->be->cfg->name, p11p_rv_str(why));
 	}
 	atomic_store(&m->health, P11P_DOWN);
 	m->last_error = why;
@@ -200,9 +200,9 @@ void p11p_call_hung(void *arg, void **rel, unsigned long *token)
 	*token = g_epoch;
 	c->m->hung_calls++;
 	if (atomic_load(&c->m->health) != P11P_DOWN) {
-		p11p_message("slot '%s': a call on member %zu ran past call_timeout (%lu ms): "
+		p11p_message("slot '%s': a call on member '%s' ran past call_timeout (%lu ms): "
 		             "abandoned, answered by another member",
-		             vs->label, c->m->index, c->timeout_ms);
+		             vs->label, c->m->cfg->name, c->timeout_ms);
 		p11p_member_down_locked(c->st, vs, c->m, CKR_DEVICE_ERROR);
 	}
 	p11p_unlock();

@@ -184,8 +184,8 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
 	p11p_unlock();
 	if (forgot)
 		p11p_debug(P11P_DBG_OBJECT,
-		           "object 0x%lx: member %zu dropped its handle: found again",
-		           (unsigned long)h, member);
+		           "object 0x%lx: member '%s' dropped its handle: found again",
+		           (unsigned long)h, c->s->slot->members[member].cfg->name);
 	return forgot;
 }
 

@@ -192,8 +192,8 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	m->n_sessions++;
 	p11p_unlock();
 	*out = s->handle;
-	p11p_debug(P11P_DBG_SESSION, "slot %lu: session 0x%lx opened on member %zu",
-	           (unsigned long)id, (unsigned long)s->handle, m->index);
+	p11p_debug(P11P_DBG_SESSION, "slot %lu: session 0x%lx opened on member '%s'",
+	           (unsigned long)id, (unsigned long)s->handle, m->cfg->name);
 	goto out;
 close_backend:
 	p11p_be_C_CloseSession(&m->ctx, bs);

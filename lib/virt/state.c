@@ -215,9 +215,9 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 			return rv;
 		if (rv != CKR_OK) {
 			/* Not there yet: said once, and probed until it appears ("up again"). */
-			p11p_message("slot '%s': member %zu ('%s', backend '%s') not found at "
+			p11p_message("slot '%s': member '%s' (backend '%s') not found at "
 			             "C_Initialize: %s; probed until it appears",
-			             cfg->label, j, m->cfg->name, m->be->cfg->name, err);
+			             cfg->label, m->cfg->name, m->be->cfg->name, err);
 			atomic_store(&m->health, P11P_DOWN);
 			m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
 		}

@@ -12,6 +12,7 @@
  * child forked while another thread was logging.
  */
 #include "base/log.h"
+#include "base/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -315,19 +316,10 @@ void p11p_notice(const char *fmt, ...)
 	emit(SEV_NOTICE, text);
 }
 
-static unsigned long long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000ULL +
-	       (unsigned long long)ts.tv_nsec / 1000000ULL;
-}
-
 bool p11p_message_limited(struct p11p_ratelimit *rl, const char *fmt, ...)
 {
 	char text[MSG_LINE_MAX];
-	unsigned long long now = now_ms(), start = atomic_load(&rl->window_ms);
+	unsigned long long now = p11p_now_ms(), start = atomic_load(&rl->window_ms);
 	unsigned long suppressed;
 	va_list ap;
 

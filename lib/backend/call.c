@@ -65,7 +65,7 @@ static CK_RV attrs_save(struct attr_lens *a, const CK_ATTRIBUTE *t, CK_ULONG n)
 	return CKR_OK;
 }
 
-static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const CK_ATTRIBUTE *t,
+static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, CK_ATTRIBUTE *t,
                          CK_ULONG n, CK_RV rv)
 {
 	/*
@@ -79,6 +79,9 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 			if (t[i].pValue != NULL && t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
 			    t[i].ulValueLen > a->given[i]) {
 				rv = refuse(x, "C_GetAttributeValue", "value length");
+				/* The lengths given go back: a retry must not use the vendor's. */
+				for (CK_ULONG j = 0; j < n; j++)
+					t[j].ulValueLen = a->given[j];
 				break;
 			}
 	if (a->given != a->stack)
@@ -86,7 +89,12 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 	return rv;
 }
 
-/* BUF rules: what runs before (PRE) and after (POST) the vendor call. */
+/*
+ * BUF rules: what runs before (PRE) and after (POST) the vendor call. A
+ * refused length or count is never left where the caller reads it: what the
+ * caller gave goes back (a caller that retries on another member, or on a new
+ * session, must not hand the vendor's length on with its own buffer).
+ */
 #define PRE_NONE
 #define POST_NONE
 #define OFF_NONE 1
@@ -95,19 +103,25 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 #define OFF_RAND          0
 #define PRE_OUT(buf, len) CK_ULONG given_ = (len) != NULL ? *(len) : 0;
 #define POST_OUT(buf, len)                                                                         \
-	if (rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_)                     \
-		rv = refuse(x, fn_, "length");
+	if (rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_) {                   \
+		*(len) = given_;                                                                   \
+		rv = refuse(x, fn_, "length");                                                     \
+	}
 #define OFF_OUT(buf, len)  1
 #define PRE_LIST(buf, len) PRE_OUT(buf, len)
 #define POST_LIST(buf, len)                                                                        \
 	if ((rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_) ||                 \
-	    (rv == CKR_OK && (len) != NULL && *(len) > P11P_MAX_LIST))                             \
-		rv = refuse(x, fn_, "count");
+	    (rv == CKR_OK && (len) != NULL && *(len) > P11P_MAX_LIST)) {                           \
+		*(len) = given_;                                                                   \
+		rv = refuse(x, fn_, "count");                                                      \
+	}
 #define OFF_LIST(buf, len) 0
 #define PRE_FOUND(objs, max, count)
 #define POST_FOUND(objs, max, count)                                                               \
-	if (rv == CKR_OK && (count) != NULL && *(count) > (max))                                   \
-		rv = refuse(x, fn_, "count");
+	if (rv == CKR_OK && (count) != NULL && *(count) > (max)) {                                 \
+		*(count) = 0;                                                                      \
+		rv = refuse(x, fn_, "count");                                                      \
+	}
 #define OFF_FOUND(objs, max, count) 0
 #define PRE_ATTRS(t, n)                                                                            \
 	struct attr_lens lens_;                                                                    \

@@ -121,9 +121,10 @@ evil_main() {
 	evil_conf "$TMP/ha.yaml" ha
 	for conf in ${EVIL_CONFIGS:-single ha}; do
 		if [ "$conf" = single ]; then
-			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount}
+			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount \
+				attrlen signlen}
 		else
-			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist}
+			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist attrlen}
 		fi
 		for lie in $lies; do
 			evil_run "$conf" "$lie"

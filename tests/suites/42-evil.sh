@@ -122,7 +122,7 @@ evil_main() {
 	for conf in ${EVIL_CONFIGS:-single ha}; do
 		if [ "$conf" = single ]; then
 			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount \
-				attrlen signlen}
+				attrlen signlen nullsession nullobject nullhandle}
 		else
 			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist attrlen}
 		fi

@@ -33,7 +33,8 @@
  * truthfully, except hugelist's.
  *
  * evil_lies_told() (exported) counts the lies told since the library was
- * loaded, so that a test can tell that its lie was actually reached.
+ * loaded, so that a test can tell that its lie was actually reached;
+ * evil_sessions_open() the sessions open now.
  */
 #include <p11-kit/pkcs11.h>
 #include <pthread.h>
@@ -138,6 +139,18 @@ static bool initialized;
 static CK_USER_TYPE login_user;
 static bool logged_in;
 static struct session sessions[MAX_SESSIONS];
+
+EVIL_EXPORT unsigned long evil_sessions_open(void);
+EVIL_EXPORT unsigned long evil_sessions_open(void)
+{
+	unsigned long n = 0;
+
+	pthread_mutex_lock(&mu);
+	for (size_t i = 0; i < MAX_SESSIONS; i++)
+		n += sessions[i].open;
+	pthread_mutex_unlock(&mu);
+	return n;
+}
 
 /* Session handles are index + 1; with nullsession, 0 names the session at index 0. */
 static struct session *session_get(CK_SESSION_HANDLE h)

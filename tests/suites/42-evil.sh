@@ -1,21 +1,23 @@
 # A malicious backend behind the proxy (issue 9: a backend is untrusted input). The test
 # module tests/evil/evil.c (build/tests/libevil.so) lies on command (EVIL_LIE) about lengths,
 # counts, handles and its function list; tests/progs/eviltest.c drives the proxy over it,
-# once per lie and configuration:
-#   single  slot "evil": the evil token is its only member;
-#   ha      slots "ha" and "hato" (call_timeout: calls on the backend layer's worker): the
-#           evil token is member 1, a SoftHSM2 token (EC P-256 key, CKA_ID 01, label "k")
-#           member 2.
+# once per lie and slot of $TMP/proxy.yaml:
+#   single  the evil token is its only member;
+#   ha      the evil token is member 1, a SoftHSM2 token (EC P-256 key, CKA_ID 01, label "k")
+#           member 2;
+#   hato    the same with call_timeout (calls on the backend layer's worker).
 # Each ok/FAIL line of eviltest is one check here. Every run must also end cleanly: exit 0,
 # and in asan / valgrind mode no report (the sanitizers stop the run with a non-zero exit).
-# EVIL_LIES and EVIL_CONFIGS pick lies and configurations, e.g.
+# EVIL_LIES and EVIL_CONFIGS pick lies and slots, e.g.
 #   EVIL_LIES="signlen attrlen" ONLY=42-evil tests/run.sh build valgrind
 
 evil_lib=$BUILD/tests/libevil.so
 evil_prog=$BUILD/tests/eviltest
 
-# evil_conf FILE single|ha: the proxy's configuration. Its state_dir does not exist: no
-# virtual-key index, so the proxy reads no attribute the test does not ask for.
+# evil_conf FILE single|ha: the proxy's configuration. single: slot "single" (the evil token
+# alone); ha: slots "ha" and "hato" (the evil token, then the SoftHSM2 token). Its state_dir
+# does not exist: no virtual-key index, so the proxy reads no attribute the test does not ask
+# for. probe_interval is long: no probe runs in the middle of a check.
 evil_conf() {
 	{
 		printf 'state_dir: %s\n' "$TMP/no-state"
@@ -23,29 +25,29 @@ evil_conf() {
 		[ "$2" = ha ] && printf '  - name: softhsm\n    module: %s\n' "$SOFTHSM_MODULE"
 		printf 'slots:\n'
 		if [ "$2" = single ]; then
-			printf '  - label: evil\n    members:\n'
+			printf '  - label: single\n    members:\n'
 			printf '      - backend: evil\n        token_label: evil\n'
-		else
-			for slot in ha hato; do
-				printf '  - label: %s\n' "$slot"
-				if [ "$slot" = hato ]; then
-					printf '    ha: { mode: failover, call_timeout: 20s }\n'
-				else
-					printf '    ha: { mode: failover }\n'
-				fi
-				printf '    members:\n'
-				printf '      - backend: evil\n        token_label: evil\n'
-				printf '      - backend: softhsm\n        token_label: m2\n'
-			done
 		fi
+		for slot in $([ "$2" = ha ] && echo ha hato); do
+			printf '  - label: %s\n' "$slot"
+			if [ "$slot" = hato ]; then
+				printf '    ha: { mode: failover, probe_interval: 60s, call_timeout: 20s }\n'
+			else
+				printf '    ha: { mode: failover, probe_interval: 60s }\n'
+			fi
+			printf '    members:\n'
+			printf '      - backend: evil\n        token_label: evil\n'
+			printf '      - backend: softhsm\n        token_label: m2\n'
+		done
 	} >"$1"
 }
 
 # evil_run CONFIG LIE: one eviltest run; its checks, then how it ended.
 evil_run() {
-	local conf=$1 lie=$2 out=$TMP/out.$1.$2 err=$TMP/err.$1.$2 rc=0
-	P11PROXY_CONF=$TMP/$conf.yaml run_prog_timeout "$limit" "$evil_prog" "$PROXY_MODULE" \
-		"$evil_lib" "$conf" "$lie" >"$out" 2>"$err" || rc=$?
+	local conf=$1 lie=$2 out=$TMP/out.$1.$2 err=$TMP/err.$1.$2 rc=0 yaml=$TMP/ha.yaml
+	[ "$conf" = single ] && yaml=$TMP/single.yaml
+	P11PROXY_CONF=$yaml run_prog_timeout "$limit" "$evil_prog" "$PROXY_MODULE" "$evil_lib" \
+		"$conf" "$lie" >"$out" 2>"$err" || rc=$?
 	while IFS= read -r line; do
 		case $line in
 		"ok "*) pass "evil: ${line#ok }" ;;
@@ -119,7 +121,7 @@ evil_main() {
 	fi
 	evil_conf "$TMP/single.yaml" single
 	evil_conf "$TMP/ha.yaml" ha
-	for conf in ${EVIL_CONFIGS:-single ha}; do
+	for conf in ${EVIL_CONFIGS:-single ha hato}; do
 		if [ "$conf" = single ]; then
 			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount \
 				attrlen signlen nullsession nullobject nullhandle}

@@ -97,6 +97,12 @@ static const char *R(CK_RV rv)
 	return testmod_ckr(rv);
 }
 
+/* What a check that accepts any result saw (for the reader; the suite skips it). */
+static void note(const char *what, CK_RV rv)
+{
+	printf("note %s: %s answered %s\n", where, what, R(rv));
+}
+
 /*
  * ---- output buffers with guard bytes ----
  * The guard is off limits to ASan and valgrind too (poisoned, no access): a
@@ -186,6 +192,8 @@ static void out_checks(const char *what, CK_RV rv, CK_RV want, bool any, CK_ULON
 	if (!any) {
 		snprintf(name, sizeof(name), "%s answers %s", what, R(want));
 		check(rv == want, name, "%s", R(rv));
+	} else {
+		note(what, rv);
 	}
 	snprintf(name, sizeof(name), "%s: length back %s", what,
 	         rv == CKR_BUFFER_TOO_SMALL ? "is the length needed" : "within the buffer given");
@@ -375,6 +383,7 @@ static void attributes(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key)
 		      "%s", R(rv));
 	} else if (lie("attrlen")) {
 		/* Found on the evil member: its identity could not be read, it cannot move. */
+		note("C_GetAttributeValue", rv);
 		check(rv != CKR_OK ||
 		          (a[0].ulValueLen == 1 && memcmp(label, "k", 1) == 0 &&
 		           a[1].ulValueLen == sizeof(p256) && memcmp(params, p256, sizeof(p256)) == 0),
@@ -436,7 +445,10 @@ static bool sign_init(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, const char *wha
 	char name[96];
 
 	snprintf(name, sizeof(name), "C_SignInit (%s) answers CKR_OK", what);
-	check(rv == CKR_OK || (ha && lie("attrlen")), name, "%s", R(rv));
+	if (ha && lie("attrlen"))
+		note(name, rv);
+	else
+		check(rv == CKR_OK, name, "%s", R(rv));
 	return rv == CKR_OK;
 }
 

@@ -20,6 +20,8 @@ static CK_RV refuse(const struct p11p_bctx *x, const char *fn, const char *what)
 	atomic_fetch_add_explicit(&x->be->n_refused, 1, memory_order_relaxed);
 	p11p_message("backend '%s': %s answered %s: refused (CKR_DEVICE_ERROR)",
 	             x->be->cfg != NULL ? x->be->cfg->name : "?", fn, what);
+	if (x->refused != NULL)
+		x->refused(x->arg);
 	return CKR_DEVICE_ERROR;
 }
 #define TOO_LONG "a length larger than it was given"

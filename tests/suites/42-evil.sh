@@ -126,7 +126,8 @@ evil_main() {
 			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount \
 				attrlen signlen nullsession nullobject nullhandle}
 		else
-			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist attrlen}
+			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist findcount attrlen \
+				signlen nullsession nullobject nullhandle}
 		fi
 		for lie in $lies; do
 			evil_run "$conf" "$lie"

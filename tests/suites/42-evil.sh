@@ -96,7 +96,7 @@ evil_run() {
 }
 
 evil_main() {
-	local limit=60 conf lie lies
+	local limit=60 conf lie
 	[ "$MODE" = valgrind ] && limit=300
 	mk_tmp
 	if [ ! -e "$evil_lib" ] || [ ! -x "$evil_prog" ] || [ ! -e "$PROXY_MODULE" ]; then
@@ -122,14 +122,8 @@ evil_main() {
 	evil_conf "$TMP/single.yaml" single
 	evil_conf "$TMP/ha.yaml" ha
 	for conf in ${EVIL_CONFIGS:-single ha hato}; do
-		if [ "$conf" = single ]; then
-			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount \
-				attrlen signlen nullsession nullobject nullhandle}
-		else
-			lies=${EVIL_LIES:-none nolist badversion slotcount hugelist findcount attrlen \
-				signlen nullsession nullobject nullhandle}
-		fi
-		for lie in $lies; do
+		for lie in ${EVIL_LIES:-none nolist badversion slotcount hugelist mechcount findcount \
+			attrlen signlen nullsession nullobject nullhandle}; do
 			evil_run "$conf" "$lie"
 		done
 	done

@@ -153,7 +153,13 @@ $(O)/tests/libshim.so: $(SHIM_SRCS) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -shared -o $@ $(SHIM_SRCS) $(STATIC) $(ALL_LDFLAGS) $(LIBS)
 
-tests: all $(UNIT_BINS) $(PROG_BINS) $(FUZZ_BINS) $(if $(SHIM_SRCS),$(O)/tests/libshim.so)
+# Test-only malicious module: lies about lengths, counts and handles on command (EVIL_LIE).
+$(O)/tests/libevil.so: tests/evil/evil.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -shared -o $@ $< $(ALL_LDFLAGS) -pthread
+
+tests: all $(UNIT_BINS) $(PROG_BINS) $(FUZZ_BINS) $(if $(SHIM_SRCS),$(O)/tests/libshim.so) \
+	$(O)/tests/libevil.so
 
 deps:
 	@tests/install-deps.sh

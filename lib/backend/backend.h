@@ -35,6 +35,12 @@ struct p11p_bctx {
 	void (*released)(void *rel, unsigned long token);
 	void *arg;
 	/*
+	 * The layer refused what the vendor answered (backend/call.c: a length,
+	 * count or handle it was given no room for): refused(arg) runs in the
+	 * caller's thread, no lock of the layer's held.
+	 */
+	void (*refused)(void *arg);
+	/*
 	 * Sessions opened through this context on one token: counted by the
 	 * layer (C_OpenSession, C_CloseSession, C_CloseAllSessions); when the
 	 * count falls to zero, gone(gone_arg) runs (some tokens drop their
@@ -97,6 +103,13 @@ struct p11p_member {
 	unsigned hung_calls;      /* calls the watchdog found hung, still in flight */
 
 	CK_RV last_error; /* what marked it down */
+	/*
+	 * The layer refused an answer of the member's since it was last marked
+	 * down (the contexts' refused hook): the next p11p_member_confirm() takes
+	 * it and marks the member down without asking it again. A member that
+	 * lies is failing, whatever a probe says.
+	 */
+	atomic_bool refused;
 	/*
 	 * Sessions the proxy has open on the member's token (counted by the
 	 * backend layer through ctx and the call contexts). When none is left,

@@ -11,15 +11,22 @@
 
 #include <stdatomic.h>
 
-/* A vendor answered with more than it was given room for: refused, never passed on. */
+/*
+ * A vendor answered with more than it was given room for, or with a handle
+ * no token may hand out: refused, never passed on.
+ */
 static CK_RV refuse(const struct p11p_bctx *x, const char *fn, const char *what)
 {
 	atomic_fetch_add_explicit(&x->be->n_refused, 1, memory_order_relaxed);
-	p11p_message("backend '%s': %s answered a %s larger than it was given: refused "
-	             "(CKR_DEVICE_ERROR)",
+	p11p_message("backend '%s': %s answered %s: refused (CKR_DEVICE_ERROR)",
 	             x->be->cfg != NULL ? x->be->cfg->name : "?", fn, what);
+	if (x->refused != NULL)
+		x->refused(x->arg);
 	return CKR_DEVICE_ERROR;
 }
+#define TOO_LONG "a length larger than it was given"
+#define TOO_MANY "a count larger than it was given"
+#define HANDLE_0 "handle 0 (CK_INVALID_HANDLE)"
 
 /* Counts and traces a result (never the arguments). */
 static CK_RV done(const struct p11p_bctx *x, const char *fn, CK_RV rv)
@@ -65,7 +72,7 @@ static CK_RV attrs_save(struct attr_lens *a, const CK_ATTRIBUTE *t, CK_ULONG n)
 	return CKR_OK;
 }
 
-static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const CK_ATTRIBUTE *t,
+static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, CK_ATTRIBUTE *t,
                          CK_ULONG n, CK_RV rv)
 {
 	/*
@@ -78,7 +85,11 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 		for (CK_ULONG i = 0; i < n; i++)
 			if (t[i].pValue != NULL && t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
 			    t[i].ulValueLen > a->given[i]) {
-				rv = refuse(x, "C_GetAttributeValue", "value length");
+				rv = refuse(x, "C_GetAttributeValue",
+				            "a value length larger than it was given");
+				/* The lengths given go back: a retry must not use the vendor's. */
+				for (CK_ULONG j = 0; j < n; j++)
+					t[j].ulValueLen = a->given[j];
 				break;
 			}
 	if (a->given != a->stack)
@@ -86,7 +97,12 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 	return rv;
 }
 
-/* BUF rules: what runs before (PRE) and after (POST) the vendor call. */
+/*
+ * BUF rules: what runs before (PRE) and after (POST) the vendor call. A
+ * refused length or count is never left where the caller reads it: what the
+ * caller gave goes back (a caller that retries on another member, or on a new
+ * session, must not hand the vendor's length on with its own buffer).
+ */
 #define PRE_NONE
 #define POST_NONE
 #define OFF_NONE 1
@@ -95,19 +111,32 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 #define OFF_RAND          0
 #define PRE_OUT(buf, len) CK_ULONG given_ = (len) != NULL ? *(len) : 0;
 #define POST_OUT(buf, len)                                                                         \
-	if (rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_)                     \
-		rv = refuse(x, fn_, "length");
+	if (rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_) {                   \
+		*(len) = given_;                                                                   \
+		rv = refuse(x, fn_, TOO_LONG);                                                     \
+	}
 #define OFF_OUT(buf, len)  1
 #define PRE_LIST(buf, len) PRE_OUT(buf, len)
 #define POST_LIST(buf, len)                                                                        \
 	if ((rv == CKR_OK && (buf) != NULL && (len) != NULL && *(len) > given_) ||                 \
-	    (rv == CKR_OK && (len) != NULL && *(len) > P11P_MAX_LIST))                             \
-		rv = refuse(x, fn_, "count");
+	    (rv == CKR_OK && (len) != NULL && *(len) > P11P_MAX_LIST)) {                           \
+		*(len) = given_;                                                                   \
+		rv = refuse(x, fn_, TOO_MANY);                                                     \
+	}
 #define OFF_LIST(buf, len) 0
 #define PRE_FOUND(objs, max, count)
+/* Handle 0 is CK_INVALID_HANDLE: no token hands it out for an object it found. */
 #define POST_FOUND(objs, max, count)                                                               \
-	if (rv == CKR_OK && (count) != NULL && *(count) > (max))                                   \
-		rv = refuse(x, fn_, "count");
+	if (rv == CKR_OK && (count) != NULL && *(count) > (max)) {                                 \
+		*(count) = 0;                                                                      \
+		rv = refuse(x, fn_, TOO_MANY);                                                     \
+	}                                                                                          \
+	for (CK_ULONG i_ = 0; rv == CKR_OK && (objs) != NULL && (count) != NULL && i_ < *(count);  \
+	     i_++)                                                                                 \
+		if ((objs)[i_] == CK_INVALID_HANDLE) {                                             \
+			*(count) = 0;                                                              \
+			rv = refuse(x, fn_, "object " HANDLE_0);                                   \
+		}
 #define OFF_FOUND(objs, max, count) 0
 #define PRE_ATTRS(t, n)                                                                            \
 	struct attr_lens lens_;                                                                    \
@@ -135,8 +164,15 @@ static void sessions_less(const struct p11p_bctx *x, bool all)
 	if ((all || before <= 1) && x->gone != NULL)
 		x->gone(x->gone_arg);
 }
+/*
+ * A session handle 0 (CK_INVALID_HANDLE) is refused: the proxy could not tell
+ * it from no session. The vendor's session, if it has one, cannot be named:
+ * it is left open.
+ */
 #define PRE_OPEN(out)
 #define POST_OPEN(out)                                                                             \
+	if (rv == CKR_OK && (out) != NULL && *(out) == CK_INVALID_HANDLE)                          \
+		rv = refuse(x, fn_, "session " HANDLE_0);                                          \
 	if (rv == CKR_OK && x->count != NULL)                                                      \
 		atomic_fetch_add(x->count, 1);
 #define OFF_OPEN(out) 1

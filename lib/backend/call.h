@@ -9,7 +9,9 @@
  *     at last); calls whose buffers the layer cannot copy run inline;
  *   - checks what the vendor wrote back (the BUF column): a length or count
  *     larger than the buffer given or the number asked for is refused
- *     (CKR_DEVICE_ERROR, logged), never passed on;
+ *     (CKR_DEVICE_ERROR, logged), never passed on: the caller's length or
+ *     count is put back as it gave it (a found count becomes 0); so is a
+ *     session or object handle 0 (CK_INVALID_HANDLE); x->refused is told;
  *   - counts the result per backend by class (server / client: the table in
  *     p11p_rv_is_server_error, with the backend's overrides);
  *   - traces the function's name and result under P11PROXY_DEBUG=backend,

@@ -37,10 +37,11 @@
  *   NONE                    nothing with a length;
  *   OUT(buf, len)           PKCS#11 5.2 output: *len in, bytes written out;
  *   LIST(list, count)       the same for a list of count entries;
- *   FOUND(objs, max, count) at most max handles;
+ *   FOUND(objs, max, count) at most max handles, none of them 0;
  *   ATTRS(templ, count)     each value no longer than the buffer given;
  *   RAND                    a fixed-size output with no length (never offloaded);
- *   OPEN / CLOSE / CLOSEALL sessions, which the layer counts (call.h).
+ *   OPEN / CLOSE / CLOSEALL sessions, which the layer counts (call.h); an
+ *                           opened session's handle is not 0.
  */
 #ifndef P11P_FNS_H
 #define P11P_FNS_H

@@ -174,7 +174,7 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	struct p11p_bctx old_bc;
 	CK_SESSION_HANDLE old_bs;
 	bool refresh = false;
-	bool lost_session, alive;
+	bool lost_session, alive, lied;
 	CK_RV r;
 
 	/*
@@ -193,7 +193,12 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	/* A member that lost its sessions (an HSM restart) lost its object handles with them. */
 	if (lost_session)
 		p11p_member_sessions_gone(old); /* and its login: checked again before use */
-	/* Marked down meanwhile (the watchdog saw this call hang): no second opinion. */
+	/*
+	 * Marked down meanwhile (the watchdog saw this call hang): no second
+	 * opinion. A member whose answer the backend layer refused is marked down
+	 * too (p11p_member_confirm), but it answers: its session is closed below.
+	 */
+	lied = atomic_load(&c->m->refused);
 	alive = atomic_load(&c->m->health) != P11P_DOWN &&
 	        p11p_member_confirm(c->st, c->s->slot, c->m, *rv);
 
@@ -219,7 +224,7 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	old_bc = c->bc;
 	old_bs = c->bs;
 	r = move_session(c, old, alive, refresh);
-	if (alive)
+	if (alive || lied)
 		p11p_be_C_CloseSession(&old_bc, old_bs);
 	if (r == CKR_OK && c->m != old)
 		report_failover(c, old, p11p_rv_str(*rv));

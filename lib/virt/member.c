@@ -28,6 +28,7 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 		             m->cfg->name, m->be->cfg->name, p11p_rv_str(why));
 	}
 	atomic_store(&m->health, P11P_DOWN);
+	atomic_store(&m->refused, false);
 	m->last_error = why;
 	atomic_fetch_add(&m->handle_gen, 1);
 	vs->logged_in &= ~(1U << m->index); /* it may come back restarted */
@@ -55,6 +56,17 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 	struct p11p_bctx x;
 	CK_RV probe;
 
+	/*
+	 * It answered what it was not asked for (a lie, not a bad request): down
+	 * without a second opinion, when another member can serve (a slot's only
+	 * member is asked again: marked down, it would lose its object handles).
+	 */
+	if (atomic_exchange(&m->refused, false) && vs->n_members > 1) {
+		p11p_lock();
+		p11p_member_down_locked(st, vs, m, rv);
+		p11p_unlock();
+		return false;
+	}
 	p11p_lock();
 	be_slot = m->be_slot;
 	p11p_unlock();
@@ -122,9 +134,18 @@ void p11p_member_sessions_gone(void *arg)
 	atomic_fetch_add(&m->handle_gen, 1);
 }
 
+void p11p_member_refused(void *arg)
+{
+	struct p11p_member *m = arg;
+
+	atomic_store(&m->refused, true);
+}
+
 void p11p_member_ctx_init(struct p11p_member *m)
 {
 	m->ctx = (struct p11p_bctx){.be = m->be,
+	                            .refused = p11p_member_refused,
+	                            .arg = m,
 	                            .count = &m->n_be_sessions,
 	                            .gone = p11p_member_sessions_gone,
 	                            .gone_arg = m};
@@ -141,6 +162,7 @@ void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct 
 	                                                             : P11P_PROBE_TIMEOUT_MS,
 	                          .hung = probe_hung,
 	                          .released = p11p_member_released,
+	                          .refused = p11p_member_refused,
 	                          .arg = m,
 	                          .count = &m->n_be_sessions,
 	                          .gone = p11p_member_sessions_gone,
@@ -209,6 +231,13 @@ void p11p_call_hung(void *arg, void **rel, unsigned long *token)
 	/* The call starts again on another member: so does the watchdog's clock. */
 	if (atomic_load(&c->s->call_started_ms) != 0)
 		atomic_store(&c->s->call_started_ms, p11p_now_ms());
+}
+
+void p11p_call_refused(void *arg)
+{
+	struct p11p_call *c = arg;
+
+	atomic_store(&c->m->refused, true);
 }
 
 void p11p_member_released(void *rel, unsigned long token)

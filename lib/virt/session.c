@@ -91,6 +91,7 @@ void p11p_call_sync(struct p11p_call *c)
 	                           .timeout_ms = c->timeout_ms,
 	                           .hung = p11p_call_hung,
 	                           .released = p11p_member_released,
+	                           .refused = p11p_call_refused,
 	                           .arg = c,
 	                           .count = &c->m->n_be_sessions,
 	                           .gone = p11p_member_sessions_gone,

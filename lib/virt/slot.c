@@ -200,7 +200,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 	struct p11p_member *m;
 	CK_MECHANISM_TYPE *tmp = NULL, extra[2];
 	CK_SLOT_ID be_slot;
-	CK_ULONG n = 0, cap, k;
+	CK_ULONG n = 0, cap = 0, k;
 	unsigned tries = 0;
 	CK_RV rv;
 
@@ -211,30 +211,30 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 		rv = CKR_ARGUMENTS_BAD;
 		goto out;
 	}
-	/* Ask the backend into our own bounded buffer, then copy what fits. */
-	do
+	/*
+	 * Ask the backend into our own bounded buffer, then copy what fits. Both
+	 * calls go to the next member when one fails (or its answer is refused).
+	 */
+	do {
+		p11p_free(tmp);
+		tmp = NULL;
+		n = 0;
 		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, NULL, &n);
-	while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
-	if (rv != CKR_OK)
-		goto out;
-	if (n > MAX_MECHANISMS) {
-		rv = CKR_GENERAL_ERROR;
-		goto out;
-	}
-	cap = n;
-	tmp = p11p_calloc(cap ? cap : 1, sizeof(*tmp));
-	if (tmp == NULL) {
-		rv = CKR_HOST_MEMORY;
-		goto out;
-	}
-	if (n > 0) {
-		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, tmp, &n);
-		if (rv != CKR_OK)
-			goto out;
-		if (n > cap) {
-			rv = CKR_GENERAL_ERROR;
+		if (rv != CKR_OK || n == 0 || n > MAX_MECHANISMS)
+			continue;
+		cap = n;
+		tmp = p11p_calloc(cap, sizeof(*tmp));
+		if (tmp == NULL) {
+			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
+		rv = p11p_be_C_GetMechanismList(&m->ctx, be_slot, tmp, &n);
+	} while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
+	if (rv != CKR_OK)
+		goto out;
+	if (n > MAX_MECHANISMS || (tmp != NULL && n > cap)) {
+		rv = CKR_GENERAL_ERROR;
+		goto out;
 	}
 	k = vendor_mechs(tmp, n, extra);
 	if (list != NULL) {

@@ -323,7 +323,8 @@ void p11p_session_free(struct p11p_session *s);
 /* --- health.c --- */
 /*
  * A backend call on m answered rv, a server-side error: is the member still
- * alive (a cheap call answers)? If not, it is marked down. No lock held.
+ * alive (a cheap call answers)? If not, it is marked down; so is a member
+ * whose answer the backend layer refused (m->refused). No lock held.
  */
 bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
                          CK_RV rv);
@@ -375,6 +376,13 @@ bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv);
  */
 void p11p_call_hung(void *arg, void **rel, unsigned long *token);
 void p11p_member_released(void *rel, unsigned long token);
+/*
+ * The backend layer refused an answer (a lie about a length, a count or a
+ * handle) of the member (arg) or of the member of call c (arg): m->refused,
+ * which p11p_member_confirm() takes.
+ */
+void p11p_member_refused(void *arg);
+void p11p_call_refused(void *arg);
 void p11p_health_new_epoch_locked(void);
 
 /* --- op.c: recording operations for replay --- */

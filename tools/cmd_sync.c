@@ -339,7 +339,8 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		else
 			agree = false;
 	}
-	qsort(c->keys, c->n_keys, sizeof(*c->keys), cmp_key);
+	if (c->n_keys > 1)
+		qsort(c->keys, c->n_keys, sizeof(*c->keys), cmp_key);
 
 	if (c->cli->json) {
 		js = json_object();

@@ -1743,7 +1743,8 @@ out:
 		p11p_free(l.ids);
 		return rv;
 	}
-	qsort(l.ids, l.n, sizeof(*l.ids), cmp_u64);
+	if (l.n > 1)
+		qsort(l.ids, l.n, sizeof(*l.ids), cmp_u64);
 	*ids = l.ids;
 	*n = l.n;
 	return rv;

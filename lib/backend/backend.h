@@ -95,6 +95,8 @@ struct p11p_member {
 	unsigned long n_sessions; /* proxy sessions served now (balance mode) */
 	unsigned long failures;   /* times it was marked down */
 	unsigned hung_calls;      /* calls the watchdog found hung, still in flight */
+	/* Sessions moved off it to another member (ha/failover.c; relaxed, for metrics). */
+	atomic_ulong n_failovers;
 
 	CK_RV last_error; /* what marked it down */
 	/*

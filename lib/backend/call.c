@@ -14,23 +14,39 @@
 /* A vendor answered with more than it was given room for: refused, never passed on. */
 static CK_RV refuse(const struct p11p_bctx *x, const char *fn, const char *what)
 {
+	struct p11p_member *m = p11p_bctx_member(x);
+
 	atomic_fetch_add_explicit(&x->be->n_refused, 1, memory_order_relaxed);
+	if (m != NULL)
+		atomic_fetch_add_explicit(&m->n_refused, 1, memory_order_relaxed);
 	p11p_message("backend '%s': %s answered a %s larger than it was given: refused "
 	             "(CKR_DEVICE_ERROR)",
 	             x->be->cfg != NULL ? x->be->cfg->name : "?", fn, what);
 	return CKR_DEVICE_ERROR;
 }
 
-/* Counts and traces a result (never the arguments). */
+/*
+ * Counts a result (on the backend, and on the member when x is a member's)
+ * and traces it (never the arguments).
+ */
 static CK_RV done(const struct p11p_bctx *x, const char *fn, CK_RV rv)
 {
 	struct p11p_backend *be = x->be;
+	struct p11p_member *m = p11p_bctx_member(x);
 
 	atomic_fetch_add_explicit(&be->n_calls, 1, memory_order_relaxed);
-	if (rv != CKR_OK)
-		atomic_fetch_add_explicit(p11p_rv_is_server_error(be, rv) ? &be->n_server_errors
-		                                                          : &be->n_client_errors,
-		                          1, memory_order_relaxed);
+	if (m != NULL)
+		atomic_fetch_add_explicit(&m->n_calls, 1, memory_order_relaxed);
+	if (rv != CKR_OK) {
+		bool server = p11p_rv_is_server_error(be, rv);
+
+		atomic_fetch_add_explicit(server ? &be->n_server_errors : &be->n_client_errors, 1,
+		                          memory_order_relaxed);
+		if (m != NULL)
+			atomic_fetch_add_explicit(server ? &m->n_server_errors
+			                                 : &m->n_client_errors,
+			                          1, memory_order_relaxed);
+	}
 	if (p11p_debug_on(P11P_DBG_BACKEND))
 		p11p_debug(P11P_DBG_BACKEND, "%s: %s %s", be->cfg != NULL ? be->cfg->name : "?", fn,
 		           p11p_rv_str(rv));
@@ -73,8 +89,8 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 	 * than CK_UNAVAILABLE_INFORMATION: the caller asks again, nothing was
 	 * claimed written.
 	 */
-	if (t != NULL && (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE ||
-	                  rv == CKR_ATTRIBUTE_TYPE_INVALID))
+	if (t != NULL &&
+	    (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID))
 		for (CK_ULONG i = 0; i < n; i++)
 			if (t[i].pValue != NULL && t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
 			    t[i].ulValueLen > a->given[i]) {

@@ -111,8 +111,8 @@ static void put(struct buf *b, const char *fmt, ...)
 		return;
 	for (;;) {
 		va_start(ap, fmt);
-		n = vsnprintf(b->p != NULL ? b->p + b->len : NULL, b->p != NULL ? b->cap - b->len : 0,
-		              fmt, ap);
+		n = vsnprintf(b->p != NULL ? b->p + b->len : NULL,
+		              b->p != NULL ? b->cap - b->len : 0, fmt, ap);
 		va_end(ap);
 		if (n < 0) {
 			b->oom = true;
@@ -163,16 +163,20 @@ char *p11p_stats_format(const struct p11p_stats *s, size_t *len)
 	for (size_t i = 0; i < s->n_backends; i++) {
 		const struct p11p_stats_backend *e = &s->backends[i];
 
-		put(&b, "backend %s calls %llu server_errors %llu client_errors %llu refused %llu\n",
+		put(&b,
+		    "backend %s calls %llu server_errors %llu client_errors %llu refused %llu\n",
 		    field(e->name, f1, sizeof(f1)), e->calls, e->server_errors, e->client_errors,
 		    e->refused);
 	}
 	for (size_t i = 0; i < s->n_members; i++) {
 		const struct p11p_stats_member *e = &s->members[i];
 
-		put(&b, "member %s %s state %s down %llu failovers %llu hung %llu sessions %llu\n",
+		put(&b,
+		    "member %s %s state %s down %llu failovers %llu hung %llu sessions %llu calls "
+		    "%llu server_errors %llu client_errors %llu refused %llu\n",
 		    field(e->slot, f1, sizeof(f1)), field(e->name, f2, sizeof(f2)),
-		    p11p_stats_state_name(e->state), e->down, e->failovers, e->hung, e->sessions);
+		    p11p_stats_state_name(e->state), e->down, e->failovers, e->hung, e->sessions,
+		    e->calls, e->server_errors, e->client_errors, e->refused);
 	}
 	put(&b, "end\n");
 	if (b.oom) {
@@ -185,7 +189,7 @@ char *p11p_stats_format(const struct p11p_stats *s, size_t *len)
 
 /* ---- parsing ---------------------------------------------------------------------------- */
 
-#define MAX_FIELDS 16
+#define MAX_FIELDS 24
 
 struct parse {
 	const char *name;
@@ -282,11 +286,14 @@ static bool keywords(struct parse *p, char **f, size_t nf, const char *const *kw
 static bool parse_line(struct parse *p, char **f, size_t nf, struct p11p_stats *out, int *stage)
 {
 	static const char *const pid_kw[] = {"pid", NULL, "start", NULL};
-	static const char *const be_kw[] = {"backend",       NULL, "calls",   NULL, "server_errors",
-	                                    NULL,            "client_errors", NULL, "refused", NULL};
-	static const char *const m_kw[] = {"member", NULL,   NULL,     "state",    NULL, "down",
-	                                   NULL,     "failovers", NULL, "hung",  NULL, "sessions",
-	                                   NULL};
+	static const char *const be_kw[] = {"backend",       NULL, "calls",         NULL,
+	                                    "server_errors", NULL, "client_errors", NULL,
+	                                    "refused",       NULL};
+	static const char *const m_kw[] = {
+	    "member", NULL,        NULL, "state",         NULL, "down",
+	    NULL,     "failovers", NULL, "hung",          NULL, "sessions",
+	    NULL,     "calls",     NULL, "server_errors", NULL, "client_errors",
+	    NULL,     "refused",   NULL};
 	unsigned long long v;
 
 	if (*stage == 0) {
@@ -338,7 +345,7 @@ static bool parse_line(struct parse *p, char **f, size_t nf, struct p11p_stats *
 		if (out->n_members == P11P_STATS_MAX_MEMBERS)
 			return perr(p, "more than %d members", P11P_STATS_MAX_MEMBERS);
 		m = &out->members[out->n_members];
-		if (!keywords(p, f, nf, m_kw, 13) ||
+		if (!keywords(p, f, nf, m_kw, 21) ||
 		    !unfield(p, "slot", f[1], m->slot, sizeof(m->slot)) ||
 		    !unfield(p, "member name", f[2], m->name, sizeof(m->name)))
 			return false;
@@ -351,7 +358,11 @@ static bool parse_line(struct parse *p, char **f, size_t nf, struct p11p_stats *
 		if (!number(p, "down", f[6], &m->down) ||
 		    !number(p, "failovers", f[8], &m->failovers) ||
 		    !number(p, "hung", f[10], &m->hung) ||
-		    !number(p, "sessions", f[12], &m->sessions))
+		    !number(p, "sessions", f[12], &m->sessions) ||
+		    !number(p, "calls", f[14], &m->calls) ||
+		    !number(p, "server_errors", f[16], &m->server_errors) ||
+		    !number(p, "client_errors", f[18], &m->client_errors) ||
+		    !number(p, "refused", f[20], &m->refused))
 			return false;
 		out->n_members++;
 		return true;
@@ -390,7 +401,8 @@ bool p11p_stats_parse(const char *name, const char *data, size_t len, struct p11
 		pos += n + 1;
 		if (n == 0 || line[0] == ' ' || line[n - 1] == ' ' || strstr(line, "  ") != NULL)
 			return perr(&p, "fields are separated by one space");
-		for (tok = strtok_r(line, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {
+		for (tok = strtok_r(line, " ", &save); tok != NULL;
+		     tok = strtok_r(NULL, " ", &save)) {
 			if (nf == MAX_FIELDS)
 				return perr(&p, "more than %d fields", MAX_FIELDS);
 			f[nf++] = tok;
@@ -427,7 +439,8 @@ unsigned long long p11p_stats_proc_start(long pid)
 	if (n <= 0)
 		return 0;
 	buf[n] = '\0';
-	/* "PID (COMM) STATE ...": COMM may hold spaces and parentheses; field 3 follows the last ')'. */
+	/* "PID (COMM) STATE ...": COMM may hold spaces and parentheses; field 3 follows the last
+	 * ')'. */
 	p = strrchr(buf, ')');
 	if (p == NULL)
 		return 0;
@@ -469,8 +482,8 @@ static struct {
 	struct p11p_stats *snap; /* the counts copied (big: kept) */
 	char *last;              /* the text written last */
 	size_t last_len;
-	bool wrote;        /* the file exists (ours) */
-	pid_t logged_pid;  /* the process that said it cannot write (once per process) */
+	bool wrote;       /* the file exists (ours) */
+	pid_t logged_pid; /* the process that said it cannot write (once per process) */
 	char state_dir[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX];
 } w = {.busy = ATOMIC_FLAG_INIT};
 
@@ -541,6 +554,12 @@ static void snapshot(struct p11p_state *st, struct p11p_stats *s)
 			e->failovers = atomic_load_explicit(&m->n_failovers, memory_order_relaxed);
 			e->hung = m->hung_calls;
 			e->sessions = m->n_sessions;
+			e->calls = atomic_load_explicit(&m->n_calls, memory_order_relaxed);
+			e->server_errors =
+			    atomic_load_explicit(&m->n_server_errors, memory_order_relaxed);
+			e->client_errors =
+			    atomic_load_explicit(&m->n_client_errors, memory_order_relaxed);
+			e->refused = atomic_load_explicit(&m->n_refused, memory_order_relaxed);
 		}
 	}
 	p11p_unlock();
@@ -594,7 +613,8 @@ unsigned long long p11p_stats_poll(struct p11p_state *st)
 	next = now + P11P_STATS_INTERVAL_MS;
 	snapshot(st, w.snap);
 	text = p11p_stats_format(w.snap, &len);
-	if (text != NULL && (w.last == NULL || len != w.last_len || memcmp(text, w.last, len) != 0)) {
+	if (text != NULL &&
+	    (w.last == NULL || len != w.last_len || memcmp(text, w.last, len) != 0)) {
 		if (write_file(text, len) == 0) {
 			p11p_free(w.last);
 			w.last = text;
@@ -604,9 +624,10 @@ unsigned long long p11p_stats_poll(struct p11p_state *st)
 		} else {
 			if (errno != ENOENT && w.logged_pid != w.pid) {
 				w.logged_pid = w.pid;
-				p11p_notice("no statistics for the metrics listener from this process "
-				            "(pid %ld): cannot write %s: %s",
-				            (long)w.pid, w.path, strerror(errno));
+				p11p_notice(
+				    "no statistics for the metrics listener from this process "
+				    "(pid %ld): cannot write %s: %s",
+				    (long)w.pid, w.path, strerror(errno));
 			}
 			next = now + RETRY_MS;
 		}

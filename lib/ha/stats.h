@@ -17,6 +17,7 @@
  *                                                 time (/proc/PID/stat field 22)
  *   backend NAME calls N server_errors N client_errors N refused N
  *   member SLOT NAME state STATE down N failovers N hung N sessions N
+ *          calls N server_errors N client_errors N refused N   (one line)
  *   end                                           the last line
  *
  * One space between fields; names with every byte outside 0x21..0x7e, and
@@ -26,7 +27,8 @@
  * their failures by class (p11p_backend: refused answers are also server
  * errors). member: times marked down, sessions moved off it to another
  * member (failovers), calls on it running past call_timeout now (hung), proxy
- * sessions it serves now. Names and counts only: never a secret.
+ * sessions it serves now, and the calls made to it with their failures, as
+ * for its backend. Names and counts only: never a secret.
  */
 #ifndef P11P_HA_STATS_H
 #define P11P_HA_STATS_H
@@ -60,6 +62,7 @@ struct p11p_stats_member {
 	char name[P11P_NAME_MAX + 1];
 	enum p11p_stats_state state;
 	unsigned long long down, failovers, hung, sessions;
+	unsigned long long calls, server_errors, client_errors, refused;
 };
 
 /* One process's file, parsed. */

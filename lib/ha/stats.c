@@ -472,8 +472,9 @@ bool p11p_stats_alive(long pid, unsigned long long start)
 
 /*
  * One writer per process. pid says which process the rest belongs to: a
- * child forked while the parent's probe thread wrote finds it half-updated,
- * and starts afresh at its own C_Initialize (nothing of it freed).
+ * forked child starts afresh at its own C_Initialize, freeing what the
+ * parent's writer held unless the parent was writing at the fork (busy set:
+ * then it may be half-updated, and is left alone).
  */
 static struct {
 	atomic_flag busy; /* a thread is writing (probe thread, or inline probes) */
@@ -492,7 +493,14 @@ void p11p_stats_start(struct p11p_state *st)
 	pid_t pid = getpid();
 	int n;
 
-	/* A C_Initialize after C_Finalize in the same process: stop freed what there was. */
+	/*
+	 * After C_Finalize in this process, stop freed everything; in a forked
+	 * child, the parent's buffers are freed here (only this thread runs).
+	 */
+	if (!atomic_flag_test_and_set(&w.busy)) {
+		p11p_free(w.last);
+		p11p_free(w.snap);
+	}
 	w.pid = 0;
 	w.snap = NULL;
 	w.last = NULL;

@@ -126,8 +126,7 @@ static json_t *report_json(const struct hreport *r)
 		cli_jset(js, "label", cli_jstr(hs->name));
 		cli_jset(js, "healthy", json_boolean(healthy));
 		cli_jset(js, "order", json_string(hs->from_file ? "overlay" : "config"));
-		cli_jset(js, "order_error",
-		         cli_jstr(hs->order_err[0] != '\0' ? hs->order_err : NULL));
+		cli_jset(js, "order_error", cli_jstr(hs->order_err[0] != '\0' ? hs->order_err : NULL));
 		cli_jset(js, "members", ms);
 		json_array_append_new(slots, js);
 	}

@@ -397,10 +397,9 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 			cli_jset(jk, "missing", json_members(missing, n));
 			json_array_append_new(jkeys, jk);
 		} else if (missing != 0) {
-			printf(
-			    "  missing: %s %s key \"%s\" id %s: not on member", type_short(k->kt),
-			    p11p_vk_class_name(k->cls), cli_escn(k->label, k->label_len),
-			    k->id_len > 0 ? cli_hex(k->id, k->id_len, ib, sizeof(ib)) : "(none)");
+			printf("  missing: %s %s key \"%s\" id %s: not on member", type_short(k->kt),
+			       p11p_vk_class_name(k->cls), cli_escn(k->label, k->label_len),
+			       k->id_len > 0 ? cli_hex(k->id, k->id_len, ib, sizeof(ib)) : "(none)");
 			for (size_t m = 0, cnt = 0; m < n; m++)
 				if (missing & (1U << m))
 					printf("%s %zu %s", cnt++ ? "," : "", m + 1,

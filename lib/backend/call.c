@@ -89,8 +89,8 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 	 * than CK_UNAVAILABLE_INFORMATION: the caller asks again, nothing was
 	 * claimed written.
 	 */
-	if (t != NULL &&
-	    (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID))
+	if (t != NULL && (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE ||
+	                  rv == CKR_ATTRIBUTE_TYPE_INVALID))
 		for (CK_ULONG i = 0; i < n; i++)
 			if (t[i].pValue != NULL && t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
 			    t[i].ulValueLen > a->given[i]) {

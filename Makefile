@@ -47,9 +47,9 @@ LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -ldl -pthread
 LDHARDEN := -Wl,-z,relro,-z,now
 ALL_LDFLAGS := $(LDHARDEN) $(LDFLAGS) $(EXTRA_LDFLAGS)
 CHECK_LIBS := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
-# The CLI alone serves HTTP (`p11proxy health --listen`) and writes JSON (jansson): neither
-# libmicrohttpd nor jansson is ever in libproxy.so.
-CLI_PKGS := libmicrohttpd jansson
+# The CLI alone serves HTTP (`p11proxy health --listen`), tells systemd it is ready (libsystemd's
+# sd_notify) and writes JSON (jansson): none of them is ever in libproxy.so.
+CLI_PKGS := libmicrohttpd jansson libsystemd
 CLI_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(CLI_PKGS) 2>/dev/null)
 CLI_LIBS := $(shell $(PKG_CONFIG) --libs $(CLI_PKGS) 2>/dev/null)
 # Test and bench programs hand string literals to the (non-const) PKCS#11 API all the time.

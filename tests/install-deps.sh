@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages the build and the tests need, when missing.
 # debhelper, dpkg-dev, fakeroot: tests/suites/72-deb.sh builds the Debian packages.
+# libsystemd-dev: the CLI's sd_notify (Type=notify). prometheus: its promtool checks GET /metrics
+# (tests/suites/76-metrics.sh; installed without recommends, the server is not started by it).
 set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
 libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl mandoc valgrind
-libmicrohttpd-dev libjansson-dev curl jq
+libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus
 debhelper dpkg-dev fakeroot"
 missing=""
 for p in $pkgs; do

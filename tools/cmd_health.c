@@ -7,14 +7,17 @@
  * C_GenerateRandom of one byte when the token has an RNG, close. Exit 0 only
  * when every member answered (and no overlay is damaged).
  *
- * --listen serves GET /health over HTTP with libmicrohttpd (one internal
- * thread, so requests are answered one at a time): 204 when healthy, 500
- * with a JSON body naming the unhealthy members otherwise, 404 for other
- * paths, 405 for methods other than GET and HEAD. The probes run at most
- * once per second whatever the request rate (the result is cached), so a
- * load balancer cannot hammer the HSMs. It binds only the address given and
- * runs until SIGINT or SIGTERM. A backend call that hangs holds the answer
- * up: give the checker a timeout.
+ * --listen serves HTTP with libmicrohttpd (one internal thread, so requests
+ * are answered one at a time): GET /health, 204 when healthy, 500 with a
+ * JSON body naming the unhealthy members otherwise; GET /metrics, the
+ * Prometheus text format (tools/metrics.c); 404 for other paths, 405 for
+ * methods other than GET and HEAD. The probes run at most once per second
+ * whatever the request rate (the result is cached, and shared by both
+ * paths), so a load balancer cannot hammer the HSMs. It binds only the
+ * address given, tells systemd when it is listening (sd_notify READY=1, with
+ * Type=notify; nothing without $NOTIFY_SOCKET) and runs until SIGINT or
+ * SIGTERM (STOPPING=1). A backend call that hangs holds the answer up: give
+ * the checker a timeout.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -27,39 +30,35 @@
 #include <time.h>
 
 #include <microhttpd.h>
+#include <systemd/sd-daemon.h>
 
 #include "backend/call.h"
 #include "base/mem.h"
 #include "cli.h"
 #include "config/config.h"
+#include "metrics.h"
 #include "util.h"
 #include "ha/order.h"
 
-#define WHY_LEN  512
 #define CACHE_MS 1000
 
 /* ---- one round of probes ------------------------------------------------------------------- */
 
-struct hmember {
-	char name[P11P_NAME_MAX + 1];
-	bool healthy;
-	char why[WHY_LEN];
-};
+static double mono_s(void)
+{
+	struct timespec ts;
 
-struct hslot {
-	size_t id;
-	char name[40];
-	bool from_file;
-	char order_err[768]; /* a damaged or unreadable overlay ("" when fine) */
-	size_t n;
-	struct hmember m[P11P_MAX_MEMBERS];
-};
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
-struct hreport {
-	size_t n;
-	struct hslot *s; /* cfg->n_slots */
-	bool healthy;
-};
+static double unix_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)(ts.tv_nsec / 1000000) / 1000.0;
+}
 
 /* Probes the members of slot `only` ((size_t)-1: every slot) into r (r->s allocated). */
 static void probe_all(const struct p11p_config *cfg, struct cli_backends *bs, size_t only,
@@ -87,13 +86,19 @@ static void probe_all(const struct p11p_config *cfg, struct cli_backends *bs, si
 			const struct p11p_member_cfg *mc = cli_order_member(cfg, s, &o.e[i]);
 			struct hmember *hm = &hs->m[hs->n++];
 
+			double t0 = mono_s();
+
 			snprintf(hm->name, sizeof(hm->name), "%s", o.e[i].name);
+			snprintf(hm->backend, sizeof(hm->backend), "%s",
+			         cfg->backends[mc->backend].name);
 			hm->healthy = cli_member_probe(bs, mc, hm->why, sizeof(hm->why));
+			hm->seconds = mono_s() - t0;
 			r->healthy &= hm->healthy;
 		}
 		p11p_order_clear(&o);
 		r->n++;
 	}
+	r->when = unix_s();
 }
 
 static json_t *report_json(const struct hreport *r)
@@ -169,6 +174,10 @@ struct server {
 	unsigned long long probed_ms;
 	char *body; /* the 500 body of the cached report */
 	size_t body_len;
+	struct cli_metrics *metrics;
+	char *mtext; /* GET /metrics of the cached report */
+	size_t mtext_len;
+	unsigned long long mtext_ms;
 };
 
 static unsigned long long mono_ms(void)
@@ -240,42 +249,71 @@ static enum MHD_Result respond(struct MHD_Connection *conn, unsigned int status,
 	return ret;
 }
 
+/* A new round of probes when the cached one is a second old. sv->lock held. */
+static void refresh_locked(struct server *sv)
+{
+	unsigned long long now = mono_ms();
+
+	if (sv->have && now - sv->probed_ms < CACHE_MS)
+		return;
+	probe_all(sv->cfg, sv->bs, sv->only, &sv->r);
+	free(sv->body);
+	sv->body = sv->r.healthy ? NULL : unhealthy_body(&sv->r, &sv->body_len);
+	sv->have = true;
+	/* From the end of the round: a slow round does not turn into back-to-back ones. */
+	sv->probed_ms = mono_ms();
+}
+
+static enum MHD_Result health(struct server *sv, struct MHD_Connection *conn)
+{
+	if (sv->r.healthy)
+		return respond(conn, MHD_HTTP_NO_CONTENT, NULL, 0, NULL);
+	if (sv->body != NULL)
+		return respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, sv->body, sv->body_len,
+		               "application/json");
+	char oom[] = "{\"healthy\":false,\"unhealthy\":[]}\n";
+
+	return respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, oom, sizeof(oom) - 1,
+	               "application/json");
+}
+
+static enum MHD_Result metrics(struct server *sv, struct MHD_Connection *conn)
+{
+	char oom[] = "out of memory\n";
+
+	/* Made again for a new round of probes, and at most once a second. */
+	if (sv->mtext == NULL || sv->mtext_ms < sv->probed_ms ||
+	    mono_ms() - sv->mtext_ms >= CACHE_MS) {
+		p11p_free(sv->mtext);
+		sv->mtext = cli_metrics_render(sv->metrics, &sv->r, &sv->mtext_len);
+		sv->mtext_ms = mono_ms();
+	}
+	if (sv->mtext == NULL)
+		return respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, oom, sizeof(oom) - 1,
+		               "text/plain");
+	return respond(conn, MHD_HTTP_OK, sv->mtext, sv->mtext_len,
+	               "text/plain; version=0.0.4; charset=utf-8");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
 	struct server *sv = cls;
-	char not_found[] = "not found\n", not_allowed[] = "method not allowed\n";
-	unsigned long long now;
+	char not_found[] = "not found (GET /health or /metrics)\n",
+	     not_allowed[] = "method not allowed\n";
+	bool is_metrics = strcmp(url, "/metrics") == 0;
 	enum MHD_Result ret;
 
-	if (strcmp(url, "/health") != 0)
+	if (strcmp(url, "/health") != 0 && !is_metrics)
 		return respond(conn, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1,
 		               "text/plain");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return respond(conn, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed,
 		               sizeof(not_allowed) - 1, "text/plain");
 	pthread_mutex_lock(&sv->lock);
-	now = mono_ms();
-	if (!sv->have || now - sv->probed_ms >= CACHE_MS) {
-		probe_all(sv->cfg, sv->bs, sv->only, &sv->r);
-		free(sv->body);
-		sv->body = sv->r.healthy ? NULL : unhealthy_body(&sv->r, &sv->body_len);
-		sv->have = true;
-		/* From the end of the round: a slow round does not turn into back-to-back ones. */
-		sv->probed_ms = mono_ms();
-	}
-	if (sv->r.healthy) {
-		ret = respond(conn, MHD_HTTP_NO_CONTENT, NULL, 0, NULL);
-	} else if (sv->body != NULL) {
-		ret = respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, sv->body, sv->body_len,
-		              "application/json");
-	} else {
-		char oom[] = "{\"healthy\":false,\"unhealthy\":[]}\n";
-
-		ret = respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, oom, sizeof(oom) - 1,
-		              "application/json");
-	}
+	refresh_locked(sv);
+	ret = is_metrics ? metrics(sv, conn) : health(sv, conn);
 	pthread_mutex_unlock(&sv->lock);
 	return ret;
 }
@@ -344,8 +382,11 @@ static int serve(struct cli *cli, const struct p11p_config *cfg, struct cli_back
 	sv.bs = bs;
 	sv.only = only;
 	sv.r.s = p11p_calloc(cfg->n_slots > 0 ? cfg->n_slots : 1, sizeof(*sv.r.s));
-	if (sv.r.s == NULL) {
+	sv.metrics = cli_metrics_new(cfg, bs, only);
+	if (sv.r.s == NULL || sv.metrics == NULL) {
 		freeaddrinfo(ai);
+		p11p_free(sv.r.s);
+		cli_metrics_free(sv.metrics);
 		cli_error("out of memory");
 		return CLI_FAIL;
 	}
@@ -374,16 +415,22 @@ static int serve(struct cli *cli, const struct p11p_config *cfg, struct cli_back
 		cli_jset(doc, "port", json_integer(info != NULL ? info->port : 0));
 		cli_json_print(doc);
 	} else {
-		printf("listening on %s (port %u): GET /health\n", cli_esc(listen_arg),
-		       info != NULL ? (unsigned)info->port : 0U);
+		printf("listening on %s (port %u): GET /health, GET /metrics\n",
+		       cli_esc(listen_arg), info != NULL ? (unsigned)info->port : 0U);
 	}
 	fflush(stdout);
+	/* Bound and listening: systemd (Type=notify) may start what waits for it. */
+	sd_notifyf(0, "READY=1\nSTATUS=listening on %s (port %u)", listen_arg,
+	           info != NULL ? (unsigned)info->port : 0U);
 	while (sigwait(&set, &sig) != 0 || (sig != SIGINT && sig != SIGTERM))
 		;
+	sd_notify(0, "STOPPING=1");
 	MHD_stop_daemon(d);
 out:
 	pthread_mutex_destroy(&sv.lock);
 	free(sv.body);
+	p11p_free(sv.mtext);
+	cli_metrics_free(sv.metrics);
 	p11p_free(sv.r.s);
 	return rc;
 }

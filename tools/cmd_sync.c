@@ -24,6 +24,7 @@
 #include "util.h"
 #include "keymodel/model.h"
 #include "ha/order.h"
+#include "metrics.h"
 
 #define ERR_LEN         512
 #define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */
@@ -49,7 +50,7 @@ struct mstate {
 
 struct sync_ctx {
 	const struct cli *cli;
-	struct p11p_config *cfg;
+	const struct p11p_config *cfg;
 	struct cli_backends *bes;
 	struct p11p_secret *pin; /* read once, for members without a configured PIN */
 	bool pin_tried;
@@ -429,6 +430,56 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 	return agree;
 }
 
+bool cli_sync_backlog(const struct p11p_config *cfg, struct cli_backends *bs, size_t s,
+                      struct cli_backlog *out)
+{
+	struct mstate *ms = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*ms));
+	struct sync_ctx c;
+	struct p11p_order ord;
+	unsigned listed = 0;
+	char err[1024];
+
+	memset(out, 0, sizeof(*out));
+	if (ms == NULL) {
+		cli_error("out of memory");
+		return false;
+	}
+	memset(&c, 0, sizeof(c));
+	c.cfg = cfg;
+	c.bes = bs;
+	c.pin_tried = true; /* nothing is asked for: members without a PIN are not listed */
+	/* A damaged overlay gives the configured order (health reports the damage). */
+	cli_slot_order(cfg, s, &ord, err, sizeof(err));
+	out->n = ord.n;
+	for (size_t i = 0; i < ord.n; i++) {
+		snprintf(out->name[i], sizeof(out->name[i]), "%s", ord.e[i].name);
+		list_member(&c, cli_order_member(cfg, s, &ord.e[i]), i, &ms[i]);
+		out->listed[i] = ms[i].listed;
+		out->keys[i] = ms[i].n_keys;
+		if (ms[i].listed)
+			listed |= 1U << i;
+		else
+			snprintf(out->err[i], sizeof(out->err[i]), "%s", ms[i].err);
+	}
+	qsort(c.keys, c.n_keys, sizeof(*c.keys), cmp_key);
+	for (size_t i = 0; i < c.n_keys;) {
+		size_t j = i;
+		unsigned held = 0, missing;
+
+		while (j < c.n_keys && cmp_ident(&c.keys[i], &c.keys[j]) == 0)
+			held |= 1U << c.keys[j++].member;
+		missing = listed & ~held;
+		for (size_t m = 0; m < ord.n; m++)
+			if (missing & (1U << m))
+				out->missing[m]++;
+		i = j;
+	}
+	p11p_order_clear(&ord);
+	p11p_free(c.keys);
+	p11p_free(ms);
+	return true;
+}
+
 int cmd_sync(struct cli *cli, int argc, char **argv)
 {
 	enum { O_CHECK = CLI_OPT_FIRST };
@@ -438,6 +489,7 @@ int cmd_sync(struct cli *cli, int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct sync_ctx c;
+	struct p11p_config *cfg = NULL;
 	const char *want = NULL;
 	size_t only = (size_t)-1;
 	bool check = false, dry_run = false, all_agree = true;
@@ -465,8 +517,8 @@ int cmd_sync(struct cli *cli, int argc, char **argv)
 		return cli_sync_keys(cli, want, dry_run);
 	memset(&c, 0, sizeof(c));
 	c.cli = cli;
-	c.cfg = cli_config(cli);
-	if (c.cfg == NULL)
+	c.cfg = cfg = cli_config(cli);
+	if (cfg == NULL)
 		return CLI_FAIL;
 	if (want != NULL) {
 		only = cli_slot_arg(c.cfg, "sync", want);
@@ -502,6 +554,6 @@ out:
 	cli_backends_free(c.bes);
 	p11p_free(c.keys);
 	p11p_secret_free(c.pin);
-	p11p_config_free(c.cfg);
+	p11p_config_free(cfg);
 	return rc;
 }

@@ -52,9 +52,11 @@ static const struct cli_cmd commands[] = {
      "  members SLOT reset                 back to the configured order\n" SLOT_HELP,
      cmd_members},
     {"health", "[SLOT] [--json] [--listen ADDRESS:PORT]",
-     "probe every member; exit 0 only when all are healthy (--listen: serve GET /health)",
+     "probe every member; exit 0 only when all are healthy (--listen: GET /health, /metrics)",
      "  Members in the effective order, as the module uses them.\n"
-     "  --listen ADDRESS:PORT  serve GET /health over HTTP (204 healthy, 500 with JSON)\n" SLOT_HELP,
+     "  --listen ADDRESS:PORT  serve GET /health over HTTP (204 healthy, 500 with JSON) and\n"
+     "                         GET /metrics (Prometheus text format; p11proxy(7) METRICS)\n"
+     SLOT_HELP,
      cmd_health},
     {"sync", "[SLOT] [--dry-run] [--json] | --check [SLOT] [--json]",
      "record the members' token keys as virtual keys: added / updated / missing / unchanged "

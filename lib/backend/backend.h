@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/pkcs11.h"
 #include "config/config.h"
@@ -45,6 +46,9 @@ struct p11p_bctx {
 	 * layer (C_OpenSession, C_CloseSession, C_CloseAllSessions); when the
 	 * count falls to zero, gone(gone_arg) runs (some tokens drop their
 	 * object handles with their last session). count NULL: not counted.
+	 * count is NULL or a member's n_be_sessions (every context the module
+	 * makes for a member): the layer also counts the call and its result on
+	 * that member (p11p_bctx_member()).
 	 */
 	atomic_long *count;
 	void (*gone)(void *gone_arg);
@@ -101,6 +105,10 @@ struct p11p_member {
 	unsigned long n_sessions; /* proxy sessions served now (balance mode) */
 	unsigned long failures;   /* times it was marked down */
 	unsigned hung_calls;      /* calls the watchdog found hung, still in flight */
+	/* Sessions moved off it to another member (ha/failover.c; relaxed, for metrics). */
+	atomic_ulong n_failovers;
+	/* Calls to it and their failures, as its backend's (backend/call.c; relaxed). */
+	atomic_ulong n_calls, n_server_errors, n_client_errors, n_refused;
 
 	CK_RV last_error; /* what marked it down */
 	/*
@@ -126,6 +134,16 @@ struct p11p_member {
 	 */
 	bool removed;
 };
+
+/* The member whose sessions x counts (see struct p11p_bctx), or NULL. */
+static inline struct p11p_member *p11p_bctx_member(const struct p11p_bctx *x)
+{
+	uintptr_t count = (uintptr_t)x->count;
+
+	return count != 0
+	           ? (struct p11p_member *)(count - offsetof(struct p11p_member, n_be_sessions))
+	           : NULL;
+}
 
 /*
  * Finds the backend slot whose token matches the member's selector (slot id,

@@ -17,7 +17,11 @@
  */
 static CK_RV refuse(const struct p11p_bctx *x, const char *fn, const char *what)
 {
+	struct p11p_member *m = p11p_bctx_member(x);
+
 	atomic_fetch_add_explicit(&x->be->n_refused, 1, memory_order_relaxed);
+	if (m != NULL)
+		atomic_fetch_add_explicit(&m->n_refused, 1, memory_order_relaxed);
 	p11p_message("backend '%s': %s answered %s: refused (CKR_DEVICE_ERROR)",
 	             x->be->cfg != NULL ? x->be->cfg->name : "?", fn, what);
 	if (x->refused != NULL)
@@ -28,16 +32,28 @@ static CK_RV refuse(const struct p11p_bctx *x, const char *fn, const char *what)
 #define TOO_MANY "a count larger than it was given"
 #define HANDLE_0 "handle 0 (CK_INVALID_HANDLE)"
 
-/* Counts and traces a result (never the arguments). */
+/*
+ * Counts a result (on the backend, and on the member when x is a member's)
+ * and traces it (never the arguments).
+ */
 static CK_RV done(const struct p11p_bctx *x, const char *fn, CK_RV rv)
 {
 	struct p11p_backend *be = x->be;
+	struct p11p_member *m = p11p_bctx_member(x);
 
 	atomic_fetch_add_explicit(&be->n_calls, 1, memory_order_relaxed);
-	if (rv != CKR_OK)
-		atomic_fetch_add_explicit(p11p_rv_is_server_error(be, rv) ? &be->n_server_errors
-		                                                          : &be->n_client_errors,
-		                          1, memory_order_relaxed);
+	if (m != NULL)
+		atomic_fetch_add_explicit(&m->n_calls, 1, memory_order_relaxed);
+	if (rv != CKR_OK) {
+		bool server = p11p_rv_is_server_error(be, rv);
+
+		atomic_fetch_add_explicit(server ? &be->n_server_errors : &be->n_client_errors, 1,
+		                          memory_order_relaxed);
+		if (m != NULL)
+			atomic_fetch_add_explicit(server ? &m->n_server_errors
+			                                 : &m->n_client_errors,
+			                          1, memory_order_relaxed);
+	}
 	if (p11p_debug_on(P11P_DBG_BACKEND))
 		p11p_debug(P11P_DBG_BACKEND, "%s: %s %s", be->cfg != NULL ? be->cfg->name : "?", fn,
 		           p11p_rv_str(rv));

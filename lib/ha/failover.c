@@ -154,13 +154,14 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 
 /*
  * One line per session moved to another member, rate-limited: a member going
- * down moves every session it served.
+ * down moves every session it served. Each is counted on the member it left
+ * (the metrics' failovers).
  */
-static void report_failover(const struct p11p_call *c, const struct p11p_member *old,
-                            const char *why)
+static void report_failover(const struct p11p_call *c, struct p11p_member *old, const char *why)
 {
 	static struct p11p_ratelimit rl;
 
+	atomic_fetch_add_explicit(&old->n_failovers, 1, memory_order_relaxed);
 	p11p_message_limited(&rl,
 	                     "slot '%s': a session moved from member '%s' (backend '%s') to member "
 	                     "'%s' (backend '%s'): %s",

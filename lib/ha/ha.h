@@ -8,6 +8,7 @@
 #include "virt/virt.h"
 #include "ha/order.h"
 #include "ha/replicate.h"
+#include "ha/stats.h"
 
 /* Sets the HA hooks of the core (at C_Initialize). */
 void p11p_ha_register(void);
@@ -44,6 +45,20 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs);
 unsigned long long p11p_order_poll(struct p11p_state *st);
 void p11p_order_free(struct p11p_vslot *vs);
+
+/*
+ * --- stats.c in the module (the files: ha/stats.h) ---
+ * p11p_stats_start(): at C_Initialize (p11p_health_start), before any poll.
+ * p11p_stats_poll(): writes this process's statistics file when due (at most
+ * once per P11P_STATS_INTERVAL_MS) and something changed; returns when the
+ * next write is due (monotonic ms). Called by the probe thread, or by the
+ * inline probes without one; no lock held (it takes the global lock to copy
+ * the counts, never across file I/O). p11p_stats_stop(): removes the file
+ * (C_Finalize, after the probe thread has stopped).
+ */
+void p11p_stats_start(struct p11p_state *st);
+unsigned long long p11p_stats_poll(struct p11p_state *st);
+void p11p_stats_stop(struct p11p_state *st);
 
 /* --- failover.c --- */
 /*

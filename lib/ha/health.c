@@ -139,6 +139,7 @@ void p11p_health_poll(struct p11p_state *st)
 	unsigned long long next = ~0ULL;
 
 	p11p_order_poll(st); /* the member order overlays, at most once a second */
+	p11p_stats_poll(st); /* this process's statistics file, at most once a second */
 	for (;;) {
 		p11p_lock();
 		m = due_locked(st, &vs, p11p_now_ms(), &next);
@@ -152,13 +153,17 @@ void p11p_health_poll(struct p11p_state *st)
 static void *probe_main(void *arg)
 {
 	struct p11p_state *st = arg;
-	unsigned long long order_due;
+	unsigned long long order_due, stats_due;
 
 	p11p_lock();
 	while (!st->probe_stop) {
-		/* The member order overlays: checked when due (once a second), lock released. */
+		/*
+		 * The member order overlays: checked when due (once a second); the
+		 * statistics file: written when due and changed. Lock released.
+		 */
 		p11p_unlock();
 		order_due = p11p_order_poll(st);
+		stats_due = p11p_stats_poll(st);
 		p11p_lock();
 		if (st->probe_stop)
 			break;
@@ -178,6 +183,8 @@ static void *probe_main(void *arg)
 		}
 		if (order_due < next)
 			next = order_due;
+		if (stats_due < next)
+			next = stats_due;
 		p11p_cond_wait_locked(&st->probe_cond, next > now ? next - now : 1);
 	}
 	p11p_unlock();
@@ -186,6 +193,7 @@ static void *probe_main(void *arg)
 
 void p11p_health_start(struct p11p_state *st, bool threads_allowed)
 {
+	p11p_stats_start(st);
 	if (!threads_allowed)
 		return;
 	st->probe_thread_running = pthread_create(&st->probe_thread, NULL, probe_main, st) == 0;
@@ -195,14 +203,15 @@ void p11p_health_start(struct p11p_state *st, bool threads_allowed)
 
 void p11p_health_stop(struct p11p_state *st)
 {
-	if (!st->probe_thread_running)
-		return;
-	p11p_lock();
-	st->probe_stop = true;
-	pthread_cond_signal(&st->probe_cond);
-	p11p_unlock();
-	pthread_join(st->probe_thread, NULL);
-	st->probe_thread_running = false;
+	if (st->probe_thread_running) {
+		p11p_lock();
+		st->probe_stop = true;
+		pthread_cond_signal(&st->probe_cond);
+		p11p_unlock();
+		pthread_join(st->probe_thread, NULL);
+		st->probe_thread_running = false;
+	}
+	p11p_stats_stop(st);
 }
 
 void p11p_ha_register(void)

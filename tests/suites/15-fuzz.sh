@@ -71,3 +71,19 @@ else
 	echo "    last input: $TMP/policy-input"
 	fail "fuzz: policy overlay parser" "exit $rc"
 fi
+
+# The statistics file parser (the metrics listener reads every process's file).
+STATS_PROG=$BUILD/tests/fuzz_stats
+if [ ! -x "$STATS_PROG" ]; then
+	fail "fuzz: statistics file parser" "no $STATS_PROG (run make tests)"
+elif run_prog "$STATS_PROG" -t $((secs / 4 > 0 ? secs / 4 : 1)) -s "$seed" -T "$per_input" \
+	-n 100000000 -x "$SRCDIR/tests/fuzz/stats.dict" -w "$TMP/stats-input" \
+	"$SRCDIR/tests/fuzz/corpus/stats" >"$TMP/stats.log" 2>&1; then
+	sed 's/^/    /' "$TMP/stats.log"
+	pass "fuzz: statistics file parser"
+else
+	rc=$?
+	tail -n 40 "$TMP/stats.log" | sed 's/^/    /'
+	echo "    last input: $TMP/stats-input"
+	fail "fuzz: statistics file parser" "exit $rc"
+fi

@@ -80,6 +80,9 @@ int cmd_hash_pin(struct cli *cli, int argc, char **argv);
 /* tools/cmd_fragment.c */
 int cmd_gen_fragment(struct cli *cli, int argc, char **argv);
 
+/* tools/cmd_replkey.c */
+int cmd_replication_key(struct cli *cli, int argc, char **argv);
+
 /* tools/cmd_members.c */
 int cmd_members(struct cli *cli, int argc, char **argv);
 

@@ -101,6 +101,21 @@ static const struct cli_cmd commands[] = {
      "  The HSM key must sign with CKM_SHA256_HMAC on every member that holds it, with the\n"
      "  same check value. --out FILE appends to FILE (mode 0600).\n" SLOT_HELP,
      cmd_gen_fragment},
+    {"replication-key",
+     "create SLOT [--label L] [--so-pin-source env:VAR|file:PATH] [--json] | help",
+     "make the slot's AES-256 replication key, one value on every member",
+     "  replication-key create SLOT        an AES-256 key labelled as ha.replication_key\n"
+     "                                     (or --label L) on every member, all or nothing:\n"
+     "                                     value from the mixed entropy source, never shown;\n"
+     "                                     non-extractable, CKA_WRAP/CKA_UNWRAP, CKA_TRUSTED;\n"
+     "                                     refused when a member has the label already\n"
+     "  --so-pin-source env:VAR|file:PATH  the SO PIN, for tokens where only the security\n"
+     "                                     officer sets CKA_TRUSTED (else asked on the\n"
+     "                                     terminal, without echo)\n"
+     "  Members log in with their configured PIN, else one user PIN read from the\n"
+     "  terminal or stdin. The check value is the first 3 bytes of a zero key wrapped\n"
+     "  under the new key: the same on every member.\n" SLOT_HELP,
+     cmd_replication_key},
     {"help", "[COMMAND]", "show this list, or one command's usage", NULL, cmd_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -57,7 +57,15 @@ json_ok() {
 	python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if ('"$2"') else 1)' "$1"
 }
 
-check "repl: replication key on both tokens" repl setup
+# The replication key, made by the CLI (SoftHSM2 wants the SO for CKA_TRUSTED); 69-replkey
+# tests the command itself.
+export P11P_SO_PIN=$TEST_SO_PIN
+if printf '%s\n' "$TEST_USER_PIN" | run_prog "$CLI" replication-key create ha \
+	--so-pin-source env:P11P_SO_PIN >"$TMP/rk.out" 2>&1; then
+	pass "repl: replication key on both tokens (replication-key create)"
+else
+	fail "repl: replication key on both tokens (replication-key create)" "$(cat "$TMP/rk.out")"
+fi
 check "repl: AES, EC and RSA keys copied; used on m2 after m1 fails" repl copy
 check "repl: destroying a key destroys its copies" repl destroy
 

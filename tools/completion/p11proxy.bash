@@ -21,7 +21,7 @@ _p11proxy()
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="slots test-connection members health sync keys policy check-config hash-pin gen-fragment help"
+	local commands="slots test-connection members health sync keys policy check-config hash-pin gen-fragment replication-key help"
 	local global="-c --config --json -h --help -V --version"
 	local cmd="" conf="" i w pos=()
 
@@ -114,6 +114,14 @@ _p11proxy()
 		;;
 	hash-pin) opts="$opts --pin-source" ;;
 	gen-fragment) opts="$opts --name --type --hsm-key-label --slot --out --description" ;;
+	replication-key)
+		if [ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "create help" -- "$cur"))
+		elif [ ${#pos[@]} -eq 1 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
+		fi
+		opts="$opts --label --so-pin-source"
+		;;
 	help)
 		[ ${#pos[@]} -eq 0 ] && COMPREPLY=($(compgen -W "$commands" -- "$cur"))
 		return

@@ -19,27 +19,35 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 	CK_UTF8CHAR buf[P11P_MAX_PIN_LEN];
 	CK_USER_TYPE user;
 	CK_SESSION_INFO si;
+	unsigned long gen = atomic_load(&m->handle_gen);
 	CK_RV rv = CKR_OK;
-	bool done;
+	bool done, same_gen;
 	size_t len;
 
 	p11p_lock();
 	user = vs->login;
 	done = vs->logged_in & (1U << m->index);
-	if (vs->login_pin != NULL)
-		pin = p11p_secret_dup(vs->login_pin);
+	same_gen = vs->login_gen[m->index] == gen;
 	p11p_unlock();
 	if (user == P11P_NO_USER)
-		goto out;
+		return CKR_OK;
 	/*
-	 * Logged in there already, as far as the proxy knows: the new session
-	 * says whether the token still is (it logs out with its last session,
-	 * and an HSM that restarted has forgotten the login; no call of ours
-	 * may have seen that yet).
+	 * Logged in there already, as far as the proxy knows. The only member of
+	 * a slot that kept its sessions since is (the application holds one). On
+	 * a slot with several members the new session says whether the token
+	 * still is: it logs out with its last session, which may have been on
+	 * another member's side of the slot, and an HSM that restarted has
+	 * forgotten the login before any call of ours may have seen it.
 	 */
+	if (done && vs->n_members == 1 && same_gen)
+		return CKR_OK;
 	if (done && p11p_be_C_GetSessionInfo(&m->ctx, bs, &si) == CKR_OK &&
 	    si.state != CKS_RO_PUBLIC_SESSION && si.state != CKS_RW_PUBLIC_SESSION)
 		goto logged_in;
+	p11p_lock();
+	if (vs->login_pin != NULL)
+		pin = p11p_secret_dup(vs->login_pin);
+	p11p_unlock();
 	/* A member with its own PIN logs in with it (the application gave the virtual one). */
 	use = user == CKU_USER && m->cfg->pin != NULL ? m->cfg->pin : pin;
 	if (use == NULL) {
@@ -62,8 +70,10 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 		goto out;
 logged_in:
 	p11p_lock();
-	if (vs->login == user)
+	if (vs->login == user) {
 		vs->logged_in |= 1U << m->index;
+		vs->login_gen[m->index] = gen;
+	}
 	p11p_unlock();
 out:
 	p11p_secret_free(pin);

@@ -406,6 +406,7 @@ again:
 		p11p_lock();
 		vs->login = user;
 		vs->logged_in = 1U << c.m->index; /* replayed on other members as needed */
+		vs->login_gen[c.m->index] = atomic_load(&c.m->handle_gen);
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = keep;
 		p11p_unlock();

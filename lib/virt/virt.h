@@ -58,6 +58,8 @@ struct p11p_vslot {
 	char serial[17];    /* virtual serial, stable for the slot */
 	CK_USER_TYPE login; /* P11P_NO_USER when logged out */
 	unsigned logged_in; /* members the login is established on (bit per member index) */
+	/* Each member's handle_gen when its login was established (sessions lost since: unsure). */
+	unsigned long login_gen[P11P_MAX_MEMBERS];
 
 	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
 	unsigned long n_sessions, n_rw_sessions;

@@ -210,8 +210,7 @@ struct p11p_state {
 	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
-	bool finalizing;   /* C_Finalize is waiting for calls in flight */
-	atomic_ulong busy; /* calls in flight: C_Finalize waits for them */
+	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
 	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
 	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
@@ -254,14 +253,14 @@ struct p11p_call {
 void p11p_lock(void);
 void p11p_unlock(void);
 /*
- * Enters the library for one call: the live state with its busy count taken,
- * or NULL when not initialized (never, after fork, in the child, or being
- * finalized). Global lock held. Every non-NULL result is paired with
- * p11p_leave(), which needs no lock.
+ * Enters the library for one call: the live state with the count of calls in
+ * flight taken, or NULL when not initialized (never, after fork, in the
+ * child, or being finalized). Every non-NULL result is paired with
+ * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
+ * callers that hold the global lock.
  */
 struct p11p_state *p11p_enter_locked(void);
 void p11p_leave(struct p11p_state *st);
-/* p11p_enter_locked() taking and releasing the global lock itself. */
 struct p11p_state *p11p_enter(void);
 /* Is the library initialized (in this process)? Cheap and lock-free. */
 bool p11p_initialized(void);

@@ -244,9 +244,12 @@ struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *v
 
 	p11p_lock();
 	m = p11p_member_pick_locked(vs, NULL);
+	if (m != NULL)
+		*be_slot = m->be_slot;
 	p11p_unlock();
-	if (m == NULL)
-		m = p11p_member_revive(st, vs);
+	if (m != NULL)
+		return m;
+	m = p11p_member_revive(st, vs);
 	if (m != NULL) {
 		p11p_lock();
 		*be_slot = m->be_slot;

@@ -132,11 +132,6 @@ void p11p_leave(struct p11p_state *st)
 	atomic_fetch_sub_explicit(&g_busy, 1, memory_order_release);
 }
 
-static void free_session_cb(void *value, void *arg)
-{
-	p11p_session_free(value);
-}
-
 static void free_object_cb(void *value, void *arg)
 {
 	struct p11p_object *obj = value;
@@ -159,10 +154,9 @@ static void state_free(struct p11p_state *st, bool finalize)
 		p11p_health_stop(st);
 		pthread_cond_destroy(&st->probe_cond);
 	}
-	p11p_map_each(&st->sessions, free_session_cb, NULL);
+	p11p_sessions_free(st);
 	p11p_local_state_free(st);
 	p11p_vkey_state_free(st);
-	p11p_map_clear(&st->sessions);
 	p11p_map_each(&st->objects, free_object_cb, NULL);
 	p11p_map_clear(&st->objects);
 	p11p_map_clear(&st->objects_rev);

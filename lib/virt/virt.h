@@ -88,6 +88,12 @@ struct p11p_vslot {
 	bool policy_busy;                       /* a thread is checking the overlay */
 	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
 	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
+	/*
+	 * Closed sessions of this slot, kept for reuse (session.c): pushed
+	 * without a lock by the last reference's holder, popped under the
+	 * global lock; freed with the state.
+	 */
+	struct p11p_session *_Atomic session_pool;
 };
 
 /* Operations a session can have active, recorded for replay (op.c). */
@@ -154,6 +160,25 @@ struct p11p_session {
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
 	size_t n_owned, cap_owned;
+
+	struct p11p_session *pool_next; /* in the slot's session_pool */
+};
+
+/*
+ * The session table (session.c): the open session with handle h is e[h &
+ * mask]; handles are handed out so that no two open sessions share an entry,
+ * and the table doubles before it is half full. Written under the global
+ * lock, read without it (p11p_call_begin): a table replaced by a larger one
+ * stays allocated (`older`) until the state is freed, and so does every
+ * session (a closed one goes to its slot's pool for reuse). A reader that
+ * meets a stale pointer thus still reads a session: it takes a reference
+ * only while the count is not zero, then checks the handle.
+ */
+struct p11p_stab {
+	size_t mask;  /* entries - 1 */
+	size_t count; /* open sessions */
+	struct p11p_stab *older;
+	struct p11p_session *_Atomic e[];
 };
 
 #define P11P_ID_MAX 256 /* CKA_ID / CKA_LABEL bytes kept to re-find an object */
@@ -204,8 +229,8 @@ struct p11p_state {
 	struct p11p_backend *backends;
 	size_t n_slots;
 	struct p11p_vslot *slots;
+	struct p11p_stab *_Atomic sessions; /* written under the global lock (session.c) */
 	/* Guarded by the global lock: */
-	struct p11p_map sessions;      /* (0, handle) -> session */
 	struct p11p_map objects;       /* (0, handle) -> object */
 	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
@@ -318,6 +343,11 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
                    CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len);
 /* Frees a session no longer in the table (state teardown). */
 void p11p_session_free(struct p11p_session *s);
+/* Calls fn for every open session. Global lock held; fn must not open or close one. */
+void p11p_sessions_each_locked(struct p11p_state *st, void (*fn)(void *session, void *arg),
+                               void *arg);
+/* Frees the table, its sessions and the slots' pools (state teardown: no call in flight). */
+void p11p_sessions_free(struct p11p_state *st);
 
 /* --- health.c --- */
 /* Milliseconds on the monotonic clock. */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static atomic_int debug_mask;
+atomic_int p11p_debug_mask;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const struct {
@@ -38,12 +38,12 @@ void p11p_log_init(void)
 		env += len;
 		env += strspn(env, ", ");
 	}
-	atomic_store(&debug_mask, mask);
+	atomic_store(&p11p_debug_mask, mask);
 }
 
-int p11p_debug_on(enum p11p_debug_cat cat)
+int(p11p_debug_on)(enum p11p_debug_cat cat)
 {
-	return (atomic_load_explicit(&debug_mask, memory_order_relaxed) & (int)cat) != 0;
+	return p11p_debug_on(cat);
 }
 
 static void vlog(const char *prefix, const char *fmt, va_list ap)
@@ -72,7 +72,7 @@ static void vlog(const char *prefix, const char *fmt, va_list ap)
 	pthread_mutex_unlock(&log_lock);
 }
 
-void p11p_debug(enum p11p_debug_cat cat, const char *fmt, ...)
+void(p11p_debug)(enum p11p_debug_cat cat, const char *fmt, ...)
 {
 	va_list ap;
 

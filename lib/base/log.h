@@ -9,6 +9,8 @@
 #ifndef P11P_LOG_H
 #define P11P_LOG_H
 
+#include <stdatomic.h>
+
 enum p11p_debug_cat {
 	P11P_DBG_CONFIG = 1 << 0,
 	P11P_DBG_BACKEND = 1 << 1,
@@ -23,9 +25,19 @@ enum p11p_debug_cat {
 void p11p_log_init(void);
 /* Is the category enabled? Cheap: call sites guard costly formatting. */
 int p11p_debug_on(enum p11p_debug_cat cat);
+/* Inline at call sites: one load and a test. */
+extern atomic_int p11p_debug_mask;
+#define p11p_debug_on(cat)                                                                         \
+	((atomic_load_explicit(&p11p_debug_mask, memory_order_relaxed) & (int)(cat)) != 0)
 
 void p11p_debug(enum p11p_debug_cat cat, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The category is tested before the call: a disabled one costs no argument passing. */
+#define p11p_debug(cat, ...)                                                                       \
+	do {                                                                                       \
+		if (p11p_debug_on(cat))                                                            \
+			(p11p_debug)(cat, __VA_ARGS__);                                            \
+	} while (0)
 /* Always printed (to stderr), prefixed "p11proxy: ". */
 void p11p_message(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -19,6 +19,18 @@
  */
 #define FIND_CHUNK 1024
 
+static atomic_ulong g_objects_gen;
+
+unsigned long p11p_objects_gen(void)
+{
+	return atomic_load_explicit(&g_objects_gen, memory_order_acquire);
+}
+
+void p11p_objects_changed_locked(void)
+{
+	atomic_fetch_add_explicit(&g_objects_gen, 1, memory_order_release);
+}
+
 static uint64_t rev_key(const struct p11p_vslot *vs, size_t member)
 {
 	return ((uint64_t)vs->id << 8) | member;
@@ -113,13 +125,23 @@ static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out)
 {
+	struct p11p_session *s = c->s;
 	struct p11p_object *obj;
 	struct p11p_identity ident;
-	size_t member = c->s->member;
+	size_t member = s->member;
 	bool refindable = false;
 	CK_OBJECT_HANDLE bh;
 	CK_RV rv = invalid;
 
+	/* The object this session named last, unchanged since: no lock. */
+	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
+	    s->oc_gen == p11p_objects_gen() &&
+	    s->oc_hgen ==
+	        atomic_load_explicit(&s->slot->members[member].handle_gen, memory_order_relaxed)) {
+		*out = c->mapped_bh = s->oc_bh;
+		c->mapped = h;
+		return CKR_OK;
+	}
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL && obj->slot == c->s->slot) {
@@ -131,12 +153,20 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 				p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member),
 				                obj->be[member]);
 			obj->be[member] = 0;
+			p11p_objects_changed_locked();
 		}
 		if (obj->be[member] != 0) {
 			*out = obj->be[member];
 			c->mapped = h;
 			c->mapped_bh = *out;
 			rv = CKR_OK;
+			/* Cached when current (a stale one is checked again each time, as here). */
+			if (known_locked(obj, member)) {
+				p11p_ocache_for(s, h, p11p_objects_gen());
+				s->oc_bh = *out;
+				s->oc_member = member;
+				s->oc_hgen = obj->gen[member];
+			}
 		} else if (obj->ident != NULL && obj->token) {
 			ident = *obj->ident;
 			refindable = true;
@@ -178,6 +208,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
 		if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member), bh) == obj)
 			p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member), bh);
 		obj->be[member] = 0;
+		p11p_objects_changed_locked();
 		forgot = true;
 	}
 	p11p_unlock();
@@ -203,6 +234,7 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 	struct p11p_object key = {.slot = vs, .owner = member};
 	struct p11p_map kept = {0};
 
+	p11p_objects_changed_locked();
 	p11p_map_each(&st->objects, forget_member_cb, &key);
 	/* The reverse entries of that member go; the others are kept as they are. */
 	for (size_t i = 0; i < st->objects_rev.cap; i++) {
@@ -221,6 +253,7 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 
 static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 {
+	p11p_objects_changed_locked();
 	p11p_map_remove(&st->objects, 0, obj->handle);
 	if (obj->ident != NULL &&
 	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
@@ -335,8 +368,10 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 			learn_locked(obj, member, bh);
 		} else {
 			p11p_map_remove(&st->objects_rev, rev_key(vs, member), bh);
-			if (obj->be[member] == bh)
+			if (obj->be[member] == bh) {
 				obj->be[member] = 0;
+				p11p_objects_changed_locked();
+			}
 			obj = NULL;
 		}
 	}

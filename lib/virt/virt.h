@@ -162,7 +162,32 @@ struct p11p_session {
 	size_t n_owned, cap_owned;
 
 	struct p11p_session *pool_next; /* in the slot's session_pool */
+
+	/*
+	 * The object this session last named (oc_h; 0: none), cached so that a
+	 * call on it takes no global lock; good while p11p_objects_gen() is
+	 * still oc_gen. object.c: its handle oc_bh (0: not cached) on member
+	 * oc_member as of that member's handle_gen oc_hgen. vkey.c: its
+	 * binding, oc_vk 0 (not cached), 1 (not a virtual key) or 2 (record
+	 * oc_vid; 0: hidden). Guarded by `lock`.
+	 */
+	CK_OBJECT_HANDLE oc_h, oc_bh;
+	unsigned long oc_gen, oc_hgen;
+	size_t oc_member;
+	int oc_vk;
+	uint64_t oc_vid;
 };
+
+/* Points s's object cache at h as of generation gen, emptied unless it was there already. */
+static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, unsigned long gen)
+{
+	if (s->oc_h != h || s->oc_gen != gen) {
+		s->oc_h = h;
+		s->oc_gen = gen;
+		s->oc_bh = 0;
+		s->oc_vk = 0;
+	}
+}
 
 /*
  * The session table (session.c): the open session with handle h is e[h &
@@ -531,6 +556,14 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
  * sessions (global lock held).
  */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
+/*
+ * The generation of the object tables (object.c): moves on whenever a
+ * proxy object is dropped, one of its backend handles forgotten, or its
+ * virtual-key binding changed (p11p_objects_changed_locked(), global lock
+ * held), so that sessions' cached mappings (struct p11p_session) go stale.
+ */
+unsigned long p11p_objects_gen(void);
+void p11p_objects_changed_locked(void);
 /* Forgets the session objects a closed session owned. Global lock held. */
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
 CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,

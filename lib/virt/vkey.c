@@ -108,6 +108,7 @@ void p11p_vkey_state_free(struct p11p_state *st)
 
 void p11p_vkey_object_free(struct p11p_object *obj)
 {
+	p11p_objects_changed_locked();
 	p11p_free(obj->vk);
 	obj->vk = NULL;
 	obj->vk_known = false;
@@ -338,6 +339,7 @@ static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const
 /* Sets obj's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
 static bool set_bind_locked(struct p11p_object *obj, const struct p11p_vkbind *b)
 {
+	p11p_objects_changed_locked();
 	if (b == NULL) {
 		p11p_free(obj->vk);
 		obj->vk = NULL;
@@ -506,6 +508,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
                             CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
+	struct p11p_session *s = c->s;
 	struct p11p_vslot *vs = c->s->slot;
 
 	*err = CKR_OK;
@@ -521,6 +524,13 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		uint64_t vid = 0;
 		CK_RV rv;
 
+		/* The binding this session saw last, unchanged since: no lock. */
+		if (h == s->oc_h && s->oc_vk != 0 && s->oc_gen == p11p_objects_gen()) {
+			known = true;
+			have = s->oc_vk == 2;
+			vid = s->oc_vid;
+			goto bound;
+		}
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
 		if (obj == NULL || obj->slot != vs) {
@@ -531,7 +541,13 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		have = obj->vk != NULL;
 		if (have)
 			vid = obj->vk->vid;
+		if (known) {
+			p11p_ocache_for(s, h, p11p_objects_gen());
+			s->oc_vk = have ? 2 : 1;
+			s->oc_vid = vid;
+		}
 		p11p_unlock();
+	bound:
 		if (!known) {
 			bind_objects(c, &h, 1, err);
 			continue;
@@ -566,6 +582,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
 		if (obj != NULL && obj->vk != NULL && obj->vk->vid == vid) {
+			p11p_objects_changed_locked();
 			if (found)
 				obj->vk->vid = best.vid;
 			else if (import)

@@ -1624,6 +1624,25 @@ CK_RV p11p_index_get(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out
 	return CKR_OK;
 }
 
+CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found)
+{
+	struct rec *r;
+
+	p11p_return_val_if_fail(idx != NULL && out != NULL && found != NULL, CKR_ARGUMENTS_BAD);
+	CHECK_OWNER(idx);
+	pthread_mutex_lock(&idx->mu);
+	r = vid != 0 ? p11p_map_get(&idx->st.by_id, vid, 0) : NULL;
+	*found = r != NULL;
+	if (r != NULL) {
+		out->vid = r->vid;
+		out->cls = r->cls;
+		out->perms = r->perms;
+		out->state = (enum p11p_vk_state)r->state;
+	}
+	pthread_mutex_unlock(&idx->mu);
+	return CKR_OK;
+}
+
 struct finder {
 	const struct p11p_vkey_match *m;
 	size_t slot_len;

@@ -189,6 +189,12 @@ CK_RV p11p_index_refresh(struct p11p_index *idx);
  * they never touch the file. *found / *count say what matched.
  */
 CK_RV p11p_index_get(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found);
+/*
+ * The same, reading in place only what a use check needs: vid, cls, perms
+ * and state are set in *out, no other field.
+ */
+CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out,
+                           bool *found);
 
 /*
  * Records matching m, at most `max` copied to out (out may be NULL when max

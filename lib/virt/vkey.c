@@ -503,7 +503,11 @@ enum vk_kind {
 	VK_ERROR,  /* *err */
 };
 
-/* The virtual key behind proxy handle h, bound on first sight. No lock held. */
+/*
+ * The virtual key behind proxy handle h, bound on first sight. No lock held.
+ * VK_BOUND: *rec has the fields the checks read (vid, cls, perms, state), and
+ * no other: the index fills only those.
+ */
 static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_vkey *rec,
                             CK_RV *err)
 {
@@ -555,7 +559,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		if (!have)
 			return VK_NONE;
 		if (vid != 0) {
-			rv = p11p_index_get(vk->idx, vid, rec, &found);
+			rv = p11p_index_get_brief(vk->idx, vid, rec, &found);
 			if (rv != CKR_OK) {
 				*err = rv;
 				return VK_ERROR;

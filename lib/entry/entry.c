@@ -126,7 +126,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 		if (rv == CKR_OK)                                                                  \
 			rv = p11p_be_##name(&c.bc, P11P_UNPAREN args);                             \
 	}                                                                                          \
-	while (p11p_call_retry(&c, &rv, OP_AGAIN_##op))                                            \
+	while (rv != CKR_OK && p11p_call_retry(&c, &rv, OP_AGAIN_##op))                            \
 		;                                                                                  \
 	OP_AFTER_##op return trace(fn, p11p_call_end(&c, rv));
 #define FWD_SESSION(name, params, args, op)                                                        \

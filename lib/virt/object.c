@@ -122,16 +122,14 @@ static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
 	obj->gen[i] = atomic_load(&obj->slot->members[i].handle_gen);
 }
 
+static CK_RV object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                       CK_OBJECT_HANDLE *out);
+
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out)
 {
 	struct p11p_session *s = c->s;
-	struct p11p_object *obj;
-	struct p11p_identity ident;
 	size_t member = s->member;
-	bool refindable = false;
-	CK_OBJECT_HANDLE bh;
-	CK_RV rv = invalid;
 
 	/* The object this session named last, unchanged since: no lock. */
 	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
@@ -142,6 +140,21 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 		c->mapped = h;
 		return CKR_OK;
 	}
+	return object_to_backend_locking(c, h, invalid, out);
+}
+
+/* p11p_object_to_backend() from the tables, under the global lock. */
+static CK_RV object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                       CK_OBJECT_HANDLE *out)
+{
+	struct p11p_session *s = c->s;
+	struct p11p_object *obj;
+	struct p11p_identity ident;
+	size_t member = s->member;
+	bool refindable = false;
+	CK_OBJECT_HANDLE bh;
+	CK_RV rv = invalid;
+
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL && obj->slot == c->s->slot) {
@@ -532,8 +545,9 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
 			rv = p11p_be_C_GetAttributeValue(&c.bc, c.bs, bobj, templ, count);
-	} while (p11p_call_retry(&c, &rv, true));
-	p11p_vkey_attrs_out(&c, obj, templ, count, &rv);
+	} while (rv != CKR_OK && p11p_call_retry(&c, &rv, true));
+	if (c.st->vkeys != NULL)
+		p11p_vkey_attrs_out(&c, obj, templ, count, &rv);
 	return p11p_call_end(&c, rv);
 }
 

@@ -40,7 +40,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 #define OP_LOST_FINAL(k, out)           OP_LOST_KIND(k)
 #define OP_LOST_END(k)                  OP_LOST_KIND(k)
 #define OP_LOST_KIND(k)                                                                            \
-	if (p11p_op_lost(&c, k))                                                                   \
+	if (c.s->ops[k].lost && p11p_op_lost(&c, k))                                               \
 		return trace(fn, p11p_call_end(&c, CKR_DEVICE_ERROR));
 
 #define OP_AGAIN_NONE                    true

@@ -504,7 +504,7 @@ static CK_RV vkey_check(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm
 {
 	CK_RV rv = p11p_vkey_use(c, key, perm);
 
-	while (p11p_call_retry(c, &rv, true))
+	while (rv != CKR_OK && p11p_call_retry(c, &rv, true))
 		rv = p11p_vkey_use(c, key, perm);
 	return rv;
 }
@@ -512,8 +512,6 @@ static CK_RV vkey_check(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm
 bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
                    CK_OBJECT_HANDLE key, CK_RV *rv)
 {
-	unsigned perm = op_perm(k);
-
 	if (key == CK_INVALID_HANDLE)
 		return false;
 	if (c->s->local_ops & (1u << k)) {
@@ -524,7 +522,8 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 		*rv = p11p_local_init(c, k, m, key);
 		return true;
 	}
-	*rv = perm != 0 ? vkey_check(c, key, perm) : CKR_OK;
+	/* Without virtual keys there is nothing to check (p11p_vkey_use() answers CKR_OK). */
+	*rv = c->st->vkeys != NULL && op_perm(k) != 0 ? vkey_check(c, key, op_perm(k)) : CKR_OK;
 	return *rv != CKR_OK;
 }
 

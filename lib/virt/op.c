@@ -25,6 +25,11 @@ struct step {
 
 static void op_clear(struct p11p_op *op)
 {
+	/* Single-member slots record nothing: then there is nothing to free. */
+	if (op->param_mem == NULL && op->templ == NULL && op->log == NULL && op->returned == NULL) {
+		memset(op, 0, sizeof(*op));
+		return;
+	}
 	p11p_wipe(op->param_mem, op->mech.ulParameterLen);
 	p11p_free(op->param_mem);
 	for (CK_ULONG i = 0; i < op->templ_count; i++)

@@ -15,7 +15,7 @@
 #define P11P_EXPORT __attribute__((visibility("default")))
 
 /* P11PROXY_DEBUG=call: one line per call, its name and result (never its arguments). */
-static CK_RV trace(const char *name, CK_RV rv)
+static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV rv)
 {
 	if (p11p_debug_on(P11P_DBG_CALL))
 		p11p_debug(P11P_DBG_CALL, "%s: %s", name, p11p_rv_str(rv));

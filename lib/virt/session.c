@@ -247,7 +247,9 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	p11p_call_sync(c);
 	if (s->slot->n_members > 1) /* its test, without the call where it cannot hold */
 		p11p_call_leave_down_member(c);
-	s->call_started_ms = st->watch_ms ? p11p_now_ms() : 0;
+	/* Without a watchdog the stamp stays 0 (p11p_call_end), unread: no clock, no store. */
+	if (st->watch_ms)
+		s->call_started_ms = p11p_now_ms();
 	return CKR_OK;
 }
 
@@ -269,8 +271,8 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 {
 	struct p11p_state *st = c->st;
 
-	c->s->call_started_ms = 0;
 	if (st->watch_ms) {
+		c->s->call_started_ms = 0;
 		p11p_lock();
 		if (c->s->call_hung) {
 			c->s->slot->members[c->s->call_hung_member].hung_calls--;

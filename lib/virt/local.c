@@ -225,7 +225,7 @@ void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 	struct lobj *gone[64];
 	size_t n;
 
-	if (st->local == NULL)
+	if (st->local == NULL || st->local->objects.count == 0)
 		return;
 	/* Collect, then remove: the map must not change while it is walked. */
 	do {

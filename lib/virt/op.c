@@ -43,6 +43,9 @@ static void op_clear(struct p11p_op *op)
 
 void p11p_op_free_all(struct p11p_session *s)
 {
+	if (!s->ops_used)
+		return; /* no operation ever began: nothing to look at */
+	s->ops_used = false;
 	/* An operation that is not active holds nothing (ending one clears it). */
 	for (int k = 0; k < P11P_OP_KINDS; k++)
 		if (s->ops[k].active)
@@ -62,6 +65,7 @@ void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM 
 
 	op_clear(op);
 	op->active = true;
+	c->s->ops_used = true;
 	op->key = key;
 	/* Single-member slots have nowhere to replay: record nothing. */
 	op->replayable = c->s->slot->n_members > 1 && mech != NULL && copy_mechanism(op, mech);
@@ -73,6 +77,7 @@ void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG
 
 	op_clear(op);
 	op->active = true;
+	c->s->ops_used = true;
 	if (c->s->slot->n_members < 2 || count > 64 || (count > 0 && templ == NULL))
 		return;
 	op->templ = p11p_calloc(count, sizeof(*op->templ));

@@ -54,10 +54,13 @@ static void session_unref(struct p11p_session *s)
 		return;
 	/* What it holds goes now; the session itself is kept (struct p11p_stab). */
 	p11p_op_free_all(s);
-	p11p_local_session_free(s);
-	p11p_free(s->owned);
-	s->owned = NULL;
-	s->n_owned = s->cap_owned = 0;
+	if (s->local != NULL)
+		p11p_local_session_free(s);
+	if (s->owned != NULL) {
+		p11p_free(s->owned);
+		s->owned = NULL;
+		s->n_owned = s->cap_owned = 0;
+	}
 	pool_push(s);
 }
 
@@ -319,7 +322,7 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 		s->slot = vs;
 	}
 	s->flags = flags;
-	s->member = (size_t)(m - vs->members);
+	s->member = m->index;
 	s->be[s->member] = bs;
 	return s;
 }

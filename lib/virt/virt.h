@@ -135,6 +135,7 @@ struct p11p_session {
 	pthread_mutex_t lock; /* see the lock-order note */
 	/* Guarded by `lock`: */
 	bool closed;
+	bool ops_used;                          /* op.c: an operation began since it was made */
 	size_t member;                          /* the member serving this session */
 	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
 	struct p11p_op ops[P11P_OP_KINDS];

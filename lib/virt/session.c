@@ -311,6 +311,7 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 		s->vk_find_none = false;
 		s->oc_h = s->oc_bh = 0;
 		s->oc_vk = 0;
+		s->oc_igen = 0;
 	} else {
 		s = p11p_calloc(1, sizeof(*s));
 		if (s == NULL)

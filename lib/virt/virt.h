@@ -170,13 +170,18 @@ struct p11p_session {
 	 * still oc_gen. object.c: its handle oc_bh (0: not cached) on member
 	 * oc_member as of that member's handle_gen oc_hgen. vkey.c: its
 	 * binding, oc_vk 0 (not cached), 1 (not a virtual key) or 2 (record
-	 * oc_vid; 0: hidden). Guarded by `lock`.
+	 * oc_vid; 0: hidden), and that record's class, permissions and state
+	 * as of the index's generation oc_igen (0: not cached). Guarded by `lock`.
 	 */
 	CK_OBJECT_HANDLE oc_h, oc_bh;
 	unsigned long oc_gen, oc_hgen;
 	size_t oc_member;
 	int oc_vk;
 	uint64_t oc_vid;
+	unsigned long oc_igen;
+	CK_OBJECT_CLASS oc_cls;
+	uint32_t oc_perms;
+	int oc_state;
 };
 
 /* Points s's object cache at h as of generation gen, emptied unless it was there already. */
@@ -187,6 +192,7 @@ static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, u
 		s->oc_gen = gen;
 		s->oc_bh = 0;
 		s->oc_vk = 0;
+		s->oc_igen = 0;
 	}
 }
 

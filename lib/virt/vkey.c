@@ -503,6 +503,9 @@ enum vk_kind {
 	VK_ERROR,  /* *err */
 };
 
+static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, CK_OBJECT_HANDLE h,
+                                    struct p11p_vkey *rec, CK_RV *err);
+
 /*
  * The virtual key behind proxy handle h, bound on first sight. No lock held.
  * VK_BOUND: *rec has the fields the checks read (vid, cls, perms, state), and
@@ -513,12 +516,30 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
 	struct p11p_session *s = c->s;
-	struct p11p_vslot *vs = c->s->slot;
 
 	*err = CKR_OK;
 	if (vk == NULL)
 		return VK_NONE;
 	vk_refresh(vk);
+	/* The record this session read last, binding and index unchanged since: no lock. */
+	if (h == s->oc_h && s->oc_vk == 2 && s->oc_igen != 0 && s->oc_gen == p11p_objects_gen() &&
+	    s->oc_igen == p11p_index_gen(vk->idx)) {
+		rec->vid = s->oc_vid;
+		rec->cls = s->oc_cls;
+		rec->perms = s->oc_perms;
+		rec->state = (enum p11p_vk_state)s->oc_state;
+		return VK_BOUND;
+	}
+	return resolve_locking(c, vk, h, rec, err);
+}
+
+/* resolve() from the tables and the index, under their locks. */
+static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, CK_OBJECT_HANDLE h,
+                                    struct p11p_vkey *rec, CK_RV *err)
+{
+	struct p11p_session *s = c->s;
+	struct p11p_vslot *vs = c->s->slot;
+
 	for (int attempt = 0; attempt < 3; attempt++) {
 		struct p11p_object *obj;
 		struct p11p_vkbind b;
@@ -526,6 +547,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		struct p11p_vkey best;
 		bool known, have, found = false, import;
 		uint64_t vid = 0;
+		unsigned long igen;
 		CK_RV rv;
 
 		/* The binding this session saw last, unchanged since: no lock. */
@@ -559,10 +581,16 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		if (!have)
 			return VK_NONE;
 		if (vid != 0) {
-			rv = p11p_index_get_brief(vk->idx, vid, rec, &found);
+			rv = p11p_index_get_brief(vk->idx, vid, rec, &found, &igen);
 			if (rv != CKR_OK) {
 				*err = rv;
 				return VK_ERROR;
+			}
+			if (found && h == s->oc_h && s->oc_vk == 2 && s->oc_vid == vid) {
+				s->oc_igen = igen;
+				s->oc_cls = rec->cls;
+				s->oc_perms = rec->perms;
+				s->oc_state = rec->state;
 			}
 			if (found)
 				return VK_BOUND;

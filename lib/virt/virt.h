@@ -4,9 +4,9 @@
  * Locking: the lock-order note. Every lock of the library, outermost first;
  * a thread holding one may take only locks below it:
  *   1. g_init_lock (state.c): serializes C_Initialize and C_Finalize;
- *   2. a session's `lock`: held across backend calls on that session (the
- *      only lock held across a vendor call: PKCS#11 forbids concurrent use
- *      of one session anyway);
+ *   2. a session's `lock` (a futex word, session.c): held across backend
+ *      calls on that session (the only lock held across a vendor call:
+ *      PKCS#11 forbids concurrent use of one session anyway);
  *   3. pool_lock (backend/offload.c): the worker pool; the hung() hook of an
  *      abandoned call runs under it and takes the global lock;
  *   4. the global table lock, p11p_lock() (state.c g_lock): never held
@@ -131,8 +131,8 @@ struct p11p_session {
 	CK_SESSION_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_FLAGS flags;
-	atomic_uint refs;     /* the table holds one; each call in flight holds one */
-	pthread_mutex_t lock; /* see the lock-order note */
+	atomic_uint refs; /* the table holds one; each call in flight holds one */
+	atomic_uint lock; /* see the lock-order note; a futex word (session.c) */
 	/* Guarded by `lock`: */
 	bool closed;
 	bool ops_used;                          /* op.c: an operation began since it was made */

@@ -25,9 +25,11 @@ struct step {
 
 static void op_clear(struct p11p_op *op)
 {
-	/* Single-member slots record nothing: then there is nothing to free. */
+	/* Not active: cleared already. Single-member slots record nothing: no frees. */
+	if (!op->active)
+		return;
 	if (op->param_mem == NULL && op->templ == NULL && op->log == NULL && op->returned == NULL) {
-		memset(op, 0, sizeof(*op));
+		*op = (struct p11p_op){0};
 		return;
 	}
 	p11p_wipe(op->param_mem, op->mech.ulParameterLen);

@@ -29,19 +29,23 @@ void p11p_session_free(struct p11p_session *s)
  * lock is held across backend calls). Sessions are never freed while the
  * state lives (struct p11p_stab), so the word outlives every waiter.
  */
-static void session_lock(struct p11p_session *s)
+static void session_lock_wait(struct p11p_session *s, unsigned v)
 {
-	unsigned v = 0;
-
-	if (atomic_compare_exchange_strong_explicit(&s->lock, &v, 1, memory_order_acquire,
-	                                            memory_order_relaxed))
-		return;
 	if (v != 2)
 		v = atomic_exchange_explicit(&s->lock, 2, memory_order_acquire);
 	while (v != 0) {
 		syscall(SYS_futex, &s->lock, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
 		v = atomic_exchange_explicit(&s->lock, 2, memory_order_acquire);
 	}
+}
+
+static inline void session_lock(struct p11p_session *s)
+{
+	unsigned v = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&s->lock, &v, 1, memory_order_acquire,
+	                                             memory_order_relaxed))
+		session_lock_wait(s, v); /* held: wait for it */
 }
 
 static void session_unlock(struct p11p_session *s)

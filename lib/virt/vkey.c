@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* A put with a stale revision is retried this often (each retry re-reads). */
 #define PUT_RETRIES 16
@@ -128,14 +129,30 @@ static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
 }
 
 /* Picks up other processes' changes, at most once per P11P_VKEY_REFRESH_MS. */
+static void vk_refresh_due(struct p11p_vkeys *vk, unsigned long long now, unsigned long long due);
+
 static void vk_refresh(struct p11p_vkeys *vk)
 {
-	unsigned long long now = p11p_now_ms();
 	unsigned long long due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
+	unsigned long long now;
+	struct timespec ts;
+
+	/*
+	 * Once per call with virtual keys: the coarse clock (the same clock as
+	 * p11p_now_ms()'s, read to the last tick) is cheaper, and a tick is
+	 * nothing against P11P_VKEY_REFRESH_MS.
+	 */
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+	if (now >= due)
+		vk_refresh_due(vk, now, due);
+}
+
+/* vk_refresh() when the period is over. */
+static void vk_refresh_due(struct p11p_vkeys *vk, unsigned long long now, unsigned long long due)
+{
 	char err[512];
 
-	if (now < due)
-		return;
 	/* One thread per period does it; the others go on with what is loaded. */
 	if (!atomic_compare_exchange_strong(&vk->next_refresh_ms, &due, now + P11P_VKEY_REFRESH_MS))
 		return;

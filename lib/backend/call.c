@@ -77,8 +77,9 @@ static CK_RV attrs_check(const struct p11p_bctx *x, struct attr_lens *a, const C
 	if (t != NULL && (rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE ||
 	                  rv == CKR_ATTRIBUTE_TYPE_INVALID))
 		for (CK_ULONG i = 0; i < n; i++)
-			if (t[i].pValue != NULL && t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION &&
-			    t[i].ulValueLen > a->given[i]) {
+			/* Longer than given first: the one test a value that fits needs. */
+			if (t[i].ulValueLen > a->given[i] && t[i].pValue != NULL &&
+			    t[i].ulValueLen != CK_UNAVAILABLE_INFORMATION) {
 				rv = refuse(x, "C_GetAttributeValue", "value length");
 				break;
 			}

@@ -81,11 +81,10 @@ static struct p11p_session *pool_pop_locked(struct p11p_vslot *vs)
 	return s;
 }
 
-static void session_unref(struct p11p_session *s)
+/* The last reference went: what the session holds goes; the session itself is kept. */
+static void session_release(struct p11p_session *s)
 {
-	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
-		return;
-	/* What it holds goes now; the session itself is kept (struct p11p_stab). */
+	/* (struct p11p_stab says why it is kept.) */
 	p11p_op_free_all(s);
 	if (s->local != NULL)
 		p11p_local_session_free(s);
@@ -95,6 +94,12 @@ static void session_unref(struct p11p_session *s)
 		s->n_owned = s->cap_owned = 0;
 	}
 	pool_push(s);
+}
+
+static inline void session_unref(struct p11p_session *s)
+{
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+		session_release(s);
 }
 
 /* --- the session table (struct p11p_stab) --- */

@@ -716,7 +716,8 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
 		return;
 	}
 	for (CK_ULONG i = 0; i < count; i++) {
-		int v = p11p_vk_attr_value(&rec, templ[i].type);
+		int v = p11p_vk_maybe_usage(templ[i].type) ? p11p_vk_attr_value(&rec, templ[i].type)
+		                                           : -1;
 
 		/* Where the member gave the HSM key's value, the virtual key's goes instead. */
 		if (v >= 0 && templ[i].pValue != NULL && templ[i].ulValueLen == sizeof(CK_BBOOL))

@@ -44,8 +44,7 @@ const char *p11p_vk_perm_name(unsigned i)
 
 uint32_t p11p_vk_attr_perm(CK_ATTRIBUTE_TYPE type)
 {
-	/* The usage attributes are CKA_ENCRYPT (0x104) to CKA_DERIVE (0x10c): most are not. */
-	if (type < CKA_ENCRYPT || type > CKA_DERIVE)
+	if (!p11p_vk_maybe_usage(type))
 		return 0;
 	for (unsigned i = 0; i < P11P_VK_NPERMS; i++)
 		if (perms[i].attr == type)

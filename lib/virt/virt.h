@@ -17,6 +17,11 @@
  *      callback), ossl_lock (crypto/ossl.c), log_lock (base/log.c).
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
+ * A call on a session takes no lock but the session's: it enters the state
+ * (state.c: g_entry, g_busy), finds the session (struct p11p_stab) and its
+ * last object (struct p11p_session's cache, checked against the object and
+ * index generations) with atomics alone; each of those says who writes it,
+ * under which lock.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at

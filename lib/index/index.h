@@ -194,8 +194,8 @@ CK_RV p11p_index_get(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out
  * and state are set in *out, no other field. *gen (gen may be NULL): the
  * handle's p11p_index_gen() as of that answer.
  */
-CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out,
-                           bool *found, unsigned long *gen);
+CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found,
+                           unsigned long *gen);
 /*
  * A number that moves on whenever what lookups answer may change (a refresh
  * that read something, a write); read without the handle's mutex, so that a

@@ -34,7 +34,7 @@
 #define TEXT_MAX     1024 /* a message's text before escaping; longer ones end in "..." */
 #define MSG_LINE_MAX (4 * TEXT_MAX + 128)
 
-static atomic_int debug_mask;
+atomic_int p11p_debug_mask;
 static atomic_int g_target = P11P_LOG_STDERR;
 static atomic_int g_facility = P11P_LOG_FACILITY_USER;
 
@@ -76,12 +76,12 @@ void p11p_log_init(void)
 		env += len;
 		env += strspn(env, ", ");
 	}
-	atomic_store(&debug_mask, mask);
+	atomic_store(&p11p_debug_mask, mask);
 }
 
-int p11p_debug_on(enum p11p_debug_cat cat)
+int(p11p_debug_on)(enum p11p_debug_cat cat)
 {
-	return (atomic_load_explicit(&debug_mask, memory_order_relaxed) & (int)cat) != 0;
+	return p11p_debug_on(cat);
 }
 
 /* Control characters (and DEL) as \xNN: a message is one line whatever it quotes. */
@@ -281,7 +281,7 @@ static void emit(int severity, const char *text)
 	to_stderr("", text);
 }
 
-void p11p_debug(enum p11p_debug_cat cat, const char *fmt, ...)
+void(p11p_debug)(enum p11p_debug_cat cat, const char *fmt, ...)
 {
 	char text[MSG_LINE_MAX];
 	va_list ap;

@@ -39,9 +39,19 @@ enum p11p_debug_cat {
 void p11p_log_init(void);
 /* Is the category enabled? Cheap: call sites guard costly formatting. */
 int p11p_debug_on(enum p11p_debug_cat cat);
+/* Inline at call sites: one load and a test. */
+extern atomic_int p11p_debug_mask;
+#define p11p_debug_on(cat)                                                                         \
+	((atomic_load_explicit(&p11p_debug_mask, memory_order_relaxed) & (int)(cat)) != 0)
 
 void p11p_debug(enum p11p_debug_cat cat, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The category is tested before the call: a disabled one costs no argument passing. */
+#define p11p_debug(cat, ...)                                                                       \
+	do {                                                                                       \
+		if (p11p_debug_on(cat))                                                            \
+			(p11p_debug)(cat, __VA_ARGS__);                                            \
+	} while (0)
 
 /*
  * Where messages go. P11P_LOG_SYSLOG: datagrams in the RFC 3164 format

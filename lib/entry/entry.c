@@ -18,7 +18,7 @@
 #define P11P_EXPORT __attribute__((visibility("default")))
 
 /* P11PROXY_DEBUG=call: one line per call, its name and result (never its arguments). */
-static CK_RV trace(const char *name, CK_RV rv)
+static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV rv)
 {
 	if (p11p_debug_on(P11P_DBG_CALL))
 		p11p_debug(P11P_DBG_CALL, "%s: %s", name, p11p_rv_str(rv));
@@ -43,7 +43,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 #define OP_LOST_FINAL(k, out)           OP_LOST_KIND(k)
 #define OP_LOST_END(k)                  OP_LOST_KIND(k)
 #define OP_LOST_KIND(k)                                                                            \
-	if (p11p_op_lost(&c, k))                                                                   \
+	if (c.s->ops[k].lost && p11p_op_lost(&c, k))                                               \
 		return trace(fn, p11p_call_end(&c, CKR_DEVICE_ERROR));
 
 #define OP_AGAIN_NONE                    true
@@ -129,7 +129,7 @@ static CK_RV trace(const char *name, CK_RV rv)
 		if (rv == CKR_OK)                                                                  \
 			rv = p11p_be_##name(&c.bc, P11P_UNPAREN args);                             \
 	}                                                                                          \
-	while (p11p_call_retry(&c, &rv, OP_AGAIN_##op))                                            \
+	while (rv != CKR_OK && p11p_call_retry(&c, &rv, OP_AGAIN_##op))                            \
 		;                                                                                  \
 	OP_AFTER_##op return trace(fn, p11p_call_end(&c, rv));
 #define FWD_SESSION(name, params, args, op)                                                        \

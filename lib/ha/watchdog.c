@@ -49,6 +49,6 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st)
 	struct scan sc = {.st = st, .now = p11p_now_ms()};
 
 	sc.next = sc.now + st->watch_ms;
-	p11p_map_each(&st->sessions, scan_cb, &sc);
+	p11p_sessions_each_locked(st, scan_cb, &sc);
 	return sc.next > sc.now ? sc.next - sc.now : 1;
 }

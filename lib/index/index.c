@@ -202,6 +202,8 @@ struct p11p_index {
 	struct state st;
 	bool broken; /* the last refresh failed: writes refused until one succeeds */
 	unsigned long compactions;
+	/* Moves on, under mu, after every change of the records (p11p_index_gen()). */
+	atomic_ulong gen;
 	char err[ERR_MAX];
 };
 
@@ -1334,6 +1336,7 @@ static CK_RV sync_locked(struct p11p_index *idx, int how)
 				if (sb.st_size == s->size && s->size == s->end)
 					return CKR_OK;
 				rv = load_more(s, idx->path, err, errlen);
+				atomic_fetch_add_explicit(&idx->gen, 1, memory_order_release);
 				if (rv != CKR_OK)
 					lock_fd(s->fd, LOCK_UN);
 				return rv;
@@ -1356,6 +1359,7 @@ static CK_RV sync_locked(struct p11p_index *idx, int how)
 		if (stat(idx->path, &sb) == 0 && sb.st_dev == ns.dev && sb.st_ino == ns.ino) {
 			state_free(s);
 			*s = ns;
+			atomic_fetch_add_explicit(&idx->gen, 1, memory_order_release);
 			return CKR_OK;
 		}
 		state_free(&ns); /* replaced again meanwhile: closing drops the lock */
@@ -1521,6 +1525,7 @@ CK_RV p11p_index_open(const char *path, struct p11p_index **out, char *err, size
 		return CKR_HOST_MEMORY;
 	}
 	state_init(&idx->st);
+	atomic_init(&idx->gen, 1);
 	idx->pid = getpid();
 	idx->path = p11p_strdup(path);
 	if (idx->path == NULL) {
@@ -1622,6 +1627,33 @@ CK_RV p11p_index_get(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out
 		to_vkey(r, out);
 	pthread_mutex_unlock(&idx->mu);
 	return CKR_OK;
+}
+
+CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found,
+                           unsigned long *gen)
+{
+	struct rec *r;
+
+	p11p_return_val_if_fail(idx != NULL && out != NULL && found != NULL, CKR_ARGUMENTS_BAD);
+	CHECK_OWNER(idx);
+	pthread_mutex_lock(&idx->mu);
+	if (gen != NULL)
+		*gen = atomic_load_explicit(&idx->gen, memory_order_relaxed);
+	r = vid != 0 ? p11p_map_get(&idx->st.by_id, vid, 0) : NULL;
+	*found = r != NULL;
+	if (r != NULL) {
+		out->vid = r->vid;
+		out->cls = r->cls;
+		out->perms = r->perms;
+		out->state = (enum p11p_vk_state)r->state;
+	}
+	pthread_mutex_unlock(&idx->mu);
+	return CKR_OK;
+}
+
+unsigned long p11p_index_gen(struct p11p_index *idx)
+{
+	return atomic_load_explicit(&idx->gen, memory_order_acquire);
 }
 
 struct finder {
@@ -1942,6 +1974,7 @@ static CK_RV write_txn(struct p11p_index *idx, struct p11p_vkey *recs, size_t n,
 		recs[i].updated = ops[i].rec->updated;
 	}
 	txn_apply(s, ops, nops);
+	atomic_fetch_add_explicit(&idx->gen, 1, memory_order_release);
 	s->seq++;
 	s->end += (off_t)len;
 	s->size = s->end;

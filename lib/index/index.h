@@ -189,6 +189,19 @@ CK_RV p11p_index_refresh(struct p11p_index *idx);
  * they never touch the file. *found / *count say what matched.
  */
 CK_RV p11p_index_get(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found);
+/*
+ * The same, reading in place only what a use check needs: vid, cls, perms
+ * and state are set in *out, no other field. *gen (gen may be NULL): the
+ * handle's p11p_index_gen() as of that answer.
+ */
+CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found,
+                           unsigned long *gen);
+/*
+ * A number that moves on whenever what lookups answer may change (a refresh
+ * that read something, a write); read without the handle's mutex, so that a
+ * caller can keep an answer while the number stays the same.
+ */
+unsigned long p11p_index_gen(struct p11p_index *idx);
 
 /*
  * Records matching m, at most `max` copied to out (out may be NULL when max

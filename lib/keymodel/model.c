@@ -44,6 +44,8 @@ const char *p11p_vk_perm_name(unsigned i)
 
 uint32_t p11p_vk_attr_perm(CK_ATTRIBUTE_TYPE type)
 {
+	if (!p11p_vk_maybe_usage(type))
+		return 0;
 	for (unsigned i = 0; i < P11P_VK_NPERMS; i++)
 		if (perms[i].attr == type)
 			return 1u << i;

@@ -62,6 +62,15 @@ CK_ATTRIBUTE_TYPE p11p_vk_perm_attr(unsigned i);
 const char *p11p_vk_perm_name(unsigned i);
 /* The permission bit of a usage attribute; 0 for any other attribute. */
 uint32_t p11p_vk_attr_perm(CK_ATTRIBUTE_TYPE type);
+/*
+ * Can type be a usage attribute at all (CKA_ENCRYPT 0x104 .. CKA_DERIVE
+ * 0x10c)? A test for hot paths to skip the others without a call; false
+ * means p11p_vk_attr_perm(type) is 0.
+ */
+static inline bool p11p_vk_maybe_usage(CK_ATTRIBUTE_TYPE type)
+{
+	return type >= CKA_ENCRYPT && type <= CKA_DERIVE;
+}
 
 /* Is cls a key class (secret, private, public)? Only keys are virtual keys. */
 bool p11p_vk_is_key_class(CK_OBJECT_CLASS cls);

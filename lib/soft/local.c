@@ -220,13 +220,20 @@ static struct lobj *obj_get_locked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	return o != NULL && o->slot == c->s->slot ? o : NULL;
 }
 
+static void drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
+
 void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
+{
+	/* Every session close asks: usually there is no local object at all. */
+	if (st->local != NULL && st->local->objects.count != 0)
+		drop_owned_locked(st, s);
+}
+
+static void drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 {
 	struct lobj *gone[64];
 	size_t n;
 
-	if (st->local == NULL)
-		return;
 	/* Collect, then remove: the map must not change while it is walked. */
 	do {
 		n = 0;

@@ -172,7 +172,8 @@ void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct 
 bool p11p_slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member **m,
                      CK_SLOT_ID *be_slot, CK_RV *rv, unsigned *tries)
 {
-	if (*rv == CKR_OK || !p11p_rv_is_server_error((*m)->be, *rv) || (*tries)++ > vs->n_members)
+	/* A server-side error, or a session lost under the call (an HSM restart). */
+	if (!p11p_rv_needs_failover(*m, *rv) || (*tries)++ > vs->n_members)
 		return false;
 	/*
 	 * The member still answers: a failure that passed, asked once more
@@ -195,9 +196,12 @@ struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *v
 
 	p11p_lock();
 	m = p11p_member_pick_locked(vs, NULL);
+	if (m != NULL)
+		*be_slot = m->be_slot;
 	p11p_unlock();
-	if (m == NULL)
-		m = p11p_hook_member_revive(st, vs);
+	if (m != NULL)
+		return m;
+	m = p11p_hook_member_revive(st, vs);
 	if (m != NULL) {
 		p11p_lock();
 		*be_slot = m->be_slot;

@@ -19,6 +19,18 @@
  */
 #define FIND_CHUNK 1024
 
+static atomic_ulong g_objects_gen;
+
+unsigned long p11p_objects_gen(void)
+{
+	return atomic_load_explicit(&g_objects_gen, memory_order_acquire);
+}
+
+void p11p_objects_changed_locked(void)
+{
+	atomic_fetch_add_explicit(&g_objects_gen, 1, memory_order_release);
+}
+
 static uint64_t rev_key(const struct p11p_vslot *vs, size_t member)
 {
 	return ((uint64_t)vs->id << 8) | member;
@@ -110,12 +122,35 @@ static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
 	obj->gen[i] = atomic_load(&obj->slot->members[i].handle_gen);
 }
 
+static CK_RV object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                       CK_OBJECT_HANDLE *out);
+
 CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                              CK_OBJECT_HANDLE *out)
 {
+	struct p11p_session *s = c->s;
+	size_t member = s->member;
+
+	/* The object this session named last, unchanged since: no lock. */
+	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
+	    s->oc_gen == p11p_objects_gen() &&
+	    s->oc_hgen ==
+	        atomic_load_explicit(&s->slot->members[member].handle_gen, memory_order_relaxed)) {
+		*out = c->mapped_bh = s->oc_bh;
+		c->mapped = h;
+		return CKR_OK;
+	}
+	return object_to_backend_locking(c, h, invalid, out);
+}
+
+/* p11p_object_to_backend() from the tables, under the global lock. */
+static CK_RV object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                       CK_OBJECT_HANDLE *out)
+{
+	struct p11p_session *s = c->s;
 	struct p11p_object *obj;
 	struct p11p_identity ident;
-	size_t member = c->s->member;
+	size_t member = s->member;
 	bool refindable = false;
 	CK_OBJECT_HANDLE bh;
 	CK_RV rv = invalid;
@@ -132,12 +167,20 @@ CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV inva
 				p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member),
 				                obj->be[member]);
 			obj->be[member] = 0;
+			p11p_objects_changed_locked();
 		}
 		if (obj->be[member] != 0) {
 			*out = obj->be[member];
 			c->mapped = h;
 			c->mapped_bh = *out;
 			rv = CKR_OK;
+			/* Cached when current (a stale one is checked again each time, as here). */
+			if (known_locked(obj, member)) {
+				p11p_ocache_for(s, h, p11p_objects_gen());
+				s->oc_bh = *out;
+				s->oc_member = member;
+				s->oc_hgen = obj->gen[member];
+			}
 		} else if (obj->ident != NULL && obj->token) {
 			ident = *obj->ident;
 			refindable = true;
@@ -179,6 +222,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
 		if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member), bh) == obj)
 			p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member), bh);
 		obj->be[member] = 0;
+		p11p_objects_changed_locked();
 		forgot = true;
 	}
 	p11p_unlock();
@@ -204,6 +248,7 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 	struct p11p_object key = {.slot = vs, .owner = member};
 	struct p11p_map kept = {0};
 
+	p11p_objects_changed_locked();
 	p11p_map_each(&st->objects, forget_member_cb, &key);
 	/* The reverse entries of that member go; the others are kept as they are. */
 	for (size_t i = 0; i < st->objects_rev.cap; i++) {
@@ -222,6 +267,7 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 
 static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 {
+	p11p_objects_changed_locked();
 	p11p_map_remove(&st->objects, 0, obj->handle);
 	if (obj->ident != NULL &&
 	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
@@ -337,8 +383,10 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 			learn_locked(obj, member, bh);
 		} else {
 			p11p_map_remove(&st->objects_rev, rev_key(vs, member), bh);
-			if (obj->be[member] == bh)
+			if (obj->be[member] == bh) {
 				obj->be[member] = 0;
+				p11p_objects_changed_locked();
+			}
 			obj = NULL;
 		}
 	}
@@ -458,7 +506,7 @@ static CK_RV vkey_check(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm
 {
 	CK_RV rv = p11p_hook_vkey_use(c, key, perm);
 
-	while (p11p_hook_call_retry(c, &rv, true))
+	while (rv != CKR_OK && p11p_hook_call_retry(c, &rv, true))
 		rv = p11p_hook_vkey_use(c, key, perm);
 	return rv;
 }
@@ -466,8 +514,6 @@ static CK_RV vkey_check(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm
 bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
                    CK_OBJECT_HANDLE key, CK_RV *rv)
 {
-	unsigned perm = op_perm(k);
-
 	if (key == CK_INVALID_HANDLE)
 		return false;
 	if (c->s->local_ops & (1u << k)) {
@@ -478,7 +524,8 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 		*rv = p11p_hook_local_init(c, k, m, key);
 		return true;
 	}
-	*rv = perm != 0 ? vkey_check(c, key, perm) : CKR_OK;
+	/* Without virtual keys there is nothing to check (p11p_hook_vkey_use() answers CKR_OK). */
+	*rv = c->st->vkeys != NULL && op_perm(k) != 0 ? vkey_check(c, key, op_perm(k)) : CKR_OK;
 	return *rv != CKR_OK;
 }
 
@@ -499,8 +546,9 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 		rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);
 		if (rv == CKR_OK)
 			rv = p11p_be_C_GetAttributeValue(&c.bc, c.bs, bobj, templ, count);
-	} while (p11p_hook_call_retry(&c, &rv, true));
-	p11p_hook_vkey_attrs_out(&c, obj, templ, count, &rv);
+	} while (rv != CKR_OK && p11p_hook_call_retry(&c, &rv, true));
+	if (c.st->vkeys != NULL)
+		p11p_hook_vkey_attrs_out(&c, obj, templ, count, &rv);
 	return p11p_call_end(&c, rv);
 }
 

@@ -25,6 +25,13 @@ struct step {
 
 static void op_clear(struct p11p_op *op)
 {
+	/* Not active: cleared already. Single-member slots record nothing: no frees. */
+	if (!op->active)
+		return;
+	if (op->param_mem == NULL && op->templ == NULL && op->log == NULL && op->returned == NULL) {
+		*op = (struct p11p_op){0};
+		return;
+	}
 	p11p_wipe(op->param_mem, op->mech.ulParameterLen);
 	p11p_free(op->param_mem);
 	for (CK_ULONG i = 0; i < op->templ_count; i++)
@@ -38,6 +45,9 @@ static void op_clear(struct p11p_op *op)
 
 void p11p_op_free_all(struct p11p_session *s)
 {
+	if (!s->ops_used)
+		return; /* no operation ever began: nothing to look at */
+	s->ops_used = false;
 	/* An operation that is not active holds nothing (ending one clears it). */
 	for (int k = 0; k < P11P_OP_KINDS; k++)
 		if (s->ops[k].active)
@@ -57,6 +67,7 @@ void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM 
 
 	op_clear(op);
 	op->active = true;
+	c->s->ops_used = true;
 	op->key = key;
 	/* Single-member slots have nowhere to replay: record nothing. */
 	op->replayable = c->s->slot->n_members > 1 && mech != NULL && copy_mechanism(op, mech);
@@ -68,6 +79,7 @@ void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG
 
 	op_clear(op);
 	op->active = true;
+	c->s->ops_used = true;
 	if (c->s->slot->n_members < 2 || count > 64 || (count > 0 && templ == NULL))
 		return;
 	op->templ = p11p_calloc(count, sizeof(*op->templ));

@@ -7,24 +7,231 @@
 #include "base/log.h"
 #include "base/mem.h"
 
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 void p11p_session_free(struct p11p_session *s)
 {
-	/*
-	 * The mutex is not destroyed: in a forked child it may be held by a
-	 * thread that no longer exists, and glibc mutexes own no resources.
-	 */
+	/* Its lock is a word: in a forked child it may be held by a thread that is not there. */
 	p11p_op_free_all(s);
 	p11p_hook_local_session_free(s);
 	p11p_free(s->owned);
 	p11p_free(s);
 }
 
-static void session_unref(struct p11p_session *s)
+/*
+ * A session's lock (the lock-order note): a futex word, 0 free, 1 held, 2
+ * held with waiters (U. Drepper, "Futexes Are Tricky", mutex 3). Each call
+ * takes it once: uncontended, a lock and an unlock are an atomic each, where
+ * a pthread mutex costs some 57 instructions. Waiters sleep in the kernel (the
+ * lock is held across backend calls). Sessions are never freed while the
+ * state lives (struct p11p_stab), so the word outlives every waiter.
+ */
+static void session_lock_wait(struct p11p_session *s, unsigned v)
+{
+	if (v != 2)
+		v = atomic_exchange_explicit(&s->lock, 2, memory_order_acquire);
+	while (v != 0) {
+		syscall(SYS_futex, &s->lock, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+		v = atomic_exchange_explicit(&s->lock, 2, memory_order_acquire);
+	}
+}
+
+static inline void session_lock(struct p11p_session *s)
+{
+	unsigned v = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&s->lock, &v, 1, memory_order_acquire,
+	                                             memory_order_relaxed))
+		session_lock_wait(s, v); /* held: wait for it */
+}
+
+static void session_unlock(struct p11p_session *s)
+{
+	if (atomic_exchange_explicit(&s->lock, 0, memory_order_release) == 2)
+		syscall(SYS_futex, &s->lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Puts a session no reference names any more in its slot's pool. No lock needed. */
+static void pool_push(struct p11p_session *s)
+{
+	struct p11p_vslot *vs = s->slot;
+	struct p11p_session *head = atomic_load_explicit(&vs->session_pool, memory_order_relaxed);
+
+	do
+		s->pool_next = head;
+	while (!atomic_compare_exchange_weak_explicit(&vs->session_pool, &head, s,
+	                                              memory_order_release, memory_order_relaxed));
+}
+
+/*
+ * A session of the slot's pool, or NULL. Global lock held: pops are
+ * serialized, so the head read cannot be popped and pushed back meanwhile.
+ */
+static struct p11p_session *pool_pop_locked(struct p11p_vslot *vs)
+{
+	struct p11p_session *s = atomic_load_explicit(&vs->session_pool, memory_order_acquire);
+
+	while (s != NULL &&
+	       !atomic_compare_exchange_weak_explicit(&vs->session_pool, &s, s->pool_next,
+	                                              memory_order_acquire, memory_order_acquire))
+		;
+	return s;
+}
+
+/* The last reference went: what the session holds goes; the session itself is kept. */
+static void session_release(struct p11p_session *s)
+{
+	/* (struct p11p_stab says why it is kept.) */
+	p11p_op_free_all(s);
+	if (s->local != NULL)
+		p11p_hook_local_session_free(s);
+	if (s->owned != NULL) {
+		p11p_free(s->owned);
+		s->owned = NULL;
+		s->n_owned = s->cap_owned = 0;
+	}
+	pool_push(s);
+}
+
+static inline void session_unref(struct p11p_session *s)
 {
 	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
-		p11p_session_free(s);
+		session_release(s);
+}
+
+/* --- the session table (struct p11p_stab) --- */
+
+#define STAB_MIN 64
+
+/* The open session with handle h, or NULL. Global lock held. */
+static struct p11p_session *table_get_locked(struct p11p_state *st, CK_SESSION_HANDLE h)
+{
+	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_relaxed);
+	struct p11p_session *s =
+	    t != NULL ? atomic_load_explicit(&t->e[h & t->mask], memory_order_relaxed) : NULL;
+
+	return s != NULL && s->handle == h ? s : NULL;
+}
+
+/*
+ * The open session with handle h with a reference taken, or NULL. No lock:
+ * what it reads may be stale, but stays a session (struct p11p_stab).
+ */
+static struct p11p_session *table_ref(struct p11p_state *st, CK_SESSION_HANDLE h)
+{
+	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_acquire);
+	struct p11p_session *s;
+	unsigned r;
+
+	if (t == NULL)
+		return NULL;
+	s = atomic_load_explicit(&t->e[h & t->mask], memory_order_acquire);
+	if (s == NULL)
+		return NULL;
+	r = atomic_load_explicit(&s->refs, memory_order_relaxed);
+	do
+		if (r == 0)
+			return NULL; /* closed: on its way to the pool */
+	while (!atomic_compare_exchange_weak_explicit(&s->refs, &r, r + 1, memory_order_acquire,
+	                                              memory_order_relaxed));
+	/* Its handle is set before its count leaves zero (table_put_locked). */
+	if (s->handle == h)
+		return s;
+	session_unref(s); /* closed and reused since it was read */
+	return NULL;
+}
+
+/*
+ * Gives s the next free handle and puts it in the table with the table's
+ * reference, doubling the table first when it would be half full. Global
+ * lock held. -1: no memory.
+ */
+static int table_put_locked(struct p11p_state *st, struct p11p_session *s)
+{
+	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_relaxed);
+	CK_SESSION_HANDLE h;
+
+	if (t == NULL || (t->count + 1) * 2 > t->mask + 1) {
+		size_t n = t == NULL ? STAB_MIN : (t->mask + 1) * 2;
+		struct p11p_stab *nt;
+
+		if (n > P11P_HANDLE_SPAN + 1 ||
+		    (nt = p11p_calloc(1, sizeof(*nt) + n * sizeof(nt->e[0]))) == NULL)
+			return -1;
+		nt->mask = n - 1;
+		/* Entries apart in the old table stay apart in one twice as large. */
+		for (size_t i = 0; t != NULL && i <= t->mask; i++) {
+			struct p11p_session *o =
+			    atomic_load_explicit(&t->e[i], memory_order_relaxed);
+
+			if (o != NULL)
+				atomic_init(&nt->e[o->handle & nt->mask], o);
+		}
+		nt->count = t != NULL ? t->count : 0;
+		nt->older = t;
+		atomic_store_explicit(&st->sessions, nt, memory_order_release);
+		t = nt;
+	}
+	/* Sequential, never 0, never sharing an entry; wraps after P11P_HANDLE_SPAN handles. */
+	do {
+		h = P11P_SESSION_BASE + st->next_session;
+		st->next_session = st->next_session < P11P_HANDLE_SPAN ? st->next_session + 1 : 1;
+	} while (atomic_load_explicit(&t->e[h & t->mask], memory_order_relaxed) != NULL);
+	s->handle = h;
+	atomic_store_explicit(&s->refs, 1, memory_order_release); /* the table's reference */
+	atomic_store_explicit(&t->e[h & t->mask], s, memory_order_release);
+	t->count++;
+	return 0;
+}
+
+/* Takes s out of the table (its reference is the caller's to drop). Global lock held. */
+static void table_remove_locked(struct p11p_state *st, struct p11p_session *s)
+{
+	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_relaxed);
+
+	if (t != NULL &&
+	    atomic_load_explicit(&t->e[s->handle & t->mask], memory_order_relaxed) == s) {
+		atomic_store_explicit(&t->e[s->handle & t->mask], NULL, memory_order_release);
+		t->count--;
+	}
+}
+
+void p11p_sessions_each_locked(struct p11p_state *st, void (*fn)(void *session, void *arg),
+                               void *arg)
+{
+	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_relaxed);
+
+	for (size_t i = 0; t != NULL && i <= t->mask; i++) {
+		struct p11p_session *s = atomic_load_explicit(&t->e[i], memory_order_relaxed);
+
+		if (s != NULL)
+			fn(s, arg);
+	}
+}
+
+void p11p_sessions_free(struct p11p_state *st)
+{
+	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_relaxed);
+	struct p11p_session *s;
+
+	for (size_t i = 0; t != NULL && i <= t->mask; i++) {
+		s = atomic_load_explicit(&t->e[i], memory_order_relaxed);
+		if (s != NULL)
+			p11p_session_free(s);
+	}
+	while (t != NULL) {
+		struct p11p_stab *older = t->older;
+
+		p11p_free(t);
+		t = older;
+	}
+	atomic_store(&st->sessions, NULL);
+	for (size_t i = 0; st->slots != NULL && i < st->n_slots; i++)
+		while ((s = pool_pop_locked(&st->slots[i])) != NULL)
+			p11p_session_free(s);
 }
 
 /*
@@ -34,13 +241,11 @@ static void session_unref(struct p11p_session *s)
 static CK_RV session_find_lock(CK_SESSION_HANDLE h, struct p11p_state **stp,
                                struct p11p_session **sp)
 {
-	p11p_lock();
-	*stp = p11p_enter_locked();
-	if (*stp == NULL) {
-		p11p_unlock();
+	*stp = p11p_enter();
+	if (*stp == NULL)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
-	*sp = p11p_map_get(&(*stp)->sessions, 0, h);
+	p11p_lock();
+	*sp = table_get_locked(*stp, h);
 	if (*sp == NULL) {
 		p11p_unlock();
 		p11p_leave(*stp);
@@ -53,18 +258,20 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 {
 	struct p11p_state *st;
 	struct p11p_session *s;
-	CK_RV rv;
 
-	rv = session_find_lock(h, &st, &s);
-	if (rv != CKR_OK)
-		return rv;
-	atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-	p11p_unlock();
+	st = p11p_enter();
+	if (st == NULL)
+		return CKR_CRYPTOKI_NOT_INITIALIZED;
+	s = table_ref(st, h);
+	if (s == NULL) {
+		p11p_leave(st);
+		return CKR_SESSION_HANDLE_INVALID;
+	}
 
-	pthread_mutex_lock(&s->lock);
+	session_lock(s);
 	if (s->closed) {
 		/* Closed by another thread while we waited for it. */
-		pthread_mutex_unlock(&s->lock);
+		session_unlock(s);
 		session_unref(s);
 		p11p_leave(st);
 		return CKR_SESSION_CLOSED;
@@ -79,8 +286,11 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->timeout_ms =
 	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;
 	p11p_call_sync(c);
-	p11p_hook_call_leave_down_member(c);
-	s->call_started_ms = st->watch_ms ? p11p_now_ms() : 0;
+	if (s->slot->n_members > 1) /* its test, without the call where it cannot hold */
+		p11p_hook_call_leave_down_member(c);
+	/* Without a watchdog the stamp stays 0 (p11p_call_end), unread: no clock, no store. */
+	if (st->watch_ms)
+		s->call_started_ms = p11p_now_ms();
 	return CKR_OK;
 }
 
@@ -103,8 +313,8 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 {
 	struct p11p_state *st = c->st;
 
-	c->s->call_started_ms = 0;
 	if (st->watch_ms) {
+		c->s->call_started_ms = 0;
 		p11p_lock();
 		if (c->s->call_hung) {
 			c->s->slot->members[c->s->call_hung_member].hung_calls--;
@@ -112,30 +322,58 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 		}
 		p11p_unlock();
 	}
-	pthread_mutex_unlock(&c->s->lock);
+	session_unlock(c->s);
 
 	session_unref(c->s);
 	p11p_leave(st);
 	return rv;
 }
 
+/*
+ * A session from the slot's pool (what it held went with its last
+ * reference: no operation, nothing owned), else a new one; its count stays
+ * zero until table_put_locked(). Global lock held.
+ */
 static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_member *m,
                                         CK_FLAGS flags, CK_SESSION_HANDLE bs)
 {
-	struct p11p_session *s = p11p_calloc(1, sizeof(*s));
+	struct p11p_session *s = pool_pop_locked(vs);
 
-	if (s == NULL)
-		return NULL;
-	if (pthread_mutex_init(&s->lock, NULL) != 0) {
-		p11p_free(s);
-		return NULL;
+	if (s != NULL) {
+		s->closed = false;
+		memset(s->be, 0, sizeof(s->be));
+		atomic_store_explicit(&s->call_started_ms, 0, memory_order_relaxed);
+		s->call_hung = false;
+		s->call_hung_member = 0;
+		s->local_ops = 0;
+		s->vk_find_mask = s->vk_find_want = 0;
+		s->vk_find_none = false;
+		s->oc_h = s->oc_bh = 0;
+		s->oc_vk = 0;
+		s->oc_igen = 0;
+	} else {
+		s = p11p_calloc(1, sizeof(*s)); /* its lock free */
+		if (s == NULL)
+			return NULL;
+		s->slot = vs;
 	}
-	s->slot = vs;
 	s->flags = flags;
-	s->member = (size_t)(m - vs->members);
+	s->member = m->index;
 	s->be[s->member] = bs;
-	atomic_init(&s->refs, 1); /* the table's reference */
 	return s;
+}
+
+/*
+ * Must a new session on member m go through the login replay (ha/failover.c)?
+ * When the slot is logged in and the member is not yet; and, on a slot with
+ * several members or on a member that lost its sessions since the login, to
+ * check the token still is. Usually not: the session is then made at once.
+ */
+static bool login_pending_locked(const struct p11p_vslot *vs, const struct p11p_member *m)
+{
+	return vs->login != P11P_NO_USER &&
+	       (!(vs->logged_in & (1U << m->index)) || vs->n_members > 1 ||
+	        vs->login_gen[m->index] != atomic_load(&m->handle_gen));
 }
 
 /* Notify callbacks are not forwarded: the backend would call them with its handle. */
@@ -165,8 +403,12 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	do {
 		rv = p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
-		/* Logged in on the slot: the new session is too (ha/failover.c). */
+		/* Logged in on the slot: the new session is too (login_pending_locked). */
 		if (rv == CKR_OK) {
+			p11p_lock();
+			if (!login_pending_locked(vs, m))
+				goto add_locked;
+			p11p_unlock();
 			rv = p11p_hook_replay_login(vs, m, bs);
 			if (rv != CKR_OK)
 				p11p_be_C_CloseSession(&m->ctx, bs);
@@ -174,16 +416,13 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	} while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
-	s = session_new(vs, m, flags, bs);
-	if (s == NULL) {
-		rv = CKR_HOST_MEMORY;
-		goto close_backend;
-	}
 	p11p_lock();
-	s->handle = p11p_next_handle_locked(&st->next_session, P11P_SESSION_BASE, &st->sessions);
-	if (p11p_map_put(&st->sessions, 0, s->handle, s) < 0) {
+add_locked:
+	s = session_new(vs, m, flags, bs);
+	if (s == NULL || table_put_locked(st, s) < 0) {
+		if (s != NULL)
+			pool_push(s); /* a reader may still hold it from before: kept */
 		p11p_unlock();
-		p11p_session_free(s);
 		rv = CKR_HOST_MEMORY;
 		goto close_backend;
 	}
@@ -208,7 +447,7 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 {
 	struct p11p_vslot *vs = s->slot;
 
-	p11p_map_remove(&st->sessions, 0, s->handle);
+	table_remove_locked(st, s);
 	p11p_objects_drop_owned_locked(st, s);
 	vs->n_sessions--;
 	if (s->flags & CKF_RW_SESSION)
@@ -229,7 +468,7 @@ static CK_RV session_close_detached(struct p11p_session *s)
 {
 	CK_RV rv = CKR_OK;
 
-	pthread_mutex_lock(&s->lock);
+	session_lock(s);
 	s->closed = true;
 	for (size_t i = 0; i < s->slot->n_members; i++) {
 		struct p11p_member *m = &s->slot->members[i];
@@ -243,7 +482,7 @@ static CK_RV session_close_detached(struct p11p_session *s)
 			rv = r;
 		s->be[i] = 0;
 	}
-	pthread_mutex_unlock(&s->lock);
+	session_unlock(s);
 	session_unref(s);
 	return rv;
 }
@@ -298,7 +537,7 @@ CK_RV p11p_close_all_sessions(CK_SLOT_ID id)
 		p11p_leave(st);
 		return CKR_HOST_MEMORY;
 	}
-	p11p_map_each(&st->sessions, collect_cb, &col);
+	p11p_sessions_each_locked(st, collect_cb, &col);
 	for (size_t i = 0; i < col.n; i++)
 		session_detach_locked(st, col.list[i]);
 	p11p_unlock();

@@ -41,19 +41,15 @@ CK_RV p11p_slot_enter(CK_SLOT_ID id, struct p11p_state **stp, struct p11p_vslot 
 	struct p11p_vslot *vs;
 	struct p11p_member *m = NULL;
 
-	p11p_lock();
-	st = p11p_enter_locked();
-	if (st == NULL) {
-		p11p_unlock();
+	st = p11p_enter();
+	if (st == NULL)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
+	/* The slots are fixed from C_Initialize on: no lock to find one. */
 	vs = p11p_slot_locked(st, id);
 	if (vs == NULL) {
-		p11p_unlock();
 		p11p_leave(st);
 		return CKR_SLOT_ID_INVALID;
 	}
-	p11p_unlock();
 	if (!st->probe_thread_running)
 		p11p_hook_health_poll(st);
 	if (mp != NULL) {

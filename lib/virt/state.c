@@ -25,6 +25,17 @@ static struct p11p_state *g_state; /* guarded by g_lock */
 static unsigned long g_fork_gen;   /* bumped in every child */
 static unsigned long g_state_gen;  /* g_fork_gen when g_state was built */
 static atomic_bool g_live;         /* g_state usable in this process (lock-free hint) */
+/*
+ * Entering without the global lock: g_entry is g_state while calls may enter
+ * it (NULL before C_Initialize, once C_Finalize began, in a forked child),
+ * and g_busy counts the calls inside. A call counts itself in g_busy before
+ * it reads g_entry; C_Finalize clears g_entry before it reads g_busy (both
+ * sequentially consistent), so it never misses a call that saw the state.
+ * The count is global, not the state's: a caller may have read a state that
+ * C_Finalize is about to free.
+ */
+static struct p11p_state *_Atomic g_entry;
+static atomic_ulong g_busy;
 
 static void atfork_prepare(void)
 {
@@ -40,6 +51,8 @@ static void atfork_child(void)
 {
 	g_fork_gen++;
 	atomic_store(&g_live, false);
+	atomic_store(&g_entry, NULL);
+	atomic_store(&g_busy, 0); /* the parent's calls in flight are not in this process */
 	pthread_mutex_unlock(&g_lock);
 }
 
@@ -95,32 +108,23 @@ bool p11p_initialized(void)
 
 struct p11p_state *p11p_enter_locked(void)
 {
-	struct p11p_state *st = g_state;
-
-	if (st == NULL || g_state_gen != g_fork_gen || st->finalizing)
-		return NULL;
-	atomic_fetch_add_explicit(&st->busy, 1, memory_order_relaxed);
-	return st;
+	return p11p_enter();
 }
 
 struct p11p_state *p11p_enter(void)
 {
 	struct p11p_state *st;
 
-	p11p_lock();
-	st = p11p_enter_locked();
-	p11p_unlock();
+	atomic_fetch_add(&g_busy, 1);
+	st = atomic_load(&g_entry);
+	if (st == NULL)
+		atomic_fetch_sub_explicit(&g_busy, 1, memory_order_release);
 	return st;
 }
 
 void p11p_leave(struct p11p_state *st)
 {
-	atomic_fetch_sub_explicit(&st->busy, 1, memory_order_release);
-}
-
-static void free_session_cb(void *value, void *arg)
-{
-	p11p_session_free(value);
+	atomic_fetch_sub_explicit(&g_busy, 1, memory_order_release);
 }
 
 static void free_object_cb(void *value, void *arg)
@@ -145,10 +149,9 @@ static void state_free(struct p11p_state *st, bool finalize)
 		p11p_hook_health_stop(st);
 		pthread_cond_destroy(&st->probe_cond);
 	}
-	p11p_map_each(&st->sessions, free_session_cb, NULL);
+	p11p_sessions_free(st);
 	p11p_hook_local_state_free(st);
 	p11p_hook_vkey_state_free(st);
-	p11p_map_clear(&st->sessions);
 	p11p_map_each(&st->objects, free_object_cb, NULL);
 	p11p_map_clear(&st->objects);
 	p11p_map_clear(&st->objects_rev);
@@ -362,6 +365,7 @@ CK_RV p11p_initialize(CK_VOID_PTR init_args)
 		g_state = st;
 		g_state_gen = g_fork_gen;
 		atomic_store_explicit(&g_live, true, memory_order_release);
+		atomic_store(&g_entry, st);
 		p11p_unlock();
 		p11p_debug(P11P_DBG_LIB, "initialized: %zu backends, %zu slots", st->n_backends,
 		           st->n_slots);
@@ -388,9 +392,10 @@ CK_RV p11p_finalize(CK_VOID_PTR reserved)
 	/* New calls now fail; C_WaitForSlotEvent callers wake up and leave. */
 	st->finalizing = true;
 	atomic_store(&g_live, false);
+	atomic_store(&g_entry, NULL);
 	p11p_broadcast_locked();
 	p11p_unlock();
-	while (atomic_load(&st->busy) > 0)
+	while (atomic_load(&g_busy) > 0)
 		nanosleep(&pause, NULL);
 
 	p11p_lock();

@@ -4,9 +4,9 @@
  * Locking: the lock-order note. Every lock of the library, outermost first;
  * a thread holding one may take only locks below it:
  *   1. g_init_lock (state.c): serializes C_Initialize and C_Finalize;
- *   2. a session's `lock`: held across backend calls on that session (the
- *      only lock held across a vendor call: PKCS#11 forbids concurrent use
- *      of one session anyway);
+ *   2. a session's `lock` (a futex word, session.c): held across backend
+ *      calls on that session (the only lock held across a vendor call:
+ *      PKCS#11 forbids concurrent use of one session anyway);
  *   3. pool_lock (backend/offload.c): the worker pool; the hung() hook of an
  *      abandoned call runs under it and takes the global lock;
  *   4. the global table lock, p11p_lock() (state.c g_lock): never held
@@ -18,6 +18,11 @@
  *      lock: they may be written under any of these.
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
+ * A call on a session takes no lock but the session's: it enters the state
+ * (state.c: g_entry, g_busy), finds the session (struct p11p_stab) and its
+ * last object (struct p11p_session's cache, checked against the object and
+ * index generations) with atomics alone; each of those says who writes it,
+ * under which lock.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at
@@ -89,6 +94,12 @@ struct p11p_vslot {
 	bool policy_busy;                       /* a thread is checking the overlay */
 	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
 	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
+	/*
+	 * Closed sessions of this slot, kept for reuse (session.c): pushed
+	 * without a lock by the last reference's holder, popped under the
+	 * global lock; freed with the state.
+	 */
+	struct p11p_session *_Atomic session_pool;
 };
 
 /* Operations a session can have active, recorded for replay (op.c). */
@@ -126,10 +137,11 @@ struct p11p_session {
 	CK_SESSION_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_FLAGS flags;
-	atomic_uint refs;     /* the table holds one; each call in flight holds one */
-	pthread_mutex_t lock; /* see the lock-order note */
+	atomic_uint refs; /* the table holds one; each call in flight holds one */
+	atomic_uint lock; /* see the lock-order note; a futex word (session.c) */
 	/* Guarded by `lock`: */
 	bool closed;
+	bool ops_used;                          /* op.c: an operation began since it was made */
 	size_t member;                          /* the member serving this session */
 	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
 	struct p11p_op ops[P11P_OP_KINDS];
@@ -155,6 +167,56 @@ struct p11p_session {
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
 	size_t n_owned, cap_owned;
+
+	struct p11p_session *pool_next; /* in the slot's session_pool */
+
+	/*
+	 * The object this session last named (oc_h; 0: none), cached so that a
+	 * call on it takes no global lock; good while p11p_objects_gen() is
+	 * still oc_gen. object.c: its handle oc_bh (0: not cached) on member
+	 * oc_member as of that member's handle_gen oc_hgen. vkey.c: its
+	 * binding, oc_vk 0 (not cached), 1 (not a virtual key) or 2 (record
+	 * oc_vid; 0: hidden), and that record's class, permissions and state
+	 * as of the index's generation oc_igen (0: not cached). Guarded by `lock`.
+	 */
+	CK_OBJECT_HANDLE oc_h, oc_bh;
+	unsigned long oc_gen, oc_hgen;
+	size_t oc_member;
+	int oc_vk;
+	uint64_t oc_vid;
+	unsigned long oc_igen;
+	CK_OBJECT_CLASS oc_cls;
+	uint32_t oc_perms;
+	int oc_state;
+};
+
+/* Points s's object cache at h as of generation gen, emptied unless it was there already. */
+static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, unsigned long gen)
+{
+	if (s->oc_h != h || s->oc_gen != gen) {
+		s->oc_h = h;
+		s->oc_gen = gen;
+		s->oc_bh = 0;
+		s->oc_vk = 0;
+		s->oc_igen = 0;
+	}
+}
+
+/*
+ * The session table (session.c): the open session with handle h is e[h &
+ * mask]; handles are handed out so that no two open sessions share an entry,
+ * and the table doubles before it is half full. Written under the global
+ * lock, read without it (p11p_call_begin): a table replaced by a larger one
+ * stays allocated (`older`) until the state is freed, and so does every
+ * session (a closed one goes to its slot's pool for reuse). A reader that
+ * meets a stale pointer thus still reads a session: it takes a reference
+ * only while the count is not zero, then checks the handle.
+ */
+struct p11p_stab {
+	size_t mask;  /* entries - 1 */
+	size_t count; /* open sessions */
+	struct p11p_stab *older;
+	struct p11p_session *_Atomic e[];
 };
 
 #define P11P_ID_MAX 256 /* CKA_ID / CKA_LABEL bytes kept to re-find an object */
@@ -205,14 +267,13 @@ struct p11p_state {
 	struct p11p_backend *backends;
 	size_t n_slots;
 	struct p11p_vslot *slots;
+	struct p11p_stab *_Atomic sessions; /* written under the global lock (session.c) */
 	/* Guarded by the global lock: */
-	struct p11p_map sessions;      /* (0, handle) -> session */
 	struct p11p_map objects;       /* (0, handle) -> object */
 	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
-	bool finalizing;   /* C_Finalize is waiting for calls in flight */
-	atomic_ulong busy; /* calls in flight: C_Finalize waits for them */
+	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
 	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
 	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
@@ -255,14 +316,14 @@ struct p11p_call {
 void p11p_lock(void);
 void p11p_unlock(void);
 /*
- * Enters the library for one call: the live state with its busy count taken,
- * or NULL when not initialized (never, after fork, in the child, or being
- * finalized). Global lock held. Every non-NULL result is paired with
- * p11p_leave(), which needs no lock.
+ * Enters the library for one call: the live state with the count of calls in
+ * flight taken, or NULL when not initialized (never, after fork, in the
+ * child, or being finalized). Every non-NULL result is paired with
+ * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
+ * callers that hold the global lock.
  */
 struct p11p_state *p11p_enter_locked(void);
 void p11p_leave(struct p11p_state *st);
-/* p11p_enter_locked() taking and releasing the global lock itself. */
 struct p11p_state *p11p_enter(void);
 /* Is the library initialized (in this process)? Cheap and lock-free. */
 bool p11p_initialized(void);
@@ -321,6 +382,11 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
                    CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len);
 /* Frees a session no longer in the table (state teardown). */
 void p11p_session_free(struct p11p_session *s);
+/* Calls fn for every open session. Global lock held; fn must not open or close one. */
+void p11p_sessions_each_locked(struct p11p_state *st, void (*fn)(void *session, void *arg),
+                               void *arg);
+/* Frees the table, its sessions and the slots' pools (state teardown: no call in flight). */
+void p11p_sessions_free(struct p11p_state *st);
 
 /* --- health.c --- */
 /*
@@ -435,6 +501,14 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
  * sessions (global lock held).
  */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
+/*
+ * The generation of the object tables (object.c): moves on whenever a
+ * proxy object is dropped, one of its backend handles forgotten, or its
+ * virtual-key binding changed (p11p_objects_changed_locked(), global lock
+ * held), so that sessions' cached mappings (struct p11p_session) go stale.
+ */
+unsigned long p11p_objects_gen(void);
+void p11p_objects_changed_locked(void);
 /* Forgets the session objects a closed session owned. Global lock held. */
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
 CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* A put with a stale revision is retried this often (each retry re-reads). */
 #define PUT_RETRIES 16
@@ -108,6 +109,7 @@ void p11p_vkey_state_free(struct p11p_state *st)
 
 void p11p_vkey_object_free(struct p11p_object *obj)
 {
+	p11p_objects_changed_locked();
 	p11p_free(obj->vk);
 	obj->vk = NULL;
 	obj->vk_known = false;
@@ -127,14 +129,30 @@ static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
 }
 
 /* Picks up other processes' changes, at most once per P11P_VKEY_REFRESH_MS. */
+static void vk_refresh_due(struct p11p_vkeys *vk, unsigned long long now, unsigned long long due);
+
 static void vk_refresh(struct p11p_vkeys *vk)
 {
-	unsigned long long now = p11p_now_ms();
 	unsigned long long due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
+	unsigned long long now;
+	struct timespec ts;
+
+	/*
+	 * Once per call with virtual keys: the coarse clock (the same clock as
+	 * p11p_now_ms()'s, read to the last tick) is cheaper, and a tick is
+	 * nothing against P11P_VKEY_REFRESH_MS.
+	 */
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+	if (now >= due)
+		vk_refresh_due(vk, now, due);
+}
+
+/* vk_refresh() when the period is over. */
+static void vk_refresh_due(struct p11p_vkeys *vk, unsigned long long now, unsigned long long due)
+{
 	char err[512];
 
-	if (now < due)
-		return;
 	/* One thread per period does it; the others go on with what is loaded. */
 	if (!atomic_compare_exchange_strong(&vk->next_refresh_ms, &due, now + P11P_VKEY_REFRESH_MS))
 		return;
@@ -338,6 +356,7 @@ static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const
 /* Sets obj's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
 static bool set_bind_locked(struct p11p_object *obj, const struct p11p_vkbind *b)
 {
+	p11p_objects_changed_locked();
 	if (b == NULL) {
 		p11p_free(obj->vk);
 		obj->vk = NULL;
@@ -501,17 +520,43 @@ enum vk_kind {
 	VK_ERROR,  /* *err */
 };
 
-/* The virtual key behind proxy handle h, bound on first sight. No lock held. */
+static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, CK_OBJECT_HANDLE h,
+                                    struct p11p_vkey *rec, CK_RV *err);
+
+/*
+ * The virtual key behind proxy handle h, bound on first sight. No lock held.
+ * VK_BOUND: *rec has the fields the checks read (vid, cls, perms, state), and
+ * no other: the index fills only those.
+ */
 static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_vkey *rec,
                             CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_session *s = c->s;
 
 	*err = CKR_OK;
 	if (vk == NULL)
 		return VK_NONE;
 	vk_refresh(vk);
+	/* The record this session read last, binding and index unchanged since: no lock. */
+	if (h == s->oc_h && s->oc_vk == 2 && s->oc_igen != 0 && s->oc_gen == p11p_objects_gen() &&
+	    s->oc_igen == p11p_index_gen(vk->idx)) {
+		rec->vid = s->oc_vid;
+		rec->cls = s->oc_cls;
+		rec->perms = s->oc_perms;
+		rec->state = (enum p11p_vk_state)s->oc_state;
+		return VK_BOUND;
+	}
+	return resolve_locking(c, vk, h, rec, err);
+}
+
+/* resolve() from the tables and the index, under their locks. */
+static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, CK_OBJECT_HANDLE h,
+                                    struct p11p_vkey *rec, CK_RV *err)
+{
+	struct p11p_session *s = c->s;
+	struct p11p_vslot *vs = c->s->slot;
+
 	for (int attempt = 0; attempt < 3; attempt++) {
 		struct p11p_object *obj;
 		struct p11p_vkbind b;
@@ -519,8 +564,16 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		struct p11p_vkey best;
 		bool known, have, found = false, import;
 		uint64_t vid = 0;
+		unsigned long igen;
 		CK_RV rv;
 
+		/* The binding this session saw last, unchanged since: no lock. */
+		if (h == s->oc_h && s->oc_vk != 0 && s->oc_gen == p11p_objects_gen()) {
+			known = true;
+			have = s->oc_vk == 2;
+			vid = s->oc_vid;
+			goto bound;
+		}
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
 		if (obj == NULL || obj->slot != vs) {
@@ -531,7 +584,13 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		have = obj->vk != NULL;
 		if (have)
 			vid = obj->vk->vid;
+		if (known) {
+			p11p_ocache_for(s, h, p11p_objects_gen());
+			s->oc_vk = have ? 2 : 1;
+			s->oc_vid = vid;
+		}
 		p11p_unlock();
+	bound:
 		if (!known) {
 			bind_objects(c, &h, 1, err);
 			continue;
@@ -539,10 +598,16 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		if (!have)
 			return VK_NONE;
 		if (vid != 0) {
-			rv = p11p_index_get(vk->idx, vid, rec, &found);
+			rv = p11p_index_get_brief(vk->idx, vid, rec, &found, &igen);
 			if (rv != CKR_OK) {
 				*err = rv;
 				return VK_ERROR;
+			}
+			if (found && h == s->oc_h && s->oc_vk == 2 && s->oc_vid == vid) {
+				s->oc_igen = igen;
+				s->oc_cls = rec->cls;
+				s->oc_perms = rec->perms;
+				s->oc_state = rec->state;
 			}
 			if (found)
 				return VK_BOUND;
@@ -566,6 +631,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
 		if (obj != NULL && obj->vk != NULL && obj->vk->vid == vid) {
+			p11p_objects_changed_locked();
 			if (found)
 				obj->vk->vid = best.vid;
 			else if (import)
@@ -663,7 +729,8 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
 		return;
 	}
 	for (CK_ULONG i = 0; i < count; i++) {
-		int v = p11p_vk_attr_value(&rec, templ[i].type);
+		int v = p11p_vk_maybe_usage(templ[i].type) ? p11p_vk_attr_value(&rec, templ[i].type)
+		                                           : -1;
 
 		/* Where the member gave the HSM key's value, the virtual key's goes instead. */
 		if (v >= 0 && templ[i].pValue != NULL && templ[i].ulValueLen == sizeof(CK_BBOOL))

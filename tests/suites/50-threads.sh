@@ -5,9 +5,13 @@
 # proxy must also give CKR_CRYPTOKI_NOT_INITIALIZED in a forked child before
 # its C_Initialize (--expect-fork-reinit); SoftHSM2 does not, so the direct
 # run does not ask for it. Valgrind mode: proxy only, 2 threads x 5.
+# tests/progs/sessstress.c: sessions opened, shared, used and closed by N
+# threads at once (the proxy's lock-free session table, its session pool and
+# session locks); through the proxy only (SoftHSM2 reuses handles at once).
 
 thr_prog=$BUILD/tests/threads
 thr_fork=$BUILD/tests/forktest
+thr_sess=$BUILD/tests/sessstress
 
 # thr_run NAME COMMAND...: output shown on failure.
 thr_run() {
@@ -24,9 +28,9 @@ thr_run() {
 }
 
 thr_main() {
-	local n=8 iter=50 p
+	local n=8 iter=50 secs=3 p
 	mk_tmp
-	for p in "$thr_prog" "$thr_fork"; do
+	for p in "$thr_prog" "$thr_fork" "$thr_sess"; do
 		if [ ! -x "$p" ]; then
 			fail "threads: programs built" "$p missing (make tests)"
 			return 0
@@ -39,6 +43,7 @@ thr_main() {
 	if [ "$MODE" = valgrind ]; then
 		n=2
 		iter=5
+		secs=1
 	else
 		thr_run "threads: softhsm2 directly ${n}x$iter" \
 			"$thr_prog" "$SOFTHSM_MODULE" m1 "$TEST_USER_PIN" $n $iter
@@ -54,6 +59,8 @@ thr_main() {
 		"$thr_prog" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $iter
 	thr_run "forktest: through proxy (child must re-initialize)" \
 		"$thr_fork" --expect-fork-reinit "$PROXY_MODULE" v-m1 "$TEST_USER_PIN"
+	thr_run "sessions: shared by $n threads, opened and closed at once, ${secs} s, through proxy" \
+		"$thr_sess" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $secs
 }
 
 thr_main

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "base/mem.h"
+#include "base/text.h"
 #include "base/overlay.h"
 #include "cli.h"
 #include "config/config.h"
@@ -76,52 +77,9 @@ struct cli_metrics {
 
 /* ---- output ----------------------------------------------------------------------------- */
 
-struct obuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void out(struct obuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void out(struct obuf *b, const char *fmt, ...)
+static void family(struct p11p_strbuf *b, const char *name, const char *type, const char *help)
 {
-	va_list ap;
-	int n;
-
-	if (b->oom)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(b->p != NULL ? b->p + b->len : NULL, b->p != NULL ? b->cap - b->len : 0, fmt,
-	              ap);
-	va_end(ap);
-	if (n < 0) {
-		b->oom = true;
-		return;
-	}
-	if (b->p == NULL || (size_t)n >= b->cap - b->len) {
-		size_t cap = b->cap ? b->cap : 16384;
-		char *grown;
-
-		while (cap - b->len <= (size_t)n)
-			cap *= 2;
-		grown = p11p_realloc(b->p, cap);
-		if (grown == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = grown;
-		b->cap = cap;
-		va_start(ap, fmt);
-		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
-	}
-	b->len += (size_t)n;
-}
-
-static void family(struct obuf *b, const char *name, const char *type, const char *help)
-{
-	out(b, "# HELP " NS "%s %s\n# TYPE " NS "%s %s\n", name, help, name, type);
+	p11p_strbuf_printf(b, "# HELP " NS "%s %s\n# TYPE " NS "%s %s\n", name, help, name, type);
 }
 
 /*
@@ -145,10 +103,10 @@ static const char *lv(const char *s, char *buf, size_t len)
 #define LV_LEN (8 * (P11P_NAME_MAX + 1))
 
 /* name{slot="S",member="M"} value */
-static void sm(struct obuf *b, const char *name, const char *slot, const char *member,
+static void sm(struct p11p_strbuf *b, const char *name, const char *slot, const char *member,
                const char *fmt_value, ...) __attribute__((format(printf, 5, 6)));
 
-static void sm(struct obuf *b, const char *name, const char *slot, const char *member,
+static void sm(struct p11p_strbuf *b, const char *name, const char *slot, const char *member,
                const char *fmt_value, ...)
 {
 	char v1[LV_LEN], v2[LV_LEN], value[64];
@@ -157,8 +115,8 @@ static void sm(struct obuf *b, const char *name, const char *slot, const char *m
 	va_start(ap, fmt_value);
 	vsnprintf(value, sizeof(value), fmt_value, ap);
 	va_end(ap);
-	out(b, NS "%s{slot=\"%s\",member=\"%s\"} %s\n", name, lv(slot, v1, sizeof(v1)),
-	    lv(member, v2, sizeof(v2)), value);
+	p11p_strbuf_printf(b, NS "%s{slot=\"%s\",member=\"%s\"} %s\n", name,
+	                   lv(slot, v1, sizeof(v1)), lv(member, v2, sizeof(v2)), value);
 }
 
 /* snprintf, for messages that may be cut short. */
@@ -424,11 +382,11 @@ static bool read_index(struct cli_metrics *m, unsigned long (*counts)[4])
 
 /* ---- the exposition ---------------------------------------------------------------------- */
 
-static void render_probes(struct obuf *b, const struct hreport *r)
+static void render_probes(struct p11p_strbuf *b, const struct hreport *r)
 {
 	family(b, "probe_timestamp_seconds", "gauge",
 	       "Unix time of the listener's last round of member probes.");
-	out(b, NS "probe_timestamp_seconds %.3f\n", r->when);
+	p11p_strbuf_printf(b, NS "probe_timestamp_seconds %.3f\n", r->when);
 	family(b, "slot_healthy", "gauge",
 	       "1 when every member of the slot answered the listener's probe and its member "
 	       "order file (if any) is usable, else 0.");
@@ -439,7 +397,8 @@ static void render_probes(struct obuf *b, const struct hreport *r)
 
 		for (size_t i = 0; i < hs->n; i++)
 			healthy &= hs->m[i].healthy;
-		out(b, NS "slot_healthy{slot=\"%s\"} %d\n", lv(hs->name, v, sizeof(v)), healthy);
+		p11p_strbuf_printf(b, NS "slot_healthy{slot=\"%s\"} %d\n",
+		                   lv(hs->name, v, sizeof(v)), healthy);
 	}
 	family(b, "slot_order_ok", "gauge",
 	       "0 when the slot's member order file is damaged or unreadable (the configured "
@@ -447,8 +406,8 @@ static void render_probes(struct obuf *b, const struct hreport *r)
 	for (size_t s = 0; s < r->n; s++) {
 		char v[LV_LEN];
 
-		out(b, NS "slot_order_ok{slot=\"%s\"} %d\n", lv(r->s[s].name, v, sizeof(v)),
-		    r->s[s].order_err[0] == '\0');
+		p11p_strbuf_printf(b, NS "slot_order_ok{slot=\"%s\"} %d\n",
+		                   lv(r->s[s].name, v, sizeof(v)), r->s[s].order_err[0] == '\0');
 	}
 	family(b, "member_up", "gauge",
 	       "1 when the member answered the listener's own probe (find the token, open a "
@@ -473,13 +432,14 @@ static void render_probes(struct obuf *b, const struct hreport *r)
 		for (size_t i = 0; i < r->s[s].n; i++) {
 			char v1[LV_LEN], v2[LV_LEN], v3[LV_LEN];
 
-			out(b, NS "member_info{slot=\"%s\",member=\"%s\",backend=\"%s\"} 1\n",
+			p11p_strbuf_printf(
+			    b, NS "member_info{slot=\"%s\",member=\"%s\",backend=\"%s\"} 1\n",
 			    lv(r->s[s].name, v1, sizeof(v1)), lv(r->s[s].m[i].name, v2, sizeof(v2)),
 			    lv(r->s[s].m[i].backend, v3, sizeof(v3)));
 		}
 }
 
-static void render_backlog(struct cli_metrics *m, struct obuf *b, const struct hreport *r)
+static void render_backlog(struct cli_metrics *m, struct p11p_strbuf *b, const struct hreport *r)
 {
 	unsigned long long now = mono_ms();
 
@@ -497,7 +457,7 @@ static void render_backlog(struct cli_metrics *m, struct obuf *b, const struct h
 	}
 	family(b, "replication_check_timestamp_seconds", "gauge",
 	       "Unix time the members' keys were last listed for the replication backlog.");
-	out(b, NS "replication_check_timestamp_seconds %.3f\n", m->backlog_when);
+	p11p_strbuf_printf(b, NS "replication_check_timestamp_seconds %.3f\n", m->backlog_when);
 	family(b, "replication_listed", "gauge",
 	       "1 when the member's token keys could be listed (it answered, and has a PIN in "
 	       "the configuration), else 0: its backlog is unknown. Slots of two members or more.");
@@ -524,7 +484,7 @@ static void render_backlog(struct cli_metrics *m, struct obuf *b, const struct h
 	}
 }
 
-static void render_index(struct cli_metrics *m, struct obuf *b)
+static void render_index(struct cli_metrics *m, struct p11p_strbuf *b)
 {
 	static const char *const states[4] = {"active", "deactivated", "missing", "deleted"};
 	unsigned long(*counts)[4];
@@ -540,7 +500,7 @@ static void render_index(struct cli_metrics *m, struct obuf *b)
 	ok = read_index(m, counts);
 	family(b, "index_ok", "gauge",
 	       "1 when the virtual-key index could be read (or does not exist yet), else 0.");
-	out(b, NS "index_ok %d\n", ok);
+	p11p_strbuf_printf(b, NS "index_ok %d\n", ok);
 	family(b, "virtual_keys", "gauge", "Virtual keys of the slot in the index, by state.");
 	for (size_t s = 0; ok && s < m->cfg->n_slots; s++) {
 		const char *label = m->cfg->slots[s].label;
@@ -549,23 +509,23 @@ static void render_index(struct cli_metrics *m, struct obuf *b)
 		if ((m->only != (size_t)-1 && s != m->only) || label == NULL || label[0] == '\0')
 			continue;
 		for (size_t k = 0; k < 4; k++)
-			out(b, NS "virtual_keys{slot=\"%s\",state=\"%s\"} %lu\n",
-			    lv(label, v, sizeof(v)), states[k], counts[s][k]);
+			p11p_strbuf_printf(b, NS "virtual_keys{slot=\"%s\",state=\"%s\"} %lu\n",
+			                   lv(label, v, sizeof(v)), states[k], counts[s][k]);
 	}
 	p11p_free(counts);
 }
 
-static void render_module(struct cli_metrics *m, struct obuf *b)
+static void render_module(struct cli_metrics *m, struct p11p_strbuf *b)
 {
 	static const char *const classes[3] = {"server", "client", "refused"};
 
 	read_stats(m);
 	family(b, "module_processes", "gauge",
 	       "Running processes using the module whose statistics file was read.");
-	out(b, NS "module_processes %lu\n", m->processes);
+	p11p_strbuf_printf(b, NS "module_processes %lu\n", m->processes);
 	family(b, "module_stats_errors", "gauge",
 	       "Statistics files of running processes that could not be read or parsed.");
-	out(b, NS "module_stats_errors %lu\n", m->stats_errors);
+	p11p_strbuf_printf(b, NS "module_stats_errors %lu\n", m->stats_errors);
 	family(b, "module_member_state", "gauge",
 	       "Processes using the module that see the member in that state (up, recovering, "
 	       "down).");
@@ -573,7 +533,8 @@ static void render_module(struct cli_metrics *m, struct obuf *b)
 		for (size_t k = 0; k < P11P_STATS_STATES; k++) {
 			char v1[LV_LEN], v2[LV_LEN];
 
-			out(b,
+			p11p_strbuf_printf(
+			    b,
 			    NS "module_member_state{slot=\"%s\",member=\"%s\",state=\"%s\"} %llu\n",
 			    lv(m->am[i].slot, v1, sizeof(v1)), lv(m->am[i].name, v2, sizeof(v2)),
 			    p11p_stats_state_name((enum p11p_stats_state)k), m->am[i].state[k]);
@@ -614,7 +575,8 @@ static void render_module(struct cli_metrics *m, struct obuf *b)
 		for (size_t k = 0; k < 3; k++) {
 			char v1[LV_LEN], v2[LV_LEN];
 
-			out(b,
+			p11p_strbuf_printf(
+			    b,
 			    NS "module_member_errors_total{slot=\"%s\",member=\"%s\",class=\"%s\"} "
 			       "%llu\n",
 			    lv(m->am[i].slot, v1, sizeof(v1)), lv(m->am[i].name, v2, sizeof(v2)),
@@ -627,8 +589,8 @@ static void render_module(struct cli_metrics *m, struct obuf *b)
 	for (size_t i = 0; i < m->n_ab; i++) {
 		char v[LV_LEN];
 
-		out(b, NS "module_backend_calls_total{backend=\"%s\"} %llu\n",
-		    lv(m->ab[i].name, v, sizeof(v)), m->ab[i].calls);
+		p11p_strbuf_printf(b, NS "module_backend_calls_total{backend=\"%s\"} %llu\n",
+		                   lv(m->ab[i].name, v, sizeof(v)), m->ab[i].calls);
 	}
 	family(b, "module_backend_errors_total", "counter",
 	       "Calls to the backend that failed, by class (as module_member_errors_total).");
@@ -639,7 +601,8 @@ static void render_module(struct cli_metrics *m, struct obuf *b)
 		for (size_t k = 0; k < 3; k++) {
 			char v1[LV_LEN];
 
-			out(b, NS "module_backend_errors_total{backend=\"%s\",class=\"%s\"} %llu\n",
+			p11p_strbuf_printf(
+			    b, NS "module_backend_errors_total{backend=\"%s\",class=\"%s\"} %llu\n",
 			    lv(m->ab[i].name, v1, sizeof(v1)), classes[k], v[k]);
 		}
 	}
@@ -647,7 +610,7 @@ static void render_module(struct cli_metrics *m, struct obuf *b)
 
 char *cli_metrics_render(struct cli_metrics *m, const struct hreport *r, size_t *len)
 {
-	struct obuf b = {0};
+	struct p11p_strbuf b = {0};
 
 	render_probes(&b, r);
 	render_backlog(m, &b, r);

@@ -52,6 +52,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -176,17 +177,6 @@ static bool bad(struct perr *pe, const char *fmt, ...)
 	return false;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* %-decodes s[0..len) into a new string; NULL on a bad escape, a NUL or ENOMEM (*oom). */
 static char *decode(const char *s, size_t len, bool *oom)
 {
@@ -205,7 +195,7 @@ static char *decode(const char *s, size_t len, bool *oom)
 			p11p_free(out);
 			return NULL;
 		}
-		int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+		int hi = p11p_hexval(s[i + 1]), lo = p11p_hexval(s[i + 2]);
 
 		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
 			p11p_free(out);
@@ -256,7 +246,7 @@ static bool slot_id_ok(const char *s, CK_SLOT_ID *out)
 	if (*s == '\0')
 		return false;
 	for (; *s != '\0'; s++) {
-		int d = hexval(*s);
+		int d = p11p_hexval(*s);
 
 		if (d < 0 || (unsigned)d >= base || v > ((CK_SLOT_ID)-1 - (unsigned)d) / base)
 			return false;

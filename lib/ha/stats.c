@@ -13,6 +13,7 @@
  * file and one message per process (tried again every minute).
  */
 #include "ha/stats.h"
+#include "base/text.h"
 #include "ha/ha.h"
 #include "base/file.h"
 #include "base/log.h"
@@ -94,49 +95,6 @@ long p11p_stats_name_pid(const char *name, bool *tmp)
 
 /* ---- the text --------------------------------------------------------------------------- */
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void put(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (b->oom)
-		return;
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(b->p != NULL ? b->p + b->len : NULL,
-		              b->p != NULL ? b->cap - b->len : 0, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->oom = true;
-			return;
-		}
-		if (b->p != NULL && (size_t)n < b->cap - b->len) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t cap = b->cap ? b->cap * 2 : 4096;
-		char *grown;
-
-		while (cap - b->len <= (size_t)n)
-			cap *= 2;
-		grown = p11p_realloc(b->p, cap);
-		if (grown == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = grown;
-		b->cap = cap;
-	}
-}
-
 /* A name as one field: bytes outside 0x21..0x7e, and '%', as %XX ("%" alone for ""). */
 static const char *field(const char *s, char *out, size_t len)
 {
@@ -156,14 +114,16 @@ static const char *field(const char *s, char *out, size_t len)
 
 char *p11p_stats_format(const struct p11p_stats *s, size_t *len)
 {
-	struct buf b = {0};
+	struct p11p_strbuf b = {0};
 	char f1[3 * (P11P_NAME_MAX + 1) + 4], f2[3 * (P11P_NAME_MAX + 1) + 4];
 
-	put(&b, "p11proxy-stats %d\npid %ld start %llu\n", P11P_STATS_VERSION, s->pid, s->start);
+	p11p_strbuf_printf(&b, "p11proxy-stats %d\npid %ld start %llu\n", P11P_STATS_VERSION,
+	                   s->pid, s->start);
 	for (size_t i = 0; i < s->n_backends; i++) {
 		const struct p11p_stats_backend *e = &s->backends[i];
 
-		put(&b,
+		p11p_strbuf_printf(
+		    &b,
 		    "backend %s calls %llu server_errors %llu client_errors %llu refused %llu\n",
 		    field(e->name, f1, sizeof(f1)), e->calls, e->server_errors, e->client_errors,
 		    e->refused);
@@ -171,14 +131,15 @@ char *p11p_stats_format(const struct p11p_stats *s, size_t *len)
 	for (size_t i = 0; i < s->n_members; i++) {
 		const struct p11p_stats_member *e = &s->members[i];
 
-		put(&b,
+		p11p_strbuf_printf(
+		    &b,
 		    "member %s %s state %s down %llu failovers %llu hung %llu sessions %llu calls "
 		    "%llu server_errors %llu client_errors %llu refused %llu\n",
 		    field(e->slot, f1, sizeof(f1)), field(e->name, f2, sizeof(f2)),
 		    p11p_stats_state_name(e->state), e->down, e->failovers, e->hung, e->sessions,
 		    e->calls, e->server_errors, e->client_errors, e->refused);
 	}
-	put(&b, "end\n");
+	p11p_strbuf_printf(&b, "end\n");
 	if (b.oom) {
 		p11p_free(b.p);
 		return NULL;
@@ -213,17 +174,6 @@ static bool perr(struct parse *p, const char *fmt, ...)
 	return false;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* A name field into out (size len): %XX decoded; no NUL byte, at most len - 1 bytes. */
 static bool unfield(struct parse *p, const char *what, const char *f, char *out, size_t len)
 {
@@ -233,7 +183,7 @@ static bool unfield(struct parse *p, const char *what, const char *f, char *out,
 		int c = (unsigned char)*f;
 
 		if (c == '%') {
-			int hi = hexval(f[1]), lo = hi < 0 ? -1 : hexval(f[2]);
+			int hi = p11p_hexval(f[1]), lo = hi < 0 ? -1 : p11p_hexval(f[2]);
 
 			if (lo < 0)
 				return perr(p, "%s: a %% not followed by two hex digits", what);

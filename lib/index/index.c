@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "base/file.h"
+#include "base/text.h"
 #include "base/log.h"
 #include "base/map.h"
 #include "base/mem.h"
@@ -388,17 +389,6 @@ static const char perm_letters[] = "edsvwuk";
 static const char *const state_names[] = {"active", "deactivated", "missing", "deleted"};
 static const char *const origin_names[] = {"created", "scanned"};
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static char *put_hex64(char *o, uint64_t v)
 {
 	for (int i = 15; i >= 0; i--)
@@ -593,7 +583,7 @@ static bool line_crc_ok(const char *p, size_t n)
 	if (n < 10 || p[n - 9] != '\t')
 		return false;
 	for (size_t i = n - 8; i < n; i++) {
-		int v = hexval((unsigned char)p[i]);
+		int v = p11p_hexval((unsigned char)p[i]);
 
 		if (v < 0 || (p[i] >= 'A' && p[i] <= 'F'))
 			return false;
@@ -609,7 +599,7 @@ static bool parse_hex64(const struct field *f, uint64_t *v)
 	if (f->n != 16)
 		return false;
 	for (size_t i = 0; i < 16; i++) {
-		int d = hexval((unsigned char)f->p[i]);
+		int d = p11p_hexval((unsigned char)f->p[i]);
 
 		if (d < 0)
 			return false;
@@ -626,7 +616,7 @@ static bool parse_hexnum(const struct field *f, size_t max_digits, uint64_t *v)
 	if (f->n == 0 || f->n > max_digits)
 		return false;
 	for (size_t i = 0; i < f->n; i++) {
-		int d = hexval((unsigned char)f->p[i]);
+		int d = p11p_hexval((unsigned char)f->p[i]);
 
 		if (d < 0)
 			return false;
@@ -684,8 +674,8 @@ static bool parse_escaped(const struct field *f, unsigned char *out, size_t max,
 
 			if (f->n - i < 3)
 				return false;
-			hi = hexval((unsigned char)f->p[i + 1]);
-			lo = hexval((unsigned char)f->p[i + 2]);
+			hi = p11p_hexval((unsigned char)f->p[i + 1]);
+			lo = p11p_hexval((unsigned char)f->p[i + 2]);
 			if (hi < 0 || lo < 0)
 				return false;
 			c = (unsigned char)(hi << 4 | lo);
@@ -704,8 +694,8 @@ static bool parse_bytes_hex(const struct field *f, unsigned char *out, size_t ma
 	if (f->n % 2 != 0 || f->n / 2 > max)
 		return false;
 	for (size_t i = 0; i < f->n; i += 2) {
-		int hi = hexval((unsigned char)f->p[i]);
-		int lo = hexval((unsigned char)f->p[i + 1]);
+		int hi = p11p_hexval((unsigned char)f->p[i]);
+		int lo = p11p_hexval((unsigned char)f->p[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;

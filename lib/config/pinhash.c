@@ -5,6 +5,7 @@
  * file, which is untrusted input.
  */
 #include "config/config.h"
+#include "base/text.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -72,50 +73,6 @@ out:
 	return ok;
 }
 
-/* Strict base64: decodes s[0..len) into out (at most max bytes) and accepts
- * only the canonical encoding (re-encoding gives the same text back). */
-static bool b64_decode(const char *s, size_t len, unsigned char *out, size_t max, size_t *out_len)
-{
-	unsigned char buf[B64_LEN(SALT_MAX) + 1];
-	char again[B64_LEN(SALT_MAX) + 1];
-	int n;
-	size_t pad = 0;
-	bool ok = false;
-
-	if (len == 0 || len % 4 != 0 || len > B64_LEN(max) || len > sizeof(again) - 1)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char c = s[i];
-
-		if (c == '=') {
-			if (i < len - 2)
-				return false;
-			continue;
-		}
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '+' || c == '/'))
-			return false;
-		if (i > 0 && s[i - 1] == '=')
-			return false;
-	}
-	if (s[len - 1] == '=')
-		pad++;
-	if (s[len - 2] == '=')
-		pad++;
-	n = EVP_DecodeBlock(buf, (const unsigned char *)s, (int)len);
-	if (n < 0 || (size_t)n < pad || (size_t)n - pad > max)
-		goto out;
-	*out_len = (size_t)n - pad;
-	EVP_EncodeBlock((unsigned char *)again, buf, (int)*out_len);
-	if (strlen(again) != len || memcmp(again, s, len) != 0)
-		goto out;
-	memcpy(out, buf, *out_len);
-	ok = true;
-out:
-	p11p_wipe(buf, sizeof(buf));
-	return ok;
-}
-
 static bool parse_hash(const char *hash, struct parsed_hash *ph)
 {
 	const char *p, *d1, *d2;
@@ -144,10 +101,10 @@ static bool parse_hash(const char *hash, struct parsed_hash *ph)
 	d2 = strchr(d1, '$');
 	if (d2 == NULL || strchr(d2 + 1, '$') != NULL)
 		return false;
-	if (!b64_decode(d1, (size_t)(d2 - d1), ph->salt, SALT_MAX, &ph->salt_len) ||
+	if (!p11p_b64_decode(d1, (size_t)(d2 - d1), ph->salt, SALT_MAX, &ph->salt_len) ||
 	    ph->salt_len < SALT_MIN)
 		return false;
-	if (!b64_decode(d2 + 1, strlen(d2 + 1), ph->dk, DK_LEN, &dk_len) || dk_len != DK_LEN)
+	if (!p11p_b64_decode(d2 + 1, strlen(d2 + 1), ph->dk, DK_LEN, &dk_len) || dk_len != DK_LEN)
 		return false;
 	ph->iter = iter;
 	return true;

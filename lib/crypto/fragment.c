@@ -9,6 +9,7 @@
  * fragment values.
  */
 #include "crypto/fragment.h"
+#include "base/text.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -52,108 +53,12 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* ---- small codecs -------------------------------------------------------- */
-
-static int hexval(unsigned char ch)
+/* Canonical base64 decoding to exactly outlen bytes. */
+static bool b64_exact(const char *s, size_t len, unsigned char *out, size_t outlen)
 {
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
+	size_t n = 0;
 
-/* Exactly 2 * outlen hex digits. */
-static bool hex_decode(const char *s, size_t len, unsigned char *out, size_t outlen)
-{
-	if (len != 2 * outlen)
-		return false;
-	for (size_t i = 0; i < outlen; i++) {
-		int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return true;
-}
-
-static int b64val(unsigned char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+')
-		return 62;
-	if (ch == '/')
-		return 63;
-	return -1;
-}
-
-/* Strict standard base64 with padding, decoding to exactly outlen bytes. */
-static bool b64_decode(const char *s, size_t len, unsigned char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	if (len == 0 || len % 4 != 0 || len != (outlen + 2) / 3 * 4)
-		return false;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4];
-		size_t pad = 0;
-
-		for (int k = 0; k < 4; k++) {
-			unsigned char ch = (unsigned char)s[i + (size_t)k];
-
-			if (ch == '=' && i + 4 == len && k >= 2) {
-				v[k] = 0;
-				pad++;
-			} else if (pad > 0 || (v[k] = b64val(ch)) < 0) {
-				return false;
-			}
-		}
-		unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 |
-		                  (unsigned)v[2] << 6 | (unsigned)v[3];
-
-		for (size_t k = 0; k < 3 - pad; k++) {
-			if (o >= outlen)
-				return false;
-			out[o++] = (unsigned char)(triple >> (16 - 8 * k));
-		}
-		/* Non-canonical encodings (stray bits in the last digit) are refused. */
-		if (pad == 1 && (triple & 0xff) != 0)
-			return false;
-		if (pad == 2 && (triple & 0xffff) != 0)
-			return false;
-	}
-	return o == outlen;
-}
-
-static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* out holds (len + 2) / 3 * 4 + 1 bytes. */
-static void b64_encode(const unsigned char *in, size_t len, char *out)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len; i += 3) {
-		unsigned triple = (unsigned)in[i] << 16;
-		size_t rem = len - i;
-
-		if (rem > 1)
-			triple |= (unsigned)in[i + 1] << 8;
-		if (rem > 2)
-			triple |= in[i + 2];
-		out[o++] = b64chars[triple >> 18 & 63];
-		out[o++] = b64chars[triple >> 12 & 63];
-		out[o++] = rem > 1 ? b64chars[triple >> 6 & 63] : '=';
-		out[o++] = rem > 2 ? b64chars[triple & 63] : '=';
-	}
-	out[o] = '\0';
+	return p11p_b64_decode(s, len, out, outlen, &n) && n == outlen;
 }
 
 /* Well-formed UTF-8 (no overlongs, no surrogates), no NUL. */
@@ -320,7 +225,7 @@ static bool parse_value(struct fctx *c, const yaml_node_t *v, const yaml_node_t 
 
 	if (!p11p_ydoc_string(&c->y, v, "value", 4 * P11P_FRAGMENT_LEN, &s, &len))
 		return false;
-	if (!hex_decode(s, len, raw, sizeof(raw)) && !b64_decode(s, len, raw, sizeof(raw))) {
+	if (!p11p_hex_decode(s, len, raw, sizeof(raw)) && !b64_exact(s, len, raw, sizeof(raw))) {
 		p11p_ydoc_report(
 		    &c->y, &v->start_mark,
 		    "'value' must be %d bytes in hex (%d digits) or base64 (%d characters)",
@@ -330,7 +235,7 @@ static bool parse_value(struct fctx *c, const yaml_node_t *v, const yaml_node_t 
 	if (check != NULL) {
 		if (!p11p_ydoc_string(&c->y, check, "check_value", 2 * sizeof(cv), &cs, &clen))
 			goto out;
-		if (!hex_decode(cs, clen, cv, sizeof(cv))) {
+		if (!p11p_hex_decode(cs, clen, cv, sizeof(cv))) {
 			p11p_ydoc_report(&c->y, &check->start_mark,
 			                 "'check_value' must be %zu hex digits", 2 * sizeof(cv));
 			goto out;
@@ -678,7 +583,7 @@ static CK_RV emit(const struct p11p_fragments *set, struct jout *o)
 			goto out;
 		for (size_t k = 0; k < sizeof(cv); k++)
 			snprintf(cvhex + 2 * k, 3, "%02x", cv[k]);
-		b64_encode(p11p_secret_data(f->value), P11P_FRAGMENT_LEN, b64);
+		p11p_b64_encode(p11p_secret_data(f->value), P11P_FRAGMENT_LEN, b64);
 		jlit(o, "    {\n");
 		jfield(o, "name", f->name, false);
 		jfield(o, "type", p11p_fragment_type_name(f->type), false);

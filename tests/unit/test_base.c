@@ -14,6 +14,7 @@
 #include "base/mem.h"
 #include "base/names.h"
 #include "base/secret.h"
+#include "base/text.h"
 
 #include <stdio.h>
 #include <sys/resource.h>
@@ -760,6 +761,36 @@ static TCase *new_case(Suite *s, const char *name)
 	return tc;
 }
 
+/* base/text.c: strict base64 (canonical only), exact hex, the growing buffer. */
+START_TEST(test_text_codecs)
+{
+	unsigned char out[16], raw[3] = {0xde, 0xad, 0xbe};
+	char enc[8];
+	size_t n = 0;
+	struct p11p_strbuf b = {0};
+
+	ck_assert(p11p_b64_decode("3q2+", 4, out, sizeof(out), &n) && n == 3);
+	ck_assert(memcmp(out, raw, 3) == 0);
+	ck_assert(p11p_b64_decode("3q0=", 4, out, sizeof(out), &n) && n == 2);
+	ck_assert(!p11p_b64_decode("3q1=", 4, out, sizeof(out), &n)); /* stray bits: not canonical */
+	ck_assert(!p11p_b64_decode("3q=+", 4, out, sizeof(out), &n)); /* '=' inside */
+	ck_assert(!p11p_b64_decode("3q2", 3, out, sizeof(out), &n));  /* not a multiple of 4 */
+	ck_assert(!p11p_b64_decode("3q 2", 4, out, sizeof(out), &n)); /* whitespace */
+	ck_assert(!p11p_b64_decode("3q2+3q2+", 8, out, 3, &n));       /* more than max */
+	p11p_b64_encode(raw, 3, enc);
+	ck_assert_str_eq(enc, "3q2+");
+	ck_assert(p11p_hex_decode("dEaDbe", 6, out, 3) && memcmp(out, raw, 3) == 0);
+	ck_assert(!p11p_hex_decode("deadb", 5, out, 3));
+	ck_assert(!p11p_hex_decode("deadbg", 6, out, 3));
+	ck_assert_int_eq(p11p_hexval('f'), 15);
+	ck_assert_int_eq(p11p_hexval('x'), -1);
+	for (int i = 0; i < 1000; i++)
+		p11p_strbuf_printf(&b, "%04d,", i);
+	ck_assert(!b.oom && b.len == 5000 && strncmp(b.p + 4995, "0999,", 5) == 0);
+	p11p_free(b.p);
+}
+END_TEST
+
 static Suite *base_suite(void)
 {
 	Suite *s = suite_create("base");
@@ -792,6 +823,7 @@ static Suite *base_suite(void)
 	tcase_add_test(tc, test_names_known);
 	tcase_add_test(tc, test_names_unknown);
 	tcase_add_test(tc, test_names_round_trip);
+	tcase_add_test(tc, test_text_codecs);
 	return s;
 }
 

@@ -674,9 +674,9 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 	if (rv != CKR_OK) {
 		bool state = rec.state == P11P_VK_DEACTIVATED || rec.state == P11P_VK_DELETED;
 
-		p11p_message_limited(&refused, "slot '%s': key %016llx '%.*s' refused: %s%s",
-		                     rec.slot, (unsigned long long)rec.vid, (int)rec.label_len,
-		                     (const char *)rec.label,
+		/* rec holds what the check reads (vid, class, permissions, state): no label. */
+		p11p_message_limited(&refused, "slot '%s': key %016llx refused: %s%s",
+		                     c->s->slot->label, (unsigned long long)rec.vid,
 		                     state ? p11p_vk_state_name(rec.state)
 		                           : p11p_vk_perm_list_str(perm, " ", ops, sizeof(ops)),
 		                     state ? "" : " not permitted");

@@ -68,41 +68,7 @@ static void import_secret(CK_SESSION_HANDLE s, CK_KEY_TYPE kt, const char *label
 
 static void import_ec(CK_SESSION_HANDLE s)
 {
-	CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY, pub = CKO_PUBLIC_KEY;
-	CK_KEY_TYPE kt = CKK_EC;
-	CK_BBOOL yes = CK_TRUE;
-	CK_BYTE id = 0xa1, d[32], point[67];
-	BIGNUM *bn = NULL;
-	size_t plen = 0;
-	CK_ATTRIBUTE tpriv[] = {
-	    {CKA_CLASS, &priv, sizeof(priv)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
-	    {CKA_TOKEN, &yes, sizeof(yes)},   {CKA_PRIVATE, &yes, sizeof(yes)},
-	    {CKA_LABEL, "ha-ec", 5},          {CKA_ID, &id, 1},
-	    {CKA_SIGN, &yes, sizeof(yes)},    {CKA_EC_PARAMS, (void *)ec_params, sizeof(ec_params)},
-	    {CKA_VALUE, d, sizeof(d)},
-	};
-	CK_ATTRIBUTE tpub[] = {
-	    {CKA_CLASS, &pub, sizeof(pub)},
-	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
-	    {CKA_TOKEN, &yes, sizeof(yes)},
-	    {CKA_LABEL, "ha-ec", 5},
-	    {CKA_ID, &id, 1},
-	    {CKA_VERIFY, &yes, sizeof(yes)},
-	    {CKA_EC_PARAMS, (void *)ec_params, sizeof(ec_params)},
-	    {CKA_EC_POINT, point, sizeof(point)},
-	};
-	CK_OBJECT_HANDLE h;
-
-	if (!EVP_PKEY_get_bn_param(ec_key, "priv", &bn) || BN_bn2binpad(bn, d, 32) != 32 ||
-	    !EVP_PKEY_get_octet_string_param(ec_key, "pub", point + 2, 65, &plen) || plen != 65) {
-		expect(0, "EC key material");
-		exit(1);
-	}
-	BN_clear_free(bn);
-	point[0] = 0x04; /* DER OCTET STRING around the uncompressed point */
-	point[1] = 65;
-	if (f->C_CreateObject(s, tpriv, 9, &h) != CKR_OK ||
-	    f->C_CreateObject(s, tpub, 8, &h) != CKR_OK) {
+	if (!shim_import_ec(f, s, ec_key, ec_params, sizeof(ec_params), "ha-ec")) {
 		expect(0, "import the EC key");
 		exit(1);
 	}

@@ -8,7 +8,11 @@
 
 #include "testmod.h"
 
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,6 +98,54 @@ __attribute__((unused)) static CK_SESSION_HANDLE open_on(const char *label, int 
 		exit(1);
 	}
 	return s;
+}
+
+/*
+ * Imports the P-256 key pair `key` as token objects labelled `label` (CKA_ID a1)
+ * on session s of module fl, params being the curve's DER OID. 0 on failure.
+ */
+static inline int shim_import_ec(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE s, EVP_PKEY *key,
+                                 const unsigned char *params, size_t params_len, const char *label)
+{
+	CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY, pub = CKO_PUBLIC_KEY;
+	CK_KEY_TYPE kt = CKK_EC;
+	CK_BBOOL yes = CK_TRUE;
+	CK_BYTE id = 0xa1, d[32], point[67];
+	CK_ULONG llen = (CK_ULONG)strlen(label);
+	BIGNUM *bn = NULL;
+	size_t plen = 0;
+	CK_ATTRIBUTE tpriv[] = {
+	    {CKA_CLASS, &priv, sizeof(priv)}, {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, sizeof(yes)},   {CKA_PRIVATE, &yes, sizeof(yes)},
+	    {CKA_LABEL, (void *)label, llen}, {CKA_ID, &id, 1},
+	    {CKA_SIGN, &yes, sizeof(yes)},    {CKA_EC_PARAMS, (void *)params, params_len},
+	    {CKA_VALUE, d, sizeof(d)},
+	};
+	CK_ATTRIBUTE tpub[] = {
+	    {CKA_CLASS, &pub, sizeof(pub)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, sizeof(yes)},
+	    {CKA_LABEL, (void *)label, llen},
+	    {CKA_ID, &id, 1},
+	    {CKA_VERIFY, &yes, sizeof(yes)},
+	    {CKA_EC_PARAMS, (void *)params, params_len},
+	    {CKA_EC_POINT, point, sizeof(point)},
+	};
+	CK_OBJECT_HANDLE h;
+	int ok;
+
+	if (!EVP_PKEY_get_bn_param(key, "priv", &bn) || BN_bn2binpad(bn, d, 32) != 32 ||
+	    !EVP_PKEY_get_octet_string_param(key, "pub", point + 2, 65, &plen) || plen != 65) {
+		BN_clear_free(bn);
+		return 0;
+	}
+	BN_clear_free(bn);
+	point[0] = 0x04; /* DER OCTET STRING around the uncompressed point */
+	point[1] = 65;
+	ok = fl->C_CreateObject(s, tpriv, 9, &h) == CKR_OK &&
+	     fl->C_CreateObject(s, tpub, 8, &h) == CKR_OK;
+	OPENSSL_cleanse(d, sizeof(d));
+	return ok;
 }
 
 #endif

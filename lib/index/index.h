@@ -247,4 +247,62 @@ CK_RV p11p_index_stats(struct p11p_index *idx, struct p11p_index_stats *st);
 /* The message of the last failed call on this handle ("" if none). */
 void p11p_index_last_error(struct p11p_index *idx, char *buf, size_t len);
 
+/*
+ * ---- Being added (issues 10, 11, 12); implemented by the SQL store. ----
+ *
+ * Wrapped key values (software keys, issue 12). A blob is what the HSM wrote
+ * (opaque to the store, at most P11P_INDEX_BLOB_MAX bytes). put_blob stores
+ * the record (as p11p_index_put) and its blob in one transaction; get_blob
+ * copies the blob of vid into buf (cap bytes; *len: its size, also when buf
+ * is too small: then CKR_BUFFER_TOO_SMALL); *found false when vid has no
+ * blob. Blobs are part of the in-memory copy (a software key keeps working
+ * while the store is down). replace_blobs replaces the blobs of n existing
+ * records in one transaction (wrapping-key rotation): all, or none.
+ */
+#define P11P_INDEX_BLOB_MAX 16384
+struct p11p_index_blob {
+	uint64_t vid;
+	const unsigned char *data;
+	size_t len;
+};
+CK_RV p11p_index_put_blob(struct p11p_index *idx, struct p11p_vkey *rec,
+                          const unsigned char *blob, size_t len);
+CK_RV p11p_index_get_blob(struct p11p_index *idx, uint64_t vid, unsigned char *buf, size_t cap,
+                          size_t *len, bool *found);
+CK_RV p11p_index_replace_blobs(struct p11p_index *idx, const struct p11p_index_blob *b, size_t n);
+
+/*
+ * Replication debt (issue 10): what a member of a slot still lacks, durably,
+ * so that any process or the CLI completes it. member is the member's stable
+ * name (its token's serial number and label, as the HA room writes it);
+ * the object is named by its identity (class, CKA_ID, CKA_LABEL). Adding a
+ * debt that already exists (same slot, member, op and identity) keeps one.
+ */
+enum p11p_debt_op {
+	P11P_DEBT_COPY = 1,    /* copy the object to the member */
+	P11P_DEBT_DESTROY = 2, /* destroy it there */
+	P11P_DEBT_UPDATE = 3,  /* bring its attributes level with the others */
+};
+#define P11P_INDEX_MEMBER_MAX 128
+struct p11p_debt {
+	uint64_t id; /* assigned by the store */
+	char slot[P11P_INDEX_SLOT_MAX + 1];
+	char member[P11P_INDEX_MEMBER_MAX + 1];
+	enum p11p_debt_op op;
+	CK_OBJECT_CLASS cls;
+	unsigned char ck_id[P11P_INDEX_ID_MAX + 1];
+	size_t ck_id_len;
+	unsigned char label[P11P_INDEX_LABEL_MAX + 1];
+	size_t label_len;
+	int64_t since;    /* Unix seconds it was first recorded */
+	uint32_t tries;   /* failed attempts so far */
+};
+CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d);
+/* Every debt of slot (all slots when NULL), oldest first; p11p_free(*out). */
+CK_RV p11p_index_debt_list(struct p11p_index *idx, const char *slot, struct p11p_debt **out,
+                           size_t *n);
+/* Settled: removed. Failed again: tries + 1. */
+CK_RV p11p_index_debt_done(struct p11p_index *idx, uint64_t id);
+CK_RV p11p_index_debt_failed(struct p11p_index *idx, uint64_t id);
+
 #endif

@@ -73,6 +73,9 @@ int cli_sync_keys(struct cli *cli, const char *slot, bool dry_run);
 int cmd_keys(struct cli *cli, int argc, char **argv);
 int cmd_policy(struct cli *cli, int argc, char **argv);
 
+/* tools/cmd_pin.c: the virtual PIN state (wrong PINs the proxy checked) */
+int cmd_pin(struct cli *cli, int argc, char **argv);
+
 /* tools/cmd_config.c */
 int cmd_check_config(struct cli *cli, int argc, char **argv);
 int cmd_hash_pin(struct cli *cli, int argc, char **argv);

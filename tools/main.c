@@ -87,6 +87,14 @@ static const struct cli_cmd commands[] = {
      "                                     write the slot's policy overlay\n"
      "  policy reset SLOT                  remove it (the configuration's again)\n" SLOT_HELP,
      cmd_policy},
+    {"pin", "status [SLOT] [--json] | reset SLOT [--json] | help",
+     "wrong user PINs the proxy checked itself (members with a configured PIN), and reset",
+     "  pin status [SLOT]                  wrong PINs counted, pin_max_tries, and the token\n"
+     "                                     flags the module shows (user-pin-count-low,\n"
+     "                                     user-pin-final-try, user-pin-locked)\n"
+     "  pin reset SLOT                     unlock: the count back to 0, for every process\n"
+     SLOT_HELP,
+     cmd_pin},
     {"check-config", "[FILE] [--json]", "load and validate the configuration",
      "  FILE, or the file of -c/--config, or the default.\n", cmd_check_config},
     {"hash-pin", "[--pin-source env:NAME|file:PATH] [--json]",

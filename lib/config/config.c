@@ -817,9 +817,19 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 	return member_name(c, v[MB_NAME], mb, index);
 }
 
-enum { SL_LABEL, SL_USER_PIN_HASH, SL_MEMBERS, SL_HA, SL_POLICY, SL_ENTROPY, SL_FRAGMENTS, SL_N };
-static const char *const slot_keys[SL_N] = {"label",  "user_pin_hash", "members",  "ha",
-                                            "policy", "entropy",       "fragments"};
+enum {
+	SL_LABEL,
+	SL_USER_PIN_HASH,
+	SL_PIN_MAX_TRIES,
+	SL_MEMBERS,
+	SL_HA,
+	SL_POLICY,
+	SL_ENTROPY,
+	SL_FRAGMENTS,
+	SL_N
+};
+static const char *const slot_keys[SL_N] = {"label", "user_pin_hash", "pin_max_tries", "members",
+                                            "ha",    "policy",        "entropy",       "fragments"};
 
 static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 {
@@ -827,6 +837,7 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	yaml_node_t *v[SL_N], *k[SL_N];
 	const char *label, *hash;
 	char buf[P11P_YDOC_SHOW_BUF];
+	unsigned long tries;
 	size_t count;
 
 	if (n->type != YAML_MAPPING_NODE)
@@ -872,6 +883,13 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 		sl->user_pin_hash = dup_or_oom(c, hash);
 		if (sl->user_pin_hash == NULL)
 			return false;
+	}
+	sl->pin_max_tries = P11P_PIN_MAX_TRIES_DEFAULT;
+	if (v[SL_PIN_MAX_TRIES] != NULL) {
+		if (!parse_number(c, v[SL_PIN_MAX_TRIES], "pin_max_tries", 1,
+		                  P11P_PIN_MAX_TRIES_MAX, &tries))
+			return false;
+		sl->pin_max_tries = (unsigned)tries;
 	}
 	if (!check_list(c, v[SL_MEMBERS], "members", P11P_MAX_MEMBERS, "members"))
 		return false;
@@ -1161,6 +1179,7 @@ struct p11p_config *p11p_config_from_env(char *err, size_t errlen)
 		goto oom;
 	cfg->n_slots = 1;
 	ha_defaults(&cfg->slots[0].ha);
+	cfg->slots[0].pin_max_tries = P11P_PIN_MAX_TRIES_DEFAULT;
 	cfg->slots[0].members = p11p_calloc(1, sizeof(*cfg->slots[0].members));
 	if (cfg->slots[0].members == NULL)
 		goto oom;

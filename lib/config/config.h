@@ -134,10 +134,19 @@ struct p11p_slot_cfg {
 	char *fragments;     /* customer_fragments.json of the slot (absolute path), or NULL */
 	char *label;         /* token label applications see; 1..32 bytes */
 	char *user_pin_hash; /* p11p_pin_hash_make() output, or NULL */
-	size_t n_members;    /* 1..P11P_MAX_MEMBERS */
+	/*
+	 * `pin_max_tries`: wrong PINs the proxy checks itself (a member with a
+	 * configured PIN) before the slot shows CKF_USER_PIN_LOCKED and refuses
+	 * every PIN until `p11proxy pin reset` (virt/pinstate.h).
+	 */
+	unsigned pin_max_tries;
+	size_t n_members; /* 1..P11P_MAX_MEMBERS */
 	struct p11p_member_cfg *members;
 	struct p11p_pos pos;
 };
+
+#define P11P_PIN_MAX_TRIES_DEFAULT 10
+#define P11P_PIN_MAX_TRIES_MAX     1000
 
 #define P11P_DEFAULT_STATE_DIR  "/var/lib/p11proxy"
 #define P11P_DEFAULT_INDEX_NAME "keys.index"

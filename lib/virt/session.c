@@ -625,11 +625,18 @@ again:
 			return p11p_call_end(&c, CKR_USER_ALREADY_LOGGED_IN);
 		if (user == CKU_USER && current == CKU_SO)
 			return p11p_call_end(&c, CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+		/* Counted here, as a token counts its own (pinstate.c). */
+		rv = p11p_pin_check_locked(c.st, vs);
+		if (rv != CKR_OK)
+			return p11p_call_end(&c, rv);
 		if (!virtual_pin_ok(vs, c.m, pin, len)) {
 			p11p_debug(P11P_DBG_SESSION, "virtual PIN rejected");
+			p11p_pin_wrong(c.st, vs);
 			return p11p_call_end(&c, CKR_PIN_INCORRECT);
 		}
 		rv = login_with_secret(&c, user, member_pin);
+		if (rv == CKR_OK)
+			p11p_pin_good(c.st, vs);
 	} else {
 		rv = p11p_be_C_Login(&c.bc, c.bs, user, pin, len);
 	}

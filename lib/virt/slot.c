@@ -159,6 +159,8 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 		p11p_pad(info->label, sizeof(info->label), vs->label);
 		p11p_pad(info->serialNumber, sizeof(info->serialNumber), vs->serial);
 		p11p_unlock();
+		/* Wrong PINs the proxy refused itself show as a token shows its own. */
+		p11p_pin_token_flags(st, vs, m, &info->flags);
 	}
 	p11p_leave(st);
 	return rv;

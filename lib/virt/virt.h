@@ -14,8 +14,10 @@
  *   5. leaves, which take no other lock: an index handle's `mu`
  *      (index/index.c, with the index file's flock(2) taken under it), a
  *      slot generator's `lock` (crypto/rng.c: never held across the HSM
- *      callback), ossl_lock (base/ossl.c). Messages (base/log.c) take no
- *      lock: they may be written under any of these.
+ *      callback), ossl_lock (base/ossl.c), a slot's PIN state file's
+ *      flock(2) (pinstate.c: taken with at most a session's lock held,
+ *      never under the global lock, and waited for 2 s at most). Messages
+ *      (base/log.c) take no lock: they may be written under any of these.
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
  * A call on a session takes no lock but the session's: it enters the state
@@ -94,6 +96,13 @@ struct p11p_vslot {
 	bool policy_busy;                       /* a thread is checking the overlay */
 	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
 	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
+	/* Virtual PIN state (pinstate.c), guarded by the global lock: */
+	unsigned long pin_fails;             /* wrong user PINs, as last read or counted */
+	struct p11p_overlay_stamp pin_stamp; /* the state file's version read */
+	unsigned long long pin_read_ms;      /* when it was read (CLOCK_REALTIME) */
+	bool pin_loaded;                     /* pin_fails, pin_stamp are from a read */
+	bool pin_damaged;                    /* the file could not be read: every PIN is refused */
+	bool pin_local;                      /* no usable file: counted in this process only */
 	/*
 	 * Closed sessions of this slot, kept for reuse (session.c): pushed
 	 * without a lock by the last reference's holder, popped under the
@@ -363,6 +372,22 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info);
 CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8CHAR_PTR label);
 CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved);
+
+/*
+ * --- pinstate.c: wrong user PINs the proxy checks itself (virt/pinstate.h) ---
+ * All for a member whose PIN is configured (the proxy checks the
+ * application's PIN); no lock held, the global lock taken inside.
+ * p11p_pin_token_flags: the member's CKF_USER_PIN_* flags replaced by the
+ * slot's. p11p_pin_check_locked: CKR_PIN_LOCKED at pin_max_tries (or when the
+ * state cannot be read), with a message naming `p11proxy pin reset`; else
+ * CKR_OK. p11p_pin_wrong: one more wrong PIN. p11p_pin_good: a good login
+ * clears the count.
+ */
+void p11p_pin_token_flags(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_member *m,
+                          CK_FLAGS *flags);
+CK_RV p11p_pin_check_locked(struct p11p_state *st, struct p11p_vslot *vs);
+void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs);
+void p11p_pin_good(struct p11p_state *st, struct p11p_vslot *vs);
 
 /* --- session.c --- */
 /* Looks the session up, takes a reference and its lock. On CKR_OK call p11p_call_end. */

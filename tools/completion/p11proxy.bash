@@ -21,7 +21,7 @@ _p11proxy()
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="slots test-connection members health sync keys policy check-config hash-pin gen-fragment replication-key help"
+	local commands="slots test-connection members health sync keys policy pin check-config hash-pin gen-fragment replication-key help"
 	local global="-c --config --json -h --help -V --version"
 	local cmd="" conf="" i w pos=()
 
@@ -110,6 +110,13 @@ _p11proxy()
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
 		elif [ "${pos[0]}" = set ] && [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -W "write_back=true write_back=false scan=all scan=owned" -- "$cur"))
+		fi
+		;;
+	pin)
+		if [ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "status reset help" -- "$cur"))
+		elif [ ${#pos[@]} -eq 1 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
 		fi
 		;;
 	hash-pin) opts="$opts --pin-source" ;;

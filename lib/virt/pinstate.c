@@ -408,7 +408,7 @@ void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs)
 		/* No shared file: the count is this process's alone, still enforced. */
 		if (!local)
 			p11p_message("slot %s: wrong PINs are counted in this process only (%s): "
-			             "make state_dir writable for this user",
+			             "state_dir must exist and be writable for this user",
 			             vs->cfg->label, err[0] != '\0' ? err : "no usable state_dir");
 		if (n < ULONG_MAX)
 			n++;

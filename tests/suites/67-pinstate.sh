@@ -76,7 +76,10 @@ is "pinstate: a good login clears the count for every process" \
 none"
 
 # pkcs11-tool: a wrong PIN, then the flags as `pkcs11-tool -T` shows them.
-if command -v pkcs11-tool >/dev/null; then
+# (A real client: normal mode only, as in 60-clients.sh.)
+if [ "$MODE" != normal ]; then
+	skip "pinstate: pkcs11-tool" "real clients run in normal mode only (mode $MODE)"
+elif command -v pkcs11-tool >/dev/null; then
 	pkcs11-tool --module "$PROXY_MODULE" --token-label v-m1 --login --pin 0000 -O \
 		>/dev/null 2>&1 && fail "pinstate: pkcs11-tool with a wrong PIN is refused"
 	out=$(pkcs11-tool --module "$PROXY_MODULE" -T 2>&1)

@@ -73,7 +73,7 @@ else
 	while IFS= read -r entry; do
 		n=0
 		for w in $(echo "$entry" | tr '[]|' '   '); do
-			echo "$commands" | grep -qx -- "$w" && n=$((n + 1))
+			echo "$commands" | grep -qxF -- "$w" && n=$((n + 1))
 		done
 		[ "$n" -gt 1 ] && bad="$bad [$entry]"
 	done <<<"$synopsis"

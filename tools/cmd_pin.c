@@ -43,9 +43,12 @@ static bool show_slot(const struct p11p_config *cfg, size_t s, json_t *jslots)
 	} else {
 		rc = p11p_pinstate_read(path, &n, NULL, err, sizeof(err));
 	}
-	flags = rc < 0 ? CKF_USER_PIN_LOCKED : p11p_pinstate_flags(n, max);
-	if (rc < 0)
+	/* What the module makes of it: a damaged file locks, one it cannot open does not. */
+	flags = rc == P11P_PINSTATE_DAMAGED ? CKF_USER_PIN_LOCKED : p11p_pinstate_flags(n, max);
+	if (rc == P11P_PINSTATE_DAMAGED)
 		cli_error("%s (`p11proxy pin reset %s` rewrites it)", err, label);
+	else if (rc < 0)
+		cli_error("%s", err);
 	if (jslots != NULL) {
 		json_t *js = json_object();
 

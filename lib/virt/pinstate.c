@@ -162,12 +162,13 @@ int p11p_pinstate_read(const char *path, unsigned long *fails, struct p11p_overl
 		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 		if (stamp != NULL)
 			p11p_overlay_stamp_of(path, stamp);
-		return -1;
+		return P11P_PINSTATE_NO_ACCESS;
 	}
 	if (!safe(fd, path, &sb, err, errlen))
 		goto out;
 	if (lock_file(fd, LOCK_SH) != 0) {
 		snprintf(err, errlen, "%s: cannot lock: %s", path, strerror(errno));
+		rc = P11P_PINSTATE_BUSY;
 		goto out;
 	}
 	/* The version read: its stamp under the lock, no writer in between (never replaced). */
@@ -287,8 +288,10 @@ static bool slot_path(const struct p11p_state *st, const struct p11p_vslot *vs, 
 }
 
 /*
- * The slot's count now: true with *fails, or false when the state file
- * cannot be read (it then counts as locked: the message names the fix).
+ * The slot's count now: true with *fails, or false when the state file is
+ * damaged or unsafe (it then counts as locked: the message names the fix).
+ * A file this process may not open (another user's) leaves the count to
+ * this process, as when there is no usable state_dir.
  */
 static bool current(struct p11p_state *st, struct p11p_vslot *vs, unsigned long *fails)
 {
@@ -316,6 +319,22 @@ static bool current(struct p11p_state *st, struct p11p_vslot *vs, unsigned long 
 	read_ms = realtime_ms();
 	err[0] = '\0';
 	rc = p11p_pinstate_read(path, &n, &got, err, sizeof(err));
+	if (rc == P11P_PINSTATE_BUSY)
+		return !damaged; /* held too long by another process: the count last read */
+	if (rc == P11P_PINSTATE_NO_ACCESS) {
+		/* Not ours to read (another user's state_dir): counted in this process. */
+		p11p_lock();
+		local = !vs->pin_local;
+		vs->pin_local = true;
+		vs->pin_loaded = true;
+		vs->pin_damaged = false;
+		*fails = vs->pin_fails;
+		p11p_unlock();
+		if (local)
+			p11p_message("slot %s: wrong PINs are counted in this process only (%s)",
+			             vs->cfg->label, err);
+		return true;
+	}
 	p11p_lock();
 	if (!vs->pin_local) {
 		vs->pin_loaded = true;
@@ -327,7 +346,7 @@ static bool current(struct p11p_state *st, struct p11p_vslot *vs, unsigned long 
 	p11p_unlock();
 	if (rc < 0) {
 		p11p_message_limited(&rl,
-		                     "slot %s: the PIN state cannot be read (%s): every PIN is "
+		                     "slot %s: the PIN state is damaged (%s): every PIN is "
 		                     "refused until `p11proxy pin reset %s`",
 		                     vs->cfg->label, err, vs->cfg->label);
 		return false;

@@ -30,9 +30,15 @@ int p11p_pinstate_path(const struct p11p_config *cfg, size_t slot, char *buf, si
 
 /*
  * The count of wrong user PINs in path: 1 read (*fails), 0 there is no file
- * or no directory (*fails = 0), -1 unreadable, unsafe or damaged (err:
- * "PATH: why"). stamp (may be NULL) receives the version read.
+ * or no directory (*fails = 0); else (err: "PATH: why") P11P_PINSTATE_DAMAGED
+ * (not a regular file, unsafe owner or mode, not the one line),
+ * P11P_PINSTATE_NO_ACCESS (cannot be opened: permissions) or
+ * P11P_PINSTATE_BUSY (another process held its lock for 2 s). stamp (may be
+ * NULL) receives the version read.
  */
+#define P11P_PINSTATE_DAMAGED   (-1)
+#define P11P_PINSTATE_NO_ACCESS (-2)
+#define P11P_PINSTATE_BUSY      (-3)
 int p11p_pinstate_read(const char *path, unsigned long *fails, struct p11p_overlay_stamp *stamp,
                        char *err, size_t errlen);
 

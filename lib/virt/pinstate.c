@@ -281,6 +281,15 @@ static bool racy(const struct p11p_overlay_stamp *s, unsigned long long read_ms)
 	return m + P11P_PIN_RACY_MS >= read_ms;
 }
 
+/* The slot as `p11proxy pin reset` takes it: its label, or its id without one (quick start). */
+static const char *slot_name(const struct p11p_vslot *vs, char *buf, size_t len)
+{
+	if (vs->cfg->label != NULL && vs->cfg->label[0] != '\0')
+		return vs->cfg->label;
+	snprintf(buf, len, "%lu", (unsigned long)vs->id);
+	return buf;
+}
+
 static bool slot_path(const struct p11p_state *st, const struct p11p_vslot *vs, char *buf,
                       size_t len)
 {
@@ -296,6 +305,7 @@ static bool slot_path(const struct p11p_state *st, const struct p11p_vslot *vs, 
 static bool current(struct p11p_state *st, struct p11p_vslot *vs, unsigned long *fails)
 {
 	static struct p11p_ratelimit rl;
+	char nb[24];
 	struct p11p_overlay_stamp now, got;
 	char path[PATH_MAX], err[PATH_MAX + 128];
 	unsigned long long read_ms;
@@ -332,7 +342,7 @@ static bool current(struct p11p_state *st, struct p11p_vslot *vs, unsigned long 
 		p11p_unlock();
 		if (local)
 			p11p_message("slot %s: wrong PINs are counted in this process only (%s)",
-			             vs->cfg->label, err);
+			             slot_name(vs, nb, sizeof(nb)), err);
 		return true;
 	}
 	p11p_lock();
@@ -348,7 +358,8 @@ static bool current(struct p11p_state *st, struct p11p_vslot *vs, unsigned long 
 		p11p_message_limited(&rl,
 		                     "slot %s: the PIN state is damaged (%s): every PIN is "
 		                     "refused until `p11proxy pin reset %s`",
-		                     vs->cfg->label, err, vs->cfg->label);
+		                     slot_name(vs, nb, sizeof(nb)), err,
+		                     slot_name(vs, nb, sizeof(nb)));
 		return false;
 	}
 	*fails = n;
@@ -379,6 +390,7 @@ void p11p_pin_token_flags(struct p11p_state *st, struct p11p_vslot *vs, const st
 CK_RV p11p_pin_check_locked(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	static struct p11p_ratelimit rl;
+	char nb[24];
 	unsigned long n, max = p11p_pinstate_max(vs->cfg);
 
 	if (!current(st, vs, &n))
@@ -388,7 +400,7 @@ CK_RV p11p_pin_check_locked(struct p11p_state *st, struct p11p_vslot *vs)
 	p11p_message_limited(&rl,
 	                     "slot %s: the user PIN is locked after %lu wrong PINs "
 	                     "(pin_max_tries %lu): `p11proxy pin reset %s` unlocks it",
-	                     vs->cfg->label, n, max, vs->cfg->label);
+	                     slot_name(vs, nb, sizeof(nb)), n, max, slot_name(vs, nb, sizeof(nb)));
 	return CKR_PIN_LOCKED;
 }
 
@@ -411,6 +423,7 @@ static void remember(struct p11p_vslot *vs, unsigned long n, bool local)
 void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	static struct p11p_ratelimit rl;
+	char nb[24];
 	char path[PATH_MAX], err[PATH_MAX + 128];
 	unsigned long n = 0, max = p11p_pinstate_max(vs->cfg);
 	bool local;
@@ -428,7 +441,8 @@ void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs)
 		if (!local)
 			p11p_message("slot %s: wrong PINs are counted in this process only (%s): "
 			             "state_dir must exist and be writable for this user",
-			             vs->cfg->label, err[0] != '\0' ? err : "no usable state_dir");
+			             slot_name(vs, nb, sizeof(nb)),
+			             err[0] != '\0' ? err : "no usable state_dir");
 		if (n < ULONG_MAX)
 			n++;
 		remember(vs, n, true);
@@ -437,12 +451,14 @@ void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs)
 		p11p_message_limited(&rl,
 		                     "slot %s: the user PIN is now locked after %lu wrong PINs: "
 		                     "`p11proxy pin reset %s` unlocks it",
-		                     vs->cfg->label, n, vs->cfg->label);
+		                     slot_name(vs, nb, sizeof(nb)), n,
+		                     slot_name(vs, nb, sizeof(nb)));
 }
 
 void p11p_pin_good(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	static struct p11p_ratelimit rl;
+	char nb[24];
 	char path[PATH_MAX], err[PATH_MAX + 128];
 	unsigned long n;
 	bool local;
@@ -457,6 +473,6 @@ void p11p_pin_good(struct p11p_state *st, struct p11p_vslot *vs)
 	if (!local && slot_path(st, vs, path, sizeof(path)) &&
 	    p11p_pinstate_update(path, false, NULL, err, sizeof(err)) != 0)
 		p11p_message_limited(&rl, "slot %s: the PIN state cannot be cleared: %s",
-		                     vs->cfg->label, err);
+		                     slot_name(vs, nb, sizeof(nb)), err);
 	remember(vs, 0, local);
 }

@@ -54,11 +54,23 @@ static void session_unlock(struct p11p_session *s)
 		syscall(SYS_futex, &s->lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Puts a session no reference names any more in its slot's pool. No lock needed. */
+/*
+ * Puts a session no reference names any more in its slot's pool. No lock
+ * needed. Its backend sessions are closed and forgotten (be[] all 0:
+ * session_close_detached() clears each, session_new() relies on it).
+ */
 static void pool_push(struct p11p_session *s)
 {
 	struct p11p_vslot *vs = s->slot;
 	struct p11p_session *head = atomic_load_explicit(&vs->session_pool, memory_order_relaxed);
+
+#ifdef P11P_STRICT
+	for (size_t i = 0; i < P11P_MAX_MEMBERS; i++)
+		if (s->be[i] != 0) {
+			p11p_message("%s: a pooled session keeps a backend session", __func__);
+			abort();
+		}
+#endif
 
 	do
 		s->pool_next = head;
@@ -340,8 +352,8 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 	struct p11p_session *s = pool_pop_locked(vs);
 
 	if (s != NULL) {
+		/* Its be[] is all 0 (pool_push). */
 		s->closed = false;
-		memset(s->be, 0, sizeof(s->be));
 		atomic_store_explicit(&s->call_started_ms, 0, memory_order_relaxed);
 		s->call_hung = false;
 		s->call_hung_member = 0;
@@ -420,8 +432,10 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 add_locked:
 	s = session_new(vs, m, flags, bs);
 	if (s == NULL || table_put_locked(st, s) < 0) {
-		if (s != NULL)
-			pool_push(s); /* a reader may still hold it from before: kept */
+		if (s != NULL) {
+			s->be[s->member] = 0; /* closed below */
+			pool_push(s);         /* a reader may still hold it from before: kept */
+		}
 		p11p_unlock();
 		rv = CKR_HOST_MEMORY;
 		goto close_backend;

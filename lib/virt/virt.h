@@ -313,8 +313,40 @@ struct p11p_call {
 };
 
 /* --- state.c: lifetime, the global lock, fork --- */
-void p11p_lock(void);
-void p11p_unlock(void);
+/*
+ * The global lock (state.c p11p_g_lock: a futex word; p11p_g_lock_seq: its
+ * sequence, odd while held, for p11p_read_begin()). Inline: the uncontended
+ * lock and unlock are an atomic each.
+ */
+extern atomic_uint p11p_g_lock;
+extern atomic_ulong p11p_g_lock_seq;
+void p11p_lock_wait(unsigned v);
+void p11p_lock_wake(void);
+static inline void p11p_lock_seq_step(void)
+{
+	atomic_store_explicit(&p11p_g_lock_seq,
+	                      atomic_load_explicit(&p11p_g_lock_seq, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
+}
+static inline void p11p_lock(void)
+{
+	unsigned v = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&p11p_g_lock, &v, 1, memory_order_acquire,
+	                                             memory_order_relaxed))
+		p11p_lock_wait(v);
+	p11p_lock_seq_step();
+	/* The odd value is seen before any write made under the lock. */
+	atomic_thread_fence(memory_order_release);
+}
+static inline void p11p_unlock(void)
+{
+	/* Every write made under the lock is seen before the even value. */
+	atomic_thread_fence(memory_order_release);
+	p11p_lock_seq_step();
+	if (atomic_exchange_explicit(&p11p_g_lock, 0, memory_order_release) == 2)
+		p11p_lock_wake();
+}
 /*
  * Enters the library for one call: the live state with the count of calls in
  * flight taken, or NULL when not initialized (never, after fork, in the
@@ -322,9 +354,45 @@ void p11p_unlock(void);
  * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
  * callers that hold the global lock.
  */
-struct p11p_state *p11p_enter_locked(void);
-void p11p_leave(struct p11p_state *st);
-struct p11p_state *p11p_enter(void);
+extern struct p11p_state *_Atomic p11p_g_entry; /* state.c says how these two are used */
+extern atomic_ulong p11p_g_busy;
+static inline struct p11p_state *p11p_enter(void)
+{
+	struct p11p_state *st;
+
+	atomic_fetch_add(&p11p_g_busy, 1);
+	st = atomic_load(&p11p_g_entry);
+	if (st == NULL)
+		atomic_fetch_sub_explicit(&p11p_g_busy, 1, memory_order_release);
+	return st;
+}
+static inline struct p11p_state *p11p_enter_locked(void)
+{
+	return p11p_enter();
+}
+static inline void p11p_leave(struct p11p_state *st)
+{
+	(void)st;
+	atomic_fetch_sub_explicit(&p11p_g_busy, 1, memory_order_release);
+}
+/*
+ * Reading what the global lock guards without taking it (a seqlock over
+ * the lock, state.c p11p_g_lock_seq): s = p11p_read_begin(), then, when s is
+ * even, the reads (P11P_RD: relaxed, as a writer may be storing; every value
+ * read must be checked as if it came from outside, it may be half-made), then
+ * p11p_read_valid(s): true when no thread took the lock meanwhile, so the
+ * reads were all of one moment. Otherwise take the lock and read again.
+ */
+#define P11P_RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+static inline unsigned long p11p_read_begin(void)
+{
+	return atomic_load_explicit(&p11p_g_lock_seq, memory_order_acquire);
+}
+static inline bool p11p_read_valid(unsigned long s)
+{
+	atomic_thread_fence(memory_order_acquire);
+	return (s & 1) == 0 && atomic_load_explicit(&p11p_g_lock_seq, memory_order_relaxed) == s;
+}
 /* Is the library initialized (in this process)? Cheap and lock-free. */
 bool p11p_initialized(void);
 CK_RV p11p_initialize(CK_VOID_PTR init_args);
@@ -333,6 +401,12 @@ CK_RV p11p_finalize(CK_VOID_PTR reserved);
 CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct p11p_map *used);
 /* Wakes C_WaitForSlotEvent callers (finalize, and slot changes). Global lock held. */
 void p11p_broadcast_locked(void);
+/*
+ * Signals cond (all: broadcasts) for a thread in p11p_cond_wait_locked() on
+ * it. Global lock held. Never pthread_cond_signal() such a condition directly:
+ * the wait would miss it.
+ */
+void p11p_signal_locked(pthread_cond_t *cond, bool all);
 /* Waits on the slot-event condition for up to `ms` milliseconds. Global lock held. */
 void p11p_wait_locked(unsigned ms);
 /* Waits on a condition paired with the global lock, up to `ms` milliseconds. */

@@ -209,28 +209,14 @@ bool p11p_slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_m
 	return true;
 }
 
-struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
-                                     CK_SLOT_ID *be_slot)
+/* p11p_member_pick() under the lock, else by reviving a member. */
+static __attribute__((noinline)) struct p11p_member *
+pick_slow(struct p11p_state *st, struct p11p_vslot *vs, CK_SLOT_ID *be_slot)
 {
 	struct p11p_member *m;
-	CK_SLOT_ID bs = 0;
-	/*
-	 * New sessions ask this every time: read without the lock (virt.h,
-	 * p11p_read_begin), and under it only when a writer came in between.
-	 */
-	unsigned long seq = p11p_read_begin();
 
-	if ((seq & 1) == 0) {
-		m = pick(vs, NULL);
-		if (m != NULL)
-			bs = P11P_RD(m->be_slot);
-		if (m != NULL && p11p_read_valid(seq)) {
-			*be_slot = bs;
-			return m;
-		}
-	}
 	p11p_lock();
-	m = p11p_member_pick_locked(vs, NULL);
+	m = pick(vs, NULL);
 	if (m != NULL)
 		*be_slot = m->be_slot;
 	p11p_unlock();
@@ -243,6 +229,30 @@ struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *v
 		p11p_unlock();
 	}
 	return m;
+}
+
+struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
+                                     CK_SLOT_ID *be_slot)
+{
+	/*
+	 * New sessions ask this every time: read without the lock (virt.h,
+	 * p11p_read_begin), and under it only when a writer came in between.
+	 */
+	unsigned long seq = p11p_read_begin();
+
+	if ((seq & 1) == 0) {
+		struct p11p_member *m = pick(vs, NULL);
+
+		if (m != NULL) {
+			CK_SLOT_ID bs = P11P_RD(m->be_slot);
+
+			if (p11p_read_valid(seq)) {
+				*be_slot = bs;
+				return m;
+			}
+		}
+	}
+	return pick_slow(st, vs, be_slot);
 }
 
 void p11p_health_new_epoch_locked(void)

@@ -296,7 +296,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->reresolved = false;
 	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
 	c->timeout_ms =
-	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;
+	    s->slot->n_members > 1 && st->threads_allowed ? s->slot->cfg->ha.call_timeout_ms : 0;
 	p11p_call_sync(c);
 	if (s->slot->n_members > 1) /* its test, without the call where it cannot hold */
 		p11p_hook_call_leave_down_member(c);
@@ -462,7 +462,11 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 	struct p11p_vslot *vs = s->slot;
 
 	table_remove_locked(st, s);
-	p11p_objects_drop_owned_locked(st, s);
+	/* Usually it created no session object: then only the proxy-held keys are asked. */
+	if (s->n_owned != 0)
+		p11p_objects_drop_owned_locked(st, s);
+	else
+		p11p_hook_local_drop_owned_locked(st, s);
 	vs->n_sessions--;
 	if (s->flags & CKF_RW_SESSION)
 		vs->n_rw_sessions--;
@@ -484,17 +488,21 @@ static CK_RV session_close_detached(struct p11p_session *s)
 
 	session_lock(s);
 	s->closed = true;
-	for (size_t i = 0; i < s->slot->n_members; i++) {
-		struct p11p_member *m = &s->slot->members[i];
-		CK_RV r;
+	/* Its current member's first (its answer is the call's), then any it used before. */
+	if (s->be[s->member] != 0) {
+		struct p11p_member *m = &s->slot->members[s->member];
+		CK_RV r = p11p_be_C_CloseSession(&m->ctx, s->be[s->member]);
 
-		if (s->be[i] == 0)
-			continue;
-		r = p11p_be_C_CloseSession(&m->ctx, s->be[i]);
 		/* The application's session is closed whatever a failing member says. */
-		if (i == s->member && !p11p_rv_needs_failover(m, r))
+		if (!p11p_rv_needs_failover(m, r))
 			rv = r;
-		s->be[i] = 0;
+		s->be[s->member] = 0;
+	}
+	for (size_t i = 0, n = s->slot->n_members; n > 1 && i < n; i++) {
+		if (s->be[i] != 0) {
+			p11p_be_C_CloseSession(&s->slot->members[i].ctx, s->be[i]);
+			s->be[i] = 0;
+		}
 	}
 	session_unlock(s);
 	session_unref(s);

@@ -557,8 +557,36 @@ void p11p_op_free_all(struct p11p_session *s);
  * invalid, p11p_call_retry() forgets it and the call maps the object again,
  * by identity (a token object on a slot with several members), once.
  */
-CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
-                             CK_OBJECT_HANDLE *out);
+CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                     CK_OBJECT_HANDLE *out);
+extern atomic_ulong p11p_g_objects_gen;
+/*
+ * The generation of the object tables (object.c): moves on whenever a
+ * proxy object is dropped, one of its backend handles forgotten, or its
+ * virtual-key binding changed (p11p_objects_changed_locked(), global lock
+ * held), so that sessions' cached mappings (struct p11p_session) go stale.
+ */
+static inline unsigned long p11p_objects_gen(void)
+{
+	return atomic_load_explicit(&p11p_g_objects_gen, memory_order_acquire);
+}
+static inline CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                           CK_OBJECT_HANDLE *out)
+{
+	struct p11p_session *s = c->s;
+	size_t member = s->member;
+
+	/* The object this session named last, unchanged since: no lock. */
+	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
+	    s->oc_gen == p11p_objects_gen() &&
+	    s->oc_hgen ==
+	        atomic_load_explicit(&s->slot->members[member].handle_gen, memory_order_relaxed)) {
+		*out = c->mapped_bh = s->oc_bh;
+		c->mapped = h;
+		return CKR_OK;
+	}
+	return p11p_object_to_backend_locking(c, h, invalid, out);
+}
 /*
  * The proxy handle for a member's object, made on first sight. `owner` is
  * the creating session for a new session object, else 0.
@@ -575,13 +603,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
  * sessions (global lock held).
  */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
-/*
- * The generation of the object tables (object.c): moves on whenever a
- * proxy object is dropped, one of its backend handles forgotten, or its
- * virtual-key binding changed (p11p_objects_changed_locked(), global lock
- * held), so that sessions' cached mappings (struct p11p_session) go stale.
- */
-unsigned long p11p_objects_gen(void);
+/* Moves p11p_objects_gen() on (above). */
 void p11p_objects_changed_locked(void);
 /* Forgets the session objects a closed session owned. Global lock held. */
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);

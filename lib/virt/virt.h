@@ -47,6 +47,12 @@
 #include "index/index.h"
 #include "base/overlay.h"
 
+/*
+ * The core's globals read inline on hot paths: hidden, so that a read is one
+ * load, not two through the GOT (-fvisibility=hidden covers definitions only).
+ */
+#define P11P_INTERNAL __attribute__((visibility("hidden")))
+
 #define P11P_SESSION_BASE 0x53000000UL /* 'S' */
 #define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */
 #define P11P_LOCAL_BASE   0x4c000000UL /* 'L': objects the proxy holds itself (local.c) */
@@ -318,8 +324,8 @@ struct p11p_call {
  * sequence, odd while held, for p11p_read_begin()). Inline: the uncontended
  * lock and unlock are an atomic each.
  */
-extern atomic_uint p11p_g_lock;
-extern atomic_ulong p11p_g_lock_seq;
+extern P11P_INTERNAL atomic_uint p11p_g_lock;
+extern P11P_INTERNAL atomic_ulong p11p_g_lock_seq;
 void p11p_lock_wait(unsigned v);
 void p11p_lock_wake(void);
 static inline void p11p_lock_seq_step(void)
@@ -354,8 +360,9 @@ static inline void p11p_unlock(void)
  * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
  * callers that hold the global lock.
  */
-extern struct p11p_state *_Atomic p11p_g_entry; /* state.c says how these two are used */
-extern atomic_ulong p11p_g_busy;
+extern P11P_INTERNAL struct p11p_state
+    *_Atomic p11p_g_entry; /* state.c says how these two are used */
+extern P11P_INTERNAL atomic_ulong p11p_g_busy;
 static inline struct p11p_state *p11p_enter(void)
 {
 	struct p11p_state *st;
@@ -559,7 +566,7 @@ void p11p_op_free_all(struct p11p_session *s);
  */
 CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                                      CK_OBJECT_HANDLE *out);
-extern atomic_ulong p11p_g_objects_gen;
+extern P11P_INTERNAL atomic_ulong p11p_g_objects_gen;
 /*
  * The generation of the object tables (object.c): moves on whenever a
  * proxy object is dropped, one of its backend handles forgotten, or its
@@ -784,7 +791,7 @@ struct p11p_hooks {
 };
 #undef P11P_HOOK_FIELD
 /* Set once at C_Initialize, before any call can use them (state.c). */
-extern struct p11p_hooks p11p_hooks;
+extern P11P_INTERNAL struct p11p_hooks p11p_hooks;
 
 #define P11P_HOOK_R(ret, name, params, args)                                                       \
 	static inline ret p11p_hook_##name params                                                  \

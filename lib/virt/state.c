@@ -49,19 +49,25 @@ atomic_ulong p11p_g_busy;
 /*
  * The global lock's sequence (a seqlock over it, virt.h p11p_read_begin()):
  * odd while a thread holds the global lock, moved on by every p11p_lock() and
- * p11p_unlock() (and around a wait that lets the lock go), so that a reader
+ * p11p_unlock() (a condition wait lets the lock go through them), so that a reader
  * that saw the same even value before and after its reads read no half-made
  * change. Written only with the global lock held.
  */
 atomic_ulong p11p_g_lock_seq;
 
+/*
+ * Both locks, in their order: a thread between them (p11p_cond_wait_locked())
+ * would otherwise leave g_wait held for good in the child.
+ */
 static void atfork_prepare(void)
 {
 	p11p_lock();
+	pthread_mutex_lock(&g_wait);
 }
 
 static void atfork_parent(void)
 {
+	pthread_mutex_unlock(&g_wait);
 	p11p_unlock();
 }
 
@@ -71,7 +77,8 @@ static void atfork_child(void)
 	atomic_store(&g_live, false);
 	atomic_store(&p11p_g_entry, NULL);
 	atomic_store(&p11p_g_busy, 0); /* the parent's calls in flight are not in this process */
-	/* This thread is the only one: no waiter to wake. */
+	/* This thread, which took both locks, is the only one: no waiter to wake. */
+	pthread_mutex_unlock(&g_wait);
 	atomic_store(&p11p_g_lock_seq, atomic_load(&p11p_g_lock_seq) + 1);
 	atomic_store(&p11p_g_lock, 0);
 }

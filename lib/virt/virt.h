@@ -9,9 +9,13 @@
  *      PKCS#11 forbids concurrent use of one session anyway);
  *   3. pool_lock (backend/offload.c): the worker pool; the hung() hook of an
  *      abandoned call runs under it and takes the global lock;
- *   4. the global table lock, p11p_lock() (state.c g_lock): never held
- *      across a backend call or a wait on one;
- *   5. leaves, which take no other lock: an index handle's `mu`
+ *   4. the global table lock, p11p_lock() (state.c p11p_g_lock, a futex
+ *      word with a sequence that lets readers do without it: p11p_read_begin()):
+ *      never held across a backend call or a wait on one;
+ *   5. leaves, which take no other lock: g_wait (state.c: condition waits
+ *      under the global lock; a waiter takes it before letting the global
+ *      lock go and lets it go before taking that back; p11p_signal_locked()
+ *      and fork take it under the global lock); an index handle's `mu`
  *      (index/index.c, with the index file's flock(2) taken under it), a
  *      slot generator's `lock` (crypto/rng.c: never held across the HSM
  *      callback), ossl_lock (base/ossl.c). Messages (base/log.c) take no
@@ -19,10 +23,12 @@
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
  * A call on a session takes no lock but the session's: it enters the state
- * (state.c: g_entry, g_busy), finds the session (struct p11p_stab) and its
+ * (state.c: p11p_g_entry, p11p_g_busy), finds the session (struct p11p_stab) and its
  * last object (struct p11p_session's cache, checked against the object and
  * index generations) with atomics alone; each of those says who writes it,
- * under which lock.
+ * under which lock. A new session's member is picked without a lock too
+ * (member.c p11p_member_pick(), p11p_read_begin()): opening a session and
+ * closing it take the global lock once each.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at

@@ -366,8 +366,8 @@ static inline void p11p_unlock(void)
  * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
  * callers that hold the global lock.
  */
-extern P11P_INTERNAL struct p11p_state
-    *_Atomic p11p_g_entry; /* state.c says how these two are used */
+/* The live state and the count of calls in flight (state.c says how they are used). */
+extern P11P_INTERNAL struct p11p_state *_Atomic p11p_g_entry;
 extern P11P_INTERNAL atomic_ulong p11p_g_busy;
 static inline struct p11p_state *p11p_enter(void)
 {
@@ -422,7 +422,10 @@ void p11p_broadcast_locked(void);
 void p11p_signal_locked(pthread_cond_t *cond, bool all);
 /* Waits on the slot-event condition for up to `ms` milliseconds. Global lock held. */
 void p11p_wait_locked(unsigned ms);
-/* Waits on a condition paired with the global lock, up to `ms` milliseconds. */
+/*
+ * Waits on cond, signalled with p11p_signal_locked(), up to `ms` milliseconds;
+ * the global lock is let go meanwhile. Global lock held.
+ */
 void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms);
 
 /* --- slot.c --- */

@@ -206,7 +206,7 @@ void p11p_health_stop(struct p11p_state *st)
 	if (st->probe_thread_running) {
 		p11p_lock();
 		st->probe_stop = true;
-		pthread_cond_signal(&st->probe_cond);
+		p11p_signal_locked(&st->probe_cond, false);
 		p11p_unlock();
 		pthread_join(st->probe_thread, NULL);
 		st->probe_thread_running = false;

@@ -835,7 +835,7 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 			o_len += (size_t)w;
 	}
 	if (vs->n_members != old_n || changed) {
-		pthread_cond_signal(&st->probe_cond);
+		p11p_signal_locked(&st->probe_cond, false);
 		p11p_broadcast_locked();
 	}
 	p11p_unlock();

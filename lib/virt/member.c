@@ -38,7 +38,7 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 	m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
 	/* Its handles are not to be trusted when it comes back: re-find objects then. */
 	p11p_objects_forget_member_locked(st, vs, m->index);
-	pthread_cond_signal(&st->probe_cond);
+	p11p_signal_locked(&st->probe_cond, false);
 	p11p_broadcast_locked(); /* slot events */
 }
 
@@ -88,31 +88,51 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 /*
  * Least busy in balance mode, else first in priority order; among `want`.
  * The priority order is the slot's order[] (order.c): deleted members are
- * not in it, and never get new work.
+ * not in it, and never get new work. Global lock held, or within a
+ * p11p_read_begin() / p11p_read_valid() pair: every field is read once,
+ * relaxed, and an index out of range ends the search.
  */
 static struct p11p_member *pick_state(struct p11p_vslot *vs, const struct p11p_member *avoid,
                                       int want)
 {
 	struct p11p_member *best = NULL;
+	unsigned long best_n = 0;
+	size_t n = P11P_RD(vs->n_order);
+	bool balance = vs->cfg->ha.mode == P11P_HA_BALANCE;
 
-	for (size_t i = 0; i < vs->n_order; i++) {
-		struct p11p_member *m = &vs->members[vs->order[i]];
+	for (size_t i = 0; i < n && i < P11P_MAX_MEMBERS; i++) {
+		size_t k = P11P_RD(vs->order[i]);
+		struct p11p_member *m;
+		unsigned long ns;
 
-		if (m == avoid || m->removed || !m->resolved || atomic_load(&m->health) != want)
+		if (k >= P11P_MAX_MEMBERS)
+			break;
+		m = &vs->members[k];
+		if (m == avoid || P11P_RD(m->removed) || !P11P_RD(m->resolved) ||
+		    atomic_load_explicit(&m->health, memory_order_relaxed) != want)
 			continue;
-		if (vs->cfg->ha.mode != P11P_HA_BALANCE)
+		if (!balance)
 			return m;
-		if (best == NULL || m->n_sessions < best->n_sessions)
+		ns = P11P_RD(m->n_sessions);
+		if (best == NULL || ns < best_n) {
 			best = m;
+			best_n = ns;
+		}
 	}
 	return best;
 }
 
-struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid)
+/* Up first, else recovering. Global lock held, or within a read pair (pick_state). */
+static struct p11p_member *pick(struct p11p_vslot *vs, const struct p11p_member *avoid)
 {
 	struct p11p_member *m = pick_state(vs, avoid, P11P_UP);
 
 	return m != NULL ? m : pick_state(vs, avoid, P11P_RECOVERING);
+}
+
+struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid)
+{
+	return pick(vs, avoid);
 }
 
 /* A probe of the member (arg) was abandoned past its deadline. */
@@ -189,13 +209,14 @@ bool p11p_slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_m
 	return true;
 }
 
-struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
-                                     CK_SLOT_ID *be_slot)
+/* p11p_member_pick() under the lock, else by reviving a member. */
+static __attribute__((noinline)) struct p11p_member *
+pick_slow(struct p11p_state *st, struct p11p_vslot *vs, CK_SLOT_ID *be_slot)
 {
 	struct p11p_member *m;
 
 	p11p_lock();
-	m = p11p_member_pick_locked(vs, NULL);
+	m = pick(vs, NULL);
 	if (m != NULL)
 		*be_slot = m->be_slot;
 	p11p_unlock();
@@ -208,6 +229,30 @@ struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *v
 		p11p_unlock();
 	}
 	return m;
+}
+
+struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *vs,
+                                     CK_SLOT_ID *be_slot)
+{
+	/*
+	 * New sessions ask this every time: read without the lock (virt.h,
+	 * p11p_read_begin), and under it only when a writer came in between.
+	 */
+	unsigned long seq = p11p_read_begin();
+
+	if ((seq & 1) == 0) {
+		struct p11p_member *m = pick(vs, NULL);
+
+		if (m != NULL) {
+			CK_SLOT_ID bs = P11P_RD(m->be_slot);
+
+			if (p11p_read_valid(seq)) {
+				*be_slot = bs;
+				return m;
+			}
+		}
+	}
+	return pick_slow(st, vs, be_slot);
 }
 
 void p11p_health_new_epoch_locked(void)

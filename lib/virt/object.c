@@ -19,16 +19,11 @@
  */
 #define FIND_CHUNK 1024
 
-static atomic_ulong g_objects_gen;
-
-unsigned long p11p_objects_gen(void)
-{
-	return atomic_load_explicit(&g_objects_gen, memory_order_acquire);
-}
+atomic_ulong p11p_g_objects_gen; /* virt.h p11p_objects_gen() */
 
 void p11p_objects_changed_locked(void)
 {
-	atomic_fetch_add_explicit(&g_objects_gen, 1, memory_order_release);
+	atomic_fetch_add_explicit(&p11p_g_objects_gen, 1, memory_order_release);
 }
 
 static uint64_t rev_key(const struct p11p_vslot *vs, size_t member)
@@ -122,30 +117,9 @@ static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
 	obj->gen[i] = atomic_load(&obj->slot->members[i].handle_gen);
 }
 
-static CK_RV object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
-                                       CK_OBJECT_HANDLE *out);
-
-CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
-                             CK_OBJECT_HANDLE *out)
-{
-	struct p11p_session *s = c->s;
-	size_t member = s->member;
-
-	/* The object this session named last, unchanged since: no lock. */
-	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
-	    s->oc_gen == p11p_objects_gen() &&
-	    s->oc_hgen ==
-	        atomic_load_explicit(&s->slot->members[member].handle_gen, memory_order_relaxed)) {
-		*out = c->mapped_bh = s->oc_bh;
-		c->mapped = h;
-		return CKR_OK;
-	}
-	return object_to_backend_locking(c, h, invalid, out);
-}
-
-/* p11p_object_to_backend() from the tables, under the global lock. */
-static CK_RV object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
-                                       CK_OBJECT_HANDLE *out)
+/* p11p_object_to_backend() (virt.h) from the tables, under the global lock. */
+CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                     CK_OBJECT_HANDLE *out)
 {
 	struct p11p_session *s = c->s;
 	struct p11p_object *obj;

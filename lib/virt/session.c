@@ -54,11 +54,23 @@ static void session_unlock(struct p11p_session *s)
 		syscall(SYS_futex, &s->lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Puts a session no reference names any more in its slot's pool. No lock needed. */
+/*
+ * Puts a session no reference names any more in its slot's pool. No lock
+ * needed. Its backend sessions are closed and forgotten (be[] all 0:
+ * session_close_detached() clears each, session_new() relies on it).
+ */
 static void pool_push(struct p11p_session *s)
 {
 	struct p11p_vslot *vs = s->slot;
 	struct p11p_session *head = atomic_load_explicit(&vs->session_pool, memory_order_relaxed);
+
+#ifdef P11P_STRICT
+	for (size_t i = 0; i < P11P_MAX_MEMBERS; i++)
+		if (s->be[i] != 0) {
+			p11p_message("%s: a pooled session keeps a backend session", __func__);
+			abort();
+		}
+#endif
 
 	do
 		s->pool_next = head;
@@ -284,7 +296,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->reresolved = false;
 	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
 	c->timeout_ms =
-	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;
+	    s->slot->n_members > 1 && st->threads_allowed ? s->slot->cfg->ha.call_timeout_ms : 0;
 	p11p_call_sync(c);
 	if (s->slot->n_members > 1) /* its test, without the call where it cannot hold */
 		p11p_hook_call_leave_down_member(c);
@@ -340,8 +352,8 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 	struct p11p_session *s = pool_pop_locked(vs);
 
 	if (s != NULL) {
+		/* Its be[] is all 0 (pool_push). */
 		s->closed = false;
-		memset(s->be, 0, sizeof(s->be));
 		atomic_store_explicit(&s->call_started_ms, 0, memory_order_relaxed);
 		s->call_hung = false;
 		s->call_hung_member = 0;
@@ -420,8 +432,10 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 add_locked:
 	s = session_new(vs, m, flags, bs);
 	if (s == NULL || table_put_locked(st, s) < 0) {
-		if (s != NULL)
-			pool_push(s); /* a reader may still hold it from before: kept */
+		if (s != NULL) {
+			s->be[s->member] = 0; /* closed below */
+			pool_push(s);         /* a reader may still hold it from before: kept */
+		}
 		p11p_unlock();
 		rv = CKR_HOST_MEMORY;
 		goto close_backend;
@@ -448,7 +462,11 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 	struct p11p_vslot *vs = s->slot;
 
 	table_remove_locked(st, s);
-	p11p_objects_drop_owned_locked(st, s);
+	/* Usually it created no session object: then only the proxy-held keys are asked. */
+	if (s->n_owned != 0)
+		p11p_objects_drop_owned_locked(st, s);
+	else
+		p11p_hook_local_drop_owned_locked(st, s);
 	vs->n_sessions--;
 	if (s->flags & CKF_RW_SESSION)
 		vs->n_rw_sessions--;
@@ -470,17 +488,21 @@ static CK_RV session_close_detached(struct p11p_session *s)
 
 	session_lock(s);
 	s->closed = true;
-	for (size_t i = 0; i < s->slot->n_members; i++) {
-		struct p11p_member *m = &s->slot->members[i];
-		CK_RV r;
+	/* Its current member's first (its answer is the call's), then any it used before. */
+	if (s->be[s->member] != 0) {
+		struct p11p_member *m = &s->slot->members[s->member];
+		CK_RV r = p11p_be_C_CloseSession(&m->ctx, s->be[s->member]);
 
-		if (s->be[i] == 0)
-			continue;
-		r = p11p_be_C_CloseSession(&m->ctx, s->be[i]);
 		/* The application's session is closed whatever a failing member says. */
-		if (i == s->member && !p11p_rv_needs_failover(m, r))
+		if (!p11p_rv_needs_failover(m, r))
 			rv = r;
-		s->be[i] = 0;
+		s->be[s->member] = 0;
+	}
+	for (size_t i = 0, n = s->slot->n_members; n > 1 && i < n; i++) {
+		if (s->be[i] != 0) {
+			p11p_be_C_CloseSession(&s->slot->members[i].ctx, s->be[i]);
+			s->be[i] = 0;
+		}
 	}
 	session_unlock(s);
 	session_unref(s);

@@ -10,50 +10,77 @@
 #include "base/ossl.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Serializes C_Initialize and C_Finalize; taken before g_lock. */
+/*
+ * The global lock (virt.h p11p_lock()) is a futex word, p11p_g_lock: a pair
+ * costs two atomics where a pthread mutex pair cost some 57 instructions,
+ * and every session open and close takes it. Condition waits under it go
+ * through g_wait (p11p_cond_wait_locked(), p11p_signal_locked()).
+ */
+atomic_uint p11p_g_lock;
+static pthread_mutex_t g_wait = PTHREAD_MUTEX_INITIALIZER;
+/* Serializes C_Initialize and C_Finalize; taken before the global lock. */
 static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_event = PTHREAD_COND_INITIALIZER;
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
 struct p11p_hooks p11p_hooks;
-static struct p11p_state *g_state; /* guarded by g_lock */
+static struct p11p_state *g_state; /* guarded by the global lock */
 static unsigned long g_fork_gen;   /* bumped in every child */
 static unsigned long g_state_gen;  /* g_fork_gen when g_state was built */
 static atomic_bool g_live;         /* g_state usable in this process (lock-free hint) */
 /*
- * Entering without the global lock: g_entry is g_state while calls may enter
+ * Entering without the global lock: p11p_g_entry is g_state while calls may enter
  * it (NULL before C_Initialize, once C_Finalize began, in a forked child),
- * and g_busy counts the calls inside. A call counts itself in g_busy before
- * it reads g_entry; C_Finalize clears g_entry before it reads g_busy (both
+ * and p11p_g_busy counts the calls inside. A call counts itself in p11p_g_busy before
+ * it reads p11p_g_entry; C_Finalize clears p11p_g_entry before it reads p11p_g_busy (both
  * sequentially consistent), so it never misses a call that saw the state.
  * The count is global, not the state's: a caller may have read a state that
  * C_Finalize is about to free.
  */
-static struct p11p_state *_Atomic g_entry;
-static atomic_ulong g_busy;
+struct p11p_state *_Atomic p11p_g_entry;
+atomic_ulong p11p_g_busy;
+/*
+ * The global lock's sequence (a seqlock over it, virt.h p11p_read_begin()):
+ * odd while a thread holds the global lock, moved on by every p11p_lock() and
+ * p11p_unlock() (a condition wait lets the lock go through them), so that a reader
+ * that saw the same even value before and after its reads read no half-made
+ * change. Written only with the global lock held.
+ */
+atomic_ulong p11p_g_lock_seq;
 
+/*
+ * Both locks, in their order: a thread between them (p11p_cond_wait_locked())
+ * would otherwise leave g_wait held for good in the child.
+ */
 static void atfork_prepare(void)
 {
-	pthread_mutex_lock(&g_lock);
+	p11p_lock();
+	pthread_mutex_lock(&g_wait);
 }
 
 static void atfork_parent(void)
 {
-	pthread_mutex_unlock(&g_lock);
+	pthread_mutex_unlock(&g_wait);
+	p11p_unlock();
 }
 
 static void atfork_child(void)
 {
 	g_fork_gen++;
 	atomic_store(&g_live, false);
-	atomic_store(&g_entry, NULL);
-	atomic_store(&g_busy, 0); /* the parent's calls in flight are not in this process */
-	pthread_mutex_unlock(&g_lock);
+	atomic_store(&p11p_g_entry, NULL);
+	atomic_store(&p11p_g_busy, 0); /* the parent's calls in flight are not in this process */
+	/* This thread, which took both locks, is the only one: no waiter to wake. */
+	pthread_mutex_unlock(&g_wait);
+	atomic_store(&p11p_g_lock_seq, atomic_load(&p11p_g_lock_seq) + 1);
+	atomic_store(&p11p_g_lock, 0);
 }
 
 static void register_atfork(void)
@@ -61,14 +88,24 @@ static void register_atfork(void)
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-void p11p_lock(void)
+/*
+ * The global lock's slow paths (virt.h p11p_lock(): 0 free, 1 held, 2 held
+ * with waiters; U. Drepper, "Futexes Are Tricky", mutex 3). It is never
+ * held across a backend call or a wait, so waiters sleep briefly.
+ */
+void p11p_lock_wait(unsigned v)
 {
-	pthread_mutex_lock(&g_lock);
+	if (v != 2)
+		v = atomic_exchange_explicit(&p11p_g_lock, 2, memory_order_acquire);
+	while (v != 0) {
+		syscall(SYS_futex, &p11p_g_lock, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+		v = atomic_exchange_explicit(&p11p_g_lock, 2, memory_order_acquire);
+	}
 }
 
-void p11p_unlock(void)
+void p11p_lock_wake(void)
 {
-	pthread_mutex_unlock(&g_lock);
+	syscall(SYS_futex, &p11p_g_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct p11p_map *used)
@@ -83,9 +120,27 @@ CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct 
 	return h;
 }
 
+/*
+ * Condition waits under the global lock: a waiter takes g_wait before it
+ * lets the global lock go and waits on g_wait; a signaller, holding the
+ * global lock, takes g_wait to signal. A signal thus finds the waiter either
+ * not yet past its check of the condition (it still holds the global lock)
+ * or waiting: none is lost. Lock order: the global lock, then g_wait; a
+ * waiter takes the global lock again only after letting g_wait go.
+ */
+void p11p_signal_locked(pthread_cond_t *cond, bool all)
+{
+	pthread_mutex_lock(&g_wait);
+	if (all)
+		pthread_cond_broadcast(cond);
+	else
+		pthread_cond_signal(cond);
+	pthread_mutex_unlock(&g_wait);
+}
+
 void p11p_broadcast_locked(void)
 {
-	pthread_cond_broadcast(&g_event);
+	p11p_signal_locked(&g_event, true);
 }
 
 void p11p_wait_locked(unsigned ms)
@@ -98,33 +153,16 @@ void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms)
 	struct timespec ts;
 
 	p11p_deadline(&ts, CLOCK_REALTIME, ms);
-	pthread_cond_timedwait(cond, &g_lock, &ts);
+	pthread_mutex_lock(&g_wait);
+	p11p_unlock();
+	pthread_cond_timedwait(cond, &g_wait, &ts);
+	pthread_mutex_unlock(&g_wait);
+	p11p_lock();
 }
 
 bool p11p_initialized(void)
 {
 	return atomic_load_explicit(&g_live, memory_order_acquire);
-}
-
-struct p11p_state *p11p_enter_locked(void)
-{
-	return p11p_enter();
-}
-
-struct p11p_state *p11p_enter(void)
-{
-	struct p11p_state *st;
-
-	atomic_fetch_add(&g_busy, 1);
-	st = atomic_load(&g_entry);
-	if (st == NULL)
-		atomic_fetch_sub_explicit(&g_busy, 1, memory_order_release);
-	return st;
-}
-
-void p11p_leave(struct p11p_state *st)
-{
-	atomic_fetch_sub_explicit(&g_busy, 1, memory_order_release);
 }
 
 static void free_object_cb(void *value, void *arg)
@@ -365,7 +403,7 @@ CK_RV p11p_initialize(CK_VOID_PTR init_args)
 		g_state = st;
 		g_state_gen = g_fork_gen;
 		atomic_store_explicit(&g_live, true, memory_order_release);
-		atomic_store(&g_entry, st);
+		atomic_store(&p11p_g_entry, st);
 		p11p_unlock();
 		p11p_debug(P11P_DBG_LIB, "initialized: %zu backends, %zu slots", st->n_backends,
 		           st->n_slots);
@@ -392,10 +430,10 @@ CK_RV p11p_finalize(CK_VOID_PTR reserved)
 	/* New calls now fail; C_WaitForSlotEvent callers wake up and leave. */
 	st->finalizing = true;
 	atomic_store(&g_live, false);
-	atomic_store(&g_entry, NULL);
+	atomic_store(&p11p_g_entry, NULL);
 	p11p_broadcast_locked();
 	p11p_unlock();
-	while (atomic_load(&g_busy) > 0)
+	while (atomic_load(&p11p_g_busy) > 0)
 		nanosleep(&pause, NULL);
 
 	p11p_lock();

@@ -9,9 +9,13 @@
  *      PKCS#11 forbids concurrent use of one session anyway);
  *   3. pool_lock (backend/offload.c): the worker pool; the hung() hook of an
  *      abandoned call runs under it and takes the global lock;
- *   4. the global table lock, p11p_lock() (state.c g_lock): never held
- *      across a backend call or a wait on one;
- *   5. leaves, which take no other lock: an index handle's `mu`
+ *   4. the global table lock, p11p_lock() (state.c p11p_g_lock, a futex
+ *      word with a sequence that lets readers do without it: p11p_read_begin()):
+ *      never held across a backend call or a wait on one;
+ *   5. leaves, which take no other lock: g_wait (state.c: condition waits
+ *      under the global lock; a waiter takes it before letting the global
+ *      lock go and lets it go before taking that back; p11p_signal_locked()
+ *      and fork take it under the global lock); an index handle's `mu`
  *      (index/index.c, with the index file's flock(2) taken under it), a
  *      slot generator's `lock` (crypto/rng.c: never held across the HSM
  *      callback), ossl_lock (base/ossl.c), a slot's PIN state file's
@@ -21,10 +25,12 @@
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
  * A call on a session takes no lock but the session's: it enters the state
- * (state.c: g_entry, g_busy), finds the session (struct p11p_stab) and its
+ * (state.c: p11p_g_entry, p11p_g_busy), finds the session (struct p11p_stab) and its
  * last object (struct p11p_session's cache, checked against the object and
  * index generations) with atomics alone; each of those says who writes it,
- * under which lock.
+ * under which lock. A new session's member is picked without a lock too
+ * (member.c p11p_member_pick(), p11p_read_begin()): opening a session and
+ * closing it take the global lock once each.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at
@@ -48,6 +54,12 @@
 #include "config/config.h"
 #include "index/index.h"
 #include "base/overlay.h"
+
+/*
+ * The core's globals read inline on hot paths: hidden, so that a read is one
+ * load, not two through the GOT (-fvisibility=hidden covers definitions only).
+ */
+#define P11P_INTERNAL __attribute__((visibility("hidden")))
 
 #define P11P_SESSION_BASE 0x53000000UL /* 'S' */
 #define P11P_OBJECT_BASE  0x4f000000UL /* 'O' */
@@ -322,8 +334,40 @@ struct p11p_call {
 };
 
 /* --- state.c: lifetime, the global lock, fork --- */
-void p11p_lock(void);
-void p11p_unlock(void);
+/*
+ * The global lock (state.c p11p_g_lock: a futex word; p11p_g_lock_seq: its
+ * sequence, odd while held, for p11p_read_begin()). Inline: the uncontended
+ * lock and unlock are an atomic each.
+ */
+extern P11P_INTERNAL atomic_uint p11p_g_lock;
+extern P11P_INTERNAL atomic_ulong p11p_g_lock_seq;
+void p11p_lock_wait(unsigned v);
+void p11p_lock_wake(void);
+static inline void p11p_lock_seq_step(void)
+{
+	atomic_store_explicit(&p11p_g_lock_seq,
+	                      atomic_load_explicit(&p11p_g_lock_seq, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
+}
+static inline void p11p_lock(void)
+{
+	unsigned v = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&p11p_g_lock, &v, 1, memory_order_acquire,
+	                                             memory_order_relaxed))
+		p11p_lock_wait(v);
+	p11p_lock_seq_step();
+	/* The odd value is seen before any write made under the lock. */
+	atomic_thread_fence(memory_order_release);
+}
+static inline void p11p_unlock(void)
+{
+	/* Every write made under the lock is seen before the even value. */
+	atomic_thread_fence(memory_order_release);
+	p11p_lock_seq_step();
+	if (atomic_exchange_explicit(&p11p_g_lock, 0, memory_order_release) == 2)
+		p11p_lock_wake();
+}
 /*
  * Enters the library for one call: the live state with the count of calls in
  * flight taken, or NULL when not initialized (never, after fork, in the
@@ -331,9 +375,46 @@ void p11p_unlock(void);
  * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
  * callers that hold the global lock.
  */
-struct p11p_state *p11p_enter_locked(void);
-void p11p_leave(struct p11p_state *st);
-struct p11p_state *p11p_enter(void);
+/* The live state and the count of calls in flight (state.c says how they are used). */
+extern P11P_INTERNAL struct p11p_state *_Atomic p11p_g_entry;
+extern P11P_INTERNAL atomic_ulong p11p_g_busy;
+static inline struct p11p_state *p11p_enter(void)
+{
+	struct p11p_state *st;
+
+	atomic_fetch_add(&p11p_g_busy, 1);
+	st = atomic_load(&p11p_g_entry);
+	if (st == NULL)
+		atomic_fetch_sub_explicit(&p11p_g_busy, 1, memory_order_release);
+	return st;
+}
+static inline struct p11p_state *p11p_enter_locked(void)
+{
+	return p11p_enter();
+}
+static inline void p11p_leave(struct p11p_state *st)
+{
+	(void)st;
+	atomic_fetch_sub_explicit(&p11p_g_busy, 1, memory_order_release);
+}
+/*
+ * Reading what the global lock guards without taking it (a seqlock over
+ * the lock, state.c p11p_g_lock_seq): s = p11p_read_begin(), then, when s is
+ * even, the reads (P11P_RD: relaxed, as a writer may be storing; every value
+ * read must be checked as if it came from outside, it may be half-made), then
+ * p11p_read_valid(s): true when no thread took the lock meanwhile, so the
+ * reads were all of one moment. Otherwise take the lock and read again.
+ */
+#define P11P_RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+static inline unsigned long p11p_read_begin(void)
+{
+	return atomic_load_explicit(&p11p_g_lock_seq, memory_order_acquire);
+}
+static inline bool p11p_read_valid(unsigned long s)
+{
+	atomic_thread_fence(memory_order_acquire);
+	return (s & 1) == 0 && atomic_load_explicit(&p11p_g_lock_seq, memory_order_relaxed) == s;
+}
 /* Is the library initialized (in this process)? Cheap and lock-free. */
 bool p11p_initialized(void);
 CK_RV p11p_initialize(CK_VOID_PTR init_args);
@@ -342,9 +423,18 @@ CK_RV p11p_finalize(CK_VOID_PTR reserved);
 CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct p11p_map *used);
 /* Wakes C_WaitForSlotEvent callers (finalize, and slot changes). Global lock held. */
 void p11p_broadcast_locked(void);
+/*
+ * Signals cond (all: broadcasts) for a thread in p11p_cond_wait_locked() on
+ * it. Global lock held. Never pthread_cond_signal() such a condition directly:
+ * the wait would miss it.
+ */
+void p11p_signal_locked(pthread_cond_t *cond, bool all);
 /* Waits on the slot-event condition for up to `ms` milliseconds. Global lock held. */
 void p11p_wait_locked(unsigned ms);
-/* Waits on a condition paired with the global lock, up to `ms` milliseconds. */
+/*
+ * Waits on cond, signalled with p11p_signal_locked(), up to `ms` milliseconds;
+ * the global lock is let go meanwhile. Global lock held.
+ */
 void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms);
 
 /* --- slot.c --- */
@@ -508,8 +598,36 @@ void p11p_op_free_all(struct p11p_session *s);
  * invalid, p11p_call_retry() forgets it and the call maps the object again,
  * by identity (a token object on a slot with several members), once.
  */
-CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
-                             CK_OBJECT_HANDLE *out);
+CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                     CK_OBJECT_HANDLE *out);
+extern P11P_INTERNAL atomic_ulong p11p_g_objects_gen;
+/*
+ * The generation of the object tables (object.c): moves on whenever a
+ * proxy object is dropped, one of its backend handles forgotten, or its
+ * virtual-key binding changed (p11p_objects_changed_locked(), global lock
+ * held), so that sessions' cached mappings (struct p11p_session) go stale.
+ */
+static inline unsigned long p11p_objects_gen(void)
+{
+	return atomic_load_explicit(&p11p_g_objects_gen, memory_order_acquire);
+}
+static inline CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
+                                           CK_OBJECT_HANDLE *out)
+{
+	struct p11p_session *s = c->s;
+	size_t member = s->member;
+
+	/* The object this session named last, unchanged since: no lock. */
+	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
+	    s->oc_gen == p11p_objects_gen() &&
+	    s->oc_hgen ==
+	        atomic_load_explicit(&s->slot->members[member].handle_gen, memory_order_relaxed)) {
+		*out = c->mapped_bh = s->oc_bh;
+		c->mapped = h;
+		return CKR_OK;
+	}
+	return p11p_object_to_backend_locking(c, h, invalid, out);
+}
 /*
  * The proxy handle for a member's object, made on first sight. `owner` is
  * the creating session for a new session object, else 0.
@@ -526,13 +644,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
  * sessions (global lock held).
  */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
-/*
- * The generation of the object tables (object.c): moves on whenever a
- * proxy object is dropped, one of its backend handles forgotten, or its
- * virtual-key binding changed (p11p_objects_changed_locked(), global lock
- * held), so that sessions' cached mappings (struct p11p_session) go stale.
- */
-unsigned long p11p_objects_gen(void);
+/* Moves p11p_objects_gen() on (above). */
 void p11p_objects_changed_locked(void);
 /* Forgets the session objects a closed session owned. Global lock held. */
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
@@ -713,7 +825,7 @@ struct p11p_hooks {
 };
 #undef P11P_HOOK_FIELD
 /* Set once at C_Initialize, before any call can use them (state.c). */
-extern struct p11p_hooks p11p_hooks;
+extern P11P_INTERNAL struct p11p_hooks p11p_hooks;
 
 #define P11P_HOOK_R(ret, name, params, args)                                                       \
 	static inline ret p11p_hook_##name params                                                  \

@@ -105,6 +105,12 @@
 
 #define P11P_SWKEY_SENSITIVE   (1u << 0)
 #define P11P_SWKEY_EXTRACTABLE (1u << 1)
+/*
+ * For measurement only (bench/bench_swkey.c): keep one keyed OpenSSL context
+ * per mode between operations, as the engine did before. Those contexts are
+ * in ordinary heap, so with this flag the key's schedule reaches core dumps.
+ */
+#define P11P_SWKEY_CACHE_CTX (1u << 2)
 
 #define P11P_SWKEY_GENERIC_MAX 1024 /* bytes of a generic secret */
 #define P11P_SWKEY_GCM_IV_MAX  128
@@ -139,8 +145,8 @@ CK_RV p11p_swkey_from_secret(CK_KEY_TYPE type, struct p11p_secret **value, unsig
  * Any key from its serialised form (table above): class CKO_SECRET_KEY is
  * p11p_swkey_new(); CKO_PRIVATE_KEY parses DER PKCS#8, CKO_PUBLIC_KEY DER
  * SPKI; the key inside must be of `type` (CKK_EC on P-256/P-384,
- * CKK_EC_EDWARDS Ed25519, CKK_RSA 2048..4096 bits; RSA private keys are
- * checked for consistency). CKR_KEY_TYPE_INCONSISTENT (another type or
+ * CKK_EC_EDWARDS Ed25519, CKK_RSA 2048..4096 bits; the blob is trusted as
+ * to consistency: the store authenticates it). CKR_KEY_TYPE_INCONSISTENT (another type or
  * class), CKR_KEY_SIZE_RANGE (other curve or size), CKR_WRAPPED_KEY_INVALID
  * (bytes that do not parse: the store's "blob is damaged"), CKR_HOST_MEMORY.
  * der is only read; the caller wipes it.
@@ -274,7 +280,7 @@ bool p11p_swop_active(const struct p11p_swop *op);
  */
 CK_RV p11p_swop_run(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len,
                     unsigned char *out, CK_ULONG *out_len);
-/* C_Verify, single-part. Always ends the operation. */
+/* C_Verify, single-part. Ends the operation (except CKR_OPERATION_ACTIVE). */
 CK_RV p11p_swop_verify(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len,
                        const unsigned char *sig, CK_ULONG sig_len);
 /*

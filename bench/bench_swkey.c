@@ -14,9 +14,13 @@
  * algorithm and size (-multi N for N threads). The engine and openssl speed
  * alternate ROUNDS times and the best of each is kept (the machine is
  * shared: the best run is the one least disturbed). One line per measurement:
- *   RESULT part=swkey op=OP threads=N mode=MODE ops_s=X speed_ops_s=Y ratio=X/Y
- * then a table. To add a column (the proxy, SoftHSM2), add a runner beside
- * engine_run() and print it in report(); to add an operation, a row of ops[].
+ *   RESULT part=swkey op=OP threads=N mode=MODE ops_s=W cpu_ops_s=C speed_ops_s=S
+ *          ratio=C/S scaling=W/W(1 thread) cpu_scaling=C/C(1 thread)
+ * (ops_s is wall clock; cpu_ops_s sums per-thread ops per CPU second, which is
+ * how `openssl speed` counts, so the ratio compares like with like on a busy
+ * machine; the wall-clock scaling is only meaningful on an idle one) and a table. To add a column
+ * (the proxy, SoftHSM2), add a runner beside engine_run() and print it in report(); to add an
+ * operation, a row of ops[].
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -68,8 +72,17 @@ struct worker {
 	const struct op *op;
 	struct p11p_swkey *key;
 	unsigned long n;
+	double cpu; /* the thread's CPU seconds */
 	CK_RV rv;
 };
+
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void *work(void *arg)
 {
@@ -103,6 +116,7 @@ static void *work(void *arg)
 		break;
 	}
 	end = now_s() + secs;
+	w->cpu = cpu_s();
 	while (w->rv == CKR_OK) {
 		for (int i = 0; i < 16 && w->rv == CKR_OK; i++) {
 			len = w->op->len + 600;
@@ -114,6 +128,7 @@ static void *work(void *arg)
 		if (now_s() >= end)
 			break;
 	}
+	w->cpu = cpu_s() - w->cpu;
 out:
 	free(in);
 	free(out);
@@ -151,16 +166,21 @@ static struct p11p_swkey *make_key(const struct op *op, unsigned flags)
 	return key;
 }
 
-/* ops/s of the engine on one key shared by `threads` threads; < 0 on error. */
-static double engine_run(const struct op *op, struct p11p_swkey *key, int threads)
+/*
+ * ops/s of the engine on one key shared by `threads` threads (wall clock), and
+ * in *cpu the sum over threads of ops per CPU second (what `openssl speed`
+ * reports: it times user CPU, and -multi adds up its processes); < 0 on error.
+ */
+static double engine_run(const struct op *op, struct p11p_swkey *key, int threads, double *cpu)
 {
 	struct worker w[16];
 	pthread_t th[16];
 	unsigned long total = 0;
 	double t0 = now_s(), t;
 
+	*cpu = 0;
 	for (int i = 0; i < threads; i++) {
-		w[i] = (struct worker){op, key, 0, CKR_OK};
+		w[i] = (struct worker){op, key, 0, 0, CKR_OK};
 		if (pthread_create(&th[i], NULL, work, &w[i]) != 0)
 			return -1;
 	}
@@ -172,6 +192,7 @@ static double engine_run(const struct op *op, struct p11p_swkey *key, int thread
 			return -1;
 		}
 		total += w[i].n;
+		*cpu += w[i].cpu > 0 ? (double)w[i].n / w[i].cpu : 0;
 	}
 	t = now_s() - t0;
 	return (double)total / t;
@@ -234,43 +255,49 @@ int main(int argc, char **argv)
 		rounds = atoi(argv[3]);
 	if (rounds < 1 || rounds > 20)
 		rounds = 3;
-	printf("%-16s %3s %-7s %12s %12s %6s %8s\n", "operation", "thr", "mode", "engine op/s",
-	       "speed op/s", "ratio", "scaling");
+	printf("%-16s %3s %-7s %11s %11s %11s %6s %8s\n", "operation", "thr", "mode", "wall op/s",
+	       "cpu op/s", "speed op/s", "ratio", "scaling");
 	for (size_t i = 0; i < N_OPS; i++) {
 		const struct op *op = &ops[i];
 
+		double speed[4] = {-1, -1, -1, -1};
+
 		for (int mode = 0; mode < (op->kind <= 1 ? 2 : 1); mode++) {
 			struct p11p_swkey *key = make_key(op, mode ? P11P_SWKEY_CACHE_CTX : 0);
-			double first = 0;
+			const char *mname = mode ? "cached" : "per-op";
+			double first = 0, first_cpu = 0;
 
 			if (key == NULL) {
 				rc = 1;
 				continue;
 			}
 			for (int t = 0; t < nthreads; t++) {
-				double e = 0, s = -1, ratio;
+				double e = 0, c = 0, ratio;
 
+				/* openssl speed alternates with the first mode's runs only */
 				for (int r = 0; r < rounds && e >= 0; r++) {
-					double er = engine_run(op, key, threads[t]);
+					double cr = 0, er = engine_run(op, key, threads[t], &cr);
 					double sr = mode == 0 ? speed_run(op, threads[t]) : -1;
 
 					e = er < 0 ? er : er > e ? er : e;
-					s = sr > s ? sr : s;
+					c = cr > c ? cr : c;
+					speed[t] = sr > speed[t] ? sr : speed[t];
 				}
 				if (e < 0) {
 					rc = 1;
 					break;
 				}
-				ratio = s > 0 ? e / s : 0;
+				ratio = speed[t] > 0 ? c / speed[t] : 0;
 				if (t == 0)
-					first = e;
-				printf("RESULT part=swkey op=%s threads=%d mode=%s ops_s=%.0f "
-				       "speed_ops_s=%.0f "
-				       "ratio=%.2f\n",
-				       op->name, threads[t], mode ? "cached" : "per-op", e, s,
-				       ratio);
-				printf("%-16s %3d %-7s %12.0f %12.0f %6.2f %8.2f\n", op->name,
-				       threads[t], mode ? "cached" : "per-op", e, s, ratio,
+					first = e, first_cpu = c;
+				printf(
+				    "RESULT part=swkey op=%s threads=%d mode=%s ops_s=%.0f "
+				    "cpu_ops_s=%.0f "
+				    "speed_ops_s=%.0f ratio=%.2f scaling=%.2f cpu_scaling=%.2f\n",
+				    op->name, threads[t], mname, e, c, speed[t], ratio,
+				    first > 0 ? e / first : 0, first_cpu > 0 ? c / first_cpu : 0);
+				printf("%-16s %3d %-7s %11.0f %11.0f %11.0f %6.2f %8.2f\n",
+				       op->name, threads[t], mname, e, c, speed[t], ratio,
 				       first > 0 ? e / first : 0);
 			}
 			p11p_swkey_free(key);

@@ -58,6 +58,7 @@ struct p11p_swop {
 	bool clean;   /* finished without error: a cached context may go back */
 	bool started; /* symmetric: IV set for the multi-part stream */
 	bool single_only;
+	bool owns_ref; /* a reference on key (p11p_swop_init); one-shot calls borrow */
 	/* Symmetric. */
 	EVP_CIPHER_CTX *cctx;
 	int slot; /* cache slot of cctx or mctx, -1 none */
@@ -596,27 +597,21 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 
 /* ---- init, free ------------------------------------------------------------------- */
 
-CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
-                     struct p11p_swop **out)
+/* Sets up *op (zeroed by the caller); ref: op holds a reference on key. */
+static CK_RV op_setup(struct p11p_swop *op, struct p11p_swkey *key, enum p11p_swop_kind kind,
+                      const CK_MECHANISM *mech, bool ref)
 {
-	struct p11p_swop *op;
 	enum family fam;
 	CK_MECHANISM_TYPE hash = 0;
 	CK_RV rv;
 
-	p11p_return_val_if_fail(key != NULL && mech != NULL && out != NULL, CKR_ARGUMENTS_BAD);
-	p11p_return_val_if_fail(kind >= P11P_SWOP_ENCRYPT && kind <= P11P_SWOP_VERIFY,
-	                        CKR_ARGUMENTS_BAD);
-	*out = NULL;
 	rv = family_of(mech->mechanism, kind, &fam, &hash);
 	if (rv != CKR_OK)
 		return rv;
 	if (!type_fits(fam, key))
 		return CKR_KEY_TYPE_INCONSISTENT;
-	op = p11p_calloc(1, sizeof(*op));
-	if (op == NULL)
-		return CKR_HOST_MEMORY;
-	op->key = p11p_swkey_ref(key);
+	op->key = ref ? p11p_swkey_ref(key) : key;
+	op->owns_ref = ref;
 	op->kind = kind;
 	op->fam = fam;
 	op->slot = -1;
@@ -647,18 +642,15 @@ CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_
 	}
 	if (rv == CKR_OK && fam <= FAM_CTR)
 		rv = cipher_ctx(op);
-	if (rv != CKR_OK) {
-		p11p_swop_free(op);
-		return rv;
-	}
-	op->active = true;
-	*out = op;
-	return CKR_OK;
+	if (rv == CKR_OK)
+		op->active = true;
+	return rv;
 }
 
-void p11p_swop_free(struct p11p_swop *op)
+/* Frees what op holds (not op itself); wipes the plaintext it may hold. */
+static void op_cleanup(struct p11p_swop *op)
 {
-	if (op == NULL)
+	if (op->key == NULL)
 		return;
 	if (!(op->clean && cache_give(op->key, op->slot, op->cctx)))
 		EVP_CIPHER_CTX_free(op->cctx);
@@ -668,8 +660,40 @@ void p11p_swop_free(struct p11p_swop *op)
 	EVP_PKEY_CTX_free(op->pctx);
 	p11p_free(op->aad);
 	p11p_free(op->buf);
-	p11p_swkey_free(op->key);
-	p11p_wipe(op, sizeof(*op));
+	if (op->owns_ref)
+		p11p_swkey_free(op->key);
+	op->key = NULL;
+	p11p_wipe(op->tail, sizeof(op->tail));
+	p11p_wipe(op->last, sizeof(op->last));
+}
+
+CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
+                     struct p11p_swop **out)
+{
+	struct p11p_swop *op;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(key != NULL && mech != NULL && out != NULL, CKR_ARGUMENTS_BAD);
+	p11p_return_val_if_fail(kind >= P11P_SWOP_ENCRYPT && kind <= P11P_SWOP_VERIFY,
+	                        CKR_ARGUMENTS_BAD);
+	*out = NULL;
+	op = p11p_calloc(1, sizeof(*op));
+	if (op == NULL)
+		return CKR_HOST_MEMORY;
+	rv = op_setup(op, key, kind, mech, true);
+	if (rv != CKR_OK) {
+		p11p_swop_free(op);
+		return rv;
+	}
+	*out = op;
+	return CKR_OK;
+}
+
+void p11p_swop_free(struct p11p_swop *op)
+{
+	if (op == NULL)
+		return;
+	op_cleanup(op);
 	p11p_free(op);
 }
 
@@ -1381,4 +1405,57 @@ CK_RV p11p_swop_verify_final(struct p11p_swop *op, const unsigned char *sig, CK_
 		return rv;
 	}
 	return asym_verify(op, NULL, 0, true, sig, sig_len);
+}
+
+/* ---- one-shot conveniences: the op on the stack, the key borrowed ---------------------- */
+
+static CK_RV one_shot(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
+                      const unsigned char *in, CK_ULONG in_len, unsigned char *out,
+                      CK_ULONG *out_len)
+{
+	struct p11p_swop op;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(key != NULL && mech != NULL && out_len != NULL, CKR_ARGUMENTS_BAD);
+	memset(&op, 0, sizeof(op));
+	rv = op_setup(&op, key, kind, mech, false);
+	if (rv == CKR_OK)
+		rv = p11p_swop_run(&op, in, in_len, out, out_len);
+	op.key = op.key != NULL ? op.key : key;
+	op_cleanup(&op);
+	return rv;
+}
+
+CK_RV p11p_swkey_encrypt(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                         CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
+{
+	return one_shot(key, P11P_SWOP_ENCRYPT, mech, in, in_len, out, out_len);
+}
+
+CK_RV p11p_swkey_decrypt(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                         CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
+{
+	return one_shot(key, P11P_SWOP_DECRYPT, mech, in, in_len, out, out_len);
+}
+
+CK_RV p11p_swkey_sign(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                      CK_ULONG in_len, unsigned char *sig, CK_ULONG *sig_len)
+{
+	return one_shot(key, P11P_SWOP_SIGN, mech, in, in_len, sig, sig_len);
+}
+
+CK_RV p11p_swkey_verify(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                        CK_ULONG in_len, const unsigned char *sig, CK_ULONG sig_len)
+{
+	struct p11p_swop op;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(key != NULL && mech != NULL, CKR_ARGUMENTS_BAD);
+	memset(&op, 0, sizeof(op));
+	rv = op_setup(&op, key, P11P_SWOP_VERIFY, mech, false);
+	if (rv == CKR_OK)
+		rv = p11p_swop_verify(&op, in, in_len, sig, sig_len);
+	op.key = op.key != NULL ? op.key : key;
+	op_cleanup(&op);
+	return rv;
 }

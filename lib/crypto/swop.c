@@ -82,6 +82,7 @@ struct p11p_swop {
 	/* Asymmetric. */
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
 	EVP_PKEY_CTX *pctx; /* raw mechanisms (owned); hash ones: owned by mdctx */
+	EVP_PKEY *signing;  /* Ed25519 signing: a private EVP_PKEY for this operation */
 	size_t hash_len;    /* PSS raw: the input length */
 	size_t sig_len;     /* sign/verify: signature length */
 };
@@ -541,11 +542,19 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 	if (op->fam == FAM_ECDSA_HASH || op->fam == FAM_RSA_HASH || op->fam == FAM_PSS_HASH ||
 	    op->fam == FAM_EDDSA) {
 		EVP_PKEY_CTX *pctx = NULL;
+		EVP_PKEY *pk = key->pkey;
+
+		if (op->fam == FAM_EDDSA && sign) {
+			op->signing = p11p_swkey_ed25519_private(key);
+			if (op->signing == NULL)
+				return CKR_FUNCTION_FAILED;
+			pk = op->signing;
+		}
 
 		op->mdctx = EVP_MD_CTX_new();
 		if (op->mdctx == NULL)
 			return CKR_HOST_MEMORY;
-		ok = sign ? EVP_DigestSignInit_ex(op->mdctx, &pctx, md, lib, NULL, key->pkey, NULL)
+		ok = sign ? EVP_DigestSignInit_ex(op->mdctx, &pctx, md, lib, NULL, pk, NULL)
 		          : EVP_DigestVerifyInit_ex(op->mdctx, &pctx, md, lib, NULL, key->pkey,
 		                                    NULL);
 		if (ok <= 0)
@@ -658,6 +667,7 @@ static void op_cleanup(struct p11p_swop *op)
 		EVP_MAC_CTX_free(op->mctx);
 	EVP_MD_CTX_free(op->mdctx);
 	EVP_PKEY_CTX_free(op->pctx);
+	EVP_PKEY_free(op->signing); /* cleanses the seed */
 	p11p_free(op->aad);
 	p11p_free(op->buf);
 	if (op->owns_ref)

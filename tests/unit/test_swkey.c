@@ -1377,7 +1377,8 @@ static CK_RV masked_rand(void *arg, unsigned char *buf, size_t len)
 }
 
 /*
- * Copies of the 32 key bytes in the process's anonymous memory (heap, stack,
+ * Copies of the 32 key bytes, in either byte order (OpenSSL's bignums are
+ * little-endian in memory), in the process's anonymous memory (heap, stack,
  * anonymous maps), counting non-dumpable mappings (VmFlags dd) only if
  * with_dd. Compares byte by byte against the masked copy: no clear needle.
  */
@@ -1412,15 +1413,45 @@ static unsigned scan(bool with_dd)
 			continue;
 		for (const volatile unsigned char *p = (const unsigned char *)start;
 		     p + 32 <= (const unsigned char *)end; p++) {
-			size_t i = 0;
+			size_t i = 0, j = 0;
 
 			while (i < 32 && p[i] == (unsigned char)(masked[i] ^ MASK))
 				i++;
-			hits += i == 32;
+			while (j < 32 && p[j] == (unsigned char)(masked[31 - j] ^ MASK))
+				j++;
+			hits += (i == 32) + (j == 32);
 		}
 	}
 	fclose(f);
 	return hits;
+}
+
+/* masked = the 32 bytes after `marker` in a hex string, masked as they are read. */
+static void mask_from_hex(const char *hex, const char *marker)
+{
+	const char *p = strstr(hex, marker);
+
+	ck_assert_ptr_nonnull(p);
+	p += strlen(marker);
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+
+		ck_assert_int_eq(sscanf(p + 2 * i, "%2x", &v), 1);
+		masked[i] = (unsigned char)(v ^ MASK);
+		v = 0;
+	}
+}
+
+/* A key from a hex PKCS#8, the DER wiped after. */
+static struct p11p_swkey *der_key_wiped(CK_KEY_TYPE type, const char *hex)
+{
+	unsigned char der[2048];
+	size_t n = unhex(hex, der, sizeof(der));
+	struct p11p_swkey *key = NULL;
+
+	ck_assert_int_eq(p11p_swkey_from_der(CKO_PRIVATE_KEY, type, der, n, 0, &key), CKR_OK);
+	p11p_wipe(der, sizeof(der));
+	return key;
 }
 
 static void one_of_each(struct p11p_swkey *key)
@@ -1470,11 +1501,48 @@ START_TEST(test_hygiene)
 	ck_assert_uint_ge(scan(false), 1);
 	p11p_swkey_free(key);
 	ck_assert_uint_eq(scan(true), 0);
-	/* Ed25519: the seed is wiped when the key goes */
+	/* Ed25519: the seed in the key's secret only (signing keys live for one operation) */
 	ck_assert_int_eq(p11p_swkey_generate_pair(&spec, masked_rand, NULL, 0, &key, NULL), CKR_OK);
 	ck_assert(p11p_swkey_secure_heap_used());
 	ck_assert_int_eq(p11p_swkey_sign(key, &ed, sig, 10, sig, &len), CKR_OK);
+	ck_assert_uint_eq(scan(false), 0);
 	ck_assert_uint_ge(scan(true), 1);
+	p11p_swkey_free(key);
+	ck_assert_uint_eq(scan(true), 0);
+}
+END_TEST
+
+START_TEST(test_hygiene_asym)
+{
+	struct p11p_swkey *key;
+	struct p11p_secret *ser = NULL;
+	unsigned char sig[512], h[32] = {1};
+	CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_ULONG len = sizeof(sig);
+
+#ifdef __SANITIZE_ADDRESS__
+	return;
+#endif
+	if (RUNNING_ON_VALGRIND)
+		return;
+	/* EC P-256 from PKCS#8 (as the store loads it): the scalar d */
+	mask_from_hex(p256_pkcs8, "0201010420");
+	ck_assert_uint_eq(scan(true), 0);
+	key = der_key_wiped(CKK_EC, p256_pkcs8);
+	ck_assert_int_eq(p11p_swkey_sign(key, &ecdsa, h, 32, sig, &len), CKR_OK);
+
+	ck_assert_int_eq(p11p_swkey_serialise(key, &ser), CKR_OK);
+	p11p_secret_free(ser);
+	ck_assert_uint_eq(scan(false), 0);
+	p11p_swkey_free(key);
+	ck_assert_uint_eq(scan(true), 0);
+	/* RSA-2048 from PKCS#8: the first 32 bytes of the private exponent */
+	mask_from_hex(rsa2048_pkcs8, "020301000102820100");
+	ck_assert_uint_eq(scan(true), 0);
+	key = der_key_wiped(CKK_RSA, rsa2048_pkcs8);
+	len = sizeof(sig);
+	ck_assert_int_eq(p11p_swkey_sign(key, &rsa, h, 32, sig, &len), CKR_OK);
+	ck_assert_uint_eq(scan(false), 0);
 	p11p_swkey_free(key);
 	ck_assert_uint_eq(scan(true), 0);
 }
@@ -1498,6 +1566,7 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_rules);
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_hygiene);
+	tcase_add_test(tc, test_hygiene_asym);
 	suite_add_tcase(s, tc);
 	return s;
 }

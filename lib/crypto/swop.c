@@ -82,7 +82,7 @@ struct p11p_swop {
 	/* Asymmetric. */
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
 	EVP_PKEY_CTX *pctx; /* raw mechanisms (owned); hash ones: owned by mdctx */
-	EVP_PKEY *signing;  /* Ed25519 signing: a private EVP_PKEY for this operation */
+	EVP_PKEY *signing;  /* a private EVP_PKEY for this operation only (Ed25519, RSA) */
 	size_t hash_len;    /* PSS raw: the input length */
 	size_t sig_len;     /* sign/verify: signature length */
 };
@@ -539,17 +539,26 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 		md = md_name(hash, &hlen);
 		break;
 	}
+	/*
+	 * The private key for this operation only, where OpenSSL would otherwise
+	 * keep key-derived data in ordinary heap: Ed25519 (kept as its seed), RSA
+	 * (which caches Montgomery contexts holding p and q in the key: a copy's
+	 * caches go, cleansed, with the copy).
+	 */
+	if (op->fam == FAM_EDDSA && sign) {
+		op->signing = p11p_swkey_ed25519_private(key);
+		if (op->signing == NULL)
+			return CKR_FUNCTION_FAILED;
+	} else if (key->type == CKK_RSA &&
+	           (op->kind == P11P_SWOP_SIGN || op->kind == P11P_SWOP_DECRYPT)) {
+		op->signing = EVP_PKEY_dup(key->pkey);
+		if (op->signing == NULL)
+			return CKR_HOST_MEMORY;
+	}
 	if (op->fam == FAM_ECDSA_HASH || op->fam == FAM_RSA_HASH || op->fam == FAM_PSS_HASH ||
 	    op->fam == FAM_EDDSA) {
 		EVP_PKEY_CTX *pctx = NULL;
-		EVP_PKEY *pk = key->pkey;
-
-		if (op->fam == FAM_EDDSA && sign) {
-			op->signing = p11p_swkey_ed25519_private(key);
-			if (op->signing == NULL)
-				return CKR_FUNCTION_FAILED;
-			pk = op->signing;
-		}
+		EVP_PKEY *pk = op->signing != NULL ? op->signing : key->pkey;
 
 		op->mdctx = EVP_MD_CTX_new();
 		if (op->mdctx == NULL)
@@ -566,7 +575,8 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 			return CKR_GENERAL_ERROR;
 		return CKR_OK;
 	}
-	op->pctx = EVP_PKEY_CTX_new_from_pkey(lib, key->pkey, NULL);
+	op->pctx =
+	    EVP_PKEY_CTX_new_from_pkey(lib, op->signing != NULL ? op->signing : key->pkey, NULL);
 	if (op->pctx == NULL)
 		return CKR_HOST_MEMORY;
 	switch (op->kind) {
@@ -667,7 +677,7 @@ static void op_cleanup(struct p11p_swop *op)
 		EVP_MAC_CTX_free(op->mctx);
 	EVP_MD_CTX_free(op->mdctx);
 	EVP_PKEY_CTX_free(op->pctx);
-	EVP_PKEY_free(op->signing); /* cleanses the seed */
+	EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */
 	p11p_free(op->aad);
 	p11p_free(op->buf);
 	if (op->owns_ref)

@@ -555,7 +555,8 @@ CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned 
 	if (cls == CKO_PRIVATE_KEY && type == CKK_EC_EDWARDS && EVP_PKEY_is_a(pkey, "ED25519"))
 		return ed25519_from_pkey(pkey, flags, out);
 	rv = key_from_pkey(cls, type, pkey, flags, out);
-	if (rv == CKR_OK && cls == CKO_PRIVATE_KEY && type == CKK_EC) {
+	/* Serialised later from this copy, not by OpenSSL's encoder (copies in the heap). */
+	if (rv == CKR_OK && cls == CKO_PRIVATE_KEY) {
 		(*out)->der = p11p_secret_new(der, len);
 		if ((*out)->der == NULL) {
 			p11p_swkey_free(*out);
@@ -665,7 +666,8 @@ out:
  * PKCS#8.
  */
 static CK_RV rsa_generate(CK_ULONG bits, const unsigned char *e, size_t elen,
-                          p11p_swkey_rand_fn rand, void *arg, EVP_PKEY **out)
+                          p11p_swkey_rand_fn rand, void *arg, unsigned flags,
+                          struct p11p_swkey **out)
 {
 	OSSL_LIB_CTX *gen = NULL;
 	EVP_PKEY_CTX *pctx = NULL;
@@ -673,8 +675,7 @@ static CK_RV rsa_generate(CK_ULONG bits, const unsigned char *e, size_t elen,
 	BIGNUM *bn_e = NULL;
 	EVP_RAND_CTX *drbg;
 	unsigned char seed[48], *der = NULL;
-	struct p11p_swkey *k = NULL;
-	int der_len;
+	int der_len = 0;
 	CK_RV rv;
 
 	*out = NULL;
@@ -709,13 +710,8 @@ static CK_RV rsa_generate(CK_ULONG bits, const unsigned char *e, size_t elen,
 	}
 	if (der_len <= 0)
 		goto out;
-	rv = p11p_swkey_from_der(CKO_PRIVATE_KEY, CKK_RSA, der, (size_t)der_len, 0, &k);
-	if (rv == CKR_OK) {
-		*out = k->pkey;
-		k->pkey = NULL;
-	}
+	rv = p11p_swkey_from_der(CKO_PRIVATE_KEY, CKK_RSA, der, (size_t)der_len, flags, out);
 out:
-	p11p_swkey_free(k);
 	if (der != NULL)
 		OPENSSL_clear_free(der, (size_t)der_len);
 	p11p_wipe(seed, sizeof(seed));
@@ -745,7 +741,6 @@ CK_RV p11p_swkey_generate_pair(const struct p11p_swkey_pair_spec *spec, p11p_swk
                                struct p11p_swkey **pub_out)
 {
 	struct p11p_swkey *priv = NULL;
-	EVP_PKEY *pkey = NULL;
 	int nid = NID_undef;
 	CK_RV rv;
 
@@ -780,9 +775,7 @@ CK_RV p11p_swkey_generate_pair(const struct p11p_swkey_pair_spec *spec, p11p_swk
 		    !exponent_ok(spec->public_exponent, spec->public_exponent_len))
 			return CKR_TEMPLATE_INCONSISTENT;
 		rv = rsa_generate(spec->modulus_bits, spec->public_exponent,
-		                  spec->public_exponent_len, rand, arg, &pkey);
-		if (rv == CKR_OK)
-			rv = key_from_pkey(CKO_PRIVATE_KEY, CKK_RSA, pkey, flags, &priv);
+		                  spec->public_exponent_len, rand, arg, flags, &priv);
 		break;
 	default:
 		return CKR_KEY_TYPE_INCONSISTENT;

@@ -1545,11 +1545,13 @@ START_TEST(test_hygiene_asym)
 	ck_assert_uint_eq(scan(false), 0);
 	p11p_swkey_free(key);
 	ck_assert_uint_eq(scan(true), 0);
-	/* the same for the first 32 bytes of the prime p */
+	/* the same for the first 32 bytes of the prime p, serialised too */
 	mask_from_hex(rsa2048_pkcs8, "5fbe4ade7702818100");
 	key = der_key_wiped(CKK_RSA, rsa2048_pkcs8);
 	len = sizeof(sig);
 	ck_assert_int_eq(p11p_swkey_sign(key, &rsa, h, 32, sig, &len), CKR_OK);
+	ck_assert_int_eq(p11p_swkey_serialise(key, &ser), CKR_OK);
+	p11p_secret_free(ser);
 	ck_assert_uint_eq(scan(false), 0);
 	p11p_swkey_free(key);
 	ck_assert_uint_eq(scan(true), 0);

@@ -11,7 +11,8 @@
  * "per-op" (the engine's default: a keyed OpenSSL context made and cleansed
  * per operation) and "cached" (P11P_SWKEY_CACHE_CTX: one kept per key, the
  * choice key hygiene rules out). `openssl speed -mr` measures the same
- * algorithm and size (-multi N for N threads). The engine and openssl speed
+ * algorithm and size in one process; at N threads the engine is compared with
+ * N times that (perfect scaling of openssl speed). The engine and openssl speed
  * alternate ROUNDS times and the best of each is kept (the machine is
  * shared: the best run is the one least disturbed). One line per measurement:
  *   RESULT part=swkey op=OP threads=N mode=MODE ops_s=W cpu_ops_s=C speed_ops_s=S
@@ -198,19 +199,19 @@ static double engine_run(const struct op *op, struct p11p_swkey *key, int thread
 	return (double)total / t;
 }
 
-/* ops/s from `openssl speed -mr`; < 0 when it cannot be read. */
-static double speed_run(const struct op *op, int threads)
+/*
+ * ops/s from `openssl speed -mr` (one process: user CPU time); < 0 when it
+ * cannot be read. Not -multi: its processes report wall-clock rates, which a
+ * busy machine depresses, while the single process reports CPU-time rates.
+ */
+static double speed_run(const struct op *op)
 {
 	char cmd[256], line[512];
 	FILE *p;
 	double v = -1;
 
-	snprintf(cmd, sizeof(cmd), "openssl speed -mr -seconds %d %s%d %s 2>/dev/null",
-	         secs < 1 ? 1 : (int)secs, threads > 1 ? "-multi " : "", threads > 1 ? threads : 0,
-	         op->speed_args);
-	if (threads <= 1)
-		snprintf(cmd, sizeof(cmd), "openssl speed -mr -seconds %d %s 2>/dev/null",
-		         secs < 1 ? 1 : (int)secs, op->speed_args);
+	snprintf(cmd, sizeof(cmd), "openssl speed -mr -seconds %d %s 2>/dev/null",
+	         secs < 1 ? 1 : (int)secs, op->speed_args);
 	p = popen(cmd, "r");
 	if (p == NULL)
 		return -1;
@@ -277,7 +278,7 @@ int main(int argc, char **argv)
 				/* openssl speed alternates with the first mode's runs only */
 				for (int r = 0; r < rounds && e >= 0; r++) {
 					double cr = 0, er = engine_run(op, key, threads[t], &cr);
-					double sr = mode == 0 ? speed_run(op, threads[t]) : -1;
+					double sr = mode == 0 && t == 0 ? speed_run(op) : -1;
 
 					e = er < 0 ? er : er > e ? er : e;
 					c = cr > c ? cr : c;
@@ -287,6 +288,9 @@ int main(int argc, char **argv)
 					rc = 1;
 					break;
 				}
+				if (t > 0)
+					speed[t] =
+					    speed[0] > 0 ? speed[0] * threads[t] / threads[0] : -1;
 				ratio = speed[t] > 0 ? c / speed[t] : 0;
 				if (t == 0)
 					first = e, first_cpu = c;

@@ -874,6 +874,7 @@ static void rsa_checks(struct p11p_swkey *priv)
 	size_t k = p11p_swkey_len(priv);
 	struct p11p_swop *op = NULL;
 
+	memset(out, 0x42, sizeof(out));
 	ck_assert_int_eq(p11p_swkey_public(priv, &pub), CKR_OK);
 	opub = ossl_pub(pub);
 	/* SHA256_RSA_PKCS is deterministic: the very bytes of OpenSSL */

@@ -28,7 +28,9 @@
  *   CKM_SHA*_HMAC_GENERAL (CK_MAC_GENERAL_PARAMS) same     single+multi
  *   CKM_ECDSA (input = a hash)       EC            sign/ver  single only
  *   CKM_ECDSA_SHA{256,384,512}       EC            sign/ver  single+multi
- *   CKM_EDDSA (none, or CK_EDDSA_PARAMS without prehash and context)
+ *   CKM_EDDSA (none, or PKCS#11 3.0's CK_EDDSA_PARAMS {CK_BBOOL phFlag;
+ *              CK_ULONG ulContextDataLen; CK_BYTE_PTR pContextData;}
+ *              without prehash and context)
  *                                    Ed25519       sign/ver  single only
  *   CKM_RSA_PKCS (raw DigestInfo)    RSA           sign/ver, enc/dec  single only
  *   CKM_SHA{256,384,512}_RSA_PKCS    RSA           sign/ver  single+multi

@@ -61,7 +61,9 @@ struct p11p_swop {
 	bool owns_ref; /* a reference on key (p11p_swop_init); one-shot calls borrow */
 	/* Symmetric. */
 	EVP_CIPHER_CTX *cctx;
-	int slot; /* cache slot of cctx or mctx, -1 none */
+	EVP_CIPHER *cipher; /* the key's, for cctx */
+	bool keyed;         /* cctx has the key schedule */
+	int slot;           /* cache slot of cctx or mctx, -1 none */
 	unsigned char iv[P11P_SWKEY_GCM_IV_MAX];
 	size_t iv_len;
 	unsigned char *aad;
@@ -320,15 +322,15 @@ static CK_RV cipher_ctx(struct p11p_swop *op)
 		cipher = key->cbc, op->slot = enc ? SW_CACHE_CBC_ENC : SW_CACHE_CBC_DEC;
 		break;
 	}
+	op->cipher = cipher;
 	op->cctx = cache_take(key, op->slot);
-	if (op->cctx != NULL)
+	if (op->cctx != NULL) {
+		op->keyed = true;
 		return CKR_OK;
+	}
+	/* Keyed by cipher_start(), with the IV in the same call where it can. */
 	op->cctx = EVP_CIPHER_CTX_new();
-	if (op->cctx == NULL)
-		return CKR_HOST_MEMORY;
-	if (!EVP_CipherInit_ex2(op->cctx, cipher, p11p_secret_data(key->value), NULL, enc, NULL))
-		return CKR_GENERAL_ERROR;
-	return CKR_OK;
+	return op->cctx != NULL ? CKR_OK : CKR_HOST_MEMORY;
 }
 
 static bool feed(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, uint64_t len,
@@ -356,13 +358,24 @@ static bool feed(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *i
 static bool cipher_start(struct p11p_swop *op)
 {
 	EVP_CIPHER_CTX *ctx = op->cctx;
+	const unsigned char *key = p11p_secret_data(op->key->value);
 	int enc = op->kind == P11P_SWOP_ENCRYPT;
 
-	if (op->fam == FAM_GCM &&
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)op->iv_len, NULL) <= 0)
-		return false;
-	if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
-		return false;
+	if (!op->keyed && (op->fam != FAM_GCM || op->iv_len == 12)) {
+		/* A fresh context and the default IV length: key and IV in one call. */
+		if (!EVP_CipherInit_ex2(ctx, op->cipher, key, op->iv, enc, NULL))
+			return false;
+		op->keyed = true;
+	} else {
+		if (!op->keyed && !EVP_CipherInit_ex2(ctx, op->cipher, key, NULL, enc, NULL))
+			return false;
+		op->keyed = true;
+		if (op->fam == FAM_GCM &&
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)op->iv_len, NULL) <= 0)
+			return false;
+		if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
+			return false;
+	}
 	if (!EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
 		return false;
 	if (op->fam == FAM_GCM && op->aad_len > 0 && !feed(ctx, NULL, op->aad, op->aad_len, NULL))
@@ -671,7 +684,7 @@ static void op_cleanup(struct p11p_swop *op)
 {
 	if (op->key == NULL)
 		return;
-	if (!(op->clean && cache_give(op->key, op->slot, op->cctx)))
+	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
 		EVP_CIPHER_CTX_free(op->cctx);
 	if (!(op->clean && cache_give(op->key, op->slot, op->mctx)))
 		EVP_MAC_CTX_free(op->mctx);

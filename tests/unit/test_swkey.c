@@ -1298,7 +1298,7 @@ END_TEST
 /* ---- threads: one key, two threads ------------------------------------------------------ */
 
 struct tctx {
-	struct p11p_swkey *aes, *ec, *hmac;
+	struct p11p_swkey *aes, *ec, *hmac, *ed, *rsa;
 	int seed;
 	int failures;
 };
@@ -1326,9 +1326,23 @@ static void *worker(void *arg)
 		    p11p_swkey_verify(t->hmac, &h, pt, 100, sig, len) != CKR_OK)
 			t->failures++;
 		if (i % 10 == 0) {
+			CK_MECHANISM ed = {CKM_EDDSA, NULL, 0};
+
 			len = sizeof(sig);
 			if (p11p_swkey_sign(t->ec, &e, pt, 100, sig, &len) != CKR_OK ||
 			    p11p_swkey_verify(t->ec, &e, pt, 100, sig, len) != CKR_OK)
+				t->failures++;
+			len = sizeof(sig);
+			if (p11p_swkey_sign(t->ed, &ed, pt, 100, sig, &len) != CKR_OK ||
+			    p11p_swkey_verify(t->ed, &ed, pt, 100, sig, len) != CKR_OK)
+				t->failures++;
+		}
+		if (i % 50 == 0) {
+			CK_MECHANISM r = {CKM_SHA256_RSA_PKCS, NULL, 0};
+
+			len = sizeof(ct);
+			if (p11p_swkey_sign(t->rsa, &r, pt, 100, ct, &len) != CKR_OK ||
+			    p11p_swkey_verify(t->rsa, &r, pt, 100, ct, len) != CKR_OK)
 				t->failures++;
 		}
 	}
@@ -1340,15 +1354,22 @@ START_TEST(test_threads)
 	for (unsigned flags = 0; flags <= P11P_SWKEY_CACHE_CTX; flags += P11P_SWKEY_CACHE_CTX) {
 		struct tctx t[2];
 		pthread_t th[2];
-		struct p11p_swkey *aes = NULL, *hmac = NULL, *ec = ec_key(p256_params, 10);
+		struct p11p_swkey *aes = NULL, *hmac = NULL, *ec = ec_key(p256_params, 10),
+		                  *ed = NULL;
+		struct p11p_swkey *rsa = der_key(CKO_PRIVATE_KEY, CKK_RSA, rsa2048_pkcs8);
+		struct p11p_swkey_pair_spec spec = {.type = CKK_EC_EDWARDS,
+		                                    .ec_params = ed_params,
+		                                    .ec_params_len = sizeof(ed_params)};
 
 		ck_assert_int_eq(p11p_swkey_generate(CKK_AES, 32, real_rand, NULL, flags, &aes),
 		                 CKR_OK);
 		ck_assert_int_eq(
 		    p11p_swkey_generate(CKK_GENERIC_SECRET, 48, real_rand, NULL, flags, &hmac),
 		    CKR_OK);
+		ck_assert_int_eq(p11p_swkey_generate_pair(&spec, real_rand, NULL, 0, &ed, NULL),
+		                 CKR_OK);
 		for (int i = 0; i < 2; i++) {
-			t[i] = (struct tctx){aes, ec, hmac, i * 7, 0};
+			t[i] = (struct tctx){aes, ec, hmac, ed, rsa, i * 7, 0};
 			ck_assert_int_eq(pthread_create(&th[i], NULL, worker, &t[i]), 0);
 		}
 		for (int i = 0; i < 2; i++) {
@@ -1358,6 +1379,8 @@ START_TEST(test_threads)
 		p11p_swkey_free(aes);
 		p11p_swkey_free(hmac);
 		p11p_swkey_free(ec);
+		p11p_swkey_free(ed);
+		p11p_swkey_free(rsa);
 	}
 }
 END_TEST

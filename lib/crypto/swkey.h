@@ -331,8 +331,10 @@ CK_RV p11p_swkey_verify(struct p11p_swkey *key, const CK_MECHANISM *mech, const 
  * p11p_swkey_secure_heap_used() reports whether it is in use. Capacity: an
  * RSA-2048 private key takes about 1 KiB of it (RSA-4096 about 2 KiB, one
  * more for the duration of each private operation), an EC key well under
- * 100 bytes; a full heap makes key creation fail with CKR_FUNCTION_FAILED,
- * so a key cache in front of the engine should stay well below that.
+ * 100 bytes; with the heap full, loading a key fails (from_der says
+ * CKR_WRAPPED_KEY_INVALID: OpenSSL does not tell the two apart) and private
+ * operations fail (CKR_HOST_MEMORY), so a key cache in front of the engine
+ * should stay well below that.
  */
 #define P11P_SWKEY_SECURE_HEAP (1u << 20)
 bool p11p_swkey_secure_heap_used(void);

@@ -333,8 +333,8 @@ CK_RV p11p_swkey_verify(struct p11p_swkey *key, const CK_MECHANISM *mech, const 
  * more for the duration of each private operation), an EC key well under
  * 100 bytes; with the heap full, loading a key fails (from_der says
  * CKR_WRAPPED_KEY_INVALID: OpenSSL does not tell the two apart) and private
- * operations fail (CKR_HOST_MEMORY, CKR_FUNCTION_FAILED), so a key cache in front of the engine
- * should stay well below that.
+ * operations fail (CKR_HOST_MEMORY, CKR_FUNCTION_FAILED), so a key cache
+ * in front of the engine should stay well below that.
  */
 #define P11P_SWKEY_SECURE_HEAP (1u << 20)
 bool p11p_swkey_secure_heap_used(void);

@@ -10,12 +10,14 @@
 #   vendor the vendor mechanisms (bench_vendor): C_GenerateRandom per entropy
 #          source against SoftHSM2's own, fragment derivation per mode, AES-256-GCM
 #          with a fragment-derived key against `openssl speed` in the same run
+#   swkey  the software-key engine (crypto/swkey.h) in-process against
+#          `openssl speed` on the same algorithms and sizes (bench_swkey)
 # (`make bench` then runs bench/callgrind.sh: instructions per call, part
 # "callgrind" of BENCH_PARTS, which this script ignores.)
 #   bench/run.sh BUILD_DIR
 # Figures are information only: the exit status is 0 unless a run crashed or
 # reported an error. Environment knobs:
-#   BENCH_PARTS    parts to run, comma-separated        [proxy,ha,index,sync,vendor]
+#   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,sync,vendor,swkey]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
 #   BENCH_ROUNDS   direct/proxy alternations; best of each kept [3]
@@ -38,7 +40,7 @@ export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
-PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor}
+PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor,swkey}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -47,6 +49,7 @@ BENCH_HA=$BUILD/bench/bench_ha
 BENCH_INDEX=$BUILD/bench/bench_index
 BENCH_SYNC=$BUILD/bench/bench_sync
 BENCH_VENDOR=$BUILD/bench/bench_vendor
+BENCH_SWKEY=$BUILD/bench/bench_swkey
 SHIM=$BUILD/tests/libshim.so
 PROXY=${BENCH_PROXY_MODULE:-$PROXY_MODULE}
 TOKEN=bench
@@ -485,6 +488,20 @@ END {
 		printf "AES-256-GCM through the proxy vs openssl speed: 1 KiB %.1f/%.1f MB/s (ratio %.2f), 16 KiB %.1f/%.1f MB/s (ratio %.2f, target >= 0.8 %s)\n", p1, o1, r1, p16, o16, r16, verdict
 	}
 }' "$TMP/vendor.proxy" "$TMP/vendor.ossl"
+fi
+
+# ---- part swkey: the software-key engine beside openssl speed (bench_swkey prints it all) ----
+if part swkey && [ ! -x "$BENCH_SWKEY" ]; then
+	echo "bench: $BENCH_SWKEY not built (make bench builds it): no swkey figures" >&2
+	errors=$((errors + 1))
+elif part swkey; then
+	echo
+	echo "== swkey: the software-key engine against openssl speed (best of $ROUNDS, ${SECS}s each)"
+	if ! "$BENCH_SWKEY" "$SECS" "$THREADS" "$ROUNDS" >"$TMP/swkey.1" 2>"$TMP/swkey.err"; then
+		sed 's/^/    /' "$TMP/swkey.err" >&2
+		errors=$((errors + 1))
+	fi
+	grep -v '^RESULT' "$TMP/swkey.1"
 fi
 
 if [ -n "${BENCH_KEEP:-}" ]; then

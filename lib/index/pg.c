@@ -385,10 +385,12 @@ lost:
 static enum p11p_sql_rc set_up(struct pgc *p)
 {
 	char sql[256];
+	/* A lock wait ends first, as a conflict (55P03), not as a statement timeout. */
+	unsigned lock_ms = p->timeout_ms - p->timeout_ms / 10;
 	snprintf(sql, sizeof(sql),
 	         "SET statement_timeout = %u; SET lock_timeout = %u; "
 	         "SET default_transaction_read_only = %s; LISTEN " P11P_PG_CHANNEL,
-	         p->timeout_ms, p->timeout_ms, p->readonly ? "on" : "off");
+	         p->timeout_ms, lock_ms ? lock_ms : 1, p->readonly ? "on" : "off");
 	return run(p, sql, -1, NULL, NULL, NULL, NULL, NULL, NULL);
 }
 

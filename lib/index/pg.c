@@ -45,6 +45,7 @@
  * frees everything: its Terminate message is refused by /dev/null (send(2)
  * on a non-socket) and goes nowhere.
  */
+#include "index/pg.h"
 #include "index/sql.h"
 
 #include <errno.h>
@@ -58,6 +59,7 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -720,3 +722,88 @@ const struct p11p_sql_driver p11p_sql_pg_driver = {
     .changed = pg_changed,
     .notify_fd = pg_notify_fd,
 };
+
+char *p11p_pg_ident(struct p11p_sql *c, const char *name)
+{
+	struct pgc *p = pgc_of(c);
+	if (c->drv != &p11p_sql_pg_driver || ensure(p) != P11P_SQL_OK)
+		return NULL;
+	char *q = PQescapeIdentifier(p->pg, name, strlen(name));
+	if (!q)
+		return NULL;
+	char *out = p11p_strdup(q);
+	PQfreemem(q);
+	return out;
+}
+
+static int found_row(void *arg, const struct p11p_sql_val *cols, size_t ncols)
+{
+	*(bool *)arg = true;
+	return 1;
+}
+
+enum p11p_sql_rc p11p_pg_set_role(struct p11p_sql *c, const char *role, const char *password,
+                                  size_t password_len)
+{
+	struct pgc *p = pgc_of(c);
+	if (c->drv != &p11p_sql_pg_driver) {
+		set_msg(c->err, sizeof(c->err), "store", "roles need a PostgreSQL store", NULL);
+		return P11P_SQL_FAILED;
+	}
+	enum p11p_sql_rc rc = ensure(p);
+	if (rc != P11P_SQL_OK)
+		return rc;
+	struct p11p_sql_val name = {.type = P11P_SQL_TEXT, .p = role, .len = strlen(role)};
+	bool exists = false;
+	rc = pg_exec(c, "SELECT 1 FROM pg_roles WHERE rolname = $1", &name, 1, found_row, &exists);
+	if (rc != P11P_SQL_OK)
+		return rc;
+
+	char *pw = p11p_strndup(password, password_len);
+	if (!pw || strlen(pw) != password_len) {
+		if (pw)
+			OPENSSL_cleanse(pw, password_len);
+		p11p_free(pw);
+		err(p, "role", pw ? "a password with a NUL byte" : "out of memory");
+		return pw ? P11P_SQL_FAILED : P11P_SQL_NOMEM;
+	}
+	char *verifier = PQencryptPasswordConn(p->pg, pw, role, "scram-sha-256");
+	OPENSSL_cleanse(pw, password_len);
+	p11p_free(pw);
+	if (!verifier) {
+		err(p, "role: cannot compute the password verifier", PQerrorMessage(p->pg));
+		return P11P_SQL_FAILED;
+	}
+	char *lit = PQescapeLiteral(p->pg, verifier, strlen(verifier));
+	char *id = PQescapeIdentifier(p->pg, role, strlen(role));
+	OPENSSL_cleanse(verifier, strlen(verifier));
+	PQfreemem(verifier);
+	rc = P11P_SQL_NOMEM;
+	if (lit && id) {
+		size_t len = strlen(lit) + strlen(id) + 128;
+		char *sql = p11p_malloc(len);
+		if (sql) {
+			snprintf(sql, len,
+			         exists
+			             ? "ALTER ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+			               "NOINHERIT PASSWORD %s"
+			             : "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+			               "NOINHERIT PASSWORD %s",
+			         id, lit);
+			rc = pg_exec(c, sql, NULL, 0, NULL, NULL);
+			OPENSSL_cleanse(sql, len);
+			p11p_free(sql);
+		} else {
+			err(p, "role", "out of memory");
+		}
+	} else {
+		err(p, "role", "out of memory");
+	}
+	if (lit) {
+		OPENSSL_cleanse(lit, strlen(lit));
+		PQfreemem(lit);
+	}
+	if (id)
+		PQfreemem(id);
+	return rc;
+}

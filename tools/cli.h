@@ -83,6 +83,9 @@ int cmd_gen_fragment(struct cli *cli, int argc, char **argv);
 /* tools/cmd_replkey.c */
 int cmd_replication_key(struct cli *cli, int argc, char **argv);
 
+/* tools/cmd_store.c: a PostgreSQL store's schema and roles */
+int cmd_store(struct cli *cli, int argc, char **argv);
+
 /* tools/cmd_members.c */
 int cmd_members(struct cli *cli, int argc, char **argv);
 

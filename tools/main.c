@@ -116,6 +116,20 @@ static const struct cli_cmd commands[] = {
      "  terminal or stdin. The check value is the first 3 bytes of a zero key wrapped\n"
      "  under the new key: the same on every member.\n" SLOT_HELP,
      cmd_replication_key},
+    {"store",
+     "init URI --admin-password-file FILE --app-password-file FILE [--admin-role NAME] "
+     "[--app-role NAME] | help",
+     "create a PostgreSQL store: its schema, an administrator role and an application role",
+     "  store init URI   URI: postgresql://, a superuser of the store's database (password\n"
+     "                   from a passfile, never in the URI). Creates the schema owned by the\n"
+     "                   administrator role (default p11proxy_admin) and grants the\n"
+     "                   application role (default p11proxy_app) what the module needs:\n"
+     "                   reading, recording the keys it creates; never permissions, state,\n"
+     "                   policy or member order. Safe to run again.\n"
+     "  --admin-password-file FILE, --app-password-file FILE\n"
+     "                   each role's password: read from FILE (mode 0600) when it exists,\n"
+     "                   else generated and written to FILE (mode 0600); never printed.\n",
+     cmd_store},
     {"help", "[COMMAND]", "show this list, or one command's usage", NULL, cmd_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

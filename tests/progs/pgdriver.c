@@ -24,6 +24,9 @@
  *                            each commit returned OK (a promise of
  *                            durability); ends at the first failure
  *   pgdriver check URI TAG N rows TAG-0..TAG-(N-1) are all there
+ *   pgdriver sql URI RC SQL  runs SQL (one statement, no parameters) and
+ *                            expects the answer RC (OK, DENIED, ...); prints
+ *                            the answer and the message
  *
  * Exit 0 when every check holds; failures are printed on stderr.
  */
@@ -517,6 +520,20 @@ static int t_check(const char *uri, const char *tag, long n)
 	return failures != 0;
 }
 
+static int t_sql(const char *uri, const char *want, const char *sql)
+{
+	struct p11p_sql *c = NULL;
+	char err[P11P_SQL_ERR_MAX] = "";
+	enum p11p_sql_rc rc = D->open(uri, false, 5000, &c, err, sizeof(err));
+	if (rc == P11P_SQL_OK) {
+		rc = D->exec(c, sql, NULL, 0, NULL, NULL);
+		snprintf(err, sizeof(err), "%s", c->err);
+		D->close(c);
+	}
+	printf("%s: %s%s%s\n", sql, rcname(rc), err[0] ? ": " : "", err);
+	return strcmp(rcname(rc), want) != 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -542,6 +559,8 @@ int main(int argc, char **argv)
 		return t_writer(uri, argv[3]);
 	if (strcmp(t, "check") == 0 && argc == 5)
 		return t_check(uri, argv[3], strtol(argv[4], NULL, 10));
+	if (strcmp(t, "sql") == 0 && argc == 5)
+		return t_sql(uri, argv[3], argv[4]);
 	fprintf(stderr, "pgdriver: unknown test %s\n", t);
 	return 2;
 }

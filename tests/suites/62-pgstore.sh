@@ -6,7 +6,9 @@
 #  - a URI with a password refused; a forked child's abandon leaves the parent's connection;
 #  - the server stopped (pg_ctl stop -m immediate): DOWN, an open transaction not
 #    acknowledged, then a reconnection by itself after the restart, reported as a change;
-#  - no acknowledged commit lost when the server is killed mid-write, or the writer is.
+#  - no acknowledged commit lost when the server is killed mid-write, or the writer is;
+#  - `p11proxy store init`: roles and grants, the application role's writes to permissions,
+#    state, overlays, the audit trail refused by the database (SQLSTATE 42501).
 # The server runs natively in every mode; under valgrind only our programs run under it.
 # Sourced by tests/run.sh with tests/lib.sh loaded (BUILD, MODE, SRCDIR).
 
@@ -134,5 +136,90 @@ durable_writer_kill() {
 }
 check "pgstore: writers killed with SIGKILL: every acknowledged commit is there" \
 	durable_writer_kill
+
+# store init: the schema, an administrator role and an application role; what the application
+# role may not do is refused by the database itself (SQLSTATE 42501: P11P_SQL_DENIED).
+roles_test() {
+	local out=$TMP/init.out ok=0 app_pw admin_pw a m
+	if ! "$CLI" store init "$URI" --admin-password-file "$TMP/admin.pw" \
+		--app-password-file "$TMP/app.pw" >"$out" 2>&1; then
+		sed 's/^/    /' "$out"
+		return 1
+	fi
+	sed 's/^/    /' "$out"
+	for f in admin app; do
+		[ "$(stat -c %a "$TMP/$f.pw")" = 600 ] || {
+			echo "    $f.pw is not 0600"
+			return 1
+		}
+	done
+	app_pw=$(cat "$TMP/app.pw")
+	admin_pw=$(cat "$TMP/admin.pw")
+	if grep -qF -e "$app_pw" -e "$admin_pw" "$out" "$PG_DIR/server.log"; then
+		echo "    a password is in the output or the server's log"
+		return 1
+	fi
+	# Again: passwords read from the files, grants set again.
+	"$CLI" store init "$URI" --admin-password-file "$TMP/admin.pw" \
+		--app-password-file "$TMP/app.pw" >"$out" 2>&1 && grep -q "from $TMP/app.pw" "$out" || {
+		echo "    second init:"
+		sed 's/^/    /' "$out"
+		return 1
+	}
+	[ "$(cat "$TMP/app.pw")" = "$app_pw" ] || return 1
+	pg_passfile "$TMP/pgpass" p11proxy_admin "$admin_pw" p11proxy_app "$app_pw"
+	a=$(pg_uri p11proxy_app)
+	m=$(pg_uri p11proxy_admin)
+	pg_psql "INSERT INTO meta (name, value) VALUES ('limit', 5)" >/dev/null || return 1
+	# expect WHO RC SQL
+	expect() {
+		local who=$1 want=$2
+		shift 2
+		PGPASSFILE=$TMP/pgpass run_prog "$PGDRIVER" sql "$who" "$want" "$*" \
+			>"$TMP/sql.out" 2>&1
+		local rc=$?
+		sed 's/^/    /' "$TMP/sql.out"
+		[ $rc -eq 0 ] || ok=1
+	}
+	expect "$a" OK "SELECT count(*) FROM vkeys, blobs, debts, overlays, audit, meta, migrations"
+	expect "$a" OK "INSERT INTO vkeys VALUES (1, 1, 1, 1, 's', 3, 31, '\\x01', '\\x6b', 255, 1, 0, 1, 0, 0, 0, 0)"
+	expect "$a" OK "INSERT INTO blobs VALUES (1, 1, '\\x00ff')"
+	expect "$a" OK "INSERT INTO audit VALUES (1, 0, 'h', 0, 'p', 's', 1, '\\x6b', 'create', '', 'x', 'h')"
+	expect "$a" OK "UPDATE vkeys SET presence = 3, seq = 2, rev = 2, updated = 1"
+	expect "$a" OK "UPDATE meta SET value = value + 1 WHERE name = 'seq'"
+	expect "$a" OK "INSERT INTO debts VALUES (1, 's', 'm', 1, 3, '\\x01', '\\x6b', 0, 0)"
+	expect "$a" OK "DELETE FROM debts"
+	expect "$a" DENIED "UPDATE vkeys SET perms = 0"
+	expect "$a" DENIED "UPDATE vkeys SET state = 2"
+	expect "$a" DENIED "UPDATE vkeys SET live = 0"
+	expect "$a" DENIED "DELETE FROM vkeys"
+	expect "$a" DENIED "UPDATE blobs SET data = '\\x00'"
+	expect "$a" DENIED "INSERT INTO overlays VALUES ('s', 'order', 'x', 1, 1)"
+	expect "$a" DENIED "INSERT INTO overlays VALUES ('s', 'policy', 'x', 1, 1)"
+	expect "$a" DENIED "UPDATE overlays SET text = 'x'"
+	expect "$a" DENIED "DELETE FROM audit"
+	expect "$a" DENIED "UPDATE audit SET hash = 'x'"
+	expect "$a" DENIED "INSERT INTO meta VALUES ('x', 1)"
+	expect "$a" DENIED "UPDATE meta SET name = 'x'"
+	expect "$a" DENIED "DELETE FROM migrations"
+	expect "$a" DENIED "CREATE TABLE evil (x int)"
+	expect "$a" DENIED "SET ROLE p11proxy_admin"
+	# Row-level security: the counters only; another meta row is not the application's.
+	expect "$a" OK "UPDATE meta SET value = 0 WHERE name = 'limit'"
+	[ "$(pg_psql "SELECT value FROM meta WHERE name = 'limit'")" = 5 ] || {
+		echo "    the application role changed meta.limit"
+		ok=1
+	}
+	expect "$m" OK "UPDATE vkeys SET perms = 0, state = 2"
+	expect "$m" OK "UPDATE overlays SET text = 'x'"
+	# A wrong password is refused at connect.
+	pg_passfile "$TMP/wrong" p11proxy_app "not-the-password"
+	PGPASSFILE=$TMP/wrong run_prog "$PGDRIVER" sql "$a" DENIED "SELECT 1" >"$TMP/sql.out" 2>&1 ||
+		ok=1
+	sed 's/^/    /' "$TMP/sql.out"
+	return $ok
+}
+check "pgstore: store init: roles, schema, grants; the application role refused by the database" \
+	roles_test
 
 pg_stop

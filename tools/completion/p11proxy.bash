@@ -21,7 +21,7 @@ _p11proxy()
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="slots test-connection members health sync keys policy check-config hash-pin gen-fragment replication-key help"
+	local commands="slots test-connection members health sync keys policy check-config hash-pin gen-fragment replication-key store help"
 	local global="-c --config --json -h --help -V --version"
 	local cmd="" conf="" i w pos=()
 
@@ -37,7 +37,7 @@ _p11proxy()
 	done
 
 	case $prev in
-	-c | --config | --out)
+	-c | --config | --out | --admin-password-file | --app-password-file)
 		_filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur"))
 		return
 		;;
@@ -121,6 +121,12 @@ _p11proxy()
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
 		fi
 		opts="$opts --label --so-pin-source"
+		;;
+	store)
+		if [ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "init help" -- "$cur"))
+		fi
+		opts="$opts --admin-password-file --app-password-file --admin-role --app-role"
 		;;
 	help)
 		[ ${#pos[@]} -eq 0 ] && COMPREPLY=($(compgen -W "$commands" -- "$cur"))

@@ -16,9 +16,12 @@
  *  - grants the application role, table by table and column by column:
  *      SELECT on every table;
  *      INSERT on vkeys, blobs and audit (a key it creates, its wrapped value,
- *      the audit record of the creation); UPDATE of vkeys.seq, rev, presence
- *      and updated only (which members hold a key), never perms, state, live,
- *      label, ck_id, prev or next;
+ *      the audit record of the creation); UPDATE of vkeys and of blobs.seq
+ *      (the store writes a record whole), where a trigger (p11p_guard)
+ *      refuses, with SQLSTATE 42501, any change by another role than the
+ *      administrator's of perms, state, live, slot, class, type, ck_id, label,
+ *      origin, created, prev, next or of a blob's data: the role may change
+ *      only which members hold a key and the counters (seq, rev, updated);
  *      UPDATE of meta.value, and row-level security limits that to the change
  *      counters ("seq", "audit_seq");
  *      SELECT, INSERT, UPDATE, DELETE on debts (replication it owes);
@@ -187,7 +190,12 @@ static int sql_fail(struct p11p_sql *c, const char *what)
 	return CLI_FAIL;
 }
 
-/* Runs a statement template with @ADMIN@ and @APP@ replaced by the (quoted) role names. */
+/*
+ * Runs a statement template with @ADMIN@ and @APP@ replaced by the quoted role names, and
+ * @ADMINLIT@ by the administrator role's bare name (role_name_ok(): safe in a literal).
+ */
+static const char *admin_name;
+
 static enum p11p_sql_rc exec_roles(struct p11p_sql *c, const char *tmpl, const char *admin,
                                    const char *app)
 {
@@ -195,7 +203,10 @@ static enum p11p_sql_rc exec_roles(struct p11p_sql *c, const char *tmpl, const c
 	size_t o = 0;
 	for (const char *t = tmpl; *t;) {
 		const char *put = NULL;
-		if (strncmp(t, "@ADMIN@", 7) == 0) {
+		if (strncmp(t, "@ADMINLIT@", 10) == 0) {
+			put = admin_name;
+			t += 10;
+		} else if (strncmp(t, "@ADMIN@", 7) == 0) {
 			put = admin;
 			t += 7;
 		} else if (strncmp(t, "@APP@", 5) == 0) {
@@ -229,7 +240,12 @@ static const char *const grants[] = {
     "REVOKE ALL ON meta, migrations, vkeys, blobs, debts, overlays, audit FROM @APP@",
     "GRANT SELECT ON meta, migrations, vkeys, blobs, debts, overlays, audit TO @APP@",
     "GRANT INSERT ON vkeys, blobs, audit TO @APP@",
-    "GRANT UPDATE (seq, rev, presence, updated) ON vkeys TO @APP@",
+    /*
+     * The store writes a record whole (INSERT ... ON CONFLICT DO UPDATE of every column,
+     * which needs UPDATE on each): the guard trigger refuses what the role may not change.
+     */
+    "GRANT UPDATE ON vkeys TO @APP@",
+    "GRANT UPDATE (seq, data) ON blobs TO @APP@",
     "GRANT UPDATE (value) ON meta TO @APP@",
     "GRANT INSERT, UPDATE, DELETE ON debts TO @APP@",
     /* meta: the application role moves the change counters, nothing else. */
@@ -237,6 +253,30 @@ static const char *const grants[] = {
     "DROP POLICY IF EXISTS p11p_read ON meta",
     "DROP POLICY IF EXISTS p11p_counters ON meta",
     "CREATE POLICY p11p_read ON meta FOR SELECT USING (true)",
+    /*
+     * Whoever is not the administrator role (or a superuser) may change a key's presence and
+     * counters, never its permissions, state, identity or rotation links, nor a wrapped value.
+     */
+    "CREATE OR REPLACE FUNCTION p11p_guard_vkeys() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN IF NOT pg_has_role(current_user, '@ADMINLIT@', 'USAGE') AND (NEW.vid, NEW.live, "
+    "NEW.slot, NEW.cls, NEW.key_type, NEW.ck_id, NEW.label, NEW.perms, NEW.state, NEW.origin, "
+    "NEW.created, NEW.prev, NEW.next) IS DISTINCT FROM (OLD.vid, OLD.live, OLD.slot, OLD.cls, "
+    "OLD.key_type, OLD.ck_id, OLD.label, OLD.perms, OLD.state, OLD.origin, OLD.created, "
+    "OLD.prev, OLD.next) THEN RAISE EXCEPTION 'p11proxy: role % may not change the "
+    "permissions, state or identity of a key', current_user USING ERRCODE = '42501'; END IF; "
+    "RETURN NEW; END $$",
+    "CREATE OR REPLACE FUNCTION p11p_guard_blobs() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN IF NOT pg_has_role(current_user, '@ADMINLIT@', 'USAGE') AND (NEW.vid, NEW.data) IS "
+    "DISTINCT FROM (OLD.vid, OLD.data) THEN RAISE EXCEPTION 'p11proxy: role % may not change "
+    "the value of a key', current_user USING ERRCODE = '42501'; END IF; RETURN NEW; END $$",
+    "ALTER FUNCTION p11p_guard_vkeys() OWNER TO @ADMIN@",
+    "ALTER FUNCTION p11p_guard_blobs() OWNER TO @ADMIN@",
+    "DROP TRIGGER IF EXISTS p11p_guard ON vkeys",
+    "DROP TRIGGER IF EXISTS p11p_guard ON blobs",
+    "CREATE TRIGGER p11p_guard BEFORE UPDATE ON vkeys FOR EACH ROW EXECUTE FUNCTION "
+    "p11p_guard_vkeys()",
+    "CREATE TRIGGER p11p_guard BEFORE UPDATE ON blobs FOR EACH ROW EXECUTE FUNCTION "
+    "p11p_guard_blobs()",
     "CREATE POLICY p11p_counters ON meta FOR UPDATE TO @APP@ USING (name IN ('seq', "
     "'audit_seq')) WITH CHECK (name IN ('seq', 'audit_seq'))",
 };
@@ -282,6 +322,7 @@ static int store_init(struct cli *cli, int argc, char **argv)
 		return cli_usage(
 		    "store",
 		    "store init: --admin-password-file and --app-password-file are needed");
+	admin_name = admin;
 	if (!role_name_ok(admin) || !role_name_ok(app) || strcmp(admin, app) == 0)
 		return cli_usage("store", "store init: role names are two different names of "
 		                          "a-z, 0-9 and _, not starting with a digit or pg_");

@@ -186,6 +186,11 @@ roles_test() {
 	expect "$a" OK "INSERT INTO blobs VALUES (1, 1, '\\x00ff')"
 	expect "$a" OK "INSERT INTO audit VALUES (1, 0, 'h', 0, 'p', 's', 1, '\\x6b', 'create', '', 'x', 'h')"
 	expect "$a" OK "UPDATE vkeys SET presence = 3, seq = 2, rev = 2, updated = 1"
+	# The store writes a record whole: allowed while permissions, state and identity stay.
+	local upsert=" ON CONFLICT (vid) DO UPDATE SET seq = excluded.seq, rev = excluded.rev, presence = excluded.presence, perms = excluded.perms, state = excluded.state, updated = excluded.updated"
+	expect "$a" OK "INSERT INTO vkeys VALUES (1, 3, 1, 3, 's', 3, 31, '\\x01', '\\x6b', 255, 1, 0, 7, 0, 5, 0, 0)$upsert"
+	expect "$a" DENIED "INSERT INTO vkeys VALUES (1, 4, 1, 4, 's', 3, 31, '\\x01', '\\x6b', 0, 1, 0, 7, 0, 6, 0, 0)$upsert"
+	expect "$a" DENIED "INSERT INTO vkeys VALUES (1, 4, 1, 4, 's', 3, 31, '\\x01', '\\x6b', 255, 2, 0, 7, 0, 6, 0, 0)$upsert"
 	expect "$a" OK "UPDATE meta SET value = value + 1 WHERE name = 'seq'"
 	expect "$a" OK "INSERT INTO debts VALUES (1, 's', 'm', 1, 3, '\\x01', '\\x6b', 0, 0)"
 	expect "$a" OK "DELETE FROM debts"

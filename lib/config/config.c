@@ -571,6 +571,30 @@ static bool parse_path(struct pctx *c, const yaml_node_t *n, const char *what, c
 	return *out != NULL;
 }
 
+/*
+ * `index:` is an absolute path (SQLite) or a postgresql:// URI (PostgreSQL), which never holds
+ * a password (the driver refuses one too; here the file's line says where it is).
+ */
+static bool parse_index(struct pctx *c, const yaml_node_t *n, char **out)
+{
+	const char *s;
+
+	if (!get_string(c, n, "index", &s))
+		return false;
+	if (strncmp(s, "postgresql://", 13) != 0 && strncmp(s, "postgres://", 11) != 0)
+		return parse_path(c, n, "index", out);
+	const char *auth = s + (s[8] == ':' ? 11 : 13);
+	const char *end = auth + strcspn(auth, "/?");
+	const char *at = memchr(auth, '@', (size_t)(end - auth));
+	if ((at != NULL && memchr(auth, ':', (size_t)(at - auth)) != NULL) ||
+	    strstr(s, "password=") != NULL)
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "'index' URI holds a password: use a passfile (~/.pgpass, "
+		                        "PGPASSFILE or passfile=) instead");
+	*out = dup_or_oom(c, s);
+	return *out != NULL;
+}
+
 /* A list of CKR names (CKR_DEVICE_ERROR) or numbers (0x80000001 for vendor codes). */
 static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what, CK_RV *out,
                           size_t *count)
@@ -990,7 +1014,7 @@ static bool parse_root(struct pctx *c)
 	if (c->cfg->state_dir == NULL)
 		return false;
 	if (v[TOP_INDEX] != NULL) {
-		if (!parse_path(c, v[TOP_INDEX], "index", &c->cfg->index_path))
+		if (!parse_index(c, v[TOP_INDEX], &c->cfg->index_path))
 			return false;
 		c->cfg->index_explicit = true;
 	} else if (!default_index(c->cfg)) {

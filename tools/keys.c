@@ -31,7 +31,6 @@ int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_inde
 		cli_error("no virtual-key index in the configuration (index: or state_dir:)");
 		return -1;
 	}
-	/* A file store's directory is made here; a PostgreSQL store is made by `store init`. */
 	if (!p11p_sql_is_pg(cfg->index_path) && stat(cfg->index_path, &sb) != 0 &&
 	    errno == ENOENT) {
 		if (!create)
@@ -133,8 +132,8 @@ static size_t member_of(const struct p11p_config *cfg, size_t s, unsigned i, con
 	return o != NULL ? cli_member_number(o, i) : 0;
 }
 
-const char *keys_presence_str(const struct p11p_config *cfg, const struct p11p_vkey *v, bool names,
-                              char *buf, size_t len)
+const char *keys_presence_str(const struct p11p_config *cfg, const struct p11p_vkey *v,
+                              bool names, char *buf, size_t len)
 {
 	size_t s = keys_slot_by_label(cfg, v->slot), o = 0;
 
@@ -179,8 +178,7 @@ json_t *keys_json_record(const struct p11p_config *cfg, const struct p11p_vkey *
 	char b[2 * P11P_INDEX_ID_MAX + 1], perms[P11P_VK_PERMS_STR], tb[32];
 	uint32_t granted = p11p_vk_perms_of(v);
 	size_t s = keys_slot_by_label(cfg, v->slot);
-	json_t *o = json_object(), *jp = json_array(), *jpres = json_array(),
-	       *jnames = json_array();
+	json_t *o = json_object(), *jp = json_array(), *jpres = json_array(), *jnames = json_array();
 
 	cli_jset(o, "vid", vid_json(v->vid));
 	cli_jset(o, "rev", json_integer((json_int_t)v->rev));

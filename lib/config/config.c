@@ -572,25 +572,28 @@ static bool parse_path(struct pctx *c, const yaml_node_t *n, const char *what, c
 }
 
 /*
- * `index:` is an absolute path (SQLite) or a postgresql:// URI (PostgreSQL), which never holds
- * a password (the driver refuses one too; here the file's line says where it is).
+ * index: an absolute path (SQLite) or a postgresql:// (postgres://) URI
+ * without a password (libpq's passfile gives it).
  */
 static bool parse_index(struct pctx *c, const yaml_node_t *n, char **out)
 {
-	const char *s;
+	const char *s, *auth, *at, *slash;
+	char buf[P11P_YDOC_SHOW_BUF];
 
 	if (!get_string(c, n, "index", &s))
 		return false;
 	if (strncmp(s, "postgresql://", 13) != 0 && strncmp(s, "postgres://", 11) != 0)
 		return parse_path(c, n, "index", out);
-	const char *auth = s + (s[8] == ':' ? 11 : 13);
-	const char *end = auth + strcspn(auth, "/?");
-	const char *at = memchr(auth, '@', (size_t)(end - auth));
-	if ((at != NULL && memchr(auth, ':', (size_t)(at - auth)) != NULL) ||
-	    strstr(s, "password=") != NULL)
+	auth = strstr(s, "://") + 3;
+	slash = strchr(auth, '/');
+	at = strchr(auth, '@');
+	if (at != NULL && (slash == NULL || at < slash) && memchr(auth, ':', (size_t)(at - auth)))
 		return p11p_ydoc_report(&c->y, &n->start_mark,
-		                        "'index' URI holds a password: use a passfile (~/.pgpass, "
-		                        "PGPASSFILE or passfile=) instead");
+		                        "index: a password in the URI is refused (use a passfile)");
+	if (strstr(s, "password=") != NULL)
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "index: a password in the URI is refused (use a passfile)");
+	(void)buf;
 	*out = dup_or_oom(c, s);
 	return *out != NULL;
 }
@@ -966,7 +969,7 @@ static bool parse_log(struct pctx *c, const yaml_node_t *log, const yaml_node_t 
 	return true;
 }
 
-/* "<state_dir>/keys.index". */
+/* "<state_dir>/keys.db". */
 static bool default_index(struct p11p_config *cfg)
 {
 	size_t len = strlen(cfg->state_dir) + 1 + strlen(P11P_DEFAULT_INDEX_NAME) + 1;

@@ -150,7 +150,7 @@ START_TEST(test_words_are_the_index_file_s)
 	FILE *f;
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/keys.index", dir);
+	snprintf(path, sizeof(path), "%s/keys.db", dir);
 	r.vid = 0;
 	r.origin = P11P_VK_SCANNED;
 	ck_assert_uint_eq(p11p_index_open(path, &idx, err, sizeof(err)), CKR_OK);

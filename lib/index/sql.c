@@ -1,8 +1,9 @@
 /*
  * The driver interface (sql.h): dispatch by target, argument checks, the
- * error message. The PostgreSQL driver is referenced weakly: a build without
- * lib/index/pg.c refuses postgresql:// targets with a message instead of
- * failing to link.
+ * error message. Both drivers are always built (libpq and SQLite are build
+ * dependencies) and referenced strongly here, so that every program linking
+ * libp11p.a gets both: a weak reference let programs that never named the
+ * PostgreSQL driver (bench_index, the test programs) lose it silently.
  */
 #include "index/sql.h"
 
@@ -11,8 +12,6 @@
 #include <string.h>
 
 #include "base/log.h"
-
-extern const struct p11p_sql_driver p11p_sql_pg_driver __attribute__((weak));
 
 static void put_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -50,10 +49,6 @@ enum p11p_sql_rc p11p_sql_open(const char *target, bool readonly, unsigned timeo
 		return P11P_SQL_FAILED;
 	}
 	if (p11p_sql_is_pg(target)) {
-		if (&p11p_sql_pg_driver == NULL) {
-			put_err(err, errlen, "postgresql: this build has no PostgreSQL driver");
-			return P11P_SQL_FAILED;
-		}
 		drv = &p11p_sql_pg_driver;
 	} else {
 		drv = &p11p_sql_sqlite_driver;

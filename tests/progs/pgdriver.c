@@ -24,9 +24,10 @@
  *                            each commit returned OK (a promise of
  *                            durability); ends at the first failure
  *   pgdriver check URI TAG N rows TAG-0..TAG-(N-1) are all there
- *   pgdriver sql URI RC SQL  runs SQL (one statement, no parameters) and
- *                            expects the answer RC (OK, DENIED, ...); prints
- *                            the answer and the message
+ *   pgdriver sql URI RC SQL [RC SQL ...]
+ *                            runs each SQL (one statement, no parameters) on
+ *                            one connection and expects the answer RC (OK,
+ *                            DENIED, ...); prints each answer and message
  *
  * Exit 0 when every check holds; failures are printed on stderr.
  */
@@ -520,18 +521,26 @@ static int t_check(const char *uri, const char *tag, long n)
 	return failures != 0;
 }
 
-static int t_sql(const char *uri, const char *want, const char *sql)
+static int t_sql(const char *uri, char **pairs, int n)
 {
 	struct p11p_sql *c = NULL;
 	char err[P11P_SQL_ERR_MAX] = "";
+	int bad = 0;
 	enum p11p_sql_rc rc = D->open(uri, false, 5000, &c, err, sizeof(err));
-	if (rc == P11P_SQL_OK) {
-		rc = D->exec(c, sql, NULL, 0, NULL, NULL);
-		snprintf(err, sizeof(err), "%s", c->err);
-		D->close(c);
+	for (int i = 0; i + 1 < n; i += 2) {
+		const char *want = pairs[i], *sql = pairs[i + 1];
+		if (c != NULL) {
+			rc = D->exec(c, sql, NULL, 0, NULL, NULL);
+			snprintf(err, sizeof(err), "%s", rc == P11P_SQL_OK ? "" : c->err);
+		}
+		bool ok = strcmp(rcname(rc), want) == 0;
+		printf("%s%s: %s%s%s\n", ok ? "" : "UNEXPECTED ", sql, rcname(rc),
+		       err[0] ? ": " : "", err);
+		bad += !ok;
 	}
-	printf("%s: %s%s%s\n", sql, rcname(rc), err[0] ? ": " : "", err);
-	return strcmp(rcname(rc), want) != 0;
+	if (c != NULL)
+		D->close(c);
+	return bad != 0;
 }
 
 int main(int argc, char **argv)
@@ -559,8 +568,8 @@ int main(int argc, char **argv)
 		return t_writer(uri, argv[3]);
 	if (strcmp(t, "check") == 0 && argc == 5)
 		return t_check(uri, argv[3], strtol(argv[4], NULL, 10));
-	if (strcmp(t, "sql") == 0 && argc == 5)
-		return t_sql(uri, argv[3], argv[4]);
+	if (strcmp(t, "sql") == 0 && argc >= 5 && (argc - 3) % 2 == 0)
+		return t_sql(uri, argv + 3, argc - 3);
 	fprintf(stderr, "pgdriver: unknown test %s\n", t);
 	return 2;
 }

@@ -171,12 +171,15 @@ roles_test() {
 	a=$(pg_uri p11proxy_app)
 	m=$(pg_uri p11proxy_admin)
 	pg_psql "INSERT INTO meta (name, value) VALUES ('limit', 5)" >/dev/null || return 1
-	# expect WHO RC SQL
+	# expect WHO RC SQL: collected, then run on one connection per role (run_sql).
+	local app_sql=() admin_sql=()
 	expect() {
-		local who=$1 want=$2
-		shift 2
-		PGPASSFILE=$TMP/pgpass run_prog "$PGDRIVER" sql "$who" "$want" "$*" \
-			>"$TMP/sql.out" 2>&1
+		if [ "$1" = "$a" ]; then app_sql+=("$2" "$3"); else admin_sql+=("$2" "$3"); fi
+	}
+	run_sql() {
+		local who=$1
+		shift
+		PGPASSFILE=$TMP/pgpass run_prog "$PGDRIVER" sql "$who" "$@" >"$TMP/sql.out" 2>&1
 		local rc=$?
 		sed 's/^/    /' "$TMP/sql.out"
 		[ $rc -eq 0 ] || ok=1
@@ -211,12 +214,14 @@ roles_test() {
 	expect "$a" DENIED "SET ROLE p11proxy_admin"
 	# Row-level security: the counters only; another meta row is not the application's.
 	expect "$a" OK "UPDATE meta SET value = 0 WHERE name = 'limit'"
+	run_sql "$a" "${app_sql[@]}"
 	[ "$(pg_psql "SELECT value FROM meta WHERE name = 'limit'")" = 5 ] || {
 		echo "    the application role changed meta.limit"
 		ok=1
 	}
 	expect "$m" OK "UPDATE vkeys SET perms = 0, state = 2"
 	expect "$m" OK "UPDATE overlays SET text = 'x'"
+	run_sql "$m" "${admin_sql[@]}"
 	# A wrong password is refused at connect.
 	pg_passfile "$TMP/wrong" p11proxy_app "not-the-password"
 	PGPASSFILE=$TMP/wrong run_prog "$PGDRIVER" sql "$a" DENIED "SELECT 1" >"$TMP/sql.out" 2>&1 ||

@@ -7,6 +7,8 @@
 #    message naming the store and the database's refusal;
 #  - store down: host B's process keeps using the key; creating a key fails naming the store;
 #    after the restart a change is enforced again (the module reconnected by itself).
+# Under valgrind the module's processes and the CLI run under it, except the CLI's timed
+# `keys deny` (the delay is counted from its start) and the server.
 # Sourced by tests/run.sh with tests/lib.sh loaded (BUILD, MODE, SRCDIR).
 
 # shellcheck source=tests/pg.sh
@@ -69,7 +71,7 @@ if on a fleet mkaes "$PROXY_MODULE" vf fk1 >"$TMP/mk.out" 2>&1 && grep -q create
 else
 	fail "pgfleet: a key created through the module on host A" "$(tr '\n' '|' <"$TMP/mk.out")"
 fi
-if on admin "$CLI" keys list --all >"$TMP/list.out" 2>&1 && grep -q fk1 "$TMP/list.out"; then
+if on admin run_prog "$CLI" keys list --all >"$TMP/list.out" 2>&1 && grep -q fk1 "$TMP/list.out"; then
 	pass "pgfleet: the CLI (administrator role) lists it from the store"
 else
 	fail "pgfleet: the CLI lists the key" "$(head -c 400 "$TMP/list.out" | tr '\n' '|')"
@@ -172,7 +174,7 @@ kill "$watch_pid" 2>/dev/null
 wait "$watch_pid" 2>/dev/null
 
 # The application role may not change permissions: the database refuses, the CLI says so.
-if on a "$CLI" keys allow fk1 encrypt >"$TMP/app.out" 2>&1; then
+if on a run_prog "$CLI" keys allow fk1 encrypt >"$TMP/app.out" 2>&1; then
 	fail "pgfleet: the application role cannot change permissions" "keys allow succeeded"
 elif grep -q 'postgresql' "$TMP/app.out" && grep -q '42501' "$TMP/app.out"; then
 	sed 's/^/    /' "$TMP/app.out" | head -n 3

@@ -141,7 +141,7 @@ check "pgstore: writers killed with SIGKILL: every acknowledged commit is there"
 # role may not do is refused by the database itself (SQLSTATE 42501: P11P_SQL_DENIED).
 roles_test() {
 	local out=$TMP/init.out ok=0 app_pw admin_pw a m
-	if ! "$CLI" store init "$URI" --admin-password-file "$TMP/admin.pw" \
+	if ! run_prog "$CLI" store init "$URI" --admin-password-file "$TMP/admin.pw" \
 		--app-password-file "$TMP/app.pw" >"$out" 2>&1; then
 		sed 's/^/    /' "$out"
 		return 1
@@ -160,7 +160,7 @@ roles_test() {
 		return 1
 	fi
 	# Again: passwords read from the files, grants set again.
-	"$CLI" store init "$URI" --admin-password-file "$TMP/admin.pw" \
+	run_prog "$CLI" store init "$URI" --admin-password-file "$TMP/admin.pw" \
 		--app-password-file "$TMP/app.pw" >"$out" 2>&1 && grep -q "from $TMP/app.pw" "$out" || {
 		echo "    second init:"
 		sed 's/^/    /' "$out"

@@ -1636,8 +1636,10 @@ CK_RV p11p_index_stats(struct p11p_index *idx, struct p11p_index_stats *st)
 	st->records = idx->st.count;
 	st->seq = idx->seq;
 	pthread_mutex_unlock(&idx->mu);
+	pthread_mutex_lock(&idx->db_mu);
 	st->readonly = idx->readonly;
 	st->down = idx->db == NULL;
+	pthread_mutex_unlock(&idx->db_mu);
 	return CKR_OK;
 }
 
@@ -1648,9 +1650,10 @@ void p11p_index_last_error(struct p11p_index *idx, char *buf, size_t len)
 	buf[0] = '\0';
 	if (idx == NULL || idx->pid != getpid())
 		return;
-	pthread_mutex_lock(&idx->mu);
+	/* The message is written under db_mu (by whoever talks to the store). */
+	pthread_mutex_lock(&idx->db_mu);
 	snprintf(buf, len, "%s", idx->err);
-	pthread_mutex_unlock(&idx->mu);
+	pthread_mutex_unlock(&idx->db_mu);
 }
 
 /* ---- blobs ---------------------------------------------------------------------------------- */

@@ -1,10 +1,4 @@
-/*
- * The driver interface (sql.h): dispatch by target, argument checks, the
- * error message. Both drivers are always built (libpq and SQLite are build
- * dependencies) and referenced strongly here, so that every program linking
- * libp11p.a gets both: a weak reference let programs that never named the
- * PostgreSQL driver (bench_index, the test programs) lose it silently.
- */
+/* The driver interface (sql.h): dispatch by target, argument checks, the error message. */
 #include "index/sql.h"
 
 #include <stdarg.h>
@@ -48,9 +42,9 @@ enum p11p_sql_rc p11p_sql_open(const char *target, bool readonly, unsigned timeo
 		put_err(err, errlen, "store: no target (index: is empty)");
 		return P11P_SQL_FAILED;
 	}
-	if (p11p_sql_is_pg(target)) {
+	if (p11p_sql_is_pg(target))
 		drv = &p11p_sql_pg_driver;
-	} else {
+	else {
 		drv = &p11p_sql_sqlite_driver;
 	}
 	rc = drv->open(target, readonly, timeout_ms, out, err, errlen);

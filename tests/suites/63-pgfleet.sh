@@ -6,7 +6,8 @@
 #  - the application role cannot change permissions: the CLI run as that role fails with a
 #    message naming the store and the database's refusal;
 #  - store down: host B's process keeps using the key; creating a key fails naming the store;
-#    after the restart a change is enforced again (the module reconnected by itself).
+#    after the restart a change is enforced again (the module reconnected by itself);
+#  - the store's writers: concurrent, killed with SIGKILL, the server stopped under them.
 # Under valgrind the module's processes and the CLI run under it, except the CLI's timed
 # `keys deny` (the delay is counted from its start) and the server.
 # Sourced by tests/run.sh with tests/lib.sh loaded (BUILD, MODE, SRCDIR).
@@ -182,6 +183,60 @@ elif grep -q 'postgresql' "$TMP/app.out" && grep -q '42501' "$TMP/app.out"; then
 else
 	fail "pgfleet: the application role's refusal names the store and 42501" \
 		"$(tr '\n' '|' <"$TMP/app.out")"
+fi
+
+# The store itself (tests/progs/indexkill.c, as in 55-index, here on PostgreSQL): two writers
+# at once lose nothing; a writer killed with SIGKILL, and the server stopped with
+# `pg_ctl stop -m immediate` under a writer, lose no acknowledged transaction.
+KILL=$BUILD/tests/indexkill
+kill_wrap=()
+[ "$MODE" = valgrind ] && kill_wrap=(valgrind -q --error-exitcode=99 --leak-check=no
+	--suppressions="$SRCDIR/tests/valgrind.supp")
+store_writers() {
+	local u n
+	u=$(pg_uri p11proxy_admin)
+	run_prog "$KILL" writer "$u" A 40 3 >"$TMP/ka.out" 2>"$TMP/ka.err" &
+	local pid=$!
+	run_prog "$KILL" writer "$u" B 40 3 >"$TMP/kb.out" 2>"$TMP/kb.err" || return 1
+	wait "$pid" || return 1
+	run_prog "$KILL" check "$u" A 40 | sed 's/^/    /'
+	[ "${PIPESTATUS[0]}" -eq 0 ] || return 1
+	run_prog "$KILL" check "$u" B 40 | sed 's/^/    /'
+	[ "${PIPESTATUS[0]}" -eq 0 ]
+}
+# store_killed PREFIX HOW: a writer until HOW (writer: kill -9; server: pg_ctl stop -m immediate).
+store_killed() {
+	local u n pid
+	u=$(pg_uri p11proxy_admin)
+	"${kill_wrap[@]}" "$KILL" writer "$u" "$1" 0 3 >"$TMP/k$1.out" 2>"$TMP/k$1.err" &
+	pid=$!
+	for _ in $(seq 1 200); do
+		[ "$(grep -c '^[0-9]' "$TMP/k$1.out")" -ge 10 ] && break
+		sleep 0.05
+	done
+	if [ "$2" = server ]; then
+		pg_stop immediate
+		wait "$pid"
+		pg_restart || return 1
+	else
+		kill -9 "$pid"
+		wait "$pid" 2>/dev/null
+	fi
+	n=$(grep -c '^[0-9]' "$TMP/k$1.out")
+	[ "$n" -gt 0 ] || return 1
+	run_prog "$KILL" check "$u" "$1" "$n" | sed 's/^/    /'
+	[ "${PIPESTATUS[0]}" -eq 0 ]
+}
+if [ -x "$KILL" ]; then
+	export PGPASSFILE=$TMP/admin.pgpass
+	check "pgfleet: store: two writers at once, nothing lost" store_writers
+	check "pgfleet: store: a writer killed with SIGKILL loses no acknowledged change" \
+		store_killed K writer
+	check "pgfleet: store: the server stopped mid-write loses no acknowledged change" \
+		store_killed S server
+	unset PGPASSFILE
+else
+	fail "pgfleet: store durability" "no $KILL (run make tests)"
 fi
 
 pg_stop

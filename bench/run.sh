@@ -328,9 +328,9 @@ function mark(ok) { return ok ? "ok" : "MISSED" }
 /^RESULT op=find_label / { fl50 = field("p50_us"); fl99 = field("p99_us") }
 /^RESULT op=find_ck_id / { fi50 = field("p50_us"); fi99 = field("p99_us") }
 /^RESULT op=put_change / { put50 = field("p50_ms"); put99 = field("p99_ms") }
-/^RESULT op=propagate_change / { pr50 = field("p50_ms"); pr99 = field("p99_ms") }
+/^RESULT op=propagation_other_process / { pr50 = field("p50_ms"); pr99 = field("p99_ms") }
 END {
-	printf "\nindex (%s, %s keys): load + first find %s ms (<300 %s); find by label p50/p99 %s/%s us, by CKA_ID %s/%s us (<20 %s); put p50/p99 %s/%s ms (<10 %s); propagation to another handle p50/p99 %s/%s ms (information only)\n",
+	printf "\nindex (%s, %s keys): load + first find %s ms (<300 %s); find by label p50/p99 %s/%s us, by CKA_ID %s/%s us (<20 %s); put p50/p99 %s/%s ms (<10 %s); propagation to another process p50/p99 %s/%s ms (information only)\n",
 	    engine, n, load, mark(load != "" && load < 300), fl50, fl99, fi50, fi99,
 	    mark(fl99 != "" && fl99 < 20 && fi99 < 20), put50, put99, mark(put99 != "" && put99 < 10),
 	    pr50, pr99

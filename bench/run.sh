@@ -4,7 +4,7 @@
 #   ha     an HA slot of two members: steady state against SoftHSM2 directly
 #          (bench), failover gaps and throughput while members fail (bench_ha,
 #          over the fault-injecting shim tests/shim)
-#   index  the virtual-key index (bench_index)
+#   index  the virtual-key index (bench_index), SQLite and PostgreSQL (a private server)
 #   sync   `p11proxy sync` of BENCH_SYNC_KEYS SoftHSM2 keys against SoftHSM2's own
 #          listing of them (bench_sync), both timed as whole processes
 #   vendor the vendor mechanisms (bench_vendor): C_GenerateRandom per entropy
@@ -30,6 +30,7 @@
 #   BENCH_HA_WINDOW     seconds per steady / failing window    [1]
 #   BENCH_HA_ROUNDS     steady + failing window pairs          [6]
 #   BENCH_SYNC_KEYS     keys on the token of the sync part     [10000]
+#   BENCH_PG_KEYS       keys of the index part on PostgreSQL   [10000]
 #   BENCH_KEEP     directory to copy the raw RESULT lines into
 set -u
 BUILD_ARG=${1:-build}
@@ -313,20 +314,9 @@ END {
 fi
 
 # ---- part index: the virtual-key index (bench_index prints its own RESULT lines) ----
-if part index; then
-	echo
-	echo "== index: bench_index"
-	if [ ! -x "$BENCH_INDEX" ]; then
-		echo "bench: $BENCH_INDEX not built: no index figures" >&2
-		errors=$((errors + 1))
-	elif ! "$BENCH_INDEX" >"$TMP/index.1" 2>"$TMP/index.1.err"; then
-		echo "  bench_index ERROR"
-		sed 's/^/    /' "$TMP/index.1.err" >&2
-		errors=$((errors + 1))
-	else
-		sed 's/^/    /' "$TMP/index.1.err" >&2
-		cat "$TMP/index.1"
-		awk '
+# index_summary ENGINE FILE: the figures against the issue's targets.
+index_summary() {
+	awk -v engine="$1" '
 function field(name,   i, kv) {
 	for (i = 2; i <= NF; i++) {
 		split($i, kv, "=")
@@ -336,15 +326,53 @@ function field(name,   i, kv) {
 	return ""
 }
 function mark(ok) { return ok ? "ok" : "MISSED" }
+/^RESULT op=batch_put_all / { n = field("n") }
 /^RESULT op=load_first_find_best / { load = field("ms") }
 /^RESULT op=find_label / { fl50 = field("p50_us"); fl99 = field("p99_us") }
 /^RESULT op=find_ck_id / { fi50 = field("p50_us"); fi99 = field("p99_us") }
 /^RESULT op=put_change / { put50 = field("p50_ms"); put99 = field("p99_ms") }
+/^RESULT op=propagation_other_process / { pr50 = field("p50_ms"); pr99 = field("p99_ms") }
 END {
-	printf "\nindex: load + first find %s ms (<300 %s); find by label p50/p99 %s/%s us, by CKA_ID %s/%s us (<20 %s); put p50/p99 %s/%s ms (<10 %s) (information only)\n",
-	    load, mark(load != "" && load < 300), fl50, fl99, fi50, fi99,
-	    mark(fl99 != "" && fl99 < 20 && fi99 < 20), put50, put99, mark(put99 != "" && put99 < 10)
-}' "$TMP/index.1"
+	printf "\nindex (%s, %s keys): load + first find %s ms (<300 %s); find by label p50/p99 %s/%s us, by CKA_ID %s/%s us (<20 %s); put p50/p99 %s/%s ms (<10 %s); propagation to another process p50/p99 %s/%s ms (information only)\n",
+	    engine, n, load, mark(load != "" && load < 300), fl50, fl99, fi50, fi99,
+	    mark(fl99 != "" && fl99 < 20 && fi99 < 20), put50, put99, mark(put99 != "" && put99 < 10),
+	    pr50, pr99
+}' "$2"
+}
+# index_run ENGINE OUT ARGS...: bench_index with ARGS, its figures and their summary.
+index_run() {
+	local engine=$1 out=$2
+	shift 2
+	if [ ! -x "$BENCH_INDEX" ]; then
+		echo "bench: $BENCH_INDEX not built: no index figures" >&2
+		errors=$((errors + 1))
+	elif ! "$BENCH_INDEX" "$@" >"$out" 2>"$out.err"; then
+		echo "  bench_index ERROR"
+		sed 's/^/    /' "$out.err" >&2
+		errors=$((errors + 1))
+	else
+		sed 's/^/    /' "$out.err" >&2
+		cat "$out"
+		index_summary "$engine" "$out"
+	fi
+}
+if part index; then
+	echo
+	echo "== index: bench_index (SQLite)"
+	index_run sqlite "$TMP/index.1"
+	# The same against PostgreSQL: a private server in $TMP (tests/pg.sh), over its Unix
+	# socket; BENCH_PG_KEYS keys (the store writes a batch row by row: round trips add up).
+	echo
+	echo "== index: bench_index (PostgreSQL, private server)"
+	# shellcheck source=tests/pg.sh
+	. "$SRCDIR/tests/pg.sh"
+	if pg_start "$TMP/pg"; then
+		index_run postgresql "$TMP/index.pg" --keys "${BENCH_PG_KEYS:-10000}" \
+			--target "$(pg_uri)"
+		pg_stop
+	else
+		echo "bench: no PostgreSQL server: $PG_WHY" >&2
+		errors=$((errors + 1))
 	fi
 fi
 

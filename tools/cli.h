@@ -75,6 +75,9 @@ int cmd_policy(struct cli *cli, int argc, char **argv);
 
 /* tools/cmd_pin.c: the virtual PIN state (wrong PINs the proxy checked) */
 int cmd_pin(struct cli *cli, int argc, char **argv);
+/* tools/cmd_audit.c: the store's audit trail; tools/cmd_index.c: index import */
+int cmd_audit(struct cli *cli, int argc, char **argv);
+int cmd_index(struct cli *cli, int argc, char **argv);
 
 /* tools/cmd_config.c */
 int cmd_check_config(struct cli *cli, int argc, char **argv);
@@ -85,6 +88,9 @@ int cmd_gen_fragment(struct cli *cli, int argc, char **argv);
 
 /* tools/cmd_replkey.c */
 int cmd_replication_key(struct cli *cli, int argc, char **argv);
+
+/* tools/cmd_store.c: a PostgreSQL store's schema and roles */
+int cmd_store(struct cli *cli, int argc, char **argv);
 
 /* tools/cmd_members.c */
 int cmd_members(struct cli *cli, int argc, char **argv);

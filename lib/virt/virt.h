@@ -15,8 +15,9 @@
  *   5. leaves, which take no other lock: g_wait (state.c: condition waits
  *      under the global lock; a waiter takes it before letting the global
  *      lock go and lets it go before taking that back; p11p_signal_locked()
- *      and fork take it under the global lock); an index handle's `mu`
- *      (index/index.c, with the index file's flock(2) taken under it), a
+ *      and fork take it under the global lock); an index handle's `db_mu`
+ *      (its store connection, held across statements) then its `mu` (the
+ *      in-memory copy, never held across a statement) (index/store.c), a
  *      slot generator's `lock` (crypto/rng.c: never held across the HSM
  *      callback), ossl_lock (base/ossl.c), a slot's PIN state file's
  *      flock(2) (pinstate.c: taken with at most a session's lock held,

@@ -21,7 +21,7 @@ _p11proxy()
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="slots test-connection members health sync keys policy pin check-config hash-pin gen-fragment replication-key help"
+	local commands="slots test-connection members health sync keys policy pin audit index check-config hash-pin gen-fragment replication-key store help"
 	local global="-c --config --json -h --help -V --version"
 	local cmd="" conf="" i w pos=()
 
@@ -37,7 +37,7 @@ _p11proxy()
 	done
 
 	case $prev in
-	-c | --config | --out)
+	-c | --config | --out | --admin-password-file | --app-password-file)
 		_filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur"))
 		return
 		;;
@@ -54,7 +54,7 @@ _p11proxy()
 		return
 		;;
 	--name | --backend | --slot-id | --token-label | --token-serial | --uri | --listen | \
-		--hsm-key-label | --description | --id)
+		--hsm-key-label | --description | --id | --since)
 		return
 		;;
 	esac
@@ -119,6 +119,14 @@ _p11proxy()
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
 		fi
 		;;
+	audit) opts="$opts --slot --since --verify" ;;
+	index)
+		if [ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "import help" -- "$cur"))
+		elif [ "${pos[0]}" = import ] && [ ${#pos[@]} -eq 1 ] && [[ $cur != -* ]]; then
+			_filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur"))
+		fi
+		;;
 	hash-pin) opts="$opts --pin-source" ;;
 	gen-fragment) opts="$opts --name --type --hsm-key-label --slot --out --description" ;;
 	replication-key)
@@ -128,6 +136,12 @@ _p11proxy()
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
 		fi
 		opts="$opts --label --so-pin-source"
+		;;
+	store)
+		if [ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "init help" -- "$cur"))
+		fi
+		opts="$opts --admin-password-file --app-password-file --admin-role --app-role"
 		;;
 	help)
 		[ ${#pos[@]} -eq 0 ] && COMPREPLY=($(compgen -W "$commands" -- "$cur"))

@@ -6,6 +6,7 @@
  * choice of the member for new work, are the core's (virt/member.c).
  */
 #include "ha/ha.h"
+#include "vkeys/vkeys.h"
 #include "base/log.h"
 #include "base/names.h"
 
@@ -153,7 +154,7 @@ void p11p_health_poll(struct p11p_state *st)
 static void *probe_main(void *arg)
 {
 	struct p11p_state *st = arg;
-	unsigned long long order_due, stats_due;
+	unsigned long long order_due, stats_due, vkeys_due;
 
 	p11p_lock();
 	while (!st->probe_stop) {
@@ -164,6 +165,7 @@ static void *probe_main(void *arg)
 		p11p_unlock();
 		order_due = p11p_order_poll(st);
 		stats_due = p11p_stats_poll(st);
+		vkeys_due = p11p_vkeys_poll(st);
 		p11p_lock();
 		if (st->probe_stop)
 			break;
@@ -185,6 +187,8 @@ static void *probe_main(void *arg)
 			next = order_due;
 		if (stats_due < next)
 			next = stats_due;
+		if (vkeys_due < next)
+			next = vkeys_due;
 		p11p_cond_wait_locked(&st->probe_cond, next > now ? next - now : 1);
 	}
 	p11p_unlock();

@@ -26,8 +26,10 @@
  * deactivated -> P11PROXY_CKR_KEY_DEACTIVATED; a permission the virtual key
  * lacks -> CKR_KEY_FUNCTION_NOT_PERMITTED, whatever the HSM key allows.
  *
- * Other processes' changes: the index is refreshed (one stat(2) when nothing
- * changed) at most every P11P_VKEY_REFRESH_MS, by whichever call comes first.
+ * Other processes' changes: the store is refreshed (PRAGMA data_version or a
+ * PostgreSQL notice when nothing changed) every P11P_VKEY_REFRESH_MS by the
+ * probe thread (p11p_vkeys_poll()), or by a call when there is no such thread
+ * or it is a period late: the hot path does not wait for the store.
  *
  * The rules (the permissions each key class has, the record made from a
  * key's attributes, what write_back and scan decide) are the key model's,
@@ -55,6 +57,12 @@ struct p11p_vkeys {
 	struct p11p_index *idx;
 	_Atomic unsigned long long next_refresh_ms;
 	atomic_bool refresh_failed; /* reported once until a refresh works again */
+	/*
+	 * The probe thread refreshes (p11p_vkeys_poll()): calls refresh only
+	 * when it is a period late (busy with a slow probe), so that the hot path
+	 * does not wait for the store.
+	 */
+	atomic_bool background;
 };
 
 /* The usage attributes (the key model: vkeys/model.h has the table by class). */
@@ -144,8 +152,24 @@ static void vk_refresh(struct p11p_vkeys *vk)
 	 */
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	now = (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+	if (now >= due + (atomic_load_explicit(&vk->background, memory_order_relaxed)
+	                      ? P11P_VKEY_REFRESH_MS
+	                      : 0))
+		vk_refresh_due(vk, now, due);
+}
+
+unsigned long long p11p_vkeys_poll(struct p11p_state *st)
+{
+	struct p11p_vkeys *vk = st->vkeys;
+	unsigned long long now = p11p_now_ms(), due;
+
+	if (vk == NULL)
+		return ~0ULL;
+	atomic_store(&vk->background, true);
+	due = atomic_load(&vk->next_refresh_ms);
 	if (now >= due)
 		vk_refresh_due(vk, now, due);
+	return atomic_load(&vk->next_refresh_ms);
 }
 
 /* vk_refresh() when the period is over. */

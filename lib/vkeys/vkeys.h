@@ -38,6 +38,13 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
  * Messages go to p11p_message; failure: CKR_GENERAL_ERROR.
  */
 CK_RV p11p_vkey_state_init(struct p11p_state *st);
+/*
+ * Picks up other processes' changes to the store when due (every
+ * P11P_VKEY_REFRESH_MS), from the probe thread, so that calls need not:
+ * when the first poll has run, a call refreshes only if the poller is a
+ * period late. Returns when the next poll is due (monotonic ms).
+ */
+unsigned long long p11p_vkeys_poll(struct p11p_state *st);
 void p11p_vkey_state_free(struct p11p_state *st);
 /* Frees an object's binding (with the object). */
 void p11p_vkey_object_free(struct p11p_object *obj);

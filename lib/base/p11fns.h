@@ -48,78 +48,81 @@
 
 #define P11P_FUNCTIONS(X)                                                                          \
 	X(CUSTOM, C_Initialize, (CK_VOID_PTR init_args), (init_args), (), NONE, NONE)              \
-	X(IMPL(p11p_finalize), C_Finalize, (CK_VOID_PTR reserved), (reserved), (), NONE, NONE)                  \
+	X(IMPL(p11p_finalize), C_Finalize, (CK_VOID_PTR reserved), (reserved), (), NONE, NONE)     \
 	X(CUSTOM, C_GetInfo, (CK_INFO_PTR info), (info), (), NONE, NONE)                           \
 	X(CUSTOM, C_GetFunctionList, (CK_FUNCTION_LIST_PTR_PTR list), (list), (), NONE, NONE)      \
-	X(IMPL(p11p_get_slot_list), C_GetSlotList,                                                                   \
+	X(IMPL(p11p_get_slot_list), C_GetSlotList,                                                 \
 	  (CK_BBOOL token_present, CK_SLOT_ID_PTR slot_list, CK_ULONG_PTR count),                  \
 	  (token_present, slot_list, count), (), NONE, LIST(slot_list, count))                     \
-	X(IMPL(p11p_get_slot_info), C_GetSlotInfo, (CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info), (slot_id, info), (), \
-	  NONE, NONE)                                                                              \
-	X(IMPL(p11p_get_token_info), C_GetTokenInfo, (CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info), (slot_id, info),   \
+	X(IMPL(p11p_get_slot_info), C_GetSlotInfo, (CK_SLOT_ID slot_id, CK_SLOT_INFO_PTR info),    \
+	  (slot_id, info), (), NONE, NONE)                                                         \
+	X(IMPL(p11p_get_token_info), C_GetTokenInfo, (CK_SLOT_ID slot_id, CK_TOKEN_INFO_PTR info), \
+	  (slot_id, info), (), NONE, NONE)                                                         \
+	X(IMPL(p11p_wait_for_slot_event), C_WaitForSlotEvent,                                      \
+	  (CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved), (flags, slot, reserved),    \
 	  (), NONE, NONE)                                                                          \
-	X(IMPL(p11p_wait_for_slot_event), C_WaitForSlotEvent, (CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved), \
-	  (flags, slot, reserved), (), NONE, NONE)                                                 \
-	X(IMPL(p11p_get_mechanism_list), C_GetMechanismList,                                                              \
+	X(IMPL(p11p_get_mechanism_list), C_GetMechanismList,                                       \
 	  (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count),                    \
 	  (slot_id, list, count), (), NONE, LIST(list, count))                                     \
-	X(IMPL(p11p_get_mechanism_info), C_GetMechanismInfo,                                                              \
+	X(IMPL(p11p_get_mechanism_info), C_GetMechanismInfo,                                       \
 	  (CK_SLOT_ID slot_id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info),                \
 	  (slot_id, type, info), (), NONE, NONE)                                                   \
-	X(IMPL(p11p_init_token), C_InitToken,                                                                     \
+	X(IMPL(p11p_init_token), C_InitToken,                                                      \
 	  (CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len, CK_UTF8CHAR_PTR label),      \
 	  (slot_id, pin, pin_len, label), (), NONE, NONE)                                          \
 	X(SESSION, C_InitPIN, (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len),  \
 	  (session, pin, pin_len), (c.bs, pin, pin_len), UNSAFE, NONE)                             \
-	X(IMPL(p11p_set_pin), C_SetPIN,                                                                        \
+	X(IMPL(p11p_set_pin), C_SetPIN,                                                            \
 	  (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,                   \
 	   CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len),                                             \
 	  (session, old_pin, old_len, new_pin, new_len), (), NONE, NONE)                           \
-	X(IMPL(p11p_open_session), C_OpenSession,                                                                   \
+	X(IMPL(p11p_open_session), C_OpenSession,                                                  \
 	  (CK_SLOT_ID slot_id, CK_FLAGS flags, CK_VOID_PTR application, CK_NOTIFY notify,          \
 	   CK_SESSION_HANDLE_PTR session),                                                         \
-	  (slot_id, flags, application, notify, session), (), NONE, OPEN(session))                          \
-	X(IMPL(p11p_close_session), C_CloseSession, (CK_SESSION_HANDLE session), (session), (), NONE, CLOSE)          \
-	X(IMPL(p11p_close_all_sessions), C_CloseAllSessions, (CK_SLOT_ID slot_id), (slot_id), (), NONE, CLOSEALL)             \
-	X(IMPL(p11p_get_session_info), C_GetSessionInfo, (CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info),         \
-	  (session, info), (), NONE, NONE)                                                         \
+	  (slot_id, flags, application, notify, session), (), NONE, OPEN(session))                 \
+	X(IMPL(p11p_close_session), C_CloseSession, (CK_SESSION_HANDLE session), (session), (),    \
+	  NONE, CLOSE)                                                                             \
+	X(IMPL(p11p_close_all_sessions), C_CloseAllSessions, (CK_SLOT_ID slot_id), (slot_id), (),  \
+	  NONE, CLOSEALL)                                                                          \
+	X(IMPL(p11p_get_session_info), C_GetSessionInfo,                                           \
+	  (CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info), (session, info), (), NONE, NONE)  \
 	X(SESSION, C_GetOperationState,                                                            \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR state, CK_ULONG_PTR state_len),                  \
 	  (session, state, state_len), (c.bs, state, state_len), NONE, OUT(state, state_len))      \
-	X(IMPL(p11p_set_operation_state), C_SetOperationState,                                                             \
+	X(IMPL(p11p_set_operation_state), C_SetOperationState,                                     \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR state, CK_ULONG state_len,                       \
 	   CK_OBJECT_HANDLE encryption_key, CK_OBJECT_HANDLE authentication_key),                  \
 	  (session, state, state_len, encryption_key, authentication_key), (), NONE, NONE)         \
-	X(IMPL(p11p_login), C_Login,                                                                         \
+	X(IMPL(p11p_login), C_Login,                                                               \
 	  (CK_SESSION_HANDLE session, CK_USER_TYPE user_type, CK_UTF8CHAR_PTR pin,                 \
 	   CK_ULONG pin_len),                                                                      \
 	  (session, user_type, pin, pin_len), (), NONE, NONE)                                      \
-	X(IMPL(p11p_logout), C_Logout, (CK_SESSION_HANDLE session), (session), (), NONE, NONE)                \
-	X(IMPL(p11p_create_object), C_CreateObject,                                                                  \
+	X(IMPL(p11p_logout), C_Logout, (CK_SESSION_HANDLE session), (session), (), NONE, NONE)     \
+	X(IMPL(p11p_create_object), C_CreateObject,                                                \
 	  (CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count,                      \
 	   CK_OBJECT_HANDLE_PTR object),                                                           \
 	  (session, templ, count, object), (), NONE, NONE)                                         \
-	X(IMPL(p11p_copy_object), C_CopyObject,                                                                    \
+	X(IMPL(p11p_copy_object), C_CopyObject,                                                    \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count, CK_OBJECT_HANDLE_PTR new_object),                                       \
 	  (session, object, templ, count, new_object), (), NONE, NONE)                             \
-	X(IMPL(p11p_destroy_object), C_DestroyObject, (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object),           \
-	  (session, object), (), NONE, NONE)                                                       \
+	X(IMPL(p11p_destroy_object), C_DestroyObject,                                              \
+	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object), (session, object), (), NONE, NONE) \
 	X(OBJECT, C_GetObjectSize,                                                                 \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ULONG_PTR size),                 \
 	  (session, object, size), (c.bs, bobj, size), NONE, NONE)                                 \
-	X(IMPL(p11p_get_attribute_value), C_GetAttributeValue,                                                             \
+	X(IMPL(p11p_get_attribute_value), C_GetAttributeValue,                                     \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count),                                                                        \
 	  (session, object, templ, count), (c.bs, bobj, templ, count), NONE, ATTRS(templ, count))  \
-	X(IMPL(p11p_set_attribute_value), C_SetAttributeValue,                                                             \
+	X(IMPL(p11p_set_attribute_value), C_SetAttributeValue,                                     \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, CK_ATTRIBUTE_PTR templ,             \
 	   CK_ULONG count),                                                                        \
 	  (session, object, templ, count), (c.bs, bobj, templ, count), UNSAFE, NONE)               \
-	X(IMPL(p11p_find_objects_init), C_FindObjectsInit,                                                               \
+	X(IMPL(p11p_find_objects_init), C_FindObjectsInit,                                         \
 	  (CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count),                     \
 	  (session, templ, count), (c.bs, templ, count), FINDINIT(templ, count), NONE)             \
-	X(IMPL(p11p_find_objects), C_FindObjects,                                                                   \
+	X(IMPL(p11p_find_objects), C_FindObjects,                                                  \
 	  (CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max_count,            \
 	   CK_ULONG_PTR count),                                                                    \
 	  (session, objects, max_count, count), (), NONE, FOUND(objects, max_count, count))        \
@@ -247,34 +250,35 @@
 	   CK_ULONG_PTR out_len),                                                                  \
 	  (session, part, part_len, out, out_len), (c.bs, part, part_len, out, out_len), DUAL,     \
 	  OUT(out, out_len))                                                                       \
-	X(IMPL(p11p_generate_key), C_GenerateKey,                                                                   \
+	X(IMPL(p11p_generate_key), C_GenerateKey,                                                  \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR templ,          \
 	   CK_ULONG count, CK_OBJECT_HANDLE_PTR key),                                              \
 	  (session, mechanism, templ, count, key), (), NONE, NONE)                                 \
-	X(IMPL(p11p_generate_key_pair), C_GenerateKeyPair,                                                               \
+	X(IMPL(p11p_generate_key_pair), C_GenerateKeyPair,                                         \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_ATTRIBUTE_PTR pub_templ,      \
 	   CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv_templ, CK_ULONG priv_count,                   \
 	   CK_OBJECT_HANDLE_PTR pub_key, CK_OBJECT_HANDLE_PTR priv_key),                           \
 	  (session, mechanism, pub_templ, pub_count, priv_templ, priv_count, pub_key, priv_key),   \
 	  (), NONE, NONE)                                                                          \
-	X(IMPL(p11p_wrap_key), C_WrapKey,                                                                       \
+	X(IMPL(p11p_wrap_key), C_WrapKey,                                                          \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE wrapping_key,   \
 	   CK_OBJECT_HANDLE key, CK_BYTE_PTR wrapped, CK_ULONG_PTR wrapped_len),                   \
 	  (session, mechanism, wrapping_key, key, wrapped, wrapped_len), (), NONE,                 \
 	  OUT(wrapped, wrapped_len))                                                               \
-	X(IMPL(p11p_unwrap_key), C_UnwrapKey,                                                                     \
+	X(IMPL(p11p_unwrap_key), C_UnwrapKey,                                                      \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE unwrapping_key, \
 	   CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,      \
 	   CK_OBJECT_HANDLE_PTR key),                                                              \
 	  (session, mechanism, unwrapping_key, wrapped, wrapped_len, templ, count, key), (), NONE, \
 	  NONE)                                                                                    \
-	X(IMPL(p11p_derive_key), C_DeriveKey,                                                                     \
+	X(IMPL(p11p_derive_key), C_DeriveKey,                                                      \
 	  (CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE base_key,       \
 	   CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key),                      \
 	  (session, mechanism, base_key, templ, count, key), (), NONE, NONE)                       \
-	X(IMPL(p11p_seed_random), C_SeedRandom, (CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len),  \
+	X(IMPL(p11p_seed_random), C_SeedRandom,                                                    \
+	  (CK_SESSION_HANDLE session, CK_BYTE_PTR seed, CK_ULONG seed_len),                        \
 	  (session, seed, seed_len), (c.bs, seed, seed_len), NONE, NONE)                           \
-	X(IMPL(p11p_generate_random), C_GenerateRandom,                                                                \
+	X(IMPL(p11p_generate_random), C_GenerateRandom,                                            \
 	  (CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG out_len), (session, out, out_len), \
 	  (c.bs, out, out_len), NONE, RAND)                                                        \
 	X(SESSION, C_GetFunctionStatus, (CK_SESSION_HANDLE session), (session), (c.bs), NONE,      \

@@ -173,15 +173,17 @@ static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV
 #define FWD_K_OBJECT(f, name, params, names, args, op)  FWD_OBJECT(name, params, args, op)
 #define FWD_K_CUSTOM(f, name, params, names, args, op)
 /* The KIND column as a name and a function: IMPL(f) becomes "IMPL, f". */
-#define KIND_IMPL(f)   IMPL, f
-#define KIND_SESSION   SESSION, -
-#define KIND_CRYPTO    CRYPTO, -
-#define KIND_KEY       KEY, -
-#define KIND_OBJECT    OBJECT, -
-#define KIND_CUSTOM    CUSTOM, -
-#define FWD_DISPATCH(...)                                      FWD_DISPATCH_(__VA_ARGS__)
-#define FWD_DISPATCH_(k, f, name, params, names, args, op)     FWD_K_##k(f, name, params, names, args, op)
-#define FWD(kind, name, params, names, args, op, buf) FWD_DISPATCH(KIND_##kind, name, params, names, args, op)
+#define KIND_IMPL(f)      IMPL, f
+#define KIND_SESSION      SESSION, -
+#define KIND_CRYPTO       CRYPTO, -
+#define KIND_KEY          KEY, -
+#define KIND_OBJECT       OBJECT, -
+#define KIND_CUSTOM       CUSTOM, -
+#define FWD_DISPATCH(...) FWD_DISPATCH_(__VA_ARGS__)
+#define FWD_DISPATCH_(k, f, name, params, names, args, op)                                         \
+	FWD_K_##k(f, name, params, names, args, op)
+#define FWD(kind, name, params, names, args, op, buf)                                              \
+	FWD_DISPATCH(KIND_##kind, name, params, names, args, op)
 P11P_FUNCTIONS(FWD)
 #undef FWD
 

@@ -34,13 +34,14 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define REPL_MAX_WRAPPED (64UL * 1024) /* a wrapped key, as a backend sizes it */
-#define REPL_MAX_VALUE   8192UL        /* one public value (RSA modulus, DSA prime, EC point) */
+#define REPL_MAX_VALUE   (64UL * 1024) /* one value: public key part, certificate, data */
 #define REPL_MAX_KEYS    100000UL      /* token keys of one class a catch-up looks at */
 #define REPL_FIND_CHUNK  256
 #define REPL_MAX_ATTRS   40
-#define REPL_MAX_BYTES   8 /* byte-string attributes of one template besides id and label */
+#define REPL_MAX_BYTES   16 /* byte-string attributes of one template besides id and label */
 #define WHY_LEN          256
 
 /*
@@ -78,6 +79,9 @@ struct keyinfo {
 	CK_KEY_TYPE kt;
 	CK_BBOOL token;
 	bool extractable, wrap_trusted;
+	bool no_id; /* a data object: no CKA_ID, named by class and label */
+	bool
+	    lock; /* made extractable for the copy: CKA_EXTRACTABLE false on the copies and after */
 	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
 	CK_ULONG id_len, label_len;
 	CK_BBOOL bools[N_BOOL_ATTRS];
@@ -94,11 +98,38 @@ struct keyinfo {
 	CK_MECHANISM_TYPE mech;
 };
 
-/* What replication copies: keys, as the key model says (vkeys/model.h). */
+/* Keys, as the key model says (keymodel/model.h). */
 static bool is_key_class(CK_OBJECT_CLASS cls)
 {
 	return p11p_vk_is_key_class(cls);
 }
+
+/* What replication copies: keys, certificates and data objects. */
+static bool is_replicated_class(CK_OBJECT_CLASS cls)
+{
+	return is_key_class(cls) || cls == CKO_CERTIFICATE || cls == CKO_DATA;
+}
+
+/* Classes a catch-up and a repair look at, in that order. */
+static const CK_OBJECT_CLASS repl_classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+                                               CKO_CERTIFICATE, CKO_DATA};
+#define N_REPL_CLASSES (sizeof(repl_classes) / sizeof(repl_classes[0]))
+
+/* Attributes a certificate or data object is copied with, by value, when present. */
+static const CK_ATTRIBUTE_TYPE cert_attrs[] = {CKA_CERTIFICATE_TYPE,
+                                               CKA_VALUE,
+                                               CKA_SUBJECT,
+                                               CKA_ISSUER,
+                                               CKA_SERIAL_NUMBER,
+                                               CKA_PRIVATE,
+                                               CKA_MODIFIABLE,
+                                               CKA_START_DATE,
+                                               CKA_END_DATE,
+                                               CKA_URL,
+                                               CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+                                               CKA_HASH_OF_ISSUER_PUBLIC_KEY};
+static const CK_ATTRIBUTE_TYPE data_attrs[] = {CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE,
+                                               CKA_PRIVATE, CKA_MODIFIABLE};
 
 static void keyinfo_clear(struct keyinfo *ki)
 {
@@ -118,9 +149,13 @@ static const char *describe(const struct keyinfo *ki, char *buf, size_t len)
 	const char *cls = ki->cls == CKO_SECRET_KEY    ? "secret key"
 	                  : ki->cls == CKO_PRIVATE_KEY ? "private key"
 	                  : ki->cls == CKO_PUBLIC_KEY  ? "public key"
+	                  : ki->cls == CKO_CERTIFICATE ? "certificate"
+	                  : ki->cls == CKO_DATA        ? "data object"
 	                                               : "object";
 	/* CKK_EC and CKK_ECDSA are one value: the name of today. */
-	const char *kt = ki->kt == CKK_EC ? "CKK_EC" : p11p_ckk_name(ki->kt);
+	const char *kt = !is_key_class(ki->cls) ? NULL
+	                 : ki->kt == CKK_EC     ? "CKK_EC"
+	                                        : p11p_ckk_name(ki->kt);
 	size_t j = 0;
 
 	for (CK_ULONG i = 0; i < ki->label_len && j + 1 < sizeof(label); i++)
@@ -219,6 +254,10 @@ static CK_RV count_identity(struct msess *ms, const struct keyinfo *ki, CK_ULONG
 	};
 	CK_OBJECT_HANDLE found[2];
 
+	if (ki->no_id) {
+		t[1] = t[2];
+		return find(ms, t, 2, found, 2, n);
+	}
 	return find(ms, t, 3, found, 2, n);
 }
 
@@ -243,7 +282,11 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 
 	*out = 0;
 	if (label == NULL) {
-		snprintf(why, wl, "no replication key configured (ha.replication_key)");
+		snprintf(
+		    why, wl,
+		    "no replication key on slot '%s' (ha.replication_key): set ha.replication_key "
+		    "and run `p11proxy replication-key create %s`",
+		    vs != NULL ? vs->label : "SLOT", vs != NULL ? vs->label : "SLOT");
 		return CKR_FUNCTION_FAILED;
 	}
 	if (vs != NULL) {
@@ -263,8 +306,17 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 		return rv;
 	}
 	if (n != 1) {
-		snprintf(why, wl, "member '%s': %s secret key labelled '%s' (ha.replication_key)",
-		         ms->name, n == 0 ? "no" : "more than one", label);
+		if (n == 0)
+			snprintf(
+			    why, wl,
+			    "member '%s' has no replication key '%s' (ha.replication_key): run "
+			    "`p11proxy replication-key create %s`",
+			    ms->name, label, vs != NULL ? vs->label : "SLOT");
+		else
+			snprintf(why, wl,
+			         "member '%s' has more than one secret key labelled '%s' "
+			         "(ha.replication_key): destroy the extra ones",
+			         ms->name, label);
 		return CKR_FUNCTION_FAILED;
 	}
 	if (vs != NULL) {
@@ -385,6 +437,13 @@ static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *k
 
 	ki->h = h;
 	rv = p11p_be_C_GetAttributeValue(src->bc, src->h, h, a, 4);
+	/* A data object has no CKA_ID: named by its class and label. */
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID && a[2].ulValueLen == CK_UNAVAILABLE_INFORMATION &&
+	    a[0].ulValueLen == sizeof(ki->cls) && ki->cls == CKO_DATA) {
+		ki->no_id = true;
+		a[2].ulValueLen = 0;
+		rv = CKR_OK;
+	}
 	if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && (a[2].ulValueLen > sizeof(ki->id) ||
 	                                                    a[3].ulValueLen > sizeof(ki->label)))) {
 		snprintf(why, wl, "CKA_ID or CKA_LABEL longer than %d bytes", P11P_ID_MAX);
@@ -406,6 +465,34 @@ static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *k
 	return CKR_OK;
 }
 
+/* A certificate or data object: its attributes by value. */
+static CK_RV read_by_value(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
+{
+	static const CK_BBOOL yes = CK_TRUE;
+	const CK_ATTRIBUTE_TYPE *types = ki->cls == CKO_CERTIFICATE ? cert_attrs : data_attrs;
+	size_t n_types = ki->cls == CKO_CERTIFICATE ? sizeof(cert_attrs) / sizeof(cert_attrs[0])
+	                                            : sizeof(data_attrs) / sizeof(data_attrs[0]);
+	CK_RV rv;
+
+	ki->n = 0;
+	add_attr(ki, CKA_CLASS, &ki->cls, sizeof(ki->cls));
+	add_attr(ki, CKA_TOKEN, (void *)(uintptr_t)&yes, sizeof(yes));
+	if (!ki->no_id)
+		add_attr(ki, CKA_ID, ki->id, ki->id_len);
+	add_attr(ki, CKA_LABEL, ki->label, ki->label_len);
+	for (size_t i = 0; i < n_types; i++) {
+		rv = add_bytes(src, ki, types[i], ki->cls == CKO_CERTIFICATE && i < 2, why, wl);
+		if (rv != CKR_OK)
+			return rv;
+	}
+	ki->n_without_len = ki->n;
+	if (ki->n >= REPL_MAX_ATTRS) {
+		snprintf(why, wl, "too many attributes");
+		return CKR_FUNCTION_FAILED;
+	}
+	return CKR_OK;
+}
+
 /* Everything the copy's template needs, after read_ident(). */
 static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 {
@@ -415,6 +502,8 @@ static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, siz
 	size_t n_pub = 0;
 	CK_RV rv;
 
+	if (!is_key_class(ki->cls))
+		return read_by_value(src, ki, why, wl);
 	ki->n = 0;
 	add_attr(ki, CKA_CLASS, &ki->cls, sizeof(ki->cls));
 	add_attr(ki, CKA_KEY_TYPE, &ki->kt, sizeof(ki->kt));
@@ -487,7 +576,10 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 	bool refreshed = false;
 
 	if (!ki->extractable) {
-		snprintf(why, wl, "the key is not extractable (CKA_EXTRACTABLE=false)");
+		snprintf(why, wl,
+		         "the key is not extractable (CKA_EXTRACTABLE=false) and was not made "
+		         "copyable: create it through a slot with 'ha: {replication: wrap}', or "
+		         "allow 'ha: {single_member_keys: true}'");
 		return CKR_KEY_UNEXTRACTABLE;
 	}
 	rv = repl_key(src, false, &rk, why, wl);
@@ -534,10 +626,13 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 	if (ki->wrap_trusted &&
 	    (rv == CKR_KEY_NOT_WRAPPABLE || rv == CKR_WRAPPING_KEY_TYPE_INCONSISTENT ||
 	     rv == CKR_KEY_FUNCTION_NOT_PERMITTED))
-		snprintf(why, wl,
-		         "the key has CKA_WRAP_WITH_TRUSTED and the replication key is not trusted "
-		         "(CKA_TRUSTED): C_WrapKey answered %s",
-		         p11p_rv_str(rv));
+		snprintf(
+		    why, wl,
+		    "the key has CKA_WRAP_WITH_TRUSTED and the replication key on member '%s' "
+		    "is not trusted (CKA_TRUSTED, C_WrapKey answered %s): make it with "
+		    "`p11proxy replication-key create %s` (it sets CKA_TRUSTED as the security "
+		    "officer)",
+		    src->name, p11p_rv_str(rv), src->vs != NULL ? src->vs->label : "SLOT");
 	else if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE)
 		snprintf(why, wl, "the member will not wrap the key: %s", p11p_rv_str(rv));
 	else
@@ -552,7 +647,7 @@ static CK_RV prepare(struct msess *src, struct keyinfo *ki, char *why, size_t wl
 {
 	CK_RV rv = read_template(src, ki, why, wl);
 
-	if (rv == CKR_OK && ki->cls != CKO_PUBLIC_KEY)
+	if (rv == CKR_OK && (ki->cls == CKO_SECRET_KEY || ki->cls == CKO_PRIVATE_KEY))
 		rv = wrap(src, ki, why, wl);
 	return rv;
 }
@@ -568,7 +663,7 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 	CK_RV rv;
 
 	*out = CK_INVALID_HANDLE;
-	if (ki->cls == CKO_PUBLIC_KEY) {
+	if (ki->cls != CKO_SECRET_KEY && ki->cls != CKO_PRIVATE_KEY) {
 		rv = p11p_be_C_CreateObject(t->bc, t->h, ki->t, ki->n, out);
 		if (rv != CKR_OK)
 			snprintf(why, wl, "member '%s' refused the copy: C_CreateObject: %s",
@@ -697,17 +792,16 @@ struct catchup_count {
 static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct msess *dst,
                            struct catchup_count *cnt)
 {
-	static const CK_OBJECT_CLASS classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
 	struct keyinfo *ki = p11p_calloc(1, sizeof(*ki));
 	CK_RV rv = CKR_OK;
 
 	if (ki == NULL)
 		return CKR_HOST_MEMORY;
-	for (size_t c = 0; c < 3 && rv == CKR_OK; c++) {
+	for (size_t c = 0; c < N_REPL_CLASSES && rv == CKR_OK; c++) {
 		CK_OBJECT_HANDLE *list = NULL;
 		CK_ULONG n = 0;
 
-		rv = list_keys(src, classes[c], &list, &n);
+		rv = list_keys(src, repl_classes[c], &list, &n);
 		for (CK_ULONG i = 0; rv == CKR_OK && i < n && !stopping(st); i++) {
 			char why[WHY_LEN] = "", desc[160];
 			CK_OBJECT_HANDLE copy;
@@ -946,10 +1040,125 @@ static bool any_token_key(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_
 		CK_ATTRIBUTE a[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &tok, sizeof(tok)}};
 
 		if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh[k], a, 2) == CKR_OK &&
-		    tok != CK_FALSE && is_key_class(cls))
+		    tok != CK_FALSE && is_replicated_class(cls))
 			return true;
 	}
 	return false;
+}
+
+/* The index of CKA_EXTRACTABLE in bool_attrs. */
+static size_t extractable_slot(void)
+{
+	size_t i = 0;
+
+	while (i < N_BOOL_ATTRS && bool_attrs[i] != CKA_EXTRACTABLE)
+		i++;
+	return i;
+}
+
+/*
+ * ha.replication: vendor. The members copy new objects themselves: waits up
+ * to ha.replication_wait for each new token object to appear (by identity) on
+ * every other up member; says which did not. The slot is ours (repl_busy).
+ */
+static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *ki, size_t n)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_member *ms[P11P_MAX_MEMBERS];
+	bool seen[P11P_MAX_MEMBERS][2];
+	unsigned long long deadline = p11p_now_ms() + vs->cfg->ha.replication_wait_ms;
+	size_t n_m = 0, missing;
+	char desc[160];
+
+	memset(seen, 0, sizeof(seen));
+	p11p_lock();
+	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &vs->members[i];
+
+		if (m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
+			ms[n_m++] = m;
+	}
+	p11p_unlock();
+	for (;;) {
+		missing = 0;
+		for (size_t i = 0; i < n_m; i++) {
+			struct msess t;
+
+			if (msess_open(c->st, vs, ms[i], &t) != CKR_OK) {
+				missing++;
+				continue;
+			}
+			for (size_t k = 0; k < n; k++) {
+				CK_ULONG present = 0;
+
+				if (ki[k].h == CK_INVALID_HANDLE || seen[i][k])
+					continue;
+				if (count_identity(&t, &ki[k], &present) == CKR_OK && present > 0)
+					seen[i][k] = true;
+				else
+					missing++;
+			}
+			msess_close(&t);
+		}
+		if (missing == 0 || p11p_now_ms() >= deadline || stopping(c->st))
+			break;
+		nanosleep(&(struct timespec){0, 100L * 1000 * 1000}, NULL);
+	}
+	for (size_t i = 0; i < n_m; i++) {
+		bool all = true;
+
+		for (size_t k = 0; k < n; k++)
+			all &= ki[k].h == CK_INVALID_HANDLE || seen[i][k];
+		if (all) {
+			if (ms[i]->index < 32)
+				c->new_key_holders |= 1u << ms[i]->index;
+			continue;
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (ki[k].h != CK_INVALID_HANDLE && !seen[i][k])
+				p11p_message(
+				    "slot '%s': new %s did not appear on member '%s' within "
+				    "%lu ms (ha.replication: vendor; raise ha.replication_wait, "
+				    "or check the members' own replication)",
+				    vs->label, describe(&ki[k], desc, sizeof(desc)),
+				    ms[i]->cfg->name, vs->cfg->ha.replication_wait_ms);
+		}
+	}
+	(void)src;
+}
+
+/*
+ * Keys made extractable for the copy (c->repl_lock): CKA_EXTRACTABLE false on
+ * the original once every member of the slot holds it; until then it can be
+ * wrapped under trusted keys only (CKA_WRAP_WITH_TRUSTED).
+ */
+static void lock_originals(struct p11p_vslot *vs, struct msess *src, struct keyinfo *ki, size_t n,
+                           bool everywhere)
+{
+	static const CK_BBOOL no = CK_FALSE;
+	char desc[160];
+
+	for (size_t k = 0; k < n; k++) {
+		CK_ATTRIBUTE a = {CKA_EXTRACTABLE, (void *)(uintptr_t)&no, sizeof(no)};
+		CK_RV rv;
+
+		if (!ki[k].lock || ki[k].h == CK_INVALID_HANDLE)
+			continue;
+		if (!everywhere) {
+			p11p_message(
+			    "slot '%s': new %s is not on every member yet; it stays "
+			    "extractable under trusted keys only (CKA_WRAP_WITH_TRUSTED) until "
+			    "`p11proxy sync --repair %s` has copied it",
+			    vs->label, describe(&ki[k], desc, sizeof(desc)), vs->label);
+			continue;
+		}
+		rv = p11p_be_C_SetAttributeValue(src->bc, src->h, ki[k].h, &a, 1);
+		if (rv != CKR_OK)
+			p11p_message("slot '%s': new %s on member '%s' could not be made "
+			             "non-extractable: %s",
+			             vs->label, describe(&ki[k], desc, sizeof(desc)), src->name,
+			             p11p_rv_str(rv));
+	}
 }
 
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
@@ -961,13 +1170,20 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	struct target *tg = NULL;
 	struct msess src = {0};
 	char why[WHY_LEN] = "", desc[160] = "key";
-	size_t n_tg = 0, healthy = 1, holders = 1, needed = 0, n_members;
+	size_t n_tg = 0, healthy = 1, holders = 1, needed = 0, n_members, n_all = 1;
 	bool busy = false;
 	CK_RV rv = CKR_OK;
 
 	c->new_key_holders = 1u << pm->index;
 	if (vs->n_members < 2 || n == 0 || n > 2 || !any_token_key(c, bh, n))
 		return CKR_OK;
+	if (ha->replication == P11P_REPL_NONE) {
+		p11p_debug(P11P_DBG_OBJECT,
+		           "slot '%s': new token object stays on member '%s' only "
+		           "(ha.replication: none)",
+		           vs->label, pm->cfg->name);
+		return CKR_OK;
+	}
 	ki = p11p_calloc(n, sizeof(*ki));
 	tg = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*tg));
 	if (ki == NULL || tg == NULL) {
@@ -989,7 +1205,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		rv = read_ident(&src, bh[k], &ki[k], why, sizeof(why));
 		if (rv != CKR_OK)
 			goto refuse;
-		if (ki[k].token == CK_FALSE || !is_key_class(ki[k].cls)) {
+		if (ki[k].token == CK_FALSE || !is_replicated_class(ki[k].cls)) {
 			ki[k].h = CK_INVALID_HANDLE; /* a session object stays where it is */
 			continue;
 		}
@@ -997,7 +1213,13 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		if (lead == NULL || ki[k].cls != CKO_PUBLIC_KEY)
 			lead = &ki[k];
 		describe(lead, desc, sizeof(desc));
+		if (ha->replication == P11P_REPL_VENDOR)
+			continue;
+		ki[k].lock = (c->repl_lock & (1u << k)) != 0;
 		rv = prepare(&src, &ki[k], why, sizeof(why));
+		/* The copies are made as the application asked: not extractable. */
+		if (rv == CKR_OK && ki[k].lock && extractable_slot() < N_BOOL_ATTRS)
+			ki[k].bools[extractable_slot()] = CK_FALSE;
 		if (rv == CKR_OK) {
 			CK_ULONG same = 0;
 
@@ -1007,11 +1229,16 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		if (rv != CKR_OK)
 			goto refuse;
 	}
+	if (ha->replication == P11P_REPL_VENDOR) {
+		vendor_wait(c, &src, ki, n);
+		goto out;
+	}
 	p11p_lock();
 	n_members = vs->n_members;
 	for (size_t i = 0; i < n_members && i < P11P_MAX_MEMBERS; i++) {
 		struct p11p_member *m = &vs->members[i];
 
+		n_all += m != pm && !m->removed;
 		if (m != pm && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
 			tg[n_tg++].m = m;
 	}
@@ -1036,6 +1263,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 				             vs->label, desc, tg[i].m->cfg->name, needed,
 				             tg[i].why);
 		}
+		lock_originals(vs, &src, ki, n, holders == n_all);
 		rv = CKR_OK;
 		goto out;
 	}
@@ -1044,13 +1272,16 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 			snprintf(why, sizeof(why), "%s", tg[i].why);
 	}
 	if (why[0] == '\0')
-		snprintf(why, sizeof(why), "ha.key_quorum is %zu but %zu member%s healthy", needed,
-		         healthy, healthy == 1 ? " is" : "s are");
+		snprintf(why, sizeof(why),
+		         "ha.key_quorum is %zu but %zu member%s healthy: lower ha.key_quorum, or "
+		         "bring the members back (`p11proxy health`)",
+		         needed, healthy, healthy == 1 ? " is" : "s are");
 	rv = CKR_FUNCTION_FAILED;
 refuse:
 	if (ha->single_member_keys && rv != CKR_HOST_MEMORY) {
 		p11p_message("slot '%s': %s is on %zu member%s only (single_member_keys): %s",
 		             vs->label, desc, holders, holders == 1 ? "" : "s", why);
+		lock_originals(vs, &src, ki, ki != NULL ? n : 0, false);
 		rv = CKR_OK;
 		goto out;
 	}

@@ -1384,8 +1384,8 @@ CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, s
 	*out = CK_INVALID_HANDLE;
 	why[0] = '\0';
 	rv = read_ident(&src, bh, &ki, why, wl);
-	if (rv == CKR_OK && !is_key_class(ki.cls)) {
-		snprintf(why, wl, "not a key");
+	if (rv == CKR_OK && !is_replicated_class(ki.cls)) {
+		snprintf(why, wl, "not a key, certificate or data object");
 		rv = CKR_FUNCTION_FAILED;
 	}
 	if (rv == CKR_OK)

@@ -150,7 +150,7 @@ struct p11p_slot_cfg {
 };
 
 #define P11P_DEFAULT_STATE_DIR  "/var/lib/p11proxy"
-#define P11P_DEFAULT_INDEX_NAME "keys.index"
+#define P11P_DEFAULT_INDEX_NAME "keys.db"
 
 struct p11p_config {
 	char *path;      /* the file read, or "environment" for the quick start */

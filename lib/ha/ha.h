@@ -140,12 +140,20 @@ void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
                        CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 
 /*
- * Member m of vs is up again (after being down): copies to it the token keys
- * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
- * CKA_LABEL). Needs the application's user login on the slot; without it the
+ * Member m of vs is up again (after being down): settles the slot's
+ * replication debts (index/index.h: removals first), then copies to it the
+ * token objects that the slot's other up members hold and it lacks (by
+ * CKA_CLASS + CKA_ID + CKA_LABEL). Needs the application's user login on the slot; without it the
  * catch-up waits for the slot's next key creation. No lock held (the probe
  * thread, or an inline probe).
  */
 void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+/*
+ * The probe thread's periodic task (at most every 5 s): on each slot that
+ * replicates by wrapping and where the application is logged in, settles the
+ * replication debts recorded in the index (by any process) whose member is up.
+ * No lock held.
+ */
+void p11p_repl_poll(struct p11p_state *st);
 
 #endif

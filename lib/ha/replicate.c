@@ -30,19 +30,22 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
+#include "index/index.h"
 #include "keymodel/model.h"
+#include "vkeys/vkeys.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#define REPL_MAX_WRAPPED (64UL * 1024) /* a wrapped key, as a backend sizes it */
-#define REPL_MAX_VALUE   (64UL * 1024) /* one value: public key part, certificate, data */
-#define REPL_MAX_KEYS    100000UL      /* token keys of one class a catch-up looks at */
-#define REPL_FIND_CHUNK  256
-#define REPL_MAX_ATTRS   40
-#define REPL_MAX_BYTES   16 /* byte-string attributes of one template besides id and label */
-#define WHY_LEN          256
+#define REPL_MAX_WRAPPED  (64UL * 1024) /* a wrapped key, as a backend sizes it */
+#define REPL_MAX_VALUE    (64UL * 1024) /* one value: public key part, certificate, data */
+#define REPL_MAX_KEYS     100000UL      /* token keys of one class a catch-up looks at */
+#define REPL_FIND_CHUNK   256
+#define REPL_MAX_ATTRS    40
+#define REPL_MAX_BYTES    16 /* byte-string attributes of one template besides id and label */
+#define WHY_LEN           256
+#define REPL_DEBT_POLL_MS 5000ULL /* how often the probe thread settles debts */
 
 /*
  * A backend session of our own on one member. vs and m are NULL for a
@@ -734,6 +737,204 @@ static bool stopping(struct p11p_state *st)
 	return stop;
 }
 
+/* --- replication debts: what a member still lacks, durably (index/index.h) -------------- */
+
+/*
+ * Records that member `member` of vs must get (COPY) or lose (DESTROY) the
+ * token object with that identity. Without an index (no state_dir) it is
+ * only logged: the next catch-up or `sync --repair` finds it by a scan.
+ */
+static void debt_add(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_member *m,
+                     enum p11p_debt_op op, CK_OBJECT_CLASS cls, const CK_BYTE *id, CK_ULONG id_len,
+                     const CK_BYTE *label, CK_ULONG label_len)
+{
+	struct p11p_index *idx = p11p_vkey_index(st);
+	struct p11p_debt d;
+	char err[256];
+	CK_RV rv;
+
+	if (idx == NULL || vs->label[0] == '\0') {
+		p11p_message("slot '%s': member '%s' %s an object; no index to record it in "
+		             "(set state_dir): `p11proxy sync --repair` finds it",
+		             vs->label, m->cfg->name, op == P11P_DEBT_COPY ? "lacks" : "keeps");
+		return;
+	}
+	memset(&d, 0, sizeof(d));
+	snprintf(d.slot, sizeof(d.slot), "%s", vs->label);
+	snprintf(d.member, sizeof(d.member), "%s", m->cfg->name);
+	d.op = op;
+	d.cls = cls;
+	d.ck_id_len = id_len < sizeof(d.ck_id) ? id_len : 0;
+	d.label_len = label_len < sizeof(d.label) ? label_len : 0;
+	memcpy(d.ck_id, id, d.ck_id_len);
+	memcpy(d.label, label, d.label_len);
+	rv = p11p_index_debt_add(idx, &d);
+	if (rv != CKR_OK) {
+		p11p_index_last_error(idx, err, sizeof(err));
+		p11p_message("slot '%s': cannot record what member '%s' lacks: %s", vs->label,
+		             m->cfg->name, err[0] != '\0' ? err : p11p_rv_str(rv));
+	}
+}
+
+static void debt_add_ki(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_member *m,
+                        enum p11p_debt_op op, const struct keyinfo *ki)
+{
+	debt_add(st, vs, m, op, ki->cls, ki->id, ki->id_len, ki->label, ki->label_len);
+}
+
+/* The debt's identity as a keyinfo (for count_identity, describe). */
+static void debt_ident(const struct p11p_debt *d, struct keyinfo *ki)
+{
+	memset(ki, 0, sizeof(*ki));
+	ki->cls = d->cls;
+	ki->kt = CKK_VENDOR_DEFINED;
+	ki->no_id = d->cls == CKO_DATA;
+	ki->id_len = d->ck_id_len <= sizeof(ki->id) ? d->ck_id_len : 0;
+	ki->label_len = d->label_len <= sizeof(ki->label) ? d->label_len : 0;
+	memcpy(ki->id, d->ck_id, ki->id_len);
+	memcpy(ki->label, d->label, ki->label_len);
+}
+
+/* The one object with ki's identity on ms: CKR_OK and *h, or *h 0 when none (or several: *several).
+ */
+static CK_RV find_ident(struct msess *ms, const struct keyinfo *ki, CK_OBJECT_HANDLE *h,
+                        bool *several)
+{
+	CK_OBJECT_CLASS cls = ki->cls;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)(uintptr_t)ki->id, ki->id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)ki->label, ki->label_len},
+	};
+	CK_OBJECT_HANDLE found[2];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	if (ki->no_id)
+		t[1] = t[2];
+	rv = find(ms, t, ki->no_id ? 2 : 3, found, 2, &n);
+	*h = rv == CKR_OK && n == 1 ? found[0] : 0;
+	*several = rv == CKR_OK && n > 1;
+	return rv;
+}
+
+/*
+ * Settles the slot's debts whose member is up (DESTROY first, so that a copy
+ * never brings back what was destroyed): the objects copied from an up
+ * member that holds them, or destroyed. The slot is ours (repl_busy); needs
+ * the application's user login (private objects).
+ */
+static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
+{
+	struct p11p_index *idx = p11p_vkey_index(st);
+	struct p11p_debt *debts = NULL;
+	struct keyinfo *ki;
+	size_t n = 0, settled = 0, failed = 0;
+
+	if (idx == NULL || vs->label[0] == '\0' || vs->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_index_debt_list(idx, vs->label, &debts, &n) != CKR_OK || n == 0) {
+		p11p_free(debts);
+		return;
+	}
+	ki = p11p_calloc(1, sizeof(*ki));
+	for (int pass = 0; ki != NULL && pass < 2 && !stopping(st); pass++) {
+		enum p11p_debt_op want = pass == 0 ? P11P_DEBT_DESTROY : P11P_DEBT_COPY;
+
+		for (size_t i = 0; i < n && !stopping(st); i++) {
+			struct p11p_debt *d = &debts[i];
+			struct p11p_member *m = NULL, *srcs[P11P_MAX_MEMBERS];
+			size_t n_src = 0, n_all = 0;
+			bool done = false, several = false;
+			struct msess dst;
+			CK_OBJECT_HANDLE h = 0;
+			char why[WHY_LEN] = "", desc[160];
+			CK_RV rv;
+
+			if (d->op != want)
+				continue;
+			p11p_lock();
+			for (size_t j = 0; j < vs->n_members && j < P11P_MAX_MEMBERS; j++) {
+				struct p11p_member *o = &vs->members[j];
+				bool up = !o->removed && o->resolved &&
+				          atomic_load(&o->health) == P11P_UP;
+
+				if (strcmp(o->cfg->name, d->member) == 0)
+					m = up ? o : NULL;
+				else if (!o->removed)
+					n_all++;
+				if (up && strcmp(o->cfg->name, d->member) != 0)
+					srcs[n_src++] = o;
+			}
+			p11p_unlock();
+			if (m == NULL || msess_open(st, vs, m, &dst) != CKR_OK)
+				continue; /* that member is not back: later */
+			debt_ident(d, ki);
+			rv = find_ident(&dst, ki, &h, &several);
+			if (rv == CKR_OK && d->op == P11P_DEBT_DESTROY) {
+				if (h != 0)
+					rv = p11p_be_C_DestroyObject(dst.bc, dst.h, h);
+				done = rv == CKR_OK && !several;
+			} else if (rv == CKR_OK && (h != 0 || several)) {
+				done = true; /* it has it already */
+			} else if (rv == CKR_OK) {
+				size_t absent = 0;
+
+				for (size_t j = 0; j < n_src && !done; j++) {
+					struct msess src;
+					CK_OBJECT_HANDLE sh = 0, copy;
+					bool sev = false;
+
+					if (msess_open(st, vs, srcs[j], &src) != CKR_OK)
+						continue;
+					if (find_ident(&src, ki, &sh, &sev) == CKR_OK && sh == 0 &&
+					    !sev)
+						absent++;
+					if (sh != 0) {
+						struct keyinfo *full =
+						    p11p_calloc(1, sizeof(*full));
+
+						rv = full == NULL ? CKR_HOST_MEMORY
+						                  : read_ident(&src, sh, full, why,
+						                               sizeof(why));
+						if (rv == CKR_OK)
+							rv = prepare(&src, full, why, sizeof(why));
+						if (rv == CKR_OK)
+							rv = copy_to(&dst, full, &copy, why,
+							             sizeof(why));
+						done = rv == CKR_OK;
+						if (full != NULL)
+							keyinfo_clear(full);
+						p11p_free(full);
+					}
+					msess_close(&src);
+				}
+				/* Gone from every other member (destroyed since): nothing to copy.
+				 */
+				if (!done && absent == n_all && n_all > 0)
+					done = true;
+			}
+			msess_close(&dst);
+			if (done) {
+				settled++;
+				p11p_index_debt_done(idx, d->id);
+			} else {
+				failed++;
+				p11p_index_debt_failed(idx, d->id);
+				p11p_message("slot '%s': member '%s': %s of %s not settled yet: %s",
+				             vs->label, d->member,
+				             d->op == P11P_DEBT_COPY ? "the copy" : "the removal",
+				             describe(ki, desc, sizeof(desc)),
+				             why[0] != '\0' ? why : p11p_rv_str(rv));
+			}
+		}
+	}
+	if (settled > 0)
+		p11p_notice("slot '%s': %zu replication debt%s settled, %zu left", vs->label,
+		            settled, settled == 1 ? "" : "s", failed);
+	p11p_free(ki);
+	p11p_free(debts);
+}
+
 /* Handles of the token keys of one class on a member, into a new array (p11p_free it). */
 static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE **out, CK_ULONG *n)
 {
@@ -879,6 +1080,13 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		           vs->label, m->cfg->name);
 		return;
 	}
+	if (vs->cfg->ha.replication != P11P_REPL_WRAP) {
+		p11p_debug(P11P_DBG_OBJECT, "slot '%s': member '%s': no catch-up (ha.replication)",
+		           vs->label, m->cfg->name);
+		return;
+	}
+	/* What was recorded first: removals before copies, so nothing comes back. */
+	settle_debts(st, vs);
 	if (vs->cfg->ha.replication_key == NULL) {
 		/* A slot without a replication key does not replicate: nothing to say. */
 		p11p_debug(P11P_DBG_OBJECT,
@@ -937,6 +1145,31 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		    cnt.copied == 1 ? "" : "s", cnt.failed);
 }
 
+void p11p_repl_poll(struct p11p_state *st)
+{
+	static _Atomic unsigned long long next_ms;
+	unsigned long long now = p11p_now_ms();
+
+	if (now < atomic_load(&next_ms))
+		return;
+	atomic_store(&next_ms, now + REPL_DEBT_POLL_MS);
+	for (size_t i = 0; i < st->n_slots && !stopping(st); i++) {
+		struct p11p_vslot *vs = &st->slots[i];
+		bool due;
+
+		if (vs->n_members < 2 || vs->cfg->ha.replication != P11P_REPL_WRAP)
+			continue;
+		p11p_lock();
+		due = vs->login == CKU_USER && !vs->repl_busy;
+		p11p_unlock();
+		if (!due)
+			continue;
+		slot_busy_begin(vs);
+		settle_debts(st, vs);
+		slot_busy_end(vs);
+	}
+}
+
 void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
 {
 	if (vs->n_members < 2)
@@ -951,9 +1184,14 @@ static void catch_up_pending(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	unsigned pending;
 
+	bool user;
+
 	p11p_lock();
-	pending = vs->login == CKU_USER ? vs->repl_pending : 0;
+	user = vs->login == CKU_USER;
+	pending = user ? vs->repl_pending : 0;
 	p11p_unlock();
+	if (user && pending == 0)
+		settle_debts(st, vs);
 	for (size_t i = 0; pending != 0 && i < P11P_MAX_MEMBERS; i++) {
 		if (pending & (1U << i))
 			catch_up_busy(st, vs, &vs->members[i]);
@@ -971,11 +1209,15 @@ struct target {
 };
 
 /* Destroys what a target holds of the new keys. */
-static void target_undo(struct target *t, size_t n)
+static void target_undo(struct p11p_state *st, struct p11p_vslot *vs, struct target *t,
+                        const struct keyinfo *ki, size_t n)
 {
 	for (size_t k = 0; k < n; k++) {
-		if (t->copies[k] != CK_INVALID_HANDLE && t->s.h != 0)
-			p11p_be_C_DestroyObject(t->s.bc, t->s.h, t->copies[k]);
+		/* A copy that cannot be destroyed now is destroyed when the member is back. */
+		if (t->copies[k] != CK_INVALID_HANDLE &&
+		    (t->s.h == 0 ||
+		     p11p_be_C_DestroyObject(t->s.bc, t->s.h, t->copies[k]) != CKR_OK))
+			debt_add_ki(st, vs, t->m, P11P_DEBT_DESTROY, &ki[k]);
 		t->copies[k] = CK_INVALID_HANDLE;
 	}
 	t->ok = false;
@@ -1019,7 +1261,7 @@ static void copy_to_target(struct p11p_state *st, struct p11p_vslot *vs, struct 
 out:
 	t->ok = rv == CKR_OK;
 	if (!t->ok) {
-		target_undo(t, n);
+		target_undo(st, vs, t, ki, n);
 		if (t->why[0] == '\0')
 			snprintf(t->why, sizeof(t->why), "member '%s': %s", t->m->cfg->name,
 			         p11p_rv_str(rv));
@@ -1161,6 +1403,31 @@ static void lock_originals(struct p11p_vslot *vs, struct msess *src, struct keyi
 	}
 }
 
+/* A COPY debt for each new object on each member of the slot that does not hold it. */
+static void record_missing(struct p11p_call *c, const struct keyinfo *ki, size_t n,
+                           const struct target *tg, size_t n_tg)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_member *lack[P11P_MAX_MEMBERS];
+	size_t n_lack = 0;
+
+	p11p_lock();
+	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &vs->members[i];
+		bool holds = m == c->m;
+
+		for (size_t j = 0; j < n_tg && !holds; j++)
+			holds = tg[j].m == m && tg[j].ok;
+		if (!holds && !m->removed)
+			lack[n_lack++] = m;
+	}
+	p11p_unlock();
+	for (size_t i = 0; i < n_lack; i++)
+		for (size_t k = 0; k < n; k++)
+			if (ki[k].h != CK_INVALID_HANDLE)
+				debt_add_ki(c->st, vs, lack[i], P11P_DEBT_COPY, &ki[k]);
+}
+
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
 {
 	struct p11p_vslot *vs = c->s->slot;
@@ -1264,6 +1531,8 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 				             tg[i].why);
 		}
 		lock_originals(vs, &src, ki, n, holders == n_all);
+		if (holders < n_all)
+			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;
 		goto out;
 	}
@@ -1282,14 +1551,20 @@ refuse:
 		p11p_message("slot '%s': %s is on %zu member%s only (single_member_keys): %s",
 		             vs->label, desc, holders, holders == 1 ? "" : "s", why);
 		lock_originals(vs, &src, ki, ki != NULL ? n : 0, false);
+		if (ki != NULL)
+			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;
 		goto out;
 	}
 	p11p_message("slot '%s': new %s refused and destroyed: %s", vs->label, desc, why);
 	for (size_t i = 0; i < n_tg; i++)
-		target_undo(&tg[i], n);
-	for (size_t k = 0; k < n; k++)
-		p11p_be_C_DestroyObject(&c->bc, c->bs, bh[k]);
+		target_undo(c->st, vs, &tg[i], ki, n);
+	for (size_t k = 0; k < n; k++) {
+		/* No orphan: what cannot be destroyed now is, when the member is back. */
+		if (p11p_be_C_DestroyObject(&c->bc, c->bs, bh[k]) != CKR_OK && ki != NULL &&
+		    ki[k].h != CK_INVALID_HANDLE)
+			debt_add_ki(c->st, vs, pm, P11P_DEBT_DESTROY, &ki[k]);
+	}
 	rv = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
 out:
 	for (size_t i = 0; i < n_tg; i++)
@@ -1326,17 +1601,26 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 		CK_ULONG n = 0;
 		struct msess ms;
 		CK_RV rv;
-		bool up;
+		bool up, other;
 
 		p11p_lock();
 		up = m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP;
+		other = m != c->m && !m->removed;
 		p11p_unlock();
-		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK)
+		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK) {
+			/* A member away keeps its copy: removed when it is back. */
+			if (templ == NULL && other)
+				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
+				         ident->id_len, ident->label, ident->label_len);
 			continue;
+		}
 		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1) {
 			rv = templ == NULL
 			         ? p11p_be_C_DestroyObject(ms.bc, ms.h, found[0])
 			         : p11p_be_C_SetAttributeValue(ms.bc, ms.h, found[0], templ, count);
+			if (rv != CKR_OK && templ == NULL)
+				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
+				         ident->id_len, ident->label, ident->label_len);
 			if (rv != CKR_OK)
 				p11p_message(
 				    "slot '%s': the copy on member '%s' of a %s key %s: %s",

@@ -31,6 +31,8 @@
 #include "ha/order.h"
 #include "ha/replicate.h"
 #include "metrics.h"
+#include "index/index.h"
+#include "keys.h"
 
 #define ERR_LEN         512
 #define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */
@@ -466,6 +468,24 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		}
 		i = j;
 	}
+	{
+		/* What the module recorded as missing or left behind (not settled yet). */
+		struct p11p_index *idx = NULL;
+		struct p11p_debt *debts = NULL;
+		size_t n_debts = 0;
+
+		if (n > 1 && keys_index_open(c->cfg, false, &idx) == 0 && idx != NULL &&
+		    p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
+			n_debts = 0;
+		p11p_free(debts);
+		p11p_index_close(idx);
+		if (c->cli->json)
+			cli_jset(js, "debts", json_integer((json_int_t)n_debts));
+		else if (n_debts > 0)
+			printf("  replication debts recorded by the module: %zu (`p11proxy sync "
+			       "--repair %s` settles them)\n",
+			       n_debts, cli_esc(label));
+	}
 	if (c->cli->json) {
 		cli_jset(js, "keys", jkeys);
 		cli_jset(js, "agree", json_boolean(agree));
@@ -498,6 +518,61 @@ static const char *what_text(const struct key *k, char *buf, size_t len)
 	return buf;
 }
 
+/* The objects with that identity on a member's session: how many (0, 1, 2 = several), *h the one.
+ */
+static CK_RV find_ident(const struct p11p_bctx *bc, CK_SESSION_HANDLE sh, const struct p11p_debt *d,
+                        CK_OBJECT_HANDLE *h, CK_ULONG *n)
+{
+	CK_OBJECT_CLASS cls = d->cls;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)(uintptr_t)d->ck_id, d->ck_id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)d->label, d->label_len},
+	};
+	CK_OBJECT_HANDLE found[2];
+	CK_RV rv;
+
+	*h = 0;
+	*n = 0;
+	if (cls == CKO_DATA)
+		t[1] = t[2]; /* no CKA_ID */
+	rv = p11p_be_C_FindObjectsInit(bc, sh, t, cls == CKO_DATA ? 2 : 3);
+	if (rv != CKR_OK)
+		return rv;
+	rv = p11p_be_C_FindObjects(bc, sh, found, 2, n);
+	p11p_be_C_FindObjectsFinal(bc, sh);
+	if (rv == CKR_OK && *n > 2)
+		rv = CKR_GENERAL_ERROR;
+	if (rv == CKR_OK && *n == 1)
+		*h = found[0];
+	return rv;
+}
+
+/* The member (0-based, in ord) a debt names, or n when it is not one of the listed ones. */
+static size_t debt_member(const struct p11p_debt *d, const struct p11p_order *ord,
+                          const struct mstate *ms, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ms[i].listed && strcmp(ord->e[i].name, d->member) == 0)
+			return i;
+	return n;
+}
+
+/* Does some member's listing (c->keys) hold the debt's object? */
+static bool listed_anywhere(const struct sync_ctx *c, const struct p11p_debt *d)
+{
+	for (size_t i = 0; i < c->n_keys; i++) {
+		const struct key *k = &c->keys[i];
+
+		if (k->cls == d->cls && k->label_len == d->label_len &&
+		    memcmp(k->label, d->label, d->label_len) == 0 &&
+		    (d->cls == CKO_DATA ||
+		     (k->id_len == d->ck_id_len && memcmp(k->id, d->ck_id, d->ck_id_len) == 0)))
+			return true;
+	}
+	return false;
+}
+
 /* What one member got from a repair. */
 struct repair_count {
 	unsigned long copied, failed;
@@ -517,6 +592,10 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 	const char *label = sc->label != NULL && sc->label[0] != '\0' ? sc->label : "";
 	const char *skip = NULL;
 	struct p11p_order ord;
+	struct p11p_index *idx = NULL;
+	struct p11p_debt *debts = NULL;
+	size_t n_debts = 0;
+	unsigned long debts_done = 0, debts_left = 0, destroyed = 0;
 	unsigned listed = 0;
 	bool ok = true;
 	char err[1024];
@@ -538,13 +617,43 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		ok = false;
 	}
 	n = skip != NULL ? 0 : ord.n;
+	/* The debts the module recorded (index/index.h): removals are made first. */
+	if (n > 0 && keys_index_open(c->cfg, false, &idx) == 0 && idx != NULL &&
+	    p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
+		n_debts = 0;
+relist:
 	c->n_keys = 0;
+	listed = 0;
 	for (size_t i = 0; i < n; i++) {
 		list_member(c, cli_order_member(c->cfg, s, &ord.e[i]), i, &ms[i], true);
 		if (ms[i].listed)
 			listed |= 1U << i;
 		else
 			ok = false;
+	}
+	for (size_t i = 0; i < n_debts; i++) {
+		struct p11p_debt *d = &debts[i];
+		size_t m = debt_member(d, &ord, ms, n);
+		CK_OBJECT_HANDLE h;
+		CK_ULONG found = 0;
+
+		if (d->op != P11P_DEBT_DESTROY || d->id == 0 || m == n)
+			continue;
+		if (find_ident(&ms[m].bc, ms[m].h, d, &h, &found) != CKR_OK || found > 1)
+			continue;
+		if (found == 1 && p11p_be_C_DestroyObject(&ms[m].bc, ms[m].h, h) != CKR_OK)
+			continue;
+		destroyed += found;
+		debts_done++;
+		p11p_index_debt_done(idx, d->id);
+		d->id = 0; /* settled */
+	}
+	if (destroyed > 0) {
+		/* The listing had them: again without. */
+		destroyed = 0;
+		for (size_t i = 0; i < n; i++)
+			member_close(&ms[i]);
+		goto relist;
 	}
 	if (c->n_keys > 1)
 		qsort(c->keys, c->n_keys, sizeof(*c->keys), cmp_key);
@@ -581,6 +690,24 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		}
 		i = j;
 	}
+	/* Copies the debts asked for: there now, or nowhere to copy from (destroyed since). */
+	for (size_t i = 0; i < n_debts; i++) {
+		struct p11p_debt *d = &debts[i];
+		size_t m = debt_member(d, &ord, ms, n);
+		CK_OBJECT_HANDLE h;
+		CK_ULONG found = 0;
+
+		if (d->id == 0)
+			continue;
+		if (m < n && find_ident(&ms[m].bc, ms[m].h, d, &h, &found) == CKR_OK &&
+		    (found > 0 || (d->op == P11P_DEBT_COPY && !listed_anywhere(c, d)))) {
+			debts_done++;
+			p11p_index_debt_done(idx, d->id);
+		} else {
+			debts_left++;
+			ok = false;
+		}
+	}
 	for (size_t i = 0; i < n; i++)
 		member_close(&ms[i]);
 	if (c->cli->json) {
@@ -604,6 +731,8 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 			json_array_append_new(jms, jm);
 		}
 		cli_jset(js, "members", jms);
+		cli_jset(js, "debts_settled", json_integer((json_int_t)debts_done));
+		cli_jset(js, "debts_left", json_integer((json_int_t)debts_left));
 		cli_jset(js, "ok", json_boolean(ok));
 		json_array_append_new(jslots, js);
 	} else {
@@ -624,7 +753,13 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 			if (rc[i].failed > 0)
 				printf("    first failure: %s\n", cli_esc(rc[i].first_err));
 		}
+		if (n_debts > 0)
+			printf(
+			    "  replication debts recorded by the module: %lu settled, %lu left\n",
+			    debts_done, debts_left);
 	}
+	p11p_free(debts);
+	p11p_index_close(idx);
 	p11p_order_clear(&ord);
 	p11p_free(ms);
 	p11p_free(rc);

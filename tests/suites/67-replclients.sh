@@ -266,7 +266,8 @@ ok "replclients: m2 down: a certificate is written on m1" \
 	p11 --write-object "$TMP/ec1.der" --type cert --id 04 --label flap2
 : >"$P11SHIM_CONTROL"
 if sync_cli 1 --check ha && grep -q 'missing: CKK_EC private key "flap2"\|missing: EC private key "flap2"' "$LOG" &&
-	grep -q 'missing: certificate "flap2"' "$LOG"; then
+	grep -q 'missing: certificate "flap2"' "$LOG" &&
+	grep -q 'replication debts recorded by the module: 3 ' "$LOG"; then
 	pass "replclients: sync --check reports what m2 missed"
 else
 	fail "replclients: sync --check reports what m2 missed"
@@ -274,7 +275,8 @@ else
 fi
 if sync_cli 0 --repair ha --json &&
 	jq -e '.ok == true and .slots[0].members[1].copied == 3 and .slots[0].members[1].failed == 0
-		and .slots[0].members[0].copied == 0' "$LOG" >/dev/null; then
+		and .slots[0].members[0].copied == 0 and .slots[0].debts_settled == 3 and
+		.slots[0].debts_left == 0' "$LOG" >/dev/null; then
 	pass "replclients: sync --repair --json: 3 objects copied to member 2"
 else
 	fail "replclients: sync --repair --json: 3 objects copied to member 2"
@@ -291,6 +293,47 @@ if sync_cli 0 --repair ha && grep -q 'member 2 m2: 0 copied, 0 failed' "$LOG"; t
 else
 	fail "replclients: sync --repair again: nothing to copy"
 	sed 's/^/    | /' "$LOG" | head -n 20
+fi
+
+# --- what one process recorded, another settles ----------------------------------------------
+
+# m2 down while a certificate is written: recorded; the next process (m2 back) copies it
+# when it makes a key, without a repair.
+printf 'm2 fail CKR_DEVICE_ERROR\n' >"$P11SHIM_CONTROL"
+ok "replclients: m2 down: a certificate is written on m1" \
+	p11 --write-object "$TMP/ec1.der" --type cert --id 06 --label late1
+: >"$P11SHIM_CONTROL"
+ok "replclients: m2 back: another process makes a key" \
+	p11 --keygen --key-type AES:16 --id 07 --label late2
+on m2
+if [ "$(count m2 Certificate late1)" = 1 ] && [ "$(count m2 'Secret Key' late2)" = 1 ]; then
+	pass "replclients: the next process settled the recorded debt: the certificate is on m2"
+else
+	fail "replclients: the next process settled the recorded debt" \
+		"late1 on m2: $(count m2 Certificate late1)"
+fi
+# m2 down while the certificate is deleted: m2 keeps it, recorded; the repair removes it there
+# rather than copy it back to m1.
+printf 'm2 fail CKR_DEVICE_ERROR\n' >"$P11SHIM_CONTROL"
+ok "replclients: m2 down: the certificate is deleted through the slot" \
+	p11 --delete-object --type cert --id 06 --label late1
+: >"$P11SHIM_CONTROL"
+if sync_cli 0 --repair ha --json &&
+	jq -e '.ok == true and .slots[0].debts_settled == 1 and
+		all(.slots[0].members[]; .copied == 0)' "$LOG" >/dev/null; then
+	pass "replclients: sync --repair removes what was deleted while m2 was down (no copy back)"
+else
+	fail "replclients: sync --repair removes what was deleted while m2 was down"
+	sed 's/^/    | /' "$LOG" | head -n 20
+fi
+on m1
+on m2
+if [ "$(count m1 Certificate late1)$(count m2 Certificate late1)" = 00 ] &&
+	sync_cli 0 --check ha; then
+	pass "replclients: the deleted certificate is on neither member; sync --check agrees"
+else
+	fail "replclients: the deleted certificate is on neither member" \
+		"$(count m1 Certificate late1)$(count m2 Certificate late1)"
 fi
 
 # --- changes and destroys follow on every member ---------------------------------------------

@@ -99,6 +99,12 @@ static const struct p11p_secret *shared_pin(struct sync_ctx *c)
 	return c->pin;
 }
 
+/* Is there an index to read debts from? (None configured: no message, nothing to settle.) */
+static bool has_index(const struct p11p_config *cfg)
+{
+	return cfg->index_path != NULL && cfg->index_path[0] == '/';
+}
+
 static int add_key(struct sync_ctx *c, const struct key *k)
 {
 	if (c->n_keys == c->cap_keys) {
@@ -474,8 +480,8 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		struct p11p_debt *debts = NULL;
 		size_t n_debts = 0;
 
-		if (n > 1 && keys_index_open(c->cfg, false, &idx) == 0 && idx != NULL &&
-		    p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
+		if (n > 1 && has_index(c->cfg) && keys_index_open(c->cfg, false, &idx) == 0 &&
+		    idx != NULL && p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
 			n_debts = 0;
 		p11p_free(debts);
 		p11p_index_close(idx);
@@ -650,8 +656,8 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 	}
 	n = skip != NULL ? 0 : ord.n;
 	/* The debts the module recorded (index/index.h): removals are made first. */
-	if (n > 0 && keys_index_open(c->cfg, false, &idx) == 0 && idx != NULL &&
-	    p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
+	if (n > 0 && has_index(c->cfg) && keys_index_open(c->cfg, false, &idx) == 0 &&
+	    idx != NULL && p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
 		n_debts = 0;
 relist:
 	c->n_keys = 0;

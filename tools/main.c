@@ -20,7 +20,7 @@
 static int cmd_help(struct cli *cli, int argc, char **argv);
 
 #define SLOT_HELP                                                                                  \
-	"  SLOT is a virtual slot's label, its id (0, 1, ... as `slots` shows) or a pkcs11: URI\n"     \
+	"  SLOT is a virtual slot's label, its id (0, 1, ... as `slots` shows) or a pkcs11: URI\n" \
 	"  of its token (token=LABEL, serial=, manufacturer=, model=).\n"
 
 static const struct cli_cmd commands[] = {
@@ -55,8 +55,8 @@ static const struct cli_cmd commands[] = {
      "probe every member; exit 0 only when all are healthy (--listen: GET /health, /metrics)",
      "  Members in the effective order, as the module uses them.\n"
      "  --listen ADDRESS:PORT  serve GET /health over HTTP (204 healthy, 500 with JSON) and\n"
-     "                         GET /metrics (Prometheus text format; p11proxy(7) METRICS)\n"
-     SLOT_HELP,
+     "                         GET /metrics (Prometheus text format; p11proxy(7) "
+     "METRICS)\n" SLOT_HELP,
      cmd_health},
     {"sync", "[SLOT] [--dry-run] [--json] | --check [SLOT] [--json] | --repair [SLOT] [--json]",
      "record the members' token keys as virtual keys: added / updated / missing / unchanged "
@@ -88,6 +88,18 @@ static const struct cli_cmd commands[] = {
      "                                     write the slot's policy overlay\n"
      "  policy reset SLOT                  remove it (the configuration's again)\n" SLOT_HELP,
      cmd_policy},
+    {"audit", "[--slot S] [--since T] [--json] | --verify [--json]",
+     "the store's audit trail of key-management changes; --verify checks its hash chain",
+     "  --slot SLOT      only that slot's rows\n"
+     "  --since T        rows at or after T: Unix seconds or YYYY-MM-DD[THH:MM:SS[Z]] (UTC)\n"
+     "  --verify         check every row's hash and that none is missing; exit 1 naming\n"
+     "                   the first row deleted or altered\n",
+     cmd_audit},
+    {"index", "import FILE [--json] | help",
+     "bring an old index journal's records into the store (once: present ones are skipped)",
+     "  index import FILE  the records of FILE (a keys.index journal) whose virtual id the\n"
+     "                     store does not have, in one transaction; prints the counts\n",
+     cmd_index},
     {"check-config", "[FILE] [--json]", "load and validate the configuration",
      "  FILE, or the file of -c/--config, or the default.\n", cmd_check_config},
     {"hash-pin", "[--pin-source env:NAME|file:PATH] [--json]",
@@ -146,16 +158,17 @@ static bool is_pin_option(const char *a)
 
 static void print_help(FILE *f)
 {
-	fprintf(f, "usage: p11proxy [-c FILE] [--json] COMMAND [ARGS]\n"
-	           "       p11proxy COMMAND --help | help COMMAND\n"
-	           "       p11proxy --help | --version\n\n"
-	           "Global options (before or after the command):\n"
-	           "  -c, --config FILE  configuration file (default: $P11PROXY_CONF, the quick-start\n"
-	           "                     environment, or " P11P_DEFAULT_CONF ")\n"
-	           "  --json             machine-readable output, errors included\n"
-	           "  -h, --help         this text, or the command's\n"
-	           "  -V, --version      print the version\n\n"
-	           "Commands:\n");
+	fprintf(
+	    f, "usage: p11proxy [-c FILE] [--json] COMMAND [ARGS]\n"
+	       "       p11proxy COMMAND --help | help COMMAND\n"
+	       "       p11proxy --help | --version\n\n"
+	       "Global options (before or after the command):\n"
+	       "  -c, --config FILE  configuration file (default: $P11PROXY_CONF, the quick-start\n"
+	       "                     environment, or " P11P_DEFAULT_CONF ")\n"
+	       "  --json             machine-readable output, errors included\n"
+	       "  -h, --help         this text, or the command's\n"
+	       "  -V, --version      print the version\n\n"
+	       "Commands:\n");
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nSee p11proxy(8).\n");
@@ -251,7 +264,8 @@ int cli_getopt(struct cli *cli, int argc, char **argv, const char *shortopts,
 	}
 }
 
-/* ---- help, main ------------------------------------------------------------------------------- */
+/* ---- help, main -------------------------------------------------------------------------------
+ */
 
 static int cmd_help(struct cli *cli, int argc, char **argv)
 {

@@ -157,7 +157,7 @@ struct p11p_config {
 	char *state_dir; /* runtime state shared by processes (member order, index) */
 	/*
 	 * The virtual-key index file. `index:` in the file (index_explicit: the
-	 * module refuses to start without it), else "<state_dir>/keys.index"
+	 * module refuses to start without it), else "<state_dir>/keys.db"
 	 * (used when state_dir exists).
 	 */
 	char *index_path;

@@ -1,9 +1,4 @@
-/*
- * The driver interface (sql.h): dispatch by target, argument checks, the
- * error message. The PostgreSQL driver is referenced weakly: a build without
- * lib/index/pg.c refuses postgresql:// targets with a message instead of
- * failing to link.
- */
+/* The driver interface (sql.h): dispatch by target, argument checks, the error message. */
 #include "index/sql.h"
 
 #include <stdarg.h>
@@ -11,8 +6,6 @@
 #include <string.h>
 
 #include "base/log.h"
-
-extern const struct p11p_sql_driver p11p_sql_pg_driver __attribute__((weak));
 
 static void put_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -49,13 +42,9 @@ enum p11p_sql_rc p11p_sql_open(const char *target, bool readonly, unsigned timeo
 		put_err(err, errlen, "store: no target (index: is empty)");
 		return P11P_SQL_FAILED;
 	}
-	if (p11p_sql_is_pg(target)) {
-		if (&p11p_sql_pg_driver == NULL) {
-			put_err(err, errlen, "postgresql: this build has no PostgreSQL driver");
-			return P11P_SQL_FAILED;
-		}
+	if (p11p_sql_is_pg(target))
 		drv = &p11p_sql_pg_driver;
-	} else {
+	else {
 		drv = &p11p_sql_sqlite_driver;
 	}
 	rc = drv->open(target, readonly, timeout_ms, out, err, errlen);

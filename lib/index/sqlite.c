@@ -24,6 +24,8 @@
 
 #include "base/mem.h"
 
+#define CACHE_N 24
+
 struct lite {
 	struct p11p_sql base;
 	sqlite3 *db;
@@ -32,6 +34,12 @@ struct lite {
 	int64_t data_version;
 	char *path;
 	struct lite *abandoned_next;
+	/* Prepared statements by text (the store's statements are string literals). */
+	struct {
+		char *sql;
+		sqlite3_stmt *st;
+	} cache[CACHE_N];
+	unsigned cache_next;
 };
 
 static pthread_mutex_t abandoned_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -176,6 +184,10 @@ static void lite_close(struct p11p_sql *c)
 {
 	struct lite *l = (struct lite *)c;
 
+	for (unsigned i = 0; i < CACHE_N; i++) {
+		sqlite3_finalize(l->cache[i].st);
+		p11p_free(l->cache[i].sql);
+	}
 	sqlite3_close_v2(l->db);
 	p11p_free(l->path);
 	p11p_free(l);
@@ -230,6 +242,49 @@ static int bind_all(sqlite3_stmt *st, const struct p11p_sql_val *params, size_t 
 
 #define MAX_COLS 32
 
+/*
+ * A prepared statement for sql: from the cache when the same text was
+ * prepared before (compared by content), else prepared and cached
+ * (round-robin eviction). NULL with *rc on failure. The connection is used
+ * by one thread at a time and no row callback runs a statement, so a cached
+ * statement is never in use twice.
+ */
+static sqlite3_stmt *prepare(struct lite *l, const char *sql, int *rc)
+{
+	sqlite3_stmt *st = NULL;
+	unsigned slot;
+
+	for (unsigned i = 0; i < CACHE_N; i++) {
+		if (l->cache[i].st != NULL && strcmp(l->cache[i].sql, sql) == 0)
+			return l->cache[i].st;
+	}
+	*rc = sqlite3_prepare_v3(l->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+	if (*rc != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	slot = l->cache_next++ % CACHE_N;
+	sqlite3_finalize(l->cache[slot].st);
+	/* The text is kept as a copy: callers may pass non-literal statements. */
+	p11p_free(l->cache[slot].sql);
+	l->cache[slot].sql = p11p_strdup(sql);
+	if (l->cache[slot].sql == NULL) {
+		l->cache[slot].st = NULL;
+		sqlite3_finalize(st);
+		*rc = SQLITE_NOMEM;
+		return NULL;
+	}
+	l->cache[slot].st = st;
+	return st;
+}
+
+/* Back to its initial state for the next use (bindings to SQLITE_STATIC buffers dropped). */
+static void done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
 static enum p11p_sql_rc lite_exec(struct p11p_sql *c, const char *sql,
                                   const struct p11p_sql_val *params, size_t nparams,
                                   p11p_sql_row_fn row, void *arg)
@@ -239,17 +294,17 @@ static enum p11p_sql_rc lite_exec(struct p11p_sql *c, const char *sql,
 	sqlite3_stmt *st = NULL;
 	int rc, n;
 
-	rc = sqlite3_prepare_v2(l->db, sql, -1, &st, NULL);
-	if (rc != SQLITE_OK)
+	st = prepare(l, sql, &rc);
+	if (st == NULL)
 		return fail(l, rc, "prepare");
 	rc = bind_all(st, params, nparams);
 	if (rc != SQLITE_OK) {
-		sqlite3_finalize(st);
+		done(st);
 		return fail(l, rc, "bind");
 	}
 	n = sqlite3_column_count(st);
 	if (n > MAX_COLS) {
-		sqlite3_finalize(st);
+		done(st);
 		snprintf(l->base.err, sizeof(l->base.err), "sqlite %s: more than %d columns",
 		         l->path, MAX_COLS);
 		return P11P_SQL_FAILED;
@@ -286,22 +341,22 @@ static enum p11p_sql_rc lite_exec(struct p11p_sql *c, const char *sql,
 			}
 			if ((v->type == P11P_SQL_TEXT || v->type == P11P_SQL_BLOB) &&
 			    v->p == NULL && v->len > 0) {
-				sqlite3_finalize(st);
+				done(st);
 				return fail(l, SQLITE_NOMEM, "read");
 			}
 		}
 		if (row(arg, cols, (size_t)n) != 0) {
-			sqlite3_finalize(st);
+			done(st);
 			return P11P_SQL_OK;
 		}
 	}
 	if (rc != SQLITE_DONE) {
 		enum p11p_sql_rc r = fail(l, rc, "step");
 
-		sqlite3_finalize(st);
+		done(st);
 		return r;
 	}
-	sqlite3_finalize(st);
+	done(st);
 	return P11P_SQL_OK;
 }
 

@@ -353,6 +353,10 @@ struct p11p_index {
 	struct state st;
 	uint64_t seq; /* the highest vkeys seq loaded */
 	bool broken;  /* the last refresh failed */
+	/* The audit chain's end within the write transaction under way (-1: not read yet). */
+	int64_t txn_audit_id;
+	bool txn_audit_dirty;
+	char txn_audit_hash[65];
 	/* Moves on, under mu, after every change of the records (p11p_index_gen()). */
 	atomic_ulong gen;
 	char err[ERR_MAX];
@@ -969,17 +973,22 @@ static CK_RV audit_add(struct p11p_index *idx, const char *slot, uint64_t vid,
 	if (a == NULL)
 		return CKR_HOST_MEMORY;
 	pthread_once(&who_once, who_init);
-	rc = p11p_sql_exec(idx->db, "SELECT value FROM meta WHERE name = 'audit_seq'", NULL, 0,
-	                   one_int_cb, &last);
-	if (rc == P11P_SQL_OK && last > 0) {
-		struct p11p_sql_val p[] = {V_INT(last)};
+	if (idx->txn_audit_id >= 0) {
+		last = idx->txn_audit_id;
+		memcpy(prev, idx->txn_audit_hash, sizeof(prev));
+	} else {
+		rc = p11p_sql_exec(idx->db, "SELECT value FROM meta WHERE name = 'audit_seq'", NULL,
+		                   0, one_int_cb, &last);
+		if (rc == P11P_SQL_OK && last > 0) {
+			struct p11p_sql_val p[] = {V_INT(last)};
 
-		rc = p11p_sql_exec(idx->db, "SELECT hash FROM audit WHERE id = $1", p, NV(p),
-		                   hash_row_cb, prev);
-	}
-	if (rc != P11P_SQL_OK) {
-		rv = sql_fail(idx, rc, "audit");
-		goto out;
+			rc = p11p_sql_exec(idx->db, "SELECT hash FROM audit WHERE id = $1", p,
+			                   NV(p), hash_row_cb, prev);
+		}
+		if (rc != P11P_SQL_OK) {
+			rv = sql_fail(idx, rc, "audit");
+			goto out;
+		}
 	}
 	a->id = (uint64_t)last + 1;
 	a->time = (int64_t)time(NULL);
@@ -1016,13 +1025,13 @@ static CK_RV audit_add(struct p11p_index *idx, const char *slot, uint64_t vid,
 		    p, NV(p), NULL, NULL);
 	}
 	if (rc == P11P_SQL_OK) {
-		struct p11p_sql_val p[] = {V_INT(a->id)};
-
-		rc = p11p_sql_exec(idx->db, "UPDATE meta SET value = $1 WHERE name = 'audit_seq'",
-		                   p, NV(p), NULL, NULL);
-	}
-	if (rc != P11P_SQL_OK)
+		/* meta.audit_seq is written once, at the end of the transaction (write_end). */
+		idx->txn_audit_id = (int64_t)a->id;
+		idx->txn_audit_dirty = true;
+		memcpy(idx->txn_audit_hash, hash, sizeof(idx->txn_audit_hash));
+	} else {
 		rv = sql_fail(idx, rc, "audit");
+	}
 out:
 	p11p_free(a);
 	return rv;
@@ -1319,6 +1328,8 @@ static CK_RV write_begin(struct p11p_index *idx, uint64_t *seq)
 		goto fail;
 	}
 	*seq = (uint64_t)cur + 1;
+	idx->txn_audit_id = -1;
+	idx->txn_audit_dirty = false;
 	return CKR_OK;
 fail:
 	if (rv != CKR_HOST_MEMORY)
@@ -1342,6 +1353,13 @@ static CK_RV write_end(struct p11p_index *idx, CK_RV rv, uint64_t seq, struct op
 
 		rc = p11p_sql_exec(idx->db, "UPDATE meta SET value = $1 WHERE name = 'seq'", p,
 		                   NV(p), NULL, NULL);
+		if (rc == P11P_SQL_OK && idx->txn_audit_dirty) {
+			struct p11p_sql_val q[] = {V_INT(idx->txn_audit_id)};
+
+			rc = p11p_sql_exec(idx->db,
+			                   "UPDATE meta SET value = $1 WHERE name = 'audit_seq'", q,
+			                   NV(q), NULL, NULL);
+		}
 		if (rc == P11P_SQL_OK && p11p_sql_engine_of(idx->db) == P11P_SQL_PG)
 			rc = p11p_sql_exec(idx->db, "NOTIFY p11proxy", NULL, 0, NULL, NULL);
 		if (rc == P11P_SQL_OK)
@@ -1618,8 +1636,10 @@ CK_RV p11p_index_stats(struct p11p_index *idx, struct p11p_index_stats *st)
 	st->records = idx->st.count;
 	st->seq = idx->seq;
 	pthread_mutex_unlock(&idx->mu);
+	pthread_mutex_lock(&idx->db_mu);
 	st->readonly = idx->readonly;
 	st->down = idx->db == NULL;
+	pthread_mutex_unlock(&idx->db_mu);
 	return CKR_OK;
 }
 
@@ -1630,9 +1650,10 @@ void p11p_index_last_error(struct p11p_index *idx, char *buf, size_t len)
 	buf[0] = '\0';
 	if (idx == NULL || idx->pid != getpid())
 		return;
-	pthread_mutex_lock(&idx->mu);
+	/* The message is written under db_mu (by whoever talks to the store). */
+	pthread_mutex_lock(&idx->db_mu);
 	snprintf(buf, len, "%s", idx->err);
-	pthread_mutex_unlock(&idx->mu);
+	pthread_mutex_unlock(&idx->db_mu);
 }
 
 /* ---- blobs ---------------------------------------------------------------------------------- */
@@ -1770,12 +1791,15 @@ static int debt_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	memset(d, 0, sizeof(*d));
 	d->id = (uint64_t)c[0].i;
 	memcpy(d->slot, c[1].p, c[1].len);
-	memcpy(d->member, c[2].p, c[2].len);
+	if (c[2].len > 0)
+		memcpy(d->member, c[2].p, c[2].len);
 	d->op = (enum p11p_debt_op)c[3].i;
 	d->cls = (CK_OBJECT_CLASS)c[4].i;
-	memcpy(d->ck_id, c[5].p, c[5].len);
+	if (c[5].len > 0)
+		memcpy(d->ck_id, c[5].p, c[5].len);
 	d->ck_id_len = c[5].len;
-	memcpy(d->label, c[6].p, c[6].len);
+	if (c[6].len > 0)
+		memcpy(d->label, c[6].p, c[6].len);
 	d->label_len = c[6].len;
 	d->since = c[7].i;
 	d->tries = c[8].i > UINT32_MAX ? UINT32_MAX : (uint32_t)c[8].i;
@@ -1927,7 +1951,8 @@ static bool text_col(const struct p11p_sql_val *v, char *out, size_t cap)
 {
 	if (v->type != P11P_SQL_TEXT || v->len >= cap)
 		return false;
-	memcpy(out, v->p, v->len);
+	if (v->len > 0)
+		memcpy(out, v->p, v->len);
 	out[v->len] = '\0';
 	return memchr(out, 0, v->len) == NULL;
 }
@@ -1953,7 +1978,8 @@ static int audit_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	a.time = c[1].i;
 	a.uid = (uint32_t)c[3].i;
 	a.vid = (uint64_t)c[6].i;
-	memcpy(a.label, c[7].p, c[7].len);
+	if (c[7].len > 0)
+		memcpy(a.label, c[7].p, c[7].len);
 	a.label_len = c[7].len;
 	if (w->fn(w->arg, &a) != 0) {
 		w->stop = true;

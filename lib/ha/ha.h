@@ -95,33 +95,43 @@ void p11p_call_leave_down_member(struct p11p_call *c);
  * copied it); there in none of the n templates, CKR_DEVICE_ERROR with "not created on the
  * survivors: safe to repeat" logged; otherwise (no CKA_ID, partial, ambiguous) CKR_DEVICE_ERROR
  * with "outcome unknown". Returns true to repeat the call.
+ * On a slot that replicates by wrapping (ha.replication: wrap, several
+ * members), p11p_creation_begin() also rewrites the template of a token
+ * secret or private key that asks not to be extractable (CKA_EXTRACTABLE false
+ * or left to the token) into cr's own copy, with CKA_EXTRACTABLE and
+ * CKA_WRAP_WITH_TRUSTED true, and sets bit k of c->repl_lock: the key can
+ * then be wrapped only under a trusted key (the replication key), and
+ * p11p_repl_new_keys() sets CKA_EXTRACTABLE false once every member holds it.
  */
 void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
-                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
-                         const CK_ULONG *count);
+                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR *templ,
+                         CK_ULONG *count);
 bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *rv,
                          CK_OBJECT_HANDLE *bh);
 
 /* --- replicate.c: key replication over a slot's members --- */
 /*
- * A key creation in c made the backend objects bh[0..n) on the session's
- * member (a key, or a pair's public and private key). When the slot has more
- * than one member and some of them are token keys, copies those to the other
- * healthy members (secret and private keys wrapped under ha.replication_key and
- * unwrapped there with the same attributes; public keys created from their
- * public attributes) until ha.key_quorum members hold them (0: every healthy
- * member). CKR_OK: replicated, or kept on fewer members because the slot
- * allows single_member_keys (a warning is logged). Otherwise the new objects
- * and every copy are destroyed and CKR_FUNCTION_FAILED is returned, with a
- * message saying why (the table in p11proxy(7)). Members that turn out to be
- * down do not count: they catch up when they return.
+ * A creation in c made the backend objects bh[0..n) on the session's member
+ * (a key, a pair's public and private key, a certificate or data object).
+ * When the slot has more than one member and some of them are token objects,
+ * by ha.replication: `wrap` copies those to the other healthy members (secret
+ * and private keys wrapped under ha.replication_key and unwrapped there, the
+ * rest created by value) until ha.key_quorum members hold them (0: every
+ * healthy member), unwraps keys made copyable (c->repl_lock) locked and locks
+ * the original once every member holds it; `vendor` waits up to
+ * ha.replication_wait for the members' own copies and warns; `none` does
+ * nothing. CKR_OK: replicated, or kept on fewer members (a warning is logged;
+ * what each member lacks is a replication debt in the index). Otherwise the
+ * new objects and every copy are destroyed (what cannot be is a DESTROY debt)
+ * and CKR_FUNCTION_FAILED is returned, with a message saying why and what
+ * fixes it (the table in p11proxy(7)).
  * Called with c's session lock held, never with the global lock.
  */
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
 /*
  * A token object with that identity was destroyed through c: destroys its
- * copies on the other members that are up (members down keep theirs: sync
- * --check shows them). No lock held.
+ * copies on the other members that are up; a member down, or a destroy that
+ * fails, is a DESTROY debt (settled when it is back). No lock held.
  */
 void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
 /*
@@ -133,12 +143,20 @@ void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
                        CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 
 /*
- * Member m of vs is up again (after being down): copies to it the token keys
- * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
- * CKA_LABEL). Needs the application's user login on the slot; without it the
+ * Member m of vs is up again (after being down): settles the slot's
+ * replication debts (index/index.h: removals first), then copies to it the
+ * token objects that the slot's other up members hold and it lacks (by
+ * CKA_CLASS + CKA_ID + CKA_LABEL). Needs the application's user login on the slot; without it the
  * catch-up waits for the slot's next key creation. No lock held (the probe
  * thread, or an inline probe).
  */
 void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+/*
+ * The probe thread's periodic task (at most every 5 s): on each slot that
+ * replicates by wrapping and where the application is logged in, settles the
+ * replication debts recorded in the index (by any process) whose member is up.
+ * No lock held.
+ */
+void p11p_repl_poll(struct p11p_state *st);
 
 #endif

@@ -214,6 +214,8 @@ START_TEST(test_good_ha)
 	ck_assert_uint_eq(ha->key_quorum, 2);
 	ck_assert_str_eq(ha->replication_key, "repl");
 	ck_assert(ha->single_member_keys);
+	ck_assert_int_eq(ha->replication, P11P_REPL_VENDOR);
+	ck_assert_uint_eq(ha->replication_wait_ms, 2000);
 	ck_assert_str_eq(cfg->state_dir, "/run/p11proxy-test");
 	ck_assert_str_eq(cfg->slots[0].members[0].name, "t1");
 	ck_assert_str_eq(cfg->slots[0].members[1].name, "second");
@@ -231,6 +233,8 @@ START_TEST(test_good_ha)
 	ck_assert_uint_eq(ha->key_quorum, 0);
 	ck_assert_ptr_null(ha->replication_key);
 	ck_assert(!ha->single_member_keys);
+	ck_assert_int_eq(ha->replication, P11P_REPL_WRAP);
+	ck_assert_uint_eq(ha->replication_wait_ms, P11P_HA_DEFAULT_REPL_WAIT_MS);
 	ck_assert_str_eq(cfg->state_dir, P11P_DEFAULT_STATE_DIR);
 
 	p11p_config_free(cfg);
@@ -386,6 +390,7 @@ static const struct bad_case {
      "9:9: duplicate member name 't1' in slot (give one a 'name')"},
     {"bad-state-dir.yaml", "1:12: state_dir 'var/lib/p11proxy' is not an absolute path"},
     {"bad-ha-bool.yaml", "6:31: 'single_member_keys' must be true or false"},
+    {"bad-ha-replication.yaml", "6:24: 'replication' must be wrap, vendor or none, not 'copy'"},
     /* keys */
     {"bad-unknown-top.yaml", "4:1: unknown key 'slot' at top level"},
     {"bad-unknown-backend-key.yaml", "3:5: unknown key 'modul' in backend"},

@@ -731,6 +731,8 @@ CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 		return rv;
 	if (out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_hook_local_software(&c, NULL, templ, count)) /* a software key (soft/) */
+		return p11p_call_end(&c, p11p_hook_local_create(&c, NULL, templ, count, out));
 	return p11p_call_end(&c, p11p_object_create_in(&c, templ, count, out));
 }
 
@@ -861,6 +863,8 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_hook_local_mechanism(mech->mechanism))
 		return p11p_call_end(&c, p11p_hook_local_generate_key(&c, mech, templ, count, out));
+	if (p11p_hook_local_software(&c, mech, templ, count)) /* a software key (soft/) */
+		return p11p_call_end(&c, p11p_hook_local_create(&c, mech, templ, count, out));
 	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do
 		rv = p11p_be_C_GenerateKey(&c.bc, c.bs, mech, templ, count, &bh);

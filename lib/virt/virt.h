@@ -678,6 +678,14 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(R, CK_RV, local_generate_key,                                                            \
 	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ, CK_ULONG count,    \
 	   CK_OBJECT_HANDLE_PTR out),                                                              \
+	  (c, mech, templ, count, out))                                                            \
+	X(R, bool, local_software,                                                                 \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, const CK_ATTRIBUTE *templ,                 \
+	   CK_ULONG count),                                                                        \
+	  (c, mech, templ, count))                                                                 \
+	X(R, CK_RV, local_create,                                                                  \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ, CK_ULONG count,    \
+	   CK_OBJECT_HANDLE_PTR out),                                                              \
 	  (c, mech, templ, count, out))
 
 #define P11P_HOOK_FIELD(kind, ret, name, params, args) ret(*name) params;

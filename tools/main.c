@@ -20,7 +20,7 @@
 static int cmd_help(struct cli *cli, int argc, char **argv);
 
 #define SLOT_HELP                                                                                  \
-	"  SLOT is a virtual slot's label, its id (0, 1, ... as `slots` shows) or a pkcs11: URI\n"     \
+	"  SLOT is a virtual slot's label, its id (0, 1, ... as `slots` shows) or a pkcs11: URI\n" \
 	"  of its token (token=LABEL, serial=, manufacturer=, model=).\n"
 
 static const struct cli_cmd commands[] = {
@@ -55,8 +55,8 @@ static const struct cli_cmd commands[] = {
      "probe every member; exit 0 only when all are healthy (--listen: GET /health, /metrics)",
      "  Members in the effective order, as the module uses them.\n"
      "  --listen ADDRESS:PORT  serve GET /health over HTTP (204 healthy, 500 with JSON) and\n"
-     "                         GET /metrics (Prometheus text format; p11proxy(7) METRICS)\n"
-     SLOT_HELP,
+     "                         GET /metrics (Prometheus text format; p11proxy(7) "
+     "METRICS)\n" SLOT_HELP,
      cmd_health},
     {"sync", "[SLOT] [--dry-run] [--json] | --check [SLOT] [--json]",
      "record the members' token keys as virtual keys: added / updated / missing / unchanged "
@@ -66,8 +66,10 @@ static const struct cli_cmd commands[] = {
      cmd_sync},
     {"keys",
      "list [--slot S] [--all] [--json] | show KEY [--json] | deactivate|activate|delete KEY | "
-     "rotate KEY [--id HEX] | allow|deny KEY OPERATION... [--slot S] | help",
-     "virtual keys: list, show, deactivate, activate, delete, rotate, change permissions",
+     "rotate KEY [--id HEX] | allow|deny KEY OPERATION... [--slot S] | rewrap SLOT --to LABEL | "
+     "help",
+     "virtual keys: list, show, deactivate, activate, delete, rotate, change permissions, "
+     "rewrap software keys",
      "  keys list [--slot SLOT] [--all]    the virtual keys (--all: deleted ones too)\n"
      "  keys show KEY                      one key (times in ISO 8601, UTC)\n"
      "  keys deactivate|activate KEY       refuse / allow its use (virtual only)\n"
@@ -75,6 +77,7 @@ static const struct cli_cmd commands[] = {
      "  keys rotate KEY [--id HEX]         a new HSM key; its CKA_ID is 16 random bytes\n"
      "                                     (or the old id's length when longer), or HEX\n"
      "  keys allow|deny KEY OPERATION...   encrypt decrypt sign verify wrap unwrap derive all\n"
+     "  keys rewrap SLOT --to LABEL        software keys re-encrypted under a new wrapping key\n"
      "  KEY: a virtual id (16 hex digits), a pkcs11: URI, a label or a CKA_ID in hex;\n"
      "  --slot SLOT narrows the search.\n" SLOT_HELP,
      cmd_keys},
@@ -145,16 +148,17 @@ static bool is_pin_option(const char *a)
 
 static void print_help(FILE *f)
 {
-	fprintf(f, "usage: p11proxy [-c FILE] [--json] COMMAND [ARGS]\n"
-	           "       p11proxy COMMAND --help | help COMMAND\n"
-	           "       p11proxy --help | --version\n\n"
-	           "Global options (before or after the command):\n"
-	           "  -c, --config FILE  configuration file (default: $P11PROXY_CONF, the quick-start\n"
-	           "                     environment, or " P11P_DEFAULT_CONF ")\n"
-	           "  --json             machine-readable output, errors included\n"
-	           "  -h, --help         this text, or the command's\n"
-	           "  -V, --version      print the version\n\n"
-	           "Commands:\n");
+	fprintf(
+	    f, "usage: p11proxy [-c FILE] [--json] COMMAND [ARGS]\n"
+	       "       p11proxy COMMAND --help | help COMMAND\n"
+	       "       p11proxy --help | --version\n\n"
+	       "Global options (before or after the command):\n"
+	       "  -c, --config FILE  configuration file (default: $P11PROXY_CONF, the quick-start\n"
+	       "                     environment, or " P11P_DEFAULT_CONF ")\n"
+	       "  --json             machine-readable output, errors included\n"
+	       "  -h, --help         this text, or the command's\n"
+	       "  -V, --version      print the version\n\n"
+	       "Commands:\n");
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(f, "  %-16s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f, "\nSee p11proxy(8).\n");
@@ -250,7 +254,8 @@ int cli_getopt(struct cli *cli, int argc, char **argv, const char *shortopts,
 	}
 }
 
-/* ---- help, main ------------------------------------------------------------------------------- */
+/* ---- help, main -------------------------------------------------------------------------------
+ */
 
 static int cmd_help(struct cli *cli, int argc, char **argv)
 {

@@ -1,0 +1,482 @@
+/*
+ * Software keys (issue 12) through libproxy.so over the shim.
+ *   swkeytest MODULE CONTROL LOG CASE [ARGS]
+ * The config (tests/suites/78-swkeys.sh): slots "soft" (tokens sw1 + sw2,
+ * software_keys under wrap-a), "soft-new" (sw1, new_keys: true),
+ * "soft-idle" (sw1, cache_idle 300ms), "soft-nokey" (sw1, a wrapping key
+ * that does not exist), "plain" (sw1, no software_keys), "v-sw1", "v-sw2"
+ * (one token each). Key values are derived at run time (SHA-256 of a name),
+ * never constants of the program, and wiped after use, so that the core-dump
+ * check (case hold) finds only what the proxy kept. Prints "ok ..." /
+ * "FAIL ..."; exit 1 on failure.
+ */
+#include "../tests/progs/testmod.h"
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <p11proxy.h>
+
+#include "shimctl.h"
+
+#define EXPECT_RV(rv, want, what)                                                                  \
+	expect((rv) == (want), "%s: %s (want %s)", what, testmod_ckr(rv), testmod_ckr(want))
+
+static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+
+/* A key value: SHA-256 of its name (the suite computes the same with openssl dgst). */
+static void key_value(const char *name, unsigned char out[32])
+{
+	unsigned int n = 32;
+
+	EVP_Digest(name, strlen(name), out, &n, EVP_sha256(), NULL);
+}
+
+static int ref_hmac(const unsigned char *key, size_t key_len, const unsigned char *in, size_t len,
+                    unsigned char out[32])
+{
+	size_t olen = 32;
+
+	return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, key_len, in, len, out, 32,
+	                 &olen) != NULL &&
+	       olen == 32;
+}
+
+static int ref_gcm(const unsigned char *key, const unsigned char *iv, const unsigned char *in,
+                   size_t len, unsigned char *out)
+{
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	int l = 0, ok;
+
+	ok = cc != NULL && EVP_EncryptInit_ex(cc, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(cc, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
+	     EVP_EncryptInit_ex(cc, NULL, NULL, key, iv) == 1 &&
+	     EVP_EncryptUpdate(cc, NULL, &l, (const unsigned char *)"aad", 3) == 1 &&
+	     EVP_EncryptUpdate(cc, out, &l, in, (int)len) == 1 &&
+	     EVP_EncryptFinal_ex(cc, out + l, &l) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(cc, EVP_CTRL_GCM_GET_TAG, 16, out + len) == 1;
+	EVP_CIPHER_CTX_free(cc);
+	return ok;
+}
+
+/* A token AES key with a known value on the HSM (the wrapping keys). */
+static void import_hsm(CK_SESSION_HANDLE s, const char *label, const char *name, CK_KEY_TYPE kt)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL aes = kt == CKK_AES, mac = kt != CKK_AES;
+	unsigned char v[32];
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_ENCRYPT, &aes, 1},
+	    {CKA_DECRYPT, &aes, 1},
+	    {CKA_SIGN, &mac, 1},
+	    {CKA_DERIVE, &mac, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_VALUE, v, 32},
+	};
+	CK_OBJECT_HANDLE h = 0;
+	CK_RV rv;
+
+	key_value(name, v);
+	rv = f->C_CreateObject(s, t, 10, &h);
+	OPENSSL_cleanse(v, sizeof(v));
+	EXPECT_RV(rv, CKR_OK, "import an HSM key");
+}
+
+/* A software key from a known value (C_CreateObject, CKA_P11PROXY_SOFTWARE). */
+static CK_RV create_sw(CK_SESSION_HANDLE s, const char *label, unsigned char id, CK_KEY_TYPE kt,
+                       const char *name, CK_BBOOL token, CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	unsigned char v[32];
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &token, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_ID, &id, 1},
+	    {CKA_ENCRYPT, kt == CKK_AES ? &yes : &no, 1},
+	    {CKA_DECRYPT, kt == CKK_AES ? &yes : &no, 1},
+	    {CKA_SIGN, kt == CKK_AES ? &no : &yes, 1},
+	    {CKA_VERIFY, kt == CKK_AES ? &no : &yes, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_VALUE, v, 32},
+	};
+	CK_RV rv;
+
+	key_value(name, v);
+	*out = 0;
+	rv = f->C_CreateObject(s, t, 12, out);
+	OPENSSL_cleanse(v, sizeof(v));
+	return rv;
+}
+
+static CK_ULONG find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out,
+                         CK_ULONG max)
+{
+	CK_ULONG got = 0;
+
+	if (f->C_FindObjectsInit(s, t, n) != CKR_OK)
+		return 0;
+	f->C_FindObjects(s, out, max, &got);
+	f->C_FindObjectsFinal(s);
+	return got;
+}
+
+static CK_OBJECT_HANDLE find_label(CK_SESSION_HANDLE s, const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[4] = {0};
+
+	return find_all(s, t, 1, h, 4) == 1 ? h[0] : 0;
+}
+
+static CK_ULONG get_ulong(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE t)
+{
+	CK_ULONG v = 0xdead;
+	CK_ATTRIBUTE a = {t, &v, sizeof(v)};
+
+	f->C_GetAttributeValue(s, h, &a, 1);
+	return v;
+}
+
+static int get_bool(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE t)
+{
+	CK_BBOOL v = 0xff;
+	CK_ATTRIBUTE a = {t, &v, 1};
+
+	if (f->C_GetAttributeValue(s, h, &a, 1) != CKR_OK)
+		return -1;
+	return v;
+}
+
+static CK_RV gcm(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, int enc, const unsigned char *iv,
+                 const unsigned char *in, CK_ULONG len, unsigned char *out, CK_ULONG *out_len)
+{
+	CK_GCM_PARAMS gp = {(CK_BYTE_PTR)iv, 12, 96, (CK_BYTE_PTR) "aad", 3, 128};
+	CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof(gp)};
+	CK_RV rv = enc ? f->C_EncryptInit(s, &m, k) : f->C_DecryptInit(s, &m, k);
+
+	if (rv != CKR_OK)
+		return rv;
+	return enc ? f->C_Encrypt(s, (CK_BYTE_PTR)in, len, out, out_len)
+	           : f->C_Decrypt(s, (CK_BYTE_PTR)in, len, out, out_len);
+}
+
+static CK_RV hmac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const unsigned char *in, CK_ULONG len,
+                  unsigned char out[32])
+{
+	CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+	CK_ULONG n = 32;
+	CK_RV rv = f->C_SignInit(s, &m, k);
+
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR)in, len, out, &n);
+	return rv;
+}
+
+/* GCM with key k equals OpenSSL with the value of `name`; decrypts back; a bad tag refused. */
+static void check_gcm(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const char *name, const char *what)
+{
+	unsigned char v[32], data[1024], ct[1100], ref[1100], pt[1100], iv[12] = "swkey-iv-123";
+	CK_ULONG n = sizeof(ct);
+	CK_RV rv;
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i * 13);
+	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
+	key_value(name, v);
+	ref_gcm(v, iv, data, sizeof(data), ref);
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(rv == CKR_OK && n == sizeof(data) + 16 && memcmp(ct, ref, n) == 0,
+	       "%s: AES-256-GCM equals OpenSSL on the same key (%s)", what, testmod_ckr(rv));
+	n = sizeof(pt);
+	rv = gcm(s, k, 0, iv, ct, sizeof(data) + 16, pt, &n);
+	expect(rv == CKR_OK && n == sizeof(data) && memcmp(pt, data, n) == 0,
+	       "%s: decrypts back (%s)", what, testmod_ckr(rv));
+	ct[3] ^= 1;
+	n = sizeof(pt);
+	rv = gcm(s, k, 0, iv, ct, sizeof(data) + 16, pt, &n);
+	EXPECT_RV(rv, CKR_ENCRYPTED_DATA_INVALID, "a changed ciphertext is refused");
+}
+
+static void check_hmac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const char *name, const char *what)
+{
+	unsigned char v[32], mac[32], ref[32];
+	CK_RV rv = hmac(s, k, (const unsigned char *)"message", 7, mac);
+
+	key_value(name, v);
+	ref_hmac(v, 32, (const unsigned char *)"message", 7, ref);
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(rv == CKR_OK && memcmp(mac, ref, 32) == 0, "%s: HMAC-SHA256 equals OpenSSL (%s)",
+	       what, testmod_ckr(rv));
+}
+
+/* ---- cases ---- */
+
+static void case_setup(void)
+{
+	const char *tokens[] = {"v-sw1", "v-sw2"};
+
+	for (int i = 0; i < 2; i++) {
+		CK_SESSION_HANDLE s = open_on(tokens[i], 1);
+
+		import_hsm(s, "wrap-a", "wrapping key a", CKK_AES);
+		import_hsm(s, "wrap-b", "wrapping key b", CKK_AES);
+		import_hsm(s, "cf-key", "fragment base key", CKK_GENERIC_SECRET);
+		f->C_CloseSession(s);
+	}
+}
+
+static void case_create(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1), hs;
+	CK_OBJECT_HANDLE ka, kh, found[16];
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE tsw[] = {{CKA_P11PROXY_SOFTWARE, &yes, 1}};
+	CK_ATTRIBUTE tcls[] = {{CKA_CLASS, &cls, sizeof(cls)}};
+	unsigned char buf[64];
+	CK_ATTRIBUTE val = {CKA_VALUE, buf, sizeof(buf)};
+	CK_ULONG n;
+	CK_RV rv;
+
+	rv = create_sw(s, "sk-aes", 1, CKK_AES, "software aes", CK_TRUE, &ka);
+	EXPECT_RV(rv, CKR_OK, "create a software AES-256 token key");
+	rv = create_sw(s, "sk-hmac", 2, CKK_GENERIC_SECRET, "software hmac", CK_TRUE, &kh);
+	EXPECT_RV(rv, CKR_OK, "create a software HMAC token key");
+	rv = create_sw(s, "sk-aes2", 3, CKK_AES, "software aes 2", CK_TRUE, &found[0]);
+	EXPECT_RV(rv, CKR_OK, "create a second software AES-256 token key");
+	expect(get_bool(s, ka, CKA_TOKEN) == 1 && get_bool(s, ka, CKA_P11PROXY_SOFTWARE) == 1 &&
+	           get_bool(s, ka, CKA_SENSITIVE) == 1 && get_bool(s, ka, CKA_LOCAL) == 0 &&
+	           get_bool(s, ka, CKA_ENCRYPT) == 1 && get_bool(s, ka, CKA_SIGN) == 0,
+	       "TOKEN, CKA_P11PROXY_SOFTWARE, SENSITIVE true; LOCAL false; usage as created");
+	expect(get_ulong(s, ka, CKA_CLASS) == CKO_SECRET_KEY &&
+	           get_ulong(s, ka, CKA_KEY_TYPE) == CKK_AES &&
+	           get_ulong(s, ka, CKA_VALUE_LEN) == 32,
+	       "class, key type, length");
+	rv = f->C_GetAttributeValue(s, ka, &val, 1);
+	expect(rv == CKR_ATTRIBUTE_SENSITIVE && val.ulValueLen == CK_UNAVAILABLE_INFORMATION,
+	       "CKA_VALUE of a sensitive software key: CKR_ATTRIBUTE_SENSITIVE (%s)",
+	       testmod_ckr(rv));
+	check_gcm(s, ka, "software aes", "created key");
+	check_hmac(s, kh, "software hmac", "created key");
+	n = find_all(s, tsw, 1, found, 16);
+	expect(n == 3, "a find for CKA_P11PROXY_SOFTWARE true: the 3 software keys (%lu)", n);
+	n = find_all(s, tcls, 1, found, 16);
+	expect(n == 6, "secret keys: 3 software keys + wrap-a, wrap-b, cf-key (%lu)", n);
+	f->C_CloseSession(s);
+	/* The token itself holds no such key: only the index has it, encrypted. */
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "sk-aes") == 0 && find_label(hs, "wrap-a") != 0,
+	       "the member's token has no object sk-aes");
+	f->C_CloseSession(hs);
+}
+
+/* A new process: the stored keys are found and opened (HSM C_Decrypt calls counted). */
+static void case_use(const char *slot, const char *want)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE ka = find_label(s, "sk-aes"), kh = find_label(s, "sk-hmac");
+	long from = log_lines();
+
+	expect(ka != 0 && kh != 0, "the software keys are found in a new process");
+	if (strcmp(want, "refused") == 0) {
+		unsigned char ct[64], iv[12] = {0};
+		CK_ULONG n = sizeof(ct);
+		CK_RV rv = gcm(s, ka, 1, iv, (const unsigned char *)"x", 1, ct, &n);
+
+		EXPECT_RV(rv, CKR_FUNCTION_FAILED, "the key is refused");
+	} else {
+		check_gcm(s, ka, "software aes", "stored key");
+		check_hmac(s, kh, "software hmac", "stored key");
+		check_gcm(s, ka, "software aes", "again");
+		expect(log_count(from, "C_Decrypt ", "CKR_OK") == atol(want),
+		       "HSM C_Decrypt calls: %ld (want %s: one per key, then cached)",
+		       log_count(from, "C_Decrypt ", "CKR_OK"), want);
+	}
+	f->C_CloseSession(s);
+}
+
+static void case_generate(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-new", 1);
+	CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+	CK_ULONG len = 32;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_TOKEN, &yes, 1},   {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_LABEL, "gen", 3},  {CKA_ENCRYPT, &yes, 1},
+	    {CKA_DECRYPT, &yes, 1},
+	};
+	CK_ATTRIBUTE ts[] = {
+	    {CKA_TOKEN, &no, 1},
+	    {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_LABEL, "sess", 4},
+	};
+	unsigned char data[100], ct[200], pt[200], iv[12] = "generated-iv";
+	CK_OBJECT_HANDLE k = 0, ks = 0;
+	CK_ULONG n = sizeof(ct);
+	CK_RV rv;
+
+	memset(data, 7, sizeof(data));
+	rv = f->C_GenerateKey(s, &m, t, 5, &k);
+	EXPECT_RV(rv, CKR_OK, "new_keys: C_GenerateKey of a token AES key");
+	expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, k, CKA_LOCAL) == 1 &&
+	           get_bool(s, k, CKA_ALWAYS_SENSITIVE) == 1 &&
+	           get_bool(s, k, CKA_NEVER_EXTRACTABLE) == 1,
+	       "it is a software key: SOFTWARE, LOCAL, ALWAYS_SENSITIVE, NEVER_EXTRACTABLE");
+	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
+	EXPECT_RV(rv, CKR_OK, "encrypt with it");
+	n = sizeof(pt);
+	rv = gcm(s, k, 0, iv, ct, sizeof(data) + 16, pt, &n);
+	expect(rv == CKR_OK && n == sizeof(data) && memcmp(pt, data, n) == 0,
+	       "decrypt with it (%s)", testmod_ckr(rv));
+	rv = f->C_GenerateKey(s, &m, ts, 4, &ks);
+	EXPECT_RV(rv, CKR_OK, "a software session key (CKA_TOKEN false)");
+	expect(get_bool(s, ks, CKA_TOKEN) == 0 && get_bool(s, ks, CKA_P11PROXY_SOFTWARE) == 1,
+	       "TOKEN false, SOFTWARE true");
+	rv = f->C_DestroyObject(s, k);
+	EXPECT_RV(rv, CKR_OK, "destroy the token software key");
+	expect(find_label(s, "gen") == 0, "gone from finds");
+	f->C_CloseSession(s);
+	/* Without software_keys: the attribute is refused, nothing is made. */
+	s = open_on("plain", 1);
+	rv = f->C_GenerateKey(s, &m, ts, 4, &ks);
+	EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "CKA_P11PROXY_SOFTWARE on a slot without it");
+	t[2].pValue = "hsm";
+	rv = f->C_GenerateKey(s, &m, t, 5, &k);
+	EXPECT_RV(rv, CKR_OK, "an ordinary key there");
+	expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) != 1, "is an HSM key");
+	f->C_CloseSession(s);
+}
+
+static void case_idle(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-idle", 1);
+	CK_OBJECT_HANDLE k;
+	long from;
+	CK_RV rv = create_sw(s, "idle", 9, CKK_AES, "idle aes", CK_TRUE, &k);
+
+	EXPECT_RV(rv, CKR_OK, "create a software key");
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "just created");
+	expect(log_count(from, "C_Decrypt ", NULL) == 0, "held since its creation: no HSM call");
+	msleep(600);
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "idle past cache_idle");
+	expect(log_count(from, "C_Decrypt ", "CKR_OK") == 1,
+	       "evicted after 300ms idle: opened again by the HSM (%ld)",
+	       log_count(from, "C_Decrypt ", "CKR_OK"));
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "used again at once");
+	expect(log_count(from, "C_Decrypt ", NULL) == 0, "cached again: no HSM call");
+	f->C_CloseSession(s);
+}
+
+static void case_nokey(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-nokey", 1);
+	CK_OBJECT_HANDLE k;
+	CK_RV rv = create_sw(s, "nokey", 3, CKK_AES, "nokey aes", CK_TRUE, &k);
+
+	EXPECT_RV(rv, CKR_FUNCTION_FAILED, "a missing wrapping key: creation refused");
+	f->C_CloseSession(s);
+}
+
+/* The member doing the unwrap fails: the session moves and the unwrap happens on sw2. */
+static void case_failover(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1);
+	CK_OBJECT_HANDLE k = find_label(s, "sk-aes");
+	long from = log_lines();
+
+	expect(k != 0, "the software key is found");
+	control("sw1 fail CKR_DEVICE_ERROR\n");
+	check_gcm(s, k, "software aes", "member sw1 down at first use");
+	expect(log_count(from, "C_Decrypt sw2", "CKR_OK") == 1, "the blob was opened on sw2 (%ld)",
+	       log_count(from, "C_Decrypt sw2", "CKR_OK"));
+	control("");
+	f->C_CloseSession(s);
+}
+
+/*
+ * Holds the software key and a fragment-derived key in use, prints "ready",
+ * waits until stdin closes (the suite takes a core dump meanwhile).
+ */
+static void case_hold(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1);
+	CK_OBJECT_HANDLE k = find_label(s, "sk-aes"), base = find_label(s, "cf-key"), d = 0;
+	P11PROXY_FRAGMENT_DERIVE_PARAMS p = {(CK_BYTE_PTR) "fragment", 8, (CK_BYTE_PTR) "ctx", 3};
+	CK_MECHANISM m = {CKM_P11PROXY_FRAGMENT_DERIVE, &p, sizeof(p)};
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_ULONG len = 32;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_SENSITIVE, &yes, 1},
+	};
+	unsigned char data[64] = {0}, ct[100], iv[12] = "hold-iv-1234";
+	CK_ULONG n = sizeof(ct);
+	CK_RV rv;
+	int ch;
+
+	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
+	EXPECT_RV(rv, CKR_OK, "the software key in use");
+	rv = f->C_DeriveKey(s, &m, base, t, 4, &d);
+	EXPECT_RV(rv, CKR_OK, "a fragment-derived key");
+	n = sizeof(ct);
+	rv = gcm(s, d, 1, iv, data, sizeof(data), ct, &n);
+	EXPECT_RV(rv, CKR_OK, "the derived key in use");
+	printf("ready\n");
+	fflush(stdout);
+	while ((ch = getchar()) != EOF)
+		;
+	f->C_CloseSession(s);
+}
+
+int main(int argc, char **argv)
+{
+	const char *c;
+
+	if (argc < 5) {
+		fprintf(stderr, "usage: swkeytest MODULE CONTROL LOG CASE [ARGS]\n");
+		return 2;
+	}
+	control_path = argv[2];
+	log_path = argv[3];
+	c = argv[4];
+	control("");
+	if (!testmod_load(&mod, argv[1]))
+		return 1;
+	f = mod.f;
+	if (strcmp(c, "setup") == 0)
+		case_setup();
+	else if (strcmp(c, "create") == 0 && argc > 5)
+		case_create(argv[5]);
+	else if (strcmp(c, "use") == 0 && argc > 6)
+		case_use(argv[5], argv[6]);
+	else if (strcmp(c, "generate") == 0)
+		case_generate();
+	else if (strcmp(c, "idle") == 0)
+		case_idle();
+	else if (strcmp(c, "nokey") == 0)
+		case_nokey();
+	else if (strcmp(c, "failover") == 0)
+		case_failover();
+	else if (strcmp(c, "hold") == 0)
+		case_hold();
+	else {
+		fprintf(stderr, "unknown case %s\n", c);
+		return 2;
+	}
+	testmod_unload(&mod);
+	return failures ? 1 : 0;
+}

@@ -417,7 +417,7 @@ START_TEST(test_gcm_bad_params)
 		                 CKR_MECHANISM_PARAM_INVALID);
 	}
 	m = gcm_mech(&p, iv, 12, NULL, 0, 128);
-	m.mechanism = CKM_AES_CBC;
+	m.mechanism = CKM_AES_ECB;
 	ck_assert_int_eq(p11p_swkey_encrypt(key, &m, buf, 8, buf, &len), CKR_MECHANISM_INVALID);
 	/* GCM needs an AES key. */
 	ck_assert_int_eq(p11p_swkey_new(CKK_GENERIC_SECRET, k, 32, 0, &gen), CKR_OK);

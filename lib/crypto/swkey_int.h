@@ -1,0 +1,43 @@
+/*
+ * Inside the software-key engine: the key object shared by swkey.c (keys)
+ * and swop.c (operations). Nothing outside lib/crypto/sw*.c includes this.
+ */
+#ifndef P11P_SWKEY_INT_H
+#define P11P_SWKEY_INT_H
+
+#include <stdatomic.h>
+
+#include <openssl/evp.h>
+
+#include "crypto/swkey.h"
+
+/* Contexts a key may keep ready between operations (P11P_SWKEY_CACHE_CTX only). */
+enum sw_cache {
+	SW_CACHE_GCM,
+	SW_CACHE_CBC_ENC,
+	SW_CACHE_CBC_DEC,
+	SW_CACHE_CTR,
+	SW_CACHE_HMAC256,
+	SW_CACHE_HMAC384,
+	SW_CACHE_HMAC512,
+	SW_CACHE_N,
+};
+
+struct p11p_swkey {
+	atomic_uint refs;
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE type;
+	unsigned flags;
+	size_t len;                /* secret bytes; RSA modulus bytes; EC order bytes */
+	struct p11p_secret *value; /* secret keys */
+	EVP_PKEY *pkey;            /* private and public keys */
+	int curve;                 /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
+	/* AES keys: fetched from the private library context (no key material). */
+	EVP_CIPHER *gcm, *cbc, *ctr;
+	/* Secret keys: one HMAC template per digest, keyless (digest set only). */
+	EVP_MAC_CTX *hmac_tmpl[3];
+	/* Ready keyed contexts; used only with P11P_SWKEY_CACHE_CTX. */
+	_Atomic(void *) cache[SW_CACHE_N];
+};
+
+#endif

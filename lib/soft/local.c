@@ -99,6 +99,7 @@ struct lobj {
 	struct p11p_vslot *slot;
 	CK_SESSION_HANDLE owner; /* deriving session; 0: a configured fragment's key */
 	struct lfrag *frag;      /* a configured fragment's key, else NULL */
+	CK_OBJECT_CLASS cls;     /* software keys; 0 (the others): CKO_SECRET_KEY */
 	CK_KEY_TYPE type;
 	CK_ULONG len;
 	unsigned flags;
@@ -121,6 +122,7 @@ struct p11p_local_state {
 };
 
 struct lop {
+	struct p11p_swop *swop; /* a software key's operation in the engine, else NULL */
 	CK_MECHANISM mech;
 	CK_GCM_PARAMS gcm;
 	CK_ULONG mac_len;
@@ -668,6 +670,7 @@ bool p11p_local_mechanism(CK_MECHANISM_TYPE type)
 
 static void op_clear(struct lop *op)
 {
+	p11p_swop_free(op->swop);
 	lkey_unref(op->key);
 	if (op->buf != NULL) {
 		p11p_wipe(op->buf, op->cap);
@@ -785,6 +788,12 @@ static unsigned kind_flag(enum p11p_op_kind k)
 
 /* ---- software keys (issue 12): records, cache, use ---- */
 
+static unsigned sw_engine_flags(unsigned f)
+{
+	return ((f & F_SENSITIVE) ? P11P_SWKEY_SENSITIVE : 0) |
+	       ((f & F_EXTRACTABLE) ? P11P_SWKEY_EXTRACTABLE : 0);
+}
+
 static const struct {
 	unsigned f;
 	uint32_t b;
@@ -897,8 +906,13 @@ static void sw_adopt(struct p11p_state *st, struct p11p_vslot *vs, const struct 
 	struct p11p_swb sb;
 	struct lobj *o;
 
-	if (p11p_swb_parse(blob, blob_len, &sb) != CKR_OK || rec->cls != CKO_SECRET_KEY ||
-	    (rec->key_type != CKK_AES && rec->key_type != CKK_GENERIC_SECRET) ||
+	bool secret = rec->cls == CKO_SECRET_KEY &&
+	              (rec->key_type == CKK_AES || rec->key_type == CKK_GENERIC_SECRET),
+	     pair = (rec->cls == CKO_PRIVATE_KEY || rec->cls == CKO_PUBLIC_KEY) &&
+	            (rec->key_type == CKK_EC || rec->key_type == CKK_EC_EDWARDS ||
+	             rec->key_type == CKK_RSA);
+
+	if (p11p_swb_parse(blob, blob_len, &sb) != CKR_OK || !(secret || pair) ||
 	    rec->label_len > P11P_ID_MAX || rec->ck_id_len > P11P_ID_MAX) {
 		p11p_message(
 		    "slot '%s': software key %016llx: its stored value is malformed or of a "
@@ -910,8 +924,9 @@ static void sw_adopt(struct p11p_state *st, struct p11p_vslot *vs, const struct 
 		return;
 	o->slot = vs;
 	o->vid = rec->vid;
+	o->cls = rec->cls;
 	o->type = rec->key_type;
-	o->len = sb.ct_len - P11P_SWB_TAG_LEN;
+	o->len = secret ? sb.ct_len - P11P_SWB_TAG_LEN : 0;
 	o->flags = obj_flags(sb.flags);
 	o->label_len = rec->label_len;
 	memcpy(o->label, rec->label, rec->label_len);
@@ -1034,8 +1049,8 @@ static CK_RV sw_use_check(struct p11p_call *c, uint64_t vid, unsigned perm)
 }
 
 /* Decrypts software key h's blob through the HSM and caches the key. */
-static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_KEY_TYPE type,
-                     unsigned flags, struct lkey **out)
+static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_OBJECT_CLASS cls,
+                     CK_KEY_TYPE type, unsigned flags, struct lkey **out)
 {
 	struct p11p_index *idx = p11p_vkeys_index(c->st);
 	struct p11p_secret *value = NULL;
@@ -1060,11 +1075,9 @@ static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_K
 		rv = p11p_sw_open(c, &rec, blob, len, &value);
 	p11p_free(blob);
 	if (rv == CKR_OK)
-		rv = p11p_swkey_from_secret(
-		    type, &value,
-		    ((flags & F_SENSITIVE) ? P11P_SWKEY_SENSITIVE : 0) |
-		        ((flags & F_EXTRACTABLE) ? P11P_SWKEY_EXTRACTABLE : 0),
-		    &sw);
+		rv = p11p_swkey_from_der(cls != 0 ? cls : CKO_SECRET_KEY, type,
+		                         p11p_secret_data(value), p11p_secret_len(value),
+		                         sw_engine_flags(flags), &sw);
 	p11p_secret_free(value);
 	if (rv != CKR_OK)
 		return rv;
@@ -1092,6 +1105,7 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 	struct lfrag *lf = NULL;
 	struct lobj *o;
 	uint64_t vid = 0;
+	CK_OBJECT_CLASS cls = 0;
 	CK_RV rv = CKR_OK;
 
 	*out = NULL;
@@ -1107,6 +1121,7 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 		*type = o->type;
 		*flags = o->flags;
 		vid = o->vid;
+		cls = o->cls;
 		if (vid != 0) {
 			unsigned long long now = p11p_now_ms();
 
@@ -1124,10 +1139,18 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 	if (rv != CKR_OK || *out != NULL)
 		return rv;
 	if (vid != 0)
-		return sw_load(c, h, vid, *type, *flags, out);
+		return sw_load(c, h, vid, cls, *type, *flags, out);
 	if (lf == NULL)
 		return CKR_GENERAL_ERROR; /* every other object holds its key */
 	return frag_key(c, lf, h, out);
+}
+
+static enum p11p_swop_kind swop_kind(enum p11p_op_kind k)
+{
+	return k == P11P_OP_ENCRYPT   ? P11P_SWOP_ENCRYPT
+	       : k == P11P_OP_DECRYPT ? P11P_SWOP_DECRYPT
+	       : k == P11P_OP_SIGN    ? P11P_SWOP_SIGN
+	                              : P11P_SWOP_VERIFY;
 }
 
 CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
@@ -1138,6 +1161,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 	unsigned flags, flag = kind_flag(k);
 	struct lkey *lk = NULL;
 	uint64_t vid = 0;
+	bool software = false;
 	CK_RV rv;
 
 	if (m == NULL)
@@ -1169,21 +1193,25 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		} else {
 			type = o->type;
 			vid = o->vid;
+			software = (o->flags & F_SOFTWARE) != 0;
 		}
 	}
 	p11p_unlock();
-	if (rv == CKR_OK)
+	/* Software keys: every mechanism of the engine (checked at p11p_swop_init). */
+	if (rv == CKR_OK && !software)
 		rv = op_mech(op, k, m, type);
 	/* A software key is a virtual key: its record's state and permissions rule. */
 	if (rv == CKR_OK && vid != 0)
 		rv = sw_use_check(c, vid, kind_perm(flag));
 	if (rv == CKR_OK)
 		rv = obj_key(c, key, flag, CKR_KEY_HANDLE_INVALID, &type, &flags, &lk);
+	op->key = lk;
+	if (rv == CKR_OK && software)
+		rv = p11p_swop_init(lk->sw, swop_kind(k), m, &op->swop);
 	if (rv != CKR_OK) {
 		op_clear(op);
 		return rv;
 	}
-	op->key = lk;
 	c->s->local_ops |= 1u << k;
 	return CKR_OK;
 }
@@ -1243,6 +1271,14 @@ static CK_RV single(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_B
 		op_end(c, k);
 		return CKR_ARGUMENTS_BAD;
 	}
+	if (op->swop != NULL) {
+		CK_RV rv =
+		    p11p_swop_run(op->swop, in != NULL ? in : empty_input, in_len, out, out_len);
+
+		if (!p11p_swop_active(op->swop))
+			op_end(c, k);
+		return rv;
+	}
 	if (op->multipart)
 		return CKR_OPERATION_ACTIVE; /* started multi-part: finish it with *Final */
 	return op_done(
@@ -1259,6 +1295,13 @@ static CK_RV update(struct p11p_call *c, enum p11p_op_kind k, CK_BYTE_PTR in, CK
 	if ((in == NULL && in_len > 0) || (has_out && out_len == NULL)) {
 		op_end(c, k);
 		return CKR_ARGUMENTS_BAD;
+	}
+	if (op->swop != NULL) {
+		rv = p11p_swop_update(op->swop, in != NULL ? in : empty_input, in_len,
+		                      has_out ? out : NULL, has_out ? out_len : NULL);
+		if (!p11p_swop_active(op->swop))
+			op_end(c, k);
+		return rv;
 	}
 	/* Buffered: no output before Final. A NULL output buffer is a size query. */
 	if (has_out && out == NULL) {
@@ -1283,6 +1326,13 @@ static CK_RV final(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_BY
 	if (out_len == NULL) {
 		op_end(c, k);
 		return CKR_ARGUMENTS_BAD;
+	}
+	if (op->swop != NULL) {
+		CK_RV rv = p11p_swop_final(op->swop, out, out_len);
+
+		if (!p11p_swop_active(op->swop))
+			op_end(c, k);
+		return rv;
 	}
 	return op_done(
 	    c, k,
@@ -1346,9 +1396,14 @@ CK_RV p11p_local_C_Verify(struct p11p_call *c, CK_BYTE_PTR in, CK_ULONG in_len, 
 	struct lop *op = &c->s->local->ops[P11P_OP_VERIFY];
 	CK_RV rv;
 
-	if ((in == NULL && in_len > 0) || sig == NULL)
+	if ((in == NULL && in_len > 0) || sig == NULL) {
 		rv = CKR_ARGUMENTS_BAD;
-	else if (op->multipart)
+	} else if (op->swop != NULL) {
+		rv =
+		    p11p_swop_verify(op->swop, in != NULL ? in : empty_input, in_len, sig, sig_len);
+		if (p11p_swop_active(op->swop))
+			return rv; /* CKR_OPERATION_ACTIVE */
+	} else if (op->multipart)
 		return CKR_OPERATION_ACTIVE;
 	else
 		rv = p11p_swkey_verify(op->key->sw, &op->mech, in != NULL ? in : empty_input,
@@ -1369,6 +1424,8 @@ CK_RV p11p_local_C_VerifyFinal(struct p11p_call *c, CK_BYTE_PTR sig, CK_ULONG si
 
 	if (sig == NULL)
 		rv = CKR_ARGUMENTS_BAD;
+	else if (op->swop != NULL)
+		rv = p11p_swop_verify_final(op->swop, sig, sig_len);
 	else
 		rv = p11p_swkey_verify(op->key->sw, &op->mech, op->len ? op->buf : empty_input,
 		                       op->len, sig, sig_len);
@@ -1415,7 +1472,7 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 {
 	const struct bool_attr *b = bool_attr(t);
 	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-	static const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	static const CK_OBJECT_CLASS secret = CKO_SECRET_KEY;
 	static const CK_MECHANISM_TYPE unavailable = CK_UNAVAILABLE_INFORMATION;
 	CK_ULONG u;
 
@@ -1426,9 +1483,34 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 	}
 	switch (t) {
 	case CKA_CLASS:
-		*val = &cls;
-		*len = sizeof(cls);
+		*val = o->cls != 0 ? &o->cls : &secret;
+		*len = sizeof(CK_OBJECT_CLASS);
 		return CKR_OK;
+	case CKA_EC_PARAMS:
+	case CKA_EC_POINT:
+	case CKA_MODULUS:
+	case CKA_PUBLIC_EXPONENT:
+	case CKA_MODULUS_BITS:
+	case CKA_PUBLIC_KEY_INFO:
+		/* The public values of a software key pair: from the key (loaded first). */
+		if (o->cls != CKO_PRIVATE_KEY && o->cls != CKO_PUBLIC_KEY)
+			return CKR_ATTRIBUTE_TYPE_INVALID;
+		if (o->key == NULL)
+			return CKR_GENERAL_ERROR; /* reported as unavailable */
+		*len = cap;
+		*val = tmp;
+		return p11p_swkey_attr(o->key->sw, t, tmp, len) == CKR_OK
+		           ? CKR_OK
+		           : CKR_ATTRIBUTE_TYPE_INVALID;
+	case CKA_PRIVATE_EXPONENT:
+	case CKA_PRIME_1:
+	case CKA_PRIME_2:
+	case CKA_EXPONENT_1:
+	case CKA_EXPONENT_2:
+	case CKA_COEFFICIENT:
+		if (o->cls != CKO_PRIVATE_KEY)
+			return CKR_ATTRIBUTE_TYPE_INVALID;
+		return CKR_ATTRIBUTE_SENSITIVE;
 	case CKA_KEY_TYPE:
 		*val = &o->type;
 		*len = sizeof(o->type);
@@ -1471,6 +1553,8 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 		*len = sizeof(unavailable);
 		return CKR_OK;
 	case CKA_VALUE_LEN:
+		if (o->cls != 0 && o->cls != CKO_SECRET_KEY)
+			return CKR_ATTRIBUTE_TYPE_INVALID;
 		if (cap < sizeof(CK_ULONG))
 			return CKR_GENERAL_ERROR;
 		memcpy(tmp, &o->len, sizeof(CK_ULONG));
@@ -1501,6 +1585,10 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 		}
 		return CKR_OK;
 	case CKA_VALUE:
+		if (o->cls == CKO_PUBLIC_KEY)
+			return CKR_ATTRIBUTE_TYPE_INVALID;
+		if (o->cls == CKO_PRIVATE_KEY)
+			return CKR_ATTRIBUTE_SENSITIVE; /* never given out, even when extractable */
 		if ((o->flags & F_SENSITIVE) || !(o->flags & F_EXTRACTABLE) || o->key == NULL)
 			return CKR_ATTRIBUTE_SENSITIVE;
 		*len = cap;
@@ -1527,6 +1615,15 @@ CK_RV p11p_local_get_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE
 	if (o != NULL && o->vid != 0 && o->key == NULL && !(o->flags & F_SENSITIVE) &&
 	    (o->flags & F_EXTRACTABLE) && p11p_attr_find(templ, count, CKA_VALUE) != NULL)
 		load = true;
+	if (o != NULL && o->vid != 0 && o->key == NULL &&
+	    (o->cls == CKO_PRIVATE_KEY || o->cls == CKO_PUBLIC_KEY)) {
+		static const CK_ATTRIBUTE_TYPE pubs[] = {CKA_EC_PARAMS,    CKA_EC_POINT,
+		                                         CKA_MODULUS,      CKA_PUBLIC_EXPONENT,
+		                                         CKA_MODULUS_BITS, CKA_PUBLIC_KEY_INFO};
+
+		for (size_t i = 0; i < sizeof(pubs) / sizeof(pubs[0]); i++)
+			load = load || p11p_attr_find(templ, count, pubs[i]) != NULL;
+	}
 	p11p_unlock();
 	if (load) {
 		struct lkey *lk = NULL;
@@ -2189,7 +2286,10 @@ bool p11p_local_software(struct p11p_call *c, CK_MECHANISM_PTR mech, const CK_AT
 		return false;
 	if (mech != NULL)
 		return mech->mechanism == CKM_AES_KEY_GEN ||
-		       mech->mechanism == CKM_GENERIC_SECRET_KEY_GEN;
+		       mech->mechanism == CKM_GENERIC_SECRET_KEY_GEN ||
+		       mech->mechanism == CKM_EC_KEY_PAIR_GEN ||
+		       mech->mechanism == CKM_EC_EDWARDS_KEY_PAIR_GEN ||
+		       mech->mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN;
 	if (cls == NULL || ulong_attr(cls, &u) != CKR_OK || u != CKO_SECRET_KEY || kt == NULL ||
 	    ulong_attr(kt, &u) != CKR_OK)
 		return false;
@@ -2212,109 +2312,89 @@ static CK_RV sw_new_vid(struct p11p_call *c, struct p11p_index *idx, uint64_t *v
 	return CKR_GENERAL_ERROR;
 }
 
-CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
-                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+static CK_RV sw_rand(void *arg, unsigned char *buf, size_t len)
 {
-	static struct p11p_ratelimit no_index;
-	struct p11p_vslot *vs = c->s->slot;
-	struct p11p_index *idx = NULL;
-	struct newkey nk;
+	return p11p_local_random(arg, buf, len);
+}
+
+/* What a new software key is, besides its material. */
+struct swnew {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE type;
+	CK_ULONG len; /* secret keys: CKA_VALUE_LEN */
+	unsigned flags;
+	CK_ULONG label_len, id_len;
+	const void *label, *id;
+};
+
+/*
+ * A token software key into the index: a record and its value sealed by the
+ * HSM, in one transaction (*vid set). Nothing stored on failure.
+ */
+static CK_RV sw_store_new(struct p11p_call *c, struct p11p_index *idx, const struct swnew *n,
+                          const struct p11p_swkey *sw, uint64_t *vid)
+{
+	struct p11p_secret *value = NULL;
 	struct p11p_vkey rec;
-	struct p11p_swkey *sw = NULL;
-	unsigned char *value = NULL, *blob = NULL;
-	size_t map_len = 0, blob_len = 0;
-	int locked = 0;
-	struct lobj *o;
+	unsigned char *blob = NULL;
+	size_t blob_len = 0;
 	CK_RV rv;
 
-	memset(&nk, 0, sizeof(nk));
-	if (mech != NULL) {
-		if (mech->mechanism == CKM_AES_KEY_GEN)
-			nk.type = CKK_AES;
-		else if (mech->mechanism == CKM_GENERIC_SECRET_KEY_GEN)
-			nk.type = CKK_GENERIC_SECRET;
-		else
-			return CKR_MECHANISM_INVALID; /* not (yet) generated in software */
-		if (mech->pParameter != NULL || mech->ulParameterLen != 0)
-			return CKR_MECHANISM_PARAM_INVALID;
-	}
-	rv = parse_newkey(templ, count, mech != NULL ? NK_GENERATE : NK_CREATE, &nk);
-	if (rv != CKR_OK)
-		return rv;
-	if (vs->cfg->swkeys.wrapping_key == NULL)
-		return CKR_TEMPLATE_INCONSISTENT; /* the slot has no software_keys: */
-	if (nk.flags & F_TOKEN) {
-		idx = p11p_vkeys_index(c->st);
-		if (idx == NULL) {
-			p11p_message_limited(&no_index,
-			                     "slot '%s': software keys need the index (index: or "
-			                     "state_dir:), which is off",
-			                     vs->label);
-			return CKR_FUNCTION_FAILED;
-		}
-	}
-	value = p11p_locked_alloc(nk.len, &map_len, &locked);
-	if (value == NULL)
-		return CKR_HOST_MEMORY;
-	if (nk.value != NULL)
-		memcpy(value, nk.value, nk.len);
-	else
-		rv = p11p_local_random(c, value, nk.len);
 	memset(&rec, 0, sizeof(rec));
-	if (rv == CKR_OK && idx != NULL) {
-		rv = sw_new_vid(c, idx, &rec.vid);
-		snprintf(rec.slot, sizeof(rec.slot), "%s", vs->cfg->label);
-		rec.cls = CKO_SECRET_KEY;
-		rec.key_type = nk.type;
-		rec.ck_id_len = nk.id_len;
-		if (nk.id_len)
-			memcpy(rec.ck_id, nk.id, nk.id_len);
-		rec.label_len = nk.label_len;
-		if (nk.label_len)
-			memcpy(rec.label, nk.label, nk.label_len);
-		rec.perms = usage_perms(nk.flags);
-		rec.state = P11P_VK_ACTIVE;
-		rec.origin = P11P_VK_CREATED;
-		if (rv == CKR_OK)
-			rv = p11p_sw_seal(c, &rec, blob_flags(nk.flags), value, nk.len, &blob,
-			                  &blob_len);
-		if (rv == CKR_OK)
-			rv = p11p_index_put_blob(idx, &rec, blob, blob_len);
-		p11p_free(blob);
-	}
+	rv = sw_new_vid(c, idx, &rec.vid);
+	snprintf(rec.slot, sizeof(rec.slot), "%s", c->s->slot->cfg->label);
+	rec.cls = n->cls;
+	rec.key_type = n->type;
+	rec.ck_id_len = n->id_len;
+	if (n->id_len)
+		memcpy(rec.ck_id, n->id, n->id_len);
+	rec.label_len = n->label_len;
+	if (n->label_len)
+		memcpy(rec.label, n->label, n->label_len);
+	rec.perms = usage_perms(n->flags) & p11p_vk_class_perms(n->cls);
+	rec.state = P11P_VK_ACTIVE;
+	rec.origin = P11P_VK_CREATED;
 	if (rv == CKR_OK)
-		rv = p11p_swkey_new(nk.type, value, nk.len,
-		                    ((nk.flags & F_SENSITIVE) ? P11P_SWKEY_SENSITIVE : 0) |
-		                        ((nk.flags & F_EXTRACTABLE) ? P11P_SWKEY_EXTRACTABLE : 0),
-		                    &sw);
-	p11p_wipe(value, nk.len);
-	p11p_locked_free(value, map_len, locked);
-	if (rv != CKR_OK) {
-		if (rec.vid != 0 && idx != NULL)
-			p11p_index_delete(idx, rec.vid, NULL); /* stored, but no object: undone */
-		return rv;
-	}
-	o = p11p_calloc(1, sizeof(*o));
+		rv = p11p_swkey_serialise(sw, &value);
+	if (rv == CKR_OK)
+		rv = p11p_sw_seal(c, &rec, blob_flags(n->flags), p11p_secret_data(value),
+		                  p11p_secret_len(value), &blob, &blob_len);
+	p11p_secret_free(value);
+	if (rv == CKR_OK)
+		rv = p11p_index_put_blob(idx, &rec, blob, blob_len);
+	p11p_free(blob);
+	if (rv == CKR_OK)
+		*vid = rec.vid;
+	return rv;
+}
+
+/* The object of a new software key, holding sw (taken whatever the result). */
+static CK_RV sw_object_new(struct p11p_call *c, const struct swnew *n, uint64_t vid,
+                           struct p11p_swkey *sw, CK_OBJECT_HANDLE *out)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	struct lobj *o = p11p_calloc(1, sizeof(*o));
+	CK_RV rv;
+
 	if (o == NULL || (o->key = lkey_new(sw)) == NULL) {
 		if (o == NULL)
 			p11p_swkey_free(sw);
 		p11p_free(o);
-		if (idx != NULL)
-			p11p_index_delete(idx, rec.vid, NULL);
 		return CKR_HOST_MEMORY;
 	}
 	o->slot = vs;
-	o->owner = (nk.flags & F_TOKEN) ? 0 : c->s->handle;
-	o->vid = rec.vid;
-	o->type = nk.type;
-	o->len = nk.len;
-	o->flags = nk.flags;
-	o->label_len = nk.label_len;
-	if (nk.label_len)
-		memcpy(o->label, nk.label, nk.label_len);
-	o->id_len = nk.id_len;
-	if (nk.id_len)
-		memcpy(o->id, nk.id, nk.id_len);
+	o->owner = (n->flags & F_TOKEN) ? 0 : c->s->handle;
+	o->vid = vid;
+	o->cls = n->cls;
+	o->type = n->type;
+	o->len = n->len;
+	o->flags = n->flags;
+	o->label_len = n->label_len;
+	if (n->label_len)
+		memcpy(o->label, n->label, n->label_len);
+	o->id_len = n->id_len;
+	if (n->id_len)
+		memcpy(o->id, n->id, n->id_len);
 	o->loaded_ms = o->used_ms = p11p_now_ms();
 	p11p_lock();
 	rv = obj_insert_locked(c->st, o);
@@ -2326,10 +2406,253 @@ CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 	if (rv == CKR_OK)
 		*out = o->handle;
 	p11p_unlock();
-	if (rv != CKR_OK) {
+	if (rv != CKR_OK)
 		lobj_free(o);
-		if (idx != NULL)
-			p11p_index_delete(idx, rec.vid, NULL);
+	return rv;
+}
+
+/* The index for a new token software key of c's slot, or NULL (reported). */
+static CK_RV sw_index(struct p11p_call *c, unsigned flags, struct p11p_index **idx)
+{
+	static struct p11p_ratelimit no_index;
+
+	*idx = NULL;
+	if (c->s->slot->cfg->swkeys.wrapping_key == NULL)
+		return CKR_TEMPLATE_INCONSISTENT; /* the slot has no software_keys: */
+	if (!(flags & F_TOKEN))
+		return CKR_OK;
+	if ((*idx = p11p_vkeys_index(c->st)) == NULL) {
+		p11p_message_limited(&no_index,
+		                     "slot '%s': software keys need the index (index: or "
+		                     "state_dir:), which is off",
+		                     c->s->slot->label);
+		return CKR_FUNCTION_FAILED;
+	}
+	return CKR_OK;
+}
+
+/* Stores (token keys) and makes the object of a new software key; sw taken. */
+static CK_RV sw_finish(struct p11p_call *c, struct p11p_index *idx, const struct swnew *n,
+                       struct p11p_swkey *sw, uint64_t *vid, CK_OBJECT_HANDLE *out)
+{
+	CK_RV rv = CKR_OK;
+
+	*vid = 0;
+	if (idx != NULL)
+		rv = sw_store_new(c, idx, n, sw, vid);
+	if (rv != CKR_OK) {
+		p11p_swkey_free(sw);
+		return rv;
+	}
+	rv = sw_object_new(c, n, *vid, sw, out);
+	if (rv != CKR_OK && *vid != 0)
+		p11p_index_delete(idx, *vid, NULL); /* stored, but no object: undone */
+	return rv;
+}
+
+CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	struct p11p_index *idx = NULL;
+	struct newkey nk;
+	struct swnew n;
+	struct p11p_swkey *sw = NULL;
+	uint64_t vid;
+	CK_RV rv;
+
+	memset(&nk, 0, sizeof(nk));
+	if (mech != NULL) {
+		if (mech->mechanism == CKM_AES_KEY_GEN)
+			nk.type = CKK_AES;
+		else if (mech->mechanism == CKM_GENERIC_SECRET_KEY_GEN)
+			nk.type = CKK_GENERIC_SECRET;
+		else
+			return CKR_MECHANISM_INVALID; /* not generated in software */
+		if (mech->pParameter != NULL || mech->ulParameterLen != 0)
+			return CKR_MECHANISM_PARAM_INVALID;
+	}
+	rv = parse_newkey(templ, count, mech != NULL ? NK_GENERATE : NK_CREATE, &nk);
+	if (rv == CKR_OK)
+		rv = sw_index(c, nk.flags, &idx);
+	if (rv != CKR_OK)
+		return rv;
+	if (nk.value != NULL)
+		rv = p11p_swkey_new(nk.type, nk.value, nk.len, sw_engine_flags(nk.flags), &sw);
+	else
+		rv = p11p_swkey_generate(nk.type, nk.len, sw_rand, c, sw_engine_flags(nk.flags),
+		                         &sw);
+	if (rv != CKR_OK)
+		return rv;
+	n = (struct swnew){CKO_SECRET_KEY, nk.type,   nk.len,   nk.flags,
+	                   nk.label_len,   nk.id_len, nk.label, nk.id};
+	return sw_finish(c, idx, &n, sw, &vid, out);
+}
+
+/* One half's template of a software key pair. */
+static CK_RV parse_half(const CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_CLASS cls,
+                        CK_KEY_TYPE type, struct swnew *n, struct p11p_swkey_pair_spec *spec)
+{
+	bool v;
+	CK_ULONG u;
+	CK_RV rv;
+
+	for (CK_ULONG i = 0; i < count; i++) {
+		const CK_ATTRIBUTE *a = &t[i];
+		const struct bool_attr *b = bool_attr(a->type);
+
+		switch (a->type) {
+		case CKA_CLASS:
+		case CKA_KEY_TYPE:
+			if ((rv = ulong_attr(a, &u)) != CKR_OK)
+				return rv;
+			if (u != (a->type == CKA_CLASS ? cls : type))
+				return CKR_TEMPLATE_INCONSISTENT;
+			continue;
+		case CKA_TOKEN:
+		case CKA_P11PROXY_SOFTWARE:
+		case CKA_WRAP:
+		case CKA_UNWRAP:
+			if ((rv = bbool(a, &v)) != CKR_OK)
+				return rv;
+			if (a->type == CKA_TOKEN)
+				n->flags = v ? n->flags | F_TOKEN : n->flags & ~F_TOKEN;
+			else if (a->type == CKA_P11PROXY_SOFTWARE ? !v : v)
+				return CKR_TEMPLATE_INCONSISTENT; /* the engine does not wrap */
+			continue;
+		case CKA_LABEL:
+		case CKA_ID:
+			if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
+				return CKR_ATTRIBUTE_VALUE_INVALID;
+			if (a->type == CKA_LABEL) {
+				n->label = a->pValue;
+				n->label_len = a->ulValueLen;
+			} else {
+				n->id = a->pValue;
+				n->id_len = a->ulValueLen;
+			}
+			continue;
+		case CKA_EC_PARAMS:
+			if (cls != CKO_PUBLIC_KEY)
+				break;
+			spec->ec_params = a->pValue;
+			spec->ec_params_len = a->pValue != NULL ? a->ulValueLen : 0;
+			continue;
+		case CKA_MODULUS_BITS:
+			if (cls != CKO_PUBLIC_KEY)
+				break;
+			if ((rv = ulong_attr(a, &spec->modulus_bits)) != CKR_OK)
+				return rv;
+			continue;
+		case CKA_PUBLIC_EXPONENT:
+			if (cls != CKO_PUBLIC_KEY)
+				break;
+			spec->public_exponent = a->pValue;
+			spec->public_exponent_len = a->pValue != NULL ? a->ulValueLen : 0;
+			continue;
+		case CKA_SENSITIVE:
+		case CKA_EXTRACTABLE:
+		case CKA_SIGN:
+		case CKA_DECRYPT:
+		case CKA_DERIVE:
+			if (cls != CKO_PRIVATE_KEY)
+				break;
+			goto flag;
+		case CKA_VERIFY:
+		case CKA_ENCRYPT:
+			if (cls != CKO_PUBLIC_KEY)
+				break;
+			goto flag;
+		case CKA_PRIVATE:
+		case CKA_MODIFIABLE:
+		case CKA_DESTROYABLE:
+			goto flag;
+		default:
+			break;
+		}
+		return CKR_ATTRIBUTE_TYPE_INVALID;
+	flag:
+		if ((rv = bbool(a, &v)) != CKR_OK)
+			return rv;
+		n->flags = v ? n->flags | b->flag : n->flags & ~b->flag;
+	}
+	return CKR_OK;
+}
+
+CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
+                             CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
+                             CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out)
+{
+	struct p11p_swkey_pair_spec spec;
+	struct p11p_swkey *sk = NULL, *pk = NULL;
+	struct p11p_index *idx_priv = NULL, *idx_pub = NULL;
+	struct swnew np, nq; /* private, public */
+	uint64_t vid_priv = 0, vid_pub;
+	CK_RV rv;
+
+	memset(&spec, 0, sizeof(spec));
+	switch (mech->mechanism) {
+	case CKM_EC_KEY_PAIR_GEN:
+		spec.type = CKK_EC;
+		break;
+	case CKM_EC_EDWARDS_KEY_PAIR_GEN:
+		spec.type = CKK_EC_EDWARDS;
+		break;
+	case CKM_RSA_PKCS_KEY_PAIR_GEN:
+		spec.type = CKK_RSA;
+		break;
+	default:
+		return CKR_MECHANISM_INVALID; /* not generated in software */
+	}
+	if (mech->pParameter != NULL || mech->ulParameterLen != 0)
+		return CKR_MECHANISM_PARAM_INVALID;
+	np = (struct swnew){.cls = CKO_PRIVATE_KEY, .type = spec.type};
+	nq = (struct swnew){.cls = CKO_PUBLIC_KEY, .type = spec.type};
+	np.flags = F_SOFTWARE | F_LOCAL | F_SENSITIVE | F_SIGN | F_MODIFIABLE | F_DESTROYABLE |
+	           (spec.type == CKK_RSA ? F_DECRYPT : 0);
+	nq.flags = F_SOFTWARE | F_LOCAL | F_VERIFY | F_MODIFIABLE | F_DESTROYABLE |
+	           (spec.type == CKK_RSA ? F_ENCRYPT : 0);
+	rv = parse_half(priv, priv_count, CKO_PRIVATE_KEY, spec.type, &np, &spec);
+	if (rv == CKR_OK)
+		rv = parse_half(pub, pub_count, CKO_PUBLIC_KEY, spec.type, &nq, &spec);
+	if (rv != CKR_OK)
+		return rv;
+	if ((np.flags & F_TOKEN) && p11p_attr_find(priv, priv_count, CKA_PRIVATE) == NULL)
+		np.flags |= F_PRIVATE;
+	if (np.flags & F_SENSITIVE)
+		np.flags |= F_ALWAYS_SENSITIVE;
+	if (!(np.flags & F_EXTRACTABLE))
+		np.flags |= F_NEVER_EXTRACTABLE;
+	if ((spec.type == CKK_RSA && spec.modulus_bits == 0) ||
+	    (spec.type != CKK_RSA && spec.ec_params == NULL))
+		return CKR_TEMPLATE_INCOMPLETE;
+	rv = sw_index(c, np.flags, &idx_priv);
+	if (rv == CKR_OK)
+		rv = sw_index(c, nq.flags, &idx_pub);
+	if (rv == CKR_OK)
+		rv = p11p_swkey_generate_pair(&spec, sw_rand, c, sw_engine_flags(np.flags), &sk,
+		                              &pk);
+	if (rv != CKR_OK)
+		return rv;
+	rv = sw_finish(c, idx_priv, &np, sk, &vid_priv, priv_out);
+	if (rv != CKR_OK) {
+		p11p_swkey_free(pk);
+		return rv;
+	}
+	rv = sw_finish(c, idx_pub, &nq, pk, &vid_pub, pub_out);
+	if (rv != CKR_OK) {
+		/* Both or neither: the private half goes again. */
+		struct lobj *o;
+
+		if (vid_priv != 0)
+			p11p_index_delete(idx_priv, vid_priv, NULL);
+		p11p_lock();
+		o = p11p_map_remove(&c->st->local->objects, 0, *priv_out);
+		if (o != NULL && o->vid != 0)
+			p11p_map_remove(&c->st->local->by_vid, o->slot->id, o->vid);
+		p11p_unlock();
+		if (o != NULL)
+			lobj_free(o);
+		*priv_out = CK_INVALID_HANDLE;
 	}
 	return rv;
 }

@@ -74,6 +74,10 @@ bool p11p_local_software(struct p11p_call *c, CK_MECHANISM_PTR mech, const CK_AT
                          CK_ULONG count);
 CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
                         CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+/* C_GenerateKeyPair of a software key pair (EC P-256/P-384, Ed25519, RSA): both halves. */
+CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
+                             CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
+                             CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out);
 /* C_GenerateRandom / C_SeedRandom (random.c): the slot's entropy policy, or the member's. */
 CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len);
 CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len);

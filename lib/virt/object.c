@@ -896,6 +896,10 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 	if (mech == NULL || pub_out == NULL || priv_out == NULL || (pub == NULL && pub_count > 0) ||
 	    (priv == NULL && priv_count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_hook_local_software(&c, mech, priv, priv_count)) /* a software key pair (soft/) */
+		return p11p_call_end(&c,
+		                     p11p_hook_local_create_pair(&c, mech, pub, pub_count, priv,
+		                                                 priv_count, pub_out, priv_out));
 	p11p_hook_creation_begin(&c, &cr, 2, classes, templs, counts);
 	do
 		rv = p11p_be_C_GenerateKeyPair(&c.bc, c.bs, mech, pub, pub_count, priv, priv_count,

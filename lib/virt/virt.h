@@ -686,7 +686,12 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(R, CK_RV, local_create,                                                                  \
 	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ, CK_ULONG count,    \
 	   CK_OBJECT_HANDLE_PTR out),                                                              \
-	  (c, mech, templ, count, out))
+	  (c, mech, templ, count, out))                                                            \
+	X(R, CK_RV, local_create_pair,                                                             \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub, CK_ULONG pub_count,  \
+	   CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count, CK_OBJECT_HANDLE_PTR pub_out,               \
+	   CK_OBJECT_HANDLE_PTR priv_out),                                                         \
+	  (c, mech, pub, pub_count, priv, priv_count, pub_out, priv_out))
 
 #define P11P_HOOK_FIELD(kind, ret, name, params, args) ret(*name) params;
 struct p11p_hooks {

@@ -13,6 +13,9 @@
 #include "../tests/progs/testmod.h"
 
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
@@ -215,6 +218,268 @@ static void check_hmac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const char *name
 	OPENSSL_cleanse(v, sizeof(v));
 	expect(rv == CKR_OK && memcmp(mac, ref, 32) == 0, "%s: HMAC-SHA256 equals OpenSSL (%s)",
 	       what, testmod_ckr(rv));
+}
+
+/* ---- every mechanism against OpenSSL ---- */
+
+static int ref_cipher(const EVP_CIPHER *ciph, int pad, const unsigned char *key,
+                      const unsigned char *iv, const unsigned char *in, int len, unsigned char *out)
+{
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	int l = 0, l2 = 0, ok;
+
+	ok = cc != NULL && EVP_EncryptInit_ex(cc, ciph, NULL, key, iv) == 1 &&
+	     EVP_CIPHER_CTX_set_padding(cc, pad) == 1 &&
+	     EVP_EncryptUpdate(cc, out, &l, in, len) == 1 &&
+	     EVP_EncryptFinal_ex(cc, out + l, &l2) == 1;
+	EVP_CIPHER_CTX_free(cc);
+	return ok ? l + l2 : -1;
+}
+
+/* Single-part encrypt and decrypt with mechanism m through the proxy. */
+static CK_RV crypt1(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE k, int enc,
+                    const unsigned char *in, CK_ULONG len, unsigned char *out, CK_ULONG *out_len)
+{
+	CK_RV rv = enc ? f->C_EncryptInit(s, m, k) : f->C_DecryptInit(s, m, k);
+
+	if (rv != CKR_OK)
+		return rv;
+	return enc ? f->C_Encrypt(s, (CK_BYTE_PTR)in, len, out, out_len)
+	           : f->C_Decrypt(s, (CK_BYTE_PTR)in, len, out, out_len);
+}
+
+static void check_cipher(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, CK_MECHANISM *m,
+                         const EVP_CIPHER *ciph, int pad, const unsigned char *iv, CK_ULONG len,
+                         const char *what)
+{
+	unsigned char v[32], data[256], ct[300], ref[300], pt[300];
+	CK_ULONG n = sizeof(ct), n2 = sizeof(pt);
+	CK_RV rv, rv2;
+	int rl;
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i * 5 + 1);
+	rv = crypt1(s, m, k, 1, data, len, ct, &n);
+	key_value("software aes", v);
+	rl = ref_cipher(ciph, pad, v, iv, data, (int)len, ref);
+	OPENSSL_cleanse(v, sizeof(v));
+	rv2 = rv == CKR_OK ? crypt1(s, m, k, 0, ct, n, pt, &n2) : rv;
+	expect(rv == CKR_OK && rl >= 0 && n == (CK_ULONG)rl && memcmp(ct, ref, n) == 0 &&
+	           rv2 == CKR_OK && n2 == len && memcmp(pt, data, len) == 0,
+	       "%s: equals OpenSSL, decrypts back (%s, %s)", what, testmod_ckr(rv),
+	       testmod_ckr(rv2));
+}
+
+static void check_mac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, CK_MECHANISM_TYPE mt, const char *md,
+                      size_t mac_len, CK_ULONG general)
+{
+	unsigned char v[32], mac[64], ref[64];
+	CK_MECHANISM m = {mt, general ? &general : NULL, general ? sizeof(general) : 0};
+	CK_ULONG n = sizeof(mac);
+	size_t rl = 0;
+	CK_RV rv = f->C_SignInit(s, &m, k);
+
+	if (rv == CKR_OK) {
+		/* Multi-part, in two pieces. */
+		rv = f->C_SignUpdate(s, (CK_BYTE_PTR) "mess", 4);
+		if (rv == CKR_OK)
+			rv = f->C_SignUpdate(s, (CK_BYTE_PTR) "age", 3);
+		if (rv == CKR_OK)
+			rv = f->C_SignFinal(s, mac, &n);
+	}
+	key_value("software hmac", v);
+	EVP_Q_mac(NULL, "HMAC", NULL, md, NULL, v, 32, (const unsigned char *)"message", 7, ref,
+	          sizeof(ref), &rl);
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(rv == CKR_OK && n == mac_len && memcmp(mac, ref, mac_len) == 0,
+	       "HMAC-%s%s (multi-part) equals OpenSSL (%s)", md, general ? " general" : "",
+	       testmod_ckr(rv));
+}
+
+static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                                         0xce, 0x3d, 0x03, 0x01, 0x07};
+static const unsigned char oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+static const unsigned char oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+
+/* A software key pair, token keys of the slot (CKA_P11PROXY_SOFTWARE in the private template). */
+static CK_RV gen_pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mt, const unsigned char *params,
+                      size_t params_len, CK_ULONG bits, const char *label, CK_OBJECT_HANDLE *pub,
+                      CK_OBJECT_HANDLE *priv)
+{
+	CK_MECHANISM m = {mt, NULL, 0};
+	CK_ATTRIBUTE tpub[] = {
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_VERIFY, &yes, 1},
+	    {params != NULL ? CKA_EC_PARAMS : CKA_MODULUS_BITS,
+	     params != NULL ? (void *)params : (void *)&bits,
+	     params != NULL ? params_len : sizeof(bits)},
+	    {CKA_ENCRYPT, &yes, 1},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_SIGN, &yes, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_DECRYPT, &yes, 1},
+	};
+
+	return f->C_GenerateKeyPair(s, &m, tpub, params != NULL ? 4 : 5, tpriv,
+	                            params != NULL ? 5 : 6, pub, priv);
+}
+
+/* The public key of a software pair, as OpenSSL reads it (CKA_PUBLIC_KEY_INFO). */
+static EVP_PKEY *spki_of(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub)
+{
+	unsigned char der[2048];
+	const unsigned char *p = der;
+	CK_ATTRIBUTE a = {CKA_PUBLIC_KEY_INFO, der, sizeof(der)};
+
+	if (f->C_GetAttributeValue(s, pub, &a, 1) != CKR_OK)
+		return NULL;
+	return d2i_PUBKEY(NULL, &p, (long)a.ulValueLen);
+}
+
+/* r || s as DER (ECDSA-Sig-Value), for OpenSSL. */
+static size_t ecdsa_der(const unsigned char *sig, size_t len, unsigned char *out)
+{
+	ECDSA_SIG *es = ECDSA_SIG_new();
+	unsigned char *p = out;
+	int n;
+
+	if (es == NULL || !ECDSA_SIG_set0(es, BN_bin2bn(sig, (int)len / 2, NULL),
+	                                  BN_bin2bn(sig + len / 2, (int)len / 2, NULL))) {
+		ECDSA_SIG_free(es);
+		return 0;
+	}
+	n = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static int ossl_verify(EVP_PKEY *pk, const EVP_MD *md, int pss, const unsigned char *sig,
+                       size_t sig_len)
+{
+	EVP_MD_CTX *mc = EVP_MD_CTX_new();
+	EVP_PKEY_CTX *pc = NULL;
+	int ok;
+
+	ok = mc != NULL && EVP_DigestVerifyInit(mc, &pc, md, NULL, pk) == 1 &&
+	     (!pss || (EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING) == 1 &&
+	               EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) == 1)) &&
+	     EVP_DigestVerify(mc, sig, sig_len, (const unsigned char *)"message", 7) == 1;
+	EVP_MD_CTX_free(mc);
+	return ok;
+}
+
+/* Signs "message" with mechanism m; OpenSSL verifies with the exported public key. */
+static void check_sig(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                      CK_MECHANISM *m, const EVP_MD *md, int kind, const char *what)
+{
+	unsigned char sig[600], der[200];
+	CK_ULONG n = sizeof(sig);
+	EVP_PKEY *pk = spki_of(s, pub);
+	CK_RV rv = f->C_SignInit(s, m, priv), rv2 = CKR_GENERAL_ERROR;
+	int ok = 0;
+
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);
+	if (rv == CKR_OK && pk != NULL) {
+		if (kind == 1) { /* ECDSA: r || s */
+			size_t dl = ecdsa_der(sig, n, der);
+
+			ok = dl > 0 && ossl_verify(pk, md, 0, der, dl);
+		} else {
+			ok = ossl_verify(pk, md, kind == 2, sig, n);
+		}
+		rv2 = f->C_VerifyInit(s, m, pub);
+		if (rv2 == CKR_OK)
+			rv2 = f->C_Verify(s, (CK_BYTE_PTR) "message", 7, sig, n);
+	}
+	expect(rv == CKR_OK && pk != NULL && ok && rv2 == CKR_OK,
+	       "%s: OpenSSL verifies the proxy's signature with the exported public key; the "
+	       "public key object verifies it too (%s, %s)",
+	       what, testmod_ckr(rv), testmod_ckr(rv2));
+	EVP_PKEY_free(pk);
+}
+
+static void case_mechs(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE ka = find_label(s, "sk-aes"), kh = find_label(s, "sk-hmac"), pub, priv;
+	unsigned char iv[16] = "0123456789abcdef";
+	CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16}, cbcpad = {CKM_AES_CBC_PAD, iv, 16};
+	CK_AES_CTR_PARAMS ctr = {128, {0}};
+	CK_MECHANISM mctr = {CKM_AES_CTR, &ctr, sizeof(ctr)};
+	CK_MECHANISM ecdsa256 = {CKM_ECDSA_SHA256, NULL, 0}, ecdsa384 = {CKM_ECDSA_SHA384, NULL, 0},
+	             eddsa = {CKM_EDDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+	CK_MECHANISM mpss = {CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)};
+	CK_RV rv;
+
+	memcpy(ctr.cb, iv, 16);
+	expect(ka != 0 && kh != 0, "the software keys are found");
+	check_cipher(s, ka, &cbc, EVP_aes_256_cbc(), 0, iv, 64, "AES-256-CBC");
+	check_cipher(s, ka, &cbcpad, EVP_aes_256_cbc(), 1, iv, 50, "AES-256-CBC-PAD");
+	check_cipher(s, ka, &mctr, EVP_aes_256_ctr(), 0, iv, 77, "AES-256-CTR");
+	check_mac(s, kh, CKM_SHA256_HMAC, "SHA256", 32, 0);
+	check_mac(s, kh, CKM_SHA384_HMAC, "SHA384", 48, 0);
+	check_mac(s, kh, CKM_SHA512_HMAC, "SHA512", 64, 0);
+	check_mac(s, kh, CKM_SHA256_HMAC_GENERAL, "SHA256", 16, 16);
+
+	rv =
+	    gen_pair(s, CKM_EC_KEY_PAIR_GEN, oid_p256, sizeof(oid_p256), 0, "sk-p256", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software EC P-256 key pair");
+	expect(get_bool(s, priv, CKA_P11PROXY_SOFTWARE) == 1 &&
+	           get_bool(s, pub, CKA_P11PROXY_SOFTWARE) == 1 &&
+	           get_ulong(s, pub, CKA_CLASS) == CKO_PUBLIC_KEY &&
+	           get_ulong(s, priv, CKA_KEY_TYPE) == CKK_EC,
+	       "both halves are software keys; the public one an ordinary public key");
+	check_sig(s, priv, pub, &ecdsa256, EVP_sha256(), 1, "ECDSA P-256 SHA-256");
+	rv =
+	    gen_pair(s, CKM_EC_KEY_PAIR_GEN, oid_p384, sizeof(oid_p384), 0, "sk-p384", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software EC P-384 key pair");
+	check_sig(s, priv, pub, &ecdsa384, EVP_sha384(), 1, "ECDSA P-384 SHA-384");
+	rv = gen_pair(s, CKM_EC_EDWARDS_KEY_PAIR_GEN, oid_ed25519, sizeof(oid_ed25519), 0,
+	              "sk-ed25519", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software Ed25519 key pair");
+	check_sig(s, priv, pub, &eddsa, NULL, 0, "EdDSA Ed25519");
+	rv = gen_pair(s, CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0, 2048, "sk-rsa", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software RSA-2048 key pair");
+	check_sig(s, priv, pub, &rsa, EVP_sha256(), 0, "RSA PKCS#1 v1.5 SHA-256");
+	check_sig(s, priv, pub, &mpss, EVP_sha256(), 2, "RSA-PSS SHA-256");
+	{
+		/* OAEP: OpenSSL encrypts with the exported public key, the proxy decrypts. */
+		CK_RSA_PKCS_OAEP_PARAMS op = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, NULL,
+		                              0};
+		CK_MECHANISM moaep = {CKM_RSA_PKCS_OAEP, &op, sizeof(op)};
+		EVP_PKEY *pk = spki_of(s, pub);
+		EVP_PKEY_CTX *pc = pk != NULL ? EVP_PKEY_CTX_new(pk, NULL) : NULL;
+		unsigned char ct[256], pt[256];
+		size_t cl = sizeof(ct);
+		CK_ULONG pl = sizeof(pt);
+		int ok = pc != NULL && EVP_PKEY_encrypt_init(pc) == 1 &&
+		         EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_OAEP_PADDING) == 1 &&
+		         EVP_PKEY_CTX_set_rsa_oaep_md(pc, EVP_sha256()) == 1 &&
+		         EVP_PKEY_CTX_set_rsa_mgf1_md(pc, EVP_sha256()) == 1 &&
+		         EVP_PKEY_encrypt(pc, ct, &cl, (const unsigned char *)"secret", 6) == 1;
+
+		rv = ok ? crypt1(s, &moaep, priv, 0, ct, cl, pt, &pl) : CKR_GENERAL_ERROR;
+		expect(rv == CKR_OK && pl == 6 && memcmp(pt, "secret", 6) == 0,
+		       "RSA-OAEP SHA-256: the proxy decrypts what OpenSSL encrypted (%s)",
+		       testmod_ckr(rv));
+		EVP_PKEY_CTX_free(pc);
+		EVP_PKEY_free(pk);
+	}
+	{
+		unsigned char buf[8];
+		CK_ATTRIBUTE a = {CKA_PRIVATE_EXPONENT, buf, sizeof(buf)};
+
+		rv = f->C_GetAttributeValue(s, priv, &a, 1);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_SENSITIVE, "the private exponent is never read");
+	}
+	f->C_CloseSession(s);
 }
 
 /* ---- cases ---- */
@@ -463,6 +728,8 @@ int main(int argc, char **argv)
 		case_create(argv[5]);
 	else if (strcmp(c, "use") == 0 && argc > 6)
 		case_use(argv[5], argv[6]);
+	else if (strcmp(c, "mechs") == 0 && argc > 5)
+		case_mechs(argv[5]);
 	else if (strcmp(c, "generate") == 0)
 		case_generate();
 	else if (strcmp(c, "idle") == 0)

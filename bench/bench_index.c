@@ -1,14 +1,19 @@
 /*
- * Virtual-key index benchmark: the issue 4 scale targets, measured.
+ * Virtual-key store benchmark (issues 4 and 11), for either engine.
  *
- *   bench_index [--keys N] [--puts N] [--finds N] [--dir DIR]
+ *   bench_index [--keys N] [--puts N] [--finds N] [--dir DIR | --target T]
  *
- * Builds an index of N keys (default 100000) in a temp directory under DIR
- * (default $TMPDIR or /tmp; the disk under it decides the fsync cost), then
- * prints one RESULT line per figure and a summary against the targets:
- *   load + first find by label       < 300 ms   (open of a compacted file)
- *   find by label / by CKA_ID        < 20 us
- *   put (change one key, durable)    < 10 ms    (append + fdatasync)
+ * Builds a store of N keys (default 100000): a SQLite file in a temp
+ * directory under DIR (default $TMPDIR or /tmp; the disk under it decides the
+ * fsync cost), or the store T names (an `index:` value: a file path or a
+ * postgresql:// URI; keys are added to what is there). Prints one RESULT
+ * line per figure:
+ *   load + first find by label       (a new handle loading the whole store)
+ *   find by label / by CKA_ID / vid  (from the in-memory copy)
+ *   refresh with nothing new         (the change notice)
+ *   put (change one key, durable)    p50, p99
+ *   propagation to another process   p50, p99: a change committed here until
+ *                                    a process polling refresh() sees it
  * Figures are information only: the exit status is non-zero only when a
  * call fails.
  */
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,12 +49,17 @@ static uint64_t rnd(void)
 }
 
 static char dir[4096], path[4200];
+static bool own_dir;
 
 static void cleanup(void)
 {
 	char tmp[4300];
 
-	snprintf(tmp, sizeof(tmp), "%s.compact", path);
+	if (!own_dir)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s-wal", path);
+	unlink(tmp);
+	snprintf(tmp, sizeof(tmp), "%s-shm", path);
 	unlink(tmp);
 	unlink(path);
 	rmdir(dir);
@@ -116,10 +127,86 @@ static void summary(const char *op, double *v, size_t n, const char *unit, doubl
 	       v[(size_t)((double)n * 0.99)] * scale, unit, v[n - 1] * scale);
 }
 
+/*
+ * A change committed here until another process that polls refresh() every
+ * 200 us sees it (the store's part of the propagation; the module refreshes
+ * at most every P11P_VKEY_REFRESH_MS on top).
+ */
+static void propagation(struct p11p_index *idx, struct p11p_vkey *batch, size_t keys)
+{
+	enum { N = 100 };
+	int p2c[2], c2p[2];
+	double lat[N];
+	pid_t pid;
+	CK_RV rv;
+
+	if (pipe(p2c) != 0 || pipe(c2p) != 0)
+		return;
+	pid = fork();
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		struct p11p_index *mine = NULL;
+		char err[512];
+		uint64_t msg[2];
+
+		close(p2c[1]);
+		close(c2p[0]);
+		if (p11p_index_open(path, &mine, err, sizeof(err)) != CKR_OK)
+			_exit(1);
+		while (read(p2c[0], msg, sizeof(msg)) == (ssize_t)sizeof(msg)) {
+			struct p11p_vkey got;
+			bool found = false;
+			double t;
+
+			for (;;) {
+				if (p11p_index_refresh(mine) != CKR_OK)
+					_exit(1);
+				if (p11p_index_get(mine, msg[0], &got, &found) == CKR_OK && found &&
+				    got.rev >= msg[1])
+					break;
+				usleep(200);
+			}
+			t = now();
+			if (write(c2p[1], &t, sizeof(t)) != (ssize_t)sizeof(t))
+				_exit(1);
+		}
+		p11p_index_close(mine);
+		_exit(0);
+	}
+	close(p2c[0]);
+	close(c2p[1]);
+	for (size_t i = 0; i < N; i++) {
+		struct p11p_vkey v = batch[rnd() % keys];
+		v.rev = 0;
+		uint64_t msg[2];
+		double t0, t1;
+
+		v.perms ^= P11P_VK_ENCRYPT;
+		v.rev = 0;
+		if ((rv = p11p_index_put(idx, &v)) != CKR_OK)
+			die("put", rv, idx);
+		t0 = now();
+		msg[0] = v.vid;
+		msg[1] = v.rev;
+		if (write(p2c[1], msg, sizeof(msg)) != (ssize_t)sizeof(msg) ||
+		    read(c2p[0], &t1, sizeof(t1)) != (ssize_t)sizeof(t1)) {
+			fprintf(stderr, "bench_index: the other process stopped\n");
+			break;
+		}
+		lat[i] = t1 - t0;
+		if (i == N - 1)
+			summary("propagation_other_process", lat, N, "ms", 1e3);
+	}
+	close(p2c[1]);
+	close(c2p[0]);
+	waitpid(pid, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
 	size_t keys = 100000, puts = 300, finds = 200000;
-	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", *target = NULL;
 	char err[512];
 	struct p11p_index *idx, *other;
 	struct p11p_vkey *batch, v, out[4];
@@ -139,21 +226,30 @@ int main(int argc, char **argv)
 			finds = strtoul(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
 			base = argv[++i];
+		else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc)
+			target = argv[++i];
 		else {
-			fprintf(stderr, "usage: %s [--keys N] [--puts N] [--finds N] [--dir DIR]\n",
+			fprintf(stderr,
+			        "usage: %s [--keys N] [--puts N] [--finds N] [--dir DIR | --target "
+			        "T]\n",
 			        argv[0]);
 			return 2;
 		}
 	}
 	if (keys == 0 || puts == 0 || finds == 0)
 		return 2;
-	snprintf(dir, sizeof(dir), "%s/p11proxy-bench-index.XXXXXX", base);
-	if (mkdtemp(dir) == NULL) {
-		fprintf(stderr, "bench_index: mkdtemp %s: %s\n", dir, strerror(errno));
-		return 1;
+	if (target != NULL) {
+		snprintf(path, sizeof(path), "%s", target);
+	} else {
+		snprintf(dir, sizeof(dir), "%s/p11proxy-bench-index.XXXXXX", base);
+		if (mkdtemp(dir) == NULL) {
+			fprintf(stderr, "bench_index: mkdtemp %s: %s\n", dir, strerror(errno));
+			return 1;
+		}
+		snprintf(path, sizeof(path), "%s/keys.db", dir);
+		own_dir = true;
+		atexit(cleanup);
 	}
-	snprintf(path, sizeof(path), "%s/index", dir);
-	atexit(cleanup);
 	printf("bench_index: %zu keys in %s, %ld CPUs\n", keys, path,
 	       sysconf(_SC_NPROCESSORS_ONLN));
 
@@ -174,12 +270,8 @@ int main(int argc, char **argv)
 		die("put_batch", rv, idx);
 	t1 = now();
 	printf("RESULT op=batch_put_all n=%zu ms=%.1f\n", keys, (t1 - t0) * 1e3);
-	t0 = now();
-	if ((rv = p11p_index_compact(idx)) != CKR_OK)
-		die("compact", rv, idx);
-	printf("RESULT op=compact n=%zu ms=%.1f\n", keys, (now() - t0) * 1e3);
 	p11p_index_close(idx);
-	if (stat(path, &sb) == 0)
+	if (own_dir && stat(path, &sb) == 0)
 		printf("RESULT op=file_size bytes=%lld bytes_per_key=%.0f\n", (long long)sb.st_size,
 		       (double)sb.st_size / (double)keys);
 
@@ -260,6 +352,7 @@ int main(int argc, char **argv)
 	/* Durable single-key changes (append + fdatasync), then new keys. */
 	for (size_t i = 0; i < puts; i++) {
 		v = batch[rnd() % keys];
+		v.rev = 0;
 		v.perms ^= P11P_VK_SIGN;
 		t0 = now();
 		if ((rv = p11p_index_put(idx, &v)) != CKR_OK)
@@ -285,6 +378,7 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < 50; i++) {
 		v = batch[rnd() % keys];
+		v.rev = 0;
 		v.state = v.state == P11P_VK_ACTIVE ? P11P_VK_DEACTIVATED : P11P_VK_ACTIVE;
 		if ((rv = p11p_index_put(idx, &v)) != CKR_OK)
 			die("put", rv, idx);
@@ -296,11 +390,10 @@ int main(int argc, char **argv)
 	summary("refresh_one_change", lat, 50, "us", 1e6);
 	p11p_index_close(other);
 
+	propagation(idx, batch, keys);
 	if (p11p_index_stats(idx, &st) == CKR_OK)
-		printf("RESULT op=stats records=%zu seq=%llu file_bytes=%llu journal_bytes=%llu "
-		       "compactions=%lu\n",
-		       st.records, (unsigned long long)st.seq, (unsigned long long)st.file_bytes,
-		       (unsigned long long)st.journal_bytes, st.compactions);
+		printf("RESULT op=stats records=%zu seq=%llu\n", st.records,
+		       (unsigned long long)st.seq);
 	p11p_index_close(idx);
 	free(batch);
 	free(lat);

@@ -55,7 +55,7 @@ CONF
 # proxy_conf FILE LABEL...: a proxy.yaml with one virtual slot per SoftHSM2
 # token label; virtual slot "v-LABEL", no member PIN (application PIN passes).
 # Its state_dir is FILE's directory, so virtual keys are on (index
-# DIR/keys.index, default policy: write_back false, scan all). PROXY_POLICY
+# DIR/keys.db, default policy: write_back false, scan all). PROXY_POLICY
 # (e.g. "{write_back: true, scan: owned}") sets every slot's `policy:`.
 proxy_conf() {
 	local file=$1

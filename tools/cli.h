@@ -73,6 +73,10 @@ int cli_sync_keys(struct cli *cli, const char *slot, bool dry_run);
 int cmd_keys(struct cli *cli, int argc, char **argv);
 int cmd_policy(struct cli *cli, int argc, char **argv);
 
+/* tools/cmd_audit.c: the store's audit trail; tools/cmd_index.c: index import */
+int cmd_audit(struct cli *cli, int argc, char **argv);
+int cmd_index(struct cli *cli, int argc, char **argv);
+
 /* tools/cmd_config.c */
 int cmd_check_config(struct cli *cli, int argc, char **argv);
 int cmd_hash_pin(struct cli *cli, int argc, char **argv);

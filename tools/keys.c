@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "util.h"
 #include "ha/order.h"
+#include "index/sql.h"
 
 /* ---- the index ---------------------------------------------------------------------------- */
 
@@ -25,11 +26,13 @@ int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_inde
 	CK_RV rv;
 
 	*out = NULL;
-	if (cfg->index_path == NULL || cfg->index_path[0] != '/') {
+	if (cfg->index_path == NULL ||
+	    (cfg->index_path[0] != '/' && !p11p_sql_is_pg(cfg->index_path))) {
 		cli_error("no virtual-key index in the configuration (index: or state_dir:)");
 		return -1;
 	}
-	if (stat(cfg->index_path, &sb) != 0 && errno == ENOENT) {
+	if (!p11p_sql_is_pg(cfg->index_path) && stat(cfg->index_path, &sb) != 0 &&
+	    errno == ENOENT) {
 		if (!create)
 			return 0;
 		/* The directory holding it (state_dir by default), private like the index. */

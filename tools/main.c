@@ -90,6 +90,18 @@ static const struct cli_cmd commands[] = {
      "                                     write the slot's policy overlay\n"
      "  policy reset SLOT                  remove it (the configuration's again)\n" SLOT_HELP,
      cmd_policy},
+    {"audit", "[--slot S] [--since T] [--json] | --verify [--json]",
+     "the store's audit trail of key-management changes; --verify checks its hash chain",
+     "  --slot SLOT      only that slot's rows\n"
+     "  --since T        rows at or after T: Unix seconds or YYYY-MM-DD[THH:MM:SS[Z]] (UTC)\n"
+     "  --verify         check every row's hash and that none is missing; exit 1 naming\n"
+     "                   the first row deleted or altered\n",
+     cmd_audit},
+    {"index", "import FILE [--json] | help",
+     "bring an old index journal's records into the store (once: present ones are skipped)",
+     "  index import FILE  the records of FILE (a keys.index journal) whose virtual id the\n"
+     "                     store does not have, in one transaction; prints the counts\n",
+     cmd_index},
     {"check-config", "[FILE] [--json]", "load and validate the configuration",
      "  FILE, or the file of -c/--config, or the default.\n", cmd_check_config},
     {"hash-pin", "[--pin-source env:NAME|file:PATH] [--json]",

@@ -571,6 +571,33 @@ static bool parse_path(struct pctx *c, const yaml_node_t *n, const char *what, c
 	return *out != NULL;
 }
 
+/*
+ * index: an absolute path (SQLite) or a postgresql:// (postgres://) URI
+ * without a password (libpq's passfile gives it).
+ */
+static bool parse_index(struct pctx *c, const yaml_node_t *n, char **out)
+{
+	const char *s, *auth, *at, *slash;
+	char buf[P11P_YDOC_SHOW_BUF];
+
+	if (!get_string(c, n, "index", &s))
+		return false;
+	if (strncmp(s, "postgresql://", 13) != 0 && strncmp(s, "postgres://", 11) != 0)
+		return parse_path(c, n, "index", out);
+	auth = strstr(s, "://") + 3;
+	slash = strchr(auth, '/');
+	at = strchr(auth, '@');
+	if (at != NULL && (slash == NULL || at < slash) && memchr(auth, ':', (size_t)(at - auth)))
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "index: a password in the URI is refused (use a passfile)");
+	if (strstr(s, "password=") != NULL)
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "index: a password in the URI is refused (use a passfile)");
+	(void)buf;
+	*out = dup_or_oom(c, s);
+	return *out != NULL;
+}
+
 /* A list of CKR names (CKR_DEVICE_ERROR) or numbers (0x80000001 for vendor codes). */
 static bool parse_rv_list(struct pctx *c, const yaml_node_t *n, const char *what, CK_RV *out,
                           size_t *count)
@@ -989,7 +1016,7 @@ static bool parse_log(struct pctx *c, const yaml_node_t *log, const yaml_node_t 
 	return true;
 }
 
-/* "<state_dir>/keys.index". */
+/* "<state_dir>/keys.db". */
 static bool default_index(struct p11p_config *cfg)
 {
 	size_t len = strlen(cfg->state_dir) + 1 + strlen(P11P_DEFAULT_INDEX_NAME) + 1;
@@ -1037,7 +1064,7 @@ static bool parse_root(struct pctx *c)
 	if (c->cfg->state_dir == NULL)
 		return false;
 	if (v[TOP_INDEX] != NULL) {
-		if (!parse_path(c, v[TOP_INDEX], "index", &c->cfg->index_path))
+		if (!parse_index(c, v[TOP_INDEX], &c->cfg->index_path))
 			return false;
 		c->cfg->index_explicit = true;
 	} else if (!default_index(c->cfg)) {

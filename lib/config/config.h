@@ -157,14 +157,14 @@ struct p11p_slot_cfg {
 };
 
 #define P11P_DEFAULT_STATE_DIR  "/var/lib/p11proxy"
-#define P11P_DEFAULT_INDEX_NAME "keys.index"
+#define P11P_DEFAULT_INDEX_NAME "keys.db"
 
 struct p11p_config {
 	char *path;      /* the file read, or "environment" for the quick start */
 	char *state_dir; /* runtime state shared by processes (member order, index) */
 	/*
 	 * The virtual-key index file. `index:` in the file (index_explicit: the
-	 * module refuses to start without it), else "<state_dir>/keys.index"
+	 * module refuses to start without it), else "<state_dir>/keys.db"
 	 * (used when state_dir exists).
 	 */
 	char *index_path;

@@ -11,8 +11,9 @@
  *      abandoned call runs under it and takes the global lock;
  *   4. the global table lock, p11p_lock() (state.c g_lock): never held
  *      across a backend call or a wait on one;
- *   5. leaves, which take no other lock: an index handle's `mu`
- *      (index/index.c, with the index file's flock(2) taken under it), a
+ *   5. leaves, which take no other lock: an index handle's `db_mu` (its
+ *      store connection, held across statements) then its `mu` (the
+ *      in-memory copy, never held across a statement) (index/store.c), a
  *      slot generator's `lock` (crypto/rng.c: never held across the HSM
  *      callback), ossl_lock (base/ossl.c). Messages (base/log.c) take no
  *      lock: they may be written under any of these.

@@ -33,7 +33,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 #define P11P_VKEY_REFRESH_MS 100ULL
 /*
  * Opens the index the config names (C_Initialize): `index:` must open; the
- * default "<state_dir>/keys.index" is used when state_dir is a directory
+ * default "<state_dir>/keys.db" is used when state_dir is a directory
  * (and must open then); otherwise virtual keys are off (st->vkeys NULL).
  * Messages go to p11p_message; failure: CKR_GENERAL_ERROR.
  */

@@ -1,5 +1,6 @@
 /*
- * Index durability and concurrency helper for tests/suites/55-index.sh.
+ * Store durability and concurrency helper for tests/suites/55-index.sh
+ * (PATH: the store, an `index:` value: a SQLite file or a postgresql:// URI).
  *
  *   indexkill writer PATH PREFIX COUNT MAXBATCH
  *       Commits COUNT transactions (0: until killed). Transaction i puts

@@ -1,10 +1,12 @@
-# The virtual-key index across processes (tests/progs/indexkill.c) and under
-# the fuzz driver (tests/fuzz/fuzz_index.c with standalone.c):
+# The virtual-key store (SQLite) across processes (tests/progs/indexkill.c),
+# and the old journal's reader under the fuzz driver (tests/fuzz/fuzz_index.c
+# with standalone.c):
 #  - two writer processes committing different keys at once: nothing lost;
 #  - a writer killed with SIGKILL at random moments, again and again: the
-#    index loads after every kill and holds every transaction the writer
+#    store loads after every kill and holds every transaction the writer
 #    reported committed (and no partial one);
-#  - the loader over the seed corpus and mutants of it, bounded in time.
+#  - the journal reader (index import) over the seed corpus and mutants of
+#    it, bounded in time.
 # Sourced by tests/run.sh with tests/lib.sh loaded (BUILD, MODE, SRCDIR).
 #
 # INDEX_KILLS overrides the number of kill rounds; FUZZ_SECONDS the fuzz time.
@@ -44,9 +46,8 @@ else
 
 	# (b) kill -9 at random moments. Each round's writer has its own prefix;
 	# after each kill every round so far is checked, so a later writer's
-	# torn-tail cleanup or compaction cannot lose an earlier round's commits.
-	# Batches up to 50 keys make the journal pass the compaction threshold,
-	# so some kills land in a compaction too.
+	# recovery cannot lose an earlier round's commits. Batches of up to 50
+	# keys make the kills land inside transactions too.
 	idx=$TMP/killed
 	ok=1
 	why=
@@ -89,14 +90,14 @@ fi
 
 # (c) the loader under the fuzz driver
 if [ ! -x "$FUZZ_PROG" ]; then
-	fail "fuzz: index loader" "no $FUZZ_PROG (run make tests)"
+	fail "fuzz: journal reader" "no $FUZZ_PROG (run make tests)"
 	exit 0
 fi
 log=$TMP/fuzz.log
 if run_prog "$FUZZ_PROG" -t "$secs" -s "${FUZZ_SEED:-1}" -T "$per_input" -n 100000000 \
 	-w "$TMP/input" "$SRCDIR/tests/fuzz/corpus/index" >"$log" 2>&1; then
 	sed 's/^/    /' "$log"
-	pass "fuzz: index loader"
+	pass "fuzz: journal reader"
 else
 	rc=$?
 	tail -n 60 "$log" | sed 's/^/    /'
@@ -104,5 +105,5 @@ else
 	if cp "$TMP/input" "$keep" 2>/dev/null; then
 		echo "    last input: $keep (rerun alone: $FUZZ_PROG -n 0 $keep)"
 	fi
-	fail "fuzz: index loader" "exit $rc"
+	fail "fuzz: journal reader" "exit $rc"
 fi

@@ -20,7 +20,7 @@ export P11P_TEST_KEYS_PIN=$TEST_USER_PIN
 	printf '      - backend: softhsm\n        token_label: kb\n        pin: env:P11P_TEST_KEYS_PIN\n'
 } >"$TMP/proxy.yaml"
 export P11PROXY_CONF=$TMP/proxy.yaml
-INDEX=$TMP/state/keys.index
+INDEX=$TMP/state/keys.db
 OVERLAY=$TMP/state/slots/va.policy
 
 cli() {

@@ -138,34 +138,53 @@ START_TEST(test_words)
 }
 END_TEST
 
-/* The CLI shows records with the index file's own words: one vocabulary. */
-START_TEST(test_words_are_the_index_file_s)
+/* The CLI shows records with the words of the store's audit trail: one vocabulary. */
+struct audit_words {
+	char what[4][16], from[4][64], to[4][64];
+	int n;
+};
+
+static int audit_words_cb(void *arg, const struct p11p_audit *a)
 {
-	char dir[] = "/tmp/p11p-vkmodel-XXXXXX", path[128], line[4096], b[P11P_VK_PERMS_STR],
-	     want[128];
+	struct audit_words *w = arg;
+
+	if (w->n < 4) {
+		snprintf(w->what[w->n], sizeof(w->what[0]), "%s", a->what);
+		snprintf(w->from[w->n], sizeof(w->from[0]), "%s", a->from);
+		snprintf(w->to[w->n], sizeof(w->to[0]), "%s", a->to);
+		w->n++;
+	}
+	return 0;
+}
+
+START_TEST(test_words_are_the_audit_trail_s)
+{
+	char dir[] = "/tmp/p11p-vkmodel-XXXXXX", path[128], tmp[160], b[P11P_VK_PERMS_STR];
 	struct p11p_index *idx = NULL;
 	struct p11p_vkey r = rec(CKO_PRIVATE_KEY, S | K, P11P_VK_DEACTIVATED);
+	struct audit_words w = {0};
 	char err[512];
-	bool seen = false;
-	FILE *f;
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/keys.index", dir);
+	snprintf(path, sizeof(path), "%s/keys.db", dir);
 	r.vid = 0;
 	r.origin = P11P_VK_SCANNED;
 	ck_assert_uint_eq(p11p_index_open(path, &idx, err, sizeof(err)), CKR_OK);
 	ck_assert_uint_eq(p11p_index_put(idx, &r), CKR_OK);
+	r.state = P11P_VK_ACTIVE;
+	ck_assert_uint_eq(p11p_index_put(idx, &r), CKR_OK);
+	ck_assert_uint_eq(p11p_index_audit(idx, NULL, 0, audit_words_cb, &w, NULL), CKR_OK);
 	p11p_index_close(idx);
-	snprintf(want, sizeof(want), "\t%s\t%s\t%s\t", p11p_vk_perms_str(r.perms, b),
-	         p11p_vk_state_name(r.state), p11p_vk_origin_name(r.origin));
-	f = fopen(path, "r");
-	ck_assert_ptr_nonnull(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (line[0] == 'K' && strstr(line, want) != NULL)
-			seen = true;
-	fclose(f);
-	ck_assert_msg(seen, "no record line with '%s' in %s", want, path);
+	ck_assert_int_eq(w.n, 2);
+	ck_assert_str_eq(w.to[0], p11p_vk_perms_str(r.perms, b));
+	ck_assert_str_eq(w.what[1], "activate");
+	ck_assert_str_eq(w.from[1], p11p_vk_state_name(P11P_VK_DEACTIVATED));
+	ck_assert_str_eq(w.to[1], p11p_vk_state_name(P11P_VK_ACTIVE));
 	unlink(path);
+	snprintf(tmp, sizeof(tmp), "%s-wal", path);
+	unlink(tmp);
+	snprintf(tmp, sizeof(tmp), "%s-shm", path);
+	unlink(tmp);
 	rmdir(dir);
 }
 END_TEST
@@ -443,7 +462,7 @@ static Suite *vkmodel_suite(void)
 	tcase_add_test(tc, test_class_table);
 	tcase_add_test(tc, test_perm_attrs_names);
 	tcase_add_test(tc, test_words);
-	tcase_add_test(tc, test_words_are_the_index_file_s);
+	tcase_add_test(tc, test_words_are_the_audit_trail_s);
 	tcase_add_test(tc, test_usage_template);
 	tcase_add_test(tc, test_record_new);
 	tcase_add_test(tc, test_record_better);

@@ -21,7 +21,7 @@ _p11proxy()
 		words=("${COMP_WORDS[@]}")
 		cword=$COMP_CWORD
 	}
-	local commands="slots test-connection members health sync keys policy check-config hash-pin gen-fragment replication-key help"
+	local commands="slots test-connection members health sync keys policy audit index check-config hash-pin gen-fragment replication-key help"
 	local global="-c --config --json -h --help -V --version"
 	local cmd="" conf="" i w pos=()
 
@@ -54,7 +54,7 @@ _p11proxy()
 		return
 		;;
 	--name | --backend | --slot-id | --token-label | --token-serial | --uri | --listen | \
-		--hsm-key-label | --description | --id)
+		--hsm-key-label | --description | --id | --since)
 		return
 		;;
 	esac
@@ -110,6 +110,14 @@ _p11proxy()
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf")" -- "$cur"))
 		elif [ "${pos[0]}" = set ] && [[ $cur != -* ]]; then
 			COMPREPLY=($(compgen -W "write_back=true write_back=false scan=all scan=owned" -- "$cur"))
+		fi
+		;;
+	audit) opts="$opts --slot --since --verify" ;;
+	index)
+		if [ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]]; then
+			COMPREPLY=($(compgen -W "import help" -- "$cur"))
+		elif [ "${pos[0]}" = import ] && [ ${#pos[@]} -eq 1 ] && [[ $cur != -* ]]; then
+			_filedir 2>/dev/null || COMPREPLY=($(compgen -f -- "$cur"))
 		fi
 		;;
 	hash-pin) opts="$opts --pin-source" ;;

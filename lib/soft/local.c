@@ -1190,6 +1190,9 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 			rv = CKR_KEY_HANDLE_INVALID;
 		} else if (!(o->flags & flag)) {
 			rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
+		} else if ((o->flags & F_SOFTWARE) && (o->flags & F_PRIVATE) &&
+		           c->s->slot->login == P11P_NO_USER) {
+			rv = CKR_USER_NOT_LOGGED_IN;
 		} else {
 			type = o->type;
 			vid = o->vid;
@@ -1502,6 +1505,12 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 		return p11p_swkey_attr(o->key->sw, t, tmp, len) == CKR_OK
 		           ? CKR_OK
 		           : CKR_ATTRIBUTE_TYPE_INVALID;
+	case CKA_ALWAYS_AUTHENTICATE:
+		if (o->cls != CKO_PRIVATE_KEY)
+			return CKR_ATTRIBUTE_TYPE_INVALID;
+		*val = &no;
+		*len = sizeof(CK_BBOOL);
+		return CKR_OK;
 	case CKA_PRIVATE_EXPONENT:
 	case CKA_PRIME_1:
 	case CKA_PRIME_2:
@@ -1841,6 +1850,7 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 {
 	struct p11p_local_session *ls;
 	size_t n = 0, cap;
+	bool logged_in;
 	CK_RV rv = session_local(c);
 
 	if (rv != CKR_OK)
@@ -1854,13 +1864,17 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 	sw_refresh(c->st); /* software keys other processes made or deleted */
 	sw_sweep(c->st);
 	p11p_lock();
+	/* PKCS#11 4.4: a private object is visible only while the user is logged in. */
+	logged_in = c->s->slot->login != P11P_NO_USER;
 	cap = c->st->local->objects.count;
 	if (cap > 0 && (ls->found = p11p_calloc(cap, sizeof(*ls->found))) == NULL)
 		rv = CKR_HOST_MEMORY;
 	for (size_t i = 0; rv == CKR_OK && i < c->st->local->objects.cap && n < cap; i++) {
 		const struct lobj *o = c->st->local->objects.slots[i].value;
 
-		if (o != NULL && o->slot == c->s->slot && obj_matches(o, templ, count))
+		if (o != NULL && o->slot == c->s->slot &&
+		    (logged_in || !(o->flags & F_SOFTWARE) || !(o->flags & F_PRIVATE)) &&
+		    obj_matches(o, templ, count))
 			ls->found[n++] = o->handle;
 	}
 	p11p_unlock();
@@ -2549,11 +2563,19 @@ static CK_RV parse_half(const CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_CLASS c
 			spec->public_exponent = a->pValue;
 			spec->public_exponent_len = a->pValue != NULL ? a->ulValueLen : 0;
 			continue;
+		case CKA_DERIVE:
+			if (cls == CKO_PUBLIC_KEY) {
+				/* Common to keys, but nothing derives from a public key (keymodel).
+				 */
+				if ((rv = bbool(a, &v)) != CKR_OK)
+					return rv;
+				continue;
+			}
+			goto flag;
 		case CKA_SENSITIVE:
 		case CKA_EXTRACTABLE:
 		case CKA_SIGN:
 		case CKA_DECRYPT:
-		case CKA_DERIVE:
 			if (cls != CKO_PRIVATE_KEY)
 				break;
 			goto flag;

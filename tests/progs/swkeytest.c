@@ -484,6 +484,22 @@ static void case_mechs(const char *slot)
 
 /* ---- cases ---- */
 
+/* One operation with the key labelled `label`: its result must be `want` (a CKR_ name). */
+static void case_op(const char *slot, const char *label, const char *kind, const char *want)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE k = find_label(s, label);
+	unsigned char out[128], iv[12] = {0};
+	CK_ULONG n = sizeof(out);
+	CK_RV rv = strcmp(kind, "hmac") == 0
+	               ? hmac(s, k, (const unsigned char *)"m", 1, out)
+	               : gcm(s, k, 1, iv, (const unsigned char *)"m", 1, out, &n);
+
+	expect(k != 0 && strcmp(testmod_ckr(rv), want) == 0, "%s with %s: %s (want %s)", kind,
+	       label, testmod_ckr(rv), want);
+	f->C_CloseSession(s);
+}
+
 static void case_setup(void)
 {
 	const char *tokens[] = {"v-sw1", "v-sw2"};
@@ -728,6 +744,8 @@ int main(int argc, char **argv)
 		case_create(argv[5]);
 	else if (strcmp(c, "use") == 0 && argc > 6)
 		case_use(argv[5], argv[6]);
+	else if (strcmp(c, "op") == 0 && argc > 8)
+		case_op(argv[5], argv[6], argv[7], argv[8]);
 	else if (strcmp(c, "mechs") == 0 && argc > 5)
 		case_mechs(argv[5]);
 	else if (strcmp(c, "generate") == 0)

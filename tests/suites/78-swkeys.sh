@@ -72,6 +72,18 @@ check "swkeys: a missing wrapping key is named, with its slot and member" nokey
 check "swkeys: the member doing the unwrap fails: the session moves, sw2 unwraps" \
 	st failover failover
 
+# Virtual-key state and permissions, from the CLI, rule software keys as HSM keys.
+cli_keys() { run_prog "$CLI" keys "$@" --slot soft >>"$TMP/cli.out" 2>&1; }
+perms() {
+	cli_keys deny sk-hmac sign && st deny op soft sk-hmac hmac CKR_KEY_FUNCTION_NOT_PERMITTED &&
+		cli_keys allow sk-hmac sign && st allow op soft sk-hmac hmac CKR_OK &&
+		cli_keys deactivate sk-aes &&
+		st deact op soft sk-aes gcm CKR_0xd0310001 &&
+		cli_keys activate sk-aes && st act op soft sk-aes gcm CKR_OK ||
+		{ cat "$TMP/cli.out"; return 1; }
+}
+check "swkeys: keys deny/allow and deactivate/activate apply to software keys" perms
+
 # The store holds ciphertext only: the key's bytes are nowhere in it.
 value_hex() { printf '%s' "$1" | openssl dgst -sha256 -binary | od -An -tx1 | tr -d ' \n'; }
 plain_db() {

@@ -153,7 +153,11 @@ p11tool() {
 		n=$(sqlite3 "$DB" "SELECT count(*) FROM blobs b JOIN vkeys k ON k.vid = b.vid WHERE k.label = CAST('p11t' AS BLOB) OR k.label = 'p11t';") &&
 		[ "$n" = 1 ] || { cat "$TMP/p11t.out"; return 1; }
 }
-check "swkeys: pkcs11-tool generates a software key (new_keys) and signs with it" p11tool
+if [ "$MODE" = normal ]; then
+	check "swkeys: pkcs11-tool generates a software key (new_keys) and signs with it" p11tool
+else
+	skip "swkeys: pkcs11-tool" "real clients run in normal mode only (mode $MODE)"
+fi
 
 # OpenSSL with the libp11 engine signs with a software key pair (made by the mechs case).
 ENGINE=
@@ -188,7 +192,9 @@ CNF
 		openssl dgst -sha256 -verify "$TMP/p256.der" -keyform DER -signature "$TMP/esig" \
 			"$TMP/edata" >>"$TMP/eng.log" 2>&1 || { cat "$TMP/eng.log"; return 1; }
 }
-if [ -n "$ENGINE" ]; then
+if [ "$MODE" != normal ]; then
+	skip "swkeys: openssl engine" "real clients run in normal mode only (mode $MODE)"
+elif [ -n "$ENGINE" ]; then
 	check "swkeys: pkcs11-tool generates a software EC pair (new_keys); the libp11 engine signs, openssl verifies" \
 		engine_sign
 else

@@ -55,6 +55,7 @@
 #define CHECK_LEN                4
 static const char check_text[] = "p11proxy check value v1";
 static const char frag_info_prefix[] = "p11proxy-fragment:";
+static CK_BBOOL yes_val = CK_TRUE, no_val = CK_FALSE;
 
 /* Attribute bits of a local object. */
 enum {
@@ -1916,6 +1917,7 @@ enum nk_mode {
 	NK_DERIVE,   /* C_DeriveKey: a session key */
 	NK_GENERATE, /* C_GenerateKey of a software key: type from the mechanism */
 	NK_CREATE,   /* C_CreateObject of a software key: CKA_VALUE given */
+	NK_UNWRAP,   /* C_UnwrapKey of a software key: the value comes from the HSM */
 };
 
 static CK_RV bbool(const CK_ATTRIBUTE *a, bool *out)
@@ -1974,7 +1976,7 @@ static CK_RV parse_newkey(const CK_ATTRIBUTE *templ, CK_ULONG count, enum nk_mod
 			have_type = true;
 			continue;
 		case CKA_VALUE_LEN:
-			if (mode == NK_CREATE)
+			if (mode == NK_CREATE || mode == NK_UNWRAP)
 				return CKR_TEMPLATE_INCONSISTENT; /* implied by CKA_VALUE */
 			if ((rv = ulong_attr(a, &nk->len)) != CKR_OK)
 				return rv;
@@ -2040,6 +2042,11 @@ static CK_RV parse_newkey(const CK_ATTRIBUTE *templ, CK_ULONG count, enum nk_mod
 			nk->flags |= b->flag;
 		else
 			nk->flags &= ~b->flag;
+	}
+	if (mode == NK_UNWRAP) {
+		if (!have_type || !have_class)
+			return CKR_TEMPLATE_INCOMPLETE;
+		return CKR_OK; /* the length is the unwrapped value's */
 	}
 	if (!have_len || (mode == NK_CREATE && (!have_type || !have_class)))
 		return CKR_TEMPLATE_INCOMPLETE;
@@ -2677,6 +2684,85 @@ CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTR
 		*priv_out = CK_INVALID_HANDLE;
 	}
 	return rv;
+}
+
+/*
+ * The value of a key the HSM unwraps: into an extractable session object of
+ * c's member, read and destroyed at once (failing over like other calls).
+ * *value (len bytes, locked memory) on success.
+ */
+static CK_RV hsm_unwrap_value(struct p11p_call *c, CK_MECHANISM_PTR mech,
+                              CK_OBJECT_HANDLE unwrapping, CK_BYTE_PTR wrapped,
+                              CK_ULONG wrapped_len, CK_KEY_TYPE type, struct p11p_secret **value)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)}, {CKA_KEY_TYPE, &type, sizeof(type)},
+	    {CKA_TOKEN, &no_val, 1},        {CKA_SENSITIVE, &no_val, 1},
+	    {CKA_EXTRACTABLE, &yes_val, 1},
+	};
+	unsigned char *buf;
+	size_t map_len = 0;
+	int locked = 0;
+	CK_RV rv;
+
+	buf = p11p_locked_alloc(P11P_SWKEY_GENERIC_MAX, &map_len, &locked);
+	if (buf == NULL)
+		return CKR_HOST_MEMORY;
+	for (;;) {
+		CK_OBJECT_HANDLE bunw, bh = CK_INVALID_HANDLE;
+		CK_ATTRIBUTE a = {CKA_VALUE, buf, P11P_SWKEY_GENERIC_MAX};
+
+		rv =
+		    p11p_object_to_backend(c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID, &bunw);
+		if (rv == CKR_OK)
+			rv = p11p_be_C_UnwrapKey(&c->bc, c->bs, mech, bunw, wrapped, wrapped_len, t,
+			                         5, &bh);
+		if (rv == CKR_OK) {
+			rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, &a, 1);
+			p11p_be_C_DestroyObject(&c->bc, c->bs, bh);
+			if (rv == CKR_OK &&
+			    (a.ulValueLen == 0 || a.ulValueLen > P11P_SWKEY_GENERIC_MAX))
+				rv = CKR_WRAPPED_KEY_INVALID;
+			if (rv == CKR_OK && (*value = p11p_secret_new(buf, a.ulValueLen)) == NULL)
+				rv = CKR_HOST_MEMORY;
+		}
+		if (rv == CKR_OK || !p11p_hook_call_retry(c, &rv, true))
+			break;
+	}
+	p11p_wipe(buf, P11P_SWKEY_GENERIC_MAX);
+	p11p_locked_free(buf, map_len, locked);
+	return rv;
+}
+
+CK_RV p11p_local_unwrap(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
+                        CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	struct p11p_index *idx = NULL;
+	struct p11p_secret *value = NULL;
+	struct p11p_swkey *sw = NULL;
+	struct newkey nk;
+	struct swnew n;
+	uint64_t vid;
+	CK_RV rv;
+
+	memset(&nk, 0, sizeof(nk));
+	rv = parse_newkey(templ, count, NK_UNWRAP, &nk);
+	if (rv == CKR_OK)
+		rv = sw_index(c, nk.flags, &idx);
+	if (rv == CKR_OK)
+		rv = hsm_unwrap_value(c, mech, unwrapping, wrapped, wrapped_len, nk.type, &value);
+	if (rv != CKR_OK)
+		return rv;
+	nk.len = p11p_secret_len(value);
+	rv = p11p_swkey_from_secret(nk.type, &value, sw_engine_flags(nk.flags), &sw);
+	p11p_secret_free(value);
+	if (rv != CKR_OK)
+		return rv == CKR_KEY_SIZE_RANGE ? CKR_WRAPPED_KEY_INVALID : rv;
+	n = (struct swnew){CKO_SECRET_KEY, nk.type,   nk.len,   nk.flags,
+	                   nk.label_len,   nk.id_len, nk.label, nk.id};
+	return sw_finish(c, idx, &n, sw, &vid, out);
 }
 
 void p11p_soft_register(void)

@@ -74,6 +74,14 @@ bool p11p_local_software(struct p11p_call *c, CK_MECHANISM_PTR mech, const CK_AT
                          CK_ULONG count);
 CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
                         CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+/*
+ * C_UnwrapKey of a software secret key: the HSM unwraps it (with an HSM
+ * unwrapping key) into an extractable session object that is read and
+ * destroyed at once; the value becomes a software key.
+ */
+CK_RV p11p_local_unwrap(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
+                        CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
 /* C_GenerateKeyPair of a software key pair (EC P-256/P-384, Ed25519, RSA): both halves. */
 CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
                              CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,

@@ -983,6 +983,9 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
+	if (p11p_hook_local_software(&c, NULL, templ, count)) /* a software key (soft/) */
+		return p11p_call_end(&c, p11p_hook_local_unwrap(&c, mech, unwrapping, wrapped,
+		                                                wrapped_len, templ, count, out));
 	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do {
 		/* Mapped on each try: after a failover the unwrapping key is the new member's. */

@@ -67,7 +67,7 @@ static int ref_gcm(const unsigned char *key, const unsigned char *iv, const unsi
 static void import_hsm(CK_SESSION_HANDLE s, const char *label, const char *name, CK_KEY_TYPE kt)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_BBOOL aes = kt == CKK_AES, mac = kt != CKK_AES;
+	CK_BBOOL aes = kt == CKK_AES, mac = kt != CKK_AES, kek = strcmp(label, "kek") == 0;
 	unsigned char v[32];
 	CK_ATTRIBUTE t[] = {
 	    {CKA_CLASS, &cls, sizeof(cls)},
@@ -77,6 +77,7 @@ static void import_hsm(CK_SESSION_HANDLE s, const char *label, const char *name,
 	    {CKA_DECRYPT, &aes, 1},
 	    {CKA_SIGN, &mac, 1},
 	    {CKA_DERIVE, &mac, 1},
+	    {CKA_UNWRAP, &kek, 1},
 	    {CKA_SENSITIVE, &yes, 1},
 	    {CKA_LABEL, (void *)label, strlen(label)},
 	    {CKA_VALUE, v, 32},
@@ -85,7 +86,7 @@ static void import_hsm(CK_SESSION_HANDLE s, const char *label, const char *name,
 	CK_RV rv;
 
 	key_value(name, v);
-	rv = f->C_CreateObject(s, t, 10, &h);
+	rv = f->C_CreateObject(s, t, 11, &h);
 	OPENSSL_cleanse(v, sizeof(v));
 	EXPECT_RV(rv, CKR_OK, "import an HSM key");
 }
@@ -484,6 +485,50 @@ static void case_mechs(const char *slot)
 
 /* ---- cases ---- */
 
+/* C_UnwrapKey of a software key: the HSM unwraps (AES key wrap under "kek"), the proxy keeps it. */
+static void case_unwrap(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1), hs;
+	CK_OBJECT_HANDLE kek = find_label(s, "kek"), k = 0;
+	CK_MECHANISM m = {CKM_AES_KEY_WRAP, NULL, 0};
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_ENCRYPT, &yes, 1},
+	    {CKA_DECRYPT, &yes, 1},
+	    {CKA_LABEL, "sk-unwrapped", 12},
+	};
+	unsigned char kv[32], v[32], wrapped[40];
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	int l = 0, l2 = 0, ok;
+	CK_RV rv;
+
+	key_value("key encryption key", kv);
+	key_value("unwrapped aes", v);
+	EVP_CIPHER_CTX_set_flags(cc, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+	ok = cc != NULL && EVP_EncryptInit_ex(cc, EVP_aes_256_wrap(), NULL, kv, NULL) == 1 &&
+	     EVP_EncryptUpdate(cc, wrapped, &l, v, 32) == 1 &&
+	     EVP_EncryptFinal_ex(cc, wrapped + l, &l2) == 1 && l + l2 == 40;
+	EVP_CIPHER_CTX_free(cc);
+	OPENSSL_cleanse(kv, sizeof(kv));
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(ok && kek != 0, "a key wrapped by OpenSSL under the HSM's kek");
+	rv = f->C_UnwrapKey(s, &m, kek, wrapped, 40, t, 7, &k);
+	EXPECT_RV(rv, CKR_OK, "C_UnwrapKey of a software key");
+	expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, k, CKA_TOKEN) == 1 &&
+	           get_bool(s, k, CKA_LOCAL) == 0,
+	       "a software token key, not LOCAL");
+	check_gcm(s, k, "unwrapped aes", "unwrapped key");
+	f->C_CloseSession(s);
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "sk-unwrapped") == 0, "no trace of it on the token");
+	f->C_CloseSession(hs);
+}
+
 /* One operation with the key labelled `label`: its result must be `want` (a CKR_ name). */
 static void case_op(const char *slot, const char *label, const char *kind, const char *want)
 {
@@ -510,6 +555,7 @@ static void case_setup(void)
 		import_hsm(s, "wrap-a", "wrapping key a", CKK_AES);
 		import_hsm(s, "wrap-b", "wrapping key b", CKK_AES);
 		import_hsm(s, "cf-key", "fragment base key", CKK_GENERIC_SECRET);
+		import_hsm(s, "kek", "key encryption key", CKK_AES);
 		f->C_CloseSession(s);
 	}
 }
@@ -549,7 +595,7 @@ static void case_create(const char *slot)
 	n = find_all(s, tsw, 1, found, 16);
 	expect(n == 3, "a find for CKA_P11PROXY_SOFTWARE true: the 3 software keys (%lu)", n);
 	n = find_all(s, tcls, 1, found, 16);
-	expect(n == 6, "secret keys: 3 software keys + wrap-a, wrap-b, cf-key (%lu)", n);
+	expect(n == 7, "secret keys: 3 software keys + wrap-a, wrap-b, cf-key, kek (%lu)", n);
 	f->C_CloseSession(s);
 	/* The token itself holds no such key: only the index has it, encrypted. */
 	hs = open_on("v-sw1", 1);
@@ -744,6 +790,8 @@ int main(int argc, char **argv)
 		case_create(argv[5]);
 	else if (strcmp(c, "use") == 0 && argc > 6)
 		case_use(argv[5], argv[6]);
+	else if (strcmp(c, "unwrap") == 0)
+		case_unwrap();
 	else if (strcmp(c, "op") == 0 && argc > 8)
 		case_op(argv[5], argv[6], argv[7], argv[8]);
 	else if (strcmp(c, "mechs") == 0 && argc > 5)

@@ -62,6 +62,8 @@ check "swkeys: a new process opens each stored key once through the HSM (calls c
 	st use use soft 2
 check "swkeys: every mechanism against OpenSSL (CBC, CBC-PAD, CTR, HMAC-SHA2, ECDSA, EdDSA, RSA)" \
 	st mechs mechs soft
+check "swkeys: C_UnwrapKey makes a software key (unwrapped by the HSM, kept by the proxy)" \
+	st unwrap unwrap
 check "swkeys: generated (new_keys), session software keys; none without software_keys" \
 	st generate generate
 check "swkeys: evicted after cache_idle, opened again by the HSM" st idle idle

@@ -950,8 +950,6 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 {
 	uint64_t *ids = NULL;
 	size_t n = 0;
-	struct lobj *gone[64];
-	size_t ng;
 
 	if (p11p_index_list(idx, vs->cfg->label, &ids, &n) != CKR_OK)
 		return;
@@ -973,25 +971,35 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 			sw_adopt(st, vs, &rec, blob, len);
 	}
 	p11p_free(ids);
-	/* Records deleted (or deleted virtually) since: their objects go. */
-	do {
-		ng = 0;
-		p11p_lock();
-		for (size_t i = 0; i < st->local->by_vid.cap && ng < 64; i++) {
-			struct lobj *o = st->local->by_vid.slots[i].value;
-			struct p11p_vkey brief;
-			bool found = false;
+	/*
+	 * Records deleted (or deleted virtually) since: their objects go. The
+	 * vids are copied under the global lock and looked up without it.
+	 */
+	p11p_lock();
+	n = 0;
+	ids = p11p_calloc(st->local->by_vid.count ? st->local->by_vid.count : 1, sizeof(*ids));
+	for (size_t i = 0; ids != NULL && i < st->local->by_vid.cap; i++) {
+		struct lobj *o = st->local->by_vid.slots[i].value;
 
-			if (o == NULL || o->slot != vs)
-				continue;
-			if (p11p_index_get_brief(idx, o->vid, &brief, &found, NULL) == CKR_OK &&
-			    (!found || brief.state == P11P_VK_DELETED))
-				gone[ng++] = o;
-		}
-		for (size_t i = 0; i < ng; i++)
-			sw_forget_locked(st, gone[i]);
+		if (o != NULL && o->slot == vs)
+			ids[n++] = o->vid;
+	}
+	p11p_unlock();
+	for (size_t i = 0; ids != NULL && i < n; i++) {
+		struct p11p_vkey brief;
+		bool found = false;
+		struct lobj *o;
+
+		if (p11p_index_get_brief(idx, ids[i], &brief, &found, NULL) != CKR_OK ||
+		    (found && brief.state != P11P_VK_DELETED))
+			continue;
+		p11p_lock();
+		o = p11p_map_get(&st->local->by_vid, vs->id, ids[i]);
+		if (o != NULL)
+			sw_forget_locked(st, o);
 		p11p_unlock();
-	} while (ng == 64);
+	}
+	p11p_free(ids);
 }
 
 /* The software keys of every slot that has them, as the index has them now. */

@@ -10,6 +10,8 @@
 #   vendor the vendor mechanisms (bench_vendor): C_GenerateRandom per entropy
 #          source against SoftHSM2's own, fragment derivation per mode, AES-256-GCM
 #          with a fragment-derived key against `openssl speed` in the same run
+#   swkey  the software-key engine (crypto/swkey.h) in-process against
+#          `openssl speed` on the same algorithms and sizes (bench_swkey)
 # (`make bench` then runs bench/callgrind.sh: instructions per call, part
 # "callgrind" of BENCH_PARTS, which this script ignores.)
 #   bench/run.sh BUILD_DIR
@@ -18,7 +20,7 @@
 #   swkeys software keys through the proxy (a slot with software_keys:) against
 #          SoftHSM2's own keys: AES-256-GCM 1 KiB / 16 KiB, HMAC-SHA256, ECDSA
 #          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys)
-#   BENCH_PARTS    parts to run, comma-separated        [proxy,ha,index,sync,vendor,swkeys]
+#   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,sync,vendor,swkey,swkeys]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
 #   BENCH_ROUNDS   direct/proxy alternations; best of each kept [3]
@@ -41,7 +43,7 @@ export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
-PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor,swkeys}
+PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor,swkey,swkeys}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -50,6 +52,7 @@ BENCH_HA=$BUILD/bench/bench_ha
 BENCH_INDEX=$BUILD/bench/bench_index
 BENCH_SYNC=$BUILD/bench/bench_sync
 BENCH_VENDOR=$BUILD/bench/bench_vendor
+BENCH_SWKEY=$BUILD/bench/bench_swkey
 BENCH_SWKEYS=$BUILD/bench/bench_swkeys
 SHIM=$BUILD/tests/libshim.so
 PROXY=${BENCH_PROXY_MODULE:-$PROXY_MODULE}
@@ -546,6 +549,20 @@ END {
 		printf "  %-9s %7s %12.0f %12.0f %8.1f\n", p[1], p[2], s, w, (s > 0 ? w / s : 0)
 	}
 }' "$TMP/swkeys.res"
+fi
+
+# ---- part swkey: the software-key engine beside openssl speed (bench_swkey prints it all) ----
+if part swkey && [ ! -x "$BENCH_SWKEY" ]; then
+	echo "bench: $BENCH_SWKEY not built (make bench builds it): no swkey figures" >&2
+	errors=$((errors + 1))
+elif part swkey; then
+	echo
+	echo "== swkey: the software-key engine against openssl speed (best of $ROUNDS, ${SECS}s each)"
+	if ! "$BENCH_SWKEY" "$SECS" "$THREADS" "$ROUNDS" >"$TMP/swkey.1" 2>"$TMP/swkey.err"; then
+		sed 's/^/    /' "$TMP/swkey.err" >&2
+		errors=$((errors + 1))
+	fi
+	grep -v '^RESULT' "$TMP/swkey.1"
 fi
 
 if [ -n "${BENCH_KEEP:-}" ]; then

@@ -41,6 +41,25 @@ static const unsigned char oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 static const unsigned char str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
                                             'd',  's',  '2', '5', '5', '1', '9'};
 
+/*
+ * The engine's own PKCS#8 forms of EC and Ed25519 private keys (what
+ * OpenSSL writes too): prefix, the scalar (or seed), then for EC the
+ * public point after its tag. Built and read here, not by OpenSSL's ASN.1
+ * code, which leaves copies of the scalar in freed heap.
+ */
+static const unsigned char p8_p256[] = {0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06,
+                                        0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+                                        0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+                                        0x04, 0x6d, 0x30, 0x6b, 0x02, 0x01, 0x01, 0x04, 0x20};
+static const unsigned char p8_p256_pub[] = {0xa1, 0x44, 0x03, 0x42, 0x00};
+static const unsigned char p8_p384[] = {0x30, 0x81, 0xb6, 0x02, 0x01, 0x00, 0x30, 0x10, 0x06,
+                                        0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+                                        0x05, 0x2b, 0x81, 0x04, 0x00, 0x22, 0x04, 0x81, 0x9e,
+                                        0x30, 0x81, 0x9b, 0x02, 0x01, 0x01, 0x04, 0x30};
+static const unsigned char p8_p384_pub[] = {0xa1, 0x64, 0x03, 0x62, 0x00};
+static const unsigned char p8_ed25519[] = {0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06,
+                                           0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20};
+
 /* OSSL_PARAM_construct_utf8_string() takes a non-const pointer. */
 static char md_names[3][8] = {"SHA256", "SHA384", "SHA512"};
 
@@ -95,6 +114,7 @@ static void key_destroy(struct p11p_swkey *key)
 	EVP_CIPHER_free(key->cbc);
 	EVP_CIPHER_free(key->ctr);
 	EVP_PKEY_free(key->pkey);
+	p11p_secret_free(key->der);
 	p11p_secret_free(key->value);
 	p11p_free(key);
 }
@@ -273,12 +293,229 @@ static CK_RV key_from_pkey(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, EVP_PKEY *pkey
 	return CKR_OK;
 }
 
+/* A new secret of the parts a, b, c, d concatenated (NULL parts skipped). */
+static struct p11p_secret *concat(const unsigned char *a, size_t an, const unsigned char *b,
+                                  size_t bn, const unsigned char *c, size_t cn,
+                                  const unsigned char *d, size_t dn)
+{
+	size_t n = an + bn + cn + dn, map_len = 0;
+	int locked = 0;
+	unsigned char *buf = p11p_locked_alloc(n, &map_len, &locked);
+	struct p11p_secret *s;
+
+	if (buf == NULL)
+		return NULL;
+	memcpy(buf, a, an);
+	memcpy(buf + an, b, bn);
+	if (cn > 0)
+		memcpy(buf + an + bn, c, cn);
+	if (dn > 0)
+		memcpy(buf + an + bn + cn, d, dn);
+	s = p11p_secret_new(buf, n);
+	p11p_wipe(buf, n);
+	p11p_locked_free(buf, map_len, locked);
+	return s;
+}
+
+/*
+ * An EC key pair from d (olen bytes, big-endian) and its point (NULL: d.G),
+ * through EVP_PKEY_fromdata with d in a secure bignum.
+ */
+static CK_RV ec_pkey(int nid, const unsigned char *d_bytes, const unsigned char *pub_in,
+                     EVP_PKEY **out, unsigned char *pub_out)
+{
+	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
+	const char *name = nid == NID_secp384r1 ? "secp384r1" : "prime256v1";
+	size_t olen = nid == NID_secp384r1 ? 48 : 32, plen = 1 + 2 * olen;
+	unsigned char pub[1 + 2 * 48];
+	EC_GROUP *group = NULL;
+	EC_POINT *point = NULL;
+	BN_CTX *bnctx = NULL;
+	BIGNUM *d = NULL;
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	CK_RV rv = CKR_FUNCTION_FAILED;
+
+	*out = NULL;
+	if (lib == NULL)
+		return CKR_HOST_MEMORY;
+	d = BN_secure_new();
+	if (d == NULL || !BN_bin2bn(d_bytes, (int)olen, d))
+		goto out;
+	BN_set_flags(d, BN_FLG_CONSTTIME);
+	if (pub_in != NULL) {
+		memcpy(pub, pub_in, plen);
+	} else {
+		group = EC_GROUP_new_by_curve_name_ex(lib, NULL, nid);
+		bnctx = BN_CTX_secure_new_ex(lib);
+		point = group != NULL ? EC_POINT_new(group) : NULL;
+		if (point == NULL || bnctx == NULL ||
+		    !EC_POINT_mul(group, point, d, NULL, NULL, bnctx) ||
+		    EC_POINT_point2oct(group, point, POINT_CONVERSION_UNCOMPRESSED, pub, plen,
+		                       bnctx) != plen)
+			goto out;
+	}
+	bld = OSSL_PARAM_BLD_new();
+	if (bld == NULL ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, name, 0) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, plen))
+		goto out;
+	params = OSSL_PARAM_BLD_to_param(bld);
+	pctx = EVP_PKEY_CTX_new_from_name(lib, "EC", NULL);
+	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	    EVP_PKEY_fromdata(pctx, out, EVP_PKEY_KEYPAIR, params) <= 0)
+		goto out;
+	if (pub_out != NULL)
+		memcpy(pub_out, pub, plen);
+	rv = CKR_OK;
+out:
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	BN_clear_free(d);
+	EC_POINT_free(point);
+	EC_GROUP_free(group);
+	BN_CTX_free(bnctx);
+	return rv;
+}
+
+/* An EC private key from d and the point (NULL: computed), with its PKCS#8. */
+static CK_RV ec_key_new(int nid, const unsigned char *d, const unsigned char *pub_in,
+                        unsigned flags, struct p11p_swkey **out)
+{
+	size_t olen = nid == NID_secp384r1 ? 48 : 32;
+	unsigned char pub[1 + 2 * 48];
+	EVP_PKEY *pkey = NULL;
+	struct p11p_secret *der;
+	CK_RV rv;
+
+	/* Before OpenSSL allocates the private bignums: they go to the secure heap. */
+	pthread_once(&sheap_once, sheap_init);
+	rv = ec_pkey(nid, d, pub_in, &pkey, pub);
+
+	if (rv != CKR_OK)
+		return rv;
+	der = nid == NID_secp384r1 ? concat(p8_p384, sizeof(p8_p384), d, olen, p8_p384_pub,
+	                                    sizeof(p8_p384_pub), pub, 1 + 2 * olen)
+	                           : concat(p8_p256, sizeof(p8_p256), d, olen, p8_p256_pub,
+	                                    sizeof(p8_p256_pub), pub, 1 + 2 * olen);
+	if (der == NULL) {
+		EVP_PKEY_free(pkey);
+		return CKR_HOST_MEMORY;
+	}
+	rv = key_from_pkey(CKO_PRIVATE_KEY, CKK_EC, pkey, flags, out);
+	if (rv == CKR_OK)
+		(*out)->der = der;
+	else
+		p11p_secret_free(der);
+	return rv;
+}
+
+/*
+ * An Ed25519 private key from its seed: the PKCS#8 form kept in a secret,
+ * the EVP_PKEY public only; signing makes a private EVP_PKEY per operation.
+ */
+static CK_RV ed25519_key_new(const unsigned char seed[32], unsigned flags, struct p11p_swkey **out)
+{
+	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
+	EVP_PKEY *tmp, *pub;
+	unsigned char raw[32];
+	size_t n = sizeof(raw);
+	struct p11p_secret *der;
+	CK_RV rv;
+
+	if (lib == NULL)
+		return CKR_HOST_MEMORY;
+	tmp = EVP_PKEY_new_raw_private_key_ex(lib, "ED25519", NULL, seed, 32);
+	if (tmp == NULL || !EVP_PKEY_get_raw_public_key(tmp, raw, &n) || n != 32) {
+		EVP_PKEY_free(tmp);
+		return CKR_FUNCTION_FAILED;
+	}
+	EVP_PKEY_free(tmp); /* cleanses its copy of the seed */
+	pub = EVP_PKEY_new_raw_public_key_ex(lib, "ED25519", NULL, raw, 32);
+	if (pub == NULL)
+		return CKR_FUNCTION_FAILED;
+	der = concat(p8_ed25519, sizeof(p8_ed25519), seed, 32, NULL, 0, NULL, 0);
+	if (der == NULL) {
+		EVP_PKEY_free(pub);
+		return CKR_HOST_MEMORY;
+	}
+	rv = key_from_pkey(CKO_PRIVATE_KEY, CKK_EC_EDWARDS, pub, flags, out);
+	if (rv == CKR_OK)
+		(*out)->der = der;
+	else
+		p11p_secret_free(der);
+	return rv;
+}
+
+EVP_PKEY *p11p_swkey_ed25519_private(const struct p11p_swkey *key)
+{
+	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
+	unsigned char seed[32], pub[32];
+	size_t n = sizeof(pub);
+	OSSL_PARAM params[3];
+	EVP_PKEY_CTX *pctx;
+	EVP_PKEY *pkey = NULL;
+
+	if (lib == NULL || key->der == NULL || p11p_secret_len(key->der) != 48 ||
+	    !EVP_PKEY_get_raw_public_key(key->pkey, pub, &n) || n != 32)
+		return NULL;
+	memcpy(seed, p11p_secret_data(key->der) + 16, 32);
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, seed, 32);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pub, 32);
+	params[2] = OSSL_PARAM_construct_end();
+	pctx = EVP_PKEY_CTX_new_from_name(lib, "ED25519", NULL);
+	if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_KEYPAIR, params) <= 0)
+		pkey = NULL;
+	EVP_PKEY_CTX_free(pctx);
+	p11p_wipe(seed, sizeof(seed));
+	return pkey;
+}
+
+/* An Ed25519 key parsed by OpenSSL (another PKCS#8 form): through the seed. */
+static CK_RV ed25519_from_pkey(EVP_PKEY *pkey, unsigned flags, struct p11p_swkey **out)
+{
+	unsigned char seed[32];
+	size_t n = sizeof(seed);
+	CK_RV rv = CKR_WRAPPED_KEY_INVALID;
+
+	if (EVP_PKEY_get_raw_private_key(pkey, seed, &n) && n == 32)
+		rv = ed25519_key_new(seed, flags, out);
+	p11p_wipe(seed, sizeof(seed));
+	EVP_PKEY_free(pkey);
+	return rv;
+}
+
+/* The engine's own PKCS#8 forms; CKR_WRAPPED_KEY_INVALID when der is another form. */
+static CK_RV own_form(CK_KEY_TYPE type, const unsigned char *der, size_t len, unsigned flags,
+                      struct p11p_swkey **out)
+{
+	if (type == CKK_EC && len == sizeof(p8_p256) + 32 + sizeof(p8_p256_pub) + 65 &&
+	    memcmp(der, p8_p256, sizeof(p8_p256)) == 0 &&
+	    memcmp(der + sizeof(p8_p256) + 32, p8_p256_pub, sizeof(p8_p256_pub)) == 0)
+		return ec_key_new(NID_X9_62_prime256v1, der + sizeof(p8_p256),
+		                  der + sizeof(p8_p256) + 32 + sizeof(p8_p256_pub), flags, out);
+	if (type == CKK_EC && len == sizeof(p8_p384) + 48 + sizeof(p8_p384_pub) + 97 &&
+	    memcmp(der, p8_p384, sizeof(p8_p384)) == 0 &&
+	    memcmp(der + sizeof(p8_p384) + 48, p8_p384_pub, sizeof(p8_p384_pub)) == 0)
+		return ec_key_new(NID_secp384r1, der + sizeof(p8_p384),
+		                  der + sizeof(p8_p384) + 48 + sizeof(p8_p384_pub), flags, out);
+	if (type == CKK_EC_EDWARDS && len == sizeof(p8_ed25519) + 32 &&
+	    memcmp(der, p8_ed25519, sizeof(p8_ed25519)) == 0)
+		return ed25519_key_new(der + sizeof(p8_ed25519), flags, out);
+	return CKR_WRAPPED_KEY_INVALID;
+}
+
 CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned char *der,
                           size_t len, unsigned flags, struct p11p_swkey **out)
 {
 	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
 	const unsigned char *p = der;
 	EVP_PKEY *pkey = NULL;
+	CK_RV rv;
 
 	p11p_return_val_if_fail(out != NULL, CKR_ARGUMENTS_BAD);
 	p11p_return_val_if_fail(der != NULL || len == 0, CKR_ARGUMENTS_BAD);
@@ -294,13 +531,18 @@ CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned 
 	if (len == 0 || len > LONG_MAX)
 		return CKR_WRAPPED_KEY_INVALID;
 	if (cls == CKO_PRIVATE_KEY) {
+		rv = own_form(type, der, len, flags, out);
+		/* not the engine's form, or a point OpenSSL refuses: OpenSSL's parser decides */
+		if (rv != CKR_WRAPPED_KEY_INVALID && rv != CKR_FUNCTION_FAILED)
+			return rv;
+	}
+	if (cls == CKO_PRIVATE_KEY) {
 		PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
 
+		pthread_once(&sheap_once, sheap_init);
 		if (p8 != NULL && p == der + len)
 			pkey = EVP_PKCS82PKEY_ex(p8, lib, NULL);
 		PKCS8_PRIV_KEY_INFO_free(p8); /* cleanses the key octets */
-		if (pkey != NULL)
-			pthread_once(&sheap_once, sheap_init);
 	} else {
 		pkey = d2i_PUBKEY_ex(NULL, &p, (long)len, lib, NULL);
 		if (pkey != NULL && p != der + len) {
@@ -310,7 +552,19 @@ CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned 
 	}
 	if (pkey == NULL)
 		return CKR_WRAPPED_KEY_INVALID;
-	return key_from_pkey(cls, type, pkey, flags, out);
+	if (cls == CKO_PRIVATE_KEY && type == CKK_EC_EDWARDS && EVP_PKEY_is_a(pkey, "ED25519"))
+		return ed25519_from_pkey(pkey, flags, out);
+	rv = key_from_pkey(cls, type, pkey, flags, out);
+	/* Serialised later from this copy, not by OpenSSL's encoder (copies in the heap). */
+	if (rv == CKR_OK && cls == CKO_PRIVATE_KEY) {
+		(*out)->der = p11p_secret_new(der, len);
+		if ((*out)->der == NULL) {
+			p11p_swkey_free(*out);
+			*out = NULL;
+			rv = CKR_HOST_MEMORY;
+		}
+	}
+	return rv;
 }
 
 CK_RV p11p_swkey_generate(CK_KEY_TYPE type, size_t len, p11p_swkey_rand_fn rand, void *arg,
@@ -367,23 +621,17 @@ static CK_RV curve_of(CK_KEY_TYPE type, const unsigned char *p, size_t n, int *n
 	return CKR_OK;
 }
 
-/* EC: d = (rand(order + 8 bytes) mod (n - 1)) + 1, the public point d.G. */
-static CK_RV ec_generate(int nid, p11p_swkey_rand_fn rand, void *arg, EVP_PKEY **out)
+/* EC: d = (rand(order + 8 bytes) mod (n - 1)) + 1, big-endian into d_out (order bytes). */
+static CK_RV ec_scalar(int nid, p11p_swkey_rand_fn rand, void *arg, unsigned char *d_out)
 {
 	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
-	const char *name = nid == NID_secp384r1 ? "secp384r1" : "prime256v1";
-	size_t olen = nid == NID_secp384r1 ? 48 : 32, rlen = olen + 8, plen = 0;
-	unsigned char r[56], pub[1 + 2 * 48];
+	size_t olen = nid == NID_secp384r1 ? 48 : 32, rlen = olen + 8;
+	unsigned char r[56];
 	EC_GROUP *group = NULL;
-	EC_POINT *point = NULL;
 	BN_CTX *bnctx = NULL;
 	BIGNUM *d = NULL, *nm1 = NULL;
-	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
-	CK_RV rv = CKR_HOST_MEMORY;
+	CK_RV rv;
 
-	*out = NULL;
 	if (lib == NULL)
 		return CKR_HOST_MEMORY;
 	rv = rand(arg, r, rlen);
@@ -394,59 +642,20 @@ static CK_RV ec_generate(int nid, p11p_swkey_rand_fn rand, void *arg, EVP_PKEY *
 	bnctx = BN_CTX_secure_new_ex(lib);
 	d = BN_secure_new();
 	nm1 = BN_new();
-	point = group != NULL ? EC_POINT_new(group) : NULL;
-	if (point == NULL || bnctx == NULL || d == NULL || nm1 == NULL)
+	if (group == NULL || bnctx == NULL || d == NULL || nm1 == NULL)
 		goto out;
 	BN_set_flags(d, BN_FLG_CONSTTIME);
 	if (!BN_copy(nm1, EC_GROUP_get0_order(group)) || !BN_sub_word(nm1, 1) ||
 	    !BN_bin2bn(r, (int)rlen, d) || !BN_nnmod(d, d, nm1, bnctx) || !BN_add_word(d, 1) ||
-	    !EC_POINT_mul(group, point, d, NULL, NULL, bnctx))
-		goto out;
-	plen = EC_POINT_point2oct(group, point, POINT_CONVERSION_UNCOMPRESSED, pub, sizeof(pub),
-	                          bnctx);
-	if (plen == 0)
-		goto out;
-	bld = OSSL_PARAM_BLD_new();
-	if (bld == NULL ||
-	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, name, 0) ||
-	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d) ||
-	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, plen))
-		goto out;
-	params = OSSL_PARAM_BLD_to_param(bld);
-	pctx = EVP_PKEY_CTX_new_from_name(lib, "EC", NULL);
-	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-	    EVP_PKEY_fromdata(pctx, out, EVP_PKEY_KEYPAIR, params) <= 0)
+	    BN_bn2binpad(d, d_out, (int)olen) != (int)olen)
 		goto out;
 	rv = CKR_OK;
 out:
 	p11p_wipe(r, sizeof(r));
-	EVP_PKEY_CTX_free(pctx);
-	OSSL_PARAM_free(params);
-	OSSL_PARAM_BLD_free(bld);
 	BN_clear_free(d);
 	BN_free(nm1);
-	EC_POINT_free(point);
 	EC_GROUP_free(group);
 	BN_CTX_free(bnctx);
-	return rv;
-}
-
-static CK_RV ed25519_generate(p11p_swkey_rand_fn rand, void *arg, EVP_PKEY **out)
-{
-	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
-	unsigned char seed[32];
-	CK_RV rv;
-
-	*out = NULL;
-	if (lib == NULL)
-		return CKR_HOST_MEMORY;
-	rv = rand(arg, seed, sizeof(seed));
-	if (rv == CKR_OK) {
-		*out = EVP_PKEY_new_raw_private_key_ex(lib, "ED25519", NULL, seed, sizeof(seed));
-		if (*out == NULL)
-			rv = CKR_FUNCTION_FAILED;
-	}
-	p11p_wipe(seed, sizeof(seed));
 	return rv;
 }
 
@@ -457,7 +666,8 @@ static CK_RV ed25519_generate(p11p_swkey_rand_fn rand, void *arg, EVP_PKEY **out
  * PKCS#8.
  */
 static CK_RV rsa_generate(CK_ULONG bits, const unsigned char *e, size_t elen,
-                          p11p_swkey_rand_fn rand, void *arg, EVP_PKEY **out)
+                          p11p_swkey_rand_fn rand, void *arg, unsigned flags,
+                          struct p11p_swkey **out)
 {
 	OSSL_LIB_CTX *gen = NULL;
 	EVP_PKEY_CTX *pctx = NULL;
@@ -465,8 +675,7 @@ static CK_RV rsa_generate(CK_ULONG bits, const unsigned char *e, size_t elen,
 	BIGNUM *bn_e = NULL;
 	EVP_RAND_CTX *drbg;
 	unsigned char seed[48], *der = NULL;
-	struct p11p_swkey *k = NULL;
-	int der_len;
+	int der_len = 0;
 	CK_RV rv;
 
 	*out = NULL;
@@ -501,13 +710,8 @@ static CK_RV rsa_generate(CK_ULONG bits, const unsigned char *e, size_t elen,
 	}
 	if (der_len <= 0)
 		goto out;
-	rv = p11p_swkey_from_der(CKO_PRIVATE_KEY, CKK_RSA, der, (size_t)der_len, 0, &k);
-	if (rv == CKR_OK) {
-		*out = k->pkey;
-		k->pkey = NULL;
-	}
+	rv = p11p_swkey_from_der(CKO_PRIVATE_KEY, CKK_RSA, der, (size_t)der_len, flags, out);
 out:
-	p11p_swkey_free(k);
 	if (der != NULL)
 		OPENSSL_clear_free(der, (size_t)der_len);
 	p11p_wipe(seed, sizeof(seed));
@@ -537,7 +741,6 @@ CK_RV p11p_swkey_generate_pair(const struct p11p_swkey_pair_spec *spec, p11p_swk
                                struct p11p_swkey **pub_out)
 {
 	struct p11p_swkey *priv = NULL;
-	EVP_PKEY *pkey = NULL;
 	int nid = NID_undef;
 	CK_RV rv;
 
@@ -551,13 +754,19 @@ CK_RV p11p_swkey_generate_pair(const struct p11p_swkey_pair_spec *spec, p11p_swk
 	pthread_once(&sheap_once, sheap_init);
 	switch (spec->type) {
 	case CKK_EC:
-	case CKK_EC_EDWARDS:
+	case CKK_EC_EDWARDS: {
+		unsigned char d[48];
+
 		rv = curve_of(spec->type, spec->ec_params, spec->ec_params_len, &nid);
 		if (rv != CKR_OK)
 			return rv;
-		rv = spec->type == CKK_EC ? ec_generate(nid, rand, arg, &pkey)
-		                          : ed25519_generate(rand, arg, &pkey);
+		rv = spec->type == CKK_EC ? ec_scalar(nid, rand, arg, d) : rand(arg, d, 32);
+		if (rv == CKR_OK)
+			rv = spec->type == CKK_EC ? ec_key_new(nid, d, NULL, flags, &priv)
+			                          : ed25519_key_new(d, flags, &priv);
+		p11p_wipe(d, sizeof(d));
 		break;
+	}
 	case CKK_RSA:
 		if (spec->modulus_bits < P11P_SWKEY_RSA_MIN ||
 		    spec->modulus_bits > P11P_SWKEY_RSA_MAX || spec->modulus_bits % 8 != 0)
@@ -566,15 +775,14 @@ CK_RV p11p_swkey_generate_pair(const struct p11p_swkey_pair_spec *spec, p11p_swk
 		    !exponent_ok(spec->public_exponent, spec->public_exponent_len))
 			return CKR_TEMPLATE_INCONSISTENT;
 		rv = rsa_generate(spec->modulus_bits, spec->public_exponent,
-		                  spec->public_exponent_len, rand, arg, &pkey);
+		                  spec->public_exponent_len, rand, arg, flags, &priv);
 		break;
 	default:
 		return CKR_KEY_TYPE_INCONSISTENT;
 	}
 	if (rv != CKR_OK)
 		return rv;
-	rv = key_from_pkey(CKO_PRIVATE_KEY, spec->type, pkey, flags, &priv);
-	if (rv == CKR_OK && pub_out != NULL) {
+	if (pub_out != NULL) {
 		rv = p11p_swkey_public(priv, pub_out);
 		if (rv != CKR_OK) {
 			p11p_swkey_free(priv);
@@ -647,7 +855,11 @@ CK_RV p11p_swkey_serialise(const struct p11p_swkey *key, struct p11p_secret **ou
 		OPENSSL_free(buf);
 		return *out != NULL ? CKR_OK : CKR_HOST_MEMORY;
 	}
-	/* Private: straight into locked memory, so no clear copy sits in the heap. */
+	if (key->der != NULL) {
+		*out = p11p_secret_dup(key->der);
+		return *out != NULL ? CKR_OK : CKR_HOST_MEMORY;
+	}
+	/* RSA: straight into locked memory, so no clear copy sits in the heap. */
 	p8 = EVP_PKEY2PKCS8(key->pkey);
 	if (p8 == NULL)
 		return CKR_FUNCTION_FAILED;
@@ -865,53 +1077,4 @@ CK_RV p11p_swkey_mechanism_info(CK_MECHANISM_TYPE mech, CK_MECHANISM_INFO *info)
 	default:
 		return CKR_MECHANISM_INVALID;
 	}
-}
-
-/* ---- one-shot conveniences ---------------------------------------------------------- */
-
-static CK_RV one_shot(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
-                      const unsigned char *in, CK_ULONG in_len, unsigned char *out,
-                      CK_ULONG *out_len)
-{
-	struct p11p_swop *op = NULL;
-	CK_RV rv;
-
-	p11p_return_val_if_fail(key != NULL && mech != NULL && out_len != NULL, CKR_ARGUMENTS_BAD);
-	rv = p11p_swop_init(key, kind, mech, &op);
-	if (rv == CKR_OK)
-		rv = p11p_swop_run(op, in, in_len, out, out_len);
-	p11p_swop_free(op);
-	return rv;
-}
-
-CK_RV p11p_swkey_encrypt(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
-                         CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
-{
-	return one_shot(key, P11P_SWOP_ENCRYPT, mech, in, in_len, out, out_len);
-}
-
-CK_RV p11p_swkey_decrypt(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
-                         CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
-{
-	return one_shot(key, P11P_SWOP_DECRYPT, mech, in, in_len, out, out_len);
-}
-
-CK_RV p11p_swkey_sign(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
-                      CK_ULONG in_len, unsigned char *sig, CK_ULONG *sig_len)
-{
-	return one_shot(key, P11P_SWOP_SIGN, mech, in, in_len, sig, sig_len);
-}
-
-CK_RV p11p_swkey_verify(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
-                        CK_ULONG in_len, const unsigned char *sig, CK_ULONG sig_len)
-{
-	struct p11p_swop *op = NULL;
-	CK_RV rv;
-
-	p11p_return_val_if_fail(key != NULL && mech != NULL, CKR_ARGUMENTS_BAD);
-	rv = p11p_swop_init(key, P11P_SWOP_VERIFY, mech, &op);
-	if (rv == CKR_OK)
-		rv = p11p_swop_verify(op, in, in_len, sig, sig_len);
-	p11p_swop_free(op);
-	return rv;
 }

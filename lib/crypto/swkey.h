@@ -28,7 +28,9 @@
  *   CKM_SHA*_HMAC_GENERAL (CK_MAC_GENERAL_PARAMS) same     single+multi
  *   CKM_ECDSA (input = a hash)       EC            sign/ver  single only
  *   CKM_ECDSA_SHA{256,384,512}       EC            sign/ver  single+multi
- *   CKM_EDDSA (none, or CK_EDDSA_PARAMS without prehash and context)
+ *   CKM_EDDSA (none, or PKCS#11 3.0's CK_EDDSA_PARAMS {CK_BBOOL phFlag;
+ *              CK_ULONG ulContextDataLen; CK_BYTE_PTR pContextData;}
+ *              without prehash and context)
  *                                    Ed25519       sign/ver  single only
  *   CKM_RSA_PKCS (raw DigestInfo)    RSA           sign/ver, enc/dec  single only
  *   CKM_SHA{256,384,512}_RSA_PKCS    RSA           sign/ver  single+multi
@@ -88,9 +90,16 @@
  * Key bytes of secret keys live in a p11p_secret (locked, MADV_DONTDUMP,
  * wiped). OpenSSL contexts holding key schedules (cipher, MAC) exist only
  * for the length of one operation and are freed (OpenSSL cleanses them) when
- * it ends: see swkey.c for the measurement behind this choice. Private keys
- * of asymmetric types are EVP_PKEYs whose bignums OpenSSL allocates from its
- * secure heap when that heap is initialised: see p11p_swkey_secure_heap().
+ * it ends (bench/README.md, bench_swkey, has the cost against a cached
+ * context). Asymmetric private keys: EC and RSA are EVP_PKEYs whose private
+ * bignums OpenSSL puts in its secure heap (p11p_swkey_secure_heap_used());
+ * EC and Ed25519 keys also keep their PKCS#8 in a p11p_secret, read and
+ * written without OpenSSL's ASN.1 code (which leaves the scalar in freed
+ * heap); an Ed25519 signing key is made for each operation (OpenSSL 3.0
+ * keeps an imported Ed25519 seed in ordinary heap), and RSA private
+ * operations run on a copy of the key (OpenSSL caches Montgomery contexts
+ * holding p and q in ordinary heap), freed and cleansed at the end.
+ * tests/unit/test_swkey.c scans the process for all of this.
  * An operation object (p11p_swop) belongs to one thread at a time (a PKCS#11
  * session serialises its calls).
  */

@@ -30,8 +30,14 @@ struct p11p_swkey {
 	unsigned flags;
 	size_t len;                /* secret bytes; RSA modulus bytes; EC order bytes */
 	struct p11p_secret *value; /* secret keys */
-	EVP_PKEY *pkey;            /* private and public keys */
-	int curve;                 /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
+	EVP_PKEY *pkey;            /* private and public keys (Ed25519 private: public part only) */
+	/*
+	 * EC and Ed25519 private keys: the PKCS#8 form, kept so that neither
+	 * serialisation nor (for Ed25519) signing goes through OpenSSL code that
+	 * leaves copies of the scalar in ordinary heap.
+	 */
+	struct p11p_secret *der;
+	int curve; /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
 	/* AES keys: fetched from the private library context (no key material). */
 	EVP_CIPHER *gcm, *cbc, *ctr;
 	/* Secret keys: one HMAC template per digest, keyless (digest set only). */
@@ -39,5 +45,8 @@ struct p11p_swkey {
 	/* Ready keyed contexts; used only with P11P_SWKEY_CACHE_CTX. */
 	_Atomic(void *) cache[SW_CACHE_N];
 };
+
+/* Ed25519 signing key for one operation, from key->der (EVP_PKEY_free cleanses it). */
+EVP_PKEY *p11p_swkey_ed25519_private(const struct p11p_swkey *key);
 
 #endif

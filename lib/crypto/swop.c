@@ -58,9 +58,12 @@ struct p11p_swop {
 	bool clean;   /* finished without error: a cached context may go back */
 	bool started; /* symmetric: IV set for the multi-part stream */
 	bool single_only;
+	bool owns_ref; /* a reference on key (p11p_swop_init); one-shot calls borrow */
 	/* Symmetric. */
 	EVP_CIPHER_CTX *cctx;
-	int slot; /* cache slot of cctx or mctx, -1 none */
+	EVP_CIPHER *cipher; /* the key's, for cctx */
+	bool keyed;         /* cctx has the key schedule */
+	int slot;           /* cache slot of cctx or mctx, -1 none */
 	unsigned char iv[P11P_SWKEY_GCM_IV_MAX];
 	size_t iv_len;
 	unsigned char *aad;
@@ -81,6 +84,7 @@ struct p11p_swop {
 	/* Asymmetric. */
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
 	EVP_PKEY_CTX *pctx; /* raw mechanisms (owned); hash ones: owned by mdctx */
+	EVP_PKEY *signing;  /* a private EVP_PKEY for this operation only (Ed25519, RSA) */
 	size_t hash_len;    /* PSS raw: the input length */
 	size_t sig_len;     /* sign/verify: signature length */
 };
@@ -318,15 +322,15 @@ static CK_RV cipher_ctx(struct p11p_swop *op)
 		cipher = key->cbc, op->slot = enc ? SW_CACHE_CBC_ENC : SW_CACHE_CBC_DEC;
 		break;
 	}
+	op->cipher = cipher;
 	op->cctx = cache_take(key, op->slot);
-	if (op->cctx != NULL)
+	if (op->cctx != NULL) {
+		op->keyed = true;
 		return CKR_OK;
+	}
+	/* Keyed by cipher_start(), with the IV in the same call where it can. */
 	op->cctx = EVP_CIPHER_CTX_new();
-	if (op->cctx == NULL)
-		return CKR_HOST_MEMORY;
-	if (!EVP_CipherInit_ex2(op->cctx, cipher, p11p_secret_data(key->value), NULL, enc, NULL))
-		return CKR_GENERAL_ERROR;
-	return CKR_OK;
+	return op->cctx != NULL ? CKR_OK : CKR_HOST_MEMORY;
 }
 
 static bool feed(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, uint64_t len,
@@ -354,13 +358,24 @@ static bool feed(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *i
 static bool cipher_start(struct p11p_swop *op)
 {
 	EVP_CIPHER_CTX *ctx = op->cctx;
+	const unsigned char *key = p11p_secret_data(op->key->value);
 	int enc = op->kind == P11P_SWOP_ENCRYPT;
 
-	if (op->fam == FAM_GCM &&
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)op->iv_len, NULL) <= 0)
-		return false;
-	if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
-		return false;
+	if (!op->keyed && (op->fam != FAM_GCM || op->iv_len == 12)) {
+		/* A fresh context and the default IV length: key and IV in one call. */
+		if (!EVP_CipherInit_ex2(ctx, op->cipher, key, op->iv, enc, NULL))
+			return false;
+		op->keyed = true;
+	} else {
+		if (!op->keyed && !EVP_CipherInit_ex2(ctx, op->cipher, key, NULL, enc, NULL))
+			return false;
+		op->keyed = true;
+		if (op->fam == FAM_GCM &&
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)op->iv_len, NULL) <= 0)
+			return false;
+		if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
+			return false;
+	}
 	if (!EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
 		return false;
 	if (op->fam == FAM_GCM && op->aad_len > 0 && !feed(ctx, NULL, op->aad, op->aad_len, NULL))
@@ -537,14 +552,31 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 		md = md_name(hash, &hlen);
 		break;
 	}
+	/*
+	 * The private key for this operation only, where OpenSSL would otherwise
+	 * keep key-derived data in ordinary heap: Ed25519 (kept as its seed), RSA
+	 * (which caches Montgomery contexts holding p and q in the key: a copy's
+	 * caches go, cleansed, with the copy).
+	 */
+	if (op->fam == FAM_EDDSA && sign) {
+		op->signing = p11p_swkey_ed25519_private(key);
+		if (op->signing == NULL)
+			return CKR_FUNCTION_FAILED;
+	} else if (key->type == CKK_RSA &&
+	           (op->kind == P11P_SWOP_SIGN || op->kind == P11P_SWOP_DECRYPT)) {
+		op->signing = EVP_PKEY_dup(key->pkey);
+		if (op->signing == NULL)
+			return CKR_HOST_MEMORY;
+	}
 	if (op->fam == FAM_ECDSA_HASH || op->fam == FAM_RSA_HASH || op->fam == FAM_PSS_HASH ||
 	    op->fam == FAM_EDDSA) {
 		EVP_PKEY_CTX *pctx = NULL;
+		EVP_PKEY *pk = op->signing != NULL ? op->signing : key->pkey;
 
 		op->mdctx = EVP_MD_CTX_new();
 		if (op->mdctx == NULL)
 			return CKR_HOST_MEMORY;
-		ok = sign ? EVP_DigestSignInit_ex(op->mdctx, &pctx, md, lib, NULL, key->pkey, NULL)
+		ok = sign ? EVP_DigestSignInit_ex(op->mdctx, &pctx, md, lib, NULL, pk, NULL)
 		          : EVP_DigestVerifyInit_ex(op->mdctx, &pctx, md, lib, NULL, key->pkey,
 		                                    NULL);
 		if (ok <= 0)
@@ -556,7 +588,8 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 			return CKR_GENERAL_ERROR;
 		return CKR_OK;
 	}
-	op->pctx = EVP_PKEY_CTX_new_from_pkey(lib, key->pkey, NULL);
+	op->pctx =
+	    EVP_PKEY_CTX_new_from_pkey(lib, op->signing != NULL ? op->signing : key->pkey, NULL);
 	if (op->pctx == NULL)
 		return CKR_HOST_MEMORY;
 	switch (op->kind) {
@@ -596,27 +629,21 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 
 /* ---- init, free ------------------------------------------------------------------- */
 
-CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
-                     struct p11p_swop **out)
+/* Sets up *op (zeroed by the caller); ref: op holds a reference on key. */
+static CK_RV op_setup(struct p11p_swop *op, struct p11p_swkey *key, enum p11p_swop_kind kind,
+                      const CK_MECHANISM *mech, bool ref)
 {
-	struct p11p_swop *op;
 	enum family fam;
 	CK_MECHANISM_TYPE hash = 0;
 	CK_RV rv;
 
-	p11p_return_val_if_fail(key != NULL && mech != NULL && out != NULL, CKR_ARGUMENTS_BAD);
-	p11p_return_val_if_fail(kind >= P11P_SWOP_ENCRYPT && kind <= P11P_SWOP_VERIFY,
-	                        CKR_ARGUMENTS_BAD);
-	*out = NULL;
 	rv = family_of(mech->mechanism, kind, &fam, &hash);
 	if (rv != CKR_OK)
 		return rv;
 	if (!type_fits(fam, key))
 		return CKR_KEY_TYPE_INCONSISTENT;
-	op = p11p_calloc(1, sizeof(*op));
-	if (op == NULL)
-		return CKR_HOST_MEMORY;
-	op->key = p11p_swkey_ref(key);
+	op->key = ref ? p11p_swkey_ref(key) : key;
+	op->owns_ref = ref;
 	op->kind = kind;
 	op->fam = fam;
 	op->slot = -1;
@@ -647,11 +674,50 @@ CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_
 	}
 	if (rv == CKR_OK && fam <= FAM_CTR)
 		rv = cipher_ctx(op);
+	if (rv == CKR_OK)
+		op->active = true;
+	return rv;
+}
+
+/* Frees what op holds (not op itself); wipes the plaintext it may hold. */
+static void op_cleanup(struct p11p_swop *op)
+{
+	if (op->key == NULL)
+		return;
+	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
+		EVP_CIPHER_CTX_free(op->cctx);
+	if (!(op->clean && cache_give(op->key, op->slot, op->mctx)))
+		EVP_MAC_CTX_free(op->mctx);
+	EVP_MD_CTX_free(op->mdctx);
+	EVP_PKEY_CTX_free(op->pctx);
+	EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */
+	p11p_free(op->aad);
+	p11p_free(op->buf);
+	if (op->owns_ref)
+		p11p_swkey_free(op->key);
+	op->key = NULL;
+	p11p_wipe(op->tail, sizeof(op->tail));
+	p11p_wipe(op->last, sizeof(op->last));
+}
+
+CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
+                     struct p11p_swop **out)
+{
+	struct p11p_swop *op;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(key != NULL && mech != NULL && out != NULL, CKR_ARGUMENTS_BAD);
+	p11p_return_val_if_fail(kind >= P11P_SWOP_ENCRYPT && kind <= P11P_SWOP_VERIFY,
+	                        CKR_ARGUMENTS_BAD);
+	*out = NULL;
+	op = p11p_calloc(1, sizeof(*op));
+	if (op == NULL)
+		return CKR_HOST_MEMORY;
+	rv = op_setup(op, key, kind, mech, true);
 	if (rv != CKR_OK) {
 		p11p_swop_free(op);
 		return rv;
 	}
-	op->active = true;
 	*out = op;
 	return CKR_OK;
 }
@@ -660,16 +726,7 @@ void p11p_swop_free(struct p11p_swop *op)
 {
 	if (op == NULL)
 		return;
-	if (!(op->clean && cache_give(op->key, op->slot, op->cctx)))
-		EVP_CIPHER_CTX_free(op->cctx);
-	if (!(op->clean && cache_give(op->key, op->slot, op->mctx)))
-		EVP_MAC_CTX_free(op->mctx);
-	EVP_MD_CTX_free(op->mdctx);
-	EVP_PKEY_CTX_free(op->pctx);
-	p11p_free(op->aad);
-	p11p_free(op->buf);
-	p11p_swkey_free(op->key);
-	p11p_wipe(op, sizeof(*op));
+	op_cleanup(op);
 	p11p_free(op);
 }
 
@@ -1381,4 +1438,57 @@ CK_RV p11p_swop_verify_final(struct p11p_swop *op, const unsigned char *sig, CK_
 		return rv;
 	}
 	return asym_verify(op, NULL, 0, true, sig, sig_len);
+}
+
+/* ---- one-shot conveniences: the op on the stack, the key borrowed ---------------------- */
+
+static CK_RV one_shot(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
+                      const unsigned char *in, CK_ULONG in_len, unsigned char *out,
+                      CK_ULONG *out_len)
+{
+	struct p11p_swop op;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(key != NULL && mech != NULL && out_len != NULL, CKR_ARGUMENTS_BAD);
+	memset(&op, 0, sizeof(op));
+	rv = op_setup(&op, key, kind, mech, false);
+	if (rv == CKR_OK)
+		rv = p11p_swop_run(&op, in, in_len, out, out_len);
+	op.key = op.key != NULL ? op.key : key;
+	op_cleanup(&op);
+	return rv;
+}
+
+CK_RV p11p_swkey_encrypt(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                         CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
+{
+	return one_shot(key, P11P_SWOP_ENCRYPT, mech, in, in_len, out, out_len);
+}
+
+CK_RV p11p_swkey_decrypt(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                         CK_ULONG in_len, unsigned char *out, CK_ULONG *out_len)
+{
+	return one_shot(key, P11P_SWOP_DECRYPT, mech, in, in_len, out, out_len);
+}
+
+CK_RV p11p_swkey_sign(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                      CK_ULONG in_len, unsigned char *sig, CK_ULONG *sig_len)
+{
+	return one_shot(key, P11P_SWOP_SIGN, mech, in, in_len, sig, sig_len);
+}
+
+CK_RV p11p_swkey_verify(struct p11p_swkey *key, const CK_MECHANISM *mech, const unsigned char *in,
+                        CK_ULONG in_len, const unsigned char *sig, CK_ULONG sig_len)
+{
+	struct p11p_swop op;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(key != NULL && mech != NULL, CKR_ARGUMENTS_BAD);
+	memset(&op, 0, sizeof(op));
+	rv = op_setup(&op, key, P11P_SWOP_VERIFY, mech, false);
+	if (rv == CKR_OK)
+		rv = p11p_swop_verify(&op, in, in_len, sig, sig_len);
+	op.key = op.key != NULL ? op.key : key;
+	op_cleanup(&op);
+	return rv;
 }

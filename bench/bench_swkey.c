@@ -1,0 +1,312 @@
+/*
+ * bench_swkey — the software-key engine (crypto/swkey.h) beside `openssl
+ * speed`, in the same run (information only).
+ *
+ *   bench_swkey [SECONDS [THREADS,... [ROUNDS]]]   (defaults: 1, "1,2", 3)
+ *
+ * Operations: AES-256-GCM encrypt of 1 KiB and 16 KiB, HMAC-SHA256 of 1 KiB,
+ * ECDSA P-256 sign (CKM_ECDSA on a 32-byte hash), Ed25519 sign (32 bytes),
+ * RSA-2048 sign (CKM_RSA_PKCS on a 51-byte DigestInfo), all single-part, each
+ * at every thread count on one shared key. Symmetric operations run twice:
+ * "per-op" (the engine's default: a keyed OpenSSL context made and cleansed
+ * per operation) and "cached" (P11P_SWKEY_CACHE_CTX: one kept per key, the
+ * choice key hygiene rules out). `openssl speed -mr` measures the same
+ * algorithm and size in one process; at N threads the engine is compared with
+ * N times that (perfect scaling of openssl speed). The engine and openssl speed
+ * alternate ROUNDS times and the best of each is kept (the machine is
+ * shared: the best run is the one least disturbed). One line per measurement:
+ *   RESULT part=swkey op=OP threads=N mode=MODE ops_s=W cpu_ops_s=C speed_ops_s=S
+ *          ratio=C/S scaling=W/W(1 thread) cpu_scaling=C/C(1 thread)
+ * (ops_s is wall clock; cpu_ops_s sums per-thread ops per CPU second, which is
+ * how `openssl speed` counts, so the ratio compares like with like on a busy
+ * machine; the wall-clock scaling is only meaningful on an idle one) and a table. To add a column
+ * (the proxy, SoftHSM2), add a runner beside engine_run() and print it in report(); to add an
+ * operation, a row of ops[].
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "base/ossl.h"
+#include "crypto/swkey.h"
+
+struct op {
+	const char *name;
+	const char *speed_args; /* `openssl speed -mr` arguments */
+	const char *speed_tag;  /* the +F line to read: "+F:", "+F2:", "+F4:", "+F6:" */
+	size_t len;             /* input bytes */
+	int kind;               /* 0 GCM, 1 HMAC, 2 ECDSA, 3 Ed25519, 4 RSA */
+};
+
+static const struct op ops[] = {
+    {"aes256gcm_1k", "-evp aes-256-gcm -bytes 1024", "+F:", 1024, 0},
+    {"aes256gcm_16k", "-evp aes-256-gcm -bytes 16384", "+F:", 16384, 0},
+    {"hmac_sha256_1k", "-hmac sha256 -bytes 1024", "+F:", 1024, 1},
+    {"ecdsa_p256_sign", "ecdsap256", "+F4:", 32, 2},
+    {"ed25519_sign", "ed25519", "+F6:", 32, 3},
+    {"rsa2048_sign", "rsa2048", "+F2:", 51, 4},
+};
+#define N_OPS (sizeof(ops) / sizeof(ops[0]))
+
+static double secs = 1;
+static int rounds = 3;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static CK_RV rnd(void *arg, unsigned char *buf, size_t len)
+{
+	(void)arg;
+	return RAND_bytes(buf, (int)len) == 1 ? CKR_OK : CKR_FUNCTION_FAILED;
+}
+
+struct worker {
+	const struct op *op;
+	struct p11p_swkey *key;
+	unsigned long n;
+	double cpu; /* the thread's CPU seconds */
+	CK_RV rv;
+};
+
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	unsigned char *in = calloc(1, w->op->len + 64), *out = calloc(1, w->op->len + 600);
+	unsigned char iv[12] = {0};
+	CK_GCM_PARAMS gp = {iv, 12, 96, NULL, 0, 128};
+	CK_MECHANISM m;
+	CK_ULONG len;
+	double end;
+
+	if (in == NULL || out == NULL) {
+		w->rv = CKR_HOST_MEMORY;
+		goto out;
+	}
+	switch (w->op->kind) {
+	case 0:
+		m = (CK_MECHANISM){CKM_AES_GCM, &gp, sizeof(gp)};
+		break;
+	case 1:
+		m = (CK_MECHANISM){CKM_SHA256_HMAC, NULL, 0};
+		break;
+	case 2:
+		m = (CK_MECHANISM){CKM_ECDSA, NULL, 0};
+		break;
+	case 3:
+		m = (CK_MECHANISM){CKM_EDDSA, NULL, 0};
+		break;
+	default:
+		m = (CK_MECHANISM){CKM_RSA_PKCS, NULL, 0};
+		break;
+	}
+	end = now_s() + secs;
+	w->cpu = cpu_s();
+	while (w->rv == CKR_OK) {
+		for (int i = 0; i < 16 && w->rv == CKR_OK; i++) {
+			len = w->op->len + 600;
+			w->rv = w->op->kind == 0
+			            ? p11p_swkey_encrypt(w->key, &m, in, w->op->len, out, &len)
+			            : p11p_swkey_sign(w->key, &m, in, w->op->len, out, &len);
+			w->n++;
+		}
+		if (now_s() >= end)
+			break;
+	}
+	w->cpu = cpu_s() - w->cpu;
+out:
+	free(in);
+	free(out);
+	return NULL;
+}
+
+static struct p11p_swkey *make_key(const struct op *op, unsigned flags)
+{
+	static const unsigned char p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+	                                     0xce, 0x3d, 0x03, 0x01, 0x07};
+	static const unsigned char ed[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+	struct p11p_swkey_pair_spec spec = {0};
+	struct p11p_swkey *key = NULL;
+	CK_RV rv;
+
+	switch (op->kind) {
+	case 0:
+		rv = p11p_swkey_generate(CKK_AES, 32, rnd, NULL, flags, &key);
+		break;
+	case 1:
+		rv = p11p_swkey_generate(CKK_GENERIC_SECRET, 32, rnd, NULL, flags, &key);
+		break;
+	default:
+		spec.type = op->kind == 2 ? CKK_EC : op->kind == 3 ? CKK_EC_EDWARDS : CKK_RSA;
+		spec.ec_params = op->kind == 2 ? p256 : ed;
+		spec.ec_params_len = op->kind == 2 ? sizeof(p256) : sizeof(ed);
+		spec.modulus_bits = 2048;
+		rv = p11p_swkey_generate_pair(&spec, rnd, NULL, flags, &key, NULL);
+		break;
+	}
+	if (rv != CKR_OK) {
+		fprintf(stderr, "bench_swkey: %s: key: 0x%lx\n", op->name, (unsigned long)rv);
+		return NULL;
+	}
+	return key;
+}
+
+/*
+ * ops/s of the engine on one key shared by `threads` threads (wall clock), and
+ * in *cpu the sum over threads of ops per CPU second (what `openssl speed`
+ * reports: it times user CPU, and -multi adds up its processes); < 0 on error.
+ */
+static double engine_run(const struct op *op, struct p11p_swkey *key, int threads, double *cpu)
+{
+	struct worker w[16];
+	pthread_t th[16];
+	unsigned long total = 0;
+	double t0 = now_s(), t;
+
+	*cpu = 0;
+	for (int i = 0; i < threads; i++) {
+		w[i] = (struct worker){op, key, 0, 0, CKR_OK};
+		if (pthread_create(&th[i], NULL, work, &w[i]) != 0)
+			return -1;
+	}
+	for (int i = 0; i < threads; i++) {
+		pthread_join(th[i], NULL);
+		if (w[i].rv != CKR_OK) {
+			fprintf(stderr, "bench_swkey: %s: 0x%lx\n", op->name,
+			        (unsigned long)w[i].rv);
+			return -1;
+		}
+		total += w[i].n;
+		*cpu += w[i].cpu > 0 ? (double)w[i].n / w[i].cpu : 0;
+	}
+	t = now_s() - t0;
+	return (double)total / t;
+}
+
+/*
+ * ops/s from `openssl speed -mr` (one process: user CPU time); < 0 when it
+ * cannot be read. Not -multi: its processes report wall-clock rates, which a
+ * busy machine depresses, while the single process reports CPU-time rates.
+ */
+static double speed_run(const struct op *op)
+{
+	char cmd[256], line[512];
+	FILE *p;
+	double v = -1;
+
+	snprintf(cmd, sizeof(cmd), "openssl speed -mr -seconds %d %s 2>/dev/null",
+	         secs < 1 ? 1 : (int)secs, op->speed_args);
+	p = popen(cmd, "r");
+	if (p == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), p) != NULL) {
+		char *f[8] = {0};
+		int nf = 0;
+
+		if (strncmp(line, op->speed_tag, strlen(op->speed_tag)) != 0)
+			continue;
+		for (char *s = strtok(line, ":\n"); s != NULL && nf < 8; s = strtok(NULL, ":\n"))
+			f[nf++] = s;
+		if (op->kind <= 1 && nf >= 4 && strcasestr(f[2], op->kind == 0 ? "gcm" : "sha256"))
+			v = strtod(f[3], NULL) / (double)op->len; /* bytes/s */
+		else if ((op->kind == 2 || op->kind == 4) && nf >= 4)
+			v = strtod(f[3], NULL); /* sign/s */
+		else if (op->kind == 3 && nf >= 5)
+			v = strtod(f[4], NULL);
+	}
+	pclose(p);
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	int threads[4] = {1, 2}, nthreads = 2;
+	int rc = 0;
+
+	if (argc > 1)
+		secs = atof(argv[1]);
+	if (secs <= 0)
+		secs = 1;
+	if (argc > 2) {
+		char *dup = strdup(argv[2]);
+
+		nthreads = 0;
+		for (char *s = strtok(dup, ","); s != NULL && nthreads < 4; s = strtok(NULL, ","))
+			if (atoi(s) >= 1 && atoi(s) <= 16)
+				threads[nthreads++] = atoi(s);
+		free(dup);
+	}
+	if (argc > 3)
+		rounds = atoi(argv[3]);
+	if (rounds < 1 || rounds > 20)
+		rounds = 3;
+	printf("%-16s %3s %-7s %11s %11s %11s %6s %8s\n", "operation", "thr", "mode", "wall op/s",
+	       "cpu op/s", "speed op/s", "ratio", "scaling");
+	for (size_t i = 0; i < N_OPS; i++) {
+		const struct op *op = &ops[i];
+
+		double speed[4] = {-1, -1, -1, -1};
+
+		for (int mode = 0; mode < (op->kind <= 1 ? 2 : 1); mode++) {
+			struct p11p_swkey *key = make_key(op, mode ? P11P_SWKEY_CACHE_CTX : 0);
+			const char *mname = mode ? "cached" : "per-op";
+			double first = 0, first_cpu = 0;
+
+			if (key == NULL) {
+				rc = 1;
+				continue;
+			}
+			for (int t = 0; t < nthreads; t++) {
+				double e = 0, c = 0, ratio;
+
+				/* openssl speed alternates with the first mode's runs only */
+				for (int r = 0; r < rounds && e >= 0; r++) {
+					double cr = 0, er = engine_run(op, key, threads[t], &cr);
+					double sr = mode == 0 && t == 0 ? speed_run(op) : -1;
+
+					e = er < 0 ? er : er > e ? er : e;
+					c = cr > c ? cr : c;
+					speed[t] = sr > speed[t] ? sr : speed[t];
+				}
+				if (e < 0) {
+					rc = 1;
+					break;
+				}
+				if (t > 0)
+					speed[t] =
+					    speed[0] > 0 ? speed[0] * threads[t] / threads[0] : -1;
+				ratio = speed[t] > 0 ? c / speed[t] : 0;
+				if (t == 0)
+					first = e, first_cpu = c;
+				printf(
+				    "RESULT part=swkey op=%s threads=%d mode=%s ops_s=%.0f "
+				    "cpu_ops_s=%.0f "
+				    "speed_ops_s=%.0f ratio=%.2f scaling=%.2f cpu_scaling=%.2f\n",
+				    op->name, threads[t], mname, e, c, speed[t], ratio,
+				    first > 0 ? e / first : 0, first_cpu > 0 ? c / first_cpu : 0);
+				printf("%-16s %3d %-7s %11.0f %11.0f %11.0f %6.2f %8.2f\n",
+				       op->name, threads[t], mname, e, c, speed[t], ratio,
+				       first > 0 ? e / first : 0);
+			}
+			p11p_swkey_free(key);
+		}
+	}
+	p11p_ossl_ctx_free();
+	return rc;
+}

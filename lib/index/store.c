@@ -1791,12 +1791,15 @@ static int debt_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	memset(d, 0, sizeof(*d));
 	d->id = (uint64_t)c[0].i;
 	memcpy(d->slot, c[1].p, c[1].len);
-	memcpy(d->member, c[2].p, c[2].len);
+	if (c[2].len > 0)
+		memcpy(d->member, c[2].p, c[2].len);
 	d->op = (enum p11p_debt_op)c[3].i;
 	d->cls = (CK_OBJECT_CLASS)c[4].i;
-	memcpy(d->ck_id, c[5].p, c[5].len);
+	if (c[5].len > 0)
+		memcpy(d->ck_id, c[5].p, c[5].len);
 	d->ck_id_len = c[5].len;
-	memcpy(d->label, c[6].p, c[6].len);
+	if (c[6].len > 0)
+		memcpy(d->label, c[6].p, c[6].len);
 	d->label_len = c[6].len;
 	d->since = c[7].i;
 	d->tries = c[8].i > UINT32_MAX ? UINT32_MAX : (uint32_t)c[8].i;
@@ -1948,7 +1951,8 @@ static bool text_col(const struct p11p_sql_val *v, char *out, size_t cap)
 {
 	if (v->type != P11P_SQL_TEXT || v->len >= cap)
 		return false;
-	memcpy(out, v->p, v->len);
+	if (v->len > 0)
+		memcpy(out, v->p, v->len);
 	out[v->len] = '\0';
 	return memchr(out, 0, v->len) == NULL;
 }
@@ -1974,7 +1978,8 @@ static int audit_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	a.time = c[1].i;
 	a.uid = (uint32_t)c[3].i;
 	a.vid = (uint64_t)c[6].i;
-	memcpy(a.label, c[7].p, c[7].len);
+	if (c[7].len > 0)
+		memcpy(a.label, c[7].p, c[7].len);
 	a.label_len = c[7].len;
 	if (w->fn(w->arg, &a) != 0) {
 		w->stop = true;

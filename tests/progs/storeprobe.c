@@ -5,7 +5,7 @@
  *   storeprobe MODULE SLOT PIN LABEL watch STAMP
  *     Encrypts with the AES key labelled LABEL every 2 ms until the proxy
  *     refuses (CKR_KEY_FUNCTION_NOT_PERMITTED: a `keys deny` made in another
- *     process reached this one), for at most 10 s. Prints "ready" once the
+ *     process reached this one), for at most 5 s after the stamp appears. Prints "ready" once the
  *     first encryption worked (the suite then runs the CLI), and at the
  *     refusal "refused D ms after the CLI returned", D measured from the time
  *     (CLOCK_REALTIME, ns) the suite wrote to STAMP when the CLI returned.
@@ -95,7 +95,18 @@ int main(int argc, char **argv)
 
 		printf("ready\n");
 		fflush(stdout);
-		while (now_ns() - start < 10000000000LL) {
+		/*
+		 * Until refused; given up 5 s after the stamp (the CLI may be slow to
+		 * run, under valgrind), or after 300 s without one.
+		 */
+		for (unsigned i = 0;; i++) {
+			int64_t tnow = now_ns();
+
+			if (stamp == 0 && i % 16 == 0)
+				(void)read_stamp(argv[6], &stamp);
+			if ((stamp != 0 && tnow - stamp > 5000000000LL) ||
+			    tnow - start > 300000000000LL)
+				break;
 			rv = encrypt_once(&m, s, key);
 			if (rv == CKR_KEY_FUNCTION_NOT_PERMITTED) {
 				refused_at = now_ns();
@@ -108,11 +119,11 @@ int main(int argc, char **argv)
 			usleep(2000);
 		}
 		if (refused_at == 0) {
-			printf("not refused within 10 s\n");
+			printf("not refused within 5 s of the CLI\n");
 			goto out;
 		}
 		/* The suite writes the stamp right after the CLI returns. */
-		for (int i = 0; i < 2000 && !read_stamp(argv[6], &stamp); i++)
+		for (int j = 0; j < 5000 && stamp == 0 && !read_stamp(argv[6], &stamp); j++)
 			usleep(1000);
 		if (stamp == 0) {
 			printf("refused, but no stamp from the suite\n");

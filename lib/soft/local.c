@@ -1992,10 +1992,13 @@ static CK_RV parse_newkey(const CK_ATTRIBUTE *templ, CK_ULONG count, enum nk_mod
 			continue;
 		case CKA_TOKEN:
 		case CKA_P11PROXY_SOFTWARE:
-			if (mode == NK_DERIVE)
-				break;
 			if ((rv = bbool(a, &v)) != CKR_OK)
 				return rv;
+			if (mode == NK_DERIVE) {
+				if (v) /* a derived key is a session key the proxy holds anyway */
+					return CKR_TEMPLATE_INCONSISTENT;
+				continue;
+			}
 			if (a->type == CKA_P11PROXY_SOFTWARE && !v)
 				return CKR_TEMPLATE_INCONSISTENT;
 			if (a->type == CKA_TOKEN)

@@ -17,7 +17,10 @@
 #   bench/run.sh BUILD_DIR
 # Figures are information only: the exit status is 0 unless a run crashed or
 # reported an error. Environment knobs:
-#   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,sync,vendor,swkey]
+#   swkeys software keys through the proxy (a slot with software_keys:) against
+#          SoftHSM2's own keys: AES-256-GCM 1 KiB / 16 KiB, HMAC-SHA256, ECDSA
+#          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys)
+#   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,sync,vendor,swkey,swkeys]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
 #   BENCH_ROUNDS   direct/proxy alternations; best of each kept [3]
@@ -41,7 +44,7 @@ export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
-PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor,swkey}
+PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor,swkey,swkeys}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -51,6 +54,7 @@ BENCH_INDEX=$BUILD/bench/bench_index
 BENCH_SYNC=$BUILD/bench/bench_sync
 BENCH_VENDOR=$BUILD/bench/bench_vendor
 BENCH_SWKEY=$BUILD/bench/bench_swkey
+BENCH_SWKEYS=$BUILD/bench/bench_swkeys
 SHIM=$BUILD/tests/libshim.so
 PROXY=${BENCH_PROXY_MODULE:-$PROXY_MODULE}
 TOKEN=bench
@@ -516,6 +520,63 @@ END {
 		printf "AES-256-GCM through the proxy vs openssl speed: 1 KiB %.1f/%.1f MB/s (ratio %.2f), 16 KiB %.1f/%.1f MB/s (ratio %.2f, target >= 0.8 %s)\n", p1, o1, r1, p16, o16, r16, verdict
 	}
 }' "$TMP/vendor.proxy" "$TMP/vendor.ossl"
+fi
+
+# ---- part swkeys: software keys through the proxy against HSM keys of SoftHSM2 ----
+if part swkeys && [ -n "$STANDIN" ]; then
+	echo
+	echo "== swkeys: skipped (the proxy side is SoftHSM2: calibration run)"
+elif part swkeys && [ ! -x "$BENCH_SWKEYS" ]; then
+	echo "bench: $BENCH_SWKEYS not built (make bench builds it): no swkeys figures" >&2
+	errors=$((errors + 1))
+elif part swkeys; then
+	echo
+	echo "== swkeys: software keys through the proxy (slot with software_keys) vs SoftHSM2's keys"
+	softhsm_setup "$TMP/sw-softhsm" swb || die "SoftHSM2 token setup (swb) failed"
+	pkcs11-tool --module "$SOFTHSM_MODULE" --token-label swb --login --pin "$TEST_USER_PIN" \
+		--keygen --key-type AES:32 --label sw-wrap >/dev/null 2>&1 ||
+		die "the wrapping key on token swb"
+	mkdir -m 700 "$TMP/sw-state"
+	{
+		printf 'backends:\n  - name: be\n    module: %s\nslots:\n' "$SOFTHSM_MODULE"
+		printf '  - label: v-swb\n    software_keys: { wrapping_key: sw-wrap }\n'
+		printf '    members:\n      - backend: be\n        token_label: swb\n'
+		printf 'state_dir: %s\n' "$TMP/sw-state"
+	} >"$TMP/swkeys.yaml"
+	SWOPS="gcm1k gcm16k hmac ecdsa ed25519 rsa2048"
+	: >"$TMP/swkeys.res"
+	for t in ${THREADS//,/ }; do
+		for side in softhsm proxy; do
+			if [ $side = softhsm ]; then
+				set -- "$SOFTHSM_MODULE" swb "$TEST_USER_PIN" 0
+			else
+				set -- "$PROXY" v-swb "$TEST_USER_PIN" 1
+			fi
+			# shellcheck disable=SC2086
+			if ! P11PROXY_CONF=$TMP/swkeys.yaml "$BENCH_SWKEYS" "$@" "$SECS" "$t" $SWOPS \
+				>"$TMP/swkeys.out" 2>"$TMP/swkeys.err"; then
+				echo "  bench_swkeys $side $t ERROR"
+				sed 's/^/    /' "$TMP/swkeys.err" >&2
+				errors=$((errors + 1))
+			fi
+			sed "s/^RESULT /RESULT side=$side /" "$TMP/swkeys.out" >>"$TMP/swkeys.res"
+		done
+	done
+	awk '
+function field(name,   i, kv) {
+	for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
+	return ""
+}
+/^RESULT/ { k = field("op") " " field("threads"); v[field("side") " " k] = field("ops_s")
+	if (!(k in seen)) { seen[k] = 1; order[n++] = k } }
+END {
+	printf "  %-9s %7s %12s %12s %8s\n", "op", "threads", "softhsm/s", "software/s", "ratio"
+	for (i = 0; i < n; i++) {
+		split(order[i], p, " ")
+		s = v["softhsm " order[i]]; w = v["proxy " order[i]]
+		printf "  %-9s %7s %12.0f %12.0f %8.1f\n", p[1], p[2], s, w, (s > 0 ? w / s : 0)
+	}
+}' "$TMP/swkeys.res"
 fi
 
 # ---- part swkey: the software-key engine beside openssl speed (bench_swkey prints it all) ----

@@ -84,4 +84,16 @@ typedef P11PROXY_FRAGMENT_DERIVE_PARAMS *P11PROXY_FRAGMENT_DERIVE_PARAMS_PTR;
  */
 #define CKA_P11PROXY_HSM_CHECK_VALUE (CKA_VENDOR_DEFINED + P11PROXY_VENDOR_BASE + 0x02UL)
 
+/*
+ * CKA_P11PROXY_SOFTWARE (CK_BBOOL): a software key. Given CK_TRUE in the
+ * template of C_GenerateKey or C_CreateObject for a token key on a slot with
+ * `software_keys:` (or implied there by `new_keys: true`), the proxy keeps
+ * the key's value itself: stored in the index only encrypted by the HSM
+ * (AES-GCM under the slot's wrapping key), decrypted by the HSM at first use,
+ * held in locked memory left out of core dumps, and used in software.
+ * Read-only after creation; CK_FALSE on every other object of the proxy.
+ * On a slot without `software_keys:`, CK_TRUE is CKR_TEMPLATE_INCONSISTENT.
+ */
+#define CKA_P11PROXY_SOFTWARE (CKA_VENDOR_DEFINED + P11PROXY_VENDOR_BASE + 0x03UL)
+
 #endif

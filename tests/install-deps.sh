@@ -3,11 +3,12 @@
 # debhelper, dpkg-dev, fakeroot: tests/suites/72-deb.sh builds the Debian packages.
 # libsystemd-dev: the CLI's sd_notify (Type=notify). prometheus: its promtool checks GET /metrics
 # (tests/suites/76-metrics.sh; installed without recommends, the server is not started by it).
+# gdb: its gcore dumps a process holding software keys (tests/suites/78-swkeys.sh).
 set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
 libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl libnss3-tools openssl mandoc valgrind
 libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus libsqlite3-dev sqlite3 libpq-dev postgresql
-debhelper dpkg-dev fakeroot"
+gdb debhelper dpkg-dev fakeroot"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

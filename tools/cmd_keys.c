@@ -27,6 +27,8 @@
 #include <sys/random.h>
 
 #include "base/mem.h"
+#include "base/secret.h"
+#include "keymodel/swblob.h"
 #include "base/names.h"
 #include "cli.h"
 #include "keys.h"
@@ -138,15 +140,16 @@ static int do_list(struct kctx *k)
 		       k->slot ? " in slot " : "", k->slot ? cli_esc(k->slot) : "");
 	} else {
 		printf("%-16s  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %-20s %s\n", "VID",
-		       "SLOT", "CLASS", "TYPE", "LABEL", "ID", "PERMS", "STATE", "ORIGIN", "UPDATED",
-		       "MEMBERS");
+		       "SLOT", "CLASS", "TYPE", "LABEL", "ID", "PERMS", "STATE", "ORIGIN",
+		       "UPDATED", "MEMBERS");
 		for (size_t i = 0; i < n; i++) {
 			const struct p11p_vkey *v = &recs[i];
 			char ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[P11P_VK_PERMS_STR], mb[256],
 			    when[40];
 
 			printf("%016llx  %-12s %-7s %-7s %-24s %-32s %-7s %-11s %-7s %-20s %s\n",
-			       (unsigned long long)v->vid, cli_esc(v->slot), p11p_vk_class_name(v->cls),
+			       (unsigned long long)v->vid, cli_esc(v->slot),
+			       p11p_vk_class_name(v->cls),
 			       keys_type_name(v->key_type, tb, sizeof(tb)), keys_label(v),
 			       keys_id(v, ib, sizeof(ib), "-"), keys_perms_shown(v, pb),
 			       p11p_vk_state_name(v->state), p11p_vk_origin_name(v->origin),
@@ -257,8 +260,7 @@ static int rmw(struct kctx *k, struct p11p_vkey *v, change_fn fn, const void *ar
 	}
 	err[0] = '\0';
 	p11p_index_last_error(k->idx, err, sizeof(err));
-	cli_error("%016llx: not changed: %s", (unsigned long long)vid,
-	          err[0] ? err : cli_rv(rv));
+	cli_error("%016llx: not changed: %s", (unsigned long long)vid, err[0] ? err : cli_rv(rv));
 	return CLI_FAIL;
 }
 
@@ -813,7 +815,8 @@ static bool copy_new(struct kctx *k, size_t s, const struct p11p_vkey *v, struct
 			                        sizeof(why));
 			if (rv != CKR_OK) {
 				cli_error("rotate: copying the new key to %s: %s; nothing changed",
-				          keys_member_name(k->cfg, s, i), why[0] ? why : cli_rv(rv));
+				          keys_member_name(k->cfg, s, i),
+				          why[0] ? why : cli_rv(rv));
 				return false;
 			}
 		}
@@ -897,8 +900,8 @@ static int do_rotate(struct kctx *k, const char *key)
 		          "replication key to copy the new key with (ha.replication_key); set "
 		          "one, or 'ha: {single_member_keys: true}' to keep the new key on one "
 		          "member",
-		          (unsigned long long)v.vid, keys_presence_str(k->cfg, &v, true, mb, sizeof(mb)),
-		          v.slot);
+		          (unsigned long long)v.vid,
+		          keys_presence_str(k->cfg, &v, true, mb, sizeof(mb)), v.slot);
 		return CLI_FAIL;
 	}
 	while (gen < P11P_INDEX_MAX_MEMBERS && !(v.presence & (1u << gen)))
@@ -921,8 +924,8 @@ static int do_rotate(struct kctx *k, const char *key)
 	                      MAX_COPIES, &nh);
 	if (rv != CKR_OK || nh != 1) {
 		cli_error("%016llx: %s holds %lu such keys%s%s", (unsigned long long)v.vid,
-		          keys_member_name(k->cfg, s, gen), (unsigned long)nh, rv != CKR_OK ? ": " : " (want one)",
-		          rv != CKR_OK ? cli_rv(rv) : "");
+		          keys_member_name(k->cfg, s, gen), (unsigned long)nh,
+		          rv != CKR_OK ? ": " : " (want one)", rv != CKR_OK ? cli_rv(rv) : "");
 		rc = CLI_FAIL;
 		goto out;
 	}
@@ -1056,7 +1059,8 @@ static int do_rotate(struct kctx *k, const char *key)
 		printf("%016llx: rotated to %016llx (id %s, on members %s); the old key keeps %s\n",
 		       (unsigned long long)v.vid, (unsigned long long)recs[0].vid,
 		       cli_hex(id, id_len, ib, sizeof(ib)),
-		       keys_presence_str(k->cfg, &recs[0], true, mb, sizeof(mb)), keys_perms_shown(&recs[1], pb));
+		       keys_presence_str(k->cfg, &recs[0], true, mb, sizeof(mb)),
+		       keys_perms_shown(&recs[1], pb));
 		if (n_recs > 2)
 			printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
 	}
@@ -1073,19 +1077,249 @@ out:
 
 /* ---- the command -------------------------------------------------------------------------- */
 
+/* ---- rewrap (software keys, issue 12) ----------------------------------------------------- */
+
+/* The one secret key labelled `label` on the member (message printed otherwise). */
+static bool rewrap_key(struct keys_member *km, const char *slot, const char *member,
+                       const char *label, CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_LABEL, (void *)(uintptr_t)label, strlen(label)},
+	};
+	CK_OBJECT_HANDLE h[2];
+	CK_ULONG n = 0;
+	CK_RV rv = p11p_be_C_FindObjectsInit(km->bc, km->h, t, 2);
+
+	if (rv == CKR_OK) {
+		rv = p11p_be_C_FindObjects(km->bc, km->h, h, 2, &n);
+		p11p_be_C_FindObjectsFinal(km->bc, km->h);
+	}
+	if (rv != CKR_OK) {
+		cli_error("slot %s %s: looking for the key labelled '%s': %s", slot, member,
+		          cli_esc(label), cli_rv(rv));
+		return false;
+	}
+	if (n != 1) {
+		cli_error("slot %s %s: %s secret key labelled '%s'; nothing changed", slot, member,
+		          n == 0 ? "no" : "more than one", cli_esc(label));
+		return false;
+	}
+	*out = h[0];
+	return true;
+}
+
+/* One AES-GCM call under an HSM key (the layout and additional data: keymodel/swblob.h). */
+static CK_RV rewrap_gcm(struct keys_member *km, bool enc, CK_OBJECT_HANDLE key,
+                        const struct p11p_vkey *rec, const unsigned char *hdr,
+                        const unsigned char *in, size_t in_len, unsigned char *out,
+                        CK_ULONG *out_len)
+{
+	unsigned char aad[P11P_SWB_AAD_MAX];
+	size_t aad_len = p11p_swb_aad(rec, hdr, aad);
+	CK_GCM_PARAMS gp;
+	CK_MECHANISM m;
+	CK_RV rv;
+
+	if (aad_len == 0)
+		return CKR_DATA_INVALID;
+	p11p_swb_mech(&m, &gp, hdr + 5, aad, aad_len);
+	rv = enc ? p11p_be_C_EncryptInit(km->bc, km->h, &m, key)
+	         : p11p_be_C_DecryptInit(km->bc, km->h, &m, key);
+	if (rv == CKR_OK)
+		rv = enc ? p11p_be_C_Encrypt(km->bc, km->h, (CK_BYTE_PTR)(uintptr_t)in, in_len, out,
+		                             out_len)
+		         : p11p_be_C_Decrypt(km->bc, km->h, (CK_BYTE_PTR)(uintptr_t)in, in_len, out,
+		                             out_len);
+	return rv;
+}
+
+/* rec's blob (in `old`) decrypted under from and encrypted under to into *out (malloc'ed). */
+static bool rewrap_one(struct keys_member *km, CK_OBJECT_HANDLE from, CK_OBJECT_HANDLE to,
+                       const struct p11p_vkey *rec, const unsigned char *old, size_t old_len,
+                       unsigned char **out, size_t *out_len)
+{
+	struct p11p_swb sb;
+	unsigned char iv[P11P_SWB_IV_LEN], *clear, *nb;
+	size_t map_len = 0;
+	int locked = 0;
+	CK_ULONG clen, nlen;
+	CK_RV rv;
+
+	*out = NULL;
+	if (p11p_swb_parse(old, old_len, &sb) != CKR_OK) {
+		cli_error("key %016llx: its stored value is malformed; nothing changed",
+		          (unsigned long long)rec->vid);
+		return false;
+	}
+	clen = sb.ct_len;
+	clear = p11p_locked_alloc(clen, &map_len, &locked);
+	nb = malloc(old_len);
+	if (clear == NULL || nb == NULL) {
+		if (clear != NULL)
+			p11p_locked_free(clear, map_len, locked);
+		free(nb);
+		cli_error("out of memory");
+		return false;
+	}
+	rv = rewrap_gcm(km, false, from, rec, sb.hdr, sb.ct, sb.ct_len, clear, &clen);
+	if (rv != CKR_OK || clen != sb.ct_len - P11P_SWB_TAG_LEN) {
+		cli_error("key %016llx: its stored value does not decrypt under the current "
+		          "wrapping key (%s): edited, moved, or already rewrapped; nothing changed",
+		          (unsigned long long)rec->vid, cli_rv(rv));
+		rv = CKR_FUNCTION_FAILED;
+	}
+	if (rv == CKR_OK && getrandom(iv, sizeof(iv), 0) != (ssize_t)sizeof(iv))
+		rv = CKR_FUNCTION_FAILED;
+	if (rv == CKR_OK) {
+		p11p_swb_header(nb, sb.flags, iv);
+		nlen = old_len - P11P_SWB_HDR_LEN;
+		rv = rewrap_gcm(km, true, to, rec, nb, clear, clen, nb + P11P_SWB_HDR_LEN, &nlen);
+		if (rv != CKR_OK || nlen != old_len - P11P_SWB_HDR_LEN) {
+			cli_error("key %016llx: encrypting under the new wrapping key: %s; nothing "
+			          "changed",
+			          (unsigned long long)rec->vid, cli_rv(rv));
+			rv = CKR_FUNCTION_FAILED;
+		}
+	}
+	p11p_wipe(clear, sb.ct_len);
+	p11p_locked_free(clear, map_len, locked);
+	if (rv != CKR_OK) {
+		free(nb);
+		return false;
+	}
+	*out = nb;
+	*out_len = old_len;
+	return true;
+}
+
+static int do_rewrap(struct kctx *k, const char *slot_arg, const char *to_label)
+{
+	size_t s = cli_slot_arg(k->cfg, "keys", slot_arg);
+	const struct p11p_slot_cfg *sc;
+	struct keys_member km;
+	struct p11p_index_blob *bl = NULL;
+	unsigned char *buf = NULL;
+	uint64_t *ids = NULL;
+	size_t n_ids = 0, n = 0, mi;
+	CK_OBJECT_HANDLE from, to;
+	int rc = CLI_FAIL;
+	CK_RV rv;
+
+	if (s == (size_t)-1)
+		return CLI_USAGE;
+	sc = &k->cfg->slots[s];
+	if (sc->swkeys.wrapping_key == NULL) {
+		cli_error("slot %s has no software_keys: in %s", sc->label, k->cfg->path);
+		return CLI_FAIL;
+	}
+	if (strcmp(sc->swkeys.wrapping_key, to_label) == 0) {
+		cli_error("slot %s: '%s' is the wrapping key already", sc->label,
+		          cli_esc(to_label));
+		return CLI_FAIL;
+	}
+	if ((k->bes = cli_backends_new(k->cfg)) == NULL) {
+		cli_error("out of memory");
+		return CLI_FAIL;
+	}
+	/* Any member will do: the wrapping keys are on every member. */
+	for (mi = 0; mi < sc->n_members; mi++) {
+		if (keys_member_open(k->bes, &sc->members[mi], mi, false, true, &km))
+			break;
+		cli_error("slot %s %s: %s; trying the next member", sc->label,
+		          keys_member_name(k->cfg, s, mi), km.err);
+	}
+	if (mi == sc->n_members) {
+		cli_error("slot %s: no member could be used; nothing changed", sc->label);
+		return CLI_FAIL;
+	}
+	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), sc->swkeys.wrapping_key,
+	                &from) ||
+	    !rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), to_label, &to))
+		goto out;
+	rv = p11p_index_list(k->idx, sc->label, &ids, &n_ids);
+	if (rv != CKR_OK) {
+		rc = fail_rv("reading the index", rv);
+		goto out;
+	}
+	buf = malloc(P11P_INDEX_BLOB_MAX);
+	bl = calloc(n_ids ? n_ids : 1, sizeof(*bl));
+	if (buf == NULL || bl == NULL) {
+		cli_error("out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n_ids; i++) {
+		struct p11p_vkey rec;
+		bool found = false;
+		size_t len = 0;
+		unsigned char *nb;
+
+		rv = p11p_index_get(k->idx, ids[i], &rec, &found);
+		if (rv == CKR_OK && found)
+			rv = p11p_index_get_blob(k->idx, ids[i], buf, P11P_INDEX_BLOB_MAX, &len,
+			                         &found);
+		if (rv != CKR_OK) {
+			rc = fail_rv("reading the index", rv);
+			goto out;
+		}
+		if (!found)
+			continue; /* an HSM key */
+		if (!rewrap_one(&km, from, to, &rec, buf, len, &nb, &len))
+			goto out;
+		bl[n].vid = ids[i];
+		bl[n].data = nb;
+		bl[n].len = len;
+		n++;
+	}
+	rv = p11p_index_replace_blobs(k->idx, bl, n);
+	if (rv != CKR_OK) {
+		rc = fail_rv("storing the re-encrypted keys (nothing changed)", rv);
+		goto out;
+	}
+	if (k->json) {
+		json_t *doc = json_object();
+
+		cli_jset(doc, "action", cli_jstr("rewrap"));
+		cli_jset(doc, "slot", cli_jstr(sc->label));
+		cli_jset(doc, "wrapping_key", cli_jstr(to_label));
+		cli_jset(doc, "rewrapped", json_integer((json_int_t)n));
+		cli_jset(doc, "records", json_integer((json_int_t)n_ids));
+		cli_json_print(doc);
+	} else {
+		printf(
+		    "slot %s: %zu software key%s re-encrypted under '%s' (of %zu records), in one "
+		    "transaction\n",
+		    sc->label, n, n == 1 ? "" : "s", cli_esc(to_label), n_ids);
+		printf("now set software_keys: wrapping_key: %s for slot %s in %s: until then the "
+		       "module cannot open these keys\n",
+		       cli_esc(to_label), sc->label, k->cfg->path);
+	}
+	rc = CLI_OK;
+out:
+	for (size_t i = 0; bl != NULL && i < n; i++)
+		free((void *)(uintptr_t)bl[i].data);
+	free(bl);
+	free(buf);
+	p11p_free(ids);
+	keys_member_close(&km);
+	return rc;
+}
+
 int cmd_keys(struct cli *cli, int argc, char **argv)
 {
-	enum { O_ALL = CLI_OPT_FIRST, O_SLOT, O_ID };
+	enum { O_ALL = CLI_OPT_FIRST, O_SLOT, O_ID, O_TO };
 	static const struct option opts[] = {
 	    {"all", no_argument, NULL, O_ALL},
 	    {"slot", required_argument, NULL, O_SLOT},
 	    {"id", required_argument, NULL, O_ID},
+	    {"to", required_argument, NULL, O_TO},
 	    {NULL, 0, NULL, 0},
 	};
-	static const char *const actions[] = {"list",   "show",   "deactivate", "activate",
-	                                      "delete", "rotate", "allow",      "deny"};
+	static const char *const actions[] = {"list",   "show",  "deactivate", "activate", "delete",
+	                                      "rotate", "allow", "deny",       "rewrap"};
 	struct kctx k = {.cli = cli};
-	const char *action, *key = NULL, *slot_arg = NULL;
+	const char *action, *key = NULL, *slot_arg = NULL, *to = NULL;
 	char **rest;
 	int n_rest, rc = CLI_FAIL, o;
 	bool known = false;
@@ -1098,6 +1332,8 @@ int cmd_keys(struct cli *cli, int argc, char **argv)
 			slot_arg = optarg;
 		else if (o == O_ID)
 			k.new_id = optarg;
+		else if (o == O_TO)
+			to = optarg;
 		else
 			return CLI_USAGE;
 	}
@@ -1114,9 +1350,15 @@ int cmd_keys(struct cli *cli, int argc, char **argv)
 	if (!known)
 		return cli_usage("keys",
 		                 "unknown action '%s' (list, show, deactivate, activate, delete, "
-		                 "rotate, allow, deny, help)",
+		                 "rotate, allow, deny, rewrap, help)",
 		                 action);
 	k.action = action;
+	if ((to != NULL) != (strcmp(action, "rewrap") == 0))
+		return cli_usage("keys",
+		                 "rewrap SLOT --to LABEL: --to goes with rewrap, and rewrap "
+		                 "needs it");
+	if (to != NULL && (n_rest != 1 || slot_arg != NULL))
+		return cli_usage("keys", "rewrap takes one SLOT (and --to LABEL)");
 	if (k.new_id != NULL && strcmp(action, "rotate") != 0)
 		return cli_usage("keys", "--id goes with rotate");
 	if (k.new_id != NULL) {
@@ -1157,7 +1399,9 @@ int cmd_keys(struct cli *cli, int argc, char **argv)
 	}
 	if (keys_index_open(k.cfg, false, &k.idx) != 0)
 		goto out;
-	if (strcmp(action, "list") == 0)
+	if (strcmp(action, "rewrap") == 0)
+		rc = do_rewrap(&k, key, to);
+	else if (strcmp(action, "list") == 0)
 		rc = do_list(&k);
 	else if (strcmp(action, "show") == 0)
 		rc = do_show(&k, key);

@@ -67,8 +67,10 @@ static const struct cli_cmd commands[] = {
      cmd_sync},
     {"keys",
      "list [--slot S] [--all] [--json] | show KEY [--json] | deactivate|activate|delete KEY | "
-     "rotate KEY [--id HEX] | allow|deny KEY OPERATION... [--slot S] | help",
-     "virtual keys: list, show, deactivate, activate, delete, rotate, change permissions",
+     "rotate KEY [--id HEX] | allow|deny KEY OPERATION... [--slot S] | rewrap SLOT --to LABEL | "
+     "help",
+     "virtual keys: list, show, deactivate, activate, delete, rotate, change permissions, "
+     "rewrap software keys",
      "  keys list [--slot SLOT] [--all]    the virtual keys (--all: deleted ones too)\n"
      "  keys show KEY                      one key (times in ISO 8601, UTC)\n"
      "  keys deactivate|activate KEY       refuse / allow its use (virtual only)\n"
@@ -76,6 +78,7 @@ static const struct cli_cmd commands[] = {
      "  keys rotate KEY [--id HEX]         a new HSM key; its CKA_ID is 16 random bytes\n"
      "                                     (or the old id's length when longer), or HEX\n"
      "  keys allow|deny KEY OPERATION...   encrypt decrypt sign verify wrap unwrap derive all\n"
+     "  keys rewrap SLOT --to LABEL        software keys re-encrypted under a new wrapping key\n"
      "  KEY: a virtual id (16 hex digits), a pkcs11: URI, a label or a CKA_ID in hex;\n"
      "  --slot SLOT narrows the search.\n" SLOT_HELP,
      cmd_keys},

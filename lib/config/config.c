@@ -868,6 +868,41 @@ static bool parse_member(struct pctx *c, const yaml_node_t *n, struct p11p_membe
 	return member_name(c, v[MB_NAME], mb, index);
 }
 
+enum { SK_WRAPPING_KEY, SK_NEW_KEYS, SK_CACHE_TTL, SK_CACHE_IDLE, SK_N };
+static const char *const swkeys_keys[SK_N] = {"wrapping_key", "new_keys", "cache_ttl",
+                                              "cache_idle"};
+
+static bool parse_swkeys(struct pctx *c, const yaml_node_t *n, struct p11p_swkeys_cfg *sk)
+{
+	yaml_node_t *v[SK_N], *k[SK_N];
+	const char *label;
+
+	sk->cache_ttl_ms = P11P_SWKEYS_DEFAULT_TTL_MS;
+	sk->cache_idle_ms = P11P_SWKEYS_DEFAULT_IDLE_MS;
+	if (n->type != YAML_MAPPING_NODE)
+		return p11p_ydoc_report(&c->y, &n->start_mark, "'software_keys' must be a mapping");
+	if (!p11p_ydoc_walk_map(&c->y, n, "in software_keys", swkeys_keys, SK_N, v, k))
+		return false;
+	if (v[SK_WRAPPING_KEY] == NULL)
+		return p11p_ydoc_report(&c->y, &n->start_mark,
+		                        "missing key 'wrapping_key' in software_keys (the label of "
+		                        "the HSM's AES key that encrypts the software keys)");
+	if (!get_string(c, v[SK_WRAPPING_KEY], "wrapping_key", &label) ||
+	    !check_text(c, &v[SK_WRAPPING_KEY]->start_mark, "wrapping_key", label,
+	                P11P_CONF_MAX_STRING))
+		return false;
+	if (v[SK_NEW_KEYS] != NULL && !parse_bool(c, v[SK_NEW_KEYS], "new_keys", &sk->new_keys))
+		return false;
+	if (v[SK_CACHE_TTL] != NULL && !parse_duration(c, v[SK_CACHE_TTL], "cache_ttl", 1,
+	                                               P11P_SWKEYS_MAX_MS, &sk->cache_ttl_ms))
+		return false;
+	if (v[SK_CACHE_IDLE] != NULL && !parse_duration(c, v[SK_CACHE_IDLE], "cache_idle", 1,
+	                                                P11P_SWKEYS_MAX_MS, &sk->cache_idle_ms))
+		return false;
+	sk->wrapping_key = dup_or_oom(c, label);
+	return sk->wrapping_key != NULL;
+}
+
 enum {
 	SL_LABEL,
 	SL_USER_PIN_HASH,
@@ -877,10 +912,12 @@ enum {
 	SL_POLICY,
 	SL_ENTROPY,
 	SL_FRAGMENTS,
+	SL_SWKEYS,
 	SL_N
 };
-static const char *const slot_keys[SL_N] = {"label", "user_pin_hash", "pin_max_tries", "members",
-                                            "ha",    "policy",        "entropy",       "fragments"};
+static const char *const slot_keys[SL_N] = {
+    "label",  "user_pin_hash", "pin_max_tries", "members",      "ha",
+    "policy", "entropy",       "fragments",     "software_keys"};
 
 static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 {
@@ -923,6 +960,8 @@ static bool parse_slot(struct pctx *c, const yaml_node_t *n, size_t idx)
 	if (v[SL_ENTROPY] != NULL && !parse_entropy(c, v[SL_ENTROPY], &sl->entropy))
 		return false;
 	if (v[SL_FRAGMENTS] != NULL && !parse_path(c, v[SL_FRAGMENTS], "fragments", &sl->fragments))
+		return false;
+	if (v[SL_SWKEYS] != NULL && !parse_swkeys(c, v[SL_SWKEYS], &sl->swkeys))
 		return false;
 	if (v[SL_USER_PIN_HASH] != NULL) {
 		if (!get_string(c, v[SL_USER_PIN_HASH], "user_pin_hash", &hash))
@@ -1395,6 +1434,7 @@ void p11p_config_free(struct p11p_config *cfg)
 			p11p_free(sl->user_pin_hash);
 			p11p_free(sl->ha.replication_key);
 			p11p_free(sl->fragments);
+			p11p_free(sl->swkeys.wrapping_key);
 		}
 		p11p_free(cfg->slots);
 	}

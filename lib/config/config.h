@@ -137,8 +137,25 @@ struct p11p_entropy_cfg {
 #define P11P_ENTROPY_MAX_RESEED_BYTES   (1ULL << 40)
 #define P11P_ENTROPY_MAX_RESEED_SECONDS (366UL * 24 * 3600)
 
+/*
+ * A slot's `software_keys:` (issue 12): keys whose value the index holds
+ * encrypted by the HSM (AES-GCM under wrapping_key, a secret key present on
+ * every member) and the proxy uses in software. Absent: wrapping_key NULL.
+ */
+struct p11p_swkeys_cfg {
+	char *wrapping_key;          /* CKA_LABEL of the HSM wrapping key, or NULL: off */
+	bool new_keys;               /* every new token key of the slot is a software key */
+	unsigned long cache_ttl_ms;  /* a clear key is dropped this long after its unwrap */
+	unsigned long cache_idle_ms; /* ... or this long after its last use */
+};
+
+#define P11P_SWKEYS_DEFAULT_TTL_MS  (3600UL * 1000)
+#define P11P_SWKEYS_DEFAULT_IDLE_MS (300UL * 1000)
+#define P11P_SWKEYS_MAX_MS          (7UL * 24 * 3600 * 1000)
+
 struct p11p_slot_cfg {
 	struct p11p_ha_cfg ha;
+	struct p11p_swkeys_cfg swkeys;
 	struct p11p_policy_cfg policy;
 	struct p11p_entropy_cfg entropy;
 	char *fragments;     /* customer_fragments.json of the slot (absolute path), or NULL */

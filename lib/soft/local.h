@@ -33,6 +33,24 @@ struct p11p_local_slot {
  * the policy refuses.
  */
 CK_RV p11p_local_random(struct p11p_call *c, unsigned char *buf, size_t len);
+/* Helpers of local.c shared with swstore.c. */
+CK_RV p11p_local_hsm_find_key(const struct p11p_bctx *bc, CK_SESSION_HANDLE bs, const char *label,
+                              CK_OBJECT_HANDLE *out);
+CK_RV p11p_local_borrow_session(struct p11p_call *c, CK_SESSION_HANDLE *bs, bool *temp);
+void p11p_local_end_session(struct p11p_call *c, CK_SESSION_HANDLE bs, bool temp);
+
+/*
+ * swstore.c: a software key's value sealed into a blob for rec (flags:
+ * P11P_SWB_F_*; *blob p11p_malloc'ed), and opened again, by the HSM
+ * through c's member (failing over). A missing wrapping key, or a blob that
+ * fails authentication, is reported and answers CKR_FUNCTION_FAILED.
+ */
+struct p11p_vkey;
+CK_RV p11p_sw_seal(struct p11p_call *c, const struct p11p_vkey *rec, uint32_t flags,
+                   const unsigned char *value, size_t len, unsigned char **blob, size_t *blob_len);
+CK_RV p11p_sw_open(struct p11p_call *c, const struct p11p_vkey *rec, const unsigned char *blob,
+                   size_t blob_len, struct p11p_secret **value);
+
 /* The slot's generator (random.c). */
 CK_RV p11p_local_rng_new(struct p11p_vslot *vs, struct p11p_rng **out);
 void p11p_local_rng_free(struct p11p_rng *rng);

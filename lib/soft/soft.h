@@ -63,6 +63,29 @@ CK_RV p11p_local_derive(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HA
                         CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
 CK_RV p11p_local_generate_key(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
                               CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+/*
+ * Software keys (issue 12): does this C_GenerateKey (mech) or C_CreateObject
+ * (mech NULL) make a software key (CKA_P11PROXY_SOFTWARE true, or the slot's
+ * software_keys new_keys for a token secret key the engine serves)? Then
+ * local_create makes it: the value generated from the slot's entropy source
+ * or taken from CKA_VALUE, sealed by the HSM and stored in the index.
+ */
+bool p11p_local_software(struct p11p_call *c, CK_MECHANISM_PTR mech, const CK_ATTRIBUTE *templ,
+                         CK_ULONG count);
+CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+/*
+ * C_UnwrapKey of a software secret key: the HSM unwraps it (with an HSM
+ * unwrapping key) into an extractable session object that is read and
+ * destroyed at once; the value becomes a software key.
+ */
+CK_RV p11p_local_unwrap(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
+                        CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
+                        CK_ULONG count, CK_OBJECT_HANDLE_PTR out);
+/* C_GenerateKeyPair of a software key pair (EC P-256/P-384, Ed25519, RSA): both halves. */
+CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
+                             CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
+                             CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out);
 /* C_GenerateRandom / C_SeedRandom (random.c): the slot's entropy policy, or the member's. */
 CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len);
 CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len);

@@ -705,6 +705,8 @@ CK_RV p11p_create_object(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG c
 		return rv;
 	if (out == NULL || (templ == NULL && count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_hook_local_software(&c, NULL, templ, count)) /* a software key (soft/) */
+		return p11p_call_end(&c, p11p_hook_local_create(&c, NULL, templ, count, out));
 	return p11p_call_end(&c, p11p_object_create_in(&c, templ, count, out));
 }
 
@@ -835,6 +837,8 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_hook_local_mechanism(mech->mechanism))
 		return p11p_call_end(&c, p11p_hook_local_generate_key(&c, mech, templ, count, out));
+	if (p11p_hook_local_software(&c, mech, templ, count)) /* a software key (soft/) */
+		return p11p_call_end(&c, p11p_hook_local_create(&c, mech, templ, count, out));
 	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do
 		rv = p11p_be_C_GenerateKey(&c.bc, c.bs, mech, templ, count, &bh);
@@ -866,6 +870,10 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 	if (mech == NULL || pub_out == NULL || priv_out == NULL || (pub == NULL && pub_count > 0) ||
 	    (priv == NULL && priv_count > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	if (p11p_hook_local_software(&c, mech, priv, priv_count)) /* a software key pair (soft/) */
+		return p11p_call_end(&c,
+		                     p11p_hook_local_create_pair(&c, mech, pub, pub_count, priv,
+		                                                 priv_count, pub_out, priv_out));
 	p11p_hook_creation_begin(&c, &cr, 2, classes, templs, counts);
 	do
 		/* The templates as the HA room may have rewritten them (replication). */
@@ -950,6 +958,9 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 		rv = CKR_UNWRAPPING_KEY_HANDLE_INVALID;
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
+	if (p11p_hook_local_software(&c, NULL, templ, count)) /* a software key (soft/) */
+		return p11p_call_end(&c, p11p_hook_local_unwrap(&c, mech, unwrapping, wrapped,
+		                                                wrapped_len, templ, count, out));
 	p11p_hook_creation_begin(&c, &cr, 1, &secret, &templ, &count);
 	do {
 		/* Mapped on each try: after a failover the unwrapping key is the new member's. */

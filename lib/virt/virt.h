@@ -825,7 +825,25 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(R, CK_RV, local_generate_key,                                                            \
 	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ, CK_ULONG count,    \
 	   CK_OBJECT_HANDLE_PTR out),                                                              \
-	  (c, mech, templ, count, out))
+	  (c, mech, templ, count, out))                                                            \
+	X(R, bool, local_software,                                                                 \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, const CK_ATTRIBUTE *templ,                 \
+	   CK_ULONG count),                                                                        \
+	  (c, mech, templ, count))                                                                 \
+	X(R, CK_RV, local_create,                                                                  \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ, CK_ULONG count,    \
+	   CK_OBJECT_HANDLE_PTR out),                                                              \
+	  (c, mech, templ, count, out))                                                            \
+	X(R, CK_RV, local_create_pair,                                                             \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub, CK_ULONG pub_count,  \
+	   CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count, CK_OBJECT_HANDLE_PTR pub_out,               \
+	   CK_OBJECT_HANDLE_PTR priv_out),                                                         \
+	  (c, mech, pub, pub_count, priv, priv_count, pub_out, priv_out))                          \
+	X(R, CK_RV, local_unwrap,                                                                  \
+	  (struct p11p_call * c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,               \
+	   CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ, CK_ULONG count,      \
+	   CK_OBJECT_HANDLE_PTR out),                                                              \
+	  (c, mech, unwrapping, wrapped, wrapped_len, templ, count, out))
 
 #define P11P_HOOK_FIELD(kind, ret, name, params, args) ret(*name) params;
 struct p11p_hooks {

@@ -680,6 +680,14 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 
 /* ---- the hooks ---- */
 
+struct p11p_index *p11p_vkeys_index(struct p11p_state *st)
+{
+	if (st->vkeys == NULL)
+		return NULL;
+	vk_refresh(st->vkeys);
+	return st->vkeys->idx;
+}
+
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 {
 	static struct p11p_ratelimit refused; /* an application may retry in a loop */

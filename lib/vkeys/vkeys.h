@@ -62,6 +62,11 @@ void p11p_vkey_object_free(struct p11p_object *obj);
  */
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm);
 /*
+ * The index virtual keys use (refreshed when due), or NULL when virtual keys
+ * are off: for the software keys of lib/soft, whose records and blobs it holds.
+ */
+struct p11p_index *p11p_vkeys_index(struct p11p_state *st);
+/*
  * After the member answered C_GetAttributeValue (*rv): reports the virtual
  * key's own permissions in the template in place of the HSM key's
  * (CKR_OBJECT_HANDLE_INVALID for a deleted or hidden key).

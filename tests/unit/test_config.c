@@ -707,6 +707,62 @@ START_TEST(test_entropy_fragments_bad)
 }
 END_TEST
 
+/* ---- software_keys: (issue 12) ------------------------------------------------------- */
+
+START_TEST(test_software_keys)
+{
+	char err[512];
+	struct p11p_config *cfg = parse_slot_extra("", err, sizeof(err));
+
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_ptr_null(cfg->slots[0].swkeys.wrapping_key);
+	p11p_config_free(cfg);
+	cfg = parse_slot_extra("    software_keys: {wrapping_key: kms-wrap}\n", err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert_str_eq(cfg->slots[0].swkeys.wrapping_key, "kms-wrap");
+	ck_assert(!cfg->slots[0].swkeys.new_keys);
+	ck_assert_uint_eq(cfg->slots[0].swkeys.cache_ttl_ms, 3600000);
+	ck_assert_uint_eq(cfg->slots[0].swkeys.cache_idle_ms, 300000);
+	p11p_config_free(cfg);
+	cfg = parse_slot_extra("    software_keys: {wrapping_key: w, new_keys: true, cache_ttl: 90s,"
+	                       " cache_idle: 250ms}\n",
+	                       err, sizeof(err));
+	ck_assert_msg(cfg != NULL, "%s", err);
+	ck_assert(cfg->slots[0].swkeys.new_keys);
+	ck_assert_uint_eq(cfg->slots[0].swkeys.cache_ttl_ms, 90000);
+	ck_assert_uint_eq(cfg->slots[0].swkeys.cache_idle_ms, 250);
+	p11p_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_software_keys_bad)
+{
+	static const struct {
+		const char *extra, *msg;
+	} bad[] = {
+	    {"    software_keys: {new_keys: true}\n", "missing key 'wrapping_key' in software_keys"},
+	    {"    software_keys: kms-wrap\n", "'software_keys' must be a mapping"},
+	    {"    software_keys: {wrapping_key: ''}\n", "wrapping_key is empty"},
+	    {"    software_keys: {wrapping_key: w, new_keys: maybe}\n", "new_keys"},
+	    {"    software_keys: {wrapping_key: w, cache_ttl: 5m}\n",
+	     "'cache_ttl' must be a duration such as 500ms or 5s, not '5m'"},
+	    {"    software_keys: {wrapping_key: w, cache_idle: 0ms}\n",
+	     "'cache_idle' must be between 1ms and 604800000ms"},
+	    {"    software_keys: {wrapping_key: w, cache_ttl: 999999s}\n", "cache_ttl"},
+	    {"    software_keys: {wraping_key: w}\n", "wraping_key"},
+	};
+	char err[512];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct p11p_config *cfg = parse_slot_extra(bad[i].extra, err, sizeof(err));
+
+		ck_assert_msg(cfg == NULL, "accepted: %s", bad[i].extra);
+		ck_assert_msg(strncmp(err, "mem:5:", 6) == 0, "%s: %s", bad[i].extra, err);
+		ck_assert_msg(strstr(err, bad[i].msg) != NULL, "%s: %s", bad[i].extra, err);
+	}
+}
+END_TEST
+
 START_TEST(test_env_use_rand)
 {
 	char err[512];
@@ -1090,6 +1146,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_log_setting);
 	tcase_add_test(tc, test_entropy_fragments);
 	tcase_add_test(tc, test_entropy_fragments_bad);
+	tcase_add_test(tc, test_software_keys);
+	tcase_add_test(tc, test_software_keys_bad);
 	tcase_add_test(tc, test_env_use_rand);
 	tcase_add_test(tc, test_env_quick_start);
 	tcase_add_test(tc, test_env_errors);

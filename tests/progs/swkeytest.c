@@ -1,0 +1,815 @@
+/*
+ * Software keys (issue 12) through libproxy.so over the shim.
+ *   swkeytest MODULE CONTROL LOG CASE [ARGS]
+ * The config (tests/suites/78-swkeys.sh): slots "soft" (tokens sw1 + sw2,
+ * software_keys under wrap-a), "soft-new" (sw1, new_keys: true),
+ * "soft-idle" (sw1, cache_idle 300ms), "soft-nokey" (sw1, a wrapping key
+ * that does not exist), "plain" (sw1, no software_keys), "v-sw1", "v-sw2"
+ * (one token each). Key values are derived at run time (SHA-256 of a name),
+ * never constants of the program, and wiped after use, so that the core-dump
+ * check (case hold) finds only what the proxy kept. Prints "ok ..." /
+ * "FAIL ..."; exit 1 on failure.
+ */
+#include "../tests/progs/testmod.h"
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <p11proxy.h>
+
+#include "shimctl.h"
+
+#define EXPECT_RV(rv, want, what)                                                                  \
+	expect((rv) == (want), "%s: %s (want %s)", what, testmod_ckr(rv), testmod_ckr(want))
+
+static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+
+/* A key value: SHA-256 of its name (the suite computes the same with openssl dgst). */
+static void key_value(const char *name, unsigned char out[32])
+{
+	unsigned int n = 32;
+
+	EVP_Digest(name, strlen(name), out, &n, EVP_sha256(), NULL);
+}
+
+static int ref_hmac(const unsigned char *key, size_t key_len, const unsigned char *in, size_t len,
+                    unsigned char out[32])
+{
+	size_t olen = 32;
+
+	return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, key_len, in, len, out, 32,
+	                 &olen) != NULL &&
+	       olen == 32;
+}
+
+static int ref_gcm(const unsigned char *key, const unsigned char *iv, const unsigned char *in,
+                   size_t len, unsigned char *out)
+{
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	int l = 0, ok;
+
+	ok = cc != NULL && EVP_EncryptInit_ex(cc, EVP_aes_256_gcm(), NULL, NULL, NULL) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(cc, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1 &&
+	     EVP_EncryptInit_ex(cc, NULL, NULL, key, iv) == 1 &&
+	     EVP_EncryptUpdate(cc, NULL, &l, (const unsigned char *)"aad", 3) == 1 &&
+	     EVP_EncryptUpdate(cc, out, &l, in, (int)len) == 1 &&
+	     EVP_EncryptFinal_ex(cc, out + l, &l) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(cc, EVP_CTRL_GCM_GET_TAG, 16, out + len) == 1;
+	EVP_CIPHER_CTX_free(cc);
+	return ok;
+}
+
+/* A token AES key with a known value on the HSM (the wrapping keys). */
+static void import_hsm(CK_SESSION_HANDLE s, const char *label, const char *name, CK_KEY_TYPE kt)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_BBOOL aes = kt == CKK_AES, mac = kt != CKK_AES, kek = strcmp(label, "kek") == 0;
+	unsigned char v[32];
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_ENCRYPT, &aes, 1},
+	    {CKA_DECRYPT, &aes, 1},
+	    {CKA_SIGN, &mac, 1},
+	    {CKA_DERIVE, &mac, 1},
+	    {CKA_UNWRAP, &kek, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_VALUE, v, 32},
+	};
+	CK_OBJECT_HANDLE h = 0;
+	CK_RV rv;
+
+	key_value(name, v);
+	rv = f->C_CreateObject(s, t, 11, &h);
+	OPENSSL_cleanse(v, sizeof(v));
+	EXPECT_RV(rv, CKR_OK, "import an HSM key");
+}
+
+/* A software key from a known value (C_CreateObject, CKA_P11PROXY_SOFTWARE). */
+static CK_RV create_sw(CK_SESSION_HANDLE s, const char *label, unsigned char id, CK_KEY_TYPE kt,
+                       const char *name, CK_BBOOL token, CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	unsigned char v[32];
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &token, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_ID, &id, 1},
+	    {CKA_ENCRYPT, kt == CKK_AES ? &yes : &no, 1},
+	    {CKA_DECRYPT, kt == CKK_AES ? &yes : &no, 1},
+	    {CKA_SIGN, kt == CKK_AES ? &no : &yes, 1},
+	    {CKA_VERIFY, kt == CKK_AES ? &no : &yes, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_VALUE, v, 32},
+	};
+	CK_RV rv;
+
+	key_value(name, v);
+	*out = 0;
+	rv = f->C_CreateObject(s, t, 12, out);
+	OPENSSL_cleanse(v, sizeof(v));
+	return rv;
+}
+
+static CK_ULONG find_all(CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out,
+                         CK_ULONG max)
+{
+	CK_ULONG got = 0;
+
+	if (f->C_FindObjectsInit(s, t, n) != CKR_OK)
+		return 0;
+	f->C_FindObjects(s, out, max, &got);
+	f->C_FindObjectsFinal(s);
+	return got;
+}
+
+static CK_OBJECT_HANDLE find_label(CK_SESSION_HANDLE s, const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[4] = {0};
+
+	return find_all(s, t, 1, h, 4) == 1 ? h[0] : 0;
+}
+
+static CK_ULONG get_ulong(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE t)
+{
+	CK_ULONG v = 0xdead;
+	CK_ATTRIBUTE a = {t, &v, sizeof(v)};
+
+	f->C_GetAttributeValue(s, h, &a, 1);
+	return v;
+}
+
+static int get_bool(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE t)
+{
+	CK_BBOOL v = 0xff;
+	CK_ATTRIBUTE a = {t, &v, 1};
+
+	if (f->C_GetAttributeValue(s, h, &a, 1) != CKR_OK)
+		return -1;
+	return v;
+}
+
+static CK_RV gcm(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, int enc, const unsigned char *iv,
+                 const unsigned char *in, CK_ULONG len, unsigned char *out, CK_ULONG *out_len)
+{
+	CK_GCM_PARAMS gp = {(CK_BYTE_PTR)iv, 12, 96, (CK_BYTE_PTR) "aad", 3, 128};
+	CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof(gp)};
+	CK_RV rv = enc ? f->C_EncryptInit(s, &m, k) : f->C_DecryptInit(s, &m, k);
+
+	if (rv != CKR_OK)
+		return rv;
+	return enc ? f->C_Encrypt(s, (CK_BYTE_PTR)in, len, out, out_len)
+	           : f->C_Decrypt(s, (CK_BYTE_PTR)in, len, out, out_len);
+}
+
+static CK_RV hmac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const unsigned char *in, CK_ULONG len,
+                  unsigned char out[32])
+{
+	CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+	CK_ULONG n = 32;
+	CK_RV rv = f->C_SignInit(s, &m, k);
+
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR)in, len, out, &n);
+	return rv;
+}
+
+/* GCM with key k equals OpenSSL with the value of `name`; decrypts back; a bad tag refused. */
+static void check_gcm(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const char *name, const char *what)
+{
+	unsigned char v[32], data[1024], ct[1100], ref[1100], pt[1100], iv[12] = "swkey-iv-123";
+	CK_ULONG n = sizeof(ct);
+	CK_RV rv;
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i * 13);
+	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
+	key_value(name, v);
+	ref_gcm(v, iv, data, sizeof(data), ref);
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(rv == CKR_OK && n == sizeof(data) + 16 && memcmp(ct, ref, n) == 0,
+	       "%s: AES-256-GCM equals OpenSSL on the same key (%s)", what, testmod_ckr(rv));
+	n = sizeof(pt);
+	rv = gcm(s, k, 0, iv, ct, sizeof(data) + 16, pt, &n);
+	expect(rv == CKR_OK && n == sizeof(data) && memcmp(pt, data, n) == 0,
+	       "%s: decrypts back (%s)", what, testmod_ckr(rv));
+	ct[3] ^= 1;
+	n = sizeof(pt);
+	rv = gcm(s, k, 0, iv, ct, sizeof(data) + 16, pt, &n);
+	EXPECT_RV(rv, CKR_ENCRYPTED_DATA_INVALID, "a changed ciphertext is refused");
+}
+
+static void check_hmac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, const char *name, const char *what)
+{
+	unsigned char v[32], mac[32], ref[32];
+	CK_RV rv = hmac(s, k, (const unsigned char *)"message", 7, mac);
+
+	key_value(name, v);
+	ref_hmac(v, 32, (const unsigned char *)"message", 7, ref);
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(rv == CKR_OK && memcmp(mac, ref, 32) == 0, "%s: HMAC-SHA256 equals OpenSSL (%s)",
+	       what, testmod_ckr(rv));
+}
+
+/* ---- every mechanism against OpenSSL ---- */
+
+static int ref_cipher(const EVP_CIPHER *ciph, int pad, const unsigned char *key,
+                      const unsigned char *iv, const unsigned char *in, int len, unsigned char *out)
+{
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	int l = 0, l2 = 0, ok;
+
+	ok = cc != NULL && EVP_EncryptInit_ex(cc, ciph, NULL, key, iv) == 1 &&
+	     EVP_CIPHER_CTX_set_padding(cc, pad) == 1 &&
+	     EVP_EncryptUpdate(cc, out, &l, in, len) == 1 &&
+	     EVP_EncryptFinal_ex(cc, out + l, &l2) == 1;
+	EVP_CIPHER_CTX_free(cc);
+	return ok ? l + l2 : -1;
+}
+
+/* Single-part encrypt and decrypt with mechanism m through the proxy. */
+static CK_RV crypt1(CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE k, int enc,
+                    const unsigned char *in, CK_ULONG len, unsigned char *out, CK_ULONG *out_len)
+{
+	CK_RV rv = enc ? f->C_EncryptInit(s, m, k) : f->C_DecryptInit(s, m, k);
+
+	if (rv != CKR_OK)
+		return rv;
+	return enc ? f->C_Encrypt(s, (CK_BYTE_PTR)in, len, out, out_len)
+	           : f->C_Decrypt(s, (CK_BYTE_PTR)in, len, out, out_len);
+}
+
+static void check_cipher(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, CK_MECHANISM *m,
+                         const EVP_CIPHER *ciph, int pad, const unsigned char *iv, CK_ULONG len,
+                         const char *what)
+{
+	unsigned char v[32], data[256], ct[300], ref[300], pt[300];
+	CK_ULONG n = sizeof(ct), n2 = sizeof(pt);
+	CK_RV rv, rv2;
+	int rl;
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (unsigned char)(i * 5 + 1);
+	rv = crypt1(s, m, k, 1, data, len, ct, &n);
+	key_value("software aes", v);
+	rl = ref_cipher(ciph, pad, v, iv, data, (int)len, ref);
+	OPENSSL_cleanse(v, sizeof(v));
+	rv2 = rv == CKR_OK ? crypt1(s, m, k, 0, ct, n, pt, &n2) : rv;
+	expect(rv == CKR_OK && rl >= 0 && n == (CK_ULONG)rl && memcmp(ct, ref, n) == 0 &&
+	           rv2 == CKR_OK && n2 == len && memcmp(pt, data, len) == 0,
+	       "%s: equals OpenSSL, decrypts back (%s, %s)", what, testmod_ckr(rv),
+	       testmod_ckr(rv2));
+}
+
+static void check_mac(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k, CK_MECHANISM_TYPE mt, const char *md,
+                      size_t mac_len, CK_ULONG general)
+{
+	unsigned char v[32], mac[64], ref[64];
+	CK_MECHANISM m = {mt, general ? &general : NULL, general ? sizeof(general) : 0};
+	CK_ULONG n = sizeof(mac);
+	size_t rl = 0;
+	CK_RV rv = f->C_SignInit(s, &m, k);
+
+	if (rv == CKR_OK) {
+		/* Multi-part, in two pieces. */
+		rv = f->C_SignUpdate(s, (CK_BYTE_PTR) "mess", 4);
+		if (rv == CKR_OK)
+			rv = f->C_SignUpdate(s, (CK_BYTE_PTR) "age", 3);
+		if (rv == CKR_OK)
+			rv = f->C_SignFinal(s, mac, &n);
+	}
+	key_value("software hmac", v);
+	EVP_Q_mac(NULL, "HMAC", NULL, md, NULL, v, 32, (const unsigned char *)"message", 7, ref,
+	          sizeof(ref), &rl);
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(rv == CKR_OK && n == mac_len && memcmp(mac, ref, mac_len) == 0,
+	       "HMAC-%s%s (multi-part) equals OpenSSL (%s)", md, general ? " general" : "",
+	       testmod_ckr(rv));
+}
+
+static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                                         0xce, 0x3d, 0x03, 0x01, 0x07};
+static const unsigned char oid_p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+static const unsigned char oid_ed25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+
+/* A software key pair, token keys of the slot (CKA_P11PROXY_SOFTWARE in the private template). */
+static CK_RV gen_pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mt, const unsigned char *params,
+                      size_t params_len, CK_ULONG bits, const char *label, CK_OBJECT_HANDLE *pub,
+                      CK_OBJECT_HANDLE *priv)
+{
+	CK_MECHANISM m = {mt, NULL, 0};
+	CK_ATTRIBUTE tpub[] = {
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_VERIFY, &yes, 1},
+	    {params != NULL ? CKA_EC_PARAMS : CKA_MODULUS_BITS,
+	     params != NULL ? (void *)params : (void *)&bits,
+	     params != NULL ? params_len : sizeof(bits)},
+	    {CKA_ENCRYPT, &yes, 1},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {CKA_SIGN, &yes, 1},
+	    {CKA_SENSITIVE, &yes, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_DECRYPT, &yes, 1},
+	};
+
+	return f->C_GenerateKeyPair(s, &m, tpub, params != NULL ? 4 : 5, tpriv,
+	                            params != NULL ? 5 : 6, pub, priv);
+}
+
+/* The public key of a software pair, as OpenSSL reads it (CKA_PUBLIC_KEY_INFO). */
+static EVP_PKEY *spki_of(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub)
+{
+	unsigned char der[2048];
+	const unsigned char *p = der;
+	CK_ATTRIBUTE a = {CKA_PUBLIC_KEY_INFO, der, sizeof(der)};
+
+	if (f->C_GetAttributeValue(s, pub, &a, 1) != CKR_OK)
+		return NULL;
+	return d2i_PUBKEY(NULL, &p, (long)a.ulValueLen);
+}
+
+/* r || s as DER (ECDSA-Sig-Value), for OpenSSL. */
+static size_t ecdsa_der(const unsigned char *sig, size_t len, unsigned char *out)
+{
+	ECDSA_SIG *es = ECDSA_SIG_new();
+	unsigned char *p = out;
+	int n;
+
+	if (es == NULL || !ECDSA_SIG_set0(es, BN_bin2bn(sig, (int)len / 2, NULL),
+	                                  BN_bin2bn(sig + len / 2, (int)len / 2, NULL))) {
+		ECDSA_SIG_free(es);
+		return 0;
+	}
+	n = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static int ossl_verify(EVP_PKEY *pk, const EVP_MD *md, int pss, const unsigned char *sig,
+                       size_t sig_len)
+{
+	EVP_MD_CTX *mc = EVP_MD_CTX_new();
+	EVP_PKEY_CTX *pc = NULL;
+	int ok;
+
+	ok = mc != NULL && EVP_DigestVerifyInit(mc, &pc, md, NULL, pk) == 1 &&
+	     (!pss || (EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING) == 1 &&
+	               EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) == 1)) &&
+	     EVP_DigestVerify(mc, sig, sig_len, (const unsigned char *)"message", 7) == 1;
+	EVP_MD_CTX_free(mc);
+	return ok;
+}
+
+/* Signs "message" with mechanism m; OpenSSL verifies with the exported public key. */
+static void check_sig(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                      CK_MECHANISM *m, const EVP_MD *md, int kind, const char *what)
+{
+	unsigned char sig[600], der[200];
+	CK_ULONG n = sizeof(sig);
+	EVP_PKEY *pk = spki_of(s, pub);
+	CK_RV rv = f->C_SignInit(s, m, priv), rv2 = CKR_GENERAL_ERROR;
+	int ok = 0;
+
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);
+	if (rv == CKR_OK && pk != NULL) {
+		if (kind == 1) { /* ECDSA: r || s */
+			size_t dl = ecdsa_der(sig, n, der);
+
+			ok = dl > 0 && ossl_verify(pk, md, 0, der, dl);
+		} else {
+			ok = ossl_verify(pk, md, kind == 2, sig, n);
+		}
+		rv2 = f->C_VerifyInit(s, m, pub);
+		if (rv2 == CKR_OK)
+			rv2 = f->C_Verify(s, (CK_BYTE_PTR) "message", 7, sig, n);
+	}
+	expect(rv == CKR_OK && pk != NULL && ok && rv2 == CKR_OK,
+	       "%s: OpenSSL verifies the proxy's signature with the exported public key; the "
+	       "public key object verifies it too (%s, %s)",
+	       what, testmod_ckr(rv), testmod_ckr(rv2));
+	EVP_PKEY_free(pk);
+}
+
+static void case_mechs(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE ka = find_label(s, "sk-aes"), kh = find_label(s, "sk-hmac"), pub, priv;
+	unsigned char iv[16] = "0123456789abcdef";
+	CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16}, cbcpad = {CKM_AES_CBC_PAD, iv, 16};
+	CK_AES_CTR_PARAMS ctr = {128, {0}};
+	CK_MECHANISM mctr = {CKM_AES_CTR, &ctr, sizeof(ctr)};
+	CK_MECHANISM ecdsa256 = {CKM_ECDSA_SHA256, NULL, 0}, ecdsa384 = {CKM_ECDSA_SHA384, NULL, 0},
+	             eddsa = {CKM_EDDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+	CK_MECHANISM mpss = {CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)};
+	CK_RV rv;
+
+	memcpy(ctr.cb, iv, 16);
+	expect(ka != 0 && kh != 0, "the software keys are found");
+	check_cipher(s, ka, &cbc, EVP_aes_256_cbc(), 0, iv, 64, "AES-256-CBC");
+	check_cipher(s, ka, &cbcpad, EVP_aes_256_cbc(), 1, iv, 50, "AES-256-CBC-PAD");
+	check_cipher(s, ka, &mctr, EVP_aes_256_ctr(), 0, iv, 77, "AES-256-CTR");
+	check_mac(s, kh, CKM_SHA256_HMAC, "SHA256", 32, 0);
+	check_mac(s, kh, CKM_SHA384_HMAC, "SHA384", 48, 0);
+	check_mac(s, kh, CKM_SHA512_HMAC, "SHA512", 64, 0);
+	check_mac(s, kh, CKM_SHA256_HMAC_GENERAL, "SHA256", 16, 16);
+
+	rv =
+	    gen_pair(s, CKM_EC_KEY_PAIR_GEN, oid_p256, sizeof(oid_p256), 0, "sk-p256", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software EC P-256 key pair");
+	expect(get_bool(s, priv, CKA_P11PROXY_SOFTWARE) == 1 &&
+	           get_bool(s, pub, CKA_P11PROXY_SOFTWARE) == 1 &&
+	           get_ulong(s, pub, CKA_CLASS) == CKO_PUBLIC_KEY &&
+	           get_ulong(s, priv, CKA_KEY_TYPE) == CKK_EC,
+	       "both halves are software keys; the public one an ordinary public key");
+	check_sig(s, priv, pub, &ecdsa256, EVP_sha256(), 1, "ECDSA P-256 SHA-256");
+	rv =
+	    gen_pair(s, CKM_EC_KEY_PAIR_GEN, oid_p384, sizeof(oid_p384), 0, "sk-p384", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software EC P-384 key pair");
+	check_sig(s, priv, pub, &ecdsa384, EVP_sha384(), 1, "ECDSA P-384 SHA-384");
+	rv = gen_pair(s, CKM_EC_EDWARDS_KEY_PAIR_GEN, oid_ed25519, sizeof(oid_ed25519), 0,
+	              "sk-ed25519", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software Ed25519 key pair");
+	check_sig(s, priv, pub, &eddsa, NULL, 0, "EdDSA Ed25519");
+	rv = gen_pair(s, CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0, 2048, "sk-rsa", &pub, &priv);
+	EXPECT_RV(rv, CKR_OK, "generate a software RSA-2048 key pair");
+	check_sig(s, priv, pub, &rsa, EVP_sha256(), 0, "RSA PKCS#1 v1.5 SHA-256");
+	check_sig(s, priv, pub, &mpss, EVP_sha256(), 2, "RSA-PSS SHA-256");
+	{
+		/* OAEP: OpenSSL encrypts with the exported public key, the proxy decrypts. */
+		CK_RSA_PKCS_OAEP_PARAMS op = {CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, NULL,
+		                              0};
+		CK_MECHANISM moaep = {CKM_RSA_PKCS_OAEP, &op, sizeof(op)};
+		EVP_PKEY *pk = spki_of(s, pub);
+		EVP_PKEY_CTX *pc = pk != NULL ? EVP_PKEY_CTX_new(pk, NULL) : NULL;
+		unsigned char ct[256], pt[256];
+		size_t cl = sizeof(ct);
+		CK_ULONG pl = sizeof(pt);
+		int ok = pc != NULL && EVP_PKEY_encrypt_init(pc) == 1 &&
+		         EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_OAEP_PADDING) == 1 &&
+		         EVP_PKEY_CTX_set_rsa_oaep_md(pc, EVP_sha256()) == 1 &&
+		         EVP_PKEY_CTX_set_rsa_mgf1_md(pc, EVP_sha256()) == 1 &&
+		         EVP_PKEY_encrypt(pc, ct, &cl, (const unsigned char *)"secret", 6) == 1;
+
+		rv = ok ? crypt1(s, &moaep, priv, 0, ct, cl, pt, &pl) : CKR_GENERAL_ERROR;
+		expect(rv == CKR_OK && pl == 6 && memcmp(pt, "secret", 6) == 0,
+		       "RSA-OAEP SHA-256: the proxy decrypts what OpenSSL encrypted (%s)",
+		       testmod_ckr(rv));
+		EVP_PKEY_CTX_free(pc);
+		EVP_PKEY_free(pk);
+	}
+	{
+		unsigned char buf[8];
+		CK_ATTRIBUTE a = {CKA_PRIVATE_EXPONENT, buf, sizeof(buf)};
+
+		rv = f->C_GetAttributeValue(s, priv, &a, 1);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_SENSITIVE, "the private exponent is never read");
+	}
+	f->C_CloseSession(s);
+}
+
+/* ---- cases ---- */
+
+/* C_UnwrapKey of a software key: the HSM unwraps (AES key wrap under "kek"), the proxy keeps it. */
+static void case_unwrap(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1), hs;
+	CK_OBJECT_HANDLE kek = find_label(s, "kek"), k = 0;
+	CK_MECHANISM m = {CKM_AES_KEY_WRAP, NULL, 0};
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_ENCRYPT, &yes, 1},
+	    {CKA_DECRYPT, &yes, 1},
+	    {CKA_LABEL, "sk-unwrapped", 12},
+	};
+	unsigned char kv[32], v[32], wrapped[40];
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	int l = 0, l2 = 0, ok;
+	CK_RV rv;
+
+	key_value("key encryption key", kv);
+	key_value("unwrapped aes", v);
+	EVP_CIPHER_CTX_set_flags(cc, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+	ok = cc != NULL && EVP_EncryptInit_ex(cc, EVP_aes_256_wrap(), NULL, kv, NULL) == 1 &&
+	     EVP_EncryptUpdate(cc, wrapped, &l, v, 32) == 1 &&
+	     EVP_EncryptFinal_ex(cc, wrapped + l, &l2) == 1 && l + l2 == 40;
+	EVP_CIPHER_CTX_free(cc);
+	OPENSSL_cleanse(kv, sizeof(kv));
+	OPENSSL_cleanse(v, sizeof(v));
+	expect(ok && kek != 0, "a key wrapped by OpenSSL under the HSM's kek");
+	rv = f->C_UnwrapKey(s, &m, kek, wrapped, 40, t, 7, &k);
+	EXPECT_RV(rv, CKR_OK, "C_UnwrapKey of a software key");
+	expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, k, CKA_TOKEN) == 1 &&
+	           get_bool(s, k, CKA_LOCAL) == 0,
+	       "a software token key, not LOCAL");
+	check_gcm(s, k, "unwrapped aes", "unwrapped key");
+	f->C_CloseSession(s);
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "sk-unwrapped") == 0, "no trace of it on the token");
+	f->C_CloseSession(hs);
+}
+
+/* One operation with the key labelled `label`: its result must be `want` (a CKR_ name). */
+static void case_op(const char *slot, const char *label, const char *kind, const char *want)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE k = find_label(s, label);
+	unsigned char out[128], iv[12] = {0};
+	CK_ULONG n = sizeof(out);
+	CK_RV rv = strcmp(kind, "hmac") == 0
+	               ? hmac(s, k, (const unsigned char *)"m", 1, out)
+	               : gcm(s, k, 1, iv, (const unsigned char *)"m", 1, out, &n);
+
+	expect(k != 0 && strcmp(testmod_ckr(rv), want) == 0, "%s with %s: %s (want %s)", kind,
+	       label, testmod_ckr(rv), want);
+	f->C_CloseSession(s);
+}
+
+static void case_setup(void)
+{
+	const char *tokens[] = {"v-sw1", "v-sw2"};
+
+	for (int i = 0; i < 2; i++) {
+		CK_SESSION_HANDLE s = open_on(tokens[i], 1);
+
+		import_hsm(s, "wrap-a", "wrapping key a", CKK_AES);
+		import_hsm(s, "wrap-b", "wrapping key b", CKK_AES);
+		import_hsm(s, "cf-key", "fragment base key", CKK_GENERIC_SECRET);
+		import_hsm(s, "kek", "key encryption key", CKK_AES);
+		f->C_CloseSession(s);
+	}
+}
+
+static void case_create(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1), hs;
+	CK_OBJECT_HANDLE ka, kh, found[16];
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_ATTRIBUTE tsw[] = {{CKA_P11PROXY_SOFTWARE, &yes, 1}};
+	CK_ATTRIBUTE tcls[] = {{CKA_CLASS, &cls, sizeof(cls)}};
+	unsigned char buf[64];
+	CK_ATTRIBUTE val = {CKA_VALUE, buf, sizeof(buf)};
+	CK_ULONG n;
+	CK_RV rv;
+
+	rv = create_sw(s, "sk-aes", 1, CKK_AES, "software aes", CK_TRUE, &ka);
+	EXPECT_RV(rv, CKR_OK, "create a software AES-256 token key");
+	rv = create_sw(s, "sk-hmac", 2, CKK_GENERIC_SECRET, "software hmac", CK_TRUE, &kh);
+	EXPECT_RV(rv, CKR_OK, "create a software HMAC token key");
+	rv = create_sw(s, "sk-aes2", 3, CKK_AES, "software aes 2", CK_TRUE, &found[0]);
+	EXPECT_RV(rv, CKR_OK, "create a second software AES-256 token key");
+	expect(get_bool(s, ka, CKA_TOKEN) == 1 && get_bool(s, ka, CKA_P11PROXY_SOFTWARE) == 1 &&
+	           get_bool(s, ka, CKA_SENSITIVE) == 1 && get_bool(s, ka, CKA_LOCAL) == 0 &&
+	           get_bool(s, ka, CKA_ENCRYPT) == 1 && get_bool(s, ka, CKA_SIGN) == 0,
+	       "TOKEN, CKA_P11PROXY_SOFTWARE, SENSITIVE true; LOCAL false; usage as created");
+	expect(get_ulong(s, ka, CKA_CLASS) == CKO_SECRET_KEY &&
+	           get_ulong(s, ka, CKA_KEY_TYPE) == CKK_AES &&
+	           get_ulong(s, ka, CKA_VALUE_LEN) == 32,
+	       "class, key type, length");
+	rv = f->C_GetAttributeValue(s, ka, &val, 1);
+	expect(rv == CKR_ATTRIBUTE_SENSITIVE && val.ulValueLen == CK_UNAVAILABLE_INFORMATION,
+	       "CKA_VALUE of a sensitive software key: CKR_ATTRIBUTE_SENSITIVE (%s)",
+	       testmod_ckr(rv));
+	check_gcm(s, ka, "software aes", "created key");
+	check_hmac(s, kh, "software hmac", "created key");
+	n = find_all(s, tsw, 1, found, 16);
+	expect(n == 3, "a find for CKA_P11PROXY_SOFTWARE true: the 3 software keys (%lu)", n);
+	n = find_all(s, tcls, 1, found, 16);
+	expect(n == 7, "secret keys: 3 software keys + wrap-a, wrap-b, cf-key, kek (%lu)", n);
+	f->C_CloseSession(s);
+	/* The token itself holds no such key: only the index has it, encrypted. */
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "sk-aes") == 0 && find_label(hs, "wrap-a") != 0,
+	       "the member's token has no object sk-aes");
+	f->C_CloseSession(hs);
+}
+
+/* A new process: the stored keys are found and opened (HSM C_Decrypt calls counted). */
+static void case_use(const char *slot, const char *want)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE ka = find_label(s, "sk-aes"), kh = find_label(s, "sk-hmac");
+	long from = log_lines();
+
+	expect(ka != 0 && kh != 0, "the software keys are found in a new process");
+	if (strcmp(want, "refused") == 0) {
+		unsigned char ct[64], iv[12] = {0};
+		CK_ULONG n = sizeof(ct);
+		CK_RV rv = gcm(s, ka, 1, iv, (const unsigned char *)"x", 1, ct, &n);
+
+		EXPECT_RV(rv, CKR_FUNCTION_FAILED, "the key is refused");
+	} else {
+		check_gcm(s, ka, "software aes", "stored key");
+		check_hmac(s, kh, "software hmac", "stored key");
+		check_gcm(s, ka, "software aes", "again");
+		expect(log_count(from, "C_Decrypt ", "CKR_OK") == atol(want),
+		       "HSM C_Decrypt calls: %ld (want %s: one per key, then cached)",
+		       log_count(from, "C_Decrypt ", "CKR_OK"), want);
+	}
+	f->C_CloseSession(s);
+}
+
+static void case_generate(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-new", 1);
+	CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+	CK_ULONG len = 32;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_TOKEN, &yes, 1},   {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_LABEL, "gen", 3},  {CKA_ENCRYPT, &yes, 1},
+	    {CKA_DECRYPT, &yes, 1},
+	};
+	CK_ATTRIBUTE ts[] = {
+	    {CKA_TOKEN, &no, 1},
+	    {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_LABEL, "sess", 4},
+	};
+	unsigned char data[100], ct[200], pt[200], iv[12] = "generated-iv";
+	CK_OBJECT_HANDLE k = 0, ks = 0;
+	CK_ULONG n = sizeof(ct);
+	CK_RV rv;
+
+	memset(data, 7, sizeof(data));
+	rv = f->C_GenerateKey(s, &m, t, 5, &k);
+	EXPECT_RV(rv, CKR_OK, "new_keys: C_GenerateKey of a token AES key");
+	expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, k, CKA_LOCAL) == 1 &&
+	           get_bool(s, k, CKA_ALWAYS_SENSITIVE) == 1 &&
+	           get_bool(s, k, CKA_NEVER_EXTRACTABLE) == 1,
+	       "it is a software key: SOFTWARE, LOCAL, ALWAYS_SENSITIVE, NEVER_EXTRACTABLE");
+	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
+	EXPECT_RV(rv, CKR_OK, "encrypt with it");
+	n = sizeof(pt);
+	rv = gcm(s, k, 0, iv, ct, sizeof(data) + 16, pt, &n);
+	expect(rv == CKR_OK && n == sizeof(data) && memcmp(pt, data, n) == 0,
+	       "decrypt with it (%s)", testmod_ckr(rv));
+	rv = f->C_GenerateKey(s, &m, ts, 4, &ks);
+	EXPECT_RV(rv, CKR_OK, "a software session key (CKA_TOKEN false)");
+	expect(get_bool(s, ks, CKA_TOKEN) == 0 && get_bool(s, ks, CKA_P11PROXY_SOFTWARE) == 1,
+	       "TOKEN false, SOFTWARE true");
+	rv = f->C_DestroyObject(s, k);
+	EXPECT_RV(rv, CKR_OK, "destroy the token software key");
+	expect(find_label(s, "gen") == 0, "gone from finds");
+	f->C_CloseSession(s);
+	/* Without software_keys: the attribute is refused, nothing is made. */
+	s = open_on("plain", 1);
+	rv = f->C_GenerateKey(s, &m, ts, 4, &ks);
+	EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "CKA_P11PROXY_SOFTWARE on a slot without it");
+	t[2].pValue = "hsm";
+	rv = f->C_GenerateKey(s, &m, t, 5, &k);
+	EXPECT_RV(rv, CKR_OK, "an ordinary key there");
+	expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) != 1, "is an HSM key");
+	f->C_CloseSession(s);
+}
+
+static void case_idle(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-idle", 1);
+	CK_OBJECT_HANDLE k;
+	long from;
+	CK_RV rv = create_sw(s, "idle", 9, CKK_AES, "idle aes", CK_TRUE, &k);
+
+	EXPECT_RV(rv, CKR_OK, "create a software key");
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "just created");
+	expect(log_count(from, "C_Decrypt ", NULL) == 0, "held since its creation: no HSM call");
+	msleep(600);
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "idle past cache_idle");
+	expect(log_count(from, "C_Decrypt ", "CKR_OK") == 1,
+	       "evicted after 300ms idle: opened again by the HSM (%ld)",
+	       log_count(from, "C_Decrypt ", "CKR_OK"));
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "used again at once");
+	expect(log_count(from, "C_Decrypt ", NULL) == 0, "cached again: no HSM call");
+	f->C_CloseSession(s);
+}
+
+static void case_nokey(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-nokey", 1);
+	CK_OBJECT_HANDLE k;
+	CK_RV rv = create_sw(s, "nokey", 3, CKK_AES, "nokey aes", CK_TRUE, &k);
+
+	EXPECT_RV(rv, CKR_FUNCTION_FAILED, "a missing wrapping key: creation refused");
+	f->C_CloseSession(s);
+}
+
+/* The member doing the unwrap fails: the session moves and the unwrap happens on sw2. */
+static void case_failover(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1);
+	CK_OBJECT_HANDLE k = find_label(s, "sk-aes");
+	long from = log_lines();
+
+	expect(k != 0, "the software key is found");
+	control("sw1 fail CKR_DEVICE_ERROR\n");
+	check_gcm(s, k, "software aes", "member sw1 down at first use");
+	expect(log_count(from, "C_Decrypt sw2", "CKR_OK") == 1, "the blob was opened on sw2 (%ld)",
+	       log_count(from, "C_Decrypt sw2", "CKR_OK"));
+	control("");
+	f->C_CloseSession(s);
+}
+
+/*
+ * Holds the software key and a fragment-derived key in use, prints "ready",
+ * waits until stdin closes (the suite takes a core dump meanwhile).
+ */
+static void case_hold(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1);
+	CK_OBJECT_HANDLE k = find_label(s, "sk-aes"), base = find_label(s, "cf-key"), d = 0;
+	P11PROXY_FRAGMENT_DERIVE_PARAMS p = {(CK_BYTE_PTR) "fragment", 8, (CK_BYTE_PTR) "ctx", 3};
+	CK_MECHANISM m = {CKM_P11PROXY_FRAGMENT_DERIVE, &p, sizeof(p)};
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_ULONG len = 32;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_VALUE_LEN, &len, sizeof(len)},
+	    {CKA_SENSITIVE, &yes, 1},
+	};
+	unsigned char data[64] = {0}, ct[100], iv[12] = "hold-iv-1234";
+	CK_ULONG n = sizeof(ct);
+	CK_RV rv;
+	int ch;
+
+	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
+	EXPECT_RV(rv, CKR_OK, "the software key in use");
+	rv = f->C_DeriveKey(s, &m, base, t, 4, &d);
+	EXPECT_RV(rv, CKR_OK, "a fragment-derived key");
+	n = sizeof(ct);
+	rv = gcm(s, d, 1, iv, data, sizeof(data), ct, &n);
+	EXPECT_RV(rv, CKR_OK, "the derived key in use");
+	printf("ready\n");
+	fflush(stdout);
+	while ((ch = getchar()) != EOF)
+		;
+	f->C_CloseSession(s);
+}
+
+int main(int argc, char **argv)
+{
+	const char *c;
+
+	if (argc < 5) {
+		fprintf(stderr, "usage: swkeytest MODULE CONTROL LOG CASE [ARGS]\n");
+		return 2;
+	}
+	control_path = argv[2];
+	log_path = argv[3];
+	c = argv[4];
+	control("");
+	if (!testmod_load(&mod, argv[1]))
+		return 1;
+	f = mod.f;
+	if (strcmp(c, "setup") == 0)
+		case_setup();
+	else if (strcmp(c, "create") == 0 && argc > 5)
+		case_create(argv[5]);
+	else if (strcmp(c, "use") == 0 && argc > 6)
+		case_use(argv[5], argv[6]);
+	else if (strcmp(c, "unwrap") == 0)
+		case_unwrap();
+	else if (strcmp(c, "op") == 0 && argc > 8)
+		case_op(argv[5], argv[6], argv[7], argv[8]);
+	else if (strcmp(c, "mechs") == 0 && argc > 5)
+		case_mechs(argv[5]);
+	else if (strcmp(c, "generate") == 0)
+		case_generate();
+	else if (strcmp(c, "idle") == 0)
+		case_idle();
+	else if (strcmp(c, "nokey") == 0)
+		case_nokey();
+	else if (strcmp(c, "failover") == 0)
+		case_failover();
+	else if (strcmp(c, "hold") == 0)
+		case_hold();
+	else {
+		fprintf(stderr, "unknown case %s\n", c);
+		return 2;
+	}
+	testmod_unload(&mod);
+	return failures ? 1 : 0;
+}

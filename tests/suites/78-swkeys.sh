@@ -1,0 +1,243 @@
+# Software keys (issue 12, tests/progs/swkeytest.c) over the fault-injecting shim: keys created
+# and generated in software, their values stored only encrypted by the HSM (AES-GCM under the
+# slot's wrapping key), checked against OpenSSL on the same key; opened again in a new process
+# (HSM calls counted), evicted after cache_idle, the member doing the unwrap failing over; a
+# missing wrapping key, a tampered or moved blob refused; `keys rewrap`; pkcs11-tool; the core
+# dump of a process holding software and derived keys in use.
+mk_tmp
+softhsm_setup "$TMP" sw1 sw2 || { fail "swkeys: softhsm setup"; return; }
+export P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$TMP/control P11SHIM_LOG=$TMP/calls.log
+: >"$P11SHIM_CONTROL"
+mkdir -m 700 "$TMP/state"
+# conf WRAPPING_KEY: the configuration, with slot soft's wrapping key.
+conf() {
+	member() {
+		printf '      - backend: shim\n        token_label: %s\n' "$1"
+		[ -n "${2:-}" ] && printf '        pin: env:SWKEYS_PIN\n'
+		return 0
+	}
+	{
+		printf 'backends:\n  - name: shim\n    module: %s\nslots:\n' "$BUILD/tests/libshim.so"
+		printf '  - label: soft\n    software_keys: { wrapping_key: %s }\n' "$1"
+		printf '    members:\n'
+		member sw1 pin
+		member sw2 pin
+		printf '  - label: soft-new\n'
+		printf '    software_keys: { wrapping_key: wrap-a, new_keys: true }\n    members:\n'
+		member sw1
+		printf '  - label: soft-idle\n'
+		printf '    software_keys: { wrapping_key: wrap-a, cache_idle: 300ms }\n    members:\n'
+		member sw1
+		printf '  - label: soft-nokey\n'
+		printf '    software_keys: { wrapping_key: no-such-key }\n    members:\n'
+		member sw1
+		printf '  - label: plain\n    members:\n'
+		member sw1
+		printf '  - label: v-sw1\n    members:\n'
+		member sw1
+		printf '  - label: v-sw2\n    members:\n'
+		member sw2
+		printf 'state_dir: %s\n' "$TMP/state"
+	} >"$TMP/proxy.yaml"
+}
+conf wrap-a
+export P11PROXY_CONF=$TMP/proxy.yaml SWKEYS_PIN=$TEST_USER_PIN
+DB=$TMP/state/keys.db
+
+# st NAME CASE ARGS...: runs one case; its output in $TMP/NAME.out, messages in $TMP/NAME.err.
+st() {
+	local name=$1
+	shift
+	run_prog "$BUILD/tests/swkeytest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" "$@" \
+		>"$TMP/$name.out" 2>"$TMP/$name.err"
+	local rc=$?
+	[ $rc -eq 0 ] || sed 's/^/    /' "$TMP/$name.out" "$TMP/$name.err"
+	return $rc
+}
+
+check "swkeys: HSM wrapping keys on both members (setup)" st setup setup
+check "swkeys: created software keys: GCM and HMAC against OpenSSL, attributes, finds" \
+	st create create soft
+check "swkeys: a new process opens each stored key once through the HSM (calls counted)" \
+	st use use soft 2
+check "swkeys: every mechanism against OpenSSL (CBC, CBC-PAD, CTR, HMAC-SHA2, ECDSA, EdDSA, RSA)" \
+	st mechs mechs soft
+check "swkeys: C_UnwrapKey makes a software key (unwrapped by the HSM, kept by the proxy)" \
+	st unwrap unwrap
+check "swkeys: generated (new_keys), session software keys; none without software_keys" \
+	st generate generate
+check "swkeys: evicted after cache_idle, opened again by the HSM" st idle idle
+nokey() {
+	st nokey nokey && grep -q "no secret key labelled 'no-such-key' (software_keys: wrapping_key) on member 'sw1'" "$TMP/nokey.err"
+}
+check "swkeys: a missing wrapping key is named, with its slot and member" nokey
+check "swkeys: the member doing the unwrap fails: the session moves, sw2 unwraps" \
+	st failover failover
+
+# Virtual-key state and permissions, from the CLI, rule software keys as HSM keys.
+cli_keys() { run_prog "$CLI" keys "$@" --slot soft >>"$TMP/cli.out" 2>&1; }
+perms() {
+	cli_keys deny sk-hmac sign && st deny op soft sk-hmac hmac CKR_KEY_FUNCTION_NOT_PERMITTED &&
+		cli_keys allow sk-hmac sign && st allow op soft sk-hmac hmac CKR_OK &&
+		cli_keys deactivate sk-aes &&
+		st deact op soft sk-aes gcm CKR_0xd0310001 &&
+		cli_keys activate sk-aes && st act op soft sk-aes gcm CKR_OK ||
+		{ cat "$TMP/cli.out"; return 1; }
+}
+check "swkeys: keys deny/allow and deactivate/activate apply to software keys" perms
+
+# The store holds ciphertext only: the key's bytes are nowhere in it.
+value_hex() { printf '%s' "$1" | openssl dgst -sha256 -binary | od -An -tx1 | tr -d ' \n'; }
+plain_db() {
+	local v
+	v=$(value_hex "software aes")
+	[ -s "$DB" ] && ! od -An -tx1 -v "$DB" | tr -d ' \n' | grep -q "$v"
+}
+check "swkeys: the store holds no key value in the clear" plain_db
+
+# Tampering, with the sqlite3 CLI: one byte of a blob changed, then a blob moved to another key.
+vid_of() { sqlite3 "$DB" "SELECT vid FROM vkeys WHERE CAST(label AS TEXT) = '$1';" | head -1; }
+tamper() {
+	local vid rc
+	cp "$DB" "$TMP/db.orig" && vid=$(vid_of sk-aes) && [ -n "$vid" ] &&
+		sqlite3 "$DB" "SELECT writefile('$TMP/blob', data) FROM blobs WHERE vid = $vid;" >/dev/null &&
+		printf '\001' | dd of="$TMP/blob" bs=1 seek=30 conv=notrunc 2>/dev/null &&
+		sqlite3 "$DB" "UPDATE blobs SET data = readfile('$TMP/blob') WHERE vid = $vid;" &&
+		st tamper use soft refused &&
+		grep -q "software key [0-9a-f]*: its stored value fails authentication" "$TMP/tamper.err"
+	rc=$?
+	cp "$TMP/db.orig" "$DB"
+	return $rc
+}
+check "swkeys: a tampered blob is refused, naming the key" tamper
+moved() {
+	local a b rc
+	cp "$DB" "$TMP/db.orig" && a=$(vid_of sk-aes) && b=$(vid_of sk-aes2) &&
+		[ -n "$a" ] && [ -n "$b" ] &&
+		sqlite3 "$DB" "UPDATE blobs SET data = (SELECT data FROM blobs WHERE vid = $b) WHERE vid = $a;" &&
+		st moved use soft refused && grep -q "fails authentication" "$TMP/moved.err"
+	rc=$?
+	cp "$TMP/db.orig" "$DB"
+	return $rc
+}
+check "swkeys: a blob moved onto another key's record is refused" moved
+check "swkeys: the untouched store works again" st use2 use soft 2
+
+# keys rewrap: every blob of the slot under wrap-b, in one transaction; then the config changes.
+rewrap() {
+	run_prog "$CLI" keys rewrap soft --to wrap-b >"$TMP/rewrap.out" 2>"$TMP/rewrap.err" || {
+		cat "$TMP/rewrap.err"
+		return 1
+	}
+	n=$(sqlite3 "$DB" "SELECT count(*) FROM blobs b JOIN vkeys k ON k.vid = b.vid WHERE k.slot = 'soft';") &&
+		[ "$n" -gt 3 ] && grep -q "^slot soft: $n software keys re-encrypted under 'wrap-b'" "$TMP/rewrap.out" &&
+		grep -q "now set software_keys: wrapping_key: wrap-b" "$TMP/rewrap.out" &&
+		st stale use soft refused && grep -q "fails authentication" "$TMP/stale.err" &&
+		conf wrap-b && st rewrapped use soft 2
+}
+check "swkeys: keys rewrap SLOT --to LABEL (old key refused, new one works)" rewrap
+rewrap_bad() {
+	! run_prog "$CLI" keys rewrap soft --to no-such-key >"$TMP/rw2.out" 2>"$TMP/rw2.err" &&
+		grep -q "no secret key labelled 'no-such-key'" "$TMP/rw2.err" && st rw2 use soft 2
+}
+check "swkeys: rewrap to a missing key changes nothing" rewrap_bad
+
+# pkcs11-tool: a token key generated on a new_keys slot is a software key; HMAC with it.
+p11tool() {
+	command -v pkcs11-tool >/dev/null || return 0
+	printf 'data' >"$TMP/data"
+	pkcs11-tool --module "$PROXY_MODULE" --token-label soft-new --login --pin "$TEST_USER_PIN" \
+		--keygen --key-type GENERIC:32 --label p11t --id 77 >"$TMP/p11t.out" 2>&1 &&
+		pkcs11-tool --module "$PROXY_MODULE" --token-label soft-new --login \
+			--pin "$TEST_USER_PIN" --sign --mechanism SHA256-HMAC --label p11t \
+			--input-file "$TMP/data" --output-file "$TMP/mac" >>"$TMP/p11t.out" 2>&1 &&
+		[ "$(stat -c %s "$TMP/mac")" = 32 ] &&
+		n=$(sqlite3 "$DB" "SELECT count(*) FROM blobs b JOIN vkeys k ON k.vid = b.vid WHERE k.label = CAST('p11t' AS BLOB) OR k.label = 'p11t';") &&
+		[ "$n" = 1 ] || { cat "$TMP/p11t.out"; return 1; }
+}
+if [ "$MODE" = normal ]; then
+	check "swkeys: pkcs11-tool generates a software key (new_keys) and signs with it" p11tool
+else
+	skip "swkeys: pkcs11-tool" "real clients run in normal mode only (mode $MODE)"
+fi
+
+# OpenSSL with the libp11 engine signs with a software key pair (made by the mechs case).
+ENGINE=
+for f in /usr/lib/*/engines-3/pkcs11.so /usr/lib/engines-3/pkcs11.so; do
+	[ -f "$f" ] && ENGINE=$f && break
+done
+engine_sign() {
+	cat >"$TMP/openssl.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+engines = engine_section
+[engine_section]
+pkcs11 = pkcs11_section
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $ENGINE
+MODULE_PATH = $PROXY_MODULE
+init = 0
+CNF
+	printf 'signed by a software key' >"$TMP/edata"
+	# (On slot soft-new: libp11 0.4 stops enumerating at an Ed25519 key, which slot soft has.)
+	pkcs11-tool --module "$PROXY_MODULE" --token-label soft-new --login --pin "$TEST_USER_PIN" \
+		--keypairgen --key-type EC:prime256v1 --label eng-ec --id 51 >"$TMP/eng.log" 2>&1 &&
+		pkcs11-tool --module "$PROXY_MODULE" --token-label soft-new --login \
+			--pin "$TEST_USER_PIN" --read-object --type pubkey --label eng-ec \
+			-o "$TMP/p256.der" >>"$TMP/eng.log" 2>&1 &&
+		n=$(sqlite3 "$DB" "SELECT count(*) FROM blobs b JOIN vkeys k ON k.vid = b.vid WHERE CAST(k.label AS TEXT) = 'eng-ec';") &&
+		[ "$n" = 2 ] &&
+		OPENSSL_CONF=$TMP/openssl.cnf openssl dgst -sha256 -engine pkcs11 -keyform engine \
+			-sign "pkcs11:token=soft-new;object=eng-ec;type=private;pin-value=$TEST_USER_PIN" \
+			-out "$TMP/esig" "$TMP/edata" >>"$TMP/eng.log" 2>&1 &&
+		openssl dgst -sha256 -verify "$TMP/p256.der" -keyform DER -signature "$TMP/esig" \
+			"$TMP/edata" >>"$TMP/eng.log" 2>&1 || { cat "$TMP/eng.log"; return 1; }
+}
+if [ "$MODE" != normal ]; then
+	skip "swkeys: openssl engine" "real clients run in normal mode only (mode $MODE)"
+elif [ -n "$ENGINE" ]; then
+	check "swkeys: pkcs11-tool generates a software EC pair (new_keys); the libp11 engine signs, openssl verifies" \
+		engine_sign
+else
+	skip "swkeys: openssl engine" "libengine-pkcs11-openssl not installed"
+fi
+
+# The core dump of a process holding the software key and a derived key in use.
+gcore_check() {
+	command -v gcore >/dev/null || { echo "gdb's gcore is not installed"; return 1; }
+	local fifo=$TMP/hold.in pid i core=$TMP/core hex dv
+	mkfifo "$fifo"
+	"$BUILD/tests/swkeytest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" hold \
+		<"$fifo" >"$TMP/hold.out" 2>"$TMP/hold.err" &
+	pid=$!
+	exec 7>"$fifo"
+	for i in $(seq 100); do grep -q '^ready' "$TMP/hold.out" && break; sleep 0.1; done
+	gcore -o "$core" "$pid" >/dev/null 2>&1
+	exec 7>&-
+	wait "$pid" || { cat "$TMP/hold.out"; return 1; }
+	[ -s "$core.$pid" ] || { echo "no core written"; return 1; }
+	od -An -tx1 -v "$core.$pid" | tr -d ' \n' >"$TMP/core.hex"
+	rm -f "$core.$pid"
+	# The derived key: HKDF-SHA256(salt = the HSM key's value, IKM "fragment", info "ctx").
+	dv=$(openssl kdf -keylen 32 -kdfopt digest:SHA256 -kdfopt "hexkey:$(printf fragment | od -An -tx1 | tr -d ' \n')" \
+		-kdfopt "hexsalt:$(value_hex "fragment base key")" -kdfopt "hexinfo:$(printf ctx | od -An -tx1 | tr -d ' \n')" HKDF | tr -d ':\n' | tr 'A-F' 'a-f')
+	# The check can see: the test program's own buffer (its IV, in ordinary memory) is found.
+	grep -q "$(printf hold-iv-1234 | od -An -tx1 | tr -d ' \n')" "$TMP/core.hex" ||
+		{ echo "the positive control is not in the core"; return 1; }
+	for hex in "$(value_hex "software aes")" "$(value_hex "software hmac")" "$dv"; do
+		[ ${#hex} = 64 ] || { echo "no reference value"; return 1; }
+		# The key, and its first 16 bytes with each 32-bit word byte-swapped (a key schedule).
+		swapped=$(echo "${hex:0:32}" | sed -E 's/(..)(..)(..)(..)/\4\3\2\1/g')
+		if grep -q "$hex\|${hex:0:32}\|$swapped" "$TMP/core.hex"; then
+			echo "key bytes ${hex:0:8}... found in the core dump"
+			return 1
+		fi
+	done
+}
+if [ "$MODE" = normal ]; then
+	check "swkeys: a core dump holds no byte of the software or derived keys in use (gcore)" \
+		gcore_check
+else
+	skip "swkeys: core dump check" "normal mode only (asan/valgrind change the memory layout)"
+fi

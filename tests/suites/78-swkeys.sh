@@ -67,6 +67,11 @@ check "swkeys: C_UnwrapKey makes a software key (unwrapped by the HSM, kept by t
 check "swkeys: generated (new_keys), session software keys; none without software_keys" \
 	st generate generate
 check "swkeys: evicted after cache_idle, opened again by the HSM" st idle idle
+idlebg() {
+	P11PROXY_DEBUG=object P11PROXY_DEBUG_FILE=$TMP/idlebg.debug st idlebg idlebg
+}
+check "swkeys: evicted past cache_idle with no call at all (the probe thread), reopened by the HSM" \
+	idlebg
 nokey() {
 	st nokey nokey && grep -q "no secret key labelled 'no-such-key' (software_keys: wrapping_key) on member 'sw1'" "$TMP/nokey.err"
 }

@@ -18,7 +18,8 @@
  * cannot be reached or logged in stops the command before anything changes;
  * a failure half-way is undone where PKCS#11 allows it (attributes are set
  * back; a destroyed key cannot come back, so the record then keeps the
- * members that still hold it). rotate always creates a new HSM key.
+ * members that still hold it). rotate always creates a new HSM key, so it
+ * refuses a software key (issue 12): the module makes software keys.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -906,6 +907,30 @@ static int do_rotate(struct kctx *k, const char *key)
 		cli_error("%016llx: already rotated (to %016llx)", (unsigned long long)v.vid,
 		          (unsigned long long)v.next);
 		return CLI_FAIL;
+	}
+	/*
+	 * A software key (a record with a blob, issue 12): its successor must be a
+	 * software key too, which only the module makes (its entropy source, the
+	 * engine, the seal under the slot's wrapping key); never an HSM key.
+	 */
+	{
+		size_t blen = 0;
+		bool sw = false;
+
+		rv = p11p_index_get_blob(k->idx, v.vid, NULL, 0, &blen, &sw);
+		if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+			return fail_rv("reading the index", rv);
+		rv = CKR_OK;
+		if (sw) {
+			cli_error(
+			    "%016llx: a software key: keys rotate makes HSM keys only; make its "
+			    "successor through the module (C_GenerateKey or C_GenerateKeyPair with "
+			    "CKA_P11PROXY_SOFTWARE true on slot %s), then 'p11proxy keys "
+			    "deactivate "
+			    "%016llx'; nothing changed",
+			    (unsigned long long)v.vid, cli_esc(v.slot), (unsigned long long)v.vid);
+			return CLI_FAIL;
+		}
 	}
 	/*
 	 * A key on several members: the new key is made on the first and copied to

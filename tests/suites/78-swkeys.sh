@@ -171,6 +171,19 @@ sync_sw() {
 }
 check "swkeys: sync leaves software keys active (no member holds them); keys list shows them" sync_sw
 
+# keys rotate makes HSM keys: a software key is refused, with what to do, and nothing changes.
+rotate_sw() {
+	local before after
+	before=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;")
+	! run_prog "$CLI" keys rotate sk-hmac --slot soft >"$TMP/rot.out" 2>"$TMP/rot.err" &&
+		grep -q "a software key: keys rotate makes HSM keys only; make its successor through the module" "$TMP/rot.err" &&
+		after=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") && [ "$before" = "$after" ] &&
+		run_prog "$CLI" keys show sk-hmac --slot soft --json >"$TMP/rot.json" 2>&1 &&
+		[ "$(jq -r '.next' "$TMP/rot.json")" = null ] && st rotated use soft 2 ||
+		{ cat "$TMP/rot.out" "$TMP/rot.err" "$TMP/rot.json"; return 1; }
+}
+check "swkeys: keys rotate refuses a software key (no HSM key made), saying what to do" rotate_sw
+
 # pkcs11-tool: a token key generated on a new_keys slot is a software key; HMAC with it.
 p11tool() {
 	command -v pkcs11-tool >/dev/null || return 0

@@ -18,7 +18,8 @@
  * cannot be reached or logged in stops the command before anything changes;
  * a failure half-way is undone where PKCS#11 allows it (attributes are set
  * back; a destroyed key cannot come back, so the record then keeps the
- * members that still hold it). rotate always creates a new HSM key.
+ * members that still hold it). rotate always creates a new HSM key, so it
+ * refuses a software key (issue 12): the module makes software keys.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -270,12 +271,27 @@ static int edit_rc(enum p11p_vk_edit e)
 	return e == P11P_VK_EDIT_CHANGED ? 0 : e == P11P_VK_EDIT_SAME ? 1 : -1;
 }
 
-/* arg: the enum p11p_vk_state to go to (deactivate, activate, a virtual delete). */
+/* The state to go to (deactivate, activate, a virtual delete) and whether the key is software. */
+struct state_change {
+	enum p11p_vk_state to;
+	bool software;
+};
+
 static int ch_state(struct p11p_vkey *v, const void *arg, char *msg, size_t len)
 {
-	enum p11p_vk_state to = *(const enum p11p_vk_state *)arg;
+	const struct state_change *sc = arg;
+	enum p11p_vk_state to = sc->to;
 	const char *why = NULL;
-	enum p11p_vk_edit e = p11p_vk_set_state(v, to, &why);
+	enum p11p_vk_edit e;
+
+	/* A software key (issue 12) is held by no member: active, never missing. */
+	if (sc->software && to == P11P_VK_ACTIVE && v->state == P11P_VK_MISSING) {
+		v->state = P11P_VK_ACTIVE;
+		return 0;
+	}
+	e = p11p_vk_set_state(v, to, &why);
+	if (sc->software && e == P11P_VK_EDIT_CHANGED && v->state == P11P_VK_MISSING)
+		v->state = P11P_VK_ACTIVE;
 
 	if (e == P11P_VK_EDIT_SAME && to == P11P_VK_ACTIVE)
 		snprintf(msg, len, "%s (state %s)", why, p11p_vk_state_name(v->state));
@@ -469,12 +485,18 @@ static int cmp_slot_policy(struct kctx *k, const struct p11p_vkey *v, size_t *s,
 static int do_state(struct kctx *k, const char *key, enum p11p_vk_state to, const char *done)
 {
 	struct p11p_vkey v;
+	struct state_change sc = {.to = to};
 	bool changed;
+	size_t blen = 0;
 	int rc = resolve(k, key, false, &v);
+	CK_RV rv;
 
 	if (rc != 0)
 		return rc;
-	rc = rmw(k, &v, ch_state, &to, &changed);
+	rv = p11p_index_get_blob(k->idx, v.vid, NULL, 0, &blen, &sc.software);
+	if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+		return fail_rv("reading the index", rv);
+	rc = rmw(k, &v, ch_state, &sc, &changed);
 	if (rc == CLI_OK && changed)
 		answer(k, &v, true, false, done);
 	return rc;
@@ -482,7 +504,7 @@ static int do_state(struct kctx *k, const char *key, enum p11p_vk_state to, cons
 
 static int do_delete(struct kctx *k, const char *key)
 {
-	static const enum p11p_vk_state deleted_state = P11P_VK_DELETED;
+	static const struct state_change deleted_state = {.to = P11P_VK_DELETED};
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey v;
 	uint32_t left;
@@ -885,6 +907,30 @@ static int do_rotate(struct kctx *k, const char *key)
 		cli_error("%016llx: already rotated (to %016llx)", (unsigned long long)v.vid,
 		          (unsigned long long)v.next);
 		return CLI_FAIL;
+	}
+	/*
+	 * A software key (a record with a blob, issue 12): its successor must be a
+	 * software key too, which only the module makes (its entropy source, the
+	 * engine, the seal under the slot's wrapping key); never an HSM key.
+	 */
+	{
+		size_t blen = 0;
+		bool sw = false;
+
+		rv = p11p_index_get_blob(k->idx, v.vid, NULL, 0, &blen, &sw);
+		if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+			return fail_rv("reading the index", rv);
+		rv = CKR_OK;
+		if (sw) {
+			cli_error(
+			    "%016llx: a software key: keys rotate makes HSM keys only; make its "
+			    "successor through the module (C_GenerateKey or C_GenerateKeyPair with "
+			    "CKA_P11PROXY_SOFTWARE true on slot %s), then 'p11proxy keys "
+			    "deactivate "
+			    "%016llx'; nothing changed",
+			    (unsigned long long)v.vid, cli_esc(v.slot), (unsigned long long)v.vid);
+			return CLI_FAIL;
+		}
 	}
 	/*
 	 * A key on several members: the new key is made on the first and copied to

@@ -20,7 +20,9 @@
  *         is left alone;
  *  3. records of the slot found on no fully listed member lose those presence
  *     bits (p11p_vk_sync_unseen); one left on no member is reported missing
- *     (an active one becomes `missing`; a deactivated one stays deactivated);
+ *     (an active one becomes `missing`; a deactivated one stays deactivated).
+ *     A software key (a record with a blob, issue 12) is held by no member and
+ *     is never missing (one a former sync marked missing becomes active);
  *  4. every change is written in ONE index transaction (put_batch with each
  *     record's rev): all of it or nothing. A conflict (another process changed
  *     a record meanwhile) re-reads the index and recomputes, the listing kept.
@@ -72,6 +74,15 @@ struct mresult {
 struct counts {
 	unsigned long added, updated, missing, unchanged, not_imported, deleted;
 };
+
+/* Is vid a software key (issue 12): has it a blob, its value sealed by the HSM? */
+static CK_RV is_software(struct p11p_index *idx, uint64_t vid, bool *sw)
+{
+	size_t len = 0;
+	CK_RV rv = p11p_index_get_blob(idx, vid, NULL, 0, &len, sw);
+
+	return rv == CKR_BUFFER_TOO_SMALL ? CKR_OK : rv;
+}
 
 static bool progress_on(unsigned long total)
 {
@@ -406,7 +417,7 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 	if (rv != CKR_OK)
 		goto fail;
 	for (size_t i = 0; i < n_ids; i++) {
-		bool ok = false;
+		bool ok = false, sw = false;
 
 		if (p->n_seen > 0 &&
 		    bsearch(&ids[i], p->seen, p->n_seen, sizeof(*p->seen), cmp_u64) != NULL)
@@ -416,6 +427,21 @@ static int make_plan(struct p11p_index *idx, const char *slot, const struct list
 			goto fail;
 		if (!ok)
 			continue;
+		rv = is_software(idx, ids[i], &sw);
+		if (rv != CKR_OK)
+			goto fail;
+		if (sw) {
+			/* A software key: no member holds it, never missing. */
+			if (v.state != P11P_VK_MISSING) {
+				p->c.unchanged++;
+				continue;
+			}
+			v.state = P11P_VK_ACTIVE;
+			if (plan_add(p, &v, "found") != 0)
+				goto oom;
+			p->c.updated++;
+			continue;
+		}
 		switch (p11p_vk_sync_unseen(&v, full)) {
 		case P11P_VK_SYNC_DELETED:
 			break;
@@ -445,8 +471,7 @@ fail:
 	return -1;
 }
 
-static void print_change(const struct p11p_config *cfg, const struct p11p_vkey *v,
-                         const char *what)
+static void print_change(const struct p11p_config *cfg, const struct p11p_vkey *v, const char *what)
 {
 	char ib[2 * P11P_INDEX_ID_MAX + 1], tb[32], pb[256];
 

@@ -155,7 +155,7 @@ void p11p_health_poll(struct p11p_state *st)
 static void *probe_main(void *arg)
 {
 	struct p11p_state *st = arg;
-	unsigned long long order_due, stats_due, vkeys_due;
+	unsigned long long order_due, stats_due, vkeys_due, local_due;
 
 	p11p_lock();
 	while (!st->probe_stop) {
@@ -167,7 +167,8 @@ static void *probe_main(void *arg)
 		order_due = p11p_order_poll(st);
 		stats_due = p11p_stats_poll(st);
 		vkeys_due = p11p_vkeys_poll(st);
-		p11p_repl_poll(st); /* replication debts, at most every 5 s */
+		p11p_repl_poll(st);                   /* replication debts, at most every 5 s */
+		local_due = p11p_hook_local_poll(st); /* software keys past cache_ttl/idle */
 		p11p_lock();
 		if (st->probe_stop)
 			break;
@@ -191,6 +192,8 @@ static void *probe_main(void *arg)
 			next = stats_due;
 		if (vkeys_due < next)
 			next = vkeys_due;
+		if (local_due != 0 && local_due < next) /* 0: the soft room is not registered */
+			next = local_due;
 		p11p_cond_wait_locked(&st->probe_cond, next > now ? next - now : 1);
 	}
 	p11p_unlock();

@@ -900,6 +900,46 @@ static void sw_sweep(struct p11p_state *st)
 	p11p_unlock();
 }
 
+/* When o's clear key is due for eviction (0: it holds none). Global lock held. */
+static unsigned long long sw_due_locked(const struct lobj *o)
+{
+	const struct p11p_swkeys_cfg *sk = &o->slot->cfg->swkeys;
+	unsigned long long ttl = o->loaded_ms + sk->cache_ttl_ms,
+	                   idle = o->used_ms + sk->cache_idle_ms;
+
+	if (o->vid == 0 || o->key == NULL)
+		return 0;
+	return ttl < idle ? ttl : idle;
+}
+
+/*
+ * The probe thread's periodic task (p11p_hook_local_poll): every software key
+ * past its cache_ttl / cache_idle is evicted (wiped) even when the
+ * application makes no call. Returns when the next one is due (~0: none held).
+ */
+unsigned long long p11p_local_poll(struct p11p_state *st)
+{
+	unsigned long long now = p11p_now_ms(), next = ~0ULL;
+
+	if (st == NULL || st->local == NULL)
+		return next;
+	p11p_lock();
+	for (size_t i = 0; i < st->local->objects.cap; i++) {
+		struct lobj *o = st->local->objects.slots[i].value;
+		unsigned long long due;
+
+		if (o == NULL)
+			continue;
+		sw_evict_locked(o, now);
+		due = sw_due_locked(o);
+		if (due != 0 && due < next)
+			next = due;
+	}
+	p11p_unlock();
+	atomic_store_explicit(&st->local->sw_sweep_ms, now, memory_order_relaxed);
+	return next;
+}
+
 /* A record read from the index becomes an object of vs (its value not loaded). */
 static void sw_adopt(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_vkey *rec,
                      const unsigned char *blob, size_t blob_len)

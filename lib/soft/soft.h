@@ -86,6 +86,13 @@ CK_RV p11p_local_unwrap(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HA
 CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
                              CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
                              CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out);
+/*
+ * The probe thread's periodic task (lib/ha/health.c, through
+ * p11p_hook_local_poll): evicts and wipes the software keys past cache_ttl /
+ * cache_idle without waiting for a call; returns when it is next due
+ * (p11p_now_ms() time; ~0: no software key is held in the clear).
+ */
+unsigned long long p11p_local_poll(struct p11p_state *st);
 /* C_GenerateRandom / C_SeedRandom (random.c): the slot's entropy policy, or the member's. */
 CK_RV p11p_generate_random(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG len);
 CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len);

@@ -804,6 +804,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(V, void, local_drop_owned_locked, (struct p11p_state * st, struct p11p_session * s),     \
 	  (st, s))                                                                                 \
 	X(R, bool, local_mechanism, (CK_MECHANISM_TYPE type), (type))                              \
+	X(R, unsigned long long, local_poll, (struct p11p_state * st), (st))                       \
 	X(R, CK_RV, local_init,                                                                    \
 	  (struct p11p_call * c, enum p11p_op_kind k, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key),   \
 	  (c, k, m, key))                                                                          \

@@ -705,6 +705,56 @@ static void case_idle(void)
 	f->C_CloseSession(s);
 }
 
+/* The lines of the debug file ($P11PROXY_DEBUG_FILE) telling of an eviction on slot soft-idle. */
+static long debug_count(void)
+{
+	const char *path = getenv("P11PROXY_DEBUG_FILE");
+	FILE *fp = path != NULL ? fopen(path, "r") : NULL;
+	char line[1024];
+	long n = 0;
+
+	if (fp == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), fp) != NULL)
+		n += strstr(line, "slot 'soft-idle': software key ") != NULL &&
+		     strstr(line, " evicted") != NULL;
+	fclose(fp);
+	return n;
+}
+
+/*
+ * Eviction without a call (P11PROXY_DEBUG=object, P11PROXY_DEBUG_FILE set by
+ * the suite): after its use the key is evicted by the probe thread while the
+ * application makes no PKCS#11 call at all (within a generous 10 s), then
+ * opened again by the HSM at the next use.
+ */
+static void case_idlebg(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft-idle", 1);
+	CK_OBJECT_HANDLE k;
+	long from, before;
+	int waited = 0;
+	CK_RV rv = create_sw(s, "idlebg", 9, CKK_AES, "idle aes", CK_TRUE, &k);
+
+	EXPECT_RV(rv, CKR_OK, "create a software key");
+	check_gcm(s, k, "idle aes", "just created");
+	before = debug_count();
+	expect(getenv("P11PROXY_DEBUG_FILE") != NULL, "P11PROXY_DEBUG_FILE is set");
+	from = log_lines();
+	while (debug_count() == before && waited < 10000) {
+		msleep(50);
+		waited += 50;
+	}
+	expect(debug_count() > before,
+	       "evicted past cache_idle with no call in between (after %d ms)", waited);
+	expect(log_lines() == from, "no PKCS#11 call reached the HSM meanwhile");
+	from = log_lines();
+	check_gcm(s, k, "idle aes", "used after the eviction");
+	expect(log_count(from, "C_Decrypt ", "CKR_OK") == 1, "opened again by the HSM (%ld)",
+	       log_count(from, "C_Decrypt ", "CKR_OK"));
+	f->C_CloseSession(s);
+}
+
 static void case_nokey(void)
 {
 	CK_SESSION_HANDLE s = open_on("soft-nokey", 1);
@@ -800,6 +850,8 @@ int main(int argc, char **argv)
 		case_generate();
 	else if (strcmp(c, "idle") == 0)
 		case_idle();
+	else if (strcmp(c, "idlebg") == 0)
+		case_idlebg();
 	else if (strcmp(c, "nokey") == 0)
 		case_nokey();
 	else if (strcmp(c, "failover") == 0)

@@ -67,6 +67,11 @@ check "swkeys: C_UnwrapKey makes a software key (unwrapped by the HSM, kept by t
 check "swkeys: generated (new_keys), session software keys; none without software_keys" \
 	st generate generate
 check "swkeys: evicted after cache_idle, opened again by the HSM" st idle idle
+idlebg() {
+	P11PROXY_DEBUG=object P11PROXY_DEBUG_FILE=$TMP/idlebg.debug st idlebg idlebg
+}
+check "swkeys: evicted past cache_idle with no call at all (the probe thread), reopened by the HSM" \
+	idlebg
 nokey() {
 	st nokey nokey && grep -q "no secret key labelled 'no-such-key' (software_keys: wrapping_key) on member 'sw1'" "$TMP/nokey.err"
 }
@@ -141,6 +146,43 @@ rewrap_bad() {
 		grep -q "no secret key labelled 'no-such-key'" "$TMP/rw2.err" && st rw2 use soft 2
 }
 check "swkeys: rewrap to a missing key changes nothing" rewrap_bad
+
+# sync lists the members: software keys are held by none of them, yet they are never missing.
+sync_sw() {
+	local n
+	n=$(sqlite3 "$DB" "SELECT count(*) FROM blobs b JOIN vkeys k ON k.vid = b.vid WHERE k.slot = 'soft';") &&
+		[ "$n" -gt 3 ] || { echo "no software keys to sync ($n)"; return 1; }
+	# keys activate (the perms case) left sk-aes active, though no member holds it.
+	run_prog "$CLI" keys list --slot soft --json >"$TMP/list0.json" 2>&1 &&
+		[ "$(jq -r '.keys[] | select(.label == "sk-aes") | .state' "$TMP/list0.json")" = active ] ||
+		{ echo "activated software key not active"; cat "$TMP/list0.json"; return 1; }
+	# A record an older sync marked missing (state 2) is found again.
+	sqlite3 "$DB" "UPDATE vkeys SET state = 2 WHERE slot = 'soft' AND CAST(label AS TEXT) = 'sk-hmac';" &&
+		run_prog "$CLI" sync soft >"$TMP/sync.out" 2>&1 || { cat "$TMP/sync.out"; return 1; }
+	grep -q "^slot soft: .*missing 0," "$TMP/sync.out" || { cat "$TMP/sync.out"; return 1; }
+	run_prog "$CLI" sync soft >"$TMP/sync2.out" 2>&1 &&
+		grep -q "^slot soft: added 0, updated 0, missing 0," "$TMP/sync2.out" || { cat "$TMP/sync2.out"; return 1; }
+	run_prog "$CLI" keys list --slot soft --json >"$TMP/list.json" 2>&1 &&
+		[ "$(jq '[.keys[] | select(.origin == "created" and .state == "active")] | length' "$TMP/list.json")" = "$n" ] &&
+		[ "$(jq '[.keys[] | select(.state == "missing")] | length' "$TMP/list.json")" = 0 ] &&
+		run_prog "$CLI" keys list --slot soft >"$TMP/list.txt" 2>&1 &&
+		! grep -q " missing " "$TMP/list.txt" && st synced use soft 2 ||
+		{ cat "$TMP/sync.out" "$TMP/list.txt" "$TMP/list.json"; return 1; }
+}
+check "swkeys: sync leaves software keys active (no member holds them); keys list shows them" sync_sw
+
+# keys rotate makes HSM keys: a software key is refused, with what to do, and nothing changes.
+rotate_sw() {
+	local before after
+	before=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;")
+	! run_prog "$CLI" keys rotate sk-hmac --slot soft >"$TMP/rot.out" 2>"$TMP/rot.err" &&
+		grep -q "a software key: keys rotate makes HSM keys only; make its successor through the module" "$TMP/rot.err" &&
+		after=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") && [ "$before" = "$after" ] &&
+		run_prog "$CLI" keys show sk-hmac --slot soft --json >"$TMP/rot.json" 2>&1 &&
+		[ "$(jq -r '.next' "$TMP/rot.json")" = null ] && st rotated use soft 2 ||
+		{ cat "$TMP/rot.out" "$TMP/rot.err" "$TMP/rot.json"; return 1; }
+}
+check "swkeys: keys rotate refuses a software key (no HSM key made), saying what to do" rotate_sw
 
 # pkcs11-tool: a token key generated on a new_keys slot is a software key; HMAC with it.
 p11tool() {

@@ -35,7 +35,7 @@ VERSION := $(shell sed -n 's/^\#define P11PROXY_VERSION_MAJOR //p' include/p11pr
 O ?= build
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS := p11-kit-1 yaml-0.1 libcrypto
+PKGS := p11-kit-1 yaml-0.1 libcrypto sqlite3 libpq
 
 WARN := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wwrite-strings -Wno-unused-parameter -Wvla -Wpointer-arith -Wcast-qual

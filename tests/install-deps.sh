@@ -6,7 +6,7 @@
 set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
 libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl mandoc valgrind
-libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus
+libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus libsqlite3-dev sqlite3 libpq-dev postgresql
 debhelper dpkg-dev fakeroot"
 missing=""
 for p in $pkgs; do

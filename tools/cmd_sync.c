@@ -1,8 +1,13 @@
 /*
- * sync --check: do the members of a virtual slot hold the same token keys?
- * Lists the secret, private and public token keys of every member by
- * identity (CKA_CLASS + CKA_ID + CKA_LABEL, what the proxy re-finds keys by
- * after a failover) and reports the keys some member lacks. It talks to the
+ * sync --check: do the members of a virtual slot hold the same token objects?
+ * Lists the secret, private and public token keys, certificates and data
+ * objects of every member by identity (CKA_CLASS + CKA_ID + CKA_LABEL, what
+ * the proxy re-finds objects by after a failover; data objects have no
+ * CKA_ID) and reports the objects some member lacks.
+ *
+ * sync --repair: copies each object a member lacks from a member that holds
+ * it, as replication does (lib/ha/replicate.c: keys wrapped under the slot's
+ * replication key, the rest by value), and prints counts per member. It talks to the
  * backends directly (lib/backend), logged in with each member's configured
  * PIN, or with one PIN read from the terminal (no echo) or stdin for the
  * members that have none.
@@ -24,7 +29,10 @@
 #include "util.h"
 #include "keymodel/model.h"
 #include "ha/order.h"
+#include "ha/replicate.h"
 #include "metrics.h"
+#include "index/index.h"
+#include "keys.h"
 
 #define ERR_LEN         512
 #define SYNC_ID_MAX     256      /* CKA_ID / CKA_LABEL bytes compared (as the proxy keeps) */
@@ -37,7 +45,13 @@ struct key {
 	CK_ULONG id_len, label_len;
 	CK_BYTE id[SYNC_ID_MAX], label[SYNC_ID_MAX];
 	size_t member;
+	CK_OBJECT_HANDLE h; /* on that member (valid while its session is open: --repair) */
 };
+
+/* The classes compared and repaired, in that order. */
+static const CK_OBJECT_CLASS sync_classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+                                               CKO_CERTIFICATE, CKO_DATA};
+#define N_SYNC_CLASSES (sizeof(sync_classes) / sizeof(sync_classes[0]))
 
 /* One member's listing. */
 struct mstate {
@@ -46,6 +60,8 @@ struct mstate {
 	bool listed;
 	unsigned long n_keys;
 	char err[ERR_LEN];
+	CK_SESSION_HANDLE h; /* kept open for --repair, else closed after listing */
+	bool logged_in;
 };
 
 struct sync_ctx {
@@ -154,7 +170,12 @@ static CK_RV list_class(struct sync_ctx *c, const struct p11p_bctx *bc, CK_SESSI
 		memset(&k, 0, sizeof(k));
 		k.cls = cls;
 		k.member = member;
-		rv = p11p_be_C_GetAttributeValue(bc, h, hs[i], a, 2);
+		k.h = hs[i];
+		/* A data object has no CKA_ID: named by its label. */
+		rv = cls == CKO_DATA ? p11p_be_C_GetAttributeValue(bc, h, hs[i], a + 1, 1)
+		                     : p11p_be_C_GetAttributeValue(bc, h, hs[i], a, 2);
+		if (cls == CKO_DATA)
+			a[0].ulValueLen = 0;
 		if (rv != CKR_OK || a[0].ulValueLen > sizeof(k.id) ||
 		    a[1].ulValueLen > sizeof(k.label)) {
 			snprintf(err, errlen, "cannot read a key's CKA_ID and CKA_LABEL: %s",
@@ -164,7 +185,8 @@ static CK_RV list_class(struct sync_ctx *c, const struct p11p_bctx *bc, CK_SESSI
 		}
 		k.id_len = a[0].ulValueLen;
 		k.label_len = a[1].ulValueLen;
-		if (p11p_be_C_GetAttributeValue(bc, h, hs[i], &kt, 1) != CKR_OK ||
+		if (!p11p_vk_is_key_class(cls) ||
+		    p11p_be_C_GetAttributeValue(bc, h, hs[i], &kt, 1) != CKR_OK ||
 		    kt.ulValueLen != sizeof(k.kt))
 			k.kt = CKK_VENDOR_DEFINED;
 		if (add_key(c, &k) < 0) {
@@ -179,11 +201,25 @@ out:
 	return rv;
 }
 
-/* Finds the member's token, logs in, lists its token keys. */
-static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, size_t idx,
-                        struct mstate *ms)
+/* Ends the session list_member kept open. */
+static void member_close(struct mstate *ms)
 {
-	static const CK_OBJECT_CLASS classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+	if (ms->h == CK_INVALID_HANDLE)
+		return;
+	if (ms->logged_in)
+		p11p_be_C_Logout(&ms->bc, ms->h);
+	p11p_be_C_CloseSession(&ms->bc, ms->h);
+	ms->h = CK_INVALID_HANDLE;
+	ms->logged_in = false;
+}
+
+/*
+ * Finds the member's token, logs in, lists its token objects. keep: the
+ * session stays open (read-write, member_close() ends it) for --repair.
+ */
+static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, size_t idx,
+                        struct mstate *ms, bool keep)
+{
 	CK_UTF8CHAR pinbuf[P11P_MAX_PIN_LEN];
 	const struct p11p_secret *pin;
 	struct p11p_secret *own = NULL;
@@ -207,7 +243,8 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 			snprintf(ms->err, sizeof(ms->err), "%s", cli_rv(rv));
 		return;
 	}
-	rv = p11p_be_C_OpenSession(bc, ms->m.be_slot, CKF_SERIAL_SESSION, NULL, NULL, &h);
+	rv = p11p_be_C_OpenSession(
+	    bc, ms->m.be_slot, CKF_SERIAL_SESSION | (keep ? CKF_RW_SESSION : 0), NULL, NULL, &h);
 	if (rv != CKR_OK) {
 		snprintf(ms->err, sizeof(ms->err), "C_OpenSession: %s", cli_rv(rv));
 		return;
@@ -240,12 +277,19 @@ static void list_member(struct sync_ctx *c, const struct p11p_member_cfg *mc, si
 		goto out;
 	}
 	logged_in = rv == CKR_OK;
-	for (size_t i = 0; i < 3; i++) {
-		rv = list_class(c, bc, h, classes[i], idx, &ms->n_keys, ms->err, sizeof(ms->err));
+	for (size_t i = 0; i < N_SYNC_CLASSES; i++) {
+		rv = list_class(c, bc, h, sync_classes[i], idx, &ms->n_keys, ms->err,
+		                sizeof(ms->err));
 		if (rv != CKR_OK)
 			goto out;
 	}
 	ms->listed = true;
+	if (keep) {
+		ms->h = h;
+		ms->logged_in = logged_in;
+		p11p_secret_free(own);
+		return;
+	}
 out:
 	if (logged_in)
 		p11p_be_C_Logout(bc, h);
@@ -288,6 +332,17 @@ static const char *type_name(CK_KEY_TYPE kt)
 
 	return n != NULL ? n : "vendor-defined";
 }
+
+/* The class for JSON: secret, private, public, certificate, data. */
+static const char *class_name(CK_OBJECT_CLASS cls)
+{
+	return cls == CKO_CERTIFICATE ? "certificate"
+	       : cls == CKO_DATA      ? "data"
+	                              : p11p_vk_class_name(cls);
+}
+
+/* "AES secret key", "certificate", for text output (into buf). */
+static const char *what_text(const struct key *k, char *buf, size_t len);
 
 /* "AES" for CKK_AES, for text output. */
 static const char *type_short(CK_KEY_TYPE kt)
@@ -334,7 +389,7 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 	n = ord.n;
 	c->n_keys = 0;
 	for (size_t i = 0; i < n; i++) {
-		list_member(c, cli_order_member(c->cfg, s, &ord.e[i]), i, &ms[i]);
+		list_member(c, cli_order_member(c->cfg, s, &ord.e[i]), i, &ms[i], false);
 		if (ms[i].listed)
 			listed |= 1U << i;
 		else
@@ -366,7 +421,7 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		printf("slot %zu \"%s\": %zu member%s\n", s, cli_esc(label), n, n == 1 ? "" : "s");
 		for (size_t i = 0; i < n; i++) {
 			if (ms[i].listed)
-				printf("  member %zu %s: %lu token key%s\n", i + 1,
+				printf("  member %zu %s: %lu token object%s\n", i + 1,
 				       cli_esc(ord.e[i].name), ms[i].n_keys,
 				       ms[i].n_keys == 1 ? "" : "s");
 			else
@@ -390,17 +445,21 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		if (c->cli->json) {
 			json_t *jk = json_object();
 
-			cli_jset(jk, "class", json_string(p11p_vk_class_name(k->cls)));
-			cli_jset(jk, "key_type", cli_jstr(type_name(k->kt)));
+			cli_jset(jk, "class", json_string(class_name(k->cls)));
+			cli_jset(jk, "key_type",
+			         cli_jstr(p11p_vk_is_key_class(k->cls) ? type_name(k->kt) : NULL));
 			cli_jset(jk, "id", cli_jstr(cli_hex(k->id, k->id_len, ib, sizeof(ib))));
 			cli_jset(jk, "label", cli_jstrn(k->label, k->label_len));
 			cli_jset(jk, "members", json_members(held, n));
 			cli_jset(jk, "missing", json_members(missing, n));
 			json_array_append_new(jkeys, jk);
 		} else if (missing != 0) {
-			printf("  missing: %s %s key \"%s\" id %s: not on member", type_short(k->kt),
-			       p11p_vk_class_name(k->cls), cli_escn(k->label, k->label_len),
-			       k->id_len > 0 ? cli_hex(k->id, k->id_len, ib, sizeof(ib)) : "(none)");
+			char wb[64];
+
+			printf("  missing: %s \"%s\" id %s: not on member",
+			       what_text(k, wb, sizeof(wb)), cli_escn(k->label, k->label_len),
+			       k->id_len > 0 ? cli_hex(k->id, k->id_len, ib, sizeof(ib))
+			                     : "(none)");
 			for (size_t m = 0, cnt = 0; m < n; m++)
 				if (missing & (1U << m))
 					printf("%s %zu %s", cnt++ ? "," : "", m + 1,
@@ -409,6 +468,24 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 		}
 		i = j;
 	}
+	{
+		/* What the module recorded as missing or left behind (not settled yet). */
+		struct p11p_index *idx = NULL;
+		struct p11p_debt *debts = NULL;
+		size_t n_debts = 0;
+
+		if (n > 1 && keys_index_open(c->cfg, false, &idx) == 0 && idx != NULL &&
+		    p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
+			n_debts = 0;
+		p11p_free(debts);
+		p11p_index_close(idx);
+		if (c->cli->json)
+			cli_jset(js, "debts", json_integer((json_int_t)n_debts));
+		else if (n_debts > 0)
+			printf("  replication debts recorded by the module: %zu (`p11proxy sync "
+			       "--repair %s` settles them)\n",
+			       n_debts, cli_esc(label));
+	}
 	if (c->cli->json) {
 		cli_jset(js, "keys", jkeys);
 		cli_jset(js, "agree", json_boolean(agree));
@@ -416,18 +493,277 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 	} else if (agree && n < 2) {
 		printf("  one member: nothing to compare\n");
 	} else if (agree) {
-		printf("  all %zu members hold the same %lu token key%s\n", n, n_ident,
+		printf("  all %zu members hold the same %lu token object%s\n", n, n_ident,
 		       n_ident == 1 ? "" : "s");
 	} else if (listed != (n >= 32 ? ~0U : (1U << n) - 1)) {
-		printf("  not every member could be listed; %lu key%s missing on some member\n",
+		printf("  not every member could be listed; %lu object%s missing on some member\n",
 		       n_missing, n_missing == 1 ? "" : "s");
 	} else {
-		printf("  members disagree: %lu key%s missing on some member\n", n_missing,
+		printf("  members disagree: %lu object%s missing on some member\n", n_missing,
 		       n_missing == 1 ? "" : "s");
 	}
 	p11p_order_clear(&ord);
 	p11p_free(ms);
 	return agree;
+}
+
+static const char *what_text(const struct key *k, char *buf, size_t len)
+{
+	if (k->cls == CKO_CERTIFICATE)
+		snprintf(buf, len, "certificate");
+	else if (k->cls == CKO_DATA)
+		snprintf(buf, len, "data object");
+	else
+		snprintf(buf, len, "%s %s key", type_short(k->kt), p11p_vk_class_name(k->cls));
+	return buf;
+}
+
+/* The objects with that identity on a member's session: how many (0, 1, 2 = several), *h the one.
+ */
+static CK_RV find_ident(const struct p11p_bctx *bc, CK_SESSION_HANDLE sh, const struct p11p_debt *d,
+                        CK_OBJECT_HANDLE *h, CK_ULONG *n)
+{
+	CK_OBJECT_CLASS cls = d->cls;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)(uintptr_t)d->ck_id, d->ck_id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)d->label, d->label_len},
+	};
+	CK_OBJECT_HANDLE found[2];
+	CK_RV rv;
+
+	*h = 0;
+	*n = 0;
+	if (cls == CKO_DATA)
+		t[1] = t[2]; /* no CKA_ID */
+	rv = p11p_be_C_FindObjectsInit(bc, sh, t, cls == CKO_DATA ? 2 : 3);
+	if (rv != CKR_OK)
+		return rv;
+	rv = p11p_be_C_FindObjects(bc, sh, found, 2, n);
+	p11p_be_C_FindObjectsFinal(bc, sh);
+	if (rv == CKR_OK && *n > 2)
+		rv = CKR_GENERAL_ERROR;
+	if (rv == CKR_OK && *n == 1)
+		*h = found[0];
+	return rv;
+}
+
+/* The member (0-based, in ord) a debt names, or n when it is not one of the listed ones. */
+static size_t debt_member(const struct p11p_debt *d, const struct p11p_order *ord,
+                          const struct mstate *ms, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ms[i].listed && strcmp(ord->e[i].name, d->member) == 0)
+			return i;
+	return n;
+}
+
+/* Does some member's listing (c->keys) hold the debt's object? */
+static bool listed_anywhere(const struct sync_ctx *c, const struct p11p_debt *d)
+{
+	for (size_t i = 0; i < c->n_keys; i++) {
+		const struct key *k = &c->keys[i];
+
+		if (k->cls == d->cls && k->label_len == d->label_len &&
+		    memcmp(k->label, d->label, d->label_len) == 0 &&
+		    (d->cls == CKO_DATA ||
+		     (k->id_len == d->ck_id_len && memcmp(k->id, d->ck_id, d->ck_id_len) == 0)))
+			return true;
+	}
+	return false;
+}
+
+/* What one member got from a repair. */
+struct repair_count {
+	unsigned long copied, failed;
+	char first_err[ERR_LEN]; /* the first failure, for the output */
+};
+
+/*
+ * sync --repair for slot s: each object a listed member lacks is copied to it
+ * from the first member that holds it. Prints counts per member. true when
+ * every member was listed and nothing failed.
+ */
+static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
+{
+	const struct p11p_slot_cfg *sc = &c->cfg->slots[s];
+	struct mstate *ms = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*ms));
+	struct repair_count *rc = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*rc));
+	const char *label = sc->label != NULL && sc->label[0] != '\0' ? sc->label : "";
+	const char *skip = NULL;
+	struct p11p_order ord;
+	struct p11p_index *idx = NULL;
+	struct p11p_debt *debts = NULL;
+	size_t n_debts = 0;
+	unsigned long debts_done = 0, debts_left = 0, destroyed = 0;
+	unsigned listed = 0;
+	bool ok = true;
+	char err[1024];
+	size_t n = 0;
+
+	if (ms == NULL || rc == NULL) {
+		cli_error("out of memory");
+		p11p_free(ms);
+		p11p_free(rc);
+		return false;
+	}
+	if (sc->ha.replication == P11P_REPL_NONE)
+		skip = "ha.replication is none: the proxy makes no copies on this slot";
+	else if (sc->ha.replication == P11P_REPL_VENDOR)
+		skip = "ha.replication is vendor: the members copy objects themselves";
+	if (cli_slot_order(c->cfg, s, &ord, err, sizeof(err)) < 0) {
+		cli_error("slot %s: member order file ignored (the configured order is used): %s",
+		          label, err);
+		ok = false;
+	}
+	n = skip != NULL ? 0 : ord.n;
+	/* The debts the module recorded (index/index.h): removals are made first. */
+	if (n > 0 && keys_index_open(c->cfg, false, &idx) == 0 && idx != NULL &&
+	    p11p_index_debt_list(idx, label, &debts, &n_debts) != CKR_OK)
+		n_debts = 0;
+relist:
+	c->n_keys = 0;
+	listed = 0;
+	for (size_t i = 0; i < n; i++) {
+		list_member(c, cli_order_member(c->cfg, s, &ord.e[i]), i, &ms[i], true);
+		if (ms[i].listed)
+			listed |= 1U << i;
+		else
+			ok = false;
+	}
+	for (size_t i = 0; i < n_debts; i++) {
+		struct p11p_debt *d = &debts[i];
+		size_t m = debt_member(d, &ord, ms, n);
+		CK_OBJECT_HANDLE h;
+		CK_ULONG found = 0;
+
+		if (d->op != P11P_DEBT_DESTROY || d->id == 0 || m == n)
+			continue;
+		if (find_ident(&ms[m].bc, ms[m].h, d, &h, &found) != CKR_OK || found > 1)
+			continue;
+		if (found == 1 && p11p_be_C_DestroyObject(&ms[m].bc, ms[m].h, h) != CKR_OK)
+			continue;
+		destroyed += found;
+		debts_done++;
+		p11p_index_debt_done(idx, d->id);
+		d->id = 0; /* settled */
+	}
+	if (destroyed > 0) {
+		/* The listing had them: again without. */
+		destroyed = 0;
+		for (size_t i = 0; i < n; i++)
+			member_close(&ms[i]);
+		goto relist;
+	}
+	if (c->n_keys > 1)
+		qsort(c->keys, c->n_keys, sizeof(*c->keys), cmp_key);
+	for (size_t i = 0; i < c->n_keys;) {
+		const struct key *src = &c->keys[i];
+		size_t j = i;
+		unsigned held = 0, missing;
+
+		while (j < c->n_keys && cmp_ident(&c->keys[i], &c->keys[j]) == 0)
+			held |= 1U << c->keys[j++].member;
+		missing = listed & ~held;
+		for (size_t m = 0; m < n && missing != 0; m++) {
+			struct mstate *from = &ms[src->member], *to = &ms[m];
+			char why[ERR_LEN] = "", wb[64];
+			CK_OBJECT_HANDLE out;
+			CK_RV rv;
+
+			if (!(missing & (1U << m)))
+				continue;
+			rv = p11p_repl_copy_key(from->m.be, from->h, src->member, src->h, to->m.be,
+			                        to->h, m, sc->ha.replication_key, &out, why,
+			                        sizeof(why));
+			if (rv == CKR_OK) {
+				rc[m].copied++;
+				continue;
+			}
+			rc[m].failed++;
+			ok = false;
+			if (rc[m].first_err[0] == '\0')
+				snprintf(rc[m].first_err, sizeof(rc[m].first_err), "%s \"%s\": %s",
+				         what_text(src, wb, sizeof(wb)),
+				         cli_escn(src->label, src->label_len),
+				         why[0] != '\0' ? why : cli_rv(rv));
+		}
+		i = j;
+	}
+	/* Copies the debts asked for: there now, or nowhere to copy from (destroyed since). */
+	for (size_t i = 0; i < n_debts; i++) {
+		struct p11p_debt *d = &debts[i];
+		size_t m = debt_member(d, &ord, ms, n);
+		CK_OBJECT_HANDLE h;
+		CK_ULONG found = 0;
+
+		if (d->id == 0)
+			continue;
+		if (m < n && find_ident(&ms[m].bc, ms[m].h, d, &h, &found) == CKR_OK &&
+		    (found > 0 || (d->op == P11P_DEBT_COPY && !listed_anywhere(c, d)))) {
+			debts_done++;
+			p11p_index_debt_done(idx, d->id);
+		} else {
+			debts_left++;
+			ok = false;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		member_close(&ms[i]);
+	if (c->cli->json) {
+		json_t *js = json_object(), *jms = json_array();
+
+		cli_jset(js, "id", json_integer((json_int_t)s));
+		cli_jset(js, "label", cli_jstr(label));
+		cli_jset(js, "skipped", cli_jstr(skip));
+		for (size_t i = 0; i < n; i++) {
+			json_t *jm = json_object();
+
+			cli_jset(jm, "member", json_integer((json_int_t)i + 1));
+			cli_jset(jm, "name", cli_jstr(ord.e[i].name));
+			cli_jset(jm, "listed", json_boolean(ms[i].listed));
+			cli_jset(jm, "copied", json_integer((json_int_t)rc[i].copied));
+			cli_jset(jm, "failed", json_integer((json_int_t)rc[i].failed));
+			cli_jset(jm, "error",
+			         cli_jstr(!ms[i].listed      ? ms[i].err
+			                  : rc[i].failed > 0 ? rc[i].first_err
+			                                     : NULL));
+			json_array_append_new(jms, jm);
+		}
+		cli_jset(js, "members", jms);
+		cli_jset(js, "debts_settled", json_integer((json_int_t)debts_done));
+		cli_jset(js, "debts_left", json_integer((json_int_t)debts_left));
+		cli_jset(js, "ok", json_boolean(ok));
+		json_array_append_new(jslots, js);
+	} else {
+		printf("slot %zu \"%s\": ", s, cli_esc(label));
+		if (skip != NULL)
+			printf("nothing to repair: %s\n", skip);
+		else
+			printf("%zu member%s\n", n, n == 1 ? "" : "s");
+		for (size_t i = 0; i < n; i++) {
+			if (!ms[i].listed) {
+				printf(
+				    "  member %zu %s: not repaired: cannot list its objects: %s\n",
+				    i + 1, cli_esc(ord.e[i].name), cli_esc(ms[i].err));
+				continue;
+			}
+			printf("  member %zu %s: %lu copied, %lu failed\n", i + 1,
+			       cli_esc(ord.e[i].name), rc[i].copied, rc[i].failed);
+			if (rc[i].failed > 0)
+				printf("    first failure: %s\n", cli_esc(rc[i].first_err));
+		}
+		if (n_debts > 0)
+			printf(
+			    "  replication debts recorded by the module: %lu settled, %lu left\n",
+			    debts_done, debts_left);
+	}
+	p11p_free(debts);
+	p11p_index_close(idx);
+	p11p_order_clear(&ord);
+	p11p_free(ms);
+	p11p_free(rc);
+	return ok;
 }
 
 bool cli_sync_backlog(const struct p11p_config *cfg, struct cli_backends *bs, size_t s,
@@ -453,7 +789,7 @@ bool cli_sync_backlog(const struct p11p_config *cfg, struct cli_backends *bs, si
 	out->n = ord.n;
 	for (size_t i = 0; i < ord.n; i++) {
 		snprintf(out->name[i], sizeof(out->name[i]), "%s", ord.e[i].name);
-		list_member(&c, cli_order_member(cfg, s, &ord.e[i]), i, &ms[i]);
+		list_member(&c, cli_order_member(cfg, s, &ord.e[i]), i, &ms[i], false);
 		out->listed[i] = ms[i].listed;
 		out->keys[i] = ms[i].n_keys;
 		if (ms[i].listed)
@@ -482,9 +818,10 @@ bool cli_sync_backlog(const struct p11p_config *cfg, struct cli_backends *bs, si
 
 int cmd_sync(struct cli *cli, int argc, char **argv)
 {
-	enum { O_CHECK = CLI_OPT_FIRST };
+	enum { O_CHECK = CLI_OPT_FIRST, O_REPAIR };
 	static const struct option opts[] = {
 	    {"check", no_argument, NULL, O_CHECK},
+	    {"repair", no_argument, NULL, O_REPAIR},
 	    {"dry-run", no_argument, NULL, 'n'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -492,7 +829,7 @@ int cmd_sync(struct cli *cli, int argc, char **argv)
 	struct p11p_config *cfg = NULL;
 	const char *want = NULL;
 	size_t only = (size_t)-1;
-	bool check = false, dry_run = false, all_agree = true;
+	bool check = false, repair = false, dry_run = false, all_agree = true;
 	json_t *doc = NULL, *jslots = NULL;
 	int rc, o;
 
@@ -500,6 +837,8 @@ int cmd_sync(struct cli *cli, int argc, char **argv)
 	while ((o = cli_getopt(cli, argc, argv, "n", opts)) != -1) {
 		if (o == O_CHECK)
 			check = true;
+		else if (o == O_REPAIR)
+			repair = true;
 		else if (o == 'n')
 			dry_run = true;
 		else
@@ -513,7 +852,10 @@ int cmd_sync(struct cli *cli, int argc, char **argv)
 		return cli_cmd_help("sync");
 	if (check && dry_run)
 		return cli_usage("sync", "--check writes nothing: --dry-run goes without it");
-	if (!check)
+	if (repair && (check || dry_run))
+		return cli_usage("sync", "--repair goes without --check and --dry-run (run "
+		                         "`p11proxy sync --check` to see what it would copy)");
+	if (!check && !repair)
 		return cli_sync_keys(cli, want, dry_run);
 	memset(&c, 0, sizeof(c));
 	c.cli = cli;
@@ -541,7 +883,7 @@ int cmd_sync(struct cli *cli, int argc, char **argv)
 	for (size_t s = 0; s < c.cfg->n_slots; s++) {
 		if (only != (size_t)-1 && s != only)
 			continue;
-		if (!check_slot(&c, s, jslots))
+		if (!(repair ? repair_slot(&c, s, jslots) : check_slot(&c, s, jslots)))
 			all_agree = false;
 	}
 	if (cli->json) {

@@ -58,11 +58,12 @@ static const struct cli_cmd commands[] = {
      "                         GET /metrics (Prometheus text format; p11proxy(7) METRICS)\n"
      SLOT_HELP,
      cmd_health},
-    {"sync", "[SLOT] [--dry-run] [--json] | --check [SLOT] [--json]",
+    {"sync", "[SLOT] [--dry-run] [--json] | --check [SLOT] [--json] | --repair [SLOT] [--json]",
      "record the members' token keys as virtual keys: added / updated / missing / unchanged "
-     "(--check: compare the members' keys)",
+     "(--check: compare the members' objects; --repair: copy what a member lacks)",
      "  -n, --dry-run  say what would change, write nothing\n"
-     "  --check        compare the members' token keys (members numbered from 1)\n" SLOT_HELP,
+     "  --check        compare the members' token objects (members numbered from 1)\n"
+     "  --repair       copy every object a member lacks from one that holds it\n" SLOT_HELP,
      cmd_sync},
     {"keys",
      "list [--slot S] [--all] [--json] | show KEY [--json] | deactivate|activate|delete KEY | "

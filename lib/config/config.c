@@ -373,11 +373,13 @@ enum {
 	HA_QUORUM,
 	HA_REPL_KEY,
 	HA_SINGLE,
+	HA_REPL,
+	HA_REPL_WAIT,
 	HA_N
 };
 static const char *const ha_keys[HA_N] = {
-    "mode",          "probe_interval", "call_timeout",    "retries",
-    "replay_buffer", "key_quorum",     "replication_key", "single_member_keys"};
+    "mode",       "probe_interval",  "call_timeout",       "retries",     "replay_buffer",
+    "key_quorum", "replication_key", "single_member_keys", "replication", "replication_wait"};
 
 static bool parse_bool(struct pctx *c, const yaml_node_t *n, const char *what, bool *out)
 {
@@ -401,6 +403,8 @@ static void ha_defaults(struct p11p_ha_cfg *ha)
 	ha->call_timeout_ms = 0;
 	ha->retries = P11P_HA_DEFAULT_RETRIES;
 	ha->replay_buffer = P11P_HA_DEFAULT_REPLAY;
+	ha->replication = P11P_REPL_WRAP;
+	ha->replication_wait_ms = P11P_HA_DEFAULT_REPL_WAIT_MS;
 }
 
 static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *ha)
@@ -460,6 +464,26 @@ static bool parse_ha(struct pctx *c, const yaml_node_t *n, struct p11p_ha_cfg *h
 	}
 	if (v[HA_SINGLE] != NULL &&
 	    !parse_bool(c, v[HA_SINGLE], "single_member_keys", &ha->single_member_keys))
+		return false;
+	if (v[HA_REPL] != NULL) {
+		const char *r;
+
+		if (!get_string(c, v[HA_REPL], "replication", &r))
+			return false;
+		if (strcmp(r, "wrap") == 0)
+			ha->replication = P11P_REPL_WRAP;
+		else if (strcmp(r, "vendor") == 0)
+			ha->replication = P11P_REPL_VENDOR;
+		else if (strcmp(r, "none") == 0)
+			ha->replication = P11P_REPL_NONE;
+		else
+			return p11p_ydoc_report(
+			    &c->y, &v[HA_REPL]->start_mark,
+			    "'replication' must be wrap, vendor or none, not '%s'",
+			    p11p_ydoc_show(r, strlen(r), buf));
+	}
+	if (v[HA_REPL_WAIT] != NULL && !parse_duration(c, v[HA_REPL_WAIT], "replication_wait", 0,
+	                                               600000, &ha->replication_wait_ms))
 		return false;
 	return true;
 }

@@ -75,6 +75,13 @@ enum p11p_ha_mode {
 	P11P_HA_BALANCE,  /* new sessions are spread over the healthy members */
 };
 
+/* How a slot's new token objects reach its other members (ha.replication). */
+enum p11p_repl_mode {
+	P11P_REPL_WRAP = 0, /* the proxy copies them (keys wrapped under ha.replication_key) */
+	P11P_REPL_VENDOR,   /* the members copy them themselves: the proxy waits and checks */
+	P11P_REPL_NONE,     /* no copies: a new object stays on the member that made it */
+};
+
 /* A slot's `ha:` settings, defaults filled in by the parser. */
 struct p11p_ha_cfg {
 	enum p11p_ha_mode mode;
@@ -83,15 +90,18 @@ struct p11p_ha_cfg {
 	unsigned retries;                /* failovers one call may make */
 	size_t replay_buffer;            /* multi-part input kept per operation for replay */
 	/* Key replication: a new token key is copied to the other members. */
-	unsigned key_quorum;     /* members that must hold it; 0: every healthy member */
-	char *replication_key;   /* label of the wrapping key present on every member */
-	bool single_member_keys; /* keys that cannot be copied are allowed (else refused) */
+	unsigned key_quorum;             /* members that must hold it; 0: every healthy member */
+	char *replication_key;           /* label of the wrapping key present on every member */
+	bool single_member_keys;         /* keys that cannot be copied are allowed (else refused) */
+	enum p11p_repl_mode replication; /* ha.replication */
+	unsigned long replication_wait_ms; /* vendor: how long to wait for the copies */
 };
 
-#define P11P_HA_DEFAULT_PROBE_MS 5000UL
-#define P11P_HA_DEFAULT_RETRIES  3U
-#define P11P_HA_DEFAULT_REPLAY   (64UL * 1024)
-#define P11P_HA_MAX_REPLAY       (16UL * 1024 * 1024)
+#define P11P_HA_DEFAULT_PROBE_MS     5000UL
+#define P11P_HA_DEFAULT_RETRIES      3U
+#define P11P_HA_DEFAULT_REPLAY       (64UL * 1024)
+#define P11P_HA_DEFAULT_REPL_WAIT_MS 10000UL
+#define P11P_HA_MAX_REPLAY           (16UL * 1024 * 1024)
 
 /* A slot's `policy:` (virtual keys, issue 4): the key-management policy. */
 enum p11p_scan_scope {
@@ -149,7 +159,7 @@ struct p11p_slot_cfg {
 #define P11P_PIN_MAX_TRIES_MAX     1000
 
 #define P11P_DEFAULT_STATE_DIR  "/var/lib/p11proxy"
-#define P11P_DEFAULT_INDEX_NAME "keys.index"
+#define P11P_DEFAULT_INDEX_NAME "keys.db"
 
 struct p11p_config {
 	char *path;      /* the file read, or "environment" for the quick start */

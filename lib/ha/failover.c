@@ -278,12 +278,40 @@ static long count_matches(struct p11p_call *c, CK_ATTRIBUTE *t, CK_ULONG n, CK_O
 	return (long)got;
 }
 
+/*
+ * Template i asks for a token secret or private key that cannot be extracted:
+ * made extractable under trusted keys only (the replication key) into cr's
+ * own copy, locked after the copies (replicate.c).
+ */
+static void unlock_for_copy(struct p11p_call *c, struct p11p_creation *cr, size_t i,
+                            CK_ATTRIBUTE_PTR *templ, CK_ULONG *count)
+{
+	const CK_ATTRIBUTE *a = templ[i];
+	CK_ULONG k = count[i], j = 0;
+
+	if (c->s->slot->n_members < 2 || c->s->slot->cfg->ha.replication != P11P_REPL_WRAP ||
+	    !cr->token[i] || (cr->cls[i] != CKO_SECRET_KEY && cr->cls[i] != CKO_PRIVATE_KEY) ||
+	    k > P11P_CREATION_MAX_ATTRS || p11p_attr_bool(a, k, CKA_EXTRACTABLE, false))
+		return;
+	cr->yes = CK_TRUE;
+	for (CK_ULONG x = 0; x < k; x++) {
+		if (a[x].type != CKA_EXTRACTABLE && a[x].type != CKA_WRAP_WITH_TRUSTED)
+			cr->rt[i][j++] = a[x];
+	}
+	cr->rt[i][j++] = (CK_ATTRIBUTE){CKA_EXTRACTABLE, &cr->yes, sizeof(cr->yes)};
+	cr->rt[i][j++] = (CK_ATTRIBUTE){CKA_WRAP_WITH_TRUSTED, &cr->yes, sizeof(cr->yes)};
+	templ[i] = cr->rt[i];
+	count[i] = j;
+	c->repl_lock |= (uint8_t)(1u << i);
+}
+
 void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
-                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
-                         const CK_ULONG *count)
+                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR *templ,
+                         CK_ULONG *count)
 {
 	memset(cr, 0, sizeof(*cr));
 	cr->n = n > 2 ? 2 : n;
+	c->repl_lock = 0;
 	for (size_t i = 0; i < cr->n; i++) {
 		const CK_ATTRIBUTE *a = templ[i];
 		CK_ULONG k = count[i];
@@ -294,6 +322,7 @@ void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n
 
 		cr->token[i] = p11p_attr_bool(a, k, CKA_TOKEN, false);
 		cr->cls[i] = p11p_attr_ulong(a, k, CKA_CLASS, default_cls[i]);
+		unlock_for_copy(c, cr, i, templ, count);
 		if (!cr->token[i] || id == NULL || id->pValue == NULL || c->s->slot->n_members < 2)
 			continue;
 		cr->t[i][0] = (CK_ATTRIBUTE){CKA_CLASS, &cr->cls[i], sizeof(cr->cls[i])};

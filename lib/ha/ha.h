@@ -95,10 +95,17 @@ void p11p_call_leave_down_member(struct p11p_call *c);
  * copied it); there in none of the n templates, CKR_DEVICE_ERROR with "not created on the
  * survivors: safe to repeat" logged; otherwise (no CKA_ID, partial, ambiguous) CKR_DEVICE_ERROR
  * with "outcome unknown". Returns true to repeat the call.
+ * On a slot that replicates by wrapping (ha.replication: wrap, several
+ * members), p11p_creation_begin() also rewrites the template of a token
+ * secret or private key that asks not to be extractable (CKA_EXTRACTABLE false
+ * or left to the token) into cr's own copy, with CKA_EXTRACTABLE and
+ * CKA_WRAP_WITH_TRUSTED true, and sets bit k of c->repl_lock: the key can
+ * then be wrapped only under a trusted key (the replication key), and
+ * p11p_repl_new_keys() sets CKA_EXTRACTABLE false once every member holds it.
  */
 void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
-                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,
-                         const CK_ULONG *count);
+                         const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR *templ,
+                         CK_ULONG *count);
 bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *rv,
                          CK_OBJECT_HANDLE *bh);
 
@@ -133,12 +140,20 @@ void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
                        CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 
 /*
- * Member m of vs is up again (after being down): copies to it the token keys
- * that the slot's other up members hold and it lacks (by CKA_CLASS + CKA_ID +
- * CKA_LABEL). Needs the application's user login on the slot; without it the
+ * Member m of vs is up again (after being down): settles the slot's
+ * replication debts (index/index.h: removals first), then copies to it the
+ * token objects that the slot's other up members hold and it lacks (by
+ * CKA_CLASS + CKA_ID + CKA_LABEL). Needs the application's user login on the slot; without it the
  * catch-up waits for the slot's next key creation. No lock held (the probe
  * thread, or an inline probe).
  */
 void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m);
+/*
+ * The probe thread's periodic task (at most every 5 s): on each slot that
+ * replicates by wrapping and where the application is logged in, settles the
+ * replication debts recorded in the index (by any process) whose member is up.
+ * No lock held.
+ */
+void p11p_repl_poll(struct p11p_state *st);
 
 #endif

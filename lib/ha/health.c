@@ -140,6 +140,7 @@ void p11p_health_poll(struct p11p_state *st)
 
 	p11p_order_poll(st); /* the member order overlays, at most once a second */
 	p11p_stats_poll(st); /* this process's statistics file, at most once a second */
+	p11p_repl_poll(st);  /* replication debts, at most every 5 s */
 	for (;;) {
 		p11p_lock();
 		m = due_locked(st, &vs, p11p_now_ms(), &next);
@@ -164,6 +165,7 @@ static void *probe_main(void *arg)
 		p11p_unlock();
 		order_due = p11p_order_poll(st);
 		stats_due = p11p_stats_poll(st);
+		p11p_repl_poll(st); /* replication debts, at most every 5 s */
 		p11p_lock();
 		if (st->probe_stop)
 			break;

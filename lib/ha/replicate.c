@@ -30,18 +30,22 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
+#include "index/index.h"
 #include "keymodel/model.h"
+#include "vkeys/vkeys.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
-#define REPL_MAX_WRAPPED (64UL * 1024) /* a wrapped key, as a backend sizes it */
-#define REPL_MAX_VALUE   8192UL        /* one public value (RSA modulus, DSA prime, EC point) */
-#define REPL_MAX_KEYS    100000UL      /* token keys of one class a catch-up looks at */
-#define REPL_FIND_CHUNK  256
-#define REPL_MAX_ATTRS   40
-#define REPL_MAX_BYTES   8 /* byte-string attributes of one template besides id and label */
-#define WHY_LEN          256
+#define REPL_MAX_WRAPPED  (64UL * 1024) /* a wrapped key, as a backend sizes it */
+#define REPL_MAX_VALUE    (64UL * 1024) /* one value: public key part, certificate, data */
+#define REPL_MAX_KEYS     100000UL      /* token keys of one class a catch-up looks at */
+#define REPL_FIND_CHUNK   256
+#define REPL_MAX_ATTRS    40
+#define REPL_MAX_BYTES    16 /* byte-string attributes of one template besides id and label */
+#define WHY_LEN           256
+#define REPL_DEBT_POLL_MS 5000ULL /* how often the probe thread settles debts */
 
 /*
  * A backend session of our own on one member. vs and m are NULL for a
@@ -78,6 +82,9 @@ struct keyinfo {
 	CK_KEY_TYPE kt;
 	CK_BBOOL token;
 	bool extractable, wrap_trusted;
+	bool no_id; /* a data object: no CKA_ID, named by class and label */
+	bool
+	    lock; /* made extractable for the copy: CKA_EXTRACTABLE false on the copies and after */
 	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
 	CK_ULONG id_len, label_len;
 	CK_BBOOL bools[N_BOOL_ATTRS];
@@ -94,11 +101,38 @@ struct keyinfo {
 	CK_MECHANISM_TYPE mech;
 };
 
-/* What replication copies: keys, as the key model says (vkeys/model.h). */
+/* Keys, as the key model says (keymodel/model.h). */
 static bool is_key_class(CK_OBJECT_CLASS cls)
 {
 	return p11p_vk_is_key_class(cls);
 }
+
+/* What replication copies: keys, certificates and data objects. */
+static bool is_replicated_class(CK_OBJECT_CLASS cls)
+{
+	return is_key_class(cls) || cls == CKO_CERTIFICATE || cls == CKO_DATA;
+}
+
+/* Classes a catch-up and a repair look at, in that order. */
+static const CK_OBJECT_CLASS repl_classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+                                               CKO_CERTIFICATE, CKO_DATA};
+#define N_REPL_CLASSES (sizeof(repl_classes) / sizeof(repl_classes[0]))
+
+/* Attributes a certificate or data object is copied with, by value, when present. */
+static const CK_ATTRIBUTE_TYPE cert_attrs[] = {CKA_CERTIFICATE_TYPE,
+                                               CKA_VALUE,
+                                               CKA_SUBJECT,
+                                               CKA_ISSUER,
+                                               CKA_SERIAL_NUMBER,
+                                               CKA_PRIVATE,
+                                               CKA_MODIFIABLE,
+                                               CKA_START_DATE,
+                                               CKA_END_DATE,
+                                               CKA_URL,
+                                               CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+                                               CKA_HASH_OF_ISSUER_PUBLIC_KEY};
+static const CK_ATTRIBUTE_TYPE data_attrs[] = {CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE,
+                                               CKA_PRIVATE, CKA_MODIFIABLE};
 
 static void keyinfo_clear(struct keyinfo *ki)
 {
@@ -118,9 +152,13 @@ static const char *describe(const struct keyinfo *ki, char *buf, size_t len)
 	const char *cls = ki->cls == CKO_SECRET_KEY    ? "secret key"
 	                  : ki->cls == CKO_PRIVATE_KEY ? "private key"
 	                  : ki->cls == CKO_PUBLIC_KEY  ? "public key"
+	                  : ki->cls == CKO_CERTIFICATE ? "certificate"
+	                  : ki->cls == CKO_DATA        ? "data object"
 	                                               : "object";
 	/* CKK_EC and CKK_ECDSA are one value: the name of today. */
-	const char *kt = ki->kt == CKK_EC ? "CKK_EC" : p11p_ckk_name(ki->kt);
+	const char *kt = !is_key_class(ki->cls) ? NULL
+	                 : ki->kt == CKK_EC     ? "CKK_EC"
+	                                        : p11p_ckk_name(ki->kt);
 	size_t j = 0;
 
 	for (CK_ULONG i = 0; i < ki->label_len && j + 1 < sizeof(label); i++)
@@ -219,6 +257,10 @@ static CK_RV count_identity(struct msess *ms, const struct keyinfo *ki, CK_ULONG
 	};
 	CK_OBJECT_HANDLE found[2];
 
+	if (ki->no_id) {
+		t[1] = t[2];
+		return find(ms, t, 2, found, 2, n);
+	}
 	return find(ms, t, 3, found, 2, n);
 }
 
@@ -243,7 +285,11 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 
 	*out = 0;
 	if (label == NULL) {
-		snprintf(why, wl, "no replication key configured (ha.replication_key)");
+		snprintf(
+		    why, wl,
+		    "no replication key on slot '%s' (ha.replication_key): set ha.replication_key "
+		    "and run `p11proxy replication-key create %s`",
+		    vs != NULL ? vs->label : "SLOT", vs != NULL ? vs->label : "SLOT");
 		return CKR_FUNCTION_FAILED;
 	}
 	if (vs != NULL) {
@@ -263,8 +309,17 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 		return rv;
 	}
 	if (n != 1) {
-		snprintf(why, wl, "member '%s': %s secret key labelled '%s' (ha.replication_key)",
-		         ms->name, n == 0 ? "no" : "more than one", label);
+		if (n == 0)
+			snprintf(
+			    why, wl,
+			    "member '%s' has no replication key '%s' (ha.replication_key): run "
+			    "`p11proxy replication-key create %s`",
+			    ms->name, label, vs != NULL ? vs->label : "SLOT");
+		else
+			snprintf(why, wl,
+			         "member '%s' has more than one secret key labelled '%s' "
+			         "(ha.replication_key): destroy the extra ones",
+			         ms->name, label);
 		return CKR_FUNCTION_FAILED;
 	}
 	if (vs != NULL) {
@@ -385,6 +440,13 @@ static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *k
 
 	ki->h = h;
 	rv = p11p_be_C_GetAttributeValue(src->bc, src->h, h, a, 4);
+	/* A data object has no CKA_ID: named by its class and label. */
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID && a[2].ulValueLen == CK_UNAVAILABLE_INFORMATION &&
+	    a[0].ulValueLen == sizeof(ki->cls) && ki->cls == CKO_DATA) {
+		ki->no_id = true;
+		a[2].ulValueLen = 0;
+		rv = CKR_OK;
+	}
 	if (rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && (a[2].ulValueLen > sizeof(ki->id) ||
 	                                                    a[3].ulValueLen > sizeof(ki->label)))) {
 		snprintf(why, wl, "CKA_ID or CKA_LABEL longer than %d bytes", P11P_ID_MAX);
@@ -406,6 +468,34 @@ static CK_RV read_ident(struct msess *src, CK_OBJECT_HANDLE h, struct keyinfo *k
 	return CKR_OK;
 }
 
+/* A certificate or data object: its attributes by value. */
+static CK_RV read_by_value(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
+{
+	static const CK_BBOOL yes = CK_TRUE;
+	const CK_ATTRIBUTE_TYPE *types = ki->cls == CKO_CERTIFICATE ? cert_attrs : data_attrs;
+	size_t n_types = ki->cls == CKO_CERTIFICATE ? sizeof(cert_attrs) / sizeof(cert_attrs[0])
+	                                            : sizeof(data_attrs) / sizeof(data_attrs[0]);
+	CK_RV rv;
+
+	ki->n = 0;
+	add_attr(ki, CKA_CLASS, &ki->cls, sizeof(ki->cls));
+	add_attr(ki, CKA_TOKEN, (void *)(uintptr_t)&yes, sizeof(yes));
+	if (!ki->no_id)
+		add_attr(ki, CKA_ID, ki->id, ki->id_len);
+	add_attr(ki, CKA_LABEL, ki->label, ki->label_len);
+	for (size_t i = 0; i < n_types; i++) {
+		rv = add_bytes(src, ki, types[i], ki->cls == CKO_CERTIFICATE && i < 2, why, wl);
+		if (rv != CKR_OK)
+			return rv;
+	}
+	ki->n_without_len = ki->n;
+	if (ki->n >= REPL_MAX_ATTRS) {
+		snprintf(why, wl, "too many attributes");
+		return CKR_FUNCTION_FAILED;
+	}
+	return CKR_OK;
+}
+
 /* Everything the copy's template needs, after read_ident(). */
 static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 {
@@ -415,6 +505,8 @@ static CK_RV read_template(struct msess *src, struct keyinfo *ki, char *why, siz
 	size_t n_pub = 0;
 	CK_RV rv;
 
+	if (!is_key_class(ki->cls))
+		return read_by_value(src, ki, why, wl);
 	ki->n = 0;
 	add_attr(ki, CKA_CLASS, &ki->cls, sizeof(ki->cls));
 	add_attr(ki, CKA_KEY_TYPE, &ki->kt, sizeof(ki->kt));
@@ -487,7 +579,10 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 	bool refreshed = false;
 
 	if (!ki->extractable) {
-		snprintf(why, wl, "the key is not extractable (CKA_EXTRACTABLE=false)");
+		snprintf(why, wl,
+		         "the key is not extractable (CKA_EXTRACTABLE=false) and was not made "
+		         "copyable: create it through a slot with 'ha: {replication: wrap}', or "
+		         "allow 'ha: {single_member_keys: true}'");
 		return CKR_KEY_UNEXTRACTABLE;
 	}
 	rv = repl_key(src, false, &rk, why, wl);
@@ -534,10 +629,13 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 	if (ki->wrap_trusted &&
 	    (rv == CKR_KEY_NOT_WRAPPABLE || rv == CKR_WRAPPING_KEY_TYPE_INCONSISTENT ||
 	     rv == CKR_KEY_FUNCTION_NOT_PERMITTED))
-		snprintf(why, wl,
-		         "the key has CKA_WRAP_WITH_TRUSTED and the replication key is not trusted "
-		         "(CKA_TRUSTED): C_WrapKey answered %s",
-		         p11p_rv_str(rv));
+		snprintf(
+		    why, wl,
+		    "the key has CKA_WRAP_WITH_TRUSTED and the replication key on member '%s' "
+		    "is not trusted (CKA_TRUSTED, C_WrapKey answered %s): make it with "
+		    "`p11proxy replication-key create %s` (it sets CKA_TRUSTED as the security "
+		    "officer)",
+		    src->name, p11p_rv_str(rv), src->vs != NULL ? src->vs->label : "SLOT");
 	else if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE)
 		snprintf(why, wl, "the member will not wrap the key: %s", p11p_rv_str(rv));
 	else
@@ -552,7 +650,7 @@ static CK_RV prepare(struct msess *src, struct keyinfo *ki, char *why, size_t wl
 {
 	CK_RV rv = read_template(src, ki, why, wl);
 
-	if (rv == CKR_OK && ki->cls != CKO_PUBLIC_KEY)
+	if (rv == CKR_OK && (ki->cls == CKO_SECRET_KEY || ki->cls == CKO_PRIVATE_KEY))
 		rv = wrap(src, ki, why, wl);
 	return rv;
 }
@@ -568,7 +666,7 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 	CK_RV rv;
 
 	*out = CK_INVALID_HANDLE;
-	if (ki->cls == CKO_PUBLIC_KEY) {
+	if (ki->cls != CKO_SECRET_KEY && ki->cls != CKO_PRIVATE_KEY) {
 		rv = p11p_be_C_CreateObject(t->bc, t->h, ki->t, ki->n, out);
 		if (rv != CKR_OK)
 			snprintf(why, wl, "member '%s' refused the copy: C_CreateObject: %s",
@@ -639,6 +737,204 @@ static bool stopping(struct p11p_state *st)
 	return stop;
 }
 
+/* --- replication debts: what a member still lacks, durably (index/index.h) -------------- */
+
+/*
+ * Records that member `member` of vs must get (COPY) or lose (DESTROY) the
+ * token object with that identity. Without an index (no state_dir) it is
+ * only logged: the next catch-up or `sync --repair` finds it by a scan.
+ */
+static void debt_add(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_member *m,
+                     enum p11p_debt_op op, CK_OBJECT_CLASS cls, const CK_BYTE *id, CK_ULONG id_len,
+                     const CK_BYTE *label, CK_ULONG label_len)
+{
+	struct p11p_index *idx = p11p_vkey_index(st);
+	struct p11p_debt d;
+	char err[256];
+	CK_RV rv;
+
+	if (idx == NULL || vs->label[0] == '\0') {
+		p11p_message("slot '%s': member '%s' %s an object; no index to record it in "
+		             "(set state_dir): `p11proxy sync --repair` finds it",
+		             vs->label, m->cfg->name, op == P11P_DEBT_COPY ? "lacks" : "keeps");
+		return;
+	}
+	memset(&d, 0, sizeof(d));
+	snprintf(d.slot, sizeof(d.slot), "%s", vs->label);
+	snprintf(d.member, sizeof(d.member), "%s", m->cfg->name);
+	d.op = op;
+	d.cls = cls;
+	d.ck_id_len = id_len < sizeof(d.ck_id) ? id_len : 0;
+	d.label_len = label_len < sizeof(d.label) ? label_len : 0;
+	memcpy(d.ck_id, id, d.ck_id_len);
+	memcpy(d.label, label, d.label_len);
+	rv = p11p_index_debt_add(idx, &d);
+	if (rv != CKR_OK) {
+		p11p_index_last_error(idx, err, sizeof(err));
+		p11p_message("slot '%s': cannot record what member '%s' lacks: %s", vs->label,
+		             m->cfg->name, err[0] != '\0' ? err : p11p_rv_str(rv));
+	}
+}
+
+static void debt_add_ki(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_member *m,
+                        enum p11p_debt_op op, const struct keyinfo *ki)
+{
+	debt_add(st, vs, m, op, ki->cls, ki->id, ki->id_len, ki->label, ki->label_len);
+}
+
+/* The debt's identity as a keyinfo (for count_identity, describe). */
+static void debt_ident(const struct p11p_debt *d, struct keyinfo *ki)
+{
+	memset(ki, 0, sizeof(*ki));
+	ki->cls = d->cls;
+	ki->kt = CKK_VENDOR_DEFINED;
+	ki->no_id = d->cls == CKO_DATA;
+	ki->id_len = d->ck_id_len <= sizeof(ki->id) ? d->ck_id_len : 0;
+	ki->label_len = d->label_len <= sizeof(ki->label) ? d->label_len : 0;
+	memcpy(ki->id, d->ck_id, ki->id_len);
+	memcpy(ki->label, d->label, ki->label_len);
+}
+
+/* The one object with ki's identity on ms: CKR_OK and *h, or *h 0 when none (or several: *several).
+ */
+static CK_RV find_ident(struct msess *ms, const struct keyinfo *ki, CK_OBJECT_HANDLE *h,
+                        bool *several)
+{
+	CK_OBJECT_CLASS cls = ki->cls;
+	CK_ATTRIBUTE t[] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_ID, (void *)(uintptr_t)ki->id, ki->id_len},
+	    {CKA_LABEL, (void *)(uintptr_t)ki->label, ki->label_len},
+	};
+	CK_OBJECT_HANDLE found[2];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	if (ki->no_id)
+		t[1] = t[2];
+	rv = find(ms, t, ki->no_id ? 2 : 3, found, 2, &n);
+	*h = rv == CKR_OK && n == 1 ? found[0] : 0;
+	*several = rv == CKR_OK && n > 1;
+	return rv;
+}
+
+/*
+ * Settles the slot's debts whose member is up (DESTROY first, so that a copy
+ * never brings back what was destroyed): the objects copied from an up
+ * member that holds them, or destroyed. The slot is ours (repl_busy); needs
+ * the application's user login (private objects).
+ */
+static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
+{
+	struct p11p_index *idx = p11p_vkey_index(st);
+	struct p11p_debt *debts = NULL;
+	struct keyinfo *ki;
+	size_t n = 0, settled = 0, failed = 0;
+
+	if (idx == NULL || vs->label[0] == '\0' || vs->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_index_debt_list(idx, vs->label, &debts, &n) != CKR_OK || n == 0) {
+		p11p_free(debts);
+		return;
+	}
+	ki = p11p_calloc(1, sizeof(*ki));
+	for (int pass = 0; ki != NULL && pass < 2 && !stopping(st); pass++) {
+		enum p11p_debt_op want = pass == 0 ? P11P_DEBT_DESTROY : P11P_DEBT_COPY;
+
+		for (size_t i = 0; i < n && !stopping(st); i++) {
+			struct p11p_debt *d = &debts[i];
+			struct p11p_member *m = NULL, *srcs[P11P_MAX_MEMBERS];
+			size_t n_src = 0, n_all = 0;
+			bool done = false, several = false;
+			struct msess dst;
+			CK_OBJECT_HANDLE h = 0;
+			char why[WHY_LEN] = "", desc[160];
+			CK_RV rv;
+
+			if (d->op != want)
+				continue;
+			p11p_lock();
+			for (size_t j = 0; j < vs->n_members && j < P11P_MAX_MEMBERS; j++) {
+				struct p11p_member *o = &vs->members[j];
+				bool up = !o->removed && o->resolved &&
+				          atomic_load(&o->health) == P11P_UP;
+
+				if (strcmp(o->cfg->name, d->member) == 0)
+					m = up ? o : NULL;
+				else if (!o->removed)
+					n_all++;
+				if (up && strcmp(o->cfg->name, d->member) != 0)
+					srcs[n_src++] = o;
+			}
+			p11p_unlock();
+			if (m == NULL || msess_open(st, vs, m, &dst) != CKR_OK)
+				continue; /* that member is not back: later */
+			debt_ident(d, ki);
+			rv = find_ident(&dst, ki, &h, &several);
+			if (rv == CKR_OK && d->op == P11P_DEBT_DESTROY) {
+				if (h != 0)
+					rv = p11p_be_C_DestroyObject(dst.bc, dst.h, h);
+				done = rv == CKR_OK && !several;
+			} else if (rv == CKR_OK && (h != 0 || several)) {
+				done = true; /* it has it already */
+			} else if (rv == CKR_OK) {
+				size_t absent = 0;
+
+				for (size_t j = 0; j < n_src && !done; j++) {
+					struct msess src;
+					CK_OBJECT_HANDLE sh = 0, copy;
+					bool sev = false;
+
+					if (msess_open(st, vs, srcs[j], &src) != CKR_OK)
+						continue;
+					if (find_ident(&src, ki, &sh, &sev) == CKR_OK && sh == 0 &&
+					    !sev)
+						absent++;
+					if (sh != 0) {
+						struct keyinfo *full =
+						    p11p_calloc(1, sizeof(*full));
+
+						rv = full == NULL ? CKR_HOST_MEMORY
+						                  : read_ident(&src, sh, full, why,
+						                               sizeof(why));
+						if (rv == CKR_OK)
+							rv = prepare(&src, full, why, sizeof(why));
+						if (rv == CKR_OK)
+							rv = copy_to(&dst, full, &copy, why,
+							             sizeof(why));
+						done = rv == CKR_OK;
+						if (full != NULL)
+							keyinfo_clear(full);
+						p11p_free(full);
+					}
+					msess_close(&src);
+				}
+				/* Gone from every other member (destroyed since): nothing to copy.
+				 */
+				if (!done && absent == n_all && n_all > 0)
+					done = true;
+			}
+			msess_close(&dst);
+			if (done) {
+				settled++;
+				p11p_index_debt_done(idx, d->id);
+			} else {
+				failed++;
+				p11p_index_debt_failed(idx, d->id);
+				p11p_message("slot '%s': member '%s': %s of %s not settled yet: %s",
+				             vs->label, d->member,
+				             d->op == P11P_DEBT_COPY ? "the copy" : "the removal",
+				             describe(ki, desc, sizeof(desc)),
+				             why[0] != '\0' ? why : p11p_rv_str(rv));
+			}
+		}
+	}
+	if (settled > 0)
+		p11p_notice("slot '%s': %zu replication debt%s settled, %zu left", vs->label,
+		            settled, settled == 1 ? "" : "s", failed);
+	p11p_free(ki);
+	p11p_free(debts);
+}
+
 /* Handles of the token keys of one class on a member, into a new array (p11p_free it). */
 static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE **out, CK_ULONG *n)
 {
@@ -697,17 +993,16 @@ struct catchup_count {
 static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct msess *dst,
                            struct catchup_count *cnt)
 {
-	static const CK_OBJECT_CLASS classes[] = {CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
 	struct keyinfo *ki = p11p_calloc(1, sizeof(*ki));
 	CK_RV rv = CKR_OK;
 
 	if (ki == NULL)
 		return CKR_HOST_MEMORY;
-	for (size_t c = 0; c < 3 && rv == CKR_OK; c++) {
+	for (size_t c = 0; c < N_REPL_CLASSES && rv == CKR_OK; c++) {
 		CK_OBJECT_HANDLE *list = NULL;
 		CK_ULONG n = 0;
 
-		rv = list_keys(src, classes[c], &list, &n);
+		rv = list_keys(src, repl_classes[c], &list, &n);
 		for (CK_ULONG i = 0; rv == CKR_OK && i < n && !stopping(st); i++) {
 			char why[WHY_LEN] = "", desc[160];
 			CK_OBJECT_HANDLE copy;
@@ -785,6 +1080,13 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		           vs->label, m->cfg->name);
 		return;
 	}
+	if (vs->cfg->ha.replication != P11P_REPL_WRAP) {
+		p11p_debug(P11P_DBG_OBJECT, "slot '%s': member '%s': no catch-up (ha.replication)",
+		           vs->label, m->cfg->name);
+		return;
+	}
+	/* What was recorded first: removals before copies, so nothing comes back. */
+	settle_debts(st, vs);
 	if (vs->cfg->ha.replication_key == NULL) {
 		/* A slot without a replication key does not replicate: nothing to say. */
 		p11p_debug(P11P_DBG_OBJECT,
@@ -843,6 +1145,31 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		    cnt.copied == 1 ? "" : "s", cnt.failed);
 }
 
+void p11p_repl_poll(struct p11p_state *st)
+{
+	static _Atomic unsigned long long next_ms;
+	unsigned long long now = p11p_now_ms();
+
+	if (now < atomic_load(&next_ms))
+		return;
+	atomic_store(&next_ms, now + REPL_DEBT_POLL_MS);
+	for (size_t i = 0; i < st->n_slots && !stopping(st); i++) {
+		struct p11p_vslot *vs = &st->slots[i];
+		bool due;
+
+		if (vs->n_members < 2 || vs->cfg->ha.replication != P11P_REPL_WRAP)
+			continue;
+		p11p_lock();
+		due = vs->login == CKU_USER && !vs->repl_busy;
+		p11p_unlock();
+		if (!due)
+			continue;
+		slot_busy_begin(vs);
+		settle_debts(st, vs);
+		slot_busy_end(vs);
+	}
+}
+
 void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
 {
 	if (vs->n_members < 2)
@@ -857,9 +1184,14 @@ static void catch_up_pending(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	unsigned pending;
 
+	bool user;
+
 	p11p_lock();
-	pending = vs->login == CKU_USER ? vs->repl_pending : 0;
+	user = vs->login == CKU_USER;
+	pending = user ? vs->repl_pending : 0;
 	p11p_unlock();
+	if (user && pending == 0)
+		settle_debts(st, vs);
 	for (size_t i = 0; pending != 0 && i < P11P_MAX_MEMBERS; i++) {
 		if (pending & (1U << i))
 			catch_up_busy(st, vs, &vs->members[i]);
@@ -877,11 +1209,15 @@ struct target {
 };
 
 /* Destroys what a target holds of the new keys. */
-static void target_undo(struct target *t, size_t n)
+static void target_undo(struct p11p_state *st, struct p11p_vslot *vs, struct target *t,
+                        const struct keyinfo *ki, size_t n)
 {
 	for (size_t k = 0; k < n; k++) {
-		if (t->copies[k] != CK_INVALID_HANDLE && t->s.h != 0)
-			p11p_be_C_DestroyObject(t->s.bc, t->s.h, t->copies[k]);
+		/* A copy that cannot be destroyed now is destroyed when the member is back. */
+		if (t->copies[k] != CK_INVALID_HANDLE &&
+		    (t->s.h == 0 ||
+		     p11p_be_C_DestroyObject(t->s.bc, t->s.h, t->copies[k]) != CKR_OK))
+			debt_add_ki(st, vs, t->m, P11P_DEBT_DESTROY, &ki[k]);
 		t->copies[k] = CK_INVALID_HANDLE;
 	}
 	t->ok = false;
@@ -925,7 +1261,7 @@ static void copy_to_target(struct p11p_state *st, struct p11p_vslot *vs, struct 
 out:
 	t->ok = rv == CKR_OK;
 	if (!t->ok) {
-		target_undo(t, n);
+		target_undo(st, vs, t, ki, n);
 		if (t->why[0] == '\0')
 			snprintf(t->why, sizeof(t->why), "member '%s': %s", t->m->cfg->name,
 			         p11p_rv_str(rv));
@@ -946,10 +1282,150 @@ static bool any_token_key(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_
 		CK_ATTRIBUTE a[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &tok, sizeof(tok)}};
 
 		if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh[k], a, 2) == CKR_OK &&
-		    tok != CK_FALSE && is_key_class(cls))
+		    tok != CK_FALSE && is_replicated_class(cls))
 			return true;
 	}
 	return false;
+}
+
+/* The index of CKA_EXTRACTABLE in bool_attrs. */
+static size_t extractable_slot(void)
+{
+	size_t i = 0;
+
+	while (i < N_BOOL_ATTRS && bool_attrs[i] != CKA_EXTRACTABLE)
+		i++;
+	return i;
+}
+
+/*
+ * ha.replication: vendor. The members copy new objects themselves: waits up
+ * to ha.replication_wait for each new token object to appear (by identity) on
+ * every other up member; says which did not. The slot is ours (repl_busy).
+ */
+static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *ki, size_t n)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_member *ms[P11P_MAX_MEMBERS];
+	bool seen[P11P_MAX_MEMBERS][2];
+	unsigned long long deadline = p11p_now_ms() + vs->cfg->ha.replication_wait_ms;
+	size_t n_m = 0, missing;
+	char desc[160];
+
+	memset(seen, 0, sizeof(seen));
+	p11p_lock();
+	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &vs->members[i];
+
+		if (m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
+			ms[n_m++] = m;
+	}
+	p11p_unlock();
+	for (;;) {
+		missing = 0;
+		for (size_t i = 0; i < n_m; i++) {
+			struct msess t;
+
+			if (msess_open(c->st, vs, ms[i], &t) != CKR_OK) {
+				missing++;
+				continue;
+			}
+			for (size_t k = 0; k < n; k++) {
+				CK_ULONG present = 0;
+
+				if (ki[k].h == CK_INVALID_HANDLE || seen[i][k])
+					continue;
+				if (count_identity(&t, &ki[k], &present) == CKR_OK && present > 0)
+					seen[i][k] = true;
+				else
+					missing++;
+			}
+			msess_close(&t);
+		}
+		if (missing == 0 || p11p_now_ms() >= deadline || stopping(c->st))
+			break;
+		nanosleep(&(struct timespec){0, 100L * 1000 * 1000}, NULL);
+	}
+	for (size_t i = 0; i < n_m; i++) {
+		bool all = true;
+
+		for (size_t k = 0; k < n; k++)
+			all &= ki[k].h == CK_INVALID_HANDLE || seen[i][k];
+		if (all) {
+			if (ms[i]->index < 32)
+				c->new_key_holders |= 1u << ms[i]->index;
+			continue;
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (ki[k].h != CK_INVALID_HANDLE && !seen[i][k])
+				p11p_message(
+				    "slot '%s': new %s did not appear on member '%s' within "
+				    "%lu ms (ha.replication: vendor; raise ha.replication_wait, "
+				    "or check the members' own replication)",
+				    vs->label, describe(&ki[k], desc, sizeof(desc)),
+				    ms[i]->cfg->name, vs->cfg->ha.replication_wait_ms);
+		}
+	}
+	(void)src;
+}
+
+/*
+ * Keys made extractable for the copy (c->repl_lock): CKA_EXTRACTABLE false on
+ * the original once every member of the slot holds it; until then it can be
+ * wrapped under trusted keys only (CKA_WRAP_WITH_TRUSTED).
+ */
+static void lock_originals(struct p11p_vslot *vs, struct msess *src, struct keyinfo *ki, size_t n,
+                           bool everywhere)
+{
+	static const CK_BBOOL no = CK_FALSE;
+	char desc[160];
+
+	for (size_t k = 0; k < n; k++) {
+		CK_ATTRIBUTE a = {CKA_EXTRACTABLE, (void *)(uintptr_t)&no, sizeof(no)};
+		CK_RV rv;
+
+		if (!ki[k].lock || ki[k].h == CK_INVALID_HANDLE)
+			continue;
+		if (!everywhere) {
+			p11p_message(
+			    "slot '%s': new %s is not on every member yet; it stays "
+			    "extractable under trusted keys only (CKA_WRAP_WITH_TRUSTED) until "
+			    "`p11proxy sync --repair %s` has copied it",
+			    vs->label, describe(&ki[k], desc, sizeof(desc)), vs->label);
+			continue;
+		}
+		rv = p11p_be_C_SetAttributeValue(src->bc, src->h, ki[k].h, &a, 1);
+		if (rv != CKR_OK)
+			p11p_message("slot '%s': new %s on member '%s' could not be made "
+			             "non-extractable: %s",
+			             vs->label, describe(&ki[k], desc, sizeof(desc)), src->name,
+			             p11p_rv_str(rv));
+	}
+}
+
+/* A COPY debt for each new object on each member of the slot that does not hold it. */
+static void record_missing(struct p11p_call *c, const struct keyinfo *ki, size_t n,
+                           const struct target *tg, size_t n_tg)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_member *lack[P11P_MAX_MEMBERS];
+	size_t n_lack = 0;
+
+	p11p_lock();
+	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &vs->members[i];
+		bool holds = m == c->m;
+
+		for (size_t j = 0; j < n_tg && !holds; j++)
+			holds = tg[j].m == m && tg[j].ok;
+		if (!holds && !m->removed)
+			lack[n_lack++] = m;
+	}
+	p11p_unlock();
+	for (size_t i = 0; i < n_lack; i++)
+		for (size_t k = 0; k < n; k++)
+			if (ki[k].h != CK_INVALID_HANDLE)
+				debt_add_ki(c->st, vs, lack[i], P11P_DEBT_COPY, &ki[k]);
 }
 
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
@@ -961,13 +1437,20 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	struct target *tg = NULL;
 	struct msess src = {0};
 	char why[WHY_LEN] = "", desc[160] = "key";
-	size_t n_tg = 0, healthy = 1, holders = 1, needed = 0, n_members;
+	size_t n_tg = 0, healthy = 1, holders = 1, needed = 0, n_members, n_all = 1;
 	bool busy = false;
 	CK_RV rv = CKR_OK;
 
 	c->new_key_holders = 1u << pm->index;
 	if (vs->n_members < 2 || n == 0 || n > 2 || !any_token_key(c, bh, n))
 		return CKR_OK;
+	if (ha->replication == P11P_REPL_NONE) {
+		p11p_debug(P11P_DBG_OBJECT,
+		           "slot '%s': new token object stays on member '%s' only "
+		           "(ha.replication: none)",
+		           vs->label, pm->cfg->name);
+		return CKR_OK;
+	}
 	ki = p11p_calloc(n, sizeof(*ki));
 	tg = p11p_calloc(P11P_MAX_MEMBERS, sizeof(*tg));
 	if (ki == NULL || tg == NULL) {
@@ -989,7 +1472,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		rv = read_ident(&src, bh[k], &ki[k], why, sizeof(why));
 		if (rv != CKR_OK)
 			goto refuse;
-		if (ki[k].token == CK_FALSE || !is_key_class(ki[k].cls)) {
+		if (ki[k].token == CK_FALSE || !is_replicated_class(ki[k].cls)) {
 			ki[k].h = CK_INVALID_HANDLE; /* a session object stays where it is */
 			continue;
 		}
@@ -997,7 +1480,13 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		if (lead == NULL || ki[k].cls != CKO_PUBLIC_KEY)
 			lead = &ki[k];
 		describe(lead, desc, sizeof(desc));
+		if (ha->replication == P11P_REPL_VENDOR)
+			continue;
+		ki[k].lock = (c->repl_lock & (1u << k)) != 0;
 		rv = prepare(&src, &ki[k], why, sizeof(why));
+		/* The copies are made as the application asked: not extractable. */
+		if (rv == CKR_OK && ki[k].lock && extractable_slot() < N_BOOL_ATTRS)
+			ki[k].bools[extractable_slot()] = CK_FALSE;
 		if (rv == CKR_OK) {
 			CK_ULONG same = 0;
 
@@ -1007,11 +1496,16 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		if (rv != CKR_OK)
 			goto refuse;
 	}
+	if (ha->replication == P11P_REPL_VENDOR) {
+		vendor_wait(c, &src, ki, n);
+		goto out;
+	}
 	p11p_lock();
 	n_members = vs->n_members;
 	for (size_t i = 0; i < n_members && i < P11P_MAX_MEMBERS; i++) {
 		struct p11p_member *m = &vs->members[i];
 
+		n_all += m != pm && !m->removed;
 		if (m != pm && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
 			tg[n_tg++].m = m;
 	}
@@ -1036,6 +1530,9 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 				             vs->label, desc, tg[i].m->cfg->name, needed,
 				             tg[i].why);
 		}
+		lock_originals(vs, &src, ki, n, holders == n_all);
+		if (holders < n_all)
+			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;
 		goto out;
 	}
@@ -1044,21 +1541,30 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 			snprintf(why, sizeof(why), "%s", tg[i].why);
 	}
 	if (why[0] == '\0')
-		snprintf(why, sizeof(why), "ha.key_quorum is %zu but %zu member%s healthy", needed,
-		         healthy, healthy == 1 ? " is" : "s are");
+		snprintf(why, sizeof(why),
+		         "ha.key_quorum is %zu but %zu member%s healthy: lower ha.key_quorum, or "
+		         "bring the members back (`p11proxy health`)",
+		         needed, healthy, healthy == 1 ? " is" : "s are");
 	rv = CKR_FUNCTION_FAILED;
 refuse:
 	if (ha->single_member_keys && rv != CKR_HOST_MEMORY) {
 		p11p_message("slot '%s': %s is on %zu member%s only (single_member_keys): %s",
 		             vs->label, desc, holders, holders == 1 ? "" : "s", why);
+		lock_originals(vs, &src, ki, ki != NULL ? n : 0, false);
+		if (ki != NULL)
+			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;
 		goto out;
 	}
 	p11p_message("slot '%s': new %s refused and destroyed: %s", vs->label, desc, why);
 	for (size_t i = 0; i < n_tg; i++)
-		target_undo(&tg[i], n);
-	for (size_t k = 0; k < n; k++)
-		p11p_be_C_DestroyObject(&c->bc, c->bs, bh[k]);
+		target_undo(c->st, vs, &tg[i], ki, n);
+	for (size_t k = 0; k < n; k++) {
+		/* No orphan: what cannot be destroyed now is, when the member is back. */
+		if (p11p_be_C_DestroyObject(&c->bc, c->bs, bh[k]) != CKR_OK && ki != NULL &&
+		    ki[k].h != CK_INVALID_HANDLE)
+			debt_add_ki(c->st, vs, pm, P11P_DEBT_DESTROY, &ki[k]);
+	}
 	rv = rv == CKR_HOST_MEMORY ? rv : CKR_FUNCTION_FAILED;
 out:
 	for (size_t i = 0; i < n_tg; i++)
@@ -1095,17 +1601,26 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 		CK_ULONG n = 0;
 		struct msess ms;
 		CK_RV rv;
-		bool up;
+		bool up, other;
 
 		p11p_lock();
 		up = m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP;
+		other = m != c->m && !m->removed;
 		p11p_unlock();
-		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK)
+		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK) {
+			/* A member away keeps its copy: removed when it is back. */
+			if (templ == NULL && other)
+				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
+				         ident->id_len, ident->label, ident->label_len);
 			continue;
+		}
 		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1) {
 			rv = templ == NULL
 			         ? p11p_be_C_DestroyObject(ms.bc, ms.h, found[0])
 			         : p11p_be_C_SetAttributeValue(ms.bc, ms.h, found[0], templ, count);
+			if (rv != CKR_OK && templ == NULL)
+				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
+				         ident->id_len, ident->label, ident->label_len);
 			if (rv != CKR_OK)
 				p11p_message(
 				    "slot '%s': the copy on member '%s' of a %s key %s: %s",
@@ -1153,8 +1668,8 @@ CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, s
 	*out = CK_INVALID_HANDLE;
 	why[0] = '\0';
 	rv = read_ident(&src, bh, &ki, why, wl);
-	if (rv == CKR_OK && !is_key_class(ki.cls)) {
-		snprintf(why, wl, "not a key");
+	if (rv == CKR_OK && !is_replicated_class(ki.cls)) {
+		snprintf(why, wl, "not a key, certificate or data object");
 		rv = CKR_FUNCTION_FAILED;
 	}
 	if (rv == CKR_OK)

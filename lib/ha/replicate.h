@@ -16,7 +16,8 @@
  * session on one member (src) to a session on another (dst), both logged in,
  * as replication does: a secret or private key wrapped under the key labelled
  * repl_label (on both members) and unwrapped with the same attributes, a
- * public key created from its public attributes. CKR_OK with the copy's
+ * public key, certificate or data object created from its attributes (by
+ * value). CKR_OK with the copy's
  * handle, or an error with why it failed in `why`.
  */
 CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, size_t src_index,

@@ -1,64 +1,31 @@
 /*
- * The virtual-key index: one durable record per virtual key, shared by every
- * process on the host that opens the same file. No key material is stored.
+ * The virtual-key index: one durable record per virtual key in the store
+ * (SQLite file or PostgreSQL, see store.c, schema.h, sql.h), shared by every
+ * process that opens the same store. No key material is stored, only the
+ * wrapped blobs of software keys.
  *
- * File format (text, one record per line, fields separated by one TAB; the
- * last field of every line but the header is the CRC-32 (IEEE) of the line's
- * bytes before that last TAB, as 8 lowercase hex digits):
+ * Each handle keeps an in-memory copy of the records (and blobs): lookups
+ * never touch the store. p11p_index_refresh() asks the store whether anything
+ * changed since (SQLite: PRAGMA data_version; PostgreSQL: LISTEN/NOTIFY) and
+ * reads only the rows changed since the copy was made. Writes are one store
+ * transaction each, durable when they return CKR_OK, with their audit rows.
  *
- *   p11proxy-index<TAB>1                                   header (magic, version)
- *   K vid rev slot class keytype ckaid label perms state origin presence
- *     created updated prev next crc                         put a record
- *   D vid crc                                              delete a record
- *   C seq count bodycrc crc                                commit
+ * Store down: lookups keep answering from the copy, writes and refreshes fail
+ * with a message naming the store, and the handle reconnects by itself on a
+ * later refresh or write. A process that may not write the store (a read-only
+ * state directory) opens it read-only: lookups work, writes fail saying so.
  *
- *   vid, prev, next   16 hex digits (0000000000000000: none)
- *   rev, seq, count,  decimal; created/updated are Unix seconds
- *   created, updated
- *   slot, label       bytes, with '%', bytes < 0x20 and 0x7f written as %XX
- *   class, keytype    hex (CK_ULONG), ckaid: hex of the bytes (empty: none)
- *   perms             7 letters "edsvwuk" (encrypt decrypt sign verify wrap
- *                     unwrap derive), '-' for a permission not granted
- *   state             active | deactivated | missing | deleted;
- *                     origin: created | scanned
- *   presence          hex bitmask: bit i = member i of the slot holds the key
+ * Lock order: the handle's connection mutex, then its copy's mutex; never the
+ * reverse. Nothing outside store.c runs under either.
  *
- * The file is an append-only journal: each transaction is its K/D lines and
- * one C line naming the transaction's sequence number (the previous one + 1),
- * its line count and the CRC-32 of its K/D lines' bytes. Only transactions
- * with their commit line are applied. A writer appends under an exclusive
- * flock(2) on the file and fdatasync()s before it returns, so a kill -9 or a
- * crash leaves at most an unfinished transaction at the end: it is ignored
- * ("torn tail") and cut off by the next writer. Damage anywhere else — a bad
- * checksum or line followed by a later committed transaction, a bad header, a
- * malformed field in a line whose checksum is right — refuses the file with
- * "path:line: byte offset: reason". When the journal grows past the size of
- * the live records (and at least P11P_INDEX_COMPACT_MIN), the writer rewrites
- * the file as one snapshot transaction: temp file in the same directory,
- * fsync, rename over the index, fsync of the directory, all under the lock.
- *
- * Readers take a shared flock while they read; p11p_index_refresh() is one
- * stat(2) when nothing changed (same inode, same size); otherwise it reads
- * only the bytes appended since the last refresh, or everything after a
- * compaction replaced the file. Writers that find the file replaced after
- * they got its lock (a compaction renamed a new one in) let go and lock the
- * new one. flock(2) is per open file description, so two handles in one
- * process exclude each other like two processes do; the file belongs on a
- * local file system (flock over NFS is emulated and not trusted here).
- *
- * Lock order: the handle's mutex, then the file's flock; never the reverse.
- *
- * Threads: every function may be called from any thread; one mutex per handle
- * guards it and is never held across a caller's code. Writes hold it across
- * their fdatasync, so a lookup in another thread may wait that long.
+ * Threads: every function may be called from any thread. Lookups take only
+ * the copy's mutex; writes hold the connection mutex across their transaction
+ * and the copy's only to apply it; refresh() only tries the connection mutex.
  *
  * Fork: a handle belongs to the process that opened it. In a forked child
- * every function but p11p_index_close() returns CKR_CRYPTOKI_NOT_INITIALIZED
- * (the child shares the parent's open file description, so its flock would
- * not exclude the parent); the child closes the inherited handle and opens
- * its own. close() in a child frees nothing that another parent thread might
- * have been changing at the fork (it only closes the descriptor when it cannot
- * take the handle's mutex).
+ * every function but p11p_index_close() returns CKR_CRYPTOKI_NOT_INITIALIZED;
+ * the child closes the inherited handle (which abandons the connection
+ * without talking to the store) and opens its own.
  */
 #ifndef P11P_INDEX_H
 #define P11P_INDEX_H
@@ -69,14 +36,11 @@
 
 #include "base/pkcs11.h"
 
-#define P11P_INDEX_SLOT_MAX    64          /* bytes in a virtual slot label */
-#define P11P_INDEX_ID_MAX      256         /* bytes of CKA_ID */
-#define P11P_INDEX_LABEL_MAX   256         /* bytes of CKA_LABEL */
-#define P11P_INDEX_MAX_RECORDS 1000000     /* live records, and records in one transaction */
-#define P11P_INDEX_MAX_MEMBERS 16          /* bits of presence */
-#define P11P_INDEX_LINE_MAX    4096        /* bytes in one line, newline included */
-#define P11P_INDEX_FILE_MAX    (4LL << 30) /* bytes in the file */
-#define P11P_INDEX_COMPACT_MIN (1 << 20)   /* journal bytes before compaction is considered */
+#define P11P_INDEX_SLOT_MAX    64      /* bytes in a virtual slot label */
+#define P11P_INDEX_ID_MAX      256     /* bytes of CKA_ID */
+#define P11P_INDEX_LABEL_MAX   256     /* bytes of CKA_LABEL */
+#define P11P_INDEX_MAX_RECORDS 1000000 /* live records, and records in one transaction */
+#define P11P_INDEX_MAX_MEMBERS 16      /* bits of presence */
 
 /* Permission bits of a virtual key (what the proxy lets an application do). */
 enum {
@@ -150,11 +114,10 @@ struct p11p_vkey_match {
 };
 
 struct p11p_index_stats {
-	size_t records;            /* live records */
-	uint64_t seq;              /* last committed transaction */
-	uint64_t file_bytes;       /* committed bytes of the file */
-	uint64_t journal_bytes;    /* of which appended since the last snapshot */
-	unsigned long compactions; /* done by this handle */
+	size_t records; /* live records in the copy */
+	uint64_t seq;   /* the store's change counter as of the copy */
+	bool readonly;  /* this process may not write the store */
+	bool down;      /* no connection at the moment */
 };
 
 /* A put with a stale rev (someone else changed the record first). */
@@ -163,13 +126,16 @@ struct p11p_index_stats {
 struct p11p_index;
 
 /*
- * Opens the index at `path`, creating it (mode 0600, atomically) when absent,
- * and loads it. The file must be a regular file (not a symlink) owned by the
- * effective user and not writable by group or others; its directory must be
- * owned by that user or root and not writable by group or others.
- * Errors: CKR_HOST_MEMORY; CKR_FUNCTION_FAILED (I/O, unsafe file, damaged
- * file), with a one-line message naming the file in err (when errlen > 0;
- * err is "" on success). Messages never include record contents.
+ * Opens the store at `path`: a file path (SQLite; created, mode 0600, when
+ * absent and the directory may be written) or a postgresql:// URI; creates or
+ * migrates the schema (a writer) and loads the copy. A file must be a regular
+ * file (not a symlink) owned by the effective user, root or its directory's
+ * owner and not writable by group or others; its directory must be owned by
+ * the effective user or root and not writable by group or others.
+ * Errors: CKR_HOST_MEMORY; CKR_FUNCTION_FAILED (store unreachable, unsafe
+ * file, damaged store), with a one-line message naming the store in err
+ * (when errlen > 0; err is "" on success). Messages never include record
+ * contents.
  */
 CK_RV p11p_index_open(const char *path, struct p11p_index **out, char *err, size_t errlen);
 
@@ -177,16 +143,17 @@ CK_RV p11p_index_open(const char *path, struct p11p_index **out, char *err, size
 void p11p_index_close(struct p11p_index *idx);
 
 /*
- * Picks up other handles' and processes' commits. One stat(2) when nothing
- * changed. On error (CKR_HOST_MEMORY, CKR_FUNCTION_FAILED: damaged file, I/O)
- * the handle keeps the last state it loaded and every write fails until a
- * refresh succeeds; p11p_index_last_error() says why.
+ * Picks up other handles' and processes' commits: one change notice when
+ * nothing changed. On error (CKR_HOST_MEMORY, CKR_FUNCTION_FAILED: store
+ * down, damaged rows) the handle keeps the copy it has;
+ * p11p_index_last_error() says why. Returns CKR_OK at once when a write of
+ * this handle is in progress (it catches up itself).
  */
 CK_RV p11p_index_refresh(struct p11p_index *idx);
 
 /*
  * Lookups see the state as of this handle's last open, refresh or write;
- * they never touch the file. *found / *count say what matched.
+ * they never touch the store. *found / *count say what matched.
  */
 CK_RV p11p_index_get(struct p11p_index *idx, uint64_t vid, struct p11p_vkey *out, bool *found);
 /*
@@ -220,16 +187,16 @@ CK_RV p11p_index_find(struct p11p_index *idx, const struct p11p_vkey_match *m,
 CK_RV p11p_index_list(struct p11p_index *idx, const char *slot, uint64_t **ids, size_t *n);
 
 /*
- * Writes. Each call is one transaction: it first takes the file lock and
- * applies every commit made by others since, then checks and appends, and is
- * durable (fdatasync) when it returns CKR_OK; on any error nothing of it is
- * stored. put inserts or replaces by vid (allocating a random non-zero vid
- * when rec->vid is 0) and writes the stored vid, rev, created and updated back
- * into *rec. Errors: CKR_ARGUMENTS_BAD (a field out of range: empty or too
- * long slot label, slot label with a NUL, ck_id/label too long, unknown perms
- * bits, state or origin, presence past 16 bits), P11P_INDEX_CONFLICT,
- * CKR_HOST_MEMORY, CKR_DEVICE_MEMORY (P11P_INDEX_MAX_RECORDS reached),
- * CKR_FUNCTION_FAILED (I/O, damaged file).
+ * Writes. Each call is one transaction: it takes the store's write lock,
+ * applies every commit made by others since to the copy, then checks and
+ * writes, with the audit rows of the change, and is durable when it returns
+ * CKR_OK; on any error nothing of it is stored. put inserts or replaces by vid (allocating a random
+ * non-zero vid when rec->vid is 0) and writes the stored vid, rev, created and updated back into
+ * *rec. Errors: CKR_ARGUMENTS_BAD (a field out of range: empty or too long slot label, slot label
+ * with a NUL, ck_id/label too long, unknown perms bits, state or origin, presence past 16 bits),
+ * P11P_INDEX_CONFLICT, CKR_HOST_MEMORY, CKR_DEVICE_MEMORY (P11P_INDEX_MAX_RECORDS reached),
+ * CKR_FUNCTION_FAILED (store down or read-only for this process, damaged
+ * store: p11p_index_last_error() names the store).
  */
 CK_RV p11p_index_put(struct p11p_index *idx, struct p11p_vkey *rec);
 
@@ -239,16 +206,13 @@ CK_RV p11p_index_put_batch(struct p11p_index *idx, struct p11p_vkey *recs, size_
 /* Deletes vid; *deleted (may be NULL) says whether it existed. */
 CK_RV p11p_index_delete(struct p11p_index *idx, uint64_t vid, bool *deleted);
 
-/* Rewrites the file as one snapshot now (writes do it on their own). */
-CK_RV p11p_index_compact(struct p11p_index *idx);
-
 CK_RV p11p_index_stats(struct p11p_index *idx, struct p11p_index_stats *st);
 
 /* The message of the last failed call on this handle ("" if none). */
 void p11p_index_last_error(struct p11p_index *idx, char *buf, size_t len);
 
 /*
- * ---- Being added (issues 10, 11, 12); implemented by the SQL store. ----
+ * ---- Blobs and replication debt (issues 10, 12) ----
  *
  * Wrapped key values (software keys, issue 12). A blob is what the HSM wrote
  * (opaque to the store, at most P11P_INDEX_BLOB_MAX bytes). put_blob stores
@@ -265,8 +229,8 @@ struct p11p_index_blob {
 	const unsigned char *data;
 	size_t len;
 };
-CK_RV p11p_index_put_blob(struct p11p_index *idx, struct p11p_vkey *rec,
-                          const unsigned char *blob, size_t len);
+CK_RV p11p_index_put_blob(struct p11p_index *idx, struct p11p_vkey *rec, const unsigned char *blob,
+                          size_t len);
 CK_RV p11p_index_get_blob(struct p11p_index *idx, uint64_t vid, unsigned char *buf, size_t cap,
                           size_t *len, bool *found);
 CK_RV p11p_index_replace_blobs(struct p11p_index *idx, const struct p11p_index_blob *b, size_t n);
@@ -294,8 +258,8 @@ struct p11p_debt {
 	size_t ck_id_len;
 	unsigned char label[P11P_INDEX_LABEL_MAX + 1];
 	size_t label_len;
-	int64_t since;    /* Unix seconds it was first recorded */
-	uint32_t tries;   /* failed attempts so far */
+	int64_t since;  /* Unix seconds it was first recorded */
+	uint32_t tries; /* failed attempts so far */
 };
 CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d);
 /* Every debt of slot (all slots when NULL), oldest first; p11p_free(*out). */
@@ -304,5 +268,49 @@ CK_RV p11p_index_debt_list(struct p11p_index *idx, const char *slot, struct p11p
 /* Settled: removed. Failed again: tries + 1. */
 CK_RV p11p_index_debt_done(struct p11p_index *idx, uint64_t id);
 CK_RV p11p_index_debt_failed(struct p11p_index *idx, uint64_t id);
+
+/*
+ * ---- The audit trail (issue 11) ----
+ *
+ * Every write that changes a key writes one row per change in its own
+ * transaction: what is one of create (through the module), sync (a scan
+ * found or updated it), perms, deactivate, activate, delete, rotate, label,
+ * rewrap (its blob replaced); from and to say what changed. Rows are numbered
+ * from 1 without gaps, and hash = SHA-256 over the previous row's hash and
+ * this row in a canonical form (each field as "<length>:<bytes>"), as 64
+ * lowercase hex digits.
+ */
+struct p11p_audit {
+	uint64_t id;
+	int64_t time; /* Unix seconds */
+	char host[256];
+	uint32_t uid;
+	char program[64];
+	char slot[P11P_INDEX_SLOT_MAX + 1];
+	uint64_t vid;
+	unsigned char label[P11P_INDEX_LABEL_MAX + 1];
+	size_t label_len;
+	char what[16];
+	char from[64];
+	char to[64];
+	char hash[65];
+};
+/* fn sees each row (0: go on; non-zero: stop). */
+typedef int (*p11p_index_audit_fn)(void *arg, const struct p11p_audit *a);
+/*
+ * The rows of slot (every slot when NULL) with time >= since, by id, read
+ * from the store. *last_id (may be NULL): the store's count of rows written.
+ */
+CK_RV p11p_index_audit(struct p11p_index *idx, const char *slot, int64_t since,
+                       p11p_index_audit_fn fn, void *arg, int64_t *last_id);
+/* a's hash given the previous row's (prev: "" for row 1). false: out of memory. */
+bool p11p_index_audit_hash(const struct p11p_audit *a, const char *prev, char out[65]);
+/*
+ * Checks the whole chain: CKR_OK, or CKR_SIGNATURE_INVALID with *bad the
+ * first row that is missing or altered and why[] saying which and how.
+ * *rows: the rows checked.
+ */
+CK_RV p11p_index_audit_verify(struct p11p_index *idx, uint64_t *rows, uint64_t *bad, char *why,
+                              size_t whylen);
 
 #endif

@@ -894,8 +894,9 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	p11p_hook_creation_begin(&c, &cr, 2, classes, templs, counts);
 	do
-		rv = p11p_be_C_GenerateKeyPair(&c.bc, c.bs, mech, pub, pub_count, priv, priv_count,
-		                               &pair[0], &pair[1]);
+		/* The templates as the HA room may have rewritten them (replication). */
+		rv = p11p_be_C_GenerateKeyPair(&c.bc, c.bs, mech, templs[0], counts[0], templs[1],
+		                               counts[1], &pair[0], &pair[1]);
 	while (p11p_hook_creation_retry(&c, &cr, &rv, pair));
 	bpub = pair[0];
 	bpriv = pair[1];

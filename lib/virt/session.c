@@ -282,6 +282,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->refreshed = false;
 	c->mapped = 0;
 	c->reresolved = false;
+	c->repl_lock = 0;
 	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
 	c->timeout_ms =
 	    st->threads_allowed && s->slot->n_members > 1 ? s->slot->cfg->ha.call_timeout_ms : 0;

@@ -319,6 +319,12 @@ struct p11p_call {
 	 * given (bit per member index), for the virtual-key record's presence.
 	 */
 	uint32_t new_key_holders;
+	/*
+	 * Set by p11p_creation_begin(): bit k, template k asked for a key that
+	 * cannot be extracted, and was made extractable under trusted keys only
+	 * so that replication can copy it; p11p_repl_new_keys() locks it.
+	 */
+	uint8_t repl_lock;
 };
 
 /* --- state.c: lifetime, the global lock, fork --- */
@@ -592,6 +598,7 @@ CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULON
                             CK_OBJECT_HANDLE_PTR out);
 
 /* The creation of objects whose outcome a failover can make unknown (ha/failover.c). */
+#define P11P_CREATION_MAX_ATTRS 64
 struct p11p_creation {
 	size_t n; /* templates: 1, or 2 for a key pair */
 	bool token[2], named[2];
@@ -600,6 +607,9 @@ struct p11p_creation {
 	CK_ULONG tn[2];
 	bool counted[2];    /* before[] is known (the member answered the find) */
 	CK_ULONG before[2]; /* matches on the member before the call */
+	/* A template the HA room rewrote for replication (the caller's, plus two). */
+	CK_ATTRIBUTE rt[2][P11P_CREATION_MAX_ATTRS + 2];
+	CK_BBOOL yes;
 };
 
 /* Objects the proxy holds itself (soft/) have handles of their own. */
@@ -625,8 +635,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	  (struct p11p_vslot * vs, struct p11p_member * m, CK_SESSION_HANDLE bs), (vs, m, bs))     \
 	X(V, void, creation_begin,                                                                 \
 	  (struct p11p_call * c, struct p11p_creation * cr, size_t n,                              \
-	   const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR const *templ,                      \
-	   const CK_ULONG *count),                                                                 \
+	   const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR *templ, CK_ULONG *count),          \
 	  (c, cr, n, default_cls, templ, count))                                                   \
 	X(R, bool, creation_retry,                                                                 \
 	  (struct p11p_call * c, struct p11p_creation * cr, CK_RV * rv, CK_OBJECT_HANDLE * bh),    \

@@ -66,6 +66,27 @@ static void on_members(CK_OBJECT_CLASS cls, CK_BYTE id, const char *label, CK_UL
 	f->C_CloseSession(s2);
 }
 
+/*
+ * CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED and CKA_NEVER_EXTRACTABLE of that key
+ * on one token ("v-m1" or "v-m2") as three characters of "ft": "???" when absent.
+ */
+static void key_flags(const char *token, CK_OBJECT_CLASS cls, CK_BYTE id, const char *label,
+		      char out[4])
+{
+	CK_SESSION_HANDLE s = open_on(token, 1);
+	CK_OBJECT_HANDLE h = find_one(s, cls, id, label);
+	CK_BBOOL b[3] = {9, 9, 9};
+	CK_ATTRIBUTE a[] = {{CKA_EXTRACTABLE, &b[0], 1},
+			    {CKA_WRAP_WITH_TRUSTED, &b[1], 1},
+			    {CKA_NEVER_EXTRACTABLE, &b[2], 1}};
+
+	memcpy(out, "???", 4);
+	if (h != 0 && f->C_GetAttributeValue(s, h, a, 3) == CKR_OK)
+		for (int i = 0; i < 3; i++)
+			out[i] = b[i] == CK_TRUE ? 't' : b[i] == CK_FALSE ? 'f' : '?';
+	f->C_CloseSession(s);
+}
+
 /* --- setup: the replication key, the same value on both tokens --- */
 
 static void setup_repl_key(void)
@@ -325,25 +346,63 @@ static void case_copy(void)
 	OPENSSL_cleanse(value, sizeof(value));
 }
 
+/*
+ * Keys asked to be non-extractable are made extractable under trusted keys
+ * only, copied, then locked: on both members, CKA_EXTRACTABLE false,
+ * CKA_WRAP_WITH_TRUSTED true (CKA_NEVER_EXTRACTABLE false). A copy a member
+ * refuses: the new key is refused and nothing is left behind.
+ */
 static void case_refuse(void)
 {
 	CK_SESSION_HANDLE s = open_on("ha", 1);
 	CK_OBJECT_HANDLE h = 0, pub = 0, priv = 0;
 	CK_ULONG n1 = 9, n2 = 9, n3 = 9, n4 = 9;
+	char f1[4], f2[4];
 	CK_RV rv;
 
 	rv = gen_aes(s, 0x11, "r-nx", CK_FALSE, &h);
-	expect(rv == CKR_FUNCTION_FAILED, "non-extractable AES key: CKR_FUNCTION_FAILED (%s)",
-	       testmod_ckr(rv));
+	expect(rv == CKR_OK, "non-extractable AES key through ha: CKR_OK (%s)", testmod_ckr(rv));
 	on_members(CKO_SECRET_KEY, 0x11, "r-nx", &n1, &n2);
-	expect(n1 == 0 && n2 == 0, "nothing left on either member (%lu, %lu)", n1, n2);
+	expect(n1 == 1 && n2 == 1, "on both members (%lu, %lu)", n1, n2);
+	key_flags("v-m1", CKO_SECRET_KEY, 0x11, "r-nx", f1);
+	key_flags("v-m2", CKO_SECRET_KEY, 0x11, "r-nx", f2);
+	expect(strcmp(f1, "ftf") == 0 && strcmp(f2, "ftf") == 0,
+	       "locked on both: extractable false, wrap-with-trusted true, never-extractable "
+	       "false (m1 %s, m2 %s)",
+	       f1, f2);
+	{
+		CK_BBOOL b = 9;
+		CK_ATTRIBUTE a = {CKA_EXTRACTABLE, &b, 1};
+
+		expect(f->C_GetAttributeValue(s, h, &a, 1) == CKR_OK && b == CK_FALSE,
+		       "the application sees CKA_EXTRACTABLE false");
+	}
 	rv = gen_ec(s, 0x12, "r-nxec", CK_FALSE, &pub, &priv);
-	expect(rv == CKR_FUNCTION_FAILED, "EC pair with a non-extractable private key: %s",
+	expect(rv == CKR_OK, "EC pair with a non-extractable private key: CKR_OK (%s)",
 	       testmod_ckr(rv));
 	on_members(CKO_PRIVATE_KEY, 0x12, "r-nxec", &n1, &n2);
 	on_members(CKO_PUBLIC_KEY, 0x12, "r-nxec", &n3, &n4);
-	expect(n1 + n2 + n3 + n4 == 0, "neither half of the pair left (%lu %lu %lu %lu)", n1, n2, n3,
-	       n4);
+	expect(n1 + n2 + n3 + n4 == 4, "both halves on both members (%lu %lu %lu %lu)", n1, n2,
+	       n3, n4);
+	key_flags("v-m1", CKO_PRIVATE_KEY, 0x12, "r-nxec", f1);
+	key_flags("v-m2", CKO_PRIVATE_KEY, 0x12, "r-nxec", f2);
+	expect(strcmp(f1, "ftf") == 0 && strcmp(f2, "ftf") == 0,
+	       "the private key locked on both (m1 %s, m2 %s)", f1, f2);
+	/* m2 refuses the copy (a client-side error: not a failed member): refused, no orphan. */
+	control("m2 fail-fn C_UnwrapKey CKR_TEMPLATE_INCONSISTENT\n");
+	rv = gen_aes(s, 0x14, "r-refused", CK_FALSE, &h);
+	expect(rv == CKR_FUNCTION_FAILED, "a copy m2 refuses: CKR_FUNCTION_FAILED (%s)",
+	       testmod_ckr(rv));
+	rv = gen_ec(s, 0x15, "r-refused-ec", CK_FALSE, &pub, &priv);
+	expect(rv == CKR_FUNCTION_FAILED, "an EC pair m2 refuses: CKR_FUNCTION_FAILED (%s)",
+	       testmod_ckr(rv));
+	control("");
+	on_members(CKO_SECRET_KEY, 0x14, "r-refused", &n1, &n2);
+	on_members(CKO_PRIVATE_KEY, 0x15, "r-refused-ec", &n3, &n4);
+	expect(n1 + n2 + n3 + n4 == 0, "nothing left on either member (%lu %lu %lu %lu)", n1, n2,
+	       n3, n4);
+	on_members(CKO_PUBLIC_KEY, 0x15, "r-refused-ec", &n1, &n2);
+	expect(n1 + n2 == 0, "nor the public half (%lu, %lu)", n1, n2);
 	/* A different key with the same identity on m2 only: the new one would be confused with it. */
 	{
 		CK_SESSION_HANDLE s2 = open_on("v-m2", 1);
@@ -412,11 +471,20 @@ static void case_single(void)
 	CK_ULONG n1 = 9, n2 = 9;
 	CK_RV rv;
 
+	char f1[4];
+
+	/* m2 refuses the copy: with single_member_keys the key stays on m1. */
+	control("m2 fail-fn C_UnwrapKey CKR_TEMPLATE_INCONSISTENT\n");
 	rv = gen_aes(s, 0x21, "r-single", CK_FALSE, &h);
-	expect(rv == CKR_OK, "single_member_keys: non-extractable key allowed (%s)", testmod_ckr(rv));
+	control("");
+	expect(rv == CKR_OK, "single_member_keys: a key m2 refuses is allowed (%s)",
+	       testmod_ckr(rv));
 	f->C_CloseSession(s);
 	on_members(CKO_SECRET_KEY, 0x21, "r-single", &n1, &n2);
 	expect(n1 == 1 && n2 == 0, "it is on m1 only (%lu, %lu)", n1, n2);
+	/* Not on every member: it stays copyable under trusted keys only, for the repair. */
+	key_flags("v-m1", CKO_SECRET_KEY, 0x21, "r-single", f1);
+	expect(strcmp(f1, "ttf") == 0, "extractable under trusted keys only until copied (%s)", f1);
 }
 
 static void case_catchup(void)

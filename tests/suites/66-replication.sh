@@ -78,7 +78,7 @@ if sync_check 0 ha --json && json_ok "$TMP/sync.out" 'd["ok"] is True and
 else
 	fail "repl: sync --check --json" "$(cat "$TMP/sync.out")"
 fi
-check "repl: non-extractable keys refused, nothing left behind" repl refuse
+check "repl: non-extractable keys copied, then locked; a refused copy leaves nothing" repl refuse
 check "repl: single_member_keys allows them" repl single
 if sync_check 1 ha && grep -q 'r-single' "$TMP/sync.out"; then
 	pass "repl: sync --check reports the missing key (exit 1)"

@@ -1,0 +1,42 @@
+/*
+ * The store's schema (lib/index/store.c), one text for both engines: the
+ * statements differ only in the type of byte strings (SQLite BLOB,
+ * PostgreSQL BYTEA). Integers are BIGINT in both (SQLite gives BIGINT integer
+ * affinity). Unsigned 64-bit values (virtual ids) are stored as their signed
+ * two's complement.
+ *
+ * Versioned: table migrations holds one row per applied version; the store
+ * applies what is missing in one write transaction at open (the version
+ * number is P11P_STORE_SCHEMA_VERSION) and refuses a store whose version is
+ * newer than it knows.
+ *
+ * Tables (the pg helper's roles and grants follow this list):
+ *   meta       name -> value: "seq" (the change counter), "audit_seq"
+ *   migrations version, applied (Unix seconds)
+ *   vkeys      one row per virtual key ever stored; a delete keeps the row
+ *              with live = 0 (a tombstone: vids are never reused) so that
+ *              another process's reload by seq sees it. seq: the change
+ *              counter's value of the row's last change.
+ *   blobs      vid -> wrapped key value (software keys), seq as in vkeys
+ *   debts      replication debt (index.h): what a member still lacks
+ *   overlays   (slot, kind) -> text, version, seq: the member-order ("order")
+ *              and policy ("policy") overlays of a virtual slot
+ *   audit      the hash-chained trail: hash = SHA-256(prev || canonical row)
+ *
+ * Application role (PostgreSQL): SELECT on all; INSERT/UPDATE on vkeys and
+ * blobs (keys it creates), UPDATE on meta (seq), INSERT on audit, all on
+ * debts. Administrator role: everything.
+ */
+#ifndef P11P_INDEX_SCHEMA_H
+#define P11P_INDEX_SCHEMA_H
+
+#include <stddef.h>
+
+#include "index/sql.h"
+
+#define P11P_STORE_SCHEMA_VERSION 1
+
+/* The statements creating version 1 for engine e (*n of them). */
+const char *const *p11p_store_schema(enum p11p_sql_engine e, size_t *n);
+
+#endif

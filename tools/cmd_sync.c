@@ -425,7 +425,7 @@ static bool check_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 				       cli_esc(ord.e[i].name), ms[i].n_keys,
 				       ms[i].n_keys == 1 ? "" : "s");
 			else
-				printf("  member %zu %s: cannot list its keys: %s\n", i + 1,
+				printf("  member %zu %s: cannot list its objects: %s\n", i + 1,
 				       cli_esc(ord.e[i].name), cli_esc(ms[i].err));
 		}
 	}
@@ -576,7 +576,7 @@ static bool listed_anywhere(const struct sync_ctx *c, const struct p11p_debt *d)
 /* What one member got from a repair. */
 struct repair_count {
 	unsigned long copied, failed;
-	char first_err[ERR_LEN]; /* the first failure, for the output */
+	char first_err[2 * ERR_LEN]; /* the first failure, for the output */
 };
 
 /*
@@ -683,8 +683,8 @@ relist:
 			rc[m].failed++;
 			ok = false;
 			if (rc[m].first_err[0] == '\0')
-				snprintf(rc[m].first_err, sizeof(rc[m].first_err), "%s \"%s\": %s",
-				         what_text(src, wb, sizeof(wb)),
+				snprintf(rc[m].first_err, sizeof(rc[m].first_err),
+				         "%s \"%.200s\": %.500s", what_text(src, wb, sizeof(wb)),
 				         cli_escn(src->label, src->label_len),
 				         why[0] != '\0' ? why : cli_rv(rv));
 		}

@@ -502,10 +502,14 @@ static void case_catchup(void)
 	control("");
 	t = now_s();
 	while (now_s() - t < 8) {
-		/* The catch-up copies secret, then private, then public keys: wait for the last. */
+		/* Debts and the catch-up copy in their own order: wait for all three. */
 		on_members(CKO_PUBLIC_KEY, 0x32, "r-late-ec", &n1, &n3);
-		if (n3 == 1)
-			break;
+		on_members(CKO_PRIVATE_KEY, 0x32, "r-late-ec", &n1, &n2);
+		if (n3 == 1 && n2 == 1) {
+			on_members(CKO_SECRET_KEY, 0x31, "r-late", &n1, &n2);
+			if (n2 == 1)
+				break;
+		}
 		msleep(100);
 	}
 	on_members(CKO_SECRET_KEY, 0x31, "r-late", &n1, &n2);
@@ -517,6 +521,53 @@ static void case_catchup(void)
 	expect(ec_sign_verifies(s, priv, pub), "EC sign on m2 with the caught-up key");
 	control("");
 	msleep(600);
+	f->C_CloseSession(s);
+}
+
+/*
+ * ha.replication none and vendor: no copies, the key as asked (not made
+ * copyable); a slot without a replication key refuses, naming the command.
+ * Leaves nothing behind.
+ */
+static void case_modes(void)
+{
+	CK_SESSION_HANDLE s;
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n1 = 9, n2 = 9;
+	char f1[4];
+	double t;
+	CK_RV rv;
+
+	s = open_on("none", 1);
+	rv = gen_aes(s, 0x41, "r-none", CK_FALSE, &h);
+	f->C_CloseSession(s);
+	expect(rv == CKR_OK, "replication none: created (%s)", testmod_ckr(rv));
+	on_members(CKO_SECRET_KEY, 0x41, "r-none", &n1, &n2);
+	expect(n1 == 1 && n2 == 0, "replication none: on m1 only (%lu, %lu)", n1, n2);
+	key_flags("v-m1", CKO_SECRET_KEY, 0x41, "r-none", f1);
+	expect(strcmp(f1, "fft") == 0, "replication none: made as asked, never extractable (%s)",
+	       f1);
+	s = open_on("vend", 1);
+	t = now_s();
+	rv = gen_aes(s, 0x42, "r-vend", CK_FALSE, &h);
+	t = now_s() - t;
+	f->C_CloseSession(s);
+	expect(rv == CKR_OK, "replication vendor: created (%s)", testmod_ckr(rv));
+	expect(t >= 0.25, "replication vendor: waited for m2's copy (%.2f s)", t);
+	on_members(CKO_SECRET_KEY, 0x42, "r-vend", &n1, &n2);
+	expect(n1 == 1 && n2 == 0, "replication vendor: the proxy made no copy (%lu, %lu)", n1,
+	       n2);
+	s = open_on("nokey", 1);
+	rv = gen_aes(s, 0x43, "r-nokey", CK_FALSE, &h);
+	f->C_CloseSession(s);
+	expect(rv == CKR_FUNCTION_FAILED, "no replication key: refused (%s)", testmod_ckr(rv));
+	on_members(CKO_SECRET_KEY, 0x43, "r-nokey", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "no replication key: nothing left (%lu, %lu)", n1, n2);
+	s = open_on("v-m1", 1);
+	h = find_one(s, CKO_SECRET_KEY, 0x41, "r-none");
+	expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "r-none removed");
+	h = find_one(s, CKO_SECRET_KEY, 0x42, "r-vend");
+	expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "r-vend removed");
 	f->C_CloseSession(s);
 }
 
@@ -574,6 +625,8 @@ int main(int argc, char **argv)
 		case_catchup();
 	else if (strcmp(c, "cleanup") == 0)
 		case_cleanup();
+	else if (strcmp(c, "modes") == 0)
+		case_modes();
 	else if (strcmp(c, "destroy") == 0)
 		case_destroy();
 

@@ -24,6 +24,17 @@ member() {
 	printf '    policy: { write_back: true }\n    members:\n'
 	member m1
 	member m2
+	printf '  - label: none\n    ha: { replication: none, replication_key: repl }\n'
+	printf '    policy: { write_back: true }\n    members:\n'
+	member m1
+	member m2
+	printf '  - label: vend\n    ha: { replication: vendor, replication_wait: 300ms }\n'
+	printf '    policy: { write_back: true }\n    members:\n'
+	member m1
+	member m2
+	printf '  - label: nokey\n    policy: { write_back: true }\n    members:\n'
+	member m1
+	member m2
 	printf '  - label: v-m1\n    policy: { write_back: true }\n    members:\n'
 	member m1
 	printf '  - label: v-m2\n    policy: { write_back: true }\n    members:\n'
@@ -93,6 +104,14 @@ else
 	fail "repl: sync --check --json names the member missing it" "$(cat "$TMP/sync.out")"
 fi
 check "repl: remove the single-member key" repl cleanup
+if repl modes && grep -q "did not appear on member 'm2' within 300 ms (ha.replication: vendor" \
+	"$TMP/modes.out" &&
+	grep -q "no replication key on slot 'nokey'.*run \`p11proxy replication-key create nokey\`" \
+		"$TMP/modes.out"; then
+	pass "repl: replication none and vendor make no copies; no key: refused, naming the command"
+else
+	fail "repl: replication none / vendor / no key" "$(cat "$TMP/modes.out")"
+fi
 check "repl: sync --check: agreement again (exit 0)" sync_check 0
 check "repl: catch-up of a member that comes back" repl catchup
 check "repl: sync --check after the catch-up (exit 0)" sync_check 0 ha

@@ -83,7 +83,9 @@ count() {
 id_of() {
 	awk -v label="$2" '
 		/Object;/ { cur = index($0, "Certificate Object") == 1; hit = 0 }
-		cur && $1 == "label:" { l = $0; sub(/^[ \t]*label:[ \t]*/, "", l); hit = l == label }
+		cur && $1 == "label:" {
+			l = $0; sub(/^[ \t]*label:[ \t]*/, "", l); hit = l == label
+		}
 		hit && $1 == "ID:" { print $2; exit }' "$TMP/$1.objs"
 }
 # locked TOKEN ID: the private key with that CKA_ID is not extractable (nor "never
@@ -153,7 +155,7 @@ if [ -n "$NSS" ]; then
 	if printf 'y\n\nn\n' | timeout -k 5 "$LIMIT" certutil -S -d "$DB" -h ha -f "$TMP/nss.pw" \
 		-z "$TMP/noise" -n nss1 -s CN=nss1 -x -2 -t CTu,Cu,Cu -k ec -q nistp256 -v 12 \
 		-m 1 >"$LOG" 2>&1; then
-		pass "javanss: NSS: certutil -S a self-signed certificate with a new EC key on the slot"
+		pass "javanss: NSS: certutil -S a self-signed certificate, a new EC key on the slot"
 	else
 		fail "javanss: NSS: certutil -S a self-signed certificate with a new EC key"
 		sed 's/^/    | /' "$LOG" | head -n 30
@@ -187,7 +189,8 @@ kt() {
 	local tool=$1
 	shift
 	timeout -k 5 "$LIMIT" "$tool" -J-XX:-UsePerfData -J-XX:TieredStopAtLevel=1 -keystore NONE \
-		-storetype PKCS11 -addprovider SunPKCS11 -providerArg "$TMP/java.cfg" -storepass "$PIN" "$@" \
+		-storetype PKCS11 -addprovider SunPKCS11 -providerArg "$TMP/java.cfg" \
+		-storepass "$PIN" "$@" \
 		</dev/null >"$LOG" 2>&1
 }
 # fingerprint FILE: the SHA-256 fingerprint of the certificate in FILE, as keytool shows it.
@@ -220,11 +223,12 @@ printf 'm1 fail CKR_DEVICE_ERROR\n' >"$P11SHIM_CONTROL"
 if [ -n "$NSS" ]; then
 	if nss certutil -L -d "$DB" -h ha -f "$TMP/nss.pw" -n ha:nss1 -a &&
 		openssl x509 -in "$LOG" -out "$TMP/nss1.again" 2>/dev/null &&
-		cmp -s "$TMP/nss1.again" "$TMP/nss1.pem" && nss certutil -K -d "$DB" -h ha -f "$TMP/nss.pw" &&
+		cmp -s "$TMP/nss1.again" "$TMP/nss1.pem" &&
+		nss certutil -K -d "$DB" -h ha -f "$TMP/nss.pw" &&
 		grep -Eq '^<.*> ec +[0-9a-f]+ +ha:nss1$' "$LOG"; then
-		pass "javanss: NSS: m1 failed: certutil -L and -K find the certificate and key on m2"
+		pass "javanss: NSS: m1 failed: certutil -L, -K find the certificate and key on m2"
 	else
-		fail "javanss: NSS: m1 failed: certutil -L and -K find the certificate and key on m2"
+		fail "javanss: NSS: m1 failed: certutil -L, -K find the certificate and key on m2"
 		sed 's/^/    | /' "$LOG" | head -n 30
 	fi
 	# The new leaf's key goes on the slot too (certutil -S logs in to the token before it
@@ -234,9 +238,9 @@ if [ -n "$NSS" ]; then
 		nss certutil -L -d "$DB" -h ha -f "$TMP/nss.pw" -n ha:leaf1 -a &&
 		openssl x509 -in "$LOG" -out "$TMP/leaf1.pem" 2>/dev/null &&
 		openssl verify -CAfile "$TMP/nss1.pem" "$TMP/leaf1.pem" >"$LOG" 2>&1; then
-		pass "javanss: NSS: m1 failed: certutil -S -c issues with the key on m2, openssl verifies"
+		pass "javanss: NSS: m1 failed: certutil -S -c issues with the key on m2 (verified)"
 	else
-		fail "javanss: NSS: m1 failed: certutil -S -c issues a certificate with the key on m2"
+		fail "javanss: NSS: m1 failed: certutil -S -c issues with the key on m2"
 		sed 's/^/    | /' "$LOG" | head -n 30
 	fi
 fi
@@ -258,7 +262,7 @@ if [ -n "$JAVA" ]; then
 		[ "$(fingerprint "$TMP/jk.pem")" = "$want" ] &&
 		openssl x509 -inform DER -in "$TMP/jleaf.der" -out "$TMP/jleaf.pem" 2>>"$LOG" &&
 		openssl verify -CAfile "$TMP/jk.pem" "$TMP/jleaf.pem" >>"$LOG" 2>&1; then
-		pass "javanss: Java: m1 failed: keytool -gencert signs with jk on m2, openssl verifies"
+		pass "javanss: Java: m1 failed: keytool -gencert signs with jk on m2 (verified)"
 	else
 		fail "javanss: Java: m1 failed: keytool -gencert signs with jk on m2"
 		sed 's/^/    | /' "$LOG" | head -n 30
@@ -275,9 +279,9 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
 				-content "$TMP/jar/META-INF/JK.SF" -noverify -out /dev/null \
 				-certsout "$TMP/signer.pem" >>"$LOG" 2>&1 &&
 			[ "$(fingerprint "$TMP/signer.pem")" = "$want" ]; then
-			pass "javanss: Java: m1 failed: jarsigner signs a jar with jk on m2, openssl verifies"
+			pass "javanss: Java: m1 failed: jarsigner signs with jk on m2 (verified)"
 		else
-			fail "javanss: Java: m1 failed: jarsigner signs a jar with jk on m2"
+			fail "javanss: Java: m1 failed: jarsigner signs with jk on m2"
 			sed 's/^/    | /' "$LOG" | head -n 30
 		fi
 	else

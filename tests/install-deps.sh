@@ -7,7 +7,7 @@
 # (jarsigner): the NSS and Java clients of tests/suites/63-javanss.sh.
 set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
-libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl openssl mandoc valgrind
+libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl libnss3-tools openssl mandoc valgrind
 libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus libsqlite3-dev sqlite3 libpq-dev postgresql
 debhelper dpkg-dev fakeroot
 libnss3-tools openjdk-17-jre-headless openjdk-17-jdk-headless"

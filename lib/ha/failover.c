@@ -289,7 +289,9 @@ static void unlock_for_copy(struct p11p_call *c, struct p11p_creation *cr, size_
 	const CK_ATTRIBUTE *a = templ[i];
 	CK_ULONG k = count[i], j = 0;
 
+	/* Without a replication key nothing could copy it: made as asked. */
 	if (c->s->slot->n_members < 2 || c->s->slot->cfg->ha.replication != P11P_REPL_WRAP ||
+	    c->s->slot->cfg->ha.replication_key == NULL ||
 	    !cr->token[i] || (cr->cls[i] != CKO_SECRET_KEY && cr->cls[i] != CKO_PRIVATE_KEY) ||
 	    k > P11P_CREATION_MAX_ATTRS || p11p_attr_bool(a, k, CKA_EXTRACTABLE, false))
 		return;

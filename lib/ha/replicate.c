@@ -578,6 +578,10 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 	CK_RV rv = CKR_OK;
 	bool refreshed = false;
 
+	/* No replication key: that is what to fix first. */
+	rv = repl_key(src, false, &rk, why, wl);
+	if (rv != CKR_OK)
+		return rv;
 	if (!ki->extractable) {
 		snprintf(why, wl,
 		         "the key is not extractable (CKA_EXTRACTABLE=false) and was not made "
@@ -585,9 +589,6 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 		         "allow 'ha: {single_member_keys: true}'");
 		return CKR_KEY_UNEXTRACTABLE;
 	}
-	rv = repl_key(src, false, &rk, why, wl);
-	if (rv != CKR_OK)
-		return rv;
 	for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++) {
 		CK_MECHANISM m = {mechs[i], NULL, 0};
 		CK_ULONG len = 0, got;

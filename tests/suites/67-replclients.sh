@@ -35,6 +35,11 @@ export P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$TMP/control P11SHIM_LOG=$
 	printf '  - label: ha\n    ha: { replication_key: repl }\n    members:\n'
 	printf '      - backend: shim\n        token_label: m1\n'
 	printf '      - backend: shim\n        token_label: m2\n'
+	# NSS sets CKA_ID on its new keys, which the default key policy keeps virtual.
+	printf '  - label: nss\n    ha: { replication_key: repl }\n'
+	printf '    policy: { write_back: true }\n    members:\n'
+	printf '      - backend: shim\n        token_label: m1\n'
+	printf '      - backend: shim\n        token_label: m2\n'
 } >"$TMP/proxy.yaml"
 export P11PROXY_CONF=$TMP/proxy.yaml
 M=$PROXY_MODULE
@@ -347,3 +352,50 @@ if [ "$(count m1 Certificate flap2)$(count m2 Certificate flap2)" = 00 ]; then
 else
 	fail "replclients: the certificate is gone from both members"
 fi
+
+# --- NSS certutil: a key pair and its certificate on both members -----------------------------
+
+if ! command -v certutil >/dev/null 2>&1 || ! command -v modutil >/dev/null 2>&1; then
+	skip "replclients: NSS certutil" "libnss3-tools not installed (make deps)"
+	exit 0
+fi
+mkdir -p "$TMP/nssdb"
+head -c 64 /dev/urandom >"$TMP/noise"
+printf '%s\n' "$PIN" >"$TMP/nss.pw"
+if certutil -N -d "sql:$TMP/nssdb" --empty-password >"$LOG" 2>&1 &&
+	echo | modutil -force -dbdir "sql:$TMP/nssdb" -add p11proxy -libfile "$M" >>"$LOG" 2>&1 &&
+	certutil -S -d "sql:$TMP/nssdb" -h nss -f "$TMP/nss.pw" -n nss:c1 -s CN=c1 -x -t CT,, \
+		-k ec -q nistp256 -z "$TMP/noise" >>"$LOG" 2>&1; then
+	pass "replclients: certutil -S makes a key pair and a self-signed certificate"
+else
+	fail "replclients: certutil -S makes a key pair and a self-signed certificate"
+	sed 's/^/    | /' "$LOG" | head -n 20
+fi
+on m1
+on m2
+# The private key's CKA_ID is the certificate's (NSS sets it after the generation).
+cid=$(awk '/^Certificate Object/ { c = 1 } c && $1 == "label:" { l = $2 }
+	c && $1 == "ID:" { if (l == "nss:c1") { print $2; exit } c = 0 }' "$TMP/m1.objs")
+# privkeys TOKEN ID: private keys with that CKA_ID in $TMP/TOKEN.objs.
+privkeys() {
+	awk -v id="$2" '/Object;/ { cur = index($0, "Private Key Object") == 1 }
+		cur && $1 == "ID:" && $2 == id { n++ } END { print n + 0 }' "$TMP/$1.objs"
+}
+n1=$(privkeys m1 "$cid")
+n2=$(privkeys m2 "$cid")
+if [ -n "$cid" ] && [ "$(count m1 Certificate nss:c1)$(count m2 Certificate nss:c1)" = 11 ] &&
+	[ "$n1$n2" = 11 ]; then
+	pass "replclients: NSS's certificate and private key (its CKA_ID set later) on both members"
+else
+	fail "replclients: NSS's certificate and private key on both members" \
+		"id ${cid:-none}, certs $(count m1 Certificate nss:c1)$(count m2 Certificate nss:c1), keys $n1$n2"
+fi
+printf 'm1 fail CKR_DEVICE_ERROR\n' >"$P11SHIM_CONTROL"
+if certutil -K -d "sql:$TMP/nssdb" -h nss -f "$TMP/nss.pw" >"$LOG" 2>&1 &&
+	grep -q 'nss:c1' "$LOG"; then
+	pass "replclients: m1 failed: certutil -K finds the key and its certificate on m2"
+else
+	fail "replclients: m1 failed: certutil -K finds the key and its certificate on m2"
+	sed 's/^/    | /' "$LOG" | head -n 20
+fi
+: >"$P11SHIM_CONTROL"

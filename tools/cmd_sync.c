@@ -573,6 +573,38 @@ static bool listed_anywhere(const struct sync_ctx *c, const struct p11p_debt *d)
 	return false;
 }
 
+/*
+ * An UPDATE debt (a key the module made copyable, p11proxy(7)): when every
+ * member is listed and holds it once, CKA_EXTRACTABLE false on each. true: done.
+ */
+static bool lock_everywhere(struct mstate *ms, size_t n, unsigned listed, const struct p11p_debt *d)
+{
+	static const CK_BBOOL no = CK_FALSE;
+	CK_OBJECT_HANDLE hs[P11P_MAX_MEMBERS];
+	size_t holders = 0;
+
+	if (n == 0 || listed != (n >= 32 ? ~0U : (1U << n) - 1))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		CK_ULONG found = 0;
+
+		if (find_ident(&ms[i].bc, ms[i].h, d, &hs[i], &found) != CKR_OK || found > 1)
+			return false;
+		holders += found;
+	}
+	if (holders == 0)
+		return true; /* destroyed since: nothing to lock */
+	if (holders != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		CK_ATTRIBUTE a = {CKA_EXTRACTABLE, (void *)(uintptr_t)&no, sizeof(no)};
+
+		if (p11p_be_C_SetAttributeValue(&ms[i].bc, ms[i].h, hs[i], &a, 1) != CKR_OK)
+			return false;
+	}
+	return true;
+}
+
 /* What one member got from a repair. */
 struct repair_count {
 	unsigned long copied, failed;
@@ -699,6 +731,17 @@ relist:
 
 		if (d->id == 0)
 			continue;
+		if (d->op == P11P_DEBT_UPDATE) {
+			/* A key made copyable: locked once every member holds it. */
+			if (lock_everywhere(ms, n, listed, d)) {
+				debts_done++;
+				p11p_index_debt_done(idx, d->id);
+			} else {
+				debts_left++;
+				ok = false;
+			}
+			continue;
+		}
 		if (m < n && find_ident(&ms[m].bc, ms[m].h, d, &h, &found) == CKR_OK &&
 		    (found > 0 || (d->op == P11P_DEBT_COPY && !listed_anywhere(c, d)))) {
 			debts_done++;

@@ -820,6 +820,61 @@ static CK_RV find_ident(struct msess *ms, const struct keyinfo *ki, CK_OBJECT_HA
 }
 
 /*
+ * An UPDATE debt: a key made copyable, to be locked (CKA_EXTRACTABLE false)
+ * once every member of the slot holds it. Every other member must be up
+ * (srcs, n_src of n_all) and hold it once, as m must.
+ */
+static CK_RV lock_everywhere(struct p11p_state *st, struct p11p_vslot *vs, const struct keyinfo *ki,
+                             size_t n_all, struct p11p_member **srcs, size_t n_src,
+                             struct p11p_member *m, char *why, size_t wl)
+{
+	static const CK_BBOOL no = CK_FALSE;
+	struct p11p_member *all[P11P_MAX_MEMBERS + 1];
+	CK_OBJECT_HANDLE hs[P11P_MAX_MEMBERS + 1];
+	struct msess ss[P11P_MAX_MEMBERS + 1];
+	size_t n = 0, opened = 0, holders = 0;
+	const char *lacks = NULL;
+	CK_RV rv = CKR_OK;
+
+	if (n_src != n_all) {
+		snprintf(why, wl, "not every member is up");
+		return CKR_FUNCTION_FAILED;
+	}
+	all[n++] = m;
+	for (size_t i = 0; i < n_src; i++)
+		all[n++] = srcs[i];
+	/* First every member must hold it: a lock before that would make it uncopyable. */
+	for (size_t i = 0; i < n && rv == CKR_OK; i++) {
+		bool several = false;
+
+		rv = msess_open(st, vs, all[i], &ss[i]);
+		if (rv != CKR_OK)
+			break;
+		opened++;
+		rv = find_ident(&ss[i], ki, &hs[i], &several);
+		if (rv == CKR_OK && hs[i] != 0)
+			holders++;
+		else if (rv == CKR_OK && lacks == NULL)
+			lacks = all[i]->cfg->name;
+	}
+	/* Destroyed since: nothing to lock. */
+	if (rv == CKR_OK && holders == 0)
+		n = 0;
+	else if (rv == CKR_OK && lacks != NULL) {
+		snprintf(why, wl, "member '%s' does not hold it (yet)", lacks);
+		rv = CKR_FUNCTION_FAILED;
+	}
+	for (size_t i = 0; i < n && rv == CKR_OK; i++) {
+		CK_ATTRIBUTE a = {CKA_EXTRACTABLE, (void *)(uintptr_t)&no, sizeof(no)};
+
+		rv = p11p_be_C_SetAttributeValue(ss[i].bc, ss[i].h, hs[i], &a, 1);
+	}
+	for (size_t i = 0; i < opened; i++)
+		msess_close(&ss[i]);
+	return rv;
+}
+
+/*
  * Settles the slot's debts whose member is up (DESTROY first, so that a copy
  * never brings back what was destroyed): the objects copied from an up
  * member that holds them, or destroyed. The slot is ours (repl_busy); needs
@@ -838,8 +893,10 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 		return;
 	}
 	ki = p11p_calloc(1, sizeof(*ki));
-	for (int pass = 0; ki != NULL && pass < 2 && !stopping(st); pass++) {
-		enum p11p_debt_op want = pass == 0 ? P11P_DEBT_DESTROY : P11P_DEBT_COPY;
+	for (int pass = 0; ki != NULL && pass < 3 && !stopping(st); pass++) {
+		enum p11p_debt_op want = pass == 0   ? P11P_DEBT_DESTROY
+		                         : pass == 1 ? P11P_DEBT_COPY
+		                                     : P11P_DEBT_UPDATE;
 
 		for (size_t i = 0; i < n && !stopping(st); i++) {
 			struct p11p_debt *d = &debts[i];
@@ -870,6 +927,13 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 			if (m == NULL || msess_open(st, vs, m, &dst) != CKR_OK)
 				continue; /* that member is not back: later */
 			debt_ident(d, ki);
+			if (d->op == P11P_DEBT_UPDATE) {
+				msess_close(&dst);
+				rv = lock_everywhere(st, vs, ki, n_all, srcs, n_src, m, why,
+				                     sizeof(why));
+				done = rv == CKR_OK;
+				goto record;
+			}
 			rv = find_ident(&dst, ki, &h, &several);
 			if (rv == CKR_OK && d->op == P11P_DEBT_DESTROY) {
 				if (h != 0)
@@ -915,6 +979,7 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 					done = true;
 			}
 			msess_close(&dst);
+		record:
 			if (done) {
 				settled++;
 				p11p_index_debt_done(idx, d->id);
@@ -923,7 +988,10 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 				p11p_index_debt_failed(idx, d->id);
 				p11p_message("slot '%s': member '%s': %s of %s not settled yet: %s",
 				             vs->label, d->member,
-				             d->op == P11P_DEBT_COPY ? "the copy" : "the removal",
+				             d->op == P11P_DEBT_COPY ? "the copy"
+				             : d->op == P11P_DEBT_DESTROY
+				                 ? "the removal"
+				                 : "the lock (CKA_EXTRACTABLE false)",
 				             describe(ki, desc, sizeof(desc)),
 				             why[0] != '\0' ? why : p11p_rv_str(rv));
 			}
@@ -1375,9 +1443,10 @@ static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *
  * the original once every member of the slot holds it; until then it can be
  * wrapped under trusted keys only (CKA_WRAP_WITH_TRUSTED).
  */
-static void lock_originals(struct p11p_vslot *vs, struct msess *src, struct keyinfo *ki, size_t n,
+static void lock_originals(struct p11p_call *c, struct msess *src, struct keyinfo *ki, size_t n,
                            bool everywhere)
 {
+	struct p11p_vslot *vs = c->s->slot;
 	static const CK_BBOOL no = CK_FALSE;
 	char desc[160];
 
@@ -1393,6 +1462,8 @@ static void lock_originals(struct p11p_vslot *vs, struct msess *src, struct keyi
 			    "extractable under trusted keys only (CKA_WRAP_WITH_TRUSTED) until "
 			    "`p11proxy sync --repair %s` has copied it",
 			    vs->label, describe(&ki[k], desc, sizeof(desc)), vs->label);
+			/* The lock is owed: an UPDATE debt, settled once every member holds it. */
+			debt_add_ki(c->st, vs, c->m, P11P_DEBT_UPDATE, &ki[k]);
 			continue;
 		}
 		rv = p11p_be_C_SetAttributeValue(src->bc, src->h, ki[k].h, &a, 1);
@@ -1531,7 +1602,7 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 				             vs->label, desc, tg[i].m->cfg->name, needed,
 				             tg[i].why);
 		}
-		lock_originals(vs, &src, ki, n, holders == n_all);
+		lock_originals(c, &src, ki, n, holders == n_all);
 		if (holders < n_all)
 			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;
@@ -1551,7 +1622,7 @@ refuse:
 	if (ha->single_member_keys && rv != CKR_HOST_MEMORY) {
 		p11p_message("slot '%s': %s is on %zu member%s only (single_member_keys): %s",
 		             vs->label, desc, holders, holders == 1 ? "" : "s", why);
-		lock_originals(vs, &src, ki, ki != NULL ? n : 0, false);
+		lock_originals(c, &src, ki, ki != NULL ? n : 0, false);
 		if (ki != NULL)
 			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;

@@ -272,7 +272,7 @@ ok "replclients: m2 down: a certificate is written on m1" \
 : >"$P11SHIM_CONTROL"
 if sync_cli 1 --check ha && grep -q 'missing: CKK_EC private key "flap2"\|missing: EC private key "flap2"' "$LOG" &&
 	grep -q 'missing: certificate "flap2"' "$LOG" &&
-	grep -q 'replication debts recorded by the module: 3 ' "$LOG"; then
+	grep -q 'replication debts recorded by the module: 4 ' "$LOG"; then
 	pass "replclients: sync --check reports what m2 missed"
 else
 	fail "replclients: sync --check reports what m2 missed"
@@ -280,13 +280,22 @@ else
 fi
 if sync_cli 0 --repair ha --json &&
 	jq -e '.ok == true and .slots[0].members[1].copied == 3 and .slots[0].members[1].failed == 0
-		and .slots[0].members[0].copied == 0 and .slots[0].debts_settled == 3 and
+		and .slots[0].members[0].copied == 0 and .slots[0].debts_settled == 4 and
 		.slots[0].debts_left == 0' "$LOG" >/dev/null; then
-	pass "replclients: sync --repair --json: 3 objects copied to member 2"
+	pass "replclients: sync --repair --json: 3 objects copied to member 2, 4 debts settled"
 else
 	fail "replclients: sync --repair --json: 3 objects copied to member 2"
 	sed 's/^/    | /' "$LOG" | head -n 30
 fi
+on m1
+on m2
+a1=$(access m1 'Private Key' flap2)
+a2=$(access m2 'Private Key' flap2)
+case "$a1$a2" in
+*extractable* | '') fail "replclients: after the repair the key m2 missed is locked on both" \
+	"m1 [$a1] m2 [$a2]" ;;
+*) pass "replclients: after the repair the key m2 missed is locked on both (the owed lock)" ;;
+esac
 if sync_cli 0 --check ha && grep -q 'all 2 members hold the same' "$LOG"; then
 	pass "replclients: sync --check after the repair: zero missing"
 else

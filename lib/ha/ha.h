@@ -111,24 +111,27 @@ bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *r
 
 /* --- replicate.c: key replication over a slot's members --- */
 /*
- * A key creation in c made the backend objects bh[0..n) on the session's
- * member (a key, or a pair's public and private key). When the slot has more
- * than one member and some of them are token keys, copies those to the other
- * healthy members (secret and private keys wrapped under ha.replication_key and
- * unwrapped there with the same attributes; public keys created from their
- * public attributes) until ha.key_quorum members hold them (0: every healthy
- * member). CKR_OK: replicated, or kept on fewer members because the slot
- * allows single_member_keys (a warning is logged). Otherwise the new objects
- * and every copy are destroyed and CKR_FUNCTION_FAILED is returned, with a
- * message saying why (the table in p11proxy(7)). Members that turn out to be
- * down do not count: they catch up when they return.
+ * A creation in c made the backend objects bh[0..n) on the session's member
+ * (a key, a pair's public and private key, a certificate or data object).
+ * When the slot has more than one member and some of them are token objects,
+ * by ha.replication: `wrap` copies those to the other healthy members (secret
+ * and private keys wrapped under ha.replication_key and unwrapped there, the
+ * rest created by value) until ha.key_quorum members hold them (0: every
+ * healthy member), unwraps keys made copyable (c->repl_lock) locked and locks
+ * the original once every member holds it; `vendor` waits up to
+ * ha.replication_wait for the members' own copies and warns; `none` does
+ * nothing. CKR_OK: replicated, or kept on fewer members (a warning is logged;
+ * what each member lacks is a replication debt in the index). Otherwise the
+ * new objects and every copy are destroyed (what cannot be is a DESTROY debt)
+ * and CKR_FUNCTION_FAILED is returned, with a message saying why and what
+ * fixes it (the table in p11proxy(7)).
  * Called with c's session lock held, never with the global lock.
  */
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n);
 /*
  * A token object with that identity was destroyed through c: destroys its
- * copies on the other members that are up (members down keep theirs: sync
- * --check shows them). No lock held.
+ * copies on the other members that are up; a member down, or a destroy that
+ * fails, is a DESTROY debt (settled when it is back). No lock held.
  */
 void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident);
 /*

@@ -1,19 +1,30 @@
 /*
- * Key replication: a token key created through a virtual slot with several
- * members is copied to the other healthy members before the creating call
- * returns, and a member that comes back from being down is brought up to
- * date (catch-up).
+ * Replication: a token object (key, certificate, data object) created
+ * through a virtual slot with several members is copied to the other healthy
+ * members before the creating call returns (ha.replication: wrap), and a
+ * member that comes back from being down is brought up to date (catch-up).
+ * `vendor` only waits for the members' own copies; `none` copies nothing.
  *
  * How a key travels: secret and private keys are wrapped on the member that
  * holds them under the slot's replication key (ha.replication_key: the label
- * of an AES key with the same value on every member, CKA_WRAP and CKA_UNWRAP
- * set), with CKM_AES_KEY_WRAP_PAD or else CKM_AES_KEY_WRAP, and unwrapped on
- * the other member with the attributes read from the original (class, key
- * type, CKA_ID, CKA_LABEL, usage flags, CKA_SENSITIVE, CKA_EXTRACTABLE,
- * CKA_PRIVATE ...), so the copy has the identity (CKA_CLASS + CKA_ID +
- * CKA_LABEL) that object.c re-finds objects by after a failover. Public keys
- * are created from their public attributes. Key material never passes
- * through the proxy in the clear.
+ * of an AES key with the same value on every member, CKA_WRAP, CKA_UNWRAP and
+ * CKA_TRUSTED set), with CKM_AES_KEY_WRAP_PAD or else CKM_AES_KEY_WRAP, and
+ * unwrapped on the other member with the attributes read from the original
+ * (class, key type, CKA_ID, CKA_LABEL, usage flags, CKA_SENSITIVE,
+ * CKA_EXTRACTABLE, CKA_PRIVATE ...), so the copy has the identity (CKA_CLASS +
+ * CKA_ID + CKA_LABEL) that object.c re-finds objects by after a failover.
+ * Public keys, certificates and data objects are created from their
+ * attributes. Key material never passes through the proxy in the clear.
+ *
+ * Keys asked to be non-extractable were made with CKA_EXTRACTABLE and
+ * CKA_WRAP_WITH_TRUSTED true (p11p_creation_begin, failover.c): the copies are
+ * unwrapped with CKA_EXTRACTABLE false and the original is locked once every
+ * member holds it.
+ *
+ * Replication debts (index/index.h): what a member lacks (COPY), still holds
+ * (DESTROY) or the lock a key still owes (UPDATE) is recorded in the index
+ * and settled by any process: at catch-up, at each key creation, every 5 s
+ * on the probe thread (p11p_repl_poll), and by `p11proxy sync --repair`.
  *
  * Every backend call here runs on sessions of our own (so an operation the
  * application has active on its session is not disturbed), without the

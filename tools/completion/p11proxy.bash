@@ -79,7 +79,7 @@ _p11proxy()
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf") help" -- "$cur"))
 		;;
 	sync)
-		opts="$opts --check --dry-run"
+		opts="$opts --check --repair --dry-run"
 		[ ${#pos[@]} -eq 0 ] && [[ $cur != -* ]] &&
 			COMPREPLY=($(compgen -W "$(_p11proxy_slots "$conf") help" -- "$cur"))
 		;;

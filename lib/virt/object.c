@@ -1008,6 +1008,9 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 		return p11p_call_end(&c, CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
 	if (p11p_local_handle(key))
 		return p11p_call_end(&c, CKR_KEY_NOT_WRAPPABLE);
+	/* Copyable for replication only (under the trusted replication key): as asked. */
+	if (repl_unlocked(&c, key))
+		return p11p_call_end(&c, CKR_KEY_UNEXTRACTABLE);
 	rv = vkey_check(&c, wrapping, P11P_VK_WRAP);
 	if (rv == CKR_KEY_HANDLE_INVALID)
 		rv = CKR_WRAPPING_KEY_HANDLE_INVALID;

@@ -688,6 +688,23 @@ static void case_sesscopy(void)
 	key_flags("v-m1", CKO_PRIVATE_KEY, 0x45, "r-sess", fs);
 	expect(strcmp(fs, "tt?") == 0 || strcmp(fs, "ttf") == 0,
 	       "on m1 it is made copyable under trusted keys only: %s", fs);
+	{
+		CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
+		CK_ATTRIBUTE t[] = {{CKA_CLASS, &sec, sizeof(sec)}, {CKA_LABEL, "repl", 4}};
+		CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+		CK_OBJECT_HANDLE repl = 0;
+		unsigned char wrapped[512];
+		CK_ULONG n = 0, wlen = sizeof(wrapped);
+
+		f->C_FindObjectsInit(s, t, 2);
+		f->C_FindObjects(s, &repl, 1, &n);
+		f->C_FindObjectsFinal(s);
+		rv = n == 1 ? f->C_WrapKey(s, &kwp, repl, priv, wrapped, &wlen) : CKR_GENERAL_ERROR;
+		expect(rv == CKR_KEY_UNEXTRACTABLE,
+		       "the session key cannot be wrapped by the application, even under the "
+		       "replication key: %s",
+		       testmod_ckr(rv));
+	}
 	rv = f->C_CopyObject(s, priv, to_token_x, 4, &copy);
 	expect(rv == CKR_ATTRIBUTE_READ_ONLY, "a copy asked extractable: refused: %s",
 	       testmod_ckr(rv));

@@ -4,11 +4,14 @@
 # libsystemd-dev: the CLI's sd_notify (Type=notify). prometheus: its promtool checks GET /metrics
 # (tests/suites/76-metrics.sh; installed without recommends, the server is not started by it).
 # gdb: its gcore dumps a process holding software keys (tests/suites/78-swkeys.sh).
+# libnss3-tools (certutil, modutil), openjdk-17-jre-headless (keytool) and -jdk-headless
+# (jarsigner): the NSS and Java clients of tests/suites/63-javanss.sh and 63-replclients.sh.
 set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
 libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl libnss3-tools openssl mandoc valgrind
 libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus libsqlite3-dev sqlite3 libpq-dev postgresql
-gdb debhelper dpkg-dev fakeroot"
+gdb debhelper dpkg-dev fakeroot
+openjdk-17-jre-headless openjdk-17-jdk-headless"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -279,9 +279,12 @@ static long count_matches(struct p11p_call *c, CK_ATTRIBUTE *t, CK_ULONG n, CK_O
 }
 
 /*
- * Template i asks for a token secret or private key that cannot be extracted:
- * made extractable under trusted keys only (the replication key) into cr's
- * own copy, locked after the copies (replicate.c).
+ * Template i asks for a secret or private key that cannot be extracted: made
+ * extractable under trusted keys only (the replication key) into cr's own
+ * copy, locked after the copies (replicate.c). A session key too (Java makes
+ * its keys in the session, then copies them to the token): its token copy is
+ * replicated and both are locked then (object.c p11p_copy_object); never
+ * copied, it is gone with its session.
  */
 static void unlock_for_copy(struct p11p_call *c, struct p11p_creation *cr, size_t i,
                             CK_ATTRIBUTE_PTR *templ, CK_ULONG *count)
@@ -292,7 +295,7 @@ static void unlock_for_copy(struct p11p_call *c, struct p11p_creation *cr, size_
 	/* Without a replication key nothing could copy it: made as asked. */
 	if (c->s->slot->n_members < 2 || c->s->slot->cfg->ha.replication != P11P_REPL_WRAP ||
 	    c->s->slot->cfg->ha.replication_key == NULL ||
-	    !cr->token[i] || (cr->cls[i] != CKO_SECRET_KEY && cr->cls[i] != CKO_PRIVATE_KEY) ||
+	    (cr->cls[i] != CKO_SECRET_KEY && cr->cls[i] != CKO_PRIVATE_KEY) ||
 	    k > P11P_CREATION_MAX_ATTRS || p11p_attr_bool(a, k, CKA_EXTRACTABLE, false))
 		return;
 	cr->yes = CK_TRUE;

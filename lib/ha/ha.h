@@ -96,12 +96,13 @@ void p11p_call_leave_down_member(struct p11p_call *c);
  * survivors: safe to repeat" logged; otherwise (no CKA_ID, partial, ambiguous) CKR_DEVICE_ERROR
  * with "outcome unknown". Returns true to repeat the call.
  * On a slot that replicates by wrapping (ha.replication: wrap, several
- * members), p11p_creation_begin() also rewrites the template of a token
- * secret or private key that asks not to be extractable (CKA_EXTRACTABLE false
+ * members), p11p_creation_begin() also rewrites the template of a secret or
+ * private key, token or session, that asks not to be extractable (CKA_EXTRACTABLE false
  * or left to the token) into cr's own copy, with CKA_EXTRACTABLE and
  * CKA_WRAP_WITH_TRUSTED true, and sets bit k of c->repl_lock: the key can
  * then be wrapped only under a trusted key (the replication key), and
- * p11p_repl_new_keys() sets CKA_EXTRACTABLE false once every member holds it.
+ * p11p_repl_new_keys() sets CKA_EXTRACTABLE false once every member holds it
+ * (a session key: its token copy, made by C_CopyObject, object.c).
  */
 void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n,
                          const CK_OBJECT_CLASS *default_cls, CK_ATTRIBUTE_PTR *templ,

@@ -8,6 +8,7 @@
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/names.h"
 #include "keymodel/model.h"
 
 #include <string.h>
@@ -427,14 +428,51 @@ static void object_forget(struct p11p_call *c, CK_OBJECT_HANDLE h)
  * (no memory) the backend object is destroyed, so nothing is left behind
  * that the application cannot name.
  */
-static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
+static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object, size_t k,
                        CK_OBJECT_HANDLE *out)
 {
 	CK_RV rv = p11p_object_from_backend(c, bh, session_object, out);
+	struct p11p_object *obj;
 
-	if (rv != CKR_OK)
+	if (rv != CKR_OK) {
 		p11p_be_C_DestroyObject(&c->bc, c->bs, bh);
+		return rv;
+	}
+	/* Its creator may still name it (CKA_ID, CKA_LABEL: vkey.c). */
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, *out);
+	if (obj != NULL) {
+		obj->created = true;
+		/* Template k's key, made copyable for replication (failover.c). */
+		obj->repl_unlocked = session_object && k < 8 && (c->repl_lock & (1u << k)) != 0;
+	}
+	p11p_unlock();
 	return rv;
+}
+
+/* Whether h is a session key made copyable for replication (repl_unlocked). */
+static bool repl_unlocked(struct p11p_call *c, CK_OBJECT_HANDLE h)
+{
+	struct p11p_object *obj;
+	bool yes;
+
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, h);
+	yes = obj != NULL && obj->repl_unlocked;
+	p11p_unlock();
+	return yes;
+}
+
+bool p11p_object_created_here(struct p11p_state *st, CK_OBJECT_HANDLE h)
+{
+	struct p11p_object *obj;
+	bool yes;
+
+	p11p_lock();
+	obj = p11p_map_get(&st->objects, 0, h);
+	yes = obj != NULL && obj->created;
+	p11p_unlock();
+	return yes;
 }
 
 static bool is_session_object(const CK_ATTRIBUTE *templ, CK_ULONG count)
@@ -521,6 +559,12 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 		if (rv == CKR_OK)
 			rv = p11p_be_C_GetAttributeValue(&c.bc, c.bs, bobj, templ, count);
 	} while (rv != CKR_OK && p11p_hook_call_retry(&c, &rv, true));
+	/* A session key made copyable for replication shows as it was asked. */
+	if (repl_unlocked(&c, obj))
+		for (CK_ULONG i = 0; i < count; i++)
+			if (templ[i].type == CKA_EXTRACTABLE && templ[i].pValue != NULL &&
+			    templ[i].ulValueLen == sizeof(CK_BBOOL))
+				*(CK_BBOOL *)templ[i].pValue = CK_FALSE;
 	if (c.st->vkeys != NULL)
 		p11p_hook_vkey_attrs_out(&c, obj, templ, count, &rv);
 	return p11p_call_end(&c, rv);
@@ -727,8 +771,29 @@ CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULON
 	if (rv == CKR_OK)
 		rv = record_new(c, &bh, 1);
 	if (rv == CKR_OK)
-		rv = adopt_new(c, bh, is_session_object(templ, count), out);
+		rv = adopt_new(c, bh, is_session_object(templ, count), 0, out);
 	return rv;
+}
+
+/* CKA_EXTRACTABLE false on session key h (backend bh), copied to the token (p11p_copy_object). */
+static void lock_original(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE bh)
+{
+	static const CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE a = {CKA_EXTRACTABLE, (void *)(uintptr_t)&no, sizeof(no)};
+	CK_RV rv = p11p_be_C_SetAttributeValue(&c->bc, c->bs, bh, &a, 1);
+	struct p11p_object *obj;
+
+	if (rv != CKR_OK) {
+		p11p_message("slot '%s': a session key copied to the token could not be made "
+		             "non-extractable: %s",
+		             c->s->slot->label, p11p_rv_str(rv));
+		return;
+	}
+	p11p_lock();
+	obj = p11p_map_get(&c->st->objects, 0, h);
+	if (obj != NULL)
+		obj->repl_unlocked = false;
+	p11p_unlock();
 }
 
 CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR templ,
@@ -737,7 +802,10 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 	CK_OBJECT_HANDLE bobj, bh = CK_INVALID_HANDLE;
 	CK_BBOOL token = CK_FALSE;
 	CK_ATTRIBUTE query = {CKA_TOKEN, &token, sizeof(token)};
+	CK_ATTRIBUTE rt[P11P_CREATION_MAX_ATTRS];
+	CK_ULONG n_rt = 0;
 	struct p11p_call c;
+	bool unlocked;
 	CK_RV rv = p11p_call_begin(h, &c);
 
 	if (rv != CKR_OK)
@@ -746,6 +814,24 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (p11p_local_handle(obj)) /* a key the proxy holds stays one key */
 		return p11p_call_end(&c, CKR_ACTION_PROHIBITED);
+	/*
+	 * A session key made copyable for replication (adopt_new): the copy is
+	 * as copyable (its asked CKA_EXTRACTABLE false dropped), replicated and
+	 * locked like a new token key (c.repl_lock); it cannot become extractable.
+	 */
+	unlocked = repl_unlocked(&c, obj);
+	if (unlocked) {
+		if (p11p_attr_bool(templ, count, CKA_EXTRACTABLE, false))
+			return p11p_call_end(&c, CKR_ATTRIBUTE_READ_ONLY);
+		if (count > P11P_CREATION_MAX_ATTRS)
+			return p11p_call_end(&c, CKR_TEMPLATE_INCONSISTENT);
+		for (CK_ULONG i = 0; i < count; i++)
+			if (templ[i].type != CKA_EXTRACTABLE &&
+			    templ[i].type != CKA_WRAP_WITH_TRUSTED)
+				rt[n_rt++] = templ[i];
+		templ = rt;
+		count = n_rt;
+	}
 	/* A copy would be a new key: not of a deleted or deactivated virtual key. */
 	rv = vkey_check(&c, obj, 0);
 	if (rv == CKR_KEY_HANDLE_INVALID)
@@ -759,6 +845,7 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 		/* The copy is a token object if the template or the original says so. */
 		if (p11p_be_C_GetAttributeValue(&c.bc, c.bs, bh, &query, 1) != CKR_OK)
 			token = CK_TRUE; /* unknown: keep the handle for the whole run */
+		c.repl_lock = unlocked ? 1 : 0;
 		rv = p11p_hook_repl_new_keys(&c, &bh, 1);
 		if (rv == CKR_OK) {
 			rv = p11p_hook_vkey_copied(&c, obj, bh);
@@ -766,7 +853,10 @@ CK_RV p11p_copy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_P
 				p11p_be_C_DestroyObject(&c.bc, c.bs, bh);
 		}
 		if (rv == CKR_OK)
-			rv = adopt_new(&c, bh, token == CK_FALSE, out);
+			rv = adopt_new(&c, bh, token == CK_FALSE, 0, out);
+		/* On the token now: the session original is locked too. */
+		if (rv == CKR_OK && unlocked && token != CK_FALSE)
+			lock_original(&c, obj, bobj);
 	}
 	return p11p_call_end(&c, rv);
 }
@@ -848,7 +938,7 @@ CK_RV p11p_generate_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 	if (rv == CKR_OK)
 		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
-		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+		rv = adopt_new(&c, bh, is_session_object(templ, count), 0, out);
 	return p11p_call_end(&c, rv);
 }
 
@@ -889,12 +979,12 @@ CK_RV p11p_generate_key_pair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_ATTR
 	}
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
-	rv = adopt_new(&c, bpub, is_session_object(pub, pub_count), pub_out);
+	rv = adopt_new(&c, bpub, is_session_object(pub, pub_count), 0, pub_out);
 	if (rv != CKR_OK) {
 		p11p_be_C_DestroyObject(&c.bc, c.bs, bpriv);
 		return p11p_call_end(&c, rv);
 	}
-	rv = adopt_new(&c, bpriv, is_session_object(priv, priv_count), priv_out);
+	rv = adopt_new(&c, bpriv, is_session_object(priv, priv_count), 1, priv_out);
 	if (rv != CKR_OK) {
 		p11p_be_C_DestroyObject(&c.bc, c.bs, bpub);
 		object_forget(&c, *pub_out);
@@ -918,6 +1008,9 @@ CK_RV p11p_wrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE
 		return p11p_call_end(&c, CKR_WRAPPING_KEY_TYPE_INCONSISTENT);
 	if (p11p_local_handle(key))
 		return p11p_call_end(&c, CKR_KEY_NOT_WRAPPABLE);
+	/* Copyable for replication only (under the trusted replication key): as asked. */
+	if (repl_unlocked(&c, key))
+		return p11p_call_end(&c, CKR_KEY_UNEXTRACTABLE);
 	rv = vkey_check(&c, wrapping, P11P_VK_WRAP);
 	if (rv == CKR_KEY_HANDLE_INVALID)
 		rv = CKR_WRAPPING_KEY_HANDLE_INVALID;
@@ -975,7 +1068,7 @@ CK_RV p11p_unwrap_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	if (rv == CKR_OK)
 		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
-		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+		rv = adopt_new(&c, bh, is_session_object(templ, count), 0, out);
 	return p11p_call_end(&c, rv);
 }
 
@@ -1039,7 +1132,7 @@ CK_RV p11p_derive_key(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HAND
 	if (rv == CKR_OK)
 		rv = record_new(&c, &bh, 1);
 	if (rv == CKR_OK)
-		rv = adopt_new(&c, bh, is_session_object(templ, count), out);
+		rv = adopt_new(&c, bh, is_session_object(templ, count), 0, out);
 	return p11p_call_end(&c, rv);
 }
 

@@ -257,7 +257,14 @@ struct p11p_identity {
 struct p11p_object {
 	CK_OBJECT_HANDLE handle;
 	struct p11p_vslot *slot;
-	CK_SESSION_HANDLE owner;               /* creating session for session objects, else 0 */
+	CK_SESSION_HANDLE owner; /* creating session for session objects, else 0 */
+	bool created;            /* made through the proxy in this process (adopt_new), not found */
+	/*
+	 * A session key asked non-extractable but made extractable under trusted
+	 * keys only (c->repl_lock) so that a token copy can be replicated: shown
+	 * with CKA_EXTRACTABLE false; locked when copied to the token.
+	 */
+	bool repl_unlocked;
 	bool token;                            /* a token object (known when ident is) */
 	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
@@ -705,6 +712,12 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
  * its identity before the change, from p11p_object_identity().
  */
 bool p11p_object_identity(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_identity *out);
+/*
+ * Whether object h was made through the proxy by this application (process),
+ * since its C_Initialize: C_CreateObject, C_CopyObject, a key generation,
+ * unwrap or derivation, in any of its sessions; not an object found.
+ */
+bool p11p_object_created_here(struct p11p_state *st, CK_OBJECT_HANDLE h);
 void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p11p_identity *old,
                          CK_ATTRIBUTE_PTR templ, CK_ULONG count);
 CK_RV p11p_object_create_in(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,

@@ -914,7 +914,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	CK_BBOOL oldv[N_PERMS];
 	unsigned char old_id[P11P_INDEX_ID_MAX], old_label[P11P_INDEX_LABEL_MAX];
 	CK_ULONG n_old = 0;
-	bool other = false, can_revert = false;
+	bool other = false, can_revert = false, naming = true, write_back;
 	CK_OBJECT_HANDLE bh;
 
 	if (vk == NULL || p11p_local_handle(h))
@@ -931,9 +931,12 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			*rv = p11p_vk_set_usage(rec.cls, &templ[i], &e.mask, &e.vals);
 			if (*rv != CKR_OK)
 				return true;
+			naming = false;
 			continue;
 		}
 		other = true;
+		if (templ[i].type != CKA_ID && templ[i].type != CKA_LABEL)
+			naming = false;
 		if (templ[i].type == CKA_ID || templ[i].type == CKA_LABEL) {
 			/* The index must be able to follow the HSM key. */
 			if (!fits(&templ[i], templ[i].type == CKA_ID ? P11P_INDEX_ID_MAX
@@ -955,15 +958,27 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 		return true;
 	}
 	p11p_policy_get(c->st, c->s->slot, &pol);
-	/* Without write_back only permissions change: label and id stay the HSM key's. */
+	write_back = p11p_vk_route(&pol, P11P_VK_CHANGE_PERMS) != P11P_VK_RECORD_ONLY;
+	/*
+	 * Without write_back only permissions change: label and id stay the HSM
+	 * key's. Except that the application that created the key through the
+	 * proxy (this process, any of its sessions: NSS names a new key from
+	 * another session than the one that generated it) may still name it, with
+	 * a template of CKA_ID and CKA_LABEL only: that is the identity it is
+	 * creating. It goes the write_back way (the HSM key, the record, every
+	 * member). Keys found, not made here, keep the rule.
+	 */
 	if (other && p11p_vk_route(&pol, P11P_VK_CHANGE_ATTRS) == P11P_VK_REFUSE) {
-		*rv = CKR_ATTRIBUTE_READ_ONLY;
-		return true;
+		if (!naming || !p11p_object_created_here(c->st, h)) {
+			*rv = CKR_ATTRIBUTE_READ_ONLY;
+			return true;
+		}
+		write_back = true;
 	}
 	*rv = p11p_object_to_backend(c, h, CKR_OBJECT_HANDLE_INVALID, &bh);
 	if (*rv != CKR_OK)
 		return true;
-	if (p11p_vk_route(&pol, P11P_VK_CHANGE_PERMS) == P11P_VK_RECORD_ONLY) {
+	if (!write_back) {
 		/* A key the HSM will not let change does not change virtually either. */
 		if (read_bool(c, bh, CKA_MODIFIABLE) == 0) {
 			*rv = CKR_ATTRIBUTE_READ_ONLY;

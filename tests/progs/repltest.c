@@ -3,6 +3,7 @@
  *   repltest MODULE CONTROL LOG CASE [quick]
  * The config (tests/suites/66-replication.sh) has slots "ha" (m1, m2,
  * replication_key "repl"), "single" (the same, single_member_keys: true) and
+ * "dflt" (m1, m2, "repl", the default key policy) and
  * "v-m1", "v-m2" (one member each: the replication key goes onto both tokens
  * through them, and they show what each token holds). CONTROL is the shim's
  * control file, LOG its call log. "quick" (valgrind) leaves RSA out.
@@ -588,6 +589,144 @@ static void case_destroy(void)
 	f->C_CloseSession(s);
 }
 
+/*
+ * The default key policy (slot "dflt", write_back false): the application
+ * that made a key through the proxy names it afterwards, as NSS does (CKA_ID,
+ * CKA_LABEL, from another session): the HSM key and its copy change. Other
+ * attributes, and a key this process did not make (found after a new
+ * C_Initialize), keep the rule: CKR_ATTRIBUTE_READ_ONLY.
+ */
+static void case_naming(void)
+{
+	CK_SESSION_HANDLE s = open_on("dflt", 1), s2 = open_on("dflt", 1);
+	CK_OBJECT_HANDLE pub = 0, priv = 0, h;
+	CK_BYTE id = 0x42;
+	CK_ATTRIBUTE set_id = {CKA_ID, &id, 1};
+	CK_ATTRIBUTE set_label = {CKA_LABEL, "r-named", 7};
+	CK_ATTRIBUTE set_subject = {CKA_SUBJECT, "\x30\x00", 2};
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE mixed[] = {{CKA_ID, &id, 1}, {CKA_SIGN, &no, sizeof(no)}};
+	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	expect(gen_ec(s, 0x41, "r-name", CK_FALSE, &pub, &priv) == CKR_OK,
+	       "EC pair through dflt (default policy)");
+	rv = f->C_SetAttributeValue(s, priv, &set_id, 1);
+	expect(rv == CKR_OK, "its creator sets CKA_ID on the private key: %s", testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s2, priv, &set_label, 1);
+	expect(rv == CKR_OK, "and CKA_LABEL from another session of the application: %s",
+	       testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s2, pub, &set_id, 1);
+	expect(rv == CKR_OK, "and CKA_ID on the public key: %s", testmod_ckr(rv));
+	on_members(CKO_PRIVATE_KEY, 0x42, "r-named", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "the private key renamed on m1 and on m2 (%lu, %lu)", n1, n2);
+	on_members(CKO_PRIVATE_KEY, 0x41, "r-name", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "the old name is gone on both (%lu, %lu)", n1, n2);
+	rv = f->C_SetAttributeValue(s, priv, &set_subject, 1);
+	expect(rv == CKR_ATTRIBUTE_READ_ONLY, "another attribute (CKA_SUBJECT) refused: %s",
+	       testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s, priv, mixed, 2);
+	expect(rv == CKR_ATTRIBUTE_READ_ONLY, "CKA_ID with a usage flag refused: %s",
+	       testmod_ckr(rv));
+	f->C_CloseSession(s);
+	f->C_CloseSession(s2);
+	/* A new C_Initialize: the key is found now, not made here. */
+	f->C_Finalize(NULL);
+	expect(f->C_Initialize(&args) == CKR_OK, "C_Initialize again");
+	s = open_on("dflt", 1);
+	h = find_one(s, CKO_PRIVATE_KEY, 0x42, "r-named");
+	id = 0x43;
+	rv = h != 0 ? f->C_SetAttributeValue(s, h, &set_id, 1) : CKR_GENERAL_ERROR;
+	expect(rv == CKR_ATTRIBUTE_READ_ONLY,
+	       "a key found (not made by this process): CKA_ID refused: %s", testmod_ckr(rv));
+	f->C_CloseSession(s);
+}
+
+/*
+ * Java's way (SunPKCS11): a session key pair asked non-extractable, the
+ * private key then copied to the token. The session key shows as asked; the
+ * token copy is replicated and locked on both members (CKA_EXTRACTABLE false,
+ * CKA_WRAP_WITH_TRUSTED true), and so is the session original; a copy asked
+ * extractable is refused.
+ */
+static void case_sesscopy(void)
+{
+	CK_SESSION_HANDLE s = open_on("dflt", 1);
+	CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE, extr = 9;
+	CK_BYTE id = 0x45, cid = 0x46;
+	CK_ATTRIBUTE tpub[] = {
+		{CKA_TOKEN, &no, sizeof(no)},
+		{CKA_ID, &id, 1},
+		{CKA_LABEL, "r-sess", 6},
+		{CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_EC_PARAMS, (void *)p256, sizeof(p256)},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+		{CKA_TOKEN, &no, sizeof(no)},	{CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_ID, &id, 1},		{CKA_LABEL, "r-sess", 6},
+		{CKA_SIGN, &yes, sizeof(yes)},	{CKA_SENSITIVE, &yes, sizeof(yes)},
+		{CKA_EXTRACTABLE, &no, sizeof(no)},
+	};
+	CK_ATTRIBUTE to_token[] = {
+		{CKA_TOKEN, &yes, sizeof(yes)}, {CKA_ID, &cid, 1}, {CKA_LABEL, "r-scopy", 7}};
+	CK_ATTRIBUTE to_token_x[] = {{CKA_TOKEN, &yes, sizeof(yes)},
+				     {CKA_ID, &cid, 1},
+				     {CKA_LABEL, "r-scopy", 7},
+				     {CKA_EXTRACTABLE, &yes, sizeof(yes)}};
+	CK_ATTRIBUTE q = {CKA_EXTRACTABLE, &extr, sizeof(extr)};
+	CK_OBJECT_HANDLE pub = 0, priv = 0, copy = 0;
+	CK_ULONG n1 = 9, n2 = 9;
+	char f1[4], f2[4], fs[4];
+	CK_RV rv;
+
+	rv = f->C_GenerateKeyPair(s, &m, tpub, 5, tpriv, 7, &pub, &priv);
+	expect(rv == CKR_OK, "EC session pair, non-extractable, through dflt: %s", testmod_ckr(rv));
+	expect(f->C_GetAttributeValue(s, priv, &q, 1) == CKR_OK && extr == CK_FALSE,
+	       "the session key shows CKA_EXTRACTABLE false, as asked");
+	key_flags("v-m1", CKO_PRIVATE_KEY, 0x45, "r-sess", fs);
+	expect(strcmp(fs, "tt?") == 0 || strcmp(fs, "ttf") == 0,
+	       "on m1 it is made copyable under trusted keys only: %s", fs);
+	{
+		CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
+		CK_ATTRIBUTE t[] = {{CKA_CLASS, &sec, sizeof(sec)}, {CKA_LABEL, "repl", 4}};
+		CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+		CK_OBJECT_HANDLE repl = 0;
+		unsigned char wrapped[512];
+		CK_ULONG n = 0, wlen = sizeof(wrapped);
+
+		f->C_FindObjectsInit(s, t, 2);
+		f->C_FindObjects(s, &repl, 1, &n);
+		f->C_FindObjectsFinal(s);
+		rv = n == 1 ? f->C_WrapKey(s, &kwp, repl, priv, wrapped, &wlen) : CKR_GENERAL_ERROR;
+		expect(rv == CKR_KEY_UNEXTRACTABLE,
+		       "the session key cannot be wrapped by the application, even under the "
+		       "replication key: %s",
+		       testmod_ckr(rv));
+	}
+	rv = f->C_CopyObject(s, priv, to_token_x, 4, &copy);
+	expect(rv == CKR_ATTRIBUTE_READ_ONLY, "a copy asked extractable: refused: %s",
+	       testmod_ckr(rv));
+	rv = f->C_CopyObject(s, priv, to_token, 3, &copy);
+	expect(rv == CKR_OK, "the session key copied to the token: %s", testmod_ckr(rv));
+	on_members(CKO_PRIVATE_KEY, 0x46, "r-scopy", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "the token copy on m1 and on m2 (%lu, %lu)", n1, n2);
+	key_flags("v-m1", CKO_PRIVATE_KEY, 0x46, "r-scopy", f1);
+	key_flags("v-m2", CKO_PRIVATE_KEY, 0x46, "r-scopy", f2);
+	expect(strcmp(f1, "ftf") == 0 && strcmp(f2, "ftf") == 0,
+	       "locked on both: not extractable, wrap with trusted (m1 %s, m2 %s)", f1, f2);
+	key_flags("v-m1", CKO_PRIVATE_KEY, 0x45, "r-sess", fs);
+	expect(fs[0] == 'f', "the session original locked too: %s", fs);
+	expect(ec_sign_verifies(s, copy, pub), "the token copy signs, the public key verifies");
+	f->C_CloseSession(s);
+	/* Gone through a write_back slot: from both members. */
+	s = open_on("ha", 1);
+	copy = find_one(s, CKO_PRIVATE_KEY, 0x46, "r-scopy");
+	expect(copy != 0 && f->C_DestroyObject(s, copy) == CKR_OK, "the token copy destroyed");
+	f->C_CloseSession(s);
+}
+
 static void case_cleanup(void)
 {
 	CK_SESSION_HANDLE s = open_on("v-m1", 1);
@@ -629,6 +768,10 @@ int main(int argc, char **argv)
 		case_modes();
 	else if (strcmp(c, "destroy") == 0)
 		case_destroy();
+	else if (strcmp(c, "naming") == 0)
+		case_naming();
+	else if (strcmp(c, "sesscopy") == 0)
+		case_sesscopy();
 
 	else {
 		fprintf(stderr, "unknown case %s\n", c);

@@ -35,9 +35,8 @@ export P11SHIM_MODULE=$SOFTHSM_MODULE P11SHIM_CONTROL=$TMP/control P11SHIM_LOG=$
 	printf '  - label: ha\n    ha: { replication_key: repl }\n    members:\n'
 	printf '      - backend: shim\n        token_label: m1\n'
 	printf '      - backend: shim\n        token_label: m2\n'
-	# NSS sets CKA_ID on its new keys, which the default key policy keeps virtual.
-	printf '  - label: nss\n    ha: { replication_key: repl }\n'
-	printf '    policy: { write_back: true }\n    members:\n'
+	# The default key policy: NSS names its new keys (CKA_ID) as their creator (issue 10).
+	printf '  - label: nss\n    ha: { replication_key: repl }\n    members:\n'
 	printf '      - backend: shim\n        token_label: m1\n'
 	printf '      - backend: shim\n        token_label: m2\n'
 } >"$TMP/proxy.yaml"

@@ -35,6 +35,10 @@ member() {
 	printf '  - label: nokey\n    policy: { write_back: true }\n    members:\n'
 	member m1
 	member m2
+	# The default key policy (write_back false), as a new user has it (issue 10).
+	printf '  - label: dflt\n    ha: { replication_key: repl }\n    members:\n'
+	member m1
+	member m2
 	printf '  - label: v-m1\n    policy: { write_back: true }\n    members:\n'
 	member m1
 	printf '  - label: v-m2\n    policy: { write_back: true }\n    members:\n'
@@ -79,6 +83,10 @@ else
 fi
 check "repl: AES, EC and RSA keys copied; used on m2 after m1 fails" repl copy
 check "repl: destroying a key destroys its copies" repl destroy
+check "repl: default policy: the application names the keys it made (CKA_ID, CKA_LABEL)" \
+	repl naming
+check "repl: a session key copied to the token: replicated, locked on both members" \
+	repl sesscopy
 
 check "repl: sync --check: members agree (exit 0)" sync_check 0 ha
 if sync_check 0 ha --json && json_ok "$TMP/sync.out" 'd["ok"] is True and

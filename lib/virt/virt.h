@@ -109,6 +109,7 @@ struct p11p_vslot {
 	bool policy_busy;                       /* a thread is checking the overlay */
 	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
 	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
+	uint64_t policy_version;                /* with a store: the overlay's version read */
 	/* Virtual PIN state (pinstate.c), guarded by the global lock: */
 	unsigned long pin_fails;             /* wrong user PINs, as last read or counted */
 	struct p11p_overlay_stamp pin_stamp; /* the state file's version read */

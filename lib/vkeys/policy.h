@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "config/config.h"
+#include "index/index.h"
 
 #define P11P_POLICY_MAX_BYTES 4096 /* an overlay file */
 
@@ -38,15 +39,15 @@ void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len);
  * reads only a regular file that belongs to root or to its user and is not
  * writable by group or others.
  */
-int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
-                     char *err, size_t errlen);
+int p11p_policy_read(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                     struct p11p_policy_cfg *out, char *err, size_t errlen);
 /*
  * Writes the overlay atomically (the CLI): under the exclusive lock
  * p11p_order_lock() (ha/order.h) takes, temp file 0600 in the same directory, fsync,
  * rename, fsync of the directory (directories made 0700); p == NULL removes
  * it (back to the config's). 0, or -1 with err set.
  */
-int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
-                      char *err, size_t errlen);
+int p11p_policy_write(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                      const struct p11p_policy_cfg *p, char *err, size_t errlen);
 
 #endif

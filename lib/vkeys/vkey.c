@@ -107,6 +107,11 @@ void p11p_vkey_state_free(struct p11p_state *st)
 	st->vkeys = NULL;
 }
 
+struct p11p_index *p11p_vkey_index(struct p11p_state *st)
+{
+	return st != NULL && st->vkeys != NULL ? st->vkeys->idx : NULL;
+}
+
 void p11p_vkey_object_free(struct p11p_object *obj)
 {
 	p11p_objects_changed_locked();

@@ -39,6 +39,11 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
  */
 CK_RV p11p_vkey_state_init(struct p11p_state *st);
 void p11p_vkey_state_free(struct p11p_state *st);
+/*
+ * The store this process opened (the overlays live there too, issue 11), or
+ * NULL when virtual keys are off: then the overlays are files.
+ */
+struct p11p_index *p11p_vkey_index(struct p11p_state *st);
 /* Frees an object's binding (with the object). */
 void p11p_vkey_object_free(struct p11p_object *obj);
 /*

@@ -183,24 +183,32 @@ expect_cli "sync under scan: all imports it" 0 "added 1" sync va
 
 # --- policy ----------------------------------------------------------------------------------
 expect_cli "policy show: from the configuration" 0 "slot vha: write_back false, scan all (from the configuration)" policy show vha
+# With a store, the overlay lives there (issue 11): no file, one audit row per change.
 if cli policy show va --json >"$TMP/p.json" 2>&1 &&
-	json "$TMP/p.json" ".slots[0].source == \"overlay\" and .slots[0].overlay == \"$OVERLAY\""; then
-	pass "policy show --json: overlay path"
+	json "$TMP/p.json" ".slots[0].source == \"overlay\" and .slots[0].overlay == \"$TMP/state/keys.db\""; then
+	pass "policy show --json: the overlay is in the store"
 else
-	fail "policy show --json: overlay path" "$(cat "$TMP/p.json")"
+	fail "policy show --json: the overlay is in the store" "$(cat "$TMP/p.json")"
 fi
-if [ "$(stat -c %a "$OVERLAY")" = 600 ] && [ "$(stat -c %a "$TMP/state/slots")" = 700 ]; then
-	pass "policy: overlay 0600 in a 0700 directory"
+[ ! -e "$OVERLAY" ] && pass "policy: no overlay file beside a store" || fail "policy: no overlay file beside a store"
+if cli audit --json --slot va >"$TMP/a.json" 2>&1 &&
+	json "$TMP/a.json" '[.rows[] | select(.what == "policy") | [.from, .to]] == [["write_back=false scan=all (config)", "write_back=false scan=owned"], ["write_back=false scan=owned", "write_back=false scan=all"]]'; then
+	pass "policy: each set is an audit row (from, to)"
 else
-	fail "policy: overlay 0600 in a 0700 directory"
+	fail "policy: each set is an audit row (from, to)" "$(cat "$TMP/a.json")"
 fi
-cp "$OVERLAY" "$TMP/overlay.good"
-printf 'write_back = true\nscan = sometimes\n' >"$OVERLAY"
-expect_cli "policy show: a damaged overlay is named with its line" 1 "$OVERLAY:2: 'scan' must be all or owned" policy show va
-expect_cli "sync refuses a slot with a damaged overlay" 1 "$OVERLAY:2:" sync va
-expect_cli "keys delete refuses under a damaged overlay" 1 "$OVERLAY:2:" keys delete k3 --slot va
+sqlite3 "$TMP/state/keys.db" "UPDATE overlays SET text = 'write_back = true' || char(10) || 'scan = sometimes' || char(10) WHERE slot = 'va' AND kind = 'policy'"
+expect_cli "policy show: a damaged overlay is named with its line" 1 "store:va.policy:2: 'scan' must be all or owned" policy show va
+expect_cli "sync refuses a slot with a damaged overlay" 1 "store:va.policy:2:" sync va
+expect_cli "keys delete refuses under a damaged overlay" 1 "store:va.policy:2:" keys delete k3 --slot va
 expect_cli "policy reset" 0 "(from the configuration)" policy reset va
-[ ! -e "$OVERLAY" ] && pass "policy reset removes the overlay" || fail "policy reset removes the overlay"
+if cli audit --json --slot va >"$TMP/a.json" 2>&1 &&
+	json "$TMP/a.json" '[.rows[] | select(.what == "policy")] | last | .from == "damaged" and .to == "write_back=false scan=all (config)"'; then
+	pass "policy reset: an audit row"
+else
+	fail "policy reset: an audit row" "$(cat "$TMP/a.json")"
+fi
+expect_cli "audit --verify: the chain holds with policy rows" 0 "" audit --verify
 
 # --- delete ----------------------------------------------------------------------------------
 K3=$(vid k3 --slot va)

@@ -2,6 +2,15 @@
  * Member order: the operator's overlay over a slot's configured member list
  * (`p11proxy members`), followed by running processes without a restart.
  *
+ * Where: in the store (index/index.h, p11p_index_overlay_get/put, kind
+ * P11P_OVERLAY_ORDER, keyed by the slot's label or "@ID"), when the config
+ * has one (the module: the store it opened for virtual keys; the CLI: the
+ * same choice). The CLI writes it in one store transaction with its audit
+ * row; the module follows it through the store's change notice (the probe
+ * thread refreshes the store and compares the overlay's version at most once
+ * per P11P_ORDER_CHECK_MS). Messages name it "store:<LABEL>.members".
+ * Without a store it is a file, as described below.
+ *
  * The file: "<state_dir>/slots/<LABEL>.members", LABEL being the slot's label
  * with every byte but [A-Za-z0-9_-] written %XX ("@ID" for a slot without a
  * label, the quick start). Text, at most P11P_ORDER_MAX_BYTES, lines of at

@@ -50,6 +50,10 @@ bool p11p_order_parse(const struct p11p_config *cfg, size_t slot, const char *na
                       const char *data, size_t len, struct p11p_order *out, char *err,
                       size_t errlen);
 /*
+ * idx: the store holding the overlays (NULL: the file; index/index.h). With a
+ * store, stamp is not used and messages name "store:<LABEL>.members";
+ * p11p_order_write() then writes it in one store transaction with its audit
+ * row (from and to: the member names).
  * Reads the slot's overlay: 1 read into out; 0 there is none (out holds the
  * config's order); -1 unreadable or damaged (err: "PATH[:LINE]: message").
  * stamp (may be NULL) receives what identifies the version read.

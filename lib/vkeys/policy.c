@@ -2,7 +2,11 @@
  * A slot's key-management policy (`policy: {write_back, scan}` in proxy.yaml),
  * with the operator's overlay `p11proxy policy set` writes over it.
  *
- * The file: "<state_dir>/slots/<LABEL>.policy", LABEL encoded as for the
+ * Where: in the store (kind P11P_OVERLAY_POLICY, as the member order,
+ * order.c), one transaction with its audit row ("write_back=B scan=S" from
+ * and to), followed through the store's change notice by version; named
+ * "store:<LABEL>.policy" in messages. Without a store, the file:
+ * "<state_dir>/slots/<LABEL>.policy", LABEL encoded as for the
  * member-order overlay (order.c). Text, at most P11P_POLICY_MAX_BYTES:
  *
  *   # comment

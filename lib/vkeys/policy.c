@@ -206,6 +206,7 @@ static int read_store(const struct p11p_config *cfg, struct p11p_index *idx, siz
 	CK_RV rv;
 	int rc = 1;
 
+	*out = cfg->slots[slot].policy;
 	store_slot(cfg, slot, key, sizeof(key));
 	snprintf(name, sizeof(name), "store:%s.policy", key);
 	rv = p11p_index_overlay_get(idx, key, P11P_OVERLAY_POLICY, &text, &len, version);

@@ -57,9 +57,32 @@ CONF
 # Its state_dir is FILE's directory, so virtual keys are on (index
 # DIR/keys.db, default policy: write_back false, scan all). PROXY_POLICY
 # (e.g. "{write_back: true, scan: owned}") sets every slot's `policy:`.
+# PROXY_INDEX is set to the store the configuration uses.
+# P11P_TEST_INDEX=pg: the store is a fresh database on a private PostgreSQL
+# server (tests/pg.sh; started once per suite, or by the caller with pg_start),
+# one per configuration directory, `index: postgresql://...` as its superuser.
 proxy_conf() {
-	local file=$1
+	local file=$1 index=
 	shift
+	PROXY_INDEX=$(cd "$(dirname "$file")" && pwd)/keys.db
+	if [ "${P11P_TEST_INDEX:-}" = pg ]; then
+		if [ -z "${PG_DIR:-}" ]; then
+			# shellcheck source=tests/pg.sh
+			. "$SRCDIR/tests/pg.sh"
+			pg_start "$(mktemp -d "${TMPDIR:-/tmp}/p11proxy-pg.XXXXXX")" || {
+				echo "proxy_conf: no PostgreSQL: $PG_WHY" >&2
+				return 1
+			}
+		fi
+		# One database per configuration directory (as one keys.db per directory).
+		local db
+		db=p11p_$(printf '%s' "$PROXY_INDEX" | sha256sum | cut -c1-16)
+		if [ "$(pg_psql "SELECT count(*) FROM pg_database WHERE datname = '$db'")" != 1 ]; then
+			pg_psql "CREATE DATABASE $db" >/dev/null || return 1
+		fi
+		index=$(pg_uri "" "$db")
+		PROXY_INDEX=$index
+	fi
 	{
 		echo "backends:"
 		echo "  - name: softhsm"
@@ -74,6 +97,7 @@ proxy_conf() {
 		done
 		# Last, so that suites' line:column expectations hold.
 		echo "state_dir: $(cd "$(dirname "$file")" && pwd)"
+		[ -z "$index" ] || echo "index: $index"
 	} >"$file"
 	export P11PROXY_CONF=$file
 }

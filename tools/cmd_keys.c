@@ -474,7 +474,7 @@ static int cmp_slot_policy(struct kctx *k, const struct p11p_vkey *v, size_t *s,
 		return -1;
 	}
 	err[0] = '\0';
-	if (p11p_policy_read(k->cfg, *s, pol, err, sizeof(err)) < 0) {
+	if (p11p_policy_read(k->cfg, k->idx, *s, pol, err, sizeof(err)) < 0) {
 		cli_error("%s", err);
 		return -1;
 	}

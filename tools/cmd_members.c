@@ -24,6 +24,7 @@
 #include "backend/call.h"
 #include "base/mem.h"
 #include "cli.h"
+#include "keys.h"
 #include "config/config.h"
 #include "util.h"
 #include "ha/order.h"
@@ -51,7 +52,7 @@ static void damaged(const struct p11p_config *cfg, size_t slot, const char *err)
 	char name[24];
 
 	cli_error_plain(err);
-	cli_error("fix the file, or go back to the configured order with 'p11proxy members %s "
+	cli_error("fix the overlay, or go back to the configured order with 'p11proxy members %s "
 	          "reset'",
 	          cli_slot_name(cfg, slot, name, sizeof(name)));
 }
@@ -64,10 +65,22 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 	const struct p11p_slot_cfg *sc = &cfg->slots[slot];
 	bool listed[P11P_MAX_MEMBERS] = {false};
 	json_t *doc = NULL, *jms = NULL, *jdel = NULL;
+	struct p11p_index *idx = NULL;
 	bool first;
+	int store, rd;
 
 	err[0] = '\0';
-	if (p11p_order_read(cfg, slot, &o, NULL, err, sizeof(err)) < 0) {
+	store = keys_overlay_store(cfg, false, &idx);
+	if (store < 0)
+		return CLI_FAIL;
+	if (store > 0 && idx == NULL) {
+		p11p_order_from_config(cfg, slot, &o); /* no store yet: no overlay */
+		rd = 0;
+	} else {
+		rd = p11p_order_read(cfg, idx, slot, &o, NULL, err, sizeof(err));
+	}
+	p11p_index_close(idx);
+	if (rd < 0) {
 		damaged(cfg, slot, err);
 		return CLI_FAIL;
 	}
@@ -77,7 +90,9 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 		cli_error("out of memory");
 		return CLI_FAIL;
 	}
-	if (p11p_order_path(cfg, slot, path, sizeof(path)) != 0)
+	if (store > 0)
+		snprintf(path, sizeof(path), "%s", cfg->index_path);
+	else if (p11p_order_path(cfg, slot, path, sizeof(path)) != 0)
 		path[0] = '\0';
 	if (cli->json) {
 		doc = json_object();
@@ -88,7 +103,8 @@ static int list(const struct cli *cli, const struct p11p_config *cfg, size_t slo
 		cli_jset(doc, "order", json_string(o.from_file ? "overlay" : "config"));
 		cli_jset(doc, "file", cli_jstr(path[0] != '\0' ? path : NULL));
 	} else {
-		printf("slot %s: order from %s\n", cli_esc(cli_slot_name(cfg, slot, name, sizeof(name))),
+		printf("slot %s: order from %s\n",
+		       cli_esc(cli_slot_name(cfg, slot, name, sizeof(name))),
 		       o.from_file ? cli_esc(path) : "the configuration");
 	}
 	for (size_t i = 0; i < o.n; i++) {
@@ -293,8 +309,8 @@ static bool same_selector(const struct p11p_member_cfg *a, const struct p11p_mem
 	char va[32], vb[32];
 
 	return a->backend == b->backend && a->sel == b->sel &&
-	       strcmp(p11p_selector_value(a, va, sizeof(va)), p11p_selector_value(b, vb, sizeof(vb))) ==
-	           0;
+	       strcmp(p11p_selector_value(a, va, sizeof(va)),
+	              p11p_selector_value(b, vb, sizeof(vb))) == 0;
 }
 
 /* Logs in with the PIN on the member's token (a session opened and closed): 0, or -1 with why. */
@@ -360,10 +376,12 @@ static int check_add(const struct p11p_config *cfg, size_t slot, const struct p1
 		const struct p11p_member_cfg *oc = cli_order_member(cfg, slot, &o->e[i]);
 
 		if (same_selector(oc, mc)) {
-			cli_error("slot %s: member %zu '%s' is already %s=%s on backend %s: delete it "
-			          "first, or name another token",
-			          sname, i + 1, o->e[i].name, p11p_selector_name(mc->sel),
-			          p11p_selector_value(mc, vb, sizeof(vb)), cfg->backends[mc->backend].name);
+			cli_error(
+			    "slot %s: member %zu '%s' is already %s=%s on backend %s: delete it "
+			    "first, or name another token",
+			    sname, i + 1, o->e[i].name, p11p_selector_name(mc->sel),
+			    p11p_selector_value(mc, vb, sizeof(vb)),
+			    cfg->backends[mc->backend].name);
 			return CLI_FAIL;
 		}
 	}
@@ -393,10 +411,11 @@ static int check_add(const struct p11p_config *cfg, size_t slot, const struct p1
 		if (oc->backend != mc->backend || resolve(bs, oc, &om, &ox, why, sizeof(why)) != 0)
 			continue;
 		if (om.be_slot == m.be_slot) {
-			cli_error("slot %s: member %zu '%s' already uses that token (backend %s slot "
-			          "%lu): delete it first, or name another token",
-			          sname, i + 1, o->e[i].name, cfg->backends[mc->backend].name,
-			          (unsigned long)m.be_slot);
+			cli_error(
+			    "slot %s: member %zu '%s' already uses that token (backend %s slot "
+			    "%lu): delete it first, or name another token",
+			    sname, i + 1, o->e[i].name, cfg->backends[mc->backend].name,
+			    (unsigned long)m.be_slot);
 			goto out;
 		}
 	}
@@ -441,6 +460,7 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
                   const char *action, const char *member, const struct add_opts *a)
 {
 	struct p11p_order o, added;
+	struct p11p_index *idx = NULL;
 	char err[ERR_LEN], name[24];
 	size_t at = (size_t)-1;
 	int lock = -1, rc = CLI_FAIL;
@@ -461,8 +481,11 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
 		cli_error("%s", err);
 		goto out;
 	}
+	/* After the lock, which made the state directory: the module's choice of store. */
+	if (keys_overlay_store(cfg, true, &idx) < 0)
+		goto out;
 	if (reset) {
-		if (p11p_order_write(cfg, slot, &o, err, sizeof(err)) != 0) {
+		if (p11p_order_write(cfg, idx, slot, &o, err, sizeof(err)) != 0) {
 			cli_error("%s", err);
 			goto out;
 		}
@@ -470,7 +493,7 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
 		rc = CLI_OK;
 		goto done;
 	}
-	if (p11p_order_read(cfg, slot, &o, NULL, err, sizeof(err)) < 0) {
+	if (p11p_order_read(cfg, idx, slot, &o, NULL, err, sizeof(err)) < 0) {
 		damaged(cfg, slot, err);
 		goto out;
 	}
@@ -515,7 +538,7 @@ static int change(const struct cli *cli, const struct p11p_config *cfg, size_t s
 			memset(&o.e[o.n], 0, sizeof(o.e[0]));
 		}
 	}
-	if (p11p_order_write(cfg, slot, &o, err, sizeof(err)) != 0) {
+	if (p11p_order_write(cfg, idx, slot, &o, err, sizeof(err)) != 0) {
 		cli_error("%s", err);
 		goto out;
 	}
@@ -524,6 +547,7 @@ done:
 	print_order(cli, cfg, slot, &o);
 out:
 	p11p_order_unlock(lock);
+	p11p_index_close(idx);
 	p11p_order_clear(&o);
 	p11p_order_clear(&added);
 	return rc;
@@ -611,8 +635,9 @@ int cmd_members(struct cli *cli, int argc, char **argv)
 			return cli_cmd_help("members");
 	}
 	if (a.any && (action == NULL || strcmp(action, "add") != 0))
-		return cli_usage("members", "--name, --backend, a selector and --pin-source go with "
-		                            "'add'");
+		return cli_usage("members",
+		                 "--name, --backend, a selector and --pin-source go with "
+		                 "'add'");
 	if (action != NULL && strcmp(action, "add") == 0) {
 		if (n > 2)
 			return cli_usage("members", "unexpected argument '%s' for add",
@@ -627,7 +652,8 @@ int cmd_members(struct cli *cli, int argc, char **argv)
 	} else if (action != NULL) {
 		if (n != 3)
 			return cli_usage("members",
-			                 "%s needs one MEMBER (a name or a 1-based position)", action);
+			                 "%s needs one MEMBER (a name or a 1-based position)",
+			                 action);
 		member = argv[optind + 2];
 	}
 	cfg = cli_config(cli);

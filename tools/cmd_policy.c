@@ -1,8 +1,10 @@
 /*
  * policy show [SLOT] | set SLOT [write_back=BOOL] [scan=all|owned] | reset SLOT:
- * a slot's key-management policy. `set` writes the overlay
- * "<state_dir>/slots/<LABEL>.policy" (lib/virt/policy.c) under the overlay
- * lock; running processes follow it within a second. `reset` removes it.
+ * a slot's key-management policy. `set` writes the overlay: into the store
+ * (the `index:` the module opens), in one transaction with its audit row;
+ * without a store, the file "<state_dir>/slots/<LABEL>.policy"
+ * (lib/vkeys/policy.c). Both under the overlay lock; running processes follow
+ * it within a second. `reset` removes it.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "util.h"
+#include "keys.h"
 #include "keymodel/model.h"
 #include "ha/order.h"
 #include "vkeys/policy.h"
@@ -18,7 +21,8 @@
 #define ERR_LEN 1024
 
 /* One slot's effective policy: printed, or added to jslots. false when its overlay is damaged. */
-static bool show_slot(const struct p11p_config *cfg, size_t s, json_t *jslots)
+static bool show_slot(const struct p11p_config *cfg, struct p11p_index *idx, bool store, size_t s,
+                      json_t *jslots)
 {
 	struct p11p_policy_cfg p;
 	char path[PATH_MAX], err[ERR_LEN], nb[32];
@@ -26,9 +30,16 @@ static bool show_slot(const struct p11p_config *cfg, size_t s, json_t *jslots)
 	int rc;
 
 	err[0] = '\0';
-	if (p11p_policy_path(cfg, s, path, sizeof(path)) != 0)
+	if (store)
+		snprintf(path, sizeof(path), "%s", cfg->index_path);
+	else if (p11p_policy_path(cfg, s, path, sizeof(path)) != 0)
 		path[0] = '\0';
-	rc = p11p_policy_read(cfg, s, &p, err, sizeof(err));
+	if (store && idx == NULL) {
+		p = cfg->slots[s].policy; /* no store yet: no overlay */
+		rc = 0;
+	} else {
+		rc = p11p_policy_read(cfg, idx, s, &p, err, sizeof(err));
+	}
 	if (rc < 0)
 		cli_error_plain(err);
 	if (jslots != NULL) {
@@ -44,14 +55,16 @@ static bool show_slot(const struct p11p_config *cfg, size_t s, json_t *jslots)
 	} else {
 		printf("slot %s: write_back %s, scan %s (from %s%s)\n", cli_esc(label),
 		       p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
-		       rc == 1 ? "overlay " : "the configuration",
+		       rc == 1 ? (store ? "overlay in the store " : "overlay ")
+		               : "the configuration",
 		       rc == 1 ? cli_esc(path) : (rc < 0 ? "; the overlay is damaged" : ""));
 	}
 	return rc >= 0;
 }
 
 /* The answer of show, set and reset: text lines, or {"slots":[...],"ok":...}. */
-static int show(const struct cli *cli, const struct p11p_config *cfg, size_t only)
+static int show(const struct cli *cli, const struct p11p_config *cfg, struct p11p_index *idx,
+                bool store, size_t only)
 {
 	json_t *jslots = cli->json ? json_array() : NULL;
 	bool ok = true;
@@ -59,7 +72,7 @@ static int show(const struct cli *cli, const struct p11p_config *cfg, size_t onl
 	for (size_t s = 0; s < cfg->n_slots; s++) {
 		if (only != (size_t)-1 && s != only)
 			continue;
-		ok &= show_slot(cfg, s, jslots);
+		ok &= show_slot(cfg, idx, store, s, jslots);
 	}
 	if (cli->json) {
 		json_t *doc = json_object();
@@ -71,14 +84,27 @@ static int show(const struct cli *cli, const struct p11p_config *cfg, size_t onl
 	return ok ? CLI_OK : CLI_FAIL;
 }
 
+static int show_all(const struct cli *cli, const struct p11p_config *cfg, size_t only)
+{
+	struct p11p_index *idx = NULL;
+	int store = keys_overlay_store(cfg, false, &idx), rc;
+
+	if (store < 0)
+		return CLI_FAIL;
+	rc = show(cli, cfg, idx, store > 0, only);
+	p11p_index_close(idx);
+	return rc;
+}
+
 static int do_set(const struct cli *cli, const struct p11p_config *cfg, size_t s, bool reset,
                   int argc, char **argv)
 {
 	struct p11p_policy_cfg p;
 	bool have_wb = false, have_scan = false, wb = false;
 	enum p11p_scan_scope scan = P11P_SCAN_ALL;
+	struct p11p_index *idx = NULL;
 	char err[ERR_LEN];
-	int fd, rc;
+	int fd, rc, store;
 
 	if (reset && argc > 0)
 		return cli_usage("policy", "reset takes only a SLOT");
@@ -108,24 +134,31 @@ static int do_set(const struct cli *cli, const struct p11p_config *cfg, size_t s
 		cli_error("%s", err);
 		return CLI_FAIL;
 	}
+	/* After the lock, which made the state directory: the module's choice of store. */
+	store = keys_overlay_store(cfg, true, &idx);
+	if (store < 0) {
+		p11p_order_unlock(fd);
+		return CLI_FAIL;
+	}
 	if (reset) {
-		rc = p11p_policy_write(cfg, s, NULL, err, sizeof(err));
+		rc = p11p_policy_write(cfg, idx, s, NULL, err, sizeof(err));
 	} else {
 		/* The current policy, damaged overlay or not: set names what changes. */
-		if (p11p_policy_read(cfg, s, &p, err, sizeof(err)) < 0)
+		if (p11p_policy_read(cfg, idx, s, &p, err, sizeof(err)) < 0)
 			cli_error("replacing a damaged overlay: %s", err);
 		if (have_wb)
 			p.write_back = wb;
 		if (have_scan)
 			p.scan = scan;
-		rc = p11p_policy_write(cfg, s, &p, err, sizeof(err));
+		rc = p11p_policy_write(cfg, idx, s, &p, err, sizeof(err));
 	}
 	p11p_order_unlock(fd);
-	if (rc != 0) {
+	if (rc != 0)
 		cli_error("%s", err);
-		return CLI_FAIL;
-	}
-	return show(cli, cfg, s);
+	else
+		rc = show(cli, cfg, idx, store > 0, s);
+	p11p_index_close(idx);
+	return rc != 0 ? CLI_FAIL : CLI_OK;
 }
 
 int cmd_policy(struct cli *cli, int argc, char **argv)
@@ -161,7 +194,7 @@ int cmd_policy(struct cli *cli, int argc, char **argv)
 	if (n > 0 && (s = cli_slot_arg(cfg, "policy", rest[0])) == (size_t)-1)
 		rc = CLI_USAGE;
 	else if (strcmp(action, "show") == 0)
-		rc = show(cli, cfg, s);
+		rc = show_all(cli, cfg, s);
 	else
 		rc = do_set(cli, cfg, s, strcmp(action, "reset") == 0, n - 1, rest + 1);
 	p11p_config_free(cfg);

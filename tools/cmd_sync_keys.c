@@ -527,7 +527,7 @@ static bool sync_slot(struct p11p_config *cfg, struct cli_backends *bes, struct 
 		return false;
 	}
 	err[0] = '\0';
-	if (p11p_policy_read(cfg, s, &pol, err, sizeof(err)) < 0) {
+	if (p11p_policy_read(cfg, idx, s, &pol, err, sizeof(err)) < 0) {
 		cli_error("slot %s: %s", sc->label, err);
 		p11p_free(mr);
 		return false;

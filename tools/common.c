@@ -13,6 +13,7 @@
 #include "backend/call.h"
 #include "base/mem.h"
 #include "cli.h"
+#include "keys.h"
 #include "config/config.h"
 #include "util.h"
 #include "ha/order.h"
@@ -305,8 +306,23 @@ const char *cli_slot_name(const struct p11p_config *cfg, size_t slot, char *buf,
 int cli_slot_order(const struct p11p_config *cfg, size_t slot, struct p11p_order *o, char *err,
                    size_t errlen)
 {
+	struct p11p_index *idx = NULL;
+	int store, rc = 0;
+
 	err[0] = '\0';
-	if (p11p_order_read(cfg, slot, o, NULL, err, errlen) < 0) {
+	/* The overlay is in the store when the module would open one (issue 11). */
+	store = keys_overlay_store(cfg, false, &idx);
+	if (store < 0) {
+		snprintf(err, errlen, "cannot open the store holding the member order");
+		p11p_order_from_config(cfg, slot, o);
+		return -1;
+	}
+	if (store > 0 && idx == NULL)
+		p11p_order_from_config(cfg, slot, o); /* no store yet: no overlay */
+	else
+		rc = p11p_order_read(cfg, idx, slot, o, NULL, err, errlen);
+	p11p_index_close(idx);
+	if (rc < 0) {
 		p11p_order_from_config(cfg, slot, o);
 		return -1;
 	}

@@ -56,6 +56,19 @@ int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_inde
 	return 0;
 }
 
+int keys_overlay_store(const struct p11p_config *cfg, bool create, struct p11p_index **out)
+{
+	struct stat sb;
+
+	*out = NULL;
+	if (cfg->index_path == NULL || cfg->index_path[0] == '\0')
+		return 0;
+	if (!cfg->index_explicit &&
+	    (cfg->state_dir == NULL || stat(cfg->state_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+		return 0;
+	return keys_index_open(cfg, create, out) != 0 ? -1 : 1;
+}
+
 /* ---- names (the words are the key model's) ---------------------------------------------- */
 
 const char *keys_perms_shown(const struct p11p_vkey *v, char buf[P11P_VK_PERMS_STR])

@@ -31,6 +31,13 @@ struct cli_backends;
  * 0 (nothing recorded yet). -1 with a message printed on error.
  */
 int keys_index_open(const struct p11p_config *cfg, bool create, struct p11p_index **out);
+/*
+ * The store holding the slots' overlays (member order, policy), as the module
+ * decides it (vkeys/vkeys.h: `index:` given, or state_dir a directory).
+ * 1: *out opened (NULL when create is false and the file store is not there
+ * yet: no overlays); 0: no store, the overlays are files; -1: error reported.
+ */
+int keys_overlay_store(const struct p11p_config *cfg, bool create, struct p11p_index **out);
 
 /* "AES", "RSA", "EC" ... (CKK_ name without its prefix), or "0x..." (buf). */
 const char *keys_type_name(CK_KEY_TYPE kt, char *buf, size_t len);

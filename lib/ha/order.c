@@ -2,6 +2,15 @@
  * Member order: the operator's overlay over a slot's configured member list
  * (`p11proxy members`), followed by running processes without a restart.
  *
+ * Where: in the store (index/index.h, p11p_index_overlay_get/put, kind
+ * P11P_OVERLAY_ORDER, keyed by the slot's label or "@ID"), when the config
+ * has one (the module: the store it opened for virtual keys; the CLI: the
+ * same choice). The CLI writes it in one store transaction with its audit
+ * row; the module follows it through the store's change notice (the probe
+ * thread refreshes the store and compares the overlay's version at most once
+ * per P11P_ORDER_CHECK_MS). Messages name it "store:<LABEL>.members".
+ * Without a store it is a file, as described below.
+ *
  * The file: "<state_dir>/slots/<LABEL>.members", LABEL being the slot's label
  * with every byte but [A-Za-z0-9_-] written %XX ("@ID" for a slot without a
  * label, the quick start). Text, at most P11P_ORDER_MAX_BYTES, lines of at
@@ -49,6 +58,7 @@
  * A hung probe delays the check until the probe returns.
  */
 #include "ha/ha.h"
+#include "vkeys/vkeys.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -510,8 +520,27 @@ fail:
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
-                    struct p11p_overlay_stamp *stamp, char *err, size_t errlen)
+/* The slot's key in the store's overlays: its label, or "@ID" for a slot without one. */
+static void store_slot(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
+{
+	if (cfg->slots[slot].label != NULL && cfg->slots[slot].label[0] != '\0')
+		snprintf(buf, len, "%s", cfg->slots[slot].label);
+	else
+		snprintf(buf, len, "@%zu", slot);
+}
+
+/* The overlay's name in messages when it is in the store: "store:<slot>.members". */
+static void store_name(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
+{
+	char key[P11P_INDEX_SLOT_MAX + 1];
+
+	store_slot(cfg, slot, key, sizeof(key));
+	snprintf(buf, len, "store:%s.members", key);
+}
+
+static int read_order(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                      struct p11p_order *out, struct p11p_overlay_stamp *stamp, uint64_t *version,
+                      char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	unsigned char *buf = NULL;
@@ -523,13 +552,38 @@ int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_orde
 		memset(stamp, 0, sizeof(*stamp));
 		stamp->err = ENOENT;
 	}
+	if (version != NULL)
+		*version = 0;
 	if (slot >= cfg->n_slots)
 		return -1;
-	if (p11p_order_path(cfg, slot, path, sizeof(path)) != 0) {
-		p11p_order_from_config(cfg, slot, out);
-		return 0;
+	if (idx != NULL) {
+		char key[P11P_INDEX_SLOT_MAX + 1], *text = NULL;
+		CK_RV rv;
+
+		store_slot(cfg, slot, key, sizeof(key));
+		store_name(cfg, slot, path, sizeof(path));
+		rv = p11p_index_overlay_get(idx, key, P11P_OVERLAY_ORDER, &text, &len, version);
+		if (rv != CKR_OK) {
+			snprintf(err, errlen, "%s: %s", path,
+			         rv == CKR_HOST_MEMORY ? "out of memory" : "cannot read");
+			rc = -1;
+		} else if (text == NULL) {
+			rc = 0;
+		} else if (len > P11P_ORDER_MAX_BYTES) {
+			snprintf(err, errlen, "%s: larger than %d bytes", path,
+			         P11P_ORDER_MAX_BYTES);
+			rc = -1;
+		} else {
+			rc = 1;
+		}
+		buf = (unsigned char *)text;
+	} else {
+		if (p11p_order_path(cfg, slot, path, sizeof(path)) != 0) {
+			p11p_order_from_config(cfg, slot, out);
+			return 0;
+		}
+		rc = p11p_overlay_read(path, P11P_ORDER_MAX_BYTES, stamp, &buf, &len, err, errlen);
 	}
-	rc = p11p_overlay_read(path, P11P_ORDER_MAX_BYTES, stamp, &buf, &len, err, errlen);
 	if (rc == 0)
 		p11p_order_from_config(cfg, slot, out);
 	else if (rc == 1 &&
@@ -537,6 +591,13 @@ int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_orde
 		rc = -1;
 	p11p_free(buf);
 	return rc;
+}
+
+int p11p_order_read(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                    struct p11p_order *out, struct p11p_overlay_stamp *stamp, char *err,
+                    size_t errlen)
+{
+	return read_order(cfg, idx, slot, out, stamp, NULL, err, errlen);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
@@ -679,20 +740,84 @@ void p11p_order_unlock(int fd)
 	}
 }
 
-int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
-                     char *err, size_t errlen)
+/* The audit trail's words for an order: its member names, ", "-separated (cut to fit). */
+static void audit_words(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
+                        char *buf, size_t len)
+{
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < o->n; i++) {
+		const struct p11p_order_entry *e = &o->e[i];
+		const char *name = e->spec != NULL ? e->spec->name
+		                   : e->config_index < cfg->slots[slot].n_members
+		                       ? cfg->slots[slot].members[e->config_index].name
+		                       : NULL;
+		int w = snprintf(buf + used, len - used, "%s%s", i > 0 ? "," : "",
+		                 name != NULL ? name : "?");
+
+		if (w < 0 || (size_t)w >= len - used) {
+			buf[used] = '\0';
+			break;
+		}
+		used += (size_t)w;
+	}
+}
+
+int p11p_order_write(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                     const struct p11p_order *o, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	char *text = NULL;
 	int rc;
 
-	if (slot >= cfg->n_slots || p11p_order_path(cfg, slot, path, sizeof(path)) != 0) {
+	if (slot >= cfg->n_slots ||
+	    (idx == NULL && p11p_order_path(cfg, slot, path, sizeof(path)) != 0)) {
 		snprintf(err, errlen, "no usable state_dir in the configuration");
 		return -1;
 	}
 	if (o->n > 0 && (text = p11p_order_format(cfg, slot, o)) == NULL) {
 		snprintf(err, errlen, "cannot format the member list (a value is too long)");
 		return -1;
+	}
+	if (idx != NULL) {
+		char key[P11P_INDEX_SLOT_MAX + 1], from[64], to[64], e2[256];
+		struct p11p_order cur, *conf = p11p_calloc(1, sizeof(*conf));
+		int had;
+		CK_RV rv;
+
+		if (conf == NULL) {
+			p11p_free(text);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		store_slot(cfg, slot, key, sizeof(key));
+		had = read_order(cfg, idx, slot, &cur, NULL, NULL, e2, sizeof(e2));
+		if (had < 0)
+			snprintf(from, sizeof(from), "damaged");
+		else
+			audit_words(cfg, slot, &cur, from, sizeof(from));
+		p11p_order_clear(&cur);
+		if (o->n > 0) {
+			audit_words(cfg, slot, o, to, sizeof(to));
+		} else {
+			p11p_order_from_config(cfg, slot, conf);
+			audit_words(cfg, slot, conf, to, sizeof(to));
+			snprintf(to + strlen(to), sizeof(to) - strlen(to), "%s",
+			         strlen(to) + 9 < sizeof(to) ? " (config)" : "");
+		}
+		p11p_order_clear(conf);
+		p11p_free(conf);
+		rv = p11p_index_overlay_put(idx, key, P11P_OVERLAY_ORDER, text, from, to);
+		p11p_free(text);
+		if (rv != CKR_OK) {
+			p11p_index_last_error(idx, err, errlen);
+			if (err[0] == '\0')
+				snprintf(err, errlen, "store: cannot write the member order of %s",
+				         key);
+			return -1;
+		}
+		return 0;
 	}
 	rc = p11p_overlay_write(path, text, err, errlen); /* o->n == 0: removed */
 	p11p_free(text);
@@ -855,10 +980,11 @@ static void order_reload(struct p11p_state *st, struct p11p_vslot *vs, bool init
 	int rc;
 
 	err[0] = '\0';
-	rc = p11p_order_read(st->cfg, vs->id, &o, &vs->order_stamp, err, sizeof(err));
+	rc = read_order(st->cfg, p11p_vkey_index(st), vs->id, &o, &vs->order_stamp,
+	                &vs->order_version, err, sizeof(err));
 	if (rc < 0) {
-		p11p_message("slot '%s': ignoring the member order file: %s; using the configured "
-		             "order",
+		p11p_message("slot '%s': ignoring the member order overlay: %s; using the "
+		             "configured order",
 		             vs->label, err);
 		p11p_order_from_config(st->cfg, vs->id, &o);
 	}
@@ -875,6 +1001,15 @@ void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs)
 		vs->order[vs->n_order++] = i;
 	memset(&vs->order_stamp, 0, sizeof(vs->order_stamp));
 	vs->order_stamp.err = ENOENT;
+	vs->order_version = 0;
+	if (p11p_vkey_index(st) != NULL) {
+		/* The overlay is in the store (its copy, loaded at open). */
+		store_name(st->cfg, vs->id, path, sizeof(path));
+		vs->order_path = p11p_strdup(path);
+		if (vs->order_path != NULL)
+			order_reload(st, vs, true);
+		return;
+	}
 	if (p11p_order_path(st->cfg, vs->id, path, sizeof(path)) != 0)
 		return;
 	vs->order_path = p11p_strdup(path);
@@ -885,12 +1020,25 @@ void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs)
 }
 
 /* Has the overlay changed since it was read? Updates nothing. No lock held. */
-static bool order_changed(const struct p11p_vslot *vs)
+static bool order_changed(struct p11p_state *st, const struct p11p_vslot *vs)
 {
+	struct p11p_index *idx = p11p_vkey_index(st);
 	struct p11p_overlay_stamp now;
 
 	if (vs->order_path == NULL)
 		return false;
+	if (idx != NULL) {
+		char key[P11P_INDEX_SLOT_MAX + 1], *text = NULL;
+		uint64_t version = 0;
+		size_t len;
+
+		store_slot(st->cfg, vs->id, key, sizeof(key));
+		if (p11p_index_overlay_get(idx, key, P11P_OVERLAY_ORDER, &text, &len, &version) !=
+		    CKR_OK)
+			return false; /* out of memory: next time */
+		p11p_free(text);
+		return version != vs->order_version;
+	}
 	p11p_overlay_stamp_of(vs->order_path, &now);
 	return !p11p_overlay_stamp_same(&now, &vs->order_stamp);
 }
@@ -908,8 +1056,11 @@ unsigned long long p11p_order_poll(struct p11p_state *st)
 	st->order_busy = true;
 	next = st->order_next_ms = now + P11P_ORDER_CHECK_MS;
 	p11p_unlock();
+	/* The store's change notice (the same refresh as the key records'). */
+	if (p11p_vkey_index(st) != NULL)
+		(void)p11p_index_refresh(p11p_vkey_index(st));
 	for (size_t i = 0; i < st->n_slots; i++) {
-		if (order_changed(&st->slots[i]))
+		if (order_changed(st, &st->slots[i]))
 			order_reload(st, &st->slots[i], false);
 	}
 	p11p_lock();

@@ -13,6 +13,7 @@
 
 #include "config/config.h"
 #include "base/overlay.h"
+#include "index/index.h"
 
 #define P11P_ORDER_CHECK_MS  1000UL       /* the module stats an overlay at most this often */
 #define P11P_ORDER_MAX_BYTES (64 * 1024)  /* an overlay file */
@@ -49,12 +50,17 @@ bool p11p_order_parse(const struct p11p_config *cfg, size_t slot, const char *na
                       const char *data, size_t len, struct p11p_order *out, char *err,
                       size_t errlen);
 /*
+ * idx: the store holding the overlays (NULL: the file; index/index.h). With a
+ * store, stamp is not used and messages name "store:<LABEL>.members";
+ * p11p_order_write() then writes it in one store transaction with its audit
+ * row (from and to: the member names).
  * Reads the slot's overlay: 1 read into out; 0 there is none (out holds the
  * config's order); -1 unreadable or damaged (err: "PATH[:LINE]: message").
  * stamp (may be NULL) receives what identifies the version read.
  */
-int p11p_order_read(const struct p11p_config *cfg, size_t slot, struct p11p_order *out,
-                    struct p11p_overlay_stamp *stamp, char *err, size_t errlen);
+int p11p_order_read(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                    struct p11p_order *out, struct p11p_overlay_stamp *stamp, char *err,
+                    size_t errlen);
 /* The overlay text for an order (p11p_free it), or NULL (ENOMEM, or a line too long). */
 char *p11p_order_format(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o);
 /*
@@ -65,8 +71,8 @@ char *p11p_order_format(const struct p11p_config *cfg, size_t slot, const struct
  * overlay, back to the config's order), then p11p_order_unlock().
  */
 int p11p_order_lock(const struct p11p_config *cfg, char *err, size_t errlen);
-int p11p_order_write(const struct p11p_config *cfg, size_t slot, const struct p11p_order *o,
-                     char *err, size_t errlen);
+int p11p_order_write(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                     const struct p11p_order *o, char *err, size_t errlen);
 void p11p_order_unlock(int fd);
 /* Frees the specs and empties o. */
 void p11p_order_clear(struct p11p_order *o);

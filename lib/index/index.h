@@ -313,4 +313,30 @@ bool p11p_index_audit_hash(const struct p11p_audit *a, const char *prev, char ou
 CK_RV p11p_index_audit_verify(struct p11p_index *idx, uint64_t *rows, uint64_t *bad, char *why,
                               size_t whylen);
 
+/*
+ * ---- Overlays (issue 11) ----
+ *
+ * A slot's operator overlays, as text (their formats and parsers are the
+ * owners': the member order, ha/order.h; the key-management policy,
+ * vkeys/policy.h). They are part of the in-memory copy: get reads the copy
+ * (after a refresh it follows other processes' changes), never the store.
+ * put writes (text non-NULL, at most P11P_INDEX_OVERLAY_MAX bytes, no NUL)
+ * or removes (text NULL) the overlay in one transaction with its audit row
+ * (what "policy" or "member-order", from/to as given, cut to 63 bytes).
+ * version: moves on with every put of that overlay (0: never written).
+ */
+#define P11P_INDEX_OVERLAY_MAX 65536
+enum p11p_overlay_kind {
+	P11P_OVERLAY_ORDER = 1,  /* "member-order" */
+	P11P_OVERLAY_POLICY = 2, /* "policy" */
+};
+/*
+ * *text: a p11p_malloc'ed copy, NUL-terminated (*len bytes before the NUL), or
+ * NULL (*len 0) when the slot has none. *version (may be NULL): as above.
+ */
+CK_RV p11p_index_overlay_get(struct p11p_index *idx, const char *slot, enum p11p_overlay_kind kind,
+                             char **text, size_t *len, uint64_t *version);
+CK_RV p11p_index_overlay_put(struct p11p_index *idx, const char *slot, enum p11p_overlay_kind kind,
+                             const char *text, const char *from, const char *to);
+
 #endif

@@ -341,6 +341,27 @@ static void txn_apply(struct state *s, struct op *ops, size_t n)
 	}
 }
 
+/* One overlay in the copy (text NULL: removed). */
+struct ovl {
+	struct ovl *next;
+	int kind;
+	uint64_t version;
+	size_t len;
+	char *text;
+	char slot[P11P_INDEX_SLOT_MAX + 1];
+};
+
+static void ovl_free_all(struct ovl *o)
+{
+	while (o != NULL) {
+		struct ovl *n = o->next;
+
+		p11p_free(o->text);
+		p11p_free(o);
+		o = n;
+	}
+}
+
 struct p11p_index {
 	pthread_mutex_t db_mu; /* the connection; before mu */
 	pthread_mutex_t mu;    /* the copy */
@@ -351,8 +372,10 @@ struct p11p_index {
 	struct p11p_sql *db;         /* NULL while the store is down */
 	unsigned long long retry_ms; /* no reconnect before (monotonic ms) */
 	struct state st;
-	uint64_t seq; /* the highest vkeys seq loaded */
-	bool broken;  /* the last refresh failed */
+	uint64_t seq;    /* the highest vkeys seq loaded */
+	struct ovl *ovl; /* the overlays (under mu) */
+	uint64_t ov_seq; /* the highest overlays seq loaded */
+	bool broken;     /* the last refresh failed */
 	/* The audit chain's end within the write transaction under way (-1: not read yet). */
 	int64_t txn_audit_id;
 	bool txn_audit_dirty;
@@ -540,7 +563,7 @@ static int blob_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
  * Reads what changed since idx->seq and applies it to the copy. Under db_mu
  * (takes mu to apply). CKR_OK when nothing changed too.
  */
-static CK_RV load_changes(struct p11p_index *idx)
+static CK_RV load_records(struct p11p_index *idx)
 {
 	struct loader ld = {.max_seq = idx->seq};
 	struct p11p_sql_val p[2] = {V_INT(idx->seq), V_INT(0)};
@@ -588,6 +611,136 @@ static CK_RV load_changes(struct p11p_index *idx)
 out:
 	ops_free(ld.ops, ld.n);
 	return rv;
+}
+
+/* ---- overlays ------------------------------------------------------------------------------ */
+
+static const char *ovl_kind_name(int kind)
+{
+	return kind == P11P_OVERLAY_ORDER ? "member-order" : "policy";
+}
+
+struct ovl_loader {
+	struct ovl *head;
+	uint64_t max_seq;
+	bool bad, nomem;
+};
+
+/* slot, kind, text, version, seq */
+static int ovl_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
+{
+	struct ovl_loader *ld = arg;
+	struct ovl *o;
+	int kind;
+
+	if (n != 5 || c[0].type != P11P_SQL_TEXT || c[0].len == 0 ||
+	    c[0].len > P11P_INDEX_SLOT_MAX || memchr(c[0].p, 0, c[0].len) != NULL ||
+	    c[1].type != P11P_SQL_TEXT || c[2].type != P11P_SQL_TEXT ||
+	    c[2].len > P11P_INDEX_OVERLAY_MAX || memchr(c[2].p, 0, c[2].len) != NULL ||
+	    c[3].type != P11P_SQL_INT || c[3].i < 0 || c[4].type != P11P_SQL_INT || c[4].i <= 0 ||
+	    (uint64_t)c[4].i > SEQ_MAX) {
+		ld->bad = true;
+		return 1;
+	}
+	if (c[1].len == 12 && memcmp(c[1].p, "member-order", 12) == 0)
+		kind = P11P_OVERLAY_ORDER;
+	else if (c[1].len == 6 && memcmp(c[1].p, "policy", 6) == 0)
+		kind = P11P_OVERLAY_POLICY;
+	else
+		return 0; /* a kind of a later version: not ours */
+	o = p11p_calloc(1, sizeof(*o));
+	if (o == NULL || (c[2].len > 0 && (o->text = p11p_malloc(c[2].len + 1)) == NULL)) {
+		p11p_free(o);
+		ld->nomem = true;
+		return 1;
+	}
+	memcpy(o->slot, c[0].p, c[0].len);
+	o->kind = kind;
+	o->version = (uint64_t)c[3].i;
+	o->len = c[2].len;
+	if (o->text != NULL) {
+		memcpy(o->text, c[2].p, c[2].len);
+		o->text[c[2].len] = '\0';
+	}
+	if ((uint64_t)c[4].i > ld->max_seq)
+		ld->max_seq = (uint64_t)c[4].i;
+	o->next = ld->head;
+	ld->head = o;
+	return 0;
+}
+
+/* Puts o in the copy in place of the slot's overlay of its kind. Under mu; takes o. */
+static void ovl_set_locked(struct p11p_index *idx, struct ovl *o)
+{
+	for (struct ovl **pp = &idx->ovl; *pp != NULL; pp = &(*pp)->next) {
+		struct ovl *cur = *pp;
+
+		if (cur->kind == o->kind && strcmp(cur->slot, o->slot) == 0) {
+			o->next = cur->next;
+			*pp = o;
+			cur->next = NULL;
+			ovl_free_all(cur);
+			return;
+		}
+	}
+	o->next = idx->ovl;
+	idx->ovl = o;
+}
+
+/* Reads the overlays changed since idx->ov_seq into the copy. Under db_mu. */
+static CK_RV load_overlays(struct p11p_index *idx)
+{
+	struct ovl_loader ld = {.max_seq = idx->ov_seq};
+	struct p11p_sql_val p[] = {V_INT(idx->ov_seq)};
+	enum p11p_sql_rc rc;
+
+	rc = p11p_sql_exec(idx->db,
+	                   "SELECT slot, kind, text, version, seq FROM overlays WHERE seq > $1 "
+	                   "ORDER BY seq",
+	                   p, NV(p), ovl_row_cb, &ld);
+	if (rc != P11P_SQL_OK || ld.nomem || ld.bad) {
+		ovl_free_all(ld.head);
+		if (rc != P11P_SQL_OK)
+			return sql_fail(idx, rc, "read");
+		if (ld.nomem) {
+			set_err(idx->err, sizeof(idx->err), "%s: out of memory", idx->target);
+			return CKR_HOST_MEMORY;
+		}
+		set_err(idx->err, sizeof(idx->err), "store %s: damaged row (overlays)",
+		        idx->target);
+		return CKR_FUNCTION_FAILED;
+	}
+	/* ld.head is newest first: apply oldest first. */
+	{
+		struct ovl *rev = NULL;
+
+		while (ld.head != NULL) {
+			struct ovl *o = ld.head;
+
+			ld.head = o->next;
+			o->next = rev;
+			rev = o;
+		}
+		pthread_mutex_lock(&idx->mu);
+		while (rev != NULL) {
+			struct ovl *o = rev;
+
+			rev = o->next;
+			o->next = NULL;
+			ovl_set_locked(idx, o);
+		}
+		idx->ov_seq = ld.max_seq;
+		pthread_mutex_unlock(&idx->mu);
+	}
+	return CKR_OK;
+}
+
+/* Reads what changed since the copy was made: records, blobs, overlays. Under db_mu. */
+static CK_RV load_changes(struct p11p_index *idx)
+{
+	CK_RV rv = load_records(idx);
+
+	return rv == CKR_OK ? load_overlays(idx) : rv;
 }
 
 /* ---- connecting ----------------------------------------------------------------------------- */
@@ -820,6 +973,7 @@ void p11p_index_close(struct p11p_index *idx)
 	}
 	p11p_sql_close(idx->db);
 	state_free(&idx->st);
+	ovl_free_all(idx->ovl);
 	pthread_mutex_destroy(&idx->mu);
 	pthread_mutex_destroy(&idx->db_mu);
 	p11p_free(idx->target);
@@ -2093,4 +2247,132 @@ CK_RV p11p_index_audit_verify(struct p11p_index *idx, uint64_t *rows, uint64_t *
 	}
 	*bad = v.bad;
 	return v.broken ? CKR_SIGNATURE_INVALID : CKR_OK;
+}
+
+/* ---- overlays: reading the copy, writing ---------------------------------------------------- */
+
+static bool ovl_args_ok(const char *slot, enum p11p_overlay_kind kind)
+{
+	size_t n;
+
+	if (slot == NULL || (kind != P11P_OVERLAY_ORDER && kind != P11P_OVERLAY_POLICY))
+		return false;
+	n = strnlen(slot, P11P_INDEX_SLOT_MAX + 1);
+	return n > 0 && n <= P11P_INDEX_SLOT_MAX;
+}
+
+CK_RV p11p_index_overlay_get(struct p11p_index *idx, const char *slot, enum p11p_overlay_kind kind,
+                             char **text, size_t *len, uint64_t *version)
+{
+	CK_RV rv = CKR_OK;
+
+	p11p_return_val_if_fail(idx != NULL && text != NULL && len != NULL, CKR_ARGUMENTS_BAD);
+	*text = NULL;
+	*len = 0;
+	if (version != NULL)
+		*version = 0;
+	if (!ovl_args_ok(slot, kind))
+		return CKR_ARGUMENTS_BAD;
+	CHECK_OWNER(idx);
+	pthread_mutex_lock(&idx->mu);
+	for (const struct ovl *o = idx->ovl; o != NULL; o = o->next) {
+		if (o->kind != (int)kind || strcmp(o->slot, slot) != 0)
+			continue;
+		if (version != NULL)
+			*version = o->version;
+		if (o->text != NULL) {
+			*text = p11p_malloc(o->len + 1);
+			if (*text == NULL) {
+				rv = CKR_HOST_MEMORY;
+				break;
+			}
+			memcpy(*text, o->text, o->len + 1);
+			*len = o->len;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&idx->mu);
+	return rv;
+}
+
+CK_RV p11p_index_overlay_put(struct p11p_index *idx, const char *slot, enum p11p_overlay_kind kind,
+                             const char *text, const char *from, const char *to)
+{
+	struct ovl *o = NULL;
+	uint64_t seq, version = 0;
+	size_t len = 0;
+	enum p11p_sql_rc rc;
+	CK_RV rv;
+
+	p11p_return_val_if_fail(idx != NULL, CKR_ARGUMENTS_BAD);
+	CHECK_OWNER(idx);
+	if (!ovl_args_ok(slot, kind))
+		return CKR_ARGUMENTS_BAD;
+	if (text != NULL) {
+		len = strnlen(text, P11P_INDEX_OVERLAY_MAX + 1);
+		if (len > P11P_INDEX_OVERLAY_MAX)
+			return CKR_ARGUMENTS_BAD;
+	}
+	o = p11p_calloc(1, sizeof(*o));
+	if (o == NULL || (len > 0 && (o->text = p11p_strndup(text, len)) == NULL)) {
+		p11p_free(o);
+		return CKR_HOST_MEMORY;
+	}
+	o->len = o->text != NULL ? len : 0;
+	o->kind = (int)kind;
+	snprintf(o->slot, sizeof(o->slot), "%s", slot);
+	rv = write_begin(idx, &seq);
+	if (rv != CKR_OK) {
+		ovl_free_all(o);
+		return rv;
+	}
+	/* write_begin caught the copy up under the store's write lock. */
+	pthread_mutex_lock(&idx->mu);
+	for (const struct ovl *c = idx->ovl; c != NULL; c = c->next)
+		if (c->kind == o->kind && strcmp(c->slot, slot) == 0)
+			version = c->version;
+	pthread_mutex_unlock(&idx->mu);
+	o->version = version + 1;
+	{
+		struct p11p_sql_val p[] = {
+		    V_STR(slot),
+		    V_STR(ovl_kind_name(o->kind)),
+		    V_TEXT(o->text != NULL ? o->text : "", o->len),
+		    V_INT(o->version),
+		    V_INT(seq),
+		};
+
+		rc = p11p_sql_exec(idx->db,
+		                   "INSERT INTO overlays (slot, kind, text, version, seq) VALUES "
+		                   "($1, $2, $3, $4, $5) ON CONFLICT (slot, kind) DO UPDATE SET "
+		                   "text = excluded.text, version = excluded.version, "
+		                   "seq = excluded.seq",
+		                   p, NV(p), NULL, NULL);
+	}
+	if (rc != P11P_SQL_OK)
+		rv = sql_fail(idx, rc, "overlay");
+	else
+		rv = audit_add(idx, slot, 0, (const unsigned char *)"", 0, ovl_kind_name(o->kind),
+		               from != NULL ? from : "", to != NULL ? to : "");
+	rv = write_end(idx, rv, seq, NULL, 0, 0);
+	if (rv != CKR_OK) {
+		ovl_free_all(o);
+		return rv;
+	}
+	pthread_mutex_lock(&idx->mu);
+	{
+		bool newer = true;
+
+		for (const struct ovl *c = idx->ovl; c != NULL; c = c->next)
+			if (c->kind == o->kind && strcmp(c->slot, slot) == 0)
+				newer = c->version < o->version;
+		if (newer)
+			ovl_set_locked(idx, o);
+		else
+			ovl_free_all(o);
+		if (seq > idx->ov_seq)
+			idx->ov_seq = seq;
+	}
+	pthread_mutex_unlock(&idx->mu);
+	return CKR_OK;
 }

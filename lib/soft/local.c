@@ -1045,7 +1045,7 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 /* The software keys of every slot that has them, as the index has them now. */
 static void sw_refresh(struct p11p_state *st)
 {
-	struct p11p_index *idx = p11p_vkeys_index(st);
+	struct p11p_index *idx = p11p_vkey_index_fresh(st);
 	unsigned long gen;
 	unsigned char *blob;
 	bool any = false;
@@ -1076,7 +1076,7 @@ static void sw_refresh(struct p11p_state *st)
 static CK_RV sw_use_check(struct p11p_call *c, uint64_t vid, unsigned perm)
 {
 	static struct p11p_ratelimit refused;
-	struct p11p_index *idx = p11p_vkeys_index(c->st);
+	struct p11p_index *idx = p11p_vkey_index_fresh(c->st);
 	struct p11p_vkey rec;
 	bool found = false;
 	CK_RV rv;
@@ -1101,7 +1101,7 @@ static CK_RV sw_use_check(struct p11p_call *c, uint64_t vid, unsigned perm)
 static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_OBJECT_CLASS cls,
                      CK_KEY_TYPE type, unsigned flags, struct lkey **out)
 {
-	struct p11p_index *idx = p11p_vkeys_index(c->st);
+	struct p11p_index *idx = p11p_vkey_index_fresh(c->st);
 	struct p11p_secret *value = NULL;
 	struct p11p_swkey *sw = NULL;
 	struct p11p_vkey rec;
@@ -1734,7 +1734,7 @@ CK_RV p11p_local_get_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE
 static CK_RV sw_set_label(struct p11p_call *c, uint64_t vid, const CK_ATTRIBUTE *templ,
                           CK_ULONG count)
 {
-	struct p11p_index *idx = p11p_vkeys_index(c->st);
+	struct p11p_index *idx = p11p_vkey_index_fresh(c->st);
 	const CK_ATTRIBUTE *label = NULL;
 	struct p11p_vkey rec;
 	bool found = false;
@@ -1857,7 +1857,7 @@ CK_RV p11p_local_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	if (rv == CKR_OK && vid != 0) {
 		/* A software key: its record and stored value go (every process's object with it).
 		 */
-		struct p11p_index *idx = p11p_vkeys_index(c->st);
+		struct p11p_index *idx = p11p_vkey_index_fresh(c->st);
 
 		rv = idx != NULL ? p11p_index_delete(idx, vid, NULL) : CKR_FUNCTION_FAILED;
 	}
@@ -2493,7 +2493,7 @@ static CK_RV sw_index(struct p11p_call *c, unsigned flags, struct p11p_index **i
 		return CKR_TEMPLATE_INCONSISTENT; /* the slot has no software_keys: */
 	if (!(flags & F_TOKEN))
 		return CKR_OK;
-	if ((*idx = p11p_vkeys_index(c->st)) == NULL) {
+	if ((*idx = p11p_vkey_index_fresh(c->st)) == NULL) {
 		p11p_message_limited(&no_index,
 		                     "slot '%s': software keys need the index (index: or "
 		                     "state_dir:), which is off",

@@ -324,6 +324,13 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 		state_free(st, true);
 		return CKR_GENERAL_ERROR;
 	}
+	/* The store first: the slots' member-order overlays live there (issue 11). */
+	st->threads_allowed = threads_allowed;
+	rv = p11p_hook_vkey_state_init(st);
+	if (rv != CKR_OK) {
+		state_free(st, true);
+		return rv;
+	}
 	for (size_t i = 0; i < st->n_slots; i++) {
 		rv = slot_setup(st, i);
 		if (rv != CKR_OK) {
@@ -340,10 +347,7 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 			st->watch_ms = t < 10 ? 10 : t;
 	}
 
-	st->threads_allowed = threads_allowed;
-	rv = p11p_hook_vkey_state_init(st);
-	if (rv == CKR_OK)
-		rv = p11p_hook_local_state_init(st);
+	rv = p11p_hook_local_state_init(st);
 	if (rv != CKR_OK) {
 		state_free(st, true);
 		return rv;

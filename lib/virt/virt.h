@@ -97,6 +97,7 @@ struct p11p_vslot {
 	/* Used only by the thread checking the overlay (p11p_state.order_busy): */
 	char *order_path; /* the overlay file, or NULL */
 	struct p11p_overlay_stamp order_stamp;
+	uint64_t order_version; /* with a store: the overlay's version read */
 	/* Key replication (replicate.c), guarded by the global lock: */
 	CK_OBJECT_HANDLE repl_key[P11P_MAX_MEMBERS]; /* ha.replication_key per member; 0: unknown */
 	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
@@ -109,6 +110,7 @@ struct p11p_vslot {
 	bool policy_busy;                       /* a thread is checking the overlay */
 	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
 	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
+	uint64_t policy_version;                /* with a store: the overlay's version read */
 	/* Virtual PIN state (pinstate.c), guarded by the global lock: */
 	unsigned long pin_fails;             /* wrong user PINs, as last read or counted */
 	struct p11p_overlay_stamp pin_stamp; /* the state file's version read */

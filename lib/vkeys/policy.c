@@ -2,7 +2,11 @@
  * A slot's key-management policy (`policy: {write_back, scan}` in proxy.yaml),
  * with the operator's overlay `p11proxy policy set` writes over it.
  *
- * The file: "<state_dir>/slots/<LABEL>.policy", LABEL encoded as for the
+ * Where: in the store (kind P11P_OVERLAY_POLICY, as the member order,
+ * order.c), one transaction with its audit row ("write_back=B scan=S" from
+ * and to), followed through the store's change notice by version; named
+ * "store:<LABEL>.policy" in messages. Without a store, the file:
+ * "<state_dir>/slots/<LABEL>.policy", LABEL encoded as for the
  * member-order overlay (order.c). Text, at most P11P_POLICY_MAX_BYTES:
  *
  *   # comment
@@ -183,8 +187,52 @@ void p11p_policy_format(const struct p11p_policy_cfg *p, char *buf, size_t len)
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static int read_stamped(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
-                        struct p11p_overlay_stamp *stamp, char *err, size_t errlen)
+/* The slot's key in the store's overlays: its label, or "@ID" for a slot without one. */
+static void store_slot(const struct p11p_config *cfg, size_t slot, char *buf, size_t len)
+{
+	if (cfg->slots[slot].label != NULL && cfg->slots[slot].label[0] != '\0')
+		snprintf(buf, len, "%s", cfg->slots[slot].label);
+	else
+		snprintf(buf, len, "@%zu", slot);
+}
+
+/* The overlay from the store's copy (*version: its version there). */
+static int read_store(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                      struct p11p_policy_cfg *out, uint64_t *version, char *err, size_t errlen)
+{
+	char key[P11P_INDEX_SLOT_MAX + 1], name[P11P_INDEX_SLOT_MAX + 16];
+	char *text = NULL;
+	size_t len = 0;
+	CK_RV rv;
+	int rc = 1;
+
+	*out = cfg->slots[slot].policy;
+	store_slot(cfg, slot, key, sizeof(key));
+	snprintf(name, sizeof(name), "store:%s.policy", key);
+	rv = p11p_index_overlay_get(idx, key, P11P_OVERLAY_POLICY, &text, &len, version);
+	if (rv != CKR_OK) {
+		snprintf(err, errlen, "%s: %s", name,
+		         rv == CKR_HOST_MEMORY ? "out of memory" : "cannot read");
+		return -1;
+	}
+	if (text == NULL)
+		return 0;
+	if (len > P11P_POLICY_MAX_BYTES) {
+		snprintf(err, errlen, "%s: larger than %d bytes", name, P11P_POLICY_MAX_BYTES);
+		rc = -1;
+	} else if (!p11p_policy_parse(name, text, len, &cfg->slots[slot].policy, out, err,
+	                              errlen)) {
+		rc = -1;
+	}
+	if (rc < 0)
+		*out = cfg->slots[slot].policy;
+	p11p_free(text);
+	return rc;
+}
+
+static int read_stamped(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                        struct p11p_policy_cfg *out, struct p11p_overlay_stamp *stamp,
+                        uint64_t *version, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	unsigned char *buf = NULL;
@@ -195,11 +243,15 @@ static int read_stamped(const struct p11p_config *cfg, size_t slot, struct p11p_
 		memset(stamp, 0, sizeof(*stamp));
 		stamp->err = ENOENT;
 	}
+	if (version != NULL)
+		*version = 0;
 	if (slot >= cfg->n_slots) {
 		snprintf(err, errlen, "no slot %zu", slot);
 		return -1;
 	}
 	*out = cfg->slots[slot].policy;
+	if (idx != NULL)
+		return read_store(cfg, idx, slot, out, version, err, errlen);
 	if (p11p_policy_path(cfg, slot, path, sizeof(path)) != 0)
 		return 0;
 	rc = p11p_overlay_read(path, P11P_POLICY_MAX_BYTES, stamp, &buf, &len, err, errlen);
@@ -212,25 +264,63 @@ static int read_stamped(const struct p11p_config *cfg, size_t slot, struct p11p_
 	return rc;
 }
 
-int p11p_policy_read(const struct p11p_config *cfg, size_t slot, struct p11p_policy_cfg *out,
-                     char *err, size_t errlen)
+int p11p_policy_read(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                     struct p11p_policy_cfg *out, char *err, size_t errlen)
 {
-	return read_stamped(cfg, slot, out, NULL, err, errlen);
+	return read_stamped(cfg, idx, slot, out, NULL, NULL, err, errlen);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-int p11p_policy_write(const struct p11p_config *cfg, size_t slot, const struct p11p_policy_cfg *p,
-                      char *err, size_t errlen)
+/* The audit trail's words for a policy: "write_back=B scan=S". */
+static void audit_words(const struct p11p_policy_cfg *p, char *buf, size_t len)
+{
+	snprintf(buf, len, "write_back=%s scan=%s", p->write_back ? "true" : "false",
+	         p11p_vk_scan_name(p->scan));
+}
+
+int p11p_policy_write(const struct p11p_config *cfg, struct p11p_index *idx, size_t slot,
+                      const struct p11p_policy_cfg *p, char *err, size_t errlen)
 {
 	char path[PATH_MAX], text[512];
 
-	if (slot >= cfg->n_slots || p11p_policy_path(cfg, slot, path, sizeof(path)) != 0) {
-		snprintf(err, errlen, "no usable state_dir in the configuration");
+	if (slot >= cfg->n_slots) {
+		snprintf(err, errlen, "no slot %zu", slot);
 		return -1;
 	}
 	if (p != NULL)
 		p11p_policy_format(p, text, sizeof(text));
+	if (idx != NULL) {
+		char key[P11P_INDEX_SLOT_MAX + 1], from[64], to[64];
+		struct p11p_policy_cfg cur;
+		int rc;
+		CK_RV rv;
+
+		store_slot(cfg, slot, key, sizeof(key));
+		rc = read_store(cfg, idx, slot, &cur, NULL, err, errlen);
+		if (rc < 0)
+			snprintf(from, sizeof(from), "damaged");
+		else
+			audit_words(&cur, from, sizeof(from));
+		if (rc == 0)
+			snprintf(from + strlen(from), sizeof(from) - strlen(from), " (config)");
+		audit_words(p != NULL ? p : &cfg->slots[slot].policy, to, sizeof(to));
+		if (p == NULL)
+			snprintf(to + strlen(to), sizeof(to) - strlen(to), " (config)");
+		rv = p11p_index_overlay_put(idx, key, P11P_OVERLAY_POLICY, p != NULL ? text : NULL,
+		                            from, to);
+		if (rv != CKR_OK) {
+			p11p_index_last_error(idx, err, errlen);
+			if (err[0] == '\0')
+				snprintf(err, errlen, "store: cannot write the policy of %s", key);
+			return -1;
+		}
+		return 0;
+	}
+	if (p11p_policy_path(cfg, slot, path, sizeof(path)) != 0) {
+		snprintf(err, errlen, "no usable state_dir in the configuration");
+		return -1;
+	}
 	return p11p_overlay_write(path, p != NULL ? text : NULL, err, errlen);
 }
 
@@ -248,7 +338,9 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 {
 	struct p11p_overlay_stamp stamp, seen;
 	struct p11p_policy_cfg p;
+	struct p11p_index *idx = p11p_vkey_index(st);
 	unsigned long long now = p11p_now_ms();
+	uint64_t version = 0, seen_version;
 	bool loaded;
 	char err[768];
 	int rc;
@@ -264,14 +356,31 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 	vs->policy_next_ms = now + P11P_POLICY_CHECK_MS;
 	loaded = vs->policy_loaded;
 	seen = vs->policy_stamp;
+	seen_version = vs->policy_version;
 	p = vs->policy;
 	p11p_unlock();
 
-	/* Only this thread touches the file now; no lock held across the I/O. */
-	stamp_now(st->cfg, vs->id, &stamp);
-	if (!loaded || !p11p_overlay_stamp_same(&stamp, &seen)) {
+	/* Only this thread reads the overlay now; no lock held across the I/O. */
+	if (idx != NULL) {
+		char key[P11P_INDEX_SLOT_MAX + 1], *text = NULL;
+		size_t len;
+
+		/* The store's change notice (the same refresh as the key records'). */
+		(void)p11p_index_refresh(idx);
+		store_slot(st->cfg, vs->id, key, sizeof(key));
+		if (p11p_index_overlay_get(idx, key, P11P_OVERLAY_POLICY, &text, &len, &version) !=
+		    CKR_OK)
+			version = seen_version; /* out of memory: keep what was read */
+		p11p_free(text);
+		memset(&stamp, 0, sizeof(stamp));
+		stamp.err = ENOENT;
+	} else {
+		stamp_now(st->cfg, vs->id, &stamp);
+	}
+	if (!loaded ||
+	    (idx != NULL ? version != seen_version : !p11p_overlay_stamp_same(&stamp, &seen))) {
 		err[0] = '\0';
-		rc = read_stamped(st->cfg, vs->id, &p, &stamp, err, sizeof(err));
+		rc = read_stamped(st->cfg, idx, vs->id, &p, &stamp, &version, err, sizeof(err));
 		if (rc < 0)
 			p11p_message("slot '%s': ignoring the policy overlay: %s; using the "
 			             "configured policy",
@@ -285,6 +394,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 	p11p_lock();
 	vs->policy = p;
 	vs->policy_stamp = stamp;
+	vs->policy_version = version;
 	vs->policy_loaded = true;
 	vs->policy_busy = false;
 	*out = p;

@@ -117,7 +117,7 @@ void p11p_vkey_state_free(struct p11p_state *st)
 
 struct p11p_index *p11p_vkey_index(struct p11p_state *st)
 {
-	return st->vkeys != NULL ? st->vkeys->idx : NULL;
+	return st != NULL && st->vkeys != NULL ? st->vkeys->idx : NULL;
 }
 
 void p11p_vkey_object_free(struct p11p_object *obj)
@@ -680,12 +680,12 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 
 /* ---- the hooks ---- */
 
-struct p11p_index *p11p_vkeys_index(struct p11p_state *st)
+struct p11p_index *p11p_vkey_index_fresh(struct p11p_state *st)
 {
-	if (st->vkeys == NULL)
+	if (st == NULL || st->vkeys == NULL)
 		return NULL;
 	vk_refresh(st->vkeys);
-	return st->vkeys->idx;
+	return p11p_vkey_index(st);
 }
 
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)

@@ -47,8 +47,9 @@ CK_RV p11p_vkey_state_init(struct p11p_state *st);
 unsigned long long p11p_vkeys_poll(struct p11p_state *st);
 void p11p_vkey_state_free(struct p11p_state *st);
 /*
- * The process's index handle (thread-safe, index/index.h), or NULL when
- * virtual keys are off: the HA room records replication debts in it.
+ * The store this process opened (thread-safe, index/index.h), or NULL when
+ * virtual keys are off: the HA room records replication debts in it, and the
+ * overlays live there (without it they are files).
  */
 struct p11p_index *p11p_vkey_index(struct p11p_state *st);
 /* Frees an object's binding (with the object). */
@@ -62,10 +63,10 @@ void p11p_vkey_object_free(struct p11p_object *obj);
  */
 CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm);
 /*
- * The index virtual keys use (refreshed when due), or NULL when virtual keys
- * are off: for the software keys of lib/soft, whose records and blobs it holds.
+ * p11p_vkey_index(), refreshed first when due: for the software keys of
+ * lib/soft, whose records and blobs it holds.
  */
-struct p11p_index *p11p_vkeys_index(struct p11p_state *st);
+struct p11p_index *p11p_vkey_index_fresh(struct p11p_state *st);
 /*
  * After the member answered C_GetAttributeValue (*rv): reports the virtual
  * key's own permissions in the template in place of the HSM key's

@@ -21,6 +21,17 @@ export P11P_TEST_KEYS_PIN=$TEST_USER_PIN
 } >"$TMP/proxy.yaml"
 export P11PROXY_CONF=$TMP/proxy.yaml
 INDEX=$TMP/state/keys.db
+# P11P_TEST_INDEX=pg (58-vkeys-pg): the store is a PostgreSQL database (proxy_conf's knob).
+# The checks that read the SQLite file itself are skipped then, by name.
+FILE_STORE=true
+if [ "${P11P_TEST_INDEX:-}" = pg ]; then
+	mkdir -p "$TMP/pgconf"
+	proxy_conf "$TMP/pgconf/proxy.yaml" ka || { fail "keys: a PostgreSQL store"; return; }
+	printf 'index: %s\n' "$PROXY_INDEX" >>"$TMP/proxy.yaml"
+	export P11PROXY_CONF=$TMP/proxy.yaml
+	INDEX=$PROXY_INDEX
+	FILE_STORE=false
+fi
 OVERLAY=$TMP/state/slots/va.policy
 
 cli() {
@@ -81,7 +92,7 @@ hsm kb --keygen --key-type AES:32 --label both --id 0b0b >/dev/null
 # --- sync ------------------------------------------------------------------------------------
 expect_cli "sync: dry run reports what would be added" 0 \
 	"slot va (dry run, nothing written): added 5, updated 0, missing 0, unchanged 0" sync va --dry-run
-if [ ! -e "$INDEX" ] && cli keys list --json >"$TMP/l.json" 2>&1 && json "$TMP/l.json" '.count == 0'; then
+if { ! $FILE_STORE || [ ! -e "$INDEX" ]; } && cli keys list --json >"$TMP/l.json" 2>&1 && json "$TMP/l.json" '.count == 0'; then
 	pass "sync: dry run wrote nothing"
 else
 	fail "sync: dry run wrote nothing" "$(cat "$TMP/l.json")"
@@ -95,7 +106,9 @@ if cli sync va --json >"$TMP/s.json" 2>&1 &&
 else
 	fail "sync: --json counts and member listing" "$(cat "$TMP/s.json")"
 fi
-if [ "$(stat -c %a "$INDEX")" = 600 ]; then pass "sync: index is 0600"; else fail "sync: index is 0600"; fi
+if ! $FILE_STORE; then
+	skip "sync: index is 0600" "the file's mode (P11P_TEST_INDEX=pg)"
+elif [ "$(stat -c %a "$INDEX")" = 600 ]; then pass "sync: index is 0600"; else fail "sync: index is 0600"; fi
 
 # --- list / show -----------------------------------------------------------------------------
 expect_cli "keys list: table" 0 "secret  AES     k1 .* 01 .*edsvwu- active      scanned 20[0-9-]*T[0-9:]*Z 1$" keys list
@@ -183,24 +196,39 @@ expect_cli "sync under scan: all imports it" 0 "added 1" sync va
 
 # --- policy ----------------------------------------------------------------------------------
 expect_cli "policy show: from the configuration" 0 "slot vha: write_back false, scan all (from the configuration)" policy show vha
+# With a store, the overlay lives there (issue 11): no file, one audit row per change.
 if cli policy show va --json >"$TMP/p.json" 2>&1 &&
-	json "$TMP/p.json" ".slots[0].source == \"overlay\" and .slots[0].overlay == \"$OVERLAY\""; then
-	pass "policy show --json: overlay path"
+	json "$TMP/p.json" ".slots[0].source == \"overlay\" and .slots[0].overlay == \"$INDEX\""; then
+	pass "policy show --json: the overlay is in the store"
 else
-	fail "policy show --json: overlay path" "$(cat "$TMP/p.json")"
+	fail "policy show --json: the overlay is in the store" "$(cat "$TMP/p.json")"
 fi
-if [ "$(stat -c %a "$OVERLAY")" = 600 ] && [ "$(stat -c %a "$TMP/state/slots")" = 700 ]; then
-	pass "policy: overlay 0600 in a 0700 directory"
+[ ! -e "$OVERLAY" ] && pass "policy: no overlay file beside a store" || fail "policy: no overlay file beside a store"
+if cli audit --json --slot va >"$TMP/a.json" 2>&1 &&
+	json "$TMP/a.json" '[.rows[] | select(.what == "policy") | [.from, .to]] == [["write_back=false scan=all (config)", "write_back=false scan=owned"], ["write_back=false scan=owned", "write_back=false scan=all"]]'; then
+	pass "policy: each set is an audit row (from, to)"
 else
-	fail "policy: overlay 0600 in a 0700 directory"
+	fail "policy: each set is an audit row (from, to)" "$(cat "$TMP/a.json")"
 fi
-cp "$OVERLAY" "$TMP/overlay.good"
-printf 'write_back = true\nscan = sometimes\n' >"$OVERLAY"
-expect_cli "policy show: a damaged overlay is named with its line" 1 "$OVERLAY:2: 'scan' must be all or owned" policy show va
-expect_cli "sync refuses a slot with a damaged overlay" 1 "$OVERLAY:2:" sync va
-expect_cli "keys delete refuses under a damaged overlay" 1 "$OVERLAY:2:" keys delete k3 --slot va
+# A damaged overlay, written behind the CLI's back (SQL on the store itself).
+damaged_from=damaged
+if $FILE_STORE; then
+	sqlite3 "$INDEX" "UPDATE overlays SET text = 'write_back = true' || char(10) || 'scan = sometimes' || char(10) WHERE slot = 'va' AND kind = 'policy'"
+	expect_cli "policy show: a damaged overlay is named with its line" 1 "store:va.policy:2: 'scan' must be all or owned" policy show va
+	expect_cli "sync refuses a slot with a damaged overlay" 1 "store:va.policy:2:" sync va
+	expect_cli "keys delete refuses under a damaged overlay" 1 "store:va.policy:2:" keys delete k3 --slot va
+else
+	skip "policy: a damaged overlay (show, sync, keys delete)" "SQL on the SQLite file (P11P_TEST_INDEX=pg)"
+	damaged_from="write_back=false scan=all"
+fi
 expect_cli "policy reset" 0 "(from the configuration)" policy reset va
-[ ! -e "$OVERLAY" ] && pass "policy reset removes the overlay" || fail "policy reset removes the overlay"
+if cli audit --json --slot va >"$TMP/a.json" 2>&1 &&
+	json "$TMP/a.json" "[.rows[] | select(.what == \"policy\")] | last | .from == \"$damaged_from\" and .to == \"write_back=false scan=all (config)\""; then
+	pass "policy reset: an audit row"
+else
+	fail "policy reset: an audit row" "$(cat "$TMP/a.json")"
+fi
+expect_cli "audit --verify: the chain holds with policy rows" 0 "" audit --verify
 
 # --- delete ----------------------------------------------------------------------------------
 K3=$(vid k3 --slot va)

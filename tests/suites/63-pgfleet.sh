@@ -185,6 +185,40 @@ else
 		"$(tr '\n' '|' <"$TMP/app.out")"
 fi
 
+# Overlays (issue 11): the application role may not write them (the database refuses, the CLI
+# says so and nothing changes); the administrator's `policy set` is in the store, audited, and
+# read by another host as the application role.
+if on a run_prog "$CLI" policy set vf scan=owned >"$TMP/app.out" 2>&1; then
+	fail "pgfleet: the application role cannot change the policy" "policy set succeeded"
+elif grep -q 'postgresql' "$TMP/app.out" && grep -q '42501' "$TMP/app.out"; then
+	sed 's/^/    /' "$TMP/app.out" | head -n 3
+	pass "pgfleet: the application role cannot change the policy (refused by the database)"
+else
+	fail "pgfleet: the application role's policy refusal names the store and 42501" \
+		"$(tr '\n' '|' <"$TMP/app.out")"
+fi
+if on a run_prog "$CLI" members vf top 1 >"$TMP/app.out" 2>&1; then
+	fail "pgfleet: the application role cannot change the member order" "members top succeeded"
+elif grep -q '42501' "$TMP/app.out"; then
+	pass "pgfleet: the application role cannot change the member order (refused by the database)"
+else
+	fail "pgfleet: the application role's member-order refusal names 42501" \
+		"$(tr '\n' '|' <"$TMP/app.out")"
+fi
+if on b run_prog "$CLI" policy show vf >"$TMP/pol.out" 2>&1 && grep -q 'scan all (from the configuration)' "$TMP/pol.out" &&
+	on admin run_prog "$CLI" policy set vf scan=owned >"$TMP/pol.out" 2>&1 &&
+	on b run_prog "$CLI" policy show vf --json >"$TMP/pol.json" 2>&1 &&
+	jq -e '.slots[0].scan == "owned" and .slots[0].source == "overlay"' "$TMP/pol.json" >/dev/null &&
+	on admin run_prog "$CLI" audit --json --slot vf >"$TMP/aud.json" 2>&1 &&
+	jq -e '[.rows[] | select(.what == "policy")] | length == 1' "$TMP/aud.json" >/dev/null &&
+	on admin run_prog "$CLI" audit --verify >"$TMP/ver.out" 2>&1 &&
+	on admin run_prog "$CLI" policy reset vf >"$TMP/pol.out" 2>&1; then
+	pass "pgfleet: the administrator's policy set is in the store, audited, seen by host B"
+else
+	fail "pgfleet: the administrator's policy set is in the store, audited, seen by host B" \
+		"$(cat "$TMP/pol.out" "$TMP/pol.json" "$TMP/aud.json" "$TMP/ver.out" 2>/dev/null | tr '\n' '|')"
+fi
+
 # The store itself (tests/progs/indexkill.c, as in 55-index, here on PostgreSQL): two writers
 # at once lose nothing; a writer killed with SIGKILL, and the server stopped with
 # `pg_ctl stop -m immediate` under a writer, lose no acknowledged transaction.

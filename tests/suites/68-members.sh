@@ -17,7 +17,23 @@ member() {
 	member m2
 } >"$TMP/proxy.yaml"
 export P11PROXY_CONF=$TMP/proxy.yaml
+# The member order overlay lives in the store (issue 11): <state_dir>/keys.db, no file.
 OVERLAY=$TMP/state/slots/ha.members
+DB=$TMP/state/keys.db
+# ov_text: the slot's member-order overlay as the store holds it ("" when none).
+ov_text() {
+	sqlite3 "$DB" "SELECT text FROM overlays WHERE slot = 'ha' AND kind = 'member-order'" |
+		grep -v '^#'
+}
+# ov_damage TEXT: writes TEXT as the overlay behind the CLI's back (a new change number, so
+# running processes read it), as a damaged or hand-edited store would hold it.
+ov_damage() {
+	sqlite3 "$DB" "BEGIN IMMEDIATE;
+UPDATE meta SET value = value + 1 WHERE name = 'seq';
+INSERT INTO overlays (slot, kind, text, version, seq) VALUES ('ha', 'member-order', CAST(X'$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n')' AS TEXT), 1, (SELECT value FROM meta WHERE name = 'seq'))
+ON CONFLICT (slot, kind) DO UPDATE SET text = excluded.text, version = overlays.version + 1, seq = excluded.seq;
+COMMIT;"
+}
 # The PIN source of the member added below, read by the process that loads the module.
 export P11P_TEST_ADDED_PIN=$TEST_USER_PIN
 
@@ -44,8 +60,8 @@ expect_cli() {
 	fi
 }
 
-if ! command -v jq >/dev/null 2>&1; then
-	skip "members: all" "jq missing (tests/install-deps.sh installs it)"
+if ! command -v jq >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1; then
+	skip "members: all" "jq or sqlite3 missing (tests/install-deps.sh installs it)"
 	return
 fi
 
@@ -95,10 +111,17 @@ sleep "$settle"
 ord open
 [ "$REPLY" = "open 2 m2" ] && pass "order: after 'top m2' a new session goes to m2 (no restart)" ||
 	fail "order: after 'top m2' a new session goes to m2 (no restart)" "$REPLY"
-if [ "$(stat -c %a "$OVERLAY")" = 600 ] && [ "$(stat -c %a "$TMP/state/slots")" = 700 ]; then
-	pass "order: overlay 0600 in a 0700 directory"
+if [ "$(ov_text)" = "m2
+m1" ] && [ ! -e "$OVERLAY" ]; then
+	pass "order: the overlay is in the store (no file)"
 else
-	fail "order: overlay 0600 in a 0700 directory" "$(ls -la "$TMP/state/slots")"
+	fail "order: the overlay is in the store (no file)" "$(ov_text; ls -la "$TMP/state/slots")"
+fi
+if cli audit --json --slot ha >"$TMP/a.json" 2>&1 &&
+	json "$TMP/a.json" '[.rows[] | select(.what == "member-order")] | last | .from == "m1,m2" and .to == "m2,m1" and .vid == "0000000000000000"'; then
+	pass "order: the change is an audit row (from, to)"
+else
+	fail "order: the change is an audit row (from, to)" "$(cat "$TMP/a.json")"
 fi
 
 expect_cli "order: members ha down m2" 0 "slot ha: m1, m2" members ha down m2
@@ -127,14 +150,14 @@ ord "use 1"
 
 expect_cli "order: the last member cannot be deleted (exit 1)" 1 "last member" \
 	members ha delete m2
-grep -q '^m2$' "$OVERLAY" && pass "order: refused delete left the overlay alone" ||
+[ "$(ov_text)" = m2 ] && pass "order: refused delete left the overlay alone" ||
 	fail "order: refused delete left the overlay alone"
 
 expect_cli "order: add a member (PIN source, not the PIN)" 0 "slot ha: m2, m1b" \
 	members ha add --name m1b --backend shim --token-label m1 --pin-source env:P11P_TEST_ADDED_PIN
-grep -q '^m1b backend=shim token_label=m1 pin=env:P11P_TEST_ADDED_PIN$' "$OVERLAY" &&
+ov_text | grep -q '^m1b backend=shim token_label=m1 pin=env:P11P_TEST_ADDED_PIN$' &&
 	pass "order: the added member's spec is in the overlay" ||
-	fail "order: the added member's spec is in the overlay" "$(cat "$OVERLAY")"
+	fail "order: the added member's spec is in the overlay" "$(ov_text)"
 expect_cli "order: a taken name is refused" 1 "already has a member 'm1b'" \
 	members ha add --name m1b --backend shim --token-label m2
 expect_cli "order: a config name with another spec is refused" 1 "belongs to a configured member" \
@@ -155,27 +178,35 @@ fi
 expect_cli "order: delete m1b" 0 "slot ha: m2$" members ha delete m1b
 expect_cli "order: add m1 back by its config spec" 0 "slot ha: m2, m1$" \
 	members ha add --name m1 --backend shim --token-label m1
-grep -q '^m1$' "$OVERLAY" && pass "order: the config member is written by name" ||
-	fail "order: the config member is written by name" "$(cat "$OVERLAY")"
+ov_text | grep -q '^m1$' && pass "order: the config member is written by name" ||
+	fail "order: the config member is written by name" "$(ov_text)"
 sleep "$settle"
 ord open
 case $REPLY in *" m2") pass "order: m2 first again" ;; *) fail "order: m2 first again" "$REPLY" ;; esac
 
 # A damaged overlay: the CLI refuses it with FILE:LINE, the module uses the config order.
-printf 'm2\nm1 backend=nope token_label=m1\n' >"$OVERLAY"
-chmod 600 "$OVERLAY"
-expect_cli "order: the CLI refuses a damaged overlay with file:line" 1 "ha.members:2: unknown backend" \
+ov_damage 'm2
+m1 backend=nope token_label=m1
+'
+expect_cli "order: the CLI refuses a damaged overlay with file:line" 1 "store:ha.members:2: unknown backend" \
 	members ha
 expect_cli "order: ... and changes to it" 1 "ha.members:2:" members ha top m2
 sleep "$settle"
 ord "wait-member m1 10"
 [ "$REPLY" = "wait-member m1 ok" ] && pass "order: the module ignores a damaged overlay (config order)" ||
 	fail "order: the module ignores a damaged overlay (config order)" "$REPLY"
-grep -q "ignoring the member order file" "$ORD_OUT" &&
+grep -q "ignoring the member order overlay: store:ha.members:2:" "$ORD_OUT" &&
 	pass "order: the module said why it ignores the overlay" ||
 	fail "order: the module said why it ignores the overlay" "$(cat "$ORD_OUT")"
 expect_cli "order: members ha reset" 0 "slot ha: m1, m2" members ha reset
-[ ! -e "$OVERLAY" ] && pass "order: reset removes the overlay" || fail "order: reset removes the overlay"
+[ -z "$(ov_text)" ] && pass "order: reset removes the overlay" || fail "order: reset removes the overlay" "$(ov_text)"
+if cli audit --json --slot ha >"$TMP/a.json" 2>&1 &&
+	json "$TMP/a.json" '[.rows[] | select(.what == "member-order")] | last | .from == "damaged" and .to == "m1,m2 (config)"'; then
+	pass "order: reset is an audit row"
+else
+	fail "order: reset is an audit row" "$(cat "$TMP/a.json")"
+fi
+expect_cli "order: audit --verify holds with member-order rows" 0 "" audit --verify
 
 ord quit
 [ "$REPLY" = bye ] && pass "order: ordertest finishes cleanly" ||
@@ -187,7 +218,7 @@ rc=$?
 # --- members add checks before it writes ----------------------------------------------------------
 # no_overlay NAME: the refused add left no overlay behind.
 no_overlay() {
-	[ ! -e "$OVERLAY" ] && pass "$1: nothing written" || fail "$1: nothing written" "$(cat "$OVERLAY")"
+	[ -z "$(ov_text)" ] && pass "$1: nothing written" || fail "$1: nothing written" "$(ov_text)"
 }
 umask 077
 printf '%s\n' "$TEST_USER_PIN" >"$TMP/pin.ok"
@@ -215,8 +246,8 @@ expect_cli "add: an unset PIN variable is refused" 1 "is not set" \
 	members ha add --name m1b --backend shim --token-label m1 --pin-source env:P11P_NO_SUCH_VAR
 expect_cli "add: a PIN that does not log in is refused" 1 "does not log in: C_Login: CKR_PIN_INCORRECT" \
 	members ha add --name m1b --backend shim --token-label m1 --pin-source "file:$TMP/pin.wrong"
-grep -qx 'm2' "$OVERLAY" && ! grep -q m1b "$OVERLAY" && pass "add: refusals left the order alone" ||
-	fail "add: refusals left the order alone" "$(cat "$OVERLAY")"
+[ "$(ov_text)" = m2 ] && pass "add: refusals left the order alone" ||
+	fail "add: refusals left the order alone" "$(ov_text)"
 softhsm2-util --init-token --free --label m3 --pin "$TEST_USER_PIN" --so-pin "$TEST_SO_PIN" >/dev/null
 echo 'm3 hang 60' >"$P11SHIM_CONTROL"
 start=$(date +%s)
@@ -259,9 +290,7 @@ raw_controls() {
 	python3 -c 'import sys; d = open(sys.argv[1], "rb").read()
 sys.exit(0 if any(b < 0x20 and b != 0x0a or b == 0x7f for b in d) else 1)' "$1"
 }
-mkdir -p "$TMP/state/slots"
-printf 'm2\nm\177bad\n' >"$OVERLAY"
-chmod 600 "$OVERLAY"
+ov_damage "$(printf 'm2\nm\177bad\n')"
 for c in "members ha" "health ha" "slots" "test-connection ha"; do
 	# shellcheck disable=SC2086
 	cli $c >"$TMP/out" 2>&1
@@ -277,7 +306,9 @@ json "$TMP/out" '.ok == false and (.error | contains("m\u007fbad"))' &&
 	pass "escape: --json carries the byte in valid JSON" ||
 	fail "escape: --json carries the byte in valid JSON" "$(cat "$TMP/out")"
 # A valid overlay whose added member's token label holds ESC [ 3 1 m (%-encoded in the file).
-printf 'm2\nm9 backend=shim token_label=x%%1b[31my\n' >"$OVERLAY"
+ov_damage 'm2
+m9 backend=shim token_label=x%1b[31my
+'
 for c in "members ha" "health ha" "test-connection ha" "sync --check ha"; do
 	# shellcheck disable=SC2086
 	printf '%s\n' "$TEST_USER_PIN" | cli $c >"$TMP/out" 2>&1

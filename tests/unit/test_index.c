@@ -990,6 +990,102 @@ START_TEST(test_audit_chain)
 }
 END_TEST
 
+/* Overlays (issue 11): in the copy, versioned, followed by other handles, audited, checked. */
+START_TEST(test_overlays)
+{
+	struct p11p_index *a = open_ok(), *b = open_ok();
+	struct p11p_vkey v;
+	struct seen s = {0};
+	char *text = NULL, big[P11P_INDEX_OVERLAY_MAX + 2];
+	size_t len = 99;
+	uint64_t ver = 99;
+
+	ck_assert_uint_eq(p11p_index_overlay_get(a, "s", P11P_OVERLAY_POLICY, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_ptr_null(text);
+	ck_assert_uint_eq(len, 0);
+	ck_assert_uint_eq(ver, 0);
+	ck_assert_uint_eq(p11p_index_overlay_put(a, "s", P11P_OVERLAY_POLICY, "scan = owned\n",
+	                                         "write_back=false scan=all", "w scan=owned"),
+	                  CKR_OK);
+	/* The writer's copy has it at once; the other handle after a refresh. */
+	ck_assert_uint_eq(p11p_index_overlay_get(a, "s", P11P_OVERLAY_POLICY, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_str_eq(text, "scan = owned\n");
+	ck_assert_uint_eq(len, 13);
+	ck_assert_uint_eq(ver, 1);
+	p11p_free(text);
+	ck_assert_uint_eq(p11p_index_overlay_get(b, "s", P11P_OVERLAY_POLICY, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_ptr_null(text);
+	ck_assert_uint_eq(p11p_index_refresh(b), CKR_OK);
+	ck_assert_uint_eq(p11p_index_overlay_get(b, "s", P11P_OVERLAY_POLICY, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_str_eq(text, "scan = owned\n");
+	ck_assert_uint_eq(ver, 1);
+	p11p_free(text);
+	/* Kinds and slots are apart. */
+	ck_assert_uint_eq(p11p_index_overlay_get(b, "s", P11P_OVERLAY_ORDER, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_ptr_null(text);
+	ck_assert_uint_eq(p11p_index_overlay_get(b, "t", P11P_OVERLAY_POLICY, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_ptr_null(text);
+	/* b writes the order (after a key of a's), then removes the policy; a follows. */
+	key_init(&v, "s", "k", 1);
+	put_ok(a, &v);
+	ck_assert_uint_eq(
+	    p11p_index_overlay_put(b, "s", P11P_OVERLAY_ORDER, "m2\nm1\n", "m1,m2", "m2,m1"),
+	    CKR_OK);
+	ck_assert_uint_eq(p11p_index_overlay_put(b, "s", P11P_OVERLAY_POLICY, NULL, "x", "y"),
+	                  CKR_OK);
+	ck_assert(has(b, v.vid));
+	ck_assert_uint_eq(p11p_index_refresh(a), CKR_OK);
+	ck_assert_uint_eq(p11p_index_overlay_get(a, "s", P11P_OVERLAY_POLICY, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_ptr_null(text);
+	ck_assert_uint_eq(ver, 2);
+	ck_assert_uint_eq(p11p_index_overlay_get(a, "s", P11P_OVERLAY_ORDER, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_str_eq(text, "m2\nm1\n");
+	ck_assert_uint_eq(ver, 1);
+	p11p_free(text);
+	/* Audited, in order, in the chain. */
+	ck_assert_uint_eq(p11p_index_audit(a, NULL, 0, seen_cb, &s, NULL), CKR_OK);
+	ck_assert_uint_eq(s.n, 4);
+	ck_assert_str_eq(s.what[0], "policy");
+	ck_assert_str_eq(s.from[0], "write_back=false scan=all");
+	ck_assert_str_eq(s.to[0], "w scan=owned");
+	ck_assert_str_eq(s.what[1], "create");
+	ck_assert_str_eq(s.what[2], "member-order");
+	ck_assert_str_eq(s.from[2], "m1,m2");
+	ck_assert_str_eq(s.what[3], "policy");
+	verify(a, CKR_OK, 0, NULL);
+	/* Refused: bad slot, kind, size; nothing written. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	ck_assert_uint_eq(p11p_index_overlay_put(a, "", P11P_OVERLAY_ORDER, "x", "", ""),
+	                  CKR_ARGUMENTS_BAD);
+	ck_assert_uint_eq(p11p_index_overlay_put(a, "s", (enum p11p_overlay_kind)7, "x", "", ""),
+	                  CKR_ARGUMENTS_BAD);
+	ck_assert_uint_eq(p11p_index_overlay_put(a, "s", P11P_OVERLAY_ORDER, big, "", ""),
+	                  CKR_ARGUMENTS_BAD);
+	ck_assert_uint_eq(p11p_index_overlay_get(a, NULL, P11P_OVERLAY_ORDER, &text, &len, NULL),
+	                  CKR_ARGUMENTS_BAD);
+	/* A damaged row: the refresh fails and the copy keeps what it had. */
+	sql("UPDATE meta SET value = value + 1 WHERE name = 'seq'");
+	sql("UPDATE overlays SET text = CAST(X'610062' AS TEXT), seq = (SELECT value FROM meta "
+	    "WHERE name = 'seq') WHERE kind = 'member-order'");
+	ck_assert_uint_eq(p11p_index_refresh(b), CKR_FUNCTION_FAILED);
+	ck_assert_uint_eq(p11p_index_overlay_get(b, "s", P11P_OVERLAY_ORDER, &text, &len, &ver),
+	                  CKR_OK);
+	ck_assert_str_eq(text, "m2\nm1\n");
+	p11p_free(text);
+	p11p_index_close(a);
+	p11p_index_close(b);
+}
+END_TEST
+
 START_TEST(test_audit_deleted_rows)
 {
 	struct p11p_index *idx = open_ok();
@@ -1193,6 +1289,7 @@ static Suite *index_suite(void)
 	tcase_add_test(tc, test_debts);
 	tc = new_case(s, "audit");
 	tcase_add_test(tc, test_audit_chain);
+	tcase_add_test(tc, test_overlays);
 	tcase_add_test(tc, test_audit_deleted_rows);
 	tc = new_case(s, "damage");
 	tcase_add_test(tc, test_refresh_error_keeps_state);

@@ -132,16 +132,16 @@ START_TEST(test_file_round_trip)
 	ck_assert_msg(cfg != NULL, "%s", err);
 	ck_assert_int_eq(p11p_policy_path(cfg, 0, path, sizeof(path)), 0);
 	ck_assert_ptr_nonnull(strstr(path, "/state/slots/s%201.policy"));
-	ck_assert_int_eq(p11p_policy_read(cfg, 0, &p, err, sizeof(err)), 0);
+	ck_assert_int_eq(p11p_policy_read(cfg, NULL, 0, &p, err, sizeof(err)), 0);
 	ck_assert(!p.write_back);
 
 	fd = p11p_order_lock(cfg, err, sizeof(err));
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(p11p_policy_write(cfg, 0, &set, err, sizeof(err)), 0);
+	ck_assert_int_eq(p11p_policy_write(cfg, NULL, 0, &set, err, sizeof(err)), 0);
 	p11p_order_unlock(fd);
 	ck_assert_int_eq(stat(path, &sb), 0);
 	ck_assert_int_eq(sb.st_mode & 0777, 0600);
-	ck_assert_int_eq(p11p_policy_read(cfg, 0, &p, err, sizeof(err)), 1);
+	ck_assert_int_eq(p11p_policy_read(cfg, NULL, 0, &p, err, sizeof(err)), 1);
 	ck_assert(p.write_back);
 	ck_assert_int_eq(p.scan, P11P_SCAN_OWNED);
 
@@ -149,18 +149,18 @@ START_TEST(test_file_round_trip)
 	ck_assert_ptr_nonnull(f);
 	fputs("write_back = true\nscan = never\n", f);
 	fclose(f);
-	ck_assert_int_eq(p11p_policy_read(cfg, 0, &p, err, sizeof(err)), -1);
+	ck_assert_int_eq(p11p_policy_read(cfg, NULL, 0, &p, err, sizeof(err)), -1);
 	ck_assert_ptr_nonnull(strstr(err, ".policy:2: 'scan' must be all or owned"));
 	/* Damaged: the config's policy, never the half-read one. */
 	ck_assert(!p.write_back);
 
 	chmod(path, 0666);
-	ck_assert_int_eq(p11p_policy_read(cfg, 0, &p, err, sizeof(err)), -1);
+	ck_assert_int_eq(p11p_policy_read(cfg, NULL, 0, &p, err, sizeof(err)), -1);
 	ck_assert_ptr_nonnull(strstr(err, "writable by others"));
 
-	ck_assert_int_eq(p11p_policy_write(cfg, 0, NULL, err, sizeof(err)), 0);
+	ck_assert_int_eq(p11p_policy_write(cfg, NULL, 0, NULL, err, sizeof(err)), 0);
 	ck_assert_int_ne(access(path, F_OK), 0);
-	ck_assert_int_eq(p11p_policy_read(cfg, 0, &p, err, sizeof(err)), 0);
+	ck_assert_int_eq(p11p_policy_read(cfg, NULL, 0, &p, err, sizeof(err)), 0);
 
 	snprintf(conf, sizeof(conf), "rm -rf '%s'", dir);
 	ck_assert_int_eq(system(conf), 0);

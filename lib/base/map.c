@@ -103,3 +103,32 @@ void p11p_map_clear(struct p11p_map *m)
 	p11p_free(m->slots);
 	memset(m, 0, sizeof(*m));
 }
+
+/*
+ * The map grows when (count + 1) * 2 > cap, so cap >= 2 * (count + extra + 1)
+ * suffices: rehashed through p11p_map_put into a map of that capacity, which
+ * never grows either.
+ */
+int p11p_map_reserve(struct p11p_map *m, size_t extra)
+{
+	size_t need = (m->count + extra + 1) * 2;
+	size_t cap = m->cap ? m->cap : 64;
+	struct p11p_map nm;
+
+	if (need <= m->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	nm.slots = p11p_calloc(cap, sizeof(*nm.slots));
+	if (nm.slots == NULL)
+		return -1;
+	nm.cap = cap;
+	nm.count = 0;
+	for (size_t i = 0; i < m->cap; i++) {
+		if (m->slots[i].value != NULL)
+			(void)p11p_map_put(&nm, m->slots[i].a, m->slots[i].b, m->slots[i].value);
+	}
+	p11p_map_clear(m);
+	*m = nm;
+	return 0;
+}

@@ -31,5 +31,11 @@ void *p11p_map_remove(struct p11p_map *m, uint64_t a, uint64_t b);
 void p11p_map_each(const struct p11p_map *m, void (*fn)(void *value, void *arg), void *arg);
 /* Frees the table (not the values). */
 void p11p_map_clear(struct p11p_map *m);
+/*
+ * Makes room so that the next `extra` p11p_map_put() calls cannot allocate
+ * (so that a batch applied after it cannot fail half-way). 0, or -1 when out
+ * of memory (the map unchanged).
+ */
+int p11p_map_reserve(struct p11p_map *m, size_t extra);
 
 #endif

@@ -119,36 +119,6 @@ static struct rec *rec_new(const char *slot, size_t slot_len, const unsigned cha
 	return r;
 }
 
-/*
- * Makes room so that the next `extra` p11p_map_put calls cannot allocate:
- * map.c grows when (count + 1) * 2 > cap, so cap >= 2 * (count + extra + 1)
- * suffices. Rehashes through p11p_map_put into a map of that capacity, which
- * never grows either.
- */
-static int map_reserve(struct p11p_map *m, size_t extra)
-{
-	size_t need = (m->count + extra + 1) * 2;
-	size_t cap = m->cap ? m->cap : 64;
-	struct p11p_map nm;
-
-	if (need <= m->cap)
-		return 0;
-	while (cap < need)
-		cap *= 2;
-	nm.slots = p11p_calloc(cap, sizeof(*nm.slots));
-	if (nm.slots == NULL)
-		return -1;
-	nm.cap = cap;
-	nm.count = 0;
-	for (size_t i = 0; i < m->cap; i++) {
-		if (m->slots[i].value != NULL)
-			(void)p11p_map_put(&nm, m->slots[i].a, m->slots[i].b, m->slots[i].value);
-	}
-	p11p_map_clear(m);
-	*m = nm;
-	return 0;
-}
-
 /* One operation of a transaction: put rec (owned) under vid, or delete vid (rec NULL). */
 struct op {
 	uint64_t vid;
@@ -176,7 +146,7 @@ static CK_RV txn_prepare(struct state *s, const struct op *ops, size_t n)
 	}
 	if (count > P11P_INDEX_MAX_RECORDS)
 		return CKR_DEVICE_MEMORY;
-	if (map_reserve(&s->by_id, n) != 0)
+	if (p11p_map_reserve(&s->by_id, n) != 0)
 		return CKR_HOST_MEMORY;
 	return CKR_OK;
 }

@@ -42,7 +42,8 @@ P11P_FUNCTIONS(P11P_BE_DECL)
 
 /*
  * Waits up to ms for abandoned calls to return: true when none is left in
- * flight (C_Finalize may then finalize and unload the backends).
+ * flight (C_Finalize may then finalize and unload the backends). The idle
+ * workers are then ended and joined, within the same deadline.
  */
 bool p11p_be_quiesce(unsigned long ms);
 

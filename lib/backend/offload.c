@@ -1,8 +1,12 @@
 /*
  * Calls that can be abandoned past a deadline (offload.h says what for).
  *
- * Workers are detached threads shared by the process, started on demand (at
- * most P11P_OFFLOAD_MAX_WORKERS) and ended after a while idle. They use
+ * Workers are threads shared by the process, started on demand (at most
+ * P11P_OFFLOAD_MAX_WORKERS) and ended after a while idle. A worker that ends
+ * is joined (by the next submit, or by p11p_be_quiesce at C_Finalize, which
+ * also ends the idle ones): no worker of ours is still tearing itself down
+ * when the application exits, a race LeakSanitizer's exit-time check lost
+ * ("Tracer caught signal 11") in a test that ended as a worker did. They use
  * nothing of the module's state: a job holds the vendor function pointer,
  * copies of the arguments and, once abandoned, what the caller's hung()
  * hook asked to be handed to released() when the vendor call returns.
@@ -80,11 +84,37 @@ struct job {
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pool_work; /* pool_work_init() */
 static pthread_cond_t pool_quiet = PTHREAD_COND_INITIALIZER;
 static struct job *queue_head, *queue_tail;
 static unsigned n_threads, n_idle, n_queued, in_flight;
+static bool pool_stopping; /* p11p_be_quiesce: idle workers end now */
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+/* A worker's thread, from its start until it has been joined. */
+static struct worker {
+	pthread_t thread;
+	bool used;  /* started, not yet joined */
+	bool ended; /* its function has returned: it can be joined */
+} workers[P11P_OFFLOAD_MAX_WORKERS];
+
+#define P11P_OFFLOAD_JOIN_MS 1000
+
+/*
+ * pool_work is waited on with CLOCK_MONOTONIC deadlines: its clock must be
+ * that one. (With the default clock a worker's idle deadline was long past
+ * at once, and every offloaded call started a thread of its own.)
+ */
+static void pool_work_init(void)
+{
+	pthread_condattr_t ca;
+
+	if (pthread_condattr_init(&ca) == 0) {
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&pool_work, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+}
 
 static void pool_atfork_prepare(void)
 {
@@ -100,14 +130,17 @@ static void pool_atfork_parent(void)
 static void pool_atfork_child(void)
 {
 	pthread_mutex_init(&pool_lock, NULL);
-	pthread_cond_init(&pool_work, NULL);
+	pool_work_init();
 	pthread_cond_init(&pool_quiet, NULL);
 	queue_head = queue_tail = NULL;
 	n_threads = n_idle = n_queued = in_flight = 0;
+	pool_stopping = false;
+	memset(workers, 0, sizeof(workers));
 }
 
 static void pool_setup(void)
 {
+	pool_work_init();
 	pthread_atfork(pool_atfork_prepare, pool_atfork_parent, pool_atfork_child);
 }
 
@@ -192,21 +225,22 @@ static void job_abandoned_end(struct job *j)
 
 static void *worker_main(void *arg)
 {
+	struct worker *self = arg;
 	struct job *j;
 	struct timespec ts;
 
-	(void)arg;
+	pthread_setname_np(pthread_self(), "p11proxy-call"); /* top -H, gdb */
 	pthread_mutex_lock(&pool_lock);
 	for (;;) {
 		if (queue_head == NULL) {
 			n_idle++;
 			p11p_deadline(&ts, CLOCK_MONOTONIC, P11P_OFFLOAD_IDLE_MS);
-			while (queue_head == NULL &&
+			while (queue_head == NULL && !pool_stopping &&
 			       pthread_cond_timedwait(&pool_work, &pool_lock, &ts) != ETIMEDOUT)
 				;
 			n_idle--;
 			if (queue_head == NULL)
-				break; /* idle long enough */
+				break; /* idle long enough, or the pool is stopping */
 		}
 		j = queue_head;
 		queue_head = j->next;
@@ -232,30 +266,54 @@ static void *worker_main(void *arg)
 			pthread_cond_broadcast(&pool_quiet);
 	}
 	n_threads--;
+	self->ended = true;
+	pthread_cond_broadcast(&pool_quiet);
 	pthread_mutex_unlock(&pool_lock);
 	return NULL;
+}
+
+/*
+ * Joins the workers that have ended (pool_lock held: an ended worker needs it
+ * no more). One whose thread is somehow not gone within the deadline stays
+ * for the next call.
+ */
+static void reap_locked(void)
+{
+	struct timespec ts;
+
+	p11p_deadline(&ts, CLOCK_REALTIME, P11P_OFFLOAD_JOIN_MS);
+	for (size_t i = 0; i < P11P_OFFLOAD_MAX_WORKERS; i++)
+		if (workers[i].used && workers[i].ended &&
+		    pthread_timedjoin_np(workers[i].thread, NULL, &ts) == 0)
+			workers[i] = (struct worker){0};
+}
+
+/* Starts a worker (pool_lock held): false when no slot or thread can be had. */
+static bool start_locked(void)
+{
+	struct worker *w = NULL;
+
+	reap_locked();
+	for (size_t i = 0; i < P11P_OFFLOAD_MAX_WORKERS && w == NULL; i++)
+		if (!workers[i].used)
+			w = &workers[i];
+	if (w == NULL || pthread_create(&w->thread, NULL, worker_main, w) != 0)
+		return false;
+	w->used = true;
+	w->ended = false;
+	n_threads++;
+	return true;
 }
 
 /* Hands j to a worker: false when none can be had (the caller runs the call inline). */
 static bool submit(struct job *j)
 {
-	pthread_attr_t attr;
-	pthread_t t;
 	bool ok = true;
 
 	pthread_once(&pool_once, pool_setup);
 	pthread_mutex_lock(&pool_lock);
-	if (n_idle <= n_queued) {
-		if (n_threads >= P11P_OFFLOAD_MAX_WORKERS || pthread_attr_init(&attr) != 0) {
-			ok = false;
-		} else {
-			pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-			ok = pthread_create(&t, &attr, worker_main, NULL) == 0;
-			pthread_attr_destroy(&attr);
-			if (ok)
-				n_threads++;
-		}
-	}
+	if (n_idle <= n_queued)
+		ok = n_threads < P11P_OFFLOAD_MAX_WORKERS && start_locked();
 	if (ok) {
 		j->next = NULL;
 		if (queue_tail != NULL)
@@ -620,6 +678,16 @@ bool p11p_be_quiesce(unsigned long ms)
 	while (in_flight > 0 && pthread_cond_timedwait(&pool_quiet, &pool_lock, &ts) != ETIMEDOUT)
 		;
 	quiet = in_flight == 0;
+	if (quiet) {
+		/* The idle workers end and are joined; a new call starts new ones. */
+		pool_stopping = true;
+		pthread_cond_broadcast(&pool_work);
+		while (n_threads > 0 &&
+		       pthread_cond_timedwait(&pool_quiet, &pool_lock, &ts) != ETIMEDOUT)
+			;
+		pool_stopping = false;
+		reap_locked();
+	}
 	pthread_mutex_unlock(&pool_lock);
 	return quiet;
 }

@@ -157,6 +157,7 @@ static void *probe_main(void *arg)
 	struct p11p_state *st = arg;
 	unsigned long long order_due, stats_due, vkeys_due, local_due;
 
+	pthread_setname_np(pthread_self(), "p11proxy-probe"); /* top -H, gdb */
 	p11p_lock();
 	while (!st->probe_stop) {
 		/*

@@ -39,6 +39,7 @@
  */
 #include "../tests/progs/testmod.h"
 
+#include <dirent.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -629,6 +630,72 @@ static int case_hungprobe(const char *how, int finalize)
 	return 1;
 }
 
+/* This process's threads named `name` (/proc/self/task/TID/comm). */
+static int threads_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	char path[300], comm[64];
+	int n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		FILE *fp;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		fp = fopen(path, "r");
+		if (fp == NULL)
+			continue;
+		if (fgets(comm, sizeof(comm), fp) != NULL) {
+			comm[strcspn(comm, "\n")] = '\0';
+			n += strcmp(comm, name) == 0;
+		}
+		fclose(fp);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * Calls on a call_timeout slot run on the module's workers ("p11proxy-call"),
+ * which stay a while idle for the next call (a wrong clock on their wait once
+ * ended each at once: a thread per call). After C_Finalize none of the
+ * module's threads is left: an ending worker raced LeakSanitizer's exit-time
+ * check, and an application that finalizes must not keep our threads.
+ */
+static int case_workersgone(void)
+{
+	CK_SESSION_HANDLE s = sess_must("hang", 1);
+	CK_OBJECT_HANDLE key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", NULL);
+	int ok, signed_ok = 1, workers, probes;
+	CK_RV rv;
+
+	for (int i = 0; i < 20; i++)
+		if (sign_ec(s, key, &ok) != CKR_OK || !ok)
+			signed_ok = 0;
+	expect(signed_ok, "workersgone: 20 signs on the call_timeout slot");
+	msleep(200);
+	workers = threads_named("p11proxy-call");
+	probes = threads_named("p11proxy-probe");
+	expect(workers >= 1 && probes == 1,
+	       "workersgone: a worker waits for the next call, beside the probe thread "
+	       "(%d workers, %d probe threads)",
+	       workers, probes);
+	f->C_CloseSession(s);
+	rv = f->C_Finalize(NULL);
+	workers = threads_named("p11proxy-call");
+	probes = threads_named("p11proxy-probe");
+	expect(rv == CKR_OK && workers == 0 && probes == 0,
+	       "workersgone: after C_Finalize no thread of the module is left (%s; %d workers, "
+	       "%d probe threads)",
+	       rv_str(rv), workers, probes);
+	mod.f = NULL;
+	return 1;
+}
+
 /* --- 4. output buffers --- */
 
 /* A heap block of exactly n bytes (at least 1), so that memory checkers see overruns. */
@@ -938,6 +1005,8 @@ int main(int argc, char **argv)
 		    case_hungprobe(arg ? arg : "all", argc > 6 && strcmp(argv[6], "finalize") == 0);
 	else if (strcmp(c, "bufsize") == 0)
 		case_bufsize(arg ? arg : "hang");
+	else if (strcmp(c, "workersgone") == 0)
+		finalized = case_workersgone();
 	else if (strcmp(c, "rehandle") == 0)
 		case_rehandle(arg ? atol(arg) : 3000);
 	else if (strcmp(c, "badhandle") == 0)

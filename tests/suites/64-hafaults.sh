@@ -105,6 +105,8 @@ for c in $cases; do
 			"$limit" "$PROXY_MODULE" bufsize hang
 		hf "hafaults: short output buffers, HA slot without call_timeout" "$limit" \
 			"$PROXY_MODULE" bufsize ha
+		hf "hafaults: after C_Finalize no worker or probe thread of the module is left" \
+			"$limit" "$PROXY_MODULE" workersgone
 		;;
 	rehandle)
 		hf "hafaults: m1's object handles go stale 3 times in a ${rsigns}-sign session: 0 errors" \

@@ -45,13 +45,9 @@ export P11PROXY_CONF=$TMP/proxy.yaml SWKEYS_PIN=$TEST_USER_PIN
 DB=$TMP/state/keys.db
 
 # st NAME CASE ARGS...: runs one case; its output in $TMP/NAME.out, messages in $TMP/NAME.err.
-# Under ASan the leak check is left to this suite's valgrind run: LeakSanitizer's tracer
-# crashed at exit in these processes twice on a loaded machine ("Tracer caught signal 11",
-# once in `create`, once in `mechs`), not yet understood; address and UB checks stay on.
 st() {
 	local name=$1
 	shift
-	[ "$MODE" = asan ] && local -x ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}"
 	run_prog "$BUILD/tests/swkeytest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" "$@" \
 		>"$TMP/$name.out" 2>"$TMP/$name.err"
 	local rc=$?

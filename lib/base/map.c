@@ -67,6 +67,29 @@ int p11p_map_put(struct p11p_map *m, uint64_t a, uint64_t b, void *value)
 	return 0;
 }
 
+int p11p_map_exchange(struct p11p_map *m, uint64_t a, uint64_t b, void *value, void **old)
+{
+	size_t i;
+
+	*old = NULL;
+	if ((m->count + 1) * 2 > m->cap && grow(m) < 0)
+		return -1;
+	i = find(m, a, b);
+	if (m->slots[i].value == NULL)
+		m->count++;
+	*old = m->slots[i].value;
+	m->slots[i].a = a;
+	m->slots[i].b = b;
+	m->slots[i].value = value;
+	return 0;
+}
+
+void p11p_map_prefetch(const struct p11p_map *m, uint64_t a, uint64_t b)
+{
+	if (m->cap != 0)
+		__builtin_prefetch(&m->slots[hash(a, b) & (m->cap - 1)], 1);
+}
+
 void *p11p_map_remove(struct p11p_map *m, uint64_t a, uint64_t b)
 {
 	size_t mask, i, j;

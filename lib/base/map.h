@@ -25,6 +25,17 @@ struct p11p_map {
 void *p11p_map_get(const struct p11p_map *m, uint64_t a, uint64_t b);
 /* Stores value (non-NULL) under (a, b), replacing any. -1 on ENOMEM, else 0. */
 int p11p_map_put(struct p11p_map *m, uint64_t a, uint64_t b, void *value);
+/*
+ * Stores value (non-NULL) under (a, b) and sets *old to the value it replaced
+ * (NULL: none): a get and a put in one probe. -1 on ENOMEM (map unchanged,
+ * *old NULL), else 0.
+ */
+int p11p_map_exchange(struct p11p_map *m, uint64_t a, uint64_t b, void *value, void **old);
+/*
+ * A hint: the slot of (a, b) is about to be used. Loops over many keys of a
+ * map too big for the cache call it a few keys ahead of their get/put.
+ */
+void p11p_map_prefetch(const struct p11p_map *m, uint64_t a, uint64_t b);
 /* Removes (a, b); returns the value it held, or NULL. */
 void *p11p_map_remove(struct p11p_map *m, uint64_t a, uint64_t b);
 /* Calls fn for every value (order unspecified); fn must not change the map. */

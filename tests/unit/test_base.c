@@ -209,7 +209,16 @@ START_TEST(test_map_random_ops)
 		if ((op / 20000) % 2 == 0 ? r < 70 : r < 25) {
 			void *v = VAL(rnd() % sizeof(value_pool));
 
-			CHECK(p11p_map_put(&m, rnd_a(k), rnd_b(k), v) == 0);
+			if (r % 2 == 0) {
+				CHECK(p11p_map_put(&m, rnd_a(k), rnd_b(k), v) == 0);
+			} else {
+				void *old = VAL(0);
+
+				/* exchange: a put that returns what it replaced */
+				p11p_map_prefetch(&m, rnd_a(k), rnd_b(k));
+				CHECK(p11p_map_exchange(&m, rnd_a(k), rnd_b(k), v, &old) == 0);
+				CHECK(old == ref[k]);
+			}
 			ref[k] = v;
 		} else if (r < 90) {
 			CHECK(p11p_map_remove(&m, rnd_a(k), rnd_b(k)) == ref[k]);
@@ -331,6 +340,50 @@ START_TEST(test_map_alloc_failure)
 	ck_assert_ptr_null(p11p_map_get(&m, 5, k));
 	ck_assert_int_eq(p11p_map_put(&m, 5, k, VAL(k)), 0);
 	ck_assert_ptr_eq(p11p_map_get(&m, 5, k), VAL(k));
+	p11p_map_clear(&m);
+}
+END_TEST
+
+START_TEST(test_map_exchange)
+{
+	struct p11p_map m = {0};
+	void *old = VAL(9);
+	size_t k;
+
+	/* Into an empty map: allocates; a failure leaves it empty and *old NULL. */
+	p11p_map_prefetch(&m, 1, 1); /* no table yet: nothing to touch */
+	p11p_mem_fail_after(0);
+	ck_assert_int_eq(p11p_map_exchange(&m, 1, 1, VAL(1), &old), -1);
+	p11p_mem_fail_reset();
+	ck_assert_ptr_null(old);
+	ck_assert_uint_eq(m.count, 0);
+	ck_assert_int_eq(p11p_map_exchange(&m, 1, 1, VAL(1), &old), 0);
+	ck_assert_ptr_null(old);
+	ck_assert_uint_eq(m.count, 1);
+	/* Replacing: the old value back, the count kept. */
+	ck_assert_int_eq(p11p_map_exchange(&m, 1, 1, VAL(2), &old), 0);
+	ck_assert_ptr_eq(old, VAL(1));
+	ck_assert_uint_eq(m.count, 1);
+	ck_assert_ptr_eq(p11p_map_get(&m, 1, 1), VAL(2));
+	/* Both words are the key. */
+	ck_assert_int_eq(p11p_map_exchange(&m, 1, 2, VAL(3), &old), 0);
+	ck_assert_ptr_null(old);
+	ck_assert_ptr_eq(p11p_map_get(&m, 1, 1), VAL(2));
+	/* A failed growth: every entry in place, nothing stored. */
+	for (k = 0; m.count + 1 <= m.cap / 2; k++)
+		ck_assert_int_eq(p11p_map_put(&m, 7, k, VAL(k)), 0);
+	p11p_mem_fail_after(0);
+	ck_assert_int_eq(p11p_map_exchange(&m, 7, k, VAL(k), &old), -1);
+	p11p_mem_fail_reset();
+	ck_assert_ptr_null(old);
+	ck_assert_ptr_null(p11p_map_get(&m, 7, k));
+	ck_assert_ptr_eq(p11p_map_get(&m, 1, 1), VAL(2));
+	/* After p11p_map_reserve it cannot fail. */
+	ck_assert_int_eq(p11p_map_reserve(&m, 1), 0);
+	p11p_mem_fail_after(0);
+	ck_assert_int_eq(p11p_map_exchange(&m, 7, k, VAL(k), &old), 0);
+	p11p_mem_fail_reset();
+	ck_assert_ptr_eq(p11p_map_get(&m, 7, k), VAL(k));
 	p11p_map_clear(&m);
 }
 END_TEST
@@ -772,7 +825,8 @@ START_TEST(test_text_codecs)
 	ck_assert(p11p_b64_decode("3q2+", 4, out, sizeof(out), &n) && n == 3);
 	ck_assert(memcmp(out, raw, 3) == 0);
 	ck_assert(p11p_b64_decode("3q0=", 4, out, sizeof(out), &n) && n == 2);
-	ck_assert(!p11p_b64_decode("3q1=", 4, out, sizeof(out), &n)); /* stray bits: not canonical */
+	ck_assert(
+	    !p11p_b64_decode("3q1=", 4, out, sizeof(out), &n)); /* stray bits: not canonical */
 	ck_assert(!p11p_b64_decode("3q=+", 4, out, sizeof(out), &n)); /* '=' inside */
 	ck_assert(!p11p_b64_decode("3q2", 3, out, sizeof(out), &n));  /* not a multiple of 4 */
 	ck_assert(!p11p_b64_decode("3q 2", 4, out, sizeof(out), &n)); /* whitespace */
@@ -804,6 +858,7 @@ static Suite *base_suite(void)
 	tcase_add_test(tc, test_map_collisions);
 	tcase_add_test(tc, test_map_each);
 	tcase_add_test(tc, test_map_alloc_failure);
+	tcase_add_test(tc, test_map_exchange);
 	tc = new_case(s, "mem");
 	tcase_add_test(tc, test_mem_countdown);
 	tcase_add_test(tc, test_mem_countdown_realloc);

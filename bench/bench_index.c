@@ -1,7 +1,7 @@
 /*
  * Virtual-key store benchmark (issues 4 and 11), for either engine.
  *
- *   bench_index [--keys N] [--puts N] [--finds N] [--dir DIR | --target T]
+ *   bench_index [--keys N] [--puts N] [--finds N] [--dir DIR | --target T] [--fill-only]
  *
  * Builds a store of N keys (default 100000): a SQLite file in a temp
  * directory under DIR (default $TMPDIR or /tmp; the disk under it decides the
@@ -14,6 +14,9 @@
  *   put (change one key, durable)    p50, p99
  *   propagation to another process   p50, p99: a change committed here until
  *                                    a process polling refresh() sees it
+ * --fill-only: only adds the N keys (one batch; slots v-bench-0 to v-bench-3)
+ * to the store T and exits: a store with many keys under another benchmark
+ * (bench/run.sh part storesign).
  * Figures are information only: the exit status is non-zero only when a
  * call fails.
  */
@@ -215,6 +218,7 @@ int main(int argc, char **argv)
 	long rss0;
 	size_t count;
 	struct stat sb;
+	bool fill_only = false;
 	CK_RV rv;
 
 	for (int i = 1; i < argc; i++) {
@@ -228,15 +232,17 @@ int main(int argc, char **argv)
 			base = argv[++i];
 		else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc)
 			target = argv[++i];
+		else if (strcmp(argv[i], "--fill-only") == 0)
+			fill_only = true;
 		else {
 			fprintf(stderr,
 			        "usage: %s [--keys N] [--puts N] [--finds N] [--dir DIR | --target "
-			        "T]\n",
+			        "T] [--fill-only]\n",
 			        argv[0]);
 			return 2;
 		}
 	}
-	if (keys == 0 || puts == 0 || finds == 0)
+	if (keys == 0 || puts == 0 || finds == 0 || (fill_only && target == NULL))
 		return 2;
 	if (target != NULL) {
 		snprintf(path, sizeof(path), "%s", target);
@@ -273,6 +279,11 @@ int main(int argc, char **argv)
 	t1 = now();
 	printf("RESULT op=batch_put_all n=%zu ms=%.1f\n", keys, (t1 - t0) * 1e3);
 	p11p_index_close(idx);
+	if (fill_only) {
+		free(batch);
+		free(lat);
+		return 0;
+	}
 	if (own_dir && stat(path, &sb) == 0)
 		printf("RESULT op=file_size bytes=%lld bytes_per_key=%.0f\n", (long long)sb.st_size,
 		       (double)sb.st_size / (double)keys);

@@ -5,6 +5,9 @@
 #          (bench), failover gaps and throughput while members fail (bench_ha,
 #          over the fault-injecting shim tests/shim)
 #   index  the virtual-key index (bench_index), SQLite and PostgreSQL (a private server)
+#   storesign  ECDSA P-256 signing through the proxy with BENCH_STORE_KEYS keys in its store
+#          against SoftHSM2 directly (bench --only ecdsa_p256_sign), alternating, median
+#          and range of BENCH_STORE_ROUNDS rounds
 #   sync   `p11proxy sync` of BENCH_SYNC_KEYS SoftHSM2 keys against SoftHSM2's own
 #          listing of them (bench_sync), both timed as whole processes
 #   vendor the vendor mechanisms (bench_vendor): C_GenerateRandom per entropy
@@ -20,7 +23,7 @@
 #   swkeys software keys through the proxy (a slot with software_keys:) against
 #          SoftHSM2's own keys: AES-256-GCM 1 KiB / 16 KiB, HMAC-SHA256, ECDSA
 #          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys)
-#   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,sync,vendor,swkey,swkeys]
+#   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,storesign,sync,vendor,swkey,swkeys]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
 #   BENCH_ROUNDS   direct/proxy alternations; best of each kept [3]
@@ -34,6 +37,8 @@
 #   BENCH_HA_ROUNDS     steady + failing window pairs          [6]
 #   BENCH_SYNC_KEYS     keys on the token of the sync part     [10000]
 #   BENCH_PG_KEYS       keys of the index part on PostgreSQL   [10000]
+#   BENCH_STORE_KEYS    keys in the store of part storesign    [100000]
+#   BENCH_STORE_ROUNDS  direct/proxy alternations of storesign [5]
 #   BENCH_KEEP     directory to copy the raw RESULT lines into
 set -u
 BUILD_ARG=${1:-build}
@@ -44,7 +49,7 @@ export BUILD SRCDIR
 # shellcheck source=tests/lib.sh
 . "$SRCDIR/tests/lib.sh"
 
-PARTS=${BENCH_PARTS:-proxy,ha,index,sync,vendor,swkey,swkeys}
+PARTS=${BENCH_PARTS:-proxy,ha,index,storesign,sync,vendor,swkey,swkeys}
 SECS=${BENCH_SECONDS:-1}
 THREADS=${BENCH_THREADS:-1,2}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -377,6 +382,109 @@ if part index; then
 	else
 		echo "bench: no PostgreSQL server: $PG_WHY" >&2
 		errors=$((errors + 1))
+	fi
+fi
+
+# ---- part storesign: signing through the proxy with a big store, against SoftHSM2 directly ----
+# The proxy's state directory holds a store of BENCH_STORE_KEYS keys (bench_index --fill-only:
+# slots v-bench-0 to v-bench-3, so the module loads them all at C_Initialize and every lookup
+# runs in maps of that size; the signing key is the bench's own, in slot v-bench). Sides
+# alternate, BENCH_STORE_ROUNDS rounds; per thread count the median ops/s of each side with
+# its range, the ratio of the medians and the range of the per-round ratios.
+# storesign_table: that table from $TMP/ss-direct.N and $TMP/ss-proxy.N.
+storesign_table() {
+	local keys=$1 f
+	for f in "$TMP"/ss-direct.[0-9]* "$TMP"/ss-proxy.[0-9]*; do
+		case $f in *.err) continue ;; esac
+		sed -n "s/^RESULT /${f##*/} /p" "$f"
+	done | awk -v keys="$keys" '
+function field(name,   i, kv) {
+	for (i = 2; i <= NF; i++) {
+		split($i, kv, "=")
+		if (kv[1] == name)
+			return kv[2]
+	}
+	return ""
+}
+# median of a[1..n] (sorted in place)
+function median(a, n,   i, j, t) {
+	for (i = 2; i <= n; i++)
+		for (j = i; j > 1 && a[j - 1] > a[j]; j--) {
+			t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+		}
+	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{
+	split($1, sr, "."); side = sr[1]; round = sr[2]
+	thr = field("threads")
+	v[side, thr, round] = field("ops_s") + 0
+	if (!(thr in seen)) { seen[thr] = 1; order[nt++] = thr }
+	if (round > maxr) maxr = round
+}
+END {
+	printf "%3s %26s %26s %7s %15s  %s\n", "thr", "direct ops/s med [range]",
+	    "proxy ops/s med [range]", "ratio", "round ratios", "target"
+	for (t = 0; t < nt; t++) {
+		thr = order[t]; nd = np = nr = 0; rmin = 1e9; rmax = 0
+		for (r = 1; r <= maxr; r++) {
+			if ((("ss-direct", thr, r) in v) && (("ss-proxy", thr, r) in v)) {
+				d[++nd] = v["ss-direct", thr, r]; p[++np] = v["ss-proxy", thr, r]
+				q = d[nd] > 0 ? p[np] / d[nd] : 0
+				if (q < rmin) rmin = q
+				if (q > rmax) rmax = q
+			}
+		}
+		if (nd == 0) {
+			printf "%3s  (missing: a run failed)\n", thr
+			continue
+		}
+		dm = median(d, nd); pm = median(p, np)
+		ratio = dm > 0 ? pm / dm : 0
+		printf "%3s %10.1f [%6.0f-%6.0f] %10.1f [%6.0f-%6.0f] %7.3f %7.3f-%-7.3f  ratio>=0.97 %s\n",
+		    thr, dm, d[1], d[nd], pm, p[1], p[np], ratio, rmin, rmax,
+		    (ratio >= 0.97 ? "ok" : "MISSED")
+		res[t] = sprintf("RESULT op=store_ecdsa_p256_sign threads=%s keys=%s rounds=%d direct_ops_s=%.1f direct_min=%.1f direct_max=%.1f proxy_ops_s=%.1f proxy_min=%.1f proxy_max=%.1f ratio=%.3f ratio_min=%.3f ratio_max=%.3f",
+		    thr, keys, nd, dm, d[1], d[nd], pm, p[1], p[np], ratio, rmin, rmax)
+	}
+	for (t = 0; t < nt; t++)
+		if (t in res)
+			print res[t]
+}'
+}
+if part storesign; then
+	echo
+	nkeys=${BENCH_STORE_KEYS:-100000}
+	srounds=${BENCH_STORE_ROUNDS:-5}
+	echo "== storesign: ECDSA P-256 sign, token '$TOKEN' directly and as '$PROXY_LABEL' through the proxy with $nkeys keys in its store$STANDIN"
+	SSDIR=$TMP/storesign
+	mkdir -p "$SSDIR"
+	chmod 700 "$SSDIR"
+	if [ ! -x "$BENCH_INDEX" ]; then
+		echo "bench: $BENCH_INDEX not built: no storesign figures" >&2
+		errors=$((errors + 1))
+	elif ! softhsm_setup "$SSDIR/softhsm" "$TOKEN" || ! proxy_conf "$SSDIR/proxy.yaml" "$TOKEN"; then
+		echo "bench: storesign: SoftHSM2 or proxy.yaml setup failed" >&2
+		errors=$((errors + 1))
+	elif ! "$BENCH_INDEX" --fill-only --keys "$nkeys" --target "$PROXY_INDEX" \
+		>"$SSDIR/fill.out" 2>&1; then
+		echo "bench: storesign: filling the store failed:" >&2
+		sed 's/^/    /' "$SSDIR/fill.out" >&2
+		errors=$((errors + 1))
+	else
+		sed -n 's/^RESULT op=batch_put_all /  store filled: /p' "$SSDIR/fill.out"
+		for round in $(seq 1 "$srounds"); do
+			for side in direct proxy; do
+				if [ $side = direct ]; then
+					set -- "$SOFTHSM_MODULE" "$TOKEN"
+				else
+					set -- "$PROXY" "$PROXY_LABEL"
+				fi
+				run "ss-$side" "$round" "$srounds" "$BENCH" "$@" "$TEST_USER_PIN" \
+					--threads "$THREADS" --seconds "$SECS" --only ecdsa_p256_sign
+			done
+		done
+		echo
+		storesign_table "$nkeys"
 	fi
 fi
 

@@ -1,8 +1,9 @@
 /*
  * The store (contracts: index.h; schema: schema.h; engines: sql.h).
  *
- * In memory: one allocation per live record (struct rec, its byte strings
- * inline, its blob apart), found through three p11p_maps:
+ * In memory: a struct rec per live record (its byte strings inline, its blob
+ * apart; an allocation of its own, or a place in a chunk shared with other
+ * records of a big load: struct chunk), found through three p11p_maps:
  *   by_id     (vid, 0)                         -> record
  *   by_label  (hash(slot), hash(label))        -> head of a chain of records
  *   by_cid    (hash(slot), hash(CKA_ID))       -> head of a chain of records
@@ -37,8 +38,9 @@
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,8 +77,32 @@ struct rec {
 	uint16_t slot_len, cid_len, label_len;
 	unsigned char *blob; /* wrapped key value (software keys), NULL: none */
 	size_t blob_len;
+	struct chunk *chunk;  /* the chunk it lives in, NULL: an allocation of its own */
 	unsigned char data[]; /* slot, CKA_ID, CKA_LABEL */
 };
+
+/*
+ * Records read by a big load come from chunks: one allocation holds many
+ * records with their byte strings and is freed with the last of them (live
+ * counts them; changed under mu, or before the records reach the copy). The
+ * first CHUNK_AFTER records of a load have allocations of their own, so that
+ * a refresh of a few rows keeps no chunk alive for them.
+ */
+#define CHUNK_AFTER 256
+#define CHUNK_BYTES ((size_t)256 * 1024)
+
+struct chunk {
+	size_t live, used;
+	_Alignas(max_align_t) unsigned char mem[];
+};
+
+/* sizeof(struct rec) + n, rounded up so that the next record in a chunk is aligned. */
+static size_t rec_size(size_t n)
+{
+	size_t a = _Alignof(struct rec);
+
+	return (sizeof(struct rec) + n + a - 1) / a * a;
+}
 
 static const unsigned char *rec_slot(const struct rec *r)
 {
@@ -109,13 +135,11 @@ static uint64_t hash_bytes(const void *p, size_t n)
 	return h;
 }
 
-static struct rec *rec_new(const char *slot, size_t slot_len, const unsigned char *cid,
-                           size_t cid_len, const unsigned char *label, size_t label_len)
+/* Fills a record's strings and hashes; the rest zero. */
+static struct rec *rec_init(struct rec *r, const char *slot, size_t slot_len,
+                            const unsigned char *cid, size_t cid_len, const unsigned char *label,
+                            size_t label_len)
 {
-	struct rec *r = p11p_malloc(sizeof(*r) + slot_len + cid_len + label_len);
-
-	if (r == NULL)
-		return NULL;
 	memset(r, 0, sizeof(*r));
 	r->slot_len = (uint16_t)slot_len;
 	r->cid_len = (uint16_t)cid_len;
@@ -128,6 +152,46 @@ static struct rec *rec_new(const char *slot, size_t slot_len, const unsigned cha
 	r->h_slot = hash_bytes(slot, slot_len);
 	r->h_cid = hash_bytes(cid, cid_len);
 	r->h_label = hash_bytes(label, label_len);
+	return r;
+}
+
+static struct rec *rec_new(const char *slot, size_t slot_len, const unsigned char *cid,
+                           size_t cid_len, const unsigned char *label, size_t label_len)
+{
+	struct rec *r = p11p_malloc(rec_size(slot_len + cid_len + label_len));
+
+	if (r == NULL)
+		return NULL;
+	return rec_init(r, slot, slot_len, cid, cid_len, label, label_len);
+}
+
+/*
+ * A record from *chunk (a new chunk when it has no room; the one it replaces
+ * lives on through its records), or of its own while *n < CHUNK_AFTER.
+ */
+static struct rec *rec_new_chunked(struct chunk **chunk, size_t *n, const char *slot,
+                                   size_t slot_len, const unsigned char *cid, size_t cid_len,
+                                   const unsigned char *label, size_t label_len)
+{
+	size_t size = rec_size(slot_len + cid_len + label_len);
+	struct chunk *c = *chunk;
+	struct rec *r;
+
+	if ((*n)++ < CHUNK_AFTER || size > CHUNK_BYTES)
+		return rec_new(slot, slot_len, cid, cid_len, label, label_len);
+	if (c == NULL || CHUNK_BYTES - c->used < size) {
+		c = p11p_malloc(sizeof(*c) + CHUNK_BYTES);
+		if (c == NULL)
+			return NULL;
+		c->live = 0;
+		c->used = 0;
+		*chunk = c;
+	}
+	r = rec_init((struct rec *)(void *)(c->mem + c->used), slot, slot_len, cid, cid_len, label,
+	             label_len);
+	r->chunk = c;
+	c->used += size;
+	c->live++;
 	return r;
 }
 
@@ -163,9 +227,13 @@ struct state {
 
 static void rec_free(struct rec *r)
 {
-	if (r != NULL)
-		p11p_free(r->blob);
-	p11p_free(r);
+	if (r == NULL)
+		return;
+	p11p_free(r->blob);
+	if (r->chunk == NULL)
+		p11p_free(r);
+	else if (--r->chunk->live == 0)
+		p11p_free(r->chunk);
 }
 
 static void free_rec_cb(void *value, void *arg)
@@ -449,6 +517,8 @@ static int one_int_cb(void *arg, const struct p11p_sql_val *cols, size_t n)
 struct loader {
 	struct op *ops;
 	size_t n, cap;
+	struct chunk *chunk; /* the records' current chunk (rec_new_chunked) */
+	size_t n_recs;
 	uint64_t max_seq;
 	bool bad, nomem;
 	int64_t bad_vid;
@@ -513,7 +583,8 @@ static int vkey_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	o->vid = (uint64_t)c[0].i;
 	if (c[2].i == 0)
 		return 0; /* a tombstone: delete */
-	r = rec_new(c[4].p, c[4].len, c[7].p, c[7].len, c[8].p, c[8].len);
+	r = rec_new_chunked(&ld->chunk, &ld->n_recs, c[4].p, c[4].len, c[7].p, c[7].len, c[8].p,
+	                    c[8].len);
 	if (r == NULL) {
 		ld->nomem = true;
 		return 1;

@@ -524,6 +524,72 @@ START_TEST(test_delete)
 }
 END_TEST
 
+/*
+ * A load of more records than the store allocates one by one (its first 256):
+ * the rest share chunks, each freed with its last record. Every record is
+ * then changed through another handle, some deleted, and refreshed here in
+ * steps of a few hundred (so that refreshes make chunks too) until no record
+ * of the first load is left; lookups stay right throughout, and the ASan and
+ * valgrind runs check the chunks' memory.
+ */
+START_TEST(test_big_load)
+{
+	enum { N = 3000, STEP = 500 };
+	struct p11p_index *w = open_ok(), *r;
+	struct p11p_vkey *keys = calloc(N, sizeof(*keys)), got, out[2];
+	struct p11p_vkey_match m = {.has_label = true};
+	size_t n, live = N;
+	char label[32];
+
+	ck_assert_ptr_nonnull(keys);
+	for (int i = 0; i < N; i++) {
+		snprintf(label, sizeof(label), "big %d", i);
+		key_init(&keys[i], i % 2 ? "s1" : "s2", label, i);
+	}
+	ck_assert_uint_eq(p11p_index_put_batch(w, keys, N), CKR_OK);
+	r = open_ok();
+	ck_assert_uint_eq(count_all(r), N);
+	for (int i = 0; i < N; i += 7) {
+		get_ok(r, keys[i].vid, &got);
+		assert_same(&got, &keys[i]);
+	}
+	for (int i = 0; i < N; i += STEP) {
+		for (int k = i; k < i + STEP; k++)
+			keys[k].perms ^= P11P_VK_SIGN;
+		ck_assert_uint_eq(p11p_index_put_batch(w, keys + i, STEP), CKR_OK);
+		/* a few deleted too */
+		for (int k = i; k < i + STEP; k += 50) {
+			ck_assert_uint_eq(p11p_index_delete(w, keys[k].vid, NULL), CKR_OK);
+			keys[k].vid = 0;
+			live--;
+		}
+		ck_assert_uint_eq(p11p_index_refresh(r), CKR_OK);
+		ck_assert_uint_eq(count_all(r), live);
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < N; i++) {
+			m.slot = keys[i].slot;
+			m.label = keys[i].label;
+			m.label_len = keys[i].label_len;
+			ck_assert_uint_eq(p11p_index_find(r, &m, out, 2, &n), CKR_OK);
+			if (keys[i].vid == 0) {
+				ck_assert_uint_eq(n, 0);
+				continue;
+			}
+			ck_assert_uint_eq(n, 1);
+			assert_same(&out[0], &keys[i]);
+		}
+		/* the same from a fresh load */
+		p11p_index_close(r);
+		r = open_ok();
+		ck_assert_uint_eq(count_all(r), live);
+	}
+	p11p_index_close(r);
+	p11p_index_close(w);
+	free(keys);
+}
+END_TEST
+
 /* ---- sharing -------------------------------------------------------------------------------- */
 
 START_TEST(test_two_handles)
@@ -1279,6 +1345,7 @@ static Suite *index_suite(void)
 	tcase_add_test(tc, test_bad_arguments);
 	tcase_add_test(tc, test_find_and_list);
 	tcase_add_test(tc, test_delete);
+	tcase_add_test(tc, test_big_load);
 	tc = new_case(s, "sharing");
 	tcase_add_test(tc, test_two_handles);
 	tcase_add_test(tc, test_writer_catches_up);

@@ -190,6 +190,35 @@ static int t_types(const char *uri)
 	CHECK(r.v[0].type == P11P_SQL_TEXT && r.v[0].len == 0, "empty text");
 	CHECK(r.v[1].type == P11P_SQL_BLOB && r.v[1].len == 0, "empty blob");
 
+	/*
+	 * Results of a statement with parameters come in binary format: narrow integers keep
+	 * their sign, an oid is unsigned, a name is text, and a type the driver does not read
+	 * fails the statement rather than passing its bytes on as text.
+	 */
+	struct p11p_sql_val one = {.type = P11P_SQL_INT, .i = 1};
+	memset(&r, 0, sizeof(r));
+	CHECK(D->exec(c,
+	              "SELECT (-2)::smallint, (-70000)::integer, 4000000000::oid, "
+	              "current_database(), $1::bigint, 'vc'::varchar, false",
+	              &one, 1, take_row, &r) == P11P_SQL_OK &&
+	          r.rows == 1 && r.ncols == 7,
+	      "binary types: %s", c->err);
+	CHECK(r.v[0].type == P11P_SQL_INT && r.v[0].i == -2, "int2 -2: %" PRId64, r.v[0].i);
+	CHECK(r.v[1].type == P11P_SQL_INT && r.v[1].i == -70000, "int4 -70000: %" PRId64, r.v[1].i);
+	CHECK(r.v[2].type == P11P_SQL_INT && r.v[2].i == INT64_C(4000000000), "oid: %" PRId64,
+	      r.v[2].i);
+	CHECK(r.v[3].type == P11P_SQL_TEXT && r.v[3].len > 0 &&
+	          memchr(r.v[3].p, 0, r.v[3].len) == NULL,
+	      "name as text");
+	CHECK(r.v[4].type == P11P_SQL_INT && r.v[4].i == 1, "int8");
+	CHECK(r.v[5].type == P11P_SQL_TEXT && r.v[5].len == 2 && memcmp(r.v[5].p, "vc", 2) == 0,
+	      "varchar");
+	CHECK(r.v[6].type == P11P_SQL_INT && r.v[6].i == 0, "bool false");
+	memset(&r, 0, sizeof(r));
+	CHECK(D->exec(c, "SELECT 1.5::numeric + $1", &one, 1, take_row, &r) == P11P_SQL_FAILED &&
+	          r.rows == 0 && strstr(c->err, "binary") != NULL,
+	      "a numeric column refused: %s", c->err);
+
 	size_t n = 0;
 	CHECK(D->exec(c, "SELECT k FROM t_types", NULL, 0, count_rows, &n) == P11P_SQL_OK && n == 6,
 	      "6 rows, %zu", n);

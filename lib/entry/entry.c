@@ -140,9 +140,10 @@ static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV
 #define FWD_CRYPTO(name, params, args, op)                                                         \
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
-		FWD_BODY(name, args, op, CKR_OK,                                                   \
-		         if (c.s->local_ops & (1u << (OP_KIND_##op))) return trace(                \
-		             fn, p11p_call_end(&c, p11p_local_##name(&c, DROP_FIRST args)));)      \
+		FWD_BODY(                                                                          \
+		    name, args, op, CKR_OK,                                                        \
+		    if (c.s->local != NULL && p11p_local_active(c.s, OP_KIND_##op)) return trace(  \
+		        fn, p11p_call_end(&c, p11p_local_##name(&c, DROP_FIRST args)));)           \
 	}
 #define FWD_KEY(name, params, args, op)                                                            \
 	static CK_RV proxy_##name params                                                           \

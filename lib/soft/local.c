@@ -134,7 +134,13 @@ struct lop {
 	bool multipart;
 };
 
+/*
+ * A session's data of this room (struct p11p_session.local): made with its
+ * first local operation or find, freed when the session closes. Guarded by
+ * the session's lock.
+ */
 struct p11p_local_session {
+	unsigned active; /* bit (1u << kind): a local operation of that kind is active */
 	struct lop ops[P11P_OP_KINDS];
 	CK_OBJECT_HANDLE *found;
 	size_t n_found, pos;
@@ -684,9 +690,15 @@ static void op_clear(struct lop *op)
 
 static void op_end(struct p11p_call *c, enum p11p_op_kind k)
 {
-	if (c->s->local != NULL)
+	if (c->s->local != NULL) {
 		op_clear(&c->s->local->ops[k]);
-	c->s->local_ops &= ~(1u << k);
+		c->s->local->active &= ~(1u << k);
+	}
+}
+
+bool p11p_local_active(struct p11p_session *s, enum p11p_op_kind k)
+{
+	return s->local != NULL && (s->local->active & (1u << k)) != 0;
 }
 
 void p11p_local_session_free(struct p11p_session *s)
@@ -698,7 +710,6 @@ void p11p_local_session_free(struct p11p_session *s)
 	p11p_free(s->local->found);
 	p11p_free(s->local);
 	s->local = NULL;
-	s->local_ops = 0;
 }
 
 static CK_RV session_local(struct p11p_call *c)
@@ -1264,7 +1275,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		op_clear(op);
 		return rv;
 	}
-	c->s->local_ops |= 1u << k;
+	c->s->local->active |= 1u << k;
 	return CKR_OK;
 }
 

@@ -528,7 +528,7 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 {
 	if (key == CK_INVALID_HANDLE)
 		return false;
-	if (c->s->local_ops & (1u << k)) {
+	if (c->s->local != NULL && p11p_hook_local_active(c->s, k)) {
 		*rv = CKR_OPERATION_ACTIVE;
 		return true;
 	}

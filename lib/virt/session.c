@@ -17,6 +17,8 @@ void p11p_session_free(struct p11p_session *s)
 	/* Its lock is a word: in a forked child it may be held by a thread that is not there. */
 	p11p_op_free_all(s);
 	p11p_hook_local_session_free(s);
+	if (s->vk != NULL)
+		p11p_hook_vkey_session_free(s);
 	p11p_free(s->owned);
 	p11p_free(s);
 }
@@ -100,6 +102,8 @@ static void session_release(struct p11p_session *s)
 	p11p_op_free_all(s);
 	if (s->local != NULL)
 		p11p_hook_local_session_free(s);
+	if (s->vk != NULL)
+		p11p_hook_vkey_session_reset(s);
 	if (s->owned != NULL) {
 		p11p_free(s->owned);
 		s->owned = NULL;
@@ -358,12 +362,7 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 		atomic_store_explicit(&s->call_started_ms, 0, memory_order_relaxed);
 		s->call_hung = false;
 		s->call_hung_member = 0;
-		s->local_ops = 0;
-		s->vk_find_mask = s->vk_find_want = 0;
-		s->vk_find_none = false;
 		s->oc_h = s->oc_bh = 0;
-		s->oc_vk = 0;
-		s->oc_igen = 0;
 	} else {
 		s = p11p_calloc(1, sizeof(*s)); /* its lock free */
 		if (s == NULL)

@@ -175,18 +175,17 @@ struct p11p_session {
 	bool call_hung;
 	size_t call_hung_member;
 
-	/* local.c: operations on proxy-held keys; guarded by `lock`. */
-	unsigned local_ops; /* bit (1u << kind): a local operation of that kind is active */
-	struct p11p_local_session *local;
-
 	/*
-	 * vkey.c: the running find's filter on virtual permissions (the
-	 * template's CKA_ENCRYPT... taken out of the member's find); guarded by
-	 * `lock`. vk_find_mask: P11P_VK_* bits named; vk_find_want: their values;
-	 * vk_find_none: the template contradicts itself (nothing matches).
+	 * The rooms' data, one pointer per room to a struct the room defines
+	 * (the core only declares it), guarded by `lock`: made by the room when
+	 * it first needs it, freed through its hooks when the session is freed
+	 * or goes back to the pool (p11p_hook_local_session_free,
+	 * p11p_hook_vkey_session_free / _reset). local: the keys the proxy holds
+	 * (soft/local.c: their operations); vk: the virtual keys (vkeys/vkey.c:
+	 * the find's filter, the last record read).
 	 */
-	uint32_t vk_find_mask, vk_find_want;
-	bool vk_find_none;
+	struct p11p_local_session *local;
+	struct p11p_vk_session *vk;
 
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
@@ -197,21 +196,12 @@ struct p11p_session {
 	/*
 	 * The object this session last named (oc_h; 0: none), cached so that a
 	 * call on it takes no global lock; good while p11p_objects_gen() is
-	 * still oc_gen. object.c: its handle oc_bh (0: not cached) on member
-	 * oc_member as of that member's handle_gen oc_hgen. vkey.c: its
-	 * binding, oc_vk 0 (not cached), 1 (not a virtual key) or 2 (record
-	 * oc_vid; 0: hidden), and that record's class, permissions and state
-	 * as of the index's generation oc_igen (0: not cached). Guarded by `lock`.
+	 * still oc_gen: its handle oc_bh (0: not cached) on member oc_member as
+	 * of that member's handle_gen oc_hgen (object.c). Guarded by `lock`.
 	 */
 	CK_OBJECT_HANDLE oc_h, oc_bh;
 	unsigned long oc_gen, oc_hgen;
 	size_t oc_member;
-	int oc_vk;
-	uint64_t oc_vid;
-	unsigned long oc_igen;
-	CK_OBJECT_CLASS oc_cls;
-	uint32_t oc_perms;
-	int oc_state;
 };
 
 /* Points s's object cache at h as of generation gen, emptied unless it was there already. */
@@ -221,8 +211,6 @@ static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, u
 		s->oc_h = h;
 		s->oc_gen = gen;
 		s->oc_bh = 0;
-		s->oc_vk = 0;
-		s->oc_igen = 0;
 	}
 }
 
@@ -272,24 +260,11 @@ struct p11p_object {
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
 	unsigned long gen[P11P_MAX_MEMBERS];   /* the member's handle_gen when be[] was learnt */
 	/*
-	 * Virtual key binding (vkey.c), guarded by the global lock. vk_known
-	 * false: not looked at yet; then vk NULL: not a virtual key (not a token
-	 * key, or no index); else the token key's identity and record.
+	 * The virtual keys' data (vkeys/vkey.c: the token key's binding to its
+	 * record; NULL: not looked at yet), guarded by the global lock; freed
+	 * through p11p_hook_vkey_object_free().
 	 */
-	bool vk_known;
 	struct p11p_vkbind *vk;
-};
-
-/*
- * A token key's binding to its virtual-key record (vkey.c): what the index
- * matches it by, cached so that hot paths never read attributes again.
- */
-struct p11p_vkbind {
-	uint64_t vid;      /* the record; 0: none (not imported: hidden) */
-	bool unrecordable; /* CKA_ID or CKA_LABEL too long for the index: always hidden */
-	CK_OBJECT_CLASS cls;
-	size_t id_len, label_len;
-	unsigned char id[P11P_INDEX_ID_MAX], label[P11P_INDEX_LABEL_MAX];
 };
 
 struct p11p_state {
@@ -788,6 +763,8 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(R, CK_RV, vkey_state_init, (struct p11p_state * st), (st))                               \
 	X(V, void, vkey_state_free, (struct p11p_state * st), (st))                                \
 	X(V, void, vkey_object_free, (struct p11p_object * obj), (obj))                            \
+	X(V, void, vkey_session_reset, (struct p11p_session * s), (s))                             \
+	X(V, void, vkey_session_free, (struct p11p_session * s), (s))                              \
 	X(R, CK_RV, vkey_use, (struct p11p_call * c, CK_OBJECT_HANDLE key, unsigned perm),         \
 	  (c, key, perm))                                                                          \
 	X(V, void, vkey_attrs_out,                                                                 \
@@ -816,6 +793,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(R, CK_RV, local_state_init, (struct p11p_state * st), (st))                              \
 	X(V, void, local_state_free, (struct p11p_state * st), (st))                               \
 	X(V, void, local_session_free, (struct p11p_session * s), (s))                             \
+	X(R, bool, local_active, (struct p11p_session * s, enum p11p_op_kind k), (s, k))           \
 	X(V, void, local_drop_owned_locked, (struct p11p_state * st, struct p11p_session * s),     \
 	  (st, s))                                                                                 \
 	X(R, bool, local_mechanism, (CK_MECHANISM_TYPE type), (type))                              \

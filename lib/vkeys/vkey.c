@@ -120,12 +120,44 @@ struct p11p_index *p11p_vkey_index(struct p11p_state *st)
 	return st != NULL && st->vkeys != NULL ? st->vkeys->idx : NULL;
 }
 
+P11P_INTERNAL struct p11p_vkbind p11p_vkbind_none;
+
+/* obj's binding: NULL when it is not a virtual key, or not looked at yet (vk_known). */
+static inline struct p11p_vkbind *vk_bind(const struct p11p_object *obj)
+{
+	return obj->vk != &p11p_vkbind_none ? obj->vk : NULL;
+}
+
+static inline bool vk_known(const struct p11p_object *obj)
+{
+	return obj->vk != NULL;
+}
+
 void p11p_vkey_object_free(struct p11p_object *obj)
 {
 	p11p_objects_changed_locked();
-	p11p_free(obj->vk);
+	p11p_free(vk_bind(obj));
 	obj->vk = NULL;
-	obj->vk_known = false;
+}
+
+/* s's data of this room, made on first use; NULL: no memory (nothing is cached then). */
+static struct p11p_vk_session *vk_session(struct p11p_session *s)
+{
+	if (s->vk == NULL)
+		s->vk = p11p_calloc(1, sizeof(*s->vk));
+	return s->vk;
+}
+
+void p11p_vkey_session_reset(struct p11p_session *s)
+{
+	if (s->vk != NULL)
+		memset(s->vk, 0, sizeof(*s->vk));
+}
+
+void p11p_vkey_session_free(struct p11p_session *s)
+{
+	p11p_free(s->vk);
+	s->vk = NULL;
 }
 
 /* The index for the call's slot, or NULL: virtual keys off (or a slot without a label). */
@@ -387,15 +419,18 @@ static bool set_bind_locked(struct p11p_object *obj, const struct p11p_vkbind *b
 {
 	p11p_objects_changed_locked();
 	if (b == NULL) {
-		p11p_free(obj->vk);
-		obj->vk = NULL;
-		obj->vk_known = true;
+		p11p_free(vk_bind(obj));
+		obj->vk = &p11p_vkbind_none;
 		return true;
 	}
-	if (obj->vk == NULL && (obj->vk = p11p_malloc(sizeof(*obj->vk))) == NULL)
-		return false;
+	if (vk_bind(obj) == NULL) {
+		struct p11p_vkbind *nb = p11p_malloc(sizeof(*nb));
+
+		if (nb == NULL)
+			return false;
+		obj->vk = nb;
+	}
 	*obj->vk = *b;
-	obj->vk_known = true;
 	return true;
 }
 
@@ -455,7 +490,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 	for (size_t i = 0; i < n; i++) {
 		struct p11p_object *obj = p11p_map_get(&c->st->objects, 0, ph[i]);
 
-		if (obj != NULL && obj->slot == vs && !obj->vk_known)
+		if (obj != NULL && obj->slot == vs && !vk_known(obj))
 			p[np++].ph = ph[i];
 	}
 	p11p_unlock();
@@ -530,7 +565,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		if (p[i].what == P_SKIP)
 			continue;
 		obj = p11p_map_get(&c->st->objects, 0, p[i].ph);
-		if (obj == NULL || obj->vk_known)
+		if (obj == NULL || vk_known(obj))
 			continue;
 		if (!set_bind_locked(obj, p[i].what == P_NOTKEY ? NULL : &p[i].k.b) &&
 		    *err == CKR_OK)
@@ -561,19 +596,19 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
                             CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_session *s = c->s;
+	struct p11p_vk_session *vks = c->s->vk;
 
 	*err = CKR_OK;
 	if (vk == NULL)
 		return VK_NONE;
 	vk_refresh(vk);
 	/* The record this session read last, binding and index unchanged since: no lock. */
-	if (h == s->oc_h && s->oc_vk == 2 && s->oc_igen != 0 && s->oc_gen == p11p_objects_gen() &&
-	    s->oc_igen == p11p_index_gen(vk->idx)) {
-		rec->vid = s->oc_vid;
-		rec->cls = s->oc_cls;
-		rec->perms = s->oc_perms;
-		rec->state = (enum p11p_vk_state)s->oc_state;
+	if (vks != NULL && h == vks->h && vks->igen != 0 && vks->gen == p11p_objects_gen() &&
+	    vks->igen == p11p_index_gen(vk->idx)) {
+		rec->vid = vks->vid;
+		rec->cls = vks->cls;
+		rec->perms = vks->perms;
+		rec->state = (enum p11p_vk_state)vks->state;
 		return VK_BOUND;
 	}
 	return resolve_locking(c, vk, h, rec, err);
@@ -583,7 +618,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, CK_OBJECT_HANDLE h,
                                     struct p11p_vkey *rec, CK_RV *err)
 {
-	struct p11p_session *s = c->s;
+	struct p11p_vk_session *vks = vk_session(c->s);
 	struct p11p_vslot *vs = c->s->slot;
 
 	for (int attempt = 0; attempt < 3; attempt++) {
@@ -597,10 +632,11 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		CK_RV rv;
 
 		/* The binding this session saw last, unchanged since: no lock. */
-		if (h == s->oc_h && s->oc_vk != 0 && s->oc_gen == p11p_objects_gen()) {
+		if (vks != NULL && h == vks->h && vks->kind != 0 &&
+		    vks->gen == p11p_objects_gen()) {
 			known = true;
-			have = s->oc_vk == 2;
-			vid = s->oc_vid;
+			have = vks->kind == 2;
+			vid = vks->vid;
 			goto bound;
 		}
 		p11p_lock();
@@ -609,14 +645,21 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 			p11p_unlock();
 			return VK_NONE; /* the caller reports the bad handle */
 		}
-		known = obj->vk_known;
-		have = obj->vk != NULL;
+		known = vk_known(obj);
+		have = vk_bind(obj) != NULL;
 		if (have)
 			vid = obj->vk->vid;
-		if (known) {
-			p11p_ocache_for(s, h, p11p_objects_gen());
-			s->oc_vk = have ? 2 : 1;
-			s->oc_vid = vid;
+		if (known && vks != NULL) {
+			unsigned long gen = p11p_objects_gen();
+			int kind = have ? 2 : 1;
+
+			/* The record read is kept only for the binding it was read for. */
+			if (vks->h != h || vks->gen != gen || vks->kind != kind || vks->vid != vid)
+				vks->igen = 0;
+			vks->h = h;
+			vks->gen = gen;
+			vks->kind = kind;
+			vks->vid = vid;
 		}
 		p11p_unlock();
 	bound:
@@ -632,11 +675,12 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 				*err = rv;
 				return VK_ERROR;
 			}
-			if (found && h == s->oc_h && s->oc_vk == 2 && s->oc_vid == vid) {
-				s->oc_igen = igen;
-				s->oc_cls = rec->cls;
-				s->oc_perms = rec->perms;
-				s->oc_state = rec->state;
+			if (found && vks != NULL && h == vks->h && vks->kind == 2 &&
+			    vks->vid == vid) {
+				vks->igen = igen;
+				vks->cls = rec->cls;
+				vks->perms = rec->perms;
+				vks->state = rec->state;
 			}
 			if (found)
 				return VK_BOUND;
@@ -644,7 +688,7 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		/* No record (not imported, or removed by another process): look again. */
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj == NULL || obj->vk == NULL) {
+		if (obj == NULL || vk_bind(obj) == NULL) {
 			p11p_unlock();
 			continue;
 		}
@@ -659,7 +703,7 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		import = p11p_vk_on_unrecorded(&pol, !b.unrecordable) == P11P_VK_IMPORT;
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj != NULL && obj->vk != NULL && obj->vk->vid == vid) {
+		if (obj != NULL && vk_bind(obj) != NULL && obj->vk->vid == vid) {
 			p11p_objects_changed_locked();
 			if (found)
 				obj->vk->vid = best.vid;
@@ -786,8 +830,10 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 
 	*btempl = templ;
 	*bcount = count;
-	s->vk_find_mask = s->vk_find_want = 0;
-	s->vk_find_none = false;
+	if (s->vk != NULL) {
+		s->vk->find_mask = s->vk->find_want = 0;
+		s->vk->find_none = false;
+	}
 	if (slot_vkeys(c) == NULL)
 		return CKR_OK;
 	for (CK_ULONG i = 0; i < count; i++) {
@@ -808,16 +854,18 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 	if (strip == 0)
 		return CKR_OK;
 	out = p11p_calloc(count, sizeof(*out));
-	if (out == NULL)
+	if (out == NULL || vk_session(s) == NULL) {
+		p11p_free(out);
 		return CKR_HOST_MEMORY;
+	}
 	for (CK_ULONG i = 0; i < count; i++)
 		if (p11p_vk_find_attr(&templ[i]) == 0)
 			out[j++] = templ[i];
 	*btempl = out;
 	*bcount = j;
-	s->vk_find_mask = mask;
-	s->vk_find_want = want;
-	s->vk_find_none = none;
+	s->vk->find_mask = mask;
+	s->vk->find_want = want;
+	s->vk->find_none = none;
 	return CKR_OK;
 }
 
@@ -850,13 +898,14 @@ static bool hsm_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, uint32_t mask,
 
 bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
 {
-	struct p11p_session *s = c->s;
+	const struct p11p_vk_session *vks = c->s->vk;
+	uint32_t mask = vks != NULL ? vks->find_mask : 0, want = vks != NULL ? vks->find_want : 0;
 	struct p11p_vkey rec;
 	CK_RV err;
 
 	if (slot_vkeys(c) == NULL)
 		return false;
-	if (s->vk_find_none)
+	if (vks != NULL && vks->find_none)
 		return true;
 	switch (resolve(c, ph, &rec, &err)) {
 	case VK_HIDDEN:
@@ -864,11 +913,11 @@ bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
 		return true;
 	case VK_BOUND:
 		/* Deleted, or not matching: an attribute the class lacks matches no value. */
-		return !p11p_vk_find_match(&rec, s->vk_find_mask, s->vk_find_want);
+		return !p11p_vk_find_match(&rec, mask, want);
 	case VK_NONE:
 		break;
 	}
-	return s->vk_find_mask != 0 && !hsm_matches(c, ph, s->vk_find_mask, s->vk_find_want);
+	return mask != 0 && !hsm_matches(c, ph, mask, want);
 }
 
 /* What a C_SetAttributeValue changes in a record. */
@@ -1024,7 +1073,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 
 		p11p_lock();
 		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj != NULL && obj->vk != NULL) {
+		if (obj != NULL && vk_bind(obj) != NULL) {
 			if (e.has_id) {
 				memcpy(obj->vk->id, e.id->pValue, e.id->ulValueLen);
 				obj->vk->id_len = e.id->ulValueLen;

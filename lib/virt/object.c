@@ -5,6 +5,7 @@
  * objects are forgotten with the session that created them.
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -248,7 +249,7 @@ static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
 		p11p_map_remove(&st->objects_ident, obj->slot->id, ident_hash(obj->ident));
 	p11p_free(obj->ident);
-	p11p_hook_vkey_object_free(obj);
+	p11p_hook_vkey_object_free(&obj->vk);
 	for (size_t i = 0; i < obj->slot->n_members; i++) {
 		if (obj->be[i] != 0 &&
 		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
@@ -461,6 +462,14 @@ static bool repl_unlocked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	yes = obj != NULL && obj->repl_unlocked;
 	p11p_unlock();
 	return yes;
+}
+
+struct p11p_vkbind **p11p_object_vk_locked(struct p11p_state *st, CK_OBJECT_HANDLE h,
+                                           const struct p11p_vslot *vs)
+{
+	struct p11p_object *obj = p11p_map_get(&st->objects, 0, h);
+
+	return obj != NULL && (vs == NULL || obj->slot == vs) ? &obj->vk : NULL;
 }
 
 bool p11p_object_created_here(struct p11p_state *st, CK_OBJECT_HANDLE h)

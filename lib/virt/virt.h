@@ -244,28 +244,12 @@ struct p11p_identity {
 	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
 };
 
-struct p11p_object {
-	CK_OBJECT_HANDLE handle;
-	struct p11p_vslot *slot;
-	CK_SESSION_HANDLE owner; /* creating session for session objects, else 0 */
-	bool created;            /* made through the proxy in this process (adopt_new), not found */
-	/*
-	 * A session key asked non-extractable but made extractable under trusted
-	 * keys only (c->repl_lock) so that a token copy can be replicated: shown
-	 * with CKA_EXTRACTABLE false; locked when copied to the token.
-	 */
-	bool repl_unlocked;
-	bool token;                            /* a token object (known when ident is) */
-	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
-	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
-	unsigned long gen[P11P_MAX_MEMBERS];   /* the member's handle_gen when be[] was learnt */
-	/*
-	 * The virtual keys' data (vkeys/vkey.c: the token key's binding to its
-	 * record; NULL: not looked at yet), guarded by the global lock; freed
-	 * through p11p_hook_vkey_object_free().
-	 */
-	struct p11p_vkbind *vk;
-};
+/*
+ * A proxy object handle's object (object.c): defined in virt/core.h, for
+ * lib/virt alone; the rooms above reach their part of it through
+ * p11p_object_vk_locked().
+ */
+struct p11p_object;
 
 struct p11p_state {
 	struct p11p_config *cfg;
@@ -635,6 +619,13 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
  * sessions (global lock held).
  */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
+/*
+ * The virtual keys' slot of proxy object h (struct p11p_object.vk: see
+ * vkeys/vkeys.h), or NULL when h is no object (of slot vs, when vs is not
+ * NULL). Global lock held; the pointer is good while it is.
+ */
+struct p11p_vkbind **p11p_object_vk_locked(struct p11p_state *st, CK_OBJECT_HANDLE h,
+                                           const struct p11p_vslot *vs);
 /* Moves p11p_objects_gen() on (above). */
 void p11p_objects_changed_locked(void);
 /* Forgets the session objects a closed session owned. Global lock held. */
@@ -762,7 +753,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 #define P11P_VKEY_HOOKS(X)                                                                         \
 	X(R, CK_RV, vkey_state_init, (struct p11p_state * st), (st))                               \
 	X(V, void, vkey_state_free, (struct p11p_state * st), (st))                                \
-	X(V, void, vkey_object_free, (struct p11p_object * obj), (obj))                            \
+	X(V, void, vkey_object_free, (struct p11p_vkbind * *vk), (vk))                             \
 	X(V, void, vkey_session_reset, (struct p11p_session * s), (s))                             \
 	X(V, void, vkey_session_free, (struct p11p_session * s), (s))                              \
 	X(R, CK_RV, vkey_use, (struct p11p_call * c, CK_OBJECT_HANDLE key, unsigned perm),         \

@@ -122,22 +122,22 @@ struct p11p_index *p11p_vkey_index(struct p11p_state *st)
 
 P11P_INTERNAL struct p11p_vkbind p11p_vkbind_none;
 
-/* obj's binding: NULL when it is not a virtual key, or not looked at yet (vk_known). */
-static inline struct p11p_vkbind *vk_bind(const struct p11p_object *obj)
+/* The binding in an object's slot (*vkp): NULL when not a virtual key, or not looked at yet. */
+static inline struct p11p_vkbind *vk_bind(struct p11p_vkbind *const *vkp)
 {
-	return obj->vk != &p11p_vkbind_none ? obj->vk : NULL;
+	return *vkp != &p11p_vkbind_none ? *vkp : NULL;
 }
 
-static inline bool vk_known(const struct p11p_object *obj)
+static inline bool vk_known(struct p11p_vkbind *const *vkp)
 {
-	return obj->vk != NULL;
+	return *vkp != NULL;
 }
 
-void p11p_vkey_object_free(struct p11p_object *obj)
+void p11p_vkey_object_free(struct p11p_vkbind **vkp)
 {
 	p11p_objects_changed_locked();
-	p11p_free(vk_bind(obj));
-	obj->vk = NULL;
+	p11p_free(vk_bind(vkp));
+	*vkp = NULL;
 }
 
 /* s's data of this room, made on first use; NULL: no memory (nothing is cached then). */
@@ -414,23 +414,23 @@ static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const
 
 /* ---- bindings ---- */
 
-/* Sets obj's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
-static bool set_bind_locked(struct p11p_object *obj, const struct p11p_vkbind *b)
+/* Sets an object's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
+static bool set_bind_locked(struct p11p_vkbind **vkp, const struct p11p_vkbind *b)
 {
 	p11p_objects_changed_locked();
 	if (b == NULL) {
-		p11p_free(vk_bind(obj));
-		obj->vk = &p11p_vkbind_none;
+		p11p_free(vk_bind(vkp));
+		*vkp = &p11p_vkbind_none;
 		return true;
 	}
-	if (vk_bind(obj) == NULL) {
+	if (vk_bind(vkp) == NULL) {
 		struct p11p_vkbind *nb = p11p_malloc(sizeof(*nb));
 
 		if (nb == NULL)
 			return false;
-		obj->vk = nb;
+		*vkp = nb;
 	}
-	*obj->vk = *b;
+	**vkp = *b;
 	return true;
 }
 
@@ -488,9 +488,9 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 	}
 	p11p_lock();
 	for (size_t i = 0; i < n; i++) {
-		struct p11p_object *obj = p11p_map_get(&c->st->objects, 0, ph[i]);
+		struct p11p_vkbind **vkp = p11p_object_vk_locked(c->st, ph[i], vs);
 
-		if (obj != NULL && obj->slot == vs && !vk_known(obj))
+		if (vkp != NULL && !vk_known(vkp))
 			p[np++].ph = ph[i];
 	}
 	p11p_unlock();
@@ -560,14 +560,14 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 	}
 	p11p_lock();
 	for (size_t i = 0; i < np; i++) {
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 
 		if (p[i].what == P_SKIP)
 			continue;
-		obj = p11p_map_get(&c->st->objects, 0, p[i].ph);
-		if (obj == NULL || vk_known(obj))
+		vkp = p11p_object_vk_locked(c->st, p[i].ph, NULL);
+		if (vkp == NULL || vk_known(vkp))
 			continue;
-		if (!set_bind_locked(obj, p[i].what == P_NOTKEY ? NULL : &p[i].k.b) &&
+		if (!set_bind_locked(vkp, p[i].what == P_NOTKEY ? NULL : &p[i].k.b) &&
 		    *err == CKR_OK)
 			*err = CKR_HOST_MEMORY;
 	}
@@ -622,7 +622,7 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 	struct p11p_vslot *vs = c->s->slot;
 
 	for (int attempt = 0; attempt < 3; attempt++) {
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 		struct p11p_vkbind b;
 		struct p11p_policy_cfg pol;
 		struct p11p_vkey best;
@@ -640,15 +640,15 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 			goto bound;
 		}
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj == NULL || obj->slot != vs) {
+		vkp = p11p_object_vk_locked(c->st, h, vs);
+		if (vkp == NULL) {
 			p11p_unlock();
 			return VK_NONE; /* the caller reports the bad handle */
 		}
-		known = vk_known(obj);
-		have = vk_bind(obj) != NULL;
+		known = vk_known(vkp);
+		have = vk_bind(vkp) != NULL;
 		if (have)
-			vid = obj->vk->vid;
+			vid = (*vkp)->vid;
 		if (known && vks != NULL) {
 			unsigned long gen = p11p_objects_gen();
 			int kind = have ? 2 : 1;
@@ -687,12 +687,12 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		}
 		/* No record (not imported, or removed by another process): look again. */
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj == NULL || vk_bind(obj) == NULL) {
+		vkp = p11p_object_vk_locked(c->st, h, NULL);
+		if (vkp == NULL || vk_bind(vkp) == NULL) {
 			p11p_unlock();
 			continue;
 		}
-		b = *obj->vk;
+		b = **vkp;
 		p11p_unlock();
 		rv = b.unrecordable ? CKR_OK : lookup(vk, vs->label, &b, 0, &best, &found);
 		if (rv != CKR_OK) {
@@ -702,15 +702,15 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		p11p_policy_get(c->st, vs, &pol);
 		import = p11p_vk_on_unrecorded(&pol, !b.unrecordable) == P11P_VK_IMPORT;
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj != NULL && vk_bind(obj) != NULL && obj->vk->vid == vid) {
+		vkp = p11p_object_vk_locked(c->st, h, NULL);
+		if (vkp != NULL && vk_bind(vkp) != NULL && (*vkp)->vid == vid) {
 			p11p_objects_changed_locked();
 			if (found)
-				obj->vk->vid = best.vid;
+				(*vkp)->vid = best.vid;
 			else if (import)
-				p11p_vkey_object_free(obj); /* read again and import */
+				p11p_vkey_object_free(vkp); /* read again and import */
 			else
-				obj->vk->vid = 0;
+				(*vkp)->vid = 0;
 		}
 		p11p_unlock();
 		if (!found && !import)
@@ -1069,18 +1069,18 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 	if (have_ident)
 		p11p_object_changed(c, h, &ident, templ, count);
 	if (e.has_id || e.has_label) {
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj != NULL && vk_bind(obj) != NULL) {
+		vkp = p11p_object_vk_locked(c->st, h, NULL);
+		if (vkp != NULL && vk_bind(vkp) != NULL) {
 			if (e.has_id) {
-				memcpy(obj->vk->id, e.id->pValue, e.id->ulValueLen);
-				obj->vk->id_len = e.id->ulValueLen;
+				memcpy((*vkp)->id, e.id->pValue, e.id->ulValueLen);
+				(*vkp)->id_len = e.id->ulValueLen;
 			}
 			if (e.has_label) {
-				memcpy(obj->vk->label, e.label->pValue, e.label->ulValueLen);
-				obj->vk->label_len = e.label->ulValueLen;
+				memcpy((*vkp)->label, e.label->pValue, e.label->ulValueLen);
+				(*vkp)->label_len = e.label->ulValueLen;
 			}
 		}
 		p11p_unlock();
@@ -1197,7 +1197,7 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 	/* Bound to their own records now: another HSM key may share the identity. */
 	for (size_t j = 0; j < nrec; j++) {
 		CK_OBJECT_HANDLE ph;
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 		struct p11p_vkbind *b = &k[which[j]].b;
 
 		b->vid = recs[j].vid;
@@ -1205,8 +1205,8 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 		if (rv != CKR_OK)
 			break;
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, ph);
-		if (obj == NULL || !set_bind_locked(obj, b))
+		vkp = p11p_object_vk_locked(c->st, ph, NULL);
+		if (vkp == NULL || !set_bind_locked(vkp, b))
 			rv = CKR_HOST_MEMORY;
 		p11p_unlock();
 		if (rv != CKR_OK)
@@ -1219,12 +1219,12 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 
 			p11p_index_delete(vk->idx, recs[j].vid, NULL);
 			if (p11p_object_from_backend(c, bh[which[j]], false, &ph) == CKR_OK) {
-				struct p11p_object *obj;
+				struct p11p_vkbind **vkp;
 
 				p11p_lock();
-				obj = p11p_map_get(&c->st->objects, 0, ph);
-				if (obj != NULL)
-					p11p_vkey_object_free(obj);
+				vkp = p11p_object_vk_locked(c->st, ph, NULL);
+				if (vkp != NULL)
+					p11p_vkey_object_free(vkp);
 				p11p_unlock();
 			}
 		}

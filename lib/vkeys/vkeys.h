@@ -99,8 +99,8 @@ struct p11p_vk_session {
 	uint32_t perms;
 	int state;
 };
-/* Frees an object's binding (with the object). Global lock held. */
-void p11p_vkey_object_free(struct p11p_object *obj);
+/* Frees an object's binding (*vk: its slot, with the object). Global lock held. */
+void p11p_vkey_object_free(struct p11p_vkbind **vk);
 /* A session closes (back to its slot's pool): its data emptied. Session unshared. */
 void p11p_vkey_session_reset(struct p11p_session *s);
 /* A session is freed: its data goes. Session unshared. */

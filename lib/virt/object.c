@@ -126,14 +126,14 @@ CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK
 	struct p11p_session *s = c->s;
 	struct p11p_object *obj;
 	struct p11p_identity ident;
-	size_t member = s->member;
+	size_t member = s->head.member;
 	bool refindable = false;
 	CK_OBJECT_HANDLE bh;
 	CK_RV rv = invalid;
 
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
-	if (obj != NULL && obj->slot == c->s->slot) {
+	if (obj != NULL && obj->slot == c->s->head.slot) {
 		/* A handle from before the member lost its handles is found again when it can be.
 		 */
 		if (obj->be[member] != 0 && !known_locked(obj, member) && obj->ident != NULL &&
@@ -153,9 +153,9 @@ CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK
 			/* Cached when current (a stale one is checked again each time, as here). */
 			if (known_locked(obj, member)) {
 				p11p_ocache_for(s, h, p11p_objects_gen());
-				s->oc_bh = *out;
-				s->oc_member = member;
-				s->oc_hgen = obj->gen[member];
+				s->head.oc_bh = *out;
+				s->head.oc_member = member;
+				s->head.oc_hgen = obj->gen[member];
 			}
 		} else if (obj->ident != NULL && obj->token) {
 			ident = *obj->ident;
@@ -187,13 +187,13 @@ CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK
 
 bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE bh)
 {
-	size_t member = c->s->member;
+	size_t member = c->s->head.member;
 	struct p11p_object *obj;
 	bool forgot = false;
 
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
-	if (obj != NULL && obj->slot == c->s->slot && obj->ident != NULL && obj->token &&
+	if (obj != NULL && obj->slot == c->s->head.slot && obj->ident != NULL && obj->token &&
 	    obj->be[member] == bh) {
 		if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member), bh) == obj)
 			p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member), bh);
@@ -205,7 +205,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
 	if (forgot)
 		p11p_debug(P11P_DBG_OBJECT,
 		           "object 0x%lx: member '%s' dropped its handle: found again",
-		           (unsigned long)h, c->s->slot->members[member].cfg->name);
+		           (unsigned long)h, c->s->head.slot->members[member].cfg->name);
 	return forgot;
 }
 
@@ -322,8 +322,8 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
                                CK_OBJECT_HANDLE *out)
 {
 	struct p11p_state *st = c->st;
-	struct p11p_vslot *vs = c->s->slot;
-	size_t member = c->s->member;
+	struct p11p_vslot *vs = c->s->head.slot;
+	size_t member = c->s->head.member;
 	struct p11p_identity id;
 	struct p11p_object *obj;
 	bool has_id = false, token = false, known;
@@ -387,8 +387,8 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 		}
 	}
 	/* A handle the backend reused for our new session object: ours now. */
-	if (session_object && obj->owner != c->s->handle) {
-		obj->owner = c->s->handle;
+	if (session_object && obj->owner != c->s->head.handle) {
+		obj->owner = c->s->head.handle;
 		if (own_locked(c->s, obj->handle) < 0) {
 			object_drop_locked(st, obj);
 			rv = CKR_HOST_MEMORY;
@@ -406,7 +406,7 @@ void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *
 	for (size_t i = 0; i < s->n_owned; i++) {
 		struct p11p_object *obj = p11p_map_get(&st->objects, 0, s->owned[i]);
 
-		if (obj != NULL && obj->owner == s->handle)
+		if (obj != NULL && obj->owner == s->head.handle)
 			object_drop_locked(st, obj);
 	}
 	s->n_owned = 0;
@@ -537,7 +537,7 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 {
 	if (key == CK_INVALID_HANDLE)
 		return false;
-	if (c->s->local != NULL && p11p_hook_local_active(c->s, k)) {
+	if (c->s->head.local != NULL && p11p_hook_local_active(c->s, k)) {
 		*rv = CKR_OPERATION_ACTIVE;
 		return true;
 	}
@@ -586,8 +586,8 @@ bool p11p_object_identity(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_i
 
 	p11p_lock();
 	o = p11p_map_get(&c->st->objects, 0, h);
-	if (o != NULL && o->slot == c->s->slot && o->ident != NULL && o->token &&
-	    c->s->slot->n_members > 1) {
+	if (o != NULL && o->slot == c->s->head.slot && o->ident != NULL && o->token &&
+	    c->s->head.slot->n_members > 1) {
 		*out = *o->ident;
 		ok = true;
 	}
@@ -795,7 +795,7 @@ static void lock_original(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HAN
 	if (rv != CKR_OK) {
 		p11p_message("slot '%s': a session key copied to the token could not be made "
 		             "non-extractable: %s",
-		             c->s->slot->label, p11p_rv_str(rv));
+		             c->s->head.slot->label, p11p_rv_str(rv));
 		return;
 	}
 	p11p_lock();
@@ -889,9 +889,9 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 		return p11p_call_end(&c, rv);
 	p11p_lock();
 	o = p11p_map_get(&c.st->objects, 0, obj);
-	if (o != NULL && o->slot == c.s->slot && o->ident != NULL && o->token) {
+	if (o != NULL && o->slot == c.s->head.slot && o->ident != NULL && o->token) {
 		ident = *o->ident;
-		replicated = c.s->slot->n_members > 1;
+		replicated = c.s->head.slot->n_members > 1;
 	}
 	p11p_unlock();
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);

@@ -27,7 +27,7 @@
  * before any of these. Functions named *_locked expect the global lock held.
  * A call on a session takes no lock but the session's: it enters the state
  * (state.c: p11p_g_entry, p11p_g_busy), finds the session (struct p11p_stab) and its
- * last object (struct p11p_session's cache, checked against the object and
+ * last object (struct p11p_session_head's cache, checked against the object and
  * index generations) with atomics alone; each of those says who writes it,
  * under which lock. A new session's member is picked without a lock too
  * (member.c p11p_member_pick(), p11p_read_begin()): opening a session and
@@ -157,61 +157,50 @@ struct p11p_op {
 	size_t n_returned, cap_returned;
 };
 
-struct p11p_session {
+/*
+ * A proxy session (session.c). Its definition is lib/virt's alone
+ * (virt/core.h); the rooms above read its head, struct p11p_session_head,
+ * through p11p_shead() (inline: the head is the session's first member), and
+ * the rest through the accessors below.
+ */
+struct p11p_session;
+struct p11p_session_head {
 	CK_SESSION_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_FLAGS flags;
-	atomic_uint refs; /* the table holds one; each call in flight holds one */
-	atomic_uint lock; /* see the lock-order note; a futex word (session.c) */
-	/* Guarded by `lock`: */
-	bool closed;
-	bool ops_used;                          /* op.c: an operation began since it was made */
-	size_t member;                          /* the member serving this session */
-	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
-	struct p11p_op ops[P11P_OP_KINDS];
-	/* When the call in flight started (watchdog; 0: none). Written under `lock`. */
-	_Atomic unsigned long long call_started_ms;
-	/* The watchdog counted this call as hung against that member (global lock). */
-	bool call_hung;
-	size_t call_hung_member;
-
+	size_t member; /* the member serving this session; guarded by `lock` */
+	/*
+	 * Operations a failover lost (op.c), a hint read inline by the entry
+	 * room: bit (1u << kind) set when one was; p11p_op_lost() answers and
+	 * clears it. Guarded by `lock`.
+	 */
+	unsigned ops_lost;
 	/*
 	 * The rooms' data, one pointer per room to a struct the room defines
-	 * (the core only declares it), guarded by `lock`: made by the room when
-	 * it first needs it, freed through its hooks when the session is freed
-	 * or goes back to the pool (p11p_hook_local_session_free,
-	 * p11p_hook_vkey_session_free / _reset). local: the keys the proxy holds
-	 * (soft/local.c: their operations); vk: the virtual keys (vkeys/vkey.c:
-	 * the find's filter, the last record read).
+	 * (the core only declares it), guarded by the session's `lock`: made
+	 * by the room when it first needs it, freed through its hooks when the
+	 * session is freed or goes back to the pool
+	 * (p11p_hook_local_session_free, p11p_hook_vkey_session_free /
+	 * _reset). local: the keys the proxy holds (soft/local.c: their
+	 * operations); vk: the virtual keys (vkeys/vkey.c: the find's filter,
+	 * the last record read).
 	 */
 	struct p11p_local_session *local;
 	struct p11p_vk_session *vk;
-
-	/* Objects this session created as session objects; guarded by the global lock. */
-	CK_OBJECT_HANDLE *owned;
-	size_t n_owned, cap_owned;
-
-	struct p11p_session *pool_next; /* in the slot's session_pool */
-
 	/*
 	 * The object this session last named (oc_h; 0: none), cached so that a
 	 * call on it takes no global lock; good while p11p_objects_gen() is
 	 * still oc_gen: its handle oc_bh (0: not cached) on member oc_member as
-	 * of that member's handle_gen oc_hgen (object.c). Guarded by `lock`.
+	 * of that member's handle_gen oc_hgen (object.c; read inline by
+	 * p11p_object_to_backend()). Guarded by `lock`.
 	 */
 	CK_OBJECT_HANDLE oc_h, oc_bh;
 	unsigned long oc_gen, oc_hgen;
 	size_t oc_member;
 };
-
-/* Points s's object cache at h as of generation gen, emptied unless it was there already. */
-static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, unsigned long gen)
+static inline struct p11p_session_head *p11p_shead(struct p11p_session *s)
 {
-	if (s->oc_h != h || s->oc_gen != gen) {
-		s->oc_h = h;
-		s->oc_gen = gen;
-		s->oc_bh = 0;
-	}
+	return (struct p11p_session_head *)(void *)s;
 }
 
 /*
@@ -470,6 +459,23 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 CK_RV p11p_logout(CK_SESSION_HANDLE h);
 CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
                    CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len);
+/*
+ * The rest of a session, for the rooms above (off the hot paths). Session
+ * lock held, unless said otherwise. p11p_session_op_active: is an operation
+ * of kind k (on an HSM key) active? p11p_session_be / _set_be: the backend
+ * session on member i (0: none).
+ */
+bool p11p_session_op_active(const struct p11p_session *s, enum p11p_op_kind k);
+CK_SESSION_HANDLE p11p_session_be(const struct p11p_session *s, size_t i);
+void p11p_session_set_be(struct p11p_session *s, size_t i, CK_SESSION_HANDLE bs);
+/*
+ * The watchdog's view (global lock held, not the session's):
+ * p11p_session_call_started_locked: when the call in flight began (0: none,
+ * or already counted as hung); p11p_session_call_hung_locked: counts it as
+ * hung against member m (m->hung_calls, until the call ends).
+ */
+unsigned long long p11p_session_call_started_locked(struct p11p_session *s);
+void p11p_session_call_hung_locked(struct p11p_session *s, struct p11p_member *m);
 /* Frees a session no longer in the table (state teardown). */
 void p11p_session_free(struct p11p_session *s);
 /* Calls fn for every open session. Global lock held; fn must not open or close one. */
@@ -580,7 +586,7 @@ extern P11P_INTERNAL atomic_ulong p11p_g_objects_gen;
  * The generation of the object tables (object.c): moves on whenever a
  * proxy object is dropped, one of its backend handles forgotten, or its
  * virtual-key binding changed (p11p_objects_changed_locked(), global lock
- * held), so that sessions' cached mappings (struct p11p_session) go stale.
+ * held), so that sessions' cached mappings (struct p11p_session_head) go stale.
  */
 static inline unsigned long p11p_objects_gen(void)
 {
@@ -589,7 +595,7 @@ static inline unsigned long p11p_objects_gen(void)
 static inline CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                                            CK_OBJECT_HANDLE *out)
 {
-	struct p11p_session *s = c->s;
+	struct p11p_session_head *s = p11p_shead(c->s);
 	size_t member = s->member;
 
 	/* The object this session named last, unchanged since: no lock. */

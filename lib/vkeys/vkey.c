@@ -143,27 +143,28 @@ void p11p_vkey_object_free(struct p11p_vkbind **vkp)
 /* s's data of this room, made on first use; NULL: no memory (nothing is cached then). */
 static struct p11p_vk_session *vk_session(struct p11p_session *s)
 {
-	if (s->vk == NULL)
-		s->vk = p11p_calloc(1, sizeof(*s->vk));
-	return s->vk;
+	if (p11p_shead(s)->vk == NULL)
+		p11p_shead(s)->vk = p11p_calloc(1, sizeof(*p11p_shead(s)->vk));
+	return p11p_shead(s)->vk;
 }
 
 void p11p_vkey_session_reset(struct p11p_session *s)
 {
-	if (s->vk != NULL)
-		memset(s->vk, 0, sizeof(*s->vk));
+	if (p11p_shead(s)->vk != NULL)
+		memset(p11p_shead(s)->vk, 0, sizeof(*p11p_shead(s)->vk));
 }
 
 void p11p_vkey_session_free(struct p11p_session *s)
 {
-	p11p_free(s->vk);
-	s->vk = NULL;
+	p11p_free(p11p_shead(s)->vk);
+	p11p_shead(s)->vk = NULL;
 }
 
 /* The index for the call's slot, or NULL: virtual keys off (or a slot without a label). */
 static struct p11p_vkeys *slot_vkeys(const struct p11p_call *c)
 {
-	return c->st->vkeys != NULL && c->s->slot->label[0] != '\0' ? c->st->vkeys : NULL;
+	return c->st->vkeys != NULL && p11p_shead(c->s)->slot->label[0] != '\0' ? c->st->vkeys
+	                                                                        : NULL;
 }
 
 static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
@@ -471,7 +472,7 @@ struct pend {
 static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n, CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey *recs = NULL;
 	struct pend *p;
@@ -531,7 +532,9 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		}
 	}
 	if (nrec > 0) {
-		uint32_t presence = c->s->member < P11P_INDEX_MAX_MEMBERS ? 1u << c->s->member : 0;
+		uint32_t presence = p11p_shead(c->s)->member < P11P_INDEX_MAX_MEMBERS
+		                        ? 1u << p11p_shead(c->s)->member
+		                        : 0;
 
 		recs = p11p_calloc(nrec, sizeof(*recs));
 		rv = recs == NULL ? CKR_HOST_MEMORY : CKR_OK;
@@ -596,7 +599,7 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
                             CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_vk_session *vks = c->s->vk;
+	struct p11p_vk_session *vks = p11p_shead(c->s)->vk;
 
 	*err = CKR_OK;
 	if (vk == NULL)
@@ -619,7 +622,7 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
                                     struct p11p_vkey *rec, CK_RV *err)
 {
 	struct p11p_vk_session *vks = vk_session(c->s);
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 
 	for (int attempt = 0; attempt < 3; attempt++) {
 		struct p11p_vkbind **vkp;
@@ -757,7 +760,7 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 
 		/* rec holds what the check reads (vid, class, permissions, state): no label. */
 		p11p_message_limited(&refused, "slot '%s': key %016llx refused: %s%s",
-		                     c->s->slot->label, (unsigned long long)rec.vid,
+		                     p11p_shead(c->s)->slot->label, (unsigned long long)rec.vid,
 		                     state ? p11p_vk_state_name(rec.state)
 		                           : p11p_vk_perm_list_str(perm, " ", ops, sizeof(ops)),
 		                     state ? "" : " not permitted");
@@ -830,9 +833,9 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 
 	*btempl = templ;
 	*bcount = count;
-	if (s->vk != NULL) {
-		s->vk->find_mask = s->vk->find_want = 0;
-		s->vk->find_none = false;
+	if (p11p_shead(s)->vk != NULL) {
+		p11p_shead(s)->vk->find_mask = p11p_shead(s)->vk->find_want = 0;
+		p11p_shead(s)->vk->find_none = false;
 	}
 	if (slot_vkeys(c) == NULL)
 		return CKR_OK;
@@ -863,9 +866,9 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 			out[j++] = templ[i];
 	*btempl = out;
 	*bcount = j;
-	s->vk->find_mask = mask;
-	s->vk->find_want = want;
-	s->vk->find_none = none;
+	p11p_shead(s)->vk->find_mask = mask;
+	p11p_shead(s)->vk->find_want = want;
+	p11p_shead(s)->vk->find_none = none;
 	return CKR_OK;
 }
 
@@ -898,7 +901,7 @@ static bool hsm_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, uint32_t mask,
 
 bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
 {
-	const struct p11p_vk_session *vks = c->s->vk;
+	const struct p11p_vk_session *vks = p11p_shead(c->s)->vk;
 	uint32_t mask = vks != NULL ? vks->find_mask : 0, want = vks != NULL ? vks->find_want : 0;
 	struct p11p_vkey rec;
 	CK_RV err;
@@ -1002,11 +1005,11 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			}
 		}
 	}
-	if (!(c->s->flags & CKF_RW_SESSION)) {
+	if (!(p11p_shead(c->s)->flags & CKF_RW_SESSION)) {
 		*rv = CKR_SESSION_READ_ONLY;
 		return true;
 	}
-	p11p_policy_get(c->st, c->s->slot, &pol);
+	p11p_policy_get(c->st, p11p_shead(c->s)->slot, &pol);
 	write_back = p11p_vk_route(&pol, P11P_VK_CHANGE_PERMS) != P11P_VK_RECORD_ONLY;
 	/*
 	 * Without write_back only permissions change: label and id stay the HSM
@@ -1062,7 +1065,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			p11p_message(
 			    "slot '%s': a virtual key's HSM key was changed but its record "
 			    "could not be: %s",
-			    c->s->slot->label, p11p_rv_str(*rv));
+			    p11p_shead(c->s)->slot->label, p11p_rv_str(*rv));
 		return true;
 	}
 	/* The copies on the other members change too; a new id or label is the identity. */
@@ -1110,13 +1113,13 @@ bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint6
 	case -1:
 		return true;
 	}
-	p11p_policy_get(c->st, c->s->slot, &pol);
+	p11p_policy_get(c->st, p11p_shead(c->s)->slot, &pol);
 	if (p11p_vk_route(&pol, P11P_VK_CHANGE_DELETE) == P11P_VK_HSM_FIRST) {
 		*vid = rec.vid; /* the HSM key goes, then the record (p11p_vkey_destroyed) */
 		return false;
 	}
 	/* Virtually: the checks a destroy of the HSM key would make, then the tombstone. */
-	if (!(c->s->flags & CKF_RW_SESSION)) {
+	if (!(p11p_shead(c->s)->flags & CKF_RW_SESSION)) {
 		*rv = CKR_SESSION_READ_ONLY;
 		return true;
 	}
@@ -1150,7 +1153,7 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
                             uint32_t limit)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct keyinfo *k = NULL;
 	struct p11p_vkey *recs = NULL;
 	size_t *which = NULL, nrec = 0;
@@ -1159,7 +1162,8 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 
 	if (vk == NULL || n == 0)
 		return CKR_OK;
-	self = c->s->member < P11P_INDEX_MAX_MEMBERS ? 1u << c->s->member : 0;
+	self =
+	    p11p_shead(c->s)->member < P11P_INDEX_MAX_MEMBERS ? 1u << p11p_shead(c->s)->member : 0;
 	holders = (c->new_key_holders & self) != 0 ? c->new_key_holders : self;
 	k = p11p_calloc(n, sizeof(*k));
 	recs = p11p_calloc(n, sizeof(*recs));

@@ -241,8 +241,18 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 	st->objects_rev = kept;
 }
 
+/* Sets obj->repl_unlocked, counted in st->n_repl_unlocked. Global lock held. */
+static void set_repl_unlocked_locked(struct p11p_state *st, struct p11p_object *obj, bool on)
+{
+	if (obj->repl_unlocked != on)
+		atomic_fetch_add_explicit(&st->n_repl_unlocked, on ? 1 : (unsigned long)-1,
+		                          memory_order_relaxed);
+	obj->repl_unlocked = on;
+}
+
 static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 {
+	set_repl_unlocked_locked(st, obj, false);
 	p11p_objects_changed_locked();
 	p11p_map_remove(&st->objects, 0, obj->handle);
 	if (obj->ident != NULL &&
@@ -445,7 +455,8 @@ static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_ob
 	if (obj != NULL) {
 		obj->created = true;
 		/* Template k's key, made copyable for replication (failover.c). */
-		obj->repl_unlocked = session_object && k < 8 && (c->repl_lock & (1u << k)) != 0;
+		set_repl_unlocked_locked(
+		    c->st, obj, session_object && k < 8 && (c->repl_lock & (1u << k)) != 0);
 	}
 	p11p_unlock();
 	return rv;
@@ -457,6 +468,12 @@ static bool repl_unlocked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	struct p11p_object *obj;
 	bool yes;
 
+	/*
+	 * None (the usual case): no lock. Relaxed is enough: the application
+	 * learnt h after the call that counted it returned.
+	 */
+	if (atomic_load_explicit(&c->st->n_repl_unlocked, memory_order_relaxed) == 0)
+		return false;
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	yes = obj != NULL && obj->repl_unlocked;
@@ -801,7 +818,7 @@ static void lock_original(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HAN
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL)
-		obj->repl_unlocked = false;
+		set_repl_unlocked_locked(c->st, obj, false);
 	p11p_unlock();
 }
 

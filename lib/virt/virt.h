@@ -252,6 +252,11 @@ struct p11p_state {
 	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
+	/*
+	 * Objects with repl_unlocked set (object.c), so that calls on other
+	 * objects need not look: written under the global lock, read without.
+	 */
+	atomic_ulong n_repl_unlocked;
 	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
 	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */

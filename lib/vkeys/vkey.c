@@ -175,14 +175,24 @@ static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
 }
 
 /* Picks up other processes' changes, at most once per P11P_VKEY_REFRESH_MS. */
+#define P11P_VKEY_LATE_EVERY 64 /* a power of two */
 static void vk_refresh_due(struct p11p_vkeys *vk, unsigned long long now, unsigned long long due);
 
 static void vk_refresh(struct p11p_vkeys *vk)
 {
-	unsigned long long due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
-	unsigned long long now;
+	static _Thread_local unsigned calls __attribute__((tls_model("initial-exec")));
+	unsigned long long due, now;
 	struct timespec ts;
 
+	/*
+	 * With the probe thread polling (p11p_vkeys_poll), the call path only
+	 * covers for a poller a period late: a look at the clock on one call in
+	 * P11P_VKEY_LATE_EVERY of this thread is enough for that.
+	 */
+	if (atomic_load_explicit(&vk->background, memory_order_relaxed) &&
+	    (++calls & (P11P_VKEY_LATE_EVERY - 1)) != 0)
+		return;
+	due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
 	/*
 	 * Once per call with virtual keys: the coarse clock (the same clock as
 	 * p11p_now_ms()'s, read to the last tick) is cheaper, and a tick is

@@ -928,6 +928,75 @@ static void case_rencleanup(void)
 	f->C_CloseSession(s);
 }
 
+/* Private keys with that id whose CKA_EXTRACTABLE is extr, found on session s: how many. */
+static CK_ULONG count_extr(CK_SESSION_HANDLE s, CK_BYTE id, CK_BBOOL extr, CK_OBJECT_HANDLE *h)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+			    {CKA_EXTRACTABLE, &extr, sizeof(extr)},
+			    {CKA_ID, &id, 1}};
+	CK_OBJECT_HANDLE found[2] = {0, 0};
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, t, 3) != CKR_OK)
+		return 99;
+	f->C_FindObjects(s, found, 2, &n);
+	f->C_FindObjectsFinal(s);
+	if (h != NULL)
+		*h = found[0];
+	return n;
+}
+
+/*
+ * A session key asked non-extractable on a replicating slot is made
+ * copyable under trusted keys (the member holds it extractable) but shows
+ * CKA_EXTRACTABLE false: finds agree with what C_GetAttributeValue shows.
+ */
+static void case_sessfind(void)
+{
+	CK_SESSION_HANDLE s = open_on("dflt", 1);
+	CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE, extr = 9;
+	CK_BYTE id = 0x48, xid = 0x49;
+	CK_ATTRIBUTE tpub[] = {
+		{CKA_TOKEN, &no, sizeof(no)},	{CKA_ID, &id, 1},
+		{CKA_LABEL, "r-sfind", 7},	{CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_EC_PARAMS, (void *)p256, sizeof(p256)},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+		{CKA_TOKEN, &no, sizeof(no)},	{CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_ID, &id, 1},		{CKA_LABEL, "r-sfind", 7},
+		{CKA_SIGN, &yes, sizeof(yes)},	{CKA_SENSITIVE, &yes, sizeof(yes)},
+		{CKA_EXTRACTABLE, &no, sizeof(no)},
+	};
+	CK_ATTRIBUTE q = {CKA_EXTRACTABLE, &extr, sizeof(extr)};
+	CK_OBJECT_HANDLE pub = 0, priv = 0, xpub = 0, xpriv = 0, h = 0;
+	char fs[4];
+	CK_ULONG n;
+	CK_RV rv;
+
+	rv = f->C_GenerateKeyPair(s, &m, tpub, 5, tpriv, 7, &pub, &priv);
+	expect(rv == CKR_OK, "EC session pair, non-extractable, through dflt: %s", testmod_ckr(rv));
+	key_flags("v-m1", CKO_PRIVATE_KEY, 0x48, "r-sfind", fs);
+	expect(fs[0] == 't', "the member holds it extractable (%s)", fs);
+	expect(f->C_GetAttributeValue(s, priv, &q, 1) == CKR_OK && extr == CK_FALSE,
+	       "it shows CKA_EXTRACTABLE false");
+	n = count_extr(s, 0x48, CK_FALSE, &h);
+	expect(n == 1 && h == priv, "a find for CKA_EXTRACTABLE false finds it (%lu)", n);
+	n = count_extr(s, 0x48, CK_TRUE, NULL);
+	expect(n == 0, "a find for CKA_EXTRACTABLE true does not (%lu)", n);
+	/* A key asked extractable is found as it is. */
+	tpub[1].pValue = tpriv[2].pValue = &xid;
+	tpriv[6].pValue = &yes;
+	rv = f->C_GenerateKeyPair(s, &m, tpub, 5, tpriv, 7, &xpub, &xpriv);
+	expect(rv == CKR_OK, "an extractable one: %s", testmod_ckr(rv));
+	n = count_extr(s, 0x49, CK_TRUE, &h);
+	expect(n == 1 && h == xpriv, "found for CKA_EXTRACTABLE true (%lu)", n);
+	n = count_extr(s, 0x49, CK_FALSE, NULL);
+	expect(n == 0, "not for false (%lu)", n);
+	f->C_CloseSession(s);
+}
+
 static void case_cleanup(void)
 {
 	CK_SESSION_HANDLE s = open_on("v-m1", 1);
@@ -973,6 +1042,8 @@ int main(int argc, char **argv)
 		case_naming();
 	else if (strcmp(c, "sesscopy") == 0)
 		case_sesscopy();
+	else if (strcmp(c, "sessfind") == 0)
+		case_sessfind();
 	else if (strcmp(c, "rename") == 0)
 		case_rename();
 	else if (strcmp(c, "renclean") == 0)

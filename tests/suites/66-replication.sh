@@ -87,6 +87,8 @@ check "repl: default policy: the application names the keys it made (CKA_ID, CKA
 	repl naming
 check "repl: a session key copied to the token: replicated, locked on both members" \
 	repl sesscopy
+check "repl: a find for CKA_EXTRACTABLE agrees with what a session key made copyable shows" \
+	repl sessfind
 
 check "repl: sync --check: members agree (exit 0)" sync_check 0 ha
 if sync_check 0 ha --json && json_ok "$TMP/sync.out" 'd["ok"] is True and

@@ -751,6 +751,20 @@ static CK_RV migrate(struct p11p_index *idx)
 	}
 	/* Every missing step, and its row in migrations, in one transaction. */
 	rc = p11p_sql_begin(idx->db);
+	/*
+	 * Again, in the transaction: another process may have made or upgraded it
+	 * meanwhile (SQLite's ALTER TABLE cannot run twice). Not on PostgreSQL
+	 * while the table may be missing: a failed statement spoils the
+	 * transaction there (and its steps may run twice).
+	 */
+	if (rc == P11P_SQL_OK && (version > 0 || p11p_sql_engine_of(idx->db) != P11P_SQL_PG)) {
+		int64_t again = -1;
+
+		if (p11p_sql_exec(idx->db, "SELECT max(version) FROM migrations", NULL, 0,
+		                  one_int_cb, &again) == P11P_SQL_OK &&
+		    again > version)
+			version = again;
+	}
 	for (int v = (int)version + 1; rc == P11P_SQL_OK && v <= P11P_STORE_SCHEMA_VERSION; v++) {
 		size_t n = 0;
 		const char *const *ddl = p11p_store_schema_step(p11p_sql_engine_of(idx->db), v, &n);

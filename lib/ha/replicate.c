@@ -1214,6 +1214,52 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 	p11p_free(debts);
 }
 
+bool p11p_repl_settle_attrs(struct p11p_call *c)
+{
+	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_member *m = c->m;
+	struct p11p_index *idx = p11p_vkey_index(c->st);
+	struct p11p_debt *debts = NULL;
+	struct keyinfo *ki = NULL;
+	size_t n = 0, settled = 0, mine = 0;
+	struct msess ms;
+
+	if (idx == NULL || m == NULL || vs->n_members < 2 || vs->label[0] == '\0' ||
+	    vs->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_index_debt_list(idx, vs->label, &debts, &n) != CKR_OK)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (debts[i].op == P11P_DEBT_ATTRS && strcmp(debts[i].member, m->cfg->name) == 0)
+			mine++;
+	if (mine > 0)
+		ki = p11p_calloc(1, sizeof(*ki));
+	if (ki == NULL || msess_open(c->st, vs, m, &ms) != CKR_OK) {
+		p11p_free(ki);
+		p11p_free(debts);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct p11p_debt *d = &debts[i];
+		char why[WHY_LEN] = "";
+		bool done = false;
+
+		if (d->op != P11P_DEBT_ATTRS || strcmp(d->member, m->cfg->name) != 0)
+			continue;
+		debt_ident(d, ki);
+		if (settle_attrs(&ms, d, ki, &done, why, sizeof(why)) == CKR_OK && done) {
+			p11p_index_debt_done(idx, d->id);
+			settled++;
+		}
+	}
+	msess_close(&ms);
+	if (settled > 0)
+		p11p_notice("slot '%s': member '%s': %zu attribute change%s it missed made now",
+		            vs->label, m->cfg->name, settled, settled == 1 ? "" : "s");
+	p11p_free(ki);
+	p11p_free(debts);
+	return settled > 0;
+}
+
 /* Handles of the token keys of one class on a member, into a new array (p11p_free it). */
 static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE **out, CK_ULONG *n)
 {

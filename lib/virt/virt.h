@@ -786,6 +786,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	  (struct p11p_call * c, const struct p11p_identity *ident, CK_ATTRIBUTE_PTR templ,        \
 	   CK_ULONG count),                                                                        \
 	  (c, ident, templ, count))                                                                \
+	X(R, bool, repl_settle_attrs, (struct p11p_call * c), (c))                                 \
 	X(R, struct p11p_member *, member_revive,                                                  \
 	  (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))                              \
 	X(V, void, health_start, (struct p11p_state * st, bool threads_allowed),                   \

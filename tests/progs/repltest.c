@@ -861,6 +861,73 @@ static void case_renclean(void)
 	f->C_CloseSession(s);
 }
 
+/* Certificates with that id and label on one token (through "v-m1" / "v-m2"). */
+static CK_ULONG certs_on(const char *token, CK_BYTE id, const char *label)
+{
+	CK_SESSION_HANDLE s = open_on(token, 1);
+	CK_ULONG n = count_on(s, CKO_CERTIFICATE, id, label);
+
+	f->C_CloseSession(s);
+	return n;
+}
+
+/*
+ * The other direction: m2 comes back with a rename still owed (the
+ * application is not logged in, so neither the catch-up nor the probe thread
+ * settles it), then m1 fails. The application's handle is found on m2 by
+ * its new identity once the owed change is made there: the same object, the
+ * same handle, not a different one under the old name.
+ */
+static void case_renfail(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 0);
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ct = CKC_X_509;
+	CK_BBOOL yes = CK_TRUE;
+	CK_BYTE id = 0x81, value[] = {0x30, 0x03, 0x02, 0x01, 0x01}, subject[] = {0x30, 0x00};
+	CK_ATTRIBUTE t[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},	  {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_ID, &id, 1},
+		{CKA_LABEL, "r-cert", 6},	  {CKA_SUBJECT, subject, sizeof(subject)},
+		{CKA_VALUE, value, sizeof(value)},
+	};
+	CK_ATTRIBUTE ren[] = {{CKA_LABEL, "r-cert2", 7}};
+	char label[16] = "";
+	CK_ATTRIBUTE ql = {CKA_LABEL, label, sizeof(label) - 1};
+	CK_OBJECT_HANDLE h = 0, again = 0;
+	CK_ULONG n1, n2;
+	CK_RV rv;
+
+	rv = f->C_CreateObject(s, t, 7, &h);
+	expect(rv == CKR_OK, "a certificate through ha, not logged in: %s", testmod_ckr(rv));
+	n1 = certs_on("v-m1", 0x81, "r-cert");
+	n2 = certs_on("v-m2", 0x81, "r-cert");
+	expect(n1 == 1 && n2 == 1, "on both members (%lu, %lu)", n1, n2);
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, ren, 1);
+	expect(rv == CKR_OK, "m2 down: renamed r-cert2: %s", testmod_ckr(rv));
+	control("");
+	msleep(quick ? 3000 : 1000); /* m2 is up again (probes every 100 ms) */
+	n2 = certs_on("v-m2", 0x81, "r-cert");
+	expect(n2 == 1, "m2 is back with the old name still (%lu): the change is owed", n2);
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_GetAttributeValue(s, h, &ql, 1);
+	expect(rv == CKR_OK && strcmp(label, "r-cert2") == 0,
+	       "m1 down: the handle reads the new label on m2: %s (%s)", testmod_ckr(rv), label);
+	again = find_one(s, CKO_CERTIFICATE, 0x81, "r-cert2");
+	expect(again == h, "found by its new identity: the same handle (%lu, %lu)",
+	       (unsigned long)again, (unsigned long)h);
+	expect(find_one(s, CKO_CERTIFICATE, 0x81, "r-cert") == 0, "nothing under the old one");
+	control("");
+	msleep(600);
+	rv = f->C_DestroyObject(s, h);
+	expect(rv == CKR_OK, "destroyed: %s", testmod_ckr(rv));
+	n1 = certs_on("v-m1", 0x81, "r-cert2");
+	n2 = certs_on("v-m2", 0x81, "r-cert2");
+	expect(n1 == 0 && n2 == 0, "from both members (%lu, %lu)", n1, n2);
+	f->C_CloseSession(s);
+}
+
 /*
  * For `sync --repair` (66-replication.sh): two non-extractable keys, locked
  * on both members, renamed while m2 is down; the process ends before m2 is
@@ -1046,6 +1113,8 @@ int main(int argc, char **argv)
 		case_sessfind();
 	else if (strcmp(c, "rename") == 0)
 		case_rename();
+	else if (strcmp(c, "renfail") == 0)
+		case_renfail();
 	else if (strcmp(c, "renclean") == 0)
 		case_renclean();
 	else if (strcmp(c, "renrepair") == 0)

@@ -179,6 +179,8 @@ else
 	skip "repl: the usage changes on both tokens" "no pkcs11-tool (tests/install-deps.sh)"
 fi
 check "repl: the renamed key and the EC pair destroyed" repl renclean
+check "repl: a member back with a rename owed, then the other fails: the same handle" \
+	repl renfail
 # ... and by `sync --repair` when no process is there to see m2 come back.
 # sync_repair WANT_RC: `p11proxy sync --repair ha --json` with the PIN on stdin.
 sync_repair() {

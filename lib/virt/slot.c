@@ -404,7 +404,7 @@ CK_RV p11p_init_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
 		return rv;
 	if (pin == NULL && pin_len > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	vs = c.s->slot;
+	vs = p11p_shead(c.s)->slot;
 	rv = p11p_be_C_InitPIN(&c.bc, c.bs, pin, pin_len);
 	p11p_hook_call_retry(&c, &rv, false);
 	if (rv != CKR_OK)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "backend/call.h"
+#include "base/attrs.h"
 #include "base/mem.h"
 #include "base/names.h"
 #include "base/secret.h"
@@ -611,6 +612,66 @@ static bool lock_everywhere(struct mstate *ms, size_t n, unsigned listed, const 
 	return true;
 }
 
+/*
+ * An ATTRS debt (a change the member missed, p11proxy(7)): the recorded
+ * template set on the object the member knows by the debt's identity. Not
+ * there: settled when the member holds it under the new identity already.
+ * true: settled.
+ */
+static bool settle_attrs(struct mstate *ms, struct p11p_debt *d)
+{
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	const CK_ATTRIBUTE *id, *label;
+	struct p11p_debt *now;
+	CK_OBJECT_HANDLE h;
+	CK_ULONG found = 0;
+	size_t n = 0;
+	bool done;
+
+	if (!p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n) || n == 0 ||
+	    find_ident(&ms->bc, ms->h, d, &h, &found) != CKR_OK || found > 1)
+		return false;
+	if (found == 1)
+		return p11p_be_C_SetAttributeValue(&ms->bc, ms->h, h, t, n) == CKR_OK;
+	id = p11p_attr_find(t, n, CKA_ID);
+	label = p11p_attr_find(t, n, CKA_LABEL);
+	if ((id == NULL && label == NULL) || (id != NULL && id->ulValueLen > P11P_INDEX_ID_MAX) ||
+	    (label != NULL && label->ulValueLen > P11P_INDEX_LABEL_MAX))
+		return false;
+	now = p11p_malloc(sizeof(*now));
+	if (now == NULL)
+		return false;
+	*now = *d;
+	if (id != NULL) {
+		now->ck_id_len = id->ulValueLen;
+		if (id->ulValueLen > 0)
+			memcpy(now->ck_id, id->pValue, id->ulValueLen);
+	}
+	if (label != NULL) {
+		now->label_len = label->ulValueLen;
+		if (label->ulValueLen > 0)
+			memcpy(now->label, label->pValue, label->ulValueLen);
+	}
+	done = find_ident(&ms->bc, ms->h, now, &h, &found) == CKR_OK && found > 0;
+	p11p_free(now);
+	return done;
+}
+
+static const char *debt_op_name(enum p11p_debt_op op)
+{
+	switch (op) {
+	case P11P_DEBT_COPY:
+		return "copy";
+	case P11P_DEBT_DESTROY:
+		return "destroy";
+	case P11P_DEBT_UPDATE:
+		return "lock";
+	case P11P_DEBT_ATTRS:
+		return "attributes";
+	}
+	return "?";
+}
+
 /* What one member got from a repair. */
 struct repair_count {
 	unsigned long copied, failed;
@@ -633,7 +694,7 @@ static bool repair_slot(struct sync_ctx *c, size_t s, json_t *jslots)
 	struct p11p_index *idx = NULL;
 	struct p11p_debt *debts = NULL;
 	size_t n_debts = 0;
-	unsigned long debts_done = 0, debts_left = 0, destroyed = 0;
+	unsigned long debts_done = 0, debts_left = 0, destroyed = 0, changed = 0;
 	unsigned listed = 0;
 	bool ok = true;
 	char err[1024];
@@ -669,6 +730,22 @@ relist:
 		else
 			ok = false;
 	}
+	/*
+	 * Attribute changes a member missed, oldest first (a rename after a
+	 * rename looks for the first one's new identity), before the listing
+	 * compares identities: otherwise the renamed object would be copied.
+	 */
+	for (size_t i = 0; i < n_debts; i++) {
+		struct p11p_debt *d = &debts[i];
+		size_t m = debt_member(d, &ord, ms, n);
+
+		if (d->op != P11P_DEBT_ATTRS || d->id == 0 || m == n || !settle_attrs(&ms[m], d))
+			continue;
+		debts_done++;
+		changed++;
+		p11p_index_debt_done(idx, d->id);
+		d->id = 0; /* settled */
+	}
 	for (size_t i = 0; i < n_debts; i++) {
 		struct p11p_debt *d = &debts[i];
 		size_t m = debt_member(d, &ord, ms, n);
@@ -686,9 +763,10 @@ relist:
 		p11p_index_debt_done(idx, d->id);
 		d->id = 0; /* settled */
 	}
-	if (destroyed > 0) {
-		/* The listing had them: again without. */
+	if (destroyed > 0 || changed > 0) {
+		/* The listing had them, or their old identities: again without. */
 		destroyed = 0;
+		changed = 0;
 		for (size_t i = 0; i < n; i++)
 			member_close(&ms[i]);
 		goto relist;
@@ -737,11 +815,20 @@ relist:
 
 		if (d->id == 0)
 			continue;
+		if (d->op == P11P_DEBT_ATTRS) {
+			/* Not settled above: the member is not listed, or does not have it. */
+			debts_left++;
+			ok = false;
+			d->tries++;
+			p11p_index_debt_failed(idx, d->id);
+			continue;
+		}
 		if (d->op == P11P_DEBT_UPDATE) {
 			/* A key made copyable: locked once every member holds it. */
 			if (lock_everywhere(ms, n, listed, d)) {
 				debts_done++;
 				p11p_index_debt_done(idx, d->id);
+				d->id = 0;
 			} else {
 				debts_left++;
 				ok = false;
@@ -752,6 +839,7 @@ relist:
 		    (found > 0 || (d->op == P11P_DEBT_COPY && !listed_anywhere(c, d)))) {
 			debts_done++;
 			p11p_index_debt_done(idx, d->id);
+			d->id = 0;
 		} else {
 			debts_left++;
 			ok = false;
@@ -782,6 +870,30 @@ relist:
 		cli_jset(js, "members", jms);
 		cli_jset(js, "debts_settled", json_integer((json_int_t)debts_done));
 		cli_jset(js, "debts_left", json_integer((json_int_t)debts_left));
+		{
+			/* The debts still owed: what, by which member, for which object. */
+			json_t *jd = json_array();
+			char ib[2 * P11P_INDEX_ID_MAX + 1];
+
+			for (size_t i = 0; i < n_debts; i++) {
+				const struct p11p_debt *d = &debts[i];
+				json_t *j;
+
+				if (d->id == 0)
+					continue;
+				j = json_object();
+				cli_jset(j, "member", cli_jstr(d->member));
+				cli_jset(j, "op", json_string(debt_op_name(d->op)));
+				cli_jset(j, "class", json_string(class_name(d->cls)));
+				cli_jset(j, "id",
+				         cli_jstr(cli_hex(d->ck_id, d->ck_id_len, ib, sizeof(ib))));
+				cli_jset(j, "label", cli_jstrn(d->label, d->label_len));
+				cli_jset(j, "tries", json_integer((json_int_t)d->tries));
+				cli_jset(j, "since", json_integer((json_int_t)d->since));
+				json_array_append_new(jd, j);
+			}
+			cli_jset(js, "debts", jd);
+		}
 		cli_jset(js, "ok", json_boolean(ok));
 		json_array_append_new(jslots, js);
 	} else {
@@ -806,6 +918,19 @@ relist:
 			printf(
 			    "  replication debts recorded by the module: %lu settled, %lu left\n",
 			    debts_done, debts_left);
+		for (size_t i = 0; i < n_debts; i++) {
+			const struct p11p_debt *d = &debts[i];
+			char ib[2 * P11P_INDEX_ID_MAX + 1];
+
+			if (d->id == 0)
+				continue;
+			printf("    left: member %s: %s of %s \"%s\" id %s (%lu tr%s)\n",
+			       cli_esc(d->member), debt_op_name(d->op), class_name(d->cls),
+			       cli_escn(d->label, d->label_len),
+			       d->ck_id_len > 0 ? cli_hex(d->ck_id, d->ck_id_len, ib, sizeof(ib))
+			                        : "(none)",
+			       (unsigned long)d->tries, d->tries == 1 ? "y" : "ies");
+		}
 	}
 	p11p_free(debts);
 	p11p_index_close(idx);

@@ -70,8 +70,9 @@
 	X(IMPL(p11p_init_token), C_InitToken,                                                      \
 	  (CK_SLOT_ID slot_id, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len, CK_UTF8CHAR_PTR label),      \
 	  (slot_id, pin, pin_len, label), (), NONE, NONE)                                          \
-	X(SESSION, C_InitPIN, (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len),  \
-	  (session, pin, pin_len), (c.bs, pin, pin_len), UNSAFE, NONE)                             \
+	X(IMPL(p11p_init_pin), C_InitPIN,                                                          \
+	  (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len),                      \
+	  (session, pin, pin_len), (), NONE, NONE)                                                 \
 	X(IMPL(p11p_set_pin), C_SetPIN,                                                            \
 	  (CK_SESSION_HANDLE session, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,                   \
 	   CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len),                                             \

@@ -142,6 +142,14 @@ void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)
  */
 void p11p_repl_changed(struct p11p_call *c, const struct p11p_identity *ident,
                        CK_ATTRIBUTE_PTR templ, CK_ULONG count);
+/*
+ * An object the proxy knows is not on the call's member under the identity
+ * it has now: a change that member missed (a rename while it was down) may
+ * still be owed. Settles the member's attribute-change debts there (oldest
+ * first, on sessions of our own); true when one was settled (find it
+ * again). No lock held.
+ */
+bool p11p_repl_settle_attrs(struct p11p_call *c);
 
 /*
  * Member m of vs is up again (after being down): settles the slot's

@@ -38,6 +38,7 @@
  * its login).
  */
 #include "ha/ha.h"
+#include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
@@ -794,6 +795,128 @@ static void debt_add_ki(struct p11p_state *st, struct p11p_vslot *vs, const stru
 	debt_add(st, vs, m, op, ki->cls, ki->id, ki->id_len, ki->label, ki->label_len);
 }
 
+/*
+ * What an attribute change (C_SetAttributeValue) may record for a member
+ * that did not get it (P11P_DEBT_ATTRS): the identity, dates, usage and
+ * other flags, and the certificate and data object fields. Never a key's
+ * value or part of one, nor a value whose form depends on the platform
+ * (CK_ULONG): those are not recorded, with a message.
+ */
+static const CK_ATTRIBUTE_TYPE attrs_bool[] = {
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_SIGN_RECOVER,
+    CKA_VERIFY,
+    CKA_VERIFY_RECOVER,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_DERIVE,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_PRIVATE,
+    CKA_TRUSTED,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_ALWAYS_AUTHENTICATE,
+};
+static const CK_ATTRIBUTE_TYPE attrs_bytes[] = {
+    CKA_LABEL,
+    CKA_ID,
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_SUBJECT,
+    CKA_ISSUER,
+    CKA_SERIAL_NUMBER,
+    CKA_APPLICATION,
+    CKA_OBJECT_ID,
+    CKA_URL,
+    CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+    CKA_HASH_OF_ISSUER_PUBLIC_KEY,
+};
+
+/* May a (type, len) of a change be recorded? */
+static bool attr_recordable(const CK_ATTRIBUTE *a)
+{
+	for (size_t i = 0; i < sizeof(attrs_bool) / sizeof(attrs_bool[0]); i++)
+		if (a->type == attrs_bool[i])
+			return a->ulValueLen == sizeof(CK_BBOOL) && a->pValue != NULL;
+	for (size_t i = 0; i < sizeof(attrs_bytes) / sizeof(attrs_bytes[0]); i++)
+		if (a->type == attrs_bytes[i])
+			return a->pValue != NULL || a->ulValueLen == 0;
+	return false;
+}
+
+/*
+ * Records that member m must still get the change templ of the object it
+ * knows by ident (its identity before the change): P11P_DEBT_ATTRS.
+ */
+static void debt_add_attrs(struct p11p_state *st, struct p11p_vslot *vs,
+                           const struct p11p_member *m, const struct p11p_identity *ident,
+                           const CK_ATTRIBUTE *templ, CK_ULONG count)
+{
+	struct p11p_index *idx = p11p_vkey_index(st);
+	struct p11p_debt *d;
+	size_t kept = 0;
+	char err[256];
+	CK_RV rv;
+
+	if (vs->cfg->ha.replication != P11P_REPL_WRAP)
+		return; /* the members copy changes themselves, or nothing is copied */
+	if (idx == NULL || vs->label[0] == '\0') {
+		p11p_message("slot '%s': member '%s' misses a change of an object's attributes; no "
+		             "index to record it in (set state_dir): set them there again",
+		             vs->label, m->cfg->name);
+		return;
+	}
+	if (ident->id_len > P11P_INDEX_ID_MAX || ident->label_len > P11P_INDEX_LABEL_MAX)
+		return; /* not found by identity anyway */
+	d = p11p_calloc(1, sizeof(*d));
+	if (d == NULL) {
+		p11p_message("slot '%s': cannot record what member '%s' misses: out of memory",
+		             vs->label, m->cfg->name);
+		return;
+	}
+	snprintf(d->slot, sizeof(d->slot), "%s", vs->label);
+	snprintf(d->member, sizeof(d->member), "%s", m->cfg->name);
+	d->op = P11P_DEBT_ATTRS;
+	d->cls = ident->cls;
+	d->ck_id_len = ident->id_len;
+	d->label_len = ident->label_len;
+	memcpy(d->ck_id, ident->id, d->ck_id_len);
+	memcpy(d->label, ident->label, d->label_len);
+	for (CK_ULONG i = 0; i < count; i++) {
+		if (!attr_recordable(&templ[i])) {
+			p11p_message(
+			    "slot '%s': member '%s' misses the change of %s: not recorded "
+			    "(a secret or a value the proxy does not record): set it there "
+			    "again",
+			    vs->label, m->cfg->name, p11p_cka_name(templ[i].type));
+			continue;
+		}
+		if (!p11p_debt_attrs_set(d, templ[i].type, templ[i].pValue, templ[i].ulValueLen)) {
+			p11p_message("slot '%s': member '%s' misses the change of %s: too large to "
+			             "record (%d bytes in all): set it there again",
+			             vs->label, m->cfg->name, p11p_cka_name(templ[i].type),
+			             P11P_DEBT_ATTRS_MAX);
+			continue;
+		}
+		kept++;
+	}
+	if (kept > 0) {
+		rv = p11p_index_debt_add(idx, d);
+		if (rv != CKR_OK) {
+			p11p_index_last_error(idx, err, sizeof(err));
+			p11p_message("slot '%s': cannot record what member '%s' misses: %s",
+			             vs->label, m->cfg->name,
+			             err[0] != '\0' ? err : p11p_rv_str(rv));
+		}
+	}
+	p11p_free(d);
+}
+
 /* The debt's identity as a keyinfo (for count_identity, describe). */
 static void debt_ident(const struct p11p_debt *d, struct keyinfo *ki)
 {
@@ -886,6 +1009,70 @@ static CK_RV lock_everywhere(struct p11p_state *st, struct p11p_vslot *vs, const
 }
 
 /*
+ * An ATTRS debt on dst (ki: the identity the member knows the object by):
+ * the recorded template set on that object. When it is not there, settled
+ * if the member holds the object under its new identity already (the
+ * change made since, by a repair or another process), else it stays.
+ */
+static CK_RV settle_attrs(struct msess *dst, struct p11p_debt *d, const struct keyinfo *ki,
+                          bool *done, char *why, size_t wl)
+{
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	const CK_ATTRIBUTE *id, *label;
+	struct keyinfo *now;
+	CK_OBJECT_HANDLE h = 0;
+	bool several = false;
+	size_t n = 0;
+	CK_RV rv;
+
+	*done = false;
+	if (!p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n) || n == 0) {
+		snprintf(why, wl, "the recorded change is damaged: remove it from the store");
+		return CKR_FUNCTION_FAILED;
+	}
+	rv = find_ident(dst, ki, &h, &several);
+	if (rv != CKR_OK)
+		return rv;
+	if (h != 0) {
+		rv = p11p_be_C_SetAttributeValue(dst->bc, dst->h, h, t, n);
+		*done = rv == CKR_OK;
+		return rv;
+	}
+	if (several) {
+		snprintf(why, wl, "more than one object has that identity there");
+		return CKR_FUNCTION_FAILED;
+	}
+	/* Not under the old identity: under the new one already? */
+	id = p11p_attr_find(t, n, CKA_ID);
+	label = p11p_attr_find(t, n, CKA_LABEL);
+	if (id == NULL && label == NULL) {
+		snprintf(why, wl, "not found there");
+		return CKR_FUNCTION_FAILED;
+	}
+	now = p11p_malloc(sizeof(*now));
+	if (now == NULL)
+		return CKR_HOST_MEMORY;
+	*now = *ki;
+	if (id != NULL && id->ulValueLen <= sizeof(now->id)) {
+		now->id_len = id->ulValueLen;
+		if (id->ulValueLen > 0)
+			memcpy(now->id, id->pValue, id->ulValueLen);
+	}
+	if (label != NULL && label->ulValueLen <= sizeof(now->label)) {
+		now->label_len = label->ulValueLen;
+		if (label->ulValueLen > 0)
+			memcpy(now->label, label->pValue, label->ulValueLen);
+	}
+	rv = find_ident(dst, now, &h, &several);
+	p11p_free(now);
+	if (rv == CKR_OK && (h != 0 || several))
+		*done = true;
+	else if (rv == CKR_OK)
+		snprintf(why, wl, "not found there, under the old identity or the new one");
+	return rv;
+}
+
+/*
  * Settles the slot's debts whose member is up (DESTROY first, so that a copy
  * never brings back what was destroyed): the objects copied from an up
  * member that holds them, or destroyed. The slot is ours (repl_busy); needs
@@ -904,9 +1091,15 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 		return;
 	}
 	ki = p11p_calloc(1, sizeof(*ki));
-	for (int pass = 0; ki != NULL && pass < 3 && !stopping(st); pass++) {
-		enum p11p_debt_op want = pass == 0   ? P11P_DEBT_DESTROY
-		                         : pass == 1 ? P11P_DEBT_COPY
+	/*
+	 * Attribute changes first, oldest first (a second rename's old identity
+	 * is the first one's new one), so that what a removal or a copy looks
+	 * for is named as it is now.
+	 */
+	for (int pass = 0; ki != NULL && pass < 4 && !stopping(st); pass++) {
+		enum p11p_debt_op want = pass == 0   ? P11P_DEBT_ATTRS
+		                         : pass == 1 ? P11P_DEBT_DESTROY
+		                         : pass == 2 ? P11P_DEBT_COPY
 		                                     : P11P_DEBT_UPDATE;
 
 		for (size_t i = 0; i < n && !stopping(st); i++) {
@@ -943,6 +1136,11 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 				rv = lock_everywhere(st, vs, ki, n_all, srcs, n_src, m, why,
 				                     sizeof(why));
 				done = rv == CKR_OK;
+				goto record;
+			}
+			if (d->op == P11P_DEBT_ATTRS) {
+				rv = settle_attrs(&dst, d, ki, &done, why, sizeof(why));
+				msess_close(&dst);
 				goto record;
 			}
 			rv = find_ident(&dst, ki, &h, &several);
@@ -999,9 +1197,10 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 				p11p_index_debt_failed(idx, d->id);
 				p11p_message("slot '%s': member '%s': %s of %s not settled yet: %s",
 				             vs->label, d->member,
-				             d->op == P11P_DEBT_COPY ? "the copy"
-				             : d->op == P11P_DEBT_DESTROY
-				                 ? "the removal"
+				             d->op == P11P_DEBT_COPY      ? "the copy"
+				             : d->op == P11P_DEBT_DESTROY ? "the removal"
+				             : d->op == P11P_DEBT_ATTRS
+				                 ? "the attribute change"
 				                 : "the lock (CKA_EXTRACTABLE false)",
 				             describe(ki, desc, sizeof(desc)),
 				             why[0] != '\0' ? why : p11p_rv_str(rv));
@@ -1013,6 +1212,52 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 		            settled, settled == 1 ? "" : "s", failed);
 	p11p_free(ki);
 	p11p_free(debts);
+}
+
+bool p11p_repl_settle_attrs(struct p11p_call *c)
+{
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
+	struct p11p_member *m = c->m;
+	struct p11p_index *idx = p11p_vkey_index(c->st);
+	struct p11p_debt *debts = NULL;
+	struct keyinfo *ki = NULL;
+	size_t n = 0, settled = 0, mine = 0;
+	struct msess ms;
+
+	if (idx == NULL || m == NULL || vs->n_members < 2 || vs->label[0] == '\0' ||
+	    vs->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_index_debt_list(idx, vs->label, &debts, &n) != CKR_OK)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (debts[i].op == P11P_DEBT_ATTRS && strcmp(debts[i].member, m->cfg->name) == 0)
+			mine++;
+	if (mine > 0)
+		ki = p11p_calloc(1, sizeof(*ki));
+	if (ki == NULL || msess_open(c->st, vs, m, &ms) != CKR_OK) {
+		p11p_free(ki);
+		p11p_free(debts);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct p11p_debt *d = &debts[i];
+		char why[WHY_LEN] = "";
+		bool done = false;
+
+		if (d->op != P11P_DEBT_ATTRS || strcmp(d->member, m->cfg->name) != 0)
+			continue;
+		debt_ident(d, ki);
+		if (settle_attrs(&ms, d, ki, &done, why, sizeof(why)) == CKR_OK && done) {
+			p11p_index_debt_done(idx, d->id);
+			settled++;
+		}
+	}
+	msess_close(&ms);
+	if (settled > 0)
+		p11p_notice("slot '%s': member '%s': %zu attribute change%s it missed made now",
+		            vs->label, m->cfg->name, settled, settled == 1 ? "" : "s");
+	p11p_free(ki);
+	p11p_free(debts);
+	return settled > 0;
 }
 
 /* Handles of the token keys of one class on a member, into a new array (p11p_free it). */
@@ -1678,6 +1923,8 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 	    {CKA_LABEL, (void *)(uintptr_t)ident->label, ident->label_len},
 	};
 
+	if (ident->cls == CKO_DATA)
+		t[1] = t[2]; /* no CKA_ID */
 	for (size_t i = 0; i < vs->n_members; i++) {
 		struct p11p_member *m = &vs->members[i];
 		CK_OBJECT_HANDLE found[2];
@@ -1691,25 +1938,35 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 		other = m != c->m && !m->removed;
 		p11p_unlock();
 		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK) {
-			/* A member away keeps its copy: removed when it is back. */
+			/* A member away keeps its copy: removed, or changed, when it is back. */
 			if (templ == NULL && other)
 				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
 				         ident->id_len, ident->label, ident->label_len);
+			else if (other)
+				debt_add_attrs(c->st, vs, m, ident, templ, count);
 			continue;
 		}
-		if (find(&ms, t, 3, found, 2, &n) == CKR_OK && n == 1) {
+		rv = find(&ms, t, ident->cls == CKO_DATA ? 2 : 3, found, 2, &n);
+		if (rv == CKR_OK && n == 1) {
 			rv = templ == NULL
 			         ? p11p_be_C_DestroyObject(ms.bc, ms.h, found[0])
 			         : p11p_be_C_SetAttributeValue(ms.bc, ms.h, found[0], templ, count);
 			if (rv != CKR_OK && templ == NULL)
 				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
 				         ident->id_len, ident->label, ident->label_len);
-			if (rv != CKR_OK)
-				p11p_message(
-				    "slot '%s': the copy on member '%s' of a %s key %s: %s",
-				    vs->label, ms.name, templ == NULL ? "destroyed" : "changed",
-				    templ == NULL ? "stays" : "keeps its old attributes",
-				    p11p_rv_str(rv));
+			else if (rv != CKR_OK && !p11p_rv_is_server_error(m->be, rv))
+				p11p_message("slot '%s': the copy on member '%s' of a changed "
+				             "object keeps its old attributes: %s",
+				             vs->label, ms.name, p11p_rv_str(rv));
+			else if (rv != CKR_OK)
+				debt_add_attrs(c->st, vs, m, ident, templ, count);
+			if (rv != CKR_OK && templ == NULL)
+				p11p_message("slot '%s': the copy on member '%s' of a destroyed "
+				             "object stays: %s",
+				             vs->label, ms.name, p11p_rv_str(rv));
+		} else if (templ != NULL && (rv != CKR_OK || n == 0)) {
+			/* Not there (yet: a copy owed) or not reachable: when it is. */
+			debt_add_attrs(c->st, vs, m, ident, templ, count);
 		}
 		msess_close(&ms);
 	}

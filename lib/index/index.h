@@ -240,14 +240,28 @@ CK_RV p11p_index_replace_blobs(struct p11p_index *idx, const struct p11p_index_b
  * so that any process or the CLI completes it. member is the member's stable
  * name (its token's serial number and label, as the HA room writes it);
  * the object is named by its identity (class, CKA_ID, CKA_LABEL). Adding a
- * debt that already exists (same slot, member, op and identity) keeps one.
+ * debt that already exists (same slot, member, op and identity) keeps one;
+ * for P11P_DEBT_ATTRS the two templates are merged (the new values win) and
+ * the debt moves to the end of the list (a new id, since now), so that
+ * changes are settled in the order they were made.
  */
 enum p11p_debt_op {
 	P11P_DEBT_COPY = 1,    /* copy the object to the member */
 	P11P_DEBT_DESTROY = 2, /* destroy it there */
-	P11P_DEBT_UPDATE = 3,  /* bring its attributes level with the others */
+	P11P_DEBT_UPDATE = 3,  /* the lock it owes: CKA_EXTRACTABLE false once everywhere */
+	P11P_DEBT_ATTRS = 4,   /* C_SetAttributeValue of attrs on the object the member knows
+	                          by the identity (a rename: its old CKA_ID / CKA_LABEL) */
 };
 #define P11P_INDEX_MEMBER_MAX 128
+/*
+ * The template of a P11P_DEBT_ATTRS debt, serialised: per attribute its type
+ * (8 bytes), its value's length (4 bytes), both big-endian, and the value;
+ * at most P11P_DEBT_ATTRS_COUNT attributes, each type once, in at most
+ * P11P_DEBT_ATTRS_MAX bytes. Never a secret: the HA room records only the
+ * non-sensitive attributes it knows (ha/replicate.c).
+ */
+#define P11P_DEBT_ATTRS_MAX   2048
+#define P11P_DEBT_ATTRS_COUNT 32
 struct p11p_debt {
 	uint64_t id; /* assigned by the store */
 	char slot[P11P_INDEX_SLOT_MAX + 1];
@@ -260,8 +274,23 @@ struct p11p_debt {
 	size_t label_len;
 	int64_t since;  /* Unix seconds it was first recorded */
 	uint32_t tries; /* failed attempts so far */
+	/* P11P_DEBT_ATTRS: the template (above); other ops: attrs_len 0 */
+	unsigned char attrs[P11P_DEBT_ATTRS_MAX];
+	size_t attrs_len;
 };
 CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d);
+/*
+ * Sets type to value (len bytes) in d's template: replaces the value the
+ * type has there, or appends it. false (d unchanged): no room.
+ */
+bool p11p_debt_attrs_set(struct p11p_debt *d, CK_ATTRIBUTE_TYPE type, const void *value,
+                         size_t len);
+/*
+ * d's template as attributes (out, up to max; *n of them), their values
+ * pointing into d->attrs. false when it is malformed (a length past the end,
+ * a type twice, more than max): a damaged or hostile store.
+ */
+bool p11p_debt_attrs_parse(struct p11p_debt *d, CK_ATTRIBUTE *out, size_t max, size_t *n);
 /* Every debt of slot (all slots when NULL), oldest first; p11p_free(*out). */
 CK_RV p11p_index_debt_list(struct p11p_index *idx, const char *slot, struct p11p_debt **out,
                            size_t *n);

@@ -6,9 +6,12 @@
  * two's complement.
  *
  * Versioned: table migrations holds one row per applied version; the store
- * applies what is missing in one write transaction at open (the version
- * number is P11P_STORE_SCHEMA_VERSION) and refuses a store whose version is
- * newer than it knows.
+ * applies the steps that are missing in one write transaction at open (the
+ * version number is P11P_STORE_SCHEMA_VERSION), so an existing store is
+ * upgraded in place, and refuses a store whose version is newer than it
+ * knows. A process that may not write the store (or, on PostgreSQL, alter
+ * its tables: the application role) cannot upgrade it: a writer, or
+ * `p11proxy store init`, must first.
  *
  * Tables (the pg helper's roles and grants follow this list):
  *   meta       name -> value: "seq" (the change counter), "audit_seq"
@@ -18,7 +21,8 @@
  *              another process's reload by seq sees it. seq: the change
  *              counter's value of the row's last change.
  *   blobs      vid -> wrapped key value (software keys), seq as in vkeys
- *   debts      replication debt (index.h): what a member still lacks
+ *   debts      replication debt (index.h): what a member still lacks;
+ *              attrs (version 2): the template of a P11P_DEBT_ATTRS debt
  *   overlays   (slot, kind) -> text, version, seq: the member-order ("order")
  *              and policy ("policy") overlays of a virtual slot
  *   audit      the hash-chained trail: hash = SHA-256(prev || canonical row)
@@ -34,9 +38,18 @@
 
 #include "index/sql.h"
 
-#define P11P_STORE_SCHEMA_VERSION 1
+#define P11P_STORE_SCHEMA_VERSION 2
 
-/* The statements creating version 1 for engine e (*n of them). */
+/*
+ * The statements creating the newest version for engine e (*n of them): on
+ * PostgreSQL they may run again over a store of any older version
+ * (`p11proxy store init`).
+ */
 const char *const *p11p_store_schema(enum p11p_sql_engine e, size_t *n);
+/*
+ * The statements bringing a store of version - 1 to version (1: creating
+ * it; 2: debts.attrs); NULL (*n 0) for a version that does not exist.
+ */
+const char *const *p11p_store_schema_step(enum p11p_sql_engine e, int version, size_t *n);
 
 #endif

@@ -818,8 +818,6 @@ static CK_RV migrate(struct p11p_index *idx)
 {
 	int64_t version = -1;
 	enum p11p_sql_rc rc;
-	const char *const *ddl;
-	size_t n;
 
 	rc = p11p_sql_exec(idx->db, "SELECT max(version) FROM migrations", NULL, 0, one_int_cb,
 	                   &version);
@@ -833,29 +831,65 @@ static CK_RV migrate(struct p11p_index *idx)
 	}
 	if (rc == P11P_SQL_DOWN || rc == P11P_SQL_NOMEM || rc == P11P_SQL_CORRUPT)
 		return sql_fail(idx, rc, "open");
+	if (rc != P11P_SQL_OK || version < 1)
+		version = 0; /* nothing there yet */
 	if (idx->readonly) {
-		set_err(idx->err, sizeof(idx->err),
-		        "store %s: not initialised, and this process may not write it",
-		        idx->target);
+		if (version > 0)
+			set_err(idx->err, sizeof(idx->err),
+			        "store %s: schema version %" PRId64
+			        " is older than this p11proxy (%d), and this process may not "
+			        "upgrade it: a process that may write it does (`p11proxy sync`; "
+			        "PostgreSQL: `p11proxy store init`)",
+			        idx->target, version, P11P_STORE_SCHEMA_VERSION);
+		else
+			set_err(idx->err, sizeof(idx->err),
+			        "store %s: not initialised, and this process may not write it",
+			        idx->target);
 		return CKR_FUNCTION_FAILED;
 	}
+	/* Every missing step, and its row in migrations, in one transaction. */
 	rc = p11p_sql_begin(idx->db);
-	ddl = p11p_store_schema(p11p_sql_engine_of(idx->db), &n);
-	for (size_t i = 0; rc == P11P_SQL_OK && i < n; i++)
-		rc = p11p_sql_exec(idx->db, ddl[i], NULL, 0, NULL, NULL);
-	if (rc == P11P_SQL_OK) {
-		struct p11p_sql_val p[] = {V_INT(P11P_STORE_SCHEMA_VERSION), V_INT(time(NULL))};
+	/*
+	 * Again, in the transaction: another process may have made or upgraded it
+	 * meanwhile (SQLite's ALTER TABLE cannot run twice). Not on PostgreSQL
+	 * while the table may be missing: a failed statement spoils the
+	 * transaction there (and its steps may run twice).
+	 */
+	if (rc == P11P_SQL_OK && (version > 0 || p11p_sql_engine_of(idx->db) != P11P_SQL_PG)) {
+		int64_t again = -1;
 
-		rc = p11p_sql_exec(idx->db,
-		                   "INSERT INTO migrations (version, applied) VALUES ($1, $2) "
-		                   "ON CONFLICT (version) DO NOTHING",
-		                   p, NV(p), NULL, NULL);
+		if (p11p_sql_exec(idx->db, "SELECT max(version) FROM migrations", NULL, 0,
+		                  one_int_cb, &again) == P11P_SQL_OK &&
+		    again > version)
+			version = again;
+	}
+	for (int v = (int)version + 1; rc == P11P_SQL_OK && v <= P11P_STORE_SCHEMA_VERSION; v++) {
+		size_t n = 0;
+		const char *const *ddl = p11p_store_schema_step(p11p_sql_engine_of(idx->db), v, &n);
+		struct p11p_sql_val p[] = {V_INT(v), V_INT(time(NULL))};
+
+		for (size_t i = 0; rc == P11P_SQL_OK && i < n; i++)
+			rc = p11p_sql_exec(idx->db, ddl[i], NULL, 0, NULL, NULL);
+		if (rc == P11P_SQL_OK)
+			rc = p11p_sql_exec(idx->db,
+			                   "INSERT INTO migrations (version, applied) VALUES ($1, "
+			                   "$2) ON CONFLICT (version) DO NOTHING",
+			                   p, NV(p), NULL, NULL);
 	}
 	if (rc == P11P_SQL_OK)
 		rc = p11p_sql_commit(idx->db);
 	if (rc != P11P_SQL_OK) {
+		CK_RV rv;
+
 		p11p_sql_rollback(idx->db);
-		return sql_fail(idx, rc, "create the schema");
+		rv = sql_fail(idx, rc, version > 0 ? "upgrade the schema" : "create the schema");
+		if (version > 0 && rc == P11P_SQL_DENIED)
+			set_err(idx->err, sizeof(idx->err),
+			        "store %s: schema version %" PRId64
+			        " is older than this p11proxy (%d), and this role may not upgrade "
+			        "it: run `p11proxy store init` as the administrator",
+			        idx->target, version, P11P_STORE_SCHEMA_VERSION);
+		return rv;
 	}
 	return CKR_OK;
 }
@@ -1976,7 +2010,91 @@ CK_RV p11p_index_replace_blobs(struct p11p_index *idx, const struct p11p_index_b
 
 /* ---- replication debt ----------------------------------------------------------------------- */
 
-#define DEBT_COLS "id, slot, member, op, cls, ck_id, label, since, tries"
+#define DEBT_COLS "id, slot, member, op, cls, ck_id, label, since, tries, attrs"
+
+/* The template's fields (index.h): type, length, big-endian. */
+#define ATTR_HDR 12
+
+static uint64_t get_be(const unsigned char *p, size_t n)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_be(unsigned char *p, uint64_t v, size_t n)
+{
+	for (size_t i = n; i-- > 0; v >>= 8)
+		p[i] = (unsigned char)(v & 0xff);
+}
+
+bool p11p_debt_attrs_parse(struct p11p_debt *d, CK_ATTRIBUTE *out, size_t max, size_t *n)
+{
+	size_t off = 0;
+
+	*n = 0;
+	if (d->attrs_len > sizeof(d->attrs))
+		return false;
+	while (off < d->attrs_len) {
+		uint64_t type, len;
+
+		if (d->attrs_len - off < ATTR_HDR || *n >= max || *n >= P11P_DEBT_ATTRS_COUNT)
+			return false;
+		type = get_be(d->attrs + off, 8);
+		len = get_be(d->attrs + off + 8, 4);
+		off += ATTR_HDR;
+		if (len > d->attrs_len - off || (uint64_t)(CK_ATTRIBUTE_TYPE)type != type)
+			return false;
+		for (size_t i = 0; i < *n; i++)
+			if (out[i].type == type)
+				return false;
+		out[*n].type = (CK_ATTRIBUTE_TYPE)type;
+		out[*n].pValue = len > 0 ? d->attrs + off : NULL;
+		out[*n].ulValueLen = (CK_ULONG)len;
+		(*n)++;
+		off += len;
+	}
+	return true;
+}
+
+bool p11p_debt_attrs_set(struct p11p_debt *d, CK_ATTRIBUTE_TYPE type, const void *value, size_t len)
+{
+	unsigned char buf[P11P_DEBT_ATTRS_MAX];
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	size_t n = 0, off = 0;
+	bool put = false;
+
+	if (len > P11P_DEBT_ATTRS_MAX || (len > 0 && value == NULL) ||
+	    !p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n))
+		return false;
+	/* Rewritten whole: the new value in place of the old one, or at the end. */
+	for (size_t i = 0; i <= n; i++) {
+		const void *v = i < n ? t[i].pValue : value;
+		size_t l = i < n ? t[i].ulValueLen : len;
+
+		if (i == n && put)
+			break;
+		if (i < n && t[i].type == type) {
+			v = value;
+			l = len;
+			put = true;
+		}
+		if (i == n && n >= P11P_DEBT_ATTRS_COUNT)
+			return false;
+		if (sizeof(buf) - off < ATTR_HDR || sizeof(buf) - off - ATTR_HDR < l)
+			return false;
+		put_be(buf + off, i < n ? t[i].type : type, 8);
+		put_be(buf + off + 8, l, 4);
+		if (l > 0)
+			memcpy(buf + off + ATTR_HDR, v, l);
+		off += ATTR_HDR + l;
+	}
+	memcpy(d->attrs, buf, off);
+	d->attrs_len = off;
+	return true;
+}
 
 struct debt_list {
 	struct p11p_debt *d;
@@ -1989,12 +2107,13 @@ static int debt_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	struct debt_list *l = arg;
 	struct p11p_debt *d;
 
-	if (n != 9 || c[0].type != P11P_SQL_INT || c[1].type != P11P_SQL_TEXT || c[1].len == 0 ||
+	if (n != 10 || c[0].type != P11P_SQL_INT || c[1].type != P11P_SQL_TEXT || c[1].len == 0 ||
 	    c[1].len > P11P_INDEX_SLOT_MAX || c[2].type != P11P_SQL_TEXT ||
 	    c[2].len > P11P_INDEX_MEMBER_MAX || c[3].type != P11P_SQL_INT || c[3].i < 1 ||
-	    c[3].i > P11P_DEBT_UPDATE || c[4].type != P11P_SQL_INT ||
+	    c[3].i > P11P_DEBT_ATTRS || c[4].type != P11P_SQL_INT ||
 	    !bytes_col(&c[5], P11P_INDEX_ID_MAX) || !bytes_col(&c[6], P11P_INDEX_LABEL_MAX) ||
-	    c[7].type != P11P_SQL_INT || c[8].type != P11P_SQL_INT || c[8].i < 0) {
+	    c[7].type != P11P_SQL_INT || c[8].type != P11P_SQL_INT || c[8].i < 0 ||
+	    !bytes_col(&c[9], P11P_DEBT_ATTRS_MAX)) {
 		l->bad = true;
 		return 1;
 	}
@@ -2025,13 +2144,20 @@ static int debt_row_cb(void *arg, const struct p11p_sql_val *c, size_t n)
 	d->label_len = c[6].len;
 	d->since = c[7].i;
 	d->tries = c[8].i > UINT32_MAX ? UINT32_MAX : (uint32_t)c[8].i;
+	if (c[9].len > 0)
+		memcpy(d->attrs, c[9].p, c[9].len);
+	d->attrs_len = c[9].len;
 	return 0;
 }
 
+#define DEBT_KEY "slot = $2 AND member = $3 AND op = $4 AND cls = $5 AND ck_id = $6 AND label = $7"
+
 CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d)
 {
-	struct debt_list l = {0};
-	size_t slen, mlen;
+	struct debt_list l = {0}, old = {0};
+	struct p11p_debt *m = NULL; /* d with an earlier change of the same object merged in */
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	size_t slen, mlen, nt = 0;
 	uint64_t seq;
 	enum p11p_sql_rc rc;
 	CK_RV rv;
@@ -2041,8 +2167,12 @@ CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d)
 	slen = strnlen(d->slot, sizeof(d->slot));
 	mlen = strnlen(d->member, sizeof(d->member));
 	if (slen == 0 || slen > P11P_INDEX_SLOT_MAX || mlen == 0 || mlen > P11P_INDEX_MEMBER_MAX ||
-	    d->op < P11P_DEBT_COPY || d->op > P11P_DEBT_UPDATE ||
-	    d->ck_id_len > P11P_INDEX_ID_MAX || d->label_len > P11P_INDEX_LABEL_MAX)
+	    d->op < P11P_DEBT_COPY || d->op > P11P_DEBT_ATTRS || d->ck_id_len > P11P_INDEX_ID_MAX ||
+	    d->label_len > P11P_INDEX_LABEL_MAX || d->attrs_len > P11P_DEBT_ATTRS_MAX)
+		return CKR_ARGUMENTS_BAD;
+	if (d->op == P11P_DEBT_ATTRS
+	        ? !p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &nt) || nt == 0
+	        : d->attrs_len != 0)
 		return CKR_ARGUMENTS_BAD;
 	rv = write_begin(idx, &seq);
 	if (rv != CKR_OK)
@@ -2057,25 +2187,54 @@ CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d)
 		    V_BLOB(d->ck_id, d->ck_id_len),
 		    V_BLOB(d->label, d->label_len),
 		    V_INT(time(NULL)),
+		    V_BLOB(d->attrs, d->attrs_len),
 		};
 
-		rc = p11p_sql_exec(
-		    idx->db,
-		    "INSERT INTO debts (" DEBT_COLS ") VALUES ($1, $2, $3, $4, $5, $6, "
-		    "$7, $8, 0) ON CONFLICT (slot, member, op, cls, ck_id, label) DO "
-		    "NOTHING",
-		    p, NV(p), NULL, NULL);
-		if (rc == P11P_SQL_OK)
-			rc =
-			    p11p_sql_exec(idx->db,
-			                  "SELECT " DEBT_COLS " FROM debts WHERE slot = $2 AND "
-			                  "member = $3 AND op = $4 AND cls = $5 AND ck_id = $6 AND "
-			                  "label = $7",
-			                  p, NV(p), debt_row_cb, &l);
+		rc = P11P_SQL_OK;
+		if (d->op == P11P_DEBT_ATTRS) {
+			/* An earlier change still owed: merged, and recorded anew (last). */
+			rc = p11p_sql_exec(idx->db,
+			                   "SELECT " DEBT_COLS " FROM debts WHERE " DEBT_KEY, p, 7,
+			                   debt_row_cb, &old);
+			if (rc == P11P_SQL_OK && old.n == 1 && !old.bad && !old.nomem) {
+				m = p11p_malloc(sizeof(*m));
+				if (m == NULL) {
+					old.nomem = true;
+				} else {
+					*m = old.d[0];
+					for (size_t i = 0; i < nt; i++)
+						if (!p11p_debt_attrs_set(m, t[i].type, t[i].pValue,
+						                         t[i].ulValueLen)) {
+							/* No room for both: the newer alone. */
+							m->attrs_len = 0;
+							for (size_t k = 0; k < nt; k++)
+								(void)p11p_debt_attrs_set(
+								    m, t[k].type, t[k].pValue,
+								    t[k].ulValueLen);
+							break;
+						}
+					p[8] = V_BLOB(m->attrs, m->attrs_len);
+				}
+			}
+			if (rc == P11P_SQL_OK && old.n > 0 && !old.nomem)
+				rc = p11p_sql_exec(idx->db, "DELETE FROM debts WHERE " DEBT_KEY, p,
+				                   7, NULL, NULL);
+		}
+		if (rc == P11P_SQL_OK && !old.nomem)
+			rc = p11p_sql_exec(
+			    idx->db,
+			    "INSERT INTO debts (" DEBT_COLS ") VALUES ($1, $2, $3, $4, $5, $6, "
+			    "$7, $8, 0, $9) ON CONFLICT (slot, member, op, cls, ck_id, label) DO "
+			    "NOTHING",
+			    p, NV(p), NULL, NULL);
+		if (rc == P11P_SQL_OK && !old.nomem)
+			rc = p11p_sql_exec(idx->db,
+			                   "SELECT " DEBT_COLS " FROM debts WHERE " DEBT_KEY, p, 7,
+			                   debt_row_cb, &l);
 	}
 	if (rc != P11P_SQL_OK)
 		rv = sql_fail(idx, rc, "debt");
-	else if (l.nomem)
+	else if (l.nomem || old.nomem)
 		rv = CKR_HOST_MEMORY;
 	else if (l.bad || l.n != 1) {
 		set_err(idx->err, sizeof(idx->err), "store %s: damaged debt row", idx->target);
@@ -2085,7 +2244,11 @@ CK_RV p11p_index_debt_add(struct p11p_index *idx, struct p11p_debt *d)
 		d->id = l.d[0].id;
 		d->since = l.d[0].since;
 		d->tries = l.d[0].tries;
+		memcpy(d->attrs, l.d[0].attrs, l.d[0].attrs_len);
+		d->attrs_len = l.d[0].attrs_len;
 	}
+	p11p_free(m);
+	p11p_free(old.d);
 	p11p_free(l.d);
 	return write_end(idx, rv, seq, NULL, 0, 0);
 }

@@ -24,6 +24,13 @@ struct p11p_session {
 	/* The watchdog counted this call as hung against that member (global lock). */
 	bool call_hung;
 	size_t call_hung_member;
+	/*
+	 * object.c: the running find's CKA_EXTRACTABLE, matched here (taken out
+	 * of the member's find) on a slot that replicates, as
+	 * C_GetAttributeValue shows it (repl_unlocked keys: false); guarded by
+	 * `lock`. 0: not in the template; 1: false wanted; 2: true wanted.
+	 */
+	unsigned char find_extr;
 
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;

@@ -88,12 +88,21 @@ static CK_RV refind(struct p11p_call *c, struct p11p_identity *ident, CK_OBJECT_
 	};
 	CK_OBJECT_HANDLE found[2];
 	CK_ULONG n = 0;
-	CK_RV rv = p11p_be_C_FindObjectsInit(&c->bc, c->bs, t, 3);
+	bool again = true;
+	CK_RV rv;
 
+find:
+	rv = p11p_be_C_FindObjectsInit(&c->bc, c->bs, t, 3);
 	if (rv != CKR_OK)
 		return rv;
 	rv = p11p_be_C_FindObjects(&c->bc, c->bs, found, 2, &n);
 	p11p_be_C_FindObjectsFinal(&c->bc, c->bs);
+	/* Not there: a rename the member missed may be owed (ha/replicate.c). Once. */
+	if (rv == CKR_OK && n == 0 && again) {
+		again = false;
+		if (p11p_hook_repl_settle_attrs(c))
+			goto find;
+	}
 	if (rv == CKR_OK && n != 1)
 		rv = CKR_OBJECT_HANDLE_INVALID;
 	if (rv == CKR_OK)
@@ -686,6 +695,62 @@ CK_RV p11p_set_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 	return p11p_call_end(&c, rv);
 }
 
+/*
+ * A find naming CKA_EXTRACTABLE on a slot that replicates, while the process
+ * has a session key made copyable for replication (repl_unlocked: extractable
+ * on the member, shown false): the member's find goes without it and the
+ * proxy matches what C_GetAttributeValue shows (find_extr). *btempl: the
+ * template the member gets (a copy when changed: freed by the caller when
+ * it is not orig).
+ */
+static CK_RV extr_find_init(struct p11p_call *c, CK_ATTRIBUTE *orig, CK_ATTRIBUTE **btempl,
+                            CK_ULONG *bcount)
+{
+	const struct p11p_vslot *vs = c->s->head.slot;
+	CK_ATTRIBUTE *t = *btempl, *out;
+	CK_ULONG at = *bcount, j = 0;
+
+	c->s->find_extr = 0;
+	/* None in the process now: the member's find answers as the proxy would. */
+	if (vs->n_members < 2 || vs->cfg->ha.replication != P11P_REPL_WRAP ||
+	    atomic_load_explicit(&c->st->n_repl_unlocked, memory_order_relaxed) == 0)
+		return CKR_OK;
+	for (CK_ULONG i = 0; i < *bcount; i++)
+		if (t[i].type == CKA_EXTRACTABLE && t[i].pValue != NULL &&
+		    t[i].ulValueLen == sizeof(CK_BBOOL))
+			at = i;
+	if (at == *bcount)
+		return CKR_OK;
+	out = p11p_reallocarray(NULL, *bcount, sizeof(*out));
+	if (out == NULL)
+		return CKR_HOST_MEMORY;
+	for (CK_ULONG i = 0; i < *bcount; i++)
+		if (t[i].type != CKA_EXTRACTABLE)
+			out[j++] = t[i];
+	c->s->find_extr = *(const CK_BBOOL *)t[at].pValue != CK_FALSE ? 2 : 1;
+	if (t != orig)
+		p11p_free(t);
+	*btempl = out;
+	*bcount = j;
+	return CKR_OK;
+}
+
+/* Does found object ph (backend bh) show the CKA_EXTRACTABLE the running find wants? */
+static bool extr_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, CK_OBJECT_HANDLE bh)
+{
+	CK_BBOOL v = 9;
+	CK_ATTRIBUTE a = {CKA_EXTRACTABLE, &v, sizeof(v)};
+
+	if (c->s->find_extr == 0)
+		return true;
+	if (repl_unlocked(c, ph))
+		v = CK_FALSE;
+	else if (p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, &a, 1) != CKR_OK ||
+	         a.ulValueLen != sizeof(v))
+		return false; /* no such attribute: the member's find would not match it */
+	return (v != CK_FALSE) == (c->s->find_extr == 2);
+}
+
 CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULONG count)
 {
 	CK_ATTRIBUTE *btempl = templ;
@@ -702,6 +767,9 @@ CK_RV p11p_find_objects_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR templ, CK_ULO
 	 * member (whose keys carry the HSM's): the member's find goes without them.
 	 */
 	rv = p11p_hook_vkey_find_init(&c, templ, count, &btempl, &bcount);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
+	rv = extr_find_init(&c, templ, &btempl, &bcount);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
 	do {
@@ -753,7 +821,8 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 			CK_OBJECT_HANDLE ph = phs[i];
 
 			/* After a failover the find runs again: skip what was handed out. */
-			if (!p11p_op_was_found(&c, ph) && !p11p_hook_vkey_hidden(&c, ph)) {
+			if (!p11p_op_was_found(&c, ph) && !p11p_hook_vkey_hidden(&c, ph) &&
+			    extr_matches(&c, ph, buf[i])) {
 				out[total++] = ph;
 				p11p_op_found(&c, ph);
 			}

@@ -476,3 +476,26 @@ void p11p_pin_good(struct p11p_state *st, struct p11p_vslot *vs)
 		                     slot_name(vs, nb, sizeof(nb)), err);
 	remember(vs, 0, local);
 }
+
+void p11p_pin_reset(struct p11p_state *st, struct p11p_vslot *vs)
+{
+	char nb[24];
+	char path[PATH_MAX], err[PATH_MAX + 128];
+	bool local, any = false;
+
+	/* Only a slot whose PIN the proxy checks has a virtual PIN state. */
+	for (size_t i = 0; i < vs->n_members; i++)
+		any = any || checked_here(&vs->members[i]);
+	if (!any)
+		return;
+	p11p_lock();
+	local = vs->pin_local;
+	p11p_unlock();
+	err[0] = '\0';
+	/* Written whatever was there (a damaged file too), as `p11proxy pin reset`. */
+	if (!local && slot_path(st, vs, path, sizeof(path)) &&
+	    p11p_pinstate_update(path, false, NULL, err, sizeof(err)) != 0)
+		p11p_message("slot %s: the PIN state cannot be reset: %s (`p11proxy pin reset %s`)",
+		             slot_name(vs, nb, sizeof(nb)), err, slot_name(vs, nb, sizeof(nb)));
+	remember(vs, 0, local);
+}

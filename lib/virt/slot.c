@@ -5,6 +5,7 @@
 #include "virt/virt.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/names.h"
 
 #include <p11proxy.h>
 #include <stdio.h>
@@ -381,4 +382,61 @@ CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR 
 	}
 	p11p_leave(st);
 	return rv;
+}
+
+/*
+ * C_InitPIN (the SO sets the user PIN): on the session's member, as any call
+ * (not repeated on another member when it fails: done or not there is
+ * unknown), then on each other member of the slot that is up, on a session
+ * of our own logged in as the application is (the SO login replayed). A
+ * member that does not get it is named: the SO runs C_InitPIN again once it
+ * is back. On success the slot's virtual PIN state (pinstate.c: the wrong
+ * PINs the proxy counted, the lock) starts again from 0, as after
+ * `p11proxy pin reset`.
+ */
+CK_RV p11p_init_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
+{
+	struct p11p_call c;
+	struct p11p_vslot *vs;
+	CK_RV rv = p11p_call_begin(h, &c);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (pin == NULL && pin_len > 0)
+		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
+	vs = p11p_shead(c.s)->slot;
+	rv = p11p_be_C_InitPIN(&c.bc, c.bs, pin, pin_len);
+	p11p_hook_call_retry(&c, &rv, false);
+	if (rv != CKR_OK)
+		return p11p_call_end(&c, rv);
+	for (size_t i = 0; i < vs->n_members; i++) {
+		struct p11p_member *m = &vs->members[i];
+		CK_SESSION_HANDLE tmp = 0;
+		CK_SLOT_ID be_slot = 0;
+		CK_RV r = CKR_DEVICE_REMOVED;
+		bool up;
+
+		if (m == c.m)
+			continue;
+		p11p_lock();
+		up = !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP;
+		be_slot = m->be_slot;
+		p11p_unlock();
+		if (up)
+			r = p11p_be_C_OpenSession(&m->ctx, be_slot,
+			                          CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+			                          &tmp);
+		if (up && r == CKR_OK) {
+			r = p11p_hook_replay_login(vs, m, tmp);
+			if (r == CKR_OK)
+				r = p11p_be_C_InitPIN(&m->ctx, tmp, pin, pin_len);
+			p11p_be_C_CloseSession(&m->ctx, tmp);
+		}
+		if (r != CKR_OK)
+			p11p_message("slot '%s': member '%s' did not get the new user PIN (%s): "
+			             "C_InitPIN again once it is back",
+			             vs->label, m->cfg->name, p11p_rv_str(r));
+	}
+	p11p_pin_reset(c.st, vs);
+	return p11p_call_end(&c, rv);
 }

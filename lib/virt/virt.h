@@ -431,6 +431,7 @@ CK_RV p11p_get_mechanism_list(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULON
 CK_RV p11p_get_mechanism_info(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info);
 CK_RV p11p_init_token(CK_SLOT_ID id, CK_UTF8CHAR_PTR pin, CK_ULONG len, CK_UTF8CHAR_PTR label);
 CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved);
+CK_RV p11p_init_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len);
 
 /*
  * --- pinstate.c: wrong user PINs the proxy checks itself (virt/pinstate.h) ---
@@ -440,13 +441,15 @@ CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR 
  * slot's. p11p_pin_check_locked: CKR_PIN_LOCKED at pin_max_tries (or when the
  * state cannot be read), with a message naming `p11proxy pin reset`; else
  * CKR_OK. p11p_pin_wrong: one more wrong PIN. p11p_pin_good: a good login
- * clears the count.
+ * clears the count. p11p_pin_reset: the count back to 0 (the file rewritten,
+ * a damaged one too), as `p11proxy pin reset` does (C_InitPIN, slot.c).
  */
 void p11p_pin_token_flags(struct p11p_state *st, struct p11p_vslot *vs, const struct p11p_member *m,
                           CK_FLAGS *flags);
 CK_RV p11p_pin_check_locked(struct p11p_state *st, struct p11p_vslot *vs);
 void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs);
 void p11p_pin_good(struct p11p_state *st, struct p11p_vslot *vs);
+void p11p_pin_reset(struct p11p_state *st, struct p11p_vslot *vs);
 
 /* --- session.c --- */
 /* Looks the session up, takes a reference and its lock. On CKR_OK call p11p_call_end. */
@@ -753,6 +756,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	  (struct p11p_call * c, const struct p11p_identity *ident, CK_ATTRIBUTE_PTR templ,        \
 	   CK_ULONG count),                                                                        \
 	  (c, ident, templ, count))                                                                \
+	X(R, bool, repl_settle_attrs, (struct p11p_call * c), (c))                                 \
 	X(R, struct p11p_member *, member_revive,                                                  \
 	  (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))                              \
 	X(V, void, health_start, (struct p11p_state * st, bool threads_allowed),                   \

@@ -43,6 +43,9 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/mem.h"
+#include "index/index.h"
+#include "index/schema.h"
 #include "index/sql.h"
 
 static const struct p11p_sql_driver *D = &p11p_sql_pg_driver;
@@ -572,6 +575,90 @@ static int t_sql(const char *uri, char **pairs, int n)
 	return bad != 0;
 }
 
+/*
+ * The store's replication debts on PostgreSQL (uri: an empty database): a
+ * store of schema version 1 upgraded in place at open (its debt kept); an
+ * ATTRS debt's template (with NULs) round trip, merged with a later change
+ * of the same object; an oversized template in the table refused on read.
+ */
+static int t_debts(const char *uri)
+{
+	struct p11p_sql *c = open_or_die(uri, false, 5000);
+	struct p11p_index *idx = NULL;
+	struct p11p_debt *d = calloc(1, sizeof(*d)), *list = NULL;
+	const char *const *v1;
+	char err[512];
+	size_t n = 0;
+	uint64_t first;
+
+	if (d == NULL)
+		return 1;
+	v1 = p11p_store_schema_step(P11P_SQL_PG, 1, &n);
+	for (size_t i = 0; v1 != NULL && i < n; i++)
+		ex(c, v1[i]);
+	ex(c, "INSERT INTO migrations (version, applied) VALUES (1, 0)");
+	ex(c, "INSERT INTO debts (id, slot, member, op, cls, ck_id, label, since, tries) VALUES "
+	      "(7, 's1', 'm2', 1, 4, '\\x01', '\\x6b', 5, 0)");
+	CHECK(count_of(c, "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+	                  "'debts' AND column_name = 'attrs'") == 0,
+	      "version 1 has no debts.attrs");
+	CHECK(p11p_index_open(uri, &idx, err, sizeof(err)) == CKR_OK, "open: %s", err);
+	if (idx == NULL) {
+		D->close(c);
+		free(d);
+		return 1;
+	}
+	CHECK(count_of(c, "SELECT max(version) FROM migrations") == P11P_STORE_SCHEMA_VERSION,
+	      "upgraded in place");
+	CHECK(p11p_index_debt_list(idx, "s1", &list, &n) == CKR_OK && n == 1 && list[0].id == 7 &&
+	          list[0].attrs_len == 0,
+	      "the version 1 debt kept (%zu)", n);
+	p11p_free(list);
+
+	memset(d, 0, sizeof(*d));
+	snprintf(d->slot, sizeof(d->slot), "s1");
+	snprintf(d->member, sizeof(d->member), "m2");
+	d->op = P11P_DEBT_ATTRS;
+	d->cls = 4;
+	memcpy(d->ck_id, "\x01\x00", 2);
+	d->ck_id_len = 2;
+	memcpy(d->label, "k", 1);
+	d->label_len = 1;
+	CHECK(p11p_debt_attrs_set(d, CKA_ID, "\x00\x02", 2) &&
+	          p11p_debt_attrs_set(d, CKA_LABEL, "k2", 2),
+	      "template");
+	CHECK(p11p_index_debt_add(idx, d) == CKR_OK, "add");
+	first = d->id;
+	CHECK(p11p_index_debt_list(idx, "s1", &list, &n) == CKR_OK && n == 2 &&
+	          list[1].op == P11P_DEBT_ATTRS && list[1].attrs_len == d->attrs_len &&
+	          memcmp(list[1].attrs, d->attrs, d->attrs_len) == 0,
+	      "the template read back (%zu)", n);
+	p11p_free(list);
+	d->attrs_len = 0;
+	CHECK(p11p_debt_attrs_set(d, CKA_LABEL, "k3", 2), "template");
+	CHECK(p11p_index_debt_add(idx, d) == CKR_OK && d->id > first, "merged, recorded anew");
+	{
+		CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+		size_t nt = 0;
+
+		CHECK(p11p_index_debt_list(idx, "s1", &list, &n) == CKR_OK && n == 2 &&
+		          p11p_debt_attrs_parse(&list[1], t, P11P_DEBT_ATTRS_COUNT, &nt) &&
+		          nt == 2 && t[0].type == CKA_ID && t[0].ulValueLen == 2 &&
+		          memcmp(t[0].pValue, "\x00\x02", 2) == 0 && t[1].type == CKA_LABEL &&
+		          t[1].ulValueLen == 2 && memcmp(t[1].pValue, "k3", 2) == 0,
+		      "merged: the id of the first change, the label of the second");
+		p11p_free(list);
+	}
+	ex(c, "UPDATE debts SET attrs = decode(repeat('00', 3000), 'hex') WHERE op = 4");
+	list = NULL;
+	CHECK(p11p_index_debt_list(idx, "s1", &list, &n) == CKR_FUNCTION_FAILED && list == NULL,
+	      "an oversized template refused on read");
+	p11p_index_close(idx);
+	D->close(c);
+	free(d);
+	return failures != 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -597,6 +684,8 @@ int main(int argc, char **argv)
 		return t_writer(uri, argv[3]);
 	if (strcmp(t, "check") == 0 && argc == 5)
 		return t_check(uri, argv[3], strtol(argv[4], NULL, 10));
+	if (strcmp(t, "debts") == 0)
+		return t_debts(uri);
 	if (strcmp(t, "sql") == 0 && argc >= 5 && (argc - 3) % 2 == 0)
 		return t_sql(uri, argv + 3, argc - 3);
 	fprintf(stderr, "pgdriver: unknown test %s\n", t);

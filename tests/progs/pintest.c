@@ -5,6 +5,7 @@
  *
  *   pintest flags MODULE LABEL              print the token's user-PIN flags
  *   pintest login MODULE LABEL PIN          print C_Login's result, then the flags
+ *   pintest initpin MODULE LABEL SO NEW     C_InitPIN(NEW) as the SO: its result, the flags
  *   pintest sequence MODULE LABEL PIN MAX   wrong PINs up to MAX (MAX >= 3): the
  *                                           flags at each step, a good login
  *                                           clearing them, CKR_PIN_LOCKED at MAX
@@ -126,6 +127,30 @@ static int sequence(const char *pin, unsigned long max)
 	return bad;
 }
 
+/* C_InitPIN as the SO (logged in, then out) on a new read-write session. */
+static CK_RV init_pin(const char *so_pin, const char *new_pin)
+{
+	CK_SESSION_HANDLE h;
+	CK_UTF8CHAR so[256], pin[256];
+	size_t so_len = strlen(so_pin), pin_len = strlen(new_pin);
+	CK_RV rv;
+
+	if (so_len > sizeof(so) || pin_len > sizeof(pin))
+		return CKR_PIN_LEN_RANGE;
+	memcpy(so, so_pin, so_len);
+	memcpy(pin, new_pin, pin_len);
+	rv = M.f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &h);
+	if (rv != CKR_OK)
+		return rv;
+	rv = M.f->C_Login(h, CKU_SO, so, so_len);
+	if (rv == CKR_OK) {
+		rv = M.f->C_InitPIN(h, pin, pin_len);
+		M.f->C_Logout(h);
+	}
+	M.f->C_CloseSession(h);
+	return rv;
+}
+
 static void print_flags(void)
 {
 	char b[64];
@@ -158,7 +183,7 @@ int main(int argc, char **argv)
 	int rc = 2;
 
 	if (argc < 4 || !testmod_load(&M, argv[2])) {
-		fprintf(stderr, "usage: pintest flags|login|sequence|watch MODULE LABEL ...\n");
+		fprintf(stderr, "usage: pintest flags|login|initpin|sequence|watch MODULE LABEL ...\n");
 		return 2;
 	}
 	if (!testmod_find_token(&M, argv[3], &slot))
@@ -168,6 +193,11 @@ int main(int argc, char **argv)
 		rc = 0;
 	} else if (strcmp(cmd, "login") == 0 && argc == 5) {
 		CK_RV rv = login(argv[4]);
+
+		printf("%s %s\n", testmod_ckr(rv), flag_names(pin_flags(), b, sizeof(b)));
+		rc = 0;
+	} else if (strcmp(cmd, "initpin") == 0 && argc == 6) {
+		CK_RV rv = init_pin(argv[4], argv[5]);
 
 		printf("%s %s\n", testmod_ckr(rv), flag_names(pin_flags(), b, sizeof(b)));
 		rc = 0;

@@ -727,6 +727,343 @@ static void case_sesscopy(void)
 	f->C_CloseSession(s);
 }
 
+/* Waits (up to 15 s, valgrind 60 s) until token ("v-m2") holds that object once. */
+static int wait_on(const char *token, CK_OBJECT_CLASS cls, CK_BYTE id, const char *label)
+{
+	double t = now_s();
+	CK_ULONG n = 0;
+
+	while (now_s() - t < (quick ? 60 : 15)) {
+		CK_SESSION_HANDLE s = open_on(token, 1);
+
+		n = count_on(s, cls, id, label);
+		f->C_CloseSession(s);
+		if (n == 1)
+			return 1;
+		msleep(100);
+	}
+	return 0;
+}
+
+/*
+ * CKA_END_DATE and a usage flag (type) of that object on one token:
+ * "YYYYMMDD/t" ("-" for an empty date, "?" and the code when unreadable).
+ * (SoftHSM2 cannot read back a date it was given on a private object: the
+ * dates are checked on a public key.)
+ */
+static void date_flag(const char *token, CK_OBJECT_CLASS cls, CK_BYTE id, const char *label,
+		      CK_ATTRIBUTE_TYPE type, char out[16])
+{
+	CK_SESSION_HANDLE s = open_on(token, 1);
+	CK_OBJECT_HANDLE h = find_one(s, cls, id, label);
+	char date[8];
+	CK_BBOOL b = 9;
+	CK_ATTRIBUTE a[] = {{CKA_END_DATE, date, 8}, {type, &b, 1}};
+	CK_RV rv = h != 0 ? f->C_GetAttributeValue(s, h, a, 2) : CKR_OBJECT_HANDLE_INVALID;
+
+	snprintf(out, 16, "?%lx", (unsigned long)rv);
+	if (rv == CKR_OK && (a[0].ulValueLen == 8 || a[0].ulValueLen == 0))
+		snprintf(out, 16, "%.*s/%c", a[0].ulValueLen == 8 ? 8 : 1,
+			 a[0].ulValueLen == 8 ? date : "-",
+			 b == CK_TRUE ? 't' : b == CK_FALSE ? 'f' : '?');
+	f->C_CloseSession(s);
+}
+
+/*
+ * Attribute changes a member misses (P11P_DEBT_ATTRS): a non-extractable key
+ * (locked on both, so no copy can fix m2) renamed twice and its usage
+ * changed, and a public key's end date and usage, while m2 is down; m2
+ * back: it has the new CKA_ID, label and date (the usage flags as the HSM
+ * holds them: 66-replication.sh reads them with pkcs11-tool; through the
+ * proxy they are the virtual key's), and the application's handle works on
+ * m2 after m1 fails
+ * (the re-resolution finds it by its new identity: the same key, the same
+ * handle).
+ */
+static void case_rename(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0, again = 0, pub = 0, priv = 0;
+	CK_BYTE id2 = 0x62;
+	CK_BBOOL no = CK_FALSE;
+	char date[] = "20301231", flags[4], dd[16], label[16] = "";
+	CK_ATTRIBUTE ren1[] = {{CKA_ID, &id2, 1}, {CKA_LABEL, "r-ren2", 6}};
+	CK_ATTRIBUTE ren2[] = {{CKA_LABEL, "r-ren3", 6}};
+	CK_ATTRIBUTE chg[] = {{CKA_DECRYPT, &no, 1}};
+	CK_ATTRIBUTE pchg[] = {{CKA_END_DATE, date, 8}, {CKA_VERIFY, &no, 1}};
+	CK_ATTRIBUTE ql = {CKA_LABEL, label, sizeof(label) - 1};
+	unsigned char ct[64], pt[16] = "attrs replicate";
+	CK_ULONG n1 = 9, n2 = 9, ct_len = sizeof(ct);
+	CK_RV rv;
+
+	rv = gen_aes(s, 0x61, "r-ren", CK_FALSE, &h);
+	expect(rv == CKR_OK, "a non-extractable AES key through ha: %s", testmod_ckr(rv));
+	on_members(CKO_SECRET_KEY, 0x61, "r-ren", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "on both members (%lu, %lu)", n1, n2);
+	key_flags("v-m2", CKO_SECRET_KEY, 0x61, "r-ren", flags);
+	expect(flags[0] == 'f', "locked on m2 (%s): no copy can bring a change there", flags);
+	rv = gen_ec(s, 0x63, "r-pub", CK_FALSE, &pub, &priv);
+	on_members(CKO_PUBLIC_KEY, 0x63, "r-pub", &n1, &n2);
+	expect(rv == CKR_OK && n1 == 1 && n2 == 1, "an EC pair on both members: %s",
+	       testmod_ckr(rv));
+
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, ren1, 2);
+	expect(rv == CKR_OK, "m2 down: renamed (CKA_ID 62, label r-ren2): %s", testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s, h, ren2, 1);
+	expect(rv == CKR_OK, "renamed again (label r-ren3): %s", testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s, h, chg, 1);
+	expect(rv == CKR_OK, "CKA_DECRYPT false: %s", testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s, pub, pchg, 2);
+	expect(rv == CKR_OK, "an EC public key: end date, CKA_VERIFY false: %s", testmod_ckr(rv));
+	control("");
+
+	expect(wait_on("v-m2", CKO_SECRET_KEY, 0x62, "r-ren3"),
+	       "m2 back: the key has its new CKA_ID and label there");
+	on_members(CKO_SECRET_KEY, 0x61, "r-ren", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "the old identity is on neither member (%lu, %lu)", n1, n2);
+	on_members(CKO_SECRET_KEY, 0x62, "r-ren2", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "nor the first rename's (%lu, %lu)", n1, n2);
+	/* The usage flags as the HSM holds them: 66-replication.sh reads them with pkcs11-tool. */
+	date_flag("v-m2", CKO_PUBLIC_KEY, 0x63, "r-pub", CKA_VERIFY, dd);
+	expect(strncmp(dd, "20301231/", 9) == 0, "m2: the public key's new end date (%s)", dd);
+	date_flag("v-m1", CKO_PUBLIC_KEY, 0x63, "r-pub", CKA_VERIFY, dd);
+	expect(strncmp(dd, "20301231/", 9) == 0, "as on m1 (%s)", dd);
+	/* m1 fails: the application's handle is the same key on m2. */
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	rv = aes_cbc(s, h, 1, pt, sizeof(pt), ct, &ct_len);
+	expect(rv == CKR_OK, "m1 down: the handle encrypts on m2: %s", testmod_ckr(rv));
+	expect(f->C_GetAttributeValue(s, h, &ql, 1) == CKR_OK && strcmp(label, "r-ren3") == 0,
+	       "and shows the new label (%s)", label);
+	again = find_one(s, CKO_SECRET_KEY, 0x62, "r-ren3");
+	expect(again == h, "found by its new identity on m2: the same handle (%lu, %lu)",
+	       (unsigned long)again, (unsigned long)h);
+	control("");
+	msleep(600);
+	f->C_CloseSession(s);
+}
+
+/* The keys case_rename left (for pkcs11-tool to look at), destroyed through ha. */
+static void case_renclean(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = find_one(s, CKO_SECRET_KEY, 0x62, "r-ren3");
+	CK_OBJECT_HANDLE pub = find_one(s, CKO_PUBLIC_KEY, 0x63, "r-pub");
+	CK_OBJECT_HANDLE priv = find_one(s, CKO_PRIVATE_KEY, 0x63, "r-pub");
+	CK_ULONG n1 = 9, n2 = 9;
+
+	expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK && pub != 0 &&
+	           f->C_DestroyObject(s, pub) == CKR_OK && priv != 0 &&
+	           f->C_DestroyObject(s, priv) == CKR_OK,
+	       "r-ren3 and the r-pub pair destroyed");
+	on_members(CKO_SECRET_KEY, 0x62, "r-ren3", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "from both members (%lu, %lu)", n1, n2);
+	f->C_CloseSession(s);
+}
+
+/* Certificates with that id and label on one token (through "v-m1" / "v-m2"). */
+static CK_ULONG certs_on(const char *token, CK_BYTE id, const char *label)
+{
+	CK_SESSION_HANDLE s = open_on(token, 1);
+	CK_ULONG n = count_on(s, CKO_CERTIFICATE, id, label);
+
+	f->C_CloseSession(s);
+	return n;
+}
+
+/*
+ * The other direction: m2 comes back with a rename still owed (the
+ * application is not logged in, so neither the catch-up nor the probe thread
+ * settles it), then m1 fails. The application's handle is found on m2 by
+ * its new identity once the owed change is made there: the same object, the
+ * same handle, not a different one under the old name.
+ */
+static void case_renfail(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 0);
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	CK_CERTIFICATE_TYPE ct = CKC_X_509;
+	CK_BBOOL yes = CK_TRUE;
+	CK_BYTE id = 0x81, value[] = {0x30, 0x03, 0x02, 0x01, 0x01}, subject[] = {0x30, 0x00};
+	CK_ATTRIBUTE t[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},	  {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+		{CKA_TOKEN, &yes, sizeof(yes)},	  {CKA_ID, &id, 1},
+		{CKA_LABEL, "r-cert", 6},	  {CKA_SUBJECT, subject, sizeof(subject)},
+		{CKA_VALUE, value, sizeof(value)},
+	};
+	CK_ATTRIBUTE ren[] = {{CKA_LABEL, "r-cert2", 7}};
+	char label[16] = "";
+	CK_ATTRIBUTE ql = {CKA_LABEL, label, sizeof(label) - 1};
+	CK_OBJECT_HANDLE h = 0, again = 0;
+	CK_ULONG n1, n2;
+	CK_RV rv;
+
+	rv = f->C_CreateObject(s, t, 7, &h);
+	expect(rv == CKR_OK, "a certificate through ha, not logged in: %s", testmod_ckr(rv));
+	n1 = certs_on("v-m1", 0x81, "r-cert");
+	n2 = certs_on("v-m2", 0x81, "r-cert");
+	expect(n1 == 1 && n2 == 1, "on both members (%lu, %lu)", n1, n2);
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, ren, 1);
+	expect(rv == CKR_OK, "m2 down: renamed r-cert2: %s", testmod_ckr(rv));
+	control("");
+	msleep(quick ? 3000 : 1000); /* m2 is up again (probes every 100 ms) */
+	n2 = certs_on("v-m2", 0x81, "r-cert");
+	expect(n2 == 1, "m2 is back with the old name still (%lu): the change is owed", n2);
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_GetAttributeValue(s, h, &ql, 1);
+	expect(rv == CKR_OK && strcmp(label, "r-cert2") == 0,
+	       "m1 down: the handle reads the new label on m2: %s (%s)", testmod_ckr(rv), label);
+	again = find_one(s, CKO_CERTIFICATE, 0x81, "r-cert2");
+	expect(again == h, "found by its new identity: the same handle (%lu, %lu)",
+	       (unsigned long)again, (unsigned long)h);
+	expect(find_one(s, CKO_CERTIFICATE, 0x81, "r-cert") == 0, "nothing under the old one");
+	control("");
+	msleep(600);
+	rv = f->C_DestroyObject(s, h);
+	expect(rv == CKR_OK, "destroyed: %s", testmod_ckr(rv));
+	n1 = certs_on("v-m1", 0x81, "r-cert2");
+	n2 = certs_on("v-m2", 0x81, "r-cert2");
+	expect(n1 == 0 && n2 == 0, "from both members (%lu, %lu)", n1, n2);
+	f->C_CloseSession(s);
+}
+
+/*
+ * For `sync --repair` (66-replication.sh): two non-extractable keys, locked
+ * on both members, renamed while m2 is down; the process ends before m2 is
+ * back (the CONTROL file still fails it): only the store knows.
+ */
+static void case_renrepair(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0, g = 0;
+	CK_BYTE id2 = 0x72;
+	CK_ATTRIBUTE ren[] = {{CKA_ID, &id2, 1}, {CKA_LABEL, "r-rep2", 6}};
+	CK_ATTRIBUTE reng[] = {{CKA_LABEL, "r-gone2", 7}};
+	CK_ULONG n1 = 9, n2 = 9, g1 = 9, g2 = 9;
+	CK_RV rv;
+
+	expect(gen_aes(s, 0x71, "r-rep", CK_FALSE, &h) == CKR_OK &&
+	           gen_aes(s, 0x73, "r-gone", CK_FALSE, &g) == CKR_OK,
+	       "two non-extractable AES keys through ha");
+	on_members(CKO_SECRET_KEY, 0x71, "r-rep", &n1, &n2);
+	on_members(CKO_SECRET_KEY, 0x73, "r-gone", &g1, &g2);
+	expect(n1 == 1 && n2 == 1 && g1 == 1 && g2 == 1, "on both members");
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, ren, 2);
+	expect(rv == CKR_OK, "m2 down: r-rep renamed (CKA_ID 72, r-rep2): %s", testmod_ckr(rv));
+	rv = f->C_SetAttributeValue(s, g, reng, 1);
+	expect(rv == CKR_OK, "r-gone renamed r-gone2: %s", testmod_ckr(rv));
+	f->C_CloseSession(s);
+}
+
+/* On one token ("v-m1", "v-m2"): destroy (what "del") or make (else) an AES key id/label. */
+static void on_token(const char *token, const char *what, CK_BYTE id, const char *label)
+{
+	CK_SESSION_HANDLE s = open_on(token, 1);
+	CK_OBJECT_HANDLE h = find_one(s, CKO_SECRET_KEY, id, label);
+
+	if (strcmp(what, "del") == 0)
+		expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "%s: %s destroyed", token,
+		       label);
+	else
+		expect(gen_aes(s, id, label, CK_FALSE, &h) == CKR_OK, "%s: %s made", token, label);
+	f->C_CloseSession(s);
+}
+
+/* After the repair: m2 has r-rep under its new identity only. */
+static void case_renchk(void)
+{
+	CK_ULONG n1 = 9, n2 = 9, o1 = 9, o2 = 9;
+
+	on_members(CKO_SECRET_KEY, 0x72, "r-rep2", &n1, &n2);
+	on_members(CKO_SECRET_KEY, 0x71, "r-rep", &o1, &o2);
+	expect(n1 == 1 && n2 == 1 && o1 == 0 && o2 == 0,
+	       "r-rep2 (id 72) on both members (%lu, %lu), r-rep on neither (%lu, %lu)", n1, n2,
+	       o1, o2);
+}
+
+/* Both renamed keys destroyed through ha. */
+static void case_rencleanup(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = find_one(s, CKO_SECRET_KEY, 0x72, "r-rep2");
+	CK_OBJECT_HANDLE g = find_one(s, CKO_SECRET_KEY, 0x73, "r-gone2");
+
+	expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "r-rep2 destroyed");
+	expect(g != 0 && f->C_DestroyObject(s, g) == CKR_OK, "r-gone2 destroyed");
+	f->C_CloseSession(s);
+}
+
+/* Private keys with that id whose CKA_EXTRACTABLE is extr, found on session s: how many. */
+static CK_ULONG count_extr(CK_SESSION_HANDLE s, CK_BYTE id, CK_BBOOL extr, CK_OBJECT_HANDLE *h)
+{
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+			    {CKA_EXTRACTABLE, &extr, sizeof(extr)},
+			    {CKA_ID, &id, 1}};
+	CK_OBJECT_HANDLE found[2] = {0, 0};
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, t, 3) != CKR_OK)
+		return 99;
+	f->C_FindObjects(s, found, 2, &n);
+	f->C_FindObjectsFinal(s);
+	if (h != NULL)
+		*h = found[0];
+	return n;
+}
+
+/*
+ * A session key asked non-extractable on a replicating slot is made
+ * copyable under trusted keys (the member holds it extractable) but shows
+ * CKA_EXTRACTABLE false: finds agree with what C_GetAttributeValue shows.
+ */
+static void case_sessfind(void)
+{
+	CK_SESSION_HANDLE s = open_on("dflt", 1);
+	CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE, extr = 9;
+	CK_BYTE id = 0x48, xid = 0x49;
+	CK_ATTRIBUTE tpub[] = {
+		{CKA_TOKEN, &no, sizeof(no)},	{CKA_ID, &id, 1},
+		{CKA_LABEL, "r-sfind", 7},	{CKA_VERIFY, &yes, sizeof(yes)},
+		{CKA_EC_PARAMS, (void *)p256, sizeof(p256)},
+	};
+	CK_ATTRIBUTE tpriv[] = {
+		{CKA_TOKEN, &no, sizeof(no)},	{CKA_PRIVATE, &yes, sizeof(yes)},
+		{CKA_ID, &id, 1},		{CKA_LABEL, "r-sfind", 7},
+		{CKA_SIGN, &yes, sizeof(yes)},	{CKA_SENSITIVE, &yes, sizeof(yes)},
+		{CKA_EXTRACTABLE, &no, sizeof(no)},
+	};
+	CK_ATTRIBUTE q = {CKA_EXTRACTABLE, &extr, sizeof(extr)};
+	CK_OBJECT_HANDLE pub = 0, priv = 0, xpub = 0, xpriv = 0, h = 0;
+	char fs[4];
+	CK_ULONG n;
+	CK_RV rv;
+
+	rv = f->C_GenerateKeyPair(s, &m, tpub, 5, tpriv, 7, &pub, &priv);
+	expect(rv == CKR_OK, "EC session pair, non-extractable, through dflt: %s", testmod_ckr(rv));
+	key_flags("v-m1", CKO_PRIVATE_KEY, 0x48, "r-sfind", fs);
+	expect(fs[0] == 't', "the member holds it extractable (%s)", fs);
+	expect(f->C_GetAttributeValue(s, priv, &q, 1) == CKR_OK && extr == CK_FALSE,
+	       "it shows CKA_EXTRACTABLE false");
+	n = count_extr(s, 0x48, CK_FALSE, &h);
+	expect(n == 1 && h == priv, "a find for CKA_EXTRACTABLE false finds it (%lu)", n);
+	n = count_extr(s, 0x48, CK_TRUE, NULL);
+	expect(n == 0, "a find for CKA_EXTRACTABLE true does not (%lu)", n);
+	/* A key asked extractable is found as it is. */
+	tpub[1].pValue = tpriv[2].pValue = &xid;
+	tpriv[6].pValue = &yes;
+	rv = f->C_GenerateKeyPair(s, &m, tpub, 5, tpriv, 7, &xpub, &xpriv);
+	expect(rv == CKR_OK, "an extractable one: %s", testmod_ckr(rv));
+	n = count_extr(s, 0x49, CK_TRUE, &h);
+	expect(n == 1 && h == xpriv, "found for CKA_EXTRACTABLE true (%lu)", n);
+	n = count_extr(s, 0x49, CK_FALSE, NULL);
+	expect(n == 0, "not for false (%lu)", n);
+	f->C_CloseSession(s);
+}
+
 static void case_cleanup(void)
 {
 	CK_SESSION_HANDLE s = open_on("v-m1", 1);
@@ -772,6 +1109,24 @@ int main(int argc, char **argv)
 		case_naming();
 	else if (strcmp(c, "sesscopy") == 0)
 		case_sesscopy();
+	else if (strcmp(c, "sessfind") == 0)
+		case_sessfind();
+	else if (strcmp(c, "rename") == 0)
+		case_rename();
+	else if (strcmp(c, "renfail") == 0)
+		case_renfail();
+	else if (strcmp(c, "renclean") == 0)
+		case_renclean();
+	else if (strcmp(c, "renrepair") == 0)
+		case_renrepair();
+	else if (strcmp(c, "renchk") == 0)
+		case_renchk();
+	else if (strcmp(c, "rencleanup") == 0)
+		case_rencleanup();
+	else if (strcmp(c, "gone-del") == 0)
+		on_token("v-m2", "del", 0x73, "r-gone");
+	else if (strcmp(c, "gone-make") == 0)
+		on_token("v-m2", "make", 0x73, "r-gone2");
 
 	else {
 		fprintf(stderr, "unknown case %s\n", c);

@@ -124,3 +124,46 @@ conf "$TMP/bad.yaml" "$TMP/state" "pin_max_tries: 0"
 out=$(run_prog "$CLI" check-config "$TMP/bad.yaml" 2>&1)
 echo "$out" | grep -q "bad.yaml:6:20: 'pin_max_tries' must be between 1 and 1000" &&
 	pass "pinstate: pin_max_tries 0 is refused" || fail "pinstate: pin_max_tries 0 is refused" "$out"
+
+# C_InitPIN (the SO sets the user PIN) resets the virtual PIN state, as `pin reset` does.
+for _ in 1 2 3 4; do pt login "$PROXY_MODULE" v-m1 wrong >/dev/null; done
+is "pinstate: locked again before C_InitPIN" "$(pt flags "$PROXY_MODULE" v-m1)" locked
+is "pinstate: C_InitPIN by the SO clears the flags" \
+	"$(pt initpin "$PROXY_MODULE" v-m1 "$TEST_SO_PIN" "$TEST_USER_PIN")" "CKR_OK none"
+is "pinstate: C_InitPIN rewrote the state file" "$(cat "$STATE" 2>&1)" "user_failures 0"
+is "pinstate: the user logs in after C_InitPIN" \
+	"$(pt login "$PROXY_MODULE" v-m1 "$TEST_USER_PIN")" "CKR_OK none"
+# A damaged state file too.
+printf 'garbage\n' >"$STATE"
+is "pinstate: C_InitPIN repairs a damaged state file" \
+	"$(pt initpin "$PROXY_MODULE" v-m1 "$TEST_SO_PIN" "$TEST_USER_PIN"; cat "$STATE")" \
+	"CKR_OK none
+user_failures 0"
+
+# On a slot of two members C_InitPIN reaches both tokens (checked on SoftHSM2 directly).
+{
+	printf 'backends:\n  - name: softhsm\n    module: %s\n' "$SOFTHSM_MODULE"
+	printf 'slots:\n  - label: v-ha\n    pin_max_tries: 4\n    members:\n'
+	printf '      - backend: softhsm\n        token_label: %s\n' m1 m2
+	printf 'state_dir: %s\n' "$TMP/state"
+} >"$TMP/ha.yaml"
+token_login() { # token_login TOKEN PIN: a user login on SoftHSM2 itself
+	pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$1" --login --pin "$2" -O \
+		>/dev/null 2>&1
+}
+if command -v pkcs11-tool >/dev/null; then
+	out=$(P11PROXY_CONF=$TMP/ha.yaml pt initpin "$PROXY_MODULE" v-ha "$TEST_SO_PIN" 24681357)
+	if [ "$out" = "CKR_OK none" ] && token_login m1 24681357 && token_login m2 24681357; then
+		pass "pinstate: C_InitPIN through a slot of two members sets the PIN on both"
+	else
+		fail "pinstate: C_InitPIN through a slot of two members sets the PIN on both" \
+			"$out; $(tail -n 5 "$TMP/pt.err")"
+	fi
+	# Back to the PIN the rest of the tests use.
+	P11PROXY_CONF=$TMP/ha.yaml pt initpin "$PROXY_MODULE" v-ha "$TEST_SO_PIN" "$TEST_USER_PIN" \
+		>/dev/null
+	token_login m2 "$TEST_USER_PIN" && pass "pinstate: and back on both" ||
+		fail "pinstate: and back on both"
+else
+	skip "pinstate: C_InitPIN on a slot of two members" "no pkcs11-tool"
+fi

@@ -23,6 +23,7 @@
 
 #include "base/mem.h"
 #include "index/index.h"
+#include "index/schema.h"
 
 static char dir[256];
 static char path[320];
@@ -205,7 +206,8 @@ START_TEST(test_create_empty)
 		ck_assert_int_eq(stat(wal, &sb), 0);
 		ck_assert_uint_eq(sb.st_mode & 0777, 0600);
 	}
-	ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), 1);
+	ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), P11P_STORE_SCHEMA_VERSION);
+	ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), P11P_STORE_SCHEMA_VERSION);
 	idx = open_ok();
 	ck_assert_uint_eq(count_all(idx), 0);
 	p11p_index_close(idx);
@@ -968,6 +970,182 @@ START_TEST(test_debts)
 }
 END_TEST
 
+/* An ATTRS debt for member m2 of slot s1: the object known as (secret key, id, label). */
+static void attrs_debt(struct p11p_debt *d, const char *id, const char *label)
+{
+	memset(d, 0, sizeof(*d));
+	snprintf(d->slot, sizeof(d->slot), "s1");
+	snprintf(d->member, sizeof(d->member), "m2");
+	d->op = P11P_DEBT_ATTRS;
+	d->cls = CKO_SECRET_KEY;
+	d->ck_id_len = strlen(id);
+	memcpy(d->ck_id, id, d->ck_id_len);
+	d->label_len = strlen(label);
+	memcpy(d->label, label, d->label_len);
+}
+
+/* The value of type in d's template ("" when empty, NULL when absent). */
+static const char *attr_of(struct p11p_debt *d, CK_ATTRIBUTE_TYPE type, size_t *len)
+{
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	size_t n = 0;
+
+	ck_assert(p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n));
+	for (size_t i = 0; i < n; i++)
+		if (t[i].type == type) {
+			*len = t[i].ulValueLen;
+			return t[i].pValue != NULL ? t[i].pValue : "";
+		}
+	return NULL;
+}
+
+START_TEST(test_debt_attrs)
+{
+	struct p11p_index *a = open_ok(), *b = open_ok();
+	struct p11p_debt *d = calloc(1, sizeof(*d)), *e = calloc(1, sizeof(*e)), *list = NULL;
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	CK_BBOOL no = CK_FALSE;
+	unsigned char big[P11P_DEBT_ATTRS_MAX];
+	size_t n = 0, len = 0;
+	uint64_t first;
+
+	ck_assert_ptr_nonnull(d);
+	ck_assert_ptr_nonnull(e);
+	/* The template: set, replaced, appended; parsed back. */
+	attrs_debt(d, "\x01", "k");
+	ck_assert(p11p_debt_attrs_set(d, CKA_ID, "\x02", 1));
+	ck_assert(p11p_debt_attrs_set(d, CKA_LABEL, "k2", 2));
+	ck_assert(p11p_debt_attrs_set(d, CKA_ID, "\x02\x03", 2));
+	ck_assert(p11p_debt_attrs_set(d, CKA_DECRYPT, &no, 1));
+	ck_assert(p11p_debt_attrs_set(d, CKA_END_DATE, "", 0));
+	ck_assert(p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n));
+	ck_assert_uint_eq(n, 4);
+	ck_assert_uint_eq(t[0].type, CKA_ID);
+	ck_assert_uint_eq(t[0].ulValueLen, 2);
+	ck_assert_mem_eq(t[0].pValue, "\x02\x03", 2);
+	ck_assert_uint_eq(t[3].type, CKA_END_DATE);
+	ck_assert_uint_eq(t[3].ulValueLen, 0);
+	/* Too many for out: refused, as is a value past the room. */
+	ck_assert(!p11p_debt_attrs_parse(d, t, 3, &n));
+	memset(big, 'x', sizeof(big));
+	ck_assert(!p11p_debt_attrs_set(d, CKA_SUBJECT, big, sizeof(big)));
+	ck_assert(p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n) && n == 4);
+
+	/* Stored and read back whole. */
+	ck_assert_uint_eq(p11p_index_debt_add(a, d), CKR_OK);
+	first = d->id;
+	ck_assert_uint_ne(first, 0);
+	ck_assert_uint_eq(p11p_index_debt_list(b, "s1", &list, &n), CKR_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(list[0].op, P11P_DEBT_ATTRS);
+	ck_assert_uint_eq(list[0].attrs_len, d->attrs_len);
+	ck_assert_mem_eq(list[0].attrs, d->attrs, d->attrs_len);
+	p11p_free(list);
+
+	/* A later change of the object known so: merged (the new value wins), recorded last. */
+	attrs_debt(e, "\x01", "k");
+	ck_assert(p11p_debt_attrs_set(e, CKA_LABEL, "k3", 2));
+	ck_assert(p11p_debt_attrs_set(e, CKA_START_DATE, "20260101", 8));
+	ck_assert_uint_eq(p11p_index_debt_add(b, e), CKR_OK);
+	ck_assert_uint_gt(e->id, first);
+	ck_assert_uint_eq(p11p_index_debt_list(a, "s1", &list, &n), CKR_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(list[0].id, e->id);
+	ck_assert_mem_eq(attr_of(&list[0], CKA_LABEL, &len), "k3", 2);
+	ck_assert_mem_eq(attr_of(&list[0], CKA_ID, &len), "\x02\x03", 2);
+	ck_assert_mem_eq(attr_of(&list[0], CKA_START_DATE, &len), "20260101", 8);
+	ck_assert_ptr_nonnull(attr_of(&list[0], CKA_DECRYPT, &len));
+	ck_assert_uint_eq(len, 1);
+	p11p_free(list);
+
+	/* A second rename (its old identity: the first one's new) is a debt of its own, after. */
+	attrs_debt(d, "\x02\x03", "k3");
+	ck_assert(p11p_debt_attrs_set(d, CKA_LABEL, "k4", 2));
+	ck_assert_uint_eq(p11p_index_debt_add(a, d), CKR_OK);
+	ck_assert_uint_eq(p11p_index_debt_list(b, "s1", &list, &n), CKR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(list[0].id, e->id);
+	ck_assert_uint_eq(list[1].id, d->id);
+	p11p_free(list);
+
+	/* What is not an ATTRS debt carries no template; an ATTRS debt needs one. */
+	attrs_debt(e, "\x01", "k");
+	ck_assert_uint_eq(p11p_index_debt_add(a, e), CKR_ARGUMENTS_BAD);
+	e->op = P11P_DEBT_COPY;
+	ck_assert(p11p_debt_attrs_set(e, CKA_LABEL, "x", 1));
+	ck_assert_uint_eq(p11p_index_debt_add(a, e), CKR_ARGUMENTS_BAD);
+	e->op = P11P_DEBT_ATTRS;
+	e->attrs_len = 5; /* a header cut short */
+	ck_assert_uint_eq(p11p_index_debt_add(a, e), CKR_ARGUMENTS_BAD);
+
+	/* The store is untrusted: a damaged template is found when parsed, an oversized one
+	 * when read. */
+	sql("UPDATE debts SET attrs = x'00000000000000030000ffff00' WHERE label = x'6b33'");
+	ck_assert_uint_eq(p11p_index_debt_list(a, "s1", &list, &n), CKR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert(!p11p_debt_attrs_parse(&list[1], t, P11P_DEBT_ATTRS_COUNT, &n));
+	p11p_free(list);
+	/* The same type twice. */
+	sql("UPDATE debts SET attrs = x'0000000000000003000000016100000000000000030000000162' "
+	    "WHERE label = x'6b33'");
+	ck_assert_uint_eq(p11p_index_debt_list(a, "s1", &list, &n), CKR_OK);
+	ck_assert(!p11p_debt_attrs_parse(&list[1], t, P11P_DEBT_ATTRS_COUNT, &n));
+	p11p_free(list);
+	sql("UPDATE debts SET attrs = randomblob(3000) WHERE label = x'6b33'");
+	ck_assert_uint_eq(p11p_index_debt_list(a, "s1", &list, &n), CKR_FUNCTION_FAILED);
+	ck_assert_ptr_null(list);
+	free(d);
+	free(e);
+	p11p_index_close(a);
+	p11p_index_close(b);
+}
+END_TEST
+
+/* A store of schema version 1 (before debts.attrs) is upgraded in place at open, debts kept. */
+START_TEST(test_upgrade_v1)
+{
+	struct p11p_index *idx;
+	struct p11p_debt *d = calloc(1, sizeof(*d)), *list = NULL;
+	const char *const *v1;
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	v1 = p11p_store_schema_step(P11P_SQL_SQLITE, 1, &n);
+	ck_assert_ptr_nonnull(v1);
+	for (size_t i = 0; i < n; i++)
+		sql(v1[i]);
+	sql("INSERT INTO migrations (version, applied) VALUES (1, 0)");
+	sql("INSERT INTO debts (id, slot, member, op, cls, ck_id, label, since, tries) VALUES "
+	    "(7, 's1', 'm2', 1, 4, x'01', x'6b', 5, 0)");
+	ck_assert_int_eq(sql_int("SELECT count(*) FROM pragma_table_info('debts') WHERE name = "
+	                         "'attrs'"),
+	                 0);
+	ck_assert_ptr_null(p11p_store_schema_step(P11P_SQL_SQLITE, P11P_STORE_SCHEMA_VERSION + 1, &n));
+
+	idx = open_ok();
+	ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), P11P_STORE_SCHEMA_VERSION);
+	ck_assert_uint_eq(p11p_index_debt_list(idx, NULL, &list, &n), CKR_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(list[0].id, 7);
+	ck_assert_uint_eq(list[0].op, P11P_DEBT_COPY);
+	ck_assert_uint_eq(list[0].attrs_len, 0);
+	p11p_free(list);
+	attrs_debt(d, "\x01", "k");
+	ck_assert(p11p_debt_attrs_set(d, CKA_LABEL, "k2", 2));
+	ck_assert_uint_eq(p11p_index_debt_add(idx, d), CKR_OK);
+	p11p_index_close(idx);
+	/* Opened again: nothing more to do. */
+	idx = open_ok();
+	ck_assert_int_eq(sql_int("SELECT count(*) FROM migrations"), P11P_STORE_SCHEMA_VERSION);
+	ck_assert_uint_eq(p11p_index_debt_list(idx, "s1", &list, &n), CKR_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(list[1].attrs_len, d->attrs_len);
+	p11p_free(list);
+	p11p_index_close(idx);
+	free(d);
+}
+END_TEST
+
 /* ---- audit ---------------------------------------------------------------------------------- */
 
 struct seen {
@@ -1354,6 +1532,8 @@ static Suite *index_suite(void)
 	tc = new_case(s, "blobs-debts");
 	tcase_add_test(tc, test_blobs);
 	tcase_add_test(tc, test_debts);
+	tcase_add_test(tc, test_debt_attrs);
+	tcase_add_test(tc, test_upgrade_v1);
 	tc = new_case(s, "audit");
 	tcase_add_test(tc, test_audit_chain);
 	tcase_add_test(tc, test_overlays);

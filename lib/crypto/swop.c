@@ -376,7 +376,9 @@ static bool cipher_start(struct p11p_swop *op)
 		if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
 			return false;
 	}
-	if (!EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
+	/* Padding is a CBC setting (a parameter round trip in OpenSSL 3: not for GCM, CTR). */
+	if ((op->fam == FAM_CBC || op->fam == FAM_CBC_PAD) &&
+	    !EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
 		return false;
 	if (op->fam == FAM_GCM && op->aad_len > 0 && !feed(ctx, NULL, op->aad, op->aad_len, NULL))
 		return false;

@@ -460,13 +460,13 @@ static CK_RV hmac_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 	}
 	op->sig_len = op->mac_len;
 	op->slot = SW_CACHE_HMAC256 + idx;
+	op->hmac_idx = idx;
 	op->mctx = cache_take(key, op->slot);
 	if (op->mctx != NULL) {
 		if (EVP_MAC_init(op->mctx, NULL, 0, NULL))
 			return CKR_OK;
 		EVP_MAC_CTX_free(op->mctx);
 	}
-	op->hmac_idx = idx;
 	op->mctx = hmac_idle_take(key, idx);
 	if (op->mctx == NULL)
 		op->mctx = EVP_MAC_CTX_dup(key->hmac_tmpl[idx]);

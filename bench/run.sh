@@ -11,7 +11,8 @@
 #          source against SoftHSM2's own, fragment derivation per mode, AES-256-GCM
 #          with a fragment-derived key against `openssl speed` in the same run
 #   swkey  the software-key engine (crypto/swkey.h) in-process against
-#          `openssl speed` on the same algorithms and sizes (bench_swkey)
+#          `openssl speed` on the same algorithms and sizes (bench_swkey), then
+#          OpenSSL alone: the ways of handling a keyed context (part swkey_evp)
 # (`make bench` then runs bench/callgrind.sh: instructions per call, part
 # "callgrind" of BENCH_PARTS, which this script ignores.)
 #   bench/run.sh BUILD_DIR
@@ -19,7 +20,9 @@
 # reported an error. Environment knobs:
 #   swkeys software keys through the proxy (a slot with software_keys:) against
 #          SoftHSM2's own keys: AES-256-GCM 1 KiB / 16 KiB, HMAC-SHA256, ECDSA
-#          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys)
+#          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys), best
+#          of BENCH_ROUNDS; 2-thread scaling per side (wall, per CPU second) and
+#          voluntary context switches per 1000 operations (threads queueing on a lock)
 #   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,sync,vendor,swkey,swkeys]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]

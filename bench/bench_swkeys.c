@@ -11,9 +11,18 @@
  * (AES-256-GCM single-part encrypt), hmac (HMAC-SHA256 of 1 KiB), ecdsa
  * (CKM_ECDSA on a 32-byte hash, P-256), ed25519 (CKM_EDDSA, 64 bytes),
  * rsa2048 (CKM_SHA256_RSA_PKCS of 32 bytes). One line per OP:
- *   RESULT op=OP threads=N ops_s=X
+ *   RESULT op=OP threads=N ops_s=X cpu_ops_s=C vcsw_per_kop=V
+ * ops_s is wall clock, all threads together; cpu_ops_s adds up each thread's
+ * operations per CPU second of that thread (the work of both modules runs in
+ * the calling thread), which other processes on a busy machine move much less:
+ * bench/run.sh divides the 2-thread figures by the 1-thread ones (scaling).
+ * Off-CPU waits do not show in cpu_ops_s, so vcsw_per_kop counts the
+ * threads' voluntary context switches per 1000 operations: a lock that
+ * serialises the threads makes them sleep on it (a futex wait), while the
+ * load of other processes causes involuntary switches only.
  */
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,8 +89,25 @@ static CK_RV pair(CK_SESSION_HANDLE s, CK_MECHANISM_TYPE mt, const unsigned char
 struct job {
 	const char *op;
 	long n;
+	double cpu; /* the thread's CPU seconds in the loop */
+	long vcsw;  /* its voluntary context switches in the loop */
 	CK_RV rv;
 };
+
+static long vcsw_now(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_nvcsw : 0;
+}
+
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static CK_RV one(CK_SESSION_HANDLE s, const char *op, unsigned char *buf, unsigned char *out)
 {
@@ -130,6 +156,8 @@ static void *worker(void *arg)
 		return NULL;
 	}
 	end = now_s() + secs;
+	j->cpu = cpu_s();
+	j->vcsw = vcsw_now();
 	while (now_s() < end) {
 		for (int i = 0; i < 16; i++) {
 			j->rv = one(s, j->op, zero, out);
@@ -139,6 +167,8 @@ static void *worker(void *arg)
 		}
 	}
 done:
+	j->cpu = cpu_s() - j->cpu;
+	j->vcsw = vcsw_now() - j->vcsw;
 	f->C_CloseSession(s);
 	free(out);
 	return NULL;
@@ -183,16 +213,18 @@ int main(int argc, char **argv)
 	for (int i = 7; i < argc; i++) {
 		struct job j[64];
 		pthread_t t[64];
-		long total = 0;
-		double t0 = now_s(), el;
+		long total = 0, vcsw = 0;
+		double t0 = now_s(), el, cpu = 0;
 
 		for (int k = 0; k < threads; k++) {
-			j[k] = (struct job){argv[i], 0, CKR_OK};
+			j[k] = (struct job){argv[i], 0, 0, 0, CKR_OK};
 			pthread_create(&t[k], NULL, worker, &j[k]);
 		}
 		for (int k = 0; k < threads; k++) {
 			pthread_join(t[k], NULL);
 			total += j[k].n;
+			cpu += j[k].cpu > 0 ? j[k].n / j[k].cpu : 0;
+			vcsw += j[k].vcsw;
 			if (j[k].rv != CKR_OK) {
 				fprintf(stderr, "bench_swkeys: %s: %s\n", argv[i],
 				        testmod_ckr(j[k].rv));
@@ -200,7 +232,8 @@ int main(int argc, char **argv)
 			}
 		}
 		el = now_s() - t0;
-		printf("RESULT op=%s threads=%d ops_s=%.0f\n", argv[i], threads, total / el);
+		printf("RESULT op=%s threads=%d ops_s=%.0f cpu_ops_s=%.0f vcsw_per_kop=%.2f\n",
+		       argv[i], threads, total / el, cpu, total > 0 ? 1000.0 * vcsw / total : 0);
 		fflush(stdout);
 	}
 	testmod_unload(&mod);

@@ -14,7 +14,8 @@
 #          source against SoftHSM2's own, fragment derivation per mode, AES-256-GCM
 #          with a fragment-derived key against `openssl speed` in the same run
 #   swkey  the software-key engine (crypto/swkey.h) in-process against
-#          `openssl speed` on the same algorithms and sizes (bench_swkey)
+#          `openssl speed` on the same algorithms and sizes (bench_swkey), then
+#          OpenSSL alone: the ways of handling a keyed context (part swkey_evp)
 # (`make bench` then runs bench/callgrind.sh: instructions per call, part
 # "callgrind" of BENCH_PARTS, which this script ignores.)
 #   bench/run.sh BUILD_DIR
@@ -22,7 +23,9 @@
 # reported an error. Environment knobs:
 #   swkeys software keys through the proxy (a slot with software_keys:) against
 #          SoftHSM2's own keys: AES-256-GCM 1 KiB / 16 KiB, HMAC-SHA256, ECDSA
-#          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys)
+#          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys), best
+#          of BENCH_ROUNDS; 2-thread scaling per side (wall, per CPU second) and
+#          voluntary context switches per 1000 operations (threads queueing on a lock)
 #   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,storesign,sync,vendor,swkey,swkeys]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
@@ -653,36 +656,58 @@ elif part swkeys; then
 	} >"$TMP/swkeys.yaml"
 	SWOPS="gcm1k gcm16k hmac ecdsa ed25519 rsa2048"
 	: >"$TMP/swkeys.res"
-	for t in ${THREADS//,/ }; do
-		for side in softhsm proxy; do
-			if [ $side = softhsm ]; then
-				set -- "$SOFTHSM_MODULE" swb "$TEST_USER_PIN" 0
-			else
-				set -- "$PROXY" v-swb "$TEST_USER_PIN" 1
-			fi
-			# shellcheck disable=SC2086
-			if ! P11PROXY_CONF=$TMP/swkeys.yaml "$BENCH_SWKEYS" "$@" "$SECS" "$t" $SWOPS \
-				>"$TMP/swkeys.out" 2>"$TMP/swkeys.err"; then
-				echo "  bench_swkeys $side $t ERROR"
-				sed 's/^/    /' "$TMP/swkeys.err" >&2
-				errors=$((errors + 1))
-			fi
-			sed "s/^RESULT /RESULT side=$side /" "$TMP/swkeys.out" >>"$TMP/swkeys.res"
+	# Every thread count, both sides, ROUNDS times alternating; best of each kept.
+	for r in $(seq "$ROUNDS"); do
+		for t in ${THREADS//,/ }; do
+			for side in softhsm proxy; do
+				if [ $side = softhsm ]; then
+					set -- "$SOFTHSM_MODULE" swb "$TEST_USER_PIN" 0
+				else
+					set -- "$PROXY" v-swb "$TEST_USER_PIN" 1
+				fi
+				# shellcheck disable=SC2086
+				if ! P11PROXY_CONF=$TMP/swkeys.yaml "$BENCH_SWKEYS" "$@" "$SECS" "$t" $SWOPS \
+					>"$TMP/swkeys.out" 2>"$TMP/swkeys.err"; then
+					echo "  bench_swkeys $side $t ERROR"
+					sed 's/^/    /' "$TMP/swkeys.err" >&2
+					errors=$((errors + 1))
+				fi
+				sed "s/^RESULT /RESULT side=$side round=$r /" "$TMP/swkeys.out" >>"$TMP/swkeys.res"
+			done
 		done
 	done
+	cp "$TMP/swkeys.res" "$TMP/swkeys.1"
+	# ratio: software / SoftHSM2, wall clock. Scaling (rows of more than one
+	# thread): that thread count's figure over the 1-thread one, per side, wall
+	# clock and per CPU second (cpu_ops_s; see bench_swkeys.c); vcsw: voluntary
+	# context switches per 1000 operations (a lock the threads queue on).
 	awk '
 function field(name,   i, kv) {
 	for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
 	return ""
 }
-/^RESULT/ { k = field("op") " " field("threads"); v[field("side") " " k] = field("ops_s")
+/^RESULT/ { k = field("op") " " field("threads"); s = field("side")
+	w = field("ops_s") + 0; c = field("cpu_ops_s") + 0
+	if (w > wall[s " " k]) wall[s " " k] = w
+	if (c > cpu[s " " k]) cpu[s " " k] = c
+	vc[s " " k] = field("vcsw_per_kop")
 	if (!(k in seen)) { seen[k] = 1; order[n++] = k } }
+function sc(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
 END {
-	printf "  %-9s %7s %12s %12s %8s\n", "op", "threads", "softhsm/s", "software/s", "ratio"
+	printf "  %-8s %3s %11s %11s %7s | %-17s %-17s %-11s\n", "op", "thr", "softhsm/s",
+	       "software/s", "ratio", "scaling wall s/w", "scaling cpu s/w", "vcsw s/w"
 	for (i = 0; i < n; i++) {
-		split(order[i], p, " ")
-		s = v["softhsm " order[i]]; w = v["proxy " order[i]]
-		printf "  %-9s %7s %12.0f %12.0f %8.1f\n", p[1], p[2], s, w, (s > 0 ? w / s : 0)
+		split(order[i], p, " "); one = p[1] " 1"
+		s = wall["softhsm " order[i]]; w = wall["proxy " order[i]]
+		ss = sw = cs = cw = "-"
+		if (p[2] != 1) {
+			ss = sc(s, wall["softhsm " one]); sw = sc(w, wall["proxy " one])
+			cs = sc(cpu["softhsm " order[i]], cpu["softhsm " one])
+			cw = sc(cpu["proxy " order[i]], cpu["proxy " one])
+		}
+		printf "  %-8s %3s %11.0f %11.0f %7.1f | %-17s %-17s %-11s\n", p[1], p[2], s, w,
+		       (s > 0 ? w / s : 0), ss "/" sw, cs "/" cw,
+		       vc["softhsm " order[i]] "/" vc["proxy " order[i]]
 	}
 }' "$TMP/swkeys.res"
 fi

@@ -6,10 +6,12 @@
  * wiped). OpenSSL's cipher and MAC contexts hold key schedules (an AES-256
  * schedule begins with the raw key) in ordinary heap, and OpenSSL offers no
  * way to allocate them elsewhere short of CRYPTO_set_mem_functions, which is
- * process-wide and must precede the host's first allocation. So a keyed
- * context lives only for one operation (p11p_swop) and OpenSSL cleanses it
- * when freed. bench/bench_swkey.c measures this against caching one keyed
- * context per key (P11P_SWKEY_CACHE_CTX); the figures are in bench/README.md.
+ * process-wide and must precede the host's first allocation. So a context
+ * is keyed only for one operation (p11p_swop): a cipher context is freed
+ * (OpenSSL cleanses it) at its end, an HMAC context re-keyed with zeros and
+ * kept idle for the next one (swkey_int.h, hmac_idle). bench/bench_swkey.c
+ * measures these ways against caching one keyed context per key
+ * (P11P_SWKEY_CACHE_CTX); the figures are in bench/README.md.
  * Asymmetric private keys are EVP_PKEYs whose private parts OpenSSL puts in
  * its secure heap (see p11p_swkey_secure_heap_used() in the header).
  */
@@ -92,6 +94,9 @@ static struct p11p_swkey *key_alloc(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, unsig
 	key->flags = flags & (P11P_SWKEY_SENSITIVE | P11P_SWKEY_EXTRACTABLE | P11P_SWKEY_CACHE_CTX);
 	for (int i = 0; i < SW_CACHE_N; i++)
 		atomic_init(&key->cache[i], NULL);
+	for (int d = 0; d < 3; d++)
+		for (int i = 0; i < SW_HMAC_IDLE; i++)
+			atomic_init(&key->hmac_idle[d][i], NULL);
 	return key;
 }
 
@@ -108,6 +113,9 @@ static void key_destroy(struct p11p_swkey *key)
 		else
 			EVP_CIPHER_CTX_free(c);
 	}
+	for (int d = 0; d < 3; d++)
+		for (int i = 0; i < SW_HMAC_IDLE; i++)
+			EVP_MAC_CTX_free(atomic_exchange(&key->hmac_idle[d][i], NULL));
 	for (int i = 0; i < 3; i++)
 		EVP_MAC_CTX_free(key->hmac_tmpl[i]);
 	EVP_CIPHER_free(key->gcm);

@@ -88,10 +88,12 @@
  * drops one reference; the last one wipes and frees. Every key must be freed
  * before the private OpenSSL context (p11p_ossl_ctx_free()).
  * Key bytes of secret keys live in a p11p_secret (locked, MADV_DONTDUMP,
- * wiped). OpenSSL contexts holding key schedules (cipher, MAC) exist only
- * for the length of one operation and are freed (OpenSSL cleanses them) when
- * it ends (bench/README.md, bench_swkey, has the cost against a cached
- * context). Asymmetric private keys: EC and RSA are EVP_PKEYs whose private
+ * wiped). OpenSSL contexts holding key schedules (cipher, MAC) hold them
+ * only for the length of one operation: cipher contexts are freed (OpenSSL
+ * cleanses them) when it ends; HMAC contexts are re-keyed with an all-zero
+ * key when it ends and kept, a few per key, for the next operation (no key
+ * bytes, no key-derived state, no message bytes in them between operations;
+ * bench/README.md, bench_swkey, has the costs of each way). Asymmetric private keys: EC and RSA are EVP_PKEYs whose private
  * bignums OpenSSL puts in its secure heap (p11p_swkey_secure_heap_used());
  * EC and Ed25519 keys also keep their PKCS#8 in a p11p_secret, read and
  * written without OpenSSL's ASN.1 code (which leaves the scalar in freed

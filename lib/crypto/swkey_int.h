@@ -23,6 +23,8 @@ enum sw_cache {
 	SW_CACHE_N,
 };
 
+#define SW_HMAC_IDLE 2
+
 struct p11p_swkey {
 	atomic_uint refs;
 	CK_OBJECT_CLASS cls;
@@ -44,6 +46,15 @@ struct p11p_swkey {
 	EVP_MAC_CTX *hmac_tmpl[3];
 	/* Ready keyed contexts; used only with P11P_SWKEY_CACHE_CTX. */
 	_Atomic(void *) cache[SW_CACHE_N];
+	/*
+	 * Idle HMAC contexts, per digest, SW_HMAC_IDLE each (one per thread
+	 * using the key at once, up to that): re-keyed with an all-zero key at
+	 * the end of each operation (swop.c, hmac_scrub), so they hold no key
+	 * material, no key-derived state and no message bytes; the next
+	 * operation keys one instead of duplicating the template (measured in
+	 * bench_swkey, part swkey_evp). Freed with the key.
+	 */
+	_Atomic(EVP_MAC_CTX *) hmac_idle[3][SW_HMAC_IDLE];
 };
 
 /* Ed25519 signing key for one operation, from key->der (EVP_PKEY_free cleanses it). */

@@ -80,6 +80,7 @@ struct p11p_swop {
 	size_t len, cap;
 	/* MAC. */
 	EVP_MAC_CTX *mctx;
+	int hmac_idx; /* the digest: 0 SHA256, 1 SHA384, 2 SHA512 */
 	size_t mac_len;
 	/* Asymmetric. */
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
@@ -376,7 +377,9 @@ static bool cipher_start(struct p11p_swop *op)
 		if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
 			return false;
 	}
-	if (!EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
+	/* Padding is a CBC setting (a parameter round trip in OpenSSL 3: not for GCM, CTR). */
+	if ((op->fam == FAM_CBC || op->fam == FAM_CBC_PAD) &&
+	    !EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
 		return false;
 	if (op->fam == FAM_GCM && op->aad_len > 0 && !feed(ctx, NULL, op->aad, op->aad_len, NULL))
 		return false;
@@ -386,6 +389,50 @@ static bool cipher_start(struct p11p_swop *op)
 	op->last_len = -1;
 	op->len = 0;
 	return true;
+}
+
+/*
+ * Idle HMAC contexts (swkey_int.h, hmac_idle). Keying a kept context costs
+ * two compressions and one digest-context copy; duplicating the template
+ * costs five allocations and their cleansing frees (bench_swkey, part
+ * swkey_evp, has both). Not with P11P_SWKEY_CACHE_CTX (its own cache).
+ */
+static EVP_MAC_CTX *hmac_idle_take(struct p11p_swkey *key, int idx)
+{
+	if (key->flags & P11P_SWKEY_CACHE_CTX)
+		return NULL;
+	for (int i = 0; i < SW_HMAC_IDLE; i++) {
+		EVP_MAC_CTX *c = atomic_exchange(&key->hmac_idle[idx][i], NULL);
+
+		if (c != NULL)
+			return c;
+	}
+	return NULL;
+}
+
+/*
+ * Ends an HMAC context's use: re-keyed with an all-zero key, which in
+ * OpenSSL re-initialises all three digest states (inner, outer, running:
+ * the running one is freed, cleansed, and copied anew) and replaces, with a
+ * cleansing free, the key copy the HMAC provider keeps. Then it goes back
+ * to the key's idle contexts, or is freed (OpenSSL cleanses it) when they
+ * are full or the re-key failed.
+ */
+static void hmac_scrub(struct p11p_swkey *key, int idx, EVP_MAC_CTX *ctx)
+{
+	static const unsigned char zero[32];
+
+	if (ctx == NULL)
+		return;
+	if (!(key->flags & P11P_SWKEY_CACHE_CTX) && EVP_MAC_init(ctx, zero, sizeof(zero), NULL)) {
+		for (int i = 0; i < SW_HMAC_IDLE; i++) {
+			EVP_MAC_CTX *expected = NULL;
+
+			if (atomic_compare_exchange_strong(&key->hmac_idle[idx][i], &expected, ctx))
+				return;
+		}
+	}
+	EVP_MAC_CTX_free(ctx);
 }
 
 static CK_RV hmac_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHANISM_TYPE hash)
@@ -413,13 +460,16 @@ static CK_RV hmac_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 	}
 	op->sig_len = op->mac_len;
 	op->slot = SW_CACHE_HMAC256 + idx;
+	op->hmac_idx = idx;
 	op->mctx = cache_take(key, op->slot);
 	if (op->mctx != NULL) {
 		if (EVP_MAC_init(op->mctx, NULL, 0, NULL))
 			return CKR_OK;
 		EVP_MAC_CTX_free(op->mctx);
 	}
-	op->mctx = EVP_MAC_CTX_dup(key->hmac_tmpl[idx]);
+	op->mctx = hmac_idle_take(key, idx);
+	if (op->mctx == NULL)
+		op->mctx = EVP_MAC_CTX_dup(key->hmac_tmpl[idx]);
 	if (op->mctx == NULL)
 		return CKR_HOST_MEMORY;
 	if (!EVP_MAC_init(op->mctx, p11p_secret_data(key->value), p11p_secret_len(key->value),
@@ -687,7 +737,7 @@ static void op_cleanup(struct p11p_swop *op)
 	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
 		EVP_CIPHER_CTX_free(op->cctx);
 	if (!(op->clean && cache_give(op->key, op->slot, op->mctx)))
-		EVP_MAC_CTX_free(op->mctx);
+		hmac_scrub(op->key, op->hmac_idx, op->mctx);
 	EVP_MD_CTX_free(op->mdctx);
 	EVP_PKEY_CTX_free(op->pctx);
 	EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */

@@ -782,13 +782,16 @@ static void case_failover(void)
 }
 
 /*
- * Holds the software key and a fragment-derived key in use, prints "ready",
- * waits until stdin closes (the suite takes a core dump meanwhile).
+ * Holds the software keys (AES, and HMAC: the engine keeps idle HMAC
+ * contexts, re-keyed with zeros) and a fragment-derived key in use, prints
+ * "ready", waits until stdin closes (the suite takes a core dump meanwhile).
  */
 static void case_hold(void)
 {
 	CK_SESSION_HANDLE s = open_on("soft", 1);
-	CK_OBJECT_HANDLE k = find_label(s, "sk-aes"), base = find_label(s, "cf-key"), d = 0;
+	CK_OBJECT_HANDLE k = find_label(s, "sk-aes"), base = find_label(s, "cf-key"), d = 0,
+	                 kh = find_label(s, "sk-hmac");
+	unsigned char mac[32];
 	P11PROXY_FRAGMENT_DERIVE_PARAMS p = {(CK_BYTE_PTR) "fragment", 8, (CK_BYTE_PTR) "ctx", 3};
 	CK_MECHANISM m = {CKM_P11PROXY_FRAGMENT_DERIVE, &p, sizeof(p)};
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -807,6 +810,10 @@ static void case_hold(void)
 
 	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
 	EXPECT_RV(rv, CKR_OK, "the software key in use");
+	for (int i = 0; i < 3; i++) {
+		rv = hmac(s, kh, data, sizeof(data), mac);
+		EXPECT_RV(rv, CKR_OK, "the software HMAC key in use");
+	}
 	rv = f->C_DeriveKey(s, &m, base, t, 4, &d);
 	EXPECT_RV(rv, CKR_OK, "a fragment-derived key");
 	n = sizeof(ct);

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <valgrind/valgrind.h>
 
@@ -1406,7 +1407,7 @@ static CK_RV masked_rand(void *arg, unsigned char *buf, size_t len)
  * anonymous maps), counting non-dumpable mappings (VmFlags dd) only if
  * with_dd. Compares byte by byte against the masked copy: no clear needle.
  */
-static unsigned scan(bool with_dd)
+static unsigned scan_for(const unsigned char needle_masked[32], bool with_dd)
 {
 	FILE *f = fopen("/proc/self/smaps", "r");
 	char line[512];
@@ -1439,15 +1440,20 @@ static unsigned scan(bool with_dd)
 		     p + 32 <= (const unsigned char *)end; p++) {
 			size_t i = 0, j = 0;
 
-			while (i < 32 && p[i] == (unsigned char)(masked[i] ^ MASK))
+			while (i < 32 && p[i] == (unsigned char)(needle_masked[i] ^ MASK))
 				i++;
-			while (j < 32 && p[j] == (unsigned char)(masked[31 - j] ^ MASK))
+			while (j < 32 && p[j] == (unsigned char)(needle_masked[31 - j] ^ MASK))
 				j++;
 			hits += (i == 32) + (j == 32);
 		}
 	}
 	fclose(f);
 	return hits;
+}
+
+static unsigned scan(bool with_dd)
+{
+	return scan_for(masked, with_dd);
 }
 
 /* masked = the 32 bytes after `marker` in a hex string, masked as they are read. */
@@ -1536,6 +1542,88 @@ START_TEST(test_hygiene)
 }
 END_TEST
 
+/*
+ * The HMAC-SHA256 inner state of the 32-byte key masked[] (unmasked): the
+ * SHA-256 state after the block key ^ ipad, as OpenSSL's SHA-256 keeps it
+ * (its low-level context: the same words the digest provider holds), masked.
+ */
+static void hmac_inner_state_masked(unsigned char out[32])
+{
+	unsigned char block[64];
+	SHA256_CTX c;
+
+	for (int i = 0; i < 64; i++)
+		block[i] = (unsigned char)((i < 32 ? masked[i] ^ MASK : 0) ^ 0x36);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	SHA256_Init(&c);
+	SHA256_Update(&c, block, sizeof(block));
+#pragma GCC diagnostic pop
+	ck_assert_uint_eq(sizeof(c.h), 32);
+	memcpy(out, c.h, 32);
+	for (int i = 0; i < 32; i++)
+		out[i] ^= MASK;
+	OPENSSL_cleanse(&c, sizeof(c));
+	OPENSSL_cleanse(block, sizeof(block));
+}
+
+/*
+ * HMAC contexts kept between operations (the key's idle ones) hold neither
+ * the key nor its inner state; the control (P11P_SWKEY_CACHE_CTX, a keyed
+ * context kept) shows the scanner finds that state where it is.
+ */
+START_TEST(test_hygiene_hmac)
+{
+	static const CK_MECHANISM_TYPE mechs[] = {CKM_SHA256_HMAC, CKM_SHA256_HMAC_GENERAL};
+	unsigned char state[32], buf[200], sig[64];
+	CK_ULONG general = 16;
+
+#ifdef __SANITIZE_ADDRESS__
+	return; /* as test_hygiene */
+#endif
+	if (RUNNING_ON_VALGRIND)
+		return;
+	RAND_bytes(masked, sizeof(masked));
+	hmac_inner_state_masked(state);
+	ck_assert_uint_eq(scan_for(state, true), 0);
+	memset(buf, 3, sizeof(buf));
+	for (unsigned flags = 0; flags <= P11P_SWKEY_CACHE_CTX; flags += P11P_SWKEY_CACHE_CTX) {
+		struct p11p_swkey *key = NULL;
+
+		ck_assert_int_eq(
+		    p11p_swkey_generate(CKK_GENERIC_SECRET, 32, masked_rand, NULL, flags, &key),
+		    CKR_OK);
+		for (int i = 0; i < 4; i++) {
+			CK_MECHANISM m = {mechs[i % 2], i % 2 ? &general : NULL,
+			                  i % 2 ? sizeof(general) : 0};
+			CK_ULONG len = sizeof(sig);
+			struct p11p_swop *op = NULL;
+
+			ck_assert_int_eq(p11p_swkey_sign(key, &m, buf, sizeof(buf), sig, &len),
+			                 CKR_OK);
+			ck_assert_int_eq(p11p_swkey_verify(key, &m, buf, sizeof(buf), sig, len),
+			                 CKR_OK);
+			/* multi-part, and one ended by an error (a bad signature) */
+			ck_assert_int_eq(p11p_swop_init(key, P11P_SWOP_VERIFY, &m, &op), CKR_OK);
+			ck_assert_int_eq(p11p_swop_update(op, buf, 50, NULL, NULL), CKR_OK);
+			sig[0] ^= 1;
+			ck_assert_int_eq(p11p_swop_verify_final(op, sig, len),
+			                 CKR_SIGNATURE_INVALID);
+			p11p_swop_free(op);
+		}
+		if (flags == 0) {
+			/* idle contexts kept: no key bytes, no inner state in dumpable memory */
+			ck_assert_uint_eq(scan(false), 0);
+			ck_assert_uint_eq(scan_for(state, false), 0);
+		} else {
+			ck_assert_uint_ge(scan_for(state, false), 1);
+		}
+		p11p_swkey_free(key);
+		ck_assert_uint_eq(scan_for(state, true), 0);
+	}
+}
+END_TEST
+
 START_TEST(test_hygiene_asym)
 {
 	struct p11p_swkey *key;
@@ -1600,6 +1688,7 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_rules);
 	tcase_add_test(tc, test_threads);
 	tcase_add_test(tc, test_hygiene);
+	tcase_add_test(tc, test_hygiene_hmac);
 	tcase_add_test(tc, test_hygiene_asym);
 	suite_add_tcase(s, tc);
 	return s;

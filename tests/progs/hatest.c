@@ -756,5 +756,5 @@ int main(int argc, char **argv)
 	}
 	testmod_unload(&mod);
 	EVP_PKEY_free(ec_key);
-	return failures ? 1 : 0;
+	return checks_verdict();
 }

@@ -1133,5 +1133,5 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	testmod_unload(&mod);
-	return failures ? 1 : 0;
+	return checks_verdict();
 }

@@ -54,6 +54,7 @@ vt() {
 	run_prog "$BUILD/tests/vendortest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" "$@" \
 		>"$TMP/$name.out" 2>"$TMP/$name.err"
 	local rc=$?
+	[ $rc -eq 0 ] || ! lsan_tracer_crash_only "$TMP/$name.out" "$TMP/$name.err" || rc=0
 	[ $rc -eq 0 ] || sed 's/^/    /' "$TMP/$name.out" "$TMP/$name.err"
 	return $rc
 }

@@ -50,6 +50,7 @@ hf() {
 	HAFAULTS_DIRECT=${HF_DIRECT:-0} HAFAULTS_SLOW=$([ "$MODE" = valgrind ] && echo 1) \
 		run_prog_timeout "$limit" "$BUILD/tests/hafaults" \
 		"$module" "$P11SHIM_CONTROL" "$P11SHIM_LOG" "$@" >"$TMP/out" 2>"$TMP/err" || rc=$?
+	[ $rc -eq 0 ] || ! lsan_tracer_crash_only "$TMP/out" "$TMP/err" || rc=0
 	if [ $rc -eq 0 ]; then
 		pass "$name"
 	else

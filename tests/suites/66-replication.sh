@@ -53,6 +53,7 @@ repl() {
 	run_prog "$BUILD/tests/repltest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" "$1" \
 		$quick >"$TMP/$1.out" 2>&1
 	local rc=$?
+	[ $rc -eq 0 ] || ! lsan_tracer_crash_only "$TMP/$1.out" "$TMP/$1.out" || rc=0
 	[ $rc -eq 0 ] || sed 's/^/    /' "$TMP/$1.out"
 	return $rc
 }

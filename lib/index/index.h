@@ -166,7 +166,8 @@ CK_RV p11p_index_get_brief(struct p11p_index *idx, uint64_t vid, struct p11p_vke
 /*
  * A number that moves on whenever what lookups answer may change (a refresh
  * that read something, a write); read without the handle's mutex, so that a
- * caller can keep an answer while the number stays the same.
+ * caller can keep an answer while the number stays the same. Never 0 (it
+ * starts at 1), so that a caller can use 0 for "nothing kept".
  */
 unsigned long p11p_index_gen(struct p11p_index *idx);
 

@@ -615,8 +615,12 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 	if (vk == NULL)
 		return VK_NONE;
 	vk_refresh(vk);
-	/* The record this session read last, binding and index unchanged since: no lock. */
-	if (vks != NULL && h == vks->h && vks->igen != 0 && vks->gen == p11p_objects_gen() &&
+	/*
+	 * The record this session read last, binding and index unchanged since: no
+	 * lock. (igen 0, nothing cached, never equals the index's generation,
+	 * which starts at 1.)
+	 */
+	if (vks != NULL && h == vks->h && vks->gen == p11p_objects_gen() &&
 	    vks->igen == p11p_index_gen(vk->idx)) {
 		rec->vid = vks->vid;
 		rec->cls = vks->cls;
@@ -811,7 +815,8 @@ void p11p_vkey_attrs_out(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_P
 {
 	struct p11p_vkey rec;
 
-	if (c->st->vkeys == NULL || templ == NULL)
+	/* The core calls it only with virtual keys on (c->st->vkeys set). */
+	if (templ == NULL)
 		return;
 	/* Only answers that filled the template. */
 	if (*rv != CKR_OK && *rv != CKR_ATTRIBUTE_SENSITIVE && *rv != CKR_ATTRIBUTE_TYPE_INVALID &&

@@ -483,6 +483,457 @@ static void case_mechs(const char *slot)
 	f->C_CloseSession(s);
 }
 
+/* ---- keys from their PKCS#11 parts (C_CreateObject), C_UnwrapKey of private keys ---- */
+
+/* A bignum of pk, big-endian: padded to n bytes (n 0: its own length); its length, 0 on error. */
+static size_t bn_param(EVP_PKEY *pk, const char *name, unsigned char *out, size_t n)
+{
+	BIGNUM *bn = NULL;
+	int len;
+
+	if (!EVP_PKEY_get_bn_param(pk, name, &bn))
+		return 0;
+	len = n != 0 ? BN_bn2binpad(bn, out, (int)n) : BN_bn2bin(bn, out);
+	BN_clear_free(bn);
+	return len > 0 ? (size_t)len : 0;
+}
+
+/* C_CreateObject of a software token key of class cls: the usual attributes + parts. */
+static CK_RV create_key(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt, const char *label,
+                        const CK_ATTRIBUTE *parts, CK_ULONG n_parts, CK_OBJECT_HANDLE *out)
+{
+	CK_ATTRIBUTE t[20] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {cls == CKO_PRIVATE_KEY ? CKA_SIGN : CKA_VERIFY, &yes, 1},
+	};
+
+	if (n_parts > 14)
+		return CKR_ARGUMENTS_BAD;
+	memcpy(t + 6, parts, n_parts * sizeof(*parts));
+	*out = 0;
+	return f->C_CreateObject(s, t, 6 + n_parts, out);
+}
+
+/*
+ * Signs "message" with priv (mechanism m); OpenSSL verifies with pk, the key
+ * the parts came from; the public key object (pub, if any) verifies too and
+ * exports the same public key.
+ */
+static void check_parts_sig(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                            CK_MECHANISM *m, EVP_PKEY *pk, const EVP_MD *md, int ecdsa,
+                            const char *what)
+{
+	unsigned char sig[600], der[200];
+	CK_ULONG n = sizeof(sig);
+	CK_RV rv = f->C_SignInit(s, m, priv), rv2 = CKR_OK;
+	int ok = 0, same = 1;
+
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);
+	if (rv == CKR_OK) {
+		size_t dl = ecdsa ? ecdsa_der(sig, n, der) : 0;
+
+		ok = ecdsa ? dl > 0 && ossl_verify(pk, md, 0, der, dl)
+		           : ossl_verify(pk, md, 0, sig, n);
+	}
+	if (rv == CKR_OK && pub != 0) {
+		EVP_PKEY *exp = spki_of(s, pub);
+
+		same = exp != NULL && EVP_PKEY_eq(exp, pk) == 1;
+		EVP_PKEY_free(exp);
+		rv2 = f->C_VerifyInit(s, m, pub);
+		if (rv2 == CKR_OK)
+			rv2 = f->C_Verify(s, (CK_BYTE_PTR) "message", 7, sig, n);
+	}
+	expect(rv == CKR_OK && ok && rv2 == CKR_OK && same,
+	       "%s: OpenSSL verifies the proxy's signature with the original key%s (%s, %s)", what,
+	       pub != 0 ? "; the public key object verifies it and exports that key" : "",
+	       testmod_ckr(rv), testmod_ckr(rv2));
+}
+
+static const unsigned char str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                            'd',  's',  '2', '5', '5', '1', '9'};
+static const unsigned char oid_p521[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23};
+
+/* EC P-256 (point as DER) and P-384 (point raw, as SoftHSM2 also takes it). */
+static void parts_ec(CK_SESSION_HANDLE s, int p384)
+{
+	const unsigned char *oid = p384 ? oid_p384 : oid_p256;
+	CK_ULONG oid_len = p384 ? sizeof(oid_p384) : sizeof(oid_p256);
+	size_t olen = p384 ? 48 : 32, plen = 0;
+	CK_KEY_TYPE kt = CKK_EC;
+	CK_MECHANISM m = {p384 ? CKM_ECDSA_SHA384 : CKM_ECDSA_SHA256, NULL, 0};
+	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", p384 ? "P-384" : "P-256");
+	unsigned char d[48], pt[2 + 97], buf[64];
+	CK_OBJECT_HANDLE priv = 0, pub = 0, h;
+	const char *label = p384 ? "pt-p384" : "pt-p256";
+	CK_RV rv;
+
+	expect(pk != NULL && bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, d, olen) == olen &&
+	           EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt + 2, 97,
+	                                           &plen) == 1 &&
+	           plen == 1 + 2 * olen,
+	       "an EC key made by OpenSSL");
+	pt[0] = 0x04;
+	pt[1] = (unsigned char)plen;
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid, oid_len}, {CKA_VALUE, d, olen}};
+
+		rv = create_key(s, CKO_PRIVATE_KEY, kt, label, a, 2, &priv);
+		EXPECT_RV(rv, CKR_OK,
+		          p384 ? "create an EC P-384 private key from CKA_VALUE"
+		               : "create an EC P-256 private key from CKA_VALUE");
+	}
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid, oid_len},
+		                    {CKA_EC_POINT, p384 ? pt + 2 : pt, p384 ? plen : plen + 2}};
+
+		rv = create_key(s, CKO_PUBLIC_KEY, kt, label, a, 2, &pub);
+		EXPECT_RV(rv, CKR_OK,
+		          p384 ? "create an EC P-384 public key (raw CKA_EC_POINT)"
+		               : "create an EC P-256 public key (DER CKA_EC_POINT)");
+	}
+	check_parts_sig(s, priv, pub, &m, pk, p384 ? EVP_sha384() : EVP_sha256(), 1,
+	                p384 ? "created ECDSA P-384" : "created ECDSA P-256");
+	{
+		CK_ATTRIBUTE a = {CKA_VALUE, buf, sizeof(buf)};
+
+		rv = f->C_GetAttributeValue(s, priv, &a, 1);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_SENSITIVE, "CKA_VALUE of the created private key");
+	}
+	expect(get_bool(s, priv, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, priv, CKA_LOCAL) == 0 &&
+	           get_bool(s, priv, CKA_SENSITIVE) == 1 && get_bool(s, pub, CKA_TOKEN) == 1 &&
+	           get_ulong(s, pub, CKA_CLASS) == CKO_PUBLIC_KEY,
+	       "software token keys, the private one sensitive and not LOCAL");
+	{
+		CK_OBJECT_CLASS pc = CKO_PUBLIC_KEY;
+		CK_ATTRIBUTE t[] = {{CKA_CLASS, &pc, sizeof(pc)},
+		                    {CKA_LABEL, (void *)label, strlen(label)}};
+
+		expect(find_all(s, t, 2, &h, 1) == 1 && h == pub,
+		       "C_FindObjects finds the public key object");
+	}
+	OPENSSL_cleanse(d, sizeof(d));
+	EVP_PKEY_free(pk);
+}
+
+static void parts_ed25519(CK_SESSION_HANDLE s)
+{
+	CK_KEY_TYPE kt = CKK_EC_EDWARDS;
+	CK_MECHANISM m = {CKM_EDDSA, NULL, 0};
+	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	unsigned char seed[32], pt[34];
+	size_t sl = 32, pl = 32;
+	CK_OBJECT_HANDLE priv = 0, pub = 0;
+	CK_RV rv;
+
+	expect(pk != NULL && EVP_PKEY_get_raw_private_key(pk, seed, &sl) == 1 && sl == 32 &&
+	           EVP_PKEY_get_raw_public_key(pk, pt + 2, &pl) == 1 && pl == 32,
+	       "an Ed25519 key made by OpenSSL");
+	pt[0] = 0x04;
+	pt[1] = 32;
+	{
+		/* The printable form of the curve, as some applications write it. */
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)str_ed25519, sizeof(str_ed25519)},
+		                    {CKA_VALUE, seed, 32}};
+
+		rv = create_key(s, CKO_PRIVATE_KEY, kt, "pt-ed25519", a, 2, &priv);
+		EXPECT_RV(rv, CKR_OK, "create an Ed25519 private key (params \"edwards25519\")");
+	}
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)},
+		                    {CKA_EC_POINT, pt, 34}};
+
+		rv = create_key(s, CKO_PUBLIC_KEY, kt, "pt-ed25519", a, 2, &pub);
+		EXPECT_RV(rv, CKR_OK, "create an Ed25519 public key (the curve's OID)");
+	}
+	check_parts_sig(s, priv, pub, &m, pk, NULL, 0, "created EdDSA Ed25519");
+	OPENSSL_cleanse(seed, sizeof(seed));
+	EVP_PKEY_free(pk);
+}
+
+/* The RSA parts of pk: n, e, d, p, q, dp, dq, qinv. */
+static const char *const rsa_params[8] = {
+    OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+    OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+    OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+    OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
+};
+static const CK_ATTRIBUTE_TYPE rsa_attrs[8] = {
+    CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+    CKA_PRIME_2, CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT,
+};
+
+struct rsa_parts {
+	unsigned char v[8][512];
+	CK_ATTRIBUTE a[8];
+};
+
+static int rsa_parts(EVP_PKEY *pk, struct rsa_parts *r)
+{
+	for (int i = 0; i < 8; i++) {
+		size_t n = bn_param(pk, rsa_params[i], r->v[i], 0);
+
+		if (n == 0)
+			return 0;
+		r->a[i] = (CK_ATTRIBUTE){rsa_attrs[i], r->v[i], n};
+	}
+	return 1;
+}
+
+static void parts_rsa(CK_SESSION_HANDLE s)
+{
+	CK_KEY_TYPE kt = CKK_RSA;
+	CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	struct rsa_parts r;
+	CK_OBJECT_HANDLE priv = 0, pub = 0, bare = 0;
+	unsigned char buf[600];
+	CK_ATTRIBUTE a = {CKA_PRIVATE_EXPONENT, buf, sizeof(buf)};
+	CK_RV rv;
+
+	expect(pk != NULL && rsa_parts(pk, &r), "an RSA-2048 key made by OpenSSL");
+	rv = create_key(s, CKO_PRIVATE_KEY, kt, "pt-rsa", r.a, 8, &priv);
+	EXPECT_RV(rv, CKR_OK, "create an RSA private key with its CRT parts");
+	rv = create_key(s, CKO_PUBLIC_KEY, kt, "pt-rsa", r.a, 2, &pub);
+	EXPECT_RV(rv, CKR_OK, "create an RSA public key (modulus, public exponent)");
+	check_parts_sig(s, priv, pub, &m, pk, EVP_sha256(), 0, "created RSA with CRT");
+	rv = create_key(s, CKO_PRIVATE_KEY, kt, "pt-rsa-bare", r.a, 3, &bare);
+	EXPECT_RV(rv, CKR_OK, "create an RSA private key from n, e, d only");
+	check_parts_sig(s, bare, pub, &m, pk, EVP_sha256(), 0, "created RSA from n, e, d");
+	rv = f->C_GetAttributeValue(s, priv, &a, 1);
+	EXPECT_RV(rv, CKR_ATTRIBUTE_SENSITIVE, "CKA_PRIVATE_EXPONENT of the created key");
+	OPENSSL_cleanse(&r, sizeof(r));
+	EVP_PKEY_free(pk);
+}
+
+/* Templates the engine must refuse, each with the return code PKCS#11 gives it. */
+static void parts_bad(CK_SESSION_HANDLE s)
+{
+	EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	EVP_PKEY *small = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+	unsigned char d[32], zero[32] = {0}, order[32], pt[2 + 65];
+	size_t plen = 0;
+	struct rsa_parts r, r1;
+	CK_OBJECT_HANDLE h;
+	EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+	CK_RV rv;
+
+	expect(ec != NULL && rsa != NULL && small != NULL && g != NULL &&
+	           bn_param(ec, OSSL_PKEY_PARAM_PRIV_KEY, d, 32) == 32 &&
+	           BN_bn2binpad(EC_GROUP_get0_order(g), order, 32) == 32 &&
+	           EVP_PKEY_get_octet_string_param(ec, OSSL_PKEY_PARAM_PUB_KEY, pt + 2, 65,
+	                                           &plen) == 1 &&
+	           plen == 65 && rsa_parts(rsa, &r) && rsa_parts(small, &r1),
+	       "keys made by OpenSSL");
+	pt[0] = 0x04;
+	pt[1] = 65;
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+		                    {CKA_VALUE, d, 31}};
+
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-256 CKA_VALUE of 31 bytes");
+		a[1] = (CK_ATTRIBUTE){CKA_VALUE, zero, 32};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-256 scalar 0");
+		a[1] = (CK_ATTRIBUTE){CKA_VALUE, order, 32};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-256 scalar = the group order");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p521, sizeof(oid_p521)};
+		a[1] = (CK_ATTRIBUTE){CKA_VALUE, d, 32};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-521 (not a curve of the engine)");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "Ed25519 params on a CKK_EC key");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)"\x06\x08\x2a", 3};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "CKA_EC_PARAMS that is not DER");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 0, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCOMPLETE, "no CKA_EC_PARAMS, no CKA_VALUE");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 1, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCOMPLETE, "a private key without CKA_VALUE");
+		a[1] = (CK_ATTRIBUTE){CKA_EC_POINT, pt, 67};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "CKA_EC_POINT on a private key");
+		pt[66] ^= 1;
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "a point off the curve");
+		pt[66] ^= 1;
+		a[1] = (CK_ATTRIBUTE){CKA_EC_POINT, pt, 66};
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "a point of the wrong length");
+	}
+	{
+		CK_ATTRIBUTE a[8];
+
+		memcpy(a, r.a, sizeof(a));
+		r.v[2][r.a[2].ulValueLen - 1] ^= 2; /* d */
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 3, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a d that is not e's inverse");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 8, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a wrong d with right CRT parts");
+		r.v[2][r.a[2].ulValueLen - 1] ^= 2;
+		r.v[5][r.a[5].ulValueLen - 1] ^= 2; /* dp */
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 8, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a wrong CKA_EXPONENT_1");
+		r.v[5][r.a[5].ulValueLen - 1] ^= 2;
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 5, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: some CRT parts, not all");
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_RSA, "bad", a, 3, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a private exponent on a public key");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", r1.a, 8, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "RSA-1024 (below 2048 bits)");
+		a[1] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)"\x01\x00\x00", 3};
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_RSA, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "RSA: an even public exponent");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 1, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCOMPLETE, "RSA: a modulus alone");
+	}
+	{
+		CK_ATTRIBUTE t[] = {{CKA_LABEL, "bad", 3}};
+		CK_OBJECT_HANDLE any[4];
+
+		expect(find_all(s, t, 1, any, 4) == 0, "no refused key left an object");
+	}
+	OPENSSL_cleanse(&r, sizeof(r));
+	OPENSSL_cleanse(&r1, sizeof(r1));
+	OPENSSL_cleanse(d, sizeof(d));
+	EC_GROUP_free(g);
+	EVP_PKEY_free(ec);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(small);
+}
+
+static void case_parts(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1), hs;
+
+	parts_ec(s, 0);
+	parts_ec(s, 1);
+	parts_ed25519(s);
+	parts_rsa(s);
+	parts_bad(s);
+	f->C_CloseSession(s);
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "pt-p256") == 0 && find_label(hs, "pt-rsa") == 0,
+	       "the member's token has none of them");
+	f->C_CloseSession(hs);
+}
+
+/* The key of class cls labelled label. */
+static CK_OBJECT_HANDLE find_key(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[2] = {0};
+
+	return find_all(s, t, 2, h, 2) == 1 ? h[0] : 0;
+}
+
+/* A new process: the created keys, opened from the store, sign; their public keys verify. */
+static void case_partsuse(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_MECHANISM e256 = {CKM_ECDSA_SHA256, NULL, 0}, e384 = {CKM_ECDSA_SHA384, NULL, 0},
+	             ed = {CKM_EDDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-p256"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-p256"), &e256, EVP_sha256(), 1, "stored P-256");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-p384"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-p384"), &e384, EVP_sha384(), 1, "stored P-384");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-ed25519"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-ed25519"), &ed, NULL, 0, "stored Ed25519");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-rsa"), find_key(s, CKO_PUBLIC_KEY, "pt-rsa"),
+	          &rsa, EVP_sha256(), 0, "stored RSA");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-rsa-bare"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-rsa"), &rsa, EVP_sha256(), 0,
+	          "stored RSA made from n, e, d");
+	f->C_CloseSession(s);
+}
+
+/* pk's PKCS#8, wrapped by OpenSSL with AES key wrap with padding under the HSM's kek. */
+static size_t wrap_pkcs8(EVP_PKEY *pk, unsigned char *out, size_t cap)
+{
+	PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+	unsigned char *der = NULL, kv[32];
+	int dl = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1, l = 0, l2 = 0, ok;
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+
+	PKCS8_PRIV_KEY_INFO_free(p8);
+	key_value("key encryption key", kv);
+	ok = cc != NULL && dl > 0 && (size_t)dl + 16 <= cap;
+	if (ok) {
+		EVP_CIPHER_CTX_set_flags(cc, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+		ok = EVP_EncryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kv, NULL) == 1 &&
+		     EVP_EncryptUpdate(cc, out, &l, der, dl) == 1 &&
+		     EVP_EncryptFinal_ex(cc, out + l, &l2) == 1;
+	}
+	EVP_CIPHER_CTX_free(cc);
+	OPENSSL_cleanse(kv, sizeof(kv));
+	if (der != NULL)
+		OPENSSL_clear_free(der, (size_t)dl);
+	return ok ? (size_t)(l + l2) : 0;
+}
+
+/* C_UnwrapKey of software private keys: PKCS#8 wrapped under the HSM's kek. */
+static void case_unwrappriv(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1), hs;
+	CK_OBJECT_HANDLE kek = find_label(s, "kek");
+	CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+	CK_MECHANISM e256 = {CKM_ECDSA_SHA256, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	const char *names[2] = {"uw-p256", "uw-rsa"};
+
+	for (int i = 0; i < 2; i++) {
+		EVP_PKEY *pk = i == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")
+		                      : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+		CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+		CK_KEY_TYPE kt = i == 0 ? CKK_EC : CKK_RSA, wrong = i == 0 ? CKK_RSA : CKK_EC;
+		CK_ATTRIBUTE t[] = {
+		    {CKA_CLASS, &cls, sizeof(cls)},
+		    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		    {CKA_TOKEN, &yes, 1},
+		    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+		    {CKA_SIGN, &yes, 1},
+		    {CKA_LABEL, (void *)names[i], strlen(names[i])},
+		};
+		unsigned char wrapped[2048];
+		size_t wl = pk != NULL ? wrap_pkcs8(pk, wrapped, sizeof(wrapped)) : 0;
+		CK_OBJECT_HANDLE k = 0;
+		CK_RV rv;
+
+		expect(wl > (i == 0 ? 100u : 1024u) && kek != 0,
+		       "a PKCS#8 key wrapped by OpenSSL under the HSM's kek (%zu bytes)", wl);
+		t[1].pValue = &wrong;
+		rv = f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 6, &k);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "the wrapped key is of another type");
+		t[1].pValue = &kt;
+		rv = f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 6, &k);
+		EXPECT_RV(rv, CKR_OK,
+		          i == 0 ? "C_UnwrapKey of a software EC private key"
+		                 : "C_UnwrapKey of a software RSA private key (over 1 KiB)");
+		expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) == 1 &&
+		           get_ulong(s, k, CKA_CLASS) == CKO_PRIVATE_KEY,
+		       "a software private key");
+		check_parts_sig(s, k, 0, i == 0 ? &e256 : &rsa, pk, EVP_sha256(), i == 0,
+		                i == 0 ? "unwrapped P-256" : "unwrapped RSA-2048");
+		EVP_PKEY_free(pk);
+	}
+	f->C_CloseSession(s);
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "uw-p256") == 0 && find_label(hs, "uw-rsa") == 0,
+	       "no trace of them on the token");
+	f->C_CloseSession(hs);
+}
+
 /* ---- cases ---- */
 
 /* C_UnwrapKey of a software key: the HSM unwraps (AES key wrap under "kek"), the proxy keeps it. */
@@ -858,6 +1309,12 @@ int main(int argc, char **argv)
 		case_failover();
 	else if (strcmp(c, "hold") == 0)
 		case_hold();
+	else if (strcmp(c, "parts") == 0 && argc > 5)
+		case_parts(argv[5]);
+	else if (strcmp(c, "partsuse") == 0 && argc > 5)
+		case_partsuse(argv[5]);
+	else if (strcmp(c, "unwrappriv") == 0)
+		case_unwrappriv();
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

@@ -64,6 +64,12 @@ check "swkeys: every mechanism against OpenSSL (CBC, CBC-PAD, CTR, HMAC-SHA2, EC
 	st mechs mechs soft
 check "swkeys: C_UnwrapKey makes a software key (unwrapped by the HSM, kept by the proxy)" \
 	st unwrap unwrap
+check "swkeys: C_CreateObject of EC, Ed25519, RSA private and public keys from their parts (OpenSSL verifies); bad parts refused" \
+	st parts parts soft
+check "swkeys: the created keys, opened from the store in a new process, sign and verify" \
+	st partsuse partsuse soft
+check "swkeys: C_UnwrapKey of software EC and RSA private keys (PKCS#8 under the HSM's kek)" \
+	st unwrappriv unwrappriv
 check "swkeys: generated (new_keys), session software keys; none without software_keys" \
 	st generate generate
 check "swkeys: evicted after cache_idle, opened again by the HSM" st idle idle

@@ -934,6 +934,116 @@ static void case_unwrappriv(void)
 	f->C_CloseSession(hs);
 }
 
+/* The key of class cls labelled label whose CKA_ID is (or, when `is` is 0, is not) id. */
+static CK_OBJECT_HANDLE find_idd(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const char *label,
+                                 const unsigned char *id, size_t id_len, int is)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[8], found = 0;
+	CK_ULONG n = find_all(s, t, 2, h, 8), hits = 0;
+
+	for (CK_ULONG i = 0; i < n && i < 8; i++) {
+		unsigned char buf[64];
+		CK_ATTRIBUTE a = {CKA_ID, buf, sizeof(buf)};
+		int same = f->C_GetAttributeValue(s, h[i], &a, 1) == CKR_OK &&
+		           a.ulValueLen == id_len && memcmp(buf, id, id_len) == 0;
+
+		if (same == is) {
+			found = h[i];
+			hits++;
+		}
+	}
+	return hits == 1 ? found : 0;
+}
+
+/*
+ * After `keys rotate LABEL --id NEWID` of a software key: the successor (CKA_ID
+ * newid) is a software key the proxy made (CKA_LOCAL) and does the work; the
+ * old key (the other CKA_ID) is left as rotate leaves HSM keys: verify and
+ * decrypt only. kind: hmac (value "software hmac"), gcm ("software aes 2"), ec.
+ */
+static void case_rotated(const char *slot, const char *label, const char *idhex, const char *kind)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	unsigned char id[32];
+	long idl = 0;
+	unsigned char *idb = OPENSSL_hexstr2buf(idhex, &idl);
+	CK_OBJECT_CLASS cls = strcmp(kind, "ec") == 0 ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
+	CK_OBJECT_HANDLE nk, ok;
+	CK_RV rv;
+
+	expect(idb != NULL && idl > 0 && idl <= 32, "the new CKA_ID");
+	memcpy(id, idb, (size_t)idl);
+	OPENSSL_free(idb);
+	nk = find_idd(s, cls, label, id, (size_t)idl, 1);
+	ok = find_idd(s, cls, label, id, (size_t)idl, 0);
+	expect(nk != 0 && ok != 0 && nk != ok, "the old and the new key are both found (%lu, %lu)",
+	       nk, ok);
+	expect(get_bool(s, nk, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, nk, CKA_LOCAL) == 1 &&
+	           get_bool(s, nk, CKA_TOKEN) == 1 &&
+	           get_bool(s, nk, CKA_SENSITIVE) == get_bool(s, ok, CKA_SENSITIVE) &&
+	           get_ulong(s, nk, CKA_KEY_TYPE) == get_ulong(s, ok, CKA_KEY_TYPE),
+	       "the successor: a software token key made by the proxy, of the old key's type");
+	if (strcmp(kind, "hmac") == 0) {
+		unsigned char mac[32], ref[32], v[32];
+		CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+
+		rv = hmac(s, nk, (const unsigned char *)"m", 1, mac);
+		EXPECT_RV(rv, CKR_OK, "the successor signs (HMAC)");
+		key_value("software hmac", v);
+		expect(ref_hmac(v, 32, (const unsigned char *)"m", 1, ref) &&
+		           memcmp(mac, ref, 32) != 0,
+		       "with a new value");
+		rv = f->C_VerifyInit(s, &m, nk);
+		if (rv == CKR_OK)
+			rv = f->C_Verify(s, (CK_BYTE_PTR) "m", 1, mac, 32);
+		EXPECT_RV(rv, CKR_OK, "the successor verifies its MAC");
+		rv = hmac(s, ok, (const unsigned char *)"m", 1, mac);
+		EXPECT_RV(rv, CKR_KEY_FUNCTION_NOT_PERMITTED, "the rotated key no longer signs");
+		rv = f->C_VerifyInit(s, &m, ok);
+		if (rv == CKR_OK)
+			rv = f->C_Verify(s, (CK_BYTE_PTR) "m", 1, ref, 32);
+		EXPECT_RV(rv, CKR_OK, "the rotated key still verifies what it made");
+		OPENSSL_cleanse(v, sizeof(v));
+	} else if (strcmp(kind, "gcm") == 0) {
+		unsigned char iv[12] = "rotate-iv-12", ct[64], pt[64], v[32];
+		CK_ULONG n = sizeof(ct), pn = sizeof(pt);
+
+		rv = gcm(s, nk, 1, iv, (const unsigned char *)"rotated", 7, ct, &n);
+		if (rv == CKR_OK)
+			rv = gcm(s, nk, 0, iv, ct, n, pt, &pn);
+		expect(rv == CKR_OK && pn == 7 && memcmp(pt, "rotated", 7) == 0,
+		       "the successor encrypts and decrypts (AES-GCM) (%s)", testmod_ckr(rv));
+		n = sizeof(ct);
+		rv = gcm(s, ok, 1, iv, (const unsigned char *)"rotated", 7, ct, &n);
+		EXPECT_RV(rv, CKR_KEY_FUNCTION_NOT_PERMITTED, "the rotated key no longer encrypts");
+		key_value("software aes 2", v);
+		pn = sizeof(pt);
+		rv = ref_gcm(v, iv, (const unsigned char *)"rotated", 7, ct)
+		         ? gcm(s, ok, 0, iv, ct, 7 + 16, pt, &pn)
+		         : CKR_GENERAL_ERROR;
+		expect(rv == CKR_OK && pn == 7 && memcmp(pt, "rotated", 7) == 0,
+		       "the rotated key still decrypts what it encrypted (%s)", testmod_ckr(rv));
+		OPENSSL_cleanse(v, sizeof(v));
+	} else {
+		CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+		CK_OBJECT_HANDLE np = find_idd(s, CKO_PUBLIC_KEY, label, id, (size_t)idl, 1);
+		unsigned char sig[128];
+		CK_ULONG n = sizeof(sig);
+
+		expect(np != 0 && get_bool(s, np, CKA_P11PROXY_SOFTWARE) == 1,
+		       "the successor's public key, a software key");
+		check_sig(s, nk, np, &m, EVP_sha256(), 1, "the successor pair");
+		rv = f->C_SignInit(s, &m, ok);
+		if (rv == CKR_OK)
+			rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);
+		EXPECT_RV(rv, CKR_KEY_FUNCTION_NOT_PERMITTED,
+		          "the rotated private key no longer signs");
+	}
+	f->C_CloseSession(s);
+}
+
 /* ---- cases ---- */
 
 /* C_UnwrapKey of a software key: the HSM unwraps (AES key wrap under "kek"), the proxy keeps it. */
@@ -1315,6 +1425,8 @@ int main(int argc, char **argv)
 		case_partsuse(argv[5]);
 	else if (strcmp(c, "unwrappriv") == 0)
 		case_unwrappriv();
+	else if (strcmp(c, "rotated") == 0 && argc > 8)
+		case_rotated(argv[5], argv[6], argv[7], argv[8]);
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

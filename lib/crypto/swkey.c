@@ -1141,6 +1141,21 @@ CK_RV p11p_swkey_from_parts(const struct p11p_swkey_parts *parts, unsigned flags
 	}
 }
 
+bool p11p_swkey_consistent(const struct p11p_swkey *key)
+{
+	EVP_PKEY_CTX *cctx;
+	bool ok;
+
+	if (key == NULL || key->cls != CKO_PRIVATE_KEY || key->pkey == NULL)
+		return false;
+	if (key->type == CKK_EC_EDWARDS)
+		return true;
+	cctx = EVP_PKEY_CTX_new_from_pkey(p11p_ossl_ctx(), key->pkey, NULL);
+	ok = cctx != NULL && EVP_PKEY_pairwise_check(cctx) == 1;
+	EVP_PKEY_CTX_free(cctx);
+	return ok;
+}
+
 CK_RV p11p_swkey_public(const struct p11p_swkey *key, struct p11p_swkey **out)
 {
 	unsigned char *der = NULL;

@@ -267,6 +267,16 @@ struct p11p_swkey_parts {
 CK_RV p11p_swkey_from_parts(const struct p11p_swkey_parts *parts, unsigned flags,
                             struct p11p_swkey **out);
 
+/*
+ * Whether a private key from an untrusted source (C_UnwrapKey: PKCS#8 the
+ * application wrapped, which p11p_swkey_from_der() takes as it is) is one
+ * key: EC, its public point is d G; RSA, n = p q with p and q prime and the
+ * exponents and CRT values those of p, q and d (OpenSSL's pairwise check);
+ * Ed25519 keys always are (the public key is derived from the private one).
+ * False for other classes.
+ */
+bool p11p_swkey_consistent(const struct p11p_swkey *key);
+
 /* The public half of a private key as a key of class CKO_PUBLIC_KEY (flags 0). */
 CK_RV p11p_swkey_public(const struct p11p_swkey *key, struct p11p_swkey **out);
 

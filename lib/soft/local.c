@@ -2975,6 +2975,10 @@ static CK_RV unwrap_private(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJEC
 		return CKR_TEMPLATE_INCONSISTENT; /* the wrapped key is of another type */
 	if (rv != CKR_OK)
 		return rv == CKR_KEY_SIZE_RANGE ? CKR_WRAPPED_KEY_INVALID : rv;
+	if (!p11p_swkey_consistent(sw)) { /* parts that are not one key */
+		p11p_swkey_free(sw);
+		return CKR_WRAPPED_KEY_INVALID;
+	}
 	return sw_finish(c, idx, &n, sw, &vid, out);
 }
 

@@ -859,17 +859,29 @@ static void case_partsuse(const char *slot)
 	f->C_CloseSession(s);
 }
 
-/* pk's PKCS#8, wrapped by OpenSSL with AES key wrap with padding under the HSM's kek. */
-static size_t wrap_pkcs8(EVP_PKEY *pk, unsigned char *out, size_t cap)
+/*
+ * pk's PKCS#8, wrapped by OpenSSL with AES key wrap with padding under the
+ * HSM's kek; with `other` (an EC key of the same curve), its public point in
+ * place of pk's (the last bytes of the PKCS#8 OpenSSL writes).
+ */
+static size_t wrap_pkcs8(EVP_PKEY *pk, EVP_PKEY *other, unsigned char *out, size_t cap)
 {
 	PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
-	unsigned char *der = NULL, kv[32];
+	unsigned char *der = NULL, kv[32], pt[65];
 	int dl = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1, l = 0, l2 = 0, ok;
 	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	size_t pl = 0;
 
 	PKCS8_PRIV_KEY_INFO_free(p8);
 	key_value("key encryption key", kv);
-	ok = cc != NULL && dl > 0 && (size_t)dl + 16 <= cap;
+	ok = cc != NULL && dl > 65 && (size_t)dl + 16 <= cap;
+	if (ok && other != NULL) {
+		ok = EVP_PKEY_get_octet_string_param(other, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt),
+		                                     &pl) == 1 &&
+		     pl == 65;
+		if (ok)
+			memcpy(der + dl - 65, pt, 65);
+	}
 	if (ok) {
 		EVP_CIPHER_CTX_set_flags(cc, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
 		ok = EVP_EncryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kv, NULL) == 1 &&
@@ -906,7 +918,7 @@ static void case_unwrappriv(void)
 		    {CKA_LABEL, (void *)names[i], strlen(names[i])},
 		};
 		unsigned char wrapped[2048];
-		size_t wl = pk != NULL ? wrap_pkcs8(pk, wrapped, sizeof(wrapped)) : 0;
+		size_t wl = pk != NULL ? wrap_pkcs8(pk, NULL, wrapped, sizeof(wrapped)) : 0;
 		CK_OBJECT_HANDLE k = 0;
 		CK_RV rv;
 
@@ -915,6 +927,20 @@ static void case_unwrappriv(void)
 		t[1].pValue = &wrong;
 		rv = f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 6, &k);
 		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "the wrapped key is of another type");
+		if (i == 0) {
+			/* An EC key whose PKCS#8 carries another key's public point: not one key.
+			 */
+			EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+			unsigned char bad[2048];
+			size_t bl = other != NULL ? wrap_pkcs8(pk, other, bad, sizeof(bad)) : 0;
+
+			t[1].pValue = &kt;
+			rv = bl > 0 ? f->C_UnwrapKey(s, &m, kek, bad, bl, t, 6, &k)
+			            : CKR_GENERAL_ERROR;
+			EXPECT_RV(rv, CKR_WRAPPED_KEY_INVALID,
+			          "a PKCS#8 EC key with a foreign point");
+			EVP_PKEY_free(other);
+		}
 		t[1].pValue = &kt;
 		rv = f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 6, &k);
 		EXPECT_RV(rv, CKR_OK,

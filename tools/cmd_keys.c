@@ -18,8 +18,9 @@
  * cannot be reached or logged in stops the command before anything changes;
  * a failure half-way is undone where PKCS#11 allows it (attributes are set
  * back; a destroyed key cannot come back, so the record then keeps the
- * members that still hold it). rotate always creates a new HSM key, so it
- * refuses a software key (issue 12): the module makes software keys.
+ * members that still hold it). rotate creates a new HSM key, or, for a
+ * software key (issue 12), a new software key sealed by the HSM under the
+ * slot's wrapping key (rotate_software()).
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -1032,6 +1032,90 @@ out:
 	return ok;
 }
 
+/* DER: the length of a length field for n content bytes (n < 2^16), and the field. */
+static size_t der_len_len(size_t n)
+{
+	return n < 0x80 ? 1 : n < 0x100 ? 2 : 3;
+}
+
+static unsigned char *der_put_len(unsigned char *p, size_t n)
+{
+	if (n >= 0x100) {
+		*p++ = 0x82;
+		*p++ = (unsigned char)(n >> 8);
+	} else if (n >= 0x80) {
+		*p++ = 0x81;
+	}
+	*p++ = (unsigned char)n;
+	return p;
+}
+
+/* DER INTEGER of a non-negative bignum: content bytes, and the whole. */
+static size_t der_int_content(const BIGNUM *bn)
+{
+	size_t n = (size_t)BN_num_bytes(bn);
+
+	return n == 0 ? 1 : n + (BN_is_bit_set(bn, (int)(8 * n - 1)) ? 1 : 0);
+}
+
+static unsigned char *der_put_int(unsigned char *p, const BIGNUM *bn)
+{
+	size_t c = der_int_content(bn), n = (size_t)BN_num_bytes(bn);
+
+	*p++ = 0x02;
+	p = der_put_len(p, c);
+	if (c > n)
+		*p++ = 0x00;
+	return p + BN_bn2bin(bn, p);
+}
+
+/*
+ * An RSA private key from its eight parts (n, e, d, p, q, dp, dq, qinv), through
+ * its PKCS#8 form (RFC 5208, RFC 8017 RSAPrivateKey, version 0) written into
+ * locked memory and read by p11p_swkey_from_der().
+ */
+static CK_RV rsa_pkcs8_key(BIGNUM *const bn[R_NUM], unsigned flags, struct p11p_swkey **out)
+{
+	static const unsigned char alg[] = {0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86,
+	                                    0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00};
+	size_t ints = 3, key_len, oct_len, p8_len, total, map_len = 0;
+	unsigned char *buf, *p;
+	int locked = 0;
+	CK_RV rv;
+
+	for (int i = 0; i < R_NUM; i++)
+		ints += 1 + der_len_len(der_int_content(bn[i])) + der_int_content(bn[i]);
+	key_len = 1 + der_len_len(ints) + ints; /* RSAPrivateKey */
+	oct_len = key_len;
+	p8_len = sizeof(alg) + 1 + der_len_len(oct_len) + oct_len;
+	total = 1 + der_len_len(p8_len) + p8_len;
+	if (total > 0xffff)
+		return CKR_ATTRIBUTE_VALUE_INVALID;
+	buf = p11p_locked_alloc(total, &map_len, &locked);
+	if (buf == NULL)
+		return CKR_HOST_MEMORY;
+	p = buf;
+	*p++ = 0x30;
+	p = der_put_len(p, p8_len);
+	memcpy(p, alg, sizeof(alg));
+	p += sizeof(alg);
+	*p++ = 0x04;
+	p = der_put_len(p, oct_len);
+	*p++ = 0x30;
+	p = der_put_len(p, ints);
+	*p++ = 0x02; /* version 0 (two primes) */
+	*p++ = 0x01;
+	*p++ = 0x00;
+	for (int i = 0; i < R_NUM; i++)
+		p = der_put_int(p, bn[i]);
+	rv = (size_t)(p - buf) == total
+	         ? p11p_swkey_from_der(CKO_PRIVATE_KEY, CKK_RSA, buf, total, flags, out)
+	         : CKR_FUNCTION_FAILED;
+	p11p_wipe(buf, total);
+	p11p_locked_free(buf, map_len, locked);
+	return rv == CKR_WRAPPED_KEY_INVALID ? CKR_FUNCTION_FAILED : rv;
+}
+
 static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
                             struct p11p_swkey **out)
 {
@@ -1094,19 +1178,28 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 		if ((n_crt == 0 && !rsa_factor(bn, ctx)) || !rsa_consistent(bn, ctx))
 			goto out;
 	}
+	if (priv) {
+		/*
+		 * Not EVP_PKEY_fromdata: OpenSSL 3.0's RSA import copies the private
+		 * parameters into ordinary bignums (its PKCS#8 decoder makes secure
+		 * ones), and its PKCS#8 encoder leaves copies in freed heap; the key
+		 * is made from a PKCS#8 form written here in locked memory, kept for
+		 * serialisation (test_hygiene_parts scans for both).
+		 */
+		rv = rsa_pkcs8_key(bn, flags, out);
+		goto out;
+	}
 	rv = CKR_FUNCTION_FAILED;
 	bld = OSSL_PARAM_BLD_new();
 	if (bld == NULL)
 		goto out;
-	/* Secure bignums make secure parameters (OpenSSL), freed with a cleanse. */
-	for (int i = 0; i < (priv ? R_NUM : R_D); i++)
+	for (int i = 0; i < R_D; i++)
 		if (!OSSL_PARAM_BLD_push_BN(bld, rsa_names[i], bn[i]))
 			goto out;
 	params = OSSL_PARAM_BLD_to_param(bld);
 	pctx = EVP_PKEY_CTX_new_from_name(lib, "RSA", NULL);
 	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-	    EVP_PKEY_fromdata(pctx, &pkey, priv ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) <=
-	        0)
+	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
 		goto out;
 	rv = key_from_pkey(k->cls, CKK_RSA, pkey, flags, out);
 	pkey = NULL;

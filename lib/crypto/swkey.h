@@ -239,9 +239,11 @@ struct p11p_swkey_parts {
 
 /*
  * A private or public key from its PKCS#11 attributes (C_CreateObject),
- * built with EVP_PKEY_fromdata in the private library context, the private
- * parts in secure bignums (cleared when freed); the caller's buffers are only
- * read. Every part is checked:
+ * built with EVP_PKEY_fromdata in the private library context (an RSA private
+ * key through its PKCS#8 form, written in locked memory: OpenSSL 3.0's RSA
+ * import keeps private parameters in ordinary bignums), the private parts in
+ * secure bignums (cleared when freed); the caller's buffers are only read.
+ * Every part is checked:
  *   CKR_TEMPLATE_INCOMPLETE     a required part is missing (EC: params and
  *                               value or point; RSA: modulus, public
  *                               exponent, and the private exponent of a

@@ -1709,6 +1709,76 @@ START_TEST(test_from_parts)
 }
 END_TEST
 
+/* n bytes of hex after `marker` in a fixture, into out (the caller wipes it). */
+static void bytes_after(const char *hex, const char *marker, unsigned char *out, size_t n)
+{
+	const char *p = strstr(hex, marker);
+
+	ck_assert_ptr_nonnull(p);
+	p += strlen(marker);
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		ck_assert_int_eq(sscanf(p + 2 * i, "%2x", &v), 1);
+		out[i] = (unsigned char)v;
+	}
+}
+
+/* Keys made from their parts keep no private byte in dumpable memory; none once freed. */
+START_TEST(test_hygiene_parts)
+{
+	static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+	                                         0xce, 0x3d, 0x03, 0x01, 0x07};
+	static const unsigned char e[] = {1, 0, 1};
+	unsigned char n[256], d[256], sig[512], h[32] = {1};
+	CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_ULONG len = sizeof(sig);
+	struct p11p_swkey_parts k = {.cls = CKO_PRIVATE_KEY, .type = CKK_EC};
+	struct p11p_swkey *key = NULL;
+	struct p11p_secret *ser = NULL;
+
+#ifdef __SANITIZE_ADDRESS__
+	return;
+#endif
+	if (RUNNING_ON_VALGRIND)
+		return;
+	/* EC P-256 from d */
+	mask_from_hex(p256_pkcs8, "0201010420");
+	bytes_after(p256_pkcs8, "0201010420", d, 32);
+	k.ec_params = (struct p11p_swkey_part){oid_p256, sizeof(oid_p256)};
+	k.value = (struct p11p_swkey_part){d, 32};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	p11p_wipe(d, sizeof(d));
+	ck_assert_int_eq(p11p_swkey_sign(key, &ecdsa, h, 32, sig, &len), CKR_OK);
+	ck_assert_uint_eq(scan(false), 0);
+	p11p_swkey_free(key);
+	ck_assert_uint_eq(scan(true), 0);
+	/* RSA-2048 from n, e, d (p and q recovered): d's and p's first 32 bytes */
+	for (int round = 0; round < 2; round++) {
+		mask_from_hex(rsa2048_pkcs8,
+		              round == 0 ? "020301000102820100" : "5fbe4ade7702818100");
+		bytes_after(rsa2048_pkcs8,
+		            "02010002820101"
+		            "00",
+		            n, 256);
+		bytes_after(rsa2048_pkcs8, "020301000102820100", d, 256);
+		k = (struct p11p_swkey_parts){.cls = CKO_PRIVATE_KEY, .type = CKK_RSA};
+		k.modulus = (struct p11p_swkey_part){n, 256};
+		k.public_exponent = (struct p11p_swkey_part){e, sizeof(e)};
+		k.private_exponent = (struct p11p_swkey_part){d, 256};
+		ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+		p11p_wipe(d, sizeof(d));
+		len = sizeof(sig);
+		ck_assert_int_eq(p11p_swkey_sign(key, &rsa, h, 32, sig, &len), CKR_OK);
+		ck_assert_int_eq(p11p_swkey_serialise(key, &ser), CKR_OK);
+		p11p_secret_free(ser);
+		ck_assert_uint_eq(scan(false), 0);
+		p11p_swkey_free(key);
+		ck_assert_uint_eq(scan(true), 0);
+	}
+}
+END_TEST
+
 static Suite *swkey_suite(void)
 {
 	Suite *s = suite_create("swkey");
@@ -1729,6 +1799,7 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_hygiene);
 	tcase_add_test(tc, test_hygiene_asym);
 	tcase_add_test(tc, test_from_parts);
+	tcase_add_test(tc, test_hygiene_parts);
 	suite_add_tcase(s, tc);
 	return s;
 }

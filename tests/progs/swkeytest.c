@@ -995,7 +995,8 @@ static void case_rotated(const char *slot, const char *label, const char *idhex,
 	unsigned char id[32];
 	long idl = 0;
 	unsigned char *idb = OPENSSL_hexstr2buf(idhex, &idl);
-	CK_OBJECT_CLASS cls = strcmp(kind, "ec") == 0 ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
+	int pair = strcmp(kind, "ec") == 0 || strcmp(kind, "ed") == 0 || strcmp(kind, "rsa") == 0;
+	CK_OBJECT_CLASS cls = pair ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
 	CK_OBJECT_HANDLE nk, ok;
 	CK_RV rv;
 
@@ -1053,14 +1054,26 @@ static void case_rotated(const char *slot, const char *label, const char *idhex,
 		       "the rotated key still decrypts what it encrypted (%s)", testmod_ckr(rv));
 		OPENSSL_cleanse(v, sizeof(v));
 	} else {
-		CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+		int ec = strcmp(kind, "ec") == 0, ed = strcmp(kind, "ed") == 0;
+		CK_MECHANISM m = {ec   ? CKM_ECDSA_SHA256
+		                  : ed ? CKM_EDDSA
+		                       : CKM_SHA256_RSA_PKCS,
+		                  NULL, 0};
 		CK_OBJECT_HANDLE np = find_idd(s, CKO_PUBLIC_KEY, label, id, (size_t)idl, 1);
-		unsigned char sig[128];
+		CK_OBJECT_HANDLE op = find_idd(s, CKO_PUBLIC_KEY, label, id, (size_t)idl, 0);
+		unsigned char sig[600], a[600], b[600];
+		CK_ATTRIBUTE ta = {ec || ed ? CKA_EC_PARAMS : CKA_MODULUS_BITS, a, sizeof(a)};
+		CK_ATTRIBUTE tb = {ta.type, b, sizeof(b)};
 		CK_ULONG n = sizeof(sig);
 
 		expect(np != 0 && get_bool(s, np, CKA_P11PROXY_SOFTWARE) == 1,
 		       "the successor's public key, a software key");
-		check_sig(s, nk, np, &m, EVP_sha256(), 1, "the successor pair");
+		expect(op != 0 && f->C_GetAttributeValue(s, np, &ta, 1) == CKR_OK &&
+		           f->C_GetAttributeValue(s, op, &tb, 1) == CKR_OK &&
+		           ta.ulValueLen == tb.ulValueLen && memcmp(a, b, ta.ulValueLen) == 0,
+		       "the new pair is on the old one's curve / of its size");
+		check_sig(s, nk, np, &m, ec || !ed ? EVP_sha256() : NULL, ec ? 1 : 0,
+		          "the successor pair");
 		rv = f->C_SignInit(s, &m, ok);
 		if (rv == CKR_OK)
 			rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);

@@ -183,7 +183,7 @@ blobs() { sqlite3 "$DB" "SELECT count(*) FROM blobs;"; }
 rotate_sw() {
 	local label=$1 id=$2 kind=$3 before old new key=$1
 	before=$(blobs)
-	if [ "$kind" = ec ]; then # a pair: its private key, by virtual id
+	if [ "$kind" = ec ] || [ "$kind" = ed ] || [ "$kind" = rsa ]; then # a pair: its private key, by virtual id
 		run_prog "$CLI" keys list --slot soft --json >"$TMP/rot-list.json" 2>&1 &&
 			key=$(jq -r --arg l "$label" '.keys[] | select(.label == $l and .class == "private") | .vid' "$TMP/rot-list.json") &&
 			[ -n "$key" ] || { cat "$TMP/rot-list.json"; return 1; }
@@ -198,7 +198,7 @@ rotate_sw() {
 		{ echo "records not linked"; cat "$TMP/rot-$label.json"; return 1; }
 	# One new blob per new key; none of its bytes on a member's token (only the index has it).
 	local want=1
-	[ "$kind" = ec ] && want=2
+	[ "$key" != "$label" ] && want=2
 	[ "$(blobs)" = $((before + want)) ] || { echo "blobs: $before -> $(blobs)"; return 1; }
 	# The audit trail: the new key created, the old one rotated.
 	run_prog "$CLI" audit --json >"$TMP/audit.json" 2>&1 &&
@@ -213,6 +213,10 @@ check "swkeys: keys rotate of a software AES key: the successor encrypts, the ol
 	rotate_sw sk-aes2 5a02 gcm
 check "swkeys: keys rotate of a software EC key pair: a new pair, the old private key no longer signs" \
 	rotate_sw sk-p256 5a03 ec
+check "swkeys: keys rotate of a software Ed25519 key pair: a new Ed25519 pair" \
+	rotate_sw sk-ed25519 5a04 ed
+check "swkeys: keys rotate of a software RSA key pair: a new pair of the same size" \
+	rotate_sw sk-rsa 5a05 rsa
 
 # pkcs11-tool: a token key generated on a new_keys slot is a software key; HMAC with it.
 p11tool() {

@@ -217,6 +217,22 @@ check "swkeys: keys rotate of a software Ed25519 key pair: a new Ed25519 pair" \
 	rotate_sw sk-ed25519 5a04 ed
 check "swkeys: keys rotate of a software RSA key pair: a new pair of the same size" \
 	rotate_sw sk-rsa 5a05 rsa
+rotate_tampered() {
+	local vid before after rc
+	cp "$DB" "$TMP/db.orig" && vid=$(vid_of sk-aes) && [ -n "$vid" ] &&
+		sqlite3 "$DB" "SELECT writefile('$TMP/blob', data) FROM blobs WHERE vid = $vid;" >/dev/null &&
+		printf '\001' | dd of="$TMP/blob" bs=1 seek=30 conv=notrunc 2>/dev/null &&
+		sqlite3 "$DB" "UPDATE blobs SET data = readfile('$TMP/blob') WHERE vid = $vid;" &&
+		before=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") &&
+		! run_prog "$CLI" keys rotate sk-aes --slot soft >"$TMP/rotbad.out" 2>&1 &&
+		grep -q "does not decrypt under the current wrapping key.*nothing changed" "$TMP/rotbad.out" &&
+		after=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") && [ "$before" = "$after" ] ||
+		{ cat "$TMP/rotbad.out"; rc=1; }
+	cp "$TMP/db.orig" "$DB"
+	return ${rc:-0}
+}
+check "swkeys: keys rotate of a software key whose stored value fails authentication changes nothing" \
+	rotate_tampered
 
 # pkcs11-tool: a token key generated on a new_keys slot is a software key; HMAC with it.
 p11tool() {

@@ -116,6 +116,25 @@ run_prog() {
 	fi
 }
 
+# cli ARGS...: the p11proxy CLI of this build (under valgrind in valgrind mode).
+cli() {
+	run_prog "$CLI" "$@"
+}
+
+# expect_cli NAME EXIT PATTERN ARGS...: `cli ARGS` exits EXIT and its output (stdout and
+# stderr) matches PATTERN (grep).
+expect_cli() {
+	local name=$1 want=$2 pat=$3 rc
+	shift 3
+	cli "$@" >"$TMP/out" 2>&1
+	rc=$?
+	if [ "$rc" -eq "$want" ] && grep -q -- "$pat" "$TMP/out"; then
+		pass "$name"
+	else
+		fail "$name" "exit $rc, want $want; $(head -c 400 "$TMP/out" | tr '\n' '|')"
+	fi
+}
+
 # run_prog_timeout SECONDS PROGRAM ARGS...: run_prog under timeout(1), for programs that
 # may hang (exit 124 when they ran out of time; the whole process group is ended).
 run_prog_timeout() {

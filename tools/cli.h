@@ -60,6 +60,12 @@ void cli_getopt_reset(void);
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the command's help (usage, summary, details) on stdout; CLI_OK. */
 int cli_cmd_help(const char *cmd);
+/*
+ * Which of cmd's actions (a NULL-terminated list) `word` names: its index.
+ * "help" prints the command's help; any other word is a usage error naming
+ * the actions. Both return -1 with *rc the exit code to return.
+ */
+int cli_action(const char *cmd, const char *word, const char *const *actions, int *rc);
 
 /* tools/cmd_slots.c */
 int cmd_slots(struct cli *cli, int argc, char **argv);

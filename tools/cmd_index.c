@@ -74,17 +74,16 @@ out:
 
 int cmd_index(struct cli *cli, int argc, char **argv)
 {
-	int o;
+	static const char *const actions[] = {"import", NULL};
+	int o, rc;
 
 	cli_getopt_reset();
 	while ((o = cli_getopt(cli, argc, argv, "", NULL)) != -1)
 		return CLI_USAGE;
 	if (optind >= argc)
 		return cli_usage("index", "no action given");
-	if (strcmp(argv[optind], "help") == 0)
-		return cli_cmd_help("index");
-	if (strcmp(argv[optind], "import") != 0)
-		return cli_usage("index", "unknown action '%s' (import, help)", argv[optind]);
+	if (cli_action("index", argv[optind], actions, &rc) < 0)
+		return rc;
 	if (argc - optind != 2)
 		return cli_usage("index", "import takes one FILE");
 	return do_import(cli, argv[optind + 1]);

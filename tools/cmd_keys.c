@@ -1689,12 +1689,11 @@ int cmd_keys(struct cli *cli, int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	static const char *const actions[] = {"list",   "show",  "deactivate", "activate", "delete",
-	                                      "rotate", "allow", "deny",       "rewrap"};
+	                                      "rotate", "allow", "deny",       "rewrap",   NULL};
 	struct kctx k = {.cli = cli};
 	const char *action, *key = NULL, *slot_arg = NULL, *to = NULL;
 	char **rest;
 	int n_rest, rc = CLI_FAIL, o;
-	bool known = false;
 
 	cli_getopt_reset();
 	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
@@ -1715,15 +1714,8 @@ int cmd_keys(struct cli *cli, int argc, char **argv)
 	action = argv[optind];
 	rest = argv + optind + 1;
 	n_rest = argc - optind - 1;
-	if (strcmp(action, "help") == 0)
-		return cli_cmd_help("keys");
-	for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
-		known |= strcmp(action, actions[i]) == 0;
-	if (!known)
-		return cli_usage("keys",
-		                 "unknown action '%s' (list, show, deactivate, activate, delete, "
-		                 "rotate, allow, deny, rewrap, help)",
-		                 action);
+	if (cli_action("keys", action, actions, &rc) < 0)
+		return rc;
 	k.action = action;
 	if ((to != NULL) != (strcmp(action, "rewrap") == 0))
 		return cli_usage("keys",

@@ -567,13 +567,12 @@ int cmd_members(struct cli *cli, int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	static const char *const actions[] = {"top",    "up",  "down",  "bottom",
-	                                      "delete", "add", "reset", "help"};
+	                                      "delete", "add", "reset", NULL};
 	struct p11p_config *cfg;
 	struct add_opts a;
 	const char *slot_arg, *action, *member = NULL;
 	size_t slot;
 	int rc, o, n;
-	bool known = false;
 
 	memset(&a, 0, sizeof(a));
 	cli_getopt_reset();
@@ -623,17 +622,8 @@ int cmd_members(struct cli *cli, int argc, char **argv)
 	if (strcmp(slot_arg, "help") == 0)
 		return cli_cmd_help("members");
 	action = n > 1 ? argv[optind + 1] : NULL;
-	if (action != NULL) {
-		for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
-			known |= strcmp(action, actions[i]) == 0;
-		if (!known)
-			return cli_usage("members",
-			                 "unknown action '%s' (top, up, down, bottom, delete, add, "
-			                 "reset, help)",
-			                 action);
-		if (strcmp(action, "help") == 0)
-			return cli_cmd_help("members");
-	}
+	if (action != NULL && cli_action("members", action, actions, &rc) < 0)
+		return rc;
 	if (a.any && (action == NULL || strcmp(action, "add") != 0))
 		return cli_usage("members",
 		                 "--name, --backend, a selector and --pin-source go with "

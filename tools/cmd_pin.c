@@ -109,6 +109,7 @@ static int reset(const struct cli *cli, const struct p11p_config *cfg, size_t s)
 int cmd_pin(struct cli *cli, int argc, char **argv)
 {
 	struct p11p_config *cfg;
+	static const char *const actions[] = {"status", "reset", NULL};
 	const char *action = "status";
 	char **rest;
 	size_t s = (size_t)-1;
@@ -124,10 +125,8 @@ int cmd_pin(struct cli *cli, int argc, char **argv)
 		rest++;
 		n--;
 	}
-	if (strcmp(action, "help") == 0)
-		return cli_cmd_help("pin");
-	if (strcmp(action, "status") != 0 && strcmp(action, "reset") != 0)
-		return cli_usage("pin", "unknown action '%s' (status, reset, help)", action);
+	if (cli_action("pin", action, actions, &rc) < 0)
+		return rc;
 	if (n > 1)
 		return cli_usage("pin", "give at most one SLOT");
 	if (strcmp(action, "reset") == 0 && n < 1)

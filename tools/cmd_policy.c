@@ -164,6 +164,7 @@ static int do_set(const struct cli *cli, const struct p11p_config *cfg, size_t s
 int cmd_policy(struct cli *cli, int argc, char **argv)
 {
 	struct p11p_config *cfg;
+	static const char *const actions[] = {"show", "set", "reset", NULL};
 	const char *action = "show";
 	char **rest;
 	size_t s = (size_t)-1;
@@ -179,11 +180,8 @@ int cmd_policy(struct cli *cli, int argc, char **argv)
 		rest++;
 		n--;
 	}
-	if (strcmp(action, "help") == 0)
-		return cli_cmd_help("policy");
-	if (strcmp(action, "show") != 0 && strcmp(action, "set") != 0 &&
-	    strcmp(action, "reset") != 0)
-		return cli_usage("policy", "unknown action '%s' (show, set, reset, help)", action);
+	if (cli_action("policy", action, actions, &rc) < 0)
+		return rc;
 	if (strcmp(action, "show") == 0 && n > 1)
 		return cli_usage("policy", "give at most one SLOT");
 	if (strcmp(action, "show") != 0 && n < 1)

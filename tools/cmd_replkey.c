@@ -657,8 +657,9 @@ int cmd_replication_key(struct cli *cli, int argc, char **argv)
 	    {"so-pin-source", required_argument, NULL, O_SO},
 	    {NULL, 0, NULL, 0},
 	};
+	static const char *const actions[] = {"create", NULL};
 	const char *label = NULL, *so = NULL;
-	int o;
+	int o, rc;
 
 	cli_getopt_reset();
 	while ((o = cli_getopt(cli, argc, argv, "", opts)) != -1) {
@@ -669,12 +670,10 @@ int cmd_replication_key(struct cli *cli, int argc, char **argv)
 		else
 			return CLI_USAGE;
 	}
-	if (argc - optind == 1 && strcmp(argv[optind], "help") == 0)
-		return cli_cmd_help("replication-key");
 	if (argc - optind < 1)
 		return cli_usage("replication-key", "no action given");
-	if (strcmp(argv[optind], "create") != 0)
-		return cli_usage("replication-key", "unknown action '%s'", argv[optind]);
+	if (cli_action("replication-key", argv[optind], actions, &rc) < 0)
+		return rc;
 	if (argc - optind != 2)
 		return cli_usage("replication-key", argc - optind < 2
 		                                        ? "create: no SLOT given"

@@ -440,11 +440,12 @@ out:
 
 int cmd_store(struct cli *cli, int argc, char **argv)
 {
+	static const char *const actions[] = {"init", NULL};
+	int rc;
+
 	if (argc < 2)
-		return cli_usage("store", "store: an action (init)");
-	if (strcmp(argv[1], "init") == 0)
-		return store_init(cli, argc - 1, argv + 1);
-	if (strcmp(argv[1], "help") == 0)
-		return cli_cmd_help("store");
-	return cli_usage("store", "store: unknown action %s", cli_esc(argv[1]));
+		return cli_usage("store", "no action given");
+	if (cli_action("store", argv[1], actions, &rc) < 0)
+		return rc;
+	return store_init(cli, argc - 1, argv + 1);
 }

@@ -96,8 +96,8 @@ static const struct cli_cmd commands[] = {
      "  pin status [SLOT]                  wrong PINs counted, pin_max_tries, and the token\n"
      "                                     flags the module shows (user-pin-count-low,\n"
      "                                     user-pin-final-try, user-pin-locked)\n"
-     "  pin reset SLOT                     unlock: the count back to 0, for every process\n"
-     SLOT_HELP,
+     "  pin reset SLOT                     unlock: the count back to 0, for every "
+     "process\n" SLOT_HELP,
      cmd_pin},
     {"audit", "[--slot S] [--since T] [--json] | --verify [--json]",
      "the store's audit trail of key-management changes; --verify checks its hash chain",
@@ -218,6 +218,24 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 		fprintf(stderr, "usage: p11proxy [-c FILE] [--json] COMMAND [ARGS]\n"
 		                "Try 'p11proxy help'.\n");
 	return CLI_USAGE;
+}
+
+int cli_action(const char *cmd, const char *word, const char *const *actions, int *rc)
+{
+	char list[512] = "";
+	size_t used = 0;
+
+	for (int i = 0; actions[i] != NULL; i++)
+		if (strcmp(word, actions[i]) == 0)
+			return i;
+	if (strcmp(word, "help") == 0) {
+		*rc = cli_cmd_help(cmd);
+		return -1;
+	}
+	for (int i = 0; actions[i] != NULL && used < sizeof(list); i++)
+		used += (size_t)snprintf(list + used, sizeof(list) - used, "%s, ", actions[i]);
+	*rc = cli_usage(cmd, "unknown action '%s' (%shelp)", cli_esc(word), list);
+	return -1;
 }
 
 int cli_cmd_help(const char *cmd)

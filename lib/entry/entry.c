@@ -25,6 +25,12 @@ static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV
 	return rv;
 }
 
+/* Is a local operation of kind k active on s (soft/local.c)? Inline: no call for most sessions. */
+static inline bool local_active(struct p11p_session *s, enum p11p_op_kind k)
+{
+	return p11p_shead(s)->local != NULL && p11p_local_active(s, k);
+}
+
 /*
  * Operation roles (the OP column of base/p11fns.h), expanded around each
  * forwarded call:
@@ -43,7 +49,7 @@ static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV
 #define OP_LOST_FINAL(k, out)           OP_LOST_KIND(k)
 #define OP_LOST_END(k)                  OP_LOST_KIND(k)
 #define OP_LOST_KIND(k)                                                                            \
-	if (c.s->ops[k].lost && p11p_op_lost(&c, k))                                               \
+	if ((p11p_shead(c.s)->ops_lost & (1u << (k))) && p11p_op_lost(&c, k))                      \
 		return trace(fn, p11p_call_end(&c, CKR_DEVICE_ERROR));
 
 #define OP_AGAIN_NONE                    true
@@ -141,7 +147,7 @@ static inline __attribute__((always_inline)) CK_RV trace(const char *name, CK_RV
 	static CK_RV proxy_##name params                                                           \
 	{                                                                                          \
 		FWD_BODY(name, args, op, CKR_OK,                                                   \
-		         if (c.s->local_ops & (1u << (OP_KIND_##op))) return trace(                \
+		         if (local_active(c.s, OP_KIND_##op)) return trace(                        \
 		             fn, p11p_call_end(&c, p11p_local_##name(&c, DROP_FIRST args)));)      \
 	}
 #define FWD_KEY(name, params, args, op)                                                            \

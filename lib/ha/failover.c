@@ -93,18 +93,18 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
 	be_slot = m->be_slot;
 	p11p_unlock();
 	/* The member may be the one that hangs: bounded like a probe. */
-	p11p_member_probe_ctx(c->st, s->slot, m, &x);
-	rv = p11p_be_C_OpenSession(&x, be_slot, s->flags, NULL, NULL, &bs);
+	p11p_member_probe_ctx(c->st, p11p_shead(s)->slot, m, &x);
+	rv = p11p_be_C_OpenSession(&x, be_slot, p11p_shead(s)->flags, NULL, NULL, &bs);
 	if (rv != CKR_OK)
 		return rv;
 	p11p_lock();
 	c->m->n_sessions--;
 	m->n_sessions++;
 	p11p_unlock();
-	s->member = m->index;
-	s->be[m->index] = bs;
+	p11p_shead(s)->member = m->index;
+	p11p_session_set_be(s, m->index, bs);
 	p11p_call_sync(c);
-	rv = p11p_replay_login(c->s->slot, m, bs);
+	rv = p11p_replay_login(p11p_shead(c->s)->slot, m, bs);
 
 	if (rv == CKR_OK)
 		rv = p11p_op_replay(c);
@@ -117,11 +117,11 @@ static CK_RV session_on(struct p11p_call *c, struct p11p_member *m)
  */
 static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool alive, bool refresh)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_member *next;
 	CK_RV r = CKR_DEVICE_ERROR;
 
-	c->s->be[old->index] = 0;
+	p11p_session_set_be(c->s, old->index, 0);
 	while (c->failovers < vs->cfg->ha.retries) {
 		c->failovers++;
 		p11p_lock();
@@ -139,7 +139,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		r = session_on(c, next);
 		if (r == CKR_OK) {
 			p11p_debug(P11P_DBG_SESSION, "session 0x%lx moved to member '%s'",
-			           (unsigned long)c->s->handle, next->cfg->name);
+			           (unsigned long)p11p_shead(c->s)->handle, next->cfg->name);
 			return CKR_OK;
 		}
 		if (!p11p_rv_needs_failover(next, r))
@@ -147,9 +147,9 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		/* A refresh on the member that just answered: its error is the request's. */
 		if (refresh && next == old)
 			return r;
-		if (c->s->be[next->index] != 0) {
-			p11p_be_C_CloseSession(&next->ctx, c->s->be[next->index]);
-			c->s->be[next->index] = 0;
+		if (p11p_session_be(c->s, next->index) != 0) {
+			p11p_be_C_CloseSession(&next->ctx, p11p_session_be(c->s, next->index));
+			p11p_session_set_be(c->s, next->index, 0);
 		}
 		if (next == old)
 			alive = false;
@@ -175,8 +175,8 @@ static void report_failover(const struct p11p_call *c, struct p11p_member *old, 
 	p11p_message_limited(&rl,
 	                     "slot '%s': a session moved from member '%s' (backend '%s') to member "
 	                     "'%s' (backend '%s'): %s",
-	                     c->s->slot->label, old->cfg->name, old->be->cfg->name, c->m->cfg->name,
-	                     c->m->be->cfg->name, why);
+	                     p11p_shead(c->s)->slot->label, old->cfg->name, old->be->cfg->name,
+	                     c->m->cfg->name, c->m->be->cfg->name, why);
 }
 
 bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
@@ -211,7 +211,7 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	 */
 	lied = atomic_load(&c->m->refused);
 	alive = atomic_load(&c->m->health) != P11P_DOWN &&
-	        p11p_member_confirm(c->st, c->s->slot, c->m, *rv);
+	        p11p_member_confirm(c->st, p11p_shead(c->s)->slot, c->m, *rv);
 
 	if (alive && !lost_session) {
 		/*
@@ -252,7 +252,7 @@ void p11p_call_leave_down_member(struct p11p_call *c)
 	 * for a hung call): do not send it more work. Its session there is
 	 * abandoned, not closed: the member may not answer.
 	 */
-	if (c->s->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN) {
+	if (p11p_shead(c->s)->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN) {
 		struct p11p_member *old = c->m;
 
 		if (move_session(c, old, false, false) == CKR_OK && c->m != old)
@@ -293,8 +293,9 @@ static void unlock_for_copy(struct p11p_call *c, struct p11p_creation *cr, size_
 	CK_ULONG k = count[i], j = 0;
 
 	/* Without a replication key nothing could copy it: made as asked. */
-	if (c->s->slot->n_members < 2 || c->s->slot->cfg->ha.replication != P11P_REPL_WRAP ||
-	    c->s->slot->cfg->ha.replication_key == NULL ||
+	if (p11p_shead(c->s)->slot->n_members < 2 ||
+	    p11p_shead(c->s)->slot->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_shead(c->s)->slot->cfg->ha.replication_key == NULL ||
 	    (cr->cls[i] != CKO_SECRET_KEY && cr->cls[i] != CKO_PRIVATE_KEY) ||
 	    k > P11P_CREATION_MAX_ATTRS || p11p_attr_bool(a, k, CKA_EXTRACTABLE, false))
 		return;
@@ -328,7 +329,8 @@ void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n
 		cr->token[i] = p11p_attr_bool(a, k, CKA_TOKEN, false);
 		cr->cls[i] = p11p_attr_ulong(a, k, CKA_CLASS, default_cls[i]);
 		unlock_for_copy(c, cr, i, templ, count);
-		if (!cr->token[i] || id == NULL || id->pValue == NULL || c->s->slot->n_members < 2)
+		if (!cr->token[i] || id == NULL || id->pValue == NULL ||
+		    p11p_shead(c->s)->slot->n_members < 2)
 			continue;
 		cr->t[i][0] = (CK_ATTRIBUTE){CKA_CLASS, &cr->cls[i], sizeof(cr->cls[i])};
 		cr->t[i][1] = *id;

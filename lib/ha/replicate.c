@@ -1385,7 +1385,7 @@ static size_t extractable_slot(void)
  */
 static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *ki, size_t n)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_member *ms[P11P_MAX_MEMBERS];
 	bool seen[P11P_MAX_MEMBERS][2];
 	unsigned long long deadline = p11p_now_ms() + vs->cfg->ha.replication_wait_ms;
@@ -1457,7 +1457,7 @@ static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *
 static void lock_originals(struct p11p_call *c, struct msess *src, struct keyinfo *ki, size_t n,
                            bool everywhere)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	static const CK_BBOOL no = CK_FALSE;
 	char desc[160];
 
@@ -1490,7 +1490,7 @@ static void lock_originals(struct p11p_call *c, struct msess *src, struct keyinf
 static void record_missing(struct p11p_call *c, const struct keyinfo *ki, size_t n,
                            const struct target *tg, size_t n_tg)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_member *lack[P11P_MAX_MEMBERS];
 	size_t n_lack = 0;
 
@@ -1513,7 +1513,7 @@ static void record_missing(struct p11p_call *c, const struct keyinfo *ki, size_t
 
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	const struct p11p_ha_cfg *ha = &vs->cfg->ha;
 	struct p11p_member *pm = c->m;
 	struct keyinfo *ki = NULL, *lead = NULL;
@@ -1670,7 +1670,7 @@ out:
 static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
                        CK_ATTRIBUTE_PTR templ, CK_ULONG count)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	CK_OBJECT_CLASS cls = ident->cls;
 	CK_ATTRIBUTE t[] = {
 	    {CKA_CLASS, &cls, sizeof(cls)},

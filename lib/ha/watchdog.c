@@ -19,29 +19,28 @@ struct scan {
 static void scan_cb(void *value, void *arg)
 {
 	struct p11p_session *s = value;
+	struct p11p_session_head *sh = p11p_shead(s);
 	struct scan *sc = arg;
-	unsigned long long started = atomic_load(&s->call_started_ms);
-	unsigned long timeout = s->slot->cfg->ha.call_timeout_ms;
+	unsigned long long started = p11p_session_call_started_locked(s);
+	unsigned long timeout = sh->slot->cfg->ha.call_timeout_ms;
 	struct p11p_member *m;
 
-	if (timeout == 0 || started == 0 || s->call_hung)
+	if (timeout == 0 || started == 0)
 		return;
 	if (sc->now - started < timeout) {
 		if (started + timeout < sc->next)
 			sc->next = started + timeout;
 		return;
 	}
-	/* s->member is read without the session's lock: at worst a stale index, checked here. */
-	m = &s->slot->members[s->member < s->slot->n_members ? s->member : 0];
+	/* sh->member is read without the session's lock: at worst a stale index, checked here. */
+	m = &sh->slot->members[sh->member < sh->slot->n_members ? sh->member : 0];
 	/* Counted once; the member is not promoted back while the call is in flight. */
-	s->call_hung = true;
-	s->call_hung_member = m->index;
-	m->hung_calls++;
+	p11p_session_call_hung_locked(s, m);
 	if (atomic_load(&m->health) == P11P_DOWN)
 		return;
 	p11p_message("slot '%s': a call on member '%s' has run for %llu ms (call_timeout %lu ms)",
-	             s->slot->label, m->cfg->name, sc->now - started, timeout);
-	p11p_member_down_locked(sc->st, s->slot, m, CKR_DEVICE_ERROR);
+	             sh->slot->label, m->cfg->name, sc->now - started, timeout);
+	p11p_member_down_locked(sc->st, sh->slot, m, CKR_DEVICE_ERROR);
 }
 
 unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st)

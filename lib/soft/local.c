@@ -134,7 +134,13 @@ struct lop {
 	bool multipart;
 };
 
+/*
+ * A session's data of this room (struct p11p_session.local): made with its
+ * first local operation or find, freed when the session closes. Guarded by
+ * the session's lock.
+ */
 struct p11p_local_session {
+	unsigned active; /* bit (1u << kind): a local operation of that kind is active */
 	struct lop ops[P11P_OP_KINDS];
 	CK_OBJECT_HANDLE *found;
 	size_t n_found, pos;
@@ -235,7 +241,7 @@ static struct lobj *obj_get_locked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	if (c->st->local == NULL)
 		return NULL;
 	o = p11p_map_get(&c->st->local->objects, 0, h);
-	return o != NULL && o->slot == c->s->slot ? o : NULL;
+	return o != NULL && o->slot == p11p_shead(c->s)->slot ? o : NULL;
 }
 
 static void drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
@@ -259,8 +265,8 @@ static void drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 		for (size_t i = 0; i < st->local->objects.cap && n < 64; i++) {
 			struct lobj *o = st->local->objects.slots[i].value;
 
-			if (o != NULL && o->owner != 0 && o->owner == s->handle &&
-			    o->slot == s->slot)
+			if (o != NULL && o->owner != 0 && o->owner == p11p_shead(s)->handle &&
+			    o->slot == p11p_shead(s)->slot)
 				gone[n++] = o;
 		}
 		for (size_t i = 0; i < n; i++) {
@@ -416,8 +422,10 @@ CK_RV p11p_local_borrow_session(struct p11p_call *c, CK_SESSION_HANDLE *bs, bool
 {
 	CK_SLOT_ID be_slot;
 
-	*temp = c->s->ops[P11P_OP_FIND].active || c->s->ops[P11P_OP_SIGN].active ||
-	        c->s->ops[P11P_OP_ENCRYPT].active || c->s->ops[P11P_OP_DECRYPT].active;
+	*temp = p11p_session_op_active(c->s, P11P_OP_FIND) ||
+	        p11p_session_op_active(c->s, P11P_OP_SIGN) ||
+	        p11p_session_op_active(c->s, P11P_OP_ENCRYPT) ||
+	        p11p_session_op_active(c->s, P11P_OP_DECRYPT);
 	if (!*temp) {
 		*bs = c->bs;
 		return CKR_OK;
@@ -492,7 +500,7 @@ static void frag_key_missing(struct p11p_vslot *vs, struct lfrag *lf, size_t m, 
  */
 static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h, struct lkey **out)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_swkey *sw = NULL;
 	CK_SESSION_HANDLE bs;
 	bool temp;
@@ -503,7 +511,7 @@ static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
 	for (;;) {
 		rv = p11p_local_borrow_session(c, &bs, &temp);
 		if (rv == CKR_OK) {
-			rv = frag_derive_on(vs, lf, c->s->member, &c->bc, bs, &sw);
+			rv = frag_derive_on(vs, lf, p11p_shead(c->s)->member, &c->bc, bs, &sw);
 			p11p_local_end_session(c, bs, temp);
 		}
 		if (!p11p_hook_call_retry(c, &rv, true))
@@ -517,7 +525,7 @@ static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
 		p11p_unlock();
 		if (!logged_in && rv == CKR_KEY_HANDLE_INVALID)
 			return CKR_USER_NOT_LOGGED_IN; /* the HSM key may be private */
-		frag_key_missing(vs, lf, c->s->member, rv);
+		frag_key_missing(vs, lf, p11p_shead(c->s)->member, rv);
 		return CKR_FUNCTION_FAILED;
 	}
 	if (rv != CKR_OK)
@@ -684,26 +692,32 @@ static void op_clear(struct lop *op)
 
 static void op_end(struct p11p_call *c, enum p11p_op_kind k)
 {
-	if (c->s->local != NULL)
-		op_clear(&c->s->local->ops[k]);
-	c->s->local_ops &= ~(1u << k);
+	if (p11p_shead(c->s)->local != NULL) {
+		op_clear(&p11p_shead(c->s)->local->ops[k]);
+		p11p_shead(c->s)->local->active &= ~(1u << k);
+	}
+}
+
+bool p11p_local_active(struct p11p_session *s, enum p11p_op_kind k)
+{
+	return p11p_shead(s)->local != NULL && (p11p_shead(s)->local->active & (1u << k)) != 0;
 }
 
 void p11p_local_session_free(struct p11p_session *s)
 {
-	if (s->local == NULL)
+	if (p11p_shead(s)->local == NULL)
 		return;
 	for (int k = 0; k < P11P_OP_KINDS; k++)
-		op_clear(&s->local->ops[k]);
-	p11p_free(s->local->found);
-	p11p_free(s->local);
-	s->local = NULL;
-	s->local_ops = 0;
+		op_clear(&p11p_shead(s)->local->ops[k]);
+	p11p_free(p11p_shead(s)->local->found);
+	p11p_free(p11p_shead(s)->local);
+	p11p_shead(s)->local = NULL;
 }
 
 static CK_RV session_local(struct p11p_call *c)
 {
-	if (c->s->local == NULL && (c->s->local = p11p_calloc(1, sizeof(*c->s->local))) == NULL)
+	if (p11p_shead(c->s)->local == NULL &&
+	    (p11p_shead(c->s)->local = p11p_calloc(1, sizeof(*p11p_shead(c->s)->local))) == NULL)
 		return CKR_HOST_MEMORY;
 	return CKR_OK;
 }
@@ -1091,7 +1105,7 @@ static CK_RV sw_use_check(struct p11p_call *c, uint64_t vid, unsigned perm)
 	rv = p11p_vk_use_check(&rec, perm);
 	if (rv != CKR_OK)
 		p11p_message_limited(&refused, "slot '%s': software key %016llx refused: %s",
-		                     c->s->slot->label, (unsigned long long)vid,
+		                     p11p_shead(c->s)->slot->label, (unsigned long long)vid,
 		                     rec.state == P11P_VK_DEACTIVATED ? "deactivated"
 		                                                      : "not permitted");
 	return rv;
@@ -1133,7 +1147,7 @@ static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_O
 	if ((*out = lkey_new(sw)) == NULL)
 		return CKR_HOST_MEMORY;
 	p11p_debug(P11P_DBG_OBJECT, "slot '%s': software key %016llx unwrapped by the HSM",
-	           c->s->slot->label, (unsigned long long)vid);
+	           p11p_shead(c->s)->slot->label, (unsigned long long)vid);
 	p11p_lock();
 	o = obj_get_locked(c, h);
 	if (o != NULL && o->key == NULL) {
@@ -1215,7 +1229,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 
 	if (m == NULL)
 		return CKR_ARGUMENTS_BAD;
-	if (c->s->ops[k].active) /* an operation of that kind on an HSM key */
+	if (p11p_session_op_active(c->s, k)) /* an operation of that kind on an HSM key */
 		return CKR_OPERATION_ACTIVE;
 	if (flag == 0) {
 		/* Sign/verify recover: not with these keys. Still an invalid handle first. */
@@ -1228,7 +1242,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 	rv = session_local(c);
 	if (rv != CKR_OK)
 		return rv;
-	op = &c->s->local->ops[k];
+	op = &p11p_shead(c->s)->local->ops[k];
 	op_clear(op);
 	/* The mechanism is checked against the key's type before any HSM call. */
 	p11p_lock();
@@ -1240,7 +1254,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		} else if (!(o->flags & flag)) {
 			rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
 		} else if ((o->flags & F_SOFTWARE) && (o->flags & F_PRIVATE) &&
-		           c->s->slot->login == P11P_NO_USER) {
+		           p11p_shead(c->s)->slot->login == P11P_NO_USER) {
 			rv = CKR_USER_NOT_LOGGED_IN;
 		} else {
 			type = o->type;
@@ -1264,7 +1278,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		op_clear(op);
 		return rv;
 	}
-	c->s->local_ops |= 1u << k;
+	p11p_shead(c->s)->local->active |= 1u << k;
 	return CKR_OK;
 }
 
@@ -1317,7 +1331,7 @@ typedef CK_RV (*sw_out_fn)(struct p11p_swkey *, const CK_MECHANISM *, const unsi
 static CK_RV single(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_BYTE_PTR in,
                     CK_ULONG in_len, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
-	struct lop *op = &c->s->local->ops[k];
+	struct lop *op = &p11p_shead(c->s)->local->ops[k];
 
 	if ((in == NULL && in_len > 0) || out_len == NULL) {
 		op_end(c, k);
@@ -1341,7 +1355,7 @@ static CK_RV single(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_B
 static CK_RV update(struct p11p_call *c, enum p11p_op_kind k, CK_BYTE_PTR in, CK_ULONG in_len,
                     CK_BYTE_PTR out, CK_ULONG_PTR out_len, bool has_out)
 {
-	struct lop *op = &c->s->local->ops[k];
+	struct lop *op = &p11p_shead(c->s)->local->ops[k];
 	CK_RV rv;
 
 	if ((in == NULL && in_len > 0) || (has_out && out_len == NULL)) {
@@ -1373,7 +1387,7 @@ static CK_RV update(struct p11p_call *c, enum p11p_op_kind k, CK_BYTE_PTR in, CK
 static CK_RV final(struct p11p_call *c, enum p11p_op_kind k, sw_out_fn fn, CK_BYTE_PTR out,
                    CK_ULONG_PTR out_len)
 {
-	struct lop *op = &c->s->local->ops[k];
+	struct lop *op = &p11p_shead(c->s)->local->ops[k];
 
 	if (out_len == NULL) {
 		op_end(c, k);
@@ -1445,7 +1459,7 @@ CK_RV p11p_local_C_SignFinal(struct p11p_call *c, CK_BYTE_PTR sig, CK_ULONG_PTR 
 CK_RV p11p_local_C_Verify(struct p11p_call *c, CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR sig,
                           CK_ULONG sig_len)
 {
-	struct lop *op = &c->s->local->ops[P11P_OP_VERIFY];
+	struct lop *op = &p11p_shead(c->s)->local->ops[P11P_OP_VERIFY];
 	CK_RV rv;
 
 	if ((in == NULL && in_len > 0) || sig == NULL) {
@@ -1471,7 +1485,7 @@ CK_RV p11p_local_C_VerifyUpdate(struct p11p_call *c, CK_BYTE_PTR in, CK_ULONG in
 
 CK_RV p11p_local_C_VerifyFinal(struct p11p_call *c, CK_BYTE_PTR sig, CK_ULONG sig_len)
 {
-	struct lop *op = &c->s->local->ops[P11P_OP_VERIFY];
+	struct lop *op = &p11p_shead(c->s)->local->ops[P11P_OP_VERIFY];
 	CK_RV rv;
 
 	if (sig == NULL)
@@ -1904,7 +1918,7 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 
 	if (rv != CKR_OK)
 		return rv;
-	ls = c->s->local;
+	ls = p11p_shead(c->s)->local;
 	p11p_free(ls->found);
 	ls->found = NULL;
 	ls->n_found = ls->pos = 0;
@@ -1914,14 +1928,14 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 	sw_sweep(c->st);
 	p11p_lock();
 	/* PKCS#11 4.4: a private object is visible only while the user is logged in. */
-	logged_in = c->s->slot->login != P11P_NO_USER;
+	logged_in = p11p_shead(c->s)->slot->login != P11P_NO_USER;
 	cap = c->st->local->objects.count;
 	if (cap > 0 && (ls->found = p11p_calloc(cap, sizeof(*ls->found))) == NULL)
 		rv = CKR_HOST_MEMORY;
 	for (size_t i = 0; rv == CKR_OK && i < c->st->local->objects.cap && n < cap; i++) {
 		const struct lobj *o = c->st->local->objects.slots[i].value;
 
-		if (o != NULL && o->slot == c->s->slot &&
+		if (o != NULL && o->slot == p11p_shead(c->s)->slot &&
 		    (logged_in || !(o->flags & F_SOFTWARE) || !(o->flags & F_PRIVATE)) &&
 		    obj_matches(o, templ, count))
 			ls->found[n++] = o->handle;
@@ -1933,10 +1947,10 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 
 CK_ULONG p11p_local_find_next(struct p11p_call *c, CK_OBJECT_HANDLE *out, CK_ULONG max)
 {
-	struct p11p_local_session *ls = c->s->local;
+	struct p11p_local_session *ls = p11p_shead(c->s)->local;
 	CK_ULONG n = 0;
 
-	if (ls == NULL || !c->s->ops[P11P_OP_FIND].active)
+	if (ls == NULL || !p11p_session_op_active(c->s, P11P_OP_FIND))
 		return 0;
 	p11p_lock();
 	while (n < max && ls->pos < ls->n_found) {
@@ -2135,9 +2149,9 @@ static struct lcheck *base_check(struct p11p_call *c, CK_OBJECT_HANDLE base)
 	struct lcheck *ck;
 
 	p11p_lock();
-	ck = p11p_map_get(&c->st->local->checks, c->s->slot->id, base);
+	ck = p11p_map_get(&c->st->local->checks, p11p_shead(c->s)->slot->id, base);
 	if (ck == NULL && (ck = p11p_calloc(1, sizeof(*ck))) != NULL &&
-	    p11p_map_put(&c->st->local->checks, c->s->slot->id, base, ck) < 0) {
+	    p11p_map_put(&c->st->local->checks, p11p_shead(c->s)->slot->id, base, ck) < 0) {
 		p11p_free(ck);
 		ck = NULL;
 	}
@@ -2155,7 +2169,7 @@ static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
 	bool temp;
 	CK_RV rv;
 
-	if (c->s->slot->n_members > 1 && (ck = base_check(c, base)) == NULL)
+	if (p11p_shead(c->s)->slot->n_members > 1 && (ck = base_check(c, base)) == NULL)
 		return CKR_HOST_MEMORY;
 	for (;;) {
 		struct hsm_extract x;
@@ -2172,7 +2186,8 @@ static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
 			x.bc = &c->bc;
 			x.bs = bs;
 			if (ck != NULL)
-				rv = check_member(c->s->slot, ck, c->s->member, &c->bc, bs, x.key,
+				rv = check_member(p11p_shead(c->s)->slot, ck,
+				                  p11p_shead(c->s)->member, &c->bc, bs, x.key,
 				                  "the base key of a fragment derivation");
 			if (rv == CKR_OK)
 				rv = p11p_hkdf(hsm_extract_cb, &x, p->pFragment, p->ulFragmentLen,
@@ -2249,8 +2264,8 @@ CK_RV p11p_local_derive(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HA
 		p11p_free(o);
 		return CKR_HOST_MEMORY;
 	}
-	o->slot = c->s->slot;
-	o->owner = c->s->handle;
+	o->slot = p11p_shead(c->s)->slot;
+	o->owner = p11p_shead(c->s)->handle;
 	o->type = nk.type;
 	o->len = nk.len;
 	/* PKCS#11 4.14: inherited from the base key and the new key's own settings. */
@@ -2352,9 +2367,9 @@ bool p11p_local_software(struct p11p_call *c, CK_MECHANISM_PTR mech, const CK_AT
 		return sw->pValue != NULL && sw->ulValueLen == sizeof(CK_BBOOL) &&
 		       *(const CK_BBOOL *)sw->pValue != CK_FALSE;
 	/* new_keys: the token secret keys this module can serve in software. */
-	if (c->s->slot->cfg->swkeys.wrapping_key == NULL || !c->s->slot->cfg->swkeys.new_keys ||
-	    tok == NULL || tok->pValue == NULL || tok->ulValueLen != sizeof(CK_BBOOL) ||
-	    *(const CK_BBOOL *)tok->pValue == CK_FALSE)
+	if (p11p_shead(c->s)->slot->cfg->swkeys.wrapping_key == NULL ||
+	    !p11p_shead(c->s)->slot->cfg->swkeys.new_keys || tok == NULL || tok->pValue == NULL ||
+	    tok->ulValueLen != sizeof(CK_BBOOL) || *(const CK_BBOOL *)tok->pValue == CK_FALSE)
 		return false;
 	if (mech != NULL)
 		return mech->mechanism == CKM_AES_KEY_GEN ||
@@ -2414,7 +2429,7 @@ static CK_RV sw_store_new(struct p11p_call *c, struct p11p_index *idx, const str
 
 	memset(&rec, 0, sizeof(rec));
 	rv = sw_new_vid(c, idx, &rec.vid);
-	snprintf(rec.slot, sizeof(rec.slot), "%s", c->s->slot->cfg->label);
+	snprintf(rec.slot, sizeof(rec.slot), "%s", p11p_shead(c->s)->slot->cfg->label);
 	rec.cls = n->cls;
 	rec.key_type = n->type;
 	rec.ck_id_len = n->id_len;
@@ -2444,7 +2459,7 @@ static CK_RV sw_store_new(struct p11p_call *c, struct p11p_index *idx, const str
 static CK_RV sw_object_new(struct p11p_call *c, const struct swnew *n, uint64_t vid,
                            struct p11p_swkey *sw, CK_OBJECT_HANDLE *out)
 {
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct lobj *o = p11p_calloc(1, sizeof(*o));
 	CK_RV rv;
 
@@ -2455,7 +2470,7 @@ static CK_RV sw_object_new(struct p11p_call *c, const struct swnew *n, uint64_t 
 		return CKR_HOST_MEMORY;
 	}
 	o->slot = vs;
-	o->owner = (n->flags & F_TOKEN) ? 0 : c->s->handle;
+	o->owner = (n->flags & F_TOKEN) ? 0 : p11p_shead(c->s)->handle;
 	o->vid = vid;
 	o->cls = n->cls;
 	o->type = n->type;
@@ -2489,7 +2504,7 @@ static CK_RV sw_index(struct p11p_call *c, unsigned flags, struct p11p_index **i
 	static struct p11p_ratelimit no_index;
 
 	*idx = NULL;
-	if (c->s->slot->cfg->swkeys.wrapping_key == NULL)
+	if (p11p_shead(c->s)->slot->cfg->swkeys.wrapping_key == NULL)
 		return CKR_TEMPLATE_INCONSISTENT; /* the slot has no software_keys: */
 	if (!(flags & F_TOKEN))
 		return CKR_OK;
@@ -2497,7 +2512,7 @@ static CK_RV sw_index(struct p11p_call *c, unsigned flags, struct p11p_index **i
 		p11p_message_limited(&no_index,
 		                     "slot '%s': software keys need the index (index: or "
 		                     "state_dir:), which is off",
-		                     c->s->slot->label);
+		                     p11p_shead(c->s)->slot->label);
 		return CKR_FUNCTION_FAILED;
 	}
 	return CKR_OK;

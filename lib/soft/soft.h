@@ -17,6 +17,8 @@ CK_RV p11p_local_state_init(struct p11p_state *st);
 void p11p_local_state_free(struct p11p_state *st);
 /* A session goes: its local operations. Session lock held or unshared. */
 void p11p_local_session_free(struct p11p_session *s);
+/* Is a local operation of kind k active on s? Session lock held. */
+bool p11p_local_active(struct p11p_session *s, enum p11p_op_kind k);
 /* A session closes: the local objects it owns are destroyed (wiped). Global lock held. */
 void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s);
 /* Is type one of p11proxy's vendor-defined mechanisms (p11proxy.h)? */

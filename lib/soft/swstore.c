@@ -19,7 +19,7 @@
 static CK_RV find_wrapping(struct p11p_call *c, CK_SESSION_HANDLE bs, CK_OBJECT_HANDLE *key)
 {
 	static struct p11p_ratelimit missing;
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	const char *label = vs->cfg->swkeys.wrapping_key;
 	CK_RV rv = p11p_local_hsm_find_key(&c->bc, bs, label, key);
 
@@ -37,7 +37,7 @@ static CK_RV find_wrapping(struct p11p_call *c, CK_SESSION_HANDLE bs, CK_OBJECT_
 		    "wrapping_key) on member '%s': create that AES key on every member of the "
 		    "slot, or set wrapping_key to the label of one there",
 		    vs->label, rv == CKR_KEY_NOT_NEEDED ? "more than one" : "no", label,
-		    vs->members[c->s->member].cfg->name);
+		    vs->members[p11p_shead(c->s)->member].cfg->name);
 		return CKR_FUNCTION_FAILED;
 	}
 	return rv;
@@ -143,7 +143,7 @@ CK_RV p11p_sw_open(struct p11p_call *c, const struct p11p_vkey *rec, const unsig
 		    &refused,
 		    "slot '%s': software key %016llx: its stored value is malformed: "
 		    "refused",
-		    c->s->slot->label, (unsigned long long)rec->vid);
+		    p11p_shead(c->s)->slot->label, (unsigned long long)rec->vid);
 		return CKR_FUNCTION_FAILED;
 	}
 	out_len = sb.ct_len;
@@ -167,8 +167,8 @@ CK_RV p11p_sw_open(struct p11p_call *c, const struct p11p_vkey *rec, const unsig
 		    "wrapping key '%s' (edited, moved from another key's record, or encrypted "
 		    "under "
 		    "another wrapping key: see p11proxy keys rewrap): refused",
-		    c->s->slot->label, (unsigned long long)rec->vid,
-		    c->s->slot->cfg->swkeys.wrapping_key);
+		    p11p_shead(c->s)->slot->label, (unsigned long long)rec->vid,
+		    p11p_shead(c->s)->slot->cfg->swkeys.wrapping_key);
 		rv = CKR_FUNCTION_FAILED;
 	}
 	return rv;

@@ -10,6 +10,7 @@
  * The probes are the HA room's (ha/health.c).
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/log.h"
 #include "base/names.h"
 
@@ -263,7 +264,7 @@ void p11p_health_new_epoch_locked(void)
 void p11p_call_hung(void *arg, void **rel, unsigned long *token)
 {
 	struct p11p_call *c = arg;
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = c->s->head.slot;
 
 	/* Not taken back while the call lasts, as for the watchdog's. */
 	p11p_lock();

@@ -5,6 +5,7 @@
  * objects are forgotten with the session that created them.
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/attrs.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -125,14 +126,14 @@ CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK
 	struct p11p_session *s = c->s;
 	struct p11p_object *obj;
 	struct p11p_identity ident;
-	size_t member = s->member;
+	size_t member = s->head.member;
 	bool refindable = false;
 	CK_OBJECT_HANDLE bh;
 	CK_RV rv = invalid;
 
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
-	if (obj != NULL && obj->slot == c->s->slot) {
+	if (obj != NULL && obj->slot == c->s->head.slot) {
 		/* A handle from before the member lost its handles is found again when it can be.
 		 */
 		if (obj->be[member] != 0 && !known_locked(obj, member) && obj->ident != NULL &&
@@ -152,9 +153,9 @@ CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK
 			/* Cached when current (a stale one is checked again each time, as here). */
 			if (known_locked(obj, member)) {
 				p11p_ocache_for(s, h, p11p_objects_gen());
-				s->oc_bh = *out;
-				s->oc_member = member;
-				s->oc_hgen = obj->gen[member];
+				s->head.oc_bh = *out;
+				s->head.oc_member = member;
+				s->head.oc_hgen = obj->gen[member];
 			}
 		} else if (obj->ident != NULL && obj->token) {
 			ident = *obj->ident;
@@ -186,13 +187,13 @@ CK_RV p11p_object_to_backend_locking(struct p11p_call *c, CK_OBJECT_HANDLE h, CK
 
 bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HANDLE bh)
 {
-	size_t member = c->s->member;
+	size_t member = c->s->head.member;
 	struct p11p_object *obj;
 	bool forgot = false;
 
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
-	if (obj != NULL && obj->slot == c->s->slot && obj->ident != NULL && obj->token &&
+	if (obj != NULL && obj->slot == c->s->head.slot && obj->ident != NULL && obj->token &&
 	    obj->be[member] == bh) {
 		if (p11p_map_get(&c->st->objects_rev, rev_key(obj->slot, member), bh) == obj)
 			p11p_map_remove(&c->st->objects_rev, rev_key(obj->slot, member), bh);
@@ -204,7 +205,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
 	if (forgot)
 		p11p_debug(P11P_DBG_OBJECT,
 		           "object 0x%lx: member '%s' dropped its handle: found again",
-		           (unsigned long)h, c->s->slot->members[member].cfg->name);
+		           (unsigned long)h, c->s->head.slot->members[member].cfg->name);
 	return forgot;
 }
 
@@ -240,15 +241,25 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 	st->objects_rev = kept;
 }
 
+/* Sets obj->repl_unlocked, counted in st->n_repl_unlocked. Global lock held. */
+static void set_repl_unlocked_locked(struct p11p_state *st, struct p11p_object *obj, bool on)
+{
+	if (obj->repl_unlocked != on)
+		atomic_fetch_add_explicit(&st->n_repl_unlocked, on ? 1 : (unsigned long)-1,
+		                          memory_order_relaxed);
+	obj->repl_unlocked = on;
+}
+
 static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 {
+	set_repl_unlocked_locked(st, obj, false);
 	p11p_objects_changed_locked();
 	p11p_map_remove(&st->objects, 0, obj->handle);
 	if (obj->ident != NULL &&
 	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
 		p11p_map_remove(&st->objects_ident, obj->slot->id, ident_hash(obj->ident));
 	p11p_free(obj->ident);
-	p11p_hook_vkey_object_free(obj);
+	p11p_hook_vkey_object_free(&obj->vk);
 	for (size_t i = 0; i < obj->slot->n_members; i++) {
 		if (obj->be[i] != 0 &&
 		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
@@ -321,8 +332,8 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
                                CK_OBJECT_HANDLE *out)
 {
 	struct p11p_state *st = c->st;
-	struct p11p_vslot *vs = c->s->slot;
-	size_t member = c->s->member;
+	struct p11p_vslot *vs = c->s->head.slot;
+	size_t member = c->s->head.member;
 	struct p11p_identity id;
 	struct p11p_object *obj;
 	bool has_id = false, token = false, known;
@@ -386,8 +397,8 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 		}
 	}
 	/* A handle the backend reused for our new session object: ours now. */
-	if (session_object && obj->owner != c->s->handle) {
-		obj->owner = c->s->handle;
+	if (session_object && obj->owner != c->s->head.handle) {
+		obj->owner = c->s->head.handle;
 		if (own_locked(c->s, obj->handle) < 0) {
 			object_drop_locked(st, obj);
 			rv = CKR_HOST_MEMORY;
@@ -405,7 +416,7 @@ void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *
 	for (size_t i = 0; i < s->n_owned; i++) {
 		struct p11p_object *obj = p11p_map_get(&st->objects, 0, s->owned[i]);
 
-		if (obj != NULL && obj->owner == s->handle)
+		if (obj != NULL && obj->owner == s->head.handle)
 			object_drop_locked(st, obj);
 	}
 	s->n_owned = 0;
@@ -444,7 +455,8 @@ static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_ob
 	if (obj != NULL) {
 		obj->created = true;
 		/* Template k's key, made copyable for replication (failover.c). */
-		obj->repl_unlocked = session_object && k < 8 && (c->repl_lock & (1u << k)) != 0;
+		set_repl_unlocked_locked(
+		    c->st, obj, session_object && k < 8 && (c->repl_lock & (1u << k)) != 0);
 	}
 	p11p_unlock();
 	return rv;
@@ -456,11 +468,25 @@ static bool repl_unlocked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	struct p11p_object *obj;
 	bool yes;
 
+	/*
+	 * None (the usual case): no lock. Relaxed is enough: the application
+	 * learnt h after the call that counted it returned.
+	 */
+	if (atomic_load_explicit(&c->st->n_repl_unlocked, memory_order_relaxed) == 0)
+		return false;
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	yes = obj != NULL && obj->repl_unlocked;
 	p11p_unlock();
 	return yes;
+}
+
+struct p11p_vkbind **p11p_object_vk_locked(struct p11p_state *st, CK_OBJECT_HANDLE h,
+                                           const struct p11p_vslot *vs)
+{
+	struct p11p_object *obj = p11p_map_get(&st->objects, 0, h);
+
+	return obj != NULL && (vs == NULL || obj->slot == vs) ? &obj->vk : NULL;
 }
 
 bool p11p_object_created_here(struct p11p_state *st, CK_OBJECT_HANDLE h)
@@ -528,7 +554,7 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 {
 	if (key == CK_INVALID_HANDLE)
 		return false;
-	if (c->s->local_ops & (1u << k)) {
+	if (c->s->head.local != NULL && p11p_hook_local_active(c->s, k)) {
 		*rv = CKR_OPERATION_ACTIVE;
 		return true;
 	}
@@ -577,8 +603,8 @@ bool p11p_object_identity(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_i
 
 	p11p_lock();
 	o = p11p_map_get(&c->st->objects, 0, h);
-	if (o != NULL && o->slot == c->s->slot && o->ident != NULL && o->token &&
-	    c->s->slot->n_members > 1) {
+	if (o != NULL && o->slot == c->s->head.slot && o->ident != NULL && o->token &&
+	    c->s->head.slot->n_members > 1) {
 		*out = *o->ident;
 		ok = true;
 	}
@@ -786,13 +812,13 @@ static void lock_original(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HAN
 	if (rv != CKR_OK) {
 		p11p_message("slot '%s': a session key copied to the token could not be made "
 		             "non-extractable: %s",
-		             c->s->slot->label, p11p_rv_str(rv));
+		             c->s->head.slot->label, p11p_rv_str(rv));
 		return;
 	}
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL)
-		obj->repl_unlocked = false;
+		set_repl_unlocked_locked(c->st, obj, false);
 	p11p_unlock();
 }
 
@@ -880,9 +906,9 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 		return p11p_call_end(&c, rv);
 	p11p_lock();
 	o = p11p_map_get(&c.st->objects, 0, obj);
-	if (o != NULL && o->slot == c.s->slot && o->ident != NULL && o->token) {
+	if (o != NULL && o->slot == c.s->head.slot && o->ident != NULL && o->token) {
 		ident = *o->ident;
-		replicated = c.s->slot->n_members > 1;
+		replicated = c.s->head.slot->n_members > 1;
 	}
 	p11p_unlock();
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);

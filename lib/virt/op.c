@@ -9,6 +9,7 @@
  * operation from being replayed, rather than replay a dangling pointer.
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
@@ -70,7 +71,7 @@ void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM 
 	c->s->ops_used = true;
 	op->key = key;
 	/* Single-member slots have nowhere to replay: record nothing. */
-	op->replayable = c->s->slot->n_members > 1 && mech != NULL && copy_mechanism(op, mech);
+	op->replayable = c->s->head.slot->n_members > 1 && mech != NULL && copy_mechanism(op, mech);
 }
 
 void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count)
@@ -80,7 +81,7 @@ void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG
 	op_clear(op);
 	op->active = true;
 	c->s->ops_used = true;
-	if (c->s->slot->n_members < 2 || count > 64 || (count > 0 && templ == NULL))
+	if (c->s->head.slot->n_members < 2 || count > 64 || (count > 0 && templ == NULL))
 		return;
 	op->templ = p11p_calloc(count, sizeof(*op->templ));
 	if (op->templ == NULL)
@@ -109,7 +110,7 @@ static void log_append(struct p11p_call *c, struct p11p_op *op, unsigned char ty
 
 	if (!op->replayable)
 		return;
-	if (need > c->s->slot->cfg->ha.replay_buffer + sizeof(st) * 64) {
+	if (need > c->s->head.slot->cfg->ha.replay_buffer + sizeof(st) * 64) {
 		op->replayable = false; /* more input than the slot keeps */
 		return;
 	}
@@ -297,14 +298,21 @@ CK_RV p11p_op_replay(struct p11p_call *c)
 		p11p_debug(P11P_DBG_SESSION, "operation %d not replayed (%s)", k, p11p_rv_str(rv));
 		op_clear(op);
 		op->active = op->lost = true;
+		c->s->head.ops_lost |= 1u << k;
 	}
 	return CKR_OK;
+}
+
+bool p11p_session_op_active(const struct p11p_session *s, enum p11p_op_kind k)
+{
+	return (unsigned)k < P11P_OP_KINDS && s->ops[k].active;
 }
 
 bool p11p_op_lost(struct p11p_call *c, enum p11p_op_kind k)
 {
 	struct p11p_op *op = &c->s->ops[k];
 
+	c->s->head.ops_lost &= ~(1u << k);
 	if (!op->lost)
 		return false;
 	op_clear(op);

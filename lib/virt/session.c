@@ -4,6 +4,7 @@
  * kept so a login can be replayed on another member.
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -17,8 +18,33 @@ void p11p_session_free(struct p11p_session *s)
 	/* Its lock is a word: in a forked child it may be held by a thread that is not there. */
 	p11p_op_free_all(s);
 	p11p_hook_local_session_free(s);
+	if (s->head.vk != NULL)
+		p11p_hook_vkey_session_free(s);
 	p11p_free(s->owned);
 	p11p_free(s);
+}
+
+CK_SESSION_HANDLE p11p_session_be(const struct p11p_session *s, size_t i)
+{
+	return i < P11P_MAX_MEMBERS ? s->be[i] : 0;
+}
+
+void p11p_session_set_be(struct p11p_session *s, size_t i, CK_SESSION_HANDLE bs)
+{
+	if (i < P11P_MAX_MEMBERS)
+		s->be[i] = bs;
+}
+
+unsigned long long p11p_session_call_started_locked(struct p11p_session *s)
+{
+	return s->call_hung ? 0 : atomic_load(&s->call_started_ms);
+}
+
+void p11p_session_call_hung_locked(struct p11p_session *s, struct p11p_member *m)
+{
+	s->call_hung = true;
+	s->call_hung_member = m->index;
+	m->hung_calls++;
 }
 
 /*
@@ -61,7 +87,7 @@ static void session_unlock(struct p11p_session *s)
  */
 static void pool_push(struct p11p_session *s)
 {
-	struct p11p_vslot *vs = s->slot;
+	struct p11p_vslot *vs = s->head.slot;
 	struct p11p_session *head = atomic_load_explicit(&vs->session_pool, memory_order_relaxed);
 
 #ifdef P11P_STRICT
@@ -98,8 +124,10 @@ static void session_release(struct p11p_session *s)
 {
 	/* (struct p11p_stab says why it is kept.) */
 	p11p_op_free_all(s);
-	if (s->local != NULL)
+	if (s->head.local != NULL)
 		p11p_hook_local_session_free(s);
+	if (s->head.vk != NULL)
+		p11p_hook_vkey_session_reset(s);
 	if (s->owned != NULL) {
 		p11p_free(s->owned);
 		s->owned = NULL;
@@ -125,7 +153,7 @@ static struct p11p_session *table_get_locked(struct p11p_state *st, CK_SESSION_H
 	struct p11p_session *s =
 	    t != NULL ? atomic_load_explicit(&t->e[h & t->mask], memory_order_relaxed) : NULL;
 
-	return s != NULL && s->handle == h ? s : NULL;
+	return s != NULL && s->head.handle == h ? s : NULL;
 }
 
 /*
@@ -150,7 +178,7 @@ static struct p11p_session *table_ref(struct p11p_state *st, CK_SESSION_HANDLE h
 	while (!atomic_compare_exchange_weak_explicit(&s->refs, &r, r + 1, memory_order_acquire,
 	                                              memory_order_relaxed));
 	/* Its handle is set before its count leaves zero (table_put_locked). */
-	if (s->handle == h)
+	if (s->head.handle == h)
 		return s;
 	session_unref(s); /* closed and reused since it was read */
 	return NULL;
@@ -180,7 +208,7 @@ static int table_put_locked(struct p11p_state *st, struct p11p_session *s)
 			    atomic_load_explicit(&t->e[i], memory_order_relaxed);
 
 			if (o != NULL)
-				atomic_init(&nt->e[o->handle & nt->mask], o);
+				atomic_init(&nt->e[o->head.handle & nt->mask], o);
 		}
 		nt->count = t != NULL ? t->count : 0;
 		nt->older = t;
@@ -192,7 +220,7 @@ static int table_put_locked(struct p11p_state *st, struct p11p_session *s)
 		h = P11P_SESSION_BASE + st->next_session;
 		st->next_session = st->next_session < P11P_HANDLE_SPAN ? st->next_session + 1 : 1;
 	} while (atomic_load_explicit(&t->e[h & t->mask], memory_order_relaxed) != NULL);
-	s->handle = h;
+	s->head.handle = h;
 	atomic_store_explicit(&s->refs, 1, memory_order_release); /* the table's reference */
 	atomic_store_explicit(&t->e[h & t->mask], s, memory_order_release);
 	t->count++;
@@ -205,8 +233,8 @@ static void table_remove_locked(struct p11p_state *st, struct p11p_session *s)
 	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_relaxed);
 
 	if (t != NULL &&
-	    atomic_load_explicit(&t->e[s->handle & t->mask], memory_order_relaxed) == s) {
-		atomic_store_explicit(&t->e[s->handle & t->mask], NULL, memory_order_release);
+	    atomic_load_explicit(&t->e[s->head.handle & t->mask], memory_order_relaxed) == s) {
+		atomic_store_explicit(&t->e[s->head.handle & t->mask], NULL, memory_order_release);
 		t->count--;
 	}
 }
@@ -296,10 +324,11 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->reresolved = false;
 	c->repl_lock = 0;
 	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
-	c->timeout_ms =
-	    s->slot->n_members > 1 && st->threads_allowed ? s->slot->cfg->ha.call_timeout_ms : 0;
+	c->timeout_ms = s->head.slot->n_members > 1 && st->threads_allowed
+	                    ? s->head.slot->cfg->ha.call_timeout_ms
+	                    : 0;
 	p11p_call_sync(c);
-	if (s->slot->n_members > 1) /* its test, without the call where it cannot hold */
+	if (s->head.slot->n_members > 1) /* its test, without the call where it cannot hold */
 		p11p_hook_call_leave_down_member(c);
 	/* Without a watchdog the stamp stays 0 (p11p_call_end), unread: no clock, no store. */
 	if (st->watch_ms)
@@ -309,7 +338,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 
 void p11p_call_sync(struct p11p_call *c)
 {
-	c->m = &c->s->slot->members[c->s->member];
+	c->m = &c->s->head.slot->members[c->s->head.member];
 	c->bc = (struct p11p_bctx){.be = c->m->be,
 	                           .timeout_ms = c->timeout_ms,
 	                           .hung = p11p_call_hung,
@@ -319,7 +348,7 @@ void p11p_call_sync(struct p11p_call *c)
 	                           .count = &c->m->n_be_sessions,
 	                           .gone = p11p_member_sessions_gone,
 	                           .gone_arg = c->m};
-	c->bs = c->s->be[c->s->member];
+	c->bs = c->s->be[c->s->head.member];
 }
 
 CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
@@ -330,7 +359,7 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 		c->s->call_started_ms = 0;
 		p11p_lock();
 		if (c->s->call_hung) {
-			c->s->slot->members[c->s->call_hung_member].hung_calls--;
+			c->s->head.slot->members[c->s->call_hung_member].hung_calls--;
 			c->s->call_hung = false;
 		}
 		p11p_unlock();
@@ -358,21 +387,17 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 		atomic_store_explicit(&s->call_started_ms, 0, memory_order_relaxed);
 		s->call_hung = false;
 		s->call_hung_member = 0;
-		s->local_ops = 0;
-		s->vk_find_mask = s->vk_find_want = 0;
-		s->vk_find_none = false;
-		s->oc_h = s->oc_bh = 0;
-		s->oc_vk = 0;
-		s->oc_igen = 0;
+		s->head.oc_h = s->head.oc_bh = 0;
+		s->head.ops_lost = 0;
 	} else {
 		s = p11p_calloc(1, sizeof(*s)); /* its lock free */
 		if (s == NULL)
 			return NULL;
-		s->slot = vs;
+		s->head.slot = vs;
 	}
-	s->flags = flags;
-	s->member = m->index;
-	s->be[s->member] = bs;
+	s->head.flags = flags;
+	s->head.member = m->index;
+	s->be[s->head.member] = bs;
 	return s;
 }
 
@@ -434,8 +459,8 @@ add_locked:
 	s = session_new(vs, m, flags, bs);
 	if (s == NULL || table_put_locked(st, s) < 0) {
 		if (s != NULL) {
-			s->be[s->member] = 0; /* closed below */
-			pool_push(s);         /* a reader may still hold it from before: kept */
+			s->be[s->head.member] = 0; /* closed below */
+			pool_push(s); /* a reader may still hold it from before: kept */
 		}
 		p11p_unlock();
 		rv = CKR_HOST_MEMORY;
@@ -446,9 +471,9 @@ add_locked:
 		vs->n_rw_sessions++;
 	m->n_sessions++;
 	p11p_unlock();
-	*out = s->handle;
+	*out = s->head.handle;
 	p11p_debug(P11P_DBG_SESSION, "slot %lu: session 0x%lx opened on member '%s'",
-	           (unsigned long)id, (unsigned long)s->handle, m->cfg->name);
+	           (unsigned long)id, (unsigned long)s->head.handle, m->cfg->name);
 	goto out;
 close_backend:
 	p11p_be_C_CloseSession(&m->ctx, bs);
@@ -460,7 +485,7 @@ out:
 /* Takes a session out of the tables and the slot's counts. Global lock held. */
 static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 {
-	struct p11p_vslot *vs = s->slot;
+	struct p11p_vslot *vs = s->head.slot;
 
 	table_remove_locked(st, s);
 	/* Usually it created no session object: then only the proxy-held keys are asked. */
@@ -469,9 +494,9 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 	else
 		p11p_hook_local_drop_owned_locked(st, s);
 	vs->n_sessions--;
-	if (s->flags & CKF_RW_SESSION)
+	if (s->head.flags & CKF_RW_SESSION)
 		vs->n_rw_sessions--;
-	vs->members[s->member].n_sessions--;
+	vs->members[s->head.member].n_sessions--;
 	if (vs->n_sessions == 0) {
 		/* PKCS#11: closing a token's last session logs the application out. */
 		vs->login = P11P_NO_USER;
@@ -490,18 +515,18 @@ static CK_RV session_close_detached(struct p11p_session *s)
 	session_lock(s);
 	s->closed = true;
 	/* Its current member's first (its answer is the call's), then any it used before. */
-	if (s->be[s->member] != 0) {
-		struct p11p_member *m = &s->slot->members[s->member];
-		CK_RV r = p11p_be_C_CloseSession(&m->ctx, s->be[s->member]);
+	if (s->be[s->head.member] != 0) {
+		struct p11p_member *m = &s->head.slot->members[s->head.member];
+		CK_RV r = p11p_be_C_CloseSession(&m->ctx, s->be[s->head.member]);
 
 		/* The application's session is closed whatever a failing member says. */
 		if (!p11p_rv_needs_failover(m, r))
 			rv = r;
-		s->be[s->member] = 0;
+		s->be[s->head.member] = 0;
 	}
-	for (size_t i = 0, n = s->slot->n_members; n > 1 && i < n; i++) {
+	for (size_t i = 0, n = s->head.slot->n_members; n > 1 && i < n; i++) {
 		if (s->be[i] != 0) {
-			p11p_be_C_CloseSession(&s->slot->members[i].ctx, s->be[i]);
+			p11p_be_C_CloseSession(&s->head.slot->members[i].ctx, s->be[i]);
 			s->be[i] = 0;
 		}
 	}
@@ -538,7 +563,7 @@ static void collect_cb(void *value, void *arg)
 	struct p11p_session *s = value;
 	struct collect *c = arg;
 
-	if (s->slot == c->slot)
+	if (s->head.slot == c->slot)
 		c->list[c->n++] = s;
 }
 
@@ -588,7 +613,7 @@ CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 		rv = p11p_be_C_GetSessionInfo(&c.bc, c.bs, info);
 	while (p11p_hook_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
-		info->slotID = c.s->slot->id;
+		info->slotID = c.s->head.slot->id;
 	return p11p_call_end(&c, rv);
 }
 
@@ -635,7 +660,7 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 		return rv;
 	if (pin == NULL && len > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	vs = c.s->slot;
+	vs = c.s->head.slot;
 again:
 	member_pin = c.m->cfg->pin;
 	translate = member_pin != NULL && (user == CKU_USER || user == CKU_CONTEXT_SPECIFIC);
@@ -716,7 +741,7 @@ CK_RV p11p_logout(CK_SESSION_HANDLE h)
 
 	if (rv != CKR_OK)
 		return rv;
-	vs = c.s->slot;
+	vs = c.s->head.slot;
 	do
 		rv = p11p_be_C_Logout(&c.bc, c.bs);
 	while (p11p_hook_call_retry(&c, &rv, true));
@@ -744,7 +769,7 @@ CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_le
 		return rv;
 	if ((old_pin == NULL && old_len > 0) || (new_pin == NULL && new_len > 0))
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
-	vs = c.s->slot;
+	vs = c.s->head.slot;
 	p11p_lock();
 	current = vs->login;
 	p11p_unlock();

@@ -5,6 +5,7 @@
  * C_Initialize, which drops the parent's state and builds a new one).
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/ossl.h"
@@ -170,7 +171,7 @@ static void free_object_cb(void *value, void *arg)
 	struct p11p_object *obj = value;
 
 	p11p_free(obj->ident);
-	p11p_hook_vkey_object_free(obj);
+	p11p_hook_vkey_object_free(&obj->vk);
 	p11p_free(obj);
 }
 

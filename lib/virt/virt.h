@@ -27,7 +27,7 @@
  * before any of these. Functions named *_locked expect the global lock held.
  * A call on a session takes no lock but the session's: it enters the state
  * (state.c: p11p_g_entry, p11p_g_busy), finds the session (struct p11p_stab) and its
- * last object (struct p11p_session's cache, checked against the object and
+ * last object (struct p11p_session_head's cache, checked against the object and
  * index generations) with atomics alone; each of those says who writes it,
  * under which lock. A new session's member is picked without a lock too
  * (member.c p11p_member_pick(), p11p_read_begin()): opening a session and
@@ -157,73 +157,50 @@ struct p11p_op {
 	size_t n_returned, cap_returned;
 };
 
-struct p11p_session {
+/*
+ * A proxy session (session.c). Its definition is lib/virt's alone
+ * (virt/core.h); the rooms above read its head, struct p11p_session_head,
+ * through p11p_shead() (inline: the head is the session's first member), and
+ * the rest through the accessors below.
+ */
+struct p11p_session;
+struct p11p_session_head {
 	CK_SESSION_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_FLAGS flags;
-	atomic_uint refs; /* the table holds one; each call in flight holds one */
-	atomic_uint lock; /* see the lock-order note; a futex word (session.c) */
-	/* Guarded by `lock`: */
-	bool closed;
-	bool ops_used;                          /* op.c: an operation began since it was made */
-	size_t member;                          /* the member serving this session */
-	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
-	struct p11p_op ops[P11P_OP_KINDS];
-	/* When the call in flight started (watchdog; 0: none). Written under `lock`. */
-	_Atomic unsigned long long call_started_ms;
-	/* The watchdog counted this call as hung against that member (global lock). */
-	bool call_hung;
-	size_t call_hung_member;
-
-	/* local.c: operations on proxy-held keys; guarded by `lock`. */
-	unsigned local_ops; /* bit (1u << kind): a local operation of that kind is active */
-	struct p11p_local_session *local;
-
+	size_t member; /* the member serving this session; guarded by `lock` */
 	/*
-	 * vkey.c: the running find's filter on virtual permissions (the
-	 * template's CKA_ENCRYPT... taken out of the member's find); guarded by
-	 * `lock`. vk_find_mask: P11P_VK_* bits named; vk_find_want: their values;
-	 * vk_find_none: the template contradicts itself (nothing matches).
+	 * Operations a failover lost (op.c), a hint read inline by the entry
+	 * room: bit (1u << kind) set when one was; p11p_op_lost() answers and
+	 * clears it. Guarded by `lock`.
 	 */
-	uint32_t vk_find_mask, vk_find_want;
-	bool vk_find_none;
-
-	/* Objects this session created as session objects; guarded by the global lock. */
-	CK_OBJECT_HANDLE *owned;
-	size_t n_owned, cap_owned;
-
-	struct p11p_session *pool_next; /* in the slot's session_pool */
-
+	unsigned ops_lost;
+	/*
+	 * The rooms' data, one pointer per room to a struct the room defines
+	 * (the core only declares it), guarded by the session's `lock`: made
+	 * by the room when it first needs it, freed through its hooks when the
+	 * session is freed or goes back to the pool
+	 * (p11p_hook_local_session_free, p11p_hook_vkey_session_free /
+	 * _reset). local: the keys the proxy holds (soft/local.c: their
+	 * operations); vk: the virtual keys (vkeys/vkey.c: the find's filter,
+	 * the last record read).
+	 */
+	struct p11p_local_session *local;
+	struct p11p_vk_session *vk;
 	/*
 	 * The object this session last named (oc_h; 0: none), cached so that a
 	 * call on it takes no global lock; good while p11p_objects_gen() is
-	 * still oc_gen. object.c: its handle oc_bh (0: not cached) on member
-	 * oc_member as of that member's handle_gen oc_hgen. vkey.c: its
-	 * binding, oc_vk 0 (not cached), 1 (not a virtual key) or 2 (record
-	 * oc_vid; 0: hidden), and that record's class, permissions and state
-	 * as of the index's generation oc_igen (0: not cached). Guarded by `lock`.
+	 * still oc_gen: its handle oc_bh (0: not cached) on member oc_member as
+	 * of that member's handle_gen oc_hgen (object.c; read inline by
+	 * p11p_object_to_backend()). Guarded by `lock`.
 	 */
 	CK_OBJECT_HANDLE oc_h, oc_bh;
 	unsigned long oc_gen, oc_hgen;
 	size_t oc_member;
-	int oc_vk;
-	uint64_t oc_vid;
-	unsigned long oc_igen;
-	CK_OBJECT_CLASS oc_cls;
-	uint32_t oc_perms;
-	int oc_state;
 };
-
-/* Points s's object cache at h as of generation gen, emptied unless it was there already. */
-static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, unsigned long gen)
+static inline struct p11p_session_head *p11p_shead(struct p11p_session *s)
 {
-	if (s->oc_h != h || s->oc_gen != gen) {
-		s->oc_h = h;
-		s->oc_gen = gen;
-		s->oc_bh = 0;
-		s->oc_vk = 0;
-		s->oc_igen = 0;
-	}
+	return (struct p11p_session_head *)(void *)s;
 }
 
 /*
@@ -256,41 +233,12 @@ struct p11p_identity {
 	CK_BYTE id[P11P_ID_MAX], label[P11P_ID_MAX];
 };
 
-struct p11p_object {
-	CK_OBJECT_HANDLE handle;
-	struct p11p_vslot *slot;
-	CK_SESSION_HANDLE owner; /* creating session for session objects, else 0 */
-	bool created;            /* made through the proxy in this process (adopt_new), not found */
-	/*
-	 * A session key asked non-extractable but made extractable under trusted
-	 * keys only (c->repl_lock) so that a token copy can be replicated: shown
-	 * with CKA_EXTRACTABLE false; locked when copied to the token.
-	 */
-	bool repl_unlocked;
-	bool token;                            /* a token object (known when ident is) */
-	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
-	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
-	unsigned long gen[P11P_MAX_MEMBERS];   /* the member's handle_gen when be[] was learnt */
-	/*
-	 * Virtual key binding (vkey.c), guarded by the global lock. vk_known
-	 * false: not looked at yet; then vk NULL: not a virtual key (not a token
-	 * key, or no index); else the token key's identity and record.
-	 */
-	bool vk_known;
-	struct p11p_vkbind *vk;
-};
-
 /*
- * A token key's binding to its virtual-key record (vkey.c): what the index
- * matches it by, cached so that hot paths never read attributes again.
+ * A proxy object handle's object (object.c): defined in virt/core.h, for
+ * lib/virt alone; the rooms above reach their part of it through
+ * p11p_object_vk_locked().
  */
-struct p11p_vkbind {
-	uint64_t vid;      /* the record; 0: none (not imported: hidden) */
-	bool unrecordable; /* CKA_ID or CKA_LABEL too long for the index: always hidden */
-	CK_OBJECT_CLASS cls;
-	size_t id_len, label_len;
-	unsigned char id[P11P_INDEX_ID_MAX], label[P11P_INDEX_LABEL_MAX];
-};
+struct p11p_object;
 
 struct p11p_state {
 	struct p11p_config *cfg;
@@ -304,6 +252,11 @@ struct p11p_state {
 	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
+	/*
+	 * Objects with repl_unlocked set (object.c), so that calls on other
+	 * objects need not look: written under the global lock, read without.
+	 */
+	atomic_ulong n_repl_unlocked;
 	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
 	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
@@ -511,6 +464,23 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 CK_RV p11p_logout(CK_SESSION_HANDLE h);
 CK_RV p11p_set_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR old_pin, CK_ULONG old_len,
                    CK_UTF8CHAR_PTR new_pin, CK_ULONG new_len);
+/*
+ * The rest of a session, for the rooms above (off the hot paths). Session
+ * lock held, unless said otherwise. p11p_session_op_active: is an operation
+ * of kind k (on an HSM key) active? p11p_session_be / _set_be: the backend
+ * session on member i (0: none).
+ */
+bool p11p_session_op_active(const struct p11p_session *s, enum p11p_op_kind k);
+CK_SESSION_HANDLE p11p_session_be(const struct p11p_session *s, size_t i);
+void p11p_session_set_be(struct p11p_session *s, size_t i, CK_SESSION_HANDLE bs);
+/*
+ * The watchdog's view (global lock held, not the session's):
+ * p11p_session_call_started_locked: when the call in flight began (0: none,
+ * or already counted as hung); p11p_session_call_hung_locked: counts it as
+ * hung against member m (m->hung_calls, until the call ends).
+ */
+unsigned long long p11p_session_call_started_locked(struct p11p_session *s);
+void p11p_session_call_hung_locked(struct p11p_session *s, struct p11p_member *m);
 /* Frees a session no longer in the table (state teardown). */
 void p11p_session_free(struct p11p_session *s);
 /* Calls fn for every open session. Global lock held; fn must not open or close one. */
@@ -621,7 +591,7 @@ extern P11P_INTERNAL atomic_ulong p11p_g_objects_gen;
  * The generation of the object tables (object.c): moves on whenever a
  * proxy object is dropped, one of its backend handles forgotten, or its
  * virtual-key binding changed (p11p_objects_changed_locked(), global lock
- * held), so that sessions' cached mappings (struct p11p_session) go stale.
+ * held), so that sessions' cached mappings (struct p11p_session_head) go stale.
  */
 static inline unsigned long p11p_objects_gen(void)
 {
@@ -630,7 +600,7 @@ static inline unsigned long p11p_objects_gen(void)
 static inline CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV invalid,
                                            CK_OBJECT_HANDLE *out)
 {
-	struct p11p_session *s = c->s;
+	struct p11p_session_head *s = p11p_shead(c->s);
 	size_t member = s->member;
 
 	/* The object this session named last, unchanged since: no lock. */
@@ -660,6 +630,13 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
  * sessions (global lock held).
  */
 void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot *vs, size_t member);
+/*
+ * The virtual keys' slot of proxy object h (struct p11p_object.vk: see
+ * vkeys/vkeys.h), or NULL when h is no object (of slot vs, when vs is not
+ * NULL). Global lock held; the pointer is good while it is.
+ */
+struct p11p_vkbind **p11p_object_vk_locked(struct p11p_state *st, CK_OBJECT_HANDLE h,
+                                           const struct p11p_vslot *vs);
 /* Moves p11p_objects_gen() on (above). */
 void p11p_objects_changed_locked(void);
 /* Forgets the session objects a closed session owned. Global lock held. */
@@ -787,7 +764,9 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 #define P11P_VKEY_HOOKS(X)                                                                         \
 	X(R, CK_RV, vkey_state_init, (struct p11p_state * st), (st))                               \
 	X(V, void, vkey_state_free, (struct p11p_state * st), (st))                                \
-	X(V, void, vkey_object_free, (struct p11p_object * obj), (obj))                            \
+	X(V, void, vkey_object_free, (struct p11p_vkbind * *vk), (vk))                             \
+	X(V, void, vkey_session_reset, (struct p11p_session * s), (s))                             \
+	X(V, void, vkey_session_free, (struct p11p_session * s), (s))                              \
 	X(R, CK_RV, vkey_use, (struct p11p_call * c, CK_OBJECT_HANDLE key, unsigned perm),         \
 	  (c, key, perm))                                                                          \
 	X(V, void, vkey_attrs_out,                                                                 \
@@ -816,6 +795,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(R, CK_RV, local_state_init, (struct p11p_state * st), (st))                              \
 	X(V, void, local_state_free, (struct p11p_state * st), (st))                               \
 	X(V, void, local_session_free, (struct p11p_session * s), (s))                             \
+	X(R, bool, local_active, (struct p11p_session * s, enum p11p_op_kind k), (s, k))           \
 	X(V, void, local_drop_owned_locked, (struct p11p_state * st, struct p11p_session * s),     \
 	  (st, s))                                                                                 \
 	X(R, bool, local_mechanism, (CK_MECHANISM_TYPE type), (type))                              \

@@ -120,18 +120,51 @@ struct p11p_index *p11p_vkey_index(struct p11p_state *st)
 	return st != NULL && st->vkeys != NULL ? st->vkeys->idx : NULL;
 }
 
-void p11p_vkey_object_free(struct p11p_object *obj)
+P11P_INTERNAL struct p11p_vkbind p11p_vkbind_none;
+
+/* The binding in an object's slot (*vkp): NULL when not a virtual key, or not looked at yet. */
+static inline struct p11p_vkbind *vk_bind(struct p11p_vkbind *const *vkp)
+{
+	return *vkp != &p11p_vkbind_none ? *vkp : NULL;
+}
+
+static inline bool vk_known(struct p11p_vkbind *const *vkp)
+{
+	return *vkp != NULL;
+}
+
+void p11p_vkey_object_free(struct p11p_vkbind **vkp)
 {
 	p11p_objects_changed_locked();
-	p11p_free(obj->vk);
-	obj->vk = NULL;
-	obj->vk_known = false;
+	p11p_free(vk_bind(vkp));
+	*vkp = NULL;
+}
+
+/* s's data of this room, made on first use; NULL: no memory (nothing is cached then). */
+static struct p11p_vk_session *vk_session(struct p11p_session *s)
+{
+	if (p11p_shead(s)->vk == NULL)
+		p11p_shead(s)->vk = p11p_calloc(1, sizeof(*p11p_shead(s)->vk));
+	return p11p_shead(s)->vk;
+}
+
+void p11p_vkey_session_reset(struct p11p_session *s)
+{
+	if (p11p_shead(s)->vk != NULL)
+		memset(p11p_shead(s)->vk, 0, sizeof(*p11p_shead(s)->vk));
+}
+
+void p11p_vkey_session_free(struct p11p_session *s)
+{
+	p11p_free(p11p_shead(s)->vk);
+	p11p_shead(s)->vk = NULL;
 }
 
 /* The index for the call's slot, or NULL: virtual keys off (or a slot without a label). */
 static struct p11p_vkeys *slot_vkeys(const struct p11p_call *c)
 {
-	return c->st->vkeys != NULL && c->s->slot->label[0] != '\0' ? c->st->vkeys : NULL;
+	return c->st->vkeys != NULL && p11p_shead(c->s)->slot->label[0] != '\0' ? c->st->vkeys
+	                                                                        : NULL;
 }
 
 static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
@@ -142,14 +175,24 @@ static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
 }
 
 /* Picks up other processes' changes, at most once per P11P_VKEY_REFRESH_MS. */
+#define P11P_VKEY_LATE_EVERY 64 /* a power of two */
 static void vk_refresh_due(struct p11p_vkeys *vk, unsigned long long now, unsigned long long due);
 
 static void vk_refresh(struct p11p_vkeys *vk)
 {
-	unsigned long long due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
-	unsigned long long now;
+	static _Thread_local unsigned calls __attribute__((tls_model("initial-exec")));
+	unsigned long long due, now;
 	struct timespec ts;
 
+	/*
+	 * With the probe thread polling (p11p_vkeys_poll), the call path only
+	 * covers for a poller a period late: a look at the clock on one call in
+	 * P11P_VKEY_LATE_EVERY of this thread is enough for that.
+	 */
+	if (atomic_load_explicit(&vk->background, memory_order_relaxed) &&
+	    (++calls & (P11P_VKEY_LATE_EVERY - 1)) != 0)
+		return;
+	due = atomic_load_explicit(&vk->next_refresh_ms, memory_order_relaxed);
 	/*
 	 * Once per call with virtual keys: the coarse clock (the same clock as
 	 * p11p_now_ms()'s, read to the last tick) is cheaper, and a tick is
@@ -382,20 +425,23 @@ static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const
 
 /* ---- bindings ---- */
 
-/* Sets obj's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
-static bool set_bind_locked(struct p11p_object *obj, const struct p11p_vkbind *b)
+/* Sets an object's binding (b NULL: not a virtual key). Global lock held. false: no memory. */
+static bool set_bind_locked(struct p11p_vkbind **vkp, const struct p11p_vkbind *b)
 {
 	p11p_objects_changed_locked();
 	if (b == NULL) {
-		p11p_free(obj->vk);
-		obj->vk = NULL;
-		obj->vk_known = true;
+		p11p_free(vk_bind(vkp));
+		*vkp = &p11p_vkbind_none;
 		return true;
 	}
-	if (obj->vk == NULL && (obj->vk = p11p_malloc(sizeof(*obj->vk))) == NULL)
-		return false;
-	*obj->vk = *b;
-	obj->vk_known = true;
+	if (vk_bind(vkp) == NULL) {
+		struct p11p_vkbind *nb = p11p_malloc(sizeof(*nb));
+
+		if (nb == NULL)
+			return false;
+		*vkp = nb;
+	}
+	**vkp = *b;
 	return true;
 }
 
@@ -436,7 +482,7 @@ struct pend {
 static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n, CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_policy_cfg pol;
 	struct p11p_vkey *recs = NULL;
 	struct pend *p;
@@ -453,9 +499,9 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 	}
 	p11p_lock();
 	for (size_t i = 0; i < n; i++) {
-		struct p11p_object *obj = p11p_map_get(&c->st->objects, 0, ph[i]);
+		struct p11p_vkbind **vkp = p11p_object_vk_locked(c->st, ph[i], vs);
 
-		if (obj != NULL && obj->slot == vs && !obj->vk_known)
+		if (vkp != NULL && !vk_known(vkp))
 			p[np++].ph = ph[i];
 	}
 	p11p_unlock();
@@ -496,7 +542,9 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		}
 	}
 	if (nrec > 0) {
-		uint32_t presence = c->s->member < P11P_INDEX_MAX_MEMBERS ? 1u << c->s->member : 0;
+		uint32_t presence = p11p_shead(c->s)->member < P11P_INDEX_MAX_MEMBERS
+		                        ? 1u << p11p_shead(c->s)->member
+		                        : 0;
 
 		recs = p11p_calloc(nrec, sizeof(*recs));
 		rv = recs == NULL ? CKR_HOST_MEMORY : CKR_OK;
@@ -525,14 +573,14 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 	}
 	p11p_lock();
 	for (size_t i = 0; i < np; i++) {
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 
 		if (p[i].what == P_SKIP)
 			continue;
-		obj = p11p_map_get(&c->st->objects, 0, p[i].ph);
-		if (obj == NULL || obj->vk_known)
+		vkp = p11p_object_vk_locked(c->st, p[i].ph, NULL);
+		if (vkp == NULL || vk_known(vkp))
 			continue;
-		if (!set_bind_locked(obj, p[i].what == P_NOTKEY ? NULL : &p[i].k.b) &&
+		if (!set_bind_locked(vkp, p[i].what == P_NOTKEY ? NULL : &p[i].k.b) &&
 		    *err == CKR_OK)
 			*err = CKR_HOST_MEMORY;
 	}
@@ -561,19 +609,19 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
                             CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_session *s = c->s;
+	struct p11p_vk_session *vks = p11p_shead(c->s)->vk;
 
 	*err = CKR_OK;
 	if (vk == NULL)
 		return VK_NONE;
 	vk_refresh(vk);
 	/* The record this session read last, binding and index unchanged since: no lock. */
-	if (h == s->oc_h && s->oc_vk == 2 && s->oc_igen != 0 && s->oc_gen == p11p_objects_gen() &&
-	    s->oc_igen == p11p_index_gen(vk->idx)) {
-		rec->vid = s->oc_vid;
-		rec->cls = s->oc_cls;
-		rec->perms = s->oc_perms;
-		rec->state = (enum p11p_vk_state)s->oc_state;
+	if (vks != NULL && h == vks->h && vks->igen != 0 && vks->gen == p11p_objects_gen() &&
+	    vks->igen == p11p_index_gen(vk->idx)) {
+		rec->vid = vks->vid;
+		rec->cls = vks->cls;
+		rec->perms = vks->perms;
+		rec->state = (enum p11p_vk_state)vks->state;
 		return VK_BOUND;
 	}
 	return resolve_locking(c, vk, h, rec, err);
@@ -583,11 +631,11 @@ static enum vk_kind resolve(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p
 static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, CK_OBJECT_HANDLE h,
                                     struct p11p_vkey *rec, CK_RV *err)
 {
-	struct p11p_session *s = c->s;
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vk_session *vks = vk_session(c->s);
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 
 	for (int attempt = 0; attempt < 3; attempt++) {
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 		struct p11p_vkbind b;
 		struct p11p_policy_cfg pol;
 		struct p11p_vkey best;
@@ -597,26 +645,34 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		CK_RV rv;
 
 		/* The binding this session saw last, unchanged since: no lock. */
-		if (h == s->oc_h && s->oc_vk != 0 && s->oc_gen == p11p_objects_gen()) {
+		if (vks != NULL && h == vks->h && vks->kind != 0 &&
+		    vks->gen == p11p_objects_gen()) {
 			known = true;
-			have = s->oc_vk == 2;
-			vid = s->oc_vid;
+			have = vks->kind == 2;
+			vid = vks->vid;
 			goto bound;
 		}
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj == NULL || obj->slot != vs) {
+		vkp = p11p_object_vk_locked(c->st, h, vs);
+		if (vkp == NULL) {
 			p11p_unlock();
 			return VK_NONE; /* the caller reports the bad handle */
 		}
-		known = obj->vk_known;
-		have = obj->vk != NULL;
+		known = vk_known(vkp);
+		have = vk_bind(vkp) != NULL;
 		if (have)
-			vid = obj->vk->vid;
-		if (known) {
-			p11p_ocache_for(s, h, p11p_objects_gen());
-			s->oc_vk = have ? 2 : 1;
-			s->oc_vid = vid;
+			vid = (*vkp)->vid;
+		if (known && vks != NULL) {
+			unsigned long gen = p11p_objects_gen();
+			int kind = have ? 2 : 1;
+
+			/* The record read is kept only for the binding it was read for. */
+			if (vks->h != h || vks->gen != gen || vks->kind != kind || vks->vid != vid)
+				vks->igen = 0;
+			vks->h = h;
+			vks->gen = gen;
+			vks->kind = kind;
+			vks->vid = vid;
 		}
 		p11p_unlock();
 	bound:
@@ -632,23 +688,24 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 				*err = rv;
 				return VK_ERROR;
 			}
-			if (found && h == s->oc_h && s->oc_vk == 2 && s->oc_vid == vid) {
-				s->oc_igen = igen;
-				s->oc_cls = rec->cls;
-				s->oc_perms = rec->perms;
-				s->oc_state = rec->state;
+			if (found && vks != NULL && h == vks->h && vks->kind == 2 &&
+			    vks->vid == vid) {
+				vks->igen = igen;
+				vks->cls = rec->cls;
+				vks->perms = rec->perms;
+				vks->state = rec->state;
 			}
 			if (found)
 				return VK_BOUND;
 		}
 		/* No record (not imported, or removed by another process): look again. */
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj == NULL || obj->vk == NULL) {
+		vkp = p11p_object_vk_locked(c->st, h, NULL);
+		if (vkp == NULL || vk_bind(vkp) == NULL) {
 			p11p_unlock();
 			continue;
 		}
-		b = *obj->vk;
+		b = **vkp;
 		p11p_unlock();
 		rv = b.unrecordable ? CKR_OK : lookup(vk, vs->label, &b, 0, &best, &found);
 		if (rv != CKR_OK) {
@@ -658,15 +715,15 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		p11p_policy_get(c->st, vs, &pol);
 		import = p11p_vk_on_unrecorded(&pol, !b.unrecordable) == P11P_VK_IMPORT;
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj != NULL && obj->vk != NULL && obj->vk->vid == vid) {
+		vkp = p11p_object_vk_locked(c->st, h, NULL);
+		if (vkp != NULL && vk_bind(vkp) != NULL && (*vkp)->vid == vid) {
 			p11p_objects_changed_locked();
 			if (found)
-				obj->vk->vid = best.vid;
+				(*vkp)->vid = best.vid;
 			else if (import)
-				p11p_vkey_object_free(obj); /* read again and import */
+				p11p_vkey_object_free(vkp); /* read again and import */
 			else
-				obj->vk->vid = 0;
+				(*vkp)->vid = 0;
 		}
 		p11p_unlock();
 		if (!found && !import)
@@ -713,7 +770,7 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 
 		/* rec holds what the check reads (vid, class, permissions, state): no label. */
 		p11p_message_limited(&refused, "slot '%s': key %016llx refused: %s%s",
-		                     c->s->slot->label, (unsigned long long)rec.vid,
+		                     p11p_shead(c->s)->slot->label, (unsigned long long)rec.vid,
 		                     state ? p11p_vk_state_name(rec.state)
 		                           : p11p_vk_perm_list_str(perm, " ", ops, sizeof(ops)),
 		                     state ? "" : " not permitted");
@@ -786,8 +843,10 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 
 	*btempl = templ;
 	*bcount = count;
-	s->vk_find_mask = s->vk_find_want = 0;
-	s->vk_find_none = false;
+	if (p11p_shead(s)->vk != NULL) {
+		p11p_shead(s)->vk->find_mask = p11p_shead(s)->vk->find_want = 0;
+		p11p_shead(s)->vk->find_none = false;
+	}
 	if (slot_vkeys(c) == NULL)
 		return CKR_OK;
 	for (CK_ULONG i = 0; i < count; i++) {
@@ -808,16 +867,18 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 	if (strip == 0)
 		return CKR_OK;
 	out = p11p_calloc(count, sizeof(*out));
-	if (out == NULL)
+	if (out == NULL || vk_session(s) == NULL) {
+		p11p_free(out);
 		return CKR_HOST_MEMORY;
+	}
 	for (CK_ULONG i = 0; i < count; i++)
 		if (p11p_vk_find_attr(&templ[i]) == 0)
 			out[j++] = templ[i];
 	*btempl = out;
 	*bcount = j;
-	s->vk_find_mask = mask;
-	s->vk_find_want = want;
-	s->vk_find_none = none;
+	p11p_shead(s)->vk->find_mask = mask;
+	p11p_shead(s)->vk->find_want = want;
+	p11p_shead(s)->vk->find_none = none;
 	return CKR_OK;
 }
 
@@ -850,13 +911,14 @@ static bool hsm_matches(struct p11p_call *c, CK_OBJECT_HANDLE ph, uint32_t mask,
 
 bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
 {
-	struct p11p_session *s = c->s;
+	const struct p11p_vk_session *vks = p11p_shead(c->s)->vk;
+	uint32_t mask = vks != NULL ? vks->find_mask : 0, want = vks != NULL ? vks->find_want : 0;
 	struct p11p_vkey rec;
 	CK_RV err;
 
 	if (slot_vkeys(c) == NULL)
 		return false;
-	if (s->vk_find_none)
+	if (vks != NULL && vks->find_none)
 		return true;
 	switch (resolve(c, ph, &rec, &err)) {
 	case VK_HIDDEN:
@@ -864,11 +926,11 @@ bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph)
 		return true;
 	case VK_BOUND:
 		/* Deleted, or not matching: an attribute the class lacks matches no value. */
-		return !p11p_vk_find_match(&rec, s->vk_find_mask, s->vk_find_want);
+		return !p11p_vk_find_match(&rec, mask, want);
 	case VK_NONE:
 		break;
 	}
-	return s->vk_find_mask != 0 && !hsm_matches(c, ph, s->vk_find_mask, s->vk_find_want);
+	return mask != 0 && !hsm_matches(c, ph, mask, want);
 }
 
 /* What a C_SetAttributeValue changes in a record. */
@@ -953,11 +1015,11 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			}
 		}
 	}
-	if (!(c->s->flags & CKF_RW_SESSION)) {
+	if (!(p11p_shead(c->s)->flags & CKF_RW_SESSION)) {
 		*rv = CKR_SESSION_READ_ONLY;
 		return true;
 	}
-	p11p_policy_get(c->st, c->s->slot, &pol);
+	p11p_policy_get(c->st, p11p_shead(c->s)->slot, &pol);
 	write_back = p11p_vk_route(&pol, P11P_VK_CHANGE_PERMS) != P11P_VK_RECORD_ONLY;
 	/*
 	 * Without write_back only permissions change: label and id stay the HSM
@@ -1013,25 +1075,25 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			p11p_message(
 			    "slot '%s': a virtual key's HSM key was changed but its record "
 			    "could not be: %s",
-			    c->s->slot->label, p11p_rv_str(*rv));
+			    p11p_shead(c->s)->slot->label, p11p_rv_str(*rv));
 		return true;
 	}
 	/* The copies on the other members change too; a new id or label is the identity. */
 	if (have_ident)
 		p11p_object_changed(c, h, &ident, templ, count);
 	if (e.has_id || e.has_label) {
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, h);
-		if (obj != NULL && obj->vk != NULL) {
+		vkp = p11p_object_vk_locked(c->st, h, NULL);
+		if (vkp != NULL && vk_bind(vkp) != NULL) {
 			if (e.has_id) {
-				memcpy(obj->vk->id, e.id->pValue, e.id->ulValueLen);
-				obj->vk->id_len = e.id->ulValueLen;
+				memcpy((*vkp)->id, e.id->pValue, e.id->ulValueLen);
+				(*vkp)->id_len = e.id->ulValueLen;
 			}
 			if (e.has_label) {
-				memcpy(obj->vk->label, e.label->pValue, e.label->ulValueLen);
-				obj->vk->label_len = e.label->ulValueLen;
+				memcpy((*vkp)->label, e.label->pValue, e.label->ulValueLen);
+				(*vkp)->label_len = e.label->ulValueLen;
 			}
 		}
 		p11p_unlock();
@@ -1061,13 +1123,13 @@ bool p11p_vkey_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_RV *rv, uint6
 	case -1:
 		return true;
 	}
-	p11p_policy_get(c->st, c->s->slot, &pol);
+	p11p_policy_get(c->st, p11p_shead(c->s)->slot, &pol);
 	if (p11p_vk_route(&pol, P11P_VK_CHANGE_DELETE) == P11P_VK_HSM_FIRST) {
 		*vid = rec.vid; /* the HSM key goes, then the record (p11p_vkey_destroyed) */
 		return false;
 	}
 	/* Virtually: the checks a destroy of the HSM key would make, then the tombstone. */
-	if (!(c->s->flags & CKF_RW_SESSION)) {
+	if (!(p11p_shead(c->s)->flags & CKF_RW_SESSION)) {
 		*rv = CKR_SESSION_READ_ONLY;
 		return true;
 	}
@@ -1101,7 +1163,7 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
                             uint32_t limit)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
-	struct p11p_vslot *vs = c->s->slot;
+	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct keyinfo *k = NULL;
 	struct p11p_vkey *recs = NULL;
 	size_t *which = NULL, nrec = 0;
@@ -1110,7 +1172,8 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 
 	if (vk == NULL || n == 0)
 		return CKR_OK;
-	self = c->s->member < P11P_INDEX_MAX_MEMBERS ? 1u << c->s->member : 0;
+	self =
+	    p11p_shead(c->s)->member < P11P_INDEX_MAX_MEMBERS ? 1u << p11p_shead(c->s)->member : 0;
 	holders = (c->new_key_holders & self) != 0 ? c->new_key_holders : self;
 	k = p11p_calloc(n, sizeof(*k));
 	recs = p11p_calloc(n, sizeof(*recs));
@@ -1148,7 +1211,7 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 	/* Bound to their own records now: another HSM key may share the identity. */
 	for (size_t j = 0; j < nrec; j++) {
 		CK_OBJECT_HANDLE ph;
-		struct p11p_object *obj;
+		struct p11p_vkbind **vkp;
 		struct p11p_vkbind *b = &k[which[j]].b;
 
 		b->vid = recs[j].vid;
@@ -1156,8 +1219,8 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 		if (rv != CKR_OK)
 			break;
 		p11p_lock();
-		obj = p11p_map_get(&c->st->objects, 0, ph);
-		if (obj == NULL || !set_bind_locked(obj, b))
+		vkp = p11p_object_vk_locked(c->st, ph, NULL);
+		if (vkp == NULL || !set_bind_locked(vkp, b))
 			rv = CKR_HOST_MEMORY;
 		p11p_unlock();
 		if (rv != CKR_OK)
@@ -1170,12 +1233,12 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 
 			p11p_index_delete(vk->idx, recs[j].vid, NULL);
 			if (p11p_object_from_backend(c, bh[which[j]], false, &ph) == CKR_OK) {
-				struct p11p_object *obj;
+				struct p11p_vkbind **vkp;
 
 				p11p_lock();
-				obj = p11p_map_get(&c->st->objects, 0, ph);
-				if (obj != NULL)
-					p11p_vkey_object_free(obj);
+				vkp = p11p_object_vk_locked(c->st, ph, NULL);
+				if (vkp != NULL)
+					p11p_vkey_object_free(vkp);
 				p11p_unlock();
 			}
 		}

@@ -52,8 +52,59 @@ void p11p_vkey_state_free(struct p11p_state *st);
  * overlays live there (without it they are files).
  */
 struct p11p_index *p11p_vkey_index(struct p11p_state *st);
-/* Frees an object's binding (with the object). */
-void p11p_vkey_object_free(struct p11p_object *obj);
+/*
+ * This room's data in the core's objects and sessions (one pointer each, the
+ * core frees them through the hooks below):
+ *
+ * struct p11p_object.vk, guarded by the global lock: a token key's binding
+ * to its virtual-key record, what the index matches it by, cached so that
+ * hot paths never read attributes again. NULL: not looked at yet;
+ * p11p_vkbind_none: not a virtual key (not a token key, or no index).
+ */
+struct p11p_vkbind {
+	uint64_t vid;      /* the record; 0: none (not imported: hidden) */
+	bool unrecordable; /* CKA_ID or CKA_LABEL too long for the index: always hidden */
+	CK_OBJECT_CLASS cls;
+	size_t id_len, label_len;
+	unsigned char id[P11P_INDEX_ID_MAX], label[P11P_INDEX_LABEL_MAX];
+};
+extern P11P_INTERNAL struct p11p_vkbind p11p_vkbind_none;
+/*
+ * struct p11p_session.vk, guarded by the session's lock: made on the
+ * session's first virtual-key lookup or filtered find, kept while the
+ * session is pooled (emptied when it closes), freed with it.
+ */
+struct p11p_vk_session {
+	/*
+	 * The running find's filter on virtual permissions (the template's
+	 * CKA_ENCRYPT... taken out of the member's find): find_mask the
+	 * P11P_VK_* bits named, find_want their values; find_none: the
+	 * template contradicts itself (nothing matches).
+	 */
+	uint32_t find_mask, find_want;
+	bool find_none;
+	/*
+	 * The object this session resolved last, h (0: none) as of
+	 * p11p_objects_gen() gen: its binding, kind 0 (not cached), 1 (not a
+	 * virtual key) or 2 (record vid; 0: hidden), and that record's class,
+	 * permissions and state as of the index's generation igen (0: not
+	 * cached; only ever set with kind 2).
+	 */
+	CK_OBJECT_HANDLE h;
+	unsigned long gen;
+	int kind;
+	uint64_t vid;
+	unsigned long igen;
+	CK_OBJECT_CLASS cls;
+	uint32_t perms;
+	int state;
+};
+/* Frees an object's binding (*vk: its slot, with the object). Global lock held. */
+void p11p_vkey_object_free(struct p11p_vkbind **vk);
+/* A session closes (back to its slot's pool): its data emptied. Session unshared. */
+void p11p_vkey_session_reset(struct p11p_session *s);
+/* A session is freed: its data goes. Session unshared. */
+void p11p_vkey_session_free(struct p11p_session *s);
 /*
  * May the proxy object `key` be used for `perm` (P11P_VK_* of index.h; 0:
  * any use of the key's material, e.g. the key C_WrapKey wraps)? CKR_OK (also

@@ -9,6 +9,24 @@ else
 	fail "layers: includes that go up a room" "$out"
 fi
 
+mk_tmp
+# The check itself, on a tree of two files: the core's private header from a
+# room above is refused, from lib/virt it is not.
+mkdir -p "$TMP/layers/lib/virt" "$TMP/layers/lib/vkeys" "$TMP/layers/tools"
+printf '#include "virt/core.h"\n' >"$TMP/layers/lib/virt/a.c"
+printf '#include "virt/virt.h"\n' >"$TMP/layers/lib/vkeys/b.c"
+if ! out=$("$SRCDIR/tests/layers.sh" "$TMP/layers" 2>&1); then
+	fail "layers: lib/virt may include virt/core.h" "$out"
+else
+	printf '#include "virt/core.h"\n' >>"$TMP/layers/lib/vkeys/b.c"
+	if out=$("$SRCDIR/tests/layers.sh" "$TMP/layers" 2>&1) ||
+		! grep -q 'lib/vkeys/b.c: includes virt/core.h' <<<"$out"; then
+		fail "layers: an include of virt/core.h from above lib/virt is not refused" "$out"
+	else
+		pass "layers: the core's structs (virt/core.h) are refused to the rooms above"
+	fi
+fi
+
 out=$(cd "$SRCDIR" && grep -rn 'fl->C_\|fl\.C_' lib tools | grep -v '^lib/backend/')
 if [ -z "$out" ]; then
 	pass "layers: no vendor function pointer is called outside lib/backend"

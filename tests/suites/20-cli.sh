@@ -10,9 +10,6 @@ proxy_conf "$TMP/proxy.yaml" m1 m2
 GOOD=$TMP/proxy.yaml
 
 # The CLI under valgrind in valgrind mode.
-cli() {
-	run_prog "$CLI" "$@"
-}
 
 # json_ok FILE [PYTHON-EXPR]: FILE parses as JSON and, when given, the
 # expression (over `d`, the parsed document) is true.
@@ -42,6 +39,16 @@ if [ $rc -eq 2 ] && grep -q "unknown command 'frobnicate'" "$TMP/err"; then
 else
 	fail "cli: unknown command (exit 2)" "exit $rc"
 fi
+
+# Every command that takes an action answers an unknown one the same way, naming its actions.
+for c in "keys frob:list, show, deactivate, activate, delete, rotate, allow, deny, rewrap, help" \
+	"pin frob:status, reset, help" "policy frob:show, set, reset, help" "index frob:import, help" \
+	"replication-key frob:create, help" "store frob:init, help" \
+	"members SLOT frob:top, up, down, bottom, delete, add, reset, help"; do
+	# shellcheck disable=SC2086 # the command words split on purpose
+	expect_cli "cli: ${c%% *}: an unknown action is a usage error naming the actions" 2 \
+		"^p11proxy: unknown action 'frob' (${c#*:})\$" ${c%%:*}
+done
 
 cli --help >"$TMP/out" 2>"$TMP/err"
 rc=$?

@@ -23,9 +23,6 @@ fi
 mkdir -m 700 "$TMP/state"
 proxy_conf "$TMP/state/proxy.yaml" t1
 DB=$TMP/state/keys.db
-cli() {
-	run_prog "$CLI" "$@"
-}
 pkcs11-tool --module "$SOFTHSM_MODULE" --token-label t1 --login --pin "$TEST_USER_PIN" \
 	--keygen --key-type AES:16 --label k1 --id 01 >/dev/null 2>&1 ||
 	{ fail "store: key generation on SoftHSM2"; return; }

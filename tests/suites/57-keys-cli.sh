@@ -34,9 +34,6 @@ if [ "${P11P_TEST_INDEX:-}" = pg ]; then
 fi
 OVERLAY=$TMP/state/slots/va.policy
 
-cli() {
-	run_prog "$CLI" "$@"
-}
 # hsm TOKEN ARGS...: pkcs11-tool on SoftHSM2 directly, logged in.
 hsm() {
 	local token=$1
@@ -64,17 +61,6 @@ hsm_count() {
 }
 json() {
 	jq -e "$2" "$1" >/dev/null 2>&1
-}
-expect_cli() {
-	local name=$1 want=$2 pat=$3 rc
-	shift 3
-	cli "$@" >"$TMP/out" 2>&1
-	rc=$?
-	if [ "$rc" -eq "$want" ] && grep -q -- "$pat" "$TMP/out"; then
-		pass "$name"
-	else
-		fail "$name" "exit $rc, want $want; $(head -c 400 "$TMP/out" | tr '\n' '|')"
-	fi
 }
 # vid KEY: the virtual id KEY resolves to (keys show --json).
 vid() {

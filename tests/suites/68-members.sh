@@ -37,9 +37,6 @@ COMMIT;"
 # The PIN source of the member added below, read by the process that loads the module.
 export P11P_TEST_ADDED_PIN=$TEST_USER_PIN
 
-cli() {
-	run_prog "$CLI" "$@"
-}
 
 # json FILE JQ-FILTER: FILE is JSON and the filter is true (jq -e).
 json() {
@@ -48,17 +45,6 @@ json() {
 
 # expect_cli NAME WANT_RC GREP-PATTERN CLI-ARGS...: the exit status, and the
 # pattern in stdout + stderr.
-expect_cli() {
-	local name=$1 want=$2 pat=$3 rc
-	shift 3
-	cli "$@" >"$TMP/out" 2>&1
-	rc=$?
-	if [ "$rc" -eq "$want" ] && grep -q -- "$pat" "$TMP/out"; then
-		pass "$name"
-	else
-		fail "$name" "exit $rc, want $want; $(head -c 300 "$TMP/out" | tr '\n' '|')"
-	fi
-}
 
 if ! command -v jq >/dev/null 2>&1 || ! command -v sqlite3 >/dev/null 2>&1; then
 	skip "members: all" "jq or sqlite3 missing (tests/install-deps.sh installs it)"

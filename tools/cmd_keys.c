@@ -18,8 +18,9 @@
  * cannot be reached or logged in stops the command before anything changes;
  * a failure half-way is undone where PKCS#11 allows it (attributes are set
  * back; a destroyed key cannot come back, so the record then keeps the
- * members that still hold it). rotate always creates a new HSM key, so it
- * refuses a software key (issue 12): the module makes software keys.
+ * members that still hold it). rotate creates a new HSM key, or, for a
+ * software key (issue 12), a new software key sealed by the HSM under the
+ * slot's wrapping key (rotate_software()).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -27,8 +28,12 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/rand.h>
+
 #include "base/mem.h"
+#include "base/ossl.h"
 #include "base/secret.h"
+#include "crypto/swkey.h"
 #include "keymodel/swblob.h"
 #include "base/names.h"
 #include "cli.h"
@@ -869,6 +874,63 @@ static int popcount16(uint32_t x)
 	return n;
 }
 
+/*
+ * The new key's CKA_ID: --id HEX (which no key of the slot may have already),
+ * or at least ROTATE_ID_MIN random bytes, more when the old id was longer.
+ */
+static bool new_ck_id(struct kctx *k, const struct p11p_vkey *v, unsigned char *id, size_t *id_len)
+{
+	if (k->new_id != NULL) {
+		struct p11p_vkey_match m = {.slot = v->slot, .has_ck_id = true, .ck_id = id};
+		size_t count = 1;
+
+		*id_len = k->id_len;
+		memcpy(id, k->id, *id_len);
+		m.ck_id_len = *id_len;
+		if (p11p_index_find(k->idx, &m, NULL, 0, &count) != CKR_OK || count != 0) {
+			cli_error("--id %s: a key of slot %s has that CKA_ID already", k->new_id,
+			          v->slot);
+			return false;
+		}
+		return true;
+	}
+	*id_len = v->ck_id_len > ROTATE_ID_MIN ? v->ck_id_len : ROTATE_ID_MIN;
+	if (!fresh_id(k->idx, v->slot, id, *id_len)) {
+		cli_error("no fresh CKA_ID of %zu bytes for the new key", *id_len);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The answer of a rotation: recs[1] the old key, recs[0] the new one,
+ * recs[2] (n_recs > 2) its new public key; `where` says where it lives.
+ */
+static void rotated(struct kctx *k, const struct p11p_vkey *recs, size_t n_recs,
+                    const unsigned char *id, size_t id_len, const char *where)
+{
+	char ib[2 * P11P_INDEX_ID_MAX + 1], pb[P11P_VK_PERMS_STR];
+
+	if (k->json) {
+		json_t *doc = json_object();
+
+		cli_jset(doc, "action", json_string("rotate"));
+		cli_jset(doc, "old", keys_json_record(k->cfg, &recs[1]));
+		cli_jset(doc, "new", keys_json_record(k->cfg, &recs[0]));
+		if (n_recs > 2)
+			cli_jset(doc, "new_public", keys_json_record(k->cfg, &recs[2]));
+		cli_json_print(doc);
+		return;
+	}
+	printf("%016llx: rotated to %016llx (id %s, %s); the old key keeps %s\n",
+	       (unsigned long long)recs[1].vid, (unsigned long long)recs[0].vid,
+	       cli_hex(id, id_len, ib, sizeof(ib)), where, keys_perms_shown(&recs[1], pb));
+	if (n_recs > 2)
+		printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
+}
+
+static int rotate_software(struct kctx *k, const struct p11p_vkey *old, size_t s);
+
 static int do_rotate(struct kctx *k, const char *key)
 {
 	struct p11p_policy_cfg pol;
@@ -879,7 +941,6 @@ static int do_rotate(struct kctx *k, const char *key)
 	unsigned char id[P11P_INDEX_ID_MAX];
 	size_t id_len, s, gen = 0, n_recs;
 	bool have_pub = false, stored = false;
-	char ib[2 * P11P_INDEX_ID_MAX + 1], pb[P11P_VK_PERMS_STR];
 	CK_RV rv = CKR_OK;
 	struct keys_member *others = NULL; /* the other members' sessions, by index */
 	CK_OBJECT_HANDLE made[P11P_MAX_MEMBERS][2];
@@ -909,9 +970,8 @@ static int do_rotate(struct kctx *k, const char *key)
 		return CLI_FAIL;
 	}
 	/*
-	 * A software key (a record with a blob, issue 12): its successor must be a
-	 * software key too, which only the module makes (its entropy source, the
-	 * engine, the seal under the slot's wrapping key); never an HSM key.
+	 * A software key (a record with a blob, issue 12): its successor is a
+	 * software key too (rotate_software()), never an HSM key.
 	 */
 	{
 		size_t blen = 0;
@@ -921,16 +981,8 @@ static int do_rotate(struct kctx *k, const char *key)
 		if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
 			return fail_rv("reading the index", rv);
 		rv = CKR_OK;
-		if (sw) {
-			cli_error(
-			    "%016llx: a software key: keys rotate makes HSM keys only; make its "
-			    "successor through the module (C_GenerateKey or C_GenerateKeyPair with "
-			    "CKA_P11PROXY_SOFTWARE true on slot %s), then 'p11proxy keys "
-			    "deactivate "
-			    "%016llx'; nothing changed",
-			    (unsigned long long)v.vid, cli_esc(v.slot), (unsigned long long)v.vid);
-			return CLI_FAIL;
-		}
+		if (sw)
+			return rotate_software(k, &v, s);
 	}
 	/*
 	 * A key on several members: the new key is made on the first and copied to
@@ -979,28 +1031,9 @@ static int do_rotate(struct kctx *k, const char *key)
 	    keys_member_find(&km, CKO_PUBLIC_KEY, v.ck_id, v.ck_id_len, v.label, v.label_len,
 	                     old_pub, MAX_COPIES, &np) != CKR_OK)
 		np = 0;
-	if (k->new_id != NULL) {
-		/* --id HEX: the operator's CKA_ID, which no key of the slot may have already. */
-		struct p11p_vkey_match m = {.slot = v.slot, .has_ck_id = true, .ck_id = id};
-		size_t count = 1;
-
-		id_len = k->id_len;
-		memcpy(id, k->id, id_len);
-		m.ck_id_len = id_len;
-		if (p11p_index_find(k->idx, &m, NULL, 0, &count) != CKR_OK || count != 0) {
-			cli_error("--id %s: a key of slot %s has that CKA_ID already", k->new_id,
-			          v.slot);
-			rc = CLI_FAIL;
-			goto out;
-		}
-	} else {
-		/* At least ROTATE_ID_MIN random bytes, more when the old id was longer. */
-		id_len = v.ck_id_len > ROTATE_ID_MIN ? v.ck_id_len : ROTATE_ID_MIN;
-		if (!fresh_id(k->idx, v.slot, id, id_len)) {
-			cli_error("no fresh CKA_ID of %zu bytes for the new key", id_len);
-			rc = CLI_FAIL;
-			goto out;
-		}
+	if (!new_ck_id(k, &v, id, &id_len)) {
+		rc = CLI_FAIL;
+		goto out;
 	}
 	if (!generate(&km, &v, old_h[0], np == 1 ? old_pub[0] : CK_INVALID_HANDLE, id, id_len,
 	              new_h)) {
@@ -1090,25 +1123,12 @@ static int do_rotate(struct kctx *k, const char *key)
 		rc = CLI_FAIL;
 		goto out;
 	}
-	if (k->json) {
-		json_t *doc = json_object();
+	{
+		char mb[256], where[300];
 
-		cli_jset(doc, "action", json_string("rotate"));
-		cli_jset(doc, "old", keys_json_record(k->cfg, &recs[1]));
-		cli_jset(doc, "new", keys_json_record(k->cfg, &recs[0]));
-		if (n_recs > 2)
-			cli_jset(doc, "new_public", keys_json_record(k->cfg, &recs[2]));
-		cli_json_print(doc);
-	} else {
-		char mb[256];
-
-		printf("%016llx: rotated to %016llx (id %s, on members %s); the old key keeps %s\n",
-		       (unsigned long long)v.vid, (unsigned long long)recs[0].vid,
-		       cli_hex(id, id_len, ib, sizeof(ib)),
-		       keys_presence_str(k->cfg, &recs[0], true, mb, sizeof(mb)),
-		       keys_perms_shown(&recs[1], pb));
-		if (n_recs > 2)
-			printf("%016llx: its new public key\n", (unsigned long long)recs[2].vid);
+		snprintf(where, sizeof(where), "on members %s",
+		         keys_presence_str(k->cfg, &recs[0], true, mb, sizeof(mb)));
+		rotated(k, recs, n_recs, id, id_len, where);
 	}
 	rc = CLI_OK;
 out:
@@ -1181,63 +1201,94 @@ static CK_RV rewrap_gcm(struct keys_member *km, bool enc, CK_OBJECT_HANDLE key,
 	return rv;
 }
 
-/* rec's blob (in `old`) decrypted under from and encrypted under to into *out (malloc'ed). */
-static bool rewrap_one(struct keys_member *km, CK_OBJECT_HANDLE from, CK_OBJECT_HANDLE to,
-                       const struct p11p_vkey *rec, const unsigned char *old, size_t old_len,
-                       unsigned char **out, size_t *out_len)
+/*
+ * rec's blob (blob, len) decrypted under the HSM key `key` into *clear
+ * (locked memory); *flags: its attribute flags. false with a message.
+ */
+static bool blob_open(struct keys_member *km, CK_OBJECT_HANDLE key, const struct p11p_vkey *rec,
+                      const unsigned char *blob, size_t len, struct p11p_secret **clear,
+                      uint32_t *flags)
 {
 	struct p11p_swb sb;
-	unsigned char iv[P11P_SWB_IV_LEN], *clear, *nb;
+	unsigned char *buf;
 	size_t map_len = 0;
 	int locked = 0;
-	CK_ULONG clen, nlen;
+	CK_ULONG clen;
 	CK_RV rv;
 
-	*out = NULL;
-	if (p11p_swb_parse(old, old_len, &sb) != CKR_OK) {
+	*clear = NULL;
+	if (p11p_swb_parse(blob, len, &sb) != CKR_OK) {
 		cli_error("key %016llx: its stored value is malformed; nothing changed",
 		          (unsigned long long)rec->vid);
 		return false;
 	}
 	clen = sb.ct_len;
-	clear = p11p_locked_alloc(clen, &map_len, &locked);
-	nb = malloc(old_len);
-	if (clear == NULL || nb == NULL) {
-		if (clear != NULL)
-			p11p_locked_free(clear, map_len, locked);
-		free(nb);
+	buf = p11p_locked_alloc(clen, &map_len, &locked);
+	if (buf == NULL) {
 		cli_error("out of memory");
 		return false;
 	}
-	rv = rewrap_gcm(km, false, from, rec, sb.hdr, sb.ct, sb.ct_len, clear, &clen);
-	if (rv != CKR_OK || clen != sb.ct_len - P11P_SWB_TAG_LEN) {
+	rv = rewrap_gcm(km, false, key, rec, sb.hdr, sb.ct, sb.ct_len, buf, &clen);
+	if (rv != CKR_OK || clen != sb.ct_len - P11P_SWB_TAG_LEN)
 		cli_error("key %016llx: its stored value does not decrypt under the current "
 		          "wrapping key (%s): edited, moved, or already rewrapped; nothing changed",
 		          (unsigned long long)rec->vid, cli_rv(rv));
-		rv = CKR_FUNCTION_FAILED;
+	else if ((*clear = p11p_secret_new(buf, clen)) == NULL)
+		cli_error("out of memory");
+	p11p_wipe(buf, sb.ct_len);
+	p11p_locked_free(buf, map_len, locked);
+	*flags = sb.flags;
+	return *clear != NULL;
+}
+
+/*
+ * value (len bytes) sealed for rec with `flags` under the HSM key `key`
+ * (keymodel/swblob.h) into *out (malloc'ed, *out_len bytes). false with a
+ * message.
+ */
+static bool blob_seal(struct keys_member *km, CK_OBJECT_HANDLE key, const struct p11p_vkey *rec,
+                      uint32_t flags, const unsigned char *value, size_t len, unsigned char **out,
+                      size_t *out_len)
+{
+	unsigned char iv[P11P_SWB_IV_LEN], *nb;
+	size_t total = P11P_SWB_HDR_LEN + len + P11P_SWB_TAG_LEN;
+	CK_ULONG nlen = len + P11P_SWB_TAG_LEN;
+	CK_RV rv = CKR_FUNCTION_FAILED;
+
+	*out = NULL;
+	if (len == 0 || len > P11P_SWB_VALUE_MAX || (nb = malloc(total)) == NULL) {
+		cli_error("key %016llx: no room for its stored value; nothing changed",
+		          (unsigned long long)rec->vid);
+		return false;
 	}
-	if (rv == CKR_OK && getrandom(iv, sizeof(iv), 0) != (ssize_t)sizeof(iv))
-		rv = CKR_FUNCTION_FAILED;
-	if (rv == CKR_OK) {
-		p11p_swb_header(nb, sb.flags, iv);
-		nlen = old_len - P11P_SWB_HDR_LEN;
-		rv = rewrap_gcm(km, true, to, rec, nb, clear, clen, nb + P11P_SWB_HDR_LEN, &nlen);
-		if (rv != CKR_OK || nlen != old_len - P11P_SWB_HDR_LEN) {
-			cli_error("key %016llx: encrypting under the new wrapping key: %s; nothing "
-			          "changed",
-			          (unsigned long long)rec->vid, cli_rv(rv));
-			rv = CKR_FUNCTION_FAILED;
-		}
+	if (getrandom(iv, sizeof(iv), 0) == (ssize_t)sizeof(iv)) {
+		p11p_swb_header(nb, flags, iv);
+		rv = rewrap_gcm(km, true, key, rec, nb, value, len, nb + P11P_SWB_HDR_LEN, &nlen);
 	}
-	p11p_wipe(clear, sb.ct_len);
-	p11p_locked_free(clear, map_len, locked);
-	if (rv != CKR_OK) {
+	if (rv != CKR_OK || nlen != len + P11P_SWB_TAG_LEN) {
+		cli_error("key %016llx: encrypting under the wrapping key: %s; nothing changed",
+		          (unsigned long long)rec->vid, cli_rv(rv));
 		free(nb);
 		return false;
 	}
 	*out = nb;
-	*out_len = old_len;
+	*out_len = total;
 	return true;
+}
+
+/* rec's blob (in `old`) decrypted under from and encrypted under to into *out (malloc'ed). */
+static bool rewrap_one(struct keys_member *km, CK_OBJECT_HANDLE from, CK_OBJECT_HANDLE to,
+                       const struct p11p_vkey *rec, const unsigned char *old, size_t old_len,
+                       unsigned char **out, size_t *out_len)
+{
+	struct p11p_secret *clear = NULL;
+	uint32_t flags = 0;
+	bool ok = blob_open(km, from, rec, old, old_len, &clear, &flags) &&
+	          blob_seal(km, to, rec, flags, p11p_secret_data(clear), p11p_secret_len(clear),
+	                    out, out_len);
+
+	p11p_secret_free(clear);
+	return ok;
 }
 
 static int do_rewrap(struct kctx *k, const char *slot_arg, const char *to_label)
@@ -1348,6 +1399,281 @@ out:
 	free(bl);
 	free(buf);
 	p11p_free(ids);
+	keys_member_close(&km);
+	return rc;
+}
+
+/* ---- rotate of a software key (issue 12) -------------------------------------------------- */
+
+/* The CLI's random source for new software keys: OpenSSL's private DRBG, private library context.
+ */
+static CK_RV cli_rand(void *arg, unsigned char *buf, size_t len)
+{
+	(void)arg;
+	return RAND_priv_bytes_ex(p11p_ossl_ctx(), buf, len, 0) == 1 ? CKR_OK : CKR_FUNCTION_FAILED;
+}
+
+/*
+ * A successor's attribute flags: its predecessor's, as a key the proxy
+ * generated (CKA_LOCAL; CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE as
+ * PKCS#11 sets them for a generated key).
+ */
+static uint32_t successor_flags(uint32_t old)
+{
+	uint32_t f =
+	    (old & ~(uint32_t)(P11P_SWB_F_ALWAYS_SENSITIVE | P11P_SWB_F_NEVER_EXTRACTABLE)) |
+	    P11P_SWB_F_LOCAL;
+
+	if (f & P11P_SWB_F_SENSITIVE)
+		f |= P11P_SWB_F_ALWAYS_SENSITIVE;
+	if (!(f & P11P_SWB_F_EXTRACTABLE))
+		f |= P11P_SWB_F_NEVER_EXTRACTABLE;
+	return f;
+}
+
+/* A new public key's flags when there is no old public key: its private key's public uses. */
+static uint32_t public_flags(uint32_t priv)
+{
+	return P11P_SWB_F_LOCAL | ((priv & P11P_SWB_F_SIGN) ? P11P_SWB_F_VERIFY : 0) |
+	       ((priv & P11P_SWB_F_DECRYPT) ? P11P_SWB_F_ENCRYPT : 0);
+}
+
+/*
+ * The new key (and public key) of the same kind as the old one, whose
+ * serialised form is `old` (crypto/swkey.h), made by the software-key engine
+ * with cli_rand: a secret key of the same type and length, or a key pair on
+ * the same curve or of the same modulus size and public exponent.
+ */
+static CK_RV successor(const struct p11p_vkey *v, const struct p11p_secret *old,
+                       struct p11p_swkey *nk[2])
+{
+	struct p11p_swkey_pair_spec spec = {.type = v->key_type};
+	struct p11p_swkey *ok = NULL;
+	unsigned char params[64], e[16];
+	CK_ULONG pl = sizeof(params), el = sizeof(e), bits = 0, bl = sizeof(bits);
+	CK_RV rv;
+
+	if (v->cls == CKO_SECRET_KEY)
+		return p11p_swkey_generate(v->key_type, p11p_secret_len(old), cli_rand, NULL, 0,
+		                           &nk[0]);
+	rv = p11p_swkey_from_der(CKO_PRIVATE_KEY, v->key_type, p11p_secret_data(old),
+	                         p11p_secret_len(old), 0, &ok);
+	if (rv == CKR_OK && v->key_type == CKK_RSA) {
+		rv = p11p_swkey_attr(ok, CKA_MODULUS_BITS, (unsigned char *)&bits, &bl);
+		if (rv == CKR_OK)
+			rv = p11p_swkey_attr(ok, CKA_PUBLIC_EXPONENT, e, &el);
+		spec.modulus_bits = bits;
+		spec.public_exponent = e;
+		spec.public_exponent_len = el;
+	} else if (rv == CKR_OK) {
+		rv = p11p_swkey_attr(ok, CKA_EC_PARAMS, params, &pl);
+		spec.ec_params = params;
+		spec.ec_params_len = pl;
+	}
+	p11p_swkey_free(ok);
+	if (rv == CKR_OK)
+		rv = p11p_swkey_generate_pair(&spec, cli_rand, NULL, 0, &nk[0], &nk[1]);
+	return rv;
+}
+
+/*
+ * keys rotate of a software key: as for an HSM key (a successor record linked
+ * to the old one, which keeps p11p_vk_rotated_perms()), but the new value is
+ * made in software (successor()) and stored only as a blob sealed by the HSM
+ * under the slot's wrapping key (blob_seal(), as keys rewrap does), on any
+ * member that can be used. The new records with their blobs are stored
+ * first, then the old records are linked to them (read-modify-write); if
+ * that fails the new records are deleted again.
+ */
+static int rotate_software(struct kctx *k, const struct p11p_vkey *old, size_t s)
+{
+	const struct p11p_slot_cfg *sc = &k->cfg->slots[s];
+	struct p11p_vkey v = *old, pubrec, recs[4];
+	struct keys_member km;
+	CK_OBJECT_HANDLE wk;
+	unsigned char id[P11P_INDEX_ID_MAX], *buf = NULL, *blob[2] = {NULL, NULL};
+	size_t id_len = 0, len = 0, blob_len[2] = {0, 0}, mi, n_recs = 2, count = 0;
+	struct p11p_secret *clear = NULL, *nv = NULL;
+	struct p11p_swkey *nk[2] = {NULL, NULL};
+	uint32_t flags = 0, pflags = 0;
+	bool found = false, have_pub = false, linked = false;
+	struct p11p_vkey_match m = {.slot = v.slot,
+	                            .has_class = true,
+	                            .cls = CKO_PUBLIC_KEY,
+	                            .has_ck_id = true,
+	                            .ck_id = v.ck_id,
+	                            .ck_id_len = v.ck_id_len,
+	                            .has_label = true,
+	                            .label = v.label,
+	                            .label_len = v.label_len};
+	int rc = CLI_FAIL;
+	CK_RV rv;
+
+	memset(&km, 0, sizeof(km));
+	if (sc->swkeys.wrapping_key == NULL) {
+		cli_error(
+		    "%016llx: a software key, and slot %s has no software_keys: in %s; nothing "
+		    "changed",
+		    (unsigned long long)v.vid, sc->label, k->cfg->path);
+		return CLI_FAIL;
+	}
+	if (!new_ck_id(k, &v, id, &id_len))
+		return CLI_FAIL;
+	if (k->bes == NULL && (k->bes = cli_backends_new(k->cfg)) == NULL) {
+		cli_error("out of memory");
+		return CLI_FAIL;
+	}
+	/* Any member will do: the wrapping key is on every member. */
+	for (mi = 0; mi < sc->n_members; mi++) {
+		if (keys_member_open(k->bes, &sc->members[mi], mi, false, true, &km))
+			break;
+		cli_error("slot %s %s: %s; trying the next member", sc->label,
+		          keys_member_name(k->cfg, s, mi), km.err);
+	}
+	if (mi == sc->n_members) {
+		cli_error("slot %s: no member could be used; nothing changed", sc->label);
+		return CLI_FAIL;
+	}
+	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), sc->swkeys.wrapping_key,
+	                &wk))
+		goto out;
+	if ((buf = malloc(P11P_INDEX_BLOB_MAX)) == NULL) {
+		cli_error("out of memory");
+		goto out;
+	}
+	rv = p11p_index_get_blob(k->idx, v.vid, buf, P11P_INDEX_BLOB_MAX, &len, &found);
+	if (rv != CKR_OK || !found) {
+		rc = fail_rv("reading the key's stored value",
+		             rv != CKR_OK ? rv : CKR_KEY_HANDLE_INVALID);
+		goto out;
+	}
+	if (!blob_open(&km, wk, &v, buf, len, &clear, &flags))
+		goto out;
+	rv = successor(&v, clear, nk);
+	if (rv != CKR_OK) {
+		char tb[32];
+
+		cli_error("%016llx: cannot make a new %s software key: %s; nothing changed",
+		          (unsigned long long)v.vid, keys_type_name(v.key_type, tb, sizeof(tb)),
+		          cli_rv(rv));
+		goto out;
+	}
+	/* The public key record of the old pair, whose flags and permissions the new one takes. */
+	if (v.cls == CKO_PRIVATE_KEY && p11p_index_find(k->idx, &m, &pubrec, 1, &count) == CKR_OK &&
+	    count == 1 && pubrec.state != P11P_VK_DELETED) {
+		struct p11p_swb sb;
+
+		have_pub = true;
+		found = false;
+		pflags = public_flags(flags);
+		if (p11p_index_get_blob(k->idx, pubrec.vid, buf, P11P_INDEX_BLOB_MAX, &len,
+		                        &found) == CKR_OK &&
+		    found && p11p_swb_parse(buf, len, &sb) == CKR_OK)
+			pflags = successor_flags(sb.flags);
+	} else {
+		pflags = public_flags(flags);
+	}
+	recs[0] = v;
+	recs[0].vid = fresh_vid(k->idx);
+	recs[0].rev = 0;
+	memcpy(recs[0].ck_id, id, id_len);
+	recs[0].ck_id_len = id_len;
+	recs[0].state = P11P_VK_ACTIVE;
+	recs[0].origin = P11P_VK_CREATED;
+	recs[0].presence = 0; /* held by no member */
+	recs[0].created = 0;
+	recs[0].prev = v.vid;
+	recs[0].next = 0;
+	if (nk[1] != NULL) {
+		recs[2] = recs[0];
+		recs[2].vid = fresh_vid(k->idx);
+		recs[2].cls = CKO_PUBLIC_KEY;
+		recs[2].perms = have_pub ? p11p_vk_perms_of(&pubrec)
+		                         : p11p_vk_public_half(p11p_vk_perms_of(&v));
+		recs[2].prev = have_pub ? pubrec.vid : 0;
+		n_recs = have_pub ? 4 : 3;
+	}
+	if (recs[0].vid == 0 || (n_recs > 2 && recs[2].vid == 0)) {
+		cli_error("no fresh virtual id; nothing changed");
+		goto out;
+	}
+	/* Sealed for their records (vid, slot, class, type, CKA_ID: the additional data). */
+	for (int i = 0; i < 2; i++) {
+		if (nk[i] == NULL)
+			continue;
+		rv = p11p_swkey_serialise(nk[i], &nv);
+		if (rv != CKR_OK) {
+			rc = fail_rv("the new key", rv);
+			goto out;
+		}
+		if (!blob_seal(&km, wk, &recs[i == 0 ? 0 : 2],
+		               i == 0 ? successor_flags(flags) : pflags, p11p_secret_data(nv),
+		               p11p_secret_len(nv), &blob[i], &blob_len[i]))
+			goto out;
+		p11p_secret_free(nv);
+		nv = NULL;
+	}
+	rv = n_recs > 2 ? p11p_index_put_blob(k->idx, &recs[2], blob[1], blob_len[1]) : CKR_OK;
+	if (rv == CKR_OK)
+		rv = p11p_index_put_blob(k->idx, &recs[0], blob[0], blob_len[0]);
+	/* Then the old key (and public key) point to the new ones, as a rotate leaves them. */
+	for (int attempt = 0; rv == CKR_OK && attempt < KEYS_RETRIES && !linked; attempt++) {
+		struct p11p_vkey cur[2];
+		size_t n = 1;
+		bool f1 = false, f2 = false;
+
+		rv = p11p_index_refresh(k->idx);
+		if (rv == CKR_OK)
+			rv = p11p_index_get(k->idx, v.vid, &cur[0], &f1);
+		if (rv == CKR_OK && n_recs > 3)
+			rv = p11p_index_get(k->idx, pubrec.vid, &cur[1], &f2);
+		if (rv != CKR_OK)
+			break;
+		if (!f1 || cur[0].next != 0 ||
+		    (cur[0].state != P11P_VK_ACTIVE && cur[0].state != P11P_VK_DEACTIVATED)) {
+			cli_error("%016llx: changed meanwhile (deleted, or rotated already)",
+			          (unsigned long long)v.vid);
+			rv = CKR_FUNCTION_FAILED;
+			break;
+		}
+		cur[0].next = recs[0].vid;
+		cur[0].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&cur[0]));
+		if (n_recs > 3 && f2 && cur[1].next == 0) {
+			cur[1].next = recs[2].vid;
+			cur[1].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&cur[1]));
+			n = 2;
+		}
+		rv = p11p_index_put_batch(k->idx, cur, n);
+		if (rv == CKR_OK) {
+			linked = true;
+			recs[1] = cur[0];
+			if (n == 2)
+				recs[3] = cur[1];
+		} else if (rv == P11P_INDEX_CONFLICT) {
+			rv = CKR_OK;
+		}
+	}
+	if (!linked) {
+		char err[KEYS_ERR_LEN] = "";
+
+		p11p_index_last_error(k->idx, err, sizeof(err));
+		p11p_index_delete(k->idx, recs[0].vid, NULL);
+		if (n_recs > 2)
+			p11p_index_delete(k->idx, recs[2].vid, NULL);
+		cli_error("rotate: recording the new software key failed (%s); nothing changed",
+		          err[0] ? err : cli_rv(rv));
+		goto out;
+	}
+	rotated(k, recs, n_recs, id, id_len, "a software key");
+	rc = CLI_OK;
+out:
+	for (int i = 0; i < 2; i++) {
+		p11p_swkey_free(nk[i]);
+		free(blob[i]);
+	}
+	p11p_secret_free(nv);
+	p11p_secret_free(clear);
+	free(buf);
 	keys_member_close(&km);
 	return rc;
 }

@@ -207,6 +207,80 @@ CK_RV p11p_swkey_generate_pair(const struct p11p_swkey_pair_spec *spec, p11p_swk
                                void *arg, unsigned flags, struct p11p_swkey **priv_out,
                                struct p11p_swkey **pub_out);
 
+/* One attribute value given by the application (NULL, 0 when absent). */
+struct p11p_swkey_part {
+	const unsigned char *p;
+	size_t len;
+};
+
+/*
+ * What p11p_swkey_from_parts() builds a key from: the PKCS#11 2.40
+ * attributes of a private or public key object (C_CreateObject).
+ */
+struct p11p_swkey_parts {
+	CK_OBJECT_CLASS cls; /* CKO_PRIVATE_KEY or CKO_PUBLIC_KEY */
+	CK_KEY_TYPE type;    /* CKK_EC, CKK_EC_EDWARDS or CKK_RSA */
+	/*
+	 * CKK_EC, CKK_EC_EDWARDS: CKA_EC_PARAMS (the encodings of
+	 * p11p_swkey_pair_spec); private keys: CKA_VALUE (EC: the scalar d,
+	 * big-endian, exactly the order's length (32 or 48 bytes), 1 <= d < n;
+	 * Ed25519: the 32-byte private key of RFC 8032); public keys: CKA_EC_POINT
+	 * (EC: the uncompressed point 04||X||Y; Ed25519: the 32-byte public key),
+	 * as a DER OCTET STRING or, as SoftHSM2 also takes it, raw).
+	 */
+	struct p11p_swkey_part ec_params, value, ec_point;
+	/*
+	 * CKK_RSA: CKA_MODULUS and CKA_PUBLIC_EXPONENT (both halves), and for a
+	 * private key CKA_PRIVATE_EXPONENT and optionally the CRT parts
+	 * CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2,
+	 * CKA_COEFFICIENT (all five or none), big-endian.
+	 */
+	struct p11p_swkey_part modulus, public_exponent, private_exponent, prime_1, prime_2,
+	    exponent_1, exponent_2, coefficient;
+};
+
+/*
+ * A private or public key from its PKCS#11 attributes (C_CreateObject),
+ * built with EVP_PKEY_fromdata in the private library context (an RSA private
+ * key through its PKCS#8 form, written in locked memory: OpenSSL 3.0's RSA
+ * import keeps private parameters in ordinary bignums), the private parts in
+ * secure bignums (cleared when freed); the caller's buffers are only read.
+ * Every part is checked:
+ *   CKR_TEMPLATE_INCOMPLETE     a required part is missing (EC: params and
+ *                               value or point; RSA: modulus, public
+ *                               exponent, and the private exponent of a
+ *                               private key)
+ *   CKR_ATTRIBUTE_VALUE_INVALID a part that is wrong on its own: params not
+ *                               DER or not a curve above, a value of the
+ *                               wrong length, d = 0 or d >= n, a point not on
+ *                               the curve or not uncompressed, a modulus not
+ *                               odd or outside 2048..4096 bits, an even or
+ *                               too small public exponent, a private part
+ *                               not below the modulus
+ *   CKR_TEMPLATE_INCONSISTENT   parts that do not agree: a curve of the other
+ *                               key type (Ed25519 params on CKK_EC and the
+ *                               reverse), a part the class or type does not
+ *                               have (a value on a public key, a point on a
+ *                               private one, RSA parts on an EC key ...), some
+ *                               CRT parts but not all, an RSA private key
+ *                               whose parts are not one key (d*e != 1, p*q !=
+ *                               n, wrong CRT values)
+ *   CKR_KEY_TYPE_INCONSISTENT   another class or type; CKR_HOST_MEMORY;
+ *   CKR_FUNCTION_FAILED         OpenSSL failed otherwise.
+ */
+CK_RV p11p_swkey_from_parts(const struct p11p_swkey_parts *parts, unsigned flags,
+                            struct p11p_swkey **out);
+
+/*
+ * Whether a private key from an untrusted source (C_UnwrapKey: PKCS#8 the
+ * application wrapped, which p11p_swkey_from_der() takes as it is) is one
+ * key: EC, its public point is d G; RSA, n = p q with p and q prime and the
+ * exponents and CRT values those of p, q and d (OpenSSL's pairwise check);
+ * Ed25519 keys always are (the public key is derived from the private one).
+ * False for other classes.
+ */
+bool p11p_swkey_consistent(const struct p11p_swkey *key);
+
 /* The public half of a private key as a key of class CKO_PUBLIC_KEY (flags 0). */
 CK_RV p11p_swkey_public(const struct p11p_swkey *key, struct p11p_swkey **out);
 

@@ -2537,6 +2537,9 @@ static CK_RV sw_finish(struct p11p_call *c, struct p11p_index *idx, const struct
 	return rv;
 }
 
+static CK_RV create_parts(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                          CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE_PTR out);
+
 CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR templ,
                         CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
 {
@@ -2557,6 +2560,14 @@ CK_RV p11p_local_create(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE
 			return CKR_MECHANISM_INVALID; /* not generated in software */
 		if (mech->pParameter != NULL || mech->ulParameterLen != 0)
 			return CKR_MECHANISM_PARAM_INVALID;
+	}
+	if (mech == NULL) {
+		const CK_ATTRIBUTE *ca = p11p_attr_find(templ, count, CKA_CLASS);
+		CK_ULONG cls;
+
+		if (ca != NULL && ulong_attr(ca, &cls) == CKR_OK &&
+		    (cls == CKO_PRIVATE_KEY || cls == CKO_PUBLIC_KEY))
+			return create_parts(c, templ, count, cls, out);
 	}
 	rv = parse_newkey(templ, count, mech != NULL ? NK_GENERATE : NK_CREATE, &nk);
 	if (rv == CKR_OK)
@@ -2673,6 +2684,132 @@ static CK_RV parse_half(const CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_CLASS c
 	return CKR_OK;
 }
 
+/* ---- C_CreateObject of a software private or public key ---- */
+
+/* The key material of a created private or public key; anything else is left for parse_half. */
+static CK_RV parts_attr(const CK_ATTRIBUTE *a, struct p11p_swkey_parts *k, bool *taken)
+{
+	struct p11p_swkey_part *part;
+
+	*taken = true;
+	switch (a->type) {
+	case CKA_EC_PARAMS:
+		part = &k->ec_params;
+		break;
+	case CKA_EC_POINT:
+		part = &k->ec_point;
+		break;
+	case CKA_VALUE:
+		part = &k->value;
+		break;
+	case CKA_MODULUS:
+		part = &k->modulus;
+		break;
+	case CKA_PUBLIC_EXPONENT:
+		part = &k->public_exponent;
+		break;
+	case CKA_PRIVATE_EXPONENT:
+		part = &k->private_exponent;
+		break;
+	case CKA_PRIME_1:
+		part = &k->prime_1;
+		break;
+	case CKA_PRIME_2:
+		part = &k->prime_2;
+		break;
+	case CKA_EXPONENT_1:
+		part = &k->exponent_1;
+		break;
+	case CKA_EXPONENT_2:
+		part = &k->exponent_2;
+		break;
+	case CKA_COEFFICIENT:
+		part = &k->coefficient;
+		break;
+	case CKA_MODULUS_BITS: /* given by the modulus (PKCS#11: not for C_CreateObject) */
+		return CKR_TEMPLATE_INCONSISTENT;
+	case CKA_LOCAL:
+	case CKA_ALWAYS_SENSITIVE:
+	case CKA_NEVER_EXTRACTABLE:
+	case CKA_KEY_GEN_MECHANISM:
+	case CKA_P11PROXY_FRAGMENT_MODE:
+		return CKR_ATTRIBUTE_READ_ONLY;
+	default:
+		*taken = false;
+		return CKR_OK;
+	}
+	if (a->pValue == NULL || a->ulValueLen == 0 || a->ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return CKR_ATTRIBUTE_VALUE_INVALID;
+	if (part->p != NULL)
+		return CKR_TEMPLATE_INCONSISTENT; /* given twice */
+	part->p = a->pValue;
+	part->len = a->ulValueLen;
+	return CKR_OK;
+}
+
+/*
+ * C_CreateObject of a software private or public key (CKO_PRIVATE_KEY or
+ * CKO_PUBLIC_KEY, CKK_EC, CKK_EC_EDWARDS or CKK_RSA) from its PKCS#11
+ * attributes: the engine builds and checks the key (p11p_swkey_from_parts()),
+ * the usual attributes are a key pair half's (parse_half()).
+ */
+static CK_RV create_parts(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
+                          CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE_PTR out)
+{
+	const CK_ATTRIBUTE *kt = p11p_attr_find(templ, count, CKA_KEY_TYPE);
+	struct p11p_swkey_pair_spec spec;
+	struct p11p_swkey_parts k;
+	struct p11p_index *idx = NULL;
+	struct p11p_swkey *sw = NULL;
+	struct swnew n;
+	CK_ATTRIBUTE *rest;
+	CK_ULONG n_rest = 0, type;
+	uint64_t vid;
+	CK_RV rv;
+
+	if (kt == NULL)
+		return CKR_TEMPLATE_INCOMPLETE;
+	if ((rv = ulong_attr(kt, &type)) != CKR_OK)
+		return rv;
+	if (type != CKK_EC && type != CKK_EC_EDWARDS && type != CKK_RSA)
+		return CKR_TEMPLATE_INCONSISTENT; /* not a key type the engine has */
+	memset(&k, 0, sizeof(k));
+	memset(&spec, 0, sizeof(spec));
+	k.cls = cls;
+	k.type = type;
+	n = (struct swnew){.cls = cls, .type = type};
+	if (cls == CKO_PRIVATE_KEY)
+		n.flags = F_SOFTWARE | F_SENSITIVE | F_SIGN | F_MODIFIABLE | F_DESTROYABLE |
+		          (type == CKK_RSA ? F_DECRYPT : 0);
+	else
+		n.flags = F_SOFTWARE | F_VERIFY | F_MODIFIABLE | F_DESTROYABLE |
+		          (type == CKK_RSA ? F_ENCRYPT : 0);
+	rest = p11p_calloc(count ? count : 1, sizeof(*rest));
+	if (rest == NULL)
+		return CKR_HOST_MEMORY;
+	for (CK_ULONG i = 0; rv == CKR_OK && i < count; i++) {
+		bool taken = false;
+
+		rv = parts_attr(&templ[i], &k, &taken);
+		if (rv == CKR_OK && !taken)
+			rest[n_rest++] = templ[i];
+	}
+	if (rv == CKR_OK)
+		rv = parse_half(rest, n_rest, cls, type, &n, &spec);
+	p11p_free(rest);
+	if (rv != CKR_OK)
+		return rv;
+	if ((n.flags & F_TOKEN) && cls == CKO_PRIVATE_KEY &&
+	    p11p_attr_find(templ, count, CKA_PRIVATE) == NULL)
+		n.flags |= F_PRIVATE;
+	rv = sw_index(c, n.flags, &idx);
+	if (rv == CKR_OK)
+		rv = p11p_swkey_from_parts(&k, sw_engine_flags(n.flags), &sw);
+	if (rv != CKR_OK)
+		return rv;
+	return sw_finish(c, idx, &n, sw, &vid, out);
+}
+
 CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTRIBUTE_PTR pub,
                              CK_ULONG pub_count, CK_ATTRIBUTE_PTR priv, CK_ULONG priv_count,
                              CK_OBJECT_HANDLE_PTR pub_out, CK_OBJECT_HANDLE_PTR priv_out)
@@ -2759,7 +2896,8 @@ CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTR
  */
 static CK_RV hsm_unwrap_value(struct p11p_call *c, CK_MECHANISM_PTR mech,
                               CK_OBJECT_HANDLE unwrapping, CK_BYTE_PTR wrapped,
-                              CK_ULONG wrapped_len, CK_KEY_TYPE type, struct p11p_secret **value)
+                              CK_ULONG wrapped_len, CK_KEY_TYPE type, size_t max,
+                              struct p11p_secret **value)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_ATTRIBUTE t[] = {
@@ -2772,12 +2910,12 @@ static CK_RV hsm_unwrap_value(struct p11p_call *c, CK_MECHANISM_PTR mech,
 	int locked = 0;
 	CK_RV rv;
 
-	buf = p11p_locked_alloc(P11P_SWKEY_GENERIC_MAX, &map_len, &locked);
+	buf = p11p_locked_alloc(max, &map_len, &locked);
 	if (buf == NULL)
 		return CKR_HOST_MEMORY;
 	for (;;) {
 		CK_OBJECT_HANDLE bunw, bh = CK_INVALID_HANDLE;
-		CK_ATTRIBUTE a = {CKA_VALUE, buf, P11P_SWKEY_GENERIC_MAX};
+		CK_ATTRIBUTE a = {CKA_VALUE, buf, max};
 
 		rv =
 		    p11p_object_to_backend(c, unwrapping, CKR_UNWRAPPING_KEY_HANDLE_INVALID, &bunw);
@@ -2787,8 +2925,7 @@ static CK_RV hsm_unwrap_value(struct p11p_call *c, CK_MECHANISM_PTR mech,
 		if (rv == CKR_OK) {
 			rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, &a, 1);
 			p11p_be_C_DestroyObject(&c->bc, c->bs, bh);
-			if (rv == CKR_OK &&
-			    (a.ulValueLen == 0 || a.ulValueLen > P11P_SWKEY_GENERIC_MAX))
+			if (rv == CKR_OK && (a.ulValueLen == 0 || a.ulValueLen > max))
 				rv = CKR_WRAPPED_KEY_INVALID;
 			if (rv == CKR_OK && (*value = p11p_secret_new(buf, a.ulValueLen)) == NULL)
 				rv = CKR_HOST_MEMORY;
@@ -2796,9 +2933,68 @@ static CK_RV hsm_unwrap_value(struct p11p_call *c, CK_MECHANISM_PTR mech,
 		if (rv == CKR_OK || !p11p_hook_call_retry(c, &rv, true))
 			break;
 	}
-	p11p_wipe(buf, P11P_SWKEY_GENERIC_MAX);
+	p11p_wipe(buf, max);
 	p11p_locked_free(buf, map_len, locked);
 	return rv;
+}
+
+/* The longest PKCS#8 form of a private key the engine takes (RSA-4096 is about 2.4 KiB). */
+#define UNWRAP_PKCS8_MAX 4096
+
+/*
+ * C_UnwrapKey of a software private key: the HSM decrypts the wrapped bytes
+ * (a PKCS#8 PrivateKeyInfo, as PKCS#11 wraps private keys under a secret
+ * key) into a generic secret the proxy reads and destroys at once; the
+ * engine parses it (p11p_swkey_from_der()). The template is a key pair's
+ * private half's (no key material).
+ */
+static CK_RV unwrap_private(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
+                            CK_BYTE_PTR wrapped, CK_ULONG wrapped_len, CK_ATTRIBUTE_PTR templ,
+                            CK_ULONG count, CK_OBJECT_HANDLE_PTR out)
+{
+	const CK_ATTRIBUTE *kt = p11p_attr_find(templ, count, CKA_KEY_TYPE);
+	struct p11p_swkey_pair_spec spec;
+	struct p11p_index *idx = NULL;
+	struct p11p_secret *value = NULL;
+	struct p11p_swkey *sw = NULL;
+	struct swnew n;
+	CK_ULONG type;
+	uint64_t vid;
+	CK_RV rv;
+
+	if (kt == NULL)
+		return CKR_TEMPLATE_INCOMPLETE;
+	if ((rv = ulong_attr(kt, &type)) != CKR_OK)
+		return rv;
+	if (type != CKK_EC && type != CKK_EC_EDWARDS && type != CKK_RSA)
+		return CKR_TEMPLATE_INCONSISTENT;
+	memset(&spec, 0, sizeof(spec));
+	n = (struct swnew){.cls = CKO_PRIVATE_KEY, .type = type};
+	n.flags = F_SOFTWARE | F_SENSITIVE | F_SIGN | F_MODIFIABLE | F_DESTROYABLE |
+	          (type == CKK_RSA ? F_DECRYPT : 0);
+	rv = parse_half(templ, count, CKO_PRIVATE_KEY, type, &n, &spec);
+	if (rv != CKR_OK)
+		return rv;
+	if ((n.flags & F_TOKEN) && p11p_attr_find(templ, count, CKA_PRIVATE) == NULL)
+		n.flags |= F_PRIVATE;
+	rv = sw_index(c, n.flags, &idx);
+	if (rv == CKR_OK)
+		rv = hsm_unwrap_value(c, mech, unwrapping, wrapped, wrapped_len, CKK_GENERIC_SECRET,
+		                      UNWRAP_PKCS8_MAX, &value);
+	if (rv != CKR_OK)
+		return rv;
+	rv = p11p_swkey_from_der(CKO_PRIVATE_KEY, type, p11p_secret_data(value),
+	                         p11p_secret_len(value), sw_engine_flags(n.flags), &sw);
+	p11p_secret_free(value);
+	if (rv == CKR_KEY_TYPE_INCONSISTENT)
+		return CKR_TEMPLATE_INCONSISTENT; /* the wrapped key is of another type */
+	if (rv != CKR_OK)
+		return rv == CKR_KEY_SIZE_RANGE ? CKR_WRAPPED_KEY_INVALID : rv;
+	if (!p11p_swkey_consistent(sw)) { /* parts that are not one key */
+		p11p_swkey_free(sw);
+		return CKR_WRAPPED_KEY_INVALID;
+	}
+	return sw_finish(c, idx, &n, sw, &vid, out);
 }
 
 CK_RV p11p_local_unwrap(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE unwrapping,
@@ -2814,11 +3010,20 @@ CK_RV p11p_local_unwrap(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_OBJECT_HA
 	CK_RV rv;
 
 	memset(&nk, 0, sizeof(nk));
+	{
+		const CK_ATTRIBUTE *ca = p11p_attr_find(templ, count, CKA_CLASS);
+		CK_ULONG cls;
+
+		if (ca != NULL && ulong_attr(ca, &cls) == CKR_OK && cls == CKO_PRIVATE_KEY)
+			return unwrap_private(c, mech, unwrapping, wrapped, wrapped_len, templ,
+			                      count, out);
+	}
 	rv = parse_newkey(templ, count, NK_UNWRAP, &nk);
 	if (rv == CKR_OK)
 		rv = sw_index(c, nk.flags, &idx);
 	if (rv == CKR_OK)
-		rv = hsm_unwrap_value(c, mech, unwrapping, wrapped, wrapped_len, nk.type, &value);
+		rv = hsm_unwrap_value(c, mech, unwrapping, wrapped, wrapped_len, nk.type,
+		                      P11P_SWKEY_GENERIC_MAX, &value);
 	if (rv != CKR_OK)
 		return rv;
 	nk.len = p11p_secret_len(value);

@@ -483,6 +483,606 @@ static void case_mechs(const char *slot)
 	f->C_CloseSession(s);
 }
 
+/* ---- keys from their PKCS#11 parts (C_CreateObject), C_UnwrapKey of private keys ---- */
+
+/* A bignum of pk, big-endian: padded to n bytes (n 0: its own length); its length, 0 on error. */
+static size_t bn_param(EVP_PKEY *pk, const char *name, unsigned char *out, size_t n)
+{
+	BIGNUM *bn = NULL;
+	int len;
+
+	if (!EVP_PKEY_get_bn_param(pk, name, &bn))
+		return 0;
+	len = n != 0 ? BN_bn2binpad(bn, out, (int)n) : BN_bn2bin(bn, out);
+	BN_clear_free(bn);
+	return len > 0 ? (size_t)len : 0;
+}
+
+/* C_CreateObject of a software token key of class cls: the usual attributes + parts. */
+static CK_RV create_key(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt, const char *label,
+                        const CK_ATTRIBUTE *parts, CK_ULONG n_parts, CK_OBJECT_HANDLE *out)
+{
+	CK_ATTRIBUTE t[20] = {
+	    {CKA_CLASS, &cls, sizeof(cls)},
+	    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+	    {CKA_TOKEN, &yes, 1},
+	    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+	    {CKA_LABEL, (void *)label, strlen(label)},
+	    {cls == CKO_PRIVATE_KEY ? CKA_SIGN : CKA_VERIFY, &yes, 1},
+	};
+
+	if (n_parts > 14)
+		return CKR_ARGUMENTS_BAD;
+	memcpy(t + 6, parts, n_parts * sizeof(*parts));
+	*out = 0;
+	return f->C_CreateObject(s, t, 6 + n_parts, out);
+}
+
+/*
+ * Signs "message" with priv (mechanism m); OpenSSL verifies with pk, the key
+ * the parts came from; the public key object (pub, if any) verifies too and
+ * exports the same public key.
+ */
+static void check_parts_sig(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                            CK_MECHANISM *m, EVP_PKEY *pk, const EVP_MD *md, int ecdsa,
+                            const char *what)
+{
+	unsigned char sig[600], der[200];
+	CK_ULONG n = sizeof(sig);
+	CK_RV rv = f->C_SignInit(s, m, priv), rv2 = CKR_OK;
+	int ok = 0, same = 1;
+
+	if (rv == CKR_OK)
+		rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);
+	if (rv == CKR_OK) {
+		size_t dl = ecdsa ? ecdsa_der(sig, n, der) : 0;
+
+		ok = ecdsa ? dl > 0 && ossl_verify(pk, md, 0, der, dl)
+		           : ossl_verify(pk, md, 0, sig, n);
+	}
+	if (rv == CKR_OK && pub != 0) {
+		EVP_PKEY *exp = spki_of(s, pub);
+
+		same = exp != NULL && EVP_PKEY_eq(exp, pk) == 1;
+		EVP_PKEY_free(exp);
+		rv2 = f->C_VerifyInit(s, m, pub);
+		if (rv2 == CKR_OK)
+			rv2 = f->C_Verify(s, (CK_BYTE_PTR) "message", 7, sig, n);
+	}
+	expect(rv == CKR_OK && ok && rv2 == CKR_OK && same,
+	       "%s: OpenSSL verifies the proxy's signature with the original key%s (%s, %s)", what,
+	       pub != 0 ? "; the public key object verifies it and exports that key" : "",
+	       testmod_ckr(rv), testmod_ckr(rv2));
+}
+
+static const unsigned char str_ed25519[] = {0x13, 0x0c, 'e', 'd', 'w', 'a', 'r',
+                                            'd',  's',  '2', '5', '5', '1', '9'};
+static const unsigned char oid_p521[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23};
+
+/* EC P-256 (point as DER) and P-384 (point raw, as SoftHSM2 also takes it). */
+static void parts_ec(CK_SESSION_HANDLE s, int p384)
+{
+	const unsigned char *oid = p384 ? oid_p384 : oid_p256;
+	CK_ULONG oid_len = p384 ? sizeof(oid_p384) : sizeof(oid_p256);
+	size_t olen = p384 ? 48 : 32, plen = 0;
+	CK_KEY_TYPE kt = CKK_EC;
+	CK_MECHANISM m = {p384 ? CKM_ECDSA_SHA384 : CKM_ECDSA_SHA256, NULL, 0};
+	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", p384 ? "P-384" : "P-256");
+	unsigned char d[48], pt[2 + 97], buf[64];
+	CK_OBJECT_HANDLE priv = 0, pub = 0, h;
+	const char *label = p384 ? "pt-p384" : "pt-p256";
+	CK_RV rv;
+
+	expect(pk != NULL && bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, d, olen) == olen &&
+	           EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt + 2, 97,
+	                                           &plen) == 1 &&
+	           plen == 1 + 2 * olen,
+	       "an EC key made by OpenSSL");
+	pt[0] = 0x04;
+	pt[1] = (unsigned char)plen;
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid, oid_len}, {CKA_VALUE, d, olen}};
+
+		rv = create_key(s, CKO_PRIVATE_KEY, kt, label, a, 2, &priv);
+		EXPECT_RV(rv, CKR_OK,
+		          p384 ? "create an EC P-384 private key from CKA_VALUE"
+		               : "create an EC P-256 private key from CKA_VALUE");
+	}
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid, oid_len},
+		                    {CKA_EC_POINT, p384 ? pt + 2 : pt, p384 ? plen : plen + 2}};
+
+		rv = create_key(s, CKO_PUBLIC_KEY, kt, label, a, 2, &pub);
+		EXPECT_RV(rv, CKR_OK,
+		          p384 ? "create an EC P-384 public key (raw CKA_EC_POINT)"
+		               : "create an EC P-256 public key (DER CKA_EC_POINT)");
+	}
+	check_parts_sig(s, priv, pub, &m, pk, p384 ? EVP_sha384() : EVP_sha256(), 1,
+	                p384 ? "created ECDSA P-384" : "created ECDSA P-256");
+	{
+		CK_ATTRIBUTE a = {CKA_VALUE, buf, sizeof(buf)};
+
+		rv = f->C_GetAttributeValue(s, priv, &a, 1);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_SENSITIVE, "CKA_VALUE of the created private key");
+	}
+	expect(get_bool(s, priv, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, priv, CKA_LOCAL) == 0 &&
+	           get_bool(s, priv, CKA_SENSITIVE) == 1 && get_bool(s, pub, CKA_TOKEN) == 1 &&
+	           get_ulong(s, pub, CKA_CLASS) == CKO_PUBLIC_KEY,
+	       "software token keys, the private one sensitive and not LOCAL");
+	{
+		CK_OBJECT_CLASS pc = CKO_PUBLIC_KEY;
+		CK_ATTRIBUTE t[] = {{CKA_CLASS, &pc, sizeof(pc)},
+		                    {CKA_LABEL, (void *)label, strlen(label)}};
+
+		expect(find_all(s, t, 2, &h, 1) == 1 && h == pub,
+		       "C_FindObjects finds the public key object");
+	}
+	OPENSSL_cleanse(d, sizeof(d));
+	EVP_PKEY_free(pk);
+}
+
+static void parts_ed25519(CK_SESSION_HANDLE s)
+{
+	CK_KEY_TYPE kt = CKK_EC_EDWARDS;
+	CK_MECHANISM m = {CKM_EDDSA, NULL, 0};
+	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	unsigned char seed[32], pt[34];
+	size_t sl = 32, pl = 32;
+	CK_OBJECT_HANDLE priv = 0, pub = 0;
+	CK_RV rv;
+
+	expect(pk != NULL && EVP_PKEY_get_raw_private_key(pk, seed, &sl) == 1 && sl == 32 &&
+	           EVP_PKEY_get_raw_public_key(pk, pt + 2, &pl) == 1 && pl == 32,
+	       "an Ed25519 key made by OpenSSL");
+	pt[0] = 0x04;
+	pt[1] = 32;
+	{
+		/* The printable form of the curve, as some applications write it. */
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)str_ed25519, sizeof(str_ed25519)},
+		                    {CKA_VALUE, seed, 32}};
+
+		rv = create_key(s, CKO_PRIVATE_KEY, kt, "pt-ed25519", a, 2, &priv);
+		EXPECT_RV(rv, CKR_OK, "create an Ed25519 private key (params \"edwards25519\")");
+	}
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)},
+		                    {CKA_EC_POINT, pt, 34}};
+
+		rv = create_key(s, CKO_PUBLIC_KEY, kt, "pt-ed25519", a, 2, &pub);
+		EXPECT_RV(rv, CKR_OK, "create an Ed25519 public key (the curve's OID)");
+	}
+	check_parts_sig(s, priv, pub, &m, pk, NULL, 0, "created EdDSA Ed25519");
+	OPENSSL_cleanse(seed, sizeof(seed));
+	EVP_PKEY_free(pk);
+}
+
+/* The RSA parts of pk: n, e, d, p, q, dp, dq, qinv. */
+static const char *const rsa_params[8] = {
+    OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+    OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+    OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+    OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
+};
+static const CK_ATTRIBUTE_TYPE rsa_attrs[8] = {
+    CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+    CKA_PRIME_2, CKA_EXPONENT_1,      CKA_EXPONENT_2,       CKA_COEFFICIENT,
+};
+
+struct rsa_parts {
+	unsigned char v[8][512];
+	CK_ATTRIBUTE a[8];
+};
+
+static int rsa_parts(EVP_PKEY *pk, struct rsa_parts *r)
+{
+	for (int i = 0; i < 8; i++) {
+		size_t n = bn_param(pk, rsa_params[i], r->v[i], 0);
+
+		if (n == 0)
+			return 0;
+		r->a[i] = (CK_ATTRIBUTE){rsa_attrs[i], r->v[i], n};
+	}
+	return 1;
+}
+
+static void parts_rsa(CK_SESSION_HANDLE s)
+{
+	CK_KEY_TYPE kt = CKK_RSA;
+	CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	struct rsa_parts r;
+	CK_OBJECT_HANDLE priv = 0, pub = 0, bare = 0;
+	unsigned char buf[600];
+	CK_ATTRIBUTE a = {CKA_PRIVATE_EXPONENT, buf, sizeof(buf)};
+	CK_RV rv;
+
+	expect(pk != NULL && rsa_parts(pk, &r), "an RSA-2048 key made by OpenSSL");
+	rv = create_key(s, CKO_PRIVATE_KEY, kt, "pt-rsa", r.a, 8, &priv);
+	EXPECT_RV(rv, CKR_OK, "create an RSA private key with its CRT parts");
+	rv = create_key(s, CKO_PUBLIC_KEY, kt, "pt-rsa", r.a, 2, &pub);
+	EXPECT_RV(rv, CKR_OK, "create an RSA public key (modulus, public exponent)");
+	check_parts_sig(s, priv, pub, &m, pk, EVP_sha256(), 0, "created RSA with CRT");
+	rv = create_key(s, CKO_PRIVATE_KEY, kt, "pt-rsa-bare", r.a, 3, &bare);
+	EXPECT_RV(rv, CKR_OK, "create an RSA private key from n, e, d only");
+	check_parts_sig(s, bare, pub, &m, pk, EVP_sha256(), 0, "created RSA from n, e, d");
+	rv = f->C_GetAttributeValue(s, priv, &a, 1);
+	EXPECT_RV(rv, CKR_ATTRIBUTE_SENSITIVE, "CKA_PRIVATE_EXPONENT of the created key");
+	OPENSSL_cleanse(&r, sizeof(r));
+	EVP_PKEY_free(pk);
+}
+
+/* Templates the engine must refuse, each with the return code PKCS#11 gives it. */
+static void parts_bad(CK_SESSION_HANDLE s)
+{
+	EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	EVP_PKEY *small = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+	unsigned char d[32], zero[32] = {0}, order[32], pt[2 + 65];
+	size_t plen = 0;
+	struct rsa_parts r, r1;
+	CK_OBJECT_HANDLE h;
+	EC_GROUP *g = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+	CK_RV rv;
+
+	expect(ec != NULL && rsa != NULL && small != NULL && g != NULL &&
+	           bn_param(ec, OSSL_PKEY_PARAM_PRIV_KEY, d, 32) == 32 &&
+	           BN_bn2binpad(EC_GROUP_get0_order(g), order, 32) == 32 &&
+	           EVP_PKEY_get_octet_string_param(ec, OSSL_PKEY_PARAM_PUB_KEY, pt + 2, 65,
+	                                           &plen) == 1 &&
+	           plen == 65 && rsa_parts(rsa, &r) && rsa_parts(small, &r1),
+	       "keys made by OpenSSL");
+	pt[0] = 0x04;
+	pt[1] = 65;
+	{
+		CK_ATTRIBUTE a[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+		                    {CKA_VALUE, d, 31}};
+
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-256 CKA_VALUE of 31 bytes");
+		a[1] = (CK_ATTRIBUTE){CKA_VALUE, zero, 32};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-256 scalar 0");
+		a[1] = (CK_ATTRIBUTE){CKA_VALUE, order, 32};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-256 scalar = the group order");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p521, sizeof(oid_p521)};
+		a[1] = (CK_ATTRIBUTE){CKA_VALUE, d, 32};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "P-521 (not a curve of the engine)");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "Ed25519 params on a CKK_EC key");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)"\x06\x08\x2a", 3};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "CKA_EC_PARAMS that is not DER");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 0, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCOMPLETE, "no CKA_EC_PARAMS, no CKA_VALUE");
+		a[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 1, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCOMPLETE, "a private key without CKA_VALUE");
+		a[1] = (CK_ATTRIBUTE){CKA_EC_POINT, pt, 67};
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "CKA_EC_POINT on a private key");
+		pt[66] ^= 1;
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "a point off the curve");
+		pt[66] ^= 1;
+		a[1] = (CK_ATTRIBUTE){CKA_EC_POINT, pt, 66};
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_EC, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "a point of the wrong length");
+	}
+	{
+		CK_ATTRIBUTE a[8];
+
+		memcpy(a, r.a, sizeof(a));
+		r.v[2][r.a[2].ulValueLen - 1] ^= 2; /* d */
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 3, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a d that is not e's inverse");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 8, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a wrong d with right CRT parts");
+		r.v[2][r.a[2].ulValueLen - 1] ^= 2;
+		r.v[5][r.a[5].ulValueLen - 1] ^= 2; /* dp */
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 8, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a wrong CKA_EXPONENT_1");
+		r.v[5][r.a[5].ulValueLen - 1] ^= 2;
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 5, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: some CRT parts, not all");
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_RSA, "bad", a, 3, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "RSA: a private exponent on a public key");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", r1.a, 8, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "RSA-1024 (below 2048 bits)");
+		a[1] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)"\x01\x00\x00", 3};
+		rv = create_key(s, CKO_PUBLIC_KEY, CKK_RSA, "bad", a, 2, &h);
+		EXPECT_RV(rv, CKR_ATTRIBUTE_VALUE_INVALID, "RSA: an even public exponent");
+		rv = create_key(s, CKO_PRIVATE_KEY, CKK_RSA, "bad", a, 1, &h);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCOMPLETE, "RSA: a modulus alone");
+	}
+	{
+		CK_ATTRIBUTE t[] = {{CKA_LABEL, "bad", 3}};
+		CK_OBJECT_HANDLE any[4];
+
+		expect(find_all(s, t, 1, any, 4) == 0, "no refused key left an object");
+	}
+	OPENSSL_cleanse(&r, sizeof(r));
+	OPENSSL_cleanse(&r1, sizeof(r1));
+	OPENSSL_cleanse(d, sizeof(d));
+	EC_GROUP_free(g);
+	EVP_PKEY_free(ec);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(small);
+}
+
+static void case_parts(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1), hs;
+
+	parts_ec(s, 0);
+	parts_ec(s, 1);
+	parts_ed25519(s);
+	parts_rsa(s);
+	parts_bad(s);
+	f->C_CloseSession(s);
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "pt-p256") == 0 && find_label(hs, "pt-rsa") == 0,
+	       "the member's token has none of them");
+	f->C_CloseSession(hs);
+}
+
+/* The key of class cls labelled label. */
+static CK_OBJECT_HANDLE find_key(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const char *label)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[2] = {0};
+
+	return find_all(s, t, 2, h, 2) == 1 ? h[0] : 0;
+}
+
+/* A new process: the created keys, opened from the store, sign; their public keys verify. */
+static void case_partsuse(const char *slot)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_MECHANISM e256 = {CKM_ECDSA_SHA256, NULL, 0}, e384 = {CKM_ECDSA_SHA384, NULL, 0},
+	             ed = {CKM_EDDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-p256"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-p256"), &e256, EVP_sha256(), 1, "stored P-256");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-p384"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-p384"), &e384, EVP_sha384(), 1, "stored P-384");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-ed25519"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-ed25519"), &ed, NULL, 0, "stored Ed25519");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-rsa"), find_key(s, CKO_PUBLIC_KEY, "pt-rsa"),
+	          &rsa, EVP_sha256(), 0, "stored RSA");
+	check_sig(s, find_key(s, CKO_PRIVATE_KEY, "pt-rsa-bare"),
+	          find_key(s, CKO_PUBLIC_KEY, "pt-rsa"), &rsa, EVP_sha256(), 0,
+	          "stored RSA made from n, e, d");
+	f->C_CloseSession(s);
+}
+
+/*
+ * pk's PKCS#8, wrapped by OpenSSL with AES key wrap with padding under the
+ * HSM's kek; with `other` (an EC key of the same curve), its public point in
+ * place of pk's (the last bytes of the PKCS#8 OpenSSL writes).
+ */
+static size_t wrap_pkcs8(EVP_PKEY *pk, EVP_PKEY *other, unsigned char *out, size_t cap)
+{
+	PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+	unsigned char *der = NULL, kv[32], pt[65];
+	int dl = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &der) : -1, l = 0, l2 = 0, ok;
+	EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+	size_t pl = 0;
+
+	PKCS8_PRIV_KEY_INFO_free(p8);
+	key_value("key encryption key", kv);
+	ok = cc != NULL && dl > 65 && (size_t)dl + 16 <= cap;
+	if (ok && other != NULL) {
+		ok = EVP_PKEY_get_octet_string_param(other, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt),
+		                                     &pl) == 1 &&
+		     pl == 65;
+		if (ok)
+			memcpy(der + dl - 65, pt, 65);
+	}
+	if (ok) {
+		EVP_CIPHER_CTX_set_flags(cc, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+		ok = EVP_EncryptInit_ex(cc, EVP_aes_256_wrap_pad(), NULL, kv, NULL) == 1 &&
+		     EVP_EncryptUpdate(cc, out, &l, der, dl) == 1 &&
+		     EVP_EncryptFinal_ex(cc, out + l, &l2) == 1;
+	}
+	EVP_CIPHER_CTX_free(cc);
+	OPENSSL_cleanse(kv, sizeof(kv));
+	if (der != NULL)
+		OPENSSL_clear_free(der, (size_t)dl);
+	return ok ? (size_t)(l + l2) : 0;
+}
+
+/* C_UnwrapKey of software private keys: PKCS#8 wrapped under the HSM's kek. */
+static void case_unwrappriv(void)
+{
+	CK_SESSION_HANDLE s = open_on("soft", 1), hs;
+	CK_OBJECT_HANDLE kek = find_label(s, "kek");
+	CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+	CK_MECHANISM e256 = {CKM_ECDSA_SHA256, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	const char *names[2] = {"uw-p256", "uw-rsa"};
+
+	for (int i = 0; i < 2; i++) {
+		EVP_PKEY *pk = i == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")
+		                      : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+		CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+		CK_KEY_TYPE kt = i == 0 ? CKK_EC : CKK_RSA, wrong = i == 0 ? CKK_RSA : CKK_EC;
+		CK_ATTRIBUTE t[] = {
+		    {CKA_CLASS, &cls, sizeof(cls)},
+		    {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		    {CKA_TOKEN, &yes, 1},
+		    {CKA_P11PROXY_SOFTWARE, &yes, 1},
+		    {CKA_SIGN, &yes, 1},
+		    {CKA_LABEL, (void *)names[i], strlen(names[i])},
+		};
+		unsigned char wrapped[2048];
+		size_t wl = pk != NULL ? wrap_pkcs8(pk, NULL, wrapped, sizeof(wrapped)) : 0;
+		CK_OBJECT_HANDLE k = 0;
+		CK_RV rv;
+
+		expect(wl > (i == 0 ? 100u : 1024u) && kek != 0,
+		       "a PKCS#8 key wrapped by OpenSSL under the HSM's kek (%zu bytes)", wl);
+		t[1].pValue = &wrong;
+		rv = f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 6, &k);
+		EXPECT_RV(rv, CKR_TEMPLATE_INCONSISTENT, "the wrapped key is of another type");
+		if (i == 0) {
+			/* An EC key whose PKCS#8 carries another key's public point: not one key.
+			 */
+			EVP_PKEY *other = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+			unsigned char bad[2048];
+			size_t bl = other != NULL ? wrap_pkcs8(pk, other, bad, sizeof(bad)) : 0;
+
+			t[1].pValue = &kt;
+			rv = bl > 0 ? f->C_UnwrapKey(s, &m, kek, bad, bl, t, 6, &k)
+			            : CKR_GENERAL_ERROR;
+			EXPECT_RV(rv, CKR_WRAPPED_KEY_INVALID,
+			          "a PKCS#8 EC key with a foreign point");
+			EVP_PKEY_free(other);
+		}
+		t[1].pValue = &kt;
+		rv = f->C_UnwrapKey(s, &m, kek, wrapped, wl, t, 6, &k);
+		EXPECT_RV(rv, CKR_OK,
+		          i == 0 ? "C_UnwrapKey of a software EC private key"
+		                 : "C_UnwrapKey of a software RSA private key (over 1 KiB)");
+		expect(get_bool(s, k, CKA_P11PROXY_SOFTWARE) == 1 &&
+		           get_ulong(s, k, CKA_CLASS) == CKO_PRIVATE_KEY,
+		       "a software private key");
+		check_parts_sig(s, k, 0, i == 0 ? &e256 : &rsa, pk, EVP_sha256(), i == 0,
+		                i == 0 ? "unwrapped P-256" : "unwrapped RSA-2048");
+		EVP_PKEY_free(pk);
+	}
+	f->C_CloseSession(s);
+	hs = open_on("v-sw1", 1);
+	expect(find_label(hs, "uw-p256") == 0 && find_label(hs, "uw-rsa") == 0,
+	       "no trace of them on the token");
+	f->C_CloseSession(hs);
+}
+
+/* The key of class cls labelled label whose CKA_ID is (or, when `is` is 0, is not) id. */
+static CK_OBJECT_HANDLE find_idd(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls, const char *label,
+                                 const unsigned char *id, size_t id_len, int is)
+{
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+	                    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[8], found = 0;
+	CK_ULONG n = find_all(s, t, 2, h, 8), hits = 0;
+
+	for (CK_ULONG i = 0; i < n && i < 8; i++) {
+		unsigned char buf[64];
+		CK_ATTRIBUTE a = {CKA_ID, buf, sizeof(buf)};
+		int same = f->C_GetAttributeValue(s, h[i], &a, 1) == CKR_OK &&
+		           a.ulValueLen == id_len && memcmp(buf, id, id_len) == 0;
+
+		if (same == is) {
+			found = h[i];
+			hits++;
+		}
+	}
+	return hits == 1 ? found : 0;
+}
+
+/*
+ * After `keys rotate LABEL --id NEWID` of a software key: the successor (CKA_ID
+ * newid) is a software key the proxy made (CKA_LOCAL) and does the work; the
+ * old key (the other CKA_ID) is left as rotate leaves HSM keys: verify and
+ * decrypt only. kind: hmac (value "software hmac"), gcm ("software aes 2"), ec.
+ */
+static void case_rotated(const char *slot, const char *label, const char *idhex, const char *kind)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	unsigned char id[32];
+	long idl = 0;
+	unsigned char *idb = OPENSSL_hexstr2buf(idhex, &idl);
+	int pair = strcmp(kind, "ec") == 0 || strcmp(kind, "ed") == 0 || strcmp(kind, "rsa") == 0;
+	CK_OBJECT_CLASS cls = pair ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
+	CK_OBJECT_HANDLE nk, ok;
+	CK_RV rv;
+
+	expect(idb != NULL && idl > 0 && idl <= 32, "the new CKA_ID");
+	memcpy(id, idb, (size_t)idl);
+	OPENSSL_free(idb);
+	nk = find_idd(s, cls, label, id, (size_t)idl, 1);
+	ok = find_idd(s, cls, label, id, (size_t)idl, 0);
+	expect(nk != 0 && ok != 0 && nk != ok, "the old and the new key are both found (%lu, %lu)",
+	       nk, ok);
+	expect(get_bool(s, nk, CKA_P11PROXY_SOFTWARE) == 1 && get_bool(s, nk, CKA_LOCAL) == 1 &&
+	           get_bool(s, nk, CKA_TOKEN) == 1 &&
+	           get_bool(s, nk, CKA_SENSITIVE) == get_bool(s, ok, CKA_SENSITIVE) &&
+	           get_ulong(s, nk, CKA_KEY_TYPE) == get_ulong(s, ok, CKA_KEY_TYPE),
+	       "the successor: a software token key made by the proxy, of the old key's type");
+	if (strcmp(kind, "hmac") == 0) {
+		unsigned char mac[32], ref[32], v[32];
+		CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};
+
+		rv = hmac(s, nk, (const unsigned char *)"m", 1, mac);
+		EXPECT_RV(rv, CKR_OK, "the successor signs (HMAC)");
+		key_value("software hmac", v);
+		expect(ref_hmac(v, 32, (const unsigned char *)"m", 1, ref) &&
+		           memcmp(mac, ref, 32) != 0,
+		       "with a new value");
+		rv = f->C_VerifyInit(s, &m, nk);
+		if (rv == CKR_OK)
+			rv = f->C_Verify(s, (CK_BYTE_PTR) "m", 1, mac, 32);
+		EXPECT_RV(rv, CKR_OK, "the successor verifies its MAC");
+		rv = hmac(s, ok, (const unsigned char *)"m", 1, mac);
+		EXPECT_RV(rv, CKR_KEY_FUNCTION_NOT_PERMITTED, "the rotated key no longer signs");
+		rv = f->C_VerifyInit(s, &m, ok);
+		if (rv == CKR_OK)
+			rv = f->C_Verify(s, (CK_BYTE_PTR) "m", 1, ref, 32);
+		EXPECT_RV(rv, CKR_OK, "the rotated key still verifies what it made");
+		OPENSSL_cleanse(v, sizeof(v));
+	} else if (strcmp(kind, "gcm") == 0) {
+		unsigned char iv[12] = "rotate-iv-12", ct[64], pt[64], v[32];
+		CK_ULONG n = sizeof(ct), pn = sizeof(pt);
+
+		rv = gcm(s, nk, 1, iv, (const unsigned char *)"rotated", 7, ct, &n);
+		if (rv == CKR_OK)
+			rv = gcm(s, nk, 0, iv, ct, n, pt, &pn);
+		expect(rv == CKR_OK && pn == 7 && memcmp(pt, "rotated", 7) == 0,
+		       "the successor encrypts and decrypts (AES-GCM) (%s)", testmod_ckr(rv));
+		n = sizeof(ct);
+		rv = gcm(s, ok, 1, iv, (const unsigned char *)"rotated", 7, ct, &n);
+		EXPECT_RV(rv, CKR_KEY_FUNCTION_NOT_PERMITTED, "the rotated key no longer encrypts");
+		key_value("software aes 2", v);
+		pn = sizeof(pt);
+		rv = ref_gcm(v, iv, (const unsigned char *)"rotated", 7, ct)
+		         ? gcm(s, ok, 0, iv, ct, 7 + 16, pt, &pn)
+		         : CKR_GENERAL_ERROR;
+		expect(rv == CKR_OK && pn == 7 && memcmp(pt, "rotated", 7) == 0,
+		       "the rotated key still decrypts what it encrypted (%s)", testmod_ckr(rv));
+		OPENSSL_cleanse(v, sizeof(v));
+	} else {
+		int ec = strcmp(kind, "ec") == 0, ed = strcmp(kind, "ed") == 0;
+		CK_MECHANISM m = {ec   ? CKM_ECDSA_SHA256
+		                  : ed ? CKM_EDDSA
+		                       : CKM_SHA256_RSA_PKCS,
+		                  NULL, 0};
+		CK_OBJECT_HANDLE np = find_idd(s, CKO_PUBLIC_KEY, label, id, (size_t)idl, 1);
+		CK_OBJECT_HANDLE op = find_idd(s, CKO_PUBLIC_KEY, label, id, (size_t)idl, 0);
+		unsigned char sig[600], a[600], b[600];
+		CK_ATTRIBUTE ta = {ec || ed ? CKA_EC_PARAMS : CKA_MODULUS_BITS, a, sizeof(a)};
+		CK_ATTRIBUTE tb = {ta.type, b, sizeof(b)};
+		CK_ULONG n = sizeof(sig);
+
+		expect(np != 0 && get_bool(s, np, CKA_P11PROXY_SOFTWARE) == 1,
+		       "the successor's public key, a software key");
+		expect(op != 0 && f->C_GetAttributeValue(s, np, &ta, 1) == CKR_OK &&
+		           f->C_GetAttributeValue(s, op, &tb, 1) == CKR_OK &&
+		           ta.ulValueLen == tb.ulValueLen && memcmp(a, b, ta.ulValueLen) == 0,
+		       "the new pair is on the old one's curve / of its size");
+		check_sig(s, nk, np, &m, ec || !ed ? EVP_sha256() : NULL, ec ? 1 : 0,
+		          "the successor pair");
+		rv = f->C_SignInit(s, &m, ok);
+		if (rv == CKR_OK)
+			rv = f->C_Sign(s, (CK_BYTE_PTR) "message", 7, sig, &n);
+		EXPECT_RV(rv, CKR_KEY_FUNCTION_NOT_PERMITTED,
+		          "the rotated private key no longer signs");
+	}
+	f->C_CloseSession(s);
+}
+
 /* ---- cases ---- */
 
 /* C_UnwrapKey of a software key: the HSM unwraps (AES key wrap under "kek"), the proxy keeps it. */
@@ -865,6 +1465,14 @@ int main(int argc, char **argv)
 		case_failover();
 	else if (strcmp(c, "hold") == 0)
 		case_hold();
+	else if (strcmp(c, "parts") == 0 && argc > 5)
+		case_parts(argv[5]);
+	else if (strcmp(c, "partsuse") == 0 && argc > 5)
+		case_partsuse(argv[5]);
+	else if (strcmp(c, "unwrappriv") == 0)
+		case_unwrappriv();
+	else if (strcmp(c, "rotated") == 0 && argc > 8)
+		case_rotated(argv[5], argv[6], argv[7], argv[8]);
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

@@ -65,6 +65,12 @@ check "swkeys: every mechanism against OpenSSL (CBC, CBC-PAD, CTR, HMAC-SHA2, EC
 	st mechs mechs soft
 check "swkeys: C_UnwrapKey makes a software key (unwrapped by the HSM, kept by the proxy)" \
 	st unwrap unwrap
+check "swkeys: C_CreateObject of EC, Ed25519, RSA private and public keys from their parts (OpenSSL verifies); bad parts refused" \
+	st parts parts soft
+check "swkeys: the created keys, opened from the store in a new process, sign and verify" \
+	st partsuse partsuse soft
+check "swkeys: C_UnwrapKey of software EC and RSA private keys (PKCS#8 under the HSM's kek)" \
+	st unwrappriv unwrappriv
 check "swkeys: generated (new_keys), session software keys; none without software_keys" \
 	st generate generate
 check "swkeys: evicted after cache_idle, opened again by the HSM" st idle idle
@@ -172,18 +178,62 @@ sync_sw() {
 }
 check "swkeys: sync leaves software keys active (no member holds them); keys list shows them" sync_sw
 
-# keys rotate makes HSM keys: a software key is refused, with what to do, and nothing changes.
+# keys rotate of a software key: a new software key (made by the CLI, sealed by the HSM under the
+# slot's wrapping key, stored as a blob), linked to the old one, which keeps verify/decrypt only.
+blobs() { sqlite3 "$DB" "SELECT count(*) FROM blobs;"; }
 rotate_sw() {
-	local before after
-	before=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;")
-	! run_prog "$CLI" keys rotate sk-hmac --slot soft >"$TMP/rot.out" 2>"$TMP/rot.err" &&
-		grep -q "a software key: keys rotate makes HSM keys only; make its successor through the module" "$TMP/rot.err" &&
-		after=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") && [ "$before" = "$after" ] &&
-		run_prog "$CLI" keys show sk-hmac --slot soft --json >"$TMP/rot.json" 2>&1 &&
-		[ "$(jq -r '.next' "$TMP/rot.json")" = null ] && st rotated use soft 2 ||
-		{ cat "$TMP/rot.out" "$TMP/rot.err" "$TMP/rot.json"; return 1; }
+	local label=$1 id=$2 kind=$3 before old new key=$1
+	before=$(blobs)
+	if [ "$kind" = ec ] || [ "$kind" = ed ] || [ "$kind" = rsa ]; then # a pair: its private key, by virtual id
+		run_prog "$CLI" keys list --slot soft --json >"$TMP/rot-list.json" 2>&1 &&
+			key=$(jq -r --arg l "$label" '.keys[] | select(.label == $l and .class == "private") | .vid' "$TMP/rot-list.json") &&
+			[ -n "$key" ] || { cat "$TMP/rot-list.json"; return 1; }
+	fi
+	run_prog "$CLI" keys rotate "$key" --slot soft --id "$id" --json >"$TMP/rot-$label.json" 2>"$TMP/rot-$label.err" ||
+		{ cat "$TMP/rot-$label.err"; return 1; }
+	old=$(jq -r '.old.vid' "$TMP/rot-$label.json") && new=$(jq -r '.new.vid' "$TMP/rot-$label.json") &&
+		[ "$(jq -r '.old.next' "$TMP/rot-$label.json")" = "$new" ] &&
+		[ "$(jq -r '.new.prev' "$TMP/rot-$label.json")" = "$old" ] &&
+		[ "$(jq -r '.new.state' "$TMP/rot-$label.json")" = active ] &&
+		[ "$(jq -r '.new.id' "$TMP/rot-$label.json")" = "$id" ] ||
+		{ echo "records not linked"; cat "$TMP/rot-$label.json"; return 1; }
+	# One new blob per new key; none of its bytes on a member's token (only the index has it).
+	local want=1
+	[ "$key" != "$label" ] && want=2
+	[ "$(blobs)" = $((before + want)) ] || { echo "blobs: $before -> $(blobs)"; return 1; }
+	# The audit trail: the new key created, the old one rotated.
+	run_prog "$CLI" audit --json >"$TMP/audit.json" 2>&1 &&
+		jq -e --arg v "$old" '[.. | objects | select(.what? == "rotate" and .vid? == $v)] | length > 0' \
+			"$TMP/audit.json" >/dev/null || { echo "no rotate row in the audit trail"; return 1; }
+	# The module: the successor works, the old key is left as rotate leaves HSM keys.
+	st "rotated-$label" rotated soft "$label" "$id" "$kind"
 }
-check "swkeys: keys rotate refuses a software key (no HSM key made), saying what to do" rotate_sw
+check "swkeys: keys rotate of a software HMAC key: a new software key, the old one verify-only" \
+	rotate_sw sk-hmac 5a01 hmac
+check "swkeys: keys rotate of a software AES key: the successor encrypts, the old one decrypts only" \
+	rotate_sw sk-aes2 5a02 gcm
+check "swkeys: keys rotate of a software EC key pair: a new pair, the old private key no longer signs" \
+	rotate_sw sk-p256 5a03 ec
+check "swkeys: keys rotate of a software Ed25519 key pair: a new Ed25519 pair" \
+	rotate_sw sk-ed25519 5a04 ed
+check "swkeys: keys rotate of a software RSA key pair: a new pair of the same size" \
+	rotate_sw sk-rsa 5a05 rsa
+rotate_tampered() {
+	local vid before after rc
+	cp "$DB" "$TMP/db.orig" && vid=$(vid_of sk-aes) && [ -n "$vid" ] &&
+		sqlite3 "$DB" "SELECT writefile('$TMP/blob', data) FROM blobs WHERE vid = $vid;" >/dev/null &&
+		printf '\001' | dd of="$TMP/blob" bs=1 seek=30 conv=notrunc 2>/dev/null &&
+		sqlite3 "$DB" "UPDATE blobs SET data = readfile('$TMP/blob') WHERE vid = $vid;" &&
+		before=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") &&
+		! run_prog "$CLI" keys rotate sk-aes --slot soft >"$TMP/rotbad.out" 2>&1 &&
+		grep -q "does not decrypt under the current wrapping key.*nothing changed" "$TMP/rotbad.out" &&
+		after=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") && [ "$before" = "$after" ] ||
+		{ cat "$TMP/rotbad.out"; rc=1; }
+	cp "$TMP/db.orig" "$DB"
+	return ${rc:-0}
+}
+check "swkeys: keys rotate of a software key whose stored value fails authentication changes nothing" \
+	rotate_tampered
 
 # pkcs11-tool: a token key generated on a new_keys slot is a software key; HMAC with it.
 p11tool() {

@@ -1670,6 +1670,203 @@ START_TEST(test_hygiene_asym)
 }
 END_TEST
 
+/* ---- keys from their PKCS#11 parts ---------------------------------------------------------- */
+
+/* The fixture's key parsed by OpenSSL (default context), for its parts. */
+static EVP_PKEY *ossl_key(const char *hex)
+{
+	unsigned char der[2048];
+	size_t n = unhex(hex, der, sizeof(der));
+	const unsigned char *p = der;
+	EVP_PKEY *pk = d2i_AutoPrivateKey(NULL, &p, (long)n);
+
+	ck_assert_ptr_nonnull(pk);
+	return pk;
+}
+
+static size_t part_of(EVP_PKEY *pk, const char *name, unsigned char *out, size_t pad)
+{
+	BIGNUM *bn = NULL;
+	int n;
+
+	ck_assert(EVP_PKEY_get_bn_param(pk, name, &bn));
+	n = pad ? BN_bn2binpad(bn, out, (int)pad) : BN_bn2bin(bn, out);
+	BN_clear_free(bn);
+	ck_assert_int_gt(n, 0);
+	return (size_t)n;
+}
+
+static void assert_serialised(struct p11p_swkey *key, const char *hex)
+{
+	struct p11p_secret *ser = NULL;
+
+	ck_assert_int_eq(p11p_swkey_serialise(key, &ser), CKR_OK);
+	assert_hex(p11p_secret_data(ser), p11p_secret_len(ser), hex);
+	p11p_secret_free(ser);
+}
+
+START_TEST(test_from_parts)
+{
+	static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+	                                         0xce, 0x3d, 0x03, 0x01, 0x07};
+	EVP_PKEY *ec = ossl_key(p256_pkcs8), *rsa = ossl_key(rsa2048_pkcs8);
+	unsigned char d[32], pt[2 + 65], v[8][256], spki[512], *ref = NULL;
+	size_t plen = 0, l[8];
+	CK_ULONG sl = sizeof(spki);
+	int rl;
+	struct p11p_swkey *key = NULL;
+	struct p11p_swkey_parts k = {.cls = CKO_PRIVATE_KEY, .type = CKK_EC};
+	static const char *const names[8] = {
+	    OSSL_PKEY_PARAM_RSA_N,         OSSL_PKEY_PARAM_RSA_E,
+	    OSSL_PKEY_PARAM_RSA_D,         OSSL_PKEY_PARAM_RSA_FACTOR1,
+	    OSSL_PKEY_PARAM_RSA_FACTOR2,   OSSL_PKEY_PARAM_RSA_EXPONENT1,
+	    OSSL_PKEY_PARAM_RSA_EXPONENT2, OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
+	};
+
+	/* EC P-256 from d: the public point computed, the same PKCS#8 as the fixture. */
+	part_of(ec, OSSL_PKEY_PARAM_PRIV_KEY, d, 32);
+	k.ec_params = (struct p11p_swkey_part){oid_p256, sizeof(oid_p256)};
+	k.value = (struct p11p_swkey_part){d, 32};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, P11P_SWKEY_SENSITIVE, &key), CKR_OK);
+	ck_assert_int_eq(p11p_swkey_class(key), CKO_PRIVATE_KEY);
+	ck_assert_uint_eq(p11p_swkey_flags(key), P11P_SWKEY_SENSITIVE);
+	assert_serialised(key, p256_pkcs8);
+	p11p_swkey_free(key);
+	/* its public key from the DER point: OpenSSL's SubjectPublicKeyInfo */
+	ck_assert(EVP_PKEY_get_octet_string_param(ec, OSSL_PKEY_PARAM_PUB_KEY, pt + 2, 65, &plen));
+	pt[0] = 0x04;
+	pt[1] = 65;
+	k = (struct p11p_swkey_parts){.cls = CKO_PUBLIC_KEY, .type = CKK_EC};
+	k.ec_params = (struct p11p_swkey_part){oid_p256, sizeof(oid_p256)};
+	k.ec_point = (struct p11p_swkey_part){pt, 67};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	ck_assert_int_eq(p11p_swkey_attr(key, CKA_PUBLIC_KEY_INFO, spki, &sl), CKR_OK);
+	rl = i2d_PUBKEY(ec, &ref);
+	ck_assert_int_eq(rl, (int)sl);
+	ck_assert_mem_eq(spki, ref, sl);
+	OPENSSL_free(ref);
+	p11p_swkey_free(key);
+	/* the same point bare; with the first coordinate byte changed it is off the curve */
+	k.ec_point = (struct p11p_swkey_part){pt + 2, 65};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	p11p_swkey_free(key);
+	pt[3] ^= 1;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_ATTRIBUTE_VALUE_INVALID);
+	ck_assert_ptr_null(key);
+
+	/* RSA from n, e, d: p and q recovered, the same PKCS#8 (CRT parts) as the fixture. */
+	for (int i = 0; i < 8; i++)
+		l[i] = part_of(rsa, names[i], v[i], 0);
+	k = (struct p11p_swkey_parts){.cls = CKO_PRIVATE_KEY, .type = CKK_RSA};
+	k.modulus = (struct p11p_swkey_part){v[0], l[0]};
+	k.public_exponent = (struct p11p_swkey_part){v[1], l[1]};
+	k.private_exponent = (struct p11p_swkey_part){v[2], l[2]};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	ck_assert_uint_eq(p11p_swkey_len(key), 256);
+	assert_serialised(key, rsa2048_pkcs8);
+	p11p_swkey_free(key);
+	/* with the CRT parts given: the same again */
+	k.prime_1 = (struct p11p_swkey_part){v[3], l[3]};
+	k.prime_2 = (struct p11p_swkey_part){v[4], l[4]};
+	k.exponent_1 = (struct p11p_swkey_part){v[5], l[5]};
+	k.exponent_2 = (struct p11p_swkey_part){v[6], l[6]};
+	k.coefficient = (struct p11p_swkey_part){v[7], l[7]};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	assert_serialised(key, rsa2048_pkcs8);
+	p11p_swkey_free(key);
+	/* a wrong coefficient, then a wrong d without CRT parts: not one key */
+	v[7][l[7] - 1] ^= 1;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCONSISTENT);
+	v[7][l[7] - 1] ^= 1;
+	k.prime_1 = k.prime_2 = k.exponent_1 = k.exponent_2 = k.coefficient =
+	    (struct p11p_swkey_part){NULL, 0};
+	v[2][0] ^= 0x40;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCONSISTENT);
+	/* an even modulus; a class the engine does not build */
+	v[2][0] ^= 0x40;
+	v[0][l[0] - 1] ^= 1;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_ATTRIBUTE_VALUE_INVALID);
+	v[0][l[0] - 1] ^= 1;
+	k.cls = CKO_SECRET_KEY;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_KEY_TYPE_INCONSISTENT);
+	ck_assert_ptr_null(key);
+	OPENSSL_cleanse(v, sizeof(v));
+	OPENSSL_cleanse(d, sizeof(d));
+	EVP_PKEY_free(ec);
+	EVP_PKEY_free(rsa);
+}
+END_TEST
+
+/* n bytes of hex after `marker` in a fixture, into out (the caller wipes it). */
+static void bytes_after(const char *hex, const char *marker, unsigned char *out, size_t n)
+{
+	const char *p = strstr(hex, marker);
+
+	ck_assert_ptr_nonnull(p);
+	p += strlen(marker);
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		ck_assert_int_eq(sscanf(p + 2 * i, "%2x", &v), 1);
+		out[i] = (unsigned char)v;
+	}
+}
+
+/* Keys made from their parts keep no private byte in dumpable memory; none once freed. */
+START_TEST(test_hygiene_parts)
+{
+	static const unsigned char oid_p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+	                                         0xce, 0x3d, 0x03, 0x01, 0x07};
+	static const unsigned char e[] = {1, 0, 1};
+	unsigned char n[256], d[256], sig[512], h[32] = {1};
+	CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0}, rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_ULONG len = sizeof(sig);
+	struct p11p_swkey_parts k = {.cls = CKO_PRIVATE_KEY, .type = CKK_EC};
+	struct p11p_swkey *key = NULL;
+	struct p11p_secret *ser = NULL;
+
+#ifdef __SANITIZE_ADDRESS__
+	return;
+#endif
+	if (RUNNING_ON_VALGRIND)
+		return;
+	/* EC P-256 from d */
+	mask_from_hex(p256_pkcs8, "0201010420");
+	bytes_after(p256_pkcs8, "0201010420", d, 32);
+	k.ec_params = (struct p11p_swkey_part){oid_p256, sizeof(oid_p256)};
+	k.value = (struct p11p_swkey_part){d, 32};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	p11p_wipe(d, sizeof(d));
+	ck_assert_int_eq(p11p_swkey_sign(key, &ecdsa, h, 32, sig, &len), CKR_OK);
+	ck_assert_uint_eq(scan(false), 0);
+	p11p_swkey_free(key);
+	ck_assert_uint_eq(scan(true), 0);
+	/* RSA-2048 from n, e, d (p and q recovered): d's and p's first 32 bytes */
+	for (int round = 0; round < 2; round++) {
+		mask_from_hex(rsa2048_pkcs8,
+		              round == 0 ? "020301000102820100" : "5fbe4ade7702818100");
+		bytes_after(rsa2048_pkcs8,
+		            "02010002820101"
+		            "00",
+		            n, 256);
+		bytes_after(rsa2048_pkcs8, "020301000102820100", d, 256);
+		k = (struct p11p_swkey_parts){.cls = CKO_PRIVATE_KEY, .type = CKK_RSA};
+		k.modulus = (struct p11p_swkey_part){n, 256};
+		k.public_exponent = (struct p11p_swkey_part){e, sizeof(e)};
+		k.private_exponent = (struct p11p_swkey_part){d, 256};
+		ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+		p11p_wipe(d, sizeof(d));
+		len = sizeof(sig);
+		ck_assert_int_eq(p11p_swkey_sign(key, &rsa, h, 32, sig, &len), CKR_OK);
+		ck_assert_int_eq(p11p_swkey_serialise(key, &ser), CKR_OK);
+		p11p_secret_free(ser);
+		ck_assert_uint_eq(scan(false), 0);
+		p11p_swkey_free(key);
+		ck_assert_uint_eq(scan(true), 0);
+	}
+}
+END_TEST
+
 static Suite *swkey_suite(void)
 {
 	Suite *s = suite_create("swkey");
@@ -1690,6 +1887,8 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_hygiene);
 	tcase_add_test(tc, test_hygiene_hmac);
 	tcase_add_test(tc, test_hygiene_asym);
+	tcase_add_test(tc, test_from_parts);
+	tcase_add_test(tc, test_hygiene_parts);
 	suite_add_tcase(s, tc);
 	return s;
 }

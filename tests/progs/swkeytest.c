@@ -1389,8 +1389,9 @@ static void case_failover(void)
 static void case_hold(void)
 {
 	CK_SESSION_HANDLE s = open_on("soft", 1);
-	CK_OBJECT_HANDLE k = find_label(s, "sk-aes"), base = find_label(s, "cf-key"), d = 0,
-	                 kh = find_label(s, "sk-hmac");
+	/* sk-hmac's keys: 78-swkeys has rotated it (the old key verifies only). */
+	CK_ATTRIBUTE th[] = {{CKA_LABEL, (void *)"sk-hmac", 7}};
+	CK_OBJECT_HANDLE k = find_label(s, "sk-aes"), base = find_label(s, "cf-key"), d = 0, kh = 0;
 	unsigned char mac[32];
 	P11PROXY_FRAGMENT_DERIVE_PARAMS p = {(CK_BYTE_PTR) "fragment", 8, (CK_BYTE_PTR) "ctx", 3};
 	CK_MECHANISM m = {CKM_P11PROXY_FRAGMENT_DERIVE, &p, sizeof(p)};
@@ -1405,9 +1406,14 @@ static void case_hold(void)
 	};
 	unsigned char data[64] = {0}, ct[100], iv[12] = "hold-iv-1234";
 	CK_ULONG n = sizeof(ct);
+	CK_OBJECT_HANDLE hk[4] = {0};
 	CK_RV rv;
 	int ch;
 
+	/* The one that signs. */
+	for (CK_ULONG i = 0, nk = find_all(s, th, 1, hk, 4); i < nk && i < 4 && kh == 0; i++)
+		if (hmac(s, hk[i], data, sizeof(data), mac) == CKR_OK)
+			kh = hk[i];
 	rv = gcm(s, k, 1, iv, data, sizeof(data), ct, &n);
 	EXPECT_RV(rv, CKR_OK, "the software key in use");
 	for (int i = 0; i < 3; i++) {

@@ -66,6 +66,14 @@ int cli_cmd_help(const char *cmd);
  * the actions. Both return -1 with *rc the exit code to return.
  */
 int cli_action(const char *cmd, const char *word, const char *const *actions, int *rc);
+/*
+ * For a command that takes no options, then an optional action word (the
+ * action at index def of `actions` when none is given) and then arguments:
+ * the action's index, with *rest and *n_rest the words after it; or -1 with
+ * *rc the exit code to return (a usage error, or "help" printed).
+ */
+int cli_action_words(struct cli *cli, const char *cmd, int argc, char **argv,
+                     const char *const *actions, int def, char ***rest, int *n_rest, int *rc);
 
 /* tools/cmd_slots.c */
 int cmd_slots(struct cli *cli, int argc, char **argv);

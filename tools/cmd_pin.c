@@ -110,23 +110,15 @@ int cmd_pin(struct cli *cli, int argc, char **argv)
 {
 	struct p11p_config *cfg;
 	static const char *const actions[] = {"status", "reset", NULL};
-	const char *action = "status";
+	const char *action;
 	char **rest;
 	size_t s = (size_t)-1;
-	int n, rc, o;
+	int n, rc, a;
 
-	cli_getopt_reset();
-	while ((o = cli_getopt(cli, argc, argv, "", NULL)) != -1)
-		return CLI_USAGE;
-	rest = argv + optind;
-	n = argc - optind;
-	if (n > 0) {
-		action = rest[0];
-		rest++;
-		n--;
-	}
-	if (cli_action("pin", action, actions, &rc) < 0)
+	a = cli_action_words(cli, "pin", argc, argv, actions, 0, &rest, &n, &rc);
+	if (a < 0)
 		return rc;
+	action = actions[a];
 	if (n > 1)
 		return cli_usage("pin", "give at most one SLOT");
 	if (strcmp(action, "reset") == 0 && n < 1)

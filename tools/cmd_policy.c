@@ -165,23 +165,15 @@ int cmd_policy(struct cli *cli, int argc, char **argv)
 {
 	struct p11p_config *cfg;
 	static const char *const actions[] = {"show", "set", "reset", NULL};
-	const char *action = "show";
+	const char *action;
 	char **rest;
 	size_t s = (size_t)-1;
-	int n, rc, o;
+	int n, rc, a;
 
-	cli_getopt_reset();
-	while ((o = cli_getopt(cli, argc, argv, "", NULL)) != -1)
-		return CLI_USAGE;
-	rest = argv + optind;
-	n = argc - optind;
-	if (n > 0) {
-		action = rest[0];
-		rest++;
-		n--;
-	}
-	if (cli_action("policy", action, actions, &rc) < 0)
+	a = cli_action_words(cli, "policy", argc, argv, actions, 0, &rest, &n, &rc);
+	if (a < 0)
 		return rc;
+	action = actions[a];
 	if (strcmp(action, "show") == 0 && n > 1)
 		return cli_usage("policy", "give at most one SLOT");
 	if (strcmp(action, "show") != 0 && n < 1)

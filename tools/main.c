@@ -238,6 +238,23 @@ int cli_action(const char *cmd, const char *word, const char *const *actions, in
 	return -1;
 }
 
+int cli_action_words(struct cli *cli, const char *cmd, int argc, char **argv,
+                     const char *const *actions, int def, char ***rest, int *n_rest, int *rc)
+{
+	cli_getopt_reset();
+	if (cli_getopt(cli, argc, argv, "", NULL) != -1) {
+		*rc = CLI_USAGE;
+		return -1;
+	}
+	*rest = argv + optind;
+	*n_rest = argc - optind;
+	if (*n_rest == 0)
+		return def;
+	(*rest)++;
+	(*n_rest)--;
+	return cli_action(cmd, (*rest)[-1], actions, rc);
+}
+
 int cli_cmd_help(const char *cmd)
 {
 	const struct cli_cmd *c = find_command(cmd);

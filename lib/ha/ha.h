@@ -14,6 +14,35 @@
 void p11p_ha_register(void);
 
 /*
+ * The HA room's data in a slot (vslot->ha) and in the state (state->ha),
+ * made by p11p_ha_state_init() before the slots are set up (C_Initialize) and
+ * freed by p11p_ha_state_free() with the state (in a forked child too: the
+ * parent's state is freed there, no thread of ours uses it). The member
+ * order itself, read by the core to pick a member, is the core's
+ * (vslot->order[]; written here through p11p_slot_order_set_locked()).
+ */
+struct p11p_ha_slot {
+	/* Added members' specs (order.c), owned, by member index; global lock. */
+	struct p11p_member_cfg *added[P11P_MAX_MEMBERS];
+	/* Used only by the thread checking the overlay (p11p_ha_state.order_busy): */
+	char *order_path; /* the overlay file, or NULL */
+	struct p11p_overlay_stamp order_stamp;
+	uint64_t order_version; /* with a store: the overlay's version read */
+	/* Key replication (replicate.c), guarded by the global lock: */
+	CK_OBJECT_HANDLE repl_key[P11P_MAX_MEMBERS]; /* ha.replication_key per member; 0: unknown */
+	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
+	unsigned repl_pending; /* members waiting for a catch-up (bit per member index) */
+	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
+};
+struct p11p_ha_state {
+	/* Member order overlays (order.c), guarded by the global lock: */
+	bool order_busy;                  /* a thread is checking them */
+	unsigned long long order_next_ms; /* when they are next checked (monotonic) */
+};
+CK_RV p11p_ha_state_init(struct p11p_state *st);
+void p11p_ha_state_free(struct p11p_state *st);
+
+/*
  * Every member of vs is down: tries them once in priority order with an
  * inline probe (skipping members with a hung call) and brings the first that
  * answers straight back up. The member, or NULL. No lock held.

@@ -92,8 +92,8 @@ struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot 
 		bool up = false, skip = false;
 
 		p11p_lock();
-		if (i < vs->n_order) {
-			m = &vs->members[vs->order[i]];
+		m = p11p_slot_order_member_locked(vs, i);
+		if (m != NULL) {
 			/* Up meanwhile (another thread revived it); hung: skipped. */
 			up = atomic_load(&m->health) == P11P_UP && !m->removed && m->resolved;
 			skip = m->removed || m->hung_calls > 0;

@@ -38,9 +38,26 @@ struct p11p_ha_state {
 	/* Member order overlays (order.c), guarded by the global lock: */
 	bool order_busy;                  /* a thread is checking them */
 	unsigned long long order_next_ms; /* when they are next checked (monotonic) */
+	/*
+	 * Session keys asked non-extractable but made extractable under trusted
+	 * keys only (c->repl_lock, failover.c) so that a token copy can be
+	 * replicated: shown with CKA_EXTRACTABLE false, locked when copied to the
+	 * token. (0, proxy handle) -> the set's marker; guarded by the global
+	 * lock; its size is the core's state->n_repl_unlocked.
+	 */
+	struct p11p_map repl_unlocked;
 };
 CK_RV p11p_ha_state_init(struct p11p_state *st);
 void p11p_ha_state_free(struct p11p_state *st);
+/*
+ * The set of keys made copyable for replication (failover.c), for the core's
+ * object table: p11p_repl_unlocked_set_locked marks proxy handle h (on) or
+ * not, *changed when that changed the set (CKR_HOST_MEMORY: not marked);
+ * p11p_repl_unlocked_locked: is h marked? Global lock held.
+ */
+CK_RV p11p_repl_unlocked_set_locked(struct p11p_state *st, CK_OBJECT_HANDLE h, bool on,
+                                    bool *changed);
+bool p11p_repl_unlocked_locked(struct p11p_state *st, CK_OBJECT_HANDLE h);
 
 /*
  * Every member of vs is down: tries them once in priority order with an

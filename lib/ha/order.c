@@ -1099,6 +1099,8 @@ void p11p_ha_state_free(struct p11p_state *st)
 		p11p_free(st->slots[i].ha);
 		st->slots[i].ha = NULL;
 	}
+	if (st->ha != NULL)
+		p11p_map_clear(&st->ha->repl_unlocked);
 	p11p_free(st->ha);
 	st->ha = NULL;
 }

@@ -250,8 +250,10 @@ struct p11p_state {
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
 	/*
-	 * Objects with repl_unlocked set (object.c), so that calls on other
-	 * objects need not look: written under the global lock, read without.
+	 * How many objects the HA room's set of keys made copyable for
+	 * replication holds (hook repl_unlocked_set_locked; object.c), so that
+	 * calls on other objects need not look: written under the global lock,
+	 * read without (one load on the hot path).
 	 */
 	atomic_ulong n_repl_unlocked;
 	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
@@ -774,6 +776,10 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	X(V, void, health_poll, (struct p11p_state * st), (st))                                    \
 	X(R, CK_RV, ha_state_init, (struct p11p_state * st), (st))                                 \
 	X(V, void, ha_state_free, (struct p11p_state * st), (st))                                  \
+	X(R, CK_RV, repl_unlocked_set_locked,                                                      \
+	  (struct p11p_state * st, CK_OBJECT_HANDLE h, bool on, bool *changed),                    \
+	  (st, h, on, changed))                                                                    \
+	X(R, bool, repl_unlocked_locked, (struct p11p_state * st, CK_OBJECT_HANDLE h), (st, h))    \
 	X(V, void, order_init, (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))
 #define P11P_VKEY_HOOKS(X)                                                                         \
 	X(R, CK_RV, vkey_state_init, (struct p11p_state * st), (st))                               \

@@ -46,6 +46,9 @@ struct p11p_ha_state {
 	 * lock; its size is the core's state->n_repl_unlocked.
 	 */
 	struct p11p_map repl_unlocked;
+	/* The probe thread (health.c; state->probe_thread_running says it runs): */
+	pthread_t probe_thread;
+	bool probe_stop; /* it is asked to stop; global lock */
 };
 CK_RV p11p_ha_state_init(struct p11p_state *st);
 void p11p_ha_state_free(struct p11p_state *st);

@@ -745,7 +745,7 @@ static bool stopping(struct p11p_state *st)
 	bool stop;
 
 	p11p_lock();
-	stop = st->probe_stop || st->finalizing;
+	stop = st->ha->probe_stop || st->finalizing;
 	p11p_unlock();
 	return stop;
 }

@@ -257,15 +257,17 @@ struct p11p_state {
 	 */
 	atomic_ulong n_repl_unlocked;
 	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
-	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
+	/* Health probes (ha/health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
 	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
 	                       */
-
+	/*
+	 * The HA room's probe thread runs (set by its health_start hook before
+	 * the state is shared, cleared by health_stop): the core probes inline
+	 * when it does not (slot.c). probe_cond wakes that thread (the core
+	 * signals it when a member goes down: p11p_signal_locked()).
+	 */
 	bool probe_thread_running;
-
-	bool probe_stop;
-	pthread_t probe_thread;
 	pthread_cond_t probe_cond;
 	/*
 	 * The rooms' data, as for a slot's (struct p11p_vslot): ha (ha/ha.h:

@@ -46,9 +46,13 @@ struct p11p_ha_state {
 	 * lock; its size is the core's state->n_repl_unlocked.
 	 */
 	struct p11p_map repl_unlocked;
-	/* The probe thread (health.c; state->probe_thread_running says it runs): */
+	/*
+	 * The probe thread (health.c; state->probe_thread_running says it runs):
+	 * its handle, set by p11p_health_start() before the state is shared and
+	 * joined by p11p_health_stop(); probe_stop asks it to end (global lock).
+	 */
 	pthread_t probe_thread;
-	bool probe_stop; /* it is asked to stop; global lock */
+	bool probe_stop;
 };
 CK_RV p11p_ha_state_init(struct p11p_state *st);
 void p11p_ha_state_free(struct p11p_state *st);
@@ -85,11 +89,12 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 /*
  * --- order.c in the module (the overlay files: ha/order.h) ---
  * p11p_order_init(): at C_Initialize, after the slot's
- * config members are set up and before the state is shared: the config's
- * order, then the overlay if there is one. p11p_order_poll(): checks every
- * slot's overlay when due (at most once per P11P_ORDER_CHECK_MS) and applies
- * a changed one; returns when the next check is due (monotonic ms). No lock
- * held. p11p_order_free(): the slot's added specs (state teardown).
+ * config members are set up (with the config's order, by the core) and
+ * before the state is shared: the overlay if there is one. p11p_order_poll():
+ * checks every slot's overlay when due (at most once per P11P_ORDER_CHECK_MS)
+ * and applies a changed one; returns when the next check is due (monotonic
+ * ms). No lock held. p11p_order_free(): the slot's added specs and overlay
+ * path (state teardown, from p11p_ha_state_free()).
  */
 void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs);
 unsigned long long p11p_order_poll(struct p11p_state *st);

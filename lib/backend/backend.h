@@ -90,6 +90,24 @@ enum p11p_health {
 	P11P_DOWN = 2,
 };
 
+/*
+ * A slot's member. Defined here, below the rooms that share it; each field
+ * has one owner, the room that writes it (the others only read it):
+ *   - the backend layer (backend.c, call.c): cfg, be, be_slot and resolved
+ *     (p11p_member_resolve()), ctx, n_be_sessions (counted through the
+ *     contexts), n_calls and its error counts, refused (set through the
+ *     contexts' refused hook);
+ *   - the virtual core (virt/member.c, state.c, session.c, object.c): index,
+ *     health (its DOWN edge: p11p_member_down_locked(), which also resets
+ *     good_probes and schedules the first probe), n_sessions, failures,
+ *     last_error, hung_calls, handle_gen (moved when its sessions are gone);
+ *   - the HA room (ha/health.c: probes; ha/order.c; ha/failover.c): health's
+ *     DOWN -> RECOVERING -> UP edges, probing, good_probes, next_probe_ms,
+ *     backoff_ms, removed (the member order), n_failovers.
+ * Not split into per-room structs (yet): the hot paths read health, removed,
+ * resolved, n_sessions and handle_gen inline (virt/member.c's pick,
+ * p11p_object_to_backend()).
+ */
 struct p11p_member {
 	const struct p11p_member_cfg *cfg;
 	struct p11p_backend *be;

@@ -387,3 +387,28 @@ bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *r
 	}
 	return false;
 }
+
+CK_RV p11p_repl_unlocked_set_locked(struct p11p_state *st, CK_OBJECT_HANDLE h, bool on,
+                                    bool *changed)
+{
+	struct p11p_ha_state *ha = st->ha;
+
+	*changed = false;
+	if (ha == NULL)
+		return on ? CKR_HOST_MEMORY : CKR_OK;
+	if (!on) {
+		*changed = p11p_map_remove(&ha->repl_unlocked, 0, h) != NULL;
+		return CKR_OK;
+	}
+	if (p11p_map_get(&ha->repl_unlocked, 0, h) != NULL)
+		return CKR_OK;
+	if (p11p_map_put(&ha->repl_unlocked, 0, h, ha) < 0)
+		return CKR_HOST_MEMORY;
+	*changed = true;
+	return CKR_OK;
+}
+
+bool p11p_repl_unlocked_locked(struct p11p_state *st, CK_OBJECT_HANDLE h)
+{
+	return st->ha != NULL && p11p_map_get(&st->ha->repl_unlocked, 0, h) != NULL;
+}

@@ -14,6 +14,59 @@
 void p11p_ha_register(void);
 
 /*
+ * The HA room's data in a slot (vslot->ha) and in the state (state->ha),
+ * made by p11p_ha_state_init() before the slots are set up (C_Initialize) and
+ * freed by p11p_ha_state_free() with the state (in a forked child too: the
+ * parent's state is freed there, no thread of ours uses it). The member
+ * order itself, read by the core to pick a member, is the core's
+ * (vslot->order[]; written here through p11p_slot_order_set_locked()).
+ */
+struct p11p_ha_slot {
+	/* Added members' specs (order.c), owned, by member index; global lock. */
+	struct p11p_member_cfg *added[P11P_MAX_MEMBERS];
+	/* Used only by the thread checking the overlay (p11p_ha_state.order_busy): */
+	char *order_path; /* the overlay file, or NULL */
+	struct p11p_overlay_stamp order_stamp;
+	uint64_t order_version; /* with a store: the overlay's version read */
+	/* Key replication (replicate.c), guarded by the global lock: */
+	CK_OBJECT_HANDLE repl_key[P11P_MAX_MEMBERS]; /* ha.replication_key per member; 0: unknown */
+	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
+	unsigned repl_pending; /* members waiting for a catch-up (bit per member index) */
+	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
+};
+struct p11p_ha_state {
+	/* Member order overlays (order.c), guarded by the global lock: */
+	bool order_busy;                  /* a thread is checking them */
+	unsigned long long order_next_ms; /* when they are next checked (monotonic) */
+	/*
+	 * Session keys asked non-extractable but made extractable under trusted
+	 * keys only (c->repl_lock, failover.c) so that a token copy can be
+	 * replicated: shown with CKA_EXTRACTABLE false, locked when copied to the
+	 * token. (0, proxy handle) -> the set's marker; guarded by the global
+	 * lock; its size is the core's state->n_repl_unlocked.
+	 */
+	struct p11p_map repl_unlocked;
+	/*
+	 * The probe thread (health.c; state->probe_thread_running says it runs):
+	 * its handle, set by p11p_health_start() before the state is shared and
+	 * joined by p11p_health_stop(); probe_stop asks it to end (global lock).
+	 */
+	pthread_t probe_thread;
+	bool probe_stop;
+};
+CK_RV p11p_ha_state_init(struct p11p_state *st);
+void p11p_ha_state_free(struct p11p_state *st);
+/*
+ * The set of keys made copyable for replication (failover.c), for the core's
+ * object table: p11p_repl_unlocked_set_locked marks proxy handle h (on) or
+ * not, *changed when that changed the set (CKR_HOST_MEMORY: not marked);
+ * p11p_repl_unlocked_locked: is h marked? Global lock held.
+ */
+CK_RV p11p_repl_unlocked_set_locked(struct p11p_state *st, CK_OBJECT_HANDLE h, bool on,
+                                    bool *changed);
+bool p11p_repl_unlocked_locked(struct p11p_state *st, CK_OBJECT_HANDLE h);
+
+/*
  * Every member of vs is down: tries them once in priority order with an
  * inline probe (skipping members with a hung call) and brings the first that
  * answers straight back up. The member, or NULL. No lock held.
@@ -36,11 +89,12 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st);
 /*
  * --- order.c in the module (the overlay files: ha/order.h) ---
  * p11p_order_init(): at C_Initialize, after the slot's
- * config members are set up and before the state is shared: the config's
- * order, then the overlay if there is one. p11p_order_poll(): checks every
- * slot's overlay when due (at most once per P11P_ORDER_CHECK_MS) and applies
- * a changed one; returns when the next check is due (monotonic ms). No lock
- * held. p11p_order_free(): the slot's added specs (state teardown).
+ * config members are set up (with the config's order, by the core) and
+ * before the state is shared: the overlay if there is one. p11p_order_poll():
+ * checks every slot's overlay when due (at most once per P11P_ORDER_CHECK_MS)
+ * and applies a changed one; returns when the next check is due (monotonic
+ * ms). No lock held. p11p_order_free(): the slot's added specs and overlay
+ * path (state teardown, from p11p_ha_state_free()).
  */
 void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs);
 unsigned long long p11p_order_poll(struct p11p_state *st);

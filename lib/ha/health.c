@@ -92,8 +92,8 @@ struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot 
 		bool up = false, skip = false;
 
 		p11p_lock();
-		if (i < vs->n_order) {
-			m = &vs->members[vs->order[i]];
+		m = p11p_slot_order_member_locked(vs, i);
+		if (m != NULL) {
 			/* Up meanwhile (another thread revived it); hung: skipped. */
 			up = atomic_load(&m->health) == P11P_UP && !m->removed && m->resolved;
 			skip = m->removed || m->hung_calls > 0;
@@ -159,7 +159,7 @@ static void *probe_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "p11proxy-probe"); /* top -H, gdb */
 	p11p_lock();
-	while (!st->probe_stop) {
+	while (!st->ha->probe_stop) {
 		/*
 		 * The member order overlays: checked when due (once a second); the
 		 * statistics file: written when due and changed. Lock released.
@@ -171,7 +171,7 @@ static void *probe_main(void *arg)
 		p11p_repl_poll(st);                   /* replication debts, at most every 5 s */
 		local_due = p11p_hook_local_poll(st); /* software keys past cache_ttl/idle */
 		p11p_lock();
-		if (st->probe_stop)
+		if (st->ha->probe_stop)
 			break;
 
 		unsigned long long now = p11p_now_ms(),
@@ -206,7 +206,7 @@ void p11p_health_start(struct p11p_state *st, bool threads_allowed)
 	p11p_stats_start(st);
 	if (!threads_allowed)
 		return;
-	st->probe_thread_running = pthread_create(&st->probe_thread, NULL, probe_main, st) == 0;
+	st->probe_thread_running = pthread_create(&st->ha->probe_thread, NULL, probe_main, st) == 0;
 	if (!st->probe_thread_running)
 		p11p_message("cannot start the health probe thread; probing inline");
 }
@@ -215,10 +215,10 @@ void p11p_health_stop(struct p11p_state *st)
 {
 	if (st->probe_thread_running) {
 		p11p_lock();
-		st->probe_stop = true;
+		st->ha->probe_stop = true;
 		p11p_signal_locked(&st->probe_cond, false);
 		p11p_unlock();
-		pthread_join(st->probe_thread, NULL);
+		pthread_join(st->ha->probe_thread, NULL);
 		st->probe_thread_running = false;
 	}
 	p11p_stats_stop(st);

@@ -45,7 +45,7 @@
  * flag; p11p_member_pick_locked() walks order[]. An added member takes the
  * next free entry (at most P11P_MAX_MEMBERS entries over the state's life;
  * deleting and adding back the same spec reuses its entry), with its spec
- * owned by the slot (vslot->added[], freed at C_Finalize) and its PIN read
+ * owned by the slot (vslot->ha->added[], freed at C_Finalize) and its PIN read
  * from its source in the process reading the overlay; it starts DOWN with an
  * immediate probe, so it serves once the probe thread has seen it answer. A
  * member that comes back from deletion restarts the same way. A deleted
@@ -844,7 +844,7 @@ static const char *member_name(const struct p11p_member *m)
 }
 
 /*
- * Makes `o` the slot's order. Only the thread holding st->order_busy (or the
+ * Makes `o` the slot's order. Only the thread holding st->ha->order_busy (or the
  * initializing one) calls this: members[] does not change under it. No lock held.
  */
 static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_order *o,
@@ -868,7 +868,8 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 			continue;
 		}
 		for (j = n_cfg; j < vs->n_members; j++)
-			if (vs->added[j] != NULL && p11p_member_cfg_same(vs->added[j], e->spec))
+			if (vs->ha->added[j] != NULL &&
+			    p11p_member_cfg_same(vs->ha->added[j], e->spec))
 				break;
 		if (j < vs->n_members) {
 			idx[n++] = j;
@@ -921,7 +922,7 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		atomic_init(&m->health, P11P_DOWN);
 		m->backoff_ms = vs->cfg->ha.probe_interval_ms;
 		m->next_probe_ms = now;
-		vs->added[k] = fresh[i];
+		vs->ha->added[k] = fresh[i];
 		/* Readers that look at n_members without the lock see a whole entry. */
 		__atomic_store_n(&vs->n_members, k + 1, __ATOMIC_RELEASE);
 		idx[used++] = k;
@@ -933,9 +934,9 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		if (o->n > 0)
 			p11p_message("slot '%s': no usable member in %s; using the configured "
 			             "order",
-			             vs->label, vs->order_path);
+			             vs->label, vs->ha->order_path);
 	}
-	changed = used != vs->n_order || memcmp(idx, vs->order, used * sizeof(idx[0])) != 0;
+	changed = p11p_slot_order_set_locked(vs, idx, used);
 	for (size_t j = 0; j < vs->n_members; j++) {
 		struct p11p_member *m = &vs->members[j];
 		bool in = false;
@@ -949,8 +950,6 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 			member_back_locked(m, now);
 		}
 	}
-	memcpy(vs->order, idx, used * sizeof(idx[0]));
-	vs->n_order = used;
 	list[0] = '\0';
 	for (size_t i = 0, o_len = 0; i < used; i++) {
 		int w = snprintf(list + o_len, sizeof(list) - o_len, "%s%s", i > 0 ? ", " : "",
@@ -969,7 +968,7 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		p11p_message("slot '%s': member order now %s", vs->label, list);
 	else if (changed)
 		p11p_debug(P11P_DBG_BACKEND, "slot '%s': member order %s (from %s)", vs->label,
-		           list, vs->order_path);
+		           list, vs->ha->order_path);
 }
 
 /* Reads the overlay (or its absence) and applies it. No lock held. */
@@ -980,8 +979,8 @@ static void order_reload(struct p11p_state *st, struct p11p_vslot *vs, bool init
 	int rc;
 
 	err[0] = '\0';
-	rc = read_order(st->cfg, p11p_vkey_index(st), vs->id, &o, &vs->order_stamp,
-	                &vs->order_version, err, sizeof(err));
+	rc = read_order(st->cfg, p11p_vkey_index(st), vs->id, &o, &vs->ha->order_stamp,
+	                &vs->ha->order_version, err, sizeof(err));
 	if (rc < 0) {
 		p11p_message("slot '%s': ignoring the member order overlay: %s; using the "
 		             "configured order",
@@ -996,24 +995,22 @@ void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	char path[PATH_MAX];
 
-	vs->n_order = 0;
-	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++)
-		vs->order[vs->n_order++] = i;
-	memset(&vs->order_stamp, 0, sizeof(vs->order_stamp));
-	vs->order_stamp.err = ENOENT;
-	vs->order_version = 0;
+	/* The core set the config's order (the state is not shared yet). */
+	memset(&vs->ha->order_stamp, 0, sizeof(vs->ha->order_stamp));
+	vs->ha->order_stamp.err = ENOENT;
+	vs->ha->order_version = 0;
 	if (p11p_vkey_index(st) != NULL) {
 		/* The overlay is in the store (its copy, loaded at open). */
 		store_name(st->cfg, vs->id, path, sizeof(path));
-		vs->order_path = p11p_strdup(path);
-		if (vs->order_path != NULL)
+		vs->ha->order_path = p11p_strdup(path);
+		if (vs->ha->order_path != NULL)
 			order_reload(st, vs, true);
 		return;
 	}
 	if (p11p_order_path(st->cfg, vs->id, path, sizeof(path)) != 0)
 		return;
-	vs->order_path = p11p_strdup(path);
-	if (vs->order_path == NULL)
+	vs->ha->order_path = p11p_strdup(path);
+	if (vs->ha->order_path == NULL)
 		return; /* no overlay: the config's order */
 	if (access(path, F_OK) == 0 || errno != ENOENT)
 		order_reload(st, vs, true);
@@ -1025,7 +1022,7 @@ static bool order_changed(struct p11p_state *st, const struct p11p_vslot *vs)
 	struct p11p_index *idx = p11p_vkey_index(st);
 	struct p11p_overlay_stamp now;
 
-	if (vs->order_path == NULL)
+	if (vs->ha->order_path == NULL)
 		return false;
 	if (idx != NULL) {
 		char key[P11P_INDEX_SLOT_MAX + 1], *text = NULL;
@@ -1037,10 +1034,10 @@ static bool order_changed(struct p11p_state *st, const struct p11p_vslot *vs)
 		    CKR_OK)
 			return false; /* out of memory: next time */
 		p11p_free(text);
-		return version != vs->order_version;
+		return version != vs->ha->order_version;
 	}
-	p11p_overlay_stamp_of(vs->order_path, &now);
-	return !p11p_overlay_stamp_same(&now, &vs->order_stamp);
+	p11p_overlay_stamp_of(vs->ha->order_path, &now);
+	return !p11p_overlay_stamp_same(&now, &vs->ha->order_stamp);
 }
 
 unsigned long long p11p_order_poll(struct p11p_state *st)
@@ -1048,13 +1045,14 @@ unsigned long long p11p_order_poll(struct p11p_state *st)
 	unsigned long long now = p11p_now_ms(), next;
 
 	p11p_lock();
-	if (st->order_busy || now < st->order_next_ms) {
-		next = st->order_next_ms > now ? st->order_next_ms : now + P11P_ORDER_CHECK_MS;
+	if (st->ha->order_busy || now < st->ha->order_next_ms) {
+		next =
+		    st->ha->order_next_ms > now ? st->ha->order_next_ms : now + P11P_ORDER_CHECK_MS;
 		p11p_unlock();
 		return next;
 	}
-	st->order_busy = true;
-	next = st->order_next_ms = now + P11P_ORDER_CHECK_MS;
+	st->ha->order_busy = true;
+	next = st->ha->order_next_ms = now + P11P_ORDER_CHECK_MS;
 	p11p_unlock();
 	/* The store's change notice (the same refresh as the key records'). */
 	if (p11p_vkey_index(st) != NULL)
@@ -1064,17 +1062,45 @@ unsigned long long p11p_order_poll(struct p11p_state *st)
 			order_reload(st, &st->slots[i], false);
 	}
 	p11p_lock();
-	st->order_busy = false;
+	st->ha->order_busy = false;
 	p11p_unlock();
 	return next;
 }
 
 void p11p_order_free(struct p11p_vslot *vs)
 {
+	if (vs->ha == NULL)
+		return;
 	for (size_t i = 0; i < P11P_MAX_MEMBERS; i++) {
-		p11p_member_cfg_free(vs->added[i]);
-		vs->added[i] = NULL;
+		p11p_member_cfg_free(vs->ha->added[i]);
+		vs->ha->added[i] = NULL;
 	}
-	p11p_free(vs->order_path);
-	vs->order_path = NULL;
+	p11p_free(vs->ha->order_path);
+	vs->ha->order_path = NULL;
+}
+
+CK_RV p11p_ha_state_init(struct p11p_state *st)
+{
+	st->ha = p11p_calloc(1, sizeof(*st->ha));
+	if (st->ha == NULL)
+		return CKR_HOST_MEMORY;
+	for (size_t i = 0; i < st->n_slots; i++) {
+		st->slots[i].ha = p11p_calloc(1, sizeof(*st->slots[i].ha));
+		if (st->slots[i].ha == NULL)
+			return CKR_HOST_MEMORY; /* the state is freed: p11p_ha_state_free() */
+	}
+	return CKR_OK;
+}
+
+void p11p_ha_state_free(struct p11p_state *st)
+{
+	for (size_t i = 0; st->slots != NULL && i < st->n_slots; i++) {
+		p11p_order_free(&st->slots[i]);
+		p11p_free(st->slots[i].ha);
+		st->slots[i].ha = NULL;
+	}
+	if (st->ha != NULL)
+		p11p_map_clear(&st->ha->repl_unlocked);
+	p11p_free(st->ha);
+	st->ha = NULL;
 }

@@ -307,9 +307,9 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 	if (vs != NULL) {
 		p11p_lock();
 		gen = ms->m->failures + 1;
-		if (refresh || vs->repl_key_gen[i] != gen)
-			vs->repl_key[i] = 0;
-		*out = vs->repl_key[i];
+		if (refresh || vs->ha->repl_key_gen[i] != gen)
+			vs->ha->repl_key[i] = 0;
+		*out = vs->ha->repl_key[i];
 		p11p_unlock();
 		if (*out != 0)
 			return CKR_OK;
@@ -336,8 +336,8 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 	}
 	if (vs != NULL) {
 		p11p_lock();
-		vs->repl_key[i] = found[0];
-		vs->repl_key_gen[i] = gen;
+		vs->ha->repl_key[i] = found[0];
+		vs->ha->repl_key_gen[i] = gen;
 		p11p_unlock();
 	}
 	*out = found[0];
@@ -724,16 +724,16 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 static void slot_busy_begin(struct p11p_vslot *vs)
 {
 	p11p_lock();
-	while (vs->repl_busy)
+	while (vs->ha->repl_busy)
 		p11p_wait_locked(20);
-	vs->repl_busy = true;
+	vs->ha->repl_busy = true;
 	p11p_unlock();
 }
 
 static void slot_busy_end(struct p11p_vslot *vs)
 {
 	p11p_lock();
-	vs->repl_busy = false;
+	vs->ha->repl_busy = false;
 	p11p_broadcast_locked();
 	p11p_unlock();
 }
@@ -745,7 +745,7 @@ static bool stopping(struct p11p_state *st)
 	bool stop;
 
 	p11p_lock();
-	stop = st->probe_stop || st->finalizing;
+	stop = st->ha->probe_stop || st->finalizing;
 	p11p_unlock();
 	return stop;
 }
@@ -1393,9 +1393,9 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 	}
 	/* Private and secret keys are seen only when logged in: wait for the application. */
 	if (login != CKU_USER && up && n_src > 0)
-		vs->repl_pending |= 1U << m->index;
+		vs->ha->repl_pending |= 1U << m->index;
 	else
-		vs->repl_pending &= ~(1U << m->index);
+		vs->ha->repl_pending &= ~(1U << m->index);
 	p11p_unlock();
 	if (!up || n_src == 0)
 		return;
@@ -1460,7 +1460,7 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		/* Interrupted (a source failed): the rest at the slot's next key creation. */
 		p11p_lock();
 		if (atomic_load(&m->health) == P11P_UP)
-			vs->repl_pending |= 1U << m->index;
+			vs->ha->repl_pending |= 1U << m->index;
 		p11p_unlock();
 	}
 	if (cnt.copied > 0 || cnt.failed > 0 || !complete)
@@ -1485,7 +1485,7 @@ void p11p_repl_poll(struct p11p_state *st)
 		if (vs->n_members < 2 || vs->cfg->ha.replication != P11P_REPL_WRAP)
 			continue;
 		p11p_lock();
-		due = vs->login == CKU_USER && !vs->repl_busy;
+		due = vs->login == CKU_USER && !vs->ha->repl_busy;
 		p11p_unlock();
 		if (!due)
 			continue;
@@ -1513,7 +1513,7 @@ static void catch_up_pending(struct p11p_state *st, struct p11p_vslot *vs)
 
 	p11p_lock();
 	user = vs->login == CKU_USER;
-	pending = user ? vs->repl_pending : 0;
+	pending = user ? vs->ha->repl_pending : 0;
 	p11p_unlock();
 	if (user && pending == 0)
 		settle_debts(st, vs);

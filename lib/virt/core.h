@@ -56,13 +56,7 @@ struct p11p_object {
 	struct p11p_vslot *slot;
 	CK_SESSION_HANDLE owner; /* creating session for session objects, else 0 */
 	bool created;            /* made through the proxy in this process (adopt_new), not found */
-	/*
-	 * A session key asked non-extractable but made extractable under trusted
-	 * keys only (c->repl_lock) so that a token copy can be replicated: shown
-	 * with CKA_EXTRACTABLE false; locked when copied to the token.
-	 */
-	bool repl_unlocked;
-	bool token;                            /* a token object (known when ident is) */
+	bool token;              /* a token object (known when ident is) */
 	struct p11p_identity *ident;           /* NULL: stays on the member it was found on */
 	CK_OBJECT_HANDLE be[P11P_MAX_MEMBERS]; /* backend handle per member; 0 = unknown */
 	unsigned long gen[P11P_MAX_MEMBERS];   /* the member's handle_gen when be[] was learnt */

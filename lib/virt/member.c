@@ -136,6 +136,23 @@ struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct 
 	return pick(vs, avoid);
 }
 
+bool p11p_slot_order_set_locked(struct p11p_vslot *vs, const size_t *idx, size_t n)
+{
+	bool changed;
+
+	if (n > P11P_MAX_MEMBERS)
+		n = P11P_MAX_MEMBERS;
+	changed = n != vs->n_order || memcmp(idx, vs->order, n * sizeof(idx[0])) != 0;
+	memcpy(vs->order, idx, n * sizeof(idx[0]));
+	vs->n_order = n;
+	return changed;
+}
+
+struct p11p_member *p11p_slot_order_member_locked(struct p11p_vslot *vs, size_t i)
+{
+	return i < vs->n_order && vs->order[i] < vs->n_members ? &vs->members[vs->order[i]] : NULL;
+}
+
 /* A probe of the member (arg) was abandoned past its deadline. */
 static void probe_hung(void *arg, void **rel, unsigned long *token)
 {

@@ -250,18 +250,28 @@ void p11p_objects_forget_member_locked(struct p11p_state *st, struct p11p_vslot 
 	st->objects_rev = kept;
 }
 
-/* Sets obj->repl_unlocked, counted in st->n_repl_unlocked. Global lock held. */
-static void set_repl_unlocked_locked(struct p11p_state *st, struct p11p_object *obj, bool on)
+/*
+ * Marks obj as a key made copyable for replication, or not: in the HA room's
+ * set (hook repl_unlocked_set), counted in st->n_repl_unlocked. Global lock
+ * held. CKR_HOST_MEMORY: it could not be marked.
+ */
+static CK_RV set_repl_unlocked_locked(struct p11p_state *st, struct p11p_object *obj, bool on)
 {
-	if (obj->repl_unlocked != on)
+	bool changed = false;
+	CK_RV rv;
+
+	if (!on && atomic_load_explicit(&st->n_repl_unlocked, memory_order_relaxed) == 0)
+		return CKR_OK;
+	rv = p11p_hook_repl_unlocked_set_locked(st, obj->handle, on, &changed);
+	if (changed)
 		atomic_fetch_add_explicit(&st->n_repl_unlocked, on ? 1 : (unsigned long)-1,
 		                          memory_order_relaxed);
-	obj->repl_unlocked = on;
+	return rv;
 }
 
 static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 {
-	set_repl_unlocked_locked(st, obj, false);
+	(void)set_repl_unlocked_locked(st, obj, false);
 	p11p_objects_changed_locked();
 	p11p_map_remove(&st->objects, 0, obj->handle);
 	if (obj->ident != NULL &&
@@ -464,10 +474,17 @@ static CK_RV adopt_new(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_ob
 	if (obj != NULL) {
 		obj->created = true;
 		/* Template k's key, made copyable for replication (failover.c). */
-		set_repl_unlocked_locked(
+		rv = set_repl_unlocked_locked(
 		    c->st, obj, session_object && k < 8 && (c->repl_lock & (1u << k)) != 0);
+		if (rv != CKR_OK) {
+			/* Not marked, it would show as extractable: not handed out. */
+			object_drop_locked(c->st, obj);
+			*out = CK_INVALID_HANDLE;
+		}
 	}
 	p11p_unlock();
+	if (rv != CKR_OK)
+		p11p_be_C_DestroyObject(&c->bc, c->bs, bh);
 	return rv;
 }
 
@@ -485,7 +502,7 @@ static bool repl_unlocked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 		return false;
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
-	yes = obj != NULL && obj->repl_unlocked;
+	yes = obj != NULL && p11p_hook_repl_unlocked_locked(c->st, h);
 	p11p_unlock();
 	return yes;
 }
@@ -887,7 +904,7 @@ static void lock_original(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HAN
 	p11p_lock();
 	obj = p11p_map_get(&c->st->objects, 0, h);
 	if (obj != NULL)
-		set_repl_unlocked_locked(c->st, obj, false);
+		(void)set_repl_unlocked_locked(c->st, obj, false);
 	p11p_unlock();
 }
 

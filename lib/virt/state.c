@@ -197,8 +197,7 @@ static void state_free(struct p11p_state *st, bool finalize)
 	p11p_map_clear(&st->objects_ident);
 	for (size_t i = 0; i < st->n_slots; i++)
 		p11p_secret_free(st->slots[i].login_pin);
-	for (size_t i = 0; i < st->n_slots; i++)
-		p11p_hook_order_free(&st->slots[i]);
+	p11p_hook_ha_state_free(st);
 	p11p_free(st->slots);
 	p11p_lock();
 	p11p_health_new_epoch_locked();
@@ -242,6 +241,9 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 	vs->cfg = cfg;
 	vs->login = P11P_NO_USER;
 	vs->n_members = cfg->n_members;
+	/* The config's order, until the HA room reads the operator's (order_init). */
+	for (size_t j = 0; j < cfg->n_members && j < P11P_MAX_MEMBERS; j++)
+		vs->order[vs->n_order++] = j;
 	for (size_t j = 0; j < cfg->n_members; j++) {
 		struct p11p_member *m = &vs->members[j];
 
@@ -328,6 +330,11 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 	/* The store first: the slots' member-order overlays live there (issue 11). */
 	st->threads_allowed = threads_allowed;
 	rv = p11p_hook_vkey_state_init(st);
+	if (rv != CKR_OK) {
+		state_free(st, true);
+		return rv;
+	}
+	rv = p11p_hook_ha_state_init(st);
 	if (rv != CKR_OK) {
 		state_free(st, true);
 		return rv;

@@ -85,32 +85,29 @@ struct p11p_vslot {
 	unsigned long n_sessions, n_rw_sessions;
 	bool reported_present; /* for C_WaitForSlotEvent */
 	/*
-	 * Member order (order.c). n_members only grows: an added member takes
-	 * the next free entry of members[] (published with a release store once
-	 * set up), and no entry ever moves or is freed before the state is.
-	 * order[] lists the members new work may go to, first = highest
-	 * priority; members not in it have `removed` set. Guarded by the global lock.
+	 * Member order. n_members only grows: an added member (the HA room's
+	 * ha/order.c) takes the next free entry of members[] (published with a
+	 * release store once set up), and no entry ever moves or is freed
+	 * before the state is. order[] lists the members new work may go to,
+	 * first = highest priority; members not in it have `removed` set. The
+	 * core reads it to pick a member without a lock (member.c); set by the
+	 * core at C_Initialize (the config's order), then by the HA room only
+	 * through p11p_slot_order_set_locked(). Guarded by the global lock.
 	 */
 	size_t order[P11P_MAX_MEMBERS];
 	size_t n_order;
-	struct p11p_member_cfg *added[P11P_MAX_MEMBERS]; /* owned specs, by member index */
-	/* Used only by the thread checking the overlay (p11p_state.order_busy): */
-	char *order_path; /* the overlay file, or NULL */
-	struct p11p_overlay_stamp order_stamp;
-	uint64_t order_version; /* with a store: the overlay's version read */
-	/* Key replication (replicate.c), guarded by the global lock: */
-	CK_OBJECT_HANDLE repl_key[P11P_MAX_MEMBERS]; /* ha.replication_key per member; 0: unknown */
-	unsigned long repl_key_gen[P11P_MAX_MEMBERS]; /* the member's `failures` + 1 when cached */
-	unsigned repl_pending; /* members waiting for a catch-up (bit per member index) */
-	bool repl_busy;        /* a replication or catch-up runs on this slot (serializes them) */
-	struct p11p_local_slot *local; /* local.c: fragments, entropy (NULL: none) */
-	/* Key-management policy (policy.c), guarded by the global lock: */
-	struct p11p_policy_cfg policy;          /* as last read: the overlay's, else the config's */
-	bool policy_loaded;                     /* policy has been read once */
-	bool policy_busy;                       /* a thread is checking the overlay */
-	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
-	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
-	uint64_t policy_version;                /* with a store: the overlay's version read */
+	/*
+	 * The rooms' data, one pointer per room to a struct the room defines
+	 * (the core only declares it), made and freed by the room through its
+	 * hooks with the state: ha (ha/ha.h: added members, the order overlay,
+	 * replication; p11p_hook_ha_state_init / _free), vk (vkeys/policy.h:
+	 * the key-management policy; vkey_state_init / _free), local
+	 * (soft/local.c: fragments, entropy; local_state_init / _free; NULL:
+	 * none). Each room's header says which lock guards each field.
+	 */
+	struct p11p_ha_slot *ha;
+	struct p11p_vk_slot *vk;
+	struct p11p_local_slot *local;
 	/* Virtual PIN state (pinstate.c), guarded by the global lock: */
 	unsigned long pin_fails;             /* wrong user PINs, as last read or counted */
 	struct p11p_overlay_stamp pin_stamp; /* the state file's version read */
@@ -253,26 +250,33 @@ struct p11p_state {
 	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
 	CK_ULONG next_session, next_object;
 	/*
-	 * Objects with repl_unlocked set (object.c), so that calls on other
-	 * objects need not look: written under the global lock, read without.
+	 * How many objects the HA room's set of keys made copyable for
+	 * replication holds (hook repl_unlocked_set_locked; object.c), so that
+	 * calls on other objects need not look: written under the global lock,
+	 * read without (one load on the hot path).
 	 */
 	atomic_ulong n_repl_unlocked;
 	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
-	/* Health probes (health.c): a thread, or inline when the application forbids threads. */
+	/* Health probes (ha/health.c): a thread, or inline when the application forbids threads. */
 	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
 	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
 	                       */
-
+	/*
+	 * The HA room's probe thread runs (set by its health_start hook before
+	 * the state is shared, cleared by health_stop): the core probes inline
+	 * when it does not (slot.c). probe_cond wakes that thread (the core
+	 * signals it when a member goes down: p11p_signal_locked()).
+	 */
 	bool probe_thread_running;
-
-	bool probe_stop;
-	pthread_t probe_thread;
 	pthread_cond_t probe_cond;
-	struct p11p_vkeys *vkeys;       /* vkey.c: the virtual-key index (NULL: none) */
-	struct p11p_local_state *local; /* local.c */
-	/* Member order overlays (order.c), guarded by the global lock: */
-	bool order_busy;                  /* a thread is checking them */
-	unsigned long long order_next_ms; /* when they are next checked (monotonic) */
+	/*
+	 * The rooms' data, as for a slot's (struct p11p_vslot): ha (ha/ha.h:
+	 * the order overlays' check), vkeys (vkeys/vkey.c: the virtual-key
+	 * index; NULL: none), local (soft/local.c).
+	 */
+	struct p11p_ha_state *ha;
+	struct p11p_vkeys *vkeys;
+	struct p11p_local_state *local;
 };
 
 /* An entry point's view of one session for the length of a call. */
@@ -506,6 +510,15 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 /* The member new work should go to, skipping `avoid` (may be NULL); NULL if none. Global lock held.
  */
 struct p11p_member *p11p_member_pick_locked(struct p11p_vslot *vs, const struct p11p_member *avoid);
+/*
+ * The member order (vslot->order[]), for the HA room (ha/order.c, health.c).
+ * p11p_slot_order_set_locked: the members new work may go to, first = highest
+ * priority (n indexes into members[]); true when it changed.
+ * p11p_slot_order_member_locked: the member at position i of the order, NULL
+ * past its end. Global lock held.
+ */
+bool p11p_slot_order_set_locked(struct p11p_vslot *vs, const size_t *idx, size_t n);
+struct p11p_member *p11p_slot_order_member_locked(struct p11p_vslot *vs, size_t i);
 /* Sets up m->ctx (after m->be); member m's contexts count its sessions. */
 void p11p_member_ctx_init(struct p11p_member *m);
 void p11p_member_sessions_gone(void *m);
@@ -763,8 +776,13 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	  (st, threads_allowed))                                                                   \
 	X(V, void, health_stop, (struct p11p_state * st), (st))                                    \
 	X(V, void, health_poll, (struct p11p_state * st), (st))                                    \
-	X(V, void, order_init, (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))         \
-	X(V, void, order_free, (struct p11p_vslot * vs), (vs))
+	X(R, CK_RV, ha_state_init, (struct p11p_state * st), (st))                                 \
+	X(V, void, ha_state_free, (struct p11p_state * st), (st))                                  \
+	X(R, CK_RV, repl_unlocked_set_locked,                                                      \
+	  (struct p11p_state * st, CK_OBJECT_HANDLE h, bool on, bool *changed),                    \
+	  (st, h, on, changed))                                                                    \
+	X(R, bool, repl_unlocked_locked, (struct p11p_state * st, CK_OBJECT_HANDLE h), (st, h))    \
+	X(V, void, order_init, (struct p11p_state * st, struct p11p_vslot * vs), (st, vs))
 #define P11P_VKEY_HOOKS(X)                                                                         \
 	X(R, CK_RV, vkey_state_init, (struct p11p_state * st), (st))                               \
 	X(V, void, vkey_state_free, (struct p11p_state * st), (st))                                \

@@ -338,6 +338,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 {
 	struct p11p_overlay_stamp stamp, seen;
 	struct p11p_policy_cfg p;
+	struct p11p_vk_slot *vk = vs->vk;
 	struct p11p_index *idx = p11p_vkey_index(st);
 	unsigned long long now = p11p_now_ms();
 	uint64_t version = 0, seen_version;
@@ -345,19 +346,24 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 	char err[768];
 	int rc;
 
+	if (vk == NULL) {
+		/* The room's data was not made (cannot happen once the state is built). */
+		*out = vs->cfg->policy;
+		return;
+	}
 	p11p_lock();
-	if (vs->policy_busy || (vs->policy_loaded && now < vs->policy_next_ms)) {
+	if (vk->policy_busy || (vk->policy_loaded && now < vk->policy_next_ms)) {
 		/* Fresh enough, or another thread is reading it now: the last policy read. */
-		*out = vs->policy_loaded ? vs->policy : vs->cfg->policy;
+		*out = vk->policy_loaded ? vk->policy : vs->cfg->policy;
 		p11p_unlock();
 		return;
 	}
-	vs->policy_busy = true;
-	vs->policy_next_ms = now + P11P_POLICY_CHECK_MS;
-	loaded = vs->policy_loaded;
-	seen = vs->policy_stamp;
-	seen_version = vs->policy_version;
-	p = vs->policy;
+	vk->policy_busy = true;
+	vk->policy_next_ms = now + P11P_POLICY_CHECK_MS;
+	loaded = vk->policy_loaded;
+	seen = vk->policy_stamp;
+	seen_version = vk->policy_version;
+	p = vk->policy;
 	p11p_unlock();
 
 	/* Only this thread reads the overlay now; no lock held across the I/O. */
@@ -392,11 +398,11 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 			    rc == 0 ? " (the configured policy)" : "");
 	}
 	p11p_lock();
-	vs->policy = p;
-	vs->policy_stamp = stamp;
-	vs->policy_version = version;
-	vs->policy_loaded = true;
-	vs->policy_busy = false;
+	vk->policy = p;
+	vk->policy_stamp = stamp;
+	vk->policy_version = version;
+	vk->policy_loaded = true;
+	vk->policy_busy = false;
 	*out = p;
 	p11p_unlock();
 }

@@ -79,6 +79,12 @@ CK_RV p11p_vkey_state_init(struct p11p_state *st)
 	CK_RV rv;
 
 	st->vkeys = NULL;
+	/* The policy's cache, per slot (vkeys.h), whether or not virtual keys are on. */
+	for (size_t i = 0; i < st->n_slots; i++) {
+		st->slots[i].vk = p11p_calloc(1, sizeof(*st->slots[i].vk));
+		if (st->slots[i].vk == NULL)
+			return CKR_HOST_MEMORY; /* the state is freed: p11p_vkey_state_free() */
+	}
 	if (cfg->index_path == NULL || cfg->index_path[0] == '\0') {
 		p11p_debug(P11P_DBG_OBJECT, "virtual keys off: no index path");
 		return CKR_OK;
@@ -108,6 +114,10 @@ CK_RV p11p_vkey_state_init(struct p11p_state *st)
 
 void p11p_vkey_state_free(struct p11p_state *st)
 {
+	for (size_t i = 0; st->slots != NULL && i < st->n_slots; i++) {
+		p11p_free(st->slots[i].vk);
+		st->slots[i].vk = NULL;
+	}
 	if (st->vkeys == NULL)
 		return;
 	p11p_index_close(st->vkeys->idx);

@@ -23,6 +23,20 @@ void p11p_vkeys_register(void);
 #define P11P_POLICY_CHECK_MS 1000UL
 /* In the module: the slot's policy now. No lock held. */
 void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
+/*
+ * The virtual-key room's data in a slot (vslot->vk): the policy as last read,
+ * guarded by the global lock. Made for every slot by p11p_vkey_state_init()
+ * (virtual keys on or off: the policy is the config's then) and freed by
+ * p11p_vkey_state_free(), with the state (in a forked child too).
+ */
+struct p11p_vk_slot {
+	struct p11p_policy_cfg policy;          /* as last read: the overlay's, else the config's */
+	bool policy_loaded;                     /* policy has been read once */
+	bool policy_busy;                       /* a thread is checking the overlay */
+	unsigned long long policy_next_ms;      /* when the overlay is next checked (monotonic) */
+	struct p11p_overlay_stamp policy_stamp; /* what identifies the overlay version read */
+	uint64_t policy_version;                /* with a store: the overlay's version read */
+};
 
 /* --- vkey.c: virtual keys over the index (issue 4) --- */
 /*

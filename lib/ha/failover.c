@@ -21,13 +21,14 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 	CK_SESSION_INFO si;
 	unsigned long gen = atomic_load(&m->handle_gen);
 	CK_RV rv = CKR_OK;
-	bool done, same_gen;
+	bool done, same_gen, has_pin;
+	unsigned long login_gen = 0;
 	size_t len;
 
 	p11p_lock();
-	user = vs->login;
-	done = vs->logged_in & (1U << m->index);
-	same_gen = vs->login_gen[m->index] == gen;
+	user = p11p_vslot_login_locked(vs);
+	done = p11p_vslot_logged_in_locked(vs, m->index, &login_gen);
+	same_gen = login_gen == gen;
 	p11p_unlock();
 	if (user == P11P_NO_USER)
 		return CKR_OK;
@@ -39,20 +40,18 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 	 * another member's side of the slot, and an HSM that restarted has
 	 * forgotten the login before any call of ours may have seen it.
 	 */
-	if (done && vs->n_members == 1 && same_gen)
+	if (done && p11p_vhead(vs)->n_members == 1 && same_gen)
 		return CKR_OK;
 	if (done && p11p_be_C_GetSessionInfo(&m->ctx, bs, &si) == CKR_OK &&
 	    si.state != CKS_RO_PUBLIC_SESSION && si.state != CKS_RW_PUBLIC_SESSION)
 		goto logged_in;
 	p11p_lock();
-	if (vs->login_pin != NULL)
-		pin = p11p_secret_dup(vs->login_pin);
+	has_pin = p11p_vslot_login_pin_locked(vs, &pin);
 	p11p_unlock();
 	/* A member with its own PIN logs in with it (the application gave the virtual one). */
 	use = user == CKU_USER && m->cfg->pin != NULL ? m->cfg->pin : pin;
 	if (use == NULL) {
-		rv =
-		    pin == NULL && vs->login_pin != NULL ? CKR_HOST_MEMORY : CKR_USER_NOT_LOGGED_IN;
+		rv = pin == NULL && has_pin ? CKR_HOST_MEMORY : CKR_USER_NOT_LOGGED_IN;
 		goto out;
 	}
 	len = p11p_secret_len(use);
@@ -70,10 +69,7 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 		goto out;
 logged_in:
 	p11p_lock();
-	if (vs->login == user) {
-		vs->logged_in |= 1U << m->index;
-		vs->login_gen[m->index] = gen;
-	}
+	p11p_vslot_logged_in_set_locked(vs, m->index, user, gen);
 	p11p_unlock();
 out:
 	p11p_secret_free(pin);
@@ -122,7 +118,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 	CK_RV r = CKR_DEVICE_ERROR;
 
 	p11p_session_set_be(c->s, old->index, 0);
-	while (c->failovers < vs->cfg->ha.retries) {
+	while (c->failovers < p11p_vhead(vs)->cfg->ha.retries) {
 		c->failovers++;
 		p11p_lock();
 		/* A lost session on a live member: a new one there is the first choice. */
@@ -175,8 +171,8 @@ static void report_failover(const struct p11p_call *c, struct p11p_member *old, 
 	p11p_message_limited(&rl,
 	                     "slot '%s': a session moved from member '%s' (backend '%s') to member "
 	                     "'%s' (backend '%s'): %s",
-	                     p11p_shead(c->s)->slot->label, old->cfg->name, old->be->cfg->name,
-	                     c->m->cfg->name, c->m->be->cfg->name, why);
+	                     p11p_vhead(p11p_shead(c->s)->slot)->label, old->cfg->name,
+	                     old->be->cfg->name, c->m->cfg->name, c->m->be->cfg->name, why);
 }
 
 bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
@@ -252,7 +248,8 @@ void p11p_call_leave_down_member(struct p11p_call *c)
 	 * for a hung call): do not send it more work. Its session there is
 	 * abandoned, not closed: the member may not answer.
 	 */
-	if (p11p_shead(c->s)->slot->n_members > 1 && atomic_load(&c->m->health) == P11P_DOWN) {
+	if (p11p_vhead(p11p_shead(c->s)->slot)->n_members > 1 &&
+	    atomic_load(&c->m->health) == P11P_DOWN) {
 		struct p11p_member *old = c->m;
 
 		if (move_session(c, old, false, false) == CKR_OK && c->m != old)
@@ -293,9 +290,9 @@ static void unlock_for_copy(struct p11p_call *c, struct p11p_creation *cr, size_
 	CK_ULONG k = count[i], j = 0;
 
 	/* Without a replication key nothing could copy it: made as asked. */
-	if (p11p_shead(c->s)->slot->n_members < 2 ||
-	    p11p_shead(c->s)->slot->cfg->ha.replication != P11P_REPL_WRAP ||
-	    p11p_shead(c->s)->slot->cfg->ha.replication_key == NULL ||
+	if (p11p_vhead(p11p_shead(c->s)->slot)->n_members < 2 ||
+	    p11p_vhead(p11p_shead(c->s)->slot)->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_vhead(p11p_shead(c->s)->slot)->cfg->ha.replication_key == NULL ||
 	    (cr->cls[i] != CKO_SECRET_KEY && cr->cls[i] != CKO_PRIVATE_KEY) ||
 	    k > P11P_CREATION_MAX_ATTRS || p11p_attr_bool(a, k, CKA_EXTRACTABLE, false))
 		return;
@@ -330,7 +327,7 @@ void p11p_creation_begin(struct p11p_call *c, struct p11p_creation *cr, size_t n
 		cr->cls[i] = p11p_attr_ulong(a, k, CKA_CLASS, default_cls[i]);
 		unlock_for_copy(c, cr, i, templ, count);
 		if (!cr->token[i] || id == NULL || id->pValue == NULL ||
-		    p11p_shead(c->s)->slot->n_members < 2)
+		    p11p_vhead(p11p_shead(c->s)->slot)->n_members < 2)
 			continue;
 		cr->t[i][0] = (CK_ATTRIBUTE){CKA_CLASS, &cr->cls[i], sizeof(cr->cls[i])};
 		cr->t[i][1] = *id;
@@ -391,7 +388,7 @@ bool p11p_creation_retry(struct p11p_call *c, struct p11p_creation *cr, CK_RV *r
 CK_RV p11p_repl_unlocked_set_locked(struct p11p_state *st, CK_OBJECT_HANDLE h, bool on,
                                     bool *changed)
 {
-	struct p11p_ha_state *ha = st->ha;
+	struct p11p_ha_state *ha = p11p_sthead(st)->ha;
 
 	*changed = false;
 	if (ha == NULL)
@@ -410,5 +407,6 @@ CK_RV p11p_repl_unlocked_set_locked(struct p11p_state *st, CK_OBJECT_HANDLE h, b
 
 bool p11p_repl_unlocked_locked(struct p11p_state *st, CK_OBJECT_HANDLE h)
 {
-	return st->ha != NULL && p11p_map_get(&st->ha->repl_unlocked, 0, h) != NULL;
+	return p11p_sthead(st)->ha != NULL &&
+	       p11p_map_get(&p11p_sthead(st)->ha->repl_unlocked, 0, h) != NULL;
 }

@@ -14,12 +14,12 @@
 void p11p_ha_register(void);
 
 /*
- * The HA room's data in a slot (vslot->ha) and in the state (state->ha),
- * made by p11p_ha_state_init() before the slots are set up (C_Initialize) and
- * freed by p11p_ha_state_free() with the state (in a forked child too: the
- * parent's state is freed there, no thread of ours uses it). The member
- * order itself, read by the core to pick a member, is the core's
- * (vslot->order[]; written here through p11p_slot_order_set_locked()).
+ * The HA room's data in a slot (p11p_vhead(vs)->ha) and in the state
+ * (p11p_sthead(st)->ha), made by p11p_ha_state_init() before the slots are
+ * set up (C_Initialize) and freed by p11p_ha_state_free() with the state (in
+ * a forked child too: the parent's state is freed there, no thread of ours
+ * uses it). The member order itself, read by the core to pick a member, is
+ * the core's (written here through p11p_slot_order_set_locked()).
  */
 struct p11p_ha_slot {
 	/* Added members' specs (order.c), owned, by member index; global lock. */
@@ -43,11 +43,11 @@ struct p11p_ha_state {
 	 * keys only (c->repl_lock, failover.c) so that a token copy can be
 	 * replicated: shown with CKA_EXTRACTABLE false, locked when copied to the
 	 * token. (0, proxy handle) -> the set's marker; guarded by the global
-	 * lock; its size is the core's state->n_repl_unlocked.
+	 * lock; its size is the core's (struct p11p_state's n_repl_unlocked).
 	 */
 	struct p11p_map repl_unlocked;
 	/*
-	 * The probe thread (health.c; state->probe_thread_running says it runs):
+	 * The probe thread (health.c; p11p_state_probe_thread() says it runs):
 	 * its handle, set by p11p_health_start() before the state is shared and
 	 * joined by p11p_health_stop(); probe_stop asks it to end (global lock).
 	 */

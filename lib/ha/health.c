@@ -55,13 +55,14 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 		if (atomic_load(&m->health) != P11P_UP &&
 		    (revive || ++m->good_probes >= GOOD_PROBES_TO_RECOVER)) {
 			atomic_store(&m->health, P11P_UP);
-			p11p_notice("slot '%s': member '%s' (backend '%s') is up again", vs->label,
-			            m->cfg->name, m->be->cfg->name);
+			p11p_notice("slot '%s': member '%s' (backend '%s') is up again",
+			            p11p_vhead(vs)->label, m->cfg->name, m->be->cfg->name);
 			p11p_broadcast_locked();
 			back_up = true;
 		} else if (atomic_load(&m->health) != P11P_UP) {
 			atomic_store(&m->health, P11P_RECOVERING);
-			m->next_probe_ms = p11p_now_ms() + vs->cfg->ha.probe_interval_ms;
+			m->next_probe_ms =
+			    p11p_now_ms() + p11p_vhead(vs)->cfg->ha.probe_interval_ms;
 			p11p_broadcast_locked();
 		}
 	} else if (atomic_load(&m->health) != P11P_UP) {
@@ -70,8 +71,9 @@ static CK_RV probe(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_mem
 		m->backoff_ms =
 		    m->backoff_ms * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : m->backoff_ms * 2;
 		m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
-		p11p_debug(P11P_DBG_BACKEND, "slot '%s' member '%s': probe failed (%s)", vs->label,
-		           m->cfg->name, rv == CKR_TOKEN_NOT_PRESENT ? err : p11p_rv_str(rv));
+		p11p_debug(P11P_DBG_BACKEND, "slot '%s' member '%s': probe failed (%s)",
+		           p11p_vhead(vs)->label, m->cfg->name,
+		           rv == CKR_TOKEN_NOT_PRESENT ? err : p11p_rv_str(rv));
 	}
 	p11p_unlock();
 	/* Keys made while it was away: copied to it now, outside the global lock (replicate.c). */
@@ -110,11 +112,11 @@ struct p11p_member *p11p_member_revive(struct p11p_state *st, struct p11p_vslot 
 static struct p11p_member *due_locked(struct p11p_state *st, struct p11p_vslot **vsp,
                                       unsigned long long now, unsigned long long *next)
 {
-	for (size_t i = 0; i < st->n_slots; i++) {
-		struct p11p_vslot *vs = &st->slots[i];
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
+		struct p11p_vslot *vs = p11p_state_slot(st, i);
 
-		for (size_t j = 0; j < vs->n_members; j++) {
-			struct p11p_member *m = &vs->members[j];
+		for (size_t j = 0; j < p11p_vhead(vs)->n_members; j++) {
+			struct p11p_member *m = &p11p_vhead(vs)->members[j];
 
 			/* Deleted members are not probed: they get no new work anyway. */
 			/* Nor members with a hung call: a probe would hang too. */
@@ -159,7 +161,7 @@ static void *probe_main(void *arg)
 
 	pthread_setname_np(pthread_self(), "p11proxy-probe"); /* top -H, gdb */
 	p11p_lock();
-	while (!st->ha->probe_stop) {
+	while (!p11p_sthead(st)->ha->probe_stop) {
 		/*
 		 * The member order overlays: checked when due (once a second); the
 		 * statistics file: written when due and changed. Lock released.
@@ -171,12 +173,13 @@ static void *probe_main(void *arg)
 		p11p_repl_poll(st);                   /* replication debts, at most every 5 s */
 		local_due = p11p_hook_local_poll(st); /* software keys past cache_ttl/idle */
 		p11p_lock();
-		if (st->ha->probe_stop)
+		if (p11p_sthead(st)->ha->probe_stop)
 			break;
 
 		unsigned long long now = p11p_now_ms(),
-		                   next =
-		                       now + (st->watch_ms ? p11p_watchdog_scan_locked(st) : 1000);
+		                   next = now + (p11p_state_watch_ms(st)
+		                                     ? p11p_watchdog_scan_locked(st)
+		                                     : 1000);
 
 		struct p11p_vslot *vs;
 		struct p11p_member *m = due_locked(st, &vs, now, &next);
@@ -195,7 +198,7 @@ static void *probe_main(void *arg)
 			next = vkeys_due;
 		if (local_due != 0 && local_due < next) /* 0: the soft room is not registered */
 			next = local_due;
-		p11p_cond_wait_locked(&st->probe_cond, next > now ? next - now : 1);
+		p11p_probe_wait_locked(st, next > now ? next - now : 1);
 	}
 	p11p_unlock();
 	return NULL;
@@ -206,20 +209,21 @@ void p11p_health_start(struct p11p_state *st, bool threads_allowed)
 	p11p_stats_start(st);
 	if (!threads_allowed)
 		return;
-	st->probe_thread_running = pthread_create(&st->ha->probe_thread, NULL, probe_main, st) == 0;
-	if (!st->probe_thread_running)
+	p11p_state_set_probe_thread(
+	    st, pthread_create(&p11p_sthead(st)->ha->probe_thread, NULL, probe_main, st) == 0);
+	if (!p11p_state_probe_thread(st))
 		p11p_message("cannot start the health probe thread; probing inline");
 }
 
 void p11p_health_stop(struct p11p_state *st)
 {
-	if (st->probe_thread_running) {
+	if (p11p_state_probe_thread(st)) {
 		p11p_lock();
-		st->ha->probe_stop = true;
-		p11p_signal_locked(&st->probe_cond, false);
+		p11p_sthead(st)->ha->probe_stop = true;
+		p11p_probe_wake_locked(st);
 		p11p_unlock();
-		pthread_join(st->ha->probe_thread, NULL);
-		st->probe_thread_running = false;
+		pthread_join(p11p_sthead(st)->ha->probe_thread, NULL);
+		p11p_state_set_probe_thread(st, false);
 	}
 	p11p_stats_stop(st);
 }

@@ -850,7 +850,7 @@ static const char *member_name(const struct p11p_member *m)
 static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_order *o,
                         bool initial)
 {
-	size_t idx[P11P_MAX_MEMBERS], n = 0, n_cfg = vs->cfg->n_members;
+	size_t idx[P11P_MAX_MEMBERS], n = 0, n_cfg = p11p_vhead(vs)->cfg->n_members;
 	struct p11p_member_cfg *fresh[P11P_MAX_MEMBERS] = {NULL};
 	char list[P11P_MAX_MEMBERS * (P11P_NAME_MAX + 2) + 1], err[512];
 	bool changed;
@@ -867,22 +867,23 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 				idx[n++] = e->config_index;
 			continue;
 		}
-		for (j = n_cfg; j < vs->n_members; j++)
-			if (vs->ha->added[j] != NULL &&
-			    p11p_member_cfg_same(vs->ha->added[j], e->spec))
+		for (j = n_cfg; j < p11p_vhead(vs)->n_members; j++)
+			if (p11p_vhead(vs)->ha->added[j] != NULL &&
+			    p11p_member_cfg_same(p11p_vhead(vs)->ha->added[j], e->spec))
 				break;
-		if (j < vs->n_members) {
+		if (j < p11p_vhead(vs)->n_members) {
 			idx[n++] = j;
 			continue;
 		}
-		if (e->spec->backend >= st->n_backends)
+		if (p11p_state_backend(st, e->spec->backend) == NULL)
 			continue;
 		if (e->spec->pin_source != NULL) {
 			err[0] = '\0';
 			e->spec->pin =
 			    p11p_pin_from_source(e->spec->pin_source, e->name, err, sizeof(err));
 			if (e->spec->pin == NULL) {
-				p11p_message("slot '%s': added member %s", vs->label, err);
+				p11p_message("slot '%s': added member %s", p11p_vhead(vs)->label,
+				             err);
 				continue;
 			}
 		}
@@ -892,11 +893,11 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 
 	p11p_lock();
 	now = p11p_now_ms();
-	old_n = vs->n_members;
+	old_n = p11p_vhead(vs)->n_members;
 	used = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct p11p_member *m;
-		size_t k = vs->n_members;
+		size_t k = p11p_vhead(vs)->n_members;
 
 		if (idx[i] != P11P_ORDER_NONE) {
 			idx[used++] = idx[i];
@@ -905,26 +906,26 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		if (k >= P11P_MAX_MEMBERS) {
 			p11p_message("slot '%s': no room for member %s (%d members since "
 			             "C_Initialize); restart the application to use it",
-			             vs->label, fresh[i]->name, P11P_MAX_MEMBERS);
+			             p11p_vhead(vs)->label, fresh[i]->name, P11P_MAX_MEMBERS);
 			continue;
 		}
 		/* Ownership moves to the slot: take it out of the parsed order. */
 		for (size_t e = 0; e < o->n; e++)
 			if (o->e[e].spec == fresh[i])
 				o->e[e].spec = NULL;
-		m = &vs->members[k];
+		m = &p11p_vhead(vs)->members[k];
 		memset(m, 0, sizeof(*m));
 		m->cfg = fresh[i];
-		m->be = &st->backends[fresh[i]->backend];
+		m->be = p11p_state_backend(st, fresh[i]->backend);
 		m->index = k;
 		p11p_member_ctx_init(m);
 		/* DOWN until the probes have seen it answer; the first one now. */
 		atomic_init(&m->health, P11P_DOWN);
-		m->backoff_ms = vs->cfg->ha.probe_interval_ms;
+		m->backoff_ms = p11p_vhead(vs)->cfg->ha.probe_interval_ms;
 		m->next_probe_ms = now;
-		vs->ha->added[k] = fresh[i];
+		p11p_vhead(vs)->ha->added[k] = fresh[i];
 		/* Readers that look at n_members without the lock see a whole entry. */
-		__atomic_store_n(&vs->n_members, k + 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&p11p_vhead(vs)->n_members, k + 1, __ATOMIC_RELEASE);
 		idx[used++] = k;
 	}
 	if (used == 0) {
@@ -934,11 +935,11 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 		if (o->n > 0)
 			p11p_message("slot '%s': no usable member in %s; using the configured "
 			             "order",
-			             vs->label, vs->ha->order_path);
+			             p11p_vhead(vs)->label, p11p_vhead(vs)->ha->order_path);
 	}
 	changed = p11p_slot_order_set_locked(vs, idx, used);
-	for (size_t j = 0; j < vs->n_members; j++) {
-		struct p11p_member *m = &vs->members[j];
+	for (size_t j = 0; j < p11p_vhead(vs)->n_members; j++) {
+		struct p11p_member *m = &p11p_vhead(vs)->members[j];
 		bool in = false;
 
 		for (size_t i = 0; i < used; i++)
@@ -953,22 +954,22 @@ static void order_apply(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	list[0] = '\0';
 	for (size_t i = 0, o_len = 0; i < used; i++) {
 		int w = snprintf(list + o_len, sizeof(list) - o_len, "%s%s", i > 0 ? ", " : "",
-		                 member_name(&vs->members[idx[i]]));
+		                 member_name(&p11p_vhead(vs)->members[idx[i]]));
 
 		if (w > 0 && (size_t)w < sizeof(list) - o_len)
 			o_len += (size_t)w;
 	}
-	if (vs->n_members != old_n || changed) {
-		p11p_signal_locked(&st->probe_cond, false);
+	if (p11p_vhead(vs)->n_members != old_n || changed) {
+		p11p_probe_wake_locked(st);
 		p11p_broadcast_locked();
 	}
 	p11p_unlock();
 	/* A change while running is news for the operator; the order at start is not. */
 	if (changed && !initial)
-		p11p_message("slot '%s': member order now %s", vs->label, list);
+		p11p_message("slot '%s': member order now %s", p11p_vhead(vs)->label, list);
 	else if (changed)
-		p11p_debug(P11P_DBG_BACKEND, "slot '%s': member order %s (from %s)", vs->label,
-		           list, vs->ha->order_path);
+		p11p_debug(P11P_DBG_BACKEND, "slot '%s': member order %s (from %s)",
+		           p11p_vhead(vs)->label, list, p11p_vhead(vs)->ha->order_path);
 }
 
 /* Reads the overlay (or its absence) and applies it. No lock held. */
@@ -979,13 +980,14 @@ static void order_reload(struct p11p_state *st, struct p11p_vslot *vs, bool init
 	int rc;
 
 	err[0] = '\0';
-	rc = read_order(st->cfg, p11p_vkey_index(st), vs->id, &o, &vs->ha->order_stamp,
-	                &vs->ha->order_version, err, sizeof(err));
+	rc = read_order(p11p_sthead(st)->cfg, p11p_vkey_index(st), p11p_vhead(vs)->id, &o,
+	                &p11p_vhead(vs)->ha->order_stamp, &p11p_vhead(vs)->ha->order_version, err,
+	                sizeof(err));
 	if (rc < 0) {
 		p11p_message("slot '%s': ignoring the member order overlay: %s; using the "
 		             "configured order",
-		             vs->label, err);
-		p11p_order_from_config(st->cfg, vs->id, &o);
+		             p11p_vhead(vs)->label, err);
+		p11p_order_from_config(p11p_sthead(st)->cfg, p11p_vhead(vs)->id, &o);
 	}
 	order_apply(st, vs, &o, initial);
 	p11p_order_clear(&o);
@@ -996,48 +998,48 @@ void p11p_order_init(struct p11p_state *st, struct p11p_vslot *vs)
 	char path[PATH_MAX];
 
 	/* The core set the config's order (the state is not shared yet). */
-	memset(&vs->ha->order_stamp, 0, sizeof(vs->ha->order_stamp));
-	vs->ha->order_stamp.err = ENOENT;
-	vs->ha->order_version = 0;
+	memset(&p11p_vhead(vs)->ha->order_stamp, 0, sizeof(p11p_vhead(vs)->ha->order_stamp));
+	p11p_vhead(vs)->ha->order_stamp.err = ENOENT;
+	p11p_vhead(vs)->ha->order_version = 0;
 	if (p11p_vkey_index(st) != NULL) {
 		/* The overlay is in the store (its copy, loaded at open). */
-		store_name(st->cfg, vs->id, path, sizeof(path));
-		vs->ha->order_path = p11p_strdup(path);
-		if (vs->ha->order_path != NULL)
+		store_name(p11p_sthead(st)->cfg, p11p_vhead(vs)->id, path, sizeof(path));
+		p11p_vhead(vs)->ha->order_path = p11p_strdup(path);
+		if (p11p_vhead(vs)->ha->order_path != NULL)
 			order_reload(st, vs, true);
 		return;
 	}
-	if (p11p_order_path(st->cfg, vs->id, path, sizeof(path)) != 0)
+	if (p11p_order_path(p11p_sthead(st)->cfg, p11p_vhead(vs)->id, path, sizeof(path)) != 0)
 		return;
-	vs->ha->order_path = p11p_strdup(path);
-	if (vs->ha->order_path == NULL)
+	p11p_vhead(vs)->ha->order_path = p11p_strdup(path);
+	if (p11p_vhead(vs)->ha->order_path == NULL)
 		return; /* no overlay: the config's order */
 	if (access(path, F_OK) == 0 || errno != ENOENT)
 		order_reload(st, vs, true);
 }
 
 /* Has the overlay changed since it was read? Updates nothing. No lock held. */
-static bool order_changed(struct p11p_state *st, const struct p11p_vslot *vs)
+static bool order_changed(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	struct p11p_index *idx = p11p_vkey_index(st);
 	struct p11p_overlay_stamp now;
 
-	if (vs->ha->order_path == NULL)
+	if (p11p_vhead(vs)->ha->order_path == NULL)
 		return false;
 	if (idx != NULL) {
 		char key[P11P_INDEX_SLOT_MAX + 1], *text = NULL;
 		uint64_t version = 0;
 		size_t len;
 
-		store_slot(st->cfg, vs->id, key, sizeof(key));
+		store_slot(p11p_sthead(st)->cfg, p11p_vhead(vs)->id, key, sizeof(key));
 		if (p11p_index_overlay_get(idx, key, P11P_OVERLAY_ORDER, &text, &len, &version) !=
 		    CKR_OK)
 			return false; /* out of memory: next time */
 		p11p_free(text);
-		return version != vs->ha->order_version;
+		return version != p11p_vhead(vs)->ha->order_version;
 	}
-	p11p_overlay_stamp_of(vs->ha->order_path, &now);
-	return !p11p_overlay_stamp_same(&now, &vs->ha->order_stamp);
+	p11p_overlay_stamp_of(p11p_vhead(vs)->ha->order_path, &now);
+	return !p11p_overlay_stamp_same(&now, &p11p_vhead(vs)->ha->order_stamp);
 }
 
 unsigned long long p11p_order_poll(struct p11p_state *st)
@@ -1045,48 +1047,49 @@ unsigned long long p11p_order_poll(struct p11p_state *st)
 	unsigned long long now = p11p_now_ms(), next;
 
 	p11p_lock();
-	if (st->ha->order_busy || now < st->ha->order_next_ms) {
-		next =
-		    st->ha->order_next_ms > now ? st->ha->order_next_ms : now + P11P_ORDER_CHECK_MS;
+	if (p11p_sthead(st)->ha->order_busy || now < p11p_sthead(st)->ha->order_next_ms) {
+		next = p11p_sthead(st)->ha->order_next_ms > now ? p11p_sthead(st)->ha->order_next_ms
+		                                                : now + P11P_ORDER_CHECK_MS;
 		p11p_unlock();
 		return next;
 	}
-	st->ha->order_busy = true;
-	next = st->ha->order_next_ms = now + P11P_ORDER_CHECK_MS;
+	p11p_sthead(st)->ha->order_busy = true;
+	next = p11p_sthead(st)->ha->order_next_ms = now + P11P_ORDER_CHECK_MS;
 	p11p_unlock();
 	/* The store's change notice (the same refresh as the key records'). */
 	if (p11p_vkey_index(st) != NULL)
 		(void)p11p_index_refresh(p11p_vkey_index(st));
-	for (size_t i = 0; i < st->n_slots; i++) {
-		if (order_changed(st, &st->slots[i]))
-			order_reload(st, &st->slots[i], false);
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
+		if (order_changed(st, p11p_state_slot(st, i)))
+			order_reload(st, p11p_state_slot(st, i), false);
 	}
 	p11p_lock();
-	st->ha->order_busy = false;
+	p11p_sthead(st)->ha->order_busy = false;
 	p11p_unlock();
 	return next;
 }
 
 void p11p_order_free(struct p11p_vslot *vs)
 {
-	if (vs->ha == NULL)
+	if (p11p_vhead(vs)->ha == NULL)
 		return;
 	for (size_t i = 0; i < P11P_MAX_MEMBERS; i++) {
-		p11p_member_cfg_free(vs->ha->added[i]);
-		vs->ha->added[i] = NULL;
+		p11p_member_cfg_free(p11p_vhead(vs)->ha->added[i]);
+		p11p_vhead(vs)->ha->added[i] = NULL;
 	}
-	p11p_free(vs->ha->order_path);
-	vs->ha->order_path = NULL;
+	p11p_free(p11p_vhead(vs)->ha->order_path);
+	p11p_vhead(vs)->ha->order_path = NULL;
 }
 
 CK_RV p11p_ha_state_init(struct p11p_state *st)
 {
-	st->ha = p11p_calloc(1, sizeof(*st->ha));
-	if (st->ha == NULL)
+	p11p_sthead(st)->ha = p11p_calloc(1, sizeof(*p11p_sthead(st)->ha));
+	if (p11p_sthead(st)->ha == NULL)
 		return CKR_HOST_MEMORY;
-	for (size_t i = 0; i < st->n_slots; i++) {
-		st->slots[i].ha = p11p_calloc(1, sizeof(*st->slots[i].ha));
-		if (st->slots[i].ha == NULL)
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
+		p11p_vhead(p11p_state_slot(st, i))->ha =
+		    p11p_calloc(1, sizeof(*p11p_vhead(p11p_state_slot(st, i))->ha));
+		if (p11p_vhead(p11p_state_slot(st, i))->ha == NULL)
 			return CKR_HOST_MEMORY; /* the state is freed: p11p_ha_state_free() */
 	}
 	return CKR_OK;
@@ -1094,13 +1097,15 @@ CK_RV p11p_ha_state_init(struct p11p_state *st)
 
 void p11p_ha_state_free(struct p11p_state *st)
 {
-	for (size_t i = 0; st->slots != NULL && i < st->n_slots; i++) {
-		p11p_order_free(&st->slots[i]);
-		p11p_free(st->slots[i].ha);
-		st->slots[i].ha = NULL;
+	struct p11p_vslot *vs;
+
+	for (size_t i = 0; (vs = p11p_state_slot(st, i)) != NULL; i++) {
+		p11p_order_free(vs);
+		p11p_free(p11p_vhead(vs)->ha);
+		p11p_vhead(vs)->ha = NULL;
 	}
-	if (st->ha != NULL)
-		p11p_map_clear(&st->ha->repl_unlocked);
-	p11p_free(st->ha);
-	st->ha = NULL;
+	if (p11p_sthead(st)->ha != NULL)
+		p11p_map_clear(&p11p_sthead(st)->ha->repl_unlocked);
+	p11p_free(p11p_sthead(st)->ha);
+	p11p_sthead(st)->ha = NULL;
 }

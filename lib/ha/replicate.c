@@ -204,13 +204,13 @@ static CK_RV msess_open(struct p11p_state *st, struct p11p_vslot *vs, struct p11
 	ms->be = m->be;
 	ms->index = m->index;
 	snprintf(ms->name, sizeof(ms->name), "%s", m->cfg->name);
-	ms->repl_label = vs->cfg->ha.replication_key;
+	ms->repl_label = p11p_vhead(vs)->cfg->ha.replication_key;
 	/* Replication and catch-up run in probes and key creations: bounded like probes. */
 	p11p_member_probe_ctx(st, vs, m, &ms->ctx);
 	ms->bc = &ms->ctx;
 	p11p_lock();
 	be_slot = m->be_slot;
-	was_logged = vs->logged_in & (1U << m->index);
+	was_logged = p11p_vslot_logged_in_locked(vs, m->index, NULL);
 	p11p_unlock();
 	rv = p11p_be_C_OpenSession(ms->bc, be_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
 	                           &ms->h);
@@ -235,7 +235,7 @@ static void msess_close(struct msess *ms)
 		/* Our session held the only login there: closing it logs the token out. */
 		p11p_lock();
 		if (ms->m->n_sessions == 0)
-			ms->vs->logged_in &= ~(1U << ms->m->index);
+			p11p_vslot_logged_in_clear_locked(ms->vs, ms->m->index);
 		p11p_unlock();
 	}
 	p11p_be_C_CloseSession(ms->bc, ms->h);
@@ -301,15 +301,16 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 		    why, wl,
 		    "no replication key on slot '%s' (ha.replication_key): set ha.replication_key "
 		    "and run `p11proxy replication-key create %s`",
-		    vs != NULL ? vs->label : "SLOT", vs != NULL ? vs->label : "SLOT");
+		    vs != NULL ? p11p_vhead(vs)->label : "SLOT",
+		    vs != NULL ? p11p_vhead(vs)->label : "SLOT");
 		return CKR_FUNCTION_FAILED;
 	}
 	if (vs != NULL) {
 		p11p_lock();
 		gen = ms->m->failures + 1;
-		if (refresh || vs->ha->repl_key_gen[i] != gen)
-			vs->ha->repl_key[i] = 0;
-		*out = vs->ha->repl_key[i];
+		if (refresh || p11p_vhead(vs)->ha->repl_key_gen[i] != gen)
+			p11p_vhead(vs)->ha->repl_key[i] = 0;
+		*out = p11p_vhead(vs)->ha->repl_key[i];
 		p11p_unlock();
 		if (*out != 0)
 			return CKR_OK;
@@ -326,7 +327,7 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 			    why, wl,
 			    "member '%s' has no replication key '%s' (ha.replication_key): run "
 			    "`p11proxy replication-key create %s`",
-			    ms->name, label, vs != NULL ? vs->label : "SLOT");
+			    ms->name, label, vs != NULL ? p11p_vhead(vs)->label : "SLOT");
 		else
 			snprintf(why, wl,
 			         "member '%s' has more than one secret key labelled '%s' "
@@ -336,8 +337,8 @@ static CK_RV repl_key(struct msess *ms, bool refresh, CK_OBJECT_HANDLE *out, cha
 	}
 	if (vs != NULL) {
 		p11p_lock();
-		vs->ha->repl_key[i] = found[0];
-		vs->ha->repl_key_gen[i] = gen;
+		p11p_vhead(vs)->ha->repl_key[i] = found[0];
+		p11p_vhead(vs)->ha->repl_key_gen[i] = gen;
 		p11p_unlock();
 	}
 	*out = found[0];
@@ -648,7 +649,8 @@ static CK_RV wrap(struct msess *src, struct keyinfo *ki, char *why, size_t wl)
 		    "is not trusted (CKA_TRUSTED, C_WrapKey answered %s): make it with "
 		    "`p11proxy replication-key create %s` (it sets CKA_TRUSTED as the security "
 		    "officer)",
-		    src->name, p11p_rv_str(rv), src->vs != NULL ? src->vs->label : "SLOT");
+		    src->name, p11p_rv_str(rv),
+		    src->vs != NULL ? p11p_vhead(src->vs)->label : "SLOT");
 	else if (rv == CKR_KEY_UNEXTRACTABLE || rv == CKR_KEY_NOT_WRAPPABLE)
 		snprintf(why, wl, "the member will not wrap the key: %s", p11p_rv_str(rv));
 	else
@@ -724,16 +726,16 @@ static CK_RV copy_to(struct msess *t, struct keyinfo *ki, CK_OBJECT_HANDLE *out,
 static void slot_busy_begin(struct p11p_vslot *vs)
 {
 	p11p_lock();
-	while (vs->ha->repl_busy)
+	while (p11p_vhead(vs)->ha->repl_busy)
 		p11p_wait_locked(20);
-	vs->ha->repl_busy = true;
+	p11p_vhead(vs)->ha->repl_busy = true;
 	p11p_unlock();
 }
 
 static void slot_busy_end(struct p11p_vslot *vs)
 {
 	p11p_lock();
-	vs->ha->repl_busy = false;
+	p11p_vhead(vs)->ha->repl_busy = false;
 	p11p_broadcast_locked();
 	p11p_unlock();
 }
@@ -745,7 +747,7 @@ static bool stopping(struct p11p_state *st)
 	bool stop;
 
 	p11p_lock();
-	stop = st->ha->probe_stop || st->finalizing;
+	stop = p11p_sthead(st)->ha->probe_stop || p11p_state_finalizing(st);
 	p11p_unlock();
 	return stop;
 }
@@ -766,14 +768,15 @@ static void debt_add(struct p11p_state *st, struct p11p_vslot *vs, const struct 
 	char err[256];
 	CK_RV rv;
 
-	if (idx == NULL || vs->label[0] == '\0') {
+	if (idx == NULL || p11p_vhead(vs)->label[0] == '\0') {
 		p11p_message("slot '%s': member '%s' %s an object; no index to record it in "
 		             "(set state_dir): `p11proxy sync --repair` finds it",
-		             vs->label, m->cfg->name, op == P11P_DEBT_COPY ? "lacks" : "keeps");
+		             p11p_vhead(vs)->label, m->cfg->name,
+		             op == P11P_DEBT_COPY ? "lacks" : "keeps");
 		return;
 	}
 	memset(&d, 0, sizeof(d));
-	snprintf(d.slot, sizeof(d.slot), "%s", vs->label);
+	snprintf(d.slot, sizeof(d.slot), "%s", p11p_vhead(vs)->label);
 	snprintf(d.member, sizeof(d.member), "%s", m->cfg->name);
 	d.op = op;
 	d.cls = cls;
@@ -784,8 +787,9 @@ static void debt_add(struct p11p_state *st, struct p11p_vslot *vs, const struct 
 	rv = p11p_index_debt_add(idx, &d);
 	if (rv != CKR_OK) {
 		p11p_index_last_error(idx, err, sizeof(err));
-		p11p_message("slot '%s': cannot record what member '%s' lacks: %s", vs->label,
-		             m->cfg->name, err[0] != '\0' ? err : p11p_rv_str(rv));
+		p11p_message("slot '%s': cannot record what member '%s' lacks: %s",
+		             p11p_vhead(vs)->label, m->cfg->name,
+		             err[0] != '\0' ? err : p11p_rv_str(rv));
 	}
 }
 
@@ -863,12 +867,12 @@ static void debt_add_attrs(struct p11p_state *st, struct p11p_vslot *vs,
 	char err[256];
 	CK_RV rv;
 
-	if (vs->cfg->ha.replication != P11P_REPL_WRAP)
+	if (p11p_vhead(vs)->cfg->ha.replication != P11P_REPL_WRAP)
 		return; /* the members copy changes themselves, or nothing is copied */
-	if (idx == NULL || vs->label[0] == '\0') {
+	if (idx == NULL || p11p_vhead(vs)->label[0] == '\0') {
 		p11p_message("slot '%s': member '%s' misses a change of an object's attributes; no "
 		             "index to record it in (set state_dir): set them there again",
-		             vs->label, m->cfg->name);
+		             p11p_vhead(vs)->label, m->cfg->name);
 		return;
 	}
 	if (ident->id_len > P11P_INDEX_ID_MAX || ident->label_len > P11P_INDEX_LABEL_MAX)
@@ -876,10 +880,10 @@ static void debt_add_attrs(struct p11p_state *st, struct p11p_vslot *vs,
 	d = p11p_calloc(1, sizeof(*d));
 	if (d == NULL) {
 		p11p_message("slot '%s': cannot record what member '%s' misses: out of memory",
-		             vs->label, m->cfg->name);
+		             p11p_vhead(vs)->label, m->cfg->name);
 		return;
 	}
-	snprintf(d->slot, sizeof(d->slot), "%s", vs->label);
+	snprintf(d->slot, sizeof(d->slot), "%s", p11p_vhead(vs)->label);
 	snprintf(d->member, sizeof(d->member), "%s", m->cfg->name);
 	d->op = P11P_DEBT_ATTRS;
 	d->cls = ident->cls;
@@ -893,14 +897,14 @@ static void debt_add_attrs(struct p11p_state *st, struct p11p_vslot *vs,
 			    "slot '%s': member '%s' misses the change of %s: not recorded "
 			    "(a secret or a value the proxy does not record): set it there "
 			    "again",
-			    vs->label, m->cfg->name, p11p_cka_name(templ[i].type));
+			    p11p_vhead(vs)->label, m->cfg->name, p11p_cka_name(templ[i].type));
 			continue;
 		}
 		if (!p11p_debt_attrs_set(d, templ[i].type, templ[i].pValue, templ[i].ulValueLen)) {
 			p11p_message("slot '%s': member '%s' misses the change of %s: too large to "
 			             "record (%d bytes in all): set it there again",
-			             vs->label, m->cfg->name, p11p_cka_name(templ[i].type),
-			             P11P_DEBT_ATTRS_MAX);
+			             p11p_vhead(vs)->label, m->cfg->name,
+			             p11p_cka_name(templ[i].type), P11P_DEBT_ATTRS_MAX);
 			continue;
 		}
 		kept++;
@@ -910,7 +914,7 @@ static void debt_add_attrs(struct p11p_state *st, struct p11p_vslot *vs,
 		if (rv != CKR_OK) {
 			p11p_index_last_error(idx, err, sizeof(err));
 			p11p_message("slot '%s': cannot record what member '%s' misses: %s",
-			             vs->label, m->cfg->name,
+			             p11p_vhead(vs)->label, m->cfg->name,
 			             err[0] != '\0' ? err : p11p_rv_str(rv));
 		}
 	}
@@ -1085,8 +1089,9 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 	struct keyinfo *ki;
 	size_t n = 0, settled = 0, failed = 0;
 
-	if (idx == NULL || vs->label[0] == '\0' || vs->cfg->ha.replication != P11P_REPL_WRAP ||
-	    p11p_index_debt_list(idx, vs->label, &debts, &n) != CKR_OK || n == 0) {
+	if (idx == NULL || p11p_vhead(vs)->label[0] == '\0' ||
+	    p11p_vhead(vs)->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_index_debt_list(idx, p11p_vhead(vs)->label, &debts, &n) != CKR_OK || n == 0) {
 		p11p_free(debts);
 		return;
 	}
@@ -1115,8 +1120,9 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 			if (d->op != want)
 				continue;
 			p11p_lock();
-			for (size_t j = 0; j < vs->n_members && j < P11P_MAX_MEMBERS; j++) {
-				struct p11p_member *o = &vs->members[j];
+			for (size_t j = 0; j < p11p_vhead(vs)->n_members && j < P11P_MAX_MEMBERS;
+			     j++) {
+				struct p11p_member *o = &p11p_vhead(vs)->members[j];
 				bool up = !o->removed && o->resolved &&
 				          atomic_load(&o->health) == P11P_UP;
 
@@ -1196,7 +1202,7 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 				failed++;
 				p11p_index_debt_failed(idx, d->id);
 				p11p_message("slot '%s': member '%s': %s of %s not settled yet: %s",
-				             vs->label, d->member,
+				             p11p_vhead(vs)->label, d->member,
 				             d->op == P11P_DEBT_COPY      ? "the copy"
 				             : d->op == P11P_DEBT_DESTROY ? "the removal"
 				             : d->op == P11P_DEBT_ATTRS
@@ -1208,8 +1214,8 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 		}
 	}
 	if (settled > 0)
-		p11p_notice("slot '%s': %zu replication debt%s settled, %zu left", vs->label,
-		            settled, settled == 1 ? "" : "s", failed);
+		p11p_notice("slot '%s': %zu replication debt%s settled, %zu left",
+		            p11p_vhead(vs)->label, settled, settled == 1 ? "" : "s", failed);
 	p11p_free(ki);
 	p11p_free(debts);
 }
@@ -1224,9 +1230,10 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 	size_t n = 0, settled = 0, mine = 0;
 	struct msess ms;
 
-	if (idx == NULL || m == NULL || vs->n_members < 2 || vs->label[0] == '\0' ||
-	    vs->cfg->ha.replication != P11P_REPL_WRAP ||
-	    p11p_index_debt_list(idx, vs->label, &debts, &n) != CKR_OK)
+	if (idx == NULL || m == NULL || p11p_vhead(vs)->n_members < 2 ||
+	    p11p_vhead(vs)->label[0] == '\0' ||
+	    p11p_vhead(vs)->cfg->ha.replication != P11P_REPL_WRAP ||
+	    p11p_index_debt_list(idx, p11p_vhead(vs)->label, &debts, &n) != CKR_OK)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (debts[i].op == P11P_DEBT_ATTRS && strcmp(debts[i].member, m->cfg->name) == 0)
@@ -1254,7 +1261,7 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 	msess_close(&ms);
 	if (settled > 0)
 		p11p_notice("slot '%s': member '%s': %zu attribute change%s it missed made now",
-		            vs->label, m->cfg->name, settled, settled == 1 ? "" : "s");
+		            p11p_vhead(vs)->label, m->cfg->name, settled, settled == 1 ? "" : "s");
 	p11p_free(ki);
 	p11p_free(debts);
 	return settled > 0;
@@ -1296,7 +1303,8 @@ static CK_RV list_keys(struct msess *ms, CK_OBJECT_CLASS cls, CK_OBJECT_HANDLE *
 			p11p_message(
 			    "slot '%s': member '%s' holds more than %lu keys of one class; "
 			    "the catch-up looks at the first %lu",
-			    ms->vs->label, ms->m->cfg->name, REPL_MAX_KEYS, REPL_MAX_KEYS);
+			    p11p_vhead(ms->vs)->label, ms->m->cfg->name, REPL_MAX_KEYS,
+			    REPL_MAX_KEYS);
 			break;
 		}
 	}
@@ -1347,8 +1355,8 @@ static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct mses
 			if (r == CKR_OK) {
 				cnt->copied++;
 				p11p_debug(P11P_DBG_OBJECT, "slot '%s': copied %s to member '%s'",
-				           src->vs->label, describe(ki, desc, sizeof(desc)),
-				           dst->m->cfg->name);
+				           p11p_vhead(src->vs)->label,
+				           describe(ki, desc, sizeof(desc)), dst->m->cfg->name);
 				continue;
 			}
 			if (p11p_rv_is_server_error(src->m->be, r) ||
@@ -1358,7 +1366,7 @@ static CK_RV catch_up_from(struct p11p_state *st, struct msess *src, struct mses
 			}
 			cnt->failed++;
 			p11p_message("slot '%s': catch-up of member '%s': %s not copied: %s",
-			             src->vs->label, dst->m->cfg->name,
+			             p11p_vhead(src->vs)->label, dst->m->cfg->name,
 			             describe(ki, desc, sizeof(desc)),
 			             why[0] != '\0' ? why : p11p_rv_str(r));
 		}
@@ -1382,47 +1390,47 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 	CK_RV rv;
 
 	p11p_lock();
-	login = vs->login;
+	login = p11p_vslot_login_locked(vs);
 	up = atomic_load(&m->health) == P11P_UP && !m->removed;
-	n_members = vs->n_members;
+	n_members = p11p_vhead(vs)->n_members;
 	for (size_t i = 0; i < n_members && i < P11P_MAX_MEMBERS; i++) {
-		struct p11p_member *o = &vs->members[i];
+		struct p11p_member *o = &p11p_vhead(vs)->members[i];
 
 		if (o != m && !o->removed && o->resolved && atomic_load(&o->health) == P11P_UP)
 			sources[n_src++] = o;
 	}
 	/* Private and secret keys are seen only when logged in: wait for the application. */
 	if (login != CKU_USER && up && n_src > 0)
-		vs->ha->repl_pending |= 1U << m->index;
+		p11p_vhead(vs)->ha->repl_pending |= 1U << m->index;
 	else
-		vs->ha->repl_pending &= ~(1U << m->index);
+		p11p_vhead(vs)->ha->repl_pending &= ~(1U << m->index);
 	p11p_unlock();
 	if (!up || n_src == 0)
 		return;
 	if (login != CKU_USER) {
 		p11p_debug(P11P_DBG_OBJECT,
 		           "slot '%s': member '%s' catches up once the application logs in",
-		           vs->label, m->cfg->name);
+		           p11p_vhead(vs)->label, m->cfg->name);
 		return;
 	}
-	if (vs->cfg->ha.replication != P11P_REPL_WRAP) {
+	if (p11p_vhead(vs)->cfg->ha.replication != P11P_REPL_WRAP) {
 		p11p_debug(P11P_DBG_OBJECT, "slot '%s': member '%s': no catch-up (ha.replication)",
-		           vs->label, m->cfg->name);
+		           p11p_vhead(vs)->label, m->cfg->name);
 		return;
 	}
 	/* What was recorded first: removals before copies, so nothing comes back. */
 	settle_debts(st, vs);
-	if (vs->cfg->ha.replication_key == NULL) {
+	if (p11p_vhead(vs)->cfg->ha.replication_key == NULL) {
 		/* A slot without a replication key does not replicate: nothing to say. */
 		p11p_debug(P11P_DBG_OBJECT,
-		           "slot '%s': member '%s': no catch-up (no replication key)", vs->label,
-		           m->cfg->name);
+		           "slot '%s': member '%s': no catch-up (no replication key)",
+		           p11p_vhead(vs)->label, m->cfg->name);
 		return;
 	}
 	rv = msess_open(st, vs, m, &dst);
 	if (rv != CKR_OK) {
 		p11p_message("slot '%s': catch-up of member '%s': cannot open a session: %s",
-		             vs->label, m->cfg->name, p11p_rv_str(rv));
+		             p11p_vhead(vs)->label, m->cfg->name, p11p_rv_str(rv));
 		if (p11p_rv_is_server_error(m->be, rv))
 			p11p_member_confirm(st, vs, m, rv);
 		return;
@@ -1447,7 +1455,8 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 			complete = false;
 			p11p_message(
 			    "slot '%s': catch-up of member '%s' from member '%s' stopped: %s",
-			    vs->label, m->cfg->name, sources[i]->cfg->name, p11p_rv_str(rv));
+			    p11p_vhead(vs)->label, m->cfg->name, sources[i]->cfg->name,
+			    p11p_rv_str(rv));
 			if (p11p_rv_is_server_error(m->be, rv) &&
 			    !p11p_member_confirm(st, vs, m, rv))
 				break;
@@ -1460,13 +1469,13 @@ static void catch_up_busy(struct p11p_state *st, struct p11p_vslot *vs, struct p
 		/* Interrupted (a source failed): the rest at the slot's next key creation. */
 		p11p_lock();
 		if (atomic_load(&m->health) == P11P_UP)
-			vs->ha->repl_pending |= 1U << m->index;
+			p11p_vhead(vs)->ha->repl_pending |= 1U << m->index;
 		p11p_unlock();
 	}
 	if (cnt.copied > 0 || cnt.failed > 0 || !complete)
 		p11p_message(
 		    "slot '%s': member '%s' caught up%s: %lu key%s copied, %lu could not be",
-		    vs->label, m->cfg->name, complete ? "" : " in part", cnt.copied,
+		    p11p_vhead(vs)->label, m->cfg->name, complete ? "" : " in part", cnt.copied,
 		    cnt.copied == 1 ? "" : "s", cnt.failed);
 }
 
@@ -1478,14 +1487,15 @@ void p11p_repl_poll(struct p11p_state *st)
 	if (now < atomic_load(&next_ms))
 		return;
 	atomic_store(&next_ms, now + REPL_DEBT_POLL_MS);
-	for (size_t i = 0; i < st->n_slots && !stopping(st); i++) {
-		struct p11p_vslot *vs = &st->slots[i];
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots && !stopping(st); i++) {
+		struct p11p_vslot *vs = p11p_state_slot(st, i);
 		bool due;
 
-		if (vs->n_members < 2 || vs->cfg->ha.replication != P11P_REPL_WRAP)
+		if (p11p_vhead(vs)->n_members < 2 ||
+		    p11p_vhead(vs)->cfg->ha.replication != P11P_REPL_WRAP)
 			continue;
 		p11p_lock();
-		due = vs->login == CKU_USER && !vs->ha->repl_busy;
+		due = p11p_vslot_login_locked(vs) == CKU_USER && !p11p_vhead(vs)->ha->repl_busy;
 		p11p_unlock();
 		if (!due)
 			continue;
@@ -1497,7 +1507,7 @@ void p11p_repl_poll(struct p11p_state *st)
 
 void p11p_repl_catch_up(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m)
 {
-	if (vs->n_members < 2)
+	if (p11p_vhead(vs)->n_members < 2)
 		return;
 	slot_busy_begin(vs);
 	catch_up_busy(st, vs, m);
@@ -1512,14 +1522,14 @@ static void catch_up_pending(struct p11p_state *st, struct p11p_vslot *vs)
 	bool user;
 
 	p11p_lock();
-	user = vs->login == CKU_USER;
-	pending = user ? vs->ha->repl_pending : 0;
+	user = p11p_vslot_login_locked(vs) == CKU_USER;
+	pending = user ? p11p_vhead(vs)->ha->repl_pending : 0;
 	p11p_unlock();
 	if (user && pending == 0)
 		settle_debts(st, vs);
 	for (size_t i = 0; pending != 0 && i < P11P_MAX_MEMBERS; i++) {
 		if (pending & (1U << i))
-			catch_up_busy(st, vs, &vs->members[i]);
+			catch_up_busy(st, vs, &p11p_vhead(vs)->members[i]);
 	}
 }
 
@@ -1633,14 +1643,14 @@ static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *
 	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
 	struct p11p_member *ms[P11P_MAX_MEMBERS];
 	bool seen[P11P_MAX_MEMBERS][2];
-	unsigned long long deadline = p11p_now_ms() + vs->cfg->ha.replication_wait_ms;
+	unsigned long long deadline = p11p_now_ms() + p11p_vhead(vs)->cfg->ha.replication_wait_ms;
 	size_t n_m = 0, missing;
 	char desc[160];
 
 	memset(seen, 0, sizeof(seen));
 	p11p_lock();
-	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++) {
-		struct p11p_member *m = &vs->members[i];
+	for (size_t i = 0; i < p11p_vhead(vs)->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &p11p_vhead(vs)->members[i];
 
 		if (m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
 			ms[n_m++] = m;
@@ -1687,8 +1697,8 @@ static void vendor_wait(struct p11p_call *c, struct msess *src, struct keyinfo *
 				    "slot '%s': new %s did not appear on member '%s' within "
 				    "%lu ms (ha.replication: vendor; raise ha.replication_wait, "
 				    "or check the members' own replication)",
-				    vs->label, describe(&ki[k], desc, sizeof(desc)),
-				    ms[i]->cfg->name, vs->cfg->ha.replication_wait_ms);
+				    p11p_vhead(vs)->label, describe(&ki[k], desc, sizeof(desc)),
+				    ms[i]->cfg->name, p11p_vhead(vs)->cfg->ha.replication_wait_ms);
 		}
 	}
 	(void)src;
@@ -1717,7 +1727,8 @@ static void lock_originals(struct p11p_call *c, struct msess *src, struct keyinf
 			    "slot '%s': new %s is not on every member yet; it stays "
 			    "extractable under trusted keys only (CKA_WRAP_WITH_TRUSTED) until "
 			    "`p11proxy sync --repair %s` has copied it",
-			    vs->label, describe(&ki[k], desc, sizeof(desc)), vs->label);
+			    p11p_vhead(vs)->label, describe(&ki[k], desc, sizeof(desc)),
+			    p11p_vhead(vs)->label);
 			/* The lock is owed: an UPDATE debt, settled once every member holds it. */
 			debt_add_ki(c->st, vs, c->m, P11P_DEBT_UPDATE, &ki[k]);
 			continue;
@@ -1726,8 +1737,8 @@ static void lock_originals(struct p11p_call *c, struct msess *src, struct keyinf
 		if (rv != CKR_OK)
 			p11p_message("slot '%s': new %s on member '%s' could not be made "
 			             "non-extractable: %s",
-			             vs->label, describe(&ki[k], desc, sizeof(desc)), src->name,
-			             p11p_rv_str(rv));
+			             p11p_vhead(vs)->label, describe(&ki[k], desc, sizeof(desc)),
+			             src->name, p11p_rv_str(rv));
 	}
 }
 
@@ -1740,8 +1751,8 @@ static void record_missing(struct p11p_call *c, const struct keyinfo *ki, size_t
 	size_t n_lack = 0;
 
 	p11p_lock();
-	for (size_t i = 0; i < vs->n_members && i < P11P_MAX_MEMBERS; i++) {
-		struct p11p_member *m = &vs->members[i];
+	for (size_t i = 0; i < p11p_vhead(vs)->n_members && i < P11P_MAX_MEMBERS; i++) {
+		struct p11p_member *m = &p11p_vhead(vs)->members[i];
 		bool holds = m == c->m;
 
 		for (size_t j = 0; j < n_tg && !holds; j++)
@@ -1759,7 +1770,7 @@ static void record_missing(struct p11p_call *c, const struct keyinfo *ki, size_t
 CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t n)
 {
 	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
-	const struct p11p_ha_cfg *ha = &vs->cfg->ha;
+	const struct p11p_ha_cfg *ha = &p11p_vhead(vs)->cfg->ha;
 	struct p11p_member *pm = c->m;
 	struct keyinfo *ki = NULL, *lead = NULL;
 	struct target *tg = NULL;
@@ -1770,13 +1781,13 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	CK_RV rv = CKR_OK;
 
 	c->new_key_holders = 1u << pm->index;
-	if (vs->n_members < 2 || n == 0 || n > 2 || !any_token_key(c, bh, n))
+	if (p11p_vhead(vs)->n_members < 2 || n == 0 || n > 2 || !any_token_key(c, bh, n))
 		return CKR_OK;
 	if (ha->replication == P11P_REPL_NONE) {
 		p11p_debug(P11P_DBG_OBJECT,
 		           "slot '%s': new token object stays on member '%s' only "
 		           "(ha.replication: none)",
-		           vs->label, pm->cfg->name);
+		           p11p_vhead(vs)->label, pm->cfg->name);
 		return CKR_OK;
 	}
 	ki = p11p_calloc(n, sizeof(*ki));
@@ -1829,9 +1840,9 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 		goto out;
 	}
 	p11p_lock();
-	n_members = vs->n_members;
+	n_members = p11p_vhead(vs)->n_members;
 	for (size_t i = 0; i < n_members && i < P11P_MAX_MEMBERS; i++) {
-		struct p11p_member *m = &vs->members[i];
+		struct p11p_member *m = &p11p_vhead(vs)->members[i];
 
 		n_all += m != pm && !m->removed;
 		if (m != pm && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP)
@@ -1849,14 +1860,15 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 	if (holders >= needed) {
 		/* holders counts the member the key was made on. */
 		if (holders > 1)
-			p11p_notice("slot '%s': new %s copied to %zu other member%s", vs->label,
-			            desc, holders - 1, holders == 2 ? "" : "s");
+			p11p_notice("slot '%s': new %s copied to %zu other member%s",
+			            p11p_vhead(vs)->label, desc, holders - 1,
+			            holders == 2 ? "" : "s");
 		for (size_t i = 0; i < n_tg; i++) {
 			if (!tg[i].ok && !tg[i].down)
 				p11p_message("slot '%s': %s is not on member '%s' (quorum of %zu "
 				             "reached): %s",
-				             vs->label, desc, tg[i].m->cfg->name, needed,
-				             tg[i].why);
+				             p11p_vhead(vs)->label, desc, tg[i].m->cfg->name,
+				             needed, tg[i].why);
 		}
 		lock_originals(c, &src, ki, n, holders == n_all);
 		if (holders < n_all)
@@ -1877,14 +1889,15 @@ CK_RV p11p_repl_new_keys(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, size_t
 refuse:
 	if (ha->single_member_keys && rv != CKR_HOST_MEMORY) {
 		p11p_message("slot '%s': %s is on %zu member%s only (single_member_keys): %s",
-		             vs->label, desc, holders, holders == 1 ? "" : "s", why);
+		             p11p_vhead(vs)->label, desc, holders, holders == 1 ? "" : "s", why);
 		lock_originals(c, &src, ki, ki != NULL ? n : 0, false);
 		if (ki != NULL)
 			record_missing(c, ki, n, tg, n_tg);
 		rv = CKR_OK;
 		goto out;
 	}
-	p11p_message("slot '%s': new %s refused and destroyed: %s", vs->label, desc, why);
+	p11p_message("slot '%s': new %s refused and destroyed: %s", p11p_vhead(vs)->label, desc,
+	             why);
 	for (size_t i = 0; i < n_tg; i++)
 		target_undo(c->st, vs, &tg[i], ki, n);
 	for (size_t k = 0; k < n; k++) {
@@ -1925,8 +1938,8 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 
 	if (ident->cls == CKO_DATA)
 		t[1] = t[2]; /* no CKA_ID */
-	for (size_t i = 0; i < vs->n_members; i++) {
-		struct p11p_member *m = &vs->members[i];
+	for (size_t i = 0; i < p11p_vhead(vs)->n_members; i++) {
+		struct p11p_member *m = &p11p_vhead(vs)->members[i];
 		CK_OBJECT_HANDLE found[2];
 		CK_ULONG n = 0;
 		struct msess ms;
@@ -1957,13 +1970,13 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 			else if (rv != CKR_OK && !p11p_rv_is_server_error(m->be, rv))
 				p11p_message("slot '%s': the copy on member '%s' of a changed "
 				             "object keeps its old attributes: %s",
-				             vs->label, ms.name, p11p_rv_str(rv));
+				             p11p_vhead(vs)->label, ms.name, p11p_rv_str(rv));
 			else if (rv != CKR_OK)
 				debt_add_attrs(c->st, vs, m, ident, templ, count);
 			if (rv != CKR_OK && templ == NULL)
 				p11p_message("slot '%s': the copy on member '%s' of a destroyed "
 				             "object stays: %s",
-				             vs->label, ms.name, p11p_rv_str(rv));
+				             p11p_vhead(vs)->label, ms.name, p11p_rv_str(rv));
 		} else if (templ != NULL && (rv != CKR_OK || n == 0)) {
 			/* Not there (yet: a copy owed) or not reachable: when it is. */
 			debt_add_attrs(c->st, vs, m, ident, templ, count);

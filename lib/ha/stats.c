@@ -457,8 +457,8 @@ void p11p_stats_start(struct p11p_state *st)
 	w.last_len = 0;
 	w.wrote = false;
 	atomic_flag_clear(&w.busy);
-	if (st->cfg->state_dir == NULL ||
-	    snprintf(w.state_dir, sizeof(w.state_dir), "%s", st->cfg->state_dir) >=
+	if (p11p_sthead(st)->cfg->state_dir == NULL ||
+	    snprintf(w.state_dir, sizeof(w.state_dir), "%s", p11p_sthead(st)->cfg->state_dir) >=
 	        (int)sizeof(w.state_dir) ||
 	    p11p_stats_dir(w.state_dir, w.dir, sizeof(w.dir)) != 0 ||
 	    p11p_stats_path(w.state_dir, pid, w.path, sizeof(w.path)) != 0)
@@ -478,9 +478,10 @@ void p11p_stats_start(struct p11p_state *st)
 /* The counts, copied under the global lock (the backends' without it). */
 static void snapshot(struct p11p_state *st, struct p11p_stats *s)
 {
+	struct p11p_backend *be;
+
 	s->n_backends = 0;
-	for (size_t i = 0; i < st->n_backends && i < P11P_MAX_BACKENDS; i++) {
-		struct p11p_backend *be = &st->backends[i];
+	for (size_t i = 0; i < P11P_MAX_BACKENDS && (be = p11p_state_backend(st, i)) != NULL; i++) {
 		struct p11p_stats_backend *b = &s->backends[s->n_backends++];
 
 		snprintf(b->name, sizeof(b->name), "%s", be->cfg != NULL ? be->cfg->name : "?");
@@ -491,17 +492,19 @@ static void snapshot(struct p11p_state *st, struct p11p_stats *s)
 	}
 	s->n_members = 0;
 	p11p_lock();
-	for (size_t i = 0; i < st->n_slots; i++) {
-		struct p11p_vslot *vs = &st->slots[i];
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
+		struct p11p_vslot *vs = p11p_state_slot(st, i);
 
-		for (size_t j = 0; j < vs->n_members && s->n_members < P11P_STATS_MAX_MEMBERS;
-		     j++) {
-			struct p11p_member *m = &vs->members[j];
+		for (size_t j = 0;
+		     j < p11p_vhead(vs)->n_members && s->n_members < P11P_STATS_MAX_MEMBERS; j++) {
+			struct p11p_member *m = &p11p_vhead(vs)->members[j];
 			struct p11p_stats_member *e = &s->members[s->n_members++];
 			int h = atomic_load(&m->health);
 
-			if (vs->cfg->label != NULL && vs->cfg->label[0] != '\0')
-				snprintf(e->slot, sizeof(e->slot), "%s", vs->cfg->label);
+			if (p11p_vhead(vs)->cfg->label != NULL &&
+			    p11p_vhead(vs)->cfg->label[0] != '\0')
+				snprintf(e->slot, sizeof(e->slot), "%s",
+				         p11p_vhead(vs)->cfg->label);
 			else
 				snprintf(e->slot, sizeof(e->slot), "#%zu", i);
 			snprintf(e->name, sizeof(e->name), "%s", m->cfg->name);

@@ -22,7 +22,7 @@ static void scan_cb(void *value, void *arg)
 	struct p11p_session_head *sh = p11p_shead(s);
 	struct scan *sc = arg;
 	unsigned long long started = p11p_session_call_started_locked(s);
-	unsigned long timeout = sh->slot->cfg->ha.call_timeout_ms;
+	unsigned long timeout = p11p_vhead(sh->slot)->cfg->ha.call_timeout_ms;
 	struct p11p_member *m;
 
 	if (timeout == 0 || started == 0)
@@ -33,13 +33,14 @@ static void scan_cb(void *value, void *arg)
 		return;
 	}
 	/* sh->member is read without the session's lock: at worst a stale index, checked here. */
-	m = &sh->slot->members[sh->member < sh->slot->n_members ? sh->member : 0];
+	m = &p11p_vhead(sh->slot)
+	         ->members[sh->member < p11p_vhead(sh->slot)->n_members ? sh->member : 0];
 	/* Counted once; the member is not promoted back while the call is in flight. */
 	p11p_session_call_hung_locked(s, m);
 	if (atomic_load(&m->health) == P11P_DOWN)
 		return;
 	p11p_message("slot '%s': a call on member '%s' has run for %llu ms (call_timeout %lu ms)",
-	             sh->slot->label, m->cfg->name, sc->now - started, timeout);
+	             p11p_vhead(sh->slot)->label, m->cfg->name, sc->now - started, timeout);
 	p11p_member_down_locked(sc->st, sh->slot, m, CKR_DEVICE_ERROR);
 }
 
@@ -47,7 +48,7 @@ unsigned long long p11p_watchdog_scan_locked(struct p11p_state *st)
 {
 	struct scan sc = {.st = st, .now = p11p_now_ms()};
 
-	sc.next = sc.now + st->watch_ms;
+	sc.next = sc.now + p11p_state_watch_ms(st);
 	p11p_sessions_each_locked(st, scan_cb, &sc);
 	return sc.next > sc.now ? sc.next - sc.now : 1;
 }

@@ -199,7 +199,7 @@ static void free_check_cb(void *value, void *arg)
 
 static void slot_local_free(struct p11p_vslot *vs)
 {
-	struct p11p_local_slot *ls = vs->local;
+	struct p11p_local_slot *ls = p11p_vhead(vs)->local;
 
 	if (ls == NULL)
 		return;
@@ -207,30 +207,32 @@ static void slot_local_free(struct p11p_vslot *vs)
 	p11p_free(ls->frags);
 	p11p_fragments_free(ls->set);
 	p11p_free(ls);
-	vs->local = NULL;
+	p11p_vhead(vs)->local = NULL;
 }
 
 void p11p_local_state_free(struct p11p_state *st)
 {
-	for (size_t i = 0; i < st->n_slots; i++)
-		slot_local_free(&st->slots[i]);
-	if (st->local == NULL)
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++)
+		slot_local_free(p11p_state_slot(st, i));
+	if (p11p_sthead(st)->local == NULL)
 		return;
-	p11p_map_each(&st->local->objects, free_obj_cb, NULL);
-	p11p_map_clear(&st->local->objects);
-	p11p_map_each(&st->local->checks, free_check_cb, NULL);
-	p11p_map_clear(&st->local->checks);
-	p11p_map_clear(&st->local->by_vid);
-	p11p_free(st->local);
-	st->local = NULL;
+	p11p_map_each(&p11p_sthead(st)->local->objects, free_obj_cb, NULL);
+	p11p_map_clear(&p11p_sthead(st)->local->objects);
+	p11p_map_each(&p11p_sthead(st)->local->checks, free_check_cb, NULL);
+	p11p_map_clear(&p11p_sthead(st)->local->checks);
+	p11p_map_clear(&p11p_sthead(st)->local->by_vid);
+	p11p_free(p11p_sthead(st)->local);
+	p11p_sthead(st)->local = NULL;
 }
 
 static CK_RV obj_insert_locked(struct p11p_state *st, struct lobj *o)
 {
-	o->handle = p11p_next_handle_locked(&st->local->next, P11P_LOCAL_BASE, &st->local->objects);
+	o->handle = p11p_next_handle_locked(&p11p_sthead(st)->local->next, P11P_LOCAL_BASE,
+	                                    &p11p_sthead(st)->local->objects);
 	if (o->handle == CK_INVALID_HANDLE)
 		return CKR_HOST_MEMORY;
-	return p11p_map_put(&st->local->objects, 0, o->handle, o) < 0 ? CKR_HOST_MEMORY : CKR_OK;
+	return p11p_map_put(&p11p_sthead(st)->local->objects, 0, o->handle, o) < 0 ? CKR_HOST_MEMORY
+	                                                                           : CKR_OK;
 }
 
 /* The object behind h on c's slot (global lock held), or NULL. */
@@ -238,9 +240,9 @@ static struct lobj *obj_get_locked(struct p11p_call *c, CK_OBJECT_HANDLE h)
 {
 	struct lobj *o;
 
-	if (c->st->local == NULL)
+	if (p11p_sthead(c->st)->local == NULL)
 		return NULL;
-	o = p11p_map_get(&c->st->local->objects, 0, h);
+	o = p11p_map_get(&p11p_sthead(c->st)->local->objects, 0, h);
 	return o != NULL && o->slot == p11p_shead(c->s)->slot ? o : NULL;
 }
 
@@ -250,7 +252,7 @@ static void sw_refresh(struct p11p_state *st);
 void p11p_local_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 {
 	/* Every session close asks: usually there is no local object at all. */
-	if (st->local != NULL && st->local->objects.count != 0)
+	if (p11p_sthead(st)->local != NULL && p11p_sthead(st)->local->objects.count != 0)
 		drop_owned_locked(st, s);
 }
 
@@ -262,15 +264,15 @@ static void drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
 	/* Collect, then remove: the map must not change while it is walked. */
 	do {
 		n = 0;
-		for (size_t i = 0; i < st->local->objects.cap && n < 64; i++) {
-			struct lobj *o = st->local->objects.slots[i].value;
+		for (size_t i = 0; i < p11p_sthead(st)->local->objects.cap && n < 64; i++) {
+			struct lobj *o = p11p_sthead(st)->local->objects.slots[i].value;
 
 			if (o != NULL && o->owner != 0 && o->owner == p11p_shead(s)->handle &&
 			    o->slot == p11p_shead(s)->slot)
 				gone[n++] = o;
 		}
 		for (size_t i = 0; i < n; i++) {
-			p11p_map_remove(&st->local->objects, 0, gone[i]->handle);
+			p11p_map_remove(&p11p_sthead(st)->local->objects, 0, gone[i]->handle);
 			lobj_free(gone[i]);
 		}
 	} while (n == 64);
@@ -333,7 +335,7 @@ static CK_RV check_record(struct p11p_vslot *vs, struct lcheck *ck, size_t m,
 	bool report = false;
 
 	p11p_lock();
-	for (size_t i = 0; i < vs->n_members; i++) {
+	for (size_t i = 0; i < p11p_vhead(vs)->n_members; i++) {
 		if (i != m && (ck->known & (1u << i)) && memcmp(ck->v[i], v, CHECK_LEN) != 0) {
 			other = i;
 			if (!ck->bad)
@@ -353,7 +355,8 @@ static CK_RV check_record(struct p11p_vslot *vs, struct lcheck *ck, size_t m,
 		    "slot '%s': %s: the HSM keys of members '%s' and '%s' differ (check "
 		    "values disagree); refused until they are made equal and the module is "
 		    "initialized again",
-		    vs->label, what, vs->members[other].cfg->name, vs->members[m].cfg->name);
+		    p11p_vhead(vs)->label, what, p11p_vhead(vs)->members[other].cfg->name,
+		    p11p_vhead(vs)->members[m].cfg->name);
 	return rv;
 }
 
@@ -490,8 +493,9 @@ static CK_RV frag_derive_on(struct p11p_vslot *vs, struct lfrag *lf, size_t m,
 static void frag_key_missing(struct p11p_vslot *vs, struct lfrag *lf, size_t m, CK_RV rv)
 {
 	p11p_message("slot '%s': fragment '%s': %s HSM secret key labelled '%s' on member '%s'",
-	             vs->label, lf->f->name, rv == CKR_KEY_NOT_NEEDED ? "more than one" : "no",
-	             lf->f->hsm_key_label, vs->members[m].cfg->name);
+	             p11p_vhead(vs)->label, lf->f->name,
+	             rv == CKR_KEY_NOT_NEEDED ? "more than one" : "no", lf->f->hsm_key_label,
+	             p11p_vhead(vs)->members[m].cfg->name);
 }
 
 /*
@@ -521,7 +525,7 @@ static CK_RV frag_key(struct p11p_call *c, struct lfrag *lf, CK_OBJECT_HANDLE h,
 		bool logged_in;
 
 		p11p_lock();
-		logged_in = vs->login != P11P_NO_USER;
+		logged_in = p11p_vslot_login_locked(vs) != P11P_NO_USER;
 		p11p_unlock();
 		if (!logged_in && rv == CKR_KEY_HANDLE_INVALID)
 			return CKR_USER_NOT_LOGGED_IN; /* the HSM key may be private */
@@ -560,19 +564,20 @@ static CK_RV slot_local_init(struct p11p_state *st, struct p11p_vslot *vs)
 
 	if (ls == NULL)
 		return CKR_HOST_MEMORY;
-	vs->local = ls;
+	p11p_vhead(vs)->local = ls;
 	atomic_init(&ls->health_reported, false);
-	ls->rng_public = vs->cfg->entropy.source != P11P_ENTROPY_PASSTHROUGH;
+	ls->rng_public = p11p_vhead(vs)->cfg->entropy.source != P11P_ENTROPY_PASSTHROUGH;
 	rv = p11p_local_rng_new(vs, &ls->rng);
 	if (rv != CKR_OK) {
-		p11p_message("slot '%s': cannot set up the random generator", vs->label);
+		p11p_message("slot '%s': cannot set up the random generator",
+		             p11p_vhead(vs)->label);
 		return rv;
 	}
-	if (vs->cfg->fragments == NULL)
+	if (p11p_vhead(vs)->cfg->fragments == NULL)
 		return CKR_OK;
-	ls->set = p11p_fragments_load(vs->cfg->fragments, err, sizeof(err));
+	ls->set = p11p_fragments_load(p11p_vhead(vs)->cfg->fragments, err, sizeof(err));
 	if (ls->set == NULL) {
-		p11p_message("slot '%s': fragments: %s", vs->label, err);
+		p11p_message("slot '%s': fragments: %s", p11p_vhead(vs)->label, err);
 		return CKR_GENERAL_ERROR;
 	}
 	ls->frags = p11p_calloc(ls->set->n ? ls->set->n : 1, sizeof(*ls->frags));
@@ -607,15 +612,15 @@ static CK_RV slot_local_init(struct p11p_state *st, struct p11p_vslot *vs)
 /* hsm_wrapped keys derived at C_Initialize where a member PIN allows it. */
 static void slot_preload(struct p11p_state *st, struct p11p_vslot *vs)
 {
-	struct p11p_local_slot *ls = vs->local;
+	struct p11p_local_slot *ls = p11p_vhead(vs)->local;
 
 	for (size_t i = 0; i < ls->n_frags; i++) {
 		struct lfrag *lf = &ls->frags[i];
 
 		if (lf->f->type != P11P_FRAGMENT_HSM_WRAPPED)
 			continue;
-		for (size_t mi = 0; mi < vs->n_members; mi++) {
-			struct p11p_member *m = &vs->members[mi];
+		for (size_t mi = 0; mi < p11p_vhead(vs)->n_members; mi++) {
+			struct p11p_member *m = &p11p_vhead(vs)->members[mi];
 			const struct p11p_secret *pin = m->cfg->pin;
 			const struct p11p_bctx *bc;
 			struct p11p_swkey *sw = NULL;
@@ -640,7 +645,7 @@ static void slot_preload(struct p11p_state *st, struct p11p_vslot *vs)
 			p11p_be_C_CloseSession(bc, bs);
 			if (rv != CKR_OK)
 				continue;
-			o = p11p_map_get(&st->local->objects, 0, lf->handle);
+			o = p11p_map_get(&p11p_sthead(st)->local->objects, 0, lf->handle);
 			if (o != NULL && o->key == NULL)
 				o->key = lkey_new(sw); /* frees sw when it fails */
 			else
@@ -653,19 +658,20 @@ CK_RV p11p_local_state_init(struct p11p_state *st)
 {
 	CK_RV rv;
 
-	st->local = p11p_calloc(1, sizeof(*st->local));
-	if (st->local == NULL)
+	p11p_sthead(st)->local = p11p_calloc(1, sizeof(*p11p_sthead(st)->local));
+	if (p11p_sthead(st)->local == NULL)
 		return CKR_HOST_MEMORY;
-	st->local->next = 1; /* handles are P11P_LOCAL_BASE + 1 .. + P11P_HANDLE_SPAN */
-	for (size_t i = 0; i < st->n_slots; i++) {
-		rv = slot_local_init(st, &st->slots[i]);
+	p11p_sthead(st)->local->next =
+	    1; /* handles are P11P_LOCAL_BASE + 1 .. + P11P_HANDLE_SPAN */
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
+		rv = slot_local_init(st, p11p_state_slot(st, i));
 		if (rv != CKR_OK)
 			return rv; /* the caller frees the state */
 	}
 	/* Not shared yet: backend calls without the global lock are fine. */
-	for (size_t i = 0; i < st->n_slots; i++)
-		if (st->slots[i].local->n_frags > 0)
-			slot_preload(st, &st->slots[i]);
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++)
+		if (p11p_vhead(p11p_state_slot(st, i))->local->n_frags > 0)
+			slot_preload(st, p11p_state_slot(st, i));
 	sw_refresh(st);
 	return CKR_OK;
 }
@@ -875,15 +881,15 @@ static unsigned kind_perm(unsigned flag)
 /* Removes a software key's object (global lock held); operations keep their reference. */
 static void sw_forget_locked(struct p11p_state *st, struct lobj *o)
 {
-	p11p_map_remove(&st->local->objects, 0, o->handle);
-	p11p_map_remove(&st->local->by_vid, o->slot->id, o->vid);
+	p11p_map_remove(&p11p_sthead(st)->local->objects, 0, o->handle);
+	p11p_map_remove(&p11p_sthead(st)->local->by_vid, p11p_vhead(o->slot)->id, o->vid);
 	lobj_free(o);
 }
 
 /* Drops (wipes) o's clear key when cache_ttl or cache_idle says so. Global lock held. */
 static void sw_evict_locked(struct lobj *o, unsigned long long now)
 {
-	const struct p11p_swkeys_cfg *sk = &o->slot->cfg->swkeys;
+	const struct p11p_swkeys_cfg *sk = &p11p_vhead(o->slot)->cfg->swkeys;
 
 	if (o->vid == 0 || o->key == NULL)
 		return;
@@ -891,22 +897,23 @@ static void sw_evict_locked(struct lobj *o, unsigned long long now)
 		lkey_unref(o->key);
 		o->key = NULL;
 		p11p_debug(P11P_DBG_OBJECT, "slot '%s': software key %016llx evicted",
-		           o->slot->label, (unsigned long long)o->vid);
+		           p11p_vhead(o->slot)->label, (unsigned long long)o->vid);
 	}
 }
 
 /* At most once a second: every software key past its time is evicted. */
 static void sw_sweep(struct p11p_state *st)
 {
-	unsigned long long now = p11p_now_ms(), last = atomic_load_explicit(&st->local->sw_sweep_ms,
-	                                                                    memory_order_relaxed);
+	unsigned long long now = p11p_now_ms(),
+	                   last = atomic_load_explicit(&p11p_sthead(st)->local->sw_sweep_ms,
+	                                               memory_order_relaxed);
 
 	if (now - last < 1000 ||
-	    !atomic_compare_exchange_strong(&st->local->sw_sweep_ms, &last, now))
+	    !atomic_compare_exchange_strong(&p11p_sthead(st)->local->sw_sweep_ms, &last, now))
 		return;
 	p11p_lock();
-	for (size_t i = 0; i < st->local->objects.cap; i++) {
-		struct lobj *o = st->local->objects.slots[i].value;
+	for (size_t i = 0; i < p11p_sthead(st)->local->objects.cap; i++) {
+		struct lobj *o = p11p_sthead(st)->local->objects.slots[i].value;
 
 		if (o != NULL)
 			sw_evict_locked(o, now);
@@ -917,7 +924,7 @@ static void sw_sweep(struct p11p_state *st)
 /* When o's clear key is due for eviction (0: it holds none). Global lock held. */
 static unsigned long long sw_due_locked(const struct lobj *o)
 {
-	const struct p11p_swkeys_cfg *sk = &o->slot->cfg->swkeys;
+	const struct p11p_swkeys_cfg *sk = &p11p_vhead(o->slot)->cfg->swkeys;
 	unsigned long long ttl = o->loaded_ms + sk->cache_ttl_ms,
 	                   idle = o->used_ms + sk->cache_idle_ms;
 
@@ -935,11 +942,11 @@ unsigned long long p11p_local_poll(struct p11p_state *st)
 {
 	unsigned long long now = p11p_now_ms(), next = ~0ULL;
 
-	if (st == NULL || st->local == NULL)
+	if (st == NULL || p11p_sthead(st)->local == NULL)
 		return next;
 	p11p_lock();
-	for (size_t i = 0; i < st->local->objects.cap; i++) {
-		struct lobj *o = st->local->objects.slots[i].value;
+	for (size_t i = 0; i < p11p_sthead(st)->local->objects.cap; i++) {
+		struct lobj *o = p11p_sthead(st)->local->objects.slots[i].value;
 		unsigned long long due;
 
 		if (o == NULL)
@@ -950,7 +957,7 @@ unsigned long long p11p_local_poll(struct p11p_state *st)
 			next = due;
 	}
 	p11p_unlock();
-	atomic_store_explicit(&st->local->sw_sweep_ms, now, memory_order_relaxed);
+	atomic_store_explicit(&p11p_sthead(st)->local->sw_sweep_ms, now, memory_order_relaxed);
 	return next;
 }
 
@@ -972,7 +979,7 @@ static void sw_adopt(struct p11p_state *st, struct p11p_vslot *vs, const struct 
 		p11p_message(
 		    "slot '%s': software key %016llx: its stored value is malformed or of a "
 		    "kind this module does not serve: left out",
-		    vs->label, (unsigned long long)rec->vid);
+		    p11p_vhead(vs)->label, (unsigned long long)rec->vid);
 		return;
 	}
 	if ((o = p11p_calloc(1, sizeof(*o))) == NULL)
@@ -988,13 +995,13 @@ static void sw_adopt(struct p11p_state *st, struct p11p_vslot *vs, const struct 
 	o->id_len = rec->ck_id_len;
 	memcpy(o->id, rec->ck_id, rec->ck_id_len);
 	p11p_lock();
-	if (p11p_map_get(&st->local->by_vid, vs->id, rec->vid) != NULL ||
+	if (p11p_map_get(&p11p_sthead(st)->local->by_vid, p11p_vhead(vs)->id, rec->vid) != NULL ||
 	    obj_insert_locked(st, o) != CKR_OK) {
 		p11p_unlock();
 		lobj_free(o);
 		return;
 	}
-	if (p11p_map_put(&st->local->by_vid, vs->id, rec->vid, o) < 0)
+	if (p11p_map_put(&p11p_sthead(st)->local->by_vid, p11p_vhead(vs)->id, rec->vid, o) < 0)
 		sw_forget_locked(st, o);
 	p11p_unlock();
 }
@@ -1005,7 +1012,7 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 	uint64_t *ids = NULL;
 	size_t n = 0;
 
-	if (p11p_index_list(idx, vs->cfg->label, &ids, &n) != CKR_OK)
+	if (p11p_index_list(idx, p11p_vhead(vs)->cfg->label, &ids, &n) != CKR_OK)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct p11p_vkey rec;
@@ -1013,7 +1020,8 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 		bool known, found = false;
 
 		p11p_lock();
-		known = p11p_map_get(&st->local->by_vid, vs->id, ids[i]) != NULL;
+		known = p11p_map_get(&p11p_sthead(st)->local->by_vid, p11p_vhead(vs)->id, ids[i]) !=
+		        NULL;
 		p11p_unlock();
 		if (known || p11p_index_get(idx, ids[i], &rec, &found) != CKR_OK || !found ||
 		    rec.state == P11P_VK_DELETED)
@@ -1031,9 +1039,11 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 	 */
 	p11p_lock();
 	n = 0;
-	ids = p11p_calloc(st->local->by_vid.count ? st->local->by_vid.count : 1, sizeof(*ids));
-	for (size_t i = 0; ids != NULL && i < st->local->by_vid.cap; i++) {
-		struct lobj *o = st->local->by_vid.slots[i].value;
+	ids = p11p_calloc(
+	    p11p_sthead(st)->local->by_vid.count ? p11p_sthead(st)->local->by_vid.count : 1,
+	    sizeof(*ids));
+	for (size_t i = 0; ids != NULL && i < p11p_sthead(st)->local->by_vid.cap; i++) {
+		struct lobj *o = p11p_sthead(st)->local->by_vid.slots[i].value;
 
 		if (o != NULL && o->slot == vs)
 			ids[n++] = o->vid;
@@ -1048,7 +1058,7 @@ static void sw_refresh_slot(struct p11p_state *st, struct p11p_vslot *vs, struct
 		    (found && brief.state != P11P_VK_DELETED))
 			continue;
 		p11p_lock();
-		o = p11p_map_get(&st->local->by_vid, vs->id, ids[i]);
+		o = p11p_map_get(&p11p_sthead(st)->local->by_vid, p11p_vhead(vs)->id, ids[i]);
 		if (o != NULL)
 			sw_forget_locked(st, o);
 		p11p_unlock();
@@ -1064,25 +1074,25 @@ static void sw_refresh(struct p11p_state *st)
 	unsigned char *blob;
 	bool any = false;
 
-	if (idx == NULL || st->local == NULL)
+	if (idx == NULL || p11p_sthead(st)->local == NULL)
 		return;
-	for (size_t i = 0; i < st->n_slots; i++)
-		any = any || st->slots[i].cfg->swkeys.wrapping_key != NULL;
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++)
+		any = any || p11p_vhead(p11p_state_slot(st, i))->cfg->swkeys.wrapping_key != NULL;
 	if (!any)
 		return;
 	gen = p11p_index_gen(idx);
 	p11p_lock();
-	any = !st->local->sw_read || st->local->sw_gen != gen;
+	any = !p11p_sthead(st)->local->sw_read || p11p_sthead(st)->local->sw_gen != gen;
 	p11p_unlock();
 	if (!any || (blob = p11p_malloc(P11P_INDEX_BLOB_MAX)) == NULL)
 		return;
-	for (size_t i = 0; i < st->n_slots; i++)
-		if (st->slots[i].cfg->swkeys.wrapping_key != NULL)
-			sw_refresh_slot(st, &st->slots[i], idx, blob);
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++)
+		if (p11p_vhead(p11p_state_slot(st, i))->cfg->swkeys.wrapping_key != NULL)
+			sw_refresh_slot(st, p11p_state_slot(st, i), idx, blob);
 	p11p_free(blob);
 	p11p_lock();
-	st->local->sw_gen = gen;
-	st->local->sw_read = true;
+	p11p_sthead(st)->local->sw_gen = gen;
+	p11p_sthead(st)->local->sw_read = true;
 	p11p_unlock();
 }
 
@@ -1104,10 +1114,10 @@ static CK_RV sw_use_check(struct p11p_call *c, uint64_t vid, unsigned perm)
 		return CKR_KEY_HANDLE_INVALID;
 	rv = p11p_vk_use_check(&rec, perm);
 	if (rv != CKR_OK)
-		p11p_message_limited(&refused, "slot '%s': software key %016llx refused: %s",
-		                     p11p_shead(c->s)->slot->label, (unsigned long long)vid,
-		                     rec.state == P11P_VK_DEACTIVATED ? "deactivated"
-		                                                      : "not permitted");
+		p11p_message_limited(
+		    &refused, "slot '%s': software key %016llx refused: %s",
+		    p11p_vhead(p11p_shead(c->s)->slot)->label, (unsigned long long)vid,
+		    rec.state == P11P_VK_DEACTIVATED ? "deactivated" : "not permitted");
 	return rv;
 }
 
@@ -1147,7 +1157,7 @@ static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_O
 	if ((*out = lkey_new(sw)) == NULL)
 		return CKR_HOST_MEMORY;
 	p11p_debug(P11P_DBG_OBJECT, "slot '%s': software key %016llx unwrapped by the HSM",
-	           p11p_shead(c->s)->slot->label, (unsigned long long)vid);
+	           p11p_vhead(p11p_shead(c->s)->slot)->label, (unsigned long long)vid);
 	p11p_lock();
 	o = obj_get_locked(c, h);
 	if (o != NULL && o->key == NULL) {
@@ -1254,7 +1264,7 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		} else if (!(o->flags & flag)) {
 			rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
 		} else if ((o->flags & F_SOFTWARE) && (o->flags & F_PRIVATE) &&
-		           p11p_shead(c->s)->slot->login == P11P_NO_USER) {
+		           p11p_vslot_login_locked(p11p_shead(c->s)->slot) == P11P_NO_USER) {
 			rv = CKR_USER_NOT_LOGGED_IN;
 		} else {
 			type = o->type;
@@ -1648,7 +1658,7 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 			return CKR_ATTRIBUTE_TYPE_INVALID;
 		*len = 0;
 		*val = tmp;
-		for (size_t i = 0; i < o->slot->n_members; i++) {
+		for (size_t i = 0; i < p11p_vhead(o->slot)->n_members; i++) {
 			if (o->frag->check.known & (1u << i)) {
 				memcpy(tmp, o->frag->check.v[i], CHECK_LEN);
 				*len = CHECK_LEN;
@@ -1880,9 +1890,10 @@ CK_RV p11p_local_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h)
 	p11p_lock();
 	o = obj_get_locked(c, h);
 	if (o != NULL && o->vid != 0)
-		p11p_map_remove(&c->st->local->by_vid, o->slot->id, o->vid);
+		p11p_map_remove(&p11p_sthead(c->st)->local->by_vid, p11p_vhead(o->slot)->id,
+		                o->vid);
 	if (o != NULL)
-		p11p_map_remove(&c->st->local->objects, 0, h);
+		p11p_map_remove(&p11p_sthead(c->st)->local->objects, 0, h);
 	p11p_unlock();
 	if (o != NULL)
 		lobj_free(o); /* operations using it keep their own reference */
@@ -1922,18 +1933,19 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 	p11p_free(ls->found);
 	ls->found = NULL;
 	ls->n_found = ls->pos = 0;
-	if (c->st->local == NULL)
+	if (p11p_sthead(c->st)->local == NULL)
 		return CKR_OK;
 	sw_refresh(c->st); /* software keys other processes made or deleted */
 	sw_sweep(c->st);
 	p11p_lock();
 	/* PKCS#11 4.4: a private object is visible only while the user is logged in. */
-	logged_in = p11p_shead(c->s)->slot->login != P11P_NO_USER;
-	cap = c->st->local->objects.count;
+	logged_in = p11p_vslot_login_locked(p11p_shead(c->s)->slot) != P11P_NO_USER;
+	cap = p11p_sthead(c->st)->local->objects.count;
 	if (cap > 0 && (ls->found = p11p_calloc(cap, sizeof(*ls->found))) == NULL)
 		rv = CKR_HOST_MEMORY;
-	for (size_t i = 0; rv == CKR_OK && i < c->st->local->objects.cap && n < cap; i++) {
-		const struct lobj *o = c->st->local->objects.slots[i].value;
+	for (size_t i = 0; rv == CKR_OK && i < p11p_sthead(c->st)->local->objects.cap && n < cap;
+	     i++) {
+		const struct lobj *o = p11p_sthead(c->st)->local->objects.slots[i].value;
 
 		if (o != NULL && o->slot == p11p_shead(c->s)->slot &&
 		    (logged_in || !(o->flags & F_SOFTWARE) || !(o->flags & F_PRIVATE)) &&
@@ -2149,9 +2161,11 @@ static struct lcheck *base_check(struct p11p_call *c, CK_OBJECT_HANDLE base)
 	struct lcheck *ck;
 
 	p11p_lock();
-	ck = p11p_map_get(&c->st->local->checks, p11p_shead(c->s)->slot->id, base);
+	ck = p11p_map_get(&p11p_sthead(c->st)->local->checks,
+	                  p11p_vhead(p11p_shead(c->s)->slot)->id, base);
 	if (ck == NULL && (ck = p11p_calloc(1, sizeof(*ck))) != NULL &&
-	    p11p_map_put(&c->st->local->checks, p11p_shead(c->s)->slot->id, base, ck) < 0) {
+	    p11p_map_put(&p11p_sthead(c->st)->local->checks, p11p_vhead(p11p_shead(c->s)->slot)->id,
+	                 base, ck) < 0) {
 		p11p_free(ck);
 		ck = NULL;
 	}
@@ -2169,7 +2183,7 @@ static CK_RV derive_hsm(struct p11p_call *c, CK_OBJECT_HANDLE base,
 	bool temp;
 	CK_RV rv;
 
-	if (p11p_shead(c->s)->slot->n_members > 1 && (ck = base_check(c, base)) == NULL)
+	if (p11p_vhead(p11p_shead(c->s)->slot)->n_members > 1 && (ck = base_check(c, base)) == NULL)
 		return CKR_HOST_MEMORY;
 	for (;;) {
 		struct hsm_extract x;
@@ -2367,9 +2381,10 @@ bool p11p_local_software(struct p11p_call *c, CK_MECHANISM_PTR mech, const CK_AT
 		return sw->pValue != NULL && sw->ulValueLen == sizeof(CK_BBOOL) &&
 		       *(const CK_BBOOL *)sw->pValue != CK_FALSE;
 	/* new_keys: the token secret keys this module can serve in software. */
-	if (p11p_shead(c->s)->slot->cfg->swkeys.wrapping_key == NULL ||
-	    !p11p_shead(c->s)->slot->cfg->swkeys.new_keys || tok == NULL || tok->pValue == NULL ||
-	    tok->ulValueLen != sizeof(CK_BBOOL) || *(const CK_BBOOL *)tok->pValue == CK_FALSE)
+	if (p11p_vhead(p11p_shead(c->s)->slot)->cfg->swkeys.wrapping_key == NULL ||
+	    !p11p_vhead(p11p_shead(c->s)->slot)->cfg->swkeys.new_keys || tok == NULL ||
+	    tok->pValue == NULL || tok->ulValueLen != sizeof(CK_BBOOL) ||
+	    *(const CK_BBOOL *)tok->pValue == CK_FALSE)
 		return false;
 	if (mech != NULL)
 		return mech->mechanism == CKM_AES_KEY_GEN ||
@@ -2429,7 +2444,7 @@ static CK_RV sw_store_new(struct p11p_call *c, struct p11p_index *idx, const str
 
 	memset(&rec, 0, sizeof(rec));
 	rv = sw_new_vid(c, idx, &rec.vid);
-	snprintf(rec.slot, sizeof(rec.slot), "%s", p11p_shead(c->s)->slot->cfg->label);
+	snprintf(rec.slot, sizeof(rec.slot), "%s", p11p_vhead(p11p_shead(c->s)->slot)->cfg->label);
 	rec.cls = n->cls;
 	rec.key_type = n->type;
 	rec.ck_id_len = n->id_len;
@@ -2486,8 +2501,8 @@ static CK_RV sw_object_new(struct p11p_call *c, const struct swnew *n, uint64_t 
 	p11p_lock();
 	rv = obj_insert_locked(c->st, o);
 	if (rv == CKR_OK && o->vid != 0 &&
-	    p11p_map_put(&c->st->local->by_vid, vs->id, o->vid, o) < 0) {
-		p11p_map_remove(&c->st->local->objects, 0, o->handle);
+	    p11p_map_put(&p11p_sthead(c->st)->local->by_vid, p11p_vhead(vs)->id, o->vid, o) < 0) {
+		p11p_map_remove(&p11p_sthead(c->st)->local->objects, 0, o->handle);
 		rv = CKR_HOST_MEMORY;
 	}
 	if (rv == CKR_OK)
@@ -2504,7 +2519,7 @@ static CK_RV sw_index(struct p11p_call *c, unsigned flags, struct p11p_index **i
 	static struct p11p_ratelimit no_index;
 
 	*idx = NULL;
-	if (p11p_shead(c->s)->slot->cfg->swkeys.wrapping_key == NULL)
+	if (p11p_vhead(p11p_shead(c->s)->slot)->cfg->swkeys.wrapping_key == NULL)
 		return CKR_TEMPLATE_INCONSISTENT; /* the slot has no software_keys: */
 	if (!(flags & F_TOKEN))
 		return CKR_OK;
@@ -2512,7 +2527,7 @@ static CK_RV sw_index(struct p11p_call *c, unsigned flags, struct p11p_index **i
 		p11p_message_limited(&no_index,
 		                     "slot '%s': software keys need the index (index: or "
 		                     "state_dir:), which is off",
-		                     p11p_shead(c->s)->slot->label);
+		                     p11p_vhead(p11p_shead(c->s)->slot)->label);
 		return CKR_FUNCTION_FAILED;
 	}
 	return CKR_OK;
@@ -2878,9 +2893,10 @@ CK_RV p11p_local_create_pair(struct p11p_call *c, CK_MECHANISM_PTR mech, CK_ATTR
 		if (vid_priv != 0)
 			p11p_index_delete(idx_priv, vid_priv, NULL);
 		p11p_lock();
-		o = p11p_map_remove(&c->st->local->objects, 0, *priv_out);
+		o = p11p_map_remove(&p11p_sthead(c->st)->local->objects, 0, *priv_out);
 		if (o != NULL && o->vid != 0)
-			p11p_map_remove(&c->st->local->by_vid, o->slot->id, o->vid);
+			p11p_map_remove(&p11p_sthead(c->st)->local->by_vid, p11p_vhead(o->slot)->id,
+			                o->vid);
 		p11p_unlock();
 		if (o != NULL)
 			lobj_free(o);

@@ -41,7 +41,7 @@ static CK_RV hsm_bytes(void *ctx, unsigned char *buf, size_t len)
 
 CK_RV p11p_local_rng_new(struct p11p_vslot *vs, struct p11p_rng **out)
 {
-	return p11p_entropy_rng_new(&vs->cfg->entropy, hsm_bytes, NULL, out);
+	return p11p_entropy_rng_new(&p11p_vhead(vs)->cfg->entropy, hsm_bytes, NULL, out);
 }
 
 void p11p_local_rng_free(struct p11p_rng *rng)
@@ -62,7 +62,7 @@ static void report_health(struct p11p_call *c, struct p11p_local_slot *ls)
 		return;
 	p11p_message("slot '%s': member '%s': the HSM's random numbers failed the SP 800-90B %s "
 	             "test; %s",
-	             p11p_shead(c->s)->slot->label, c->m->cfg->name, test,
+	             p11p_vhead(p11p_shead(c->s)->slot)->label, c->m->cfg->name, test,
 	             fails_closed
 	                 ? "on_hsm_failure: fail, so C_GenerateRandom answers CKR_DEVICE_ERROR"
 	                 : "on_hsm_failure: os_only, so the OS's random numbers are used alone");
@@ -70,7 +70,7 @@ static void report_health(struct p11p_call *c, struct p11p_local_slot *ls)
 
 CK_RV p11p_local_random(struct p11p_call *c, unsigned char *buf, size_t len)
 {
-	struct p11p_local_slot *ls = p11p_shead(c->s)->slot->local;
+	struct p11p_local_slot *ls = p11p_vhead(p11p_shead(c->s)->slot)->local;
 	struct p11p_call *prev = tl_call;
 	CK_RV rv;
 
@@ -85,7 +85,7 @@ CK_RV p11p_local_random(struct p11p_call *c, unsigned char *buf, size_t len)
 
 static bool entropy_on(struct p11p_call *c)
 {
-	struct p11p_local_slot *ls = p11p_shead(c->s)->slot->local;
+	struct p11p_local_slot *ls = p11p_vhead(p11p_shead(c->s)->slot)->local;
 
 	return ls != NULL && ls->rng_public && ls->rng != NULL;
 }
@@ -118,7 +118,8 @@ CK_RV p11p_seed_random(CK_SESSION_HANDLE h, CK_BYTE_PTR seed, CK_ULONG len)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	if (entropy_on(&c))
 		return p11p_call_end(
-		    &c, p11p_entropy_add_input(p11p_shead(c.s)->slot->local->rng, seed, len));
+		    &c, p11p_entropy_add_input(p11p_vhead(p11p_shead(c.s)->slot)->local->rng, seed,
+		                               len));
 	do {
 		rv = p11p_be_C_SeedRandom(&c.bc, c.bs, seed, len);
 	} while (p11p_hook_call_retry(&c, &rv, true));

@@ -20,14 +20,14 @@ static CK_RV find_wrapping(struct p11p_call *c, CK_SESSION_HANDLE bs, CK_OBJECT_
 {
 	static struct p11p_ratelimit missing;
 	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
-	const char *label = vs->cfg->swkeys.wrapping_key;
+	const char *label = p11p_vhead(vs)->cfg->swkeys.wrapping_key;
 	CK_RV rv = p11p_local_hsm_find_key(&c->bc, bs, label, key);
 
 	if (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_KEY_NOT_NEEDED) {
 		bool logged_in;
 
 		p11p_lock();
-		logged_in = vs->login != P11P_NO_USER;
+		logged_in = p11p_vslot_login_locked(vs) != P11P_NO_USER;
 		p11p_unlock();
 		if (!logged_in && rv == CKR_KEY_HANDLE_INVALID)
 			return CKR_USER_NOT_LOGGED_IN; /* the wrapping key may be private */
@@ -36,8 +36,8 @@ static CK_RV find_wrapping(struct p11p_call *c, CK_SESSION_HANDLE bs, CK_OBJECT_
 		    "slot '%s': software keys: %s secret key labelled '%s' (software_keys: "
 		    "wrapping_key) on member '%s': create that AES key on every member of the "
 		    "slot, or set wrapping_key to the label of one there",
-		    vs->label, rv == CKR_KEY_NOT_NEEDED ? "more than one" : "no", label,
-		    vs->members[p11p_shead(c->s)->member].cfg->name);
+		    p11p_vhead(vs)->label, rv == CKR_KEY_NOT_NEEDED ? "more than one" : "no", label,
+		    p11p_vhead(vs)->members[p11p_shead(c->s)->member].cfg->name);
 		return CKR_FUNCTION_FAILED;
 	}
 	return rv;
@@ -143,7 +143,7 @@ CK_RV p11p_sw_open(struct p11p_call *c, const struct p11p_vkey *rec, const unsig
 		    &refused,
 		    "slot '%s': software key %016llx: its stored value is malformed: "
 		    "refused",
-		    p11p_shead(c->s)->slot->label, (unsigned long long)rec->vid);
+		    p11p_vhead(p11p_shead(c->s)->slot)->label, (unsigned long long)rec->vid);
 		return CKR_FUNCTION_FAILED;
 	}
 	out_len = sb.ct_len;
@@ -167,8 +167,8 @@ CK_RV p11p_sw_open(struct p11p_call *c, const struct p11p_vkey *rec, const unsig
 		    "wrapping key '%s' (edited, moved from another key's record, or encrypted "
 		    "under "
 		    "another wrapping key: see p11proxy keys rewrap): refused",
-		    p11p_shead(c->s)->slot->label, (unsigned long long)rec->vid,
-		    p11p_shead(c->s)->slot->cfg->swkeys.wrapping_key);
+		    p11p_vhead(p11p_shead(c->s)->slot)->label, (unsigned long long)rec->vid,
+		    p11p_vhead(p11p_shead(c->s)->slot)->cfg->swkeys.wrapping_key);
 		rv = CKR_FUNCTION_FAILED;
 	}
 	return rv;

@@ -41,6 +41,78 @@ struct p11p_session {
 /* p11p_shead() is a cast: the head must stay first. */
 _Static_assert(offsetof(struct p11p_session, head) == 0, "the session's head is its first member");
 
+struct p11p_vslot {
+	struct p11p_vslot_head head; /* first: p11p_vhead() */
+	/* The rest is guarded by the global lock. */
+	char serial[17];    /* virtual serial, stable for the slot */
+	CK_USER_TYPE login; /* P11P_NO_USER when logged out */
+	unsigned logged_in; /* members the login is established on (bit per member index) */
+	/* Each member's handle_gen when its login was established (sessions lost since: unsure). */
+	unsigned long login_gen[P11P_MAX_MEMBERS];
+
+	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
+	unsigned long n_sessions, n_rw_sessions;
+	bool reported_present; /* for C_WaitForSlotEvent */
+	/*
+	 * Member order: order[] lists the members new work may go to, first =
+	 * highest priority; members not in it have `removed` set (members[]
+	 * and n_members: the head). The core reads it to pick a member without
+	 * a lock (member.c); set by the core at C_Initialize (the config's
+	 * order), then by the HA room only through
+	 * p11p_slot_order_set_locked(). Guarded by the global lock.
+	 */
+	size_t order[P11P_MAX_MEMBERS];
+	size_t n_order;
+	/* Virtual PIN state (pinstate.c), guarded by the global lock: */
+	unsigned long pin_fails;             /* wrong user PINs, as last read or counted */
+	struct p11p_overlay_stamp pin_stamp; /* the state file's version read */
+	unsigned long long pin_read_ms;      /* when it was read (CLOCK_REALTIME) */
+	bool pin_loaded;                     /* pin_fails, pin_stamp are from a read */
+	bool pin_damaged;                    /* the file could not be read: every PIN is refused */
+	bool pin_local;                      /* no usable file: counted in this process only */
+	/*
+	 * Closed sessions of this slot, kept for reuse (session.c): pushed
+	 * without a lock by the last reference's holder, popped under the
+	 * global lock; freed with the state.
+	 */
+	struct p11p_session *_Atomic session_pool;
+};
+_Static_assert(offsetof(struct p11p_vslot, head) == 0, "the slot's head is its first member");
+
+struct p11p_state {
+	struct p11p_state_head head; /* first: p11p_sthead() */
+	size_t n_backends;
+	struct p11p_backend *backends;
+	struct p11p_vslot *slots;           /* head.n_slots of them */
+	struct p11p_stab *_Atomic sessions; /* written under the global lock (session.c) */
+	/* Guarded by the global lock: */
+	struct p11p_map objects;       /* (0, handle) -> object */
+	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
+	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
+	CK_ULONG next_session, next_object;
+	/*
+	 * How many objects the HA room's set of keys made copyable for
+	 * replication holds (hook repl_unlocked_set_locked; object.c), so that
+	 * calls on other objects need not look: written under the global lock,
+	 * read without (one load on the hot path).
+	 */
+	atomic_ulong n_repl_unlocked;
+	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
+	/* Health probes (ha/health.c): a thread, or inline when the application forbids threads. */
+	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
+	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
+	                       */
+	/*
+	 * The HA room's probe thread runs (set by its health_start hook before
+	 * the state is shared, cleared by health_stop): the core probes inline
+	 * when it does not (slot.c). probe_cond wakes that thread (the core
+	 * signals it when a member goes down: p11p_signal_locked()).
+	 */
+	bool probe_thread_running;
+	pthread_cond_t probe_cond;
+};
+_Static_assert(offsetof(struct p11p_state, head) == 0, "the state's head is its first member");
+
 /* Points s's object cache at h as of generation gen, emptied unless it was there already. */
 static inline void p11p_ocache_for(struct p11p_session *s, CK_OBJECT_HANDLE h, unsigned long gen)
 {

@@ -25,7 +25,7 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 {
 	if (atomic_load(&m->health) != P11P_DOWN) {
 		m->failures++;
-		p11p_message("slot '%s': member '%s' (backend '%s') is down: %s", vs->label,
+		p11p_message("slot '%s': member '%s' (backend '%s') is down: %s", vs->head.label,
 		             m->cfg->name, m->be->cfg->name, p11p_rv_str(why));
 	}
 	atomic_store(&m->health, P11P_DOWN);
@@ -35,7 +35,7 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 	vs->logged_in &= ~(1U << m->index); /* it may come back restarted */
 
 	m->good_probes = 0;
-	m->backoff_ms = vs->cfg->ha.probe_interval_ms;
+	m->backoff_ms = vs->head.cfg->ha.probe_interval_ms;
 	m->next_probe_ms = p11p_now_ms() + m->backoff_ms;
 	/* Its handles are not to be trusted when it comes back: re-find objects then. */
 	p11p_objects_forget_member_locked(st, vs, m->index);
@@ -62,7 +62,7 @@ bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p1
 	 * without a second opinion, when another member can serve (a slot's only
 	 * member is asked again: marked down, it would lose its object handles).
 	 */
-	if (atomic_exchange(&m->refused, false) && vs->n_members > 1) {
+	if (atomic_exchange(&m->refused, false) && vs->head.n_members > 1) {
 		p11p_lock();
 		p11p_member_down_locked(st, vs, m, rv);
 		p11p_unlock();
@@ -99,7 +99,7 @@ static struct p11p_member *pick_state(struct p11p_vslot *vs, const struct p11p_m
 	struct p11p_member *best = NULL;
 	unsigned long best_n = 0;
 	size_t n = P11P_RD(vs->n_order);
-	bool balance = vs->cfg->ha.mode == P11P_HA_BALANCE;
+	bool balance = vs->head.cfg->ha.mode == P11P_HA_BALANCE;
 
 	for (size_t i = 0; i < n && i < P11P_MAX_MEMBERS; i++) {
 		size_t k = P11P_RD(vs->order[i]);
@@ -108,7 +108,7 @@ static struct p11p_member *pick_state(struct p11p_vslot *vs, const struct p11p_m
 
 		if (k >= P11P_MAX_MEMBERS)
 			break;
-		m = &vs->members[k];
+		m = &vs->head.members[k];
 		if (m == avoid || P11P_RD(m->removed) || !P11P_RD(m->resolved) ||
 		    atomic_load_explicit(&m->health, memory_order_relaxed) != want)
 			continue;
@@ -150,7 +150,9 @@ bool p11p_slot_order_set_locked(struct p11p_vslot *vs, const size_t *idx, size_t
 
 struct p11p_member *p11p_slot_order_member_locked(struct p11p_vslot *vs, size_t i)
 {
-	return i < vs->n_order && vs->order[i] < vs->n_members ? &vs->members[vs->order[i]] : NULL;
+	return i < vs->n_order && vs->order[i] < vs->head.n_members
+	           ? &vs->head.members[vs->order[i]]
+	           : NULL;
 }
 
 /* A probe of the member (arg) was abandoned past its deadline. */
@@ -192,7 +194,7 @@ void p11p_member_ctx_init(struct p11p_member *m)
 void p11p_member_probe_ctx(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,
                            struct p11p_bctx *out)
 {
-	unsigned long t = vs->cfg->ha.call_timeout_ms;
+	unsigned long t = vs->head.cfg->ha.call_timeout_ms;
 
 	*out = (struct p11p_bctx){.be = m->be,
 	                          .timeout_ms = !st->threads_allowed ? 0
@@ -211,7 +213,7 @@ bool p11p_slot_retry(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_m
                      CK_SLOT_ID *be_slot, CK_RV *rv, unsigned *tries)
 {
 	/* A server-side error, or a session lost under the call (an HSM restart). */
-	if (!p11p_rv_needs_failover(*m, *rv) || (*tries)++ > vs->n_members)
+	if (!p11p_rv_needs_failover(*m, *rv) || (*tries)++ > vs->head.n_members)
 		return false;
 	/*
 	 * The member still answers: a failure that passed, asked once more
@@ -291,7 +293,7 @@ void p11p_call_hung(void *arg, void **rel, unsigned long *token)
 	if (atomic_load(&c->m->health) != P11P_DOWN) {
 		p11p_message("slot '%s': a call on member '%s' ran past call_timeout (%lu ms): "
 		             "abandoned, answered by another member",
-		             vs->label, c->m->cfg->name, c->timeout_ms);
+		             vs->head.label, c->m->cfg->name, c->timeout_ms);
 		p11p_member_down_locked(c->st, vs, c->m, CKR_DEVICE_ERROR);
 	}
 	p11p_unlock();

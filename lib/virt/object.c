@@ -30,7 +30,7 @@ void p11p_objects_changed_locked(void)
 
 static uint64_t rev_key(const struct p11p_vslot *vs, size_t member)
 {
-	return ((uint64_t)vs->id << 8) | member;
+	return ((uint64_t)vs->head.id << 8) | member;
 }
 
 static uint64_t ident_hash(const struct p11p_identity *o)
@@ -117,15 +117,15 @@ find:
 static bool known_locked(const struct p11p_object *obj, size_t i)
 {
 	return obj->be[i] != 0 &&
-	       obj->gen[i] ==
-	           atomic_load_explicit(&obj->slot->members[i].handle_gen, memory_order_relaxed);
+	       obj->gen[i] == atomic_load_explicit(&obj->slot->head.members[i].handle_gen,
+	                                           memory_order_relaxed);
 }
 
 /* Records bh as obj's handle on member i (its reverse entry is the caller's). */
 static void learn_locked(struct p11p_object *obj, size_t i, CK_OBJECT_HANDLE bh)
 {
 	obj->be[i] = bh;
-	obj->gen[i] = atomic_load(&obj->slot->members[i].handle_gen);
+	obj->gen[i] = atomic_load(&obj->slot->head.members[i].handle_gen);
 }
 
 /* p11p_object_to_backend() (virt.h) from the tables, under the global lock. */
@@ -214,7 +214,7 @@ bool p11p_object_forget_handle(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJEC
 	if (forgot)
 		p11p_debug(P11P_DBG_OBJECT,
 		           "object 0x%lx: member '%s' dropped its handle: found again",
-		           (unsigned long)h, c->s->head.slot->members[member].cfg->name);
+		           (unsigned long)h, c->s->head.slot->head.members[member].cfg->name);
 	return forgot;
 }
 
@@ -275,11 +275,11 @@ static void object_drop_locked(struct p11p_state *st, struct p11p_object *obj)
 	p11p_objects_changed_locked();
 	p11p_map_remove(&st->objects, 0, obj->handle);
 	if (obj->ident != NULL &&
-	    p11p_map_get(&st->objects_ident, obj->slot->id, ident_hash(obj->ident)) == obj)
-		p11p_map_remove(&st->objects_ident, obj->slot->id, ident_hash(obj->ident));
+	    p11p_map_get(&st->objects_ident, obj->slot->head.id, ident_hash(obj->ident)) == obj)
+		p11p_map_remove(&st->objects_ident, obj->slot->head.id, ident_hash(obj->ident));
 	p11p_free(obj->ident);
 	p11p_hook_vkey_object_free(&obj->vk);
-	for (size_t i = 0; i < obj->slot->n_members; i++) {
+	for (size_t i = 0; i < obj->slot->head.n_members; i++) {
 		if (obj->be[i] != 0 &&
 		    p11p_map_get(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]) == obj)
 			p11p_map_remove(&st->objects_rev, rev_key(obj->slot, i), obj->be[i]);
@@ -306,7 +306,7 @@ static int own_locked(struct p11p_session *s, CK_OBJECT_HANDLE h)
 static struct p11p_object *match_identity_locked(struct p11p_state *st, struct p11p_vslot *vs,
                                                  const struct p11p_identity *id, size_t member)
 {
-	struct p11p_object *e = p11p_map_get(&st->objects_ident, vs->id, ident_hash(id));
+	struct p11p_object *e = p11p_map_get(&st->objects_ident, vs->head.id, ident_hash(id));
 
 	return e != NULL && !known_locked(e, member) && e->token && same_identity(e->ident, id)
 	           ? e
@@ -339,8 +339,8 @@ static struct p11p_object *object_new_locked(struct p11p_state *st, struct p11p_
 	}
 	if (p11p_map_put(&st->objects_rev, rev_key(vs, member), bh, obj) < 0 ||
 	    (id != NULL && token &&
-	     p11p_map_get(&st->objects_ident, vs->id, ident_hash(id)) == NULL &&
-	     p11p_map_put(&st->objects_ident, vs->id, ident_hash(id), obj) < 0)) {
+	     p11p_map_get(&st->objects_ident, vs->head.id, ident_hash(id)) == NULL &&
+	     p11p_map_put(&st->objects_ident, vs->head.id, ident_hash(id), obj) < 0)) {
 		object_drop_locked(st, obj);
 		return NULL;
 	}
@@ -371,7 +371,7 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 	known = obj != NULL && known_locked(obj, member);
 	p11p_unlock();
 	/* First sight, on a slot with several members: learn how to find it elsewhere. */
-	if (!known && vs->n_members > 1)
+	if (!known && vs->head.n_members > 1)
 		has_id = read_identity(c, bh, &id, &token);
 
 	p11p_lock();
@@ -589,7 +589,8 @@ bool p11p_key_gate(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
 		return true;
 	}
 	/* Without virtual keys there is nothing to check (p11p_hook_vkey_use() answers CKR_OK). */
-	*rv = c->st->vkeys != NULL && op_perm(k) != 0 ? vkey_check(c, key, op_perm(k)) : CKR_OK;
+	*rv =
+	    c->st->head.vkeys != NULL && op_perm(k) != 0 ? vkey_check(c, key, op_perm(k)) : CKR_OK;
 	return *rv != CKR_OK;
 }
 
@@ -617,7 +618,7 @@ CK_RV p11p_get_attribute_value(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATT
 			if (templ[i].type == CKA_EXTRACTABLE && templ[i].pValue != NULL &&
 			    templ[i].ulValueLen == sizeof(CK_BBOOL))
 				*(CK_BBOOL *)templ[i].pValue = CK_FALSE;
-	if (c.st->vkeys != NULL)
+	if (c.st->head.vkeys != NULL)
 		p11p_hook_vkey_attrs_out(&c, obj, templ, count, &rv);
 	return p11p_call_end(&c, rv);
 }
@@ -630,7 +631,7 @@ bool p11p_object_identity(struct p11p_call *c, CK_OBJECT_HANDLE h, struct p11p_i
 	p11p_lock();
 	o = p11p_map_get(&c->st->objects, 0, h);
 	if (o != NULL && o->slot == c->s->head.slot && o->ident != NULL && o->token &&
-	    c->s->head.slot->n_members > 1) {
+	    c->s->head.slot->head.n_members > 1) {
 		*out = *o->ident;
 		ok = true;
 	}
@@ -653,8 +654,8 @@ void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p
 	if (o != NULL && o->ident != NULL) {
 		struct p11p_identity *ident = o->ident;
 
-		if (p11p_map_get(&c->st->objects_ident, o->slot->id, ident_hash(ident)) == o)
-			p11p_map_remove(&c->st->objects_ident, o->slot->id, ident_hash(ident));
+		if (p11p_map_get(&c->st->objects_ident, o->slot->head.id, ident_hash(ident)) == o)
+			p11p_map_remove(&c->st->objects_ident, o->slot->head.id, ident_hash(ident));
 		if ((id != NULL && (id->pValue == NULL || id->ulValueLen > sizeof(ident->id))) ||
 		    (label != NULL &&
 		     (label->pValue == NULL || label->ulValueLen > sizeof(ident->label)))) {
@@ -670,9 +671,9 @@ void p11p_object_changed(struct p11p_call *c, CK_OBJECT_HANDLE h, const struct p
 				memcpy(ident->label, label->pValue, label->ulValueLen);
 				ident->label_len = label->ulValueLen;
 			}
-			if (p11p_map_get(&c->st->objects_ident, o->slot->id, ident_hash(ident)) ==
-			    NULL)
-				(void)p11p_map_put(&c->st->objects_ident, o->slot->id,
+			if (p11p_map_get(&c->st->objects_ident, o->slot->head.id,
+			                 ident_hash(ident)) == NULL)
+				(void)p11p_map_put(&c->st->objects_ident, o->slot->head.id,
 				                   ident_hash(ident), o);
 		}
 	}
@@ -729,7 +730,7 @@ static CK_RV extr_find_init(struct p11p_call *c, CK_ATTRIBUTE *orig, CK_ATTRIBUT
 
 	c->s->find_extr = 0;
 	/* None in the process now: the member's find answers as the proxy would. */
-	if (vs->n_members < 2 || vs->cfg->ha.replication != P11P_REPL_WRAP ||
+	if (vs->head.n_members < 2 || vs->head.cfg->ha.replication != P11P_REPL_WRAP ||
 	    atomic_load_explicit(&c->st->n_repl_unlocked, memory_order_relaxed) == 0)
 		return CKR_OK;
 	for (CK_ULONG i = 0; i < *bcount; i++)
@@ -898,7 +899,7 @@ static void lock_original(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_OBJECT_HAN
 	if (rv != CKR_OK) {
 		p11p_message("slot '%s': a session key copied to the token could not be made "
 		             "non-extractable: %s",
-		             c->s->head.slot->label, p11p_rv_str(rv));
+		             c->s->head.slot->head.label, p11p_rv_str(rv));
 		return;
 	}
 	p11p_lock();
@@ -994,7 +995,7 @@ CK_RV p11p_destroy_object(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 	o = p11p_map_get(&c.st->objects, 0, obj);
 	if (o != NULL && o->slot == c.s->head.slot && o->ident != NULL && o->token) {
 		ident = *o->ident;
-		replicated = c.s->head.slot->n_members > 1;
+		replicated = c.s->head.slot->head.n_members > 1;
 	}
 	p11p_unlock();
 	rv = p11p_object_to_backend(&c, obj, CKR_OBJECT_HANDLE_INVALID, &bobj);

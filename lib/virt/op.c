@@ -71,7 +71,8 @@ void p11p_op_begin(struct p11p_call *c, enum p11p_op_kind k, const CK_MECHANISM 
 	c->s->ops_used = true;
 	op->key = key;
 	/* Single-member slots have nowhere to replay: record nothing. */
-	op->replayable = c->s->head.slot->n_members > 1 && mech != NULL && copy_mechanism(op, mech);
+	op->replayable =
+	    c->s->head.slot->head.n_members > 1 && mech != NULL && copy_mechanism(op, mech);
 }
 
 void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count)
@@ -81,7 +82,7 @@ void p11p_op_begin_find(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG
 	op_clear(op);
 	op->active = true;
 	c->s->ops_used = true;
-	if (c->s->head.slot->n_members < 2 || count > 64 || (count > 0 && templ == NULL))
+	if (c->s->head.slot->head.n_members < 2 || count > 64 || (count > 0 && templ == NULL))
 		return;
 	op->templ = p11p_calloc(count, sizeof(*op->templ));
 	if (op->templ == NULL)
@@ -110,7 +111,7 @@ static void log_append(struct p11p_call *c, struct p11p_op *op, unsigned char ty
 
 	if (!op->replayable)
 		return;
-	if (need > c->s->head.slot->cfg->ha.replay_buffer + sizeof(st) * 64) {
+	if (need > c->s->head.slot->head.cfg->ha.replay_buffer + sizeof(st) * 64) {
 		op->replayable = false; /* more input than the slot keeps */
 		return;
 	}

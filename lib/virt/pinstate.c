@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "virt/virt.h"
+#include "virt/core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -284,16 +285,16 @@ static bool racy(const struct p11p_overlay_stamp *s, unsigned long long read_ms)
 /* The slot as `p11proxy pin reset` takes it: its label, or its id without one (quick start). */
 static const char *slot_name(const struct p11p_vslot *vs, char *buf, size_t len)
 {
-	if (vs->cfg->label != NULL && vs->cfg->label[0] != '\0')
-		return vs->cfg->label;
-	snprintf(buf, len, "%lu", (unsigned long)vs->id);
+	if (vs->head.cfg->label != NULL && vs->head.cfg->label[0] != '\0')
+		return vs->head.cfg->label;
+	snprintf(buf, len, "%lu", (unsigned long)vs->head.id);
 	return buf;
 }
 
 static bool slot_path(const struct p11p_state *st, const struct p11p_vslot *vs, char *buf,
                       size_t len)
 {
-	return p11p_pinstate_path(st->cfg, (size_t)vs->id, buf, len) == 0;
+	return p11p_pinstate_path(st->head.cfg, (size_t)vs->head.id, buf, len) == 0;
 }
 
 /*
@@ -380,7 +381,7 @@ void p11p_pin_token_flags(struct p11p_state *st, struct p11p_vslot *vs, const st
 
 	if (!checked_here(m))
 		return;
-	mine = current(st, vs, &n) ? p11p_pinstate_flags(n, p11p_pinstate_max(vs->cfg))
+	mine = current(st, vs, &n) ? p11p_pinstate_flags(n, p11p_pinstate_max(vs->head.cfg))
 	                           : CKF_USER_PIN_LOCKED;
 	*flags = (*flags & ~(CK_FLAGS)(CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY |
 	                               CKF_USER_PIN_LOCKED | CKF_USER_PIN_TO_BE_CHANGED)) |
@@ -391,7 +392,7 @@ CK_RV p11p_pin_check_locked(struct p11p_state *st, struct p11p_vslot *vs)
 {
 	static struct p11p_ratelimit rl;
 	char nb[24];
-	unsigned long n, max = p11p_pinstate_max(vs->cfg);
+	unsigned long n, max = p11p_pinstate_max(vs->head.cfg);
 
 	if (!current(st, vs, &n))
 		return CKR_PIN_LOCKED;
@@ -425,7 +426,7 @@ void p11p_pin_wrong(struct p11p_state *st, struct p11p_vslot *vs)
 	static struct p11p_ratelimit rl;
 	char nb[24];
 	char path[PATH_MAX], err[PATH_MAX + 128];
-	unsigned long n = 0, max = p11p_pinstate_max(vs->cfg);
+	unsigned long n = 0, max = p11p_pinstate_max(vs->head.cfg);
 	bool local;
 
 	p11p_lock();
@@ -484,8 +485,8 @@ void p11p_pin_reset(struct p11p_state *st, struct p11p_vslot *vs)
 	bool local, any = false;
 
 	/* Only a slot whose PIN the proxy checks has a virtual PIN state. */
-	for (size_t i = 0; i < vs->n_members; i++)
-		any = any || checked_here(&vs->members[i]);
+	for (size_t i = 0; i < vs->head.n_members; i++)
+		any = any || checked_here(&vs->head.members[i]);
 	if (!any)
 		return;
 	p11p_lock();

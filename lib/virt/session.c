@@ -269,7 +269,7 @@ void p11p_sessions_free(struct p11p_state *st)
 		t = older;
 	}
 	atomic_store(&st->sessions, NULL);
-	for (size_t i = 0; st->slots != NULL && i < st->n_slots; i++)
+	for (size_t i = 0; st->slots != NULL && i < st->head.n_slots; i++)
 		while ((s = pool_pop_locked(&st->slots[i])) != NULL)
 			p11p_session_free(s);
 }
@@ -324,11 +324,11 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	c->reresolved = false;
 	c->repl_lock = 0;
 	/* Slots that time calls run them where they can be abandoned (backend/offload.c). */
-	c->timeout_ms = s->head.slot->n_members > 1 && st->threads_allowed
-	                    ? s->head.slot->cfg->ha.call_timeout_ms
+	c->timeout_ms = s->head.slot->head.n_members > 1 && st->threads_allowed
+	                    ? s->head.slot->head.cfg->ha.call_timeout_ms
 	                    : 0;
 	p11p_call_sync(c);
-	if (s->head.slot->n_members > 1) /* its test, without the call where it cannot hold */
+	if (s->head.slot->head.n_members > 1) /* its test, without the call where it cannot hold */
 		p11p_hook_call_leave_down_member(c);
 	/* Without a watchdog the stamp stays 0 (p11p_call_end), unread: no clock, no store. */
 	if (st->watch_ms)
@@ -338,7 +338,7 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 
 void p11p_call_sync(struct p11p_call *c)
 {
-	c->m = &c->s->head.slot->members[c->s->head.member];
+	c->m = &c->s->head.slot->head.members[c->s->head.member];
 	c->bc = (struct p11p_bctx){.be = c->m->be,
 	                           .timeout_ms = c->timeout_ms,
 	                           .hung = p11p_call_hung,
@@ -359,7 +359,7 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 		c->s->call_started_ms = 0;
 		p11p_lock();
 		if (c->s->call_hung) {
-			c->s->head.slot->members[c->s->call_hung_member].hung_calls--;
+			c->s->head.slot->head.members[c->s->call_hung_member].hung_calls--;
 			c->s->call_hung = false;
 		}
 		p11p_unlock();
@@ -410,7 +410,7 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 static bool login_pending_locked(const struct p11p_vslot *vs, const struct p11p_member *m)
 {
 	return vs->login != P11P_NO_USER &&
-	       (!(vs->logged_in & (1U << m->index)) || vs->n_members > 1 ||
+	       (!(vs->logged_in & (1U << m->index)) || vs->head.n_members > 1 ||
 	        vs->login_gen[m->index] != atomic_load(&m->handle_gen));
 }
 
@@ -496,7 +496,7 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 	vs->n_sessions--;
 	if (s->head.flags & CKF_RW_SESSION)
 		vs->n_rw_sessions--;
-	vs->members[s->head.member].n_sessions--;
+	vs->head.members[s->head.member].n_sessions--;
 	if (vs->n_sessions == 0) {
 		/* PKCS#11: closing a token's last session logs the application out. */
 		vs->login = P11P_NO_USER;
@@ -516,7 +516,7 @@ static CK_RV session_close_detached(struct p11p_session *s)
 	s->closed = true;
 	/* Its current member's first (its answer is the call's), then any it used before. */
 	if (s->be[s->head.member] != 0) {
-		struct p11p_member *m = &s->head.slot->members[s->head.member];
+		struct p11p_member *m = &s->head.slot->head.members[s->head.member];
 		CK_RV r = p11p_be_C_CloseSession(&m->ctx, s->be[s->head.member]);
 
 		/* The application's session is closed whatever a failing member says. */
@@ -524,9 +524,9 @@ static CK_RV session_close_detached(struct p11p_session *s)
 			rv = r;
 		s->be[s->head.member] = 0;
 	}
-	for (size_t i = 0, n = s->head.slot->n_members; n > 1 && i < n; i++) {
+	for (size_t i = 0, n = s->head.slot->head.n_members; n > 1 && i < n; i++) {
 		if (s->be[i] != 0) {
-			p11p_be_C_CloseSession(&s->head.slot->members[i].ctx, s->be[i]);
+			p11p_be_C_CloseSession(&s->head.slot->head.members[i].ctx, s->be[i]);
 			s->be[i] = 0;
 		}
 	}
@@ -613,7 +613,7 @@ CK_RV p11p_get_session_info(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 		rv = p11p_be_C_GetSessionInfo(&c.bc, c.bs, info);
 	while (p11p_hook_call_retry(&c, &rv, true));
 	if (rv == CKR_OK)
-		info->slotID = c.s->head.slot->id;
+		info->slotID = c.s->head.slot->head.id;
 	return p11p_call_end(&c, rv);
 }
 
@@ -626,8 +626,8 @@ static bool virtual_pin_ok(const struct p11p_vslot *vs, const struct p11p_member
 {
 	if (pin == NULL)
 		return false;
-	if (vs->cfg->user_pin_hash != NULL)
-		return p11p_pin_hash_verify(vs->cfg->user_pin_hash, pin, len);
+	if (vs->head.cfg->user_pin_hash != NULL)
+		return p11p_pin_hash_verify(vs->head.cfg->user_pin_hash, pin, len);
 	return p11p_secret_equals(m->cfg->pin, pin, len);
 }
 
@@ -715,8 +715,8 @@ again:
  */
 static void logout_others(struct p11p_vslot *vs, const struct p11p_member *current)
 {
-	for (size_t i = 0; i < vs->n_members; i++) {
-		struct p11p_member *m = &vs->members[i];
+	for (size_t i = 0; i < vs->head.n_members; i++) {
+		struct p11p_member *m = &vs->head.members[i];
 		CK_SESSION_HANDLE tmp;
 		CK_SLOT_ID be_slot;
 		bool logged;

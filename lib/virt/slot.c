@@ -3,6 +3,7 @@
  * members, resolved lazily so a token that appears later is picked up.
  */
 #include "virt/virt.h"
+#include "virt/core.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/names.h"
@@ -18,7 +19,43 @@
 
 struct p11p_vslot *p11p_slot_locked(struct p11p_state *st, CK_SLOT_ID id)
 {
-	return id < st->n_slots ? &st->slots[id] : NULL;
+	return id < st->head.n_slots ? &st->slots[id] : NULL;
+}
+
+CK_USER_TYPE p11p_vslot_login_locked(const struct p11p_vslot *vs)
+{
+	return vs->login;
+}
+
+bool p11p_vslot_logged_in_locked(const struct p11p_vslot *vs, size_t i, unsigned long *gen)
+{
+	if (i >= P11P_MAX_MEMBERS)
+		return false;
+	if (gen != NULL)
+		*gen = vs->login_gen[i];
+	return (vs->logged_in & (1U << i)) != 0;
+}
+
+bool p11p_vslot_logged_in_set_locked(struct p11p_vslot *vs, size_t i, CK_USER_TYPE user,
+                                     unsigned long gen)
+{
+	if (i >= P11P_MAX_MEMBERS || vs->login != user)
+		return false;
+	vs->logged_in |= 1U << i;
+	vs->login_gen[i] = gen;
+	return true;
+}
+
+void p11p_vslot_logged_in_clear_locked(struct p11p_vslot *vs, size_t i)
+{
+	if (i < P11P_MAX_MEMBERS)
+		vs->logged_in &= ~(1U << i);
+}
+
+bool p11p_vslot_login_pin_locked(const struct p11p_vslot *vs, struct p11p_secret **out)
+{
+	*out = vs->login_pin != NULL ? p11p_secret_dup(vs->login_pin) : NULL;
+	return vs->login_pin != NULL;
 }
 
 CK_RV p11p_slot_present(struct p11p_vslot *vs)
@@ -27,9 +64,9 @@ CK_RV p11p_slot_present(struct p11p_vslot *vs)
 
 	/* From the members' health: no backend call, so a hung member cannot hang this. */
 	p11p_lock();
-	for (size_t i = 0; i < vs->n_members; i++)
-		present |= vs->members[i].resolved && !vs->members[i].removed &&
-		           atomic_load(&vs->members[i].health) != P11P_DOWN;
+	for (size_t i = 0; i < vs->head.n_members; i++)
+		present |= vs->head.members[i].resolved && !vs->head.members[i].removed &&
+		           atomic_load(&vs->head.members[i].health) != P11P_DOWN;
 
 	p11p_unlock();
 	return present ? CKR_OK : CKR_TOKEN_NOT_PRESENT;
@@ -73,8 +110,8 @@ bool p11p_slot_never_seen(struct p11p_vslot *vs)
 	bool never = true;
 
 	p11p_lock();
-	for (size_t i = 0; i < vs->n_members; i++)
-		never &= vs->members[i].failures == 0 && !vs->members[i].resolved;
+	for (size_t i = 0; i < vs->head.n_members; i++)
+		never &= vs->head.members[i].failures == 0 && !vs->head.members[i].resolved;
 	p11p_unlock();
 	return never;
 }
@@ -93,11 +130,11 @@ CK_RV p11p_get_slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR cou
 	/* Slot ids are dense positions: an id is listed when its slot qualifies. */
 	if (!st->probe_thread_running)
 		p11p_hook_health_poll(st);
-	for (size_t i = 0; i < st->n_slots; i++) {
+	for (size_t i = 0; i < st->head.n_slots; i++) {
 		if (present && p11p_slot_present(&st->slots[i]) != CKR_OK)
 			continue;
 		if (list != NULL && n < *count)
-			list[n] = st->slots[i].id;
+			list[n] = st->slots[i].head.id;
 		n++;
 	}
 	if (list != NULL && n > *count)
@@ -123,7 +160,7 @@ CK_RV p11p_get_slot_info(CK_SLOT_ID id, CK_SLOT_INFO_PTR info)
 	}
 	memset(info, 0, sizeof(*info));
 	p11p_lock();
-	snprintf(desc, sizeof(desc), "p11proxy virtual slot %s", vs->label);
+	snprintf(desc, sizeof(desc), "p11proxy virtual slot %s", vs->head.label);
 	p11p_unlock();
 	p11p_pad(info->slotDescription, sizeof(info->slotDescription), desc);
 	p11p_pad(info->manufacturerID, sizeof(info->manufacturerID), "p11proxy");
@@ -157,7 +194,7 @@ CK_RV p11p_get_token_info(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 	if (rv == CKR_OK) {
 		/* What the application sees is the virtual token, whichever member serves it. */
 		p11p_lock();
-		p11p_pad(info->label, sizeof(info->label), vs->label);
+		p11p_pad(info->label, sizeof(info->label), vs->head.label);
 		p11p_pad(info->serialNumber, sizeof(info->serialNumber), vs->serial);
 		p11p_unlock();
 		/* Wrong PINs the proxy refused itself show as a token shows its own. */
@@ -357,14 +394,14 @@ CK_RV p11p_wait_for_slot_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR 
 	for (;;) {
 		if (!st->probe_thread_running)
 			p11p_hook_health_poll(st);
-		for (size_t i = 0; i < st->n_slots && rv == CKR_NO_EVENT; i++) {
+		for (size_t i = 0; i < st->head.n_slots && rv == CKR_NO_EVENT; i++) {
 			struct p11p_vslot *vs = &st->slots[i];
 			bool present = p11p_slot_present(vs) == CKR_OK;
 
 			p11p_lock();
 			if (present != vs->reported_present) {
 				vs->reported_present = present;
-				*slot = vs->id;
+				*slot = vs->head.id;
 				rv = CKR_OK;
 			}
 			p11p_unlock();
@@ -409,8 +446,8 @@ CK_RV p11p_init_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
 	p11p_hook_call_retry(&c, &rv, false);
 	if (rv != CKR_OK)
 		return p11p_call_end(&c, rv);
-	for (size_t i = 0; i < vs->n_members; i++) {
-		struct p11p_member *m = &vs->members[i];
+	for (size_t i = 0; i < vs->head.n_members; i++) {
+		struct p11p_member *m = &vs->head.members[i];
 		CK_SESSION_HANDLE tmp = 0;
 		CK_SLOT_ID be_slot = 0;
 		CK_RV r = CKR_DEVICE_REMOVED;
@@ -435,7 +472,7 @@ CK_RV p11p_init_pin(CK_SESSION_HANDLE h, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
 		if (r != CKR_OK)
 			p11p_message("slot '%s': member '%s' did not get the new user PIN (%s): "
 			             "C_InitPIN again once it is back",
-			             vs->label, m->cfg->name, p11p_rv_str(r));
+			             vs->head.label, m->cfg->name, p11p_rv_str(r));
 	}
 	p11p_pin_reset(c.st, vs);
 	return p11p_call_end(&c, rv);

@@ -161,6 +161,46 @@ void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms)
 	p11p_lock();
 }
 
+struct p11p_vslot *p11p_state_slot(struct p11p_state *st, size_t i)
+{
+	return st != NULL && st->slots != NULL && i < st->head.n_slots ? &st->slots[i] : NULL;
+}
+
+struct p11p_backend *p11p_state_backend(struct p11p_state *st, size_t i)
+{
+	return st != NULL && st->backends != NULL && i < st->n_backends ? &st->backends[i] : NULL;
+}
+
+bool p11p_state_finalizing(const struct p11p_state *st)
+{
+	return st->finalizing;
+}
+
+unsigned long p11p_state_watch_ms(const struct p11p_state *st)
+{
+	return st->watch_ms;
+}
+
+bool p11p_state_probe_thread(const struct p11p_state *st)
+{
+	return st->probe_thread_running;
+}
+
+void p11p_state_set_probe_thread(struct p11p_state *st, bool running)
+{
+	st->probe_thread_running = running;
+}
+
+void p11p_probe_wake_locked(struct p11p_state *st)
+{
+	p11p_signal_locked(&st->probe_cond, false);
+}
+
+void p11p_probe_wait_locked(struct p11p_state *st, unsigned long long ms)
+{
+	p11p_cond_wait_locked(&st->probe_cond, ms);
+}
+
 bool p11p_initialized(void)
 {
 	return atomic_load_explicit(&g_live, memory_order_acquire);
@@ -195,7 +235,7 @@ static void state_free(struct p11p_state *st, bool finalize)
 	p11p_map_clear(&st->objects);
 	p11p_map_clear(&st->objects_rev);
 	p11p_map_clear(&st->objects_ident);
-	for (size_t i = 0; i < st->n_slots; i++)
+	for (size_t i = 0; i < st->head.n_slots; i++)
 		p11p_secret_free(st->slots[i].login_pin);
 	p11p_hook_ha_state_free(st);
 	p11p_free(st->slots);
@@ -213,7 +253,7 @@ static void state_free(struct p11p_state *st, bool finalize)
 		for (size_t i = 0; i < st->n_backends; i++)
 			p11p_backend_close(&st->backends[i], finalize);
 	p11p_free(st->backends);
-	p11p_config_free(st->cfg);
+	p11p_config_free(st->head.cfg);
 	p11p_free(st);
 }
 
@@ -232,20 +272,20 @@ static unsigned long long fnv1a(const char *s)
 static CK_RV slot_setup(struct p11p_state *st, size_t i)
 {
 	struct p11p_vslot *vs = &st->slots[i];
-	const struct p11p_slot_cfg *cfg = &st->cfg->slots[i];
+	const struct p11p_slot_cfg *cfg = &st->head.cfg->slots[i];
 	struct p11p_bctx x;
 	char err[256], buf[64];
 	CK_RV rv;
 
-	vs->id = i;
-	vs->cfg = cfg;
+	vs->head.id = i;
+	vs->head.cfg = cfg;
 	vs->login = P11P_NO_USER;
-	vs->n_members = cfg->n_members;
+	vs->head.n_members = cfg->n_members;
 	/* The config's order, until the HA room reads the operator's (order_init). */
 	for (size_t j = 0; j < cfg->n_members && j < P11P_MAX_MEMBERS; j++)
 		vs->order[vs->n_order++] = j;
 	for (size_t j = 0; j < cfg->n_members; j++) {
-		struct p11p_member *m = &vs->members[j];
+		struct p11p_member *m = &vs->head.members[j];
 
 		m->cfg = &cfg->members[j];
 		m->be = &st->backends[m->cfg->backend];
@@ -267,14 +307,14 @@ static CK_RV slot_setup(struct p11p_state *st, size_t i)
 		}
 	}
 
-	snprintf(vs->label, sizeof(vs->label), "%s", cfg->label);
+	snprintf(vs->head.label, sizeof(vs->head.label), "%s", cfg->label);
 	/* Quick start by slot id or serial: the slot takes its member's label. */
-	if (vs->label[0] == '\0' && vs->members[0].resolved) {
+	if (vs->head.label[0] == '\0' && vs->head.members[0].resolved) {
 		CK_TOKEN_INFO ti;
 
-		if (p11p_be_C_GetTokenInfo(&vs->members[0].ctx, vs->members[0].be_slot, &ti) ==
-		    CKR_OK)
-			p11p_unpad(vs->label, ti.label, sizeof(ti.label));
+		if (p11p_be_C_GetTokenInfo(&vs->head.members[0].ctx, vs->head.members[0].be_slot,
+		                           &ti) == CKR_OK)
+			p11p_unpad(vs->head.label, ti.label, sizeof(ti.label));
 	}
 	snprintf(vs->serial, sizeof(vs->serial), "%016llx",
 	         fnv1a(cfg->label[0] ? cfg->label
@@ -300,25 +340,25 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 	st->threads_allowed = threads_allowed; /* backend calls may have deadlines (probes) */
 	pthread_cond_init(&st->probe_cond, NULL);
 	err[0] = '\0';
-	st->cfg = p11p_config_load(NULL, err, sizeof(err));
-	if (st->cfg == NULL) {
+	st->head.cfg = p11p_config_load(NULL, err, sizeof(err));
+	if (st->head.cfg == NULL) {
 		p11p_message("%s", err[0] ? err : "cannot load the configuration");
 		p11p_free(st);
 		return CKR_GENERAL_ERROR;
 	}
 	/* `log:`: every later message goes where the configuration says. */
-	p11p_log_set_target(st->cfg->log, st->cfg->log_facility);
-	st->backends = p11p_calloc(st->cfg->n_backends, sizeof(*st->backends));
-	st->slots = p11p_calloc(st->cfg->n_slots, sizeof(*st->slots));
+	p11p_log_set_target(st->head.cfg->log, st->head.cfg->log_facility);
+	st->backends = p11p_calloc(st->head.cfg->n_backends, sizeof(*st->backends));
+	st->slots = p11p_calloc(st->head.cfg->n_slots, sizeof(*st->slots));
 	if (st->backends == NULL || st->slots == NULL) {
 		state_free(st, false);
 		return CKR_HOST_MEMORY;
 	}
-	st->n_backends = st->cfg->n_backends;
-	st->n_slots = st->cfg->n_slots;
+	st->n_backends = st->head.cfg->n_backends;
+	st->head.n_slots = st->head.cfg->n_slots;
 	for (size_t i = 0; i < st->n_backends; i++) {
-		if (p11p_backend_open(&st->backends[i], &st->cfg->backends[i], err, sizeof(err)) ==
-		    CKR_OK)
+		if (p11p_backend_open(&st->backends[i], &st->head.cfg->backends[i], err,
+		                      sizeof(err)) == CKR_OK)
 			loaded++;
 		else
 			p11p_message("%s", err);
@@ -339,17 +379,17 @@ static CK_RV state_new(struct p11p_state **out, bool threads_allowed)
 		state_free(st, true);
 		return rv;
 	}
-	for (size_t i = 0; i < st->n_slots; i++) {
+	for (size_t i = 0; i < st->head.n_slots; i++) {
 		rv = slot_setup(st, i);
 		if (rv != CKR_OK) {
 			state_free(st, true);
 			return rv;
 		}
 	}
-	for (size_t i = 0; i < st->n_slots; i++)
+	for (size_t i = 0; i < st->head.n_slots; i++)
 		st->slots[i].reported_present = p11p_slot_present(&st->slots[i]) == CKR_OK;
-	for (size_t i = 0; i < st->n_slots; i++) {
-		unsigned long t = st->slots[i].cfg->ha.call_timeout_ms / 2;
+	for (size_t i = 0; i < st->head.n_slots; i++) {
+		unsigned long t = st->slots[i].head.cfg->ha.call_timeout_ms / 2;
 
 		if (t > 0 && (st->watch_ms == 0 || t < st->watch_ms))
 			st->watch_ms = t < 10 ? 10 : t;
@@ -418,7 +458,7 @@ CK_RV p11p_initialize(CK_VOID_PTR init_args)
 		atomic_store(&p11p_g_entry, st);
 		p11p_unlock();
 		p11p_debug(P11P_DBG_LIB, "initialized: %zu backends, %zu slots", st->n_backends,
-		           st->n_slots);
+		           st->head.n_slots);
 	}
 	pthread_mutex_unlock(&g_init_lock);
 	return rv;

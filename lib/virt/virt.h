@@ -68,34 +68,25 @@
 #define P11P_HANDLE_SPAN  0x00ffffffUL
 #define P11P_NO_USER      ((CK_USER_TYPE)-1)
 
-struct p11p_vslot {
+/*
+ * A virtual slot (slot.c). Its definition is lib/virt's alone (virt/core.h);
+ * the rooms above read its head, struct p11p_vslot_head, through p11p_vhead()
+ * (inline: the head is the slot's first member), and the rest through the
+ * accessors below (slot.c: login state, the member order).
+ */
+struct p11p_vslot;
+struct p11p_vslot_head {
 	CK_SLOT_ID id;
 	const struct p11p_slot_cfg *cfg;
+	/*
+	 * n_members only grows: an added member (the HA room's ha/order.c)
+	 * takes the next free entry of members[] (published with a release
+	 * store once set up), and no entry ever moves or is freed before the
+	 * state is.
+	 */
 	size_t n_members;
 	struct p11p_member members[P11P_MAX_MEMBERS];
-	/* The rest is guarded by the global lock. */
-	char label[33];     /* the token label applications see */
-	char serial[17];    /* virtual serial, stable for the slot */
-	CK_USER_TYPE login; /* P11P_NO_USER when logged out */
-	unsigned logged_in; /* members the login is established on (bit per member index) */
-	/* Each member's handle_gen when its login was established (sessions lost since: unsure). */
-	unsigned long login_gen[P11P_MAX_MEMBERS];
-
-	struct p11p_secret *login_pin; /* for replay on another member; NULL: member PIN */
-	unsigned long n_sessions, n_rw_sessions;
-	bool reported_present; /* for C_WaitForSlotEvent */
-	/*
-	 * Member order. n_members only grows: an added member (the HA room's
-	 * ha/order.c) takes the next free entry of members[] (published with a
-	 * release store once set up), and no entry ever moves or is freed
-	 * before the state is. order[] lists the members new work may go to,
-	 * first = highest priority; members not in it have `removed` set. The
-	 * core reads it to pick a member without a lock (member.c); set by the
-	 * core at C_Initialize (the config's order), then by the HA room only
-	 * through p11p_slot_order_set_locked(). Guarded by the global lock.
-	 */
-	size_t order[P11P_MAX_MEMBERS];
-	size_t n_order;
+	char label[33]; /* the token label applications see; guarded by the global lock */
 	/*
 	 * The rooms' data, one pointer per room to a struct the room defines
 	 * (the core only declares it), made and freed by the room through its
@@ -108,20 +99,11 @@ struct p11p_vslot {
 	struct p11p_ha_slot *ha;
 	struct p11p_vk_slot *vk;
 	struct p11p_local_slot *local;
-	/* Virtual PIN state (pinstate.c), guarded by the global lock: */
-	unsigned long pin_fails;             /* wrong user PINs, as last read or counted */
-	struct p11p_overlay_stamp pin_stamp; /* the state file's version read */
-	unsigned long long pin_read_ms;      /* when it was read (CLOCK_REALTIME) */
-	bool pin_loaded;                     /* pin_fails, pin_stamp are from a read */
-	bool pin_damaged;                    /* the file could not be read: every PIN is refused */
-	bool pin_local;                      /* no usable file: counted in this process only */
-	/*
-	 * Closed sessions of this slot, kept for reuse (session.c): pushed
-	 * without a lock by the last reference's holder, popped under the
-	 * global lock; freed with the state.
-	 */
-	struct p11p_session *_Atomic session_pool;
 };
+static inline struct p11p_vslot_head *p11p_vhead(struct p11p_vslot *vs)
+{
+	return (struct p11p_vslot_head *)(void *)vs;
+}
 
 /* Operations a session can have active, recorded for replay (op.c). */
 enum p11p_op_kind {
@@ -237,47 +219,30 @@ struct p11p_identity {
  */
 struct p11p_object;
 
-struct p11p_state {
+/*
+ * The library's state (state.c). Its definition is lib/virt's alone
+ * (virt/core.h); the rooms above read its head, struct p11p_state_head,
+ * through p11p_sthead() (inline: the head is the state's first member), and
+ * the rest through the accessors below (state.c: p11p_state_slot(), ...).
+ */
+struct p11p_state;
+struct p11p_state_head {
 	struct p11p_config *cfg;
-	size_t n_backends;
-	struct p11p_backend *backends;
-	size_t n_slots;
-	struct p11p_vslot *slots;
-	struct p11p_stab *_Atomic sessions; /* written under the global lock (session.c) */
-	/* Guarded by the global lock: */
-	struct p11p_map objects;       /* (0, handle) -> object */
-	struct p11p_map objects_rev;   /* (slot << 8 | member, backend handle) -> object */
-	struct p11p_map objects_ident; /* (slot, identity hash) -> token object */
-	CK_ULONG next_session, next_object;
+	size_t n_slots; /* the slots: p11p_state_slot() */
 	/*
-	 * How many objects the HA room's set of keys made copyable for
-	 * replication holds (hook repl_unlocked_set_locked; object.c), so that
-	 * calls on other objects need not look: written under the global lock,
-	 * read without (one load on the hot path).
-	 */
-	atomic_ulong n_repl_unlocked;
-	bool finalizing; /* C_Finalize is waiting for calls in flight (state.c counts them) */
-	/* Health probes (ha/health.c): a thread, or inline when the application forbids threads. */
-	unsigned long watch_ms; /* watchdog scan period: half the smallest call_timeout; 0: off */
-	bool threads_allowed; /* the application lets us create threads (backend/offload.c, probes)
-	                       */
-	/*
-	 * The HA room's probe thread runs (set by its health_start hook before
-	 * the state is shared, cleared by health_stop): the core probes inline
-	 * when it does not (slot.c). probe_cond wakes that thread (the core
-	 * signals it when a member goes down: p11p_signal_locked()).
-	 */
-	bool probe_thread_running;
-	pthread_cond_t probe_cond;
-	/*
-	 * The rooms' data, as for a slot's (struct p11p_vslot): ha (ha/ha.h:
-	 * the order overlays' check), vkeys (vkeys/vkey.c: the virtual-key
-	 * index; NULL: none), local (soft/local.c).
+	 * The rooms' data, as for a slot's (struct p11p_vslot_head): ha
+	 * (ha/ha.h: the order overlays' check, the probe thread), vkeys
+	 * (vkeys/vkey.c: the virtual-key index; NULL: none), local
+	 * (soft/local.c).
 	 */
 	struct p11p_ha_state *ha;
 	struct p11p_vkeys *vkeys;
 	struct p11p_local_state *local;
 };
+static inline struct p11p_state_head *p11p_sthead(struct p11p_state *st)
+{
+	return (struct p11p_state_head *)(void *)st;
+}
 
 /* An entry point's view of one session for the length of a call. */
 struct p11p_call {
@@ -409,10 +374,47 @@ void p11p_wait_locked(unsigned ms);
  * the global lock is let go meanwhile. Global lock held.
  */
 void p11p_cond_wait_locked(pthread_cond_t *cond, unsigned long long ms);
+/*
+ * The rest of the state, for the rooms above (state.c; off the hot paths).
+ * p11p_state_slot: slot i (0 .. n_slots - 1 of the head), NULL past the end.
+ * p11p_state_backend: backend i of the config, NULL past the end.
+ * p11p_state_finalizing: C_Finalize waits for the calls in flight.
+ * p11p_state_watch_ms: the watchdog's scan period (0: off).
+ * p11p_state_probe_thread / _set_probe_thread: does the HA room's probe
+ * thread run (set by its health_start hook before the state is shared,
+ * cleared by health_stop; the core probes inline when it does not).
+ * p11p_probe_wake_locked: wakes that thread; p11p_probe_wait_locked: waits
+ * for that, up to ms milliseconds (global lock held; let go meanwhile).
+ */
+struct p11p_vslot *p11p_state_slot(struct p11p_state *st, size_t i);
+struct p11p_backend *p11p_state_backend(struct p11p_state *st, size_t i);
+bool p11p_state_finalizing(const struct p11p_state *st);
+unsigned long p11p_state_watch_ms(const struct p11p_state *st);
+bool p11p_state_probe_thread(const struct p11p_state *st);
+void p11p_state_set_probe_thread(struct p11p_state *st, bool running);
+void p11p_probe_wake_locked(struct p11p_state *st);
+void p11p_probe_wait_locked(struct p11p_state *st, unsigned long long ms);
 
 /* --- slot.c --- */
 /* The slot with that id (global lock held), or NULL. */
 struct p11p_vslot *p11p_slot_locked(struct p11p_state *st, CK_SLOT_ID id);
+/*
+ * A slot's login state, for the rooms above (global lock held).
+ * p11p_vslot_login_locked: the user logged in (P11P_NO_USER: none).
+ * p11p_vslot_logged_in_locked: is the login established on member i, and
+ * since that member's handle_gen *gen (when gen is not NULL)?
+ * p11p_vslot_logged_in_set_locked: it is now, as of gen, when the slot is
+ * still logged in as user (false: it is not, nothing changed).
+ * p11p_vslot_logged_in_clear_locked: it is no longer (its last session went).
+ * p11p_vslot_login_pin_locked: whether the login's PIN is kept for replay;
+ * then *out is a copy (NULL: out of memory), the caller's to free.
+ */
+CK_USER_TYPE p11p_vslot_login_locked(const struct p11p_vslot *vs);
+bool p11p_vslot_logged_in_locked(const struct p11p_vslot *vs, size_t i, unsigned long *gen);
+bool p11p_vslot_logged_in_set_locked(struct p11p_vslot *vs, size_t i, CK_USER_TYPE user,
+                                     unsigned long gen);
+void p11p_vslot_logged_in_clear_locked(struct p11p_vslot *vs, size_t i);
+bool p11p_vslot_login_pin_locked(const struct p11p_vslot *vs, struct p11p_secret **out);
 /*
  * Enters the library for a call on a slot: the state (busy count taken; the
  * caller p11p_leave()s it on CKR_OK), the slot and, when mp != NULL, the
@@ -622,8 +624,8 @@ static inline CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE
 	/* The object this session named last, unchanged since: no lock. */
 	if (h == s->oc_h && s->oc_bh != 0 && member == s->oc_member &&
 	    s->oc_gen == p11p_objects_gen() &&
-	    s->oc_hgen ==
-	        atomic_load_explicit(&s->slot->members[member].handle_gen, memory_order_relaxed)) {
+	    s->oc_hgen == atomic_load_explicit(&p11p_vhead(s->slot)->members[member].handle_gen,
+	                                       memory_order_relaxed)) {
 		*out = c->mapped_bh = s->oc_bh;
 		c->mapped = h;
 		return CKR_OK;

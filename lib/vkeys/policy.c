@@ -338,7 +338,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 {
 	struct p11p_overlay_stamp stamp, seen;
 	struct p11p_policy_cfg p;
-	struct p11p_vk_slot *vk = vs->vk;
+	struct p11p_vk_slot *vk = p11p_vhead(vs)->vk;
 	struct p11p_index *idx = p11p_vkey_index(st);
 	unsigned long long now = p11p_now_ms();
 	uint64_t version = 0, seen_version;
@@ -348,13 +348,13 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 
 	if (vk == NULL) {
 		/* The room's data was not made (cannot happen once the state is built). */
-		*out = vs->cfg->policy;
+		*out = p11p_vhead(vs)->cfg->policy;
 		return;
 	}
 	p11p_lock();
 	if (vk->policy_busy || (vk->policy_loaded && now < vk->policy_next_ms)) {
 		/* Fresh enough, or another thread is reading it now: the last policy read. */
-		*out = vk->policy_loaded ? vk->policy : vs->cfg->policy;
+		*out = vk->policy_loaded ? vk->policy : p11p_vhead(vs)->cfg->policy;
 		p11p_unlock();
 		return;
 	}
@@ -373,7 +373,7 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 
 		/* The store's change notice (the same refresh as the key records'). */
 		(void)p11p_index_refresh(idx);
-		store_slot(st->cfg, vs->id, key, sizeof(key));
+		store_slot(p11p_sthead(st)->cfg, p11p_vhead(vs)->id, key, sizeof(key));
 		if (p11p_index_overlay_get(idx, key, P11P_OVERLAY_POLICY, &text, &len, &version) !=
 		    CKR_OK)
 			version = seen_version; /* out of memory: keep what was read */
@@ -381,21 +381,22 @@ void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_p
 		memset(&stamp, 0, sizeof(stamp));
 		stamp.err = ENOENT;
 	} else {
-		stamp_now(st->cfg, vs->id, &stamp);
+		stamp_now(p11p_sthead(st)->cfg, p11p_vhead(vs)->id, &stamp);
 	}
 	if (!loaded ||
 	    (idx != NULL ? version != seen_version : !p11p_overlay_stamp_same(&stamp, &seen))) {
 		err[0] = '\0';
-		rc = read_stamped(st->cfg, idx, vs->id, &p, &stamp, &version, err, sizeof(err));
+		rc = read_stamped(p11p_sthead(st)->cfg, idx, p11p_vhead(vs)->id, &p, &stamp,
+		                  &version, err, sizeof(err));
 		if (rc < 0)
 			p11p_message("slot '%s': ignoring the policy overlay: %s; using the "
 			             "configured policy",
-			             vs->label, err);
+			             p11p_vhead(vs)->label, err);
 		else if (loaded)
 			p11p_message(
 			    "slot '%s': key-management policy now write_back %s, scan %s%s",
-			    vs->label, p.write_back ? "true" : "false", p11p_vk_scan_name(p.scan),
-			    rc == 0 ? " (the configured policy)" : "");
+			    p11p_vhead(vs)->label, p.write_back ? "true" : "false",
+			    p11p_vk_scan_name(p.scan), rc == 0 ? " (the configured policy)" : "");
 	}
 	p11p_lock();
 	vk->policy = p;

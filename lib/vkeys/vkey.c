@@ -72,17 +72,18 @@ struct p11p_vkeys {
 
 CK_RV p11p_vkey_state_init(struct p11p_state *st)
 {
-	const struct p11p_config *cfg = st->cfg;
+	const struct p11p_config *cfg = p11p_sthead(st)->cfg;
 	struct p11p_vkeys *vk;
 	struct stat sb;
 	char err[512];
 	CK_RV rv;
 
-	st->vkeys = NULL;
+	p11p_sthead(st)->vkeys = NULL;
 	/* The policy's cache, per slot (vkeys.h), whether or not virtual keys are on. */
-	for (size_t i = 0; i < st->n_slots; i++) {
-		st->slots[i].vk = p11p_calloc(1, sizeof(*st->slots[i].vk));
-		if (st->slots[i].vk == NULL)
+	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
+		p11p_vhead(p11p_state_slot(st, i))->vk =
+		    p11p_calloc(1, sizeof(*p11p_vhead(p11p_state_slot(st, i))->vk));
+		if (p11p_vhead(p11p_state_slot(st, i))->vk == NULL)
 			return CKR_HOST_MEMORY; /* the state is freed: p11p_vkey_state_free() */
 	}
 	if (cfg->index_path == NULL || cfg->index_path[0] == '\0') {
@@ -107,27 +108,29 @@ CK_RV p11p_vkey_state_init(struct p11p_state *st)
 	}
 	atomic_init(&vk->next_refresh_ms, p11p_now_ms() + P11P_VKEY_REFRESH_MS);
 	atomic_init(&vk->refresh_failed, false);
-	st->vkeys = vk;
+	p11p_sthead(st)->vkeys = vk;
 	p11p_debug(P11P_DBG_OBJECT, "virtual keys: index %s", cfg->index_path);
 	return CKR_OK;
 }
 
 void p11p_vkey_state_free(struct p11p_state *st)
 {
-	for (size_t i = 0; st->slots != NULL && i < st->n_slots; i++) {
-		p11p_free(st->slots[i].vk);
-		st->slots[i].vk = NULL;
+	struct p11p_vslot *vs;
+
+	for (size_t i = 0; (vs = p11p_state_slot(st, i)) != NULL; i++) {
+		p11p_free(p11p_vhead(vs)->vk);
+		p11p_vhead(vs)->vk = NULL;
 	}
-	if (st->vkeys == NULL)
+	if (p11p_sthead(st)->vkeys == NULL)
 		return;
-	p11p_index_close(st->vkeys->idx);
-	p11p_free(st->vkeys);
-	st->vkeys = NULL;
+	p11p_index_close(p11p_sthead(st)->vkeys->idx);
+	p11p_free(p11p_sthead(st)->vkeys);
+	p11p_sthead(st)->vkeys = NULL;
 }
 
 struct p11p_index *p11p_vkey_index(struct p11p_state *st)
 {
-	return st != NULL && st->vkeys != NULL ? st->vkeys->idx : NULL;
+	return st != NULL && p11p_sthead(st)->vkeys != NULL ? p11p_sthead(st)->vkeys->idx : NULL;
 }
 
 P11P_INTERNAL struct p11p_vkbind p11p_vkbind_none;
@@ -173,8 +176,10 @@ void p11p_vkey_session_free(struct p11p_session *s)
 /* The index for the call's slot, or NULL: virtual keys off (or a slot without a label). */
 static struct p11p_vkeys *slot_vkeys(const struct p11p_call *c)
 {
-	return c->st->vkeys != NULL && p11p_shead(c->s)->slot->label[0] != '\0' ? c->st->vkeys
-	                                                                        : NULL;
+	return p11p_sthead(c->st)->vkeys != NULL &&
+	               p11p_vhead(p11p_shead(c->s)->slot)->label[0] != '\0'
+	           ? p11p_sthead(c->st)->vkeys
+	           : NULL;
 }
 
 static void index_error(struct p11p_vkeys *vk, char *buf, size_t len)
@@ -218,7 +223,7 @@ static void vk_refresh(struct p11p_vkeys *vk)
 
 unsigned long long p11p_vkeys_poll(struct p11p_state *st)
 {
-	struct p11p_vkeys *vk = st->vkeys;
+	struct p11p_vkeys *vk = p11p_sthead(st)->vkeys;
 	unsigned long long now = p11p_now_ms(), due;
 
 	if (vk == NULL)
@@ -416,7 +421,7 @@ static CK_RV update_record(struct p11p_vkeys *vk, uint64_t vid, rec_edit_fn edit
 }
 
 /* The record of a key read with read_key() (the key model's record_new). */
-static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const struct keyinfo *k,
+static CK_RV fill_record(struct p11p_vkey *r, struct p11p_vslot *vs, const struct keyinfo *k,
                          enum p11p_vk_origin origin, uint32_t limit, uint32_t presence)
 {
 	const struct p11p_vk_key key = {
@@ -429,8 +434,9 @@ static CK_RV fill_record(struct p11p_vkey *r, const struct p11p_vslot *vs, const
 	    .usage = k->perms,
 	};
 
-	return p11p_vk_record_new(r, vs->label, &key, limit, origin, presence) ? CKR_OK
-	                                                                       : CKR_GENERAL_ERROR;
+	return p11p_vk_record_new(r, p11p_vhead(vs)->label, &key, limit, origin, presence)
+	           ? CKR_OK
+	           : CKR_GENERAL_ERROR;
 }
 
 /* ---- bindings ---- */
@@ -527,7 +533,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		if (rv == CKR_OK)
 			rv = read_key(c, bh, &p[i].k);
 		if (rv == CKR_OK && p[i].k.token_key && !p[i].k.b.unrecordable)
-			rv = lookup(vk, vs->label, &p[i].k.b, 0, &best, &found);
+			rv = lookup(vk, p11p_vhead(vs)->label, &p[i].k.b, 0, &best, &found);
 		if (rv != CKR_OK) {
 			p[i].what = P_SKIP;
 			if (*err == CKR_OK)
@@ -548,7 +554,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 				p11p_debug(P11P_DBG_OBJECT,
 				           "slot '%s': a key's CKA_ID or CKA_LABEL is too long for "
 				           "the index: hidden",
-				           vs->label);
+				           p11p_vhead(vs)->label);
 		}
 	}
 	if (nrec > 0) {
@@ -579,7 +585,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		}
 		if (rv == CKR_OK)
 			p11p_debug(P11P_DBG_OBJECT, "slot '%s': imported %zu key(s) (scan: all)",
-			           vs->label, nrec);
+			           p11p_vhead(vs)->label, nrec);
 	}
 	p11p_lock();
 	for (size_t i = 0; i < np; i++) {
@@ -721,7 +727,8 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		}
 		b = **vkp;
 		p11p_unlock();
-		rv = b.unrecordable ? CKR_OK : lookup(vk, vs->label, &b, 0, &best, &found);
+		rv = b.unrecordable ? CKR_OK
+		                    : lookup(vk, p11p_vhead(vs)->label, &b, 0, &best, &found);
 		if (rv != CKR_OK) {
 			*err = rv;
 			return VK_ERROR;
@@ -753,9 +760,9 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 
 struct p11p_index *p11p_vkey_index_fresh(struct p11p_state *st)
 {
-	if (st == NULL || st->vkeys == NULL)
+	if (st == NULL || p11p_sthead(st)->vkeys == NULL)
 		return NULL;
-	vk_refresh(st->vkeys);
+	vk_refresh(p11p_sthead(st)->vkeys);
 	return p11p_vkey_index(st);
 }
 
@@ -766,7 +773,7 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 	char ops[96];
 	CK_RV err, rv;
 
-	if (c->st->vkeys == NULL || key == CK_INVALID_HANDLE || p11p_local_handle(key))
+	if (p11p_sthead(c->st)->vkeys == NULL || key == CK_INVALID_HANDLE || p11p_local_handle(key))
 		return CKR_OK;
 	switch (resolve(c, key, &rec, &err)) {
 	case VK_NONE:
@@ -784,7 +791,8 @@ CK_RV p11p_vkey_use(struct p11p_call *c, CK_OBJECT_HANDLE key, unsigned perm)
 
 		/* rec holds what the check reads (vid, class, permissions, state): no label. */
 		p11p_message_limited(&refused, "slot '%s': key %016llx refused: %s%s",
-		                     p11p_shead(c->s)->slot->label, (unsigned long long)rec.vid,
+		                     p11p_vhead(p11p_shead(c->s)->slot)->label,
+		                     (unsigned long long)rec.vid,
 		                     state ? p11p_vk_state_name(rec.state)
 		                           : p11p_vk_perm_list_str(perm, " ", ops, sizeof(ops)),
 		                     state ? "" : " not permitted");
@@ -1090,7 +1098,7 @@ bool p11p_vkey_set(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR tem
 			p11p_message(
 			    "slot '%s': a virtual key's HSM key was changed but its record "
 			    "could not be: %s",
-			    p11p_shead(c->s)->slot->label, p11p_rv_str(*rv));
+			    p11p_vhead(p11p_shead(c->s)->slot)->label, p11p_rv_str(*rv));
 		return true;
 	}
 	/* The copies on the other members change too; a new id or label is the identity. */
@@ -1207,7 +1215,7 @@ static CK_RV record_created(struct p11p_call *c, const CK_OBJECT_HANDLE *bh, siz
 			p11p_message(
 			    "slot '%s': a new key's CKA_ID or CKA_LABEL is longer than the "
 			    "index takes (%d bytes): not created",
-			    vs->label, P11P_INDEX_LABEL_MAX);
+			    p11p_vhead(vs)->label, P11P_INDEX_LABEL_MAX);
 			rv = CKR_ATTRIBUTE_VALUE_INVALID;
 			goto out;
 		}

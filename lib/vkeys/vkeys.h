@@ -24,7 +24,7 @@ void p11p_vkeys_register(void);
 /* In the module: the slot's policy now. No lock held. */
 void p11p_policy_get(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_policy_cfg *out);
 /*
- * The virtual-key room's data in a slot (vslot->vk): the policy as last read,
+ * The virtual-key room's data in a slot (p11p_vhead(vs)->vk): the policy as last read,
  * guarded by the global lock. Made for every slot by p11p_vkey_state_init()
  * (virtual keys on or off: the policy is the config's then) and freed by
  * p11p_vkey_state_free(), with the state (in a forked child too).
@@ -48,7 +48,7 @@ struct p11p_vk_slot {
 /*
  * Opens the index the config names (C_Initialize): `index:` must open; the
  * default "<state_dir>/keys.db" is used when state_dir is a directory
- * (and must open then); otherwise virtual keys are off (st->vkeys NULL).
+ * (and must open then); otherwise virtual keys are off (p11p_sthead(st)->vkeys NULL).
  * Messages go to p11p_message; failure: CKR_GENERAL_ERROR.
  */
 CK_RV p11p_vkey_state_init(struct p11p_state *st);

@@ -26,6 +26,21 @@ else
 		pass "layers: the core's structs (virt/core.h) are refused to the rooms above"
 	fi
 fi
+# A definition of the core's slot or state outside virt/core.h is refused.
+mkdir -p "$TMP/layers2/lib/virt"
+printf 'struct p11p_vslot {\n\tint id;\n};\n' >"$TMP/layers2/lib/virt/core.h"
+printf 'struct p11p_vslot_head {\n\tint id;\n};\n' >"$TMP/layers2/lib/virt/virt.h"
+if ! out=$("$SRCDIR/tests/layers.sh" "$TMP/layers2" 2>&1); then
+	fail "layers: virt/core.h may define the core's structs" "$out"
+else
+	printf 'struct p11p_state {\n\tint n;\n};\n' >>"$TMP/layers2/lib/virt/virt.h"
+	if out=$("$SRCDIR/tests/layers.sh" "$TMP/layers2" 2>&1) ||
+		! grep -q 'lib/virt/virt.h: defines a struct of the core' <<<"$out"; then
+		fail "layers: a definition of struct p11p_state outside virt/core.h is not refused" "$out"
+	else
+		pass "layers: the core's slot and state are defined in virt/core.h alone"
+	fi
+fi
 
 out=$(cd "$SRCDIR" && grep -rn 'fl->C_\|fl\.C_' lib tools | grep -v '^lib/backend/')
 if [ -z "$out" ]; then

@@ -1083,13 +1083,14 @@ void p11p_order_free(struct p11p_vslot *vs)
 
 CK_RV p11p_ha_state_init(struct p11p_state *st)
 {
+	struct p11p_vslot *vs;
+
 	p11p_sthead(st)->ha = p11p_calloc(1, sizeof(*p11p_sthead(st)->ha));
 	if (p11p_sthead(st)->ha == NULL)
 		return CKR_HOST_MEMORY;
-	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
-		p11p_vhead(p11p_state_slot(st, i))->ha =
-		    p11p_calloc(1, sizeof(*p11p_vhead(p11p_state_slot(st, i))->ha));
-		if (p11p_vhead(p11p_state_slot(st, i))->ha == NULL)
+	for (size_t i = 0; (vs = p11p_state_slot(st, i)) != NULL; i++) {
+		p11p_vhead(vs)->ha = p11p_calloc(1, sizeof(*p11p_vhead(vs)->ha));
+		if (p11p_vhead(vs)->ha == NULL)
 			return CKR_HOST_MEMORY; /* the state is freed: p11p_ha_state_free() */
 	}
 	return CKR_OK;

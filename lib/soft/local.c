@@ -661,8 +661,8 @@ CK_RV p11p_local_state_init(struct p11p_state *st)
 	p11p_sthead(st)->local = p11p_calloc(1, sizeof(*p11p_sthead(st)->local));
 	if (p11p_sthead(st)->local == NULL)
 		return CKR_HOST_MEMORY;
-	p11p_sthead(st)->local->next =
-	    1; /* handles are P11P_LOCAL_BASE + 1 .. + P11P_HANDLE_SPAN */
+	/* handles are P11P_LOCAL_BASE + 1 .. + P11P_HANDLE_SPAN */
+	p11p_sthead(st)->local->next = 1;
 	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
 		rv = slot_local_init(st, p11p_state_slot(st, i));
 		if (rv != CKR_OK)

@@ -73,6 +73,7 @@ struct p11p_vkeys {
 CK_RV p11p_vkey_state_init(struct p11p_state *st)
 {
 	const struct p11p_config *cfg = p11p_sthead(st)->cfg;
+	struct p11p_vslot *vs;
 	struct p11p_vkeys *vk;
 	struct stat sb;
 	char err[512];
@@ -80,10 +81,9 @@ CK_RV p11p_vkey_state_init(struct p11p_state *st)
 
 	p11p_sthead(st)->vkeys = NULL;
 	/* The policy's cache, per slot (vkeys.h), whether or not virtual keys are on. */
-	for (size_t i = 0; i < p11p_sthead(st)->n_slots; i++) {
-		p11p_vhead(p11p_state_slot(st, i))->vk =
-		    p11p_calloc(1, sizeof(*p11p_vhead(p11p_state_slot(st, i))->vk));
-		if (p11p_vhead(p11p_state_slot(st, i))->vk == NULL)
+	for (size_t i = 0; (vs = p11p_state_slot(st, i)) != NULL; i++) {
+		p11p_vhead(vs)->vk = p11p_calloc(1, sizeof(*p11p_vhead(vs)->vk));
+		if (p11p_vhead(vs)->vk == NULL)
 			return CKR_HOST_MEMORY; /* the state is freed: p11p_vkey_state_free() */
 	}
 	if (cfg->index_path == NULL || cfg->index_path[0] == '\0') {

@@ -1004,7 +1004,7 @@ static void case_rencleanup(void)
 static void case_attrgone(void)
 {
 	CK_SESSION_HANDLE s = open_on("ha", 1);
-	CK_OBJECT_HANDLE h = 0;
+	CK_OBJECT_HANDLE h = 0, h2 = 0;
 	CK_BBOOL no = CK_FALSE;
 	CK_ATTRIBUTE chg = {CKA_ENCRYPT, &no, 1};
 	CK_ULONG n1 = 9, n2 = 9;
@@ -1018,11 +1018,16 @@ static void case_attrgone(void)
 	control("m2 fail CKR_DEVICE_ERROR\n");
 	rv = f->C_SetAttributeValue(s, h, &chg, 1);
 	expect(rv == CKR_OK, "m2 down: CKA_ENCRYPT false (owed to m2): %s", testmod_ckr(rv));
+	/* A copy to m2 fails: m2 is down for the slot, and its return a catch-up. */
+	rv = gen_aes(s, 0x94, "r-ag2", CK_TRUE, &h2);
+	expect(rv == CKR_OK, "and a key made on m1 only: %s", testmod_ckr(rv));
 	control("");
-	msleep(quick ? 6000 : 2000); /* m2 back: caught up, its debts settled */
+	expect(wait_on("v-m2", CKO_SECRET_KEY, 0x94, "r-ag2"), "m2 back: caught up");
+	msleep(quick ? 3000 : 1000); /* every debt tried */
 	on_members(CKO_SECRET_KEY, 0x91, "r-ag", &n1, &n2);
-	expect(n1 == 1 && n2 == 0, "m2 still does not hold it (%lu, %lu)", n1, n2);
-	expect(f->C_DestroyObject(s, h) == CKR_OK, "destroyed through ha");
+	expect(n1 == 1 && n2 == 0, "m2 still does not hold r-ag (%lu, %lu)", n1, n2);
+	expect(f->C_DestroyObject(s, h) == CKR_OK && f->C_DestroyObject(s, h2) == CKR_OK,
+	       "both destroyed through ha");
 	f->C_CloseSession(s);
 }
 

@@ -942,7 +942,7 @@ static enum owed debt_owed(struct p11p_debt *debts, size_t n, size_t i, const bo
 	for (size_t j = 0; j < n; j++) {
 		struct p11p_debt *o = &debts[j];
 
-		if (j == i || (gone != NULL && gone[j]) ||
+		if (j == i || o->id == 0 || (gone != NULL && gone[j]) ||
 		    strcmp(o->member, debts[i].member) != 0 || strcmp(o->slot, debts[i].slot) != 0)
 			continue;
 		dident_of(o, &w[2]);
@@ -958,6 +958,21 @@ static enum owed debt_owed(struct p11p_debt *debts, size_t n, size_t i, const bo
 	}
 	p11p_free(w);
 	return older ? OWED_OLDER : OWED_NONE;
+}
+
+bool p11p_repl_debt_moot(struct p11p_debt *debts, size_t n, size_t i)
+{
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	size_t nt = 0;
+	enum owed owed;
+
+	if (debts == NULL || i >= n || debts[i].op != P11P_DEBT_ATTRS ||
+	    !p11p_debt_attrs_parse(&debts[i], t, P11P_DEBT_ATTRS_COUNT, &nt))
+		return false;
+	owed = debt_owed(debts, n, i, NULL);
+	return owed == OWED_COPY ||
+	       (owed == OWED_NONE && p11p_attr_find(t, nt, CKA_LABEL) == NULL &&
+	        (debts[i].cls == CKO_DATA || p11p_attr_find(t, nt, CKA_ID) == NULL));
 }
 
 /*

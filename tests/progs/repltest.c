@@ -1032,6 +1032,36 @@ static void case_attrgone(void)
 }
 
 /*
+ * For `sync --repair` (66-replication.sh): as attrgone, but the process
+ * ends while m2 is down (the CONTROL file still fails it): the repair
+ * drops the change as the module would. "agcli-clean" destroys the key.
+ */
+static void case_agcli(int clean)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = find_one(s, CKO_SECRET_KEY, 0x95, "r-agc");
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE chg = {CKA_ENCRYPT, &no, 1};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	if (clean) {
+		expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "r-agc destroyed through ha");
+		f->C_CloseSession(s);
+		return;
+	}
+	rv = gen_aes(s, 0x95, "r-agc", CK_FALSE, &h);
+	on_members(CKO_SECRET_KEY, 0x95, "r-agc", &n1, &n2);
+	expect(rv == CKR_OK && n1 == 1 && n2 == 1, "a non-extractable key on both members: %s",
+	       testmod_ckr(rv));
+	on_token("v-m2", "del", 0x95, "r-agc");
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, &chg, 1);
+	expect(rv == CKR_OK, "m2 down: CKA_ENCRYPT false (owed to m2): %s", testmod_ckr(rv));
+	f->C_CloseSession(s);
+}
+
+/*
  * A lock owed (m2 down when the key was made) and a rename before m2 is
  * back: the copy and the lock follow the rename; m2 back: the key is on
  * both members under its new identity, CKA_EXTRACTABLE false on both.
@@ -1315,6 +1345,10 @@ int main(int argc, char **argv)
 		on_token("v-m2", "del", 0x73, "r-gone");
 	else if (strcmp(c, "attrgone") == 0)
 		case_attrgone();
+	else if (strcmp(c, "agcli") == 0)
+		case_agcli(0);
+	else if (strcmp(c, "agcli-clean") == 0)
+		case_agcli(1);
 	else if (strcmp(c, "lockren") == 0)
 		case_lockren();
 	else if (strcmp(c, "chain") == 0)

@@ -229,6 +229,17 @@ settles() {
 }
 check "repl: a change owed to a member without the object is dropped, not retried" \
 	settles attrgone
+check "repl: a change owed to m2, m2 without the object, the process gone before m2 is back" \
+	repl agcli
+: >"$P11SHIM_CONTROL"
+if sync_repair 1 && json_ok "$TMP/repair.out" 'd["slots"][0]["debts_left"] == 0 and
+		d["slots"][0]["debts_settled"] == 1 and d["slots"][0]["debts"] == []'; then
+	pass "repl: sync --repair drops that change as the module does (the key itself is reported)"
+else
+	fail "repl: sync --repair drops that change as the module does" \
+		"$(cat "$TMP/repair.out" "$TMP/repair.err")"
+fi
+check "repl: the key destroyed" repl agcli-clean
 check "repl: a lock owed follows a rename: CKA_EXTRACTABLE false on both members" \
 	settles lockren
 check "repl: a rename chain A->B->C->A->D while m2 is down ends as D, with the changes between" \

@@ -615,8 +615,8 @@ static bool lock_everywhere(struct mstate *ms, size_t n, unsigned listed, const 
 /*
  * An ATTRS debt (a change the member missed, p11proxy(7)): the recorded
  * template set on the object the member knows by the debt's identity. Not
- * there: settled when the member holds it under the new identity already,
- * or when the module would drop it (p11p_repl_debt_moot: debts[i] of n).
+ * there: set on the object the member holds under the new identity already,
+ * or settled when the module would drop it (p11p_repl_debt_moot: debts[i] of n).
  * true: settled.
  */
 static bool settle_attrs(struct mstate *ms, struct p11p_debt *debts, size_t n_debts, size_t i)
@@ -658,6 +658,9 @@ static bool settle_attrs(struct mstate *ms, struct p11p_debt *debts, size_t n_de
 	}
 	done = find_ident(&ms->bc, ms->h, now, &h, &found) == CKR_OK && found > 0;
 	p11p_free(now);
+	/* Renamed there already (by a tool): the rest of the change too. */
+	if (done && found == 1)
+		return p11p_be_C_SetAttributeValue(&ms->bc, ms->h, h, t, n) == CKR_OK;
 	return done || p11p_repl_debt_moot(debts, n_debts, i);
 }
 

@@ -1177,9 +1177,9 @@ static CK_RV lock_everywhere(struct p11p_state *st, struct p11p_vslot *vs, const
 /*
  * An ATTRS debt on dst (ki: the identity the member knows the object by;
  * debts[i] of n, gone: the debts settled already): the recorded template set
- * on that object. When it is not there, settled if the member holds the
- * object under its new identity already (the change made since, by a repair
- * or another process), or a copy of it is owed there (the copy carries the
+ * on that object. When it is not there, set on the object the member holds
+ * under its new identity already (renamed since, by a repair or a tool), or
+ * settled when a copy of it is owed there (the copy carries the
  * current attributes), or the change renames nothing and no older change of
  * it is owed there (the member does not hold the object: nothing to change);
  * else it stays.
@@ -1239,7 +1239,13 @@ static CK_RV settle_attrs(struct msess *dst, struct p11p_debt *debts, size_t n_d
 		p11p_free(now);
 		if (rv != CKR_OK)
 			return rv;
-		if (h != 0 || several) {
+		if (h != 0) {
+			/* Renamed there already (a repair, a tool): the rest of the change too. */
+			rv = p11p_be_C_SetAttributeValue(dst->bc, dst->h, h, t, n);
+			*done = rv == CKR_OK;
+			return rv;
+		}
+		if (several) {
 			*done = true;
 			return CKR_OK;
 		}

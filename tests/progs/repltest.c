@@ -1149,6 +1149,49 @@ static void case_chain(void)
 	f->C_CloseSession(s);
 }
 
+/*
+ * For `sync --repair` (66-replication.sh), a change owed to m2 whose object
+ * m2 holds renamed already: step 0, an EC public key renamed (CKA_ID b2,
+ * r-rb) and given an end date while m2 is down, the process gone before m2
+ * is back; step 1, the same rename made on m2 directly (a tool); step 2,
+ * after the repair: m2 has the end date too; the pair destroyed through ha.
+ */
+static void case_raready(int step)
+{
+	CK_SESSION_HANDLE s = open_on(step == 1 ? "v-m2" : "ha", 1);
+	CK_OBJECT_HANDLE pub = 0, priv = 0;
+	CK_BYTE idb = 0xb2;
+	char date[] = "20361015", dd[16];
+	CK_ATTRIBUTE ren[] = {{CKA_ID, &idb, 1}, {CKA_LABEL, "r-rb", 4}};
+	CK_ATTRIBUTE dt[] = {{CKA_END_DATE, date, 8}};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	if (step == 0) {
+		rv = gen_ec(s, 0xb1, "r-ra", CK_FALSE, &pub, &priv);
+		on_members(CKO_PUBLIC_KEY, 0xb1, "r-ra", &n1, &n2);
+		expect(rv == CKR_OK && n1 == 1 && n2 == 1, "an EC pair on both members: %s",
+		       testmod_ckr(rv));
+		control("m2 fail CKR_DEVICE_ERROR\n");
+		expect(f->C_SetAttributeValue(s, pub, ren, 2) == CKR_OK &&
+		           f->C_SetAttributeValue(s, pub, dt, 1) == CKR_OK,
+		       "m2 down: the public key renamed (b2, r-rb), then an end date");
+	} else if (step == 1) {
+		pub = find_one(s, CKO_PUBLIC_KEY, 0xb1, "r-ra");
+		expect(pub != 0 && f->C_SetAttributeValue(s, pub, ren, 2) == CKR_OK,
+		       "v-m2: the same rename made on m2 directly");
+	} else {
+		date_flag("v-m2", CKO_PUBLIC_KEY, 0xb2, "r-rb", CKA_VERIFY, dd);
+		expect(strncmp(dd, "20361015/", 9) == 0, "m2: the end date as well (%s)", dd);
+		pub = find_one(s, CKO_PUBLIC_KEY, 0xb2, "r-rb");
+		priv = find_one(s, CKO_PRIVATE_KEY, 0xb1, "r-ra");
+		expect(pub != 0 && priv != 0 && f->C_DestroyObject(s, pub) == CKR_OK &&
+		           f->C_DestroyObject(s, priv) == CKR_OK,
+		       "the pair destroyed through ha");
+	}
+	f->C_CloseSession(s);
+}
+
 /* Data objects with that label on one token ("v-m1", "v-m2"). */
 static CK_ULONG data_on(const char *token, const char *label)
 {
@@ -1349,6 +1392,12 @@ int main(int argc, char **argv)
 		case_agcli(0);
 	else if (strcmp(c, "agcli-clean") == 0)
 		case_agcli(1);
+	else if (strcmp(c, "raready") == 0)
+		case_raready(0);
+	else if (strcmp(c, "raready-m2") == 0)
+		case_raready(1);
+	else if (strcmp(c, "raready-chk") == 0)
+		case_raready(2);
 	else if (strcmp(c, "lockren") == 0)
 		case_lockren();
 	else if (strcmp(c, "chain") == 0)

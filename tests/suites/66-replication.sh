@@ -240,6 +240,16 @@ else
 		"$(cat "$TMP/repair.out" "$TMP/repair.err")"
 fi
 check "repl: the key destroyed" repl agcli-clean
+check "repl: a rename and a date owed to m2, the process gone before m2 is back" repl raready
+: >"$P11SHIM_CONTROL"
+check "repl: the same rename made on m2 by a tool" repl raready-m2
+if sync_repair 0 && json_ok "$TMP/repair.out" 'd["slots"][0]["debts_left"] == 0'; then
+	pass "repl: sync --repair settles the change of an object renamed there already"
+else
+	fail "repl: sync --repair settles the change of an object renamed there already" \
+		"$(cat "$TMP/repair.out" "$TMP/repair.err")"
+fi
+check "repl: ... and m2 has the rest of the change (the date)" repl raready-chk
 check "repl: a lock owed follows a rename: CKA_EXTRACTABLE false on both members" \
 	settles lockren
 check "repl: a rename chain A->B->C->A->D while m2 is down ends as D, with the changes between" \

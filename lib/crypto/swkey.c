@@ -1013,6 +1013,39 @@ out:
 }
 
 /*
+ * e of a private key given without it: d's inverse mod lcm(p - 1, q - 1),
+ * an exponent the engine takes (exponent_ok(): odd, 3 to 64 bits).
+ * rsa_consistent() checks it against the rest of the key after.
+ */
+static bool rsa_public_exponent(BIGNUM *bn[R_NUM], BN_CTX *ctx)
+{
+	BIGNUM *p1, *q1, *g, *lam;
+	unsigned char e[8];
+	int n;
+	bool ok = false;
+
+	BN_CTX_start(ctx);
+	p1 = BN_CTX_get(ctx);
+	q1 = BN_CTX_get(ctx);
+	g = BN_CTX_get(ctx);
+	lam = BN_CTX_get(ctx);
+	if (lam == NULL || BN_is_zero(bn[R_P]) || BN_is_zero(bn[R_Q]) || !BN_copy(p1, bn[R_P]) ||
+	    !BN_sub_word(p1, 1) || !BN_copy(q1, bn[R_Q]) || !BN_sub_word(q1, 1) || BN_is_zero(p1) ||
+	    BN_is_zero(q1) || !BN_gcd(g, p1, q1, ctx) || !BN_mul(lam, p1, q1, ctx) ||
+	    !BN_div(lam, NULL, lam, g, ctx))
+		goto out;
+	BN_set_flags(lam, BN_FLG_CONSTTIME);
+	if (BN_mod_inverse(bn[R_E], bn[R_D], lam, ctx) == NULL)
+		goto out;
+	n = BN_num_bytes(bn[R_E]);
+	ok =
+	    n > 0 && n <= (int)sizeof(e) && BN_bn2bin(bn[R_E], e) == n && exponent_ok(e, (size_t)n);
+out:
+	BN_CTX_end(ctx);
+	return ok;
+}
+
+/*
  * One key: n = p q, e d = 1 mod p - 1 and q - 1, dp = d mod p - 1,
  * dq = d mod q - 1, qinv q = 1 mod p.
  */
@@ -1150,11 +1183,23 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 		if (i >= R_P)
 			n_crt += given(in[i]);
 	}
-	if (!given(in[R_N]) || !given(in[R_E]) || (priv && !given(in[R_D])))
+	if (!given(in[R_N]) || (!given(in[R_E]) && !priv) || (priv && !given(in[R_D])))
 		return CKR_TEMPLATE_INCOMPLETE;
 	if (n_crt != 0 && n_crt != R_NUM - R_P)
 		return CKR_TEMPLATE_INCONSISTENT;
-	if (!exponent_ok(in[R_E]->p, in[R_E]->len))
+	/*
+	 * PKCS#11 does not require CKA_PUBLIC_EXPONENT of a private key: with p
+	 * and q, e is d's inverse mod lcm(p - 1, q - 1) (rsa_public_exponent());
+	 * from n and d alone it cannot be had.
+	 */
+	if (!given(in[R_E]) && n_crt == 0) {
+		p11p_message(
+		    "RSA private key without CKA_PUBLIC_EXPONENT: add it, or the CRT parts "
+		    "(CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2, "
+		    "CKA_COEFFICIENT) it can be computed from");
+		return CKR_TEMPLATE_INCOMPLETE;
+	}
+	if (given(in[R_E]) && !exponent_ok(in[R_E]->p, in[R_E]->len))
 		return CKR_ATTRIBUTE_VALUE_INVALID;
 	for (int i = 0; i < R_NUM; i++)
 		if (in[i]->len > P11P_SWKEY_RSA_MAX / 8 + 1 && in[i]->len > 0)
@@ -1183,6 +1228,8 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 			goto out;
 	if (priv) {
 		rv = CKR_TEMPLATE_INCONSISTENT;
+		if (!given(in[R_E]) && !rsa_public_exponent(bn, ctx))
+			goto out;
 		if ((n_crt == 0 && !rsa_factor(bn, ctx)) || !rsa_consistent(bn, ctx))
 			goto out;
 	}

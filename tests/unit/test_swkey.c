@@ -1774,6 +1774,34 @@ START_TEST(test_from_parts)
 	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
 	assert_serialised(key, rsa2048_pkcs8);
 	p11p_swkey_free(key);
+	/* without CKA_PUBLIC_EXPONENT (PKCS#11 does not require it): e from d, p and q */
+	k.public_exponent = (struct p11p_swkey_part){NULL, 0};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	{
+		unsigned char e[8];
+		CK_ULONG el = sizeof(e);
+
+		ck_assert_int_eq(p11p_swkey_attr(key, CKA_PUBLIC_EXPONENT, e, &el), CKR_OK);
+		ck_assert_uint_eq(el, l[1]);
+		ck_assert_mem_eq(e, v[1], el);
+	}
+	assert_serialised(key, rsa2048_pkcs8);
+	p11p_swkey_free(key);
+	/* ... and d not of the key: no e found, or one the key refuses */
+	v[2][l[2] - 1] ^= 2;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCONSISTENT);
+	v[2][l[2] - 1] ^= 2;
+	/* from n and d alone e cannot be had: what to add is asked for */
+	k.prime_1 = k.prime_2 = k.exponent_1 = k.exponent_2 = k.coefficient =
+	    (struct p11p_swkey_part){NULL, 0};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCOMPLETE);
+	ck_assert_ptr_null(key);
+	k.public_exponent = (struct p11p_swkey_part){v[1], l[1]};
+	k.prime_1 = (struct p11p_swkey_part){v[3], l[3]};
+	k.prime_2 = (struct p11p_swkey_part){v[4], l[4]};
+	k.exponent_1 = (struct p11p_swkey_part){v[5], l[5]};
+	k.exponent_2 = (struct p11p_swkey_part){v[6], l[6]};
+	k.coefficient = (struct p11p_swkey_part){v[7], l[7]};
 	/* a wrong coefficient, then a wrong d without CRT parts: not one key */
 	v[7][l[7] - 1] ^= 1;
 	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCONSISTENT);

@@ -1277,6 +1277,39 @@ static bool blob_seal(struct keys_member *km, CK_OBJECT_HANDLE key, const struct
 }
 
 /* rec's blob (in `old`) decrypted under from and encrypted under to into *out (malloc'ed). */
+/*
+ * A session on any member of slot s that can be used (the wrapping keys are
+ * on every member), in *km (*mi: which), and the slot's wrapping key there:
+ * keys rewrap and keys rotate of a software key. false (message printed,
+ * *km closed) when no member will do.
+ */
+static bool wrapping_member(struct kctx *k, size_t s, struct keys_member *km, size_t *mi,
+                            CK_OBJECT_HANDLE *wk)
+{
+	const struct p11p_slot_cfg *sc = &k->cfg->slots[s];
+
+	if (k->bes == NULL && (k->bes = cli_backends_new(k->cfg)) == NULL) {
+		cli_error("out of memory");
+		return false;
+	}
+	for (*mi = 0; *mi < sc->n_members; (*mi)++) {
+		if (keys_member_open(k->bes, &sc->members[*mi], *mi, false, true, km))
+			break;
+		cli_error("slot %s %s: %s; trying the next member", sc->label,
+		          keys_member_name(k->cfg, s, *mi), km->err);
+	}
+	if (*mi == sc->n_members) {
+		cli_error("slot %s: no member could be used; nothing changed", sc->label);
+		return false;
+	}
+	if (!rewrap_key(km, sc->label, keys_member_name(k->cfg, s, *mi), sc->swkeys.wrapping_key,
+	                wk)) {
+		keys_member_close(km);
+		return false;
+	}
+	return true;
+}
+
 static bool rewrap_one(struct keys_member *km, CK_OBJECT_HANDLE from, CK_OBJECT_HANDLE to,
                        const struct p11p_vkey *rec, const unsigned char *old, size_t old_len,
                        unsigned char **out, size_t *out_len)
@@ -1316,24 +1349,9 @@ static int do_rewrap(struct kctx *k, const char *slot_arg, const char *to_label)
 		          cli_esc(to_label));
 		return CLI_FAIL;
 	}
-	if ((k->bes = cli_backends_new(k->cfg)) == NULL) {
-		cli_error("out of memory");
+	if (!wrapping_member(k, s, &km, &mi, &from))
 		return CLI_FAIL;
-	}
-	/* Any member will do: the wrapping keys are on every member. */
-	for (mi = 0; mi < sc->n_members; mi++) {
-		if (keys_member_open(k->bes, &sc->members[mi], mi, false, true, &km))
-			break;
-		cli_error("slot %s %s: %s; trying the next member", sc->label,
-		          keys_member_name(k->cfg, s, mi), km.err);
-	}
-	if (mi == sc->n_members) {
-		cli_error("slot %s: no member could be used; nothing changed", sc->label);
-		return CLI_FAIL;
-	}
-	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), sc->swkeys.wrapping_key,
-	                &from) ||
-	    !rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), to_label, &to))
+	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), to_label, &to))
 		goto out;
 	rv = p11p_index_list(k->idx, sc->label, &ids, &n_ids);
 	if (rv != CKR_OK) {
@@ -1519,24 +1537,8 @@ static int rotate_software(struct kctx *k, const struct p11p_vkey *old, size_t s
 	}
 	if (!new_ck_id(k, &v, id, &id_len))
 		return CLI_FAIL;
-	if (k->bes == NULL && (k->bes = cli_backends_new(k->cfg)) == NULL) {
-		cli_error("out of memory");
+	if (!wrapping_member(k, s, &km, &mi, &wk))
 		return CLI_FAIL;
-	}
-	/* Any member will do: the wrapping key is on every member. */
-	for (mi = 0; mi < sc->n_members; mi++) {
-		if (keys_member_open(k->bes, &sc->members[mi], mi, false, true, &km))
-			break;
-		cli_error("slot %s %s: %s; trying the next member", sc->label,
-		          keys_member_name(k->cfg, s, mi), km.err);
-	}
-	if (mi == sc->n_members) {
-		cli_error("slot %s: no member could be used; nothing changed", sc->label);
-		return CLI_FAIL;
-	}
-	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), sc->swkeys.wrapping_key,
-	                &wk))
-		goto out;
 	if ((buf = malloc(P11P_INDEX_BLOB_MAX)) == NULL) {
 		cli_error("out of memory");
 		goto out;

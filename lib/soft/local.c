@@ -2027,6 +2027,26 @@ enum nk_mode {
 	NK_UNWRAP,   /* C_UnwrapKey of a software key: the value comes from the HSM */
 };
 
+/*
+ * A new key's CKA_LABEL or CKA_ID (a: one of them), at most P11P_ID_MAX
+ * bytes, into *label or *id (pointing into the template): every path that
+ * makes a software key (newkey, parse_half).
+ */
+static CK_RV name_attr(const CK_ATTRIBUTE *a, const void **label, CK_ULONG *label_len,
+                       const void **id, CK_ULONG *id_len)
+{
+	if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
+		return CKR_ATTRIBUTE_VALUE_INVALID;
+	if (a->type == CKA_LABEL) {
+		*label = a->pValue;
+		*label_len = a->ulValueLen;
+	} else {
+		*id = a->pValue;
+		*id_len = a->ulValueLen;
+	}
+	return CKR_OK;
+}
+
 static CK_RV bbool(const CK_ATTRIBUTE *a, bool *out)
 {
 	if (a->pValue == NULL || a->ulValueLen != sizeof(CK_BBOOL))
@@ -2125,15 +2145,9 @@ static CK_RV parse_newkey(const CK_ATTRIBUTE *templ, CK_ULONG count, enum nk_mod
 			continue;
 		case CKA_LABEL:
 		case CKA_ID:
-			if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
-				return CKR_ATTRIBUTE_VALUE_INVALID;
-			if (a->type == CKA_LABEL) {
-				nk->label = a->pValue;
-				nk->label_len = a->ulValueLen;
-			} else {
-				nk->id = a->pValue;
-				nk->id_len = a->ulValueLen;
-			}
+			if ((rv = name_attr(a, &nk->label, &nk->label_len, &nk->id, &nk->id_len)) !=
+			    CKR_OK)
+				return rv;
 			continue;
 		case CKA_LOCAL:
 		case CKA_ALWAYS_SENSITIVE:
@@ -2664,15 +2678,9 @@ static CK_RV parse_half(const CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_CLASS c
 			continue;
 		case CKA_LABEL:
 		case CKA_ID:
-			if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
-				return CKR_ATTRIBUTE_VALUE_INVALID;
-			if (a->type == CKA_LABEL) {
-				n->label = a->pValue;
-				n->label_len = a->ulValueLen;
-			} else {
-				n->id = a->pValue;
-				n->id_len = a->ulValueLen;
-			}
+			if ((rv = name_attr(a, &n->label, &n->label_len, &n->id, &n->id_len)) !=
+			    CKR_OK)
+				return rv;
 			continue;
 		case CKA_EC_PARAMS:
 			if (cls != CKO_PUBLIC_KEY)

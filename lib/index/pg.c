@@ -468,10 +468,17 @@ static void result_rows(struct pgc *p, PGresult *res, p11p_sql_row_fn row, void 
 	*stopp = stop;
 }
 
+static void copy_refused(struct pgc *p, const struct p11p_pgcopy *pc)
+{
+	err(p, "COPY data refused", pc->err);
+	p11p_debug(P11P_DBG_LIB, "%s", p->base.err);
+}
+
 /*
  * The rows of a COPY ... TO STDOUT (FORMAT binary) under way, into pc until
  * the end of the copy (every row is read, even after a malformed one, so that
- * the connection stays in step). DOWN when the connection is lost.
+ * the connection stays in step; the end of the stream is checked by the
+ * caller, after the result that follows). DOWN when the connection is lost.
  */
 static enum p11p_sql_rc copy_rows(struct pgc *p, struct p11p_pgcopy *pc,
                                   unsigned long long deadline)
@@ -501,12 +508,8 @@ static enum p11p_sql_rc copy_rows(struct pgc *p, struct p11p_pgcopy *pc,
 		if (!PQconsumeInput(pg))
 			return lost(p);
 	}
-	if (rc == P11P_SQL_OK)
-		rc = p11p_pgcopy_end(pc);
-	if (rc != P11P_SQL_OK) {
-		err(p, "COPY data refused", pc->err);
-		p11p_debug(P11P_DBG_LIB, "%s", p->base.err);
-	}
+	if (rc != P11P_SQL_OK)
+		copy_refused(p, pc);
 	return rc;
 }
 
@@ -533,7 +536,7 @@ static enum p11p_sql_rc run_copy(struct pgc *p, const char *sql, int nparams, co
 	if (rc != P11P_SQL_OK)
 		return rc;
 
-	bool stop = false;
+	bool stop = false, copied = false;
 	for (;;) {
 		enum p11p_sql_rc wr = await_result(p, deadline);
 		if (wr != P11P_SQL_OK)
@@ -555,6 +558,7 @@ static enum p11p_sql_rc run_copy(struct pgc *p, const char *sql, int nparams, co
 			enum p11p_sql_rc cr = copy_rows(p, copy, deadline);
 			if (cr == P11P_SQL_DOWN)
 				return cr;
+			copied = true;
 			if (rc == P11P_SQL_OK)
 				rc = cr;
 			continue;
@@ -571,6 +575,15 @@ static enum p11p_sql_rc run_copy(struct pgc *p, const char *sql, int nparams, co
 	}
 	if (PQstatus(pg) == CONNECTION_BAD)
 		return lost(p);
+	/*
+	 * A stream cut short is checked last: a server that ends a COPY early
+	 * (statement_timeout, an error) says why in the result that follows it.
+	 */
+	if (copied && rc == P11P_SQL_OK) {
+		rc = p11p_pgcopy_end(copy);
+		if (rc != P11P_SQL_OK)
+			copy_refused(p, copy);
+	}
 	return rc;
 }
 

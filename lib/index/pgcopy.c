@@ -1,6 +1,7 @@
 /* The binary COPY reader (pgcopy.h). */
 #include "index/pgcopy.h"
 
+#include <endian.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,18 +17,21 @@ static const unsigned char signature[11] = {'P',  'G',  'C',  'O',  'P', 'Y',
 
 enum { S_HEADER = 0, S_TUPLES, S_DONE };
 
+/* Big-endian integers at any alignment (memcpy: one load each). */
 static uint32_t be32(const unsigned char *b)
 {
-	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+	uint32_t v;
+
+	memcpy(&v, b, sizeof(v));
+	return be32toh(v);
 }
 
 static int64_t be64(const unsigned char *b)
 {
-	uint64_t u = 0;
+	uint64_t v;
 
-	for (int i = 0; i < 8; i++)
-		u = u << 8 | b[i];
-	return (int64_t)u;
+	memcpy(&v, b, sizeof(v));
+	return (int64_t)be64toh(v);
 }
 
 static enum p11p_sql_rc bad(struct p11p_pgcopy *pc, const char *fmt, ...)
@@ -139,13 +143,15 @@ static enum p11p_sql_rc parse(struct p11p_pgcopy *pc, const unsigned char *b, si
 			int32_t len = (int32_t)be32(b + p);
 
 			p += 4;
-			memset(v, 0, sizeof(*v));
-			if (len == -1) {
+			if (len < 0) {
+				if (len != -1)
+					return bad(pc, "field %zu: length %d", i + 1, (int)len);
 				v->type = P11P_SQL_NULL;
+				v->i = 0;
+				v->p = NULL;
+				v->len = 0;
 				continue;
 			}
-			if (len < 0)
-				return bad(pc, "field %zu: length %d", i + 1, (int)len);
 			if (n - p < (size_t)len)
 				goto short_unit;
 			if (pc->types[i] == P11P_SQL_INT) {
@@ -154,8 +160,11 @@ static enum p11p_sql_rc parse(struct p11p_pgcopy *pc, const unsigned char *b, si
 					           (int)len);
 				v->type = P11P_SQL_INT;
 				v->i = be64(b + p);
+				v->p = NULL;
+				v->len = 0;
 			} else {
 				v->type = pc->types[i];
+				v->i = 0;
 				v->p = b + p;
 				v->len = (size_t)len;
 			}

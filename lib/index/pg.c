@@ -32,6 +32,15 @@
  * parameters) come in text format and are typed the same way, bytea
  * unescaped, everything else as P11P_SQL_TEXT.
  *
+ * Bulk reads (p11p_sql_read: the store's loads) run as one COPY (SELECT ...)
+ * TO STDOUT (FORMAT binary), their integer parameters printed into the
+ * statement (COPY takes none), and each row is parsed as libpq hands it over
+ * (index/pgcopy.h, strict) instead of libpq building a result with every row
+ * first: a load of 100,000 keys spent 248 M of its 669 M client instructions
+ * there, and 120 M more reading the result back. A malformed stream is read
+ * to its end (the connection stays in step) and fails the read; a COPY the
+ * server ends early answers the server's error.
+ *
  * Errors are classified by SQLSTATE (sql_class below); a lost connection is
  * P11P_SQL_DOWN and the next call connects again (not inside a transaction:
  * the transaction is gone, so its statements keep failing until the store

@@ -697,8 +697,9 @@ static bool same_records(struct p11p_index *a, struct p11p_index *b, const char 
  * BIGINT refused with a message and the connection still in step; a stop
  * asked by the callback; a non-integer parameter refused. Then a store's
  * records loaded by another handle equal in every field (blobs, tombstones),
- * and rows damaged in the database (a NULL, an integer column changed to
- * integer, a label too long) refused at open, naming the row or the data.
+ * and rows damaged in the database (a NULL, a label too long, a presence out
+ * of range, a BIGINT column changed to integer) refused at open, naming the
+ * row or the data; a damaged row that comes with a change refused by refresh.
  */
 static int t_load(const char *uri)
 {
@@ -818,13 +819,20 @@ static int t_load(const char *uri)
 	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_OK, "repaired: %s", err);
 	p11p_index_close(b);
 	b = NULL;
-	ex(c, "ALTER TABLE vkeys ALTER COLUMN perms TYPE integer");
+	ex(c, "UPDATE vkeys SET presence = 65536 WHERE vid = (SELECT min(vid) FROM vkeys WHERE "
+	      "live <> 0)");
+	err[0] = '\0';
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_FUNCTION_FAILED && b == NULL &&
+	          strstr(err, "damaged row") != NULL,
+	      "a presence out of range refused: %s", err);
+	ex(c, "UPDATE vkeys SET presence = 1 WHERE presence = 65536");
+	ex(c, "ALTER TABLE vkeys ALTER COLUMN rev TYPE integer");
 	err[0] = '\0';
 	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_FUNCTION_FAILED && b == NULL &&
 	          strstr(err, "COPY data refused") != NULL && strstr(err, "BIGINT") != NULL,
 	      "an integer column of 4 bytes refused: %s", err);
+	ex(c, "ALTER TABLE vkeys ALTER COLUMN rev TYPE bigint");
 	/* the handle that has the records keeps them; its refresh does not take a damaged row */
-	ex(c, "ALTER TABLE vkeys ALTER COLUMN perms TYPE bigint");
 	ex(c, "UPDATE vkeys SET state = 99, seq = seq + 1000 WHERE vid = (SELECT max(vid) FROM "
 	      "vkeys)");
 	ex(c, "NOTIFY p11proxy");

@@ -66,7 +66,7 @@ else
 fi
 
 # The bulk read (COPY ... TO STDOUT (FORMAT binary)) and the store's load through it, in a
-# database of its own; damaged rows (a NULL, a label too long, an int4 column) refused.
+# database of its own; damaged rows (a NULL, a label too long, a value out of range, an int4 column) refused.
 if pg_psql "CREATE DATABASE p11p_load" >/dev/null; then
 	if run_prog_timeout 120 "$PGDRIVER" load "$(pg_uri "" p11p_load)" >"$TMP/drv.out" \
 		2>"$TMP/drv.err"; then

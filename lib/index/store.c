@@ -514,6 +514,14 @@ static int one_int_cb(void *arg, const struct p11p_sql_val *cols, size_t n)
 	"vid, seq, live, rev, slot, cls, key_type, ck_id, label, perms, state, origin, presence, " \
 	"created, updated, prev, next"
 
+/* The columns' types (the bulk read's, p11p_sql_read; the callbacks check every value). */
+#define I_ P11P_SQL_INT
+static const enum p11p_sql_type vkey_types[17] = {
+    I_, I_, I_, I_, P11P_SQL_TEXT, I_, I_, P11P_SQL_BLOB, P11P_SQL_BLOB, I_, I_, I_, I_,
+    I_, I_, I_, I_};
+#undef I_
+static const enum p11p_sql_type blob_types[2] = {P11P_SQL_INT, P11P_SQL_BLOB};
+
 struct loader {
 	struct op *ops;
 	size_t n, cap;
@@ -638,14 +646,14 @@ static CK_RV load_records(struct p11p_index *idx)
 	enum p11p_sql_rc rc;
 	CK_RV rv = CKR_OK;
 
-	rc = p11p_sql_exec(idx->db, "SELECT " VKEY_COLS " FROM vkeys WHERE seq > $1 ORDER BY seq",
-	                   p, 1, vkey_row_cb, &ld);
+	rc = p11p_sql_read(idx->db, "SELECT " VKEY_COLS " FROM vkeys WHERE seq > $1 ORDER BY seq",
+	                   p, 1, vkey_types, NV(vkey_types), vkey_row_cb, &ld);
 	if (rc == P11P_SQL_OK && !ld.bad && !ld.nomem && ld.max_seq > idx->seq) {
 		p[1] = V_INT(ld.max_seq);
-		rc = p11p_sql_exec(idx->db,
+		rc = p11p_sql_read(idx->db,
 		                   "SELECT vid, data FROM blobs WHERE seq > $1 AND seq <= $2 "
 		                   "ORDER BY seq",
-		                   p, 2, blob_row_cb, &ld);
+		                   p, 2, blob_types, NV(blob_types), blob_row_cb, &ld);
 	}
 	if (rc != P11P_SQL_OK) {
 		rv = sql_fail(idx, rc, "read");

@@ -1277,6 +1277,39 @@ static bool blob_seal(struct keys_member *km, CK_OBJECT_HANDLE key, const struct
 }
 
 /* rec's blob (in `old`) decrypted under from and encrypted under to into *out (malloc'ed). */
+/*
+ * A session on any member of slot s that can be used (the wrapping keys are
+ * on every member), in *km (*mi: which), and the slot's wrapping key there:
+ * keys rewrap and keys rotate of a software key. false (message printed,
+ * *km closed) when no member will do.
+ */
+static bool wrapping_member(struct kctx *k, size_t s, struct keys_member *km, size_t *mi,
+                            CK_OBJECT_HANDLE *wk)
+{
+	const struct p11p_slot_cfg *sc = &k->cfg->slots[s];
+
+	if (k->bes == NULL && (k->bes = cli_backends_new(k->cfg)) == NULL) {
+		cli_error("out of memory");
+		return false;
+	}
+	for (*mi = 0; *mi < sc->n_members; (*mi)++) {
+		if (keys_member_open(k->bes, &sc->members[*mi], *mi, false, true, km))
+			break;
+		cli_error("slot %s %s: %s; trying the next member", sc->label,
+		          keys_member_name(k->cfg, s, *mi), km->err);
+	}
+	if (*mi == sc->n_members) {
+		cli_error("slot %s: no member could be used; nothing changed", sc->label);
+		return false;
+	}
+	if (!rewrap_key(km, sc->label, keys_member_name(k->cfg, s, *mi), sc->swkeys.wrapping_key,
+	                wk)) {
+		keys_member_close(km);
+		return false;
+	}
+	return true;
+}
+
 static bool rewrap_one(struct keys_member *km, CK_OBJECT_HANDLE from, CK_OBJECT_HANDLE to,
                        const struct p11p_vkey *rec, const unsigned char *old, size_t old_len,
                        unsigned char **out, size_t *out_len)
@@ -1316,24 +1349,9 @@ static int do_rewrap(struct kctx *k, const char *slot_arg, const char *to_label)
 		          cli_esc(to_label));
 		return CLI_FAIL;
 	}
-	if ((k->bes = cli_backends_new(k->cfg)) == NULL) {
-		cli_error("out of memory");
+	if (!wrapping_member(k, s, &km, &mi, &from))
 		return CLI_FAIL;
-	}
-	/* Any member will do: the wrapping keys are on every member. */
-	for (mi = 0; mi < sc->n_members; mi++) {
-		if (keys_member_open(k->bes, &sc->members[mi], mi, false, true, &km))
-			break;
-		cli_error("slot %s %s: %s; trying the next member", sc->label,
-		          keys_member_name(k->cfg, s, mi), km.err);
-	}
-	if (mi == sc->n_members) {
-		cli_error("slot %s: no member could be used; nothing changed", sc->label);
-		return CLI_FAIL;
-	}
-	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), sc->swkeys.wrapping_key,
-	                &from) ||
-	    !rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), to_label, &to))
+	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), to_label, &to))
 		goto out;
 	rv = p11p_index_list(k->idx, sc->label, &ids, &n_ids);
 	if (rv != CKR_OK) {
@@ -1481,9 +1499,9 @@ static CK_RV successor(const struct p11p_vkey *v, const struct p11p_secret *old,
  * to the old one, which keeps p11p_vk_rotated_perms()), but the new value is
  * made in software (successor()) and stored only as a blob sealed by the HSM
  * under the slot's wrapping key (blob_seal(), as keys rewrap does), on any
- * member that can be used. The new records with their blobs are stored
- * first, then the old records are linked to them (read-modify-write); if
- * that fails the new records are deleted again.
+ * member that can be used. The new records with their blobs, the old
+ * records linked to them and the audit rows are one store transaction
+ * (p11p_index_put_batch_blobs()): all of the rotation, or nothing of it.
  */
 static int rotate_software(struct kctx *k, const struct p11p_vkey *old, size_t s)
 {
@@ -1519,24 +1537,8 @@ static int rotate_software(struct kctx *k, const struct p11p_vkey *old, size_t s
 	}
 	if (!new_ck_id(k, &v, id, &id_len))
 		return CLI_FAIL;
-	if (k->bes == NULL && (k->bes = cli_backends_new(k->cfg)) == NULL) {
-		cli_error("out of memory");
+	if (!wrapping_member(k, s, &km, &mi, &wk))
 		return CLI_FAIL;
-	}
-	/* Any member will do: the wrapping key is on every member. */
-	for (mi = 0; mi < sc->n_members; mi++) {
-		if (keys_member_open(k->bes, &sc->members[mi], mi, false, true, &km))
-			break;
-		cli_error("slot %s %s: %s; trying the next member", sc->label,
-		          keys_member_name(k->cfg, s, mi), km.err);
-	}
-	if (mi == sc->n_members) {
-		cli_error("slot %s: no member could be used; nothing changed", sc->label);
-		return CLI_FAIL;
-	}
-	if (!rewrap_key(&km, sc->label, keys_member_name(k->cfg, s, mi), sc->swkeys.wrapping_key,
-	                &wk))
-		goto out;
 	if ((buf = malloc(P11P_INDEX_BLOB_MAX)) == NULL) {
 		cli_error("out of memory");
 		goto out;
@@ -1613,53 +1615,62 @@ static int rotate_software(struct kctx *k, const struct p11p_vkey *old, size_t s
 		p11p_secret_free(nv);
 		nv = NULL;
 	}
-	rv = n_recs > 2 ? p11p_index_put_blob(k->idx, &recs[2], blob[1], blob_len[1]) : CKR_OK;
-	if (rv == CKR_OK)
-		rv = p11p_index_put_blob(k->idx, &recs[0], blob[0], blob_len[0]);
-	/* Then the old key (and public key) point to the new ones, as a rotate leaves them. */
-	for (int attempt = 0; rv == CKR_OK && attempt < KEYS_RETRIES && !linked; attempt++) {
-		struct p11p_vkey cur[2];
-		size_t n = 1;
+	/*
+	 * The new records with their blobs and the old ones pointing to them, as a
+	 * rotate leaves them, with the audit rows: one transaction (a failure or a
+	 * crash leaves the old key as it was). Retried when the old records
+	 * changed since they were read.
+	 */
+	for (int attempt = 0; attempt < KEYS_RETRIES && !linked; attempt++) {
+		struct p11p_index_blob bl[4] = {{0}};
+		struct p11p_vkey put[4];
+		size_t n = 2;
 		bool f1 = false, f2 = false;
 
 		rv = p11p_index_refresh(k->idx);
 		if (rv == CKR_OK)
-			rv = p11p_index_get(k->idx, v.vid, &cur[0], &f1);
+			rv = p11p_index_get(k->idx, v.vid, &recs[1], &f1);
 		if (rv == CKR_OK && n_recs > 3)
-			rv = p11p_index_get(k->idx, pubrec.vid, &cur[1], &f2);
+			rv = p11p_index_get(k->idx, pubrec.vid, &recs[3], &f2);
 		if (rv != CKR_OK)
 			break;
-		if (!f1 || cur[0].next != 0 ||
-		    (cur[0].state != P11P_VK_ACTIVE && cur[0].state != P11P_VK_DEACTIVATED)) {
+		if (!f1 || recs[1].next != 0 ||
+		    (recs[1].state != P11P_VK_ACTIVE && recs[1].state != P11P_VK_DEACTIVATED)) {
 			cli_error("%016llx: changed meanwhile (deleted, or rotated already)",
 			          (unsigned long long)v.vid);
 			rv = CKR_FUNCTION_FAILED;
 			break;
 		}
-		cur[0].next = recs[0].vid;
-		cur[0].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&cur[0]));
-		if (n_recs > 3 && f2 && cur[1].next == 0) {
-			cur[1].next = recs[2].vid;
-			cur[1].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&cur[1]));
-			n = 2;
+		recs[1].next = recs[0].vid;
+		recs[1].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&recs[1]));
+		put[0] = recs[0];
+		bl[0].data = blob[0];
+		bl[0].len = blob_len[0];
+		put[1] = recs[1];
+		if (n_recs > 2) {
+			put[n] = recs[2];
+			bl[n].data = blob[1];
+			bl[n].len = blob_len[1];
+			n++;
 		}
-		rv = p11p_index_put_batch(k->idx, cur, n);
+		if (n_recs > 3 && f2 && recs[3].next == 0) {
+			recs[3].next = recs[2].vid;
+			recs[3].perms = p11p_vk_rotated_perms(p11p_vk_perms_of(&recs[3]));
+			put[n++] = recs[3];
+		}
+		rv = p11p_index_put_batch_blobs(k->idx, put, n, bl);
 		if (rv == CKR_OK) {
 			linked = true;
-			recs[1] = cur[0];
-			if (n == 2)
-				recs[3] = cur[1];
-		} else if (rv == P11P_INDEX_CONFLICT) {
-			rv = CKR_OK;
+			for (size_t i = 0; i < n; i++)
+				recs[i] = put[i];
+		} else if (rv != P11P_INDEX_CONFLICT) {
+			break;
 		}
 	}
 	if (!linked) {
 		char err[KEYS_ERR_LEN] = "";
 
 		p11p_index_last_error(k->idx, err, sizeof(err));
-		p11p_index_delete(k->idx, recs[0].vid, NULL);
-		if (n_recs > 2)
-			p11p_index_delete(k->idx, recs[2].vid, NULL);
 		cli_error("rotate: recording the new software key failed (%s); nothing changed",
 		          err[0] ? err : cli_rv(rv));
 		goto out;

@@ -615,11 +615,13 @@ static bool lock_everywhere(struct mstate *ms, size_t n, unsigned listed, const 
 /*
  * An ATTRS debt (a change the member missed, p11proxy(7)): the recorded
  * template set on the object the member knows by the debt's identity. Not
- * there: settled when the member holds it under the new identity already.
+ * there: set on the object the member holds under the new identity already,
+ * or settled when the module would drop it (p11p_repl_debt_moot: debts[i] of n).
  * true: settled.
  */
-static bool settle_attrs(struct mstate *ms, struct p11p_debt *d)
+static bool settle_attrs(struct mstate *ms, struct p11p_debt *debts, size_t n_debts, size_t i)
 {
+	struct p11p_debt *d = &debts[i];
 	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
 	const CK_ATTRIBUTE *id, *label;
 	struct p11p_debt *now;
@@ -635,7 +637,9 @@ static bool settle_attrs(struct mstate *ms, struct p11p_debt *d)
 		return p11p_be_C_SetAttributeValue(&ms->bc, ms->h, h, t, n) == CKR_OK;
 	id = p11p_attr_find(t, n, CKA_ID);
 	label = p11p_attr_find(t, n, CKA_LABEL);
-	if ((id == NULL && label == NULL) || (id != NULL && id->ulValueLen > P11P_INDEX_ID_MAX) ||
+	if (id == NULL && label == NULL)
+		return p11p_repl_debt_moot(debts, n_debts, i);
+	if ((id != NULL && id->ulValueLen > P11P_INDEX_ID_MAX) ||
 	    (label != NULL && label->ulValueLen > P11P_INDEX_LABEL_MAX))
 		return false;
 	now = p11p_malloc(sizeof(*now));
@@ -654,7 +658,10 @@ static bool settle_attrs(struct mstate *ms, struct p11p_debt *d)
 	}
 	done = find_ident(&ms->bc, ms->h, now, &h, &found) == CKR_OK && found > 0;
 	p11p_free(now);
-	return done;
+	/* Renamed there already (by a tool): the rest of the change too. */
+	if (done && found == 1)
+		return p11p_be_C_SetAttributeValue(&ms->bc, ms->h, h, t, n) == CKR_OK;
+	return done || p11p_repl_debt_moot(debts, n_debts, i);
 }
 
 static const char *debt_op_name(enum p11p_debt_op op)
@@ -739,7 +746,8 @@ relist:
 		struct p11p_debt *d = &debts[i];
 		size_t m = debt_member(d, &ord, ms, n);
 
-		if (d->op != P11P_DEBT_ATTRS || d->id == 0 || m == n || !settle_attrs(&ms[m], d))
+		if (d->op != P11P_DEBT_ATTRS || d->id == 0 || m == n ||
+		    !settle_attrs(&ms[m], debts, n_debts, i))
 			continue;
 		debts_done++;
 		changed++;

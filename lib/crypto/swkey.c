@@ -15,6 +15,8 @@
  * Asymmetric private keys are EVP_PKEYs whose private parts OpenSSL puts in
  * its secure heap (see p11p_swkey_secure_heap_used() in the header).
  */
+/* RSA_*: the engine's own RSA private keys (swkey_int.h). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "crypto/swkey_int.h"
 
 #include <limits.h>
@@ -29,6 +31,7 @@
 #include <openssl/param_build.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "base/log.h"
@@ -123,6 +126,7 @@ static void key_destroy(struct p11p_swkey *key)
 	EVP_CIPHER_free(key->cbc);
 	EVP_CIPHER_free(key->ctr);
 	EVP_PKEY_free(key->pkey);
+	RSA_free(key->rsa); /* clears its secure bignums */
 	p11p_secret_free(key->der);
 	p11p_secret_free(key->value);
 	p11p_free(key);
@@ -518,6 +522,8 @@ static CK_RV own_form(CK_KEY_TYPE type, const unsigned char *der, size_t len, un
 	return CKR_WRAPPED_KEY_INVALID;
 }
 
+static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struct p11p_swkey **out);
+
 CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned char *der,
                           size_t len, unsigned flags, struct p11p_swkey **out)
 {
@@ -539,12 +545,23 @@ CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned 
 		return CKR_HOST_MEMORY;
 	if (len == 0 || len > LONG_MAX)
 		return CKR_WRAPPED_KEY_INVALID;
-	if (cls == CKO_PRIVATE_KEY) {
+	if (cls == CKO_PRIVATE_KEY && type == CKK_RSA) {
+		/* The usual two-prime PKCS#8 form: parsed here (rsa_own), not by OpenSSL. */
+		rv = rsa_own(der, len, flags, out);
+		if (rv != CKR_WRAPPED_KEY_INVALID)
+			goto der_copy;
+	} else if (cls == CKO_PRIVATE_KEY) {
 		rv = own_form(type, der, len, flags, out);
 		/* not the engine's form, or a point OpenSSL refuses: OpenSSL's parser decides */
 		if (rv != CKR_WRAPPED_KEY_INVALID && rv != CKR_FUNCTION_FAILED)
 			return rv;
 	}
+	/*
+	 * Other forms: OpenSSL 3.0's provider decoder copies the DER into ordinary
+	 * heap and frees it without cleansing (two whole copies, which later
+	 * allocations overwrite); the key's own bignums are secure-heap ones.
+	 * Hence the engine's own forms above (EC, Ed25519, two-prime RSA).
+	 */
 	if (cls == CKO_PRIVATE_KEY) {
 		PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
 
@@ -564,6 +581,7 @@ CK_RV p11p_swkey_from_der(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const unsigned 
 	if (cls == CKO_PRIVATE_KEY && type == CKK_EC_EDWARDS && EVP_PKEY_is_a(pkey, "ED25519"))
 		return ed25519_from_pkey(pkey, flags, out);
 	rv = key_from_pkey(cls, type, pkey, flags, out);
+der_copy:
 	/* Serialised later from this copy, not by OpenSSL's encoder (copies in the heap). */
 	if (rv == CKR_OK && cls == CKO_PRIVATE_KEY) {
 		(*out)->der = p11p_secret_new(der, len);
@@ -1013,6 +1031,39 @@ out:
 }
 
 /*
+ * e of a private key given without it: d's inverse mod lcm(p - 1, q - 1),
+ * an exponent the engine takes (exponent_ok(): odd, 3 to 64 bits).
+ * rsa_consistent() checks it against the rest of the key after.
+ */
+static bool rsa_public_exponent(BIGNUM *bn[R_NUM], BN_CTX *ctx)
+{
+	BIGNUM *p1, *q1, *g, *lam;
+	unsigned char e[8];
+	int n;
+	bool ok = false;
+
+	BN_CTX_start(ctx);
+	p1 = BN_CTX_get(ctx);
+	q1 = BN_CTX_get(ctx);
+	g = BN_CTX_get(ctx);
+	lam = BN_CTX_get(ctx);
+	if (lam == NULL || BN_is_zero(bn[R_P]) || BN_is_zero(bn[R_Q]) || !BN_copy(p1, bn[R_P]) ||
+	    !BN_sub_word(p1, 1) || !BN_copy(q1, bn[R_Q]) || !BN_sub_word(q1, 1) || BN_is_zero(p1) ||
+	    BN_is_zero(q1) || !BN_gcd(g, p1, q1, ctx) || !BN_mul(lam, p1, q1, ctx) ||
+	    !BN_div(lam, NULL, lam, g, ctx))
+		goto out;
+	BN_set_flags(lam, BN_FLG_CONSTTIME);
+	if (BN_mod_inverse(bn[R_E], bn[R_D], lam, ctx) == NULL)
+		goto out;
+	n = BN_num_bytes(bn[R_E]);
+	ok =
+	    n > 0 && n <= (int)sizeof(e) && BN_bn2bin(bn[R_E], e) == n && exponent_ok(e, (size_t)n);
+out:
+	BN_CTX_end(ctx);
+	return ok;
+}
+
+/*
  * One key: n = p q, e d = 1 mod p - 1 and q - 1, dp = d mod p - 1,
  * dq = d mod q - 1, qinv q = 1 mod p.
  */
@@ -1038,6 +1089,139 @@ static bool rsa_consistent(BIGNUM *const bn[R_NUM], BN_CTX *ctx)
 out:
 	BN_CTX_end(ctx);
 	return ok;
+}
+
+/* DER: tag at *p, its length (short form, 0x81, 0x82; minimal); *p moves to the content. */
+static bool der_take(const unsigned char **p, const unsigned char *end, unsigned char tag,
+                     size_t *len)
+{
+	size_t n;
+
+	if (end - *p < 2 || **p != tag)
+		return false;
+	n = (*p)[1];
+	*p += 2;
+	if (n == 0x81) {
+		if (end - *p < 1 || **p < 0x80)
+			return false;
+		n = **p;
+		*p += 1;
+	} else if (n == 0x82) {
+		if (end - *p < 2 || (*p)[0] == 0)
+			return false;
+		n = (size_t)(*p)[0] << 8 | (*p)[1];
+		*p += 2;
+	} else if (n > 0x7f) {
+		return false;
+	}
+	if ((size_t)(end - *p) < n)
+		return false;
+	*len = n;
+	return true;
+}
+
+/*
+ * An RSA private key from its two-prime PKCS#8 form (RFC 5208 without
+ * attributes, rsaEncryption with NULL parameters, RSAPrivateKey version 0:
+ * what OpenSSL and rsa_pkcs8_key() write), parsed here: d, p, q, dp, dq and
+ * qinv go from der (locked memory) straight into secure-heap bignums of the
+ * engine's own RSA (swkey_int.h), checked to be one key; key->pkey is the
+ * public key. OpenSSL's PKCS#8 decoder would leave copies of the DER in freed
+ * heap, and its RSA import keeps the parts in ordinary bignums.
+ * CKR_WRAPPED_KEY_INVALID: not that form (p11p_swkey_from_der() lets
+ * OpenSSL's parser decide).
+ */
+static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struct p11p_swkey **out)
+{
+	static const unsigned char head[] = {0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09,
+	                                     0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01,
+	                                     0x01, 0x01, 0x05, 0x00}; /* version, algorithm */
+	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
+	const unsigned char *p = der, *end = der + len;
+	BIGNUM *bn[R_NUM] = {NULL};
+	BN_CTX *ctx = NULL;
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	EVP_PKEY *pkey = NULL;
+	RSA *rsa = NULL;
+	unsigned char e[8];
+	size_t n = 0;
+	int bits, el;
+	CK_RV rv = CKR_WRAPPED_KEY_INVALID;
+
+	if (!der_take(&p, end, 0x30, &n) || p + n != end || (size_t)(end - p) < sizeof(head) ||
+	    memcmp(p, head, sizeof(head)) != 0)
+		return CKR_WRAPPED_KEY_INVALID;
+	p += sizeof(head);
+	if (!der_take(&p, end, 0x04, &n) || p + n != end || !der_take(&p, end, 0x30, &n) ||
+	    p + n != end || end - p < 3 || memcmp(p, "\x02\x01\x00", 3) != 0)
+		return CKR_WRAPPED_KEY_INVALID;
+	p += 3;
+	pthread_once(&sheap_once, sheap_init);
+	if (lib == NULL || (ctx = BN_CTX_secure_new_ex(lib)) == NULL)
+		return CKR_HOST_MEMORY;
+	for (int i = 0; i < R_NUM; i++) {
+		if (!der_take(&p, end, 0x02, &n) || n == 0 || (p[0] & 0x80) ||
+		    (n > 1 && p[0] == 0 && !(p[1] & 0x80)))
+			goto out; /* not a minimal non-negative INTEGER */
+		bn[i] = i >= R_D ? BN_secure_new() : BN_new();
+		if (bn[i] == NULL) {
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+		if (i >= R_D)
+			BN_set_flags(bn[i], BN_FLG_CONSTTIME);
+		if (BN_bin2bn(p, (int)n, bn[i]) == NULL) {
+			rv = CKR_HOST_MEMORY;
+			goto out;
+		}
+		p += n;
+	}
+	bits = BN_num_bits(bn[R_N]);
+	el = BN_num_bytes(bn[R_E]);
+	if (p != end || bits < P11P_SWKEY_RSA_MIN || bits > P11P_SWKEY_RSA_MAX ||
+	    !BN_is_odd(bn[R_N]) || el < 1 || el > (int)sizeof(e) || BN_bn2bin(bn[R_E], e) != el ||
+	    !exponent_ok(e, (size_t)el) || !rsa_consistent(bn, ctx))
+		goto out;
+	rv = CKR_FUNCTION_FAILED;
+	bld = OSSL_PARAM_BLD_new();
+	if (bld == NULL || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn[R_N]) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn[R_E]))
+		goto out;
+	params = OSSL_PARAM_BLD_to_param(bld);
+	pctx = EVP_PKEY_CTX_new_from_name(lib, "RSA", NULL);
+	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+		goto out;
+	rsa = RSA_new();
+	if (rsa == NULL || !RSA_set0_key(rsa, bn[R_N], bn[R_E], bn[R_D]))
+		goto out;
+	bn[R_N] = bn[R_E] = bn[R_D] = NULL;
+	if (!RSA_set0_factors(rsa, bn[R_P], bn[R_Q]))
+		goto out;
+	bn[R_P] = bn[R_Q] = NULL;
+	if (!RSA_set0_crt_params(rsa, bn[R_DP], bn[R_DQ], bn[R_QINV]))
+		goto out;
+	bn[R_DP] = bn[R_DQ] = bn[R_QINV] = NULL;
+	/* No cached private Montgomery contexts (p and q in ordinary heap); blinding kept. */
+	RSA_clear_flags(rsa, RSA_FLAG_CACHE_PRIVATE);
+	rv = key_from_pkey(CKO_PRIVATE_KEY, CKK_RSA, pkey, flags, out);
+	pkey = NULL; /* key_from_pkey took it */
+	if (rv == CKR_OK) {
+		(*out)->rsa = rsa;
+		rsa = NULL;
+	}
+out:
+	RSA_free(rsa);
+	EVP_PKEY_free(pkey);
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	for (int i = 0; i < R_NUM; i++)
+		BN_clear_free(bn[i]);
+	BN_CTX_free(ctx);
+	return rv;
 }
 
 /* DER: the length of a length field for n content bytes (n < 2^16), and the field. */
@@ -1150,11 +1334,23 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 		if (i >= R_P)
 			n_crt += given(in[i]);
 	}
-	if (!given(in[R_N]) || !given(in[R_E]) || (priv && !given(in[R_D])))
+	if (!given(in[R_N]) || (!given(in[R_E]) && !priv) || (priv && !given(in[R_D])))
 		return CKR_TEMPLATE_INCOMPLETE;
 	if (n_crt != 0 && n_crt != R_NUM - R_P)
 		return CKR_TEMPLATE_INCONSISTENT;
-	if (!exponent_ok(in[R_E]->p, in[R_E]->len))
+	/*
+	 * PKCS#11 does not require CKA_PUBLIC_EXPONENT of a private key: with p
+	 * and q, e is d's inverse mod lcm(p - 1, q - 1) (rsa_public_exponent());
+	 * from n and d alone it cannot be had.
+	 */
+	if (!given(in[R_E]) && n_crt == 0) {
+		p11p_message(
+		    "RSA private key without CKA_PUBLIC_EXPONENT: add it, or the CRT parts "
+		    "(CKA_PRIME_1, CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2, "
+		    "CKA_COEFFICIENT) it can be computed from");
+		return CKR_TEMPLATE_INCOMPLETE;
+	}
+	if (given(in[R_E]) && !exponent_ok(in[R_E]->p, in[R_E]->len))
 		return CKR_ATTRIBUTE_VALUE_INVALID;
 	for (int i = 0; i < R_NUM; i++)
 		if (in[i]->len > P11P_SWKEY_RSA_MAX / 8 + 1 && in[i]->len > 0)
@@ -1183,6 +1379,8 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 			goto out;
 	if (priv) {
 		rv = CKR_TEMPLATE_INCONSISTENT;
+		if (!given(in[R_E]) && !rsa_public_exponent(bn, ctx))
+			goto out;
 		if ((n_crt == 0 && !rsa_factor(bn, ctx)) || !rsa_consistent(bn, ctx))
 			goto out;
 	}
@@ -1249,8 +1447,8 @@ bool p11p_swkey_consistent(const struct p11p_swkey *key)
 
 	if (key == NULL || key->cls != CKO_PRIVATE_KEY || key->pkey == NULL)
 		return false;
-	if (key->type == CKK_EC_EDWARDS)
-		return true;
+	if (key->type == CKK_EC_EDWARDS || key->rsa != NULL)
+		return true; /* the engine's own RSA: checked when it was made (rsa_own) */
 	cctx = EVP_PKEY_CTX_new_from_pkey(p11p_ossl_ctx(), key->pkey, NULL);
 	ok = cctx != NULL && EVP_PKEY_pairwise_check(cctx) == 1;
 	EVP_PKEY_CTX_free(cctx);

@@ -39,6 +39,16 @@ struct p11p_swkey {
 	 * leaves copies of the scalar in ordinary heap.
 	 */
 	struct p11p_secret *der;
+	/*
+	 * RSA private keys read from the usual PKCS#8 form (swkey.c rsa_own):
+	 * the engine's own RSA, built from its parse of key->der into
+	 * secure-heap bignums, with RSA_FLAG_CACHE_PRIVATE cleared (OpenSSL would
+	 * cache Montgomery contexts holding p and q in ordinary heap) and its
+	 * blinding kept. Private operations run on it through the RSA_* calls
+	 * (deprecated in OpenSSL 3.0, which has no other way to a key with
+	 * those properties); pkey is then the public key only.
+	 */
+	RSA *rsa;
 	int curve; /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
 	/* AES keys: fetched from the private library context (no key material). */
 	EVP_CIPHER *gcm, *cbc, *ctr;

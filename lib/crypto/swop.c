@@ -3,6 +3,8 @@
  * PKCS#11 operation, holding the OpenSSL contexts for the length of the
  * operation only (see swkey.c on key hygiene).
  */
+/* RSA_*: the engine's own RSA private keys (swkey_int.h). */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "crypto/swkey_int.h"
 
 #include <stdint.h>
@@ -86,8 +88,14 @@ struct p11p_swop {
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
 	EVP_PKEY_CTX *pctx; /* raw mechanisms (owned); hash ones: owned by mdctx */
 	EVP_PKEY *signing;  /* a private EVP_PKEY for this operation only (Ed25519, RSA) */
-	size_t hash_len;    /* PSS raw: the input length */
-	size_t sig_len;     /* sign/verify: signature length */
+	/* RSA sign and decrypt on the key's own RSA (key->rsa, swkey_int.h). */
+	bool own_rsa;
+	EVP_MD *md, *mgf_md;  /* hash (PSS, OAEP, hash-and-sign), MGF1's */
+	int salt;             /* PSS */
+	unsigned char *label; /* OAEP */
+	size_t label_len;
+	size_t hash_len; /* PSS raw: the input length */
+	size_t sig_len;  /* sign/verify: signature length */
 };
 
 static const char *md_name(CK_MECHANISM_TYPE m, size_t *len)
@@ -528,6 +536,21 @@ static CK_RV oaep_setup(struct p11p_swop *op, const CK_MECHANISM *mech)
 	if (op->key->len < 2 * hlen + 2)
 		return CKR_MECHANISM_PARAM_INVALID;
 	op->hash_len = hlen;
+	if (op->own_rsa) {
+		op->md = EVP_MD_fetch(p11p_ossl_ctx(), md, NULL);
+		op->mgf_md = EVP_MD_fetch(p11p_ossl_ctx(), mgf, NULL);
+		if (op->md == NULL || op->mgf_md == NULL)
+			return CKR_GENERAL_ERROR;
+		if (p->ulSourceDataLen > 0) {
+			if (p->ulSourceDataLen > INT32_MAX)
+				return CKR_MECHANISM_PARAM_INVALID;
+			op->label = OPENSSL_memdup(p->pSourceData, p->ulSourceDataLen);
+			if (op->label == NULL)
+				return CKR_HOST_MEMORY;
+			op->label_len = p->ulSourceDataLen;
+		}
+		return CKR_OK;
+	}
 	if (EVP_PKEY_CTX_set_rsa_padding(op->pctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
 	    EVP_PKEY_CTX_set_rsa_oaep_md_name(op->pctx, md, NULL) <= 0 ||
 	    EVP_PKEY_CTX_set_rsa_mgf1_md_name(op->pctx, mgf, NULL) <= 0)
@@ -601,6 +624,26 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 			return CKR_MECHANISM_PARAM_INVALID;
 		md = md_name(hash, &hlen);
 		break;
+	}
+	/* The key's own RSA (no copy: it caches no private Montgomery context). */
+	if (key->type == CKK_RSA && key->rsa != NULL &&
+	    (op->kind == P11P_SWOP_SIGN || op->kind == P11P_SWOP_DECRYPT)) {
+		op->own_rsa = true;
+		if (op->fam == FAM_OAEP)
+			return oaep_setup(op, mech);
+		if (md != NULL && (op->md = EVP_MD_fetch(lib, md, NULL)) == NULL)
+			return CKR_GENERAL_ERROR;
+		if (mgf != NULL && (op->mgf_md = EVP_MD_fetch(lib, mgf, NULL)) == NULL)
+			return CKR_GENERAL_ERROR;
+		op->salt = salt;
+		if (op->fam == FAM_RSA_HASH || op->fam == FAM_PSS_HASH) {
+			op->mdctx = EVP_MD_CTX_new();
+			if (op->mdctx == NULL)
+				return CKR_HOST_MEMORY;
+			if (!EVP_DigestInit_ex2(op->mdctx, op->md, NULL))
+				return CKR_GENERAL_ERROR;
+		}
+		return CKR_OK;
 	}
 	/*
 	 * The private key for this operation only, where OpenSSL would otherwise
@@ -741,6 +784,9 @@ static void op_cleanup(struct p11p_swop *op)
 	EVP_MD_CTX_free(op->mdctx);
 	EVP_PKEY_CTX_free(op->pctx);
 	EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */
+	EVP_MD_free(op->md);
+	EVP_MD_free(op->mgf_md);
+	OPENSSL_free(op->label);
 	p11p_free(op->aad);
 	p11p_free(op->buf);
 	if (op->owns_ref)
@@ -1204,6 +1250,57 @@ static CK_RV raw_input_ok(const struct p11p_swop *op, CK_ULONG in_len)
 }
 
 /* Signs (single-part: in given; multi-part final: in NULL) into out, op->sig_len bytes. */
+/*
+ * RSA signature on the key's own RSA: hash-and-sign hashes here (one-shot:
+ * in, then the digest), PKCS#1 v1.5 by RSA_sign or RSA_private_encrypt, PSS
+ * padded here and signed raw.
+ */
+static CK_RV rsa_own_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len,
+                          bool final, unsigned char *out)
+{
+	unsigned char h[EVP_MAX_MD_SIZE], em[P11P_SWKEY_RSA_MAX / 8];
+	RSA *rsa = op->key->rsa;
+	size_t k = op->key->len;
+	unsigned int hl = 0, sl = 0;
+	CK_RV rv = CKR_FUNCTION_FAILED;
+
+	if (k > sizeof(em))
+		return CKR_FUNCTION_FAILED;
+	if (op->mdctx != NULL) {
+		if ((!final && EVP_DigestUpdate(op->mdctx, in, in_len) <= 0) ||
+		    EVP_DigestFinal_ex(op->mdctx, h, &hl) <= 0)
+			return CKR_FUNCTION_FAILED;
+		in = h;
+		in_len = hl;
+	}
+	switch (op->fam) {
+	case FAM_RSA_HASH:
+		if (RSA_sign(EVP_MD_get_type(op->md), in, (unsigned int)in_len, out, &sl, rsa) ==
+		        1 &&
+		    sl == k)
+			rv = CKR_OK;
+		break;
+	case FAM_RSA_PKCS:
+		if (in_len <= k &&
+		    RSA_private_encrypt((int)in_len, in, out, rsa, RSA_PKCS1_PADDING) == (int)k)
+			rv = CKR_OK;
+		break;
+	case FAM_PSS:
+	case FAM_PSS_HASH:
+		if (in_len == op->hash_len &&
+		    RSA_padding_add_PKCS1_PSS_mgf1(rsa, em, in, op->md, op->mgf_md, op->salt) ==
+		        1 &&
+		    RSA_private_encrypt((int)k, em, out, rsa, RSA_NO_PADDING) == (int)k)
+			rv = CKR_OK;
+		break;
+	default:
+		break;
+	}
+	p11p_wipe(h, sizeof(h));
+	p11p_wipe(em, sizeof(em));
+	return rv;
+}
+
 static CK_RV asym_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len, bool final,
                        unsigned char *out)
 {
@@ -1211,6 +1308,8 @@ static CK_RV asym_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG i
 	size_t len = sizeof(der);
 	int ok;
 
+	if (op->own_rsa)
+		return rsa_own_sign(op, in, in_len, final, out);
 	if (op->fam == FAM_EDDSA) {
 		len = op->sig_len;
 		return EVP_DigestSign(op->mdctx, out, &len, in, in_len) > 0 && len == op->sig_len
@@ -1292,7 +1391,27 @@ static CK_RV rsa_crypt(struct p11p_swop *op, const unsigned char *in, CK_ULONG i
 		return CKR_OK;
 	}
 	len = sizeof(tmp);
-	if (EVP_PKEY_decrypt(op->pctx, tmp, &len, in, in_len) <= 0) {
+	if (op->own_rsa) {
+		/* The key's own RSA: PKCS#1 v1.5 by OpenSSL, OAEP decoded here from the raw result.
+		 */
+		unsigned char em[P11P_SWKEY_RSA_MAX / 8];
+		int n = k > sizeof(em) ? -1
+		        : op->fam == FAM_OAEP
+		            ? RSA_private_decrypt((int)k, in, em, op->key->rsa, RSA_NO_PADDING)
+		            : RSA_private_decrypt((int)k, in, tmp, op->key->rsa, RSA_PKCS1_PADDING);
+
+		if (op->fam == FAM_OAEP)
+			n = n == (int)k ? RSA_padding_check_PKCS1_OAEP_mgf1(
+			                      tmp, (int)sizeof(tmp), em, (int)k, (int)k, op->label,
+			                      (int)op->label_len, op->md, op->mgf_md)
+			                : -1;
+		p11p_wipe(em, sizeof(em));
+		if (n < 0) {
+			p11p_wipe(tmp, sizeof(tmp));
+			return CKR_ENCRYPTED_DATA_INVALID;
+		}
+		len = (size_t)n;
+	} else if (EVP_PKEY_decrypt(op->pctx, tmp, &len, in, in_len) <= 0) {
 		p11p_wipe(tmp, sizeof(tmp));
 		return CKR_ENCRYPTED_DATA_INVALID;
 	}
@@ -1426,7 +1545,10 @@ CK_RV p11p_swop_update(struct p11p_swop *op, const unsigned char *in, CK_ULONG i
 	if (op->fam == FAM_HMAC)
 		rv = EVP_MAC_update(op->mctx, in, in_len) ? CKR_OK : CKR_GENERAL_ERROR;
 	else if (op->kind == P11P_SWOP_SIGN)
-		rv = EVP_DigestSignUpdate(op->mdctx, in, in_len) > 0 ? CKR_OK : CKR_GENERAL_ERROR;
+		rv = (op->own_rsa ? EVP_DigestUpdate(op->mdctx, in, in_len)
+		                  : EVP_DigestSignUpdate(op->mdctx, in, in_len)) > 0
+		         ? CKR_OK
+		         : CKR_GENERAL_ERROR;
 	else
 		rv = EVP_DigestVerifyUpdate(op->mdctx, in, in_len) > 0 ? CKR_OK : CKR_GENERAL_ERROR;
 	if (rv != CKR_OK)

@@ -854,6 +854,171 @@ static bool attr_recordable(const CK_ATTRIBUTE *a)
 }
 
 /*
+ * An object's identity as a debt names it: class, CKA_ID, CKA_LABEL (a data
+ * object has no CKA_ID: class and label).
+ */
+struct dident {
+	CK_OBJECT_CLASS cls;
+	size_t id_len, label_len;
+	unsigned char id[P11P_INDEX_ID_MAX], label[P11P_INDEX_LABEL_MAX];
+};
+
+static void dident_of(const struct p11p_debt *d, struct dident *o)
+{
+	o->cls = d->cls;
+	o->id_len = d->cls != CKO_DATA && d->ck_id_len <= sizeof(o->id) ? d->ck_id_len : 0;
+	o->label_len = d->label_len <= sizeof(o->label) ? d->label_len : 0;
+	memcpy(o->id, d->ck_id, o->id_len);
+	memcpy(o->label, d->label, o->label_len);
+}
+
+static bool dident_eq(const struct dident *a, const struct dident *b)
+{
+	return a->cls == b->cls && a->id_len == b->id_len && a->label_len == b->label_len &&
+	       memcmp(a->id, b->id, a->id_len) == 0 &&
+	       memcmp(a->label, b->label, a->label_len) == 0;
+}
+
+/*
+ * o as it is after the change t (its CKA_ID, CKA_LABEL): true when t names
+ * either (a rename) and the new identity fits; false (o unchanged) else.
+ */
+static bool dident_apply(struct dident *o, const CK_ATTRIBUTE *t, size_t n)
+{
+	const CK_ATTRIBUTE *id = p11p_attr_find(t, n, CKA_ID);
+	const CK_ATTRIBUTE *label = p11p_attr_find(t, n, CKA_LABEL);
+
+	if (o->cls == CKO_DATA)
+		id = NULL; /* not part of a data object's identity */
+	if ((id == NULL && label == NULL) ||
+	    (id != NULL &&
+	     (id->ulValueLen > sizeof(o->id) || (id->pValue == NULL && id->ulValueLen > 0))) ||
+	    (label != NULL && (label->ulValueLen > sizeof(o->label) ||
+	                       (label->pValue == NULL && label->ulValueLen > 0))))
+		return false;
+	if (id != NULL) {
+		o->id_len = id->ulValueLen;
+		if (id->ulValueLen > 0)
+			memcpy(o->id, id->pValue, id->ulValueLen);
+	}
+	if (label != NULL) {
+		o->label_len = label->ulValueLen;
+		if (label->ulValueLen > 0)
+			memcpy(o->label, label->pValue, label->ulValueLen);
+	}
+	return true;
+}
+
+/* The identity d's object has once d is settled (an ATTRS debt may rename it). */
+static void debt_after(struct p11p_debt *d, struct dident *o)
+{
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	size_t n = 0;
+
+	dident_of(d, o);
+	if (d->op == P11P_DEBT_ATTRS && p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n))
+		(void)dident_apply(o, t, n);
+}
+
+/* What else a member owes of an ATTRS debt's object (debt_owed). */
+enum owed {
+	OWED_NONE,
+	OWED_COPY,  /* a copy: it carries the object's current attributes */
+	OWED_OLDER, /* an older change still owed names the object as this debt does after it */
+};
+
+/*
+ * Debt i of debts (n, oldest first; gone[j]: settled already), an ATTRS
+ * debt whose object its member does not hold under the debt's identity:
+ * does the member owe a copy of that object (under the debt's identity or
+ * the one after its change), or an older change that renames it to the
+ * debt's identity (the member knows it by an older one)?
+ */
+static enum owed debt_owed(struct p11p_debt *debts, size_t n, size_t i, const bool *gone)
+{
+	struct dident *w = p11p_malloc(4 * sizeof(*w)); /* before, after, debt j, j after */
+	bool older = false;
+
+	if (w == NULL)
+		return OWED_OLDER; /* keep it: settled on a later pass */
+	dident_of(&debts[i], &w[0]);
+	debt_after(&debts[i], &w[1]);
+	for (size_t j = 0; j < n; j++) {
+		struct p11p_debt *o = &debts[j];
+
+		if (j == i || o->id == 0 || (gone != NULL && gone[j]) ||
+		    strcmp(o->member, debts[i].member) != 0 || strcmp(o->slot, debts[i].slot) != 0)
+			continue;
+		dident_of(o, &w[2]);
+		if (o->op == P11P_DEBT_COPY &&
+		    (dident_eq(&w[2], &w[0]) || dident_eq(&w[2], &w[1]))) {
+			p11p_free(w);
+			return OWED_COPY;
+		}
+		if (o->op == P11P_DEBT_ATTRS && j < i) {
+			debt_after(o, &w[3]);
+			older = older || (!dident_eq(&w[3], &w[2]) && dident_eq(&w[3], &w[0]));
+		}
+	}
+	p11p_free(w);
+	return older ? OWED_OLDER : OWED_NONE;
+}
+
+bool p11p_repl_debt_moot(struct p11p_debt *debts, size_t n, size_t i)
+{
+	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
+	size_t nt = 0;
+	enum owed owed;
+
+	if (debts == NULL || i >= n || debts[i].op != P11P_DEBT_ATTRS ||
+	    !p11p_debt_attrs_parse(&debts[i], t, P11P_DEBT_ATTRS_COUNT, &nt))
+		return false;
+	owed = debt_owed(debts, n, i, NULL);
+	return owed == OWED_COPY ||
+	       (owed == OWED_NONE && p11p_attr_find(t, nt, CKA_LABEL) == NULL &&
+	        (debts[i].cls == CKO_DATA || p11p_attr_find(t, nt, CKA_ID) == NULL));
+}
+
+/*
+ * d (an ATTRS debt about to be recorded under the object's identity before
+ * the change): when its member still owes an earlier change that renames the
+ * object to that identity, the member knows the object by the earlier one: d
+ * is recorded under it (the index merges the two), so that a chain of renames
+ * made while a member is away settles as one change.
+ */
+static void debt_known_as(struct p11p_index *idx, struct p11p_debt *d)
+{
+	struct p11p_debt *debts = NULL;
+	struct dident *w = NULL;
+	size_t n = 0;
+
+	if (p11p_index_debt_list(idx, d->slot, &debts, &n) != CKR_OK || n == 0 ||
+	    (w = p11p_malloc(2 * sizeof(*w))) == NULL) {
+		p11p_free(debts);
+		return;
+	}
+	dident_of(d, &w[0]);
+	for (size_t j = n; j-- > 0;) {
+		struct p11p_debt *o = &debts[j];
+
+		if (o->op != P11P_DEBT_ATTRS || o->cls != d->cls ||
+		    strcmp(o->member, d->member) != 0 || o->ck_id_len > sizeof(d->ck_id) ||
+		    o->label_len > sizeof(d->label))
+			continue;
+		debt_after(o, &w[1]);
+		if (!dident_eq(&w[1], &w[0]))
+			continue;
+		d->ck_id_len = o->ck_id_len;
+		d->label_len = o->label_len;
+		memcpy(d->ck_id, o->ck_id, o->ck_id_len);
+		memcpy(d->label, o->label, o->label_len);
+		break;
+	}
+	p11p_free(w);
+	p11p_free(debts);
+}
+
+/*
  * Records that member m must still get the change templ of the object it
  * knows by ident (its identity before the change): P11P_DEBT_ATTRS.
  */
@@ -891,6 +1056,7 @@ static void debt_add_attrs(struct p11p_state *st, struct p11p_vslot *vs,
 	d->label_len = ident->label_len;
 	memcpy(d->ck_id, ident->id, d->ck_id_len);
 	memcpy(d->label, ident->label, d->label_len);
+	debt_known_as(idx, d);
 	for (CK_ULONG i = 0; i < count; i++) {
 		if (!attr_recordable(&templ[i])) {
 			p11p_message(
@@ -1013,21 +1179,29 @@ static CK_RV lock_everywhere(struct p11p_state *st, struct p11p_vslot *vs, const
 }
 
 /*
- * An ATTRS debt on dst (ki: the identity the member knows the object by):
- * the recorded template set on that object. When it is not there, settled
- * if the member holds the object under its new identity already (the
- * change made since, by a repair or another process), else it stays.
+ * An ATTRS debt on dst (ki: the identity the member knows the object by;
+ * debts[i] of n, gone: the debts settled already): the recorded template set
+ * on that object. When it is not there, set on the object the member holds
+ * under its new identity already (renamed since, by a repair or a tool), or
+ * settled when a copy of it is owed there (the copy carries the
+ * current attributes), or the change renames nothing and no older change of
+ * it is owed there (the member does not hold the object: nothing to change);
+ * else it stays.
  */
-static CK_RV settle_attrs(struct msess *dst, struct p11p_debt *d, const struct keyinfo *ki,
-                          bool *done, char *why, size_t wl)
+static CK_RV settle_attrs(struct msess *dst, struct p11p_debt *debts, size_t n_debts, size_t i,
+                          const bool *gone, const struct keyinfo *ki, bool *done, char *why,
+                          size_t wl)
 {
+	struct p11p_debt *d = &debts[i];
 	CK_ATTRIBUTE t[P11P_DEBT_ATTRS_COUNT];
 	const CK_ATTRIBUTE *id, *label;
 	struct keyinfo *now;
 	CK_OBJECT_HANDLE h = 0;
-	bool several = false;
+	bool several = false, renames;
+	enum owed owed;
+	char desc[160];
 	size_t n = 0;
-	CK_RV rv;
+	CK_RV rv = CKR_OK;
 
 	*done = false;
 	if (!p11p_debt_attrs_parse(d, t, P11P_DEBT_ATTRS_COUNT, &n) || n == 0) {
@@ -1047,33 +1221,54 @@ static CK_RV settle_attrs(struct msess *dst, struct p11p_debt *d, const struct k
 		return CKR_FUNCTION_FAILED;
 	}
 	/* Not under the old identity: under the new one already? */
-	id = p11p_attr_find(t, n, CKA_ID);
+	id = ki->no_id ? NULL : p11p_attr_find(t, n, CKA_ID);
 	label = p11p_attr_find(t, n, CKA_LABEL);
-	if (id == NULL && label == NULL) {
-		snprintf(why, wl, "not found there");
-		return CKR_FUNCTION_FAILED;
+	renames = id != NULL || label != NULL;
+	if (renames) {
+		now = p11p_malloc(sizeof(*now));
+		if (now == NULL)
+			return CKR_HOST_MEMORY;
+		*now = *ki;
+		if (id != NULL && id->ulValueLen <= sizeof(now->id)) {
+			now->id_len = id->ulValueLen;
+			if (id->ulValueLen > 0)
+				memcpy(now->id, id->pValue, id->ulValueLen);
+		}
+		if (label != NULL && label->ulValueLen <= sizeof(now->label)) {
+			now->label_len = label->ulValueLen;
+			if (label->ulValueLen > 0)
+				memcpy(now->label, label->pValue, label->ulValueLen);
+		}
+		rv = find_ident(dst, now, &h, &several);
+		p11p_free(now);
+		if (rv != CKR_OK)
+			return rv;
+		if (h != 0) {
+			/* Renamed there already (a repair, a tool): the rest of the change too. */
+			rv = p11p_be_C_SetAttributeValue(dst->bc, dst->h, h, t, n);
+			*done = rv == CKR_OK;
+			return rv;
+		}
+		if (several) {
+			*done = true;
+			return CKR_OK;
+		}
 	}
-	now = p11p_malloc(sizeof(*now));
-	if (now == NULL)
-		return CKR_HOST_MEMORY;
-	*now = *ki;
-	if (id != NULL && id->ulValueLen <= sizeof(now->id)) {
-		now->id_len = id->ulValueLen;
-		if (id->ulValueLen > 0)
-			memcpy(now->id, id->pValue, id->ulValueLen);
-	}
-	if (label != NULL && label->ulValueLen <= sizeof(now->label)) {
-		now->label_len = label->ulValueLen;
-		if (label->ulValueLen > 0)
-			memcpy(now->label, label->pValue, label->ulValueLen);
-	}
-	rv = find_ident(dst, now, &h, &several);
-	p11p_free(now);
-	if (rv == CKR_OK && (h != 0 || several))
+	owed = debt_owed(debts, n_debts, i, gone);
+	if (owed == OWED_COPY || (owed == OWED_NONE && !renames)) {
+		p11p_debug(P11P_DBG_OBJECT,
+		           "slot '%s': member '%s': the attribute change of %s dropped: %s",
+		           d->slot, d->member, describe(ki, desc, sizeof(desc)),
+		           owed == OWED_COPY ? "a copy is owed there, with the current attributes"
+		                             : "the member does not hold it");
 		*done = true;
-	else if (rv == CKR_OK)
-		snprintf(why, wl, "not found there, under the old identity or the new one");
-	return rv;
+		return CKR_OK;
+	}
+	snprintf(why, wl, "%s",
+	         owed == OWED_OLDER ? "an older change of it is owed there first"
+	         : renames          ? "not found there, under the old identity or the new one"
+	                            : "not found there");
+	return CKR_OK;
 }
 
 /*
@@ -1087,6 +1282,7 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 	struct p11p_index *idx = p11p_vkey_index(st);
 	struct p11p_debt *debts = NULL;
 	struct keyinfo *ki;
+	bool *gone;
 	size_t n = 0, settled = 0, failed = 0;
 
 	if (idx == NULL || p11p_vhead(vs)->label[0] == '\0' ||
@@ -1096,6 +1292,11 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 		return;
 	}
 	ki = p11p_calloc(1, sizeof(*ki));
+	gone = p11p_calloc(n, sizeof(*gone)); /* settled in this round */
+	if (gone == NULL) {
+		p11p_free(ki);
+		ki = NULL;
+	}
 	/*
 	 * Attribute changes first, oldest first (a second rename's old identity
 	 * is the first one's new one), so that what a removal or a copy looks
@@ -1145,7 +1346,8 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 				goto record;
 			}
 			if (d->op == P11P_DEBT_ATTRS) {
-				rv = settle_attrs(&dst, d, ki, &done, why, sizeof(why));
+				rv = settle_attrs(&dst, debts, n, i, gone, ki, &done, why,
+				                  sizeof(why));
 				msess_close(&dst);
 				goto record;
 			}
@@ -1197,6 +1399,7 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 		record:
 			if (done) {
 				settled++;
+				gone[i] = true;
 				p11p_index_debt_done(idx, d->id);
 			} else {
 				failed++;
@@ -1216,6 +1419,7 @@ static void settle_debts(struct p11p_state *st, struct p11p_vslot *vs)
 	if (settled > 0)
 		p11p_notice("slot '%s': %zu replication debt%s settled, %zu left",
 		            p11p_vhead(vs)->label, settled, settled == 1 ? "" : "s", failed);
+	p11p_free(gone);
 	p11p_free(ki);
 	p11p_free(debts);
 }
@@ -1227,6 +1431,7 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 	struct p11p_index *idx = p11p_vkey_index(c->st);
 	struct p11p_debt *debts = NULL;
 	struct keyinfo *ki = NULL;
+	bool *gone = NULL;
 	size_t n = 0, settled = 0, mine = 0;
 	struct msess ms;
 
@@ -1238,9 +1443,12 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 	for (size_t i = 0; i < n; i++)
 		if (debts[i].op == P11P_DEBT_ATTRS && strcmp(debts[i].member, m->cfg->name) == 0)
 			mine++;
-	if (mine > 0)
+	if (mine > 0) {
 		ki = p11p_calloc(1, sizeof(*ki));
-	if (ki == NULL || msess_open(c->st, vs, m, &ms) != CKR_OK) {
+		gone = p11p_calloc(n, sizeof(*gone));
+	}
+	if (ki == NULL || gone == NULL || msess_open(c->st, vs, m, &ms) != CKR_OK) {
+		p11p_free(gone);
 		p11p_free(ki);
 		p11p_free(debts);
 		return false;
@@ -1253,7 +1461,9 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 		if (d->op != P11P_DEBT_ATTRS || strcmp(d->member, m->cfg->name) != 0)
 			continue;
 		debt_ident(d, ki);
-		if (settle_attrs(&ms, d, ki, &done, why, sizeof(why)) == CKR_OK && done) {
+		if (settle_attrs(&ms, debts, n, i, gone, ki, &done, why, sizeof(why)) == CKR_OK &&
+		    done) {
+			gone[i] = true;
 			p11p_index_debt_done(idx, d->id);
 			settled++;
 		}
@@ -1262,6 +1472,7 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 	if (settled > 0)
 		p11p_notice("slot '%s': member '%s': %zu attribute change%s it missed made now",
 		            p11p_vhead(vs)->label, m->cfg->name, settled, settled == 1 ? "" : "s");
+	p11p_free(gone);
 	p11p_free(ki);
 	p11p_free(debts);
 	return settled > 0;
@@ -1921,6 +2132,78 @@ out:
 }
 
 /*
+ * A rename through the slot (templ names CKA_ID or CKA_LABEL) of the object
+ * ident names: the debts owed for it under ident follow it to its new
+ * identity where the member knows it by that one now (got[i]: member i got
+ * the change), and a copy or a lock always (the member lacks the object; a
+ * lock looks for it on every member, after the changes are settled); the
+ * others keep ident (that member knows the object by it still).
+ */
+static void debts_follow(struct p11p_state *st, struct p11p_vslot *vs,
+                         const struct p11p_identity *ident, const CK_ATTRIBUTE *templ,
+                         CK_ULONG count, const bool *got)
+{
+	struct p11p_index *idx = p11p_vkey_index(st);
+	struct p11p_debt *debts = NULL, *nd = NULL;
+	struct dident *w = NULL; /* before, after, debt j */
+	size_t n = 0;
+	char err[256];
+
+	if (idx == NULL || p11p_vhead(vs)->label[0] == '\0' ||
+	    p11p_vhead(vs)->cfg->ha.replication != P11P_REPL_WRAP ||
+	    ident->id_len > P11P_INDEX_ID_MAX || ident->label_len > P11P_INDEX_LABEL_MAX ||
+	    (w = p11p_malloc(3 * sizeof(*w))) == NULL)
+		return;
+	w[0].cls = ident->cls;
+	w[0].id_len = ident->cls == CKO_DATA ? 0 : ident->id_len;
+	w[0].label_len = ident->label_len;
+	memcpy(w[0].id, ident->id, w[0].id_len);
+	memcpy(w[0].label, ident->label, w[0].label_len);
+	w[1] = w[0];
+	if (!dident_apply(&w[1], templ, count) || dident_eq(&w[0], &w[1]) ||
+	    p11p_index_debt_list(idx, p11p_vhead(vs)->label, &debts, &n) != CKR_OK || n == 0 ||
+	    (nd = p11p_malloc(sizeof(*nd))) == NULL) {
+		p11p_free(debts);
+		p11p_free(w);
+		return;
+	}
+	for (size_t j = 0; j < n; j++) {
+		struct p11p_debt *d = &debts[j];
+		bool follow = d->op == P11P_DEBT_COPY || d->op == P11P_DEBT_UPDATE;
+		CK_RV rv;
+
+		dident_of(d, &w[2]);
+		if (!dident_eq(&w[2], &w[0]))
+			continue;
+		for (size_t i = 0; i < p11p_vhead(vs)->n_members && i < P11P_MAX_MEMBERS && !follow;
+		     i++)
+			follow =
+			    got[i] && strcmp(p11p_vhead(vs)->members[i].cfg->name, d->member) == 0;
+		if (!follow)
+			continue;
+		*nd = *d;
+		nd->id = 0;
+		nd->ck_id_len = w[1].id_len;
+		nd->label_len = w[1].label_len;
+		memcpy(nd->ck_id, w[1].id, w[1].id_len);
+		memcpy(nd->label, w[1].label, w[1].label_len);
+		rv = p11p_index_debt_add(idx, nd);
+		if (rv == CKR_OK) {
+			p11p_index_debt_done(idx, d->id);
+			continue;
+		}
+		p11p_index_last_error(idx, err, sizeof(err));
+		p11p_message("slot '%s': member '%s': a debt of a renamed object keeps its old "
+		             "identity: %s",
+		             p11p_vhead(vs)->label, d->member,
+		             err[0] != '\0' ? err : p11p_rv_str(rv));
+	}
+	p11p_free(nd);
+	p11p_free(debts);
+	p11p_free(w);
+}
+
+/*
  * On each other up member, the copy of the token object with that identity
  * (exactly one match, as failover would re-find it): destroyed (templ NULL),
  * or given the attributes of templ.
@@ -1935,6 +2218,7 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 	    {CKA_ID, (void *)(uintptr_t)ident->id, ident->id_len},
 	    {CKA_LABEL, (void *)(uintptr_t)ident->label, ident->label_len},
 	};
+	bool got[P11P_MAX_MEMBERS] = {false}; /* members that have the change */
 
 	if (ident->cls == CKO_DATA)
 		t[1] = t[2]; /* no CKA_ID */
@@ -1950,6 +2234,8 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 		up = m != c->m && !m->removed && m->resolved && atomic_load(&m->health) == P11P_UP;
 		other = m != c->m && !m->removed;
 		p11p_unlock();
+		if (m == c->m && i < P11P_MAX_MEMBERS)
+			got[i] = true; /* the call's own */
 		if (!up || msess_open(c->st, vs, m, &ms) != CKR_OK) {
 			/* A member away keeps its copy: removed, or changed, when it is back. */
 			if (templ == NULL && other)
@@ -1964,6 +2250,8 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 			rv = templ == NULL
 			         ? p11p_be_C_DestroyObject(ms.bc, ms.h, found[0])
 			         : p11p_be_C_SetAttributeValue(ms.bc, ms.h, found[0], templ, count);
+			if (rv == CKR_OK && i < P11P_MAX_MEMBERS)
+				got[i] = true;
 			if (rv != CKR_OK && templ == NULL)
 				debt_add(c->st, vs, m, P11P_DEBT_DESTROY, ident->cls, ident->id,
 				         ident->id_len, ident->label, ident->label_len);
@@ -1983,6 +2271,8 @@ static void for_copies(struct p11p_call *c, const struct p11p_identity *ident,
 		}
 		msess_close(&ms);
 	}
+	if (templ != NULL)
+		debts_follow(c->st, vs, ident, templ, count, got);
 }
 
 void p11p_repl_destroyed(struct p11p_call *c, const struct p11p_identity *ident)

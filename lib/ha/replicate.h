@@ -25,4 +25,16 @@ CK_RV p11p_repl_copy_key(struct p11p_backend *src_be, CK_SESSION_HANDLE src_h, s
                          size_t dst_index, const char *repl_label, CK_OBJECT_HANDLE *out, char *why,
                          size_t wl);
 
+struct p11p_debt;
+/*
+ * For `sync --repair`: debt i of debts (n, one slot's, oldest first; id 0:
+ * settled already), an attribute change (P11P_DEBT_ATTRS) whose object its
+ * member holds neither under the debt's identity nor under the new one:
+ * true when it is settled all the same, as the module settles it: a copy of
+ * the object is owed there (it carries the current attributes), or the
+ * change renames nothing and no older change owed there renames the object
+ * to the debt's identity (the member does not hold it: nothing to change).
+ */
+bool p11p_repl_debt_moot(struct p11p_debt *debts, size_t n, size_t i);
+
 #endif

@@ -94,6 +94,26 @@ enum p11p_sql_rc p11p_sql_exec(struct p11p_sql *c, const char *sql,
 	return c->drv->exec(c, sql, params, nparams, row, arg);
 }
 
+enum p11p_sql_rc p11p_sql_read(struct p11p_sql *c, const char *sql,
+                               const struct p11p_sql_val *params, size_t nparams,
+                               const enum p11p_sql_type *types, size_t ncols, p11p_sql_row_fn row,
+                               void *arg)
+{
+	p11p_return_val_if_fail(c != NULL && sql != NULL && (params != NULL || nparams == 0) &&
+	                            types != NULL && ncols > 0 && ncols <= 32 && row != NULL,
+	                        P11P_SQL_FAILED);
+	for (size_t i = 0; i < nparams; i++)
+		p11p_return_val_if_fail(params[i].type == P11P_SQL_INT, P11P_SQL_FAILED);
+	for (size_t i = 0; i < ncols; i++)
+		p11p_return_val_if_fail(types[i] == P11P_SQL_INT || types[i] == P11P_SQL_TEXT ||
+		                            types[i] == P11P_SQL_BLOB,
+		                        P11P_SQL_FAILED);
+	c->err[0] = '\0';
+	if (c->drv->read == NULL)
+		return c->drv->exec(c, sql, params, nparams, row, arg);
+	return c->drv->read(c, sql, params, nparams, types, ncols, row, arg);
+}
+
 enum p11p_sql_rc p11p_sql_begin(struct p11p_sql *c)
 {
 	p11p_return_val_if_fail(c != NULL, P11P_SQL_FAILED);

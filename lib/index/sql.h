@@ -88,6 +88,21 @@ enum p11p_sql_rc p11p_sql_exec(struct p11p_sql *c, const char *sql,
                                p11p_sql_row_fn row, void *arg);
 
 /*
+ * A bulk read (the store's load of its records): one SELECT whose ncols
+ * result columns have the given types (P11P_SQL_INT for BIGINT, P11P_SQL_TEXT,
+ * P11P_SQL_BLOB; at most 32 columns), with integer parameters only; row sees
+ * each result row as with exec. PostgreSQL runs it as COPY (...) TO STDOUT
+ * (FORMAT binary) and parses the rows straight from the stream (index/pgcopy.h:
+ * framing, field counts and lengths checked; a malformed stream fails the
+ * read, P11P_SQL_FAILED); a value there is of its column's type or NULL.
+ * SQLite runs exec. Either way the callback still checks every value.
+ */
+enum p11p_sql_rc p11p_sql_read(struct p11p_sql *c, const char *sql,
+                               const struct p11p_sql_val *params, size_t nparams,
+                               const enum p11p_sql_type *types, size_t ncols, p11p_sql_row_fn row,
+                               void *arg);
+
+/*
  * Write transactions: begin takes the store's write lock at once (SQLite:
  * BEGIN IMMEDIATE; PostgreSQL: BEGIN, then a transaction-level advisory lock
  * shared by every p11proxy writer of that database), so that writers are
@@ -135,6 +150,11 @@ struct p11p_sql_driver {
 	enum p11p_sql_rc (*exec)(struct p11p_sql *c, const char *sql,
 	                         const struct p11p_sql_val *params, size_t nparams,
 	                         p11p_sql_row_fn row, void *arg);
+	/* NULL: p11p_sql_read runs exec. */
+	enum p11p_sql_rc (*read)(struct p11p_sql *c, const char *sql,
+	                         const struct p11p_sql_val *params, size_t nparams,
+	                         const enum p11p_sql_type *types, size_t ncols, p11p_sql_row_fn row,
+	                         void *arg);
 	enum p11p_sql_rc (*begin)(struct p11p_sql *c);
 	enum p11p_sql_rc (*commit)(struct p11p_sql *c);
 	void (*rollback)(struct p11p_sql *c);

@@ -514,6 +514,14 @@ static int one_int_cb(void *arg, const struct p11p_sql_val *cols, size_t n)
 	"vid, seq, live, rev, slot, cls, key_type, ck_id, label, perms, state, origin, presence, " \
 	"created, updated, prev, next"
 
+/* The columns' types (the bulk read's, p11p_sql_read; the callbacks check every value). */
+#define I_ P11P_SQL_INT
+static const enum p11p_sql_type vkey_types[17] = {
+    I_, I_, I_, I_, P11P_SQL_TEXT, I_, I_, P11P_SQL_BLOB, P11P_SQL_BLOB, I_, I_, I_, I_,
+    I_, I_, I_, I_};
+#undef I_
+static const enum p11p_sql_type blob_types[2] = {P11P_SQL_INT, P11P_SQL_BLOB};
+
 struct loader {
 	struct op *ops;
 	size_t n, cap;
@@ -638,14 +646,14 @@ static CK_RV load_records(struct p11p_index *idx)
 	enum p11p_sql_rc rc;
 	CK_RV rv = CKR_OK;
 
-	rc = p11p_sql_exec(idx->db, "SELECT " VKEY_COLS " FROM vkeys WHERE seq > $1 ORDER BY seq",
-	                   p, 1, vkey_row_cb, &ld);
+	rc = p11p_sql_read(idx->db, "SELECT " VKEY_COLS " FROM vkeys WHERE seq > $1 ORDER BY seq",
+	                   p, 1, vkey_types, NV(vkey_types), vkey_row_cb, &ld);
 	if (rc == P11P_SQL_OK && !ld.bad && !ld.nomem && ld.max_seq > idx->seq) {
 		p[1] = V_INT(ld.max_seq);
-		rc = p11p_sql_exec(idx->db,
+		rc = p11p_sql_read(idx->db,
 		                   "SELECT vid, data FROM blobs WHERE seq > $1 AND seq <= $2 "
 		                   "ORDER BY seq",
-		                   p, 2, blob_row_cb, &ld);
+		                   p, 2, blob_types, NV(blob_types), blob_row_cb, &ld);
 	}
 	if (rc != P11P_SQL_OK) {
 		rv = sql_fail(idx, rc, "read");
@@ -1698,12 +1706,12 @@ static CK_RV put_blob_row(struct p11p_index *idx, uint64_t vid, uint64_t seq,
 }
 
 /*
- * put, put_batch, put_blob and delete: one transaction. recs/n: the puts
- * (written back on success), blob: for a single put; del_vid: a delete
- * instead.
+ * put, put_batch, put_blob(s) and delete: one transaction. recs/n: the puts
+ * (written back on success), blobs (NULL: none): blobs[i].data (NULL: none)
+ * stored with recs[i]; del_vid: a delete instead.
  */
 static CK_RV write_txn(struct p11p_index *idx, struct p11p_vkey *recs, size_t n,
-                       const unsigned char *blob, size_t blob_len, uint64_t del_vid, bool *deleted)
+                       const struct p11p_index_blob *blobs, uint64_t del_vid, bool *deleted)
 {
 	struct op *ops = NULL;
 	struct rec *wb = NULL; /* what to write back into recs (the fixed part) */
@@ -1804,16 +1812,18 @@ static CK_RV write_txn(struct p11p_index *idx, struct p11p_vkey *recs, size_t n,
 		if (rv != CKR_OK)
 			goto out;
 	}
-	if (blob != NULL) {
-		ops[0].blob = p11p_malloc(blob_len);
-		if (ops[0].blob == NULL) {
+	for (size_t i = 0; blobs != NULL && i < n; i++) {
+		if (blobs[i].data == NULL)
+			continue;
+		ops[i].blob = p11p_malloc(blobs[i].len);
+		if (ops[i].blob == NULL) {
 			rv = CKR_HOST_MEMORY;
 			goto out;
 		}
-		memcpy(ops[0].blob, blob, blob_len);
-		ops[0].blob_len = blob_len;
-		ops[0].set_blob = true;
-		rv = put_blob_row(idx, ops[0].vid, seq, blob, blob_len);
+		memcpy(ops[i].blob, blobs[i].data, blobs[i].len);
+		ops[i].blob_len = blobs[i].len;
+		ops[i].set_blob = true;
+		rv = put_blob_row(idx, ops[i].vid, seq, blobs[i].data, blobs[i].len);
 		if (rv != CKR_OK)
 			goto out;
 	}
@@ -1869,7 +1879,7 @@ CK_RV p11p_index_put_batch(struct p11p_index *idx, struct p11p_vkey *recs, size_
 		if (!vkey_valid(&recs[i]))
 			return CKR_ARGUMENTS_BAD;
 	}
-	return write_txn(idx, recs, n, NULL, 0, 0, NULL);
+	return write_txn(idx, recs, n, NULL, 0, NULL);
 }
 
 CK_RV p11p_index_delete(struct p11p_index *idx, uint64_t vid, bool *deleted)
@@ -1880,7 +1890,7 @@ CK_RV p11p_index_delete(struct p11p_index *idx, uint64_t vid, bool *deleted)
 		*deleted = false;
 	if (vid == 0)
 		return CKR_OK;
-	return write_txn(idx, NULL, 0, NULL, 0, vid, deleted);
+	return write_txn(idx, NULL, 0, NULL, vid, deleted);
 }
 
 CK_RV p11p_index_stats(struct p11p_index *idx, struct p11p_index_stats *st)
@@ -1921,7 +1931,27 @@ CK_RV p11p_index_put_blob(struct p11p_index *idx, struct p11p_vkey *rec, const u
 	CHECK_OWNER(idx);
 	if (len == 0 || len > P11P_INDEX_BLOB_MAX || !vkey_valid(rec))
 		return CKR_ARGUMENTS_BAD;
-	return write_txn(idx, rec, 1, blob, len, 0, NULL);
+	return write_txn(idx, rec, 1, &(struct p11p_index_blob){.data = blob, .len = len}, 0, NULL);
+}
+
+CK_RV p11p_index_put_batch_blobs(struct p11p_index *idx, struct p11p_vkey *recs, size_t n,
+                                 const struct p11p_index_blob *blobs)
+{
+	p11p_return_val_if_fail(idx != NULL && (recs != NULL || n == 0) &&
+	                            (blobs != NULL || n == 0),
+	                        CKR_ARGUMENTS_BAD);
+	CHECK_OWNER(idx);
+	if (n == 0)
+		return CKR_OK;
+	if (n > P11P_INDEX_MAX_RECORDS)
+		return CKR_DEVICE_MEMORY;
+	for (size_t i = 0; i < n; i++) {
+		if (!vkey_valid(&recs[i]) ||
+		    (blobs[i].data != NULL &&
+		     (blobs[i].len == 0 || blobs[i].len > P11P_INDEX_BLOB_MAX)))
+			return CKR_ARGUMENTS_BAD;
+	}
+	return write_txn(idx, recs, n, blobs, 0, NULL);
 }
 
 CK_RV p11p_index_get_blob(struct p11p_index *idx, uint64_t vid, unsigned char *buf, size_t cap,

@@ -1683,10 +1683,48 @@ static CK_RV obj_attr(const struct lobj *o, CK_ATTRIBUTE_TYPE t, unsigned char *
 	}
 }
 
+/*
+ * obj_attr, but a software token key's usage attributes (CKA_ENCRYPT,
+ * CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_DERIVE) are its record's virtual
+ * permissions, as for an HSM key (p11p_vk_attr_value()): `keys deny`, `keys
+ * rotate` (the old key verifies and decrypts only) change them, the flags in
+ * its blob say what it was created with. *rec and *have: the record, read
+ * once per object (idx NULL or no record: the blob's flags). The index's mu
+ * is a leaf: this may run under the global lock.
+ */
+static CK_RV obj_usage(const struct lobj *o, struct p11p_index *idx, CK_ATTRIBUTE_TYPE t,
+                       unsigned char *tmp, size_t cap, struct p11p_vkey *rec, int *have,
+                       const void **val, CK_ULONG *len)
+{
+	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	const struct bool_attr *b;
+	int v;
+
+	if (o->vid == 0 || idx == NULL || !p11p_vk_maybe_usage(t) || (b = bool_attr(t)) == NULL ||
+	    kind_perm(b->flag) == 0)
+		return obj_attr(o, t, tmp, cap, val, len);
+	if (*have == 0) {
+		bool found = false;
+
+		*have = p11p_index_get_brief(idx, o->vid, rec, &found, NULL) == CKR_OK && found
+		            ? 1
+		            : -1;
+	}
+	v = *have > 0 ? p11p_vk_attr_value(rec, t) : -1;
+	if (v < 0)
+		return obj_attr(o, t, tmp, cap, val, len);
+	*val = v ? &yes : &no;
+	*len = sizeof(CK_BBOOL);
+	return CKR_OK;
+}
+
 CK_RV p11p_local_get_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_PTR templ,
                            CK_ULONG count)
 {
 	unsigned char tmp[P11P_SWKEY_GENERIC_MAX];
+	struct p11p_index *idx = p11p_vkey_index_fresh(c->st); /* before the global lock */
+	struct p11p_vkey rec;
+	int have = 0;
 	struct lobj *o;
 	bool load = false;
 	CK_RV rv = CKR_OK;
@@ -1727,7 +1765,8 @@ CK_RV p11p_local_get_attrs(struct p11p_call *c, CK_OBJECT_HANDLE h, CK_ATTRIBUTE
 	for (CK_ULONG i = 0; i < count; i++) {
 		const void *val = NULL;
 		CK_ULONG len = 0;
-		CK_RV r = obj_attr(o, templ[i].type, tmp, sizeof(tmp), &val, &len);
+		CK_RV r =
+		    obj_usage(o, idx, templ[i].type, tmp, sizeof(tmp), &rec, &have, &val, &len);
 
 		if (r != CKR_OK) {
 			templ[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
@@ -1902,16 +1941,20 @@ CK_RV p11p_local_destroy(struct p11p_call *c, CK_OBJECT_HANDLE h)
 
 /* ---- find ---- */
 
-static bool obj_matches(const struct lobj *o, const CK_ATTRIBUTE *templ, CK_ULONG count)
+static bool obj_matches(const struct lobj *o, struct p11p_index *idx, const CK_ATTRIBUTE *templ,
+                        CK_ULONG count)
 {
 	unsigned char tmp[sizeof(CK_ULONG)];
+	struct p11p_vkey rec;
+	int have = 0;
 
 	for (CK_ULONG i = 0; i < count; i++) {
 		const void *val;
 		CK_ULONG len;
 
 		if (templ[i].type == CKA_VALUE ||
-		    obj_attr(o, templ[i].type, tmp, sizeof(tmp), &val, &len) != CKR_OK ||
+		    obj_usage(o, idx, templ[i].type, tmp, sizeof(tmp), &rec, &have, &val, &len) !=
+		        CKR_OK ||
 		    len != templ[i].ulValueLen ||
 		    (len > 0 &&
 		     (templ[i].pValue == NULL || memcmp(val, templ[i].pValue, len) != 0)))
@@ -1922,6 +1965,7 @@ static bool obj_matches(const struct lobj *o, const CK_ATTRIBUTE *templ, CK_ULON
 
 CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_ULONG count)
 {
+	struct p11p_index *idx;
 	struct p11p_local_session *ls;
 	size_t n = 0, cap;
 	bool logged_in;
@@ -1937,6 +1981,7 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 		return CKR_OK;
 	sw_refresh(c->st); /* software keys other processes made or deleted */
 	sw_sweep(c->st);
+	idx = p11p_vkey_index_fresh(c->st); /* the records' permissions (obj_usage) */
 	p11p_lock();
 	/* PKCS#11 4.4: a private object is visible only while the user is logged in. */
 	logged_in = p11p_vslot_login_locked(p11p_shead(c->s)->slot) != P11P_NO_USER;
@@ -1949,7 +1994,7 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 
 		if (o != NULL && o->slot == p11p_shead(c->s)->slot &&
 		    (logged_in || !(o->flags & F_SOFTWARE) || !(o->flags & F_PRIVATE)) &&
-		    obj_matches(o, templ, count))
+		    obj_matches(o, idx, templ, count))
 			ls->found[n++] = o->handle;
 	}
 	p11p_unlock();
@@ -1993,6 +2038,26 @@ enum nk_mode {
 	NK_CREATE,   /* C_CreateObject of a software key: CKA_VALUE given */
 	NK_UNWRAP,   /* C_UnwrapKey of a software key: the value comes from the HSM */
 };
+
+/*
+ * A new key's CKA_LABEL or CKA_ID (a: one of them), at most P11P_ID_MAX
+ * bytes, into *label or *id (pointing into the template): every path that
+ * makes a software key (newkey, parse_half).
+ */
+static CK_RV name_attr(const CK_ATTRIBUTE *a, const void **label, CK_ULONG *label_len,
+                       const void **id, CK_ULONG *id_len)
+{
+	if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
+		return CKR_ATTRIBUTE_VALUE_INVALID;
+	if (a->type == CKA_LABEL) {
+		*label = a->pValue;
+		*label_len = a->ulValueLen;
+	} else {
+		*id = a->pValue;
+		*id_len = a->ulValueLen;
+	}
+	return CKR_OK;
+}
 
 static CK_RV bbool(const CK_ATTRIBUTE *a, bool *out)
 {
@@ -2092,15 +2157,9 @@ static CK_RV parse_newkey(const CK_ATTRIBUTE *templ, CK_ULONG count, enum nk_mod
 			continue;
 		case CKA_LABEL:
 		case CKA_ID:
-			if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
-				return CKR_ATTRIBUTE_VALUE_INVALID;
-			if (a->type == CKA_LABEL) {
-				nk->label = a->pValue;
-				nk->label_len = a->ulValueLen;
-			} else {
-				nk->id = a->pValue;
-				nk->id_len = a->ulValueLen;
-			}
+			if ((rv = name_attr(a, &nk->label, &nk->label_len, &nk->id, &nk->id_len)) !=
+			    CKR_OK)
+				return rv;
 			continue;
 		case CKA_LOCAL:
 		case CKA_ALWAYS_SENSITIVE:
@@ -2634,15 +2693,9 @@ static CK_RV parse_half(const CK_ATTRIBUTE *t, CK_ULONG count, CK_OBJECT_CLASS c
 			continue;
 		case CKA_LABEL:
 		case CKA_ID:
-			if ((a->pValue == NULL && a->ulValueLen > 0) || a->ulValueLen > P11P_ID_MAX)
-				return CKR_ATTRIBUTE_VALUE_INVALID;
-			if (a->type == CKA_LABEL) {
-				n->label = a->pValue;
-				n->label_len = a->ulValueLen;
-			} else {
-				n->id = a->pValue;
-				n->id_len = a->ulValueLen;
-			}
+			if ((rv = name_attr(a, &n->label, &n->label_len, &n->id, &n->id_len)) !=
+			    CKR_OK)
+				return rv;
 			continue;
 		case CKA_EC_PARAMS:
 			if (cls != CKO_PUBLIC_KEY)

@@ -57,7 +57,8 @@ static bool same_identity(const struct p11p_identity *a, const struct p11p_ident
 /*
  * Reads what identifies a backend object across members into *id and
  * whether it is a token object. Only objects whose CKA_CLASS, CKA_ID and
- * CKA_LABEL all fit get an identity (true); others stay on their member.
+ * CKA_LABEL all fit get an identity (true); others stay on their member. A
+ * data object has no CKA_ID: its class and CKA_LABEL are its identity.
  */
 static bool read_identity(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct p11p_identity *id,
                           bool *token)
@@ -69,11 +70,17 @@ static bool read_identity(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct p11p_
 	    {CKA_ID, id->id, sizeof(id->id)},
 	    {CKA_LABEL, id->label, sizeof(id->label)},
 	};
-	bool ok = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, a, 4) == CKR_OK &&
-	          a[2].ulValueLen <= sizeof(id->id) && a[3].ulValueLen <= sizeof(id->label);
+	CK_RV rv;
+	bool ok, data;
 
+	id->cls = CKO_VENDOR_DEFINED;
+	rv = p11p_be_C_GetAttributeValue(&c->bc, c->bs, bh, a, 4);
+	/* A data object has no CKA_ID (CKR_ATTRIBUTE_TYPE_INVALID): class and label name it. */
+	data = a[0].ulValueLen == sizeof(id->cls) && id->cls == CKO_DATA;
+	ok = (rv == CKR_OK || (data && rv == CKR_ATTRIBUTE_TYPE_INVALID)) &&
+	     (data || a[2].ulValueLen <= sizeof(id->id)) && a[3].ulValueLen <= sizeof(id->label);
 	*token = tok != CK_FALSE;
-	id->id_len = ok ? a[2].ulValueLen : 0;
+	id->id_len = ok && !data ? a[2].ulValueLen : 0;
 	id->label_len = ok ? a[3].ulValueLen : 0;
 	return ok;
 }
@@ -91,8 +98,10 @@ static CK_RV refind(struct p11p_call *c, struct p11p_identity *ident, CK_OBJECT_
 	bool again = true;
 	CK_RV rv;
 
+	if (ident->cls == CKO_DATA)
+		t[1] = t[2]; /* a data object: class and label */
 find:
-	rv = p11p_be_C_FindObjectsInit(&c->bc, c->bs, t, 3);
+	rv = p11p_be_C_FindObjectsInit(&c->bc, c->bs, t, ident->cls == CKO_DATA ? 2 : 3);
 	if (rv != CKR_OK)
 		return rv;
 	rv = p11p_be_C_FindObjects(&c->bc, c->bs, found, 2, &n);

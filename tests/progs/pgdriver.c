@@ -24,6 +24,9 @@
  *                            each commit returned OK (a promise of
  *                            durability); ends at the first failure
  *   pgdriver check URI TAG N rows TAG-0..TAG-(N-1) are all there
+ *   pgdriver load URI        the bulk read (COPY binary) and the store's load
+ *                            through it; damaged rows refused (URI: an empty
+ *                            database)
  *   pgdriver sql URI RC SQL [RC SQL ...]
  *                            runs each SQL (one statement, no parameters) on
  *                            one connection and expects the answer RC (OK,
@@ -659,6 +662,189 @@ static int t_debts(const char *uri)
 	return failures != 0;
 }
 
+/* Stops after the first row. */
+static int first_only(void *arg, const struct p11p_sql_val *cols, size_t ncols)
+{
+	(*(size_t *)arg)++;
+	return 1;
+}
+
+/* Each record of a and b (by vid, from a's list) equal in every field. */
+static bool same_records(struct p11p_index *a, struct p11p_index *b, const char *slot, size_t want)
+{
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	bool ok = p11p_index_list(a, slot, &ids, &n) == CKR_OK && n == want;
+
+	for (size_t i = 0; ok && i < n; i++) {
+		struct p11p_vkey x, y;
+		bool fx = false, fy = false;
+
+		memset(&x, 0, sizeof(x));
+		memset(&y, 0, sizeof(y));
+		ok = p11p_index_get(a, ids[i], &x, &fx) == CKR_OK && fx &&
+		     p11p_index_get(b, ids[i], &y, &fy) == CKR_OK && fy &&
+		     memcmp(&x, &y, sizeof(x)) == 0;
+	}
+	p11p_free(ids);
+	return ok;
+}
+
+/*
+ * The bulk read (p11p_sql_read: COPY ... TO STDOUT (FORMAT binary)) and the
+ * store's load through it (uri: an empty database): every type, NULLs and
+ * NULs; a read of the wrong column count or an integer column that is not
+ * BIGINT refused with a message and the connection still in step; a stop
+ * asked by the callback; a non-integer parameter refused. Then a store's
+ * records loaded by another handle equal in every field (blobs, tombstones),
+ * and rows damaged in the database (a NULL, a label too long, a presence out
+ * of range, a BIGINT column changed to integer) refused at open, naming the
+ * row or the data; a damaged row that comes with a change refused by refresh.
+ */
+static int t_load(const char *uri)
+{
+	static const enum p11p_sql_type t4[4] = {P11P_SQL_INT, P11P_SQL_TEXT, P11P_SQL_BLOB,
+	                                         P11P_SQL_INT};
+	struct p11p_sql *c = open_or_die(uri, false, 5000);
+	struct p11p_sql_val one = {.type = P11P_SQL_INT, .i = -5};
+	struct p11p_sql_val txt = {.type = P11P_SQL_TEXT, .p = "x", .len = 1};
+	struct row1 r = {0};
+	size_t rows = 0;
+	enum p11p_sql_rc rc;
+	char err[512];
+
+	rc = p11p_sql_read(c,
+	                   "SELECT $1::bigint * 2, 'té'::text, '\\x00ff00'::bytea, NULL::bigint "
+	                   "UNION ALL SELECT 9223372036854775807, '', ''::bytea, $1",
+	                   &one, 1, t4, 4, take_row, &r);
+	CHECK(rc == P11P_SQL_OK && r.rows == 2 && r.ncols == 4, "read: %s %s (%zu rows)",
+	      rcname(rc), c->err, r.rows);
+	CHECK(r.v[0].type == P11P_SQL_INT && r.v[0].i == -10, "an integer parameter");
+	CHECK(r.v[1].type == P11P_SQL_TEXT && r.v[1].len == 3 &&
+	          memcmp(r.v[1].p, "t\xc3\xa9", 3) == 0,
+	      "text");
+	CHECK(r.v[2].type == P11P_SQL_BLOB && r.v[2].len == 3 &&
+	          memcmp(r.v[2].p, "\x00\xff\x00", 3) == 0,
+	      "a blob with NULs");
+	CHECK(r.v[3].type == P11P_SQL_NULL, "NULL");
+
+	rc = p11p_sql_read(c, "SELECT 1::bigint, 'a'::text, ''::bytea", NULL, 0, t4, 4, take_row,
+	                   &r);
+	CHECK(rc == P11P_SQL_FAILED && strstr(c->err, "3 fields, 4 expected") != NULL,
+	      "a wrong column count refused: %s %s", rcname(rc), c->err);
+	CHECK(count_of(c, "SELECT 42") == 42, "in step after a refused read");
+	rc = p11p_sql_read(c, "SELECT 1::int4, 'a'::text, ''::bytea, 2::bigint", NULL, 0, t4, 4,
+	                   take_row, &r);
+	CHECK(rc == P11P_SQL_FAILED && strstr(c->err, "4 bytes for a BIGINT") != NULL,
+	      "an int4 column refused: %s %s", rcname(rc), c->err);
+	CHECK(count_of(c, "SELECT 43") == 43, "in step after a refused read");
+	rc = p11p_sql_read(
+	    c, "SELECT g::bigint, 't'::text, ''::bytea, g::bigint FROM generate_series(1, 1000) g",
+	    NULL, 0, t4, 4, first_only, &rows);
+	CHECK(rc == P11P_SQL_OK && rows == 1, "the callback stops: %s (%zu rows)", rcname(rc),
+	      rows);
+	CHECK(count_of(c, "SELECT 44") == 44, "in step after a stop");
+	rc = p11p_sql_read(c, "SELECT no_such_column", NULL, 0, t4, 4, take_row, &r);
+	CHECK(rc == P11P_SQL_FAILED && strstr(c->err, "SQLSTATE 42703") != NULL,
+	      "an error of the statement: %s %s", rcname(rc), c->err);
+	CHECK(count_of(c, "SELECT 45") == 45, "in step after an error");
+	CHECK(D->read(c, "SELECT $1", &txt, 1, t4, 1, take_row, &r) == P11P_SQL_FAILED,
+	      "a text parameter refused (the driver's own check)");
+
+	/* The store: a load by another handle gives the same records. */
+	struct p11p_index *a = NULL, *b = NULL;
+	struct p11p_vkey k[40];
+	unsigned char blob[300];
+	bool deleted = false;
+
+	CHECK(p11p_index_open(uri, &a, err, sizeof(err)) == CKR_OK, "open: %s", err);
+	if (a == NULL) {
+		D->close(c);
+		return 1;
+	}
+	memset(k, 0, sizeof(k));
+	for (size_t i = 0; i < 40; i++) {
+		snprintf(k[i].slot, sizeof(k[i].slot), "s-load");
+		k[i].cls = i % 2 ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
+		k[i].key_type = i % 2 ? CKK_EC : CKK_AES;
+		k[i].ck_id_len = i % 5;
+		memset(k[i].ck_id, (int)i, k[i].ck_id_len);
+		k[i].label_len =
+		    (size_t)snprintf((char *)k[i].label, sizeof(k[i].label), "k%zu", i);
+		k[i].label[1] = i % 3 ? k[i].label[1] : 0; /* a NUL in some labels */
+		k[i].perms = (uint32_t)i & P11P_VK_ALL;
+		k[i].state = i % 4 == 3 ? P11P_VK_DEACTIVATED : P11P_VK_ACTIVE;
+		k[i].origin = (enum p11p_vk_origin)(i % 2);
+		k[i].presence = (uint32_t)i * 3 & 0xffff;
+		k[i].prev = i > 0 ? 1000 + i : 0;
+	}
+	CHECK(p11p_index_put_batch(a, k, 40) == CKR_OK, "batch: %s",
+	      (p11p_index_last_error(a, err, sizeof(err)), err));
+	memset(blob, 0xa5, sizeof(blob));
+	blob[0] = 0;
+	CHECK(p11p_index_put_blob(a, &k[7], blob, sizeof(blob)) == CKR_OK, "blob");
+	CHECK(p11p_index_delete(a, k[8].vid, &deleted) == CKR_OK && deleted, "delete");
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_OK, "open: %s", err);
+	if (b != NULL) {
+		unsigned char got[400];
+		size_t glen = 0;
+		bool found = true;
+		struct p11p_vkey v;
+
+		CHECK(same_records(a, b, "s-load", 39),
+		      "the records loaded equal the ones written");
+		CHECK(p11p_index_get_blob(b, k[7].vid, got, sizeof(got), &glen, &found) == CKR_OK &&
+		          found && glen == sizeof(blob) && memcmp(got, blob, glen) == 0,
+		      "the blob loaded");
+		CHECK(p11p_index_get(b, k[8].vid, &v, &found) == CKR_OK && !found,
+		      "the deleted key absent");
+		p11p_index_close(b);
+		b = NULL;
+	}
+
+	/* Damaged rows: never trusted. */
+	ex(c, "ALTER TABLE vkeys ALTER COLUMN label DROP NOT NULL");
+	ex(c, "UPDATE vkeys SET label = NULL WHERE vid = (SELECT min(vid) FROM vkeys WHERE live <> "
+	      "0)");
+	err[0] = '\0';
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_FUNCTION_FAILED && b == NULL &&
+	          strstr(err, "damaged row") != NULL,
+	      "a NULL label refused: %s", err);
+	ex(c, "UPDATE vkeys SET label = decode(repeat('41', 300), 'hex') WHERE label IS NULL");
+	err[0] = '\0';
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_FUNCTION_FAILED && b == NULL &&
+	          strstr(err, "damaged row") != NULL,
+	      "a label too long refused: %s", err);
+	ex(c, "UPDATE vkeys SET label = 'x'::bytea WHERE length(label) = 300");
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_OK, "repaired: %s", err);
+	p11p_index_close(b);
+	b = NULL;
+	ex(c, "UPDATE vkeys SET presence = 65536 WHERE vid = (SELECT min(vid) FROM vkeys WHERE "
+	      "live <> 0)");
+	err[0] = '\0';
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_FUNCTION_FAILED && b == NULL &&
+	          strstr(err, "damaged row") != NULL,
+	      "a presence out of range refused: %s", err);
+	ex(c, "UPDATE vkeys SET presence = 1 WHERE presence = 65536");
+	ex(c, "ALTER TABLE vkeys ALTER COLUMN rev TYPE integer");
+	err[0] = '\0';
+	CHECK(p11p_index_open(uri, &b, err, sizeof(err)) == CKR_FUNCTION_FAILED && b == NULL &&
+	          strstr(err, "COPY data refused") != NULL && strstr(err, "BIGINT") != NULL,
+	      "an integer column of 4 bytes refused: %s", err);
+	ex(c, "ALTER TABLE vkeys ALTER COLUMN rev TYPE bigint");
+	/* the handle that has the records keeps them; its refresh does not take a damaged row */
+	ex(c, "UPDATE vkeys SET state = 99, seq = seq + 1000 WHERE vid = (SELECT max(vid) FROM "
+	      "vkeys)");
+	ex(c, "NOTIFY p11proxy");
+	for (int i = 0; i < 50 && p11p_index_refresh(a) == CKR_OK; i++)
+		usleep(20000);
+	CHECK(p11p_index_refresh(a) == CKR_FUNCTION_FAILED, "a damaged new row refused by refresh");
+	CHECK(same_records(a, a, "s-load", 39), "the copy kept");
+	p11p_index_close(a);
+	D->close(c);
+	return failures != 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -686,6 +872,8 @@ int main(int argc, char **argv)
 		return t_check(uri, argv[3], strtol(argv[4], NULL, 10));
 	if (strcmp(t, "debts") == 0)
 		return t_debts(uri);
+	if (strcmp(t, "load") == 0)
+		return t_load(uri);
 	if (strcmp(t, "sql") == 0 && argc >= 5 && (argc - 3) % 2 == 0)
 		return t_sql(uri, argv + 3, argc - 3);
 	fprintf(stderr, "pgdriver: unknown test %s\n", t);

@@ -995,6 +995,267 @@ static void case_rencleanup(void)
 	f->C_CloseSession(s);
 }
 
+/* --- debts that must settle (issue 10): 66-replication.sh checks no "not settled yet" --- */
+
+/*
+ * A change m2 misses of a key m2 does not hold (destroyed there): the debt
+ * is dropped when m2 is back, not retried for ever. Leaves nothing behind.
+ */
+static void case_attrgone(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0, h2 = 0;
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE chg = {CKA_ENCRYPT, &no, 1};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	rv = gen_aes(s, 0x91, "r-ag", CK_FALSE, &h);
+	on_members(CKO_SECRET_KEY, 0x91, "r-ag", &n1, &n2);
+	expect(rv == CKR_OK && n1 == 1 && n2 == 1, "a non-extractable key on both members: %s",
+	       testmod_ckr(rv));
+	on_token("v-m2", "del", 0x91, "r-ag");
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, &chg, 1);
+	expect(rv == CKR_OK, "m2 down: CKA_ENCRYPT false (owed to m2): %s", testmod_ckr(rv));
+	/* A copy to m2 fails: m2 is down for the slot, and its return a catch-up. */
+	rv = gen_aes(s, 0x94, "r-ag2", CK_TRUE, &h2);
+	expect(rv == CKR_OK, "and a key made on m1 only: %s", testmod_ckr(rv));
+	control("");
+	expect(wait_on("v-m2", CKO_SECRET_KEY, 0x94, "r-ag2"), "m2 back: caught up");
+	msleep(quick ? 3000 : 1000); /* every debt tried */
+	on_members(CKO_SECRET_KEY, 0x91, "r-ag", &n1, &n2);
+	expect(n1 == 1 && n2 == 0, "m2 still does not hold r-ag (%lu, %lu)", n1, n2);
+	expect(f->C_DestroyObject(s, h) == CKR_OK && f->C_DestroyObject(s, h2) == CKR_OK,
+	       "both destroyed through ha");
+	f->C_CloseSession(s);
+}
+
+/*
+ * For `sync --repair` (66-replication.sh): as attrgone, but the process
+ * ends while m2 is down (the CONTROL file still fails it): the repair
+ * drops the change as the module would. "agcli-clean" destroys the key.
+ */
+static void case_agcli(int clean)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = find_one(s, CKO_SECRET_KEY, 0x95, "r-agc");
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE chg = {CKA_ENCRYPT, &no, 1};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	if (clean) {
+		expect(h != 0 && f->C_DestroyObject(s, h) == CKR_OK, "r-agc destroyed through ha");
+		f->C_CloseSession(s);
+		return;
+	}
+	rv = gen_aes(s, 0x95, "r-agc", CK_FALSE, &h);
+	on_members(CKO_SECRET_KEY, 0x95, "r-agc", &n1, &n2);
+	expect(rv == CKR_OK && n1 == 1 && n2 == 1, "a non-extractable key on both members: %s",
+	       testmod_ckr(rv));
+	on_token("v-m2", "del", 0x95, "r-agc");
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, &chg, 1);
+	expect(rv == CKR_OK, "m2 down: CKA_ENCRYPT false (owed to m2): %s", testmod_ckr(rv));
+	f->C_CloseSession(s);
+}
+
+/*
+ * A lock owed (m2 down when the key was made) and a rename before m2 is
+ * back: the copy and the lock follow the rename; m2 back: the key is on
+ * both members under its new identity, CKA_EXTRACTABLE false on both.
+ */
+static void case_lockren(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE h = 0;
+	CK_BYTE id2 = 0x93;
+	CK_ATTRIBUTE ren[] = {{CKA_ID, &id2, 1}, {CKA_LABEL, "r-lk2", 5}};
+	CK_ULONG n1 = 9, n2 = 9;
+	char f1[4] = "", f2[4] = "";
+	double t;
+	CK_RV rv;
+
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = gen_aes(s, 0x92, "r-lk", CK_FALSE, &h);
+	expect(rv == CKR_OK, "m2 down: a non-extractable key made on m1: %s", testmod_ckr(rv));
+	key_flags("v-m1", CKO_SECRET_KEY, 0x92, "r-lk", f1);
+	expect(f1[0] == 't', "extractable on m1 until m2 holds it (%s): the lock is owed", f1);
+	rv = f->C_SetAttributeValue(s, h, ren, 2);
+	expect(rv == CKR_OK, "renamed (CKA_ID 93, r-lk2): %s", testmod_ckr(rv));
+	control("");
+	t = now_s();
+	while (now_s() - t < (quick ? 40 : 10)) {
+		key_flags("v-m1", CKO_SECRET_KEY, 0x93, "r-lk2", f1);
+		key_flags("v-m2", CKO_SECRET_KEY, 0x93, "r-lk2", f2);
+		if (f1[0] == 'f' && f2[0] == 'f')
+			break;
+		msleep(200);
+	}
+	on_members(CKO_SECRET_KEY, 0x93, "r-lk2", &n1, &n2);
+	expect(n1 == 1 && n2 == 1, "m2 back: the key on both under its new identity (%lu, %lu)",
+	       n1, n2);
+	expect(f1[0] == 'f' && f2[0] == 'f', "locked on both: CKA_EXTRACTABLE false (m1 %s, m2 %s)",
+	       f1, f2);
+	on_members(CKO_SECRET_KEY, 0x92, "r-lk", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "the old identity on neither (%lu, %lu)", n1, n2);
+	expect(f->C_DestroyObject(s, h) == CKR_OK, "destroyed through ha");
+	f->C_CloseSession(s);
+}
+
+/*
+ * A rename chain A -> B -> C -> A -> D while m2 is down, with an end date
+ * set on the way (under C): m2 back: named D, with the date.
+ */
+static void case_chain(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_HANDLE pub = 0, priv = 0;
+	CK_BYTE ida = 0xa1, idb = 0xa2;
+	char date[] = "20351130", dd[16];
+	CK_ATTRIBUTE toB[] = {{CKA_ID, &idb, 1}, {CKA_LABEL, "r-cb", 4}};
+	CK_ATTRIBUTE toC[] = {{CKA_LABEL, "r-cc", 4}};
+	CK_ATTRIBUTE dt[] = {{CKA_END_DATE, date, 8}};
+	CK_ATTRIBUTE toA[] = {{CKA_ID, &ida, 1}, {CKA_LABEL, "r-ca", 4}};
+	CK_ATTRIBUTE toD[] = {{CKA_LABEL, "r-cd", 4}};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	rv = gen_ec(s, 0xa1, "r-ca", CK_FALSE, &pub, &priv);
+	on_members(CKO_PUBLIC_KEY, 0xa1, "r-ca", &n1, &n2);
+	expect(rv == CKR_OK && n1 == 1 && n2 == 1, "an EC pair on both members: %s",
+	       testmod_ckr(rv));
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	expect(f->C_SetAttributeValue(s, pub, toB, 2) == CKR_OK &&
+	           f->C_SetAttributeValue(s, pub, toC, 1) == CKR_OK &&
+	           f->C_SetAttributeValue(s, pub, dt, 1) == CKR_OK &&
+	           f->C_SetAttributeValue(s, pub, toA, 2) == CKR_OK &&
+	           f->C_SetAttributeValue(s, pub, toD, 1) == CKR_OK,
+	       "m2 down: the public key renamed B, C (an end date), A, D");
+	control("");
+	expect(wait_on("v-m2", CKO_PUBLIC_KEY, 0xa1, "r-cd"), "m2 back: named D (r-cd, id a1)");
+	msleep(quick ? 3000 : 1000); /* every debt tried */
+	date_flag("v-m2", CKO_PUBLIC_KEY, 0xa1, "r-cd", CKA_VERIFY, dd);
+	expect(strncmp(dd, "20351130/", 9) == 0, "with the end date set under C (%s)", dd);
+	on_members(CKO_PUBLIC_KEY, 0xa2, "r-cb", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "no B (%lu, %lu)", n1, n2);
+	on_members(CKO_PUBLIC_KEY, 0xa1, "r-ca", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "no A (%lu, %lu)", n1, n2);
+	expect(f->C_DestroyObject(s, pub) == CKR_OK && f->C_DestroyObject(s, priv) == CKR_OK,
+	       "the pair destroyed through ha");
+	on_members(CKO_PUBLIC_KEY, 0xa1, "r-cd", &n1, &n2);
+	expect(n1 == 0 && n2 == 0, "from both members (%lu, %lu)", n1, n2);
+	f->C_CloseSession(s);
+}
+
+/*
+ * For `sync --repair` (66-replication.sh), a change owed to m2 whose object
+ * m2 holds renamed already: step 0, an EC public key renamed (CKA_ID b2,
+ * r-rb) and given an end date while m2 is down, the process gone before m2
+ * is back; step 1, the same rename made on m2 directly (a tool); step 2,
+ * after the repair: m2 has the end date too; the pair destroyed through ha.
+ */
+static void case_raready(int step)
+{
+	CK_SESSION_HANDLE s = open_on(step == 1 ? "v-m2" : "ha", 1);
+	CK_OBJECT_HANDLE pub = 0, priv = 0;
+	CK_BYTE idb = 0xb2;
+	char date[] = "20361015", dd[16];
+	CK_ATTRIBUTE ren[] = {{CKA_ID, &idb, 1}, {CKA_LABEL, "r-rb", 4}};
+	CK_ATTRIBUTE dt[] = {{CKA_END_DATE, date, 8}};
+	CK_ULONG n1 = 9, n2 = 9;
+	CK_RV rv;
+
+	if (step == 0) {
+		rv = gen_ec(s, 0xb1, "r-ra", CK_FALSE, &pub, &priv);
+		on_members(CKO_PUBLIC_KEY, 0xb1, "r-ra", &n1, &n2);
+		expect(rv == CKR_OK && n1 == 1 && n2 == 1, "an EC pair on both members: %s",
+		       testmod_ckr(rv));
+		control("m2 fail CKR_DEVICE_ERROR\n");
+		expect(f->C_SetAttributeValue(s, pub, ren, 2) == CKR_OK &&
+		           f->C_SetAttributeValue(s, pub, dt, 1) == CKR_OK,
+		       "m2 down: the public key renamed (b2, r-rb), then an end date");
+	} else if (step == 1) {
+		pub = find_one(s, CKO_PUBLIC_KEY, 0xb1, "r-ra");
+		expect(pub != 0 && f->C_SetAttributeValue(s, pub, ren, 2) == CKR_OK,
+		       "v-m2: the same rename made on m2 directly");
+	} else {
+		date_flag("v-m2", CKO_PUBLIC_KEY, 0xb2, "r-rb", CKA_VERIFY, dd);
+		expect(strncmp(dd, "20361015/", 9) == 0, "m2: the end date as well (%s)", dd);
+		pub = find_one(s, CKO_PUBLIC_KEY, 0xb2, "r-rb");
+		priv = find_one(s, CKO_PRIVATE_KEY, 0xb1, "r-ra");
+		expect(pub != 0 && priv != 0 && f->C_DestroyObject(s, pub) == CKR_OK &&
+		           f->C_DestroyObject(s, priv) == CKR_OK,
+		       "the pair destroyed through ha");
+	}
+	f->C_CloseSession(s);
+}
+
+/* Data objects with that label on one token ("v-m1", "v-m2"). */
+static CK_ULONG data_on(const char *token, const char *label)
+{
+	CK_SESSION_HANDLE s = open_on(token, 1);
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+			    {CKA_LABEL, (void *)label, strlen(label)}};
+	CK_OBJECT_HANDLE h[2];
+	CK_ULONG n = 0;
+
+	if (f->C_FindObjectsInit(s, t, 2) == CKR_OK) {
+		f->C_FindObjects(s, h, 2, &n);
+		f->C_FindObjectsFinal(s);
+	}
+	f->C_CloseSession(s);
+	return n;
+}
+
+/*
+ * A data object (no CKA_ID) renamed while m2 is down: m2 back gets the new
+ * label; then m1 fails and the application's handle is the object on m2.
+ */
+static void case_dataren(void)
+{
+	CK_SESSION_HANDLE s = open_on("ha", 1);
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_BBOOL yes = CK_TRUE;
+	CK_BYTE value[] = "replicated data";
+	CK_ATTRIBUTE t[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},	 {CKA_TOKEN, &yes, sizeof(yes)},
+		{CKA_PRIVATE, &yes, sizeof(yes)}, {CKA_LABEL, "r-data", 6},
+		{CKA_APPLICATION, "repltest", 8}, {CKA_VALUE, value, sizeof(value)},
+	};
+	CK_ATTRIBUTE ren = {CKA_LABEL, "r-data2", 7};
+	char label[16] = "";
+	CK_ATTRIBUTE ql = {CKA_LABEL, label, sizeof(label) - 1};
+	CK_OBJECT_HANDLE h = 0;
+	double t0;
+	CK_RV rv;
+
+	rv = f->C_CreateObject(s, t, 6, &h);
+	expect(rv == CKR_OK && data_on("v-m1", "r-data") == 1 && data_on("v-m2", "r-data") == 1,
+	       "a data object through ha, on both members: %s", testmod_ckr(rv));
+	control("m2 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_SetAttributeValue(s, h, &ren, 1);
+	expect(rv == CKR_OK, "m2 down: renamed r-data2: %s", testmod_ckr(rv));
+	control("");
+	t0 = now_s();
+	while (now_s() - t0 < (quick ? 40 : 10) && data_on("v-m2", "r-data2") != 1)
+		msleep(100);
+	expect(data_on("v-m2", "r-data2") == 1 && data_on("v-m2", "r-data") == 0,
+	       "m2 back: the new label there, the old one gone");
+	control("m1 fail CKR_DEVICE_ERROR\n");
+	rv = f->C_GetAttributeValue(s, h, &ql, 1);
+	expect(rv == CKR_OK && strcmp(label, "r-data2") == 0,
+	       "m1 down: the handle is the object on m2: %s (%s)", testmod_ckr(rv), label);
+	control("");
+	msleep(600);
+	rv = f->C_DestroyObject(s, h);
+	expect(rv == CKR_OK && data_on("v-m1", "r-data2") == 0 && data_on("v-m2", "r-data2") == 0,
+	       "destroyed through ha, on both members: %s", testmod_ckr(rv));
+	f->C_CloseSession(s);
+}
+
 /* Private keys with that id whose CKA_EXTRACTABLE is extr, found on session s: how many. */
 static CK_ULONG count_extr(CK_SESSION_HANDLE s, CK_BYTE id, CK_BBOOL extr, CK_OBJECT_HANDLE *h)
 {
@@ -1125,6 +1386,24 @@ int main(int argc, char **argv)
 		case_rencleanup();
 	else if (strcmp(c, "gone-del") == 0)
 		on_token("v-m2", "del", 0x73, "r-gone");
+	else if (strcmp(c, "attrgone") == 0)
+		case_attrgone();
+	else if (strcmp(c, "agcli") == 0)
+		case_agcli(0);
+	else if (strcmp(c, "agcli-clean") == 0)
+		case_agcli(1);
+	else if (strcmp(c, "raready") == 0)
+		case_raready(0);
+	else if (strcmp(c, "raready-m2") == 0)
+		case_raready(1);
+	else if (strcmp(c, "raready-chk") == 0)
+		case_raready(2);
+	else if (strcmp(c, "lockren") == 0)
+		case_lockren();
+	else if (strcmp(c, "chain") == 0)
+		case_chain();
+	else if (strcmp(c, "dataren") == 0)
+		case_dataren();
 	else if (strcmp(c, "gone-make") == 0)
 		on_token("v-m2", "make", 0x73, "r-gone2");
 

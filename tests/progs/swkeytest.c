@@ -1012,6 +1012,30 @@ static void case_rotated(const char *slot, const char *label, const char *idhex,
 	           get_bool(s, nk, CKA_SENSITIVE) == get_bool(s, ok, CKA_SENSITIVE) &&
 	           get_ulong(s, nk, CKA_KEY_TYPE) == get_ulong(s, ok, CKA_KEY_TYPE),
 	       "the successor: a software token key made by the proxy, of the old key's type");
+	{
+		/* Finds by usage see the virtual permissions: the successor signs or encrypts. */
+		CK_BBOOL t = CK_TRUE;
+		CK_ATTRIBUTE ft[] = {{CKA_CLASS, &cls, sizeof(cls)},
+		                     {CKA_LABEL, (void *)label, strlen(label)},
+		                     {strcmp(kind, "gcm") == 0 ? CKA_ENCRYPT : CKA_SIGN, &t, 1}};
+		CK_ATTRIBUTE fl[] = {{CKA_LABEL, (void *)label, strlen(label)},
+		                     {ft[2].type, &t, 1}};
+		CK_OBJECT_HANDLE fh[8];
+		CK_ULONG fn = find_all(s, ft, 3, fh, 8);
+
+		expect(fn == 1 && fh[0] == nk,
+		       "{CKA_CLASS, CKA_LABEL, %s true} finds the successor only (%lu found)",
+		       strcmp(kind, "gcm") == 0 ? "CKA_ENCRYPT" : "CKA_SIGN", fn);
+		fn = find_all(s, fl, 2, fh, 8);
+		expect(fn == 1 && fh[0] == nk,
+		       "{CKA_LABEL, %s true} finds the successor only (%lu found)",
+		       strcmp(kind, "gcm") == 0 ? "CKA_ENCRYPT" : "CKA_SIGN", fn);
+		t = CK_FALSE;
+		fn = find_all(s, ft, 3, fh, 8);
+		expect(fn == 1 && fh[0] == ok,
+		       "{..., %s false} finds the rotated key only (%lu found)",
+		       strcmp(kind, "gcm") == 0 ? "CKA_ENCRYPT" : "CKA_SIGN", fn);
+	}
 	if (strcmp(kind, "hmac") == 0) {
 		unsigned char mac[32], ref[32], v[32];
 		CK_MECHANISM m = {CKM_SHA256_HMAC, NULL, 0};

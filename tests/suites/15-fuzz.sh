@@ -87,3 +87,21 @@ else
 	echo "    last input: $TMP/stats-input"
 	fail "fuzz: statistics file parser" "exit $rc"
 fi
+
+# The binary COPY reader the PostgreSQL store loads its records with (the server's stream is
+# untrusted): the target checks types, lengths and that the answer does not depend on how the
+# stream was cut (tests/fuzz/fuzz_pgcopy.c).
+PGCOPY_PROG=$BUILD/tests/fuzz_pgcopy
+if [ ! -x "$PGCOPY_PROG" ]; then
+	fail "fuzz: binary COPY reader" "no $PGCOPY_PROG (run make tests)"
+elif run_prog "$PGCOPY_PROG" -t $((secs / 4 > 0 ? secs / 4 : 1)) -s "$seed" -T "$per_input" \
+	-n 100000000 -w "$TMP/pgcopy-input" "$SRCDIR/tests/fuzz/corpus/pgcopy" \
+	>"$TMP/pgcopy.log" 2>&1; then
+	sed 's/^/    /' "$TMP/pgcopy.log"
+	pass "fuzz: binary COPY reader"
+else
+	rc=$?
+	tail -n 40 "$TMP/pgcopy.log" | sed 's/^/    /'
+	echo "    last input: $TMP/pgcopy-input"
+	fail "fuzz: binary COPY reader" "exit $rc"
+fi

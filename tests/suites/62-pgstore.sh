@@ -7,6 +7,7 @@
 #  - the server stopped (pg_ctl stop -m immediate): DOWN, an open transaction not
 #    acknowledged, then a reconnection by itself after the restart, reported as a change;
 #  - no acknowledged commit lost when the server is killed mid-write, or the writer is;
+#  - the bulk read the store loads with (COPY binary): checked, records equal, damaged rows refused;
 #  - `p11proxy store init`: roles and grants, the application role's writes to permissions,
 #    state, overlays, the audit trail refused by the database (SQLSTATE 42501).
 # The server runs natively in every mode; under valgrind only our programs run under it.
@@ -62,6 +63,20 @@ if pg_psql "CREATE DATABASE p11p_debts" >/dev/null; then
 	fi
 else
 	fail "pgstore: debts" "CREATE DATABASE failed"
+fi
+
+# The bulk read (COPY ... TO STDOUT (FORMAT binary)) and the store's load through it, in a
+# database of its own; damaged rows (a NULL, a label too long, a value out of range, an int4 column) refused.
+if pg_psql "CREATE DATABASE p11p_load" >/dev/null; then
+	if run_prog_timeout 120 "$PGDRIVER" load "$(pg_uri "" p11p_load)" >"$TMP/drv.out" \
+		2>"$TMP/drv.err"; then
+		pass "pgstore: load: the binary COPY read checked (field counts, BIGINT lengths, NULLs); records loaded equal; damaged rows refused"
+	else
+		tail -n 20 "$TMP/drv.err" | sed 's/^/    /'
+		fail "pgstore: load: the binary COPY read and the store's load"
+	fi
+else
+	fail "pgstore: load" "CREATE DATABASE failed"
 fi
 
 # The server stopped under an open transaction, then started again.

@@ -208,6 +208,28 @@ rotate_sw() {
 	# The module: the successor works, the old key is left as rotate leaves HSM keys.
 	st "rotated-$label" rotated soft "$label" "$id" "$kind"
 }
+# keys rotate of a software key is one store transaction: a store write failing in its middle
+# (a trigger refusing the old record's link to the new one, and the removal of a new record that
+# a rotation in several writes would try next) leaves no record, blob or audit row behind.
+rotate_failed() {
+	local vid q before after rc=0
+	vid=$(vid_of sk-aes) && [ -n "$vid" ] || return 1
+	q="SELECT (SELECT count(*) FROM vkeys) || ' ' || (SELECT count(*) FROM vkeys WHERE live = 1) || ' ' ||
+		(SELECT count(*) FROM blobs) || ' ' || (SELECT count(*) FROM audit) || ' ' ||
+		(SELECT rev || '/' || perms || '/' || next || '/' || state FROM vkeys WHERE vid = $vid);"
+	before=$(sqlite3 "$DB" "$q") &&
+		sqlite3 "$DB" "CREATE TRIGGER inject BEFORE UPDATE ON vkeys WHEN NEW.next != 0 OR NEW.live = 0
+			BEGIN SELECT RAISE(ABORT, 'injected store failure'); END;" || return 1
+	run_prog "$CLI" keys rotate sk-aes --slot soft >"$TMP/rotfail.out" 2>&1 && rc=1
+	grep -q "recording the new software key failed.*nothing changed" "$TMP/rotfail.out" || rc=1
+	sqlite3 "$DB" "DROP TRIGGER inject;" || rc=1
+	after=$(sqlite3 "$DB" "$q")
+	[ "$before" = "$after" ] || { echo "store changed: $before -> $after"; rc=1; }
+	[ $rc = 0 ] && st rotfail op soft sk-aes gcm CKR_OK || { cat "$TMP/rotfail.out"; rc=1; }
+	return $rc
+}
+check "swkeys: keys rotate of a software key failing in the store changes nothing (one transaction)" \
+	rotate_failed
 check "swkeys: keys rotate of a software HMAC key: a new software key, the old one verify-only" \
 	rotate_sw sk-hmac 5a01 hmac
 check "swkeys: keys rotate of a software AES key: the successor encrypts, the old one decrypts only" \

@@ -1774,6 +1774,34 @@ START_TEST(test_from_parts)
 	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
 	assert_serialised(key, rsa2048_pkcs8);
 	p11p_swkey_free(key);
+	/* without CKA_PUBLIC_EXPONENT (PKCS#11 does not require it): e from d, p and q */
+	k.public_exponent = (struct p11p_swkey_part){NULL, 0};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_OK);
+	{
+		unsigned char e[8];
+		CK_ULONG el = sizeof(e);
+
+		ck_assert_int_eq(p11p_swkey_attr(key, CKA_PUBLIC_EXPONENT, e, &el), CKR_OK);
+		ck_assert_uint_eq(el, l[1]);
+		ck_assert_mem_eq(e, v[1], el);
+	}
+	assert_serialised(key, rsa2048_pkcs8);
+	p11p_swkey_free(key);
+	/* ... and d not of the key: no e found, or one the key refuses */
+	v[2][l[2] - 1] ^= 2;
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCONSISTENT);
+	v[2][l[2] - 1] ^= 2;
+	/* from n and d alone e cannot be had: what to add is asked for */
+	k.prime_1 = k.prime_2 = k.exponent_1 = k.exponent_2 = k.coefficient =
+	    (struct p11p_swkey_part){NULL, 0};
+	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCOMPLETE);
+	ck_assert_ptr_null(key);
+	k.public_exponent = (struct p11p_swkey_part){v[1], l[1]};
+	k.prime_1 = (struct p11p_swkey_part){v[3], l[3]};
+	k.prime_2 = (struct p11p_swkey_part){v[4], l[4]};
+	k.exponent_1 = (struct p11p_swkey_part){v[5], l[5]};
+	k.exponent_2 = (struct p11p_swkey_part){v[6], l[6]};
+	k.coefficient = (struct p11p_swkey_part){v[7], l[7]};
 	/* a wrong coefficient, then a wrong d without CRT parts: not one key */
 	v[7][l[7] - 1] ^= 1;
 	ck_assert_int_eq(p11p_swkey_from_parts(&k, 0, &key), CKR_TEMPLATE_INCONSISTENT);
@@ -1867,6 +1895,93 @@ START_TEST(test_hygiene_parts)
 }
 END_TEST
 
+/*
+ * The content of the DER INTEGER at der[*pos] (its leading zero skipped);
+ * *pos moves past it. 0: not an INTEGER.
+ */
+static size_t der_int_at(const unsigned char *der, size_t n, size_t *pos, size_t *off)
+{
+	size_t p = *pos, len;
+
+	if (p + 2 > n || der[p] != 0x02)
+		return 0;
+	len = der[p + 1];
+	p += 2;
+	if (len == 0x81) {
+		len = der[p++];
+	} else if (len == 0x82) {
+		len = (size_t)der[p] << 8 | der[p + 1];
+		p += 2;
+	}
+	if (p + len > n)
+		return 0;
+	*pos = p + len;
+	if (len > 0 && der[p] == 0) {
+		p++;
+		len--;
+	}
+	*off = p;
+	return len;
+}
+
+/*
+ * An RSA key read from PKCS#8 (p11p_swkey_from_der, as the store loads it),
+ * used and serialised, keeps no part of d, p, q, dp, dq or qinv in dumpable
+ * memory, and none is left once it is freed: three 32-byte windows of each
+ * (start, middle, end), in either byte order; nor right after reading, freed
+ * heap included (OpenSSL 3.0's PKCS#8 decoder left two copies of the whole
+ * DER there: the engine parses the form itself, swkey.c rsa_own).
+ */
+START_TEST(test_hygiene_der_rsa)
+{
+	static const unsigned char d_mark[] = {0x02, 0x03, 0x01, 0x00, 0x01, 0x02, 0x82, 0x01};
+	static unsigned char wins[6 * 3][32];
+	unsigned char der[2048], sig[512], h[32] = {1};
+	CK_MECHANISM rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
+	CK_ULONG len = sizeof(sig);
+	size_t n = unhex(rsa2048_pkcs8, der, sizeof(der)), pos = 0, nw = 0;
+	struct p11p_swkey *key = NULL;
+	struct p11p_secret *ser = NULL;
+
+#ifdef __SANITIZE_ADDRESS__
+	return;
+#endif
+	if (RUNNING_ON_VALGRIND)
+		return;
+	while (pos + sizeof(d_mark) < n && memcmp(der + pos, d_mark, sizeof(d_mark)) != 0)
+		pos++;
+	ck_assert_uint_lt(pos + sizeof(d_mark), n);
+	pos += 5; /* d, then p, q, dp, dq, qinv */
+	for (int part = 0; part < 6; part++) {
+		size_t off = 0, l = der_int_at(der, n, &pos, &off);
+
+		ck_assert_uint_ge(l, 64);
+		for (int w = 0; w < 3; w++, nw++) {
+			size_t at = w == 0 ? 0 : w == 1 ? l / 2 - 16 : l - 32;
+
+			for (int i = 0; i < 32; i++)
+				wins[nw][i] = (unsigned char)(der[off + at + i] ^ MASK);
+		}
+	}
+	ck_assert_int_eq(p11p_swkey_from_der(CKO_PRIVATE_KEY, CKK_RSA, der, n, 0, &key), CKR_OK);
+	p11p_wipe(der, sizeof(der));
+	/* Right after reading too (OpenSSL's PKCS#8 decoder left two copies of the DER). */
+	for (size_t i = 0; i < nw; i++)
+		ck_assert_msg(scan_for(wins[i], false) == 0, "part %zu window %zu left by reading",
+		              i / 3, i % 3);
+	ck_assert_int_eq(p11p_swkey_sign(key, &rsa, h, 32, sig, &len), CKR_OK);
+	ck_assert_int_eq(p11p_swkey_serialise(key, &ser), CKR_OK);
+	p11p_secret_free(ser);
+	for (size_t i = 0; i < nw; i++)
+		ck_assert_msg(scan_for(wins[i], false) == 0,
+		              "part %zu window %zu in dumpable memory", i / 3, i % 3);
+	p11p_swkey_free(key);
+	for (size_t i = 0; i < nw; i++)
+		ck_assert_msg(scan_for(wins[i], true) == 0,
+		              "part %zu window %zu left after the key", i / 3, i % 3);
+}
+END_TEST
+
 static Suite *swkey_suite(void)
 {
 	Suite *s = suite_create("swkey");
@@ -1889,6 +2004,7 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_hygiene_asym);
 	tcase_add_test(tc, test_from_parts);
 	tcase_add_test(tc, test_hygiene_parts);
+	tcase_add_test(tc, test_hygiene_der_rsa);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1194,8 +1194,13 @@ static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struc
 	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
 	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
 		goto out;
+	/*
+	 * OpenSSL's own RSA code, whatever ENGINE the host made the default for
+	 * RSA (RSA_new() would take it: a PKCS#11 engine, say).
+	 */
 	rsa = RSA_new();
-	if (rsa == NULL || !RSA_set0_key(rsa, bn[R_N], bn[R_E], bn[R_D]))
+	if (rsa == NULL || !RSA_set_method(rsa, RSA_PKCS1_OpenSSL()) ||
+	    !RSA_set0_key(rsa, bn[R_N], bn[R_E], bn[R_D]))
 		goto out;
 	bn[R_N] = bn[R_E] = bn[R_D] = NULL;
 	if (!RSA_set0_factors(rsa, bn[R_P], bn[R_Q]))

@@ -447,20 +447,35 @@ static void sha_copy(int idx, union sw_sha_ctx *to, const union sw_sha_ctx *from
 		to->s512 = from->s512;
 }
 
+/*
+ * The states in their secret: a secret's bytes are not aligned for them, so
+ * the secret has KEYED_ALIGN - 1 bytes more and the states start at the
+ * first aligned address.
+ */
+#define KEYED_ALIGN _Alignof(struct sw_hmac_keyed)
+#define KEYED_SIZE  (sizeof(struct sw_hmac_keyed) + KEYED_ALIGN - 1)
+
+static struct sw_hmac_keyed *keyed_in(const struct p11p_secret *s)
+{
+	uintptr_t p = (uintptr_t)p11p_secret_data(s);
+
+	/* the secret's own pages are writable: the states are computed there */
+	return (struct sw_hmac_keyed *)((p + KEYED_ALIGN - 1) & ~(uintptr_t)(KEYED_ALIGN - 1));
+}
+
 /* The keyed states of key for digest idx, computed in place in a new secret. */
 static struct p11p_secret *hmac_keyed_new(const struct p11p_swkey *key, int idx)
 {
-	static const struct sw_hmac_keyed zero;
+	static const unsigned char zero[KEYED_SIZE];
 	const unsigned char *kv = p11p_secret_data(key->value);
 	size_t kl = p11p_secret_len(key->value), bs = sha_block[idx];
 	unsigned char k[128], pad[128];
-	struct p11p_secret *s = p11p_secret_new(&zero, sizeof(zero));
+	struct p11p_secret *s = p11p_secret_new(zero, sizeof(zero));
 	struct sw_hmac_keyed *st;
 
 	if (s == NULL)
 		return NULL;
-	/* the secret's own pages are writable: computed there, no copy elsewhere */
-	st = (struct sw_hmac_keyed *)(uintptr_t)p11p_secret_data(s);
+	st = keyed_in(s);
 	memset(k, 0, sizeof(k));
 	if (kl > bs) {
 		sha_init(idx, &st->inner);
@@ -503,7 +518,7 @@ static const struct sw_hmac_keyed *hmac_keyed(struct p11p_swkey *key, int idx)
 			s = expected;
 		}
 	}
-	return (const struct sw_hmac_keyed *)(const void *)p11p_secret_data(s);
+	return keyed_in(s);
 }
 
 static CK_RV hmac_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHANISM_TYPE hash)

@@ -38,7 +38,7 @@ BENCH_CALLS=$BUILD/bench/bench_calls
 PROXY=$PROXY_MODULE
 ROWS=${BENCH_CG_ROWS:-get_attribute,aes256_gcm_enc_64,session_open_close,ecdsa_p256_sign,get_attribute_vkey,aes256_gcm_enc_64_vkey,ecdsa_p256_sign_vkey}
 # Calls into functions matching this (awk) pattern are left out of the counts: the
-# virtual-key index's refresh runs once per 100 ms of wall time, which callgrind
+# virtual-key index's refresh runs once per 50 ms of wall time, which callgrind
 # stretches 50-fold, so per call it would weigh 50 times what it does natively, and
 # vary with the machine's speed.
 EXCLUDE=${BENCH_CG_EXCLUDE:-^p11p_index_refresh\$}

@@ -7,11 +7,14 @@
  * schedule begins with the raw key) in ordinary heap, and OpenSSL offers no
  * way to allocate them elsewhere short of CRYPTO_set_mem_functions, which is
  * process-wide and must precede the host's first allocation. So a context
- * is keyed only for one operation (p11p_swop): a cipher context is freed
- * (OpenSSL cleanses it) at its end, an HMAC context re-keyed with zeros and
- * kept idle for the next one (swkey_int.h, hmac_idle). bench/bench_swkey.c
- * measures these ways against caching one keyed context per key
- * (P11P_SWKEY_CACHE_CTX); the figures are in bench/README.md.
+ * is keyed only for one operation (p11p_swop) and freed (OpenSSL cleanses
+ * it) at its end. HMAC does not use OpenSSL's MAC contexts: the key's keyed
+ * SHA-2 states (inner and outer, swkey_int.h, struct sw_hmac_keyed) are
+ * computed once per digest into a p11p_secret, and each operation copies
+ * them into a working state it wipes at its end (swop.c, hmac_setup).
+ * bench/bench_swkey.c measures these ways against keying a context per
+ * operation and caching one keyed context per key (P11P_SWKEY_CACHE_CTX);
+ * the figures are in bench/README.md.
  * Asymmetric private keys are EVP_PKEYs whose private parts OpenSSL puts in
  * its secure heap (see p11p_swkey_secure_heap_used() in the header).
  */
@@ -66,7 +69,6 @@ static const unsigned char p8_ed25519[] = {0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0
                                            0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20};
 
 /* OSSL_PARAM_construct_utf8_string() takes a non-const pointer. */
-static char md_names[3][8] = {"SHA256", "SHA384", "SHA512"};
 static char group_names[2][12] = {"prime256v1", "secp384r1"};
 
 /* ---- the secure heap ------------------------------------------------------- */
@@ -99,29 +101,17 @@ static struct p11p_swkey *key_alloc(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, unsig
 	for (int i = 0; i < SW_CACHE_N; i++)
 		atomic_init(&key->cache[i], NULL);
 	for (int d = 0; d < 3; d++)
-		for (int i = 0; i < SW_HMAC_IDLE; i++)
-			atomic_init(&key->hmac_idle[d][i], NULL);
+		atomic_init(&key->hmac_keyed[d], NULL);
 	return key;
 }
 
 static void key_destroy(struct p11p_swkey *key)
 {
-	for (int i = 0; i < SW_CACHE_N; i++) {
-		void *c = atomic_exchange(&key->cache[i], NULL);
-
-		if (c == NULL)
-			continue;
-		/* Freeing an OpenSSL cipher or MAC context cleanses its key schedule. */
-		if (i >= SW_CACHE_HMAC256)
-			EVP_MAC_CTX_free(c);
-		else
-			EVP_CIPHER_CTX_free(c);
-	}
+	/* Freeing an OpenSSL cipher context cleanses its key schedule. */
+	for (int i = 0; i < SW_CACHE_N; i++)
+		EVP_CIPHER_CTX_free(atomic_exchange(&key->cache[i], NULL));
 	for (int d = 0; d < 3; d++)
-		for (int i = 0; i < SW_HMAC_IDLE; i++)
-			EVP_MAC_CTX_free(atomic_exchange(&key->hmac_idle[d][i], NULL));
-	for (int i = 0; i < 3; i++)
-		EVP_MAC_CTX_free(key->hmac_tmpl[i]);
+		p11p_secret_free(atomic_exchange(&key->hmac_keyed[d], NULL)); /* wipes */
 	EVP_CIPHER_free(key->gcm);
 	EVP_CIPHER_free(key->cbc);
 	EVP_CIPHER_free(key->ctr);
@@ -142,24 +132,6 @@ void p11p_swkey_free(struct p11p_swkey *key)
 {
 	if (key != NULL && atomic_fetch_sub(&key->refs, 1) == 1)
 		key_destroy(key);
-}
-
-/* Keyless HMAC contexts with the digest chosen: dup + init(key) per operation. */
-static bool hmac_templates(struct p11p_swkey *key, OSSL_LIB_CTX *lib)
-{
-	EVP_MAC *mac = EVP_MAC_fetch(lib, "HMAC", NULL);
-	bool ok = mac != NULL;
-
-	for (int i = 0; ok && i < 3; i++) {
-		OSSL_PARAM params[2];
-
-		key->hmac_tmpl[i] = EVP_MAC_CTX_new(mac);
-		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, md_names[i], 0);
-		params[1] = OSSL_PARAM_construct_end();
-		ok = key->hmac_tmpl[i] != NULL && EVP_MAC_CTX_set_params(key->hmac_tmpl[i], params);
-	}
-	EVP_MAC_free(mac);
-	return ok;
 }
 
 CK_RV p11p_swkey_from_secret(CK_KEY_TYPE type, struct p11p_secret **value, unsigned flags,
@@ -216,8 +188,6 @@ CK_RV p11p_swkey_from_secret(CK_KEY_TYPE type, struct p11p_secret **value, unsig
 		if (key->gcm == NULL || key->cbc == NULL || key->ctr == NULL)
 			goto out;
 	}
-	if (!hmac_templates(key, lib))
-		goto out;
 	*out = key;
 	key = NULL;
 	rv = CKR_OK;
@@ -1194,8 +1164,13 @@ static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struc
 	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
 	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
 		goto out;
+	/*
+	 * OpenSSL's own RSA code, whatever ENGINE the host made the default for
+	 * RSA (RSA_new() would take it: a PKCS#11 engine, say).
+	 */
 	rsa = RSA_new();
-	if (rsa == NULL || !RSA_set0_key(rsa, bn[R_N], bn[R_E], bn[R_D]))
+	if (rsa == NULL || !RSA_set_method(rsa, RSA_PKCS1_OpenSSL()) ||
+	    !RSA_set0_key(rsa, bn[R_N], bn[R_E], bn[R_D]))
 		goto out;
 	bn[R_N] = bn[R_E] = bn[R_D] = NULL;
 	if (!RSA_set0_factors(rsa, bn[R_P], bn[R_Q]))

@@ -82,18 +82,20 @@
  * single-part call, and any error of an Update, ends it (p11p_swop_active()).
  *
  * ---- Threads, lifetime, memory -------------------------------------------
- * A key is immutable after creation and reference counted: it may be used
+ * A key is immutable after creation (but for its HMAC keyed states, computed
+ * once at first use and published atomically) and reference counted: it may be used
  * from several threads at once; p11p_swop_init() takes a reference, so an
  * operation survives the store dropping (evicting) the key. p11p_swkey_free()
  * drops one reference; the last one wipes and frees. Every key must be freed
  * before the private OpenSSL context (p11p_ossl_ctx_free()).
  * Key bytes of secret keys live in a p11p_secret (locked, MADV_DONTDUMP,
- * wiped). OpenSSL contexts holding key schedules (cipher, MAC) hold them
- * only for the length of one operation: cipher contexts are freed (OpenSSL
- * cleanses them) when it ends; HMAC contexts are re-keyed with an all-zero
- * key when it ends and kept, a few per key, for the next operation (no key
- * bytes, no key-derived state, no message bytes in them between operations;
- * bench/README.md, bench_swkey, has the costs of each way). Asymmetric private keys: EC and RSA are EVP_PKEYs whose private
+ * wiped). OpenSSL cipher contexts holding key schedules hold them only for
+ * the length of one operation: they are freed (OpenSSL cleanses them) when
+ * it ends. HMAC runs on SHA-2's own functions from the key's keyed inner and
+ * outer states, computed per digest at first use into a p11p_secret (as good
+ * as the key: locked, MADV_DONTDUMP, wiped with the key); an operation's
+ * working copy is wiped when it ends (bench/README.md, bench_swkey, has the
+ * costs of each way). Asymmetric private keys: EC and RSA are EVP_PKEYs whose private
  * bignums OpenSSL puts in its secure heap (p11p_swkey_secure_heap_used());
  * EC and Ed25519 keys also keep their PKCS#8 in a p11p_secret, read and
  * written without OpenSSL's ASN.1 code (which leaves the scalar in freed

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "crypto/swkey.h"
 
@@ -17,13 +18,24 @@ enum sw_cache {
 	SW_CACHE_CBC_ENC,
 	SW_CACHE_CBC_DEC,
 	SW_CACHE_CTR,
-	SW_CACHE_HMAC256,
-	SW_CACHE_HMAC384,
-	SW_CACHE_HMAC512,
 	SW_CACHE_N,
 };
 
-#define SW_HMAC_IDLE 2
+/* A SHA-2 state: SHA-256 (s256), or SHA-384 and SHA-512 (s512). */
+union sw_sha_ctx {
+	SHA256_CTX s256;
+	SHA512_CTX s512;
+};
+
+/*
+ * An HMAC key for one digest (RFC 2104): the digest's state after
+ * compressing the block K ^ ipad (inner) and K ^ opad (outer), K the key
+ * (hashed first when longer than the block) padded with zeros. Either is as
+ * good as the key for computing MACs: kept only in a p11p_secret.
+ */
+struct sw_hmac_keyed {
+	union sw_sha_ctx inner, outer;
+};
 
 struct p11p_swkey {
 	atomic_uint refs;
@@ -52,19 +64,15 @@ struct p11p_swkey {
 	int curve; /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
 	/* AES keys: fetched from the private library context (no key material). */
 	EVP_CIPHER *gcm, *cbc, *ctr;
-	/* Secret keys: one HMAC template per digest, keyless (digest set only). */
-	EVP_MAC_CTX *hmac_tmpl[3];
-	/* Ready keyed contexts; used only with P11P_SWKEY_CACHE_CTX. */
+	/* Ready keyed cipher contexts; used only with P11P_SWKEY_CACHE_CTX. */
 	_Atomic(void *) cache[SW_CACHE_N];
 	/*
-	 * Idle HMAC contexts, per digest, SW_HMAC_IDLE each (one per thread
-	 * using the key at once, up to that): re-keyed with an all-zero key at
-	 * the end of each operation (swop.c, hmac_scrub), so they hold no key
-	 * material, no key-derived state and no message bytes; the next
-	 * operation keys one instead of duplicating the template (measured in
-	 * bench_swkey, part swkey_evp). Freed with the key.
+	 * Secret keys: per digest (0 SHA-256, 1 SHA-384, 2 SHA-512) a p11p_secret
+	 * holding a struct sw_hmac_keyed, computed at the digest's first HMAC
+	 * operation and published once by compare-and-swap (swop.c,
+	 * hmac_keyed); read without a lock. Wiped and freed with the key.
 	 */
-	_Atomic(EVP_MAC_CTX *) hmac_idle[3][SW_HMAC_IDLE];
+	_Atomic(struct p11p_secret *) hmac_keyed[3];
 };
 
 /* Ed25519 signing key for one operation, from key->der (EVP_PKEY_free cleanses it). */

@@ -3,7 +3,7 @@
  * PKCS#11 operation, holding the OpenSSL contexts for the length of the
  * operation only (see swkey.c on key hygiene).
  */
-/* RSA_*: the engine's own RSA private keys (swkey_int.h). */
+/* RSA_*: the engine's own RSA private keys (swkey_int.h); SHA*_: HMAC (hmac_keyed). */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "crypto/swkey_int.h"
 
@@ -65,7 +65,7 @@ struct p11p_swop {
 	EVP_CIPHER_CTX *cctx;
 	EVP_CIPHER *cipher; /* the key's, for cctx */
 	bool keyed;         /* cctx has the key schedule */
-	int slot;           /* cache slot of cctx or mctx, -1 none */
+	int slot;           /* cache slot of cctx, -1 none */
 	unsigned char iv[P11P_SWKEY_GCM_IV_MAX];
 	size_t iv_len;
 	unsigned char *aad;
@@ -81,8 +81,9 @@ struct p11p_swop {
 	unsigned char *buf;     /* GCM decrypt: the ciphertext so far */
 	size_t len, cap;
 	/* MAC. */
-	EVP_MAC_CTX *mctx;
-	int hmac_idx; /* the digest: 0 SHA256, 1 SHA384, 2 SHA512 */
+	const struct sw_hmac_keyed *hk; /* the key's keyed states (key->hmac_keyed) */
+	union sw_sha_ctx hw;            /* the working inner state; wiped when op ends */
+	int hmac_idx;                   /* the digest: 0 SHA256, 1 SHA384, 2 SHA512 */
 	size_t mac_len;
 	/* Asymmetric. */
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
@@ -400,47 +401,124 @@ static bool cipher_start(struct p11p_swop *op)
 }
 
 /*
- * Idle HMAC contexts (swkey_int.h, hmac_idle). Keying a kept context costs
- * two compressions and one digest-context copy; duplicating the template
- * costs five allocations and their cleansing frees (bench_swkey, part
- * swkey_evp, has both). Not with P11P_SWKEY_CACHE_CTX (its own cache).
+ * HMAC on SHA-2's own functions (RFC 2104). OpenSSL's EVP_MAC context keeps
+ * the keyed states in ordinary heap, so it would have to be keyed for each
+ * operation and scrubbed after; instead the key's keyed states
+ * (swkey_int.h, struct sw_hmac_keyed) are computed once into a p11p_secret
+ * and each operation copies the inner one into op->hw (on the stack for
+ * single-part calls, in the op for multi-part ones), wiped when the
+ * operation ends (op_cleanup). idx: 0 SHA-256, 1 SHA-384, 2 SHA-512.
  */
-static EVP_MAC_CTX *hmac_idle_take(struct p11p_swkey *key, int idx)
-{
-	if (key->flags & P11P_SWKEY_CACHE_CTX)
-		return NULL;
-	for (int i = 0; i < SW_HMAC_IDLE; i++) {
-		EVP_MAC_CTX *c = atomic_exchange(&key->hmac_idle[idx][i], NULL);
+static const size_t sha_block[3] = {64, 128, 128}, sha_len[3] = {32, 48, 64};
 
-		if (c != NULL)
-			return c;
-	}
-	return NULL;
+static void sha_init(int idx, union sw_sha_ctx *c)
+{
+	if (idx == 0)
+		SHA256_Init(&c->s256);
+	else if (idx == 1)
+		SHA384_Init(&c->s512);
+	else
+		SHA512_Init(&c->s512);
+}
+
+static void sha_update(int idx, union sw_sha_ctx *c, const void *p, size_t n)
+{
+	if (idx == 0)
+		SHA256_Update(&c->s256, p, n);
+	else
+		SHA512_Update(&c->s512, p, n); /* SHA-384 too */
+}
+
+static void sha_final(int idx, union sw_sha_ctx *c, unsigned char *md)
+{
+	if (idx == 0)
+		SHA256_Final(md, &c->s256);
+	else if (idx == 1)
+		SHA384_Final(md, &c->s512);
+	else
+		SHA512_Final(md, &c->s512);
+}
+
+static void sha_copy(int idx, union sw_sha_ctx *to, const union sw_sha_ctx *from)
+{
+	if (idx == 0)
+		to->s256 = from->s256;
+	else
+		to->s512 = from->s512;
 }
 
 /*
- * Ends an HMAC context's use: re-keyed with an all-zero key, which in
- * OpenSSL re-initialises all three digest states (inner, outer, running:
- * the running one is freed, cleansed, and copied anew) and replaces, with a
- * cleansing free, the key copy the HMAC provider keeps. Then it goes back
- * to the key's idle contexts, or is freed (OpenSSL cleanses it) when they
- * are full or the re-key failed.
+ * The states in their secret: a secret's bytes are not aligned for them, so
+ * the secret has KEYED_ALIGN - 1 bytes more and the states start at the
+ * first aligned address.
  */
-static void hmac_scrub(struct p11p_swkey *key, int idx, EVP_MAC_CTX *ctx)
+#define KEYED_ALIGN _Alignof(struct sw_hmac_keyed)
+#define KEYED_SIZE  (sizeof(struct sw_hmac_keyed) + KEYED_ALIGN - 1)
+
+static struct sw_hmac_keyed *keyed_in(const struct p11p_secret *s)
 {
-	static const unsigned char zero[32];
+	uintptr_t p = (uintptr_t)p11p_secret_data(s);
 
-	if (ctx == NULL)
-		return;
-	if (!(key->flags & P11P_SWKEY_CACHE_CTX) && EVP_MAC_init(ctx, zero, sizeof(zero), NULL)) {
-		for (int i = 0; i < SW_HMAC_IDLE; i++) {
-			EVP_MAC_CTX *expected = NULL;
+	/* the secret's own pages are writable: the states are computed there */
+	return (struct sw_hmac_keyed *)((p + KEYED_ALIGN - 1) & ~(uintptr_t)(KEYED_ALIGN - 1));
+}
 
-			if (atomic_compare_exchange_strong(&key->hmac_idle[idx][i], &expected, ctx))
-				return;
+/* The keyed states of key for digest idx, computed in place in a new secret. */
+static struct p11p_secret *hmac_keyed_new(const struct p11p_swkey *key, int idx)
+{
+	static const unsigned char zero[KEYED_SIZE];
+	const unsigned char *kv = p11p_secret_data(key->value);
+	size_t kl = p11p_secret_len(key->value), bs = sha_block[idx];
+	unsigned char k[128], pad[128];
+	struct p11p_secret *s = p11p_secret_new(zero, sizeof(zero));
+	struct sw_hmac_keyed *st;
+
+	if (s == NULL)
+		return NULL;
+	st = keyed_in(s);
+	memset(k, 0, sizeof(k));
+	if (kl > bs) {
+		sha_init(idx, &st->inner);
+		sha_update(idx, &st->inner, kv, kl);
+		sha_final(idx, &st->inner, k);
+	} else if (kl > 0) {
+		memcpy(k, kv, kl);
+	}
+	for (size_t i = 0; i < bs; i++)
+		pad[i] = k[i] ^ 0x36;
+	sha_init(idx, &st->inner);
+	sha_update(idx, &st->inner, pad, bs);
+	for (size_t i = 0; i < bs; i++)
+		pad[i] = k[i] ^ 0x5c;
+	sha_init(idx, &st->outer);
+	sha_update(idx, &st->outer, pad, bs);
+	OPENSSL_cleanse(k, sizeof(k));
+	OPENSSL_cleanse(pad, sizeof(pad));
+	return s;
+}
+
+/*
+ * The keyed states, computed at the first use of the digest: threads racing
+ * here each compute them, one publishes (compare-and-swap), the others free
+ * theirs. Later operations only load the pointer (no lock).
+ */
+static const struct sw_hmac_keyed *hmac_keyed(struct p11p_swkey *key, int idx)
+{
+	struct p11p_secret *s = atomic_load_explicit(&key->hmac_keyed[idx], memory_order_acquire),
+	                   *expected = NULL;
+
+	if (s == NULL) {
+		s = hmac_keyed_new(key, idx);
+		if (s == NULL)
+			return NULL;
+		if (!atomic_compare_exchange_strong_explicit(&key->hmac_keyed[idx], &expected, s,
+		                                             memory_order_acq_rel,
+		                                             memory_order_acquire)) {
+			p11p_secret_free(s);
+			s = expected;
 		}
 	}
-	EVP_MAC_CTX_free(ctx);
+	return keyed_in(s);
 }
 
 static CK_RV hmac_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHANISM_TYPE hash)
@@ -467,22 +545,11 @@ static CK_RV hmac_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 		op->mac_len = n;
 	}
 	op->sig_len = op->mac_len;
-	op->slot = SW_CACHE_HMAC256 + idx;
 	op->hmac_idx = idx;
-	op->mctx = cache_take(key, op->slot);
-	if (op->mctx != NULL) {
-		if (EVP_MAC_init(op->mctx, NULL, 0, NULL))
-			return CKR_OK;
-		EVP_MAC_CTX_free(op->mctx);
-	}
-	op->mctx = hmac_idle_take(key, idx);
-	if (op->mctx == NULL)
-		op->mctx = EVP_MAC_CTX_dup(key->hmac_tmpl[idx]);
-	if (op->mctx == NULL)
+	op->hk = hmac_keyed(key, idx);
+	if (op->hk == NULL)
 		return CKR_HOST_MEMORY;
-	if (!EVP_MAC_init(op->mctx, p11p_secret_data(key->value), p11p_secret_len(key->value),
-	                  NULL))
-		return CKR_GENERAL_ERROR;
+	sha_copy(idx, &op->hw, &op->hk->inner);
 	return CKR_OK;
 }
 
@@ -779,8 +846,8 @@ static void op_cleanup(struct p11p_swop *op)
 		return;
 	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
 		EVP_CIPHER_CTX_free(op->cctx);
-	if (!(op->clean && cache_give(op->key, op->slot, op->mctx)))
-		hmac_scrub(op->key, op->hmac_idx, op->mctx);
+	if (op->fam == FAM_HMAC)
+		OPENSSL_cleanse(&op->hw, sizeof(op->hw));
 	EVP_MD_CTX_free(op->mdctx);
 	EVP_PKEY_CTX_free(op->pctx);
 	EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */
@@ -1191,12 +1258,19 @@ static CK_RV sym_run(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_
 
 /* ---- MAC --------------------------------------------------------------------- */
 
+/* Finishes the HMAC: the inner digest, then the outer state over it (a copy, wiped). */
 static CK_RV mac_compute(struct p11p_swop *op, unsigned char mac[64])
 {
-	size_t outl = 0;
+	int idx = op->hmac_idx;
+	unsigned char ih[64];
+	union sw_sha_ctx outer;
 
-	if (!EVP_MAC_final(op->mctx, mac, &outl, 64) || outl < op->mac_len)
-		return CKR_GENERAL_ERROR;
+	sha_final(idx, &op->hw, ih);
+	sha_copy(idx, &outer, &op->hk->outer);
+	sha_update(idx, &outer, ih, sha_len[idx]);
+	sha_final(idx, &outer, mac);
+	OPENSSL_cleanse(&outer, sizeof(outer));
+	OPENSSL_cleanse(ih, sizeof(ih));
 	return CKR_OK;
 }
 
@@ -1456,8 +1530,8 @@ CK_RV p11p_swop_run(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_l
 		rv = size_check(op->mac_len, out, out_len);
 		if (rv != CKR_OK || out == NULL)
 			return done(op, rv, out);
-		if (in_len > 0 && !EVP_MAC_update(op->mctx, in, in_len))
-			return done(op, CKR_GENERAL_ERROR, out);
+		if (in_len > 0)
+			sha_update(op->hmac_idx, &op->hw, in, in_len);
 		rv = mac_compute(op, mac);
 		if (rv == CKR_OK) {
 			memcpy(out, mac, op->mac_len);
@@ -1496,13 +1570,12 @@ CK_RV p11p_swop_verify(struct p11p_swop *op, const unsigned char *in, CK_ULONG i
 	if (op->fam == FAM_HMAC) {
 		if (sig_len != op->mac_len)
 			return CKR_SIGNATURE_LEN_RANGE;
-		if (in_len > 0 && !EVP_MAC_update(op->mctx, in, in_len))
-			return CKR_GENERAL_ERROR;
+		if (in_len > 0)
+			sha_update(op->hmac_idx, &op->hw, in, in_len);
 		rv = mac_compute(op, mac);
 		if (rv == CKR_OK && CRYPTO_memcmp(mac, sig, op->mac_len) != 0)
 			rv = CKR_SIGNATURE_INVALID;
 		p11p_wipe(mac, sizeof(mac));
-		op->clean = rv == CKR_OK || rv == CKR_SIGNATURE_INVALID;
 		return rv;
 	}
 	rv = raw_input_ok(op, in_len);
@@ -1542,9 +1615,10 @@ CK_RV p11p_swop_update(struct p11p_swop *op, const unsigned char *in, CK_ULONG i
 	op->updated = true;
 	if (in_len == 0)
 		return CKR_OK;
-	if (op->fam == FAM_HMAC)
-		rv = EVP_MAC_update(op->mctx, in, in_len) ? CKR_OK : CKR_GENERAL_ERROR;
-	else if (op->kind == P11P_SWOP_SIGN)
+	if (op->fam == FAM_HMAC) {
+		sha_update(op->hmac_idx, &op->hw, in, in_len);
+		rv = CKR_OK;
+	} else if (op->kind == P11P_SWOP_SIGN)
 		rv = (op->own_rsa ? EVP_DigestUpdate(op->mdctx, in, in_len)
 		                  : EVP_DigestSignUpdate(op->mdctx, in, in_len)) > 0
 		         ? CKR_OK
@@ -1606,7 +1680,6 @@ CK_RV p11p_swop_verify_final(struct p11p_swop *op, const unsigned char *sig, CK_
 		if (rv == CKR_OK && CRYPTO_memcmp(mac, sig, op->mac_len) != 0)
 			rv = CKR_SIGNATURE_INVALID;
 		p11p_wipe(mac, sizeof(mac));
-		op->clean = rv == CKR_OK || rv == CKR_SIGNATURE_INVALID;
 		return rv;
 	}
 	return asym_verify(op, NULL, 0, true, sig, sig_len);

@@ -1470,7 +1470,8 @@ bool p11p_repl_settle_attrs(struct p11p_call *c)
 	}
 	msess_close(&ms);
 	if (settled > 0)
-		p11p_notice("slot '%s': member '%s': %zu attribute change%s it missed made now",
+		p11p_notice("slot '%s': member '%s': %zu attribute change%s it missed settled "
+		            "(made, or dropped: the object is not there)",
 		            p11p_vhead(vs)->label, m->cfg->name, settled, settled == 1 ? "" : "s");
 	p11p_free(gone);
 	p11p_free(ki);

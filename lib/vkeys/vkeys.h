@@ -41,10 +41,13 @@ struct p11p_vk_slot {
 /* --- vkey.c: virtual keys over the index (issue 4) --- */
 /*
  * Running processes pick up other processes' index changes (the CLI's
- * `keys deny`, `keys deactivate`...) within this many milliseconds: the index
- * is refreshed (one stat(2) when nothing changed) at most this often.
+ * `keys deny`, `keys deactivate`...) by refreshing the index (SQLite's
+ * `PRAGMA data_version`, or the PostgreSQL notices received, when nothing
+ * changed: a few microseconds) this often. Half the 100 ms promised
+ * (p11proxy(7)), so that the refresh itself (0.1 to 1 ms for one change,
+ * bench_index) and a late wake-up of the probe thread fit in the rest.
  */
-#define P11P_VKEY_REFRESH_MS 100ULL
+#define P11P_VKEY_REFRESH_MS 50ULL
 /*
  * Opens the index the config names (C_Initialize): `index:` must open; the
  * default "<state_dir>/keys.db" is used when state_dir is a directory

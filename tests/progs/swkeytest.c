@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
+#include <openssl/sha.h>
 #include <p11proxy.h>
 
 #include "shimctl.h"
@@ -1406,9 +1407,11 @@ static void case_failover(void)
 }
 
 /*
- * Holds the software keys (AES, and HMAC: the engine keeps idle HMAC
- * contexts, re-keyed with zeros) and a fragment-derived key in use, prints
- * "ready", waits until stdin closes (the suite takes a core dump meanwhile).
+ * Holds the software keys (AES, and HMAC: the engine keeps each HMAC key's
+ * keyed SHA-2 states, inner and outer, for SHA-256 and SHA-512 here) and a
+ * fragment-derived key in use, prints "ready", waits until stdin closes (the
+ * suite takes a core dump meanwhile, and searches it for the key values and
+ * for those states: case hmacstates).
  */
 static void case_hold(void)
 {
@@ -1428,7 +1431,7 @@ static void case_hold(void)
 	    {CKA_VALUE_LEN, &len, sizeof(len)},
 	    {CKA_SENSITIVE, &yes, 1},
 	};
-	unsigned char data[64] = {0}, ct[100], iv[12] = "hold-iv-1234";
+	unsigned char data[64] = {0}, ct[100], iv[12] = "hold-iv-1234", v[32];
 	CK_ULONG n = sizeof(ct);
 	CK_OBJECT_HANDLE hk[4] = {0};
 	CK_RV rv;
@@ -1444,6 +1447,29 @@ static void case_hold(void)
 		rv = hmac(s, kh, data, sizeof(data), mac);
 		EXPECT_RV(rv, CKR_OK, "the software HMAC key in use");
 	}
+	/*
+	 * The rotated sk-hmac (value "software hmac", verify-only) verifies a MAC
+	 * OpenSSL made with SHA-256 and SHA-512: its keyed states are then kept.
+	 */
+	key_value("software hmac", v);
+	for (int dg = 0; dg < 2; dg++) {
+		CK_MECHANISM hm = {dg == 0 ? CKM_SHA256_HMAC : CKM_SHA512_HMAC, NULL, 0};
+		unsigned char ref[64];
+		size_t rl = 0;
+		int ok = 0;
+
+		if (EVP_Q_mac(NULL, "HMAC", NULL, dg == 0 ? "SHA256" : "SHA512", NULL, v, sizeof(v),
+		              data, sizeof(data), ref, sizeof(ref), &rl) == NULL)
+			rl = 0;
+		for (CK_ULONG i = 0, nk = find_all(s, th, 1, hk, 4); i < nk && i < 4; i++)
+			if (f->C_VerifyInit(s, &hm, hk[i]) == CKR_OK &&
+			    f->C_Verify(s, data, sizeof(data), ref, rl) == CKR_OK)
+				ok++;
+		expect(ok == 1, "the old HMAC key verifies with %s (%d keys did)",
+		       dg == 0 ? "SHA-256" : "SHA-512", ok);
+		OPENSSL_cleanse(ref, sizeof(ref));
+	}
+	OPENSSL_cleanse(v, sizeof(v));
 	rv = f->C_DeriveKey(s, &m, base, t, 4, &d);
 	EXPECT_RV(rv, CKR_OK, "a fragment-derived key");
 	n = sizeof(ct);
@@ -1454,6 +1480,44 @@ static void case_hold(void)
 	while ((ch = getchar()) != EOF)
 		;
 	f->C_CloseSession(s);
+}
+
+/*
+ * For case hold's core-dump check: the HMAC keyed states of the key with the
+ * value of `name` (SHA-256 inner, outer; SHA-512 inner, outer), each the
+ * digest's chaining words as they lie in memory, one hex line each. Run in
+ * a process of its own (not the one dumped).
+ */
+static void case_hmacstates(const char *name)
+{
+	unsigned char k[32], pad[128];
+	SHA256_CTX c256;
+	SHA512_CTX c512;
+
+	key_value(name, k);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	for (int x = 0; x < 2; x++) {
+		for (int i = 0; i < 64; i++)
+			pad[i] = (unsigned char)((i < 32 ? k[i] : 0) ^ (x ? 0x5c : 0x36));
+		SHA256_Init(&c256);
+		SHA256_Update(&c256, pad, 64);
+		for (size_t i = 0; i < sizeof(c256.h); i++)
+			printf("%02x", ((const unsigned char *)c256.h)[i]);
+		printf("\n");
+	}
+	for (int x = 0; x < 2; x++) {
+		for (int i = 0; i < 128; i++)
+			pad[i] = (unsigned char)((i < 32 ? k[i] : 0) ^ (x ? 0x5c : 0x36));
+		SHA512_Init(&c512);
+		SHA512_Update(&c512, pad, 128);
+		for (size_t i = 0; i < sizeof(c512.h); i++)
+			printf("%02x", ((const unsigned char *)c512.h)[i]);
+		printf("\n");
+	}
+#pragma GCC diagnostic pop
+	OPENSSL_cleanse(k, sizeof(k));
+	OPENSSL_cleanse(pad, sizeof(pad));
 }
 
 int main(int argc, char **argv)
@@ -1495,6 +1559,8 @@ int main(int argc, char **argv)
 		case_failover();
 	else if (strcmp(c, "hold") == 0)
 		case_hold();
+	else if (strcmp(c, "hmacstates") == 0 && argc > 5)
+		case_hmacstates(argv[5]);
 	else if (strcmp(c, "parts") == 0 && argc > 5)
 		case_parts(argv[5]);
 	else if (strcmp(c, "partsuse") == 0 && argc > 5)

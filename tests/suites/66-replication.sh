@@ -250,6 +250,12 @@ else
 		"$(cat "$TMP/repair.out" "$TMP/repair.err")"
 fi
 check "repl: ... and m2 has the rest of the change (the date)" repl raready-chk
+check "repl: again, a rename and a date owed to m2, the process gone before m2 is back" \
+	repl raready
+: >"$P11SHIM_CONTROL"
+check "repl: the same rename made on m2 by a tool" repl raready-m2
+check "repl: the module settles it itself: m2 has the date too, nothing left unsettled" \
+	settles raready-mod
 check "repl: a lock owed follows a rename: CKA_EXTRACTABLE false on both members" \
 	settles lockren
 check "repl: a rename chain A->B->C->A->D while m2 is down ends as D, with the changes between" \

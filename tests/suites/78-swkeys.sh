@@ -349,9 +349,35 @@ gcore_check() {
 			return 1
 		fi
 	done
+	# The HMAC keyed states the engine keeps for the old sk-hmac (as good as its key): SHA-256
+	# and SHA-512, inner and outer, as the words lie in memory and in big-endian order.
+	"$BUILD/tests/swkeytest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" hmacstates \
+		"software hmac" >"$TMP/states.out" 2>&1 &&
+		grep -E '^([0-9a-f]{64}|[0-9a-f]{128})$' "$TMP/states.out" >"$TMP/states.hex" &&
+		[ "$(wc -l <"$TMP/states.hex")" = 4 ] ||
+		{ echo "no reference states"; cat "$TMP/states.out"; return 1; }
+	local n=0
+	while read -r hex; do
+		n=$((n + 1))
+		# (SHA-256 words are 32 bits, SHA-512's 64.)
+		if [ ${#hex} = 64 ]; then
+			swapped=$(echo "${hex:0:32}" | sed -E 's/(..)(..)(..)(..)/\4\3\2\1/g')
+		elif [ ${#hex} = 128 ]; then
+			swapped=$(echo "${hex:0:32}" |
+				sed -E 's/(..)(..)(..)(..)(..)(..)(..)(..)/\8\7\6\5\4\3\2\1/g')
+		else
+			echo "bad reference state"
+			return 1
+		fi
+		if grep -q "${hex:0:32}\|$swapped" "$TMP/core.hex"; then
+			echo "HMAC keyed state $n found in the core dump"
+			return 1
+		fi
+	done <"$TMP/states.hex"
+	rm -f "$TMP/states.hex" "$TMP/states.out"
 }
 if [ "$MODE" = normal ]; then
-	check "swkeys: a core dump holds no byte of the software or derived keys in use (gcore)" \
+	check "swkeys: a core dump holds no byte of the software or derived keys in use, nor the HMAC keyed states (gcore)" \
 		gcore_check
 else
 	skip "swkeys: core dump check" "normal mode only (asan/valgrind change the memory layout)"

@@ -16,6 +16,7 @@
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/sha.h>
@@ -522,6 +523,158 @@ START_TEST(test_ctr)
 	ck_assert_int_eq(p11p_swkey_encrypt(key, &m, pt, 16, out, &len),
 	                 CKR_MECHANISM_PARAM_INVALID);
 	p11p_swkey_free(key);
+}
+END_TEST
+
+/* ---- HMAC against OpenSSL's HMAC(), and RFC 4231 cases 1 and 6 --------------------------- */
+
+/* Signs msg in multi-part pieces of uneven sizes (1, 7, 63, 65, 1000, 4097 bytes, again). */
+static CK_RV hmac_parts(struct p11p_swkey *key, const CK_MECHANISM *m, enum p11p_swop_kind kind,
+                        const unsigned char *msg, size_t n, unsigned char *mac, CK_ULONG *len)
+{
+	static const size_t piece[] = {1, 7, 63, 65, 1000, 4097};
+	struct p11p_swop *op = NULL;
+	CK_RV rv = p11p_swop_init(key, kind, m, &op);
+
+	for (size_t off = 0, i = 0; rv == CKR_OK && off < n; i++) {
+		size_t k = piece[i % 6] < n - off ? piece[i % 6] : n - off;
+
+		rv = p11p_swop_update(op, msg + off, k, NULL, NULL);
+		off += k;
+	}
+	if (rv == CKR_OK)
+		rv = kind == P11P_SWOP_SIGN ? p11p_swop_final(op, mac, len)
+		                            : p11p_swop_verify_final(op, mac, *len);
+	p11p_swop_free(op);
+	return rv;
+}
+
+START_TEST(test_hmac_openssl)
+{
+	static const size_t klen[] = {1, 32, 64, 65, 128, 200},
+	                    mlen[] = {0, 1, 63, 64, 65, 1024, 100000};
+	static const CK_MECHANISM_TYPE mech[3][2] = {
+	    {CKM_SHA256_HMAC, CKM_SHA256_HMAC_GENERAL},
+	    {CKM_SHA384_HMAC, CKM_SHA384_HMAC_GENERAL},
+	    {CKM_SHA512_HMAC, CKM_SHA512_HMAC_GENERAL},
+	};
+	const EVP_MD *md[3] = {EVP_sha256(), EVP_sha384(), EVP_sha512()};
+	unsigned char *msg = malloc(100000), k[200], want[64], mac[64];
+	struct p11p_swkey *key = NULL;
+
+	ck_assert_ptr_nonnull(msg);
+	RAND_bytes(msg, 100000);
+	RAND_bytes(k, sizeof(k));
+	/* a key of 0 bytes cannot be made (CKK_GENERIC_SECRET is 1..GENERIC_MAX bytes) */
+	ck_assert_int_eq(p11p_swkey_new(CKK_GENERIC_SECRET, k, 0, 0, &key), CKR_KEY_SIZE_RANGE);
+	for (size_t ki = 0; ki < 6; ki++) {
+		ck_assert_int_eq(p11p_swkey_new(CKK_GENERIC_SECRET, k, klen[ki], 0, &key), CKR_OK);
+		for (int d = 0; d < 3; d++) {
+			for (size_t mi = 0; mi < 7; mi++) {
+				unsigned wl = 0;
+				CK_MECHANISM m = {mech[d][0], NULL, 0};
+				CK_ULONG len = sizeof(mac), glen;
+
+				ck_assert_ptr_nonnull(
+				    HMAC(md[d], k, (int)klen[ki], msg, mlen[mi], want, &wl));
+				ck_assert_int_eq(p11p_swkey_sign(key, &m, msg, mlen[mi], mac, &len),
+				                 CKR_OK);
+				ck_assert_uint_eq(len, wl);
+				ck_assert_mem_eq(mac, want, wl);
+				ck_assert_int_eq(
+				    p11p_swkey_verify(key, &m, msg, mlen[mi], want, wl), CKR_OK);
+				len = sizeof(mac);
+				memset(mac, 0, sizeof(mac));
+				ck_assert_int_eq(
+				    hmac_parts(key, &m, P11P_SWOP_SIGN, msg, mlen[mi], mac, &len),
+				    CKR_OK);
+				ck_assert_uint_eq(len, wl);
+				ck_assert_mem_eq(mac, want, wl);
+				len = wl;
+				ck_assert_int_eq(hmac_parts(key, &m, P11P_SWOP_VERIFY, msg,
+				                            mlen[mi], want, &len),
+				                 CKR_OK);
+				want[wl - 1] ^= 0x80;
+				ck_assert_int_eq(hmac_parts(key, &m, P11P_SWOP_VERIFY, msg,
+				                            mlen[mi], want, &len),
+				                 CKR_SIGNATURE_INVALID);
+				want[wl - 1] ^= 0x80;
+				/* _GENERAL: 1, some length between, the whole */
+				glen = mi == 0 ? 1 : mi == 6 ? wl : 1 + (ki * 7 + mi * 5) % wl;
+				m = (CK_MECHANISM){mech[d][1], &glen, sizeof(glen)};
+				len = sizeof(mac);
+				ck_assert_int_eq(p11p_swkey_sign(key, &m, msg, mlen[mi], mac, &len),
+				                 CKR_OK);
+				ck_assert_uint_eq(len, glen);
+				ck_assert_mem_eq(mac, want, glen);
+				ck_assert_int_eq(
+				    p11p_swkey_verify(key, &m, msg, mlen[mi], want, glen), CKR_OK);
+				len = sizeof(mac);
+				ck_assert_int_eq(
+				    hmac_parts(key, &m, P11P_SWOP_SIGN, msg, mlen[mi], mac, &len),
+				    CKR_OK);
+				ck_assert_uint_eq(len, glen);
+				ck_assert_mem_eq(mac, want, glen);
+			}
+		}
+		p11p_swkey_free(key);
+		key = NULL;
+	}
+	free(msg);
+}
+END_TEST
+
+/* RFC 4231 test cases 1 (a 20-byte key) and 6 (131 bytes: longer than the block, hashed first). */
+START_TEST(test_hmac_rfc4231)
+{
+	static const struct {
+		const char *key_hex; /* NULL: 131 bytes of 0xaa */
+		const char *msg;
+		const char *mac[3];
+	} v[] = {
+	    {"0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+	     "Hi There",
+	     {"b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+	      "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af1"
+	      "52e8b2fa9cb6",
+	      "87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cdedaa833b7d6b8a702038b"
+	      "274eaea3f4e4be9d914eeb61f1702e696c203a126854"}},
+	    {NULL,
+	     "Test Using Larger Than Block-Size Key - Hash Key First",
+	     {"60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+	      "4ece084485813e9088d2c63a041bc5b44f9ef1012a2b588f3cd11f05033ac4c60c2ef6ab4030fe829624"
+	      "8df163f44952",
+	      "80b24263c7c1a3ebb71493c1dd7be8b49b46d1f41b4aeec1121b013783f8f3526b56d037e05f2598bd0f"
+	      "d2215d6a1e5295e64f73f63f0aec8b915a985d786598"}},
+	};
+	static const CK_MECHANISM_TYPE mech[3] = {CKM_SHA256_HMAC, CKM_SHA384_HMAC,
+	                                          CKM_SHA512_HMAC};
+
+	for (size_t i = 0; i < 2; i++) {
+		unsigned char k[131], mac[64];
+		size_t kl = v[i].key_hex != NULL ? unhex(v[i].key_hex, k, sizeof(k)) : sizeof(k);
+		struct p11p_swkey *key = NULL;
+
+		if (v[i].key_hex == NULL)
+			memset(k, 0xaa, sizeof(k));
+		ck_assert_int_eq(p11p_swkey_new(CKK_GENERIC_SECRET, k, kl, 0, &key), CKR_OK);
+		for (int d = 0; d < 3; d++) {
+			CK_MECHANISM m = {mech[d], NULL, 0};
+			CK_ULONG len = sizeof(mac);
+
+			ck_assert_int_eq(p11p_swkey_sign(key, &m, (const unsigned char *)v[i].msg,
+			                                 strlen(v[i].msg), mac, &len),
+			                 CKR_OK);
+			assert_hex(mac, len, v[i].mac[d]);
+			len = sizeof(mac);
+			ck_assert_int_eq(hmac_parts(key, &m, P11P_SWOP_SIGN,
+			                            (const unsigned char *)v[i].msg,
+			                            strlen(v[i].msg), mac, &len),
+			                 CKR_OK);
+			assert_hex(mac, len, v[i].mac[d]);
+		}
+		p11p_swkey_free(key);
+	}
 }
 END_TEST
 
@@ -1543,17 +1696,18 @@ START_TEST(test_hygiene)
 END_TEST
 
 /*
- * The HMAC-SHA256 inner state of the 32-byte key masked[] (unmasked): the
- * SHA-256 state after the block key ^ ipad, as OpenSSL's SHA-256 keeps it
- * (its low-level context: the same words the digest provider holds), masked.
+ * An HMAC-SHA256 keyed state of the 32-byte key masked[] (unmasked): the
+ * SHA-256 state after the block key ^ pad (0x36 inner, 0x5c outer), as
+ * OpenSSL's SHA-256 keeps it (its low-level context: the words the engine
+ * keeps, and the digest provider too), masked.
  */
-static void hmac_inner_state_masked(unsigned char out[32])
+static void hmac_state_masked(unsigned char out[32], unsigned char padbyte)
 {
 	unsigned char block[64];
 	SHA256_CTX c;
 
 	for (int i = 0; i < 64; i++)
-		block[i] = (unsigned char)((i < 32 ? masked[i] ^ MASK : 0) ^ 0x36);
+		block[i] = (unsigned char)((i < 32 ? masked[i] ^ MASK : 0) ^ padbyte);
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 	SHA256_Init(&c);
@@ -1568,14 +1722,17 @@ static void hmac_inner_state_masked(unsigned char out[32])
 }
 
 /*
- * HMAC contexts kept between operations (the key's idle ones) hold neither
- * the key nor its inner state; the control (P11P_SWKEY_CACHE_CTX, a keyed
- * context kept) shows the scanner finds that state where it is.
+ * The key's keyed HMAC states (inner and outer, as good as the key) are in
+ * its non-dumpable secret only: never in dumpable memory once the
+ * operations are over (single- and multi-part, one ended by an error), with
+ * or without P11P_SWKEY_CACHE_CTX (which caches cipher contexts only), and
+ * wiped when the key is freed. The scanner does find them in the secret's
+ * pages while the key lives.
  */
 START_TEST(test_hygiene_hmac)
 {
 	static const CK_MECHANISM_TYPE mechs[] = {CKM_SHA256_HMAC, CKM_SHA256_HMAC_GENERAL};
-	unsigned char state[32], buf[200], sig[64];
+	unsigned char inner[32], outer[32], buf[200], sig[64];
 	CK_ULONG general = 16;
 
 #ifdef __SANITIZE_ADDRESS__
@@ -1584,8 +1741,10 @@ START_TEST(test_hygiene_hmac)
 	if (RUNNING_ON_VALGRIND)
 		return;
 	RAND_bytes(masked, sizeof(masked));
-	hmac_inner_state_masked(state);
-	ck_assert_uint_eq(scan_for(state, true), 0);
+	hmac_state_masked(inner, 0x36);
+	hmac_state_masked(outer, 0x5c);
+	ck_assert_uint_eq(scan_for(inner, true), 0);
+	ck_assert_uint_eq(scan_for(outer, true), 0);
 	memset(buf, 3, sizeof(buf));
 	for (unsigned flags = 0; flags <= P11P_SWKEY_CACHE_CTX; flags += P11P_SWKEY_CACHE_CTX) {
 		struct p11p_swkey *key = NULL;
@@ -1611,15 +1770,15 @@ START_TEST(test_hygiene_hmac)
 			                 CKR_SIGNATURE_INVALID);
 			p11p_swop_free(op);
 		}
-		if (flags == 0) {
-			/* idle contexts kept: no key bytes, no inner state in dumpable memory */
-			ck_assert_uint_eq(scan(false), 0);
-			ck_assert_uint_eq(scan_for(state, false), 0);
-		} else {
-			ck_assert_uint_ge(scan_for(state, false), 1);
-		}
+		ck_assert_uint_eq(scan(false), 0);
+		ck_assert_uint_eq(scan_for(inner, false), 0);
+		ck_assert_uint_eq(scan_for(outer, false), 0);
+		/* the control: the scanner sees both states where they are kept */
+		ck_assert_uint_ge(scan_for(inner, true), 1);
+		ck_assert_uint_ge(scan_for(outer, true), 1);
 		p11p_swkey_free(key);
-		ck_assert_uint_eq(scan_for(state, true), 0);
+		ck_assert_uint_eq(scan_for(inner, true), 0);
+		ck_assert_uint_eq(scan_for(outer, true), 0);
 	}
 }
 END_TEST
@@ -1992,6 +2151,8 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_cbc);
 	tcase_add_test(tc, test_ctr);
 	tcase_add_test(tc, test_hmac);
+	tcase_add_test(tc, test_hmac_openssl);
+	tcase_add_test(tc, test_hmac_rfc4231);
 	tcase_add_test(tc, test_ed25519);
 	tcase_add_test(tc, test_ecdsa);
 	tcase_add_test(tc, test_rsa);

@@ -1090,6 +1090,30 @@ static bool der_take(const unsigned char **p, const unsigned char *end, unsigned
 	return true;
 }
 
+/* The public key of RSA parts bn[R_N] and bn[R_E], in the proxy's library context. */
+static EVP_PKEY *rsa_public_pkey(OSSL_LIB_CTX *lib, BIGNUM *const bn[R_NUM])
+{
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	EVP_PKEY *pkey = NULL;
+
+	if (bld != NULL && OSSL_PARAM_BLD_push_BN(bld, rsa_names[R_N], bn[R_N]) &&
+	    OSSL_PARAM_BLD_push_BN(bld, rsa_names[R_E], bn[R_E]))
+		params = OSSL_PARAM_BLD_to_param(bld);
+	if (params != NULL)
+		pctx = EVP_PKEY_CTX_new_from_name(lib, "RSA", NULL);
+	if (pctx != NULL && (EVP_PKEY_fromdata_init(pctx) <= 0 ||
+	                     EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)) {
+		EVP_PKEY_free(pkey);
+		pkey = NULL;
+	}
+	EVP_PKEY_CTX_free(pctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	return pkey;
+}
+
 /*
  * An RSA private key from its two-prime PKCS#8 form (RFC 5208 without
  * attributes, rsaEncryption with NULL parameters, RSAPrivateKey version 0:
@@ -1110,9 +1134,6 @@ static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struc
 	const unsigned char *p = der, *end = der + len;
 	BIGNUM *bn[R_NUM] = {NULL};
 	BN_CTX *ctx = NULL;
-	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
 	EVP_PKEY *pkey = NULL;
 	RSA *rsa = NULL;
 	unsigned char e[8];
@@ -1155,14 +1176,8 @@ static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struc
 	    !exponent_ok(e, (size_t)el) || !rsa_consistent(bn, ctx))
 		goto out;
 	rv = CKR_FUNCTION_FAILED;
-	bld = OSSL_PARAM_BLD_new();
-	if (bld == NULL || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn[R_N]) ||
-	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn[R_E]))
-		goto out;
-	params = OSSL_PARAM_BLD_to_param(bld);
-	pctx = EVP_PKEY_CTX_new_from_name(lib, "RSA", NULL);
-	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+	pkey = rsa_public_pkey(lib, bn);
+	if (pkey == NULL)
 		goto out;
 	/*
 	 * OpenSSL's own RSA code, whatever ENGINE the host made the default for
@@ -1190,9 +1205,6 @@ static CK_RV rsa_own(const unsigned char *der, size_t len, unsigned flags, struc
 out:
 	RSA_free(rsa);
 	EVP_PKEY_free(pkey);
-	EVP_PKEY_CTX_free(pctx);
-	OSSL_PARAM_free(params);
-	OSSL_PARAM_BLD_free(bld);
 	for (int i = 0; i < R_NUM; i++)
 		BN_clear_free(bn[i]);
 	BN_CTX_free(ctx);
@@ -1294,9 +1306,6 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 	bool priv = k->cls == CKO_PRIVATE_KEY;
 	BIGNUM *bn[R_NUM] = {NULL};
 	BN_CTX *ctx = NULL;
-	OSSL_PARAM_BLD *bld = NULL;
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
 	EVP_PKEY *pkey = NULL;
 	int n_crt = 0, bits;
 	CK_RV rv;
@@ -1371,24 +1380,13 @@ static CK_RV rsa_from_parts(const struct p11p_swkey_parts *k, unsigned flags,
 		goto out;
 	}
 	rv = CKR_FUNCTION_FAILED;
-	bld = OSSL_PARAM_BLD_new();
-	if (bld == NULL)
-		goto out;
-	for (int i = 0; i < R_D; i++)
-		if (!OSSL_PARAM_BLD_push_BN(bld, rsa_names[i], bn[i]))
-			goto out;
-	params = OSSL_PARAM_BLD_to_param(bld);
-	pctx = EVP_PKEY_CTX_new_from_name(lib, "RSA", NULL);
-	if (params == NULL || pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
-	    EVP_PKEY_fromdata(pctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+	pkey = rsa_public_pkey(lib, bn);
+	if (pkey == NULL)
 		goto out;
 	rv = key_from_pkey(k->cls, CKK_RSA, pkey, flags, out);
 	pkey = NULL;
 out:
 	EVP_PKEY_free(pkey);
-	EVP_PKEY_CTX_free(pctx);
-	OSSL_PARAM_free(params);
-	OSSL_PARAM_BLD_free(bld);
 	for (int i = 0; i < R_NUM; i++)
 		BN_clear_free(bn[i]);
 	BN_CTX_free(ctx);

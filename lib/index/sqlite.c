@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "base/clock.h"
 #include "base/mem.h"
 
 #define CACHE_N 24
@@ -116,6 +118,24 @@ static int read_version(struct lite *l, int64_t *v)
 	return rc;
 }
 
+/*
+ * simple() of a statement that takes the database's exclusive lock from a
+ * read lock (journal_mode=WAL on a new file): SQLite answers SQLITE_BUSY at
+ * once, without its busy handler, while another connection reads (two
+ * processes opening a new store together). Tried again until the deadline.
+ */
+static int simple_until(struct lite *l, const char *sql, unsigned timeout_ms)
+{
+	unsigned long long end = p11p_now_ms() + timeout_ms;
+	const struct timespec pause = {0, 5 * 1000 * 1000};
+	int rc;
+
+	while ((rc = simple(l, sql)) != SQLITE_OK && (rc & 0xff) == SQLITE_BUSY &&
+	       p11p_now_ms() < end)
+		nanosleep(&pause, NULL);
+	return rc;
+}
+
 static int try_open(struct lite *l, const char *name, int flags, unsigned timeout_ms)
 {
 	int rc;
@@ -128,7 +148,7 @@ static int try_open(struct lite *l, const char *name, int flags, unsigned timeou
 	if (!l->readonly) {
 		int persist = 1;
 
-		rc = simple(l, "PRAGMA journal_mode=WAL");
+		rc = simple_until(l, "PRAGMA journal_mode=WAL", timeout_ms);
 		if (rc == SQLITE_OK)
 			rc = simple(l, "PRAGMA synchronous=FULL");
 		if (rc == SQLITE_OK)

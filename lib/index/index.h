@@ -237,7 +237,7 @@ CK_RV p11p_index_get_blob(struct p11p_index *idx, uint64_t vid, unsigned char *b
 CK_RV p11p_index_replace_blobs(struct p11p_index *idx, const struct p11p_index_blob *b, size_t n);
 /*
  * put_batch and put_blob at once (a rotation of a software key): recs[i]
- * stored with blobs[i].data when it is not NULL (blobs[i].vid unused: the
+ * stored with blobs[i].data when blobs and it are not NULL (blobs[i].vid unused: the
  * record's), all with their audit rows in one transaction, or nothing.
  */
 CK_RV p11p_index_put_batch_blobs(struct p11p_index *idx, struct p11p_vkey *recs, size_t n,

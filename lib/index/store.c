@@ -1869,17 +1869,7 @@ CK_RV p11p_index_put(struct p11p_index *idx, struct p11p_vkey *rec)
 
 CK_RV p11p_index_put_batch(struct p11p_index *idx, struct p11p_vkey *recs, size_t n)
 {
-	p11p_return_val_if_fail(idx != NULL && (recs != NULL || n == 0), CKR_ARGUMENTS_BAD);
-	CHECK_OWNER(idx);
-	if (n == 0)
-		return CKR_OK;
-	if (n > P11P_INDEX_MAX_RECORDS)
-		return CKR_DEVICE_MEMORY;
-	for (size_t i = 0; i < n; i++) {
-		if (!vkey_valid(&recs[i]))
-			return CKR_ARGUMENTS_BAD;
-	}
-	return write_txn(idx, recs, n, NULL, 0, NULL);
+	return p11p_index_put_batch_blobs(idx, recs, n, NULL);
 }
 
 CK_RV p11p_index_delete(struct p11p_index *idx, uint64_t vid, bool *deleted)
@@ -1937,9 +1927,7 @@ CK_RV p11p_index_put_blob(struct p11p_index *idx, struct p11p_vkey *rec, const u
 CK_RV p11p_index_put_batch_blobs(struct p11p_index *idx, struct p11p_vkey *recs, size_t n,
                                  const struct p11p_index_blob *blobs)
 {
-	p11p_return_val_if_fail(idx != NULL && (recs != NULL || n == 0) &&
-	                            (blobs != NULL || n == 0),
-	                        CKR_ARGUMENTS_BAD);
+	p11p_return_val_if_fail(idx != NULL && (recs != NULL || n == 0), CKR_ARGUMENTS_BAD);
 	CHECK_OWNER(idx);
 	if (n == 0)
 		return CKR_OK;
@@ -1947,7 +1935,7 @@ CK_RV p11p_index_put_batch_blobs(struct p11p_index *idx, struct p11p_vkey *recs,
 		return CKR_DEVICE_MEMORY;
 	for (size_t i = 0; i < n; i++) {
 		if (!vkey_valid(&recs[i]) ||
-		    (blobs[i].data != NULL &&
+		    (blobs != NULL && blobs[i].data != NULL &&
 		     (blobs[i].len == 0 || blobs[i].len > P11P_INDEX_BLOB_MAX)))
 			return CKR_ARGUMENTS_BAD;
 	}

@@ -61,7 +61,7 @@ static bool same_identity(const struct p11p_identity *a, const struct p11p_ident
  * data object has no CKA_ID: its class and CKA_LABEL are its identity.
  */
 static bool read_identity(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct p11p_identity *id,
-                          bool *token)
+                          bool *token, CK_RV *rvp)
 {
 	CK_BBOOL tok = CK_FALSE;
 	CK_ATTRIBUTE a[] = {
@@ -80,6 +80,7 @@ static bool read_identity(struct p11p_call *c, CK_OBJECT_HANDLE bh, struct p11p_
 	ok = (rv == CKR_OK || (data && rv == CKR_ATTRIBUTE_TYPE_INVALID)) &&
 	     (data || a[2].ulValueLen <= sizeof(id->id)) && a[3].ulValueLen <= sizeof(id->label);
 	*token = tok != CK_FALSE;
+	*rvp = rv;
 	id->id_len = ok && !data ? a[2].ulValueLen : 0;
 	id->label_len = ok ? a[3].ulValueLen : 0;
 	return ok;
@@ -356,8 +357,12 @@ static struct p11p_object *object_new_locked(struct p11p_state *st, struct p11p_
 	return obj;
 }
 
-CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
-                               CK_OBJECT_HANDLE *out)
+/*
+ * p11p_object_from_backend() and p11p_object_found(). `found`: an identity the
+ * member could not tell because it failed is that failure, and no object is made.
+ */
+static CK_RV object_map(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object, bool found,
+                        CK_OBJECT_HANDLE *out)
 {
 	struct p11p_state *st = c->st;
 	struct p11p_vslot *vs = c->s->head.slot;
@@ -365,7 +370,7 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 	struct p11p_identity id;
 	struct p11p_object *obj;
 	bool has_id = false, token = false, known;
-	CK_RV rv = CKR_OK;
+	CK_RV rv = CKR_OK, read = CKR_OK;
 
 	if (bh == CK_INVALID_HANDLE)
 		return CKR_GENERAL_ERROR; /* a backend must not hand that out */
@@ -381,7 +386,13 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 	p11p_unlock();
 	/* First sight, on a slot with several members: learn how to find it elsewhere. */
 	if (!known && vs->head.n_members > 1)
-		has_id = read_identity(c, bh, &id, &token);
+		has_id = read_identity(c, bh, &id, &token, &read);
+	/*
+	 * A member failing between a find and this read: the object would be
+	 * made without an identity, as a second object nothing finds again.
+	 */
+	if (found && !has_id && p11p_rv_needs_failover(c->m, read))
+		return read;
 
 	p11p_lock();
 	obj = p11p_map_get(&st->objects_rev, rev_key(vs, member), bh);
@@ -437,6 +448,17 @@ CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool se
 out:
 	p11p_unlock();
 	return rv;
+}
+
+CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
+                               CK_OBJECT_HANDLE *out)
+{
+	return object_map(c, bh, session_object, false, out);
+}
+
+CK_RV p11p_object_found(struct p11p_call *c, CK_OBJECT_HANDLE bh, CK_OBJECT_HANDLE *out)
+{
+	return object_map(c, bh, false, true, out);
 }
 
 void p11p_objects_drop_owned_locked(struct p11p_state *st, struct p11p_session *s)
@@ -840,10 +862,13 @@ CK_RV p11p_find_objects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG 
 		if (rv == CKR_OK && got > want)
 			rv = CKR_GENERAL_ERROR;
 		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++)
-			rv = p11p_object_from_backend(&c, buf[i], false, &phs[i]);
+			rv = p11p_object_found(&c, buf[i], &phs[i]);
 		/* Keys met for the first time are bound to (or imported into) the index. */
 		if (rv == CKR_OK)
-			p11p_hook_vkey_find_chunk(&c, phs, got);
+			rv = p11p_hook_vkey_find_chunk(&c, phs, got);
+		/* The member failed while its objects were read: on the next one. */
+		if (rv != CKR_OK && p11p_hook_call_retry(&c, &rv, true))
+			continue;
 		for (CK_ULONG i = 0; rv == CKR_OK && i < got; i++) {
 			CK_OBJECT_HANDLE ph = phs[i];
 

@@ -639,6 +639,12 @@ static inline CK_RV p11p_object_to_backend(struct p11p_call *c, CK_OBJECT_HANDLE
 CK_RV p11p_object_from_backend(struct p11p_call *c, CK_OBJECT_HANDLE bh, bool session_object,
                                CK_OBJECT_HANDLE *out);
 /*
+ * The same for an object a find met (its session object flag false), except
+ * that a member failing while the object's identity is read (an error
+ * p11p_call_retry() acts on) is that error: the find goes on elsewhere.
+ */
+CK_RV p11p_object_found(struct p11p_call *c, CK_OBJECT_HANDLE bh, CK_OBJECT_HANDLE *out);
+/*
  * The member answered that handle bh of object h is invalid: forgets it when
  * the object can be found again by identity (true). No lock held.
  */
@@ -812,7 +818,7 @@ static inline bool p11p_local_handle(CK_OBJECT_HANDLE h)
 	  (struct p11p_call * c, CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_ATTRIBUTE * *btempl,   \
 	   CK_ULONG * bcount),                                                                     \
 	  (c, templ, count, btempl, bcount))                                                       \
-	X(V, void, vkey_find_chunk, (struct p11p_call * c, const CK_OBJECT_HANDLE *ph, size_t n),  \
+	X(R, CK_RV, vkey_find_chunk, (struct p11p_call * c, const CK_OBJECT_HANDLE *ph, size_t n), \
 	  (c, ph, n))                                                                              \
 	X(R, bool, vkey_hidden, (struct p11p_call * c, CK_OBJECT_HANDLE ph), (c, ph))
 #define P11P_SOFT_HOOKS(X)                                                                         \

@@ -493,9 +493,10 @@ struct pend {
  * Binds the proxy objects ph[0..n) of the call's slot not bound yet: reads
  * them, finds their records, imports the new ones under `scan: all` in one
  * transaction. *err: the first error met (the objects it concerns stay
- * unbound; other objects are bound).
+ * unbound; other objects are bound). Returns the first error of the member
+ * reading them that p11p_call_retry() acts on (a member failing), else CKR_OK.
  */
-static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n, CK_RV *err)
+static CK_RV bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n, CK_RV *err)
 {
 	struct p11p_vkeys *vk = slot_vkeys(c);
 	struct p11p_vslot *vs = p11p_shead(c->s)->slot;
@@ -503,15 +504,15 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 	struct p11p_vkey *recs = NULL;
 	struct pend *p;
 	size_t np = 0, nrec = 0;
-	CK_RV rv;
+	CK_RV rv, failed = CKR_OK;
 
 	*err = CKR_OK;
 	if (vk == NULL || n == 0)
-		return;
+		return CKR_OK;
 	p = p11p_calloc(n, sizeof(*p));
 	if (p == NULL) {
 		*err = CKR_HOST_MEMORY;
-		return;
+		return CKR_OK;
 	}
 	p11p_lock();
 	for (size_t i = 0; i < n; i++) {
@@ -532,6 +533,8 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 		rv = p11p_object_to_backend(c, p[i].ph, CKR_OBJECT_HANDLE_INVALID, &bh);
 		if (rv == CKR_OK)
 			rv = read_key(c, bh, &p[i].k);
+		if (failed == CKR_OK && p11p_rv_needs_failover(c->m, rv))
+			failed = rv;
 		if (rv == CKR_OK && p[i].k.token_key && !p[i].k.b.unrecordable)
 			rv = lookup(vk, p11p_vhead(vs)->label, &p[i].k.b, 0, &best, &found);
 		if (rv != CKR_OK) {
@@ -604,6 +607,7 @@ static void bind_objects(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t
 out:
 	p11p_free(recs);
 	p11p_free(p);
+	return failed;
 }
 
 enum vk_kind {
@@ -697,7 +701,7 @@ static enum vk_kind resolve_locking(struct p11p_call *c, struct p11p_vkeys *vk, 
 		p11p_unlock();
 	bound:
 		if (!known) {
-			bind_objects(c, &h, 1, err);
+			(void)bind_objects(c, &h, 1, err); /* *err has the member's error too */
 			continue;
 		}
 		if (!have)
@@ -905,12 +909,16 @@ CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG 
 	return CKR_OK;
 }
 
-void p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n)
+CK_RV p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n)
 {
 	CK_RV err;
 
-	/* Errors leave objects unbound: p11p_vkey_hidden() keeps them from the find. */
-	bind_objects(c, ph, n, &err);
+	/*
+	 * Errors leave objects unbound: p11p_vkey_hidden() keeps them from the
+	 * find. A failing member's are the find's: it goes on on another member
+	 * (keys hidden because their member failed would be missing from it).
+	 */
+	return bind_objects(c, ph, n, &err);
 }
 
 /* Does a key that is not a virtual key match the find's permission filter (the HSM's values)? */

@@ -173,8 +173,12 @@ CK_RV p11p_vkey_copied(struct p11p_call *c, CK_OBJECT_HANDLE src, CK_OBJECT_HAND
  */
 CK_RV p11p_vkey_find_init(struct p11p_call *c, CK_ATTRIBUTE_PTR templ, CK_ULONG count,
                           CK_ATTRIBUTE **btempl, CK_ULONG *bcount);
-/* A find's chunk of proxy handles: binds the new ones (one index write for the imports). */
-void p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n);
+/*
+ * A find's chunk of proxy handles: binds the new ones (one index write for the
+ * imports). CKR_OK, or the error of a member that failed while they were read
+ * (the find then goes on on another member: p11p_call_retry()).
+ */
+CK_RV p11p_vkey_find_chunk(struct p11p_call *c, const CK_OBJECT_HANDLE *ph, size_t n);
 /* Is ph kept from this find (deleted, hidden, or not matching the virtual permissions)? */
 bool p11p_vkey_hidden(struct p11p_call *c, CK_OBJECT_HANDLE ph);
 

@@ -31,6 +31,10 @@
  *                         output buffer, a zero length, a size query.
  *   rehandle [SIGNS]      one session signs SIGNS times (default 3000) on "ha";
  *                         m1's object handles go stale (`rehandle`) 3 times.
+ *   findfault [READS]     m1 answers a find on "ha", then fails the first or
+ *                         a later of READS reads of what it found (default 2):
+ *                         the key is found (on m2) and signs, also once m1 is
+ *                         down.
  *   badhandle SLOT        invalid handles from the application stay invalid,
  *                         before and after m1's handles go stale.
  *   shimrehandle          the shim's `rehandle` rule itself (run on the shim
@@ -871,6 +875,71 @@ static void case_rehandle(long n)
 	f->C_CloseSession(s);
 }
 
+/*
+ * 6. A member that fails between a find and the reads of what it found: on a
+ * fresh module (objects met for the first time: their identity and their
+ * virtual key are read), m1 answers C_FindObjects, then fails its
+ * C_GetAttributeValue (the first, or the second: after `after`) and its
+ * C_GetTokenInfo (so the proxy sees it dead); `reads`: the number of reads a
+ * find makes there (2 with virtual keys: the identity, then the key; 1
+ * without). The find must go on on m2 and
+ * find the key once, and the key must sign. (It was once made without an
+ * identity, and hidden as a key whose record could not be read: "key not
+ * found", seen in the restart case under valgrind; without virtual keys, the
+ * handle found then failed once m1 was down.)
+ */
+static void case_findfault(int reads)
+{
+	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+
+	for (int after = 0; after < reads; after++) {
+		CK_SESSION_HANDLE s;
+		CK_OBJECT_HANDLE key;
+		char rules[160];
+		long mark;
+		CK_RV rv;
+		int ok = 0;
+
+		control("");
+		/* A fresh module: the key was never met through "ha" by this one. */
+		rv = f->C_Finalize(NULL);
+		if (rv == CKR_OK)
+			rv = f->C_Initialize(&args);
+		if (rv != CKR_OK) {
+			expect(0, "findfault: the module again: %s", rv_str(rv));
+			return;
+		}
+		s = sess_must("ha", 1);
+		mark = log_lines();
+		snprintf(rules, sizeof(rules),
+		         "m1 fail CKR_DEVICE_ERROR fn C_GetAttributeValue after %d\n"
+		         "m1 fail CKR_DEVICE_ERROR fn C_GetTokenInfo\n",
+		         after);
+		control(rules);
+		key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", &rv);
+		expect(key != 0, "findfault: m1 fails after %d attribute read(s) of a find: the key "
+		                 "is found once (%s)",
+		       after, rv_str(rv));
+		if (key != 0) {
+			rv = sign_ec(s, key, &ok);
+			expect(rv == CKR_OK && ok, "findfault (after %d): the key found signs (%s)",
+			       after, rv_str(rv));
+			/* m1 all down now: the handle found is found again on m2. */
+			control("m1 fail CKR_DEVICE_ERROR\n");
+			rv = sign_ec(s, key, &ok);
+			expect(rv == CKR_OK && ok,
+			       "findfault (after %d): with m1 down, the key found still signs (%s)",
+			       after, rv_str(rv));
+		}
+		expect(log_count(mark, "C_FindObjects m1 CKR_OK", NULL) > 0 &&
+		           log_count(mark, "C_GetAttributeValue m1 CKR_DEVICE_ERROR", NULL) > 0,
+		       "findfault (after %d): harness: m1 answered the find, then failed a read",
+		       after);
+		control("");
+		f->C_CloseSession(s);
+	}
+}
+
 /* CKR_KEY_HANDLE_INVALID, or CKR_OBJECT_HANDLE_INVALID (SoftHSM2's answer), for a key. */
 static int key_invalid(CK_RV rv)
 {
@@ -1009,6 +1078,8 @@ int main(int argc, char **argv)
 		finalized = case_workersgone();
 	else if (strcmp(c, "rehandle") == 0)
 		case_rehandle(arg ? atol(arg) : 3000);
+	else if (strcmp(c, "findfault") == 0)
+		case_findfault(arg ? atoi(arg) : 2);
 	else if (strcmp(c, "badhandle") == 0)
 		case_badhandle(arg ? arg : "ha");
 	else if (strcmp(c, "shimrehandle") == 0)

@@ -114,6 +114,12 @@ for c in $cases; do
 			"$limit" "$PROXY_MODULE" rehandle "$rsigns"
 		hf "hafaults: invalid handles from the application stay invalid (HA slot)" "$limit" \
 			"$PROXY_MODULE" badhandle ha
+		hf "hafaults: m1 fails between a find and the reads of what it found: key found on m2" \
+			"$limit" "$PROXY_MODULE" findfault 2
+		grep -v '^state_dir:' "$TMP/proxy.yaml" >"$TMP/proxy-novk.yaml"
+		P11PROXY_CONF=$TMP/proxy-novk.yaml hf \
+			"hafaults: the same without virtual keys: the handle found works after m1 fails" \
+			"$limit" "$PROXY_MODULE" findfault 1
 		;;
 	*)
 		fail "hafaults: unknown case $c"

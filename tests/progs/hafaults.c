@@ -917,8 +917,9 @@ static void case_findfault(int reads)
 		         after);
 		control(rules);
 		key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", &rv);
-		expect(key != 0, "findfault: m1 fails after %d attribute read(s) of a find: the key "
-		                 "is found once (%s)",
+		expect(key != 0,
+		       "findfault: m1 fails after %d attribute read(s) of a find: the key "
+		       "is found once (%s)",
 		       after, rv_str(rv));
 		if (key != 0) {
 			rv = sign_ec(s, key, &ok);

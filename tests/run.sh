@@ -10,8 +10,9 @@ export SRCDIR
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
 RESULTS=$(mktemp)
+: >"$RESULTS.times"
 export RESULTS
-trap 'rm -f "$RESULTS"' EXIT
+trap 'rm -f "$RESULTS" "$RESULTS.times"' EXIT
 
 # Hermetic: nothing may appear in the default state directory (every suite uses its own).
 STATE_BEFORE=absent
@@ -20,6 +21,7 @@ STATE_BEFORE=absent
 for suite in "$SRCDIR"/tests/suites/*.sh; do
 	[ -n "${ONLY:-}" ] && case $(basename "$suite") in *$ONLY*) ;; *) continue ;; esac
 	echo "=== $(basename "$suite" .sh) ($MODE)"
+	t0=$SECONDS
 	(
 		# shellcheck source=tests/lib.sh
 		. "$SRCDIR/tests/lib.sh"
@@ -31,6 +33,8 @@ for suite in "$SRCDIR"/tests/suites/*.sh; do
 		echo "FAIL: suite $(basename "$suite") exited $rc"
 		echo "fail $(basename "$suite")" >>"$RESULTS"
 	fi
+	# The time each suite takes, for keeping CI within its budget (summed at the end).
+	echo "$(basename "$suite" .sh) $((SECONDS - t0))" >>"$RESULTS.times"
 done
 
 if [ "$STATE_BEFORE" = absent ] && [ -e /var/lib/p11proxy ]; then
@@ -45,5 +49,7 @@ if [ "$failed" -ne 0 ]; then
 	echo "--- failures:"
 	grep '^fail ' "$RESULTS" | sed 's/^fail /  /'
 fi
+echo "--- seconds per suite ($MODE), slowest first:"
+sort -k2,2nr "$RESULTS.times" | head -n 8 | awk '{printf "  %-22s %5d\n", $1, $2}'
 echo "$MODE: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

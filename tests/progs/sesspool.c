@@ -14,6 +14,8 @@
 
 #include "shimctl.h"
 
+#define SO_PIN "5678" /* tests/lib.sh TEST_SO_PIN */
+
 static CK_SLOT_ID slot;
 static const char *token;
 static CK_OBJECT_HANDLE hmac_key;
@@ -287,6 +289,19 @@ int main(int argc, char **argv)
 	f->C_CloseSession(s);
 	f->C_CloseSession(setup);
 	control("");
+
+	/* 9. A pooled R/O session does not keep the SO out (the token refuses it while R/O ones
+	 * exist). */
+	setup = open_s(1);
+	f->C_CloseSession(open_s(0)); /* one R/O pooled */
+	rv = f->C_Login(setup, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN));
+	expect(rv == CKR_OK, "the SO logs in with a pooled R/O session about (0x%lx)",
+	       (unsigned long)rv);
+	rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+	expect(rv == CKR_SESSION_READ_WRITE_SO_EXISTS,
+	       "then an R/O session is refused as the token would (0x%lx)", (unsigned long)rv);
+	f->C_Logout(setup);
+	f->C_CloseSession(setup);
 
 	f->C_Finalize(NULL);
 	testmod_unload(&mod);

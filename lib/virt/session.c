@@ -352,11 +352,16 @@ void p11p_call_sync(struct p11p_call *c)
 	c->bs = c->s->be[c->s->head.member];
 }
 
-CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
+/*
+ * The end of a call whose slot has a watchdog (its stamp), or whose result
+ * is not CKR_OK: an error may leave state in the backend session (an
+ * operation one of the proxy's own calls began, an object it made), which
+ * then is not pooled (below); an attribute the object lacks or hides is only
+ * the answer. Out of line: the hot path tests both at once.
+ */
+static __attribute__((noinline, cold)) void call_end_slow(struct p11p_call *c, CK_RV rv)
 {
-	struct p11p_state *st = c->st;
-
-	if (st->watch_ms) {
+	if (c->st->watch_ms) {
 		c->s->call_started_ms = 0;
 		p11p_lock();
 		if (c->s->call_hung) {
@@ -365,13 +370,16 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 		}
 		p11p_unlock();
 	}
-	/*
-	 * An error may leave state in the backend session (an operation one of
-	 * the proxy's own calls began, an object it made): not pooled. An
-	 * attribute the object lacks or hides is only the answer.
-	 */
 	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
 		c->s->be_dirty = true;
+}
+
+CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
+{
+	struct p11p_state *st = c->st;
+
+	if (__builtin_expect((st->watch_ms | rv) != 0, 0))
+		call_end_slow(c, rv);
 	session_unlock(c->s);
 
 	session_unref(c->s);
@@ -454,7 +462,12 @@ static CK_SESSION_HANDLE pool_take_locked(struct p11p_vslot *vs, struct p11p_mem
 	return 0;
 }
 
-/* Keeps backend session h (clean, of generation gen) of member m in the pool, if there is room. */
+/*
+ * Keeps backend session h (clean, of generation gen) of member m in the pool,
+ * if there is room. A member marked down since has moved its generation on
+ * (p11p_member_down_locked); one deleted from the order gets no new session,
+ * so its pooled ones wait for the slot's last close.
+ */
 static bool pool_put_locked(struct p11p_vslot *vs, struct p11p_member *m, CK_FLAGS flags,
                             CK_SESSION_HANDLE h, unsigned long gen)
 {
@@ -462,7 +475,7 @@ static bool pool_put_locked(struct p11p_vslot *vs, struct p11p_member *m, CK_FLA
 	unsigned char *n = &vs->n_be_pool[m->index][rw];
 
 	if (vs->n_sessions == 0 || *n >= P11P_BE_POOL || (!rw && vs->login == CKU_SO) ||
-	    m->removed || atomic_load(&m->health) != P11P_UP || atomic_load(&m->handle_gen) != gen)
+	    atomic_load(&m->handle_gen) != gen)
 		return false;
 	vs->be_pool[m->index][rw][(*n)++] = (struct p11p_be_pooled){.h = h, .gen = gen};
 	return true;
@@ -483,10 +496,10 @@ static bool be_clean(const struct p11p_session *s)
 {
 	if (s->be_dirty || s->be_objects || s->head.ops_lost != 0 || s->head.member != s->be_member)
 		return false;
-	for (int k = 0; k < P11P_OP_KINDS; k++)
+	for (int k = 0; s->ops_used && k < P11P_OP_KINDS; k++)
 		if (s->ops[k].active)
 			return false;
-	for (size_t i = 0; i < s->head.slot->head.n_members; i++)
+	for (size_t i = 0, n = s->head.slot->head.n_members; n > 1 && i < n; i++)
 		if (i != s->head.member && s->be[i] != 0)
 			return false;
 	return true;

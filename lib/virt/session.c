@@ -397,9 +397,9 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
  * proxy knows (op.c records every *Init and its end), none lost, no session
  * object made in it, no operation state set, no call on it answered with an
  * error (be_dirty), still on the member and backend session it was opened
- * with, the member up, in the order and at the same handle_gen (no session
- * loss, restart or down since). What the token keeps per session beyond that
- * is its login state, which is token-wide.
+ * with, and the member's handle_gen unchanged (a session loss, a restart or
+ * the member marked down moves it on). What the token keeps per session
+ * beyond that is its login state, which is token-wide.
  *
  * The pool holds sessions only while the application holds one on the slot:
  * the slot's last close takes them all out and closes them (the token logs

@@ -31,6 +31,17 @@ struct p11p_session {
 	 * `lock`. 0: not in the template; 1: false wanted; 2: true wanted.
 	 */
 	unsigned char find_extr;
+	/*
+	 * The backend session pool (session.c): be[member] was opened (or
+	 * taken from the pool) on member be_member at its handle_gen be_gen;
+	 * be_dirty, it may hold state a later session must not inherit (a call
+	 * answered with an error, an operation state set, a session moved by
+	 * HA), so it is closed, never pooled. Guarded by `lock`.
+	 */
+	bool be_dirty;
+	bool be_objects; /* it made session objects: set when it is detached (global lock) */
+	size_t be_member;
+	unsigned long be_gen;
 
 	/* Objects this session created as session objects; guarded by the global lock. */
 	CK_OBJECT_HANDLE *owned;
@@ -40,6 +51,21 @@ struct p11p_session {
 };
 /* p11p_shead() is a cast: the head must stay first. */
 _Static_assert(offsetof(struct p11p_session, head) == 0, "the session's head is its first member");
+
+/*
+ * Backend sessions kept open for reuse, per member and per kind (R/O, R/W):
+ * at most this many each. An open + close of a proxy session then costs the
+ * vendor nothing (a network HSM: no round trip). A few are enough for an
+ * application that opens and closes sessions one after another; more would
+ * only hold token sessions open longer.
+ */
+#define P11P_BE_POOL 4
+
+/* A pooled backend session: its handle and its member's handle_gen when pooled. */
+struct p11p_be_pooled {
+	CK_SESSION_HANDLE h;
+	unsigned long gen;
+};
 
 struct p11p_vslot {
 	struct p11p_vslot_head head; /* first: p11p_vhead() */
@@ -76,6 +102,15 @@ struct p11p_vslot {
 	 * global lock; freed with the state.
 	 */
 	struct p11p_session *_Atomic session_pool;
+	/*
+	 * Clean backend sessions of closed proxy sessions, kept open for the
+	 * next C_OpenSession on the same member with the same kind ([0] R/O,
+	 * [1] R/W): session.c, "the backend session pool". Guarded by the
+	 * global lock. Held only while the application holds a session on the
+	 * slot (n_sessions > 0): the slot's last close closes them all.
+	 */
+	struct p11p_be_pooled be_pool[P11P_MAX_MEMBERS][2][P11P_BE_POOL];
+	unsigned char n_be_pool[P11P_MAX_MEMBERS][2];
 };
 _Static_assert(offsetof(struct p11p_vslot, head) == 0, "the slot's head is its first member");
 

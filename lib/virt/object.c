@@ -1300,6 +1300,7 @@ CK_RV p11p_set_operation_state(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG 
 		rv = p11p_object_to_backend(&c, auth_key, CKR_KEY_HANDLE_INVALID, &bauth);
 	if (rv == CKR_OK)
 		rv = p11p_be_C_SetOperationState(&c.bc, c.bs, state, len, benc, bauth);
+	c.s->be_dirty = true; /* operations the proxy does not know of: never pooled (session.c) */
 	/* A saved state belongs to the member that saved it: not repeated elsewhere. */
 	p11p_hook_call_retry(&c, &rv, false);
 	return p11p_call_end(&c, rv);

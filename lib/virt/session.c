@@ -33,6 +33,7 @@ void p11p_session_set_be(struct p11p_session *s, size_t i, CK_SESSION_HANDLE bs)
 {
 	if (i < P11P_MAX_MEMBERS)
 		s->be[i] = bs;
+	s->be_dirty = true; /* moved by HA: what it holds is not known (the pool below) */
 }
 
 unsigned long long p11p_session_call_started_locked(struct p11p_session *s)
@@ -351,11 +352,16 @@ void p11p_call_sync(struct p11p_call *c)
 	c->bs = c->s->be[c->s->head.member];
 }
 
-CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
+/*
+ * The end of a call whose slot has a watchdog (its stamp), or whose result
+ * is not CKR_OK: an error may leave state in the backend session (an
+ * operation one of the proxy's own calls began, an object it made), which
+ * then is not pooled (below); an attribute the object lacks or hides is only
+ * the answer. Out of line: the hot path tests both at once.
+ */
+static __attribute__((noinline, cold)) void call_end_slow(struct p11p_call *c, CK_RV rv)
 {
-	struct p11p_state *st = c->st;
-
-	if (st->watch_ms) {
+	if (c->st->watch_ms) {
 		c->s->call_started_ms = 0;
 		p11p_lock();
 		if (c->s->call_hung) {
@@ -364,6 +370,16 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 		}
 		p11p_unlock();
 	}
+	if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+		c->s->be_dirty = true;
+}
+
+CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
+{
+	struct p11p_state *st = c->st;
+
+	if (__builtin_expect((st->watch_ms | rv) != 0, 0))
+		call_end_slow(c, rv);
 	session_unlock(c->s);
 
 	session_unref(c->s);
@@ -372,12 +388,130 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 }
 
 /*
+ * --- the backend session pool (struct p11p_vslot's be_pool) ---
+ *
+ * A proxy session whose backend session is clean leaves it open when it
+ * closes, for the next C_OpenSession on the same member with the same kind
+ * (R/O or R/W): an open + close then calls no vendor function. Clean means
+ * nothing a later session could inherit: no operation active as far as the
+ * proxy knows (op.c records every *Init and its end), none lost, no session
+ * object made in it, no operation state set, no call on it answered with an
+ * error (be_dirty), still on the member and backend session it was opened
+ * with, and the member's handle_gen unchanged (a session loss, a restart or
+ * the member marked down moves it on). What the token keeps per session
+ * beyond that is its login state, which is token-wide.
+ *
+ * The pool holds sessions only while the application holds one on the slot:
+ * the slot's last close takes them all out and closes them (the token logs
+ * the application out with its last session). A pooled session that died
+ * since (a restart the proxy has not seen yet) answers its first call with
+ * CKR_SESSION_HANDLE_INVALID, which the session-loss path takes
+ * (ha/failover.c) as for any session. Guarded by the global lock; closed
+ * outside it.
+ */
+
+/* Backend sessions to close once the global lock is let go. */
+struct be_drop {
+	size_t n;
+	struct {
+		struct p11p_member *m;
+		CK_SESSION_HANDLE h;
+	} e[P11P_MAX_MEMBERS * 2 * P11P_BE_POOL];
+};
+
+/* A member marked down may not answer: its pooled sessions are forgotten, not closed. */
+static void drop_add_locked(struct be_drop *d, struct p11p_member *m, CK_SESSION_HANDLE h)
+{
+	if (atomic_load(&m->health) != P11P_DOWN && d->n < sizeof(d->e) / sizeof(d->e[0])) {
+		d->e[d->n].m = m;
+		d->e[d->n].h = h;
+		d->n++;
+	}
+}
+
+/* No lock held (a session's may be). */
+static void drop_close(struct be_drop *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		p11p_be_C_CloseSession(&d->e[i].m->ctx, d->e[i].h);
+	d->n = 0;
+}
+
+/*
+ * A pooled backend session of member m for a session with these flags, its
+ * generation in *gen; 0: none. Those of an older generation go to d. Not an
+ * R/O one while the SO is logged in (the token would refuse to open it).
+ */
+static CK_SESSION_HANDLE pool_take_locked(struct p11p_vslot *vs, struct p11p_member *m,
+                                          CK_FLAGS flags, unsigned long *gen, struct be_drop *d)
+{
+	size_t rw = (flags & CKF_RW_SESSION) != 0;
+	unsigned char *n = &vs->n_be_pool[m->index][rw];
+	const struct p11p_be_pooled *p = vs->be_pool[m->index][rw];
+	unsigned long now = atomic_load(&m->handle_gen);
+
+	while (*n > 0) {
+		const struct p11p_be_pooled *e = &p[--*n];
+
+		if (e->gen == now && (rw || vs->login != CKU_SO)) {
+			*gen = now;
+			return e->h;
+		}
+		drop_add_locked(d, m, e->h);
+	}
+	return 0;
+}
+
+/*
+ * Keeps backend session h (clean, of generation gen) of member m in the pool,
+ * if there is room. A member marked down since has moved its generation on
+ * (p11p_member_down_locked); one deleted from the order gets no new session,
+ * so its pooled ones wait for the slot's last close.
+ */
+static bool pool_put_locked(struct p11p_vslot *vs, struct p11p_member *m, CK_FLAGS flags,
+                            CK_SESSION_HANDLE h, unsigned long gen)
+{
+	size_t rw = (flags & CKF_RW_SESSION) != 0;
+	unsigned char *n = &vs->n_be_pool[m->index][rw];
+
+	if (vs->n_sessions == 0 || *n >= P11P_BE_POOL || (!rw && vs->login == CKU_SO) ||
+	    atomic_load(&m->handle_gen) != gen)
+		return false;
+	vs->be_pool[m->index][rw][(*n)++] = (struct p11p_be_pooled){.h = h, .gen = gen};
+	return true;
+}
+
+/* Takes the slot's pooled sessions (only the R/O ones: ro_only) out, into d. */
+static void pool_drain_locked(struct p11p_vslot *vs, bool ro_only, struct be_drop *d)
+{
+	for (size_t i = 0; i < vs->head.n_members; i++)
+		for (size_t rw = 0; rw < (ro_only ? 1u : 2u); rw++)
+			while (vs->n_be_pool[i][rw] > 0)
+				drop_add_locked(d, &vs->head.members[i],
+				                vs->be_pool[i][rw][--vs->n_be_pool[i][rw]].h);
+}
+
+/* May s's backend session on its member go to the pool? Its lock held. */
+static bool be_clean(const struct p11p_session *s)
+{
+	if (s->be_dirty || s->be_objects || s->head.ops_lost != 0 || s->head.member != s->be_member)
+		return false;
+	for (int k = 0; s->ops_used && k < P11P_OP_KINDS; k++)
+		if (s->ops[k].active)
+			return false;
+	for (size_t i = 0, n = s->head.slot->head.n_members; n > 1 && i < n; i++)
+		if (i != s->head.member && s->be[i] != 0)
+			return false;
+	return true;
+}
+
+/*
  * A session from the slot's pool (what it held went with its last
  * reference: no operation, nothing owned), else a new one; its count stays
  * zero until table_put_locked(). Global lock held.
  */
 static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_member *m,
-                                        CK_FLAGS flags, CK_SESSION_HANDLE bs)
+                                        CK_FLAGS flags, CK_SESSION_HANDLE bs, unsigned long gen)
 {
 	struct p11p_session *s = pool_pop_locked(vs);
 
@@ -398,6 +532,10 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 	s->head.flags = flags;
 	s->head.member = m->index;
 	s->be[s->head.member] = bs;
+	s->be_member = m->index;
+	s->be_gen = gen;
+	s->be_dirty = false;
+	s->be_objects = false;
 	return s;
 }
 
@@ -425,8 +563,12 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	CK_SESSION_HANDLE bs = 0;
 	CK_SLOT_ID be_slot;
 	unsigned tries = 0;
+	unsigned long gen = 0;
+	bool from_pool, skip_pool = false;
+	struct be_drop drop;
 	CK_RV rv;
 
+	drop.n = 0;
 	rv = p11p_slot_enter(id, &st, &vs, &m, &be_slot);
 	if (rv != CKR_OK)
 		return rv;
@@ -440,23 +582,47 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 	}
 	/* Notify callbacks are not forwarded: the backend would call them with its handle. */
 	do {
-		rv = p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
+		/* A pooled backend session first (the pool above), else a new one. */
+	again:
+		p11p_lock();
+		bs = skip_pool ? 0 : pool_take_locked(vs, m, flags, &gen, &drop);
+		from_pool = bs != 0;
+		if (from_pool) {
+			rv = CKR_OK;
+		} else {
+			gen =
+			    atomic_load(&m->handle_gen); /* before: a loss meanwhile moves it on */
+			p11p_unlock();
+			rv = p11p_be_C_OpenSession(&m->ctx, be_slot, flags, NULL, NULL, &bs);
+			if (rv == CKR_OK)
+				p11p_lock();
+		}
 		/* Logged in on the slot: the new session is too (login_pending_locked). */
 		if (rv == CKR_OK) {
-			p11p_lock();
 			if (!login_pending_locked(vs, m))
 				goto add_locked;
 			p11p_unlock();
 			rv = p11p_hook_replay_login(vs, m, bs);
 			if (rv != CKR_OK)
 				p11p_be_C_CloseSession(&m->ctx, bs);
+			/*
+			 * A pooled session that failed there: a new one, not counted
+			 * as a retry. Lost with the token's others (a restart): the
+			 * pool's other sessions of this generation too (handle_gen).
+			 */
+			if (rv != CKR_OK && from_pool) {
+				if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED)
+					p11p_member_sessions_gone(m);
+				skip_pool = true;
+				goto again;
+			}
 		}
 	} while (p11p_slot_retry(st, vs, &m, &be_slot, &rv, &tries));
 	if (rv != CKR_OK)
 		goto out;
 	p11p_lock();
 add_locked:
-	s = session_new(vs, m, flags, bs);
+	s = session_new(vs, m, flags, bs, gen);
 	if (s == NULL || table_put_locked(st, s) < 0) {
 		if (s != NULL) {
 			s->be[s->head.member] = 0; /* closed below */
@@ -478,16 +644,21 @@ add_locked:
 close_backend:
 	p11p_be_C_CloseSession(&m->ctx, bs);
 out:
+	drop_close(&drop);
 	p11p_leave(st);
 	return rv;
 }
 
-/* Takes a session out of the tables and the slot's counts. Global lock held. */
-static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
+/*
+ * Takes a session out of the tables and the slot's counts. Global lock held.
+ * The slot's last session takes the pooled backend sessions out too, into d.
+ */
+static void session_detach_locked(struct p11p_state *st, struct p11p_session *s, struct be_drop *d)
 {
 	struct p11p_vslot *vs = s->head.slot;
 
 	table_remove_locked(st, s);
+	s->be_objects = s->n_owned != 0; /* read by the closing thread (be_clean) */
 	/* Usually it created no session object: then only the proxy-held keys are asked. */
 	if (s->n_owned != 0)
 		p11p_objects_drop_owned_locked(st, s);
@@ -504,6 +675,7 @@ static void session_detach_locked(struct p11p_state *st, struct p11p_session *s)
 
 		p11p_secret_free(vs->login_pin);
 		vs->login_pin = NULL;
+		pool_drain_locked(vs, false, d);
 	}
 }
 
@@ -517,11 +689,22 @@ static CK_RV session_close_detached(struct p11p_session *s)
 	/* Its current member's first (its answer is the call's), then any it used before. */
 	if (s->be[s->head.member] != 0) {
 		struct p11p_member *m = &s->head.slot->head.members[s->head.member];
-		CK_RV r = p11p_be_C_CloseSession(&m->ctx, s->be[s->head.member]);
+		bool kept = false;
+		CK_RV r;
 
-		/* The application's session is closed whatever a failing member says. */
-		if (!p11p_rv_needs_failover(m, r))
-			rv = r;
+		/* Clean: kept open for the next session (the pool above). */
+		if (be_clean(s)) {
+			p11p_lock();
+			kept = pool_put_locked(s->head.slot, m, s->head.flags,
+			                       s->be[s->head.member], s->be_gen);
+			p11p_unlock();
+		}
+		if (!kept) {
+			r = p11p_be_C_CloseSession(&m->ctx, s->be[s->head.member]);
+			/* The application's session is closed whatever a failing member says. */
+			if (!p11p_rv_needs_failover(m, r))
+				rv = r;
+		}
 		s->be[s->head.member] = 0;
 	}
 	for (size_t i = 0, n = s->head.slot->head.n_members; n > 1 && i < n; i++) {
@@ -539,14 +722,17 @@ CK_RV p11p_close_session(CK_SESSION_HANDLE h)
 {
 	struct p11p_state *st;
 	struct p11p_session *s;
+	struct be_drop drop;
 	CK_RV rv;
 
 	rv = session_find_lock(h, &st, &s);
 	if (rv != CKR_OK)
 		return rv;
-	session_detach_locked(st, s);
+	drop.n = 0;
+	session_detach_locked(st, s, &drop);
 	p11p_unlock();
 	rv = session_close_detached(s);
+	drop_close(&drop); /* the slot's last session: after its own, as a token would */
 	p11p_debug(P11P_DBG_SESSION, "session 0x%lx closed", (unsigned long)h);
 	p11p_leave(st);
 	return rv;
@@ -572,6 +758,7 @@ CK_RV p11p_close_all_sessions(CK_SLOT_ID id)
 	struct p11p_state *st;
 	struct p11p_vslot *vs;
 	struct collect col = {0};
+	struct be_drop drop;
 	CK_RV rv;
 
 	rv = p11p_slot_enter(id, &st, &vs, NULL, NULL);
@@ -586,8 +773,9 @@ CK_RV p11p_close_all_sessions(CK_SLOT_ID id)
 		return CKR_HOST_MEMORY;
 	}
 	p11p_sessions_each_locked(st, collect_cb, &col);
+	drop.n = 0;
 	for (size_t i = 0; i < col.n; i++)
-		session_detach_locked(st, col.list[i]);
+		session_detach_locked(st, col.list[i], &drop);
 	p11p_unlock();
 	/*
 	 * One by one, not the backend's C_CloseAllSessions: another virtual
@@ -595,6 +783,7 @@ CK_RV p11p_close_all_sessions(CK_SLOT_ID id)
 	 */
 	for (size_t i = 0; i < col.n; i++)
 		session_close_detached(col.list[i]);
+	drop_close(&drop);
 	p11p_free(col.list);
 	p11p_leave(st);
 	return CKR_OK;
@@ -661,6 +850,16 @@ CK_RV p11p_login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK
 	if (pin == NULL && len > 0)
 		return p11p_call_end(&c, CKR_ARGUMENTS_BAD);
 	vs = c.s->head.slot;
+	if (user == CKU_SO) {
+		/* The token refuses the SO while R/O sessions exist: pooled ones must not count. */
+		struct be_drop drop;
+
+		drop.n = 0;
+		p11p_lock();
+		pool_drain_locked(vs, true, &drop);
+		p11p_unlock();
+		drop_close(&drop);
+	}
 again:
 	member_pin = c.m->cfg->pin;
 	translate = member_pin != NULL && (user == CKU_USER || user == CKU_CONTEXT_SPECIFIC);

@@ -31,7 +31,9 @@
  * index generations) with atomics alone; each of those says who writes it,
  * under which lock. A new session's member is picked without a lock too
  * (member.c p11p_member_pick(), p11p_read_begin()): opening a session and
- * closing it take the global lock once each.
+ * closing it take the global lock once each, and once more to open a backend
+ * session when the slot's backend session pool (guarded by the global lock,
+ * struct p11p_vslot be_pool) has none, or to give it a clean one at close.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at

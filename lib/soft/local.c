@@ -1348,7 +1348,9 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 			}
 			if (rv == CKR_OK && checked) {
 				sw_evict_locked(o, now);
-				o->used_ms = now;
+				/* Written once per clock tick: the object's line stays shared. */
+				if (o->used_ms != now)
+					o->used_ms = now;
 				if (o->key != NULL)
 					lk = lkey_ref(o->key);
 			} else if (rv == CKR_OK && vid == 0) {

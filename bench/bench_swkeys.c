@@ -11,7 +11,7 @@
  * (AES-256-GCM single-part encrypt), hmac (HMAC-SHA256 of 1 KiB), ecdsa
  * (CKM_ECDSA on a 32-byte hash, P-256), ed25519 (CKM_EDDSA, 64 bytes),
  * rsa2048 (CKM_SHA256_RSA_PKCS of 32 bytes). One line per OP:
- *   RESULT op=OP threads=N ops_s=X cpu_ops_s=C vcsw_per_kop=V
+ *   RESULT op=OP threads=N ops_s=X cpu_ops_s=C vcsw_per_kop=V ops=T
  * ops_s is wall clock, all threads together; cpu_ops_s adds up each thread's
  * operations per CPU second of that thread (the work of both modules runs in
  * the calling thread), which other processes on a busy machine move much less:
@@ -19,7 +19,9 @@
  * Off-CPU waits do not show in cpu_ops_s, so vcsw_per_kop counts the
  * threads' voluntary context switches per 1000 operations: a lock that
  * serialises the threads makes them sleep on it (a futex wait), while the
- * load of other processes causes involuntary switches only.
+ * load of other processes causes involuntary switches only. ops: the
+ * operations made in all (under callgrind, --toggle-collect=worker gives the
+ * instructions per operation: bench/README.md).
  */
 #include <pthread.h>
 #include <sys/resource.h>
@@ -232,8 +234,10 @@ int main(int argc, char **argv)
 			}
 		}
 		el = now_s() - t0;
-		printf("RESULT op=%s threads=%d ops_s=%.0f cpu_ops_s=%.0f vcsw_per_kop=%.2f\n",
-		       argv[i], threads, total / el, cpu, total > 0 ? 1000.0 * vcsw / total : 0);
+		printf(
+		    "RESULT op=%s threads=%d ops_s=%.0f cpu_ops_s=%.0f vcsw_per_kop=%.2f ops=%ld\n",
+		    argv[i], threads, total / el, cpu, total > 0 ? 1000.0 * vcsw / total : 0,
+		    total);
 		fflush(stdout);
 	}
 	testmod_unload(&mod);

@@ -356,7 +356,15 @@ struct p11p_swop;
  */
 CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
                      struct p11p_swop **out);
-/* Wipes and frees (active or not), drops the key reference. NULL is fine. */
+/*
+ * The same, borrowing the key: the caller keeps a reference on key until
+ * p11p_swop_free() (the soft room's operation holds the object's key). No
+ * write to the key, which other threads read: no cache line goes back and
+ * forth between threads using one key.
+ */
+CK_RV p11p_swop_init_borrow(struct p11p_swkey *key, enum p11p_swop_kind kind,
+                            const CK_MECHANISM *mech, struct p11p_swop **out);
+/* Wipes and frees (active or not), drops the key reference (if it took one). NULL is fine. */
 void p11p_swop_free(struct p11p_swop *op);
 /* False once a call has ended the operation (size rule above). */
 bool p11p_swop_active(const struct p11p_swop *op);

@@ -863,8 +863,8 @@ static void op_cleanup(struct p11p_swop *op)
 	p11p_wipe(op->last, sizeof(op->last));
 }
 
-CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
-                     struct p11p_swop **out)
+static CK_RV swop_new(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
+                      struct p11p_swop **out, bool ref)
 {
 	struct p11p_swop *op;
 	CK_RV rv;
@@ -876,13 +876,25 @@ CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_
 	op = p11p_calloc(1, sizeof(*op));
 	if (op == NULL)
 		return CKR_HOST_MEMORY;
-	rv = op_setup(op, key, kind, mech, true);
+	rv = op_setup(op, key, kind, mech, ref);
 	if (rv != CKR_OK) {
 		p11p_swop_free(op);
 		return rv;
 	}
 	*out = op;
 	return CKR_OK;
+}
+
+CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,
+                     struct p11p_swop **out)
+{
+	return swop_new(key, kind, mech, out, true);
+}
+
+CK_RV p11p_swop_init_borrow(struct p11p_swkey *key, enum p11p_swop_kind kind,
+                            const CK_MECHANISM *mech, struct p11p_swop **out)
+{
+	return swop_new(key, kind, mech, out, false);
 }
 
 void p11p_swop_free(struct p11p_swop *op)

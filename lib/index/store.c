@@ -428,9 +428,9 @@ static void ovl_free_all(struct ovl *o)
 }
 
 struct p11p_index {
-	pthread_mutex_t db_mu; /* the connection; before mu */
-	pthread_mutex_t mu;    /* the copy */
-	pid_t pid;
+	pthread_mutex_t db_mu;  /* the connection; before mu */
+	pthread_mutex_t mu;     /* the copy */
+	unsigned long fork_gen; /* p11p_fork_gen() of the process that opened it */
 	char *target;
 	bool is_file;
 	bool readonly;               /* this process may not write the store */
@@ -464,10 +464,19 @@ static void set_err(char *err, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * A handle inherited through fork() (index.h): the fork generation
+ * (base/clock.h) is one load where getpid() was a system call on every lookup.
+ */
+static inline bool forked(const struct p11p_index *idx)
+{
+	return idx->fork_gen != p11p_fork_gen();
+}
+
 /* Calls on a handle inherited through fork() are refused (index.h). */
 #define CHECK_OWNER(idx)                                                                           \
 	do {                                                                                       \
-		if ((idx)->pid != getpid())                                                        \
+		if (forked(idx))                                                                   \
 			return CKR_CRYPTOKI_NOT_INITIALIZED;                                       \
 	} while (0)
 
@@ -1036,7 +1045,7 @@ CK_RV p11p_index_open(const char *path, struct p11p_index **out, char *err, size
 		return CKR_HOST_MEMORY;
 	}
 	atomic_init(&idx->gen, 1);
-	idx->pid = getpid();
+	idx->fork_gen = p11p_fork_watch();
 	idx->target = p11p_strdup(path);
 	if (idx->target == NULL) {
 		rv = CKR_HOST_MEMORY;
@@ -1067,7 +1076,7 @@ void p11p_index_close(struct p11p_index *idx)
 {
 	if (idx == NULL)
 		return;
-	if (idx->pid != getpid()) {
+	if (forked(idx)) {
 		/* Forked: the connection is the parent's; nothing here talks to it. */
 		if (pthread_mutex_trylock(&idx->db_mu) != 0)
 			return;
@@ -1904,7 +1913,7 @@ void p11p_index_last_error(struct p11p_index *idx, char *buf, size_t len)
 	if (buf == NULL || len == 0)
 		return;
 	buf[0] = '\0';
-	if (idx == NULL || idx->pid != getpid())
+	if (idx == NULL || forked(idx))
 		return;
 	/* The message is written under db_mu (by whoever talks to the store). */
 	pthread_mutex_lock(&idx->db_mu);

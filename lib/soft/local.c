@@ -34,7 +34,8 @@
  *
  * Locking: the object table and the check values are guarded by the global
  * lock, never held across a backend call; a session's operations by its
- * session lock.
+ * session lock. An operation's *Init on a loaded software key takes the
+ * global lock once and no other (p11p_local_init).
  */
 #include "soft/local.h"
 #include "base/attrs.h"
@@ -107,9 +108,18 @@ struct lobj {
 	CK_ULONG label_len, id_len;
 	CK_BYTE label[P11P_ID_MAX], id[P11P_ID_MAX];
 	struct lkey *key; /* NULL: hsm_secured, hsm_wrapped not derived yet, software key evicted */
-	/* A software token key: its record in the index (0: none), its cache times. */
+	/*
+	 * A software token key: its record in the index (0: none), its cache
+	 * times (p11p_coarse_ms()), and its record's class, permissions and state
+	 * as the index had them at its generation brief_gen (0: not read), so
+	 * that an operation's *Init checks them without the index's mutex.
+	 */
 	uint64_t vid;
 	unsigned long long loaded_ms, used_ms;
+	unsigned long brief_gen;
+	CK_OBJECT_CLASS brief_cls;
+	uint32_t brief_perms;
+	enum p11p_vk_state brief_state;
 };
 
 struct p11p_local_state {
@@ -893,7 +903,8 @@ static void sw_evict_locked(struct lobj *o, unsigned long long now)
 
 	if (o->vid == 0 || o->key == NULL)
 		return;
-	if (now - o->loaded_ms >= sk->cache_ttl_ms || now - o->used_ms >= sk->cache_idle_ms) {
+	if ((now >= o->loaded_ms && now - o->loaded_ms >= sk->cache_ttl_ms) ||
+	    (now >= o->used_ms && now - o->used_ms >= sk->cache_idle_ms)) {
 		lkey_unref(o->key);
 		o->key = NULL;
 		p11p_debug(P11P_DBG_OBJECT, "slot '%s': software key %016llx evicted",
@@ -901,12 +912,11 @@ static void sw_evict_locked(struct lobj *o, unsigned long long now)
 	}
 }
 
-/* At most once a second: every software key past its time is evicted. */
-static void sw_sweep(struct p11p_state *st)
+/* At most once a second: every software key past its time is evicted. now: p11p_coarse_ms(). */
+static void sw_sweep(struct p11p_state *st, unsigned long long now)
 {
-	unsigned long long now = p11p_now_ms(),
-	                   last = atomic_load_explicit(&p11p_sthead(st)->local->sw_sweep_ms,
-	                                               memory_order_relaxed);
+	unsigned long long last =
+	    atomic_load_explicit(&p11p_sthead(st)->local->sw_sweep_ms, memory_order_relaxed);
 
 	if (now - last < 1000 ||
 	    !atomic_compare_exchange_strong(&p11p_sthead(st)->local->sw_sweep_ms, &last, now))
@@ -940,7 +950,12 @@ static unsigned long long sw_due_locked(const struct lobj *o)
  */
 unsigned long long p11p_local_poll(struct p11p_state *st)
 {
-	unsigned long long now = p11p_now_ms(), next = ~0ULL;
+	/*
+	 * The cache times are on the coarse clock (one cheap read per operation);
+	 * the caller waits on p11p_now_ms()'s, at most a tick ahead of it: the
+	 * time returned is a tick later, so that the key is due when it wakes.
+	 */
+	unsigned long long now = p11p_coarse_ms(), next = ~0ULL, tick = p11p_coarse_tick_ms();
 
 	if (st == NULL || p11p_sthead(st)->local == NULL)
 		return next;
@@ -958,7 +973,7 @@ unsigned long long p11p_local_poll(struct p11p_state *st)
 	}
 	p11p_unlock();
 	atomic_store_explicit(&p11p_sthead(st)->local->sw_sweep_ms, now, memory_order_relaxed);
-	return next;
+	return next == ~0ULL ? next : next + tick;
 }
 
 /* A record read from the index becomes an object of vs (its value not loaded). */
@@ -1096,29 +1111,55 @@ static void sw_refresh(struct p11p_state *st)
 	p11p_unlock();
 }
 
-/* May software key vid be used for perm now (its record's state and permissions)? */
-static CK_RV sw_use_check(struct p11p_call *c, uint64_t vid, unsigned perm)
+/* Software key vid's record's state and permissions against perm. */
+static CK_RV sw_brief_check(struct p11p_call *c, uint64_t vid, const struct p11p_vkey *rec,
+                            unsigned perm)
 {
 	static struct p11p_ratelimit refused;
-	struct p11p_index *idx = p11p_vkey_index_fresh(c->st);
-	struct p11p_vkey rec;
-	bool found = false;
 	CK_RV rv;
 
-	if (idx == NULL)
+	if (rec->state == P11P_VK_DELETED)
 		return CKR_KEY_HANDLE_INVALID;
-	rv = p11p_index_get_brief(idx, vid, &rec, &found, NULL);
-	if (rv != CKR_OK)
-		return rv;
-	if (!found || rec.state == P11P_VK_DELETED)
-		return CKR_KEY_HANDLE_INVALID;
-	rv = p11p_vk_use_check(&rec, perm);
+	rv = p11p_vk_use_check(rec, perm);
 	if (rv != CKR_OK)
 		p11p_message_limited(
 		    &refused, "slot '%s': software key %016llx refused: %s",
 		    p11p_vhead(p11p_shead(c->s)->slot)->label, (unsigned long long)vid,
-		    rec.state == P11P_VK_DEACTIVATED ? "deactivated" : "not permitted");
+		    rec->state == P11P_VK_DEACTIVATED ? "deactivated" : "not permitted");
 	return rv;
+}
+
+/*
+ * May software key vid (local object h) be used for perm now? Its record read
+ * from the index, and kept on the object with the index's generation of the
+ * answer (the next *Init at that generation needs no index look-up).
+ */
+static CK_RV sw_use_check(struct p11p_call *c, struct p11p_index *idx, CK_OBJECT_HANDLE h,
+                          uint64_t vid, unsigned perm)
+{
+	struct p11p_vkey rec;
+	unsigned long gen = 0;
+	bool found = false;
+	struct lobj *o;
+	CK_RV rv;
+
+	if (idx == NULL)
+		return CKR_KEY_HANDLE_INVALID;
+	rv = p11p_index_get_brief(idx, vid, &rec, &found, &gen);
+	if (rv != CKR_OK)
+		return rv;
+	if (!found)
+		return CKR_KEY_HANDLE_INVALID;
+	p11p_lock();
+	o = obj_get_locked(c, h);
+	if (o != NULL && o->vid == vid) {
+		o->brief_gen = gen;
+		o->brief_cls = rec.cls;
+		o->brief_perms = rec.perms;
+		o->brief_state = rec.state;
+	}
+	p11p_unlock();
+	return sw_brief_check(c, vid, &rec, perm);
 }
 
 /* Decrypts software key h's blob through the HSM and caches the key. */
@@ -1162,7 +1203,7 @@ static CK_RV sw_load(struct p11p_call *c, CK_OBJECT_HANDLE h, uint64_t vid, CK_O
 	o = obj_get_locked(c, h);
 	if (o != NULL && o->key == NULL) {
 		o->key = lkey_ref(*out);
-		o->loaded_ms = o->used_ms = p11p_now_ms();
+		o->loaded_ms = o->used_ms = p11p_coarse_ms();
 	} else if (o != NULL) {
 		lkey_unref(*out);
 		*out = lkey_ref(o->key);
@@ -1179,6 +1220,7 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 	struct lobj *o;
 	uint64_t vid = 0;
 	CK_OBJECT_CLASS cls = 0;
+	unsigned long long now = 0;
 	CK_RV rv = CKR_OK;
 
 	*out = NULL;
@@ -1196,8 +1238,7 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 		vid = o->vid;
 		cls = o->cls;
 		if (vid != 0) {
-			unsigned long long now = p11p_now_ms();
-
+			now = p11p_coarse_ms();
 			sw_evict_locked(o, now);
 			o->used_ms = now;
 		}
@@ -1208,7 +1249,7 @@ static CK_RV obj_key(struct p11p_call *c, CK_OBJECT_HANDLE h, unsigned flag, CK_
 	}
 	p11p_unlock();
 	if (vid != 0)
-		sw_sweep(c->st);
+		sw_sweep(c->st, now);
 	if (rv != CKR_OK || *out != NULL)
 		return rv;
 	if (vid != 0)
@@ -1226,16 +1267,31 @@ static enum p11p_swop_kind swop_kind(enum p11p_op_kind k)
 	                              : P11P_SWOP_VERIFY;
 }
 
+/*
+ * An operation's *Init on local object `key`. The per-operation path of a
+ * software key whose value is loaded and whose record has not changed takes
+ * the global lock once (the object, its flags, the login state, its cached
+ * record and key), reads the coarse clock once and makes no system call and
+ * no index look-up: the record's state and permissions are kept on the object
+ * with the index generation they were read at (sw_use_check), and taken again
+ * from the index only when that generation moved on. The operation borrows
+ * the engine key from the object's key, which it holds a reference on.
+ */
 CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR m,
                       CK_OBJECT_HANDLE key)
 {
 	struct lop *op;
-	CK_KEY_TYPE type;
-	unsigned flags, flag = kind_flag(k);
+	CK_KEY_TYPE type = 0;
+	unsigned flags = 0, flag = kind_flag(k);
 	struct lkey *lk = NULL;
+	struct lfrag *lf = NULL;
+	struct p11p_index *idx = NULL;
+	unsigned long igen = 0;
+	unsigned long long now = 0;
 	uint64_t vid = 0;
-	bool software = false;
-	CK_RV rv;
+	CK_OBJECT_CLASS cls = 0;
+	bool software = false, checked = false;
+	CK_RV rv = CKR_OK;
 
 	if (m == NULL)
 		return CKR_ARGUMENTS_BAD;
@@ -1254,6 +1310,11 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		return rv;
 	op = &p11p_shead(c->s)->local->ops[k];
 	op_clear(op);
+	/* The index as of now (refreshed when due), its generation before the object is read. */
+	idx = p11p_vkey_index_fresh(c->st);
+	if (idx != NULL)
+		igen = p11p_index_gen(idx);
+	now = p11p_coarse_ms();
 	/* The mechanism is checked against the key's type before any HSM call. */
 	p11p_lock();
 	{
@@ -1266,24 +1327,61 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 		} else if ((o->flags & F_SOFTWARE) && (o->flags & F_PRIVATE) &&
 		           p11p_vslot_login_locked(p11p_shead(c->s)->slot) == P11P_NO_USER) {
 			rv = CKR_USER_NOT_LOGGED_IN;
+		} else if (o->frag != NULL && o->frag->check.bad) {
+			rv = CKR_FUNCTION_FAILED; /* the members' HSM keys differ */
 		} else {
 			type = o->type;
+			flags = o->flags;
 			vid = o->vid;
+			cls = o->cls;
 			software = (o->flags & F_SOFTWARE) != 0;
+			if (vid != 0 && idx != NULL && o->brief_gen == igen) {
+				/* The record as read at this generation: unchanged since. */
+				struct p11p_vkey rec;
+
+				rec.vid = vid;
+				rec.cls = o->brief_cls;
+				rec.perms = o->brief_perms;
+				rec.state = o->brief_state;
+				rv = sw_brief_check(c, vid, &rec, kind_perm(flag));
+				checked = true;
+			}
+			if (rv == CKR_OK && checked) {
+				sw_evict_locked(o, now);
+				/* Written once per clock tick: the object's line stays shared. */
+				if (o->used_ms != now)
+					o->used_ms = now;
+				if (o->key != NULL)
+					lk = lkey_ref(o->key);
+			} else if (rv == CKR_OK && vid == 0) {
+				if (o->key != NULL)
+					lk = lkey_ref(o->key);
+				else
+					lf = o->frag;
+			}
 		}
 	}
 	p11p_unlock();
+	if (vid != 0)
+		sw_sweep(c->st, now);
 	/* Software keys: every mechanism of the engine (checked at p11p_swop_init). */
 	if (rv == CKR_OK && !software)
 		rv = op_mech(op, k, m, type);
 	/* A software key is a virtual key: its record's state and permissions rule. */
-	if (rv == CKR_OK && vid != 0)
-		rv = sw_use_check(c, vid, kind_perm(flag));
-	if (rv == CKR_OK)
-		rv = obj_key(c, key, flag, CKR_KEY_HANDLE_INVALID, &type, &flags, &lk);
+	if (rv == CKR_OK && vid != 0 && !checked)
+		rv = sw_use_check(c, idx, key, vid, kind_perm(flag));
+	if (rv == CKR_OK && lk == NULL) {
+		if (vid != 0 && checked)
+			rv = sw_load(c, key, vid, cls, type, flags,
+			             &lk); /* evicted or never loaded */
+		else if (vid != 0 || lf == NULL)
+			rv = obj_key(c, key, flag, CKR_KEY_HANDLE_INVALID, &type, &flags, &lk);
+		else
+			rv = frag_key(c, lf, key, &lk);
+	}
 	op->key = lk;
 	if (rv == CKR_OK && software)
-		rv = p11p_swop_init(lk->sw, swop_kind(k), m, &op->swop);
+		rv = p11p_swop_init_borrow(lk->sw, swop_kind(k), m, &op->swop);
 	if (rv != CKR_OK) {
 		op_clear(op);
 		return rv;
@@ -1980,7 +2078,7 @@ CK_RV p11p_local_find_init(struct p11p_call *c, const CK_ATTRIBUTE *templ, CK_UL
 	if (p11p_sthead(c->st)->local == NULL)
 		return CKR_OK;
 	sw_refresh(c->st); /* software keys other processes made or deleted */
-	sw_sweep(c->st);
+	sw_sweep(c->st, p11p_coarse_ms());
 	idx = p11p_vkey_index_fresh(c->st); /* the records' permissions (obj_usage) */
 	p11p_lock();
 	/* PKCS#11 4.4: a private object is visible only while the user is logged in. */
@@ -2556,7 +2654,7 @@ static CK_RV sw_object_new(struct p11p_call *c, const struct swnew *n, uint64_t 
 	o->id_len = n->id_len;
 	if (n->id_len)
 		memcpy(o->id, n->id, n->id_len);
-	o->loaded_ms = o->used_ms = p11p_now_ms();
+	o->loaded_ms = o->used_ms = p11p_coarse_ms();
 	p11p_lock();
 	rv = obj_insert_locked(c->st, o);
 	if (rv == CKR_OK && o->vid != 0 &&

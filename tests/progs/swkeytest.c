@@ -12,6 +12,8 @@
  */
 #include "../tests/progs/testmod.h"
 
+#include <time.h>
+
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/rsa.h>
@@ -1170,6 +1172,54 @@ static void case_op(const char *slot, const char *label, const char *kind, const
 	f->C_CloseSession(s);
 }
 
+/*
+ * The same operation twice in one session of one process: `want1` first;
+ * then "ready" is printed and stdin read to its end (the suite changes the
+ * key's record with the CLI meanwhile); then the operation is made again
+ * until it returns `want2`, for 3 s at most. A process that kept the record's
+ * state or permissions past a change of the store would go on with `want1`.
+ */
+static void case_opagain(const char *slot, const char *label, const char *kind, const char *want1,
+                         const char *want2)
+{
+	CK_SESSION_HANDLE s = open_on(slot, 1);
+	CK_OBJECT_HANDLE k = find_label(s, label);
+	unsigned char out[128], iv[12] = {0};
+	const char *got = "";
+	int ch;
+
+	for (int round = 0; round < 2; round++) {
+		const char *want = round == 0 ? want1 : want2;
+		struct timespec end, now;
+
+		clock_gettime(CLOCK_MONOTONIC, &end);
+		end.tv_sec += 3;
+		do {
+			CK_ULONG n = sizeof(out);
+			CK_RV rv = strcmp(kind, "hmac") == 0
+			               ? hmac(s, k, (const unsigned char *)"m", 1, out)
+			               : gcm(s, k, 1, iv, (const unsigned char *)"m", 1, out, &n);
+			struct timespec pause = {0, 20 * 1000 * 1000};
+
+			got = testmod_ckr(rv);
+			if (round == 0 || strcmp(got, want) == 0)
+				break;
+			nanosleep(&pause, NULL);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+		} while (now.tv_sec < end.tv_sec ||
+		         (now.tv_sec == end.tv_sec && now.tv_nsec < end.tv_nsec));
+		expect(k != 0 && strcmp(got, want) == 0, "%s with %s, %s the change: %s (want %s)",
+		       kind, label, round == 0 ? "before" : "after", got, want);
+		if (round == 0) {
+			printf("ready\n");
+			fflush(stdout);
+			while ((ch = getchar()) != EOF)
+				;
+		}
+	}
+	f->C_CloseSession(s);
+}
+
 static void case_setup(void)
 {
 	const char *tokens[] = {"v-sw1", "v-sw2"};
@@ -1545,6 +1595,8 @@ int main(int argc, char **argv)
 		case_unwrap();
 	else if (strcmp(c, "op") == 0 && argc > 8)
 		case_op(argv[5], argv[6], argv[7], argv[8]);
+	else if (strcmp(c, "opagain") == 0 && argc > 9)
+		case_opagain(argv[5], argv[6], argv[7], argv[8], argv[9]);
 	else if (strcmp(c, "mechs") == 0 && argc > 5)
 		case_mechs(argv[5]);
 	else if (strcmp(c, "generate") == 0)

@@ -97,6 +97,34 @@ perms() {
 		{ cat "$TMP/cli.out"; return 1; }
 }
 check "swkeys: keys deny/allow and deactivate/activate apply to software keys" perms
+# The same, on a process using the key all along: its next *Init after the
+# change follows the store (the record cached on the object is re-read once
+# the index's generation moves on).
+opagain() {
+	local fifo=$TMP/opagain.in pid i rc=0
+	rm -f "$fifo"
+	mkfifo "$fifo"
+	"$BUILD/tests/swkeytest" "$PROXY_MODULE" "$P11SHIM_CONTROL" "$P11SHIM_LOG" opagain soft \
+		"$1" "$2" "$3" "$4" <"$fifo" >"$TMP/opagain.out" 2>"$TMP/opagain.err" &
+	pid=$!
+	exec 7>"$fifo"
+	for i in $(seq 100); do grep -q '^ready' "$TMP/opagain.out" && break; sleep 0.1; done
+	grep -q '^ready' "$TMP/opagain.out" || rc=1
+	shift 4
+	[ $rc -ne 0 ] || cli_keys "$@" || rc=1
+	exec 7>&-
+	wait "$pid" || rc=1
+	[ $rc -eq 0 ] || sed 's/^/    /' "$TMP/opagain.out" "$TMP/opagain.err" "$TMP/cli.out"
+	return $rc
+}
+opagain_all() {
+	opagain sk-hmac hmac CKR_OK CKR_KEY_FUNCTION_NOT_PERMITTED deny sk-hmac sign &&
+		opagain sk-hmac hmac CKR_KEY_FUNCTION_NOT_PERMITTED CKR_OK allow sk-hmac sign &&
+		opagain sk-aes gcm CKR_OK CKR_0xd0310001 deactivate sk-aes &&
+		opagain sk-aes gcm CKR_0xd0310001 CKR_OK activate sk-aes
+}
+check "swkeys: a process using a software key sees keys deny/allow, deactivate/activate at its next operation" \
+	opagain_all
 
 # The store holds ciphertext only: the key's bytes are nowhere in it.
 value_hex() { printf '%s' "$1" | openssl dgst -sha256 -binary | od -An -tx1 | tr -d ' \n'; }

@@ -804,17 +804,37 @@ START_TEST(test_fork_child_refused)
 		bool found;
 		int rc = 0;
 
+		pid_t gpid;
+		int gstatus;
+
+		/* The lookup of the operation path (no getpid: the fork generation) too. */
 		if (p11p_index_get(idx, v.vid, &w, &found) != CKR_CRYPTOKI_NOT_INITIALIZED ||
+		    p11p_index_get_brief(idx, v.vid, &w, &found, NULL) !=
+		        CKR_CRYPTOKI_NOT_INITIALIZED ||
 		    p11p_index_put(idx, &v) != CKR_CRYPTOKI_NOT_INITIALIZED ||
 		    p11p_index_refresh(idx) != CKR_CRYPTOKI_NOT_INITIALIZED)
 			rc = 1;
 		p11p_index_close(idx);
-		if (rc == 0 && (p11p_index_open(path, &mine, err, sizeof(err)) != CKR_OK ||
-		                p11p_index_get(mine, v.vid, &w, &found) != CKR_OK || !found))
+		if (rc == 0 &&
+		    (p11p_index_open(path, &mine, err, sizeof(err)) != CKR_OK ||
+		     p11p_index_get(mine, v.vid, &w, &found) != CKR_OK || !found ||
+		     p11p_index_get_brief(mine, v.vid, &w, &found, NULL) != CKR_OK || !found))
 			rc = 2;
 		key_init(&w, "s", "from the child", 2);
 		if (rc == 0 && p11p_index_put(mine, &w) != CKR_OK)
 			rc = 3;
+		/* A grandchild: the child's own handle is refused there in turn. */
+		gpid = rc == 0 ? fork() : -1;
+		if (gpid == 0)
+			_exit(p11p_index_get_brief(mine, v.vid, &w, &found, NULL) ==
+			              CKR_CRYPTOKI_NOT_INITIALIZED
+			          ? 0
+			          : 1);
+		if (rc == 0 && (gpid < 0 || waitpid(gpid, &gstatus, 0) != gpid ||
+		                !WIFEXITED(gstatus) || WEXITSTATUS(gstatus) != 0))
+			rc = 4;
+		if (rc == 0 && p11p_index_get_brief(mine, v.vid, &w, &found, NULL) != CKR_OK)
+			rc = 5;
 		p11p_index_close(mine);
 		_exit(rc);
 	}
@@ -1120,7 +1140,8 @@ START_TEST(test_upgrade_v1)
 	ck_assert_int_eq(sql_int("SELECT count(*) FROM pragma_table_info('debts') WHERE name = "
 	                         "'attrs'"),
 	                 0);
-	ck_assert_ptr_null(p11p_store_schema_step(P11P_SQL_SQLITE, P11P_STORE_SCHEMA_VERSION + 1, &n));
+	ck_assert_ptr_null(
+	    p11p_store_schema_step(P11P_SQL_SQLITE, P11P_STORE_SCHEMA_VERSION + 1, &n));
 
 	idx = open_ok();
 	ck_assert_int_eq(sql_int("SELECT max(version) FROM migrations"), P11P_STORE_SCHEMA_VERSION);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/mem.h"
 #include "base/text.h"
 #include "base/overlay.h"
@@ -176,15 +177,6 @@ void cli_metrics_free(struct cli_metrics *m)
 	p11p_free(m->stats);
 	p11p_free(m->am);
 	p11p_free(m);
-}
-
-static unsigned long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000ULL +
-	       (unsigned long long)ts.tv_nsec / 1000000ULL;
 }
 
 static double unix_now(void)
@@ -441,7 +433,7 @@ static void render_probes(struct p11p_strbuf *b, const struct hreport *r)
 
 static void render_backlog(struct cli_metrics *m, struct p11p_strbuf *b, const struct hreport *r)
 {
-	unsigned long long now = mono_ms();
+	unsigned long long now = p11p_now_ms();
 
 	if (!m->backlog_done || now - m->backlog_ms >= CLI_BACKLOG_MS) {
 		for (size_t k = 0; k < r->n; k++) {
@@ -452,7 +444,7 @@ static void render_backlog(struct cli_metrics *m, struct p11p_strbuf *b, const s
 			    r->s[k].n >= 2 && cli_sync_backlog(m->cfg, m->bs, s, &m->backlog[s]);
 		}
 		m->backlog_done = true;
-		m->backlog_ms = mono_ms();
+		m->backlog_ms = p11p_now_ms();
 		m->backlog_when = unix_now();
 	}
 	family(b, "replication_check_timestamp_seconds", "gauge",

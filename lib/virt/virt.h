@@ -28,11 +28,13 @@
  * A call on a session takes no lock but the session's: it enters the state
  * (state.c: p11p_g_entry, its thread's shard of p11p_g_busy), finds the
  * session (struct p11p_stab) and its last object (struct p11p_session_head's
- * cache, checked against the object and index generations) with atomics alone; each of those says
- * who writes it, under which lock. A new session's member is picked without a lock too (member.c
- * p11p_member_pick(), p11p_read_begin()): opening a session and closing it take the global lock
- * once each, and once more to open a backend session when the slot's backend session pool (guarded
- * by the global lock, struct p11p_vslot be_pool) has none, or to give it a clean one at close.
+ * cache, checked against the object and index generations) with atomics
+ * alone; each of those says who writes it, under which lock. A new session's
+ * member is picked without a lock too (member.c p11p_member_pick(),
+ * p11p_read_begin()): opening a session and closing it take the global lock
+ * once each, and once more to open a backend session when the slot's backend
+ * session pool (guarded by the global lock, struct p11p_vslot be_pool) has
+ * none, or to give it a clean one at close.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at
@@ -317,7 +319,7 @@ static inline void p11p_unlock(void)
  */
 /*
  * The live state and the count of calls in flight, in P11P_BUSY_SHARDS shards
- * of a cache line each (state.c says how they are used): a thread counts its
+ * of 128 bytes each (state.c says how they are used): a thread counts its
  * calls in its own shard, so threads calling at once write no common line.
  */
 #define P11P_BUSY_SHARDS 16

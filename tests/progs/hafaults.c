@@ -8,7 +8,8 @@
  * HAFAULTS_DIRECT=1 the keys are imported on the tokens "m1" and "m2" of
  * MODULE itself (SoftHSM2 or the shim without the proxy): the control runs.
  * CONTROL is the shim's control file, LOG its call log. HAFAULTS_SLOW=1 (valgrind)
- * gives m2 3 times as long to come back in `hungprobe`.
+ * gives m2 3 times as long to come back in `hungprobe`, and holds the signs of
+ * `finflight` twice as long.
  *
  * Cases
  *   restart [SIGNS]       4 threads sign on "ha" (each at least SIGNS, default
@@ -760,8 +761,8 @@ static int case_finflight(void)
 	t0 = now_s();
 	while (__atomic_load_n(&ff_begun, __ATOMIC_SEQ_CST) < n && now_s() - t0 < 30)
 		msleep(10);
-	/* Every thread is now inside C_Sign, held by the shim. */
-	msleep(ff_hold_ms / 5);
+	/* Every thread is now inside C_Sign (or about to enter it), held by the shim. */
+	msleep(ff_hold_ms / 2);
 	t0 = now_s();
 	rv = f->C_Finalize(NULL);
 	took = now_s() - t0;
@@ -1137,8 +1138,10 @@ int main(int argc, char **argv)
 	}
 	direct = e != NULL && strcmp(e, "1") == 0;
 	e = getenv("HAFAULTS_SLOW");
-	if (e != NULL && strcmp(e, "1") == 0)
+	if (e != NULL && strcmp(e, "1") == 0) {
 		back_bound *= 3;
+		ff_hold_ms *= 2;
+	}
 	control_path = argv[2];
 	log_path = argv[3];
 	c = argv[4];

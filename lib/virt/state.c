@@ -37,16 +37,43 @@ static unsigned long g_fork_gen;   /* bumped in every child */
 static unsigned long g_state_gen;  /* g_fork_gen when g_state was built */
 static atomic_bool g_live;         /* g_state usable in this process (lock-free hint) */
 /*
- * Entering without the global lock: p11p_g_entry is g_state while calls may enter
- * it (NULL before C_Initialize, once C_Finalize began, in a forked child),
- * and p11p_g_busy counts the calls inside. A call counts itself in p11p_g_busy before
- * it reads p11p_g_entry; C_Finalize clears p11p_g_entry before it reads p11p_g_busy (both
- * sequentially consistent), so it never misses a call that saw the state.
- * The count is global, not the state's: a caller may have read a state that
- * C_Finalize is about to free.
+ * Entering without the global lock: p11p_g_entry is g_state while calls may enter it
+ * (NULL before C_Initialize, once C_Finalize began, in a forked child), and
+ * p11p_g_busy counts the calls inside, in shards (virt.h p11p_enter()): a thread takes
+ * the next shard, round robin, at its first call and counts every call of its own
+ * there, so that two threads calling at once do not both write one cache line on every
+ * call (a single word moved between the cores twice a call: bench/README.md, swkeys).
+ * A call counts itself in its shard before it reads p11p_g_entry; C_Finalize clears
+ * p11p_g_entry before it reads the shards (all sequentially consistent), so for each
+ * shard either C_Finalize's read sees the call's count or the call sees NULL: it never
+ * misses a call that saw the state. A call leaves on its own thread, so by its own
+ * shard; were it to leave on another, the sum of the shards (unsigned, wrapping) is
+ * still the count of calls inside, as C_Finalize sees every count of a call that saw
+ * the state. The counts are global, not the state's: a caller may have read a state
+ * that C_Finalize is about to free.
  */
 struct p11p_state *_Atomic p11p_g_entry;
-atomic_ulong p11p_g_busy;
+struct p11p_busy_shard p11p_g_busy[P11P_BUSY_SHARDS];
+_Thread_local unsigned p11p_t_busy __attribute__((tls_model("initial-exec")));
+static atomic_uint g_busy_next;
+
+unsigned p11p_busy_pick(void)
+{
+	unsigned s = atomic_fetch_add_explicit(&g_busy_next, 1, memory_order_relaxed);
+
+	p11p_t_busy = s % P11P_BUSY_SHARDS + 1;
+	return p11p_t_busy;
+}
+
+/* The calls inside: the sum of the shards, each read sequentially consistent. */
+static unsigned long busy_sum(void)
+{
+	unsigned long sum = 0;
+
+	for (size_t i = 0; i < P11P_BUSY_SHARDS; i++)
+		sum += atomic_load(&p11p_g_busy[i].n);
+	return sum;
+}
 /*
  * The global lock's sequence (a seqlock over it, virt.h p11p_read_begin()):
  * odd while a thread holds the global lock, moved on by every p11p_lock() and
@@ -77,7 +104,9 @@ static void atfork_child(void)
 	g_fork_gen++;
 	atomic_store(&g_live, false);
 	atomic_store(&p11p_g_entry, NULL);
-	atomic_store(&p11p_g_busy, 0); /* the parent's calls in flight are not in this process */
+	/* The parent's calls in flight are not in this process. */
+	for (size_t i = 0; i < P11P_BUSY_SHARDS; i++)
+		atomic_store(&p11p_g_busy[i].n, 0);
 	/* This thread, which took both locks, is the only one: no waiter to wake. */
 	pthread_mutex_unlock(&g_wait);
 	atomic_store(&p11p_g_lock_seq, atomic_load(&p11p_g_lock_seq) + 1);
@@ -485,7 +514,7 @@ CK_RV p11p_finalize(CK_VOID_PTR reserved)
 	atomic_store(&p11p_g_entry, NULL);
 	p11p_broadcast_locked();
 	p11p_unlock();
-	while (atomic_load(&p11p_g_busy) > 0)
+	while (busy_sum() != 0)
 		nanosleep(&pause, NULL);
 
 	p11p_lock();

@@ -26,14 +26,15 @@
  * The CLI's writers also take flock(2) on <state_dir>/slots/.lock (order.c)
  * before any of these. Functions named *_locked expect the global lock held.
  * A call on a session takes no lock but the session's: it enters the state
- * (state.c: p11p_g_entry, p11p_g_busy), finds the session (struct p11p_stab) and its
- * last object (struct p11p_session_head's cache, checked against the object and
- * index generations) with atomics alone; each of those says who writes it,
- * under which lock. A new session's member is picked without a lock too
- * (member.c p11p_member_pick(), p11p_read_begin()): opening a session and
- * closing it take the global lock once each, and once more to open a backend
- * session when the slot's backend session pool (guarded by the global lock,
- * struct p11p_vslot be_pool) has none, or to give it a clean one at close.
+ * (state.c: p11p_g_entry, its thread's shard of p11p_g_busy), finds the
+ * session (struct p11p_stab) and its last object (struct p11p_session_head's
+ * cache, checked against the object and index generations) with atomics
+ * alone; each of those says who writes it, under which lock. A new session's
+ * member is picked without a lock too (member.c p11p_member_pick(),
+ * p11p_read_begin()): opening a session and closing it take the global lock
+ * once each, and once more to open a backend session when the slot's backend
+ * session pool (guarded by the global lock, struct p11p_vslot be_pool) has
+ * none, or to give it a clean one at close.
  *
  * Handle spaces: virtual slot ids are the slot's position in the config;
  * session handles start at P11P_SESSION_BASE and object handles at
@@ -43,6 +44,7 @@
 #define P11P_VIRT_H
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -315,17 +317,37 @@ static inline void p11p_unlock(void)
  * p11p_leave(). Neither takes a lock; p11p_enter_locked() is the same, for
  * callers that hold the global lock.
  */
-/* The live state and the count of calls in flight (state.c says how they are used). */
+/*
+ * The live state and the count of calls in flight, in P11P_BUSY_SHARDS shards
+ * of 128 bytes each (state.c says how they are used): a thread counts its
+ * calls in its own shard, so threads calling at once write no common line.
+ */
+#define P11P_BUSY_SHARDS 16
+struct p11p_busy_shard {
+	alignas(128) atomic_ulong n; /* two lines: adjacent-line prefetch pairs them */
+};
 extern P11P_INTERNAL struct p11p_state *_Atomic p11p_g_entry;
-extern P11P_INTERNAL atomic_ulong p11p_g_busy;
+extern P11P_INTERNAL struct p11p_busy_shard p11p_g_busy[P11P_BUSY_SHARDS];
+/* This thread's shard + 1; 0 until its first call (p11p_busy_pick()). */
+extern P11P_INTERNAL _Thread_local unsigned p11p_t_busy __attribute__((tls_model("initial-exec")));
+P11P_INTERNAL unsigned p11p_busy_pick(void);
+static inline atomic_ulong *p11p_busy_mine(void)
+{
+	unsigned s = p11p_t_busy;
+
+	if (s == 0)
+		s = p11p_busy_pick();
+	return &p11p_g_busy[(s - 1) % P11P_BUSY_SHARDS].n;
+}
 static inline struct p11p_state *p11p_enter(void)
 {
+	atomic_ulong *busy = p11p_busy_mine();
 	struct p11p_state *st;
 
-	atomic_fetch_add(&p11p_g_busy, 1);
+	atomic_fetch_add(busy, 1);
 	st = atomic_load(&p11p_g_entry);
 	if (st == NULL)
-		atomic_fetch_sub_explicit(&p11p_g_busy, 1, memory_order_release);
+		atomic_fetch_sub_explicit(busy, 1, memory_order_release);
 	return st;
 }
 static inline struct p11p_state *p11p_enter_locked(void)
@@ -335,7 +357,7 @@ static inline struct p11p_state *p11p_enter_locked(void)
 static inline void p11p_leave(struct p11p_state *st)
 {
 	(void)st;
-	atomic_fetch_sub_explicit(&p11p_g_busy, 1, memory_order_release);
+	atomic_fetch_sub_explicit(p11p_busy_mine(), 1, memory_order_release);
 }
 /*
  * Reading what the global lock guards without taking it (a seqlock over

@@ -8,7 +8,8 @@
  * HAFAULTS_DIRECT=1 the keys are imported on the tokens "m1" and "m2" of
  * MODULE itself (SoftHSM2 or the shim without the proxy): the control runs.
  * CONTROL is the shim's control file, LOG its call log. HAFAULTS_SLOW=1 (valgrind)
- * gives m2 3 times as long to come back in `hungprobe`.
+ * gives m2 3 times as long to come back in `hungprobe`, and holds the signs of
+ * `finflight` twice as long.
  *
  * Cases
  *   restart [SIGNS]       4 threads sign on "ha" (each at least SIGNS, default
@@ -27,6 +28,9 @@
  *                         comes back on slot "hang": m2 must serve again within
  *                         5 s. With `finalize`, C_Finalize must then return
  *                         within 10 s (a thread ends the process at 12 s).
+ *   finflight             3 threads each have a C_Sign on "v-m1" held in the
+ *                         HSM (the shim's `slow`) when C_Finalize is called:
+ *                         it returns only after all three, which succeed.
  *   bufsize SLOT          C_Sign (ECDSA) and C_Encrypt (AES-GCM) with a short
  *                         output buffer, a zero length, a size query.
  *   rehandle [SIGNS]      one session signs SIGNS times (default 3000) on "ha";
@@ -700,6 +704,85 @@ static int case_workersgone(void)
 	return 1;
 }
 
+/*
+ * C_Finalize with application calls in flight on other threads: FF_THREADS
+ * threads, whose first calls come after the main thread's (so that they count
+ * their calls in other shards of the proxy's count of calls inside than the
+ * main thread's, virt.h p11p_enter()), each begin a sign on "v-m1" whose C_Sign
+ * the shim holds for ff_hold_ms; meanwhile the main thread calls C_Finalize. It
+ * must wait for every one of those calls: each returns CKR_OK and a signature
+ * that verifies, before C_Finalize returns.
+ */
+#define FF_THREADS 3
+static unsigned ff_hold_ms = 1500;
+static int ff_begun, ff_ended;
+
+struct ff_thread {
+	pthread_t tid;
+	CK_RV rv;
+	int verified;
+};
+
+static void *ff_main(void *arg)
+{
+	struct ff_thread *t = arg;
+	CK_MECHANISM m = {CKM_ECDSA, NULL, 0};
+	unsigned char hash[32], sig[64];
+	CK_ULONG sig_len = sizeof(sig);
+	CK_SESSION_HANDLE s = sess_must("v-m1", 0);
+	CK_OBJECT_HANDLE key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", NULL);
+
+	RAND_bytes(hash, sizeof(hash));
+	t->rv = f->C_SignInit(s, &m, key);
+	__atomic_add_fetch(&ff_begun, 1, __ATOMIC_SEQ_CST);
+	if (t->rv == CKR_OK)
+		t->rv = f->C_Sign(s, hash, sizeof(hash), sig, &sig_len);
+	t->verified = t->rv == CKR_OK && sig_len == 64 && verify_ec(hash, sig);
+	__atomic_add_fetch(&ff_ended, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int case_finflight(void)
+{
+	struct ff_thread t[FF_THREADS];
+	char rule[64];
+	double t0, took;
+	int ended, good = 0, n = 0;
+	CK_RV rv;
+
+	/* The main thread's session logs the token in for the threads' sessions. */
+	(void)sess_must("v-m1", 1);
+	snprintf(rule, sizeof(rule), "m1 slow %u fn C_Sign\n", ff_hold_ms);
+	control(rule);
+	memset(t, 0, sizeof(t));
+	for (; n < FF_THREADS; n++)
+		if (pthread_create(&t[n].tid, NULL, ff_main, &t[n]) != 0)
+			break;
+	t0 = now_s();
+	while (__atomic_load_n(&ff_begun, __ATOMIC_SEQ_CST) < n && now_s() - t0 < 30)
+		msleep(10);
+	/* Every thread is now inside C_Sign (or about to enter it), held by the shim. */
+	msleep(ff_hold_ms / 2);
+	t0 = now_s();
+	rv = f->C_Finalize(NULL);
+	took = now_s() - t0;
+	ended = __atomic_load_n(&ff_ended, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i].tid, NULL);
+		good += t[i].rv == CKR_OK && t[i].verified;
+	}
+	expect(n == FF_THREADS && rv == CKR_OK && ended == n,
+	       "finflight: C_Finalize waited for the %d signs in flight on other threads (%s "
+	       "after %.2f s; %d of %d signs had returned)",
+	       FF_THREADS, rv_str(rv), took, ended, n);
+	expect(good == n && n == FF_THREADS,
+	       "finflight: the signs in flight returned CKR_OK and verify (%d of %d; first: %s)",
+	       good, n, rv_str(t[0].rv));
+	control("");
+	mod.f = NULL;
+	return 1;
+}
+
 /* --- 4. output buffers --- */
 
 /* A heap block of exactly n bytes (at least 1), so that memory checkers see overruns. */
@@ -1055,8 +1138,10 @@ int main(int argc, char **argv)
 	}
 	direct = e != NULL && strcmp(e, "1") == 0;
 	e = getenv("HAFAULTS_SLOW");
-	if (e != NULL && strcmp(e, "1") == 0)
+	if (e != NULL && strcmp(e, "1") == 0) {
 		back_bound *= 3;
+		ff_hold_ms *= 2;
+	}
 	control_path = argv[2];
 	log_path = argv[3];
 	c = argv[4];
@@ -1077,6 +1162,8 @@ int main(int argc, char **argv)
 		case_bufsize(arg ? arg : "hang");
 	else if (strcmp(c, "workersgone") == 0)
 		finalized = case_workersgone();
+	else if (strcmp(c, "finflight") == 0)
+		finalized = case_finflight();
 	else if (strcmp(c, "rehandle") == 0)
 		case_rehandle(arg ? atol(arg) : 3000);
 	else if (strcmp(c, "findfault") == 0)

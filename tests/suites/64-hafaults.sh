@@ -1,8 +1,9 @@
 # HA faults the application must not see (issue 9), through the fault-injecting shim
 # (tests/progs/hafaults.c): an HSM restarting under load, members failing by turns, a hung
-# member's probe, C_Finalize with a hung call, short output buffers with call_timeout, stale
-# object handles. Checks marked "(control)" run where the property holds (SoftHSM2 or the shim
-# without the proxy, or no fault) and show the harness is sound. HAFAULTS_CASES picks groups
+# member's probe, C_Finalize with a hung call and with calls in flight on other threads, short
+# output buffers with call_timeout, stale object handles. Checks marked "(control)" run where
+# the property holds (SoftHSM2 or the shim without the proxy, or no fault) and show the harness
+# is sound. HAFAULTS_CASES picks groups
 # (control restart alternate hungprobe bufsize rehandle), e.g.
 #   HAFAULTS_CASES=bufsize ONLY=64-hafaults tests/run.sh build valgrind
 mk_tmp
@@ -100,6 +101,8 @@ for c in $cases; do
 				"$limit" "$PROXY_MODULE" hungprobe open
 		hf "hafaults: m1 hangs: m2 probed back up in $back s; C_Finalize returns in 10 s" \
 			"$limit" "$PROXY_MODULE" hungprobe all finalize
+		hf "hafaults: C_Finalize waits for the calls in flight on 3 other threads" \
+			"$limit" "$PROXY_MODULE" finflight
 		;;
 	bufsize)
 		hf "hafaults: short output buffers, call_timeout slot: CKR_BUFFER_TOO_SMALL, no overrun" \

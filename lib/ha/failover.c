@@ -21,27 +21,23 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 	CK_SESSION_INFO si;
 	unsigned long gen = atomic_load(&m->handle_gen);
 	CK_RV rv = CKR_OK;
-	bool done, same_gen, has_pin;
-	unsigned long login_gen = 0;
+	bool done, has_pin;
+	unsigned long login_gen = 0; /* unused: the token is asked */
 	size_t len;
 
 	p11p_lock();
 	user = p11p_vslot_login_locked(vs);
 	done = p11p_vslot_logged_in_locked(vs, m->index, &login_gen);
-	same_gen = login_gen == gen;
 	p11p_unlock();
 	if (user == P11P_NO_USER)
 		return CKR_OK;
 	/*
-	 * Logged in there already, as far as the proxy knows. The only member of
-	 * a slot that kept its sessions since is (the application holds one). On
-	 * a slot with several members the new session says whether the token
-	 * still is: it logs out with its last session, which may have been on
-	 * another member's side of the slot, and an HSM that restarted has
-	 * forgotten the login before any call of ours may have seen it.
+	 * Logged in there already, as far as the proxy knows: the new session
+	 * says whether the token still is. On a slot with several members it
+	 * logs out with its last session, which may have been on another
+	 * member's side of the slot; and an HSM that restarted has forgotten the
+	 * login before any call of ours may have seen it (one member or several).
 	 */
-	if (done && p11p_vhead(vs)->n_members == 1 && same_gen)
-		return CKR_OK;
 	if (done && p11p_be_C_GetSessionInfo(&m->ctx, bs, &si) == CKR_OK &&
 	    si.state != CKS_RO_PUBLIC_SESSION && si.state != CKS_RW_PUBLIC_SESSION)
 		goto logged_in;

@@ -541,14 +541,19 @@ static struct p11p_session *session_new(struct p11p_vslot *vs, struct p11p_membe
 
 /*
  * Must a new session on member m go through the login replay (ha/failover.c)?
- * When the slot is logged in and the member is not yet; and, on a slot with
- * several members or on a member that lost its sessions since the login, to
- * check the token still is. Usually not: the session is then made at once.
+ * When the slot is logged in and the member is not yet; and, to check the
+ * token still is, for a session just opened on the token (`fresh`: an HSM
+ * that restarted has forgotten the login before any call of ours may have
+ * seen it, and the new session is then public), on a slot with several
+ * members, or on a member that lost its sessions since the login. A pooled
+ * session of the same generation on a one-member slot is made at once: it
+ * was logged in, and a restart since is met by its first call.
  */
-static bool login_pending_locked(const struct p11p_vslot *vs, const struct p11p_member *m)
+static bool login_pending_locked(const struct p11p_vslot *vs, const struct p11p_member *m,
+                                 bool fresh)
 {
 	return vs->login != P11P_NO_USER &&
-	       (!(vs->logged_in & (1U << m->index)) || vs->head.n_members > 1 ||
+	       (fresh || !(vs->logged_in & (1U << m->index)) || vs->head.n_members > 1 ||
 	        vs->login_gen[m->index] != atomic_load(&m->handle_gen));
 }
 
@@ -599,7 +604,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 		}
 		/* Logged in on the slot: the new session is too (login_pending_locked). */
 		if (rv == CKR_OK) {
-			if (!login_pending_locked(vs, m))
+			if (!login_pending_locked(vs, m, !from_pool))
 				goto add_locked;
 			p11p_unlock();
 			rv = p11p_hook_replay_login(vs, m, bs);

@@ -35,6 +35,9 @@
  *                         output buffer, a zero length, a size query.
  *   rehandle [SIGNS]      one session signs SIGNS times (default 3000) on "ha";
  *                         m1's object handles go stale (`rehandle`) 3 times.
+ *   unseenrestart         m1 restarts under a held logged-in session of the
+ *                         one-member slot "v-m1"; a session opened then is
+ *                         logged in (finds and signs with its private key).
  *   findfault [READS]     m1 answers a find on "ha", then fails the first or
  *                         a later of READS reads of what it found (default 2):
  *                         the key is found (on m2) and signs, also once m1 is
@@ -1024,6 +1027,38 @@ static void case_findfault(int reads)
 	}
 }
 
+/*
+ * 7. An HSM restart the proxy has not seen, on a one-member slot: the
+ * application holds a logged-in session, m1 restarts (`drop`: every session
+ * closed, the token logged out), and the application opens a new session
+ * before any call has met the loss. The new session is logged in, as the
+ * application's others are: its private key is found and signs.
+ */
+static void case_unseenrestart(void)
+{
+	CK_SESSION_HANDLE held = sess_must("v-m1", 1), s;
+	CK_SESSION_INFO si;
+	CK_OBJECT_HANDLE key;
+	CK_RV rv;
+	int ok = 0;
+
+	control("m1 drop\n");
+	s = sess_must("v-m1", 0); /* no C_Login: the application is logged in */
+	rv = f->C_GetSessionInfo(s, &si);
+	expect(rv == CKR_OK && si.state == CKS_RW_USER_FUNCTIONS,
+	       "unseenrestart: the session opened after m1's restart is logged in (%s, state %lu)",
+	       rv_str(rv), rv == CKR_OK ? (unsigned long)si.state : 0UL);
+	key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", &rv);
+	expect(key != 0, "unseenrestart: its private key is found (%s)", rv_str(rv));
+	if (key != 0) {
+		rv = sign_ec(s, key, &ok);
+		expect(rv == CKR_OK && ok, "unseenrestart: and signs (%s)", rv_str(rv));
+	}
+	control("");
+	f->C_CloseSession(s);
+	f->C_CloseSession(held);
+}
+
 /* CKR_KEY_HANDLE_INVALID, or CKR_OBJECT_HANDLE_INVALID (SoftHSM2's answer), for a key. */
 static int key_invalid(CK_RV rv)
 {
@@ -1166,6 +1201,8 @@ int main(int argc, char **argv)
 		finalized = case_finflight();
 	else if (strcmp(c, "rehandle") == 0)
 		case_rehandle(arg ? atol(arg) : 3000);
+	else if (strcmp(c, "unseenrestart") == 0)
+		case_unseenrestart();
 	else if (strcmp(c, "findfault") == 0)
 		case_findfault(arg ? atoi(arg) : 2);
 	else if (strcmp(c, "badhandle") == 0)

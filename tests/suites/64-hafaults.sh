@@ -123,6 +123,8 @@ for c in $cases; do
 		P11PROXY_CONF=$TMP/proxy-novk.yaml hf \
 			"hafaults: the same without virtual keys: the handle found works after m1 fails" \
 			"$limit" "$PROXY_MODULE" findfault 1
+		hf "hafaults: a one-member slot's HSM restarts unseen: a session opened then is logged in" \
+			"$limit" "$PROXY_MODULE" unseenrestart
 		;;
 	*)
 		fail "hafaults: unknown case $c"

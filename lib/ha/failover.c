@@ -22,12 +22,11 @@ CK_RV p11p_replay_login(struct p11p_vslot *vs, struct p11p_member *m, CK_SESSION
 	unsigned long gen = atomic_load(&m->handle_gen);
 	CK_RV rv = CKR_OK;
 	bool done, has_pin;
-	unsigned long login_gen = 0; /* unused: the token is asked */
 	size_t len;
 
 	p11p_lock();
 	user = p11p_vslot_login_locked(vs);
-	done = p11p_vslot_logged_in_locked(vs, m->index, &login_gen);
+	done = p11p_vslot_logged_in_locked(vs, m->index, NULL);
 	p11p_unlock();
 	if (user == P11P_NO_USER)
 		return CKR_OK;

@@ -33,6 +33,8 @@ VERSION := $(shell sed -n 's/^\#define P11PROXY_VERSION_MAJOR //p' include/p11pr
 
 # Build directory: `make O=build-asan EXTRA_CFLAGS=...` builds a variant beside the default.
 O ?= build
+# Parallel jobs for the builds the test targets make (the suites themselves run one at a time).
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 PKGS := p11-kit-1 yaml-0.1 libcrypto sqlite3 libpq
@@ -166,18 +168,18 @@ deps:
 
 # The README's test command: installs what it needs, builds, runs every suite.
 check: deps
-	$(MAKE) tests
+	$(MAKE) -j$(JOBS) tests
 	tests/run.sh $(O) normal
 
 # The sanitizer build is the strict test build: a violated precondition aborts (base/log.h).
 check-asan: deps
-	$(MAKE) O=build-asan CFLAGS="-O1 -g" \
+	$(MAKE) -j$(JOBS) O=build-asan CFLAGS="-O1 -g" \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DP11P_STRICT" \
 		EXTRA_LDFLAGS="-fsanitize=address,undefined" tests
 	tests/run.sh build-asan asan
 
 valgrind: deps
-	$(MAKE) tests
+	$(MAKE) -j$(JOBS) tests
 	tests/run.sh $(O) valgrind
 
 # Wall-clock figures (bench/run.sh), then instructions per call under callgrind

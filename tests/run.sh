@@ -51,5 +51,6 @@ if [ "$failed" -ne 0 ]; then
 fi
 echo "--- seconds per suite ($MODE), slowest first:"
 sort -k2,2nr "$RESULTS.times" | head -n 8 | awk '{printf "  %-22s %5d\n", $1, $2}'
+awk '{t += $2} END {printf "  %-22s %5d\n", "(all suites)", t}' "$RESULTS.times"
 echo "$MODE: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

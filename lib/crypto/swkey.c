@@ -16,7 +16,10 @@
  * operation and caching one keyed context per key (P11P_SWKEY_CACHE_CTX);
  * the figures are in bench/README.md.
  * Asymmetric private keys are EVP_PKEYs whose private parts OpenSSL puts in
- * its secure heap (see p11p_swkey_secure_heap_used() in the header).
+ * its secure heap (see p11p_swkey_secure_heap_used() in the header). An EC
+ * private key keeps up to two raw ECDSA signing contexts ready between
+ * operations (swkey_int.h sign_cache): they hold a reference on the key and
+ * nothing derived from it, and save a context and a fetch per signature.
  */
 /* RSA_*: the engine's own RSA private keys (swkey_int.h). */
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -100,6 +103,8 @@ static struct p11p_swkey *key_alloc(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, unsig
 	key->flags = flags & (P11P_SWKEY_SENSITIVE | P11P_SWKEY_EXTRACTABLE | P11P_SWKEY_CACHE_CTX);
 	for (int i = 0; i < SW_CACHE_N; i++)
 		atomic_init(&key->cache[i], NULL);
+	for (int i = 0; i < SW_SIGN_CACHE; i++)
+		atomic_init(&key->sign_cache[i], NULL);
 	for (int d = 0; d < 3; d++)
 		atomic_init(&key->hmac_keyed[d], NULL);
 	return key;
@@ -110,6 +115,8 @@ static void key_destroy(struct p11p_swkey *key)
 	/* Freeing an OpenSSL cipher context cleanses its key schedule. */
 	for (int i = 0; i < SW_CACHE_N; i++)
 		EVP_CIPHER_CTX_free(atomic_exchange(&key->cache[i], NULL));
+	for (int i = 0; i < SW_SIGN_CACHE; i++)
+		EVP_PKEY_CTX_free(atomic_exchange(&key->sign_cache[i], NULL));
 	for (int d = 0; d < 3; d++)
 		p11p_secret_free(atomic_exchange(&key->hmac_keyed[d], NULL)); /* wipes */
 	EVP_CIPHER_free(key->gcm);

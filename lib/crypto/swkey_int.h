@@ -21,6 +21,16 @@ enum sw_cache {
 	SW_CACHE_N,
 };
 
+/*
+ * Raw ECDSA signing contexts (EVP_PKEY_CTX initialised for EVP_PKEY_sign) an
+ * EC private key keeps ready between operations, whatever its flags: they
+ * hold a reference on the key, whose scalar is in OpenSSL's secure heap, and
+ * no key-derived data of their own. Two, so that two threads signing with
+ * one key each find one. (Not Ed25519: OpenSSL 3.0 keeps an Ed25519 private
+ * key's seed in ordinary heap, so a signing key lives for one operation.)
+ */
+#define SW_SIGN_CACHE 2
+
 /* A SHA-2 state: SHA-256 (s256), or SHA-384 and SHA-512 (s512). */
 union sw_sha_ctx {
 	SHA256_CTX s256;
@@ -66,6 +76,8 @@ struct p11p_swkey {
 	EVP_CIPHER *gcm, *cbc, *ctr;
 	/* Ready keyed cipher contexts; used only with P11P_SWKEY_CACHE_CTX. */
 	_Atomic(void *) cache[SW_CACHE_N];
+	/* Ready ECDSA signing contexts (SW_SIGN_CACHE above), taken and given back by exchange. */
+	_Atomic(EVP_PKEY_CTX *) sign_cache[SW_SIGN_CACHE];
 	/*
 	 * Secret keys: per digest (0 SHA-256, 1 SHA-384, 2 SHA-512) a p11p_secret
 	 * holding a struct sw_hmac_keyed, computed at the digest's first HMAC

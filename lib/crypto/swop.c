@@ -89,6 +89,7 @@ struct p11p_swop {
 	EVP_MD_CTX *mdctx;  /* hash-and-sign, EdDSA */
 	EVP_PKEY_CTX *pctx; /* raw mechanisms (owned); hash ones: owned by mdctx */
 	EVP_PKEY *signing;  /* a private EVP_PKEY for this operation only (Ed25519, RSA) */
+	bool sign_kept;     /* pctx may go to the key's sign_cache (raw ECDSA signing) */
 	/* RSA sign and decrypt on the key's own RSA (key->rsa, swkey_int.h). */
 	bool own_rsa;
 	EVP_MD *md, *mgf_md;  /* hash (PSS, OAEP, hash-and-sign), MGF1's */
@@ -637,6 +638,46 @@ static CK_RV oaep_setup(struct p11p_swop *op, const CK_MECHANISM *mech)
 	return CKR_OK;
 }
 
+/* A ready ECDSA signing context from the key's cache (swkey_int.h sign_cache), or NULL. */
+static EVP_PKEY_CTX *sign_take(struct p11p_swkey *key)
+{
+	for (int i = 0; i < SW_SIGN_CACHE; i++) {
+		EVP_PKEY_CTX *ctx;
+
+		/* Looked at before it is written: an empty slot's line stays shared. */
+		if (atomic_load_explicit(&key->sign_cache[i], memory_order_relaxed) == NULL)
+			continue;
+		if ((ctx = atomic_exchange(&key->sign_cache[i], NULL)) != NULL)
+			return ctx;
+	}
+	return NULL;
+}
+
+/* True when the key's cache took ctx. */
+static bool sign_give(struct p11p_swkey *key, EVP_PKEY_CTX *ctx)
+{
+	for (int i = 0; i < SW_SIGN_CACHE; i++) {
+		EVP_PKEY_CTX *expected = NULL;
+
+		if (atomic_compare_exchange_strong(&key->sign_cache[i], &expected, ctx))
+			return true;
+	}
+	return false;
+}
+
+/* Raw ECDSA signing: a context the key keeps ready, else a new one that may go there at the end. */
+static CK_RV ecdsa_sign_ctx(struct p11p_swop *op)
+{
+	op->sign_kept = true;
+	op->pctx = sign_take(op->key);
+	if (op->pctx != NULL)
+		return CKR_OK;
+	op->pctx = EVP_PKEY_CTX_new_from_pkey(p11p_ossl_ctx(), op->key->pkey, NULL);
+	if (op->pctx == NULL)
+		return CKR_HOST_MEMORY;
+	return EVP_PKEY_sign_init(op->pctx) > 0 ? CKR_OK : CKR_GENERAL_ERROR;
+}
+
 static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHANISM_TYPE hash)
 {
 	OSSL_LIB_CTX *lib = p11p_ossl_ctx();
@@ -692,6 +733,8 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 		md = md_name(hash, &hlen);
 		break;
 	}
+	if (sign && op->fam == FAM_ECDSA)
+		return ecdsa_sign_ctx(op);
 	/* The key's own RSA (no copy: it caches no private Montgomery context). */
 	if (key->type == CKK_RSA && key->rsa != NULL &&
 	    (op->kind == P11P_SWOP_SIGN || op->kind == P11P_SWOP_DECRYPT)) {
@@ -846,6 +889,9 @@ static void op_cleanup(struct p11p_swop *op)
 		return;
 	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
 		EVP_CIPHER_CTX_free(op->cctx);
+	/* An ECDSA signing context that signed goes back to the key (no key-derived data in it). */
+	if (op->sign_kept && op->clean && sign_give(op->key, op->pctx))
+		op->pctx = NULL;
 	if (op->fam == FAM_HMAC)
 		OPENSSL_cleanse(&op->hw, sizeof(op->hw));
 	EVP_MD_CTX_free(op->mdctx);

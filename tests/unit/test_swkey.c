@@ -960,6 +960,17 @@ static void ecdsa_cross(struct p11p_swkey *priv, size_t n)
 		ck_assert_int_eq(p11p_swkey_sign(priv, &m, hash, 0, sig, &len), CKR_DATA_LEN_RANGE);
 		len = sizeof(sig);
 		ck_assert_int_eq(p11p_swkey_sign(priv, &m, der, 65, sig, &len), CKR_DATA_LEN_RANGE);
+		/* Signing again: on the context the key kept ready (swop.c ecdsa_sign_ctx). */
+		for (int r = 0; r < 3; r++) {
+			len = sizeof(sig);
+			ck_assert_int_eq(p11p_swkey_sign(priv, &m, hash, hl, sig, &len), CKR_OK);
+			ck_assert_uint_eq(len, 2 * n);
+			dl = (size_t)raw_to_der(sig, n, der);
+			pc = EVP_PKEY_CTX_new(opub, NULL);
+			ck_assert(EVP_PKEY_verify_init(pc) == 1);
+			ck_assert(EVP_PKEY_verify(pc, der, dl, hash, hl) == 1);
+			EVP_PKEY_CTX_free(pc);
+		}
 		ck_assert_int_eq(p11p_swop_init(priv, P11P_SWOP_SIGN, &m, &op), CKR_OK);
 		ck_assert_int_eq(p11p_swop_update(op, hash, hl, NULL, NULL),
 		                 CKR_FUNCTION_NOT_SUPPORTED);
@@ -1480,11 +1491,16 @@ static void *worker(void *arg)
 		    p11p_swkey_verify(t->hmac, &h, pt, 100, sig, len) != CKR_OK)
 			t->failures++;
 		if (i % 10 == 0) {
-			CK_MECHANISM ed = {CKM_EDDSA, NULL, 0};
+			CK_MECHANISM ed = {CKM_EDDSA, NULL, 0}, raw = {CKM_ECDSA, NULL, 0};
 
 			len = sizeof(sig);
 			if (p11p_swkey_sign(t->ec, &e, pt, 100, sig, &len) != CKR_OK ||
 			    p11p_swkey_verify(t->ec, &e, pt, 100, sig, len) != CKR_OK)
+				t->failures++;
+			len = sizeof(sig);
+			/* raw: the key's kept signing contexts, taken by both threads */
+			if (p11p_swkey_sign(t->ec, &raw, pt, 32, sig, &len) != CKR_OK ||
+			    p11p_swkey_verify(t->ec, &raw, pt, 32, sig, len) != CKR_OK)
 				t->failures++;
 			len = sizeof(sig);
 			if (p11p_swkey_sign(t->ed, &ed, pt, 100, sig, &len) != CKR_OK ||

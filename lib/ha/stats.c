@@ -423,8 +423,8 @@ bool p11p_stats_alive(long pid, unsigned long long start)
 /*
  * One writer per process. pid says which process the rest belongs to: a
  * forked child starts afresh at its own C_Initialize, freeing what the
- * parent's writer held unless the parent was writing at the fork (busy set:
- * then it may be half-updated, and is left alone).
+ * parent's writer held, also when the parent was writing at the fork (busy
+ * set): p11p_stats_poll keeps every buffer it holds reachable from here.
  */
 static struct {
 	atomic_flag busy; /* a thread is writing (probe thread, or inline probes) */
@@ -432,6 +432,7 @@ static struct {
 	_Atomic unsigned long long next_ms;
 	struct p11p_stats *snap; /* the counts copied (big: kept) */
 	char *last;              /* the text written last */
+	char *pending; /* the text being written (the writer's, so that a fork loses none) */
 	size_t last_len;
 	bool wrote;       /* the file exists (ours) */
 	pid_t logged_pid; /* the process that said it cannot write (once per process) */
@@ -450,7 +451,18 @@ void p11p_stats_start(struct p11p_state *st)
 	if (!atomic_flag_test_and_set(&w.busy)) {
 		p11p_free(w.last);
 		p11p_free(w.snap);
+	} else {
+		/*
+		 * A child forked while the parent was writing (p11p_stats_poll):
+		 * every pointer the writer holds is to a live block at every step of
+		 * it (never to one freed), so all go; the text being written too.
+		 */
+		p11p_free(w.snap);
+		if (w.pending != w.last)
+			p11p_free(w.pending);
+		p11p_free(w.last);
 	}
+	w.pending = NULL;
 	w.pid = 0;
 	w.snap = NULL;
 	w.last = NULL;
@@ -574,14 +586,25 @@ unsigned long long p11p_stats_poll(struct p11p_state *st)
 	next = now + P11P_STATS_INTERVAL_MS;
 	snapshot(st, w.snap);
 	text = p11p_stats_format(w.snap, &len);
+	/*
+	 * A child forked at any point of this frees what w points to
+	 * (p11p_stats_start): the stores are kept in this order (the compiler
+	 * fences), so that w never points to a freed block.
+	 */
+	w.pending = text;
+	atomic_signal_fence(memory_order_seq_cst);
 	if (text != NULL &&
 	    (w.last == NULL || len != w.last_len || memcmp(text, w.last, len) != 0)) {
 		if (write_file(text, len) == 0) {
-			p11p_free(w.last);
+			char *old = w.last;
+
 			w.last = text;
 			w.last_len = len;
 			w.wrote = true;
+			w.pending = NULL;
 			text = NULL;
+			atomic_signal_fence(memory_order_seq_cst);
+			p11p_free(old);
 		} else {
 			if (errno != ENOENT && w.logged_pid != w.pid) {
 				w.logged_pid = w.pid;
@@ -593,6 +616,8 @@ unsigned long long p11p_stats_poll(struct p11p_state *st)
 			next = now + RETRY_MS;
 		}
 	}
+	w.pending = NULL;
+	atomic_signal_fence(memory_order_seq_cst);
 	p11p_free(text);
 	atomic_store(&w.next_ms, next);
 	atomic_flag_clear(&w.busy);

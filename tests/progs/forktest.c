@@ -1,5 +1,5 @@
 /*
- * forktest [--expect-fork-reinit] MODULE TOKEN_LABEL PIN
+ * forktest [--expect-fork-reinit] [--stall-stats STATE_DIR] MODULE TOKEN_LABEL PIN
  *
  * Fork behaviour of a PKCS#11 module (2.40 section 6.7.7: a child process
  * must call C_Initialize before using the library). The parent initializes,
@@ -13,8 +13,20 @@
  *   - child 2: exits at once without touching the module.
  * The parent waits for both, checks their status, then signs again with its
  * own session, which must still work. Exit 0 when everything held.
+ *
+ * --stall-stats STATE_DIR (the proxy's state_dir): child 1 is forked while
+ * the module's statistics writer is inside its write (stats.c, busy set):
+ * a FIFO at the writer's temporary file makes its open wait for a reader,
+ * and the parent forks once a thread of it waits there (its wchan), then
+ * opens the FIFO to let the writer go on. Child 1's C_Initialize must then
+ * take the parent's buffers over without losing them (a leak checker in the
+ * child, valgrind or LeakSanitizer, fails it otherwise).
  */
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -157,6 +169,79 @@ static int wait_child(pid_t pid, const char *what)
 	return 0;
 }
 
+static char fifo[4096];
+
+/* The FIFO at this process's statistics temporary file (stats.c: <dir>/stats/.<pid>.tmp). */
+static int stall_make(const char *state_dir)
+{
+	char dir[2048];
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/stats", state_dir) >= sizeof(dir))
+		return 0;
+	snprintf(fifo, sizeof(fifo), "%s/.%ld.tmp", dir, (long)getpid());
+	if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || mkfifo(fifo, 0600) != 0) {
+		perror(fifo);
+		fifo[0] = '\0';
+		return 0;
+	}
+	return 1;
+}
+
+/* True once a thread of this process waits in open(2) for the FIFO's reader (up to 60 s). */
+static int stall_reached(void)
+{
+	for (int i = 0; i < 600; i++) {
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *e;
+		int found = 0;
+
+		while (d != NULL && (e = readdir(d)) != NULL) {
+			char path[300], wchan[64] = "";
+			FILE *f;
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "/proc/self/task/%s/wchan", e->d_name);
+			if ((f = fopen(path, "r")) != NULL) {
+				found |= fgets(wchan, sizeof(wchan), f) != NULL &&
+				         strstr(wchan, "wait_for_partner") != NULL;
+				fclose(f);
+			}
+		}
+		if (d != NULL)
+			closedir(d);
+		if (found)
+			return 1;
+		usleep(100 * 1000);
+	}
+	return 0;
+}
+
+/* Lets the writer go: reads the FIFO until the writer closes it (up to 30 s). */
+static void stall_release(void)
+{
+	char buf[4096];
+	int fd;
+
+	if (fifo[0] == '\0')
+		return;
+	fd = open(fifo, O_RDONLY | O_NONBLOCK);
+	fifo[0] = '\0';
+	if (fd < 0)
+		return;
+	for (int i = 0; i < 3000; i++) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n == 0)
+			break; /* the writer closed it (and renamed it to its statistics file) */
+		if (n < 0 && errno != EAGAIN)
+			break;
+		if (n < 0)
+			usleep(10 * 1000);
+	}
+	close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	struct testmod tm;
@@ -164,17 +249,25 @@ int main(int argc, char **argv)
 	CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
 	CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
 	int expect_reinit = 0, ok = 1, argi = 1;
+	const char *stall_dir = NULL;
 	pid_t pid;
 	CK_RV rv;
 
-	if (argc > 1 && strcmp(argv[1], "--expect-fork-reinit") == 0) {
+	if (argc > argi && strcmp(argv[argi], "--expect-fork-reinit") == 0) {
 		expect_reinit = 1;
 		argi++;
 	}
+	if (argc > argi + 1 && strcmp(argv[argi], "--stall-stats") == 0) {
+		stall_dir = argv[argi + 1];
+		argi += 2;
+	}
 	if (argc - argi != 3) {
-		fprintf(stderr, "usage: forktest [--expect-fork-reinit] MODULE TOKEN_LABEL PIN\n");
+		fprintf(stderr, "usage: forktest [--expect-fork-reinit] [--stall-stats STATE_DIR] "
+		                "MODULE TOKEN_LABEL PIN\n");
 		return 2;
 	}
+	if (stall_dir != NULL && !stall_make(stall_dir))
+		return 1;
 	setvbuf(stdout, NULL, _IONBF, 0);
 	snprintf(label, sizeof(label), "forktest-%ld-%ld", (long)getpid(), (long)time(NULL));
 	if (!testmod_load(&tm, argv[argi]))
@@ -205,6 +298,11 @@ int main(int argc, char **argv)
 	}
 	ok &=
 	    expect("parent", "sign + verify before fork", sign_verify(tm.f, s, priv, pub), CKR_OK);
+	if (stall_dir != NULL && !stall_reached()) {
+		printf("parent: FAIL the statistics writer never waited at %s\n", fifo);
+		ok = 0;
+		goto out;
+	}
 
 	pid = fork();
 	if (pid < 0) {
@@ -215,6 +313,7 @@ int main(int argc, char **argv)
 	if (pid == 0)
 		_exit(child(&tm, argv[argi + 1], argv[argi + 2], s, expect_reinit) ? 0 : 1);
 	ok &= wait_child(pid, "child 1 (re-initializes and signs)");
+	stall_release();
 	ok &= expect("parent", "sign + verify after child 1", sign_verify(tm.f, s, priv, pub),
 	             CKR_OK);
 
@@ -230,6 +329,7 @@ int main(int argc, char **argv)
 	ok &= expect("parent", "sign + verify after child 2", sign_verify(tm.f, s, priv, pub),
 	             CKR_OK);
 out:
+	stall_release(); /* C_Finalize waits for the writer */
 	if (pub != CK_INVALID_HANDLE)
 		ok &= expect("parent", "destroy public key", tm.f->C_DestroyObject(s, pub), CKR_OK);
 	if (priv != CK_INVALID_HANDLE)

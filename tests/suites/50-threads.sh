@@ -59,6 +59,11 @@ thr_main() {
 		"$thr_prog" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $iter
 	thr_run "forktest: through proxy (child must re-initialize)" \
 		"$thr_fork" --expect-fork-reinit "$PROXY_MODULE" v-m1 "$TEST_USER_PIN"
+	# The child forked while the parent's statistics writer is mid-write (held at a FIFO):
+	# its C_Initialize takes the parent's buffers over, none lost (valgrind, LeakSanitizer).
+	thr_run "forktest: forked mid-write of the statistics file, the child loses no buffer" \
+		"$thr_fork" --expect-fork-reinit --stall-stats "$TMP" "$PROXY_MODULE" v-m1 \
+		"$TEST_USER_PIN"
 	thr_run "sessions: shared by $n threads, opened and closed at once, ${secs} s, through proxy" \
 		"$thr_sess" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $secs
 }

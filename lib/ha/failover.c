@@ -125,8 +125,14 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		/* Every member is down: one may have come back since it was marked. */
 		if (next == NULL)
 			next = p11p_member_revive(c->st, vs);
+		/*
+		 * None answered its probe. Members failing by turns may each have
+		 * been probed in its own bad moment (the first one just before it
+		 * came back, the next one just after it went): another round, while
+		 * the call has attempts left (ha.retries).
+		 */
 		if (next == NULL)
-			break;
+			continue;
 		r = session_on(c, next);
 		if (r == CKR_OK) {
 			p11p_debug(P11P_DBG_SESSION, "session 0x%lx moved to member '%s'",

@@ -46,6 +46,9 @@
  *                         before and after m1's handles go stale.
  *   shimrehandle          the shim's `rehandle` rule itself (run on the shim
  *                         directly, HAFAULTS_DIRECT=1).
+ *   revive                both members of slot "slowprobe" down; the call's
+ *                         revival probes m1 before it is back and m2 after
+ *                         it went: the call tries another round and signs.
  * Prints "ok ..." / "FAIL ..."; exit 1 on failure.
  */
 #include "../tests/progs/testmod.h"
@@ -1059,6 +1062,56 @@ static void case_unseenrestart(void)
 	f->C_CloseSession(held);
 }
 
+/*
+ * Members failing by turns, met inside one revival (slot "slowprobe": no
+ * background probe for an hour, so only the call's own revival probes).
+ * m1 fails the session's C_SignInit, then m2 fails its new session: both are
+ * down for the proxy. The call's revival probes m1 while it still fails, then
+ * m2, whose probe (C_GetSlotInfo, as the revival finds the token) the shim
+ * holds 1 s before failing it; m1 comes back meanwhile (at 0.5 s). The call must try another round while it has
+ * attempts left (ha.retries, 3) and sign on m1, not give up after one.
+ */
+static void *revive_switch(void *arg)
+{
+	(void)arg;
+	msleep(500);
+	control("m2 slow 1000 fn C_GetSlotInfo\nm2 fail CKR_DEVICE_ERROR\n");
+	return NULL;
+}
+
+static void case_revive(void)
+{
+	CK_SESSION_HANDLE s = sess_must("slowprobe", 1);
+	CK_OBJECT_HANDLE key;
+	pthread_t t;
+	long mark, m1_probes, m2_probes, signs_m1;
+	int ok = 0;
+	CK_RV rv;
+
+	key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", &rv);
+	expect(key != 0 && sign_ec(s, key, &ok) == CKR_OK && ok,
+	       "revive: the key signs on slot slowprobe before the faults (%s)", rv_str(rv));
+	mark = log_lines();
+	control("m2 slow 1000 fn C_GetSlotInfo\nm2 fail CKR_DEVICE_ERROR\n"
+	        "m1 fail CKR_DEVICE_ERROR\n");
+	pthread_create(&t, NULL, revive_switch, NULL);
+	ok = 0;
+	rv = sign_ec(s, key, &ok);
+	pthread_join(t, NULL);
+	m1_probes = log_count(mark, "C_GetSlotInfo m1 CKR_DEVICE_ERROR", NULL);
+	m2_probes = log_count(mark, "C_GetSlotInfo m2 CKR_DEVICE_ERROR", NULL);
+	signs_m1 = log_count(mark, "C_Sign m1 CKR_OK", NULL);
+	expect(rv == CKR_OK && ok,
+	       "revive: both members down, m1 back during the revival's probe of m2: the call "
+	       "signs (%s)",
+	       rv_str(rv));
+	expect(m1_probes >= 1 && m2_probes >= 1 && signs_m1 >= 1,
+	       "revive: harness: m1's token failed %ld probes, m2's %ld; signs on m1: %ld",
+	       m1_probes, m2_probes, signs_m1);
+	control("");
+	f->C_CloseSession(s);
+}
+
 /* CKR_KEY_HANDLE_INVALID, or CKR_OBJECT_HANDLE_INVALID (SoftHSM2's answer), for a key. */
 static int key_invalid(CK_RV rv)
 {
@@ -1209,6 +1262,8 @@ int main(int argc, char **argv)
 		case_badhandle(arg ? arg : "ha");
 	else if (strcmp(c, "shimrehandle") == 0)
 		case_shimrehandle();
+	else if (strcmp(c, "revive") == 0)
+		case_revive();
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

@@ -26,6 +26,11 @@ hf_member() {
 	printf '    members:\n'
 	hf_member m1
 	hf_member m2
+	printf '  - label: slowprobe\n'
+	printf '    ha: { probe_interval: 3600s, single_member_keys: true }\n'
+	printf '    members:\n'
+	hf_member m1
+	hf_member m2
 	printf '  - label: v-m1\n    members:\n'
 	hf_member m1
 	printf '  - label: v-m2\n    members:\n'
@@ -94,6 +99,8 @@ for c in $cases; do
 	alternate)
 		hf "hafaults: m1, m2 fail by turns (never both) for ${secs} s under load: 0 errors" \
 			"$limit" "$PROXY_MODULE" alternate "$secs"
+		hf "hafaults: both down, m1 back during the revival's probe of m2: another round signs" \
+			"$limit" "$PROXY_MODULE" revive
 		;;
 	hungprobe)
 		[ "$MODE" = valgrind ] ||

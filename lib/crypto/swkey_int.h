@@ -77,7 +77,7 @@ struct p11p_swkey {
 	/* Ready keyed cipher contexts; used only with P11P_SWKEY_CACHE_CTX. */
 	_Atomic(void *) cache[SW_CACHE_N];
 	/* Ready ECDSA signing contexts (SW_SIGN_CACHE above), taken and given back by exchange. */
-	_Atomic(EVP_PKEY_CTX *) sign_cache[SW_SIGN_CACHE];
+	_Atomic(void *) sign_cache[SW_SIGN_CACHE];
 	/*
 	 * Secret keys: per digest (0 SHA-256, 1 SHA-384, 2 SHA-512) a p11p_secret
 	 * holding a struct sw_hmac_keyed, computed at the digest's first HMAC

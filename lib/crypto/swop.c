@@ -240,21 +240,46 @@ static bool type_fits(enum family fam, const struct p11p_swkey *key)
 
 /* ---- symmetric set-up ------------------------------------------------------------- */
 
+/*
+ * Ready contexts kept in n atomic slots: taken and given back by exchange,
+ * an empty slot looked at before it is written (its line stays shared).
+ */
+static void *ready_take(_Atomic(void *) *slots, int n)
+{
+	for (int i = 0; i < n; i++) {
+		void *ctx;
+
+		if (atomic_load_explicit(&slots[i], memory_order_relaxed) == NULL)
+			continue;
+		if ((ctx = atomic_exchange(&slots[i], NULL)) != NULL)
+			return ctx;
+	}
+	return NULL;
+}
+
+/* True when a slot took ctx. */
+static bool ready_give(_Atomic(void *) *slots, int n, void *ctx)
+{
+	for (int i = 0; i < n && ctx != NULL; i++) {
+		void *expected = NULL;
+
+		if (atomic_compare_exchange_strong(&slots[i], &expected, ctx))
+			return true;
+	}
+	return false;
+}
+
 static void *cache_take(struct p11p_swkey *key, int slot)
 {
 	if (!(key->flags & P11P_SWKEY_CACHE_CTX))
 		return NULL;
-	return atomic_exchange(&key->cache[slot], NULL);
+	return ready_take(&key->cache[slot], 1);
 }
 
 /* True when the cache took ctx. */
 static bool cache_give(struct p11p_swkey *key, int slot, void *ctx)
 {
-	void *expected = NULL;
-
-	if (!(key->flags & P11P_SWKEY_CACHE_CTX) || ctx == NULL)
-		return false;
-	return atomic_compare_exchange_strong(&key->cache[slot], &expected, ctx);
+	return (key->flags & P11P_SWKEY_CACHE_CTX) && ready_give(&key->cache[slot], 1, ctx);
 }
 
 static CK_RV gcm_setup(struct p11p_swop *op, const CK_MECHANISM *mech)
@@ -638,38 +663,11 @@ static CK_RV oaep_setup(struct p11p_swop *op, const CK_MECHANISM *mech)
 	return CKR_OK;
 }
 
-/* A ready ECDSA signing context from the key's cache (swkey_int.h sign_cache), or NULL. */
-static EVP_PKEY_CTX *sign_take(struct p11p_swkey *key)
-{
-	for (int i = 0; i < SW_SIGN_CACHE; i++) {
-		EVP_PKEY_CTX *ctx;
-
-		/* Looked at before it is written: an empty slot's line stays shared. */
-		if (atomic_load_explicit(&key->sign_cache[i], memory_order_relaxed) == NULL)
-			continue;
-		if ((ctx = atomic_exchange(&key->sign_cache[i], NULL)) != NULL)
-			return ctx;
-	}
-	return NULL;
-}
-
-/* True when the key's cache took ctx. */
-static bool sign_give(struct p11p_swkey *key, EVP_PKEY_CTX *ctx)
-{
-	for (int i = 0; i < SW_SIGN_CACHE; i++) {
-		EVP_PKEY_CTX *expected = NULL;
-
-		if (atomic_compare_exchange_strong(&key->sign_cache[i], &expected, ctx))
-			return true;
-	}
-	return false;
-}
-
 /* Raw ECDSA signing: a context the key keeps ready, else a new one that may go there at the end. */
 static CK_RV ecdsa_sign_ctx(struct p11p_swop *op)
 {
 	op->sign_kept = true;
-	op->pctx = sign_take(op->key);
+	op->pctx = ready_take(op->key->sign_cache, SW_SIGN_CACHE);
 	if (op->pctx != NULL)
 		return CKR_OK;
 	op->pctx = EVP_PKEY_CTX_new_from_pkey(p11p_ossl_ctx(), op->key->pkey, NULL);
@@ -890,7 +888,7 @@ static void op_cleanup(struct p11p_swop *op)
 	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
 		EVP_CIPHER_CTX_free(op->cctx);
 	/* An ECDSA signing context that signed goes back to the key (no key-derived data in it). */
-	if (op->sign_kept && op->clean && sign_give(op->key, op->pctx))
+	if (op->sign_kept && op->clean && ready_give(op->key->sign_cache, SW_SIGN_CACHE, op->pctx))
 		op->pctx = NULL;
 	if (op->fam == FAM_HMAC)
 		OPENSSL_cleanse(&op->hw, sizeof(op->hw));

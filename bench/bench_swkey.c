@@ -23,8 +23,9 @@
  * one thread, CPU time, best of ROUNDS), the ways to handle the keyed context,
  * the measurement behind the engine's choice (issue 12 item 4):
  *   RESULT part=swkey_evp op=OP way=WAY ns_op=N speed_ns_op=S ratio=S/N
- * WAY: "new-free" (a context made, keyed and freed per operation: the
- * engine's way for ciphers), "rekey-scrub" (one context kept, keyed per
+ * WAY: "new-free" (a context made, keyed and freed per operation, through
+ * EVP), "provider" (the same through the cipher provider's own functions,
+ * crypto/cipher.h: the engine's way for ciphers), "rekey-scrub" (one context kept, keyed per
  * operation, then re-keyed with an all-zero key so that no key schedule
  * outlives the operation: the engine's HMAC way before hmac13), "keyed" (one
  * keyed context kept: the key schedule in the heap), and for HMAC
@@ -49,6 +50,7 @@
 #include <openssl/sha.h>
 
 #include "base/ossl.h"
+#include "crypto/cipher.h"
 #include "crypto/swkey.h"
 
 struct op {
@@ -253,11 +255,13 @@ static double speed_run(const struct op *op)
 
 /* ---- OpenSSL alone: the three ways of handling a keyed context ---------------- */
 
-enum way { WAY_NEW_FREE, WAY_REKEY_SCRUB, WAY_KEYED, WAY_SHA_STATES, WAY_N };
-static const char *const way_names[WAY_N] = {"new-free", "rekey-scrub", "keyed", "sha-states"};
+enum way { WAY_NEW_FREE, WAY_PROVIDER, WAY_REKEY_SCRUB, WAY_KEYED, WAY_SHA_STATES, WAY_N };
+static const char *const way_names[WAY_N] = {"new-free", "provider", "rekey-scrub", "keyed",
+                                             "sha-states"};
 
 struct evp_bench {
 	EVP_CIPHER *gcm;
+	struct p11p_cipher pgcm; /* provider: the same cipher through crypto/cipher.h */
 	EVP_MAC *hmac;
 	EVP_MAC_CTX *tmpl; /* HMAC, SHA256 chosen, no key */
 	SHA256_CTX st[2];  /* sha-states: after key ^ ipad, key ^ opad */
@@ -311,6 +315,22 @@ static bool evp_gcm(struct evp_bench *b, EVP_CIPHER_CTX *ctx, const EVP_CIPHER *
 	       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, b->out + n + m) > 0;
 }
 
+/* The same through its provider's functions (crypto/cipher.h), a context per operation. */
+static bool provider_gcm(struct evp_bench *b)
+{
+	void *x = p11p_cipher_ctx_new(&b->pgcm);
+	size_t n = 0, m = 0;
+	bool ok =
+	    x != NULL &&
+	    p11p_cipher_init(&b->pgcm, x, true, b->key, sizeof(b->key), b->iv, sizeof(b->iv)) &&
+	    p11p_cipher_update(&b->pgcm, x, b->out, &n, b->in, sizeof(b->in)) &&
+	    p11p_cipher_final(&b->pgcm, x, b->out + n, &m) &&
+	    p11p_cipher_get_tag(&b->pgcm, x, b->out + n + m, 16);
+
+	p11p_cipher_ctx_free(&b->pgcm, x);
+	return ok;
+}
+
 static bool evp_hmac(struct evp_bench *b, EVP_MAC_CTX *ctx, const unsigned char *key)
 {
 	size_t n = 0;
@@ -336,7 +356,7 @@ static double evp_run(struct evp_bench *b, bool hmac, enum way way)
 		ok = hmac && evp_hmac(b, m, b->key);
 		memcpy(want, b->out, sizeof(want));
 		ok = ok && sha_states_hmac(b) && memcmp(want, b->out, sizeof(want)) == 0;
-	} else if (ok && way != WAY_NEW_FREE) { /* the kept context, keyed once */
+	} else if (ok && way != WAY_NEW_FREE && way != WAY_PROVIDER) { /* kept, keyed once */
 		ok = hmac ? evp_hmac(b, m, b->key) : evp_gcm(b, c, b->gcm, b->key);
 	}
 	cpu0 = cpu_s();
@@ -344,6 +364,8 @@ static double evp_run(struct evp_bench *b, bool hmac, enum way way)
 		for (int i = 0; i < 64 && ok; i++, n++) {
 			if (way == WAY_SHA_STATES) {
 				ok = sha_states_hmac(b);
+			} else if (way == WAY_PROVIDER) {
+				ok = provider_gcm(b);
 			} else if (way == WAY_NEW_FREE && hmac) {
 				EVP_MAC_CTX *x = EVP_MAC_CTX_dup(b->tmpl);
 
@@ -387,7 +409,8 @@ static int evp_report(const double speed_ns[2])
 	b->tmpl = b->hmac != NULL ? EVP_MAC_CTX_new(b->hmac) : NULL;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, md, 0);
 	params[1] = OSSL_PARAM_construct_end();
-	if (b->gcm == NULL || b->tmpl == NULL || !EVP_MAC_CTX_set_params(b->tmpl, params) ||
+	if (b->gcm == NULL || !p11p_cipher_fetch(&b->pgcm, NULL, "AES-256-GCM") ||
+	    b->tmpl == NULL || !EVP_MAC_CTX_set_params(b->tmpl, params) ||
 	    RAND_bytes(b->key, sizeof(b->key)) != 1) {
 		fprintf(stderr, "bench_swkey: OpenSSL set-up failed\n");
 		rc = 1;
@@ -400,8 +423,8 @@ static int evp_report(const double speed_ns[2])
 		for (int w = 0; w < WAY_N; w++) {
 			double best = -1;
 
-			if (w == WAY_SHA_STATES && h == 0)
-				continue; /* HMAC only */
+			if ((w == WAY_SHA_STATES && h == 0) || (w == WAY_PROVIDER && h == 1))
+				continue; /* HMAC only; GCM only */
 			for (int r = 0; r < rounds; r++) {
 				double v = evp_run(b, h == 1, (enum way)w);
 
@@ -426,6 +449,7 @@ out:
 	EVP_MAC_CTX_free(b->tmpl);
 	EVP_MAC_free(b->hmac);
 	EVP_CIPHER_free(b->gcm);
+	p11p_cipher_release(&b->pgcm);
 	OPENSSL_cleanse(b->key, sizeof(b->key));
 	free(b);
 	return rc;

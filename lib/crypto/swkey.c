@@ -114,14 +114,15 @@ static void key_destroy(struct p11p_swkey *key)
 {
 	/* Freeing an OpenSSL cipher context cleanses its key schedule. */
 	for (int i = 0; i < SW_CACHE_N; i++)
-		EVP_CIPHER_CTX_free(atomic_exchange(&key->cache[i], NULL));
+		p11p_cipher_ctx_free(p11p_swkey_cipher(key, i),
+		                     atomic_exchange(&key->cache[i], NULL));
 	for (int i = 0; i < SW_SIGN_CACHE; i++)
 		EVP_PKEY_CTX_free(atomic_exchange(&key->sign_cache[i], NULL));
 	for (int d = 0; d < 3; d++)
 		p11p_secret_free(atomic_exchange(&key->hmac_keyed[d], NULL)); /* wipes */
-	EVP_CIPHER_free(key->gcm);
-	EVP_CIPHER_free(key->cbc);
-	EVP_CIPHER_free(key->ctr);
+	p11p_cipher_release(&key->gcm);
+	p11p_cipher_release(&key->cbc);
+	p11p_cipher_release(&key->ctr);
 	EVP_PKEY_free(key->pkey);
 	RSA_free(key->rsa); /* clears its secure bignums */
 	p11p_secret_free(key->der);
@@ -189,10 +190,9 @@ CK_RV p11p_swkey_from_secret(CK_KEY_TYPE type, struct p11p_secret **value, unsig
 	*value = NULL;
 	rv = CKR_GENERAL_ERROR;
 	if (gcm != NULL) {
-		key->gcm = EVP_CIPHER_fetch(lib, gcm, NULL);
-		key->cbc = EVP_CIPHER_fetch(lib, cbc, NULL);
-		key->ctr = EVP_CIPHER_fetch(lib, ctr, NULL);
-		if (key->gcm == NULL || key->cbc == NULL || key->ctr == NULL)
+		if (!p11p_cipher_fetch(&key->gcm, lib, gcm) ||
+		    !p11p_cipher_fetch(&key->cbc, lib, cbc) ||
+		    !p11p_cipher_fetch(&key->ctr, lib, ctr))
 			goto out;
 	}
 	*out = key;

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include "crypto/cipher.h"
 #include "crypto/swkey.h"
 
 /* Contexts a key may keep ready between operations (P11P_SWKEY_CACHE_CTX only). */
@@ -73,8 +74,8 @@ struct p11p_swkey {
 	RSA *rsa;
 	int curve; /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
 	/* AES keys: fetched from the private library context (no key material). */
-	EVP_CIPHER *gcm, *cbc, *ctr;
-	/* Ready keyed cipher contexts; used only with P11P_SWKEY_CACHE_CTX. */
+	struct p11p_cipher gcm, cbc, ctr;
+	/* Ready keyed cipher contexts (the provider's); used only with P11P_SWKEY_CACHE_CTX. */
 	_Atomic(void *) cache[SW_CACHE_N];
 	/* Ready ECDSA signing contexts (SW_SIGN_CACHE above), taken and given back by exchange. */
 	_Atomic(void *) sign_cache[SW_SIGN_CACHE];
@@ -86,6 +87,14 @@ struct p11p_swkey {
 	 */
 	_Atomic(struct p11p_secret *) hmac_keyed[3];
 };
+
+/* The cipher whose contexts cache slot `slot` (enum sw_cache) keeps. */
+static inline const struct p11p_cipher *p11p_swkey_cipher(const struct p11p_swkey *key, int slot)
+{
+	if (slot == SW_CACHE_GCM)
+		return &key->gcm;
+	return slot == SW_CACHE_CTR ? &key->ctr : &key->cbc;
+}
 
 /* Ed25519 signing key for one operation, from key->der (EVP_PKEY_free cleanses it). */
 EVP_PKEY *p11p_swkey_ed25519_private(const struct p11p_swkey *key);

@@ -31,7 +31,7 @@ struct sw_eddsa_params {
 
 /* GCM: at most 2^36 - 32 bytes of plaintext under one IV (SP 800-38D). */
 #define GCM_MAX_DATA ((((uint64_t)1) << 36) - 32)
-/* OpenSSL update calls take an int: feed large inputs in pieces. */
+/* Large inputs go to OpenSSL in pieces (its update calls took an int through EVP). */
 #define UPDATE_CHUNK  (1 << 30)
 #define ECDSA_RAW_MAX 64
 
@@ -62,10 +62,10 @@ struct p11p_swop {
 	bool single_only;
 	bool owns_ref; /* a reference on key (p11p_swop_init); one-shot calls borrow */
 	/* Symmetric. */
-	EVP_CIPHER_CTX *cctx;
-	EVP_CIPHER *cipher; /* the key's, for cctx */
-	bool keyed;         /* cctx has the key schedule */
-	int slot;           /* cache slot of cctx, -1 none */
+	void *cctx;                       /* the provider's context (crypto/cipher.h) */
+	const struct p11p_cipher *cipher; /* the key's, for cctx */
+	bool keyed;                       /* cctx has the key schedule */
+	int slot;                         /* cache slot of cctx, -1 none */
 	unsigned char iv[P11P_SWKEY_GCM_IV_MAX];
 	size_t iv_len;
 	unsigned char *aad;
@@ -345,44 +345,43 @@ static CK_RV cipher_ctx(struct p11p_swop *op)
 {
 	struct p11p_swkey *key = op->key;
 	int enc = op->kind == P11P_SWOP_ENCRYPT;
-	EVP_CIPHER *cipher;
 
 	switch (op->fam) {
 	case FAM_GCM:
-		cipher = key->gcm, op->slot = SW_CACHE_GCM;
+		op->slot = SW_CACHE_GCM;
 		break;
 	case FAM_CTR:
-		cipher = key->ctr, op->slot = SW_CACHE_CTR;
+		op->slot = SW_CACHE_CTR;
 		break;
 	default:
-		cipher = key->cbc, op->slot = enc ? SW_CACHE_CBC_ENC : SW_CACHE_CBC_DEC;
+		op->slot = enc ? SW_CACHE_CBC_ENC : SW_CACHE_CBC_DEC;
 		break;
 	}
-	op->cipher = cipher;
+	op->cipher = p11p_swkey_cipher(key, op->slot);
 	op->cctx = cache_take(key, op->slot);
 	if (op->cctx != NULL) {
 		op->keyed = true;
 		return CKR_OK;
 	}
-	/* Keyed by cipher_start(), with the IV in the same call where it can. */
-	op->cctx = EVP_CIPHER_CTX_new();
+	/* Keyed by cipher_start(), with the IV in the same call. */
+	op->cctx = p11p_cipher_ctx_new(op->cipher);
 	return op->cctx != NULL ? CKR_OK : CKR_HOST_MEMORY;
 }
 
-static bool feed(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, uint64_t len,
-                 size_t *outl_total)
+static bool feed(const struct p11p_swop *op, unsigned char *out, const unsigned char *in,
+                 uint64_t len, size_t *outl_total)
 {
 	size_t total = 0;
 
 	while (len > 0) {
-		int n = len > UPDATE_CHUNK ? UPDATE_CHUNK : (int)len, outl = 0;
+		size_t n = len > UPDATE_CHUNK ? UPDATE_CHUNK : (size_t)len, outl = 0;
 
-		if (!EVP_CipherUpdate(ctx, out, &outl, in, n) || outl < 0)
+		if (!p11p_cipher_update(op->cipher, op->cctx, out, &outl, in, n) || outl > n + 16)
 			return false;
 		in += n;
 		if (out != NULL)
 			out += outl;
-		total += (size_t)outl;
+		total += outl;
 		len -= (uint64_t)n;
 	}
 	if (outl_total != NULL)
@@ -393,30 +392,19 @@ static bool feed(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *i
 /* (Re)starts the cipher stream: IV, padding, GCM's AAD. */
 static bool cipher_start(struct p11p_swop *op)
 {
-	EVP_CIPHER_CTX *ctx = op->cctx;
-	const unsigned char *key = p11p_secret_data(op->key->value);
-	int enc = op->kind == P11P_SWOP_ENCRYPT;
+	bool enc = op->kind == P11P_SWOP_ENCRYPT;
 
-	if (!op->keyed && (op->fam != FAM_GCM || op->iv_len == 12)) {
-		/* A fresh context and the default IV length: key and IV in one call. */
-		if (!EVP_CipherInit_ex2(ctx, op->cipher, key, op->iv, enc, NULL))
-			return false;
-		op->keyed = true;
-	} else {
-		if (!op->keyed && !EVP_CipherInit_ex2(ctx, op->cipher, key, NULL, enc, NULL))
-			return false;
-		op->keyed = true;
-		if (op->fam == FAM_GCM &&
-		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, (int)op->iv_len, NULL) <= 0)
-			return false;
-		if (!EVP_CipherInit_ex2(ctx, NULL, NULL, op->iv, enc, NULL))
-			return false;
-	}
-	/* Padding is a CBC setting (a parameter round trip in OpenSSL 3: not for GCM, CTR). */
-	if ((op->fam == FAM_CBC || op->fam == FAM_CBC_PAD) &&
-	    !EVP_CIPHER_CTX_set_padding(ctx, op->fam == FAM_CBC_PAD && enc))
+	/* Key (a fresh context) and IV in one call; the provider takes GCM's IV of any length. */
+	if (!p11p_cipher_init(op->cipher, op->cctx, enc,
+	                      op->keyed ? NULL : p11p_secret_data(op->key->value), op->key->len,
+	                      op->iv, op->iv_len))
 		return false;
-	if (op->fam == FAM_GCM && op->aad_len > 0 && !feed(ctx, NULL, op->aad, op->aad_len, NULL))
+	op->keyed = true;
+	/* Padding is a CBC setting (a parameter round trip: not for GCM, CTR). */
+	if ((op->fam == FAM_CBC || op->fam == FAM_CBC_PAD) &&
+	    !p11p_cipher_padding(op->cipher, op->cctx, op->fam == FAM_CBC_PAD && enc))
+		return false;
+	if (op->fam == FAM_GCM && op->aad_len > 0 && !feed(op, NULL, op->aad, op->aad_len, NULL))
 		return false;
 	op->done = 0;
 	op->pending = 0;
@@ -886,7 +874,7 @@ static void op_cleanup(struct p11p_swop *op)
 	if (op->key == NULL)
 		return;
 	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
-		EVP_CIPHER_CTX_free(op->cctx);
+		p11p_cipher_ctx_free(op->cipher, op->cctx);
 	/* An ECDSA signing context that signed goes back to the key (no key-derived data in it). */
 	if (op->sign_kept && op->clean && ready_give(op->key->sign_cache, SW_SIGN_CACHE, op->pctx))
 		op->pctx = NULL;
@@ -1068,8 +1056,8 @@ static CK_RV sym_update(struct p11p_swop *op, const unsigned char *in, CK_ULONG 
 
 		if (need > 0) {
 			from_in = need - op->tail_len;
-			if (!feed(op->cctx, out, op->tail, op->tail_len, &o1) ||
-			    !feed(op->cctx, out + o1, in, from_in, &o2) || o1 + o2 != need)
+			if (!feed(op, out, op->tail, op->tail_len, &o1) ||
+			    !feed(op, out + o1, in, from_in, &o2) || o1 + o2 != need)
 				return CKR_GENERAL_ERROR;
 			memcpy(op->tail, in + from_in, keep);
 		} else {
@@ -1079,7 +1067,7 @@ static CK_RV sym_update(struct p11p_swop *op, const unsigned char *in, CK_ULONG 
 		*out_len = need;
 		return CKR_OK;
 	}
-	if (!feed(op->cctx, out, in, in_len, &outl) || outl != need)
+	if (!feed(op, out, in, in_len, &outl) || outl != need)
 		return CKR_GENERAL_ERROR;
 	op->done += in_len;
 	if (op->fam == FAM_CBC || op->fam == FAM_CBC_PAD)
@@ -1099,7 +1087,7 @@ static CK_RV cbc_pad_last(struct p11p_swop *op)
 		return CKR_OK;
 	if (op->tail_len != 16)
 		return CKR_ENCRYPTED_DATA_LEN_RANGE;
-	if (!feed(op->cctx, blk, op->tail, 16, &outl) || outl != 16) {
+	if (!feed(op, blk, op->tail, 16, &outl) || outl != 16) {
 		p11p_wipe(blk, sizeof(blk));
 		return CKR_GENERAL_ERROR;
 	}
@@ -1124,7 +1112,7 @@ static CK_RV cbc_pad_last(struct p11p_swop *op)
 static CK_RV sym_final(struct p11p_swop *op, unsigned char *out, CK_ULONG *out_len)
 {
 	bool enc = op->kind == P11P_SWOP_ENCRYPT;
-	int outl = 0;
+	size_t outl = 0;
 	CK_ULONG need;
 	CK_RV rv;
 
@@ -1153,7 +1141,7 @@ static CK_RV sym_final(struct p11p_swop *op, unsigned char *out, CK_ULONG *out_l
 			rv = size_check(16, out, out_len);
 			if (rv != CKR_OK || out == NULL)
 				return rv;
-			if (!EVP_CipherFinal_ex(op->cctx, out, &outl) || outl != 16)
+			if (!p11p_cipher_final(op->cipher, op->cctx, out, &outl) || outl != 16)
 				return CKR_GENERAL_ERROR;
 			*out_len = 16;
 			return CKR_OK;
@@ -1174,9 +1162,8 @@ static CK_RV sym_final(struct p11p_swop *op, unsigned char *out, CK_ULONG *out_l
 		rv = size_check(op->tag_len, out, out_len);
 		if (rv != CKR_OK || out == NULL)
 			return rv;
-		if (!EVP_CipherFinal_ex(op->cctx, out, &outl) || outl != 0 ||
-		    EVP_CIPHER_CTX_ctrl(op->cctx, EVP_CTRL_AEAD_GET_TAG, (int)op->tag_len, out) <=
-		        0)
+		if (!p11p_cipher_final(op->cipher, op->cctx, out, &outl) || outl != 0 ||
+		    !p11p_cipher_get_tag(op->cipher, op->cctx, out, op->tag_len))
 			return CKR_GENERAL_ERROR;
 		*out_len = op->tag_len;
 		return CKR_OK;
@@ -1187,13 +1174,12 @@ static CK_RV sym_final(struct p11p_swop *op, unsigned char *out, CK_ULONG *out_l
 	rv = size_check(need, out, out_len);
 	if (rv != CKR_OK || out == NULL)
 		return rv;
-	if (EVP_CIPHER_CTX_ctrl(op->cctx, EVP_CTRL_AEAD_SET_TAG, (int)op->tag_len,
-	                        op->buf + need) <= 0 ||
-	    !feed(op->cctx, out, op->buf, need, NULL)) {
+	if (!p11p_cipher_set_tag(op->cipher, op->cctx, op->buf + need, op->tag_len) ||
+	    !feed(op, out, op->buf, need, NULL)) {
 		p11p_wipe(out, need);
 		return CKR_GENERAL_ERROR;
 	}
-	if (!EVP_CipherFinal_ex(op->cctx, out + need, &outl) || outl != 0) {
+	if (!p11p_cipher_final(op->cipher, op->cctx, out + need, &outl) || outl != 0) {
 		/* Nothing of an unauthenticated message reaches the caller. */
 		p11p_wipe(out, need);
 		return CKR_ENCRYPTED_DATA_INVALID;
@@ -1277,21 +1263,20 @@ static CK_RV sym_run(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_
 	op->started = true;
 	if (op->fam == FAM_GCM && !enc) {
 		/* Decrypt straight from the input: no copy. */
-		int outl = 0;
+		size_t outl = 0;
 
 		{
 			/* A copy of the tag: out may overlap in (in-place decryption). */
 			unsigned char tag[16];
 
 			memcpy(tag, in + need, op->tag_len);
-			if (EVP_CIPHER_CTX_ctrl(op->cctx, EVP_CTRL_AEAD_SET_TAG, (int)op->tag_len,
-			                        tag) <= 0 ||
-			    !feed(op->cctx, out, in, need, NULL)) {
+			if (!p11p_cipher_set_tag(op->cipher, op->cctx, tag, op->tag_len) ||
+			    !feed(op, out, in, need, NULL)) {
 				p11p_wipe(out, need);
 				return CKR_GENERAL_ERROR;
 			}
 		}
-		if (!EVP_CipherFinal_ex(op->cctx, out + need, &outl) || outl != 0) {
+		if (!p11p_cipher_final(op->cipher, op->cctx, out + need, &outl) || outl != 0) {
 			p11p_wipe(out, need);
 			return CKR_ENCRYPTED_DATA_INVALID;
 		}

@@ -4,6 +4,7 @@
  * is copied into a temp directory with mode 0600 (git keeps no modes).
  */
 #include <check.h>
+#include <openssl/evp.h>
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
@@ -16,6 +17,7 @@
 
 #include "base/mem.h"
 #include "base/secret.h"
+#include "crypto/cipher.h"
 #include "crypto/fragment.h"
 #include "crypto/hkdf.h"
 #include "base/ossl.h"
@@ -245,6 +247,118 @@ static CK_MECHANISM gcm_mech(CK_GCM_PARAMS *p, unsigned char *iv, CK_ULONG iv_le
 	p->ulTagBits = tag_bits;
 	return m;
 }
+
+/* EVP's answer for cipher `name`: GCM with aad and a 16-byte tag after the text; pad for CBC. */
+static size_t evp_encrypt(const char *name, const unsigned char *key, const unsigned char *iv,
+                          size_t iv_len, const unsigned char *aad, size_t aad_len, int pad,
+                          const unsigned char *in, size_t in_len, unsigned char *out)
+{
+	EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, name, NULL);
+	EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+	bool gcm = strstr(name, "GCM") != NULL;
+	int n = 0, m = 0, a = 0;
+
+	ck_assert(c != NULL && x != NULL);
+	ck_assert(EVP_EncryptInit_ex2(x, c, NULL, NULL, NULL));
+	if (gcm)
+		ck_assert(EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_SET_IVLEN, (int)iv_len, NULL) > 0);
+	ck_assert(EVP_EncryptInit_ex2(x, NULL, key, iv, NULL));
+	ck_assert(EVP_CIPHER_CTX_set_padding(x, pad));
+	if (aad_len > 0)
+		ck_assert(EVP_EncryptUpdate(x, NULL, &a, aad, (int)aad_len));
+	ck_assert(EVP_EncryptUpdate(x, out, &n, in, (int)in_len));
+	ck_assert(EVP_EncryptFinal_ex(x, out + n, &m));
+	if (gcm)
+		ck_assert(EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_AEAD_GET_TAG, 16, out + n + m) > 0);
+	EVP_CIPHER_CTX_free(x);
+	EVP_CIPHER_free(c);
+	return (size_t)(n + m) + (gcm ? 16 : 0);
+}
+
+/* crypto/cipher.h against EVP on the same key: GCM's IV lengths and AAD, CBC's padding, CTR. */
+START_TEST(test_cipher_against_evp)
+{
+	static const char *const names[] = {"AES-256-GCM", "AES-128-GCM", "AES-256-CBC",
+	                                    "AES-128-CTR"};
+	static const size_t iv_lens[] = {1, 12, 16, 60};
+	unsigned char key[32], iv[60], aad[20], in[100], want[200], got[200], back[200];
+
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (unsigned char)(i * 3 + 1);
+	for (size_t i = 0; i < sizeof(iv); i++)
+		iv[i] = (unsigned char)(i * 5 + 2);
+	memset(aad, 0x5a, sizeof(aad));
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (unsigned char)(i * 11);
+	for (size_t k = 0; k < 4; k++) {
+		struct p11p_cipher c;
+		bool gcm = k < 2, cbc = k == 2;
+		size_t key_len = strstr(names[k], "128") != NULL ? 16 : 32;
+
+		ck_assert(p11p_cipher_fetch(&c, p11p_ossl_ctx(), names[k]));
+		ck_assert_uint_eq(c.block, cbc ? 16 : 1);
+		for (size_t v = 0; v < (gcm ? 4 : 1); v++)
+			for (int pad = 0; pad <= (cbc ? 1 : 0); pad++) {
+				size_t iv_len = gcm ? iv_lens[v] : 16, len = cbc && !pad ? 96 : 100;
+				size_t n = 0, m = 0, a = 0, b = 0;
+				size_t want_len =
+				    evp_encrypt(names[k], key, iv, iv_len, gcm ? aad : NULL,
+				                gcm ? sizeof(aad) : 0, pad, in, len, want);
+				void *x = p11p_cipher_ctx_new(&c);
+
+				ck_assert(x != NULL);
+				ck_assert(p11p_cipher_init(&c, x, true, key, key_len, iv, iv_len));
+				ck_assert(p11p_cipher_padding(&c, x, pad) || !cbc);
+				if (gcm)
+					ck_assert(
+					    p11p_cipher_update(&c, x, NULL, &a, aad, sizeof(aad)));
+				ck_assert(p11p_cipher_update(&c, x, got, &n, in, len));
+				ck_assert(p11p_cipher_final(&c, x, got + n, &m));
+				if (gcm)
+					ck_assert(p11p_cipher_get_tag(&c, x, got + n + m, 16));
+				ck_assert_uint_eq(n + m + (gcm ? 16 : 0), want_len);
+				ck_assert(memcmp(got, want, want_len) == 0);
+				/*
+				 * Back, on the same context: stream modes keep their key
+				 * schedule (key NULL); CBC decrypts with another one.
+				 */
+				ck_assert(p11p_cipher_init(&c, x, false, cbc ? key : NULL, key_len,
+				                           iv, iv_len));
+				ck_assert(p11p_cipher_padding(&c, x, pad) || !cbc);
+				if (gcm) {
+					ck_assert(
+					    p11p_cipher_update(&c, x, NULL, &a, aad, sizeof(aad)));
+					ck_assert(p11p_cipher_set_tag(&c, x, want + n + m, 16));
+				}
+				ck_assert(p11p_cipher_update(&c, x, back, &a, want, n + m));
+				ck_assert(p11p_cipher_final(&c, x, back + a, &b));
+				ck_assert_uint_eq(a + b, len);
+				ck_assert_msg(memcmp(back, in, len) == 0, "k %zu v %zu pad %d", k,
+				              v, pad);
+				if (gcm) { /* a wrong tag fails the final */
+					got[n + m] ^= 1;
+					ck_assert(
+					    p11p_cipher_init(&c, x, false, NULL, 0, iv, iv_len));
+					ck_assert(p11p_cipher_set_tag(&c, x, got + n + m, 16));
+					ck_assert(p11p_cipher_update(&c, x, back, &a, want, n + m));
+					ck_assert(!p11p_cipher_final(&c, x, back + a, &b));
+				}
+				p11p_cipher_ctx_free(&c, x);
+			}
+		p11p_cipher_release(&c);
+		ck_assert(c.evp == NULL && c.newctx == NULL);
+	}
+	/* An unknown cipher: false, nothing held. */
+	{
+		struct p11p_cipher c;
+
+		ck_assert(!p11p_cipher_fetch(&c, p11p_ossl_ctx(), "NO-SUCH-CIPHER"));
+		ck_assert(c.evp == NULL && c.newctx == NULL);
+		ck_assert(p11p_cipher_ctx_new(&c) == NULL);
+		p11p_cipher_release(&c);
+	}
+}
+END_TEST
 
 /* NIST GCM spec test case 14: AES-256, zero key, zero IV, 16 zero bytes. */
 START_TEST(test_gcm_known_answer)
@@ -990,6 +1104,7 @@ static Suite *crypto_suite(void)
 
 	tc = tcase_create("swkey");
 	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_cipher_against_evp);
 	tcase_add_test(tc, test_gcm_known_answer);
 	tcase_add_test(tc, test_gcm_round_trip);
 	tcase_add_test(tc, test_gcm_tamper);

@@ -136,12 +136,19 @@ plain_db() {
 check "swkeys: the store holds no key value in the clear" plain_db
 
 # Tampering, with the sqlite3 CLI: one byte of a blob changed, then a blob moved to another key.
+# flip_byte FILE OFFSET: the byte inverted (writing a set value left it as it was when it
+# already had that value: one run in 256).
+flip_byte() {
+	local b
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ') && [ -n "$b" ] &&
+		printf '%b' "\\0$(printf %o $((b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
 vid_of() { sqlite3 "$DB" "SELECT vid FROM vkeys WHERE CAST(label AS TEXT) = '$1';" | head -1; }
 tamper() {
 	local vid rc
 	cp "$DB" "$TMP/db.orig" && vid=$(vid_of sk-aes) && [ -n "$vid" ] &&
 		sqlite3 "$DB" "SELECT writefile('$TMP/blob', data) FROM blobs WHERE vid = $vid;" >/dev/null &&
-		printf '\001' | dd of="$TMP/blob" bs=1 seek=30 conv=notrunc 2>/dev/null &&
+		flip_byte "$TMP/blob" 30 &&
 		sqlite3 "$DB" "UPDATE blobs SET data = readfile('$TMP/blob') WHERE vid = $vid;" &&
 		st tamper use soft refused &&
 		grep -q "software key [0-9a-f]*: its stored value fails authentication" "$TMP/tamper.err"
@@ -272,7 +279,7 @@ rotate_tampered() {
 	local vid before after rc
 	cp "$DB" "$TMP/db.orig" && vid=$(vid_of sk-aes) && [ -n "$vid" ] &&
 		sqlite3 "$DB" "SELECT writefile('$TMP/blob', data) FROM blobs WHERE vid = $vid;" >/dev/null &&
-		printf '\001' | dd of="$TMP/blob" bs=1 seek=30 conv=notrunc 2>/dev/null &&
+		flip_byte "$TMP/blob" 30 &&
 		sqlite3 "$DB" "UPDATE blobs SET data = readfile('$TMP/blob') WHERE vid = $vid;" &&
 		before=$(sqlite3 "$DB" "SELECT count(*) FROM vkeys;") &&
 		! run_prog "$CLI" keys rotate sk-aes --slot soft >"$TMP/rotbad.out" 2>&1 &&

@@ -121,10 +121,33 @@ static void register_atfork(void)
 /*
  * The global lock's slow paths (virt.h p11p_lock(): 0 free, 1 held, 2 held
  * with waiters; U. Drepper, "Futexes Are Tricky", mutex 3). It is never
- * held across a backend call or a wait, so waiters sleep briefly.
+ * held across a backend call or a wait, and mostly for well under a
+ * microsecond (an operation's look-up of its key), so a waiter first spins
+ * a little (LOCK_SPINS reads, a pause each) before it sleeps: two threads
+ * running operations on software keys otherwise met it asleep a few times
+ * per thousand operations (bench/run.sh part swkeys, "vcsw"), each a futex
+ * wait and wake of some microseconds.
  */
+#define LOCK_SPINS 100
+
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
 void p11p_lock_wait(unsigned v)
 {
+	for (int i = 0; i < LOCK_SPINS && v != 0; i++) {
+		spin_pause();
+		v = atomic_load_explicit(&p11p_g_lock, memory_order_relaxed);
+		if (v == 0 && atomic_compare_exchange_strong_explicit(
+		                  &p11p_g_lock, &v, 1, memory_order_acquire, memory_order_relaxed))
+			return;
+	}
 	if (v != 2)
 		v = atomic_exchange_explicit(&p11p_g_lock, 2, memory_order_acquire);
 	while (v != 0) {

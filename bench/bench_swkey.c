@@ -3,6 +3,8 @@
  * speed`, in the same run (information only).
  *
  *   bench_swkey [SECONDS [THREADS,... [ROUNDS]]]   (defaults: 1, "1,2", 3)
+ *   bench_swkey speed [SECONDS [OP]]   (openssl speed alone, one line per operation,
+ *                                       or OP's only: bench_swkeys' names)
  *
  * Operations: AES-256-GCM encrypt of 1 KiB and 16 KiB, HMAC-SHA256 of 1 KiB,
  * ECDSA P-256 sign (CKM_ECDSA on a 32-byte hash), Ed25519 sign (32 bytes),
@@ -55,6 +57,7 @@
 
 struct op {
 	const char *name;
+	const char *short_name; /* bench_swkeys' name of the same operation */
 	const char *speed_args; /* `openssl speed -mr` arguments */
 	const char *speed_tag;  /* the +F line to read: "+F:", "+F2:", "+F4:", "+F6:" */
 	size_t len;             /* input bytes */
@@ -62,12 +65,12 @@ struct op {
 };
 
 static const struct op ops[] = {
-    {"aes256gcm_1k", "-evp aes-256-gcm -bytes 1024", "+F:", 1024, 0},
-    {"aes256gcm_16k", "-evp aes-256-gcm -bytes 16384", "+F:", 16384, 0},
-    {"hmac_sha256_1k", "-hmac sha256 -bytes 1024", "+F:", 1024, 1},
-    {"ecdsa_p256_sign", "ecdsap256", "+F4:", 32, 2},
-    {"ed25519_sign", "ed25519", "+F6:", 32, 3},
-    {"rsa2048_sign", "rsa2048", "+F2:", 51, 4},
+    {"aes256gcm_1k", "gcm1k", "-evp aes-256-gcm -bytes 1024", "+F:", 1024, 0},
+    {"aes256gcm_16k", "gcm16k", "-evp aes-256-gcm -bytes 16384", "+F:", 16384, 0},
+    {"hmac_sha256_1k", "hmac", "-hmac sha256 -bytes 1024", "+F:", 1024, 1},
+    {"ecdsa_p256_sign", "ecdsa", "ecdsap256", "+F4:", 32, 2},
+    {"ed25519_sign", "ed25519", "ed25519", "+F6:", 32, 3},
+    {"rsa2048_sign", "rsa2048", "rsa2048", "+F2:", 51, 4},
 };
 #define N_OPS (sizeof(ops) / sizeof(ops[0]))
 
@@ -461,6 +464,31 @@ int main(int argc, char **argv)
 	int rc = 0;
 	double speed_ns[2] = {-1, -1}; /* openssl speed: GCM 1 KiB, HMAC 1 KiB */
 
+	if (argc > 1 && strcmp(argv[1], "speed") == 0) {
+		/*
+		 * `bench_swkey speed [SECONDS [OP]]`: openssl speed alone on
+		 * each operation (or OP), named as bench_swkeys names them
+		 * (bench_swkeys runs it right after each of its runs):
+		 *   RESULT side=speed op=OP ops_s=X
+		 */
+		secs = argc > 2 && atof(argv[2]) > 0 ? atof(argv[2]) : 1;
+		for (size_t i = 0; i < N_OPS; i++) {
+			double v;
+
+			if (argc > 3 && strcmp(argv[3], ops[i].short_name) != 0)
+				continue;
+			v = speed_run(&ops[i]);
+
+			if (v <= 0) {
+				fprintf(stderr, "bench_swkey: openssl speed %s failed\n",
+				        ops[i].speed_args);
+				rc = 1;
+				continue;
+			}
+			printf("RESULT side=speed op=%s ops_s=%.0f\n", ops[i].short_name, v);
+		}
+		return rc;
+	}
 	if (argc > 1)
 		secs = atof(argv[1]);
 	if (secs <= 0)

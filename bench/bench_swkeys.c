@@ -49,6 +49,39 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * BENCH_SWKEYS_SPEED set (bench/run.sh: "bench_swkey speed SECONDS"): that
+ * command run with OP right after OP's run, its RESULT lines copied with the
+ * thread count, so that the reference is measured within seconds of the run
+ * it is compared with (this machine's speed drifts). Nonzero when it failed.
+ */
+static int reference(const char *op, int threads)
+{
+	const char *cmd = getenv("BENCH_SWKEYS_SPEED");
+	char line[512], full[1024];
+	int found = 0;
+	FILE *p;
+
+	if (cmd == NULL || *cmd == '\0')
+		return 0;
+	snprintf(full, sizeof(full), "%s %s", cmd, op);
+	p = popen(full, "r");
+	if (p == NULL)
+		return 1;
+	while (fgets(line, sizeof(line), p) != NULL) {
+		if (strncmp(line, "RESULT side=speed ", 18) != 0)
+			continue;
+		printf("RESULT side=speed threads=%d %s", threads, line + 18);
+		found = 1;
+	}
+	if (pclose(p) != 0 || !found) {
+		fprintf(stderr, "bench_swkeys: %s: no openssl speed figure\n", full);
+		return 1;
+	}
+	fflush(stdout);
+	return 0;
+}
+
 static CK_RV secret(CK_SESSION_HANDLE s, CK_KEY_TYPE kt, int sw, CK_OBJECT_HANDLE *out)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -239,6 +272,8 @@ int main(int argc, char **argv)
 		    argv[i], threads, total / el, cpu, total > 0 ? 1000.0 * vcsw / total : 0,
 		    total);
 		fflush(stdout);
+		if (reference(argv[i], threads) != 0)
+			return 1;
 	}
 	testmod_unload(&mod);
 	return 0;

@@ -24,8 +24,10 @@
 #   swkeys software keys through the proxy (a slot with software_keys:) against
 #          SoftHSM2's own keys: AES-256-GCM 1 KiB / 16 KiB, HMAC-SHA256, ECDSA
 #          P-256, Ed25519, RSA-2048 sign, per thread count (bench_swkeys), best
-#          of BENCH_ROUNDS; 2-thread scaling per side (wall, per CPU second) and
-#          voluntary context switches per 1000 operations (threads queueing on a lock)
+#          of BENCH_ROUNDS; 2-thread scaling per side (wall, per CPU second),
+#          voluntary context switches per 1000 operations (threads queueing on a
+#          lock), and the proxy against `openssl speed` run right after each of
+#          its runs (bench_swkey speed): median (range) of the rounds
 #   BENCH_PARTS    parts to run, comma-separated  [proxy,ha,index,storesign,sync,vendor,swkey,swkeys]
 #   BENCH_SECONDS  seconds per (operation, thread count) run   [1]
 #   BENCH_THREADS  thread counts, comma-separated              [1,2]
@@ -660,19 +662,26 @@ elif part swkeys; then
 	for r in $(seq "$ROUNDS"); do
 		for t in ${THREADS//,/ }; do
 			for side in softhsm proxy; do
+				# The proxy's runs: openssl speed right after each (its ratio's reference).
 				if [ $side = softhsm ]; then
 					set -- "$SOFTHSM_MODULE" swb "$TEST_USER_PIN" 0
+					speed=
 				else
 					set -- "$PROXY" v-swb "$TEST_USER_PIN" 1
+					speed="$BENCH_SWKEY speed $SECS"
+					[ -x "$BENCH_SWKEY" ] || speed= # (then "-": no reference)
 				fi
 				# shellcheck disable=SC2086
-				if ! P11PROXY_CONF=$TMP/swkeys.yaml "$BENCH_SWKEYS" "$@" "$SECS" "$t" $SWOPS \
+				if ! BENCH_SWKEYS_SPEED=$speed P11PROXY_CONF=$TMP/swkeys.yaml \
+					"$BENCH_SWKEYS" "$@" "$SECS" "$t" $SWOPS \
 					>"$TMP/swkeys.out" 2>"$TMP/swkeys.err"; then
 					echo "  bench_swkeys $side $t ERROR"
 					sed 's/^/    /' "$TMP/swkeys.err" >&2
 					errors=$((errors + 1))
 				fi
-				sed "s/^RESULT /RESULT side=$side round=$r /" "$TMP/swkeys.out" >>"$TMP/swkeys.res"
+				sed -e "/^RESULT side=speed /{s//RESULT side=speed round=$r /;b}" \
+					-e "s/^RESULT /RESULT side=$side round=$r /" "$TMP/swkeys.out" \
+					>>"$TMP/swkeys.res"
 			done
 		done
 	done
@@ -681,21 +690,39 @@ elif part swkeys; then
 	# thread): that thread count's figure over the 1-thread one, per side, wall
 	# clock and per CPU second (cpu_ops_s; see bench_swkeys.c); vcsw: voluntary
 	# context switches per 1000 operations (a lock the threads queue on).
+	# vs speed: the proxy's cpu_ops_s over N times openssl speed's figure
+	# measured right after it (N threads), per round; the median (min-max) of
+	# the rounds (the machine's speed drifts between runs minutes apart).
 	awk '
 function field(name,   i, kv) {
 	for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
 	return ""
 }
+/^RESULT side=speed/ { sp[field("round") " " field("op") " " field("threads")] = field("ops_s"); next }
 /^RESULT/ { k = field("op") " " field("threads"); s = field("side")
+	if (s == "proxy") pc[field("round") " " k] = field("cpu_ops_s") + 0
+	rounds[field("round")] = 1
 	w = field("ops_s") + 0; c = field("cpu_ops_s") + 0
 	if (w > wall[s " " k]) wall[s " " k] = w
 	if (c > cpu[s " " k]) cpu[s " " k] = c
 	vc[s " " k] = field("vcsw_per_kop")
 	if (!(k in seen)) { seen[k] = 1; order[n++] = k } }
 function sc(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
+# median (min-max) of the rounds ratio of the proxy to openssl speed for key k ("op thr")
+function vs_speed(k,   p, r, n, i, j, t, v, ref) {
+	split(k, p, " "); n = 0
+	for (r in rounds) {
+		ref = sp[r " " p[1] " " p[2]] * p[2]
+		if (ref > 0 && (r " " k) in pc) v[++n] = pc[r " " k] / ref
+	}
+	if (n == 0) return "-"
+	for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j] < v[j - 1]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+	return sprintf("%.2f (%.2f-%.2f)", (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2), v[1], v[n])
+}
 END {
-	printf "  %-8s %3s %11s %11s %7s | %-17s %-17s %-11s\n", "op", "thr", "softhsm/s",
-	       "software/s", "ratio", "scaling wall s/w", "scaling cpu s/w", "vcsw s/w"
+	printf "  %-8s %3s %11s %11s %7s | %-17s %-17s %-11s | %s\n", "op", "thr", "softhsm/s",
+	       "software/s", "ratio", "scaling wall s/w", "scaling cpu s/w", "vcsw s/w",
+	       "vs openssl speed"
 	for (i = 0; i < n; i++) {
 		split(order[i], p, " "); one = p[1] " 1"
 		s = wall["softhsm " order[i]]; w = wall["proxy " order[i]]
@@ -705,9 +732,9 @@ END {
 			cs = sc(cpu["softhsm " order[i]], cpu["softhsm " one])
 			cw = sc(cpu["proxy " order[i]], cpu["proxy " one])
 		}
-		printf "  %-8s %3s %11.0f %11.0f %7.1f | %-17s %-17s %-11s\n", p[1], p[2], s, w,
+		printf "  %-8s %3s %11.0f %11.0f %7.1f | %-17s %-17s %-11s | %s\n", p[1], p[2], s, w,
 		       (s > 0 ? w / s : 0), ss "/" sw, cs "/" cw,
-		       vc["softhsm " order[i]] "/" vc["proxy " order[i]]
+		       vc["softhsm " order[i]] "/" vc["proxy " order[i]], vs_speed(order[i])
 	}
 }' "$TMP/swkeys.res"
 fi

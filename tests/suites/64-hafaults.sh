@@ -74,7 +74,8 @@ hf() {
 
 signs=1000 secs=5 rsigns=3000 limit=60 back=5
 if [ "$MODE" = valgrind ]; then
-	signs=40 secs=3 rsigns=300 limit=240 back=15 # hafaults: HAFAULTS_SLOW
+	# hafaults: HAFAULTS_SLOW (turns of 900 ms: 9 s for the harness's 8 turns and more)
+	signs=40 secs=10 rsigns=300 limit=240 back=15
 fi
 cases=${HAFAULTS_CASES:-control restart alternate hungprobe bufsize rehandle}
 for c in $cases; do

@@ -488,6 +488,23 @@ START_TEST(test_mem_basics)
 	for (size_t i = 0; i < 300; i++)
 		ck_assert_uint_eq(c[i], 0);
 	p11p_free(c);
+	/*
+	 * Small blocks come from malloc (mem.c): a block just freed dirty, which
+	 * malloc hands back for the same size, comes back zeroed; a large one
+	 * and an overflowing count go to calloc.
+	 */
+	for (size_t n = 64; n <= 4096; n *= 4) {
+		c = p11p_malloc(n);
+		ck_assert_ptr_nonnull(c);
+		memset(c, 0xff, n);
+		p11p_free(c);
+		c = p11p_calloc(1, n);
+		ck_assert_ptr_nonnull(c);
+		for (size_t i = 0; i < n; i++)
+			ck_assert_uint_eq(c[i], 0);
+		p11p_free(c);
+	}
+	ck_assert_ptr_null(p11p_calloc(SIZE_MAX / 2, 3));
 
 	s = p11p_strdup("hello");
 	ck_assert_str_eq(s, "hello");

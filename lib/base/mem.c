@@ -64,6 +64,9 @@ void *p11p_calloc(size_t count, size_t size)
 		return NULL;
 	count = count ? count : 1;
 	size = size ? size : 1;
+	/* Refused here: calloc under a sanitizer aborts on an overflowing count. */
+	if (count > SIZE_MAX / size)
+		return NULL;
 	if (count > CALLOC_SMALL / size)
 		return calloc(count, size);
 	p = malloc(count * size);

@@ -293,8 +293,13 @@ CK_RV p11p_op_replay(struct p11p_call *c)
 			rv = replay_one(c, (enum p11p_op_kind)k, op);
 		if (rv == CKR_OK)
 			continue;
-		if (p11p_rv_is_server_error(c->m->be, rv))
-			return rv; /* the new member failed too: try another */
+		/*
+		 * The new member failed too, or lost the new session already (an
+		 * HSM restarting again between its C_OpenSession and the replay):
+		 * the operation goes on to another member.
+		 */
+		if (p11p_rv_needs_failover(c->m, rv))
+			return rv;
 		/* Lost with its member: its next call answers CKR_DEVICE_ERROR. */
 		p11p_debug(P11P_DBG_SESSION, "operation %d not replayed (%s)", k, p11p_rv_str(rv));
 		op_clear(op);

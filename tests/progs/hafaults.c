@@ -49,6 +49,9 @@
  *   revive                both members of slot "slowprobe" down; the call's
  *                         revival probes m1 before it is back and m2 after
  *                         it went: the call tries another round and signs.
+ *   replaylost            m1 loses a session, then the new one the proxy
+ *                         replays the application's C_SignInit on: the sign
+ *                         goes on on m2.
  * Prints "ok ..." / "FAIL ..."; exit 1 on failure.
  */
 #include "../tests/progs/testmod.h"
@@ -1071,6 +1074,66 @@ static void case_unseenrestart(void)
 }
 
 /*
+ * 8. A member that loses the session the proxy just opened there to replay an
+ * operation: the application's C_SignInit ran on m1; m1 loses the session
+ * (its C_Sign: CKR_SESSION_HANDLE_INVALID), answers its probe, takes a new
+ * session and loses that one too under the replayed C_SignInit (CODE: an HSM
+ * restarting again). The operation must go on on m2 and sign. (It was once
+ * dropped as "not replayed": the application got
+ * CKR_OPERATION_NOT_INITIALIZED, seen in the restart case under valgrind.)
+ * CKR_DEVICE_ERROR is the control: that one always moved on.
+ */
+static void case_replaylost(void)
+{
+	static const char *const codes[] = {"CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED",
+	                                    "CKR_DEVICE_ERROR"};
+	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		unsigned char hash[32], sig[64];
+		CK_ULONG sig_len = sizeof(sig);
+		CK_SESSION_HANDLE s;
+		CK_OBJECT_HANDLE key;
+		char rules[160], replayed[80];
+		long mark;
+		CK_RV rv;
+
+		control("");
+		/* A fresh module: m1 up, and the session on it. */
+		rv = f->C_Finalize(NULL);
+		if (rv == CKR_OK)
+			rv = f->C_Initialize(&args);
+		if (rv != CKR_OK) {
+			expect(0, "replaylost: the module again: %s", rv_str(rv));
+			return;
+		}
+		s = sess_must("ha", 1);
+		key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", &rv);
+		mark = log_lines();
+		RAND_bytes(hash, sizeof(hash));
+		rv = key != 0 ? ec_init(s, key) : rv;
+		expect(rv == CKR_OK && log_count(mark, "C_SignInit m1 CKR_OK", NULL) == 1,
+		       "replaylost (%s): harness: C_SignInit on m1 (%s)", codes[i], rv_str(rv));
+		snprintf(rules, sizeof(rules),
+		         "m1 fail-fn C_Sign CKR_SESSION_HANDLE_INVALID count 1\n"
+		         "m1 fail-fn C_SignInit %s count 1\n",
+		         codes[i]);
+		control(rules);
+		rv = f->C_Sign(s, hash, sizeof(hash), sig, &sig_len);
+		expect(rv == CKR_OK && sig_len == 64 && verify_ec(hash, sig),
+		       "replaylost: m1 loses the session the sign operation was replayed on "
+		       "(%s): the sign goes on on m2 and verifies (%s)",
+		       codes[i], rv_str(rv));
+		snprintf(replayed, sizeof(replayed), "C_SignInit m1 %s", codes[i]);
+		expect(log_count(mark, replayed, NULL) == 1 &&
+		           log_count(mark, "C_Sign m2 CKR_OK", NULL) == 1,
+		       "replaylost (%s): harness: the replay on m1 met it, m2 signed", codes[i]);
+		control("");
+		f->C_CloseSession(s);
+	}
+}
+
+/*
  * Members failing by turns, met inside one revival (slot "slowprobe": no
  * background probe for an hour, so only the call's own revival probes).
  * m1 fails the session's C_SignInit, then m2 fails its new session: both are
@@ -1273,6 +1336,8 @@ int main(int argc, char **argv)
 		case_shimrehandle();
 	else if (strcmp(c, "revive") == 0)
 		case_revive();
+	else if (strcmp(c, "replaylost") == 0)
+		case_replaylost();
 	else {
 		fprintf(stderr, "unknown case %s\n", c);
 		return 2;

@@ -133,6 +133,8 @@ for c in $cases; do
 			"$limit" "$PROXY_MODULE" findfault 1
 		hf "hafaults: a one-member slot's HSM restarts unseen: a session opened then is logged in" \
 			"$limit" "$PROXY_MODULE" unseenrestart
+		hf "hafaults: m1 loses the session an operation is replayed on: the operation goes on on m2" \
+			"$limit" "$PROXY_MODULE" replaylost
 		;;
 	*)
 		fail "hafaults: unknown case $c"

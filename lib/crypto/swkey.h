@@ -358,13 +358,22 @@ CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_
                      struct p11p_swop **out);
 /*
  * The same, borrowing the key: the caller keeps a reference on key until
- * p11p_swop_free() (the soft room's operation holds the object's key). No
- * write to the key, which other threads read: no cache line goes back and
- * forth between threads using one key.
+ * p11p_swop_end() or p11p_swop_free() (the soft room's operation holds the
+ * object's key). No write to the key, which other threads read: no cache
+ * line goes back and forth between threads using one key. *io: NULL, or an
+ * object p11p_swop_end() ended, made the new operation (the soft room keeps
+ * one per session and kind: no allocation per operation); on failure *io is
+ * NULL (the object freed).
  */
 CK_RV p11p_swop_init_borrow(struct p11p_swkey *key, enum p11p_swop_kind kind,
-                            const CK_MECHANISM *mech, struct p11p_swop **out);
-/* Wipes and frees (active or not), drops the key reference (if it took one). NULL is fine. */
+                            const CK_MECHANISM *mech, struct p11p_swop **io);
+/*
+ * Ends the operation (active or not): wipes and frees what it holds, drops
+ * the key reference (if it took one), keeps the object itself for
+ * p11p_swop_init_borrow(). NULL is fine.
+ */
+void p11p_swop_end(struct p11p_swop *op);
+/* p11p_swop_end(), and frees the object. NULL is fine. */
 void p11p_swop_free(struct p11p_swop *op);
 /* False once a call has ended the operation (size rule above). */
 bool p11p_swop_active(const struct p11p_swop *op);

@@ -904,10 +904,15 @@ static CK_RV swop_new(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK
 	p11p_return_val_if_fail(key != NULL && mech != NULL && out != NULL, CKR_ARGUMENTS_BAD);
 	p11p_return_val_if_fail(kind >= P11P_SWOP_ENCRYPT && kind <= P11P_SWOP_VERIFY,
 	                        CKR_ARGUMENTS_BAD);
+	op = ref ? NULL : *out;
 	*out = NULL;
-	op = p11p_calloc(1, sizeof(*op));
-	if (op == NULL)
+	if (op != NULL) {
+		/* An ended operation's object (p11p_swop_end): it holds nothing any more. */
+		op_cleanup(op);
+		explicit_bzero(op, sizeof(*op));
+	} else if ((op = p11p_calloc(1, sizeof(*op))) == NULL) {
 		return CKR_HOST_MEMORY;
+	}
 	rv = op_setup(op, key, kind, mech, ref);
 	if (rv != CKR_OK) {
 		p11p_swop_free(op);
@@ -924,9 +929,17 @@ CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_
 }
 
 CK_RV p11p_swop_init_borrow(struct p11p_swkey *key, enum p11p_swop_kind kind,
-                            const CK_MECHANISM *mech, struct p11p_swop **out)
+                            const CK_MECHANISM *mech, struct p11p_swop **io)
 {
-	return swop_new(key, kind, mech, out, false);
+	return swop_new(key, kind, mech, io, false);
+}
+
+void p11p_swop_end(struct p11p_swop *op)
+{
+	if (op == NULL)
+		return;
+	op_cleanup(op);
+	op->active = false;
 }
 
 void p11p_swop_free(struct p11p_swop *op)

@@ -132,8 +132,10 @@ struct p11p_local_state {
 	CK_ULONG next;
 };
 
+/* op_clear() resets every field but spare, one by one: a new field is reset there too. */
 struct lop {
-	struct p11p_swop *swop; /* a software key's operation in the engine, else NULL */
+	struct p11p_swop *swop;  /* a software key's operation in the engine, else NULL */
+	struct p11p_swop *spare; /* an ended one, for the next (p11p_swop_init_borrow) */
 	CK_MECHANISM mech;
 	CK_GCM_PARAMS gcm;
 	CK_ULONG mac_len;
@@ -695,7 +697,13 @@ bool p11p_local_mechanism(CK_MECHANISM_TYPE type)
 
 static void op_clear(struct lop *op)
 {
-	p11p_swop_free(op->swop);
+	/* Its engine object stays with the session for the next operation of the kind. */
+	if (op->swop != NULL && op->spare == NULL) {
+		p11p_swop_end(op->swop);
+		op->spare = op->swop;
+	} else {
+		p11p_swop_free(op->swop);
+	}
 	lkey_unref(op->key);
 	if (op->buf != NULL) {
 		p11p_wipe(op->buf, op->cap);
@@ -703,7 +711,18 @@ static void op_clear(struct lop *op)
 	}
 	p11p_free(op->iv);
 	p11p_free(op->aad);
-	memset(op, 0, sizeof(*op));
+	/*
+	 * Field by field, twice per operation: GCC makes a memset of the struct
+	 * a `rep stos`, whose start-up alone was 2 % of an AES-GCM 1 KiB message.
+	 */
+	op->swop = NULL;
+	op->mech = (CK_MECHANISM){0};
+	op->gcm = (CK_GCM_PARAMS){0};
+	op->mac_len = 0;
+	op->iv = op->aad = op->buf = NULL;
+	op->key = NULL;
+	op->len = op->cap = 0;
+	op->multipart = false;
 }
 
 static void op_end(struct p11p_call *c, enum p11p_op_kind k)
@@ -723,8 +742,10 @@ void p11p_local_session_free(struct p11p_session *s)
 {
 	if (p11p_shead(s)->local == NULL)
 		return;
-	for (int k = 0; k < P11P_OP_KINDS; k++)
+	for (int k = 0; k < P11P_OP_KINDS; k++) {
 		op_clear(&p11p_shead(s)->local->ops[k]);
+		p11p_swop_free(p11p_shead(s)->local->ops[k].spare);
+	}
 	p11p_free(p11p_shead(s)->local->found);
 	p11p_free(p11p_shead(s)->local);
 	p11p_shead(s)->local = NULL;
@@ -1380,8 +1401,11 @@ CK_RV p11p_local_init(struct p11p_call *c, enum p11p_op_kind k, CK_MECHANISM_PTR
 			rv = frag_key(c, lf, key, &lk);
 	}
 	op->key = lk;
-	if (rv == CKR_OK && software)
+	if (rv == CKR_OK && software) {
+		op->swop = op->spare;
+		op->spare = NULL;
 		rv = p11p_swop_init_borrow(lk->sw, swop_kind(k), m, &op->swop);
+	}
 	if (rv != CKR_OK) {
 		op_clear(op);
 		return rv;

@@ -763,6 +763,75 @@ END_TEST
 
 /* ---- Ed25519 (RFC 8032 7.1 test 1) ---------------------------------------------------- */
 
+/*
+ * One engine object made several operations in turn (p11p_swop_end, then
+ * p11p_swop_init_borrow into it, as the soft room keeps one per session and
+ * kind): each answers as a new object would, an ended one is not active, and
+ * an init that fails frees it.
+ */
+START_TEST(test_reuse)
+{
+	struct p11p_swkey *aes = secret_key(CKK_AES, GCM_K, 0);
+	struct p11p_swkey *mac = secret_key(CKK_GENERIC_SECRET, "4a656665", 0);
+	const unsigned char *msg = (const unsigned char *)"what do ya want for nothing?";
+	unsigned char iv[12], aad[20], pt[60], ct[76], out[128];
+	CK_GCM_PARAMS p, bad;
+	CK_MECHANISM m = gcm_mech(&p, iv, unhex(GCM_IV, iv, 12), aad, unhex(GCM_A, aad, 20), 128);
+	CK_MECHANISM hm = {CKM_SHA256_HMAC, NULL, 0};
+	CK_MECHANISM badm = gcm_mech(&bad, iv, 12, NULL, 0, 100); /* not a GCM tag length */
+	struct p11p_swop *op = NULL, *first;
+	CK_ULONG len;
+
+	unhex(GCM_P, pt, sizeof(pt));
+	unhex(GCM_C, ct, 60);
+	unhex(GCM_T, ct + 60, 16);
+	for (int round = 0; round < 2; round++) {
+		/* GCM encrypt (its AAD copied into the object), HMAC, GCM decrypt. */
+		ck_assert_int_eq(p11p_swop_init_borrow(aes, P11P_SWOP_ENCRYPT, &m, &op), CKR_OK);
+		first = op;
+		len = sizeof(out);
+		ck_assert_int_eq(p11p_swop_run(op, pt, 60, out, &len), CKR_OK);
+		ck_assert(len == 76 && memcmp(out, ct, 76) == 0);
+		p11p_swop_end(op);
+		ck_assert(!p11p_swop_active(op));
+		len = sizeof(out);
+		ck_assert_int_eq(p11p_swop_run(op, pt, 60, out, &len),
+		                 CKR_OPERATION_NOT_INITIALIZED);
+
+		ck_assert_int_eq(p11p_swop_init_borrow(mac, P11P_SWOP_SIGN, &hm, &op), CKR_OK);
+		ck_assert_ptr_eq(op, first);
+		len = sizeof(out);
+		ck_assert_int_eq(p11p_swop_run(op, msg, 28, out, &len), CKR_OK);
+		assert_hex(out, len,
+		           "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+		p11p_swop_end(op);
+
+		ck_assert_int_eq(p11p_swop_init_borrow(aes, P11P_SWOP_DECRYPT, &m, &op), CKR_OK);
+		ck_assert_ptr_eq(op, first);
+		len = sizeof(out);
+		ck_assert_int_eq(p11p_swop_run(op, ct, 76, out, &len), CKR_OK);
+		ck_assert(len == 60 && memcmp(out, pt, 60) == 0);
+		/* Ended while active (the application's next *Init): nothing carried over. */
+		ck_assert_int_eq(p11p_swop_init_borrow(aes, P11P_SWOP_ENCRYPT, &m, &op), CKR_OK);
+		len = sizeof(out);
+		ck_assert_int_eq(p11p_swop_update(op, pt, 16, out, &len), CKR_OK);
+		p11p_swop_end(op);
+		ck_assert_int_eq(p11p_swop_init_borrow(aes, P11P_SWOP_ENCRYPT, &m, &op), CKR_OK);
+		len = sizeof(out);
+		ck_assert_int_eq(p11p_swop_run(op, pt, 60, out, &len), CKR_OK);
+		ck_assert(len == 76 && memcmp(out, ct, 76) == 0);
+		p11p_swop_end(op);
+		/* A failing init frees the object (the leak checkers see to the rest). */
+		ck_assert_int_eq(p11p_swop_init_borrow(aes, P11P_SWOP_ENCRYPT, &badm, &op),
+		                 CKR_MECHANISM_PARAM_INVALID);
+		ck_assert_ptr_null(op);
+	}
+	p11p_swop_end(NULL);
+	p11p_swkey_free(aes);
+	p11p_swkey_free(mac);
+}
+END_TEST
+
 START_TEST(test_ed25519)
 {
 	unsigned char seed[32], sig[64], pt[64];
@@ -2169,6 +2238,7 @@ static Suite *swkey_suite(void)
 	tcase_add_test(tc, test_hmac);
 	tcase_add_test(tc, test_hmac_openssl);
 	tcase_add_test(tc, test_hmac_rfc4231);
+	tcase_add_test(tc, test_reuse);
 	tcase_add_test(tc, test_ed25519);
 	tcase_add_test(tc, test_ecdsa);
 	tcase_add_test(tc, test_rsa);

@@ -873,26 +873,33 @@ static void op_cleanup(struct p11p_swop *op)
 {
 	if (op->key == NULL)
 		return;
-	if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
-		p11p_cipher_ctx_free(op->cipher, op->cctx);
-	/* An ECDSA signing context that signed goes back to the key (no key-derived data in it). */
-	if (op->sign_kept && op->clean && ready_give(op->key->sign_cache, SW_SIGN_CACHE, op->pctx))
-		op->pctx = NULL;
-	if (op->fam == FAM_HMAC)
+	/* What each family's set-up makes (gcm_setup, hmac_setup, asym_setup), and nothing else. */
+	if (op->fam <= FAM_CTR) {
+		if (!(op->clean && op->keyed && cache_give(op->key, op->slot, op->cctx)))
+			p11p_cipher_ctx_free(op->cipher, op->cctx);
+		p11p_free(op->aad);
+		p11p_free(op->buf);
+		if (op->fam == FAM_CBC_PAD) {
+			p11p_wipe(op->tail, sizeof(op->tail));
+			p11p_wipe(op->last, sizeof(op->last));
+		}
+	} else if (op->fam == FAM_HMAC) {
 		OPENSSL_cleanse(&op->hw, sizeof(op->hw));
-	EVP_MD_CTX_free(op->mdctx);
-	EVP_PKEY_CTX_free(op->pctx);
-	EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */
-	EVP_MD_free(op->md);
-	EVP_MD_free(op->mgf_md);
-	OPENSSL_free(op->label);
-	p11p_free(op->aad);
-	p11p_free(op->buf);
+	} else {
+		/* An ECDSA signing context that signed goes back to the key (no key data in it). */
+		if (op->sign_kept && op->clean &&
+		    ready_give(op->key->sign_cache, SW_SIGN_CACHE, op->pctx))
+			op->pctx = NULL;
+		EVP_MD_CTX_free(op->mdctx);
+		EVP_PKEY_CTX_free(op->pctx);
+		EVP_PKEY_free(op->signing); /* cleanses the seed, RSA's Montgomery contexts */
+		EVP_MD_free(op->md);
+		EVP_MD_free(op->mgf_md);
+		OPENSSL_free(op->label);
+	}
 	if (op->owns_ref)
 		p11p_swkey_free(op->key);
 	op->key = NULL;
-	p11p_wipe(op->tail, sizeof(op->tail));
-	p11p_wipe(op->last, sizeof(op->last));
 }
 
 static CK_RV swop_new(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_MECHANISM *mech,

@@ -976,6 +976,24 @@ static void case_rehandle(long n)
 }
 
 /*
+ * A fresh module (C_Finalize, C_Initialize) with every token healthy: objects
+ * are met for the first time, every member is up. False (reported) if not.
+ */
+static int module_again(const char *who)
+{
+	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+	CK_RV rv;
+
+	control("");
+	rv = f->C_Finalize(NULL);
+	if (rv == CKR_OK)
+		rv = f->C_Initialize(&args);
+	if (rv != CKR_OK)
+		expect(0, "%s: the module again: %s", who, rv_str(rv));
+	return rv == CKR_OK;
+}
+
+/*
  * 6. A member that fails between a find and the reads of what it found: on a
  * fresh module (objects met for the first time: their identity and their
  * virtual key are read), m1 answers C_FindObjects, then fails its
@@ -990,8 +1008,6 @@ static void case_rehandle(long n)
  */
 static void case_findfault(int reads)
 {
-	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
-
 	for (int after = 0; after < reads; after++) {
 		CK_SESSION_HANDLE s;
 		CK_OBJECT_HANDLE key;
@@ -1000,15 +1016,9 @@ static void case_findfault(int reads)
 		CK_RV rv;
 		int ok = 0;
 
-		control("");
 		/* A fresh module: the key was never met through "ha" by this one. */
-		rv = f->C_Finalize(NULL);
-		if (rv == CKR_OK)
-			rv = f->C_Initialize(&args);
-		if (rv != CKR_OK) {
-			expect(0, "findfault: the module again: %s", rv_str(rv));
+		if (!module_again("findfault"))
 			return;
-		}
 		s = sess_must("ha", 1);
 		mark = log_lines();
 		snprintf(rules, sizeof(rules),
@@ -1087,8 +1097,6 @@ static void case_replaylost(void)
 {
 	static const char *const codes[] = {"CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED",
 	                                    "CKR_DEVICE_ERROR"};
-	CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
-
 	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
 		unsigned char hash[32], sig[64];
 		CK_ULONG sig_len = sizeof(sig);
@@ -1098,15 +1106,9 @@ static void case_replaylost(void)
 		long mark;
 		CK_RV rv;
 
-		control("");
 		/* A fresh module: m1 up, and the session on it. */
-		rv = f->C_Finalize(NULL);
-		if (rv == CKR_OK)
-			rv = f->C_Initialize(&args);
-		if (rv != CKR_OK) {
-			expect(0, "replaylost: the module again: %s", rv_str(rv));
+		if (!module_again("replaylost"))
 			return;
-		}
 		s = sess_must("ha", 1);
 		key = find_key(s, CKO_PRIVATE_KEY, "hf-ec", &rv);
 		mark = log_lines();

@@ -141,8 +141,13 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		}
 		if (!p11p_rv_needs_failover(next, r))
 			return r; /* it answers, but cannot take the session (a PIN it refuses) */
-		/* A refresh on the member that just answered: its error is the request's. */
-		if (refresh && next == old)
+		/*
+		 * A refresh on the member that just answered: its error is the
+		 * request's, unless the new session itself was lost there (the
+		 * member restarting meanwhile): that is the member's failure.
+		 */
+		if (refresh && next == old && r != CKR_SESSION_HANDLE_INVALID &&
+		    r != CKR_SESSION_CLOSED)
 			return r;
 		if (p11p_session_be(c->s, next->index) != 0) {
 			p11p_be_C_CloseSession(&next->ctx, p11p_session_be(c->s, next->index));

@@ -1095,9 +1095,22 @@ static void case_unseenrestart(void)
  */
 static void case_replaylost(void)
 {
-	static const char *const codes[] = {"CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED",
-	                                    "CKR_DEVICE_ERROR"};
-	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+	/*
+	 * How m1 fails the application's C_Sign (a lost session; or a device
+	 * error, after which the proxy makes the call again on a new session
+	 * there), then the replayed C_SignInit.
+	 */
+	static const struct {
+		const char *sign, *replay;
+	} v[] = {
+	    {"CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_HANDLE_INVALID"},
+	    {"CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED"},
+	    {"CKR_SESSION_HANDLE_INVALID", "CKR_DEVICE_ERROR"},
+	    {"CKR_DEVICE_ERROR", "CKR_SESSION_HANDLE_INVALID"},
+	    {"CKR_DEVICE_ERROR", "CKR_SESSION_CLOSED"},
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		unsigned char hash[32], sig[64];
 		CK_ULONG sig_len = sizeof(sig);
 		CK_SESSION_HANDLE s;
@@ -1115,21 +1128,23 @@ static void case_replaylost(void)
 		RAND_bytes(hash, sizeof(hash));
 		rv = key != 0 ? ec_init(s, key) : rv;
 		expect(rv == CKR_OK && log_count(mark, "C_SignInit m1 CKR_OK", NULL) == 1,
-		       "replaylost (%s): harness: C_SignInit on m1 (%s)", codes[i], rv_str(rv));
+		       "replaylost (%s, %s): harness: C_SignInit on m1 (%s)", v[i].sign,
+		       v[i].replay, rv_str(rv));
 		snprintf(rules, sizeof(rules),
-		         "m1 fail-fn C_Sign CKR_SESSION_HANDLE_INVALID count 1\n"
+		         "m1 fail-fn C_Sign %s count 1\n"
 		         "m1 fail-fn C_SignInit %s count 1\n",
-		         codes[i]);
+		         v[i].sign, v[i].replay);
 		control(rules);
 		rv = f->C_Sign(s, hash, sizeof(hash), sig, &sig_len);
 		expect(rv == CKR_OK && sig_len == 64 && verify_ec(hash, sig),
-		       "replaylost: m1 loses the session the sign operation was replayed on "
-		       "(%s): the sign goes on on m2 and verifies (%s)",
-		       codes[i], rv_str(rv));
-		snprintf(replayed, sizeof(replayed), "C_SignInit m1 %s", codes[i]);
+		       "replaylost: m1 fails a sign (%s), then the session the operation was "
+		       "replayed on (%s): the sign goes on on m2 and verifies (%s)",
+		       v[i].sign, v[i].replay, rv_str(rv));
+		snprintf(replayed, sizeof(replayed), "C_SignInit m1 %s", v[i].replay);
 		expect(log_count(mark, replayed, NULL) == 1 &&
 		           log_count(mark, "C_Sign m2 CKR_OK", NULL) == 1,
-		       "replaylost (%s): harness: the replay on m1 met it, m2 signed", codes[i]);
+		       "replaylost (%s, %s): harness: the replay on m1 met it, m2 signed",
+		       v[i].sign, v[i].replay);
 		control("");
 		f->C_CloseSession(s);
 	}

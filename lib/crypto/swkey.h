@@ -362,8 +362,9 @@ CK_RV p11p_swop_init(struct p11p_swkey *key, enum p11p_swop_kind kind, const CK_
  * object's key). No write to the key, which other threads read: no cache
  * line goes back and forth between threads using one key. *io: NULL, or an
  * object p11p_swop_end() ended, made the new operation (the soft room keeps
- * one per session and kind: no allocation per operation); on failure *io is
- * NULL (the object freed).
+ * one per session and kind: no allocation per operation); when the
+ * mechanism, its parameters or the key are refused, *io is NULL (the object
+ * freed).
  */
 CK_RV p11p_swop_init_borrow(struct p11p_swkey *key, enum p11p_swop_kind kind,
                             const CK_MECHANISM *mech, struct p11p_swop **io);

@@ -146,8 +146,7 @@ static CK_RV move_session(struct p11p_call *c, struct p11p_member *old, bool ali
 		 * request's, unless the new session itself was lost there (the
 		 * member restarting meanwhile): that is the member's failure.
 		 */
-		if (refresh && next == old && r != CKR_SESSION_HANDLE_INVALID &&
-		    r != CKR_SESSION_CLOSED)
+		if (refresh && next == old && !p11p_rv_session_lost(r))
 			return r;
 		if (p11p_session_be(c->s, next->index) != 0) {
 			p11p_be_C_CloseSession(&next->ctx, p11p_session_be(c->s, next->index));
@@ -202,7 +201,7 @@ bool p11p_call_retry(struct p11p_call *c, CK_RV *rv, bool repeatable)
 	}
 	if (!p11p_rv_needs_failover(c->m, *rv))
 		return false;
-	lost_session = *rv == CKR_SESSION_HANDLE_INVALID || *rv == CKR_SESSION_CLOSED;
+	lost_session = p11p_rv_session_lost(*rv);
 	/* A member that lost its sessions (an HSM restart) lost its object handles with them. */
 	if (lost_session)
 		p11p_member_sessions_gone(old); /* and its login: checked again before use */

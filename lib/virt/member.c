@@ -43,10 +43,14 @@ void p11p_member_down_locked(struct p11p_state *st, struct p11p_vslot *vs, struc
 	p11p_broadcast_locked(); /* slot events */
 }
 
+bool p11p_rv_session_lost(CK_RV rv)
+{
+	return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED;
+}
+
 bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv)
 {
-	return rv != CKR_OK && (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-	                        p11p_rv_is_server_error(m->be, rv));
+	return rv != CKR_OK && (p11p_rv_session_lost(rv) || p11p_rv_is_server_error(m->be, rv));
 }
 
 bool p11p_member_confirm(struct p11p_state *st, struct p11p_vslot *vs, struct p11p_member *m,

@@ -616,7 +616,7 @@ CK_RV p11p_open_session(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR application, 
 			 * pool's other sessions of this generation too (handle_gen).
 			 */
 			if (rv != CKR_OK && from_pool) {
-				if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED)
+				if (p11p_rv_session_lost(rv))
 					p11p_member_sessions_gone(m);
 				skip_pool = true;
 				goto again;

@@ -576,6 +576,8 @@ struct p11p_member *p11p_member_pick(struct p11p_state *st, struct p11p_vslot *v
 /* Server-side error or lost session: the results p11p_call_retry() acts on. */
 
 bool p11p_rv_needs_failover(const struct p11p_member *m, CK_RV rv);
+/* The member lost the session (it restarted, or closed it): CKR_SESSION_HANDLE_INVALID, _CLOSED. */
+bool p11p_rv_session_lost(CK_RV rv);
 
 /*
  * --- health.c: the backend layer's hooks for calls abandoned past call_timeout ---

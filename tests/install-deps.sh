@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the build and the tests need, when missing.
-# debhelper, dpkg-dev, fakeroot: tests/suites/72-deb.sh builds the Debian packages.
+# debhelper, dpkg-dev, fakeroot: tests/suites/72-deb.sh builds the Debian packages; lintian checks
+# them there (without it that check was skipped on every fresh machine, so never ran in CI).
 # libsystemd-dev: the CLI's sd_notify (Type=notify). prometheus: its promtool checks GET /metrics
 # (tests/suites/76-metrics.sh; installed without recommends, the server is not started by it).
 # gdb: its gcore dumps a process holding software keys (tests/suites/78-swkeys.sh).
@@ -10,7 +11,7 @@ set -e
 pkgs="build-essential pkg-config libp11-kit-dev p11-kit p11-kit-modules libyaml-dev libssl-dev check
 libsubunit-dev python3 softhsm2 opensc gnutls-bin libengine-pkcs11-openssl libnss3-tools openssl mandoc valgrind
 libmicrohttpd-dev libjansson-dev libsystemd-dev curl jq prometheus libsqlite3-dev sqlite3 libpq-dev postgresql
-gdb debhelper dpkg-dev fakeroot
+gdb debhelper dpkg-dev fakeroot lintian
 openjdk-17-jre-headless openjdk-17-jdk-headless"
 missing=""
 for p in $pkgs; do

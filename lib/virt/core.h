@@ -12,14 +12,14 @@
 
 struct p11p_session {
 	struct p11p_session_head head; /* first: p11p_shead() */
-	atomic_uint refs;              /* the table holds one; each call in flight holds one */
-	atomic_uint lock;              /* see the lock-order note; a futex word (session.c) */
-	/* Guarded by `lock`: */
+	/* Its lock (the lock-order note) and references, a futex word (session.c). */
+	atomic_uint word;
+	/* Guarded by the lock: */
 	bool closed;
 	bool ops_used;                          /* op.c: an operation began since it was made */
 	CK_SESSION_HANDLE be[P11P_MAX_MEMBERS]; /* backend session per member; 0 = none */
 	struct p11p_op ops[P11P_OP_KINDS];
-	/* When the call in flight started (watchdog; 0: none). Written under `lock`. */
+	/* When the call in flight started (watchdog; 0: none). Written under the session's lock. */
 	_Atomic unsigned long long call_started_ms;
 	/* The watchdog counted this call as hung against that member (global lock). */
 	bool call_hung;
@@ -28,7 +28,8 @@ struct p11p_session {
 	 * object.c: the running find's CKA_EXTRACTABLE, matched here (taken out
 	 * of the member's find) on a slot that replicates, as
 	 * C_GetAttributeValue shows it (repl_unlocked keys: false); guarded by
-	 * `lock`. 0: not in the template; 1: false wanted; 2: true wanted.
+	 * the session's lock. 0: not in the template; 1: false wanted; 2: true
+	 * wanted.
 	 */
 	unsigned char find_extr;
 	/*
@@ -36,7 +37,7 @@ struct p11p_session {
 	 * taken from the pool) on member be_member at its handle_gen be_gen;
 	 * be_dirty, it may hold state a later session must not inherit (a call
 	 * answered with an error, an operation state set, a session moved by
-	 * HA), so it is closed, never pooled. Guarded by `lock`.
+	 * HA), so it is closed, never pooled. Guarded by the session's lock.
 	 */
 	bool be_dirty;
 	bool be_objects; /* it made session objects: set when it is detached (global lock) */

@@ -49,36 +49,69 @@ void p11p_session_call_hung_locked(struct p11p_session *s, struct p11p_member *m
 }
 
 /*
- * A session's lock (the lock-order note): a futex word, 0 free, 1 held, 2
- * held with waiters (U. Drepper, "Futexes Are Tricky", mutex 3). Each call
- * takes it once: uncontended, a lock and an unlock are an atomic each, where
- * a pthread mutex costs some 57 instructions. Waiters sleep in the kernel (the
- * lock is held across backend calls). Sessions are never freed while the
- * state lives (struct p11p_stab), so the word outlives every waiter.
+ * A session's word (struct p11p_session.word): its lock (the lock-order
+ * note) and its reference count in one atomic, so that a call takes both with
+ * one compare-and-swap and lets both go with another. An atomic costs as much
+ * as some 20 plain instructions here (bench/README.md, session 11): the
+ * reference and the lock apart were four of the 16 an AES-GCM message of a
+ * software key made.
+ *   W_HELD     the lock is held;
+ *   W_WAITERS  a thread may sleep on the word (U. Drepper, "Futexes Are
+ *              Tricky", mutex 3: the unlock that clears it wakes one, and a
+ *              thread that slept takes the lock with it set, so that its own
+ *              unlock wakes the next);
+ *   the rest   references, in units of W_REF: the table holds one, each call
+ *              in flight one; 0: closed (on its way to the pool, or in it).
+ * Waiters sleep in the kernel (the lock is held across backend calls) on the
+ * whole word: a reference taken or dropped meanwhile only makes them look
+ * again. Sessions are never freed while the state lives (struct p11p_stab),
+ * so the word outlives every waiter.
  */
-static void session_lock_wait(struct p11p_session *s, unsigned v)
+#define W_HELD    1u
+#define W_WAITERS 2u
+#define W_REF     4u
+
+/* Takes the lock, waiting for it; the caller holds a reference. */
+static void session_lock_wait(struct p11p_session *s)
 {
-	if (v != 2)
-		v = atomic_exchange_explicit(&s->lock, 2, memory_order_acquire);
-	while (v != 0) {
-		syscall(SYS_futex, &s->lock, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
-		v = atomic_exchange_explicit(&s->lock, 2, memory_order_acquire);
+	unsigned w = atomic_load_explicit(&s->word, memory_order_relaxed);
+	unsigned slept = 0; /* W_WAITERS once this thread has slept */
+
+	for (;;) {
+		if (!(w & W_HELD)) {
+			if (atomic_compare_exchange_weak_explicit(&s->word, &w, w | W_HELD | slept,
+			                                          memory_order_acquire,
+			                                          memory_order_relaxed))
+				return;
+			continue;
+		}
+		if (!(w & W_WAITERS) &&
+		    !atomic_compare_exchange_weak_explicit(
+		        &s->word, &w, w | W_WAITERS, memory_order_relaxed, memory_order_relaxed))
+			continue;
+		syscall(SYS_futex, &s->word, FUTEX_WAIT_PRIVATE, w | W_WAITERS, NULL, NULL, 0);
+		slept = W_WAITERS;
+		w = atomic_load_explicit(&s->word, memory_order_relaxed);
 	}
 }
 
+/* Takes the lock; the caller holds a reference. */
 static inline void session_lock(struct p11p_session *s)
 {
-	unsigned v = 0;
+	unsigned w = atomic_load_explicit(&s->word, memory_order_relaxed);
 
-	if (!atomic_compare_exchange_strong_explicit(&s->lock, &v, 1, memory_order_acquire,
+	if ((w & W_HELD) ||
+	    !atomic_compare_exchange_strong_explicit(&s->word, &w, w | W_HELD, memory_order_acquire,
 	                                             memory_order_relaxed))
-		session_lock_wait(s, v); /* held: wait for it */
+		session_lock_wait(s);
 }
 
+/* Lets the lock go, keeping the caller's reference. */
 static void session_unlock(struct p11p_session *s)
 {
-	if (atomic_exchange_explicit(&s->lock, 0, memory_order_release) == 2)
-		syscall(SYS_futex, &s->lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	if (atomic_fetch_and_explicit(&s->word, ~(W_HELD | W_WAITERS), memory_order_release) &
+	    W_WAITERS)
+		syscall(SYS_futex, &s->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /*
@@ -139,7 +172,23 @@ static void session_release(struct p11p_session *s)
 
 static inline void session_unref(struct p11p_session *s)
 {
-	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+	if (atomic_fetch_sub_explicit(&s->word, W_REF, memory_order_acq_rel) < 2 * W_REF)
+		session_release(s);
+}
+
+/* The end of a call: lets the lock go and drops the caller's reference, in one atomic. */
+static inline void session_unlock_unref(struct p11p_session *s)
+{
+	unsigned w = atomic_load_explicit(&s->word, memory_order_relaxed), n;
+
+	/* Waiters hold references: the count reaches 0 only without them. */
+	do
+		n = (w - W_REF) & ~(W_HELD | W_WAITERS);
+	while (!atomic_compare_exchange_weak_explicit(&s->word, &w, n, memory_order_acq_rel,
+	                                              memory_order_relaxed));
+	if (w & W_WAITERS)
+		syscall(SYS_futex, &s->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	if (n < W_REF)
 		session_release(s);
 }
 
@@ -158,30 +207,47 @@ static struct p11p_session *table_get_locked(struct p11p_state *st, CK_SESSION_H
 }
 
 /*
- * The open session with handle h with a reference taken, or NULL. No lock:
- * what it reads may be stale, but stays a session (struct p11p_stab).
+ * The open session with handle h, referenced and locked, or NULL. No other
+ * lock: what it reads may be stale, but stays a session (struct p11p_stab).
+ * Uncontended, the reference and the lock are one compare-and-swap.
  */
-static struct p11p_session *table_ref(struct p11p_state *st, CK_SESSION_HANDLE h)
+static struct p11p_session *table_take(struct p11p_state *st, CK_SESSION_HANDLE h)
 {
 	struct p11p_stab *t = atomic_load_explicit(&st->sessions, memory_order_acquire);
 	struct p11p_session *s;
-	unsigned r;
+	unsigned w;
 
 	if (t == NULL)
 		return NULL;
 	s = atomic_load_explicit(&t->e[h & t->mask], memory_order_acquire);
 	if (s == NULL)
 		return NULL;
-	r = atomic_load_explicit(&s->refs, memory_order_relaxed);
-	do
-		if (r == 0)
+	w = atomic_load_explicit(&s->word, memory_order_relaxed);
+	for (;;) {
+		if (w < W_REF)
 			return NULL; /* closed: on its way to the pool */
-	while (!atomic_compare_exchange_weak_explicit(&s->refs, &r, r + 1, memory_order_acquire,
-	                                              memory_order_relaxed));
-	/* Its handle is set before its count leaves zero (table_put_locked). */
+		if (w & W_HELD) {
+			/* Another call holds it: a reference first, then wait for the lock. */
+			if (!atomic_compare_exchange_weak_explicit(&s->word, &w, w + W_REF,
+			                                           memory_order_acquire,
+			                                           memory_order_relaxed))
+				continue;
+			/* Its handle is set before its count leaves zero (table_put_locked). */
+			if (s->head.handle != h) {
+				session_unref(s); /* closed and reused since it was read */
+				return NULL;
+			}
+			session_lock_wait(s);
+			return s;
+		}
+		if (atomic_compare_exchange_weak_explicit(&s->word, &w, w + W_REF + W_HELD,
+		                                          memory_order_acquire,
+		                                          memory_order_relaxed))
+			break;
+	}
 	if (s->head.handle == h)
 		return s;
-	session_unref(s); /* closed and reused since it was read */
+	session_unlock_unref(s); /* closed and reused since it was read */
 	return NULL;
 }
 
@@ -222,7 +288,7 @@ static int table_put_locked(struct p11p_state *st, struct p11p_session *s)
 		st->next_session = st->next_session < P11P_HANDLE_SPAN ? st->next_session + 1 : 1;
 	} while (atomic_load_explicit(&t->e[h & t->mask], memory_order_relaxed) != NULL);
 	s->head.handle = h;
-	atomic_store_explicit(&s->refs, 1, memory_order_release); /* the table's reference */
+	atomic_store_explicit(&s->word, W_REF, memory_order_release); /* the table's reference */
 	atomic_store_explicit(&t->e[h & t->mask], s, memory_order_release);
 	t->count++;
 	return 0;
@@ -303,17 +369,14 @@ CK_RV p11p_call_begin(CK_SESSION_HANDLE h, struct p11p_call *c)
 	st = p11p_enter();
 	if (st == NULL)
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	s = table_ref(st, h);
+	s = table_take(st, h);
 	if (s == NULL) {
 		p11p_leave(st);
 		return CKR_SESSION_HANDLE_INVALID;
 	}
-
-	session_lock(s);
 	if (s->closed) {
 		/* Closed by another thread while we waited for it. */
-		session_unlock(s);
-		session_unref(s);
+		session_unlock_unref(s);
 		p11p_leave(st);
 		return CKR_SESSION_CLOSED;
 	}
@@ -380,9 +443,7 @@ CK_RV p11p_call_end(struct p11p_call *c, CK_RV rv)
 
 	if (__builtin_expect((st->watch_ms | rv) != 0, 0))
 		call_end_slow(c, rv);
-	session_unlock(c->s);
-
-	session_unref(c->s);
+	session_unlock_unref(c->s);
 	p11p_leave(st);
 	return rv;
 }

@@ -4,9 +4,10 @@
  * Locking: the lock-order note. Every lock of the library, outermost first;
  * a thread holding one may take only locks below it:
  *   1. g_init_lock (state.c): serializes C_Initialize and C_Finalize;
- *   2. a session's `lock` (a futex word, session.c): held across backend
- *      calls on that session (the only lock held across a vendor call:
- *      PKCS#11 forbids concurrent use of one session anyway);
+ *   2. a session's lock (a bit of its futex `word`, which also counts its
+ *      references, session.c): held across backend calls on that session
+ *      (the only lock held across a vendor call: PKCS#11 forbids concurrent
+ *      use of one session anyway);
  *   3. pool_lock (backend/offload.c): the worker pool; the hung() hook of an
  *      abandoned call runs under it and takes the global lock;
  *   4. the global table lock, p11p_lock() (state.c p11p_g_lock, a futex
@@ -151,16 +152,16 @@ struct p11p_session_head {
 	CK_SESSION_HANDLE handle;
 	struct p11p_vslot *slot;
 	CK_FLAGS flags;
-	size_t member; /* the member serving this session; guarded by `lock` */
+	size_t member; /* the member serving this session; guarded by its lock */
 	/*
 	 * Operations a failover lost (op.c), a hint read inline by the entry
 	 * room: bit (1u << kind) set when one was; p11p_op_lost() answers and
-	 * clears it. Guarded by `lock`.
+	 * clears it. Guarded by the session's lock.
 	 */
 	unsigned ops_lost;
 	/*
 	 * The rooms' data, one pointer per room to a struct the room defines
-	 * (the core only declares it), guarded by the session's `lock`: made
+	 * (the core only declares it), guarded by the session's lock: made
 	 * by the room when it first needs it, freed through its hooks when the
 	 * session is freed or goes back to the pool
 	 * (p11p_hook_local_session_free, p11p_hook_vkey_session_free /
@@ -175,7 +176,7 @@ struct p11p_session_head {
 	 * call on it takes no global lock; good while p11p_objects_gen() is
 	 * still oc_gen: its handle oc_bh (0: not cached) on member oc_member as
 	 * of that member's handle_gen oc_hgen (object.c; read inline by
-	 * p11p_object_to_backend()). Guarded by `lock`.
+	 * p11p_object_to_backend()). Guarded by the session's lock.
 	 */
 	CK_OBJECT_HANDLE oc_h, oc_bh;
 	unsigned long oc_gen, oc_hgen;

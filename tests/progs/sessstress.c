@@ -1,11 +1,13 @@
 /*
- * sessstress MODULE TOKEN_LABEL PIN NTHREADS SECONDS
+ * sessstress MODULE TOKEN_LABEL PIN NTHREADS SECONDS [ENTRIES]
  *
  * Sessions opened, used and closed by many threads at once, their handles
  * shared between the threads (PKCS#11 lets threads share a session; the
  * proxy must keep each call whole and never answer for another session).
- * A shared array of ENTRIES entries holds open sessions' handles and whether
- * each is R/W. For SECONDS, each thread at random:
+ * A shared array of ENTRIES entries (48, or fewer from the command line:
+ * with 2, every thread crowds onto two sessions, so calls queue on each
+ * session's lock and sleep on it while closes come and go) holds open
+ * sessions' handles and whether each is R/W. For SECONDS, each thread at random:
  *   - opens a session (R/O or R/W) into an entry, closing the one it takes
  *     out (CKR_OK: whoever takes a handle out of an entry closes it, once);
  *   - takes an entry's session out and closes it (CKR_OK);
@@ -38,6 +40,7 @@ static CK_SLOT_ID slot;
 static CK_OBJECT_HANDLE obj;
 static _Atomic uint64_t entries[ENTRIES];
 static atomic_int stop;
+static int n_entries = ENTRIES; /* the entries in use */
 
 #define CLOSED 64 /* handles a thread remembers having closed */
 
@@ -136,8 +139,8 @@ static void *worker_main(void *arg)
 
 	while (!atomic_load(&stop)) {
 		unsigned r = (unsigned)rand_r(&w->seed);
-		size_t i = r % ENTRIES;
-		unsigned what = (r / ENTRIES) % 100;
+		size_t i = r % (unsigned)n_entries;
+		unsigned what = (r / (unsigned)n_entries) % 100;
 		uint64_t v;
 
 		if (what < 20) {
@@ -193,13 +196,16 @@ int main(int argc, char **argv)
 	double t0;
 	CK_RV rv;
 
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s MODULE TOKEN_LABEL PIN NTHREADS SECONDS\n", argv[0]);
+	if (argc != 6 && argc != 7) {
+		fprintf(stderr, "usage: %s MODULE TOKEN_LABEL PIN NTHREADS SECONDS [ENTRIES]\n",
+		        argv[0]);
 		return 2;
 	}
 	n = atoi(argv[4]);
 	secs = atoi(argv[5]);
-	if (n < 1 || n > 64 || secs < 1)
+	if (argc == 7)
+		n_entries = atoi(argv[6]);
+	if (n < 1 || n > 64 || secs < 1 || n_entries < 1 || n_entries > ENTRIES)
 		return 2;
 	if (!testmod_load(&m, argv[1]) || !testmod_session(&m, argv[2], argv[3], &login))
 		return 1;

@@ -7,7 +7,8 @@
 # run does not ask for it. Valgrind mode: proxy only, 2 threads x 5.
 # tests/progs/sessstress.c: sessions opened, shared, used and closed by N
 # threads at once (the proxy's lock-free session table, its session pool and
-# session locks); through the proxy only (SoftHSM2 reuses handles at once).
+# session locks), then the same with every thread on two sessions; through the
+# proxy only (SoftHSM2 reuses handles at once).
 
 thr_prog=$BUILD/tests/threads
 thr_fork=$BUILD/tests/forktest
@@ -66,6 +67,10 @@ thr_main() {
 		"$TEST_USER_PIN"
 	thr_run "sessions: shared by $n threads, opened and closed at once, ${secs} s, through proxy" \
 		"$thr_sess" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $secs
+	# All threads on two sessions: calls queue and sleep on each session's lock (its word
+	# also counts the references) while those sessions are closed and replaced.
+	thr_run "sessions: $n threads crowding onto 2 sessions, ${secs} s, through proxy" \
+		"$thr_sess" "$PROXY_MODULE" v-m1 "$TEST_USER_PIN" $n $secs 2
 }
 
 thr_main

@@ -66,12 +66,14 @@ struct p11p_swkey {
 	 * RSA private keys read from the usual PKCS#8 form (swkey.c rsa_own):
 	 * the engine's own RSA, built from its parse of key->der into
 	 * secure-heap bignums, with RSA_FLAG_CACHE_PRIVATE cleared (OpenSSL would
-	 * cache Montgomery contexts holding p and q in ordinary heap) and its
-	 * blinding kept. Private operations run on it through the RSA_* calls
-	 * (deprecated in OpenSSL 3.0, which has no other way to a key with
-	 * those properties); pkey is then the public key only.
+	 * cache Montgomery contexts holding p and q in ordinary heap), and its
+	 * blinding (rsa_blinding: r^e and r^-1 mod n, nothing of the private
+	 * key), kept. Private operations go through p11p_swkey_rsa_private()
+	 * and the RSA_* calls (deprecated in OpenSSL 3.0, which has no other way
+	 * to a key with those properties); pkey is then the public key only.
 	 */
 	RSA *rsa;
+	BN_BLINDING *rsa_blinding;
 	int curve; /* EC: NID_X9_62_prime256v1 or NID_secp384r1 */
 	/* AES keys: fetched from the private library context (no key material). */
 	struct p11p_cipher gcm, cbc, ctr;
@@ -98,5 +100,13 @@ static inline const struct p11p_cipher *p11p_swkey_cipher(const struct p11p_swke
 
 /* Ed25519 signing key for one operation, from key->der (EVP_PKEY_free cleanses it). */
 EVP_PKEY *p11p_swkey_ed25519_private(const struct p11p_swkey *key);
+
+/*
+ * The raw RSA private operation on key->rsa: out = in^d mod n, both the
+ * modulus's length (key->len bytes). False when in is not below n, or on
+ * failure (out is then wiped).
+ */
+bool p11p_swkey_rsa_private(const struct p11p_swkey *key, const unsigned char *in,
+                            unsigned char *out);
 
 #endif

@@ -721,7 +721,7 @@ static CK_RV asym_setup(struct p11p_swop *op, const CK_MECHANISM *mech, CK_MECHA
 	}
 	if (sign && op->fam == FAM_ECDSA)
 		return ecdsa_sign_ctx(op);
-	/* The key's own RSA (no copy: it caches no private Montgomery context). */
+	/* The key's own RSA (p11p_swkey_rsa_private: a copy per operation, blinded by the key). */
 	if (key->type == CKK_RSA && key->rsa != NULL &&
 	    (op->kind == P11P_SWOP_SIGN || op->kind == P11P_SWOP_DECRYPT)) {
 		op->own_rsa = true;
@@ -1390,14 +1390,40 @@ static CK_RV raw_input_ok(const struct p11p_swop *op, CK_ULONG in_len)
  * in, then the digest), PKCS#1 v1.5 by RSA_sign or RSA_private_encrypt, PSS
  * padded here and signed raw.
  */
+/*
+ * The DigestInfo prefix of a SHA-2 hash (RFC 8017 section 9.2, note 1): the
+ * DER of the AlgorithmIdentifier and the OCTET STRING header, the hash after.
+ */
+static const unsigned char *digest_info(size_t hash_len, size_t *len)
+{
+	static const unsigned char sha256[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
+	                                       0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+	                                       0x01, 0x05, 0x00, 0x04, 0x20};
+	static const unsigned char sha384[] = {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60,
+	                                       0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+	                                       0x02, 0x05, 0x00, 0x04, 0x30};
+	static const unsigned char sha512[] = {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60,
+	                                       0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+	                                       0x03, 0x05, 0x00, 0x04, 0x40};
+
+	*len = sizeof(sha256); /* all three are 19 bytes */
+	return hash_len == 32 ? sha256 : hash_len == 48 ? sha384 : hash_len == 64 ? sha512 : NULL;
+}
+
+/*
+ * Signs on the key's own RSA: the encoded message made here (PKCS#1 v1.5
+ * type 1 padding, or PSS), then the raw private operation
+ * (p11p_swkey_rsa_private: blinded, on a copy of the key for this operation).
+ */
 static CK_RV rsa_own_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len,
                           bool final, unsigned char *out)
 {
-	unsigned char h[EVP_MAX_MD_SIZE], em[P11P_SWKEY_RSA_MAX / 8];
+	unsigned char h[EVP_MAX_MD_SIZE], em[P11P_SWKEY_RSA_MAX / 8], t[19 + EVP_MAX_MD_SIZE];
 	RSA *rsa = op->key->rsa;
-	size_t k = op->key->len;
-	unsigned int hl = 0, sl = 0;
-	CK_RV rv = CKR_FUNCTION_FAILED;
+	size_t k = op->key->len, pre_len = 0;
+	const unsigned char *pre;
+	unsigned int hl = 0;
+	bool ok = false;
 
 	if (k > sizeof(em))
 		return CKR_FUNCTION_FAILED;
@@ -1410,30 +1436,30 @@ static CK_RV rsa_own_sign(struct p11p_swop *op, const unsigned char *in, CK_ULON
 	}
 	switch (op->fam) {
 	case FAM_RSA_HASH:
-		if (RSA_sign(EVP_MD_get_type(op->md), in, (unsigned int)in_len, out, &sl, rsa) ==
-		        1 &&
-		    sl == k)
-			rv = CKR_OK;
+		pre = digest_info(in_len, &pre_len);
+		if (pre != NULL) {
+			memcpy(t, pre, pre_len);
+			memcpy(t + pre_len, in, in_len);
+			ok = RSA_padding_add_PKCS1_type_1(em, (int)k, t, (int)(pre_len + in_len)) ==
+			     1;
+		}
 		break;
 	case FAM_RSA_PKCS:
-		if (in_len <= k &&
-		    RSA_private_encrypt((int)in_len, in, out, rsa, RSA_PKCS1_PADDING) == (int)k)
-			rv = CKR_OK;
+		ok = in_len <= k && RSA_padding_add_PKCS1_type_1(em, (int)k, in, (int)in_len) == 1;
 		break;
 	case FAM_PSS:
 	case FAM_PSS_HASH:
-		if (in_len == op->hash_len &&
-		    RSA_padding_add_PKCS1_PSS_mgf1(rsa, em, in, op->md, op->mgf_md, op->salt) ==
-		        1 &&
-		    RSA_private_encrypt((int)k, em, out, rsa, RSA_NO_PADDING) == (int)k)
-			rv = CKR_OK;
+		ok = in_len == op->hash_len &&
+		     RSA_padding_add_PKCS1_PSS_mgf1(rsa, em, in, op->md, op->mgf_md, op->salt) == 1;
 		break;
 	default:
 		break;
 	}
+	ok = ok && p11p_swkey_rsa_private(op->key, em, out);
 	p11p_wipe(h, sizeof(h));
+	p11p_wipe(t, sizeof(t));
 	p11p_wipe(em, sizeof(em));
-	return rv;
+	return ok ? CKR_OK : CKR_FUNCTION_FAILED;
 }
 
 static CK_RV asym_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len, bool final,
@@ -1527,19 +1553,17 @@ static CK_RV rsa_crypt(struct p11p_swop *op, const unsigned char *in, CK_ULONG i
 	}
 	len = sizeof(tmp);
 	if (op->own_rsa) {
-		/* The key's own RSA: PKCS#1 v1.5 by OpenSSL, OAEP decoded here from the raw result.
-		 */
+		/* The key's own RSA: the raw private operation, then OpenSSL's padding checks. */
 		unsigned char em[P11P_SWKEY_RSA_MAX / 8];
-		int n = k > sizeof(em) ? -1
-		        : op->fam == FAM_OAEP
-		            ? RSA_private_decrypt((int)k, in, em, op->key->rsa, RSA_NO_PADDING)
-		            : RSA_private_decrypt((int)k, in, tmp, op->key->rsa, RSA_PKCS1_PADDING);
+		int n = k <= sizeof(em) && p11p_swkey_rsa_private(op->key, in, em) ? (int)k : -1;
 
-		if (op->fam == FAM_OAEP)
-			n = n == (int)k ? RSA_padding_check_PKCS1_OAEP_mgf1(
-			                      tmp, (int)sizeof(tmp), em, (int)k, (int)k, op->label,
-			                      (int)op->label_len, op->md, op->mgf_md)
-			                : -1;
+		if (n == (int)k && op->fam == FAM_OAEP)
+			n = RSA_padding_check_PKCS1_OAEP_mgf1(tmp, (int)sizeof(tmp), em, (int)k,
+			                                      (int)k, op->label, (int)op->label_len,
+			                                      op->md, op->mgf_md);
+		else if (n == (int)k)
+			n = RSA_padding_check_PKCS1_type_2(tmp, (int)sizeof(tmp), em, (int)k,
+			                                   (int)k);
 		p11p_wipe(em, sizeof(em));
 		if (n < 0) {
 			p11p_wipe(tmp, sizeof(tmp));

@@ -1142,6 +1142,22 @@ static void rsa_checks(struct p11p_swkey *priv)
 		                 CKR_SIGNATURE_INVALID);
 		ref[k - 1] ^= 1;
 	}
+	/* SHA384 and SHA512 too (each its own DigestInfo): OpenSSL's very bytes */
+	for (int i = 0; i < 2; i++) {
+		CK_MECHANISM m = {i == 0 ? CKM_SHA384_RSA_PKCS : CKM_SHA512_RSA_PKCS, NULL, 0};
+		unsigned char r2[512];
+
+		md = EVP_MD_CTX_new();
+		rl = sizeof(r2);
+		ck_assert(EVP_DigestSignInit(md, NULL, i == 0 ? EVP_sha384() : EVP_sha512(), NULL,
+		                             opriv) == 1);
+		ck_assert(EVP_DigestSign(md, r2, &rl, msg, sizeof(msg)) == 1);
+		EVP_MD_CTX_free(md);
+		len = sizeof(sig);
+		ck_assert_int_eq(p11p_swkey_sign(priv, &m, msg, sizeof(msg), sig, &len), CKR_OK);
+		ck_assert(len == k && rl == k && memcmp(sig, r2, k) == 0);
+		ck_assert_int_eq(p11p_swkey_verify(pub, &m, msg, sizeof(msg), sig, k), CKR_OK);
+	}
 	/* raw CKM_RSA_PKCS on the DigestInfo gives the same signature */
 	{
 		CK_MECHANISM m = {CKM_RSA_PKCS, NULL, 0};

@@ -19,12 +19,19 @@
 #include <unistd.h>
 
 /*
- * The global lock (virt.h p11p_lock()) is a futex word, p11p_g_lock: a pair
+ * The global lock (virt.h p11p_lock()) is a futex word, p11p_g_lock.word: a pair
  * costs two atomics where a pthread mutex pair cost some 57 instructions,
  * and every session open and close takes it. Condition waits under it go
  * through g_wait (p11p_cond_wait_locked(), p11p_signal_locked()).
  */
-atomic_uint p11p_g_lock;
+/*
+ * Its sequence, p11p_g_lock.seq (a seqlock over it, virt.h p11p_read_begin()):
+ * odd while a thread holds the global lock, moved on by every p11p_lock() and
+ * p11p_unlock() (a condition wait lets the lock go through them), so that a
+ * reader that saw the same even value before and after its reads read no
+ * half-made change. Written only with the global lock held.
+ */
+struct p11p_glock p11p_g_lock;
 static pthread_mutex_t g_wait = PTHREAD_MUTEX_INITIALIZER;
 /* Serializes C_Initialize and C_Finalize; taken before the global lock. */
 static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -75,15 +82,6 @@ static unsigned long busy_sum(void)
 	return sum;
 }
 /*
- * The global lock's sequence (a seqlock over it, virt.h p11p_read_begin()):
- * odd while a thread holds the global lock, moved on by every p11p_lock() and
- * p11p_unlock() (a condition wait lets the lock go through them), so that a reader
- * that saw the same even value before and after its reads read no half-made
- * change. Written only with the global lock held.
- */
-atomic_ulong p11p_g_lock_seq;
-
-/*
  * Both locks, in their order: a thread between them (p11p_cond_wait_locked())
  * would otherwise leave g_wait held for good in the child.
  */
@@ -109,8 +107,8 @@ static void atfork_child(void)
 		atomic_store(&p11p_g_busy[i].n, 0);
 	/* This thread, which took both locks, is the only one: no waiter to wake. */
 	pthread_mutex_unlock(&g_wait);
-	atomic_store(&p11p_g_lock_seq, atomic_load(&p11p_g_lock_seq) + 1);
-	atomic_store(&p11p_g_lock, 0);
+	atomic_store(&p11p_g_lock.seq, atomic_load(&p11p_g_lock.seq) + 1);
+	atomic_store(&p11p_g_lock.word, 0);
 }
 
 static void register_atfork(void)
@@ -143,22 +141,23 @@ void p11p_lock_wait(unsigned v)
 {
 	for (int i = 0; i < LOCK_SPINS && v != 0; i++) {
 		spin_pause();
-		v = atomic_load_explicit(&p11p_g_lock, memory_order_relaxed);
-		if (v == 0 && atomic_compare_exchange_strong_explicit(
-		                  &p11p_g_lock, &v, 1, memory_order_acquire, memory_order_relaxed))
+		v = atomic_load_explicit(&p11p_g_lock.word, memory_order_relaxed);
+		if (v == 0 && atomic_compare_exchange_strong_explicit(&p11p_g_lock.word, &v, 1,
+		                                                      memory_order_acquire,
+		                                                      memory_order_relaxed))
 			return;
 	}
 	if (v != 2)
-		v = atomic_exchange_explicit(&p11p_g_lock, 2, memory_order_acquire);
+		v = atomic_exchange_explicit(&p11p_g_lock.word, 2, memory_order_acquire);
 	while (v != 0) {
-		syscall(SYS_futex, &p11p_g_lock, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
-		v = atomic_exchange_explicit(&p11p_g_lock, 2, memory_order_acquire);
+		syscall(SYS_futex, &p11p_g_lock.word, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+		v = atomic_exchange_explicit(&p11p_g_lock.word, 2, memory_order_acquire);
 	}
 }
 
 void p11p_lock_wake(void)
 {
-	syscall(SYS_futex, &p11p_g_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	syscall(SYS_futex, &p11p_g_lock.word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 CK_ULONG p11p_next_handle_locked(CK_ULONG *counter, CK_ULONG base, const struct p11p_map *used)

@@ -278,25 +278,30 @@ struct p11p_call {
 
 /* --- state.c: lifetime, the global lock, fork --- */
 /*
- * The global lock (state.c p11p_g_lock: a futex word; p11p_g_lock_seq: its
- * sequence, odd while held, for p11p_read_begin()). Inline: the uncontended
+ * The global lock (state.c p11p_g_lock): a futex word and its sequence (odd
+ * while held, for p11p_read_begin()), in one cache line of their own: every
+ * lock and unlock writes both, and a line moved between CPUs costs a
+ * thread taking the lock more than its atomic does. Inline: the uncontended
  * lock and unlock are an atomic each.
  */
-extern P11P_INTERNAL atomic_uint p11p_g_lock;
-extern P11P_INTERNAL atomic_ulong p11p_g_lock_seq;
+struct p11p_glock {
+	alignas(64) atomic_uint word;
+	atomic_ulong seq;
+};
+extern P11P_INTERNAL struct p11p_glock p11p_g_lock;
 void p11p_lock_wait(unsigned v);
 void p11p_lock_wake(void);
 static inline void p11p_lock_seq_step(void)
 {
-	atomic_store_explicit(&p11p_g_lock_seq,
-	                      atomic_load_explicit(&p11p_g_lock_seq, memory_order_relaxed) + 1,
+	atomic_store_explicit(&p11p_g_lock.seq,
+	                      atomic_load_explicit(&p11p_g_lock.seq, memory_order_relaxed) + 1,
 	                      memory_order_relaxed);
 }
 static inline void p11p_lock(void)
 {
 	unsigned v = 0;
 
-	if (!atomic_compare_exchange_strong_explicit(&p11p_g_lock, &v, 1, memory_order_acquire,
+	if (!atomic_compare_exchange_strong_explicit(&p11p_g_lock.word, &v, 1, memory_order_acquire,
 	                                             memory_order_relaxed))
 		p11p_lock_wait(v);
 	p11p_lock_seq_step();
@@ -308,7 +313,7 @@ static inline void p11p_unlock(void)
 	/* Every write made under the lock is seen before the even value. */
 	atomic_thread_fence(memory_order_release);
 	p11p_lock_seq_step();
-	if (atomic_exchange_explicit(&p11p_g_lock, 0, memory_order_release) == 2)
+	if (atomic_exchange_explicit(&p11p_g_lock.word, 0, memory_order_release) == 2)
 		p11p_lock_wake();
 }
 /*
@@ -362,7 +367,7 @@ static inline void p11p_leave(struct p11p_state *st)
 }
 /*
  * Reading what the global lock guards without taking it (a seqlock over
- * the lock, state.c p11p_g_lock_seq): s = p11p_read_begin(), then, when s is
+ * the lock, state.c p11p_g_lock.seq): s = p11p_read_begin(), then, when s is
  * even, the reads (P11P_RD: relaxed, as a writer may be storing; every value
  * read must be checked as if it came from outside, it may be half-made), then
  * p11p_read_valid(s): true when no thread took the lock meanwhile, so the
@@ -371,12 +376,12 @@ static inline void p11p_leave(struct p11p_state *st)
 #define P11P_RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 static inline unsigned long p11p_read_begin(void)
 {
-	return atomic_load_explicit(&p11p_g_lock_seq, memory_order_acquire);
+	return atomic_load_explicit(&p11p_g_lock.seq, memory_order_acquire);
 }
 static inline bool p11p_read_valid(unsigned long s)
 {
 	atomic_thread_fence(memory_order_acquire);
-	return (s & 1) == 0 && atomic_load_explicit(&p11p_g_lock_seq, memory_order_relaxed) == s;
+	return (s & 1) == 0 && atomic_load_explicit(&p11p_g_lock.seq, memory_order_relaxed) == s;
 }
 /* Is the library initialized (in this process)? Cheap and lock-free. */
 bool p11p_initialized(void);

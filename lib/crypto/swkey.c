@@ -124,9 +124,9 @@ static void key_destroy(struct p11p_swkey *key)
 	p11p_cipher_release(&key->cbc);
 	p11p_cipher_release(&key->ctr);
 	EVP_PKEY_free(key->pkey);
-	BN_BLINDING_free(
-	    key->rsa_blinding); /* before the RSA: it uses its Montgomery context of n */
-	RSA_free(key->rsa);     /* clears its secure bignums */
+	/* The blinding before the RSA: it uses the RSA's Montgomery context of n. */
+	BN_BLINDING_free(key->rsa_blinding);
+	RSA_free(key->rsa); /* clears its secure bignums */
 	p11p_secret_free(key->der);
 	p11p_secret_free(key->value);
 	p11p_free(key);

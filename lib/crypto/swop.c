@@ -1384,12 +1384,9 @@ static CK_RV raw_input_ok(const struct p11p_swop *op, CK_ULONG in_len)
 	}
 }
 
-/* Signs (single-part: in given; multi-part final: in NULL) into out, op->sig_len bytes. */
-/*
- * RSA signature on the key's own RSA: hash-and-sign hashes here (one-shot:
- * in, then the digest), PKCS#1 v1.5 by RSA_sign or RSA_private_encrypt, PSS
- * padded here and signed raw.
- */
+/* The length of each DigestInfo prefix below. */
+#define DIGEST_INFO_LEN 19
+
 /*
  * The DigestInfo prefix of a SHA-2 hash (RFC 8017 section 9.2, note 1): the
  * DER of the AlgorithmIdentifier and the OCTET STRING header, the hash after.
@@ -1406,19 +1403,24 @@ static const unsigned char *digest_info(size_t hash_len, size_t *len)
 	                                       0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
 	                                       0x03, 0x05, 0x00, 0x04, 0x40};
 
-	*len = sizeof(sha256); /* all three are 19 bytes */
+	_Static_assert(sizeof(sha256) == DIGEST_INFO_LEN && sizeof(sha384) == DIGEST_INFO_LEN &&
+	                   sizeof(sha512) == DIGEST_INFO_LEN,
+	               "one DigestInfo prefix length");
+	*len = DIGEST_INFO_LEN;
 	return hash_len == 32 ? sha256 : hash_len == 48 ? sha384 : hash_len == 64 ? sha512 : NULL;
 }
 
 /*
- * Signs on the key's own RSA: the encoded message made here (PKCS#1 v1.5
- * type 1 padding, or PSS), then the raw private operation
- * (p11p_swkey_rsa_private: blinded, on a copy of the key for this operation).
+ * Signs on the key's own RSA: hash-and-sign hashes here (one-shot: in, then
+ * the digest), the encoded message is made here (PKCS#1 v1.5 type 1 padding,
+ * or PSS), then the raw private operation (p11p_swkey_rsa_private: blinded,
+ * on a copy of the key for this operation).
  */
 static CK_RV rsa_own_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len,
                           bool final, unsigned char *out)
 {
-	unsigned char h[EVP_MAX_MD_SIZE], em[P11P_SWKEY_RSA_MAX / 8], t[19 + EVP_MAX_MD_SIZE];
+	unsigned char h[EVP_MAX_MD_SIZE], em[P11P_SWKEY_RSA_MAX / 8],
+	    t[DIGEST_INFO_LEN + EVP_MAX_MD_SIZE];
 	RSA *rsa = op->key->rsa;
 	size_t k = op->key->len, pre_len = 0;
 	const unsigned char *pre;
@@ -1462,6 +1464,7 @@ static CK_RV rsa_own_sign(struct p11p_swop *op, const unsigned char *in, CK_ULON
 	return ok ? CKR_OK : CKR_FUNCTION_FAILED;
 }
 
+/* Signs (single-part: in given; multi-part final: in NULL) into out, op->sig_len bytes. */
 static CK_RV asym_sign(struct p11p_swop *op, const unsigned char *in, CK_ULONG in_len, bool final,
                        unsigned char *out)
 {

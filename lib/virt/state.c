@@ -23,10 +23,8 @@
  * costs two atomics where a pthread mutex pair cost some 57 instructions,
  * and every session open and close takes it. Condition waits under it go
  * through g_wait (p11p_cond_wait_locked(), p11p_signal_locked()).
- */
-/*
- * Its sequence, p11p_g_lock.seq (a seqlock over it, virt.h p11p_read_begin()):
- * odd while a thread holds the global lock, moved on by every p11p_lock() and
+ * Its sequence, p11p_g_lock.seq (a seqlock over it, virt.h p11p_read_begin()),
+ * is odd while a thread holds the lock and moved on by every p11p_lock() and
  * p11p_unlock() (a condition wait lets the lock go through them), so that a
  * reader that saw the same even value before and after its reads read no
  * half-made change. Written only with the global lock held.
